@@ -1,0 +1,54 @@
+# The two commands people expect:
+#   make          build (release, in build/)
+#   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
+# and a few more: make demo, make bench, make fuzz, make clean.
+
+BUILD ?= build
+CHECK_BUILD ?= build-check
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 15
+
+.PHONY: all deps check unit lab fuzz fuzz-check bench demo clean
+
+all:
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
+	ninja -C $(BUILD)
+
+deps:
+	scripts/install-deps.sh
+
+$(CHECK_BUILD)/build.ninja:
+	CC=gcc meson setup $(CHECK_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
+
+check: deps $(CHECK_BUILD)/build.ninja
+	ninja -C $(CHECK_BUILD)
+	meson test -C $(CHECK_BUILD) --print-errorlogs --num-processes 2
+	$(MAKE) fuzz-check
+
+unit: $(CHECK_BUILD)/build.ninja
+	ninja -C $(CHECK_BUILD)
+	meson test -C $(CHECK_BUILD) --suite unit --print-errorlogs
+
+lab: $(CHECK_BUILD)/build.ninja
+	ninja -C $(CHECK_BUILD)
+	meson test -C $(CHECK_BUILD) --suite lab --print-errorlogs
+
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
+
+# Every fuzz target for FUZZ_SECONDS from the seed corpus in tests/fuzz/corpus.
+fuzz-check: $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD)
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+fuzz: FUZZ_SECONDS = 300
+fuzz: fuzz-check
+
+bench: all
+	bench/throughput.sh
+
+demo: all
+	scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Trellis builds and tests with. Does nothing when
+# they are all present, so `make check` stays fast on a prepared machine.
+set -euo pipefail
+
+pkgs=(
+	# build
+	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+	libssl-dev libmnl-dev libcmocka-dev
+	# lab tests and benchmarks
+	iproute2 nftables conntrack iputils-ping iperf3 wireguard-tools wireguard-go
+	procps psmisc python3
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+((${#missing[@]})) || exit 0
+
+if [[ $(id -u) != 0 ]]; then
+	echo "install-deps: missing packages: ${missing[*]} (run as root, or install them)" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# No recommends: wireguard-tools would otherwise pull in a kernel image.
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

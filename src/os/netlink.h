@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_OS_NETLINK_H
+#define TRELLIS_OS_NETLINK_H
+
+/* Interface configuration over rtnetlink (libmnl). Every call is synchronous: it waits for the ACK. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+int nl_link_index(const char *ifname); /* >0, or -ENODEV */
+int nl_link_set_up(const char *ifname, bool up);
+int nl_link_set_mtu(const char *ifname, unsigned mtu);
+/* addr: 4 or 16 bytes in network order. -EEXIST is returned as 0 (idempotent). */
+int nl_addr_add(const char *ifname, int family, const void *addr, unsigned prefixlen);
+int nl_addr_del(const char *ifname, int family, const void *addr, unsigned prefixlen);
+int nl_route_add(const char *ifname, int family, const void *dst, unsigned prefixlen);
+int nl_route_del(const char *ifname, int family, const void *dst, unsigned prefixlen);
+
+/*
+ * Link/address change monitor: a non-blocking netlink socket subscribed to link and
+ * address groups. nl_monitor_read drains it and returns how many change events it saw.
+ */
+int nl_monitor_open(void);
+int nl_monitor_read(int fd);
+
+#endif

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_OS_TUN_H
+#define TRELLIS_OS_TUN_H
+
+#include <net/if.h>
+
+#include "base/pkt.h"
+
+/*
+ * Opens (creating if needed) a layer-3 TUN device without packet info headers,
+ * non-blocking, close-on-exec. name may be a pattern ("trellis%d").
+ * Returns the fd and writes the kernel's name, or -errno.
+ */
+int tun_open(const char *name, char ret_name[IF_NAMESIZE]);
+/*
+ * Reads up to n packets without blocking, each into pkts[i]->data (capacity
+ * PKT_MTU_MAX + 1: a longer packet is reported as truncated and dropped).
+ * Returns the count (0 when none are waiting) or -errno. *ret_dropped counts
+ * packets discarded (truncated/empty).
+ */
+int tun_read_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped);
+/* Writes each packet; returns how many were written or -errno when none were. */
+int tun_write_batch(int fd, struct pkt **pkts, unsigned n);
+
+#endif

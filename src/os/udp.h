@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_OS_UDP_H
+#define TRELLIS_OS_UDP_H
+
+#include <stdint.h>
+
+#include "base/pkt.h"
+
+/* One socket per address family on the same port (either fd may be -1 if that family is off). */
+struct udp_socks {
+	int fd4;
+	int fd6;
+	uint16_t port;
+};
+
+/*
+ * Binds an IPv4 and an IPv6 (IPV6_V6ONLY) UDP socket on `port` (0: the kernel picks one
+ * for IPv4 and IPv6 gets the same, retrying a few times if it is taken), non-blocking,
+ * close-on-exec, with SO_MARK = fwmark when fwmark != 0 and large buffers.
+ * A host without IPv6 gets fd6 = -1. 0 or -errno (nothing left open on failure).
+ */
+int udp_socks_open(struct udp_socks *ret, uint16_t port, uint32_t fwmark);
+void udp_socks_close(struct udp_socks *s);
+int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark);
+
+/*
+ * recvmmsg into pkts[i]->data with capacity PKT_BUF_SIZE - PKT_HEADROOM; sets len and ep
+ * (the source). Datagrams that were truncated are dropped and counted in *ret_dropped.
+ * Returns the count (0 if nothing is waiting) or -errno.
+ */
+int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped);
+/*
+ * sendmmsg each packet to pkt->ep on the socket of its family, in as few syscalls as
+ * possible. Returns how many were handed to the kernel (the rest failed and are
+ * counted as sent-errors by the caller), or -errno if none were.
+ */
+int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n);
+
+#endif
