@@ -51,6 +51,20 @@ int chacha20poly1305_decrypt(uint8_t *dst, const uint8_t *src, size_t src_len, c
 			     size_t ad_len, uint64_t nonce,
 			     const uint8_t key[CHACHA20POLY1305_KEY_LEN]);
 
+/*
+ * The same AEAD with a raw 96-bit nonce (RFC 8439 section 2.8), for published test
+ * vectors and protocols whose nonce is not WireGuard's counter.
+ */
+#define CHACHA20POLY1305_NONCE96_LEN 12
+int chacha20poly1305_encrypt_nonce96(uint8_t *dst, const uint8_t *src, size_t src_len,
+				     const uint8_t *ad, size_t ad_len,
+				     const uint8_t nonce[CHACHA20POLY1305_NONCE96_LEN],
+				     const uint8_t key[CHACHA20POLY1305_KEY_LEN]);
+int chacha20poly1305_decrypt_nonce96(uint8_t *dst, const uint8_t *src, size_t src_len,
+				     const uint8_t *ad, size_t ad_len,
+				     const uint8_t nonce[CHACHA20POLY1305_NONCE96_LEN],
+				     const uint8_t key[CHACHA20POLY1305_KEY_LEN]);
+
 /* HChaCha20 (draft-irtf-cfrg-xchacha, section 2.2). */
 void hchacha20(uint8_t out[32], const uint8_t key[32], const uint8_t nonce[16]);
 /* XChaCha20-Poly1305: HChaCha20 subkey + ChaCha20-Poly1305 with nonce 0^4 || nonce[16..24]. */

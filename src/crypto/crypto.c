@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Process-wide OpenSSL setup and the small helpers every other file uses.
+ *
+ * State: one fetched ChaCha20-Poly1305 EVP_CIPHER, fetched once under
+ * pthread_once and never freed (it lives as long as the process). Fetching is
+ * what takes OpenSSL's locks and allocates, so the data path must never do it.
+ */
+#include <errno.h>
+#include <pthread.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "crypto/crypto.h"
+#include "crypto/crypto_internal.h"
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static EVP_CIPHER *chacha20poly1305_cipher;
+
+static void init_cipher(void)
+{
+	chacha20poly1305_cipher = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+	if (!chacha20poly1305_cipher)
+		ERR_clear_error();
+}
+
+int crypto_init(void)
+{
+	pthread_once(&init_once, init_cipher);
+	return chacha20poly1305_cipher ? 0 : -ENOSYS;
+}
+
+const EVP_CIPHER *crypto_chacha20poly1305_cipher(void)
+{
+	pthread_once(&init_once, init_cipher);
+	return chacha20poly1305_cipher;
+}
+
+int crypto_random(void *buf, size_t len)
+{
+	if (len == 0)
+		return 0;
+	if (len > INT32_MAX)
+		return -EINVAL;
+	if (RAND_bytes(buf, (int)len) != 1) {
+		ERR_clear_error();
+		return -EIO;
+	}
+	return 0;
+}
+
+void crypto_wipe(void *buf, size_t len)
+{
+	if (buf && len)
+		OPENSSL_cleanse(buf, len);
+}
+
+bool crypto_equal(const void *a, const void *b, size_t len)
+{
+	return CRYPTO_memcmp(a, b, len) == 0;
+}
