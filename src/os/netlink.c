@@ -19,6 +19,8 @@
 
 /* Link messages with all their attributes are a few KiB; this holds several per read. */
 #define NL_RECV_SIZE 32768
+/* Our requests carry a header and at most four small attributes. */
+#define NL_REQ_SIZE 512
 
 static int addr_len(int family)
 {
@@ -35,7 +37,7 @@ static int addr_len(int family)
  */
 static int nl_transact(struct nlmsghdr *nlh)
 {
-	char buf[NL_RECV_SIZE];
+	char buf[NL_RECV_SIZE] __attribute__((aligned(8)));
 	struct mnl_socket *nl;
 	unsigned portid;
 	ssize_t n;
@@ -105,7 +107,7 @@ static struct nlmsghdr *link_msg_start(char *buf, int ifindex)
 
 int nl_link_set_up(const char *ifname, bool up)
 {
-	char buf[MNL_SOCKET_BUFFER_SIZE];
+	char buf[NL_REQ_SIZE] __attribute__((aligned(8)));
 	struct nlmsghdr *nlh;
 	struct ifinfomsg *ifi;
 	int idx;
@@ -122,7 +124,7 @@ int nl_link_set_up(const char *ifname, bool up)
 
 int nl_link_set_mtu(const char *ifname, unsigned mtu)
 {
-	char buf[MNL_SOCKET_BUFFER_SIZE];
+	char buf[NL_REQ_SIZE] __attribute__((aligned(8)));
 	struct nlmsghdr *nlh;
 	int idx;
 
@@ -137,7 +139,7 @@ int nl_link_set_mtu(const char *ifname, unsigned mtu)
 static int addr_change(uint16_t type, uint16_t flags, const char *ifname, int family,
 		       const void *addr, unsigned prefixlen)
 {
-	char buf[MNL_SOCKET_BUFFER_SIZE];
+	char buf[NL_REQ_SIZE] __attribute__((aligned(8)));
 	struct nlmsghdr *nlh;
 	struct ifaddrmsg *ifa;
 	int alen, idx;
@@ -186,7 +188,7 @@ int nl_addr_del(const char *ifname, int family, const void *addr, unsigned prefi
 static int route_change(uint16_t type, uint16_t flags, const char *ifname, int family,
 			const void *dst, unsigned prefixlen)
 {
-	char buf[MNL_SOCKET_BUFFER_SIZE];
+	char buf[NL_REQ_SIZE] __attribute__((aligned(8)));
 	struct nlmsghdr *nlh;
 	struct rtmsg *rtm;
 	int alen, idx;
@@ -269,7 +271,7 @@ static int count_event(const struct nlmsghdr *nlh, void *data)
  */
 int nl_monitor_read(int fd)
 {
-	char buf[NL_RECV_SIZE];
+	char buf[NL_RECV_SIZE] __attribute__((aligned(8)));
 	struct sockaddr_nl from;
 	socklen_t fromlen;
 	unsigned count = 0;
@@ -277,7 +279,8 @@ int nl_monitor_read(int fd)
 
 	for (;;) {
 		fromlen = sizeof(from);
-		n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fromlen);
+		n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from,
+			     &fromlen);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

@@ -2,7 +2,11 @@
 #ifndef TRELLIS_OS_NETLINK_H
 #define TRELLIS_OS_NETLINK_H
 
-/* Interface configuration over rtnetlink (libmnl). Every call is synchronous: it waits for the ACK. */
+/*
+ * Interface configuration over rtnetlink (libmnl). Every call is synchronous: it waits for the
+ * ACK. Errors are the kernel's, as -errno: -ENODEV (no such device), -EEXIST (route exists),
+ * -EADDRNOTAVAIL (deleting a missing address), -ESRCH (deleting a missing route).
+ */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,7 +22,9 @@ int nl_route_del(const char *ifname, int family, const void *dst, unsigned prefi
 
 /*
  * Link/address change monitor: a non-blocking netlink socket subscribed to link and
- * address groups. nl_monitor_read drains it and returns how many change events it saw.
+ * address groups. nl_monitor_read drains it and returns how many change events it saw
+ * (an overrun, where the kernel dropped events, counts as one: re-read the state).
+ * Close the fd with close().
  */
 int nl_monitor_open(void);
 int nl_monitor_read(int fd);

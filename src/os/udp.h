@@ -6,6 +6,9 @@
 
 #include "base/pkt.h"
 
+/* The most datagrams one recvmmsg/sendmmsg call carries (stack arrays, no allocation). */
+#define UDP_BATCH_MAX 64
+
 /* One socket per address family on the same port (either fd may be -1 if that family is off). */
 struct udp_socks {
 	int fd4;
@@ -26,13 +29,18 @@ int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark);
 /*
  * recvmmsg into pkts[i]->data with capacity PKT_BUF_SIZE - PKT_HEADROOM; sets len and ep
  * (the source). Datagrams that were truncated are dropped and counted in *ret_dropped.
- * Returns the count (0 if nothing is waiting) or -errno.
+ * Returns the count (0 if nothing is waiting) or -errno. At most UDP_BATCH_MAX per call.
+ * The received packets are pkts[0..count); the array may be reordered (buffers of dropped
+ * datagrams move behind them) but always holds the same pointers.
  */
 int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped);
 /*
  * sendmmsg each packet to pkt->ep on the socket of its family, in as few syscalls as
  * possible. Returns how many were handed to the kernel (the rest failed and are
  * counted as sent-errors by the caller), or -errno if none were.
+ * Never blocks: when a socket buffer is full (EAGAIN/ENOBUFS) the rest of that run of
+ * packets is dropped, as a full router queue would; a packet the kernel refuses
+ * (no route, bad address, firewall) is skipped and the others are still sent.
  */
 int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n);
 

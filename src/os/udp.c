@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "base/util.h"
+#include "os/udp.h"
+
+/* Socket buffers deep enough to absorb bursts of a fast peer between two loop iterations. */
+#define UDP_SOCK_BUF_SIZE (7 << 20)
+/* Port 0: attempts at finding a port free for both families. */
+#define UDP_BIND_ATTEMPTS 8
+/* recv: extra recvmmsg rounds to refill slots freed by truncated datagrams. */
+#define UDP_RECV_ROUNDS 4
+
+static void set_buffer(int fd, int force_opt, int opt)
+{
+	int size = UDP_SOCK_BUF_SIZE;
+
+	/* The FORCE variants ignore rmem_max/wmem_max but need CAP_NET_ADMIN. */
+	if (setsockopt(fd, SOL_SOCKET, force_opt, &size, sizeof(size)) == 0)
+		return;
+	(void)setsockopt(fd, SOL_SOCKET, opt, &size, sizeof(size));
+}
+
+static int set_mark(int fd, uint32_t fwmark)
+{
+	if (fd < 0)
+		return 0;
+	if (setsockopt(fd, SOL_SOCKET, SO_MARK, &fwmark, sizeof(fwmark)) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Returns the socket or -errno; *ret_nofamily tells "this family is not available here". */
+static int sock_open(int family, uint16_t port, uint32_t fwmark, bool *ret_nofamily)
+{
+	struct endpoint ep;
+	int fd, one = 1, ret;
+
+	*ret_nofamily = false;
+	fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		ret = -errno;
+		*ret_nofamily = ret == -EAFNOSUPPORT || ret == -EPROTONOSUPPORT;
+		return ret;
+	}
+	memset(&ep, 0, sizeof(ep));
+	if (family == AF_INET6) {
+		if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) {
+			ret = -errno;
+			goto out;
+		}
+		ep.in6.sin6_family = AF_INET6;
+		ep.in6.sin6_port = htons(port);
+		ep.in6.sin6_addr = in6addr_any;
+	} else {
+		ep.in4.sin_family = AF_INET;
+		ep.in4.sin_port = htons(port);
+		ep.in4.sin_addr.s_addr = htonl(INADDR_ANY);
+	}
+	set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF);
+	set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF);
+	if (fwmark) {
+		ret = set_mark(fd, fwmark);
+		if (ret < 0)
+			goto out;
+	}
+	if (bind(fd, &ep.sa, endpoint_len(&ep)) < 0) {
+		ret = -errno;
+		/* IPv6 disabled (ipv6.disable=1 or no address support) shows up at bind time. */
+		*ret_nofamily = family == AF_INET6 && ret == -EADDRNOTAVAIL;
+		goto out;
+	}
+	return fd;
+out:
+	close(fd);
+	return ret;
+}
+
+static int sock_port(int fd)
+{
+	struct endpoint ep;
+	socklen_t len = sizeof(ep);
+
+	if (getsockname(fd, &ep.sa, &len) < 0)
+		return -errno;
+	if (ep.sa.sa_family == AF_INET)
+		return ntohs(ep.in4.sin_port);
+	if (ep.sa.sa_family == AF_INET6)
+		return ntohs(ep.in6.sin6_port);
+	return -EAFNOSUPPORT;
+}
+
+int udp_socks_open(struct udp_socks *ret, uint16_t port, uint32_t fwmark)
+{
+	int fd4 = -1, fd6 = -1, p, err = -EADDRINUSE;
+	unsigned attempt;
+	bool nofamily;
+
+	for (attempt = 0; attempt < UDP_BIND_ATTEMPTS; attempt++) {
+		fd4 = sock_open(AF_INET, port, fwmark, &nofamily);
+		if (fd4 < 0) {
+			err = fd4;
+			goto out;
+		}
+		p = sock_port(fd4);
+		if (p < 0) {
+			err = p;
+			goto out;
+		}
+		fd6 = sock_open(AF_INET6, (uint16_t)p, fwmark, &nofamily);
+		if (fd6 >= 0 || nofamily) {
+			if (fd6 < 0)
+				fd6 = -1;
+			ret->fd4 = fd4;
+			ret->fd6 = fd6;
+			ret->port = (uint16_t)p;
+			return 0;
+		}
+		err = fd6;
+		fd6 = -1;
+		/* Only a kernel-chosen port may be retried: a fixed port stays taken. */
+		if (err != -EADDRINUSE || port != 0)
+			goto out;
+		close(fd4);
+		fd4 = -1;
+	}
+out:
+	if (fd4 >= 0)
+		close(fd4);
+	return err;
+}
+
+void udp_socks_close(struct udp_socks *s)
+{
+	if (!s)
+		return;
+	if (s->fd4 >= 0)
+		close(s->fd4);
+	if (s->fd6 >= 0)
+		close(s->fd6);
+	s->fd4 = -1;
+	s->fd6 = -1;
+}
+
+int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark)
+{
+	int ret;
+
+	ret = set_mark(s->fd4, fwmark);
+	if (ret < 0)
+		return ret;
+	return set_mark(s->fd6, fwmark);
+}
+
+static uint32_t recv_capacity(const struct pkt *p)
+{
+	return PKT_BUF_SIZE - pkt_headroom(p);
+}
+
+int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
+{
+	struct mmsghdr msgs[UDP_BATCH_MAX];
+	struct iovec iovs[UDP_BATCH_MAX];
+	unsigned good = 0, dropped = 0, want, round, i, k;
+	struct pkt *p;
+	int r;
+
+	n = MIN(n, (unsigned)UDP_BATCH_MAX);
+	for (round = 0; round < UDP_RECV_ROUNDS && good < n; round++) {
+		want = n - good;
+		for (i = 0; i < want; i++) {
+			p = pkts[good + i];
+			iovs[i].iov_base = p->data;
+			iovs[i].iov_len = recv_capacity(p);
+			memset(&msgs[i], 0, sizeof(msgs[i]));
+			msgs[i].msg_hdr.msg_name = &p->ep;
+			msgs[i].msg_hdr.msg_namelen = sizeof(p->ep);
+			msgs[i].msg_hdr.msg_iov = &iovs[i];
+			msgs[i].msg_hdr.msg_iovlen = 1;
+		}
+		r = recvmmsg(fd, msgs, want, MSG_DONTWAIT, NULL);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			if (good == 0 && dropped == 0)
+				return -errno;
+			break;
+		}
+		/* Keep the good ones in front by swapping buffers of dropped ones behind them. */
+		for (i = 0, k = 0; i < (unsigned)r; i++) {
+			p = pkts[good + i];
+			if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+				dropped++;
+				continue;
+			}
+			p->len = msgs[i].msg_len;
+			pkts[good + i] = pkts[good + k];
+			pkts[good + k] = p;
+			k++;
+		}
+		good += k;
+		/* Fewer than asked, or nothing lost: the queue is drained or the batch is full. */
+		if ((unsigned)r < want || k == (unsigned)r)
+			break;
+	}
+	if (ret_dropped)
+		*ret_dropped = dropped;
+	return (int)good;
+}
+
+static int family_fd(const struct udp_socks *s, int family)
+{
+	if (family == AF_INET)
+		return s->fd4;
+	if (family == AF_INET6)
+		return s->fd6;
+	return -1;
+}
+
+/* Sends cnt prepared messages; returns how many the kernel took, or -errno if none. */
+static int send_run(int fd, struct mmsghdr *msgs, unsigned cnt)
+{
+	unsigned off = 0, sent = 0;
+	int r, err = 0;
+
+	while (off < cnt) {
+		r = sendmmsg(fd, msgs + off, cnt - off, MSG_DONTWAIT);
+		if (r > 0) {
+			off += (unsigned)r;
+			sent += (unsigned)r;
+			continue;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		err = r < 0 ? -errno : -EIO;
+		/* Full buffers: drop the rest of the run rather than block or spin. */
+		if (err == -EAGAIN || err == -EWOULDBLOCK || err == -ENOBUFS)
+			break;
+		/* sendmmsg fails only for the first message: skip it, send the others. */
+		off++;
+	}
+	if (sent == 0 && err)
+		return err;
+	return (int)sent;
+}
+
+int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n)
+{
+	struct mmsghdr msgs[UDP_BATCH_MAX];
+	struct iovec iovs[UDP_BATCH_MAX];
+	unsigned i = 0, cnt, sent = 0;
+	int family, fd, r, err = 0;
+	struct pkt *p;
+
+	while (i < n) {
+		family = pkts[i]->ep.sa.sa_family;
+		fd = family_fd(s, family);
+		if (fd < 0) {
+			if (!err)
+				err = family == AF_INET6 ? -ENETUNREACH : -EAFNOSUPPORT;
+			i++;
+			continue;
+		}
+		/* A run of consecutive packets of one family goes out in one sendmmsg. */
+		for (cnt = 0; i < n && cnt < UDP_BATCH_MAX; i++, cnt++) {
+			p = pkts[i];
+			if (p->ep.sa.sa_family != family)
+				break;
+			iovs[cnt].iov_base = p->data;
+			iovs[cnt].iov_len = p->len;
+			memset(&msgs[cnt], 0, sizeof(msgs[cnt]));
+			msgs[cnt].msg_hdr.msg_name = &p->ep;
+			msgs[cnt].msg_hdr.msg_namelen = endpoint_len(&p->ep);
+			msgs[cnt].msg_hdr.msg_iov = &iovs[cnt];
+			msgs[cnt].msg_hdr.msg_iovlen = 1;
+		}
+		r = send_run(fd, msgs, cnt);
+		if (r < 0) {
+			if (!err)
+				err = r;
+			continue;
+		}
+		sent += (unsigned)r;
+	}
+	if (sent == 0 && err)
+		return err;
+	return (int)sent;
+}

@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "netns.h"
+#include "base/pkt.h"
+#include "os/udp.h"
+
+#define NPKT 32
+
+static uint16_t sock_port(int fd, int *ret_family)
+{
+	struct endpoint ep;
+	socklen_t len = sizeof(ep);
+
+	assert_int_equal(getsockname(fd, &ep.sa, &len), 0);
+	*ret_family = ep.sa.sa_family;
+	return ntohs(ep.sa.sa_family == AF_INET ? ep.in4.sin_port : ep.in6.sin6_port);
+}
+
+static int sockopt_int(int fd, int level, int opt)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	assert_int_equal(getsockopt(fd, level, opt, &v, &len), 0);
+	return v;
+}
+
+static void test_open_port0(void **state)
+{
+	struct udp_socks s;
+	int family;
+
+	(void)state;
+	assert_int_equal(udp_socks_open(&s, 0, 0), 0);
+	assert_true(s.fd4 >= 0);
+	assert_true(s.fd6 >= 0);
+	assert_true(s.port != 0);
+	assert_int_equal(sock_port(s.fd4, &family), s.port);
+	assert_int_equal(family, AF_INET);
+	assert_int_equal(sock_port(s.fd6, &family), s.port);
+	assert_int_equal(family, AF_INET6);
+	assert_int_equal(sockopt_int(s.fd6, IPPROTO_IPV6, IPV6_V6ONLY), 1);
+	/* As root the FORCE options lift the buffers above rmem_max (the kernel doubles them). */
+	assert_true(sockopt_int(s.fd4, SOL_SOCKET, SO_RCVBUF) >= 4 << 20);
+	assert_true(sockopt_int(s.fd6, SOL_SOCKET, SO_SNDBUF) >= 4 << 20);
+	assert_int_equal(sockopt_int(s.fd4, SOL_SOCKET, SO_MARK), 0);
+	udp_socks_close(&s);
+	assert_int_equal(s.fd4, -1);
+	assert_int_equal(s.fd6, -1);
+	udp_socks_close(&s);
+	udp_socks_close(NULL);
+}
+
+static void test_open_fixed_port(void **state)
+{
+	struct udp_socks a, b;
+	uint16_t port;
+
+	(void)state;
+	assert_int_equal(udp_socks_open(&a, 0, 0), 0);
+	port = a.port;
+	b.fd4 = 12345;
+	assert_int_equal(udp_socks_open(&b, port, 0), -EADDRINUSE);
+	assert_int_equal(b.fd4, 12345); /* untouched on failure */
+	udp_socks_close(&a);
+	assert_int_equal(udp_socks_open(&b, port, 0), 0);
+	assert_int_equal(b.port, port);
+	udp_socks_close(&b);
+}
+
+static void test_fwmark(void **state)
+{
+	struct udp_socks s;
+
+	(void)state;
+	assert_int_equal(udp_socks_open(&s, 0, 0x1234), 0);
+	assert_int_equal(sockopt_int(s.fd4, SOL_SOCKET, SO_MARK), 0x1234);
+	assert_int_equal(sockopt_int(s.fd6, SOL_SOCKET, SO_MARK), 0x1234);
+	assert_int_equal(udp_socks_set_fwmark(&s, 0x51820), 0);
+	assert_int_equal(sockopt_int(s.fd4, SOL_SOCKET, SO_MARK), 0x51820);
+	assert_int_equal(udp_socks_set_fwmark(&s, 0), 0);
+	assert_int_equal(sockopt_int(s.fd4, SOL_SOCKET, SO_MARK), 0);
+	assert_int_equal(sockopt_int(s.fd6, SOL_SOCKET, SO_MARK), 0);
+	udp_socks_close(&s);
+}
+
+static void set_dst(struct pkt *p, int family, uint16_t port)
+{
+	memset(&p->ep, 0, sizeof(p->ep));
+	if (family == AF_INET) {
+		p->ep.in4.sin_family = AF_INET;
+		p->ep.in4.sin_port = htons(port);
+		p->ep.in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	} else {
+		p->ep.in6.sin6_family = AF_INET6;
+		p->ep.in6.sin6_port = htons(port);
+		p->ep.in6.sin6_addr = in6addr_loopback;
+	}
+}
+
+/* Receives until `want` packets came in on fd or two seconds passed; returns the count. */
+static unsigned recv_all(int fd, struct pkt **pkts, unsigned want, unsigned *ret_dropped)
+{
+	unsigned got = 0, dropped, total_dropped = 0;
+	int tries, r;
+
+	for (tries = 0; tries < 20 && got < want; tries++) {
+		if (!fd_wait_readable(fd, 100))
+			continue;
+		r = udp_recv_batch(fd, pkts + got, want - got, &dropped);
+		assert_true(r >= 0);
+		got += (unsigned)r;
+		total_dropped += dropped;
+	}
+	*ret_dropped = total_dropped;
+	return got;
+}
+
+static void test_batch_loopback(void **state)
+{
+	struct pkt *tx[NPKT], *rx4[NPKT], *rx6[NPKT];
+	struct pkt_pool *pool;
+	struct udp_socks a, b;
+	unsigned i, n4 = 0, n6 = 0, dropped;
+	int family;
+	char want[32];
+
+	(void)state;
+	pool = pkt_pool_new(3 * NPKT);
+	assert_non_null(pool);
+	assert_int_equal(udp_socks_open(&a, 0, 0), 0);
+	assert_int_equal(udp_socks_open(&b, 0, 0), 0);
+
+	/* Runs of 8 per family: each run should go out in one sendmmsg. */
+	assert_int_equal(pkt_pool_get(pool, tx, NPKT), NPKT);
+	for (i = 0; i < NPKT; i++) {
+		family = (i / 8) % 2 ? AF_INET6 : AF_INET;
+		set_dst(tx[i], family, b.port);
+		tx[i]->len = (uint32_t)snprintf((char *)tx[i]->data, 32, "%s packet %u",
+						family == AF_INET ? "v4" : "v6", i);
+	}
+	assert_int_equal(udp_send_batch(&a, tx, NPKT), NPKT);
+	pkt_free(tx, NPKT);
+
+	assert_int_equal(pkt_pool_get(pool, rx4, NPKT), NPKT);
+	assert_int_equal(pkt_pool_get(pool, rx6, NPKT), NPKT);
+	assert_int_equal(recv_all(b.fd4, rx4, NPKT / 2, &dropped), NPKT / 2);
+	assert_int_equal(dropped, 0);
+	assert_int_equal(recv_all(b.fd6, rx6, NPKT / 2, &dropped), NPKT / 2);
+	assert_int_equal(dropped, 0);
+
+	/* Loopback keeps the order within a socket. */
+	for (i = 0; i < NPKT; i++) {
+		struct pkt *p;
+
+		if ((i / 8) % 2) {
+			p = rx6[n6++];
+			assert_int_equal(p->ep.sa.sa_family, AF_INET6);
+			assert_memory_equal(&p->ep.in6.sin6_addr, &in6addr_loopback, 16);
+			assert_int_equal(ntohs(p->ep.in6.sin6_port), a.port);
+			snprintf(want, sizeof(want), "v6 packet %u", i);
+		} else {
+			p = rx4[n4++];
+			assert_int_equal(p->ep.sa.sa_family, AF_INET);
+			assert_int_equal(ntohl(p->ep.in4.sin_addr.s_addr), INADDR_LOOPBACK);
+			assert_int_equal(ntohs(p->ep.in4.sin_port), a.port);
+			snprintf(want, sizeof(want), "v4 packet %u", i);
+		}
+		assert_int_equal(p->len, strlen(want));
+		assert_memory_equal(p->data, want, p->len);
+	}
+	/* Nothing more is waiting. */
+	assert_int_equal(udp_recv_batch(b.fd4, rx4, NPKT, &dropped), 0);
+	assert_int_equal(udp_recv_batch(b.fd6, rx6, NPKT, &dropped), 0);
+
+	pkt_free(rx4, NPKT);
+	pkt_free(rx6, NPKT);
+	udp_socks_close(&a);
+	udp_socks_close(&b);
+	pkt_pool_free(pool);
+}
+
+static void test_truncated_dropped(void **state)
+{
+	static uint8_t big[PKT_BUF_SIZE * 2];
+	static const char small[] = "fits";
+	struct sockaddr_in dst = {
+		.sin_family = AF_INET,
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	struct pkt *rx[4], *orig[4];
+	struct pkt_pool *pool;
+	struct udp_socks s;
+	unsigned dropped = 99, i, j;
+	int fd;
+
+	(void)state;
+	pool = pkt_pool_new(4);
+	assert_non_null(pool);
+	assert_int_equal(udp_socks_open(&s, 0, 0), 0);
+	dst.sin_port = htons(s.port);
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(sendto(fd, big, sizeof(big), 0, (struct sockaddr *)&dst, sizeof(dst)),
+			 sizeof(big));
+	assert_int_equal(sendto(fd, small, sizeof(small), 0, (struct sockaddr *)&dst, sizeof(dst)),
+			 sizeof(small));
+	assert_int_equal(sendto(fd, big, sizeof(big), 0, (struct sockaddr *)&dst, sizeof(dst)),
+			 sizeof(big));
+	close(fd);
+
+	assert_int_equal(pkt_pool_get(pool, rx, 4), 4);
+	memcpy(orig, rx, sizeof(rx));
+	assert_true(fd_wait_readable(s.fd4, 2000));
+	assert_int_equal(udp_recv_batch(s.fd4, rx, 4, &dropped), 1);
+	assert_int_equal(dropped, 2);
+	assert_int_equal(rx[0]->len, sizeof(small));
+	assert_memory_equal(rx[0]->data, small, sizeof(small));
+	/* The array was reordered but still holds every buffer exactly once. */
+	for (i = 0; i < 4; i++) {
+		unsigned seen = 0;
+
+		for (j = 0; j < 4; j++)
+			seen += rx[j] == orig[i];
+		assert_int_equal(seen, 1);
+	}
+	pkt_free(rx, 4);
+	udp_socks_close(&s);
+	pkt_pool_free(pool);
+}
+
+static void test_send_errors(void **state)
+{
+	struct pkt_pool *pool;
+	struct udp_socks s, nov6;
+	struct pkt *tx[3];
+
+	(void)state;
+	pool = pkt_pool_new(3);
+	assert_non_null(pool);
+	assert_int_equal(udp_socks_open(&s, 0, 0), 0);
+	assert_int_equal(pkt_pool_get(pool, tx, 3), 3);
+	set_dst(tx[0], AF_INET, 9);
+	tx[0]->len = 1;
+	/* No destination: refused alone. */
+	tx[1]->len = 1;
+	set_dst(tx[2], AF_INET6, 9);
+	tx[2]->len = 1;
+	assert_int_equal(udp_send_batch(&s, tx, 3), 2);
+
+	/* A socket set without IPv6 cannot send IPv6. */
+	nov6 = s;
+	nov6.fd6 = -1;
+	assert_int_equal(udp_send_batch(&nov6, tx + 2, 1), -ENETUNREACH);
+	/* Unreachable destination: the kernel's errno comes back when nothing was sent. */
+	tx[0]->ep.in4.sin_addr.s_addr = inet_addr("192.0.2.1");
+	assert_int_equal(udp_send_batch(&s, tx, 1), -ENETUNREACH);
+
+	pkt_free(tx, 3);
+	udp_socks_close(&s);
+	pkt_pool_free(pool);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_open_port0, netns_enter),
+		cmocka_unit_test_setup(test_open_fixed_port, netns_enter),
+		cmocka_unit_test_setup(test_fwmark, netns_enter),
+		cmocka_unit_test_setup(test_batch_loopback, netns_enter),
+		cmocka_unit_test_setup(test_truncated_dropped, netns_enter),
+		cmocka_unit_test_setup(test_send_errors, netns_enter),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
