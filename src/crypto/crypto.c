@@ -7,6 +7,7 @@
  * what takes OpenSSL's locks and allocates, so the data path must never do it.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 
 #include <openssl/crypto.h>
@@ -41,13 +42,18 @@ const EVP_CIPHER *crypto_chacha20poly1305_cipher(void)
 
 int crypto_random(void *buf, size_t len)
 {
-	if (len == 0)
-		return 0;
-	if (len > INT32_MAX)
-		return -EINVAL;
-	if (RAND_bytes(buf, (int)len) != 1) {
-		ERR_clear_error();
-		return -EIO;
+	uint8_t *p = buf;
+	int n;
+
+	/* RAND_bytes takes an int length. */
+	while (len > 0) {
+		n = len > INT_MAX ? INT_MAX : (int)len;
+		if (RAND_bytes(p, n) != 1) {
+			ERR_clear_error();
+			return -EIO;
+		}
+		p += n;
+		len -= (size_t)n;
 	}
 	return 0;
 }

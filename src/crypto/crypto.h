@@ -41,8 +41,12 @@ int x25519_shared(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_
  * ChaCha20-Poly1305 (RFC 8439) with WireGuard's nonce: 32 zero bits then the
  * 64-bit little-endian counter. dst may equal src (in place). encrypt writes
  * src_len + 16 bytes; decrypt takes src_len including the tag and writes
- * src_len - 16 bytes, returning -EBADMSG on authentication failure.
- * The hot path keeps a cipher context per thread: no allocation per call.
+ * src_len - 16 bytes, returning -EBADMSG on authentication failure (or when
+ * src_len < 16), in which case the src_len - 16 bytes at dst are zeroed: no
+ * unauthenticated plaintext is ever handed out. Both return 0 on success and
+ * -EMSGSIZE for lengths near INT_MAX (OpenSSL takes int lengths).
+ * The hot path keeps a cipher context per thread: no allocation per call after
+ * a thread's first (tests/unit/crypto/test_aead_alloc.c counts them).
  */
 int chacha20poly1305_encrypt(uint8_t *dst, const uint8_t *src, size_t src_len, const uint8_t *ad,
 			     size_t ad_len, uint64_t nonce,
