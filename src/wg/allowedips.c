@@ -12,7 +12,9 @@
  * sits in the top 32 bits of word 0), so prefix tests on the lookup path are
  * a couple of XOR-and-mask operations with no allocation and no byte loops.
  */
+#include <arpa/inet.h>
 #include <assert.h>
+#include <endian.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -31,7 +33,7 @@ struct key {
 
 struct node {
 	struct node *child[2];
-	void *peer; /* NULL: branch point */
+	void *peer;	/* NULL: branch point */
 	struct key key; /* masked to cidr */
 	uint8_t cidr;
 };
@@ -44,26 +46,19 @@ struct allowedips {
 
 static inline uint64_t load_be64(const uint8_t *p)
 {
-	uint64_t v = 0;
+	uint64_t v;
 
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
-static inline void store_be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--) {
-		p[i] = (uint8_t)v;
-		v >>= 8;
-	}
+	memcpy(&v, p, sizeof(v));
+	return be64toh(v);
 }
 
 static inline void key_load(struct key *k, int family, const uint8_t *addr)
 {
+	uint32_t v4;
+
 	if (family == AF_INET) {
-		k->w[0] = (uint64_t)addr[0] << 56 | (uint64_t)addr[1] << 48 |
-			  (uint64_t)addr[2] << 40 | (uint64_t)addr[3] << 32;
+		memcpy(&v4, addr, sizeof(v4));
+		k->w[0] = (uint64_t)ntohl(v4) << 32;
 		k->w[1] = 0;
 	} else {
 		k->w[0] = load_be64(addr);
@@ -73,11 +68,9 @@ static inline void key_load(struct key *k, int family, const uint8_t *addr)
 
 static void key_store(const struct key *k, int family, uint8_t *addr)
 {
-	uint8_t buf[16];
+	uint64_t be[2] = {htobe64(k->w[0]), htobe64(k->w[1])};
 
-	store_be64(buf, k->w[0]);
-	store_be64(buf + 8, k->w[1]);
-	memcpy(addr, buf, family == AF_INET ? 4 : 16);
+	memcpy(addr, be, family == AF_INET ? 4 : 16);
 }
 
 /* The top `bits` bits set, 0 <= bits <= 64. */

@@ -20,9 +20,11 @@
 /*
  * Parses the body of a "set=1" request: the lines after "set=1\n", up to but not
  * including the empty line that ends it. Returns 0 and a config, or a negative
- * errno as wg(8) expects it (-EINVAL for malformed lines or keys, -EPROTO for
- * unknown keys or a bad protocol_version, -ENOMEM at the caps above). On error,
- * if err_line is not NULL, it receives the 1-based line number at fault.
+ * errno as wireguard-go answers it (-EPROTO for a line without '=', -EINVAL for
+ * everything else malformed: bad values, unknown keys, keys in the wrong section,
+ * a protocol_version other than 1; -ENOMEM at the caps above). On error, if
+ * err_line is not NULL, it receives the 1-based line number at fault (0 when the
+ * request as a whole is too large). *ret is set only on success.
  */
 int uapi_set_parse(const char *text, size_t len, struct wg_device_cfg **ret, unsigned *err_line);
 
