@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * trellisd: the Trellis node daemon.
+ *
+ *   trellisd --wg IFACE [--mtu N] [--workers N] [--log-level L]
+ *       Plain WireGuard mode, a drop-in for `wireguard-go -f IFACE`: creates the
+ *       TUN interface and serves wg(8) on /var/run/wireguard/IFACE.sock.
+ *   trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]
+ *       Control-plane mode (design.md §12). Its options are parsed so that scripts
+ *       written against the contract get a precise answer, but the mode itself is
+ *       not built yet and says so (exit 2) rather than pretending to run.
+ *
+ * Exit status: 0 after SIGTERM/SIGINT (or when the interface is deleted), 1 when
+ * the daemon cannot start, 2 on usage errors.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <net/if.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/pkt.h"
+#include "node/wgdev.h"
+
+#define DEFAULT_MTU 1420
+#define MIN_MTU 68 /* RFC 791: the smallest MTU IPv4 allows */
+#define MAX_WORKERS 256
+
+static void usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: trellisd --wg IFACE [--mtu N] [--workers N] [--log-level LEVEL]\n"
+	    "       trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]\n"
+	    "\n"
+	    "  --wg IFACE         plain WireGuard mode: create TUN IFACE, configure with wg(8)\n"
+	    "                     through /var/run/wireguard/IFACE.sock (like wireguard-go -f)\n"
+	    "  --mtu N            interface MTU (default %d, at most %d)\n"
+	    "  --workers N        crypto worker threads (default: online CPUs; 0: crypto\n"
+	    "                     inline on the I/O threads)\n"
+	    "  --log-level LEVEL  err, warn, info (default) or debug\n"
+	    "  --state DIR, --socket PATH, --tun IFACE, --port N\n"
+	    "                     control-plane mode (not built yet)\n"
+	    "  --help             this text\n",
+	    DEFAULT_MTU, PKT_MTU_MAX);
+}
+
+/* Whole-string unsigned decimal within [min, max]; false otherwise. */
+static bool parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret)
+{
+	unsigned long v;
+	char *end;
+
+	if (!*s || *s == '-' || *s == '+')
+		return false;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return false;
+	*ret = v;
+	return true;
+}
+
+static int parse_level(const char *s)
+{
+	static const char *const names[] = {"err", "warn", "info", "debug"};
+	int i;
+
+	for (i = 0; i < 4; i++)
+		if (!strcmp(s, names[i]))
+			return i;
+	if (!strcmp(s, "error"))
+		return LOG_LEVEL_ERR;
+	if (!strcmp(s, "warning"))
+		return LOG_LEVEL_WARN;
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	enum {
+		OPT_WG = 256,
+		OPT_MTU,
+		OPT_WORKERS,
+		OPT_LOG,
+		OPT_STATE,
+		OPT_SOCKET,
+		OPT_TUN,
+		OPT_PORT
+	};
+	static const struct option longopts[] = {
+	    {"wg", required_argument, NULL, OPT_WG},
+	    {"mtu", required_argument, NULL, OPT_MTU},
+	    {"workers", required_argument, NULL, OPT_WORKERS},
+	    {"log-level", required_argument, NULL, OPT_LOG},
+	    {"state", required_argument, NULL, OPT_STATE},
+	    {"socket", required_argument, NULL, OPT_SOCKET},
+	    {"tun", required_argument, NULL, OPT_TUN},
+	    {"port", required_argument, NULL, OPT_PORT},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
+	};
+	struct wgdev_opts opts = {.mtu = DEFAULT_MTU, .workers = -1};
+	const char *cp_opt = NULL; /* a control-plane option that was given */
+	unsigned long v;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_WG:
+			if (!*optarg || strlen(optarg) >= IF_NAMESIZE || strchr(optarg, '/')) {
+				fprintf(stderr, "trellisd: --wg: invalid interface name \"%s\"\n",
+					optarg);
+				return 2;
+			}
+			opts.ifname = optarg;
+			break;
+		case OPT_MTU:
+			if (!parse_uint(optarg, MIN_MTU, PKT_MTU_MAX, &v)) {
+				fprintf(stderr,
+					"trellisd: --mtu: \"%s\" is not a number in %d..%d\n",
+					optarg, MIN_MTU, PKT_MTU_MAX);
+				return 2;
+			}
+			opts.mtu = (unsigned)v;
+			break;
+		case OPT_WORKERS:
+			if (!parse_uint(optarg, 0, MAX_WORKERS, &v)) {
+				fprintf(stderr,
+					"trellisd: --workers: \"%s\" is not a number in 0..%d\n",
+					optarg, MAX_WORKERS);
+				return 2;
+			}
+			opts.workers = (int)v;
+			break;
+		case OPT_LOG:
+			r = parse_level(optarg);
+			if (r < 0) {
+				fprintf(stderr,
+					"trellisd: --log-level: \"%s\" is not one of "
+					"err, warn, info, debug\n",
+					optarg);
+				return 2;
+			}
+			log_set_level(r);
+			break;
+		case OPT_PORT:
+			if (!parse_uint(optarg, 0, 65535, &v)) {
+				fprintf(stderr, "trellisd: --port: \"%s\" is not a port number\n",
+					optarg);
+				return 2;
+			}
+			cp_opt = "--port";
+			break;
+		case OPT_STATE:
+			cp_opt = "--state";
+			break;
+		case OPT_SOCKET:
+			cp_opt = "--socket";
+			break;
+		case OPT_TUN:
+			cp_opt = "--tun";
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "trellisd: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (!opts.ifname) {
+		fprintf(stderr, "trellisd: the control-plane mode is not built yet; "
+				"only plain WireGuard mode is available: trellisd --wg IFACE\n");
+		return 2;
+	}
+	if (cp_opt) {
+		fprintf(stderr,
+			"trellisd: %s belongs to the control-plane mode and cannot be "
+			"combined with --wg\n",
+			cp_opt);
+		return 2;
+	}
+	r = wgdev_run(&opts);
+	return r < 0 ? 1 : 0;
+}

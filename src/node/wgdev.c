@@ -1,0 +1,661 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * trellisd --wg IFACE: the wg engine (src/wg) wired to a TUN device, a pair of
+ * UDP sockets and the UAPI socket.
+ *
+ * Threads, and what each owns:
+ *   control (main): the loop — UAPI server, the engine's timer deadline,
+ *                   SIGTERM/SIGINT. The only thread that changes sockets.
+ *   tun reader:     reads TUN in batches -> wg_device_tx.
+ *   udp reader:     reads both UDP sockets in batches -> wg_device_rx.
+ *   crypto workers: cryptq (encrypt and decrypt lanes); whichever worker completes
+ *                   the oldest batch flushes it (wg_*_finish -> udp_send/tun_write).
+ * Any thread may send: udp_send and tun_write are called from readers (handshakes,
+ * inline crypto), workers (flush) and the control thread (timers).
+ *
+ * Packets come from three pools so one direction cannot starve another: TX (TUN
+ * reader), RX (UDP reader) and a small one for what the engine originates
+ * (handshakes, cookies, keepalives), so a flood of data never blocks a handshake.
+ * A reader that finds its pool empty backs off for a millisecond (counted); the
+ * pools and the cryptq ring are the only buffering, and nothing on the packet
+ * path allocates.
+ *
+ * Socket changes (listen_port) are race free without a lock in the UDP reader:
+ * the control thread opens the new sockets, stops and joins the reader, swaps
+ * the sockets under the write side of socks_lock (senders hold the read side for
+ * one batch), closes the old ones and restarts the reader.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/pkt.h"
+#include "base/time.h"
+#include "base/util.h"
+#include "node/cryptq.h"
+#include "node/loop.h"
+#include "node/uapi_server.h"
+#include "node/wgdev.h"
+#include "os/netlink.h"
+#include "os/tun.h"
+#include "os/udp.h"
+#include "wg/device.h"
+#include "wg/uapi.h"
+
+#define READ_BATCH 64
+/*
+ * 4096 packets (8.5 MiB) per data direction covers a full cryptq lane in flight
+ * (CRYPTQ_SLOTS partially filled slots) plus the engine's staging queues.
+ */
+#define POOL_DATA 4096
+#define POOL_CTL 512
+#define CRYPTQ_SLOTS 512
+#define POOL_DRY_BACKOFF_MS 1
+/* Batches read from one UDP socket before looking at the other again. */
+#define UDP_FAIRNESS_BATCHES 8
+
+enum { LANE_ENCRYPT, LANE_DECRYPT };
+
+struct reader {
+	pthread_t thread;
+	int stop_fd; /* eventfd: wakes the reader out of poll() */
+	atomic_bool stop;
+	bool running;
+};
+
+struct wgdev {
+	char ifname[IF_NAMESIZE];
+	struct loop *loop;
+	struct uapi_server *uapi;
+	struct wg_device *dev;
+	struct pkt_pool *pool_tx, *pool_rx, *pool_ctl;
+	struct cryptq *cq;
+	int tun_fd;
+	pthread_rwlock_t socks_lock;
+	struct udp_socks socks;
+	struct reader tun_reader, udp_reader;
+	struct loop_timer timer; /* the engine's next deadline */
+	atomic_bool wake_pending;
+	atomic_bool tun_gone;
+
+	/* Counters of what the engine does not see; logged at exit. */
+	atomic_uint_fast64_t tun_pool_dry, udp_pool_dry;
+	atomic_uint_fast64_t tun_read_dropped, udp_read_dropped;
+	atomic_uint_fast64_t udp_send_errors, tun_write_errors;
+};
+
+/* --- engine callbacks (any thread) --- */
+
+static void op_udp_send(void *ctx, struct pkt **pkts, unsigned n)
+{
+	struct wgdev *w = ctx;
+	int r;
+
+	pthread_rwlock_rdlock(&w->socks_lock);
+	r = udp_send_batch(&w->socks, pkts, n);
+	pthread_rwlock_unlock(&w->socks_lock);
+	if (unlikely(r < (int)n)) {
+		atomic_fetch_add(&w->udp_send_errors, n - (unsigned)MAX(r, 0));
+		if (r < 0)
+			log_ratelimited(LOG_LEVEL_WARN, "udp send: %s", strerror(-r));
+	}
+	pkt_free(pkts, n);
+}
+
+static void op_tun_write(void *ctx, struct pkt **pkts, unsigned n)
+{
+	struct wgdev *w = ctx;
+	int r;
+
+	r = tun_write_batch(w->tun_fd, pkts, n);
+	if (unlikely(r < (int)n)) {
+		atomic_fetch_add(&w->tun_write_errors, n - (unsigned)MAX(r, 0));
+		if (r < 0)
+			log_ratelimited(LOG_LEVEL_WARN, "tun write: %s", strerror(-r));
+	}
+	pkt_free(pkts, n);
+}
+
+static void op_encrypt_submit(void *ctx, struct pkt **pkts, unsigned n)
+{
+	struct wgdev *w = ctx;
+
+	cryptq_submit(w->cq, LANE_ENCRYPT, pkts, n);
+}
+
+static void op_decrypt_submit(void *ctx, struct pkt **pkts, unsigned n)
+{
+	struct wgdev *w = ctx;
+
+	cryptq_submit(w->cq, LANE_DECRYPT, pkts, n);
+}
+
+static void op_timers_wake(void *ctx)
+{
+	struct wgdev *w = ctx;
+
+	/* Coalesce: one eventfd write until the control thread has looked. */
+	if (!atomic_exchange(&w->wake_pending, true))
+		loop_wake(w->loop);
+}
+
+static uint64_t op_wall_ns(void *ctx)
+{
+	(void)ctx;
+	return time_wall_ns();
+}
+
+/* --- cryptq bindings --- */
+
+static void enc_step(void *ctx, struct pkt *pkt)
+{
+	(void)ctx;
+	wg_send_encrypt(pkt);
+}
+
+static void dec_step(void *ctx, struct pkt *pkt)
+{
+	(void)ctx;
+	wg_receive_decrypt(pkt);
+}
+
+static void enc_flush(void *ctx, struct pkt **pkts, unsigned n)
+{
+	struct wgdev *w = ctx;
+
+	wg_send_finish(w->dev, pkts, n, time_now_ns());
+}
+
+static void dec_flush(void *ctx, struct pkt **pkts, unsigned n)
+{
+	struct wgdev *w = ctx;
+
+	wg_receive_finish(w->dev, pkts, n, time_now_ns());
+}
+
+static void q_drop(void *ctx, struct pkt **pkts, unsigned n)
+{
+	struct wgdev *w = ctx;
+	unsigned i;
+
+	for (i = 0; i < n; i++)
+		wg_pkt_release(pkts[i]);
+	pkt_free(pkts, n);
+	wg_device_count_drop(w->dev, WG_DROP_QUEUE_FULL, n);
+}
+
+/* --- reader threads --- */
+
+/* Sleeps up to ms unless asked to stop; true when asked to stop. */
+static bool reader_backoff(struct reader *r, int ms)
+{
+	struct pollfd pfd = {.fd = r->stop_fd, .events = POLLIN};
+
+	poll(&pfd, 1, ms);
+	return atomic_load(&r->stop);
+}
+
+static void *tun_reader_main(void *arg)
+{
+	struct wgdev *w = arg;
+	struct reader *rd = &w->tun_reader;
+	struct pkt *stash[READ_BATCH];
+	struct pollfd pfd[2] = {
+	    {.fd = w->tun_fd, .events = POLLIN},
+	    {.fd = rd->stop_fd, .events = POLLIN},
+	};
+	unsigned have = 0;
+
+	/*
+	 * `stash` keeps buffers across reads: only the ones handed to the engine are
+	 * replaced, so an idle wakeup costs no pool lock.
+	 */
+	while (!atomic_load(&rd->stop)) {
+		unsigned dropped = 0, asked;
+		int n;
+
+		if (have < READ_BATCH)
+			have += pkt_pool_get(w->pool_tx, stash + have, READ_BATCH - have);
+		if (!have) {
+			atomic_fetch_add(&w->tun_pool_dry, 1);
+			if (reader_backoff(rd, POOL_DRY_BACKOFF_MS))
+				break;
+			continue;
+		}
+		asked = have;
+		n = tun_read_batch(w->tun_fd, stash, have, &dropped);
+		if (dropped)
+			atomic_fetch_add(&w->tun_read_dropped, dropped);
+		if (n < 0 && n != -EAGAIN && n != -EINTR) {
+			/* EBADFD/EIO: the interface was deleted (ip link del, wg-quick down). */
+			log_info("tun read: %s, stopping", strerror(-n));
+			atomic_store(&w->tun_gone, true);
+			loop_wake(w->loop);
+			break;
+		}
+		if (n > 0) {
+			wg_device_tx(w->dev, stash, (unsigned)n, time_now_ns());
+			have -= (unsigned)n;
+			memmove(stash, stash + n, have * sizeof(*stash));
+		}
+		/* A short read means the queue is empty: sleep in poll rather than read EAGAIN. */
+		if (n <= 0 || (unsigned)n < asked) {
+			if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+				break;
+		}
+	}
+	pkt_free(stash, have);
+	return NULL;
+}
+
+static void *udp_reader_main(void *arg)
+{
+	struct wgdev *w = arg;
+	struct reader *rd = &w->udp_reader;
+	struct pkt *stash[READ_BATCH];
+	struct pollfd pfd[3];
+	unsigned have = 0, i;
+	int fds[2] = {w->socks.fd4, w->socks.fd6};
+
+	/* A family that is off has fd -1, which poll() ignores. */
+	pfd[0] = (struct pollfd){.fd = fds[0], .events = POLLIN};
+	pfd[1] = (struct pollfd){.fd = fds[1], .events = POLLIN};
+	pfd[2] = (struct pollfd){.fd = rd->stop_fd, .events = POLLIN};
+	while (!atomic_load(&rd->stop)) {
+		if (poll(pfd, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (i = 0; i < 2; i++) {
+			unsigned round;
+
+			if (fds[i] < 0 || !(pfd[i].revents & (POLLIN | POLLERR)))
+				continue;
+			for (round = 0; round < UDP_FAIRNESS_BATCHES; round++) {
+				unsigned dropped = 0, asked;
+				int n;
+
+				if (have < READ_BATCH)
+					have += pkt_pool_get(w->pool_rx, stash + have,
+							     READ_BATCH - have);
+				if (!have) {
+					atomic_fetch_add(&w->udp_pool_dry, 1);
+					reader_backoff(rd, POOL_DRY_BACKOFF_MS);
+					break;
+				}
+				asked = have;
+				n = udp_recv_batch(fds[i], stash, have, &dropped);
+				if (dropped)
+					atomic_fetch_add(&w->udp_read_dropped, dropped);
+				if (n <= 0)
+					break;
+				wg_device_rx(w->dev, stash, (unsigned)n, time_now_ns());
+				have -= (unsigned)n;
+				memmove(stash, stash + n, have * sizeof(*stash));
+				if ((unsigned)n < asked)
+					break; /* short batch: the socket is drained */
+			}
+		}
+	}
+	pkt_free(stash, have);
+	return NULL;
+}
+
+static int reader_start(struct wgdev *w, struct reader *r, void *(*fn)(void *))
+{
+	uint64_t v;
+	int err;
+
+	/* Reset a previous stop request (the eventfd counter and the flag). */
+	while (read(r->stop_fd, &v, sizeof(v)) == sizeof(v))
+		;
+	atomic_store(&r->stop, false);
+	err = pthread_create(&r->thread, NULL, fn, w);
+	if (err)
+		return -err;
+	r->running = true;
+	return 0;
+}
+
+static void reader_stop(struct reader *r)
+{
+	uint64_t one = 1;
+
+	if (!r->running)
+		return;
+	atomic_store(&r->stop, true);
+	if (write(r->stop_fd, &one, sizeof(one)) < 0)
+		log_warn("reader stop: %s", strerror(errno));
+	pthread_join(r->thread, NULL);
+	r->running = false;
+}
+
+/* --- control thread --- */
+
+static void timers_fire(struct loop_timer *t)
+{
+	struct wgdev *w = container_of(t, struct wgdev, timer);
+	uint64_t next = wg_device_timers_run(w->dev, loop_now_ns(w->loop));
+
+	loop_timer_arm(w->loop, &w->timer, next);
+}
+
+static void loop_woken(struct loop *loop, void *ctx)
+{
+	struct wgdev *w = ctx;
+
+	if (atomic_load(&w->tun_gone)) {
+		loop_stop(loop);
+		return;
+	}
+	atomic_store(&w->wake_pending, false);
+	timers_fire(&w->timer);
+}
+
+static void signal_caught(struct loop *loop, int signo)
+{
+	log_info("%s, shutting down", strsignal(signo));
+	loop_stop(loop);
+}
+
+/* Swaps in new sockets; the UDP reader is stopped across the swap (see the top). */
+static void socks_swap(struct wgdev *w, struct udp_socks *ns)
+{
+	struct udp_socks old;
+	int r;
+
+	reader_stop(&w->udp_reader);
+	pthread_rwlock_wrlock(&w->socks_lock);
+	old = w->socks;
+	w->socks = *ns;
+	pthread_rwlock_unlock(&w->socks_lock);
+	if (old.fd4 >= 0 || old.fd6 >= 0)
+		udp_socks_close(&old);
+	r = reader_start(w, &w->udp_reader, udp_reader_main);
+	if (r < 0)
+		log_err("cannot restart the UDP reader: %s", strerror(-r));
+}
+
+static int uapi_get(void *ctx, char **ret_body, size_t *ret_len)
+{
+	struct wgdev *w = ctx;
+	struct wg_device_info *info = NULL;
+	char *body = NULL;
+	int r;
+
+	r = wg_device_info_get(w->dev, &info);
+	if (r < 0)
+		goto out;
+	r = uapi_get_format(info, &body);
+	if (r < 0)
+		goto out;
+	*ret_body = body;
+	*ret_len = (size_t)r;
+	r = 0;
+out:
+	wg_device_info_free(info);
+	return r;
+}
+
+/*
+ * Sockets first, then the engine: a port that cannot be bound fails the request
+ * with nothing changed, like an engine error does (wg_device_apply is atomic).
+ * A port equal to the bound one is not rebound (the kernel module behaves the same;
+ * `wg setconf` resends the port every time); 0 rebinds to a fresh kernel-chosen one.
+ */
+static int uapi_set(void *ctx, const char *body, size_t len)
+{
+	struct wgdev *w = ctx;
+	struct wg_device_cfg *cfg = NULL;
+	struct udp_socks ns = {.fd4 = -1, .fd6 = -1};
+	uint32_t old_mark = wg_device_fwmark(w->dev), mark;
+	bool rebind, remark;
+	unsigned line = 0;
+	int r;
+
+	r = uapi_set_parse(body, len, &cfg, &line);
+	if (r < 0) {
+		log_warn("uapi set: line %u: %s", line, strerror(-r));
+		goto out;
+	}
+	mark = cfg->has_fwmark ? cfg->fwmark : old_mark;
+	rebind = cfg->has_listen_port && cfg->listen_port != w->socks.port;
+	remark = !rebind && mark != old_mark;
+	if (rebind) {
+		r = udp_socks_open(&ns, cfg->listen_port, mark);
+		if (r < 0) {
+			log_warn("cannot listen on UDP port %u: %s", cfg->listen_port,
+				 strerror(-r));
+			goto out;
+		}
+	} else if (remark) {
+		/* setsockopt on live sockets is safe against concurrent senders. */
+		r = udp_socks_set_fwmark(&w->socks, mark);
+		if (r < 0) {
+			log_warn("cannot set fwmark 0x%x: %s", mark, strerror(-r));
+			udp_socks_set_fwmark(&w->socks, old_mark);
+			goto out;
+		}
+	}
+	r = wg_device_apply(w->dev, cfg, loop_now_ns(w->loop));
+	if (r < 0) {
+		log_warn("uapi set: %s", strerror(-r));
+		if (rebind)
+			udp_socks_close(&ns);
+		else if (remark)
+			udp_socks_set_fwmark(&w->socks, old_mark);
+		goto out;
+	}
+	if (rebind) {
+		socks_swap(w, &ns);
+		log_info("listening on UDP port %u", w->socks.port);
+	}
+	wg_device_set_listen_port(w->dev, w->socks.port);
+	/* New peers may want a handshake or keepalive now. */
+	timers_fire(&w->timer);
+out:
+	wg_device_cfg_free(cfg);
+	return r;
+}
+
+static unsigned online_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n > 0 ? (unsigned)n : 1;
+}
+
+static void stats_log(struct wgdev *w)
+{
+	struct wg_device_stats st;
+	uint64_t drops = 0;
+	unsigned i;
+
+	wg_device_stats_get(w->dev, &st);
+	for (i = 0; i < WG_DROP_MAX; i++)
+		drops += st.drops[i];
+	log_info("rx %" PRIu64 " packets %" PRIu64 " bytes, tx %" PRIu64 " packets %" PRIu64
+		 " bytes, %" PRIu64 " engine drops (%" PRIu64 " queue full), handshakes %" PRIu64,
+		 st.rx_packets, st.rx_bytes, st.tx_packets, st.tx_bytes, drops,
+		 st.drops[WG_DROP_QUEUE_FULL], st.handshakes_completed);
+	log_info("pool dry tun %" PRIu64 " udp %" PRIu64 ", read drops tun %" PRIu64 " udp %" PRIu64
+		 ", write errors udp %" PRIu64 " tun %" PRIu64,
+		 (uint64_t)w->tun_pool_dry, (uint64_t)w->udp_pool_dry,
+		 (uint64_t)w->tun_read_dropped, (uint64_t)w->udp_read_dropped,
+		 (uint64_t)w->udp_send_errors, (uint64_t)w->tun_write_errors);
+}
+
+int wgdev_run(const struct wgdev_opts *opts)
+{
+	struct wgdev *w;
+	struct wg_device_ops ops;
+	struct cryptq_lane lanes[2];
+	struct uapi_handler handler;
+	char path[108];
+	unsigned workers;
+	int r;
+
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->tun_fd = -1;
+	w->socks = (struct udp_socks){.fd4 = -1, .fd6 = -1};
+	w->tun_reader.stop_fd = -1;
+	w->udp_reader.stop_fd = -1;
+	w->timer.cb = timers_fire;
+	w->timer.deadline_ns = TIME_NEVER;
+	pthread_rwlock_init(&w->socks_lock, NULL);
+	log_set_prefix(opts->ifname);
+
+	if (opts->socket_path)
+		r = snprintf(path, sizeof(path), "%s", opts->socket_path) < (int)sizeof(path)
+			? 0
+			: -ENAMETOOLONG;
+	else
+		r = uapi_socket_path(opts->ifname, path, sizeof(path));
+	if (r < 0) {
+		log_err("socket path too long");
+		goto out;
+	}
+	/* Before touching the interface: another instance may be running it. */
+	r = uapi_socket_check(path);
+	if (r == -EADDRINUSE) {
+		log_err("%s is in use: another instance is running", path);
+		goto out;
+	}
+
+	w->loop = loop_new();
+	if (!w->loop) {
+		r = -errno;
+		goto out;
+	}
+	/* Before any thread starts, so that all of them inherit the blocked mask. */
+	r = loop_signals_catch(w->loop, signal_caught);
+	if (r < 0)
+		goto out;
+	loop_wake_cb_set(w->loop, loop_woken, w);
+
+	r = tun_open(opts->ifname, w->ifname);
+	if (r < 0) {
+		log_err("cannot create TUN interface: %s", strerror(-r));
+		goto out;
+	}
+	w->tun_fd = r;
+	/* Addresses and link state are left to ip/wg-quick, as with wireguard-go. */
+	r = nl_link_set_mtu(w->ifname, opts->mtu);
+	if (r < 0) {
+		log_err("cannot set MTU %u: %s", opts->mtu, strerror(-r));
+		goto out;
+	}
+
+	w->pool_tx = pkt_pool_new(POOL_DATA);
+	w->pool_rx = pkt_pool_new(POOL_DATA);
+	w->pool_ctl = pkt_pool_new(POOL_CTL);
+	if (!w->pool_tx || !w->pool_rx || !w->pool_ctl) {
+		r = -ENOMEM;
+		goto out;
+	}
+
+	workers = opts->workers < 0 ? online_cpus() : (unsigned)opts->workers;
+	ops = (struct wg_device_ops){
+	    .ctx = w,
+	    .udp_send = op_udp_send,
+	    .tun_write = op_tun_write,
+	    /* No workers: the engine runs the crypto inline on the calling I/O thread. */
+	    .encrypt_submit = workers ? op_encrypt_submit : NULL,
+	    .decrypt_submit = workers ? op_decrypt_submit : NULL,
+	    .timers_wake = op_timers_wake,
+	    .wall_ns = op_wall_ns,
+	};
+	w->dev = wg_device_new(&ops, w->pool_ctl);
+	if (!w->dev) {
+		r = -ENOMEM;
+		goto out;
+	}
+
+	/* Port 0 until configured: the kernel picks one, which `wg show` reports. */
+	r = udp_socks_open(&w->socks, 0, 0);
+	if (r < 0) {
+		log_err("cannot open UDP sockets: %s", strerror(-r));
+		goto out;
+	}
+	wg_device_set_listen_port(w->dev, w->socks.port);
+
+	if (workers) {
+		lanes[LANE_ENCRYPT] = (struct cryptq_lane){
+		    .ctx = w, .step = enc_step, .flush = enc_flush, .drop = q_drop};
+		lanes[LANE_DECRYPT] = (struct cryptq_lane){
+		    .ctx = w, .step = dec_step, .flush = dec_flush, .drop = q_drop};
+		w->cq = cryptq_new(lanes, 2, CRYPTQ_SLOTS, workers);
+		if (!w->cq) {
+			r = -errno;
+			goto out;
+		}
+	}
+
+	w->tun_reader.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	w->udp_reader.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->tun_reader.stop_fd < 0 || w->udp_reader.stop_fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = reader_start(w, &w->tun_reader, tun_reader_main);
+	if (r < 0)
+		goto out;
+	r = reader_start(w, &w->udp_reader, udp_reader_main);
+	if (r < 0)
+		goto out;
+
+	/* Last: once the socket exists wg(8) may configure us, and everything is ready. */
+	handler = (struct uapi_handler){.ctx = w, .get = uapi_get, .set = uapi_set};
+	r = uapi_server_new(w->loop, path, &handler, &w->uapi);
+	if (r < 0) {
+		log_err("cannot create %s: %s", path, strerror(-r));
+		goto out;
+	}
+	log_info("UAPI listener started on %s; UDP port %u, MTU %u, %u crypto workers", path,
+		 w->socks.port, opts->mtu, workers);
+
+	timers_fire(&w->timer);
+	r = loop_run(w->loop);
+	if (r < 0)
+		log_err("event loop: %s", strerror(-r));
+out:
+	/*
+	 * Teardown in dependency order: no new requests, then no new packets, then
+	 * drain the crypto (its flushes still send through the open sockets), then the
+	 * engine (which returns its staged packets), then the fds and pools.
+	 */
+	uapi_server_free(w->uapi);
+	reader_stop(&w->tun_reader);
+	reader_stop(&w->udp_reader);
+	cryptq_free(w->cq);
+	if (w->dev)
+		stats_log(w);
+	wg_device_free(w->dev);
+	if (w->socks.fd4 >= 0 || w->socks.fd6 >= 0)
+		udp_socks_close(&w->socks);
+	if (w->tun_fd >= 0)
+		close(w->tun_fd);
+	if (w->tun_reader.stop_fd >= 0)
+		close(w->tun_reader.stop_fd);
+	if (w->udp_reader.stop_fd >= 0)
+		close(w->udp_reader.stop_fd);
+	pkt_pool_free(w->pool_tx);
+	pkt_pool_free(w->pool_rx);
+	pkt_pool_free(w->pool_ctl);
+	loop_free(w->loop);
+	pthread_rwlock_destroy(&w->socks_lock);
+	free(w);
+	return r;
+}
