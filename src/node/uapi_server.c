@@ -11,7 +11,7 @@
  *
  * Failure modes, none of which affect the daemon: an unknown operation closes
  * the connection at once (there is no reply the protocol defines for it); a
- * request over UAPI_MAX_REQUEST gets "errno=EMSGSIZE" and a close; a client that
+ * request over UAPI_MAX_REQUEST gets "errno=-EMSGSIZE" and a close; a client that
  * makes no progress for UAPI_IDLE_TIMEOUT_NS is closed; connections beyond
  * UAPI_CONNS_MAX are refused. Memory per connection is therefore bounded by the
  * request cap plus one reply.
@@ -174,11 +174,16 @@ static int conn_flush(struct conn *c)
 	return 0;
 }
 
-/* Queues body (may be NULL) + "errno=N\n\n"; takes ownership of body. */
+/*
+ * Queues body (may be NULL) + "errno=N\n\n"; takes ownership of body. N is the
+ * negative errno, as wireguard-go sends it: wg(8) negates what it reads to set
+ * errno, so a positive value would print "Unknown error -98" instead of
+ * "Address already in use".
+ */
 static int conn_reply(struct conn *c, char *body, size_t body_len, int err)
 {
 	char tail[32];
-	int n = snprintf(tail, sizeof(tail), "errno=%d\n\n", err < 0 ? -err : err);
+	int n = snprintf(tail, sizeof(tail), "errno=%d\n\n", err > 0 ? -err : err);
 	char *out;
 
 	/* Not realloc: the body may hold the private key, and the old copy must be wiped. */

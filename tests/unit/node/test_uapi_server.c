@@ -170,7 +170,7 @@ static void client_get_set(struct fake *f)
 	f->set_ret = -EINVAL;
 	send_all(fd, "set=1\nbogus\n\n", 13);
 	read_reply(fd, buf, sizeof(buf));
-	assert_string_equal(buf, "errno=22\n\n");
+	assert_string_equal(buf, "errno=-22\n\n");
 	close(fd);
 }
 
@@ -198,7 +198,7 @@ static void client_garbage(struct fake *f)
 	fd = client_connect(f);
 	send_all(fd, "get=1\nx\n\n", 9);
 	read_reply(fd, buf, sizeof(buf));
-	assert_string_equal(buf, "errno=22\n\n");
+	assert_string_equal(buf, "errno=-22\n\n");
 	assert_true(is_closed(fd));
 	close(fd);
 
@@ -242,7 +242,7 @@ static void client_oversize(struct fake *f)
 		sent += (size_t)r;
 	}
 	read_reply(fd, buf, sizeof(buf));
-	assert_string_equal(buf, "errno=90\n\n"); /* EMSGSIZE */
+	assert_string_equal(buf, "errno=-90\n\n"); /* EMSGSIZE */
 	close(fd);
 	free(line);
 }
