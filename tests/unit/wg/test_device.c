@@ -1,0 +1,546 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "wg_harness.h"
+
+static struct h_node A, B;
+
+static int setup_pair(bool worker, const uint8_t *psk_a, const uint8_t *psk_b)
+{
+	h_now = NSEC_PER_SEC;
+	h_node_init(&A, 0, worker);
+	h_node_init(&B, 1, worker);
+	if (h_add_peer(&A, &B, true, psk_a, 0) < 0 || h_add_peer(&B, &A, true, psk_b, 0) < 0)
+		return -1;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	return setup_pair(false, NULL, NULL);
+}
+
+static int setup_worker(void **state)
+{
+	(void)state;
+	return setup_pair(true, NULL, NULL);
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	h_node_free(&A);
+	h_node_free(&B);
+	return 0;
+}
+
+static struct wg_device_stats stats(struct h_node *n)
+{
+	struct wg_device_stats s;
+
+	wg_device_stats_get(n->dev, &s);
+	return s;
+}
+
+/* Checks that n's TUN got exactly one packet of len payload bytes of `fill`; frees it. */
+static void expect_tun(struct h_node *n, unsigned len, uint8_t fill)
+{
+	struct pkt *p;
+	unsigned i;
+
+	assert_int_equal(n->tun.n, 1);
+	p = n->tun.p[0];
+	assert_int_equal(p->len, 20 + len);
+	assert_int_equal(p->data[0], 0x45);
+	for (i = 0; i < len; i++)
+		assert_int_equal(p->data[20 + i], fill);
+	h_qfree(&n->tun);
+}
+
+static void handshake(void)
+{
+	h_send(&A, &B, 100, 0xaa);
+	h_pump(&A, &B);
+	expect_tun(&B, 100, 0xaa);
+}
+
+static void test_handshake_and_data(void **state)
+{
+	(void)state;
+	handshake();
+	assert_int_equal(stats(&A).handshakes_completed, 1);
+	assert_int_equal(stats(&B).handshakes_completed, 1);
+	h_send(&B, &A, 1300, 0x55);
+	h_pump(&A, &B);
+	expect_tun(&A, 1300, 0x55);
+	h_send(&A, &B, 1, 0x01);
+	h_pump(&A, &B);
+	expect_tun(&B, 1, 0x01);
+	assert_int_equal(stats(&A).handshakes_completed, 1);
+	assert_int_equal(stats(&B).rx_packets, 2);
+}
+
+static void test_info(void **state)
+{
+	struct wg_device_info *info = NULL;
+
+	(void)state;
+	handshake();
+	assert_int_equal(wg_device_info_get(A.dev, &info), 0);
+	assert_true(info->has_private_key);
+	assert_memory_equal(info->private_key, A.priv, 32);
+	assert_int_equal(info->listen_port, 51820);
+	assert_int_equal(info->n_peers, 1);
+	assert_memory_equal(info->peers[0].public_key, B.pub, 32);
+	assert_int_equal(info->peers[0].n_allowedips, 1);
+	assert_int_equal(info->peers[0].allowedips[0].cidr, 32);
+	assert_memory_equal(info->peers[0].allowedips[0].addr, B.addr, 4);
+	assert_true(info->peers[0].last_handshake_wall_ns >= H_WALL_BASE);
+	assert_true(info->peers[0].tx_bytes >= 148 + 32 + 128);
+	assert_true(info->peers[0].rx_bytes >= 92);
+	assert_true(endpoint_equal(&info->peers[0].endpoint, &B.ep));
+	wg_device_info_free(info);
+}
+
+static void test_psk_mismatch(void **state)
+{
+	uint8_t psk1[32], psk2[32];
+
+	(void)state;
+	teardown(NULL);
+	memset(psk1, 1, 32);
+	memset(psk2, 2, 32);
+	assert_int_equal(setup_pair(false, psk1, psk2), 0);
+	h_send(&A, &B, 100, 0xaa);
+	h_pump(&A, &B);
+	assert_int_equal(B.tun.n, 0);
+	assert_int_equal(stats(&A).handshakes_completed, 0);
+	assert_int_equal(stats(&A).drops[WG_DROP_RX_HANDSHAKE], 1);
+}
+
+static void test_psk_match(void **state)
+{
+	uint8_t psk[32];
+
+	(void)state;
+	teardown(NULL);
+	memset(psk, 7, 32);
+	assert_int_equal(setup_pair(false, psk, psk), 0);
+	handshake();
+}
+
+static void test_staged_packets(void **state)
+{
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 10; i++)
+		h_send(&A, &B, 50 + i, (uint8_t)i);
+	/* One initiation only, however many packets wait. */
+	assert_int_equal(A.udp.n, 1);
+	h_pump(&A, &B);
+	assert_int_equal(B.tun.n, 10);
+	for (i = 0; i < 10; i++) {
+		assert_int_equal(B.tun.p[i]->len, 20 + 50 + i);
+		assert_int_equal(B.tun.p[i]->data[20], i);
+	}
+	h_qfree(&B.tun);
+}
+
+static void test_staged_full(void **state)
+{
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < MAX_STAGED_PACKETS + 5; i++)
+		h_send(&A, &B, 10, (uint8_t)i);
+	assert_int_equal(stats(&A).drops[WG_DROP_TX_STAGED_FULL], 5);
+	h_pump(&A, &B);
+	assert_int_equal(B.tun.n, MAX_STAGED_PACKETS);
+	/* The oldest were dropped. */
+	assert_int_equal(B.tun.p[0]->data[20], 5);
+	h_qfree(&B.tun);
+}
+
+static void test_no_route(void **state)
+{
+	uint8_t other[4] = { 100, 64, 9, 9 };
+	struct pkt *p;
+
+	(void)state;
+	p = h_ip4(&A, A.addr, other, 10, 0);
+	wg_device_tx(A.dev, &p, 1, h_now);
+	assert_int_equal(stats(&A).drops[WG_DROP_TX_NO_PEER], 1);
+	p = h_ip4(&A, A.addr, other, 10, 0);
+	p->data[0] = 0x20;
+	wg_device_tx(A.dev, &p, 1, h_now);
+	assert_int_equal(stats(&A).drops[WG_DROP_TX_BAD_IP], 1);
+	assert_int_equal(A.udp.n, 0);
+}
+
+static void test_source_not_allowed(void **state)
+{
+	uint8_t spoof[4] = { 100, 64, 7, 7 };
+	struct pkt *p;
+
+	(void)state;
+	handshake();
+	p = h_ip4(&A, spoof, B.addr, 10, 0);
+	wg_device_tx(A.dev, &p, 1, h_now);
+	h_pump(&A, &B);
+	assert_int_equal(B.tun.n, 0);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_ALLOWEDIPS], 1);
+}
+
+/* Keeps a copy of every data packet A sends, to replay it later. */
+static struct pkt *captured;
+static bool capture_data(const struct h_node *from, const struct pkt *p, void *ctx)
+{
+	(void)ctx;
+	if (from == &A && h_type(p) == MESSAGE_DATA && p->len > 32 && !captured) {
+		pkt_pool_get(A.pool, &captured, 1);
+		memcpy(captured->data, p->data, p->len);
+		captured->len = p->len;
+		captured->ep = A.ep;
+	}
+	return false;
+}
+
+static void test_replayed_data(void **state)
+{
+	struct h_node *nodes[2] = { &A, &B };
+
+	(void)state;
+	handshake();
+	captured = NULL;
+	h_send(&A, &B, 30, 3);
+	h_pump_filtered(nodes, 2, capture_data, NULL);
+	expect_tun(&B, 30, 3);
+	assert_non_null(captured);
+	wg_device_rx(B.dev, &captured, 1, h_now);
+	assert_int_equal(B.tun.n, 0);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_REPLAY], 1);
+}
+
+static unsigned count_type(const struct h_node *from, const struct pkt *p, uint8_t type,
+			   const struct h_node *want)
+{
+	return from == want && h_type(p) == type;
+}
+
+struct drop_ctx {
+	unsigned drop_initiations; /* drop this many initiations from A */
+	unsigned initiations, responses, data, keepalives, cookies;
+	const struct h_node *blackhole; /* drop everything from this node */
+};
+
+static bool drop_filter(const struct h_node *from, const struct pkt *p, void *vctx)
+{
+	struct drop_ctx *c = vctx;
+
+	c->initiations += count_type(from, p, MESSAGE_HANDSHAKE_INITIATION, &A);
+	c->responses += count_type(from, p, MESSAGE_HANDSHAKE_RESPONSE, &B);
+	c->cookies += count_type(from, p, MESSAGE_HANDSHAKE_COOKIE, &B);
+	if (h_type(p) == MESSAGE_DATA && from == &A)
+		c->data++;
+	if (h_type(p) == MESSAGE_DATA && p->len == 32)
+		c->keepalives++;
+	if (c->blackhole == from)
+		return true;
+	if (from == &A && h_type(p) == MESSAGE_HANDSHAKE_INITIATION && c->drop_initiations) {
+		c->drop_initiations--;
+		return true;
+	}
+	return false;
+}
+
+static void test_lost_handshake_retry(void **state)
+{
+	struct h_node *nodes[2] = { &A, &B };
+	struct drop_ctx c = { .drop_initiations = 1 };
+
+	(void)state;
+	h_send(&A, &B, 20, 9);
+	h_pump_filtered(nodes, 2, drop_filter, &c);
+	assert_int_equal(c.initiations, 1);
+	assert_int_equal(B.tun.n, 0);
+	/* Nothing before REKEY_TIMEOUT ... */
+	h_advance(&A, &B, REKEY_TIMEOUT_NS - NSEC_PER_SEC / 10, NSEC_PER_SEC / 10, drop_filter, &c);
+	assert_int_equal(c.initiations, 1);
+	/* ... and a retry within its jitter. */
+	h_advance(&A, &B, REKEY_TIMEOUT_JITTER_MAX_NS + NSEC_PER_SEC / 5, NSEC_PER_SEC / 100,
+		  drop_filter, &c);
+	assert_int_equal(c.initiations, 2);
+	expect_tun(&B, 20, 9);
+}
+
+static void test_give_up(void **state)
+{
+	struct drop_ctx c = { .blackhole = &B };
+
+	(void)state;
+	h_send(&A, &B, 20, 9);
+	h_advance(&A, &B, REKEY_ATTEMPT_TIME_NS + 20 * NSEC_PER_SEC, NSEC_PER_SEC / 4, drop_filter,
+		  &c);
+	/* The first initiation went out before the filter was installed. */
+	assert_true(c.initiations >= 17 && c.initiations <= 20);
+	assert_int_equal(stats(&A).drops[WG_DROP_TX_NO_KEY], 1);
+	c.initiations = 0;
+	h_advance(&A, &B, 60 * NSEC_PER_SEC, NSEC_PER_SEC, drop_filter, &c);
+	assert_int_equal(c.initiations, 0);
+}
+
+static void test_keepalive(void **state)
+{
+	struct drop_ctx c = { 0 };
+
+	(void)state;
+	handshake();
+	/* B received data and sent nothing: a keepalive after KEEPALIVE_TIMEOUT. */
+	h_advance(&A, &B, KEEPALIVE_TIMEOUT_NS - NSEC_PER_SEC, NSEC_PER_SEC / 2, drop_filter, &c);
+	assert_int_equal(c.keepalives, 0);
+	h_advance(&A, &B, 2 * NSEC_PER_SEC, NSEC_PER_SEC / 2, drop_filter, &c);
+	assert_int_equal(c.keepalives, 1);
+	h_advance(&A, &B, 30 * NSEC_PER_SEC, NSEC_PER_SEC, drop_filter, &c);
+	assert_int_equal(c.keepalives, 1);
+	assert_int_equal(c.initiations, 0);
+}
+
+static void test_persistent_keepalive(void **state)
+{
+	struct drop_ctx c = { 0 };
+
+	(void)state;
+	handshake();
+	h_advance(&A, &B, 20 * NSEC_PER_SEC, NSEC_PER_SEC, drop_filter, &c);
+	c.keepalives = 0;
+	/* Turning it on sends one at once, then one every 25 s. */
+	assert_int_equal(h_add_peer(&A, &B, true, NULL, 25), 0);
+	h_pump_filtered((struct h_node *[]){ &A, &B }, 2, drop_filter, &c);
+	assert_int_equal(c.keepalives, 1);
+	h_advance(&A, &B, 100 * NSEC_PER_SEC, NSEC_PER_SEC, drop_filter, &c);
+	assert_true(c.keepalives >= 4 && c.keepalives <= 6);
+}
+
+static void test_rekey_after_time(void **state)
+{
+	struct drop_ctx c = { 0 };
+	uint64_t t;
+
+	(void)state;
+	handshake();
+	/* Steady traffic both ways; after REKEY_AFTER_TIME the initiator rekeys. */
+	for (t = 0; t < REKEY_AFTER_TIME_NS + 10 * NSEC_PER_SEC; t += NSEC_PER_SEC) {
+		h_send(&A, &B, 10, 1);
+		h_send(&B, &A, 10, 2);
+		h_advance(&A, &B, NSEC_PER_SEC, NSEC_PER_SEC, drop_filter, &c);
+		h_qfree(&A.tun);
+		h_qfree(&B.tun);
+		if (t < REKEY_AFTER_TIME_NS - NSEC_PER_SEC)
+			assert_int_equal(c.initiations, 0);
+	}
+	assert_int_equal(c.initiations, 1);
+	assert_int_equal(stats(&A).handshakes_completed, 2);
+	h_send(&A, &B, 10, 1);
+	h_pump(&A, &B);
+	expect_tun(&B, 10, 1);
+}
+
+static bool blackhole_all(const struct h_node *from, const struct pkt *p, void *ctx)
+{
+	(void)from;
+	(void)p;
+	(void)ctx;
+	return true;
+}
+
+static void test_reject_after_time(void **state)
+{
+	struct h_node *nodes[2] = { &A, &B };
+	struct pkt *old = NULL;
+
+	(void)state;
+	handshake();
+	h_advance(&A, &B, 20 * NSEC_PER_SEC, NSEC_PER_SEC, NULL, NULL);
+	/* Keep one data packet made with the first keys. */
+	captured = NULL;
+	h_send(&A, &B, 30, 3);
+	h_pump_filtered(nodes, 2, capture_data, NULL);
+	h_qfree(&B.tun);
+	old = captured;
+	/* No network for REJECT_AFTER_TIME: keys expire, sending needs a new handshake. */
+	h_advance(&A, &B, REJECT_AFTER_TIME_NS, 5 * NSEC_PER_SEC, blackhole_all, NULL);
+	h_qfree(&A.udp);
+	h_send(&A, &B, 10, 1);
+	/* Nothing may leave on the expired keys: the packet waits for a new handshake. */
+	for (unsigned i = 0; i < A.udp.n; i++)
+		assert_int_equal(h_type(A.udp.p[i]), MESSAGE_HANDSHAKE_INITIATION);
+	assert_int_equal(A.enc.n, 0);
+	assert_true(stats(&A).tx_packets <= 2);
+	h_qfree(&A.udp);
+	/* B refuses data on the old keys (its replay window never saw this counter + 1). */
+	old->data[8]++;
+	wg_device_rx(B.dev, &old, 1, h_now);
+	assert_true(stats(&B).drops[WG_DROP_RX_KEY_EXPIRED] >= 1);
+}
+
+static void test_cookie_under_load(void **state)
+{
+	struct h_node *nodes[2] = { &A, &B };
+	struct drop_ctx c = { 0 };
+
+	(void)state;
+	wg_device_force_under_load(B.dev, 1);
+	h_send(&A, &B, 20, 4);
+	h_pump_filtered(nodes, 2, drop_filter, &c);
+	assert_int_equal(c.cookies, 1);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_COOKIE_SENT], 1);
+	assert_int_equal(B.tun.n, 0);
+	/* The retry carries mac2 and gets through. */
+	h_advance(&A, &B, REKEY_TIMEOUT_NS + REKEY_TIMEOUT_JITTER_MAX_NS + NSEC_PER_SEC / 10,
+		  NSEC_PER_SEC / 10, drop_filter, &c);
+	assert_int_equal(c.initiations, 2);
+	assert_int_equal(c.cookies, 1);
+	expect_tun(&B, 20, 4);
+	assert_int_equal(stats(&B).cookies_sent, 1);
+}
+
+static void test_roaming(void **state)
+{
+	struct wg_device_info *info = NULL;
+
+	(void)state;
+	handshake();
+	/* A moves to a new address; its next packet tells B. */
+	A.ep.in4.sin_port = htons(40000);
+	h_send(&A, &B, 10, 1);
+	h_pump(&A, &B);
+	expect_tun(&B, 10, 1);
+	assert_int_equal(wg_device_info_get(B.dev, &info), 0);
+	assert_int_equal(ntohs(info->peers[0].endpoint.in4.sin_port), 40000);
+	wg_device_info_free(info);
+	h_send(&B, &A, 10, 2);
+	h_pump(&A, &B);
+	expect_tun(&A, 10, 2);
+}
+
+static void test_worker_mode(void **state)
+{
+	unsigned i;
+
+	(void)state;
+	handshake();
+	for (i = 0; i < 50; i++) {
+		h_send(&A, &B, 100, (uint8_t)i);
+		h_send(&B, &A, 200, (uint8_t)i);
+	}
+	assert_true(A.enc.n > 0);
+	h_pump(&A, &B);
+	assert_int_equal(A.tun.n, 50);
+	assert_int_equal(B.tun.n, 50);
+	for (i = 0; i < 50; i++) {
+		assert_int_equal(B.tun.p[i]->data[20], i);
+		assert_int_equal(A.tun.p[i]->data[20], i);
+	}
+	h_qfree(&A.tun);
+	h_qfree(&B.tun);
+}
+
+static void test_garbage(void **state)
+{
+	struct pkt *p;
+	unsigned i;
+
+	(void)state;
+	handshake();
+	for (i = 0; i < 6; i++) {
+		pkt_pool_get(A.pool, &p, 1);
+		memset(p->data, 0, 200);
+		p->ep = A.ep;
+		p->data[0] = (uint8_t)i;
+		p->len = i == 4 || i == 5 ? 64 : (i == 1 ? 148 : (i == 2 ? 92 : (i == 3 ? 64 : 3)));
+		wg_device_rx(B.dev, &p, 1, h_now);
+	}
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_SHORT], 1);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_MAC1], 2);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_COOKIE], 1);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_UNKNOWN_INDEX], 1);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_TYPE], 1);
+}
+
+static void test_remove_peer_and_key_change(void **state)
+{
+	struct wg_peer_cfg pc = { 0 };
+	struct wg_device_cfg cfg = { 0 };
+	struct wg_allowedip bad = { .family = AF_INET, .cidr = 33 };
+
+	(void)state;
+	handshake();
+	/* Invalid requests change nothing. */
+	memcpy(pc.public_key, B.pub, 32);
+	pc.remove = true;
+	cfg.n_peers = 1;
+	cfg.peers = &pc;
+	cfg.has_listen_port = true;
+	cfg.listen_port = 1;
+	{
+		struct wg_peer_cfg bad_pc = { .n_allowedips = 1, .allowedips = &bad };
+		struct wg_device_cfg bad_cfg = cfg;
+		struct wg_peer_cfg both[2] = { pc, bad_pc };
+
+		bad_cfg.peers = both;
+		bad_cfg.n_peers = 2;
+		assert_int_equal(wg_device_apply(A.dev, &bad_cfg, h_now), -EINVAL);
+		assert_int_equal(stats(&A).peers, 1);
+		assert_int_equal(wg_device_listen_port(A.dev), 51820);
+	}
+	assert_int_equal(wg_device_apply(A.dev, &cfg, h_now), 0);
+	assert_int_equal(stats(&A).peers, 0);
+	assert_int_equal(wg_device_listen_port(A.dev), 1);
+	/* Setting our private key to the key of a configured peer removes that peer. */
+	memcpy(pc.public_key, B.pub, 32);
+	pc.remove = false;
+	assert_int_equal(wg_device_apply(A.dev, &cfg, h_now), 0);
+	assert_int_equal(stats(&A).peers, 1);
+	cfg.n_peers = 0;
+	cfg.has_private_key = true;
+	memcpy(cfg.private_key, B.priv, 32);
+	assert_int_equal(wg_device_apply(A.dev, &cfg, h_now), 0);
+	assert_int_equal(stats(&A).peers, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_handshake_and_data, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_info, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_psk_mismatch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_psk_match, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_packets, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staged_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_route, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_source_not_allowed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replayed_data, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_handshake_retry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_give_up, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_persistent_keepalive, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rekey_after_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reject_after_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cookie_under_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_roaming, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remove_peer_and_key_change, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_worker_mode, setup_worker, teardown),
+		cmocka_unit_test_setup_teardown(test_handshake_and_data, setup_worker, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
