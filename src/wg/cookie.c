@@ -114,6 +114,7 @@ void cookie_add_mac_to_packet(struct cookie *ck, uint8_t *msg, size_t len, uint6
 	compute_mac1(macs->mac1, msg, len, ck->mac1_key);
 	memcpy(ck->last_mac1_sent, macs->mac1, COOKIE_LEN);
 	ck->have_sent_mac1 = true;
+	ck->last_mac1_sent_ns = now_ns;
 	/* The peer's secret may rotate while our copy travels: stop using it a little early. */
 	if (ck->is_valid &&
 	    now_ns - ck->birth_ns < COOKIE_SECRET_MAX_AGE_NS - COOKIE_SECRET_LATENCY_NS)
@@ -150,7 +151,7 @@ int cookie_message_consume(struct cookie *ck, const struct message_handshake_coo
 	uint8_t cookie[COOKIE_LEN];
 	int ret = -EINVAL;
 
-	if (!ck->have_sent_mac1)
+	if (!ck->have_sent_mac1 || now_ns - ck->last_mac1_sent_ns > COOKIE_REPLY_MAX_AGE_NS)
 		goto out;
 	ret = xchacha20poly1305_decrypt(cookie, src->encrypted_cookie,
 					sizeof(src->encrypted_cookie), ck->last_mac1_sent,

@@ -29,12 +29,21 @@ struct cookie_checker {
 struct cookie {
 	bool is_valid;
 	bool have_sent_mac1;
+	uint64_t last_mac1_sent_ns; /* when last_mac1_sent left */
 	uint64_t birth_ns;
 	uint8_t cookie[COOKIE_LEN];
 	uint8_t last_mac1_sent[COOKIE_LEN];
 	uint8_t mac1_key[NOISE_SYMMETRIC_KEY_LEN];
 	uint8_t cookie_decryption_key[NOISE_SYMMETRIC_KEY_LEN];
 };
+
+/*
+ * A reply answers the handshake message we sent last, and only for as long as that message can
+ * be in flight: by then we have retransmitted (a new mac1) or given up. The key that encrypts
+ * replies is derived from a public key and mac1 travels in the clear, so anyone who saw one of
+ * our messages can forge a reply to it; this bounds how long that stays possible.
+ */
+#define COOKIE_REPLY_MAX_AGE_NS (REKEY_TIMEOUT_NS + REKEY_TIMEOUT_JITTER_MAX_NS)
 
 enum cookie_mac_state {
 	INVALID_MAC,
@@ -56,7 +65,10 @@ void cookie_add_mac_to_packet(struct cookie *ck, uint8_t *msg, size_t len, uint6
 int cookie_message_create(struct cookie_checker *c, struct message_handshake_cookie *dst,
 			  const uint8_t *msg, size_t len, uint32_t index,
 			  const struct endpoint *src, uint64_t now_ns);
-/* 0, or -EINVAL when we sent nothing to answer, -EBADMSG when it does not decrypt. */
+/*
+ * 0, or -EINVAL when we sent nothing to answer (no handshake message since the last reply, or
+ * the last one is older than COOKIE_REPLY_MAX_AGE_NS), -EBADMSG when it does not decrypt.
+ */
 int cookie_message_consume(struct cookie *ck, const struct message_handshake_cookie *src,
 			   uint64_t now_ns);
 

@@ -492,6 +492,11 @@ void noise_keypairs_clear(struct wg_device *dev, struct noise_keypairs *kps)
 void noise_expire_current_peer_keypairs(struct wg_device *dev, struct wg_peer *peer)
 {
 	noise_handshake_clear(dev, &peer->handshake);
+	/*
+	 * The sessions just invalidated must be replaced at once: the REKEY_TIMEOUT spacing of
+	 * initiations counted from one made with the old identity would only delay that.
+	 */
+	peer->last_sent_handshake_ns = TIME_NEVER;
 	if (peer->keypairs.next)
 		peer->keypairs.next->send_valid = false;
 	if (peer->keypairs.current)

@@ -259,7 +259,12 @@ void wg_receive_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uin
 			device_drop(dev, WG_DROP_RX_REPLAY, pkt);
 			continue;
 		}
-		/* Authenticated from here on. */
+		/*
+		 * Authenticated from here on. Roam first: the staged packets a key confirmation
+		 * releases and the last-minute initiation below must go where this packet came
+		 * from, not to the address the peer has just left.
+		 */
+		set_endpoint(peer, &pkt->ep);
 		if (noise_received_with_keypair(dev, &peer->keypairs, kp)) {
 			timers_handshake_complete(peer);
 			send_staged(peer);
@@ -269,7 +274,6 @@ void wg_receive_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uin
 		keep_key_fresh(peer);
 		timers_any_authenticated_packet_received(peer);
 		timers_any_authenticated_packet_traversal(peer);
-		set_endpoint(peer, &pkt->ep);
 		peer->rx_bytes += pkt->len + MESSAGE_MINIMUM_LENGTH;
 		if (pkt->len == 0) {
 			pkt_free(&pkt, 1); /* keepalive */

@@ -6,7 +6,10 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <pthread.h>
+#include <stdio.h>
 
+#include "wg/internal.h"
 #include "wg_harness.h"
 
 static struct h_node A, B;
@@ -36,8 +39,7 @@ static int setup_worker(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	h_node_free(&A);
-	h_node_free(&B);
+	h_nodes_free(&A, &B);
 	return 0;
 }
 
@@ -516,6 +518,482 @@ static void test_remove_peer_and_key_change(void **state)
 	assert_int_equal(stats(&A).peers, 0);
 }
 
+/* ---- review regressions and checklist cases; these reach into the engine's internals ---- */
+
+static struct wg_peer *peer_of(struct h_node *n, const struct h_node *other)
+{
+	return wg_peer_lookup(n->dev, other->pub);
+}
+
+static unsigned index_count(struct h_node *n)
+{
+	struct index_entry *e;
+	unsigned i, count = 0;
+
+	for (i = 0; i < 1U << INDEX_HASH_BITS; i++)
+		for (e = n->dev->index_hash[i]; e; e = e->next)
+			count++;
+	return count;
+}
+
+static int remove_peer(struct h_node *n, const struct h_node *other)
+{
+	struct wg_peer_cfg pc = { .remove = true };
+	struct wg_device_cfg cfg = { .n_peers = 1, .peers = &pc };
+
+	memcpy(pc.public_key, other->pub, 32);
+	return wg_device_apply(n->dev, &cfg, h_now);
+}
+
+/* Moves what `from` has sent into `to`'s receive path, as if it came from from->ep. */
+static void deliver(struct h_node *from, struct h_node *to)
+{
+	unsigned i, n = from->udp.n;
+
+	from->udp.n = 0;
+	for (i = 0; i < n; i++) {
+		struct pkt *p = from->udp.p[i];
+
+		p->ep = from->ep;
+		wg_device_rx(to->dev, &p, 1, h_now);
+	}
+}
+
+static void *encrypt_thread(void *arg)
+{
+	struct h_queue *q = arg;
+	unsigned i;
+
+	for (i = 0; i < q->n; i++)
+		wg_send_encrypt(q->p[i]);
+	return NULL;
+}
+
+/*
+ * A peer removed (by UAPI) while its packets sit in the crypto queues: the workers still use
+ * the keypairs, the finish step sees a dead peer and drops them; the last reference frees
+ * peer and keys. Under ASan any use after free fails the test.
+ */
+static void test_remove_peer_with_work_pending(void **state)
+{
+	struct h_queue pending;
+	pthread_t th;
+	unsigned i;
+
+	(void)state;
+	handshake();
+	for (i = 0; i < 5; i++)
+		h_send(&B, &A, 100, (uint8_t)i);
+	h_work(&B);
+	assert_int_equal(B.udp.n, 5);
+	deliver(&B, &A);
+	assert_int_equal(A.dec.n, 5);
+	for (i = 0; i < 5; i++)
+		h_send(&A, &B, 100, (uint8_t)i);
+	assert_int_equal(A.enc.n, 5);
+
+	/* Encrypt on another thread while the peer goes away. */
+	pending = A.enc;
+	A.enc.n = 0;
+	assert_int_equal(pthread_create(&th, NULL, encrypt_thread, &pending), 0);
+	assert_int_equal(remove_peer(&A, &B), 0);
+	assert_int_equal(stats(&A).peers, 0);
+	assert_int_equal(index_count(&A), 0);
+	/* The same key again is a new peer: the old packets must not reach it. */
+	assert_int_equal(h_add_peer(&A, &B, true, NULL, 0), 0);
+	pthread_join(th, NULL);
+	wg_send_finish(A.dev, pending.p, pending.n, h_now);
+	h_work(&A);
+	assert_int_equal(A.tun.n, 0);
+	assert_int_equal(A.udp.n, 0);
+	assert_int_equal(stats(&A).rx_packets, 0);
+	assert_int_equal(pkt_pool_available(A.pool), 2048);
+	assert_int_equal(pkt_pool_available(B.pool), 2048);
+	/* And the new peer works (a second later: the same TAI64N would be a replay). */
+	h_now += NSEC_PER_SEC;
+	h_send(&A, &B, 10, 7);
+	h_pump(&A, &B);
+	expect_tun(&B, 10, 7);
+}
+
+/* Same, with packets that finish after the device dropped the peer's keypairs only. */
+static void test_remove_peer_then_free_device(void **state)
+{
+	unsigned i;
+
+	(void)state;
+	handshake();
+	for (i = 0; i < 3; i++)
+		h_send(&A, &B, 100, (uint8_t)i);
+	assert_int_equal(remove_peer(&A, &B), 0);
+	for (i = 0; i < A.enc.n; i++)
+		wg_send_encrypt(A.enc.p[i]);
+	/* The caller discards them (queue full, shutdown): releasing frees the dead peer. */
+	for (i = 0; i < A.enc.n; i++)
+		wg_pkt_release(A.enc.p[i]);
+	h_qfree(&A.enc);
+	assert_int_equal(pkt_pool_available(A.pool), 2048);
+}
+
+/*
+ * Changing the private key invalidates every session; the next packet must start a handshake
+ * at once, not REKEY_TIMEOUT after the last initiation or response made with the old key.
+ */
+static void test_key_change_rehandshakes_at_once(void **state)
+{
+	struct wg_device_cfg cfg = { .has_private_key = true };
+	struct drop_ctx c = { 0 };
+
+	(void)state;
+	handshake();
+	h_now += NSEC_PER_SEC;
+	x25519_private_generate(A.priv);
+	x25519_public_from_private(A.pub, A.priv);
+	memcpy(cfg.private_key, A.priv, 32);
+	assert_int_equal(wg_device_apply(A.dev, &cfg, h_now), 0);
+	assert_int_equal(h_add_peer(&B, &A, true, NULL, 0), 0);
+	h_send(&A, &B, 10, 5);
+	assert_int_equal(A.udp.n, 1);
+	assert_int_equal(h_type(A.udp.p[0]), MESSAGE_HANDSHAKE_INITIATION);
+	h_pump_filtered((struct h_node *[]){ &A, &B }, 2, drop_filter, &c);
+	expect_tun(&B, 10, 5);
+	assert_int_equal(stats(&A).handshakes_completed, 2);
+}
+
+/*
+ * The initiator's last-minute rekey (a packet received when its session is REJECT_AFTER_TIME -
+ * KEEPALIVE_TIMEOUT - REKEY_TIMEOUT old) must go to the address that packet came from when the
+ * peer has just roamed.
+ */
+static void test_roam_lastminute_handshake(void **state)
+{
+	struct pkt *p;
+
+	(void)state;
+	handshake();
+	/* B confirms its session and keeps it; A stays quiet (no REKEY_AFTER_TIME on send). */
+	h_send(&B, &A, 10, 1);
+	h_pump(&A, &B);
+	expect_tun(&A, 10, 1);
+	h_now += REJECT_AFTER_TIME_NS - KEEPALIVE_TIMEOUT_NS - REKEY_TIMEOUT_NS + NSEC_PER_SEC;
+	B.ep.in4.sin_port = htons(40001);
+	h_send(&B, &A, 10, 2);
+	assert_int_equal(B.udp.n, 1);
+	deliver(&B, &A);
+	expect_tun(&A, 10, 2);
+	assert_int_equal(A.udp.n, 1);
+	p = A.udp.p[0];
+	assert_int_equal(h_type(p), MESSAGE_HANDSHAKE_INITIATION);
+	assert_int_equal(ntohs(p->ep.in4.sin_port), 40001);
+	assert_true(peer_of(&A, &B)->sent_lastminute_handshake);
+	h_pump(&A, &B);
+	assert_int_equal(stats(&A).handshakes_completed, 2);
+	/* Only once per session. */
+	h_send(&B, &A, 10, 3);
+	h_pump(&A, &B);
+	expect_tun(&A, 10, 3);
+	assert_int_equal(stats(&A).handshakes_completed, 2);
+}
+
+static struct pkt *held_cookie;
+static bool hold_cookie(const struct h_node *from, const struct pkt *p, void *ctx)
+{
+	(void)ctx;
+	if (from == &B && h_type(p) == MESSAGE_HANDSHAKE_COOKIE && !held_cookie) {
+		pkt_pool_get(B.pool, &held_cookie, 1);
+		memcpy(held_cookie->data, p->data, p->len);
+		held_cookie->len = p->len;
+		held_cookie->ep = B.ep;
+		return true;
+	}
+	return false;
+}
+
+static struct pkt *copy_pkt(struct h_node *n, const struct pkt *p)
+{
+	struct pkt *c;
+
+	if (pkt_pool_get(n->pool, &c, 1) != 1)
+		return NULL;
+	memcpy(c->data, p->data, p->len);
+	c->len = p->len;
+	c->ep = p->ep;
+	return c;
+}
+
+/* Cookie replies: only for the last message we sent, only while it is recent, only once. */
+static void test_cookie_reply_acceptance(void **state)
+{
+	struct h_node *nodes[2] = { &A, &B };
+	struct wg_peer *pb;
+	struct pkt *dup, *old;
+
+	(void)state;
+	pb = peer_of(&A, &B);
+	wg_device_force_under_load(B.dev, 1);
+	held_cookie = NULL;
+	h_send(&A, &B, 20, 4);
+	h_pump_filtered(nodes, 2, hold_cookie, NULL);
+	assert_non_null(held_cookie);
+	old = held_cookie;
+	/* Too late: the initiation it answers left more than REKEY_TIMEOUT + jitter ago. */
+	h_now += COOKIE_REPLY_MAX_AGE_NS + NSEC_PER_MSEC;
+	dup = copy_pkt(&B, old);
+	wg_device_rx(A.dev, &dup, 1, h_now);
+	assert_int_equal(stats(&A).drops[WG_DROP_RX_COOKIE], 1);
+	assert_false(pb->cookie.is_valid);
+	/* A new initiation; its reply is taken at once, and only once. */
+	held_cookie = NULL;
+	h_send(&A, &B, 20, 5);
+	h_pump_filtered(nodes, 2, hold_cookie, NULL);
+	assert_non_null(held_cookie);
+	/* The old reply answers a message that is no longer the last one: it does not open. */
+	wg_device_rx(A.dev, &old, 1, h_now);
+	assert_int_equal(stats(&A).drops[WG_DROP_RX_COOKIE], 2);
+	dup = copy_pkt(&B, held_cookie);
+	wg_device_rx(A.dev, &dup, 1, h_now);
+	assert_true(pb->cookie.is_valid);
+	assert_int_equal(stats(&A).drops[WG_DROP_RX_COOKIE], 2);
+	wg_device_rx(A.dev, &held_cookie, 1, h_now);
+	assert_int_equal(stats(&A).drops[WG_DROP_RX_COOKIE], 3);
+	/* With the cookie, the retry gets through. */
+	h_advance(&A, &B, REKEY_TIMEOUT_NS + REKEY_TIMEOUT_JITTER_MAX_NS, NSEC_PER_SEC / 10, NULL,
+		  NULL);
+	assert_int_equal(B.tun.n, 2);
+	h_qfree(&B.tun);
+}
+
+/* The initiator's new session is current at once, the old one previous; indices follow. */
+static void test_keypair_rotation(void **state)
+{
+	struct noise_keypair *k1, *k2;
+	struct wg_peer *pa, *pb;
+
+	(void)state;
+	handshake();
+	pa = peer_of(&A, &B);
+	pb = peer_of(&B, &A);
+	k1 = pa->keypairs.current;
+	assert_non_null(k1);
+	assert_null(pa->keypairs.next);
+	assert_ptr_equal(pb->keypairs.current->entry.index, k1->remote_index);
+	assert_int_equal(k1->send_counter, 1);
+	assert_int_equal(index_count(&A), 1);
+	assert_int_equal(index_count(&B), 1);
+	/* REKEY_AFTER_TIME on send: the initiator starts the next handshake. */
+	h_now += REKEY_AFTER_TIME_NS + NSEC_PER_SEC;
+	h_send(&A, &B, 10, 1);
+	assert_int_equal(A.udp.n, 2); /* the data on k1, then the initiation */
+	h_pump(&A, &B);
+	expect_tun(&B, 10, 1);
+	k2 = pa->keypairs.current;
+	assert_ptr_not_equal(k1, k2);
+	assert_ptr_equal(pa->keypairs.previous, k1);
+	assert_int_equal(k2->send_counter, 1); /* the confirming keepalive, counter 0 */
+	assert_int_equal(index_count(&A), 2);
+	assert_ptr_equal(pb->keypairs.current->entry.index, k2->remote_index);
+	assert_null(pb->keypairs.next);
+	assert_int_equal(index_count(&B), 2);
+	/* The responder does not rekey on time. */
+	h_now += REKEY_AFTER_TIME_NS + NSEC_PER_SEC;
+	h_send(&B, &A, 10, 2);
+	assert_int_equal(B.udp.n, 1);
+	h_pump(&A, &B);
+	expect_tun(&A, 10, 2);
+}
+
+/* REJECT_AFTER_MESSAGES on send and receive, REKEY_AFTER_MESSAGES on send. */
+static void test_message_limits(void **state)
+{
+	struct noise_keypair *ka, *kb;
+	struct pkt *last;
+
+	(void)state;
+	handshake();
+	ka = peer_of(&A, &B)->keypairs.current;
+	kb = peer_of(&B, &A)->keypairs.current;
+	h_now += REKEY_TIMEOUT_NS + NSEC_PER_SEC;
+	ka->send_counter = REKEY_AFTER_MESSAGES + 1;
+	h_send(&A, &B, 10, 1);
+	assert_int_equal(A.udp.n, 2); /* the initiation leaves first, then the data */
+	assert_int_equal(h_type(A.udp.p[0]), MESSAGE_HANDSHAKE_INITIATION);
+	assert_int_equal(h_type(A.udp.p[1]), MESSAGE_DATA);
+	h_qfree(&A.udp);
+
+	/* The last counter a key may use goes out; the packet after it waits for new keys. */
+	ka->send_counter = REJECT_AFTER_MESSAGES - 1;
+	h_send(&A, &B, 10, 2);
+	assert_int_equal(A.udp.n, 1); /* no initiation: one left less than REKEY_TIMEOUT ago */
+	assert_int_equal(le64_read(A.udp.p[0]->data + 8), REJECT_AFTER_MESSAGES - 1);
+	last = copy_pkt(&A, A.udp.p[0]);
+	deliver(&A, &B);
+	expect_tun(&B, 10, 2);
+	h_send(&A, &B, 10, 3);
+	assert_int_equal(A.udp.n, 0);
+	assert_int_equal(peer_of(&A, &B)->staged_len, 1);
+	/* The receiver took the last counter: the key is refused for receiving from now on. */
+	assert_true(kb->replay.greatest >= REJECT_AFTER_MESSAGES);
+	last->data[8]--;
+	last->ep = A.ep;
+	wg_device_rx(B.dev, &last, 1, h_now);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_KEY_EXPIRED], 1);
+	assert_false(kb->recv_valid);
+	/* After REKEY_TIMEOUT the staged packet brings a new session. */
+	h_advance(&A, &B, REKEY_TIMEOUT_NS + REKEY_TIMEOUT_JITTER_MAX_NS, NSEC_PER_SEC / 10, NULL,
+		  NULL);
+	expect_tun(&B, 10, 3);
+}
+
+/* Exact sizes, reserved bytes, little-endian counters, padding to 16. */
+static void test_wire_format(void **state)
+{
+	struct pkt *p, *c;
+	uint8_t init[148];
+
+	(void)state;
+	h_send(&A, &B, 10, 1);
+	assert_int_equal(A.udp.n, 1);
+	p = A.udp.p[0];
+	assert_int_equal(p->len, 148);
+	memcpy(init, p->data, 148);
+	/* One byte too many, or a reserved byte set: dropped before any crypto. */
+	c = copy_pkt(&A, p);
+	c->len = 149;
+	c->ep = A.ep;
+	wg_device_rx(B.dev, &c, 1, h_now);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_SHORT], 1);
+	c = copy_pkt(&A, p);
+	c->data[2] = 1;
+	c->ep = A.ep;
+	wg_device_rx(B.dev, &c, 1, h_now);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_TYPE], 1);
+	assert_int_equal(B.udp.n, 0);
+	/* The genuine one gets a 92-byte response. */
+	deliver(&A, &B);
+	assert_int_equal(B.udp.n, 1);
+	assert_int_equal(B.udp.p[0]->len, 92);
+	assert_memory_equal(B.udp.p[0]->data + 8, init + 4, 4); /* receiver = our sender */
+	deliver(&B, &A);
+	/* The staged 30-byte packet: 32 padded + 16 header + 16 tag; counters 0 then 1. */
+	assert_int_equal(A.udp.n, 1);
+	p = A.udp.p[0];
+	assert_int_equal(p->len, 16 + 32 + 16);
+	assert_int_equal(le32_read(p->data), MESSAGE_DATA);
+	assert_int_equal(le64_read(p->data + 8), 0);
+	deliver(&A, &B);
+	expect_tun(&B, 10, 1);
+	h_send(&A, &B, 1, 2);
+	p = A.udp.p[0];
+	assert_int_equal(p->len, 16 + 32 + 16);
+	assert_int_equal(p->data[8], 1);
+	assert_int_equal(le64_read(p->data + 8), 1);
+	/* A data message of 31 bytes is short. */
+	c = copy_pkt(&A, p);
+	c->len = 31;
+	c->ep = A.ep;
+	wg_device_rx(B.dev, &c, 1, h_now);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_SHORT], 2);
+	deliver(&A, &B);
+	expect_tun(&B, 1, 2);
+}
+
+/* Padding and any trailing bytes after the IP packet are trimmed by the IP length. */
+static void test_ip_length_trim(void **state)
+{
+	struct pkt *p;
+
+	(void)state;
+	handshake();
+	p = h_ip4(&A, A.addr, B.addr, 10, 9);
+	memset(p->data + p->len, 0xee, 7);
+	p->len += 7; /* 7 stray bytes past the IP total length */
+	wg_device_tx(A.dev, &p, 1, h_now);
+	h_pump(&A, &B);
+	expect_tun(&B, 10, 9);
+	/* A total length beyond what arrived is dishonest: dropped. */
+	p = h_ip4(&A, A.addr, B.addr, 10, 9);
+	p->data[3] += 40;
+	wg_device_tx(A.dev, &p, 1, h_now);
+	h_pump(&A, &B);
+	assert_int_equal(B.tun.n, 0);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_BAD_IP], 1);
+}
+
+/* REJECT_AFTER_TIME * 3 after the last session all keys go, and with them their indices. */
+static void test_zero_key_material(void **state)
+{
+	(void)state;
+	handshake();
+	assert_int_equal(index_count(&A), 1);
+	h_advance(&A, &B, REJECT_AFTER_TIME_NS * 3 + 2 * NSEC_PER_SEC, 2 * NSEC_PER_SEC,
+		  blackhole_all, NULL);
+	assert_null(peer_of(&A, &B)->keypairs.current);
+	assert_null(peer_of(&B, &A)->keypairs.current);
+	assert_null(peer_of(&B, &A)->keypairs.previous);
+	assert_int_equal(peer_of(&A, &B)->handshake.state, HANDSHAKE_ZEROED);
+	assert_int_equal(index_count(&A), 0);
+	assert_int_equal(index_count(&B), 0);
+	/* And a fresh handshake works afterwards. */
+	h_qfree(&A.udp);
+	h_qfree(&B.udp);
+	h_now += REKEY_TIMEOUT_NS;
+	handshake();
+}
+
+/*
+ * "Under load" is ours (no handshake queue): more than UNDER_LOAD_THRESHOLD handshake messages
+ * in a second, and for a second after. Then mac1-valid messages without mac2 get cookie replies.
+ */
+static void test_under_load_detection(void **state)
+{
+	struct pkt *init, *c;
+	unsigned i;
+
+	(void)state;
+	h_send(&A, &B, 10, 1);
+	assert_int_equal(A.udp.n, 1);
+	init = copy_pkt(&A, A.udp.p[0]);
+	init->ep = A.ep;
+	h_qfree(&A.udp);
+	for (i = 0; i < UNDER_LOAD_THRESHOLD + 44; i++) {
+		c = copy_pkt(&A, init);
+		wg_device_rx(B.dev, &c, 1, h_now);
+	}
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_REPLAYED_HANDSHAKE], UNDER_LOAD_THRESHOLD - 1);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_COOKIE_SENT], 44);
+	assert_int_equal(stats(&B).cookies_sent, 44);
+	/* Still under load just under a second later; not any more after it. */
+	h_now += NSEC_PER_SEC - NSEC_PER_MSEC;
+	c = copy_pkt(&A, init);
+	wg_device_rx(B.dev, &c, 1, h_now);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_COOKIE_SENT], 45);
+	h_now += NSEC_PER_SEC + NSEC_PER_MSEC;
+	wg_device_rx(B.dev, &init, 1, h_now);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_COOKIE_SENT], 45);
+	assert_int_equal(stats(&B).drops[WG_DROP_RX_REPLAYED_HANDSHAKE], UNDER_LOAD_THRESHOLD);
+	h_qfree(&B.udp);
+}
+
+/* Data sent and nothing back for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT (+ jitter): a new handshake. */
+static void test_new_handshake_after_silence(void **state)
+{
+	struct drop_ctx c = { .blackhole = &B };
+
+	(void)state;
+	handshake();
+	/* B's passive keepalive (after KEEPALIVE_TIMEOUT) answers the handshake's data. */
+	h_advance(&A, &B, KEEPALIVE_TIMEOUT_NS + NSEC_PER_SEC, NSEC_PER_SEC, NULL, NULL);
+	assert_int_equal(peer_of(&A, &B)->timers[TIMER_NEW_HANDSHAKE], TIME_NEVER);
+	h_send(&A, &B, 10, 1);
+	h_advance(&A, &B, KEEPALIVE_TIMEOUT_NS + REKEY_TIMEOUT_NS - NSEC_PER_SEC / 10,
+		  NSEC_PER_SEC / 10, drop_filter, &c);
+	assert_int_equal(c.initiations, 0);
+	h_advance(&A, &B, REKEY_TIMEOUT_JITTER_MAX_NS + NSEC_PER_SEC / 5, NSEC_PER_SEC / 100,
+		  drop_filter, &c);
+	assert_int_equal(c.initiations, 1);
+	h_qfree(&B.tun);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -538,6 +1016,21 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_roaming, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_peer_and_key_change, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_change_rehandshakes_at_once, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_roam_lastminute_handshake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cookie_reply_acceptance, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keypair_rotation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_message_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wire_format, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ip_length_trim, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_zero_key_material, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_handshake_after_silence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_under_load_detection, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remove_peer_then_free_device, setup_worker,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_remove_peer_with_work_pending, setup_worker,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_worker_mode, setup_worker, teardown),
 		cmocka_unit_test_setup_teardown(test_handshake_and_data, setup_worker, teardown),
 	};

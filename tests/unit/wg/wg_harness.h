@@ -120,14 +120,37 @@ static void h_node_init(struct h_node *n, int id, bool worker)
 	n->addr[3] = (uint8_t)(1 + id);
 }
 
-static void h_node_free(struct h_node *n)
+/* Packets cross nodes (a datagram from a's pool waits in b's queues): drain every node first. */
+static void h_node_drain(struct h_node *n)
 {
+	unsigned i;
+
 	h_qfree(&n->udp);
 	h_qfree(&n->tun);
+	/* Worker queues hold engine references; drop them as a caller discarding work would. */
+	for (i = 0; i < n->enc.n; i++)
+		wg_pkt_release(n->enc.p[i]);
+	for (i = 0; i < n->dec.n; i++)
+		wg_pkt_release(n->dec.p[i]);
 	h_qfree(&n->enc);
 	h_qfree(&n->dec);
 	wg_device_free(n->dev);
+	n->dev = NULL;
+}
+
+static void h_node_free(struct h_node *n)
+{
+	if (n->dev)
+		h_node_drain(n);
 	pkt_pool_free(n->pool);
+}
+
+static void h_nodes_free(struct h_node *a, struct h_node *b)
+{
+	h_node_drain(a);
+	h_node_drain(b);
+	h_node_free(a);
+	h_node_free(b);
 }
 
 /* a gets b as a peer: b's tunnel address /32, b's endpoint if with_endpoint. */
