@@ -200,8 +200,17 @@ unsigned cryptq_submit(struct cryptq *q, unsigned lane, struct pkt **pkts, unsig
 	struct lane *l = &q->lanes[lane];
 	unsigned accepted = 0, queued = 0;
 	uint64_t first;
+	bool self;
 
 	pthread_mutex_lock(&q->lock);
+	/*
+	 * The producer runs its own slots when there are no workers, and also when
+	 * the batch is small and no slot is waiting for a worker: handing one ping
+	 * or a few ACKs to another thread costs two wake-ups (tens of microseconds of
+	 * latency) and gains nothing. Under load batches are large or queued, and
+	 * go to the workers. Order is unaffected: flush still runs in sequence.
+	 */
+	self = !q->n_threads || (l->work == l->tail && n <= CRYPTQ_INLINE_MAX);
 	first = l->tail;
 	while (!q->stopping && accepted < n && l->tail - l->head < q->nslots) {
 		struct slot *sl = slot_at(q, l, l->tail++);
@@ -209,17 +218,17 @@ unsigned cryptq_submit(struct cryptq *q, unsigned lane, struct pkt **pkts, unsig
 
 		memcpy(sl->pkts, pkts + accepted, k * sizeof(*pkts));
 		sl->n = k;
-		/* Without workers the producer runs its own slots: nobody else may take them. */
-		sl->state = q->n_threads ? SLOT_QUEUED : SLOT_BUSY;
+		/* Slots the producer runs are BUSY at once: no worker may take them. */
+		sl->state = self ? SLOT_BUSY : SLOT_QUEUED;
 		accepted += k;
 		queued++;
 	}
-	if (!q->n_threads)
+	if (self)
 		l->work = l->tail;
 	l->stats.batches += queued;
 	l->stats.packets += accepted;
 	l->stats.dropped += n - accepted;
-	if (q->idle) {
+	if (q->idle && !self) {
 		if (queued > 1)
 			pthread_cond_broadcast(&q->cond);
 		else if (queued)
@@ -227,7 +236,7 @@ unsigned cryptq_submit(struct cryptq *q, unsigned lane, struct pkt **pkts, unsig
 	}
 	pthread_mutex_unlock(&q->lock);
 
-	if (!q->n_threads && queued) {
+	if (self && queued) {
 		uint64_t s;
 
 		for (s = first; s != first + queued; s++)

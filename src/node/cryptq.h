@@ -23,6 +23,8 @@
 #define CRYPTQ_LANES_MAX 2
 /* Packets per slot: a larger submission takes several slots. */
 #define CRYPTQ_BATCH_MAX 64
+/* Submissions this small run on the producer when no slot waits for a worker. */
+#define CRYPTQ_INLINE_MAX 4
 
 struct cryptq_lane {
 	void *ctx;
@@ -47,7 +49,8 @@ struct cryptq;
 
 /*
  * slots: ring size per lane. workers: threads to start; 0 runs the step on the
- * submitting thread, still flushing in submission order across producers.
+ * submitting thread, still flushing in submission order across producers. With
+ * workers, small submissions to an idle lane also run on the submitting thread.
  * NULL on failure (errno set).
  */
 struct cryptq *cryptq_new(const struct cryptq_lane *lanes, unsigned n_lanes, unsigned slots,

@@ -173,6 +173,7 @@ static void test_order_inline(void **state)
 
 static void test_full_drops(void **state)
 {
+	enum { B = CRYPTQ_INLINE_MAX + 1 };
 	atomic_int gate = 0;
 	struct lane_ctx ctx = {.gate = &gate};
 	struct cryptq_lane lane = {
@@ -186,27 +187,77 @@ static void test_full_drops(void **state)
 	(void)state;
 	q = cryptq_new(&lane, 1, 4, 1);
 	assert_non_null(q);
-	/* Four one-packet batches fill four slots while the worker is held at the gate. */
+	/*
+	 * Four batches fill four slots while the worker is held at the gate. They are
+	 * larger than CRYPTQ_INLINE_MAX so that the producer hands them to the worker
+	 * rather than running them itself.
+	 */
 	for (i = 0; i < 4; i++) {
-		assert_int_equal(pkt_pool_get(pool, pkts, 1), 1);
-		pkts[0]->counter = i;
-		assert_int_equal(cryptq_submit(q, 0, pkts, 1), 1);
+		unsigned k;
+
+		assert_int_equal(pkt_pool_get(pool, pkts, B), B);
+		for (k = 0; k < B; k++)
+			pkts[k]->counter = i * B + k;
+		assert_int_equal(cryptq_submit(q, 0, pkts, B), B);
 	}
 	assert_int_equal(pkt_pool_get(pool, pkts, 100), 100);
 	for (i = 0; i < 100; i++)
-		pkts[i]->counter = 4 + i;
+		pkts[i]->counter = 4 * B + i;
 	assert_int_equal(cryptq_submit(q, 0, pkts, 100), 0);
 	assert_int_equal(atomic_load(&ctx.dropped), 100);
 	assert_int_equal(atomic_load(&ctx.flushed), 0);
 	cryptq_stats_get(q, 0, &st);
 	assert_int_equal(st.dropped, 100);
-	assert_int_equal(st.packets, 4);
+	assert_int_equal(st.packets, 4 * B);
 	assert_int_equal(st.batches, 4);
 	atomic_store(&gate, 1);
 	cryptq_free(q); /* drains the four held batches */
-	assert_int_equal(atomic_load(&ctx.flushed), 4);
+	assert_int_equal(atomic_load(&ctx.flushed), 4 * B);
 	assert_int_equal(atomic_load(&ctx.bad), 0);
 	assert_int_equal(pkt_pool_available(pool), 256);
+	pkt_pool_free(pool);
+}
+
+static pthread_t step_thread;
+
+static void thread_step(void *ctx, struct pkt *p)
+{
+	(void)ctx;
+	step_thread = pthread_self();
+	p->err++;
+}
+
+/* A small submission to an idle lane runs on the producer; a large one on a worker. */
+static void test_small_batch_runs_on_producer(void **state)
+{
+	struct lane_ctx ctx = {0};
+	struct cryptq_lane lane = {
+	    .ctx = &ctx, .step = thread_step, .flush = fake_flush, .drop = fake_drop};
+	struct pkt_pool *pool = pkt_pool_new(64);
+	struct pkt *pkts[64];
+	struct cryptq *q;
+	unsigned k;
+
+	(void)state;
+	q = cryptq_new(&lane, 1, 4, 1);
+	assert_non_null(q);
+	assert_int_equal(pkt_pool_get(pool, pkts, CRYPTQ_INLINE_MAX), CRYPTQ_INLINE_MAX);
+	for (k = 0; k < CRYPTQ_INLINE_MAX; k++)
+		pkts[k]->counter = k;
+	assert_int_equal(cryptq_submit(q, 0, pkts, CRYPTQ_INLINE_MAX), CRYPTQ_INLINE_MAX);
+	/* Ran and flushed before submit returned, on this thread. */
+	assert_int_equal(atomic_load(&ctx.flushed), CRYPTQ_INLINE_MAX);
+	assert_true(pthread_equal(step_thread, pthread_self()));
+
+	assert_int_equal(pkt_pool_get(pool, pkts, 32), 32);
+	for (k = 0; k < 32; k++)
+		pkts[k]->counter = CRYPTQ_INLINE_MAX + k;
+	assert_int_equal(cryptq_submit(q, 0, pkts, 32), 32);
+	cryptq_free(q);
+	assert_int_equal(atomic_load(&ctx.flushed), CRYPTQ_INLINE_MAX + 32);
+	assert_false(pthread_equal(step_thread, pthread_self()));
+	assert_int_equal(atomic_load(&ctx.bad), 0);
+	assert_int_equal(pkt_pool_available(pool), 64);
 	pkt_pool_free(pool);
 }
 
@@ -303,6 +354,7 @@ int main(void)
 	    cmocka_unit_test(test_order_small_ring),
 	    cmocka_unit_test(test_order_inline),
 	    cmocka_unit_test(test_full_drops),
+		cmocka_unit_test(test_small_batch_runs_on_producer),
 	    cmocka_unit_test(test_large_batch_split),
 	    cmocka_unit_test(test_flush_resubmits),
 	    cmocka_unit_test(test_submit_after_free_start_drops),
