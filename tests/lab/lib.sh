@@ -1,0 +1,458 @@
+# shellcheck shell=bash
+# Shared helpers for the network-namespace lab tests. Source it, then call lab_init.
+#
+# Every name a test creates (namespaces, WireGuard interfaces, UAPI sockets) carries a
+# per-run suffix, so two runs never collide, and the EXIT/INT/TERM trap removes only what
+# this run made: the PIDs it started and the namespaces it created.
+#
+# Environment:
+#   TRELLIS_BUILD     meson build dir holding src/node/trellisd (default /work/main/build-check)
+#   TRELLISD          explicit path to trellisd (overrides TRELLIS_BUILD)
+#   TRELLIS_LAB_IMPL  "wggo" substitutes wireguard-go wherever a test asks for trellisd:
+#                     validates the harness itself before trellisd exists
+#   LAB_TIMEOUT       watchdog for the whole test, seconds (default 300)
+#   LAB_VERBOSE=1     trace every lab command
+
+TRELLIS_BUILD=${TRELLIS_BUILD:-/work/main/build-check}
+TRELLISD=${TRELLISD:-$TRELLIS_BUILD/src/node/trellisd}
+WG_SOCK_DIR=/var/run/wireguard
+
+LAB_PASS=0
+LAB_FAIL=0
+LAB_PIDS=()
+LAB_NAMESPACES=()
+LAB_IFACES=()
+LAB_FINISHED=0
+declare -A LAB_WG_PID=() LAB_WG_LOG=() LAB_WG_IMPL=() LAB_WG_NS=()
+
+log() { printf '# %s\n' "$*"; }
+
+lab_skip()
+{
+	printf 'SKIP: %s\n' "$*"
+	LAB_FINISHED=1
+	exit 77
+}
+
+# Exit 77 (skip) unless every tool named is installed.
+lab_require()
+{
+	local t
+	for t in "$@"; do
+		command -v "$t" >/dev/null 2>&1 || lab_skip "required tool '$t' is not installed"
+	done
+}
+
+# The implementation a test gets when it asks for trellisd.
+lab_trellisd_impl()
+{
+	if [[ ${TRELLIS_LAB_IMPL:-} == wggo ]]; then
+		echo wggo
+	else
+		echo trellisd
+	fi
+}
+
+# Skip unless trellisd is runnable (or substituted by wireguard-go).
+lab_require_trellisd()
+{
+	[[ $(lab_trellisd_impl) == wggo ]] && return 0
+	[[ -x $TRELLISD ]] || lab_skip "trellisd not built at $TRELLISD (set TRELLIS_LAB_IMPL=wggo to test the harness)"
+}
+
+lab_init()
+{
+	[[ $(id -u) == 0 ]] || lab_skip "lab tests need root (network namespaces)"
+	lab_require ip wg wireguard-go python3 ping timeout
+	[[ ${LAB_VERBOSE:-0} == 1 ]] && set -x
+	# Short hex id: namespaces and interface names stay unique per run and <= 15 chars.
+	LAB_ID=$(printf '%x' $$)
+	LAB_TMP=$(mktemp -d "/tmp/trellis-lab-$LAB_ID.XXXXXX")
+	# The test's own stdout/stderr: a trap may fire inside a redirected check.
+	exec 7>&1 8>&2
+	trap lab_cleanup EXIT
+	trap 'echo "# interrupted" >&8; exit 130' INT
+	trap 'echo "# terminated (watchdog timeout?)" >&8; exit 143' TERM
+	trap 'exit 129' HUP
+	trap 'exit 141' PIPE # caught, not ignored: children keep the default
+	mkdir -p "$WG_SOCK_DIR"
+	# Watchdog: a hung test still ends and cleans up, well before meson's own timeout.
+	# Its sleep is killed with it (trap), so nothing of ours outlives the test.
+	(
+		trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+		sleep "${LAB_TIMEOUT:-300}" &
+		sp=$!
+		wait "$sp" && kill -TERM $$
+	) </dev/null >/dev/null 2>&1 &
+	LAB_WATCHDOG=$!
+	log "lab run $LAB_ID, scratch $LAB_TMP, trellisd impl: $(lab_trellisd_impl)"
+}
+
+# shellcheck disable=SC2120 # arguments are optional
+# lab_dump_logs [IFACE...]: a daemon's log tail, the first thing one needs when an
+# assertion fails. Default: the daemons still running.
+lab_dump_logs()
+{
+	local i list=("$@")
+	if ((${#list[@]} == 0)); then
+		for i in "${LAB_IFACES[@]}"; do
+			kill -0 "${LAB_WG_PID[$i]}" 2>/dev/null && list+=("$i")
+		done
+	fi
+	for i in "${list[@]}"; do
+		[[ -s ${LAB_WG_LOG[$i]:-} ]] || continue
+		echo "----- last lines of ${LAB_WG_IMPL[$i]} $i log (${LAB_WG_LOG[$i]}) -----"
+		tail -n 25 "${LAB_WG_LOG[$i]}" | cut -c1-200 | sed 's/^/  | /'
+	done
+}
+
+lab_cleanup()
+{
+	local rc=$? pid ns i n
+	set +x
+	exec 1>&7 2>&8
+	trap - EXIT INT TERM HUP
+	trap '' PIPE # a closed stdout must not stop the cleanup half-way
+	[[ -n ${LAB_WATCHDOG:-} ]] && kill "$LAB_WATCHDOG" 2>/dev/null
+	if ((LAB_FAIL > 0 || (rc != 0 && rc != 77))); then
+		lab_dump_logs
+	fi
+	for pid in "${LAB_PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null
+	done
+	for pid in "${LAB_PIDS[@]}"; do
+		for ((n = 0; n < 30; n++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null
+	done
+	wait 2>/dev/null
+	for ns in "${LAB_NAMESPACES[@]}"; do
+		ip netns del "$ns" 2>/dev/null
+	done
+	# A daemon killed hard leaves its socket; the names are ours alone (per-run suffix).
+	for i in "${LAB_IFACES[@]}"; do
+		rm -f "$WG_SOCK_DIR/$i.sock"
+	done
+	if [[ -n ${LAB_TMP:-} && -d $LAB_TMP ]]; then
+		if ((LAB_FAIL > 0)) && [[ ${LAB_KEEP_LOGS:-0} == 1 ]]; then
+			log "logs kept in $LAB_TMP"
+		else
+			rm -rf "$LAB_TMP"
+		fi
+	fi
+	if ((!LAB_FINISHED && rc != 77)); then
+		echo "test aborted (exit $rc)"
+		echo "$LAB_PASS passed, $((LAB_FAIL + 1)) failed"
+		exit 1
+	fi
+	exit "$rc"
+}
+
+# ---------------------------------------------------------------- assertions
+
+pass() { LAB_PASS=$((LAB_PASS + 1)); printf 'ok %d - %s\n' $((LAB_PASS + LAB_FAIL)) "$1"; }
+fail() { LAB_FAIL=$((LAB_FAIL + 1)); printf 'not ok %d - %s\n' $((LAB_PASS + LAB_FAIL)) "$1"; }
+
+# check DESC CMD...: passes when CMD succeeds.
+check()
+{
+	local desc=$1
+	shift
+	if "$@" >"$LAB_TMP/check.out" 2>&1; then
+		pass "$desc"
+	else
+		fail "$desc"
+		tail -n 15 "$LAB_TMP/check.out" | cut -c1-300 | sed 's/^/  | /'
+	fi
+}
+
+# check_not DESC CMD...: passes when CMD fails.
+check_not()
+{
+	local desc=$1
+	shift
+	if "$@" >"$LAB_TMP/check.out" 2>&1; then
+		fail "$desc"
+		tail -n 15 "$LAB_TMP/check.out" | cut -c1-300 | sed 's/^/  | /'
+	else
+		pass "$desc"
+	fi
+}
+
+# check_eq DESC EXPECTED ACTUAL
+check_eq()
+{
+	if [[ $2 == "$3" ]]; then
+		pass "$1"
+	else
+		fail "$1"
+		printf '  | expected: %s\n  | actual:   %s\n' "$2" "$3"
+	fi
+}
+
+# check_num DESC A OP B: numeric test "A OP B" with OP in -gt -ge -lt -le -eq.
+check_num()
+{
+	local desc=$1 a=$2 op=$3 b=$4
+	if [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && test "$a" "$op" "$b"; then
+		pass "$desc"
+	else
+		fail "$desc"
+		printf '  | %s %s %s is false\n' "$a" "$op" "$b"
+	fi
+}
+
+lab_finish()
+{
+	LAB_FINISHED=1
+	echo "$LAB_PASS passed, $LAB_FAIL failed"
+	((LAB_FAIL == 0)) || exit 1
+	exit 0
+}
+
+# ---------------------------------------------------------------- topology
+
+# lab_ns SHORT: create namespace "tl<id>SHORT", loopback up. Use nsx SHORT to run in it.
+lab_ns()
+{
+	local ns="tl$LAB_ID$1"
+	ip netns add "$ns" || { fail "create namespace $ns"; exit 1; }
+	LAB_NAMESPACES+=("$ns")
+	ip -n "$ns" link set lo up
+	# No DAD: lab v6 addresses are usable at once and nothing waits on timers.
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+}
+
+ns_name() { echo "tl$LAB_ID$1"; }
+nsx() { local ns="tl$LAB_ID$1"; shift; ip netns exec "$ns" "$@"; }
+
+# lab_veth NS1 IF1 NS2 IF2: a veth pair between two namespaces, both ends up.
+lab_veth()
+{
+	local n1 n2
+	n1=$(ns_name "$1")
+	n2=$(ns_name "$3")
+	ip -n "$n1" link add "$2" type veth peer name "$4" netns "$n2" || return 1
+	ip -n "$n1" link set "$2" up
+	ip -n "$n2" link set "$4" up
+}
+
+# lab_addr NS IFACE ADDR/PLEN...: add addresses (v6 without DAD).
+lab_addr()
+{
+	local ns=$1 dev=$2 a
+	shift 2
+	for a in "$@"; do
+		if [[ $a == *:* ]]; then
+			ip -n "$(ns_name "$ns")" addr add "$a" dev "$dev" nodad
+		else
+			ip -n "$(ns_name "$ns")" addr add "$a" dev "$dev"
+		fi
+	done
+}
+
+lab_forwarding()
+{
+	nsx "$1" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+}
+
+# ---------------------------------------------------------------- WireGuard
+
+# lab_iface TAG: a WireGuard interface name unique to this run (also the UAPI socket name).
+lab_iface() { echo "tw$LAB_ID$1"; }
+
+# lab_key NAME: writes $LAB_TMP/NAME.key and NAME.pub; prints nothing.
+lab_key()
+{
+	(umask 077 && wg genkey >"$LAB_TMP/$1.key")
+	wg pubkey <"$LAB_TMP/$1.key" >"$LAB_TMP/$1.pub"
+}
+key_file() { echo "$LAB_TMP/$1.key"; }
+pub_of() { cat "$LAB_TMP/$1.pub"; }
+
+# lab_wg_start NS IMPL IFACE: start a userspace WireGuard (IMPL = trellisd | wggo) in the
+# foreground inside NS and wait (bounded) for its UAPI socket and TUN device.
+# Must run in the test's main shell (not in $(...)) so the PID is tracked for cleanup.
+lab_wg_start()
+{
+	local short=$1 impl=$2 iface=$3 ns pid n log
+	ns=$(ns_name "$short")
+	[[ $impl == trellisd ]] && impl=$(lab_trellisd_impl)
+	log="$LAB_TMP/$iface.$impl.log"
+	rm -f "$WG_SOCK_DIR/$iface.sock"
+	case $impl in
+	wggo)
+		WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=${WGGO_LOG_LEVEL:-verbose} \
+			ip netns exec "$ns" wireguard-go -f "$iface" >"$log" 2>&1 &
+		;;
+	trellisd)
+		ip netns exec "$ns" "$TRELLISD" --wg "$iface" >"$log" 2>&1 &
+		;;
+	*)
+		fail "unknown WireGuard implementation '$impl'"
+		return 1
+		;;
+	esac
+	pid=$!
+	LAB_PIDS+=("$pid")
+	LAB_IFACES+=("$iface")
+	LAB_WG_PID[$iface]=$pid
+	LAB_WG_LOG[$iface]=$log
+	LAB_WG_IMPL[$iface]=$impl
+	LAB_WG_NS[$iface]=$short
+	for ((n = 0; n < 100; n++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			fail "$impl $iface exited during startup"
+			tail -n 20 "$log" | sed 's/^/  | /'
+			return 1
+		fi
+		if [[ -S $WG_SOCK_DIR/$iface.sock ]] && ip -n "$ns" link show "$iface" >/dev/null 2>&1 &&
+			wg show "$iface" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	fail "$impl $iface: no UAPI socket/interface after 10 s"
+	tail -n 20 "$log" | sed 's/^/  | /'
+	return 1
+}
+
+# lab_forget PID: drop a reaped PID from the cleanup list (its number may be reused).
+lab_forget()
+{
+	local p keep=()
+	for p in "${LAB_PIDS[@]}"; do
+		[[ $p == "$1" ]] || keep+=("$p")
+	done
+	LAB_PIDS=("${keep[@]}")
+}
+
+# iperf_server_wait: reap the one-shot iperf3 server (bounded: killed after 5 s).
+iperf_server_wait()
+{
+	local n pid=$LAST_IPERF_SERVER
+	for ((n = 0; n < 50; n++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	lab_forget "$pid"
+}
+
+lab_wg_alive() { kill -0 "${LAB_WG_PID[$1]}" 2>/dev/null; }
+
+# lab_wg_stop IFACE: SIGTERM, bounded wait; asserts a clean exit (status 0 or 143 for
+# wireguard-go, 0 for trellisd: ASan/UBSan reports make it non-zero), and that the daemon
+# removed its socket and interface.
+lab_wg_stop()
+{
+	local iface=$1 pid=${LAB_WG_PID[$1]} impl=${LAB_WG_IMPL[$1]} n rc ns
+	ns=$(ns_name "${LAB_WG_NS[$1]}")
+	if ! kill -0 "$pid" 2>/dev/null; then
+		fail "$impl $iface still running before stop"
+		return 1
+	fi
+	kill -TERM "$pid"
+	for ((n = 0; n < 50; n++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		fail "$impl $iface exits within 5 s of SIGTERM"
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		lab_forget "$pid"
+		return 1
+	fi
+	wait "$pid" 2>/dev/null
+	rc=$?
+	lab_forget "$pid"
+	if [[ $impl == trellisd ]]; then
+		check_eq "$impl $iface exit status 0 on SIGTERM (no sanitizer report)" 0 "$rc"
+		if grep -qE 'AddressSanitizer|runtime error:|LeakSanitizer' "${LAB_WG_LOG[$iface]}"; then
+			fail "$impl $iface log has a sanitizer report"
+			grep -m5 -E 'AddressSanitizer|runtime error:|LeakSanitizer' "${LAB_WG_LOG[$iface]}" | sed 's/^/  | /'
+		fi
+		check_not "$impl $iface removed its UAPI socket" test -e "$WG_SOCK_DIR/$iface.sock"
+		check_not "$impl $iface removed its TUN device" ip -n "$ns" link show "$iface"
+	fi
+	return 0
+}
+
+# lab_wg_up NS IFACE ADDR/PLEN...: MTU 1420 (as wg-quick), addresses, link up.
+lab_wg_up()
+{
+	local short=$1 iface=$2
+	shift 2
+	ip -n "$(ns_name "$short")" link set "$iface" mtu 1420
+	lab_addr "$short" "$iface" "$@"
+	ip -n "$(ns_name "$short")" link set "$iface" up
+}
+
+# wg_get IFACE FIELD PEERPUB: one field from `wg show IFACE FIELD` for one peer.
+wg_get()
+{
+	wg show "$1" "$2" | awk -v k="$3" '$1 == k { $1 = ""; sub(/^ /, ""); print }'
+}
+
+# rx/tx bytes of a peer as seen by IFACE.
+wg_rx() { wg show "$1" transfer | awk -v k="$2" '$1 == k { print $2 }'; }
+wg_tx() { wg show "$1" transfer | awk -v k="$2" '$1 == k { print $3 }'; }
+
+# ---------------------------------------------------------------- traffic
+
+# ping_until NS DST [SECONDS]: one ping a time until one answers (handshake time included).
+ping_until()
+{
+	local ns=$1 dst=$2 secs=${3:-10} end
+	end=$((SECONDS + secs))
+	while ((SECONDS < end)); do
+		nsx "$ns" ping -n -q -c 1 -W 1 "$dst" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# ping_all NS DST [COUNT] [ARGS...]: COUNT pings, all must answer.
+ping_all()
+{
+	local ns=$1 dst=$2 count=${3:-5}
+	shift 3 2>/dev/null || shift $#
+	nsx "$ns" ping -n -q -c "$count" -i 0.2 -W 2 "$@" "$dst" |
+		tee /dev/stderr | grep -qE " $count received, 0% packet loss"
+}
+
+# wait_listen NS PORT: bounded wait for a TCP listener.
+wait_listen()
+{
+	local n
+	for ((n = 0; n < 50; n++)); do
+		nsx "$1" ss -Hltn "sport = :$2" 2>/dev/null | grep -q . && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# nsx_timeout SECS NS CMD...: nsx with a time bound.
+nsx_timeout() { local t=$1 ns="tl$LAB_ID$2"; shift 2; timeout "$t" ip netns exec "$ns" "$@"; }
+
+# iperf_server NS BIND PORT: a one-shot iperf3 server in NS, tracked for cleanup.
+iperf_server()
+{
+	# ip netns exec directly, not the nsx function: $! must be iperf3 itself (a function
+	# would run in a subshell whose death leaves iperf3 behind).
+	ip netns exec "$(ns_name "$1")" iperf3 -s -1 -J -B "$2" -p "$3" \
+		>"$LAB_TMP/iperf-server-$3.json" 2>&1 &
+	LAB_PIDS+=($!)
+	LAST_IPERF_SERVER=$!
+	wait_listen "$1" "$3"
+}
+
+# json_get FILE EXPR: evaluate a python expression on the parsed JSON `j`.
+json_get()
+{
+	python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}

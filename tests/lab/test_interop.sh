@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Interoperability: trellisd <-> trellisd and trellisd <-> wireguard-go, each side initiating,
+# over IPv4 and IPv6 outer addresses. Inner IPv4 and IPv6 pings, a 2 s iperf3 TCP transfer,
+# handshake timestamps and transfer counters that agree between the two sides.
+#
+#   A (ns a) 192.0.2.1 / 2001:db8:1::1  ==== veth ====  B (ns b) 192.0.2.2 / 2001:db8:1::2
+#   tunnel: A 100.64.0.1 fd7a:115c:a1e0::1            B 100.64.0.2 fd7a:115c:a1e0::2
+source "$(dirname "$0")/lib.sh"
+lab_init
+lab_require iperf3 ss
+lab_require_trellisd
+
+lab_ns a
+lab_ns b
+lab_veth a eth0 b eth0
+lab_addr a eth0 192.0.2.1/24 2001:db8:1::1/64
+lab_addr b eth0 192.0.2.2/24 2001:db8:1::2/64
+lab_key a
+lab_key b
+PORT_A=51820
+PORT_B=51821
+run=0
+
+# one_case IMPL_A IMPL_B INITIATOR(a|b) OUTER(4|6)
+one_case()
+{
+	local impl_a=$1 impl_b=$2 init=$3 fam=$4 ia ib ep_a ep_b pa pb name
+	local ini ini_if resp resp_if ini_in resp_in ini_pub resp_pub
+	run=$((run + 1))
+	ia=$(lab_iface "a$run")
+	ib=$(lab_iface "b$run")
+	name="$impl_a(a)<->$impl_b(b) init=$init outer=v$fam"
+	log "=== $name"
+	local fails_before=$LAB_FAIL
+	lab_wg_start a "$impl_a" "$ia" || return
+	lab_wg_start b "$impl_b" "$ib" || return
+	pa=$(pub_of a)
+	pb=$(pub_of b)
+	if [[ $fam == 4 ]]; then
+		ep_a=192.0.2.1:$PORT_A
+		ep_b=192.0.2.2:$PORT_B
+	else
+		ep_a="[2001:db8:1::1]:$PORT_A"
+		ep_b="[2001:db8:1::2]:$PORT_B"
+	fi
+	nsx a wg set "$ia" private-key "$(key_file a)" listen-port $PORT_A
+	nsx b wg set "$ib" private-key "$(key_file b)" listen-port $PORT_B
+	# Only the initiator knows where its peer is: the responder must learn the endpoint
+	# from the authenticated handshake initiation.
+	if [[ $init == a ]]; then
+		nsx a wg set "$ia" peer "$pb" allowed-ips 100.64.0.2/32,fd7a:115c:a1e0::2/128 endpoint "$ep_b"
+		nsx b wg set "$ib" peer "$pa" allowed-ips 100.64.0.1/32,fd7a:115c:a1e0::1/128
+		ini=a ini_if=$ia resp=b resp_if=$ib ini_pub=$pa resp_pub=$pb
+		ini_in=100.64.0.1 resp_in=100.64.0.2
+	else
+		nsx a wg set "$ia" peer "$pb" allowed-ips 100.64.0.2/32,fd7a:115c:a1e0::2/128
+		nsx b wg set "$ib" peer "$pa" allowed-ips 100.64.0.1/32,fd7a:115c:a1e0::1/128 endpoint "$ep_a"
+		ini=b ini_if=$ib resp=a resp_if=$ia ini_pub=$pb resp_pub=$pa
+		ini_in=100.64.0.2 resp_in=100.64.0.1
+	fi
+	lab_wg_up a "$ia" 100.64.0.1/24 fd7a:115c:a1e0::1/64
+	lab_wg_up b "$ib" 100.64.0.2/24 fd7a:115c:a1e0::2/64
+
+	check "$name: responder has no handshake before traffic" \
+		test "$(wg_get "$resp_if" latest-handshakes "$ini_pub")" = 0
+	check "$name: initiator's first packet brings the tunnel up" ping_until "$ini" "$resp_in" 10
+	check "$name: inner IPv4 ping initiator->responder" ping_all "$ini" "$resp_in" 5
+	check "$name: inner IPv4 ping responder->initiator" ping_all "$resp" "$ini_in" 5
+	check "$name: inner IPv6 ping initiator->responder" \
+		ping_all "$ini" "${resp_in/100.64.0./fd7a:115c:a1e0::}" 5
+	check "$name: inner IPv6 ping responder->initiator" \
+		ping_all "$resp" "${ini_in/100.64.0./fd7a:115c:a1e0::}" 5
+
+	# Counters after the pings, lossless traffic: what one side sent is what the other
+	# received (5 % + 256 bytes slack for implementations that count handshakes differently).
+	sleep 0.3
+	local atx arx btx brx
+	atx=$(wg_tx "$ia" "$pb") arx=$(wg_rx "$ia" "$pb")
+	btx=$(wg_tx "$ib" "$pa") brx=$(wg_rx "$ib" "$pa")
+	log "transfer after pings: a tx=$atx rx=$arx   b tx=$btx rx=$brx"
+	check "$name: pings: b rx ~= a tx" counters_close "$atx" "$brx"
+	check "$name: pings: a rx ~= b tx" counters_close "$btx" "$arx"
+
+	# TCP both ways through the tunnel: server on the responder, client sends.
+	local port=$((5200 + run)) json="$LAB_TMP/iperf-$run.json" bytes
+	if iperf_server "$resp" "$resp_in" "$port"; then
+		nsx_timeout 15 "$ini" iperf3 -c "$resp_in" -p "$port" -t 2 -J >"$json" 2>&1
+		bytes=$(json_get "$json" "int(j['end']['sum_received']['bytes'])" 2>/dev/null || echo 0)
+		log "iperf3 $name: $bytes bytes received in 2 s"
+		# 1 MB in 2 s is far below any working tunnel but far above a handful of retries.
+		check_num "$name: iperf3 TCP 2 s delivers > 1 MB" "$bytes" -gt 1000000
+	else
+		fail "$name: iperf3 server listens"
+	fi
+	iperf_server_wait
+
+	local hs_i hs_r now
+	now=$(date +%s)
+	hs_i=$(wg_get "$ini_if" latest-handshakes "$resp_pub")
+	hs_r=$(wg_get "$resp_if" latest-handshakes "$ini_pub")
+	check "$name: initiator latest-handshake is recent ($hs_i)" \
+		test "${hs_i:-0}" -gt $((now - 120)) -a "${hs_i:-0}" -le $((now + 5))
+	check "$name: responder latest-handshake is recent ($hs_r)" \
+		test "${hs_r:-0}" -gt $((now - 120)) -a "${hs_r:-0}" -le $((now + 5))
+	check_eq "$name: responder learned the initiator's endpoint" \
+		"$([[ $init == a ]] && echo "$ep_a" || echo "$ep_b")" \
+		"$(wg_get "$resp_if" endpoints "$ini_pub")"
+
+	# After the TCP burst the receiver's UDP socket may have dropped some datagrams, so
+	# only bounds: the receiver counted no more than was sent, and at least the TCP
+	# payload that arrived.
+	sleep 0.5
+	atx=$(wg_tx "$ia" "$pb") arx=$(wg_rx "$ia" "$pb")
+	btx=$(wg_tx "$ib" "$pa") brx=$(wg_rx "$ib" "$pa")
+	log "transfer: a tx=$atx rx=$arx   b tx=$btx rx=$brx"
+	check_num "$name: a tx counter non-zero" "${atx:-0}" -gt 0
+	check_num "$name: b tx counter non-zero" "${btx:-0}" -gt 0
+	if [[ $init == a ]]; then
+		check "$name: iperf3: a tx >= b rx >= TCP payload" counters_bound "$atx" "$brx" "$bytes"
+		check "$name: iperf3: b tx >= a rx" counters_bound "$btx" "$arx" 0
+	else
+		check "$name: iperf3: b tx >= a rx >= TCP payload" counters_bound "$btx" "$arx" "$bytes"
+		check "$name: iperf3: a tx >= b rx" counters_bound "$atx" "$brx" 0
+	fi
+
+	((LAB_FAIL > fails_before)) && lab_dump_logs "$ia" "$ib"
+	check "$name: a still running" lab_wg_alive "$ia"
+	check "$name: b still running" lab_wg_alive "$ib"
+	lab_wg_stop "$ia"
+	lab_wg_stop "$ib"
+}
+
+# counters_close TX RX: |TX - RX| <= 5 % of TX + 256, both non-zero.
+counters_close()
+{
+	[[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ ]] || return 1
+	echo "tx=$1 rx=$2"
+	local d=$(($1 - $2))
+	((d < 0)) && d=$((-d))
+	(($1 > 0 && $2 > 0 && d * 20 <= $1 + 256 * 20))
+}
+
+# counters_bound TX RX MIN: TX >= RX >= MIN, RX > 0.
+counters_bound()
+{
+	[[ $1 =~ ^[0-9]+$ && $2 =~ ^[0-9]+$ && $3 =~ ^[0-9]+$ ]] || return 1
+	echo "tx=$1 rx=$2 min=$3"
+	(($2 > 0 && $1 >= $2 && $2 >= $3))
+}
+
+for fam in 4 6; do
+	for init in a b; do
+		one_case trellisd trellisd "$init" "$fam"
+		one_case trellisd wggo "$init" "$fam"
+	done
+done
+
+lab_finish
