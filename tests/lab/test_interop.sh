@@ -81,18 +81,25 @@ one_case()
 	check "$name: pings: b rx ~= a tx" counters_close "$atx" "$brx"
 	check "$name: pings: a rx ~= b tx" counters_close "$btx" "$arx"
 
-	# TCP both ways through the tunnel: server on the responder, client sends.
-	local port=$((5200 + run)) json="$LAB_TMP/iperf-$run.json" bytes
-	if iperf_server "$resp" "$resp_in" "$port"; then
-		nsx_timeout 15 "$ini" iperf3 -c "$resp_in" -p "$port" -t 2 -J >"$json" 2>&1
-		bytes=$(json_get "$json" "int(j['end']['sum_received']['bytes'])" 2>/dev/null || echo 0)
-		log "iperf3 $name: $bytes bytes received in 2 s"
-		# 1 MB in 2 s is far below any working tunnel but far above a handful of retries.
-		check_num "$name: iperf3 TCP 2 s delivers > 1 MB" "$bytes" -gt 1000000
-	else
-		fail "$name: iperf3 server listens"
-	fi
-	iperf_server_wait
+	# TCP through the tunnel over inner IPv4 and inner IPv6: server on the responder,
+	# client on the initiator. `bytes` sums both, for the counter bounds below.
+	local k target port json got bytes=0
+	for k in 0 1; do
+		target=$resp_in
+		((k)) && target=${resp_in/100.64.0./fd7a:115c:a1e0::}
+		port=$((5200 + run * 2 + k)) json="$LAB_TMP/iperf-$run-$k.json"
+		if iperf_server "$resp" "$target" "$port"; then
+			nsx_timeout 15 "$ini" iperf3 -c "$target" -p "$port" -t 2 -J >"$json" 2>&1
+			got=$(json_get "$json" "int(j['end']['sum_received']['bytes'])" 2>/dev/null || echo 0)
+			log "iperf3 $name to $target: $got bytes received in 2 s"
+			# 1 MB in 2 s is far below any working tunnel but far above a handful of retries.
+			check_num "$name: iperf3 TCP 2 s to $target delivers > 1 MB" "$got" -gt 1000000
+			bytes=$((bytes + got))
+		else
+			fail "$name: iperf3 server listens on $target"
+		fi
+		iperf_server_wait
+	done
 
 	local hs_i hs_r now
 	now=$(date +%s)
