@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "node/loop.h"
+#include "base/loop.h"
 
 #define UAPI_SOCKET_DIR "/var/run/wireguard"
 /* Concurrent client connections; more are accepted and closed at once. */

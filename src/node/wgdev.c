@@ -42,7 +42,7 @@
 #include "base/time.h"
 #include "base/util.h"
 #include "node/cryptq.h"
-#include "node/loop.h"
+#include "base/loop.h"
 #include "node/uapi_server.h"
 #include "node/wgdev.h"
 #include "os/netlink.h"

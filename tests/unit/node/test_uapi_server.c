@@ -23,7 +23,7 @@
 
 #define UAPI_IDLE_TIMEOUT_NS (300ULL * 1000000ULL)
 #define SWEEP_INTERVAL_NS (50ULL * 1000000ULL)
-#include "node/loop.c"
+#include "base/loop.c"
 #include "node/uapi_server.c"
 
 struct fake {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-#ifndef TRELLIS_NODE_LOOP_H
-#define TRELLIS_NODE_LOOP_H
+#ifndef TRELLIS_BASE_LOOP_H
+#define TRELLIS_BASE_LOOP_H
 
 /*
  * A small epoll event loop for one thread (the control thread of trellisd):

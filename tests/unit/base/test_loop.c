@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <pthread.h>
 
-#include "node/loop.c"
+#include "base/loop.c"
 
 static struct loop *g_loop;
 static int fired[4];

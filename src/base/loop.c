@@ -22,7 +22,7 @@
 #include "base/log.h"
 #include "base/time.h"
 #include "base/util.h"
-#include "node/loop.h"
+#include "base/loop.h"
 
 #define LOOP_EVENTS_MAX 64
 
