@@ -6,10 +6,10 @@ set -euo pipefail
 pkgs=(
 	# build
 	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
-	libssl-dev libmnl-dev libcmocka-dev
+	libssl-dev libmnl-dev libcmocka-dev libjansson-dev libsqlite3-dev
 	# lab tests and benchmarks
 	iproute2 nftables conntrack iputils-ping iperf3 wireguard-tools wireguard-go
-	procps psmisc python3
+	procps psmisc python3 sqlite3
 )
 
 missing=()

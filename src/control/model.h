@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_MODEL_H
+#define TRELLIS_CONTROL_MODEL_H
+
+/*
+ * The coordination server's records: what the store persists and the mapper
+ * turns into network maps. Plain structs with fixed caps, shared by
+ * store.c (durable) and mapper.c (in memory, incremental).
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto/netmap.h"
+
+struct ctl_tailnet {
+	uint64_t id;
+	char name[NETMAP_NAME_MAX];
+	int64_t key_expiry_sec;        /* node key lifetime; 0 = keys do not expire */
+	int64_t ephemeral_timeout_sec; /* an offline ephemeral node is deleted after this */
+	int64_t created;               /* Unix seconds */
+};
+
+struct ctl_user {
+	uint64_t id;
+	uint64_t tailnet_id;
+	char name[NETMAP_USER_MAX];
+	int64_t created;
+};
+
+struct ctl_node {
+	uint64_t id;
+	uint64_t tailnet_id;
+	uint64_t user_id;            /* 0 for tagged nodes without a user */
+	char name[NETMAP_NAME_MAX];  /* unique within the tailnet: hostname, "-2"... on clash */
+	char hostname[NETMAP_NAME_MAX]; /* as the node asked */
+	char os[NETMAP_OS_MAX];
+	uint8_t machine_key[NETMAP_KEY_LEN];
+	uint8_t node_key[NETMAP_KEY_LEN];
+	uint8_t ipv4[4];             /* from 100.64.0.0/10; IPv6 derives from it */
+	unsigned n_endpoints;
+	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
+	unsigned n_tags;
+	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
+	bool ephemeral;
+	bool approved;               /* false while an interactive registration waits */
+	bool expiry_disabled;        /* per-node opt-out of key expiry */
+	int64_t key_expiry;          /* Unix seconds; 0 = none */
+	int64_t created;
+	int64_t last_seen;           /* Unix seconds of the last map stream activity */
+	bool online;                 /* has a live map stream (not persisted) */
+};
+
+/* A node is visible to peers when approved, its key unexpired at `now`, not logged out. */
+bool ctl_node_visible(const struct ctl_node *n, int64_t now);
+
+struct ctl_authkey {
+	uint64_t id;
+	uint64_t tailnet_id;
+	uint64_t user_id;
+	char prefix[24];        /* public part shown in listings: "tskey-" style id */
+	uint8_t hash[32];       /* BLAKE2s of the secret; the secret itself is never stored */
+	bool reusable;
+	bool ephemeral;
+	bool preauthorized;     /* nodes need no approval */
+	unsigned n_tags;
+	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
+	int64_t expires;        /* Unix seconds; 0 = never */
+	int64_t created;
+	uint64_t uses;
+	bool revoked;
+};
+
+#endif

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_PROTO_CTRLMSG_H
+#define TRELLIS_PROTO_CTRLMSG_H
+
+/*
+ * Control channel messages (docs/control-protocol.md) and their JSON codec.
+ * No I/O: JSON text in, structs out, and back.
+ */
+
+#include <stddef.h>
+
+#include "proto/netmap.h"
+
+#define CTRL_MSG_MAX (16U << 20) /* largest JSON message accepted */
+#define CTRL_AUTHKEY_MAX 128
+#define CTRL_TEXT_MAX 256
+
+enum ctrl_msg_type {
+	CTRL_MSG_UNKNOWN = 0,
+	CTRL_MSG_REGISTER,
+	CTRL_MSG_REGISTER_RESPONSE,
+	CTRL_MSG_MAP_REQUEST,
+	CTRL_MSG_NETMAP,
+	CTRL_MSG_DELTA,
+	CTRL_MSG_ENDPOINTS,
+	CTRL_MSG_LOGOUT,
+	CTRL_MSG_LOGOUT_RESPONSE,
+	CTRL_MSG_KEEPALIVE,
+	CTRL_MSG_ERROR,
+};
+
+enum ctrl_register_status {
+	CTRL_REGISTER_OK,
+	CTRL_REGISTER_NEEDS_AUTH,
+	CTRL_REGISTER_ERROR,
+};
+
+struct ctrl_register {
+	uint8_t node_key[NETMAP_KEY_LEN];
+	bool has_old_node_key;
+	uint8_t old_node_key[NETMAP_KEY_LEN];
+	char hostname[NETMAP_NAME_MAX];
+	char os[NETMAP_OS_MAX];
+	char auth_key[CTRL_AUTHKEY_MAX]; /* "" = interactive */
+	unsigned n_tags;
+	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
+};
+
+struct ctrl_register_response {
+	enum ctrl_register_status status;
+	char auth_url[CTRL_TEXT_MAX];
+	char error[CTRL_TEXT_MAX];
+	bool has_node;
+	struct netmap_node node;
+};
+
+struct ctrl_map_request {
+	uint8_t node_key[NETMAP_KEY_LEN];
+	char hostname[NETMAP_NAME_MAX];
+	bool stream;
+	unsigned n_endpoints;
+	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
+};
+
+struct ctrl_endpoints {
+	unsigned n_endpoints;
+	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
+};
+
+struct ctrl_msg {
+	enum ctrl_msg_type type;
+	union {
+		struct ctrl_register reg;
+		struct ctrl_register_response reg_resp;
+		struct ctrl_map_request map_req;
+		struct ctrl_endpoints endpoints;
+		struct netmap *netmap;      /* owned; freed by ctrl_msg_clear */
+		struct netmap_delta *delta; /* owned; freed by ctrl_msg_clear */
+		char error[CTRL_TEXT_MAX];
+	};
+};
+
+/* Frees what m owns (netmap, delta) and zeroes it. */
+void ctrl_msg_clear(struct ctrl_msg *m);
+/*
+ * JSON text of m, malloc'd, NUL-terminated; *ret_len without the NUL.
+ * 0, -EINVAL (bad message), -ENOMEM.
+ */
+int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len);
+/*
+ * Parses one message. 0, -EBADMSG (not JSON, wrong types, a value over its cap,
+ * unknown "type"), -EMSGSIZE (len > CTRL_MSG_MAX), -ENOMEM. Unknown fields are
+ * ignored (forward compatibility); missing required fields are -EBADMSG.
+ */
+int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret);
+const char *ctrl_msg_type_name(enum ctrl_msg_type t);
+
+#endif

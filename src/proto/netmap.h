@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_PROTO_NETMAP_H
+#define TRELLIS_PROTO_NETMAP_H
+
+/*
+ * The network map as it travels from trellis-control to a node (see
+ * docs/control-protocol.md). Plain structs with fixed caps so that a decoder
+ * never allocates without bound; arrays of nodes are malloc'd by whoever builds
+ * a netmap and freed with netmap_free / netmap_delta_free.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/endpoint.h"
+
+#define NETMAP_KEY_LEN 32
+#define NETMAP_NAME_MAX 64      /* DNS label + NUL */
+#define NETMAP_USER_MAX 128
+#define NETMAP_OS_MAX 32
+#define NETMAP_TAG_MAX 64
+#define NETMAP_MAX_TAGS 8
+#define NETMAP_MAX_ENDPOINTS 16
+#define NETMAP_MAX_ADDRESSES 2  /* one IPv4, one IPv6 */
+#define NETMAP_MAX_ALLOWED_IPS 16
+#define NETMAP_MAX_PEERS (1U << 20)
+
+struct netmap_prefix {
+	uint8_t family; /* AF_INET or AF_INET6 */
+	uint8_t len;    /* prefix length */
+	uint8_t addr[16];
+};
+
+struct netmap_node {
+	uint64_t id;
+	char name[NETMAP_NAME_MAX];
+	uint8_t node_key[NETMAP_KEY_LEN];
+	uint8_t machine_key[NETMAP_KEY_LEN];
+	unsigned n_addresses;
+	struct netmap_prefix addresses[NETMAP_MAX_ADDRESSES];
+	unsigned n_allowed_ips;
+	struct netmap_prefix allowed_ips[NETMAP_MAX_ALLOWED_IPS];
+	unsigned n_endpoints;
+	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
+	bool online;
+	int64_t last_seen;  /* Unix seconds, 0 = never */
+	int64_t key_expiry; /* Unix seconds, 0 = does not expire */
+	char os[NETMAP_OS_MAX];
+	char user[NETMAP_USER_MAX];
+	unsigned n_tags;
+	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
+};
+
+struct netmap {
+	uint64_t seq;
+	char tailnet[NETMAP_NAME_MAX];
+	struct netmap_node self;
+	unsigned n_peers;
+	struct netmap_node *peers; /* malloc'd array */
+};
+
+struct netmap_endpoint_patch {
+	uint64_t id;
+	unsigned n_endpoints;
+	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
+};
+
+struct netmap_online_patch {
+	uint64_t id;
+	bool online;
+	int64_t last_seen;
+};
+
+struct netmap_delta {
+	uint64_t seq;
+	bool has_self;
+	struct netmap_node self;
+	unsigned n_added, n_changed, n_removed, n_endpoints, n_online;
+	struct netmap_node *added;   /* new peers */
+	struct netmap_node *changed; /* full replacement records (key rotation, rename, ...) */
+	uint64_t *removed;           /* peer ids */
+	struct netmap_endpoint_patch *endpoints;
+	struct netmap_online_patch *online;
+};
+
+/* Both accept NULL, free the arrays and the struct itself. */
+void netmap_free(struct netmap *nm);
+void netmap_delta_free(struct netmap_delta *d);
+/*
+ * Applies a delta to a full netmap (the node keeps a full map and its cache
+ * from netmap + deltas). Peers are matched by id. 0, -EINVAL (seq not
+ * increasing, or a patch names an unknown id), -ENOMEM.
+ */
+int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d);
+const struct netmap_node *netmap_peer_find(const struct netmap *nm, uint64_t id);
+
+/* The tailnet IPv6 prefix and the v4 -> v6 mapping of docs/control-protocol.md. */
+#define NETMAP_ULA_PREFIX "fd7e:11e5:7a11::"
+void netmap_ipv6_from_ipv4(uint8_t ret_v6[16], const uint8_t v4[4]);
+
+#endif
