@@ -1,0 +1,1019 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The mapper (see mapper.h). State:
+ *
+ * - nodes: id -> struct mnode (the record, whether it is "shown", i.e. was
+ *   visible when last evaluated, its tailnet, its slot in the expiry heap and
+ *   its subscription if it has a map stream);
+ * - tailnets: id -> struct mtailnet with arrays of its nodes and subscribers,
+ *   so a change fans out to exactly the subscribers of one tailnet;
+ * - per subscriber, a small open-addressed table peer id -> pending entry.
+ *   An entry remembers whether the subscriber could see the peer when the
+ *   entry was created (which is what its last map said, since every change of
+ *   a peer's visibility or content creates or updates an entry before it is
+ *   applied) and which parts of the record changed since. The delta is only
+ *   materialised from the current records at take time: seen then and now ->
+ *   changed/patches, only now -> added, only then -> removed, neither ->
+ *   nothing. That is what coalesces bursts and cancels add-then-remove, and it
+ *   keeps an entry at 16 bytes, so a change costs O(affected subscribers);
+ * - a min-heap of shown nodes by key expiry, for mapper_expire.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+#include "control/mapper.h"
+
+#define HEAP_NONE SIZE_MAX
+
+/* What changed about a peer since the subscriber's last map. */
+#define PEND_FULL 0x1     /* record fields: sent as a full replacement */
+#define PEND_ENDPOINTS 0x2
+#define PEND_ONLINE 0x4
+
+struct pend {
+	uint64_t id; /* 0 = empty slot */
+	uint8_t flags;
+	bool was_visible;
+};
+
+struct mnode;
+
+struct msub {
+	struct mnode *node;
+	size_t tn_idx; /* in tn->subs */
+	struct pend *pend;
+	size_t pend_cap, pend_n; /* cap is 0 or a power of two, load <= 1/2 */
+	bool self_dirty;
+	bool overflow; /* a pending entry could not be allocated: only a full map is right now */
+	bool dirty;
+	struct msub *dirty_prev, *dirty_next;
+};
+
+struct mtailnet {
+	uint64_t id;
+	char name[NETMAP_NAME_MAX];
+	struct mnode **nodes;
+	size_t n_nodes, cap_nodes;
+	struct msub **subs;
+	size_t n_subs, cap_subs;
+};
+
+struct mnode {
+	struct ctl_node rec;
+	bool shown;
+	struct mtailnet *tn;
+	size_t tn_idx;   /* in tn->nodes */
+	size_t heap_idx; /* in m->heap, or HEAP_NONE */
+	int64_t heap_key;
+	struct msub *sub;
+};
+
+struct muser {
+	uint64_t id;
+	uint64_t tailnet_id;
+	char name[NETMAP_USER_MAX];
+};
+
+/* uint64_t (non-zero) -> pointer, open addressing with linear probing. */
+struct idmap {
+	uint64_t *keys;
+	void **vals;
+	size_t cap, n; /* cap is 0 or a power of two, load <= 1/2 */
+};
+
+struct mapper {
+	struct idmap nodes, tailnets, users;
+	struct mnode **heap;
+	size_t heap_n, heap_cap;
+	struct msub *dirty_head, *dirty_tail;
+	size_t n_dirty;
+	uint64_t seq;
+};
+
+static size_t hash_u64(uint64_t x)
+{
+	/* splitmix64 finaliser: ids are sequential, the table wants them spread. */
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return (size_t)x;
+}
+
+static void *idmap_get(const struct idmap *h, uint64_t key)
+{
+	size_t mask, i;
+
+	if (!h->cap)
+		return NULL;
+	mask = h->cap - 1;
+	for (i = hash_u64(key) & mask; h->keys[i]; i = (i + 1) & mask)
+		if (h->keys[i] == key)
+			return h->vals[i];
+	return NULL;
+}
+
+static int idmap_grow(struct idmap *h)
+{
+	size_t cap = h->cap ? h->cap * 2 : 16, mask = cap - 1;
+	uint64_t *keys = calloc(cap, sizeof(*keys));
+	void **vals = calloc(cap, sizeof(*vals));
+
+	if (!keys || !vals) {
+		free(keys);
+		free(vals);
+		return -ENOMEM;
+	}
+	for (size_t j = 0; j < h->cap; j++) {
+		size_t i;
+
+		if (!h->keys[j])
+			continue;
+		for (i = hash_u64(h->keys[j]) & mask; keys[i]; i = (i + 1) & mask)
+			;
+		keys[i] = h->keys[j];
+		vals[i] = h->vals[j];
+	}
+	free(h->keys);
+	free(h->vals);
+	h->keys = keys;
+	h->vals = vals;
+	h->cap = cap;
+	return 0;
+}
+
+/* key must not be present yet. */
+static int idmap_put(struct idmap *h, uint64_t key, void *val)
+{
+	size_t mask, i;
+	int ret;
+
+	if ((h->n + 1) * 2 > h->cap) {
+		ret = idmap_grow(h);
+		if (ret < 0)
+			return ret;
+	}
+	mask = h->cap - 1;
+	for (i = hash_u64(key) & mask; h->keys[i]; i = (i + 1) & mask)
+		;
+	h->keys[i] = key;
+	h->vals[i] = val;
+	h->n++;
+	return 0;
+}
+
+static void idmap_del(struct idmap *h, uint64_t key)
+{
+	size_t mask, i, j;
+
+	if (!h->cap)
+		return;
+	mask = h->cap - 1;
+	for (i = hash_u64(key) & mask; h->keys[i] != key; i = (i + 1) & mask)
+		if (!h->keys[i])
+			return;
+	/* Backward-shift deletion: no tombstones, probe chains stay short. */
+	for (j = (i + 1) & mask; h->keys[j]; j = (j + 1) & mask) {
+		size_t home = hash_u64(h->keys[j]) & mask;
+
+		/* Move j into the hole at i unless its home lies cyclically in (i, j]. */
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			h->keys[i] = h->keys[j];
+			h->vals[i] = h->vals[j];
+			i = j;
+		}
+	}
+	h->keys[i] = 0;
+	h->vals[i] = NULL;
+	h->n--;
+}
+
+static void idmap_clear(struct idmap *h)
+{
+	free(h->keys);
+	free(h->vals);
+	memset(h, 0, sizeof(*h));
+}
+
+/* Pointer arrays with a stored index in the element, for O(1) removal. */
+static int ptrs_reserve(void ***arr, size_t n, size_t *cap)
+{
+	void **p;
+	size_t c;
+
+	if (n < *cap)
+		return 0;
+	c = *cap ? *cap * 2 : 8;
+	p = realloc(*arr, c * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	*arr = p;
+	*cap = c;
+	return 0;
+}
+
+/* ---- expiry heap ---- */
+
+static bool heap_less(const struct mapper *m, size_t a, size_t b)
+{
+	return m->heap[a]->heap_key < m->heap[b]->heap_key;
+}
+
+static void heap_swap(struct mapper *m, size_t a, size_t b)
+{
+	struct mnode *t = m->heap[a];
+
+	m->heap[a] = m->heap[b];
+	m->heap[b] = t;
+	m->heap[a]->heap_idx = a;
+	m->heap[b]->heap_idx = b;
+}
+
+static void heap_fix(struct mapper *m, size_t i)
+{
+	while (i > 0 && heap_less(m, i, (i - 1) / 2)) {
+		heap_swap(m, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, min = i;
+
+		if (l < m->heap_n && heap_less(m, l, min))
+			min = l;
+		if (r < m->heap_n && heap_less(m, r, min))
+			min = r;
+		if (min == i)
+			break;
+		heap_swap(m, i, min);
+		i = min;
+	}
+}
+
+static void heap_del(struct mapper *m, struct mnode *x)
+{
+	size_t i = x->heap_idx;
+
+	if (i == HEAP_NONE)
+		return;
+	x->heap_idx = HEAP_NONE;
+	if (i != --m->heap_n) {
+		m->heap[i] = m->heap[m->heap_n];
+		m->heap[i]->heap_idx = i;
+		heap_fix(m, i);
+	}
+}
+
+/* The heap slot is reserved when the node is created, so this cannot fail. */
+static void heap_set(struct mapper *m, struct mnode *x, int64_t key)
+{
+	x->heap_key = key;
+	if (x->heap_idx == HEAP_NONE) {
+		x->heap_idx = m->heap_n++;
+		m->heap[x->heap_idx] = x;
+	}
+	heap_fix(m, x->heap_idx);
+}
+
+/* A shown node with an expiry waits in the heap; nothing else can change by time alone. */
+static void heap_update(struct mapper *m, struct mnode *x)
+{
+	if (x->shown && x->rec.key_expiry)
+		heap_set(m, x, x->rec.key_expiry);
+	else
+		heap_del(m, x);
+}
+
+/* ---- subscribers: pending entries and the dirty list ---- */
+
+static void dirty_add(struct mapper *m, struct msub *s)
+{
+	if (s->dirty)
+		return;
+	s->dirty = true;
+	s->dirty_next = NULL;
+	s->dirty_prev = m->dirty_tail;
+	if (m->dirty_tail)
+		m->dirty_tail->dirty_next = s;
+	else
+		m->dirty_head = s;
+	m->dirty_tail = s;
+	m->n_dirty++;
+}
+
+static void dirty_del(struct mapper *m, struct msub *s)
+{
+	if (!s->dirty)
+		return;
+	if (s->dirty_prev)
+		s->dirty_prev->dirty_next = s->dirty_next;
+	else
+		m->dirty_head = s->dirty_next;
+	if (s->dirty_next)
+		s->dirty_next->dirty_prev = s->dirty_prev;
+	else
+		m->dirty_tail = s->dirty_prev;
+	s->dirty = false;
+	s->dirty_prev = s->dirty_next = NULL;
+	m->n_dirty--;
+}
+
+static int pend_grow(struct msub *s)
+{
+	size_t cap = s->pend_cap ? s->pend_cap * 2 : 8, mask = cap - 1;
+	struct pend *t = calloc(cap, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	for (size_t j = 0; j < s->pend_cap; j++) {
+		size_t i;
+
+		if (!s->pend[j].id)
+			continue;
+		for (i = hash_u64(s->pend[j].id) & mask; t[i].id; i = (i + 1) & mask)
+			;
+		t[i] = s->pend[j];
+	}
+	free(s->pend);
+	s->pend = t;
+	s->pend_cap = cap;
+	return 0;
+}
+
+static void pend_reset(struct msub *s)
+{
+	/* Keep a small table for the next burst; give back what a big one took. */
+	if (s->pend_cap > 64) {
+		free(s->pend);
+		s->pend = NULL;
+		s->pend_cap = 0;
+	} else if (s->pend_n) {
+		memset(s->pend, 0, s->pend_cap * sizeof(*s->pend));
+	}
+	s->pend_n = 0;
+	s->self_dirty = false;
+	s->overflow = false;
+}
+
+/*
+ * Records that peer `id` changed for subscriber s. `was_visible` is whether s
+ * could see it before this change; it only counts for the first change since
+ * s's last map. Never fails: without memory the subscriber is flagged for a
+ * full map instead.
+ */
+static void mark(struct mapper *m, struct msub *s, uint64_t id, uint8_t flags, bool was_visible)
+{
+	size_t mask, i;
+
+	dirty_add(m, s);
+	if (s->overflow)
+		return;
+	if ((s->pend_n + 1) * 2 > s->pend_cap && pend_grow(s) < 0) {
+		s->overflow = true;
+		return;
+	}
+	mask = s->pend_cap - 1;
+	for (i = hash_u64(id) & mask; s->pend[i].id; i = (i + 1) & mask) {
+		if (s->pend[i].id == id) {
+			s->pend[i].flags |= flags;
+			return;
+		}
+	}
+	s->pend[i].id = id;
+	s->pend[i].flags = flags;
+	s->pend[i].was_visible = was_visible;
+	s->pend_n++;
+}
+
+/* ---- who sees whom ---- */
+
+/*
+ * Whether viewer v's map lists p. The one place that decides it: policy will
+ * narrow it later (and must then mark the pairs a policy change affects).
+ */
+static bool pair_visible(const struct mnode *v, const struct mnode *p)
+{
+	return v != p && v->tn == p->tn && v->shown && p->shown;
+}
+
+static struct mnode *node_find(const struct mapper *m, uint64_t id)
+{
+	return id ? idmap_get(&m->nodes, id) : NULL;
+}
+
+/*
+ * Tells everyone affected that x is about to change (fields in `flags`,
+ * visibility from x->shown to new_shown), then applies the change. Marks come
+ * first because an entry's was_visible must describe the state before.
+ */
+static void node_update(struct mapper *m, struct mnode *x, const struct ctl_node *rec,
+			bool new_shown, uint8_t flags)
+{
+	struct mtailnet *tn = x->tn;
+	bool vis_change = x->shown != new_shown;
+	size_t i;
+
+	if (!flags && !vis_change)
+		return;
+	/* A peer hidden before and after is in no map: nothing to tell about it. */
+	if (x->shown || new_shown) {
+		uint8_t f = flags | (vis_change ? PEND_FULL : 0);
+
+		for (i = 0; i < tn->n_subs; i++) {
+			struct msub *s = tn->subs[i];
+
+			/* A hidden viewer sees nothing; becoming shown marks all its peers. */
+			if (s->node == x || !s->node->shown)
+				continue;
+			mark(m, s, x->rec.id, f, pair_visible(s->node, x));
+		}
+	}
+	if (x->sub) {
+		if (vis_change) {
+			for (i = 0; i < tn->n_nodes; i++) {
+				struct mnode *p = tn->nodes[i];
+
+				if (p != x && p->shown)
+					mark(m, x->sub, p->rec.id, PEND_FULL, pair_visible(x, p));
+			}
+		}
+		x->sub->self_dirty = true;
+		dirty_add(m, x->sub);
+	}
+	if (rec != &x->rec)
+		x->rec = *rec;
+	x->shown = new_shown;
+	heap_update(m, x);
+}
+
+/* ---- rendering ---- */
+
+static void prefix_set(struct netmap_prefix *p, int family, const uint8_t *addr)
+{
+	memset(p, 0, sizeof(*p));
+	p->family = (uint8_t)family;
+	p->len = family == AF_INET ? 32 : 128;
+	memcpy(p->addr, addr, family == AF_INET ? 4 : 16);
+}
+
+static void render(const struct mapper *m, const struct mnode *x, struct netmap_node *ret)
+{
+	const struct ctl_node *r = &x->rec;
+	const struct muser *u = r->user_id ? idmap_get(&m->users, r->user_id) : NULL;
+	uint8_t v6[16];
+
+	memset(ret, 0, sizeof(*ret));
+	ret->id = r->id;
+	memcpy(ret->name, r->name, sizeof(ret->name));
+	ret->name[sizeof(ret->name) - 1] = '\0';
+	memcpy(ret->node_key, r->node_key, NETMAP_KEY_LEN);
+	memcpy(ret->machine_key, r->machine_key, NETMAP_KEY_LEN);
+	netmap_ipv6_from_ipv4(v6, r->ipv4);
+	prefix_set(&ret->addresses[0], AF_INET, r->ipv4);
+	prefix_set(&ret->addresses[1], AF_INET6, v6);
+	ret->n_addresses = 2;
+	/* Subnet routes will add to allowed_ips; today a node routes only itself. */
+	ret->allowed_ips[0] = ret->addresses[0];
+	ret->allowed_ips[1] = ret->addresses[1];
+	ret->n_allowed_ips = 2;
+	ret->n_endpoints = r->n_endpoints;
+	memcpy(ret->endpoints, r->endpoints, r->n_endpoints * sizeof(r->endpoints[0]));
+	ret->online = r->online;
+	ret->last_seen = r->last_seen;
+	ret->key_expiry = r->key_expiry;
+	memcpy(ret->os, r->os, sizeof(ret->os));
+	ret->os[sizeof(ret->os) - 1] = '\0';
+	if (u)
+		memcpy(ret->user, u->name, sizeof(ret->user));
+	ret->n_tags = r->n_tags;
+	for (unsigned i = 0; i < r->n_tags; i++) {
+		memcpy(ret->tags[i], r->tags[i], NETMAP_TAG_MAX);
+		ret->tags[i][NETMAP_TAG_MAX - 1] = '\0';
+	}
+}
+
+/* ---- public API ---- */
+
+struct mapper *mapper_new(void)
+{
+	return calloc(1, sizeof(struct mapper));
+}
+
+static void node_destroy(struct mnode *x)
+{
+	if (x->sub)
+		free(x->sub->pend);
+	free(x->sub);
+	free(x);
+}
+
+void mapper_free(struct mapper *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->nodes.cap; i++)
+		if (m->nodes.keys[i])
+			node_destroy(m->nodes.vals[i]);
+	for (size_t i = 0; i < m->tailnets.cap; i++) {
+		struct mtailnet *tn = m->tailnets.vals[i];
+
+		if (!m->tailnets.keys[i])
+			continue;
+		free(tn->nodes);
+		free(tn->subs);
+		free(tn);
+	}
+	for (size_t i = 0; i < m->users.cap; i++)
+		if (m->users.keys[i])
+			free(m->users.vals[i]);
+	idmap_clear(&m->nodes);
+	idmap_clear(&m->tailnets);
+	idmap_clear(&m->users);
+	free(m->heap);
+	free(m);
+}
+
+static int tailnet_get(struct mapper *m, uint64_t id, struct mtailnet **ret)
+{
+	struct mtailnet *tn = idmap_get(&m->tailnets, id);
+	int r;
+
+	if (!tn) {
+		tn = calloc(1, sizeof(*tn));
+		if (!tn)
+			return -ENOMEM;
+		tn->id = id;
+		r = idmap_put(&m->tailnets, id, tn);
+		if (r < 0) {
+			free(tn);
+			return r;
+		}
+	}
+	*ret = tn;
+	return 0;
+}
+
+int mapper_tailnet_upsert(struct mapper *m, const struct ctl_tailnet *t)
+{
+	struct mtailnet *tn;
+	int r;
+
+	if (!t->id)
+		return -EINVAL;
+	r = tailnet_get(m, t->id, &tn);
+	if (r < 0)
+		return r;
+	memcpy(tn->name, t->name, sizeof(tn->name));
+	tn->name[sizeof(tn->name) - 1] = '\0';
+	return 0;
+}
+
+int mapper_user_upsert(struct mapper *m, const struct ctl_user *u)
+{
+	struct muser *mu = idmap_get(&m->users, u->id);
+	struct mtailnet *tn;
+	int r;
+
+	if (!u->id)
+		return -EINVAL;
+	if (!mu) {
+		mu = calloc(1, sizeof(*mu));
+		if (!mu)
+			return -ENOMEM;
+		r = idmap_put(&m->users, u->id, mu);
+		if (r < 0) {
+			free(mu);
+			return r;
+		}
+		mu->id = u->id;
+	} else if (!strncmp(mu->name, u->name, sizeof(mu->name))) {
+		return 0;
+	}
+	memcpy(mu->name, u->name, sizeof(mu->name));
+	mu->name[sizeof(mu->name) - 1] = '\0';
+	mu->tailnet_id = u->tailnet_id;
+
+	/* Rare (an admin rename): a scan of the tailnet is fine. */
+	tn = idmap_get(&m->tailnets, u->tailnet_id);
+	for (size_t i = 0; tn && i < tn->n_nodes; i++)
+		if (tn->nodes[i]->rec.user_id == u->id)
+			node_update(m, tn->nodes[i], &tn->nodes[i]->rec, tn->nodes[i]->shown,
+				    PEND_FULL);
+	return 0;
+}
+
+static bool endpoints_equal(const struct endpoint *a, unsigned na, const struct endpoint *b,
+			    unsigned nb)
+{
+	if (na != nb)
+		return false;
+	for (unsigned i = 0; i < na; i++)
+		if (!endpoint_equal(&a[i], &b[i]))
+			return false;
+	return true;
+}
+
+static bool tags_equal(const struct ctl_node *a, const struct ctl_node *b)
+{
+	if (a->n_tags != b->n_tags)
+		return false;
+	for (unsigned i = 0; i < a->n_tags; i++)
+		if (strncmp(a->tags[i], b->tags[i], NETMAP_TAG_MAX))
+			return false;
+	return true;
+}
+
+/* Whether the fields that make up a peer's record (other than the patchable ones) differ. */
+static bool record_differs(const struct ctl_node *a, const struct ctl_node *b)
+{
+	return strncmp(a->name, b->name, NETMAP_NAME_MAX) || strncmp(a->os, b->os, NETMAP_OS_MAX) ||
+	       memcmp(a->node_key, b->node_key, NETMAP_KEY_LEN) ||
+	       memcmp(a->machine_key, b->machine_key, NETMAP_KEY_LEN) ||
+	       memcmp(a->ipv4, b->ipv4, 4) || a->user_id != b->user_id ||
+	       a->key_expiry != b->key_expiry || !tags_equal(a, b);
+}
+
+static int node_add(struct mapper *m, const struct ctl_node *n, int64_t now)
+{
+	struct mtailnet *tn;
+	struct mnode *x = NULL;
+	int ret;
+
+	ret = tailnet_get(m, n->tailnet_id, &tn);
+	if (ret < 0)
+		goto out;
+	ret = -ENOMEM;
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		goto out;
+	/* Reserve every slot now so that nothing after the table insert can fail. */
+	if (ptrs_reserve((void ***)&tn->nodes, tn->n_nodes, &tn->cap_nodes) < 0 ||
+	    ptrs_reserve((void ***)&m->heap, m->nodes.n, &m->heap_cap) < 0)
+		goto out;
+	ret = idmap_put(&m->nodes, n->id, x);
+	if (ret < 0)
+		goto out;
+	x->rec = *n;
+	x->tn = tn;
+	x->heap_idx = HEAP_NONE;
+	x->tn_idx = tn->n_nodes;
+	tn->nodes[tn->n_nodes++] = x;
+	/* Born hidden, then shown through the same path as any change: peers get an "added". */
+	node_update(m, x, &x->rec, ctl_node_visible(&x->rec, now), PEND_FULL);
+	x = NULL;
+	ret = 0;
+out:
+	free(x);
+	return ret;
+}
+
+int mapper_node_upsert(struct mapper *m, const struct ctl_node *n, int64_t now)
+{
+	struct mnode *x;
+	struct ctl_node rec;
+	uint8_t flags = 0;
+
+	if (!n->id || !n->tailnet_id || n->n_endpoints > NETMAP_MAX_ENDPOINTS ||
+	    n->n_tags > NETMAP_MAX_TAGS)
+		return -EINVAL;
+	x = node_find(m, n->id);
+	if (!x)
+		return node_add(m, n, now);
+	if (x->tn->id != n->tailnet_id)
+		return -EINVAL;
+
+	rec = *n;
+	rec.online = x->rec.online;
+	rec.last_seen = x->rec.last_seen;
+	if (record_differs(&x->rec, &rec))
+		flags |= PEND_FULL;
+	if (!endpoints_equal(x->rec.endpoints, x->rec.n_endpoints, rec.endpoints, rec.n_endpoints))
+		flags |= PEND_ENDPOINTS;
+	node_update(m, x, &rec, ctl_node_visible(&rec, now), flags);
+	/* Fields outside any netmap (hostname, expiry opt-out, ...) are kept without a delta. */
+	x->rec = rec;
+	heap_update(m, x);
+	return 0;
+}
+
+int mapper_node_remove(struct mapper *m, uint64_t id)
+{
+	struct mnode *x = node_find(m, id);
+	struct mtailnet *tn;
+
+	if (!x)
+		return -ENOENT;
+	tn = x->tn;
+	mapper_unsubscribe(m, id);
+	/* Same as becoming hidden, as far as the peers are concerned. */
+	node_update(m, x, &x->rec, false, 0);
+	heap_del(m, x);
+	tn->nodes[x->tn_idx] = tn->nodes[--tn->n_nodes];
+	tn->nodes[x->tn_idx]->tn_idx = x->tn_idx;
+	idmap_del(&m->nodes, id);
+	node_destroy(x);
+	return 0;
+}
+
+int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *eps, unsigned n)
+{
+	struct mnode *x = node_find(m, id);
+	struct ctl_node rec;
+
+	if (!x)
+		return -ENOENT;
+	if (n > NETMAP_MAX_ENDPOINTS)
+		return -EINVAL;
+	if (endpoints_equal(x->rec.endpoints, x->rec.n_endpoints, eps, n))
+		return 0;
+	/* node_update copies the record; a whole ctl_node on the stack is ~1.3 KiB, fine. */
+	rec = x->rec;
+	memset(rec.endpoints, 0, sizeof(rec.endpoints));
+	memcpy(rec.endpoints, eps, n * sizeof(*eps));
+	rec.n_endpoints = n;
+	node_update(m, x, &rec, x->shown, PEND_ENDPOINTS);
+	return 0;
+}
+
+int mapper_node_online(struct mapper *m, uint64_t id, bool online, int64_t now)
+{
+	struct mnode *x = node_find(m, id);
+	struct ctl_node rec;
+
+	if (!x)
+		return -ENOENT;
+	if (x->rec.online == online && x->rec.last_seen == now)
+		return 0;
+	rec = x->rec;
+	rec.online = online;
+	rec.last_seen = now;
+	node_update(m, x, &rec, x->shown, PEND_ONLINE);
+	return 0;
+}
+
+const struct ctl_node *mapper_node_get(const struct mapper *m, uint64_t id)
+{
+	const struct mnode *x = node_find(m, id);
+
+	return x ? &x->rec : NULL;
+}
+
+size_t mapper_node_count(const struct mapper *m)
+{
+	return m->nodes.n;
+}
+
+int mapper_expire(struct mapper *m, int64_t now)
+{
+	int count = 0;
+
+	while (m->heap_n && m->heap[0]->heap_key <= now) {
+		struct mnode *x = m->heap[0];
+		int64_t key = x->heap_key;
+
+		heap_del(m, x);
+		if (!ctl_node_visible(&x->rec, now)) {
+			node_update(m, x, &x->rec, false, 0);
+			count++;
+		} else if (key == now) {
+			/* Expiry may be exclusive of its second: look again one second later. */
+			heap_set(m, x, now + 1);
+		}
+		/* Still visible past its expiry: exempt (expiry disabled); upsert re-arms it. */
+	}
+	return count;
+}
+
+int64_t mapper_next_expiry(const struct mapper *m)
+{
+	return m->heap_n ? m->heap[0]->heap_key : INT64_MAX;
+}
+
+int mapper_subscribe(struct mapper *m, uint64_t id)
+{
+	struct mnode *x = node_find(m, id);
+	struct msub *s;
+	struct mtailnet *tn;
+
+	if (!x)
+		return -ENOENT;
+	if (x->sub)
+		return 0;
+	tn = x->tn;
+	if (ptrs_reserve((void ***)&tn->subs, tn->n_subs, &tn->cap_subs) < 0)
+		return -ENOMEM;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->node = x;
+	s->tn_idx = tn->n_subs;
+	tn->subs[tn->n_subs++] = s;
+	x->sub = s;
+	return 0;
+}
+
+void mapper_unsubscribe(struct mapper *m, uint64_t id)
+{
+	struct mnode *x = node_find(m, id);
+	struct mtailnet *tn;
+	struct msub *s;
+
+	if (!x || !x->sub)
+		return;
+	s = x->sub;
+	tn = x->tn;
+	dirty_del(m, s);
+	tn->subs[s->tn_idx] = tn->subs[--tn->n_subs];
+	tn->subs[s->tn_idx]->tn_idx = s->tn_idx;
+	free(s->pend);
+	free(s);
+	x->sub = NULL;
+}
+
+bool mapper_subscribed(const struct mapper *m, uint64_t id)
+{
+	const struct mnode *x = node_find(m, id);
+
+	return x && x->sub;
+}
+
+int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **ret)
+{
+	struct netmap *nm = NULL;
+	struct mnode *x;
+	struct mtailnet *tn;
+	size_t i, n = 0;
+	int r;
+
+	mapper_expire(m, now);
+	r = -ENOENT;
+	x = node_find(m, id);
+	if (!x)
+		goto out;
+	tn = x->tn;
+	for (i = 0; i < tn->n_nodes; i++)
+		n += pair_visible(x, tn->nodes[i]);
+
+	r = -ENOMEM;
+	nm = calloc(1, sizeof(*nm));
+	if (!nm)
+		goto out;
+	if (n) {
+		nm->peers = malloc(n * sizeof(*nm->peers));
+		if (!nm->peers)
+			goto out;
+	}
+	for (i = 0; i < tn->n_nodes; i++)
+		if (pair_visible(x, tn->nodes[i]))
+			render(m, tn->nodes[i], &nm->peers[nm->n_peers++]);
+	render(m, x, &nm->self);
+	memcpy(nm->tailnet, tn->name, sizeof(nm->tailnet));
+	nm->seq = ++m->seq;
+	if (x->sub) {
+		pend_reset(x->sub);
+		dirty_del(m, x->sub);
+	}
+	*ret = nm;
+	nm = NULL;
+	r = 0;
+out:
+	netmap_free(nm);
+	return r;
+}
+
+enum pend_kind { PK_NONE, PK_ADDED, PK_REMOVED, PK_CHANGED, PK_PATCH };
+
+static enum pend_kind pend_classify(const struct mapper *m, const struct mnode *v,
+				    const struct pend *e, const struct mnode **ret_peer)
+{
+	const struct mnode *p = node_find(m, e->id);
+	bool now = p && pair_visible(v, p);
+
+	*ret_peer = p;
+	if (!e->was_visible)
+		return now ? PK_ADDED : PK_NONE;
+	if (!now)
+		return PK_REMOVED;
+	return (e->flags & PEND_FULL) ? PK_CHANGED : PK_PATCH;
+}
+
+int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
+{
+	struct netmap_delta *d = NULL;
+	struct mnode *x = node_find(m, id);
+	struct msub *s;
+	unsigned n_add = 0, n_chg = 0, n_rm = 0, n_ep = 0, n_on = 0;
+	size_t i;
+	int r;
+
+	if (!x || !x->sub)
+		return -ENOENT;
+	s = x->sub;
+	dirty_del(m, s);
+	r = -ENOBUFS;
+	if (s->overflow)
+		goto out;
+
+	for (i = 0; i < s->pend_cap; i++) {
+		const struct pend *e = &s->pend[i];
+		const struct mnode *p;
+
+		if (!e->id)
+			continue;
+		switch (pend_classify(m, x, e, &p)) {
+		case PK_ADDED:
+			n_add++;
+			break;
+		case PK_REMOVED:
+			n_rm++;
+			break;
+		case PK_CHANGED:
+			n_chg++;
+			break;
+		case PK_PATCH:
+			n_ep += !!(e->flags & PEND_ENDPOINTS);
+			n_on += !!(e->flags & PEND_ONLINE);
+			break;
+		case PK_NONE:
+			break;
+		}
+	}
+	if (!n_add && !n_rm && !n_chg && !n_ep && !n_on && !s->self_dirty) {
+		pend_reset(s);
+		*ret = NULL;
+		return 0;
+	}
+
+	r = -ENOMEM;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		goto out;
+	if ((n_add && !(d->added = malloc(n_add * sizeof(*d->added)))) ||
+	    (n_chg && !(d->changed = malloc(n_chg * sizeof(*d->changed)))) ||
+	    (n_rm && !(d->removed = malloc(n_rm * sizeof(*d->removed)))) ||
+	    (n_ep && !(d->endpoints = calloc(n_ep, sizeof(*d->endpoints)))) ||
+	    (n_on && !(d->online = calloc(n_on, sizeof(*d->online)))))
+		goto out;
+
+	for (i = 0; i < s->pend_cap; i++) {
+		const struct pend *e = &s->pend[i];
+		const struct mnode *p;
+
+		if (!e->id)
+			continue;
+		switch (pend_classify(m, x, e, &p)) {
+		case PK_ADDED:
+			render(m, p, &d->added[d->n_added++]);
+			break;
+		case PK_REMOVED:
+			d->removed[d->n_removed++] = e->id;
+			break;
+		case PK_CHANGED:
+			render(m, p, &d->changed[d->n_changed++]);
+			break;
+		case PK_PATCH:
+			if (e->flags & PEND_ENDPOINTS) {
+				struct netmap_endpoint_patch *ep = &d->endpoints[d->n_endpoints++];
+
+				ep->id = e->id;
+				ep->n_endpoints = p->rec.n_endpoints;
+				memcpy(ep->endpoints, p->rec.endpoints,
+				       p->rec.n_endpoints * sizeof(ep->endpoints[0]));
+			}
+			if (e->flags & PEND_ONLINE) {
+				struct netmap_online_patch *op = &d->online[d->n_online++];
+
+				op->id = e->id;
+				op->online = p->rec.online;
+				op->last_seen = p->rec.last_seen;
+			}
+			break;
+		case PK_NONE:
+			break;
+		}
+	}
+	if (s->self_dirty) {
+		d->has_self = true;
+		render(m, x, &d->self);
+	}
+	d->seq = ++m->seq;
+	pend_reset(s);
+	*ret = d;
+	d = NULL;
+	r = 0;
+out:
+	netmap_delta_free(d);
+	return r;
+}
+
+uint64_t mapper_dirty_first(const struct mapper *m)
+{
+	return m->dirty_head ? m->dirty_head->node->rec.id : 0;
+}
+
+size_t mapper_dirty_count(const struct mapper *m)
+{
+	return m->n_dirty;
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_MAPPER_H
+#define TRELLIS_CONTROL_MAPPER_H
+
+/*
+ * The mapper: trellis-control's in-memory view engine. No I/O, no clock: the
+ * server feeds it node records and events (with `now`, Unix seconds) and asks
+ * for full netmaps and for the deltas each map stream must receive.
+ *
+ * Who sees whom: a node sees every other node of its own tailnet that is
+ * visible (ctl_node_visible: approved, key unexpired), provided it is visible
+ * itself; an invisible node's map holds only itself. Tailnets never mix.
+ * Visibility is evaluated when a record changes and when mapper_expire()
+ * passes a key's expiry, so the view is a function of the mapper's state and
+ * every transition is reported as a delta.
+ *
+ * Map streams: mapper_subscribe() marks a node as having a live map stream.
+ * From then on every change that affects its view is accumulated for it and
+ * coalesced (several endpoint changes of one peer become one patch, an add
+ * then remove cancels out) until the server takes it with mapper_take_delta().
+ * Subscribers with something pending are kept on a dirty list, so the server
+ * finds them without scanning: per flush,
+ *
+ *	while ((id = mapper_dirty_first(m))) {
+ *		if (mapper_take_delta(m, id, &d) < 0) ... resend a full netmap ...
+ *		if (d) send d;
+ *	}
+ *
+ * A change costs O(subscribers of the tailnet); a full netmap is built on
+ * demand and is never stored per subscriber.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/endpoint.h"
+#include "control/model.h"
+#include "proto/netmap.h"
+
+struct mapper;
+
+struct mapper *mapper_new(void);
+void mapper_free(struct mapper *m);
+
+/*
+ * Tailnet and user names appear in netmaps (netmap.tailnet, node.user). A
+ * node may be upserted before its tailnet or user; names are then empty until
+ * they are set. A user rename is sent as a change of that user's nodes; a
+ * tailnet rename reaches nodes with their next full netmap (deltas carry no
+ * tailnet name). 0, -EINVAL (id 0), -ENOMEM.
+ */
+int mapper_tailnet_upsert(struct mapper *m, const struct ctl_tailnet *t);
+int mapper_user_upsert(struct mapper *m, const struct ctl_user *u);
+
+/*
+ * Adds or updates a node: registration, approval, rename, key rotation, tags,
+ * expiry, logout (key_expiry set to now). Visibility is re-evaluated at `now`.
+ * The mapper owns `online` and `last_seen` of a node it already knows (they
+ * change through mapper_node_online only); for a new node they are taken from
+ * the record. Everything else, endpoints included, comes from the record.
+ * 0, -EINVAL (id 0, tailnet change, over a cap), -ENOMEM.
+ */
+int mapper_node_upsert(struct mapper *m, const struct ctl_node *n, int64_t now);
+/* Deleted: disappears from its peers' maps; its own map stream ends. 0 or -ENOENT. */
+int mapper_node_remove(struct mapper *m, uint64_t id);
+/* The node's current UDP endpoints. 0 (also when unchanged), -ENOENT, -EINVAL (n over cap). */
+int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *eps, unsigned n);
+/* Map stream came or went: online flag and last_seen = now. 0 or -ENOENT. */
+int mapper_node_online(struct mapper *m, uint64_t id, bool online, int64_t now);
+/* The mapper's copy of a node's record, or NULL. Valid until the next call that changes m. */
+const struct ctl_node *mapper_node_get(const struct mapper *m, uint64_t id);
+size_t mapper_node_count(const struct mapper *m);
+
+/*
+ * Hides the nodes whose key expired at or before `now` since the last call
+ * (a min-heap by expiry: O(log n) per expiring key, nothing for the rest).
+ * Returns how many nodes became invisible.
+ */
+int mapper_expire(struct mapper *m, int64_t now);
+/* The next key expiry to wait for, or INT64_MAX: lets the server sleep until then. */
+int64_t mapper_next_expiry(const struct mapper *m);
+
+/*
+ * Starts a map stream for the node; the server then sends it mapper_netmap().
+ * Idempotent. 0, -ENOENT. Unsubscribe drops anything pending; unknown ids are ignored.
+ */
+int mapper_subscribe(struct mapper *m, uint64_t id);
+void mapper_unsubscribe(struct mapper *m, uint64_t id);
+bool mapper_subscribed(const struct mapper *m, uint64_t id);
+
+/*
+ * The full netmap of a node at `now` (expiries up to now are processed first,
+ * which may queue deltas for other subscribers). For a subscriber it
+ * supersedes whatever was pending for it, so the next delta continues from
+ * this map. 0, -ENOENT, -ENOMEM. Free with netmap_free.
+ */
+int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **ret);
+
+/*
+ * The coalesced delta pending for a subscriber, relative to the last netmap or
+ * delta it was given; *ret = NULL when nothing is pending (or it all cancelled
+ * out). Either way the subscriber leaves the dirty list. 0, -ENOENT (not
+ * subscribed), -ENOMEM (the pending state is kept; the server may retry, or
+ * send a full netmap instead). Free with netmap_delta_free.
+ */
+int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret);
+/* The subscriber that has waited longest with a pending delta, or 0. */
+uint64_t mapper_dirty_first(const struct mapper *m);
+size_t mapper_dirty_count(const struct mapper *m);
+
+#endif

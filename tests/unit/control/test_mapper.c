@@ -1,0 +1,757 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The mapper: full maps, which subscribers a change reaches, coalescing,
+ * expiry, tailnet isolation, and a randomized model check: a subscriber that
+ * applies the deltas it is given to its first full map always holds the same
+ * map as a freshly computed one.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "base/util.h"
+#include "control/mapper.h"
+
+#define T0 1800000000LL
+
+static struct ctl_node mk_node(uint64_t id, uint64_t tailnet)
+{
+	struct ctl_node n;
+
+	memset(&n, 0, sizeof(n));
+	n.id = id;
+	n.tailnet_id = tailnet;
+	n.user_id = 100 + tailnet;
+	snprintf(n.name, sizeof(n.name), "node-%llu", (unsigned long long)id);
+	snprintf(n.hostname, sizeof(n.hostname), "node-%llu", (unsigned long long)id);
+	snprintf(n.os, sizeof(n.os), "linux");
+	memset(n.machine_key, (int)id, NETMAP_KEY_LEN);
+	memset(n.node_key, (int)(id + 1), NETMAP_KEY_LEN);
+	n.ipv4[0] = 100;
+	n.ipv4[1] = 64 + (uint8_t)(id >> 16);
+	n.ipv4[2] = (uint8_t)(id >> 8);
+	n.ipv4[3] = (uint8_t)id;
+	n.approved = true;
+	n.created = T0;
+	return n;
+}
+
+static struct endpoint mk_ep(unsigned a, unsigned port)
+{
+	struct endpoint ep;
+	char s[64];
+
+	memset(&ep, 0, sizeof(ep));
+	snprintf(s, sizeof(s), "198.51.100.%u:%u", a % 256, port);
+	assert_int_equal(endpoint_parse(&ep, s), 0);
+	return ep;
+}
+
+static struct mapper *mk_mapper(void)
+{
+	struct mapper *m = mapper_new();
+
+	assert_non_null(m);
+	for (uint64_t t = 1; t <= 3; t++) {
+		struct ctl_tailnet tn = { .id = t };
+		struct ctl_user u = { .id = 100 + t, .tailnet_id = t };
+
+		snprintf(tn.name, sizeof(tn.name), "tailnet-%llu", (unsigned long long)t);
+		snprintf(u.name, sizeof(u.name), "user%llu@example.com", (unsigned long long)t);
+		assert_int_equal(mapper_tailnet_upsert(m, &tn), 0);
+		assert_int_equal(mapper_user_upsert(m, &u), 0);
+	}
+	return m;
+}
+
+static void add(struct mapper *m, uint64_t id, uint64_t tailnet)
+{
+	struct ctl_node n = mk_node(id, tailnet);
+
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+}
+
+static bool has_peer(const struct netmap *nm, uint64_t id)
+{
+	return netmap_peer_find(nm, id) != NULL;
+}
+
+/* Takes every pending delta; returns the subscriber ids that got a non-empty one. */
+static unsigned flush(struct mapper *m, uint64_t *ids, struct netmap_delta **deltas, unsigned max)
+{
+	unsigned n = 0;
+	uint64_t id;
+
+	while ((id = mapper_dirty_first(m))) {
+		struct netmap_delta *d;
+
+		assert_int_equal(mapper_take_delta(m, id, &d), 0);
+		if (!d)
+			continue;
+		assert_true(n < max);
+		ids[n] = id;
+		deltas[n++] = d;
+	}
+	assert_int_equal(mapper_dirty_count(m), 0);
+	return n;
+}
+
+static void free_deltas(struct netmap_delta **d, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		netmap_delta_free(d[i]);
+}
+
+static struct netmap_delta *delta_for(uint64_t *ids, struct netmap_delta **d, unsigned n,
+				      uint64_t id)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (ids[i] == id)
+			return d[i];
+	return NULL;
+}
+
+static void test_full_map(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct ctl_node n;
+	struct netmap *nm;
+	const struct netmap_node *p;
+	uint8_t v6[16];
+
+	(void)state;
+	add(m, 1, 1);
+	add(m, 2, 1);
+	add(m, 3, 1);
+	add(m, 4, 2);
+	n = mk_node(5, 1); /* waits for approval */
+	n.approved = false;
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	n = mk_node(6, 1); /* key already expired */
+	n.key_expiry = T0 - 1;
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	n = mk_node(7, 1); /* expires later */
+	n.key_expiry = T0 + 100;
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	assert_int_equal(mapper_node_count(m), 7);
+
+	assert_int_equal(mapper_netmap(m, 1, T0, &nm), 0);
+	assert_string_equal(nm->tailnet, "tailnet-1");
+	assert_int_equal(nm->self.id, 1);
+	assert_int_equal(nm->n_peers, 3);
+	assert_true(has_peer(nm, 2) && has_peer(nm, 3) && has_peer(nm, 7));
+	assert_false(has_peer(nm, 1) || has_peer(nm, 4) || has_peer(nm, 5) || has_peer(nm, 6));
+	p = netmap_peer_find(nm, 7);
+	assert_string_equal(p->name, "node-7");
+	assert_string_equal(p->user, "user1@example.com");
+	assert_string_equal(p->os, "linux");
+	assert_int_equal(p->key_expiry, T0 + 100);
+	assert_int_equal(p->n_addresses, 2);
+	assert_int_equal(p->addresses[0].family, AF_INET);
+	assert_int_equal(p->addresses[0].len, 32);
+	assert_memory_equal(p->addresses[0].addr, ((uint8_t[]){ 100, 64, 0, 7 }), 4);
+	netmap_ipv6_from_ipv4(v6, (uint8_t[]){ 100, 64, 0, 7 });
+	assert_int_equal(p->addresses[1].family, AF_INET6);
+	assert_int_equal(p->addresses[1].len, 128);
+	assert_memory_equal(p->addresses[1].addr, v6, 16);
+	assert_int_equal(p->n_allowed_ips, 2);
+	assert_memory_equal(p->node_key, n.node_key, NETMAP_KEY_LEN);
+	netmap_free(nm);
+
+	/* An invisible node gets itself and nobody else. */
+	assert_int_equal(mapper_netmap(m, 5, T0, &nm), 0);
+	assert_int_equal(nm->self.id, 5);
+	assert_int_equal(nm->n_peers, 0);
+	netmap_free(nm);
+
+	/* Tailnet isolation. */
+	assert_int_equal(mapper_netmap(m, 4, T0, &nm), 0);
+	assert_string_equal(nm->tailnet, "tailnet-2");
+	assert_int_equal(nm->n_peers, 0);
+	netmap_free(nm);
+
+	/* Time passes: 7's key expires. */
+	assert_int_equal(mapper_netmap(m, 1, T0 + 100, &nm), 0);
+	assert_int_equal(nm->n_peers, 2);
+	assert_false(has_peer(nm, 7));
+	netmap_free(nm);
+
+	assert_int_equal(mapper_netmap(m, 99, T0, &nm), -ENOENT);
+	assert_int_equal(mapper_take_delta(m, 1, (struct netmap_delta **)&nm), -ENOENT);
+	n = mk_node(0, 1);
+	assert_int_equal(mapper_node_upsert(m, &n, T0), -EINVAL);
+	n = mk_node(1, 2); /* nodes do not move between tailnets */
+	assert_int_equal(mapper_node_upsert(m, &n, T0), -EINVAL);
+	mapper_free(m);
+}
+
+static void subscribe_all(struct mapper *m, uint64_t lo, uint64_t hi)
+{
+	for (uint64_t id = lo; id <= hi; id++) {
+		struct netmap *nm;
+
+		assert_int_equal(mapper_subscribe(m, id), 0);
+		assert_int_equal(mapper_netmap(m, id, T0, &nm), 0);
+		netmap_free(nm);
+	}
+	assert_int_equal(mapper_dirty_count(m), 0);
+}
+
+static void test_delta_targets(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct netmap_delta *d[16], *x;
+	uint64_t ids[16];
+	struct endpoint eps[2];
+	struct ctl_node n;
+	unsigned k;
+
+	(void)state;
+	add(m, 1, 1);
+	add(m, 2, 1);
+	add(m, 3, 1);
+	add(m, 4, 2);
+	add(m, 5, 2);
+	subscribe_all(m, 1, 5);
+
+	/* Added: every subscriber of tailnet 1 and nobody else. */
+	add(m, 6, 1);
+	assert_int_equal(mapper_dirty_count(m), 3);
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 3);
+	for (uint64_t id = 1; id <= 3; id++) {
+		x = delta_for(ids, d, k, id);
+		assert_non_null(x);
+		assert_int_equal(x->n_added, 1);
+		assert_int_equal(x->added[0].id, 6);
+		assert_int_equal(x->n_changed + x->n_removed + x->n_endpoints + x->n_online, 0);
+		assert_false(x->has_self);
+	}
+	free_deltas(d, k);
+
+	/* Changed: a rename reaches peers as a full record and the node as self. */
+	n = mk_node(2, 1);
+	snprintf(n.name, sizeof(n.name), "renamed");
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 3);
+	x = delta_for(ids, d, k, 2);
+	assert_true(x->has_self);
+	assert_string_equal(x->self.name, "renamed");
+	assert_int_equal(x->n_changed + x->n_added, 0);
+	for (uint64_t id = 1; id <= 3; id += 2) {
+		x = delta_for(ids, d, k, id);
+		assert_int_equal(x->n_changed, 1);
+		assert_string_equal(x->changed[0].name, "renamed");
+		assert_false(x->has_self);
+	}
+	free_deltas(d, k);
+
+	/* An upsert that changes nothing visible sends nothing. */
+	snprintf(n.hostname, sizeof(n.hostname), "other-hostname");
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	assert_int_equal(mapper_dirty_count(m), 0);
+
+	/* Endpoints: a patch, in tailnet 2 this time. */
+	eps[0] = mk_ep(4, 41641);
+	eps[1] = mk_ep(5, 41641);
+	assert_int_equal(mapper_node_endpoints(m, 4, eps, 2), 0);
+	assert_int_equal(mapper_node_endpoints(m, 4, eps, 2), 0); /* unchanged: no-op */
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 2);
+	x = delta_for(ids, d, k, 5);
+	assert_int_equal(x->n_endpoints, 1);
+	assert_int_equal(x->endpoints[0].id, 4);
+	assert_int_equal(x->endpoints[0].n_endpoints, 2);
+	assert_true(endpoint_equal(&x->endpoints[0].endpoints[1], &eps[1]));
+	assert_int_equal(x->n_added + x->n_changed + x->n_removed + x->n_online, 0);
+	x = delta_for(ids, d, k, 4);
+	assert_true(x->has_self);
+	assert_int_equal(x->self.n_endpoints, 2);
+	free_deltas(d, k);
+	assert_int_equal(mapper_node_endpoints(m, 4, eps, NETMAP_MAX_ENDPOINTS + 1), -EINVAL);
+	assert_int_equal(mapper_node_endpoints(m, 99, eps, 1), -ENOENT);
+
+	/* Online: a patch; the unsubscribed node 6 gets nothing. */
+	assert_int_equal(mapper_node_online(m, 6, true, T0 + 5), 0);
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 3);
+	for (uint64_t id = 1; id <= 3; id++) {
+		x = delta_for(ids, d, k, id);
+		assert_int_equal(x->n_online, 1);
+		assert_int_equal(x->online[0].id, 6);
+		assert_true(x->online[0].online);
+		assert_int_equal(x->online[0].last_seen, T0 + 5);
+	}
+	free_deltas(d, k);
+	/* The mapper owns online: a later upsert from a store record does not reset it. */
+	n = mk_node(6, 1);
+	assert_int_equal(mapper_node_upsert(m, &n, T0 + 6), 0);
+	assert_true(mapper_node_get(m, 6)->online);
+	assert_int_equal(mapper_dirty_count(m), 0);
+
+	/* Removed: peers drop it; a removed subscriber's stream ends. */
+	assert_int_equal(mapper_node_remove(m, 3), 0);
+	assert_false(mapper_subscribed(m, 3));
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 2);
+	for (uint64_t id = 1; id <= 2; id++) {
+		x = delta_for(ids, d, k, id);
+		assert_int_equal(x->n_removed, 1);
+		assert_int_equal(x->removed[0], 3);
+	}
+	free_deltas(d, k);
+	assert_int_equal(mapper_node_remove(m, 3), -ENOENT);
+
+	/* Unsubscribed nodes accumulate nothing. */
+	mapper_unsubscribe(m, 1);
+	mapper_unsubscribe(m, 1);
+	assert_int_equal(mapper_node_endpoints(m, 2, eps, 1), 0);
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 1);
+	assert_int_equal(ids[0], 2); /* only its own self update */
+	free_deltas(d, k);
+	mapper_free(m);
+}
+
+static void test_coalescing(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct netmap_delta *d[16], *x;
+	uint64_t ids[16];
+	struct endpoint ep;
+	struct ctl_node n;
+	unsigned k;
+
+	(void)state;
+	add(m, 1, 1);
+	add(m, 2, 1);
+	subscribe_all(m, 1, 1);
+
+	/* Five endpoint changes and two online flips of one peer: one patch each. */
+	for (unsigned i = 0; i < 5; i++) {
+		ep = mk_ep(10 + i, 41641);
+		assert_int_equal(mapper_node_endpoints(m, 2, &ep, 1), 0);
+	}
+	assert_int_equal(mapper_node_online(m, 2, true, T0 + 1), 0);
+	assert_int_equal(mapper_node_online(m, 2, false, T0 + 2), 0);
+	assert_int_equal(mapper_dirty_count(m), 1);
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 1);
+	x = d[0];
+	assert_int_equal(x->n_endpoints, 1);
+	assert_true(endpoint_equal(&x->endpoints[0].endpoints[0], &ep));
+	assert_int_equal(x->n_online, 1);
+	assert_false(x->online[0].online);
+	assert_int_equal(x->online[0].last_seen, T0 + 2);
+	assert_int_equal(x->n_added + x->n_changed + x->n_removed, 0);
+	free_deltas(d, k);
+
+	/* Add then remove within one flush cancels out. */
+	add(m, 3, 1);
+	assert_int_equal(mapper_node_endpoints(m, 3, &ep, 1), 0);
+	assert_int_equal(mapper_node_remove(m, 3), 0);
+	assert_int_equal(mapper_take_delta(m, 1, &x), 0);
+	assert_null(x);
+	assert_int_equal(mapper_dirty_count(m), 0);
+
+	/* Added then patched: one "added" with the latest record. */
+	add(m, 4, 1);
+	assert_int_equal(mapper_node_endpoints(m, 4, &ep, 1), 0);
+	assert_int_equal(mapper_take_delta(m, 1, &x), 0);
+	assert_int_equal(x->n_added, 1);
+	assert_int_equal(x->added[0].n_endpoints, 1);
+	assert_int_equal(x->n_endpoints, 0);
+	netmap_delta_free(x);
+
+	/* Endpoints and a key rotation: the full record carries both. */
+	ep = mk_ep(99, 1234);
+	assert_int_equal(mapper_node_endpoints(m, 4, &ep, 1), 0);
+	n = *mapper_node_get(m, 4);
+	memset(n.node_key, 0xee, NETMAP_KEY_LEN);
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	assert_int_equal(mapper_take_delta(m, 1, &x), 0);
+	assert_int_equal(x->n_changed, 1);
+	assert_int_equal(x->n_endpoints, 0);
+	assert_true(endpoint_equal(&x->changed[0].endpoints[0], &ep));
+	assert_int_equal(x->changed[0].node_key[0], 0xee);
+	netmap_delta_free(x);
+
+	/* Removed then back (logout, then re-approval) in one flush: a changed record. */
+	n.approved = false;
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	n.approved = true;
+	snprintf(n.name, sizeof(n.name), "back");
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	assert_int_equal(mapper_take_delta(m, 1, &x), 0);
+	assert_int_equal(x->n_changed, 1);
+	assert_int_equal(x->n_added + x->n_removed, 0);
+	assert_string_equal(x->changed[0].name, "back");
+	netmap_delta_free(x);
+
+	/* A pending delta is superseded by a full map. */
+	assert_int_equal(mapper_node_online(m, 4, true, T0 + 3), 0);
+	{
+		struct netmap *nm;
+
+		assert_int_equal(mapper_netmap(m, 1, T0 + 3, &nm), 0);
+		assert_true(netmap_peer_find(nm, 4)->online);
+		netmap_free(nm);
+	}
+	assert_int_equal(mapper_dirty_count(m), 0);
+	assert_int_equal(mapper_take_delta(m, 1, &x), 0);
+	assert_null(x);
+	mapper_free(m);
+}
+
+static void test_expiry_and_approval(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct netmap_delta *d[16], *x;
+	uint64_t ids[16];
+	struct ctl_node n;
+	unsigned k;
+
+	(void)state;
+	add(m, 1, 1);
+	add(m, 2, 1);
+	n = mk_node(3, 1);
+	n.key_expiry = T0 + 50;
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	n = mk_node(4, 1);
+	n.key_expiry = T0 + 30;
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	subscribe_all(m, 1, 4);
+	assert_int_equal(mapper_next_expiry(m), T0 + 30);
+
+	assert_int_equal(mapper_expire(m, T0 + 29), 0);
+	assert_int_equal(mapper_dirty_count(m), 0);
+	assert_int_equal(mapper_expire(m, T0 + 40), 1);
+	assert_int_equal(mapper_next_expiry(m), T0 + 50);
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 4);
+	for (uint64_t id = 1; id <= 3; id++) {
+		x = delta_for(ids, d, k, id);
+		assert_int_equal(x->n_removed, 1);
+		assert_int_equal(x->removed[0], 4);
+	}
+	/* The expired node learns it (self) and loses its peers. */
+	x = delta_for(ids, d, k, 4);
+	assert_true(x->has_self);
+	assert_int_equal(x->n_removed, 3);
+	free_deltas(d, k);
+
+	/* Logout: the server sets the key expiry to now. */
+	n = *mapper_node_get(m, 3);
+	n.key_expiry = T0 + 41;
+	assert_int_equal(mapper_node_upsert(m, &n, T0 + 41), 0);
+	assert_int_equal(mapper_next_expiry(m), INT64_MAX);
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 3); /* 1, 2, and 3 itself; 4 sees nothing */
+	assert_int_equal(delta_for(ids, d, k, 1)->removed[0], 3);
+	free_deltas(d, k);
+
+	/* Re-register with a fresh key: back in, for everyone that can see. */
+	n.key_expiry = T0 + 1000;
+	memset(n.node_key, 0x77, NETMAP_KEY_LEN);
+	assert_int_equal(mapper_node_upsert(m, &n, T0 + 42), 0);
+	k = flush(m, ids, d, 16);
+	assert_int_equal(k, 3);
+	x = delta_for(ids, d, k, 3);
+	assert_int_equal(x->n_added, 2); /* 1 and 2 come back to its map */
+	assert_int_equal(delta_for(ids, d, k, 1)->n_added, 1);
+	free_deltas(d, k);
+
+	/* Per-node opt-out: an old expiry no longer hides it. */
+	n = mk_node(5, 1);
+	n.key_expiry = T0 + 60;
+	n.expiry_disabled = true;
+	assert_int_equal(mapper_node_upsert(m, &n, T0 + 42), 0);
+	free_deltas(d, flush(m, ids, d, 16));
+	mapper_expire(m, T0 + 100);
+	{
+		struct netmap *nm;
+		bool visible = ctl_node_visible(&n, T0 + 100);
+
+		assert_int_equal(mapper_netmap(m, 1, T0 + 100, &nm), 0);
+		assert_int_equal(has_peer(nm, 5), visible);
+		netmap_free(nm);
+	}
+
+	/* Interactive registration: unapproved nodes are hidden until approved. */
+	n = mk_node(6, 1);
+	n.approved = false;
+	assert_int_equal(mapper_node_upsert(m, &n, T0 + 100), 0);
+	assert_int_equal(mapper_dirty_count(m), 0);
+	n.approved = true;
+	assert_int_equal(mapper_node_upsert(m, &n, T0 + 100), 0);
+	k = flush(m, ids, d, 16);
+	assert_true(k >= 3);
+	assert_int_equal(delta_for(ids, d, k, 1)->n_added, 1);
+	assert_int_equal(delta_for(ids, d, k, 1)->added[0].id, 6);
+	assert_null(delta_for(ids, d, k, 4)); /* expired: sees nothing */
+	free_deltas(d, k);
+	mapper_free(m);
+}
+
+/* ---- randomized model check ---- */
+
+#define MC_NODES 50
+#define MC_TAILNETS 3
+
+static uint64_t rng_state;
+
+static uint32_t rnd(uint32_t n)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (uint32_t)(rng_state % n);
+}
+
+static uint64_t mc_tailnet(uint64_t id)
+{
+	return id % MC_TAILNETS + 1;
+}
+
+static int node_cmp(const void *a, const void *b)
+{
+	const struct netmap_node *x = a, *y = b;
+
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/* A patch rewrites only the first n endpoints: what lies beyond n is not part of the map. */
+static void normalize(struct netmap_node *n)
+{
+	memset(&n->endpoints[n->n_endpoints], 0,
+	       (NETMAP_MAX_ENDPOINTS - n->n_endpoints) * sizeof(n->endpoints[0]));
+}
+
+static void assert_same_map(struct netmap *a, struct netmap *b)
+{
+	assert_string_equal(a->tailnet, b->tailnet);
+	normalize(&a->self);
+	normalize(&b->self);
+	for (unsigned i = 0; i < a->n_peers; i++)
+		normalize(&a->peers[i]);
+	for (unsigned i = 0; i < b->n_peers; i++)
+		normalize(&b->peers[i]);
+	assert_memory_equal(&a->self, &b->self, sizeof(a->self));
+	assert_int_equal(a->n_peers, b->n_peers);
+	if (a->n_peers) {
+		qsort(a->peers, a->n_peers, sizeof(*a->peers), node_cmp);
+		qsort(b->peers, b->n_peers, sizeof(*b->peers), node_cmp);
+		assert_memory_equal(a->peers, b->peers, a->n_peers * sizeof(*a->peers));
+	}
+}
+
+static void assert_isolated(const struct netmap *nm, uint64_t self)
+{
+	for (unsigned i = 0; i < nm->n_peers; i++) {
+		assert_int_equal(mc_tailnet(nm->peers[i].id), mc_tailnet(self));
+		assert_int_not_equal(nm->peers[i].id, self);
+	}
+}
+
+static unsigned model_check(uint64_t seed)
+{
+	struct mapper *m = mk_mapper();
+	struct netmap *client[MC_NODES + 1] = { 0 };
+	int64_t now = T0;
+	unsigned deltas = 0;
+
+	rng_state = seed;
+	for (int round = 0; round < 2000; round++) {
+		uint64_t id = 1 + rnd(MC_NODES);
+		const struct ctl_node *cur = mapper_node_get(m, id);
+		struct ctl_node n = cur ? *cur : mk_node(id, mc_tailnet(id));
+		struct endpoint eps[3];
+		unsigned op = rnd(13);
+		struct ctl_user u;
+
+		switch (op) {
+		case 0: /* add or re-register */
+		case 1:
+			n.approved = rnd(5) != 0;
+			n.key_expiry = rnd(3) ? 0 : now + (int64_t)rnd(20);
+			memset(n.node_key, (int)rnd(256), 8);
+			assert_int_equal(mapper_node_upsert(m, &n, now), 0);
+			break;
+		case 2: /* rename, tags */
+			if (!cur)
+				break;
+			snprintf(n.name, sizeof(n.name), "n%u", rnd(1000));
+			n.n_tags = rnd(3);
+			for (unsigned t = 0; t < n.n_tags; t++)
+				snprintf(n.tags[t], sizeof(n.tags[t]), "tag:t%u", rnd(4));
+			assert_int_equal(mapper_node_upsert(m, &n, now), 0);
+			break;
+		case 3: /* remove */
+			assert_int_equal(mapper_node_remove(m, id), cur ? 0 : -ENOENT);
+			if (!cur)
+				break;
+			netmap_free(client[id]);
+			client[id] = NULL;
+			break;
+		case 4: /* endpoints */
+		case 5:
+			if (!cur)
+				break;
+			for (unsigned e = 0; e < ARRAY_SIZE(eps); e++)
+				eps[e] = mk_ep(rnd(4), 41641 + e);
+			assert_int_equal(mapper_node_endpoints(m, id, eps, rnd(4)), 0);
+			break;
+		case 6: /* online */
+			if (cur)
+				assert_int_equal(mapper_node_online(m, id, rnd(2), now), 0);
+			break;
+		case 7: /* map stream starts or ends */
+			if (!cur)
+				break;
+			if (client[id]) {
+				mapper_unsubscribe(m, id);
+				netmap_free(client[id]);
+				client[id] = NULL;
+			} else {
+				assert_int_equal(mapper_subscribe(m, id), 0);
+				assert_int_equal(mapper_netmap(m, id, now, &client[id]), 0);
+				assert_isolated(client[id], id);
+			}
+			break;
+		case 8: /* time passes */
+			now += rnd(4);
+			mapper_expire(m, now);
+			break;
+		case 9: /* logout */
+			if (!cur)
+				break;
+			n.key_expiry = now;
+			assert_int_equal(mapper_node_upsert(m, &n, now), 0);
+			break;
+		case 10: /* an admin renames a user: all its nodes change */
+			memset(&u, 0, sizeof(u));
+			u.id = 100 + mc_tailnet(id);
+			u.tailnet_id = mc_tailnet(id);
+			snprintf(u.name, sizeof(u.name), "user%u@example.com", rnd(100));
+			assert_int_equal(mapper_user_upsert(m, &u), 0);
+			break;
+		default: /* the server flushes */
+			for (uint64_t s; (s = mapper_dirty_first(m));) {
+				struct netmap_delta *d;
+
+				assert_non_null(client[s]);
+				assert_int_equal(mapper_take_delta(m, s, &d), 0);
+				if (!d)
+					continue;
+				assert_int_equal(netmap_apply_delta(client[s], d), 0);
+				netmap_delta_free(d);
+				assert_isolated(client[s], s);
+				deltas++;
+			}
+			/* Every subscriber's map now equals a fresh one. */
+			for (uint64_t s = 1; s <= MC_NODES; s++) {
+				struct netmap *fresh;
+
+				if (!client[s])
+					continue;
+				assert_int_equal(mapper_netmap(m, s, now, &fresh), 0);
+				assert_int_equal(mapper_dirty_count(m), 0);
+				assert_same_map(client[s], fresh);
+				/* Continue from the fresh map: exercises both paths. */
+				if (rnd(2)) {
+					netmap_free(client[s]);
+					client[s] = fresh;
+				} else {
+					client[s]->seq = fresh->seq;
+					netmap_free(fresh);
+				}
+			}
+			break;
+		}
+	}
+	for (uint64_t s = 1; s <= MC_NODES; s++)
+		netmap_free(client[s]);
+	mapper_free(m);
+	return deltas;
+}
+
+static void test_model_check(void **state)
+{
+	unsigned deltas = 0;
+
+	(void)state;
+	for (uint64_t seed = 1; seed <= 5; seed++)
+		deltas += model_check(seed * 0x9e3779b97f4a7c15ULL);
+	print_message("model check: 5 x 2000 operations, %u deltas applied\n", deltas);
+	assert_true(deltas > 1000);
+}
+
+static double elapsed_ms(const struct timespec *a, const struct timespec *b)
+{
+	return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+static void test_scale_10k(void **state)
+{
+	enum { N = 10000 };
+	struct mapper *m = mk_mapper();
+	struct timespec t0, t1, t2, t3;
+	struct endpoint ep = mk_ep(7, 41641);
+	struct netmap *nm;
+	unsigned got = 0;
+
+	(void)state;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (uint64_t id = 1; id <= N; id++) {
+		struct ctl_node n = mk_node(id, 1);
+
+		assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	}
+	for (uint64_t id = 1; id <= N; id++)
+		assert_int_equal(mapper_subscribe(m, id), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_int_equal(mapper_netmap(m, 1, T0, &nm), 0);
+	assert_int_equal(nm->n_peers, N - 1);
+	netmap_free(nm);
+	assert_int_equal(mapper_dirty_count(m), 0);
+
+	clock_gettime(CLOCK_MONOTONIC, &t2);
+	assert_int_equal(mapper_node_endpoints(m, 42, &ep, 1), 0);
+	for (uint64_t s; (s = mapper_dirty_first(m));) {
+		struct netmap_delta *d;
+
+		assert_int_equal(mapper_take_delta(m, s, &d), 0);
+		if (d && d->n_endpoints == 1)
+			got++;
+		netmap_delta_free(d);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t3);
+	assert_int_equal(got, N - 1);
+	print_message("mapper scale: %u nodes added+subscribed in %.1f ms; "
+		      "one endpoint change -> %u deltas in %.2f ms\n",
+		      N, elapsed_ms(&t0, &t1), got, elapsed_ms(&t2, &t3));
+	mapper_free(m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_full_map),
+		cmocka_unit_test(test_delta_targets),
+		cmocka_unit_test(test_coalescing),
+		cmocka_unit_test(test_expiry_and_approval),
+		cmocka_unit_test(test_model_check),
+		cmocka_unit_test(test_scale_10k),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
