@@ -2,9 +2,8 @@
 /*
  * The control thread's event loop. Each iteration: compute the epoll timeout
  * from the earliest timer, wait, cache `now`, dispatch fd events, then run due
- * timers. The timer list is unsorted and scanned per iteration: the plain
- * WireGuard mode has a handful of timers (engine deadline, UAPI idle sweep);
- * the control-plane mode will want a heap or wheel (style.md, h2o).
+ * timers. Timers live in a binary min-heap of pointers, each timer knowing its
+ * index, so disarming one in the middle is O(log n) without a search.
  *
  * Deleting a handler from inside a callback is safe: the pending event array
  * of the current iteration is scrubbed of it (Redis ae.c does the same).
@@ -30,7 +29,8 @@ struct loop {
 	int epfd;
 	uint64_t now_ns;
 	bool stop;
-	struct loop_timer *timers;
+	struct loop_timer **heap;
+	size_t heap_len, heap_cap;
 	/* Events of the current iteration, for loop_fd_del. */
 	struct epoll_event events[LOOP_EVENTS_MAX];
 	int n_events;
@@ -109,6 +109,7 @@ void loop_free(struct loop *loop)
 		close(loop->wake.fd);
 	if (loop->epfd >= 0)
 		close(loop->epfd);
+	free(loop->heap);
 	free(loop);
 }
 
@@ -145,30 +146,93 @@ void loop_fd_del(struct loop *loop, struct loop_fd *h)
 			loop->events[i].data.ptr = NULL;
 }
 
+static void heap_set(struct loop *loop, size_t i, struct loop_timer *t)
+{
+	loop->heap[i] = t;
+	t->heap_index = i;
+}
+
+static void heap_up(struct loop *loop, size_t i)
+{
+	struct loop_timer *t = loop->heap[i];
+
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+
+		if (loop->heap[parent]->deadline_ns <= t->deadline_ns)
+			break;
+		heap_set(loop, i, loop->heap[parent]);
+		i = parent;
+	}
+	heap_set(loop, i, t);
+}
+
+static void heap_down(struct loop *loop, size_t i)
+{
+	struct loop_timer *t = loop->heap[i];
+
+	for (;;) {
+		size_t c = 2 * i + 1;
+
+		if (c >= loop->heap_len)
+			break;
+		if (c + 1 < loop->heap_len &&
+		    loop->heap[c + 1]->deadline_ns < loop->heap[c]->deadline_ns)
+			c++;
+		if (t->deadline_ns <= loop->heap[c]->deadline_ns)
+			break;
+		heap_set(loop, i, loop->heap[c]);
+		i = c;
+	}
+	heap_set(loop, i, t);
+}
+
 void loop_timer_arm(struct loop *loop, struct loop_timer *t, uint64_t deadline_ns)
 {
-	if (!t->armed) {
-		t->next = loop->timers;
-		loop->timers = t;
-		t->armed = true;
-	}
+	uint64_t old = t->deadline_ns;
+
 	t->deadline_ns = deadline_ns;
+	if (t->armed) {
+		if (deadline_ns < old)
+			heap_up(loop, t->heap_index);
+		else
+			heap_down(loop, t->heap_index);
+		return;
+	}
+	if (loop->heap_len == loop->heap_cap) {
+		size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
+		struct loop_timer **h = realloc(loop->heap, cap * sizeof(*h));
+
+		/*
+		 * The API cannot fail (every caller would need a path for it) and a
+		 * pointer per timer is far below what the timers' owners allocate.
+		 */
+		if (!h)
+			abort();
+		loop->heap = h;
+		loop->heap_cap = cap;
+	}
+	t->armed = true;
+	heap_set(loop, loop->heap_len++, t);
+	heap_up(loop, t->heap_index);
 }
 
 void loop_timer_disarm(struct loop *loop, struct loop_timer *t)
 {
-	struct loop_timer **pp;
+	size_t i = t->heap_index;
+	struct loop_timer *last;
 
 	if (!t->armed)
 		return;
-	for (pp = &loop->timers; *pp; pp = &(*pp)->next) {
-		if (*pp == t) {
-			*pp = t->next;
-			break;
-		}
+	last = loop->heap[--loop->heap_len];
+	if (last != t) {
+		heap_set(loop, i, last);
+		/* The moved timer may belong above or below its new position. */
+		heap_up(loop, i);
+		heap_down(loop, last->heap_index);
 	}
 	t->armed = false;
-	t->next = NULL;
+	t->heap_index = 0;
 	t->deadline_ns = TIME_NEVER;
 }
 
@@ -214,12 +278,11 @@ void loop_stop(struct loop *loop)
 
 static int timeout_ms(struct loop *loop)
 {
-	uint64_t next = TIME_NEVER, now = time_now_ns(), d;
-	struct loop_timer *t;
+	uint64_t next, now = time_now_ns(), d;
 
-	for (t = loop->timers; t; t = t->next)
-		if (t->deadline_ns < next)
-			next = t->deadline_ns;
+	if (loop->heap_len == 0)
+		return -1;
+	next = loop->heap[0]->deadline_ns;
 	if (next == TIME_NEVER)
 		return -1;
 	if (next <= now)
@@ -231,19 +294,15 @@ static int timeout_ms(struct loop *loop)
 
 static void timers_run(struct loop *loop)
 {
-	struct loop_timer *t;
-
 	/*
-	 * A callback may arm or disarm any timer, so restart the scan after each one;
-	 * a fired timer is disarmed first, so the scan terminates.
+	 * A callback may arm or disarm any timer (itself included), so look at the
+	 * heap's top afresh each time; a fired timer is disarmed before its callback.
 	 */
-restart:
-	for (t = loop->timers; t; t = t->next) {
-		if (t->deadline_ns <= loop->now_ns) {
-			loop_timer_disarm(loop, t);
-			t->cb(t);
-			goto restart;
-		}
+	while (loop->heap_len > 0 && loop->heap[0]->deadline_ns <= loop->now_ns) {
+		struct loop_timer *t = loop->heap[0];
+
+		loop_timer_disarm(loop, t);
+		t->cb(t);
 	}
 }
 

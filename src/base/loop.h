@@ -21,10 +21,16 @@ struct loop_fd {
 	void (*cb)(struct loop_fd *h, uint32_t events);
 };
 
+/*
+ * Timers sit in a binary min-heap on deadline: arm, re-arm and disarm are
+ * O(log n), finding the next deadline O(1) (trellis-control holds a keepalive
+ * timer per connection, 10,000+). A zeroed struct with cb set is a valid
+ * disarmed timer.
+ */
 struct loop_timer {
 	uint64_t deadline_ns; /* TIME_NEVER when disarmed */
 	void (*cb)(struct loop_timer *t);
-	struct loop_timer *next;
+	size_t heap_index; /* position in the loop's heap while armed */
 	bool armed;
 };
 

@@ -9,6 +9,8 @@
  * prefixed "trellis: NAME: ".
  */
 
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +23,29 @@ struct cli_global {
 int cli_genkey(int argc, char **argv, const struct cli_global *g);
 int cli_genpsk(int argc, char **argv, const struct cli_global *g);
 int cli_pubkey(int argc, char **argv, const struct cli_global *g);
+int cli_up(int argc, char **argv, const struct cli_global *g);
+int cli_down(int argc, char **argv, const struct cli_global *g);
+int cli_logout(int argc, char **argv, const struct cli_global *g);
+int cli_status(int argc, char **argv, const struct cli_global *g);
+int cli_ip(int argc, char **argv, const struct cli_global *g);
+int cli_whois(int argc, char **argv, const struct cli_global *g);
+
+/* The local API client (localapi_client.c; protocol in docs/localapi.md). */
+#define CLI_DEFAULT_SOCKET "/var/run/trellis/trellisd.sock"
+struct cli_api {
+	int fd;
+	const char *cmd;
+	char *buf;
+	size_t len, cap;
+};
+const char *cli_socket_path(const struct cli_global *g);
+/* Connects and sends req; prints the reason (daemon not running, ...) on failure. 0 or -errno. */
+int cli_api_open(const char *cmd, const struct cli_global *g, json_t *req, struct cli_api **ret);
+/* The next reply line as a JSON object (new reference). 0 or -errno (printed). */
+int cli_api_next(struct cli_api *api, json_t **ret);
+void cli_api_free(struct cli_api *api);
+/* One request, one reply with "ok": true; otherwise prints the daemon's error. 0 or -errno. */
+int cli_api_call(const char *cmd, const struct cli_global *g, json_t *req, json_t **ret);
 
 /* Shared by the key commands (key.c). */
 /* Warns on stderr, as wg(8) does, when stdout is a file others can read. */

@@ -22,6 +22,13 @@ static const struct command commands[] = {
 	{ "genkey", cli_genkey, "", "print a new private key (base64)" },
 	{ "genpsk", cli_genpsk, "", "print a new preshared key (base64)" },
 	{ "pubkey", cli_pubkey, "< KEY", "print the public key of a private key on stdin" },
+	{ "up", cli_up, "--login-server URL [--auth-key KEY] [--hostname NAME]",
+	  "connect this node to a tailnet" },
+	{ "down", cli_down, "", "disconnect from the tailnet (keeps the login)" },
+	{ "logout", cli_logout, "", "disconnect and expire this node's key" },
+	{ "status", cli_status, "[--json]", "show this node and its peers" },
+	{ "ip", cli_ip, "[-4|-6]", "print this node's tailnet addresses" },
+	{ "whois", cli_whois, "ADDR", "show the node that has a tailnet address" },
 };
 
 static void usage(FILE *f)

@@ -84,7 +84,8 @@ struct ctrl_msg {
 void ctrl_msg_clear(struct ctrl_msg *m);
 /*
  * JSON text of m, malloc'd, NUL-terminated; *ret_len without the NUL.
- * 0, -EINVAL (bad message), -ENOMEM.
+ * 0, -EINVAL (bad message: a field the decoder would reject), -EMSGSIZE (the
+ * text would exceed CTRL_MSG_MAX), -ENOMEM.
  */
 int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len);
 /*

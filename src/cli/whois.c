@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* trellis whois ADDR: the node behind a tailnet address. */
+#include <stdio.h>
+
+#include "cli/cli.h"
+
+static const char *str(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s && *s ? s : "-";
+}
+
+int cli_whois(int argc, char **argv, const struct cli_global *g)
+{
+	json_t *req, *reply = NULL, *node, *v;
+	size_t i;
+	int r;
+
+	if (argc != 2) {
+		fprintf(stderr, "Usage: trellis %s ADDR\n", argv[0]);
+		return 1;
+	}
+	req = json_pack("{s:s, s:s}", "cmd", "whois", "addr", argv[1]);
+	r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
+	json_decref(req);
+	if (r < 0)
+		return 1;
+	node = json_object_get(reply, "node");
+	printf("Machine:\n  Name:     %s\n  ID:       %lld\n  OS:       %s\n  Key:      %s\n"
+	       "  Addresses:",
+	       str(node, "hostname"), (long long)json_integer_value(json_object_get(node, "id")),
+	       str(node, "os"), str(node, "node_key"));
+	json_array_foreach(json_object_get(node, "ips"), i, v)
+		printf(" %s", json_string_value(v) ? json_string_value(v) : "");
+	printf("\n  Tags:    ");
+	json_array_foreach(json_object_get(node, "tags"), i, v)
+		printf(" %s", json_string_value(v) ? json_string_value(v) : "");
+	printf("\nUser:\n  Name:     %s\n", str(node, "user"));
+	json_decref(reply);
+	return 0;
+}

@@ -1,0 +1,1125 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The control message codec (docs/control-protocol.md).
+ *
+ * Encoding writes JSON straight into a growing buffer: a full netmap of 10,000
+ * peers goes out on every connect, and building a jansson tree for it first
+ * costs several times more than the text itself. Decoding uses jansson, after a
+ * linear pre-scan that bounds nesting depth and the size of the tree jansson
+ * would build (a 16 MiB message of "{}," would otherwise cost over a GiB).
+ *
+ * Both directions apply the same rules, so whatever we encode we also accept:
+ * text fields fit their C arrays with the NUL and carry no control characters
+ * (names end up in terminal tables), keys are wg(8) base64, integers are
+ * non-negative and fit int64_t, endpoints carry no IPv6 scope (meaningless on
+ * another machine), and arrays respect the NETMAP_MAX_* caps.
+ *
+ * Required fields: every field the doc lists without "?"; in a node record
+ * id, name, node_key, addresses and allowed_ips (the rest default to zero /
+ * empty). The encoder always writes every node field, and omits empty optional
+ * message fields.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "base/base64.h"
+#include "base/util.h"
+#include "proto/ctrlmsg.h"
+
+/* Our deepest message is 4 levels (delta -> endpoints -> patch -> endpoints). */
+#define JSON_DEPTH_MAX 16
+/*
+ * Estimated bytes jansson allocates per container and per scalar; the pre-scan
+ * rejects messages whose tree would exceed DECODE_BUDGET (room for ~150,000
+ * peers in one netmap).
+ */
+#define COST_CONTAINER 192
+#define COST_VALUE 48
+#define DECODE_BUDGET (256ULL << 20)
+
+static const char *const type_names[] = {
+	[CTRL_MSG_UNKNOWN] = "unknown",
+	[CTRL_MSG_REGISTER] = "register",
+	[CTRL_MSG_REGISTER_RESPONSE] = "register_response",
+	[CTRL_MSG_MAP_REQUEST] = "map_request",
+	[CTRL_MSG_NETMAP] = "netmap",
+	[CTRL_MSG_DELTA] = "delta",
+	[CTRL_MSG_ENDPOINTS] = "endpoints",
+	[CTRL_MSG_LOGOUT] = "logout",
+	[CTRL_MSG_LOGOUT_RESPONSE] = "logout_response",
+	[CTRL_MSG_KEEPALIVE] = "keepalive",
+	[CTRL_MSG_ERROR] = "error",
+};
+
+static const char *const status_names[] = {
+	[CTRL_REGISTER_OK] = "ok",
+	[CTRL_REGISTER_NEEDS_AUTH] = "needs_auth",
+	[CTRL_REGISTER_ERROR] = "error",
+};
+
+const char *ctrl_msg_type_name(enum ctrl_msg_type t)
+{
+	if ((unsigned)t >= ARRAY_SIZE(type_names))
+		return "unknown";
+	return type_names[t];
+}
+
+void ctrl_msg_clear(struct ctrl_msg *m)
+{
+	if (!m)
+		return;
+	if (m->type == CTRL_MSG_NETMAP)
+		netmap_free(m->netmap);
+	else if (m->type == CTRL_MSG_DELTA)
+		netmap_delta_free(m->delta);
+	memset(m, 0, sizeof(*m));
+}
+
+/* Shared rules */
+
+/* Well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF), no controls. */
+static bool text_valid(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+
+	while (p < end) {
+		unsigned c = *p++, need, cp, min;
+
+		if (c < 0x80) {
+			if (c < 0x20 || c == 0x7f)
+				return false;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			need = 1, cp = c & 0x1f, min = 0x80;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			need = 2, cp = c & 0x0f, min = 0x800;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			need = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			return false;
+		}
+		if ((size_t)(end - p) < need)
+			return false;
+		while (need--) {
+			if ((*p & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (*p++ & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		/* C1 controls are terminal escapes too. */
+		if (cp >= 0x80 && cp < 0xa0)
+			return false;
+	}
+	return true;
+}
+
+static int prefix_parse(struct netmap_prefix *ret, const char *s)
+{
+	struct netmap_prefix p;
+	char host[INET6_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	unsigned len = 0, max;
+	size_t n, i;
+
+	if (!slash)
+		return -EINVAL;
+	n = (size_t)(slash - s);
+	if (n >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, s, n);
+	host[n] = '\0';
+	memset(&p, 0, sizeof(p));
+	if (inet_pton(AF_INET, host, p.addr) == 1) {
+		p.family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, host, p.addr) == 1) {
+		p.family = AF_INET6;
+		max = 128;
+	} else {
+		return -EINVAL;
+	}
+	/* 1-3 digits, no sign, no leading zero: one text form per prefix. */
+	for (i = 1; slash[i]; i++) {
+		if (i > 3 || slash[i] < '0' || slash[i] > '9')
+			return -EINVAL;
+		len = len * 10 + (unsigned)(slash[i] - '0');
+	}
+	if (i == 1 || (slash[1] == '0' && i > 2) || len > max)
+		return -EINVAL;
+	p.len = (uint8_t)len;
+	*ret = p;
+	return 0;
+}
+
+static bool prefix_valid(const struct netmap_prefix *p)
+{
+	return (p->family == AF_INET && p->len <= 32) || (p->family == AF_INET6 && p->len <= 128);
+}
+
+static bool endpoint_wire_valid(const struct endpoint *ep)
+{
+	return ep->sa.sa_family == AF_INET ||
+	       (ep->sa.sa_family == AF_INET6 && !ep->in6.sin6_scope_id);
+}
+
+/* Encoder */
+
+struct wbuf {
+	char *p;
+	size_t len, cap;
+	int err;
+};
+
+static bool wbuf_reserve(struct wbuf *b, size_t n)
+{
+	size_t cap;
+	char *p;
+
+	if (b->err)
+		return false;
+	if (n > CTRL_MSG_MAX || b->len + n > CTRL_MSG_MAX) {
+		b->err = -EMSGSIZE;
+		return false;
+	}
+	if (b->len + n + 1 <= b->cap)
+		return true;
+	cap = b->cap ? b->cap : 1024;
+	while (cap < b->len + n + 1)
+		cap *= 2;
+	p = realloc(b->p, cap);
+	if (!p) {
+		b->err = -ENOMEM;
+		return false;
+	}
+	b->p = p;
+	b->cap = cap;
+	return true;
+}
+
+static void put(struct wbuf *b, const char *s, size_t n)
+{
+	if (!wbuf_reserve(b, n))
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+#define put_lit(b, s) put(b, s, sizeof(s) - 1)
+
+static void put_u64(struct wbuf *b, uint64_t v)
+{
+	char tmp[24];
+	size_t i = sizeof(tmp);
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	put(b, tmp + i, sizeof(tmp) - i);
+}
+
+/* Integers must survive the decoder (json_int_t) and be non-negative. */
+static void put_uint(struct wbuf *b, uint64_t v)
+{
+	if (v > INT64_MAX) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_u64(b, v);
+}
+
+static void put_sint(struct wbuf *b, int64_t v)
+{
+	if (v < 0) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_u64(b, (uint64_t)v);
+}
+
+/* A text field: NUL within its array, valid text; escaped for JSON. */
+static void put_text(struct wbuf *b, const char *s, size_t cap)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = strnlen(s, cap), i, start;
+
+	if (n == cap || !text_valid(s, n)) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_lit(b, "\"");
+	for (i = 0, start = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+		/* text_valid excludes controls; escape them anyway, the encoder must never emit bad JSON. */
+		if (c != '"' && c != '\\' && c >= 0x20)
+			continue;
+		put(b, s + start, i - start);
+		if (c == '"' || c == '\\') {
+			esc[1] = (char)c;
+			put(b, esc, 2);
+		} else {
+			put(b, esc, 6);
+		}
+		start = i + 1;
+	}
+	put(b, s + start, n - start);
+	put_lit(b, "\"");
+}
+
+static void put_key(struct wbuf *b, const uint8_t key[NETMAP_KEY_LEN])
+{
+	char s[KEY_BASE64_LEN + 1];
+
+	key_to_base64(s, key);
+	put_lit(b, "\"");
+	put(b, s, KEY_BASE64_LEN);
+	put_lit(b, "\"");
+}
+
+static void put_prefixes(struct wbuf *b, const struct netmap_prefix *p, unsigned n, unsigned max)
+{
+	char s[INET6_ADDRSTRLEN + 8];
+
+	if (n > max) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_lit(b, "[");
+	for (unsigned i = 0; i < n; i++) {
+		int len;
+
+		if (!prefix_valid(&p[i]) || !inet_ntop(p[i].family, p[i].addr, s, sizeof(s))) {
+			b->err = b->err ? b->err : -EINVAL;
+			return;
+		}
+		len = (int)strlen(s);
+		len += snprintf(s + len, sizeof(s) - (size_t)len, "/%u", p[i].len);
+		if (i)
+			put_lit(b, ",");
+		put_lit(b, "\"");
+		put(b, s, (size_t)len);
+		put_lit(b, "\"");
+	}
+	put_lit(b, "]");
+}
+
+static void put_endpoints(struct wbuf *b, const struct endpoint *ep, unsigned n)
+{
+	char s[ENDPOINT_STR_MAX];
+
+	if (n > NETMAP_MAX_ENDPOINTS) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_lit(b, "[");
+	for (unsigned i = 0; i < n; i++) {
+		if (!endpoint_wire_valid(&ep[i])) {
+			b->err = b->err ? b->err : -EINVAL;
+			return;
+		}
+		endpoint_format(&ep[i], s, sizeof(s));
+		if (i)
+			put_lit(b, ",");
+		put_lit(b, "\"");
+		put(b, s, strlen(s));
+		put_lit(b, "\"");
+	}
+	put_lit(b, "]");
+}
+
+static void put_tags(struct wbuf *b, const char (*tags)[NETMAP_TAG_MAX], unsigned n)
+{
+	if (n > NETMAP_MAX_TAGS) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_lit(b, "[");
+	for (unsigned i = 0; i < n; i++) {
+		if (i)
+			put_lit(b, ",");
+		put_text(b, tags[i], NETMAP_TAG_MAX);
+	}
+	put_lit(b, "]");
+}
+
+static void put_node(struct wbuf *b, const struct netmap_node *n)
+{
+	put_lit(b, "{\"id\":");
+	put_uint(b, n->id);
+	put_lit(b, ",\"name\":");
+	put_text(b, n->name, sizeof(n->name));
+	put_lit(b, ",\"node_key\":");
+	put_key(b, n->node_key);
+	put_lit(b, ",\"machine_key\":");
+	put_key(b, n->machine_key);
+	put_lit(b, ",\"addresses\":");
+	put_prefixes(b, n->addresses, n->n_addresses, NETMAP_MAX_ADDRESSES);
+	put_lit(b, ",\"allowed_ips\":");
+	put_prefixes(b, n->allowed_ips, n->n_allowed_ips, NETMAP_MAX_ALLOWED_IPS);
+	put_lit(b, ",\"endpoints\":");
+	put_endpoints(b, n->endpoints, n->n_endpoints);
+	if (n->online)
+		put_lit(b, ",\"online\":true,\"last_seen\":");
+	else
+		put_lit(b, ",\"online\":false,\"last_seen\":");
+	put_sint(b, n->last_seen);
+	put_lit(b, ",\"key_expiry\":");
+	put_sint(b, n->key_expiry);
+	put_lit(b, ",\"os\":");
+	put_text(b, n->os, sizeof(n->os));
+	put_lit(b, ",\"user\":");
+	put_text(b, n->user, sizeof(n->user));
+	put_lit(b, ",\"tags\":");
+	put_tags(b, n->tags, n->n_tags);
+	put_lit(b, "}");
+}
+
+static void put_nodes(struct wbuf *b, const struct netmap_node *nodes, unsigned n)
+{
+	if (n > NETMAP_MAX_PEERS || (n && !nodes)) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_lit(b, "[");
+	for (unsigned i = 0; i < n && !b->err; i++) {
+		if (i)
+			put_lit(b, ",");
+		put_node(b, &nodes[i]);
+	}
+	put_lit(b, "]");
+}
+
+static void put_delta(struct wbuf *b, const struct netmap_delta *d)
+{
+	unsigned i;
+
+	put_lit(b, ",\"seq\":");
+	put_uint(b, d->seq);
+	if (d->n_added) {
+		put_lit(b, ",\"peers_added\":");
+		put_nodes(b, d->added, d->n_added);
+	}
+	if (d->n_changed) {
+		put_lit(b, ",\"peers_changed\":");
+		put_nodes(b, d->changed, d->n_changed);
+	}
+	if (d->n_removed) {
+		if (d->n_removed > NETMAP_MAX_PEERS || !d->removed) {
+			b->err = b->err ? b->err : -EINVAL;
+			return;
+		}
+		put_lit(b, ",\"peers_removed\":[");
+		for (i = 0; i < d->n_removed; i++) {
+			if (i)
+				put_lit(b, ",");
+			put_uint(b, d->removed[i]);
+		}
+		put_lit(b, "]");
+	}
+	if (d->n_endpoints) {
+		if (d->n_endpoints > NETMAP_MAX_PEERS || !d->endpoints) {
+			b->err = b->err ? b->err : -EINVAL;
+			return;
+		}
+		put_lit(b, ",\"endpoints\":[");
+		for (i = 0; i < d->n_endpoints && !b->err; i++) {
+			if (i)
+				put_lit(b, ",");
+			put_lit(b, "{\"id\":");
+			put_uint(b, d->endpoints[i].id);
+			put_lit(b, ",\"endpoints\":");
+			put_endpoints(b, d->endpoints[i].endpoints, d->endpoints[i].n_endpoints);
+			put_lit(b, "}");
+		}
+		put_lit(b, "]");
+	}
+	if (d->n_online) {
+		if (d->n_online > NETMAP_MAX_PEERS || !d->online) {
+			b->err = b->err ? b->err : -EINVAL;
+			return;
+		}
+		put_lit(b, ",\"online\":[");
+		for (i = 0; i < d->n_online && !b->err; i++) {
+			if (i)
+				put_lit(b, ",");
+			put_lit(b, "{\"id\":");
+			put_uint(b, d->online[i].id);
+			if (d->online[i].online)
+				put_lit(b, ",\"online\":true,\"last_seen\":");
+			else
+				put_lit(b, ",\"online\":false,\"last_seen\":");
+			put_sint(b, d->online[i].last_seen);
+			put_lit(b, "}");
+		}
+		put_lit(b, "]");
+	}
+	if (d->has_self) {
+		put_lit(b, ",\"self\":");
+		put_node(b, &d->self);
+	}
+}
+
+int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
+{
+	struct wbuf b = { 0 };
+	const char *type;
+
+	if ((unsigned)m->type >= ARRAY_SIZE(type_names) || m->type == CTRL_MSG_UNKNOWN)
+		return -EINVAL;
+	type = type_names[m->type];
+	put_lit(&b, "{\"type\":\"");
+	put(&b, type, strlen(type));
+	put_lit(&b, "\"");
+
+	switch (m->type) {
+	case CTRL_MSG_REGISTER:
+		put_lit(&b, ",\"node_key\":");
+		put_key(&b, m->reg.node_key);
+		if (m->reg.has_old_node_key) {
+			put_lit(&b, ",\"old_node_key\":");
+			put_key(&b, m->reg.old_node_key);
+		}
+		put_lit(&b, ",\"hostname\":");
+		put_text(&b, m->reg.hostname, sizeof(m->reg.hostname));
+		put_lit(&b, ",\"os\":");
+		put_text(&b, m->reg.os, sizeof(m->reg.os));
+		if (m->reg.auth_key[0]) {
+			put_lit(&b, ",\"auth_key\":");
+			put_text(&b, m->reg.auth_key, sizeof(m->reg.auth_key));
+		}
+		if (m->reg.n_tags) {
+			put_lit(&b, ",\"tags\":");
+			put_tags(&b, m->reg.tags, m->reg.n_tags);
+		}
+		break;
+	case CTRL_MSG_REGISTER_RESPONSE:
+		if ((unsigned)m->reg_resp.status >= ARRAY_SIZE(status_names)) {
+			b.err = -EINVAL;
+			break;
+		}
+		put_lit(&b, ",\"status\":\"");
+		put(&b, status_names[m->reg_resp.status], strlen(status_names[m->reg_resp.status]));
+		put_lit(&b, "\"");
+		if (m->reg_resp.auth_url[0]) {
+			put_lit(&b, ",\"auth_url\":");
+			put_text(&b, m->reg_resp.auth_url, sizeof(m->reg_resp.auth_url));
+		}
+		if (m->reg_resp.error[0]) {
+			put_lit(&b, ",\"error\":");
+			put_text(&b, m->reg_resp.error, sizeof(m->reg_resp.error));
+		}
+		if (m->reg_resp.has_node) {
+			put_lit(&b, ",\"node\":");
+			put_node(&b, &m->reg_resp.node);
+		}
+		break;
+	case CTRL_MSG_MAP_REQUEST:
+		put_lit(&b, ",\"node_key\":");
+		put_key(&b, m->map_req.node_key);
+		put_lit(&b, ",\"endpoints\":");
+		put_endpoints(&b, m->map_req.endpoints, m->map_req.n_endpoints);
+		if (m->map_req.hostname[0]) {
+			put_lit(&b, ",\"hostname\":");
+			put_text(&b, m->map_req.hostname, sizeof(m->map_req.hostname));
+		}
+		if (m->map_req.stream)
+			put_lit(&b, ",\"stream\":true");
+		else
+			put_lit(&b, ",\"stream\":false");
+		break;
+	case CTRL_MSG_ENDPOINTS:
+		put_lit(&b, ",\"endpoints\":");
+		put_endpoints(&b, m->endpoints.endpoints, m->endpoints.n_endpoints);
+		break;
+	case CTRL_MSG_NETMAP:
+		if (!m->netmap) {
+			b.err = -EINVAL;
+			break;
+		}
+		put_lit(&b, ",\"seq\":");
+		put_uint(&b, m->netmap->seq);
+		put_lit(&b, ",\"tailnet\":");
+		put_text(&b, m->netmap->tailnet, sizeof(m->netmap->tailnet));
+		put_lit(&b, ",\"self\":");
+		put_node(&b, &m->netmap->self);
+		put_lit(&b, ",\"peers\":");
+		put_nodes(&b, m->netmap->peers, m->netmap->n_peers);
+		break;
+	case CTRL_MSG_DELTA:
+		if (!m->delta) {
+			b.err = -EINVAL;
+			break;
+		}
+		put_delta(&b, m->delta);
+		break;
+	case CTRL_MSG_ERROR:
+		put_lit(&b, ",\"message\":");
+		put_text(&b, m->error, sizeof(m->error));
+		break;
+	case CTRL_MSG_LOGOUT:
+	case CTRL_MSG_LOGOUT_RESPONSE:
+	case CTRL_MSG_KEEPALIVE:
+	case CTRL_MSG_UNKNOWN:
+		break;
+	}
+	put_lit(&b, "}");
+	if (b.err) {
+		free(b.p);
+		return b.err;
+	}
+	*ret = b.p;
+	*ret_len = b.len;
+	return 0;
+}
+
+/* Decoder */
+
+/*
+ * One pass over the text: nesting depth and an upper estimate of the tree
+ * jansson would allocate. Strings are skipped so brackets inside them do not
+ * count; the text need not be valid JSON here, jansson judges that.
+ */
+static int prescan(const char *s, size_t len)
+{
+	uint64_t containers = 0, values = 0;
+	unsigned depth = 0;
+	bool in_str = false, esc = false;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (in_str) {
+			if (esc)
+				esc = false;
+			else if (c == '\\')
+				esc = true;
+			else if (c == '"')
+				in_str = false;
+			continue;
+		}
+		switch (c) {
+		case '"':
+			in_str = true;
+			break;
+		case '{':
+		case '[':
+			if (++depth > JSON_DEPTH_MAX)
+				return -EBADMSG;
+			containers++;
+			break;
+		case '}':
+		case ']':
+			if (depth)
+				depth--;
+			break;
+		case ',':
+		case ':':
+			values++;
+			break;
+		}
+	}
+	if (len + containers * COST_CONTAINER + values * COST_VALUE > DECODE_BUDGET)
+		return -EBADMSG;
+	return 0;
+}
+
+/* Field getters: 0 when present and valid, -ENOENT when absent, -EBADMSG otherwise. */
+
+static int get_uint(json_t *o, const char *k, uint64_t *ret)
+{
+	json_t *v = json_object_get(o, k);
+
+	if (!v)
+		return -ENOENT;
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return -EBADMSG;
+	*ret = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static int get_sint(json_t *o, const char *k, int64_t *ret)
+{
+	json_t *v = json_object_get(o, k);
+
+	if (!v)
+		return -ENOENT;
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return -EBADMSG;
+	*ret = json_integer_value(v);
+	return 0;
+}
+
+static int get_bool(json_t *o, const char *k, bool *ret)
+{
+	json_t *v = json_object_get(o, k);
+
+	if (!v)
+		return -ENOENT;
+	if (!json_is_boolean(v))
+		return -EBADMSG;
+	*ret = json_is_true(v);
+	return 0;
+}
+
+static int text_from(json_t *v, char *out, size_t cap)
+{
+	size_t n;
+
+	if (!json_is_string(v))
+		return -EBADMSG;
+	n = json_string_length(v);
+	if (n >= cap || !text_valid(json_string_value(v), n))
+		return -EBADMSG;
+	memcpy(out, json_string_value(v), n);
+	out[n] = '\0';
+	return 0;
+}
+
+static int get_text(json_t *o, const char *k, char *out, size_t cap)
+{
+	json_t *v = json_object_get(o, k);
+
+	if (!v)
+		return -ENOENT;
+	return text_from(v, out, cap);
+}
+
+static int get_key(json_t *o, const char *k, uint8_t out[NETMAP_KEY_LEN])
+{
+	json_t *v = json_object_get(o, k);
+
+	if (!v)
+		return -ENOENT;
+	if (!json_is_string(v) || json_string_length(v) != KEY_BASE64_LEN ||
+	    key_from_base64(out, json_string_value(v)))
+		return -EBADMSG;
+	return 0;
+}
+
+/* An array member with at most max entries; its length in *ret_n. */
+static int get_array(json_t *o, const char *k, size_t max, json_t **ret, size_t *ret_n)
+{
+	json_t *v = json_object_get(o, k);
+
+	if (!v)
+		return -ENOENT;
+	if (!json_is_array(v) || json_array_size(v) > max)
+		return -EBADMSG;
+	*ret = v;
+	*ret_n = json_array_size(v);
+	return 0;
+}
+
+static int get_prefixes(json_t *o, const char *k, struct netmap_prefix *out, unsigned max,
+			unsigned *ret_n)
+{
+	json_t *a;
+	size_t n, i;
+	int r = get_array(o, k, max, &a, &n);
+
+	if (r)
+		return r;
+	for (i = 0; i < n; i++) {
+		json_t *v = json_array_get(a, i);
+
+		if (!json_is_string(v) || json_string_length(v) > INET6_ADDRSTRLEN + 4 ||
+		    prefix_parse(&out[i], json_string_value(v)))
+			return -EBADMSG;
+	}
+	*ret_n = (unsigned)n;
+	return 0;
+}
+
+static int get_endpoints(json_t *o, const char *k, struct endpoint *out, unsigned *ret_n)
+{
+	json_t *a;
+	size_t n, i;
+	int r = get_array(o, k, NETMAP_MAX_ENDPOINTS, &a, &n);
+
+	if (r)
+		return r;
+	for (i = 0; i < n; i++) {
+		json_t *v = json_array_get(a, i);
+		const char *s;
+
+		if (!json_is_string(v) || json_string_length(v) >= ENDPOINT_STR_MAX)
+			return -EBADMSG;
+		s = json_string_value(v);
+		/* A scope would make endpoint_parse look up a local interface name. */
+		if (strchr(s, '%') || endpoint_parse(&out[i], s) || !endpoint_wire_valid(&out[i]))
+			return -EBADMSG;
+	}
+	*ret_n = (unsigned)n;
+	return 0;
+}
+
+static int get_tags(json_t *o, const char *k, char (*out)[NETMAP_TAG_MAX], unsigned *ret_n)
+{
+	json_t *a;
+	size_t n, i;
+	int r = get_array(o, k, NETMAP_MAX_TAGS, &a, &n);
+
+	if (r)
+		return r;
+	for (i = 0; i < n; i++)
+		if (text_from(json_array_get(a, i), out[i], NETMAP_TAG_MAX))
+			return -EBADMSG;
+	*ret_n = (unsigned)n;
+	return 0;
+}
+
+/* Required (-ENOENT is an error) and optional (-ENOENT is fine) wrappers. */
+static int req(int r)
+{
+	return r ? -EBADMSG : 0;
+}
+
+static int opt(int r)
+{
+	return r == -ENOENT ? 0 : r;
+}
+
+static int id_from(json_t *v, uint64_t *ret)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return -EBADMSG;
+	*ret = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static int decode_node(json_t *o, struct netmap_node *ret)
+{
+	struct netmap_node *n = ret;
+
+	if (!json_is_object(o))
+		return -EBADMSG;
+	memset(n, 0, sizeof(*n));
+	if (req(get_uint(o, "id", &n->id)) || req(get_text(o, "name", n->name, sizeof(n->name))) ||
+	    req(get_key(o, "node_key", n->node_key)) || opt(get_key(o, "machine_key", n->machine_key)) ||
+	    req(get_prefixes(o, "addresses", n->addresses, NETMAP_MAX_ADDRESSES, &n->n_addresses)) ||
+	    req(get_prefixes(o, "allowed_ips", n->allowed_ips, NETMAP_MAX_ALLOWED_IPS,
+			     &n->n_allowed_ips)) ||
+	    opt(get_endpoints(o, "endpoints", n->endpoints, &n->n_endpoints)) ||
+	    opt(get_bool(o, "online", &n->online)) || opt(get_sint(o, "last_seen", &n->last_seen)) ||
+	    opt(get_sint(o, "key_expiry", &n->key_expiry)) ||
+	    opt(get_text(o, "os", n->os, sizeof(n->os))) ||
+	    opt(get_text(o, "user", n->user, sizeof(n->user))) ||
+	    opt(get_tags(o, "tags", n->tags, &n->n_tags)))
+		return -EBADMSG;
+	return 0;
+}
+
+static int slot_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Duplicate ids in one list would make "the peer with id N" ambiguous. */
+static int ids_unique(const uint64_t *ids, size_t n)
+{
+	uint64_t *s;
+	int ret = 0;
+
+	if (n < 2)
+		return 0;
+	s = malloc(n * sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	memcpy(s, ids, n * sizeof(*s));
+	qsort(s, n, sizeof(*s), slot_cmp);
+	for (size_t i = 1; i < n; i++)
+		if (s[i] == s[i - 1])
+			ret = -EBADMSG;
+	free(s);
+	return ret;
+}
+
+/*
+ * An array of node records; on success *ret is malloc'd (NULL when empty).
+ * The count is bounded by NETMAP_MAX_PEERS and, through the pre-scan, by the
+ * input size.
+ */
+static int get_nodes(json_t *o, const char *k, struct netmap_node **ret, unsigned *ret_n)
+{
+	struct netmap_node *nodes = NULL;
+	uint64_t *ids = NULL;
+	json_t *a;
+	size_t n, i;
+	int r = get_array(o, k, NETMAP_MAX_PEERS, &a, &n);
+
+	if (r)
+		return r;
+	if (!n) {
+		*ret = NULL;
+		*ret_n = 0;
+		return 0;
+	}
+	r = -ENOMEM;
+	nodes = malloc(n * sizeof(*nodes));
+	ids = malloc(n * sizeof(*ids));
+	if (!nodes || !ids)
+		goto out;
+	for (i = 0; i < n; i++) {
+		r = decode_node(json_array_get(a, i), &nodes[i]);
+		if (r)
+			goto out;
+		ids[i] = nodes[i].id;
+	}
+	r = ids_unique(ids, n);
+	if (r)
+		goto out;
+	*ret = nodes;
+	*ret_n = (unsigned)n;
+	nodes = NULL;
+out:
+	free(nodes);
+	free(ids);
+	return r;
+}
+
+static int decode_register(json_t *o, struct ctrl_register *r)
+{
+	int e;
+
+	if (req(get_key(o, "node_key", r->node_key)) ||
+	    req(get_text(o, "hostname", r->hostname, sizeof(r->hostname))) ||
+	    req(get_text(o, "os", r->os, sizeof(r->os))) ||
+	    opt(get_text(o, "auth_key", r->auth_key, sizeof(r->auth_key))) ||
+	    opt(get_tags(o, "tags", r->tags, &r->n_tags)))
+		return -EBADMSG;
+	e = get_key(o, "old_node_key", r->old_node_key);
+	if (opt(e))
+		return -EBADMSG;
+	r->has_old_node_key = !e;
+	return 0;
+}
+
+static int decode_register_response(json_t *o, struct ctrl_register_response *r)
+{
+	json_t *v = json_object_get(o, "status"), *node;
+	unsigned i;
+
+	if (!json_is_string(v))
+		return -EBADMSG;
+	for (i = 0; i < ARRAY_SIZE(status_names); i++)
+		if (!strcmp(json_string_value(v), status_names[i]))
+			break;
+	if (i == ARRAY_SIZE(status_names) || strlen(json_string_value(v)) != json_string_length(v))
+		return -EBADMSG;
+	r->status = (enum ctrl_register_status)i;
+	if (opt(get_text(o, "auth_url", r->auth_url, sizeof(r->auth_url))) ||
+	    opt(get_text(o, "error", r->error, sizeof(r->error))))
+		return -EBADMSG;
+	node = json_object_get(o, "node");
+	if (node) {
+		if (decode_node(node, &r->node))
+			return -EBADMSG;
+		r->has_node = true;
+	}
+	return 0;
+}
+
+static int decode_map_request(json_t *o, struct ctrl_map_request *r)
+{
+	if (req(get_key(o, "node_key", r->node_key)) ||
+	    req(get_endpoints(o, "endpoints", r->endpoints, &r->n_endpoints)) ||
+	    opt(get_text(o, "hostname", r->hostname, sizeof(r->hostname))) ||
+	    req(get_bool(o, "stream", &r->stream)))
+		return -EBADMSG;
+	return 0;
+}
+
+static int decode_netmap(json_t *o, struct netmap **ret)
+{
+	struct netmap *nm = calloc(1, sizeof(*nm));
+	json_t *self;
+	int r = -ENOMEM;
+
+	if (!nm)
+		goto out;
+	r = -EBADMSG;
+	self = json_object_get(o, "self");
+	if (req(get_uint(o, "seq", &nm->seq)) ||
+	    req(get_text(o, "tailnet", nm->tailnet, sizeof(nm->tailnet))) || !self ||
+	    decode_node(self, &nm->self))
+		goto out;
+	r = get_nodes(o, "peers", &nm->peers, &nm->n_peers);
+	if (r == -ENOENT)
+		r = -EBADMSG;
+	if (r)
+		goto out;
+	*ret = nm;
+	nm = NULL;
+out:
+	netmap_free(nm);
+	return r;
+}
+
+static int decode_delta(json_t *o, struct netmap_delta **ret)
+{
+	struct netmap_delta *d = calloc(1, sizeof(*d));
+	json_t *a, *self;
+	size_t n, i;
+	int r = -ENOMEM;
+
+	if (!d)
+		goto out;
+	r = -EBADMSG;
+	if (req(get_uint(o, "seq", &d->seq)))
+		goto out;
+	r = opt(get_nodes(o, "peers_added", &d->added, &d->n_added));
+	if (r)
+		goto out;
+	r = opt(get_nodes(o, "peers_changed", &d->changed, &d->n_changed));
+	if (r)
+		goto out;
+
+	r = get_array(o, "peers_removed", NETMAP_MAX_PEERS, &a, &n);
+	if (!r && n) {
+		r = -ENOMEM;
+		d->removed = malloc(n * sizeof(*d->removed));
+		if (!d->removed)
+			goto out;
+		r = -EBADMSG;
+		for (i = 0; i < n; i++)
+			if (id_from(json_array_get(a, i), &d->removed[i]))
+				goto out;
+		d->n_removed = (unsigned)n;
+	} else if (opt(r)) {
+		goto out;
+	}
+
+	r = get_array(o, "endpoints", NETMAP_MAX_PEERS, &a, &n);
+	if (!r && n) {
+		r = -ENOMEM;
+		d->endpoints = calloc(n, sizeof(*d->endpoints));
+		if (!d->endpoints)
+			goto out;
+		r = -EBADMSG;
+		for (i = 0; i < n; i++) {
+			json_t *p = json_array_get(a, i);
+
+			if (!json_is_object(p) || req(get_uint(p, "id", &d->endpoints[i].id)) ||
+			    req(get_endpoints(p, "endpoints", d->endpoints[i].endpoints,
+					      &d->endpoints[i].n_endpoints)))
+				goto out;
+		}
+		d->n_endpoints = (unsigned)n;
+	} else if (opt(r)) {
+		goto out;
+	}
+
+	r = get_array(o, "online", NETMAP_MAX_PEERS, &a, &n);
+	if (!r && n) {
+		r = -ENOMEM;
+		d->online = calloc(n, sizeof(*d->online));
+		if (!d->online)
+			goto out;
+		r = -EBADMSG;
+		for (i = 0; i < n; i++) {
+			json_t *p = json_array_get(a, i);
+
+			if (!json_is_object(p) || req(get_uint(p, "id", &d->online[i].id)) ||
+			    req(get_bool(p, "online", &d->online[i].online)) ||
+			    opt(get_sint(p, "last_seen", &d->online[i].last_seen)))
+				goto out;
+		}
+		d->n_online = (unsigned)n;
+	} else if (opt(r)) {
+		goto out;
+	}
+
+	r = -EBADMSG;
+	self = json_object_get(o, "self");
+	if (self) {
+		if (decode_node(self, &d->self))
+			goto out;
+		d->has_self = true;
+	}
+	*ret = d;
+	d = NULL;
+	r = 0;
+out:
+	netmap_delta_free(d);
+	return r;
+}
+
+int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret)
+{
+	struct ctrl_msg m;
+	json_error_t jerr;
+	json_t *root = NULL, *t;
+	const char *type;
+	unsigned i;
+	int r;
+
+	if (len > CTRL_MSG_MAX)
+		return -EMSGSIZE;
+	r = prescan(json, len);
+	if (r)
+		return r;
+	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+	r = -EBADMSG;
+	if (!root || !json_is_object(root))
+		goto out;
+	t = json_object_get(root, "type");
+	if (!json_is_string(t))
+		goto out;
+	type = json_string_value(t);
+	for (i = 1; i < ARRAY_SIZE(type_names); i++)
+		if (!strcmp(type, type_names[i]))
+			break;
+	if (i == ARRAY_SIZE(type_names) || strlen(type) != json_string_length(t))
+		goto out;
+
+	memset(&m, 0, sizeof(m));
+	m.type = (enum ctrl_msg_type)i;
+	switch (m.type) {
+	case CTRL_MSG_REGISTER:
+		r = decode_register(root, &m.reg);
+		break;
+	case CTRL_MSG_REGISTER_RESPONSE:
+		r = decode_register_response(root, &m.reg_resp);
+		break;
+	case CTRL_MSG_MAP_REQUEST:
+		r = decode_map_request(root, &m.map_req);
+		break;
+	case CTRL_MSG_ENDPOINTS:
+		r = req(get_endpoints(root, "endpoints", m.endpoints.endpoints,
+				      &m.endpoints.n_endpoints));
+		break;
+	case CTRL_MSG_NETMAP:
+		r = decode_netmap(root, &m.netmap);
+		break;
+	case CTRL_MSG_DELTA:
+		r = decode_delta(root, &m.delta);
+		break;
+	case CTRL_MSG_ERROR:
+		r = req(get_text(root, "message", m.error, sizeof(m.error)));
+		break;
+	case CTRL_MSG_LOGOUT:
+	case CTRL_MSG_LOGOUT_RESPONSE:
+	case CTRL_MSG_KEEPALIVE:
+	case CTRL_MSG_UNKNOWN:
+		r = 0;
+		break;
+	}
+	if (r)
+		goto out;
+	*ret = m;
+out:
+	json_decref(root);
+	return r;
+}

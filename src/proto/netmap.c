@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Netmap bookkeeping on the node side: a full map plus deltas. A delta is
+ * applied all or nothing: everything that can fail (validation, allocation)
+ * happens before the map is touched, so a node that gets a bad delta keeps a
+ * consistent map (and its cache) and can ask for a full one.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/netmap.h"
+
+void netmap_free(struct netmap *nm)
+{
+	if (!nm)
+		return;
+	free(nm->peers);
+	free(nm);
+}
+
+void netmap_delta_free(struct netmap_delta *d)
+{
+	if (!d)
+		return;
+	free(d->added);
+	free(d->changed);
+	free(d->removed);
+	free(d->endpoints);
+	free(d->online);
+	free(d);
+}
+
+const struct netmap_node *netmap_peer_find(const struct netmap *nm, uint64_t id)
+{
+	for (unsigned i = 0; i < nm->n_peers; i++)
+		if (nm->peers[i].id == id)
+			return &nm->peers[i];
+	return NULL;
+}
+
+void netmap_ipv6_from_ipv4(uint8_t ret_v6[16], const uint8_t v4[4])
+{
+	static const uint8_t ula[6] = { 0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11 };
+
+	memset(ret_v6, 0, 16);
+	memcpy(ret_v6, ula, sizeof(ula));
+	memcpy(ret_v6 + 12, v4, 4);
+}
+
+/* An id -> position index, sorted by id, so a delta costs O((n + k) log n), not O(n * k). */
+struct slot {
+	uint64_t id;
+	unsigned idx;
+};
+
+static int slot_cmp(const void *a, const void *b)
+{
+	const struct slot *x = a, *y = b;
+
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void index_build(struct slot *ix, const struct netmap_node *nodes, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		ix[i].id = nodes[i].id;
+		ix[i].idx = i;
+	}
+	qsort(ix, n, sizeof(*ix), slot_cmp);
+}
+
+static const struct slot *index_find(const struct slot *ix, unsigned n, uint64_t id)
+{
+	struct slot key = { .id = id };
+
+	if (!n)
+		return NULL;
+	return bsearch(&key, ix, n, sizeof(*ix), slot_cmp);
+}
+
+static bool ids_contain(const uint64_t *ids, unsigned n, uint64_t id)
+{
+	return n && bsearch(&id, ids, n, sizeof(*ids), u64_cmp);
+}
+
+/* Is id a peer once removals and additions of d are done? */
+static bool present_after(const struct slot *ix, unsigned n_ix, const uint64_t *removed,
+			  unsigned n_removed, const uint64_t *added, unsigned n_added, uint64_t id)
+{
+	if (ids_contain(added, n_added, id))
+		return true;
+	return index_find(ix, n_ix, id) && !ids_contain(removed, n_removed, id);
+}
+
+int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
+{
+	struct slot *ix = NULL;
+	uint64_t *removed = NULL, *added = NULL;
+	struct netmap_node *peers;
+	unsigned i, n, cap;
+	int ret;
+
+	if (d->seq <= nm->seq)
+		return -EINVAL;
+	if (d->n_added > NETMAP_MAX_PEERS || nm->n_peers > NETMAP_MAX_PEERS)
+		return -EINVAL;
+	cap = nm->n_peers + d->n_added;
+
+	ret = -ENOMEM;
+	ix = malloc(((size_t)cap + 1) * sizeof(*ix));
+	removed = malloc(((size_t)d->n_removed + 1) * sizeof(*removed));
+	added = malloc(((size_t)d->n_added + 1) * sizeof(*added));
+	if (!ix || !removed || !added)
+		goto out;
+
+	index_build(ix, nm->peers, nm->n_peers);
+	if (d->n_removed)
+		memcpy(removed, d->removed, d->n_removed * sizeof(*removed));
+	qsort(removed, d->n_removed, sizeof(*removed), u64_cmp);
+	for (i = 0; i < d->n_added; i++)
+		added[i] = d->added[i].id;
+	qsort(added, d->n_added, sizeof(*added), u64_cmp);
+
+	ret = -EINVAL;
+	for (i = 1; i < d->n_added; i++)
+		if (added[i] == added[i - 1])
+			goto out;
+	for (i = 0; i < d->n_changed; i++)
+		if (!present_after(ix, nm->n_peers, removed, d->n_removed, added, d->n_added,
+				   d->changed[i].id))
+			goto out;
+	for (i = 0; i < d->n_endpoints; i++)
+		if (d->endpoints[i].n_endpoints > NETMAP_MAX_ENDPOINTS ||
+		    !present_after(ix, nm->n_peers, removed, d->n_removed, added, d->n_added,
+				   d->endpoints[i].id))
+			goto out;
+	for (i = 0; i < d->n_online; i++)
+		if (!present_after(ix, nm->n_peers, removed, d->n_removed, added, d->n_added,
+				   d->online[i].id))
+			goto out;
+
+	/* The last allocation: from here on nothing fails and nm is changed. */
+	if (cap > nm->n_peers) {
+		ret = -ENOMEM;
+		peers = realloc(nm->peers, (size_t)cap * sizeof(*peers));
+		if (!peers)
+			goto out;
+		nm->peers = peers;
+	}
+	peers = nm->peers;
+
+	/* An "added" peer we already have replaces the old record (a resend after reconnect). */
+	for (i = 0, n = 0; i < nm->n_peers; i++) {
+		if (ids_contain(removed, d->n_removed, peers[i].id) ||
+		    ids_contain(added, d->n_added, peers[i].id))
+			continue;
+		if (n != i)
+			peers[n] = peers[i];
+		n++;
+	}
+	if (d->n_added)
+		memcpy(peers + n, d->added, d->n_added * sizeof(*peers));
+	n += d->n_added;
+	nm->n_peers = n;
+
+	index_build(ix, peers, n);
+	for (i = 0; i < d->n_changed; i++)
+		peers[index_find(ix, n, d->changed[i].id)->idx] = d->changed[i];
+	for (i = 0; i < d->n_endpoints; i++) {
+		const struct netmap_endpoint_patch *p = &d->endpoints[i];
+		struct netmap_node *node = &peers[index_find(ix, n, p->id)->idx];
+
+		node->n_endpoints = p->n_endpoints;
+		memcpy(node->endpoints, p->endpoints, p->n_endpoints * sizeof(p->endpoints[0]));
+	}
+	for (i = 0; i < d->n_online; i++) {
+		struct netmap_node *node = &peers[index_find(ix, n, d->online[i].id)->idx];
+
+		node->online = d->online[i].online;
+		node->last_seen = d->online[i].last_seen;
+	}
+	if (d->has_self)
+		nm->self = d->self;
+	nm->seq = d->seq;
+	ret = 0;
+out:
+	free(ix);
+	free(removed);
+	free(added);
+	return ret;
+}

@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT */
+/* netmap_apply: minimal peer diffs checked against a real device, interface steps via fakes. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <cmocka.h>
+
+#include "base/pkt.h"
+#include "crypto/crypto.h"
+#include "node/netmap_apply.h"
+#include "wg/device.h"
+
+struct fake_os {
+	unsigned addr_add, addr_del, route_add, route_del, link_up, mtu;
+	int fail_addr;
+};
+
+static int f_up(void *ctx, const char *ifname, bool up)
+{
+	(void)ifname;
+	(void)up;
+	((struct fake_os *)ctx)->link_up++;
+	return 0;
+}
+
+static int f_mtu(void *ctx, const char *ifname, unsigned mtu)
+{
+	(void)ifname;
+	(void)mtu;
+	((struct fake_os *)ctx)->mtu++;
+	return 0;
+}
+
+static int f_aadd(void *ctx, const char *i, int f, const void *a, unsigned l)
+{
+	struct fake_os *o = ctx;
+
+	(void)i, (void)f, (void)a, (void)l;
+	if (o->fail_addr)
+		return o->fail_addr;
+	o->addr_add++;
+	return 0;
+}
+
+static int f_adel(void *ctx, const char *i, int f, const void *a, unsigned l)
+{
+	(void)i, (void)f, (void)a, (void)l;
+	((struct fake_os *)ctx)->addr_del++;
+	return 0;
+}
+
+static int f_radd(void *ctx, const char *i, int f, const void *a, unsigned l)
+{
+	(void)i, (void)f, (void)a, (void)l;
+	((struct fake_os *)ctx)->route_add++;
+	return 0;
+}
+
+static int f_rdel(void *ctx, const char *i, int f, const void *a, unsigned l)
+{
+	(void)i, (void)f, (void)a, (void)l;
+	((struct fake_os *)ctx)->route_del++;
+	return 0;
+}
+
+static void noop_send(void *ctx, struct pkt **p, unsigned n)
+{
+	unsigned i;
+
+	(void)ctx;
+	for (i = 0; i < n; i++)
+		wg_pkt_release(p[i]);
+	pkt_free(p, n);
+}
+
+struct fixture {
+	struct pkt_pool *pool;
+	struct wg_device *dev;
+	struct fake_os fos;
+	struct netmap_apply_os os;
+	struct netmap_apply *na;
+};
+
+static int setup(void **state)
+{
+	static const struct wg_device_ops ops = {.udp_send = noop_send, .tun_write = noop_send};
+	struct fixture *f = calloc(1, sizeof(*f));
+	uint8_t priv[32];
+
+	assert_non_null(f);
+	assert_int_equal(crypto_init(), 0);
+	f->pool = pkt_pool_new(64);
+	f->dev = wg_device_new(&ops, f->pool);
+	assert_non_null(f->dev);
+	f->os = (struct netmap_apply_os){&f->fos, f_up, f_mtu, f_aadd, f_adel, f_radd, f_rdel};
+	assert_int_equal(netmap_apply_new(f->dev, "ts0", 1280, &f->os, &f->na), 0);
+	assert_int_equal(x25519_private_generate(priv), 0);
+	assert_int_equal(netmap_apply_set_private_key(f->na, priv, 1), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	netmap_apply_free(f->na);
+	wg_device_free(f->dev);
+	pkt_pool_free(f->pool);
+	free(f);
+	return 0;
+}
+
+static void node_init(struct netmap_node *n, uint64_t id)
+{
+	memset(n, 0, sizeof(*n));
+	n->id = id;
+	memset(n->node_key, (int)id, sizeof(n->node_key));
+	n->n_allowed_ips = 2;
+	n->allowed_ips[0] = (struct netmap_prefix){AF_INET, 32, {100, 64, 0, (uint8_t)id}};
+	n->allowed_ips[1] = (struct netmap_prefix){
+	    AF_INET6, 128, {0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11, [12] = 100, 64, 0, (uint8_t)id}};
+	n->n_addresses = 2;
+	memcpy(n->addresses, n->allowed_ips, sizeof(n->addresses));
+	n->n_endpoints = 1;
+	endpoint_parse(&n->endpoints[0], "198.51.100.1:41641");
+	n->endpoints[0].in4.sin_addr.s_addr = htonl(0xc6336400u + (uint32_t)id);
+}
+
+static struct netmap *nm_make(unsigned n, const uint64_t *ids)
+{
+	struct netmap *nm = calloc(1, sizeof(*nm));
+	unsigned i;
+
+	assert_non_null(nm);
+	node_init(&nm->self, 1);
+	nm->n_peers = n;
+	nm->peers = calloc(n ? n : 1, sizeof(*nm->peers));
+	for (i = 0; i < n; i++)
+		node_init(&nm->peers[i], ids[i]);
+	return nm;
+}
+
+static void nm_free(struct netmap *nm)
+{
+	free(nm->peers);
+	free(nm);
+}
+
+static const struct wg_peer_info *dev_peer(struct wg_device_info *info, uint8_t keybyte)
+{
+	unsigned i;
+
+	for (i = 0; i < info->n_peers; i++)
+		if (info->peers[i].public_key[0] == keybyte)
+			return &info->peers[i];
+	return NULL;
+}
+
+static void test_add_remove_rotate(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t ids[] = {5, 3, 4};
+	struct wg_device_info *info;
+	struct wg_device_cfg *cfg;
+	struct netmap *nm = nm_make(3, ids);
+
+	/* First netmap: three adds. */
+	assert_int_equal(netmap_apply_diff(f->na, nm, &cfg), 0);
+	assert_int_equal(cfg->n_peers, 3);
+	assert_false(cfg->replace_peers);
+	assert_false(cfg->peers[0].remove);
+	assert_int_equal(cfg->peers[0].n_allowedips, 2);
+	assert_true(cfg->peers[0].has_endpoint);
+	wg_device_cfg_free(cfg);
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 2), 0);
+	assert_int_equal(netmap_apply_peer_count(f->na), 3);
+	assert_int_equal(wg_device_info_get(f->dev, &info), 0);
+	assert_int_equal(info->n_peers, 3);
+	assert_non_null(dev_peer(info, 4));
+	assert_int_equal(dev_peer(info, 4)->n_allowedips, 2);
+	assert_int_equal(ntohl(dev_peer(info, 4)->endpoint.in4.sin_addr.s_addr), 0xc6336404u);
+	wg_device_info_free(info);
+	/* Interface: MTU, up, 2 addresses, 2 routes. */
+	assert_int_equal(f->fos.mtu, 1);
+	assert_int_equal(f->fos.link_up, 1);
+	assert_int_equal(f->fos.addr_add, 2);
+	assert_int_equal(f->fos.route_add, 2);
+
+	/* Same netmap again: no change at all. */
+	assert_int_equal(netmap_apply_diff(f->na, nm, &cfg), 0);
+	assert_int_equal(cfg->n_peers, 0);
+	wg_device_cfg_free(cfg);
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 3), 0);
+	assert_int_equal(f->fos.route_add, 2);
+	assert_int_equal(f->fos.addr_del, 0);
+
+	/* Peer 3 vanishes, 4 rotates its key, 5 changes endpoint only, 6 is new. */
+	nm->peers[1] = nm->peers[0]; /* 3 -> 5 again, then fix below */
+	node_init(&nm->peers[0], 6);
+	memset(nm->peers[2].node_key, 0x44, 32); /* id 4 rotated */
+	endpoint_parse(&nm->peers[1].endpoints[0], "203.0.113.9:1234"); /* id 5 */
+	assert_int_equal(netmap_apply_diff(f->na, nm, &cfg), 0);
+	/* remove 3, remove old 4, add new 4, update 5 endpoint, add 6 */
+	assert_int_equal(cfg->n_peers, 5);
+	assert_true(cfg->peers[0].remove && cfg->peers[0].public_key[0] == 3);
+	assert_true(cfg->peers[1].remove && cfg->peers[1].public_key[0] == 4);
+	assert_false(cfg->peers[2].remove);
+	assert_int_equal(cfg->peers[2].public_key[0], 0x44);
+	assert_int_equal(cfg->peers[3].public_key[0], 5);
+	assert_true(cfg->peers[3].has_endpoint);
+	assert_false(cfg->peers[3].replace_allowedips);
+	assert_int_equal(cfg->peers[4].public_key[0], 6);
+	wg_device_cfg_free(cfg);
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 4), 0);
+	assert_int_equal(wg_device_info_get(f->dev, &info), 0);
+	assert_int_equal(info->n_peers, 3);
+	assert_null(dev_peer(info, 3));
+	assert_null(dev_peer(info, 4));
+	assert_non_null(dev_peer(info, 0x44));
+	assert_non_null(dev_peer(info, 6));
+	assert_int_equal(ntohl(dev_peer(info, 5)->endpoint.in4.sin_addr.s_addr), 0xcb007109u);
+	wg_device_info_free(info);
+
+	/* Allowed IPs change: one update with replace_allowedips, no endpoint. */
+	nm->peers[0].n_allowed_ips = 1;
+	assert_int_equal(netmap_apply_diff(f->na, nm, &cfg), 0);
+	assert_int_equal(cfg->n_peers, 1);
+	assert_true(cfg->peers[0].replace_allowedips);
+	assert_false(cfg->peers[0].has_endpoint);
+	assert_int_equal(cfg->peers[0].n_allowedips, 1);
+	wg_device_cfg_free(cfg);
+
+	/* Self's address changes: old one removed, new one added. */
+	nm->self.addresses[0].addr[3] = 99;
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 5), 0);
+	assert_int_equal(f->fos.addr_del, 1);
+
+	/* Clear removes every peer, the addresses and the routes. */
+	assert_int_equal(netmap_apply_clear(f->na, 6), 0);
+	assert_int_equal(netmap_apply_peer_count(f->na), 0);
+	assert_int_equal(wg_device_info_get(f->dev, &info), 0);
+	assert_int_equal(info->n_peers, 0);
+	assert_true(info->has_private_key);
+	wg_device_info_free(info);
+	assert_int_equal(f->fos.route_del, 2);
+	nm_free(nm);
+}
+
+static void test_filter(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t ids[] = {7, 7, 1, 8, 9};
+	struct wg_device_cfg *cfg;
+	struct netmap *nm = nm_make(5, ids);
+
+	/* duplicate id 7, self's id 1, zero key (8), 9 with 7's key. */
+	memset(nm->peers[3].node_key, 0, 32);
+	memset(nm->peers[4].node_key, 7, 32);
+	nm->peers[0].allowed_ips[0].len = 24; /* host bits get cleared */
+	assert_int_equal(netmap_apply_diff(f->na, nm, &cfg), 0);
+	assert_int_equal(cfg->n_peers, 1);
+	assert_int_equal(cfg->peers[0].public_key[0], 7);
+	assert_int_equal(cfg->peers[0].allowedips[0].addr[3], 0);
+	wg_device_cfg_free(cfg);
+	nm_free(nm);
+}
+
+static void test_iface_retry(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t ids[] = {2};
+	struct netmap *nm = nm_make(1, ids);
+
+	f->fos.fail_addr = -ENODEV;
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 1), -ENODEV);
+	/* Peers are applied even though the interface step failed. */
+	assert_int_equal(netmap_apply_peer_count(f->na), 1);
+	assert_int_equal(f->fos.route_add, 0);
+	f->fos.fail_addr = 0;
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 2), 0);
+	assert_int_equal(f->fos.addr_add, 2);
+	assert_int_equal(f->fos.route_add, 2);
+	nm_free(nm);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_add_remove_rotate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_filter, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_iface_retry, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
