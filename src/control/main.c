@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: MIT
+/*
+ * trellis-control [--state DIR] <command>: `serve` runs the coordination
+ * server (server.c); everything else is the admin CLI (admin.c).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "control/admin.h"
+#include "control/server.h"
+
+static int serve(const char *state_dir, int argc, char **argv)
+{
+	struct control_serve_opts opts = {
+		.state_dir = state_dir,
+		.listen = CONTROL_LISTEN_DEFAULT,
+	};
+	int i, r;
+
+	for (i = 0; i < argc; i++) {
+		const char **dst = NULL;
+
+		if (strcmp(argv[i], "--listen") == 0)
+			dst = &opts.listen;
+		else if (strcmp(argv[i], "--tls-cert") == 0)
+			dst = &opts.tls_cert;
+		else if (strcmp(argv[i], "--tls-key") == 0)
+			dst = &opts.tls_key;
+		if (!dst) {
+			fprintf(stderr, "trellis-control: serve: unknown argument \"%s\"\n", argv[i]);
+			return 1;
+		}
+		if (i + 1 >= argc) {
+			fprintf(stderr, "trellis-control: serve: %s needs a value\n", argv[i]);
+			return 1;
+		}
+		*dst = argv[++i];
+	}
+	if (!opts.tls_cert != !opts.tls_key) {
+		fprintf(stderr, "trellis-control: serve: --tls-cert and --tls-key go together\n");
+		return 1;
+	}
+	r = control_serve(&opts);
+	if (r == -ENOSYS) {
+		fprintf(stderr, "trellis-control: serve: not built yet\n");
+		return 1;
+	}
+	return r < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *state_dir = ADMIN_STATE_DIR_DEFAULT;
+	int i = 1;
+
+	while (i < argc && strncmp(argv[i], "--state", 7) == 0) {
+		if (argv[i][7] == '=') {
+			state_dir = argv[i] + 8;
+			i++;
+		} else if (argv[i][7] == '\0' && i + 1 < argc) {
+			state_dir = argv[i + 1];
+			i += 2;
+		} else {
+			fprintf(stderr, "trellis-control: --state needs a directory\n");
+			return 1;
+		}
+	}
+	if (!state_dir[0]) {
+		fprintf(stderr, "trellis-control: --state needs a directory\n");
+		return 1;
+	}
+	if (i < argc && strcmp(argv[i], "serve") == 0)
+		return serve(state_dir, argc - i - 1, argv + i + 1);
+	return admin_run(state_dir, argc - i, argv + i);
+}

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_STORE_H
+#define TRELLIS_CONTROL_STORE_H
+
+/*
+ * The coordination server's durable record.
+ *
+ * The server keeps all state in memory (model.h) and the store is only its
+ * durable record: store_load reads everything once at startup, then the server
+ * writes each change through. A write is acknowledged (its callback runs, or
+ * the synchronous call returns) only after the transaction holding it is
+ * durable: SQLite in WAL mode with synchronous=FULL fsyncs the WAL on commit,
+ * so kill -9 right after an acknowledgement loses nothing.
+ *
+ * Group commit. fsync costs milliseconds; one transaction per registration would
+ * cap us far below 1,000 registrations/s and would block whoever called it. So
+ * writes are asynchronous: store_submit queues an operation and returns; one
+ * writer thread per store takes everything queued, applies it inside ONE
+ * transaction (each operation in its own SAVEPOINT, so a failing operation -- a
+ * name clash, say -- fails alone), commits with one fsync, and then completes
+ * every operation of the batch. Completions of store_submit are delivered on
+ * the caller's event loop: the writer thread queues them and signals an eventfd
+ * (store_event_fd; store_loop_attach registers it with a base/loop), and
+ * store_dispatch runs the callbacks on the loop thread. The event loop thus
+ * never waits for a disk. store_write is the synchronous wrapper (admin CLI,
+ * tests, startup): it queues like everyone else and sleeps until its batch is
+ * durable.
+ *
+ * Reads (store_load, store_*_get) use a second database connection, so a
+ * reader never waits behind a commit (WAL readers do not block on the writer).
+ *
+ * Several processes on one database. The admin CLI writes to the same database
+ * while `serve` runs (WAL and a busy timeout make that safe). Every write also
+ * appends a row to a `changes` table naming the record and the store instance
+ * (origin) that wrote it. The server calls store_changes_poll about every
+ * 200 ms: it first compares PRAGMA data_version (free: no I/O when nothing
+ * changed), and only when another connection committed does it read the new
+ * rows of `changes`, skipping its own. For each change it re-reads the named
+ * record (store_node_get and friends; -ENOENT means deleted) and updates its
+ * in-memory state. Old rows of `changes` are pruned by the writer.
+ *
+ * Backends. struct store_backend is the seam for PostgreSQL: a backend provides
+ * open/close, load, apply-a-batch-in-one-transaction, the point reads and the
+ * change feed; store.c owns the queue, the writer thread and the completion
+ * plumbing and is backend independent. store_sqlite.c is the embedded default.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "control/model.h"
+
+struct loop;
+struct store;
+
+#define STORE_DB_NAME "control.db"
+#define STORE_SETTING_KEY_MAX 64
+#define STORE_SETTING_VALUE_MAX 4096
+/* Writes queued but not yet durable; beyond it store_submit fails with -EAGAIN. */
+#define STORE_QUEUE_MAX 65536
+/* Operations in one transaction. */
+#define STORE_BATCH_MAX 4096
+
+enum store_op_kind {
+	STORE_OP_TAILNET_CREATE = 1, /* .tailnet; id assigned */
+	STORE_OP_TAILNET_UPDATE,     /* .tailnet (name, key expiry, ephemeral timeout) */
+	STORE_OP_USER_CREATE,        /* .user; id assigned */
+	STORE_OP_NODE_INSERT,        /* .node; id assigned */
+	STORE_OP_NODE_UPDATE,        /* .node, every persisted field */
+	STORE_OP_NODE_DELETE,        /* .id */
+	STORE_OP_AUTHKEY_CREATE,     /* .authkey; id assigned */
+	STORE_OP_AUTHKEY_UPDATE,     /* .authkey: uses and revoked */
+	STORE_OP_AUTHKEY_DELETE,     /* .id */
+	STORE_OP_SETTING_SET,        /* .setting */
+};
+
+struct store_setting {
+	char key[STORE_SETTING_KEY_MAX];
+	size_t len;
+	uint8_t value[STORE_SETTING_VALUE_MAX];
+};
+
+struct store_op {
+	enum store_op_kind kind;
+	union {
+		struct ctl_tailnet tailnet;
+		struct ctl_user user;
+		struct ctl_node node;
+		struct ctl_authkey authkey;
+		struct store_setting setting;
+		uint64_t id;
+	};
+};
+
+/*
+ * Completion of one asynchronous write, on the loop thread. err: 0, -EEXIST
+ * (a unique name, address or prefix is taken), -ENOENT (update/delete of a
+ * missing row), -EINVAL, -EIO. id: the new row's id for *_CREATE/NODE_INSERT.
+ */
+typedef void (*store_done_fn)(void *ctx, int err, uint64_t id);
+
+enum store_change_kind {
+	STORE_CHANGE_TAILNET = 1,
+	STORE_CHANGE_USER,
+	STORE_CHANGE_NODE,
+	STORE_CHANGE_AUTHKEY,
+	STORE_CHANGE_SETTING,
+};
+
+struct store_change {
+	uint64_t seq;
+	enum store_change_kind kind;
+	uint64_t id; /* row id; 0 for settings */
+};
+
+/* Everything, as loaded at startup. Arrays are malloc'd; store_snapshot_free. */
+struct store_snapshot {
+	size_t n_tailnets, n_users, n_nodes, n_authkeys;
+	struct ctl_tailnet *tailnets;
+	struct ctl_user *users;
+	struct ctl_node *nodes;
+	struct ctl_authkey *authkeys;
+	uint64_t change_seq; /* store_changes_poll cursor as of this snapshot */
+};
+void store_snapshot_free(struct store_snapshot *snap);
+
+struct store_stats {
+	uint64_t commits;  /* transactions committed = fsyncs of the WAL */
+	uint64_t ops;      /* operations applied */
+	uint64_t failed;   /* operations that failed alone (rolled back savepoint) */
+};
+
+/* The backend seam. Every function runs on one connection handle `be`. */
+struct store_backend {
+	const char *name;
+	/* Opens (creating and migrating when needed) the database at path. 0 or -errno. */
+	int (*open)(const char *path, void **ret_be);
+	void (*close)(void *be);
+	int (*load)(void *be, struct store_snapshot *ret_snap);
+	/*
+	 * Applies ops in one durable transaction; each op's result goes to errs[i]
+	 * and ids[i]. Returns 0 when the transaction committed, -errno when the
+	 * whole batch failed (then every op counts as failed).
+	 */
+	int (*apply)(void *be, const struct store_op *ops, size_t n, uint64_t origin, int *errs,
+		     uint64_t *ids);
+	int (*tailnet_get)(void *be, uint64_t id, const char *name, struct ctl_tailnet *ret);
+	int (*user_get)(void *be, uint64_t id, uint64_t tailnet_id, const char *name,
+			struct ctl_user *ret);
+	int (*node_get)(void *be, uint64_t id, struct ctl_node *ret);
+	int (*authkey_get)(void *be, uint64_t id, const char *prefix, struct ctl_authkey *ret);
+	int (*setting_get)(void *be, const char *key, struct store_setting *ret);
+	/* Changes by other origins after *cursor; advances *cursor past all it read. */
+	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
+		       size_t cap);
+};
+
+extern const struct store_backend store_backend_sqlite;
+/* The schema version this binary writes. */
+int store_sqlite_schema_version(void);
+/* For tests: open a backend handle migrated only up to `target` (builds old databases). */
+int store_sqlite_open_version(const char *path, int target, void **ret_be);
+
+/*
+ * Opens the SQLite store at path (the file is created mode 0600). 0, or -errno;
+ * -EPROTO when the database was written by a newer trellis-control (message
+ * logged).
+ */
+int store_open(const char *path, struct store **ret);
+int store_open_backend(const struct store_backend *be, const char *path, struct store **ret);
+/* Waits for every queued write to become durable, then closes. Accepts NULL. */
+void store_free(struct store *s);
+
+int store_load(struct store *s, struct store_snapshot *ret_snap);
+
+/* Asynchronous write: copies op; done runs later from store_dispatch. 0, -EAGAIN. */
+int store_submit(struct store *s, const struct store_op *op, store_done_fn done, void *ctx);
+/* eventfd that becomes readable when completions wait for store_dispatch. */
+int store_event_fd(const struct store *s);
+/* Runs pending completions on the calling (loop) thread. Returns how many ran. */
+int store_dispatch(struct store *s);
+/* Registers store_event_fd with loop so that completions dispatch themselves. */
+int store_loop_attach(struct store *s, struct loop *loop);
+void store_loop_detach(struct store *s);
+
+/* Synchronous write: returns once durable. 0 or the op's -errno; ret_id may be NULL. */
+int store_write(struct store *s, const struct store_op *op, uint64_t *ret_id);
+/* Blocks until everything submitted so far is durable (and its completion queued). */
+void store_flush(struct store *s);
+
+/* Convenience synchronous writes. */
+int store_tailnet_create(struct store *s, struct ctl_tailnet *t); /* sets t->id */
+int store_tailnet_update(struct store *s, const struct ctl_tailnet *t);
+int store_user_create(struct store *s, struct ctl_user *u);       /* sets u->id */
+int store_node_insert(struct store *s, struct ctl_node *n);       /* sets n->id */
+int store_node_update(struct store *s, const struct ctl_node *n);
+int store_node_delete(struct store *s, uint64_t id);
+int store_authkey_create(struct store *s, struct ctl_authkey *k); /* sets k->id */
+int store_authkey_update(struct store *s, const struct ctl_authkey *k);
+int store_authkey_delete(struct store *s, uint64_t id);
+int store_setting_set(struct store *s, const char *key, const void *value, size_t len);
+
+/* Point reads (read connection). 0 or -ENOENT. */
+int store_tailnet_get(struct store *s, uint64_t id, struct ctl_tailnet *ret);
+int store_tailnet_get_by_name(struct store *s, const char *name, struct ctl_tailnet *ret);
+int store_user_get(struct store *s, uint64_t id, struct ctl_user *ret);
+int store_user_get_by_name(struct store *s, uint64_t tailnet_id, const char *name,
+			   struct ctl_user *ret);
+int store_node_get(struct store *s, uint64_t id, struct ctl_node *ret);
+int store_authkey_get(struct store *s, uint64_t id, struct ctl_authkey *ret);
+int store_authkey_get_by_prefix(struct store *s, const char *prefix, struct ctl_authkey *ret);
+/* Copies at most cap bytes; returns the value length, or -ENOENT. */
+int store_setting_get(struct store *s, const char *key, void *value, size_t cap);
+
+/*
+ * Changes committed by other processes (admin CLI, other replicas) after
+ * *cursor (start from snapshot.change_seq). Fills up to cap entries and returns
+ * how many; call again while it returns cap. Cheap when nothing changed.
+ */
+int store_changes_poll(struct store *s, uint64_t *cursor, struct store_change *ret, size_t cap);
+
+void store_stats_get(struct store *s, struct store_stats *ret);
+
+#endif

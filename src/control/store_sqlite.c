@@ -1,0 +1,998 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The SQLite backend of the store (store.h): one sqlite3 connection per handle,
+ * WAL + synchronous=FULL (a commit is durable when COMMIT returns), foreign
+ * keys on, a busy timeout for the admin CLI writing next to a running server,
+ * and every statement prepared once and cached for the life of the handle.
+ *
+ * Migrations are numbered from 1; schema_version holds the number applied last.
+ * Each migration runs in its own transaction together with the version bump,
+ * so a crash mid-migration leaves the previous version intact. A database whose
+ * version is above what this binary knows is refused rather than misread.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "control/store.h"
+
+static const char *const migrations[] = {
+	/* 1: the schema. */
+	"CREATE TABLE tailnets ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL UNIQUE,"
+	" key_expiry_sec INTEGER NOT NULL DEFAULT 0,"
+	" ephemeral_timeout_sec INTEGER NOT NULL DEFAULT 0,"
+	" created INTEGER NOT NULL);"
+	"CREATE TABLE users ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
+	" name TEXT NOT NULL,"
+	" created INTEGER NOT NULL,"
+	" UNIQUE (tailnet_id, name));"
+	"CREATE TABLE nodes ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
+	" user_id INTEGER REFERENCES users(id) ON DELETE SET NULL,"
+	" name TEXT NOT NULL,"
+	" hostname TEXT NOT NULL,"
+	" os TEXT NOT NULL,"
+	" machine_key BLOB NOT NULL,"
+	" node_key BLOB NOT NULL,"
+	" ipv4 INTEGER NOT NULL,"
+	" endpoints TEXT NOT NULL DEFAULT '',"
+	" tags TEXT NOT NULL DEFAULT '',"
+	" ephemeral INTEGER NOT NULL DEFAULT 0,"
+	" approved INTEGER NOT NULL DEFAULT 0,"
+	" expiry_disabled INTEGER NOT NULL DEFAULT 0,"
+	" key_expiry INTEGER NOT NULL DEFAULT 0,"
+	" created INTEGER NOT NULL,"
+	" last_seen INTEGER NOT NULL DEFAULT 0,"
+	" UNIQUE (tailnet_id, name),"
+	" UNIQUE (tailnet_id, ipv4),"
+	" UNIQUE (tailnet_id, machine_key));"
+	"CREATE TABLE authkeys ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
+	" user_id INTEGER REFERENCES users(id) ON DELETE SET NULL,"
+	" prefix TEXT NOT NULL UNIQUE,"
+	" hash BLOB NOT NULL,"
+	" reusable INTEGER NOT NULL,"
+	" ephemeral INTEGER NOT NULL,"
+	" preauthorized INTEGER NOT NULL,"
+	" tags TEXT NOT NULL DEFAULT '',"
+	" expires INTEGER NOT NULL DEFAULT 0,"
+	" created INTEGER NOT NULL,"
+	" uses INTEGER NOT NULL DEFAULT 0,"
+	" revoked INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+	"CREATE TABLE changes ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" kind INTEGER NOT NULL,"
+	" row_id INTEGER NOT NULL,"
+	" origin INTEGER NOT NULL);",
+	/* 2: node-key lookups (registration with old_node_key, whois). */
+	"CREATE INDEX nodes_node_key ON nodes (node_key);",
+};
+
+#define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
+/* Rows of `changes` kept for pollers that fall behind. */
+#define CHANGES_KEEP 100000
+#define PRUNE_EVERY_COMMITS 256
+
+enum stmt_id {
+	ST_TAILNET_INSERT,
+	ST_TAILNET_UPDATE,
+	ST_USER_INSERT,
+	ST_NODE_INSERT,
+	ST_NODE_UPDATE,
+	ST_NODE_DELETE,
+	ST_AUTHKEY_INSERT,
+	ST_AUTHKEY_UPDATE,
+	ST_AUTHKEY_DELETE,
+	ST_SETTING_SET,
+	ST_CHANGE_INSERT,
+	ST_TAILNET_BY_ID,
+	ST_TAILNET_BY_NAME,
+	ST_USER_BY_ID,
+	ST_USER_BY_NAME,
+	ST_NODE_BY_ID,
+	ST_AUTHKEY_BY_ID,
+	ST_AUTHKEY_BY_PREFIX,
+	ST_SETTING_GET,
+	ST_CHANGES_MAX,
+	ST_CHANGES_READ,
+	ST_TAILNET_ALL,
+	ST_USER_ALL,
+	ST_NODE_ALL,
+	ST_AUTHKEY_ALL,
+	ST_COUNT,
+};
+
+#define TAILNET_COLS "id, name, key_expiry_sec, ephemeral_timeout_sec, created"
+#define USER_COLS "id, tailnet_id, name, created"
+#define NODE_COLS                                                                                  \
+	"id, tailnet_id, user_id, name, hostname, os, machine_key, node_key, ipv4, endpoints, "    \
+	"tags, ephemeral, approved, expiry_disabled, key_expiry, created, last_seen"
+#define AUTHKEY_COLS                                                                               \
+	"id, tailnet_id, user_id, prefix, hash, reusable, ephemeral, preauthorized, tags, "       \
+	"expires, created, uses, revoked"
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_TAILNET_INSERT] = "INSERT INTO tailnets (name, key_expiry_sec, ephemeral_timeout_sec,"
+			      " created) VALUES (?1, ?2, ?3, ?4)",
+	[ST_TAILNET_UPDATE] = "UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
+			      " ephemeral_timeout_sec = ?4 WHERE id = ?1",
+	[ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
+	[ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
+			   " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
+			   " key_expiry, created, last_seen) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+			   " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+	[ST_NODE_UPDATE] = "UPDATE nodes SET tailnet_id = ?2, user_id = ?3, name = ?4,"
+			   " hostname = ?5, os = ?6, machine_key = ?7, node_key = ?8, ipv4 = ?9,"
+			   " endpoints = ?10, tags = ?11, ephemeral = ?12, approved = ?13,"
+			   " expiry_disabled = ?14, key_expiry = ?15, created = ?16,"
+			   " last_seen = ?17 WHERE id = ?1",
+	[ST_NODE_DELETE] = "DELETE FROM nodes WHERE id = ?1",
+	[ST_AUTHKEY_INSERT] = "INSERT INTO authkeys (tailnet_id, user_id, prefix, hash, reusable,"
+			      " ephemeral, preauthorized, tags, expires, created, uses, revoked)"
+			      " VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+	[ST_AUTHKEY_UPDATE] = "UPDATE authkeys SET uses = ?2, revoked = ?3 WHERE id = ?1",
+	[ST_AUTHKEY_DELETE] = "DELETE FROM authkeys WHERE id = ?1",
+	[ST_SETTING_SET] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
+			   " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+	[ST_CHANGE_INSERT] = "INSERT INTO changes (kind, row_id, origin) VALUES (?1, ?2, ?3)",
+	[ST_TAILNET_BY_ID] = "SELECT " TAILNET_COLS " FROM tailnets WHERE id = ?1",
+	[ST_TAILNET_BY_NAME] = "SELECT " TAILNET_COLS " FROM tailnets WHERE name = ?1",
+	[ST_USER_BY_ID] = "SELECT " USER_COLS " FROM users WHERE id = ?1",
+	[ST_USER_BY_NAME] = "SELECT " USER_COLS " FROM users WHERE tailnet_id = ?1 AND name = ?2",
+	[ST_NODE_BY_ID] = "SELECT " NODE_COLS " FROM nodes WHERE id = ?1",
+	[ST_AUTHKEY_BY_ID] = "SELECT " AUTHKEY_COLS " FROM authkeys WHERE id = ?1",
+	[ST_AUTHKEY_BY_PREFIX] = "SELECT " AUTHKEY_COLS " FROM authkeys WHERE prefix = ?1",
+	[ST_SETTING_GET] = "SELECT value FROM settings WHERE key = ?1",
+	[ST_CHANGES_MAX] = "SELECT coalesce(max(seq), 0) FROM changes",
+	[ST_CHANGES_READ] = "SELECT seq, kind, row_id FROM changes WHERE seq > ?1 AND seq <= ?2"
+			    " AND origin != ?3 ORDER BY seq LIMIT ?4",
+	[ST_TAILNET_ALL] = "SELECT " TAILNET_COLS " FROM tailnets ORDER BY id",
+	[ST_USER_ALL] = "SELECT " USER_COLS " FROM users ORDER BY id",
+	[ST_NODE_ALL] = "SELECT " NODE_COLS " FROM nodes ORDER BY id",
+	[ST_AUTHKEY_ALL] = "SELECT " AUTHKEY_COLS " FROM authkeys ORDER BY id",
+};
+
+struct sq {
+	sqlite3 *db;
+	char *path;
+	sqlite3_stmt *stmt[ST_COUNT];
+	int64_t data_version;
+	bool data_version_known;
+	bool changes_more; /* the last poll filled its buffer */
+	uint64_t commits;
+};
+
+static int sq_errno(struct sq *q, int rc)
+{
+	int ext = sqlite3_extended_errcode(q->db);
+
+	switch (rc & 0xff) {
+	case SQLITE_CONSTRAINT:
+		if (ext == SQLITE_CONSTRAINT_FOREIGNKEY)
+			return -ENOENT;
+		if (ext == SQLITE_CONSTRAINT_NOTNULL || ext == SQLITE_CONSTRAINT_CHECK)
+			return -EINVAL;
+		return -EEXIST;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	default:
+		return -EIO;
+	}
+}
+
+static int exec(struct sq *q, const char *sql)
+{
+	char *msg = NULL;
+	int rc;
+
+	rc = sqlite3_exec(q->db, sql, NULL, NULL, &msg);
+	if (rc != SQLITE_OK) {
+		log_err("store: %s: %s", q->path, msg ? msg : sqlite3_errstr(rc));
+		sqlite3_free(msg);
+		return sq_errno(q, rc);
+	}
+	return 0;
+}
+
+static sqlite3_stmt *stmt_get(struct sq *q, enum stmt_id id)
+{
+	sqlite3_stmt *st = q->stmt[id];
+	int rc;
+
+	if (st) {
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+		return st;
+	}
+	rc = sqlite3_prepare_v3(q->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &q->stmt[id],
+				NULL);
+	if (rc != SQLITE_OK) {
+		log_err("store: prepare %d: %s", id, sqlite3_errmsg(q->db));
+		return NULL;
+	}
+	return q->stmt[id];
+}
+
+static int schema_version_read(struct sq *q, int *ret)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(q->db, "SELECT version FROM schema_version", -1, &st, NULL);
+	if (rc != SQLITE_OK) {
+		r = sq_errno(q, rc);
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	*ret = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		r = sq_errno(q, rc);
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* Brings the schema to `target` (tests use a lower one to build old databases). */
+static int migrate(struct sq *q, int target)
+{
+	char sql[64];
+	int v, r;
+
+	r = exec(q, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
+		    "INSERT INTO schema_version (version) SELECT 0"
+		    " WHERE NOT EXISTS (SELECT 1 FROM schema_version)");
+	if (r < 0)
+		return r;
+	for (;;) {
+		/*
+		 * Read the version inside the write transaction: two processes
+		 * opening a fresh database at once must not both migrate.
+		 */
+		r = exec(q, "BEGIN IMMEDIATE");
+		if (r < 0)
+			return r;
+		r = schema_version_read(q, &v);
+		if (r < 0)
+			goto fail;
+		if (v > SCHEMA_VERSION) {
+			log_err("store: %s has schema version %d, newer than the %d this "
+				"trellis-control knows; upgrade trellis-control",
+				q->path, v, SCHEMA_VERSION);
+			r = -EPROTO;
+			goto fail;
+		}
+		if (v >= target)
+			return exec(q, "COMMIT");
+		r = exec(q, migrations[v]);
+		if (r < 0)
+			goto fail;
+		snprintf(sql, sizeof(sql), "UPDATE schema_version SET version = %d", v + 1);
+		r = exec(q, sql);
+		if (r < 0)
+			goto fail;
+		r = exec(q, "COMMIT");
+		if (r < 0)
+			goto fail;
+		log_debug("store: %s migrated to schema version %d", q->path, v + 1);
+	}
+fail:
+	exec(q, "ROLLBACK");
+	return r;
+}
+
+static void sq_close(void *be)
+{
+	struct sq *q = be;
+	int i;
+
+	if (!q)
+		return;
+	for (i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(q->stmt[i]);
+	sqlite3_close(q->db);
+	free(q->path);
+	free(q);
+}
+
+int store_sqlite_schema_version(void)
+{
+	return SCHEMA_VERSION;
+}
+
+int store_sqlite_open_version(const char *path, int target, void **ret_be)
+{
+	struct sq *q;
+	int fd, rc, r;
+
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->path = strdup(path);
+	if (!q->path) {
+		r = -ENOMEM;
+		goto out;
+	}
+	/* Create the file ourselves so that it (and the -wal/-shm SQLite derives) is 0600. */
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		log_err("store: %s: %m", path);
+		goto out;
+	}
+	close(fd);
+	rc = sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		log_err("store: %s: %s", path, q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(rc));
+		r = -EIO;
+		goto out;
+	}
+	sqlite3_extended_result_codes(q->db, 1);
+	sqlite3_busy_timeout(q->db, 5000);
+	r = exec(q, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+		    " PRAGMA foreign_keys = ON");
+	if (r < 0)
+		goto out;
+	r = migrate(q, target);
+	if (r < 0)
+		goto out;
+	*ret_be = q;
+	return 0;
+out:
+	sq_close(q);
+	return r;
+}
+
+static int sq_open(const char *path, void **ret_be)
+{
+	return store_sqlite_open_version(path, SCHEMA_VERSION, ret_be);
+}
+
+/* Lists ("a,b,c") for tags and endpoints; tags never hold commas (validated upstream). */
+static void tags_join(char *buf, size_t len, unsigned n, const char tags[][NETMAP_TAG_MAX])
+{
+	size_t off = 0;
+	unsigned i;
+
+	buf[0] = '\0';
+	for (i = 0; i < n && i < NETMAP_MAX_TAGS; i++)
+		off += snprintf(buf + off, len - off, "%s%s", i ? "," : "", tags[i]);
+}
+
+static unsigned tags_split(const char *s, char tags[][NETMAP_TAG_MAX])
+{
+	unsigned n = 0;
+
+	while (s && *s && n < NETMAP_MAX_TAGS) {
+		const char *c = strchr(s, ',');
+		size_t l = c ? (size_t)(c - s) : strlen(s);
+
+		if (l && l < NETMAP_TAG_MAX) {
+			memcpy(tags[n], s, l);
+			tags[n][l] = '\0';
+			n++;
+		}
+		s = c ? c + 1 : NULL;
+	}
+	return n;
+}
+
+static void endpoints_join(char *buf, size_t len, const struct ctl_node *n)
+{
+	char ep[ENDPOINT_STR_MAX];
+	size_t off = 0;
+	unsigned i;
+
+	buf[0] = '\0';
+	for (i = 0; i < n->n_endpoints && i < NETMAP_MAX_ENDPOINTS; i++)
+		off += snprintf(buf + off, len - off, "%s%s", i ? "," : "",
+				endpoint_format(&n->endpoints[i], ep, sizeof(ep)));
+}
+
+static void endpoints_split(const char *s, struct ctl_node *n)
+{
+	char ep[ENDPOINT_STR_MAX];
+
+	n->n_endpoints = 0;
+	while (s && *s && n->n_endpoints < NETMAP_MAX_ENDPOINTS) {
+		const char *c = strchr(s, ',');
+		size_t l = c ? (size_t)(c - s) : strlen(s);
+
+		if (l < sizeof(ep)) {
+			memcpy(ep, s, l);
+			ep[l] = '\0';
+			if (endpoint_parse(&n->endpoints[n->n_endpoints], ep) == 0)
+				n->n_endpoints++;
+		}
+		s = c ? c + 1 : NULL;
+	}
+}
+
+static void text_copy(char *dst, size_t len, sqlite3_stmt *st, int col)
+{
+	const char *t = (const char *)sqlite3_column_text(st, col);
+
+	snprintf(dst, len, "%s", t ? t : "");
+}
+
+static void blob_copy(void *dst, size_t len, sqlite3_stmt *st, int col)
+{
+	const void *b = sqlite3_column_blob(st, col);
+	size_t n = (size_t)sqlite3_column_bytes(st, col);
+
+	memset(dst, 0, len);
+	if (b)
+		memcpy(dst, b, MIN(n, len));
+}
+
+static void row_tailnet(sqlite3_stmt *st, struct ctl_tailnet *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->id = (uint64_t)sqlite3_column_int64(st, 0);
+	text_copy(t->name, sizeof(t->name), st, 1);
+	t->key_expiry_sec = sqlite3_column_int64(st, 2);
+	t->ephemeral_timeout_sec = sqlite3_column_int64(st, 3);
+	t->created = sqlite3_column_int64(st, 4);
+}
+
+static void row_user(sqlite3_stmt *st, struct ctl_user *u)
+{
+	memset(u, 0, sizeof(*u));
+	u->id = (uint64_t)sqlite3_column_int64(st, 0);
+	u->tailnet_id = (uint64_t)sqlite3_column_int64(st, 1);
+	text_copy(u->name, sizeof(u->name), st, 2);
+	u->created = sqlite3_column_int64(st, 3);
+}
+
+static void row_node(sqlite3_stmt *st, struct ctl_node *n)
+{
+	uint32_t v4;
+
+	memset(n, 0, sizeof(*n));
+	n->id = (uint64_t)sqlite3_column_int64(st, 0);
+	n->tailnet_id = (uint64_t)sqlite3_column_int64(st, 1);
+	n->user_id = (uint64_t)sqlite3_column_int64(st, 2); /* NULL reads as 0 */
+	text_copy(n->name, sizeof(n->name), st, 3);
+	text_copy(n->hostname, sizeof(n->hostname), st, 4);
+	text_copy(n->os, sizeof(n->os), st, 5);
+	blob_copy(n->machine_key, sizeof(n->machine_key), st, 6);
+	blob_copy(n->node_key, sizeof(n->node_key), st, 7);
+	v4 = (uint32_t)sqlite3_column_int64(st, 8);
+	n->ipv4[0] = v4 >> 24;
+	n->ipv4[1] = v4 >> 16;
+	n->ipv4[2] = v4 >> 8;
+	n->ipv4[3] = v4;
+	endpoints_split((const char *)sqlite3_column_text(st, 9), n);
+	n->n_tags = tags_split((const char *)sqlite3_column_text(st, 10), n->tags);
+	n->ephemeral = sqlite3_column_int(st, 11);
+	n->approved = sqlite3_column_int(st, 12);
+	n->expiry_disabled = sqlite3_column_int(st, 13);
+	n->key_expiry = sqlite3_column_int64(st, 14);
+	n->created = sqlite3_column_int64(st, 15);
+	n->last_seen = sqlite3_column_int64(st, 16);
+}
+
+static void row_authkey(sqlite3_stmt *st, struct ctl_authkey *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->id = (uint64_t)sqlite3_column_int64(st, 0);
+	k->tailnet_id = (uint64_t)sqlite3_column_int64(st, 1);
+	k->user_id = (uint64_t)sqlite3_column_int64(st, 2);
+	text_copy(k->prefix, sizeof(k->prefix), st, 3);
+	blob_copy(k->hash, sizeof(k->hash), st, 4);
+	k->reusable = sqlite3_column_int(st, 5);
+	k->ephemeral = sqlite3_column_int(st, 6);
+	k->preauthorized = sqlite3_column_int(st, 7);
+	k->n_tags = tags_split((const char *)sqlite3_column_text(st, 8), k->tags);
+	k->expires = sqlite3_column_int64(st, 9);
+	k->created = sqlite3_column_int64(st, 10);
+	k->uses = (uint64_t)sqlite3_column_int64(st, 11);
+	k->revoked = sqlite3_column_int(st, 12);
+}
+
+static void bind_id_or_null(sqlite3_stmt *st, int i, uint64_t id)
+{
+	if (id)
+		sqlite3_bind_int64(st, i, (int64_t)id);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+static void bind_node(sqlite3_stmt *st, const struct ctl_node *n)
+{
+	char tags[NETMAP_MAX_TAGS * NETMAP_TAG_MAX];
+	char eps[NETMAP_MAX_ENDPOINTS * ENDPOINT_STR_MAX];
+	uint32_t v4 = (uint32_t)n->ipv4[0] << 24 | (uint32_t)n->ipv4[1] << 16 |
+		      (uint32_t)n->ipv4[2] << 8 | n->ipv4[3];
+
+	tags_join(tags, sizeof(tags), n->n_tags, n->tags);
+	endpoints_join(eps, sizeof(eps), n);
+	sqlite3_bind_int64(st, 1, (int64_t)n->id);
+	sqlite3_bind_int64(st, 2, (int64_t)n->tailnet_id);
+	bind_id_or_null(st, 3, n->user_id);
+	sqlite3_bind_text(st, 4, n->name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 5, n->hostname, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 6, n->os, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_blob(st, 7, n->machine_key, NETMAP_KEY_LEN, SQLITE_TRANSIENT);
+	sqlite3_bind_blob(st, 8, n->node_key, NETMAP_KEY_LEN, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 9, v4);
+	sqlite3_bind_text(st, 10, eps, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 11, tags, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, 12, n->ephemeral);
+	sqlite3_bind_int(st, 13, n->approved);
+	sqlite3_bind_int(st, 14, n->expiry_disabled);
+	sqlite3_bind_int64(st, 15, n->key_expiry);
+	sqlite3_bind_int64(st, 16, n->created);
+	sqlite3_bind_int64(st, 17, n->last_seen);
+}
+
+/* Runs a write statement; -ENOENT when an UPDATE/DELETE touched nothing. */
+static int step_write(struct sq *q, sqlite3_stmt *st, bool must_touch)
+{
+	int rc = sqlite3_step(st);
+	int r = 0;
+
+	if (rc != SQLITE_DONE)
+		r = sq_errno(q, rc);
+	else if (must_touch && sqlite3_changes(q->db) == 0)
+		r = -ENOENT;
+	sqlite3_reset(st);
+	return r;
+}
+
+static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, uint64_t *ret_id)
+{
+	enum store_change_kind ck;
+	sqlite3_stmt *st;
+	uint64_t id = 0;
+	bool insert = false, touch = true;
+	char tags[NETMAP_MAX_TAGS * NETMAP_TAG_MAX];
+	int r;
+
+	switch (op->kind) {
+	case STORE_OP_TAILNET_CREATE:
+	case STORE_OP_TAILNET_UPDATE:
+		insert = op->kind == STORE_OP_TAILNET_CREATE;
+		if (!op->tailnet.name[0])
+			return -EINVAL;
+		st = stmt_get(q, insert ? ST_TAILNET_INSERT : ST_TAILNET_UPDATE);
+		if (!st)
+			return -EIO;
+		if (insert) {
+			sqlite3_bind_text(st, 1, op->tailnet.name, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_int64(st, 2, op->tailnet.key_expiry_sec);
+			sqlite3_bind_int64(st, 3, op->tailnet.ephemeral_timeout_sec);
+			sqlite3_bind_int64(st, 4, op->tailnet.created);
+		} else {
+			sqlite3_bind_int64(st, 1, (int64_t)op->tailnet.id);
+			sqlite3_bind_text(st, 2, op->tailnet.name, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_int64(st, 3, op->tailnet.key_expiry_sec);
+			sqlite3_bind_int64(st, 4, op->tailnet.ephemeral_timeout_sec);
+			id = op->tailnet.id;
+		}
+		ck = STORE_CHANGE_TAILNET;
+		break;
+	case STORE_OP_USER_CREATE:
+		if (!op->user.name[0])
+			return -EINVAL;
+		st = stmt_get(q, ST_USER_INSERT);
+		if (!st)
+			return -EIO;
+		sqlite3_bind_int64(st, 1, (int64_t)op->user.tailnet_id);
+		sqlite3_bind_text(st, 2, op->user.name, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 3, op->user.created);
+		insert = true;
+		ck = STORE_CHANGE_USER;
+		break;
+	case STORE_OP_NODE_INSERT:
+	case STORE_OP_NODE_UPDATE:
+		insert = op->kind == STORE_OP_NODE_INSERT;
+		if (!op->node.name[0])
+			return -EINVAL;
+		st = stmt_get(q, insert ? ST_NODE_INSERT : ST_NODE_UPDATE);
+		if (!st)
+			return -EIO;
+		bind_node(st, &op->node);
+		id = op->node.id;
+		ck = STORE_CHANGE_NODE;
+		break;
+	case STORE_OP_NODE_DELETE:
+	case STORE_OP_AUTHKEY_DELETE:
+		st = stmt_get(q, op->kind == STORE_OP_NODE_DELETE ? ST_NODE_DELETE
+								    : ST_AUTHKEY_DELETE);
+		if (!st)
+			return -EIO;
+		sqlite3_bind_int64(st, 1, (int64_t)op->id);
+		id = op->id;
+		ck = op->kind == STORE_OP_NODE_DELETE ? STORE_CHANGE_NODE : STORE_CHANGE_AUTHKEY;
+		break;
+	case STORE_OP_AUTHKEY_CREATE:
+		if (!op->authkey.prefix[0])
+			return -EINVAL;
+		st = stmt_get(q, ST_AUTHKEY_INSERT);
+		if (!st)
+			return -EIO;
+		tags_join(tags, sizeof(tags), op->authkey.n_tags, op->authkey.tags);
+		sqlite3_bind_int64(st, 2, (int64_t)op->authkey.tailnet_id);
+		bind_id_or_null(st, 3, op->authkey.user_id);
+		sqlite3_bind_text(st, 4, op->authkey.prefix, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_blob(st, 5, op->authkey.hash, sizeof(op->authkey.hash),
+				  SQLITE_TRANSIENT);
+		sqlite3_bind_int(st, 6, op->authkey.reusable);
+		sqlite3_bind_int(st, 7, op->authkey.ephemeral);
+		sqlite3_bind_int(st, 8, op->authkey.preauthorized);
+		sqlite3_bind_text(st, 9, tags, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 10, op->authkey.expires);
+		sqlite3_bind_int64(st, 11, op->authkey.created);
+		sqlite3_bind_int64(st, 12, (int64_t)op->authkey.uses);
+		sqlite3_bind_int(st, 13, op->authkey.revoked);
+		insert = true;
+		ck = STORE_CHANGE_AUTHKEY;
+		break;
+	case STORE_OP_AUTHKEY_UPDATE:
+		st = stmt_get(q, ST_AUTHKEY_UPDATE);
+		if (!st)
+			return -EIO;
+		sqlite3_bind_int64(st, 1, (int64_t)op->authkey.id);
+		sqlite3_bind_int64(st, 2, (int64_t)op->authkey.uses);
+		sqlite3_bind_int(st, 3, op->authkey.revoked);
+		id = op->authkey.id;
+		ck = STORE_CHANGE_AUTHKEY;
+		break;
+	case STORE_OP_SETTING_SET:
+		if (!op->setting.key[0] || op->setting.len > sizeof(op->setting.value))
+			return -EINVAL;
+		st = stmt_get(q, ST_SETTING_SET);
+		if (!st)
+			return -EIO;
+		sqlite3_bind_text(st, 1, op->setting.key, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_blob(st, 2, op->setting.value, (int)op->setting.len,
+				  SQLITE_TRANSIENT);
+		touch = false;
+		ck = STORE_CHANGE_SETTING;
+		break;
+	default:
+		return -EINVAL;
+	}
+	r = step_write(q, st, touch && !insert);
+	if (r < 0)
+		return r;
+	if (insert)
+		id = (uint64_t)sqlite3_last_insert_rowid(q->db);
+
+	st = stmt_get(q, ST_CHANGE_INSERT);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int(st, 1, ck);
+	sqlite3_bind_int64(st, 2, (int64_t)id);
+	sqlite3_bind_int64(st, 3, (int64_t)origin);
+	r = step_write(q, st, false);
+	if (r < 0)
+		return r;
+	*ret_id = insert ? id : 0;
+	return 0;
+}
+
+static int sq_apply(void *be, const struct store_op *ops, size_t n, uint64_t origin, int *errs,
+		    uint64_t *ids)
+{
+	struct sq *q = be;
+	size_t i;
+	int r;
+
+	r = exec(q, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		/* A savepoint per op: one failing op must not take its batch down. */
+		r = exec(q, "SAVEPOINT op");
+		if (r < 0)
+			goto fail;
+		errs[i] = apply_one(q, &ops[i], origin, &ids[i]);
+		if (errs[i] < 0) {
+			r = exec(q, "ROLLBACK TO op");
+			if (r < 0)
+				goto fail;
+		}
+		r = exec(q, "RELEASE op");
+		if (r < 0)
+			goto fail;
+	}
+	if (++q->commits % PRUNE_EVERY_COMMITS == 0) {
+		char sql[128];
+
+		snprintf(sql, sizeof(sql),
+			 "DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes) - %d",
+			 CHANGES_KEEP);
+		exec(q, sql);
+	}
+	/* synchronous=FULL: COMMIT returns after the WAL is fsynced. */
+	r = exec(q, "COMMIT");
+	if (r < 0)
+		goto fail;
+	return 0;
+fail:
+	exec(q, "ROLLBACK");
+	return r;
+}
+
+/* Runs a SELECT expected to yield at most one row; 0 (row read by fn), -ENOENT. */
+#define GET_ONE(q, st, rowfn, ret)                                                                 \
+	({                                                                                         \
+		int _rc = sqlite3_step(st), _r;                                                   \
+		if (_rc == SQLITE_ROW) {                                                           \
+			rowfn(st, ret);                                                            \
+			_r = 0;                                                                    \
+		} else {                                                                           \
+			_r = _rc == SQLITE_DONE ? -ENOENT : sq_errno(q, _rc);                     \
+		}                                                                                  \
+		sqlite3_reset(st);                                                                 \
+		_r;                                                                                \
+	})
+
+static int sq_tailnet_get(void *be, uint64_t id, const char *name, struct ctl_tailnet *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, name ? ST_TAILNET_BY_NAME : ST_TAILNET_BY_ID);
+
+	if (!st)
+		return -EIO;
+	if (name)
+		sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_int64(st, 1, (int64_t)id);
+	return GET_ONE(q, st, row_tailnet, ret);
+}
+
+static int sq_user_get(void *be, uint64_t id, uint64_t tailnet_id, const char *name,
+		       struct ctl_user *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, name ? ST_USER_BY_NAME : ST_USER_BY_ID);
+
+	if (!st)
+		return -EIO;
+	if (name) {
+		sqlite3_bind_int64(st, 1, (int64_t)tailnet_id);
+		sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+	} else {
+		sqlite3_bind_int64(st, 1, (int64_t)id);
+	}
+	return GET_ONE(q, st, row_user, ret);
+}
+
+static int sq_node_get(void *be, uint64_t id, struct ctl_node *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_NODE_BY_ID);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)id);
+	return GET_ONE(q, st, row_node, ret);
+}
+
+static int sq_authkey_get(void *be, uint64_t id, const char *prefix, struct ctl_authkey *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, prefix ? ST_AUTHKEY_BY_PREFIX : ST_AUTHKEY_BY_ID);
+
+	if (!st)
+		return -EIO;
+	if (prefix)
+		sqlite3_bind_text(st, 1, prefix, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_int64(st, 1, (int64_t)id);
+	return GET_ONE(q, st, row_authkey, ret);
+}
+
+static void row_setting(sqlite3_stmt *st, struct store_setting *s)
+{
+	s->len = MIN((size_t)sqlite3_column_bytes(st, 0), sizeof(s->value));
+	blob_copy(s->value, s->len, st, 0);
+}
+
+static int sq_setting_get(void *be, const char *key, struct store_setting *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_SETTING_GET);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+	snprintf(ret->key, sizeof(ret->key), "%s", key);
+	return GET_ONE(q, st, row_setting, ret);
+}
+
+static int changes_max(struct sq *q, uint64_t *ret)
+{
+	sqlite3_stmt *st = stmt_get(q, ST_CHANGES_MAX);
+	int rc;
+
+	if (!st)
+		return -EIO;
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return sq_errno(q, rc);
+	}
+	*ret = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return 0;
+}
+
+/* Reads all rows of one table into a malloc'd array. */
+static int load_table(struct sq *q, enum stmt_id id, size_t elem,
+		      void (*row)(sqlite3_stmt *, void *),
+		      void **ret, size_t *ret_n)
+{
+	sqlite3_stmt *st = stmt_get(q, id);
+	size_t n = 0, cap = 0;
+	char *arr = NULL;
+	int rc, r = 0;
+
+	if (!st)
+		return -EIO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			char *na = realloc(arr, ncap * elem);
+
+			if (!na) {
+				r = -ENOMEM;
+				goto out;
+			}
+			arr = na;
+			cap = ncap;
+		}
+		row(st, arr + n * elem);
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = sq_errno(q, rc);
+		goto out;
+	}
+	*ret = arr;
+	*ret_n = n;
+	arr = NULL;
+out:
+	sqlite3_reset(st);
+	free(arr);
+	return r;
+}
+
+static int sq_load(void *be, struct store_snapshot *ret_snap)
+{
+	struct sq *q = be;
+	struct store_snapshot s = { 0 };
+	int r;
+
+	/* One read transaction: the snapshot and its change cursor agree. */
+	r = exec(q, "BEGIN");
+	if (r < 0)
+		return r;
+	r = load_table(q, ST_TAILNET_ALL, sizeof(*s.tailnets), (void *)row_tailnet,
+		       (void **)&s.tailnets, &s.n_tailnets);
+	if (r == 0)
+		r = load_table(q, ST_USER_ALL, sizeof(*s.users), (void *)row_user,
+			       (void **)&s.users, &s.n_users);
+	if (r == 0)
+		r = load_table(q, ST_NODE_ALL, sizeof(*s.nodes), (void *)row_node,
+			       (void **)&s.nodes, &s.n_nodes);
+	if (r == 0)
+		r = load_table(q, ST_AUTHKEY_ALL, sizeof(*s.authkeys), (void *)row_authkey,
+			       (void **)&s.authkeys, &s.n_authkeys);
+	if (r == 0)
+		r = changes_max(q, &s.change_seq);
+	exec(q, "COMMIT");
+	if (r < 0) {
+		store_snapshot_free(&s);
+		return r;
+	}
+	*ret_snap = s;
+	return 0;
+}
+
+static int data_version(struct sq *q, int64_t *ret)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	/* Not cached: PRAGMA statements are cheap and this one must see the latest value. */
+	rc = sqlite3_prepare_v2(q->db, "PRAGMA data_version", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+static int sq_changes(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
+		      size_t cap)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st;
+	uint64_t max;
+	int64_t dv;
+	size_t n = 0;
+	int rc, r;
+
+	r = data_version(q, &dv);
+	if (r < 0)
+		return r;
+	if (q->data_version_known && dv == q->data_version && !q->changes_more)
+		return 0;
+	q->data_version = dv;
+	q->data_version_known = true;
+	if (!cap)
+		return 0;
+	r = exec(q, "BEGIN");
+	if (r < 0)
+		return r;
+	r = changes_max(q, &max);
+	if (r < 0)
+		goto out;
+	st = stmt_get(q, ST_CHANGES_READ);
+	if (!st) {
+		r = -EIO;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, (int64_t)*cursor);
+	sqlite3_bind_int64(st, 2, (int64_t)max);
+	sqlite3_bind_int64(st, 3, (int64_t)origin);
+	sqlite3_bind_int64(st, 4, (int64_t)cap);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ret[n].seq = (uint64_t)sqlite3_column_int64(st, 0);
+		ret[n].kind = sqlite3_column_int(st, 1);
+		ret[n].id = (uint64_t)sqlite3_column_int64(st, 2);
+		n++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		r = sq_errno(q, rc);
+		goto out;
+	}
+	/* Our own rows are skipped by the query; jump past them once the range is read. */
+	q->changes_more = n == cap;
+	*cursor = q->changes_more ? ret[n - 1].seq : MAX(*cursor, max);
+	r = (int)n;
+out:
+	exec(q, "COMMIT");
+	return r;
+}
+
+const struct store_backend store_backend_sqlite = {
+	.name = "sqlite",
+	.open = sq_open,
+	.close = sq_close,
+	.load = sq_load,
+	.apply = sq_apply,
+	.tailnet_get = sq_tailnet_get,
+	.user_get = sq_user_get,
+	.node_get = sq_node_get,
+	.authkey_get = sq_authkey_get,
+	.setting_get = sq_setting_get,
+	.changes = sq_changes,
+};

@@ -1,0 +1,151 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# trellis-control admin CLI on a --state directory. Needs no namespaces or root.
+# Run by meson with TRELLIS_BUILD=<build dir>.
+set -u
+
+CTL="${TRELLIS_BUILD:?set TRELLIS_BUILD to the build directory}/src/control/trellis-control"
+pass=0
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+st="$tmp/state"
+
+ok() { pass=$((pass + 1)); echo "ok - $1"; }
+not_ok() { fail=$((fail + 1)); echo "FAIL - $1"; }
+check() {
+	local name=$1
+	shift
+	if "$@"; then ok "$name"; else not_ok "$name"; fi
+}
+ctl() { "$CTL" --state "$st" "$@"; }
+is_json() { python3 -c 'import json,sys; json.load(sys.stdin)' <"$1"; }
+# mistake NAME ARGS...: exit 1, nothing on stdout, exactly one line on stderr.
+mistake() {
+	local name=$1
+	shift
+	ctl "$@" >"$tmp/out" 2>"$tmp/err"
+	local rc=$?
+	if [ "$rc" -eq 1 ] && [ ! -s "$tmp/out" ] && [ "$(wc -l <"$tmp/err")" -eq 1 ]; then
+		ok "$name ($(cat "$tmp/err"))"
+	else
+		not_ok "$name: rc=$rc stdout=$(cat "$tmp/out") stderr=$(cat "$tmp/err")"
+	fi
+}
+
+if [ ! -x "$CTL" ]; then
+	echo "FAIL - $CTL is not built"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+# 1. authkey create prints only the key; the state dir and db get private modes.
+ctl authkey create >"$tmp/key" 2>"$tmp/err"
+check "authkey create exits 0" test $? -eq 0
+check "authkey create prints one key line" \
+	grep -Eqx 'trellis-auth-[0-9a-f]{12}-[0-9a-f]{32}' "$tmp/key"
+check "authkey create prints nothing else" test "$(wc -l <"$tmp/key")" -eq 1
+check "authkey create is quiet on stderr" test ! -s "$tmp/err"
+check "state dir is 0700" test "$(stat -c %a "$st")" = 700
+check "control.db is 0600" test "$(stat -c %a "$st/control.db")" = 600
+check "default tailnet created on first use" \
+	sh -c "'$CTL' --state '$st' tailnets list | grep -qw default"
+ctl authkey create --reusable --ephemeral --preauthorized --tags tag:web,tag:db \
+	--expiry 7d >"$tmp/key2"
+check "authkey create with every option" \
+	grep -Eqx 'trellis-auth-[0-9a-f]{12}-[0-9a-f]{32}' "$tmp/key2"
+
+# 2. listings: the secret never shows, --json parses.
+ctl authkey list >"$tmp/list"
+secret=$(cut -d- -f4 "$tmp/key")
+check "authkey list shows the id" grep -q "$(cut -d- -f1-3 "$tmp/key")" "$tmp/list"
+check "authkey list never shows the secret" sh -c "! grep -q '$secret' '$tmp/list'"
+ctl authkey list --json >"$tmp/list.json"
+check "authkey list --json is valid JSON" is_json "$tmp/list.json"
+check "authkey list --json has both keys" \
+	python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); assert len(a) == 2 and a[1]["tags"] == ["tag:web","tag:db"] and a[1]["reusable"]' "$tmp/list.json"
+
+# 3. revoke.
+check "authkey revoke by id" ctl authkey revoke "$(cut -d- -f1-3 "$tmp/key")"
+check "revoked key listed as revoked" \
+	python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); assert a[0]["status"] == "revoked"' \
+	<(ctl authkey list --json)
+
+# 4. tailnets and users.
+check "tailnets create" ctl tailnets create corp --key-expiry 30d --ephemeral-timeout 90s
+check "authkey create --tailnet corp" sh -c "'$CTL' --state '$st' authkey create --tailnet corp >/dev/null"
+check "users create" ctl users create alice --tailnet corp
+ctl tailnets list --json >"$tmp/tn.json"
+check "tailnets list --json is valid JSON" is_json "$tmp/tn.json"
+check "tailnet settings stored" \
+	python3 -c 'import json,sys; t={x["name"]:x for x in json.load(open(sys.argv[1]))}; assert t["corp"]["key_expiry_sec"] == 2592000 and t["corp"]["ephemeral_timeout_sec"] == 90' "$tmp/tn.json"
+ctl users list --json >"$tmp/u.json"
+check "users list --json is valid JSON" is_json "$tmp/u.json"
+
+# 5. nodes list on an empty tailnet.
+ctl nodes list --json >"$tmp/nodes.json"
+check "nodes list --json is valid JSON" is_json "$tmp/nodes.json"
+check "nodes list --json is an empty array" test "$(tr -d ' \n' <"$tmp/nodes.json")" = "[]"
+check "nodes list (table)" sh -c "'$CTL' --state '$st' nodes list | grep -q ^ID"
+
+# 5b. node commands on a node registered behind our back (as the server would).
+python3 - "$st/control.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+tid = c.execute("SELECT id FROM tailnets WHERE name = 'corp'").fetchone()[0]
+c.execute("INSERT INTO nodes (tailnet_id, name, hostname, os, machine_key, node_key, ipv4,"
+          " created) VALUES (?, 'web', 'web', 'linux', x'01', x'02', 1681915905, 1)", (tid,))
+c.commit()
+PY
+node() { ctl nodes list --json | python3 -c "import json,sys; print(json.load(sys.stdin)[0][sys.argv[1]])" "$1"; }
+check "new node is pending" test "$(node approved)" = False
+check "nodes approve NAME" ctl nodes approve web
+check "node approved" test "$(node approved)" = True
+check "node visible" test "$(node visible)" = True
+check "node addresses" test "$(node ipv4) $(node ipv6)" = "100.64.0.1 fd7e:11e5:7a11::6440:1"
+check "nodes rename" ctl nodes rename 1 web-1
+check "node renamed" test "$(node name)" = web-1
+check "nodes set-expiry off" ctl nodes set-expiry 1 off
+check "expiry disabled" test "$(node expiry_disabled)" = True
+check "nodes expire" ctl nodes expire 1
+check "expired node invisible" test "$(node visible)" = False
+check "nodes delete" ctl nodes delete 1
+check "node gone" test "$(ctl nodes list --json | tr -d ' \n')" = "[]"
+
+# 6. mistakes: one line, exit 1.
+mistake "unknown node" nodes approve 4242
+mistake "unknown node by name" nodes delete no-such-node
+mistake "bad duration" authkey create --expiry 5x
+mistake "bad duration (no unit)" tailnets create t2 --key-expiry 12
+mistake "unknown tailnet" authkey create --tailnet nope
+mistake "duplicate tailnet" tailnets create corp
+mistake "duplicate user" users create alice --tailnet corp
+mistake "bad tag" authkey create --tags web
+mistake "unknown option" nodes list --frobnicate
+mistake "unknown command" frobnicate
+mistake "unknown subcommand" nodes frobnicate
+mistake "revoke unknown key" authkey revoke 0123456789ab
+mistake "set-expiry needs on|off" nodes set-expiry 1 maybe
+mistake "missing argument" nodes rename 1
+
+# 7. a newer database is refused with one clear line.
+cp -r "$st" "$tmp/newer"
+if command -v sqlite3 >/dev/null 2>&1; then
+	sqlite3 "$tmp/newer/control.db" "UPDATE schema_version SET version = 999"
+	"$CTL" --state "$tmp/newer" nodes list >/dev/null 2>"$tmp/err"
+	rc=$?
+	check "newer schema refused" test $rc -eq 1
+	check "newer schema message" grep -q "newer" "$tmp/err"
+else
+	python3 - "$tmp/newer/control.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1]); c.execute("UPDATE schema_version SET version = 999"); c.commit()
+PY
+	"$CTL" --state "$tmp/newer" nodes list >/dev/null 2>"$tmp/err"
+	check "newer schema refused" test $? -eq 1
+	check "newer schema message" grep -q "newer" "$tmp/err"
+fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
