@@ -4,6 +4,8 @@
 
 /* `trellis-control serve`: the coordination server (docs/control-protocol.md). */
 
+#include <stdint.h>
+
 struct control_serve_opts {
 	const char *state_dir; /* holds control.db (store.h) */
 	const char *listen;    /* "ADDR:PORT" */
@@ -11,9 +13,24 @@ struct control_serve_opts {
 	const char *tls_key;
 };
 
+/* IPv4 any; "[::]:8080" listens on IPv6 and (dual-stack) IPv4. */
 #define CONTROL_LISTEN_DEFAULT "0.0.0.0:8080"
+/* The server's static X25519 key in the state directory (base64, mode 0600). */
+#define CONTROL_SERVER_KEY_FILE "server.key"
 
 /* Runs until SIGTERM/SIGINT. 0 on a clean stop, -errno on failure (logged). */
 int control_serve(const struct control_serve_opts *opts);
+
+/*
+ * The same server in pieces, for tests and benchmarks that run it on a thread
+ * of their own: new (opens the store, binds; port 0 picks a free port), run
+ * (blocks until stop), stop (thread safe), free.
+ */
+struct control_server;
+int control_server_new(const struct control_serve_opts *opts, struct control_server **ret);
+uint16_t control_server_port(const struct control_server *srv);
+int control_server_run(struct control_server *srv);
+void control_server_stop(struct control_server *srv);
+void control_server_free(struct control_server *srv);
 
 #endif

@@ -1,0 +1,579 @@
+// SPDX-License-Identifier: MIT
+/*
+ * trellis-control serve, in process: the server runs its loop on a thread of
+ * its own on 127.0.0.1 with a temporary state directory; the test drives real
+ * clients built from proto/http + ctrlstream + ctrlmsg over TCP, and plays the
+ * admin CLI through a second store on the same database.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/base64.h"
+#include "base/time.h"
+#include "control/admin.h"
+#include "control/authkey.h"
+#include "control/server.h"
+#include "control/store.h"
+#include "crypto/crypto.h"
+#include "proto/ctrlmsg.h"
+#include "proto/ctrlstream.h"
+#include "proto/http.h"
+
+struct env {
+	char dir[64];
+	struct control_server *srv;
+	pthread_t thr;
+	uint16_t port;
+	uint8_t server_pub[32];
+	char reusable[AUTHKEY_STR_MAX];
+	char oneoff[AUTHKEY_STR_MAX];
+};
+
+static struct env E;
+
+static void *run(void *arg)
+{
+	control_server_run(arg);
+	return NULL;
+}
+
+static void key_create(struct store *st, uint64_t tid, bool reusable, char out[AUTHKEY_STR_MAX])
+{
+	struct ctl_authkey k = { .tailnet_id = tid, .reusable = reusable };
+
+	k.created = time(NULL);
+	assert_int_equal(authkey_generate(&k, out), 0);
+	assert_int_equal(store_authkey_create(st, &k), 0);
+}
+
+static int setup(void **state)
+{
+	struct control_serve_opts o = { .listen = "127.0.0.1:0" };
+	struct ctl_tailnet t;
+	struct store *st;
+
+	(void)state;
+	strcpy(E.dir, "/tmp/trellis-server-XXXXXX");
+	assert_non_null(mkdtemp(E.dir));
+	/* Keys exist before the server starts (as `authkey create` would make them). */
+	assert_int_equal(admin_store_open(E.dir, &st), 0);
+	assert_int_equal(admin_tailnet_resolve(st, NULL, &t), 0);
+	key_create(st, t.id, true, E.reusable);
+	key_create(st, t.id, false, E.oneoff);
+	store_free(st);
+	o.state_dir = E.dir;
+	assert_int_equal(control_server_new(&o, &E.srv), 0);
+	E.port = control_server_port(E.srv);
+	assert_int_equal(pthread_create(&E.thr, NULL, run, E.srv), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	control_server_stop(E.srv);
+	pthread_join(E.thr, NULL);
+	control_server_free(E.srv);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", E.dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cleanup failed\n");
+	return 0;
+}
+
+/* ---- a blocking test client ---- */
+
+static unsigned src_next;
+
+static int tcp_connect(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(E.port) };
+	struct sockaddr_in src = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	/* Spread over 127.0.0.1-250: the server limits unauthenticated connections per address. */
+	src.sin_addr.s_addr = htonl(0x7f000001U + src_next++ % 250);
+	assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+static void write_all(int fd, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	while (n) {
+		ssize_t w = write(fd, b, n);
+
+		assert_true(w > 0);
+		b += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Reads until EOF or timeout; returns bytes read. */
+static size_t read_until_close(int fd, char *buf, size_t cap, int timeout_ms)
+{
+	size_t len = 0;
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, timeout_ms) <= 0)
+			break;
+		n = read(fd, buf + len, cap - len - 1);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return len;
+}
+
+static unsigned http_status_of(const char *raw_request, char *body, size_t body_cap)
+{
+	int fd = tcp_connect();
+	char buf[16384];
+	struct http_response resp;
+	size_t len;
+
+	write_all(fd, raw_request, strlen(raw_request));
+	len = read_until_close(fd, buf, sizeof(buf), 3000);
+	close(fd);
+	if (http_response_parse(&resp, buf, len) < 0)
+		return 0;
+	if (body)
+		snprintf(body, body_cap, "%s", buf + resp.head_len);
+	return resp.status;
+}
+
+struct client {
+	int fd;
+	struct ctrlstream *cs;
+	uint8_t node_priv[32], node_pub[32];
+	uint8_t pend[65536]; /* read but not yet fed */
+	size_t pend_len, pend_off;
+};
+
+static void client_pump_out(struct client *c)
+{
+	const uint8_t *d;
+	size_t n;
+
+	assert_int_equal(ctrlstream_output(c->cs, &d, &n), 0);
+	if (n) {
+		write_all(c->fd, d, n);
+		ctrlstream_output_consume(c->cs, n);
+	}
+}
+
+static void client_open(struct client *c)
+{
+	uint8_t mpriv[32];
+	char buf[4096];
+	struct http_response resp;
+	size_t len = 0;
+	int n;
+
+	memset(c, 0, sizeof(*c));
+	assert_int_equal(x25519_private_generate(mpriv), 0);
+	assert_int_equal(x25519_private_generate(c->node_priv), 0);
+	x25519_public_from_private(c->node_pub, c->node_priv);
+	c->fd = tcp_connect();
+	n = http_control_request_build(buf, sizeof(buf), "127.0.0.1");
+	assert_true(n > 0);
+	write_all(c->fd, buf, (size_t)n);
+	for (;;) {
+		ssize_t r = read(c->fd, buf + len, 1); /* byte by byte: nothing past the head */
+
+		assert_true(r == 1);
+		len++;
+		n = http_response_parse(&resp, buf, len);
+		if (n != -EAGAIN)
+			break;
+	}
+	assert_int_equal(n, 0);
+	assert_int_equal(resp.status, 101);
+	c->cs = ctrlstream_client_new(mpriv, E.server_pub);
+	assert_non_null(c->cs);
+	crypto_wipe(mpriv, sizeof(mpriv));
+	client_pump_out(c);
+}
+
+static void client_close(struct client *c)
+{
+	ctrlstream_free(c->cs);
+	close(c->fd);
+}
+
+static void client_send(struct client *c, const struct ctrl_msg *m)
+{
+	char *json;
+	size_t len;
+
+	assert_int_equal(ctrl_msg_encode(m, &json, &len), 0);
+	assert_int_equal(ctrlstream_send(c->cs, json, len), 0);
+	free(json);
+	client_pump_out(c);
+}
+
+/* The next message other than keepalive: 0, or -ETIMEDOUT / -EPIPE (closed). */
+static int client_recv(struct client *c, struct ctrl_msg *ret, int timeout_ms)
+{
+	uint64_t end = time_now_ns() + (uint64_t)timeout_ms * NSEC_PER_MSEC;
+
+	for (;;) {
+		const char *json;
+		size_t len;
+		int r;
+
+		while ((r = ctrlstream_recv(c->cs, &json, &len)) == 1) {
+			assert_int_equal(ctrl_msg_decode(json, len, ret), 0);
+			if (ret->type != CTRL_MSG_KEEPALIVE)
+				return 0;
+			ctrl_msg_clear(ret);
+		}
+		assert_true(r >= 0);
+		if (c->pend_off < c->pend_len) {
+			ssize_t f = ctrlstream_feed(c->cs, c->pend + c->pend_off,
+						    c->pend_len - c->pend_off);
+
+			assert_true(f >= 0);
+			c->pend_off += (size_t)f;
+			/* Messages queued before the handshake completed are sealed now. */
+			client_pump_out(c);
+			continue;
+		}
+		uint64_t now = time_now_ns();
+		struct pollfd p = { .fd = c->fd, .events = POLLIN };
+		ssize_t n;
+
+		if (now >= end)
+			return -ETIMEDOUT;
+		if (poll(&p, 1, (int)((end - now) / NSEC_PER_MSEC) + 1) <= 0)
+			continue;
+		n = read(c->fd, c->pend, sizeof(c->pend));
+		if (n <= 0)
+			return -EPIPE;
+		c->pend_len = (size_t)n;
+		c->pend_off = 0;
+	}
+}
+
+static void client_register(struct client *c, const char *authkey, const char *host,
+			    struct ctrl_msg *ret)
+{
+	struct ctrl_msg m = { .type = CTRL_MSG_REGISTER };
+
+	memcpy(m.reg.node_key, c->node_pub, 32);
+	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "%s", host);
+	snprintf(m.reg.os, sizeof(m.reg.os), "linux");
+	if (authkey)
+		snprintf(m.reg.auth_key, sizeof(m.reg.auth_key), "%s", authkey);
+	client_send(c, &m);
+	assert_int_equal(client_recv(c, ret, 5000), 0);
+	assert_int_equal(ret->type, CTRL_MSG_REGISTER_RESPONSE);
+}
+
+static void client_map(struct client *c, const char *ep, struct ctrl_msg *ret)
+{
+	struct ctrl_msg m = { .type = CTRL_MSG_MAP_REQUEST };
+
+	memcpy(m.map_req.node_key, c->node_pub, 32);
+	m.map_req.stream = true;
+	if (ep) {
+		assert_int_equal(endpoint_parse(&m.map_req.endpoints[0], ep), 0);
+		m.map_req.n_endpoints = 1;
+	}
+	client_send(c, &m);
+	assert_int_equal(client_recv(c, ret, 5000), 0);
+	assert_int_equal(ret->type, CTRL_MSG_NETMAP);
+}
+
+/* ---- tests ---- */
+
+static void test_key(void **state)
+{
+	char body[512], *p, *q;
+
+	(void)state;
+	assert_int_equal(http_status_of("GET /key HTTP/1.1\r\nHost: x\r\n\r\n", body, sizeof(body)),
+			 200);
+	p = strstr(body, "\"key\":\"");
+	assert_non_null(p);
+	p += 7;
+	q = strchr(p, '"');
+	assert_non_null(q);
+	*q = '\0';
+	assert_int_equal(key_from_base64(E.server_pub, p), 0);
+	assert_non_null(strstr(q + 1, "\"version\":1"));
+}
+
+static void test_http_errors(void **state)
+{
+	(void)state;
+	assert_int_equal(http_status_of("GARBAGE\r\n\r\n", NULL, 0), 400);
+	assert_int_equal(http_status_of("GET /nothing HTTP/1.1\r\n\r\n", NULL, 0), 404);
+	assert_int_equal(http_status_of("DELETE /key HTTP/1.1\r\n\r\n", NULL, 0), 405);
+	assert_int_equal(http_status_of("POST /control HTTP/1.1\r\n\r\n", NULL, 0), 400);
+}
+
+static void test_register_map_delta(void **state)
+{
+	struct client a, b;
+	struct ctrl_msg m;
+	uint64_t a_id, t0;
+	struct ctrl_msg ep = { .type = CTRL_MSG_ENDPOINTS };
+
+	(void)state;
+	client_open(&a);
+	client_register(&a, E.reusable, "alpha", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	assert_true(m.reg_resp.has_node);
+	a_id = m.reg_resp.node.id;
+	assert_string_equal(m.reg_resp.node.name, "alpha");
+	assert_int_equal(m.reg_resp.node.addresses[0].addr[0], 100);
+	ctrl_msg_clear(&m);
+
+	client_open(&b);
+	client_register(&b, E.reusable, "alpha", &m); /* name clash: alpha-2 */
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	assert_string_equal(m.reg_resp.node.name, "alpha-2");
+	ctrl_msg_clear(&m);
+
+	client_map(&b, "192.0.2.2:41641", &m);
+	assert_int_equal(m.netmap->n_peers, 1);
+	assert_int_equal(m.netmap->peers[0].id, a_id);
+	ctrl_msg_clear(&m);
+
+	client_map(&a, "192.0.2.1:41641", &m);
+	assert_int_equal(m.netmap->n_peers, 1);
+	assert_int_equal(m.netmap->peers[0].n_endpoints, 1);
+	ctrl_msg_clear(&m);
+
+	/* b changes its endpoint: a hears of it within a second. */
+	assert_int_equal(endpoint_parse(&ep.endpoints.endpoints[0], "198.51.100.9:41641"), 0);
+	ep.endpoints.n_endpoints = 1;
+	t0 = time_now_ns();
+	client_send(&b, &ep);
+	for (;;) {
+		assert_int_equal(client_recv(&a, &m, 1000), 0);
+		assert_int_equal(m.type, CTRL_MSG_DELTA);
+		if (m.delta->n_endpoints) {
+			char s[ENDPOINT_STR_MAX];
+
+			endpoint_format(&m.delta->endpoints[0].endpoints[0], s, sizeof(s));
+			assert_string_equal(s, "198.51.100.9:41641");
+			ctrl_msg_clear(&m);
+			break;
+		}
+		ctrl_msg_clear(&m);
+	}
+	assert_true(time_now_ns() - t0 < NSEC_PER_SEC);
+	print_message("endpoint change reached the peer in %.1f ms\n",
+		      (double)(time_now_ns() - t0) / 1e6);
+
+	/* b goes away: a sees it offline. */
+	client_close(&b);
+	for (;;) {
+		assert_int_equal(client_recv(&a, &m, 2000), 0);
+		assert_int_equal(m.type, CTRL_MSG_DELTA);
+		if (m.delta->n_online && !m.delta->online[0].online) {
+			ctrl_msg_clear(&m);
+			break;
+		}
+		ctrl_msg_clear(&m);
+	}
+	client_close(&a);
+}
+
+static void test_oneoff_reuse(void **state)
+{
+	struct client c, d;
+	struct ctrl_msg m;
+
+	(void)state;
+	client_open(&c);
+	client_register(&c, E.oneoff, "once", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	ctrl_msg_clear(&m);
+	client_open(&d);
+	client_register(&d, E.oneoff, "twice", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_ERROR);
+	ctrl_msg_clear(&m);
+	client_register(&d, "trellis-auth-000000000000-00000000000000000000000000000000", "x",
+			&m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_ERROR);
+	ctrl_msg_clear(&m);
+	client_close(&c);
+	client_close(&d);
+}
+
+static void test_interactive(void **state)
+{
+	struct client c;
+	struct ctrl_msg m;
+	struct ctl_node n;
+	struct store *st;
+	char url[64];
+	uint64_t id;
+	const char *p;
+
+	(void)state;
+	client_open(&c);
+	client_register(&c, NULL, "laptop", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_NEEDS_AUTH);
+	p = strstr(m.reg_resp.auth_url, "/register/");
+	assert_non_null(p);
+	assert_true(strncmp(m.reg_resp.auth_url, "http://127.0.0.1", 16) == 0);
+	id = strtoull(p + 10, NULL, 10);
+	snprintf(url, sizeof(url), "%s", p);
+	ctrl_msg_clear(&m);
+
+	/* The admin approves from another process (here: another store handle). */
+	assert_int_equal(admin_store_open(E.dir, &st), 0);
+	assert_int_equal(store_node_get(st, id, &n), 0);
+	assert_false(n.approved);
+	n.approved = true;
+	assert_int_equal(store_node_update(st, &n), 0);
+	store_free(st);
+
+	assert_int_equal(client_recv(&c, &m, 3000), 0);
+	assert_int_equal(m.type, CTRL_MSG_REGISTER_RESPONSE);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	assert_int_equal(m.reg_resp.node.id, id);
+	ctrl_msg_clear(&m);
+	client_map(&c, NULL, &m);
+	assert_int_equal(m.netmap->self.id, id);
+	ctrl_msg_clear(&m);
+	client_close(&c);
+}
+
+static void test_garbage_after_upgrade(void **state)
+{
+	char buf[256];
+	struct client good;
+	struct ctrl_msg m;
+	int fd;
+	size_t len;
+
+	(void)state;
+	fd = tcp_connect();
+	len = (size_t)http_control_request_build(buf, sizeof(buf), "127.0.0.1");
+	write_all(fd, buf, len);
+	/* A frame length over the limit, then junk. */
+	write_all(fd, "\xff\xff\xff\xff junk junk junk", 19);
+	len = read_until_close(fd, buf, sizeof(buf), 3000);
+	assert_true(len > 0 && strncmp(buf, "HTTP/1.1 101", 12) == 0);
+	close(fd);
+
+	/* Others are unaffected. */
+	client_open(&good);
+	client_register(&good, E.reusable, "after-garbage", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	ctrl_msg_clear(&m);
+	client_close(&good);
+	assert_int_equal(http_status_of("GET /metrics HTTP/1.1\r\n\r\n", buf, sizeof(buf)), 200);
+}
+
+/*
+ * Scale: N clients register (pipelined), hold map streams, and one endpoint
+ * change must reach all of them. N = TRELLIS_SERVER_SCALE (default 200).
+ */
+static void test_scale(void **state)
+{
+	const char *env = getenv("TRELLIS_SERVER_SCALE");
+	unsigned n = env ? (unsigned)atoi(env) : 200, i;
+	struct client *cl = calloc(n, sizeof(*cl));
+	struct ctrl_msg m, ep = { .type = CTRL_MSG_ENDPOINTS };
+	uint64_t t0, t1, t2, t3;
+
+	(void)state;
+	assert_non_null(cl);
+	t0 = time_now_ns();
+	for (i = 0; i < n; i++) {
+		struct ctrl_msg r = { .type = CTRL_MSG_REGISTER };
+
+		client_open(&cl[i]);
+		memcpy(r.reg.node_key, cl[i].node_pub, 32);
+		snprintf(r.reg.hostname, sizeof(r.reg.hostname), "scale-%u", i);
+		snprintf(r.reg.auth_key, sizeof(r.reg.auth_key), "%s", E.reusable);
+		client_send(&cl[i], &r);
+	}
+	for (i = 0; i < n; i++) {
+		assert_int_equal(client_recv(&cl[i], &m, 30000), 0);
+		assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+		ctrl_msg_clear(&m);
+	}
+	t1 = time_now_ns();
+	for (i = 0; i < n; i++) {
+		struct ctrl_msg r = { .type = CTRL_MSG_MAP_REQUEST };
+
+		memcpy(r.map_req.node_key, cl[i].node_pub, 32);
+		r.map_req.stream = true;
+		client_send(&cl[i], &r);
+	}
+	for (i = 0; i < n; i++) {
+		assert_int_equal(client_recv(&cl[i], &m, 60000), 0);
+		assert_int_equal(m.type, CTRL_MSG_NETMAP);
+		ctrl_msg_clear(&m);
+	}
+	/* Drain the online deltas of the stream start-up. */
+	for (i = 0; i < n; i++)
+		while (client_recv(&cl[i], &m, i == 0 ? 300 : 1) == 0)
+			ctrl_msg_clear(&m);
+	t2 = time_now_ns();
+	assert_int_equal(endpoint_parse(&ep.endpoints.endpoints[0], "203.0.113.5:41641"), 0);
+	ep.endpoints.n_endpoints = 1;
+	client_send(&cl[0], &ep);
+	for (i = 1; i < n; i++) {
+		assert_int_equal(client_recv(&cl[i], &m, 5000), 0);
+		assert_int_equal(m.type, CTRL_MSG_DELTA);
+		assert_int_equal(m.delta->n_endpoints, 1);
+		ctrl_msg_clear(&m);
+	}
+	t3 = time_now_ns();
+	print_message("scale N=%u: %.0f registrations/s, streams up in %.2f s, "
+		      "endpoint change at all streams in %.1f ms\n",
+		      n, n / ((double)(t1 - t0) / 1e9), (double)(t2 - t1) / 1e9,
+		      (double)(t3 - t2) / 1e6);
+	assert_true(t3 - t2 < NSEC_PER_SEC);
+	for (i = 0; i < n; i++)
+		client_close(&cl[i]);
+	free(cl);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_key),
+		cmocka_unit_test(test_http_errors),
+		cmocka_unit_test(test_register_map_delta),
+		cmocka_unit_test(test_oneoff_reuse),
+		cmocka_unit_test(test_interactive),
+		cmocka_unit_test(test_garbage_after_upgrade),
+		cmocka_unit_test(test_scale),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
