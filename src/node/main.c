@@ -6,9 +6,8 @@
  *       Plain WireGuard mode, a drop-in for `wireguard-go -f IFACE`: creates the
  *       TUN interface and serves wg(8) on /var/run/wireguard/IFACE.sock.
  *   trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]
- *       Control-plane mode (design.md §12). Its options are parsed so that scripts
- *       written against the contract get a precise answer, but the mode itself is
- *       not built yet and says so (exit 2) rather than pretending to run.
+ *       Control-plane mode (design.md §12, daemon.c): joins the tailnet that
+ *       `trellis up` names and keeps the interface in line with its netmap.
  *
  * Exit status: 0 after SIGTERM/SIGINT (or when the interface is deleted), 1 when
  * the daemon cannot start, 2 on usage errors.
@@ -24,6 +23,9 @@
 
 #include "base/log.h"
 #include "base/pkt.h"
+#include "node/daemon.h"
+#include "node/localapi.h"
+#include "node/state.h"
 #include "node/wgdev.h"
 
 #define DEFAULT_MTU 1420
@@ -43,10 +45,13 @@ static void usage(FILE *f)
 	    "  --workers N        crypto worker threads (default: online CPUs; 0: crypto\n"
 	    "                     inline on the I/O threads)\n"
 	    "  --log-level LEVEL  err, warn, info (default) or debug\n"
-	    "  --state DIR, --socket PATH, --tun IFACE, --port N\n"
-	    "                     control-plane mode (not built yet)\n"
+	    "  --state DIR        control-plane mode: state directory (default %s)\n"
+	    "  --socket PATH      local API socket (default %s)\n"
+	    "  --tun IFACE        TUN interface (default %s)\n"
+	    "  --port N           WireGuard UDP port (default %d)\n"
 	    "  --help             this text\n",
-	    DEFAULT_MTU, PKT_MTU_MAX);
+	    DEFAULT_MTU, PKT_MTU_MAX, STATE_DEFAULT_DIR, LOCALAPI_DEFAULT_SOCKET, DAEMON_DEFAULT_TUN,
+	    DAEMON_DEFAULT_PORT);
 }
 
 /* Whole-string unsigned decimal within [min, max]; false otherwise. */
@@ -105,6 +110,7 @@ int main(int argc, char **argv)
 	    {0},
 	};
 	struct wgdev_opts opts = {.mtu = DEFAULT_MTU, .workers = -1};
+	struct daemon_opts dopts = {.port = DAEMON_DEFAULT_PORT};
 	const char *cp_opt = NULL; /* a control-plane option that was given */
 	unsigned long v;
 	int c, r;
@@ -154,15 +160,33 @@ int main(int argc, char **argv)
 					optarg);
 				return 2;
 			}
+			dopts.port = (uint16_t)v;
 			cp_opt = "--port";
 			break;
 		case OPT_STATE:
+			if (!*optarg) {
+				fprintf(stderr, "trellisd: --state: empty directory name\n");
+				return 2;
+			}
+			dopts.state_dir = optarg;
 			cp_opt = "--state";
 			break;
 		case OPT_SOCKET:
+			if (!*optarg || strlen(optarg) >= 108) {
+				fprintf(stderr, "trellisd: --socket: invalid path \"%s\"\n",
+					optarg);
+				return 2;
+			}
+			dopts.socket_path = optarg;
 			cp_opt = "--socket";
 			break;
 		case OPT_TUN:
+			if (!*optarg || strlen(optarg) >= IF_NAMESIZE || strchr(optarg, '/')) {
+				fprintf(stderr, "trellisd: --tun: invalid interface name \"%s\"\n",
+					optarg);
+				return 2;
+			}
+			dopts.ifname = optarg;
 			cp_opt = "--tun";
 			break;
 		case 'h':
@@ -179,9 +203,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!opts.ifname) {
-		fprintf(stderr, "trellisd: the control-plane mode is not built yet; "
-				"only plain WireGuard mode is available: trellisd --wg IFACE\n");
-		return 2;
+		dopts.mtu = opts.mtu;
+		dopts.workers = opts.workers;
+		r = daemon_run(&dopts);
+		return r < 0 ? 1 : 0;
 	}
 	if (cp_opt) {
 		fprintf(stderr,

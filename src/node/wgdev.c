@@ -350,18 +350,6 @@ static void timers_fire(struct loop_timer *t)
 	loop_timer_arm(w->loop, &w->timer, next);
 }
 
-static void loop_woken(struct loop *loop, void *ctx)
-{
-	struct wgdev *w = ctx;
-
-	if (atomic_load(&w->tun_gone)) {
-		loop_stop(loop);
-		return;
-	}
-	atomic_store(&w->wake_pending, false);
-	timers_fire(&w->timer);
-}
-
 static void signal_caught(struct loop *loop, int signo)
 {
 	log_info("%s, shutting down", strsignal(signo));
@@ -495,7 +483,40 @@ static void stats_log(struct wgdev *w)
 		 (uint64_t)w->udp_send_errors, (uint64_t)w->tun_write_errors);
 }
 
-int wgdev_run(const struct wgdev_opts *opts)
+void wgdev_free(struct wgdev *w)
+{
+	if (!w)
+		return;
+	/*
+	 * Teardown in dependency order: no new requests, then no new packets, then
+	 * drain the crypto (its flushes still send through the open sockets), then the
+	 * engine (which returns its staged packets), then the fds and pools.
+	 */
+	uapi_server_free(w->uapi);
+	reader_stop(&w->tun_reader);
+	reader_stop(&w->udp_reader);
+	cryptq_free(w->cq);
+	if (w->dev)
+		stats_log(w);
+	wg_device_free(w->dev);
+	if (w->socks.fd4 >= 0 || w->socks.fd6 >= 0)
+		udp_socks_close(&w->socks);
+	if (w->tun_fd >= 0)
+		close(w->tun_fd);
+	if (w->tun_reader.stop_fd >= 0)
+		close(w->tun_reader.stop_fd);
+	if (w->udp_reader.stop_fd >= 0)
+		close(w->udp_reader.stop_fd);
+	pkt_pool_free(w->pool_tx);
+	pkt_pool_free(w->pool_rx);
+	pkt_pool_free(w->pool_ctl);
+	if (w->timer.armed)
+		loop_timer_disarm(w->loop, &w->timer);
+	pthread_rwlock_destroy(&w->socks_lock);
+	free(w);
+}
+
+int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **ret)
 {
 	struct wgdev *w;
 	struct wg_device_ops ops;
@@ -508,6 +529,7 @@ int wgdev_run(const struct wgdev_opts *opts)
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
+	w->loop = loop;
 	w->tun_fd = -1;
 	w->socks = (struct udp_socks){.fd4 = -1, .fd6 = -1};
 	w->tun_reader.stop_fd = -1;
@@ -515,7 +537,6 @@ int wgdev_run(const struct wgdev_opts *opts)
 	w->timer.cb = timers_fire;
 	w->timer.deadline_ns = TIME_NEVER;
 	pthread_rwlock_init(&w->socks_lock, NULL);
-	log_set_prefix(opts->ifname);
 
 	if (opts->socket_path)
 		r = snprintf(path, sizeof(path), "%s", opts->socket_path) < (int)sizeof(path)
@@ -530,20 +551,16 @@ int wgdev_run(const struct wgdev_opts *opts)
 	/* Before touching the interface: another instance may be running it. */
 	r = uapi_socket_check(path);
 	if (r == -EADDRINUSE) {
-		log_err("%s is in use: another instance is running", path);
-		goto out;
+		if (!opts->uapi_optional) {
+			log_err("%s is in use: another instance is running", path);
+			goto out;
+		}
+		/* Namespaced lab nodes share /var/run: `wg show` is a debugging aid only. */
+		log_warn("%s is in use (an interface of the same name in another network "
+			 "namespace?): no UAPI socket for wg(8)",
+			 path);
+		path[0] = '\0';
 	}
-
-	w->loop = loop_new();
-	if (!w->loop) {
-		r = -errno;
-		goto out;
-	}
-	/* Before any thread starts, so that all of them inherit the blocked mask. */
-	r = loop_signals_catch(w->loop, signal_caught);
-	if (r < 0)
-		goto out;
-	loop_wake_cb_set(w->loop, loop_woken, w);
 
 	r = tun_open(opts->ifname, w->ifname);
 	if (r < 0) {
@@ -551,7 +568,6 @@ int wgdev_run(const struct wgdev_opts *opts)
 		goto out;
 	}
 	w->tun_fd = r;
-	/* Addresses and link state are left to ip/wg-quick, as with wireguard-go. */
 	r = nl_link_set_mtu(w->ifname, opts->mtu);
 	if (r < 0) {
 		log_err("cannot set MTU %u: %s", opts->mtu, strerror(-r));
@@ -583,10 +599,10 @@ int wgdev_run(const struct wgdev_opts *opts)
 		goto out;
 	}
 
-	/* Port 0 until configured: the kernel picks one, which `wg show` reports. */
-	r = udp_socks_open(&w->socks, 0, 0);
+	/* Port 0 unless given: the kernel picks one, which `wg show` reports. */
+	r = udp_socks_open(&w->socks, opts->port, 0);
 	if (r < 0) {
-		log_err("cannot open UDP sockets: %s", strerror(-r));
+		log_err("cannot open UDP sockets on port %u: %s", opts->port, strerror(-r));
 		goto out;
 	}
 	wg_device_set_listen_port(w->dev, w->socks.port);
@@ -617,45 +633,88 @@ int wgdev_run(const struct wgdev_opts *opts)
 		goto out;
 
 	/* Last: once the socket exists wg(8) may configure us, and everything is ready. */
-	handler = (struct uapi_handler){.ctx = w, .get = uapi_get, .set = uapi_set};
-	r = uapi_server_new(w->loop, path, &handler, &w->uapi);
-	if (r < 0) {
-		log_err("cannot create %s: %s", path, strerror(-r));
-		goto out;
+	if (path[0]) {
+		handler = (struct uapi_handler){.ctx = w, .get = uapi_get, .set = uapi_set};
+		r = uapi_server_new(w->loop, path, &handler, &w->uapi);
+		if (r < 0 && opts->uapi_optional) {
+			log_warn("cannot create %s: %s: no UAPI socket for wg(8)", path,
+				 strerror(-r));
+			path[0] = '\0';
+		} else if (r < 0) {
+			log_err("cannot create %s: %s", path, strerror(-r));
+			goto out;
+		}
 	}
-	log_info("UAPI listener started on %s; UDP port %u, MTU %u, %u crypto workers", path,
-		 w->socks.port, opts->mtu, workers);
+	log_info("UAPI listener %s%s; UDP port %u, MTU %u, %u crypto workers",
+		 path[0] ? "started on " : "off", path, w->socks.port, opts->mtu, workers);
 
 	timers_fire(&w->timer);
-	r = loop_run(w->loop);
+	*ret = w;
+	w = NULL;
+	r = 0;
+out:
+	wgdev_free(w);
+	return r;
+}
+
+struct wg_device *wgdev_device(struct wgdev *w)
+{
+	return w->dev;
+}
+
+const char *wgdev_ifname(const struct wgdev *w)
+{
+	return w->ifname;
+}
+
+uint16_t wgdev_port(struct wgdev *w)
+{
+	return wg_device_listen_port(w->dev);
+}
+
+bool wgdev_woken(struct wgdev *w)
+{
+	if (atomic_load(&w->tun_gone))
+		return true;
+	atomic_store(&w->wake_pending, false);
+	timers_fire(&w->timer);
+	return false;
+}
+
+void wgdev_timers_kick(struct wgdev *w)
+{
+	op_timers_wake(w);
+}
+
+static void run_woken(struct loop *loop, void *ctx)
+{
+	if (wgdev_woken(ctx))
+		loop_stop(loop);
+}
+
+int wgdev_run(const struct wgdev_opts *opts)
+{
+	struct loop *loop;
+	struct wgdev *w = NULL;
+	int r;
+
+	log_set_prefix(opts->ifname);
+	loop = loop_new();
+	if (!loop)
+		return -errno;
+	/* Before any thread starts, so that all of them inherit the blocked mask. */
+	r = loop_signals_catch(loop, signal_caught);
+	if (r < 0)
+		goto out;
+	r = wgdev_new(loop, opts, &w);
+	if (r < 0)
+		goto out;
+	loop_wake_cb_set(loop, run_woken, w);
+	r = loop_run(loop);
 	if (r < 0)
 		log_err("event loop: %s", strerror(-r));
 out:
-	/*
-	 * Teardown in dependency order: no new requests, then no new packets, then
-	 * drain the crypto (its flushes still send through the open sockets), then the
-	 * engine (which returns its staged packets), then the fds and pools.
-	 */
-	uapi_server_free(w->uapi);
-	reader_stop(&w->tun_reader);
-	reader_stop(&w->udp_reader);
-	cryptq_free(w->cq);
-	if (w->dev)
-		stats_log(w);
-	wg_device_free(w->dev);
-	if (w->socks.fd4 >= 0 || w->socks.fd6 >= 0)
-		udp_socks_close(&w->socks);
-	if (w->tun_fd >= 0)
-		close(w->tun_fd);
-	if (w->tun_reader.stop_fd >= 0)
-		close(w->tun_reader.stop_fd);
-	if (w->udp_reader.stop_fd >= 0)
-		close(w->udp_reader.stop_fd);
-	pkt_pool_free(w->pool_tx);
-	pkt_pool_free(w->pool_rx);
-	pkt_pool_free(w->pool_ctl);
-	loop_free(w->loop);
-	pthread_rwlock_destroy(&w->socks_lock);
-	free(w);
+	wgdev_free(w);
+	loop_free(loop);
 	return r;
 }

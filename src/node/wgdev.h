@@ -2,20 +2,57 @@
 #ifndef TRELLIS_NODE_WGDEV_H
 #define TRELLIS_NODE_WGDEV_H
 
-/* Plain WireGuard mode: one TUN interface driven by the wg engine, configured over UAPI. */
+/*
+ * The data plane of trellisd: one TUN interface driven by the wg engine, a pair
+ * of UDP sockets, reader and crypto threads, and the UAPI socket for wg(8).
+ * Plain WireGuard mode (wgdev_run) is just this; the control-plane mode
+ * (daemon.c) embeds the same thing in its own loop and configures the engine
+ * from the netmap.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/loop.h"
+
+struct wg_device;
 
 struct wgdev_opts {
 	const char *ifname;
 	unsigned mtu;
 	int workers; /* crypto threads; 0 = inline on the I/O threads; <0 = online CPUs */
 	const char *socket_path; /* NULL: /var/run/wireguard/IFACE.sock */
+	uint16_t port;           /* UDP listen port; 0 = the kernel picks one */
+	/* A UAPI socket in use by another process is a warning, not a failure. */
+	bool uapi_optional;
 };
 
+struct wgdev;
+
 /*
- * Runs in the foreground until SIGTERM/SIGINT or until the interface is deleted,
- * then tears everything down (the TUN interface disappears with its fd).
- * 0, or -errno if it could not start.
+ * Plain WireGuard mode. Runs in the foreground until SIGTERM/SIGINT or until the
+ * interface is deleted, then tears everything down (the TUN interface disappears
+ * with its fd). 0, or -errno if it could not start.
  */
 int wgdev_run(const struct wgdev_opts *opts);
+
+/*
+ * The data plane on the caller's loop (the loop thread is the "control thread"
+ * of wgdev.c). The caller must have called loop_signals_catch before, so the
+ * threads started here inherit the blocked signals, and must call wgdev_woken
+ * from its loop wake callback. 0 or -errno (logged).
+ */
+int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **ret);
+/* Accepts NULL. Removes the UAPI socket; the interface disappears with its fd. */
+void wgdev_free(struct wgdev *w);
+/* From the loop's wake callback: runs the engine timers; true if the TUN interface is gone. */
+bool wgdev_woken(struct wgdev *w);
+/* Any thread: run the engine timers soon (after a configuration change). */
+void wgdev_timers_kick(struct wgdev *w);
+
+struct wg_device *wgdev_device(struct wgdev *w);
+const char *wgdev_ifname(const struct wgdev *w);
+/* The bound UDP port (any thread). */
+uint16_t wgdev_port(struct wgdev *w);
 
 #endif

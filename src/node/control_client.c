@@ -1,0 +1,1216 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The control client (see control_client.h for why it has a thread).
+ *
+ * One session, in order:
+ *   GET /key          the server's static key; pinned in CONTROL_SERVER_KEY_FILE
+ *                     on first use, and a different key later is refused for
+ *                     good (someone else answers at that URL, or the server lost
+ *                     its state: either way a person must look).
+ *   POST /control     101, then the framed Noise channel (ctrlstream).
+ *   register          -> register_response: ok (on), needs_auth (tell the user,
+ *                     wait for the second response), error (give up: FAILED).
+ *   map_request       stream=true with our endpoints -> netmap, then deltas.
+ *   steady state      keepalive after 30 s without sending, reconnect after 90 s
+ *                     of silence; endpoints pushed when the addresses change
+ *                     (checked every 5 s: cheaper to reason about than a netlink
+ *                     monitor, and fast enough for addresses that rarely move).
+ * Any failure ends the session; the thread retries after a backoff that doubles
+ * from 1 s to 30 s, with up to 50 % jitter so that nodes cut off together do not
+ * return together. A session that reached the netmap resets the backoff.
+ *
+ * Stopping: control_client_free sets `stop`, writes the eventfd every poll()
+ * here watches, and shuts the socket down, which also breaks a blocking TLS
+ * read or write.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/base64.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "base/util.h"
+#include "crypto/crypto.h"
+#include "node/control_client.h"
+#include "node/state.h"
+#include "proto/ctrlmsg.h"
+#include "proto/ctrlstream.h"
+#include "proto/http.h"
+
+#define HOST_MAX 256
+#define KEY_BODY_MAX 4096
+#define READ_CHUNK 65536
+#define ERR_MAX 320
+
+struct conn {
+	int fd;
+	SSL *ssl;
+};
+
+struct control_client {
+	/* Immutable after start. */
+	char url[STATE_URL_MAX];
+	bool tls;
+	char host[HOST_MAX];
+	char authority[HOST_MAX + 8]; /* the Host header: host[:port] as in the URL */
+	uint16_t port;
+	char hostname[NETMAP_NAME_MAX];
+	char os[NETMAP_OS_MAX];
+	char state_dir[512];
+	char ifname[IF_NAMESIZE];
+	uint8_t machine_key[NETMAP_KEY_LEN];
+	uint8_t node_key[NETMAP_KEY_LEN];
+	uint8_t node_pub[NETMAP_KEY_LEN];
+	uint16_t (*port_fn)(void *ctx);
+	void *port_ctx;
+	struct control_client_ops ops;
+
+	/* The client thread's own. */
+	char auth_key[CTRL_AUTHKEY_MAX]; /* forgotten once used: a one-off key works once */
+	SSL_CTX *ssl_ctx;
+	uint8_t *rbuf;
+	char err[ERR_MAX];
+	bool fatal;
+	bool registered; /* in this session */
+	bool have_netmap;
+	unsigned n_endpoints;
+	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
+
+	pthread_t thread;
+	bool thread_started;
+	int wake_fd; /* eventfd: stop or a command */
+	atomic_bool stop;
+
+	/* Shared with other threads, under lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int cur_fd;       /* the socket in use, for shutdown() on stop */
+	bool established; /* registered on a live session: logout possible */
+	bool logout_req;
+	bool logout_done;
+};
+
+const char *control_client_state_name(enum control_client_state s)
+{
+	switch (s) {
+	case CONTROL_CLIENT_CONNECTING:
+		return "connecting";
+	case CONTROL_CLIENT_NEEDS_LOGIN:
+		return "needs_login";
+	case CONTROL_CLIENT_RUNNING:
+		return "running";
+	case CONTROL_CLIENT_FAILED:
+		return "failed";
+	case CONTROL_CLIENT_LOGGED_OUT:
+		return "logged_out";
+	}
+	return "?";
+}
+
+static void set_err(struct control_client *cc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_err(struct control_client *cc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cc->err, sizeof(cc->err), fmt, ap);
+	va_end(ap);
+}
+
+static void report(struct control_client *cc, enum control_client_state s, const char *url,
+		   const char *error)
+{
+	if (cc->ops.state_changed)
+		cc->ops.state_changed(cc->ops.ctx, s, url, error);
+}
+
+/* --- URL --- */
+
+int control_url_parse(const char *url, bool *ret_tls, char *host, size_t host_len,
+		      uint16_t *ret_port)
+{
+	const char *p, *end, *hs, *he;
+	unsigned long port;
+	bool tls;
+
+	if (!strncmp(url, "http://", 7)) {
+		tls = false;
+		p = url + 7;
+	} else if (!strncmp(url, "https://", 8)) {
+		tls = true;
+		p = url + 8;
+	} else {
+		return -EINVAL;
+	}
+	end = p + strcspn(p, "/?#");
+	if (end == p)
+		return -EINVAL;
+	if (*p == '[') {
+		hs = p + 1;
+		he = memchr(hs, ']', (size_t)(end - hs));
+		if (!he)
+			return -EINVAL;
+		p = he + 1;
+	} else {
+		hs = p;
+		he = memchr(hs, ':', (size_t)(end - hs));
+		if (!he)
+			he = end;
+		p = he;
+	}
+	if (he == hs || (size_t)(he - hs) >= host_len || memchr(hs, '@', (size_t)(he - hs)))
+		return -EINVAL;
+	port = tls ? 443 : 80;
+	if (p < end) {
+		char digits[8];
+		char *e;
+
+		if (*p != ':' || end - p - 1 < 1 || end - p - 1 > 5)
+			return -EINVAL;
+		memcpy(digits, p + 1, (size_t)(end - p - 1));
+		digits[end - p - 1] = '\0';
+		if (digits[0] < '0' || digits[0] > '9')
+			return -EINVAL;
+		port = strtoul(digits, &e, 10);
+		if (*e || port == 0 || port > 65535)
+			return -EINVAL;
+	}
+	memcpy(host, hs, (size_t)(he - hs));
+	host[he - hs] = '\0';
+	*ret_tls = tls;
+	*ret_port = (uint16_t)port;
+	return 0;
+}
+
+/* --- connections --- */
+
+/*
+ * Waits for events on fd (or just sleeps, fd < 0) until deadline_ns. 1 ready,
+ * 0 timed out, 2 woken for a command (only with want_cmd; the eventfd is
+ * drained), -ECANCELED on stop.
+ */
+static int wait_fd(struct control_client *cc, int fd, short events, uint64_t deadline_ns,
+		   bool want_cmd)
+{
+	for (;;) {
+		struct pollfd pfd[2] = {{.fd = fd, .events = events},
+					{.fd = cc->wake_fd, .events = POLLIN}};
+		uint64_t now = time_now_ns(), v;
+		int ms, r;
+
+		if (atomic_load(&cc->stop))
+			return -ECANCELED;
+		if (now >= deadline_ns)
+			return 0;
+		ms = deadline_ns == TIME_NEVER ? -1
+					       : (int)MIN((deadline_ns - now + 999999) / 1000000,
+							  (uint64_t)INT32_MAX);
+		r = poll(pfd, 2, ms);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (atomic_load(&cc->stop))
+			return -ECANCELED;
+		if (pfd[0].revents)
+			return 1;
+		if (pfd[1].revents) {
+			if (read(cc->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				return -errno;
+			if (want_cmd)
+				return 2;
+		}
+	}
+}
+
+static void conn_close(struct control_client *cc, struct conn *c)
+{
+	if (c->ssl) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
+	if (c->fd >= 0) {
+		pthread_mutex_lock(&cc->lock);
+		cc->cur_fd = -1;
+		pthread_mutex_unlock(&cc->lock);
+		close(c->fd);
+		c->fd = -1;
+	}
+}
+
+static int ssl_ctx_get(struct control_client *cc)
+{
+	if (cc->ssl_ctx)
+		return 0;
+	cc->ssl_ctx = SSL_CTX_new(TLS_client_method());
+	if (!cc->ssl_ctx)
+		return -ENOMEM;
+	SSL_CTX_set_min_proto_version(cc->ssl_ctx, TLS1_2_VERSION);
+	/* The system store; OpenSSL also honours SSL_CERT_FILE / SSL_CERT_DIR. */
+	SSL_CTX_set_default_verify_paths(cc->ssl_ctx);
+	SSL_CTX_set_verify(cc->ssl_ctx, SSL_VERIFY_PEER, NULL);
+	return 0;
+}
+
+static int tls_start(struct control_client *cc, struct conn *c)
+{
+	struct timeval tv = {.tv_sec = CONTROL_IO_TIMEOUT_NS / NSEC_PER_SEC};
+	unsigned long e;
+	int r;
+
+	r = ssl_ctx_get(cc);
+	if (r < 0)
+		return r;
+	c->ssl = SSL_new(cc->ssl_ctx);
+	if (!c->ssl)
+		return -ENOMEM;
+	SSL_set_fd(c->ssl, c->fd);
+	SSL_set_tlsext_host_name(c->ssl, cc->host);
+	SSL_set1_host(c->ssl, cc->host);
+	/* Blocking TLS with socket timeouts; stop shuts the socket down to break it. */
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	ERR_clear_error();
+	if (SSL_connect(c->ssl) != 1) {
+		long vr = SSL_get_verify_result(c->ssl);
+
+		e = ERR_get_error();
+		if (vr != X509_V_OK)
+			set_err(cc, "TLS with %s: certificate not trusted: %s", cc->host,
+				X509_verify_cert_error_string(vr));
+		else
+			set_err(cc, "TLS with %s failed: %s", cc->host,
+				e ? ERR_reason_error_string(e) : "connection closed");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int conn_open(struct control_client *cc, struct conn *c)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+	struct addrinfo *res = NULL, *ai;
+	char portstr[8];
+	int r, last_err = ECONNREFUSED;
+
+	c->fd = -1;
+	c->ssl = NULL;
+	snprintf(portstr, sizeof(portstr), "%u", cc->port);
+	r = getaddrinfo(cc->host, portstr, &hints, &res);
+	if (r) {
+		set_err(cc, "cannot reach %s: %s", cc->url, gai_strerror(r));
+		return -EHOSTUNREACH;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		int fd, soerr = 0;
+		socklen_t sl = sizeof(soerr);
+
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+			    ai->ai_protocol);
+		if (fd < 0) {
+			last_err = errno;
+			continue;
+		}
+		pthread_mutex_lock(&cc->lock);
+		cc->cur_fd = fd;
+		pthread_mutex_unlock(&cc->lock);
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+			last_err = errno;
+			goto next;
+		}
+		r = wait_fd(cc, fd, POLLOUT, time_now_ns() + CONTROL_IO_TIMEOUT_NS, false);
+		if (r == -ECANCELED) {
+			c->fd = fd;
+			conn_close(cc, c);
+			freeaddrinfo(res);
+			return r;
+		}
+		if (r == 0) {
+			last_err = ETIMEDOUT;
+			goto next;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
+			last_err = soerr ? soerr : errno;
+			goto next;
+		}
+		/* Blocking from here: every read is preceded by a poll with a deadline. */
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		c->fd = fd;
+		break;
+next:
+		pthread_mutex_lock(&cc->lock);
+		cc->cur_fd = -1;
+		pthread_mutex_unlock(&cc->lock);
+		close(fd);
+	}
+	freeaddrinfo(res);
+	if (c->fd < 0) {
+		set_err(cc, "cannot reach %s: %s", cc->url, strerror(last_err));
+		return -last_err;
+	}
+	if (cc->tls) {
+		r = tls_start(cc, c);
+		if (r < 0) {
+			conn_close(cc, c);
+			return r;
+		}
+	} else {
+		struct timeval tv = {.tv_sec = CONTROL_IO_TIMEOUT_NS / NSEC_PER_SEC};
+
+		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	}
+	return 0;
+}
+
+static int conn_write(struct control_client *cc, struct conn *c, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	while (len) {
+		ssize_t n;
+
+		if (atomic_load(&cc->stop))
+			return -ECANCELED;
+		if (c->ssl) {
+			int w = SSL_write(c->ssl, p, (int)MIN(len, (size_t)INT32_MAX));
+
+			n = w > 0 ? w : -1;
+			if (w <= 0)
+				errno = EPIPE;
+		} else {
+			n = send(c->fd, p, len, MSG_NOSIGNAL);
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			set_err(cc, "connection to %s lost: %s", cc->url, strerror(errno));
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* n > 0 bytes, 0 at EOF, -EAGAIN at the deadline, 2 for a command, or -errno. */
+static ssize_t conn_read(struct control_client *cc, struct conn *c, void *buf, size_t len,
+			 uint64_t deadline_ns)
+{
+	int r;
+
+	if (!c->ssl || !SSL_pending(c->ssl)) {
+		r = wait_fd(cc, c->fd, POLLIN, deadline_ns, true);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			return -EAGAIN;
+		if (r == 2)
+			return -EINTR;
+	}
+	if (c->ssl) {
+		int n = SSL_read(c->ssl, buf, (int)MIN(len, (size_t)INT32_MAX));
+
+		if (n > 0)
+			return n;
+		r = SSL_get_error(c->ssl, n);
+		if (r == SSL_ERROR_ZERO_RETURN)
+			return 0;
+		if (r == SSL_ERROR_WANT_READ || r == SSL_ERROR_WANT_WRITE)
+			return -EINTR; /* a TLS record in pieces: poll again */
+		return -ECONNRESET;
+	}
+	for (;;) {
+		ssize_t n = recv(c->fd, buf, len, 0);
+
+		if (n >= 0)
+			return n;
+		if (errno == EINTR)
+			continue;
+		return -errno;
+	}
+}
+
+/*
+ * Reads an HTTP response head into buf (cap bytes). Returns the bytes read in
+ * total (head and whatever followed) with *resp parsed, or -errno (err set).
+ */
+static ssize_t read_response(struct control_client *cc, struct conn *c, char *buf, size_t cap,
+			     struct http_response *resp)
+{
+	uint64_t deadline = time_now_ns() + CONTROL_IO_TIMEOUT_NS;
+	size_t have = 0;
+
+	for (;;) {
+		ssize_t n;
+		int r;
+
+		if (have == cap) {
+			set_err(cc, "%s: response head too large", cc->url);
+			return -E2BIG;
+		}
+		n = conn_read(cc, c, buf + have, cap - have, deadline);
+		if (n == -EINTR)
+			continue;
+		if (n == -EAGAIN) {
+			set_err(cc, "%s: no answer within %llu s", cc->url,
+				(unsigned long long)(CONTROL_IO_TIMEOUT_NS / NSEC_PER_SEC));
+			return -ETIMEDOUT;
+		}
+		if (n < 0) {
+			if (n != -ECANCELED)
+				set_err(cc, "%s: %s", cc->url, strerror((int)-n));
+			return n;
+		}
+		if (n == 0) {
+			set_err(cc, "%s closed the connection", cc->url);
+			return -ECONNRESET;
+		}
+		have += (size_t)n;
+		r = http_response_parse(resp, buf, have);
+		if (r == 0)
+			return (ssize_t)have;
+		if (r != -EAGAIN) {
+			set_err(cc, "%s does not speak HTTP as expected (is it a trellis login "
+				"server?)", cc->url);
+			return r;
+		}
+	}
+}
+
+/* --- server key (trust on first use) --- */
+
+static int server_key_fetch(struct control_client *cc, uint8_t ret_key[NETMAP_KEY_LEN])
+{
+	struct conn c = {.fd = -1};
+	struct http_response resp;
+	char *buf = NULL, req[1024];
+	json_t *root = NULL;
+	const char *k;
+	size_t cap = HTTP_HEAD_MAX + KEY_BODY_MAX, have;
+	ssize_t n;
+	int r;
+
+	buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	r = conn_open(cc, &c);
+	if (r < 0)
+		goto out;
+	r = http_key_request_build(req, sizeof(req), cc->authority);
+	if (r < 0)
+		goto out;
+	r = conn_write(cc, &c, req, (size_t)r);
+	if (r < 0)
+		goto out;
+	n = read_response(cc, &c, buf, cap, &resp);
+	if (n < 0) {
+		r = (int)n;
+		goto out;
+	}
+	have = (size_t)n;
+	if (resp.status != 200) {
+		set_err(cc, "%s/key answered %u: not a trellis login server?", cc->url,
+			resp.status);
+		r = -EPROTO;
+		goto out;
+	}
+	if (!resp.has_content_length || resp.content_length > KEY_BODY_MAX) {
+		set_err(cc, "%s/key: bad response body", cc->url);
+		r = -EPROTO;
+		goto out;
+	}
+	while (have < resp.head_len + resp.content_length) {
+		n = conn_read(cc, &c, buf + have, cap - have,
+			      time_now_ns() + CONTROL_IO_TIMEOUT_NS);
+		if (n == -EINTR)
+			continue;
+		if (n <= 0) {
+			set_err(cc, "%s/key: response cut short", cc->url);
+			r = n == -ECANCELED ? -ECANCELED : -EPROTO;
+			goto out;
+		}
+		have += (size_t)n;
+	}
+	root = json_loadb(buf + resp.head_len, resp.content_length, 0, NULL);
+	k = json_string_value(json_object_get(root, "key"));
+	if (!k || key_from_base64(ret_key, k) < 0) {
+		set_err(cc, "%s/key: no valid key in the response", cc->url);
+		r = -EPROTO;
+		goto out;
+	}
+	r = 0;
+out:
+	json_decref(root);
+	conn_close(cc, &c);
+	free(buf);
+	return r;
+}
+
+/*
+ * Trust on first use, per login server URL: the first key seen is written down;
+ * later sessions must see the same key. A new URL (`trellis up --login-server`
+ * elsewhere) pins anew. 0, or -EPERM (fatal, err set).
+ */
+static int server_key_check(struct control_client *cc, const uint8_t key[NETMAP_KEY_LEN])
+{
+	char path[600], b64[KEY_BASE64_LEN + 1];
+	json_t *root;
+	const char *url, *old;
+	uint8_t pinned[NETMAP_KEY_LEN];
+	char *text;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/%s", cc->state_dir, CONTROL_SERVER_KEY_FILE);
+	key_to_base64(b64, key);
+	root = json_load_file(path, 0, NULL);
+	url = json_string_value(json_object_get(root, "login_server"));
+	old = json_string_value(json_object_get(root, "server_key"));
+	if (url && old && !strcmp(url, cc->url) && key_from_base64(pinned, old) == 0) {
+		char was[KEY_BASE64_LEN + 1];
+
+		snprintf(was, sizeof(was), "%s", old);
+		json_decref(root);
+		if (!memcmp(pinned, key, NETMAP_KEY_LEN))
+			return 0;
+		set_err(cc,
+			"the server key of %s changed (pinned %s, now %s): refusing to connect; "
+			"if the server was reinstalled on purpose, remove %s",
+			cc->url, was, b64, path);
+		return -EPERM;
+	}
+	json_decref(root);
+	root = json_pack("{s:s, s:s}", "login_server", cc->url, "server_key", b64);
+	text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+	json_decref(root);
+	if (!text)
+		return -ENOMEM;
+	r = state_file_write_atomic(path, text, strlen(text), 0600);
+	free(text);
+	if (r < 0)
+		log_warn("cannot write %s: %s", path, strerror(-r));
+	else
+		log_info("%s: server key %s pinned (first use)", cc->url, b64);
+	return 0;
+}
+
+/* --- endpoints --- */
+
+static bool addr_is_ours_internal(int family, const void *a)
+{
+	const uint8_t *b = a;
+
+	if (family == AF_INET) {
+		/* 100.64.0.0/10 (tailnet), 127/8, 169.254/16, 0/8 */
+		return (b[0] == 100 && (b[1] & 0xc0) == 64) || b[0] == 127 || b[0] == 0 ||
+		       (b[0] == 169 && b[1] == 254);
+	}
+	/* fe80::/10, ::1, :: and the tailnet ULA fd7e:11e5:7a11::/48 */
+	static const uint8_t ula[6] = {0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11};
+	static const uint8_t zero[15];
+
+	return (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || !memcmp(b, ula, 6) ||
+	       (!memcmp(b, zero, 15) && b[15] <= 1) || b[0] == 0xff;
+}
+
+static unsigned endpoints_collect(struct control_client *cc, struct endpoint *eps)
+{
+	struct ifaddrs *ifa = NULL, *i;
+	uint16_t port = cc->port_fn ? cc->port_fn(cc->port_ctx) : 0;
+	unsigned n = 0;
+
+	if (!port || getifaddrs(&ifa) < 0)
+		return 0;
+	for (i = ifa; i && n < NETMAP_MAX_ENDPOINTS; i = i->ifa_next) {
+		struct endpoint ep;
+
+		if (!i->ifa_addr || !(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK))
+			continue;
+		if (!strcmp(i->ifa_name, cc->ifname))
+			continue;
+		memset(&ep, 0, sizeof(ep));
+		if (i->ifa_addr->sa_family == AF_INET) {
+			ep.in4 = *(struct sockaddr_in *)i->ifa_addr;
+			if (addr_is_ours_internal(AF_INET, &ep.in4.sin_addr))
+				continue;
+			ep.in4.sin_port = htons(port);
+		} else if (i->ifa_addr->sa_family == AF_INET6) {
+			ep.in6 = *(struct sockaddr_in6 *)i->ifa_addr;
+			if (addr_is_ours_internal(AF_INET6, &ep.in6.sin6_addr))
+				continue;
+			ep.in6.sin6_port = htons(port);
+			ep.in6.sin6_scope_id = 0;
+			ep.in6.sin6_flowinfo = 0;
+		} else {
+			continue;
+		}
+		eps[n++] = ep;
+	}
+	freeifaddrs(ifa);
+	return n;
+}
+
+/* --- the session --- */
+
+struct session {
+	struct conn c;
+	struct ctrlstream *cs;
+	uint64_t last_send_ns, last_recv_ns;
+};
+
+static int flush_out(struct control_client *cc, struct session *s)
+{
+	const uint8_t *data;
+	size_t len;
+	int r;
+
+	r = ctrlstream_output(s->cs, &data, &len);
+	if (r < 0) {
+		set_err(cc, "control channel: %s", strerror(-r));
+		return r;
+	}
+	if (!len)
+		return 0;
+	r = conn_write(cc, &s->c, data, len);
+	if (r < 0)
+		return r;
+	ctrlstream_output_consume(s->cs, len);
+	s->last_send_ns = time_now_ns();
+	return 0;
+}
+
+static int send_msg(struct control_client *cc, struct session *s, const struct ctrl_msg *m)
+{
+	char *json = NULL;
+	size_t len;
+	int r;
+
+	r = ctrl_msg_encode(m, &json, &len);
+	if (r < 0) {
+		set_err(cc, "cannot encode %s: %s", ctrl_msg_type_name(m->type), strerror(-r));
+		return r;
+	}
+	r = ctrlstream_send(s->cs, json, len);
+	free(json);
+	if (r < 0) {
+		set_err(cc, "control channel: %s", strerror(-r));
+		return r;
+	}
+	return flush_out(cc, s);
+}
+
+static int send_register(struct control_client *cc, struct session *s)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_REGISTER};
+
+	memcpy(m.reg.node_key, cc->node_pub, NETMAP_KEY_LEN);
+	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "%s", cc->hostname);
+	snprintf(m.reg.os, sizeof(m.reg.os), "%s", cc->os);
+	snprintf(m.reg.auth_key, sizeof(m.reg.auth_key), "%s", cc->auth_key);
+	return send_msg(cc, s, &m);
+}
+
+static int send_map_request(struct control_client *cc, struct session *s)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_MAP_REQUEST};
+
+	memcpy(m.map_req.node_key, cc->node_pub, NETMAP_KEY_LEN);
+	snprintf(m.map_req.hostname, sizeof(m.map_req.hostname), "%s", cc->hostname);
+	m.map_req.stream = true;
+	cc->n_endpoints = endpoints_collect(cc, cc->endpoints);
+	m.map_req.n_endpoints = cc->n_endpoints;
+	memcpy(m.map_req.endpoints, cc->endpoints, cc->n_endpoints * sizeof(struct endpoint));
+	return send_msg(cc, s, &m);
+}
+
+static int endpoints_check(struct control_client *cc, struct session *s)
+{
+	struct endpoint eps[NETMAP_MAX_ENDPOINTS];
+	struct ctrl_msg m = {.type = CTRL_MSG_ENDPOINTS};
+	unsigned n = endpoints_collect(cc, eps), i;
+
+	if (n == cc->n_endpoints) {
+		for (i = 0; i < n; i++)
+			if (!endpoint_equal(&eps[i], &cc->endpoints[i]))
+				break;
+		if (i == n)
+			return 0;
+	}
+	cc->n_endpoints = n;
+	memcpy(cc->endpoints, eps, n * sizeof(*eps));
+	log_info("local addresses changed: reporting %u endpoints", n);
+	m.endpoints.n_endpoints = n;
+	memcpy(m.endpoints.endpoints, eps, n * sizeof(*eps));
+	return send_msg(cc, s, &m);
+}
+
+/* 0 to go on, 1 when the session is over for good (logged out), -errno to reconnect. */
+static int handle_msg(struct control_client *cc, struct session *s, const char *json, size_t len)
+{
+	struct ctrl_msg m;
+	int r;
+
+	r = ctrl_msg_decode(json, len, &m);
+	if (r < 0) {
+		set_err(cc, "bad message from %s: %s", cc->url, strerror(-r));
+		return r;
+	}
+	switch (m.type) {
+	case CTRL_MSG_REGISTER_RESPONSE:
+		if (m.reg_resp.status == CTRL_REGISTER_NEEDS_AUTH) {
+			log_info("interactive login: %s", m.reg_resp.auth_url);
+			report(cc, CONTROL_CLIENT_NEEDS_LOGIN, m.reg_resp.auth_url, NULL);
+			break;
+		}
+		if (m.reg_resp.status == CTRL_REGISTER_ERROR) {
+			set_err(cc, "%s refused the registration: %s", cc->url,
+				m.reg_resp.error[0] ? m.reg_resp.error : "no reason given");
+			cc->fatal = true;
+			r = -EACCES;
+			break;
+		}
+		log_info("registered with %s%s", cc->url, cc->auth_key[0] ? " (auth key)" : "");
+		/* Our login now exists: the key must not be spent again on reconnect. */
+		crypto_wipe(cc->auth_key, sizeof(cc->auth_key));
+		cc->registered = true;
+		pthread_mutex_lock(&cc->lock);
+		cc->established = true;
+		pthread_mutex_unlock(&cc->lock);
+		if (cc->ops.registered)
+			cc->ops.registered(cc->ops.ctx, m.reg_resp.has_node ? &m.reg_resp.node : NULL);
+		r = send_map_request(cc, s);
+		break;
+	case CTRL_MSG_NETMAP:
+		if (!cc->registered) {
+			set_err(cc, "%s sent a netmap before registration", cc->url);
+			r = -EPROTO;
+			break;
+		}
+		r = cc->ops.netmap ? cc->ops.netmap(cc->ops.ctx, m.netmap) : 0;
+		if (!cc->ops.netmap)
+			netmap_free(m.netmap);
+		m.netmap = NULL; /* passed on */
+		if (r < 0) {
+			set_err(cc, "cannot apply the netmap: %s", strerror(-r));
+			break;
+		}
+		if (!cc->have_netmap) {
+			cc->have_netmap = true;
+			report(cc, CONTROL_CLIENT_RUNNING, NULL, NULL);
+		}
+		break;
+	case CTRL_MSG_DELTA:
+		if (!cc->have_netmap) {
+			set_err(cc, "%s sent a delta before the netmap", cc->url);
+			r = -EPROTO;
+			break;
+		}
+		r = cc->ops.delta ? cc->ops.delta(cc->ops.ctx, m.delta) : 0;
+		if (r < 0)
+			set_err(cc, "cannot apply a netmap delta (%s): asking for a full map",
+				strerror(-r));
+		break;
+	case CTRL_MSG_LOGOUT_RESPONSE:
+		r = 1;
+		break;
+	case CTRL_MSG_KEEPALIVE:
+		break;
+	case CTRL_MSG_ERROR:
+		set_err(cc, "%s: %s", cc->url, m.error);
+		r = -ECONNABORTED;
+		break;
+	default:
+		/* A message meant for servers: ignore (newer servers may add types). */
+		log_debug("ignoring %s from the server", ctrl_msg_type_name(m.type));
+		break;
+	}
+	ctrl_msg_clear(&m);
+	return r;
+}
+
+static int session_open(struct control_client *cc, struct session *s,
+			const uint8_t server_key[NETMAP_KEY_LEN])
+{
+	struct http_response resp;
+	char *buf, req[1024];
+	ssize_t n;
+	int r;
+
+	buf = malloc(HTTP_HEAD_MAX);
+	if (!buf)
+		return -ENOMEM;
+	r = conn_open(cc, &s->c);
+	if (r < 0)
+		goto out;
+	r = http_control_request_build(req, sizeof(req), cc->authority);
+	if (r < 0)
+		goto out;
+	r = conn_write(cc, &s->c, req, (size_t)r);
+	if (r < 0)
+		goto out;
+	n = read_response(cc, &s->c, buf, HTTP_HEAD_MAX, &resp);
+	if (n < 0) {
+		r = (int)n;
+		goto out;
+	}
+	if (resp.status != 101) {
+		set_err(cc, "%s/control answered %u instead of switching protocols", cc->url,
+			resp.status);
+		r = -EPROTO;
+		goto out;
+	}
+	s->cs = ctrlstream_client_new(cc->machine_key, server_key);
+	if (!s->cs) {
+		r = -errno;
+		goto out;
+	}
+	/* What followed the head already belongs to the stream (the server's frame 2). */
+	if ((size_t)n > resp.head_len) {
+		size_t off = resp.head_len;
+
+		while (off < (size_t)n) {
+			ssize_t k = ctrlstream_feed(s->cs, buf + off, (size_t)n - off);
+
+			if (k <= 0) {
+				set_err(cc, "bad handshake from %s", cc->url);
+				r = k < 0 ? (int)k : -EPROTO;
+				goto out;
+			}
+			off += (size_t)k;
+		}
+	}
+	s->last_send_ns = s->last_recv_ns = time_now_ns();
+	r = send_register(cc, s);
+out:
+	free(buf);
+	return r;
+}
+
+static int session_run(struct control_client *cc, struct session *s)
+{
+	uint64_t next_ep = time_now_ns() + CONTROL_ENDPOINT_CHECK_NS;
+	uint64_t hs_deadline = time_now_ns() + CONTROL_IO_TIMEOUT_NS;
+
+	for (;;) {
+		uint64_t now = time_now_ns(), deadline;
+		bool logout = false;
+		ssize_t n;
+		size_t off;
+		int r;
+
+		if (!ctrlstream_established(s->cs) && now >= hs_deadline) {
+			set_err(cc, "%s: no handshake answer (wrong server key?)", cc->url);
+			return -ETIMEDOUT;
+		}
+		if (now >= s->last_recv_ns + CONTROL_SILENCE_NS) {
+			set_err(cc, "%s silent for %llu s: reconnecting", cc->url,
+				(unsigned long long)(CONTROL_SILENCE_NS / NSEC_PER_SEC));
+			return -ETIMEDOUT;
+		}
+		if (ctrlstream_established(s->cs) &&
+		    now >= s->last_send_ns + CONTROL_KEEPALIVE_NS) {
+			struct ctrl_msg m = {.type = CTRL_MSG_KEEPALIVE};
+
+			r = send_msg(cc, s, &m);
+			if (r < 0)
+				return r;
+		}
+		if (cc->have_netmap && now >= next_ep) {
+			r = endpoints_check(cc, s);
+			if (r < 0)
+				return r;
+			next_ep = now + CONTROL_ENDPOINT_CHECK_NS;
+		}
+		pthread_mutex_lock(&cc->lock);
+		if (cc->logout_req) {
+			cc->logout_req = false;
+			logout = true;
+		}
+		pthread_mutex_unlock(&cc->lock);
+		if (logout) {
+			struct ctrl_msg m = {.type = CTRL_MSG_LOGOUT};
+
+			log_info("logging out");
+			r = send_msg(cc, s, &m);
+			if (r < 0)
+				return r;
+		}
+
+		deadline = MIN(s->last_recv_ns + CONTROL_SILENCE_NS,
+			       s->last_send_ns + CONTROL_KEEPALIVE_NS);
+		if (cc->have_netmap)
+			deadline = MIN(deadline, next_ep);
+		if (!ctrlstream_established(s->cs))
+			deadline = MIN(deadline, hs_deadline);
+		n = conn_read(cc, &s->c, cc->rbuf, READ_CHUNK, deadline);
+		if (n == -EAGAIN)
+			continue;
+		if (n == -EINTR)
+			continue; /* a command (the flags above) or half a TLS record */
+		if (n == -ECANCELED)
+			return (int)n;
+		if (n <= 0) {
+			set_err(cc, "%s closed the control connection%s%s", cc->url,
+				n ? ": " : "", n ? strerror((int)-n) : "");
+			return n ? (int)n : -ECONNRESET;
+		}
+		s->last_recv_ns = time_now_ns();
+		off = 0;
+		while (off < (size_t)n) {
+			const char *json;
+			size_t len;
+			ssize_t k;
+			bool any = false;
+
+			k = ctrlstream_feed(s->cs, cc->rbuf + off, (size_t)n - off);
+			if (k < 0) {
+				set_err(cc, "control channel with %s broken: %s", cc->url,
+					k == -EBADMSG ? "bad frame (wrong server key?)"
+						      : strerror((int)-k));
+				return (int)k;
+			}
+			off += (size_t)k;
+			while ((r = ctrlstream_recv(s->cs, &json, &len)) == 1) {
+				any = true;
+				r = handle_msg(cc, s, json, len);
+				if (r)
+					return r;
+			}
+			if (r < 0) {
+				set_err(cc, "control channel: %s", strerror(-r));
+				return r;
+			}
+			if (!k && !any) {
+				set_err(cc, "control channel stuck");
+				return -EPROTO;
+			}
+		}
+		/* The handshake's completion releases the queued register message. */
+		r = flush_out(cc, s);
+		if (r < 0)
+			return r;
+	}
+}
+
+/* 1 when logged out, 0 when stopped, -errno (err set; fatal maybe) to retry. */
+static int session(struct control_client *cc)
+{
+	struct session s = {.c = {.fd = -1}};
+	uint8_t server_key[NETMAP_KEY_LEN];
+	int r;
+
+	cc->registered = false;
+	cc->have_netmap = false;
+	cc->err[0] = '\0';
+	r = server_key_fetch(cc, server_key);
+	if (r < 0)
+		goto out;
+	r = server_key_check(cc, server_key);
+	if (r < 0) {
+		cc->fatal = true;
+		goto out;
+	}
+	r = session_open(cc, &s, server_key);
+	if (r < 0)
+		goto out;
+	r = session_run(cc, &s);
+out:
+	pthread_mutex_lock(&cc->lock);
+	cc->established = false;
+	cc->logout_req = false;
+	if (r == 1)
+		cc->logout_done = true;
+	pthread_cond_broadcast(&cc->cond);
+	pthread_mutex_unlock(&cc->lock);
+	ctrlstream_free(s.cs);
+	conn_close(cc, &s.c);
+	if (r == -ECANCELED)
+		return 0;
+	return r;
+}
+
+static void *client_main(void *arg)
+{
+	struct control_client *cc = arg;
+	uint64_t backoff = CONTROL_BACKOFF_MIN_NS;
+
+	while (!atomic_load(&cc->stop)) {
+		uint64_t delay;
+		uint32_t rnd = 0;
+		int r;
+
+		report(cc, CONTROL_CLIENT_CONNECTING, NULL, NULL);
+		r = session(cc);
+		if (atomic_load(&cc->stop))
+			break;
+		if (r == 1) {
+			report(cc, CONTROL_CLIENT_LOGGED_OUT, NULL, NULL);
+			break;
+		}
+		if (cc->fatal) {
+			log_err("%s", cc->err);
+			report(cc, CONTROL_CLIENT_FAILED, NULL, cc->err);
+			break;
+		}
+		if (cc->have_netmap)
+			backoff = CONTROL_BACKOFF_MIN_NS;
+		crypto_random(&rnd, sizeof(rnd));
+		delay = backoff + backoff / 2 * rnd / UINT32_MAX;
+		log_warn("%s; retrying in %.1f s", cc->err[0] ? cc->err : "disconnected",
+			 (double)delay / NSEC_PER_SEC);
+		report(cc, CONTROL_CLIENT_CONNECTING, NULL, cc->err[0] ? cc->err : NULL);
+		backoff = MIN(backoff * 2, CONTROL_BACKOFF_MAX_NS);
+		/* Sleep, but wake for stop (a logout now has no session to use). */
+		if (wait_fd(cc, -1, 0, time_now_ns() + delay, false) < 0)
+			break;
+	}
+	/* Idle until stopped: the daemon decides what comes next. */
+	while (!atomic_load(&cc->stop))
+		if (wait_fd(cc, -1, 0, TIME_NEVER, false) < 0)
+			break;
+	return NULL;
+}
+
+int control_client_start(const struct control_client_cfg *cfg, struct control_client **ret)
+{
+	struct control_client *cc;
+	int r;
+
+	cc = calloc(1, sizeof(*cc));
+	if (!cc)
+		return -ENOMEM;
+	cc->wake_fd = -1;
+	cc->cur_fd = -1;
+	pthread_mutex_init(&cc->lock, NULL);
+	pthread_cond_init(&cc->cond, NULL);
+	if (snprintf(cc->url, sizeof(cc->url), "%s", cfg->login_server) >= (int)sizeof(cc->url) ||
+	    control_url_parse(cfg->login_server, &cc->tls, cc->host, sizeof(cc->host),
+			      &cc->port) < 0) {
+		log_err("invalid login server URL \"%s\": expected http://HOST[:PORT] or "
+			"https://HOST[:PORT]",
+			cfg->login_server);
+		r = -EINVAL;
+		goto out;
+	}
+	/* No trailing slash: paths are appended. */
+	while (strlen(cc->url) > 0 && cc->url[strlen(cc->url) - 1] == '/')
+		cc->url[strlen(cc->url) - 1] = '\0';
+	if (strchr(cc->host, ':'))
+		snprintf(cc->authority, sizeof(cc->authority), "[%s]:%u", cc->host, cc->port);
+	else
+		snprintf(cc->authority, sizeof(cc->authority), "%s:%u", cc->host, cc->port);
+	snprintf(cc->hostname, sizeof(cc->hostname), "%s", cfg->hostname ? cfg->hostname : "");
+	snprintf(cc->os, sizeof(cc->os), "%s", cfg->os ? cfg->os : "linux");
+	snprintf(cc->state_dir, sizeof(cc->state_dir), "%s", cfg->state_dir);
+	snprintf(cc->ifname, sizeof(cc->ifname), "%s", cfg->ifname ? cfg->ifname : "");
+	snprintf(cc->auth_key, sizeof(cc->auth_key), "%s", cfg->auth_key ? cfg->auth_key : "");
+	memcpy(cc->machine_key, cfg->machine_key, NETMAP_KEY_LEN);
+	memcpy(cc->node_key, cfg->node_key, NETMAP_KEY_LEN);
+	r = x25519_public_from_private(cc->node_pub, cc->node_key);
+	if (r < 0)
+		goto out;
+	cc->port_fn = cfg->port;
+	cc->port_ctx = cfg->port_ctx;
+	cc->ops = cfg->ops;
+	cc->rbuf = malloc(READ_CHUNK);
+	if (!cc->rbuf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	cc->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (cc->wake_fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = -pthread_create(&cc->thread, NULL, client_main, cc);
+	if (r < 0)
+		goto out;
+	cc->thread_started = true;
+	*ret = cc;
+	cc = NULL;
+out:
+	control_client_free(cc);
+	return r;
+}
+
+void control_client_free(struct control_client *cc)
+{
+	uint64_t one = 1;
+
+	if (!cc)
+		return;
+	if (cc->thread_started) {
+		atomic_store(&cc->stop, true);
+		if (write(cc->wake_fd, &one, sizeof(one)) < 0)
+			log_warn("control client stop: %s", strerror(errno));
+		pthread_mutex_lock(&cc->lock);
+		if (cc->cur_fd >= 0)
+			shutdown(cc->cur_fd, SHUT_RDWR);
+		pthread_mutex_unlock(&cc->lock);
+		pthread_join(cc->thread, NULL);
+	}
+	if (cc->wake_fd >= 0)
+		close(cc->wake_fd);
+	SSL_CTX_free(cc->ssl_ctx);
+	free(cc->rbuf);
+	pthread_cond_destroy(&cc->cond);
+	pthread_mutex_destroy(&cc->lock);
+	crypto_wipe(cc, sizeof(*cc));
+	free(cc);
+}
+
+int control_client_logout(struct control_client *cc, uint64_t timeout_ns)
+{
+	struct timespec ts;
+	uint64_t one = 1, wall;
+	int r = 0;
+
+	pthread_mutex_lock(&cc->lock);
+	if (!cc->established) {
+		r = -ENOTCONN;
+		goto out;
+	}
+	cc->logout_done = false;
+	cc->logout_req = true;
+	if (write(cc->wake_fd, &one, sizeof(one)) < 0) {
+		r = -errno;
+		goto out;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	wall = (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec + timeout_ns;
+	ts.tv_sec = (time_t)(wall / NSEC_PER_SEC);
+	ts.tv_nsec = (long)(wall % NSEC_PER_SEC);
+	while (!cc->logout_done && r == 0) {
+		if (!cc->established && !cc->logout_req) {
+			r = -ENOTCONN; /* the session died before the answer */
+			break;
+		}
+		r = -pthread_cond_timedwait(&cc->cond, &cc->lock, &ts);
+	}
+	if (cc->logout_done)
+		r = 0;
+out:
+	pthread_mutex_unlock(&cc->lock);
+	return r;
+}

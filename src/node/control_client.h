@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_NODE_CONTROL_CLIENT_H
+#define TRELLIS_NODE_CONTROL_CLIENT_H
+
+/*
+ * The node's side of docs/control-protocol.md: connect to the login server
+ * (http:// or https://), learn its key (GET /key, trusted on first use),
+ * upgrade POST /control, Noise_IK with the machine key, register, then follow
+ * the map stream and report endpoints; reconnect with backoff and jitter.
+ *
+ * It runs on a thread of its own with blocking I/O and poll() timeouts: the
+ * conversation is strictly sequential (connect, TLS, HTTP, handshake,
+ * register, stream), which reads straight down as blocking code, and a slow
+ * DNS lookup, TLS handshake or server can never stall the daemon's loop (local
+ * API, engine timers). The price is that its results reach the daemon through
+ * the callbacks below, on the client's thread: the daemon serialises them with
+ * its own lock and wakes its loop for what must happen there.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto/netmap.h"
+
+#define CONTROL_KEEPALIVE_NS (30ULL * 1000000000ULL)  /* send after this much idle */
+#define CONTROL_SILENCE_NS (90ULL * 1000000000ULL)    /* reconnect after this much silence */
+#define CONTROL_BACKOFF_MIN_NS (1ULL * 1000000000ULL)
+#define CONTROL_BACKOFF_MAX_NS (30ULL * 1000000000ULL)
+#define CONTROL_IO_TIMEOUT_NS (10ULL * 1000000000ULL) /* connect, TLS, HTTP, handshake */
+#define CONTROL_ENDPOINT_CHECK_NS (5ULL * 1000000000ULL)
+/* The file in the state directory that pins the server key (trust on first use). */
+#define CONTROL_SERVER_KEY_FILE "server-key.json"
+
+enum control_client_state {
+	CONTROL_CLIENT_CONNECTING, /* connecting or waiting to retry (error says why) */
+	CONTROL_CLIENT_NEEDS_LOGIN, /* interactive registration: auth_url is set */
+	CONTROL_CLIENT_RUNNING,     /* registered and the first netmap is applied */
+	CONTROL_CLIENT_FAILED,      /* gave up for good (key rejected, server key changed) */
+	CONTROL_CLIENT_LOGGED_OUT,  /* the server confirmed the logout */
+};
+
+const char *control_client_state_name(enum control_client_state s);
+
+/* All called on the client's thread, never two at a time. */
+struct control_client_ops {
+	void *ctx;
+	/* auth_url: NEEDS_LOGIN only; error: why we are CONNECTING again or FAILED, or NULL. */
+	void (*state_changed)(void *ctx, enum control_client_state state, const char *auth_url,
+			      const char *error);
+	/* The server accepted the registration; self is our record (may be NULL). */
+	void (*registered)(void *ctx, const struct netmap_node *self);
+	/* A full netmap; ownership passes to the callee. 0, or -errno to reconnect. */
+	int (*netmap)(void *ctx, struct netmap *nm);
+	/* A delta on the last netmap. 0, or -errno to reconnect (and get a full map). */
+	int (*delta)(void *ctx, const struct netmap_delta *d);
+};
+
+struct control_client_cfg {
+	const char *login_server; /* http://host[:port] or https://host[:port] */
+	const char *auth_key;     /* NULL or "": interactive (or an existing login) */
+	const char *hostname;
+	const char *os;
+	const char *state_dir;    /* where CONTROL_SERVER_KEY_FILE lives */
+	uint8_t machine_key[NETMAP_KEY_LEN]; /* private */
+	uint8_t node_key[NETMAP_KEY_LEN];    /* private */
+	const char *ifname;       /* our TUN interface: never an endpoint */
+	/* The UDP port to report with our addresses (any thread may be asked). */
+	uint16_t (*port)(void *ctx);
+	void *port_ctx;
+	struct control_client_ops ops;
+};
+
+struct control_client;
+
+/* Copies cfg and starts the thread. 0, -EINVAL (bad URL, logged), -errno. */
+int control_client_start(const struct control_client_cfg *cfg, struct control_client **ret);
+/* Accepts NULL. Stops the thread (promptly, whatever it is doing) and waits for it. */
+void control_client_free(struct control_client *cc);
+
+/*
+ * Asks the server to expire our node key and waits up to timeout_ns for its
+ * logout_response. 0 once confirmed (the client then stays idle), -ENOTCONN
+ * when there is no established session, -ETIMEDOUT.
+ */
+int control_client_logout(struct control_client *cc, uint64_t timeout_ns);
+
+/*
+ * Splits "http://host:port/..." into scheme, host (no brackets) and port.
+ * 0 or -EINVAL. Exposed for tests.
+ */
+int control_url_parse(const char *url, bool *ret_tls, char *host, size_t host_len,
+		      uint16_t *ret_port);
+
+#endif

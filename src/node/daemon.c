@@ -1,0 +1,614 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * trellisd in control-plane mode.
+ *
+ * Threads: the loop thread (local API, engine timers, signals, the deferred
+ * netmap cache write) and the control client's thread (control_client.h),
+ * besides the data-plane threads of wgdev.c. Everything the two share — the
+ * netmap and its applier, the state directory, what the client last reported —
+ * sits under `lock`. The client's callbacks take it on its thread and wake the
+ * loop for what only the loop may do (answering a pending `trellis up`, arming
+ * the cache timer). The loop thread never holds `lock` while it stops the
+ * client or waits for a logout, since the client's callbacks need it.
+ *
+ * Backend state (docs/localapi.md):
+ *   stopped      wanted down, or the client gave up (error says why)
+ *   starting     connecting / registering (tunnels from the cache may run)
+ *   needs_login  interactive registration waiting for the admin
+ *   running      registered and the netmap from the server is applied
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/loop.h"
+#include "base/time.h"
+#include "base/util.h"
+#include "node/control_client.h"
+#include "node/daemon.h"
+#include "node/localapi.h"
+#include "node/netmap_apply.h"
+#include "node/state.h"
+#include "node/wgdev.h"
+#include "proto/ctrlmsg.h"
+
+#define ERROR_MAX 320
+
+struct daemon {
+	struct loop *loop;
+	struct wgdev *wg;
+	struct localapi_server *api;
+	const char *ifname;
+
+	/* Loop thread only. */
+	struct control_client *cc;
+	struct localapi_req *up_req;
+	uint64_t up_errors; /* `errors` when the pending up started */
+	bool up_url_sent;
+	struct loop_timer save_timer;
+
+	pthread_mutex_t lock;
+	struct state *st;
+	struct netmap_apply *na;
+	struct netmap *nm; /* the full map applied (server's or the cache's) */
+	enum control_client_state cstate;
+	bool client_on;
+	char auth_url[CTRL_TEXT_MAX];
+	char error[ERROR_MAX];
+	uint64_t errors;       /* reports with an error so far */
+	uint64_t save_deadline; /* deferred cache write, 0 = none */
+};
+
+static const char *backend_state(const struct daemon *d)
+{
+	if (!d->client_on)
+		return "stopped";
+	switch (d->cstate) {
+	case CONTROL_CLIENT_RUNNING:
+		return "running";
+	case CONTROL_CLIENT_NEEDS_LOGIN:
+		return "needs_login";
+	case CONTROL_CLIENT_CONNECTING:
+		return "starting";
+	default:
+		return "stopped";
+	}
+}
+
+/* --- netmap (under lock) --- */
+
+static void cache_save_locked(struct daemon *d)
+{
+	int64_t r = state_netmap_save(d->st, d->nm, time_now_ns());
+
+	if (r < 0)
+		log_warn("cannot cache the netmap: %s", strerror((int)-r));
+	else if (r > 0 && !d->save_deadline) {
+		d->save_deadline = (uint64_t)r;
+		loop_wake(d->loop);
+	}
+}
+
+static int apply_locked(struct daemon *d)
+{
+	int r = netmap_apply_netmap(d->na, d->nm, time_now_ns());
+
+	if (r < 0)
+		log_warn("netmap apply: %s (retried with the next change)", strerror(-r));
+	wgdev_timers_kick(d->wg);
+	return r;
+}
+
+/* --- control client callbacks (client thread) --- */
+
+static void cc_state_changed(void *ctx, enum control_client_state s, const char *url,
+			     const char *error)
+{
+	struct daemon *d = ctx;
+
+	pthread_mutex_lock(&d->lock);
+	d->cstate = s;
+	if (url)
+		snprintf(d->auth_url, sizeof(d->auth_url), "%s", url);
+	if (error) {
+		snprintf(d->error, sizeof(d->error), "%s", error);
+		d->errors++;
+	} else if (s == CONTROL_CLIENT_RUNNING) {
+		d->error[0] = '\0';
+	}
+	if (s == CONTROL_CLIENT_FAILED) {
+		struct state_prefs p = *state_prefs(d->st);
+
+		snprintf(p.last_error, sizeof(p.last_error), "%s", error ? error : "");
+		state_prefs_save(d->st, &p);
+	}
+	pthread_mutex_unlock(&d->lock);
+	loop_wake(d->loop);
+}
+
+static void cc_registered(void *ctx, const struct netmap_node *self)
+{
+	struct daemon *d = ctx;
+	struct state_prefs p;
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	p = *state_prefs(d->st);
+	p.registered = true;
+	if (self)
+		p.node_id = self->id;
+	p.last_error[0] = '\0';
+	r = state_prefs_save(d->st, &p);
+	pthread_mutex_unlock(&d->lock);
+	if (r < 0)
+		log_warn("cannot save prefs: %s", strerror(-r));
+}
+
+static int cc_netmap(void *ctx, struct netmap *nm)
+{
+	struct daemon *d = ctx;
+
+	pthread_mutex_lock(&d->lock);
+	netmap_free(d->nm);
+	d->nm = nm;
+	log_info("netmap %" PRIu64 ": %u peers", nm->seq, nm->n_peers);
+	apply_locked(d);
+	cache_save_locked(d);
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+static int cc_delta(void *ctx, const struct netmap_delta *delta)
+{
+	struct daemon *d = ctx;
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	if (!d->nm) {
+		r = -EINVAL;
+		goto out;
+	}
+	r = netmap_apply_delta(d->nm, delta);
+	if (r < 0)
+		goto out;
+	log_debug("delta %" PRIu64 ": +%u ~%u -%u", delta->seq, delta->n_added, delta->n_changed,
+		  delta->n_removed);
+	apply_locked(d);
+	cache_save_locked(d);
+	r = 0;
+out:
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+static uint16_t cc_port(void *ctx)
+{
+	struct daemon *d = ctx;
+
+	return wgdev_port(d->wg);
+}
+
+/* Loop thread. Under no lock: the client's thread may be calling back. */
+static int client_start(struct daemon *d, const char *auth_key)
+{
+	struct control_client_cfg cfg = {0};
+	char host[NETMAP_NAME_MAX] = "";
+	char server[STATE_URL_MAX];
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	snprintf(server, sizeof(server), "%s", state_prefs(d->st)->login_server);
+	snprintf(host, sizeof(host), "%s", state_prefs(d->st)->hostname);
+	memcpy(cfg.machine_key, state_machine_key(d->st), NETMAP_KEY_LEN);
+	memcpy(cfg.node_key, state_node_key(d->st), NETMAP_KEY_LEN);
+	cfg.state_dir = state_dir(d->st);
+	d->cstate = CONTROL_CLIENT_CONNECTING;
+	d->client_on = true;
+	pthread_mutex_unlock(&d->lock);
+	if (!host[0] && gethostname(host, sizeof(host) - 1) < 0)
+		snprintf(host, sizeof(host), "node");
+	cfg.login_server = server;
+	cfg.auth_key = auth_key;
+	cfg.hostname = host;
+	cfg.os = "linux";
+	cfg.ifname = d->ifname;
+	cfg.port = cc_port;
+	cfg.port_ctx = d;
+	cfg.ops = (struct control_client_ops){.ctx = d,
+					      .state_changed = cc_state_changed,
+					      .registered = cc_registered,
+					      .netmap = cc_netmap,
+					      .delta = cc_delta};
+	r = control_client_start(&cfg, &d->cc);
+	memset(cfg.machine_key, 0, sizeof(cfg.machine_key));
+	memset(cfg.node_key, 0, sizeof(cfg.node_key));
+	if (r < 0) {
+		pthread_mutex_lock(&d->lock);
+		d->client_on = false;
+		pthread_mutex_unlock(&d->lock);
+	}
+	return r;
+}
+
+static void client_stop(struct daemon *d)
+{
+	control_client_free(d->cc);
+	d->cc = NULL;
+	pthread_mutex_lock(&d->lock);
+	d->client_on = false;
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void up_finish(struct daemon *d, json_t *msg)
+{
+	struct localapi_req *req = d->up_req;
+
+	d->up_req = NULL;
+	localapi_req_finish(req, msg);
+}
+
+static void up_finish_error(struct daemon *d, const char *text)
+{
+	up_finish(d, localapi_reply_error(text));
+}
+
+/* --- loop thread --- */
+
+static void save_fire(struct loop_timer *t)
+{
+	struct daemon *d = container_of(t, struct daemon, save_timer);
+	int r = 0;
+
+	pthread_mutex_lock(&d->lock);
+	d->save_deadline = 0;
+	if (d->nm)
+		r = state_netmap_flush(d->st, d->nm, time_now_ns());
+	pthread_mutex_unlock(&d->lock);
+	if (r < 0)
+		log_warn("cannot cache the netmap: %s", strerror(-r));
+}
+
+static void events(struct daemon *d)
+{
+	enum control_client_state s;
+	char url[sizeof(d->auth_url)], err[ERROR_MAX];
+	uint64_t errors, save;
+
+	pthread_mutex_lock(&d->lock);
+	s = d->cstate;
+	snprintf(url, sizeof(url), "%s", d->auth_url);
+	snprintf(err, sizeof(err), "%s", d->error);
+	errors = d->errors;
+	save = d->save_deadline;
+	pthread_mutex_unlock(&d->lock);
+
+	if (save && !d->save_timer.armed)
+		loop_timer_arm(d->loop, &d->save_timer, save);
+	if (!d->up_req)
+		return;
+	if (s == CONTROL_CLIENT_RUNNING) {
+		json_t *msg = localapi_reply_ok();
+
+		json_object_set_new(msg, "state", json_string("running"));
+		up_finish(d, msg);
+	} else if (s == CONTROL_CLIENT_FAILED || errors != d->up_errors) {
+		/* The client keeps retrying unreachable servers; the user hears at once. */
+		up_finish_error(d, err[0] ? err : "the control client stopped");
+	} else if (s == CONTROL_CLIENT_NEEDS_LOGIN && !d->up_url_sent) {
+		json_t *msg = localapi_reply_ok();
+
+		json_object_set_new(msg, "state", json_string("needs_login"));
+		json_object_set_new(msg, "auth_url", json_string(url));
+		localapi_req_progress(d->up_req, msg);
+		d->up_url_sent = true;
+	}
+}
+
+static void woken(struct loop *loop, void *ctx)
+{
+	struct daemon *d = ctx;
+
+	if (wgdev_woken(d->wg)) {
+		log_info("interface %s is gone, shutting down", d->ifname);
+		loop_stop(loop);
+		return;
+	}
+	events(d);
+}
+
+static void signal_caught(struct loop *loop, int signo)
+{
+	log_info("%s, shutting down", strsignal(signo));
+	loop_stop(loop);
+}
+
+/* --- local API backend (loop thread) --- */
+
+static int be_status(void *ctx, json_t **ret)
+{
+	struct daemon *d = ctx;
+	struct wg_device_info *info = NULL;
+	json_t *st = NULL;
+	int r;
+
+	r = wg_device_info_get(wgdev_device(d->wg), &info);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&d->lock);
+	r = localapi_status_build(backend_state(d), d->nm, info, &st);
+	if (r == 0) {
+		const struct state_prefs *p = state_prefs(d->st);
+		const char *e = d->error[0] ? d->error : p->last_error;
+
+		if (e[0])
+			json_object_set_new(st, "error", json_string(e));
+		if (p->login_server[0])
+			json_object_set_new(st, "login_server", json_string(p->login_server));
+		if (d->cstate == CONTROL_CLIENT_NEEDS_LOGIN && d->client_on)
+			json_object_set_new(st, "auth_url", json_string(d->auth_url));
+	}
+	pthread_mutex_unlock(&d->lock);
+	wg_device_info_free(info);
+	if (r == 0)
+		*ret = st;
+	return r;
+}
+
+/* Under lock: peers, addresses and routes off; the map forgotten. */
+static void clear_locked(struct daemon *d)
+{
+	int r = netmap_apply_clear(d->na, time_now_ns());
+
+	if (r < 0)
+		log_warn("clearing the interface: %s", strerror(-r));
+	netmap_free(d->nm);
+	d->nm = NULL;
+}
+
+static void be_up(void *ctx, const struct localapi_up_opts *opts, struct localapi_req *req)
+{
+	struct daemon *d = ctx;
+	struct state_prefs p;
+	char err[LOCALAPI_ERROR_MAX];
+	int r;
+
+	if (d->up_req)
+		up_finish_error(d, "superseded by another `trellis up`");
+	client_stop(d);
+
+	pthread_mutex_lock(&d->lock);
+	p = *state_prefs(d->st);
+	if (strcmp(p.login_server, opts->login_server)) {
+		/* Another server: its tailnet is not ours. */
+		if (p.login_server[0]) {
+			clear_locked(d);
+			state_netmap_remove(d->st);
+		}
+		p.registered = false;
+		p.node_id = 0;
+		snprintf(p.login_server, sizeof(p.login_server), "%s", opts->login_server);
+	}
+	if (opts->hostname)
+		snprintf(p.hostname, sizeof(p.hostname), "%s", opts->hostname);
+	p.want_up = true;
+	p.last_error[0] = '\0';
+	d->error[0] = '\0';
+	d->auth_url[0] = '\0';
+	r = state_prefs_save(d->st, &p);
+	d->up_errors = d->errors;
+	pthread_mutex_unlock(&d->lock);
+	if (r < 0) {
+		snprintf(err, sizeof(err), "cannot save the preferences in %s: %s",
+			 state_dir(d->st), strerror(-r));
+		localapi_req_finish(req, localapi_reply_error(err));
+		return;
+	}
+	r = client_start(d, opts->auth_key);
+	if (r < 0) {
+		if (r == -EINVAL)
+			snprintf(err, sizeof(err),
+				 "invalid login server URL \"%s\" (expected http://HOST[:PORT] or "
+				 "https://HOST[:PORT])",
+				 opts->login_server);
+		else
+			snprintf(err, sizeof(err), "cannot start the control client: %s",
+				 strerror(-r));
+		localapi_req_finish(req, localapi_reply_error(err));
+		return;
+	}
+	d->up_req = req;
+	d->up_url_sent = false;
+	events(d);
+}
+
+static void be_up_cancel(void *ctx, struct localapi_req *req)
+{
+	struct daemon *d = ctx;
+
+	if (d->up_req == req)
+		d->up_req = NULL;
+}
+
+static int be_down(void *ctx, char *err, size_t err_len)
+{
+	struct daemon *d = ctx;
+	struct state_prefs p;
+	int r;
+
+	if (d->up_req)
+		up_finish_error(d, "cancelled by `trellis down`");
+	client_stop(d);
+	pthread_mutex_lock(&d->lock);
+	clear_locked(d);
+	p = *state_prefs(d->st);
+	p.want_up = false;
+	r = state_prefs_save(d->st, &p);
+	pthread_mutex_unlock(&d->lock);
+	if (r < 0)
+		snprintf(err, err_len, "cannot save the preferences: %s", strerror(-r));
+	else
+		log_info("down");
+	return r;
+}
+
+static int be_logout(void *ctx, char *err, size_t err_len)
+{
+	struct daemon *d = ctx;
+	struct state_prefs p;
+	const uint8_t *key;
+	int r = -ENOTCONN;
+
+	if (d->up_req)
+		up_finish_error(d, "cancelled by `trellis logout`");
+	if (d->cc)
+		r = control_client_logout(d->cc, DAEMON_LOGOUT_TIMEOUT_NS);
+	if (r < 0)
+		log_warn("logout not confirmed by the server (%s): forgetting the key locally",
+			 strerror(-r));
+	client_stop(d);
+
+	pthread_mutex_lock(&d->lock);
+	clear_locked(d);
+	state_netmap_remove(d->st);
+	/* A new node key for the next login: the old one is expired at the server. */
+	r = state_node_key_rotate_begin(d->st, &key);
+	if (r == 0)
+		r = state_node_key_rotate_commit(d->st);
+	if (r == 0)
+		r = netmap_apply_set_private_key(d->na, state_node_key(d->st), time_now_ns());
+	if (r < 0) {
+		snprintf(err, err_len, "cannot make a new node key: %s", strerror(-r));
+		goto out;
+	}
+	p = *state_prefs(d->st);
+	p.want_up = false;
+	p.registered = false;
+	p.node_id = 0;
+	p.last_error[0] = '\0';
+	d->error[0] = '\0';
+	r = state_prefs_save(d->st, &p);
+	if (r < 0)
+		snprintf(err, err_len, "cannot save the preferences: %s", strerror(-r));
+	else
+		log_info("logged out");
+out:
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+/* --- run --- */
+
+int daemon_run(const struct daemon_opts *opts)
+{
+	struct daemon *d;
+	struct wgdev_opts wo;
+	struct localapi_backend be;
+	const struct state_prefs *p;
+	struct netmap *cached = NULL;
+	int r;
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	pthread_mutex_init(&d->lock, NULL);
+	d->ifname = opts->ifname ? opts->ifname : DAEMON_DEFAULT_TUN;
+	d->save_timer.cb = save_fire;
+	d->save_timer.deadline_ns = TIME_NEVER;
+	log_set_prefix(d->ifname);
+
+	r = state_open(opts->state_dir ? opts->state_dir : STATE_DEFAULT_DIR, &d->st);
+	if (r < 0) {
+		log_err("cannot open the state directory %s: %s",
+			opts->state_dir ? opts->state_dir : STATE_DEFAULT_DIR, strerror(-r));
+		goto out;
+	}
+	d->loop = loop_new();
+	if (!d->loop) {
+		r = -errno;
+		goto out;
+	}
+	/* Before any thread starts, so that all of them inherit the blocked mask. */
+	r = loop_signals_catch(d->loop, signal_caught);
+	if (r < 0)
+		goto out;
+	loop_wake_cb_set(d->loop, woken, d);
+
+	wo = (struct wgdev_opts){.ifname = d->ifname,
+				 .mtu = opts->mtu,
+				 .workers = opts->workers,
+				 .port = opts->port,
+				 .uapi_optional = true};
+	r = wgdev_new(d->loop, &wo, &d->wg);
+	if (r < 0)
+		goto out;
+	r = netmap_apply_new(wgdev_device(d->wg), d->ifname, 0, &netmap_apply_os_netlink, &d->na);
+	if (r < 0)
+		goto out;
+	r = netmap_apply_set_private_key(d->na, state_node_key(d->st), time_now_ns());
+	if (r < 0)
+		goto out;
+
+	be = (struct localapi_backend){.ctx = d,
+				       .status = be_status,
+				       .up = be_up,
+				       .up_cancel = be_up_cancel,
+				       .down = be_down,
+				       .logout = be_logout};
+	r = localapi_server_new(d->loop, opts->socket_path ? opts->socket_path
+							   : LOCALAPI_DEFAULT_SOCKET,
+				&be, &d->api);
+	if (r < 0) {
+		log_err("cannot serve the local API on %s: %s",
+			opts->socket_path ? opts->socket_path : LOCALAPI_DEFAULT_SOCKET,
+			strerror(-r));
+		goto out;
+	}
+
+	/* Back to where we were: tunnels from the cache at once, control behind them. */
+	p = state_prefs(d->st);
+	if (p->want_up && p->login_server[0]) {
+		r = state_netmap_load(d->st, &cached);
+		if (r == 0) {
+			pthread_mutex_lock(&d->lock);
+			d->nm = cached;
+			apply_locked(d);
+			pthread_mutex_unlock(&d->lock);
+			log_info("tunnels up from the cached netmap (%u peers)", cached->n_peers);
+		} else if (r != -ENOENT) {
+			log_warn("netmap cache unusable: %s", strerror(-r));
+		}
+		r = client_start(d, NULL);
+		if (r < 0)
+			log_err("cannot start the control client: %s", strerror(-r));
+	}
+	log_info("trellisd running: state %s, local API %s, UDP port %u", state_dir(d->st),
+		 opts->socket_path ? opts->socket_path : LOCALAPI_DEFAULT_SOCKET,
+		 wgdev_port(d->wg));
+
+	r = loop_run(d->loop);
+	if (r < 0)
+		log_err("event loop: %s", strerror(-r));
+out:
+	if (d->up_req)
+		up_finish_error(d, "trellisd is shutting down");
+	control_client_free(d->cc);
+	localapi_server_free(d->api);
+	if (d->nm && d->st)
+		state_netmap_flush(d->st, d->nm, time_now_ns());
+	if (d->save_timer.armed)
+		loop_timer_disarm(d->loop, &d->save_timer);
+	/* The interface, its addresses and routes go with the TUN fd. */
+	netmap_apply_free(d->na);
+	wgdev_free(d->wg);
+	netmap_free(d->nm);
+	state_free(d->st);
+	loop_free(d->loop);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+	return r;
+}

@@ -1,0 +1,613 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The control client against an in-process fake server built from the same
+ * proto pieces as trellis-control (http, ctrlstream server side, ctrlmsg):
+ * register with an auth key, a netmap applied to a real wg_device, a delta,
+ * reconnect after the server drops the connection (without spending the auth
+ * key again), interactive login, a rejected key, and a changed server key.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "base/base64.h"
+#include "base/pkt.h"
+#include "base/time.h"
+#include "crypto/crypto.h"
+#include "node/control_client.h"
+#include "node/netmap_apply.h"
+#include "proto/ctrlmsg.h"
+#include "proto/ctrlstream.h"
+#include "proto/http.h"
+#include "wg/device.h"
+
+/* --- fake server --- */
+
+enum scenario { SC_STREAM, SC_INTERACTIVE, SC_REJECT };
+
+struct fake_server {
+	int lfd;
+	uint16_t port;
+	pthread_t thread;
+	uint8_t priv[32], pub[32];
+	enum scenario sc;
+	pthread_mutex_t lock;
+	unsigned sessions;     /* POST /control seen */
+	char auth_keys[4][CTRL_AUTHKEY_MAX];
+	unsigned registers;
+	unsigned map_endpoints;
+};
+
+struct srv_conn {
+	int fd;
+	struct ctrlstream *cs;
+	uint8_t buf[4096];
+	size_t off, len;
+};
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int srv_flush(struct srv_conn *sc)
+{
+	const uint8_t *d;
+	size_t l;
+
+	if (ctrlstream_output(sc->cs, &d, &l) < 0)
+		return -1;
+	if (l && write_all(sc->fd, d, l) < 0)
+		return -1;
+	ctrlstream_output_consume(sc->cs, l);
+	return 0;
+}
+
+static int srv_recv(struct srv_conn *sc, struct ctrl_msg *m)
+{
+	for (;;) {
+		const char *j;
+		size_t l;
+		ssize_t n;
+		int r = ctrlstream_recv(sc->cs, &j, &l);
+
+		if (r < 0)
+			return -1;
+		if (r == 1)
+			return ctrl_msg_decode(j, l, m) < 0 ? -1 : 0;
+		if (sc->off < sc->len) {
+			n = ctrlstream_feed(sc->cs, sc->buf + sc->off, sc->len - sc->off);
+			if (n < 0)
+				return -1;
+			sc->off += (size_t)n;
+			if (srv_flush(sc) < 0)
+				return -1;
+			continue;
+		}
+		n = recv(sc->fd, sc->buf, sizeof(sc->buf), 0);
+		if (n <= 0)
+			return -1;
+		sc->off = 0;
+		sc->len = (size_t)n;
+	}
+}
+
+static int srv_send(struct srv_conn *sc, const struct ctrl_msg *m)
+{
+	char *json;
+	size_t len;
+
+	if (ctrl_msg_encode(m, &json, &len) < 0)
+		return -1;
+	if (ctrlstream_send(sc->cs, json, len) < 0) {
+		free(json);
+		return -1;
+	}
+	free(json);
+	return srv_flush(sc);
+}
+
+static void node_init(struct netmap_node *n, uint64_t id)
+{
+	memset(n, 0, sizeof(*n));
+	n->id = id;
+	snprintf(n->name, sizeof(n->name), "node-%u", (unsigned)id);
+	memset(n->node_key, (int)id, sizeof(n->node_key));
+	memset(n->machine_key, (int)id + 100, sizeof(n->machine_key));
+	n->n_allowed_ips = 1;
+	n->allowed_ips[0] = (struct netmap_prefix){AF_INET, 32, {100, 64, 0, (uint8_t)id}};
+	n->n_addresses = 1;
+	n->addresses[0] = n->allowed_ips[0];
+	n->n_endpoints = 1;
+	endpoint_parse(&n->endpoints[0], "198.51.100.1:41641");
+	snprintf(n->os, sizeof(n->os), "linux");
+}
+
+static int send_netmap(struct srv_conn *sc, uint64_t seq, unsigned n_peers)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_NETMAP};
+	struct netmap *nm = calloc(1, sizeof(*nm));
+	unsigned i;
+	int r;
+
+	nm->seq = seq;
+	snprintf(nm->tailnet, sizeof(nm->tailnet), "default");
+	node_init(&nm->self, 1);
+	nm->n_peers = n_peers;
+	nm->peers = calloc(n_peers, sizeof(*nm->peers));
+	for (i = 0; i < n_peers; i++)
+		node_init(&nm->peers[i], 2 + i);
+	m.netmap = nm;
+	r = srv_send(sc, &m);
+	ctrl_msg_clear(&m);
+	return r;
+}
+
+static int send_delta_add(struct srv_conn *sc, uint64_t seq, uint64_t id)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_DELTA};
+	struct netmap_delta *d = calloc(1, sizeof(*d));
+	int r;
+
+	d->seq = seq;
+	d->n_added = 1;
+	d->added = calloc(1, sizeof(*d->added));
+	node_init(&d->added[0], id);
+	m.delta = d;
+	r = srv_send(sc, &m);
+	ctrl_msg_clear(&m);
+	return r;
+}
+
+static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned session_no)
+{
+	struct ctrl_msg m, out;
+
+	/* register */
+	if (srv_recv(sc, &m) < 0 || m.type != CTRL_MSG_REGISTER)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	if (fs->registers < 4)
+		snprintf(fs->auth_keys[fs->registers], CTRL_AUTHKEY_MAX, "%s", m.reg.auth_key);
+	fs->registers++;
+	pthread_mutex_unlock(&fs->lock);
+	memset(&out, 0, sizeof(out));
+	out.type = CTRL_MSG_REGISTER_RESPONSE;
+	if (fs->sc == SC_REJECT) {
+		out.reg_resp.status = CTRL_REGISTER_ERROR;
+		snprintf(out.reg_resp.error, sizeof(out.reg_resp.error), "invalid auth key");
+		srv_send(sc, &out);
+		return;
+	}
+	if (fs->sc == SC_INTERACTIVE) {
+		struct ctrl_msg wait = {.type = CTRL_MSG_REGISTER_RESPONSE};
+
+		wait.reg_resp.status = CTRL_REGISTER_NEEDS_AUTH;
+		snprintf(wait.reg_resp.auth_url, sizeof(wait.reg_resp.auth_url),
+			 "http://192.0.2.1/register/abc");
+		srv_send(sc, &wait);
+		usleep(200 * 1000);
+	}
+	out.reg_resp.status = CTRL_REGISTER_OK;
+	out.reg_resp.has_node = true;
+	node_init(&out.reg_resp.node, 1);
+	if (srv_send(sc, &out) < 0)
+		return;
+	/* map_request */
+	if (srv_recv(sc, &m) < 0 || m.type != CTRL_MSG_MAP_REQUEST || !m.map_req.stream)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	fs->map_endpoints = m.map_req.n_endpoints;
+	pthread_mutex_unlock(&fs->lock);
+	if (session_no == 0 && fs->sc == SC_STREAM) {
+		send_netmap(sc, 10, 1);
+		usleep(100 * 1000);
+		send_delta_add(sc, 11, 3);
+		usleep(200 * 1000);
+		return; /* drop the connection */
+	}
+	send_netmap(sc, 20, 3);
+	/* Follow until the client goes away. */
+	while (srv_recv(sc, &m) == 0)
+		ctrl_msg_clear(&m);
+}
+
+static void *server_main(void *arg)
+{
+	struct fake_server *fs = arg;
+	unsigned session_no = 0;
+
+	for (;;) {
+		struct srv_conn sc = {.fd = -1};
+		struct http_request req;
+		char head[HTTP_HEAD_MAX], resp[512], body[128];
+		size_t have = 0;
+		int r;
+
+		sc.fd = accept(fs->lfd, NULL, NULL);
+		if (sc.fd < 0)
+			break;
+		do {
+			ssize_t n = recv(sc.fd, head + have, sizeof(head) - have, 0);
+
+			if (n <= 0) {
+				r = -1;
+				break;
+			}
+			have += (size_t)n;
+			r = http_request_parse(&req, head, have);
+		} while (r == -EAGAIN);
+		if (r < 0) {
+			close(sc.fd);
+			continue;
+		}
+		if (http_request_is(&req, "GET", "/key")) {
+			char b64[KEY_BASE64_LEN + 1];
+			int bl;
+
+			key_to_base64(b64, fs->pub);
+			bl = snprintf(body, sizeof(body), "{\"key\":\"%s\",\"version\":1}", b64);
+			r = http_response_build(resp, sizeof(resp), 200,
+						"Content-Type: application/json\r\n", (uint64_t)bl);
+			write_all(sc.fd, resp, (size_t)r);
+			write_all(sc.fd, body, (size_t)bl);
+		} else if (http_request_is(&req, "POST", "/control")) {
+			r = http_response_build(resp, sizeof(resp), 101,
+						"Connection: Upgrade\r\nUpgrade: " HTTP_UPGRADE_TOKEN
+						"\r\n",
+						0);
+			write_all(sc.fd, resp, (size_t)r);
+			sc.cs = ctrlstream_server_new(fs->priv);
+			memcpy(sc.buf, head + req.head_len, have - req.head_len);
+			sc.len = have - req.head_len;
+			pthread_mutex_lock(&fs->lock);
+			fs->sessions++;
+			pthread_mutex_unlock(&fs->lock);
+			srv_session(fs, &sc, session_no++);
+			ctrlstream_free(sc.cs);
+		}
+		close(sc.fd);
+	}
+	return NULL;
+}
+
+static void server_start(struct fake_server *fs, enum scenario sc)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sin);
+
+	memset(fs, 0, sizeof(*fs));
+	pthread_mutex_init(&fs->lock, NULL);
+	fs->sc = sc;
+	assert_int_equal(x25519_private_generate(fs->priv), 0);
+	assert_int_equal(x25519_public_from_private(fs->pub, fs->priv), 0);
+	fs->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fs->lfd >= 0);
+	assert_int_equal(bind(fs->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(fs->lfd, 8), 0);
+	assert_int_equal(getsockname(fs->lfd, (struct sockaddr *)&sin, &sl), 0);
+	fs->port = ntohs(sin.sin_port);
+	assert_int_equal(pthread_create(&fs->thread, NULL, server_main, fs), 0);
+}
+
+static void server_stop(struct fake_server *fs)
+{
+	shutdown(fs->lfd, SHUT_RDWR);
+	pthread_join(fs->thread, NULL);
+	close(fs->lfd);
+	pthread_mutex_destroy(&fs->lock);
+}
+
+/* --- the node side: a real wg_device behind netmap_apply --- */
+
+struct node {
+	struct pkt_pool *pool;
+	struct wg_device *dev;
+	struct netmap_apply *na;
+	struct netmap *nm;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum control_client_state state;
+	char error[512], url[256];
+	unsigned netmaps, deltas, needs_login_seen;
+	char dir[64];
+};
+
+static void noop_send(void *ctx, struct pkt **p, unsigned n)
+{
+	unsigned i;
+
+	(void)ctx;
+	for (i = 0; i < n; i++)
+		wg_pkt_release(p[i]);
+	pkt_free(p, n);
+}
+
+static void cb_state(void *ctx, enum control_client_state s, const char *url, const char *err)
+{
+	struct node *n = ctx;
+
+	pthread_mutex_lock(&n->lock);
+	n->state = s;
+	if (url) {
+		snprintf(n->url, sizeof(n->url), "%s", url);
+		n->needs_login_seen++;
+	}
+	if (err)
+		snprintf(n->error, sizeof(n->error), "%s", err);
+	pthread_cond_broadcast(&n->cond);
+	pthread_mutex_unlock(&n->lock);
+}
+
+static int cb_netmap(void *ctx, struct netmap *nm)
+{
+	struct node *n = ctx;
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	netmap_free(n->nm);
+	n->nm = nm;
+	r = netmap_apply_netmap(n->na, nm, time_now_ns());
+	n->netmaps++;
+	pthread_cond_broadcast(&n->cond);
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+static int cb_delta(void *ctx, const struct netmap_delta *d)
+{
+	struct node *n = ctx;
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	r = netmap_apply_delta(n->nm, d);
+	if (r == 0)
+		r = netmap_apply_netmap(n->na, n->nm, time_now_ns());
+	n->deltas++;
+	pthread_cond_broadcast(&n->cond);
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+static uint16_t cb_port(void *ctx)
+{
+	(void)ctx;
+	return 41641;
+}
+
+static void node_setup(struct node *n)
+{
+	static const struct wg_device_ops ops = {.udp_send = noop_send, .tun_write = noop_send};
+	uint8_t priv[32];
+
+	memset(n, 0, sizeof(*n));
+	pthread_mutex_init(&n->lock, NULL);
+	pthread_cond_init(&n->cond, NULL);
+	n->pool = pkt_pool_new(64);
+	n->dev = wg_device_new(&ops, n->pool);
+	assert_non_null(n->dev);
+	assert_int_equal(netmap_apply_new(n->dev, "tl0", 0, NULL, &n->na), 0);
+	assert_int_equal(x25519_private_generate(priv), 0);
+	assert_int_equal(netmap_apply_set_private_key(n->na, priv, 1), 0);
+	snprintf(n->dir, sizeof(n->dir), "/tmp/test_cc.XXXXXX");
+	assert_non_null(mkdtemp(n->dir));
+}
+
+static void node_teardown(struct node *n)
+{
+	char cmd[128];
+
+	netmap_apply_free(n->na);
+	wg_device_free(n->dev);
+	pkt_pool_free(n->pool);
+	netmap_free(n->nm);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", n->dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static struct control_client *client_start(struct node *n, uint16_t port, const char *auth_key)
+{
+	struct control_client_cfg cfg = {0};
+	struct control_client *cc = NULL;
+	char url[64];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", port);
+	cfg.login_server = url;
+	cfg.auth_key = auth_key;
+	cfg.hostname = "test-node";
+	cfg.state_dir = n->dir;
+	assert_int_equal(x25519_private_generate(cfg.machine_key), 0);
+	assert_int_equal(x25519_private_generate(cfg.node_key), 0);
+	cfg.ifname = "tl0";
+	cfg.port = cb_port;
+	cfg.ops = (struct control_client_ops){
+	    .ctx = n, .state_changed = cb_state, .netmap = cb_netmap, .delta = cb_delta};
+	assert_int_equal(control_client_start(&cfg, &cc), 0);
+	return cc;
+}
+
+/* Waits (up to 10 s) until pred holds, under the node's lock. */
+#define WAIT_FOR(n, pred)                                                                          \
+	do {                                                                                       \
+		struct timespec ts;                                                                \
+		int _r = 0;                                                                        \
+		clock_gettime(CLOCK_REALTIME, &ts);                                                \
+		ts.tv_sec += 10;                                                                   \
+		pthread_mutex_lock(&(n)->lock);                                                    \
+		while (!(pred) && _r == 0)                                                         \
+			_r = pthread_cond_timedwait(&(n)->cond, &(n)->lock, &ts);                  \
+		pthread_mutex_unlock(&(n)->lock);                                                  \
+		assert_true(pred);                                                                 \
+	} while (0)
+
+static unsigned device_peers(struct node *n)
+{
+	struct wg_device_info *info = NULL;
+	unsigned k;
+
+	assert_int_equal(wg_device_info_get(n->dev, &info), 0);
+	k = info->n_peers;
+	wg_device_info_free(info);
+	return k;
+}
+
+static void test_stream_delta_reconnect(void **state)
+{
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+	char path[128];
+	struct stat sb;
+
+	(void)state;
+	server_start(&fs, SC_STREAM);
+	node_setup(&n);
+	cc = client_start(&n, fs.port, "tskey-good");
+
+	WAIT_FOR(&n, n.netmaps >= 1);
+	WAIT_FOR(&n, n.deltas >= 1);
+	assert_int_equal(device_peers(&n), 2);
+	assert_int_equal(netmap_apply_peer_count(n.na), 2);
+	/* The server drops us; the client comes back by itself with a full map. */
+	WAIT_FOR(&n, n.netmaps >= 2);
+	WAIT_FOR(&n, n.state == CONTROL_CLIENT_RUNNING);
+	assert_int_equal(device_peers(&n), 3);
+	pthread_mutex_lock(&fs.lock);
+	assert_int_equal(fs.sessions, 2);
+	assert_string_equal(fs.auth_keys[0], "tskey-good");
+	assert_string_equal(fs.auth_keys[1], ""); /* the key is not spent twice */
+	pthread_mutex_unlock(&fs.lock);
+	/* Trust on first use: the key is pinned. */
+	snprintf(path, sizeof(path), "%s/%s", n.dir, CONTROL_SERVER_KEY_FILE);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+
+	control_client_free(cc);
+
+	/* Same URL, another key: refused for good. */
+	assert_int_equal(x25519_private_generate(fs.priv), 0);
+	assert_int_equal(x25519_public_from_private(fs.pub, fs.priv), 0);
+	cc = client_start(&n, fs.port, NULL);
+	WAIT_FOR(&n, n.state == CONTROL_CLIENT_FAILED);
+	assert_non_null(strstr(n.error, "server key"));
+	control_client_free(cc);
+
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
+static void test_interactive(void **state)
+{
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+
+	(void)state;
+	server_start(&fs, SC_INTERACTIVE);
+	node_setup(&n);
+	cc = client_start(&n, fs.port, NULL);
+	WAIT_FOR(&n, n.needs_login_seen >= 1);
+	assert_string_equal(n.url, "http://192.0.2.1/register/abc");
+	WAIT_FOR(&n, n.state == CONTROL_CLIENT_RUNNING);
+	assert_int_equal(device_peers(&n), 3);
+	control_client_free(cc);
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
+static void test_rejected(void **state)
+{
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+
+	(void)state;
+	server_start(&fs, SC_REJECT);
+	node_setup(&n);
+	cc = client_start(&n, fs.port, "tskey-bad");
+	WAIT_FOR(&n, n.state == CONTROL_CLIENT_FAILED);
+	assert_non_null(strstr(n.error, "invalid auth key"));
+	control_client_free(cc);
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
+static void test_unreachable_then_stop(void **state)
+{
+	struct control_client *cc;
+	struct node n;
+	uint64_t t0;
+
+	(void)state;
+	node_setup(&n);
+	/* Port 9 on loopback: nothing listens (discard is not run here). */
+	cc = client_start(&n, 9, NULL);
+	WAIT_FOR(&n, n.error[0] != '\0');
+	assert_non_null(strstr(n.error, "cannot reach"));
+	t0 = time_now_ns();
+	control_client_free(cc); /* stops during the backoff sleep at once */
+	assert_true(time_now_ns() - t0 < NSEC_PER_SEC);
+	node_teardown(&n);
+}
+
+static void test_url_parse(void **state)
+{
+	char host[64];
+	uint16_t port;
+	bool tls;
+
+	(void)state;
+	assert_int_equal(control_url_parse("http://192.0.2.1:8080", &tls, host, 64, &port), 0);
+	assert_false(tls);
+	assert_string_equal(host, "192.0.2.1");
+	assert_int_equal(port, 8080);
+	assert_int_equal(control_url_parse("https://ctl.example/", &tls, host, 64, &port), 0);
+	assert_true(tls);
+	assert_string_equal(host, "ctl.example");
+	assert_int_equal(port, 443);
+	assert_int_equal(control_url_parse("http://[2001:db8::1]:99", &tls, host, 64, &port), 0);
+	assert_string_equal(host, "2001:db8::1");
+	assert_int_equal(port, 99);
+	assert_int_equal(control_url_parse("ftp://x", &tls, host, 64, &port), -EINVAL);
+	assert_int_equal(control_url_parse("http://", &tls, host, 64, &port), -EINVAL);
+	assert_int_equal(control_url_parse("http://h:0", &tls, host, 64, &port), -EINVAL);
+	assert_int_equal(control_url_parse("http://h:70000", &tls, host, 64, &port), -EINVAL);
+	assert_int_equal(control_url_parse("http://h:x1", &tls, host, 64, &port), -EINVAL);
+	assert_int_equal(control_url_parse("http://u@h", &tls, host, 64, &port), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_url_parse),
+	    cmocka_unit_test(test_stream_delta_reconnect),
+	    cmocka_unit_test(test_interactive),
+	    cmocka_unit_test(test_rejected),
+	    cmocka_unit_test(test_unreachable_then_stop),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
