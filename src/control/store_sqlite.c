@@ -334,14 +334,24 @@ int store_sqlite_open_version(const char *path, int target, void **ret_be)
 		r = -ENOMEM;
 		goto out;
 	}
-	/* Create the file ourselves so that it (and the -wal/-shm SQLite derives) is 0600. */
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		log_err("store: %s: %m", path);
-		goto out;
+	/*
+	 * Create the file ourselves so that it (and the -wal/-shm SQLite derives) is
+	 * 0600 — but only when it does not exist: closing any descriptor of a file
+	 * drops every POSIX lock this process holds on it, including the locks of a
+	 * connection we already have open (the server opens a writer and a reader).
+	 * Another process would then believe it is the last user, checkpoint and
+	 * delete the live WAL, and acknowledged writes would vanish from disk.
+	 */
+	if (access(path, F_OK) != 0) {
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST) {
+			r = -errno;
+			log_err("store: %s: %m", path);
+			goto out;
+		}
+		if (fd >= 0)
+			close(fd);
 	}
-	close(fd);
 	rc = sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		log_err("store: %s: %s", path, q->db ? sqlite3_errmsg(q->db) : sqlite3_errstr(rc));

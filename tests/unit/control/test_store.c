@@ -304,6 +304,55 @@ static void test_durability_sigkill(void **state)
 	store_free(s);
 }
 
+/*
+ * An admin CLI opening and closing the database while the server runs must not
+ * take the server's WAL away: writes acknowledged afterwards are on disk for a
+ * third process. (The end-to-end case — control restarted after admin commands —
+ * is in tests/lab/test_tailnet_outage.sh.)
+ */
+static void test_concurrent_admin_keeps_wal(void **state)
+{
+	struct ctx *c = *state;
+	struct store *server, *admin;
+	struct ctl_tailnet t;
+	struct ctl_node n, got;
+	int status;
+	pid_t pid;
+
+	assert_int_equal(store_open(c->path, &server), 0);
+	tailnet_make(server, "t1");
+	assert_int_equal(store_tailnet_get_by_name(server, "t1", &t), 0);
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* The admin CLI: another process that opens and closes the database. */
+		if (store_open(c->path, &admin) < 0)
+			_exit(2);
+		store_free(admin);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	/* The server acknowledges a write after the CLI has gone. */
+	node_fill(&n, t.id, 7);
+	assert_int_equal(store_node_insert(server, &n), 0);
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* A third process must still find the acknowledged row. */
+		if (store_open(c->path, &admin) < 0)
+			_exit(2);
+		_exit(store_node_get(admin, n.id, &got) == 0 ? 0 : 3);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	store_free(server);
+}
+
 struct gc_state {
 	unsigned done, failed;
 };
@@ -423,6 +472,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_migrations_fresh_and_rerun, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_admin_keeps_wal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrations_from_v1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_version_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
