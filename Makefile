@@ -1,14 +1,14 @@
 # The two commands people expect:
 #   make          build (release, in build/)
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
-# and a few more: make demo, make bench, make fuzz, make clean.
+# and a few more: make demo-wg, make bench, make bench-control, make fuzz, make clean.
 
 BUILD ?= build
 CHECK_BUILD ?= build-check
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 15
 
-.PHONY: all deps check unit lab fuzz fuzz-check bench demo clean
+.PHONY: all deps check unit lab fuzz fuzz-check bench bench-control demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -47,8 +47,16 @@ fuzz: fuzz-check
 bench: all
 	bench/throughput.sh
 
+bench-control: all
+	bench/control_scale.sh
+
+# A coordination server and three nodes in network namespaces.
 demo: all
 	scripts/demo.sh
+
+# Two plain WireGuard interfaces (trellisd --wg) in network namespaces.
+demo-wg: all
+	scripts/demo-wg.sh
 
 clean:
 	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# `make demo`: two network namespaces ("alice" and "bob") joined by a virtual cable, a
-# trellisd --wg in each, configured with the stock wg(8) tool, and a ping through the
-# encrypted tunnel. Builds nothing (make does) and removes everything it made on exit.
+# `make demo`: a whole tailnet on this one machine. A coordination server (trellis-control)
+# and three nodes (trellisd), each in its own network namespace on a small virtual
+# internet; the nodes join with one auth key, `trellis status` shows the tailnet, and pings
+# cross it. Builds nothing (make does) and removes everything it made on exit.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-TRELLISD=${TRELLISD:-${TRELLIS_BUILD:-$REPO/build}/src/node/trellisd}
+BUILD=${TRELLIS_BUILD:-$REPO/build}
+CONTROL=${TRELLIS_CONTROL:-$BUILD/src/control/trellis-control}
+TRELLISD=${TRELLISD:-$BUILD/src/node/trellisd}
+TRELLIS=${TRELLIS_CLI:-$BUILD/src/cli/trellis}
 
 if [[ -t 1 ]]; then B=$'\033[1m' BLUE=$'\033[1;34m' N=$'\033[0m'; else B='' BLUE='' N=''; fi
 bold() { printf '%s%s%s\n' "$B" "$*" "$N"; }
@@ -13,16 +17,18 @@ step() { printf '\n%s==>%s %s%s%s\n' "$BLUE" "$N" "$B" "$*" "$N"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces): try sudo make demo"
-[[ -x $TRELLISD ]] || die "no trellisd at $TRELLISD: run make first"
-for t in ip wg ping; do
+for b in "$CONTROL" "$TRELLISD" "$TRELLIS"; do
+	[[ -x $b ]] || die "no $(basename "$b") at $b: run make first"
+done
+for t in ip ping ss; do
 	command -v "$t" >/dev/null || die "missing $t (scripts/install-deps.sh installs it)"
 done
 
 # Unique names per run: several demos (or lab tests) can run at once.
 id=$(printf '%x' $$)
-NS_A="demo-$id-alice" NS_B="demo-$id-bob"
-WG_A="tdemo${id}a" WG_B="tdemo${id}b"
+NS_NET="demo-$id-net"
 TMP=$(mktemp -d "/tmp/trellis-demo-$id.XXXXXX")
+NODES=(alice bob carol)
 pids=()
 namespaces=()
 
@@ -38,7 +44,14 @@ cleanup()
 	done
 	wait 2>/dev/null
 	for n in "${namespaces[@]}"; do ip netns del "$n" 2>/dev/null; done
-	rm -f "/var/run/wireguard/$WG_A.sock" "/var/run/wireguard/$WG_B.sock"
+	if [[ ${DEMO_FAILED:-0} == 1 ]]; then
+		printf '\nLogs of the run:\n' >&2
+		for n in "$TMP"/*.log; do
+			[[ -s $n ]] || continue
+			printf -- '--- %s\n' "$(basename "$n")" >&2
+			tail -n 15 "$n" >&2
+		done
+	fi
 	rm -rf "$TMP"
 	((${#namespaces[@]})) && printf '\nCleaned up: namespaces, interfaces and daemons are gone.\n'
 }
@@ -47,65 +60,91 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 trap 'exit 141' PIPE # a closed pipe (demo | head) must not skip the cleanup
+fail() { DEMO_FAILED=1; die "$@"; }
 
-step "Creating two network namespaces joined by a veth cable"
-for ns in "$NS_A" "$NS_B"; do
-	ip netns add "$ns"
-	namespaces+=("$ns")
-	ip -n "$ns" link set lo up
-done
-ip -n "$NS_A" link add eth0 type veth peer name eth0 netns "$NS_B"
-ip -n "$NS_A" addr add 192.0.2.1/24 dev eth0
-ip -n "$NS_B" addr add 192.0.2.2/24 dev eth0
-ip -n "$NS_A" link set eth0 up
-ip -n "$NS_B" link set eth0 up
-echo "  alice  192.0.2.1  <---- veth ---->  192.0.2.2  bob"
-
-step "Starting trellisd --wg in each namespace"
-start()
+ns() { echo "demo-$id-$1"; }
+# host NAME N: a namespace on the virtual internet with 192.0.2.N and 2001:db8:1::N.
+host()
 {
-	local ns=$1 ifc=$2 n
-	ip netns exec "$ns" "$TRELLISD" --wg "$ifc" >"$TMP/$ifc.log" 2>&1 &
+	local name=$1 n=$2
+	ip netns add "$(ns "$name")"
+	namespaces+=("$(ns "$name")")
+	ip -n "$(ns "$name")" link set lo up
+	ip netns exec "$(ns "$name")" sysctl -qw net.ipv6.conf.all.accept_dad=0 \
+		net.ipv6.conf.default.accept_dad=0
+	ip -n "$NS_NET" link add "v$name" type veth peer name eth0 netns "$(ns "$name")"
+	ip -n "$NS_NET" link set "v$name" master br0 up
+	ip -n "$(ns "$name")" link set eth0 up
+	ip -n "$(ns "$name")" addr add "192.0.2.$n/24" dev eth0
+	ip -n "$(ns "$name")" addr add "2001:db8:1::$n/64" dev eth0 nodad
+	printf '  %-8s 192.0.2.%-4s (namespace %s)\n' "$name" "$n" "$(ns "$name")"
+}
+
+step "Building a small internet: one switch, four machines"
+ip netns add "$NS_NET"
+namespaces+=("$NS_NET")
+ip -n "$NS_NET" link add br0 type bridge
+ip -n "$NS_NET" link set br0 up
+host control 1
+i=11
+for n in "${NODES[@]}"; do
+	host "$n" "$i"
+	i=$((i + 1))
+done
+
+step "Starting the coordination server on 192.0.2.1:8080"
+ip netns exec "$(ns control)" "$CONTROL" --state "$TMP/control" serve --listen 192.0.2.1:8080 \
+	>"$TMP/control.log" 2>&1 &
+pids+=($!)
+for ((k = 0; k < 100; k++)); do
+	ip netns exec "$(ns control)" ss -Hltn 'sport = :8080' | grep -q . && break
+	kill -0 "${pids[-1]}" 2>/dev/null || fail "trellis-control exited"
+	sleep 0.1
+done
+echo "  trellis-control pid ${pids[-1]}, state in $TMP/control"
+
+step "Creating an auth key (trellis-control authkey create --reusable)"
+KEY=$("$CONTROL" --state "$TMP/control" authkey create --reusable) || fail "authkey create failed"
+echo "  $KEY"
+
+trellis() { local who=$1; shift; timeout 30 "$TRELLIS" --socket "$TMP/$who.sock" "$@"; }
+
+step "Starting trellisd on each machine and joining the tailnet"
+for n in "${NODES[@]}"; do
+	ip netns exec "$(ns "$n")" "$TRELLISD" --state "$TMP/$n" --socket "$TMP/$n.sock" \
+		--tun trellis0 --port 41641 >"$TMP/$n.log" 2>&1 &
 	pids+=($!)
-	for ((n = 0; n < 100; n++)); do
-		[[ -S /var/run/wireguard/$ifc.sock ]] && wg show "$ifc" >/dev/null 2>&1 && break
-		kill -0 "${pids[-1]}" 2>/dev/null || { cat "$TMP/$ifc.log" >&2; die "trellisd exited"; }
+	for ((k = 0; k < 100; k++)); do
+		[[ -S $TMP/$n.sock ]] && break
+		kill -0 "${pids[-1]}" 2>/dev/null || fail "trellisd on $n exited"
 		sleep 0.1
 	done
-	[[ -S /var/run/wireguard/$ifc.sock ]] || die "trellisd did not create its socket"
-	echo "  $ns: trellisd pid ${pids[-1]}, interface $ifc, socket /var/run/wireguard/$ifc.sock"
-}
-start "$NS_A" "$WG_A"
-start "$NS_B" "$WG_B"
+	printf '  %s$ trellis up --login-server http://192.0.2.1:8080 --auth-key … --hostname %s\n' \
+		"$n" "$n"
+	trellis "$n" up --login-server http://192.0.2.1:8080 --auth-key "$KEY" --hostname "$n" ||
+		fail "trellis up on $n failed"
+	printf '  %s is on the tailnet as %s\n' "$n" "$(trellis "$n" ip -4 | tr '\n' ' ')"
+done
 
-step "Generating keys with wg genkey / wg pubkey"
-umask 077
-wg genkey >"$TMP/alice.key"
-wg genkey >"$TMP/bob.key"
-PUB_A=$(wg pubkey <"$TMP/alice.key")
-PUB_B=$(wg pubkey <"$TMP/bob.key")
-echo "  alice: $PUB_A"
-echo "  bob:   $PUB_B"
+# The netmap reaches everyone within a second; wait (bounded) until alice sees both.
+for ((k = 0; k < 50; k++)); do
+	[[ $(trellis alice status --json | grep -c '"hostname"') -ge 3 ]] && break
+	sleep 0.1
+done
 
-step "Configuring the tunnel with wg set and ip"
-set -x
-ip netns exec "$NS_A" wg set "$WG_A" private-key "$TMP/alice.key" listen-port 51820 \
-	peer "$PUB_B" allowed-ips 100.64.0.2/32 endpoint 192.0.2.2:51820
-ip netns exec "$NS_B" wg set "$WG_B" private-key "$TMP/bob.key" listen-port 51820 \
-	peer "$PUB_A" allowed-ips 100.64.0.1/32
-ip -n "$NS_A" addr add 100.64.0.1/24 dev "$WG_A"
-ip -n "$NS_B" addr add 100.64.0.2/24 dev "$WG_B"
-ip -n "$NS_A" link set "$WG_A" mtu 1420 up
-ip -n "$NS_B" link set "$WG_B" mtu 1420 up
-{ set +x; } 2>/dev/null
+step "trellis status on alice"
+trellis alice status || fail "trellis status failed"
 
-step "Pinging bob (100.64.0.2) from alice through the tunnel"
-ip netns exec "$NS_A" ping -c 4 -i 0.3 -W 2 100.64.0.2 || die "the ping did not go through"
+BOB4=$(trellis bob ip -4)
+CAROL6=$(trellis carol ip -6)
+step "Pinging bob ($BOB4) from alice across the tailnet"
+ip netns exec "$(ns alice)" ping -c 4 -i 0.3 -W 2 "$BOB4" || fail "the ping did not go through"
+step "Pinging carol over IPv6 ($CAROL6) from bob"
+ip netns exec "$(ns bob)" ping -c 4 -i 0.3 -W 2 "$CAROL6" || fail "the ping did not go through"
 
-step "wg show on alice"
-wg show "$WG_A"
-step "wg show on bob"
-wg show "$WG_B"
+step "trellis status on alice, after the traffic"
+trellis alice status
 
 printf '\n'
-bold "It works: alice and bob talk over WireGuard, both ends run by trellisd."
+bold "It works: three machines joined one tailnet with one key each and talk end to end."
+bold "The same commands work across real hosts: see the README's \"real deployment\"."

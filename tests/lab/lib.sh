@@ -104,6 +104,13 @@ lab_dump_logs()
 		echo "----- last lines of ${LAB_WG_IMPL[$i]} $i log (${LAB_WG_LOG[$i]}) -----"
 		tail -n 25 "${LAB_WG_LOG[$i]}" | cut -c1-200 | sed 's/^/  | /'
 	done
+	# Other processes' logs (the control server), only when no daemon was named.
+	(($#)) && return 0
+	for i in "${LAB_EXTRA_LOGS[@]}"; do
+		[[ -s ${i#*=} ]] || continue
+		echo "----- last lines of ${i%%=*} log (${i#*=}) -----"
+		tail -n 25 "${i#*=}" | cut -c1-200 | sed 's/^/  | /'
+	done
 }
 
 lab_cleanup()
@@ -455,4 +462,254 @@ iperf_server()
 json_get()
 {
 	python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# ---------------------------------------------------------------- control plane
+#
+# A tailnet in the lab: trellis-control on a "public" address, nodes (trellisd in
+# control mode, driven by the trellis CLI) on the same lab internet. Names per node:
+# state $LAB_TMP/node-NAME, socket $LAB_TMP/node-NAME.sock, TUN "tn<id>NAME".
+#
+#   TRELLIS_CONTROL   path to trellis-control (default $TRELLIS_BUILD/src/control/trellis-control)
+#   TRELLIS_CLI       path to trellis (default $TRELLIS_BUILD/src/cli/trellis)
+
+TRELLIS_CONTROL=${TRELLIS_CONTROL:-$TRELLIS_BUILD/src/control/trellis-control}
+TRELLIS_CLI=${TRELLIS_CLI:-$TRELLIS_BUILD/src/cli/trellis}
+LAB_CONTROL_PID=
+LAB_CONTROL_NS=
+LAB_CONTROL_LISTEN=
+LAB_CONTROL_URL=
+LAB_CONTROL_STATE=
+LAB_CONTROL_RUN=0
+declare -A LAB_NODE_PID=() LAB_NODE_NS=() LAB_NODE_PORT=()
+# Extra logs dumped on failure, "label=path".
+LAB_EXTRA_LOGS=()
+
+# Skip unless trellis-control, trellisd and trellis are all built (no stand-ins here).
+lab_require_control_plane()
+{
+	local b
+	for b in "$TRELLIS_CONTROL" "$TRELLISD" "$TRELLIS_CLI"; do
+		[[ -x $b ]] || lab_skip "$(basename "$b") not built at $b"
+	done
+	lab_require ss
+}
+
+# lab_internet: namespace "inet" with a bridge; lab_public_host attaches hosts to it.
+# One L2 segment: 192.0.2.0/24 and 2001:db8:1::/64, no route out of the lab.
+lab_internet()
+{
+	lab_ns inet
+	ip -n "$(ns_name inet)" link add br0 type bridge || return 1
+	ip -n "$(ns_name inet)" link set br0 up
+}
+
+# lab_public_host SHORT N: namespace SHORT with eth0 = 192.0.2.N/24, 2001:db8:1::N/64.
+lab_public_host()
+{
+	local short=$1 n=$2 inet
+	inet=$(ns_name inet)
+	lab_ns "$short"
+	ip -n "$inet" link add "pt$short" type veth peer name eth0 netns "$(ns_name "$short")" ||
+		return 1
+	ip -n "$inet" link set "pt$short" master br0 up
+	ip -n "$(ns_name "$short")" link set eth0 up
+	lab_addr "$short" eth0 "192.0.2.$n/24" "2001:db8:1::$(printf '%x' "$n")/64"
+}
+
+# lab_control_start SHORT ADDR PORT: trellis-control serve in namespace SHORT, state in
+# $LAB_TMP/control (kept across restarts), bounded wait for its listener.
+lab_control_start()
+{
+	local short=$1 addr=$2 port=$3 n log
+	LAB_CONTROL_NS=$short
+	LAB_CONTROL_LISTEN="$addr:$port"
+	LAB_CONTROL_URL="http://$addr:$port"
+	[[ $addr == *:* ]] && LAB_CONTROL_LISTEN="[$addr]:$port" LAB_CONTROL_URL="http://[$addr]:$port"
+	LAB_CONTROL_STATE=$LAB_TMP/control
+	LAB_CONTROL_RUN=$((LAB_CONTROL_RUN + 1))
+	log="$LAB_TMP/control.$LAB_CONTROL_RUN.log"
+	LAB_EXTRA_LOGS+=("trellis-control (run $LAB_CONTROL_RUN)=$log")
+	ip netns exec "$(ns_name "$short")" "$TRELLIS_CONTROL" --state "$LAB_CONTROL_STATE" \
+		serve --listen "$LAB_CONTROL_LISTEN" >"$log" 2>&1 &
+	LAB_CONTROL_PID=$!
+	LAB_PIDS+=("$LAB_CONTROL_PID")
+	for ((n = 0; n < 100; n++)); do
+		if ! kill -0 "$LAB_CONTROL_PID" 2>/dev/null; then
+			fail "trellis-control exited during startup"
+			tail -n 20 "$log" | sed 's/^/  | /'
+			return 1
+		fi
+		nsx "$short" ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && return 0
+		sleep 0.1
+	done
+	fail "trellis-control: no listener on $LAB_CONTROL_LISTEN after 10 s"
+	return 1
+}
+
+# lab_control_stop [SIGNAL]: stop the server (default TERM; KILL for a crash), bounded.
+lab_control_stop()
+{
+	local sig=${1:-TERM} pid=$LAB_CONTROL_PID n
+	[[ -n $pid ]] || return 0
+	kill "-$sig" "$pid" 2>/dev/null
+	for ((n = 0; n < 50; n++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	lab_forget "$pid"
+	LAB_CONTROL_PID=
+}
+
+# ctl ARGS...: the admin CLI on the lab server's state (bounded).
+ctl() { timeout 20 "$TRELLIS_CONTROL" --state "$LAB_TMP/control" "$@"; }
+
+# lab_authkey [ARGS...]: prints a new auth key (authkey create ARGS).
+lab_authkey() { ctl authkey create "$@"; }
+
+lab_node_sock() { echo "$LAB_TMP/node-$1.sock"; }
+lab_node_tun() { echo "tn$LAB_ID$1"; }
+
+# lab_node_start NAME SHORT [PORT]: trellisd in control mode in namespace SHORT, bounded
+# wait for its local API socket. State persists across restarts of the same NAME.
+# Must run in the test's main shell (PID tracking).
+lab_node_start()
+{
+	local name=$1 short=$2 port=${3:-${LAB_NODE_PORT[$1]:-41641}} sock tun log pid n
+	sock=$(lab_node_sock "$name")
+	tun=$(lab_node_tun "$name")
+	log="$LAB_TMP/node-$name.log"
+	echo "----- start $(date +%T.%N)" >>"$log"
+	ip netns exec "$(ns_name "$short")" "$TRELLISD" --state "$LAB_TMP/node-$name" \
+		--socket "$sock" --tun "$tun" --port "$port" >>"$log" 2>&1 &
+	pid=$!
+	LAB_PIDS+=("$pid")
+	LAB_NODE_PID[$name]=$pid
+	LAB_NODE_NS[$name]=$short
+	LAB_NODE_PORT[$name]=$port
+	# lab_dump_logs knows the daemons by interface name.
+	[[ -n ${LAB_WG_LOG[$tun]:-} ]] || LAB_IFACES+=("$tun")
+	LAB_WG_PID[$tun]=$pid
+	LAB_WG_LOG[$tun]=$log
+	LAB_WG_IMPL[$tun]=trellisd
+	LAB_WG_NS[$tun]=$short
+	for ((n = 0; n < 100; n++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			fail "trellisd $name exited during startup"
+			tail -n 20 "$log" | sed 's/^/  | /'
+			return 1
+		fi
+		[[ -S $sock ]] && return 0
+		sleep 0.1
+	done
+	fail "trellisd $name: no local API socket after 10 s"
+	return 1
+}
+
+# tr_node NAME ARGS...: the trellis CLI against node NAME's daemon (bounded).
+tr_node() { local name=$1; shift; timeout 30 "$TRELLIS_CLI" --socket "$(lab_node_sock "$name")" "$@"; }
+
+# lab_node_up NAME KEY: trellis up with hostname NAME against the lab server.
+lab_node_up()
+{
+	tr_node "$1" up --login-server "$LAB_CONTROL_URL" --auth-key "$2" --hostname "$1"
+}
+
+# lab_node_join NAME SHORT KEY: start the daemon and bring it up; asserts both.
+lab_node_join()
+{
+	lab_node_start "$1" "$2" || return 1
+	check "node $1 joins (trellis up)" lab_node_up "$1" "$3"
+}
+
+# lab_node_stop NAME [SIGNAL]: stop a node daemon (default TERM), bounded. With TERM it
+# asserts a clean exit: status 0, no sanitizer report, socket and interface removed.
+lab_node_stop()
+{
+	local name=$1 sig=${2:-TERM} pid=${LAB_NODE_PID[$1]} n rc tun
+	tun=$(lab_node_tun "$name")
+	kill "-$sig" "$pid" 2>/dev/null
+	for ((n = 0; n < 50; n++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		fail "trellisd $name exits within 5 s of SIG$sig"
+		kill -KILL "$pid" 2>/dev/null
+	fi
+	wait "$pid" 2>/dev/null
+	rc=$?
+	lab_forget "$pid"
+	[[ $sig == TERM ]] || return 0
+	check_eq "trellisd $name exit status 0 on SIGTERM" 0 "$rc"
+	if grep -qE 'AddressSanitizer|runtime error:|LeakSanitizer' "$LAB_TMP/node-$name.log"; then
+		fail "trellisd $name log has a sanitizer report"
+		grep -m5 -E 'AddressSanitizer|runtime error:|LeakSanitizer' "$LAB_TMP/node-$name.log" |
+			sed 's/^/  | /'
+	fi
+	check_not "trellisd $name removed its socket" test -e "$(lab_node_sock "$name")"
+	check_not "trellisd $name removed its TUN device" \
+		ip -n "$(ns_name "${LAB_NODE_NS[$name]}")" link show "$tun"
+}
+
+# node_ip NAME 4|6: the node's tailnet address (`trellis ip -4/-6`).
+node_ip() { tr_node "$1" ip "-$2" 2>/dev/null | head -n 1; }
+
+# node_status NAME: `trellis status --json` into $LAB_TMP/status-NAME.json (and its name).
+node_status()
+{
+	local f="$LAB_TMP/status-$1.json"
+	tr_node "$1" status --json >"$f" 2>"$f.err" || return 1
+	echo "$f"
+}
+
+# status_eval NAME EXPR: a python expression on node NAME's status (j); empty on error.
+status_eval()
+{
+	local f
+	f=$(node_status "$1") || return 1
+	json_get "$f" "$2" 2>/dev/null
+}
+
+# peer_names NAME: the hostnames of NAME's peers, sorted, space-separated.
+peer_names() { status_eval "$1" "' '.join(sorted(p['hostname'] for p in (j.get('peers') or [])))"; }
+# peers_online NAME: hostnames of the peers shown online.
+peers_online()
+{
+	status_eval "$1" "' '.join(sorted(p['hostname'] for p in (j.get('peers') or []) if p.get('online')))"
+}
+
+# wait_for SECS CMD...: poll CMD every 0.2 s until it succeeds (bounded).
+wait_for()
+{
+	local secs=$1 end
+	shift
+	end=$((SECONDS + secs))
+	while :; do
+		"$@" >/dev/null 2>&1 && return 0
+		((SECONDS >= end)) && return 1
+		sleep 0.2
+	done
+}
+
+# peers_are NAME "h1 h2 ...": NAME's peer hostnames are exactly those (sorted words).
+peers_are() { [[ $(peer_names "$1") == "$2" ]]; }
+# peers_online_are NAME "h1 h2": exactly those peers are online.
+peers_online_are() { [[ $(peers_online "$1") == "$2" ]]; }
+
+# tun_rx NAME: packets the daemon delivered to node NAME's TUN (kernel RX counter).
+tun_rx()
+{
+	ip -n "$(ns_name "${LAB_NODE_NS[$1]}")" -s -j link show "$(lab_node_tun "$1")" 2>/dev/null |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["rx"]["packets"])'
+}
+
+# ping_none SHORT DST [COUNT]: COUNT pings, none may answer.
+ping_none()
+{
+	local count=${3:-3}
+	! nsx "$1" ping -n -q -c "$count" -i 0.2 -W 1 "$2" 2>&1 | tee /dev/stderr |
+		grep -qE ' [1-9][0-9]* received'
 }

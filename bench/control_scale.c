@@ -1,0 +1,730 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control_scale: one process simulating N nodes against a running trellis-control,
+ * over the real protocol (HTTP upgrade, Noise_IK, framed JSON messages).
+ *
+ *   control_scale --server ADDR:PORT --auth-key KEY -n N [--server-pid PID]
+ *                 [--concurrency C] [--map-concurrency M] [--changes K] [--sources S]
+ *
+ * Phases, each timed:
+ *   1. register: N connections (at most C in flight), each upgrade + handshake +
+ *      register with the reusable key. Reported: registrations per second.
+ *   2. map: every node sends map_request on its connection (at most M waiting for
+ *      their full netmap at once) and keeps the stream open.
+ *   3. change: node 0 sends `endpoints` with a new, unique endpoint; the time until
+ *      every other stream has received a message carrying it. Repeated K times.
+ * And the server's RSS (VmRSS, VmHWM) and CPU time (utime + stime) from /proc/PID.
+ *
+ * Connections are spread over S source addresses 127.1.x.y, so the server's limit of
+ * unauthenticated connections per source address measures nothing here. Output: one
+ * "key value" line per result on stdout (bench/control_scale.sh turns it into a table),
+ * progress on stderr.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "base/base64.h"
+#include "crypto/crypto.h"
+#include "proto/ctrlmsg.h"
+#include "proto/ctrlstream.h"
+#include "proto/http.h"
+
+enum state {
+	ST_IDLE,      /* not started */
+	ST_HTTP,      /* upgrade request sent, waiting for 101 */
+	ST_REGISTER,  /* register sent, waiting for register_response */
+	ST_REGISTERED,
+	ST_MAPWAIT,   /* map_request sent, waiting for the netmap */
+	ST_STREAMING,
+	ST_DEAD,
+};
+
+struct sim {
+	int fd;
+	enum state st;
+	struct ctrlstream *cs;
+	uint8_t machine_priv[32];
+	uint8_t node_pub[32];
+	char in[HTTP_HEAD_MAX];
+	size_t in_len;
+	uint64_t msgs, deltas;
+	unsigned seen_change; /* index of the last change this stream saw */
+	bool want_out;
+};
+
+static struct sim *sims;
+static unsigned n_sims;
+static int ep_fd;
+static uint8_t server_pub[32];
+static struct sockaddr_in server_sa;
+static unsigned n_sources = 64;
+static const char *auth_key;
+static char change_marker[64];
+static unsigned change_idx;
+static unsigned cnt_registered, cnt_streaming, cnt_dead, cnt_changed, in_flight;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "control_scale: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+/* Server CPU seconds (utime + stime) and memory in KiB from /proc. */
+static double proc_cpu(int pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+	size_t n;
+
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	p = strrchr(buf, ')'); /* the command name may hold spaces */
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+		return 0;
+	return (double)(ut + st) / sysconf(_SC_CLK_TCK);
+}
+
+static long proc_kib(int pid, const char *field)
+{
+	char path[64], line[256];
+	size_t len = strlen(field);
+	long v = 0;
+	FILE *f;
+
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, len) && line[len] == ':')
+			v = strtol(line + len + 1, NULL, 10);
+	fclose(f);
+	return v;
+}
+
+static void fetch_server_key(void)
+{
+	char req[512], buf[HTTP_HEAD_MAX + 1024];
+	struct http_response resp;
+	size_t len = 0;
+	json_t *j, *k;
+	ssize_t r;
+	int fd, n;
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&server_sa, sizeof(server_sa)) < 0)
+		die("connect for GET /key");
+	n = http_key_request_build(req, sizeof(req), "control");
+	if (n < 0 || write(fd, req, n) != n)
+		die("send GET /key");
+	for (;;) {
+		r = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (r <= 0)
+			break;
+		len += r;
+		if (http_response_parse(&resp, buf, len) == 0 && resp.has_content_length &&
+		    len >= resp.head_len + resp.content_length)
+			break;
+	}
+	close(fd);
+	if (http_response_parse(&resp, buf, len) || resp.status != 200) {
+		fprintf(stderr, "control_scale: GET /key failed\n");
+		exit(1);
+	}
+	j = json_loadb(buf + resp.head_len, len - resp.head_len, 0, NULL);
+	k = json_object_get(j, "key");
+	if (!json_is_string(k) || key_from_base64(server_pub, json_string_value(k)) < 0) {
+		fprintf(stderr, "control_scale: GET /key: no key in the answer\n");
+		exit(1);
+	}
+	json_decref(j);
+}
+
+static void sim_kill(struct sim *s, const char *why)
+{
+	if (s->st == ST_DEAD)
+		return;
+	if (cnt_dead < 10)
+		fprintf(stderr, "control_scale: node %ld: %s (state %d, stream error %d)\n",
+			(long)(s - sims), why, s->st, s->cs ? ctrlstream_error(s->cs) : 0);
+	if (s->st == ST_HTTP || s->st == ST_REGISTER || s->st == ST_MAPWAIT)
+		in_flight--;
+	if (s->st >= ST_REGISTERED)
+		cnt_registered--;
+	if (s->st == ST_STREAMING)
+		cnt_streaming--;
+	s->st = ST_DEAD;
+	cnt_dead++;
+	epoll_ctl(ep_fd, EPOLL_CTL_DEL, s->fd, NULL);
+	close(s->fd);
+	ctrlstream_free(s->cs);
+	s->cs = NULL;
+}
+
+static void sim_watch(struct sim *s, bool out)
+{
+	struct epoll_event ev = { .events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = s };
+
+	if (out == s->want_out)
+		return;
+	s->want_out = out;
+	epoll_ctl(ep_fd, EPOLL_CTL_MOD, s->fd, &ev);
+}
+
+/* Writes what the stream has for the socket; arms EPOLLOUT when the socket is full. */
+static void sim_flush(struct sim *s)
+{
+	const uint8_t *p;
+	size_t len;
+	ssize_t w;
+
+	while (s->st != ST_DEAD) {
+		if (ctrlstream_output(s->cs, &p, &len) < 0) {
+			sim_kill(s, "output");
+			return;
+		}
+		if (!len) {
+			sim_watch(s, false);
+			return;
+		}
+		w = send(s->fd, p, len, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EAGAIN) {
+				sim_watch(s, true);
+				return;
+			}
+			sim_kill(s, "send");
+			return;
+		}
+		ctrlstream_output_consume(s->cs, w);
+	}
+}
+
+static int sim_send(struct sim *s, const struct ctrl_msg *m)
+{
+	char *json;
+	size_t len;
+	int r;
+
+	r = ctrl_msg_encode(m, &json, &len);
+	if (r < 0)
+		return r;
+	r = ctrlstream_send(s->cs, json, len);
+	free(json);
+	return r;
+}
+
+static void sim_start(struct sim *s)
+{
+	struct sockaddr_in src = { .sin_family = AF_INET };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = s };
+	unsigned i = s - sims, k = i % n_sources;
+	char req[512];
+	int one = 1, n;
+
+	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (s->fd < 0)
+		die("socket (raise the fd limit)");
+	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	src.sin_addr.s_addr = htonl(0x7f010000U | ((k / 250) << 8) | (k % 250 + 1));
+	if (bind(s->fd, (struct sockaddr *)&src, sizeof(src)) < 0)
+		die("bind source address");
+	if (connect(s->fd, (struct sockaddr *)&server_sa, sizeof(server_sa)) < 0 &&
+	    errno != EINPROGRESS)
+		die("connect");
+	s->want_out = true;
+	epoll_ctl(ep_fd, EPOLL_CTL_ADD, s->fd, &ev);
+	/* The kernel queues the request until the connection completes. */
+	n = http_control_request_build(req, sizeof(req), "control");
+	s->st = ST_HTTP;
+	in_flight++;
+	memcpy(s->in, req, n); /* sent on EPOLLOUT */
+	s->in_len = n;
+}
+
+static void sim_register(struct sim *s)
+{
+	struct ctrl_msg m = { .type = CTRL_MSG_REGISTER };
+
+	s->cs = ctrlstream_client_new(s->machine_priv, server_pub);
+	if (!s->cs) {
+		sim_kill(s, "ctrlstream_client_new");
+		return;
+	}
+	memcpy(m.reg.node_key, s->node_pub, 32);
+	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "sim-%ld", (long)(s - sims));
+	snprintf(m.reg.os, sizeof(m.reg.os), "linux");
+	snprintf(m.reg.auth_key, sizeof(m.reg.auth_key), "%s", auth_key);
+	if (sim_send(s, &m) < 0) {
+		sim_kill(s, "encode register");
+		return;
+	}
+	s->st = ST_REGISTER;
+	sim_flush(s);
+}
+
+static void sim_map(struct sim *s)
+{
+	struct ctrl_msg m = { .type = CTRL_MSG_MAP_REQUEST };
+	char ep[64];
+	unsigned i = s - sims;
+
+	memcpy(m.map_req.node_key, s->node_pub, 32);
+	m.map_req.stream = true;
+	m.map_req.n_endpoints = 1;
+	/* A documentation address per node: unique, and never the change marker below. */
+	snprintf(ep, sizeof(ep), "203.0.113.%u:%u", 1 + i % 250, 1024 + i / 250);
+	endpoint_parse(&m.map_req.endpoints[0], ep);
+	if (sim_send(s, &m) < 0) {
+		sim_kill(s, "encode map_request");
+		return;
+	}
+	s->st = ST_MAPWAIT;
+	in_flight++;
+	sim_flush(s);
+}
+
+static void sim_message(struct sim *s, const char *json, size_t len)
+{
+	struct ctrl_msg m;
+
+	s->msgs++;
+	switch (s->st) {
+	case ST_REGISTER:
+		if (ctrl_msg_decode(json, len, &m) < 0 || m.type != CTRL_MSG_REGISTER_RESPONSE) {
+			sim_kill(s, "bad answer to register");
+			return;
+		}
+		if (m.reg_resp.status != CTRL_REGISTER_OK) {
+			fprintf(stderr, "control_scale: register refused: %s\n", m.reg_resp.error);
+			ctrl_msg_clear(&m);
+			sim_kill(s, "register refused");
+			return;
+		}
+		ctrl_msg_clear(&m);
+		s->st = ST_REGISTERED;
+		in_flight--;
+		cnt_registered++;
+		return;
+	case ST_MAPWAIT:
+		/* A full netmap is large: classify it without parsing it. */
+		if (memmem(json, len, "\"netmap\"", 8)) {
+			s->st = ST_STREAMING;
+			in_flight--;
+			cnt_streaming++;
+		}
+		return;
+	case ST_STREAMING:
+		if (memmem(json, len, "\"delta\"", 7))
+			s->deltas++;
+		/* Node 0 made the change: only the others count. */
+		if (change_idx && s != sims && s->seen_change != change_idx &&
+		    memmem(json, len, change_marker, strlen(change_marker))) {
+			s->seen_change = change_idx;
+			cnt_changed++;
+		}
+		return;
+	default:
+		return;
+	}
+}
+
+static void sim_readable(struct sim *s)
+{
+	uint8_t buf[65536];
+	struct http_response resp;
+	const char *json;
+	size_t len, off;
+	ssize_t r, c;
+	int k;
+
+	for (;;) {
+		r = recv(s->fd, buf, sizeof(buf), 0);
+		if (r == 0) {
+			sim_kill(s, "closed by the server");
+			return;
+		}
+		if (r < 0) {
+			if (errno != EAGAIN)
+				sim_kill(s, "recv");
+			return;
+		}
+		off = 0;
+		if (s->st == ST_HTTP) {
+			size_t take = (size_t)r < sizeof(s->in) - s->in_len ? (size_t)r :
+									 sizeof(s->in) - s->in_len;
+
+			memcpy(s->in + s->in_len, buf, take);
+			s->in_len += take;
+			k = http_response_parse(&resp, s->in, s->in_len);
+			if (k == -EAGAIN)
+				continue;
+			if (k < 0 || resp.status != 101) {
+				sim_kill(s, "upgrade refused");
+				return;
+			}
+			/* Bytes after the head already belong to the stream. */
+			off = take - (s->in_len - resp.head_len);
+			sim_register(s);
+			if (s->st == ST_DEAD)
+				return;
+		}
+		while (off < (size_t)r) {
+			c = ctrlstream_feed(s->cs, buf + off, r - off);
+			if (c < 0) {
+				sim_kill(s, "stream error");
+				return;
+			}
+			off += c;
+			while ((k = ctrlstream_recv(s->cs, &json, &len)) == 1) {
+				sim_message(s, json, len);
+				if (s->st == ST_DEAD)
+					return;
+			}
+			if (k < 0) {
+				sim_kill(s, "message error");
+				return;
+			}
+		}
+		sim_flush(s);
+	}
+}
+
+static void sim_writable(struct sim *s)
+{
+	ssize_t w;
+
+	if (s->st == ST_HTTP && s->in_len) {
+		/* The upgrade request still sits in s->in (connect just completed). */
+		w = send(s->fd, s->in, s->in_len, MSG_NOSIGNAL);
+		if (w != (ssize_t)s->in_len) {
+			sim_kill(s, "send upgrade request");
+			return;
+		}
+		s->in_len = 0;
+		sim_watch(s, false);
+		return;
+	}
+	if (s->cs)
+		sim_flush(s);
+}
+
+static void keepalive_all(void)
+{
+	struct ctrl_msg m = { .type = CTRL_MSG_KEEPALIVE };
+	unsigned i;
+
+	for (i = 0; i < n_sims; i++) {
+		if (sims[i].st != ST_REGISTERED && sims[i].st != ST_STREAMING)
+			continue;
+		if (sim_send(&sims[i], &m) == 0)
+			sim_flush(&sims[i]);
+	}
+}
+
+/* Runs the event loop until done() or timeout_ns; returns false on timeout. */
+static bool loop_until(bool (*done)(void), void (*feed)(void), uint64_t timeout_ns)
+{
+	static uint64_t last_keepalive;
+	struct epoll_event evs[256];
+	uint64_t end = now_ns() + timeout_ns;
+	int n, i;
+
+	if (!last_keepalive)
+		last_keepalive = now_ns();
+	while (!done()) {
+		if (now_ns() > end)
+			return false;
+		if (feed)
+			feed();
+		if (now_ns() - last_keepalive > 20000000000ULL) {
+			keepalive_all();
+			last_keepalive = now_ns();
+		}
+		n = epoll_wait(ep_fd, evs, 256, 50);
+		for (i = 0; i < n; i++) {
+			struct sim *s = evs[i].data.ptr;
+
+			if (s->st == ST_DEAD)
+				continue;
+			if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+				sim_readable(s);
+			if (s->st != ST_DEAD && (evs[i].events & EPOLLOUT))
+				sim_writable(s);
+		}
+	}
+	return true;
+}
+
+static unsigned concurrency = 256, map_concurrency = 64, next_start, next_map;
+
+static void feed_register(void)
+{
+	while (next_start < n_sims && in_flight < concurrency)
+		sim_start(&sims[next_start++]);
+}
+
+static bool done_register(void)
+{
+	return next_start == n_sims && in_flight == 0;
+}
+
+static void feed_map(void)
+{
+	while (next_map < n_sims && in_flight < map_concurrency) {
+		struct sim *s = &sims[next_map++];
+
+		if (s->st == ST_REGISTERED)
+			sim_map(s);
+	}
+}
+
+static bool done_map(void)
+{
+	return next_map == n_sims && in_flight == 0;
+}
+
+static bool done_change(void)
+{
+	return cnt_changed >= cnt_streaming - 1;
+}
+
+static uint64_t quiet_until;
+static uint64_t last_msgs;
+
+static uint64_t total_msgs(void)
+{
+	uint64_t t = 0;
+	unsigned i;
+
+	for (i = 0; i < n_sims; i++)
+		t += sims[i].msgs;
+	return t;
+}
+
+/* Quiet: no message arrived on any stream for 2 s (the join storm's deltas are done). */
+static bool done_quiet(void)
+{
+	uint64_t t = total_msgs();
+
+	if (t != last_msgs) {
+		last_msgs = t;
+		quiet_until = now_ns() + 2000000000ULL;
+	}
+	return now_ns() >= quiet_until;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "server", required_argument, NULL, 's' },
+		{ "auth-key", required_argument, NULL, 'k' },
+		{ "nodes", required_argument, NULL, 'n' },
+		{ "server-pid", required_argument, NULL, 'p' },
+		{ "concurrency", required_argument, NULL, 'c' },
+		{ "map-concurrency", required_argument, NULL, 'm' },
+		{ "changes", required_argument, NULL, 'x' },
+		{ "sources", required_argument, NULL, 'S' },
+		{ 0 },
+	};
+	const char *server = "127.0.0.1:8080";
+	unsigned changes = 5, i, c;
+	int pid = 0, opt;
+	struct rlimit rl;
+	struct endpoint sep;
+	uint64_t t0, t_reg, t_map, lat[64];
+	double cpu0, cpu_reg, cpu_map, cpu_idle0, cpu_idle1;
+	long rss_idle0;
+
+	while ((opt = getopt_long(argc, argv, "n:", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 's': server = optarg; break;
+		case 'k': auth_key = optarg; break;
+		case 'n': n_sims = strtoul(optarg, NULL, 10); break;
+		case 'p': pid = atoi(optarg); break;
+		case 'c': concurrency = strtoul(optarg, NULL, 10); break;
+		case 'm': map_concurrency = strtoul(optarg, NULL, 10); break;
+		case 'x': changes = strtoul(optarg, NULL, 10); break;
+		case 'S': n_sources = strtoul(optarg, NULL, 10); break;
+		default:
+			fprintf(stderr, "usage: control_scale --server ADDR:PORT --auth-key KEY -n N "
+					"[--server-pid PID] [--concurrency C] [--map-concurrency M] "
+					"[--changes K] [--sources S]\n");
+			return 2;
+		}
+	}
+	if (!auth_key || !n_sims || !n_sources || n_sources > 250 * 250 || !concurrency ||
+	    !map_concurrency || changes > 64) {
+		fprintf(stderr, "control_scale: --auth-key and -n N are required\n");
+		return 2;
+	}
+	if (endpoint_parse(&sep, server) < 0 || sep.sa.sa_family != AF_INET) {
+		fprintf(stderr, "control_scale: --server must be IPv4 ADDR:PORT\n");
+		return 2;
+	}
+	server_sa = sep.in4;
+	rl.rlim_cur = rl.rlim_max = n_sims + 256;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		die("setrlimit RLIMIT_NOFILE");
+	sims = calloc(n_sims, sizeof(*sims));
+	ep_fd = epoll_create1(0);
+	if (!sims || ep_fd < 0)
+		die("setup");
+	fetch_server_key();
+	for (i = 0; i < n_sims; i++) {
+		uint8_t priv[32];
+
+		if (x25519_private_generate(sims[i].machine_priv) < 0 ||
+		    x25519_private_generate(priv) < 0 ||
+		    x25519_public_from_private(sims[i].node_pub, priv) < 0) {
+			fprintf(stderr, "control_scale: key generation failed\n");
+			return 1;
+		}
+		crypto_wipe(priv, sizeof(priv));
+	}
+
+	fprintf(stderr, "control_scale: registering %u nodes (%u in flight)\n", n_sims, concurrency);
+	cpu0 = proc_cpu(pid);
+	t0 = now_ns();
+	if (!loop_until(done_register, feed_register, 600ULL * 1000000000)) {
+		fprintf(stderr, "control_scale: registration timed out\n");
+		return 1;
+	}
+	t_reg = now_ns() - t0;
+	cpu_reg = proc_cpu(pid) - cpu0;
+	printf("nodes %u\n", n_sims);
+	printf("registered %u\n", cnt_registered);
+	printf("register_s %.3f\n", t_reg / 1e9);
+	printf("register_per_s %.0f\n", cnt_registered / (t_reg / 1e9));
+	printf("server_cpu_register_s %.2f\n", cpu_reg);
+	fflush(stdout);
+
+	fprintf(stderr, "control_scale: %u registered in %.2f s; opening map streams (%u at once)\n",
+		cnt_registered, t_reg / 1e9, map_concurrency);
+	cpu0 = proc_cpu(pid);
+	t0 = now_ns();
+	if (!loop_until(done_map, feed_map, 1200ULL * 1000000000))
+		fprintf(stderr, "control_scale: map streams timed out\n");
+	t_map = now_ns() - t0;
+	cpu_map = proc_cpu(pid) - cpu0;
+	printf("streams %u\n", cnt_streaming);
+	printf("map_all_s %.3f\n", t_map / 1e9);
+	printf("server_cpu_map_s %.2f\n", cpu_map);
+	fflush(stdout);
+	fprintf(stderr, "control_scale: %u streams in %.2f s; waiting for quiet\n", cnt_streaming,
+		t_map / 1e9);
+	quiet_until = now_ns() + 2000000000ULL;
+	loop_until(done_quiet, NULL, 300ULL * 1000000000);
+
+	/* Idle cost: 5 s with every stream open and nothing changing. */
+	rss_idle0 = proc_kib(pid, "VmRSS");
+	cpu_idle0 = proc_cpu(pid);
+	quiet_until = now_ns() + 5000000000ULL;
+	last_msgs = total_msgs();
+	{
+		uint64_t until = now_ns() + 5000000000ULL;
+		struct epoll_event evs[256];
+
+		while (now_ns() < until) {
+			int n = epoll_wait(ep_fd, evs, 256, 100), k;
+
+			for (k = 0; k < n; k++) {
+				struct sim *s = evs[k].data.ptr;
+
+				if (s->st == ST_DEAD)
+					continue;
+				if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					sim_readable(s);
+				if (s->st != ST_DEAD && (evs[k].events & EPOLLOUT))
+					sim_writable(s);
+			}
+		}
+	}
+	cpu_idle1 = proc_cpu(pid);
+	printf("server_rss_kib %ld\n", rss_idle0);
+	printf("server_cpu_idle_pct %.1f\n", (cpu_idle1 - cpu_idle0) / 5.0 * 100);
+
+	if (sims[0].st != ST_STREAMING) {
+		fprintf(stderr, "control_scale: node 0 has no stream; no change measured\n");
+		changes = 0;
+	}
+	for (c = 0; c < changes; c++) {
+		struct ctrl_msg m = { .type = CTRL_MSG_ENDPOINTS };
+		uint64_t ts;
+		bool ok;
+
+		/* An address no simulated node uses: its text marks the delta. */
+		snprintf(change_marker, sizeof(change_marker), "198.51.100.77:%u", 4000 + c);
+		m.endpoints.n_endpoints = 1;
+		endpoint_parse(&m.endpoints.endpoints[0], change_marker);
+		cnt_changed = 0;
+		change_idx = c + 1;
+		ts = now_ns();
+		if (sim_send(&sims[0], &m) < 0)
+			break;
+		sim_flush(&sims[0]);
+		ok = loop_until(done_change, NULL, 60ULL * 1000000000);
+		lat[c] = now_ns() - ts;
+		fprintf(stderr, "control_scale: change %u reached %u/%u streams in %.1f ms%s\n", c + 1,
+			cnt_changed, cnt_streaming - 1, lat[c] / 1e6, ok ? "" : " (TIMEOUT)");
+		if (!ok)
+			lat[c] = UINT64_MAX;
+		/* Let online/keepalive noise settle between samples. */
+		quiet_until = now_ns() + 1000000000ULL;
+		loop_until(done_quiet, NULL, 30ULL * 1000000000);
+	}
+	if (changes) {
+		qsort(lat, changes, sizeof(lat[0]), cmp_u64);
+		printf("change_samples %u\n", changes);
+		printf("change_median_ms %.1f\n", lat[changes / 2] == UINT64_MAX ? -1 :
+						      lat[changes / 2] / 1e6);
+		printf("change_max_ms %.1f\n", lat[changes - 1] == UINT64_MAX ? -1 :
+						   lat[changes - 1] / 1e6);
+	}
+	printf("server_rss_hwm_kib %ld\n", proc_kib(pid, "VmHWM"));
+	printf("dead_connections %u\n", cnt_dead);
+	fflush(stdout);
+	return 0;
+}
