@@ -18,6 +18,20 @@
  *
  * Connections are never freed inside a call chain that may still use them:
  * conn_close marks them dead and a zero-delay timer frees them.
+ *
+ * Output and memory. A full netmap is O(nodes) bytes (~400 per peer), so a
+ * burst of map_requests must not build them all at once: a connection that
+ * needs one (stream start, a resync) only sets full_want, and the map is
+ * built when its output has drained, at most FULL_INFLIGHT_MAX of them sitting
+ * in our buffers at once, a few per loop turn (full_pump). While a full map is
+ * wanted, the deltas of that node are dropped: the map supersedes them (the
+ * mapper resets the subscriber's pending state when it builds it). A reader
+ * whose backlog of deltas grows past delta_backlog_max is resynchronised the
+ * same way, so a connection holds at most one full map plus that backlog; one
+ * that makes no write progress for STALL_NS is closed. Node -> server messages
+ * are capped at NODE_MSG_MAX by the stream itself, before they are buffered.
+ * Store writes of live state (endpoints, online) are coalesced per node: one
+ * in flight, the latest record wins.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -61,6 +75,12 @@
 #define KEEPALIVE_NS (30 * NSEC_PER_SEC)
 #define SILENCE_NS (90 * NSEC_PER_SEC)
 #define FLUSH_DELAY_NS (50 * NSEC_PER_MSEC) /* coalesces bursts; well inside the 1 s budget */
+/* A flush that took long waits twice its duration before the next: bounded CPU share. */
+#define FLUSH_DELAY_MAX_NS (400 * NSEC_PER_MSEC)
+#define FULL_INFLIGHT_MAX 16               /* full netmaps in our buffers at once */
+#define FULL_TURN_NS (10 * NSEC_PER_MSEC)  /* full-map building per loop turn */
+#define DELTA_BACKLOG_MAX (1U << 20)       /* unwritten deltas before a resync */
+#define STALL_NS (30 * NSEC_PER_SEC)       /* output pending without progress */
 #define TICK_NS (200 * NSEC_PER_MSEC)       /* change feed and key expiry */
 #define NODE_MSG_MAX 65536                   /* node -> server, checked before decoding */
 #define OUTPUT_MAX (64U << 20)              /* a reader this far behind is closed */
@@ -118,6 +138,12 @@ struct conn {
 	uint64_t wait_id; /* waiting for this node's approval */
 	struct op *op;    /* registration or logout in the store */
 	uint64_t born_ns, last_rx_ns, last_tx_ns;
+	uint64_t stall_ns; /* output pending and no write progress since; 0 = none */
+	/* Full netmap of full_id wanted (queued when output drains), or in our buffers. */
+	bool full_want, full_queued, full_inflight, full_close;
+	uint64_t full_id;
+	size_t full_len;
+	struct conn *fq_prev, *fq_next;
 };
 
 struct stail {
@@ -146,6 +172,8 @@ struct eph {
 
 struct counters {
 	uint64_t conns_total, regs_ok, regs_needs_auth, regs_error, netmaps, deltas, keepalives;
+	uint64_t resyncs, deltas_superseded, writes_coalesced;
+	size_t out_max; /* most bytes one connection had buffered */
 	uint64_t drops[DROP_MAX];
 };
 
@@ -165,7 +193,12 @@ struct control_server {
 	size_t n_tails;
 	struct conn *conns, *dead;
 	size_t n_conns, n_streams, n_unauth;
-	struct loop_timer flush_t, tick_t, reap_t;
+	struct loop_timer flush_t, tick_t, reap_t, full_t;
+	uint64_t flush_earliest_ns; /* a long flush pushes the next one back (CPU share) */
+	struct conn *fq_head, *fq_tail; /* connections waiting to be sent a full netmap */
+	size_t n_fq, n_full_inflight;
+	size_t delta_backlog_max;
+	int conn_sndbuf; /* tests: SO_SNDBUF of accepted connections; 0 = kernel default */
 	uint64_t change_cursor;
 	atomic_bool stopping;
 	struct counters ctr;
@@ -179,6 +212,7 @@ struct control_server {
  * 'N' tid name -> node (0: reserved)   'S' tid name -> next suffix
  * 'C' node -> conn* (map stream)   'W' node -> conn* (awaiting approval)
  * 'E' node -> eph*   'U' address -> unauthenticated connections
+ * 'P' node -> 1: a write of its live state in flight, 2: and another wanted
  */
 struct key {
 	uint8_t b[KV_KEY_MAX];
@@ -249,17 +283,69 @@ static void noop_done(void *ctx, int err, uint64_t id)
 		log_ratelimited(LOG_LEVEL_WARN, "control: store write failed: %s", strerror(-err));
 }
 
-/* Writes the mapper's current record of node id (lazy: last_seen, endpoints). */
-static void persist_node(struct control_server *s, uint64_t id)
+struct persist {
+	struct control_server *s;
+	uint64_t id;
+};
+
+static void persist_done(void *ctx, int err, uint64_t unused);
+
+static int persist_submit(struct control_server *s, uint64_t id)
 {
 	const struct ctl_node *n = mapper_node_get(s->m, id);
 	struct store_op op = { .kind = STORE_OP_NODE_UPDATE };
+	struct persist *p;
 
 	if (!n)
-		return;
+		return -ENOENT;
+	p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->s = s;
+	p->id = id;
 	op.node = *n;
-	if (store_submit(s->store, &op, noop_done, NULL) < 0)
+	if (store_submit(s->store, &op, persist_done, p) < 0) {
+		free(p);
 		s->ctr.drops[DROP_STORE_BUSY]++;
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+static void persist_done(void *ctx, int err, uint64_t unused)
+{
+	struct persist *p = ctx;
+	struct control_server *s = p->s;
+	struct key k = key_make('P', p->id, NULL, 0);
+	uint64_t v;
+
+	noop_done(NULL, err, unused);
+	if (kget(s, k, &v) && v == 2 && persist_submit(s, p->id) == 0)
+		kput(s, k, 1);
+	else
+		kdel(s, k);
+	free(p);
+}
+
+/*
+ * Writes the mapper's current record of node id (lazy: last_seen, endpoints).
+ * A node can send `endpoints` as fast as it likes; each would be a durable
+ * write. So at most one write per node is in flight, and changes made
+ * meanwhile go out as one write of the latest record when it completes.
+ */
+static void persist_node(struct control_server *s, uint64_t id)
+{
+	struct key k = key_make('P', id, NULL, 0);
+	uint64_t v;
+
+	if (kget(s, k, &v)) {
+		if (v == 1)
+			kput(s, k, 2);
+		s->ctr.writes_coalesced++;
+		return;
+	}
+	if (persist_submit(s, id) == 0)
+		kput(s, k, 1);
 }
 
 /* ---- rendering a record as the node sees it ---- */
@@ -430,9 +516,76 @@ static void conn_events_set(struct conn *c, uint32_t ev)
 		c->events = ev;
 }
 
+static size_t conn_pending(const struct conn *c)
+{
+	return c->out_len - c->out_off + (c->cs ? ctrlstream_output_pending(c->cs) : 0);
+}
+
+/* ---- full netmaps: built when the connection can take them ---- */
+
+static void fq_push(struct conn *c)
+{
+	struct control_server *s = c->s;
+
+	if (c->full_queued || c->dead)
+		return;
+	c->full_queued = true;
+	c->fq_next = NULL;
+	c->fq_prev = s->fq_tail;
+	if (s->fq_tail)
+		s->fq_tail->fq_next = c;
+	else
+		s->fq_head = c;
+	s->fq_tail = c;
+	s->n_fq++;
+	if (!s->full_t.armed && s->n_full_inflight < FULL_INFLIGHT_MAX)
+		loop_timer_arm(s->loop, &s->full_t, loop_now_ns(s->loop));
+}
+
+static void fq_remove(struct conn *c)
+{
+	struct control_server *s = c->s;
+
+	if (!c->full_queued)
+		return;
+	c->full_queued = false;
+	if (c->fq_prev)
+		c->fq_prev->fq_next = c->fq_next;
+	else
+		s->fq_head = c->fq_next;
+	if (c->fq_next)
+		c->fq_next->fq_prev = c->fq_prev;
+	else
+		s->fq_tail = c->fq_prev;
+	c->fq_prev = c->fq_next = NULL;
+	s->n_fq--;
+}
+
+static void full_release(struct conn *c)
+{
+	struct control_server *s = c->s;
+
+	if (!c->full_inflight)
+		return;
+	c->full_inflight = false;
+	s->n_full_inflight--;
+	if (s->fq_head && !s->full_t.armed)
+		loop_timer_arm(s->loop, &s->full_t, loop_now_ns(s->loop));
+}
+
+/* The node behind c gets a full netmap as soon as its output has drained. */
+static void full_request(struct conn *c, uint64_t id)
+{
+	c->full_want = true;
+	c->full_id = id;
+	if (!conn_pending(c))
+		fq_push(c);
+}
+
 static void conn_flush(struct conn *c)
 {
 	size_t pending;
+	bool progress = false;
 	ssize_t w;
 
 	if (c->dead)
@@ -447,6 +600,7 @@ static void conn_flush(struct conn *c)
 			return;
 		}
 		c->out_off += (size_t)w;
+		progress = true;
 	}
 	if (c->out_off == c->out_len && c->out) {
 		free(c->out);
@@ -471,13 +625,23 @@ static void conn_flush(struct conn *c)
 			return;
 		}
 		ctrlstream_output_consume(c->cs, (size_t)w);
+		progress = true;
 	}
-	pending = c->out_len - c->out_off;
-	if (c->cs)
-		pending += ctrlstream_output_pending(c->cs);
+	pending = conn_pending(c);
+	if (pending > c->s->ctr.out_max)
+		c->s->ctr.out_max = pending;
+	/* A backstop: the resync in flush_cb keeps well below it. */
 	if (pending > OUTPUT_MAX) {
 		conn_close(c, DROP_SLOW_READER, "reader too slow");
 		return;
+	}
+	if (!pending) {
+		c->stall_ns = 0;
+		full_release(c);
+		if (c->full_want)
+			fq_push(c);
+	} else if (progress || !c->stall_ns) {
+		c->stall_ns = loop_now_ns(c->s->loop);
 	}
 	if (!pending && c->close_after_write) {
 		conn_close(c, -1, NULL);
@@ -537,6 +701,9 @@ static void conn_close(struct conn *c, int drop, const char *why)
 	}
 	close(c->h.fd);
 	unauth_release(c);
+	fq_remove(c);
+	full_release(c);
+	c->full_want = false;
 	if (c->node_id) {
 		uint64_t id = c->node_id;
 		const struct ctl_node *n;
@@ -668,6 +835,20 @@ static int metrics_render(struct control_server *s, char **ret, size_t *ret_len)
 		   "trellis_control_messages_sent_total{type=\"delta\"} %" PRIu64 "\n"
 		   "trellis_control_messages_sent_total{type=\"keepalive\"} %" PRIu64 "\n",
 		s->ctr.netmaps, s->ctr.deltas, s->ctr.keepalives);
+	fprintf(f, "# TYPE trellis_control_resyncs_total counter\n"
+		   "trellis_control_resyncs_total %" PRIu64 "\n"
+		   "# TYPE trellis_control_deltas_superseded_total counter\n"
+		   "trellis_control_deltas_superseded_total %" PRIu64 "\n"
+		   "# TYPE trellis_control_node_writes_coalesced_total counter\n"
+		   "trellis_control_node_writes_coalesced_total %" PRIu64 "\n"
+		   "# TYPE trellis_control_netmaps_waiting gauge\n"
+		   "trellis_control_netmaps_waiting %zu\n"
+		   "# TYPE trellis_control_netmaps_buffered gauge\n"
+		   "trellis_control_netmaps_buffered %zu\n"
+		   "# TYPE trellis_control_connection_output_max_bytes gauge\n"
+		   "trellis_control_connection_output_max_bytes %zu\n",
+		s->ctr.resyncs, s->ctr.deltas_superseded, s->ctr.writes_coalesced, s->n_fq,
+		s->n_full_inflight, s->ctr.out_max);
 	fprintf(f, "# TYPE trellis_control_drops_total counter\n");
 	for (int i = 0; i < DROP_MAX; i++)
 		fprintf(f, "trellis_control_drops_total{reason=\"%s\"} %" PRIu64 "\n", drop_names[i],
@@ -762,6 +943,9 @@ static void http_route(struct conn *c, const struct http_request *req)
 		if (req->has_content_length && req->content_length)
 			return http_error(c, 400, DROP_HTTP_BAD, "upgrade with a body");
 		c->cs = ctrlstream_server_new(s->priv);
+		/* Nodes send small messages: refuse a large one at its length prefix. */
+		if (c->cs)
+			ctrlstream_set_max_message(c->cs, NODE_MSG_MAX);
 		n = http_response_build(head, sizeof(head), 101,
 					"Upgrade: " HTTP_UPGRADE_TOKEN "\r\nConnection: Upgrade\r\n",
 					0);
@@ -835,6 +1019,10 @@ static void stream_input(struct conn *c, const uint8_t *data, size_t len)
 
 		if (off < len) {
 			n = ctrlstream_feed(c->cs, data + off, len - off);
+			if (n == -EMSGSIZE && c->authed) {
+				conn_close(c, DROP_MSG_TOO_BIG, "frame or message too large");
+				return;
+			}
 			if (n < 0) {
 				conn_close(c, DROP_STREAM_BAD,
 					   ctrlstream_established(c->cs) ? "bad frame"
@@ -854,7 +1042,8 @@ static void stream_input(struct conn *c, const uint8_t *data, size_t len)
 		if (c->dead)
 			return;
 		if (r < 0) {
-			conn_close(c, DROP_STREAM_BAD, "stream error");
+			conn_close(c, r == -EMSGSIZE ? DROP_MSG_TOO_BIG : DROP_STREAM_BAD,
+				   r == -EMSGSIZE ? "message too large" : "stream error");
 			return;
 		}
 		if (off >= len)
@@ -1116,19 +1305,58 @@ static void on_register(struct conn *c, const struct ctrl_register *reg)
 	}
 }
 
-static void send_netmap(struct conn *c, uint64_t id)
+/* Builds, encodes and queues the full netmap c waits for: once per node, into the stream. */
+static void full_send(struct conn *c)
 {
+	struct control_server *s = c->s;
 	struct ctrl_msg m = { .type = CTRL_MSG_NETMAP };
+	char *json = NULL;
+	size_t len = 0;
 	int r;
 
-	r = mapper_netmap(c->s->m, id, wall_now(), &m.netmap);
+	c->full_want = false;
+	r = mapper_netmap(s->m, c->full_id, wall_now(), &m.netmap);
+	if (r == 0)
+		r = ctrl_msg_encode(&m, &json, &len);
+	ctrl_msg_clear(&m);
+	if (r == 0)
+		r = ctrlstream_send(c->cs, json, len);
+	free(json);
 	if (r < 0) {
+		log_ratelimited(LOG_LEVEL_WARN, "control: %s: cannot send the netmap: %s", c->peer,
+				strerror(-r));
 		conn_fail(c, DROP_IO, "cannot build the netmap");
 		return;
 	}
-	c->s->ctr.netmaps++;
-	send_msg(c, &m);
-	ctrl_msg_clear(&m);
+	s->ctr.netmaps++;
+	c->full_inflight = true;
+	c->full_len = len;
+	s->n_full_inflight++;
+	c->last_tx_ns = loop_now_ns(s->loop);
+	if (c->full_close)
+		c->close_after_write = true;
+	conn_flush(c);
+}
+
+static void full_pump(struct loop_timer *t)
+{
+	struct control_server *s = container_of(t, struct control_server, full_t);
+	uint64_t t0 = time_now_ns();
+
+	while (s->fq_head && s->n_full_inflight < FULL_INFLIGHT_MAX) {
+		struct conn *c = s->fq_head;
+
+		fq_remove(c);
+		/* Output that arrived since it was queued: conn_flush queues it again. */
+		if (c->dead || !c->full_want || conn_pending(c))
+			continue;
+		full_send(c);
+		/* Yield to I/O: a burst of streams must not stall everyone else's deltas. */
+		if (time_now_ns() - t0 > FULL_TURN_NS)
+			break;
+	}
+	if (s->fq_head && s->n_full_inflight < FULL_INFLIGHT_MAX)
+		loop_timer_arm(s->loop, t, loop_now_ns(s->loop));
 }
 
 static const struct ctl_node *machine_node(struct conn *c)
@@ -1148,7 +1376,7 @@ static void on_map_request(struct conn *c, const struct ctrl_map_request *mr)
 	struct conn *old;
 	uint64_t id;
 
-	if (c->op || c->node_id || c->wait_id)
+	if (c->op || c->node_id || c->wait_id || c->full_want)
 		return conn_fail(c, DROP_PROTOCOL, "map_request while busy");
 	if (!n || memcmp(n->node_key, mr->node_key, NETMAP_KEY_LEN) != 0)
 		return conn_fail(c, DROP_UNKNOWN_NODE, "unknown node key");
@@ -1162,9 +1390,8 @@ static void on_map_request(struct conn *c, const struct ctrl_map_request *mr)
 		schedule_flush(s);
 	}
 	if (!mr->stream) {
-		send_netmap(c, id);
-		c->close_after_write = true;
-		conn_flush(c);
+		c->full_close = true;
+		full_request(c, id);
 		return;
 	}
 	old = kptr(s, key_make('C', id, NULL, 0));
@@ -1177,7 +1404,7 @@ static void on_map_request(struct conn *c, const struct ctrl_map_request *mr)
 	mapper_subscribe(s->m, id);
 	mapper_node_online(s->m, id, true, now);
 	persist_node(s, id);
-	send_netmap(c, id);
+	full_request(c, id);
 	schedule_flush(s);
 }
 
@@ -1309,13 +1536,19 @@ static void conn_timer(struct loop_timer *t)
 		conn_fail(c, DROP_SILENT, "silent for 90 s");
 		return;
 	}
+	if (c->stall_ns && now >= c->stall_ns + STALL_NS) {
+		conn_close(c, DROP_SLOW_READER, "reader stalled");
+		return;
+	}
 	if (now >= c->last_tx_ns + KEEPALIVE_NS) {
 		s->ctr.keepalives++;
 		send_raw(c, "{\"type\":\"keepalive\"}");
 		if (c->dead)
 			return;
 	}
-	loop_timer_arm(s->loop, t, MIN(c->last_rx_ns + SILENCE_NS, c->last_tx_ns + KEEPALIVE_NS));
+	loop_timer_arm(s->loop, t,
+		       MIN(MIN(c->last_rx_ns + SILENCE_NS, c->last_tx_ns + KEEPALIVE_NS),
+			   c->stall_ns ? c->stall_ns + STALL_NS : TIME_NEVER));
 }
 
 static void accept_one(struct control_server *s, int fd, const struct sockaddr_storage *ss)
@@ -1367,6 +1600,8 @@ static void accept_one(struct control_server *s, int fd, const struct sockaddr_s
 		SSL_set_accept_state(c->ssl);
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (s->conn_sndbuf)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &s->conn_sndbuf, sizeof(s->conn_sndbuf));
 	c->events = EPOLLIN;
 	if (loop_fd_add(s->loop, &c->h, EPOLLIN) < 0)
 		goto fail;
@@ -1415,26 +1650,50 @@ static void schedule_flush(struct control_server *s)
 {
 	if (s->flush_t.armed || !mapper_dirty_count(s->m))
 		return;
-	loop_timer_arm(s->loop, &s->flush_t, loop_now_ns(s->loop) + FLUSH_DELAY_NS);
+	loop_timer_arm(s->loop, &s->flush_t,
+		       MAX(loop_now_ns(s->loop) + FLUSH_DELAY_NS, s->flush_earliest_ns));
+}
+
+/* Drops what is pending for a subscriber that gets a full netmap instead. */
+static void delta_discard(struct control_server *s, uint64_t id)
+{
+	struct netmap_delta *d = NULL;
+
+	if (mapper_take_delta(s->m, id, &d) == 0 && d)
+		s->ctr.deltas_superseded++;
+	netmap_delta_free(d);
 }
 
 static void flush_cb(struct loop_timer *t)
 {
 	struct control_server *s = container_of(t, struct control_server, flush_t);
-	uint64_t id;
+	uint64_t id, t0 = time_now_ns(), dt;
 
 	while ((id = mapper_dirty_first(s->m))) {
 		struct conn *c = kptr(s, key_make('C', id, NULL, 0));
 		struct ctrl_msg m = { .type = CTRL_MSG_DELTA };
+		size_t allowed;
 		int r;
 
 		if (!c || c->dead) {
 			mapper_unsubscribe(s->m, id);
 			continue;
 		}
+		if (c->full_want) {
+			delta_discard(s, id);
+			continue;
+		}
+		/* Behind by more than a full map and a backlog: resync instead of queueing. */
+		allowed = (c->full_inflight ? c->full_len : 0) + s->delta_backlog_max;
+		if (conn_pending(c) > allowed) {
+			s->ctr.resyncs++;
+			delta_discard(s, id);
+			full_request(c, id);
+			continue;
+		}
 		r = mapper_take_delta(s->m, id, &m.delta);
 		if (r < 0) {
-			send_netmap(c, id);
+			full_request(c, id);
 			continue;
 		}
 		if (!m.delta)
@@ -1443,6 +1702,8 @@ static void flush_cb(struct loop_timer *t)
 		send_msg(c, &m);
 		ctrl_msg_clear(&m);
 	}
+	dt = time_now_ns() - t0;
+	s->flush_earliest_ns = loop_now_ns(s->loop) + MIN(2 * dt, FLUSH_DELAY_MAX_NS);
 }
 
 struct eph_del {
@@ -1946,6 +2207,8 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	s->flush_t.cb = flush_cb;
 	s->tick_t.cb = tick_cb;
 	s->reap_t.cb = reap;
+	s->full_t.cb = full_pump;
+	s->delta_backlog_max = DELTA_BACKLOG_MAX;
 	r = -ENOMEM;
 	s->loop = loop_new();
 	s->m = mapper_new();
@@ -2037,11 +2300,15 @@ void control_server_free(struct control_server *s)
 		conn_close(s->conns, -1, NULL);
 	reap(&s->reap_t);
 	if (s->store) {
-		/* Completions of writes still in flight must not run into freed state. */
-		store_flush(s->store);
-		store_dispatch(s->store);
+		/* Completions of writes still in flight must not run into freed state;
+		 * a completion may submit the coalesced next write of its node. */
+		do
+			store_flush(s->store);
+		while (store_dispatch(s->store) > 0);
 		store_loop_detach(s->store);
 	}
+	if (s->loop)
+		loop_timer_disarm(s->loop, &s->full_t);
 	store_free(s->store);
 	if (s->lfd.fd >= 0) {
 		loop_fd_del(s->loop, &s->lfd);

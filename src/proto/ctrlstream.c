@@ -62,6 +62,7 @@ struct ctrlstream {
 	uint8_t *msg;
 	size_t msg_cap, msg_len, msg_got;
 	bool msg_ready, msg_taken;
+	size_t msg_max; /* largest message accepted from the peer */
 
 	struct buf staged; /* length-prefixed plaintext messages not yet sealed */
 	struct buf out;	   /* sealed bytes not yet written */
@@ -150,6 +151,8 @@ static struct ctrlstream *stream_alloc(void)
 		return NULL;
 	}
 	cs = calloc(1, sizeof(*cs));
+	if (cs)
+		cs->msg_max = CTRL_MSG_MAX;
 	return cs;
 }
 
@@ -287,7 +290,7 @@ static int drain(struct ctrlstream *cs)
 			cs->msg_got = 0;
 			if (cs->msg_len == 0)
 				return -EPROTO;
-			if (cs->msg_len > CTRL_MSG_MAX)
+			if (cs->msg_len > cs->msg_max)
 				return -EMSGSIZE;
 			continue;
 		}
@@ -408,6 +411,14 @@ int ctrlstream_recv(struct ctrlstream *cs, const char **ret_json, size_t *ret_le
 	*ret_json = (const char *)cs->msg;
 	*ret_len = cs->msg_len;
 	return 1;
+}
+
+int ctrlstream_set_max_message(struct ctrlstream *cs, size_t bytes)
+{
+	if (bytes == 0 || bytes > CTRL_MSG_MAX)
+		return -EINVAL;
+	cs->msg_max = bytes;
+	return 0;
 }
 
 int ctrlstream_send(struct ctrlstream *cs, const void *json, size_t len)

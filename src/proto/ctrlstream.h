@@ -14,7 +14,7 @@
  * before the handshake completes are queued and sealed once it has.
  *
  * Memory a peer can make us hold is bounded by one frame (65535 + 4 bytes) plus
- * one message (4 + CTRL_MSG_MAX). Any error is final: the stream is dead and
+ * one message (4 + the limit of ctrlstream_set_max_message, CTRL_MSG_MAX by default). Any error is final: the stream is dead and
  * every later call returns the same error; the caller closes the connection.
  * Errors: -EBADMSG (a frame that does not authenticate, a bad handshake),
  * -EMSGSIZE (a frame or message length over its limit), -EPROTO (a zero
@@ -58,6 +58,15 @@ ssize_t ctrlstream_feed(struct ctrlstream *cs, const void *data, size_t len);
  * valid until the next feed or recv), 0 when none is ready, or -errno.
  */
 int ctrlstream_recv(struct ctrlstream *cs, const char **ret_json, size_t *ret_len);
+
+/*
+ * Largest message this end accepts from the peer (1..CTRL_MSG_MAX, the
+ * default). Checked when a message's length prefix arrives, before anything is
+ * buffered for it: a larger declared length kills the stream with -EMSGSIZE.
+ * The server uses a small limit (nodes only send small messages); clients keep
+ * the default since netmaps are large. 0 or -EINVAL.
+ */
+int ctrlstream_set_max_message(struct ctrlstream *cs, size_t bytes);
 
 /* Queues one message (1..CTRL_MSG_MAX bytes). 0 or -errno (-EMSGSIZE, -ENOMEM). */
 int ctrlstream_send(struct ctrlstream *cs, const void *json, size_t len);

@@ -3,7 +3,8 @@
  * trellis-control serve, in process: the server runs its loop on a thread of
  * its own on 127.0.0.1 with a temporary state directory; the test drives real
  * clients built from proto/http + ctrlstream + ctrlmsg over TCP, and plays the
- * admin CLI through a second store on the same database.
+ * admin CLI through a second store on the same database. It includes server.c
+ * to lower the delta backlog cap for the slow-reader test.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,7 +29,7 @@
 #include "base/time.h"
 #include "control/admin.h"
 #include "control/authkey.h"
-#include "control/server.h"
+#include "control/server.c"
 #include "control/store.h"
 #include "crypto/crypto.h"
 #include "proto/ctrlmsg.h"
@@ -79,6 +80,13 @@ static int setup(void **state)
 	store_free(st);
 	o.state_dir = E.dir;
 	assert_int_equal(control_server_new(&o, &E.srv), 0);
+	/*
+	 * Before the server thread starts. Small socket buffers make every test go
+	 * through partial writes and EPOLLOUT, and let test_slow_reader fill the
+	 * server's own buffers (a small backlog cap) with a few hundred deltas.
+	 */
+	E.srv->delta_backlog_max = 4096;
+	E.srv->conn_sndbuf = 16384;
 	E.port = control_server_port(E.srv);
 	assert_int_equal(pthread_create(&E.thr, NULL, run, E.srv), 0);
 	return 0;
@@ -102,6 +110,8 @@ static int teardown(void **state)
 
 static unsigned src_next;
 
+static int rcvbuf_next; /* SO_RCVBUF of the next connection, 0 = default */
+
 static int tcp_connect(void)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(E.port) };
@@ -109,6 +119,8 @@ static int tcp_connect(void)
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
 	assert_true(fd >= 0);
+	if (rcvbuf_next)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf_next, sizeof(rcvbuf_next));
 	/* Spread over 127.0.0.1-250: the server limits unauthenticated connections per address. */
 	src.sin_addr.s_addr = htonl(0x7f000001U + src_next++ % 250);
 	assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0);
@@ -563,6 +575,89 @@ static void test_scale(void **state)
 	free(cl);
 }
 
+static uint64_t metric(const char *name)
+{
+	static char body[16384];
+	char line[128];
+	char *p;
+
+	assert_int_equal(http_status_of("GET /metrics HTTP/1.1\r\n\r\n", body, sizeof(body)), 200);
+	snprintf(line, sizeof(line), "\n%s ", name); /* the sample, not its # TYPE line */
+	p = strstr(body, line);
+	assert_non_null(p);
+	return strtoull(p + strlen(line), NULL, 10);
+}
+
+/*
+ * A node that stops reading its map stream: the server keeps at most one full
+ * map plus the delta backlog for it (here lowered to 4 KiB), then drops its
+ * deltas and sends it a fresh full netmap once it reads again.
+ */
+static void test_slow_reader(void **state)
+{
+	unsigned n = 300, i;
+	struct client r, *cl = calloc(n, sizeof(*cl));
+	struct ctrl_msg m;
+	uint64_t resyncs0, out_max;
+	size_t peers0;
+	bool got_full = false;
+
+	(void)state;
+	assert_non_null(cl);
+	resyncs0 = metric("trellis_control_resyncs_total");
+	rcvbuf_next = 2048;
+	client_open(&r);
+	rcvbuf_next = 0;
+	client_register(&r, E.reusable, "sloth", &m);
+	ctrl_msg_clear(&m);
+	client_map(&r, NULL, &m);
+	peers0 = m.netmap->n_peers;
+	ctrl_msg_clear(&m);
+	/* r stops reading; n nodes join and leave: ~n x 500 bytes of deltas for r. */
+	for (i = 0; i < n; i++) {
+		struct ctrl_msg q = { .type = CTRL_MSG_REGISTER };
+
+		client_open(&cl[i]);
+		memcpy(q.reg.node_key, cl[i].node_pub, 32);
+		snprintf(q.reg.hostname, sizeof(q.reg.hostname), "busy-%u", i);
+		snprintf(q.reg.auth_key, sizeof(q.reg.auth_key), "%s", E.reusable);
+		client_send(&cl[i], &q);
+		/* Spread over several flushes, so that r's backlog builds up delta by delta. */
+		if (i % 50 == 49)
+			usleep(150000);
+	}
+	for (i = 0; i < n; i++) {
+		assert_int_equal(client_recv(&cl[i], &m, 30000), 0);
+		assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+		ctrl_msg_clear(&m);
+		client_close(&cl[i]);
+	}
+	usleep(300000);
+	out_max = metric("trellis_control_connection_output_max_bytes");
+	print_message("slow reader: most output buffered for one connection %" PRIu64
+		      " bytes, %" PRIu64 " resyncs\n",
+		      out_max, metric("trellis_control_resyncs_total") - resyncs0);
+	assert_true(metric("trellis_control_resyncs_total") > resyncs0);
+	/*
+	 * Without the cap r's backlog would be ~n x 450 bytes less what the sockets
+	 * hold (~40 KiB); with it, the 4 KiB backlog plus the delta that crossed it.
+	 */
+	assert_true(out_max < 32768);
+	/* Reading again, r gets a full netmap holding everyone (after what was buffered). */
+	for (;;) {
+		assert_int_equal(client_recv(&r, &m, 5000), 0);
+		if (m.type == CTRL_MSG_NETMAP) {
+			assert_true(m.netmap->n_peers >= peers0 + n);
+			got_full = true;
+		}
+		ctrl_msg_clear(&m);
+		if (got_full)
+			break;
+	}
+	client_close(&r);
+	free(cl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -572,6 +667,7 @@ int main(void)
 		cmocka_unit_test(test_oneoff_reuse),
 		cmocka_unit_test(test_interactive),
 		cmocka_unit_test(test_garbage_after_upgrade),
+		cmocka_unit_test(test_slow_reader),
 		cmocka_unit_test(test_scale),
 	};
 

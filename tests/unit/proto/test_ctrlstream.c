@@ -382,6 +382,46 @@ static void test_oversized_message(void **state)
 	ctrlstream_free(s);
 }
 
+/* A per-stream limit (the server's 64 KiB) is enforced at the length prefix. */
+static void test_max_message(void **state)
+{
+	struct ctrlstream *c, *s;
+	struct inbox box = {0};
+	uint8_t pt[8], f[64];
+	const char *json;
+	char *big;
+	size_t n;
+
+	(void)state;
+	connect_pair(&c, &s, CHUNK_ALL);
+	assert_int_equal(ctrlstream_set_max_message(s, 0), -EINVAL);
+	assert_int_equal(ctrlstream_set_max_message(s, CTRL_MSG_MAX + 1), -EINVAL);
+	assert_int_equal(ctrlstream_set_max_message(s, 65536), 0);
+	/* exactly the limit passes, through several frames */
+	big = malloc(65536);
+	assert_non_null(big);
+	memset(big, ' ', 65536);
+	big[0] = '{';
+	big[65535] = '}';
+	assert_int_equal(ctrlstream_send(c, big, 65536), 0);
+	assert_int_equal(pump(c, s, CHUNK_RANDOM, &box), 0);
+	assert_int_equal(box.n, 1);
+	assert_int_equal(box.last_len, 65536);
+	free(big);
+	/* one byte more dies on the header alone: nothing is buffered for it */
+	put_be32(pt, 65537);
+	memcpy(pt + 4, "{\"a\"", 4);
+	n = raw_frame(c, pt, 8, f);
+	assert_int_equal(ctrlstream_feed(s, f, n), -EMSGSIZE);
+	assert_int_equal(ctrlstream_error(s), -EMSGSIZE);
+	assert_int_equal(ctrlstream_recv(s, &json, &n), -EMSGSIZE);
+	/* the other direction keeps the default */
+	assert_int_equal(c->msg_max, CTRL_MSG_MAX);
+	free(box.last);
+	ctrlstream_free(c);
+	ctrlstream_free(s);
+}
+
 static void test_wrong_server_key(void **state)
 {
 	struct ctrlstream *c, *s;
@@ -434,6 +474,7 @@ int main(void)
 		cmocka_unit_test(test_replayed_frame),
 		cmocka_unit_test(test_bad_lengths),
 		cmocka_unit_test(test_oversized_message),
+		cmocka_unit_test(test_max_message),
 		cmocka_unit_test(test_wrong_server_key),
 		cmocka_unit_test(test_client_side_errors),
 	};
