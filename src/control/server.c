@@ -1188,6 +1188,8 @@ static int op_submit(struct conn *c, struct op *op)
 	return 0;
 }
 
+static void changes_drain(struct control_server *s);
+
 static void on_register(struct conn *c, const struct ctrl_register *reg)
 {
 	struct control_server *s = c->s;
@@ -1208,6 +1210,16 @@ static void on_register(struct conn *c, const struct ctrl_register *reg)
 		r = authkey_parse(reg->auth_key, kid, hash);
 		if (r == 0) {
 			k = kptr(s, key_make('A', 0, kid, strlen(kid)));
+			/*
+			 * A key the admin CLI created since the last tick is not in memory
+			 * yet; `trellis up --auth-key "$(trellis-control authkey create)"` must
+			 * work at once. Look at the change feed before refusing (cheap when
+			 * nothing changed: one PRAGMA data_version).
+			 */
+			if (!k) {
+				changes_drain(s);
+				k = kptr(s, key_make('A', 0, kid, strlen(kid)));
+			}
 			r = authkey_check(k, hash, now);
 		}
 		crypto_wipe(hash, sizeof(hash));
@@ -1919,9 +1931,9 @@ static void change_apply(struct control_server *s, const struct store_change *ch
 	}
 }
 
-static void tick_cb(struct loop_timer *t)
+/* Applies what other processes (the admin CLI) committed since the last look. */
+static void changes_drain(struct control_server *s)
 {
-	struct control_server *s = container_of(t, struct control_server, tick_t);
 	struct store_change ch[256];
 	int n;
 
@@ -1930,6 +1942,13 @@ static void tick_cb(struct loop_timer *t)
 		for (int i = 0; i < n; i++)
 			change_apply(s, &ch[i]);
 	} while (n == (int)ARRAY_SIZE(ch));
+}
+
+static void tick_cb(struct loop_timer *t)
+{
+	struct control_server *s = container_of(t, struct control_server, tick_t);
+
+	changes_drain(s);
 	if (mapper_expire(s->m, wall_now()) > 0)
 		schedule_flush(s);
 	loop_timer_arm(s->loop, t, loop_now_ns(s->loop) + TICK_NS);
