@@ -160,6 +160,10 @@ struct op {
 	enum op_kind kind;
 	bool insert;
 	struct ctl_node rec;
+	/* A key rotation: the key and expiry to put back if the write fails. */
+	bool rotate;
+	uint8_t prev_node_key[NETMAP_KEY_LEN];
+	int64_t prev_key_expiry;
 	uint8_t name_key[KV_KEY_MAX];
 	size_t name_key_len;
 };
@@ -1127,6 +1131,15 @@ static void reg_done(void *ctx, int err, uint64_t id)
 	if (err < 0) {
 		log_ratelimited(LOG_LEVEL_WARN, "control: registration of %s failed: %s",
 				op->rec.hostname, strerror(-err));
+		if (op->rotate && (n = mapper_node_get(s->m, op->rec.id))) {
+			/* Refused: the node keeps its old key, in memory as on disk. */
+			struct ctl_node back = *n;
+
+			memcpy(back.node_key, op->prev_node_key, NETMAP_KEY_LEN);
+			back.key_expiry = op->prev_key_expiry;
+			mapper_node_upsert(s->m, &back, wall_now());
+			schedule_flush(s);
+		}
 		if (op->insert) {
 			if (t)
 				addr_pool_release(t->pool, op->rec.ipv4);
@@ -1189,6 +1202,64 @@ static int op_submit(struct conn *c, struct op *op)
 }
 
 static void changes_drain(struct control_server *s);
+static const struct ctl_node *machine_node(struct conn *c);
+
+/*
+ * Rotation: the machine key (authenticated by the Noise handshake) proves the
+ * device, old_node_key proves it still holds the current, unexpired key. The
+ * node record stays (id, name, addresses); only the node key and its expiry
+ * change, so peers get a "changed" delta. An expired node cannot rotate its way
+ * back in: it must re-authenticate (auth key or approval) without old_node_key.
+ */
+static void on_rotate(struct conn *c, const struct ctrl_register *reg)
+{
+	struct control_server *s = c->s;
+	int64_t now = wall_now();
+	const struct ctl_node *n = machine_node(c);
+	struct stail *t;
+	struct op *op;
+	const char *why = NULL;
+
+	if (!n || !n->approved)
+		why = "key rotation refused: unknown node (register first)";
+	else if (!ctl_node_visible(n, now))
+		why = "key rotation refused: node key expired (re-authenticate)";
+	else if (!memcmp(n->node_key, reg->node_key, NETMAP_KEY_LEN))
+		why = NULL; /* a retry whose first answer was lost: already done */
+	else if (memcmp(n->node_key, reg->old_node_key, NETMAP_KEY_LEN) != 0)
+		why = "key rotation refused: old node key does not match";
+	else if (c->node_id && c->node_id != n->id)
+		why = "key rotation refused: not this stream's node";
+	if (why) {
+		log_ratelimited(LOG_LEVEL_INFO, "control: %s: %s", c->peer, why);
+		return reply_register(c, CTRL_REGISTER_ERROR, why, NULL);
+	}
+	t = tail_get(s, n->tailnet_id);
+	op = calloc(1, sizeof(*op));
+	if (!op)
+		return reply_register(c, CTRL_REGISTER_ERROR, "out of memory", NULL);
+	op->s = s;
+	op->c = c;
+	op->kind = OP_REGISTER;
+	op->rec = *n;
+	if (memcmp(n->node_key, reg->node_key, NETMAP_KEY_LEN) != 0) {
+		op->rotate = true;
+		memcpy(op->prev_node_key, n->node_key, NETMAP_KEY_LEN);
+		op->prev_key_expiry = n->key_expiry;
+		memcpy(op->rec.node_key, reg->node_key, NETMAP_KEY_LEN);
+		op->rec.key_expiry = t && t->t.key_expiry_sec ? now + t->t.key_expiry_sec : 0;
+		log_info("control: node %" PRIu64 " (%s) rotated its node key", n->id, n->name);
+	}
+	/* The in-memory record changes now, so later writes of this node carry it. */
+	mapper_node_upsert(s->m, &op->rec, now);
+	schedule_flush(s);
+	if (op_submit(c, op) < 0) {
+		c->op = NULL;
+		op->c = NULL;
+		reg_done(op, -EAGAIN, 0);
+		reply_register(c, CTRL_REGISTER_ERROR, "server busy", NULL);
+	}
+}
 
 static void on_register(struct conn *c, const struct ctrl_register *reg)
 {
@@ -1201,8 +1272,11 @@ static void on_register(struct conn *c, const struct ctrl_register *reg)
 	uint64_t v, tid;
 	int r;
 
-	if (c->op || c->node_id || c->wait_id)
+	/* A key rotation may come on a live map stream: the stream goes on unbroken. */
+	if (c->op || c->wait_id || (c->node_id && !reg->has_old_node_key))
 		return conn_fail(c, DROP_PROTOCOL, "register while busy");
+	if (reg->has_old_node_key)
+		return on_rotate(c, reg);
 	if (reg->auth_key[0]) {
 		char kid[AUTHKEY_ID_HEX + 1];
 		uint8_t hash[32];
@@ -1321,16 +1395,13 @@ static void on_register(struct conn *c, const struct ctrl_register *reg)
 static void full_send(struct conn *c)
 {
 	struct control_server *s = c->s;
-	struct ctrl_msg m = { .type = CTRL_MSG_NETMAP };
 	char *json = NULL;
 	size_t len = 0;
 	int r;
 
 	c->full_want = false;
-	r = mapper_netmap(s->m, c->full_id, wall_now(), &m.netmap);
-	if (r == 0)
-		r = ctrl_msg_encode(&m, &json, &len);
-	ctrl_msg_clear(&m);
+	/* Joined from per-node records the mapper keeps encoded: no render+encode per peer. */
+	r = mapper_netmap_json(s->m, c->full_id, wall_now(), &json, &len);
 	if (r == 0)
 		r = ctrlstream_send(c->cs, json, len);
 	free(json);

@@ -79,8 +79,6 @@ struct control_client {
 	char state_dir[512];
 	char ifname[IF_NAMESIZE];
 	uint8_t machine_key[NETMAP_KEY_LEN];
-	uint8_t node_key[NETMAP_KEY_LEN];
-	uint8_t node_pub[NETMAP_KEY_LEN];
 	uint16_t (*port_fn)(void *ctx);
 	void *port_ctx;
 	struct control_client_ops ops;
@@ -92,6 +90,15 @@ struct control_client {
 	char err[ERR_MAX];
 	bool fatal;
 	bool registered; /* in this session */
+	/* The node key: replaced by a confirmed rotation. */
+	uint8_t node_key[NETMAP_KEY_LEN];
+	uint8_t node_pub[NETMAP_KEY_LEN];
+	/* Rotation: the key offered to the server while `rotating`. */
+	bool rotating;
+	uint8_t next_key[NETMAP_KEY_LEN];
+	uint8_t next_pub[NETMAP_KEY_LEN];
+	int64_t seen_expiry; /* the self key_expiry the schedule was made from */
+	int64_t rotate_at;   /* Unix seconds; 0 = never */
 	bool have_netmap;
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
@@ -731,6 +738,104 @@ static int send_register(struct control_client *cc, struct session *s)
 	return send_msg(cc, s, &m);
 }
 
+static int64_t wall_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* Plans the next rotation from our own record (register response, netmap, delta). */
+static void rotate_schedule(struct control_client *cc, const struct netmap_node *self)
+{
+	int64_t exp, left;
+
+	if (!self || !cc->ops.rotate_begin || !cc->ops.rotate_end)
+		return;
+	exp = self->key_expiry;
+	/* The same expiry again (every netmap carries it) keeps the plan. */
+	if (exp == cc->seen_expiry)
+		return;
+	cc->seen_expiry = exp;
+	if (!exp) {
+		cc->rotate_at = 0;
+		return;
+	}
+	left = MAX(exp - wall_now(), 0);
+	cc->rotate_at = exp - MIN(left / 4, (int64_t)CONTROL_ROTATE_WINDOW_MAX_S);
+	log_debug("node key expires in %" PRId64 " s: rotating in %" PRId64 " s", left,
+		  MAX(cc->rotate_at - wall_now(), 0));
+}
+
+static void rotate_retry_later(struct control_client *cc)
+{
+	int64_t now = wall_now(), left = cc->seen_expiry - now;
+
+	cc->rotate_at = now + MAX(MIN(left / 4, (int64_t)CONTROL_ROTATE_RETRY_MAX_S), 1);
+}
+
+/* Ends a rotation in flight: on the server's confirmation, or not. */
+static void rotate_end(struct control_client *cc, bool ok)
+{
+	if (!cc->rotating)
+		return;
+	cc->rotating = false;
+	if (ok) {
+		memcpy(cc->node_key, cc->next_key, NETMAP_KEY_LEN);
+		memcpy(cc->node_pub, cc->next_pub, NETMAP_KEY_LEN);
+	}
+	crypto_wipe(cc->next_key, sizeof(cc->next_key));
+	cc->ops.rotate_end(cc->ops.ctx, ok);
+}
+
+/*
+ * Re-registers on the live stream with old = our key, new = the next one: the
+ * server keeps our record (id, name, addresses) and the map stream goes on.
+ */
+static int rotate_start(struct control_client *cc, struct session *s)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_REGISTER};
+	int r;
+
+	r = cc->ops.rotate_begin(cc->ops.ctx, cc->next_key);
+	if (r == 0)
+		r = x25519_public_from_private(cc->next_pub, cc->next_key);
+	if (r < 0) {
+		log_warn("cannot make the next node key: %s", strerror(-r));
+		crypto_wipe(cc->next_key, sizeof(cc->next_key));
+		rotate_retry_later(cc);
+		return 0;
+	}
+	log_info("rotating the node key (expires in %" PRId64 " s)",
+		 cc->seen_expiry - wall_now());
+	cc->rotating = true;
+	cc->rotate_at = 0;
+	memcpy(m.reg.node_key, cc->next_pub, NETMAP_KEY_LEN);
+	m.reg.has_old_node_key = true;
+	memcpy(m.reg.old_node_key, cc->node_pub, NETMAP_KEY_LEN);
+	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "%s", cc->hostname);
+	snprintf(m.reg.os, sizeof(m.reg.os), "%s", cc->os);
+	return send_msg(cc, s, &m);
+}
+
+/* The answer to a rotation: never fatal, the old key goes on until it expires. */
+static int rotate_response(struct control_client *cc, const struct ctrl_register_response *rr)
+{
+	if (rr->status != CTRL_REGISTER_OK) {
+		log_warn("%s refused the node key rotation: %s", cc->url,
+			 rr->status == CTRL_REGISTER_ERROR && rr->error[0] ? rr->error
+									   : "no reason given");
+		rotate_end(cc, false);
+		rotate_retry_later(cc);
+		return 0;
+	}
+	log_info("node key rotated");
+	rotate_end(cc, true);
+	if (cc->ops.registered)
+		cc->ops.registered(cc->ops.ctx, rr->has_node ? &rr->node : NULL);
+	if (rr->has_node)
+		rotate_schedule(cc, &rr->node);
+	return 0;
+}
+
 static int send_map_request(struct control_client *cc, struct session *s)
 {
 	struct ctrl_msg m = {.type = CTRL_MSG_MAP_REQUEST};
@@ -778,6 +883,10 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 	}
 	switch (m.type) {
 	case CTRL_MSG_REGISTER_RESPONSE:
+		if (cc->rotating) {
+			r = rotate_response(cc, &m.reg_resp);
+			break;
+		}
 		if (m.reg_resp.status == CTRL_REGISTER_NEEDS_AUTH) {
 			log_info("interactive login: %s", m.reg_resp.auth_url);
 			report(cc, CONTROL_CLIENT_NEEDS_LOGIN, m.reg_resp.auth_url, NULL);
@@ -799,6 +908,8 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 		pthread_mutex_unlock(&cc->lock);
 		if (cc->ops.registered)
 			cc->ops.registered(cc->ops.ctx, m.reg_resp.has_node ? &m.reg_resp.node : NULL);
+		if (m.reg_resp.has_node)
+			rotate_schedule(cc, &m.reg_resp.node);
 		r = send_map_request(cc, s);
 		break;
 	case CTRL_MSG_NETMAP:
@@ -807,6 +918,7 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 			r = -EPROTO;
 			break;
 		}
+		rotate_schedule(cc, &m.netmap->self);
 		r = cc->ops.netmap ? cc->ops.netmap(cc->ops.ctx, m.netmap) : 0;
 		if (!cc->ops.netmap)
 			netmap_free(m.netmap);
@@ -826,6 +938,8 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 			r = -EPROTO;
 			break;
 		}
+		if (m.delta->has_self)
+			rotate_schedule(cc, &m.delta->self);
 		r = cc->ops.delta ? cc->ops.delta(cc->ops.ctx, m.delta) : 0;
 		if (r < 0)
 			set_err(cc, "cannot apply a netmap delta (%s): asking for a full map",
@@ -936,6 +1050,12 @@ static int session_run(struct control_client *cc, struct session *s)
 			if (r < 0)
 				return r;
 		}
+		if (cc->have_netmap && cc->rotate_at && !cc->rotating &&
+		    wall_now() >= cc->rotate_at) {
+			r = rotate_start(cc, s);
+			if (r < 0)
+				return r;
+		}
 		if (cc->have_netmap && now >= next_ep) {
 			r = endpoints_check(cc, s);
 			if (r < 0)
@@ -961,6 +1081,11 @@ static int session_run(struct control_client *cc, struct session *s)
 			       s->last_send_ns + CONTROL_KEEPALIVE_NS);
 		if (cc->have_netmap)
 			deadline = MIN(deadline, next_ep);
+		if (cc->have_netmap && cc->rotate_at && !cc->rotating) {
+			int64_t wait_s = MAX(cc->rotate_at - wall_now(), 0);
+
+			deadline = MIN(deadline, now + (uint64_t)wait_s * NSEC_PER_SEC);
+		}
 		if (!ctrlstream_established(s->cs))
 			deadline = MIN(deadline, hs_deadline);
 		n = conn_read(cc, &s->c, cc->rbuf, READ_CHUNK, deadline);
@@ -1036,6 +1161,8 @@ static int session(struct control_client *cc)
 		goto out;
 	r = session_run(cc, &s);
 out:
+	/* A rotation's answer lost with the connection: keep the old key (see rotate_end). */
+	rotate_end(cc, false);
 	pthread_mutex_lock(&cc->lock);
 	cc->established = false;
 	cc->logout_req = false;

@@ -53,7 +53,26 @@ struct control_client_ops {
 	int (*netmap)(void *ctx, struct netmap *nm);
 	/* A delta on the last netmap. 0, or -errno to reconnect (and get a full map). */
 	int (*delta)(void *ctx, const struct netmap_delta *d);
+	/*
+	 * Node key rotation (both or neither; NULL: the client never rotates).
+	 * rotate_begin: the next private node key into ret_key (the daemon's
+	 * state_node_key_rotate_begin); 0 or -errno (then retried later).
+	 * rotate_end: ok = the server took the new key (commit it and give it to
+	 * WireGuard; registered() follows with the new self record), !ok = it was
+	 * refused or the answer was lost with the connection (abort: the old key
+	 * stays, and the next register restores it at the server if need be).
+	 */
+	int (*rotate_begin)(void *ctx, uint8_t ret_key[NETMAP_KEY_LEN]);
+	void (*rotate_end)(void *ctx, bool ok);
 };
+
+/*
+ * A node key is rotated when this much of its lifetime is left: a quarter of
+ * what was left when the client first saw that expiry, at most this cap.
+ */
+#define CONTROL_ROTATE_WINDOW_MAX_S (24 * 3600)
+/* After a refused rotation, retry within this much (sooner for short lifetimes). */
+#define CONTROL_ROTATE_RETRY_MAX_S 60
 
 struct control_client_cfg {
 	const char *login_server; /* http://host[:port] or https://host[:port] */

@@ -186,6 +186,47 @@ out:
 	return r;
 }
 
+/* Key rotation (client thread): the state keeps the next key until the server confirms. */
+static int cc_rotate_begin(void *ctx, uint8_t ret_key[NETMAP_KEY_LEN])
+{
+	struct daemon *d = ctx;
+	const uint8_t *key;
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	r = state_node_key_rotate_begin(d->st, &key);
+	if (r == 0)
+		memcpy(ret_key, key, NETMAP_KEY_LEN);
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+static void cc_rotate_end(void *ctx, bool ok)
+{
+	struct daemon *d = ctx;
+	const uint8_t *key;
+	int r;
+
+	pthread_mutex_lock(&d->lock);
+	if (!ok) {
+		r = state_node_key_rotate_abort(d->st);
+		pthread_mutex_unlock(&d->lock);
+		if (r < 0)
+			log_warn("cannot forget the refused node key: %s", strerror(-r));
+		return;
+	}
+	r = state_node_key_rotate_commit(d->st);
+	if (r < 0)
+		log_warn("cannot save the rotated node key: %s (used until restart)", strerror(-r));
+	/* The server has the new key now: WireGuard must use it whether or not it is saved. */
+	key = r == 0 ? state_node_key(d->st) : state_node_key_pending(d->st);
+	r = key ? netmap_apply_set_private_key(d->na, key, time_now_ns()) : -ENOENT;
+	pthread_mutex_unlock(&d->lock);
+	if (r < 0)
+		log_warn("cannot give WireGuard the rotated node key: %s", strerror(-r));
+	wgdev_timers_kick(d->wg);
+}
+
 static uint16_t cc_port(void *ctx)
 {
 	struct daemon *d = ctx;
@@ -223,7 +264,9 @@ static int client_start(struct daemon *d, const char *auth_key)
 					      .state_changed = cc_state_changed,
 					      .registered = cc_registered,
 					      .netmap = cc_netmap,
-					      .delta = cc_delta};
+					      .delta = cc_delta,
+					      .rotate_begin = cc_rotate_begin,
+					      .rotate_end = cc_rotate_end};
 	r = control_client_start(&cfg, &d->cc);
 	memset(cfg.machine_key, 0, sizeof(cfg.machine_key));
 	memset(cfg.node_key, 0, sizeof(cfg.node_key));

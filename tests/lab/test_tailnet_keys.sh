@@ -140,6 +140,26 @@ log "ephemeral node removed after ~$((SECONDS - t0)) s"
 check "e vanishes from f's status" wait_for 3 peers_are f ""
 check "f's tailnet and the default tailnet unaffected: a -> b" ping_all a "${IP4[b]}" 2
 
+# ---- rotation: tailnet "short" with 8 s node keys; its nodes rotate and keep working
+lab_public_host r1 41
+lab_public_host r2 42
+check "tailnets create short --key-expiry 8s" ctl tailnets create short --key-expiry 8s
+RKEY=$(lab_authkey --tailnet short --reusable)
+lab_node_join r1 r1 "$RKEY"
+lab_node_join r2 r2 "$RKEY"
+check "r2 sees r1" wait_for 5 peers_are r2 "r1"
+r1id=$(node_id r1 short)
+r1key=$(status_eval r1 "j['self']['node_key']")
+check "r1 -> r2 over IPv4" ping_until r1 "$(node_ip r2 4)" 10
+sleep 12 # past the 8 s lifetime of the first key
+check "r1's node key was rotated" test "$(status_eval r1 "j['self']['node_key']")" != "$r1key"
+check_eq "r1 kept its node id" "$r1id" "$(node_id r1 short)"
+check "r2 still sees r1 past the first key's expiry" peers_are r2 "r1"
+check "r1 -> r2 over IPv4 past the expiry" ping_until r1 "$(node_ip r2 4)" 5
+check "r2 -> r1 over IPv6 past the expiry" ping_until r2 "$(node_ip r1 6)" 5
+lab_node_stop r1
+lab_node_stop r2
+
 for n in a b c x f; do
 	lab_node_stop "$n"
 done

@@ -419,6 +419,114 @@ static void test_register_map_delta(void **state)
 	client_close(&a);
 }
 
+static void rotate_send(struct client *c, const uint8_t old_pub[32], const uint8_t new_pub[32])
+{
+	struct ctrl_msg m = { .type = CTRL_MSG_REGISTER };
+
+	memcpy(m.reg.node_key, new_pub, 32);
+	m.reg.has_old_node_key = true;
+	memcpy(m.reg.old_node_key, old_pub, 32);
+	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "rot-a");
+	snprintf(m.reg.os, sizeof(m.reg.os), "linux");
+	client_send(c, &m);
+}
+
+/* The next register_response on a live stream (deltas may come first). */
+static void recv_reg_resp(struct client *c, struct ctrl_msg *ret)
+{
+	for (;;) {
+		assert_int_equal(client_recv(c, ret, 5000), 0);
+		if (ret->type == CTRL_MSG_REGISTER_RESPONSE)
+			return;
+		assert_int_equal(ret->type, CTRL_MSG_DELTA);
+		ctrl_msg_clear(ret);
+	}
+}
+
+static void test_rotate(void **state)
+{
+	struct client a, b, x;
+	struct ctrl_msg m;
+	struct netmap_node self;
+	uint8_t priv2[32], pub2[32], priv3[32], pub3[32];
+	bool seen = false;
+
+	(void)state;
+	client_open(&a);
+	client_register(&a, E.reusable, "rot-a", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	self = m.reg_resp.node;
+	ctrl_msg_clear(&m);
+	client_open(&b);
+	client_register(&b, E.reusable, "rot-b", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	ctrl_msg_clear(&m);
+	client_map(&a, "192.0.2.11:41641", &m);
+	ctrl_msg_clear(&m);
+	client_map(&b, "192.0.2.12:41641", &m);
+	ctrl_msg_clear(&m);
+
+	/* Rotation on a's live stream: same record, new key; b hears of it. */
+	assert_int_equal(x25519_private_generate(priv2), 0);
+	x25519_public_from_private(pub2, priv2);
+	rotate_send(&a, a.node_pub, pub2);
+	recv_reg_resp(&a, &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	assert_true(m.reg_resp.has_node);
+	assert_int_equal(m.reg_resp.node.id, self.id);
+	assert_string_equal(m.reg_resp.node.name, self.name);
+	assert_memory_equal(m.reg_resp.node.addresses, self.addresses, sizeof(self.addresses));
+	assert_memory_equal(m.reg_resp.node.node_key, pub2, 32);
+	assert_true(m.reg_resp.node.key_expiry == 0 ||
+		    m.reg_resp.node.key_expiry >= self.key_expiry);
+	ctrl_msg_clear(&m);
+	while (!seen) {
+		assert_int_equal(client_recv(&b, &m, 2000), 0);
+		assert_int_equal(m.type, CTRL_MSG_DELTA);
+		for (unsigned i = 0; i < m.delta->n_changed; i++)
+			if (m.delta->changed[i].id == self.id) {
+				assert_memory_equal(m.delta->changed[i].node_key, pub2, 32);
+				seen = true;
+			}
+		ctrl_msg_clear(&m);
+	}
+
+	/* A retry whose answer was lost: already done, ok. */
+	rotate_send(&a, a.node_pub, pub2);
+	recv_reg_resp(&a, &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	assert_memory_equal(m.reg_resp.node.node_key, pub2, 32);
+	ctrl_msg_clear(&m);
+
+	/* The old key no longer proves anything: refused, the stream goes on. */
+	assert_int_equal(x25519_private_generate(priv3), 0);
+	x25519_public_from_private(pub3, priv3);
+	rotate_send(&a, a.node_pub, pub3);
+	recv_reg_resp(&a, &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_ERROR);
+	assert_non_null(strstr(m.reg_resp.error, "old node key"));
+	ctrl_msg_clear(&m);
+	rotate_send(&a, pub2, pub3);
+	recv_reg_resp(&a, &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	assert_int_equal(m.reg_resp.node.id, self.id);
+	assert_memory_equal(m.reg_resp.node.node_key, pub3, 32);
+	ctrl_msg_clear(&m);
+
+	/* An unknown machine cannot rotate anything. */
+	client_open(&x);
+	rotate_send(&x, x.node_pub, pub2);
+	recv_reg_resp(&x, &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_ERROR);
+	ctrl_msg_clear(&m);
+
+	crypto_wipe(priv2, sizeof(priv2));
+	crypto_wipe(priv3, sizeof(priv3));
+	client_close(&x);
+	client_close(&a);
+	client_close(&b);
+}
+
 static void test_oneoff_reuse(void **state)
 {
 	struct client c, d;
@@ -665,6 +773,7 @@ int main(void)
 		cmocka_unit_test(test_http_errors),
 		cmocka_unit_test(test_register_map_delta),
 		cmocka_unit_test(test_oneoff_reuse),
+		cmocka_unit_test(test_rotate),
 		cmocka_unit_test(test_interactive),
 		cmocka_unit_test(test_garbage_after_upgrade),
 		cmocka_unit_test(test_slow_reader),

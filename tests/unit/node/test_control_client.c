@@ -36,7 +36,7 @@
 
 /* --- fake server --- */
 
-enum scenario { SC_STREAM, SC_INTERACTIVE, SC_REJECT };
+enum scenario { SC_STREAM, SC_INTERACTIVE, SC_REJECT, SC_ROTATE };
 
 struct fake_server {
 	int lfd;
@@ -49,6 +49,10 @@ struct fake_server {
 	char auth_keys[4][CTRL_AUTHKEY_MAX];
 	unsigned registers;
 	unsigned map_endpoints;
+	/* SC_ROTATE: the key registered first, and each rotation's old and new key. */
+	uint8_t reg_key[32];
+	unsigned rotations;
+	uint8_t rot_old[2][32], rot_new[2][32];
 };
 
 struct srv_conn {
@@ -146,7 +150,7 @@ static void node_init(struct netmap_node *n, uint64_t id)
 	snprintf(n->os, sizeof(n->os), "linux");
 }
 
-static int send_netmap(struct srv_conn *sc, uint64_t seq, unsigned n_peers)
+static int send_netmap(struct srv_conn *sc, uint64_t seq, unsigned n_peers, int64_t self_expiry)
 {
 	struct ctrl_msg m = {.type = CTRL_MSG_NETMAP};
 	struct netmap *nm = calloc(1, sizeof(*nm));
@@ -156,6 +160,7 @@ static int send_netmap(struct srv_conn *sc, uint64_t seq, unsigned n_peers)
 	nm->seq = seq;
 	snprintf(nm->tailnet, sizeof(nm->tailnet), "default");
 	node_init(&nm->self, 1);
+	nm->self.key_expiry = self_expiry;
 	nm->n_peers = n_peers;
 	nm->peers = calloc(n_peers, sizeof(*nm->peers));
 	for (i = 0; i < n_peers; i++)
@@ -182,6 +187,33 @@ static int send_delta_add(struct srv_conn *sc, uint64_t seq, uint64_t id)
 	return r;
 }
 
+/* Refuses the first rotation, accepts the second (and the key then never expires). */
+static void srv_rotate(struct fake_server *fs, struct srv_conn *sc, const struct ctrl_register *reg,
+		       int64_t expiry)
+{
+	struct ctrl_msg out = {.type = CTRL_MSG_REGISTER_RESPONSE};
+	unsigned i;
+
+	pthread_mutex_lock(&fs->lock);
+	i = fs->rotations++;
+	if (i < 2) {
+		memcpy(fs->rot_old[i], reg->old_node_key, 32);
+		memcpy(fs->rot_new[i], reg->node_key, 32);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (i == 0) {
+		out.reg_resp.status = CTRL_REGISTER_ERROR;
+		snprintf(out.reg_resp.error, sizeof(out.reg_resp.error), "try again");
+	} else {
+		out.reg_resp.status = CTRL_REGISTER_OK;
+		out.reg_resp.has_node = true;
+		node_init(&out.reg_resp.node, 1);
+		memcpy(out.reg_resp.node.node_key, reg->node_key, 32);
+		out.reg_resp.node.key_expiry = i == 1 ? 0 : expiry;
+	}
+	srv_send(sc, &out);
+}
+
 static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned session_no)
 {
 	struct ctrl_msg m, out;
@@ -192,6 +224,7 @@ static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned se
 	pthread_mutex_lock(&fs->lock);
 	if (fs->registers < 4)
 		snprintf(fs->auth_keys[fs->registers], CTRL_AUTHKEY_MAX, "%s", m.reg.auth_key);
+	memcpy(fs->reg_key, m.reg.node_key, 32);
 	fs->registers++;
 	pthread_mutex_unlock(&fs->lock);
 	memset(&out, 0, sizeof(out));
@@ -214,6 +247,9 @@ static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned se
 	out.reg_resp.status = CTRL_REGISTER_OK;
 	out.reg_resp.has_node = true;
 	node_init(&out.reg_resp.node, 1);
+	/* Expires soon: the client rotates (a quarter of the lifetime before expiry). */
+	if (fs->sc == SC_ROTATE)
+		out.reg_resp.node.key_expiry = time(NULL) + 4;
 	if (srv_send(sc, &out) < 0)
 		return;
 	/* map_request */
@@ -223,16 +259,19 @@ static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned se
 	fs->map_endpoints = m.map_req.n_endpoints;
 	pthread_mutex_unlock(&fs->lock);
 	if (session_no == 0 && fs->sc == SC_STREAM) {
-		send_netmap(sc, 10, 1);
+		send_netmap(sc, 10, 1, 0);
 		usleep(100 * 1000);
 		send_delta_add(sc, 11, 3);
 		usleep(200 * 1000);
 		return; /* drop the connection */
 	}
-	send_netmap(sc, 20, 3);
+	send_netmap(sc, 20, 3, out.reg_resp.node.key_expiry);
 	/* Follow until the client goes away. */
-	while (srv_recv(sc, &m) == 0)
+	while (srv_recv(sc, &m) == 0) {
+		if (fs->sc == SC_ROTATE && m.type == CTRL_MSG_REGISTER && m.reg.has_old_node_key)
+			srv_rotate(fs, sc, &m.reg, out.reg_resp.node.key_expiry);
 		ctrl_msg_clear(&m);
+	}
 }
 
 static void *server_main(void *arg)
@@ -334,6 +373,10 @@ struct node {
 	char error[512], url[256];
 	unsigned netmaps, deltas, needs_login_seen;
 	char dir[64];
+	/* Rotation callbacks (the daemon's state + netmap_apply_set_private_key). */
+	bool rotate;
+	unsigned rot_begins, rot_ok, rot_fail;
+	uint8_t rot_key[32];
 };
 
 static void noop_send(void *ctx, struct pkt **p, unsigned n)
@@ -392,6 +435,35 @@ static int cb_delta(void *ctx, const struct netmap_delta *d)
 	return r;
 }
 
+static int cb_rotate_begin(void *ctx, uint8_t ret_key[32])
+{
+	struct node *n = ctx;
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	r = x25519_private_generate(n->rot_key);
+	if (r == 0)
+		memcpy(ret_key, n->rot_key, 32);
+	n->rot_begins++;
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+static void cb_rotate_end(void *ctx, bool ok)
+{
+	struct node *n = ctx;
+
+	pthread_mutex_lock(&n->lock);
+	if (ok) {
+		n->rot_ok++;
+		assert_int_equal(netmap_apply_set_private_key(n->na, n->rot_key, time_now_ns()), 0);
+	} else {
+		n->rot_fail++;
+	}
+	pthread_cond_broadcast(&n->cond);
+	pthread_mutex_unlock(&n->lock);
+}
+
 static uint16_t cb_port(void *ctx)
 {
 	(void)ctx;
@@ -445,6 +517,10 @@ static struct control_client *client_start(struct node *n, uint16_t port, const 
 	cfg.port = cb_port;
 	cfg.ops = (struct control_client_ops){
 	    .ctx = n, .state_changed = cb_state, .netmap = cb_netmap, .delta = cb_delta};
+	if (n->rotate) {
+		cfg.ops.rotate_begin = cb_rotate_begin;
+		cfg.ops.rotate_end = cb_rotate_end;
+	}
 	assert_int_equal(control_client_start(&cfg, &cc), 0);
 	return cc;
 }
@@ -515,6 +591,48 @@ static void test_stream_delta_reconnect(void **state)
 	assert_non_null(strstr(n.error, "server key"));
 	control_client_free(cc);
 
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
+/*
+ * A key close to expiry is rotated on the live stream: old = the registered key,
+ * new = the daemon's next key; a refusal keeps the old key and is retried; no
+ * reconnect meanwhile.
+ */
+static void test_rotate(void **state)
+{
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+	uint8_t pub[32];
+
+	(void)state;
+	server_start(&fs, SC_ROTATE);
+	node_setup(&n);
+	n.rotate = true;
+	cc = client_start(&n, fs.port, "tskey-good");
+	WAIT_FOR(&n, n.netmaps >= 1);
+	WAIT_FOR(&n, n.rot_fail >= 1);
+	WAIT_FOR(&n, n.rot_ok >= 1);
+	pthread_mutex_lock(&n.lock);
+	assert_int_equal(n.rot_begins, 2);
+	assert_int_equal(x25519_public_from_private(pub, n.rot_key), 0);
+	pthread_mutex_unlock(&n.lock);
+	pthread_mutex_lock(&fs.lock);
+	assert_int_equal(fs.sessions, 1);
+	assert_int_equal(fs.rotations, 2);
+	assert_memory_equal(fs.rot_old[0], fs.reg_key, 32);
+	assert_memory_equal(fs.rot_old[1], fs.reg_key, 32); /* the refusal kept the old key */
+	assert_memory_equal(fs.rot_new[1], pub, 32);
+	pthread_mutex_unlock(&fs.lock);
+	/* key_expiry 0 now: no further rotation. */
+	usleep(1500 * 1000);
+	pthread_mutex_lock(&n.lock);
+	assert_int_equal(n.rot_begins, 2);
+	assert_int_equal(n.state, CONTROL_CLIENT_RUNNING);
+	pthread_mutex_unlock(&n.lock);
+	control_client_free(cc);
 	server_stop(&fs);
 	node_teardown(&n);
 }
@@ -604,6 +722,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_url_parse),
 	    cmocka_unit_test(test_stream_delta_reconnect),
+	    cmocka_unit_test(test_rotate),
 	    cmocka_unit_test(test_interactive),
 	    cmocka_unit_test(test_rejected),
 	    cmocka_unit_test(test_unreachable_then_stop),
