@@ -16,7 +16,11 @@
  *   changed/patches, only now -> added, only then -> removed, neither ->
  *   nothing. That is what coalesces bursts and cancels add-then-remove, and it
  *   keeps an entry at 16 bytes, so a change costs O(affected subscribers);
- * - a min-heap of shown nodes by key expiry, for mapper_expire.
+ * - a min-heap of shown nodes by key expiry, for mapper_expire;
+ * - per node, its record as netmap JSON once a full map needed it, dropped
+ *   whenever anything it is rendered from changes. A full netmap of a big
+ *   tailnet then costs a join of cached text instead of rendering and
+ *   encoding every peer again, once per subscriber.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -24,6 +28,7 @@
 
 #include "base/util.h"
 #include "control/mapper.h"
+#include "proto/ctrlmsg.h"
 
 #define HEAP_NONE SIZE_MAX
 
@@ -68,6 +73,8 @@ struct mnode {
 	size_t heap_idx; /* in m->heap, or HEAP_NONE */
 	int64_t heap_key;
 	struct msub *sub;
+	char *json; /* ctrl_node_encode of render(), or NULL until a full map needs it */
+	size_t json_len;
 };
 
 struct muser {
@@ -398,6 +405,14 @@ static bool pair_visible(const struct mnode *v, const struct mnode *p)
 	return v != p && v->tn == p->tn && v->shown && p->shown;
 }
 
+/* Whatever render() reads of x changed (or may have): its cached JSON is stale. */
+static void json_drop(struct mnode *x)
+{
+	free(x->json);
+	x->json = NULL;
+	x->json_len = 0;
+}
+
 static struct mnode *node_find(const struct mapper *m, uint64_t id)
 {
 	return id ? idmap_get(&m->nodes, id) : NULL;
@@ -417,6 +432,7 @@ static void node_update(struct mapper *m, struct mnode *x, const struct ctl_node
 
 	if (!flags && !vis_change)
 		return;
+	json_drop(x);
 	/* A peer hidden before and after is in no map: nothing to tell about it. */
 	if (x->shown || new_shown) {
 		uint8_t f = flags | (vis_change ? PEND_FULL : 0);
@@ -503,6 +519,7 @@ struct mapper *mapper_new(void)
 
 static void node_destroy(struct mnode *x)
 {
+	json_drop(x);
 	if (x->sub)
 		free(x->sub->pend);
 	free(x->sub);
@@ -694,6 +711,8 @@ int mapper_node_upsert(struct mapper *m, const struct ctl_node *n, int64_t now)
 	node_update(m, x, &rec, ctl_node_visible(&rec, now), flags);
 	/* Fields outside any netmap (hostname, expiry opt-out, ...) are kept without a delta. */
 	x->rec = rec;
+	/* Cheap insurance: an upsert is rare next to full maps, a stale record would be silent. */
+	json_drop(x);
 	heap_update(m, x);
 	return 0;
 }
@@ -880,6 +899,73 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
 	r = 0;
 out:
 	netmap_free(nm);
+	return r;
+}
+
+/* x's record as netmap JSON, encoded on first use and kept until x changes. */
+static int node_json(const struct mapper *m, struct mnode *x, struct ctrl_json_piece *ret)
+{
+	struct netmap_node nn;
+	int r;
+
+	if (!x->json) {
+		render(m, x, &nn);
+		r = ctrl_node_encode(&nn, &x->json, &x->json_len);
+		if (r < 0)
+			return r;
+	}
+	ret->p = x->json;
+	ret->len = x->json_len;
+	return 0;
+}
+
+int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, size_t *ret_len)
+{
+	struct ctrl_json_piece self, *peers = NULL;
+	struct mnode *x;
+	struct mtailnet *tn;
+	size_t i, n = 0, k = 0;
+	char *json;
+	size_t len;
+	int r;
+
+	mapper_expire(m, now);
+	r = -ENOENT;
+	x = node_find(m, id);
+	if (!x)
+		goto out;
+	tn = x->tn;
+	for (i = 0; i < tn->n_nodes; i++)
+		n += pair_visible(x, tn->nodes[i]);
+	r = -EINVAL;
+	if (n > NETMAP_MAX_PEERS)
+		goto out;
+	r = -ENOMEM;
+	if (n && !(peers = malloc(n * sizeof(*peers))))
+		goto out;
+	/* Same order as mapper_netmap, so both give the same text. */
+	for (i = 0; i < tn->n_nodes; i++) {
+		if (!pair_visible(x, tn->nodes[i]))
+			continue;
+		r = node_json(m, tn->nodes[i], &peers[k++]);
+		if (r < 0)
+			goto out;
+	}
+	r = node_json(m, x, &self);
+	if (r < 0)
+		goto out;
+	r = ctrl_netmap_join(m->seq + 1, tn->name, &self, peers, (unsigned)n, &json, &len);
+	if (r < 0)
+		goto out;
+	m->seq++;
+	if (x->sub) {
+		pend_reset(x->sub);
+		dirty_del(m, x->sub);
+	}
+	*ret = json;
+	*ret_len = len;
+out:
+	free(peers);
 	return r;
 }
 

@@ -82,7 +82,8 @@ int mapper_expire(struct mapper *m, int64_t now);
 int64_t mapper_next_expiry(const struct mapper *m);
 
 /*
- * Starts a map stream for the node; the server then sends it mapper_netmap().
+ * Starts a map stream for the node; the server then sends it mapper_netmap()
+ * (as text: mapper_netmap_json()).
  * Idempotent. 0, -ENOENT. Unsubscribe drops anything pending; unknown ids are ignored.
  */
 int mapper_subscribe(struct mapper *m, uint64_t id);
@@ -96,6 +97,15 @@ bool mapper_subscribed(const struct mapper *m, uint64_t id);
  * this map. 0, -ENOENT, -ENOMEM. Free with netmap_free.
  */
 int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **ret);
+/*
+ * The same full netmap as the JSON text of its CTRL_MSG_NETMAP message: byte
+ * for byte what ctrl_msg_encode writes for mapper_netmap()'s result, with the
+ * same side effects. Built from per-node records cached as JSON (dropped when
+ * the node changes), so it costs a copy of the text rather than rendering and
+ * encoding every peer. Malloc'd, NUL-terminated, *ret_len without the NUL.
+ * 0, -ENOENT, -EINVAL (a record the encoder rejects), -EMSGSIZE, -ENOMEM.
+ */
+int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, size_t *ret_len);
 
 /*
  * The coalesced delta pending for a subscriber, relative to the last netmap or

@@ -582,6 +582,75 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 	return 0;
 }
 
+/* Pre-encoded netmaps */
+
+int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len)
+{
+	struct wbuf b = { 0 };
+	char *p;
+
+	put_node(&b, n);
+	if (b.err) {
+		free(b.p);
+		return b.err;
+	}
+	/* Cached for as long as the node lives: give back the slack of the doubling buffer. */
+	p = realloc(b.p, b.len + 1);
+	*ret = p ? p : b.p;
+	*ret_len = b.len;
+	return 0;
+}
+
+int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_piece *self,
+		     const struct ctrl_json_piece *peers, unsigned n_peers, char **ret,
+		     size_t *ret_len)
+{
+	struct wbuf b = { 0 };
+	size_t total;
+	char *p;
+
+	if (n_peers > NETMAP_MAX_PEERS || (n_peers && !peers))
+		return -EINVAL;
+	put_lit(&b, "{\"type\":\"netmap\",\"seq\":");
+	put_uint(&b, seq);
+	put_lit(&b, ",\"tailnet\":");
+	put_text(&b, tailnet, NETMAP_NAME_MAX);
+	put_lit(&b, ",\"self\":");
+	if (b.err)
+		goto out;
+	/* One allocation at the final size: the header, the records, commas, brackets. */
+	total = b.len + self->len + sizeof(",\"peers\":[]}") - 1;
+	for (unsigned i = 0; i < n_peers; i++)
+		total += peers[i].len + (i ? 1 : 0);
+	if (total > CTRL_MSG_MAX) {
+		b.err = -EMSGSIZE;
+		goto out;
+	}
+	p = realloc(b.p, total + 1);
+	if (!p) {
+		b.err = -ENOMEM;
+		goto out;
+	}
+	b.p = p;
+	b.cap = total + 1;
+	put(&b, self->p, self->len);
+	put_lit(&b, ",\"peers\":[");
+	for (unsigned i = 0; i < n_peers; i++) {
+		if (i)
+			put_lit(&b, ",");
+		put(&b, peers[i].p, peers[i].len);
+	}
+	put_lit(&b, "]}");
+out:
+	if (b.err) {
+		free(b.p);
+		return b.err;
+	}
+	*ret = b.p;
+	*ret_len = b.len;
+	return 0;
+}
+
 /* Decoder */
 
 /*

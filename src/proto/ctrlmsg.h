@@ -96,4 +96,33 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len);
 int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret);
 const char *ctrl_msg_type_name(enum ctrl_msg_type t);
 
+/*
+ * Pre-encoded netmaps. A full netmap of a big tailnet is mostly peer records
+ * that did not change since the last one, so trellis-control keeps each
+ * node's record as text and only joins them. Both functions go through the
+ * encoder of ctrl_msg_encode, so the result is byte for byte what it would
+ * write for the same struct netmap.
+ */
+
+/* One pre-encoded piece of JSON text (not NUL-terminated). */
+struct ctrl_json_piece {
+	const char *p;
+	size_t len;
+};
+
+/*
+ * The JSON of one node record, exactly as ctrl_msg_encode writes it inside
+ * "peers" or "self": malloc'd, NUL-terminated, sized to fit; *ret_len without
+ * the NUL. 0, -EINVAL (a field the decoder would reject), -ENOMEM.
+ */
+int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len);
+/*
+ * The JSON of a CTRL_MSG_NETMAP message from its pre-encoded node records
+ * (each from ctrl_node_encode), malloc'd once at its final size. Same result
+ * and errors as ctrl_msg_encode of the equivalent struct netmap.
+ */
+int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_piece *self,
+		     const struct ctrl_json_piece *peers, unsigned n_peers, char **ret,
+		     size_t *ret_len);
+
 #endif

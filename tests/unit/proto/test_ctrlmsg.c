@@ -529,6 +529,107 @@ static void test_amplification_bounded(void **state)
 	free(s);
 }
 
+/* Encodes nm with ctrl_node_encode + ctrl_netmap_join; the JSON or a negative errno. */
+static int join_encode(const struct netmap *nm, char **ret, size_t *ret_len)
+{
+	struct ctrl_json_piece self = { 0 }, *peers;
+	char *self_json = NULL;
+	int r;
+
+	peers = calloc(nm->n_peers ? nm->n_peers : 1, sizeof(*peers));
+	assert_non_null(peers);
+	r = ctrl_node_encode(&nm->self, &self_json, &self.len);
+	self.p = self_json;
+	for (unsigned i = 0; r == 0 && i < nm->n_peers; i++) {
+		char *p = NULL;
+
+		r = ctrl_node_encode(&nm->peers[i], &p, &peers[i].len);
+		peers[i].p = p;
+	}
+	if (r == 0)
+		r = ctrl_netmap_join(nm->seq, nm->tailnet, &self, peers, nm->n_peers, ret, ret_len);
+	for (unsigned i = 0; i < nm->n_peers; i++)
+		free((char *)peers[i].p);
+	free(self_json);
+	free(peers);
+	return r;
+}
+
+/* The pre-encoded path writes exactly what ctrl_msg_encode writes, for varied maps. */
+static void test_node_encode_join(void **state)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+	char *nj;
+	size_t len;
+
+	(void)state;
+	/* One record alone is the "node" of the golden register response. */
+	{
+		struct netmap_node n;
+		static const char head[] = "{\"type\":\"register_response\",\"status\":\"ok\",\"node\":";
+		size_t hdr = sizeof(head) - 1;
+
+		node_example(&n, 7);
+		assert_int_equal(ctrl_node_encode(&n, &nj, &len), 0);
+		assert_int_equal(len, sizeof(golden_node) - 1 - hdr - 1);
+		assert_memory_equal(nj, golden_node + hdr, len);
+		assert_int_equal(nj[len], '\0');
+		free(nj);
+		strcpy(n.os, "bad\x01");
+		assert_int_equal(ctrl_node_encode(&n, &nj, &len), -EINVAL);
+	}
+	for (unsigned round = 0; round < 200; round++) {
+		struct ctrl_msg m = { .type = CTRL_MSG_NETMAP };
+		char *mj = NULL;
+		size_t mlen = 0;
+		int r1, r2;
+
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		m.netmap = netmap_example((unsigned)(x % 40));
+		m.netmap->seq = x >> 2;
+		snprintf(m.netmap->tailnet, sizeof(m.netmap->tailnet), x & 1 ? "t\"\\%u" : "",
+			 round);
+		for (unsigned i = 0; i < m.netmap->n_peers; i++) {
+			struct netmap_node *p = &m.netmap->peers[i];
+
+			p->online = (x >> i) & 1;
+			p->n_endpoints = (unsigned)((x >> (i % 60)) % 3);
+			p->n_tags = (unsigned)((x >> (i % 50)) % 3);
+			snprintf(p->name, sizeof(p->name), "n\"%u-%u", round, i);
+			snprintf(p->user, sizeof(p->user), "u\\%u", i);
+		}
+		/* Now and then a record the encoder must refuse, the same way on both paths. */
+		if (round % 37 == 5 && m.netmap->n_peers)
+			m.netmap->peers[0].last_seen = -1;
+		r1 = ctrl_msg_encode(&m, &mj, &mlen);
+		r2 = join_encode(m.netmap, &nj, &len);
+		assert_int_equal(r1, r2);
+		if (r1 == 0) {
+			assert_int_equal(mlen, len);
+			assert_memory_equal(mj, nj, len);
+			assert_int_equal(nj[len], '\0');
+			free(mj);
+			free(nj);
+		}
+		ctrl_msg_clear(&m);
+	}
+	/* Over the message cap: -EMSGSIZE, like ctrl_msg_encode. */
+	{
+		static char big[100];
+		struct ctrl_json_piece self = { big, sizeof(big) }, *peers;
+		unsigned n = CTRL_MSG_MAX / sizeof(big) + 1;
+
+		memset(big, 'x', sizeof(big));
+		peers = calloc(n, sizeof(*peers));
+		assert_non_null(peers);
+		for (unsigned i = 0; i < n; i++)
+			peers[i] = self;
+		assert_int_equal(ctrl_netmap_join(1, "t", &self, peers, n, &nj, &len), -EMSGSIZE);
+		assert_int_equal(ctrl_netmap_join(1, "t\x01", &self, peers, 1, &nj, &len), -EINVAL);
+		free(peers);
+	}
+}
+
 static void test_type_names(void **state)
 {
 	(void)state;
@@ -549,6 +650,7 @@ int main(void)
 		cmocka_unit_test(test_bad_inputs),
 		cmocka_unit_test(test_good_inputs),
 		cmocka_unit_test(test_amplification_bounded),
+		cmocka_unit_test(test_node_encode_join),
 		cmocka_unit_test(test_type_names),
 	};
 
