@@ -9,7 +9,7 @@ pkgs=(
 	libssl-dev libmnl-dev libcmocka-dev libjansson-dev libsqlite3-dev
 	# lab tests and benchmarks
 	iproute2 nftables conntrack iputils-ping iperf3 wireguard-tools wireguard-go
-	procps psmisc python3 sqlite3
+	procps psmisc python3 sqlite3 openssl curl
 )
 
 missing=()

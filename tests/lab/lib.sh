@@ -524,14 +524,16 @@ lab_control_start()
 	local short=$1 addr=$2 port=$3 n log
 	LAB_CONTROL_NS=$short
 	LAB_CONTROL_LISTEN="$addr:$port"
-	LAB_CONTROL_URL="http://$addr:$port"
-	[[ $addr == *:* ]] && LAB_CONTROL_LISTEN="[$addr]:$port" LAB_CONTROL_URL="http://[$addr]:$port"
+	# LAB_CONTROL_SCHEME=https with LAB_CONTROL_SERVE_ARGS="--tls-cert F --tls-key F" serves TLS.
+	local scheme=${LAB_CONTROL_SCHEME:-http}
+	LAB_CONTROL_URL="$scheme://$addr:$port"
+	[[ $addr == *:* ]] && LAB_CONTROL_LISTEN="[$addr]:$port" LAB_CONTROL_URL="$scheme://[$addr]:$port"
 	LAB_CONTROL_STATE=$LAB_TMP/control
 	LAB_CONTROL_RUN=$((LAB_CONTROL_RUN + 1))
 	log="$LAB_TMP/control.$LAB_CONTROL_RUN.log"
 	LAB_EXTRA_LOGS+=("trellis-control (run $LAB_CONTROL_RUN)=$log")
 	ip netns exec "$(ns_name "$short")" "$TRELLIS_CONTROL" --state "$LAB_CONTROL_STATE" \
-		serve --listen "$LAB_CONTROL_LISTEN" >"$log" 2>&1 &
+		serve --listen "$LAB_CONTROL_LISTEN" ${LAB_CONTROL_SERVE_ARGS:-} >"$log" 2>&1 &
 	LAB_CONTROL_PID=$!
 	LAB_PIDS+=("$LAB_CONTROL_PID")
 	for ((n = 0; n < 100; n++)); do
