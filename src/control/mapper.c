@@ -466,48 +466,11 @@ static void node_update(struct mapper *m, struct mnode *x, const struct ctl_node
 
 /* ---- rendering ---- */
 
-static void prefix_set(struct netmap_prefix *p, int family, const uint8_t *addr)
-{
-	memset(p, 0, sizeof(*p));
-	p->family = (uint8_t)family;
-	p->len = family == AF_INET ? 32 : 128;
-	memcpy(p->addr, addr, family == AF_INET ? 4 : 16);
-}
-
 static void render(const struct mapper *m, const struct mnode *x, struct netmap_node *ret)
 {
-	const struct ctl_node *r = &x->rec;
-	const struct muser *u = r->user_id ? idmap_get(&m->users, r->user_id) : NULL;
-	uint8_t v6[16];
+	const struct muser *u = x->rec.user_id ? idmap_get(&m->users, x->rec.user_id) : NULL;
 
-	memset(ret, 0, sizeof(*ret));
-	ret->id = r->id;
-	memcpy(ret->name, r->name, sizeof(ret->name));
-	ret->name[sizeof(ret->name) - 1] = '\0';
-	memcpy(ret->node_key, r->node_key, NETMAP_KEY_LEN);
-	memcpy(ret->machine_key, r->machine_key, NETMAP_KEY_LEN);
-	netmap_ipv6_from_ipv4(v6, r->ipv4);
-	prefix_set(&ret->addresses[0], AF_INET, r->ipv4);
-	prefix_set(&ret->addresses[1], AF_INET6, v6);
-	ret->n_addresses = 2;
-	/* Subnet routes will add to allowed_ips; today a node routes only itself. */
-	ret->allowed_ips[0] = ret->addresses[0];
-	ret->allowed_ips[1] = ret->addresses[1];
-	ret->n_allowed_ips = 2;
-	ret->n_endpoints = r->n_endpoints;
-	memcpy(ret->endpoints, r->endpoints, r->n_endpoints * sizeof(r->endpoints[0]));
-	ret->online = r->online;
-	ret->last_seen = r->last_seen;
-	ret->key_expiry = r->key_expiry;
-	memcpy(ret->os, r->os, sizeof(ret->os));
-	ret->os[sizeof(ret->os) - 1] = '\0';
-	if (u)
-		memcpy(ret->user, u->name, sizeof(ret->user));
-	ret->n_tags = r->n_tags;
-	for (unsigned i = 0; i < r->n_tags; i++) {
-		memcpy(ret->tags[i], r->tags[i], NETMAP_TAG_MAX);
-		ret->tags[i][NETMAP_TAG_MAX - 1] = '\0';
-	}
+	ctl_node_render(&x->rec, u ? u->name : NULL, ret);
 }
 
 /* ---- public API ---- */

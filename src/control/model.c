@@ -1,4 +1,8 @@
-// SPDX-License-Identifier: MIT
+/* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
 #include "control/model.h"
 
 bool ctl_node_visible(const struct ctl_node *n, int64_t now)
@@ -9,4 +13,44 @@ bool ctl_node_visible(const struct ctl_node *n, int64_t now)
 	if (n->expiry_disabled || n->key_expiry == 0)
 		return true;
 	return n->key_expiry > now;
+}
+
+static void prefix_host(struct netmap_prefix *p, int family, const uint8_t *addr)
+{
+	memset(p, 0, sizeof(*p));
+	p->family = (uint8_t)family;
+	p->len = family == AF_INET ? 32 : 128;
+	memcpy(p->addr, addr, family == AF_INET ? 4 : 16);
+}
+
+void ctl_node_render(const struct ctl_node *r, const char *user, struct netmap_node *ret)
+{
+	uint8_t v6[16];
+
+	memset(ret, 0, sizeof(*ret));
+	ret->id = r->id;
+	snprintf(ret->name, sizeof(ret->name), "%s", r->name);
+	memcpy(ret->node_key, r->node_key, NETMAP_KEY_LEN);
+	memcpy(ret->machine_key, r->machine_key, NETMAP_KEY_LEN);
+	netmap_ipv6_from_ipv4(v6, r->ipv4);
+	prefix_host(&ret->addresses[0], AF_INET, r->ipv4);
+	prefix_host(&ret->addresses[1], AF_INET6, v6);
+	ret->n_addresses = 2;
+	/* Subnet routes will add to allowed_ips; today a node routes only itself. */
+	ret->allowed_ips[0] = ret->addresses[0];
+	ret->allowed_ips[1] = ret->addresses[1];
+	ret->n_allowed_ips = 2;
+	ret->n_endpoints = r->n_endpoints < NETMAP_MAX_ENDPOINTS ? r->n_endpoints
+								   : NETMAP_MAX_ENDPOINTS;
+	memcpy(ret->endpoints, r->endpoints, ret->n_endpoints * sizeof(r->endpoints[0]));
+	ret->online = r->online;
+	ret->last_seen = r->last_seen;
+	/* An opted-out node's key does not expire: peers see 0, as the protocol defines. */
+	ret->key_expiry = r->expiry_disabled ? 0 : r->key_expiry;
+	snprintf(ret->os, sizeof(ret->os), "%s", r->os);
+	if (user)
+		snprintf(ret->user, sizeof(ret->user), "%s", user);
+	ret->n_tags = r->n_tags < NETMAP_MAX_TAGS ? r->n_tags : NETMAP_MAX_TAGS;
+	for (unsigned i = 0; i < ret->n_tags; i++)
+		snprintf(ret->tags[i], sizeof(ret->tags[i]), "%s", r->tags[i]);
 }

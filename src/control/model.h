@@ -53,6 +53,8 @@ struct ctl_node {
 
 /* A node is visible to peers when approved, its key unexpired at `now`, not logged out. */
 bool ctl_node_visible(const struct ctl_node *n, int64_t now);
+/* The record as nodes see it (self and peers); user is the owner's name or NULL. */
+void ctl_node_render(const struct ctl_node *r, const char *user, struct netmap_node *ret);
 
 struct ctl_authkey {
 	uint64_t id;

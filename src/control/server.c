@@ -354,42 +354,11 @@ static void persist_node(struct control_server *s, uint64_t id)
 
 /* ---- rendering a record as the node sees it ---- */
 
-static void prefix_set(struct netmap_prefix *p, int family, const uint8_t *addr)
-{
-	memset(p, 0, sizeof(*p));
-	p->family = (uint8_t)family;
-	p->len = family == AF_INET ? 32 : 128;
-	memcpy(p->addr, addr, family == AF_INET ? 4 : 16);
-}
-
 static void render(struct control_server *s, const struct ctl_node *r, struct netmap_node *ret)
 {
 	const struct ctl_user *u = r->user_id ? kptr(s, key_make('u', r->user_id, NULL, 0)) : NULL;
-	uint8_t v6[16];
 
-	memset(ret, 0, sizeof(*ret));
-	ret->id = r->id;
-	snprintf(ret->name, sizeof(ret->name), "%s", r->name);
-	memcpy(ret->node_key, r->node_key, NETMAP_KEY_LEN);
-	memcpy(ret->machine_key, r->machine_key, NETMAP_KEY_LEN);
-	netmap_ipv6_from_ipv4(v6, r->ipv4);
-	prefix_set(&ret->addresses[0], AF_INET, r->ipv4);
-	prefix_set(&ret->addresses[1], AF_INET6, v6);
-	ret->n_addresses = 2;
-	ret->allowed_ips[0] = ret->addresses[0];
-	ret->allowed_ips[1] = ret->addresses[1];
-	ret->n_allowed_ips = 2;
-	ret->n_endpoints = r->n_endpoints;
-	memcpy(ret->endpoints, r->endpoints, r->n_endpoints * sizeof(r->endpoints[0]));
-	ret->online = r->online;
-	ret->last_seen = r->last_seen;
-	ret->key_expiry = r->expiry_disabled ? 0 : r->key_expiry;
-	snprintf(ret->os, sizeof(ret->os), "%s", r->os);
-	if (u)
-		snprintf(ret->user, sizeof(ret->user), "%s", u->name);
-	ret->n_tags = r->n_tags;
-	for (unsigned i = 0; i < r->n_tags; i++)
-		snprintf(ret->tags[i], sizeof(ret->tags[i]), "%s", r->tags[i]);
+	ctl_node_render(r, u ? u->name : NULL, ret);
 }
 
 /* ---- sending ---- */

@@ -725,6 +725,38 @@ static unsigned model_check(uint64_t seed)
 	return deltas;
 }
 
+/*
+ * A node that opted out of key expiry shows key_expiry 0 ("does not expire") to its
+ * peers and itself, whatever expiry its record still carries — the same as the
+ * server's register response renders it.
+ */
+static void test_expiry_opt_out_renders_zero(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct ctl_node n;
+	struct netmap_node want;
+	struct netmap *nm;
+	const struct netmap_node *p;
+
+	(void)state;
+	add(m, 1, 1);
+	n = mk_node(2, 1);
+	n.key_expiry = T0 - 10; /* past, but the node opted out */
+	n.expiry_disabled = true;
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	assert_int_equal(mapper_netmap(m, 1, T0, &nm), 0);
+	p = netmap_peer_find(nm, 2);
+	assert_non_null(p);
+	assert_int_equal(p->key_expiry, 0);
+	ctl_node_render(&n, NULL, &want);
+	assert_int_equal(want.key_expiry, 0);
+	netmap_free(nm);
+	assert_int_equal(mapper_netmap(m, 2, T0, &nm), 0);
+	assert_int_equal(nm->self.key_expiry, 0);
+	netmap_free(nm);
+	mapper_free(m);
+}
+
 static void test_model_check(void **state)
 {
 	unsigned deltas = 0;
@@ -807,6 +839,7 @@ int main(void)
 		cmocka_unit_test(test_delta_targets),
 		cmocka_unit_test(test_coalescing),
 		cmocka_unit_test(test_expiry_and_approval),
+		cmocka_unit_test(test_expiry_opt_out_renders_zero),
 		cmocka_unit_test(test_model_check),
 		cmocka_unit_test(test_scale_10k),
 	};
