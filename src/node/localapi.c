@@ -21,11 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include "base/base64.h"
 #include "base/log.h"
@@ -33,6 +29,7 @@
 #include "base/util.h"
 #include "crypto/crypto.h"
 #include "node/localapi.h"
+#include "node/usock.h"
 
 #define SWEEP_INTERVAL_NS (1ULL * 1000000000ULL)
 
@@ -44,29 +41,19 @@ struct localapi_req {
 	struct localapi_req *next;
 };
 
+/* Per connection protocol state, kept in the usock connection (usock_conn_priv). */
 struct conn {
-	struct loop_fd lfd;
+	struct usock_conn *uc;
 	struct localapi_server *srv;
 	uid_t uid;
 	bool uid_known;
-	char in[LOCALAPI_REQUEST_MAX];
-	size_t in_len;
-	char *out;
-	size_t out_len, out_off, out_cap;
-	bool close_after_write;
 	struct localapi_req *req;
-	uint64_t last_ns;
 };
 
 struct localapi_server {
-	struct loop *loop;
-	struct loop_fd listen;
-	struct loop_timer sweep;
+	struct usock_server *us;
 	struct localapi_backend be;
 	uid_t write_uid; /* 0; tests change it to check the permission path */
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	struct conn *conns[LOCALAPI_CONNS_MAX];
-	unsigned n_conns;
 	struct localapi_req *reqs; /* pending ups, including orphaned ones */
 };
 
@@ -80,35 +67,12 @@ json_t *localapi_reply_error(const char *text)
 	return json_pack("{s:b, s:s}", "ok", 0, "error", text ? text : "error");
 }
 
-static void conn_close(struct conn *c)
-{
-	struct localapi_server *srv = c->srv;
-	unsigned i;
-
-	loop_fd_del(srv->loop, &c->lfd);
-	close(c->lfd.fd);
-	for (i = 0; i < srv->n_conns; i++) {
-		if (srv->conns[i] == c) {
-			srv->conns[i] = srv->conns[--srv->n_conns];
-			break;
-		}
-	}
-	if (c->req)
-		c->req->conn = NULL;
-	/* An up request carries the auth key. */
-	explicit_bzero(c->in, sizeof(c->in));
-	free(c->out);
-	free(c);
-	if (!srv->n_conns)
-		loop_timer_disarm(srv->loop, &srv->sweep);
-}
-
 /* Queues msg (stolen) as one line. 0, or -EMSGSIZE / -ENOMEM (connection must close). */
 static int conn_queue(struct conn *c, json_t *msg)
 {
 	char *text;
 	size_t len;
-	int ret = 0;
+	int ret;
 
 	if (!msg)
 		return -ENOMEM;
@@ -117,59 +81,11 @@ static int conn_queue(struct conn *c, json_t *msg)
 	if (!text)
 		return -ENOMEM;
 	len = strlen(text);
-	if (c->out_len - c->out_off + len + 1 > LOCALAPI_REPLY_MAX) {
-		ret = -EMSGSIZE;
-		goto out;
-	}
-	if (c->out_off && c->out_off == c->out_len)
-		c->out_off = c->out_len = 0;
-	if (c->out_len + len + 1 > c->out_cap) {
-		size_t cap = MAX(c->out_cap * 2, c->out_len + len + 1);
-		char *out;
-
-		if (c->out_off) {
-			memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-			c->out_len -= c->out_off;
-			c->out_off = 0;
-		}
-		out = realloc(c->out, cap);
-		if (!out) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		c->out = out;
-		c->out_cap = cap;
-	}
-	memcpy(c->out + c->out_len, text, len);
-	c->out[c->out_len + len] = '\n';
-	c->out_len += len + 1;
-out:
+	text[len] = '\n'; /* replaces the NUL: the line goes out in one piece or not at all */
+	ret = usock_conn_send(c->uc, text, len + 1);
 	free(text);
 	return ret;
 }
-
-/* 0 when all is out, 1 when the socket is full, -errno on error. */
-static int conn_flush(struct conn *c)
-{
-	while (c->out_off < c->out_len) {
-		ssize_t r = send(c->lfd.fd, c->out + c->out_off, c->out_len - c->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				return 1;
-			return -errno;
-		}
-		c->out_off += (size_t)r;
-		c->last_ns = loop_now_ns(c->srv->loop);
-	}
-	c->out_off = c->out_len = 0;
-	return 0;
-}
-
-static bool conn_pump(struct conn *c);
 
 static bool may_write(const struct conn *c)
 {
@@ -276,7 +192,7 @@ static void req_unlink(struct localapi_req *req)
 	}
 }
 
-static json_t *cmd_up(struct conn *c, json_t *req)
+static json_t *cmd_up(struct conn *c, json_t *req, bool *started)
 {
 	struct localapi_backend *be = &c->srv->be;
 	struct localapi_up_opts opts = {0};
@@ -304,6 +220,8 @@ static json_t *cmd_up(struct conn *c, json_t *req)
 	r->next = c->srv->reqs;
 	c->srv->reqs = r;
 	c->req = r;
+	usock_conn_hold(c->uc, true);
+	*started = true;
 	be->up(be->ctx, &opts, r); /* may finish at once */
 	return NULL;
 }
@@ -339,8 +257,10 @@ static bool conn_run(struct conn *c, const char *line, size_t len)
 		goto out;
 	}
 	if (!strcmp(cmd, "up")) {
-		reply = cmd_up(c, req);
-		if (!reply && c->req) {
+		bool started = false;
+
+		reply = cmd_up(c, req, &started);
+		if (!reply && started) {
 			json_decref(req);
 			return true; /* the answer comes through the req */
 		}
@@ -362,185 +282,51 @@ out:
 	return true;
 }
 
-/* Runs complete lines while nothing is pending. -1 close, 0 need bytes, 1 paused. */
-static int conn_process(struct conn *c)
+/* One request line from the front of the input: its length with the newline, 0, or -1. */
+static int conn_data(void *ctx, struct usock_conn *uc, char *in, size_t in_len)
 {
-	while (!c->req && c->out_off == c->out_len && !c->close_after_write) {
-		char *nl = memchr(c->in, '\n', c->in_len);
-		size_t line_len;
+	struct conn *c = usock_conn_priv(uc);
+	char *nl = memchr(in, '\n', in_len);
+	size_t line_len;
 
-		if (!nl) {
-			if (c->in_len == sizeof(c->in)) {
-				conn_queue(c, localapi_reply_error("request line too long"));
-				c->close_after_write = true;
-				c->in_len = 0;
-				return 1;
-			}
-			return 0;
-		}
-		line_len = (size_t)(nl - c->in);
-		*nl = '\0';
-		if (line_len && !conn_run(c, c->in, line_len))
-			return -1;
-		explicit_bzero(c->in, line_len + 1);
-		memmove(c->in, nl + 1, c->in_len - line_len - 1);
-		c->in_len -= line_len + 1;
-	}
-	return 1;
+	(void)ctx;
+	if (!nl)
+		return 0;
+	line_len = (size_t)(nl - in);
+	*nl = '\0';
+	if (line_len && !conn_run(c, in, line_len))
+		return -1;
+	return (int)line_len + 1;
 }
 
-static void conn_update_events(struct conn *c)
+static void conn_overflow(void *ctx, struct usock_conn *uc)
 {
-	uint32_t ev = 0;
-
-	if (c->out_off < c->out_len)
-		ev |= EPOLLOUT;
-	else if (!c->req && !c->close_after_write)
-		ev |= EPOLLIN;
-	/* Nothing to wait for but the backend: still notice the client hanging up. */
-	loop_fd_mod(c->srv->loop, &c->lfd, ev ? ev : EPOLLRDHUP);
+	(void)ctx;
+	conn_queue(usock_conn_priv(uc), localapi_reply_error("request line too long"));
 }
 
-/* false if the connection was closed. */
-static bool conn_pump(struct conn *c)
+static int conn_open(void *ctx, struct usock_conn *uc)
 {
-	for (;;) {
-		int r = conn_flush(c);
+	struct conn *c = usock_conn_priv(uc);
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
 
-		if (r < 0)
-			goto close;
-		if (r > 0)
-			break;
-		if (c->close_after_write)
-			goto close;
-		r = conn_process(c);
-		if (r < 0)
-			goto close;
-		if (c->out_off == c->out_len)
-			break;
+	c->uc = uc;
+	c->srv = ctx;
+	if (getsockopt(usock_conn_fd(uc), SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
+		c->uid = cred.uid;
+		c->uid_known = true;
 	}
-	conn_update_events(c);
-	return true;
-close:
-	conn_close(c);
-	return false;
+	return 0;
 }
 
-static void conn_event(struct loop_fd *h, uint32_t events)
+static void conn_gone(void *ctx, struct usock_conn *uc)
 {
-	struct conn *c = container_of(h, struct conn, lfd);
-	ssize_t r;
+	struct conn *c = usock_conn_priv(uc);
 
-	if (events & EPOLLOUT) {
-		conn_pump(c);
-		return;
-	}
-	if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && (c->req || c->close_after_write)) {
-		conn_close(c);
-		return;
-	}
-	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-		return;
-	for (;;) {
-		if (c->req || c->out_off < c->out_len || c->in_len == sizeof(c->in))
-			break;
-		r = recv(c->lfd.fd, c->in + c->in_len, sizeof(c->in) - c->in_len, MSG_DONTWAIT);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			conn_close(c);
-			return;
-		}
-		if (r == 0) {
-			/* Half-close: lines already complete are answered, then we close. */
-			if (conn_process(c) < 0) {
-				conn_close(c);
-				return;
-			}
-			if (c->req) {
-				/* An up in progress: the client can still read its answer. */
-				break;
-			}
-			c->close_after_write = true;
-			conn_pump(c);
-			return;
-		}
-		c->in_len += (size_t)r;
-		c->last_ns = loop_now_ns(c->srv->loop);
-		if (!conn_pump(c))
-			return;
-	}
-	conn_pump(c);
-}
-
-static void accept_event(struct loop_fd *h, uint32_t events)
-{
-	struct localapi_server *srv = container_of(h, struct localapi_server, listen);
-	(void)events;
-
-	for (;;) {
-		struct ucred cred;
-		socklen_t clen = sizeof(cred);
-		struct conn *c;
-		int fd;
-
-		fd = accept4(srv->listen.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno != EAGAIN)
-				log_ratelimited(LOG_LEVEL_WARN, "localapi: accept: %s",
-						strerror(errno));
-			return;
-		}
-		if (srv->n_conns >= LOCALAPI_CONNS_MAX) {
-			log_ratelimited(LOG_LEVEL_WARN, "localapi: too many connections");
-			close(fd);
-			continue;
-		}
-		c = calloc(1, sizeof(*c));
-		if (!c) {
-			close(fd);
-			continue;
-		}
-		c->srv = srv;
-		c->lfd.fd = fd;
-		c->lfd.cb = conn_event;
-		c->last_ns = loop_now_ns(srv->loop);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
-			c->uid = cred.uid;
-			c->uid_known = true;
-		}
-		if (loop_fd_add(srv->loop, &c->lfd, EPOLLIN | EPOLLRDHUP) < 0) {
-			close(fd);
-			free(c);
-			continue;
-		}
-		srv->conns[srv->n_conns++] = c;
-		if (!srv->sweep.armed)
-			loop_timer_arm(srv->loop, &srv->sweep, c->last_ns + SWEEP_INTERVAL_NS);
-	}
-}
-
-static void sweep_fire(struct loop_timer *t)
-{
-	struct localapi_server *srv = container_of(t, struct localapi_server, sweep);
-	uint64_t now = loop_now_ns(srv->loop);
-	unsigned i = 0;
-
-	while (i < srv->n_conns) {
-		struct conn *c = srv->conns[i];
-
-		if (!c->req && now - c->last_ns > LOCALAPI_IDLE_TIMEOUT_NS) {
-			conn_close(c);
-			continue;
-		}
-		i++;
-	}
-	if (srv->n_conns)
-		loop_timer_arm(srv->loop, &srv->sweep, now + SWEEP_INTERVAL_NS);
+	(void)ctx;
+	if (c->req)
+		c->req->conn = NULL;
 }
 
 void localapi_req_progress(struct localapi_req *req, json_t *msg)
@@ -552,10 +338,10 @@ void localapi_req_progress(struct localapi_req *req, json_t *msg)
 		return;
 	}
 	if (conn_queue(c, msg) < 0) {
-		conn_close(c);
+		usock_conn_close(c->uc);
 		return;
 	}
-	conn_pump(c);
+	usock_conn_kick(c->uc);
 }
 
 void localapi_req_finish(struct localapi_req *req, json_t *msg)
@@ -569,11 +355,12 @@ void localapi_req_finish(struct localapi_req *req, json_t *msg)
 		return;
 	}
 	c->req = NULL;
+	usock_conn_hold(c->uc, false);
 	if (conn_queue(c, msg) < 0) {
-		conn_close(c);
+		usock_conn_close(c->uc);
 		return;
 	}
-	conn_pump(c);
+	usock_conn_kick(c->uc);
 }
 
 bool localapi_req_gone(const struct localapi_req *req)
@@ -581,88 +368,40 @@ bool localapi_req_gone(const struct localapi_req *req)
 	return !req->conn;
 }
 
-static int mkdir_parent(const char *path)
-{
-	char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char *p;
-
-	snprintf(buf, sizeof(buf), "%s", path);
-	p = strrchr(buf, '/');
-	if (!p || p == buf)
-		return 0;
-	*p = '\0';
-	for (p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 int localapi_server_new(struct loop *loop, const char *path, const struct localapi_backend *be,
 			struct localapi_server **ret)
 {
-	struct localapi_server *srv = NULL;
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	int fd = -1, r;
+	const struct usock_limits lim = {
+		.conns_max = LOCALAPI_CONNS_MAX,
+		.in_max = LOCALAPI_REQUEST_MAX,
+		.out_max = LOCALAPI_REPLY_MAX,
+		.idle_timeout_ns = LOCALAPI_IDLE_TIMEOUT_NS,
+		.sweep_interval_ns = SWEEP_INTERVAL_NS,
+		.mode = 0666, /* anyone may read status; writes are checked per request */
+		.backlog = 64,
+	};
+	struct usock_ops ops = {
+		.conn_priv_size = sizeof(struct conn),
+		.on_open = conn_open,
+		.on_data = conn_data,
+		.on_overflow = conn_overflow,
+		.on_close = conn_gone,
+	};
+	struct localapi_server *srv;
+	int r;
 
-	if (!path || strlen(path) >= sizeof(sun.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sun.sun_path, path);
-	r = mkdir_parent(path);
-	if (r < 0)
-		return r;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-		r = -EADDRINUSE;
-		goto fail;
-	}
-	/* A socket file nobody listens on was left by a crash. */
-	if (errno == ECONNREFUSED && unlink(path) < 0 && errno != ENOENT) {
-		r = -errno;
-		goto fail;
-	}
-	close(fd);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-	    chmod(path, 0666) < 0 || listen(fd, 64) < 0) {
-		r = -errno;
-		unlink(path);
-		goto fail;
-	}
 	srv = calloc(1, sizeof(*srv));
-	if (!srv) {
-		r = -ENOMEM;
-		unlink(path);
-		goto fail;
-	}
-	srv->loop = loop;
+	if (!srv)
+		return -ENOMEM;
 	srv->be = *be;
-	strcpy(srv->path, path);
-	srv->listen.fd = fd;
-	srv->listen.cb = accept_event;
-	srv->sweep.cb = sweep_fire;
-	srv->sweep.deadline_ns = TIME_NEVER;
-	r = loop_fd_add(loop, &srv->listen, EPOLLIN);
+	ops.ctx = srv;
+	r = usock_server_new(loop, path, "localapi", &lim, &ops, &srv->us);
 	if (r < 0) {
-		unlink(path);
 		free(srv);
-		goto fail;
+		return r;
 	}
 	*ret = srv;
 	return 0;
-fail:
-	close(fd);
-	return r;
 }
 
 void localapi_server_free(struct localapi_server *srv)
@@ -679,12 +418,7 @@ void localapi_server_free(struct localapi_server *srv)
 			srv->be.up_cancel(srv->be.ctx, req);
 		free(req);
 	}
-	while (srv->n_conns)
-		conn_close(srv->conns[0]);
-	loop_timer_disarm(srv->loop, &srv->sweep);
-	loop_fd_del(srv->loop, &srv->listen);
-	close(srv->listen.fd);
-	unlink(srv->path);
+	usock_server_free(srv->us);
 	free(srv);
 }
 

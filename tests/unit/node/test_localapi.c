@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Local API server against a fake backend; the loop runs on its own thread, clients block. */
 #include "../../../src/node/localapi.c"
+#include "../../../src/node/usock.c"
 
 #include <pthread.h>
 #include <setjmp.h>

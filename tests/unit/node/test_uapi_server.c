@@ -25,6 +25,7 @@
 #define SWEEP_INTERVAL_NS (50ULL * 1000000ULL)
 #include "base/loop.c"
 #include "node/uapi_server.c"
+#include "node/usock.c"
 
 struct fake {
 	char path[108];

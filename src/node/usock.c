@@ -1,0 +1,506 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unix-stream server plumbing (see usock.h). A connection alternates between
+ * reading (bytes accumulate, on_data takes complete requests from the front)
+ * and writing (queued replies drain as the socket allows, EPOLLOUT); a held
+ * connection waits for the protocol and only watches for a hang-up.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/time.h"
+#include "base/util.h"
+#include "node/usock.h"
+
+#define IN_BUF_INITIAL 4096
+
+struct usock_conn {
+	struct loop_fd lfd;
+	struct usock_server *srv;
+	char *in;
+	size_t in_len, in_cap;
+	char *out;
+	size_t out_len, out_off, out_cap;
+	bool close_after_write;
+	bool held;
+	bool in_cb;  /* inside on_data: closes are deferred */
+	bool doomed; /* usock_conn_close was called inside on_data */
+	uint64_t last_ns;
+	max_align_t priv[];
+};
+
+struct usock_server {
+	struct loop *loop;
+	struct loop_fd listen;
+	struct loop_timer sweep;
+	struct usock_limits lim;
+	struct usock_ops ops;
+	char name[32];
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct usock_conn **conns;
+	unsigned n_conns;
+};
+
+static int sockaddr_fill(struct sockaddr_un *sun, const char *path)
+{
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	if (!path || strlen(path) >= sizeof(sun->sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sun->sun_path, path);
+	return 0;
+}
+
+int usock_socket_check(const char *path)
+{
+	struct sockaddr_un sun;
+	int fd, ret;
+
+	ret = sockaddr_fill(&sun, path);
+	if (ret < 0)
+		return ret;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		ret = -EADDRINUSE;
+		goto out;
+	}
+	ret = 0;
+	/* ECONNREFUSED: a socket file nobody listens on, left by a crash. */
+	if (errno == ECONNREFUSED && unlink(path) < 0 && errno != ENOENT)
+		ret = -errno;
+out:
+	close(fd);
+	return ret;
+}
+
+static int mkdir_parent(const char *path)
+{
+	char buf[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *p;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	p = strrchr(buf, '/');
+	if (!p || p == buf)
+		return 0;
+	*p = '\0';
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+void *usock_conn_priv(struct usock_conn *c)
+{
+	return c->priv;
+}
+
+int usock_conn_fd(const struct usock_conn *c)
+{
+	return c->lfd.fd;
+}
+
+static void wipe_free(char *p, size_t len)
+{
+	if (p)
+		explicit_bzero(p, len);
+	free(p);
+}
+
+void usock_conn_close(struct usock_conn *c)
+{
+	struct usock_server *srv = c->srv;
+	unsigned i;
+
+	if (c->in_cb) {
+		c->doomed = true;
+		return;
+	}
+	if (srv->ops.on_close)
+		srv->ops.on_close(srv->ops.ctx, c);
+	loop_fd_del(srv->loop, &c->lfd);
+	close(c->lfd.fd);
+	for (i = 0; i < srv->n_conns; i++) {
+		if (srv->conns[i] == c) {
+			srv->conns[i] = srv->conns[--srv->n_conns];
+			break;
+		}
+	}
+	wipe_free(c->in, c->in_cap);
+	wipe_free(c->out, c->out_cap);
+	free(c);
+	if (!srv->n_conns)
+		loop_timer_disarm(srv->loop, &srv->sweep);
+}
+
+int usock_conn_send(struct usock_conn *c, const void *buf, size_t len)
+{
+	size_t pending = c->out_len - c->out_off, cap;
+	char *out;
+
+	if (len > c->srv->lim.out_max || pending > c->srv->lim.out_max - len)
+		return -EMSGSIZE;
+	if (c->out_len + len > c->out_cap) {
+		/* Not realloc: the old buffer may hold keys and must be wiped. */
+		cap = MAX(c->out_cap * 2, pending + len);
+		out = malloc(cap);
+		if (!out)
+			return -ENOMEM;
+		if (pending)
+			memcpy(out, c->out + c->out_off, pending);
+		wipe_free(c->out, c->out_cap);
+		c->out = out;
+		c->out_cap = cap;
+		c->out_off = 0;
+		c->out_len = pending;
+	}
+	memcpy(c->out + c->out_len, buf, len);
+	c->out_len += len;
+	return 0;
+}
+
+void usock_conn_close_after_write(struct usock_conn *c)
+{
+	c->close_after_write = true;
+}
+
+void usock_conn_hold(struct usock_conn *c, bool hold)
+{
+	c->held = hold;
+	if (!hold)
+		c->last_ns = loop_now_ns(c->srv->loop);
+}
+
+/* 0 when all is out, 1 when the socket is full, -errno on error. */
+static int conn_flush(struct usock_conn *c)
+{
+	while (c->out_off < c->out_len) {
+		ssize_t r = send(c->lfd.fd, c->out + c->out_off, c->out_len - c->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 1;
+			return -errno;
+		}
+		c->out_off += (size_t)r;
+		c->last_ns = loop_now_ns(c->srv->loop);
+	}
+	/* Replies can be large (a full get): do not keep them around, nor their keys. */
+	wipe_free(c->out, c->out_cap);
+	c->out = NULL;
+	c->out_len = c->out_off = c->out_cap = 0;
+	return 0;
+}
+
+/* Hands one request to the protocol. -1 close, 0 need bytes, 1 progress. */
+static int conn_process_one(struct usock_conn *c)
+{
+	struct usock_server *srv = c->srv;
+	int n;
+
+	if (!c->in_len)
+		return 0;
+	c->in_cb = true;
+	n = srv->ops.on_data(srv->ops.ctx, c, c->in, c->in_len);
+	c->in_cb = false;
+	if (n < 0 || c->doomed)
+		return -1;
+	if (n == 0) {
+		if (c->in_len < srv->lim.in_max)
+			return 0;
+		if (srv->ops.on_overflow)
+			srv->ops.on_overflow(srv->ops.ctx, c);
+		c->close_after_write = true;
+		n = (int)c->in_len;
+	}
+	if ((size_t)n > c->in_len)
+		n = (int)c->in_len;
+	explicit_bzero(c->in, (size_t)n);
+	memmove(c->in, c->in + n, c->in_len - (size_t)n);
+	c->in_len -= (size_t)n;
+	return 1;
+}
+
+static void conn_update_events(struct usock_conn *c)
+{
+	uint32_t ev;
+
+	if (c->out_off < c->out_len)
+		ev = EPOLLOUT; /* reading resumes once the reply is out */
+	else if (!c->held && !c->close_after_write)
+		ev = EPOLLIN;
+	else
+		ev = EPOLLRDHUP; /* waiting for the protocol: still notice a hang-up */
+	loop_fd_mod(c->srv->loop, &c->lfd, ev);
+}
+
+/* Flushes and runs requests while nothing is pending. false if the connection was closed. */
+static bool conn_pump(struct usock_conn *c)
+{
+	for (;;) {
+		int r = conn_flush(c);
+
+		if (r < 0)
+			goto close;
+		if (r > 0)
+			break;
+		if (c->close_after_write)
+			goto close;
+		if (c->held)
+			break;
+		r = conn_process_one(c);
+		if (r < 0)
+			goto close;
+		if (r == 0)
+			break;
+	}
+	conn_update_events(c);
+	return true;
+close:
+	usock_conn_close(c);
+	return false;
+}
+
+bool usock_conn_kick(struct usock_conn *c)
+{
+	if (c->in_cb)
+		return !c->doomed;
+	return conn_pump(c);
+}
+
+/* Makes room to read into; false if the connection was closed. */
+static bool conn_in_grow(struct usock_conn *c)
+{
+	size_t max = c->srv->lim.in_max;
+	size_t cap = MIN(c->in_cap ? c->in_cap * 2 : IN_BUF_INITIAL, max);
+	char *in;
+
+	/* Not realloc: the old buffer may hold keys and must be wiped. */
+	in = malloc(cap);
+	if (!in) {
+		usock_conn_close(c);
+		return false;
+	}
+	if (c->in_len)
+		memcpy(in, c->in, c->in_len);
+	wipe_free(c->in, c->in_cap);
+	c->in = in;
+	c->in_cap = cap;
+	return true;
+}
+
+static void conn_event(struct loop_fd *h, uint32_t events)
+{
+	struct usock_conn *c = container_of(h, struct usock_conn, lfd);
+
+	if (events & EPOLLOUT) {
+		conn_pump(c);
+		return;
+	}
+	if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && (c->held || c->close_after_write)) {
+		usock_conn_close(c);
+		return;
+	}
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		return;
+	while (!c->held && !c->close_after_write && c->out_off == c->out_len) {
+		ssize_t r;
+
+		if (c->in_len == c->in_cap && !conn_in_grow(c))
+			return;
+		r = recv(c->lfd.fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			usock_conn_close(c);
+			return;
+		}
+		if (r == 0) {
+			/*
+			 * EOF. Complete requests already ran after the read that finished
+			 * them; a reply still pending is delivered before closing. A held
+			 * connection closes on the hang-up event.
+			 */
+			if (!c->held)
+				c->close_after_write = true;
+			break;
+		}
+		c->in_len += (size_t)r;
+		c->last_ns = loop_now_ns(c->srv->loop);
+		if (!conn_pump(c))
+			return;
+	}
+	conn_pump(c);
+}
+
+static void sweep_fire(struct loop_timer *t)
+{
+	struct usock_server *srv = container_of(t, struct usock_server, sweep);
+	uint64_t now = loop_now_ns(srv->loop);
+	unsigned i = 0;
+
+	while (i < srv->n_conns) {
+		struct usock_conn *c = srv->conns[i];
+
+		if (!c->held && now - c->last_ns > srv->lim.idle_timeout_ns) {
+			log_debug("%s: closing idle connection", srv->name);
+			usock_conn_close(c); /* moves the last entry into slot i */
+			continue;
+		}
+		i++;
+	}
+	if (srv->n_conns)
+		loop_timer_arm(srv->loop, &srv->sweep, now + srv->lim.sweep_interval_ns);
+}
+
+static void listen_event(struct loop_fd *h, uint32_t events)
+{
+	struct usock_server *srv = container_of(h, struct usock_server, listen);
+
+	(void)events;
+	for (;;) {
+		struct usock_conn *c;
+		int fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN)
+				log_ratelimited(LOG_LEVEL_WARN, "%s: accept: %s", srv->name,
+						strerror(errno));
+			return;
+		}
+		if (srv->n_conns >= srv->lim.conns_max) {
+			log_ratelimited(LOG_LEVEL_WARN, "%s: %u connections open, refusing",
+					srv->name, srv->lim.conns_max);
+			close(fd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c) + srv->ops.conn_priv_size);
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->srv = srv;
+		c->lfd.fd = fd;
+		c->lfd.cb = conn_event;
+		c->last_ns = loop_now_ns(srv->loop);
+		if ((srv->ops.on_open && srv->ops.on_open(srv->ops.ctx, c) < 0) ||
+		    loop_fd_add(srv->loop, &c->lfd, EPOLLIN | EPOLLRDHUP) < 0) {
+			close(fd);
+			free(c);
+			continue;
+		}
+		srv->conns[srv->n_conns++] = c;
+		if (!srv->sweep.armed)
+			loop_timer_arm(srv->loop, &srv->sweep,
+				       c->last_ns + srv->lim.sweep_interval_ns);
+	}
+}
+
+int usock_server_new(struct loop *loop, const char *path, const char *name,
+		     const struct usock_limits *limits, const struct usock_ops *ops,
+		     struct usock_server **ret)
+{
+	struct usock_server *srv = NULL;
+	struct sockaddr_un sun;
+	mode_t old_mask;
+	int fd = -1, r;
+	bool bound = false;
+
+	r = sockaddr_fill(&sun, path);
+	if (r < 0)
+		goto out;
+	r = mkdir_parent(path);
+	if (r < 0)
+		goto out;
+	r = usock_socket_check(path);
+	if (r < 0)
+		goto out;
+	srv = calloc(1, sizeof(*srv));
+	if (srv)
+		srv->conns = calloc(MAX(limits->conns_max, 1U), sizeof(*srv->conns));
+	if (!srv || !srv->conns) {
+		r = -ENOMEM;
+		goto out;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	/* umask, not chmod after bind: no window in which the socket has other modes. */
+	old_mask = umask(~limits->mode & 0777);
+	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old_mask);
+	if (r < 0) {
+		r = -errno;
+		goto out;
+	}
+	bound = true;
+	if (listen(fd, limits->backlog) < 0) {
+		r = -errno;
+		goto out;
+	}
+	srv->loop = loop;
+	srv->lim = *limits;
+	srv->ops = *ops;
+	snprintf(srv->name, sizeof(srv->name), "%s", name);
+	snprintf(srv->path, sizeof(srv->path), "%s", path);
+	srv->listen.fd = fd;
+	srv->listen.cb = listen_event;
+	srv->sweep.cb = sweep_fire;
+	srv->sweep.deadline_ns = TIME_NEVER;
+	r = loop_fd_add(loop, &srv->listen, EPOLLIN);
+	if (r < 0)
+		goto out;
+	*ret = srv;
+	srv = NULL;
+	fd = -1;
+	bound = false;
+	r = 0;
+out:
+	if (bound)
+		unlink(path);
+	if (fd >= 0)
+		close(fd);
+	if (srv)
+		free(srv->conns);
+	free(srv);
+	return r;
+}
+
+void usock_server_free(struct usock_server *srv)
+{
+	if (!srv)
+		return;
+	while (srv->n_conns)
+		usock_conn_close(srv->conns[0]);
+	loop_timer_disarm(srv->loop, &srv->sweep);
+	loop_fd_del(srv->loop, &srv->listen);
+	close(srv->listen.fd);
+	unlink(srv->path);
+	free(srv->conns);
+	free(srv);
+}

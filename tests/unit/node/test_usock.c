@@ -1,0 +1,388 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The shared unix-socket server with a toy line protocol: "echo X" answers X,
+ * "big N" answers N bytes (larger than the socket buffer: partial writes and
+ * EPOLLOUT), "hold" holds the connection. Covers the connection cap, the idle
+ * timeout, the input cap (overflow) and the socket mode.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "base/loop.c"
+#include "node/usock.c"
+
+#define CONNS_MAX 3
+#define IN_MAX 64
+#define BIG_MAX (4U << 20)
+
+struct fake {
+	char path[108];
+	struct loop *loop;
+	struct usock_server *srv;
+	unsigned opens, closes, overflows;
+	void (*client)(struct fake *f);
+	atomic_int done;
+};
+
+static int fake_open(void *ctx, struct usock_conn *c)
+{
+	struct fake *f = ctx;
+
+	*(unsigned *)usock_conn_priv(c) = ++f->opens;
+	return 0;
+}
+
+static void fake_close(void *ctx, struct usock_conn *c)
+{
+	struct fake *f = ctx;
+
+	(void)c;
+	f->closes++;
+}
+
+static int fake_data(void *ctx, struct usock_conn *c, char *buf, size_t len)
+{
+	char *nl = memchr(buf, '\n', len);
+	size_t line = nl ? (size_t)(nl - buf) + 1 : 0;
+
+	(void)ctx;
+	if (!nl)
+		return 0;
+	if (line > 5 && !memcmp(buf, "echo ", 5)) {
+		if (usock_conn_send(c, buf + 5, line - 5) < 0)
+			return -1;
+	} else if (line > 4 && !memcmp(buf, "big ", 4)) {
+		size_t n = strtoul(buf + 4, NULL, 10);
+		char *big = malloc(n);
+		int r;
+
+		assert_non_null(big);
+		memset(big, 'x', n);
+		r = usock_conn_send(c, big, n);
+		free(big);
+		if (r < 0)
+			return -1;
+	} else if (!memcmp(buf, "hold\n", 5)) {
+		usock_conn_hold(c, true);
+	} else {
+		return -1;
+	}
+	return (int)line;
+}
+
+static void fake_overflow(void *ctx, struct usock_conn *c)
+{
+	struct fake *f = ctx;
+
+	f->overflows++;
+	usock_conn_send(c, "too long\n", 9);
+}
+
+static int client_connect(struct fake *f)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = 5};
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	strcpy(sun.sun_path, f->path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+static void send_all(int fd, const char *s, size_t len)
+{
+	while (len) {
+		ssize_t r = send(fd, s, len, MSG_NOSIGNAL);
+
+		assert_true(r > 0);
+		s += r;
+		len -= (size_t)r;
+	}
+}
+
+static void read_exact(int fd, char *buf, size_t len)
+{
+	while (len) {
+		ssize_t r = recv(fd, buf, len, 0);
+
+		assert_true(r > 0);
+		buf += r;
+		len -= (size_t)r;
+	}
+}
+
+/* EOF, or a reset when the server closed with our bytes unread. */
+static bool is_closed(int fd)
+{
+	char c;
+	ssize_t r = recv(fd, &c, 1, 0);
+
+	return r == 0 || (r < 0 && errno == ECONNRESET);
+}
+
+static void *client_main(void *arg)
+{
+	struct fake *f = arg;
+
+	f->client(f);
+	atomic_store(&f->done, 1);
+	loop_wake(f->loop);
+	return NULL;
+}
+
+static void stop_when_done(struct loop *loop, void *ctx)
+{
+	struct fake *f = ctx;
+
+	if (atomic_load(&f->done))
+		loop_stop(loop);
+}
+
+static void run(void (*client)(struct fake *f), struct fake *f)
+{
+	const struct usock_limits lim = {
+	    .conns_max = CONNS_MAX,
+	    .in_max = IN_MAX,
+	    .out_max = BIG_MAX,
+	    .idle_timeout_ns = 200ULL * 1000000ULL,
+	    .sweep_interval_ns = 50ULL * 1000000ULL,
+	    .mode = 0600,
+	    .backlog = 4,
+	};
+	const struct usock_ops ops = {
+	    .ctx = f,
+	    .conn_priv_size = sizeof(unsigned),
+	    .on_open = fake_open,
+	    .on_data = fake_data,
+	    .on_overflow = fake_overflow,
+	    .on_close = fake_close,
+	};
+	struct stat st;
+	pthread_t th;
+
+	snprintf(f->path, sizeof(f->path), "/tmp/trellis-test-usock-%d/sub/x.sock", (int)getpid());
+	f->loop = loop_new();
+	assert_non_null(f->loop);
+	assert_int_equal(usock_server_new(f->loop, f->path, "test", &lim, &ops, &f->srv), 0);
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	loop_wake_cb_set(f->loop, stop_when_done, f);
+	f->client = client;
+	assert_int_equal(pthread_create(&th, NULL, client_main, f), 0);
+	assert_int_equal(loop_run(f->loop), 0);
+	pthread_join(th, NULL);
+	usock_server_free(f->srv);
+	assert_int_equal(access(f->path, F_OK), -1);
+	assert_int_equal(f->opens, f->closes);
+	loop_free(f->loop);
+	snprintf(f->path, sizeof(f->path), "/tmp/trellis-test-usock-%d/sub", (int)getpid());
+	rmdir(f->path);
+	snprintf(f->path, sizeof(f->path), "/tmp/trellis-test-usock-%d", (int)getpid());
+	rmdir(f->path);
+}
+
+static void client_echo(struct fake *f)
+{
+	int fd = client_connect(f);
+	char buf[32];
+
+	/* Two requests in one write, then one split across writes. */
+	send_all(fd, "echo a\necho bc\nec", 17);
+	send_all(fd, "ho d\n", 5);
+	read_exact(fd, buf, 7);
+	assert_memory_equal(buf, "a\nbc\nd\n", 7);
+	/* EOF: the connection closes. */
+	shutdown(fd, SHUT_WR);
+	assert_true(is_closed(fd));
+	close(fd);
+}
+
+static void test_echo(void **state)
+{
+	struct fake f = {0};
+
+	(void)state;
+	run(client_echo, &f);
+	assert_int_equal(f.opens, 1);
+}
+
+static void client_partial_write(struct fake *f)
+{
+	size_t n = 3U << 20, got = 0;
+	char *buf = malloc(n);
+	int fd = client_connect(f);
+
+	assert_non_null(buf);
+	/*
+	 * Far more than a socket buffer holds: the server has to stop at EAGAIN and
+	 * resume on EPOLLOUT. The echo after it runs only once the big reply is out.
+	 */
+	send_all(fd, "big 3145728\necho z\n", 19);
+	usleep(50000);
+	while (got < n) {
+		ssize_t r = recv(fd, buf + got, n - got, 0);
+
+		assert_true(r > 0);
+		got += (size_t)r;
+	}
+	assert_true(buf[0] == 'x' && buf[n - 1] == 'x');
+	read_exact(fd, buf, 2);
+	assert_memory_equal(buf, "z\n", 2);
+	/* Past out_max: the protocol closes. */
+	send_all(fd, "big 8388608\n", 12);
+	assert_true(is_closed(fd));
+	close(fd);
+	free(buf);
+}
+
+static void test_partial_write(void **state)
+{
+	struct fake f = {0};
+
+	(void)state;
+	run(client_partial_write, &f);
+}
+
+static void client_conn_cap(struct fake *f)
+{
+	int fds[CONNS_MAX + 1];
+	char buf[8];
+	unsigned i;
+
+	for (i = 0; i < CONNS_MAX; i++) {
+		fds[i] = client_connect(f);
+		/* A round trip proves the server has accepted this one. */
+		send_all(fds[i], "echo k\n", 7);
+		read_exact(fds[i], buf, 2);
+	}
+	fds[CONNS_MAX] = client_connect(f);
+	assert_true(is_closed(fds[CONNS_MAX]));
+	/* Once one goes, a new one fits again. */
+	close(fds[0]);
+	usleep(50000);
+	fds[0] = client_connect(f);
+	send_all(fds[0], "echo k\n", 7);
+	read_exact(fds[0], buf, 2);
+	for (i = 0; i <= CONNS_MAX; i++)
+		close(fds[i]);
+}
+
+static void test_conn_cap(void **state)
+{
+	struct fake f = {0};
+
+	(void)state;
+	run(client_conn_cap, &f);
+	assert_int_equal(f.opens, CONNS_MAX + 1);
+}
+
+static void client_idle(struct fake *f)
+{
+	int held = client_connect(f);
+	int fd = client_connect(f);
+	char c;
+
+	send_all(held, "hold\n", 5);
+	/* A partial request, then silence: closed after the idle timeout. */
+	send_all(fd, "echo", 4);
+	assert_true(is_closed(fd));
+	close(fd);
+	/* A held connection is not idle-closed (well past the timeout), only its hang-up closes it.
+	 */
+	usleep(300000);
+	assert_int_equal(recv(held, &c, 1, MSG_DONTWAIT), -1);
+	close(held);
+}
+
+static void test_idle_timeout(void **state)
+{
+	struct fake f = {0};
+
+	(void)state;
+	run(client_idle, &f);
+}
+
+static void client_overflow(struct fake *f)
+{
+	char line[IN_MAX + 8], buf[16];
+	int fd = client_connect(f);
+
+	memset(line, 'a', sizeof(line));
+	send_all(fd, line, sizeof(line));
+	read_exact(fd, buf, 9);
+	assert_memory_equal(buf, "too long\n", 9);
+	assert_true(is_closed(fd));
+	close(fd);
+}
+
+static void test_overflow(void **state)
+{
+	struct fake f = {0};
+
+	(void)state;
+	run(client_overflow, &f);
+	assert_int_equal(f.overflows, 1);
+}
+
+static void test_socket_check(void **state)
+{
+	const struct usock_limits lim = {.conns_max = 1,
+					 .in_max = 16,
+					 .out_max = 16,
+					 .idle_timeout_ns = 1000000000ULL,
+					 .sweep_interval_ns = 1000000000ULL,
+					 .mode = 0666,
+					 .backlog = 1};
+	const struct usock_ops ops = {.on_data = fake_data};
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct usock_server *srv, *srv2;
+	struct loop *loop = loop_new();
+	char path[108];
+	struct stat st;
+	int fd;
+
+	(void)state;
+	snprintf(path, sizeof(path), "/tmp/trellis-test-usock-c%d.sock", (int)getpid());
+	assert_int_equal(usock_server_new(loop, path, "t", &lim, &ops, &srv), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0666);
+	assert_int_equal(usock_socket_check(path), -EADDRINUSE);
+	assert_int_equal(usock_server_new(loop, path, "t", &lim, &ops, &srv2), -EADDRINUSE);
+	usock_server_free(srv);
+	/* A stale socket file (bound, never listening) is removed. */
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	strcpy(sun.sun_path, path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	close(fd);
+	assert_int_equal(usock_server_new(loop, path, "t", &lim, &ops, &srv), 0);
+	usock_server_free(srv);
+	assert_int_equal(access(path, F_OK), -1);
+	loop_free(loop);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_echo),     cmocka_unit_test(test_partial_write),
+	    cmocka_unit_test(test_conn_cap), cmocka_unit_test(test_idle_timeout),
+	    cmocka_unit_test(test_overflow), cmocka_unit_test(test_socket_check),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
