@@ -716,16 +716,15 @@ static int get_uint(json_t *o, const char *k, uint64_t *ret)
 	return 0;
 }
 
+/* Times are int64 on the wire but never negative: the same check as get_uint. */
 static int get_sint(json_t *o, const char *k, int64_t *ret)
 {
-	json_t *v = json_object_get(o, k);
+	uint64_t v;
+	int r = get_uint(o, k, &v);
 
-	if (!v)
-		return -ENOENT;
-	if (!json_is_integer(v) || json_integer_value(v) < 0)
-		return -EBADMSG;
-	*ret = json_integer_value(v);
-	return 0;
+	if (r == 0)
+		*ret = (int64_t)v;
+	return r;
 }
 
 static int get_bool(json_t *o, const char *k, bool *ret)
