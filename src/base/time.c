@@ -20,3 +20,8 @@ uint64_t time_wall_ns(void)
 {
 	return clock_ns(CLOCK_REALTIME);
 }
+
+int64_t time_wall_s(void)
+{
+	return (int64_t)(time_wall_ns() / NSEC_PER_SEC);
+}

@@ -14,5 +14,7 @@
 uint64_t time_now_ns(void);
 /* CLOCK_REALTIME: only for what leaves the process (TAI64N, "latest handshake"). */
 uint64_t time_wall_ns(void);
+/* CLOCK_REALTIME in whole seconds: the Unix times stored and sent by the control plane. */
+int64_t time_wall_s(void);
 
 #endif

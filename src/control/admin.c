@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "base/base64.h"
+#include "base/time.h"
 #include "base/util.h"
 #include "control/admin.h"
 #include "control/authkey.h"
@@ -213,7 +214,7 @@ int admin_tailnet_resolve(struct store *s, const char *name, struct ctl_tailnet 
 	snprintf(t.name, sizeof(t.name), "%s", ADMIN_DEFAULT_TAILNET);
 	t.key_expiry_sec = ADMIN_KEY_EXPIRY_DEFAULT_SEC;
 	t.ephemeral_timeout_sec = ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC;
-	t.created = time(NULL);
+	t.created = time_wall_s();
 	r = store_tailnet_create(s, &t);
 	if (r == -EEXIST) /* another admin or the server created it just now */
 		return store_tailnet_get_by_name(s, ADMIN_DEFAULT_TAILNET, ret);
@@ -330,7 +331,7 @@ static int authkey_create(struct store *s, int argc, char **argv)
 	k.reusable = reusable;
 	k.ephemeral = ephemeral;
 	k.preauthorized = preauth;
-	k.created = time(NULL);
+	k.created = time_wall_s();
 	k.expires = exp_sec ? k.created + exp_sec : 0;
 	r = authkey_generate(&k, key);
 	if (r == 0)
@@ -366,7 +367,7 @@ static int authkey_list(struct store *s, int argc, char **argv)
 	};
 	struct store_snapshot snap;
 	struct ctl_tailnet t = { 0 };
-	int64_t now = time(NULL);
+	int64_t now = time_wall_s();
 	json_t *arr = NULL;
 	size_t i;
 	int npos, r;
@@ -480,7 +481,7 @@ static int tailnets_cmd(struct store *s, const char *sub, int argc, char **argv)
 		if (eph && (admin_duration_parse(eph, &t.ephemeral_timeout_sec) < 0 ||
 			    t.ephemeral_timeout_sec == 0))
 			return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", eph);
-		t.created = time(NULL);
+		t.created = time_wall_s();
 		r = store_tailnet_create(s, &t);
 		if (r == -EEXIST)
 			return fail("tailnet \"%s\" already exists", t.name);
@@ -554,7 +555,7 @@ static int users_cmd(struct store *s, const char *sub, int argc, char **argv)
 			return 1;
 		u.tailnet_id = t.id;
 		snprintf(u.name, sizeof(u.name), "%s", pos[0]);
-		u.created = time(NULL);
+		u.created = time_wall_s();
 		r = store_user_create(s, &u);
 		if (r == -EEXIST)
 			return fail("user \"%s\" already exists in tailnet \"%s\"", u.name, t.name);
@@ -644,7 +645,7 @@ static int nodes_list(struct store *s, int argc, char **argv)
 	};
 	struct store_snapshot snap;
 	struct ctl_tailnet t = { 0 };
-	int64_t now = time(NULL);
+	int64_t now = time_wall_s();
 	json_t *arr;
 	size_t i;
 	int npos, r;
@@ -779,14 +780,14 @@ static int nodes_cmd(struct store *s, const char *sub, int argc, char **argv)
 		} else if (strcmp(sub, "expire") == 0) {
 			/* Expire now, even where expiry was disabled: it is an explicit act. */
 			n.expiry_disabled = false;
-			n.key_expiry = time(NULL);
+			n.key_expiry = time_wall_s();
 		} else if (strcmp(pos[1], "off") == 0) {
 			n.expiry_disabled = true;
 		} else {
 			n.expiry_disabled = false;
 			if (!n.key_expiry && store_tailnet_get(s, n.tailnet_id, &t) == 0 &&
 			    t.key_expiry_sec)
-				n.key_expiry = time(NULL) + t.key_expiry_sec;
+				n.key_expiry = time_wall_s() + t.key_expiry_sec;
 		}
 		r = store_node_update(s, &n);
 	}

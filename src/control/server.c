@@ -260,11 +260,6 @@ static void *kptr(struct control_server *s, struct key k)
 	return kget(s, k, &v) ? (void *)(uintptr_t)v : NULL;
 }
 
-static int64_t wall_now(void)
-{
-	return (int64_t)time(NULL);
-}
-
 static struct stail *tail_get(struct control_server *s, uint64_t tid)
 {
 	return kptr(s, key_make('T', tid, NULL, 0));
@@ -686,7 +681,7 @@ static void conn_close(struct conn *c, int drop, const char *why)
 		if (kget(s, key_make('C', id, NULL, 0), &v) && v == (uintptr_t)c) {
 			kdel(s, key_make('C', id, NULL, 0));
 			mapper_unsubscribe(s->m, id);
-			if (mapper_node_online(s->m, id, false, wall_now()) == 0) {
+			if (mapper_node_online(s->m, id, false, time_wall_s()) == 0) {
 				persist_node(s, id);
 				n = mapper_node_get(s->m, id);
 				if (n && n->ephemeral)
@@ -1106,7 +1101,7 @@ static void reg_done(void *ctx, int err, uint64_t id)
 
 			memcpy(back.node_key, op->prev_node_key, NETMAP_KEY_LEN);
 			back.key_expiry = op->prev_key_expiry;
-			mapper_node_upsert(s->m, &back, wall_now());
+			mapper_node_upsert(s->m, &back, time_wall_s());
 			schedule_flush(s);
 		}
 		if (op->insert) {
@@ -1136,7 +1131,7 @@ static void reg_done(void *ctx, int err, uint64_t id)
 		op->rec.id = id;
 		kv_put(s->kv, op->name_key, op->name_key_len, id);
 		kput(s, key_make('m', op->rec.tailnet_id, op->rec.machine_key, NETMAP_KEY_LEN), id);
-		if (mapper_node_upsert(s->m, &op->rec, wall_now()) < 0)
+		if (mapper_node_upsert(s->m, &op->rec, time_wall_s()) < 0)
 			log_err("control: node %" PRIu64 ": mapper refused the record", id);
 	}
 	kput(s, key_make('M', 0, op->rec.machine_key, NETMAP_KEY_LEN), op->rec.id);
@@ -1183,7 +1178,7 @@ static const struct ctl_node *machine_node(struct conn *c);
 static void on_rotate(struct conn *c, const struct ctrl_register *reg)
 {
 	struct control_server *s = c->s;
-	int64_t now = wall_now();
+	int64_t now = time_wall_s();
 	const struct ctl_node *n = machine_node(c);
 	struct stail *t;
 	struct op *op;
@@ -1233,7 +1228,7 @@ static void on_rotate(struct conn *c, const struct ctrl_register *reg)
 static void on_register(struct conn *c, const struct ctrl_register *reg)
 {
 	struct control_server *s = c->s;
-	int64_t now = wall_now();
+	int64_t now = time_wall_s();
 	struct ctl_authkey *k = NULL;
 	const struct ctl_node *old = NULL;
 	struct stail *t;
@@ -1370,7 +1365,7 @@ static void full_send(struct conn *c)
 
 	c->full_want = false;
 	/* Joined from per-node records the mapper keeps encoded: no render+encode per peer. */
-	r = mapper_netmap_json(s->m, c->full_id, wall_now(), &json, &len);
+	r = mapper_netmap_json(s->m, c->full_id, time_wall_s(), &json, &len);
 	if (r == 0)
 		r = ctrlstream_send(c->cs, json, len);
 	free(json);
@@ -1424,7 +1419,7 @@ static void on_map_request(struct conn *c, const struct ctrl_map_request *mr)
 {
 	struct control_server *s = c->s;
 	const struct ctl_node *n = machine_node(c);
-	int64_t now = wall_now();
+	int64_t now = time_wall_s();
 	struct conn *old;
 	uint64_t id;
 
@@ -1488,8 +1483,8 @@ static void on_logout(struct conn *c)
 	op->kind = OP_LOGOUT;
 	op->rec = *n;
 	op->rec.expiry_disabled = false;
-	op->rec.key_expiry = wall_now();
-	mapper_node_upsert(s->m, &op->rec, wall_now());
+	op->rec.key_expiry = time_wall_s();
+	mapper_node_upsert(s->m, &op->rec, time_wall_s());
 	schedule_flush(s);
 	if (op_submit(c, op) < 0) {
 		free(op);
@@ -1918,7 +1913,7 @@ static void node_changed(struct control_server *s, uint64_t id)
 		kput(s, key_make('m', rec.tailnet_id, rec.machine_key, NETMAP_KEY_LEN), id);
 		kput(s, key_make('M', 0, rec.machine_key, NETMAP_KEY_LEN), id);
 	}
-	mapper_node_upsert(s->m, &rec, wall_now());
+	mapper_node_upsert(s->m, &rec, time_wall_s());
 	schedule_flush(s);
 	c = kptr(s, key_make('W', id, NULL, 0));
 	if (c && rec.approved) {
@@ -1989,7 +1984,7 @@ static void tick_cb(struct loop_timer *t)
 	struct control_server *s = container_of(t, struct control_server, tick_t);
 
 	changes_drain(s);
-	if (mapper_expire(s->m, wall_now()) > 0)
+	if (mapper_expire(s->m, time_wall_s()) > 0)
 		schedule_flush(s);
 	loop_timer_arm(s->loop, t, loop_now_ns(s->loop) + TICK_NS);
 }
@@ -2039,7 +2034,7 @@ static void default_users_ensure(struct control_server *s, bool sync)
 		if (t->default_user)
 			continue;
 		snprintf(u.name, sizeof(u.name), DEFAULT_USER);
-		u.created = wall_now();
+		u.created = time_wall_s();
 		if (sync) {
 			if (store_user_create(s->store, &u) == 0 ||
 			    store_user_get_by_name(s->store, t->t.id, DEFAULT_USER, &u) == 0)
@@ -2212,7 +2207,7 @@ static int state_load(struct control_server *s)
 {
 	struct store_snapshot snap;
 	struct ctl_tailnet def;
-	int64_t now = wall_now();
+	int64_t now = time_wall_s();
 	size_t i;
 	int r;
 

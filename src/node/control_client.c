@@ -738,11 +738,6 @@ static int send_register(struct control_client *cc, struct session *s)
 	return send_msg(cc, s, &m);
 }
 
-static int64_t wall_now(void)
-{
-	return (int64_t)time(NULL);
-}
-
 /* Plans the next rotation from our own record (register response, netmap, delta). */
 static void rotate_schedule(struct control_client *cc, const struct netmap_node *self)
 {
@@ -759,15 +754,15 @@ static void rotate_schedule(struct control_client *cc, const struct netmap_node 
 		cc->rotate_at = 0;
 		return;
 	}
-	left = MAX(exp - wall_now(), 0);
+	left = MAX(exp - time_wall_s(), 0);
 	cc->rotate_at = exp - MIN(left / 4, (int64_t)CONTROL_ROTATE_WINDOW_MAX_S);
 	log_debug("node key expires in %" PRId64 " s: rotating in %" PRId64 " s", left,
-		  MAX(cc->rotate_at - wall_now(), 0));
+		  MAX(cc->rotate_at - time_wall_s(), 0));
 }
 
 static void rotate_retry_later(struct control_client *cc)
 {
-	int64_t now = wall_now(), left = cc->seen_expiry - now;
+	int64_t now = time_wall_s(), left = cc->seen_expiry - now;
 
 	cc->rotate_at = now + MAX(MIN(left / 4, (int64_t)CONTROL_ROTATE_RETRY_MAX_S), 1);
 }
@@ -805,7 +800,7 @@ static int rotate_start(struct control_client *cc, struct session *s)
 		return 0;
 	}
 	log_info("rotating the node key (expires in %" PRId64 " s)",
-		 cc->seen_expiry - wall_now());
+		 cc->seen_expiry - time_wall_s());
 	cc->rotating = true;
 	cc->rotate_at = 0;
 	memcpy(m.reg.node_key, cc->next_pub, NETMAP_KEY_LEN);
@@ -1051,7 +1046,7 @@ static int session_run(struct control_client *cc, struct session *s)
 				return r;
 		}
 		if (cc->have_netmap && cc->rotate_at && !cc->rotating &&
-		    wall_now() >= cc->rotate_at) {
+		    time_wall_s() >= cc->rotate_at) {
 			r = rotate_start(cc, s);
 			if (r < 0)
 				return r;
@@ -1082,7 +1077,7 @@ static int session_run(struct control_client *cc, struct session *s)
 		if (cc->have_netmap)
 			deadline = MIN(deadline, next_ep);
 		if (cc->have_netmap && cc->rotate_at && !cc->rotating) {
-			int64_t wait_s = MAX(cc->rotate_at - wall_now(), 0);
+			int64_t wait_s = MAX(cc->rotate_at - time_wall_s(), 0);
 
 			deadline = MIN(deadline, now + (uint64_t)wait_s * NSEC_PER_SEC);
 		}

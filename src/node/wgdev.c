@@ -384,7 +384,7 @@ static int uapi_get(void *ctx, char **ret_body, size_t *ret_len)
 	r = wg_device_info_get(w->dev, &info);
 	if (r < 0)
 		goto out;
-	r = uapi_get_format(info, &body);
+	r = wg_uapi_get_format(info, &body);
 	if (r < 0)
 		goto out;
 	*ret_body = body;
@@ -411,7 +411,7 @@ static int uapi_set(void *ctx, const char *body, size_t len)
 	unsigned line = 0;
 	int r;
 
-	r = uapi_set_parse(body, len, &cfg, &line);
+	r = wg_uapi_set_parse(body, len, &cfg, &line);
 	if (r < 0) {
 		log_warn("uapi set: line %u: %s", line, strerror(-r));
 		goto out;

@@ -127,7 +127,7 @@ static unsigned max_bits(int family)
 	return family == AF_INET ? 32 : 128;
 }
 
-struct allowedips *allowedips_new(void)
+struct allowedips *wg_allowedips_new(void)
 {
 	return calloc(1, sizeof(struct allowedips));
 }
@@ -152,7 +152,7 @@ static void free_trie(struct node *root)
 	}
 }
 
-void allowedips_free(struct allowedips *t)
+void wg_allowedips_free(struct allowedips *t)
 {
 	if (!t)
 		return;
@@ -174,8 +174,8 @@ static struct node *node_new(const struct key *k, unsigned cidr, void *peer)
 	return n;
 }
 
-int allowedips_insert(struct allowedips *t, int family, const uint8_t *addr, uint8_t cidr,
-		      void *peer)
+int wg_allowedips_insert(struct allowedips *t, int family, const uint8_t *addr, uint8_t cidr,
+			 void *peer)
 {
 	struct node **link = root_of(t, family);
 	struct node *n, *leaf, *branch;
@@ -247,8 +247,8 @@ static void compact(struct node **link)
 	free(n);
 }
 
-int allowedips_remove(struct allowedips *t, int family, const uint8_t *addr, uint8_t cidr,
-		      void *peer)
+int wg_allowedips_remove(struct allowedips *t, int family, const uint8_t *addr, uint8_t cidr,
+			 void *peer)
 {
 	struct node **link = root_of(t, family), **parent = NULL;
 	struct node *n;
@@ -312,7 +312,7 @@ static void prune(struct allowedips *t, struct node **root, void *peer)
 	}
 }
 
-void allowedips_remove_by_peer(struct allowedips *t, void *peer)
+void wg_allowedips_remove_by_peer(struct allowedips *t, void *peer)
 {
 	if (!peer)
 		return;
@@ -320,7 +320,7 @@ void allowedips_remove_by_peer(struct allowedips *t, void *peer)
 	prune(t, &t->root6, peer);
 }
 
-void *allowedips_lookup(const struct allowedips *t, int family, const uint8_t *addr)
+void *wg_allowedips_lookup(const struct allowedips *t, int family, const uint8_t *addr)
 {
 	const struct node *n;
 	void *best = NULL;
@@ -372,9 +372,9 @@ static int walk(const struct node *root, int family, void *peer,
 	return 0;
 }
 
-int allowedips_walk_by_peer(const struct allowedips *t, void *peer,
-			    int (*cb)(void *ctx, int family, const uint8_t *addr, uint8_t cidr),
-			    void *ctx)
+int wg_allowedips_walk_by_peer(const struct allowedips *t, void *peer,
+			       int (*cb)(void *ctx, int family, const uint8_t *addr, uint8_t cidr),
+			       void *ctx)
 {
 	int r;
 
@@ -386,7 +386,7 @@ int allowedips_walk_by_peer(const struct allowedips *t, void *peer,
 	return walk(t->root6, AF_INET6, peer, cb, ctx);
 }
 
-unsigned allowedips_count(const struct allowedips *t)
+unsigned wg_allowedips_count(const struct allowedips *t)
 {
 	return t->count;
 }

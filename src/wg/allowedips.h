@@ -12,27 +12,27 @@
 
 struct allowedips;
 
-struct allowedips *allowedips_new(void);
-void allowedips_free(struct allowedips *t); /* accepts NULL */
+struct allowedips *wg_allowedips_new(void);
+void wg_allowedips_free(struct allowedips *t); /* accepts NULL */
 
 /*
  * Inserts addr/cidr (host bits are masked off, as wg(8) does) owned by `peer`,
  * taking the prefix over from any other peer that held it.
  * 0, -EINVAL (bad family or cidr), -ENOMEM.
  */
-int allowedips_insert(struct allowedips *t, int family, const uint8_t *addr, uint8_t cidr,
-		      void *peer);
+int wg_allowedips_insert(struct allowedips *t, int family, const uint8_t *addr, uint8_t cidr,
+			 void *peer);
 /* Removes addr/cidr if `peer` owns it: 0, or -ENOENT. */
-int allowedips_remove(struct allowedips *t, int family, const uint8_t *addr, uint8_t cidr,
-		      void *peer);
-void allowedips_remove_by_peer(struct allowedips *t, void *peer);
+int wg_allowedips_remove(struct allowedips *t, int family, const uint8_t *addr, uint8_t cidr,
+			 void *peer);
+void wg_allowedips_remove_by_peer(struct allowedips *t, void *peer);
 /* The peer owning the longest prefix containing addr, or NULL. */
-void *allowedips_lookup(const struct allowedips *t, int family, const uint8_t *addr);
+void *wg_allowedips_lookup(const struct allowedips *t, int family, const uint8_t *addr);
 /* Calls cb for each prefix owned by peer (IPv4 first); stops and returns cb's value if non-zero. */
-int allowedips_walk_by_peer(const struct allowedips *t, void *peer,
-			    int (*cb)(void *ctx, int family, const uint8_t *addr, uint8_t cidr),
-			    void *ctx);
+int wg_allowedips_walk_by_peer(const struct allowedips *t, void *peer,
+			       int (*cb)(void *ctx, int family, const uint8_t *addr, uint8_t cidr),
+			       void *ctx);
 /* Number of prefixes stored (for the caps). */
-unsigned allowedips_count(const struct allowedips *t);
+unsigned wg_allowedips_count(const struct allowedips *t);
 
 #endif

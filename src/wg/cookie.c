@@ -24,8 +24,8 @@ static void precompute_key(uint8_t key[NOISE_SYMMETRIC_KEY_LEN], const uint8_t p
 	blake2s_final(&s, key);
 }
 
-void cookie_checker_precompute_device_keys(struct cookie_checker *c,
-					   const struct noise_static_identity *id)
+void wg_cookie_checker_precompute_device_keys(struct cookie_checker *c,
+					      const struct noise_static_identity *id)
 {
 	if (id->has_identity) {
 		precompute_key(c->mac1_key, id->static_public, LABEL_MAC1);
@@ -36,12 +36,12 @@ void cookie_checker_precompute_device_keys(struct cookie_checker *c,
 	}
 }
 
-void cookie_checker_wipe(struct cookie_checker *c)
+void wg_cookie_checker_wipe(struct cookie_checker *c)
 {
 	crypto_wipe(c, sizeof(*c));
 }
 
-void cookie_init(struct cookie *ck, const uint8_t peer_public[NOISE_PUBLIC_KEY_LEN])
+void wg_cookie_init(struct cookie *ck, const uint8_t peer_public[NOISE_PUBLIC_KEY_LEN])
 {
 	memset(ck, 0, sizeof(*ck));
 	precompute_key(ck->mac1_key, peer_public, LABEL_MAC1);
@@ -83,9 +83,9 @@ static void make_cookie(uint8_t cookie[COOKIE_LEN], struct cookie_checker *c,
 	blake2s_final(&s, cookie);
 }
 
-enum cookie_mac_state cookie_validate_packet(struct cookie_checker *c, const uint8_t *msg,
-					     size_t len, const struct endpoint *src,
-					     bool check_cookie, uint64_t now_ns)
+enum cookie_mac_state wg_cookie_validate_packet(struct cookie_checker *c, const uint8_t *msg,
+						size_t len, const struct endpoint *src,
+						bool check_cookie, uint64_t now_ns)
 {
 	const struct message_macs *macs = (const void *)(msg + len - sizeof(*macs));
 	uint8_t computed[COOKIE_LEN], cookie[COOKIE_LEN];
@@ -107,7 +107,7 @@ out:
 	return ret;
 }
 
-void cookie_add_mac_to_packet(struct cookie *ck, uint8_t *msg, size_t len, uint64_t now_ns)
+void wg_cookie_add_mac_to_packet(struct cookie *ck, uint8_t *msg, size_t len, uint64_t now_ns)
 {
 	struct message_macs *macs = (void *)(msg + len - sizeof(*macs));
 
@@ -123,9 +123,9 @@ void cookie_add_mac_to_packet(struct cookie *ck, uint8_t *msg, size_t len, uint6
 		memset(macs->mac2, 0, COOKIE_LEN);
 }
 
-int cookie_message_create(struct cookie_checker *c, struct message_handshake_cookie *dst,
-			  const uint8_t *msg, size_t len, uint32_t index,
-			  const struct endpoint *src, uint64_t now_ns)
+int wg_cookie_message_create(struct cookie_checker *c, struct message_handshake_cookie *dst,
+			     const uint8_t *msg, size_t len, uint32_t index,
+			     const struct endpoint *src, uint64_t now_ns)
 {
 	const struct message_macs *macs = (const void *)(msg + len - sizeof(*macs));
 	uint8_t cookie[COOKIE_LEN];
@@ -145,8 +145,8 @@ out:
 	return ret < 0 ? ret : 0;
 }
 
-int cookie_message_consume(struct cookie *ck, const struct message_handshake_cookie *src,
-			   uint64_t now_ns)
+int wg_cookie_message_consume(struct cookie *ck, const struct message_handshake_cookie *src,
+			      uint64_t now_ns)
 {
 	uint8_t cookie[COOKIE_LEN];
 	int ret = -EINVAL;

@@ -51,25 +51,25 @@ enum cookie_mac_state {
 	VALID_MAC_WITH_COOKIE,
 };
 
-void cookie_checker_precompute_device_keys(struct cookie_checker *c,
-					   const struct noise_static_identity *id);
-void cookie_checker_wipe(struct cookie_checker *c);
-void cookie_init(struct cookie *ck, const uint8_t peer_public[NOISE_PUBLIC_KEY_LEN]);
+void wg_cookie_checker_precompute_device_keys(struct cookie_checker *c,
+					      const struct noise_static_identity *id);
+void wg_cookie_checker_wipe(struct cookie_checker *c);
+void wg_cookie_init(struct cookie *ck, const uint8_t peer_public[NOISE_PUBLIC_KEY_LEN]);
 
 /* msg/len: a whole handshake message ending with struct message_macs. */
-enum cookie_mac_state cookie_validate_packet(struct cookie_checker *c, const uint8_t *msg,
-					     size_t len, const struct endpoint *src,
-					     bool check_cookie, uint64_t now_ns);
-void cookie_add_mac_to_packet(struct cookie *ck, uint8_t *msg, size_t len, uint64_t now_ns);
+enum cookie_mac_state wg_cookie_validate_packet(struct cookie_checker *c, const uint8_t *msg,
+						size_t len, const struct endpoint *src,
+						bool check_cookie, uint64_t now_ns);
+void wg_cookie_add_mac_to_packet(struct cookie *ck, uint8_t *msg, size_t len, uint64_t now_ns);
 /* A reply to the handshake message msg/len received from src. */
-int cookie_message_create(struct cookie_checker *c, struct message_handshake_cookie *dst,
-			  const uint8_t *msg, size_t len, uint32_t index,
-			  const struct endpoint *src, uint64_t now_ns);
+int wg_cookie_message_create(struct cookie_checker *c, struct message_handshake_cookie *dst,
+			     const uint8_t *msg, size_t len, uint32_t index,
+			     const struct endpoint *src, uint64_t now_ns);
 /*
  * 0, or -EINVAL when we sent nothing to answer (no handshake message since the last reply, or
  * the last one is older than COOKIE_REPLY_MAX_AGE_NS), -EBADMSG when it does not decrypt.
  */
-int cookie_message_consume(struct cookie *ck, const struct message_handshake_cookie *src,
-			   uint64_t now_ns);
+int wg_cookie_message_consume(struct cookie *ck, const struct message_handshake_cookie *src,
+			      uint64_t now_ns);
 
 #endif

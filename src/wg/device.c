@@ -17,7 +17,7 @@ struct wg_device *wg_device_new(const struct wg_device_ops *ops, struct pkt_pool
 
 	if (crypto_init() < 0)
 		return NULL;
-	noise_init();
+	wg_noise_init();
 	dev = calloc(1, sizeof(*dev));
 	if (!dev)
 		return NULL;
@@ -25,8 +25,8 @@ struct wg_device *wg_device_new(const struct wg_device_ops *ops, struct pkt_pool
 		dev->ops = *ops;
 	dev->pool = pool;
 	dev->index_hash = calloc(1U << INDEX_HASH_BITS, sizeof(*dev->index_hash));
-	dev->ratelimiter = ratelimiter_new();
-	dev->allowedips = allowedips_new();
+	dev->ratelimiter = wg_ratelimiter_new();
+	dev->allowedips = wg_allowedips_new();
 	if (!dev->index_hash || !dev->ratelimiter || !dev->allowedips)
 		goto fail;
 	pthread_mutex_init(&dev->lock, NULL);
@@ -41,8 +41,8 @@ struct wg_device *wg_device_new(const struct wg_device_ops *ops, struct pkt_pool
 	return dev;
 fail:
 	free(dev->index_hash);
-	ratelimiter_free(dev->ratelimiter);
-	allowedips_free(dev->allowedips);
+	wg_ratelimiter_free(dev->ratelimiter);
+	wg_allowedips_free(dev->allowedips);
 	free(dev);
 	return NULL;
 }
@@ -69,16 +69,16 @@ void wg_device_free(struct wg_device *dev)
 	out_discard(&dev->out.tun);
 	out_discard(&dev->out.enc);
 	out_discard(&dev->out.dec);
-	allowedips_free(dev->allowedips);
-	ratelimiter_free(dev->ratelimiter);
+	wg_allowedips_free(dev->allowedips);
+	wg_ratelimiter_free(dev->ratelimiter);
 	free(dev->index_hash);
-	cookie_checker_wipe(&dev->cookie_checker);
+	wg_cookie_checker_wipe(&dev->cookie_checker);
 	crypto_wipe(&dev->identity, sizeof(dev->identity));
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
 }
 
-uint64_t device_wall_ns(struct wg_device *dev)
+uint64_t wg_device_wall_ns(struct wg_device *dev)
 {
 	return dev->wall_ns;
 }
@@ -88,7 +88,7 @@ static uint64_t read_wall(const struct wg_device *dev)
 	return dev->ops.wall_ns ? dev->ops.wall_ns(dev->ops.ctx) : time_wall_ns();
 }
 
-void device_lock(struct wg_device *dev, uint64_t now_ns)
+void wg_device_lock(struct wg_device *dev, uint64_t now_ns)
 {
 	uint64_t wall = read_wall(dev);
 
@@ -111,7 +111,7 @@ static unsigned list_take(struct pkt_list *l, struct pkt **arr)
 	return n;
 }
 
-void device_unlock(struct wg_device *dev)
+void wg_device_unlock(struct wg_device *dev)
 {
 	struct pkt *arr[DISPATCH_BATCH];
 	struct wg_out out = dev->out;
@@ -160,14 +160,14 @@ void device_unlock(struct wg_device *dev)
 		dev->ops.timers_wake(dev->ops.ctx);
 }
 
-void device_drop(struct wg_device *dev, enum wg_drop_reason reason, struct pkt *pkt)
+void wg_device_drop(struct wg_device *dev, enum wg_drop_reason reason, struct pkt *pkt)
 {
 	dev->stats.drops[reason]++;
 	wg_pkt_release(pkt);
 	pkt_free(&pkt, 1);
 }
 
-uint64_t device_random(struct wg_device *dev, uint64_t bound)
+uint64_t wg_device_random(struct wg_device *dev, uint64_t bound)
 {
 	/* xorshift64*: jitter needs spread, not secrecy. */
 	uint64_t x = dev->rng;
@@ -179,7 +179,7 @@ uint64_t device_random(struct wg_device *dev, uint64_t bound)
 	return bound ? (x * 0x2545F4914F6CDD1DULL) % bound : 0;
 }
 
-bool device_under_load(struct wg_device *dev)
+bool wg_device_under_load(struct wg_device *dev)
 {
 	uint64_t now_ns = dev->now_ns;
 
@@ -200,7 +200,7 @@ bool device_under_load(struct wg_device *dev)
 	return false;
 }
 
-void device_arm_deadline(struct wg_device *dev, uint64_t deadline_ns)
+void wg_device_arm_deadline(struct wg_device *dev, uint64_t deadline_ns)
 {
 	if (deadline_ns < dev->next_deadline_reported) {
 		dev->next_deadline_reported = deadline_ns;
@@ -220,13 +220,12 @@ uint64_t wg_device_timers_run(struct wg_device *dev, uint64_t now_ns)
 	struct wg_peer *peer;
 	uint64_t next = TIME_NEVER;
 
-	device_lock(dev, now_ns);
-	peer_for_each(dev, peer)
-		next = MIN(next, timers_run_peer(peer));
+	wg_device_lock(dev, now_ns);
+	peer_for_each(dev, peer) next = MIN(next, wg_timers_run_peer(peer));
 	dev->next_deadline_reported = next;
 	/* The caller learns `next` from our return value; no need to wake it as well. */
 	dev->out.wake = false;
-	device_unlock(dev);
+	wg_device_unlock(dev);
 	return next;
 }
 
@@ -292,7 +291,7 @@ void wg_device_tx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t
 {
 	unsigned i;
 
-	device_lock(dev, now_ns);
+	wg_device_lock(dev, now_ns);
 	for (i = 0; i < n; i++) {
 		struct pkt *pkt = pkts[i];
 		struct wg_peer *peer;
@@ -303,22 +302,22 @@ void wg_device_tx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t
 		pkt->keypair = NULL;
 		dst = tx_destination(pkt, &family);
 		if (!dst || pkt->len > PKT_MTU_MAX) {
-			device_drop(dev, WG_DROP_TX_BAD_IP, pkt);
+			wg_device_drop(dev, WG_DROP_TX_BAD_IP, pkt);
 			continue;
 		}
-		peer = allowedips_lookup(dev->allowedips, family, dst);
+		peer = wg_allowedips_lookup(dev->allowedips, family, dst);
 		if (!peer) {
-			device_drop(dev, WG_DROP_TX_NO_PEER, pkt);
+			wg_device_drop(dev, WG_DROP_TX_NO_PEER, pkt);
 			continue;
 		}
 		if (!endpoint_is_set(&peer->endpoint)) {
-			device_drop(dev, WG_DROP_TX_NO_ENDPOINT, pkt);
+			wg_device_drop(dev, WG_DROP_TX_NO_ENDPOINT, pkt);
 			continue;
 		}
-		send_stage(peer, pkt);
-		send_staged(peer);
+		wg_send_stage(peer, pkt);
+		wg_send_staged(peer);
 	}
-	device_unlock(dev);
+	wg_device_unlock(dev);
 }
 
 /* ---- configuration ---- */
@@ -360,7 +359,7 @@ static int validate_cfg(struct wg_device *dev, const struct wg_device_cfg *cfg,
 	}
 	if (peers > MAX_PEERS_PER_DEVICE)
 		return -ENOSPC;
-	if (ips + allowedips_count(dev->allowedips) > MAX_ALLOWEDIPS_PER_DEVICE)
+	if (ips + wg_allowedips_count(dev->allowedips) > MAX_ALLOWEDIPS_PER_DEVICE)
 		return -ENOSPC;
 	*ret_new_peers = new_peers;
 	return 0;
@@ -385,12 +384,12 @@ static void set_private_key(struct wg_device *dev, const uint8_t key[WG_KEY_LEN]
 	} else {
 		crypto_wipe(id, sizeof(*id));
 	}
-	cookie_checker_precompute_device_keys(&dev->cookie_checker, id);
+	wg_cookie_checker_precompute_device_keys(&dev->cookie_checker, id);
 	for (peer = dev->peer_list.list_next; peer != &dev->peer_list; peer = next) {
 		next = peer->list_next;
-		noise_precompute_static_static(&peer->handshake, id);
+		wg_noise_precompute_static_static(&peer->handshake, id);
 		/* Sessions made with the old key must not be used to send any more. */
-		noise_expire_current_peer_keypairs(dev, peer);
+		wg_noise_expire_current_peer_keypairs(dev, peer);
 	}
 }
 
@@ -425,11 +424,11 @@ static int apply_peer(struct wg_device *dev, const struct wg_peer_cfg *pc,
 	if (pc->has_endpoint)
 		peer->endpoint = pc->endpoint;
 	if (pc->replace_allowedips)
-		allowedips_remove_by_peer(dev->allowedips, peer);
+		wg_allowedips_remove_by_peer(dev->allowedips, peer);
 	for (j = 0; j < pc->n_allowedips; j++) {
 		const struct wg_allowedip *a = &pc->allowedips[j];
 
-		r = allowedips_insert(dev->allowedips, a->family, a->addr, a->cidr, peer);
+		r = wg_allowedips_insert(dev->allowedips, a->family, a->addr, a->cidr, peer);
 		if (r < 0 && !ret)
 			ret = r;
 	}
@@ -438,7 +437,7 @@ static int apply_peer(struct wg_device *dev, const struct wg_peer_cfg *pc,
 		peer->persistent_keepalive_interval = pc->persistent_keepalive;
 		/* As wg does: turning it on sends one at once, so NAT state exists from now. */
 		if (was_off && pc->persistent_keepalive && dev->identity.has_identity)
-			send_keepalive(peer);
+			wg_send_keepalive(peer);
 	}
 	return ret;
 }
@@ -451,7 +450,7 @@ int wg_device_apply(struct wg_device *dev, const struct wg_device_cfg *cfg, uint
 	bool set_key = false;
 	int ret;
 
-	device_lock(dev, now_ns);
+	wg_device_lock(dev, now_ns);
 	ret = validate_cfg(dev, cfg, &new_peers);
 	if (ret < 0)
 		goto out;
@@ -495,7 +494,7 @@ int wg_device_apply(struct wg_device *dev, const struct wg_device_cfg *cfg, uint
 	for (i = 0; i < cfg->n_peers; i++) {
 		int r = apply_peer(dev, &cfg->peers[i], prealloc, &n_prealloc);
 
-		/* Only allowedips_insert can fail here (ENOMEM); report it, keep the rest. */
+		/* Only wg_allowedips_insert can fail here (ENOMEM); report it, keep the rest. */
 		if (r < 0 && !ret)
 			ret = r;
 	}
@@ -506,7 +505,7 @@ out:
 		free(prealloc);
 	}
 	crypto_wipe(key, sizeof(key));
-	device_unlock(dev);
+	wg_device_unlock(dev);
 	return ret;
 }
 
@@ -575,14 +574,14 @@ int wg_device_info_get(struct wg_device *dev, struct wg_device_info **ret)
 		pi->rx_bytes = peer->rx_bytes;
 		pi->tx_bytes = peer->tx_bytes;
 		pi->persistent_keepalive = peer->persistent_keepalive_interval;
-		allowedips_walk_by_peer(dev->allowedips, peer, count_ip, &c);
+		wg_allowedips_walk_by_peer(dev->allowedips, peer, count_ip, &c);
 		if (c.n) {
 			c.cap = c.n;
 			c.n = 0;
 			c.ips = calloc(c.cap, sizeof(*c.ips));
 			if (!c.ips)
 				goto out;
-			allowedips_walk_by_peer(dev->allowedips, peer, copy_ip, &c);
+			wg_allowedips_walk_by_peer(dev->allowedips, peer, copy_ip, &c);
 			pi->allowedips = c.ips;
 			pi->n_allowedips = c.n;
 		}

@@ -5,7 +5,7 @@
 /*
  * The device as the engine's files share it. Every field is protected by
  * dev->lock. Entry points lock once, process a whole batch and collect what must
- * leave (datagrams, TUN packets, crypto work) on the `out` lists; device_unlock
+ * leave (datagrams, TUN packets, crypto work) on the `out` lists; wg_device_unlock
  * hands those to the callbacks after dropping the lock.
  */
 
@@ -96,27 +96,27 @@ struct wg_device {
 #define peer_for_each(dev, p)                                                                      \
 	for ((p) = (dev)->peer_list.list_next; (p) != &(dev)->peer_list; (p) = (p)->list_next)
 
-void device_lock(struct wg_device *dev, uint64_t now_ns);
+void wg_device_lock(struct wg_device *dev, uint64_t now_ns);
 /* Releases the lock, then runs the callbacks for everything queued on dev->out. */
-void device_unlock(struct wg_device *dev);
-void device_drop(struct wg_device *dev, enum wg_drop_reason reason, struct pkt *pkt);
-uint64_t device_wall_ns(struct wg_device *dev);
+void wg_device_unlock(struct wg_device *dev);
+void wg_device_drop(struct wg_device *dev, enum wg_drop_reason reason, struct pkt *pkt);
+uint64_t wg_device_wall_ns(struct wg_device *dev);
 /* Uniform in [0, bound). */
-uint64_t device_random(struct wg_device *dev, uint64_t bound);
-bool device_under_load(struct wg_device *dev);
-void device_arm_deadline(struct wg_device *dev, uint64_t deadline_ns);
+uint64_t wg_device_random(struct wg_device *dev, uint64_t bound);
+bool wg_device_under_load(struct wg_device *dev);
+void wg_device_arm_deadline(struct wg_device *dev, uint64_t deadline_ns);
 
 /* send.c */
-void send_handshake_initiation(struct wg_peer *peer, bool is_retry);
-void send_handshake_response(struct wg_peer *peer);
-void send_handshake_cookie(struct wg_device *dev, const struct pkt *in, uint32_t sender_index);
-void send_keepalive(struct wg_peer *peer);
-void send_stage(struct wg_peer *peer, struct pkt *pkt);
-void send_staged(struct wg_peer *peer);
-void send_purge_staged(struct wg_peer *peer, enum wg_drop_reason reason);
-void send_to_peer(struct wg_peer *peer, struct pkt *pkt);
+void wg_send_handshake_initiation(struct wg_peer *peer, bool is_retry);
+void wg_send_handshake_response(struct wg_peer *peer);
+void wg_send_handshake_cookie(struct wg_device *dev, const struct pkt *in, uint32_t sender_index);
+void wg_send_keepalive(struct wg_peer *peer);
+void wg_send_stage(struct wg_peer *peer, struct pkt *pkt);
+void wg_send_staged(struct wg_peer *peer);
+void wg_send_purge_staged(struct wg_peer *peer, enum wg_drop_reason reason);
+void wg_send_to_peer(struct wg_peer *peer, struct pkt *pkt);
 
 /* timers.c */
-uint64_t timers_run_peer(struct wg_peer *peer);
+uint64_t wg_timers_run_peer(struct wg_peer *peer);
 
 #endif

@@ -29,7 +29,7 @@ static void do_init(void)
 	blake2s_final(&s, initial_hash);
 }
 
-void noise_init(void)
+void wg_noise_init(void)
 {
 	pthread_once(&init_once, do_init);
 }
@@ -100,7 +100,7 @@ static int decrypt_and_hash(uint8_t *dst, const uint8_t *src, size_t len, const 
 	return 0;
 }
 
-void noise_tai64n(uint8_t out[NOISE_TIMESTAMP_LEN], uint64_t wall_ns)
+void wg_noise_tai64n(uint8_t out[NOISE_TIMESTAMP_LEN], uint64_t wall_ns)
 {
 	/* TAI64 label 2^62 plus the 10 s TAI-UTC offset of 1970, as every implementation does. */
 	uint64_t sec = 0x400000000000000aULL + wall_ns / NSEC_PER_SEC;
@@ -117,8 +117,8 @@ void noise_tai64n(uint8_t out[NOISE_TIMESTAMP_LEN], uint64_t wall_ns)
 		out[8 + i] = (uint8_t)(nsec >> (24 - 8 * i));
 }
 
-void noise_precompute_static_static(struct noise_handshake *hs,
-				    const struct noise_static_identity *id)
+void wg_noise_precompute_static_static(struct noise_handshake *hs,
+				       const struct noise_static_identity *id)
 {
 	hs->static_static_valid = false;
 	memset(hs->precomputed_static_static, 0, sizeof(hs->precomputed_static_static));
@@ -131,19 +131,19 @@ void noise_precompute_static_static(struct noise_handshake *hs,
 		memset(hs->precomputed_static_static, 0, sizeof(hs->precomputed_static_static));
 }
 
-void noise_handshake_init(struct noise_handshake *hs, struct wg_peer *peer,
-			  const struct noise_static_identity *id,
-			  const uint8_t remote_static[NOISE_PUBLIC_KEY_LEN])
+void wg_noise_handshake_init(struct noise_handshake *hs, struct wg_peer *peer,
+			     const struct noise_static_identity *id,
+			     const uint8_t remote_static[NOISE_PUBLIC_KEY_LEN])
 {
-	noise_init();
+	wg_noise_init();
 	memset(hs, 0, sizeof(*hs));
 	hs->entry.type = INDEX_HANDSHAKE;
 	hs->entry.peer = peer;
 	memcpy(hs->remote_static, remote_static, NOISE_PUBLIC_KEY_LEN);
-	noise_precompute_static_static(hs, id);
+	wg_noise_precompute_static_static(hs, id);
 }
 
-void noise_handshake_clear(struct wg_device *dev, struct noise_handshake *hs)
+void wg_noise_handshake_clear(struct wg_device *dev, struct noise_handshake *hs)
 {
 	wg_index_remove(dev, &hs->entry);
 	hs->state = HANDSHAKE_ZEROED;
@@ -154,8 +154,8 @@ void noise_handshake_clear(struct wg_device *dev, struct noise_handshake *hs)
 	crypto_wipe(hs->chaining_key, sizeof(hs->chaining_key));
 }
 
-int noise_handshake_create_initiation(struct wg_device *dev, struct noise_handshake *hs,
-				      struct message_handshake_initiation *dst, uint64_t wall_ns)
+int wg_noise_handshake_create_initiation(struct wg_device *dev, struct noise_handshake *hs,
+					 struct message_handshake_initiation *dst, uint64_t wall_ns)
 {
 	const struct noise_static_identity *id = &dev->identity;
 	uint8_t ephemeral_public[NOISE_PUBLIC_KEY_LEN];
@@ -194,7 +194,7 @@ int noise_handshake_create_initiation(struct wg_device *dev, struct noise_handsh
 	if (ret < 0)
 		goto out;
 	/* {t} */
-	noise_tai64n(timestamp, wall_ns);
+	wg_noise_tai64n(timestamp, wall_ns);
 	encrypt_and_hash(dst->encrypted_timestamp, timestamp, NOISE_TIMESTAMP_LEN, key, hs->hash);
 
 	wg_index_insert(dev, &hs->entry);
@@ -203,14 +203,15 @@ int noise_handshake_create_initiation(struct wg_device *dev, struct noise_handsh
 	ret = 0;
 out:
 	if (ret < 0)
-		noise_handshake_clear(dev, hs);
+		wg_noise_handshake_clear(dev, hs);
 	crypto_wipe(key, sizeof(key));
 	return ret;
 }
 
-struct wg_peer *noise_handshake_consume_initiation(struct wg_device *dev,
-						   const struct message_handshake_initiation *src,
-						   uint64_t now_ns, int *ret_reason)
+struct wg_peer *
+wg_noise_handshake_consume_initiation(struct wg_device *dev,
+				      const struct message_handshake_initiation *src,
+				      uint64_t now_ns, int *ret_reason)
 {
 	const struct noise_static_identity *id = &dev->identity;
 	uint8_t chaining_key[NOISE_HASH_LEN], hash[NOISE_HASH_LEN];
@@ -280,8 +281,8 @@ out:
 	return peer;
 }
 
-int noise_handshake_create_response(struct wg_device *dev, struct noise_handshake *hs,
-				    struct message_handshake_response *dst)
+int wg_noise_handshake_create_response(struct wg_device *dev, struct noise_handshake *hs,
+				       struct message_handshake_response *dst)
 {
 	uint8_t ephemeral_public[NOISE_PUBLIC_KEY_LEN];
 	uint8_t key[NOISE_SYMMETRIC_KEY_LEN];
@@ -324,15 +325,15 @@ int noise_handshake_create_response(struct wg_device *dev, struct noise_handshak
 	ret = 0;
 	goto out;
 fail:
-	noise_handshake_clear(dev, hs);
+	wg_noise_handshake_clear(dev, hs);
 out:
 	crypto_wipe(key, sizeof(key));
 	crypto_wipe(tau, sizeof(tau));
 	return ret;
 }
 
-struct wg_peer *noise_handshake_consume_response(struct wg_device *dev,
-						 const struct message_handshake_response *src)
+struct wg_peer *wg_noise_handshake_consume_response(struct wg_device *dev,
+						    const struct message_handshake_response *src)
 {
 	const struct noise_static_identity *id = &dev->identity;
 	uint8_t chaining_key[NOISE_HASH_LEN], hash[NOISE_HASH_LEN];
@@ -383,13 +384,13 @@ out:
 	return peer;
 }
 
-struct noise_keypair *noise_keypair_get(struct noise_keypair *kp)
+struct noise_keypair *wg_noise_keypair_get(struct noise_keypair *kp)
 {
 	__atomic_add_fetch(&kp->refcount, 1, __ATOMIC_RELAXED);
 	return kp;
 }
 
-void noise_keypair_put(struct noise_keypair *kp)
+void wg_noise_keypair_put(struct noise_keypair *kp)
 {
 	if (!kp)
 		return;
@@ -410,11 +411,11 @@ static void keypair_drop(struct wg_device *dev, struct noise_keypair **slot)
 	kp->send_valid = false;
 	kp->recv_valid = false;
 	wg_index_remove(dev, &kp->entry);
-	noise_keypair_put(kp);
+	wg_noise_keypair_put(kp);
 }
 
-int noise_handshake_begin_session(struct wg_device *dev, struct noise_handshake *hs,
-				  struct noise_keypairs *kps, uint64_t now_ns)
+int wg_noise_handshake_begin_session(struct wg_device *dev, struct noise_handshake *hs,
+				     struct noise_keypairs *kps, uint64_t now_ns)
 {
 	struct noise_keypair *kp;
 	int ret = -EINVAL;
@@ -442,7 +443,7 @@ int noise_handshake_begin_session(struct wg_device *dev, struct noise_handshake 
 	kp->entry.keypair = kp;
 	/* The peer addresses its data to the index it learnt during this handshake. */
 	wg_index_replace(dev, &hs->entry, &kp->entry);
-	noise_handshake_clear(dev, hs);
+	wg_noise_handshake_clear(dev, hs);
 
 	if (kp->initiator) {
 		/*
@@ -470,8 +471,8 @@ out:
 	return ret;
 }
 
-bool noise_received_with_keypair(struct wg_device *dev, struct noise_keypairs *kps,
-				 struct noise_keypair *kp)
+bool wg_noise_received_with_keypair(struct wg_device *dev, struct noise_keypairs *kps,
+				    struct noise_keypair *kp)
 {
 	if (kps->next != kp)
 		return false;
@@ -482,16 +483,16 @@ bool noise_received_with_keypair(struct wg_device *dev, struct noise_keypairs *k
 	return true;
 }
 
-void noise_keypairs_clear(struct wg_device *dev, struct noise_keypairs *kps)
+void wg_noise_keypairs_clear(struct wg_device *dev, struct noise_keypairs *kps)
 {
 	keypair_drop(dev, &kps->previous);
 	keypair_drop(dev, &kps->current);
 	keypair_drop(dev, &kps->next);
 }
 
-void noise_expire_current_peer_keypairs(struct wg_device *dev, struct wg_peer *peer)
+void wg_noise_expire_current_peer_keypairs(struct wg_device *dev, struct wg_peer *peer)
 {
-	noise_handshake_clear(dev, &peer->handshake);
+	wg_noise_handshake_clear(dev, &peer->handshake);
 	/*
 	 * The sessions just invalidated must be replaced at once: the REKEY_TIMEOUT spacing of
 	 * initiations counted from one made with the old identity would only delay that.

@@ -90,41 +90,43 @@ struct noise_handshake {
 };
 
 /* Precomputes the protocol's initial chaining key and hash once per process. */
-void noise_init(void);
+void wg_noise_init(void);
 
-void noise_handshake_init(struct noise_handshake *hs, struct wg_peer *peer,
-			  const struct noise_static_identity *id,
-			  const uint8_t remote_static[NOISE_PUBLIC_KEY_LEN]);
+void wg_noise_handshake_init(struct noise_handshake *hs, struct wg_peer *peer,
+			     const struct noise_static_identity *id,
+			     const uint8_t remote_static[NOISE_PUBLIC_KEY_LEN]);
 /* Recomputes DH(our static, their static); invalid (handshakes refused) on a low-order key. */
-void noise_precompute_static_static(struct noise_handshake *hs,
-				    const struct noise_static_identity *id);
+void wg_noise_precompute_static_static(struct noise_handshake *hs,
+				       const struct noise_static_identity *id);
 /* Forgets the ephemeral state (not the static keys, psk or the latest timestamp). */
-void noise_handshake_clear(struct wg_device *dev, struct noise_handshake *hs);
+void wg_noise_handshake_clear(struct wg_device *dev, struct noise_handshake *hs);
 
 /* TAI64N of a CLOCK_REALTIME time, rounded down to hide the clock's fine bits. */
-void noise_tai64n(uint8_t out[NOISE_TIMESTAMP_LEN], uint64_t wall_ns);
+void wg_noise_tai64n(uint8_t out[NOISE_TIMESTAMP_LEN], uint64_t wall_ns);
 
-int noise_handshake_create_initiation(struct wg_device *dev, struct noise_handshake *hs,
-				      struct message_handshake_initiation *dst, uint64_t wall_ns);
+int wg_noise_handshake_create_initiation(struct wg_device *dev, struct noise_handshake *hs,
+					 struct message_handshake_initiation *dst,
+					 uint64_t wall_ns);
 /* The peer the initiation authenticates, or NULL with the drop reason in *ret_reason. */
-struct wg_peer *noise_handshake_consume_initiation(struct wg_device *dev,
-						   const struct message_handshake_initiation *src,
-						   uint64_t now_ns, int *ret_reason);
-int noise_handshake_create_response(struct wg_device *dev, struct noise_handshake *hs,
-				    struct message_handshake_response *dst);
-struct wg_peer *noise_handshake_consume_response(struct wg_device *dev,
-						 const struct message_handshake_response *src);
+struct wg_peer *
+wg_noise_handshake_consume_initiation(struct wg_device *dev,
+				      const struct message_handshake_initiation *src,
+				      uint64_t now_ns, int *ret_reason);
+int wg_noise_handshake_create_response(struct wg_device *dev, struct noise_handshake *hs,
+				       struct message_handshake_response *dst);
+struct wg_peer *wg_noise_handshake_consume_response(struct wg_device *dev,
+						    const struct message_handshake_response *src);
 /* Derives the transport keypair and rotates it in; 0 or -errno. */
-int noise_handshake_begin_session(struct wg_device *dev, struct noise_handshake *hs,
-				  struct noise_keypairs *kps, uint64_t now_ns);
+int wg_noise_handshake_begin_session(struct wg_device *dev, struct noise_handshake *hs,
+				     struct noise_keypairs *kps, uint64_t now_ns);
 
-struct noise_keypair *noise_keypair_get(struct noise_keypair *kp);
+struct noise_keypair *wg_noise_keypair_get(struct noise_keypair *kp);
 /* Wipes and frees on the last reference; safe on any thread without the device lock. */
-void noise_keypair_put(struct noise_keypair *kp);
+void wg_noise_keypair_put(struct noise_keypair *kp);
 /* Responder side: the first data packet on "next" confirms it. True if it rotated. */
-bool noise_received_with_keypair(struct wg_device *dev, struct noise_keypairs *kps,
-				 struct noise_keypair *kp);
-void noise_keypairs_clear(struct wg_device *dev, struct noise_keypairs *kps);
-void noise_expire_current_peer_keypairs(struct wg_device *dev, struct wg_peer *peer);
+bool wg_noise_received_with_keypair(struct wg_device *dev, struct noise_keypairs *kps,
+				    struct noise_keypair *kp);
+void wg_noise_keypairs_clear(struct wg_device *dev, struct noise_keypairs *kps);
+void wg_noise_expire_current_peer_keypairs(struct wg_device *dev, struct wg_peer *peer);
 
 #endif

@@ -29,10 +29,10 @@ void wg_peer_add(struct wg_device *dev, struct wg_peer *peer,
 
 	peer->dev = dev;
 	peer->id = ++dev->next_peer_id;
-	noise_handshake_init(&peer->handshake, peer, &dev->identity, public_key);
-	cookie_init(&peer->cookie, public_key);
+	wg_noise_handshake_init(&peer->handshake, peer, &dev->identity, public_key);
+	wg_cookie_init(&peer->cookie, public_key);
 	peer->last_sent_handshake_ns = TIME_NEVER;
-	timers_init(peer);
+	wg_timers_init(peer);
 
 	peer->hash_next = dev->peer_hash[b];
 	dev->peer_hash[b] = peer;
@@ -75,11 +75,11 @@ void wg_peer_remove(struct wg_peer *peer)
 	struct wg_peer **link;
 
 	peer->dead = true;
-	timers_stop(peer);
-	send_purge_staged(peer, WG_DROP_MAX);
-	noise_keypairs_clear(dev, &peer->keypairs);
-	noise_handshake_clear(dev, &peer->handshake);
-	allowedips_remove_by_peer(dev->allowedips, peer);
+	wg_timers_stop(peer);
+	wg_send_purge_staged(peer, WG_DROP_MAX);
+	wg_noise_keypairs_clear(dev, &peer->keypairs);
+	wg_noise_handshake_clear(dev, &peer->handshake);
+	wg_allowedips_remove_by_peer(dev->allowedips, peer);
 
 	for (link = &dev->peer_hash[peer_bucket(peer->handshake.remote_static)]; *link;
 	     link = &(*link)->hash_next) {

@@ -32,7 +32,7 @@ struct ratelimiter {
 	struct rl_entry entries[RATELIMITER_MAX_ENTRIES];
 };
 
-struct ratelimiter *ratelimiter_new(void)
+struct ratelimiter *wg_ratelimiter_new(void)
 {
 	struct ratelimiter *rl;
 	int i;
@@ -49,7 +49,7 @@ struct ratelimiter *ratelimiter_new(void)
 	return rl;
 }
 
-void ratelimiter_free(struct ratelimiter *rl)
+void wg_ratelimiter_free(struct ratelimiter *rl)
 {
 	free(rl);
 }
@@ -87,7 +87,7 @@ static void gc(struct ratelimiter *rl, uint64_t now_ns)
 	rl->last_gc_ns = now_ns;
 }
 
-bool ratelimiter_allow(struct ratelimiter *rl, const struct endpoint *src, uint64_t now_ns)
+bool wg_ratelimiter_allow(struct ratelimiter *rl, const struct endpoint *src, uint64_t now_ns)
 {
 	uint8_t key[8] = { 0 };
 	struct rl_entry *e;

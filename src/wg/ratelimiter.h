@@ -22,8 +22,8 @@
 
 struct ratelimiter;
 
-struct ratelimiter *ratelimiter_new(void);
-void ratelimiter_free(struct ratelimiter *rl);
-bool ratelimiter_allow(struct ratelimiter *rl, const struct endpoint *src, uint64_t now_ns);
+struct ratelimiter *wg_ratelimiter_new(void);
+void wg_ratelimiter_free(struct ratelimiter *rl);
+bool wg_ratelimiter_allow(struct ratelimiter *rl, const struct endpoint *src, uint64_t now_ns);
 
 #endif

@@ -22,8 +22,8 @@ static void set_endpoint(struct wg_peer *peer, const struct endpoint *ep)
 
 static void handshake_authenticated(struct wg_peer *peer, struct pkt *pkt)
 {
-	timers_any_authenticated_packet_received(peer);
-	timers_any_authenticated_packet_traversal(peer);
+	wg_timers_any_authenticated_packet_received(peer);
+	wg_timers_any_authenticated_packet_traversal(peer);
 	peer->rx_bytes += pkt->len;
 }
 
@@ -33,8 +33,8 @@ static void receive_cookie(struct wg_device *dev, struct pkt *pkt)
 	struct index_entry *e;
 
 	e = wg_index_lookup(dev, le32_read(&msg->receiver_index), INDEX_HANDSHAKE | INDEX_KEYPAIR);
-	if (!e || cookie_message_consume(&e->peer->cookie, msg, dev->now_ns) < 0) {
-		device_drop(dev, WG_DROP_RX_COOKIE, pkt);
+	if (!e || wg_cookie_message_consume(&e->peer->cookie, msg, dev->now_ns) < 0) {
+		wg_device_drop(dev, WG_DROP_RX_COOKIE, pkt);
 		return;
 	}
 	pkt_free(&pkt, 1);
@@ -47,48 +47,48 @@ static void receive_handshake(struct wg_device *dev, struct pkt *pkt, uint32_t t
 	bool under_load;
 	int reason;
 
-	under_load = device_under_load(dev);
-	state = cookie_validate_packet(&dev->cookie_checker, pkt->data, pkt->len, &pkt->ep,
-				       under_load, dev->now_ns);
+	under_load = wg_device_under_load(dev);
+	state = wg_cookie_validate_packet(&dev->cookie_checker, pkt->data, pkt->len, &pkt->ep,
+					  under_load, dev->now_ns);
 	if (state == INVALID_MAC) {
-		device_drop(dev, WG_DROP_RX_MAC1, pkt);
+		wg_device_drop(dev, WG_DROP_RX_MAC1, pkt);
 		return;
 	}
 	if (under_load && state != VALID_MAC_WITH_COOKIE) {
 		/* Both message types start with the sender index a reply goes to. */
-		send_handshake_cookie(dev, pkt, le32_read(pkt->data + 4));
-		device_drop(dev, WG_DROP_RX_COOKIE_SENT, pkt);
+		wg_send_handshake_cookie(dev, pkt, le32_read(pkt->data + 4));
+		wg_device_drop(dev, WG_DROP_RX_COOKIE_SENT, pkt);
 		return;
 	}
 	/* mac2 proved the source address, so the address is worth limiting per source. */
-	if (under_load && !ratelimiter_allow(dev->ratelimiter, &pkt->ep, dev->now_ns)) {
-		device_drop(dev, WG_DROP_RX_RATELIMIT, pkt);
+	if (under_load && !wg_ratelimiter_allow(dev->ratelimiter, &pkt->ep, dev->now_ns)) {
+		wg_device_drop(dev, WG_DROP_RX_RATELIMIT, pkt);
 		return;
 	}
 
 	if (type == MESSAGE_HANDSHAKE_INITIATION) {
-		peer = noise_handshake_consume_initiation(dev, (const void *)pkt->data, dev->now_ns,
-							  &reason);
+		peer = wg_noise_handshake_consume_initiation(dev, (const void *)pkt->data,
+							     dev->now_ns, &reason);
 		if (!peer) {
-			device_drop(dev, (enum wg_drop_reason)reason, pkt);
+			wg_device_drop(dev, (enum wg_drop_reason)reason, pkt);
 			return;
 		}
 		set_endpoint(peer, &pkt->ep);
-		send_handshake_response(peer);
+		wg_send_handshake_response(peer);
 	} else {
-		peer = noise_handshake_consume_response(dev, (const void *)pkt->data);
+		peer = wg_noise_handshake_consume_response(dev, (const void *)pkt->data);
 		if (!peer) {
-			device_drop(dev, WG_DROP_RX_HANDSHAKE, pkt);
+			wg_device_drop(dev, WG_DROP_RX_HANDSHAKE, pkt);
 			return;
 		}
 		set_endpoint(peer, &pkt->ep);
-		if (noise_handshake_begin_session(dev, &peer->handshake, &peer->keypairs,
-						  dev->now_ns) == 0) {
+		if (wg_noise_handshake_begin_session(dev, &peer->handshake, &peer->keypairs,
+						     dev->now_ns) == 0) {
 			dev->stats.handshakes_completed++;
-			timers_session_derived(peer);
-			timers_handshake_complete(peer);
+			wg_timers_session_derived(peer);
+			wg_timers_handshake_complete(peer);
 			/* The responder waits for our first packet before it may send: confirm now. */
-			send_keepalive(peer);
+			wg_send_keepalive(peer);
 		}
 	}
 	handshake_authenticated(peer, pkt);
@@ -103,18 +103,18 @@ static void receive_data(struct wg_device *dev, struct pkt *pkt)
 
 	e = wg_index_lookup(dev, le32_read(&msg->key_idx), INDEX_KEYPAIR);
 	if (!e) {
-		device_drop(dev, WG_DROP_RX_UNKNOWN_INDEX, pkt);
+		wg_device_drop(dev, WG_DROP_RX_UNKNOWN_INDEX, pkt);
 		return;
 	}
 	kp = e->keypair;
 	if (!kp->recv_valid || dev->now_ns - kp->birth_ns >= REJECT_AFTER_TIME_NS ||
 	    kp->replay.greatest >= REJECT_AFTER_MESSAGES) {
 		kp->recv_valid = false;
-		device_drop(dev, WG_DROP_RX_KEY_EXPIRED, pkt);
+		wg_device_drop(dev, WG_DROP_RX_KEY_EXPIRED, pkt);
 		return;
 	}
 	pkt->counter = le64_read(&msg->counter);
-	pkt->keypair = noise_keypair_get(kp);
+	pkt->keypair = wg_noise_keypair_get(kp);
 	pkt->peer = wg_peer_get(e->peer);
 	pkt->err = 0;
 	pkt_list_add(&dev->out.dec, pkt);
@@ -124,7 +124,7 @@ void wg_device_rx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t
 {
 	unsigned i;
 
-	device_lock(dev, now_ns);
+	wg_device_lock(dev, now_ns);
 	for (i = 0; i < n; i++) {
 		struct pkt *pkt = pkts[i];
 		uint32_t type;
@@ -132,7 +132,7 @@ void wg_device_rx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t
 		pkt->keypair = NULL;
 		pkt->peer = NULL;
 		if (pkt->len < sizeof(struct message_header)) {
-			device_drop(dev, WG_DROP_RX_SHORT, pkt);
+			wg_device_drop(dev, WG_DROP_RX_SHORT, pkt);
 			continue;
 		}
 		/* The three reserved bytes must be zero: compare all four as one number. */
@@ -143,31 +143,31 @@ void wg_device_rx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t
 			if (pkt->len != (type == MESSAGE_HANDSHAKE_INITIATION ?
 						 sizeof(struct message_handshake_initiation) :
 						 sizeof(struct message_handshake_response))) {
-				device_drop(dev, WG_DROP_RX_SHORT, pkt);
+				wg_device_drop(dev, WG_DROP_RX_SHORT, pkt);
 				break;
 			}
 			receive_handshake(dev, pkt, type);
 			break;
 		case MESSAGE_HANDSHAKE_COOKIE:
 			if (pkt->len != sizeof(struct message_handshake_cookie)) {
-				device_drop(dev, WG_DROP_RX_SHORT, pkt);
+				wg_device_drop(dev, WG_DROP_RX_SHORT, pkt);
 				break;
 			}
 			receive_cookie(dev, pkt);
 			break;
 		case MESSAGE_DATA:
 			if (pkt->len < MESSAGE_MINIMUM_LENGTH) {
-				device_drop(dev, WG_DROP_RX_SHORT, pkt);
+				wg_device_drop(dev, WG_DROP_RX_SHORT, pkt);
 				break;
 			}
 			receive_data(dev, pkt);
 			break;
 		default:
-			device_drop(dev, WG_DROP_RX_TYPE, pkt);
+			wg_device_drop(dev, WG_DROP_RX_TYPE, pkt);
 			break;
 		}
 	}
-	device_unlock(dev);
+	wg_device_unlock(dev);
 }
 
 void wg_receive_decrypt(struct pkt *pkt)
@@ -228,7 +228,7 @@ static void keep_key_fresh(struct wg_peer *peer)
 	    peer->dev->now_ns - kp->birth_ns >
 		    REJECT_AFTER_TIME_NS - KEEPALIVE_TIMEOUT_NS - REKEY_TIMEOUT_NS) {
 		peer->sent_lastminute_handshake = true;
-		send_handshake_initiation(peer, false);
+		wg_send_handshake_initiation(peer, false);
 	}
 }
 
@@ -236,7 +236,7 @@ void wg_receive_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uin
 {
 	unsigned i;
 
-	device_lock(dev, now_ns);
+	wg_device_lock(dev, now_ns);
 	for (i = 0; i < n; i++) {
 		struct pkt *pkt = pkts[i];
 		struct wg_peer *peer = pkt->peer;
@@ -251,12 +251,12 @@ void wg_receive_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uin
 		}
 		if (pkt->err) {
 			wg_pkt_release(pkt);
-			device_drop(dev, WG_DROP_RX_DECRYPT, pkt);
+			wg_device_drop(dev, WG_DROP_RX_DECRYPT, pkt);
 			continue;
 		}
 		if (!replay_window_check(&kp->replay, pkt->counter)) {
 			wg_pkt_release(pkt);
-			device_drop(dev, WG_DROP_RX_REPLAY, pkt);
+			wg_device_drop(dev, WG_DROP_RX_REPLAY, pkt);
 			continue;
 		}
 		/*
@@ -265,33 +265,33 @@ void wg_receive_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uin
 		 * from, not to the address the peer has just left.
 		 */
 		set_endpoint(peer, &pkt->ep);
-		if (noise_received_with_keypair(dev, &peer->keypairs, kp)) {
-			timers_handshake_complete(peer);
-			send_staged(peer);
+		if (wg_noise_received_with_keypair(dev, &peer->keypairs, kp)) {
+			wg_timers_handshake_complete(peer);
+			wg_send_staged(peer);
 		}
 		/* The device's reference keeps a live peer; kp is not used past here. */
 		wg_pkt_release(pkt);
 		keep_key_fresh(peer);
-		timers_any_authenticated_packet_received(peer);
-		timers_any_authenticated_packet_traversal(peer);
+		wg_timers_any_authenticated_packet_received(peer);
+		wg_timers_any_authenticated_packet_traversal(peer);
 		peer->rx_bytes += pkt->len + MESSAGE_MINIMUM_LENGTH;
 		if (pkt->len == 0) {
 			pkt_free(&pkt, 1); /* keepalive */
 			continue;
 		}
-		timers_data_received(peer);
+		wg_timers_data_received(peer);
 		src = ip_validate(pkt, &family);
 		if (!src) {
-			device_drop(dev, WG_DROP_RX_BAD_IP, pkt);
+			wg_device_drop(dev, WG_DROP_RX_BAD_IP, pkt);
 			continue;
 		}
-		if (allowedips_lookup(dev->allowedips, family, src) != peer) {
-			device_drop(dev, WG_DROP_RX_ALLOWEDIPS, pkt);
+		if (wg_allowedips_lookup(dev->allowedips, family, src) != peer) {
+			wg_device_drop(dev, WG_DROP_RX_ALLOWEDIPS, pkt);
 			continue;
 		}
 		dev->stats.rx_packets++;
 		dev->stats.rx_bytes += pkt->len;
 		pkt_list_add(&dev->out.tun, pkt);
 	}
-	device_unlock(dev);
+	wg_device_unlock(dev);
 }

@@ -13,12 +13,12 @@
  * references (under the lock) and goes to encryption, which needs neither.
  */
 
-void send_to_peer(struct wg_peer *peer, struct pkt *pkt)
+void wg_send_to_peer(struct wg_peer *peer, struct pkt *pkt)
 {
 	struct wg_device *dev = peer->dev;
 
 	if (!endpoint_is_set(&peer->endpoint)) {
-		device_drop(dev, WG_DROP_TX_NO_ENDPOINT, pkt);
+		wg_device_drop(dev, WG_DROP_TX_NO_ENDPOINT, pkt);
 		return;
 	}
 	pkt->ep = peer->endpoint;
@@ -35,7 +35,7 @@ static struct pkt *pkt_new(struct wg_device *dev)
 	return pkt;
 }
 
-void send_handshake_initiation(struct wg_peer *peer, bool is_retry)
+void wg_send_handshake_initiation(struct wg_peer *peer, bool is_retry)
 {
 	struct wg_device *dev = peer->dev;
 	struct message_handshake_initiation *msg;
@@ -54,21 +54,21 @@ void send_handshake_initiation(struct wg_peer *peer, bool is_retry)
 		return;
 	peer->last_sent_handshake_ns = dev->now_ns;
 	msg = (void *)pkt->data;
-	if (noise_handshake_create_initiation(dev, &peer->handshake, msg,
-					      device_wall_ns(dev)) < 0) {
+	if (wg_noise_handshake_create_initiation(dev, &peer->handshake, msg,
+						 wg_device_wall_ns(dev)) < 0) {
 		pkt_free(&pkt, 1);
 		return;
 	}
 	pkt->len = sizeof(*msg);
-	cookie_add_mac_to_packet(&peer->cookie, pkt->data, pkt->len, dev->now_ns);
-	timers_any_authenticated_packet_traversal(peer);
-	timers_any_authenticated_packet_sent(peer);
-	send_to_peer(peer, pkt);
+	wg_cookie_add_mac_to_packet(&peer->cookie, pkt->data, pkt->len, dev->now_ns);
+	wg_timers_any_authenticated_packet_traversal(peer);
+	wg_timers_any_authenticated_packet_sent(peer);
+	wg_send_to_peer(peer, pkt);
 	/* Armed even without an endpoint: the retry may find one set by then. */
-	timers_handshake_initiated(peer);
+	wg_timers_handshake_initiated(peer);
 }
 
-void send_handshake_response(struct wg_peer *peer)
+void wg_send_handshake_response(struct wg_peer *peer)
 {
 	struct wg_device *dev = peer->dev;
 	struct message_handshake_response *msg;
@@ -78,32 +78,32 @@ void send_handshake_response(struct wg_peer *peer)
 	if (!pkt)
 		return;
 	msg = (void *)pkt->data;
-	if (noise_handshake_create_response(dev, &peer->handshake, msg) < 0)
+	if (wg_noise_handshake_create_response(dev, &peer->handshake, msg) < 0)
 		goto drop;
 	pkt->len = sizeof(*msg);
-	cookie_add_mac_to_packet(&peer->cookie, pkt->data, pkt->len, dev->now_ns);
-	if (noise_handshake_begin_session(dev, &peer->handshake, &peer->keypairs,
-					  dev->now_ns) < 0)
+	wg_cookie_add_mac_to_packet(&peer->cookie, pkt->data, pkt->len, dev->now_ns);
+	if (wg_noise_handshake_begin_session(dev, &peer->handshake, &peer->keypairs, dev->now_ns) <
+	    0)
 		goto drop;
 	dev->stats.handshakes_completed++;
-	timers_session_derived(peer);
-	timers_any_authenticated_packet_traversal(peer);
-	timers_any_authenticated_packet_sent(peer);
+	wg_timers_session_derived(peer);
+	wg_timers_any_authenticated_packet_traversal(peer);
+	wg_timers_any_authenticated_packet_sent(peer);
 	peer->last_sent_handshake_ns = dev->now_ns;
-	send_to_peer(peer, pkt);
+	wg_send_to_peer(peer, pkt);
 	return;
 drop:
 	pkt_free(&pkt, 1);
 }
 
-void send_handshake_cookie(struct wg_device *dev, const struct pkt *in, uint32_t sender_index)
+void wg_send_handshake_cookie(struct wg_device *dev, const struct pkt *in, uint32_t sender_index)
 {
 	struct pkt *pkt = pkt_new(dev);
 
 	if (!pkt)
 		return;
-	if (cookie_message_create(&dev->cookie_checker, (void *)pkt->data, in->data, in->len,
-				  sender_index, &in->ep, dev->now_ns) < 0) {
+	if (wg_cookie_message_create(&dev->cookie_checker, (void *)pkt->data, in->data, in->len,
+				     sender_index, &in->ep, dev->now_ns) < 0) {
 		pkt_free(&pkt, 1);
 		return;
 	}
@@ -113,14 +113,14 @@ void send_handshake_cookie(struct wg_device *dev, const struct pkt *in, uint32_t
 	pkt_list_add(&dev->out.udp, pkt);
 }
 
-void send_purge_staged(struct wg_peer *peer, enum wg_drop_reason reason)
+void wg_send_purge_staged(struct wg_peer *peer, enum wg_drop_reason reason)
 {
 	struct pkt *p, *next;
 
 	for (p = peer->staged_head; p; p = next) {
 		next = p->next;
 		if (reason < WG_DROP_MAX)
-			device_drop(peer->dev, reason, p);
+			wg_device_drop(peer->dev, reason, p);
 		else
 			pkt_free(&p, 1);
 	}
@@ -128,7 +128,7 @@ void send_purge_staged(struct wg_peer *peer, enum wg_drop_reason reason)
 	peer->staged_len = 0;
 }
 
-void send_stage(struct wg_peer *peer, struct pkt *pkt)
+void wg_send_stage(struct wg_peer *peer, struct pkt *pkt)
 {
 	pkt->next = NULL;
 	if (peer->staged_tail)
@@ -142,11 +142,11 @@ void send_stage(struct wg_peer *peer, struct pkt *pkt)
 
 		peer->staged_head = old->next;
 		peer->staged_len--;
-		device_drop(peer->dev, WG_DROP_TX_STAGED_FULL, old);
+		wg_device_drop(peer->dev, WG_DROP_TX_STAGED_FULL, old);
 	}
 }
 
-void send_keepalive(struct wg_peer *peer)
+void wg_send_keepalive(struct wg_peer *peer)
 {
 	struct pkt *pkt;
 
@@ -155,9 +155,9 @@ void send_keepalive(struct wg_peer *peer)
 		if (!pkt)
 			return;
 		pkt->len = 0;
-		send_stage(peer, pkt);
+		wg_send_stage(peer, pkt);
 	}
-	send_staged(peer);
+	wg_send_staged(peer);
 }
 
 static bool keypair_send_usable(const struct wg_device *dev, const struct noise_keypair *kp)
@@ -173,10 +173,10 @@ static void keep_key_fresh(struct wg_peer *peer)
 	if (kp && kp->send_valid &&
 	    (kp->send_counter > REKEY_AFTER_MESSAGES ||
 	     (kp->initiator && peer->dev->now_ns - kp->birth_ns > REKEY_AFTER_TIME_NS)))
-		send_handshake_initiation(peer, false);
+		wg_send_handshake_initiation(peer, false);
 }
 
-void send_staged(struct wg_peer *peer)
+void wg_send_staged(struct wg_peer *peer)
 {
 	struct wg_device *dev = peer->dev;
 	struct noise_keypair *kp = peer->keypairs.current;
@@ -196,7 +196,7 @@ void send_staged(struct wg_peer *peer)
 			peer->staged_tail = NULL;
 		peer->staged_len--;
 		p->counter = kp->send_counter++;
-		p->keypair = noise_keypair_get(kp);
+		p->keypair = wg_noise_keypair_get(kp);
 		p->peer = wg_peer_get(peer);
 		pkt_list_add(&dev->out.enc, p);
 	}
@@ -204,7 +204,7 @@ void send_staged(struct wg_peer *peer)
 	return;
 handshake:
 	/* The packets stay staged until the handshake completes or gives up. */
-	send_handshake_initiation(peer, false);
+	wg_send_handshake_initiation(peer, false);
 }
 
 void wg_send_encrypt(struct pkt *pkt)
@@ -237,7 +237,7 @@ void wg_send_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64
 {
 	unsigned i;
 
-	device_lock(dev, now_ns);
+	wg_device_lock(dev, now_ns);
 	for (i = 0; i < n; i++) {
 		struct pkt *pkt = pkts[i];
 		struct wg_peer *peer = pkt->peer;
@@ -252,24 +252,24 @@ void wg_send_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64
 		/* A live peer is held by the device too, so it outlasts the packet's reference. */
 		wg_pkt_release(pkt);
 		if (!endpoint_is_set(&peer->endpoint)) {
-			device_drop(dev, WG_DROP_TX_NO_ENDPOINT, pkt);
+			wg_device_drop(dev, WG_DROP_TX_NO_ENDPOINT, pkt);
 			continue;
 		}
 		dev->stats.tx_packets++;
 		dev->stats.tx_bytes += pkt->len;
-		timers_any_authenticated_packet_traversal(peer);
-		timers_any_authenticated_packet_sent(peer);
+		wg_timers_any_authenticated_packet_traversal(peer);
+		wg_timers_any_authenticated_packet_sent(peer);
 		if (!keepalive)
-			timers_data_sent(peer);
-		send_to_peer(peer, pkt);
+			wg_timers_data_sent(peer);
+		wg_send_to_peer(peer, pkt);
 		keep_key_fresh(peer);
 	}
-	device_unlock(dev);
+	wg_device_unlock(dev);
 }
 
 void wg_pkt_release(struct pkt *pkt)
 {
-	noise_keypair_put(pkt->keypair);
+	wg_noise_keypair_put(pkt->keypair);
 	pkt->keypair = NULL;
 	if (pkt->peer)
 		wg_peer_put(pkt->peer);

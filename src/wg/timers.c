@@ -8,7 +8,7 @@
  *   retransmit_handshake  armed when we send an initiation, cleared when a handshake
  *                         completes; on expiry resend, and after MAX_TIMER_HANDSHAKES
  *                         attempts (REKEY_ATTEMPT_TIME) give up and drop staged packets.
- *   send_keepalive        armed when data arrives and we have sent nothing since; an
+ *   wg_send_keepalive        armed when data arrives and we have sent nothing since; an
  *                         empty packet after KEEPALIVE_TIMEOUT tells the sender we live.
  *   new_handshake         armed when we send data; if nothing authenticated comes back
  *                         within KEEPALIVE_TIMEOUT + REKEY_TIMEOUT, start a handshake.
@@ -29,7 +29,7 @@ static void timer_mod(struct wg_peer *peer, enum wg_timer t, uint64_t deadline_n
 	if (peer->dead)
 		return;
 	peer->timers[t] = deadline_ns;
-	device_arm_deadline(peer->dev, deadline_ns);
+	wg_device_arm_deadline(peer->dev, deadline_ns);
 }
 
 static void timer_del(struct wg_peer *peer, enum wg_timer t)
@@ -44,10 +44,10 @@ static bool timer_pending(const struct wg_peer *peer, enum wg_timer t)
 
 static uint64_t jitter(struct wg_peer *peer)
 {
-	return device_random(peer->dev, REKEY_TIMEOUT_JITTER_MAX_NS);
+	return wg_device_random(peer->dev, REKEY_TIMEOUT_JITTER_MAX_NS);
 }
 
-void timers_init(struct wg_peer *peer)
+void wg_timers_init(struct wg_peer *peer)
 {
 	int t;
 
@@ -58,7 +58,7 @@ void timers_init(struct wg_peer *peer)
 	peer->sent_lastminute_handshake = false;
 }
 
-void timers_stop(struct wg_peer *peer)
+void wg_timers_stop(struct wg_peer *peer)
 {
 	int t;
 
@@ -66,14 +66,14 @@ void timers_stop(struct wg_peer *peer)
 		peer->timers[t] = TIME_NEVER;
 }
 
-void timers_data_sent(struct wg_peer *peer)
+void wg_timers_data_sent(struct wg_peer *peer)
 {
 	if (!timer_pending(peer, TIMER_NEW_HANDSHAKE))
 		timer_mod(peer, TIMER_NEW_HANDSHAKE,
 			  now(peer) + KEEPALIVE_TIMEOUT_NS + REKEY_TIMEOUT_NS + jitter(peer));
 }
 
-void timers_data_received(struct wg_peer *peer)
+void wg_timers_data_received(struct wg_peer *peer)
 {
 	if (!timer_pending(peer, TIMER_SEND_KEEPALIVE))
 		timer_mod(peer, TIMER_SEND_KEEPALIVE, now(peer) + KEEPALIVE_TIMEOUT_NS);
@@ -81,37 +81,37 @@ void timers_data_received(struct wg_peer *peer)
 		peer->need_another_keepalive = true;
 }
 
-void timers_any_authenticated_packet_sent(struct wg_peer *peer)
+void wg_timers_any_authenticated_packet_sent(struct wg_peer *peer)
 {
 	timer_del(peer, TIMER_SEND_KEEPALIVE);
 }
 
-void timers_any_authenticated_packet_received(struct wg_peer *peer)
+void wg_timers_any_authenticated_packet_received(struct wg_peer *peer)
 {
 	timer_del(peer, TIMER_NEW_HANDSHAKE);
 }
 
-void timers_any_authenticated_packet_traversal(struct wg_peer *peer)
+void wg_timers_any_authenticated_packet_traversal(struct wg_peer *peer)
 {
 	if (peer->persistent_keepalive_interval)
 		timer_mod(peer, TIMER_PERSISTENT_KEEPALIVE,
 			  now(peer) + peer->persistent_keepalive_interval * NSEC_PER_SEC);
 }
 
-void timers_handshake_initiated(struct wg_peer *peer)
+void wg_timers_handshake_initiated(struct wg_peer *peer)
 {
 	timer_mod(peer, TIMER_RETRANSMIT_HANDSHAKE, now(peer) + REKEY_TIMEOUT_NS + jitter(peer));
 }
 
-void timers_handshake_complete(struct wg_peer *peer)
+void wg_timers_handshake_complete(struct wg_peer *peer)
 {
 	timer_del(peer, TIMER_RETRANSMIT_HANDSHAKE);
 	peer->handshake_attempts = 0;
 	peer->sent_lastminute_handshake = false;
-	peer->last_handshake_wall_ns = device_wall_ns(peer->dev);
+	peer->last_handshake_wall_ns = wg_device_wall_ns(peer->dev);
 }
 
-void timers_session_derived(struct wg_peer *peer)
+void wg_timers_session_derived(struct wg_peer *peer)
 {
 	timer_mod(peer, TIMER_ZERO_KEY_MATERIAL, now(peer) + REJECT_AFTER_TIME_NS * 3);
 }
@@ -120,7 +120,7 @@ static void expired_retransmit_handshake(struct wg_peer *peer)
 {
 	if (peer->handshake_attempts > MAX_TIMER_HANDSHAKES) {
 		timer_del(peer, TIMER_SEND_KEEPALIVE);
-		send_purge_staged(peer, WG_DROP_TX_NO_KEY);
+		wg_send_purge_staged(peer, WG_DROP_TX_NO_KEY);
 		/* Nothing got through: the keys we still hold are of no use, wipe them soon. */
 		if (!timer_pending(peer, TIMER_ZERO_KEY_MATERIAL))
 			timer_mod(peer, TIMER_ZERO_KEY_MATERIAL,
@@ -128,12 +128,12 @@ static void expired_retransmit_handshake(struct wg_peer *peer)
 		return;
 	}
 	peer->handshake_attempts++;
-	send_handshake_initiation(peer, true);
+	wg_send_handshake_initiation(peer, true);
 }
 
 static void expired_send_keepalive(struct wg_peer *peer)
 {
-	send_keepalive(peer);
+	wg_send_keepalive(peer);
 	if (peer->need_another_keepalive) {
 		peer->need_another_keepalive = false;
 		timer_mod(peer, TIMER_SEND_KEEPALIVE, now(peer) + KEEPALIVE_TIMEOUT_NS);
@@ -142,22 +142,22 @@ static void expired_send_keepalive(struct wg_peer *peer)
 
 static void expired_new_handshake(struct wg_peer *peer)
 {
-	send_handshake_initiation(peer, false);
+	wg_send_handshake_initiation(peer, false);
 }
 
 static void expired_zero_key_material(struct wg_peer *peer)
 {
-	noise_keypairs_clear(peer->dev, &peer->keypairs);
-	noise_handshake_clear(peer->dev, &peer->handshake);
+	wg_noise_keypairs_clear(peer->dev, &peer->keypairs);
+	wg_noise_handshake_clear(peer->dev, &peer->handshake);
 }
 
 static void expired_persistent_keepalive(struct wg_peer *peer)
 {
 	if (peer->persistent_keepalive_interval)
-		send_keepalive(peer);
+		wg_send_keepalive(peer);
 }
 
-uint64_t timers_run_peer(struct wg_peer *peer)
+uint64_t wg_timers_run_peer(struct wg_peer *peer)
 {
 	static void (*const handlers[TIMER_MAX])(struct wg_peer *) = {
 		[TIMER_RETRANSMIT_HANDSHAKE] = expired_retransmit_handshake,

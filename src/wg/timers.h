@@ -11,15 +11,15 @@
 
 struct wg_peer;
 
-void timers_init(struct wg_peer *peer);
-void timers_stop(struct wg_peer *peer);
-void timers_data_sent(struct wg_peer *peer);
-void timers_data_received(struct wg_peer *peer);
-void timers_any_authenticated_packet_sent(struct wg_peer *peer);
-void timers_any_authenticated_packet_received(struct wg_peer *peer);
-void timers_any_authenticated_packet_traversal(struct wg_peer *peer);
-void timers_handshake_initiated(struct wg_peer *peer);
-void timers_handshake_complete(struct wg_peer *peer);
-void timers_session_derived(struct wg_peer *peer);
+void wg_timers_init(struct wg_peer *peer);
+void wg_timers_stop(struct wg_peer *peer);
+void wg_timers_data_sent(struct wg_peer *peer);
+void wg_timers_data_received(struct wg_peer *peer);
+void wg_timers_any_authenticated_packet_sent(struct wg_peer *peer);
+void wg_timers_any_authenticated_packet_received(struct wg_peer *peer);
+void wg_timers_any_authenticated_packet_traversal(struct wg_peer *peer);
+void wg_timers_handshake_initiated(struct wg_peer *peer);
+void wg_timers_handshake_complete(struct wg_peer *peer);
+void wg_timers_session_derived(struct wg_peer *peer);
 
 #endif

@@ -334,7 +334,7 @@ static void log_failure(unsigned line, const char *k, size_t klen, const char *w
 		log_warn("uapi: set: line %u: %s", line, why);
 }
 
-int uapi_set_parse(const char *text, size_t len, struct wg_device_cfg **ret, unsigned *err_line)
+int wg_uapi_set_parse(const char *text, size_t len, struct wg_device_cfg **ret, unsigned *err_line)
 {
 	struct parser ps = {0};
 	const char *p = text, *end = len ? text + len : text; /* NULL + 0 is undefined */
@@ -450,7 +450,7 @@ static void emit_key(struct out *o, const char *name, const uint8_t key[WG_KEY_L
 	crypto_wipe(s, sizeof(s));
 }
 
-int uapi_get_format(const struct wg_device_info *info, char **ret)
+int wg_uapi_get_format(const struct wg_device_info *info, char **ret)
 {
 	struct out o = {0};
 	size_t cap = DEVICE_MAX + 1;

@@ -26,12 +26,12 @@
  * err_line is not NULL, it receives the 1-based line number at fault (0 when the
  * request as a whole is too large). *ret is set only on success.
  */
-int uapi_set_parse(const char *text, size_t len, struct wg_device_cfg **ret, unsigned *err_line);
+int wg_uapi_set_parse(const char *text, size_t len, struct wg_device_cfg **ret, unsigned *err_line);
 
 /*
  * Formats the body of a "get=1" reply (every key=value line, without the final
  * "errno=0\n\n"). Returns the length, or -ENOMEM; *ret is malloc'd, NUL terminated.
  */
-int uapi_get_format(const struct wg_device_info *info, char **ret);
+int wg_uapi_get_format(const struct wg_device_info *info, char **ret);
 
 #endif

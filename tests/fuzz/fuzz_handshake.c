@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The handshake consumers driven directly, past mac1. The first byte picks:
- *   0  noise_handshake_consume_initiation on the rest
- *   1  noise_handshake_consume_response on the rest, aimed at a pending initiation
- *   2  cookie_message_consume on the rest, as an answer to a message we sent
+ *   0  wg_noise_handshake_consume_initiation on the rest
+ *   1  wg_noise_handshake_consume_response on the rest, aimed at a pending initiation
+ *   2  wg_cookie_message_consume on the rest, as an answer to a message we sent
  *   3  a real initiation from the peer XOR the rest, macs recomputed, through wg_device_rx
  *   4  a real response to our initiation XOR the rest, macs recomputed, through wg_device_rx
  * so the fuzzer explores both garbage and nearly valid messages.
@@ -26,8 +26,8 @@ static void xor_into(uint8_t *msg, size_t len, const uint8_t *data, size_t size)
 static bool us_initiate(struct message_handshake_initiation *init)
 {
 	us.dev->now_ns = h_now;
-	return noise_handshake_create_initiation(us.dev, &us_them->handshake, init,
-						 H_WALL_BASE + h_now) == 0;
+	return wg_noise_handshake_create_initiation(us.dev, &us_them->handshake, init,
+						    H_WALL_BASE + h_now) == 0;
 }
 
 static void one(uint8_t mode, const uint8_t *data, size_t size)
@@ -42,21 +42,21 @@ static void one(uint8_t mode, const uint8_t *data, size_t size)
 	switch (mode % 5) {
 	case 0:
 		memcpy(msg, data, MIN(size, sizeof(init)));
-		noise_handshake_consume_initiation(us.dev, (void *)msg, h_now, &reason);
+		wg_noise_handshake_consume_initiation(us.dev, (void *)msg, h_now, &reason);
 		break;
 	case 1:
 		if (!us_initiate(&init))
 			break;
 		memcpy(msg, data, MIN(size, sizeof(*resp)));
 		le32_write(&resp->receiver_index, le32_read(&init.sender_index));
-		if (noise_handshake_consume_response(us.dev, resp))
-			noise_handshake_begin_session(us.dev, &us_them->handshake,
-						      &us_them->keypairs, h_now);
+		if (wg_noise_handshake_consume_response(us.dev, resp))
+			wg_noise_handshake_begin_session(us.dev, &us_them->handshake,
+							 &us_them->keypairs, h_now);
 		break;
 	case 2:
 		memcpy(msg, data, MIN(size, sizeof(*ck)));
 		us_them->cookie.have_sent_mac1 = true;
-		cookie_message_consume(&us_them->cookie, ck, h_now);
+		wg_cookie_message_consume(&us_them->cookie, ck, h_now);
 		break;
 	case 3:
 		fuzz_wg_initiation(msg);
@@ -68,14 +68,14 @@ static void one(uint8_t mode, const uint8_t *data, size_t size)
 		if (!us_initiate(&init))
 			break;
 		them.dev->now_ns = h_now;
-		if (!noise_handshake_consume_initiation(them.dev, &init, h_now, &reason) ||
-		    noise_handshake_create_response(them.dev, &them_us->handshake, resp) < 0)
+		if (!wg_noise_handshake_consume_initiation(them.dev, &init, h_now, &reason) ||
+		    wg_noise_handshake_create_response(them.dev, &them_us->handshake, resp) < 0)
 			break;
 		xor_into(msg, sizeof(*resp), data, size);
 		fuzz_wg_mac(msg, sizeof(*resp));
 		fuzz_wg_rx(msg, sizeof(*resp));
 		/* them's side is left half done; clear it for the next input. */
-		noise_handshake_clear(them.dev, &them_us->handshake);
+		wg_noise_handshake_clear(them.dev, &them_us->handshake);
 		break;
 	}
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * uapi_set_parse on arbitrary bytes; whatever it accepts is turned into the
+ * wg_uapi_set_parse on arbitrary bytes; whatever it accepts is turned into the
  * state snapshot the device would report and formatted back, so both
  * directions of the protocol run under the sanitizers.
  */
@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int r;
 
 	log_set_level(-1);
-	r = uapi_set_parse((const char *)data, size, &cfg, &line);
+	r = wg_uapi_set_parse((const char *)data, size, &cfg, &line);
 	if (r < 0) {
 		if (r != -EINVAL && r != -EPROTO && r != -ENOMEM)
 			abort();
@@ -72,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	info = info_from_cfg(cfg);
-	r = uapi_get_format(info, &text);
+	r = wg_uapi_get_format(info, &text);
 	if (r < 0 || strlen(text) != (size_t)r)
 		abort();
 	free(text);

@@ -49,7 +49,7 @@ static void fuzz_wg_setup(void)
 /* Sets mac1 (and mac2 from the peer's cookie, if any) as `them` would for `us`. */
 static void fuzz_wg_mac(uint8_t *msg, size_t len)
 {
-	cookie_add_mac_to_packet(&them_us->cookie, msg, len, them.dev->now_ns);
+	wg_cookie_add_mac_to_packet(&them_us->cookie, msg, len, them.dev->now_ns);
 }
 
 static void fuzz_wg_rx(const uint8_t *msg, size_t len)
@@ -85,8 +85,8 @@ static size_t fuzz_wg_initiation(uint8_t *out)
 	struct message_handshake_initiation *m = (void *)out;
 
 	them.dev->now_ns = h_now;
-	if (noise_handshake_create_initiation(them.dev, &them_us->handshake, m,
-					      H_WALL_BASE + h_now) < 0)
+	if (wg_noise_handshake_create_initiation(them.dev, &them_us->handshake, m,
+						 H_WALL_BASE + h_now) < 0)
 		abort();
 	fuzz_wg_mac(out, sizeof(*m));
 	return sizeof(*m);

@@ -263,7 +263,7 @@ static void check_walks(const struct allowedips *t, const struct ref *r, unsigne
 
 		for (unsigned i = 0; i < r->n; i++)
 			want += r->e[i].peer == P(p);
-		assert_int_equal(allowedips_walk_by_peer(t, P(p), check_walk, &ctx), 0);
+		assert_int_equal(wg_allowedips_walk_by_peer(t, P(p), check_walk, &ctx), 0);
 		assert_true(ctx.ok);
 		assert_int_equal(ctx.seen, want);
 	}
@@ -271,7 +271,7 @@ static void check_walks(const struct allowedips *t, const struct ref *r, unsigne
 
 static void random_round(int family, unsigned n_insert, unsigned npeers)
 {
-	struct allowedips *t = allowedips_new();
+	struct allowedips *t = wg_allowedips_new();
 	struct ref r = {0};
 	uint8_t addr[16];
 	unsigned cidr;
@@ -287,7 +287,7 @@ static void random_round(int family, unsigned n_insert, unsigned npeers)
 		memset(addr, 0, sizeof(addr));
 		random_addr(addr, family);
 		cidr = random_cidr(family);
-		assert_int_equal(allowedips_insert(t, family, addr, (uint8_t)cidr, peer), 0);
+		assert_int_equal(wg_allowedips_insert(t, family, addr, (uint8_t)cidr, peer), 0);
 		ref_insert(&r, family, addr, cidr, peer);
 
 		/* Occasionally remove something: existing, wrong owner, or absent. */
@@ -296,7 +296,8 @@ static void random_round(int family, unsigned n_insert, unsigned npeers)
 			void *who = rnd() % 4 ? e.peer : P(rnd() % npeers);
 			int want = ref_remove(&r, e.family, e.addr, e.cidr, who);
 
-			assert_int_equal(allowedips_remove(t, e.family, e.addr, e.cidr, who), want);
+			assert_int_equal(wg_allowedips_remove(t, e.family, e.addr, e.cidr, who),
+					 want);
 		}
 		if (rnd() % 8 == 0) {
 			random_addr(addr, family);
@@ -304,30 +305,32 @@ static void random_round(int family, unsigned n_insert, unsigned npeers)
 			void *who = P(rnd() % npeers);
 			int want = ref_remove(&r, family, addr, cidr, who);
 
-			assert_int_equal(allowedips_remove(t, family, addr, (uint8_t)cidr, who),
+			assert_int_equal(wg_allowedips_remove(t, family, addr, (uint8_t)cidr, who),
 					 want);
 		}
 	}
-	assert_int_equal(allowedips_count(t), r.n);
+	assert_int_equal(wg_allowedips_count(t), r.n);
 	check_shape(t);
 
 	for (unsigned i = 0; i < 20000; i++) {
 		memset(addr, 0, sizeof(addr));
 		random_addr(addr, family);
-		assert_ptr_equal(allowedips_lookup(t, family, addr), ref_lookup(&r, family, addr));
+		assert_ptr_equal(wg_allowedips_lookup(t, family, addr),
+				 ref_lookup(&r, family, addr));
 	}
 	check_walks(t, &r, npeers);
 
 	/* Drop a few peers entirely and check again. */
 	for (unsigned p = 0; p < npeers; p += 3) {
-		allowedips_remove_by_peer(t, P(p));
+		wg_allowedips_remove_by_peer(t, P(p));
 		ref_remove_by_peer(&r, P(p));
 	}
-	assert_int_equal(allowedips_count(t), r.n);
+	assert_int_equal(wg_allowedips_count(t), r.n);
 	check_shape(t);
 	for (unsigned i = 0; i < 20000; i++) {
 		random_addr(addr, family);
-		assert_ptr_equal(allowedips_lookup(t, family, addr), ref_lookup(&r, family, addr));
+		assert_ptr_equal(wg_allowedips_lookup(t, family, addr),
+				 ref_lookup(&r, family, addr));
 	}
 	check_walks(t, &r, npeers);
 
@@ -335,23 +338,23 @@ static void random_round(int family, unsigned n_insert, unsigned npeers)
 	while (r.n) {
 		struct ref_entry e = r.e[r.n - 1];
 
-		assert_int_equal(allowedips_remove(t, e.family, e.addr, e.cidr, e.peer), 0);
+		assert_int_equal(wg_allowedips_remove(t, e.family, e.addr, e.cidr, e.peer), 0);
 		r.n--;
 		if (r.n % 97 == 0) {
 			check_shape(t);
 			random_addr(addr, family);
-			assert_ptr_equal(allowedips_lookup(t, family, addr),
+			assert_ptr_equal(wg_allowedips_lookup(t, family, addr),
 					 ref_lookup(&r, family, addr));
 		}
 	}
-	assert_int_equal(allowedips_count(t), 0);
+	assert_int_equal(wg_allowedips_count(t), 0);
 	assert_null(t->root4);
 	assert_null(t->root6);
 	random_addr(addr, family);
-	assert_null(allowedips_lookup(t, family, addr));
+	assert_null(wg_allowedips_lookup(t, family, addr));
 
 	free(r.e);
-	allowedips_free(t);
+	wg_allowedips_free(t);
 }
 
 static void test_random_v4(void **state)
@@ -370,7 +373,7 @@ static void test_random_v6(void **state)
 
 static void test_random_mixed(void **state)
 {
-	struct allowedips *t = allowedips_new();
+	struct allowedips *t = wg_allowedips_new();
 	struct ref r = {0};
 	uint8_t addr[16];
 
@@ -382,24 +385,25 @@ static void test_random_mixed(void **state)
 
 		memset(addr, 0, sizeof(addr));
 		random_addr(addr, family);
-		assert_int_equal(allowedips_insert(t, family, addr, (uint8_t)cidr, peer), 0);
+		assert_int_equal(wg_allowedips_insert(t, family, addr, (uint8_t)cidr, peer), 0);
 		ref_insert(&r, family, addr, cidr, peer);
 	}
-	assert_int_equal(allowedips_count(t), r.n);
+	assert_int_equal(wg_allowedips_count(t), r.n);
 	for (unsigned i = 0; i < 20000; i++) {
 		int family = rnd() & 1 ? AF_INET : AF_INET6;
 
 		memset(addr, 0, sizeof(addr));
 		random_addr(addr, family);
-		assert_ptr_equal(allowedips_lookup(t, family, addr), ref_lookup(&r, family, addr));
+		assert_ptr_equal(wg_allowedips_lookup(t, family, addr),
+				 ref_lookup(&r, family, addr));
 	}
 	check_walks(t, &r, 16);
 	check_shape(t);
 	for (unsigned p = 0; p < 16; p += 2)
-		allowedips_remove_by_peer(t, P(p));
+		wg_allowedips_remove_by_peer(t, P(p));
 	check_shape(t);
 	free(r.e);
-	allowedips_free(t);
+	wg_allowedips_free(t);
 }
 
 /* ---- hand cases ---- */
@@ -409,7 +413,7 @@ static void *lookup4(struct allowedips *t, const char *s)
 	uint8_t a[4];
 
 	assert_int_equal(inet_pton(AF_INET, s, a), 1);
-	return allowedips_lookup(t, AF_INET, a);
+	return wg_allowedips_lookup(t, AF_INET, a);
 }
 
 static void *lookup6(struct allowedips *t, const char *s)
@@ -417,7 +421,7 @@ static void *lookup6(struct allowedips *t, const char *s)
 	uint8_t a[16];
 
 	assert_int_equal(inet_pton(AF_INET6, s, a), 1);
-	return allowedips_lookup(t, AF_INET6, a);
+	return wg_allowedips_lookup(t, AF_INET6, a);
 }
 
 static int insert4(struct allowedips *t, const char *s, uint8_t cidr, void *peer)
@@ -425,7 +429,7 @@ static int insert4(struct allowedips *t, const char *s, uint8_t cidr, void *peer
 	uint8_t a[4];
 
 	assert_int_equal(inet_pton(AF_INET, s, a), 1);
-	return allowedips_insert(t, AF_INET, a, cidr, peer);
+	return wg_allowedips_insert(t, AF_INET, a, cidr, peer);
 }
 
 static int insert6(struct allowedips *t, const char *s, uint8_t cidr, void *peer)
@@ -433,7 +437,7 @@ static int insert6(struct allowedips *t, const char *s, uint8_t cidr, void *peer
 	uint8_t a[16];
 
 	assert_int_equal(inet_pton(AF_INET6, s, a), 1);
-	return allowedips_insert(t, AF_INET6, a, cidr, peer);
+	return wg_allowedips_insert(t, AF_INET6, a, cidr, peer);
 }
 
 static int remove4(struct allowedips *t, const char *s, uint8_t cidr, void *peer)
@@ -441,12 +445,12 @@ static int remove4(struct allowedips *t, const char *s, uint8_t cidr, void *peer
 	uint8_t a[4];
 
 	assert_int_equal(inet_pton(AF_INET, s, a), 1);
-	return allowedips_remove(t, AF_INET, a, cidr, peer);
+	return wg_allowedips_remove(t, AF_INET, a, cidr, peer);
 }
 
 static void test_hand_v4(void **state)
 {
-	struct allowedips *t = allowedips_new();
+	struct allowedips *t = wg_allowedips_new();
 
 	(void)state;
 	assert_null(lookup4(t, "192.0.2.1"));
@@ -464,11 +468,11 @@ static void test_hand_v4(void **state)
 	assert_ptr_equal(lookup4(t, "192.0.2.201"), P(2));
 	assert_ptr_equal(lookup4(t, "192.0.3.1"), P(0));
 	assert_ptr_equal(lookup4(t, "198.51.100.77"), P(4));
-	assert_int_equal(allowedips_count(t), 5);
+	assert_int_equal(wg_allowedips_count(t), 5);
 
 	/* Host bits are masked off on insert: 192.0.2.77/24 is 192.0.2.0/24. */
 	assert_int_equal(insert4(t, "192.0.2.77", 24, P(5)), 0);
-	assert_int_equal(allowedips_count(t), 5);
+	assert_int_equal(wg_allowedips_count(t), 5);
 	assert_ptr_equal(lookup4(t, "192.0.2.1"), P(5));
 	/* ... and on remove, and only the owner may remove. */
 	assert_int_equal(remove4(t, "192.0.2.9", 24, P(1)), -ENOENT);
@@ -481,22 +485,23 @@ static void test_hand_v4(void **state)
 	assert_int_equal(remove4(t, "0.0.0.0", 0, P(0)), 0);
 	assert_null(lookup4(t, "192.0.3.1"));
 	assert_ptr_equal(lookup4(t, "192.0.2.200"), P(3));
-	assert_int_equal(allowedips_count(t), 3);
+	assert_int_equal(wg_allowedips_count(t), 3);
 
 	/* Invalid cidr and family. */
 	assert_int_equal(insert4(t, "192.0.2.0", 33, P(1)), -EINVAL);
 	assert_int_equal(insert4(t, "192.0.2.0", 255, P(1)), -EINVAL);
-	assert_int_equal(allowedips_insert(t, AF_UNIX, (const uint8_t *)"abcd", 8, P(1)), -EINVAL);
-	assert_null(allowedips_lookup(t, AF_UNIX, (const uint8_t *)"abcd"));
-	assert_int_equal(allowedips_count(t), 3);
+	assert_int_equal(wg_allowedips_insert(t, AF_UNIX, (const uint8_t *)"abcd", 8, P(1)),
+			 -EINVAL);
+	assert_null(wg_allowedips_lookup(t, AF_UNIX, (const uint8_t *)"abcd"));
+	assert_int_equal(wg_allowedips_count(t), 3);
 
-	allowedips_free(t);
-	allowedips_free(NULL);
+	wg_allowedips_free(t);
+	wg_allowedips_free(NULL);
 }
 
 static void test_hand_v6(void **state)
 {
-	struct allowedips *t = allowedips_new();
+	struct allowedips *t = wg_allowedips_new();
 
 	(void)state;
 	assert_int_equal(insert6(t, "::", 0, P(0)), 0);
@@ -518,13 +523,13 @@ static void test_hand_v6(void **state)
 	/* Take-over of an exact prefix. */
 	assert_int_equal(insert6(t, "2001:db8:1::", 48, P(7)), 0);
 	assert_ptr_equal(lookup6(t, "2001:db8:1::2"), P(7));
-	assert_int_equal(allowedips_count(t), 5);
+	assert_int_equal(wg_allowedips_count(t), 5);
 
-	allowedips_remove_by_peer(t, P(7));
+	wg_allowedips_remove_by_peer(t, P(7));
 	assert_ptr_equal(lookup6(t, "2001:db8:1::2"), P(1));
 	assert_ptr_equal(lookup6(t, "2001:db8:1::1"), P(3));
-	assert_int_equal(allowedips_count(t), 4);
-	allowedips_free(t);
+	assert_int_equal(wg_allowedips_count(t), 4);
+	wg_allowedips_free(t);
 }
 
 struct collect {
@@ -548,7 +553,7 @@ static int collect_cb(void *vctx, int family, const uint8_t *addr, uint8_t cidr)
 
 static void test_walk(void **state)
 {
-	struct allowedips *t = allowedips_new();
+	struct allowedips *t = wg_allowedips_new();
 	struct collect c = {0};
 
 	(void)state;
@@ -559,7 +564,7 @@ static void test_walk(void **state)
 	assert_int_equal(insert4(t, "100.64.0.0", 10, P(1)), 0);
 	assert_int_equal(insert6(t, "::", 0, P(1)), 0);
 
-	assert_int_equal(allowedips_walk_by_peer(t, P(1), collect_cb, &c), 0);
+	assert_int_equal(wg_allowedips_walk_by_peer(t, P(1), collect_cb, &c), 0);
 	assert_int_equal(c.n, 5);
 	/* IPv4 first, masked addresses. */
 	assert_string_equal(c.lines[0], "100.64.0.0/10");
@@ -570,44 +575,45 @@ static void test_walk(void **state)
 
 	memset(&c, 0, sizeof(c));
 	c.stop_after = 2;
-	assert_int_equal(allowedips_walk_by_peer(t, P(1), collect_cb, &c), 42);
+	assert_int_equal(wg_allowedips_walk_by_peer(t, P(1), collect_cb, &c), 42);
 	assert_int_equal(c.n, 2);
 
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(allowedips_walk_by_peer(t, P(9), collect_cb, &c), 0);
+	assert_int_equal(wg_allowedips_walk_by_peer(t, P(9), collect_cb, &c), 0);
 	assert_int_equal(c.n, 0);
 
-	allowedips_remove_by_peer(t, P(1));
-	assert_int_equal(allowedips_count(t), 1);
+	wg_allowedips_remove_by_peer(t, P(1));
+	assert_int_equal(wg_allowedips_count(t), 1);
 	assert_ptr_equal(lookup4(t, "192.0.2.7"), P(2));
 	assert_null(lookup6(t, "2001:db8::1"));
-	allowedips_free(t);
+	wg_allowedips_free(t);
 }
 
 /* Deep tries (one host route per cidr) exercise the fixed walk stacks. */
 static void test_deep(void **state)
 {
-	struct allowedips *t = allowedips_new();
+	struct allowedips *t = wg_allowedips_new();
 	uint8_t a[16];
 
 	(void)state;
 	for (unsigned cidr = 0; cidr <= 128; cidr++) {
 		memset(a, 0xff, sizeof(a));
 		/* Each prefix of all-ones plus a sibling branch at every depth. */
-		assert_int_equal(allowedips_insert(t, AF_INET6, a, (uint8_t)cidr, P(cidr % 4)), 0);
+		assert_int_equal(wg_allowedips_insert(t, AF_INET6, a, (uint8_t)cidr, P(cidr % 4)),
+				 0);
 		if (cidr < 128) {
 			a[cidr / 8] ^= (uint8_t)(0x80 >> (cidr % 8));
-			assert_int_equal(allowedips_insert(t, AF_INET6, a, 128, P(5)), 0);
+			assert_int_equal(wg_allowedips_insert(t, AF_INET6, a, 128, P(5)), 0);
 		}
 	}
-	assert_int_equal(allowedips_count(t), 129 + 128);
+	assert_int_equal(wg_allowedips_count(t), 129 + 128);
 	memset(a, 0xff, sizeof(a));
-	assert_ptr_equal(allowedips_lookup(t, AF_INET6, a), P(0));
-	allowedips_remove_by_peer(t, P(0));
-	assert_ptr_equal(allowedips_lookup(t, AF_INET6, a), P(3));
-	allowedips_remove_by_peer(t, P(5));
+	assert_ptr_equal(wg_allowedips_lookup(t, AF_INET6, a), P(0));
+	wg_allowedips_remove_by_peer(t, P(0));
+	assert_ptr_equal(wg_allowedips_lookup(t, AF_INET6, a), P(3));
+	wg_allowedips_remove_by_peer(t, P(5));
 	check_shape(t);
-	allowedips_free(t);
+	wg_allowedips_free(t);
 }
 
 int main(void)

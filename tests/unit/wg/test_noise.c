@@ -38,7 +38,8 @@ static int teardown(void **state)
 static void initiate(struct message_handshake_initiation *init, uint64_t wall)
 {
 	A.dev->now_ns = B.dev->now_ns = h_now;
-	assert_int_equal(noise_handshake_create_initiation(A.dev, &a_b->handshake, init, wall), 0);
+	assert_int_equal(wg_noise_handshake_create_initiation(A.dev, &a_b->handshake, init, wall),
+			 0);
 	assert_int_equal(le32_read(init), MESSAGE_HANDSHAKE_INITIATION);
 }
 
@@ -51,14 +52,14 @@ static void test_handshake_keys_match(void **state)
 
 	(void)state;
 	initiate(&init, H_WALL_BASE);
-	assert_ptr_equal(noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
-	assert_int_equal(noise_handshake_create_response(B.dev, &b_a->handshake, &resp), 0);
+	assert_ptr_equal(wg_noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
+	assert_int_equal(wg_noise_handshake_create_response(B.dev, &b_a->handshake, &resp), 0);
 	assert_int_equal(le32_read(&resp.receiver_index), le32_read(&init.sender_index));
-	assert_ptr_equal(noise_handshake_consume_response(A.dev, &resp), a_b);
-	assert_int_equal(noise_handshake_begin_session(A.dev, &a_b->handshake, &a_b->keypairs,
-						       h_now), 0);
-	assert_int_equal(noise_handshake_begin_session(B.dev, &b_a->handshake, &b_a->keypairs,
-						       h_now), 0);
+	assert_ptr_equal(wg_noise_handshake_consume_response(A.dev, &resp), a_b);
+	assert_int_equal(
+	    wg_noise_handshake_begin_session(A.dev, &a_b->handshake, &a_b->keypairs, h_now), 0);
+	assert_int_equal(
+	    wg_noise_handshake_begin_session(B.dev, &b_a->handshake, &b_a->keypairs, h_now), 0);
 	ka = a_b->keypairs.current;
 	kb = b_a->keypairs.next; /* unconfirmed until the first data packet */
 	assert_non_null(ka);
@@ -72,7 +73,7 @@ static void test_handshake_keys_match(void **state)
 	assert_int_equal(ka->remote_index, kb->entry.index);
 	assert_int_equal(kb->remote_index, ka->entry.index);
 	assert_ptr_equal(wg_index_lookup(A.dev, ka->entry.index, INDEX_KEYPAIR), &ka->entry);
-	assert_true(noise_received_with_keypair(B.dev, &b_a->keypairs, kb));
+	assert_true(wg_noise_received_with_keypair(B.dev, &b_a->keypairs, kb));
 	assert_ptr_equal(b_a->keypairs.current, kb);
 }
 
@@ -86,9 +87,9 @@ static void test_psk_mismatch(void **state)
 	memset(b_a->handshake.preshared_key, 0x42, 32);
 	initiate(&init, H_WALL_BASE);
 	/* The initiation does not depend on the psk; the response does. */
-	assert_ptr_equal(noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
-	assert_int_equal(noise_handshake_create_response(B.dev, &b_a->handshake, &resp), 0);
-	assert_null(noise_handshake_consume_response(A.dev, &resp));
+	assert_ptr_equal(wg_noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
+	assert_int_equal(wg_noise_handshake_create_response(B.dev, &b_a->handshake, &resp), 0);
+	assert_null(wg_noise_handshake_consume_response(A.dev, &resp));
 	assert_int_equal(a_b->handshake.state, HANDSHAKE_CREATED_INITIATION);
 }
 
@@ -105,19 +106,19 @@ static void test_tampered(void **state)
 	for (i = 8; i < offsetof(struct message_handshake_initiation, macs); i += 7) {
 		bad = init;
 		((uint8_t *)&bad)[i] ^= 0x01;
-		assert_null(noise_handshake_consume_initiation(B.dev, &bad, h_now, &reason));
+		assert_null(wg_noise_handshake_consume_initiation(B.dev, &bad, h_now, &reason));
 		assert_int_equal(reason, WG_DROP_RX_HANDSHAKE);
 	}
-	assert_ptr_equal(noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
-	assert_int_equal(noise_handshake_create_response(B.dev, &b_a->handshake, &resp), 0);
+	assert_ptr_equal(wg_noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
+	assert_int_equal(wg_noise_handshake_create_response(B.dev, &b_a->handshake, &resp), 0);
 	for (i = 8; i < offsetof(struct message_handshake_response, macs); i += 5) {
 		badr = resp;
 		((uint8_t *)&badr)[i] ^= 0x80;
-		assert_null(noise_handshake_consume_response(A.dev, &badr));
+		assert_null(wg_noise_handshake_consume_response(A.dev, &badr));
 	}
-	assert_ptr_equal(noise_handshake_consume_response(A.dev, &resp), a_b);
+	assert_ptr_equal(wg_noise_handshake_consume_response(A.dev, &resp), a_b);
 	/* A response is consumed once. */
-	assert_null(noise_handshake_consume_response(A.dev, &resp));
+	assert_null(wg_noise_handshake_consume_response(A.dev, &resp));
 }
 
 static void test_replayed_initiation(void **state)
@@ -128,23 +129,24 @@ static void test_replayed_initiation(void **state)
 	(void)state;
 	initiate(&older, H_WALL_BASE);
 	initiate(&init, H_WALL_BASE + NSEC_PER_SEC);
-	assert_ptr_equal(noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
+	assert_ptr_equal(wg_noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
 	h_now += NSEC_PER_SEC;
 	/* Same timestamp: replay. */
-	assert_null(noise_handshake_consume_initiation(B.dev, &init, h_now, &reason));
+	assert_null(wg_noise_handshake_consume_initiation(B.dev, &init, h_now, &reason));
 	assert_int_equal(reason, WG_DROP_RX_REPLAYED_HANDSHAKE);
 	/* Older timestamp: replay too. */
-	assert_null(noise_handshake_consume_initiation(B.dev, &older, h_now, &reason));
+	assert_null(wg_noise_handshake_consume_initiation(B.dev, &older, h_now, &reason));
 	assert_int_equal(reason, WG_DROP_RX_REPLAYED_HANDSHAKE);
 	/* Newer, but too soon after the last one consumed: flood. */
 	initiate(&init, H_WALL_BASE + 2 * NSEC_PER_SEC);
-	assert_ptr_equal(noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
+	assert_ptr_equal(wg_noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
 	initiate(&init, H_WALL_BASE + 3 * NSEC_PER_SEC);
-	assert_null(noise_handshake_consume_initiation(B.dev, &init, h_now + NSEC_PER_MSEC, &reason));
+	assert_null(
+	    wg_noise_handshake_consume_initiation(B.dev, &init, h_now + NSEC_PER_MSEC, &reason));
 	assert_int_equal(reason, WG_DROP_RX_REPLAYED_HANDSHAKE);
-	assert_ptr_equal(noise_handshake_consume_initiation(B.dev, &init,
-							    h_now + NSEC_PER_SEC / 10, &reason),
-			 b_a);
+	assert_ptr_equal(
+	    wg_noise_handshake_consume_initiation(B.dev, &init, h_now + NSEC_PER_SEC / 10, &reason),
+	    b_a);
 }
 
 static void test_tai64n(void **state)
@@ -155,11 +157,11 @@ static void test_tai64n(void **state)
 
 	(void)state;
 	/* 2023-11-14T22:13:20Z + 0.99 s: seconds + 2^62 + 10, nanoseconds rounded to 2^24. */
-	noise_tai64n(t, 1700000000ULL * NSEC_PER_SEC + 990000000ULL);
+	wg_noise_tai64n(t, 1700000000ULL * NSEC_PER_SEC + 990000000ULL);
 	assert_memory_equal(t, want, 12);
-	noise_tai64n(u, 1700000000ULL * NSEC_PER_SEC + 990000001ULL);
+	wg_noise_tai64n(u, 1700000000ULL * NSEC_PER_SEC + 990000001ULL);
 	assert_memory_equal(t, u, 12);
-	noise_tai64n(u, 1700000001ULL * NSEC_PER_SEC);
+	wg_noise_tai64n(u, 1700000001ULL * NSEC_PER_SEC);
 	assert_true(memcmp(u, t, 12) > 0);
 }
 
@@ -173,7 +175,7 @@ static void test_no_identity(void **state)
 	initiate(&init, H_WALL_BASE);
 	/* Removing B's private key: nothing decrypts any more. */
 	assert_int_equal(wg_device_apply(B.dev, &cfg, h_now), 0);
-	assert_null(noise_handshake_consume_initiation(B.dev, &init, h_now, &reason));
+	assert_null(wg_noise_handshake_consume_initiation(B.dev, &init, h_now, &reason));
 }
 
 /* HASH(CONSTRUCTION) and HASH(that || IDENTIFIER): the values every implementation starts from. */
@@ -238,13 +240,13 @@ static void test_spec_derivation(void **state)
 	wg_kdf(ck, k, NULL, ck, dh, 32);
 	assert_int_equal(chacha20poly1305_decrypt(out, init.encrypted_timestamp, 28, h, 32, 0, k),
 			 0);
-	noise_tai64n(want_t, H_WALL_BASE + 123456789);
+	wg_noise_tai64n(want_t, H_WALL_BASE + 123456789);
 	assert_memory_equal(out, want_t, 12);
 	spec_hash(h, init.encrypted_timestamp, 28);
 	assert_memory_equal(h, a_b->handshake.hash, 32);
 	assert_memory_equal(ck, a_b->handshake.chaining_key, 32);
 	/* mac1 = MAC(HASH("mac1----" || S_pub_responder), message up to mac1); no cookie yet. */
-	cookie_add_mac_to_packet(&a_b->cookie, (uint8_t *)&init, sizeof(init), h_now);
+	wg_cookie_add_mac_to_packet(&a_b->cookie, (uint8_t *)&init, sizeof(init), h_now);
 	blake2s_init(&bs, 32);
 	blake2s_update(&bs, "mac1----", 8);
 	blake2s_update(&bs, B.pub, 32);
@@ -254,8 +256,8 @@ static void test_spec_derivation(void **state)
 	assert_memory_equal(init.macs.mac2, zero, 16);
 
 	/* Response, as the initiator A opens it (with its ephemeral private key). */
-	assert_ptr_equal(noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
-	assert_int_equal(noise_handshake_create_response(B.dev, &b_a->handshake, &resp), 0);
+	assert_ptr_equal(wg_noise_handshake_consume_initiation(B.dev, &init, h_now, &reason), b_a);
+	assert_int_equal(wg_noise_handshake_create_response(B.dev, &b_a->handshake, &resp), 0);
 	wg_kdf(ck, NULL, NULL, ck, resp.unencrypted_ephemeral, 32);
 	spec_hash(h, resp.unencrypted_ephemeral, 32);
 	assert_int_equal(x25519_shared(dh, a_b->handshake.ephemeral_private,
@@ -268,9 +270,9 @@ static void test_spec_derivation(void **state)
 	assert_int_equal(chacha20poly1305_decrypt(out, resp.encrypted_nothing, 16, h, 32, 0, k), 0);
 	/* Transport keys: (T_send_i, T_recv_i) = KDF2(C, empty). */
 	wg_kdf(t_send, t_recv, NULL, ck, NULL, 0);
-	assert_ptr_equal(noise_handshake_consume_response(A.dev, &resp), a_b);
-	assert_int_equal(noise_handshake_begin_session(A.dev, &a_b->handshake, &a_b->keypairs,
-						       h_now), 0);
+	assert_ptr_equal(wg_noise_handshake_consume_response(A.dev, &resp), a_b);
+	assert_int_equal(
+	    wg_noise_handshake_begin_session(A.dev, &a_b->handshake, &a_b->keypairs, h_now), 0);
 	ka = a_b->keypairs.current;
 	assert_memory_equal(ka->send_key, t_send, 32);
 	assert_memory_equal(ka->recv_key, t_recv, 32);
@@ -280,7 +282,7 @@ static void test_spec_derivation(void **state)
 	blake2s_update(&bs, "mac1----", 8);
 	blake2s_update(&bs, A.pub, 32);
 	blake2s_final(&bs, mackey);
-	cookie_add_mac_to_packet(&b_a->cookie, (uint8_t *)&resp, sizeof(resp), h_now);
+	wg_cookie_add_mac_to_packet(&b_a->cookie, (uint8_t *)&resp, sizeof(resp), h_now);
 	blake2s(out, 16, &resp, offsetof(struct message_handshake_response, macs), mackey, 32);
 	assert_memory_equal(out, resp.macs.mac1, 16);
 }
@@ -298,7 +300,7 @@ static struct endpoint ep4(uint32_t addr, uint16_t port)
 /* 20 per second with a burst of 5, per IPv4 address or IPv6 /64; a hard table size. */
 static void test_ratelimiter(void **state)
 {
-	struct ratelimiter *rl = ratelimiter_new();
+	struct ratelimiter *rl = wg_ratelimiter_new();
 	struct endpoint a = ep4(0xc0000201, 1), a2 = ep4(0xc0000201, 2), b = ep4(0xc0000202, 1);
 	struct endpoint v6 = { 0 }, v6b;
 	uint64_t t = 10 * NSEC_PER_SEC;
@@ -307,15 +309,16 @@ static void test_ratelimiter(void **state)
 	(void)state;
 	assert_non_null(rl);
 	for (i = 0; i < RATELIMITER_PACKETS_BURSTABLE; i++)
-		assert_true(ratelimiter_allow(rl, i % 2 ? &a : &a2, t)); /* ports do not matter */
-	assert_false(ratelimiter_allow(rl, &a, t));
-	assert_true(ratelimiter_allow(rl, &b, t));
+		assert_true(
+		    wg_ratelimiter_allow(rl, i % 2 ? &a : &a2, t)); /* ports do not matter */
+	assert_false(wg_ratelimiter_allow(rl, &a, t));
+	assert_true(wg_ratelimiter_allow(rl, &b, t));
 	t += NSEC_PER_SEC / RATELIMITER_PACKETS_PER_SECOND;
-	assert_true(ratelimiter_allow(rl, &a, t));
-	assert_false(ratelimiter_allow(rl, &a, t));
+	assert_true(wg_ratelimiter_allow(rl, &a, t));
+	assert_false(wg_ratelimiter_allow(rl, &a, t));
 	/* Over a long run, 20 per second. */
 	for (i = 0, allowed = 0; i < 1000; i++, t += NSEC_PER_MSEC)
-		allowed += ratelimiter_allow(rl, &a, t);
+		allowed += wg_ratelimiter_allow(rl, &a, t);
 	assert_true(allowed >= 19 && allowed <= 21);
 
 	v6.in6.sin6_family = AF_INET6;
@@ -323,20 +326,20 @@ static void test_ratelimiter(void **state)
 	v6b = v6;
 	v6b.in6.sin6_addr.s6_addr[15] = 0x99; /* same /64 */
 	for (i = 0; i < RATELIMITER_PACKETS_BURSTABLE; i++)
-		assert_true(ratelimiter_allow(rl, i % 2 ? &v6 : &v6b, t));
-	assert_false(ratelimiter_allow(rl, &v6b, t));
+		assert_true(wg_ratelimiter_allow(rl, i % 2 ? &v6 : &v6b, t));
+	assert_false(wg_ratelimiter_allow(rl, &v6b, t));
 
 	/* The table is bounded: when full, new sources wait until idle entries are collected. */
 	t += 2 * NSEC_PER_SEC;
 	for (i = 0; i < RATELIMITER_MAX_ENTRIES; i++) {
 		struct endpoint e = ep4(0xc6120000 + i, 1); /* 198.18.0.0/15 */
 
-		assert_true(ratelimiter_allow(rl, &e, t));
+		assert_true(wg_ratelimiter_allow(rl, &e, t));
 	}
-	assert_false(ratelimiter_allow(rl, &b, t));
+	assert_false(wg_ratelimiter_allow(rl, &b, t));
 	t += 2 * NSEC_PER_SEC;
-	assert_true(ratelimiter_allow(rl, &b, t));
-	ratelimiter_free(rl);
+	assert_true(wg_ratelimiter_allow(rl, &b, t));
+	wg_ratelimiter_free(rl);
 }
 
 int main(void)

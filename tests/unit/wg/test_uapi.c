@@ -24,7 +24,7 @@
 
 static int parse(const char *s, struct wg_device_cfg **ret, unsigned *line)
 {
-	return uapi_set_parse(s, strlen(s), ret, line);
+	return wg_uapi_set_parse(s, strlen(s), ret, line);
 }
 
 static void hex_to_key(uint8_t *out, const char *hex)
@@ -141,7 +141,7 @@ static void test_edge_good(void **state)
 
 	(void)state;
 	/* Empty request: nothing changes. */
-	assert_int_equal(uapi_set_parse("", 0, &cfg, NULL), 0);
+	assert_int_equal(wg_uapi_set_parse("", 0, &cfg, NULL), 0);
 	assert_int_equal(cfg->n_peers, 0);
 	assert_false(cfg->has_private_key);
 	wg_device_cfg_free(cfg);
@@ -270,7 +270,7 @@ static void test_bad(void **state)
 		struct wg_device_cfg *cfg = (struct wg_device_cfg *)0x1;
 		unsigned line = 0;
 		size_t len = c->len ? c->len : strlen(c->text);
-		int r = uapi_set_parse(c->text, len, &cfg, &line);
+		int r = wg_uapi_set_parse(c->text, len, &cfg, &line);
 
 		if (r != c->err || line != c->line)
 			fail_msg("case %zu (%s): got %d at line %u, want %d at line %u", i, c->text,
@@ -293,11 +293,11 @@ static void test_long_line(void **state)
 	memcpy(s, "private_key=", 12);
 	s[n + 12] = '\n';
 	s[n + 13] = '\0';
-	assert_int_equal(uapi_set_parse(s, strlen(s), &cfg, &line), -EINVAL);
+	assert_int_equal(wg_uapi_set_parse(s, strlen(s), &cfg, &line), -EINVAL);
 	assert_int_equal(line, 1);
 	memset(s, 'x', n + 31);
 	s[n + 31] = '\0';
-	assert_int_equal(uapi_set_parse(s, strlen(s), &cfg, &line), -EPROTO);
+	assert_int_equal(wg_uapi_set_parse(s, strlen(s), &cfg, &line), -EPROTO);
 	free(s);
 }
 
@@ -315,16 +315,16 @@ static void test_caps(void **state)
 	for (size_t i = 0; i < n; i++)
 		memcpy(s + i * plen, peer_line, plen);
 	/* Exactly at the cap is fine... */
-	assert_int_equal(uapi_set_parse(s, (n - 1) * plen, &cfg, &line), 0);
+	assert_int_equal(wg_uapi_set_parse(s, (n - 1) * plen, &cfg, &line), 0);
 	assert_int_equal(cfg->n_peers, UAPI_MAX_PEERS);
 	wg_device_cfg_free(cfg);
 	/* ... one more is not. */
-	assert_int_equal(uapi_set_parse(s, n * plen, &cfg, &line), -ENOMEM);
+	assert_int_equal(wg_uapi_set_parse(s, n * plen, &cfg, &line), -ENOMEM);
 	assert_int_equal(line, n);
 	free(s);
 
 	/* The request size cap is checked before anything is read. */
-	assert_int_equal(uapi_set_parse("", (size_t)UAPI_MAX_REQUEST + 1, &cfg, &line), -ENOMEM);
+	assert_int_equal(wg_uapi_set_parse("", (size_t)UAPI_MAX_REQUEST + 1, &cfg, &line), -ENOMEM);
 }
 
 /* Allowed IPs up to the cap in one request (the size cap allows just under 2^20 of them). */
@@ -341,7 +341,7 @@ static void test_allowedips_many(void **state)
 	memcpy(s, "public_key=" K1 "\n", hdr);
 	for (size_t i = 0; i < n; i++)
 		memcpy(s + hdr + i * alen, aip, alen);
-	assert_int_equal(uapi_set_parse(s, hdr + n * alen, &cfg, NULL), 0);
+	assert_int_equal(wg_uapi_set_parse(s, hdr + n * alen, &cfg, NULL), 0);
 	assert_int_equal(cfg->peers[0].n_allowedips, n);
 	wg_device_cfg_free(cfg);
 	free(s);
@@ -419,7 +419,7 @@ static void test_get_format(void **state)
 	int n;
 
 	(void)state;
-	n = uapi_get_format(info, &text);
+	n = wg_uapi_get_format(info, &text);
 	assert_int_equal(n, (int)strlen(sample_text));
 	assert_string_equal(text, sample_text);
 	free(text);
@@ -427,7 +427,7 @@ static void test_get_format(void **state)
 	wg_device_info_free(NULL);
 
 	/* A blank device says nothing at all. */
-	n = uapi_get_format(&empty, &text);
+	n = wg_uapi_get_format(&empty, &text);
 	assert_int_equal(n, 0);
 	assert_string_equal(text, "");
 	free(text);
@@ -443,7 +443,7 @@ static void test_round_trip(void **state)
 	int n;
 
 	(void)state;
-	n = uapi_get_format(info, &text);
+	n = wg_uapi_get_format(info, &text);
 	assert_true(n > 0);
 	set = calloc(1, (size_t)n + 1);
 	assert_non_null(set);
@@ -459,7 +459,7 @@ static void test_round_trip(void **state)
 		}
 		line = nl + 1;
 	}
-	assert_int_equal(uapi_set_parse(set, strlen(set), &cfg, NULL), 0);
+	assert_int_equal(wg_uapi_set_parse(set, strlen(set), &cfg, NULL), 0);
 	assert_true(cfg->has_private_key);
 	assert_memory_equal(cfg->private_key, info->private_key, 32);
 	assert_int_equal(cfg->listen_port, info->listen_port);

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Dependencies one way: a folder of src/ may include only its own headers and those of the
+# folders below it (docs/architecture.md). The libraries link only along these edges too, but
+# an include of a header-only piece (a struct, an inline) from a folder above would not fail to
+# link, so this checks the #include lines themselves.
+#
+#   tests/lint/layers.sh [SRC_DIR]
+set -uo pipefail
+src=${1:-$(dirname "$0")/../../src}
+
+# folder -> the folders it may include (besides itself)
+declare -A below=(
+	[base]=""
+	[crypto]="base"
+	[proto]="base crypto"
+	[wg]="base crypto"
+	[os]="base"
+	[net]="base crypto os proto"
+	[node]="base crypto proto wg os net"
+	[control]="base crypto proto net"
+	[relay]="base crypto proto net"
+	[cli]="base crypto proto"
+)
+
+bad=0
+for dir in "$src"/*/; do
+	folder=$(basename "$dir")
+	if [[ ! -v below[$folder] ]]; then
+		echo "layers: src/$folder is not in the layer table of $0" >&2
+		bad=1
+		continue
+	fi
+	allowed=" $folder ${below[$folder]} "
+	while IFS=: read -r file line text; do
+		inc=$(sed -E 's/^[[:space:]]*#[[:space:]]*include[[:space:]]+"([^/"]+)\/.*/\1/' <<<"$text")
+		if [[ $allowed != *" $inc "* ]]; then
+			echo "layers: ${file#"$src"/}:$line: src/$folder may not include $inc/ ($text)" >&2
+			bad=1
+		fi
+	done < <(grep -nHE '^[[:space:]]*#[[:space:]]*include[[:space:]]+"[^/"]+/' "$dir"*.[ch] 2>/dev/null)
+done
+((bad == 0)) && echo "layers: ok"
+exit $bad
