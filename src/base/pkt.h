@@ -33,6 +33,7 @@ struct pkt {
 	void *peer;
 	void *keypair;
 	uint64_t counter;
+	uint32_t mtu; /* wg: the tunnel MTU when queued for encryption, caps the padding; 0 = none */
 	uint8_t buf[PKT_BUF_SIZE] __attribute__((aligned(64)));
 };
 
@@ -56,6 +57,7 @@ static inline void pkt_reset(struct pkt *p)
 	p->peer = 0;
 	p->keypair = 0;
 	p->counter = 0;
+	p->mtu = 0;
 }
 
 static inline uint32_t pkt_headroom(const struct pkt *p)

@@ -598,6 +598,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 		r = -ENOMEM;
 		goto out;
 	}
+	wg_device_set_mtu(w->dev, opts->mtu);
 
 	/* Port 0 unless given: the kernel picks one, which `wg show` reports. */
 	r = udp_socks_open(&w->socks, opts->port, 0);

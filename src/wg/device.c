@@ -256,6 +256,13 @@ void wg_device_set_listen_port(struct wg_device *dev, uint16_t port)
 	pthread_mutex_unlock(&dev->lock);
 }
 
+void wg_device_set_mtu(struct wg_device *dev, uint32_t mtu)
+{
+	pthread_mutex_lock(&dev->lock);
+	dev->mtu = mtu;
+	pthread_mutex_unlock(&dev->lock);
+}
+
 void wg_device_stats_get(struct wg_device *dev, struct wg_device_stats *ret)
 {
 	pthread_mutex_lock(&dev->lock);

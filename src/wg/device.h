@@ -95,6 +95,12 @@ uint16_t wg_device_listen_port(struct wg_device *dev);
 uint32_t wg_device_fwmark(struct wg_device *dev);
 /* The caller bound port 0 and the kernel chose this one. */
 void wg_device_set_listen_port(struct wg_device *dev, uint16_t port);
+/*
+ * The tunnel interface's MTU, followed by the caller as it changes. Data messages are padded
+ * to a multiple of 16 but never past it (whitepaper 5.4.6), so a full-size packet does not
+ * grow beyond what the underlay was sized for. 0 (the default) pads to 16 without a cap.
+ */
+void wg_device_set_mtu(struct wg_device *dev, uint32_t mtu);
 void wg_device_stats_get(struct wg_device *dev, struct wg_device_stats *ret);
 void wg_device_count_drop(struct wg_device *dev, enum wg_drop_reason reason, unsigned n);
 
@@ -103,6 +109,12 @@ void wg_device_tx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t
 /* Datagrams from UDP (pkt->ep = source); the device takes ownership of all n. */
 void wg_device_rx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t now_ns);
 
+/*
+ * The plaintext length a data message of len bytes is padded to: the next multiple of 16,
+ * capped at mtu (0 = no cap). A packet longer than the MTU (the caller let it through) is
+ * padded as if its last MTU-sized unit were the packet, so the cap never truncates.
+ */
+uint32_t wg_send_padded_len(uint32_t len, uint32_t mtu);
 /* Worker steps: pure crypto on one packet, no lock, no allocation. Result in pkt->err. */
 void wg_send_encrypt(struct pkt *pkt);
 void wg_receive_decrypt(struct pkt *pkt);

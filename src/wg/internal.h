@@ -79,6 +79,7 @@ struct wg_device {
 	uint32_t index_seed;
 
 	uint16_t listen_port;
+	uint32_t mtu; /* of the tunnel interface: caps the padding of data messages */
 	uint32_t fwmark;
 	struct wg_device_stats stats;
 

@@ -196,6 +196,7 @@ void wg_send_staged(struct wg_peer *peer)
 			peer->staged_tail = NULL;
 		peer->staged_len--;
 		p->counter = kp->send_counter++;
+		p->mtu = dev->mtu;
 		p->keypair = wg_noise_keypair_get(kp);
 		p->peer = wg_peer_get(peer);
 		pkt_list_add(&dev->out.enc, p);
@@ -207,10 +208,23 @@ handshake:
 	wg_send_handshake_initiation(peer, false);
 }
 
+uint32_t wg_send_padded_len(uint32_t len, uint32_t mtu)
+{
+	uint32_t last = len, padded;
+
+	if (mtu && last > mtu)
+		last %= mtu;
+	padded = (last + MESSAGE_PADDING_MULTIPLE - 1) & ~(MESSAGE_PADDING_MULTIPLE - 1U);
+	if (mtu && padded > mtu)
+		padded = mtu;
+	/* The tail unit grows by padded - last; the packet's earlier units stay as they are. */
+	return len + (padded > last ? padded - last : 0);
+}
+
 void wg_send_encrypt(struct pkt *pkt)
 {
 	struct noise_keypair *kp = pkt->keypair;
-	uint32_t padded = (pkt->len + MESSAGE_PADDING_MULTIPLE - 1) & ~(MESSAGE_PADDING_MULTIPLE - 1U);
+	uint32_t padded = wg_send_padded_len(pkt->len, pkt->mtu);
 	struct message_data *hdr;
 
 	if (!kp || pkt_headroom(pkt) < sizeof(*hdr) ||

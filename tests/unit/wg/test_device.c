@@ -897,6 +897,67 @@ static void test_wire_format(void **state)
 	expect_tun(&B, 1, 2);
 }
 
+/* Padding: the next multiple of 16, never past the tunnel MTU (whitepaper 5.4.6). */
+static void test_padding_rule(void **state)
+{
+	static const struct {
+		uint32_t len, mtu, want;
+	} cases[] = {
+		{0, 0, 0},          {1, 0, 16},         {16, 0, 16},        {17, 0, 32},
+		{1420, 0, 1424},    {1420, 1420, 1420}, {1419, 1420, 1420}, {1409, 1420, 1420},
+		{1408, 1420, 1408}, {1407, 1420, 1408}, {1340, 1340, 1340}, {1329, 1340, 1340},
+		{1328, 1340, 1328}, {1280, 1280, 1280}, {1279, 1280, 1280}, {1265, 1280, 1280},
+		{1264, 1280, 1264}, {1500, 1500, 1500}, {1489, 1500, 1500}, {1488, 1500, 1488},
+		{1487, 1500, 1488}, {0, 1420, 0},       {1, 1420, 16},      {9000, 9000, 9000},
+		{8993, 9000, 9000}, {8992, 9000, 8992}, {1, 1, 1},          {15, 17, 16},
+		{17, 17, 17},       {65000, 65000, 65000}, {64999, 65000, 65000},
+		/* Longer than the MTU: the last MTU-sized unit is padded, nothing is cut. */
+		{1421, 1420, 1436}, {2840, 1420, 2840}, {2841, 1420, 2856},
+	};
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint32_t got = wg_send_padded_len(cases[i].len, cases[i].mtu);
+
+		if (got != cases[i].want)
+			fail_msg("len %u mtu %u: padded to %u, want %u", cases[i].len, cases[i].mtu,
+				 got, cases[i].want);
+		assert_true(got >= cases[i].len);
+	}
+}
+
+/* On the wire: a full-size packet at an MTU that is not a multiple of 16 is not padded past it. */
+static void test_padding_capped_at_mtu(void **state)
+{
+	static const uint32_t mtus[] = {1420, 1340, 1339, 1280, 1500};
+	unsigned i;
+
+	(void)state;
+	handshake();
+	for (i = 0; i < sizeof(mtus) / sizeof(mtus[0]); i++) {
+		uint32_t mtu = mtus[i];
+
+		wg_device_set_mtu(A.dev, mtu);
+		h_send(&A, &B, mtu - 20, (uint8_t)i);
+		assert_int_equal(A.udp.n, 1);
+		assert_int_equal(A.udp.p[0]->len, 16 + mtu + 16);
+		deliver(&A, &B);
+		expect_tun(&B, mtu - 20, (uint8_t)i);
+		/* One byte less is padded up to the MTU, not past it. */
+		h_send(&A, &B, mtu - 21, (uint8_t)i);
+		assert_int_equal(A.udp.p[0]->len, 16 + mtu + 16);
+		deliver(&A, &B);
+		expect_tun(&B, mtu - 21, (uint8_t)i);
+	}
+	/* MTU 0 (unknown): plain padding to 16. */
+	wg_device_set_mtu(A.dev, 0);
+	h_send(&A, &B, 1400, 7);
+	assert_int_equal(A.udp.p[0]->len, 16 + 1424 + 16);
+	deliver(&A, &B);
+	expect_tun(&B, 1400, 7);
+}
+
 /* Padding and any trailing bytes after the IP packet are trimmed by the IP length. */
 static void test_ip_length_trim(void **state)
 {
@@ -1023,6 +1084,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keypair_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_message_limits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wire_format, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_padding_rule, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_padding_capped_at_mtu, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ip_length_trim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_zero_key_material, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_handshake_after_silence, setup, teardown),
