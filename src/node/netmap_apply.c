@@ -17,6 +17,7 @@
  * roaming. Persistent keepalive stays off (path discovery will decide later).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -175,9 +176,16 @@ static void applied_from_node(struct applied_peer *ap, const struct netmap_node 
 	memset(ap, 0, sizeof(*ap));
 	ap->id = n->id;
 	memcpy(ap->key, n->node_key, WG_KEY_LEN);
-	for (i = 0; i < n->n_allowed_ips && i < NETMAP_MAX_ALLOWED_IPS; i++)
+	for (i = 0; i < n->n_allowed_ips && i < NETMAP_MAX_ALLOWED_IPS; i++) {
+		/* Only the peer's own tailnet addresses: no subnet routes or exit nodes yet. */
+		if (!netmap_prefix_is_tailnet_host(&n->allowed_ips[i])) {
+			log_ratelimited(LOG_LEVEL_WARN, "netmap: peer %" PRIu64
+				       ": ignoring allowed IP outside the tailnet", n->id);
+			continue;
+		}
 		if (prefix_to_allowedip(&ap->allowed[ap->n_allowed], &n->allowed_ips[i]))
 			ap->n_allowed++;
+	}
 	if (n->n_endpoints && endpoint_is_set(&n->endpoints[0]))
 		ap->ep = n->endpoints[0];
 }
@@ -461,9 +469,11 @@ static int iface_apply(struct netmap_apply *na, const struct netmap_node *self)
 	for (i = 0; i < self->n_addresses && i < NETMAP_MAX_ADDRESSES; i++) {
 		const struct netmap_prefix *p = &self->addresses[i];
 
-		if ((p->family == AF_INET && p->len <= 32) ||
-		    (p->family == AF_INET6 && p->len <= 128))
+		if (netmap_prefix_is_tailnet_host(p))
 			want[n_want++] = *p;
+		else
+			log_ratelimited(LOG_LEVEL_WARN,
+					"netmap: ignoring own address outside the tailnet");
 	}
 	if (!na->mtu_done && na->mtu) {
 		r = os->link_set_mtu(os->ctx, na->ifname, na->mtu);

@@ -39,13 +39,23 @@ const struct netmap_node *netmap_peer_find(const struct netmap *nm, uint64_t id)
 	return NULL;
 }
 
+/* fd7e:11e5:7a11::/48, NETMAP_ULA_PREFIX */
+static const uint8_t ula[6] = {0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11};
+
 void netmap_ipv6_from_ipv4(uint8_t ret_v6[16], const uint8_t v4[4])
 {
-	static const uint8_t ula[6] = { 0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11 };
-
 	memset(ret_v6, 0, 16);
 	memcpy(ret_v6, ula, sizeof(ula));
 	memcpy(ret_v6 + 12, v4, 4);
+}
+
+bool netmap_prefix_is_tailnet_host(const struct netmap_prefix *p)
+{
+	if (p->family == AF_INET)
+		return p->len == 32 && p->addr[0] == 100 && (p->addr[1] & 0xc0) == 64;
+	if (p->family == AF_INET6)
+		return p->len == 128 && memcmp(p->addr, ula, sizeof(ula)) == 0;
+	return false;
 }
 
 /* An id -> position index, sorted by id, so a delta costs O((n + k) log n), not O(n * k). */

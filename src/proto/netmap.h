@@ -97,5 +97,11 @@ const struct netmap_node *netmap_peer_find(const struct netmap *nm, uint64_t id)
 /* The tailnet IPv6 prefix and the v4 -> v6 mapping of docs/control-protocol.md. */
 #define NETMAP_ULA_PREFIX "fd7e:11e5:7a11::"
 void netmap_ipv6_from_ipv4(uint8_t ret_v6[16], const uint8_t v4[4]);
+/*
+ * True for a single tailnet address: a /32 inside 100.64.0.0/10 or a /128 inside the ULA /48.
+ * A node installs nothing else the server sends as an address or allowed IP, so a hostile or
+ * broken server cannot make it capture traffic for the rest of the Internet (1.2.3.4/1).
+ */
+bool netmap_prefix_is_tailnet_host(const struct netmap_prefix *p);
 
 #endif

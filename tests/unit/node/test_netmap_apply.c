@@ -17,6 +17,7 @@
 
 struct fake_os {
 	unsigned addr_add, addr_del, route_add, route_del, link_up, mtu;
+	unsigned last_addr_len; /* prefix length of the last address added */
 	int fail_addr;
 };
 
@@ -40,10 +41,11 @@ static int f_aadd(void *ctx, const char *i, int f, const void *a, unsigned l)
 {
 	struct fake_os *o = ctx;
 
-	(void)i, (void)f, (void)a, (void)l;
+	(void)i, (void)f, (void)a;
 	if (o->fail_addr)
 		return o->fail_addr;
 	o->addr_add++;
+	o->last_addr_len = l;
 	return 0;
 }
 
@@ -262,11 +264,12 @@ static void test_filter(void **state)
 	/* duplicate id 7, self's id 1, zero key (8), 9 with 7's key. */
 	memset(nm->peers[3].node_key, 0, 32);
 	memset(nm->peers[4].node_key, 7, 32);
-	nm->peers[0].allowed_ips[0].len = 24; /* host bits get cleared */
+	nm->peers[0].allowed_ips[0].len = 24; /* not a single tailnet address: ignored */
 	assert_int_equal(netmap_apply_diff(f->na, nm, &cfg), 0);
 	assert_int_equal(cfg->n_peers, 1);
 	assert_int_equal(cfg->peers[0].public_key[0], 7);
-	assert_int_equal(cfg->peers[0].allowedips[0].addr[3], 0);
+	assert_int_equal(cfg->peers[0].n_allowedips, 1);
+	assert_int_equal(cfg->peers[0].allowedips[0].family, AF_INET6);
 	wg_device_cfg_free(cfg);
 	nm_free(nm);
 }
@@ -289,12 +292,60 @@ static void test_iface_retry(void **state)
 	nm_free(nm);
 }
 
+/*
+ * A hostile or broken server: only single tailnet addresses become our addresses or a peer's
+ * allowed IPs, so nothing can capture traffic for the rest of the Internet.
+ */
+static void test_hostile_prefixes(void **state)
+{
+	static const struct netmap_prefix bad[] = {
+	    {AF_INET, 1, {1, 2, 3, 4}},        {AF_INET, 0, {0}},
+	    {AF_INET, 32, {192, 0, 2, 1}},     {AF_INET, 32, {100, 128, 0, 1}},
+	    {AF_INET, 10, {100, 64, 0, 0}},    {AF_INET6, 0, {0}},
+	    {AF_INET6, 64, {0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11}},
+	    {AF_INET6, 128, {0x20, 0x01, 0x0d, 0xb8, [15] = 1}},
+	    {AF_INET, 33, {100, 64, 0, 1}},    {AF_UNIX, 32, {100, 64, 0, 1}},
+	};
+	struct fixture *f = *state;
+	uint64_t ids[] = {2};
+	struct wg_device_cfg *cfg;
+	struct netmap_apply *na;
+	struct netmap *nm;
+	uint8_t priv[32];
+	unsigned i;
+
+	assert_int_equal(x25519_private_generate(priv), 0);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		/* A fresh applier each time, so every case starts from nothing applied. */
+		assert_int_equal(netmap_apply_new(f->dev, "ts0", 1280, &f->os, &na), 0);
+		assert_int_equal(netmap_apply_set_private_key(na, priv, 1), 0);
+		nm = nm_make(1, ids);
+		nm->self.addresses[1] = bad[i]; /* the IPv4 one stays */
+		nm->peers[0].n_allowed_ips = 2;
+		nm->peers[0].allowed_ips[1] = bad[i];
+		assert_int_equal(netmap_apply_diff(na, nm, &cfg), 0);
+		assert_int_equal(cfg->n_peers, 1);
+		assert_int_equal(cfg->peers[0].n_allowedips, 1);
+		assert_int_equal(cfg->peers[0].allowedips[0].cidr, 32);
+		assert_int_equal(cfg->peers[0].allowedips[0].addr[0], 100);
+		wg_device_cfg_free(cfg);
+
+		f->fos.addr_add = 0;
+		assert_int_equal(netmap_apply_netmap(na, nm, 1), 0);
+		assert_int_equal(f->fos.addr_add, 1); /* the IPv4 /32 only */
+		assert_int_equal(f->fos.last_addr_len, 32);
+		netmap_apply_free(na);
+		nm_free(nm);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_add_remove_rotate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_filter, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_iface_retry, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hostile_prefixes, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
