@@ -1,14 +1,82 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * trellis up --login-server URL [--auth-key KEY] [--hostname NAME]: returns once
+ * trellis up --login-server URL [--auth-key KEY|file:PATH|-] [--hostname NAME]: returns once
  * the node runs. With interactive login the daemon first answers needs_login
  * with a URL, which is printed; the final answer follows on the same connection.
+ *
+ * A key on the command line is visible to every local user in `ps` while `up` waits, so
+ * scripts should pass `file:PATH` or `-` (standard input) instead.
  */
+#include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "crypto/crypto.h"
+
+/* Auth keys are about 60 characters; anything much longer is not one. */
+#define AUTHKEY_TEXT_MAX 512
+
+/*
+ * The key from "file:PATH", "-" (standard input) or the argument itself, trimmed of surrounding
+ * white space. 0, or -1 after printing why.
+ */
+static int authkey_read(const char *cmd, const char *arg, char *buf, size_t cap)
+{
+	const char *path = NULL, *what;
+	FILE *f = NULL;
+	size_t n = 0, i;
+	int ret = -1;
+
+	if (!strncmp(arg, "file:", 5)) {
+		path = arg + 5;
+		what = path;
+		f = fopen(path, "re");
+		if (!f) {
+			fprintf(stderr, "trellis: %s: --auth-key: %s: %s\n", cmd, path, strerror(errno));
+			return -1;
+		}
+	} else if (!strcmp(arg, "-")) {
+		what = "standard input";
+		f = stdin;
+	} else {
+		what = "the argument";
+		n = strlen(arg);
+		if (n < cap)
+			memcpy(buf, arg, n);
+	}
+	if (f) {
+		n = fread(buf, 1, cap, f);
+		if (ferror(f)) {
+			fprintf(stderr, "trellis: %s: --auth-key: reading %s: %s\n", cmd, what,
+				strerror(errno));
+			goto out;
+		}
+	}
+	if (n >= cap) {
+		fprintf(stderr, "trellis: %s: --auth-key: %s is longer than an auth key\n", cmd, what);
+		goto out;
+	}
+	buf[n] = '\0';
+	while (n && isspace((unsigned char)buf[n - 1]))
+		buf[--n] = '\0';
+	for (i = 0; i < n && isspace((unsigned char)buf[i]); i++)
+		;
+	memmove(buf, buf + i, n - i + 1);
+	if (!buf[0]) {
+		fprintf(stderr, "trellis: %s: --auth-key: %s holds no key\n", cmd, what);
+		goto out;
+	}
+	ret = 0;
+out:
+	if (f && f != stdin)
+		fclose(f);
+	if (ret < 0)
+		crypto_wipe(buf, cap);
+	return ret;
+}
 
 int cli_up(int argc, char **argv, const struct cli_global *g)
 {
@@ -19,6 +87,7 @@ int cli_up(int argc, char **argv, const struct cli_global *g)
 	    {0},
 	};
 	const char *server = NULL, *authkey = NULL, *hostname = NULL;
+	char key[AUTHKEY_TEXT_MAX + 1];
 	struct cli_api *api = NULL;
 	json_t *req = NULL, *msg = NULL;
 	int c, ret = 1;
@@ -45,8 +114,12 @@ int cli_up(int argc, char **argv, const struct cli_global *g)
 	req = json_pack("{s:s, s:s}", "cmd", "up", "login_server", server);
 	if (!req)
 		goto out;
-	if (authkey)
-		json_object_set_new(req, "auth_key", json_string(authkey));
+	if (authkey) {
+		if (authkey_read(argv[0], authkey, key, sizeof(key)) < 0)
+			goto out;
+		json_object_set_new(req, "auth_key", json_string(key));
+		crypto_wipe(key, sizeof(key));
+	}
 	if (hostname)
 		json_object_set_new(req, "hostname", json_string(hostname));
 	if (cli_api_open(argv[0], g, req, &api) < 0)
@@ -79,7 +152,7 @@ int cli_up(int argc, char **argv, const struct cli_global *g)
 	goto out;
 usage:
 	fprintf(stderr,
-		"Usage: trellis %s --login-server URL [--auth-key KEY] [--hostname NAME]\n",
+		"Usage: trellis %s --login-server URL [--auth-key KEY|file:PATH|-] [--hostname NAME]\n",
 		argv[0]);
 out:
 	json_decref(msg);

@@ -40,9 +40,23 @@ KEY=$(lab_authkey --reusable)
 # The one-off key's tailnet is made early: what is tested below is the key's single use.
 check "tailnets create iso" ctl tailnets create iso
 ONCE=$(lab_authkey --tailnet iso)
-for n in a b c; do
-	lab_node_join "$n" "$n" "$KEY"
+# The key from a file (a), from standard input (b) and as an argument (c): the first two keep
+# it out of `ps`.
+printf '%s\n' "$KEY" >"$LAB_TMP/authkey"
+chmod 600 "$LAB_TMP/authkey"
+lab_node_join a a "file:$LAB_TMP/authkey"
+up_stdin() { lab_node_up "$1" - <<<"  $KEY  "; }
+lab_node_start b b
+check "node b joins with the auth key on standard input" up_stdin b
+lab_node_start c c
+: >"$LAB_TMP/empty"
+for bad in "file:$LAB_TMP/nonexistent" "file:$LAB_TMP/empty" "file:$LAB_TMP"; do
+	out=$(lab_node_up c "$bad" 2>&1)
+	rc=$?
+	check_num "up --auth-key $bad fails" "$rc" -eq 1
+	check "... saying where (${out//$'\n'/ })" grep -q -- "--auth-key: .*$LAB_TMP" <<<"$out"
 done
+check "node c joins with the key as an argument" lab_node_up c "$KEY"
 declare -A IP4=() IP6=()
 for n in a b c; do
 	IP4[$n]=$(node_ip "$n" 4)
