@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -84,6 +85,8 @@ struct wgdev {
 	struct udp_socks socks;
 	struct reader tun_reader, udp_reader;
 	struct loop_timer timer; /* the engine's next deadline */
+	struct loop_fd link_mon; /* netlink link events: follows the interface MTU */
+	unsigned mtu;
 	atomic_bool wake_pending;
 	atomic_bool tun_gone;
 
@@ -483,10 +486,38 @@ static void stats_log(struct wgdev *w)
 		 (uint64_t)w->udp_send_errors, (uint64_t)w->tun_write_errors);
 }
 
+/*
+ * The engine caps padding at the interface MTU, so it must see every `ip link set mtu`:
+ * on any link event the MTU is read again (one ioctl; link events are rare).
+ */
+static void mtu_follow(struct wgdev *w)
+{
+	int mtu = nl_link_get_mtu(w->ifname);
+
+	if (mtu <= 0 || (unsigned)mtu == w->mtu)
+		return;
+	log_info("MTU %u -> %d", w->mtu, mtu);
+	w->mtu = (unsigned)mtu;
+	wg_device_set_mtu(w->dev, w->mtu);
+}
+
+static void link_event(struct loop_fd *h, uint32_t events)
+{
+	struct wgdev *w = container_of(h, struct wgdev, link_mon);
+
+	(void)events;
+	if (nl_monitor_read(h->fd) != 0)
+		mtu_follow(w);
+}
+
 void wgdev_free(struct wgdev *w)
 {
 	if (!w)
 		return;
+	if (w->link_mon.fd >= 0) {
+		loop_fd_del(w->loop, &w->link_mon);
+		close(w->link_mon.fd);
+	}
 	/*
 	 * Teardown in dependency order: no new requests, then no new packets, then
 	 * drain the crypto (its flushes still send through the open sockets), then the
@@ -535,6 +566,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	w->tun_reader.stop_fd = -1;
 	w->udp_reader.stop_fd = -1;
 	w->timer.cb = timers_fire;
+	w->link_mon = (struct loop_fd){.fd = -1, .cb = link_event};
 	w->timer.deadline_ns = TIME_NEVER;
 	pthread_rwlock_init(&w->socks_lock, NULL);
 
@@ -598,7 +630,20 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 		r = -ENOMEM;
 		goto out;
 	}
-	wg_device_set_mtu(w->dev, opts->mtu);
+	/* Subscribed before the first read, so no change falls between the two. */
+	r = nl_monitor_open();
+	if (r < 0) {
+		log_err("cannot open the netlink link monitor: %s", strerror(-r));
+		goto out;
+	}
+	w->link_mon.fd = r;
+	r = loop_fd_add(w->loop, &w->link_mon, EPOLLIN);
+	if (r < 0) {
+		close(w->link_mon.fd);
+		w->link_mon.fd = -1;
+		goto out;
+	}
+	mtu_follow(w);
 
 	/* Port 0 unless given: the kernel picks one, which `wg show` reports. */
 	r = udp_socks_open(&w->socks, opts->port, 0);

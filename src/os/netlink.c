@@ -9,6 +9,7 @@
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -134,6 +135,23 @@ int nl_link_set_mtu(const char *ifname, unsigned mtu)
 	nlh = link_msg_start(buf, idx);
 	mnl_attr_put_u32(nlh, IFLA_MTU, mtu);
 	return nl_transact(nlh);
+}
+
+int nl_link_get_mtu(const char *ifname)
+{
+	struct ifreq ifr = {0};
+	int fd, ret;
+
+	if (!ifname || strlen(ifname) >= IF_NAMESIZE)
+		return -ENODEV;
+	/* SIOCGIFMTU is one syscall where an RTM_GETLINK dump would parse every attribute. */
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	memcpy(ifr.ifr_name, ifname, strlen(ifname));
+	ret = ioctl(fd, SIOCGIFMTU, &ifr) < 0 ? -errno : ifr.ifr_mtu > 0 ? ifr.ifr_mtu : -EINVAL;
+	close(fd);
+	return ret;
 }
 
 static int addr_change(uint16_t type, uint16_t flags, const char *ifname, int family,

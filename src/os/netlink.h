@@ -14,6 +14,8 @@
 int nl_link_index(const char *ifname); /* >0, or -ENODEV */
 int nl_link_set_up(const char *ifname, bool up);
 int nl_link_set_mtu(const char *ifname, unsigned mtu);
+/* The link's current MTU (> 0), or -errno. */
+int nl_link_get_mtu(const char *ifname);
 /* addr: 4 or 16 bytes in network order. -EEXIST is returned as 0 (idempotent). */
 int nl_addr_add(const char *ifname, int family, const void *addr, unsigned prefixlen);
 int nl_addr_del(const char *ifname, int family, const void *addr, unsigned prefixlen);

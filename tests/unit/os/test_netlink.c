@@ -63,6 +63,8 @@ static void test_missing_device(void **state)
 	(void)state;
 	assert_int_equal(nl_link_index("nosuchdev0"), -ENODEV);
 	assert_int_equal(nl_link_set_mtu("nosuchdev0", 1400), -ENODEV);
+	assert_int_equal(nl_link_get_mtu("nosuchdev0"), -ENODEV);
+	assert_int_equal(nl_link_get_mtu("a-name-much-too-long-for-linux"), -ENODEV);
 	assert_int_equal(nl_link_set_up("nosuchdev0", true), -ENODEV);
 	assert_int_equal(nl_addr_add("nosuchdev0", AF_INET, a4, 24), -ENODEV);
 	assert_int_equal(nl_route_add("nosuchdev0", AF_INET, a4, 24), -ENODEV);
@@ -84,6 +86,9 @@ static void test_link_mtu_up(void **state)
 	assert_int_equal(nl_link_set_mtu(name, 1280), 0);
 	assert_int_equal(ifreq_get(name, SIOCGIFMTU, &ifr), 0);
 	assert_int_equal(ifr.ifr_mtu, 1280);
+	assert_int_equal(nl_link_get_mtu(name), 1280);
+	assert_int_equal(nl_link_set_mtu(name, 9000), 0);
+	assert_int_equal(nl_link_get_mtu(name), 9000);
 	/* The kernel's own refusal comes back as its errno. */
 	assert_int_equal(nl_link_set_mtu(name, 10), -EINVAL);
 
