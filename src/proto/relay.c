@@ -13,8 +13,9 @@
  * the server key and the random challenge of this connection's server-key
  * frame. Opening it proves the client holds the node key's private half, and
  * the challenge makes it useless on any other connection. server-info is sealed
- * with the same key, which proves to the client that the server holds the
- * private half of the key it announced (the key the relay map pins).
+ * with the same key and bound to client-info's nonce, which proves to the
+ * client, for this connection, that the server holds the private half of the
+ * key it announced (the key the relay map pins).
  *
  * Until the client is proven, frames are capped at RELAY_HS_FRAME_MAX, so an
  * unauthenticated connection costs at most that much buffer.

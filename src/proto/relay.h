@@ -27,6 +27,10 @@
 
 struct pkt;
 
+/* The HTTP upgrade that starts a relay connection (docs/relay-protocol.md). */
+#define RELAY_HTTP_PATH "/relay"
+#define RELAY_UPGRADE_TOKEN "trellis-relay/1"
+
 #define RELAY_KEY_LEN 32
 #define RELAY_HDR_LEN 5	       /* type + big-endian length */
 #define RELAY_PACKET_MAX 65536 /* largest datagram carried in one frame */

@@ -155,6 +155,52 @@ static void test_handshake(void **state)
 	relay_conn_clear(NULL);
 }
 
+/* Feeds p to c in two pieces cut at cut; returns the events seen, asserting no error. */
+static unsigned feed_cut(struct relay_conn *c, const uint8_t *p, size_t len, size_t cut,
+			 struct relay_msg *m)
+{
+	unsigned ev = 0;
+
+	assert_int_equal(feed(c, p, cut, len, m, &ev), 0);
+	assert_int_equal(feed(c, p + cut, len - cut, len, m, &ev), 0);
+	return ev;
+}
+
+/* Every handshake frame split at every point. */
+static void test_handshake_every_split(void **state)
+{
+	uint8_t skey[RELAY_HS_OUT_MAX], cinfo[RELAY_HS_OUT_MAX], sinfo[RELAY_HS_OUT_MAX];
+	struct relay_conn c, s;
+	struct relay_msg m;
+	size_t kn, cn, in;
+
+	(void)state;
+	keys();
+	cn = client_info(&c, &s, cpriv, NULL, NULL, cinfo);
+	kn = take_output(&s, skey, sizeof(skey)); /* nothing: already delivered */
+	assert_int_equal(kn, 0);
+	relay_conn_clear(&c);
+	for (size_t cut = 0; cut <= cn; cut++) {
+		/* The same server-key each time (fixed challenge), so the recorded frames stay
+		 * valid. */
+		assert_int_equal(relay_conn_server_init(&s, spriv, NULL), 0);
+		assert_int_equal(relay_conn_set_challenge_for_test(&s, (const uint8_t[32]){7}), 0);
+		assert_int_equal(relay_conn_client_init(&c, cpriv, spub, NULL), 0);
+		kn = take_output(&s, skey, sizeof(skey));
+		assert_int_equal(feed_cut(&c, skey, kn, cut % (kn + 1), &m), 0);
+		cn = take_output(&c, cinfo, sizeof(cinfo));
+		assert_int_equal(feed_cut(&s, cinfo, cn, cut, &m), 1);
+		assert_int_equal(m.type, RELAY_CLIENT_INFO);
+		assert_int_equal(relay_conn_server_accept(&s, &limits), 0);
+		in = take_output(&s, sinfo, sizeof(sinfo));
+		assert_int_equal(feed_cut(&c, sinfo, in, cut % (in + 1), &m), 1);
+		assert_int_equal(m.type, RELAY_SERVER_INFO);
+		assert_true(relay_conn_established(&c));
+		relay_conn_clear(&c);
+		relay_conn_clear(&s);
+	}
+}
+
 /* One message of every type that follows the handshake. */
 static size_t sample_msgs(struct relay_msg *m)
 {
@@ -949,6 +995,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_handshake),
+	    cmocka_unit_test(test_handshake_every_split),
 	    cmocka_unit_test(test_msg_roundtrip),
 	    cmocka_unit_test(test_msg_malformed),
 	    cmocka_unit_test(test_reader_every_split),
