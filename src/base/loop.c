@@ -7,6 +7,20 @@
  *
  * Deleting a handler from inside a callback is safe: the pending event array
  * of the current iteration is scrubbed of it (Redis ae.c does the same).
+ *
+ * Async sources share one eventfd. A send sets the source's flag, then the
+ * loop's flag, and writes the eventfd only when it turned the loop's flag on;
+ * the loop reads the eventfd, clears its flag, then clears and serves each
+ * source's flag. Both sides use sequentially consistent atomics, so a send
+ * either finds the loop's flag set by a sender whose wake-up is still to come
+ * (and whose scan will see this source's flag), or writes the eventfd itself:
+ * no send is lost, and a burst costs one write(2).
+ *
+ * A mailbox is a Treiber stack: producers push with a compare-and-swap, the
+ * loop takes the whole stack with one exchange and reverses it into post
+ * order. Taking everything at once has no ABA problem, and a push onto the
+ * empty stack is the one that sends the mailbox's async, so a burst of posts
+ * costs one wake-up. Closing swaps in a sentinel that later pushes see.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -36,25 +50,33 @@ struct loop {
 	int n_events;
 	int i_event;
 
-	struct loop_fd wake;
-	void (*wake_cb)(struct loop *loop, void *ctx);
-	void *wake_ctx;
+	struct loop_fd async_fd;
+	atomic_bool async_pending;
+	struct loop_async *asyncs;
+	struct loop_async *async_next; /* the scan's next source, for loop_async_del */
 
 	struct loop_fd sig;
 	void (*sig_cb)(struct loop *loop, int signo);
 };
 
-static void wake_readable(struct loop_fd *h, uint32_t events)
+static void async_readable(struct loop_fd *h, uint32_t events)
 {
-	struct loop *loop = container_of(h, struct loop, wake);
+	struct loop *loop = container_of(h, struct loop, async_fd);
+	struct loop_async *a;
 	uint64_t v;
 
 	(void)events;
-	/* Reading resets the counter: many wakes before we run collapse into one call. */
+	/* Reading resets the counter: many sends before we run collapse into one wake-up. */
 	if (read(h->fd, &v, sizeof(v)) != sizeof(v))
 		return;
-	if (loop->wake_cb)
-		loop->wake_cb(loop, loop->wake_ctx);
+	atomic_store(&loop->async_pending, false);
+	/* A callback may delete any source: loop_async_del moves async_next past it. */
+	for (a = loop->asyncs; a; a = loop->async_next) {
+		loop->async_next = a->next;
+		if (atomic_load(&a->pending) && atomic_exchange(&a->pending, false))
+			a->cb(a);
+	}
+	loop->async_next = NULL;
 }
 
 static void sig_readable(struct loop_fd *h, uint32_t events)
@@ -77,15 +99,15 @@ struct loop *loop_new(void)
 	if (!loop)
 		return NULL;
 	loop->sig.fd = -1;
-	loop->wake.fd = -1;
+	loop->async_fd.fd = -1;
 	loop->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (loop->epfd < 0)
 		goto fail;
-	loop->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (loop->wake.fd < 0)
+	loop->async_fd.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (loop->async_fd.fd < 0)
 		goto fail;
-	loop->wake.cb = wake_readable;
-	err = loop_fd_add(loop, &loop->wake, EPOLLIN);
+	loop->async_fd.cb = async_readable;
+	err = loop_fd_add(loop, &loop->async_fd, EPOLLIN);
 	if (err < 0) {
 		errno = -err;
 		goto fail;
@@ -105,8 +127,8 @@ void loop_free(struct loop *loop)
 		return;
 	if (loop->sig.fd >= 0)
 		close(loop->sig.fd);
-	if (loop->wake.fd >= 0)
-		close(loop->wake.fd);
+	if (loop->async_fd.fd >= 0)
+		close(loop->async_fd.fd);
 	if (loop->epfd >= 0)
 		close(loop->epfd);
 	free(loop->heap);
@@ -255,20 +277,137 @@ int loop_signals_catch(struct loop *loop, void (*cb)(struct loop *loop, int sign
 	return loop_fd_add(loop, &loop->sig, EPOLLIN);
 }
 
-void loop_wake(struct loop *loop)
+void loop_async_add(struct loop *loop, struct loop_async *a)
 {
+	a->loop = loop;
+	atomic_store(&a->pending, false);
+	a->prev = NULL;
+	a->next = loop->asyncs;
+	if (a->next)
+		a->next->prev = a;
+	loop->asyncs = a;
+}
+
+void loop_async_send(struct loop_async *a)
+{
+	struct loop *loop = a->loop;
 	uint64_t one = 1;
 	ssize_t r;
 
-	/* EAGAIN means the counter is saturated: a wake is pending anyway. */
-	r = write(loop->wake.fd, &one, sizeof(one));
+	/* The plain load first keeps a hot sender off the cache line's write path. */
+	if (atomic_load(&a->pending) || atomic_exchange(&a->pending, true))
+		return;
+	if (atomic_exchange(&loop->async_pending, true))
+		return;
+	/* EAGAIN means the counter is saturated: a wake-up is pending anyway. */
+	r = write(loop->async_fd.fd, &one, sizeof(one));
 	(void)r;
 }
 
-void loop_wake_cb_set(struct loop *loop, void (*cb)(struct loop *loop, void *ctx), void *ctx)
+void loop_async_del(struct loop_async *a)
 {
-	loop->wake_cb = cb;
-	loop->wake_ctx = ctx;
+	struct loop *loop = a->loop;
+
+	/* Never added, or deleted already. a->loop stays: a late send only wakes the loop. */
+	if (!loop || (!a->prev && loop->asyncs != a))
+		return;
+	if (loop->async_next == a)
+		loop->async_next = a->next;
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		loop->asyncs = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	a->next = a->prev = NULL;
+	atomic_store(&a->pending, false);
+}
+
+/* --- mailbox --- */
+
+/* The head of a closed mailbox: an address no message can have. */
+static struct loop_msg mailbox_closed;
+#define LOOP_MAILBOX_CLOSED (&mailbox_closed)
+
+static void mailbox_woken(struct loop_async *a)
+{
+	loop_mailbox_run(container_of(a, struct loop_mailbox, async));
+}
+
+void loop_mailbox_init(struct loop *loop, struct loop_mailbox *mb)
+{
+	atomic_store(&mb->head, NULL);
+	mb->ready = NULL;
+	mb->async.cb = mailbox_woken;
+	loop_async_add(loop, &mb->async);
+}
+
+int loop_mailbox_post(struct loop_mailbox *mb, struct loop_msg *m)
+{
+	struct loop_msg *old = atomic_load(&mb->head);
+
+	do {
+		if (old == LOOP_MAILBOX_CLOSED) {
+			if (m->drop)
+				m->drop(m);
+			return -EPIPE;
+		}
+		m->next = old;
+	} while (!atomic_compare_exchange_weak(&mb->head, &old, m));
+	/* Onto an empty stack: nobody has woken the loop for what is there now. */
+	if (!old)
+		loop_async_send(&mb->async);
+	return 0;
+}
+
+/* Moves everything posted so far behind `ready`, oldest first; close: for good. */
+static void mailbox_take(struct loop_mailbox *mb, bool close)
+{
+	struct loop_msg *list = atomic_load(&mb->head), *rev = NULL, **tail;
+
+	do {
+		if (list == LOOP_MAILBOX_CLOSED || (!list && !close))
+			return;
+	} while (!atomic_compare_exchange_weak(&mb->head, &list,
+					       close ? LOOP_MAILBOX_CLOSED : NULL));
+	while (list) {
+		struct loop_msg *next = list->next;
+
+		list->next = rev;
+		rev = list;
+		list = next;
+	}
+	for (tail = &mb->ready; *tail; tail = &(*tail)->next)
+		;
+	*tail = rev;
+}
+
+int loop_mailbox_run(struct loop_mailbox *mb)
+{
+	struct loop_msg *m;
+	int n = 0;
+
+	/* One take per call: producers posting without pause cannot keep the loop here. */
+	mailbox_take(mb, false);
+	while ((m = mb->ready)) {
+		mb->ready = m->next;
+		m->run(m);
+		n++;
+	}
+	return n;
+}
+
+void loop_mailbox_close(struct loop_mailbox *mb)
+{
+	struct loop_msg *m;
+
+	mailbox_take(mb, true);
+	while ((m = mb->ready)) {
+		mb->ready = m->next;
+		if (m->drop)
+			m->drop(m);
+	}
+	loop_async_del(&mb->async);
 }
 
 void loop_stop(struct loop *loop)

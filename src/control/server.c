@@ -204,7 +204,7 @@ struct control_server {
 	size_t delta_backlog_max;
 	int conn_sndbuf; /* tests: SO_SNDBUF of accepted connections; 0 = kernel default */
 	uint64_t change_cursor;
-	atomic_bool stopping;
+	struct loop_async stop_async; /* control_server_stop, from any thread */
 	struct counters ctr;
 };
 
@@ -2184,12 +2184,11 @@ static int tls_open(struct control_server *s, const char *cert, const char *key)
 	return 0;
 }
 
-static void wake_cb(struct loop *loop, void *ctx)
+static void stop_cb(struct loop_async *a)
 {
-	struct control_server *s = ctx;
+	struct control_server *s = container_of(a, struct control_server, stop_async);
 
-	if (atomic_load(&s->stopping))
-		loop_stop(loop);
+	loop_stop(s->loop);
 }
 
 static void nofile_raise(void)
@@ -2283,6 +2282,8 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		log_err("control: cannot open %s: %s", path, strerror(-r));
 		goto out;
 	}
+	/* Before anything may submit a write: completions come back through the loop. */
+	store_loop_attach(s->store, s->loop);
 	r = state_load(s);
 	if (r < 0) {
 		log_err("control: cannot load the store: %s", strerror(-r));
@@ -2300,10 +2301,8 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	r = loop_fd_add(s->loop, &s->lfd, EPOLLIN);
 	if (r < 0)
 		goto out;
-	r = store_loop_attach(s->store, s->loop);
-	if (r < 0)
-		goto out;
-	loop_wake_cb_set(s->loop, wake_cb, s);
+	s->stop_async.cb = stop_cb;
+	loop_async_add(s->loop, &s->stop_async);
 	loop_timer_arm(s->loop, &s->tick_t, loop_now_ns(s->loop) + TICK_NS);
 	log_info("control: listening on %s%s, server key %s", s->listen, s->tls ? " (TLS)" : "",
 		 s->pub_b64);
@@ -2327,8 +2326,7 @@ int control_server_run(struct control_server *s)
 
 void control_server_stop(struct control_server *s)
 {
-	atomic_store(&s->stopping, true);
-	loop_wake(s->loop);
+	loop_async_send(&s->stop_async);
 }
 
 static void free_ptr(void *ctx, const uint8_t *key, size_t len, uint64_t val)
@@ -2358,11 +2356,13 @@ void control_server_free(struct control_server *s)
 		 * a completion may submit the coalesced next write of its node. */
 		do
 			store_flush(s->store);
-		while (store_dispatch(s->store) > 0);
+		while (store_completions_run(s->store) > 0);
 		store_loop_detach(s->store);
 	}
-	if (s->loop)
+	if (s->loop) {
 		loop_timer_disarm(s->loop, &s->full_t);
+		loop_async_del(&s->stop_async);
+	}
 	store_free(s->store);
 	if (s->lfd.fd >= 0) {
 		loop_fd_del(s->loop, &s->lfd);

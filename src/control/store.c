@@ -3,16 +3,15 @@
  * Backend-independent half of the store: the write queue, the writer thread
  * that group-commits, and completion delivery (see store.h).
  *
- * A request moves queue -> (writer) batch -> done list -> store_dispatch. Sync
- * requests skip the done list: the writer signals their condition variable.
+ * A request moves queue -> (writer) batch -> the loop's mailbox -> its done
+ * callback on the loop thread. Sync requests skip the mailbox: the writer
+ * signals their condition variable.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -23,6 +22,7 @@
 
 struct req {
 	struct req *next;
+	struct loop_msg msg; /* the completion, on the loop thread */
 	struct store_op op;
 	store_done_fn done;
 	void *ctx;
@@ -47,10 +47,8 @@ struct store {
 	pthread_t thread;
 	bool thread_started;
 
-	struct req *done_head, **done_tail;
-	int efd;
-	struct loop *loop;
-	struct loop_fd lfd;
+	struct loop_mailbox done; /* completions; usable once attached */
+	bool attached;
 
 	pthread_mutex_t rd_lock; /* the read connection is used from any thread */
 	struct store_stats stats;
@@ -75,7 +73,6 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
 		size_t n = 0, i, failed = 0;
-		bool notify = false;
 		int r;
 
 		while (!s->head && !s->stopping)
@@ -110,26 +107,17 @@ static void *writer_main(void *arg)
 			s->stats.commits++;
 		s->stats.ops += n;
 		s->stats.failed += failed;
+		/* Queued before `completed` moves: store_flush promises the completions are. */
 		for (i = 0; i < n; i++) {
 			struct req *q = reqs[i];
 
-			if (q->sync) {
+			if (q->sync)
 				q->finished = true;
-				continue;
-			}
-			q->next = NULL;
-			*s->done_tail = q;
-			s->done_tail = &q->next;
-			notify = true;
+			else
+				loop_mailbox_post(&s->done, &q->msg);
 		}
 		s->completed += n;
 		pthread_cond_broadcast(&s->progress);
-		if (notify) {
-			uint64_t one = 1;
-
-			if (write(s->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-				log_warn("store: eventfd write: %m");
-		}
 	}
 	pthread_mutex_unlock(&s->lock);
 	free(ops);
@@ -148,9 +136,7 @@ int store_open_backend(const struct store_backend *be, const char *path, struct 
 	if (!s)
 		return -ENOMEM;
 	s->be = be;
-	s->efd = -1;
 	s->tail = &s->head;
-	s->done_tail = &s->done_head;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->rd_lock, NULL);
 	pthread_cond_init(&s->work, NULL);
@@ -168,11 +154,6 @@ int store_open_backend(const struct store_backend *be, const char *path, struct 
 	r = be->open(path, &s->rd);
 	if (r < 0)
 		goto out;
-	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->efd < 0) {
-		r = -errno;
-		goto out;
-	}
 	r = -pthread_create(&s->thread, NULL, writer_main, s);
 	if (r < 0)
 		goto out;
@@ -200,20 +181,12 @@ void store_free(struct store *s)
 		pthread_mutex_unlock(&s->lock);
 		pthread_join(s->thread, NULL);
 	}
+	/* Completions never run are dropped (req_drop): their writes are durable. */
 	store_loop_detach(s);
-	/* Completions never dispatched are dropped: their writes are durable. */
-	while (s->done_head) {
-		struct req *q = s->done_head;
-
-		s->done_head = q->next;
-		free(q);
-	}
 	if (s->wr)
 		s->be->close(s->wr);
 	if (s->rd)
 		s->be->close(s->rd);
-	if (s->efd >= 0)
-		close(s->efd);
 	pthread_cond_destroy(&s->work);
 	pthread_cond_destroy(&s->progress);
 	pthread_mutex_destroy(&s->lock);
@@ -238,15 +211,32 @@ static int enqueue(struct store *s, struct req *q)
 	return 0;
 }
 
+static void req_done(struct loop_msg *m)
+{
+	struct req *q = container_of(m, struct req, msg);
+
+	if (q->done)
+		q->done(q->ctx, q->err, q->id);
+	free(q);
+}
+
+static void req_drop(struct loop_msg *m)
+{
+	free(container_of(m, struct req, msg));
+}
+
 int store_submit(struct store *s, const struct store_op *op, store_done_fn done, void *ctx)
 {
 	struct req *q;
 	int r;
 
+	if (!s->attached)
+		return -ENOTCONN;
 	q = malloc(sizeof(*q));
 	if (!q)
 		return -ENOMEM;
 	memset(q, 0, offsetof(struct req, op));
+	q->msg = (struct loop_msg){.run = req_done, .drop = req_drop};
 	q->op = *op;
 	q->done = done;
 	q->ctx = ctx;
@@ -288,62 +278,24 @@ void store_flush(struct store *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
-int store_event_fd(const struct store *s)
+int store_completions_run(struct store *s)
 {
-	return s->efd;
+	return s->attached ? loop_mailbox_run(&s->done) : 0;
 }
 
-int store_dispatch(struct store *s)
+void store_loop_attach(struct store *s, struct loop *loop)
 {
-	struct req *list;
-	uint64_t v;
-	int n = 0;
-
-	if (read(s->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		log_warn("store: eventfd read: %m");
-	pthread_mutex_lock(&s->lock);
-	list = s->done_head;
-	s->done_head = NULL;
-	s->done_tail = &s->done_head;
-	pthread_mutex_unlock(&s->lock);
-	while (list) {
-		struct req *q = list;
-
-		list = q->next;
-		if (q->done)
-			q->done(q->ctx, q->err, q->id);
-		free(q);
-		n++;
-	}
-	return n;
-}
-
-static void loop_event(struct loop_fd *h, uint32_t events)
-{
-	struct store *s = container_of(h, struct store, lfd);
-
-	(void)events;
-	store_dispatch(s);
-}
-
-int store_loop_attach(struct store *s, struct loop *loop)
-{
-	int r;
-
-	s->lfd.fd = s->efd;
-	s->lfd.cb = loop_event;
-	r = loop_fd_add(loop, &s->lfd, EPOLLIN);
-	if (r < 0)
-		return r;
-	s->loop = loop;
-	return 0;
+	loop_mailbox_init(loop, &s->done);
+	s->attached = true;
 }
 
 void store_loop_detach(struct store *s)
 {
-	if (s->loop)
-		loop_fd_del(s->loop, &s->lfd);
-	s->loop = NULL;
+	if (!s->attached)
+		return;
+	/* The writer may still post: from here on its posts are dropped, which frees them. */
+	loop_mailbox_close(&s->done);
+	s->attached = false;
 }
 
 void store_stats_get(struct store *s, struct store_stats *ret)

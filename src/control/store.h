@@ -19,10 +19,11 @@
  * transaction (each operation in its own SAVEPOINT, so a failing operation -- a
  * name clash, say -- fails alone), commits with one fsync, and then completes
  * every operation of the batch. Completions of store_submit are delivered on
- * the caller's event loop: the writer thread queues them and signals an eventfd
- * (store_event_fd; store_loop_attach registers it with a base/loop), and
- * store_dispatch runs the callbacks on the loop thread. The event loop thus
- * never waits for a disk. store_write is the synchronous wrapper (admin CLI,
+ * the caller's event loop: the writer thread posts them to a loop mailbox
+ * (base/loop.h; store_loop_attach), whose messages run the callbacks on the
+ * loop thread. The event loop thus never waits for a disk, and a reply that a
+ * callback sends is sent only after the commit. store_write is the
+ * synchronous wrapper (admin CLI,
  * tests, startup): it queues like everyone else and sleeps until its batch is
  * durable.
  *
@@ -174,15 +175,21 @@ void store_free(struct store *s);
 
 int store_load(struct store *s, struct store_snapshot *ret_snap);
 
-/* Asynchronous write: copies op; done runs later from store_dispatch. 0, -EAGAIN. */
-int store_submit(struct store *s, const struct store_op *op, store_done_fn done, void *ctx);
-/* eventfd that becomes readable when completions wait for store_dispatch. */
-int store_event_fd(const struct store *s);
-/* Runs pending completions on the calling (loop) thread. Returns how many ran. */
-int store_dispatch(struct store *s);
-/* Registers store_event_fd with loop so that completions dispatch themselves. */
-int store_loop_attach(struct store *s, struct loop *loop);
+/*
+ * Completions of store_submit run on loop's thread from now on (call on that
+ * thread, or before its loop runs).
+ */
+void store_loop_attach(struct store *s, struct loop *loop);
+/* Loop thread: completions not yet run are dropped (their writes are durable). */
 void store_loop_detach(struct store *s);
+/*
+ * Asynchronous write (after store_loop_attach): copies op; done runs on the
+ * loop thread once the op's transaction is durable. 0, -EAGAIN, -ENOTCONN (not
+ * attached).
+ */
+int store_submit(struct store *s, const struct store_op *op, store_done_fn done, void *ctx);
+/* Loop thread: runs the completions queued so far now (shutdown). Returns how many ran. */
+int store_completions_run(struct store *s);
 
 /* Synchronous write: returns once durable. 0 or the op's -errno; ret_id may be NULL. */
 int store_write(struct store *s, const struct store_op *op, uint64_t *ret_id);

@@ -115,6 +115,9 @@ struct control_client {
 	bool established; /* registered on a live session: logout possible */
 	bool logout_req;
 	bool logout_done;
+	uint64_t netmaps; /* full netmaps delivered */
+	bool resync_req;
+	int resync_err;
 };
 
 const char *control_client_state_name(enum control_client_state s)
@@ -914,6 +917,10 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 			break;
 		}
 		rotate_schedule(cc, &m.netmap->self);
+		/* Counted before the caller sees it: a resync it asks for later is not stale. */
+		pthread_mutex_lock(&cc->lock);
+		cc->netmaps++;
+		pthread_mutex_unlock(&cc->lock);
 		r = cc->ops.netmap ? cc->ops.netmap(cc->ops.ctx, m.netmap) : 0;
 		if (!cc->ops.netmap)
 			netmap_free(m.netmap);
@@ -936,6 +943,8 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 		if (m.delta->has_self)
 			rotate_schedule(cc, &m.delta->self);
 		r = cc->ops.delta ? cc->ops.delta(cc->ops.ctx, m.delta) : 0;
+		if (cc->ops.delta)
+			m.delta = NULL; /* passed on */
 		if (r < 0)
 			set_err(cc, "cannot apply a netmap delta (%s): asking for a full map",
 				strerror(-r));
@@ -1062,7 +1071,14 @@ static int session_run(struct control_client *cc, struct session *s)
 			cc->logout_req = false;
 			logout = true;
 		}
+		r = cc->resync_req ? cc->resync_err : 0;
+		cc->resync_req = false;
 		pthread_mutex_unlock(&cc->lock);
+		if (r < 0) {
+			set_err(cc, "cannot apply a netmap delta (%s): asking for a full map",
+				strerror(-r));
+			return r;
+		}
 		if (logout) {
 			struct ctrl_msg m = {.type = CTRL_MSG_LOGOUT};
 
@@ -1143,6 +1159,10 @@ static int session(struct control_client *cc)
 	cc->registered = false;
 	cc->have_netmap = false;
 	cc->err[0] = '\0';
+	/* The next session starts with a full map anyway. */
+	pthread_mutex_lock(&cc->lock);
+	cc->resync_req = false;
+	pthread_mutex_unlock(&cc->lock);
 	r = server_key_fetch(cc, server_key);
 	if (r < 0)
 		goto out;
@@ -1300,6 +1320,23 @@ void control_client_free(struct control_client *cc)
 	pthread_mutex_destroy(&cc->lock);
 	crypto_wipe(cc, sizeof(*cc));
 	free(cc);
+}
+
+int control_client_resync(struct control_client *cc, uint64_t netmaps, int err)
+{
+	uint64_t one = 1;
+	int r = -ESTALE;
+
+	pthread_mutex_lock(&cc->lock);
+	if (netmaps == cc->netmaps) {
+		cc->resync_req = true;
+		cc->resync_err = err < 0 ? err : -EINVAL;
+		if (write(cc->wake_fd, &one, sizeof(one)) < 0)
+			log_warn("control client resync: %s", strerror(errno));
+		r = 0;
+	}
+	pthread_mutex_unlock(&cc->lock);
+	return r;
 }
 
 int control_client_logout(struct control_client *cc, uint64_t timeout_ns)

@@ -13,8 +13,9 @@
  * register, stream), which reads straight down as blocking code, and a slow
  * DNS lookup, TLS handshake or server can never stall the daemon's loop (local
  * API, engine timers). The price is that its results reach the daemon through
- * the callbacks below, on the client's thread: the daemon serialises them with
- * its own lock and wakes its loop for what must happen there.
+ * the callbacks below, on the client's thread: the daemon posts them to its
+ * loop (daemon.c), and asks for a full map with control_client_resync when a
+ * delta does not apply there.
  */
 
 #include <stdbool.h>
@@ -51,8 +52,11 @@ struct control_client_ops {
 	void (*registered)(void *ctx, const struct netmap_node *self);
 	/* A full netmap; ownership passes to the callee. 0, or -errno to reconnect. */
 	int (*netmap)(void *ctx, struct netmap *nm);
-	/* A delta on the last netmap. 0, or -errno to reconnect (and get a full map). */
-	int (*delta)(void *ctx, const struct netmap_delta *d);
+	/*
+	 * A delta on the last netmap; ownership passes to the callee. 0, or -errno
+	 * to reconnect (and get a full map).
+	 */
+	int (*delta)(void *ctx, struct netmap_delta *d);
 	/*
 	 * Node key rotation (both or neither; NULL: the client never rotates).
 	 * rotate_begin: the next private node key into ret_key (the daemon's
@@ -102,6 +106,16 @@ void control_client_free(struct control_client *cc);
  * when there is no established session, -ETIMEDOUT.
  */
 int control_client_logout(struct control_client *cc, uint64_t timeout_ns);
+
+/*
+ * The caller could not apply a delta the client delivered (err: why): the
+ * client ends its session and reconnects for a full netmap, as if the delta
+ * callback had returned err. netmaps: how many full netmaps the caller has
+ * received from this client; a request made before the newest one reached the
+ * caller is stale: -ESTALE, ignored (that map needs no resync). 0 otherwise.
+ * Any thread.
+ */
+int control_client_resync(struct control_client *cc, uint64_t netmaps, int err);
 
 /*
  * Splits "http://host:port/..." into scheme, host (no brackets) and port.

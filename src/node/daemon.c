@@ -3,13 +3,26 @@
  * trellisd in control-plane mode.
  *
  * Threads: the loop thread (local API, engine timers, signals, the deferred
- * netmap cache write) and the control client's thread (control_client.h),
- * besides the data-plane threads of wgdev.c. Everything the two share — the
- * netmap and its applier, the state directory, what the client last reported —
- * sits under `lock`. The client's callbacks take it on its thread and wake the
- * loop for what only the loop may do (answering a pending `trellis up`, arming
- * the cache timer). The loop thread never holds `lock` while it stops the
- * client or waits for a logout, since the client's callbacks need it.
+ * netmap cache write, and everything the control client reports) and the
+ * control client's thread (control_client.h), besides the data-plane threads
+ * of wgdev.c. The client's callbacks do not touch the daemon: they post what
+ * they got (state and error, auth URL, registration, netmaps and deltas, the
+ * rotated node key) to the loop's mailbox `from_client`, and the loop thread
+ * applies it. So the netmap, its applier, the state directory and what the
+ * client last reported are the loop thread's, without a lock, and a posting
+ * client never waits for the loop — which is what lets the loop wait for the
+ * client (control_client_logout, control_client_free) without a deadlock.
+ *
+ * One exception: the node key in the state directory belongs to the client
+ * thread while a client runs, since a rotation needs the next key at once
+ * (cc_rotate_begin) and must commit it before it rotates again. The loop
+ * thread touches the node key only while no client runs (client_start reads
+ * it before the thread starts, logout makes a new one after it stopped).
+ *
+ * client_stop joins the client's thread and then runs what it posted before
+ * it stopped, so a stopped client's last netmap or registration is applied
+ * exactly as if it had been applied on its thread, and no message of an old
+ * client can reach the next one's session.
  *
  * Backend state (docs/localapi.md):
  *   stopped      wanted down, or the client gave up (error says why)
@@ -19,7 +32,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +41,7 @@
 #include "base/loop.h"
 #include "base/time.h"
 #include "base/util.h"
+#include "crypto/crypto.h"
 #include "node/control_client.h"
 #include "node/daemon.h"
 #include "node/localapi.h"
@@ -45,14 +58,15 @@ struct daemon {
 	struct localapi_server *api;
 	const char *ifname;
 
-	/* Loop thread only. */
+	/* The loop thread's (see the top for the node key in st). */
 	struct control_client *cc;
+	struct loop_mailbox from_client;
+	uint64_t client_netmaps; /* full netmaps from the current client */
+	bool map_broken;         /* a delta did not apply: ignore deltas until a full map */
 	struct localapi_req *up_req;
 	uint64_t up_errors; /* `errors` when the pending up started */
 	bool up_url_sent;
 	struct loop_timer save_timer;
-
-	pthread_mutex_t lock;
 	struct state *st;
 	struct netmap_apply *na;
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
@@ -60,8 +74,7 @@ struct daemon {
 	bool client_on;
 	char auth_url[CTRL_TEXT_MAX];
 	char error[ERROR_MAX];
-	uint64_t errors;       /* reports with an error so far */
-	uint64_t save_deadline; /* deferred cache write, 0 = none */
+	uint64_t errors; /* reports with an error so far */
 };
 
 static const char *backend_state(const struct daemon *d)
@@ -80,21 +93,21 @@ static const char *backend_state(const struct daemon *d)
 	}
 }
 
-/* --- netmap (under lock) --- */
+static void events(struct daemon *d);
 
-static void cache_save_locked(struct daemon *d)
+/* --- netmap --- */
+
+static void cache_save(struct daemon *d)
 {
 	int64_t r = state_netmap_save(d->st, d->nm, time_now_ns());
 
 	if (r < 0)
 		log_warn("cannot cache the netmap: %s", strerror((int)-r));
-	else if (r > 0 && !d->save_deadline) {
-		d->save_deadline = (uint64_t)r;
-		loop_wake(d->loop);
-	}
+	else if (r > 0 && !d->save_timer.armed)
+		loop_timer_arm(d->loop, &d->save_timer, (uint64_t)r);
 }
 
-static int apply_locked(struct daemon *d)
+static int apply(struct daemon *d)
 {
 	int r = netmap_apply_netmap(d->na, d->nm, time_now_ns());
 
@@ -104,113 +117,254 @@ static int apply_locked(struct daemon *d)
 	return r;
 }
 
+/* --- what the control client reports (posted on its thread, run on the loop) --- */
+
+enum report_kind { REPORT_STATE, REPORT_REGISTERED, REPORT_NETMAP, REPORT_DELTA, REPORT_NODE_KEY };
+
+struct report {
+	struct loop_msg msg;
+	struct daemon *d;
+	enum report_kind kind;
+	union {
+		struct {
+			enum control_client_state state;
+			bool has_url, has_error;
+			char url[CTRL_TEXT_MAX];
+			char error[ERROR_MAX];
+		} st;
+		struct {
+			bool has_self;
+			uint64_t node_id;
+		} reg;
+		struct netmap *nm;
+		struct netmap_delta *delta;
+		uint8_t key[NETMAP_KEY_LEN];
+	};
+};
+
+static void report_free(struct report *rp)
+{
+	if (rp->kind == REPORT_NETMAP)
+		netmap_free(rp->nm);
+	else if (rp->kind == REPORT_DELTA)
+		netmap_delta_free(rp->delta);
+	crypto_wipe(rp, sizeof(*rp));
+	free(rp);
+}
+
+static void report_state(struct daemon *d, struct report *rp)
+{
+	d->cstate = rp->st.state;
+	if (rp->st.has_url)
+		snprintf(d->auth_url, sizeof(d->auth_url), "%s", rp->st.url);
+	if (rp->st.has_error) {
+		snprintf(d->error, sizeof(d->error), "%s", rp->st.error);
+		d->errors++;
+	} else if (rp->st.state == CONTROL_CLIENT_RUNNING) {
+		d->error[0] = '\0';
+	}
+	if (rp->st.state == CONTROL_CLIENT_FAILED) {
+		struct state_prefs p = *state_prefs(d->st);
+
+		/* The error is the client's (ERROR_MAX); the prefs keep what fits. */
+		snprintf(p.last_error, sizeof(p.last_error), "%.*s", (int)sizeof(p.last_error) - 1,
+			 rp->st.has_error ? rp->st.error : "");
+		state_prefs_save(d->st, &p);
+	}
+	events(d);
+}
+
+static void report_registered(struct daemon *d, struct report *rp)
+{
+	struct state_prefs p = *state_prefs(d->st);
+	int r;
+
+	p.registered = true;
+	if (rp->reg.has_self)
+		p.node_id = rp->reg.node_id;
+	p.last_error[0] = '\0';
+	r = state_prefs_save(d->st, &p);
+	if (r < 0)
+		log_warn("cannot save prefs: %s", strerror(-r));
+}
+
+static void report_netmap(struct daemon *d, struct report *rp)
+{
+	netmap_free(d->nm);
+	d->nm = rp->nm;
+	rp->nm = NULL;
+	d->client_netmaps++;
+	d->map_broken = false;
+	log_info("netmap %" PRIu64 ": %u peers", d->nm->seq, d->nm->n_peers);
+	apply(d);
+	cache_save(d);
+}
+
+static void report_delta(struct daemon *d, struct report *rp)
+{
+	const struct netmap_delta *delta = rp->delta;
+	int r;
+
+	/* The client is already asking for a full map; the deltas until then build on a gap. */
+	if (d->map_broken)
+		return;
+	r = d->nm ? netmap_apply_delta(d->nm, delta) : -EINVAL;
+	if (r < 0) {
+		/* -ESTALE from the client: a full map is already on its way here. */
+		d->map_broken = true;
+		if (d->cc)
+			control_client_resync(d->cc, d->client_netmaps, r);
+		return;
+	}
+	log_debug("delta %" PRIu64 ": +%u ~%u -%u", delta->seq, delta->n_added, delta->n_changed,
+		  delta->n_removed);
+	apply(d);
+	cache_save(d);
+}
+
+static void report_node_key(struct daemon *d, struct report *rp)
+{
+	int r = netmap_apply_set_private_key(d->na, rp->key, time_now_ns());
+
+	if (r < 0)
+		log_warn("cannot give WireGuard the rotated node key: %s", strerror(-r));
+	wgdev_timers_kick(d->wg);
+}
+
+static void report_run(struct loop_msg *m)
+{
+	struct report *rp = container_of(m, struct report, msg);
+	struct daemon *d = rp->d;
+
+	switch (rp->kind) {
+	case REPORT_STATE:
+		report_state(d, rp);
+		break;
+	case REPORT_REGISTERED:
+		report_registered(d, rp);
+		break;
+	case REPORT_NETMAP:
+		report_netmap(d, rp);
+		break;
+	case REPORT_DELTA:
+		report_delta(d, rp);
+		break;
+	case REPORT_NODE_KEY:
+		report_node_key(d, rp);
+		break;
+	}
+	report_free(rp);
+}
+
+static void report_drop(struct loop_msg *m)
+{
+	report_free(container_of(m, struct report, msg));
+}
+
+static struct report *report_new(struct daemon *d, enum report_kind kind)
+{
+	struct report *rp = calloc(1, sizeof(*rp));
+
+	if (!rp) {
+		log_err("out of memory: a control client report is lost");
+		return NULL;
+	}
+	rp->msg = (struct loop_msg){.run = report_run, .drop = report_drop};
+	rp->d = d;
+	rp->kind = kind;
+	return rp;
+}
+
+static void report_post(struct daemon *d, struct report *rp)
+{
+	/* Closed only at exit, after the client stopped: never dropped in practice. */
+	loop_mailbox_post(&d->from_client, &rp->msg);
+}
+
 /* --- control client callbacks (client thread) --- */
 
 static void cc_state_changed(void *ctx, enum control_client_state s, const char *url,
 			     const char *error)
 {
 	struct daemon *d = ctx;
+	struct report *rp = report_new(d, REPORT_STATE);
 
-	pthread_mutex_lock(&d->lock);
-	d->cstate = s;
-	if (url)
-		snprintf(d->auth_url, sizeof(d->auth_url), "%s", url);
+	if (!rp)
+		return;
+	rp->st.state = s;
+	if (url) {
+		rp->st.has_url = true;
+		snprintf(rp->st.url, sizeof(rp->st.url), "%s", url);
+	}
 	if (error) {
-		snprintf(d->error, sizeof(d->error), "%s", error);
-		d->errors++;
-	} else if (s == CONTROL_CLIENT_RUNNING) {
-		d->error[0] = '\0';
+		rp->st.has_error = true;
+		snprintf(rp->st.error, sizeof(rp->st.error), "%s", error);
 	}
-	if (s == CONTROL_CLIENT_FAILED) {
-		struct state_prefs p = *state_prefs(d->st);
-
-		snprintf(p.last_error, sizeof(p.last_error), "%s", error ? error : "");
-		state_prefs_save(d->st, &p);
-	}
-	pthread_mutex_unlock(&d->lock);
-	loop_wake(d->loop);
+	report_post(d, rp);
 }
 
 static void cc_registered(void *ctx, const struct netmap_node *self)
 {
 	struct daemon *d = ctx;
-	struct state_prefs p;
-	int r;
+	struct report *rp = report_new(d, REPORT_REGISTERED);
 
-	pthread_mutex_lock(&d->lock);
-	p = *state_prefs(d->st);
-	p.registered = true;
-	if (self)
-		p.node_id = self->id;
-	p.last_error[0] = '\0';
-	r = state_prefs_save(d->st, &p);
-	pthread_mutex_unlock(&d->lock);
-	if (r < 0)
-		log_warn("cannot save prefs: %s", strerror(-r));
+	if (!rp)
+		return;
+	rp->reg.has_self = self != NULL;
+	rp->reg.node_id = self ? self->id : 0;
+	report_post(d, rp);
 }
 
 static int cc_netmap(void *ctx, struct netmap *nm)
 {
 	struct daemon *d = ctx;
+	struct report *rp = report_new(d, REPORT_NETMAP);
 
-	pthread_mutex_lock(&d->lock);
-	netmap_free(d->nm);
-	d->nm = nm;
-	log_info("netmap %" PRIu64 ": %u peers", nm->seq, nm->n_peers);
-	apply_locked(d);
-	cache_save_locked(d);
-	pthread_mutex_unlock(&d->lock);
+	if (!rp) {
+		netmap_free(nm);
+		return -ENOMEM;
+	}
+	rp->nm = nm;
+	report_post(d, rp);
 	return 0;
 }
 
-static int cc_delta(void *ctx, const struct netmap_delta *delta)
+static int cc_delta(void *ctx, struct netmap_delta *delta)
 {
 	struct daemon *d = ctx;
-	int r;
+	struct report *rp = report_new(d, REPORT_DELTA);
 
-	pthread_mutex_lock(&d->lock);
-	if (!d->nm) {
-		r = -EINVAL;
-		goto out;
+	if (!rp) {
+		netmap_delta_free(delta);
+		return -ENOMEM;
 	}
-	r = netmap_apply_delta(d->nm, delta);
-	if (r < 0)
-		goto out;
-	log_debug("delta %" PRIu64 ": +%u ~%u -%u", delta->seq, delta->n_added, delta->n_changed,
-		  delta->n_removed);
-	apply_locked(d);
-	cache_save_locked(d);
-	r = 0;
-out:
-	pthread_mutex_unlock(&d->lock);
-	return r;
+	rp->delta = delta;
+	report_post(d, rp);
+	return 0;
 }
 
-/* Key rotation (client thread): the state keeps the next key until the server confirms. */
+/* Key rotation: the client thread owns the node key while it runs (see the top). */
 static int cc_rotate_begin(void *ctx, uint8_t ret_key[NETMAP_KEY_LEN])
 {
 	struct daemon *d = ctx;
 	const uint8_t *key;
 	int r;
 
-	pthread_mutex_lock(&d->lock);
 	r = state_node_key_rotate_begin(d->st, &key);
 	if (r == 0)
 		memcpy(ret_key, key, NETMAP_KEY_LEN);
-	pthread_mutex_unlock(&d->lock);
 	return r;
 }
 
 static void cc_rotate_end(void *ctx, bool ok)
 {
 	struct daemon *d = ctx;
+	struct report *rp;
 	const uint8_t *key;
 	int r;
 
-	pthread_mutex_lock(&d->lock);
 	if (!ok) {
 		r = state_node_key_rotate_abort(d->st);
-		pthread_mutex_unlock(&d->lock);
 		if (r < 0)
 			log_warn("cannot forget the refused node key: %s", strerror(-r));
 		return;
@@ -220,11 +374,15 @@ static void cc_rotate_end(void *ctx, bool ok)
 		log_warn("cannot save the rotated node key: %s (used until restart)", strerror(-r));
 	/* The server has the new key now: WireGuard must use it whether or not it is saved. */
 	key = r == 0 ? state_node_key(d->st) : state_node_key_pending(d->st);
-	r = key ? netmap_apply_set_private_key(d->na, key, time_now_ns()) : -ENOENT;
-	pthread_mutex_unlock(&d->lock);
-	if (r < 0)
-		log_warn("cannot give WireGuard the rotated node key: %s", strerror(-r));
-	wgdev_timers_kick(d->wg);
+	if (!key) {
+		log_warn("cannot give WireGuard the rotated node key: %s", strerror(ENOENT));
+		return;
+	}
+	rp = report_new(d, REPORT_NODE_KEY);
+	if (!rp)
+		return;
+	memcpy(rp->key, key, NETMAP_KEY_LEN);
+	report_post(d, rp);
 }
 
 static uint16_t cc_port(void *ctx)
@@ -234,7 +392,6 @@ static uint16_t cc_port(void *ctx)
 	return wgdev_port(d->wg);
 }
 
-/* Loop thread. Under no lock: the client's thread may be calling back. */
 static int client_start(struct daemon *d, const char *auth_key)
 {
 	struct control_client_cfg cfg = {0};
@@ -242,7 +399,6 @@ static int client_start(struct daemon *d, const char *auth_key)
 	char server[STATE_URL_MAX];
 	int r;
 
-	pthread_mutex_lock(&d->lock);
 	snprintf(server, sizeof(server), "%s", state_prefs(d->st)->login_server);
 	snprintf(host, sizeof(host), "%s", state_prefs(d->st)->hostname);
 	memcpy(cfg.machine_key, state_machine_key(d->st), NETMAP_KEY_LEN);
@@ -250,7 +406,8 @@ static int client_start(struct daemon *d, const char *auth_key)
 	cfg.state_dir = state_dir(d->st);
 	d->cstate = CONTROL_CLIENT_CONNECTING;
 	d->client_on = true;
-	pthread_mutex_unlock(&d->lock);
+	d->client_netmaps = 0;
+	d->map_broken = false;
 	if (!host[0] && gethostname(host, sizeof(host) - 1) < 0)
 		snprintf(host, sizeof(host), "node");
 	cfg.login_server = server;
@@ -268,23 +425,20 @@ static int client_start(struct daemon *d, const char *auth_key)
 					      .rotate_begin = cc_rotate_begin,
 					      .rotate_end = cc_rotate_end};
 	r = control_client_start(&cfg, &d->cc);
-	memset(cfg.machine_key, 0, sizeof(cfg.machine_key));
-	memset(cfg.node_key, 0, sizeof(cfg.node_key));
-	if (r < 0) {
-		pthread_mutex_lock(&d->lock);
+	crypto_wipe(cfg.machine_key, sizeof(cfg.machine_key));
+	crypto_wipe(cfg.node_key, sizeof(cfg.node_key));
+	if (r < 0)
 		d->client_on = false;
-		pthread_mutex_unlock(&d->lock);
-	}
 	return r;
 }
 
+/* Joins the client's thread, then applies what it reported before it stopped. */
 static void client_stop(struct daemon *d)
 {
 	control_client_free(d->cc);
 	d->cc = NULL;
-	pthread_mutex_lock(&d->lock);
+	loop_mailbox_run(&d->from_client);
 	d->client_on = false;
-	pthread_mutex_unlock(&d->lock);
 }
 
 static void up_finish(struct daemon *d, json_t *msg)
@@ -307,31 +461,17 @@ static void save_fire(struct loop_timer *t)
 	struct daemon *d = container_of(t, struct daemon, save_timer);
 	int r = 0;
 
-	pthread_mutex_lock(&d->lock);
-	d->save_deadline = 0;
 	if (d->nm)
 		r = state_netmap_flush(d->st, d->nm, time_now_ns());
-	pthread_mutex_unlock(&d->lock);
 	if (r < 0)
 		log_warn("cannot cache the netmap: %s", strerror(-r));
 }
 
+/* Answers a pending `trellis up` from what the client reported last. */
 static void events(struct daemon *d)
 {
-	enum control_client_state s;
-	char url[sizeof(d->auth_url)], err[ERROR_MAX];
-	uint64_t errors, save;
+	enum control_client_state s = d->cstate;
 
-	pthread_mutex_lock(&d->lock);
-	s = d->cstate;
-	snprintf(url, sizeof(url), "%s", d->auth_url);
-	snprintf(err, sizeof(err), "%s", d->error);
-	errors = d->errors;
-	save = d->save_deadline;
-	pthread_mutex_unlock(&d->lock);
-
-	if (save && !d->save_timer.armed)
-		loop_timer_arm(d->loop, &d->save_timer, save);
 	if (!d->up_req)
 		return;
 	if (s == CONTROL_CLIENT_RUNNING) {
@@ -339,29 +479,17 @@ static void events(struct daemon *d)
 
 		json_object_set_new(msg, "state", json_string("running"));
 		up_finish(d, msg);
-	} else if (s == CONTROL_CLIENT_FAILED || errors != d->up_errors) {
+	} else if (s == CONTROL_CLIENT_FAILED || d->errors != d->up_errors) {
 		/* The client keeps retrying unreachable servers; the user hears at once. */
-		up_finish_error(d, err[0] ? err : "the control client stopped");
+		up_finish_error(d, d->error[0] ? d->error : "the control client stopped");
 	} else if (s == CONTROL_CLIENT_NEEDS_LOGIN && !d->up_url_sent) {
 		json_t *msg = localapi_reply_ok();
 
 		json_object_set_new(msg, "state", json_string("needs_login"));
-		json_object_set_new(msg, "auth_url", json_string(url));
+		json_object_set_new(msg, "auth_url", json_string(d->auth_url));
 		localapi_req_progress(d->up_req, msg);
 		d->up_url_sent = true;
 	}
-}
-
-static void woken(struct loop *loop, void *ctx)
-{
-	struct daemon *d = ctx;
-
-	if (wgdev_woken(d->wg)) {
-		log_info("interface %s is gone, shutting down", d->ifname);
-		loop_stop(loop);
-		return;
-	}
-	events(d);
 }
 
 static void signal_caught(struct loop *loop, int signo)
@@ -382,7 +510,6 @@ static int be_status(void *ctx, json_t **ret)
 	r = wg_device_info_get(wgdev_device(d->wg), &info);
 	if (r < 0)
 		return r;
-	pthread_mutex_lock(&d->lock);
 	r = localapi_status_build(backend_state(d), d->nm, info, &st);
 	if (r == 0) {
 		const struct state_prefs *p = state_prefs(d->st);
@@ -395,15 +522,14 @@ static int be_status(void *ctx, json_t **ret)
 		if (d->cstate == CONTROL_CLIENT_NEEDS_LOGIN && d->client_on)
 			json_object_set_new(st, "auth_url", json_string(d->auth_url));
 	}
-	pthread_mutex_unlock(&d->lock);
 	wg_device_info_free(info);
 	if (r == 0)
 		*ret = st;
 	return r;
 }
 
-/* Under lock: peers, addresses and routes off; the map forgotten. */
-static void clear_locked(struct daemon *d)
+/* Peers, addresses and routes off; the map forgotten. */
+static void clear(struct daemon *d)
 {
 	int r = netmap_apply_clear(d->na, time_now_ns());
 
@@ -424,12 +550,11 @@ static void be_up(void *ctx, const struct localapi_up_opts *opts, struct localap
 		up_finish_error(d, "superseded by another `trellis up`");
 	client_stop(d);
 
-	pthread_mutex_lock(&d->lock);
 	p = *state_prefs(d->st);
 	if (strcmp(p.login_server, opts->login_server)) {
 		/* Another server: its tailnet is not ours. */
 		if (p.login_server[0]) {
-			clear_locked(d);
+			clear(d);
 			state_netmap_remove(d->st);
 		}
 		p.registered = false;
@@ -444,7 +569,6 @@ static void be_up(void *ctx, const struct localapi_up_opts *opts, struct localap
 	d->auth_url[0] = '\0';
 	r = state_prefs_save(d->st, &p);
 	d->up_errors = d->errors;
-	pthread_mutex_unlock(&d->lock);
 	if (r < 0) {
 		snprintf(err, sizeof(err), "cannot save the preferences in %s: %s",
 			 state_dir(d->st), strerror(-r));
@@ -486,12 +610,10 @@ static int be_down(void *ctx, char *err, size_t err_len)
 	if (d->up_req)
 		up_finish_error(d, "cancelled by `trellis down`");
 	client_stop(d);
-	pthread_mutex_lock(&d->lock);
-	clear_locked(d);
+	clear(d);
 	p = *state_prefs(d->st);
 	p.want_up = false;
 	r = state_prefs_save(d->st, &p);
-	pthread_mutex_unlock(&d->lock);
 	if (r < 0)
 		snprintf(err, err_len, "cannot save the preferences: %s", strerror(-r));
 	else
@@ -515,8 +637,7 @@ static int be_logout(void *ctx, char *err, size_t err_len)
 			 strerror(-r));
 	client_stop(d);
 
-	pthread_mutex_lock(&d->lock);
-	clear_locked(d);
+	clear(d);
 	state_netmap_remove(d->st);
 	/* A new node key for the next login: the old one is expired at the server. */
 	r = state_node_key_rotate_begin(d->st, &key);
@@ -540,7 +661,6 @@ static int be_logout(void *ctx, char *err, size_t err_len)
 	else
 		log_info("logged out");
 out:
-	pthread_mutex_unlock(&d->lock);
 	return r;
 }
 
@@ -558,7 +678,6 @@ int daemon_run(const struct daemon_opts *opts)
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
-	pthread_mutex_init(&d->lock, NULL);
 	d->ifname = opts->ifname ? opts->ifname : DAEMON_DEFAULT_TUN;
 	d->save_timer.cb = save_fire;
 	d->save_timer.deadline_ns = TIME_NEVER;
@@ -579,7 +698,7 @@ int daemon_run(const struct daemon_opts *opts)
 	r = loop_signals_catch(d->loop, signal_caught);
 	if (r < 0)
 		goto out;
-	loop_wake_cb_set(d->loop, woken, d);
+	loop_mailbox_init(d->loop, &d->from_client);
 
 	wo = (struct wgdev_opts){.ifname = d->ifname,
 				 .mtu = opts->mtu,
@@ -617,10 +736,8 @@ int daemon_run(const struct daemon_opts *opts)
 	if (p->want_up && p->login_server[0]) {
 		r = state_netmap_load(d->st, &cached);
 		if (r == 0) {
-			pthread_mutex_lock(&d->lock);
 			d->nm = cached;
-			apply_locked(d);
-			pthread_mutex_unlock(&d->lock);
+			apply(d);
 			log_info("tunnels up from the cached netmap (%u peers)", cached->n_peers);
 		} else if (r != -ENOENT) {
 			log_warn("netmap cache unusable: %s", strerror(-r));
@@ -639,7 +756,8 @@ int daemon_run(const struct daemon_opts *opts)
 out:
 	if (d->up_req)
 		up_finish_error(d, "trellisd is shutting down");
-	control_client_free(d->cc);
+	client_stop(d);
+	loop_mailbox_close(&d->from_client);
 	localapi_server_free(d->api);
 	if (d->nm && d->st)
 		state_netmap_flush(d->st, d->nm, time_now_ns());
@@ -651,7 +769,6 @@ out:
 	netmap_free(d->nm);
 	state_free(d->st);
 	loop_free(d->loop);
-	pthread_mutex_destroy(&d->lock);
 	free(d);
 	return r;
 }

@@ -87,7 +87,7 @@ struct wgdev {
 	struct loop_timer timer; /* the engine's next deadline */
 	struct loop_fd link_mon; /* netlink link events: follows the interface MTU */
 	unsigned mtu;
-	atomic_bool wake_pending;
+	struct loop_async wake;  /* the deadline moved (any thread), or the TUN is gone */
 	atomic_bool tun_gone;
 
 	/* Counters of what the engine does not see; logged at exit. */
@@ -146,9 +146,7 @@ static void op_timers_wake(void *ctx)
 {
 	struct wgdev *w = ctx;
 
-	/* Coalesce: one eventfd write until the control thread has looked. */
-	if (!atomic_exchange(&w->wake_pending, true))
-		loop_wake(w->loop);
+	loop_async_send(&w->wake);
 }
 
 static uint64_t op_wall_ns(void *ctx)
@@ -242,7 +240,7 @@ static void *tun_reader_main(void *arg)
 			/* EBADFD/EIO: the interface was deleted (ip link del, wg-quick down). */
 			log_info("tun read: %s, stopping", strerror(-n));
 			atomic_store(&w->tun_gone, true);
-			loop_wake(w->loop);
+			loop_async_send(&w->wake);
 			break;
 		}
 		if (n > 0) {
@@ -351,6 +349,18 @@ static void timers_fire(struct loop_timer *t)
 	uint64_t next = wg_device_timers_run(w->dev, loop_now_ns(w->loop));
 
 	loop_timer_arm(w->loop, &w->timer, next);
+}
+
+static void woken(struct loop_async *a)
+{
+	struct wgdev *w = container_of(a, struct wgdev, wake);
+
+	if (atomic_load(&w->tun_gone)) {
+		log_info("interface %s is gone, shutting down", w->ifname);
+		loop_stop(w->loop);
+		return;
+	}
+	timers_fire(&w->timer);
 }
 
 static void signal_caught(struct loop *loop, int signo)
@@ -543,6 +553,7 @@ void wgdev_free(struct wgdev *w)
 	pkt_pool_free(w->pool_ctl);
 	if (w->timer.armed)
 		loop_timer_disarm(w->loop, &w->timer);
+	loop_async_del(&w->wake);
 	pthread_rwlock_destroy(&w->socks_lock);
 	free(w);
 }
@@ -568,6 +579,8 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	w->timer.cb = timers_fire;
 	w->link_mon = (struct loop_fd){.fd = -1, .cb = link_event};
 	w->timer.deadline_ns = TIME_NEVER;
+	w->wake.cb = woken;
+	loop_async_add(loop, &w->wake);
 	pthread_rwlock_init(&w->socks_lock, NULL);
 
 	if (opts->socket_path)
@@ -718,24 +731,9 @@ uint16_t wgdev_port(struct wgdev *w)
 	return wg_device_listen_port(w->dev);
 }
 
-bool wgdev_woken(struct wgdev *w)
-{
-	if (atomic_load(&w->tun_gone))
-		return true;
-	atomic_store(&w->wake_pending, false);
-	timers_fire(&w->timer);
-	return false;
-}
-
 void wgdev_timers_kick(struct wgdev *w)
 {
 	op_timers_wake(w);
-}
-
-static void run_woken(struct loop *loop, void *ctx)
-{
-	if (wgdev_woken(ctx))
-		loop_stop(loop);
 }
 
 int wgdev_run(const struct wgdev_opts *opts)
@@ -755,7 +753,6 @@ int wgdev_run(const struct wgdev_opts *opts)
 	r = wgdev_new(loop, opts, &w);
 	if (r < 0)
 		goto out;
-	loop_wake_cb_set(loop, run_woken, w);
 	r = loop_run(loop);
 	if (r < 0)
 		log_err("event loop: %s", strerror(-r));

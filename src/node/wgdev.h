@@ -38,15 +38,14 @@ int wgdev_run(const struct wgdev_opts *opts);
 
 /*
  * The data plane on the caller's loop (the loop thread is the "control thread"
- * of wgdev.c). The caller must have called loop_signals_catch before, so the
- * threads started here inherit the blocked signals, and must call wgdev_woken
- * from its loop wake callback. 0 or -errno (logged).
+ * of wgdev.c; the engine's timers wake it through an async source of their
+ * own). The caller must have called loop_signals_catch before, so the threads
+ * started here inherit the blocked signals. When the TUN interface is deleted
+ * under us, it stops the loop. 0 or -errno (logged).
  */
 int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **ret);
 /* Accepts NULL. Removes the UAPI socket; the interface disappears with its fd. */
 void wgdev_free(struct wgdev *w);
-/* From the loop's wake callback: runs the engine timers; true if the TUN interface is gone. */
-bool wgdev_woken(struct wgdev *w);
 /* Any thread: run the engine timers soon (after a configuration change). */
 void wgdev_timers_kick(struct wgdev *w);
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -18,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "base/loop.h"
 #include "base/time.h"
 #include "control/store.h"
 
@@ -355,6 +357,10 @@ static void test_concurrent_admin_keeps_wal(void **state)
 
 struct gc_state {
 	unsigned done, failed;
+	struct loop *loop;
+	unsigned want; /* stop the loop at this many */
+	pthread_t loop_thread;
+	unsigned wrong_thread;
 };
 
 static void gc_done(void *ctx, int err, uint64_t id)
@@ -364,6 +370,16 @@ static void gc_done(void *ctx, int err, uint64_t id)
 	g->done++;
 	if (err < 0 || !id)
 		g->failed++;
+	if (!pthread_equal(pthread_self(), g->loop_thread))
+		g->wrong_thread++;
+	if (g->loop && g->done == g->want)
+		loop_stop(g->loop);
+}
+
+static void gc_timeout(struct loop_timer *t)
+{
+	(void)t;
+	fail_msg("completions did not arrive within 10 s");
 }
 
 static void test_group_commit(void **state)
@@ -372,12 +388,18 @@ static void test_group_commit(void **state)
 	struct store_op op = { .kind = STORE_OP_NODE_INSERT };
 	struct store_stats st;
 	struct gc_state g = { 0 };
+	struct loop_timer guard = { .cb = gc_timeout };
 	struct store *s;
 	uint64_t tid, t0, dt;
 	const unsigned n = 1000;
 	unsigned i;
 
 	assert_int_equal(store_open(c->path, &s), 0);
+	g.loop = loop_new();
+	assert_non_null(g.loop);
+	g.want = n;
+	g.loop_thread = pthread_self();
+	store_loop_attach(s, g.loop);
 	tid = tailnet_make(s, "t1");
 	store_stats_get(s, &st);
 	assert_int_equal(st.commits, 1);
@@ -387,14 +409,14 @@ static void test_group_commit(void **state)
 		node_fill(&op.node, tid, i + 1);
 		assert_int_equal(store_submit(s, &op, gc_done, &g), 0);
 	}
-	while (g.done < n) {
-		struct pollfd p = { .fd = store_event_fd(s), .events = POLLIN };
-
-		assert_true(poll(&p, 1, 10000) == 1);
-		store_dispatch(s);
-	}
+	/* The completions wake the loop through its mailbox and run on this thread. */
+	loop_timer_arm(g.loop, &guard, time_now_ns() + 10 * NSEC_PER_SEC);
+	assert_int_equal(loop_run(g.loop), 0);
+	loop_timer_disarm(g.loop, &guard);
+	assert_int_equal(g.done, n);
 	dt = time_now_ns() - t0;
 	assert_int_equal(g.failed, 0);
+	assert_int_equal(g.wrong_thread, 0);
 	store_stats_get(s, &st);
 	printf("group commit: %u durable inserts in %.1f ms (%.0f/s), %" PRIu64 " commits\n", n,
 	       dt / 1e6, n * 1e9 / (double)dt, st.commits - 1);
@@ -402,6 +424,7 @@ static void test_group_commit(void **state)
 	assert_true(st.commits - 1 <= 20);
 	assert_int_equal(sql_int(c->path, "SELECT count(*) FROM nodes"), (int)n);
 	store_free(s);
+	loop_free(g.loop);
 }
 
 static void test_batch_failure_isolated(void **state)
@@ -414,6 +437,12 @@ static void test_batch_failure_isolated(void **state)
 	unsigned i;
 
 	assert_int_equal(store_open(c->path, &s), 0);
+	g.loop = loop_new();
+	assert_non_null(g.loop);
+	g.loop_thread = pthread_self();
+	/* An unattached store has nowhere to complete to. */
+	assert_int_equal(store_submit(s, &op, gc_done, &g), -ENOTCONN);
+	store_loop_attach(s, g.loop);
 	tid = tailnet_make(s, "t1");
 	/* Every other insert clashes on its name with the one before. */
 	for (i = 0; i < 100; i++) {
@@ -422,11 +451,15 @@ static void test_batch_failure_isolated(void **state)
 		assert_int_equal(store_submit(s, &op, gc_done, &g), 0);
 	}
 	store_flush(s);
-	store_dispatch(s);
+	/* Durable and queued, but not run before the loop thread asks. */
+	assert_int_equal(g.done, 0);
+	assert_int_equal(store_completions_run(s), 100);
 	assert_int_equal(g.done, 100);
 	assert_int_equal(g.failed, 50);
+	assert_int_equal(g.wrong_thread, 0);
 	assert_int_equal(sql_int(c->path, "SELECT count(*) FROM nodes"), 50);
 	store_free(s);
+	loop_free(g.loop);
 }
 
 /* A second process (the admin CLI) writes; the server sees it through the change feed. */

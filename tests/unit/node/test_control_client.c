@@ -36,7 +36,7 @@
 
 /* --- fake server --- */
 
-enum scenario { SC_STREAM, SC_INTERACTIVE, SC_REJECT, SC_ROTATE };
+enum scenario { SC_STREAM, SC_INTERACTIVE, SC_REJECT, SC_ROTATE, SC_FOLLOW };
 
 struct fake_server {
 	int lfd;
@@ -420,7 +420,7 @@ static int cb_netmap(void *ctx, struct netmap *nm)
 	return r;
 }
 
-static int cb_delta(void *ctx, const struct netmap_delta *d)
+static int cb_delta(void *ctx, struct netmap_delta *d)
 {
 	struct node *n = ctx;
 	int r;
@@ -432,6 +432,7 @@ static int cb_delta(void *ctx, const struct netmap_delta *d)
 	n->deltas++;
 	pthread_cond_broadcast(&n->cond);
 	pthread_mutex_unlock(&n->lock);
+	netmap_delta_free(d);
 	return r;
 }
 
@@ -637,6 +638,36 @@ static void test_rotate(void **state)
 	node_teardown(&n);
 }
 
+/*
+ * The daemon applies maps on its loop and asks for a resync when a delta does
+ * not apply there: the client reconnects for a full map; a request from before
+ * the newest map is stale and ignored.
+ */
+static void test_resync(void **state)
+{
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+
+	(void)state;
+	server_start(&fs, SC_FOLLOW);
+	node_setup(&n);
+	cc = client_start(&n, fs.port, "tskey-good");
+	WAIT_FOR(&n, n.netmaps >= 1 && n.state == CONTROL_CLIENT_RUNNING);
+	assert_int_equal(control_client_resync(cc, 0, -EINVAL), -ESTALE);
+	assert_int_equal(control_client_resync(cc, 1, -EINVAL), 0);
+	WAIT_FOR(&n, n.netmaps >= 2 && n.state == CONTROL_CLIENT_RUNNING);
+	assert_non_null(strstr(n.error, "asking for a full map"));
+	pthread_mutex_lock(&fs.lock);
+	assert_int_equal(fs.sessions, 2);
+	assert_string_equal(fs.auth_keys[1], ""); /* the key is not spent twice */
+	pthread_mutex_unlock(&fs.lock);
+	assert_int_equal(control_client_resync(cc, 1, -EINVAL), -ESTALE);
+	control_client_free(cc);
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
 static void test_interactive(void **state)
 {
 	struct fake_server fs;
@@ -723,6 +754,7 @@ int main(void)
 	    cmocka_unit_test(test_url_parse),
 	    cmocka_unit_test(test_stream_delta_reconnect),
 	    cmocka_unit_test(test_rotate),
+	    cmocka_unit_test(test_resync),
 	    cmocka_unit_test(test_interactive),
 	    cmocka_unit_test(test_rejected),
 	    cmocka_unit_test(test_unreachable_then_stop),

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 static struct loop *lp;
+static struct loop_async wake_async;
 static struct localapi_server *srv;
 static pthread_t thr;
 static char sock_path[108];
@@ -72,15 +73,15 @@ static int fake_logout(void *ctx, char *err, size_t len)
 	return -EHOSTUNREACH;
 }
 
-static void wake(struct loop *l, void *ctx)
+static void wake(struct loop_async *a)
 {
-	(void)ctx;
+	(void)a;
 	if (pending) {
 		localapi_req_finish(pending, json_pack("{s:b, s:s}", "ok", 1, "state", "running"));
 		pending = NULL;
 		return;
 	}
-	loop_stop(l);
+	loop_stop(lp);
 }
 
 static void *run(void *arg)
@@ -100,7 +101,8 @@ static int setup(void **state)
 	snprintf(sock_path, sizeof(sock_path), "/tmp/trellis-test-%d/sub/la.sock", getpid());
 	lp = loop_new();
 	assert_non_null(lp);
-	loop_wake_cb_set(lp, wake, NULL);
+	wake_async.cb = wake;
+	loop_async_add(lp, &wake_async);
 	assert_int_equal(localapi_server_new(lp, sock_path, &be, &srv), 0);
 	assert_int_equal(pthread_create(&thr, NULL, run, NULL), 0);
 	return 0;
@@ -112,7 +114,7 @@ static int teardown(void **state)
 
 	(void)state;
 	pending = NULL;
-	loop_wake(lp);
+	loop_async_send(&wake_async);
 	pthread_join(thr, NULL);
 	localapi_server_free(srv);
 	loop_free(lp);
@@ -267,7 +269,7 @@ static void test_writes(void **state)
 	assert_string_equal(json_string_value(json_object_get(r, "auth_url")),
 			    "http://192.0.2.1/a/xyz");
 	json_decref(r);
-	loop_wake(lp); /* the fake backend finishes on wake */
+	loop_async_send(&wake_async); /* the fake backend finishes on wake */
 	r = recv_line(fd);
 	assert_string_equal(json_string_value(json_object_get(r, "state")), "running");
 	json_decref(r);

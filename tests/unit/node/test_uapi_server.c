@@ -30,6 +30,7 @@
 struct fake {
 	char path[108];
 	struct loop *loop;
+	struct loop_async done_async;
 	struct uapi_server *srv;
 	char last_set[256];
 	size_t last_set_len;
@@ -113,16 +114,16 @@ static void *client_main(void *arg)
 
 	f->client(f);
 	atomic_store(&f->done, 1);
-	loop_wake(f->loop);
+	loop_async_send(&f->done_async);
 	return NULL;
 }
 
-static void stop_when_done(struct loop *loop, void *ctx)
+static void stop_when_done(struct loop_async *a)
 {
-	struct fake *f = ctx;
+	struct fake *f = container_of(a, struct fake, done_async);
 
 	if (atomic_load(&f->done))
-		loop_stop(loop);
+		loop_stop(f->loop);
 }
 
 static void run(void (*client)(struct fake *f), struct fake *f)
@@ -133,7 +134,8 @@ static void run(void (*client)(struct fake *f), struct fake *f)
 	snprintf(f->path, sizeof(f->path), "/tmp/trellis-test-uapi-%d/x.sock", (int)getpid());
 	f->loop = loop_new();
 	assert_non_null(f->loop);
-	loop_wake_cb_set(f->loop, stop_when_done, f);
+	f->done_async.cb = stop_when_done;
+	loop_async_add(f->loop, &f->done_async);
 	assert_int_equal(uapi_server_new(f->loop, f->path, &h, &f->srv), 0);
 	f->client = client;
 	assert_int_equal(pthread_create(&t, NULL, client_main, f), 0);

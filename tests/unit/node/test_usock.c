@@ -32,6 +32,7 @@
 struct fake {
 	char path[108];
 	struct loop *loop;
+	struct loop_async done_async;
 	struct usock_server *srv;
 	unsigned opens, closes, overflows;
 	void (*client)(struct fake *f);
@@ -142,16 +143,16 @@ static void *client_main(void *arg)
 
 	f->client(f);
 	atomic_store(&f->done, 1);
-	loop_wake(f->loop);
+	loop_async_send(&f->done_async);
 	return NULL;
 }
 
-static void stop_when_done(struct loop *loop, void *ctx)
+static void stop_when_done(struct loop_async *a)
 {
-	struct fake *f = ctx;
+	struct fake *f = container_of(a, struct fake, done_async);
 
 	if (atomic_load(&f->done))
-		loop_stop(loop);
+		loop_stop(f->loop);
 }
 
 static void run(void (*client)(struct fake *f), struct fake *f)
@@ -182,7 +183,8 @@ static void run(void (*client)(struct fake *f), struct fake *f)
 	assert_int_equal(usock_server_new(f->loop, f->path, "test", &lim, &ops, &f->srv), 0);
 	assert_int_equal(stat(f->path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	loop_wake_cb_set(f->loop, stop_when_done, f);
+	f->done_async.cb = stop_when_done;
+	loop_async_add(f->loop, &f->done_async);
 	f->client = client;
 	assert_int_equal(pthread_create(&th, NULL, client_main, f), 0);
 	assert_int_equal(loop_run(f->loop), 0);
