@@ -19,22 +19,19 @@
  * from 1 s to 30 s, with up to 50 % jitter so that nodes cut off together do not
  * return together. A session that reached the netmap resets the backoff.
  *
- * Stopping: control_client_free sets `stop`, writes the eventfd every poll()
- * here watches, and shuts the socket down, which also breaks a blocking TLS
- * read or write.
+ * Connections, TLS and HTTP are src/net/dial's, endpoint candidates
+ * src/net/endpoints'; this file is the protocol: the session, registration,
+ * the map stream, key pinning and rotation scheduling.
+ *
+ * Stopping: control_client_free sets `stop` and writes the eventfd that every
+ * wait in dial watches (struct dial_cancel), so whatever the thread is doing
+ * ends at once.
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ifaddrs.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <net/if.h>
-#include <netdb.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -42,8 +39,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/base64.h"
@@ -51,29 +46,29 @@
 #include "base/time.h"
 #include "base/util.h"
 #include "crypto/crypto.h"
+#include "net/dial.h"
+#include "net/endpoints.h"
 #include "node/control_client.h"
 #include "node/state.h"
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
 #include "proto/http.h"
 
-#define HOST_MAX 256
 #define KEY_BODY_MAX 4096
 #define READ_CHUNK 65536
 #define ERR_MAX 320
 
-struct conn {
-	int fd;
-	SSL *ssl;
+/* Addresses inside the tailnet route into the tunnel: never endpoints. */
+static const struct endpoints_prefix tailnet_prefixes[] = {
+    {.family = AF_INET, .addr = {100, 64}, .bits = 10},
+    {.family = AF_INET6, .addr = {0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11}, .bits = 48},
 };
 
 struct control_client {
 	/* Immutable after start. */
 	char url[STATE_URL_MAX];
-	bool tls;
-	char host[HOST_MAX];
-	char authority[HOST_MAX + 8]; /* the Host header: host[:port] as in the URL */
-	uint16_t port;
+	struct dial_url u;
+	struct dial_cancel cancel; /* the wake_fd and `stop` below */
 	char hostname[NETMAP_NAME_MAX];
 	char os[NETMAP_OS_MAX];
 	char state_dir[512];
@@ -111,7 +106,6 @@ struct control_client {
 	/* Shared with other threads, under lock. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	int cur_fd;       /* the socket in use, for shutdown() on stop */
 	bool established; /* registered on a live session: logout possible */
 	bool logout_req;
 	bool logout_done;
@@ -155,370 +149,61 @@ static void report(struct control_client *cc, enum control_client_state s, const
 		cc->ops.state_changed(cc->ops.ctx, s, url, error);
 }
 
-/* --- URL --- */
+/* --- connections (src/net/dial) --- */
 
-int control_url_parse(const char *url, bool *ret_tls, char *host, size_t host_len,
-		      uint16_t *ret_port)
+static int conn_open(struct control_client *cc, struct dial_conn *c)
 {
-	const char *p, *end, *hs, *he;
-	unsigned long port;
-	bool tls;
+	struct dial_opts o = {.host = cc->u.host,
+			      .port = cc->u.port,
+			      .tls = cc->u.tls,
+			      .name = cc->url,
+			      .deadline_ns = time_now_ns() + CONTROL_IO_TIMEOUT_NS,
+			      .cancel = cc->cancel};
 
-	if (!strncmp(url, "http://", 7)) {
-		tls = false;
-		p = url + 7;
-	} else if (!strncmp(url, "https://", 8)) {
-		tls = true;
-		p = url + 8;
-	} else {
-		return -EINVAL;
+	/* Made on first use, so SSL_CERT_FILE is read as the daemon found it. */
+	if (cc->u.tls && !cc->ssl_ctx) {
+		cc->ssl_ctx = dial_tls_ctx_new();
+		if (!cc->ssl_ctx)
+			return -ENOMEM;
 	}
-	end = p + strcspn(p, "/?#");
-	if (end == p)
-		return -EINVAL;
-	if (*p == '[') {
-		hs = p + 1;
-		he = memchr(hs, ']', (size_t)(end - hs));
-		if (!he)
-			return -EINVAL;
-		p = he + 1;
-	} else {
-		hs = p;
-		he = memchr(hs, ':', (size_t)(end - hs));
-		if (!he)
-			he = end;
-		p = he;
-	}
-	if (he == hs || (size_t)(he - hs) >= host_len || memchr(hs, '@', (size_t)(he - hs)))
-		return -EINVAL;
-	port = tls ? 443 : 80;
-	if (p < end) {
-		char digits[8];
-		char *e;
-
-		if (*p != ':' || end - p - 1 < 1 || end - p - 1 > 5)
-			return -EINVAL;
-		memcpy(digits, p + 1, (size_t)(end - p - 1));
-		digits[end - p - 1] = '\0';
-		if (digits[0] < '0' || digits[0] > '9')
-			return -EINVAL;
-		port = strtoul(digits, &e, 10);
-		if (*e || port == 0 || port > 65535)
-			return -EINVAL;
-	}
-	memcpy(host, hs, (size_t)(he - hs));
-	host[he - hs] = '\0';
-	*ret_tls = tls;
-	*ret_port = (uint16_t)port;
-	return 0;
+	o.ssl_ctx = cc->ssl_ctx;
+	return dial_open(c, &o, cc->err, sizeof(cc->err));
 }
 
-/* --- connections --- */
-
-/*
- * Waits for events on fd (or just sleeps, fd < 0) until deadline_ns. 1 ready,
- * 0 timed out, 2 woken for a command (only with want_cmd; the eventfd is
- * drained), -ECANCELED on stop.
- */
-static int wait_fd(struct control_client *cc, int fd, short events, uint64_t deadline_ns,
-		   bool want_cmd)
+static int conn_write(struct control_client *cc, struct dial_conn *c, const void *data,
+		      size_t len)
 {
-	for (;;) {
-		struct pollfd pfd[2] = {{.fd = fd, .events = events},
-					{.fd = cc->wake_fd, .events = POLLIN}};
-		uint64_t now = time_now_ns(), v;
-		int ms, r;
-
-		if (atomic_load(&cc->stop))
-			return -ECANCELED;
-		if (now >= deadline_ns)
-			return 0;
-		ms = deadline_ns == TIME_NEVER ? -1
-					       : (int)MIN((deadline_ns - now + 999999) / 1000000,
-							  (uint64_t)INT32_MAX);
-		r = poll(pfd, 2, ms);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (atomic_load(&cc->stop))
-			return -ECANCELED;
-		if (pfd[0].revents)
-			return 1;
-		if (pfd[1].revents) {
-			if (read(cc->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				return -errno;
-			if (want_cmd)
-				return 2;
-		}
-	}
+	return dial_write(c, data, len, time_now_ns() + CONTROL_IO_TIMEOUT_NS, cc->err,
+			  sizeof(cc->err));
 }
 
-static void conn_close(struct control_client *cc, struct conn *c)
-{
-	if (c->ssl) {
-		SSL_free(c->ssl);
-		c->ssl = NULL;
-	}
-	if (c->fd >= 0) {
-		pthread_mutex_lock(&cc->lock);
-		cc->cur_fd = -1;
-		pthread_mutex_unlock(&cc->lock);
-		close(c->fd);
-		c->fd = -1;
-	}
-}
-
-static int ssl_ctx_get(struct control_client *cc)
-{
-	if (cc->ssl_ctx)
-		return 0;
-	cc->ssl_ctx = SSL_CTX_new(TLS_client_method());
-	if (!cc->ssl_ctx)
-		return -ENOMEM;
-	SSL_CTX_set_min_proto_version(cc->ssl_ctx, TLS1_2_VERSION);
-	/* The system store; OpenSSL also honours SSL_CERT_FILE / SSL_CERT_DIR. */
-	SSL_CTX_set_default_verify_paths(cc->ssl_ctx);
-	SSL_CTX_set_verify(cc->ssl_ctx, SSL_VERIFY_PEER, NULL);
-	return 0;
-}
-
-static int tls_start(struct control_client *cc, struct conn *c)
-{
-	struct timeval tv = {.tv_sec = CONTROL_IO_TIMEOUT_NS / NSEC_PER_SEC};
-	unsigned long e;
-	int r;
-
-	r = ssl_ctx_get(cc);
-	if (r < 0)
-		return r;
-	c->ssl = SSL_new(cc->ssl_ctx);
-	if (!c->ssl)
-		return -ENOMEM;
-	SSL_set_fd(c->ssl, c->fd);
-	SSL_set_tlsext_host_name(c->ssl, cc->host);
-	SSL_set1_host(c->ssl, cc->host);
-	/* Blocking TLS with socket timeouts; stop shuts the socket down to break it. */
-	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	ERR_clear_error();
-	if (SSL_connect(c->ssl) != 1) {
-		long vr = SSL_get_verify_result(c->ssl);
-
-		e = ERR_get_error();
-		if (vr != X509_V_OK)
-			set_err(cc, "TLS with %s: certificate not trusted: %s", cc->host,
-				X509_verify_cert_error_string(vr));
-		else
-			set_err(cc, "TLS with %s failed: %s", cc->host,
-				e ? ERR_reason_error_string(e) : "connection closed");
-		return -EPROTO;
-	}
-	return 0;
-}
-
-static int conn_open(struct control_client *cc, struct conn *c)
-{
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
-	struct addrinfo *res = NULL, *ai;
-	char portstr[8];
-	int r, last_err = ECONNREFUSED;
-
-	c->fd = -1;
-	c->ssl = NULL;
-	snprintf(portstr, sizeof(portstr), "%u", cc->port);
-	r = getaddrinfo(cc->host, portstr, &hints, &res);
-	if (r) {
-		set_err(cc, "cannot reach %s: %s", cc->url, gai_strerror(r));
-		return -EHOSTUNREACH;
-	}
-	for (ai = res; ai; ai = ai->ai_next) {
-		int fd, soerr = 0;
-		socklen_t sl = sizeof(soerr);
-
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			    ai->ai_protocol);
-		if (fd < 0) {
-			last_err = errno;
-			continue;
-		}
-		pthread_mutex_lock(&cc->lock);
-		cc->cur_fd = fd;
-		pthread_mutex_unlock(&cc->lock);
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-			last_err = errno;
-			goto next;
-		}
-		r = wait_fd(cc, fd, POLLOUT, time_now_ns() + CONTROL_IO_TIMEOUT_NS, false);
-		if (r == -ECANCELED) {
-			c->fd = fd;
-			conn_close(cc, c);
-			freeaddrinfo(res);
-			return r;
-		}
-		if (r == 0) {
-			last_err = ETIMEDOUT;
-			goto next;
-		}
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
-			last_err = soerr ? soerr : errno;
-			goto next;
-		}
-		/* Blocking from here: every read is preceded by a poll with a deadline. */
-		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-		c->fd = fd;
-		break;
-next:
-		pthread_mutex_lock(&cc->lock);
-		cc->cur_fd = -1;
-		pthread_mutex_unlock(&cc->lock);
-		close(fd);
-	}
-	freeaddrinfo(res);
-	if (c->fd < 0) {
-		set_err(cc, "cannot reach %s: %s", cc->url, strerror(last_err));
-		return -last_err;
-	}
-	if (cc->tls) {
-		r = tls_start(cc, c);
-		if (r < 0) {
-			conn_close(cc, c);
-			return r;
-		}
-	} else {
-		struct timeval tv = {.tv_sec = CONTROL_IO_TIMEOUT_NS / NSEC_PER_SEC};
-
-		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	}
-	return 0;
-}
-
-static int conn_write(struct control_client *cc, struct conn *c, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-
-	while (len) {
-		ssize_t n;
-
-		if (atomic_load(&cc->stop))
-			return -ECANCELED;
-		if (c->ssl) {
-			int w = SSL_write(c->ssl, p, (int)MIN(len, (size_t)INT32_MAX));
-
-			n = w > 0 ? w : -1;
-			if (w <= 0)
-				errno = EPIPE;
-		} else {
-			n = send(c->fd, p, len, MSG_NOSIGNAL);
-		}
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			set_err(cc, "connection to %s lost: %s", cc->url, strerror(errno));
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* n > 0 bytes, 0 at EOF, -EAGAIN at the deadline, 2 for a command, or -errno. */
-static ssize_t conn_read(struct control_client *cc, struct conn *c, void *buf, size_t len,
-			 uint64_t deadline_ns)
-{
-	int r;
-
-	if (!c->ssl || !SSL_pending(c->ssl)) {
-		r = wait_fd(cc, c->fd, POLLIN, deadline_ns, true);
-		if (r < 0)
-			return r;
-		if (r == 0)
-			return -EAGAIN;
-		if (r == 2)
-			return -EINTR;
-	}
-	if (c->ssl) {
-		int n = SSL_read(c->ssl, buf, (int)MIN(len, (size_t)INT32_MAX));
-
-		if (n > 0)
-			return n;
-		r = SSL_get_error(c->ssl, n);
-		if (r == SSL_ERROR_ZERO_RETURN)
-			return 0;
-		if (r == SSL_ERROR_WANT_READ || r == SSL_ERROR_WANT_WRITE)
-			return -EINTR; /* a TLS record in pieces: poll again */
-		return -ECONNRESET;
-	}
-	for (;;) {
-		ssize_t n = recv(c->fd, buf, len, 0);
-
-		if (n >= 0)
-			return n;
-		if (errno == EINTR)
-			continue;
-		return -errno;
-	}
-}
-
-/*
- * Reads an HTTP response head into buf (cap bytes). Returns the bytes read in
- * total (head and whatever followed) with *resp parsed, or -errno (err set).
- */
-static ssize_t read_response(struct control_client *cc, struct conn *c, char *buf, size_t cap,
-			     struct http_response *resp)
+/* One request, and the response head; err says what a login server should have said. */
+static ssize_t conn_request(struct control_client *cc, struct dial_conn *c, const char *req,
+			    size_t req_len, bool upgrade, char *buf, size_t cap,
+			    struct http_response *resp)
 {
 	uint64_t deadline = time_now_ns() + CONTROL_IO_TIMEOUT_NS;
-	size_t have = 0;
+	ssize_t n = upgrade ? dial_http_upgrade(c, req, req_len, buf, cap, resp, deadline, cc->err,
+						 sizeof(cc->err))
+			    : dial_http_request(c, req, req_len, buf, cap, resp, deadline, cc->err,
+						 sizeof(cc->err));
 
-	for (;;) {
-		ssize_t n;
-		int r;
-
-		if (have == cap) {
-			set_err(cc, "%s: response head too large", cc->url);
-			return -E2BIG;
-		}
-		n = conn_read(cc, c, buf + have, cap - have, deadline);
-		if (n == -EINTR)
-			continue;
-		if (n == -EAGAIN) {
-			set_err(cc, "%s: no answer within %llu s", cc->url,
-				(unsigned long long)(CONTROL_IO_TIMEOUT_NS / NSEC_PER_SEC));
-			return -ETIMEDOUT;
-		}
-		if (n < 0) {
-			if (n != -ECANCELED)
-				set_err(cc, "%s: %s", cc->url, strerror((int)-n));
-			return n;
-		}
-		if (n == 0) {
-			set_err(cc, "%s closed the connection", cc->url);
-			return -ECONNRESET;
-		}
-		have += (size_t)n;
-		r = http_response_parse(resp, buf, have);
-		if (r == 0)
-			return (ssize_t)have;
-		if (r != -EAGAIN) {
-			set_err(cc, "%s does not speak HTTP as expected (is it a trellis login "
-				"server?)", cc->url);
-			return r;
-		}
-	}
+	if (n == -EBADMSG)
+		set_err(cc, "%s does not speak HTTP as expected (is it a trellis login server?)",
+			cc->url);
+	return n;
 }
 
 /* --- server key (trust on first use) --- */
 
 static int server_key_fetch(struct control_client *cc, uint8_t ret_key[NETMAP_KEY_LEN])
 {
-	struct conn c = {.fd = -1};
+	struct dial_conn c = {.fd = -1};
 	struct http_response resp;
 	char *buf = NULL, req[1024];
 	json_t *root = NULL;
 	const char *k;
-	size_t cap = HTTP_HEAD_MAX + KEY_BODY_MAX, have;
+	size_t cap = HTTP_HEAD_MAX + KEY_BODY_MAX;
 	ssize_t n;
 	int r;
 
@@ -528,18 +213,14 @@ static int server_key_fetch(struct control_client *cc, uint8_t ret_key[NETMAP_KE
 	r = conn_open(cc, &c);
 	if (r < 0)
 		goto out;
-	r = http_key_request_build(req, sizeof(req), cc->authority);
+	r = http_key_request_build(req, sizeof(req), cc->u.authority);
 	if (r < 0)
 		goto out;
-	r = conn_write(cc, &c, req, (size_t)r);
-	if (r < 0)
-		goto out;
-	n = read_response(cc, &c, buf, cap, &resp);
+	n = conn_request(cc, &c, req, (size_t)r, false, buf, cap, &resp);
 	if (n < 0) {
 		r = (int)n;
 		goto out;
 	}
-	have = (size_t)n;
 	if (resp.status != 200) {
 		set_err(cc, "%s/key answered %u: not a trellis login server?", cc->url,
 			resp.status);
@@ -551,17 +232,12 @@ static int server_key_fetch(struct control_client *cc, uint8_t ret_key[NETMAP_KE
 		r = -EPROTO;
 		goto out;
 	}
-	while (have < resp.head_len + resp.content_length) {
-		n = conn_read(cc, &c, buf + have, cap - have,
-			      time_now_ns() + CONTROL_IO_TIMEOUT_NS);
-		if (n == -EINTR)
-			continue;
-		if (n <= 0) {
-			set_err(cc, "%s/key: response cut short", cc->url);
-			r = n == -ECANCELED ? -ECANCELED : -EPROTO;
-			goto out;
-		}
-		have += (size_t)n;
+	n = dial_http_body_read(&c, buf, cap, (size_t)n, &resp,
+				time_now_ns() + CONTROL_IO_TIMEOUT_NS, cc->err, sizeof(cc->err));
+	if (n < 0) {
+		set_err(cc, "%s/key: response cut short", cc->url);
+		r = n == -ECANCELED ? -ECANCELED : -EPROTO;
+		goto out;
 	}
 	root = json_loadb(buf + resp.head_len, resp.content_length, 0, NULL);
 	k = json_string_value(json_object_get(root, "key"));
@@ -573,7 +249,7 @@ static int server_key_fetch(struct control_client *cc, uint8_t ret_key[NETMAP_KE
 	r = 0;
 out:
 	json_decref(root);
-	conn_close(cc, &c);
+	dial_close(&c, 0);
 	free(buf);
 	return r;
 }
@@ -627,64 +303,18 @@ static int server_key_check(struct control_client *cc, const uint8_t key[NETMAP_
 
 /* --- endpoints --- */
 
-static bool addr_is_ours_internal(int family, const void *a)
+static unsigned endpoints_get(struct control_client *cc, struct endpoint *eps)
 {
-	const uint8_t *b = a;
-
-	if (family == AF_INET) {
-		/* 100.64.0.0/10 (tailnet), 127/8, 169.254/16, 0/8 */
-		return (b[0] == 100 && (b[1] & 0xc0) == 64) || b[0] == 127 || b[0] == 0 ||
-		       (b[0] == 169 && b[1] == 254);
-	}
-	/* fe80::/10, ::1, :: and the tailnet ULA fd7e:11e5:7a11::/48 */
-	static const uint8_t ula[6] = {0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11};
-	static const uint8_t zero[15];
-
-	return (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || !memcmp(b, ula, 6) ||
-	       (!memcmp(b, zero, 15) && b[15] <= 1) || b[0] == 0xff;
-}
-
-static unsigned endpoints_collect(struct control_client *cc, struct endpoint *eps)
-{
-	struct ifaddrs *ifa = NULL, *i;
 	uint16_t port = cc->port_fn ? cc->port_fn(cc->port_ctx) : 0;
-	unsigned n = 0;
 
-	if (!port || getifaddrs(&ifa) < 0)
-		return 0;
-	for (i = ifa; i && n < NETMAP_MAX_ENDPOINTS; i = i->ifa_next) {
-		struct endpoint ep;
-
-		if (!i->ifa_addr || !(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK))
-			continue;
-		if (!strcmp(i->ifa_name, cc->ifname))
-			continue;
-		memset(&ep, 0, sizeof(ep));
-		if (i->ifa_addr->sa_family == AF_INET) {
-			ep.in4 = *(struct sockaddr_in *)i->ifa_addr;
-			if (addr_is_ours_internal(AF_INET, &ep.in4.sin_addr))
-				continue;
-			ep.in4.sin_port = htons(port);
-		} else if (i->ifa_addr->sa_family == AF_INET6) {
-			ep.in6 = *(struct sockaddr_in6 *)i->ifa_addr;
-			if (addr_is_ours_internal(AF_INET6, &ep.in6.sin6_addr))
-				continue;
-			ep.in6.sin6_port = htons(port);
-			ep.in6.sin6_scope_id = 0;
-			ep.in6.sin6_flowinfo = 0;
-		} else {
-			continue;
-		}
-		eps[n++] = ep;
-	}
-	freeifaddrs(ifa);
-	return n;
+	return endpoints_collect(port, cc->ifname, tailnet_prefixes, ARRAY_SIZE(tailnet_prefixes),
+				 eps, NETMAP_MAX_ENDPOINTS);
 }
 
 /* --- the session --- */
 
 struct session {
-	struct conn c;
+	struct dial_conn c;
 	struct ctrlstream *cs;
 	uint64_t last_send_ns, last_recv_ns;
 };
@@ -841,7 +471,7 @@ static int send_map_request(struct control_client *cc, struct session *s)
 	memcpy(m.map_req.node_key, cc->node_pub, NETMAP_KEY_LEN);
 	snprintf(m.map_req.hostname, sizeof(m.map_req.hostname), "%s", cc->hostname);
 	m.map_req.stream = true;
-	cc->n_endpoints = endpoints_collect(cc, cc->endpoints);
+	cc->n_endpoints = endpoints_get(cc, cc->endpoints);
 	m.map_req.n_endpoints = cc->n_endpoints;
 	memcpy(m.map_req.endpoints, cc->endpoints, cc->n_endpoints * sizeof(struct endpoint));
 	return send_msg(cc, s, &m);
@@ -851,7 +481,7 @@ static int endpoints_check(struct control_client *cc, struct session *s)
 {
 	struct endpoint eps[NETMAP_MAX_ENDPOINTS];
 	struct ctrl_msg m = {.type = CTRL_MSG_ENDPOINTS};
-	unsigned n = endpoints_collect(cc, eps), i;
+	unsigned n = endpoints_get(cc, eps), i;
 
 	if (n == cc->n_endpoints) {
 		for (i = 0; i < n; i++)
@@ -981,21 +611,12 @@ static int session_open(struct control_client *cc, struct session *s,
 	r = conn_open(cc, &s->c);
 	if (r < 0)
 		goto out;
-	r = http_control_request_build(req, sizeof(req), cc->authority);
+	r = http_control_request_build(req, sizeof(req), cc->u.authority);
 	if (r < 0)
 		goto out;
-	r = conn_write(cc, &s->c, req, (size_t)r);
-	if (r < 0)
-		goto out;
-	n = read_response(cc, &s->c, buf, HTTP_HEAD_MAX, &resp);
+	n = conn_request(cc, &s->c, req, (size_t)r, true, buf, HTTP_HEAD_MAX, &resp);
 	if (n < 0) {
 		r = (int)n;
-		goto out;
-	}
-	if (resp.status != 101) {
-		set_err(cc, "%s/control answered %u instead of switching protocols", cc->url,
-			resp.status);
-		r = -EPROTO;
 		goto out;
 	}
 	s->cs = ctrlstream_client_new(cc->machine_key, server_key);
@@ -1099,7 +720,7 @@ static int session_run(struct control_client *cc, struct session *s)
 		}
 		if (!ctrlstream_established(s->cs))
 			deadline = MIN(deadline, hs_deadline);
-		n = conn_read(cc, &s->c, cc->rbuf, READ_CHUNK, deadline);
+		n = dial_read(&s->c, cc->rbuf, READ_CHUNK, deadline);
 		if (n == -EAGAIN)
 			continue;
 		if (n == -EINTR)
@@ -1186,7 +807,7 @@ out:
 	pthread_cond_broadcast(&cc->cond);
 	pthread_mutex_unlock(&cc->lock);
 	ctrlstream_free(s.cs);
-	conn_close(cc, &s.c);
+	dial_close(&s.c, 0);
 	if (r == -ECANCELED)
 		return 0;
 	return r;
@@ -1224,12 +845,12 @@ static void *client_main(void *arg)
 		report(cc, CONTROL_CLIENT_CONNECTING, NULL, cc->err[0] ? cc->err : NULL);
 		backoff = MIN(backoff * 2, CONTROL_BACKOFF_MAX_NS);
 		/* Sleep, but wake for stop (a logout now has no session to use). */
-		if (wait_fd(cc, -1, 0, time_now_ns() + delay, false) < 0)
+		if (dial_sleep(&cc->cancel, time_now_ns() + delay) < 0)
 			break;
 	}
 	/* Idle until stopped: the daemon decides what comes next. */
 	while (!atomic_load(&cc->stop))
-		if (wait_fd(cc, -1, 0, TIME_NEVER, false) < 0)
+		if (dial_sleep(&cc->cancel, TIME_NEVER) < 0)
 			break;
 	return NULL;
 }
@@ -1243,12 +864,10 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 	if (!cc)
 		return -ENOMEM;
 	cc->wake_fd = -1;
-	cc->cur_fd = -1;
 	pthread_mutex_init(&cc->lock, NULL);
 	pthread_cond_init(&cc->cond, NULL);
 	if (snprintf(cc->url, sizeof(cc->url), "%s", cfg->login_server) >= (int)sizeof(cc->url) ||
-	    control_url_parse(cfg->login_server, &cc->tls, cc->host, sizeof(cc->host),
-			      &cc->port) < 0) {
+	    dial_url_parse(cfg->login_server, &cc->u) < 0) {
 		log_err("invalid login server URL \"%s\": expected http://HOST[:PORT] or "
 			"https://HOST[:PORT]",
 			cfg->login_server);
@@ -1258,10 +877,6 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 	/* No trailing slash: paths are appended. */
 	while (strlen(cc->url) > 0 && cc->url[strlen(cc->url) - 1] == '/')
 		cc->url[strlen(cc->url) - 1] = '\0';
-	if (strchr(cc->host, ':'))
-		snprintf(cc->authority, sizeof(cc->authority), "[%s]:%u", cc->host, cc->port);
-	else
-		snprintf(cc->authority, sizeof(cc->authority), "%s:%u", cc->host, cc->port);
 	snprintf(cc->hostname, sizeof(cc->hostname), "%s", cfg->hostname ? cfg->hostname : "");
 	snprintf(cc->os, sizeof(cc->os), "%s", cfg->os ? cfg->os : "linux");
 	snprintf(cc->state_dir, sizeof(cc->state_dir), "%s", cfg->state_dir);
@@ -1285,6 +900,7 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 		r = -errno;
 		goto out;
 	}
+	cc->cancel = (struct dial_cancel){.wake_fd = cc->wake_fd, .stop = &cc->stop};
 	r = -pthread_create(&cc->thread, NULL, client_main, cc);
 	if (r < 0)
 		goto out;
@@ -1306,10 +922,6 @@ void control_client_free(struct control_client *cc)
 		atomic_store(&cc->stop, true);
 		if (write(cc->wake_fd, &one, sizeof(one)) < 0)
 			log_warn("control client stop: %s", strerror(errno));
-		pthread_mutex_lock(&cc->lock);
-		if (cc->cur_fd >= 0)
-			shutdown(cc->cur_fd, SHUT_RDWR);
-		pthread_mutex_unlock(&cc->lock);
 		pthread_join(cc->thread, NULL);
 	}
 	if (cc->wake_fd >= 0)

@@ -117,11 +117,4 @@ int control_client_logout(struct control_client *cc, uint64_t timeout_ns);
  */
 int control_client_resync(struct control_client *cc, uint64_t netmaps, int err);
 
-/*
- * Splits "http://host:port/..." into scheme, host (no brackets) and port.
- * 0 or -EINVAL. Exposed for tests.
- */
-int control_url_parse(const char *url, bool *ret_tls, char *host, size_t host_len,
-		      uint16_t *ret_port);
-
 #endif

@@ -722,36 +722,9 @@ static void test_unreachable_then_stop(void **state)
 	node_teardown(&n);
 }
 
-static void test_url_parse(void **state)
-{
-	char host[64];
-	uint16_t port;
-	bool tls;
-
-	(void)state;
-	assert_int_equal(control_url_parse("http://192.0.2.1:8080", &tls, host, 64, &port), 0);
-	assert_false(tls);
-	assert_string_equal(host, "192.0.2.1");
-	assert_int_equal(port, 8080);
-	assert_int_equal(control_url_parse("https://ctl.example/", &tls, host, 64, &port), 0);
-	assert_true(tls);
-	assert_string_equal(host, "ctl.example");
-	assert_int_equal(port, 443);
-	assert_int_equal(control_url_parse("http://[2001:db8::1]:99", &tls, host, 64, &port), 0);
-	assert_string_equal(host, "2001:db8::1");
-	assert_int_equal(port, 99);
-	assert_int_equal(control_url_parse("ftp://x", &tls, host, 64, &port), -EINVAL);
-	assert_int_equal(control_url_parse("http://", &tls, host, 64, &port), -EINVAL);
-	assert_int_equal(control_url_parse("http://h:0", &tls, host, 64, &port), -EINVAL);
-	assert_int_equal(control_url_parse("http://h:70000", &tls, host, 64, &port), -EINVAL);
-	assert_int_equal(control_url_parse("http://h:x1", &tls, host, 64, &port), -EINVAL);
-	assert_int_equal(control_url_parse("http://u@h", &tls, host, 64, &port), -EINVAL);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_url_parse),
 	    cmocka_unit_test(test_stream_delta_reconnect),
 	    cmocka_unit_test(test_rotate),
 	    cmocka_unit_test(test_resync),

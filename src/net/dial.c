@@ -1,0 +1,793 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Outgoing connections (see dial.h). Every wait is wait_fd(): a poll() on the
+ * socket and the caller's wake fd with the time left to the deadline; every
+ * socket is non-blocking, so OpenSSL reports WANT_READ/WANT_WRITE and we wait
+ * for that, never inside OpenSSL.
+ *
+ * Connecting races the addresses of a name the way RFC 8305 (Happy Eyeballs)
+ * does, a little simplified: families interleaved (IPv6 first, as getaddrinfo
+ * sorts them), a new attempt every DIAL_STAGGER_NS while the earlier ones are
+ * still pending, the first to connect wins and the rest are closed.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/time.h"
+#include "base/util.h"
+#include "net/dial.h"
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !err_len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, err_len, fmt, ap);
+	va_end(ap);
+}
+
+/* --- URL --- */
+
+int dial_url_parse(const char *url, struct dial_url *ret)
+{
+	const char *p, *end, *hs, *he;
+	unsigned long port;
+	bool tls;
+
+	if (!strncmp(url, "http://", 7)) {
+		tls = false;
+		p = url + 7;
+	} else if (!strncmp(url, "https://", 8)) {
+		tls = true;
+		p = url + 8;
+	} else {
+		return -EINVAL;
+	}
+	end = p + strcspn(p, "/?#");
+	if (end == p)
+		return -EINVAL;
+	if (*p == '[') {
+		hs = p + 1;
+		he = memchr(hs, ']', (size_t)(end - hs));
+		if (!he)
+			return -EINVAL;
+		p = he + 1;
+	} else {
+		hs = p;
+		he = memchr(hs, ':', (size_t)(end - hs));
+		if (!he)
+			he = end;
+		p = he;
+	}
+	if (he == hs || (size_t)(he - hs) >= sizeof(ret->host) ||
+	    memchr(hs, '@', (size_t)(he - hs)))
+		return -EINVAL;
+	port = tls ? 443 : 80;
+	if (p < end) {
+		char digits[8];
+		char *e;
+
+		if (*p != ':' || end - p - 1 < 1 || end - p - 1 > 5)
+			return -EINVAL;
+		memcpy(digits, p + 1, (size_t)(end - p - 1));
+		digits[end - p - 1] = '\0';
+		if (digits[0] < '0' || digits[0] > '9')
+			return -EINVAL;
+		port = strtoul(digits, &e, 10);
+		if (*e || port == 0 || port > 65535)
+			return -EINVAL;
+	}
+	memcpy(ret->host, hs, (size_t)(he - hs));
+	ret->host[he - hs] = '\0';
+	ret->tls = tls;
+	ret->port = (uint16_t)port;
+	if (strchr(ret->host, ':'))
+		snprintf(ret->authority, sizeof(ret->authority), "[%s]:%u", ret->host, ret->port);
+	else
+		snprintf(ret->authority, sizeof(ret->authority), "%s:%u", ret->host, ret->port);
+	return 0;
+}
+
+/* --- waiting --- */
+
+static int ms_until(uint64_t deadline_ns)
+{
+	uint64_t now = time_now_ns();
+
+	if (deadline_ns == TIME_NEVER)
+		return -1;
+	if (now >= deadline_ns)
+		return 0;
+	/* Round up: waking a little late is harmless, waking early spins. */
+	return (int)MIN((deadline_ns - now + NSEC_PER_MSEC - 1) / NSEC_PER_MSEC,
+			(uint64_t)INT32_MAX);
+}
+
+/* The wake fd is readable: -ECANCELED when stopping, else consume it and return 2. */
+static int woken(const struct dial_cancel *cn)
+{
+	uint64_t v;
+
+	if (cn->stop && atomic_load(cn->stop))
+		return -ECANCELED;
+	if (read(cn->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		return -errno;
+	return 2;
+}
+
+/*
+ * Waits for events on fd until deadline_ns. 1 ready, 0 at the deadline, 2 woken
+ * with a command (only with want_cmd), -ECANCELED, -errno.
+ */
+static int wait_fd(const struct dial_cancel *cn, int fd, short events, uint64_t deadline_ns,
+		   bool want_cmd)
+{
+	for (;;) {
+		struct pollfd pfd[2] = {{.fd = fd, .events = events},
+					{.fd = cn->wake_fd, .events = POLLIN}};
+		int r;
+
+		if (cn->stop && atomic_load(cn->stop))
+			return -ECANCELED;
+		if (time_now_ns() >= deadline_ns)
+			return 0;
+		r = poll(pfd, cn->wake_fd >= 0 ? 2 : 1, ms_until(deadline_ns));
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (pfd[0].revents)
+			return 1;
+		if (r > 0 && pfd[1].revents) {
+			r = woken(cn);
+			if (r < 0 || want_cmd)
+				return r;
+		}
+	}
+}
+
+int dial_sleep(const struct dial_cancel *cancel, uint64_t deadline_ns)
+{
+	int r = wait_fd(cancel, -1, 0, deadline_ns, false);
+
+	return r < 0 ? r : 0;
+}
+
+/* --- the socket BIO: recv/send with MSG_NOSIGNAL --- */
+
+static int bio_sock_write(BIO *b, const char *data, size_t len, size_t *written)
+{
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = send((int)(intptr_t)BIO_get_data(b), data, len, MSG_NOSIGNAL);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			BIO_set_retry_write(b);
+		return 0;
+	}
+	*written = (size_t)n;
+	return 1;
+}
+
+static int bio_sock_read(BIO *b, char *data, size_t len, size_t *readbytes)
+{
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	n = recv((int)(intptr_t)BIO_get_data(b), data, len, 0);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			BIO_set_retry_read(b);
+		return 0;
+	}
+	if (n == 0)
+		BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+	*readbytes = (size_t)n;
+	return n > 0;
+}
+
+static long bio_sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)num;
+	(void)ptr;
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		return 1;
+	case BIO_CTRL_EOF:
+		return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+	default:
+		return 0; /* nothing else (no kTLS, no push/pop) */
+	}
+}
+
+static int bio_sock_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static BIO_METHOD *bio_sock_method;
+static pthread_once_t bio_sock_once = PTHREAD_ONCE_INIT;
+
+static void bio_sock_method_make(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "dial socket");
+
+	if (!m)
+		return;
+	if (!BIO_meth_set_write_ex(m, bio_sock_write) || !BIO_meth_set_read_ex(m, bio_sock_read) ||
+	    !BIO_meth_set_ctrl(m, bio_sock_ctrl) || !BIO_meth_set_create(m, bio_sock_create)) {
+		BIO_meth_free(m);
+		return;
+	}
+	bio_sock_method = m; /* lives as long as the process */
+}
+
+/* A BIO over fd (not closed with the BIO), or NULL. */
+static BIO *bio_sock_new(int fd)
+{
+	BIO *b;
+
+	pthread_once(&bio_sock_once, bio_sock_method_make);
+	if (!bio_sock_method)
+		return NULL;
+	b = BIO_new(bio_sock_method);
+	if (b)
+		BIO_set_data(b, (void *)(intptr_t)fd);
+	return b;
+}
+
+/* --- TLS --- */
+
+SSL_CTX *dial_tls_ctx_new(void)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (!ctx)
+		return NULL;
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* The system store; OpenSSL also honours SSL_CERT_FILE / SSL_CERT_DIR. */
+	SSL_CTX_set_default_verify_paths(ctx);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+}
+
+int dial_cert_spki_sha256(X509 *cert, uint8_t ret[32])
+{
+	unsigned char *der = NULL;
+	unsigned len = 32;
+	int n, r = 0;
+
+	n = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+	if (n <= 0)
+		return -EINVAL;
+	if (EVP_Digest(der, (size_t)n, ret, &len, EVP_sha256(), NULL) != 1)
+		r = -EINVAL;
+	OPENSSL_free(der);
+	return r;
+}
+
+/* With a pin hook, verification failures are recorded, not fatal: the hook decides. */
+static int verify_defer(int ok, X509_STORE_CTX *ctx)
+{
+	(void)ok;
+	(void)ctx;
+	return 1;
+}
+
+static bool is_address(const char *host)
+{
+	uint8_t a[16];
+
+	return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+/* Waits for what OpenSSL wants after a call that returned r. 1 to retry, or -errno. */
+static int tls_wait(struct dial_conn *c, int r, uint64_t deadline_ns)
+{
+	int e = SSL_get_error(c->ssl, r);
+
+	if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+		return -EPROTO;
+	r = wait_fd(&c->cancel, c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline_ns,
+		    false);
+	if (r == 0)
+		return -ETIMEDOUT;
+	return r < 0 ? r : 1;
+}
+
+static int tls_start(struct dial_conn *c, const struct dial_opts *o, char *err, size_t err_len)
+{
+	const char *name = o->sni ? o->sni : o->host;
+	BIO *bio;
+	long vr;
+	int r;
+
+	if (!o->ssl_ctx) {
+		set_err(err, err_len, "TLS with %s: no TLS context", name);
+		return -EINVAL;
+	}
+	c->ssl = SSL_new(o->ssl_ctx);
+	bio = c->ssl ? bio_sock_new(c->fd) : NULL;
+	if (!bio) {
+		set_err(err, err_len, "TLS with %s: out of memory", name);
+		return -ENOMEM;
+	}
+	SSL_set_bio(c->ssl, bio, bio);
+	/* RFC 6066: SNI carries host names only, never address literals. */
+	if (!is_address(name))
+		SSL_set_tlsext_host_name(c->ssl, name);
+	if (is_address(name))
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name);
+	else
+		SSL_set1_host(c->ssl, name);
+	if (o->pin)
+		SSL_set_verify(c->ssl, SSL_VERIFY_PEER, verify_defer);
+	ERR_clear_error();
+	while ((r = SSL_connect(c->ssl)) != 1) {
+		unsigned long e = ERR_peek_error();
+
+		r = tls_wait(c, r, o->deadline_ns);
+		if (r == 1)
+			continue;
+		if (r == -ECANCELED)
+			return r;
+		if (r == -ETIMEDOUT) {
+			set_err(err, err_len, "TLS with %s: no handshake within the deadline",
+				name);
+			return r;
+		}
+		vr = SSL_get_verify_result(c->ssl);
+		if (vr != X509_V_OK)
+			set_err(err, err_len, "TLS with %s: certificate not trusted: %s", name,
+				X509_verify_cert_error_string(vr));
+		else
+			set_err(err, err_len, "TLS with %s failed: %s", name,
+				e ? ERR_reason_error_string(e) : "connection closed");
+		return -EPROTO;
+	}
+	if (o->pin) {
+		X509 *leaf = SSL_get0_peer_certificate(c->ssl);
+
+		vr = SSL_get_verify_result(c->ssl);
+		if (err && err_len)
+			err[0] = '\0';
+		r = leaf ? o->pin(o->pin_ctx, leaf, vr == X509_V_OK, err, err_len) : -EPROTO;
+		if (r < 0) {
+			if (!err || !err[0])
+				set_err(err, err_len, "TLS with %s: certificate refused (pin)",
+					name);
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* --- connect --- */
+
+static void conn_init(struct dial_conn *c, const struct dial_opts *o)
+{
+	c->fd = -1;
+	c->ssl = NULL;
+	c->cancel = o->cancel;
+	if (o->name)
+		snprintf(c->name, sizeof(c->name), "%s", o->name);
+	else if (strchr(o->host, ':'))
+		snprintf(c->name, sizeof(c->name), "[%s]:%u", o->host, o->port);
+	else
+		snprintf(c->name, sizeof(c->name), "%s:%u", o->host, o->port);
+}
+
+/* Interleaves the families of res into addrs (at most DIAL_ADDRS_MAX). */
+static unsigned addrs_order(struct addrinfo *res, struct addrinfo **addrs)
+{
+	struct addrinfo *fam[2][DIAL_ADDRS_MAX], *ai;
+	unsigned n[2] = {0, 0}, i, k = 0;
+	int first = res->ai_family;
+
+	for (ai = res; ai; ai = ai->ai_next) {
+		int f = ai->ai_family != first;
+
+		if (n[f] < DIAL_ADDRS_MAX)
+			fam[f][n[f]++] = ai;
+	}
+	for (i = 0; k < DIAL_ADDRS_MAX && (i < n[0] || i < n[1]); i++) {
+		if (i < n[0])
+			addrs[k++] = fam[0][i];
+		if (i < n[1] && k < DIAL_ADDRS_MAX)
+			addrs[k++] = fam[1][i];
+	}
+	return k;
+}
+
+/*
+ * Races connects to addrs[0..n): a new one every DIAL_STAGGER_NS or as soon as
+ * all started ones failed. Returns the connected fd, or -errno.
+ */
+static int connect_race(struct addrinfo **addrs, unsigned n, const struct dial_cancel *cn,
+			uint64_t deadline_ns)
+{
+	struct pollfd pfd[DIAL_ADDRS_MAX + 1];
+	int fds[DIAL_ADDRS_MAX];
+	unsigned started = 0, pending = 0, i;
+	uint64_t next_start = 0;
+	int last_err = ECONNREFUSED, won = -1;
+
+	for (;;) {
+		uint64_t now = time_now_ns(), wake;
+		unsigned np = 0;
+		int r;
+
+		if (cn->stop && atomic_load(cn->stop)) {
+			last_err = ECANCELED;
+			break;
+		}
+		if (now >= deadline_ns) {
+			last_err = ETIMEDOUT;
+			break;
+		}
+		if (started < n && (now >= next_start || !pending)) {
+			struct addrinfo *ai = addrs[started];
+			int fd =
+			    socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+				   ai->ai_protocol);
+
+			fds[started++] = fd;
+			if (fd < 0) {
+				last_err = errno;
+				continue;
+			}
+			if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+				won = (int)started - 1;
+				break;
+			}
+			if (errno != EINPROGRESS) {
+				last_err = errno;
+				close(fd);
+				fds[started - 1] = -1;
+				continue;
+			}
+			pending++;
+			next_start = now + DIAL_STAGGER_NS;
+			continue;
+		}
+		if (!pending)
+			break; /* every address failed */
+		for (i = 0; i < started; i++)
+			if (fds[i] >= 0)
+				pfd[np++] = (struct pollfd){.fd = fds[i], .events = POLLOUT};
+		pfd[np] = (struct pollfd){.fd = cn->wake_fd, .events = POLLIN};
+		wake = started < n ? MIN(deadline_ns, next_start) : deadline_ns;
+		r = poll(pfd, np + (cn->wake_fd >= 0), ms_until(wake));
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			last_err = errno;
+			break;
+		}
+		if (cn->wake_fd >= 0 && pfd[np].revents) {
+			r = woken(cn);
+			if (r < 0) {
+				last_err = -r;
+				break;
+			}
+		}
+		for (i = 0; i < np && won < 0; i++) {
+			int soerr = 0;
+			socklen_t sl = sizeof(soerr);
+			unsigned k;
+
+			if (!pfd[i].revents)
+				continue;
+			for (k = 0; fds[k] != pfd[i].fd; k++)
+				;
+			if (getsockopt(pfd[i].fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+				soerr = errno;
+			if (!soerr) {
+				won = (int)k;
+				break;
+			}
+			last_err = soerr;
+			close(fds[k]);
+			fds[k] = -1;
+			pending--;
+		}
+		if (won >= 0)
+			break;
+	}
+	for (i = 0; i < started; i++)
+		if (fds[i] >= 0 && (int)i != won)
+			close(fds[i]);
+	return won >= 0 ? fds[won] : -last_err;
+}
+
+int dial_open(struct dial_conn *c, const struct dial_opts *o, char *err, size_t err_len)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+	struct addrinfo *res = NULL, *addrs[DIAL_ADDRS_MAX];
+	char portstr[8];
+	int r, one = 1;
+
+	conn_init(c, o);
+	snprintf(portstr, sizeof(portstr), "%u", o->port);
+	r = getaddrinfo(o->host, portstr, &hints, &res);
+	if (r) {
+		set_err(err, err_len, "cannot reach %s: %s", c->name, gai_strerror(r));
+		return -EHOSTUNREACH;
+	}
+	r = connect_race(addrs, addrs_order(res, addrs), &c->cancel, o->deadline_ns);
+	freeaddrinfo(res);
+	if (r < 0) {
+		if (r != -ECANCELED)
+			set_err(err, err_len, "cannot reach %s: %s", c->name, strerror(-r));
+		return r;
+	}
+	c->fd = r;
+	/* Requests and frames are written whole: no reason to wait for more. */
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (o->tls) {
+		r = tls_start(c, o, err, err_len);
+		if (r < 0) {
+			dial_close(c, 0);
+			return r;
+		}
+	}
+	return 0;
+}
+
+void dial_close(struct dial_conn *c, uint64_t linger_ns)
+{
+	uint64_t deadline = linger_ns ? time_now_ns() + linger_ns : 0;
+	char buf[4096];
+
+	if (c->fd < 0)
+		return;
+	if (c->ssl && linger_ns)
+		SSL_shutdown(c->ssl); /* close_notify, if the socket takes it now */
+	if (linger_ns)
+		shutdown(c->fd, SHUT_WR);
+	/*
+	 * Unread data makes close() send a reset, which can destroy our last bytes
+	 * in flight; read what is there (and, lingering, what comes) first.
+	 */
+	for (;;) {
+		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+
+		if (n > 0)
+			continue;
+		if (n == 0 || (errno != EAGAIN && errno != EINTR) || !linger_ns)
+			break;
+		if (wait_fd(&c->cancel, c->fd, POLLIN, deadline, false) != 1)
+			break;
+	}
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	close(c->fd);
+	c->fd = -1;
+}
+
+/* --- I/O --- */
+
+int dial_write(struct dial_conn *c, const void *data, size_t len, uint64_t deadline_ns, char *err,
+	       size_t err_len)
+{
+	const uint8_t *p = data;
+	int r;
+
+	while (len) {
+		ssize_t n;
+
+		if (c->cancel.stop && atomic_load(c->cancel.stop))
+			return -ECANCELED;
+		if (c->ssl) {
+			int w;
+
+			ERR_clear_error();
+			w = SSL_write(c->ssl, p, (int)MIN(len, (size_t)INT32_MAX));
+			if (w <= 0) {
+				/* SSL_write retries must repeat the same arguments: they do. */
+				r = tls_wait(c, w, deadline_ns);
+				if (r == 1)
+					continue;
+				if (r == -EPROTO)
+					r = -EPIPE;
+				goto fail;
+			}
+			n = w;
+		} else {
+			n = send(c->fd, p, len, MSG_NOSIGNAL);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno != EAGAIN) {
+					r = -errno;
+					goto fail;
+				}
+				r = wait_fd(&c->cancel, c->fd, POLLOUT, deadline_ns, false);
+				if (r == 1)
+					continue;
+				if (r == 0)
+					r = -ETIMEDOUT;
+				goto fail;
+			}
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+fail:
+	if (r != -ECANCELED)
+		set_err(err, err_len, "connection to %s lost: %s", c->name, strerror(-r));
+	return r;
+}
+
+ssize_t dial_read(struct dial_conn *c, void *buf, size_t len, uint64_t deadline_ns)
+{
+	int r;
+
+	for (;;) {
+		if (c->ssl) {
+			int n;
+
+			ERR_clear_error();
+			n = SSL_read(c->ssl, buf, (int)MIN(len, (size_t)INT32_MAX));
+			if (n > 0)
+				return n;
+			r = SSL_get_error(c->ssl, n);
+			if (r == SSL_ERROR_ZERO_RETURN)
+				return 0;
+			if (r != SSL_ERROR_WANT_READ && r != SSL_ERROR_WANT_WRITE)
+				return -ECONNRESET;
+			r = wait_fd(&c->cancel, c->fd, r == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
+				    deadline_ns, true);
+		} else {
+			ssize_t n = recv(c->fd, buf, len, 0);
+
+			if (n >= 0)
+				return n;
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -errno;
+			r = wait_fd(&c->cancel, c->fd, POLLIN, deadline_ns, true);
+		}
+		if (r == 0)
+			return -EAGAIN;
+		if (r == 2)
+			return -EINTR;
+		if (r < 0)
+			return r;
+	}
+}
+
+/* --- HTTP --- */
+
+/* The request target of req's first line, for messages ("/control"). */
+static void target_of(const char *req, size_t req_len, char *out, size_t cap)
+{
+	const char *sp = memchr(req, ' ', req_len), *end;
+
+	out[0] = '\0';
+	if (!sp)
+		return;
+	sp++;
+	end = memchr(sp, ' ', req_len - (size_t)(sp - req));
+	if (end && (size_t)(end - sp) < cap) {
+		memcpy(out, sp, (size_t)(end - sp));
+		out[end - sp] = '\0';
+	}
+}
+
+ssize_t dial_http_request(struct dial_conn *c, const char *req, size_t req_len, char *buf,
+			  size_t cap, struct http_response *resp, uint64_t deadline_ns, char *err,
+			  size_t err_len)
+{
+	uint64_t start = time_now_ns();
+	size_t have = 0;
+	int r;
+
+	r = dial_write(c, req, req_len, deadline_ns, err, err_len);
+	if (r < 0)
+		return r;
+	for (;;) {
+		ssize_t n;
+
+		if (have == cap) {
+			set_err(err, err_len, "%s: response head too large", c->name);
+			return -E2BIG;
+		}
+		n = dial_read(c, buf + have, cap - have, deadline_ns);
+		if (n == -EINTR)
+			continue;
+		if (n == -EAGAIN) {
+			set_err(err, err_len, "%s: no answer within %llu s", c->name,
+				(unsigned long long)((deadline_ns - start + NSEC_PER_SEC / 2) /
+						     NSEC_PER_SEC));
+			return -ETIMEDOUT;
+		}
+		if (n < 0) {
+			if (n != -ECANCELED)
+				set_err(err, err_len, "%s: %s", c->name, strerror((int)-n));
+			return n;
+		}
+		if (n == 0) {
+			set_err(err, err_len, "%s closed the connection", c->name);
+			return -ECONNRESET;
+		}
+		have += (size_t)n;
+		r = http_response_parse(resp, buf, have);
+		if (r == 0)
+			return (ssize_t)have;
+		if (r == -E2BIG) {
+			set_err(err, err_len, "%s: response head too large", c->name);
+			return r;
+		}
+		if (r != -EAGAIN) {
+			set_err(err, err_len, "%s does not speak HTTP as expected", c->name);
+			return -EBADMSG;
+		}
+	}
+}
+
+ssize_t dial_http_upgrade(struct dial_conn *c, const char *req, size_t req_len, char *buf,
+			  size_t cap, struct http_response *resp, uint64_t deadline_ns, char *err,
+			  size_t err_len)
+{
+	ssize_t n = dial_http_request(c, req, req_len, buf, cap, resp, deadline_ns, err, err_len);
+	char target[128];
+
+	if (n < 0)
+		return n;
+	if (resp->status != 101) {
+		target_of(req, req_len, target, sizeof(target));
+		set_err(err, err_len, "%s%s answered %u instead of switching protocols", c->name,
+			target, resp->status);
+		return -EPROTO;
+	}
+	return n;
+}
+
+ssize_t dial_http_body_read(struct dial_conn *c, char *buf, size_t cap, size_t have,
+			    const struct http_response *resp, uint64_t deadline_ns, char *err,
+			    size_t err_len)
+{
+	if (!resp->has_content_length || resp->content_length > cap - resp->head_len) {
+		set_err(err, err_len, "%s: bad response body", c->name);
+		return -EMSGSIZE;
+	}
+	while (have < resp->head_len + resp->content_length) {
+		ssize_t n = dial_read(c, buf + have, cap - have, deadline_ns);
+
+		if (n == -EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == -ECANCELED)
+				return n;
+			set_err(err, err_len, "%s: response cut short", c->name);
+			return n == -EAGAIN ? -ETIMEDOUT : -ECONNRESET;
+		}
+		have += (size_t)n;
+	}
+	return (ssize_t)have;
+}
