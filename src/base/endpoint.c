@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <net/if.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,9 +10,21 @@
 
 #include "base/endpoint.h"
 
-bool endpoint_is_set(const struct endpoint *ep)
+bool endpoint_is_addr(const struct endpoint *ep)
 {
 	return ep->sa.sa_family == AF_INET || ep->sa.sa_family == AF_INET6;
+}
+
+bool endpoint_is_set(const struct endpoint *ep)
+{
+	return endpoint_is_addr(ep) || endpoint_is_handle(ep);
+}
+
+void endpoint_handle_set(struct endpoint *ep, uint32_t id)
+{
+	memset(ep, 0, sizeof(*ep));
+	ep->handle.family = ENDPOINT_AF_HANDLE;
+	ep->handle.id = id;
 }
 
 bool endpoint_equal(const struct endpoint *a, const struct endpoint *b)
@@ -25,6 +38,8 @@ bool endpoint_equal(const struct endpoint *a, const struct endpoint *b)
 		return a->in6.sin6_port == b->in6.sin6_port &&
 		       a->in6.sin6_scope_id == b->in6.sin6_scope_id &&
 		       !memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, sizeof(a->in6.sin6_addr));
+	if (endpoint_is_handle(a))
+		return a->handle.id == b->handle.id;
 	return true;
 }
 
@@ -122,6 +137,8 @@ const char *endpoint_format(const struct endpoint *ep, char *buf, size_t len)
 				 ntohs(ep->in6.sin6_port));
 		else
 			snprintf(buf, len, "[%s]:%u", host, ntohs(ep->in6.sin6_port));
+	} else if (endpoint_is_handle(ep)) {
+		snprintf(buf, len, "handle:%" PRIu32, ep->handle.id);
 	} else {
 		snprintf(buf, len, "(none)");
 	}

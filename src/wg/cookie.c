@@ -79,6 +79,9 @@ static void make_cookie(uint8_t cookie[COOKIE_LEN], struct cookie_checker *c,
 	} else if (src->sa.sa_family == AF_INET6) {
 		blake2s_update(&s, &src->in6.sin6_addr, 16);
 		blake2s_update(&s, &src->in6.sin6_port, 2);
+	} else if (endpoint_is_handle(src)) {
+		/* The path layer reports a known path of a peer as its handle. */
+		blake2s_update(&s, &src->handle.id, sizeof(src->handle.id));
 	}
 	blake2s_final(&s, cookie);
 }

@@ -353,8 +353,7 @@ static int validate_cfg(struct wg_device *dev, const struct wg_device_cfg *cfg,
 			      (a->family == AF_INET6 && a->cidr <= 128)))
 				return -EINVAL;
 		}
-		if (pc->has_endpoint && pc->endpoint.sa.sa_family != AF_INET &&
-		    pc->endpoint.sa.sa_family != AF_INET6)
+		if (pc->has_endpoint && !endpoint_is_set(&pc->endpoint))
 			return -EINVAL;
 		ips += pc->n_allowedips;
 		if (pc->remove || pc->update_only)

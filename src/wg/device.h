@@ -18,6 +18,11 @@
  * Without encrypt_submit/decrypt_submit the bracketed step runs inline.
  * Handshake, cookie and keepalive messages are produced by the engine and
  * leave through ops.udp_send as well.
+ *
+ * Endpoints are opaque to the engine: an address or a handle (base/endpoint.h)
+ * that the path layer below (src/net/magicsock.h) maps to an address. The engine
+ * stores the latest authenticated source as the peer's endpoint (roaming) and
+ * sends there, whichever form it has.
  */
 
 #include <stdint.h>
@@ -106,7 +111,7 @@ void wg_device_count_drop(struct wg_device *dev, enum wg_drop_reason reason, uns
 
 /* Plaintext IP packets from TUN; the device takes ownership of all n. */
 void wg_device_tx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t now_ns);
-/* Datagrams from UDP (pkt->ep = source); the device takes ownership of all n. */
+/* Datagrams from UDP (pkt->ep = source address or handle); the device takes ownership of all n. */
 void wg_device_rx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t now_ns);
 
 /*

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hash.h"
 #include "base/time.h"
 #include "crypto/crypto.h"
 #include "wg/ratelimiter.h"
@@ -59,12 +60,7 @@ static unsigned bucket_of(const struct ratelimiter *rl, uint8_t family, const ui
 	uint64_t h;
 
 	memcpy(&h, key, 8);
-	h ^= rl->seed + family;
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 33;
+	h = hash_mix64(h ^ (rl->seed + family));
 	return (unsigned)(h & (BUCKETS - 1));
 }
 
@@ -98,6 +94,8 @@ bool wg_ratelimiter_allow(struct ratelimiter *rl, const struct endpoint *src, ui
 		memcpy(key, &src->in4.sin_addr, 4);
 	else if (src->sa.sa_family == AF_INET6)
 		memcpy(key, &src->in6.sin6_addr, 8); /* one bucket per /64 */
+	else if (endpoint_is_handle(src))
+		memcpy(key, &src->handle.id, sizeof(src->handle.id)); /* a peer's known path */
 	else
 		return false;
 	if (now_ns - rl->last_gc_ns > GC_INTERVAL_NS)

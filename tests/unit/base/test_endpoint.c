@@ -68,12 +68,37 @@ static void test_equal(void **state)
 	assert_int_equal(endpoint_len(&a), 0);
 }
 
+/* A handle is set but no address, compares by id, and is never sent anywhere (length 0). */
+static void test_handle(void **state)
+{
+	struct endpoint a, b, addr;
+	char buf[ENDPOINT_STR_MAX];
+
+	(void)state;
+	endpoint_handle_set(&a, 7);
+	endpoint_handle_set(&b, 7);
+	assert_true(endpoint_is_handle(&a));
+	assert_true(endpoint_is_set(&a));
+	assert_false(endpoint_is_addr(&a));
+	assert_int_equal(endpoint_len(&a), 0);
+	assert_true(endpoint_equal(&a, &b));
+	endpoint_handle_set(&b, 8);
+	assert_false(endpoint_equal(&a, &b));
+	assert_string_equal(endpoint_format(&a, buf, sizeof(buf)), "handle:7");
+	assert_int_equal(endpoint_parse(&addr, "192.0.2.1:7"), 0);
+	assert_true(endpoint_is_addr(&addr));
+	assert_false(endpoint_is_handle(&addr));
+	assert_false(endpoint_equal(&a, &addr));
+	assert_false(endpoint_equal(&addr, &a));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_format_roundtrip),
 		cmocka_unit_test(test_parse_rejects),
 		cmocka_unit_test(test_equal),
+		cmocka_unit_test(test_handle),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
