@@ -8,50 +8,17 @@
 
 #include <cmocka.h>
 
+#include "../alloc_count.h"
 #include "wg_harness.h"
 
 /*
  * No malloc on the data path: after the handshake (and one packet each way so
  * every lazily created per-thread cipher context exists), thousands of data
- * packets both ways, inline and with worker callbacks, must not allocate.
- * Counting uses ASan's allocator hooks, so this only proves something under
- * ASan, which is how CI builds.
+ * packets both ways, inline and with worker callbacks, must not allocate
+ * (counted with ASan's allocator hooks: ../alloc_count.h).
  */
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_ASAN 1
-#endif
-
 #ifdef HAVE_ASAN
-#if __has_include(<sanitizer/allocator_interface.h>)
-#include <sanitizer/allocator_interface.h>
-#else
-/* GCC ships libasan with this entry point but not clang's header that declares it. */
-int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
-					      void (*free_hook)(const volatile void *));
-#endif
-
-static volatile int counting;
-static volatile unsigned long allocations;
-
-static void malloc_hook(const volatile void *ptr, size_t size)
-{
-	(void)ptr;
-	(void)size;
-	if (counting)
-		allocations++;
-}
-
-static void free_hook(const volatile void *ptr)
-{
-	(void)ptr;
-}
-
 static void run(bool worker)
 {
 	struct h_node a, b;
@@ -119,7 +86,7 @@ int main(void)
 		cmocka_unit_test(test_no_alloc_worker),
 	};
 
-	__sanitizer_install_malloc_and_free_hooks(malloc_hook, free_hook);
+	alloc_count_install();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
 #else

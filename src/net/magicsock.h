@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_NET_MAGICSOCK_H
+#define TRELLIS_NET_MAGICSOCK_H
+
+/*
+ * The one owner of the node's UDP traffic, after Tailscale's magicsock, as a state
+ * machine without I/O: src/net/udpconn.h gives it sockets and a reader thread, unit
+ * tests a fake wire. Every datagram in and out of the UDP socket passes here.
+ *
+ * Receive (magicsock_rx, the reader thread, one batch at a time):
+ *
+ *   datagrams --demux.h--> WireGuard  source mapped to a handle (below) -> ops.wg_rx,
+ *                                     one call per batch, in arrival order
+ *                          STUN       STUN mailbox  } bounded, one lock per batch;
+ *                          disco      disco mailbox } full: dropped and counted
+ *                          junk       freed and counted
+ *
+ * Send (any thread, batches):
+ *
+ *   magicsock_send      the engine's datagrams: a handle becomes its peer's current
+ *                       path; a handle without a path is dropped and counted
+ *   magicsock_send_raw  STUN and disco to an address, out of the same sockets, so the
+ *                       NAT mapping STUN measures is the one WireGuard uses
+ *
+ * Handles. The control plane gives each peer a handle (an endpoint of family
+ * ENDPOINT_AF_HANDLE, base/endpoint.h) and sets it as the peer's WireGuard endpoint;
+ * the engine stores and compares it like an address and never sees it change. Here it
+ * maps to the peer's current path: today the direct ip:port the netmap reports, later
+ * a relay or another candidate chosen by path discovery. Inbound, a source address
+ * that is a handle's current path is reported to the engine as that handle, so moving
+ * a peer between paths does not make the engine's roaming flap. Any other source is
+ * reported as its address, so WireGuard roaming works as before: the engine then sends
+ * to that address until a packet comes from a known path again or the control plane
+ * sets the handle back. Plain WireGuard mode (`trellisd --wg`) makes no handles: every
+ * endpoint is its own address (identity), and nothing is mapped.
+ *
+ * One address maps inbound to at most one handle, the one that claimed it last (two
+ * peers behind one address can only be told apart by their keys, which is the engine's
+ * job). A handle id carries a slot and a generation, so a freed handle never aliases a
+ * newer one.
+ *
+ * Threads: receive runs on one reader thread; send, the handle calls and the mailbox
+ * takes on any thread. The handle table is under an rwlock taken once per batch and
+ * only when there is something to map (no handles: never). Counters are atomics added
+ * once per batch. Nothing here allocates per packet.
+ *
+ * Room for later (issue 15): a path becomes a remote address plus the local address the
+ * peer's packets arrive on (IP_PKTINFO, carried by struct pkt beside its source), set on
+ * receive and used as the source on send; datagrams larger than a pool buffer come from a
+ * second pool of the reader's choosing. Neither changes this interface.
+ */
+
+#include <stdint.h>
+
+#include "base/endpoint.h"
+#include "base/pkt.h"
+
+/* The most datagrams one mapping step handles at once (the reader's batch). */
+#define MAGICSOCK_BATCH 64
+/* Handles are capped (each peer of the netmap has one). */
+#define MAGICSOCK_HANDLES_MAX (1u << 20)
+
+enum magicsock_box { MAGICSOCK_BOX_STUN, MAGICSOCK_BOX_DISCO, MAGICSOCK_BOX_MAX };
+
+struct magicsock_ops {
+	void *ctx;
+	/*
+	 * WireGuard datagrams for the engine, pkt->ep the source (a handle or an address).
+	 * Ownership passes. Called on the receiving thread, once per batch.
+	 */
+	void (*wg_rx)(void *ctx, struct pkt **pkts, unsigned n, uint64_t now_ns);
+	/* Datagrams for the wire, pkt->ep an address. Ownership passes. Any thread. */
+	void (*wire_send)(void *ctx, struct pkt **pkts, unsigned n);
+	/*
+	 * Optional: mailbox `box` went from empty to non-empty (any thread: wake the owner,
+	 * who takes until it is empty; see pktbox.h).
+	 */
+	void (*box_notify)(void *ctx, enum magicsock_box box);
+	/* Capacity of each mailbox; 0 = nobody reads it: every datagram counted as dropped. */
+	unsigned box_cap[MAGICSOCK_BOX_MAX];
+};
+
+struct magicsock_stats {
+	uint64_t rx_wg, rx_stun, rx_disco;     /* datagrams demultiplexed to each */
+	uint64_t rx_junk;		       /* none of them: dropped */
+	uint64_t box_drops[MAGICSOCK_BOX_MAX]; /* mailbox full or unread: dropped */
+	uint64_t tx_no_path;		       /* to a handle without a path: dropped */
+	uint64_t tx_raw;		       /* raw datagrams handed to the wire */
+	uint64_t tx_raw_bad;		       /* raw datagrams to no address: dropped */
+	unsigned handles;
+};
+
+struct magicsock;
+
+/* NULL on ENOMEM. */
+struct magicsock *magicsock_new(const struct magicsock_ops *ops);
+/* Accepts NULL. Frees what the mailboxes hold; nothing may call in any more. */
+void magicsock_free(struct magicsock *ms);
+
+/* Datagrams from the wire, pkt->ep = source address. Takes ownership of all n. */
+void magicsock_rx(struct magicsock *ms, struct pkt **pkts, unsigned n, uint64_t now_ns);
+/* The engine's datagrams (its udp_send). Takes ownership of all n; may reorder pkts. */
+void magicsock_send(struct magicsock *ms, struct pkt **pkts, unsigned n);
+/* STUN or disco datagrams to pkt->ep, which must be an address. Takes ownership. */
+void magicsock_send_raw(struct magicsock *ms, struct pkt **pkts, unsigned n);
+/* Up to n datagrams from a mailbox, oldest first (pkt->ep = source address). */
+unsigned magicsock_box_take(struct magicsock *ms, enum magicsock_box box, struct pkt **ret,
+			    unsigned n);
+
+/* A new handle without a path. 0, -ENOMEM or -ENOSPC (MAGICSOCK_HANDLES_MAX). */
+int magicsock_handle_new(struct magicsock *ms, struct endpoint *ret);
+/* Accepts a handle already freed or none. Packets still sent to it are dropped. */
+void magicsock_handle_free(struct magicsock *ms, const struct endpoint *handle);
+/*
+ * The handle's current path: an address, or NULL / AF_UNSPEC for none. 0, -ENOENT
+ * (not a live handle) or -EINVAL (path is not an address).
+ */
+int magicsock_handle_set_path(struct magicsock *ms, const struct endpoint *handle,
+			      const struct endpoint *path);
+/*
+ * The address ep stands for now: itself if it is an address, its path if it is a
+ * handle. 0, or -ENOENT (a handle without a path, a freed handle, none). For status
+ * and `wg show`, which show addresses.
+ */
+int magicsock_resolve(struct magicsock *ms, const struct endpoint *ep, struct endpoint *ret);
+
+void magicsock_stats_get(struct magicsock *ms, struct magicsock_stats *ret);
+
+#endif

@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/iothread.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "base/util.h"
+#include "net/udpconn.h"
+
+#define READ_BATCH MAGICSOCK_BATCH
+#define POOL_DRY_BACKOFF_MS 1
+/* Batches read from one socket before looking at the other again. */
+#define FAIRNESS_BATCHES 8
+
+_Static_assert(READ_BATCH <= UDP_BATCH_MAX, "one recvmmsg per read");
+
+struct udpconn {
+	struct magicsock *ms;
+	struct pkt_pool *pool;
+	pthread_rwlock_t socks_lock;
+	struct udp_socks socks;
+	struct iothread reader;
+	atomic_uint_fast64_t pool_dry, read_dropped, send_errors;
+};
+
+void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
+{
+	int r;
+
+	pthread_rwlock_rdlock(&uc->socks_lock);
+	r = udp_send_batch(&uc->socks, pkts, n);
+	pthread_rwlock_unlock(&uc->socks_lock);
+	if (unlikely(r < (int)n)) {
+		atomic_fetch_add(&uc->send_errors, n - (unsigned)MAX(r, 0));
+		if (r < 0)
+			log_ratelimited(LOG_LEVEL_WARN, "udp send: %s", strerror(-r));
+	}
+	pkt_free(pkts, n);
+}
+
+static void *reader_main(void *arg)
+{
+	struct udpconn *uc = arg;
+	struct iothread *rd = &uc->reader;
+	struct pkt *stash[READ_BATCH];
+	struct pollfd pfd[3];
+	unsigned have = 0, i;
+	int fds[2] = {uc->socks.fd4, uc->socks.fd6};
+
+	/*
+	 * `stash` keeps buffers across reads: only the ones handed on are replaced, so an
+	 * idle wakeup costs no pool lock. A family that is off has fd -1, which poll ignores.
+	 */
+	pfd[0] = (struct pollfd){.fd = fds[0], .events = POLLIN};
+	pfd[1] = (struct pollfd){.fd = fds[1], .events = POLLIN};
+	pfd[2] = (struct pollfd){.fd = rd->stop_fd, .events = POLLIN};
+	while (!iothread_stopping(rd)) {
+		if (poll(pfd, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (i = 0; i < 2; i++) {
+			unsigned round;
+
+			if (fds[i] < 0 || !(pfd[i].revents & (POLLIN | POLLERR)))
+				continue;
+			for (round = 0; round < FAIRNESS_BATCHES; round++) {
+				unsigned dropped = 0, asked;
+				int n;
+
+				if (have < READ_BATCH)
+					have +=
+					    pkt_pool_get(uc->pool, stash + have, READ_BATCH - have);
+				if (!have) {
+					atomic_fetch_add(&uc->pool_dry, 1);
+					iothread_sleep(rd, POOL_DRY_BACKOFF_MS);
+					break;
+				}
+				asked = have;
+				n = udp_recv_batch(fds[i], stash, have, &dropped);
+				if (dropped)
+					atomic_fetch_add(&uc->read_dropped, dropped);
+				if (n <= 0)
+					break;
+				magicsock_rx(uc->ms, stash, (unsigned)n, time_now_ns());
+				have -= (unsigned)n;
+				memmove(stash, stash + n, have * sizeof(*stash));
+				if ((unsigned)n < asked)
+					break; /* short batch: the socket is drained */
+			}
+		}
+	}
+	pkt_free(stash, have);
+	return NULL;
+}
+
+int udpconn_new(struct magicsock *ms, struct pkt_pool *pool, uint16_t port, uint32_t fwmark,
+		struct udpconn **ret)
+{
+	struct udpconn *uc;
+	int r;
+
+	uc = calloc(1, sizeof(*uc));
+	if (!uc)
+		return -ENOMEM;
+	uc->ms = ms;
+	uc->pool = pool;
+	uc->socks = (struct udp_socks){.fd4 = -1, .fd6 = -1};
+	uc->reader.stop_fd = -1;
+	pthread_rwlock_init(&uc->socks_lock, NULL);
+	r = iothread_init(&uc->reader);
+	if (r < 0)
+		goto out;
+	r = udp_socks_open(&uc->socks, port, fwmark);
+	if (r < 0)
+		goto out;
+	r = iothread_start(&uc->reader, reader_main, uc);
+	if (r < 0)
+		goto out;
+	*ret = uc;
+	uc = NULL;
+out:
+	udpconn_free(uc);
+	return r;
+}
+
+void udpconn_stop(struct udpconn *uc)
+{
+	iothread_stop(&uc->reader);
+}
+
+void udpconn_free(struct udpconn *uc)
+{
+	if (!uc)
+		return;
+	iothread_destroy(&uc->reader);
+	if (uc->socks.fd4 >= 0 || uc->socks.fd6 >= 0)
+		udp_socks_close(&uc->socks);
+	pthread_rwlock_destroy(&uc->socks_lock);
+	free(uc);
+}
+
+uint16_t udpconn_port(const struct udpconn *uc)
+{
+	return uc->socks.port;
+}
+
+void udpconn_swap(struct udpconn *uc, struct udp_socks *ns)
+{
+	struct udp_socks old;
+	int r;
+
+	iothread_stop(&uc->reader);
+	pthread_rwlock_wrlock(&uc->socks_lock);
+	old = uc->socks;
+	uc->socks = *ns;
+	pthread_rwlock_unlock(&uc->socks_lock);
+	if (old.fd4 >= 0 || old.fd6 >= 0)
+		udp_socks_close(&old);
+	r = iothread_start(&uc->reader, reader_main, uc);
+	if (r < 0)
+		log_err("cannot restart the UDP reader: %s", strerror(-r));
+}
+
+int udpconn_set_fwmark(struct udpconn *uc, uint32_t fwmark)
+{
+	return udp_socks_set_fwmark(&uc->socks, fwmark);
+}
+
+void udpconn_stats_get(struct udpconn *uc, struct udpconn_stats *ret)
+{
+	ret->pool_dry = atomic_load(&uc->pool_dry);
+	ret->read_dropped = atomic_load(&uc->read_dropped);
+	ret->send_errors = atomic_load(&uc->send_errors);
+}

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_NET_UDPCONN_H
+#define TRELLIS_NET_UDPCONN_H
+
+/*
+ * The I/O half of the magicsock: the UDP sockets (one per address family on one
+ * port, src/os/udp.h), the thread that reads them in batches into magicsock_rx, and
+ * the batched send that is the magicsock's wire (udpconn_send as ops.wire_send).
+ *
+ * Socket changes (listen port, fwmark) come from one control thread and are race
+ * free without a lock in the reader: udpconn_swap stops and joins the reader, swaps
+ * the sockets under the write side of a lock that senders hold the read side of for
+ * one batch, closes the old ones and restarts the reader. The caller opens the new
+ * sockets first (udp_socks_open), so a port that cannot be bound changes nothing.
+ *
+ * A reader that finds its pool empty backs off for a millisecond (counted); nothing
+ * on the packet path allocates.
+ */
+
+#include <stdint.h>
+
+#include "base/pkt.h"
+#include "net/magicsock.h"
+#include "os/udp.h"
+
+struct udpconn_stats {
+	uint64_t pool_dry;     /* reader found its pool empty */
+	uint64_t read_dropped; /* truncated datagrams */
+	uint64_t send_errors;  /* datagrams the kernel did not take */
+};
+
+struct udpconn;
+
+/*
+ * Binds `port` (0: the kernel picks) with `fwmark` and starts the reader, which takes
+ * buffers from `pool` and hands every batch to magicsock_rx(ms). 0 or -errno.
+ */
+int udpconn_new(struct magicsock *ms, struct pkt_pool *pool, uint16_t port, uint32_t fwmark,
+		struct udpconn **ret);
+/* Stops the reader; sending still works (a drain may still flush packets out). */
+void udpconn_stop(struct udpconn *uc);
+/* Accepts NULL. Stops the reader and closes the sockets. */
+void udpconn_free(struct udpconn *uc);
+
+/* Any thread: sends to pkt->ep (addresses only) and frees the packets. */
+void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n);
+
+/* Control thread: the bound port. */
+uint16_t udpconn_port(const struct udpconn *uc);
+/* Control thread: replaces the sockets with ns (taken over) and restarts the reader. */
+void udpconn_swap(struct udpconn *uc, struct udp_socks *ns);
+/* Control thread: SO_MARK on the live sockets (safe against concurrent senders). */
+int udpconn_set_fwmark(struct udpconn *uc, uint32_t fwmark);
+
+void udpconn_stats_get(struct udpconn *uc, struct udpconn_stats *ret);
+
+#endif

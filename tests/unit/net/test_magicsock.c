@@ -1,0 +1,802 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The magicsock without sockets: two WireGuard devices, each over its own magicsock,
+ * joined by a fake wire that carries datagrams between node addresses (with the
+ * sender's source address, which a test may change as a NAT or a move would). Plus the
+ * pieces on their own: the demux table, the mailbox and the handle table.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "../alloc_count.h"
+#include "../wg/wg_harness.h"
+#include "base/util.h"
+#include "net/demux.h"
+#include "net/magicsock.h"
+#include "net/pktbox.h"
+
+#define BOX_CAP 4
+
+struct node {
+	struct h_node h; /* first: the harness callbacks take the node as their ctx */
+	struct magicsock *ms;
+	struct endpoint src; /* where this node's datagrams come from on the wire */
+	struct h_queue wire; /* datagrams sent, waiting on the wire */
+	unsigned notified[MAGICSOCK_BOX_MAX];
+};
+
+static struct node A, B;
+
+static void n_udp_send(void *ctx, struct pkt **pkts, unsigned n)
+{
+	magicsock_send(((struct node *)ctx)->ms, pkts, n);
+}
+
+static void n_wire_send(void *ctx, struct pkt **pkts, unsigned n)
+{
+	h_push(&((struct node *)ctx)->wire, pkts, n);
+}
+
+static void n_wg_rx(void *ctx, struct pkt **pkts, unsigned n, uint64_t now_ns)
+{
+	wg_device_rx(((struct node *)ctx)->h.dev, pkts, n, now_ns);
+}
+
+static void n_notify(void *ctx, enum magicsock_box box)
+{
+	((struct node *)ctx)->notified[box]++;
+}
+
+static void node_init(struct node *n, int id)
+{
+	struct wg_device_ops ops = {
+	    .ctx = n,
+	    .udp_send = n_udp_send,
+	    .tun_write = h_tun_write,
+	    .timers_wake = h_wake,
+	    .wall_ns = h_wall,
+	};
+	struct magicsock_ops mops = {
+	    .ctx = n,
+	    .wg_rx = n_wg_rx,
+	    .wire_send = n_wire_send,
+	    .box_notify = n_notify,
+	    .box_cap = {BOX_CAP, BOX_CAP},
+	};
+
+	memset(n, 0, sizeof(*n));
+	/* The harness's node, with the device rebuilt to send through the magicsock. */
+	h_node_init(&n->h, id, false);
+	wg_device_free(n->h.dev);
+	n->h.dev = wg_device_new(&ops, n->h.pool);
+	assert_non_null(n->h.dev);
+	n->ms = magicsock_new(&mops);
+	assert_non_null(n->ms);
+	n->src = n->h.ep;
+}
+
+static void node_free(struct node *n)
+{
+	h_qfree(&n->wire);
+	h_node_drain(&n->h);
+	magicsock_free(n->ms);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	h_now = NSEC_PER_SEC;
+	node_init(&A, 0);
+	node_init(&B, 1);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	/* Packets cross pools: drain both before freeing either pool. */
+	node_free(&A);
+	node_free(&B);
+	h_node_free(&A.h);
+	h_node_free(&B.h);
+	return 0;
+}
+
+/* Delivers what is on the wire, in batches per sender, until it is quiet. */
+static unsigned pump(void)
+{
+	struct node *nodes[2] = {&A, &B};
+	unsigned delivered = 0, i, j, k;
+	bool busy = true;
+
+	while (busy) {
+		busy = false;
+		for (i = 0; i < 2; i++) {
+			struct node *from = nodes[i], *to = nodes[1 - i];
+			struct pkt *batch[H_QMAX];
+
+			k = 0;
+			for (j = 0; j < from->wire.n; j++) {
+				struct pkt *p = from->wire.p[j];
+
+				/* The kernel never sees a handle: everything here is an address. */
+				assert_true(endpoint_is_addr(&p->ep));
+				if (!endpoint_equal(&p->ep, &to->h.ep)) {
+					pkt_free(&p, 1);
+					continue;
+				}
+				p->ep = from->src;
+				batch[k++] = p;
+			}
+			from->wire.n = 0;
+			if (k) {
+				busy = true;
+				delivered += k;
+				magicsock_rx(to->ms, batch, k, h_now);
+			}
+		}
+	}
+	return delivered;
+}
+
+/* n gets peer's key and tunnel address, with `ep` (an address, a handle or none). */
+static void add_peer(struct node *n, const struct node *peer, const struct endpoint *ep)
+{
+	struct wg_allowedip ip = {.family = AF_INET, .cidr = 32};
+	struct wg_peer_cfg pc = {0};
+	struct wg_device_cfg cfg = {0};
+
+	memcpy(ip.addr, peer->h.addr, 4);
+	cfg.has_private_key = true;
+	memcpy(cfg.private_key, n->h.priv, 32);
+	memcpy(pc.public_key, peer->h.pub, 32);
+	if (ep) {
+		pc.has_endpoint = true;
+		pc.endpoint = *ep;
+	}
+	pc.n_allowedips = 1;
+	pc.allowedips = &ip;
+	cfg.n_peers = 1;
+	cfg.peers = &pc;
+	assert_int_equal(wg_device_apply(n->h.dev, &cfg, h_now), 0);
+}
+
+static struct endpoint peer_endpoint(struct node *n)
+{
+	struct wg_device_info *info;
+	struct endpoint ep;
+
+	assert_int_equal(wg_device_info_get(n->h.dev, &info), 0);
+	assert_int_equal(info->n_peers, 1);
+	ep = info->peers[0].endpoint;
+	wg_device_info_free(info);
+	return ep;
+}
+
+static struct wg_device_stats dev_stats(struct node *n)
+{
+	struct wg_device_stats s;
+
+	wg_device_stats_get(n->h.dev, &s);
+	return s;
+}
+
+static struct magicsock_stats ms_stats(struct node *n)
+{
+	struct magicsock_stats s;
+
+	magicsock_stats_get(n->ms, &s);
+	return s;
+}
+
+static unsigned ms_stats_handles(struct magicsock *ms)
+{
+	struct magicsock_stats s;
+
+	magicsock_stats_get(ms, &s);
+	return s.handles;
+}
+
+/* Runs both engines' timers and the wire for `ns` of fake time. */
+static void advance(uint64_t ns)
+{
+	uint64_t end = h_now + ns;
+
+	while (h_now < end) {
+		h_now += NSEC_PER_SEC / 10;
+		wg_device_timers_run(A.h.dev, h_now);
+		wg_device_timers_run(B.h.dev, h_now);
+		pump();
+	}
+}
+
+/* One packet of `fill` from -> to through the tunnel; true if to's TUN got exactly it. */
+static bool tunnel_carries(struct node *from, struct node *to, uint8_t fill)
+{
+	struct pkt *p;
+	bool ok;
+
+	h_send(&from->h, &to->h, 100, fill);
+	pump();
+	if (to->h.tun.n != 1)
+		return false;
+	p = to->h.tun.p[0];
+	ok = p->len == 120 && p->data[20] == fill && p->data[119] == fill;
+	h_qfree(&to->h.tun);
+	return ok;
+}
+
+static struct endpoint addr(const char *s)
+{
+	struct endpoint ep;
+
+	assert_int_equal(endpoint_parse(&ep, s), 0);
+	return ep;
+}
+
+/* A datagram from n's pool with `len` bytes of `data` (the rest zero), to `to`. */
+static struct pkt *dgram(struct node *n, const void *data, unsigned dlen, unsigned len,
+			 const struct endpoint *to)
+{
+	struct pkt *p;
+
+	assert_int_equal(pkt_pool_get(n->h.pool, &p, 1), 1);
+	memset(p->data, 0, len);
+	memcpy(p->data, data, dlen < len ? dlen : len);
+	p->len = len;
+	p->ep = *to;
+	return p;
+}
+
+static const uint8_t stun_req[8] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42};
+
+/* --- two nodes --- */
+
+/*
+ * Plain WireGuard over magicsocks (identity: no handles): handshake and data both
+ * ways, nothing mapped, and the engine's endpoints are the addresses.
+ */
+static void test_identity(void **state)
+{
+	struct magicsock_stats s;
+	struct endpoint ep;
+
+	(void)state;
+	add_peer(&A, &B, &B.h.ep);
+	add_peer(&B, &A, &A.h.ep);
+	assert_true(tunnel_carries(&A, &B, 0x11));
+	assert_true(tunnel_carries(&B, &A, 0x22));
+	ep = peer_endpoint(&A);
+	assert_true(endpoint_equal(&ep, &B.h.ep));
+	assert_int_equal(dev_stats(&A).handshakes_completed, 1);
+	s = ms_stats(&A);
+	assert_true(s.rx_wg >= 2); /* the handshake response and data */
+	assert_int_equal(s.rx_junk + s.rx_stun + s.rx_disco + s.tx_no_path, 0);
+	assert_int_equal(s.handles, 0);
+}
+
+/*
+ * A knows B by a handle: the engine sends to the handle, the wire sees B's address,
+ * B's replies come back as the handle. B moves to another address: the path changes
+ * under the same handle and A's engine never sees its endpoint move.
+ */
+static void test_handle_path_change(void **state)
+{
+	struct endpoint hb, b2 = addr("198.51.100.20:41641"), ep;
+
+	(void)state;
+	assert_int_equal(magicsock_handle_new(A.ms, &hb), 0);
+	assert_true(endpoint_is_handle(&hb));
+	/* Without a path, sends to the handle are dropped and counted, nothing on the wire. */
+	add_peer(&A, &B, &hb);
+	add_peer(&B, &A, &A.h.ep);
+	h_send(&A.h, &B.h, 100, 1);
+	assert_int_equal(A.wire.n, 0);
+	assert_int_equal(ms_stats(&A).tx_no_path, 1);
+	assert_int_equal(magicsock_resolve(A.ms, &hb, &ep), -ENOENT);
+
+	assert_int_equal(magicsock_handle_set_path(A.ms, &hb, &B.h.ep), 0);
+	assert_int_equal(magicsock_resolve(A.ms, &hb, &ep), 0);
+	assert_true(endpoint_equal(&ep, &B.h.ep));
+	/* The handshake retry (REKEY_TIMEOUT) finds the path; the staged packet follows. */
+	advance(6 * NSEC_PER_SEC);
+	assert_int_equal(B.h.tun.n, 1);
+	assert_int_equal(B.h.tun.p[0]->data[20], 1);
+	h_qfree(&B.h.tun);
+	assert_true(tunnel_carries(&A, &B, 0x31));
+	assert_true(tunnel_carries(&B, &A, 0x32));
+	ep = peer_endpoint(&A);
+	assert_true(endpoint_equal(&ep, &hb));
+
+	/* B moves: its packets come from b2, it is reached at b2, the path layer knows. */
+	B.h.ep = b2;
+	B.src = b2;
+	assert_int_equal(magicsock_handle_set_path(A.ms, &hb, &b2), 0);
+	assert_true(tunnel_carries(&A, &B, 0x33));
+	assert_true(tunnel_carries(&B, &A, 0x34));
+	ep = peer_endpoint(&A);
+	assert_true(endpoint_equal(&ep, &hb));
+	/* B's engine roamed to nothing new: A never moved. */
+	ep = peer_endpoint(&B);
+	assert_true(endpoint_equal(&ep, &A.h.ep));
+}
+
+/*
+ * A source that is no known path reaches the engine as its address (WireGuard roaming
+ * still works); once it becomes the handle's path, the engine is back on the handle.
+ */
+static void test_unknown_source_roams(void **state)
+{
+	struct endpoint hb, b3 = addr("203.0.113.30:5000"), ep;
+
+	(void)state;
+	assert_int_equal(magicsock_handle_new(A.ms, &hb), 0);
+	assert_int_equal(magicsock_handle_set_path(A.ms, &hb, &B.h.ep), 0);
+	add_peer(&A, &B, &hb);
+	add_peer(&B, &A, &A.h.ep);
+	assert_true(tunnel_carries(&A, &B, 0x41));
+	assert_true(tunnel_carries(&B, &A, 0x42));
+
+	/* A NAT in front of B rebinds: B's packets now come from b3. */
+	B.h.ep = b3;
+	B.src = b3;
+	assert_true(tunnel_carries(&B, &A, 0x43));
+	ep = peer_endpoint(&A);
+	assert_true(endpoint_equal(&ep, &b3));
+	assert_true(tunnel_carries(&A, &B, 0x44)); /* the engine answers b3 directly */
+
+	assert_int_equal(magicsock_handle_set_path(A.ms, &hb, &b3), 0);
+	assert_true(tunnel_carries(&B, &A, 0x45));
+	ep = peer_endpoint(&A);
+	assert_true(endpoint_equal(&ep, &hb));
+	assert_true(tunnel_carries(&A, &B, 0x46));
+}
+
+/*
+ * Under load the engine answers with a cookie reply and rate limits per source; a
+ * source reported as a handle gets both (the cookie is bound to the handle).
+ */
+static void test_handle_under_load(void **state)
+{
+	struct endpoint hb;
+	struct wg_device_stats s;
+
+	(void)state;
+	assert_int_equal(magicsock_handle_new(A.ms, &hb), 0);
+	assert_int_equal(magicsock_handle_set_path(A.ms, &hb, &B.h.ep), 0);
+	add_peer(&A, &B, &hb);
+	add_peer(&B, &A, &A.h.ep);
+	wg_device_force_under_load(A.h.dev, 1);
+	h_send(&B.h, &A.h, 100, 0x61);
+	pump();
+	s = dev_stats(&A);
+	assert_int_equal(s.drops[WG_DROP_RX_COOKIE_SENT], 1);
+	assert_int_equal(s.handshakes_completed, 0);
+	/* B's retry carries mac2 from the cookie: accepted, not rate limited. */
+	advance(6 * NSEC_PER_SEC);
+	s = dev_stats(&A);
+	assert_int_equal(s.drops[WG_DROP_RX_RATELIMIT], 0);
+	assert_int_equal(s.drops[WG_DROP_RX_COOKIE_SENT], 1);
+	assert_int_equal(dev_stats(&B).handshakes_completed, 1);
+	assert_int_equal(A.h.tun.n, 1);
+	assert_int_equal(A.h.tun.p[0]->data[20], 0x61);
+	h_qfree(&A.h.tun);
+}
+
+/*
+ * STUN and disco land in their mailboxes (with their real source address, even from
+ * a known path), never in the engine; junk is counted and freed; a full mailbox drops
+ * and counts. Each mailbox notifies once per empty -> non-empty.
+ */
+static void test_demux_mailboxes(void **state)
+{
+	static const uint8_t junk5[] = {5, 0, 0, 0};	/* no such message type */
+	static const uint8_t junk_rsv[] = {4, 0, 1, 0}; /* reserved byte set */
+	static const uint8_t junk_short[] = {1, 0, 0};	/* too short to tell */
+	struct wg_device_stats before, after;
+	struct magicsock_stats s;
+	struct pkt *p, *got[8];
+	struct endpoint ha;
+	uint8_t disco[DISCO_MIN_LEN] = DISCO_MAGIC;
+	unsigned i, n;
+
+	(void)state;
+	/* B knows A by a handle: the mailboxes must still see A's address. */
+	assert_int_equal(magicsock_handle_new(B.ms, &ha), 0);
+	assert_int_equal(magicsock_handle_set_path(B.ms, &ha, &A.h.ep), 0);
+	add_peer(&A, &B, &B.h.ep);
+	add_peer(&B, &A, &ha);
+	assert_true(tunnel_carries(&A, &B, 0x51));
+	before = dev_stats(&B);
+
+	p = dgram(&A, stun_req, sizeof(stun_req), STUN_HDR_LEN, &B.h.ep);
+	magicsock_send_raw(A.ms, &p, 1);
+	p = dgram(&A, disco, sizeof(disco), sizeof(disco) + 40, &B.h.ep);
+	magicsock_send_raw(A.ms, &p, 1);
+	p = dgram(&A, junk5, sizeof(junk5), 64, &B.h.ep);
+	n_wire_send(&A, &p, 1);
+	p = dgram(&A, junk_rsv, sizeof(junk_rsv), 64, &B.h.ep);
+	n_wire_send(&A, &p, 1);
+	p = dgram(&A, junk_short, sizeof(junk_short), sizeof(junk_short), &B.h.ep);
+	n_wire_send(&A, &p, 1);
+	assert_int_equal(pump(), 5);
+
+	after = dev_stats(&B);
+	assert_memory_equal(before.drops, after.drops, sizeof(before.drops));
+	assert_int_equal(before.rx_packets, after.rx_packets);
+	s = ms_stats(&B);
+	assert_int_equal(s.rx_stun, 1);
+	assert_int_equal(s.rx_disco, 1);
+	assert_int_equal(s.rx_junk, 3);
+	assert_int_equal(B.notified[MAGICSOCK_BOX_STUN], 1);
+	assert_int_equal(B.notified[MAGICSOCK_BOX_DISCO], 1);
+	assert_int_equal(ms_stats(&A).tx_raw, 2);
+
+	n = magicsock_box_take(B.ms, MAGICSOCK_BOX_STUN, got, 8);
+	assert_int_equal(n, 1);
+	assert_int_equal(got[0]->len, STUN_HDR_LEN);
+	assert_memory_equal(got[0]->data, stun_req, sizeof(stun_req));
+	assert_true(endpoint_equal(&got[0]->ep, &A.h.ep));
+	pkt_free(got, n);
+	n = magicsock_box_take(B.ms, MAGICSOCK_BOX_DISCO, got, 8);
+	assert_int_equal(n, 1);
+	assert_int_equal(got[0]->len, sizeof(disco) + 40);
+	assert_true(endpoint_equal(&got[0]->ep, &A.h.ep));
+	pkt_free(got, n);
+
+	/* A flood: BOX_CAP held, the rest dropped and counted; one more notify. */
+	for (i = 0; i < BOX_CAP + 3; i++) {
+		disco[DISCO_MAGIC_LEN] = (uint8_t)i;
+		p = dgram(&A, disco, sizeof(disco), sizeof(disco), &B.h.ep);
+		magicsock_send_raw(A.ms, &p, 1);
+	}
+	pump();
+	s = ms_stats(&B);
+	assert_int_equal(s.rx_disco, 1 + BOX_CAP + 3);
+	assert_int_equal(s.box_drops[MAGICSOCK_BOX_DISCO], 3);
+	assert_int_equal(B.notified[MAGICSOCK_BOX_DISCO], 2);
+	n = magicsock_box_take(B.ms, MAGICSOCK_BOX_DISCO, got, 8);
+	assert_int_equal(n, BOX_CAP);
+	for (i = 0; i < n; i++)
+		assert_int_equal(got[i]->data[DISCO_MAGIC_LEN], i); /* oldest first */
+	pkt_free(got, n);
+
+	/* The tunnel is unaffected. */
+	assert_true(tunnel_carries(&B, &A, 0x52));
+}
+
+/* Raw send takes addresses only: a handle or nothing is dropped and counted. */
+static void test_raw_send(void **state)
+{
+	struct endpoint h, none = {0};
+	struct pkt *p[3];
+	struct magicsock_stats s;
+
+	(void)state;
+	assert_int_equal(magicsock_handle_new(A.ms, &h), 0);
+	assert_int_equal(magicsock_handle_set_path(A.ms, &h, &B.h.ep), 0);
+	p[0] = dgram(&A, stun_req, sizeof(stun_req), STUN_HDR_LEN, &h);
+	p[1] = dgram(&A, stun_req, sizeof(stun_req), STUN_HDR_LEN, &B.h.ep);
+	p[2] = dgram(&A, stun_req, sizeof(stun_req), STUN_HDR_LEN, &none);
+	magicsock_send_raw(A.ms, p, 3);
+	s = ms_stats(&A);
+	assert_int_equal(s.tx_raw, 1);
+	assert_int_equal(s.tx_raw_bad, 2);
+	assert_int_equal(A.wire.n, 1);
+	assert_true(endpoint_equal(&A.wire.p[0]->ep, &B.h.ep));
+	assert_int_equal(pump(), 1);
+	assert_int_equal(ms_stats(&B).rx_stun, 1);
+}
+
+/*
+ * The data path through the magicsock allocates nothing: handles mapped both ways,
+ * STUN datagrams through a mailbox, junk dropped, thousands of packets each way.
+ */
+static void test_no_alloc(void **state)
+{
+#ifdef HAVE_ASAN
+	struct endpoint hb, ha;
+	struct pkt *p;
+	unsigned i;
+
+	(void)state;
+	assert_int_equal(magicsock_handle_new(A.ms, &hb), 0);
+	assert_int_equal(magicsock_handle_set_path(A.ms, &hb, &B.h.ep), 0);
+	assert_int_equal(magicsock_handle_new(B.ms, &ha), 0);
+	assert_int_equal(magicsock_handle_set_path(B.ms, &ha, &A.h.ep), 0);
+	add_peer(&A, &B, &hb);
+	add_peer(&B, &A, &ha);
+	assert_true(tunnel_carries(&A, &B, 1));
+	assert_true(tunnel_carries(&B, &A, 2));
+
+	allocations = 0;
+	counting = 1;
+	for (i = 0; i < 5000; i++) {
+		h_now += NSEC_PER_MSEC;
+		h_send(&A.h, &B.h, 1 + i % 1400, (uint8_t)i);
+		h_send(&B.h, &A.h, 1 + i % 1400, (uint8_t)i);
+		if (i % 64 == 0) {
+			p = dgram(&A, stun_req, sizeof(stun_req), STUN_HDR_LEN, &B.h.ep);
+			magicsock_send_raw(A.ms, &p, 1);
+			p = dgram(&A, "junk", 4, 4, &B.h.ep);
+			n_wire_send(&A, &p, 1);
+		}
+		if (i % 16 == 15) {
+			pump();
+			h_qfree(&A.h.tun);
+			h_qfree(&B.h.tun);
+			while (magicsock_box_take(B.ms, MAGICSOCK_BOX_STUN, &p, 1))
+				pkt_free(&p, 1);
+		}
+	}
+	pump();
+	counting = 0;
+	h_qfree(&A.h.tun);
+	h_qfree(&B.h.tun);
+	assert_int_equal(allocations, 0);
+	assert_int_equal(ms_stats(&B).rx_stun, 79);
+	assert_int_equal(ms_stats(&B).rx_junk, 79);
+	assert_int_equal(ms_stats(&A).tx_no_path, 0);
+#else
+	(void)state;
+	skip();
+#endif
+}
+
+/* --- the pieces --- */
+
+static void test_demux_table(void **state)
+{
+	static const struct {
+		uint8_t d[8];
+		uint32_t len;
+		enum demux_kind kind;
+	} cases[] = {
+	    {{1, 0, 0, 0}, 148, DEMUX_WG},
+	    {{2, 0, 0, 0}, 92, DEMUX_WG},
+	    {{3, 0, 0, 0}, 64, DEMUX_WG},
+	    {{4, 0, 0, 0}, 32, DEMUX_WG},
+	    {{4, 0, 0, 0}, 4, DEMUX_WG}, /* short: the engine counts it */
+	    {{0, 0, 0, 0}, 32, DEMUX_JUNK},
+	    {{5, 0, 0, 0}, 32, DEMUX_JUNK},
+	    {{1, 1, 0, 0}, 148, DEMUX_JUNK},
+	    {{1, 0, 0, 1}, 148, DEMUX_JUNK},
+	    {{1, 0, 0}, 3, DEMUX_JUNK},
+	    {{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42}, 20, DEMUX_STUN},
+	    {{0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42}, 32, DEMUX_STUN},
+	    {{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42}, 19, DEMUX_JUNK}, /* short */
+	    {{0x40, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42}, 20, DEMUX_JUNK}, /* top bits */
+	    {{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x43}, 20, DEMUX_JUNK}, /* cookie */
+	    {{0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42}, 20, DEMUX_JUNK}, /* length */
+	    {{'T', 'R', 'L', 'S', 0xd1, 0x5c}, DISCO_MIN_LEN, DEMUX_DISCO},
+	    {{'T', 'R', 'L', 'S', 0xd1, 0x5c}, DISCO_MIN_LEN - 1, DEMUX_JUNK},
+	    {{'T', 'R', 'L', 'S', 0xd1, 0x5d}, DISCO_MIN_LEN, DEMUX_JUNK},
+	    {{0}, 0, DEMUX_JUNK},
+	};
+	uint8_t buf[128];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		memset(buf, 0, sizeof(buf));
+		memcpy(buf, cases[i].d, sizeof(cases[i].d));
+		if (demux_classify(buf, cases[i].len) != cases[i].kind)
+			fail_msg("case %zu: got %d, want %d", i, demux_classify(buf, cases[i].len),
+				 cases[i].kind);
+	}
+}
+
+static unsigned box_notified;
+
+static void box_notify(void *ctx)
+{
+	(void)ctx;
+	box_notified++;
+}
+
+static void test_pktbox(void **state)
+{
+	struct pkt_pool *pool = pkt_pool_new(16);
+	struct pktbox b;
+	struct pkt *p[8], *got[8];
+	unsigned i;
+
+	(void)state;
+	box_notified = 0;
+	assert_int_equal(pktbox_init(&b, 3, box_notify, NULL), 0);
+	assert_int_equal(pkt_pool_get(pool, p, 2), 2);
+	p[0]->len = 10;
+	p[1]->len = 11;
+	assert_int_equal(pktbox_put(&b, p, 2), 2);
+	assert_int_equal(box_notified, 1);
+	assert_int_equal(pkt_pool_get(pool, p, 2), 2);
+	p[0]->len = 12;
+	p[1]->len = 13;
+	/* Not empty: no second notify; one fits, one is dropped (back to the pool). */
+	assert_int_equal(pktbox_put(&b, p, 2), 1);
+	assert_int_equal(box_notified, 1);
+	assert_int_equal(pktbox_drops(&b), 1);
+	assert_int_equal(pkt_pool_available(pool), 16 - 3);
+	assert_int_equal(pktbox_take(&b, got, 2), 2);
+	assert_int_equal(got[0]->len, 10);
+	assert_int_equal(got[1]->len, 11);
+	pkt_free(got, 2);
+	/* Wraps around the ring in order. */
+	assert_int_equal(pkt_pool_get(pool, p, 2), 2);
+	p[0]->len = 14;
+	p[1]->len = 15;
+	assert_int_equal(pktbox_put(&b, p, 2), 2);
+	assert_int_equal(pktbox_take(&b, got, 8), 3);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(got[i]->len, 12 + (i ? i + 1 : 0));
+	pkt_free(got, 3);
+	assert_int_equal(pktbox_take(&b, got, 8), 0);
+	/* Empty again: the next put notifies. Destroy frees what is held. */
+	assert_int_equal(pkt_pool_get(pool, p, 1), 1);
+	assert_int_equal(pktbox_put(&b, p, 1), 1);
+	assert_int_equal(box_notified, 2);
+	pktbox_destroy(&b);
+
+	/* A box nobody reads drops everything. */
+	assert_int_equal(pktbox_init(&b, 0, NULL, NULL), 0);
+	assert_int_equal(pkt_pool_get(pool, p, 2), 2);
+	assert_int_equal(pktbox_put(&b, p, 2), 0);
+	assert_int_equal(pktbox_drops(&b), 2);
+	pktbox_destroy(&b);
+	assert_int_equal(pkt_pool_available(pool), 16);
+	pkt_pool_free(pool);
+}
+
+static void test_handles(void **state)
+{
+	static const struct magicsock_ops ops = {0};
+	struct magicsock *ms = magicsock_new(&ops);
+	struct endpoint h[100], old, ep, a = addr("192.0.2.50:1"), six = addr("[2001:db8::1]:2");
+	unsigned i;
+
+	(void)state;
+	assert_non_null(ms);
+	/* Many handles (the table grows), each with its own path, all resolve. */
+	for (i = 0; i < (unsigned)ARRAY_SIZE(h); i++) {
+		assert_int_equal(magicsock_handle_new(ms, &h[i]), 0);
+		ep = a;
+		ep.in4.sin_port = htons((uint16_t)(1000 + i));
+		if (i % 2)
+			ep = six, ep.in6.sin6_port = htons((uint16_t)(1000 + i));
+		assert_int_equal(magicsock_handle_set_path(ms, &h[i], &ep), 0);
+	}
+	for (i = 0; i < (unsigned)ARRAY_SIZE(h); i++) {
+		assert_int_equal(magicsock_resolve(ms, &h[i], &ep), 0);
+		assert_int_equal(ntohs(i % 2 ? ep.in6.sin6_port : ep.in4.sin_port), 1000 + i);
+	}
+	assert_int_equal(ms_stats_handles(ms), ARRAY_SIZE(h));
+
+	/* A path is no handle; an address resolves to itself. */
+	assert_int_equal(magicsock_handle_set_path(ms, &h[0], &h[1]), -EINVAL);
+	assert_int_equal(magicsock_resolve(ms, &a, &ep), 0);
+	assert_true(endpoint_equal(&ep, &a));
+
+	/* A freed handle is gone, and its slot's next handle is another one. */
+	old = h[5];
+	magicsock_handle_free(ms, &h[5]);
+	assert_int_equal(magicsock_resolve(ms, &old, &ep), -ENOENT);
+	assert_int_equal(magicsock_handle_set_path(ms, &old, &a), -ENOENT);
+	assert_int_equal(magicsock_handle_new(ms, &h[5]), 0);
+	assert_false(endpoint_equal(&h[5], &old));
+	assert_int_equal(magicsock_resolve(ms, &h[5], &ep), -ENOENT); /* no path yet */
+	magicsock_handle_free(ms, &old);			      /* stale: nothing happens */
+	assert_int_equal(magicsock_resolve(ms, &h[5], &ep), -ENOENT);
+	assert_int_equal(ms_stats_handles(ms), ARRAY_SIZE(h));
+	for (i = 0; i < (unsigned)ARRAY_SIZE(h); i++)
+		magicsock_handle_free(ms, &h[i]);
+	assert_int_equal(ms_stats_handles(ms), 0);
+	magicsock_free(ms);
+}
+
+static struct endpoint seen[8];
+static unsigned n_seen;
+
+static void seen_rx(void *ctx, struct pkt **pkts, unsigned n, uint64_t now_ns)
+{
+	unsigned i;
+
+	(void)ctx;
+	(void)now_ns;
+	for (i = 0; i < n && n_seen < (unsigned)ARRAY_SIZE(seen); i++)
+		seen[n_seen++] = pkts[i]->ep;
+	pkt_free(pkts, n);
+}
+
+/* Receives one WireGuard-looking datagram from each source, in one batch. */
+static void rx_from(struct magicsock *ms, struct pkt_pool *pool, const struct endpoint *src,
+		    unsigned n)
+{
+	static const uint8_t wg4[4] = {4, 0, 0, 0};
+	struct pkt *p[8];
+	unsigned i;
+
+	assert_int_equal(pkt_pool_get(pool, p, n), n);
+	for (i = 0; i < n; i++) {
+		memcpy(p[i]->data, wg4, sizeof(wg4));
+		p[i]->len = 32;
+		p[i]->ep = src[i];
+	}
+	n_seen = 0;
+	magicsock_rx(ms, p, n, 1);
+	assert_int_equal(n_seen, n);
+}
+
+/* Inbound: a known path is its handle, anything else itself; the last claim wins. */
+static void test_inbound_map(void **state)
+{
+	const struct magicsock_ops ops = {.wg_rx = seen_rx};
+	struct magicsock *ms = magicsock_new(&ops);
+	struct pkt_pool *pool = pkt_pool_new(8);
+	struct endpoint h1, h2, x = addr("192.0.2.7:7"), y = addr("[2001:db8::7]:7"),
+				z = addr("198.51.100.7:7"), src[4];
+
+	(void)state;
+	assert_non_null(ms);
+	assert_int_equal(magicsock_handle_new(ms, &h1), 0);
+	assert_int_equal(magicsock_handle_new(ms, &h2), 0);
+	assert_int_equal(magicsock_handle_set_path(ms, &h1, &x), 0);
+	/* Mixed sources in one batch, repeats included. */
+	src[0] = x, src[1] = x, src[2] = y, src[3] = x;
+	rx_from(ms, pool, src, 4);
+	assert_true(endpoint_equal(&seen[0], &h1));
+	assert_true(endpoint_equal(&seen[1], &h1));
+	assert_true(endpoint_equal(&seen[2], &y));
+	assert_true(endpoint_equal(&seen[3], &h1));
+	/* h2 claims x too: x is h2's now, and h1 still sends to x. */
+	assert_int_equal(magicsock_handle_set_path(ms, &h2, &x), 0);
+	rx_from(ms, pool, &x, 1);
+	assert_true(endpoint_equal(&seen[0], &h2));
+	assert_int_equal(magicsock_resolve(ms, &h1, &src[0]), 0);
+	assert_true(endpoint_equal(&src[0], &x));
+	/* h2 moves on: x is nobody's inbound until claimed again. */
+	assert_int_equal(magicsock_handle_set_path(ms, &h2, &z), 0);
+	rx_from(ms, pool, &x, 1);
+	assert_true(endpoint_equal(&seen[0], &x));
+	rx_from(ms, pool, &z, 1);
+	assert_true(endpoint_equal(&seen[0], &h2));
+	assert_int_equal(magicsock_handle_set_path(ms, &h1, &x), 0);
+	rx_from(ms, pool, &x, 1);
+	assert_true(endpoint_equal(&seen[0], &h1));
+	/* No path, or freed: the address again. */
+	assert_int_equal(magicsock_handle_set_path(ms, &h1, NULL), 0);
+	rx_from(ms, pool, &x, 1);
+	assert_true(endpoint_equal(&seen[0], &x));
+	magicsock_handle_free(ms, &h2);
+	rx_from(ms, pool, &z, 1);
+	assert_true(endpoint_equal(&seen[0], &z));
+	magicsock_free(ms);
+	pkt_pool_free(pool);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_handle_path_change, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unknown_source_roams, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_handle_under_load, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_demux_mailboxes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_raw_send, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_no_alloc, setup, teardown),
+	    cmocka_unit_test(test_demux_table),
+	    cmocka_unit_test(test_pktbox),
+	    cmocka_unit_test(test_handles),
+	    cmocka_unit_test(test_inbound_map),
+	};
+
+	assert_int_equal(crypto_init(), 0);
+#ifdef HAVE_ASAN
+	alloc_count_install();
+#endif
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
