@@ -507,7 +507,7 @@ static int be_status(void *ctx, json_t **ret)
 	json_t *st = NULL;
 	int r;
 
-	r = wg_device_info_get(wgdev_device(d->wg), &info);
+	r = wgdev_info_get(d->wg, &info);
 	if (r < 0)
 		return r;
 	r = localapi_status_build(backend_state(d), d->nm, info, &st);
@@ -708,7 +708,8 @@ int daemon_run(const struct daemon_opts *opts)
 	r = wgdev_new(d->loop, &wo, &d->wg);
 	if (r < 0)
 		goto out;
-	r = netmap_apply_new(wgdev_device(d->wg), d->ifname, 0, &netmap_apply_os_netlink, &d->na);
+	r = netmap_apply_new(wgdev_device(d->wg), wgdev_magicsock(d->wg), d->ifname, 0,
+			     &netmap_apply_os_netlink, &d->na);
 	if (r < 0)
 		goto out;
 	r = netmap_apply_set_private_key(d->na, state_node_key(d->st), time_now_ns());

@@ -15,6 +15,15 @@
  * Endpoints: the netmap's first endpoint is set when it differs from the one
  * applied; a peer whose netmap has none keeps whatever the device learned by
  * roaming. Persistent keepalive stays off (path discovery will decide later).
+ *
+ * Handles: with a magicsock, each peer gets a handle (net/magicsock.h) for as long
+ * as it is applied with the same key, and the device's endpoint is that handle; the
+ * netmap's endpoint becomes the handle's path. Where the code above sets an endpoint,
+ * it sets the handle on the device and the path on the magicsock: a new peer's handle
+ * gets its path before the device knows the handle (so the first handshake finds
+ * it), a kept handle after the device accepted the change (a failed apply leaves the
+ * old path). Handles of removed peers are freed after the apply, those made for a
+ * failed one at once.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -24,6 +33,7 @@
 
 #include "base/log.h"
 #include "crypto/crypto.h"
+#include "net/magicsock.h"
 #include "node/netmap_apply.h"
 #include "os/netlink.h"
 
@@ -33,10 +43,14 @@ struct applied_peer {
 	unsigned n_allowed;
 	struct wg_allowedip allowed[NETMAP_MAX_ALLOWED_IPS];
 	struct endpoint ep; /* AF_UNSPEC: none given */
+	struct endpoint handle; /* AF_UNSPEC: no magicsock */
+	/* During one apply: the handle was made for it / its path must follow ep. */
+	bool handle_new, path_changed;
 };
 
 struct netmap_apply {
 	struct wg_device *dev;
+	struct magicsock *ms;
 	char ifname[64];
 	unsigned mtu;
 	const struct netmap_apply_os *os;
@@ -96,7 +110,7 @@ const struct netmap_apply_os netmap_apply_os_netlink = {
 	.route_del = os_route_del,
 };
 
-int netmap_apply_new(struct wg_device *dev, const char *ifname, unsigned mtu,
+int netmap_apply_new(struct wg_device *dev, struct magicsock *ms, const char *ifname, unsigned mtu,
 		     const struct netmap_apply_os *os, struct netmap_apply **ret)
 {
 	struct netmap_apply *na;
@@ -107,6 +121,7 @@ int netmap_apply_new(struct wg_device *dev, const char *ifname, unsigned mtu,
 	if (!na)
 		return -ENOMEM;
 	na->dev = dev;
+	na->ms = ms;
 	if (ifname)
 		strcpy(na->ifname, ifname);
 	na->mtu = mtu;
@@ -287,13 +302,19 @@ static int cfg_set_allowed(struct wg_peer_cfg *pc, const struct applied_peer *ap
 	return 0;
 }
 
+/* What the device gets as the peer's endpoint: its handle, else the address. */
+static const struct endpoint *peer_endpoint(const struct applied_peer *ap)
+{
+	return endpoint_is_set(&ap->handle) ? &ap->handle : &ap->ep;
+}
+
 static int cfg_add(struct wg_device_cfg *cfg, const struct applied_peer *ap)
 {
 	struct wg_peer_cfg *pc = cfg_push(cfg, ap->key);
 
 	if (endpoint_is_set(&ap->ep)) {
 		pc->has_endpoint = true;
-		pc->endpoint = ap->ep;
+		pc->endpoint = *peer_endpoint(ap);
 	}
 	return cfg_set_allowed(pc, ap);
 }
@@ -357,7 +378,7 @@ static int diff_build(struct netmap_apply *na, const struct applied_peer *next, 
 				pc->update_only = true;
 				if (ep) {
 					pc->has_endpoint = true;
-					pc->endpoint = n->ep;
+					pc->endpoint = *peer_endpoint(n);
 				}
 				if (ips && (ret = cfg_set_allowed(pc, n)) < 0)
 					goto fail;
@@ -400,6 +421,91 @@ int netmap_apply_diff(struct netmap_apply *na, const struct netmap *nm,
 	return 0;
 }
 
+/* The applied peer with n's id and key (both lists sorted by id), or NULL. */
+static const struct applied_peer *same_peer(const struct applied_peer *list, unsigned n_list,
+					    const struct applied_peer *n)
+{
+	unsigned lo = 0, hi = n_list, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (list[mid].id < n->id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < n_list && list[lo].id == n->id && !memcmp(list[lo].key, n->key, WG_KEY_LEN))
+		return &list[lo];
+	return NULL;
+}
+
+static void path_set(struct netmap_apply *na, const struct applied_peer *ap)
+{
+	int r = magicsock_handle_set_path(na->ms, &ap->handle, &ap->ep);
+
+	if (r < 0)
+		log_warn("netmap: peer %llu: cannot set its path: %s", (unsigned long long)ap->id,
+			 strerror(-r));
+}
+
+/* Handles made for a failed apply go again (see the top). */
+static void handles_rollback(struct netmap_apply *na, struct applied_peer *next, unsigned n_next)
+{
+	unsigned i;
+
+	for (i = 0; i < n_next; i++)
+		if (next[i].handle_new)
+			magicsock_handle_free(na->ms, &next[i].handle);
+}
+
+/* Before the device apply: kept handles carry over, new peers get one with its path. */
+static int handles_assign(struct netmap_apply *na, struct applied_peer *next, unsigned n_next)
+{
+	const struct applied_peer *o;
+	unsigned i;
+	int r;
+
+	if (!na->ms)
+		return 0;
+	for (i = 0; i < n_next; i++) {
+		struct applied_peer *n = &next[i];
+
+		o = same_peer(na->applied, na->n_applied, n);
+		if (o && endpoint_is_set(&o->handle)) {
+			n->handle = o->handle;
+			n->path_changed =
+			    endpoint_is_set(&n->ep) && !endpoint_equal(&o->ep, &n->ep);
+			continue;
+		}
+		r = magicsock_handle_new(na->ms, &n->handle);
+		if (r < 0) {
+			handles_rollback(na, next, i);
+			return r;
+		}
+		n->handle_new = true;
+		if (endpoint_is_set(&n->ep))
+			path_set(na, n);
+	}
+	return 0;
+}
+
+/* After the device apply: kept handles follow the netmap, removed peers' handles go. */
+static void handles_commit(struct netmap_apply *na, struct applied_peer *next, unsigned n_next)
+{
+	unsigned i;
+
+	if (!na->ms)
+		return;
+	for (i = 0; i < n_next; i++) {
+		if (next[i].path_changed)
+			path_set(na, &next[i]);
+		next[i].handle_new = next[i].path_changed = false;
+	}
+	for (i = 0; i < na->n_applied; i++)
+		if (!same_peer(next, n_next, &na->applied[i]))
+			magicsock_handle_free(na->ms, &na->applied[i].handle);
+}
+
 /*
  * Peers whose applied endpoint was "none" keep that record even when the device
  * learned one: the netmap's value is what we compare against next time.
@@ -417,19 +523,26 @@ static int peers_apply(struct netmap_apply *na, const struct netmap *nm, uint64_
 	ret = next_build(nm, &next, &n_next);
 	if (ret < 0)
 		goto out;
-	ret = diff_build(na, next, n_next, cfg);
+	ret = handles_assign(na, next, n_next);
 	if (ret < 0)
 		goto out;
+	ret = diff_build(na, next, n_next, cfg);
+	if (ret < 0) {
+		handles_rollback(na, next, n_next);
+		goto out;
+	}
 	if (cfg->n_peers) {
 		ret = wg_device_apply(na->dev, cfg, now_ns);
 		if (ret < 0) {
 			log_warn("netmap: applying %u peer changes failed: %s", cfg->n_peers,
 				 strerror(-ret));
+			handles_rollback(na, next, n_next);
 			goto out;
 		}
 		log_info("netmap: seq %llu: %u peer changes, %u peers", (unsigned long long)nm->seq,
 			 cfg->n_peers, n_next);
 	}
+	handles_commit(na, next, n_next);
 	free(na->applied);
 	na->applied = next;
 	na->n_applied = n_next;

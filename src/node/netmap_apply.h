@@ -41,15 +41,21 @@ struct netmap_apply_os {
 /* The real thing: src/os/netlink.h (ctx unused). */
 extern const struct netmap_apply_os netmap_apply_os_netlink;
 
+struct magicsock;
 struct netmap_apply;
 
 /*
- * dev: the device to configure (not owned). ifname: the TUN interface; os may be
- * NULL to leave the interface alone (peers only). mtu 0 leaves the MTU alone.
+ * dev: the device to configure (not owned). ms: the magicsock under it (not owned):
+ * peers get handles whose paths are their netmap endpoints; NULL: the device gets the
+ * endpoints themselves. ifname: the TUN interface; os may be NULL to leave the
+ * interface alone (peers only). mtu 0 leaves the MTU alone.
  */
-int netmap_apply_new(struct wg_device *dev, const char *ifname, unsigned mtu,
-		     const struct netmap_apply_os *os, struct netmap_apply **ret);
-/* Accepts NULL. Leaves the device and interface as they are (see netmap_apply_clear). */
+int netmap_apply_new(struct wg_device *dev, struct magicsock *ms, const char *ifname,
+		     unsigned mtu, const struct netmap_apply_os *os, struct netmap_apply **ret);
+/*
+ * Accepts NULL. Leaves the device and interface as they are (see netmap_apply_clear),
+ * and the peers' handles with the magicsock (which frees them with itself).
+ */
 void netmap_apply_free(struct netmap_apply *na);
 
 /* Our WireGuard private key (the node key). 0 or -errno from wg_device_apply. */
@@ -70,8 +76,9 @@ int netmap_apply_clear(struct netmap_apply *na, uint64_t now_ns);
 
 /*
  * The pure part: the configuration that turns the peers applied last into nm's,
- * malloc'd; free with wg_device_cfg_free. n_peers == 0 means no change. Does not update what counts as applied (netmap_apply_netmap does).
- * 0 or -ENOMEM.
+ * malloc'd; free with wg_device_cfg_free. n_peers == 0 means no change. Does not
+ * update what counts as applied (netmap_apply_netmap does), and makes no handles:
+ * new peers' endpoints are the netmap's addresses. 0 or -ENOMEM.
  */
 int netmap_apply_diff(struct netmap_apply *na, const struct netmap *nm,
 		      struct wg_device_cfg **ret_cfg);

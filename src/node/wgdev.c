@@ -1,17 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * trellisd --wg IFACE: the wg engine (src/wg) wired to a TUN device, a pair of
- * UDP sockets and the UAPI socket.
+ * trellisd --wg IFACE: the wg engine (src/wg) wired to a TUN device, the UDP
+ * sockets of a magicsock (src/net) and the UAPI socket.
  *
  * Threads, and what each owns:
  *   control (main): the loop — UAPI server, the engine's timer deadline,
  *                   SIGTERM/SIGINT. The only thread that changes sockets.
  *   tun reader:     reads TUN in batches -> wg_device_tx.
- *   udp reader:     reads both UDP sockets in batches -> wg_device_rx.
+ *   udp reader:     src/net/udpconn.c: reads both UDP sockets in batches ->
+ *                   magicsock_rx, which hands the WireGuard ones to wg_device_rx.
  *   crypto workers: cryptq (encrypt and decrypt lanes); whichever worker completes
  *                   the oldest batch flushes it (wg_*_finish -> udp_send/tun_write).
- * Any thread may send: udp_send and tun_write are called from readers (handshakes,
- * inline crypto), workers (flush) and the control thread (timers).
+ * Any thread may send: udp_send (magicsock_send -> udpconn_send) and tun_write are
+ * called from readers (handshakes, inline crypto), workers (flush) and the control
+ * thread (timers).
  *
  * Packets come from three pools so one direction cannot starve another: TX (TUN
  * reader), RX (UDP reader) and a small one for what the engine originates
@@ -21,29 +23,34 @@
  * path allocates.
  *
  * Socket changes (listen_port) are race free without a lock in the UDP reader:
- * the control thread opens the new sockets, stops and joins the reader, swaps
- * the sockets under the write side of socks_lock (senders hold the read side for
- * one batch), closes the old ones and restarts the reader.
+ * the control thread opens the new sockets, then udpconn_swap stops and joins the
+ * reader, swaps the sockets under the write side of a lock (senders hold the read
+ * side for one batch), closes the old ones and restarts the reader.
+ *
+ * Endpoints the engine sees are addresses in plain WireGuard mode; the control-plane
+ * mode gives peers magicsock handles (net/magicsock.h), which `wg show` and status
+ * see resolved to addresses (wgdev_info_get).
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "base/iothread.h"
 #include "base/log.h"
 #include "base/pkt.h"
 #include "base/time.h"
 #include "base/util.h"
 #include "node/cryptq.h"
 #include "base/loop.h"
+#include "net/magicsock.h"
+#include "net/udpconn.h"
 #include "node/uapi_server.h"
 #include "node/wgdev.h"
 #include "os/netlink.h"
@@ -61,17 +68,8 @@
 #define POOL_CTL 512
 #define CRYPTQ_SLOTS 512
 #define POOL_DRY_BACKOFF_MS 1
-/* Batches read from one UDP socket before looking at the other again. */
-#define UDP_FAIRNESS_BATCHES 8
 
 enum { LANE_ENCRYPT, LANE_DECRYPT };
-
-struct reader {
-	pthread_t thread;
-	int stop_fd; /* eventfd: wakes the reader out of poll() */
-	atomic_bool stop;
-	bool running;
-};
 
 struct wgdev {
 	char ifname[IF_NAMESIZE];
@@ -81,19 +79,17 @@ struct wgdev {
 	struct pkt_pool *pool_tx, *pool_rx, *pool_ctl;
 	struct cryptq *cq;
 	int tun_fd;
-	pthread_rwlock_t socks_lock;
-	struct udp_socks socks;
-	struct reader tun_reader, udp_reader;
+	struct magicsock *ms;
+	struct udpconn *uc;
+	struct iothread tun_reader;
 	struct loop_timer timer; /* the engine's next deadline */
 	struct loop_fd link_mon; /* netlink link events: follows the interface MTU */
 	unsigned mtu;
 	struct loop_async wake;  /* the deadline moved (any thread), or the TUN is gone */
 	atomic_bool tun_gone;
 
-	/* Counters of what the engine does not see; logged at exit. */
-	atomic_uint_fast64_t tun_pool_dry, udp_pool_dry;
-	atomic_uint_fast64_t tun_read_dropped, udp_read_dropped;
-	atomic_uint_fast64_t udp_send_errors, tun_write_errors;
+	/* What the engine does not see, logged at exit (UDP: udpconn_stats, magicsock_stats). */
+	atomic_uint_fast64_t tun_pool_dry, tun_read_dropped, tun_write_errors;
 };
 
 /* --- engine callbacks (any thread) --- */
@@ -101,17 +97,29 @@ struct wgdev {
 static void op_udp_send(void *ctx, struct pkt **pkts, unsigned n)
 {
 	struct wgdev *w = ctx;
-	int r;
 
-	pthread_rwlock_rdlock(&w->socks_lock);
-	r = udp_send_batch(&w->socks, pkts, n);
-	pthread_rwlock_unlock(&w->socks_lock);
-	if (unlikely(r < (int)n)) {
-		atomic_fetch_add(&w->udp_send_errors, n - (unsigned)MAX(r, 0));
-		if (r < 0)
-			log_ratelimited(LOG_LEVEL_WARN, "udp send: %s", strerror(-r));
+	magicsock_send(w->ms, pkts, n);
+}
+
+/* --- magicsock callbacks --- */
+
+static void op_wire_send(void *ctx, struct pkt **pkts, unsigned n)
+{
+	struct wgdev *w = ctx;
+
+	/* Nothing is configured to send before the sockets exist; be safe anyway. */
+	if (unlikely(!w->uc)) {
+		pkt_free(pkts, n);
+		return;
 	}
-	pkt_free(pkts, n);
+	udpconn_send(w->uc, pkts, n);
+}
+
+static void op_wg_rx(void *ctx, struct pkt **pkts, unsigned n, uint64_t now_ns)
+{
+	struct wgdev *w = ctx;
+
+	wg_device_rx(w->dev, pkts, n, now_ns);
 }
 
 static void op_tun_write(void *ctx, struct pkt **pkts, unsigned n)
@@ -194,21 +202,12 @@ static void q_drop(void *ctx, struct pkt **pkts, unsigned n)
 	wg_device_count_drop(w->dev, WG_DROP_QUEUE_FULL, n);
 }
 
-/* --- reader threads --- */
-
-/* Sleeps up to ms unless asked to stop; true when asked to stop. */
-static bool reader_backoff(struct reader *r, int ms)
-{
-	struct pollfd pfd = {.fd = r->stop_fd, .events = POLLIN};
-
-	poll(&pfd, 1, ms);
-	return atomic_load(&r->stop);
-}
+/* --- the TUN reader thread --- */
 
 static void *tun_reader_main(void *arg)
 {
 	struct wgdev *w = arg;
-	struct reader *rd = &w->tun_reader;
+	struct iothread *rd = &w->tun_reader;
 	struct pkt *stash[READ_BATCH];
 	struct pollfd pfd[2] = {
 	    {.fd = w->tun_fd, .events = POLLIN},
@@ -220,7 +219,7 @@ static void *tun_reader_main(void *arg)
 	 * `stash` keeps buffers across reads: only the ones handed to the engine are
 	 * replaced, so an idle wakeup costs no pool lock.
 	 */
-	while (!atomic_load(&rd->stop)) {
+	while (!iothread_stopping(rd)) {
 		unsigned dropped = 0, asked;
 		int n;
 
@@ -228,7 +227,7 @@ static void *tun_reader_main(void *arg)
 			have += pkt_pool_get(w->pool_tx, stash + have, READ_BATCH - have);
 		if (!have) {
 			atomic_fetch_add(&w->tun_pool_dry, 1);
-			if (reader_backoff(rd, POOL_DRY_BACKOFF_MS))
+			if (iothread_sleep(rd, POOL_DRY_BACKOFF_MS))
 				break;
 			continue;
 		}
@@ -256,89 +255,6 @@ static void *tun_reader_main(void *arg)
 	}
 	pkt_free(stash, have);
 	return NULL;
-}
-
-static void *udp_reader_main(void *arg)
-{
-	struct wgdev *w = arg;
-	struct reader *rd = &w->udp_reader;
-	struct pkt *stash[READ_BATCH];
-	struct pollfd pfd[3];
-	unsigned have = 0, i;
-	int fds[2] = {w->socks.fd4, w->socks.fd6};
-
-	/* A family that is off has fd -1, which poll() ignores. */
-	pfd[0] = (struct pollfd){.fd = fds[0], .events = POLLIN};
-	pfd[1] = (struct pollfd){.fd = fds[1], .events = POLLIN};
-	pfd[2] = (struct pollfd){.fd = rd->stop_fd, .events = POLLIN};
-	while (!atomic_load(&rd->stop)) {
-		if (poll(pfd, 3, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		for (i = 0; i < 2; i++) {
-			unsigned round;
-
-			if (fds[i] < 0 || !(pfd[i].revents & (POLLIN | POLLERR)))
-				continue;
-			for (round = 0; round < UDP_FAIRNESS_BATCHES; round++) {
-				unsigned dropped = 0, asked;
-				int n;
-
-				if (have < READ_BATCH)
-					have += pkt_pool_get(w->pool_rx, stash + have,
-							     READ_BATCH - have);
-				if (!have) {
-					atomic_fetch_add(&w->udp_pool_dry, 1);
-					reader_backoff(rd, POOL_DRY_BACKOFF_MS);
-					break;
-				}
-				asked = have;
-				n = udp_recv_batch(fds[i], stash, have, &dropped);
-				if (dropped)
-					atomic_fetch_add(&w->udp_read_dropped, dropped);
-				if (n <= 0)
-					break;
-				wg_device_rx(w->dev, stash, (unsigned)n, time_now_ns());
-				have -= (unsigned)n;
-				memmove(stash, stash + n, have * sizeof(*stash));
-				if ((unsigned)n < asked)
-					break; /* short batch: the socket is drained */
-			}
-		}
-	}
-	pkt_free(stash, have);
-	return NULL;
-}
-
-static int reader_start(struct wgdev *w, struct reader *r, void *(*fn)(void *))
-{
-	uint64_t v;
-	int err;
-
-	/* Reset a previous stop request (the eventfd counter and the flag). */
-	while (read(r->stop_fd, &v, sizeof(v)) == sizeof(v))
-		;
-	atomic_store(&r->stop, false);
-	err = pthread_create(&r->thread, NULL, fn, w);
-	if (err)
-		return -err;
-	r->running = true;
-	return 0;
-}
-
-static void reader_stop(struct reader *r)
-{
-	uint64_t one = 1;
-
-	if (!r->running)
-		return;
-	atomic_store(&r->stop, true);
-	if (write(r->stop_fd, &one, sizeof(one)) < 0)
-		log_warn("reader stop: %s", strerror(errno));
-	pthread_join(r->thread, NULL);
-	r->running = false;
 }
 
 /* --- control thread --- */
@@ -369,24 +285,6 @@ static void signal_caught(struct loop *loop, int signo)
 	loop_stop(loop);
 }
 
-/* Swaps in new sockets; the UDP reader is stopped across the swap (see the top). */
-static void socks_swap(struct wgdev *w, struct udp_socks *ns)
-{
-	struct udp_socks old;
-	int r;
-
-	reader_stop(&w->udp_reader);
-	pthread_rwlock_wrlock(&w->socks_lock);
-	old = w->socks;
-	w->socks = *ns;
-	pthread_rwlock_unlock(&w->socks_lock);
-	if (old.fd4 >= 0 || old.fd6 >= 0)
-		udp_socks_close(&old);
-	r = reader_start(w, &w->udp_reader, udp_reader_main);
-	if (r < 0)
-		log_err("cannot restart the UDP reader: %s", strerror(-r));
-}
-
 static int uapi_get(void *ctx, char **ret_body, size_t *ret_len)
 {
 	struct wgdev *w = ctx;
@@ -394,7 +292,7 @@ static int uapi_get(void *ctx, char **ret_body, size_t *ret_len)
 	char *body = NULL;
 	int r;
 
-	r = wg_device_info_get(w->dev, &info);
+	r = wgdev_info_get(w, &info);
 	if (r < 0)
 		goto out;
 	r = wg_uapi_get_format(info, &body);
@@ -430,7 +328,7 @@ static int uapi_set(void *ctx, const char *body, size_t len)
 		goto out;
 	}
 	mark = cfg->has_fwmark ? cfg->fwmark : old_mark;
-	rebind = cfg->has_listen_port && cfg->listen_port != w->socks.port;
+	rebind = cfg->has_listen_port && cfg->listen_port != udpconn_port(w->uc);
 	remark = !rebind && mark != old_mark;
 	if (rebind) {
 		r = udp_socks_open(&ns, cfg->listen_port, mark);
@@ -441,10 +339,10 @@ static int uapi_set(void *ctx, const char *body, size_t len)
 		}
 	} else if (remark) {
 		/* setsockopt on live sockets is safe against concurrent senders. */
-		r = udp_socks_set_fwmark(&w->socks, mark);
+		r = udpconn_set_fwmark(w->uc, mark);
 		if (r < 0) {
 			log_warn("cannot set fwmark 0x%x: %s", mark, strerror(-r));
-			udp_socks_set_fwmark(&w->socks, old_mark);
+			udpconn_set_fwmark(w->uc, old_mark);
 			goto out;
 		}
 	}
@@ -454,14 +352,14 @@ static int uapi_set(void *ctx, const char *body, size_t len)
 		if (rebind)
 			udp_socks_close(&ns);
 		else if (remark)
-			udp_socks_set_fwmark(&w->socks, old_mark);
+			udpconn_set_fwmark(w->uc, old_mark);
 		goto out;
 	}
 	if (rebind) {
-		socks_swap(w, &ns);
-		log_info("listening on UDP port %u", w->socks.port);
+		udpconn_swap(w->uc, &ns);
+		log_info("listening on UDP port %u", udpconn_port(w->uc));
 	}
-	wg_device_set_listen_port(w->dev, w->socks.port);
+	wg_device_set_listen_port(w->dev, udpconn_port(w->uc));
 	/* New peers may want a handshake or keepalive now. */
 	timers_fire(&w->timer);
 out:
@@ -479,10 +377,15 @@ static unsigned online_cpus(void)
 static void stats_log(struct wgdev *w)
 {
 	struct wg_device_stats st;
+	struct udpconn_stats us = {0};
+	struct magicsock_stats ms;
 	uint64_t drops = 0;
 	unsigned i;
 
 	wg_device_stats_get(w->dev, &st);
+	magicsock_stats_get(w->ms, &ms);
+	if (w->uc)
+		udpconn_stats_get(w->uc, &us);
 	for (i = 0; i < WG_DROP_MAX; i++)
 		drops += st.drops[i];
 	log_info("rx %" PRIu64 " packets %" PRIu64 " bytes, tx %" PRIu64 " packets %" PRIu64
@@ -491,9 +394,13 @@ static void stats_log(struct wgdev *w)
 		 st.drops[WG_DROP_QUEUE_FULL], st.handshakes_completed);
 	log_info("pool dry tun %" PRIu64 " udp %" PRIu64 ", read drops tun %" PRIu64 " udp %" PRIu64
 		 ", write errors udp %" PRIu64 " tun %" PRIu64,
-		 (uint64_t)w->tun_pool_dry, (uint64_t)w->udp_pool_dry,
-		 (uint64_t)w->tun_read_dropped, (uint64_t)w->udp_read_dropped,
-		 (uint64_t)w->udp_send_errors, (uint64_t)w->tun_write_errors);
+		 (uint64_t)w->tun_pool_dry, us.pool_dry, (uint64_t)w->tun_read_dropped,
+		 us.read_dropped, us.send_errors, (uint64_t)w->tun_write_errors);
+	log_info("udp demux: wireguard %" PRIu64 ", stun %" PRIu64 " (%" PRIu64
+		 " dropped), disco %" PRIu64 " (%" PRIu64 " dropped), junk %" PRIu64
+		 " dropped; sends without a path %" PRIu64 ", raw sends %" PRIu64,
+		 ms.rx_wg, ms.rx_stun, ms.box_drops[MAGICSOCK_BOX_STUN], ms.rx_disco,
+		 ms.box_drops[MAGICSOCK_BOX_DISCO], ms.rx_junk, ms.tx_no_path, ms.tx_raw);
 }
 
 /*
@@ -534,27 +441,25 @@ void wgdev_free(struct wgdev *w)
 	 * engine (which returns its staged packets), then the fds and pools.
 	 */
 	uapi_server_free(w->uapi);
-	reader_stop(&w->tun_reader);
-	reader_stop(&w->udp_reader);
+	iothread_stop(&w->tun_reader);
+	if (w->uc)
+		udpconn_stop(w->uc);
 	cryptq_free(w->cq);
-	if (w->dev)
+	if (w->dev && w->ms)
 		stats_log(w);
 	wg_device_free(w->dev);
-	if (w->socks.fd4 >= 0 || w->socks.fd6 >= 0)
-		udp_socks_close(&w->socks);
+	udpconn_free(w->uc);
+	/* After the engine and the reader: it holds received STUN and disco buffers. */
+	magicsock_free(w->ms);
 	if (w->tun_fd >= 0)
 		close(w->tun_fd);
-	if (w->tun_reader.stop_fd >= 0)
-		close(w->tun_reader.stop_fd);
-	if (w->udp_reader.stop_fd >= 0)
-		close(w->udp_reader.stop_fd);
+	iothread_destroy(&w->tun_reader);
 	pkt_pool_free(w->pool_tx);
 	pkt_pool_free(w->pool_rx);
 	pkt_pool_free(w->pool_ctl);
 	if (w->timer.armed)
 		loop_timer_disarm(w->loop, &w->timer);
 	loop_async_del(&w->wake);
-	pthread_rwlock_destroy(&w->socks_lock);
 	free(w);
 }
 
@@ -562,6 +467,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 {
 	struct wgdev *w;
 	struct wg_device_ops ops;
+	struct magicsock_ops mops;
 	struct cryptq_lane lanes[2];
 	struct uapi_handler handler;
 	char path[108];
@@ -573,15 +479,12 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 		return -ENOMEM;
 	w->loop = loop;
 	w->tun_fd = -1;
-	w->socks = (struct udp_socks){.fd4 = -1, .fd6 = -1};
 	w->tun_reader.stop_fd = -1;
-	w->udp_reader.stop_fd = -1;
 	w->timer.cb = timers_fire;
 	w->link_mon = (struct loop_fd){.fd = -1, .cb = link_event};
 	w->timer.deadline_ns = TIME_NEVER;
 	w->wake.cb = woken;
 	loop_async_add(loop, &w->wake);
-	pthread_rwlock_init(&w->socks_lock, NULL);
 
 	if (opts->socket_path)
 		r = snprintf(path, sizeof(path), "%s", opts->socket_path) < (int)sizeof(path)
@@ -658,13 +561,13 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	}
 	mtu_follow(w);
 
-	/* Port 0 unless given: the kernel picks one, which `wg show` reports. */
-	r = udp_socks_open(&w->socks, opts->port, 0);
-	if (r < 0) {
-		log_err("cannot open UDP sockets on port %u: %s", opts->port, strerror(-r));
+	/* Nobody reads STUN or disco yet: the mailboxes are off and count what arrives. */
+	mops = (struct magicsock_ops){.ctx = w, .wg_rx = op_wg_rx, .wire_send = op_wire_send};
+	w->ms = magicsock_new(&mops);
+	if (!w->ms) {
+		r = -ENOMEM;
 		goto out;
 	}
-	wg_device_set_listen_port(w->dev, w->socks.port);
 
 	if (workers) {
 		lanes[LANE_ENCRYPT] = (struct cryptq_lane){
@@ -678,18 +581,19 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 		}
 	}
 
-	w->tun_reader.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	w->udp_reader.stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->tun_reader.stop_fd < 0 || w->udp_reader.stop_fd < 0) {
-		r = -errno;
+	r = iothread_init(&w->tun_reader);
+	if (r < 0)
+		goto out;
+	r = iothread_start(&w->tun_reader, tun_reader_main, w);
+	if (r < 0)
+		goto out;
+	/* Port 0 unless given: the kernel picks one, which `wg show` reports. */
+	r = udpconn_new(w->ms, w->pool_rx, opts->port, 0, &w->uc);
+	if (r < 0) {
+		log_err("cannot open UDP sockets on port %u: %s", opts->port, strerror(-r));
 		goto out;
 	}
-	r = reader_start(w, &w->tun_reader, tun_reader_main);
-	if (r < 0)
-		goto out;
-	r = reader_start(w, &w->udp_reader, udp_reader_main);
-	if (r < 0)
-		goto out;
+	wg_device_set_listen_port(w->dev, udpconn_port(w->uc));
 
 	/* Last: once the socket exists wg(8) may configure us, and everything is ready. */
 	if (path[0]) {
@@ -705,7 +609,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 		}
 	}
 	log_info("UAPI listener %s%s; UDP port %u, MTU %u, %u crypto workers",
-		 path[0] ? "started on " : "off", path, w->socks.port, opts->mtu, workers);
+		 path[0] ? "started on " : "off", path, udpconn_port(w->uc), opts->mtu, workers);
 
 	timers_fire(&w->timer);
 	*ret = w;
@@ -729,6 +633,36 @@ const char *wgdev_ifname(const struct wgdev *w)
 uint16_t wgdev_port(struct wgdev *w)
 {
 	return wg_device_listen_port(w->dev);
+}
+
+struct magicsock *wgdev_magicsock(struct wgdev *w)
+{
+	return w->ms;
+}
+
+int wgdev_info_get(struct wgdev *w, struct wg_device_info **ret)
+{
+	struct wg_device_info *info;
+	struct endpoint addr;
+	unsigned i;
+	int r;
+
+	r = wg_device_info_get(w->dev, &info);
+	if (r < 0)
+		return r;
+	/* People see where a peer is, not the handle the engine knows it by. */
+	for (i = 0; i < info->n_peers; i++) {
+		struct endpoint *ep = &info->peers[i].endpoint;
+
+		if (!endpoint_is_handle(ep))
+			continue;
+		if (magicsock_resolve(w->ms, ep, &addr) == 0)
+			*ep = addr;
+		else
+			memset(ep, 0, sizeof(*ep));
+	}
+	*ret = info;
+	return 0;
 }
 
 void wgdev_timers_kick(struct wgdev *w)

@@ -3,8 +3,9 @@
 #define TRELLIS_NODE_WGDEV_H
 
 /*
- * The data plane of trellisd: one TUN interface driven by the wg engine, a pair
- * of UDP sockets, reader and crypto threads, and the UAPI socket for wg(8).
+ * The data plane of trellisd: one TUN interface driven by the wg engine, the UDP
+ * sockets of a magicsock (src/net), reader and crypto threads, and the UAPI socket
+ * for wg(8).
  * Plain WireGuard mode (wgdev_run) is just this; the control-plane mode
  * (daemon.c) embeds the same thing in its own loop and configures the engine
  * from the netmap.
@@ -15,7 +16,9 @@
 
 #include "base/loop.h"
 
+struct magicsock;
 struct wg_device;
+struct wg_device_info;
 
 struct wgdev_opts {
 	const char *ifname;
@@ -53,5 +56,12 @@ struct wg_device *wgdev_device(struct wgdev *w);
 const char *wgdev_ifname(const struct wgdev *w);
 /* The bound UDP port (any thread). */
 uint16_t wgdev_port(struct wgdev *w);
+/* The path layer under the engine: peer handles and their paths (net/magicsock.h). */
+struct magicsock *wgdev_magicsock(struct wgdev *w);
+/*
+ * wg_device_info_get with every handle resolved to the address it stands for now
+ * (none if it has no path): what `wg show` and status show. 0 or -ENOMEM.
+ */
+int wgdev_info_get(struct wgdev *w, struct wg_device_info **ret);
 
 #endif

@@ -482,7 +482,7 @@ static void node_setup(struct node *n)
 	n->pool = pkt_pool_new(64);
 	n->dev = wg_device_new(&ops, n->pool);
 	assert_non_null(n->dev);
-	assert_int_equal(netmap_apply_new(n->dev, "tl0", 0, NULL, &n->na), 0);
+	assert_int_equal(netmap_apply_new(n->dev, NULL, "tl0", 0, NULL, &n->na), 0);
 	assert_int_equal(x25519_private_generate(priv), 0);
 	assert_int_equal(netmap_apply_set_private_key(n->na, priv, 1), 0);
 	snprintf(n->dir, sizeof(n->dir), "/tmp/test_cc.XXXXXX");

@@ -12,6 +12,7 @@
 
 #include "base/pkt.h"
 #include "crypto/crypto.h"
+#include "net/magicsock.h"
 #include "node/netmap_apply.h"
 #include "wg/device.h"
 
@@ -86,11 +87,13 @@ struct fixture {
 	struct fake_os fos;
 	struct netmap_apply_os os;
 	struct netmap_apply *na;
+	struct magicsock *ms; /* NULL: plain endpoints */
 };
 
-static int setup(void **state)
+static int fixture_new(void **state, bool with_ms)
 {
 	static const struct wg_device_ops ops = {.udp_send = noop_send, .tun_write = noop_send};
+	static const struct magicsock_ops mops = {.wire_send = noop_send};
 	struct fixture *f = calloc(1, sizeof(*f));
 	uint8_t priv[32];
 
@@ -99,12 +102,26 @@ static int setup(void **state)
 	f->pool = pkt_pool_new(64);
 	f->dev = wg_device_new(&ops, f->pool);
 	assert_non_null(f->dev);
+	if (with_ms) {
+		f->ms = magicsock_new(&mops);
+		assert_non_null(f->ms);
+	}
 	f->os = (struct netmap_apply_os){&f->fos, f_up, f_mtu, f_aadd, f_adel, f_radd, f_rdel};
-	assert_int_equal(netmap_apply_new(f->dev, "ts0", 1280, &f->os, &f->na), 0);
+	assert_int_equal(netmap_apply_new(f->dev, f->ms, "ts0", 1280, &f->os, &f->na), 0);
 	assert_int_equal(x25519_private_generate(priv), 0);
 	assert_int_equal(netmap_apply_set_private_key(f->na, priv, 1), 0);
 	*state = f;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return fixture_new(state, false);
+}
+
+static int setup_ms(void **state)
+{
+	return fixture_new(state, true);
 }
 
 static int teardown(void **state)
@@ -113,6 +130,7 @@ static int teardown(void **state)
 
 	netmap_apply_free(f->na);
 	wg_device_free(f->dev);
+	magicsock_free(f->ms);
 	pkt_pool_free(f->pool);
 	free(f);
 	return 0;
@@ -317,7 +335,7 @@ static void test_hostile_prefixes(void **state)
 	assert_int_equal(x25519_private_generate(priv), 0);
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		/* A fresh applier each time, so every case starts from nothing applied. */
-		assert_int_equal(netmap_apply_new(f->dev, "ts0", 1280, &f->os, &na), 0);
+		assert_int_equal(netmap_apply_new(f->dev, NULL, "ts0", 1280, &f->os, &na), 0);
 		assert_int_equal(netmap_apply_set_private_key(na, priv, 1), 0);
 		nm = nm_make(1, ids);
 		nm->self.addresses[1] = bad[i]; /* the IPv4 one stays */
@@ -339,6 +357,73 @@ static void test_hostile_prefixes(void **state)
 	}
 }
 
+static unsigned handle_count(struct magicsock *ms)
+{
+	struct magicsock_stats s;
+
+	magicsock_stats_get(ms, &s);
+	return s.handles;
+}
+
+/* The address the device's endpoint for a peer stands for (its handle's path). */
+static uint32_t dev_path4(struct fixture *f, uint8_t keybyte, struct endpoint *ret_handle)
+{
+	struct wg_device_info *info;
+	struct endpoint ep;
+
+	assert_int_equal(wg_device_info_get(f->dev, &info), 0);
+	assert_non_null(dev_peer(info, keybyte));
+	*ret_handle = dev_peer(info, keybyte)->endpoint;
+	wg_device_info_free(info);
+	assert_true(endpoint_is_handle(ret_handle));
+	assert_int_equal(magicsock_resolve(f->ms, ret_handle, &ep), 0);
+	return ntohl(ep.in4.sin_addr.s_addr);
+}
+
+/*
+ * With a magicsock: the device's endpoints are handles whose paths are the netmap's
+ * endpoints; an endpoint change moves the path under the same handle; a new key is a
+ * new peer with a new handle; removed peers' handles are freed.
+ */
+static void test_handles(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t ids[] = {3, 4, 5};
+	struct netmap *nm = nm_make(3, ids);
+	struct endpoint h3, h4, h5, h;
+
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 2), 0);
+	assert_int_equal(handle_count(f->ms), 3);
+	assert_int_equal(dev_path4(f, 3, &h3), 0xc6336403u);
+	assert_int_equal(dev_path4(f, 4, &h4), 0xc6336404u);
+	assert_int_equal(dev_path4(f, 5, &h5), 0xc6336405u);
+	assert_false(endpoint_equal(&h3, &h4));
+
+	/* 5 moves, 4 rotates its key, 3 disappears. */
+	endpoint_parse(&nm->peers[2].endpoints[0], "203.0.113.9:1234");
+	memset(nm->peers[1].node_key, 0x44, 32);
+	nm->peers[0] = nm->peers[2];
+	nm->peers[2] = nm->peers[1];
+	nm->n_peers = 2;
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 3), 0);
+	assert_int_equal(dev_path4(f, 5, &h), 0xcb007109u);
+	assert_true(endpoint_equal(&h, &h5));
+	assert_int_equal(dev_path4(f, 0x44, &h), 0xc6336404u);
+	assert_false(endpoint_equal(&h, &h4));
+	assert_int_equal(magicsock_resolve(f->ms, &h3, &h), -ENOENT);
+	assert_int_equal(magicsock_resolve(f->ms, &h4, &h), -ENOENT);
+	assert_int_equal(handle_count(f->ms), 2);
+
+	/* A netmap without 5's endpoint leaves its path alone (as the device's endpoint was). */
+	nm->peers[0].n_endpoints = 0;
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 4), 0);
+	assert_int_equal(dev_path4(f, 5, &h), 0xcb007109u);
+
+	assert_int_equal(netmap_apply_clear(f->na, 5), 0);
+	assert_int_equal(handle_count(f->ms), 0);
+	nm_free(nm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -346,6 +431,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_filter, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_iface_retry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hostile_prefixes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_handles, setup_ms, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
