@@ -203,9 +203,9 @@ int admin_store_open(const char *state_dir, struct store **ret)
 	return r;
 }
 
-int admin_tailnet_resolve(struct store *s, const char *name, struct ctl_tailnet *ret)
+int admin_tailnet_resolve(struct store *s, const char *name, struct control_tailnet *ret)
 {
-	struct ctl_tailnet t = { 0 };
+	struct control_tailnet t = { 0 };
 	int r;
 
 	r = store_tailnet_get_by_name(s, name ? name : ADMIN_DEFAULT_TAILNET, ret);
@@ -223,7 +223,7 @@ int admin_tailnet_resolve(struct store *s, const char *name, struct ctl_tailnet 
 	return r;
 }
 
-static int tailnet_or_fail(struct store *s, const char *name, struct ctl_tailnet *ret)
+static int tailnet_or_fail(struct store *s, const char *name, struct control_tailnet *ret)
 {
 	int r = admin_tailnet_resolve(s, name, ret);
 
@@ -312,8 +312,8 @@ static int authkey_create(struct store *s, int argc, char **argv)
 		{ "--expiry", true, &expiry, NULL },
 		{ NULL },
 	};
-	struct ctl_authkey k = { 0 };
-	struct ctl_tailnet t;
+	struct control_authkey k = { 0 };
+	struct control_tailnet t;
 	char key[AUTHKEY_STR_MAX];
 	int64_t exp_sec = 0;
 	int npos, r;
@@ -345,7 +345,7 @@ static int authkey_create(struct store *s, int argc, char **argv)
 	return 0;
 }
 
-static const char *authkey_status(const struct ctl_authkey *k, int64_t now)
+static const char *authkey_status(const struct control_authkey *k, int64_t now)
 {
 	if (k->revoked)
 		return "revoked";
@@ -366,7 +366,7 @@ static int authkey_list(struct store *s, int argc, char **argv)
 		{ NULL },
 	};
 	struct store_snapshot snap;
-	struct ctl_tailnet t = { 0 };
+	struct control_tailnet t = { 0 };
 	int64_t now = time_wall_s();
 	json_t *arr = NULL;
 	size_t i;
@@ -389,7 +389,7 @@ static int authkey_list(struct store *s, int argc, char **argv)
 		printf("%-26s %-16s %-8s %-9s %-7s %-5s %-20s %-8s %s\n", "ID", "TAILNET",
 		       "REUSABLE", "EPHEMERAL", "PREAUTH", "USES", "EXPIRES", "STATUS", "TAGS");
 	for (i = 0; i < snap.n_authkeys; i++) {
-		const struct ctl_authkey *k = &snap.authkeys[i];
+		const struct control_authkey *k = &snap.authkeys[i];
 		char id[64], exp[32], tags[NETMAP_MAX_TAGS * NETMAP_TAG_MAX];
 
 		if (tailnet && k->tailnet_id != t.id)
@@ -424,7 +424,7 @@ static int authkey_revoke(struct store *s, int argc, char **argv)
 {
 	const char *pos[1];
 	char id[AUTHKEY_ID_HEX + 1];
-	struct ctl_authkey k;
+	struct control_authkey k;
 	int npos, r;
 
 	r = opts_parse(argc, argv, NULL, pos, 1, &npos);
@@ -458,7 +458,7 @@ static int tailnets_cmd(struct store *s, const char *sub, int argc, char **argv)
 		{ NULL },
 	};
 	struct store_snapshot snap;
-	struct ctl_tailnet t = { 0 };
+	struct control_tailnet t = { 0 };
 	json_t *arr;
 	size_t i;
 	int npos, r;
@@ -501,7 +501,7 @@ static int tailnets_cmd(struct store *s, const char *sub, int argc, char **argv)
 		printf("%-5s %-24s %-12s %-18s %s\n", "ID", "NAME", "KEY-EXPIRY", "EPHEMERAL-TIMEOUT",
 		       "NODES");
 	for (i = 0; i < snap.n_tailnets; i++) {
-		const struct ctl_tailnet *tn = &snap.tailnets[i];
+		const struct control_tailnet *tn = &snap.tailnets[i];
 		size_t j, nodes = 0;
 
 		for (j = 0; j < snap.n_nodes; j++)
@@ -537,8 +537,8 @@ static int users_cmd(struct store *s, const char *sub, int argc, char **argv)
 		{ NULL },
 	};
 	struct store_snapshot snap;
-	struct ctl_tailnet t = { 0 };
-	struct ctl_user u = { 0 };
+	struct control_tailnet t = { 0 };
+	struct control_user u = { 0 };
 	json_t *arr;
 	size_t i;
 	int npos, r;
@@ -576,7 +576,7 @@ static int users_cmd(struct store *s, const char *sub, int argc, char **argv)
 	if (!as_json)
 		printf("%-5s %-32s %s\n", "ID", "NAME", "TAILNET");
 	for (i = 0; i < snap.n_users; i++) {
-		const struct ctl_user *us = &snap.users[i];
+		const struct control_user *us = &snap.users[i];
 
 		if (tailnet && us->tailnet_id != t.id)
 			continue;
@@ -598,7 +598,7 @@ static int users_cmd(struct store *s, const char *sub, int argc, char **argv)
 
 /* nodes ... */
 
-static void ip_strings(const struct ctl_node *n, char v4[INET_ADDRSTRLEN],
+static void ip_strings(const struct control_node *n, char v4[INET_ADDRSTRLEN],
 		       char v6[INET6_ADDRSTRLEN])
 {
 	uint8_t a6[16];
@@ -608,7 +608,7 @@ static void ip_strings(const struct ctl_node *n, char v4[INET_ADDRSTRLEN],
 	inet_ntop(AF_INET6, a6, v6, INET6_ADDRSTRLEN);
 }
 
-static json_t *node_json(const struct store_snapshot *snap, const struct ctl_node *n, int64_t now)
+static json_t *node_json(const struct store_snapshot *snap, const struct control_node *n, int64_t now)
 {
 	char v4[INET_ADDRSTRLEN], v6[INET6_ADDRSTRLEN], ep[ENDPOINT_STR_MAX];
 	char mk[BASE64_ENCODED_LEN(NETMAP_KEY_LEN) + 1], nk[sizeof(mk)];
@@ -629,7 +629,7 @@ static json_t *node_json(const struct store_snapshot *snap, const struct ctl_nod
 			 "node_key", nk, "machine_key", mk, "tags",
 			 tags_json(n->n_tags, n->tags), "ephemeral", n->ephemeral, "approved",
 			 n->approved, "expiry_disabled", n->expiry_disabled, "visible",
-			 ctl_node_visible(n, now), "key_expiry", (json_int_t)n->key_expiry,
+			 control_node_visible(n, now), "key_expiry", (json_int_t)n->key_expiry,
 			 "created", (json_int_t)n->created, "last_seen", (json_int_t)n->last_seen,
 			 "endpoints", eps);
 }
@@ -644,7 +644,7 @@ static int nodes_list(struct store *s, int argc, char **argv)
 		{ NULL },
 	};
 	struct store_snapshot snap;
-	struct ctl_tailnet t = { 0 };
+	struct control_tailnet t = { 0 };
 	int64_t now = time_wall_s();
 	json_t *arr;
 	size_t i;
@@ -663,7 +663,7 @@ static int nodes_list(struct store *s, int argc, char **argv)
 		printf("%-5s %-20s %-12s %-15s %-26s %-8s %-8s %-20s %s\n", "ID", "NAME", "TAILNET",
 		       "IPV4", "IPV6", "OS", "STATE", "KEY-EXPIRY", "LAST-SEEN");
 	for (i = 0; i < snap.n_nodes; i++) {
-		const struct ctl_node *n = &snap.nodes[i];
+		const struct control_node *n = &snap.nodes[i];
 		char v4[INET_ADDRSTRLEN], v6[INET6_ADDRSTRLEN], exp[32], seen[32];
 		const char *state;
 
@@ -674,7 +674,7 @@ static int nodes_list(struct store *s, int argc, char **argv)
 			continue;
 		}
 		ip_strings(n, v4, v6);
-		state = !n->approved ? "pending" : ctl_node_visible(n, now) ? "active" : "expired";
+		state = !n->approved ? "pending" : control_node_visible(n, now) ? "active" : "expired";
 		if (n->expiry_disabled)
 			snprintf(exp, sizeof(exp), "disabled");
 		else
@@ -690,11 +690,11 @@ static int nodes_list(struct store *s, int argc, char **argv)
 }
 
 /* A node by id, or by name (unique within --tailnet, or across all tailnets). */
-static int node_find(struct store *s, const char *what, const char *tailnet, struct ctl_node *ret)
+static int node_find(struct store *s, const char *what, const char *tailnet, struct control_node *ret)
 {
 	struct store_snapshot snap;
-	struct ctl_tailnet t = { 0 };
-	const struct ctl_node *found = NULL;
+	struct control_tailnet t = { 0 };
+	const struct control_node *found = NULL;
 	char *end;
 	unsigned long long id;
 	size_t i;
@@ -716,7 +716,7 @@ static int node_find(struct store *s, const char *what, const char *tailnet, str
 	if (r < 0)
 		return fail("cannot read the store: %s", strerror(-r));
 	for (i = 0; i < snap.n_nodes; i++) {
-		const struct ctl_node *n = &snap.nodes[i];
+		const struct control_node *n = &snap.nodes[i];
 
 		if (strcmp(n->name, what) != 0 || (tailnet && n->tailnet_id != t.id))
 			continue;
@@ -742,8 +742,8 @@ static int nodes_cmd(struct store *s, const char *sub, int argc, char **argv)
 		{ "--tailnet", true, &tailnet, NULL },
 		{ NULL },
 	};
-	struct ctl_tailnet t;
-	struct ctl_node n;
+	struct control_tailnet t;
+	struct control_node n;
 	int npos, want, r;
 
 	if (strcmp(sub, "list") == 0)

@@ -34,6 +34,6 @@ int admin_store_open(const char *state_dir, struct store **ret);
 int admin_duration_parse(const char *s, int64_t *ret_sec);
 
 /* Finds tailnet `name`; NULL means the default tailnet, created on first use. 0, -ENOENT. */
-int admin_tailnet_resolve(struct store *s, const char *name, struct ctl_tailnet *ret);
+int admin_tailnet_resolve(struct store *s, const char *name, struct control_tailnet *ret);
 
 #endif

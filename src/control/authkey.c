@@ -38,7 +38,7 @@ static bool is_lower_hex(const char *s, size_t n)
 	return true;
 }
 
-int authkey_generate(struct ctl_authkey *k, char ret_key[AUTHKEY_STR_MAX])
+int authkey_generate(struct control_authkey *k, char ret_key[AUTHKEY_STR_MAX])
 {
 	uint8_t raw[AUTHKEY_ID_HEX / 2 + AUTHKEY_SECRET_HEX / 2];
 	char id[AUTHKEY_ID_HEX + 1], secret[AUTHKEY_SECRET_HEX + 1];
@@ -78,7 +78,7 @@ int authkey_parse(const char *key, char ret_id[AUTHKEY_ID_HEX + 1], uint8_t ret_
 	return 0;
 }
 
-int authkey_check(const struct ctl_authkey *k, const uint8_t hash[32], int64_t now)
+int authkey_check(const struct control_authkey *k, const uint8_t hash[32], int64_t now)
 {
 	static const uint8_t dummy[32];
 	bool match;

@@ -4,7 +4,7 @@
 
 /*
  * Auth keys: "trellis-auth-<12 hex id>-<32 hex secret>". The id (stored in
- * ctl_authkey.prefix, shown in listings, used by `authkey revoke`) finds the
+ * control_authkey.prefix, shown in listings, used by `authkey revoke`) finds the
  * record; only a BLAKE2s hash of the secret is stored, and it is compared in
  * constant time. A key is printed once, at creation.
  */
@@ -32,7 +32,7 @@
  * Fills k->prefix and k->hash with a fresh key and writes its text form into
  * ret_key (AUTHKEY_STR_MAX bytes). Other fields are the caller's. 0 or -EIO.
  */
-int authkey_generate(struct ctl_authkey *k, char ret_key[AUTHKEY_STR_MAX]);
+int authkey_generate(struct control_authkey *k, char ret_key[AUTHKEY_STR_MAX]);
 
 /*
  * Splits a key into its id (the store lookup) and the hash of its secret.
@@ -46,7 +46,7 @@ int authkey_parse(const char *key, char ret_id[AUTHKEY_ID_HEX + 1], uint8_t ret_
  * Order: secret, revoked, expired, used. 0 or an AUTHKEY_ERR_* value. Does not
  * count the use: the caller increments k->uses and stores it.
  */
-int authkey_check(const struct ctl_authkey *k, const uint8_t hash[32], int64_t now);
+int authkey_check(const struct control_authkey *k, const uint8_t hash[32], int64_t now);
 
 /* "unknown auth key", "auth key revoked", ... */
 const char *authkey_strerror(int err);

@@ -66,7 +66,7 @@ struct mtailnet {
 };
 
 struct mnode {
-	struct ctl_node rec;
+	struct control_node rec;
 	bool shown;
 	struct mtailnet *tn;
 	size_t tn_idx;   /* in tn->nodes */
@@ -423,7 +423,7 @@ static struct mnode *node_find(const struct mapper *m, uint64_t id)
  * visibility from x->shown to new_shown), then applies the change. Marks come
  * first because an entry's was_visible must describe the state before.
  */
-static void node_update(struct mapper *m, struct mnode *x, const struct ctl_node *rec,
+static void node_update(struct mapper *m, struct mnode *x, const struct control_node *rec,
 			bool new_shown, uint8_t flags)
 {
 	struct mtailnet *tn = x->tn;
@@ -470,7 +470,7 @@ static void render(const struct mapper *m, const struct mnode *x, struct netmap_
 {
 	const struct muser *u = x->rec.user_id ? idmap_get(&m->users, x->rec.user_id) : NULL;
 
-	ctl_node_render(&x->rec, u ? u->name : NULL, ret);
+	control_node_render(&x->rec, u ? u->name : NULL, ret);
 }
 
 /* ---- public API ---- */
@@ -535,7 +535,7 @@ static int tailnet_get(struct mapper *m, uint64_t id, struct mtailnet **ret)
 	return 0;
 }
 
-int mapper_tailnet_upsert(struct mapper *m, const struct ctl_tailnet *t)
+int mapper_tailnet_upsert(struct mapper *m, const struct control_tailnet *t)
 {
 	struct mtailnet *tn;
 	int r;
@@ -550,7 +550,7 @@ int mapper_tailnet_upsert(struct mapper *m, const struct ctl_tailnet *t)
 	return 0;
 }
 
-int mapper_user_upsert(struct mapper *m, const struct ctl_user *u)
+int mapper_user_upsert(struct mapper *m, const struct control_user *u)
 {
 	struct muser *mu = idmap_get(&m->users, u->id);
 	struct mtailnet *tn;
@@ -595,7 +595,7 @@ static bool endpoints_equal(const struct endpoint *a, unsigned na, const struct 
 	return true;
 }
 
-static bool tags_equal(const struct ctl_node *a, const struct ctl_node *b)
+static bool tags_equal(const struct control_node *a, const struct control_node *b)
 {
 	if (a->n_tags != b->n_tags)
 		return false;
@@ -606,7 +606,7 @@ static bool tags_equal(const struct ctl_node *a, const struct ctl_node *b)
 }
 
 /* Whether the fields that make up a peer's record (other than the patchable ones) differ. */
-static bool record_differs(const struct ctl_node *a, const struct ctl_node *b)
+static bool record_differs(const struct control_node *a, const struct control_node *b)
 {
 	return strncmp(a->name, b->name, NETMAP_NAME_MAX) || strncmp(a->os, b->os, NETMAP_OS_MAX) ||
 	       memcmp(a->node_key, b->node_key, NETMAP_KEY_LEN) ||
@@ -615,7 +615,7 @@ static bool record_differs(const struct ctl_node *a, const struct ctl_node *b)
 	       a->key_expiry != b->key_expiry || !tags_equal(a, b);
 }
 
-static int node_add(struct mapper *m, const struct ctl_node *n, int64_t now)
+static int node_add(struct mapper *m, const struct control_node *n, int64_t now)
 {
 	struct mtailnet *tn;
 	struct mnode *x = NULL;
@@ -641,7 +641,7 @@ static int node_add(struct mapper *m, const struct ctl_node *n, int64_t now)
 	x->tn_idx = tn->n_nodes;
 	tn->nodes[tn->n_nodes++] = x;
 	/* Born hidden, then shown through the same path as any change: peers get an "added". */
-	node_update(m, x, &x->rec, ctl_node_visible(&x->rec, now), PEND_FULL);
+	node_update(m, x, &x->rec, control_node_visible(&x->rec, now), PEND_FULL);
 	x = NULL;
 	ret = 0;
 out:
@@ -649,10 +649,10 @@ out:
 	return ret;
 }
 
-int mapper_node_upsert(struct mapper *m, const struct ctl_node *n, int64_t now)
+int mapper_node_upsert(struct mapper *m, const struct control_node *n, int64_t now)
 {
 	struct mnode *x;
-	struct ctl_node rec;
+	struct control_node rec;
 	uint8_t flags = 0;
 
 	if (!n->id || !n->tailnet_id || n->n_endpoints > NETMAP_MAX_ENDPOINTS ||
@@ -671,7 +671,7 @@ int mapper_node_upsert(struct mapper *m, const struct ctl_node *n, int64_t now)
 		flags |= PEND_FULL;
 	if (!endpoints_equal(x->rec.endpoints, x->rec.n_endpoints, rec.endpoints, rec.n_endpoints))
 		flags |= PEND_ENDPOINTS;
-	node_update(m, x, &rec, ctl_node_visible(&rec, now), flags);
+	node_update(m, x, &rec, control_node_visible(&rec, now), flags);
 	/* Fields outside any netmap (hostname, expiry opt-out, ...) are kept without a delta. */
 	x->rec = rec;
 	/* Cheap insurance: an upsert is rare next to full maps, a stale record would be silent. */
@@ -702,7 +702,7 @@ int mapper_node_remove(struct mapper *m, uint64_t id)
 int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *eps, unsigned n)
 {
 	struct mnode *x = node_find(m, id);
-	struct ctl_node rec;
+	struct control_node rec;
 
 	if (!x)
 		return -ENOENT;
@@ -710,7 +710,7 @@ int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *
 		return -EINVAL;
 	if (endpoints_equal(x->rec.endpoints, x->rec.n_endpoints, eps, n))
 		return 0;
-	/* node_update copies the record; a whole ctl_node on the stack is ~1.3 KiB, fine. */
+	/* node_update copies the record; a whole control_node on the stack is ~1.3 KiB, fine. */
 	rec = x->rec;
 	memset(rec.endpoints, 0, sizeof(rec.endpoints));
 	memcpy(rec.endpoints, eps, n * sizeof(*eps));
@@ -722,7 +722,7 @@ int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *
 int mapper_node_online(struct mapper *m, uint64_t id, bool online, int64_t now)
 {
 	struct mnode *x = node_find(m, id);
-	struct ctl_node rec;
+	struct control_node rec;
 
 	if (!x)
 		return -ENOENT;
@@ -735,7 +735,7 @@ int mapper_node_online(struct mapper *m, uint64_t id, bool online, int64_t now)
 	return 0;
 }
 
-const struct ctl_node *mapper_node_get(const struct mapper *m, uint64_t id)
+const struct control_node *mapper_node_get(const struct mapper *m, uint64_t id)
 {
 	const struct mnode *x = node_find(m, id);
 
@@ -756,7 +756,7 @@ int mapper_expire(struct mapper *m, int64_t now)
 		int64_t key = x->heap_key;
 
 		heap_del(m, x);
-		if (!ctl_node_visible(&x->rec, now)) {
+		if (!control_node_visible(&x->rec, now)) {
 			node_update(m, x, &x->rec, false, 0);
 			count++;
 		} else if (key == now) {

@@ -8,7 +8,7 @@
  * for full netmaps and for the deltas each map stream must receive.
  *
  * Who sees whom: a node sees every other node of its own tailnet that is
- * visible (ctl_node_visible: approved, key unexpired), provided it is visible
+ * visible (control_node_visible: approved, key unexpired), provided it is visible
  * itself; an invisible node's map holds only itself. Tailnets never mix.
  * Visibility is evaluated when a record changes and when mapper_expire()
  * passes a key's expiry, so the view is a function of the mapper's state and
@@ -50,8 +50,8 @@ void mapper_free(struct mapper *m);
  * tailnet rename reaches nodes with their next full netmap (deltas carry no
  * tailnet name). 0, -EINVAL (id 0), -ENOMEM.
  */
-int mapper_tailnet_upsert(struct mapper *m, const struct ctl_tailnet *t);
-int mapper_user_upsert(struct mapper *m, const struct ctl_user *u);
+int mapper_tailnet_upsert(struct mapper *m, const struct control_tailnet *t);
+int mapper_user_upsert(struct mapper *m, const struct control_user *u);
 
 /*
  * Adds or updates a node: registration, approval, rename, key rotation, tags,
@@ -61,7 +61,7 @@ int mapper_user_upsert(struct mapper *m, const struct ctl_user *u);
  * the record. Everything else, endpoints included, comes from the record.
  * 0, -EINVAL (id 0, tailnet change, over a cap), -ENOMEM.
  */
-int mapper_node_upsert(struct mapper *m, const struct ctl_node *n, int64_t now);
+int mapper_node_upsert(struct mapper *m, const struct control_node *n, int64_t now);
 /* Deleted: disappears from its peers' maps; its own map stream ends. 0 or -ENOENT. */
 int mapper_node_remove(struct mapper *m, uint64_t id);
 /* The node's current UDP endpoints. 0 (also when unchanged), -ENOENT, -EINVAL (n over cap). */
@@ -69,7 +69,7 @@ int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *
 /* Map stream came or went: online flag and last_seen = now. 0 or -ENOENT. */
 int mapper_node_online(struct mapper *m, uint64_t id, bool online, int64_t now);
 /* The mapper's copy of a node's record, or NULL. Valid until the next call that changes m. */
-const struct ctl_node *mapper_node_get(const struct mapper *m, uint64_t id);
+const struct control_node *mapper_node_get(const struct mapper *m, uint64_t id);
 size_t mapper_node_count(const struct mapper *m);
 
 /*

@@ -5,7 +5,7 @@
 
 #include "control/model.h"
 
-bool ctl_node_visible(const struct ctl_node *n, int64_t now)
+bool control_node_visible(const struct control_node *n, int64_t now)
 {
 	if (!n->approved)
 		return false;
@@ -23,7 +23,7 @@ static void prefix_host(struct netmap_prefix *p, int family, const uint8_t *addr
 	memcpy(p->addr, addr, family == AF_INET ? 4 : 16);
 }
 
-void ctl_node_render(const struct ctl_node *r, const char *user, struct netmap_node *ret)
+void control_node_render(const struct control_node *r, const char *user, struct netmap_node *ret)
 {
 	uint8_t v6[16];
 

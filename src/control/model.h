@@ -13,7 +13,7 @@
 
 #include "proto/netmap.h"
 
-struct ctl_tailnet {
+struct control_tailnet {
 	uint64_t id;
 	char name[NETMAP_NAME_MAX];
 	int64_t key_expiry_sec;        /* node key lifetime; 0 = keys do not expire */
@@ -21,14 +21,14 @@ struct ctl_tailnet {
 	int64_t created;               /* Unix seconds */
 };
 
-struct ctl_user {
+struct control_user {
 	uint64_t id;
 	uint64_t tailnet_id;
 	char name[NETMAP_USER_MAX];
 	int64_t created;
 };
 
-struct ctl_node {
+struct control_node {
 	uint64_t id;
 	uint64_t tailnet_id;
 	uint64_t user_id;            /* 0 for tagged nodes without a user */
@@ -52,11 +52,12 @@ struct ctl_node {
 };
 
 /* A node is visible to peers when approved, its key unexpired at `now`, not logged out. */
-bool ctl_node_visible(const struct ctl_node *n, int64_t now);
+bool control_node_visible(const struct control_node *n, int64_t now);
 /* The record as nodes see it (self and peers); user is the owner's name or NULL. */
-void ctl_node_render(const struct ctl_node *r, const char *user, struct netmap_node *ret);
+void control_node_render(const struct control_node *r, const char *user,
+			 struct netmap_node *ret);
 
-struct ctl_authkey {
+struct control_authkey {
 	uint64_t id;
 	uint64_t tailnet_id;
 	uint64_t user_id;

@@ -147,7 +147,7 @@ struct conn {
 };
 
 struct stail {
-	struct ctl_tailnet t;
+	struct control_tailnet t;
 	struct addr_pool *pool;
 	uint64_t default_user;
 };
@@ -159,7 +159,7 @@ struct op {
 	struct conn *c;
 	enum op_kind kind;
 	bool insert;
-	struct ctl_node rec;
+	struct control_node rec;
 	/* A key rotation: the key and expiry to put back if the write fails. */
 	bool rotate;
 	uint8_t prev_node_key[NETMAP_KEY_LEN];
@@ -211,7 +211,7 @@ struct control_server {
 /* ---- keys of the kv index ---- */
 
 /*
- * 'T' tid -> stail*      'A' authkey id -> ctl_authkey*   'u' uid -> ctl_user*
+ * 'T' tid -> stail*      'A' authkey id -> control_authkey*   'u' uid -> control_user*
  * 'M' machine -> node    'm' tid machine -> node (0: insert in flight)
  * 'N' tid name -> node (0: reserved)   'S' tid name -> next suffix
  * 'C' node -> conn* (map stream)   'W' node -> conn* (awaiting approval)
@@ -291,7 +291,7 @@ static void persist_done(void *ctx, int err, uint64_t unused);
 
 static int persist_submit(struct control_server *s, uint64_t id)
 {
-	const struct ctl_node *n = mapper_node_get(s->m, id);
+	const struct control_node *n = mapper_node_get(s->m, id);
 	struct store_op op = { .kind = STORE_OP_NODE_UPDATE };
 	struct persist *p;
 
@@ -349,11 +349,11 @@ static void persist_node(struct control_server *s, uint64_t id)
 
 /* ---- rendering a record as the node sees it ---- */
 
-static void render(struct control_server *s, const struct ctl_node *r, struct netmap_node *ret)
+static void render(struct control_server *s, const struct control_node *r, struct netmap_node *ret)
 {
-	const struct ctl_user *u = r->user_id ? kptr(s, key_make('u', r->user_id, NULL, 0)) : NULL;
+	const struct control_user *u = r->user_id ? kptr(s, key_make('u', r->user_id, NULL, 0)) : NULL;
 
-	ctl_node_render(r, u ? u->name : NULL, ret);
+	control_node_render(r, u ? u->name : NULL, ret);
 }
 
 /* ---- sending ---- */
@@ -403,7 +403,7 @@ static void conn_fail(struct conn *c, int drop, const char *why)
 }
 
 static void reply_register(struct conn *c, enum ctrl_register_status st, const char *err,
-			   const struct ctl_node *rec)
+			   const struct control_node *rec)
 {
 	struct control_server *s = c->s;
 	struct ctrl_msg m = { .type = CTRL_MSG_REGISTER_RESPONSE };
@@ -674,7 +674,7 @@ static void conn_close(struct conn *c, int drop, const char *why)
 	c->full_want = false;
 	if (c->node_id) {
 		uint64_t id = c->node_id;
-		const struct ctl_node *n;
+		const struct control_node *n;
 
 		c->node_id = 0;
 		s->n_streams--;
@@ -1068,12 +1068,12 @@ static void unique_name(struct control_server *s, uint64_t tid, const char *host
 	kput(s, sk, next + 1);
 }
 
-static void name_index(struct control_server *s, const struct ctl_node *n, uint64_t id)
+static void name_index(struct control_server *s, const struct control_node *n, uint64_t id)
 {
 	kput(s, key_make('N', n->tailnet_id, n->name, strlen(n->name)), id);
 }
 
-static void name_unindex(struct control_server *s, const struct ctl_node *n, uint64_t id)
+static void name_unindex(struct control_server *s, const struct control_node *n, uint64_t id)
 {
 	struct key k = key_make('N', n->tailnet_id, n->name, strlen(n->name));
 	uint64_t v;
@@ -1088,7 +1088,7 @@ static void reg_done(void *ctx, int err, uint64_t id)
 	struct control_server *s = op->s;
 	struct conn *c = op->c;
 	struct stail *t = tail_get(s, op->rec.tailnet_id);
-	const struct ctl_node *n;
+	const struct control_node *n;
 
 	if (c)
 		c->op = NULL;
@@ -1097,7 +1097,7 @@ static void reg_done(void *ctx, int err, uint64_t id)
 				op->rec.hostname, strerror(-err));
 		if (op->rotate && (n = mapper_node_get(s->m, op->rec.id))) {
 			/* Refused: the node keeps its old key, in memory as on disk. */
-			struct ctl_node back = *n;
+			struct control_node back = *n;
 
 			memcpy(back.node_key, op->prev_node_key, NETMAP_KEY_LEN);
 			back.key_expiry = op->prev_key_expiry;
@@ -1166,7 +1166,7 @@ static int op_submit(struct conn *c, struct op *op)
 }
 
 static void changes_drain(struct control_server *s);
-static const struct ctl_node *machine_node(struct conn *c);
+static const struct control_node *machine_node(struct conn *c);
 
 /*
  * Rotation: the machine key (authenticated by the Noise handshake) proves the
@@ -1179,14 +1179,14 @@ static void on_rotate(struct conn *c, const struct ctrl_register *reg)
 {
 	struct control_server *s = c->s;
 	int64_t now = time_wall_s();
-	const struct ctl_node *n = machine_node(c);
+	const struct control_node *n = machine_node(c);
 	struct stail *t;
 	struct op *op;
 	const char *why = NULL;
 
 	if (!n || !n->approved)
 		why = "key rotation refused: unknown node (register first)";
-	else if (!ctl_node_visible(n, now))
+	else if (!control_node_visible(n, now))
 		why = "key rotation refused: node key expired (re-authenticate)";
 	else if (!memcmp(n->node_key, reg->node_key, NETMAP_KEY_LEN))
 		why = NULL; /* a retry whose first answer was lost: already done */
@@ -1229,8 +1229,8 @@ static void on_register(struct conn *c, const struct ctrl_register *reg)
 {
 	struct control_server *s = c->s;
 	int64_t now = time_wall_s();
-	struct ctl_authkey *k = NULL;
-	const struct ctl_node *old = NULL;
+	struct control_authkey *k = NULL;
+	const struct control_node *old = NULL;
 	struct stail *t;
 	struct op *op;
 	uint64_t v, tid;
@@ -1333,7 +1333,7 @@ static void on_register(struct conn *c, const struct ctrl_register *reg)
 		memcpy(op->rec.tags, k->tags, sizeof(op->rec.tags));
 		op->rec.user_id = k->user_id ? k->user_id : k->n_tags ? 0 : t->default_user;
 		op->rec.key_expiry = t->t.key_expiry_sec ? now + t->t.key_expiry_sec : 0;
-	} else if (!old || !ctl_node_visible(old, now)) {
+	} else if (!old || !control_node_visible(old, now)) {
 		/* Interactive: waits for `trellis-control nodes approve`. */
 		op->rec.approved = false;
 		op->rec.user_id = t->default_user;
@@ -1406,7 +1406,7 @@ static void full_pump(struct loop_timer *t)
 		loop_timer_arm(s->loop, t, loop_now_ns(s->loop));
 }
 
-static const struct ctl_node *machine_node(struct conn *c)
+static const struct control_node *machine_node(struct conn *c)
 {
 	uint64_t id;
 
@@ -1418,7 +1418,7 @@ static const struct ctl_node *machine_node(struct conn *c)
 static void on_map_request(struct conn *c, const struct ctrl_map_request *mr)
 {
 	struct control_server *s = c->s;
-	const struct ctl_node *n = machine_node(c);
+	const struct control_node *n = machine_node(c);
 	int64_t now = time_wall_s();
 	struct conn *old;
 	uint64_t id;
@@ -1429,7 +1429,7 @@ static void on_map_request(struct conn *c, const struct ctrl_map_request *mr)
 		return conn_fail(c, DROP_UNKNOWN_NODE, "unknown node key");
 	if (!n->approved)
 		return conn_fail(c, DROP_UNKNOWN_NODE, "node not approved");
-	if (!ctl_node_visible(n, now))
+	if (!control_node_visible(n, now))
 		return conn_fail(c, DROP_UNKNOWN_NODE, "node key expired");
 	id = n->id;
 	if (mr->n_endpoints) {
@@ -1468,7 +1468,7 @@ static void on_endpoints(struct conn *c, const struct ctrl_endpoints *e)
 static void on_logout(struct conn *c)
 {
 	struct control_server *s = c->s;
-	const struct ctl_node *n = machine_node(c);
+	const struct control_node *n = machine_node(c);
 	struct op *op;
 
 	if (c->op)
@@ -1793,7 +1793,7 @@ static void eph_fire(struct loop_timer *t)
 
 static void eph_arm(struct control_server *s, uint64_t id)
 {
-	const struct ctl_node *n = mapper_node_get(s->m, id);
+	const struct control_node *n = mapper_node_get(s->m, id);
 	struct stail *t = n ? tail_get(s, n->tailnet_id) : NULL;
 	struct eph *e;
 	int64_t timeout = t ? t->t.ephemeral_timeout_sec : 0;
@@ -1815,7 +1815,7 @@ static void eph_arm(struct control_server *s, uint64_t id)
 /* A node is gone (deleted by the admin, or an ephemeral node expired). */
 static void node_forget(struct control_server *s, uint64_t id)
 {
-	const struct ctl_node *n = mapper_node_get(s->m, id);
+	const struct control_node *n = mapper_node_get(s->m, id);
 	struct conn *c;
 	struct stail *t;
 	struct key k;
@@ -1844,12 +1844,12 @@ static void node_forget(struct control_server *s, uint64_t id)
 	schedule_flush(s);
 }
 
-static int tail_add(struct control_server *s, const struct ctl_tailnet *t);
+static int tail_add(struct control_server *s, const struct control_tailnet *t);
 
-static void user_add(struct control_server *s, const struct ctl_user *u)
+static void user_add(struct control_server *s, const struct control_user *u)
 {
 	struct key k = key_make('u', u->id, NULL, 0);
-	struct ctl_user *x = kptr(s, k);
+	struct control_user *x = kptr(s, k);
 	struct stail *t = tail_get(s, u->tailnet_id);
 
 	if (!x) {
@@ -1864,10 +1864,10 @@ static void user_add(struct control_server *s, const struct ctl_user *u)
 		t->default_user = u->id;
 }
 
-static void authkey_add(struct control_server *s, const struct ctl_authkey *a)
+static void authkey_add(struct control_server *s, const struct control_authkey *a)
 {
 	struct key k = key_make('A', 0, a->prefix, strlen(a->prefix));
-	struct ctl_authkey *x = kptr(s, k);
+	struct control_authkey *x = kptr(s, k);
 	uint64_t uses = x ? x->uses : 0;
 
 	if (!x) {
@@ -1884,8 +1884,8 @@ static void authkey_add(struct control_server *s, const struct ctl_authkey *a)
 
 static void node_changed(struct control_server *s, uint64_t id)
 {
-	const struct ctl_node *old = mapper_node_get(s->m, id);
-	struct ctl_node rec;
+	const struct control_node *old = mapper_node_get(s->m, id);
+	struct control_node rec;
 	struct conn *c;
 	int r;
 
@@ -1917,7 +1917,7 @@ static void node_changed(struct control_server *s, uint64_t id)
 	schedule_flush(s);
 	c = kptr(s, key_make('W', id, NULL, 0));
 	if (c && rec.approved) {
-		const struct ctl_node *n = mapper_node_get(s->m, id);
+		const struct control_node *n = mapper_node_get(s->m, id);
 
 		kdel(s, key_make('W', id, NULL, 0));
 		c->wait_id = 0;
@@ -1930,7 +1930,7 @@ static void change_apply(struct control_server *s, const struct store_change *ch
 {
 	switch (ch->kind) {
 	case STORE_CHANGE_TAILNET: {
-		struct ctl_tailnet t;
+		struct control_tailnet t;
 		struct stail *x;
 
 		if (store_tailnet_get(s->store, ch->id, &t) < 0)
@@ -1945,7 +1945,7 @@ static void change_apply(struct control_server *s, const struct store_change *ch
 		break;
 	}
 	case STORE_CHANGE_USER: {
-		struct ctl_user u;
+		struct control_user u;
 
 		if (store_user_get(s->store, ch->id, &u) == 0)
 			user_add(s, &u);
@@ -1955,7 +1955,7 @@ static void change_apply(struct control_server *s, const struct store_change *ch
 		node_changed(s, ch->id);
 		break;
 	case STORE_CHANGE_AUTHKEY: {
-		struct ctl_authkey a;
+		struct control_authkey a;
 
 		if (store_authkey_get(s->store, ch->id, &a) == 0)
 			authkey_add(s, &a);
@@ -2000,7 +2000,7 @@ static void default_user_done(void *ctx, int err, uint64_t id)
 	/* The user arrives through user_add: below, or by the change feed if another made it. */
 }
 
-static int tail_add(struct control_server *s, const struct ctl_tailnet *t)
+static int tail_add(struct control_server *s, const struct control_tailnet *t)
 {
 	struct stail *x = calloc(1, sizeof(*x));
 	struct stail **arr;
@@ -2029,7 +2029,7 @@ static void default_users_ensure(struct control_server *s, bool sync)
 {
 	for (size_t i = 0; i < s->n_tails; i++) {
 		struct stail *t = s->tails[i];
-		struct ctl_user u = { .tailnet_id = t->t.id };
+		struct control_user u = { .tailnet_id = t->t.id };
 
 		if (t->default_user)
 			continue;
@@ -2205,7 +2205,7 @@ static void nofile_raise(void)
 static int state_load(struct control_server *s)
 {
 	struct store_snapshot snap;
-	struct ctl_tailnet def;
+	struct control_tailnet def;
 	int64_t now = time_wall_s();
 	size_t i;
 	int r;
@@ -2226,7 +2226,7 @@ static int state_load(struct control_server *s)
 	for (i = 0; i < snap.n_authkeys; i++)
 		authkey_add(s, &snap.authkeys[i]);
 	for (i = 0; i < snap.n_nodes; i++) {
-		struct ctl_node *n = &snap.nodes[i];
+		struct control_node *n = &snap.nodes[i];
 		struct stail *t = tail_get(s, n->tailnet_id);
 
 		n->online = false;

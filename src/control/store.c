@@ -330,35 +330,35 @@ void store_snapshot_free(struct store_snapshot *snap)
 
 /* Synchronous convenience writes. */
 
-int store_tailnet_create(struct store *s, struct ctl_tailnet *t)
+int store_tailnet_create(struct store *s, struct control_tailnet *t)
 {
 	struct store_op op = { .kind = STORE_OP_TAILNET_CREATE, .tailnet = *t };
 
 	return store_write(s, &op, &t->id);
 }
 
-int store_tailnet_update(struct store *s, const struct ctl_tailnet *t)
+int store_tailnet_update(struct store *s, const struct control_tailnet *t)
 {
 	struct store_op op = { .kind = STORE_OP_TAILNET_UPDATE, .tailnet = *t };
 
 	return store_write(s, &op, NULL);
 }
 
-int store_user_create(struct store *s, struct ctl_user *u)
+int store_user_create(struct store *s, struct control_user *u)
 {
 	struct store_op op = { .kind = STORE_OP_USER_CREATE, .user = *u };
 
 	return store_write(s, &op, &u->id);
 }
 
-int store_node_insert(struct store *s, struct ctl_node *n)
+int store_node_insert(struct store *s, struct control_node *n)
 {
 	struct store_op op = { .kind = STORE_OP_NODE_INSERT, .node = *n };
 
 	return store_write(s, &op, &n->id);
 }
 
-int store_node_update(struct store *s, const struct ctl_node *n)
+int store_node_update(struct store *s, const struct control_node *n)
 {
 	struct store_op op = { .kind = STORE_OP_NODE_UPDATE, .node = *n };
 
@@ -372,14 +372,14 @@ int store_node_delete(struct store *s, uint64_t id)
 	return store_write(s, &op, NULL);
 }
 
-int store_authkey_create(struct store *s, struct ctl_authkey *k)
+int store_authkey_create(struct store *s, struct control_authkey *k)
 {
 	struct store_op op = { .kind = STORE_OP_AUTHKEY_CREATE, .authkey = *k };
 
 	return store_write(s, &op, &k->id);
 }
 
-int store_authkey_update(struct store *s, const struct ctl_authkey *k)
+int store_authkey_update(struct store *s, const struct control_authkey *k)
 {
 	struct store_op op = { .kind = STORE_OP_AUTHKEY_UPDATE, .authkey = *k };
 
@@ -416,38 +416,38 @@ int store_setting_set(struct store *s, const char *key, const void *value, size_
 		_r;                                                                                \
 	})
 
-int store_tailnet_get(struct store *s, uint64_t id, struct ctl_tailnet *ret)
+int store_tailnet_get(struct store *s, uint64_t id, struct control_tailnet *ret)
 {
 	return RD(s, s->be->tailnet_get(s->rd, id, NULL, ret));
 }
 
-int store_tailnet_get_by_name(struct store *s, const char *name, struct ctl_tailnet *ret)
+int store_tailnet_get_by_name(struct store *s, const char *name, struct control_tailnet *ret)
 {
 	return RD(s, s->be->tailnet_get(s->rd, 0, name, ret));
 }
 
-int store_user_get(struct store *s, uint64_t id, struct ctl_user *ret)
+int store_user_get(struct store *s, uint64_t id, struct control_user *ret)
 {
 	return RD(s, s->be->user_get(s->rd, id, 0, NULL, ret));
 }
 
 int store_user_get_by_name(struct store *s, uint64_t tailnet_id, const char *name,
-			   struct ctl_user *ret)
+			   struct control_user *ret)
 {
 	return RD(s, s->be->user_get(s->rd, 0, tailnet_id, name, ret));
 }
 
-int store_node_get(struct store *s, uint64_t id, struct ctl_node *ret)
+int store_node_get(struct store *s, uint64_t id, struct control_node *ret)
 {
 	return RD(s, s->be->node_get(s->rd, id, ret));
 }
 
-int store_authkey_get(struct store *s, uint64_t id, struct ctl_authkey *ret)
+int store_authkey_get(struct store *s, uint64_t id, struct control_authkey *ret)
 {
 	return RD(s, s->be->authkey_get(s->rd, id, NULL, ret));
 }
 
-int store_authkey_get_by_prefix(struct store *s, const char *prefix, struct ctl_authkey *ret)
+int store_authkey_get_by_prefix(struct store *s, const char *prefix, struct control_authkey *ret)
 {
 	return RD(s, s->be->authkey_get(s->rd, 0, prefix, ret));
 }

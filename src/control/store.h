@@ -85,10 +85,10 @@ struct store_setting {
 struct store_op {
 	enum store_op_kind kind;
 	union {
-		struct ctl_tailnet tailnet;
-		struct ctl_user user;
-		struct ctl_node node;
-		struct ctl_authkey authkey;
+		struct control_tailnet tailnet;
+		struct control_user user;
+		struct control_node node;
+		struct control_authkey authkey;
 		struct store_setting setting;
 		uint64_t id;
 	};
@@ -118,10 +118,10 @@ struct store_change {
 /* Everything, as loaded at startup. Arrays are malloc'd; store_snapshot_free. */
 struct store_snapshot {
 	size_t n_tailnets, n_users, n_nodes, n_authkeys;
-	struct ctl_tailnet *tailnets;
-	struct ctl_user *users;
-	struct ctl_node *nodes;
-	struct ctl_authkey *authkeys;
+	struct control_tailnet *tailnets;
+	struct control_user *users;
+	struct control_node *nodes;
+	struct control_authkey *authkeys;
 	uint64_t change_seq; /* store_changes_poll cursor as of this snapshot */
 };
 void store_snapshot_free(struct store_snapshot *snap);
@@ -146,11 +146,11 @@ struct store_backend {
 	 */
 	int (*apply)(void *be, const struct store_op *ops, size_t n, uint64_t origin, int *errs,
 		     uint64_t *ids);
-	int (*tailnet_get)(void *be, uint64_t id, const char *name, struct ctl_tailnet *ret);
+	int (*tailnet_get)(void *be, uint64_t id, const char *name, struct control_tailnet *ret);
 	int (*user_get)(void *be, uint64_t id, uint64_t tailnet_id, const char *name,
-			struct ctl_user *ret);
-	int (*node_get)(void *be, uint64_t id, struct ctl_node *ret);
-	int (*authkey_get)(void *be, uint64_t id, const char *prefix, struct ctl_authkey *ret);
+			struct control_user *ret);
+	int (*node_get)(void *be, uint64_t id, struct control_node *ret);
+	int (*authkey_get)(void *be, uint64_t id, const char *prefix, struct control_authkey *ret);
 	int (*setting_get)(void *be, const char *key, struct store_setting *ret);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
@@ -197,26 +197,26 @@ int store_write(struct store *s, const struct store_op *op, uint64_t *ret_id);
 void store_flush(struct store *s);
 
 /* Convenience synchronous writes. */
-int store_tailnet_create(struct store *s, struct ctl_tailnet *t); /* sets t->id */
-int store_tailnet_update(struct store *s, const struct ctl_tailnet *t);
-int store_user_create(struct store *s, struct ctl_user *u);       /* sets u->id */
-int store_node_insert(struct store *s, struct ctl_node *n);       /* sets n->id */
-int store_node_update(struct store *s, const struct ctl_node *n);
+int store_tailnet_create(struct store *s, struct control_tailnet *t);   /* sets t->id */
+int store_tailnet_update(struct store *s, const struct control_tailnet *t);
+int store_user_create(struct store *s, struct control_user *u);         /* sets u->id */
+int store_node_insert(struct store *s, struct control_node *n);         /* sets n->id */
+int store_node_update(struct store *s, const struct control_node *n);
 int store_node_delete(struct store *s, uint64_t id);
-int store_authkey_create(struct store *s, struct ctl_authkey *k); /* sets k->id */
-int store_authkey_update(struct store *s, const struct ctl_authkey *k);
+int store_authkey_create(struct store *s, struct control_authkey *k);   /* sets k->id */
+int store_authkey_update(struct store *s, const struct control_authkey *k);
 int store_authkey_delete(struct store *s, uint64_t id);
 int store_setting_set(struct store *s, const char *key, const void *value, size_t len);
 
 /* Point reads (read connection). 0 or -ENOENT. */
-int store_tailnet_get(struct store *s, uint64_t id, struct ctl_tailnet *ret);
-int store_tailnet_get_by_name(struct store *s, const char *name, struct ctl_tailnet *ret);
-int store_user_get(struct store *s, uint64_t id, struct ctl_user *ret);
+int store_tailnet_get(struct store *s, uint64_t id, struct control_tailnet *ret);
+int store_tailnet_get_by_name(struct store *s, const char *name, struct control_tailnet *ret);
+int store_user_get(struct store *s, uint64_t id, struct control_user *ret);
 int store_user_get_by_name(struct store *s, uint64_t tailnet_id, const char *name,
-			   struct ctl_user *ret);
-int store_node_get(struct store *s, uint64_t id, struct ctl_node *ret);
-int store_authkey_get(struct store *s, uint64_t id, struct ctl_authkey *ret);
-int store_authkey_get_by_prefix(struct store *s, const char *prefix, struct ctl_authkey *ret);
+			   struct control_user *ret);
+int store_node_get(struct store *s, uint64_t id, struct control_node *ret);
+int store_authkey_get(struct store *s, uint64_t id, struct control_authkey *ret);
+int store_authkey_get_by_prefix(struct store *s, const char *prefix, struct control_authkey *ret);
 /* Copies at most cap bytes; returns the value length, or -ENOENT. */
 int store_setting_get(struct store *s, const char *key, void *value, size_t cap);
 

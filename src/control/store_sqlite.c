@@ -408,7 +408,7 @@ static unsigned tags_split(const char *s, char tags[][NETMAP_TAG_MAX])
 	return n;
 }
 
-static void endpoints_join(char *buf, size_t len, const struct ctl_node *n)
+static void endpoints_join(char *buf, size_t len, const struct control_node *n)
 {
 	char ep[ENDPOINT_STR_MAX];
 	size_t off = 0;
@@ -420,7 +420,7 @@ static void endpoints_join(char *buf, size_t len, const struct ctl_node *n)
 				endpoint_format(&n->endpoints[i], ep, sizeof(ep)));
 }
 
-static void endpoints_split(const char *s, struct ctl_node *n)
+static void endpoints_split(const char *s, struct control_node *n)
 {
 	char ep[ENDPOINT_STR_MAX];
 
@@ -456,7 +456,7 @@ static void blob_copy(void *dst, size_t len, sqlite3_stmt *st, int col)
 		memcpy(dst, b, MIN(n, len));
 }
 
-static void row_tailnet(sqlite3_stmt *st, struct ctl_tailnet *t)
+static void row_tailnet(sqlite3_stmt *st, struct control_tailnet *t)
 {
 	memset(t, 0, sizeof(*t));
 	t->id = (uint64_t)sqlite3_column_int64(st, 0);
@@ -466,7 +466,7 @@ static void row_tailnet(sqlite3_stmt *st, struct ctl_tailnet *t)
 	t->created = sqlite3_column_int64(st, 4);
 }
 
-static void row_user(sqlite3_stmt *st, struct ctl_user *u)
+static void row_user(sqlite3_stmt *st, struct control_user *u)
 {
 	memset(u, 0, sizeof(*u));
 	u->id = (uint64_t)sqlite3_column_int64(st, 0);
@@ -475,7 +475,7 @@ static void row_user(sqlite3_stmt *st, struct ctl_user *u)
 	u->created = sqlite3_column_int64(st, 3);
 }
 
-static void row_node(sqlite3_stmt *st, struct ctl_node *n)
+static void row_node(sqlite3_stmt *st, struct control_node *n)
 {
 	uint32_t v4;
 
@@ -503,7 +503,7 @@ static void row_node(sqlite3_stmt *st, struct ctl_node *n)
 	n->last_seen = sqlite3_column_int64(st, 16);
 }
 
-static void row_authkey(sqlite3_stmt *st, struct ctl_authkey *k)
+static void row_authkey(sqlite3_stmt *st, struct control_authkey *k)
 {
 	memset(k, 0, sizeof(*k));
 	k->id = (uint64_t)sqlite3_column_int64(st, 0);
@@ -529,7 +529,7 @@ static void bind_id_or_null(sqlite3_stmt *st, int i, uint64_t id)
 		sqlite3_bind_null(st, i);
 }
 
-static void bind_node(sqlite3_stmt *st, const struct ctl_node *n)
+static void bind_node(sqlite3_stmt *st, const struct control_node *n)
 {
 	char tags[NETMAP_MAX_TAGS * NETMAP_TAG_MAX];
 	char eps[NETMAP_MAX_ENDPOINTS * ENDPOINT_STR_MAX];
@@ -761,7 +761,7 @@ fail:
 		_r;                                                                                \
 	})
 
-static int sq_tailnet_get(void *be, uint64_t id, const char *name, struct ctl_tailnet *ret)
+static int sq_tailnet_get(void *be, uint64_t id, const char *name, struct control_tailnet *ret)
 {
 	struct sq *q = be;
 	sqlite3_stmt *st = stmt_get(q, name ? ST_TAILNET_BY_NAME : ST_TAILNET_BY_ID);
@@ -776,7 +776,7 @@ static int sq_tailnet_get(void *be, uint64_t id, const char *name, struct ctl_ta
 }
 
 static int sq_user_get(void *be, uint64_t id, uint64_t tailnet_id, const char *name,
-		       struct ctl_user *ret)
+		       struct control_user *ret)
 {
 	struct sq *q = be;
 	sqlite3_stmt *st = stmt_get(q, name ? ST_USER_BY_NAME : ST_USER_BY_ID);
@@ -792,7 +792,7 @@ static int sq_user_get(void *be, uint64_t id, uint64_t tailnet_id, const char *n
 	return GET_ONE(q, st, row_user, ret);
 }
 
-static int sq_node_get(void *be, uint64_t id, struct ctl_node *ret)
+static int sq_node_get(void *be, uint64_t id, struct control_node *ret)
 {
 	struct sq *q = be;
 	sqlite3_stmt *st = stmt_get(q, ST_NODE_BY_ID);
@@ -803,7 +803,7 @@ static int sq_node_get(void *be, uint64_t id, struct ctl_node *ret)
 	return GET_ONE(q, st, row_node, ret);
 }
 
-static int sq_authkey_get(void *be, uint64_t id, const char *prefix, struct ctl_authkey *ret)
+static int sq_authkey_get(void *be, uint64_t id, const char *prefix, struct control_authkey *ret)
 {
 	struct sq *q = be;
 	sqlite3_stmt *st = stmt_get(q, prefix ? ST_AUTHKEY_BY_PREFIX : ST_AUTHKEY_BY_ID);

@@ -105,10 +105,10 @@ static void test_full_range_walk(void **state)
 static void test_stable_across_reopen(void **state)
 {
 	char dir[] = "/tmp/trellis-addr-XXXXXX", path[64], cmd[80];
-	struct ctl_tailnet t = { .created = 1 };
+	struct control_tailnet t = { .created = 1 };
 	struct store_snapshot snap;
 	struct addr_pool *p;
-	struct ctl_node n;
+	struct control_node n;
 	struct store *s;
 	uint8_t a[4];
 	size_t i;

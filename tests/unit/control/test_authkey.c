@@ -12,7 +12,7 @@
 
 static void test_format(void **state)
 {
-	struct ctl_authkey k = { 0 };
+	struct control_authkey k = { 0 };
 	char key[AUTHKEY_STR_MAX], key2[AUTHKEY_STR_MAX], id[AUTHKEY_ID_HEX + 1];
 	uint8_t h[32];
 	size_t i;
@@ -66,7 +66,7 @@ static void test_malformed(void **state)
 
 static void test_refusals(void **state)
 {
-	struct ctl_authkey k = { 0 };
+	struct control_authkey k = { 0 };
 	char key[AUTHKEY_STR_MAX], id[AUTHKEY_ID_HEX + 1];
 	uint8_t h[32], wrong[32];
 

@@ -23,9 +23,9 @@
 
 #define T0 1800000000LL
 
-static struct ctl_node mk_node(uint64_t id, uint64_t tailnet)
+static struct control_node mk_node(uint64_t id, uint64_t tailnet)
 {
-	struct ctl_node n;
+	struct control_node n;
 
 	memset(&n, 0, sizeof(n));
 	n.id = id;
@@ -62,8 +62,8 @@ static struct mapper *mk_mapper(void)
 
 	assert_non_null(m);
 	for (uint64_t t = 1; t <= 3; t++) {
-		struct ctl_tailnet tn = { .id = t };
-		struct ctl_user u = { .id = 100 + t, .tailnet_id = t };
+		struct control_tailnet tn = { .id = t };
+		struct control_user u = { .id = 100 + t, .tailnet_id = t };
 
 		snprintf(tn.name, sizeof(tn.name), "tailnet-%llu", (unsigned long long)t);
 		snprintf(u.name, sizeof(u.name), "user%llu@example.com", (unsigned long long)t);
@@ -75,7 +75,7 @@ static struct mapper *mk_mapper(void)
 
 static void add(struct mapper *m, uint64_t id, uint64_t tailnet)
 {
-	struct ctl_node n = mk_node(id, tailnet);
+	struct control_node n = mk_node(id, tailnet);
 
 	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
 }
@@ -123,7 +123,7 @@ static struct netmap_delta *delta_for(uint64_t *ids, struct netmap_delta **d, un
 static void test_full_map(void **state)
 {
 	struct mapper *m = mk_mapper();
-	struct ctl_node n;
+	struct control_node n;
 	struct netmap *nm;
 	const struct netmap_node *p;
 	uint8_t v6[16];
@@ -212,7 +212,7 @@ static void test_delta_targets(void **state)
 	struct netmap_delta *d[16], *x;
 	uint64_t ids[16];
 	struct endpoint eps[2];
-	struct ctl_node n;
+	struct control_node n;
 	unsigned k;
 
 	(void)state;
@@ -329,7 +329,7 @@ static void test_coalescing(void **state)
 	struct netmap_delta *d[16], *x;
 	uint64_t ids[16];
 	struct endpoint ep;
-	struct ctl_node n;
+	struct control_node n;
 	unsigned k;
 
 	(void)state;
@@ -418,7 +418,7 @@ static void test_expiry_and_approval(void **state)
 	struct mapper *m = mk_mapper();
 	struct netmap_delta *d[16], *x;
 	uint64_t ids[16];
-	struct ctl_node n;
+	struct control_node n;
 	unsigned k;
 
 	(void)state;
@@ -480,7 +480,7 @@ static void test_expiry_and_approval(void **state)
 	mapper_expire(m, T0 + 100);
 	{
 		struct netmap *nm;
-		bool visible = ctl_node_visible(&n, T0 + 100);
+		bool visible = control_node_visible(&n, T0 + 100);
 
 		assert_int_equal(mapper_netmap(m, 1, T0 + 100, &nm), 0);
 		assert_int_equal(has_peer(nm, 5), visible);
@@ -598,11 +598,11 @@ static unsigned model_check(uint64_t seed)
 	rng_state = seed;
 	for (int round = 0; round < 2000; round++) {
 		uint64_t id = 1 + rnd(MC_NODES);
-		const struct ctl_node *cur = mapper_node_get(m, id);
-		struct ctl_node n = cur ? *cur : mk_node(id, mc_tailnet(id));
+		const struct control_node *cur = mapper_node_get(m, id);
+		struct control_node n = cur ? *cur : mk_node(id, mc_tailnet(id));
 		struct endpoint eps[3];
 		unsigned op = rnd(14);
-		struct ctl_user u;
+		struct control_user u;
 
 		switch (op) {
 		case 0: /* add or re-register */
@@ -733,7 +733,7 @@ static unsigned model_check(uint64_t seed)
 static void test_expiry_opt_out_renders_zero(void **state)
 {
 	struct mapper *m = mk_mapper();
-	struct ctl_node n;
+	struct control_node n;
 	struct netmap_node want;
 	struct netmap *nm;
 	const struct netmap_node *p;
@@ -748,7 +748,7 @@ static void test_expiry_opt_out_renders_zero(void **state)
 	p = netmap_peer_find(nm, 2);
 	assert_non_null(p);
 	assert_int_equal(p->key_expiry, 0);
-	ctl_node_render(&n, NULL, &want);
+	control_node_render(&n, NULL, &want);
 	assert_int_equal(want.key_expiry, 0);
 	netmap_free(nm);
 	assert_int_equal(mapper_netmap(m, 2, T0, &nm), 0);
@@ -785,7 +785,7 @@ static void test_scale_10k(void **state)
 	(void)state;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (uint64_t id = 1; id <= N; id++) {
-		struct ctl_node n = mk_node(id, 1);
+		struct control_node n = mk_node(id, 1);
 
 		assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
 	}

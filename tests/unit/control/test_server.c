@@ -56,7 +56,7 @@ static void *run(void *arg)
 
 static void key_create(struct store *st, uint64_t tid, bool reusable, char out[AUTHKEY_STR_MAX])
 {
-	struct ctl_authkey k = { .tailnet_id = tid, .reusable = reusable };
+	struct control_authkey k = { .tailnet_id = tid, .reusable = reusable };
 
 	k.created = time(NULL);
 	assert_int_equal(authkey_generate(&k, out), 0);
@@ -66,7 +66,7 @@ static void key_create(struct store *st, uint64_t tid, bool reusable, char out[A
 static int setup(void **state)
 {
 	struct control_serve_opts o = { .listen = "127.0.0.1:0" };
-	struct ctl_tailnet t;
+	struct control_tailnet t;
 	struct store *st;
 
 	(void)state;
@@ -553,7 +553,7 @@ static void test_interactive(void **state)
 {
 	struct client c;
 	struct ctrl_msg m;
-	struct ctl_node n;
+	struct control_node n;
 	struct store *st;
 	char url[64];
 	uint64_t id;

@@ -77,7 +77,7 @@ static void sql_exec(const char *path, const char *sql)
 
 static uint64_t tailnet_make(struct store *s, const char *name)
 {
-	struct ctl_tailnet t = { .key_expiry_sec = 3600, .ephemeral_timeout_sec = 60 };
+	struct control_tailnet t = { .key_expiry_sec = 3600, .ephemeral_timeout_sec = 60 };
 
 	snprintf(t.name, sizeof(t.name), "%s", name);
 	t.created = 1000;
@@ -86,7 +86,7 @@ static uint64_t tailnet_make(struct store *s, const char *name)
 	return t.id;
 }
 
-static void node_fill(struct ctl_node *n, uint64_t tailnet_id, unsigned i)
+static void node_fill(struct control_node *n, uint64_t tailnet_id, unsigned i)
 {
 	memset(n, 0, sizeof(*n));
 	n->tailnet_id = tailnet_id;
@@ -168,10 +168,10 @@ static void test_roundtrip(void **state)
 {
 	struct ctx *c = *state;
 	struct store_snapshot snap;
-	struct ctl_authkey k = { 0 }, k2;
-	struct ctl_user u = { 0 };
-	struct ctl_node n, got, dup;
-	struct ctl_tailnet t;
+	struct control_authkey k = { 0 }, k2;
+	struct control_user u = { 0 };
+	struct control_node n, got, dup;
+	struct control_tailnet t;
 	struct store *s;
 	uint8_t val[8];
 	uint64_t tid;
@@ -273,7 +273,7 @@ static void test_durability_sigkill(void **state)
 {
 	struct ctx *c = *state;
 	struct store *s;
-	struct ctl_node n, got;
+	struct control_node n, got;
 	int status;
 	pid_t pid;
 
@@ -285,7 +285,7 @@ static void test_durability_sigkill(void **state)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct store *cs;
-		struct ctl_tailnet t;
+		struct control_tailnet t;
 
 		if (store_open(c->path, &cs) < 0 || store_tailnet_get_by_name(cs, "t1", &t) < 0)
 			_exit(2);
@@ -316,8 +316,8 @@ static void test_concurrent_admin_keeps_wal(void **state)
 {
 	struct ctx *c = *state;
 	struct store *server, *admin;
-	struct ctl_tailnet t;
-	struct ctl_node n, got;
+	struct control_tailnet t;
+	struct control_node n, got;
 	int status;
 	pid_t pid;
 
@@ -469,7 +469,7 @@ static void test_changes_feed(void **state)
 	struct store *server, *admin;
 	struct store_snapshot snap;
 	struct store_change ch[4];
-	struct ctl_node n;
+	struct control_node n;
 	uint64_t tid, cursor;
 
 	assert_int_equal(store_open(c->path, &server), 0);
