@@ -39,8 +39,6 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -67,11 +65,12 @@
 #include "control/server.h"
 #include "control/store.h"
 #include "crypto/crypto.h"
+#include "net/httpd.h"
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
 #include "proto/http.h"
 
-#define HANDSHAKE_TIMEOUT_NS (10 * NSEC_PER_SEC)
+#define HANDSHAKE_TIMEOUT_NS HTTPD_HANDSHAKE_TIMEOUT_NS
 #define KEEPALIVE_NS (30 * NSEC_PER_SEC)
 #define SILENCE_NS (90 * NSEC_PER_SEC)
 #define FLUSH_DELAY_NS (50 * NSEC_PER_MSEC) /* coalesces bursts; well inside the 1 s budget */
@@ -84,8 +83,6 @@
 #define TICK_NS (200 * NSEC_PER_MSEC)       /* change feed and key expiry */
 #define NODE_MSG_MAX 65536                   /* node -> server, checked before decoding */
 #define OUTPUT_MAX (64U << 20)              /* a reader this far behind is closed */
-#define UNAUTH_PER_ADDR_MAX 64
-#define CONN_MAX 65536
 #define READ_CHUNK 16384
 #define DEFAULT_USER "default"
 
@@ -113,24 +110,18 @@ static const char *const drop_names[DROP_MAX] = {
 	"unauth_limit", "conn_limit",	  "io",		       "store_busy",
 };
 
-enum conn_state { C_HTTP, C_HTTP_DONE, C_STREAM };
-
 struct conn {
 	struct control_server *s;
 	struct loop_fd h;
 	struct loop_timer t;
 	struct conn *prev, *next; /* live list, or the dead list */
-	enum conn_state st;
-	bool dead, authed, unauth_counted, close_after_write, tls_wants_write;
+	bool dead, authed, close_after_write;
 	uint32_t events;
-	SSL *ssl;
-	uint8_t src[17]; /* family byte + address: the per-address limit key */
-	size_t src_len;
-	char peer[INET6_ADDRSTRLEN + 8];
-	char host[128];
-	char *in;
-	size_t in_len;
-	char *out;
+	struct httpd_io io;
+	struct httpd_slot slot;
+	char peer[HTTPD_PEER_MAX];
+	char host[HTTPD_HOST_MAX];
+	uint8_t *out;
 	size_t out_len, out_off;
 	struct ctrlstream *cs;
 	uint8_t machine_key[NETMAP_KEY_LEN];
@@ -175,7 +166,7 @@ struct eph {
 };
 
 struct counters {
-	uint64_t conns_total, regs_ok, regs_needs_auth, regs_error, netmaps, deltas, keepalives;
+	uint64_t regs_ok, regs_needs_auth, regs_error, netmaps, deltas, keepalives;
 	uint64_t resyncs, deltas_superseded, writes_coalesced;
 	size_t out_max; /* most bytes one connection had buffered */
 	uint64_t drops[DROP_MAX];
@@ -186,23 +177,19 @@ struct control_server {
 	struct store *store;
 	struct mapper *m;
 	struct kv *kv;
-	SSL_CTX *tls;
+	struct httpd *httpd;
 	uint8_t priv[CTRLSTREAM_KEY_LEN];
 	char pub_b64[KEY_BASE64_LEN + 1];
-	struct loop_fd lfd;
-	uint16_t port;
-	char listen[128];
 	uint64_t default_tid;
 	struct stail **tails;
 	size_t n_tails;
 	struct conn *conns, *dead;
-	size_t n_conns, n_streams, n_unauth;
+	size_t n_streams;
 	struct loop_timer flush_t, tick_t, reap_t, full_t;
 	uint64_t flush_earliest_ns; /* a long flush pushes the next one back (CPU share) */
 	struct conn *fq_head, *fq_tail; /* connections waiting to be sent a full netmap */
 	size_t n_fq, n_full_inflight;
 	size_t delta_backlog_max;
-	int conn_sndbuf; /* tests: SO_SNDBUF of accepted connections; 0 = kernel default */
 	uint64_t change_cursor;
 	struct loop_async stop_async; /* control_server_stop, from any thread */
 	struct counters ctr;
@@ -215,7 +202,7 @@ struct control_server {
  * 'M' machine -> node    'm' tid machine -> node (0: insert in flight)
  * 'N' tid name -> node (0: reserved)   'S' tid name -> next suffix
  * 'C' node -> conn* (map stream)   'W' node -> conn* (awaiting approval)
- * 'E' node -> eph*   'U' address -> unauthenticated connections
+ * 'E' node -> eph*
  * 'P' node -> 1: a write of its live state in flight, 2: and another wanted
  */
 struct key {
@@ -415,7 +402,8 @@ static void reply_register(struct conn *c, enum ctrl_register_status st, const c
 	} else if (st == CTRL_REGISTER_NEEDS_AUTH) {
 		s->ctr.regs_needs_auth++;
 		snprintf(m.reg_resp.auth_url, sizeof(m.reg_resp.auth_url), "%s://%s/register/%" PRIu64,
-			 s->tls ? "https" : "http", c->host[0] ? c->host : s->listen, rec->id);
+			 httpd_tls(s->httpd) ? "https" : "http",
+			 c->host[0] ? c->host : httpd_listen_name(s->httpd), rec->id);
 	} else {
 		s->ctr.regs_ok++;
 		m.reg_resp.has_node = true;
@@ -425,56 +413,6 @@ static void reply_register(struct conn *c, enum ctrl_register_status st, const c
 }
 
 /* ---- connection I/O ---- */
-
-static ssize_t io_read(struct conn *c, void *buf, size_t cap)
-{
-	ssize_t n;
-	int e;
-
-	if (!c->ssl) {
-		n = read(c->h.fd, buf, cap);
-		if (n < 0)
-			return errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
-		return n;
-	}
-	ERR_clear_error();
-	n = SSL_read(c->ssl, buf, (int)cap);
-	if (n > 0)
-		return n;
-	e = SSL_get_error(c->ssl, (int)n);
-	if (e == SSL_ERROR_WANT_READ)
-		return -EAGAIN;
-	if (e == SSL_ERROR_WANT_WRITE) {
-		c->tls_wants_write = true;
-		return -EAGAIN;
-	}
-	if (e == SSL_ERROR_ZERO_RETURN)
-		return 0;
-	return -EIO;
-}
-
-static ssize_t io_write(struct conn *c, const void *buf, size_t len)
-{
-	ssize_t n;
-	int e;
-
-	if (!c->ssl) {
-		n = send(c->h.fd, buf, len, MSG_NOSIGNAL);
-		if (n < 0)
-			return errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
-		return n;
-	}
-	if (len > INT32_MAX)
-		len = INT32_MAX;
-	ERR_clear_error();
-	n = SSL_write(c->ssl, buf, (int)len);
-	if (n > 0)
-		return n;
-	e = SSL_get_error(c->ssl, (int)n);
-	if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
-		return -EAGAIN;
-	return -EIO;
-}
 
 static void conn_events_set(struct conn *c, uint32_t ev)
 {
@@ -558,9 +496,9 @@ static void conn_flush(struct conn *c)
 
 	if (c->dead)
 		return;
-	c->tls_wants_write = false;
+	c->io.wants_write = false;
 	while (c->out_off < c->out_len) {
-		w = io_write(c, c->out + c->out_off, c->out_len - c->out_off);
+		w = httpd_io_write(&c->io, c->out + c->out_off, c->out_len - c->out_off);
 		if (w == -EAGAIN)
 			break;
 		if (w < 0) {
@@ -575,7 +513,7 @@ static void conn_flush(struct conn *c)
 		c->out = NULL;
 		c->out_len = c->out_off = 0;
 	}
-	while (!c->out && c->st == C_STREAM) {
+	while (!c->out) {
 		const uint8_t *d;
 		size_t len;
 
@@ -585,7 +523,7 @@ static void conn_flush(struct conn *c)
 		}
 		if (!len)
 			break;
-		w = io_write(c, d, len);
+		w = httpd_io_write(&c->io, d, len);
 		if (w == -EAGAIN)
 			break;
 		if (w < 0) {
@@ -615,24 +553,7 @@ static void conn_flush(struct conn *c)
 		conn_close(c, -1, NULL);
 		return;
 	}
-	conn_events_set(c, EPOLLIN | (pending || c->tls_wants_write ? EPOLLOUT : 0));
-}
-
-static void unauth_release(struct conn *c)
-{
-	struct control_server *s = c->s;
-	struct key k;
-	uint64_t n;
-
-	if (!c->unauth_counted)
-		return;
-	c->unauth_counted = false;
-	s->n_unauth--;
-	k = key_make('U', 0, c->src, c->src_len);
-	if (kget(s, k, &n) && n > 1)
-		kput(s, k, n - 1);
-	else
-		kdel(s, k);
+	conn_events_set(c, EPOLLIN | (pending || c->io.wants_write ? EPOLLOUT : 0));
 }
 
 static void eph_cancel(struct control_server *s, uint64_t id)
@@ -663,12 +584,8 @@ static void conn_close(struct conn *c, int drop, const char *why)
 	}
 	loop_fd_del(s->loop, &c->h);
 	loop_timer_disarm(s->loop, &c->t);
-	if (c->ssl) {
-		SSL_free(c->ssl);
-		c->ssl = NULL;
-	}
-	close(c->h.fd);
-	unauth_release(c);
+	httpd_io_close(&c->io);
+	httpd_slot_release(&c->slot);
 	fq_remove(c);
 	full_release(c);
 	c->full_want = false;
@@ -701,8 +618,6 @@ static void conn_close(struct conn *c, int drop, const char *why)
 	}
 	ctrlstream_free(c->cs);
 	c->cs = NULL;
-	free(c->in);
-	c->in = NULL;
 	free(c->out);
 	c->out = NULL;
 	/* Move from the live list to the dead list; the reaper frees it. */
@@ -712,7 +627,6 @@ static void conn_close(struct conn *c, int drop, const char *why)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	s->n_conns--;
 	c->prev = NULL;
 	c->next = s->dead;
 	s->dead = c;
@@ -733,47 +647,11 @@ static void reap(struct loop_timer *t)
 
 /* ---- HTTP ---- */
 
-static void http_reply(struct conn *c, unsigned status, const char *ctype, const char *body,
-		       size_t body_len)
-{
-	char extra[160], head[512];
-	int n;
-
-	snprintf(extra, sizeof(extra), "Content-Type: %s\r\nConnection: close\r\n", ctype);
-	n = http_response_build(head, sizeof(head), status, extra, body_len);
-	c->st = C_HTTP_DONE;
-	c->close_after_write = true;
-	if (n < 0) {
-		conn_close(c, DROP_IO, "response too large");
-		return;
-	}
-	c->out = malloc((size_t)n + body_len);
-	if (!c->out) {
-		conn_close(c, DROP_IO, "out of memory");
-		return;
-	}
-	memcpy(c->out, head, (size_t)n);
-	if (body_len)
-		memcpy(c->out + n, body, body_len);
-	c->out_len = (size_t)n + body_len;
-	c->out_off = 0;
-}
-
-static void http_error(struct conn *c, unsigned status, int drop, const char *why)
-{
-	char body[96];
-	int n = snprintf(body, sizeof(body), "%u %s\n", status, http_status_reason(status));
-
-	if (drop >= 0) {
-		c->s->ctr.drops[drop]++;
-		log_ratelimited(LOG_LEVEL_INFO, "control: %s: HTTP %u: %s", c->peer, status, why);
-	}
-	http_reply(c, status, "text/plain; charset=utf-8", body, (size_t)n);
-}
-
 static int metrics_render(struct control_server *s, char **ret, size_t *ret_len)
 {
 	struct store_stats st;
+	struct httpd_stats hs;
+	uint64_t drops[DROP_MAX];
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
@@ -781,6 +659,14 @@ static int metrics_render(struct control_server *s, char **ret, size_t *ret_len)
 	if (!f)
 		return -ENOMEM;
 	store_stats_get(s->store, &st);
+	httpd_stats_get(s->httpd, &hs);
+	memcpy(drops, s->ctr.drops, sizeof(drops));
+	drops[DROP_HTTP_BAD] += hs.drops[HTTPD_DROP_BAD];
+	drops[DROP_HTTP_TOO_BIG] += hs.drops[HTTPD_DROP_TOO_BIG];
+	drops[DROP_HANDSHAKE_TIMEOUT] += hs.drops[HTTPD_DROP_TIMEOUT];
+	drops[DROP_UNAUTH_LIMIT] += hs.drops[HTTPD_DROP_UNAUTH_LIMIT];
+	drops[DROP_CONN_LIMIT] += hs.drops[HTTPD_DROP_CONN_LIMIT];
+	drops[DROP_IO] += hs.drops[HTTPD_DROP_IO];
 	fprintf(f, "# TYPE trellis_control_connections gauge\n"
 		   "trellis_control_connections %zu\n"
 		   "# TYPE trellis_control_connections_unauthenticated gauge\n"
@@ -791,7 +677,7 @@ static int metrics_render(struct control_server *s, char **ret, size_t *ret_len)
 		   "trellis_control_streams %zu\n"
 		   "# TYPE trellis_control_nodes gauge\n"
 		   "trellis_control_nodes %zu\n",
-		s->n_conns, s->n_unauth, s->ctr.conns_total, s->n_streams,
+		hs.conns, hs.unauth, hs.conns_total, s->n_streams,
 		mapper_node_count(s->m));
 	fprintf(f, "# TYPE trellis_control_registrations_total counter\n"
 		   "trellis_control_registrations_total{result=\"ok\"} %" PRIu64 "\n"
@@ -820,7 +706,7 @@ static int metrics_render(struct control_server *s, char **ret, size_t *ret_len)
 	fprintf(f, "# TYPE trellis_control_drops_total counter\n");
 	for (int i = 0; i < DROP_MAX; i++)
 		fprintf(f, "trellis_control_drops_total{reason=\"%s\"} %" PRIu64 "\n", drop_names[i],
-			s->ctr.drops[i]);
+			drops[i]);
 	fprintf(f, "# TYPE trellis_control_store_commits_total counter\n"
 		   "trellis_control_store_commits_total %" PRIu64 "\n"
 		   "# TYPE trellis_control_store_ops_total counter\n"
@@ -836,138 +722,109 @@ static int metrics_render(struct control_server *s, char **ret, size_t *ret_len)
 }
 
 static void stream_input(struct conn *c, const uint8_t *data, size_t len);
+static void conn_event(struct loop_fd *h, uint32_t events);
+static void conn_timer(struct loop_timer *t);
 
-static bool target_is(const struct http_request *r, const char *t)
+static void get_key(struct httpd_request *r, void *ctx)
 {
-	return r->target_len == strlen(t) && memcmp(r->target, t, r->target_len) == 0;
+	struct control_server *s = ctx;
+	char body[256];
+	int n = snprintf(body, sizeof(body), "{\"key\":\"%s\",\"version\":1}\n", s->pub_b64);
+
+	httpd_reply(r, 200, "application/json", body, (size_t)n);
 }
 
-static bool method_is(const struct http_request *r, const char *m)
+static void get_metrics(struct httpd_request *r, void *ctx)
 {
-	return r->method_len == strlen(m) && memcmp(r->method, m, r->method_len) == 0;
+	struct control_server *s = ctx;
+	char *text;
+	size_t len;
+
+	if (metrics_render(s, &text, &len) < 0)
+		return httpd_error(r, 500, NULL);
+	httpd_reply(r, 200, "text/plain; version=0.0.4", text, len);
+	free(text);
 }
 
-static void http_route(struct conn *c, const struct http_request *req)
+static void get_register(struct httpd_request *r, void *ctx)
 {
-	struct control_server *s = c->s;
-	const struct http_header *host;
+	const struct http_request *req = r->head;
 	char body[256];
 	int n;
 
-	host = http_header_find(req->headers, req->n_headers, "Host");
-	if (host && host->value_len < sizeof(c->host)) {
-		size_t i;
-
-		for (i = 0; i < host->value_len; i++) {
-			char ch = host->value[i];
-
-			/* It goes into a URL we send: only what a host:port may hold. */
-			if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-			      (ch >= '0' && ch <= '9') || strchr(".-:[]_", ch)))
-				break;
-		}
-		if (i == host->value_len) {
-			memcpy(c->host, host->value, host->value_len);
-			c->host[host->value_len] = '\0';
-		}
-	}
-	if (target_is(req, "/key")) {
-		if (!method_is(req, "GET"))
-			return http_error(c, 405, -1, NULL);
-		n = snprintf(body, sizeof(body), "{\"key\":\"%s\",\"version\":1}\n", s->pub_b64);
-		return http_reply(c, 200, "application/json", body, (size_t)n);
-	}
-	if (target_is(req, "/metrics")) {
-		char *text;
-		size_t len;
-
-		if (!method_is(req, "GET"))
-			return http_error(c, 405, -1, NULL);
-		if (metrics_render(s, &text, &len) < 0)
-			return http_error(c, 500, -1, NULL);
-		http_reply(c, 200, "text/plain; version=0.0.4", text, len);
-		free(text);
-		return;
-	}
-	if (req->target_len > 10 && memcmp(req->target, "/register/", 10) == 0) {
-		if (!method_is(req, "GET"))
-			return http_error(c, 405, -1, NULL);
-		n = snprintf(body, sizeof(body),
-			     "This device waits for approval.\nAn administrator approves it with:\n"
-			     "  trellis-control nodes approve %.*s\n",
-			     (int)(req->target_len - 10 > 20 ? 20 : req->target_len - 10),
-			     req->target + 10);
-		return http_reply(c, 200, "text/plain; charset=utf-8", body, (size_t)n);
-	}
-	if (target_is(req, "/control")) {
-		char head[256];
-
-		if (!method_is(req, "POST"))
-			return http_error(c, 405, -1, NULL);
-		if (!http_header_has_token(req->headers, req->n_headers, "Connection", "upgrade") ||
-		    !http_header_has_token(req->headers, req->n_headers, "Upgrade",
-					   HTTP_UPGRADE_TOKEN))
-			return http_error(c, 400, DROP_HTTP_BAD, "POST /control without upgrade");
-		if (req->has_content_length && req->content_length)
-			return http_error(c, 400, DROP_HTTP_BAD, "upgrade with a body");
-		c->cs = ctrlstream_server_new(s->priv);
-		/* Nodes send small messages: refuse a large one at its length prefix. */
-		if (c->cs)
-			ctrlstream_set_max_message(c->cs, NODE_MSG_MAX);
-		n = http_response_build(head, sizeof(head), 101,
-					"Upgrade: " HTTP_UPGRADE_TOKEN "\r\nConnection: Upgrade\r\n",
-					0);
-		c->out = n > 0 ? malloc((size_t)n) : NULL;
-		if (!c->cs || !c->out) {
-			conn_close(c, DROP_IO, "out of memory");
-			return;
-		}
-		memcpy(c->out, head, (size_t)n);
-		c->out_len = (size_t)n;
-		c->out_off = 0;
-		c->st = C_STREAM;
-		return;
-	}
-	http_error(c, 404, -1, NULL);
+	(void)ctx;
+	if (req->target_len == 10)
+		return httpd_error(r, 404, NULL);
+	n = snprintf(body, sizeof(body),
+		     "This device waits for approval.\nAn administrator approves it with:\n"
+		     "  trellis-control nodes approve %.*s\n",
+		     (int)(req->target_len - 10 > 20 ? 20 : req->target_len - 10), req->target + 10);
+	httpd_reply(r, 200, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
-static void http_input(struct conn *c, const uint8_t *data, size_t len)
+/* Takes over an upgraded connection: from here on it carries the control stream. */
+static void conn_take(struct control_server *s, struct httpd_upgrade *up)
 {
-	struct http_request req;
-	size_t take;
-	int r;
+	struct conn *c = calloc(1, sizeof(*c));
 
-	if (!c->in) {
-		c->in = malloc(HTTP_HEAD_MAX);
-		if (!c->in) {
-			conn_close(c, DROP_IO, "out of memory");
-			return;
-		}
+	if (c)
+		c->cs = ctrlstream_server_new(s->priv);
+	if (!c || !c->cs) {
+		if (c)
+			free(c);
+		s->ctr.drops[DROP_IO]++;
+		log_ratelimited(LOG_LEVEL_INFO, "control: %s: closed: out of memory", up->peer);
+		httpd_upgrade_release(up);
+		return;
 	}
-	take = MIN(len, HTTP_HEAD_MAX - c->in_len);
-	memcpy(c->in + c->in_len, data, take);
-	c->in_len += take;
-	r = http_request_parse(&req, c->in, c->in_len);
-	if (r == -EAGAIN && c->in_len == HTTP_HEAD_MAX)
-		r = -E2BIG;
-	if (r == -EAGAIN)
+	/* Nodes send small messages: refuse a large one at its length prefix. */
+	ctrlstream_set_max_message(c->cs, NODE_MSG_MAX);
+	c->s = s;
+	c->io = up->io;
+	c->slot = up->slot;
+	memcpy(c->peer, up->peer, sizeof(c->peer));
+	memcpy(c->host, up->host, sizeof(c->host));
+	c->out = up->out;
+	c->out_len = up->out_len;
+	c->h.fd = c->io.fd;
+	c->h.cb = conn_event;
+	c->t.cb = conn_timer;
+	c->born_ns = c->last_rx_ns = c->last_tx_ns = up->born_ns;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	c->events = EPOLLIN;
+	if (loop_fd_add(s->loop, &c->h, EPOLLIN) < 0) {
+		free(up->rest);
+		conn_close(c, DROP_IO, "cannot watch the socket");
 		return;
-	if (r == -EBADMSG)
-		return http_error(c, 400, DROP_HTTP_BAD, "malformed request");
-	if (r < 0)
-		return http_error(c, 431, DROP_HTTP_TOO_BIG, "request head too large");
-	http_route(c, &req);
-	if (c->dead || c->st != C_STREAM)
-		return;
+	}
+	loop_timer_arm(s->loop, &c->t, c->born_ns + HANDSHAKE_TIMEOUT_NS);
 	/* The 101 goes out first; bytes after the head already belong to the stream. */
 	conn_flush(c);
-	if (!c->dead && c->in_len > req.head_len)
-		stream_input(c, (const uint8_t *)c->in + req.head_len, c->in_len - req.head_len);
-	free(c->in);
-	c->in = NULL;
-	c->in_len = 0;
-	if (!c->dead && take < len)
-		stream_input(c, data + take, len - take);
+	if (!c->dead && up->rest_len)
+		stream_input(c, up->rest, up->rest_len);
+	free(up->rest);
+	/* TLS may hold decrypted bytes already: read before waiting for the socket. */
+	if (!c->dead)
+		conn_event(&c->h, EPOLLIN);
+}
+
+static void post_control(struct httpd_request *r, void *ctx)
+{
+	struct control_server *s = ctx;
+	const struct http_request *req = r->head;
+	struct httpd_upgrade up;
+
+	if (!http_header_has_token(req->headers, req->n_headers, "Connection", "upgrade") ||
+	    !http_header_has_token(req->headers, req->n_headers, "Upgrade", HTTP_UPGRADE_TOKEN))
+		return httpd_error(r, 400, "POST /control without upgrade");
+	if (req->has_content_length && req->content_length)
+		return httpd_error(r, 400, "upgrade with a body");
+	if (httpd_upgrade(r, "Upgrade: " HTTP_UPGRADE_TOKEN "\r\nConnection: Upgrade\r\n", &up) < 0)
+		return;
+	conn_take(s, &up);
 }
 
 /* ---- messages ---- */
@@ -1001,7 +858,7 @@ static void stream_input(struct conn *c, const uint8_t *data, size_t len)
 		}
 		if (!c->authed && ctrlstream_established(c->cs)) {
 			c->authed = true;
-			unauth_release(c);
+			httpd_slot_authenticated(&c->slot);
 			ctrlstream_remote_key(c->cs, c->machine_key);
 			loop_timer_arm(c->s->loop, &c->t, loop_now_ns(c->s->loop) + KEEPALIVE_NS);
 		}
@@ -1533,9 +1390,9 @@ static void conn_readable(struct conn *c)
 		ssize_t n;
 
 		/* Level-triggered epoll calls again; TLS may hold decrypted bytes it won't signal. */
-		if (i >= 16 && !c->ssl)
+		if (i >= 16 && !c->io.ssl)
 			break;
-		n = io_read(c, buf, sizeof(buf));
+		n = httpd_io_read(&c->io, buf, sizeof(buf));
 		if (n == -EAGAIN)
 			break;
 		if (n == 0 || n == -ECONNRESET) {
@@ -1547,11 +1404,7 @@ static void conn_readable(struct conn *c)
 			return;
 		}
 		c->last_rx_ns = loop_now_ns(s->loop);
-		if (c->st == C_HTTP)
-			http_input(c, buf, (size_t)n);
-		else if (c->st == C_STREAM)
-			stream_input(c, buf, (size_t)n);
-		/* C_HTTP_DONE: input after the request is ignored until we close. */
+		stream_input(c, buf, (size_t)n);
 	}
 }
 
@@ -1559,7 +1412,7 @@ static void conn_event(struct loop_fd *h, uint32_t events)
 {
 	struct conn *c = container_of(h, struct conn, h);
 
-	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP) || c->ssl)
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP) || c->io.ssl)
 		conn_readable(c);
 	if (!c->dead)
 		conn_flush(c);
@@ -1596,99 +1449,6 @@ static void conn_timer(struct loop_timer *t)
 	loop_timer_arm(s->loop, t,
 		       MIN(MIN(c->last_rx_ns + SILENCE_NS, c->last_tx_ns + KEEPALIVE_NS),
 			   c->stall_ns ? c->stall_ns + STALL_NS : TIME_NEVER));
-}
-
-static void accept_one(struct control_server *s, int fd, const struct sockaddr_storage *ss)
-{
-	struct conn *c = NULL;
-	struct key k;
-	uint64_t n = 0;
-	int one = 1;
-
-	if (s->n_conns >= CONN_MAX) {
-		s->ctr.drops[DROP_CONN_LIMIT]++;
-		log_ratelimited(LOG_LEVEL_WARN, "control: connection limit reached");
-		goto fail;
-	}
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		goto fail;
-	c->s = s;
-	c->h.fd = fd;
-	c->h.cb = conn_event;
-	c->t.cb = conn_timer;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-
-		c->src[0] = AF_INET6;
-		memcpy(c->src + 1, &a->sin6_addr, 16);
-		c->src_len = 17;
-		inet_ntop(AF_INET6, &a->sin6_addr, c->peer, sizeof(c->peer));
-	} else {
-		const struct sockaddr_in *a = (const void *)ss;
-
-		c->src[0] = AF_INET;
-		memcpy(c->src + 1, &a->sin_addr, 4);
-		c->src_len = 5;
-		inet_ntop(AF_INET, &a->sin_addr, c->peer, sizeof(c->peer));
-	}
-	k = key_make('U', 0, c->src, c->src_len);
-	kget(s, k, &n);
-	if (n >= UNAUTH_PER_ADDR_MAX) {
-		s->ctr.drops[DROP_UNAUTH_LIMIT]++;
-		log_ratelimited(LOG_LEVEL_INFO, "control: %s: too many unauthenticated connections",
-				c->peer);
-		goto fail;
-	}
-	if (s->tls) {
-		c->ssl = SSL_new(s->tls);
-		if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1)
-			goto fail;
-		SSL_set_accept_state(c->ssl);
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (s->conn_sndbuf)
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &s->conn_sndbuf, sizeof(s->conn_sndbuf));
-	c->events = EPOLLIN;
-	if (loop_fd_add(s->loop, &c->h, EPOLLIN) < 0)
-		goto fail;
-	kput(s, k, n + 1);
-	c->unauth_counted = true;
-	s->n_unauth++;
-	c->born_ns = c->last_rx_ns = c->last_tx_ns = loop_now_ns(s->loop);
-	loop_timer_arm(s->loop, &c->t, c->born_ns + HANDSHAKE_TIMEOUT_NS);
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
-	s->n_conns++;
-	s->ctr.conns_total++;
-	return;
-fail:
-	if (c && c->ssl)
-		SSL_free(c->ssl);
-	free(c);
-	close(fd);
-}
-
-static void listener_event(struct loop_fd *h, uint32_t events)
-{
-	struct control_server *s = container_of(h, struct control_server, lfd);
-
-	(void)events;
-	for (int i = 0; i < 256; i++) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		int fd = accept4(h->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_ratelimited(LOG_LEVEL_WARN, "control: accept: %s",
-						strerror(errno));
-			return;
-		}
-		accept_one(s, fd, &ss);
-	}
 }
 
 /* ---- map flush, ephemeral nodes, change feed ---- */
@@ -2099,91 +1859,6 @@ bad:
 	return -EINVAL;
 }
 
-static int listen_open(struct control_server *s, const char *spec)
-{
-	struct sockaddr_storage ss = { 0 };
-	char host[128];
-	const char *colon;
-	socklen_t sl;
-	int fd, one = 1, r;
-	long port;
-	char *end;
-
-	colon = strrchr(spec, ':');
-	if (!colon || (size_t)(colon - spec) >= sizeof(host))
-		goto bad;
-	memcpy(host, spec, (size_t)(colon - spec));
-	host[colon - spec] = '\0';
-	port = strtol(colon + 1, &end, 10);
-	if (!colon[1] || *end || port < 0 || port > 65535)
-		goto bad;
-	if (host[0] == '[') {
-		struct sockaddr_in6 *a = (void *)&ss;
-		size_t hl = strlen(host);
-
-		if (hl < 2 || host[hl - 1] != ']')
-			goto bad;
-		host[hl - 1] = '\0';
-		a->sin6_family = AF_INET6;
-		a->sin6_port = htons((uint16_t)port);
-		if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1)
-			goto bad;
-		sl = sizeof(*a);
-	} else {
-		struct sockaddr_in *a = (void *)&ss;
-
-		a->sin_family = AF_INET;
-		a->sin_port = htons((uint16_t)port);
-		if (host[0] && strcmp(host, "*") && inet_pton(AF_INET, host, &a->sin_addr) != 1)
-			goto bad;
-		sl = sizeof(*a);
-	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (ss.ss_family == AF_INET6) {
-		int zero = 0;
-
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-	}
-	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0) {
-		r = -errno;
-		log_err("control: cannot listen on %s: %s", spec, strerror(errno));
-		close(fd);
-		return r;
-	}
-	sl = sizeof(ss);
-	getsockname(fd, (struct sockaddr *)&ss, &sl);
-	s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-						   : ((struct sockaddr_in *)&ss)->sin_port);
-	s->lfd.fd = fd;
-	s->lfd.cb = listener_event;
-	/* The URL we hand out for interactive login when a request has no Host. */
-	snprintf(s->listen, sizeof(s->listen), "%.*s:%u", (int)(colon - spec), spec, s->port);
-	return 0;
-bad:
-	log_err("control: bad listen address \"%s\" (ADDR:PORT, [V6ADDR]:PORT)", spec);
-	return -EINVAL;
-}
-
-static int tls_open(struct control_server *s, const char *cert, const char *key)
-{
-	s->tls = SSL_CTX_new(TLS_server_method());
-	if (!s->tls)
-		return -ENOMEM;
-	SSL_CTX_set_min_proto_version(s->tls, TLS1_2_VERSION);
-	SSL_CTX_set_mode(s->tls, SSL_MODE_ENABLE_PARTIAL_WRITE |
-					 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	if (SSL_CTX_use_certificate_chain_file(s->tls, cert) != 1 ||
-	    SSL_CTX_use_PrivateKey_file(s->tls, key, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(s->tls) != 1) {
-		log_err("control: cannot load TLS certificate %s / key %s", cert, key);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 static void stop_cb(struct loop_async *a)
 {
 	struct control_server *s = container_of(a, struct control_server, stop_async);
@@ -2249,6 +1924,9 @@ static int state_load(struct control_server *s)
 
 int control_server_new(const struct control_serve_opts *opts, struct control_server **ret)
 {
+	struct httpd_opts hopts = {
+		.name = "control", .tls_cert = opts->tls_cert, .tls_key = opts->tls_key
+	};
 	struct control_server *s;
 	char path[4096];
 	int r;
@@ -2256,7 +1934,6 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->lfd.fd = -1;
 	s->flush_t.cb = flush_cb;
 	s->tick_t.cb = tick_cb;
 	s->reap_t.cb = reap;
@@ -2289,23 +1966,25 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		log_err("control: cannot load the store: %s", strerror(-r));
 		goto out;
 	}
-	if (opts->tls_cert) {
-		r = tls_open(s, opts->tls_cert, opts->tls_key);
-		if (r < 0)
-			goto out;
-	}
-	nofile_raise();
-	r = listen_open(s, opts->listen ? opts->listen : CONTROL_LISTEN_DEFAULT);
+	r = httpd_new(s->loop, &hopts, &s->httpd);
 	if (r < 0)
 		goto out;
-	r = loop_fd_add(s->loop, &s->lfd, EPOLLIN);
+	if (httpd_route_add(s->httpd, "GET", "/key", get_key, s) < 0 ||
+	    httpd_route_add(s->httpd, "GET", "/metrics", get_metrics, s) < 0 ||
+	    httpd_route_add(s->httpd, "GET", "/register/", get_register, s) < 0 ||
+	    httpd_route_add(s->httpd, "POST", "/control", post_control, s) < 0) {
+		r = -ENOMEM;
+		goto out;
+	}
+	nofile_raise();
+	r = httpd_listen(s->httpd, opts->listen ? opts->listen : CONTROL_LISTEN_DEFAULT);
 	if (r < 0)
 		goto out;
 	s->stop_async.cb = stop_cb;
 	loop_async_add(s->loop, &s->stop_async);
 	loop_timer_arm(s->loop, &s->tick_t, loop_now_ns(s->loop) + TICK_NS);
-	log_info("control: listening on %s%s, server key %s", s->listen, s->tls ? " (TLS)" : "",
-		 s->pub_b64);
+	log_info("control: listening on %s%s, server key %s", httpd_listen_name(s->httpd),
+		 httpd_tls(s->httpd) ? " (TLS)" : "", s->pub_b64);
 	*ret = s;
 	s = NULL;
 	r = 0;
@@ -2316,7 +1995,7 @@ out:
 
 uint16_t control_server_port(const struct control_server *s)
 {
-	return s->port;
+	return httpd_port(s->httpd);
 }
 
 int control_server_run(struct control_server *s)
@@ -2364,10 +2043,8 @@ void control_server_free(struct control_server *s)
 		loop_async_del(&s->stop_async);
 	}
 	store_free(s->store);
-	if (s->lfd.fd >= 0) {
-		loop_fd_del(s->loop, &s->lfd);
-		close(s->lfd.fd);
-	}
+	/* After the streams: they hold slots of its limits. */
+	httpd_free(s->httpd);
 	if (s->kv) {
 		kv_foreach(s->kv, free_ptr, s);
 		kv_free(s->kv);
@@ -2378,7 +2055,6 @@ void control_server_free(struct control_server *s)
 	}
 	free(s->tails);
 	mapper_free(s->m);
-	SSL_CTX_free(s->tls);
 	loop_free(s->loop);
 	crypto_wipe(s->priv, sizeof(s->priv));
 	free(s);

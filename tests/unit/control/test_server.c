@@ -86,7 +86,7 @@ static int setup(void **state)
 	 * server's own buffers (a small backlog cap) with a few hundred deltas.
 	 */
 	E.srv->delta_backlog_max = 4096;
-	E.srv->conn_sndbuf = 16384;
+	httpd_sndbuf_set(E.srv->httpd, 16384);
 	E.port = control_server_port(E.srv);
 	assert_int_equal(pthread_create(&E.thr, NULL, run, E.srv), 0);
 	return 0;

@@ -1,0 +1,850 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The HTTP(S) front end (see httpd.h). A connection is READING its head, then
+ * answered (writing its response, then closed) or taken over (httpd_upgrade:
+ * gone from here but for its slot). Connections are never freed inside a call
+ * chain that may still use them: conn_close marks them dead and a zero-delay
+ * timer frees them, with their buffers (a handler's request points into them).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/hmap.h"
+#include "base/log.h"
+#include "base/loop.h"
+#include "base/util.h"
+#include "net/httpd.h"
+
+#define READ_CHUNK 16384
+/* Plain TCP reads per event: level-triggered epoll comes back for more. */
+#define READS_PER_EVENT 16
+#define ACCEPTS_PER_EVENT 256
+#define LISTEN_BACKLOG 4096
+
+struct route {
+	char *method;
+	char *path;
+	size_t path_len;
+	bool prefix; /* path ends with '/': matches what is under it */
+	httpd_handler_fn fn;
+	void *ctx;
+};
+
+struct listener {
+	struct loop_fd lfd;
+	struct httpd *h;
+	uint16_t port;
+	char name[128];
+};
+
+/* Unauthenticated connections of one source address. */
+struct source {
+	struct hmap_node node;
+	uint8_t key[17];
+	uint8_t len;
+	uint32_t n;
+};
+
+struct httpd_conn {
+	struct httpd *h;
+	struct loop_fd lh;
+	struct loop_timer t;
+	struct httpd_conn *prev, *next; /* live list, or the dead list */
+	bool dead, answered, close_after_write;
+	uint32_t events;
+	struct httpd_io io;
+	struct httpd_slot slot;
+	char peer[HTTPD_PEER_MAX];
+	char host[HTTPD_HOST_MAX];
+	uint64_t born_ns;
+	char *in; /* the request head, HTTP_HEAD_MAX */
+	size_t in_len, head_len;
+	/* While a handler runs: the rest of the read that completed the head. */
+	const uint8_t *extra;
+	size_t extra_len;
+	char *out;
+	size_t out_len, out_off;
+};
+
+struct httpd {
+	struct loop *loop;
+	char name[32];
+	struct ssl_ctx_st *tls;
+	struct listener **ls; /* the loop holds pointers into each */
+	size_t n_ls;
+	struct route *routes;
+	size_t n_routes;
+	struct httpd_conn *conns, *dead;
+	struct loop_timer reap_t;
+	struct hmap sources;
+	int sndbuf;
+	struct httpd_stats st;
+};
+
+static void conn_close(struct httpd_conn *c, int drop, const char *why);
+
+/* ---- I/O ---- */
+
+ssize_t httpd_io_read(struct httpd_io *io, void *buf, size_t cap)
+{
+	ssize_t n;
+	int e;
+
+	if (!io->ssl) {
+		n = read(io->fd, buf, cap);
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
+		return n;
+	}
+	if (cap > INT32_MAX)
+		cap = INT32_MAX;
+	ERR_clear_error();
+	n = SSL_read(io->ssl, buf, (int)cap);
+	if (n > 0)
+		return n;
+	e = SSL_get_error(io->ssl, (int)n);
+	if (e == SSL_ERROR_WANT_READ)
+		return -EAGAIN;
+	if (e == SSL_ERROR_WANT_WRITE) {
+		io->wants_write = true;
+		return -EAGAIN;
+	}
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	return -EIO;
+}
+
+ssize_t httpd_io_write(struct httpd_io *io, const void *buf, size_t len)
+{
+	ssize_t n;
+	int e;
+
+	if (!io->ssl) {
+		n = send(io->fd, buf, len, MSG_NOSIGNAL);
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
+		return n;
+	}
+	if (len > INT32_MAX)
+		len = INT32_MAX;
+	ERR_clear_error();
+	n = SSL_write(io->ssl, buf, (int)len);
+	if (n > 0)
+		return n;
+	e = SSL_get_error(io->ssl, (int)n);
+	if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+		return -EAGAIN;
+	return -EIO;
+}
+
+void httpd_io_close(struct httpd_io *io)
+{
+	if (io->ssl) {
+		SSL_free(io->ssl);
+		io->ssl = NULL;
+	}
+	if (io->fd >= 0) {
+		close(io->fd);
+		io->fd = -1;
+	}
+}
+
+/* ---- limits ---- */
+
+static struct source *source_find(struct httpd *h, const uint8_t *key, size_t len, uint64_t hash)
+{
+	struct hmap_node *n;
+
+	for (n = hmap_first_with_hash(&h->sources, hash); n; n = hmap_next_with_hash(n)) {
+		struct source *x = container_of(n, struct source, node);
+
+		if (x->len == len && memcmp(x->key, key, len) == 0)
+			return x;
+	}
+	return NULL;
+}
+
+void httpd_slot_authenticated(struct httpd_slot *slot)
+{
+	struct httpd *h = slot->h;
+	uint64_t hash;
+	struct source *x;
+
+	if (!slot->unauth)
+		return;
+	slot->unauth = false;
+	h->st.unauth--;
+	hash = hmap_hash(&h->sources, slot->src, slot->src_len);
+	x = source_find(h, slot->src, slot->src_len, hash);
+	if (x && x->n > 1) {
+		x->n--;
+	} else if (x) {
+		hmap_remove(&h->sources, &x->node);
+		free(x);
+	}
+}
+
+void httpd_slot_release(struct httpd_slot *slot)
+{
+	httpd_slot_authenticated(slot);
+	if (!slot->live)
+		return;
+	slot->live = false;
+	slot->h->st.conns--;
+}
+
+/* ---- writing ---- */
+
+static void events_set(struct httpd_conn *c, uint32_t ev)
+{
+	if (ev == c->events || c->dead)
+		return;
+	if (loop_fd_mod(c->h->loop, &c->lh, ev) == 0)
+		c->events = ev;
+}
+
+static void conn_flush(struct httpd_conn *c)
+{
+	ssize_t w;
+
+	if (c->dead)
+		return;
+	c->io.wants_write = false;
+	while (c->out_off < c->out_len) {
+		w = httpd_io_write(&c->io, c->out + c->out_off, c->out_len - c->out_off);
+		if (w == -EAGAIN)
+			break;
+		if (w < 0) {
+			conn_close(c, HTTPD_DROP_IO, "write failed");
+			return;
+		}
+		c->out_off += (size_t)w;
+	}
+	if (c->out_off == c->out_len && c->close_after_write) {
+		conn_close(c, -1, NULL);
+		return;
+	}
+	events_set(c, EPOLLIN | (c->out_off < c->out_len || c->io.wants_write ? EPOLLOUT : 0));
+}
+
+/* ---- replies ---- */
+
+static void reply(struct httpd_conn *c, unsigned status, const char *ctype, const void *body,
+		  size_t body_len)
+{
+	char extra[160], head[512];
+	int n;
+
+	if (c->dead || c->answered)
+		return;
+	c->answered = true;
+	c->close_after_write = true;
+	snprintf(extra, sizeof(extra), "Content-Type: %s\r\nConnection: close\r\n", ctype);
+	n = http_response_build(head, sizeof(head), status, extra, body_len);
+	if (n < 0) {
+		conn_close(c, HTTPD_DROP_IO, "response too large");
+		return;
+	}
+	c->out = malloc((size_t)n + body_len);
+	if (!c->out) {
+		conn_close(c, HTTPD_DROP_IO, "out of memory");
+		return;
+	}
+	memcpy(c->out, head, (size_t)n);
+	if (body_len)
+		memcpy(c->out + n, body, body_len);
+	c->out_len = (size_t)n + body_len;
+	c->out_off = 0;
+}
+
+static void error_reply(struct httpd_conn *c, unsigned status, int drop, const char *why)
+{
+	char body[96];
+	int n = snprintf(body, sizeof(body), "%u %s\n", status, http_status_reason(status));
+
+	if (drop >= 0) {
+		c->h->st.drops[drop]++;
+		log_ratelimited(LOG_LEVEL_INFO, "%s: %s: HTTP %u: %s", c->h->name, c->peer, status,
+				why);
+	}
+	reply(c, status, "text/plain; charset=utf-8", body, (size_t)n);
+}
+
+void httpd_reply(struct httpd_request *r, unsigned status, const char *content_type,
+		 const void *body, size_t len)
+{
+	reply(r->conn, status, content_type, body, len);
+}
+
+void httpd_error(struct httpd_request *r, unsigned status, const char *why)
+{
+	error_reply(r->conn, status, why ? HTTPD_DROP_BAD : -1, why);
+}
+
+/* ---- hand-off ---- */
+
+int httpd_upgrade(struct httpd_request *r, const char *extra_headers, struct httpd_upgrade *ret)
+{
+	struct httpd_conn *c = r->conn;
+	struct httpd *h = c->h;
+	char head[512];
+	size_t in_rest = c->in_len - c->head_len;
+	int n;
+
+	if (c->dead || c->answered)
+		return -EINVAL;
+	memset(ret, 0, sizeof(*ret));
+	n = http_response_build(head, sizeof(head), 101, extra_headers, 0);
+	ret->out = n > 0 ? malloc((size_t)n) : NULL;
+	ret->rest_len = in_rest + c->extra_len;
+	ret->rest = ret->rest_len ? malloc(ret->rest_len) : NULL;
+	if (!ret->out || (ret->rest_len && !ret->rest)) {
+		free(ret->out);
+		free(ret->rest);
+		memset(ret, 0, sizeof(*ret));
+		conn_close(c, HTTPD_DROP_IO, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(ret->out, head, (size_t)n);
+	ret->out_len = (size_t)n;
+	if (in_rest)
+		memcpy(ret->rest, c->in + c->head_len, in_rest);
+	if (c->extra_len)
+		memcpy(ret->rest + in_rest, c->extra, c->extra_len);
+	ret->io = c->io;
+	ret->slot = c->slot;
+	memcpy(ret->peer, c->peer, sizeof(ret->peer));
+	memcpy(ret->host, c->host, sizeof(ret->host));
+	ret->born_ns = c->born_ns;
+
+	/* From here on nothing of the connection is ours. */
+	c->answered = true;
+	c->io.fd = -1;
+	c->io.ssl = NULL;
+	c->slot.unauth = c->slot.live = false;
+	loop_fd_del(h->loop, &c->lh);
+	conn_close(c, -1, NULL);
+	return 0;
+}
+
+void httpd_upgrade_release(struct httpd_upgrade *up)
+{
+	httpd_io_close(&up->io);
+	httpd_slot_release(&up->slot);
+	free(up->out);
+	free(up->rest);
+	up->out = up->rest = NULL;
+}
+
+/* ---- reading the head ---- */
+
+static bool route_match(const struct route *rt, const struct http_request *req)
+{
+	if (rt->prefix)
+		return req->target_len >= rt->path_len &&
+		       memcmp(req->target, rt->path, rt->path_len) == 0;
+	return req->target_len == rt->path_len && memcmp(req->target, rt->path, rt->path_len) == 0;
+}
+
+static void host_take(struct httpd_conn *c, const struct http_request *req)
+{
+	const struct http_header *host = http_header_find(req->headers, req->n_headers, "Host");
+	size_t i;
+
+	if (!host || host->value_len >= sizeof(c->host))
+		return;
+	for (i = 0; i < host->value_len; i++) {
+		char ch = host->value[i];
+
+		/* It goes into URLs we send: only what a host:port may hold. */
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || strchr(".-:[]_", ch)))
+			return;
+	}
+	memcpy(c->host, host->value, host->value_len);
+	c->host[host->value_len] = '\0';
+}
+
+static void dispatch(struct httpd_conn *c, const struct http_request *req)
+{
+	struct httpd *h = c->h;
+	struct httpd_request r = { .head = req, .peer = c->peer, .host = c->host, .conn = c };
+	bool path_known = false;
+
+	host_take(c, req);
+	for (size_t i = 0; i < h->n_routes; i++) {
+		const struct route *rt = &h->routes[i];
+
+		if (!route_match(rt, req))
+			continue;
+		path_known = true;
+		if (req->method_len != strlen(rt->method) ||
+		    memcmp(req->method, rt->method, req->method_len) != 0)
+			continue;
+		rt->fn(&r, rt->ctx);
+		/* Every request gets an answer, even from a handler that forgot. */
+		if (!c->dead && !c->answered)
+			error_reply(c, 500, -1, NULL);
+		return;
+	}
+	error_reply(c, path_known ? 405 : 404, -1, NULL);
+}
+
+static void head_input(struct httpd_conn *c, const uint8_t *data, size_t len)
+{
+	struct http_request req;
+	size_t take;
+	int r;
+
+	if (!c->in) {
+		c->in = malloc(HTTP_HEAD_MAX);
+		if (!c->in) {
+			conn_close(c, HTTPD_DROP_IO, "out of memory");
+			return;
+		}
+	}
+	take = MIN(len, HTTP_HEAD_MAX - c->in_len);
+	memcpy(c->in + c->in_len, data, take);
+	c->in_len += take;
+	r = http_request_parse(&req, c->in, c->in_len);
+	if (r == -EAGAIN && c->in_len == HTTP_HEAD_MAX)
+		r = -E2BIG;
+	if (r == -EAGAIN)
+		return;
+	if (r == -EBADMSG)
+		return error_reply(c, 400, HTTPD_DROP_BAD, "malformed request");
+	if (r < 0)
+		return error_reply(c, 431, HTTPD_DROP_TOO_BIG, "request head too large");
+	c->head_len = req.head_len;
+	c->extra = data + take;
+	c->extra_len = len - take;
+	dispatch(c, &req);
+	c->extra = NULL;
+	c->extra_len = 0;
+}
+
+/* ---- connection events ---- */
+
+static void conn_readable(struct httpd_conn *c)
+{
+	uint8_t buf[READ_CHUNK];
+
+	for (unsigned i = 0; !c->dead; i++) {
+		ssize_t n;
+
+		/* TLS may hold decrypted bytes that epoll will not signal: read it dry. */
+		if (i >= READS_PER_EVENT && !c->io.ssl)
+			break;
+		n = httpd_io_read(&c->io, buf, sizeof(buf));
+		if (n == -EAGAIN)
+			break;
+		if (n == 0 || n == -ECONNRESET) {
+			conn_close(c, -1, NULL);
+			return;
+		}
+		if (n < 0) {
+			conn_close(c, HTTPD_DROP_IO, "read failed");
+			return;
+		}
+		/* Once answered, input is ignored until we close. */
+		if (!c->answered)
+			head_input(c, buf, (size_t)n);
+	}
+}
+
+static void conn_event(struct loop_fd *lh, uint32_t events)
+{
+	struct httpd_conn *c = container_of(lh, struct httpd_conn, lh);
+
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP) || c->io.ssl)
+		conn_readable(c);
+	if (!c->dead)
+		conn_flush(c);
+}
+
+static void conn_timer(struct loop_timer *t)
+{
+	struct httpd_conn *c = container_of(t, struct httpd_conn, t);
+	uint64_t deadline = c->born_ns + HTTPD_HANDSHAKE_TIMEOUT_NS;
+
+	if (loop_now_ns(c->h->loop) >= deadline) {
+		conn_close(c, HTTPD_DROP_TIMEOUT, "no handshake within 10 s");
+		return;
+	}
+	loop_timer_arm(c->h->loop, t, deadline);
+}
+
+static void conn_close(struct httpd_conn *c, int drop, const char *why)
+{
+	struct httpd *h = c->h;
+
+	if (c->dead)
+		return;
+	c->dead = true;
+	if (drop >= 0) {
+		h->st.drops[drop]++;
+		log_ratelimited(LOG_LEVEL_INFO, "%s: %s: closed: %s", h->name, c->peer, why);
+	}
+	if (c->io.fd >= 0)
+		loop_fd_del(h->loop, &c->lh);
+	loop_timer_disarm(h->loop, &c->t);
+	httpd_io_close(&c->io);
+	httpd_slot_release(&c->slot);
+	/* Live list -> dead list; the reaper frees it. */
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		h->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = NULL;
+	c->next = h->dead;
+	h->dead = c;
+	loop_timer_arm(h->loop, &h->reap_t, loop_now_ns(h->loop));
+}
+
+static void reap(struct loop_timer *t)
+{
+	struct httpd *h = container_of(t, struct httpd, reap_t);
+	struct httpd_conn *c, *n;
+
+	for (c = h->dead; c; c = n) {
+		n = c->next;
+		free(c->in);
+		free(c->out);
+		free(c);
+	}
+	h->dead = NULL;
+}
+
+static void accept_one(struct httpd *h, int fd, const struct sockaddr_storage *ss)
+{
+	struct httpd_conn *c = NULL;
+	struct source *x;
+	uint64_t hash;
+	int one = 1;
+
+	if (h->st.conns >= HTTPD_CONN_MAX) {
+		h->st.drops[HTTPD_DROP_CONN_LIMIT]++;
+		log_ratelimited(LOG_LEVEL_WARN, "%s: connection limit reached", h->name);
+		goto fail;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		goto fail;
+	c->h = h;
+	c->io.fd = fd;
+	c->lh.fd = fd;
+	c->lh.cb = conn_event;
+	c->t.cb = conn_timer;
+	c->slot.h = h;
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+
+		c->slot.src[0] = AF_INET6;
+		memcpy(c->slot.src + 1, &a->sin6_addr, 16);
+		c->slot.src_len = 17;
+		inet_ntop(AF_INET6, &a->sin6_addr, c->peer, sizeof(c->peer));
+	} else {
+		const struct sockaddr_in *a = (const void *)ss;
+
+		c->slot.src[0] = AF_INET;
+		memcpy(c->slot.src + 1, &a->sin_addr, 4);
+		c->slot.src_len = 5;
+		inet_ntop(AF_INET, &a->sin_addr, c->peer, sizeof(c->peer));
+	}
+	hash = hmap_hash(&h->sources, c->slot.src, c->slot.src_len);
+	x = source_find(h, c->slot.src, c->slot.src_len, hash);
+	if (x && x->n >= HTTPD_UNAUTH_PER_SOURCE) {
+		h->st.drops[HTTPD_DROP_UNAUTH_LIMIT]++;
+		log_ratelimited(LOG_LEVEL_INFO, "%s: %s: too many unauthenticated connections",
+				h->name, c->peer);
+		goto fail;
+	}
+	if (!x) {
+		x = calloc(1, sizeof(*x));
+		if (!x)
+			goto fail;
+		memcpy(x->key, c->slot.src, c->slot.src_len);
+		x->len = c->slot.src_len;
+		hmap_insert(&h->sources, &x->node, hash);
+	}
+	if (h->tls) {
+		c->io.ssl = SSL_new(h->tls);
+		if (!c->io.ssl || SSL_set_fd(c->io.ssl, fd) != 1)
+			goto fail_source;
+		SSL_set_accept_state(c->io.ssl);
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (h->sndbuf)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &h->sndbuf, sizeof(h->sndbuf));
+	c->events = EPOLLIN;
+	if (loop_fd_add(h->loop, &c->lh, EPOLLIN) < 0)
+		goto fail_source;
+	x->n++;
+	c->slot.unauth = true;
+	c->slot.live = true;
+	h->st.unauth++;
+	h->st.conns++;
+	h->st.conns_total++;
+	c->born_ns = loop_now_ns(h->loop);
+	loop_timer_arm(h->loop, &c->t, c->born_ns + HTTPD_HANDSHAKE_TIMEOUT_NS);
+	c->next = h->conns;
+	if (h->conns)
+		h->conns->prev = c;
+	h->conns = c;
+	return;
+fail_source:
+	if (!x->n) {
+		hmap_remove(&h->sources, &x->node);
+		free(x);
+	}
+fail:
+	if (c && c->io.ssl)
+		SSL_free(c->io.ssl);
+	free(c);
+	close(fd);
+}
+
+static void listener_event(struct loop_fd *lfd, uint32_t events)
+{
+	struct listener *l = container_of(lfd, struct listener, lfd);
+
+	(void)events;
+	for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(lfd->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE)
+				log_ratelimited(LOG_LEVEL_WARN, "%s: accept: %s", l->h->name,
+						strerror(errno));
+			return;
+		}
+		accept_one(l->h, fd, &ss);
+	}
+}
+
+/* ---- setup ---- */
+
+int httpd_route_add(struct httpd *h, const char *method, const char *path, httpd_handler_fn fn,
+		    void *ctx)
+{
+	struct route *arr = realloc(h->routes, (h->n_routes + 1) * sizeof(*arr));
+	struct route *rt;
+
+	if (!arr)
+		return -ENOMEM;
+	h->routes = arr;
+	rt = &arr[h->n_routes];
+	memset(rt, 0, sizeof(*rt));
+	rt->method = strdup(method);
+	rt->path = strdup(path);
+	if (!rt->method || !rt->path) {
+		free(rt->method);
+		free(rt->path);
+		return -ENOMEM;
+	}
+	rt->path_len = strlen(path);
+	rt->prefix = rt->path_len && path[rt->path_len - 1] == '/';
+	rt->fn = fn;
+	rt->ctx = ctx;
+	h->n_routes++;
+	return 0;
+}
+
+int httpd_listen(struct httpd *h, const char *spec)
+{
+	struct sockaddr_storage ss = { 0 };
+	struct listener **arr, *l;
+	char host[128];
+	const char *colon;
+	socklen_t sl;
+	int fd, one = 1, r;
+	long port;
+	char *end;
+
+	colon = strrchr(spec, ':');
+	if (!colon || (size_t)(colon - spec) >= sizeof(host))
+		goto bad;
+	memcpy(host, spec, (size_t)(colon - spec));
+	host[colon - spec] = '\0';
+	port = strtol(colon + 1, &end, 10);
+	if (!colon[1] || *end || port < 0 || port > 65535)
+		goto bad;
+	if (host[0] == '[') {
+		struct sockaddr_in6 *a = (void *)&ss;
+		size_t hl = strlen(host);
+
+		if (hl < 2 || host[hl - 1] != ']')
+			goto bad;
+		host[hl - 1] = '\0';
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1)
+			goto bad;
+		sl = sizeof(*a);
+	} else {
+		struct sockaddr_in *a = (void *)&ss;
+
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		if (host[0] && strcmp(host, "*") && inet_pton(AF_INET, host, &a->sin_addr) != 1)
+			goto bad;
+		sl = sizeof(*a);
+	}
+	arr = realloc(h->ls, (h->n_ls + 1) * sizeof(*arr));
+	if (!arr)
+		return -ENOMEM;
+	h->ls = arr;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		free(l);
+		return r;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ss.ss_family == AF_INET6) {
+		int zero = 0;
+
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	}
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+		r = -errno;
+		log_err("%s: cannot listen on %s: %s", h->name, spec, strerror(errno));
+		close(fd);
+		free(l);
+		return r;
+	}
+	l->h = h;
+	l->lfd.fd = fd;
+	l->lfd.cb = listener_event;
+	sl = sizeof(ss);
+	getsockname(fd, (struct sockaddr *)&ss, &sl);
+	l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						 : ((struct sockaddr_in *)&ss)->sin_port);
+	snprintf(l->name, sizeof(l->name), "%.*s:%u", (int)(colon - spec), spec, l->port);
+	r = loop_fd_add(h->loop, &l->lfd, EPOLLIN);
+	if (r < 0) {
+		close(fd);
+		free(l);
+		return r;
+	}
+	h->ls[h->n_ls++] = l;
+	return 0;
+bad:
+	log_err("%s: bad listen address \"%s\" (ADDR:PORT, [V6ADDR]:PORT)", h->name, spec);
+	return -EINVAL;
+}
+
+static int tls_open(struct httpd *h, const char *cert, const char *key)
+{
+	h->tls = SSL_CTX_new(TLS_server_method());
+	if (!h->tls)
+		return -ENOMEM;
+	SSL_CTX_set_min_proto_version(h->tls, TLS1_2_VERSION);
+	SSL_CTX_set_mode(h->tls, SSL_MODE_ENABLE_PARTIAL_WRITE |
+					 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (SSL_CTX_use_certificate_chain_file(h->tls, cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(h->tls, key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(h->tls) != 1) {
+		log_err("%s: cannot load TLS certificate %s / key %s", h->name, cert, key);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int httpd_new(struct loop *loop, const struct httpd_opts *opts, struct httpd **ret)
+{
+	struct httpd *h = calloc(1, sizeof(*h));
+	int r;
+
+	if (!h)
+		return -ENOMEM;
+	h->loop = loop;
+	h->reap_t.cb = reap;
+	snprintf(h->name, sizeof(h->name), "%s", opts->name ? opts->name : "httpd");
+	r = hmap_init(&h->sources);
+	if (r < 0)
+		goto out;
+	if (opts->tls_cert) {
+		r = tls_open(h, opts->tls_cert, opts->tls_key);
+		if (r < 0)
+			goto out;
+	}
+	*ret = h;
+	h = NULL;
+	r = 0;
+out:
+	httpd_free(h);
+	return r;
+}
+
+void httpd_free(struct httpd *h)
+{
+	struct hmap_node *n, *next;
+
+	if (!h)
+		return;
+	while (h->conns)
+		conn_close(h->conns, -1, NULL);
+	loop_timer_disarm(h->loop, &h->reap_t);
+	reap(&h->reap_t);
+	for (size_t i = 0; i < h->n_ls; i++) {
+		loop_fd_del(h->loop, &h->ls[i]->lfd);
+		close(h->ls[i]->lfd.fd);
+		free(h->ls[i]);
+	}
+	free(h->ls);
+	for (size_t i = 0; i < h->n_routes; i++) {
+		free(h->routes[i].method);
+		free(h->routes[i].path);
+	}
+	free(h->routes);
+	for (n = hmap_first(&h->sources); n; n = next) {
+		next = hmap_next(&h->sources, n);
+		free(container_of(n, struct source, node));
+	}
+	hmap_fini(&h->sources);
+	SSL_CTX_free(h->tls);
+	free(h);
+}
+
+uint16_t httpd_port(const struct httpd *h)
+{
+	return h->n_ls ? h->ls[0]->port : 0;
+}
+
+const char *httpd_listen_name(const struct httpd *h)
+{
+	return h->n_ls ? h->ls[0]->name : "";
+}
+
+bool httpd_tls(const struct httpd *h)
+{
+	return h->tls != NULL;
+}
+
+void httpd_sndbuf_set(struct httpd *h, int bytes)
+{
+	h->sndbuf = bytes;
+}
+
+void httpd_stats_get(const struct httpd *h, struct httpd_stats *ret)
+{
+	*ret = h->st;
+}

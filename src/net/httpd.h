@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_NET_HTTPD_H
+#define TRELLIS_NET_HTTPD_H
+
+/*
+ * The HTTP(S) front end of the servers (trellis-control, trellis-relay):
+ * listening sockets, accept, TLS, connection limits, the strict bounded request
+ * head (proto/http.h), a route table, replies -- and the hand-off of an
+ * upgraded connection to the protocol that takes it over (the control stream,
+ * the relay).
+ *
+ * A connection reads one request head, of at most HTTP_HEAD_MAX bytes. The
+ * route whose method and path match gets it (no path matches: 404; only the
+ * method differs: 405). Its handler either answers (httpd_reply, httpd_error:
+ * the connection closes once the response is written, and input after the
+ * request is ignored) or takes the connection over (httpd_upgrade): from then
+ * on the socket, the TLS session and the bytes already read after the head
+ * belong to the new protocol, and httpd forgets the connection but for its
+ * slot in the limits.
+ *
+ * Limits, all on the loop thread:
+ * - HTTPD_CONN_MAX connections at once (read heads and taken-over ones);
+ * - HTTPD_UNAUTH_PER_SOURCE unauthenticated connections per source address: a
+ *   connection counts against its source from accept until the protocol that
+ *   took it over says it is authenticated (httpd_slot_authenticated; the
+ *   control stream does when its Noise handshake completes);
+ * - HTTPD_HANDSHAKE_TIMEOUT_NS from accept to a request head (slowloris); the
+ *   protocols continue this deadline up to their own authentication
+ *   (httpd_upgrade.born_ns).
+ *
+ * TLS is OpenSSL, non-blocking, under the same state machine: WANT_READ and
+ * WANT_WRITE only change which events we wait for; the handshake runs inside
+ * the first reads.
+ */
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "base/time.h"
+#include "proto/http.h"
+
+struct loop;
+struct ssl_st;
+struct httpd;
+
+#define HTTPD_CONN_MAX 65536
+#define HTTPD_UNAUTH_PER_SOURCE 64
+#define HTTPD_HANDSHAKE_TIMEOUT_NS (10 * NSEC_PER_SEC)
+#define HTTPD_HOST_MAX 128
+#define HTTPD_PEER_MAX (INET6_ADDRSTRLEN + 8)
+
+/* Why connections were refused or closed; counted (httpd_stats), never an error path. */
+enum httpd_drop {
+	HTTPD_DROP_BAD,         /* malformed head, or a handler's 4xx with a reason */
+	HTTPD_DROP_TOO_BIG,     /* head over HTTP_HEAD_MAX: 431 */
+	HTTPD_DROP_TIMEOUT,     /* no complete head in time */
+	HTTPD_DROP_UNAUTH_LIMIT,
+	HTTPD_DROP_CONN_LIMIT,
+	HTTPD_DROP_IO,
+	HTTPD_DROP_MAX,
+};
+
+struct httpd_stats {
+	size_t conns;         /* open now, taken-over ones included */
+	size_t unauth;        /* of those, not yet authenticated */
+	uint64_t conns_total; /* accepted */
+	uint64_t drops[HTTPD_DROP_MAX];
+};
+
+struct httpd_opts {
+	const char *name;     /* log prefix: "control" */
+	const char *tls_cert; /* PEM chain and key; both NULL = plain HTTP */
+	const char *tls_key;
+};
+
+/* 0 or -errno (a TLS certificate that does not load: -EINVAL, logged). */
+int httpd_new(struct loop *loop, const struct httpd_opts *opts, struct httpd **ret);
+/*
+ * Closes the listeners and the connections still reading a head. Connections
+ * taken over must have released their slots before. Accepts NULL.
+ */
+void httpd_free(struct httpd *h);
+
+/*
+ * Listens on "ADDR:PORT" or "[V6ADDR]:PORT" ("[::]" is dual-stack; port 0
+ * picks a free one). 0 or -errno (logged with the address).
+ */
+int httpd_listen(struct httpd *h, const char *spec);
+/* The first listener's port, and its "ADDR:PORT" with the port it got. */
+uint16_t httpd_port(const struct httpd *h);
+const char *httpd_listen_name(const struct httpd *h);
+bool httpd_tls(const struct httpd *h);
+/* SO_SNDBUF of accepted connections (0: the kernel's default); tests force partial writes. */
+void httpd_sndbuf_set(struct httpd *h, int bytes);
+void httpd_stats_get(const struct httpd *h, struct httpd_stats *ret);
+
+/* A request, as its handler sees it (valid during the call). */
+struct httpd_request {
+	const struct http_request *head;
+	const char *peer; /* the source address, printable */
+	const char *host; /* the Host header when it may go into a URL we send, else "" */
+	struct httpd_conn *conn;
+};
+
+typedef void (*httpd_handler_fn)(struct httpd_request *r, void *ctx);
+
+/*
+ * Routes method + path to fn. path is matched against the whole request
+ * target: exactly, or as a prefix when it ends with '/' ("/register/").
+ * 0 or -ENOMEM.
+ */
+int httpd_route_add(struct httpd *h, const char *method, const char *path, httpd_handler_fn fn,
+		    void *ctx);
+
+/* The response, with Content-Type and Connection: close. A handler answers once. */
+void httpd_reply(struct httpd_request *r, unsigned status, const char *content_type,
+		 const void *body, size_t len);
+/*
+ * A plain-text error response. With a reason, the request counts as bad
+ * (HTTPD_DROP_BAD) and the reason is logged (rate limited).
+ */
+void httpd_error(struct httpd_request *r, unsigned status, const char *why);
+
+/* I/O on a connection: plain TCP, or TLS over the socket. */
+struct httpd_io {
+	int fd;
+	struct ssl_st *ssl; /* NULL: plain TCP */
+	bool wants_write;   /* TLS: the last read needs the socket writable */
+};
+
+/* Bytes read, 0 at the end of the stream, -EAGAIN, -ECONNRESET, or -EIO / -errno. */
+ssize_t httpd_io_read(struct httpd_io *io, void *buf, size_t cap);
+/* Bytes written, -EAGAIN, or -EIO / -errno. Never raises SIGPIPE on plain TCP. */
+ssize_t httpd_io_write(struct httpd_io *io, const void *buf, size_t len);
+/* Frees the TLS session and closes the socket. */
+void httpd_io_close(struct httpd_io *io);
+
+/* A connection's share of the limits; it travels with a taken-over connection. */
+struct httpd_slot {
+	struct httpd *h;
+	uint8_t src[17]; /* address family byte + address: the per-source key */
+	uint8_t src_len;
+	bool unauth; /* counted against its source */
+	bool live;   /* counted in the total */
+};
+
+/* The connection proved who it is: it no longer counts against its source. Idempotent. */
+void httpd_slot_authenticated(struct httpd_slot *slot);
+/* The connection is closed. Idempotent. */
+void httpd_slot_release(struct httpd_slot *slot);
+
+/* A connection handed over by httpd_upgrade: all of it is the taker's. */
+struct httpd_upgrade {
+	struct httpd_io io;
+	struct httpd_slot slot;
+	char peer[HTTPD_PEER_MAX];
+	char host[HTTPD_HOST_MAX];
+	uint64_t born_ns; /* accept, on the loop's clock */
+	/* The 101 response, not yet written: it goes out before anything else. malloc'd. */
+	uint8_t *out;
+	size_t out_len;
+	/* Bytes the client sent after the head: the new protocol's first input. malloc'd or NULL. */
+	uint8_t *rest;
+	size_t rest_len;
+};
+
+/*
+ * Answers 101 Switching Protocols (with extra_headers: "Upgrade: ...\r\n
+ * Connection: Upgrade\r\n") and hands the connection over in *ret. The
+ * socket is no longer on the loop: the taker adds it, and reads once before
+ * waiting for events (TLS may hold decrypted bytes already). 0, or -ENOMEM
+ * (the connection is closed).
+ */
+int httpd_upgrade(struct httpd_request *r, const char *extra_headers, struct httpd_upgrade *ret);
+/* Closes a connection handed over but not taken (the taker failed). */
+void httpd_upgrade_release(struct httpd_upgrade *up);
+
+#endif
