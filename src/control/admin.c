@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 /*
- * trellis-control admin commands. Every mistake is one line on stderr and exit
- * status 1; `authkey create` prints only the key on stdout so scripts can
- * capture it.
+ * trellis-control admin commands: argv in, text or JSON out. The operations
+ * themselves are admin_op.c's (shared with the admin API to come); this file
+ * parses, names the actor ("cli:USER") and prints. Every mistake is one line
+ * on stderr and exit status 1; `authkey create` prints only the key on stdout
+ * so scripts can capture it.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,11 +19,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/base64.h"
 #include "base/time.h"
 #include "base/util.h"
 #include "control/admin.h"
+#include "control/admin_op.h"
 #include "control/authkey.h"
 #include "control/store.h"
 #include "crypto/crypto.h"
@@ -127,36 +132,6 @@ int admin_duration_parse(const char *s, int64_t *ret_sec)
 	return 0;
 }
 
-/* DNS-label-like names for tailnets, users and nodes. */
-static bool name_valid(const char *s, size_t max, bool allow_at)
-{
-	size_t i, n = strlen(s);
-
-	if (n == 0 || n >= max || s[0] == '-' || s[n - 1] == '-')
-		return false;
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!(isalnum((unsigned char)c) || c == '-' || c == '.' || c == '_' ||
-		      (allow_at && c == '@')))
-			return false;
-	}
-	return true;
-}
-
-/* "tag:name" with a DNS-ish name. */
-static bool tag_valid(const char *t)
-{
-	size_t i, n = strlen(t);
-
-	if (n <= 4 || n >= NETMAP_TAG_MAX || strncmp(t, "tag:", 4) != 0)
-		return false;
-	for (i = 4; i < n; i++)
-		if (!(isalnum((unsigned char)t[i]) || t[i] == '-' || t[i] == '_'))
-			return false;
-	return true;
-}
-
 static int tags_parse(const char *s, unsigned *ret_n, char tags[][NETMAP_TAG_MAX])
 {
 	unsigned n = 0;
@@ -170,7 +145,7 @@ static int tags_parse(const char *s, unsigned *ret_n, char tags[][NETMAP_TAG_MAX
 			return fail("tag \"%.*s\" is too long", (int)l, s);
 		memcpy(t, s, l);
 		t[l] = '\0';
-		if (!tag_valid(t))
+		if (!admin_op_tag_valid(t))
 			return fail("bad tag \"%s\": tags look like tag:name", t);
 		if (n >= NETMAP_MAX_TAGS)
 			return fail("at most %d tags", NETMAP_MAX_TAGS);
@@ -201,37 +176,6 @@ int admin_store_open(const char *state_dir, struct store **ret)
 		fail("cannot open %s: %s", path,
 		     r == -EPROTO ? "written by a newer trellis-control" : strerror(-r));
 	return r;
-}
-
-int admin_tailnet_resolve(struct store *s, const char *name, struct control_tailnet *ret)
-{
-	struct control_tailnet t = { 0 };
-	int r;
-
-	r = store_tailnet_get_by_name(s, name ? name : ADMIN_DEFAULT_TAILNET, ret);
-	if (r != -ENOENT || name)
-		return r;
-	snprintf(t.name, sizeof(t.name), "%s", ADMIN_DEFAULT_TAILNET);
-	t.key_expiry_sec = ADMIN_KEY_EXPIRY_DEFAULT_SEC;
-	t.ephemeral_timeout_sec = ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC;
-	t.created = time_wall_s();
-	r = store_tailnet_create(s, &t);
-	if (r == -EEXIST) /* another admin or the server created it just now */
-		return store_tailnet_get_by_name(s, ADMIN_DEFAULT_TAILNET, ret);
-	if (r == 0)
-		*ret = t;
-	return r;
-}
-
-static int tailnet_or_fail(struct store *s, const char *name, struct control_tailnet *ret)
-{
-	int r = admin_tailnet_resolve(s, name, ret);
-
-	if (r == -ENOENT)
-		return fail("unknown tailnet \"%s\"", name);
-	if (r < 0)
-		return fail("tailnet: %s", strerror(-r));
-	return 0;
 }
 
 static const char *tailnet_name(const struct store_snapshot *snap, uint64_t id)
@@ -299,47 +243,31 @@ static void tags_text(char *buf, size_t len, unsigned n, const char tags[][NETMA
 
 /* authkey create|list|revoke */
 
-static int authkey_create(struct store *s, int argc, char **argv)
+static int authkey_create(struct admin_op_ctx *c, int argc, char **argv)
 {
-	const char *tailnet = NULL, *tags = NULL, *expiry = NULL, *pos[1];
-	bool reusable = false, ephemeral = false, preauth = false;
+	const char *tags = NULL, *expiry = NULL, *pos[1];
+	struct admin_op_authkey_spec spec = { 0 };
 	const struct opt opts[] = {
-		{ "--tailnet", true, &tailnet, NULL },
-		{ "--reusable", false, NULL, &reusable },
-		{ "--ephemeral", false, NULL, &ephemeral },
-		{ "--preauthorized", false, NULL, &preauth },
+		{ "--tailnet", true, &spec.tailnet, NULL },
+		{ "--reusable", false, NULL, &spec.reusable },
+		{ "--ephemeral", false, NULL, &spec.ephemeral },
+		{ "--preauthorized", false, NULL, &spec.preauthorized },
 		{ "--tags", true, &tags, NULL },
 		{ "--expiry", true, &expiry, NULL },
 		{ NULL },
 	};
-	struct control_authkey k = { 0 };
-	struct control_tailnet t;
 	char key[AUTHKEY_STR_MAX];
-	int64_t exp_sec = 0;
 	int npos, r;
 
 	r = opts_parse(argc, argv, opts, pos, 0, &npos);
 	if (r)
 		return r;
-	if (expiry && admin_duration_parse(expiry, &exp_sec) < 0)
+	if (expiry && admin_duration_parse(expiry, &spec.expiry_sec) < 0)
 		return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", expiry);
-	if (tags && tags_parse(tags, &k.n_tags, k.tags))
+	if (tags && tags_parse(tags, &spec.n_tags, spec.tags))
 		return 1;
-	if (tailnet_or_fail(s, tailnet, &t))
-		return 1;
-	k.tailnet_id = t.id;
-	k.reusable = reusable;
-	k.ephemeral = ephemeral;
-	k.preauthorized = preauth;
-	k.created = time_wall_s();
-	k.expires = exp_sec ? k.created + exp_sec : 0;
-	r = authkey_generate(&k, key);
-	if (r == 0)
-		r = store_authkey_create(s, &k);
-	if (r < 0) {
-		crypto_wipe(key, sizeof(key));
-		return fail("cannot create auth key: %s", strerror(-r));
-	}
+	if (admin_op_authkey_create(c, &spec, NULL, key) < 0)
+		return fail("%s", c->err);
 	printf("%s\n", key);
 	crypto_wipe(key, sizeof(key));
 	return 0;
@@ -356,7 +284,7 @@ static const char *authkey_status(const struct control_authkey *k, int64_t now)
 	return "valid";
 }
 
-static int authkey_list(struct store *s, int argc, char **argv)
+static int authkey_list(struct admin_op_ctx *c, int argc, char **argv)
 {
 	const char *tailnet = NULL, *pos[1];
 	bool as_json = false;
@@ -375,14 +303,8 @@ static int authkey_list(struct store *s, int argc, char **argv)
 	r = opts_parse(argc, argv, opts, pos, 0, &npos);
 	if (r)
 		return r;
-	if (tailnet) {
-		r = store_tailnet_get_by_name(s, tailnet, &t);
-		if (r < 0)
-			return fail("unknown tailnet \"%s\"", tailnet);
-	}
-	r = store_load(s, &snap);
-	if (r < 0)
-		return fail("cannot read the store: %s", strerror(-r));
+	if (admin_op_snapshot(c, tailnet, &snap, &t) < 0)
+		return fail("%s", c->err);
 	if (as_json)
 		arr = json_array();
 	else
@@ -420,11 +342,9 @@ static int authkey_list(struct store *s, int argc, char **argv)
 	return 0;
 }
 
-static int authkey_revoke(struct store *s, int argc, char **argv)
+static int authkey_revoke(struct admin_op_ctx *c, int argc, char **argv)
 {
 	const char *pos[1];
-	char id[AUTHKEY_ID_HEX + 1];
-	struct control_authkey k;
 	int npos, r;
 
 	r = opts_parse(argc, argv, NULL, pos, 1, &npos);
@@ -432,22 +352,14 @@ static int authkey_revoke(struct store *s, int argc, char **argv)
 		return r;
 	if (npos != 1)
 		return fail("usage: authkey revoke ID");
-	if (authkey_id_from_text(pos[0], id) < 0)
-		return fail("bad auth key id \"%s\" (as shown by `authkey list`)", pos[0]);
-	r = store_authkey_get_by_prefix(s, id, &k);
-	if (r < 0)
-		return fail("unknown auth key \"%s\"", pos[0]);
-	k.revoked = true;
-	r = store_authkey_update(s, &k);
-	crypto_wipe(&k, sizeof(k));
-	if (r < 0)
-		return fail("cannot revoke: %s", strerror(-r));
+	if (admin_op_authkey_revoke(c, pos[0]) < 0)
+		return fail("%s", c->err);
 	return 0;
 }
 
 /* tailnets list|create */
 
-static int tailnets_cmd(struct store *s, const char *sub, int argc, char **argv)
+static int tailnets_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **argv)
 {
 	const char *key_expiry = NULL, *eph = NULL, *pos[1];
 	bool as_json = false;
@@ -457,8 +369,9 @@ static int tailnets_cmd(struct store *s, const char *sub, int argc, char **argv)
 		{ "--json", false, NULL, &as_json },
 		{ NULL },
 	};
+	int64_t key_expiry_sec = ADMIN_KEY_EXPIRY_DEFAULT_SEC;
+	int64_t eph_sec = ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC;
 	struct store_snapshot snap;
-	struct control_tailnet t = { 0 };
 	json_t *arr;
 	size_t i;
 	int npos, r;
@@ -470,32 +383,21 @@ static int tailnets_cmd(struct store *s, const char *sub, int argc, char **argv)
 		if (npos != 1)
 			return fail("usage: tailnets create NAME [--key-expiry DUR] "
 				    "[--ephemeral-timeout DUR]");
-		if (!name_valid(pos[0], sizeof(t.name), false))
-			return fail("bad tailnet name \"%s\"", pos[0]);
-		snprintf(t.name, sizeof(t.name), "%s", pos[0]);
-		t.key_expiry_sec = ADMIN_KEY_EXPIRY_DEFAULT_SEC;
-		t.ephemeral_timeout_sec = ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC;
-		if (key_expiry && admin_duration_parse(key_expiry, &t.key_expiry_sec) < 0)
+		if (key_expiry && admin_duration_parse(key_expiry, &key_expiry_sec) < 0)
 			return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)",
 				    key_expiry);
-		if (eph && (admin_duration_parse(eph, &t.ephemeral_timeout_sec) < 0 ||
-			    t.ephemeral_timeout_sec == 0))
+		if (eph && (admin_duration_parse(eph, &eph_sec) < 0 || eph_sec == 0))
 			return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", eph);
-		t.created = time_wall_s();
-		r = store_tailnet_create(s, &t);
-		if (r == -EEXIST)
-			return fail("tailnet \"%s\" already exists", t.name);
-		if (r < 0)
-			return fail("%s", strerror(-r));
+		if (admin_op_tailnet_create(c, pos[0], key_expiry_sec, eph_sec, NULL) < 0)
+			return fail("%s", c->err);
 		return 0;
 	}
 	if (strcmp(sub, "list") != 0)
 		return fail("unknown command \"%s\" (list, create)", sub);
 	if (npos || key_expiry || eph)
 		return fail("usage: tailnets list [--json]");
-	r = store_load(s, &snap);
-	if (r < 0)
-		return fail("cannot read the store: %s", strerror(-r));
+	if (admin_op_snapshot(c, NULL, &snap, NULL) < 0)
+		return fail("%s", c->err);
 	arr = as_json ? json_array() : NULL;
 	if (!as_json)
 		printf("%-5s %-24s %-12s %-18s %s\n", "ID", "NAME", "KEY-EXPIRY", "EPHEMERAL-TIMEOUT",
@@ -527,7 +429,7 @@ static int tailnets_cmd(struct store *s, const char *sub, int argc, char **argv)
 
 /* users list|create */
 
-static int users_cmd(struct store *s, const char *sub, int argc, char **argv)
+static int users_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **argv)
 {
 	const char *tailnet = NULL, *pos[1];
 	bool as_json = false;
@@ -538,7 +440,6 @@ static int users_cmd(struct store *s, const char *sub, int argc, char **argv)
 	};
 	struct store_snapshot snap;
 	struct control_tailnet t = { 0 };
-	struct control_user u = { 0 };
 	json_t *arr;
 	size_t i;
 	int npos, r;
@@ -549,29 +450,16 @@ static int users_cmd(struct store *s, const char *sub, int argc, char **argv)
 	if (strcmp(sub, "create") == 0) {
 		if (npos != 1)
 			return fail("usage: users create NAME [--tailnet NAME]");
-		if (!name_valid(pos[0], sizeof(u.name), true))
-			return fail("bad user name \"%s\"", pos[0]);
-		if (tailnet_or_fail(s, tailnet, &t))
-			return 1;
-		u.tailnet_id = t.id;
-		snprintf(u.name, sizeof(u.name), "%s", pos[0]);
-		u.created = time_wall_s();
-		r = store_user_create(s, &u);
-		if (r == -EEXIST)
-			return fail("user \"%s\" already exists in tailnet \"%s\"", u.name, t.name);
-		if (r < 0)
-			return fail("%s", strerror(-r));
+		if (admin_op_user_create(c, tailnet, pos[0], NULL) < 0)
+			return fail("%s", c->err);
 		return 0;
 	}
 	if (strcmp(sub, "list") != 0)
 		return fail("unknown command \"%s\" (list, create)", sub);
 	if (npos)
 		return fail("usage: users list [--tailnet NAME] [--json]");
-	if (tailnet && store_tailnet_get_by_name(s, tailnet, &t) < 0)
-		return fail("unknown tailnet \"%s\"", tailnet);
-	r = store_load(s, &snap);
-	if (r < 0)
-		return fail("cannot read the store: %s", strerror(-r));
+	if (admin_op_snapshot(c, tailnet, &snap, &t) < 0)
+		return fail("%s", c->err);
 	arr = as_json ? json_array() : NULL;
 	if (!as_json)
 		printf("%-5s %-32s %s\n", "ID", "NAME", "TAILNET");
@@ -634,7 +522,7 @@ static json_t *node_json(const struct store_snapshot *snap, const struct control
 			 "endpoints", eps);
 }
 
-static int nodes_list(struct store *s, int argc, char **argv)
+static int nodes_list(struct admin_op_ctx *c, int argc, char **argv)
 {
 	const char *tailnet = NULL, *pos[1];
 	bool as_json = false;
@@ -653,11 +541,8 @@ static int nodes_list(struct store *s, int argc, char **argv)
 	r = opts_parse(argc, argv, opts, pos, 0, &npos);
 	if (r)
 		return r;
-	if (tailnet && store_tailnet_get_by_name(s, tailnet, &t) < 0)
-		return fail("unknown tailnet \"%s\"", tailnet);
-	r = store_load(s, &snap);
-	if (r < 0)
-		return fail("cannot read the store: %s", strerror(-r));
+	if (admin_op_snapshot(c, tailnet, &snap, &t) < 0)
+		return fail("%s", c->err);
 	arr = as_json ? json_array() : NULL;
 	if (!as_json)
 		printf("%-5s %-20s %-12s %-15s %-26s %-8s %-8s %-20s %s\n", "ID", "NAME", "TAILNET",
@@ -689,65 +574,17 @@ static int nodes_list(struct store *s, int argc, char **argv)
 	return 0;
 }
 
-/* A node by id, or by name (unique within --tailnet, or across all tailnets). */
-static int node_find(struct store *s, const char *what, const char *tailnet, struct control_node *ret)
-{
-	struct store_snapshot snap;
-	struct control_tailnet t = { 0 };
-	const struct control_node *found = NULL;
-	char *end;
-	unsigned long long id;
-	size_t i;
-	int r;
-
-	errno = 0;
-	id = strtoull(what, &end, 10);
-	if (isdigit((unsigned char)what[0]) && !*end && !errno) {
-		r = store_node_get(s, id, ret);
-		if (r == -ENOENT)
-			return fail("unknown node %s", what);
-		if (r < 0)
-			return fail("cannot read node %s: %s", what, strerror(-r));
-		return 0;
-	}
-	if (tailnet && store_tailnet_get_by_name(s, tailnet, &t) < 0)
-		return fail("unknown tailnet \"%s\"", tailnet);
-	r = store_load(s, &snap);
-	if (r < 0)
-		return fail("cannot read the store: %s", strerror(-r));
-	for (i = 0; i < snap.n_nodes; i++) {
-		const struct control_node *n = &snap.nodes[i];
-
-		if (strcmp(n->name, what) != 0 || (tailnet && n->tailnet_id != t.id))
-			continue;
-		if (found) {
-			store_snapshot_free(&snap);
-			return fail("node name \"%s\" is in several tailnets; use its id or --tailnet",
-				    what);
-		}
-		found = n;
-	}
-	if (found)
-		*ret = *found;
-	store_snapshot_free(&snap);
-	if (!found)
-		return fail("unknown node \"%s\"", what);
-	return 0;
-}
-
-static int nodes_cmd(struct store *s, const char *sub, int argc, char **argv)
+static int nodes_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **argv)
 {
 	const char *tailnet = NULL, *pos[2];
 	const struct opt opts[] = {
 		{ "--tailnet", true, &tailnet, NULL },
 		{ NULL },
 	};
-	struct control_tailnet t;
-	struct control_node n;
 	int npos, want, r;
 
 	if (strcmp(sub, "list") == 0)
-		return nodes_list(s, argc, argv);
+		return nodes_list(c, argc, argv);
 	if (strcmp(sub, "approve") && strcmp(sub, "rename") && strcmp(sub, "expire") &&
 	    strcmp(sub, "delete") && strcmp(sub, "set-expiry"))
 		return fail("unknown command \"%s\" (list, approve, rename, expire, delete, "
@@ -765,38 +602,18 @@ static int nodes_cmd(struct store *s, const char *sub, int argc, char **argv)
 	}
 	if (strcmp(sub, "set-expiry") == 0 && strcmp(pos[1], "on") && strcmp(pos[1], "off"))
 		return fail("expected on or off, not \"%s\"", pos[1]);
-	if (strcmp(sub, "rename") == 0 && !name_valid(pos[1], sizeof(n.name), false))
-		return fail("bad node name \"%s\"", pos[1]);
-	if (node_find(s, pos[0], tailnet, &n))
-		return 1;
-
-	if (strcmp(sub, "delete") == 0) {
-		r = store_node_delete(s, n.id);
-	} else {
-		if (strcmp(sub, "approve") == 0) {
-			n.approved = true;
-		} else if (strcmp(sub, "rename") == 0) {
-			snprintf(n.name, sizeof(n.name), "%s", pos[1]);
-		} else if (strcmp(sub, "expire") == 0) {
-			/* Expire now, even where expiry was disabled: it is an explicit act. */
-			n.expiry_disabled = false;
-			n.key_expiry = time_wall_s();
-		} else if (strcmp(pos[1], "off") == 0) {
-			n.expiry_disabled = true;
-		} else {
-			n.expiry_disabled = false;
-			if (!n.key_expiry && store_tailnet_get(s, n.tailnet_id, &t) == 0 &&
-			    t.key_expiry_sec)
-				n.key_expiry = time_wall_s() + t.key_expiry_sec;
-		}
-		r = store_node_update(s, &n);
-	}
-	if (r == -EEXIST)
-		return fail("name \"%s\" is already taken in this tailnet", pos[1]);
-	if (r == -ENOENT)
-		return fail("unknown node %s", pos[0]);
+	if (strcmp(sub, "approve") == 0)
+		r = admin_op_node_approve(c, pos[0], tailnet);
+	else if (strcmp(sub, "rename") == 0)
+		r = admin_op_node_rename(c, pos[0], tailnet, pos[1]);
+	else if (strcmp(sub, "expire") == 0)
+		r = admin_op_node_expire(c, pos[0], tailnet);
+	else if (strcmp(sub, "delete") == 0)
+		r = admin_op_node_delete(c, pos[0], tailnet);
+	else
+		r = admin_op_node_set_expiry(c, pos[0], tailnet, strcmp(pos[1], "on") == 0);
 	if (r < 0)
-		return fail("%s", strerror(-r));
+		return fail("%s", c->err);
 	return 0;
 }
 
@@ -821,9 +638,25 @@ static void usage(FILE *f)
 		ADMIN_STATE_DIR_DEFAULT);
 }
 
+/* Who runs the command, for the audit log: "cli:" and the effective user's name. */
+static const char *actor_name(char *buf, size_t len)
+{
+	struct passwd pw, *res = NULL;
+	char pbuf[1024];
+	uid_t uid = geteuid();
+
+	if (getpwuid_r(uid, &pw, pbuf, sizeof(pbuf), &res) == 0 && res)
+		snprintf(buf, len, "cli:%s", res->pw_name);
+	else
+		snprintf(buf, len, "cli:uid%u", (unsigned)uid);
+	return buf;
+}
+
 int admin_run(const char *state_dir, int argc, char **argv)
 {
 	static char name[64];
+	struct admin_op_ctx c = { .now = time_wall_s() };
+	char actor[96];
 	const char *cmd, *sub;
 	struct store *s = NULL;
 	int r;
@@ -846,21 +679,23 @@ int admin_run(const char *state_dir, int argc, char **argv)
 		return fail("unknown command (create, list, revoke)");
 	if (admin_store_open(state_dir, &s) < 0)
 		return 1;
+	c.store = s;
+	c.actor = actor_name(actor, sizeof(actor));
 	argc -= 2;
 	argv += 2;
 	if (strcmp(cmd, "authkey") == 0) {
 		if (strcmp(sub, "create") == 0)
-			r = authkey_create(s, argc, argv);
+			r = authkey_create(&c, argc, argv);
 		else if (strcmp(sub, "list") == 0)
-			r = authkey_list(s, argc, argv);
+			r = authkey_list(&c, argc, argv);
 		else
-			r = authkey_revoke(s, argc, argv);
+			r = authkey_revoke(&c, argc, argv);
 	} else if (strcmp(cmd, "tailnets") == 0) {
-		r = tailnets_cmd(s, sub, argc, argv);
+		r = tailnets_cmd(&c, sub, argc, argv);
 	} else if (strcmp(cmd, "users") == 0) {
-		r = users_cmd(s, sub, argc, argv);
+		r = users_cmd(&c, sub, argc, argv);
 	} else {
-		r = nodes_cmd(s, sub, argc, argv);
+		r = nodes_cmd(&c, sub, argc, argv);
 	}
 	store_free(s);
 	return r;

@@ -4,9 +4,9 @@
 
 /*
  * The admin CLI of trellis-control (design.md §12): tailnets, users, nodes and
- * auth keys on the same --state DIR as a running `serve`. Each command is one
- * durable write through the store; the server notices it via the store's
- * change feed (store.h).
+ * auth keys on the same --state DIR as a running `serve`. It parses and
+ * prints; the operations are admin_op.h's, and their durable writes reach
+ * the server through the store's change feed (store.h).
  */
 
 #include <stdint.h>
@@ -16,10 +16,6 @@
 struct store;
 
 #define ADMIN_STATE_DIR_DEFAULT "/var/lib/trellis-control"
-#define ADMIN_DEFAULT_TAILNET "default"
-/* Settings of a tailnet created without options (and of the default tailnet). */
-#define ADMIN_KEY_EXPIRY_DEFAULT_SEC (180LL * 86400)
-#define ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC (10LL * 60)
 
 /* Runs `trellis-control [--state DIR] <argv...>` (argv[0] is the command). Exit status. */
 int admin_run(const char *state_dir, int argc, char **argv);
@@ -32,8 +28,5 @@ int admin_store_open(const char *state_dir, struct store **ret);
 
 /* "90s", "30m", "12h", "7d" (also "0" and "never" = 0). 0 or -EINVAL. */
 int admin_duration_parse(const char *s, int64_t *ret_sec);
-
-/* Finds tailnet `name`; NULL means the default tailnet, created on first use. 0, -ENOENT. */
-int admin_tailnet_resolve(struct store *s, const char *name, struct control_tailnet *ret);
 
 #endif

@@ -58,7 +58,7 @@
 #include "base/time.h"
 #include "base/util.h"
 #include "control/addr.h"
-#include "control/admin.h"
+#include "control/admin_op.h"
 #include "control/authkey.h"
 #include "control/kv.h"
 #include "control/mapper.h"
@@ -1879,13 +1879,14 @@ static void nofile_raise(void)
 
 static int state_load(struct control_server *s)
 {
+	struct admin_op_ctx actx = { .store = s->store, .actor = "server", .now = time_wall_s() };
 	struct store_snapshot snap;
 	struct control_tailnet def;
 	int64_t now = time_wall_s();
 	size_t i;
 	int r;
 
-	r = admin_tailnet_resolve(s->store, NULL, &def);
+	r = admin_op_tailnet_resolve(&actx, NULL, &def);
 	if (r < 0)
 		return r;
 	s->default_tid = def.id;

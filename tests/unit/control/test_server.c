@@ -66,6 +66,7 @@ static void key_create(struct store *st, uint64_t tid, bool reusable, char out[A
 static int setup(void **state)
 {
 	struct control_serve_opts o = { .listen = "127.0.0.1:0" };
+	struct admin_op_ctx ac = { .actor = "test" };
 	struct control_tailnet t;
 	struct store *st;
 
@@ -74,7 +75,9 @@ static int setup(void **state)
 	assert_non_null(mkdtemp(E.dir));
 	/* Keys exist before the server starts (as `authkey create` would make them). */
 	assert_int_equal(admin_store_open(E.dir, &st), 0);
-	assert_int_equal(admin_tailnet_resolve(st, NULL, &t), 0);
+	ac.store = st;
+	ac.now = time(NULL);
+	assert_int_equal(admin_op_tailnet_resolve(&ac, NULL, &t), 0);
 	key_create(st, t.id, true, E.reusable);
 	key_create(st, t.id, false, E.oneoff);
 	store_free(st);

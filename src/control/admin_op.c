@@ -1,0 +1,364 @@
+// SPDX-License-Identifier: MIT
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control/admin_op.h"
+#include "crypto/crypto.h"
+
+static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* Every write of an operation: durable when it returns, and seen by the audit hook. */
+static int commit(struct admin_op_ctx *c, const struct store_op *op, uint64_t *ret_id)
+{
+	uint64_t id = 0;
+	int r = store_write(c->store, op, &id);
+
+	if (r < 0)
+		return r;
+	if (c->committed)
+		c->committed(c->arg, c->actor, op, id);
+	if (ret_id)
+		*ret_id = id;
+	return 0;
+}
+
+bool admin_op_name_valid(const char *s, size_t max, bool allow_at)
+{
+	size_t i, n = strlen(s);
+
+	if (n == 0 || n >= max || s[0] == '-' || s[n - 1] == '-')
+		return false;
+	for (i = 0; i < n; i++) {
+		char ch = s[i];
+
+		if (!(isalnum((unsigned char)ch) || ch == '-' || ch == '.' || ch == '_' ||
+		      (allow_at && ch == '@')))
+			return false;
+	}
+	return true;
+}
+
+bool admin_op_tag_valid(const char *t)
+{
+	size_t i, n = strlen(t);
+
+	if (n <= 4 || n >= NETMAP_TAG_MAX || strncmp(t, "tag:", 4) != 0)
+		return false;
+	for (i = 4; i < n; i++)
+		if (!(isalnum((unsigned char)t[i]) || t[i] == '-' || t[i] == '_'))
+			return false;
+	return true;
+}
+
+/* ---- tailnets and users ---- */
+
+int admin_op_tailnet_resolve(struct admin_op_ctx *c, const char *name,
+			     struct control_tailnet *ret)
+{
+	struct store_op op = { .kind = STORE_OP_TAILNET_CREATE };
+	struct control_tailnet *t = &op.tailnet;
+	int r;
+
+	r = store_tailnet_get_by_name(c->store, name ? name : ADMIN_DEFAULT_TAILNET, ret);
+	if (r == -ENOENT && name)
+		return refuse(c, r, "unknown tailnet \"%s\"", name);
+	if (r != -ENOENT) {
+		if (r < 0)
+			return refuse(c, r, "tailnet: %s", strerror(-r));
+		return 0;
+	}
+	snprintf(t->name, sizeof(t->name), "%s", ADMIN_DEFAULT_TAILNET);
+	t->key_expiry_sec = ADMIN_KEY_EXPIRY_DEFAULT_SEC;
+	t->ephemeral_timeout_sec = ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC;
+	t->created = c->now;
+	r = commit(c, &op, &t->id);
+	if (r == -EEXIST) /* another admin or the server created it just now */
+		r = store_tailnet_get_by_name(c->store, ADMIN_DEFAULT_TAILNET, t);
+	if (r < 0)
+		return refuse(c, r, "tailnet: %s", strerror(-r));
+	*ret = *t;
+	return 0;
+}
+
+int admin_op_tailnet_create(struct admin_op_ctx *c, const char *name, int64_t key_expiry_sec,
+			    int64_t ephemeral_timeout_sec, struct control_tailnet *ret)
+{
+	struct store_op op = { .kind = STORE_OP_TAILNET_CREATE };
+	struct control_tailnet *t = &op.tailnet;
+	int r;
+
+	if (!admin_op_name_valid(name, sizeof(t->name), false))
+		return refuse(c, -EINVAL, "bad tailnet name \"%s\"", name);
+	if (key_expiry_sec < 0 || ephemeral_timeout_sec <= 0)
+		return refuse(c, -EINVAL, "bad tailnet settings (an ephemeral timeout must be set)");
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	t->key_expiry_sec = key_expiry_sec;
+	t->ephemeral_timeout_sec = ephemeral_timeout_sec;
+	t->created = c->now;
+	r = commit(c, &op, &t->id);
+	if (r == -EEXIST)
+		return refuse(c, r, "tailnet \"%s\" already exists", t->name);
+	if (r < 0)
+		return refuse(c, r, "%s", strerror(-r));
+	if (ret)
+		*ret = *t;
+	return 0;
+}
+
+int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,
+			 struct control_user *ret)
+{
+	struct store_op op = { .kind = STORE_OP_USER_CREATE };
+	struct control_user *u = &op.user;
+	struct control_tailnet t;
+	int r;
+
+	if (!admin_op_name_valid(name, sizeof(u->name), true))
+		return refuse(c, -EINVAL, "bad user name \"%s\"", name);
+	r = admin_op_tailnet_resolve(c, tailnet, &t);
+	if (r < 0)
+		return r;
+	u->tailnet_id = t.id;
+	snprintf(u->name, sizeof(u->name), "%s", name);
+	u->created = c->now;
+	r = commit(c, &op, &u->id);
+	if (r == -EEXIST)
+		return refuse(c, r, "user \"%s\" already exists in tailnet \"%s\"", u->name, t.name);
+	if (r < 0)
+		return refuse(c, r, "%s", strerror(-r));
+	if (ret)
+		*ret = *u;
+	return 0;
+}
+
+/* ---- auth keys ---- */
+
+int admin_op_authkey_create(struct admin_op_ctx *c, const struct admin_op_authkey_spec *spec,
+			    struct control_authkey *ret, char key[AUTHKEY_STR_MAX])
+{
+	struct store_op op = { .kind = STORE_OP_AUTHKEY_CREATE };
+	struct control_authkey *k = &op.authkey;
+	struct control_tailnet t;
+	int r;
+
+	if (spec->n_tags > NETMAP_MAX_TAGS)
+		return refuse(c, -EINVAL, "at most %d tags", NETMAP_MAX_TAGS);
+	for (unsigned i = 0; i < spec->n_tags; i++)
+		if (!admin_op_tag_valid(spec->tags[i]))
+			return refuse(c, -EINVAL, "bad tag \"%s\": tags look like tag:name",
+				      spec->tags[i]);
+	if (spec->expiry_sec < 0)
+		return refuse(c, -EINVAL, "bad expiry");
+	r = admin_op_tailnet_resolve(c, spec->tailnet, &t);
+	if (r < 0)
+		return r;
+	k->tailnet_id = t.id;
+	k->reusable = spec->reusable;
+	k->ephemeral = spec->ephemeral;
+	k->preauthorized = spec->preauthorized;
+	k->n_tags = spec->n_tags;
+	memcpy(k->tags, spec->tags, sizeof(k->tags));
+	k->created = c->now;
+	k->expires = spec->expiry_sec ? k->created + spec->expiry_sec : 0;
+	r = authkey_generate(k, key);
+	if (r == 0)
+		r = commit(c, &op, &k->id);
+	if (r < 0) {
+		crypto_wipe(key, AUTHKEY_STR_MAX);
+		crypto_wipe(&op, sizeof(op));
+		return refuse(c, r, "cannot create auth key: %s", strerror(-r));
+	}
+	if (ret)
+		*ret = *k;
+	crypto_wipe(&op, sizeof(op));
+	return 0;
+}
+
+int admin_op_authkey_revoke(struct admin_op_ctx *c, const char *text)
+{
+	struct store_op op = { .kind = STORE_OP_AUTHKEY_UPDATE };
+	char id[AUTHKEY_ID_HEX + 1];
+	int r;
+
+	if (authkey_id_from_text(text, id) < 0)
+		return refuse(c, -EINVAL, "bad auth key id \"%s\" (as shown by `authkey list`)",
+			      text);
+	r = store_authkey_get_by_prefix(c->store, id, &op.authkey);
+	if (r < 0)
+		return refuse(c, -ENOENT, "unknown auth key \"%s\"", text);
+	op.authkey.revoked = true;
+	r = commit(c, &op, NULL);
+	crypto_wipe(&op, sizeof(op));
+	if (r < 0)
+		return refuse(c, r, "cannot revoke: %s", strerror(-r));
+	return 0;
+}
+
+/* ---- nodes ---- */
+
+int admin_op_snapshot(struct admin_op_ctx *c, const char *tailnet, struct store_snapshot *ret,
+		      struct control_tailnet *ret_tailnet)
+{
+	int r;
+
+	if (tailnet) {
+		r = store_tailnet_get_by_name(c->store, tailnet, ret_tailnet);
+		if (r < 0)
+			return refuse(c, -ENOENT, "unknown tailnet \"%s\"", tailnet);
+	}
+	r = store_load(c->store, ret);
+	if (r < 0)
+		return refuse(c, r, "cannot read the store: %s", strerror(-r));
+	return 0;
+}
+
+int admin_op_node_find(struct admin_op_ctx *c, const char *what, const char *tailnet,
+		       struct control_node *ret)
+{
+	struct store_snapshot snap;
+	struct control_tailnet t = { 0 };
+	const struct control_node *found = NULL;
+	unsigned long long id;
+	char *end;
+	int r;
+
+	errno = 0;
+	id = strtoull(what, &end, 10);
+	if (isdigit((unsigned char)what[0]) && !*end && !errno) {
+		r = store_node_get(c->store, id, ret);
+		if (r == -ENOENT)
+			return refuse(c, r, "unknown node %s", what);
+		if (r < 0)
+			return refuse(c, r, "cannot read node %s: %s", what, strerror(-r));
+		return 0;
+	}
+	r = admin_op_snapshot(c, tailnet, &snap, &t);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < snap.n_nodes; i++) {
+		const struct control_node *n = &snap.nodes[i];
+
+		if (strcmp(n->name, what) != 0 || (tailnet && n->tailnet_id != t.id))
+			continue;
+		if (found) {
+			store_snapshot_free(&snap);
+			return refuse(c, -EEXIST,
+				      "node name \"%s\" is in several tailnets; use its id or --tailnet",
+				      what);
+		}
+		found = n;
+	}
+	if (found)
+		*ret = *found;
+	store_snapshot_free(&snap);
+	if (!found)
+		return refuse(c, -ENOENT, "unknown node \"%s\"", what);
+	return 0;
+}
+
+static int node_write(struct admin_op_ctx *c, const struct store_op *op, const char *what,
+		      const char *name)
+{
+	int r = commit(c, op, NULL);
+
+	if (r == -EEXIST)
+		return refuse(c, r, "name \"%s\" is already taken in this tailnet", name);
+	if (r == -ENOENT)
+		return refuse(c, r, "unknown node %s", what);
+	if (r < 0)
+		return refuse(c, r, "%s", strerror(-r));
+	return 0;
+}
+
+/* The node named by what, ready to be changed and written back. */
+static int node_update_begin(struct admin_op_ctx *c, const char *what, const char *tailnet,
+			     struct store_op *op)
+{
+	memset(op, 0, sizeof(*op));
+	op->kind = STORE_OP_NODE_UPDATE;
+	return admin_op_node_find(c, what, tailnet, &op->node);
+}
+
+int admin_op_node_approve(struct admin_op_ctx *c, const char *what, const char *tailnet)
+{
+	struct store_op op;
+	int r = node_update_begin(c, what, tailnet, &op);
+
+	if (r < 0)
+		return r;
+	op.node.approved = true;
+	return node_write(c, &op, what, NULL);
+}
+
+int admin_op_node_expire(struct admin_op_ctx *c, const char *what, const char *tailnet)
+{
+	struct store_op op;
+	int r = node_update_begin(c, what, tailnet, &op);
+
+	if (r < 0)
+		return r;
+	op.node.expiry_disabled = false;
+	op.node.key_expiry = c->now;
+	return node_write(c, &op, what, NULL);
+}
+
+int admin_op_node_delete(struct admin_op_ctx *c, const char *what, const char *tailnet)
+{
+	struct store_op op = { .kind = STORE_OP_NODE_DELETE };
+	struct control_node n;
+	int r = admin_op_node_find(c, what, tailnet, &n);
+
+	if (r < 0)
+		return r;
+	op.id = n.id;
+	return node_write(c, &op, what, NULL);
+}
+
+int admin_op_node_rename(struct admin_op_ctx *c, const char *what, const char *tailnet,
+			 const char *name)
+{
+	struct store_op op;
+	int r;
+
+	if (!admin_op_name_valid(name, sizeof(op.node.name), false))
+		return refuse(c, -EINVAL, "bad node name \"%s\"", name);
+	r = node_update_begin(c, what, tailnet, &op);
+	if (r < 0)
+		return r;
+	snprintf(op.node.name, sizeof(op.node.name), "%s", name);
+	return node_write(c, &op, what, name);
+}
+
+int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const char *tailnet,
+			     bool on)
+{
+	struct control_tailnet t;
+	struct store_op op;
+	int r = node_update_begin(c, what, tailnet, &op);
+
+	if (r < 0)
+		return r;
+	if (!on) {
+		op.node.expiry_disabled = true;
+	} else {
+		op.node.expiry_disabled = false;
+		if (!op.node.key_expiry && store_tailnet_get(c->store, op.node.tailnet_id, &t) == 0 &&
+		    t.key_expiry_sec)
+			op.node.key_expiry = c->now + t.key_expiry_sec;
+	}
+	return node_write(c, &op, what, NULL);
+}

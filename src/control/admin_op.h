@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_ADMIN_OP_H
+#define TRELLIS_CONTROL_ADMIN_OP_H
+
+/*
+ * Admin operations: what `trellis-control NOUN VERB` does, as functions that
+ * the CLI (admin.c), a future admin API and web console share. Each takes a
+ * context naming the actor (who does it: "cli:root" today, a user or an API
+ * key later), checks its input, and makes its changes with durable store
+ * writes, all through one function that calls ctx->committed after each:
+ * the place where the configuration audit log attaches. The running server
+ * sees the writes through the store's change feed.
+ *
+ * A refusal is a negative errno and one line in ctx->err that says what is
+ * wrong, in the words the CLI prints: `unknown tailnet "corp"`.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "control/authkey.h"
+#include "control/model.h"
+#include "control/store.h"
+
+#define ADMIN_OP_ERR_MAX 256
+#define ADMIN_DEFAULT_TAILNET "default"
+/* Settings of a tailnet created without options (and of the default tailnet). */
+#define ADMIN_KEY_EXPIRY_DEFAULT_SEC (180LL * 86400)
+#define ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC (10LL * 60)
+
+struct admin_op_ctx {
+	struct store *store;
+	const char *actor; /* "cli:root", "server", ... */
+	int64_t now;       /* Unix seconds: creation times, expiries */
+	/*
+	 * After each durable write: what was written (op as submitted; id: a new
+	 * row's). May be NULL. An auth key's op holds the hash of its secret.
+	 */
+	void (*committed)(void *arg, const char *actor, const struct store_op *op, uint64_t id);
+	void *arg;
+	char err[ADMIN_OP_ERR_MAX]; /* set with every refusal */
+};
+
+/* Names of tailnets, users, nodes: DNS-label-like; users may hold '@'. */
+bool admin_op_name_valid(const char *name, size_t max, bool allow_at);
+/* "tag:name". */
+bool admin_op_tag_valid(const char *tag);
+
+/* Tailnet `name`; NULL means the default tailnet, created on first use. 0, -ENOENT. */
+int admin_op_tailnet_resolve(struct admin_op_ctx *c, const char *name,
+			     struct control_tailnet *ret);
+/* ephemeral_timeout_sec > 0; key_expiry_sec 0 = keys do not expire. 0, -EINVAL, -EEXIST. */
+int admin_op_tailnet_create(struct admin_op_ctx *c, const char *name, int64_t key_expiry_sec,
+			    int64_t ephemeral_timeout_sec, struct control_tailnet *ret);
+
+/* tailnet NULL: the default. 0, -EINVAL, -ENOENT, -EEXIST. */
+int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,
+			 struct control_user *ret);
+
+struct admin_op_authkey_spec {
+	const char *tailnet; /* NULL: the default */
+	bool reusable, ephemeral, preauthorized;
+	unsigned n_tags;
+	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
+	int64_t expiry_sec; /* lifetime; 0 = never expires */
+};
+
+/* A new key: its record in *ret (may be NULL), its text (shown once) in key. */
+int admin_op_authkey_create(struct admin_op_ctx *c, const struct admin_op_authkey_spec *spec,
+			    struct control_authkey *ret, char key[AUTHKEY_STR_MAX]);
+/* id: as `authkey list` shows it, or the whole key. 0, -EINVAL, -ENOENT. */
+int admin_op_authkey_revoke(struct admin_op_ctx *c, const char *id);
+
+/*
+ * A node by id, or by name: unique within tailnet (not NULL), or across all
+ * tailnets. 0, -ENOENT, -EEXIST (the name is in several tailnets).
+ */
+int admin_op_node_find(struct admin_op_ctx *c, const char *what, const char *tailnet,
+		       struct control_node *ret);
+int admin_op_node_approve(struct admin_op_ctx *c, const char *what, const char *tailnet);
+/* Its key expires now, even where expiry was disabled: it is an explicit act. */
+int admin_op_node_expire(struct admin_op_ctx *c, const char *what, const char *tailnet);
+int admin_op_node_delete(struct admin_op_ctx *c, const char *what, const char *tailnet);
+/* 0, -EINVAL (bad name), -ENOENT, -EEXIST (taken in its tailnet). */
+int admin_op_node_rename(struct admin_op_ctx *c, const char *what, const char *tailnet,
+			 const char *name);
+/* Key expiry on (a node without an expiry gets its tailnet's) or off. */
+int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const char *tailnet,
+			     bool on);
+
+/*
+ * What listings show: the whole store, with ret_tailnet set when a tailnet is
+ * named (filtering is the caller's). 0, -ENOENT (unknown tailnet), -errno.
+ * Free with store_snapshot_free.
+ */
+int admin_op_snapshot(struct admin_op_ctx *c, const char *tailnet, struct store_snapshot *ret,
+		      struct control_tailnet *ret_tailnet);
+
+#endif
