@@ -159,6 +159,27 @@ void httpd_io_close(struct httpd_io *io)
 	}
 }
 
+int httpd_io_read_event(struct httpd_io *io, bool (*input)(void *ctx, const uint8_t *data,
+							   size_t len),
+			void *ctx)
+{
+	uint8_t buf[READ_CHUNK];
+
+	for (unsigned i = 0; io->ssl || i < READS_PER_EVENT; i++) {
+		ssize_t n = httpd_io_read(io, buf, sizeof(buf));
+
+		if (n == -EAGAIN)
+			return 0;
+		if (n == 0 || n == -ECONNRESET)
+			return -EPIPE;
+		if (n < 0)
+			return (int)n;
+		if (!input(ctx, buf, (size_t)n))
+			return 0;
+	}
+	return 0;
+}
+
 /* ---- limits ---- */
 
 static struct source *source_find(struct httpd *h, const uint8_t *key, size_t len, uint64_t hash)
@@ -435,31 +456,26 @@ static void head_input(struct httpd_conn *c, const uint8_t *data, size_t len)
 
 /* ---- connection events ---- */
 
+static bool conn_input(void *ctx, const uint8_t *data, size_t len)
+{
+	struct httpd_conn *c = ctx;
+
+	/* Once answered, input is ignored until we close. */
+	if (!c->answered)
+		head_input(c, data, len);
+	return !c->dead;
+}
+
 static void conn_readable(struct httpd_conn *c)
 {
-	uint8_t buf[READ_CHUNK];
+	int r = httpd_io_read_event(&c->io, conn_input, c);
 
-	for (unsigned i = 0; !c->dead; i++) {
-		ssize_t n;
-
-		/* TLS may hold decrypted bytes that epoll will not signal: read it dry. */
-		if (i >= READS_PER_EVENT && !c->io.ssl)
-			break;
-		n = httpd_io_read(&c->io, buf, sizeof(buf));
-		if (n == -EAGAIN)
-			break;
-		if (n == 0 || n == -ECONNRESET) {
-			conn_close(c, -1, NULL);
-			return;
-		}
-		if (n < 0) {
-			conn_close(c, HTTPD_DROP_IO, "read failed");
-			return;
-		}
-		/* Once answered, input is ignored until we close. */
-		if (!c->answered)
-			head_input(c, buf, (size_t)n);
-	}
+	if (c->dead)
+		return;
+	if (r == -EPIPE)
+		conn_close(c, -1, NULL);
+	else if (r < 0)
+		conn_close(c, HTTPD_DROP_IO, "read failed");
 }
 
 static void conn_event(struct loop_fd *lh, uint32_t events)

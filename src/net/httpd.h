@@ -137,6 +137,17 @@ ssize_t httpd_io_read(struct httpd_io *io, void *buf, size_t cap);
 ssize_t httpd_io_write(struct httpd_io *io, const void *buf, size_t len);
 /* Frees the TLS session and closes the socket. */
 void httpd_io_close(struct httpd_io *io);
+/*
+ * Reads what one readiness event brought and hands it to input, chunk by
+ * chunk: TLS until OpenSSL holds no more (epoll does not signal bytes it has
+ * already decrypted), plain TCP at most 16 times (level-triggered epoll comes
+ * back for the rest). input returns false to stop (it closed the connection).
+ * 0 (nothing more for now, or input stopped), -EPIPE (the peer closed or
+ * reset), or -EIO / -errno (the read failed).
+ */
+int httpd_io_read_event(struct httpd_io *io, bool (*input)(void *ctx, const uint8_t *data,
+							   size_t len),
+			void *ctx);
 
 /* A connection's share of the limits; it travels with a taken-over connection. */
 struct httpd_slot {

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+
+#include "base/util.h"
+#include "control/changes.h"
+#include "control/registry.h"
+#include "control/store.h"
+
+static void node_apply(struct changes *c, uint64_t id, int64_t now)
+{
+	struct control_node rec;
+	int r;
+
+	r = store_node_get(c->store, id, &rec);
+	if (r == -ENOENT) {
+		c->hooks->node_deleted(c->ctx, id);
+		return;
+	}
+	if (r < 0)
+		return;
+	registry_node_sync(c->reg, &rec, now);
+	c->hooks->node_changed(c->ctx, id);
+}
+
+static void apply(struct changes *c, const struct store_change *ch, int64_t now)
+{
+	switch (ch->kind) {
+	case STORE_CHANGE_TAILNET: {
+		struct control_tailnet t;
+
+		if (store_tailnet_get(c->store, ch->id, &t) == 0)
+			registry_tailnet_put(c->reg, &t);
+		break;
+	}
+	case STORE_CHANGE_USER: {
+		struct control_user u;
+
+		if (store_user_get(c->store, ch->id, &u) == 0)
+			registry_user_put(c->reg, &u);
+		break;
+	}
+	case STORE_CHANGE_NODE:
+		node_apply(c, ch->id, now);
+		break;
+	case STORE_CHANGE_AUTHKEY: {
+		struct control_authkey a;
+
+		if (store_authkey_get(c->store, ch->id, &a) == 0)
+			registry_authkey_put(c->reg, &a);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+void changes_drain(struct changes *c, int64_t now)
+{
+	struct store_change ch[256];
+	int n;
+
+	do {
+		n = store_changes_poll(c->store, &c->cursor, ch, ARRAY_SIZE(ch));
+		for (int i = 0; i < n; i++)
+			apply(c, &ch[i], now);
+	} while (n == (int)ARRAY_SIZE(ch));
+}

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_CHANGES_H
+#define TRELLIS_CONTROL_CHANGES_H
+
+/*
+ * The change feed: what other processes (the admin CLI, later other
+ * replicas) committed to the store reaches the running server. The server
+ * polls it every 200 ms (store_changes_poll: one PRAGMA data_version when
+ * nothing changed), and before refusing an auth key it does not know. Each
+ * change names a record; it is re-read and applied: tailnets, users and auth
+ * keys to the registry, nodes to the registry and the mapper, after which the
+ * owner hears of them (a node changed: approvals reach waiting nodes; a node
+ * is gone: its sessions end).
+ */
+
+#include <stdint.h>
+
+struct registry;
+struct store;
+
+struct changes_hooks {
+	/* A node's record changed or appeared; the registry and the mapper have it. */
+	void (*node_changed)(void *ctx, uint64_t id);
+	/* A node was deleted: the owner forgets it (registry_node_remove). */
+	void (*node_deleted)(void *ctx, uint64_t id);
+};
+
+struct changes {
+	struct store *store;
+	struct registry *reg;
+	uint64_t cursor; /* store_changes_poll's */
+	const struct changes_hooks *hooks;
+	void *ctx;
+};
+
+/* Applies what others committed since the last call. */
+void changes_drain(struct changes *c, int64_t now);
+
+#endif

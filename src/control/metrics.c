@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control/metrics.h"
+
+static const char *const drop_names[METRICS_DROP_MAX] = {
+	"http_bad",	  "http_too_big", "handshake_timeout", "stream_bad",  "msg_too_big",
+	"msg_bad",	  "protocol",	  "unknown_node",      "silent",      "slow_reader",
+	"unauth_limit", "conn_limit",	  "io",		       "store_busy",
+};
+
+int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len)
+{
+	const struct metrics_counters *c = m->ctr;
+	uint64_t drops[METRICS_DROP_MAX];
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return -ENOMEM;
+	/* The front end counts what happens before a connection is handed over. */
+	memcpy(drops, c->drops, sizeof(drops));
+	drops[METRICS_DROP_HTTP_BAD] += m->http.drops[HTTPD_DROP_BAD];
+	drops[METRICS_DROP_HTTP_TOO_BIG] += m->http.drops[HTTPD_DROP_TOO_BIG];
+	drops[METRICS_DROP_HANDSHAKE_TIMEOUT] += m->http.drops[HTTPD_DROP_TIMEOUT];
+	drops[METRICS_DROP_UNAUTH_LIMIT] += m->http.drops[HTTPD_DROP_UNAUTH_LIMIT];
+	drops[METRICS_DROP_CONN_LIMIT] += m->http.drops[HTTPD_DROP_CONN_LIMIT];
+	drops[METRICS_DROP_IO] += m->http.drops[HTTPD_DROP_IO];
+	fprintf(f, "# TYPE trellis_control_connections gauge\n"
+		   "trellis_control_connections %zu\n"
+		   "# TYPE trellis_control_connections_unauthenticated gauge\n"
+		   "trellis_control_connections_unauthenticated %zu\n"
+		   "# TYPE trellis_control_connections_total counter\n"
+		   "trellis_control_connections_total %" PRIu64 "\n"
+		   "# TYPE trellis_control_streams gauge\n"
+		   "trellis_control_streams %zu\n"
+		   "# TYPE trellis_control_nodes gauge\n"
+		   "trellis_control_nodes %zu\n",
+		m->http.conns, m->http.unauth, m->http.conns_total, m->streams, m->nodes);
+	fprintf(f, "# TYPE trellis_control_registrations_total counter\n"
+		   "trellis_control_registrations_total{result=\"ok\"} %" PRIu64 "\n"
+		   "trellis_control_registrations_total{result=\"needs_auth\"} %" PRIu64 "\n"
+		   "trellis_control_registrations_total{result=\"error\"} %" PRIu64 "\n",
+		c->regs_ok, c->regs_needs_auth, c->regs_error);
+	fprintf(f, "# TYPE trellis_control_messages_sent_total counter\n"
+		   "trellis_control_messages_sent_total{type=\"netmap\"} %" PRIu64 "\n"
+		   "trellis_control_messages_sent_total{type=\"delta\"} %" PRIu64 "\n"
+		   "trellis_control_messages_sent_total{type=\"keepalive\"} %" PRIu64 "\n",
+		c->netmaps, c->deltas, c->keepalives);
+	fprintf(f, "# TYPE trellis_control_resyncs_total counter\n"
+		   "trellis_control_resyncs_total %" PRIu64 "\n"
+		   "# TYPE trellis_control_deltas_superseded_total counter\n"
+		   "trellis_control_deltas_superseded_total %" PRIu64 "\n"
+		   "# TYPE trellis_control_node_writes_coalesced_total counter\n"
+		   "trellis_control_node_writes_coalesced_total %" PRIu64 "\n"
+		   "# TYPE trellis_control_netmaps_waiting gauge\n"
+		   "trellis_control_netmaps_waiting %zu\n"
+		   "# TYPE trellis_control_netmaps_buffered gauge\n"
+		   "trellis_control_netmaps_buffered %zu\n"
+		   "# TYPE trellis_control_connection_output_max_bytes gauge\n"
+		   "trellis_control_connection_output_max_bytes %zu\n",
+		c->resyncs, c->deltas_superseded, c->writes_coalesced, m->netmaps_waiting,
+		m->netmaps_buffered, c->out_max);
+	fprintf(f, "# TYPE trellis_control_drops_total counter\n");
+	for (int i = 0; i < METRICS_DROP_MAX; i++)
+		fprintf(f, "trellis_control_drops_total{reason=\"%s\"} %" PRIu64 "\n", drop_names[i],
+			drops[i]);
+	fprintf(f, "# TYPE trellis_control_store_commits_total counter\n"
+		   "trellis_control_store_commits_total %" PRIu64 "\n"
+		   "# TYPE trellis_control_store_ops_total counter\n"
+		   "trellis_control_store_ops_total %" PRIu64 "\n",
+		m->store.commits, m->store.ops);
+	if (fclose(f) != 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_METRICS_H
+#define TRELLIS_CONTROL_METRICS_H
+
+/*
+ * trellis-control's counters and their Prometheus text (GET /metrics). The
+ * modules count into one struct metrics_counters; metrics_render turns a
+ * snapshot of it, the front end's and the store's statistics and a few
+ * gauges into the exposition text. Names and labels are an interface
+ * (dashboards): extend, don't rename.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "control/store.h"
+#include "net/httpd.h"
+
+/* Why a connection or message was dropped (trellis_control_drops_total{reason}). */
+enum metrics_drop {
+	METRICS_DROP_HTTP_BAD,
+	METRICS_DROP_HTTP_TOO_BIG,
+	METRICS_DROP_HANDSHAKE_TIMEOUT,
+	METRICS_DROP_STREAM_BAD,
+	METRICS_DROP_MSG_TOO_BIG,
+	METRICS_DROP_MSG_BAD,
+	METRICS_DROP_PROTOCOL,
+	METRICS_DROP_UNKNOWN_NODE,
+	METRICS_DROP_SILENT,
+	METRICS_DROP_SLOW_READER,
+	METRICS_DROP_UNAUTH_LIMIT,
+	METRICS_DROP_CONN_LIMIT,
+	METRICS_DROP_IO,
+	METRICS_DROP_STORE_BUSY,
+	METRICS_DROP_MAX,
+};
+
+struct metrics_counters {
+	uint64_t regs_ok, regs_needs_auth, regs_error, netmaps, deltas, keepalives;
+	uint64_t resyncs, deltas_superseded, writes_coalesced;
+	size_t out_max; /* most bytes one connection had buffered */
+	uint64_t drops[METRICS_DROP_MAX];
+};
+
+struct metrics_snapshot {
+	const struct metrics_counters *ctr;
+	struct httpd_stats http; /* connections and the front end's drops */
+	struct store_stats store;
+	size_t streams;          /* map streams */
+	size_t nodes;
+	size_t netmaps_waiting;  /* full netmaps waiting for their connection to drain */
+	size_t netmaps_buffered; /* full netmaps in our buffers */
+};
+
+/* The exposition text, malloc'd. 0 or -ENOMEM. */
+int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len);
+
+#endif

@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "control/addr.h"
+#include "control/authkey.h"
+#include "control/register.h"
+#include "control/registry.h"
+#include "crypto/crypto.h"
+
+static int64_t expiry_from(const struct registry_tailnet *t, int64_t now)
+{
+	return t && t->rec.key_expiry_sec ? now + t->rec.key_expiry_sec : 0;
+}
+
+bool register_authkey_unknown(const struct registry *r, const struct ctrl_register *msg)
+{
+	char kid[AUTHKEY_ID_HEX + 1];
+	uint8_t hash[32];
+	bool unknown;
+
+	if (!msg->auth_key[0] || msg->has_old_node_key ||
+	    authkey_parse(msg->auth_key, kid, hash) < 0)
+		return false;
+	crypto_wipe(hash, sizeof(hash));
+	unknown = !registry_authkey_get(r, kid);
+	return unknown;
+}
+
+/*
+ * Rotation: the machine key (authenticated by the Noise handshake) proves the
+ * device, old_node_key proves it still holds the current, unexpired key. The
+ * record stays (id, name, addresses); only the node key and its expiry change,
+ * so peers get a "changed" delta. An expired node cannot rotate its way back
+ * in: it must re-authenticate (auth key or approval) without old_node_key.
+ */
+static void decide_rotate(struct registry *r, const struct register_request *req,
+			  struct register_decision *d)
+{
+	const struct ctrl_register *msg = req->msg;
+	const struct registry_node *e = registry_node_by_machine(r, req->machine_key);
+	const struct control_node *n = e ? registry_node_record(r, e->id) : NULL;
+
+	if (!n || !n->approved)
+		d->error = "key rotation refused: unknown node (register first)";
+	else if (!control_node_visible(n, req->now))
+		d->error = "key rotation refused: node key expired (re-authenticate)";
+	else if (!memcmp(n->node_key, msg->node_key, NETMAP_KEY_LEN))
+		d->error = NULL; /* a retry whose first answer was lost: already done */
+	else if (memcmp(n->node_key, msg->old_node_key, NETMAP_KEY_LEN) != 0)
+		d->error = "key rotation refused: old node key does not match";
+	else if (req->stream_node_id && req->stream_node_id != n->id)
+		d->error = "key rotation refused: not this stream's node";
+	if (d->error)
+		return;
+	d->rec = *n;
+	d->prev = *n;
+	if (memcmp(n->node_key, msg->node_key, NETMAP_KEY_LEN) != 0) {
+		d->rotate = true;
+		memcpy(d->rec.node_key, msg->node_key, NETMAP_KEY_LEN);
+		d->rec.key_expiry = expiry_from(registry_tailnet_get(r, n->tailnet_id), req->now);
+	}
+}
+
+/*
+ * What a credential says: the tailnet, and the node's standing in it. Today
+ * the one credential is an auth key; 0 with *ret_key set, or a refusal.
+ */
+static const char *credential(struct registry *r, const struct register_request *req,
+			      struct control_authkey **ret_key)
+{
+	char kid[AUTHKEY_ID_HEX + 1];
+	uint8_t hash[32];
+	struct control_authkey *k = NULL;
+	int err;
+
+	err = authkey_parse(req->msg->auth_key, kid, hash);
+	if (err == 0) {
+		k = registry_authkey_get(r, kid);
+		err = authkey_check(k, hash, req->now);
+	}
+	crypto_wipe(hash, sizeof(hash));
+	if (err < 0)
+		return authkey_strerror(err);
+	*ret_key = k;
+	return NULL;
+}
+
+void register_decide(struct registry *r, const struct register_request *req,
+		     struct register_decision *d)
+{
+	const struct ctrl_register *msg = req->msg;
+	struct control_authkey *k = NULL;
+	const struct control_node *old = NULL;
+	const struct registry_tailnet *t;
+	const struct registry_node *e;
+	uint64_t tid;
+
+	memset(d, 0, sizeof(*d));
+	if (msg->has_old_node_key)
+		return decide_rotate(r, req, d);
+	if (msg->auth_key[0]) {
+		d->error = credential(r, req, &k);
+		if (d->error)
+			return;
+		tid = k->tailnet_id;
+	} else {
+		/* No credential: the tailnet the machine is known in, or the default. */
+		e = registry_node_by_machine(r, req->machine_key);
+		tid = req->default_tailnet_id;
+		if (e && registry_node_record(r, e->id))
+			tid = registry_node_record(r, e->id)->tailnet_id;
+	}
+	t = registry_tailnet_get(r, tid);
+	if (!t) {
+		d->error = "unknown tailnet";
+		return;
+	}
+	e = registry_node_in_tailnet(r, tid, req->machine_key);
+	if (e && !e->id) {
+		d->error = "registration in progress";
+		return;
+	}
+	if (e)
+		old = registry_node_record(r, e->id);
+	if (old) {
+		d->rec = *old;
+		d->prev = *old;
+	} else {
+		d->insert = true;
+		d->rec.tailnet_id = tid;
+		memcpy(d->rec.machine_key, req->machine_key, NETMAP_KEY_LEN);
+		d->rec.created = req->now;
+	}
+	memcpy(d->rec.node_key, msg->node_key, NETMAP_KEY_LEN);
+	snprintf(d->rec.os, sizeof(d->rec.os), "%s", msg->os);
+	if (!old || strcmp(old->hostname, msg->hostname) != 0) {
+		d->rename = true;
+		snprintf(d->rec.hostname, sizeof(d->rec.hostname), "%s", msg->hostname);
+	}
+	if (k) {
+		if (!k->reusable)
+			d->authkey = k;
+		d->rec.approved = true;
+		d->rec.ephemeral = k->ephemeral;
+		d->rec.n_tags = k->n_tags;
+		memcpy(d->rec.tags, k->tags, sizeof(d->rec.tags));
+		d->rec.user_id = k->user_id ? k->user_id : k->n_tags ? 0 : t->default_user;
+		d->rec.key_expiry = expiry_from(t, req->now);
+	} else if (!old || !control_node_visible(old, req->now)) {
+		/* Interactive: waits for `trellis-control nodes approve`. */
+		d->rec.approved = false;
+		d->rec.user_id = t->default_user;
+		d->rec.key_expiry = expiry_from(t, req->now);
+	}
+	/* else: a known, approved machine re-registers (new or rotated node key). */
+}
+
+int register_begin(struct registry *r, struct register_decision *d, int64_t now)
+{
+	struct registry_tailnet *t = registry_tailnet_get(r, d->rec.tailnet_id);
+	struct registry_node *e = NULL;
+	char name[NETMAP_NAME_MAX];
+	int err;
+
+	if (d->insert) {
+		err = t ? addr_pool_alloc(t->pool, d->rec.ipv4) : -ENOENT;
+		if (err < 0) {
+			d->error = err == -ENOSPC ? "tailnet address pool full" : "out of memory";
+			return err == -ENOSPC ? -ENOSPC : -ENOMEM;
+		}
+	}
+	if (d->rename) {
+		registry_name_unique(r, d->rec.tailnet_id, d->rec.hostname, name);
+		snprintf(d->rec.name, sizeof(d->rec.name), "%s", name);
+	}
+	if (d->insert) {
+		e = registry_node_reserve(r, d->rec.tailnet_id, d->rec.machine_key, d->rec.name);
+		if (!e) {
+			addr_pool_release(t->pool, d->rec.ipv4);
+			d->error = "out of memory";
+			return -ENOMEM;
+		}
+		d->entry = e;
+	}
+	/* Counted now, before the write: a second use is refused even while the first is in flight. */
+	if (d->authkey)
+		d->authkey->uses++;
+	/* The in-memory record changes now, so later writes of this node carry it. */
+	if (!d->insert)
+		registry_node_update(r, &d->rec, now);
+	return 0;
+}
+
+size_t register_store_ops(const struct register_decision *d, struct store_op ops[2])
+{
+	size_t n = 0;
+
+	if (d->authkey) {
+		memset(&ops[n], 0, sizeof(ops[n]));
+		ops[n].kind = STORE_OP_AUTHKEY_UPDATE;
+		ops[n].authkey = *d->authkey;
+		n++;
+	}
+	memset(&ops[n], 0, sizeof(ops[n]));
+	ops[n].kind = d->insert ? STORE_OP_NODE_INSERT : STORE_OP_NODE_UPDATE;
+	ops[n].node = d->rec;
+	return n + 1;
+}
+
+/* What a registration changes in a known node's record, back to how it was. */
+static void restore(struct registry *r, const struct register_decision *d, int64_t now)
+{
+	const struct control_node *cur = registry_node_record(r, d->prev.id);
+	struct control_node back;
+
+	if (!cur)
+		return; /* deleted meanwhile */
+	back = *cur;
+	memcpy(back.node_key, d->prev.node_key, NETMAP_KEY_LEN);
+	back.key_expiry = d->prev.key_expiry;
+	memcpy(back.os, d->prev.os, sizeof(back.os));
+	memcpy(back.hostname, d->prev.hostname, sizeof(back.hostname));
+	memcpy(back.name, d->prev.name, sizeof(back.name));
+	back.approved = d->prev.approved;
+	back.ephemeral = d->prev.ephemeral;
+	back.user_id = d->prev.user_id;
+	back.n_tags = d->prev.n_tags;
+	memcpy(back.tags, d->prev.tags, sizeof(back.tags));
+	if (memcmp(&back, cur, sizeof(back)) != 0)
+		registry_node_update(r, &back, now);
+}
+
+void register_end(struct registry *r, struct register_decision *d, int err, uint64_t id,
+		  int64_t now)
+{
+	struct registry_node *e;
+
+	if (err < 0) {
+		if (d->insert) {
+			struct registry_tailnet *t = registry_tailnet_get(r, d->rec.tailnet_id);
+
+			if (t)
+				addr_pool_release(t->pool, d->rec.ipv4);
+			if (d->entry)
+				registry_node_unreserve(r, d->entry);
+		} else {
+			restore(r, d, now);
+		}
+		d->entry = NULL;
+		return;
+	}
+	if (d->insert) {
+		e = d->entry;
+		d->rec.id = id;
+		registry_node_commit(r, e, id);
+		registry_node_update(r, &d->rec, now);
+	} else {
+		e = registry_node_get(r, d->rec.id);
+	}
+	d->entry = NULL;
+	if (e)
+		registry_machine_claim(r, e);
+}
