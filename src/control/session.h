@@ -39,6 +39,7 @@
 
 struct ctrlstream;
 struct metrics_counters;
+struct reg_op; /* the server's */
 struct session;
 
 #define SESSION_MSG_MAX 65536           /* node -> server, checked before decoding */
