@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * net/httpd on loopback, in one thread: the test's clients are plain sockets
+ * and the loop runs until the event a test waits for (a client socket turns
+ * readable, a handler runs), with a deadline that fails the test. Routes
+ * (exact, prefix, 404, 405, a handler that forgets to answer), bad heads, the
+ * upgrade hand-off with the bytes that came after the head, and the limits
+ * that travel with a taken connection.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/loop.h"
+#include "base/time.h"
+#include "base/util.h"
+#include "net/httpd.h"
+
+struct env {
+	struct loop *loop;
+	struct httpd *h;
+	uint16_t port;
+	/* set by handlers */
+	unsigned calls;
+	bool upgraded;
+	struct httpd_upgrade up;
+};
+
+static struct env E;
+
+static void h_exact(struct httpd_request *r, void *ctx)
+{
+	(void)ctx;
+	E.calls++;
+	httpd_reply(r, 200, "text/plain", "exact\n", 6);
+}
+
+static void h_prefix(struct httpd_request *r, void *ctx)
+{
+	char body[128];
+	int n = snprintf(body, sizeof(body), "under %.*s host %s\n", (int)r->head->target_len,
+			 r->head->target, r->host);
+
+	(void)ctx;
+	E.calls++;
+	httpd_reply(r, 200, "text/plain", body, (size_t)n);
+}
+
+static void h_forgets(struct httpd_request *r, void *ctx)
+{
+	(void)r;
+	(void)ctx;
+	E.calls++;
+}
+
+static void h_upgrade(struct httpd_request *r, void *ctx)
+{
+	(void)ctx;
+	E.calls++;
+	assert_int_equal(httpd_upgrade(r, "Upgrade: test/1\r\nConnection: Upgrade\r\n", &E.up), 0);
+	E.upgraded = true;
+	loop_stop(E.loop);
+}
+
+static int setup(void **state)
+{
+	struct httpd_opts o = { .name = "test" };
+
+	(void)state;
+	memset(&E, 0, sizeof(E));
+	E.loop = loop_new();
+	assert_non_null(E.loop);
+	assert_int_equal(httpd_new(E.loop, &o, &E.h), 0);
+	assert_int_equal(httpd_route_add(E.h, "GET", "/exact", h_exact, NULL), 0);
+	assert_int_equal(httpd_route_add(E.h, "GET", "/pre/", h_prefix, NULL), 0);
+	assert_int_equal(httpd_route_add(E.h, "GET", "/forgets", h_forgets, NULL), 0);
+	assert_int_equal(httpd_route_add(E.h, "POST", "/up", h_upgrade, NULL), 0);
+	assert_int_equal(httpd_listen(E.h, "127.0.0.1:0"), 0);
+	E.port = httpd_port(E.h);
+	assert_true(E.port != 0);
+	assert_string_not_equal(httpd_listen_name(E.h), "127.0.0.1:0");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	httpd_free(E.h);
+	loop_free(E.loop);
+	return 0;
+}
+
+/* ---- running the loop until something happens ---- */
+
+static bool timed_out;
+
+static void on_deadline(struct loop_timer *t)
+{
+	(void)t;
+	timed_out = true;
+	loop_stop(E.loop);
+}
+
+static void on_readable(struct loop_fd *h, uint32_t events)
+{
+	(void)h;
+	(void)events;
+	loop_stop(E.loop);
+}
+
+/* Runs the server until fd is readable (data or EOF); false on the deadline. */
+static bool run_until_readable(int fd)
+{
+	struct loop_fd h = { .fd = fd, .cb = on_readable };
+	struct loop_timer t = { .cb = on_deadline };
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	if (poll(&p, 1, 0) == 1)
+		return true;
+	timed_out = false;
+	assert_int_equal(loop_fd_add(E.loop, &h, EPOLLIN), 0);
+	loop_timer_arm(E.loop, &t, time_now_ns() + 5 * NSEC_PER_SEC);
+	assert_int_equal(loop_run(E.loop), 0);
+	loop_fd_del(E.loop, &h);
+	loop_timer_disarm(E.loop, &t);
+	return !timed_out;
+}
+
+/* Runs the server until a handler stops it. */
+static void run_until_stopped(void)
+{
+	struct loop_timer t = { .cb = on_deadline };
+
+	timed_out = false;
+	loop_timer_arm(E.loop, &t, time_now_ns() + 5 * NSEC_PER_SEC);
+	assert_int_equal(loop_run(E.loop), 0);
+	loop_timer_disarm(E.loop, &t);
+	assert_false(timed_out);
+}
+
+static size_t want_unauth;
+
+static void check_unauth(struct loop_timer *t)
+{
+	struct httpd_stats st;
+
+	httpd_stats_get(E.h, &st);
+	if (st.unauth == want_unauth)
+		loop_stop(E.loop);
+	else
+		loop_timer_arm(E.loop, t, loop_now_ns(E.loop) + NSEC_PER_MSEC);
+}
+
+/* Runs the server until it counts n unauthenticated connections; false on the deadline. */
+static bool run_until_unauth(size_t n)
+{
+	struct loop_timer check = { .cb = check_unauth }, t = { .cb = on_deadline };
+
+	want_unauth = n;
+	timed_out = false;
+	loop_timer_arm(E.loop, &check, time_now_ns());
+	loop_timer_arm(E.loop, &t, time_now_ns() + 5 * NSEC_PER_SEC);
+	assert_int_equal(loop_run(E.loop), 0);
+	loop_timer_disarm(E.loop, &check);
+	loop_timer_disarm(E.loop, &t);
+	return !timed_out;
+}
+
+static int client(uint32_t src)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(E.port) };
+	struct sockaddr_in s = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(src) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&s, sizeof(s)), 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+static void send_all(int fd, const void *p, size_t n)
+{
+	assert_int_equal(send(fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* The whole response of a request, up to the server's close. */
+static size_t exchange(const char *req, size_t req_len, char *buf, size_t cap)
+{
+	int fd = client(0x7f000002);
+	size_t len = 0;
+
+	send_all(fd, req, req_len);
+	for (;;) {
+		ssize_t n;
+
+		assert_true(run_until_readable(fd));
+		n = recv(fd, buf + len, cap - len - 1, 0);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	close(fd);
+	return len;
+}
+
+static unsigned status_of(const char *req, char *body, size_t cap)
+{
+	char buf[4096];
+	struct http_response resp;
+	size_t len = exchange(req, strlen(req), buf, sizeof(buf));
+
+	if (http_response_parse(&resp, buf, len) < 0)
+		return 0;
+	/* Every answer closes the connection and says so. */
+	assert_true(http_header_has_token(resp.headers, resp.n_headers, "Connection", "close"));
+	if (body)
+		snprintf(body, cap, "%s", buf + resp.head_len);
+	return resp.status;
+}
+
+/* ---- tests ---- */
+
+static void test_routes(void **state)
+{
+	char body[256];
+	struct httpd_stats st;
+
+	(void)state;
+	assert_int_equal(status_of("GET /exact HTTP/1.1\r\n\r\n", body, sizeof(body)), 200);
+	assert_string_equal(body, "exact\n");
+	assert_int_equal(status_of("GET /exactly HTTP/1.1\r\n\r\n", NULL, 0), 404);
+	assert_int_equal(status_of("GET /exact/ HTTP/1.1\r\n\r\n", NULL, 0), 404);
+	assert_int_equal(status_of("DELETE /exact HTTP/1.1\r\n\r\n", NULL, 0), 405);
+	assert_int_equal(status_of("GET /pre/a/b?c HTTP/1.1\r\nHost: ctl.example:8443\r\n\r\n", body,
+				   sizeof(body)),
+			 200);
+	assert_string_equal(body, "under /pre/a/b?c host ctl.example:8443\n");
+	/* A Host that could not go into a URL is not passed on. */
+	assert_int_equal(status_of("GET /pre/x HTTP/1.1\r\nHost: a\"b\r\n\r\n", body, sizeof(body)),
+			 200);
+	assert_string_equal(body, "under /pre/x host \n");
+	assert_int_equal(status_of("GET /pre HTTP/1.1\r\n\r\n", NULL, 0), 404);
+	assert_int_equal(status_of("GET /forgets HTTP/1.1\r\n\r\n", NULL, 0), 500);
+	httpd_stats_get(E.h, &st);
+	assert_int_equal(st.drops[HTTPD_DROP_BAD], 0); /* 404, 405, 500 are not bad input */
+	assert_int_equal(st.conns, 0);
+	assert_int_equal(st.unauth, 0);
+}
+
+static void test_bad_heads(void **state)
+{
+	static char big[HTTP_HEAD_MAX + 64];
+	struct httpd_stats st0, st;
+	char buf[512];
+	struct http_response resp;
+	size_t len;
+
+	(void)state;
+	httpd_stats_get(E.h, &st0);
+	assert_int_equal(status_of("GARBAGE\r\n\r\n", NULL, 0), 400);
+	memset(big, 'a', sizeof(big));
+	memcpy(big, "GET /exact HTTP/1.1\r\nX: ", 24);
+	len = exchange(big, sizeof(big), buf, sizeof(buf));
+	assert_int_equal(http_response_parse(&resp, buf, len), 0);
+	assert_int_equal(resp.status, 431);
+	httpd_stats_get(E.h, &st);
+	assert_int_equal(st.drops[HTTPD_DROP_BAD], st0.drops[HTTPD_DROP_BAD] + 1);
+	assert_int_equal(st.drops[HTTPD_DROP_TOO_BIG], st0.drops[HTTPD_DROP_TOO_BIG] + 1);
+}
+
+static void test_upgrade_hand_off(void **state)
+{
+	static const char req[] = "POST /up HTTP/1.1\r\nHost: x\r\n\r\nfirst bytes of the new protocol";
+	struct httpd_stats st;
+	char buf[256];
+	ssize_t n;
+	int fd;
+
+	(void)state;
+	fd = client(0x7f000003);
+	/* The head and what follows it in one segment: httpd reads both at once. */
+	send_all(fd, req, sizeof(req) - 1);
+	run_until_stopped();
+	assert_true(E.upgraded);
+	assert_int_equal(E.up.rest_len, strlen("first bytes of the new protocol"));
+	assert_memory_equal(E.up.rest, "first bytes of the new protocol", E.up.rest_len);
+	assert_string_equal(E.up.peer, "127.0.0.3");
+	assert_string_equal(E.up.host, "x");
+	assert_true(E.up.born_ns > 0 && E.up.born_ns <= loop_now_ns(E.loop));
+	assert_true(E.up.out_len > 12 && memcmp(E.up.out, "HTTP/1.1 101", 12) == 0);
+	/* Still counted, against its source too, until the taker says otherwise. */
+	httpd_stats_get(E.h, &st);
+	assert_int_equal(st.conns, 1);
+	assert_int_equal(st.unauth, 1);
+
+	/* The taker owns the socket: the 101 it writes arrives, and what it writes next. */
+	assert_int_equal(httpd_io_write(&E.up.io, E.up.out, E.up.out_len), (ssize_t)E.up.out_len);
+	assert_int_equal(httpd_io_write(&E.up.io, "ok", 2), 2);
+	n = recv(fd, buf, sizeof(buf) - 1, 0);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "Upgrade: test/1\r\n"));
+	assert_non_null(strstr(buf, "\r\n\r\nok"));
+	/* And it reads what the client sends now. */
+	send_all(fd, "more", 4);
+	{
+		struct pollfd p = { .fd = E.up.io.fd, .events = POLLIN };
+
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		assert_int_equal(httpd_io_read(&E.up.io, buf, sizeof(buf)), 4);
+		assert_memory_equal(buf, "more", 4);
+	}
+
+	httpd_slot_authenticated(&E.up.slot);
+	httpd_slot_authenticated(&E.up.slot); /* idempotent */
+	httpd_stats_get(E.h, &st);
+	assert_int_equal(st.conns, 1);
+	assert_int_equal(st.unauth, 0);
+	httpd_upgrade_release(&E.up);
+	httpd_stats_get(E.h, &st);
+	assert_int_equal(st.conns, 0);
+	assert_true(recv(fd, buf, sizeof(buf), 0) == 0); /* closed */
+	close(fd);
+}
+
+static void test_unauthenticated_per_source(void **state)
+{
+	int fds[HTTPD_UNAUTH_PER_SOURCE + 1], other;
+	struct httpd_stats st0, st;
+	char buf[16];
+
+	(void)state;
+	httpd_stats_get(E.h, &st0);
+	for (int i = 0; i < HTTPD_UNAUTH_PER_SOURCE; i++)
+		fds[i] = client(0x7f000009);
+	/* One over the limit from the same source is closed at once... */
+	fds[HTTPD_UNAUTH_PER_SOURCE] = client(0x7f000009);
+	assert_true(run_until_readable(fds[HTTPD_UNAUTH_PER_SOURCE]));
+	assert_true(recv(fds[HTTPD_UNAUTH_PER_SOURCE], buf, sizeof(buf), 0) <= 0);
+	httpd_stats_get(E.h, &st);
+	assert_int_equal(st.drops[HTTPD_DROP_UNAUTH_LIMIT], st0.drops[HTTPD_DROP_UNAUTH_LIMIT] + 1);
+	assert_int_equal(st.unauth, HTTPD_UNAUTH_PER_SOURCE);
+	/* ...while another source is served. */
+	other = client(0x7f00000a);
+	send_all(other, "GET /exact HTTP/1.1\r\n\r\n", 23);
+	assert_true(run_until_readable(other));
+	assert_true(recv(other, buf, sizeof(buf) - 1, 0) > 0);
+	assert_memory_equal(buf, "HTTP/1.1 200", 12);
+	close(other);
+	/* Each connection that ends makes room again. */
+	for (int i = 0; i <= HTTPD_UNAUTH_PER_SOURCE; i++)
+		close(fds[i]);
+	assert_true(run_until_unauth(st0.unauth));
+	fds[0] = client(0x7f000009);
+	send_all(fds[0], "GET /exact HTTP/1.1\r\n\r\n", 23);
+	assert_true(run_until_readable(fds[0]));
+	assert_true(recv(fds[0], buf, sizeof(buf) - 1, 0) > 0);
+	assert_memory_equal(buf, "HTTP/1.1 200", 12);
+	close(fds[0]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_bad_heads),
+		cmocka_unit_test(test_upgrade_hand_off),
+		cmocka_unit_test(test_unauthenticated_per_source),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
