@@ -17,7 +17,7 @@ int hmap_init(struct hmap *h)
 	if (!h->buckets)
 		return -ENOMEM;
 	h->mask = BUCKETS_MIN - 1;
-	/* Without the kernel's randomness, the clock still keeps the seed out of a sender's guess. */
+	/* Without the kernel's randomness the clock still keeps the seed out of reach. */
 	if (getrandom(&h->seed, sizeof(h->seed), GRND_NONBLOCK) != sizeof(h->seed))
 		h->seed = time_now_ns() ^ (uint64_t)(uintptr_t)h;
 	return 0;

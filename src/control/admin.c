@@ -496,7 +496,8 @@ static void ip_strings(const struct control_node *n, char v4[INET_ADDRSTRLEN],
 	inet_ntop(AF_INET6, a6, v6, INET6_ADDRSTRLEN);
 }
 
-static json_t *node_json(const struct store_snapshot *snap, const struct control_node *n, int64_t now)
+static json_t *node_json(const struct store_snapshot *snap, const struct control_node *n,
+			 int64_t now)
 {
 	char v4[INET_ADDRSTRLEN], v6[INET6_ADDRSTRLEN], ep[ENDPOINT_STR_MAX];
 	char mk[BASE64_ENCODED_LEN(NETMAP_KEY_LEN) + 1], nk[sizeof(mk)];
@@ -559,7 +560,9 @@ static int nodes_list(struct admin_op_ctx *c, int argc, char **argv)
 			continue;
 		}
 		ip_strings(n, v4, v6);
-		state = !n->approved ? "pending" : control_node_visible(n, now) ? "active" : "expired";
+		state = !n->approved		     ? "pending"
+			: control_node_visible(n, now) ? "active"
+						       : "expired";
 		if (n->expiry_disabled)
 			snprintf(exp, sizeof(exp), "disabled");
 		else

@@ -104,7 +104,7 @@ int admin_op_tailnet_create(struct admin_op_ctx *c, const char *name, int64_t ke
 	if (!admin_op_name_valid(name, sizeof(t->name), false))
 		return refuse(c, -EINVAL, "bad tailnet name \"%s\"", name);
 	if (key_expiry_sec < 0 || ephemeral_timeout_sec <= 0)
-		return refuse(c, -EINVAL, "bad tailnet settings (an ephemeral timeout must be set)");
+		return refuse(c, -EINVAL, "bad tailnet settings (ephemeral timeout needed)");
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	t->key_expiry_sec = key_expiry_sec;
 	t->ephemeral_timeout_sec = ephemeral_timeout_sec;
@@ -137,7 +137,8 @@ int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char
 	u->created = c->now;
 	r = commit(c, &op, &u->id);
 	if (r == -EEXIST)
-		return refuse(c, r, "user \"%s\" already exists in tailnet \"%s\"", u->name, t.name);
+		return refuse(c, r, "user \"%s\" already exists in tailnet \"%s\"", u->name,
+			      t.name);
 	if (r < 0)
 		return refuse(c, r, "%s", strerror(-r));
 	if (ret)
@@ -256,9 +257,10 @@ int admin_op_node_find(struct admin_op_ctx *c, const char *what, const char *tai
 			continue;
 		if (found) {
 			store_snapshot_free(&snap);
-			return refuse(c, -EEXIST,
-				      "node name \"%s\" is in several tailnets; use its id or --tailnet",
-				      what);
+			return refuse(
+				c, -EEXIST,
+				"node name \"%s\" is in several tailnets; use its id or --tailnet",
+				what);
 		}
 		found = n;
 	}
@@ -356,8 +358,8 @@ int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const cha
 		op.node.expiry_disabled = true;
 	} else {
 		op.node.expiry_disabled = false;
-		if (!op.node.key_expiry && store_tailnet_get(c->store, op.node.tailnet_id, &t) == 0 &&
-		    t.key_expiry_sec)
+		if (!op.node.key_expiry &&
+		    store_tailnet_get(c->store, op.node.tailnet_id, &t) == 0 && t.key_expiry_sec)
 			op.node.key_expiry = c->now + t.key_expiry_sec;
 	}
 	return node_write(c, &op, what, NULL);

@@ -54,7 +54,7 @@ int mapstream_new(struct loop *loop, struct mapper *m, struct registry *reg,
 		  struct metrics_counters *ctr, struct mapstream **ret);
 void mapstream_free(struct mapstream *ms);
 
-/* The node behind ss gets a full netmap as soon as its output has drained; then_close: and no more. */
+/* The node behind ss gets a full netmap once its output has drained (then_close: and no more). */
 void mapstream_full_request(struct mapstream *ms, struct session *ss, uint64_t id,
 			    bool then_close);
 /* The session's output drained. */

@@ -68,8 +68,8 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		m->netmaps_buffered, c->out_max);
 	fprintf(f, "# TYPE trellis_control_drops_total counter\n");
 	for (int i = 0; i < METRICS_DROP_MAX; i++)
-		fprintf(f, "trellis_control_drops_total{reason=\"%s\"} %" PRIu64 "\n", drop_names[i],
-			drops[i]);
+		fprintf(f, "trellis_control_drops_total{reason=\"%s\"} %" PRIu64 "\n",
+			drop_names[i], drops[i]);
 	fprintf(f, "# TYPE trellis_control_store_commits_total counter\n"
 		   "trellis_control_store_commits_total %" PRIu64 "\n"
 		   "# TYPE trellis_control_store_ops_total counter\n"

@@ -184,7 +184,7 @@ int register_begin(struct registry *r, struct register_decision *d, int64_t now)
 		}
 		d->entry = e;
 	}
-	/* Counted now, before the write: a second use is refused even while the first is in flight. */
+	/* Counted now, before the write: a second use is refused while the first is in flight. */
 	if (d->authkey)
 		d->authkey->uses++;
 	/* The in-memory record changes now, so later writes of this node carry it. */

@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -249,8 +248,8 @@ static void reply_register(struct session *ss, enum ctrl_register_status st, con
 		snprintf(m.reg_resp.error, sizeof(m.reg_resp.error), "%s", err);
 	} else if (st == CTRL_REGISTER_NEEDS_AUTH) {
 		s->ctr.regs_needs_auth++;
-		snprintf(m.reg_resp.auth_url, sizeof(m.reg_resp.auth_url), "%s://%s/register/%" PRIu64,
-			 httpd_tls(s->httpd) ? "https" : "http",
+		snprintf(m.reg_resp.auth_url, sizeof(m.reg_resp.auth_url),
+			 "%s://%s/register/%" PRIu64, httpd_tls(s->httpd) ? "https" : "http",
 			 ss->host[0] ? ss->host : httpd_listen_name(s->httpd), rec->id);
 	} else {
 		s->ctr.regs_ok++;
@@ -585,7 +584,8 @@ static void post_control(struct httpd_request *r, void *ctx)
 		return httpd_error(r, 400, "POST /control without upgrade");
 	if (req->has_content_length && req->content_length)
 		return httpd_error(r, 400, "upgrade with a body");
-	if (httpd_upgrade(r, "Upgrade: " HTTP_UPGRADE_TOKEN "\r\nConnection: Upgrade\r\n", &up) == 0)
+	if (httpd_upgrade(r, "Upgrade: " HTTP_UPGRADE_TOKEN "\r\nConnection: Upgrade\r\n",
+			  &up) == 0)
 		session_take(&s->sessions, &up);
 }
 

@@ -353,7 +353,8 @@ static void on_timer(struct loop_timer *t)
 
 	if (!ss->authed) {
 		if (now >= ss->born_ns + HANDSHAKE_TIMEOUT_NS) {
-			session_close(ss, METRICS_DROP_HANDSHAKE_TIMEOUT, "no handshake within 10 s");
+			session_close(ss, METRICS_DROP_HANDSHAKE_TIMEOUT,
+				      "no handshake within 10 s");
 			return;
 		}
 		loop_timer_arm(env->loop, t, ss->born_ns + HANDSHAKE_TIMEOUT_NS);

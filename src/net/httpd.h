@@ -173,7 +173,7 @@ struct httpd_upgrade {
 	/* The 101 response, not yet written: it goes out before anything else. malloc'd. */
 	uint8_t *out;
 	size_t out_len;
-	/* Bytes the client sent after the head: the new protocol's first input. malloc'd or NULL. */
+	/* What the client sent after the head: the new protocol's first input. malloc'd or NULL. */
 	uint8_t *rest;
 	size_t rest_len;
 };

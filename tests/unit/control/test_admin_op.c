@@ -148,7 +148,8 @@ static void test_users(void **state)
 	assert_int_equal(store_user_get(E.st, u.id, &v), 0);
 	assert_string_equal(v.name, "alice@example.com");
 	assert_int_equal(admin_op_user_create(&E.c, "corp", "alice@example.com", NULL), -EEXIST);
-	assert_string_equal(E.c.err, "user \"alice@example.com\" already exists in tailnet \"corp\"");
+	assert_string_equal(E.c.err,
+			    "user \"alice@example.com\" already exists in tailnet \"corp\"");
 	assert_int_equal(admin_op_user_create(&E.c, "nope", "bob", NULL), -ENOENT);
 	assert_string_equal(E.c.err, "unknown tailnet \"nope\"");
 	assert_int_equal(admin_op_user_create(&E.c, NULL, "bad name", NULL), -EINVAL);

@@ -246,8 +246,8 @@ static void test_routes(void **state)
 	assert_int_equal(status_of("GET /exactly HTTP/1.1\r\n\r\n", NULL, 0), 404);
 	assert_int_equal(status_of("GET /exact/ HTTP/1.1\r\n\r\n", NULL, 0), 404);
 	assert_int_equal(status_of("DELETE /exact HTTP/1.1\r\n\r\n", NULL, 0), 405);
-	assert_int_equal(status_of("GET /pre/a/b?c HTTP/1.1\r\nHost: ctl.example:8443\r\n\r\n", body,
-				   sizeof(body)),
+	assert_int_equal(status_of("GET /pre/a/b?c HTTP/1.1\r\nHost: ctl.example:8443\r\n\r\n",
+				   body, sizeof(body)),
 			 200);
 	assert_string_equal(body, "under /pre/a/b?c host ctl.example:8443\n");
 	/* A Host that could not go into a URL is not passed on. */
@@ -285,7 +285,8 @@ static void test_bad_heads(void **state)
 
 static void test_upgrade_hand_off(void **state)
 {
-	static const char req[] = "POST /up HTTP/1.1\r\nHost: x\r\n\r\nfirst bytes of the new protocol";
+	static const char req[] =
+		"POST /up HTTP/1.1\r\nHost: x\r\n\r\nfirst bytes of the new protocol";
 	struct httpd_stats st;
 	char buf[256];
 	ssize_t n;
