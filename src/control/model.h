@@ -5,7 +5,8 @@
 /*
  * The coordination server's records: what the store persists and the mapper
  * turns into network maps. Plain structs with fixed caps, shared by
- * store.c (durable) and mapper.c (in memory, incremental).
+ * store.c (durable), mapper.c and registry.c (in memory), and the admin
+ * operations.
  */
 
 #include <stdbool.h>

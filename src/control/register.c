@@ -165,10 +165,14 @@ int register_begin(struct registry *r, struct register_decision *d, int64_t now)
 	int err;
 
 	if (d->insert) {
-		err = t ? addr_pool_alloc(t->pool, d->rec.ipv4) : -ENOENT;
+		if (!t) {
+			d->error = "unknown tailnet";
+			return -ENOENT;
+		}
+		err = addr_pool_alloc(t->pool, d->rec.ipv4);
 		if (err < 0) {
 			d->error = err == -ENOSPC ? "tailnet address pool full" : "out of memory";
-			return err == -ENOSPC ? -ENOSPC : -ENOMEM;
+			return err;
 		}
 	}
 	if (d->rename) {

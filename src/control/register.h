@@ -72,7 +72,8 @@ void register_decide(struct registry *r, const struct register_request *req,
 
 /*
  * Reserves and applies in memory (see above). 0, or -ENOSPC (the tailnet's
- * address pool is full) / -ENOMEM with d->error set and nothing changed.
+ * address pool is full), -ENOENT, -ENOMEM with d->error set and nothing
+ * changed.
  */
 int register_begin(struct registry *r, struct register_decision *d, int64_t now);
 
