@@ -31,9 +31,9 @@ struct usock_conn {
 	size_t out_len, out_off, out_cap;
 	bool close_after_write;
 	bool held;
-	bool in_cb;  /* inside on_data: closes are deferred */
-	bool doomed; /* usock_conn_close was called inside on_data */
-	uint64_t last_ns;
+	bool in_cb;	  /* inside on_data: closes are deferred */
+	bool doomed;	  /* usock_conn_close was called inside on_data */
+	uint64_t last_ns; /* last progress, on the clock (see touch) */
 	max_align_t priv[];
 };
 
@@ -123,6 +123,17 @@ static void wipe_free(char *p, size_t len)
 	free(p);
 }
 
+/*
+ * Progress is stamped with the clock, not with the loop's cached "now": that
+ * dates from before the callback, and one callback can outlast the idle
+ * timeout (reading megabytes, a slow handler), which made a busy connection
+ * look idle to the next sweep.
+ */
+static void touch(struct usock_conn *c)
+{
+	c->last_ns = time_now_ns();
+}
+
 void usock_conn_close(struct usock_conn *c)
 {
 	struct usock_server *srv = c->srv;
@@ -184,7 +195,7 @@ void usock_conn_hold(struct usock_conn *c, bool hold)
 {
 	c->held = hold;
 	if (!hold)
-		c->last_ns = loop_now_ns(c->srv->loop);
+		touch(c);
 }
 
 /* 0 when all is out, 1 when the socket is full, -errno on error. */
@@ -202,7 +213,7 @@ static int conn_flush(struct usock_conn *c)
 			return -errno;
 		}
 		c->out_off += (size_t)r;
-		c->last_ns = loop_now_ns(c->srv->loop);
+		touch(c);
 	}
 	/* Replies can be large (a full get): do not keep them around, nor their keys. */
 	wipe_free(c->out, c->out_cap);
@@ -347,7 +358,7 @@ static void conn_event(struct loop_fd *h, uint32_t events)
 			break;
 		}
 		c->in_len += (size_t)r;
-		c->last_ns = loop_now_ns(c->srv->loop);
+		touch(c);
 		if (!conn_pump(c))
 			return;
 	}
@@ -357,7 +368,7 @@ static void conn_event(struct loop_fd *h, uint32_t events)
 static void sweep_fire(struct loop_timer *t)
 {
 	struct usock_server *srv = container_of(t, struct usock_server, sweep);
-	uint64_t now = loop_now_ns(srv->loop);
+	uint64_t now = time_now_ns(); /* not older than any last_ns */
 	unsigned i = 0;
 
 	while (i < srv->n_conns) {
@@ -405,7 +416,7 @@ static void listen_event(struct loop_fd *h, uint32_t events)
 		c->srv = srv;
 		c->lfd.fd = fd;
 		c->lfd.cb = conn_event;
-		c->last_ns = loop_now_ns(srv->loop);
+		touch(c);
 		if ((srv->ops.on_open && srv->ops.on_open(srv->ops.ctx, c) < 0) ||
 		    loop_fd_add(srv->loop, &c->lfd, EPOLLIN | EPOLLRDHUP) < 0) {
 			close(fd);

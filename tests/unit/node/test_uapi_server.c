@@ -36,6 +36,7 @@ struct fake {
 	size_t last_set_len;
 	int set_ret;
 	unsigned gets;
+	unsigned get_delay_ms;
 	void (*client)(struct fake *f);
 	atomic_int done;
 };
@@ -45,6 +46,8 @@ static int fake_get(void *ctx, char **ret_body, size_t *ret_len)
 	struct fake *f = ctx;
 
 	f->gets++;
+	if (f->get_delay_ms)
+		usleep(f->get_delay_ms * 1000);
 	*ret_body = strdup("listen_port=1234\n");
 	*ret_len = strlen(*ret_body);
 	return 0;
@@ -258,6 +261,40 @@ static void test_oversize(void **state)
 	run(client_oversize, &f);
 }
 
+/*
+ * A handler slower than the idle timeout, then a client that answers at once:
+ * the connection made progress all along and must not be taken for idle. The
+ * loop's cached "now" dates from before the handler ran, so stamping activity
+ * with it made the sweep see the whole callback as silence (what made
+ * test_oversize flaky under load: reading 16 MiB in one callback took longer
+ * than the test's 300 ms idle timeout).
+ */
+static void client_slow_handler(struct fake *f)
+{
+	char buf[64];
+	int fd = client_connect(f);
+
+	/* The get and the start of a set in one write: both are read before the get runs. */
+	send_all(fd, "get=1\n\nset=1\nlisten_port=", 25);
+	read_reply(fd, buf, sizeof(buf));
+	assert_string_equal(buf, "listen_port=1234\nerrno=0\n\n");
+	/* Well inside the idle timeout, counted from the reply, not from the read. */
+	usleep(UAPI_IDLE_TIMEOUT_NS / 3000);
+	send_all(fd, "5\n\n", 3);
+	read_reply(fd, buf, sizeof(buf));
+	assert_string_equal(buf, "errno=0\n\n");
+	close(fd);
+}
+
+static void test_slow_handler(void **state)
+{
+	struct fake f = {.get_delay_ms = UAPI_IDLE_TIMEOUT_NS * 4 / 3 / 1000000};
+
+	(void)state;
+	run(client_slow_handler, &f);
+	assert_int_equal(f.last_set_len, strlen("listen_port=5\n"));
+}
+
 static void client_conn_cap(struct fake *f)
 {
 	int fds[UAPI_CONNS_MAX + 1];
@@ -337,8 +374,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_get_set),	 cmocka_unit_test(test_garbage),
-	    cmocka_unit_test(test_oversize),	 cmocka_unit_test(test_conn_cap),
-	    cmocka_unit_test(test_idle_timeout), cmocka_unit_test(test_socket_check),
+	    cmocka_unit_test(test_oversize),	 cmocka_unit_test(test_slow_handler),
+	    cmocka_unit_test(test_conn_cap),	 cmocka_unit_test(test_idle_timeout),
+	    cmocka_unit_test(test_socket_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
