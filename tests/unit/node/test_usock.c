@@ -34,7 +34,8 @@ struct fake {
 	struct loop *loop;
 	struct loop_async done_async;
 	struct usock_server *srv;
-	unsigned opens, closes, overflows;
+	unsigned opens, overflows;
+	atomic_uint closes; /* the client thread waits for it */
 	void (*client)(struct fake *f);
 	atomic_int done;
 };
@@ -275,9 +276,12 @@ static void client_conn_cap(struct fake *f)
 	}
 	fds[CONNS_MAX] = client_connect(f);
 	assert_true(is_closed(fds[CONNS_MAX]));
-	/* Once one goes, a new one fits again. */
+	/* Once one goes, a new one fits again: wait until the server has seen it go. */
 	close(fds[0]);
-	usleep(50000);
+	for (i = 0; atomic_load(&f->closes) < 1; i++) {
+		assert_true(i < 5000);
+		usleep(1000);
+	}
 	fds[0] = client_connect(f);
 	send_all(fds[0], "echo k\n", 7);
 	read_exact(fds[0], buf, 2);
