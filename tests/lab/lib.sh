@@ -700,6 +700,9 @@ wait_for()
 peers_are() { [[ $(peer_names "$1") == "$2" ]]; }
 # peers_online_are NAME "h1 h2": exactly those peers are online.
 peers_online_are() { [[ $(peers_online "$1") == "$2" ]]; }
+# node_connected NAME: the node has a control session with a netmap (backend_state running).
+# While it has none, its peers' online flags are those of its last netmap, however old.
+node_connected() { [[ $(status_eval "$1" "j.get('backend_state')") == running ]]; }
 
 # tun_rx NAME: packets the daemon delivered to node NAME's TUN (kernel RX counter).
 tun_rx()
