@@ -29,6 +29,7 @@ int cli_logout(int argc, char **argv, const struct cli_global *g);
 int cli_status(int argc, char **argv, const struct cli_global *g);
 int cli_ip(int argc, char **argv, const struct cli_global *g);
 int cli_whois(int argc, char **argv, const struct cli_global *g);
+int cli_version(int argc, char **argv, const struct cli_global *g);
 
 /* The local API client (localapi_client.c; protocol in docs/localapi.md). */
 #define CLI_DEFAULT_SOCKET "/var/run/trellis/trellisd.sock"

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/version.h"
 #include "cli/cli.h"
 
 struct command {
@@ -19,16 +20,17 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{ "genkey", cli_genkey, "", "print a new private key (base64)" },
-	{ "genpsk", cli_genpsk, "", "print a new preshared key (base64)" },
-	{ "pubkey", cli_pubkey, "< KEY", "print the public key of a private key on stdin" },
-	{ "up", cli_up, "--login-server URL [--auth-key KEY] [--hostname NAME]",
-	  "connect this node to a tailnet" },
-	{ "down", cli_down, "", "disconnect from the tailnet (keeps the login)" },
-	{ "logout", cli_logout, "", "disconnect and expire this node's key" },
-	{ "status", cli_status, "[--json]", "show this node and its peers" },
-	{ "ip", cli_ip, "[-4|-6]", "print this node's tailnet addresses" },
-	{ "whois", cli_whois, "ADDR", "show the node that has a tailnet address" },
+    {"genkey", cli_genkey, "", "print a new private key (base64)"},
+    {"genpsk", cli_genpsk, "", "print a new preshared key (base64)"},
+    {"pubkey", cli_pubkey, "< KEY", "print the public key of a private key on stdin"},
+    {"up", cli_up, "--login-server URL [--auth-key KEY] [--hostname NAME]",
+     "connect this node to a tailnet"},
+    {"down", cli_down, "", "disconnect from the tailnet (keeps the login)"},
+    {"logout", cli_logout, "", "disconnect and expire this node's key"},
+    {"status", cli_status, "[--json]", "show this node and its peers"},
+    {"ip", cli_ip, "[-4|-6]", "print this node's tailnet addresses"},
+    {"whois", cli_whois, "ADDR", "show the node that has a tailnet address"},
+    {"version", cli_version, "[--daemon] [--json]", "print the version (and trellisd's)"},
 };
 
 static void usage(FILE *f)
@@ -40,6 +42,7 @@ static void usage(FILE *f)
 	      "Options:\n"
 	      "  --socket PATH  the trellisd local API socket\n"
 	      "  -h, --help     show this help\n"
+	      "  --version      print the version\n"
 	      "\n"
 	      "Commands:\n",
 	      f);
@@ -74,6 +77,9 @@ int main(int argc, char **argv)
 
 		if (is_help(a)) {
 			usage(stdout);
+			return 0;
+		} else if (strcmp(a, "--version") == 0) {
+			printf("%s\n", trellis_version);
 			return 0;
 		} else if (strcmp(a, "--socket") == 0) {
 			if (i + 1 >= argc) {

@@ -625,6 +625,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: trellis-control [--state DIR] <command>\n"
 		"  serve [--listen ADDR:PORT] [--tls-cert PEM --tls-key PEM]\n"
+		"  version\n"
 		"  authkey create [--tailnet NAME] [--reusable] [--ephemeral] [--preauthorized]\n"
 		"                 [--tags tag:a,tag:b] [--expiry DURATION]\n"
 		"  authkey list [--tailnet NAME] [--json]\n"

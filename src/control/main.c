@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
  * trellis-control [--state DIR] <command>: `serve` runs the coordination
- * server (server.c); everything else is the admin CLI (admin.c).
+ * server (server.c); `version` prints the version; everything else is the admin
+ * CLI (admin.c).
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "base/log.h"
+#include "base/version.h"
 #include "control/admin.h"
 #include "control/server.h"
 
@@ -41,6 +44,7 @@ static int serve(const char *state_dir, int argc, char **argv)
 		fprintf(stderr, "trellis-control: serve: --tls-cert and --tls-key go together\n");
 		return 1;
 	}
+	log_info("trellis-control %s", trellis_version);
 	r = control_serve(&opts);
 	if (r == -ENOSYS) {
 		fprintf(stderr, "trellis-control: serve: not built yet\n");
@@ -54,6 +58,10 @@ int main(int argc, char **argv)
 	const char *state_dir = ADMIN_STATE_DIR_DEFAULT;
 	int i = 1;
 
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("trellis-control %s\n", trellis_version);
+		return 0;
+	}
 	while (i < argc && strncmp(argv[i], "--state", 7) == 0) {
 		if (argv[i][7] == '=') {
 			state_dir = argv[i] + 8;
@@ -69,6 +77,10 @@ int main(int argc, char **argv)
 	if (!state_dir[0]) {
 		fprintf(stderr, "trellis-control: --state needs a directory\n");
 		return 1;
+	}
+	if (i < argc && strcmp(argv[i], "version") == 0) {
+		printf("%s\n", trellis_version);
+		return 0;
 	}
 	if (i < argc && strcmp(argv[i], "serve") == 0)
 		return serve(state_dir, argc - i - 1, argv + i + 1);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/version.h"
 #include "control/metrics.h"
 
 static const char *const drop_names[METRICS_DROP_MAX] = {
@@ -31,6 +32,10 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 	drops[METRICS_DROP_UNAUTH_LIMIT] += m->http.drops[HTTPD_DROP_UNAUTH_LIMIT];
 	drops[METRICS_DROP_CONN_LIMIT] += m->http.drops[HTTPD_DROP_CONN_LIMIT];
 	drops[METRICS_DROP_IO] += m->http.drops[HTTPD_DROP_IO];
+	fprintf(f,
+		"# TYPE trellis_control_build_info gauge\n"
+		"trellis_control_build_info{version=\"%s\"} 1\n",
+		trellis_version);
 	fprintf(f, "# TYPE trellis_control_connections gauge\n"
 		   "trellis_control_connections %zu\n"
 		   "# TYPE trellis_control_connections_unauthenticated gauge\n"

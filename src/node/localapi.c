@@ -26,8 +26,10 @@
 #include "base/base64.h"
 #include "base/log.h"
 #include "base/time.h"
+#include "base/version.h"
 #include "base/util.h"
 #include "crypto/crypto.h"
+#include "base/version.h"
 #include "node/localapi.h"
 #include "node/usock.h"
 
@@ -508,8 +510,8 @@ int localapi_status_build(const char *backend_state, const struct netmap *nm,
 	json_t *o, *peers, *n;
 	unsigned i;
 
-	o = json_pack("{s:s, s:s}", "backend_state", backend_state ? backend_state : "stopped",
-		      "tailnet", nm ? nm->tailnet : "");
+	o = json_pack("{s:s, s:s, s:s}", "backend_state", backend_state ? backend_state : "stopped",
+		      "tailnet", nm ? nm->tailnet : "", "version", trellis_version);
 	peers = json_array();
 	if (!o || !peers)
 		goto fail;

@@ -5,6 +5,11 @@
  *   trellisd --wg IFACE [--mtu N] [--workers N] [--log-level L]
  *       Plain WireGuard mode, a drop-in for `wireguard-go -f IFACE`: creates the
  *       TUN interface and serves wg(8) on /var/run/wireguard/IFACE.sock.
+ *   trellisd [-f] IFACE
+ *       The same, as `wireguard-go IFACE` does it for wg-quick
+ *       (WG_QUICK_USERSPACE_IMPLEMENTATION=trellisd): returns once the interface
+ *       and its UAPI socket are up and goes on in the background, unless -f or
+ *       WG_PROCESS_FOREGROUND=1.
  *   trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]
  *       Control-plane mode (design.md §12, daemon.c): joins the tailnet that
  *       `trellis up` names and keeps the interface in line with its netmap.
@@ -13,6 +18,7 @@
  * the daemon cannot start, 2 on usage errors.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <net/if.h>
@@ -20,9 +26,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/pkt.h"
+#include "base/version.h"
 #include "node/daemon.h"
 #include "node/localapi.h"
 #include "node/state.h"
@@ -37,10 +46,15 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: trellisd --wg IFACE [--mtu N] [--workers N] [--log-level LEVEL]\n"
+	    "       trellisd [-f] [--mtu N] [--workers N] [--log-level LEVEL] IFACE\n"
 	    "       trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]\n"
 	    "\n"
 	    "  --wg IFACE         plain WireGuard mode: create TUN IFACE, configure with wg(8)\n"
 	    "                     through /var/run/wireguard/IFACE.sock (like wireguard-go -f)\n"
+	    "  IFACE              the same, in the background once the interface is up (like\n"
+	    "                     wireguard-go IFACE, for wg-quick)\n"
+	    "  -f, --foreground   with IFACE: stay in the foreground (also\n"
+	    "                     WG_PROCESS_FOREGROUND=1)\n"
 	    "  --mtu N            interface MTU (default %d, at most %d)\n"
 	    "  --workers N        crypto worker threads (default: online CPUs; 0: crypto\n"
 	    "                     inline on the I/O threads)\n"
@@ -49,9 +63,12 @@ static void usage(FILE *f)
 	    "  --socket PATH      local API socket (default %s)\n"
 	    "  --tun IFACE        TUN interface (default %s)\n"
 	    "  --port N           WireGuard UDP port (default %d)\n"
-	    "  --help             this text\n",
-	    DEFAULT_MTU, PKT_MTU_MAX, STATE_DEFAULT_DIR, LOCALAPI_DEFAULT_SOCKET, DAEMON_DEFAULT_TUN,
-	    DAEMON_DEFAULT_PORT);
+	    "  --version          print the version\n"
+	    "  -h, --help         this text\n"
+	    "\n"
+	    "example: trellisd --wg wg0 --mtu 1420\n",
+	    DEFAULT_MTU, PKT_MTU_MAX, STATE_DEFAULT_DIR, LOCALAPI_DEFAULT_SOCKET,
+	    DAEMON_DEFAULT_TUN, DAEMON_DEFAULT_PORT);
 }
 
 /* Whole-string unsigned decimal within [min, max]; false otherwise. */
@@ -68,6 +85,67 @@ static bool parse_uint(const char *s, unsigned long min, unsigned long max, unsi
 		return false;
 	*ret = v;
 	return true;
+}
+
+/*
+ * Daemonizing for wg-quick: the parent returns only once the child has the interface
+ * and the UAPI socket up (wg-quick configures them next), with 0, or 1 if the child
+ * failed to start. The fork comes before any thread exists. Stdin and stdout go to
+ * /dev/null; stderr stays, for the log.
+ */
+static int ready_fd = -1;
+
+static void daemon_ready(void *arg)
+{
+	(void)arg;
+	if (ready_fd < 0)
+		return;
+	if (write(ready_fd, "1", 1) < 0)
+		log_warn("cannot tell the parent we are up: %s", strerror(errno));
+	close(ready_fd);
+	ready_fd = -1;
+}
+
+static int daemonize(void)
+{
+	int p[2], fd, st;
+	pid_t pid;
+	char c;
+	ssize_t n;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fprintf(stderr, "trellisd: pipe: %s\n", strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "trellisd: fork: %s\n", strerror(errno));
+		return -1;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		do
+			n = read(p[0], &c, 1);
+		while (n < 0 && errno == EINTR);
+		if (n == 1)
+			_exit(0);
+		/* The child exited before it was up; it said why on stderr. */
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+		_exit(1);
+	}
+	close(p[0]);
+	ready_fd = p[1];
+	if (setsid() < 0)
+		log_warn("setsid: %s", strerror(errno));
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	return 0;
 }
 
 static int parse_level(const char *s)
@@ -95,7 +173,8 @@ int main(int argc, char **argv)
 		OPT_STATE,
 		OPT_SOCKET,
 		OPT_TUN,
-		OPT_PORT
+		OPT_PORT,
+		OPT_VERSION
 	};
 	static const struct option longopts[] = {
 	    {"wg", required_argument, NULL, OPT_WG},
@@ -106,16 +185,21 @@ int main(int argc, char **argv)
 	    {"socket", required_argument, NULL, OPT_SOCKET},
 	    {"tun", required_argument, NULL, OPT_TUN},
 	    {"port", required_argument, NULL, OPT_PORT},
+	    {"foreground", no_argument, NULL, 'f'},
+	    {"version", no_argument, NULL, OPT_VERSION},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	struct wgdev_opts opts = {.mtu = DEFAULT_MTU, .workers = -1};
 	struct daemon_opts dopts = {.port = DAEMON_DEFAULT_PORT};
 	const char *cp_opt = NULL; /* a control-plane option that was given */
+	const char *fg_env = getenv("WG_PROCESS_FOREGROUND");
+	bool foreground = fg_env && !strcmp(fg_env, "1");
+	bool background = false;
 	unsigned long v;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "fh", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_WG:
 			if (!*optarg || strlen(optarg) >= IF_NAMESIZE || strchr(optarg, '/')) {
@@ -189,6 +273,12 @@ int main(int argc, char **argv)
 			dopts.ifname = optarg;
 			cp_opt = "--tun";
 			break;
+		case 'f':
+			foreground = true;
+			break;
+		case OPT_VERSION:
+			printf("trellisd %s\n", trellis_version);
+			return 0;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -197,11 +287,22 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (optind < argc && !opts.ifname && !cp_opt) {
+		/* trellisd IFACE: as wireguard-go IFACE, for wg-quick. */
+		if (!*argv[optind] || strlen(argv[optind]) >= IF_NAMESIZE ||
+		    strchr(argv[optind], '/')) {
+			fprintf(stderr, "trellisd: invalid interface name \"%s\"\n", argv[optind]);
+			return 2;
+		}
+		opts.ifname = argv[optind++];
+		background = !foreground;
+	}
 	if (optind < argc) {
 		fprintf(stderr, "trellisd: unexpected argument \"%s\"\n", argv[optind]);
 		usage(stderr);
 		return 2;
 	}
+	log_info("trellisd %s", trellis_version);
 	if (!opts.ifname) {
 		dopts.mtu = opts.mtu;
 		dopts.workers = opts.workers;
@@ -214,6 +315,11 @@ int main(int argc, char **argv)
 			"combined with --wg\n",
 			cp_opt);
 		return 2;
+	}
+	if (background) {
+		if (daemonize() < 0)
+			return 1;
+		opts.ready = daemon_ready;
 	}
 	r = wgdev_run(&opts);
 	return r < 0 ? 1 : 0;

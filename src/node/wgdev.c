@@ -687,6 +687,8 @@ int wgdev_run(const struct wgdev_opts *opts)
 	r = wgdev_new(loop, opts, &w);
 	if (r < 0)
 		goto out;
+	if (opts->ready)
+		opts->ready(opts->ready_arg);
 	r = loop_run(loop);
 	if (r < 0)
 		log_err("event loop: %s", strerror(-r));

@@ -28,6 +28,12 @@ struct wgdev_opts {
 	uint16_t port;           /* UDP listen port; 0 = the kernel picks one */
 	/* A UAPI socket in use by another process is a warning, not a failure. */
 	bool uapi_optional;
+	/*
+	 * wgdev_run only: called once the interface and the UAPI socket are up, before
+	 * the loop runs (a daemonizing parent waits for this to exit). NULL: none.
+	 */
+	void (*ready)(void *arg);
+	void *ready_arg;
 };
 
 struct wgdev;

@@ -97,6 +97,8 @@ if check "node d joins (trellis up)" lab_node_up d "$KEY"; then
 		check "d -> $s over tailnet IPv4" ping_all d "${IP4[$s]}" 3
 	done
 	check "d sees a, b, c" wait_for 5 peers_are d "a b c"
+	check_eq "status --json reports the daemon's version" \
+		"trellisd $(status_eval d "j.get('version')")" "$("$TRELLISD" --version)"
 	check_eq "no daemon or server restarted for d" "$pids_before" \
 		"${LAB_NODE_PID[a]} ${LAB_NODE_PID[b]} ${LAB_NODE_PID[c]} $LAB_CONTROL_PID"
 	for p in $pids_before; do

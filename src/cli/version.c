@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * trellis version [--daemon] [--json]: the version of this client and, with --daemon,
+ * of the running trellisd (from its status), so a half-upgraded host shows itself.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "base/version.h"
+#include "cli/cli.h"
+
+int cli_version(int argc, char **argv, const struct cli_global *g)
+{
+	json_t *req, *reply = NULL, *out;
+	const char *daemon_version = NULL;
+	bool daemon = false, as_json = false;
+	int i, r = 1;
+
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--daemon")) {
+			daemon = true;
+		} else if (!strcmp(argv[i], "--json")) {
+			as_json = true;
+		} else {
+			fprintf(stderr,
+				"trellis: %s: unknown argument \"%s\"\n"
+				"Usage: trellis %s [--daemon] [--json]\n",
+				argv[0], argv[i], argv[0]);
+			return 1;
+		}
+	}
+	if (daemon) {
+		req = json_pack("{s:s}", "cmd", "status");
+		r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
+		json_decref(req);
+		if (r < 0)
+			return 1;
+		daemon_version = json_string_value(json_object_get(reply, "version"));
+		if (!daemon_version)
+			daemon_version = "unknown (older than its version report)";
+	}
+	if (as_json) {
+		out = json_pack("{s:s}", "client", trellis_version);
+		if (out && daemon_version)
+			json_object_set_new(out, "daemon", json_string(daemon_version));
+		r = out ? json_dumpf(out, stdout, JSON_INDENT(2)) : -1;
+		json_decref(out);
+		if (r == 0)
+			putchar('\n');
+	} else {
+		printf("%s\n", trellis_version);
+		if (daemon_version)
+			printf("daemon: %s\n", daemon_version);
+		r = 0;
+	}
+	json_decref(reply);
+	return r < 0 ? 1 : 0;
+}
