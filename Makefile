@@ -1,18 +1,32 @@
 # The two commands people expect:
 #   make          build (release, in build/)
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
-# and a few more: make demo-wg, make bench, make bench-control, make fuzz, make clean.
+# and a few more: make install, make deb, make demo-wg, make bench, make bench-control,
+# make fuzz, make clean.
 
 BUILD ?= build
 CHECK_BUILD ?= build-check
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 15
+PREFIX ?= /usr/local
 
-.PHONY: all deps check unit lab fuzz fuzz-check bench bench-control demo demo-wg clean
+.PHONY: all install deb deps check unit lab fuzz fuzz-check bench bench-control demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
 	ninja -C $(BUILD)
+
+# The programs, man pages, bash completion and systemd units under PREFIX (DESTDIR for
+# staging).
+install:
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
+	meson configure $(BUILD) -Dprefix=$(PREFIX)
+	ninja -C $(BUILD)
+	DESTDIR="$(DESTDIR)" meson install -C $(BUILD) --no-rebuild
+
+# A Debian package in build-deb/ (scripts/build-deb.sh).
+deb:
+	scripts/build-deb.sh build-deb
 
 deps:
 	scripts/install-deps.sh
@@ -59,4 +73,4 @@ demo-wg: all
 	scripts/demo-wg.sh
 
 clean:
-	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD) build-deb

@@ -10,6 +10,8 @@ pkgs=(
 	# lab tests and benchmarks
 	iproute2 nftables conntrack iputils-ping iperf3 wireguard-tools wireguard-go
 	procps psmisc python3 sqlite3 openssl curl
+	# packaging (make deb, lab/test_install)
+	dpkg-dev man-db systemd
 )
 
 missing=()

@@ -1,0 +1,75 @@
+# bash completion for trellis(1), trellisd(8) and trellis-control(8)
+
+_trellis()
+{
+	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]} i cmd=
+	for ((i = 1; i < COMP_CWORD; i++)); do
+		case ${COMP_WORDS[i]} in
+		--socket) ((i++)) ;;
+		-*) ;;
+		*) cmd=${COMP_WORDS[i]}; break ;;
+		esac
+	done
+	if [[ $prev == --socket ]]; then
+		mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+		return
+	fi
+	case $cmd in
+	'')
+		mapfile -t COMPREPLY < <(compgen -W "--socket --help --version genkey genpsk pubkey
+			up down logout status ip whois version help" -- "$cur")
+		;;
+	up)
+		case $prev in
+		--auth-key) mapfile -t COMPREPLY < <(compgen -P file: -f -- "${cur#file:}") ;;
+		--login-server | --hostname) ;;
+		*) mapfile -t COMPREPLY < <(compgen -W "--login-server --auth-key --hostname" -- "$cur") ;;
+		esac
+		;;
+	status) mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
+	ip) mapfile -t COMPREPLY < <(compgen -W "-4 -6" -- "$cur") ;;
+	version) mapfile -t COMPREPLY < <(compgen -W "--daemon --json" -- "$cur") ;;
+	esac
+}
+complete -F _trellis trellis
+
+_trellisd()
+{
+	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
+	case $prev in
+	--state) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+	--socket) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+	--log-level) mapfile -t COMPREPLY < <(compgen -W "err warn info debug" -- "$cur"); return ;;
+	--wg | --tun | --mtu | --workers | --port) return ;;
+	esac
+	mapfile -t COMPREPLY < <(compgen -W "--wg --mtu --workers --log-level --state --socket
+		--tun --port --foreground --version --help" -- "$cur")
+}
+complete -F _trellisd trellisd
+
+_trellis_control()
+{
+	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]} i words=()
+	for ((i = 1; i < COMP_CWORD; i++)); do
+		case ${COMP_WORDS[i]} in
+		--state) ((i++)) ;;
+		-*) ;;
+		*) words+=("${COMP_WORDS[i]}") ;;
+		esac
+	done
+	if [[ $prev == --state ]]; then
+		mapfile -t COMPREPLY < <(compgen -d -- "$cur")
+		return
+	fi
+	case "${words[0]:-} ${words[1]:-}" in
+	' ') mapfile -t COMPREPLY < <(compgen -W "--state serve version authkey tailnets users nodes" -- "$cur") ;;
+	'serve ') mapfile -t COMPREPLY < <(compgen -W "--listen --tls-cert --tls-key" -- "$cur") ;;
+	'authkey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke" -- "$cur") ;;
+	'tailnets ' | 'users ') mapfile -t COMPREPLY < <(compgen -W "create list" -- "$cur") ;;
+	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list approve expire delete rename set-expiry" -- "$cur") ;;
+	'authkey create') mapfile -t COMPREPLY < <(compgen -W "--tailnet --reusable --ephemeral
+		--preauthorized --tags --expiry" -- "$cur") ;;
+	*' list') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;
+	esac
+}
+complete -F _trellis_control trellis-control
