@@ -306,7 +306,12 @@ static void test_roundtrip_delta(void **state)
  * Measured on the 2-core dev machine: 10,000 peers (4.2 MB of JSON) encode in
  * 14 ms at -O2 (27 ms under ASan+UBSan); decode takes 90 ms (jansson's tree).
  */
-static void test_encode_10k_fast(void **state)
+/*
+ * A netmap of 10,000 peers round-trips. The times are printed, not asserted: speed is
+ * measured by `make bench-control`; a bound here failed on a loaded machine (encode
+ * 508 ms under ASan at load 14).
+ */
+static void test_roundtrip_10k(void **state)
 {
 	struct ctrl_msg m = { .type = CTRL_MSG_NETMAP }, b;
 	struct timespec t0, t1, t2;
@@ -327,8 +332,6 @@ static void test_encode_10k_fast(void **state)
 		      enc_ms, dec_ms);
 	assert_int_equal(b.netmap->n_peers, 10000);
 	assert_memory_equal(b.netmap->peers, m.netmap->peers, 10000 * sizeof(*m.netmap->peers));
-	/* Generous: sanitizer builds on a loaded CI machine. */
-	assert_true(enc_ms < 500);
 	free(json);
 	ctrl_msg_clear(&b);
 	ctrl_msg_clear(&m);
@@ -645,7 +648,7 @@ int main(void)
 		cmocka_unit_test(test_roundtrip_small),
 		cmocka_unit_test(test_roundtrip_netmap),
 		cmocka_unit_test(test_roundtrip_delta),
-		cmocka_unit_test(test_encode_10k_fast),
+		cmocka_unit_test(test_roundtrip_10k),
 		cmocka_unit_test(test_encode_rejects),
 		cmocka_unit_test(test_bad_inputs),
 		cmocka_unit_test(test_good_inputs),
