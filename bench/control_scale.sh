@@ -68,7 +68,7 @@ for n in $NODES; do
 	SERVER_PID=
 	R[$n.db]=$(du -sk "$state" | cut -f1)
 	grep -ciE 'error|warn' "$TMP/server-$n.log" | sed 's/^/server log lines with error|warn: /' >&2
-	grep -vE "register|registered" "$TMP/server-$n.log" | sort | uniq -c | sort -rn | head -n 8 | sed "s/^/server log: /" >&2
+	grep -vE "register|registered" "$TMP/server-$n.log" | sed -E "s/^[0-9T:.-]+Z //" | sort | uniq -c | sort -rn | head -n 8 | sed "s/^/server log: /" >&2
 	rm -rf "$state"
 done
 

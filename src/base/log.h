@@ -14,6 +14,12 @@ enum log_level {
 /* Read without a lock: a stale level for one message is harmless. */
 extern int log_level_current;
 
+/*
+ * Lines go to stderr as "2026-12-01T12:00:00.000Z PREFIX: LEVEL: message", or, under the
+ * systemd journal (which adds its own time), as "<PRIORITY>PREFIX: LEVEL: message".
+ * log_init decides which from the current stderr; without it, the first line decides.
+ */
+void log_init(void);
 void log_set_level(int level);
 void log_set_prefix(const char *prefix);
 void log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -58,6 +58,7 @@ int main(int argc, char **argv)
 	const char *state_dir = ADMIN_STATE_DIR_DEFAULT;
 	int i = 1;
 
+	log_init();
 	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
 		printf("trellis-control %s\n", trellis_version);
 		return 0;

@@ -199,6 +199,7 @@ int main(int argc, char **argv)
 	unsigned long v;
 	int c, r;
 
+	log_init();
 	while ((c = getopt_long(argc, argv, "fh", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_WG:
