@@ -31,6 +31,12 @@ int cli_ip(int argc, char **argv, const struct cli_global *g);
 int cli_whois(int argc, char **argv, const struct cli_global *g);
 int cli_version(int argc, char **argv, const struct cli_global *g);
 
+/*
+ * A subcommand's bad arguments: names argv[bad] (or says one is missing when bad >= argc),
+ * prints the usage line and where the help is. Returns the exit status 1.
+ */
+int cli_usage_error(int argc, char **argv, int bad);
+
 /* The local API client (localapi_client.c; protocol in docs/localapi.md). */
 #define CLI_DEFAULT_SOCKET "/var/run/trellis/trellisd.sock"
 struct cli_api {

@@ -9,10 +9,8 @@ int cli_down(int argc, char **argv, const struct cli_global *g)
 	json_t *req, *reply = NULL;
 	int r;
 
-	if (argc != 1) {
-		fprintf(stderr, "Usage: trellis %s\n", argv[0]);
-		return 1;
-	}
+	if (argc != 1)
+		return cli_usage_error(argc, argv, 1);
 	req = json_pack("{s:s}", "cmd", "down");
 	r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
 	json_decref(req);

@@ -11,10 +11,8 @@ int cli_genpsk(int argc, char **argv, const struct cli_global *g)
 	int ret = 1;
 
 	(void)g;
-	if (argc != 1) {
-		fprintf(stderr, "Usage: trellis %s\n", argv[0]);
-		return 1;
-	}
+	if (argc != 1)
+		return cli_usage_error(argc, argv, 1);
 	cli_key_warn_if_world_accessible(argv[0]);
 	if (crypto_random(psk, sizeof(psk)) < 0) {
 		fprintf(stderr, "trellis: %s: cannot get random bytes\n", argv[0]);

@@ -16,10 +16,8 @@ int cli_ip(int argc, char **argv, const struct cli_global *g)
 		only4 = true;
 	else if (argc == 2 && !strcmp(argv[1], "-6"))
 		only6 = true;
-	else if (argc != 1) {
-		fprintf(stderr, "Usage: trellis %s [-4|-6]\n", argv[0]);
-		return 1;
-	}
+	else if (argc != 1)
+		return cli_usage_error(argc, argv, argc == 2 ? 1 : 2);
 	req = json_pack("{s:s}", "cmd", "ip");
 	r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
 	json_decref(req);

@@ -17,20 +17,70 @@ struct command {
 	int (*run)(int argc, char **argv, const struct cli_global *g);
 	const char *args; /* for the usage line */
 	const char *summary;
+	const char *help; /* for COMMAND --help: each flag, its default, an example */
 };
 
 static const struct command commands[] = {
-    {"genkey", cli_genkey, "", "print a new private key (base64)"},
-    {"genpsk", cli_genpsk, "", "print a new preshared key (base64)"},
-    {"pubkey", cli_pubkey, "< KEY", "print the public key of a private key on stdin"},
-    {"up", cli_up, "--login-server URL [--auth-key KEY] [--hostname NAME]",
-     "connect this node to a tailnet"},
-    {"down", cli_down, "", "disconnect from the tailnet (keeps the login)"},
-    {"logout", cli_logout, "", "disconnect and expire this node's key"},
-    {"status", cli_status, "[--json]", "show this node and its peers"},
-    {"ip", cli_ip, "[-4|-6]", "print this node's tailnet addresses"},
-    {"whois", cli_whois, "ADDR", "show the node that has a tailnet address"},
-    {"version", cli_version, "[--daemon] [--json]", "print the version (and trellisd's)"},
+    {"genkey", cli_genkey, "", "print a new private key (base64)",
+     "Prints a new Curve25519 private key, base64, as `wg genkey` does. Warns when\n"
+     "standard output is a file others can read.\n"
+     "\n"
+     "Example: umask 077; trellis genkey > wg0.key\n"},
+    {"genpsk", cli_genpsk, "", "print a new preshared key (base64)",
+     "Prints 32 random bytes, base64, for WireGuard's preshared-key.\n"
+     "\n"
+     "Example: trellis genpsk > wg0.psk\n"},
+    {"pubkey", cli_pubkey, "< KEY", "print the public key of a private key on stdin",
+     "Reads a base64 private key on standard input and prints its public key.\n"
+     "\n"
+     "Example: trellis pubkey < wg0.key\n"},
+    {"up", cli_up, "--login-server URL [--auth-key KEY|file:PATH|-] [--hostname NAME]",
+     "connect this node to a tailnet",
+     "Connects this node to the tailnet of a coordination server and waits until it is\n"
+     "running, or prints a login URL and waits for an admin to approve the node.\n"
+     "\n"
+     "  --login-server URL  the coordination server (http:// or https://); required\n"
+     "  --auth-key KEY      an auth key; file:PATH reads it from a file and - from\n"
+     "                      standard input, keeping it out of ps (default: none,\n"
+     "                      interactive approval)\n"
+     "  --hostname NAME     the node's name in the tailnet (default: the host name)\n"
+     "\n"
+     "Example: trellis up --login-server https://ctl.example:8080 --auth-key file:/root/key\n"},
+    {"down", cli_down, "", "disconnect from the tailnet (keeps the login)",
+     "Disconnects from the tailnet and removes the tunnels; `trellis up` reconnects\n"
+     "with the same key and address.\n"
+     "\n"
+     "Example: trellis down\n"},
+    {"logout", cli_logout, "", "disconnect and expire this node's key",
+     "Disconnects and expires this node's key on the server; the next `trellis up`\n"
+     "needs an auth key or approval again.\n"
+     "\n"
+     "Example: trellis logout\n"},
+    {"status", cli_status, "[--json]", "show this node and its peers",
+     "Shows the daemon's state, this node and its peers (addresses, endpoints, online).\n"
+     "\n"
+     "  --json  the whole status as JSON (default: a table)\n"
+     "\n"
+     "Example: trellis status --json\n"},
+    {"ip", cli_ip, "[-4|-6]", "print this node's tailnet addresses",
+     "Prints this node's tailnet addresses, one a line.\n"
+     "\n"
+     "  -4  only the IPv4 address\n"
+     "  -6  only the IPv6 address\n"
+     "(default: both)\n"
+     "\n"
+     "Example: ping $(trellis ip -4)\n"},
+    {"whois", cli_whois, "ADDR", "show the node that has a tailnet address",
+     "Shows the node, its owner and its keys for a tailnet address.\n"
+     "\n"
+     "Example: trellis whois 100.64.0.2\n"},
+    {"version", cli_version, "[--daemon] [--json]", "print the version (and trellisd's)",
+     "Prints the version of this command.\n"
+     "\n"
+     "  --daemon  also the running trellisd's version\n"
+     "  --json    as JSON: {\"client\": ..., \"daemon\": ...}\n"
+     "\n"
+     "Example: trellis version --daemon\n"},
 };
 
 static void usage(FILE *f)
@@ -48,7 +98,7 @@ static void usage(FILE *f)
 	      f);
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
-	fputs("  help     show this help\n", f);
+	fputs("  help     show this help (help COMMAND: the command's flags)\n", f);
 }
 
 static const struct command *command_find(const char *name)
@@ -59,6 +109,26 @@ static const struct command *command_find(const char *name)
 		if (strcmp(commands[i].name, name) == 0)
 			return &commands[i];
 	return NULL;
+}
+
+static void command_help(const struct command *cmd, FILE *f)
+{
+	fprintf(f, "Usage: trellis %s%s%s\n\n%s", cmd->name, cmd->args[0] ? " " : "", cmd->args,
+		cmd->help);
+}
+
+int cli_usage_error(int argc, char **argv, int bad)
+{
+	const struct command *cmd = command_find(argv[0]);
+
+	if (bad < argc)
+		fprintf(stderr, "trellis: %s: unexpected argument '%s'\n", argv[0], argv[bad]);
+	else
+		fprintf(stderr, "trellis: %s: missing argument\n", argv[0]);
+	if (cmd)
+		fprintf(stderr, "Usage: trellis %s%s%s\nSee 'trellis %s --help'.\n", cmd->name,
+			cmd->args[0] ? " " : "", cmd->args, cmd->name);
+	return 1;
 }
 
 static bool is_help(const char *arg)
@@ -104,6 +174,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (strcmp(argv[i], "help") == 0) {
+		if (i + 1 < argc) {
+			cmd = command_find(argv[i + 1]);
+			if (!cmd) {
+				fprintf(stderr, "trellis: help: unknown command '%s'\n",
+					argv[i + 1]);
+				return 1;
+			}
+			command_help(cmd, stdout);
+			return 0;
+		}
 		usage(stdout);
 		return 0;
 	}
@@ -113,9 +193,11 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
-	if (i + 1 < argc && is_help(argv[i + 1])) {
-		printf("Usage: trellis %s%s%s\n", cmd->name, cmd->args[0] ? " " : "", cmd->args);
-		return 0;
+	for (int j = i + 1; j < argc; j++) {
+		if (is_help(argv[j])) {
+			command_help(cmd, stdout);
+			return 0;
+		}
 	}
 	return cmd->run(argc - i, argv + i, &g);
 }

@@ -71,10 +71,8 @@ int cli_pubkey(int argc, char **argv, const struct cli_global *g)
 	int ret = 1;
 
 	(void)g;
-	if (argc != 1) {
-		fprintf(stderr, "Usage: trellis %s < private.key\n", argv[0]);
-		return 1;
-	}
+	if (argc != 1)
+		return cli_usage_error(argc, argv, 1);
 	len = read_all(buf, sizeof(buf));
 	if (len < 0 && len != -EMSGSIZE) {
 		fprintf(stderr, "trellis: %s: reading standard input: %s\n", argv[0],

@@ -51,10 +51,8 @@ int cli_status(int argc, char **argv, const struct cli_global *g)
 
 	if (argc == 2 && !strcmp(argv[1], "--json"))
 		as_json = true;
-	else if (argc != 1) {
-		fprintf(stderr, "Usage: trellis %s [--json]\n", argv[0]);
-		return 1;
-	}
+	else if (argc != 1)
+		return cli_usage_error(argc, argv, argc > 2 && !strcmp(argv[1], "--json") ? 2 : 1);
 	req = json_pack("{s:s}", "cmd", "status");
 	r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
 	json_decref(req);

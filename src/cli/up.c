@@ -94,7 +94,8 @@ int cli_up(int argc, char **argv, const struct cli_global *g)
 
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	/* A leading ':' makes getopt tell a missing value (':') from an unknown option. */
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			server = optarg;
@@ -105,12 +106,20 @@ int cli_up(int argc, char **argv, const struct cli_global *g)
 		case 'n':
 			hostname = optarg;
 			break;
-		default:
+		case ':':
+			fprintf(stderr, "trellis: %s: %s needs a value\n", argv[0],
+				argv[optind - 1]);
 			goto usage;
+		default:
+			return cli_usage_error(argc, argv, optind - 1);
 		}
 	}
-	if (optind != argc || !server || !*server)
+	if (optind != argc)
+		return cli_usage_error(argc, argv, optind);
+	if (!server || !*server) {
+		fprintf(stderr, "trellis: %s: --login-server URL is required\n", argv[0]);
 		goto usage;
+	}
 	req = json_pack("{s:s, s:s}", "cmd", "up", "login_server", server);
 	if (!req)
 		goto out;

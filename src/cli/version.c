@@ -22,11 +22,7 @@ int cli_version(int argc, char **argv, const struct cli_global *g)
 		} else if (!strcmp(argv[i], "--json")) {
 			as_json = true;
 		} else {
-			fprintf(stderr,
-				"trellis: %s: unknown argument \"%s\"\n"
-				"Usage: trellis %s [--daemon] [--json]\n",
-				argv[0], argv[i], argv[0]);
-			return 1;
+			return cli_usage_error(argc, argv, i);
 		}
 	}
 	if (daemon) {

@@ -17,10 +17,8 @@ int cli_whois(int argc, char **argv, const struct cli_global *g)
 	size_t i;
 	int r;
 
-	if (argc != 2) {
-		fprintf(stderr, "Usage: trellis %s ADDR\n", argv[0]);
-		return 1;
-	}
+	if (argc != 2 || argv[1][0] == '-') /* no flags: a leading '-' is one mistyped */
+		return cli_usage_error(argc, argv, argc == 2 ? 1 : 2);
 	req = json_pack("{s:s, s:s}", "cmd", "whois", "addr", argv[1]);
 	r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
 	json_decref(req);

@@ -135,6 +135,25 @@ t_usage() {
 }
 check "usage, help and global options" t_usage
 
+# 8b. Every command's --help (and `help COMMAND`) gives its usage, flags and an example;
+# a bad flag is named in the error, with exit 1.
+t_command_help() {
+	local cmds c
+	cmds=$("$TRELLIS" --help | awk '/^Commands:/ { on = 1; next } on && $1 != "help" { print $1 }')
+	[ -n "$cmds" ] || return 1
+	for c in $cmds; do
+		"$TRELLIS" "$c" --help >"$tmp/h" 2>&1 || { echo "  $c --help: exit $?"; return 1; }
+		head -n 1 "$tmp/h" | grep -q "^Usage: trellis $c" || { echo "  $c --help: no usage line"; return 1; }
+		grep -q '^Example: ' "$tmp/h" || { echo "  $c --help: no example"; return 1; }
+		"$TRELLIS" help "$c" | cmp -s - "$tmp/h" || { echo "  help $c differs from $c --help"; return 1; }
+		"$TRELLIS" "$c" --no-such-flag >/dev/null 2>"$tmp/e" </dev/null
+		[ $? -eq 1 ] || { echo "  $c --no-such-flag: not exit 1"; return 1; }
+		grep -q -- "'--no-such-flag'" "$tmp/e" || { echo "  $c: the bad flag is not named"; return 1; }
+	done
+	"$TRELLIS" up --login-server 2>&1 | grep -q -- '--login-server needs a value'
+}
+check "every command's --help has usage and an example; bad flags are named" t_command_help
+
 # 9. Like wg, a warning when the key goes to a file others can read.
 t_world_warning() {
 	(umask 022 && "$TRELLIS" genkey >"$tmp/open.key" 2>"$tmp/err1") &&
