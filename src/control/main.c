@@ -5,13 +5,55 @@
  * CLI (admin.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "base/version.h"
 #include "control/admin.h"
 #include "control/server.h"
+
+/*
+ * One server per state directory: a second would write the same database behind the
+ * first one's in-memory records and indexes. The lock ends with the process however it
+ * ends (kill -9 included), so it never needs cleaning up. Returns the fd to keep open, or
+ * -1 (said why).
+ */
+static int state_lock(const char *dir)
+{
+	char path[4096];
+	int fd;
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "trellis-control: cannot create state directory %s: %s\n", dir,
+			strerror(errno));
+		return -1;
+	}
+	if ((size_t)snprintf(path, sizeof(path), "%s/serve.lock", dir) >= sizeof(path)) {
+		fprintf(stderr, "trellis-control: state directory path too long\n");
+		return -1;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "trellis-control: cannot open %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			fprintf(stderr, "trellis-control: another trellis-control serves %s\n",
+				dir);
+		else
+			fprintf(stderr, "trellis-control: cannot lock %s: %s\n", path,
+				strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
 
 static int serve(const char *state_dir, int argc, char **argv)
 {
@@ -19,7 +61,7 @@ static int serve(const char *state_dir, int argc, char **argv)
 		.state_dir = state_dir,
 		.listen = CONTROL_LISTEN_DEFAULT,
 	};
-	int i, r;
+	int i, r, lock_fd;
 
 	for (i = 0; i < argc; i++) {
 		const char **dst = NULL;
@@ -44,8 +86,12 @@ static int serve(const char *state_dir, int argc, char **argv)
 		fprintf(stderr, "trellis-control: serve: --tls-cert and --tls-key go together\n");
 		return 1;
 	}
+	lock_fd = state_lock(state_dir);
+	if (lock_fd < 0)
+		return 1;
 	log_info("trellis-control %s", trellis_version);
 	r = control_serve(&opts);
+	close(lock_fd);
 	if (r == -ENOSYS) {
 		fprintf(stderr, "trellis-control: serve: not built yet\n");
 		return 1;

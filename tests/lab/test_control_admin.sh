@@ -147,5 +147,26 @@ PY
 	check "newer schema message" grep -q "newer" "$tmp/err"
 fi
 
+# 8. one server per state directory: a second `serve` on the same state is refused at
+# once (whatever its port), and the lock goes with the first server, even on kill -9.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$CTL" --state "$st" serve --listen "127.0.0.1:$port" >"$tmp/serve1.log" 2>&1 &
+srv=$!
+listening() { grep -q "listening on" "$tmp/serve1.log"; }
+for ((n = 0; n < 100; n++)); do listening && break; kill -0 $srv 2>/dev/null || break; sleep 0.1; done
+check "first server up" listening
+timeout 10 "$CTL" --state "$st" serve --listen "127.0.0.1:$((port + 1))" >"$tmp/serve2.log" 2>&1
+check "a second server on the same state exits 1" test $? -eq 1
+check "and says another one serves it" grep -q "another trellis-control serves $st" "$tmp/serve2.log"
+kill -KILL $srv
+wait $srv 2>/dev/null
+timeout 10 "$CTL" --state "$st" serve --listen "127.0.0.1:$((port + 1))" >"$tmp/serve3.log" 2>&1 &
+srv=$!
+listening3() { grep -q "listening on" "$tmp/serve3.log"; }
+for ((n = 0; n < 100; n++)); do listening3 && break; kill -0 $srv 2>/dev/null || break; sleep 0.1; done
+check "after kill -9 of the first, a new server takes the state" listening3
+kill -TERM $srv
+wait $srv 2>/dev/null
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
