@@ -12,8 +12,9 @@
  *
  * Bad input (not JSON, unknown command, an over-long line) gets an error line;
  * an over-long line then closes the connection. Connections beyond
- * LOCALAPI_CONNS_MAX are closed at once; idle ones (no pending up) after
- * LOCALAPI_IDLE_TIMEOUT_NS.
+ * LOCALAPI_CONNS_MAX, or beyond a non-root uid's share (localapi.h), are closed
+ * at once; idle ones (no pending up) after LOCALAPI_IDLE_TIMEOUT_NS, and any
+ * whose request is not answered LOCALAPI_REQUEST_TIMEOUT_NS after it began.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -310,15 +311,10 @@ static void conn_overflow(void *ctx, struct usock_conn *uc)
 static int conn_open(void *ctx, struct usock_conn *uc)
 {
 	struct conn *c = usock_conn_priv(uc);
-	struct ucred cred;
-	socklen_t clen = sizeof(cred);
 
 	c->uc = uc;
 	c->srv = ctx;
-	if (getsockopt(usock_conn_fd(uc), SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
-		c->uid = cred.uid;
-		c->uid_known = true;
-	}
+	c->uid_known = usock_conn_uid(uc, &c->uid);
 	return 0;
 }
 
@@ -375,9 +371,12 @@ int localapi_server_new(struct loop *loop, const char *path, const struct locala
 {
 	const struct usock_limits lim = {
 		.conns_max = LOCALAPI_CONNS_MAX,
+		.conns_per_uid_max = LOCALAPI_CONNS_PER_UID,
+		.conns_root_reserved = LOCALAPI_CONNS_ROOT,
 		.in_max = LOCALAPI_REQUEST_MAX,
 		.out_max = LOCALAPI_REPLY_MAX,
 		.idle_timeout_ns = LOCALAPI_IDLE_TIMEOUT_NS,
+		.request_timeout_ns = LOCALAPI_REQUEST_TIMEOUT_NS,
 		.sweep_interval_ns = SWEEP_INTERVAL_NS,
 		.mode = 0666, /* anyone may read status; writes are checked per request */
 		.backlog = 64,

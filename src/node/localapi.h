@@ -21,11 +21,23 @@
 #include "wg/config.h"
 
 #define LOCALAPI_DEFAULT_SOCKET "/var/run/trellis/trellisd.sock"
+/*
+ * The socket is 0666, so these keep any one local user from taking every slot
+ * (docs/security.md): a uid other than 0 gets LOCALAPI_CONNS_PER_UID, all of them
+ * together LOCALAPI_CONNS_MAX - LOCALAPI_CONNS_ROOT, and a request must be answered
+ * LOCALAPI_REQUEST_TIMEOUT_NS after the connection starts waiting for it, however
+ * slowly its bytes trickle in.
+ */
 #define LOCALAPI_CONNS_MAX 32
+#define LOCALAPI_CONNS_PER_UID 4
+#define LOCALAPI_CONNS_ROOT 8
 #define LOCALAPI_REQUEST_MAX 16384       /* one request line */
 #define LOCALAPI_REPLY_MAX (64U << 20)   /* queued output per connection */
 #ifndef LOCALAPI_IDLE_TIMEOUT_NS /* tests shorten it */
 #define LOCALAPI_IDLE_TIMEOUT_NS (30ULL * 1000000000ULL)
+#endif
+#ifndef LOCALAPI_REQUEST_TIMEOUT_NS /* tests shorten it */
+#define LOCALAPI_REQUEST_TIMEOUT_NS (10ULL * 1000000000ULL)
 #endif
 #define LOCALAPI_ERROR_MAX 256
 

@@ -3,9 +3,16 @@
  * Unix-stream server plumbing (see usock.h). A connection alternates between
  * reading (bytes accumulate, on_data takes complete requests from the front)
  * and writing (queued replies drain as the socket allows, EPOLLOUT); a held
- * connection waits for the protocol and only watches for a hang-up.
+ * connection waits for the protocol and only watches for a hang-up. A
+ * connection the protocol is done with (close after write) while the peer
+ * may still be sending lingers: the protocol has seen it close, our write
+ * side is shut (the peer reads the reply, then EOF) and input is read and
+ * dropped until the peer's EOF, LINGER_BYTES_MAX or LINGER_NS, then it
+ * closes. Closing with unread input would make the kernel reset the peer,
+ * whose blocked write then fails before it reads the reply.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +28,9 @@
 #include "node/usock.h"
 
 #define IN_BUF_INITIAL 4096
+#define LINGER_NS (1ULL * 1000000000ULL)
+#define LINGER_BYTES_MAX (1U << 20)
+#define UID_UNKNOWN ((uid_t)-1)
 
 struct usock_conn {
 	struct loop_fd lfd;
@@ -31,9 +41,15 @@ struct usock_conn {
 	size_t out_len, out_off, out_cap;
 	bool close_after_write;
 	bool held;
-	bool in_cb;	  /* inside on_data: closes are deferred */
-	bool doomed;	  /* usock_conn_close was called inside on_data */
-	uint64_t last_ns; /* last progress, on the clock (see touch) */
+	bool in_cb;	/* inside on_data: closes are deferred */
+	bool doomed;	/* usock_conn_close was called inside on_data */
+	bool peer_eof;	/* the peer shut its write side */
+	bool lingering; /* the protocol saw on_close; draining until linger_until_ns */
+	uid_t uid;	/* UID_UNKNOWN if SO_PEERCRED failed */
+	uint64_t last_ns;  /* last progress, on the clock (see touch) */
+	uint64_t start_ns; /* waiting for a request since, on the clock (request deadline) */
+	uint64_t linger_until_ns;
+	size_t drained;
 	max_align_t priv[];
 };
 
@@ -106,6 +122,54 @@ static int mkdir_parent(const char *path)
 	return 0;
 }
 
+/*
+ * Binds fd at path with exactly mode, without umask() (process-wide: another
+ * thread's files would get our mask) and without a window in which path names a
+ * socket with other permissions: the socket is bound in a fresh 0700 directory
+ * next to path, where nobody else can reach it, given its mode there (bind applies
+ * the umask), then moved into place; RENAME_NOREPLACE keeps the EADDRINUSE of a
+ * plain bind if another instance got there first.
+ */
+static int bind_mode(int fd, const char *path, mode_t mode)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char tmp[sizeof(dir)];
+	const char *slash = strrchr(path, '/');
+	int dlen = slash ? (int)(slash - path) + 1 : 0;
+	struct sockaddr_un sun;
+	bool bound = false;
+	size_t len;
+	int r;
+
+	len = (size_t)snprintf(dir, sizeof(dir), "%.*s.uXXXXXX", dlen, path);
+	if (len + sizeof("/s") > sizeof(tmp))
+		return -ENAMETOOLONG;
+	if (!mkdtemp(dir))
+		return -errno;
+	memcpy(tmp, dir, len);
+	memcpy(tmp + len, "/s", sizeof("/s"));
+	r = sockaddr_fill(&sun, tmp);
+	if (r < 0)
+		goto out;
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		r = -errno;
+		goto out;
+	}
+	bound = true;
+	if (chmod(tmp, mode) < 0 ||
+	    renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+		r = errno == EEXIST ? -EADDRINUSE : -errno;
+		goto out;
+	}
+	bound = false;
+	r = 0;
+out:
+	if (bound)
+		unlink(tmp);
+	rmdir(dir);
+	return r;
+}
+
 void *usock_conn_priv(struct usock_conn *c)
 {
 	return c->priv;
@@ -114,6 +178,14 @@ void *usock_conn_priv(struct usock_conn *c)
 int usock_conn_fd(const struct usock_conn *c)
 {
 	return c->lfd.fd;
+}
+
+bool usock_conn_uid(const struct usock_conn *c, uid_t *ret)
+{
+	if (c->uid == UID_UNKNOWN)
+		return false;
+	*ret = c->uid;
+	return true;
 }
 
 static void wipe_free(char *p, size_t len)
@@ -129,9 +201,9 @@ static void wipe_free(char *p, size_t len)
  * timeout (reading megabytes, a slow handler), which made a busy connection
  * look idle to the next sweep.
  */
-static void touch(struct usock_conn *c)
+static uint64_t touch(struct usock_conn *c)
 {
-	c->last_ns = time_now_ns();
+	return c->last_ns = time_now_ns();
 }
 
 void usock_conn_close(struct usock_conn *c)
@@ -143,7 +215,7 @@ void usock_conn_close(struct usock_conn *c)
 		c->doomed = true;
 		return;
 	}
-	if (srv->ops.on_close)
+	if (srv->ops.on_close && !c->lingering)
 		srv->ops.on_close(srv->ops.ctx, c);
 	loop_fd_del(srv->loop, &c->lfd);
 	close(c->lfd.fd);
@@ -195,7 +267,7 @@ void usock_conn_hold(struct usock_conn *c, bool hold)
 {
 	c->held = hold;
 	if (!hold)
-		touch(c);
+		c->start_ns = touch(c);
 }
 
 /* 0 when all is out, 1 when the socket is full, -errno on error. */
@@ -245,6 +317,12 @@ static int conn_process_one(struct usock_conn *c)
 	}
 	if ((size_t)n > c->in_len)
 		n = (int)c->in_len;
+	/*
+	 * An answered request restarts the deadline; one without an answer (an empty
+	 * line) does not, or trickling those would keep a connection forever.
+	 */
+	if (c->out_off < c->out_len || c->held)
+		c->start_ns = time_now_ns();
 	explicit_bzero(c->in, (size_t)n);
 	memmove(c->in, c->in + n, c->in_len - (size_t)n);
 	c->in_len -= (size_t)n;
@@ -264,7 +342,56 @@ static void conn_update_events(struct usock_conn *c)
 	loop_fd_mod(c->srv->loop, &c->lfd, ev);
 }
 
-/* Flushes and runs requests while nothing is pending. false if the connection was closed. */
+static void linger_event(struct loop_fd *h, uint32_t events)
+{
+	struct usock_conn *c = container_of(h, struct usock_conn, lfd);
+	char buf[4096];
+	ssize_t r;
+
+	(void)events;
+	for (;;) {
+		r = recv(c->lfd.fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (r > 0) {
+			c->drained += (size_t)r;
+			if (c->drained < LINGER_BYTES_MAX)
+				continue;
+		} else if (r < 0 && errno == EINTR) {
+			continue;
+		} else if (r < 0 && errno == EAGAIN) {
+			break;
+		}
+		usock_conn_close(c); /* EOF, an error or enough */
+		break;
+	}
+	explicit_bzero(buf, sizeof(buf)); /* the rest of a request may carry keys */
+}
+
+/* The reply is out and the protocol is done; the peer has not shut its side. */
+static void conn_linger(struct usock_conn *c)
+{
+	struct usock_server *srv = c->srv;
+
+	if (srv->ops.on_close)
+		srv->ops.on_close(srv->ops.ctx, c);
+	c->lingering = true;
+	c->linger_until_ns = time_now_ns() + LINGER_NS;
+	wipe_free(c->in, c->in_cap);
+	c->in = NULL;
+	c->in_len = c->in_cap = 0;
+	if (shutdown(c->lfd.fd, SHUT_WR) < 0) {
+		usock_conn_close(c);
+		return;
+	}
+	c->lfd.cb = linger_event;
+	loop_fd_mod(srv->loop, &c->lfd, EPOLLIN | EPOLLRDHUP);
+	if (!srv->sweep.armed)
+		loop_timer_arm(srv->loop, &srv->sweep, c->linger_until_ns);
+}
+
+/*
+ * Flushes and runs requests while nothing is pending. false if the connection was closed
+ * (for the protocol: a lingering one is closed too).
+ */
 static bool conn_pump(struct usock_conn *c)
 {
 	for (;;) {
@@ -274,8 +401,12 @@ static bool conn_pump(struct usock_conn *c)
 			goto close;
 		if (r > 0)
 			break;
-		if (c->close_after_write)
-			goto close;
+		if (c->close_after_write) {
+			if (c->peer_eof)
+				goto close;
+			conn_linger(c);
+			return false;
+		}
 		if (c->held)
 			break;
 		r = conn_process_one(c);
@@ -331,6 +462,8 @@ static void conn_event(struct loop_fd *h, uint32_t events)
 		usock_conn_close(c);
 		return;
 	}
+	if (events & EPOLLRDHUP)
+		c->peer_eof = true; /* the bytes before it are still read below */
 	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		return;
 	while (!c->held && !c->close_after_write && c->out_off == c->out_len) {
@@ -353,6 +486,7 @@ static void conn_event(struct loop_fd *h, uint32_t events)
 			 * them; a reply still pending is delivered before closing. A held
 			 * connection closes on the hang-up event.
 			 */
+			c->peer_eof = true;
 			if (!c->held)
 				c->close_after_write = true;
 			break;
@@ -374,15 +508,59 @@ static void sweep_fire(struct loop_timer *t)
 	while (i < srv->n_conns) {
 		struct usock_conn *c = srv->conns[i];
 
-		if (!c->held && now - c->last_ns > srv->lim.idle_timeout_ns) {
+		if (c->lingering) {
+			if (now >= c->linger_until_ns) {
+				usock_conn_close(c); /* moves the last entry into slot i */
+				continue;
+			}
+		} else if (!c->held && now - c->last_ns > srv->lim.idle_timeout_ns) {
 			log_debug("%s: closing idle connection", srv->name);
-			usock_conn_close(c); /* moves the last entry into slot i */
+			usock_conn_close(c);
+			continue;
+		} else if (!c->held && srv->lim.request_timeout_ns &&
+			   now - c->start_ns > srv->lim.request_timeout_ns) {
+			log_debug("%s: closing a connection past its request deadline", srv->name);
+			usock_conn_close(c);
 			continue;
 		}
 		i++;
 	}
 	if (srv->n_conns)
 		loop_timer_arm(srv->loop, &srv->sweep, now + srv->lim.sweep_interval_ns);
+}
+
+static uid_t peer_uid(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof(cred))
+		return UID_UNKNOWN;
+	return cred.uid;
+}
+
+/*
+ * Whether one more connection from uid fits: root only needs a free slot; anyone else
+ * also a slot outside the reserve and room under the per-uid cap.
+ */
+static bool admit(const struct usock_server *srv, uid_t uid)
+{
+	unsigned i, same = 0, others = 0;
+
+	if (srv->n_conns >= srv->lim.conns_max)
+		return false;
+	if (uid == 0)
+		return true;
+	for (i = 0; i < srv->n_conns; i++) {
+		if (srv->conns[i]->uid == 0)
+			continue;
+		others++;
+		if (srv->conns[i]->uid == uid)
+			same++;
+	}
+	if (others + srv->lim.conns_root_reserved >= srv->lim.conns_max)
+		return false;
+	return !srv->lim.conns_per_uid_max || same < srv->lim.conns_per_uid_max;
 }
 
 static void listen_event(struct loop_fd *h, uint32_t events)
@@ -393,6 +571,7 @@ static void listen_event(struct loop_fd *h, uint32_t events)
 	for (;;) {
 		struct usock_conn *c;
 		int fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		uid_t uid;
 
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
@@ -402,9 +581,11 @@ static void listen_event(struct loop_fd *h, uint32_t events)
 						strerror(errno));
 			return;
 		}
-		if (srv->n_conns >= srv->lim.conns_max) {
-			log_ratelimited(LOG_LEVEL_WARN, "%s: %u connections open, refusing",
-					srv->name, srv->lim.conns_max);
+		uid = peer_uid(fd);
+		if (!admit(srv, uid)) {
+			log_ratelimited(LOG_LEVEL_WARN,
+					"%s: no connection slot for uid %ld, refusing", srv->name,
+					uid == UID_UNKNOWN ? -1L : (long)uid);
 			close(fd);
 			continue;
 		}
@@ -416,7 +597,8 @@ static void listen_event(struct loop_fd *h, uint32_t events)
 		c->srv = srv;
 		c->lfd.fd = fd;
 		c->lfd.cb = conn_event;
-		touch(c);
+		c->uid = uid;
+		c->start_ns = touch(c);
 		if ((srv->ops.on_open && srv->ops.on_open(srv->ops.ctx, c) < 0) ||
 		    loop_fd_add(srv->loop, &c->lfd, EPOLLIN | EPOLLRDHUP) < 0) {
 			close(fd);
@@ -436,7 +618,6 @@ int usock_server_new(struct loop *loop, const char *path, const char *name,
 {
 	struct usock_server *srv = NULL;
 	struct sockaddr_un sun;
-	mode_t old_mask;
 	int fd = -1, r;
 	bool bound = false;
 
@@ -461,14 +642,9 @@ int usock_server_new(struct loop *loop, const char *path, const char *name,
 		r = -errno;
 		goto out;
 	}
-	/* umask, not chmod after bind: no window in which the socket has other modes. */
-	old_mask = umask(~limits->mode & 0777);
-	r = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	umask(old_mask);
-	if (r < 0) {
-		r = -errno;
+	r = bind_mode(fd, path, limits->mode & 0777);
+	if (r < 0)
 		goto out;
-	}
 	bound = true;
 	if (listen(fd, limits->backlog) < 0) {
 		r = -errno;

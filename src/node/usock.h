@@ -13,6 +13,13 @@
  * the connection (a request answered later), so memory per connection is
  * bounded by in_max + out_max. Input and output buffers are wiped before they
  * are freed: requests may carry keys.
+ *
+ * A socket other users may open (mode 0666) must not let one of them lock out
+ * root: connections are counted per peer uid (SO_PEERCRED), some slots only
+ * uid 0 may take, and a request has a total deadline that trickled bytes do
+ * not extend. A connection closed after an error reply with input still
+ * arriving lingers briefly (write side shut, input drained) so the client
+ * reads the reply and an orderly EOF rather than a reset.
  */
 
 #include <stdbool.h>
@@ -26,10 +33,18 @@ struct usock_server;
 struct usock_conn;
 
 struct usock_limits {
-	unsigned conns_max;	    /* more are accepted and closed at once */
-	size_t in_max;		    /* buffered input without a complete request */
-	size_t out_max;		    /* queued output; SIZE_MAX for no cap */
-	uint64_t idle_timeout_ns;   /* no progress for this long closes (held ones excepted) */
+	unsigned conns_max;	     /* more are accepted and closed at once */
+	unsigned conns_per_uid_max;  /* per uid other than 0 (unknown uids share one); 0: no cap */
+	unsigned conns_root_reserved; /* of conns_max, slots only uid 0 may take */
+	size_t in_max;		     /* buffered input without a complete request */
+	size_t out_max;		     /* queued output; SIZE_MAX for no cap */
+	uint64_t idle_timeout_ns;    /* no progress for this long closes (held ones excepted) */
+	/*
+	 * From the moment a connection waits for a request (accepted, or its last
+	 * request answered) until that request is answered and the reply is out;
+	 * held time excepted. Bytes do not extend it. 0: no deadline.
+	 */
+	uint64_t request_timeout_ns;
 	uint64_t sweep_interval_ns; /* how often idle connections are looked for */
 	mode_t mode;		    /* of the socket file, e.g. 0600 */
 	int backlog;
@@ -60,7 +75,9 @@ struct usock_ops {
 int usock_socket_check(const char *path);
 /*
  * Creates the parent directory (0755), checks as usock_socket_check, binds with
- * limits->mode and listens. name prefixes log lines. 0 or -errno.
+ * limits->mode (whatever the umask; path never has other modes: the socket is
+ * bound in a private directory next to it, which must therefore be writable, and
+ * moved into place) and listens. name prefixes log lines. 0 or -errno.
  */
 int usock_server_new(struct loop *loop, const char *path, const char *name,
 		     const struct usock_limits *limits, const struct usock_ops *ops,
@@ -70,6 +87,8 @@ void usock_server_free(struct usock_server *srv);
 
 void *usock_conn_priv(struct usock_conn *c);
 int usock_conn_fd(const struct usock_conn *c);
+/* The peer's uid (SO_PEERCRED at accept); false if unknown. */
+bool usock_conn_uid(const struct usock_conn *c, uid_t *ret);
 /* Queues bytes (copied). 0, -EMSGSIZE past out_max, or -ENOMEM. Sent by usock_conn_kick. */
 int usock_conn_send(struct usock_conn *c, const void *buf, size_t len);
 /* Close once the queued output is out. */

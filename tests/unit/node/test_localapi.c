@@ -1,15 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /* Local API server against a fake backend; the loop runs on its own thread, clients block. */
+#define LOCALAPI_REQUEST_TIMEOUT_NS (1ULL * 1000000000ULL)
 #include "../../../src/node/localapi.c"
 #include "../../../src/node/usock.c"
 
+#include <grp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <cmocka.h>
 
 static struct loop *lp;
-static struct loop_async wake_async;
+static struct loop_async wake_async, sample_async;
+static void sample_start(struct loop_async *a);
 static struct localapi_server *srv;
 static pthread_t thr;
 static char sock_path[108];
@@ -103,6 +110,8 @@ static int setup(void **state)
 	assert_non_null(lp);
 	wake_async.cb = wake;
 	loop_async_add(lp, &wake_async);
+	sample_async.cb = sample_start;
+	loop_async_add(lp, &sample_async);
 	assert_int_equal(localapi_server_new(lp, sock_path, &be, &srv), 0);
 	assert_int_equal(pthread_create(&thr, NULL, run, NULL), 0);
 	return 0;
@@ -286,6 +295,263 @@ static void test_writes(void **state)
 	srv->write_uid = 0;
 }
 
+/*
+ * Local users other than root attack the socket (docs/security.md): ATTACKERS
+ * processes, each under its own uid, open ATTACK_TRIES connections, prove each
+ * was accepted with a round trip, start a request and then trickle one byte per
+ * connection every 100 ms, reconnecting at once whenever one is closed. While
+ * they do, root's `status` and `up` must be answered in their normal time; no
+ * uid holds more than its share, the attackers together never take root's
+ * slots, and no trickled request outlives its deadline.
+ */
+#define ATTACKERS 8
+#define ATTACK_TRIES (LOCALAPI_CONNS_MAX / 2)
+#define ATTACK_MS 4000
+#define TRICKLE_MS 100
+
+struct attack_report {
+	int held_ready; /* connections held after the first round */
+	int closed;     /* closed by the server while trickling */
+	int life_max_ms; /* the longest a trickling connection stayed open */
+	int err;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* In the forked attacker: syscalls only (the parent has threads). -1 if refused. */
+static int attack_open(void)
+{
+	static const char req[] = "{\"cmd\":\"ip\"}\n";
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = 2};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	char ch = 0;
+
+	if (fd < 0)
+		return -1;
+	memcpy(sun.sun_path, sock_path, sizeof(sun.sun_path));
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1)
+		goto fail;
+	while (ch != '\n')
+		if (recv(fd, &ch, 1, 0) != 1)
+			goto fail;
+	if (send(fd, "{", 1, MSG_NOSIGNAL) != 1)
+		goto fail;
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+static bool attack_closed(int fd)
+{
+	char ch;
+	ssize_t r;
+
+	if (send(fd, " ", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN)
+		return true;
+	r = recv(fd, &ch, 1, MSG_DONTWAIT);
+	return r == 0 || (r < 0 && errno != EAGAIN);
+}
+
+/*
+ * The attacker process: waits for go (forked before any connection exists, so it
+ * holds no copy of the server's ends), then attacks as uid and reports on wfd.
+ */
+static void attacker(uid_t uid, int go, int wfd)
+{
+	struct attack_report rep = {0};
+	int fds[ATTACK_TRIES];
+	int64_t since[ATTACK_TRIES], end, now;
+	char ch;
+	int i;
+
+	if (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0) {
+		rep.err = errno;
+		goto out;
+	}
+	if (read(go, &ch, 1) != 1)
+		_exit(1);
+	for (i = 0; i < ATTACK_TRIES; i++) {
+		fds[i] = attack_open();
+		since[i] = mono_ms();
+		rep.held_ready += fds[i] >= 0;
+	}
+	if (write(wfd, &rep.held_ready, sizeof(rep.held_ready)) < 0)
+		_exit(1);
+	end = mono_ms() + ATTACK_MS;
+	while ((now = mono_ms()) < end) {
+		for (i = 0; i < ATTACK_TRIES; i++) {
+			if (fds[i] >= 0 && attack_closed(fds[i])) {
+				rep.closed++;
+				if (now - since[i] > rep.life_max_ms)
+					rep.life_max_ms = (int)(now - since[i]);
+				close(fds[i]);
+				fds[i] = -1;
+			}
+			if (fds[i] < 0) {
+				fds[i] = attack_open();
+				since[i] = mono_ms();
+			}
+		}
+		poll(NULL, 0, TRICKLE_MS); /* the attack's pace, not a wait for an event */
+	}
+	for (i = 0; i < ATTACK_TRIES; i++)
+		if (fds[i] >= 0 && now - since[i] > rep.life_max_ms)
+			rep.life_max_ms = (int)(now - since[i]);
+out:
+	if (write(wfd, &rep, sizeof(rep)) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+/* A request as root with a 2 s receive timeout; the reply or NULL, and the time taken. */
+static json_t *timed_call(const char *req, int64_t *ret_ms)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = 2};
+	int64_t t0 = mono_ms();
+	json_t *r = NULL;
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	strcpy(sun.sun_path, sock_path);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 &&
+	    send(fd, req, strlen(req), MSG_NOSIGNAL) == (ssize_t)strlen(req))
+		r = recv_line(fd);
+	close(fd);
+	*ret_ms = mono_ms() - t0;
+	return r;
+}
+
+static bool read_full(int fd, void *buf, size_t len)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	/* Bounded: an attacker that never reports fails the test instead of hanging it. */
+	return poll(&p, 1, 3 * ATTACK_MS) == 1 && read(fd, buf, len) == (ssize_t)len;
+}
+
+/* What the server holds, sampled on its loop every 2 ms while the attack runs. */
+static atomic_bool sampling;
+static atomic_int uid_max[ATTACKERS], others_max;
+static struct loop_timer sample_timer;
+
+static void sample(struct loop_timer *t)
+{
+	struct usock_server *us = srv->us;
+	int per[ATTACKERS] = {0}, others = 0;
+	unsigned i;
+
+	for (i = 0; i < us->n_conns; i++) {
+		uid_t uid = us->conns[i]->uid;
+
+		if (uid == 0)
+			continue;
+		others++;
+		if (uid <= 65534 && uid > 65534 - ATTACKERS)
+			per[65534 - uid]++;
+	}
+	for (i = 0; i < ATTACKERS; i++)
+		if (per[i] > atomic_load(&uid_max[i]))
+			atomic_store(&uid_max[i], per[i]);
+	if (others > atomic_load(&others_max))
+		atomic_store(&others_max, others);
+	if (atomic_load(&sampling))
+		loop_timer_arm(lp, t, loop_now_ns(lp) + 2000000ULL);
+}
+
+static void sample_start(struct loop_async *a)
+{
+	(void)a;
+	sample_timer.cb = sample;
+	loop_timer_arm(lp, &sample_timer, loop_now_ns(lp));
+}
+
+static void test_local_user_lockout(void **state)
+{
+	struct attack_report rep[ATTACKERS];
+	int pipes[ATTACKERS][2], go[2], ready[ATTACKERS], i, status, held_total = 0;
+	int closed_total = 0;
+	int64_t status_ms, up_ms;
+	bool reports = true, st_ok, up_ok;
+	json_t *st, *up;
+	pid_t pids[ATTACKERS];
+
+	(void)state;
+	if (geteuid() != 0)
+		skip(); /* needs setuid to other users */
+	assert_int_equal(pipe(go), 0);
+	for (i = 0; i < ATTACKERS; i++) {
+		assert_int_equal(pipe(pipes[i]), 0);
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			close(pipes[i][0]);
+			close(go[1]);
+			attacker((uid_t)(65534 - i), go[0], pipes[i][1]);
+		}
+		close(pipes[i][1]);
+	}
+	close(go[0]);
+	atomic_store(&sampling, true);
+	loop_async_send(&sample_async);
+	for (i = 0; i < ATTACKERS; i++)
+		assert_int_equal(write(go[1], "g", 1), 1);
+	close(go[1]);
+	for (i = 0; i < ATTACKERS; i++) {
+		ready[i] = -1;
+		reports &= read_full(pipes[i][0], &ready[i], sizeof(ready[i]));
+		held_total += ready[i];
+	}
+	/* Every attacker holds what it could get: root's turn. */
+	st = timed_call("{\"cmd\":\"status\"}\n", &status_ms);
+	up = timed_call("{\"cmd\":\"up\",\"login_server\":\"http://192.0.2.1\","
+			"\"auth_key\":\"k\"}\n",
+			&up_ms);
+	for (i = 0; i < ATTACKERS; i++) {
+		reports &= read_full(pipes[i][0], &rep[i], sizeof(rep[i]));
+		close(pipes[i][0]);
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+	}
+	atomic_store(&sampling, false);
+	st_ok = json_is_true(json_object_get(st, "ok"));
+	up_ok = json_is_true(json_object_get(up, "ok"));
+	json_decref(st);
+	json_decref(up);
+	print_message("attackers held %d of %d slots (server side: at most %d); root: status %s "
+		      "in %lld ms, up %s in %lld ms\n",
+		      held_total, LOCALAPI_CONNS_MAX, atomic_load(&others_max),
+		      st_ok ? "ok" : "FAILED", (long long)status_ms, up_ok ? "ok" : "FAILED",
+		      (long long)up_ms);
+	assert_true(reports);
+	for (i = 0; i < ATTACKERS; i++) {
+		print_message("uid %d: held %d (server side: at most %d), %d closed by the server, "
+			      "longest trickled connection %d ms\n",
+			      65534 - i, rep[i].held_ready, atomic_load(&uid_max[i]), rep[i].closed,
+			      rep[i].life_max_ms);
+		assert_int_equal(rep[i].err, 0);
+		assert_true(atomic_load(&uid_max[i]) <= LOCALAPI_CONNS_PER_UID);
+		/* Deadline (1 s here) + sweep interval (1 s) + slack; ATTACK_MS if never closed. */
+		assert_true(rep[i].life_max_ms < 3000);
+		closed_total += rep[i].closed;
+	}
+	/* Each first-round connection was closed while trickling (or outlived the bound). */
+	assert_true(held_total > 0 && closed_total >= held_total);
+	/* The attack filled every slot it may have: root got in through the reserve. */
+	assert_int_equal(atomic_load(&others_max), LOCALAPI_CONNS_MAX - LOCALAPI_CONNS_ROOT);
+	assert_true(st_ok && status_ms < 1000);
+	assert_true(up_ok && up_ms < 1000);
+}
+
 static void test_in_use(void **state)
 {
 	static const struct localapi_backend be = {0};
@@ -301,6 +567,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_writes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_local_user_lockout, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_in_use, setup, teardown),
 	};
 

@@ -3,7 +3,7 @@
  * The shared unix-socket server with a toy line protocol: "echo X" answers X,
  * "big N" answers N bytes (larger than the socket buffer: partial writes and
  * EPOLLOUT), "hold" holds the connection. Covers the connection cap, the idle
- * timeout, the input cap (overflow) and the socket mode.
+ * timeout, the input cap (overflow), the lingering close and the socket mode.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +21,12 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <sys/inotify.h>
+
+/* Process-wide: binding must not touch it (counted, then called as itself). */
+static unsigned umask_calls;
+#define umask(m) (umask_calls++, (umask)(m))
 
 #include "base/loop.c"
 #include "node/usock.c"
@@ -346,6 +352,107 @@ static void test_overflow(void **state)
 	assert_int_equal(f.overflows, 1);
 }
 
+static void client_linger(struct fake *f)
+{
+	size_t n = 512U << 10, sent = 0;
+	char *line = malloc(n), buf[16];
+	struct timeval tv = {.tv_sec = 5};
+	int fd = client_connect(f);
+	ssize_t r;
+
+	assert_non_null(line);
+	memset(line, 'a', n);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	/*
+	 * Far past in_max and more than the socket buffers hold: the server answers
+	 * after IN_MAX bytes while we are still blocked writing. The write must
+	 * complete (the server drains), then the reply and an orderly EOF arrive,
+	 * not a reset.
+	 */
+	while (sent < n) {
+		r = send(fd, line + sent, n - sent, MSG_NOSIGNAL);
+		assert_true(r > 0);
+		sent += (size_t)r;
+	}
+	read_exact(fd, buf, 9);
+	assert_memory_equal(buf, "too long\n", 9);
+	assert_int_equal(recv(fd, buf, 1, 0), 0);
+	close(fd);
+	free(line);
+}
+
+static void test_linger(void **state)
+{
+	struct fake f = {0};
+
+	(void)state;
+	run(client_linger, &f);
+	assert_int_equal(f.overflows, 1);
+}
+
+/* The socket gets exactly its mode whatever the umask, and appears only by a rename. */
+static void test_socket_mode(void **state)
+{
+	static const mode_t masks[] = {0, 022, 077, 0777};
+	const struct usock_limits lim = {.conns_max = 1,
+					 .in_max = 16,
+					 .out_max = 16,
+					 .idle_timeout_ns = 1000000000ULL,
+					 .sweep_interval_ns = 1000000000ULL,
+					 .backlog = 1};
+	const struct usock_ops ops = {.on_data = fake_data};
+	char dir[64], path[80], evbuf[4096];
+	struct loop *loop = loop_new();
+	unsigned i, created, moved_in;
+	mode_t old = (umask)(0);
+
+	(void)state;
+	(umask)(old);
+	snprintf(dir, sizeof(dir), "/tmp/trellis-test-usock-m%d", (int)getpid());
+	snprintf(path, sizeof(path), "%s/api.sock", dir);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	for (i = 0; i < 2 * ARRAY_SIZE(masks); i++) {
+		struct usock_limits l = lim;
+		struct usock_server *srv;
+		struct stat st;
+		ssize_t len;
+		char *p;
+		int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+
+		assert_true(ino >= 0);
+		assert_true(inotify_add_watch(ino, dir, IN_CREATE | IN_MOVED_TO) >= 0);
+		l.mode = i % 2 ? 0600 : 0666;
+		(umask)(masks[i / 2]);
+		umask_calls = 0;
+		assert_int_equal(usock_server_new(loop, path, "t", &l, &ops, &srv), 0);
+		assert_int_equal(umask_calls, 0);
+		assert_int_equal((umask)(old), masks[i / 2]);
+		assert_int_equal(stat(path, &st), 0);
+		assert_true(S_ISSOCK(st.st_mode));
+		assert_int_equal(st.st_mode & 0777, l.mode);
+		/* The socket name was never created in place, only moved in, once. */
+		created = moved_in = 0;
+		len = read(ino, evbuf, sizeof(evbuf));
+		assert_true(len > 0);
+		for (p = evbuf; p < evbuf + len;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+
+			if (ev->len && !strcmp(ev->name, "api.sock")) {
+				created += !!(ev->mask & IN_CREATE);
+				moved_in += !!(ev->mask & IN_MOVED_TO);
+			}
+			p += sizeof(*ev) + ev->len;
+		}
+		assert_int_equal(created, 0);
+		assert_int_equal(moved_in, 1);
+		close(ino);
+		usock_server_free(srv);
+	}
+	/* Nothing left behind: the private directories are gone. */
+	assert_int_equal(rmdir(dir), 0);
+	loop_free(loop);
+}
+
 static void test_socket_check(void **state)
 {
 	const struct usock_limits lim = {.conns_max = 1,
@@ -387,7 +494,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_echo),     cmocka_unit_test(test_partial_write),
 	    cmocka_unit_test(test_conn_cap), cmocka_unit_test(test_idle_timeout),
-	    cmocka_unit_test(test_overflow), cmocka_unit_test(test_socket_check),
+	    cmocka_unit_test(test_overflow), cmocka_unit_test(test_linger),
+	    cmocka_unit_test(test_socket_mode), cmocka_unit_test(test_socket_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
