@@ -340,7 +340,7 @@ static int validate_cfg(struct wg_device *dev, const struct wg_device_cfg *cfg,
 			unsigned *ret_new_peers)
 {
 	unsigned long long peers, ips = 0;
-	unsigned i, j, new_peers = 0;
+	unsigned i, j, new_peers = 0, removes = 0, readds = 0;
 
 	peers = cfg->replace_peers ? 0 : dev->n_peers;
 	for (i = 0; i < cfg->n_peers; i++) {
@@ -356,18 +356,27 @@ static int validate_cfg(struct wg_device *dev, const struct wg_device_cfg *cfg,
 		if (pc->has_endpoint && !endpoint_is_set(&pc->endpoint))
 			return -EINVAL;
 		ips += pc->n_allowedips;
+		if (pc->remove)
+			removes++;
 		if (pc->remove || pc->update_only)
 			continue;
 		if (cfg->replace_peers || !wg_peer_lookup(dev, pc->public_key)) {
 			new_peers++;
 			peers++;
+		} else {
+			readds++;
 		}
 	}
 	if (peers > MAX_PEERS_PER_DEVICE)
 		return -ENOSPC;
 	if (ips + wg_allowedips_count(dev->allowedips) > MAX_ALLOWEDIPS_PER_DEVICE)
 		return -ENOSPC;
-	*ret_new_peers = new_peers;
+	/*
+	 * A peer the config removes and then sets again (a key moving between netmap
+	 * ids, "peer K remove" then "peer K" over UAPI) is new by the time it is set:
+	 * preallocate for those too, or apply_peer would run out half way through.
+	 */
+	*ret_new_peers = new_peers + MIN(removes, readds);
 	return 0;
 }
 

@@ -385,6 +385,43 @@ static uint32_t dev_path4(struct fixture *f, uint8_t keybyte, struct endpoint *r
  * endpoints; an endpoint change moves the path under the same handle; a new key is a
  * new peer with a new handle; removed peers' handles are freed.
  */
+/*
+ * A key moves from one id to another while the first id gets a new key (found by
+ * fuzz_netmap_apply): the diff removes the key and adds it again in one device
+ * config. The device must end up with exactly the netmap's peers, not fail half
+ * way with the old key removed and netmap_apply believing nothing changed.
+ */
+static void test_key_moves(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t ids[] = {2, 3};
+	struct wg_device_info *info;
+	struct netmap *nm = nm_make(2, ids);
+
+	/* Ids 2 and 3 share key 7: the lower id gets it, 3 is left out. */
+	memset(nm->peers[0].node_key, 7, WG_KEY_LEN);
+	memset(nm->peers[1].node_key, 7, WG_KEY_LEN);
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 2), 0);
+	assert_int_equal(netmap_apply_peer_count(f->na), 1);
+	/* Id 2 rotates to key 8: key 7 now belongs to id 3 and is re-created for it. */
+	memset(nm->peers[0].node_key, 8, WG_KEY_LEN);
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 3), 0);
+	assert_int_equal(netmap_apply_peer_count(f->na), 2);
+	assert_int_equal(wg_device_info_get(f->dev, &info), 0);
+	assert_int_equal(info->n_peers, 2);
+	assert_non_null(dev_peer(info, 7));
+	assert_non_null(dev_peer(info, 8));
+	/* Key 7 carries id 3's address now, key 8 id 2's. */
+	assert_int_equal(dev_peer(info, 7)->allowedips[0].addr[3], 3);
+	assert_int_equal(dev_peer(info, 8)->allowedips[0].addr[3], 2);
+	wg_device_info_free(info);
+	assert_int_equal(netmap_apply_clear(f->na, 4), 0);
+	assert_int_equal(wg_device_info_get(f->dev, &info), 0);
+	assert_int_equal(info->n_peers, 0);
+	wg_device_info_free(info);
+	nm_free(nm);
+}
+
 static void test_handles(void **state)
 {
 	struct fixture *f = *state;
@@ -432,6 +469,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_iface_retry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hostile_prefixes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_handles, setup_ms, teardown),
+	    cmocka_unit_test_setup_teardown(test_key_moves, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_key_moves, setup_ms, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
