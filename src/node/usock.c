@@ -45,6 +45,7 @@ struct usock_conn {
 	bool doomed;	/* usock_conn_close was called inside on_data */
 	bool peer_eof;	/* the peer shut its write side */
 	bool lingering; /* the protocol saw on_close; draining until linger_until_ns */
+	bool pump_pending; /* buffered requests wait for the defer timer (usock_conn_kick) */
 	uid_t uid;	/* UID_UNKNOWN if SO_PEERCRED failed */
 	uint64_t last_ns;  /* last progress, on the clock (see touch) */
 	uint64_t start_ns; /* waiting for a request since, on the clock (request deadline) */
@@ -57,6 +58,7 @@ struct usock_server {
 	struct loop *loop;
 	struct loop_fd listen;
 	struct loop_timer sweep;
+	struct loop_timer defer; /* runs kicked connections' buffered requests */
 	struct usock_limits lim;
 	struct usock_ops ops;
 	char name[32];
@@ -422,11 +424,56 @@ close:
 	return false;
 }
 
+/*
+ * Outside on_data the caller is usually inside its own callback (a backend finishing
+ * a request): running the next buffered request there would re-enter the protocol and
+ * the backend under their feet (found by fuzz_localapi). So only the output goes now;
+ * requests already buffered run from the loop.
+ */
 bool usock_conn_kick(struct usock_conn *c)
 {
+	struct usock_server *srv = c->srv;
+	int r;
+
 	if (c->in_cb)
 		return !c->doomed;
-	return conn_pump(c);
+	r = conn_flush(c);
+	if (r < 0) {
+		usock_conn_close(c);
+		return false;
+	}
+	if (r == 0 && c->close_after_write) {
+		if (c->peer_eof)
+			usock_conn_close(c);
+		else
+			conn_linger(c);
+		return false;
+	}
+	conn_update_events(c);
+	if (r == 0 && !c->held && c->in_len) {
+		c->pump_pending = true;
+		if (!srv->defer.armed)
+			loop_timer_arm(srv->loop, &srv->defer, loop_now_ns(srv->loop));
+	}
+	return true;
+}
+
+static void defer_fire(struct loop_timer *t)
+{
+	struct usock_server *srv = container_of(t, struct usock_server, defer);
+	unsigned i = 0;
+
+	while (i < srv->n_conns) {
+		struct usock_conn *c = srv->conns[i];
+
+		if (c->pump_pending) {
+			c->pump_pending = false;
+			conn_pump(c);
+			if (i < srv->n_conns && srv->conns[i] != c)
+				continue; /* closed: slot i holds another connection now */
+		}
+		i++;
+	}
 }
 
 /* Makes room to read into; false if the connection was closed. */
@@ -659,6 +706,8 @@ int usock_server_new(struct loop *loop, const char *path, const char *name,
 	srv->listen.cb = listen_event;
 	srv->sweep.cb = sweep_fire;
 	srv->sweep.deadline_ns = TIME_NEVER;
+	srv->defer.cb = defer_fire;
+	srv->defer.deadline_ns = TIME_NEVER;
 	r = loop_fd_add(loop, &srv->listen, EPOLLIN);
 	if (r < 0)
 		goto out;
@@ -685,6 +734,7 @@ void usock_server_free(struct usock_server *srv)
 	while (srv->n_conns)
 		usock_conn_close(srv->conns[0]);
 	loop_timer_disarm(srv->loop, &srv->sweep);
+	loop_timer_disarm(srv->loop, &srv->defer);
 	loop_fd_del(srv->loop, &srv->listen);
 	close(srv->listen.fd);
 	unlink(srv->path);

@@ -96,8 +96,9 @@ void usock_conn_close_after_write(struct usock_conn *c);
 /* Held: not read, not idle-closed; a hang-up closes it. */
 void usock_conn_hold(struct usock_conn *c, bool hold);
 /*
- * After send/hold outside on_data: flushes and resumes reading. Inside on_data
- * it does nothing (the caller's loop does it). false if the connection closed.
+ * After send/hold outside on_data: flushes and resumes reading; requests already
+ * buffered run from the loop, never inside the caller. Inside on_data it does
+ * nothing (the caller's loop does it). false if the connection closed.
  */
 bool usock_conn_kick(struct usock_conn *c);
 /* Inside on_data the close is deferred until it returns. */

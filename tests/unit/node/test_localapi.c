@@ -552,6 +552,38 @@ static void test_local_user_lockout(void **state)
 	assert_true(up_ok && up_ms < 1000);
 }
 
+/*
+ * Two interactive ups in one write: the second is buffered while the first is held.
+ * It must run after the backend's localapi_req_finish for the first has returned,
+ * not inside it (found by fuzz_localapi): the fake backend forgets its pending
+ * request after finish returns, so a nested run's request would be lost and its
+ * client never answered; in the daemon a nested `up` would restart the control
+ * client from inside the code that is reporting on it.
+ */
+static void test_pipelined_up(void **state)
+{
+	struct timeval tv = {.tv_sec = 3};
+	int fd = client(), i;
+	json_t *r;
+
+	(void)state;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	send_str(fd, "{\"cmd\":\"up\",\"login_server\":\"http://192.0.2.1\"}\n"
+		     "{\"cmd\":\"up\",\"login_server\":\"http://192.0.2.2\"}\n");
+	for (i = 0; i < 2; i++) {
+		r = recv_line(fd);
+		assert_non_null(r);
+		assert_string_equal(json_string_value(json_object_get(r, "state")), "needs_login");
+		json_decref(r);
+		loop_async_send(&wake_async); /* the fake backend finishes the pending up */
+		r = recv_line(fd);
+		assert_non_null(r);
+		assert_string_equal(json_string_value(json_object_get(r, "state")), "running");
+		json_decref(r);
+	}
+	close(fd);
+}
+
 static void test_in_use(void **state)
 {
 	static const struct localapi_backend be = {0};
@@ -568,6 +600,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_user_lockout, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pipelined_up, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_in_use, setup, teardown),
 	};
 
