@@ -31,7 +31,9 @@
 #define LOCALAPI_CONNS_MAX 32
 #define LOCALAPI_CONNS_PER_UID 4
 #define LOCALAPI_CONNS_ROOT 8
-#define LOCALAPI_REQUEST_MAX 16384       /* one request line */
+#ifndef LOCALAPI_REQUEST_MAX /* the fuzzer shortens it */
+#define LOCALAPI_REQUEST_MAX 16384 /* one request line */
+#endif
 #define LOCALAPI_REPLY_MAX (64U << 20)   /* queued output per connection */
 #ifndef LOCALAPI_IDLE_TIMEOUT_NS /* tests shorten it */
 #define LOCALAPI_IDLE_TIMEOUT_NS (30ULL * 1000000000ULL)

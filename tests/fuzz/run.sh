@@ -3,7 +3,8 @@
 # from a temporary copy of its seed corpus (tests/fuzz/corpus/<target>/, if any)
 # so the repository is never modified, with its dictionary tests/fuzz/<target>.dict
 # if there is one. Crash inputs are kept in BUILD_DIR/fuzz-artifacts/<target>/.
-# Fails if any target crashes, leaks, trips a sanitizer or times out.
+# Fails if any target crashes, leaks, trips a sanitizer or times out. Ends with a
+# table (Markdown) of executions per target.
 #
 #   tests/fuzz/run.sh BUILD_DIR SECONDS
 set -uo pipefail
@@ -36,6 +37,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 passed=0
 failed=0
 failed_names=()
+summary=()
 for exe in "${targets[@]}"; do
 	name=$(basename "$exe")
 	corpus="$tmp/$name/corpus"
@@ -54,15 +56,27 @@ for exe in "${targets[@]}"; do
 	echo "fuzz: $name for ${seconds}s ($(ls "$corpus" | wc -l) seeds)"
 	if "$exe" "${args[@]}" "$corpus" >"$log" 2>&1; then
 		passed=$((passed + 1))
+		result=ok
 		grep -E '^(stat::number_of_executed_units|#[0-9]+.*DONE)' "$log" | tail -2 | sed "s/^/fuzz: $name: /"
 	else
 		failed=$((failed + 1))
 		failed_names+=("$name")
+		result=FAILED
 		echo "fuzz: $name FAILED; last output:" >&2
 		tail -n 60 "$log" >&2
 		echo "fuzz: $name: reproducer(s) in $artifacts/" >&2
 	fi
+	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+	rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+	cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+	units=$(grep -oE 'corp: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+	summary+=("| $name | $seconds | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${units:-?} | $result |")
 done
+
+echo "fuzz: summary"
+echo "| target | seconds | execs | execs/s | edges | corpus | result |"
+echo "|---|---:|---:|---:|---:|---:|---|"
+printf '%s\n' "${summary[@]}"
 
 echo "fuzz: $passed passed, $failed failed${failed_names:+ (${failed_names[*]})}"
 ((failed == 0))
