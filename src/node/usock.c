@@ -126,50 +126,30 @@ static int mkdir_parent(const char *path)
 
 /*
  * Binds fd at path with exactly mode, without umask() (process-wide: another
- * thread's files would get our mask) and without a window in which path names a
- * socket with other permissions: the socket is bound in a fresh 0700 directory
- * next to path, where nobody else can reach it, given its mode there (bind applies
- * the umask), then moved into place; RENAME_NOREPLACE keeps the EADDRINUSE of a
- * plain bind if another instance got there first.
+ * thread's files would get our mask). The socket's own mode, set before bind, is
+ * what bind gives the file less the umask, so the file is never more open than
+ * mode; if the umask took bits, they are added back on that file, checked to be
+ * our socket and not followed if it is a link. The bound path stays the real one
+ * (ss, lsof and /proc/net/unix show it).
  */
-static int bind_mode(int fd, const char *path, mode_t mode)
+static int bind_mode(int fd, const struct sockaddr_un *sun, mode_t mode)
 {
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char tmp[sizeof(dir)];
-	const char *slash = strrchr(path, '/');
-	int dlen = slash ? (int)(slash - path) + 1 : 0;
-	struct sockaddr_un sun;
-	bool bound = false;
-	size_t len;
-	int r;
+	struct stat st;
 
-	len = (size_t)snprintf(dir, sizeof(dir), "%.*s.uXXXXXX", dlen, path);
-	if (len + sizeof("/s") > sizeof(tmp))
-		return -ENAMETOOLONG;
-	if (!mkdtemp(dir))
+	if (fchmod(fd, mode) < 0 || bind(fd, (const struct sockaddr *)sun, sizeof(*sun)) < 0)
 		return -errno;
-	memcpy(tmp, dir, len);
-	memcpy(tmp + len, "/s", sizeof("/s"));
-	r = sockaddr_fill(&sun, tmp);
-	if (r < 0)
-		goto out;
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		r = -errno;
-		goto out;
+	if (lstat(sun->sun_path, &st) < 0)
+		return -errno;
+	if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid())
+		return -EEXIST; /* not what we just bound: someone else writes the directory */
+	if ((st.st_mode & 07777) != mode &&
+	    fchmodat(AT_FDCWD, sun->sun_path, mode, AT_SYMLINK_NOFOLLOW) < 0) {
+		int r = -errno;
+
+		unlink(sun->sun_path);
+		return r;
 	}
-	bound = true;
-	if (chmod(tmp, mode) < 0 ||
-	    renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
-		r = errno == EEXIST ? -EADDRINUSE : -errno;
-		goto out;
-	}
-	bound = false;
-	r = 0;
-out:
-	if (bound)
-		unlink(tmp);
-	rmdir(dir);
-	return r;
+	return 0;
 }
 
 void *usock_conn_priv(struct usock_conn *c)
@@ -689,7 +669,7 @@ int usock_server_new(struct loop *loop, const char *path, const char *name,
 		r = -errno;
 		goto out;
 	}
-	r = bind_mode(fd, path, limits->mode & 0777);
+	r = bind_mode(fd, &sun, limits->mode & 0777);
 	if (r < 0)
 		goto out;
 	bound = true;

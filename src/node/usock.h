@@ -75,9 +75,8 @@ struct usock_ops {
 int usock_socket_check(const char *path);
 /*
  * Creates the parent directory (0755), checks as usock_socket_check, binds with
- * limits->mode (whatever the umask; path never has other modes: the socket is
- * bound in a private directory next to it, which must therefore be writable, and
- * moved into place) and listens. name prefixes log lines. 0 or -errno.
+ * exactly limits->mode whatever the umask (never more open meanwhile; no umask())
+ * and listens. name prefixes log lines. 0 or -errno.
  */
 int usock_server_new(struct loop *loop, const char *path, const char *name,
 		     const struct usock_limits *limits, const struct usock_ops *ops,
