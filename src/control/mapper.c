@@ -29,6 +29,7 @@
 #include "base/util.h"
 #include "control/mapper.h"
 #include "proto/ctrlmsg.h"
+#include "proto/relaymap.h"
 
 #define HEAP_NONE SIZE_MAX
 
@@ -51,6 +52,7 @@ struct msub {
 	struct pend *pend;
 	size_t pend_cap, pend_n; /* cap is 0 or a power of two, load <= 1/2 */
 	bool self_dirty;
+	bool relay_dirty; /* the relay map changed since its last map */
 	bool overflow; /* a pending entry could not be allocated: only a full map is right now */
 	bool dirty;
 	struct msub *dirty_prev, *dirty_next;
@@ -97,6 +99,9 @@ struct mapper {
 	struct msub *dirty_head, *dirty_tail;
 	size_t n_dirty;
 	uint64_t seq;
+	struct netmap_relay_map relay_map;
+	char *relay_json; /* relaymap_encode of relay_map; NULL when it has no regions */
+	size_t relay_json_len;
 };
 
 static size_t hash_u64(uint64_t x)
@@ -361,6 +366,7 @@ static void pend_reset(struct msub *s)
 	}
 	s->pend_n = 0;
 	s->self_dirty = false;
+	s->relay_dirty = false;
 	s->overflow = false;
 }
 
@@ -512,6 +518,7 @@ void mapper_free(struct mapper *m)
 	idmap_clear(&m->tailnets);
 	idmap_clear(&m->users);
 	free(m->heap);
+	free(m->relay_json);
 	free(m);
 }
 
@@ -667,6 +674,7 @@ int mapper_node_upsert(struct mapper *m, const struct control_node *n, int64_t n
 	rec = *n;
 	rec.online = x->rec.online;
 	rec.last_seen = x->rec.last_seen;
+	rec.home_region = x->rec.home_region;
 	if (record_differs(&x->rec, &rec))
 		flags |= PEND_FULL;
 	if (!endpoints_equal(x->rec.endpoints, x->rec.n_endpoints, rec.endpoints, rec.n_endpoints))
@@ -717,6 +725,58 @@ int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *
 	rec.n_endpoints = n;
 	node_update(m, x, &rec, x->shown, PEND_ENDPOINTS);
 	return 0;
+}
+
+int mapper_node_home_region(struct mapper *m, uint64_t id, uint32_t region)
+{
+	struct mnode *x = node_find(m, id);
+	struct control_node rec;
+
+	if (!x)
+		return -ENOENT;
+	if (region > NETMAP_RELAY_REGION_ID_MAX)
+		return -EINVAL;
+	if (x->rec.home_region == region)
+		return 0;
+	/* Rare (a node's home moves with its network): a changed record, no patch type of its own. */
+	rec = x->rec;
+	rec.home_region = region;
+	node_update(m, x, &rec, x->shown, PEND_FULL);
+	return 0;
+}
+
+int mapper_relaymap_set(struct mapper *m, const struct netmap_relay_map *rm)
+{
+	char *json = NULL;
+	size_t len = 0, i, j;
+	int r;
+
+	if (relaymap_equal(&m->relay_map, rm))
+		return 0;
+	if (rm->n_regions) {
+		r = relaymap_encode(rm, &json, &len);
+		if (r < 0)
+			return r;
+	}
+	free(m->relay_json);
+	m->relay_json = json;
+	m->relay_json_len = len;
+	m->relay_map = *rm;
+	/* Everyone with a stream gets it: the map is the same for every tailnet. */
+	for (i = 0; i < m->tailnets.cap; i++) {
+		struct mtailnet *tn = m->tailnets.keys[i] ? m->tailnets.vals[i] : NULL;
+
+		for (j = 0; tn && j < tn->n_subs; j++) {
+			tn->subs[j]->relay_dirty = true;
+			dirty_add(m, tn->subs[j]);
+		}
+	}
+	return 0;
+}
+
+const struct netmap_relay_map *mapper_relaymap(const struct mapper *m)
+{
+	return &m->relay_map;
 }
 
 int mapper_node_online(struct mapper *m, uint64_t id, bool online, int64_t now)
@@ -852,6 +912,7 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
 			render(m, tn->nodes[i], &nm->peers[nm->n_peers++]);
 	render(m, x, &nm->self);
 	memcpy(nm->tailnet, tn->name, sizeof(nm->tailnet));
+	nm->relay_map = m->relay_map;
 	nm->seq = ++m->seq;
 	if (x->sub) {
 		pend_reset(x->sub);
@@ -884,7 +945,7 @@ static int node_json(const struct mapper *m, struct mnode *x, struct ctrl_json_p
 
 int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, size_t *ret_len)
 {
-	struct ctrl_json_piece self, *peers = NULL;
+	struct ctrl_json_piece self, relay, *peers = NULL;
 	struct mnode *x;
 	struct mtailnet *tn;
 	size_t i, n = 0, k = 0;
@@ -917,7 +978,9 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 	r = node_json(m, x, &self);
 	if (r < 0)
 		goto out;
-	r = ctrl_netmap_join(m->seq + 1, tn->name, &self, peers, (unsigned)n, &json, &len);
+	relay.p = m->relay_json;
+	relay.len = m->relay_json_len;
+	r = ctrl_netmap_join(m->seq + 1, tn->name, &self, peers, (unsigned)n, &relay, &json, &len);
 	if (r < 0)
 		goto out;
 	m->seq++;
@@ -989,7 +1052,7 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 			break;
 		}
 	}
-	if (!n_add && !n_rm && !n_chg && !n_ep && !n_on && !s->self_dirty) {
+	if (!n_add && !n_rm && !n_chg && !n_ep && !n_on && !s->self_dirty && !s->relay_dirty) {
 		pend_reset(s);
 		*ret = NULL;
 		return 0;
@@ -1003,8 +1066,11 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 	    (n_chg && !(d->changed = malloc(n_chg * sizeof(*d->changed)))) ||
 	    (n_rm && !(d->removed = malloc(n_rm * sizeof(*d->removed)))) ||
 	    (n_ep && !(d->endpoints = calloc(n_ep, sizeof(*d->endpoints)))) ||
-	    (n_on && !(d->online = calloc(n_on, sizeof(*d->online)))))
+	    (n_on && !(d->online = calloc(n_on, sizeof(*d->online)))) ||
+	    (s->relay_dirty && !(d->relay_map = malloc(sizeof(*d->relay_map)))))
 		goto out;
+	if (s->relay_dirty)
+		*d->relay_map = m->relay_map;
 
 	for (i = 0; i < s->pend_cap; i++) {
 		const struct pend *e = &s->pend[i];

@@ -66,6 +66,19 @@ int mapper_node_upsert(struct mapper *m, const struct control_node *n, int64_t n
 int mapper_node_remove(struct mapper *m, uint64_t id);
 /* The node's current UDP endpoints. 0 (also when unchanged), -ENOENT, -EINVAL (n over cap). */
 int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *eps, unsigned n);
+/*
+ * The relay region the node reported as its home (0: none); peers get it as a
+ * changed record. Not persisted: a node reports it on every connect.
+ * 0 (also when unchanged), -ENOENT, -EINVAL (over NETMAP_RELAY_REGION_ID_MAX).
+ */
+int mapper_node_home_region(struct mapper *m, uint64_t id, uint32_t region);
+/*
+ * The relay map every netmap carries (the same for all tailnets). A change
+ * reaches every subscriber as a delta. 0, -EINVAL (a map relaymap_valid
+ * refuses), -ENOMEM.
+ */
+int mapper_relaymap_set(struct mapper *m, const struct netmap_relay_map *rm);
+const struct netmap_relay_map *mapper_relaymap(const struct mapper *m);
 /* Map stream came or went: online flag and last_seen = now. 0 or -ENOENT. */
 int mapper_node_online(struct mapper *m, uint64_t id, bool online, int64_t now);
 /* The mapper's copy of a node's record, or NULL. Valid until the next call that changes m. */

@@ -44,6 +44,7 @@ void control_node_render(const struct control_node *r, const char *user, struct 
 								   : NETMAP_MAX_ENDPOINTS;
 	memcpy(ret->endpoints, r->endpoints, ret->n_endpoints * sizeof(r->endpoints[0]));
 	ret->online = r->online;
+	ret->home_region = r->home_region;
 	ret->last_seen = r->last_seen;
 	/* An opted-out node's key does not expire: peers see 0, as the protocol defines. */
 	ret->key_expiry = r->expiry_disabled ? 0 : r->key_expiry;

@@ -30,6 +30,7 @@
 #include "base/base64.h"
 #include "base/util.h"
 #include "proto/ctrlmsg.h"
+#include "proto/relaymap.h"
 
 /* Our deepest message is 4 levels (delta -> endpoints -> patch -> endpoints). */
 #define JSON_DEPTH_MAX 16
@@ -352,6 +353,102 @@ static void put_tags(struct wbuf *b, const char (*tags)[NETMAP_TAG_MAX], unsigne
 	put_lit(b, "]");
 }
 
+static void put_region_id(struct wbuf *b, uint32_t id)
+{
+	if (id > NETMAP_RELAY_REGION_ID_MAX) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_u64(b, id);
+}
+
+static void put_addr(struct wbuf *b, int family, const void *addr)
+{
+	char s[INET6_ADDRSTRLEN];
+
+	if (!inet_ntop(family, addr, s, sizeof(s))) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_lit(b, "\"");
+	put(b, s, strlen(s));
+	put_lit(b, "\"");
+}
+
+static void put_relay_node(struct wbuf *b, const struct netmap_relay_node *n)
+{
+	put_lit(b, "{\"name\":");
+	put_text(b, n->name, sizeof(n->name));
+	if (n->host[0]) {
+		put_lit(b, ",\"host\":");
+		put_text(b, n->host, sizeof(n->host));
+	}
+	if (n->has_ipv4) {
+		put_lit(b, ",\"ipv4\":");
+		put_addr(b, AF_INET, n->ipv4);
+	}
+	if (n->has_ipv6) {
+		put_lit(b, ",\"ipv6\":");
+		put_addr(b, AF_INET6, n->ipv6);
+	}
+	put_lit(b, ",\"relay_port\":");
+	put_u64(b, n->relay_port);
+	put_lit(b, ",\"stun_port\":");
+	put_u64(b, n->stun_port);
+	if (n->tls)
+		put_lit(b, ",\"tls\":true");
+	else
+		put_lit(b, ",\"tls\":false");
+	if (n->has_key) {
+		put_lit(b, ",\"key\":");
+		put_key(b, n->key);
+	}
+	put_lit(b, "}");
+}
+
+static void put_relay_map(struct wbuf *b, const struct netmap_relay_map *rm)
+{
+	if (!relaymap_valid(rm)) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_lit(b, "{\"regions\":[");
+	for (unsigned i = 0; i < rm->n_regions; i++) {
+		const struct netmap_relay_region *g = &rm->regions[i];
+
+		if (i)
+			put_lit(b, ",");
+		put_lit(b, "{\"id\":");
+		put_u64(b, g->id);
+		put_lit(b, ",\"code\":");
+		put_text(b, g->code, sizeof(g->code));
+		put_lit(b, ",\"name\":");
+		put_text(b, g->name, sizeof(g->name));
+		put_lit(b, ",\"nodes\":[");
+		for (unsigned j = 0; j < g->n_nodes; j++) {
+			if (j)
+				put_lit(b, ",");
+			put_relay_node(b, &g->nodes[j]);
+		}
+		put_lit(b, "]}");
+	}
+	put_lit(b, "]}");
+}
+
+int relaymap_encode(const struct netmap_relay_map *rm, char **ret, size_t *ret_len)
+{
+	struct wbuf b = { 0 };
+
+	put_relay_map(&b, rm);
+	if (b.err) {
+		free(b.p);
+		return b.err;
+	}
+	*ret = b.p;
+	*ret_len = b.len;
+	return 0;
+}
+
 static void put_node(struct wbuf *b, const struct netmap_node *n)
 {
 	put_lit(b, "{\"id\":");
@@ -381,6 +478,11 @@ static void put_node(struct wbuf *b, const struct netmap_node *n)
 	put_text(b, n->user, sizeof(n->user));
 	put_lit(b, ",\"tags\":");
 	put_tags(b, n->tags, n->n_tags);
+	/* Optional, so records of nodes that never chose a home read as before. */
+	if (n->home_region) {
+		put_lit(b, ",\"home_region\":");
+		put_region_id(b, n->home_region);
+	}
 	put_lit(b, "}");
 }
 
@@ -467,6 +569,10 @@ static void put_delta(struct wbuf *b, const struct netmap_delta *d)
 		put_lit(b, ",\"self\":");
 		put_node(b, &d->self);
 	}
+	if (d->relay_map) {
+		put_lit(b, ",\"relay_map\":");
+		put_relay_map(b, d->relay_map);
+	}
 }
 
 int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
@@ -536,10 +642,18 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"stream\":true");
 		else
 			put_lit(&b, ",\"stream\":false");
+		if (m->map_req.home_region) {
+			put_lit(&b, ",\"home_region\":");
+			put_region_id(&b, m->map_req.home_region);
+		}
 		break;
 	case CTRL_MSG_ENDPOINTS:
 		put_lit(&b, ",\"endpoints\":");
 		put_endpoints(&b, m->endpoints.endpoints, m->endpoints.n_endpoints);
+		if (m->endpoints.home_region) {
+			put_lit(&b, ",\"home_region\":");
+			put_region_id(&b, m->endpoints.home_region);
+		}
 		break;
 	case CTRL_MSG_NETMAP:
 		if (!m->netmap) {
@@ -554,6 +668,10 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 		put_node(&b, &m->netmap->self);
 		put_lit(&b, ",\"peers\":");
 		put_nodes(&b, m->netmap->peers, m->netmap->n_peers);
+		if (m->netmap->relay_map.n_regions) {
+			put_lit(&b, ",\"relay_map\":");
+			put_relay_map(&b, &m->netmap->relay_map);
+		}
 		break;
 	case CTRL_MSG_DELTA:
 		if (!m->delta) {
@@ -602,8 +720,8 @@ int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len)
 }
 
 int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_piece *self,
-		     const struct ctrl_json_piece *peers, unsigned n_peers, char **ret,
-		     size_t *ret_len)
+		     const struct ctrl_json_piece *peers, unsigned n_peers,
+		     const struct ctrl_json_piece *relay_map, char **ret, size_t *ret_len)
 {
 	struct wbuf b = { 0 };
 	size_t total;
@@ -622,6 +740,8 @@ int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_p
 	total = b.len + self->len + sizeof(",\"peers\":[]}") - 1;
 	for (unsigned i = 0; i < n_peers; i++)
 		total += peers[i].len + (i ? 1 : 0);
+	if (relay_map && relay_map->len)
+		total += sizeof(",\"relay_map\":") - 1 + relay_map->len;
 	if (total > CTRL_MSG_MAX) {
 		b.err = -EMSGSIZE;
 		goto out;
@@ -640,7 +760,12 @@ int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_p
 			put_lit(&b, ",");
 		put(&b, peers[i].p, peers[i].len);
 	}
-	put_lit(&b, "]}");
+	put_lit(&b, "]");
+	if (relay_map && relay_map->len) {
+		put_lit(&b, ",\"relay_map\":");
+		put(&b, relay_map->p, relay_map->len);
+	}
+	put_lit(&b, "}");
 out:
 	if (b.err) {
 		free(b.p);
@@ -865,6 +990,29 @@ static int id_from(json_t *v, uint64_t *ret)
 	return 0;
 }
 
+static int get_region_id(json_t *o, const char *k, uint32_t *ret)
+{
+	uint64_t v;
+	int r = get_uint(o, k, &v);
+
+	if (r)
+		return r;
+	if (v > NETMAP_RELAY_REGION_ID_MAX)
+		return -EBADMSG;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+/* A relay map member: present and valid (*ret filled), -ENOENT, or -EBADMSG. */
+static int get_relay_map(json_t *o, const char *k, struct netmap_relay_map *ret)
+{
+	json_t *v = json_object_get(o, k);
+
+	if (!v)
+		return -ENOENT;
+	return relaymap_from_json(v, false, ret, NULL, 0) ? -EBADMSG : 0;
+}
+
 static int decode_node(json_t *o, struct netmap_node *ret)
 {
 	struct netmap_node *n = ret;
@@ -882,7 +1030,8 @@ static int decode_node(json_t *o, struct netmap_node *ret)
 	    opt(get_sint(o, "key_expiry", &n->key_expiry)) ||
 	    opt(get_text(o, "os", n->os, sizeof(n->os))) ||
 	    opt(get_text(o, "user", n->user, sizeof(n->user))) ||
-	    opt(get_tags(o, "tags", n->tags, &n->n_tags)))
+	    opt(get_tags(o, "tags", n->tags, &n->n_tags)) ||
+	    opt(get_region_id(o, "home_region", &n->home_region)))
 		return -EBADMSG;
 	return 0;
 }
@@ -1004,7 +1153,8 @@ static int decode_map_request(json_t *o, struct ctrl_map_request *r)
 	if (req(get_key(o, "node_key", r->node_key)) ||
 	    req(get_endpoints(o, "endpoints", r->endpoints, &r->n_endpoints)) ||
 	    opt(get_text(o, "hostname", r->hostname, sizeof(r->hostname))) ||
-	    req(get_bool(o, "stream", &r->stream)))
+	    req(get_bool(o, "stream", &r->stream)) ||
+	    opt(get_region_id(o, "home_region", &r->home_region)))
 		return -EBADMSG;
 	return 0;
 }
@@ -1026,6 +1176,9 @@ static int decode_netmap(json_t *o, struct netmap **ret)
 	r = get_nodes(o, "peers", &nm->peers, &nm->n_peers);
 	if (r == -ENOENT)
 		r = -EBADMSG;
+	if (r)
+		goto out;
+	r = opt(get_relay_map(o, "relay_map", &nm->relay_map));
 	if (r)
 		goto out;
 	*ret = nm;
@@ -1116,6 +1269,15 @@ static int decode_delta(json_t *o, struct netmap_delta **ret)
 			goto out;
 		d->has_self = true;
 	}
+	if (json_object_get(o, "relay_map")) {
+		r = -ENOMEM;
+		d->relay_map = malloc(sizeof(*d->relay_map));
+		if (!d->relay_map)
+			goto out;
+		r = -EBADMSG;
+		if (get_relay_map(o, "relay_map", d->relay_map))
+			goto out;
+	}
 	*ret = d;
 	d = NULL;
 	r = 0;
@@ -1167,6 +1329,9 @@ int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret)
 	case CTRL_MSG_ENDPOINTS:
 		r = req(get_endpoints(root, "endpoints", m.endpoints.endpoints,
 				      &m.endpoints.n_endpoints));
+		if (!r)
+			r = opt(get_region_id(root, "home_region", &m.endpoints.home_region)) ? -EBADMSG
+											      : 0;
 		break;
 	case CTRL_MSG_NETMAP:
 		r = decode_netmap(root, &m.netmap);

@@ -60,11 +60,14 @@ struct ctrl_map_request {
 	bool stream;
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
+	uint32_t home_region; /* 0: none chosen yet */
 };
 
+/* The node's endpoints and its home relay region (0: none yet), sent when either changes. */
 struct ctrl_endpoints {
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
+	uint32_t home_region;
 };
 
 struct ctrl_msg {
@@ -118,11 +121,12 @@ struct ctrl_json_piece {
 int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len);
 /*
  * The JSON of a CTRL_MSG_NETMAP message from its pre-encoded node records
- * (each from ctrl_node_encode), malloc'd once at its final size. Same result
+ * (each from ctrl_node_encode) and relay map (relaymap_encode; NULL or empty
+ * when the map has no regions), malloc'd once at its final size. Same result
  * and errors as ctrl_msg_encode of the equivalent struct netmap.
  */
 int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_piece *self,
-		     const struct ctrl_json_piece *peers, unsigned n_peers, char **ret,
-		     size_t *ret_len);
+		     const struct ctrl_json_piece *peers, unsigned n_peers,
+		     const struct ctrl_json_piece *relay_map, char **ret, size_t *ret_len);
 
 #endif

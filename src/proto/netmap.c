@@ -28,6 +28,7 @@ void netmap_delta_free(struct netmap_delta *d)
 	free(d->removed);
 	free(d->endpoints);
 	free(d->online);
+	free(d->relay_map);
 	free(d);
 }
 
@@ -36,6 +37,15 @@ const struct netmap_node *netmap_peer_find(const struct netmap *nm, uint64_t id)
 	for (unsigned i = 0; i < nm->n_peers; i++)
 		if (nm->peers[i].id == id)
 			return &nm->peers[i];
+	return NULL;
+}
+
+const struct netmap_relay_region *netmap_relay_region_find(const struct netmap_relay_map *rm,
+							   uint32_t id)
+{
+	for (unsigned i = 0; i < rm->n_regions && i < NETMAP_RELAY_REGIONS_MAX; i++)
+		if (rm->regions[i].id == id)
+			return &rm->regions[i];
 	return NULL;
 }
 
@@ -199,6 +209,8 @@ int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 	}
 	if (d->has_self)
 		nm->self = d->self;
+	if (d->relay_map)
+		nm->relay_map = *d->relay_map;
 	nm->seq = d->seq;
 	ret = 0;
 out:

@@ -24,11 +24,49 @@
 #define NETMAP_MAX_ADDRESSES 2  /* one IPv4, one IPv6 */
 #define NETMAP_MAX_ALLOWED_IPS 16
 #define NETMAP_MAX_PEERS (1U << 20)
+/* The relay map (docs/control-protocol.md, "Relay map"). */
+#define NETMAP_RELAY_REGIONS_MAX 32
+#define NETMAP_RELAY_NODES_MAX 4 /* relays per region */
+#define NETMAP_RELAY_CODE_MAX 16 /* region code + NUL: "fra", "us-east" */
+#define NETMAP_RELAY_HOST_MAX 128
+#define NETMAP_RELAY_REGION_ID_MAX 65535
+#define NETMAP_STUN_PORT_DEFAULT 3478
 
 struct netmap_prefix {
 	uint8_t family; /* AF_INET or AF_INET6 */
 	uint8_t len;    /* prefix length */
 	uint8_t addr[16];
+};
+
+/*
+ * One relay server. host "" with no addresses and relay_port 0 stands for the
+ * control server the node logs in to (the embedded relay of the default map):
+ * the node dials its login URL's host, port and scheme.
+ */
+struct netmap_relay_node {
+	char name[NETMAP_NAME_MAX];
+	char host[NETMAP_RELAY_HOST_MAX]; /* DNS name for dialing and TLS; "" = none */
+	bool has_ipv4, has_ipv6;	  /* dial these instead of resolving host */
+	uint8_t ipv4[4];
+	uint8_t ipv6[16];
+	uint16_t relay_port; /* 0: 443 with TLS, else 80 (the control server's own port) */
+	uint16_t stun_port;  /* 0: no STUN */
+	bool tls;
+	bool has_key; /* pin the relay's static key */
+	uint8_t key[NETMAP_KEY_LEN];
+};
+
+struct netmap_relay_region {
+	uint32_t id; /* 1..NETMAP_RELAY_REGION_ID_MAX, unique */
+	char code[NETMAP_RELAY_CODE_MAX];
+	char name[NETMAP_NAME_MAX];
+	unsigned n_nodes;
+	struct netmap_relay_node nodes[NETMAP_RELAY_NODES_MAX];
+};
+
+struct netmap_relay_map {
+	unsigned n_regions;
+	struct netmap_relay_region regions[NETMAP_RELAY_REGIONS_MAX];
 };
 
 struct netmap_node {
@@ -49,6 +87,7 @@ struct netmap_node {
 	char user[NETMAP_USER_MAX];
 	unsigned n_tags;
 	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
+	uint32_t home_region; /* the relay region the node reported as its home; 0 = none */
 };
 
 struct netmap {
@@ -57,6 +96,7 @@ struct netmap {
 	struct netmap_node self;
 	unsigned n_peers;
 	struct netmap_node *peers; /* malloc'd array */
+	struct netmap_relay_map relay_map; /* no regions: no relays */
 };
 
 struct netmap_endpoint_patch {
@@ -81,6 +121,7 @@ struct netmap_delta {
 	uint64_t *removed;           /* peer ids */
 	struct netmap_endpoint_patch *endpoints;
 	struct netmap_online_patch *online;
+	struct netmap_relay_map *relay_map; /* malloc'd; NULL: unchanged */
 };
 
 /* Both accept NULL, free the arrays and the struct itself. */
@@ -93,6 +134,8 @@ void netmap_delta_free(struct netmap_delta *d);
  */
 int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d);
 const struct netmap_node *netmap_peer_find(const struct netmap *nm, uint64_t id);
+const struct netmap_relay_region *netmap_relay_region_find(const struct netmap_relay_map *rm,
+							   uint32_t id);
 
 /* The tailnet IPv6 prefix and the v4 -> v6 mapping of docs/control-protocol.md. */
 #define NETMAP_ULA_PREFIX "fd7e:11e5:7a11::"

@@ -588,6 +588,71 @@ static struct netmap *assert_json_same(struct mapper *m, uint64_t id, int64_t no
 	return nm;
 }
 
+/* A new relay map reaches every subscriber of every tailnet once; a home region is a change. */
+static void test_relay_map_and_home(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct netmap_relay_map rm = { .n_regions = 1 };
+	struct netmap_delta *d[8];
+	struct netmap *nm;
+	uint64_t ids[8];
+	unsigned n;
+
+	(void)state;
+	add(m, 1, 1);
+	add(m, 2, 1);
+	add(m, 3, 2);
+	for (uint64_t i = 1; i <= 3; i++) {
+		assert_int_equal(mapper_subscribe(m, i), 0);
+		nm = assert_json_same(m, i, T0);
+		assert_int_equal(nm->relay_map.n_regions, 0);
+		netmap_free(nm);
+	}
+	rm.regions[0].id = 5;
+	strcpy(rm.regions[0].code, "fra");
+	rm.regions[0].n_nodes = 1;
+	strcpy(rm.regions[0].nodes[0].name, "r1");
+	strcpy(rm.regions[0].nodes[0].host, "relay.example");
+	rm.regions[0].nodes[0].stun_port = 3478;
+	assert_int_equal(mapper_relaymap_set(m, &rm), 0);
+	n = flush(m, ids, d, 8);
+	assert_int_equal(n, 3);
+	for (unsigned i = 0; i < n; i++) {
+		assert_non_null(d[i]->relay_map);
+		assert_int_equal(d[i]->relay_map->regions[0].id, 5);
+		assert_int_equal(d[i]->n_added + d[i]->n_changed + d[i]->n_removed, 0);
+	}
+	free_deltas(d, n);
+	/* The same map again: nothing to send. */
+	assert_int_equal(mapper_relaymap_set(m, &rm), 0);
+	assert_int_equal(mapper_dirty_count(m), 0);
+	/* Full maps carry it, on both paths alike. */
+	nm = assert_json_same(m, 3, T0);
+	assert_int_equal(nm->relay_map.n_regions, 1);
+	netmap_free(nm);
+	/* An invalid map is refused and changes nothing. */
+	rm.regions[0].id = 0;
+	assert_int_equal(mapper_relaymap_set(m, &rm), -EINVAL);
+	assert_int_equal(mapper_dirty_count(m), 0);
+
+	/* Node 1 chose region 5: node 2 (same tailnet) hears, node 3 does not. */
+	assert_int_equal(mapper_node_home_region(m, 1, 5), 0);
+	n = flush(m, ids, d, 8);
+	assert_non_null(delta_for(ids, d, n, 2));
+	assert_int_equal(delta_for(ids, d, n, 2)->n_changed, 1);
+	assert_int_equal(delta_for(ids, d, n, 2)->changed[0].home_region, 5);
+	assert_null(delta_for(ids, d, n, 3));
+	free_deltas(d, n);
+	assert_int_equal(mapper_node_home_region(m, 1, 65536), -EINVAL);
+	assert_int_equal(mapper_node_home_region(m, 99, 1), -ENOENT);
+	/* An admin change of the record keeps what the node reported. */
+	add(m, 1, 1);
+	assert_int_equal(mapper_node_get(m, 1)->home_region, 5);
+	n = flush(m, ids, d, 8);
+	free_deltas(d, n);
+	mapper_free(m);
+}
+
 static unsigned model_check(uint64_t seed)
 {
 	struct mapper *m = mk_mapper();
@@ -841,6 +906,7 @@ int main(void)
 		cmocka_unit_test(test_expiry_and_approval),
 		cmocka_unit_test(test_expiry_opt_out_renders_zero),
 		cmocka_unit_test(test_model_check),
+		cmocka_unit_test(test_relay_map_and_home),
 		cmocka_unit_test(test_scale_10k),
 	};
 

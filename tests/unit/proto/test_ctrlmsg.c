@@ -15,6 +15,7 @@
 
 #include "base/base64.h"
 #include "proto/ctrlmsg.h"
+#include "proto/relaymap.h"
 
 /* Key bytes 0..31 and 32..63, and their wg(8) text. */
 #define KEY_A "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -535,10 +536,14 @@ static void test_amplification_bounded(void **state)
 /* Encodes nm with ctrl_node_encode + ctrl_netmap_join; the JSON or a negative errno. */
 static int join_encode(const struct netmap *nm, char **ret, size_t *ret_len)
 {
-	struct ctrl_json_piece self = { 0 }, *peers;
-	char *self_json = NULL;
+	struct ctrl_json_piece self = { 0 }, relay = { 0 }, *peers;
+	char *self_json = NULL, *relay_json = NULL;
 	int r;
 
+	if (nm->relay_map.n_regions) {
+		assert_int_equal(relaymap_encode(&nm->relay_map, &relay_json, &relay.len), 0);
+		relay.p = relay_json;
+	}
 	peers = calloc(nm->n_peers ? nm->n_peers : 1, sizeof(*peers));
 	assert_non_null(peers);
 	r = ctrl_node_encode(&nm->self, &self_json, &self.len);
@@ -550,10 +555,12 @@ static int join_encode(const struct netmap *nm, char **ret, size_t *ret_len)
 		peers[i].p = p;
 	}
 	if (r == 0)
-		r = ctrl_netmap_join(nm->seq, nm->tailnet, &self, peers, nm->n_peers, ret, ret_len);
+		r = ctrl_netmap_join(nm->seq, nm->tailnet, &self, peers, nm->n_peers, &relay, ret,
+				     ret_len);
 	for (unsigned i = 0; i < nm->n_peers; i++)
 		free((char *)peers[i].p);
 	free(self_json);
+	free(relay_json);
 	free(peers);
 	return r;
 }
@@ -600,6 +607,24 @@ static void test_node_encode_join(void **state)
 			p->n_tags = (unsigned)((x >> (i % 50)) % 3);
 			snprintf(p->name, sizeof(p->name), "n\"%u-%u", round, i);
 			snprintf(p->user, sizeof(p->user), "u\\%u", i);
+			p->home_region = (unsigned)(x >> (i % 40)) % 3;
+		}
+		/* A relay map in some rounds: it follows the peers on both paths. */
+		m.netmap->relay_map.n_regions = (unsigned)(x >> 20) % 3;
+		for (unsigned i = 0; i < m.netmap->relay_map.n_regions; i++) {
+			struct netmap_relay_region *g = &m.netmap->relay_map.regions[i];
+
+			g->id = i + 1;
+			snprintf(g->code, sizeof(g->code), "r%u", i);
+			snprintf(g->name, sizeof(g->name), "Region \"%u\"", i);
+			g->n_nodes = 1;
+			snprintf(g->nodes[0].name, sizeof(g->nodes[0].name), "relay%u", i);
+			snprintf(g->nodes[0].host, sizeof(g->nodes[0].host), "relay%u.example", i);
+			g->nodes[0].has_ipv4 = i & 1;
+			g->nodes[0].ipv4[0] = 192;
+			g->nodes[0].relay_port = 443;
+			g->nodes[0].stun_port = 3478;
+			g->nodes[0].tls = true;
 		}
 		/* Now and then a record the encoder must refuse, the same way on both paths. */
 		if (round % 37 == 5 && m.netmap->n_peers)
@@ -627,8 +652,8 @@ static void test_node_encode_join(void **state)
 		assert_non_null(peers);
 		for (unsigned i = 0; i < n; i++)
 			peers[i] = self;
-		assert_int_equal(ctrl_netmap_join(1, "t", &self, peers, n, &nj, &len), -EMSGSIZE);
-		assert_int_equal(ctrl_netmap_join(1, "t\x01", &self, peers, 1, &nj, &len), -EINVAL);
+		assert_int_equal(ctrl_netmap_join(1, "t", &self, peers, n, NULL, &nj, &len), -EMSGSIZE);
+		assert_int_equal(ctrl_netmap_join(1, "t\x01", &self, peers, 1, NULL, &nj, &len), -EINVAL);
 		free(peers);
 	}
 }
