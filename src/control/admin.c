@@ -29,6 +29,7 @@
 #include "control/authkey.h"
 #include "control/store.h"
 #include "crypto/crypto.h"
+#include "proto/relaymap.h"
 
 static const char *cmd_name = "";
 
@@ -620,6 +621,112 @@ static int nodes_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **a
 	return 0;
 }
 
+/* relaymap set FILE | get [--json] | reset */
+
+/* The whole file (or stdin for "-"), capped: a relay map is small. */
+static int file_read(const char *path, char **ret, size_t *ret_len)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+	size_t cap = RELAYMAP_TEXT_MAX + 1, n;
+	char *buf;
+
+	if (!f)
+		return fail("cannot open %s: %s", path, strerror(errno));
+	buf = malloc(cap);
+	if (!buf) {
+		if (f != stdin)
+			fclose(f);
+		return fail("out of memory");
+	}
+	n = fread(buf, 1, cap, f);
+	if (ferror(f)) {
+		free(buf);
+		if (f != stdin)
+			fclose(f);
+		return fail("cannot read %s", path);
+	}
+	if (f != stdin)
+		fclose(f);
+	if (n == cap) {
+		free(buf);
+		return fail("%s: larger than %u bytes", path, RELAYMAP_TEXT_MAX);
+	}
+	*ret = buf;
+	*ret_len = n;
+	return 0;
+}
+
+static int relaymap_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **argv)
+{
+	struct netmap_relay_map *rm;
+	bool as_json = false, dflt = false;
+	const struct opt opts[] = {{"--json", false, NULL, &as_json}, {0}};
+	const char *pos[1];
+	char *text = NULL;
+	size_t len;
+	int npos, r;
+
+	if (strcmp(sub, "set") == 0) {
+		if (opts_parse(argc, argv, NULL, pos, 1, &npos))
+			return 1;
+		if (npos != 1)
+			return fail("usage: relaymap set FILE (JSON; - for stdin)");
+		if (file_read(pos[0], &text, &len))
+			return 1;
+		r = admin_op_relaymap_set(c, text, len);
+		free(text);
+		if (r < 0)
+			return fail("%s: %s", strcmp(pos[0], "-") ? pos[0] : "stdin", c->err);
+		return 0;
+	}
+	if (strcmp(sub, "reset") == 0) {
+		if (opts_parse(argc, argv, NULL, pos, 0, &npos))
+			return 1;
+		return admin_op_relaymap_reset(c) < 0 ? fail("%s", c->err) : 0;
+	}
+	if (strcmp(sub, "get"))
+		return fail("unknown command (set, get, reset)");
+	if (opts_parse(argc, argv, opts, pos, 0, &npos))
+		return 1;
+	rm = malloc(sizeof(*rm));
+	if (!rm)
+		return fail("out of memory");
+	r = admin_op_relaymap_get(c, rm, &dflt);
+	if (r == 0)
+		r = relaymap_encode(rm, &text, &len);
+	if (r < 0) {
+		free(rm);
+		return fail("%s", c->err[0] ? c->err : strerror(-r));
+	}
+	if (as_json) {
+		json_t *j = json_loads(text, 0, NULL);
+
+		json_print(j);
+	} else {
+		printf("%s relay map, %u region%s\n", dflt ? "default (embedded)" : "admin's",
+		       rm->n_regions, rm->n_regions == 1 ? "" : "s");
+		printf("%-6s %-16s %-24s %s\n", "ID", "CODE", "NAME", "RELAYS");
+		for (unsigned i = 0; i < rm->n_regions; i++) {
+			const struct netmap_relay_region *g = &rm->regions[i];
+
+			printf("%-6u %-16s %-24s", g->id, g->code, g->name[0] ? g->name : "-");
+			for (unsigned j = 0; j < g->n_nodes; j++) {
+				const struct netmap_relay_node *n = &g->nodes[j];
+
+				if (!n->host[0] && !n->has_ipv4 && !n->has_ipv6)
+					printf(" %s(control server)", j ? "," : "");
+				else
+					printf(" %s%s%s:%u", j ? "," : "", n->tls ? "https://" : "",
+					       n->host[0] ? n->host : n->name, n->relay_port);
+			}
+			printf("\n");
+		}
+	}
+	free(text);
+	free(rm);
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -638,6 +745,9 @@ static void usage(FILE *f)
 		"  nodes approve|expire|delete ID|NAME [--tailnet NAME]\n"
 		"  nodes rename ID NAME\n"
 		"  nodes set-expiry ID on|off\n"
+		"  relaymap set FILE       (JSON, see docs/control-protocol.md; - reads stdin)\n"
+		"  relaymap get [--json]\n"
+		"  relaymap reset          (back to the embedded relay)\n"
 		"Durations: 90s, 30m, 12h, 7d. State directory default: %s\n",
 		ADMIN_STATE_DIR_DEFAULT);
 }
@@ -671,7 +781,7 @@ int admin_run(const char *state_dir, int argc, char **argv)
 	}
 	cmd = argv[0];
 	if (strcmp(cmd, "authkey") && strcmp(cmd, "tailnets") && strcmp(cmd, "users") &&
-	    strcmp(cmd, "nodes"))
+	    strcmp(cmd, "nodes") && strcmp(cmd, "relaymap"))
 		return fail("unknown command \"%s\" (try --help)", cmd);
 	if (argc < 2 || !argv[1])
 		return fail("%s: missing subcommand (try --help)", cmd);
@@ -698,6 +808,8 @@ int admin_run(const char *state_dir, int argc, char **argv)
 		r = tailnets_cmd(&c, sub, argc, argv);
 	} else if (strcmp(cmd, "users") == 0) {
 		r = users_cmd(&c, sub, argc, argv);
+	} else if (strcmp(cmd, "relaymap") == 0) {
+		r = relaymap_cmd(&c, sub, argc, argv);
 	} else {
 		r = nodes_cmd(&c, sub, argc, argv);
 	}

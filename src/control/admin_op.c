@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "control/admin_op.h"
+#include "control/relays.h"
 #include "crypto/crypto.h"
+#include "proto/relaymap.h"
 
 static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -363,4 +365,65 @@ int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const cha
 			op.node.key_expiry = c->now + t.key_expiry_sec;
 	}
 	return node_write(c, &op, what, NULL);
+}
+
+/* relaymap */
+
+static int relaymap_write(struct admin_op_ctx *c, const char *text, size_t len)
+{
+	struct store_op op = { .kind = STORE_OP_SETTING_SET };
+	int r;
+
+	if (len > sizeof(op.setting.value))
+		return refuse(c, -EMSGSIZE, "the relay map is %zu bytes of compact JSON; at most %zu "
+			      "are kept", len, sizeof(op.setting.value));
+	snprintf(op.setting.key, sizeof(op.setting.key), "%s", RELAYS_SETTING);
+	memcpy(op.setting.value, text, len);
+	op.setting.len = len;
+	r = commit(c, &op, NULL);
+	if (r < 0)
+		return refuse(c, r, "cannot store the relay map: %s", strerror(-r));
+	return 0;
+}
+
+int admin_op_relaymap_set(struct admin_op_ctx *c, const char *text, size_t len)
+{
+	struct netmap_relay_map *rm = malloc(sizeof(*rm));
+	char *compact = NULL;
+	size_t clen;
+	int r;
+
+	if (!rm)
+		return refuse(c, -ENOMEM, "out of memory");
+	r = relaymap_parse(text, len, rm, c->err, sizeof(c->err));
+	if (r < 0)
+		goto out;
+	r = relaymap_encode(rm, &compact, &clen);
+	if (r < 0) {
+		refuse(c, r, "cannot encode the relay map: %s", strerror(-r));
+		goto out;
+	}
+	/* An empty map is stored as its text: "no relays", unlike an empty value (the default). */
+	r = relaymap_write(c, compact, clen);
+out:
+	free(compact);
+	free(rm);
+	return r;
+}
+
+int admin_op_relaymap_reset(struct admin_op_ctx *c)
+{
+	return relaymap_write(c, "", 0);
+}
+
+int admin_op_relaymap_get(struct admin_op_ctx *c, struct netmap_relay_map *ret, bool *ret_default)
+{
+	struct netmap_relay_map dflt;
+	int r = relays_load(c->store, ret, c->err, sizeof(c->err));
+
+	if (r < 0)
+		return r;
+	relays_default(&dflt);
+	*ret_default = relaymap_equal(ret, &dflt);
+	return 0;
 }

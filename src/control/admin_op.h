@@ -89,6 +89,17 @@ int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const cha
 			     bool on);
 
 /*
+ * The relay map (docs/control-protocol.md): set from JSON text, checked strictly
+ * (c->err says where and what is wrong: -EINVAL, -EMSGSIZE when its compact form
+ * exceeds what the store keeps); reset to the default (the embedded relay);
+ * get the map in force, *ret_default telling whether it is the default.
+ */
+int admin_op_relaymap_set(struct admin_op_ctx *c, const char *text, size_t len);
+int admin_op_relaymap_reset(struct admin_op_ctx *c);
+int admin_op_relaymap_get(struct admin_op_ctx *c, struct netmap_relay_map *ret,
+			  bool *ret_default);
+
+/*
  * What listings show: the whole store, with ret_tailnet set when a tailnet is
  * named (filtering is the caller's). 0, -ENOENT (unknown tailnet), -errno.
  * Free with store_snapshot_free.

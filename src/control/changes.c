@@ -49,6 +49,10 @@ static void apply(struct changes *c, const struct store_change *ch, int64_t now)
 			registry_authkey_put(c->reg, &a);
 		break;
 	}
+	case STORE_CHANGE_SETTING:
+		if (c->hooks->settings_changed)
+			c->hooks->settings_changed(c->ctx);
+		break;
 	default:
 		break;
 	}

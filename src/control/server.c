@@ -47,6 +47,7 @@
 #include "control/changes.h"
 #include "control/ephemeral.h"
 #include "control/mapper.h"
+#include "control/relays.h"
 #include "control/mapstream.h"
 #include "control/metrics.h"
 #include "control/register.h"
@@ -411,6 +412,8 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 		mapper_node_endpoints(s->m, id, mr->endpoints, mr->n_endpoints);
 		mapstream_schedule(s->ms);
 	}
+	if (mapper_node_home_region(s->m, id, mr->home_region) == 0)
+		mapstream_schedule(s->ms);
 	if (!mr->stream) {
 		mapstream_full_request(s->ms, ss, id, true);
 		return;
@@ -437,7 +440,8 @@ static void on_endpoints(struct session *ss, const struct ctrl_endpoints *ep)
 
 	if (!ss->node_id)
 		return session_fail(ss, METRICS_DROP_PROTOCOL, "endpoints without a map stream");
-	if (mapper_node_endpoints(s->m, ss->node_id, ep->endpoints, ep->n_endpoints) < 0)
+	if (mapper_node_endpoints(s->m, ss->node_id, ep->endpoints, ep->n_endpoints) < 0 ||
+	    mapper_node_home_region(s->m, ss->node_id, ep->home_region) < 0)
 		return session_fail(ss, METRICS_DROP_MSG_BAD, "bad endpoints");
 	persist_node(s, ss->node_id);
 	mapstream_schedule(s->ms);
@@ -612,9 +616,39 @@ static void deleted_node(void *ctx, uint64_t id)
 	node_forget(ctx, id);
 }
 
+/* The relay map in force, from the store (the admin's) or the default; pushed as a delta. */
+static void relays_apply(struct control_server *s)
+{
+	struct netmap_relay_map *rm = malloc(sizeof(*rm));
+	char err[256] = "";
+	int r;
+
+	if (!rm)
+		return;
+	r = relays_load(s->store, rm, err, sizeof(err));
+	if (r < 0)
+		log_warn("control: the stored relay map: %s (using the default)", err);
+	if (r == 0 || r == -EINVAL) {
+		r = mapper_relaymap_set(s->m, rm);
+		if (r < 0)
+			log_warn("control: relay map not applied: %s", strerror(-r));
+		else
+			log_info("control: relay map of %u region%s", rm->n_regions,
+				 rm->n_regions == 1 ? "" : "s");
+		mapstream_schedule(s->ms);
+	}
+	free(rm);
+}
+
+static void changed_settings(void *ctx)
+{
+	relays_apply(ctx);
+}
+
 static const struct changes_hooks changes_hooks = {
 	.node_changed = changed_node,
 	.node_deleted = deleted_node,
+	.settings_changed = changed_settings,
 };
 
 static void tick_cb(struct loop_timer *t)
@@ -755,6 +789,7 @@ static int state_load(struct control_server *s)
 	log_info("control: loaded %zu tailnets, %zu users, %zu nodes, %zu auth keys",
 		 snap.n_tailnets, snap.n_users, snap.n_nodes, snap.n_authkeys);
 	store_snapshot_free(&snap);
+	relays_apply(s);
 	return 0;
 }
 

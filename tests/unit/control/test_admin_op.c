@@ -268,6 +268,52 @@ static void test_nodes(void **state)
 		assert_string_equal(E.seen[i].actor, "cli:test");
 }
 
+/* relaymap set/get/reset: strict checking, stored compact, the default until set. */
+static void test_relaymap(void **state)
+{
+	static const char file[] =
+		"{\n  \"regions\": [\n    {\"id\": 3, \"code\": \"par\", \"nodes\": [\n"
+		"      {\"name\": \"par1\", \"host\": \"relay.example\", \"tls\": true}]}]}\n";
+	struct netmap_relay_map rm;
+	char text[STORE_SETTING_VALUE_MAX];
+	bool dflt = false;
+	size_t seen;
+	int n;
+
+	(void)state;
+	assert_int_equal(admin_op_relaymap_get(&E.c, &rm, &dflt), 0);
+	assert_true(dflt);
+	assert_int_equal(rm.n_regions, 1);
+	assert_string_equal(rm.regions[0].code, "default");
+
+	seen = E.n_seen;
+	assert_int_equal(admin_op_relaymap_set(&E.c, "{\"regions\":[{\"id\":1}]}", 22), -EINVAL);
+	assert_string_equal(E.c.err, "regions[0]: missing \"code\"");
+	assert_int_equal(E.n_seen, seen);
+
+	assert_int_equal(admin_op_relaymap_set(&E.c, file, sizeof(file) - 1), 0);
+	assert_int_equal(E.n_seen, seen + 1);
+	assert_int_equal(last()->kind, STORE_OP_SETTING_SET);
+	n = store_setting_get(E.st, "relaymap", text, sizeof(text));
+	assert_true(n > 0);
+	assert_memory_equal(text, "{\"regions\":[{\"id\":3,\"code\":\"par\",\"name\":\"\","
+			    "\"nodes\":[{\"name\":\"par1\",\"host\":\"relay.example\",\"relay_port\":0,"
+			    "\"stun_port\":3478,\"tls\":true}]}]}", (size_t)n);
+	assert_int_equal(admin_op_relaymap_get(&E.c, &rm, &dflt), 0);
+	assert_false(dflt);
+	assert_int_equal(rm.regions[0].id, 3);
+
+	/* No regions is a map of its own (relays off), not the default. */
+	assert_int_equal(admin_op_relaymap_set(&E.c, "{\"regions\":[]}", 14), 0);
+	assert_int_equal(admin_op_relaymap_get(&E.c, &rm, &dflt), 0);
+	assert_false(dflt);
+	assert_int_equal(rm.n_regions, 0);
+
+	assert_int_equal(admin_op_relaymap_reset(&E.c), 0);
+	assert_int_equal(admin_op_relaymap_get(&E.c, &rm, &dflt), 0);
+	assert_true(dflt);
+}
+
 static void test_snapshot(void **state)
 {
 	struct store_snapshot snap;
@@ -290,6 +336,7 @@ int main(void)
 		cmocka_unit_test(test_authkeys),
 		cmocka_unit_test(test_nodes),
 		cmocka_unit_test(test_snapshot),
+		cmocka_unit_test(test_relaymap),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
