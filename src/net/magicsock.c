@@ -17,11 +17,13 @@
 #include <string.h>
 
 #include "base/hash.h"
+#include "base/time.h"
 #include "base/util.h"
 #include "crypto/crypto.h"
 #include "net/demux.h"
 #include "net/magicsock.h"
 #include "net/pktbox.h"
+#include "proto/relay.h"
 
 #define SLOT_BITS 20
 #define SLOT_MASK ((1u << SLOT_BITS) - 1)
@@ -36,6 +38,17 @@ struct slot {
 	int next;	      /* free list, or the bucket chain while indexed */
 	bool indexed;	      /* the inbound index maps path to this slot */
 	struct endpoint path; /* AF_UNSPEC: none */
+	/* The relay path: the peer's node key and home region (0: ours). */
+	bool key_indexed; /* the key index maps key to this slot */
+	int key_next;	  /* its chain in the key index */
+	uint32_t region;
+	uint8_t key[MAGICSOCK_KEY_LEN];
+	/*
+	 * The rule of magicsock.h, "Paths": the last WireGuard datagram from the direct
+	 * path, the first direct send since then (0: none), the last probe copy. Any thread
+	 * under the read lock, so atomics.
+	 */
+	atomic_uint_fast64_t direct_rx_ns, unanswered_ns, probe_ns;
 };
 
 struct magicsock {
@@ -52,9 +65,16 @@ struct magicsock {
 	uint64_t seed;
 	/* Paths in the index; 0 means receive has nothing to map and skips the lock. */
 	atomic_uint indexed;
+	int *key_buckets; /* node key -> slot, n_buckets of them */
+
+	/* The relay (magicsock_relay_attach), under the write lock; called under the read lock. */
+	magicsock_relay_send_fn relay_send;
+	void *relay_ctx;
+	atomic_uint home_region;
 
 	atomic_uint_fast64_t rx_wg, rx_stun, rx_disco, rx_junk;
 	atomic_uint_fast64_t tx_no_path, tx_raw, tx_raw_bad;
+	atomic_uint_fast64_t tx_relay, tx_probe, rx_relay, rx_relay_unknown;
 };
 
 /* --- the inbound index (write lock held, or read lock for lookups) --- */
@@ -112,22 +132,74 @@ static void index_add(struct magicsock *ms, int slot)
 	atomic_fetch_add(&ms->indexed, 1);
 }
 
+/* --- the key index (node key -> slot), for datagrams that arrive through a relay --- */
+
+static unsigned key_bucket_of(const struct magicsock *ms, const uint8_t key[MAGICSOCK_KEY_LEN])
+{
+	uint64_t w[2];
+
+	memcpy(w, key, sizeof(w));
+	return (unsigned)(hash_mix64(hash_mix64(ms->seed ^ w[0]) ^ w[1]) & (ms->n_buckets - 1));
+}
+
+static int key_lookup(const struct magicsock *ms, const uint8_t key[MAGICSOCK_KEY_LEN])
+{
+	int i;
+
+	for (i = ms->key_buckets[key_bucket_of(ms, key)]; i >= 0; i = ms->slots[i].key_next)
+		if (!memcmp(ms->slots[i].key, key, MAGICSOCK_KEY_LEN))
+			return i;
+	return -1;
+}
+
+static void key_del(struct magicsock *ms, int slot)
+{
+	int *link = &ms->key_buckets[key_bucket_of(ms, ms->slots[slot].key)];
+
+	while (*link != slot)
+		link = &ms->slots[*link].key_next;
+	*link = ms->slots[slot].key_next;
+	ms->slots[slot].key_next = -1;
+	ms->slots[slot].key_indexed = false;
+}
+
+/* Like index_add: one key maps to the handle that claimed it last. */
+static void key_add(struct magicsock *ms, int slot)
+{
+	struct slot *s = &ms->slots[slot];
+	int old = key_lookup(ms, s->key);
+	unsigned b;
+
+	if (old >= 0)
+		key_del(ms, old);
+	b = key_bucket_of(ms, s->key);
+	s->key_next = ms->key_buckets[b];
+	ms->key_buckets[b] = slot;
+	s->key_indexed = true;
+}
+
 /* Doubles the slots (and the buckets with them): 0 or -ENOMEM / -ENOSPC. */
 static int table_grow(struct magicsock *ms)
 {
 	unsigned n = ms->n_slots ? ms->n_slots * 2 : SLOTS_MIN, nb = 2 * n, i, b;
 	struct slot *slots;
-	int *buckets;
+	int *buckets, *key_buckets;
 
 	if (ms->n_slots >= MAGICSOCK_HANDLES_MAX)
 		return -ENOSPC;
 	n = MIN(n, MAGICSOCK_HANDLES_MAX);
 	buckets = malloc(nb * sizeof(*buckets));
-	if (!buckets)
+	key_buckets = malloc(nb * sizeof(*key_buckets));
+	if (!buckets || !key_buckets) {
+		free(buckets);
+		free(key_buckets);
 		return -ENOMEM;
+	}
+	/* Slots hold atomics: moving them needs the write lock, which every caller holds. */
 	slots = realloc(ms->slots, n * sizeof(*slots));
 	if (!slots) {
 		free(buckets);
+		free(key_buckets);
 		return -ENOMEM;
 	}
 	memset(slots + ms->n_slots, 0, (n - ms->n_slots) * sizeof(*slots));
@@ -141,14 +213,21 @@ static int table_grow(struct magicsock *ms)
 	free(ms->buckets);
 	ms->buckets = buckets;
 	ms->n_buckets = nb;
+	free(ms->key_buckets);
+	ms->key_buckets = key_buckets;
 	for (b = 0; b < nb; b++)
-		buckets[b] = -1;
+		buckets[b] = key_buckets[b] = -1;
 	for (i = 0; i < ms->n_slots; i++) {
-		if (!slots[i].indexed)
-			continue;
-		b = bucket_of(ms, &slots[i].path);
-		slots[i].next = buckets[b];
-		buckets[b] = (int)i;
+		if (slots[i].indexed) {
+			b = bucket_of(ms, &slots[i].path);
+			slots[i].next = buckets[b];
+			buckets[b] = (int)i;
+		}
+		if (slots[i].key_indexed) {
+			b = key_bucket_of(ms, slots[i].key);
+			slots[i].key_next = key_buckets[b];
+			key_buckets[b] = (int)i;
+		}
 	}
 	return 0;
 }
@@ -187,6 +266,13 @@ int magicsock_handle_new(struct magicsock *ms, struct endpoint *ret)
 	s->next = -1;
 	s->indexed = false;
 	memset(&s->path, 0, sizeof(s->path));
+	s->key_next = -1;
+	s->key_indexed = false;
+	s->region = 0;
+	memset(s->key, 0, sizeof(s->key));
+	atomic_store(&s->direct_rx_ns, 0);
+	atomic_store(&s->unanswered_ns, 0);
+	atomic_store(&s->probe_ns, 0);
 	ms->n_handles++;
 	endpoint_handle_set(ret, s->id);
 out:
@@ -205,6 +291,8 @@ void magicsock_handle_free(struct magicsock *ms, const struct endpoint *handle)
 		s = &ms->slots[i];
 		if (s->indexed)
 			index_del(ms, i);
+		if (s->key_indexed)
+			key_del(ms, i);
 		s->id = 0;
 		memset(&s->path, 0, sizeof(s->path));
 		s->next = ms->free_head;
@@ -229,14 +317,108 @@ int magicsock_handle_set_path(struct magicsock *ms, const struct endpoint *handl
 		goto out;
 	}
 	s = &ms->slots[i];
+	if (path && endpoint_is_addr(path) && s->indexed && endpoint_equal(&s->path, path))
+		goto out;
 	if (s->indexed)
 		index_del(ms, i);
+	/* Another address: not confirmed until it answers. */
+	atomic_store(&s->direct_rx_ns, 0);
+	atomic_store(&s->unanswered_ns, 0);
 	if (path && endpoint_is_addr(path)) {
 		s->path = *path;
 		index_add(ms, i);
 	} else {
 		memset(&s->path, 0, sizeof(s->path));
 	}
+out:
+	pthread_rwlock_unlock(&ms->lock);
+	return r;
+}
+
+int magicsock_handle_set_relay(struct magicsock *ms, const struct endpoint *handle,
+			       const uint8_t *key, uint32_t region)
+{
+	struct slot *s;
+	int r = 0, i;
+
+	pthread_rwlock_wrlock(&ms->lock);
+	i = slot_of(ms, handle);
+	if (i < 0) {
+		r = -ENOENT;
+		goto out;
+	}
+	s = &ms->slots[i];
+	if (s->key_indexed)
+		key_del(ms, i);
+	s->region = region;
+	if (key) {
+		memcpy(s->key, key, MAGICSOCK_KEY_LEN);
+		key_add(ms, i);
+	} else {
+		memset(s->key, 0, sizeof(s->key));
+	}
+out:
+	pthread_rwlock_unlock(&ms->lock);
+	return r;
+}
+
+void magicsock_relay_attach(struct magicsock *ms, magicsock_relay_send_fn fn, void *ctx)
+{
+	pthread_rwlock_wrlock(&ms->lock);
+	ms->relay_send = fn;
+	ms->relay_ctx = ctx;
+	pthread_rwlock_unlock(&ms->lock);
+}
+
+void magicsock_relay_home_set(struct magicsock *ms, uint32_t region)
+{
+	atomic_store(&ms->home_region, region);
+}
+
+static uint64_t clock_now(const struct magicsock *ms)
+{
+	return ms->ops.now_ns ? ms->ops.now_ns(ms->ops.ctx) : time_now_ns();
+}
+
+/* Whether the direct path counts (magicsock.h, "Paths"). */
+static bool direct_trusted(struct slot *s, uint64_t now)
+{
+	uint64_t un = atomic_load_explicit(&s->unanswered_ns, memory_order_relaxed);
+
+	return atomic_load_explicit(&s->direct_rx_ns, memory_order_relaxed) &&
+	       (!un || now - un < MAGICSOCK_DIRECT_UNANSWERED_NS);
+}
+
+static uint32_t relay_region_of(const struct magicsock *ms, const struct slot *s)
+{
+	if (!s->key_indexed || !ms->relay_send)
+		return 0;
+	return s->region ? s->region : atomic_load_explicit(&ms->home_region, memory_order_relaxed);
+}
+
+int magicsock_handle_path(struct magicsock *ms, const struct endpoint *handle,
+			  struct magicsock_path *ret)
+{
+	uint64_t now = clock_now(ms);
+	struct slot *s;
+	int r = 0, i;
+
+	memset(ret, 0, sizeof(*ret));
+	pthread_rwlock_rdlock(&ms->lock);
+	i = slot_of(ms, handle);
+	if (i < 0) {
+		r = -ENOENT;
+		goto out;
+	}
+	s = &ms->slots[i];
+	ret->region = relay_region_of(ms, s);
+	if (endpoint_is_addr(&s->path))
+		ret->addr = s->path;
+	ret->direct_confirmed = endpoint_is_addr(&s->path) && direct_trusted(s, now);
+	if (endpoint_is_addr(&s->path) && (ret->direct_confirmed || !ret->region))
+		ret->kind = MAGICSOCK_PATH_DIRECT;
+	else if (ret->region)
+		ret->kind = MAGICSOCK_PATH_RELAY;
 out:
 	pthread_rwlock_unlock(&ms->lock);
 	return r;
@@ -263,7 +445,7 @@ int magicsock_resolve(struct magicsock *ms, const struct endpoint *ep, struct en
 /* --- receive (the reader thread) --- */
 
 /* Known paths become their handles; consecutive datagrams from one source hash once. */
-static void sources_map(struct magicsock *ms, struct pkt **pkts, unsigned n)
+static void sources_map(struct magicsock *ms, struct pkt **pkts, unsigned n, uint64_t now_ns)
 {
 	struct endpoint last_src, last_mapped;
 	bool have_last = false;
@@ -279,8 +461,15 @@ static void sources_map(struct magicsock *ms, struct pkt **pkts, unsigned n)
 			continue;
 		}
 		last_src = *ep;
-		if (endpoint_is_addr(ep) && (slot = index_lookup(ms, ep)) >= 0)
-			endpoint_handle_set(ep, ms->slots[slot].id);
+		if (endpoint_is_addr(ep) && (slot = index_lookup(ms, ep)) >= 0) {
+			struct slot *s = &ms->slots[slot];
+
+			endpoint_handle_set(ep, s->id);
+			/* The direct path answers: it is the peer's path from now (magicsock.h). */
+			atomic_store_explicit(&s->direct_rx_ns, now_ns ? now_ns : 1,
+					      memory_order_relaxed);
+			atomic_store_explicit(&s->unanswered_ns, 0, memory_order_relaxed);
+		}
 		last_mapped = *ep;
 		have_last = true;
 	}
@@ -293,7 +482,8 @@ static void box_put(struct magicsock *ms, enum magicsock_box box, struct pkt **p
 		pktbox_put(&ms->boxes[box], pkts, n);
 }
 
-static void rx_batch(struct magicsock *ms, struct pkt **pkts, unsigned n, uint64_t now_ns)
+static void rx_batch(struct magicsock *ms, struct pkt **pkts, unsigned n, uint64_t now_ns,
+		     bool map_sources)
 {
 	struct pkt *stun[MAGICSOCK_BATCH], *disco[MAGICSOCK_BATCH], *junk[MAGICSOCK_BATCH];
 	unsigned n_wg = 0, n_stun = 0, n_disco = 0, n_junk = 0, i;
@@ -318,8 +508,8 @@ static void rx_batch(struct magicsock *ms, struct pkt **pkts, unsigned n, uint64
 		}
 	}
 	if (n_wg) {
-		if (atomic_load_explicit(&ms->indexed, memory_order_relaxed))
-			sources_map(ms, pkts, n_wg);
+		if (map_sources && atomic_load_explicit(&ms->indexed, memory_order_relaxed))
+			sources_map(ms, pkts, n_wg, now_ns);
 		atomic_fetch_add_explicit(&ms->rx_wg, n_wg, memory_order_relaxed);
 		ms->ops.wg_rx(ms->ops.ctx, pkts, n_wg, now_ns);
 	}
@@ -345,8 +535,44 @@ void magicsock_rx(struct magicsock *ms, struct pkt **pkts, unsigned n, uint64_t 
 
 	while (n) {
 		k = MIN(n, (unsigned)MAGICSOCK_BATCH);
-		rx_batch(ms, pkts, k, now_ns);
+		rx_batch(ms, pkts, k, now_ns, true);
 		pkts += k;
+		n -= k;
+	}
+}
+
+void magicsock_relay_rx(struct magicsock *ms, struct pkt **pkts,
+			const uint8_t (*keys)[MAGICSOCK_KEY_LEN], unsigned n, uint64_t now_ns)
+{
+	struct pkt *known[MAGICSOCK_BATCH], *unknown[MAGICSOCK_BATCH];
+	unsigned i, k, n_known, n_unknown;
+	int slot;
+
+	while (n) {
+		k = MIN(n, (unsigned)MAGICSOCK_BATCH);
+		n_known = n_unknown = 0;
+		/* The source of a relayed datagram is its sender's handle, never an address. */
+		pthread_rwlock_rdlock(&ms->lock);
+		for (i = 0; i < k; i++) {
+			slot = key_lookup(ms, keys[i]);
+			if (slot < 0) {
+				unknown[n_unknown++] = pkts[i];
+				continue;
+			}
+			endpoint_handle_set(&pkts[i]->ep, ms->slots[slot].id);
+			known[n_known++] = pkts[i];
+		}
+		pthread_rwlock_unlock(&ms->lock);
+		if (n_unknown) {
+			atomic_fetch_add(&ms->rx_relay_unknown, n_unknown);
+			pkt_free(unknown, n_unknown);
+		}
+		if (n_known) {
+			atomic_fetch_add(&ms->rx_relay, n_known);
+			rx_batch(ms, known, n_known, now_ns, false);
+		}
+		pkts += k;
+		keys += k;
 		n -= k;
 	}
 }
@@ -361,34 +587,128 @@ unsigned magicsock_box_take(struct magicsock *ms, enum magicsock_box box, struct
 
 /* --- send (any thread) --- */
 
+/* Packets for one relay region, handed over together (under the read lock, see attach). */
+struct relay_batch {
+	uint32_t region;
+	unsigned n;
+	struct pkt *pkts[MAGICSOCK_BATCH];
+};
+
+static void relay_flush(struct magicsock *ms, struct relay_batch *rb)
+{
+	if (!rb->n)
+		return;
+	atomic_fetch_add_explicit(&ms->tx_relay, rb->n, memory_order_relaxed);
+	ms->relay_send(ms->relay_ctx, rb->region, rb->pkts, rb->n);
+	rb->n = 0;
+}
+
+static bool is_initiation(const struct pkt *p)
+{
+	return p->len == 148 && p->data[0] == 1 && !p->data[1] && !p->data[2] && !p->data[3];
+}
+
+/*
+ * The probe of magicsock.h, "Paths": a copy of p for the direct path, from p's own pool
+ * (no malloc; none left: no probe this time). NULL when none is due.
+ */
+static struct pkt *probe_copy(struct magicsock *ms, struct slot *s, const struct pkt *p,
+			      uint64_t now)
+{
+	uint64_t last = atomic_load_explicit(&s->probe_ns, memory_order_relaxed);
+	struct pkt *c;
+
+	if (!is_initiation(p) && last && now - last < MAGICSOCK_PROBE_INTERVAL_NS)
+		return NULL;
+	if (!p->pool || pkt_pool_get(p->pool, &c, 1) != 1)
+		return NULL;
+	memcpy(c->data, p->data, p->len);
+	c->len = p->len;
+	c->ep = s->path;
+	atomic_store_explicit(&s->probe_ns, now, memory_order_relaxed);
+	atomic_fetch_add_explicit(&ms->tx_probe, 1, memory_order_relaxed);
+	return c;
+}
+
+/*
+ * Where one handle's datagram goes: 1 direct (p->ep set), 2 relay (framed, into rb),
+ * 0 dropped. *probe may get a direct copy.
+ */
+static int route(struct magicsock *ms, struct slot *s, struct pkt *p, uint64_t now,
+		 struct pkt **probe)
+{
+	bool direct = endpoint_is_addr(&s->path);
+	uint32_t region = relay_region_of(ms, s);
+	uint64_t un;
+
+	if (direct && (!region || direct_trusted(s, now))) {
+		un = atomic_load_explicit(&s->unanswered_ns, memory_order_relaxed);
+		if (!un)
+			atomic_store_explicit(&s->unanswered_ns, now, memory_order_relaxed);
+		p->ep = s->path;
+		return 1;
+	}
+	if (!region)
+		return 0;
+	if (direct)
+		*probe = probe_copy(ms, s, p, now);
+	if (relay_pkt_push_send(p, s->key) < 0)
+		return 0;
+	return 2;
+}
+
 void magicsock_send(struct magicsock *ms, struct pkt **pkts, unsigned n)
 {
-	unsigned i, k = 0, dropped = 0;
+	struct relay_batch rb = {0};
+	struct pkt *probes[MAGICSOCK_BATCH];
+	unsigned i, k = 0, dropped = 0, n_probes = 0;
 	bool locked = false;
+	uint64_t now = 0;
 	int slot;
 
 	for (i = 0; i < n; i++) {
-		struct pkt *p = pkts[i];
+		struct pkt *p = pkts[i], *probe = NULL;
+		uint32_t region;
+		int how;
 
-		if (endpoint_is_handle(&p->ep)) {
-			if (!locked) {
-				pthread_rwlock_rdlock(&ms->lock);
-				locked = true;
-			}
-			slot = slot_of(ms, &p->ep);
-			if (slot < 0 || !endpoint_is_addr(&ms->slots[slot].path)) {
-				pkt_free(&p, 1);
-				dropped++;
-				continue;
-			}
-			p->ep = ms->slots[slot].path;
+		if (!endpoint_is_handle(&p->ep)) {
+			pkts[k++] = p;
+			continue;
 		}
-		pkts[k++] = p;
+		if (!locked) {
+			pthread_rwlock_rdlock(&ms->lock);
+			locked = true;
+			now = clock_now(ms);
+		}
+		slot = slot_of(ms, &p->ep);
+		how = slot < 0 ? 0 : route(ms, &ms->slots[slot], p, now, &probe);
+		if (probe) {
+			if (n_probes == ARRAY_SIZE(probes)) {
+				ms->ops.wire_send(ms->ops.ctx, probes, n_probes);
+				n_probes = 0;
+			}
+			probes[n_probes++] = probe;
+		}
+		if (how == 1) {
+			pkts[k++] = p;
+		} else if (how == 2) {
+			region = relay_region_of(ms, &ms->slots[slot]);
+			if (rb.n && (rb.region != region || rb.n == ARRAY_SIZE(rb.pkts)))
+				relay_flush(ms, &rb);
+			rb.region = region;
+			rb.pkts[rb.n++] = p;
+		} else {
+			pkt_free(&p, 1);
+			dropped++;
+		}
 	}
+	relay_flush(ms, &rb);
 	if (locked)
 		pthread_rwlock_unlock(&ms->lock);
 	if (unlikely(dropped))
 		atomic_fetch_add(&ms->tx_no_path, dropped);
+	if (n_probes)
+		ms->ops.wire_send(ms->ops.ctx, probes, n_probes);
 	if (k)
 		ms->ops.wire_send(ms->ops.ctx, pkts, k);
 }
@@ -475,6 +795,7 @@ void magicsock_free(struct magicsock *ms)
 			pktbox_destroy(&ms->boxes[b]);
 	pthread_rwlock_destroy(&ms->lock);
 	free(ms->buckets);
+	free(ms->key_buckets);
 	free(ms->slots);
 	free(ms);
 }
@@ -493,6 +814,10 @@ void magicsock_stats_get(struct magicsock *ms, struct magicsock_stats *ret)
 	ret->tx_no_path = atomic_load(&ms->tx_no_path);
 	ret->tx_raw = atomic_load(&ms->tx_raw);
 	ret->tx_raw_bad = atomic_load(&ms->tx_raw_bad);
+	ret->tx_relay = atomic_load(&ms->tx_relay);
+	ret->tx_probe = atomic_load(&ms->tx_probe);
+	ret->rx_relay = atomic_load(&ms->rx_relay);
+	ret->rx_relay_unknown = atomic_load(&ms->rx_relay_unknown);
 	pthread_rwlock_rdlock(&ms->lock);
 	ret->handles = ms->n_handles;
 	pthread_rwlock_unlock(&ms->lock);

@@ -34,6 +34,27 @@
  * sets the handle back. Plain WireGuard mode (`trellisd --wg`) makes no handles: every
  * endpoint is its own address (identity), and nothing is mapped.
  *
+ * Paths. A handle has up to two: direct (the address above) and relay (the peer's node
+ * key and home region; region 0 means "ours", the best guess for a peer that reported
+ * none). The rule until path discovery arrives (issue 10):
+ *
+ *   - a direct path is confirmed when a WireGuard datagram arrives from it, and stays
+ *     so until we have sent on it for MAGICSOCK_DIRECT_UNANSWERED_NS without hearing
+ *     anything back (a handshake that failed, a path that broke);
+ *   - confirmed direct, or no relay: direct. Otherwise the relay, and while a direct
+ *     address is known a copy of every handshake initiation and of one datagram per
+ *     MAGICSOCK_PROBE_INTERVAL_NS also goes direct (a probe): once the peer answers
+ *     directly, the path is confirmed. Duplicates are harmless to WireGuard (the
+ *     replay window drops the second one).
+ *
+ * So a pair that can talk UDP ends up direct within a round trip or two of its first
+ * handshake, and one that cannot (UDP blocked, NATs on both sides) stays relayed. Relay
+ * datagrams leave framed (send-packet header in the buffer's headroom, no copy) through
+ * the relay_send function attached with magicsock_relay_attach, grouped by region, on
+ * the sending thread: that function only queues. Relayed datagrams arrive through
+ * magicsock_relay_rx with their sender's key, which maps to its handle (never an
+ * address: a relay is not a direct path).
+ *
  * One address maps inbound to at most one handle, the one that claimed it last (two
  * peers behind one address can only be told apart by their keys, which is the engine's
  * job). A handle id carries a slot and a generation, so a freed handle never aliases a
@@ -54,6 +75,10 @@
 
 #include "base/endpoint.h"
 #include "base/pkt.h"
+
+#define MAGICSOCK_KEY_LEN 32
+#define MAGICSOCK_DIRECT_UNANSWERED_NS (15ULL * 1000000000ULL) /* keepalive 10 s + 5 s */
+#define MAGICSOCK_PROBE_INTERVAL_NS (1ULL * 1000000000ULL)
 
 /* The most datagrams one mapping step handles at once (the reader's batch). */
 #define MAGICSOCK_BATCH 64
@@ -78,6 +103,8 @@ struct magicsock_ops {
 	void (*box_notify)(void *ctx, enum magicsock_box box);
 	/* Capacity of each mailbox; 0 = nobody reads it: every datagram counted as dropped. */
 	unsigned box_cap[MAGICSOCK_BOX_MAX];
+	/* Optional: the monotonic clock of the path rule (tests); NULL: time_now_ns. */
+	uint64_t (*now_ns)(void *ctx);
 };
 
 struct magicsock_stats {
@@ -87,7 +114,28 @@ struct magicsock_stats {
 	uint64_t tx_no_path;		       /* to a handle without a path: dropped */
 	uint64_t tx_raw;		       /* raw datagrams handed to the wire */
 	uint64_t tx_raw_bad;		       /* raw datagrams to no address: dropped */
+	uint64_t tx_relay;		       /* handed to the relay */
+	uint64_t tx_probe;		       /* direct copies while relayed */
+	uint64_t rx_relay;		       /* from the relay, sender known */
+	uint64_t rx_relay_unknown;	       /* from the relay, no handle has the key: dropped */
 	unsigned handles;
+};
+
+/*
+ * Takes n datagrams framed as send-packet (data starts at the frame header) for the
+ * relay of `region`; ownership passes. Called on the sending thread with the magicsock's
+ * read lock held: queue and return, never call back into the magicsock.
+ */
+typedef void (*magicsock_relay_send_fn)(void *ctx, uint32_t region, struct pkt **pkts,
+					unsigned n);
+
+enum magicsock_path_kind { MAGICSOCK_PATH_NONE, MAGICSOCK_PATH_DIRECT, MAGICSOCK_PATH_RELAY };
+
+struct magicsock_path {
+	enum magicsock_path_kind kind; /* what the next datagram takes */
+	struct endpoint addr;	       /* the direct address, if any (AF_UNSPEC: none) */
+	bool direct_confirmed;
+	uint32_t region; /* the relay region, if any (0: none) */
 };
 
 struct magicsock;
@@ -117,6 +165,30 @@ void magicsock_handle_free(struct magicsock *ms, const struct endpoint *handle);
  */
 int magicsock_handle_set_path(struct magicsock *ms, const struct endpoint *handle,
 			      const struct endpoint *path);
+/*
+ * The handle's relay path: the peer's node key (NULL: none) and its home region (0: the
+ * region set with magicsock_relay_home_set). 0 or -ENOENT.
+ */
+int magicsock_handle_set_relay(struct magicsock *ms, const struct endpoint *handle,
+			       const uint8_t *key, uint32_t region);
+/* The path the handle's next datagram takes, for status. 0 or -ENOENT. */
+int magicsock_handle_path(struct magicsock *ms, const struct endpoint *handle,
+			  struct magicsock_path *ret);
+/*
+ * Attaches the relay (fn NULL: detaches). Once it returns, no call of the previous fn
+ * is running or will run.
+ */
+void magicsock_relay_attach(struct magicsock *ms, magicsock_relay_send_fn fn, void *ctx);
+/* Our home region: where peers without a home of their own are sought. Any thread. */
+void magicsock_relay_home_set(struct magicsock *ms, uint32_t region);
+/*
+ * Datagrams that came through a relay; keys[i] is the sender of pkts[i]. Takes
+ * ownership. Datagrams from keys no handle has are dropped and counted. Any one thread
+ * at a time per relay connection; the engine sees them as from the sender's handle.
+ */
+void magicsock_relay_rx(struct magicsock *ms, struct pkt **pkts,
+			const uint8_t (*keys)[MAGICSOCK_KEY_LEN], unsigned n, uint64_t now_ns);
+
 /*
  * The address ep stands for now: itself if it is an address, its path if it is a
  * handle. 0, or -ENOENT (a handle without a path, a freed handle, none). For status

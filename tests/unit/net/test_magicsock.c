@@ -19,6 +19,7 @@
 #include "net/demux.h"
 #include "net/magicsock.h"
 #include "net/pktbox.h"
+#include "proto/relay.h"
 
 #define BOX_CAP 4
 
@@ -27,10 +28,13 @@ struct node {
 	struct magicsock *ms;
 	struct endpoint src; /* where this node's datagrams come from on the wire */
 	struct h_queue wire; /* datagrams sent, waiting on the wire */
+	struct h_queue relay; /* send-packet frames handed to the relay */
+	uint32_t relay_region; /* of the last relay hand-off */
 	unsigned notified[MAGICSOCK_BOX_MAX];
 };
 
 static struct node A, B;
+static bool udp_blocked; /* the wire drops every datagram (a firewall) */
 
 static void n_udp_send(void *ctx, struct pkt **pkts, unsigned n)
 {
@@ -45,6 +49,20 @@ static void n_wire_send(void *ctx, struct pkt **pkts, unsigned n)
 static void n_wg_rx(void *ctx, struct pkt **pkts, unsigned n, uint64_t now_ns)
 {
 	wg_device_rx(((struct node *)ctx)->h.dev, pkts, n, now_ns);
+}
+
+static void n_relay_send(void *ctx, uint32_t region, struct pkt **pkts, unsigned n)
+{
+	struct node *nd = ctx;
+
+	nd->relay_region = region;
+	h_push(&nd->relay, pkts, n);
+}
+
+static uint64_t n_now(void *ctx)
+{
+	(void)ctx;
+	return h_now;
 }
 
 static void n_notify(void *ctx, enum magicsock_box box)
@@ -67,6 +85,7 @@ static void node_init(struct node *n, int id)
 	    .wire_send = n_wire_send,
 	    .box_notify = n_notify,
 	    .box_cap = {BOX_CAP, BOX_CAP},
+	    .now_ns = n_now,
 	};
 
 	memset(n, 0, sizeof(*n));
@@ -83,6 +102,7 @@ static void node_init(struct node *n, int id)
 static void node_free(struct node *n)
 {
 	h_qfree(&n->wire);
+	h_qfree(&n->relay);
 	h_node_drain(&n->h);
 	magicsock_free(n->ms);
 }
@@ -91,6 +111,7 @@ static int setup(void **state)
 {
 	(void)state;
 	h_now = NSEC_PER_SEC;
+	udp_blocked = false;
 	node_init(&A, 0);
 	node_init(&B, 1);
 	return 0;
@@ -107,7 +128,9 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Delivers what is on the wire, in batches per sender, until it is quiet. */
+static uint8_t relay_keys[H_QMAX][32];
+
+/* Delivers what is on the wire and the relay, in batches per sender, until it is quiet. */
 static unsigned pump(void)
 {
 	struct node *nodes[2] = {&A, &B};
@@ -126,7 +149,7 @@ static unsigned pump(void)
 
 				/* The kernel never sees a handle: everything here is an address. */
 				assert_true(endpoint_is_addr(&p->ep));
-				if (!endpoint_equal(&p->ep, &to->h.ep)) {
+				if (udp_blocked || !endpoint_equal(&p->ep, &to->h.ep)) {
 					pkt_free(&p, 1);
 					continue;
 				}
@@ -138,6 +161,29 @@ static unsigned pump(void)
 				busy = true;
 				delivered += k;
 				magicsock_rx(to->ms, batch, k, h_now);
+			}
+			/* The relay: every frame is a send-packet to `to`, which gets it from `from`. */
+			k = 0;
+			for (j = 0; j < from->relay.n; j++) {
+				struct pkt *p = from->relay.p[j];
+				uint32_t flen;
+
+				assert_true(p->len > RELAY_PACKET_HDR_LEN);
+				flen = (uint32_t)p->data[1] << 24 | (uint32_t)p->data[2] << 16 |
+				       (uint32_t)p->data[3] << 8 | p->data[4];
+				assert_int_equal(p->data[0], RELAY_SEND_PACKET);
+				assert_int_equal(flen, p->len - RELAY_HDR_LEN);
+				assert_memory_equal(p->data + RELAY_HDR_LEN, to->h.pub, 32);
+				p->data += RELAY_PACKET_HDR_LEN;
+				p->len -= RELAY_PACKET_HDR_LEN;
+				batch[k] = p;
+				memcpy(relay_keys[k++], from->h.pub, 32);
+			}
+			from->relay.n = 0;
+			if (k) {
+				busy = true;
+				delivered += k;
+				magicsock_relay_rx(to->ms, batch, relay_keys, k, h_now);
 			}
 		}
 	}
@@ -254,6 +300,110 @@ static struct pkt *dgram(struct node *n, const void *data, unsigned dlen, unsign
 }
 
 static const uint8_t stun_req[8] = {0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42};
+
+/* Both know each other by a handle with a direct address and a relay path (region 7). */
+static void relay_pair(struct endpoint *ha, struct endpoint *hb)
+{
+	magicsock_relay_attach(A.ms, n_relay_send, &A);
+	magicsock_relay_attach(B.ms, n_relay_send, &B);
+	assert_int_equal(magicsock_handle_new(A.ms, hb), 0);
+	assert_int_equal(magicsock_handle_new(B.ms, ha), 0);
+	assert_int_equal(magicsock_handle_set_path(A.ms, hb, &B.h.ep), 0);
+	assert_int_equal(magicsock_handle_set_path(B.ms, ha, &A.h.ep), 0);
+	assert_int_equal(magicsock_handle_set_relay(A.ms, hb, B.h.pub, 7), 0);
+	/* B has no home region for A: its own home stands in. */
+	assert_int_equal(magicsock_handle_set_relay(B.ms, ha, A.h.pub, 0), 0);
+	magicsock_relay_home_set(B.ms, 7);
+	add_peer(&A, &B, hb);
+	add_peer(&B, &A, ha);
+}
+
+static enum magicsock_path_kind path_kind(struct node *n, const struct endpoint *h)
+{
+	struct magicsock_path p;
+
+	assert_int_equal(magicsock_handle_path(n->ms, h, &p), 0);
+	return p.kind;
+}
+
+/*
+ * The path rule of magicsock.h: UDP blocked, everything goes through the relay (probes
+ * go direct and vanish); UDP opens, a probe gets answered and both go direct; UDP
+ * closes again, after MAGICSOCK_DIRECT_UNANSWERED_NS without an answer they are back on
+ * the relay, and the tunnel carries throughout.
+ */
+static void test_relay_path(void **state)
+{
+	struct endpoint ha, hb, ep;
+	struct magicsock_path p;
+	uint64_t relayed;
+
+	(void)state;
+	udp_blocked = true;
+	relay_pair(&ha, &hb);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_RELAY);
+	assert_true(tunnel_carries(&A, &B, 0x41));
+	assert_true(tunnel_carries(&B, &A, 0x42));
+	assert_int_equal(A.relay_region, 7);
+	assert_int_equal(B.relay_region, 7);
+	assert_int_equal(dev_stats(&A).handshakes_completed, 1);
+	assert_true(ms_stats(&A).tx_probe >= 1); /* the initiation went direct too */
+	assert_true(ms_stats(&B).rx_relay >= 2);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_RELAY);
+	assert_int_equal(path_kind(&B, &ha), MAGICSOCK_PATH_RELAY);
+	/* The engines see handles, never a relay address. */
+	ep = peer_endpoint(&B);
+	assert_true(endpoint_equal(&ep, &ha));
+
+	/* UDP opens: within a probe interval both sides confirm the direct path. */
+	udp_blocked = false;
+	for (unsigned i = 0; i < 30 && (path_kind(&A, &hb) != MAGICSOCK_PATH_DIRECT ||
+				       path_kind(&B, &ha) != MAGICSOCK_PATH_DIRECT); i++) {
+		h_now += NSEC_PER_SEC / 10;
+		assert_true(tunnel_carries(&A, &B, (uint8_t)i));
+		assert_true(tunnel_carries(&B, &A, (uint8_t)i));
+	}
+	assert_int_equal(magicsock_handle_path(A.ms, &hb, &p), 0);
+	assert_int_equal(p.kind, MAGICSOCK_PATH_DIRECT);
+	assert_true(p.direct_confirmed);
+	assert_true(endpoint_equal(&p.addr, &B.h.ep));
+	assert_int_equal(p.region, 7);
+	assert_int_equal(path_kind(&B, &ha), MAGICSOCK_PATH_DIRECT);
+	relayed = ms_stats(&A).tx_relay + ms_stats(&B).tx_relay;
+	assert_true(tunnel_carries(&A, &B, 0x51));
+	assert_true(tunnel_carries(&B, &A, 0x52));
+	assert_int_equal(ms_stats(&A).tx_relay + ms_stats(&B).tx_relay, relayed);
+
+	/* UDP closes: A sends into the void until the direct path times out, then relays. */
+	udp_blocked = true;
+	h_send(&A.h, &B.h, 100, 0x61);
+	pump();
+	assert_int_equal(B.h.tun.n, 0);
+	h_now += MAGICSOCK_DIRECT_UNANSWERED_NS;
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_RELAY);
+	assert_true(tunnel_carries(&A, &B, 0x62));
+	assert_true(ms_stats(&A).tx_relay + ms_stats(&B).tx_relay > relayed);
+
+	/* Detached, a relay path is no path: dropped and counted. */
+	magicsock_relay_attach(A.ms, NULL, NULL);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_DIRECT); /* unconfirmed, but all */
+	magicsock_handle_free(A.ms, &hb);
+	magicsock_handle_free(B.ms, &ha);
+}
+
+/* A relayed datagram from a key no handle has never reaches the engine. */
+static void test_relay_unknown_sender(void **state)
+{
+	static const uint8_t stranger[32] = {9};
+	struct pkt *p = dgram(&B, "\x04", 1, 148, &B.h.ep);
+	uint8_t keys[1][32];
+
+	(void)state;
+	memcpy(keys[0], stranger, 32);
+	magicsock_relay_rx(B.ms, &p, (const uint8_t(*)[32])keys, 1, h_now);
+	assert_int_equal(ms_stats(&B).rx_relay_unknown, 1);
+	assert_int_equal(ms_stats(&B).rx_wg, 0);
+}
 
 /* --- two nodes --- */
 
@@ -788,6 +938,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_demux_mailboxes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_raw_send, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_alloc, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_relay_path, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_relay_unknown_sender, setup, teardown),
 	    cmocka_unit_test(test_demux_table),
 	    cmocka_unit_test(test_pktbox),
 	    cmocka_unit_test(test_handles),
