@@ -112,6 +112,8 @@ struct control_client {
 	uint64_t netmaps; /* full netmaps delivered */
 	bool resync_req;
 	int resync_err;
+	uint32_t home_region; /* the relay region to report (control_client_home_region_set) */
+	bool home_req;	      /* it changed since it was last sent */
 };
 
 const char *control_client_state_name(enum control_client_state s)
@@ -474,6 +476,10 @@ static int send_map_request(struct control_client *cc, struct session *s)
 	cc->n_endpoints = endpoints_get(cc, cc->endpoints);
 	m.map_req.n_endpoints = cc->n_endpoints;
 	memcpy(m.map_req.endpoints, cc->endpoints, cc->n_endpoints * sizeof(struct endpoint));
+	pthread_mutex_lock(&cc->lock);
+	m.map_req.home_region = cc->home_region;
+	cc->home_req = false;
+	pthread_mutex_unlock(&cc->lock);
 	return send_msg(cc, s, &m);
 }
 
@@ -482,8 +488,14 @@ static int endpoints_check(struct control_client *cc, struct session *s)
 	struct endpoint eps[NETMAP_MAX_ENDPOINTS];
 	struct ctrl_msg m = {.type = CTRL_MSG_ENDPOINTS};
 	unsigned n = endpoints_get(cc, eps), i;
+	bool home;
 
-	if (n == cc->n_endpoints) {
+	pthread_mutex_lock(&cc->lock);
+	home = cc->home_req;
+	cc->home_req = false;
+	m.endpoints.home_region = cc->home_region;
+	pthread_mutex_unlock(&cc->lock);
+	if (n == cc->n_endpoints && !home) {
 		for (i = 0; i < n; i++)
 			if (!endpoint_equal(&eps[i], &cc->endpoints[i]))
 				break;
@@ -492,7 +504,11 @@ static int endpoints_check(struct control_client *cc, struct session *s)
 	}
 	cc->n_endpoints = n;
 	memcpy(cc->endpoints, eps, n * sizeof(*eps));
-	log_info("local addresses changed: reporting %u endpoints", n);
+	if (home)
+		log_info("reporting home relay region %u and %u endpoints", m.endpoints.home_region,
+			 n);
+	else
+		log_info("local addresses changed: reporting %u endpoints", n);
 	m.endpoints.n_endpoints = n;
 	memcpy(m.endpoints.endpoints, eps, n * sizeof(*eps));
 	return send_msg(cc, s, &m);
@@ -681,6 +697,10 @@ static int session_run(struct control_client *cc, struct session *s)
 			if (r < 0)
 				return r;
 		}
+		pthread_mutex_lock(&cc->lock);
+		if (cc->home_req)
+			next_ep = now;
+		pthread_mutex_unlock(&cc->lock);
 		if (cc->have_netmap && now >= next_ep) {
 			r = endpoints_check(cc, s);
 			if (r < 0)
@@ -949,6 +969,20 @@ int control_client_resync(struct control_client *cc, uint64_t netmaps, int err)
 	}
 	pthread_mutex_unlock(&cc->lock);
 	return r;
+}
+
+void control_client_home_region_set(struct control_client *cc, uint32_t region)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&cc->lock);
+	if (cc->home_region != region) {
+		cc->home_region = region;
+		cc->home_req = true;
+		if (write(cc->wake_fd, &one, sizeof(one)) < 0)
+			log_warn("control client: %s", strerror(errno));
+	}
+	pthread_mutex_unlock(&cc->lock);
 }
 
 int control_client_logout(struct control_client *cc, uint64_t timeout_ns)

@@ -117,4 +117,10 @@ int control_client_logout(struct control_client *cc, uint64_t timeout_ns);
  */
 int control_client_resync(struct control_client *cc, uint64_t netmaps, int err);
 
+/*
+ * Our home relay region (0: none): reported with the endpoints at once, and in every
+ * map_request after a reconnect. Any thread.
+ */
+void control_client_home_region_set(struct control_client *cc, uint32_t region);
+
 #endif

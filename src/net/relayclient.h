@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_NET_RELAYCLIENT_H
+#define TRELLIS_NET_RELAYCLIENT_H
+
+/*
+ * The node's relay client (docs/relay-protocol.md): the relay path under the
+ * magicsock (magicsock.h, "Paths").
+ *
+ * One connection per region in use: the home region's, always, and one for each
+ * region a peer is homed in while packets go there; those close after
+ * RELAYCLIENT_IDLE_NS without traffic. Each connection runs on a thread of its own with
+ * blocking I/O (dial.h: URL, TLS, HTTP upgrade, then relay_conn's handshake and
+ * frames), reconnecting with jittered backoff; a manager thread opens and closes them,
+ * and measures the latency to every region by STUN through the magicsock's UDP socket
+ * (so the NAT mapping is the one WireGuard uses). The home is the region with the lowest
+ * round trip, kept until another is clearly better (hysteresis) or it stops answering;
+ * without any answer (UDP blocked) the home stays, or is the map's first region.
+ *
+ * Packet threads only hand over: the magicsock's relay_send puts framed packets on the
+ * region's bounded queue (full: dropped and counted) and wakes its thread. Received
+ * packets go from a preallocated pool straight to magicsock_relay_rx on the
+ * connection's thread. Nothing per packet allocates.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto/netmap.h"
+
+struct magicsock;
+
+#define RELAYCLIENT_IDLE_NS (60ULL * 1000000000ULL)
+#define RELAYCLIENT_BACKOFF_MIN_NS (1ULL * 1000000000ULL)
+#define RELAYCLIENT_BACKOFF_MAX_NS (30ULL * 1000000000ULL)
+#define RELAYCLIENT_IO_TIMEOUT_NS (10ULL * 1000000000ULL)
+#define RELAYCLIENT_KEEPALIVE_NS (30ULL * 1000000000ULL)
+#define RELAYCLIENT_SILENCE_NS (150ULL * 1000000000ULL) /* 2.5 x the relay's 60 s */
+#define RELAYCLIENT_QUEUE_MAX 1024 /* packets waiting per connection */
+#define RELAYCLIENT_POOL 1024	   /* receive buffers, shared by the connections */
+#define RELAYCLIENT_STUN_INTERVAL_NS (20ULL * 1000000000ULL)
+#define RELAYCLIENT_STUN_WAIT_NS (2ULL * 1000000000ULL)
+/* Hysteresis: another region becomes home when its round trip is below 2/3 of home's. */
+#define RELAYCLIENT_HOME_BETTER_NUM 2
+#define RELAYCLIENT_HOME_BETTER_DEN 3
+#define RELAYCLIENT_HOME_MISSES 2 /* STUN rounds home may miss before it is given up */
+#define RELAYCLIENT_ERR_MAX 160
+
+struct relayclient_cfg {
+	struct magicsock *ms; /* not owned; the client attaches itself as its relay */
+	/* Any thread: the home region or a connection's state changed. May be NULL. */
+	void (*changed)(void *ctx);
+	void *ctx;
+};
+
+enum relayclient_conn_state {
+	RELAYCLIENT_IDLE,	/* no connection wanted */
+	RELAYCLIENT_CONNECTING, /* dialing, upgrading, handshaking */
+	RELAYCLIENT_CONNECTED,
+	RELAYCLIENT_BACKOFF, /* waiting to retry; error says why */
+};
+
+const char *relayclient_state_name(enum relayclient_conn_state s);
+
+struct relayclient_region_info {
+	uint32_t id;
+	char code[NETMAP_RELAY_CODE_MAX];
+	enum relayclient_conn_state state;
+	bool home;
+	int64_t latency_us; /* last STUN round trip; -1: none */
+	uint64_t tx_packets, rx_packets, tx_drops, connects;
+	char error[RELAYCLIENT_ERR_MAX];
+};
+
+struct relayclient_status {
+	uint32_t home; /* 0: none */
+	unsigned n_regions;
+	struct relayclient_region_info regions[NETMAP_RELAY_REGIONS_MAX];
+};
+
+struct relayclient;
+
+/* Starts the manager thread; no connection until a map and a key are set. 0 or -errno. */
+int relayclient_new(const struct relayclient_cfg *cfg, struct relayclient **ret);
+/*
+ * Detaches from the magicsock, stops and joins every thread: nothing more is sent or
+ * received. Idempotent; accepts NULL.
+ */
+void relayclient_stop(struct relayclient *rc);
+/*
+ * Accepts NULL; stops first if need be. Received buffers live in the client's pool: the
+ * engine must have returned every one (stop, then let the data plane drain, then free).
+ */
+void relayclient_free(struct relayclient *rc);
+
+/*
+ * The relay map (copied), the URL of the login server (for relays that stand for the
+ * control server; NULL: none) and our node key (private; a new one reconnects every
+ * connection). An empty map closes everything. Any thread.
+ */
+void relayclient_set_map(struct relayclient *rc, const struct netmap_relay_map *rm,
+			 const char *login_server);
+void relayclient_set_key(struct relayclient *rc, const uint8_t node_priv[NETMAP_KEY_LEN]);
+
+/* The magicsock's STUN mailbox has datagrams (its box_notify). Any thread. */
+void relayclient_stun_notify(struct relayclient *rc);
+
+uint32_t relayclient_home(struct relayclient *rc);
+void relayclient_status_get(struct relayclient *rc, struct relayclient_status *ret);
+
+#endif

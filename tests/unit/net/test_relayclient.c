@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The relay client against an in-process relay server (relay_test_server.h, built from
+ * src/proto/relay's server end) on loopback: two nodes, each a magicsock with a relay
+ * client, reach each other through the relay by their handles; the home connection
+ * says it is preferred; a peer homed in another region gets a connection of its own; a
+ * new node key reconnects; an empty map closes everything.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "base/pkt.h"
+#include "base/time.h"
+#include "base/util.h"
+#include "net/magicsock.h"
+#include "net/relayclient.h"
+#include "relay_test_server.h"
+
+struct tnode {
+	struct magicsock *ms;
+	struct relayclient *rc;
+	struct pkt_pool *pool;
+	uint8_t priv[32], pub[32];
+	struct endpoint peer; /* the handle of the other node */
+	struct pkt *rx[16];
+	unsigned n_rx;
+};
+
+static struct trs T;
+static struct tnode A, B;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+
+static void kick(void)
+{
+	pthread_mutex_lock(&mu);
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+}
+
+static void n_wg_rx(void *ctx, struct pkt **pkts, unsigned n, uint64_t now_ns)
+{
+	struct tnode *nd = ctx;
+
+	(void)now_ns;
+	pthread_mutex_lock(&mu);
+	for (unsigned i = 0; i < n; i++) {
+		if (nd->n_rx < ARRAY_SIZE(nd->rx))
+			nd->rx[nd->n_rx++] = pkts[i];
+		else
+			pkt_free(&pkts[i], 1);
+	}
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+}
+
+static void n_wire_send(void *ctx, struct pkt **pkts, unsigned n)
+{
+	(void)ctx;
+	pkt_free(pkts, n); /* no UDP here: the relay is the only path */
+}
+
+static void n_changed(void *ctx)
+{
+	(void)ctx;
+	kick();
+}
+
+/* Waits (bounded) until pred holds; every state change and arrival re-checks it. */
+static bool wait_for(bool (*pred)(void))
+{
+	uint64_t end = time_now_ns() + 10 * NSEC_PER_SEC;
+	bool ok;
+
+	pthread_mutex_lock(&mu);
+	while (!(ok = pred()) && time_now_ns() < end) {
+		struct timespec ts;
+
+		/* Server-side changes do not signal: look again every 20 ms as well. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&cv, &mu, &ts);
+	}
+	pthread_mutex_unlock(&mu);
+	return ok;
+}
+
+static struct netmap_relay_map map_two(void)
+{
+	struct netmap_relay_map rm = {.n_regions = 2};
+
+	for (unsigned i = 0; i < 2; i++) {
+		struct netmap_relay_region *g = &rm.regions[i];
+
+		g->id = i + 1;
+		snprintf(g->code, sizeof(g->code), i ? "two" : "one");
+		g->n_nodes = 1;
+		snprintf(g->nodes[0].name, sizeof(g->nodes[0].name), "r%u", i + 1);
+		g->nodes[0].has_ipv4 = true;
+		g->nodes[0].ipv4[0] = 127;
+		g->nodes[0].ipv4[3] = 1;
+		g->nodes[0].relay_port = T.port[i];
+		g->nodes[0].stun_port = 0; /* no STUN: the home is the first region */
+	}
+	return rm;
+}
+
+static void node_up(struct tnode *n)
+{
+	struct magicsock_ops mops = {.ctx = n, .wg_rx = n_wg_rx, .wire_send = n_wire_send};
+	struct relayclient_cfg cfg = {.changed = n_changed, .ctx = n};
+
+	memset(n, 0, sizeof(*n));
+	assert_int_equal(x25519_private_generate(n->priv), 0);
+	assert_int_equal(x25519_public_from_private(n->pub, n->priv), 0);
+	n->ms = magicsock_new(&mops);
+	assert_non_null(n->ms);
+	n->pool = pkt_pool_new(16);
+	assert_non_null(n->pool);
+	cfg.ms = n->ms;
+	assert_int_equal(relayclient_new(&cfg, &n->rc), 0);
+}
+
+static void node_down(struct tnode *n)
+{
+	/* Stopped first, so nothing more arrives; its buffers come home before it goes. */
+	relayclient_stop(n->rc);
+	pthread_mutex_lock(&mu);
+	pkt_free(n->rx, n->n_rx);
+	n->n_rx = 0;
+	pthread_mutex_unlock(&mu);
+	relayclient_free(n->rc);
+	magicsock_free(n->ms);
+	pkt_pool_free(n->pool);
+}
+
+static enum relayclient_conn_state state_of(struct tnode *n, uint32_t region, bool *ret_home)
+{
+	struct relayclient_status st;
+
+	relayclient_status_get(n->rc, &st);
+	for (unsigned i = 0; i < st.n_regions; i++) {
+		if (st.regions[i].id == region) {
+			if (ret_home)
+				*ret_home = st.regions[i].home;
+			return st.regions[i].state;
+		}
+	}
+	return RELAYCLIENT_IDLE;
+}
+
+static bool both_home(void)
+{
+	bool pa = false, pb = false;
+	unsigned na, nb;
+
+	pthread_mutex_lock(&T.mu);
+	na = trs_clients_with_key(&T, A.pub, &pa);
+	nb = trs_clients_with_key(&T, B.pub, &pb);
+	pthread_mutex_unlock(&T.mu);
+	return relayclient_home(A.rc) == 1 && relayclient_home(B.rc) == 1 &&
+	       state_of(&A, 1, NULL) == RELAYCLIENT_CONNECTED &&
+	       state_of(&B, 1, NULL) == RELAYCLIENT_CONNECTED && na == 1 && nb == 1 && pa && pb;
+}
+
+static bool b_got_one(void)
+{
+	return B.n_rx >= 1;
+}
+
+static bool a_got_one(void)
+{
+	return A.n_rx >= 1;
+}
+
+static void send_dgram(struct tnode *from, uint8_t fill)
+{
+	struct pkt *p;
+
+	assert_int_equal(pkt_pool_get(from->pool, &p, 1), 1);
+	memset(p->data, fill, 100);
+	p->data[0] = 4; /* a WireGuard data message, as far as the demux can tell */
+	p->data[1] = p->data[2] = p->data[3] = 0;
+	p->len = 100;
+	p->ep = from->peer;
+	magicsock_send(from->ms, &p, 1);
+}
+
+static uint8_t rotated_pub[32];
+
+static bool rotated(void)
+{
+	unsigned n_old, n_new;
+
+	pthread_mutex_lock(&T.mu);
+	n_old = trs_clients_with_key(&T, A.pub, NULL);
+	n_new = trs_clients_with_key(&T, rotated_pub, NULL);
+	pthread_mutex_unlock(&T.mu);
+	return n_old == 0 && n_new >= 1;
+}
+
+static bool all_closed(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&T.mu);
+	n = trs_clients_with_key(&T, B.pub, NULL);
+	pthread_mutex_unlock(&T.mu);
+	return n == 0 && relayclient_home(B.rc) == 0;
+}
+
+static void test_relay_client(void **state)
+{
+	struct netmap_relay_map rm;
+	struct magicsock_stats ms;
+	uint8_t new_priv[32];
+	struct pkt *p;
+	bool home = true;
+
+	(void)state;
+	assert_int_equal(trs_start(&T), 0);
+	node_up(&A);
+	node_up(&B);
+	rm = map_two();
+	/* A knows B as homed in region 2; B knows A without a home (its own stands in). */
+	assert_int_equal(magicsock_handle_new(A.ms, &A.peer), 0);
+	assert_int_equal(magicsock_handle_set_relay(A.ms, &A.peer, B.pub, 2), 0);
+	assert_int_equal(magicsock_handle_new(B.ms, &B.peer), 0);
+	assert_int_equal(magicsock_handle_set_relay(B.ms, &B.peer, A.pub, 0), 0);
+	relayclient_set_key(A.rc, A.priv);
+	relayclient_set_key(B.rc, B.priv);
+	relayclient_set_map(A.rc, &rm, NULL);
+	relayclient_set_map(B.rc, &rm, NULL);
+
+	/* Both home in the first region (no STUN answers), connected, and they said so. */
+	assert_true(wait_for(both_home));
+	assert_int_equal(state_of(&A, 2, NULL), RELAYCLIENT_IDLE);
+
+	/* A -> B: through a new connection to region 2; B sees it from A's handle. */
+	send_dgram(&A, 0x5a);
+	assert_true(wait_for(b_got_one));
+	p = B.rx[0];
+	assert_int_equal(p->len, 100);
+	assert_int_equal(p->data[0], 4);
+	assert_int_equal(p->data[99], 0x5a);
+	assert_true(endpoint_equal(&p->ep, &B.peer));
+	assert_int_equal(state_of(&A, 2, &home), RELAYCLIENT_CONNECTED);
+	assert_false(home);
+	state_of(&A, 1, &home);
+	assert_true(home);
+
+	/* B -> A: to B's home region, which A is connected to as well. */
+	send_dgram(&B, 0xa5);
+	assert_true(wait_for(a_got_one));
+	assert_int_equal(A.rx[0]->data[99], 0xa5);
+	assert_true(endpoint_equal(&A.rx[0]->ep, &A.peer));
+	magicsock_stats_get(A.ms, &ms);
+	assert_int_equal(ms.tx_relay, 1);
+	assert_int_equal(ms.rx_relay, 1);
+
+	/* A new node key: every connection of A comes back with it. */
+	assert_int_equal(x25519_private_generate(new_priv), 0);
+	assert_int_equal(x25519_public_from_private(rotated_pub, new_priv), 0);
+	relayclient_set_key(A.rc, new_priv);
+	assert_true(wait_for(rotated));
+
+	/* No regions: B closes everything. */
+	memset(&rm, 0, sizeof(rm));
+	relayclient_set_map(B.rc, &rm, NULL);
+	assert_true(wait_for(all_closed));
+	assert_int_equal(relayclient_home(B.rc), 0);
+
+	node_down(&A);
+	node_down(&B);
+	trs_stop(&T);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_relay_client),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
