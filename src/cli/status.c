@@ -12,6 +12,34 @@ static const char *str(json_t *o, const char *k)
 	return s && *s ? s : "-";
 }
 
+/*
+ * relay: home fra
+ *   fra  connected  12.3 ms  (home)
+ *   par  connecting          relay par1 (https://...): connection refused
+ */
+static void relay_lines(json_t *relay)
+{
+	json_t *v;
+	size_t i;
+
+	if (!json_is_object(relay) || !json_array_size(json_object_get(relay, "regions")))
+		return;
+	printf("relay: home %s\n", str(relay, "home"));
+	json_array_foreach(json_object_get(relay, "regions"), i, v) {
+		json_t *lat = json_object_get(v, "latency_ms");
+		bool home = json_is_true(json_object_get(v, "home"));
+		char ms[32] = "-";
+
+		if (!home && !strcmp(str(v, "state"), "idle"))
+			continue;
+		if (json_is_number(lat))
+			snprintf(ms, sizeof(ms), "%.1f ms", json_number_value(lat));
+		printf("  %-16s %-11s %-10s %s%s\n", str(v, "code"), str(v, "state"), ms,
+		       home ? "(home) " : "",
+		       json_is_string(json_object_get(v, "error")) ? str(v, "error") : "");
+	}
+}
+
 static void row(json_t *n, bool self)
 {
 	char ips[128] = "";
@@ -31,11 +59,15 @@ static void row(json_t *n, bool self)
 		       str(n, "os"));
 		return;
 	}
+	char via[64];
+
 	path = str(n, "path");
-	if (!strcmp(path, "relay"))
-		path = str(n, "relay");
-	else if (json_is_string(json_object_get(n, "endpoint")))
+	if (!strcmp(path, "relay")) {
+		snprintf(via, sizeof(via), "relay %s", str(n, "relay"));
+		path = via;
+	} else if (json_is_string(json_object_get(n, "endpoint"))) {
 		path = str(n, "endpoint");
+	}
 	printf("%-20s %-40s %-8s %-28s %s\n", str(n, "hostname"), ips,
 	       json_is_true(json_object_get(n, "online")) ? "online" : "offline", path,
 	       str(n, "os"));
@@ -68,6 +100,7 @@ int cli_status(int argc, char **argv, const struct cli_global *g)
 	state = str(st, "backend_state");
 	if (strcmp(state, "running"))
 		printf("trellisd is %s\n", state);
+	relay_lines(json_object_get(st, "relay"));
 	if (json_is_object(json_object_get(st, "self"))) {
 		printf("%-20s %-40s %-8s %-28s %s\n", "NAME", "TAILNET IPS", "STATUS", "PATH", "OS");
 		row(json_object_get(st, "self"), true);

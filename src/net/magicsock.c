@@ -71,6 +71,7 @@ struct magicsock {
 	magicsock_relay_send_fn relay_send;
 	void *relay_ctx;
 	atomic_uint home_region;
+	atomic_bool relay_ready; /* the home relay is connected (magicsock_relay_ready) */
 
 	atomic_uint_fast64_t rx_wg, rx_stun, rx_disco, rx_junk;
 	atomic_uint_fast64_t tx_no_path, tx_raw, tx_raw_bad;
@@ -375,6 +376,11 @@ void magicsock_relay_home_set(struct magicsock *ms, uint32_t region)
 	atomic_store(&ms->home_region, region);
 }
 
+void magicsock_relay_ready(struct magicsock *ms, bool ready)
+{
+	atomic_store(&ms->relay_ready, ready);
+}
+
 static uint64_t clock_now(const struct magicsock *ms)
 {
 	return ms->ops.now_ns ? ms->ops.now_ns(ms->ops.ctx) : time_now_ns();
@@ -391,7 +397,8 @@ static bool direct_trusted(struct slot *s, uint64_t now)
 
 static uint32_t relay_region_of(const struct magicsock *ms, const struct slot *s)
 {
-	if (!s->key_indexed || !ms->relay_send)
+	if (!s->key_indexed || !ms->relay_send ||
+	    !atomic_load_explicit(&ms->relay_ready, memory_order_relaxed))
 		return 0;
 	return s->region ? s->region : atomic_load_explicit(&ms->home_region, memory_order_relaxed);
 }

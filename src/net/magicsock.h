@@ -41,7 +41,8 @@
  *   - a direct path is confirmed when a WireGuard datagram arrives from it, and stays
  *     so until we have sent on it for MAGICSOCK_DIRECT_UNANSWERED_NS without hearing
  *     anything back (a handshake that failed, a path that broke);
- *   - confirmed direct, or no relay: direct. Otherwise the relay, and while a direct
+ *   - confirmed direct, or no relay (none attached, or our home relay not connected):
+ *     direct. Otherwise the relay, and while a direct
  *     address is known a copy of every handshake initiation and of one datagram per
  *     MAGICSOCK_PROBE_INTERVAL_NS also goes direct (a probe): once the peer answers
  *     directly, the path is confirmed. Duplicates are harmless to WireGuard (the
@@ -181,6 +182,12 @@ int magicsock_handle_path(struct magicsock *ms, const struct endpoint *handle,
 void magicsock_relay_attach(struct magicsock *ms, magicsock_relay_send_fn fn, void *ctx);
 /* Our home region: where peers without a home of their own are sought. Any thread. */
 void magicsock_relay_home_set(struct magicsock *ms, uint32_t region);
+/*
+ * Whether our home relay is connected. While it is not, no path is a relay path: every
+ * handle with a direct address uses it, confirmed or not (a node whose relay is down
+ * or that has none behaves as before relays). Any thread.
+ */
+void magicsock_relay_ready(struct magicsock *ms, bool ready);
 /*
  * Datagrams that came through a relay; keys[i] is the sender of pkts[i]. Takes
  * ownership. Datagrams from keys no handle has are dropped and counted. Any one thread

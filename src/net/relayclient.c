@@ -152,8 +152,12 @@ static void conn_error(struct rconn *c, const char *err)
 
 static void conn_state(struct rconn *c, enum relayclient_conn_state s)
 {
-	if (atomic_exchange(&c->state, (int)s) != (int)s)
-		notify(c->rc);
+	if (atomic_exchange(&c->state, (int)s) == (int)s)
+		return;
+	/* The relay path exists while the home connection is up (magicsock_relay_ready). */
+	if (c->region == atomic_load(&c->rc->home))
+		magicsock_relay_ready(c->rc->ms, s == RELAYCLIENT_CONNECTED);
+	notify(c->rc);
 }
 
 /* --- the packet threads' hand-off (magicsock relay_send) --- */
@@ -776,6 +780,7 @@ static void map_reconcile(struct relayclient *rc)
 	if (home && !netmap_relay_region_find(map, home)) {
 		atomic_store(&rc->home, 0);
 		magicsock_relay_home_set(rc->ms, 0);
+		magicsock_relay_ready(rc->ms, false);
 		notify(rc);
 	}
 	rc->home_chosen = false;
@@ -991,6 +996,9 @@ static void stun_round_end(struct relayclient *rc)
 	magicsock_relay_home_set(rc->ms, pick);
 	pthread_rwlock_rdlock(&rc->lock);
 	for (unsigned i = 0; i < rc->n_conns; i++) {
+		if (rc->conns[i]->region == pick)
+			magicsock_relay_ready(rc->ms, atomic_load(&rc->conns[i]->state) ==
+							      RELAYCLIENT_CONNECTED);
 		if (rc->conns[i]->region == pick || rc->conns[i]->region == home) {
 			atomic_store(&rc->conns[i]->preferred_dirty, true);
 			wake(rc->conns[i]->wake_fd);
@@ -1076,6 +1084,7 @@ void relayclient_stop(struct relayclient *rc)
 	if (!rc || !rc->mgr_started)
 		return;
 	/* First nothing new comes in; then every thread stops. */
+	magicsock_relay_ready(rc->ms, false);
 	magicsock_relay_attach(rc->ms, NULL, NULL);
 	atomic_store(&rc->stop, true);
 	wake(rc->mgr_wake);

@@ -48,6 +48,9 @@
 #include "node/netmap_apply.h"
 #include "node/state.h"
 #include "node/wgdev.h"
+#include "net/magicsock.h"
+#include "net/relayclient.h"
+#include "wg/device.h"
 #include "proto/ctrlmsg.h"
 
 #define ERROR_MAX 320
@@ -70,6 +73,8 @@ struct daemon {
 	struct state *st;
 	struct netmap_apply *na;
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
+	struct relayclient *rc;
+	struct loop_async relay_changed; /* the relay client's home or a connection changed */
 	enum control_client_state cstate;
 	bool client_on;
 	char auth_url[CTRL_TEXT_MAX];
@@ -113,8 +118,31 @@ static int apply(struct daemon *d)
 
 	if (r < 0)
 		log_warn("netmap apply: %s (retried with the next change)", strerror(-r));
+	relayclient_set_map(d->rc, &d->nm->relay_map, state_prefs(d->st)->login_server);
 	wgdev_timers_kick(d->wg);
 	return r;
+}
+
+/* Loop thread: the control server hears our home region (peers relay to us there). */
+static void relay_changed(struct loop_async *a)
+{
+	struct daemon *d = container_of(a, struct daemon, relay_changed);
+
+	if (d->cc)
+		control_client_home_region_set(d->cc, relayclient_home(d->rc));
+}
+
+/* Any thread (the relay client's). */
+static void rc_changed(void *ctx)
+{
+	struct daemon *d = ctx;
+
+	loop_async_send(&d->relay_changed);
+}
+
+static void stun_notify(void *ctx)
+{
+	relayclient_stun_notify(ctx);
 }
 
 /* --- what the control client reports (posted on its thread, run on the loop) --- */
@@ -225,6 +253,8 @@ static void report_delta(struct daemon *d, struct report *rp)
 static void report_node_key(struct daemon *d, struct report *rp)
 {
 	int r = netmap_apply_set_private_key(d->na, rp->key, time_now_ns());
+
+	relayclient_set_key(d->rc, rp->key);
 
 	if (r < 0)
 		log_warn("cannot give WireGuard the rotated node key: %s", strerror(-r));
@@ -425,6 +455,8 @@ static int client_start(struct daemon *d, const char *auth_key)
 					      .rotate_begin = cc_rotate_begin,
 					      .rotate_end = cc_rotate_end};
 	r = control_client_start(&cfg, &d->cc);
+	if (r == 0)
+		control_client_home_region_set(d->cc, relayclient_home(d->rc));
 	crypto_wipe(cfg.machine_key, sizeof(cfg.machine_key));
 	crypto_wipe(cfg.node_key, sizeof(cfg.node_key));
 	if (r < 0)
@@ -500,6 +532,103 @@ static void signal_caught(struct loop *loop, int signo)
 
 /* --- local API backend (loop thread) --- */
 
+static const char *region_code(const struct daemon *d, uint32_t id)
+{
+	const struct netmap_relay_region *g =
+	    d->nm && id ? netmap_relay_region_find(&d->nm->relay_map, id) : NULL;
+
+	return g ? g->code : NULL;
+}
+
+/* One peer's path (docs/localapi.md): what its next packet takes. */
+static void peer_path(struct daemon *d, json_t *pj, const struct netmap_node *n,
+		      const struct wg_device_info *raw)
+{
+	char ep[ENDPOINT_STR_MAX];
+	struct magicsock_path mp = {0};
+	const struct endpoint *e = NULL;
+	const char *code;
+
+	for (unsigned i = 0; raw && i < raw->n_peers; i++)
+		if (!memcmp(raw->peers[i].public_key, n->node_key, NETMAP_KEY_LEN))
+			e = &raw->peers[i].endpoint;
+	if (e && endpoint_is_handle(e)) {
+		if (magicsock_handle_path(wgdev_magicsock(d->wg), e, &mp) < 0)
+			mp.kind = MAGICSOCK_PATH_NONE;
+	} else if (e && endpoint_is_addr(e)) {
+		/* The engine roamed to an address the peer's packets came from: direct. */
+		mp.kind = MAGICSOCK_PATH_DIRECT;
+		mp.addr = *e;
+		mp.direct_confirmed = true;
+	}
+	code = region_code(d, n->home_region);
+	json_object_set_new(pj, "home_relay", code ? json_string(code) : json_null());
+	if (mp.kind == MAGICSOCK_PATH_RELAY) {
+		code = region_code(d, mp.region);
+		json_object_set_new(pj, "path", json_string("relay"));
+		json_object_set_new(pj, "relay", json_string(code ? code : "?"));
+		json_object_set_new(pj, "endpoint", json_null());
+	} else if (mp.kind == MAGICSOCK_PATH_DIRECT) {
+		json_object_set_new(pj, "path", json_string("direct"));
+		json_object_set_new(pj, "endpoint",
+				    json_string(endpoint_format(&mp.addr, ep, sizeof(ep))));
+		json_object_set_new(pj, "direct_confirmed", json_boolean(mp.direct_confirmed));
+	}
+}
+
+/* The relay part of status: home region and each region's connection. */
+static json_t *relay_json(struct daemon *d)
+{
+	struct relayclient_status *rs = malloc(sizeof(*rs));
+	json_t *o = json_object(), *regions = json_array();
+	const char *code;
+
+	if (!rs || !o || !regions) {
+		free(rs);
+		json_decref(o);
+		json_decref(regions);
+		return NULL;
+	}
+	relayclient_status_get(d->rc, rs);
+	code = region_code(d, rs->home);
+	json_object_set_new(o, "home", code ? json_string(code) : json_null());
+	json_object_set_new(o, "home_region", json_integer(rs->home));
+	for (unsigned i = 0; i < rs->n_regions; i++) {
+		const struct relayclient_region_info *ri = &rs->regions[i];
+		json_t *r = json_pack("{s:I, s:s, s:b, s:s, s:I, s:I, s:I, s:I}", "id",
+				      (json_int_t)ri->id, "code", ri->code, "home", ri->home,
+				      "state", relayclient_state_name(ri->state), "tx_packets",
+				      (json_int_t)ri->tx_packets, "rx_packets",
+				      (json_int_t)ri->rx_packets, "tx_drops",
+				      (json_int_t)ri->tx_drops, "connects", (json_int_t)ri->connects);
+
+		if (!r)
+			continue;
+		json_object_set_new(r, "latency_ms", ri->latency_us < 0 ? json_null()
+						       : json_real((double)ri->latency_us / 1000.0));
+		if (ri->error[0])
+			json_object_set_new(r, "error", json_string(ri->error));
+		json_array_append_new(regions, r);
+	}
+	json_object_set_new(o, "regions", regions);
+	free(rs);
+	return o;
+}
+
+static void status_relay(struct daemon *d, json_t *st)
+{
+	struct wg_device_info *raw = NULL;
+	json_t *peers = json_object_get(st, "peers");
+
+	if (d->nm && wg_device_info_get(wgdev_device(d->wg), &raw) == 0) {
+		/* localapi_status_build lists the peers in netmap order. */
+		for (unsigned i = 0; i < d->nm->n_peers && i < json_array_size(peers); i++)
+			peer_path(d, json_array_get(peers, i), &d->nm->peers[i], raw);
+		wg_device_info_free(raw);
+	}
+	json_object_set_new(st, "relay", relay_json(d));
+}
+
 static int be_status(void *ctx, json_t **ret)
 {
 	struct daemon *d = ctx;
@@ -521,6 +650,7 @@ static int be_status(void *ctx, json_t **ret)
 			json_object_set_new(st, "login_server", json_string(p->login_server));
 		if (d->cstate == CONTROL_CLIENT_NEEDS_LOGIN && d->client_on)
 			json_object_set_new(st, "auth_url", json_string(d->auth_url));
+		status_relay(d, st);
 	}
 	wg_device_info_free(info);
 	if (r == 0)
@@ -537,6 +667,7 @@ static void clear(struct daemon *d)
 		log_warn("clearing the interface: %s", strerror(-r));
 	netmap_free(d->nm);
 	d->nm = NULL;
+	relayclient_set_map(d->rc, &(struct netmap_relay_map){0}, NULL);
 }
 
 static void be_up(void *ctx, const struct localapi_up_opts *opts, struct localapi_req *req)
@@ -645,6 +776,8 @@ static int be_logout(void *ctx, char *err, size_t err_len)
 		r = state_node_key_rotate_commit(d->st);
 	if (r == 0)
 		r = netmap_apply_set_private_key(d->na, state_node_key(d->st), time_now_ns());
+	if (r == 0)
+		relayclient_set_key(d->rc, state_node_key(d->st));
 	if (r < 0) {
 		snprintf(err, err_len, "cannot make a new node key: %s", strerror(-r));
 		goto out;
@@ -704,7 +837,8 @@ int daemon_run(const struct daemon_opts *opts)
 				 .mtu = opts->mtu,
 				 .workers = opts->workers,
 				 .port = opts->port,
-				 .uapi_optional = true};
+				 .uapi_optional = true,
+				 .stun_box = true};
 	r = wgdev_new(d->loop, &wo, &d->wg);
 	if (r < 0)
 		goto out;
@@ -715,6 +849,16 @@ int daemon_run(const struct daemon_opts *opts)
 	r = netmap_apply_set_private_key(d->na, state_node_key(d->st), time_now_ns());
 	if (r < 0)
 		goto out;
+	d->relay_changed.cb = relay_changed;
+	loop_async_add(d->loop, &d->relay_changed);
+	r = relayclient_new(&(struct relayclient_cfg){.ms = wgdev_magicsock(d->wg),
+						       .changed = rc_changed,
+						       .ctx = d},
+			    &d->rc);
+	if (r < 0)
+		goto out;
+	relayclient_set_key(d->rc, state_node_key(d->st));
+	wgdev_stun_listen(d->wg, stun_notify, d->rc);
 
 	be = (struct localapi_backend){.ctx = d,
 				       .status = be_status,
@@ -766,7 +910,13 @@ out:
 		loop_timer_disarm(d->loop, &d->save_timer);
 	/* The interface, its addresses and routes go with the TUN fd. */
 	netmap_apply_free(d->na);
+	/* The relay stops feeding the data plane, which then returns the relay's buffers. */
+	if (d->wg)
+		wgdev_stun_listen(d->wg, NULL, NULL);
+	relayclient_stop(d->rc);
 	wgdev_free(d->wg);
+	relayclient_free(d->rc);
+	loop_async_del(&d->relay_changed);
 	netmap_free(d->nm);
 	state_free(d->st);
 	loop_free(d->loop);

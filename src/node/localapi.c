@@ -478,7 +478,7 @@ static json_t *node_json(const struct netmap_node *n, const struct wg_device_inf
 								       sizeof(ep))));
 	if (self)
 		return o;
-	/* Only direct paths exist so far; "relay" arrives with the relay client. */
+	/* The daemon replaces path and endpoint with the path layer's view (daemon.c). */
 	json_object_set_new(o, "path", json_string("direct"));
 	if (pi && endpoint_is_set(&pi->endpoint))
 		json_object_set_new(o, "endpoint",

@@ -44,8 +44,9 @@ struct applied_peer {
 	struct wg_allowedip allowed[NETMAP_MAX_ALLOWED_IPS];
 	struct endpoint ep; /* AF_UNSPEC: none given */
 	struct endpoint handle; /* AF_UNSPEC: no magicsock */
-	/* During one apply: the handle was made for it / its path must follow ep. */
-	bool handle_new, path_changed;
+	uint32_t region;	/* the peer's home relay region (0: none reported) */
+	/* During one apply: the handle was made for it / its path (or region) must follow. */
+	bool handle_new, path_changed, region_changed;
 };
 
 struct netmap_apply {
@@ -138,6 +139,19 @@ void netmap_apply_free(struct netmap_apply *na)
 	free(na);
 }
 
+int netmap_apply_peer_handle(const struct netmap_apply *na, const uint8_t key[WG_KEY_LEN],
+			     struct endpoint *ret)
+{
+	for (unsigned i = 0; i < na->n_applied; i++) {
+		if (!memcmp(na->applied[i].key, key, WG_KEY_LEN) &&
+		    endpoint_is_set(&na->applied[i].handle)) {
+			*ret = na->applied[i].handle;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
 unsigned netmap_apply_peer_count(const struct netmap_apply *na)
 {
 	return na->n_applied;
@@ -203,6 +217,7 @@ static void applied_from_node(struct applied_peer *ap, const struct netmap_node 
 	}
 	if (n->n_endpoints && endpoint_is_set(&n->endpoints[0]))
 		ap->ep = n->endpoints[0];
+	ap->region = n->home_region;
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -448,6 +463,16 @@ static void path_set(struct netmap_apply *na, const struct applied_peer *ap)
 			 strerror(-r));
 }
 
+/* The relay path: the peer's key and home region (relayed packets find the handle by key). */
+static void relay_set(struct netmap_apply *na, const struct applied_peer *ap)
+{
+	int r = magicsock_handle_set_relay(na->ms, &ap->handle, ap->key, ap->region);
+
+	if (r < 0)
+		log_warn("netmap: peer %llu: cannot set its relay: %s", (unsigned long long)ap->id,
+			 strerror(-r));
+}
+
 /* Handles made for a failed apply go again (see the top). */
 static void handles_rollback(struct netmap_apply *na, struct applied_peer *next, unsigned n_next)
 {
@@ -475,6 +500,7 @@ static int handles_assign(struct netmap_apply *na, struct applied_peer *next, un
 			n->handle = o->handle;
 			n->path_changed =
 			    endpoint_is_set(&n->ep) && !endpoint_equal(&o->ep, &n->ep);
+			n->region_changed = o->region != n->region;
 			continue;
 		}
 		r = magicsock_handle_new(na->ms, &n->handle);
@@ -485,6 +511,7 @@ static int handles_assign(struct netmap_apply *na, struct applied_peer *next, un
 		n->handle_new = true;
 		if (endpoint_is_set(&n->ep))
 			path_set(na, n);
+		relay_set(na, n);
 	}
 	return 0;
 }
@@ -499,7 +526,9 @@ static void handles_commit(struct netmap_apply *na, struct applied_peer *next, u
 	for (i = 0; i < n_next; i++) {
 		if (next[i].path_changed)
 			path_set(na, &next[i]);
-		next[i].handle_new = next[i].path_changed = false;
+		if (next[i].region_changed)
+			relay_set(na, &next[i]);
+		next[i].handle_new = next[i].path_changed = next[i].region_changed = false;
 	}
 	for (i = 0; i < na->n_applied; i++)
 		if (!same_peer(next, n_next, &na->applied[i]))

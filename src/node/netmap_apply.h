@@ -83,6 +83,10 @@ int netmap_apply_clear(struct netmap_apply *na, uint64_t now_ns);
 int netmap_apply_diff(struct netmap_apply *na, const struct netmap *nm,
 		      struct wg_device_cfg **ret_cfg);
 
+/* The magicsock handle of the applied peer with this key (for status). 0 or -ENOENT. */
+int netmap_apply_peer_handle(const struct netmap_apply *na, const uint8_t key[WG_KEY_LEN],
+			     struct endpoint *ret);
+
 /* Peers currently applied (for status and tests). */
 unsigned netmap_apply_peer_count(const struct netmap_apply *na);
 

@@ -32,6 +32,7 @@
  * see resolved to addresses (wgdev_info_get).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -90,6 +91,11 @@ struct wgdev {
 
 	/* What the engine does not see, logged at exit (UDP: udpconn_stats, magicsock_stats). */
 	atomic_uint_fast64_t tun_pool_dry, tun_read_dropped, tun_write_errors;
+
+	/* Who reads the STUN mailbox (wgdev_stun_listen), under stun_mu: notify is rare. */
+	pthread_mutex_t stun_mu;
+	void (*stun_fn)(void *ctx);
+	void *stun_ctx;
 };
 
 /* --- engine callbacks (any thread) --- */
@@ -113,6 +119,26 @@ static void op_wire_send(void *ctx, struct pkt **pkts, unsigned n)
 		return;
 	}
 	udpconn_send(w->uc, pkts, n);
+}
+
+static void op_box_notify(void *ctx, enum magicsock_box box)
+{
+	struct wgdev *w = ctx;
+
+	if (box != MAGICSOCK_BOX_STUN)
+		return;
+	pthread_mutex_lock(&w->stun_mu);
+	if (w->stun_fn)
+		w->stun_fn(w->stun_ctx);
+	pthread_mutex_unlock(&w->stun_mu);
+}
+
+void wgdev_stun_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx)
+{
+	pthread_mutex_lock(&w->stun_mu);
+	w->stun_fn = fn;
+	w->stun_ctx = ctx;
+	pthread_mutex_unlock(&w->stun_mu);
 }
 
 static void op_wg_rx(void *ctx, struct pkt **pkts, unsigned n, uint64_t now_ns)
@@ -454,6 +480,7 @@ void wgdev_free(struct wgdev *w)
 	if (w->tun_fd >= 0)
 		close(w->tun_fd);
 	iothread_destroy(&w->tun_reader);
+	pthread_mutex_destroy(&w->stun_mu);
 	pkt_pool_free(w->pool_tx);
 	pkt_pool_free(w->pool_rx);
 	pkt_pool_free(w->pool_ctl);
@@ -477,6 +504,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
+	pthread_mutex_init(&w->stun_mu, NULL);
 	w->loop = loop;
 	w->tun_fd = -1;
 	w->tun_reader.stop_fd = -1;
@@ -561,8 +589,15 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	}
 	mtu_follow(w);
 
-	/* Nobody reads STUN or disco yet: the mailboxes are off and count what arrives. */
+	/*
+	 * STUN answers go to a mailbox when someone reads them (the relay client's latency
+	 * probes, control mode); disco nobody reads yet: off, counted.
+	 */
 	mops = (struct magicsock_ops){.ctx = w, .wg_rx = op_wg_rx, .wire_send = op_wire_send};
+	if (opts->stun_box) {
+		mops.box_notify = op_box_notify;
+		mops.box_cap[MAGICSOCK_BOX_STUN] = 64;
+	}
 	w->ms = magicsock_new(&mops);
 	if (!w->ms) {
 		r = -ENOMEM;

@@ -34,6 +34,8 @@ struct wgdev_opts {
 	 */
 	void (*ready)(void *arg);
 	void *ready_arg;
+	/* Keep STUN answers for a reader (wgdev_stun_listen); off: dropped and counted. */
+	bool stun_box;
 };
 
 struct wgdev;
@@ -55,6 +57,11 @@ int wgdev_run(const struct wgdev_opts *opts);
 int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **ret);
 /* Accepts NULL. Removes the UAPI socket; the interface disappears with its fd. */
 void wgdev_free(struct wgdev *w);
+/*
+ * Who to tell (any thread) that the magicsock's STUN mailbox has answers; NULL: nobody.
+ * Once it returns, the previous fn is not running and will not run.
+ */
+void wgdev_stun_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx);
 /* Any thread: run the engine timers soon (after a configuration change). */
 void wgdev_timers_kick(struct wgdev *w);
 

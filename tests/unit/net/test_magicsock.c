@@ -306,6 +306,8 @@ static void relay_pair(struct endpoint *ha, struct endpoint *hb)
 {
 	magicsock_relay_attach(A.ms, n_relay_send, &A);
 	magicsock_relay_attach(B.ms, n_relay_send, &B);
+	magicsock_relay_ready(A.ms, true);
+	magicsock_relay_ready(B.ms, true);
 	assert_int_equal(magicsock_handle_new(A.ms, hb), 0);
 	assert_int_equal(magicsock_handle_new(B.ms, ha), 0);
 	assert_int_equal(magicsock_handle_set_path(A.ms, hb, &B.h.ep), 0);
@@ -384,7 +386,11 @@ static void test_relay_path(void **state)
 	assert_true(tunnel_carries(&A, &B, 0x62));
 	assert_true(ms_stats(&A).tx_relay + ms_stats(&B).tx_relay > relayed);
 
-	/* Detached, a relay path is no path: dropped and counted. */
+	/* Home relay down, or detached: no relay path, the direct address is all there is. */
+	magicsock_relay_ready(A.ms, false);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_DIRECT);
+	magicsock_relay_ready(A.ms, true);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_RELAY);
 	magicsock_relay_attach(A.ms, NULL, NULL);
 	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_DIRECT); /* unconfirmed, but all */
 	magicsock_handle_free(A.ms, &hb);
