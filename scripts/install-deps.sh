@@ -8,7 +8,7 @@ pkgs=(
 	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
 	libssl-dev libmnl-dev libcmocka-dev libjansson-dev libsqlite3-dev
 	# lab tests and benchmarks
-	iproute2 nftables conntrack iputils-ping iperf3 wireguard-tools wireguard-go
+	iproute2 nftables conntrack iputils-ping iperf3 tcpdump wireguard-tools wireguard-go
 	procps psmisc python3 sqlite3 openssl curl
 	# packaging (make deb, lab/test_install)
 	dpkg-dev man-db systemd
