@@ -2,7 +2,8 @@
 # `make demo`: a whole tailnet on this one machine. A coordination server (trellis-control)
 # and three nodes (trellisd), each in its own network namespace on a small virtual
 # internet; the nodes join with one auth key, `trellis status` shows the tailnet, and pings
-# cross it. Builds nothing (make does) and removes everything it made on exit.
+# cross it. A fourth node behind a firewall that drops all UDP then reaches the others
+# through the relay embedded in trellis-control. Builds nothing (make does) and removes everything it made on exit.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -144,6 +145,62 @@ ip netns exec "$(ns bob)" ping -c 4 -i 0.3 -W 2 "$CAROL6" || fail "the ping did 
 
 step "trellis status on alice, after the traffic"
 trellis alice status
+
+# A machine without UDP: only possible with the relay embedded in trellis-control.
+if "$CONTROL" --help 2>&1 | grep -q -- --no-relay && command -v nft >/dev/null; then
+	step "A fourth machine, dave, behind a firewall that drops all UDP"
+	host fw 20
+	ip netns add "$(ns dave)"
+	namespaces+=("$(ns dave)")
+	ip -n "$(ns dave)" link set lo up
+	ip -n "$(ns fw)" link add eth1 type veth peer name eth0 netns "$(ns dave)"
+	ip -n "$(ns fw)" link set eth1 up
+	ip -n "$(ns fw)" addr add 198.18.5.1/24 dev eth1
+	ip -n "$(ns dave)" link set eth0 up
+	ip -n "$(ns dave)" addr add 198.18.5.2/24 dev eth0
+	ip -n "$(ns dave)" route add default via 198.18.5.1
+	ip netns exec "$(ns fw)" sysctl -qw net.ipv4.ip_forward=1
+	ip netns exec "$(ns fw)" nft -f - <<'NFT'
+table ip nat {
+	chain post {
+		type nat hook postrouting priority srcnat;
+		oifname "eth0" masquerade
+	}
+}
+table inet fw {
+	chain forward {
+		type filter hook forward priority filter;
+		meta l4proto udp counter drop
+	}
+}
+NFT
+	echo "  dave     198.18.5.2 behind fw (192.0.2.20): NAT, and every UDP packet dropped"
+	ip netns exec "$(ns dave)" "$TRELLISD" --state "$TMP/dave" --socket "$TMP/dave.sock" \
+		--tun trellis0 --port 41641 >"$TMP/dave.log" 2>&1 &
+	pids+=($!)
+	for ((k = 0; k < 100; k++)); do
+		[[ -S $TMP/dave.sock ]] && break
+		kill -0 "${pids[-1]}" 2>/dev/null || fail "trellisd on dave exited"
+		sleep 0.1
+	done
+	trellis dave up --login-server http://192.0.2.1:8080 --auth-key "$KEY" --hostname dave ||
+		fail "trellis up on dave failed"
+	DAVE4=$(trellis dave ip -4)
+	printf '  dave is on the tailnet as %s\n' "$DAVE4"
+	# Bounded wait until alice knows dave's home relay (dave reports it once connected).
+	for ((k = 0; k < 100; k++)); do
+		trellis alice status --json | grep -q '"home_relay": "default"' && break
+		sleep 0.1
+	done
+	step "Pinging dave ($DAVE4) from alice: no UDP path exists, so it goes through the relay"
+	ip netns exec "$(ns alice)" ping -c 4 -i 0.3 -W 2 "$DAVE4" || fail "the ping did not go through"
+	step "trellis status on alice: dave's path is the relay"
+	trellis alice status
+	step "trellis status on dave: its home relay region and connection"
+	trellis dave status
+	printf '\n'
+	bold "dave has no UDP at all, yet reaches everyone through the relay (still WireGuard end to end)."
+fi
 
 printf '\n'
 bold "It works: three machines joined one tailnet with one key each and talk end to end."
