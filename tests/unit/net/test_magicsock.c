@@ -397,6 +397,48 @@ static void test_relay_path(void **state)
 	magicsock_handle_free(B.ms, &ha);
 }
 
+/* The relay path allocates nothing either: framing in the headroom, probes from the pool. */
+static void test_relay_no_alloc(void **state)
+{
+#ifdef HAVE_ASAN
+	struct endpoint ha, hb;
+	uint64_t relayed;
+	unsigned i;
+
+	(void)state;
+	udp_blocked = true;
+	relay_pair(&ha, &hb);
+	assert_true(tunnel_carries(&A, &B, 1));
+	assert_true(tunnel_carries(&B, &A, 2));
+	relayed = ms_stats(&A).tx_relay;
+
+	allocations = 0;
+	counting = 1;
+	for (i = 0; i < 2000; i++) {
+		h_now += NSEC_PER_MSEC;
+		h_send(&A.h, &B.h, 1 + i % 1400, (uint8_t)i);
+		h_send(&B.h, &A.h, 1 + i % 1400, (uint8_t)i);
+		if (i % 16 == 15) {
+			pump();
+			h_qfree(&A.h.tun);
+			h_qfree(&B.h.tun);
+		}
+	}
+	pump();
+	counting = 0;
+	h_qfree(&A.h.tun);
+	h_qfree(&B.h.tun);
+	assert_int_equal(allocations, 0);
+	assert_int_equal(ms_stats(&A).tx_relay - relayed, 2000);
+	assert_true(ms_stats(&A).tx_probe >= 2); /* one a second of fake time */
+	magicsock_handle_free(A.ms, &hb);
+	magicsock_handle_free(B.ms, &ha);
+#else
+	(void)state;
+	skip();
+#endif
+}
+
 /* A relayed datagram from a key no handle has never reaches the engine. */
 static void test_relay_unknown_sender(void **state)
 {
@@ -946,6 +988,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_no_alloc, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_path, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_unknown_sender, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_relay_no_alloc, setup, teardown),
 	    cmocka_unit_test(test_demux_table),
 	    cmocka_unit_test(test_pktbox),
 	    cmocka_unit_test(test_handles),
