@@ -62,11 +62,14 @@ _trellis_control()
 		return
 	fi
 	case "${words[0]:-} ${words[1]:-}" in
-	' ') mapfile -t COMPREPLY < <(compgen -W "--state serve version authkey tailnets users nodes" -- "$cur") ;;
+	' ') mapfile -t COMPREPLY < <(compgen -W "--state serve version authkey tailnets users nodes relaymap" -- "$cur") ;;
 	'serve ') mapfile -t COMPREPLY < <(compgen -W "--listen --tls-cert --tls-key" -- "$cur") ;;
 	'authkey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke" -- "$cur") ;;
 	'tailnets ' | 'users ') mapfile -t COMPREPLY < <(compgen -W "create list" -- "$cur") ;;
 	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list approve expire delete rename set-expiry" -- "$cur") ;;
+	'relaymap ') mapfile -t COMPREPLY < <(compgen -W "set get reset" -- "$cur") ;;
+	'relaymap set') mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
+	'relaymap get') mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
 	'authkey create') mapfile -t COMPREPLY < <(compgen -W "--tailnet --reusable --ephemeral
 		--preauthorized --tags --expiry" -- "$cur") ;;
 	*' list') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;
