@@ -666,6 +666,19 @@ static int relaymap_cmd(struct admin_op_ctx *c, const char *sub, int argc, char 
 	size_t len;
 	int npos, r;
 
+	for (int i = -1; i < argc; i++) {
+		const char *a = i < 0 ? sub : argv[i];
+
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			printf("usage: trellis-control [--state DIR] relaymap set FILE|-\n"
+			       "       trellis-control [--state DIR] relaymap get [--json]\n"
+			       "       trellis-control [--state DIR] relaymap reset\n"
+			       "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", \"nodes\": "
+			       "[{\"name\": \"fra1\", \"host\": ...}]}]}\n"
+			       "(docs/control-protocol.md, \"Relay map\").\n");
+			return 0;
+		}
+	}
 	if (strcmp(sub, "set") == 0) {
 		if (opts_parse(argc, argv, NULL, pos, 1, &npos))
 			return 1;
