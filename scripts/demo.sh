@@ -3,7 +3,8 @@
 # and three nodes (trellisd), each in its own network namespace on a small virtual
 # internet; the nodes join with one auth key, `trellis status` shows the tailnet, and pings
 # cross it. A fourth node behind a firewall that drops all UDP then reaches the others
-# through the relay embedded in trellis-control. Builds nothing (make does) and removes everything it made on exit.
+# through the relay embedded in trellis-control. Builds nothing (make does) and removes
+# everything it made on exit.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)

@@ -673,7 +673,8 @@ static int relaymap_cmd(struct admin_op_ctx *c, const char *sub, int argc, char 
 			printf("usage: trellis-control [--state DIR] relaymap set FILE|-\n"
 			       "       trellis-control [--state DIR] relaymap get [--json]\n"
 			       "       trellis-control [--state DIR] relaymap reset\n"
-			       "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", \"nodes\": "
+			       "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", "
+			       "\"nodes\": "
 			       "[{\"name\": \"fra1\", \"host\": ...}]}]}\n"
 			       "(docs/control-protocol.md, \"Relay map\").\n");
 			return 0;

@@ -371,12 +371,14 @@ int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const cha
 
 static int relaymap_write(struct admin_op_ctx *c, const char *text, size_t len)
 {
-	struct store_op op = { .kind = STORE_OP_SETTING_SET };
+	struct store_op op = {.kind = STORE_OP_SETTING_SET};
 	int r;
 
 	if (len > sizeof(op.setting.value))
-		return refuse(c, -EMSGSIZE, "the relay map is %zu bytes of compact JSON; at most %zu "
-			      "are kept", len, sizeof(op.setting.value));
+		return refuse(c, -EMSGSIZE,
+			      "the relay map is %zu bytes of compact JSON; at most %zu "
+			      "are kept",
+			      len, sizeof(op.setting.value));
 	snprintf(op.setting.key, sizeof(op.setting.key), "%s", RELAYS_SETTING);
 	memcpy(op.setting.value, text, len);
 	op.setting.len = len;

@@ -96,8 +96,7 @@ int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const cha
  */
 int admin_op_relaymap_set(struct admin_op_ctx *c, const char *text, size_t len);
 int admin_op_relaymap_reset(struct admin_op_ctx *c);
-int admin_op_relaymap_get(struct admin_op_ctx *c, struct netmap_relay_map *ret,
-			  bool *ret_default);
+int admin_op_relaymap_get(struct admin_op_ctx *c, struct netmap_relay_map *ret, bool *ret_default);
 
 /*
  * What listings show: the whole store, with ret_tailnet set when a tailnet is

@@ -738,7 +738,7 @@ int mapper_node_home_region(struct mapper *m, uint64_t id, uint32_t region)
 		return -EINVAL;
 	if (x->rec.home_region == region)
 		return 0;
-	/* Rare (a node's home moves with its network): a changed record, no patch type of its own. */
+	/* Rare (a node's home moves with its network): a changed record, no patch of its own. */
 	rec = x->rec;
 	rec.home_region = region;
 	node_update(m, x, &rec, x->shown, PEND_FULL);

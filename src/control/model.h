@@ -50,7 +50,7 @@ struct control_node {
 	int64_t created;
 	int64_t last_seen;           /* Unix seconds of the last map stream activity */
 	bool online;                 /* has a live map stream (not persisted) */
-	uint32_t home_region;        /* relay region the node reported (not persisted) */
+	uint32_t home_region;	     /* relay region the node reported (not persisted) */
 };
 
 /* A node is visible to peers when approved, its key unexpired at `now`, not logged out. */

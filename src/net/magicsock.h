@@ -118,7 +118,7 @@ struct magicsock_stats {
 	uint64_t tx_relay;		       /* handed to the relay */
 	uint64_t tx_probe;		       /* direct copies while relayed */
 	uint64_t rx_relay;		       /* from the relay, sender known */
-	uint64_t rx_relay_unknown;	       /* from the relay, no handle has the key: dropped */
+	uint64_t rx_relay_unknown;	       /* relayed from a key no handle has: dropped */
 	unsigned handles;
 };
 
@@ -127,8 +127,7 @@ struct magicsock_stats {
  * relay of `region`; ownership passes. Called on the sending thread with the magicsock's
  * read lock held: queue and return, never call back into the magicsock.
  */
-typedef void (*magicsock_relay_send_fn)(void *ctx, uint32_t region, struct pkt **pkts,
-					unsigned n);
+typedef void (*magicsock_relay_send_fn)(void *ctx, uint32_t region, struct pkt **pkts, unsigned n);
 
 enum magicsock_path_kind { MAGICSOCK_PATH_NONE, MAGICSOCK_PATH_DIRECT, MAGICSOCK_PATH_RELAY };
 

@@ -257,8 +257,10 @@ static int target_of(const struct netmap_relay_node *n, const char *login, struc
 	memset(t, 0, sizeof(*t));
 	if (node_is_control(n)) {
 		if (!login[0] || dial_url_parse(login, &u) < 0) {
-			snprintf(err, err_len, "relay %s stands for the control server, whose URL "
-				 "is not known", n->name);
+			snprintf(err, err_len,
+				 "relay %s stands for the control server, whose URL "
+				 "is not known",
+				 n->name);
 			return -EINVAL;
 		}
 		snprintf(t->host, sizeof(t->host), "%s", u.host);
@@ -278,9 +280,8 @@ static int target_of(const struct netmap_relay_node *n, const char *login, struc
 			snprintf(t->sni, sizeof(t->sni), "%s", n->host);
 			snprintf(t->authority, sizeof(t->authority), "%s:%u", n->host, t->port);
 		} else {
-			snprintf(t->authority, sizeof(t->authority), strchr(t->host, ':') ? "[%s]:%u"
-											   : "%s:%u",
-				 t->host, t->port);
+			snprintf(t->authority, sizeof(t->authority),
+				 strchr(t->host, ':') ? "[%s]:%u" : "%s:%u", t->host, t->port);
 		}
 	}
 	snprintf(t->name, sizeof(t->name), "relay %s (%s://%s)", n->name, t->tls ? "https" : "http",
@@ -487,8 +488,8 @@ static int session_open(struct rconn *c, struct session *s, const struct target 
 		if (n == -EINTR)
 			continue;
 		if (n == 0) {
-			snprintf(s->err, sizeof(s->err), "%.96s closed the connection in the handshake",
-				 t->name);
+			snprintf(s->err, sizeof(s->err),
+				 "%.96s closed the connection in the handshake", t->name);
 			return -ECONNRESET;
 		}
 		if (n == -EAGAIN) {
@@ -546,7 +547,8 @@ static int session_loop(struct rconn *c, struct session *s, const char *name)
 		}
 		if (n < 0) {
 			if (n != -ECANCELED)
-				snprintf(s->err, sizeof(s->err), "%.96s: %s", name, strerror((int)-n));
+				snprintf(s->err, sizeof(s->err), "%.96s: %s", name,
+					 strerror((int)-n));
 			return n == -ECANCELED ? 0 : (int)n;
 		}
 		s->last_recv_ns = time_now_ns();
@@ -657,7 +659,7 @@ static void *conn_main(void *arg)
 			conn_error(c, s->err);
 			log_ratelimited(LOG_LEVEL_WARN, "relay: region %u: %s", c->region, s->err);
 		}
-		/* A session that lasted resets the backoff; a failing relay hands over to the next. */
+		/* A session that lasted resets the backoff; a failing relay hands over. */
 		if (r == 0 || time_now_ns() - up_ns > 10 * RELAYCLIENT_BACKOFF_MIN_NS)
 			backoff = 0;
 		else
@@ -805,8 +807,8 @@ static void conns_follow(struct relayclient *rc, uint64_t now)
 		pthread_mutex_lock(&c->qmu);
 		queued = c->qn > 0;
 		pthread_mutex_unlock(&c->qmu);
-		want = has_key && (c->region == home || queued ||
-				   (used && now - used < RELAYCLIENT_IDLE_NS));
+		want = has_key &&
+		       (c->region == home || queued || (used && now - used < RELAYCLIENT_IDLE_NS));
 		if (want && !c->running)
 			conn_start(c);
 		else if (!want && c->running) {
@@ -986,8 +988,8 @@ static void stun_round_end(struct relayclient *rc)
 		pick = best ? best : first;
 	else if (best && best != home &&
 		 (home_misses >= RELAYCLIENT_HOME_MISSES ||
-		  (home_us >= 0 && best_us * RELAYCLIENT_HOME_BETTER_DEN <
-				       home_us * RELAYCLIENT_HOME_BETTER_NUM)))
+		  (home_us >= 0 &&
+		   best_us * RELAYCLIENT_HOME_BETTER_DEN < home_us * RELAYCLIENT_HOME_BETTER_NUM)))
 		pick = best;
 	if (pick == home)
 		return;
@@ -998,7 +1000,7 @@ static void stun_round_end(struct relayclient *rc)
 	for (unsigned i = 0; i < rc->n_conns; i++) {
 		if (rc->conns[i]->region == pick)
 			magicsock_relay_ready(rc->ms, atomic_load(&rc->conns[i]->state) ==
-							      RELAYCLIENT_CONNECTED);
+							  RELAYCLIENT_CONNECTED);
 		if (rc->conns[i]->region == pick || rc->conns[i]->region == home) {
 			atomic_store(&rc->conns[i]->preferred_dirty, true);
 			wake(rc->conns[i]->wake_fd);

@@ -595,17 +595,18 @@ static json_t *relay_json(struct daemon *d)
 	json_object_set_new(o, "home_region", json_integer(rs->home));
 	for (unsigned i = 0; i < rs->n_regions; i++) {
 		const struct relayclient_region_info *ri = &rs->regions[i];
-		json_t *r = json_pack("{s:I, s:s, s:b, s:s, s:I, s:I, s:I, s:I}", "id",
-				      (json_int_t)ri->id, "code", ri->code, "home", ri->home,
-				      "state", relayclient_state_name(ri->state), "tx_packets",
-				      (json_int_t)ri->tx_packets, "rx_packets",
-				      (json_int_t)ri->rx_packets, "tx_drops",
-				      (json_int_t)ri->tx_drops, "connects", (json_int_t)ri->connects);
+		json_t *r = json_pack(
+		    "{s:I, s:s, s:b, s:s, s:I, s:I, s:I, s:I}", "id", (json_int_t)ri->id, "code",
+		    ri->code, "home", ri->home, "state", relayclient_state_name(ri->state),
+		    "tx_packets", (json_int_t)ri->tx_packets, "rx_packets",
+		    (json_int_t)ri->rx_packets, "tx_drops", (json_int_t)ri->tx_drops, "connects",
+		    (json_int_t)ri->connects);
 
 		if (!r)
 			continue;
-		json_object_set_new(r, "latency_ms", ri->latency_us < 0 ? json_null()
-						       : json_real((double)ri->latency_us / 1000.0));
+		json_object_set_new(
+		    r, "latency_ms",
+		    ri->latency_us < 0 ? json_null() : json_real((double)ri->latency_us / 1000.0));
 		if (ri->error[0])
 			json_object_set_new(r, "error", json_string(ri->error));
 		json_array_append_new(regions, r);
@@ -852,8 +853,8 @@ int daemon_run(const struct daemon_opts *opts)
 	d->relay_changed.cb = relay_changed;
 	loop_async_add(d->loop, &d->relay_changed);
 	r = relayclient_new(&(struct relayclient_cfg){.ms = wgdev_magicsock(d->wg),
-						       .changed = rc_changed,
-						       .ctx = d},
+						      .changed = rc_changed,
+						      .ctx = d},
 			    &d->rc);
 	if (r < 0)
 		goto out;

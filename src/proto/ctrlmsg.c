@@ -437,7 +437,7 @@ static void put_relay_map(struct wbuf *b, const struct netmap_relay_map *rm)
 
 int relaymap_encode(const struct netmap_relay_map *rm, char **ret, size_t *ret_len)
 {
-	struct wbuf b = { 0 };
+	struct wbuf b = {0};
 
 	put_relay_map(&b, rm);
 	if (b.err) {
@@ -1021,12 +1021,15 @@ static int decode_node(json_t *o, struct netmap_node *ret)
 		return -EBADMSG;
 	memset(n, 0, sizeof(*n));
 	if (req(get_uint(o, "id", &n->id)) || req(get_text(o, "name", n->name, sizeof(n->name))) ||
-	    req(get_key(o, "node_key", n->node_key)) || opt(get_key(o, "machine_key", n->machine_key)) ||
-	    req(get_prefixes(o, "addresses", n->addresses, NETMAP_MAX_ADDRESSES, &n->n_addresses)) ||
+	    req(get_key(o, "node_key", n->node_key)) ||
+	    opt(get_key(o, "machine_key", n->machine_key)) ||
+	    req(get_prefixes(o, "addresses", n->addresses, NETMAP_MAX_ADDRESSES,
+			     &n->n_addresses)) ||
 	    req(get_prefixes(o, "allowed_ips", n->allowed_ips, NETMAP_MAX_ALLOWED_IPS,
 			     &n->n_allowed_ips)) ||
 	    opt(get_endpoints(o, "endpoints", n->endpoints, &n->n_endpoints)) ||
-	    opt(get_bool(o, "online", &n->online)) || opt(get_sint(o, "last_seen", &n->last_seen)) ||
+	    opt(get_bool(o, "online", &n->online)) ||
+	    opt(get_sint(o, "last_seen", &n->last_seen)) ||
 	    opt(get_sint(o, "key_expiry", &n->key_expiry)) ||
 	    opt(get_text(o, "os", n->os, sizeof(n->os))) ||
 	    opt(get_text(o, "user", n->user, sizeof(n->user))) ||
@@ -1330,8 +1333,9 @@ int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret)
 		r = req(get_endpoints(root, "endpoints", m.endpoints.endpoints,
 				      &m.endpoints.n_endpoints));
 		if (!r)
-			r = opt(get_region_id(root, "home_region", &m.endpoints.home_region)) ? -EBADMSG
-											      : 0;
+			r = opt(get_region_id(root, "home_region", &m.endpoints.home_region))
+				? -EBADMSG
+				: 0;
 		break;
 	case CTRL_MSG_NETMAP:
 		r = decode_netmap(root, &m.netmap);

@@ -31,7 +31,7 @@
 #include "proto/relaymap.h"
 
 static int fail(char *err, size_t err_len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t err_len, const char *fmt, ...)
 {
 	va_list ap;
@@ -88,7 +88,8 @@ static int members_check(json_t *o, bool strict, const char *const *keys, const 
 
 	if (!strict)
 		return 0;
-	json_object_foreach(o, k, v) {
+	json_object_foreach(o, k, v)
+	{
 		if (!known(k, keys))
 			return fail(err, err_len, "%s: unknown field \"%s\"", where, k);
 	}
@@ -130,8 +131,8 @@ static int str_get(json_t *o, const char *k, const char **ret, size_t *ret_n, co
 static int node_from(json_t *o, bool strict, struct netmap_relay_node *n, const char *where,
 		     char *err, size_t err_len)
 {
-	static const char *const keys[] = {"name", "host", "ipv4", "ipv6", "relay_port",
-					   "stun_port", "tls", "key", NULL};
+	static const char *const keys[] = {"name",	"host", "ipv4", "ipv6", "relay_port",
+					   "stun_port", "tls",	"key",	NULL};
 	const char *s;
 	size_t len;
 	json_t *v;
@@ -149,8 +150,10 @@ static int node_from(json_t *o, bool strict, struct netmap_relay_node *n, const 
 	if (r > 0)
 		return fail(err, err_len, "%s: missing \"name\"", where);
 	if (!word_valid(s, len, sizeof(n->name), true))
-		return fail(err, err_len, "%s.name: \"%.64s\" is not a name (1-63 letters, digits, "
-			    "'-', '.')", where, s);
+		return fail(err, err_len,
+			    "%s.name: \"%.64s\" is not a name (1-63 letters, digits, "
+			    "'-', '.')",
+			    where, s);
 	memcpy(n->name, s, len + 1);
 
 	r = str_get(o, "host", &s, &len, where, err, err_len);
@@ -158,7 +161,8 @@ static int node_from(json_t *o, bool strict, struct netmap_relay_node *n, const 
 		return r;
 	if (r == 0 && len) {
 		if (!word_valid(s, len, sizeof(n->host), true) || s[0] == '.' || s[0] == '-')
-			return fail(err, err_len, "%s.host: \"%.128s\" is not a host name", where, s);
+			return fail(err, err_len, "%s.host: \"%.128s\" is not a host name", where,
+				    s);
 		memcpy(n->host, s, len + 1);
 	}
 	r = str_get(o, "ipv4", &s, &len, where, err, err_len);
@@ -166,8 +170,8 @@ static int node_from(json_t *o, bool strict, struct netmap_relay_node *n, const 
 		return r;
 	if (r == 0) {
 		if (len >= INET_ADDRSTRLEN || inet_pton(AF_INET, s, n->ipv4) != 1)
-			return fail(err, err_len, "%s.ipv4: \"%.64s\" is not an IPv4 address", where,
-				    s);
+			return fail(err, err_len, "%s.ipv4: \"%.64s\" is not an IPv4 address",
+				    where, s);
 		n->has_ipv4 = true;
 	}
 	r = str_get(o, "ipv6", &s, &len, where, err, err_len);
@@ -175,8 +179,8 @@ static int node_from(json_t *o, bool strict, struct netmap_relay_node *n, const 
 		return r;
 	if (r == 0) {
 		if (len >= INET6_ADDRSTRLEN || inet_pton(AF_INET6, s, n->ipv6) != 1)
-			return fail(err, err_len, "%s.ipv6: \"%.64s\" is not an IPv6 address", where,
-				    s);
+			return fail(err, err_len, "%s.ipv6: \"%.64s\" is not an IPv6 address",
+				    where, s);
 		n->has_ipv6 = true;
 	}
 	r = port_get(o, "relay_port", 0, &n->relay_port, where, err, err_len);
@@ -198,8 +202,10 @@ static int node_from(json_t *o, bool strict, struct netmap_relay_node *n, const 
 		n->has_key = true;
 	}
 	if (!n->host[0] && !n->has_ipv4 && !n->has_ipv6 && n->relay_port)
-		return fail(err, err_len, "%s: needs \"host\", \"ipv4\" or \"ipv6\" (only the "
-			    "control server itself goes without, with relay_port 0)", where);
+		return fail(err, err_len,
+			    "%s: needs \"host\", \"ipv4\" or \"ipv6\" (only the "
+			    "control server itself goes without, with relay_port 0)",
+			    where);
 	return 0;
 }
 
@@ -233,26 +239,30 @@ static int region_from(json_t *o, bool strict, struct netmap_relay_region *g, co
 	if (r > 0)
 		return fail(err, err_len, "%s: missing \"code\"", where);
 	if (!word_valid(s, len, sizeof(g->code), false))
-		return fail(err, err_len, "%s.code: \"%.32s\" is not a region code (1-15 of a-z, "
-			    "0-9, '-')", where, s);
+		return fail(err, err_len,
+			    "%s.code: \"%.32s\" is not a region code (1-15 of a-z, "
+			    "0-9, '-')",
+			    where, s);
 	memcpy(g->code, s, len + 1);
 	r = str_get(o, "name", &s, &len, where, err, err_len);
 	if (r < 0)
 		return r;
 	if (r == 0) {
 		if (!text_valid(s, len, sizeof(g->name)))
-			return fail(err, err_len, "%s.name: at most %zu characters, no control "
-				    "characters", where, sizeof(g->name) - 1);
+			return fail(err, err_len,
+				    "%s.name: at most %zu characters, no control "
+				    "characters",
+				    where, sizeof(g->name) - 1);
 		memcpy(g->name, s, len + 1);
 	}
 	a = json_object_get(o, "nodes");
 	if (!a)
 		return fail(err, err_len, "%s: missing \"nodes\"", where);
-	if (!json_is_array(a) || !json_array_size(a) ||
-	    json_array_size(a) > NETMAP_RELAY_NODES_MAX)
+	if (!json_is_array(a) || !json_array_size(a) || json_array_size(a) > NETMAP_RELAY_NODES_MAX)
 		return fail(err, err_len, "%s.nodes: must be an array of 1 to %d relays", where,
 			    NETMAP_RELAY_NODES_MAX);
-	json_array_foreach(a, i, v) {
+	json_array_foreach(a, i, v)
+	{
 		snprintf(at, sizeof(at), "%s.nodes[%zu]", where, i);
 		r = node_from(v, strict, &g->nodes[i], at, err, err_len);
 		if (r)
@@ -288,20 +298,23 @@ int relaymap_from_json(json_t *o, bool strict, struct netmap_relay_map *ret, cha
 			 NETMAP_RELAY_REGIONS_MAX);
 		goto out;
 	}
-	json_array_foreach(a, i, v) {
+	json_array_foreach(a, i, v)
+	{
 		snprintf(at, sizeof(at), "regions[%zu]", i);
 		r = region_from(v, strict, &rm->regions[i], at, err, err_len);
 		if (r)
 			goto out;
 		for (size_t j = 0; j < i; j++) {
 			if (rm->regions[j].id == rm->regions[i].id) {
-				r = fail(err, err_len, "%s.id: %u is also the id of regions[%zu]", at,
-					 rm->regions[i].id, j);
+				r = fail(err, err_len, "%s.id: %u is also the id of regions[%zu]",
+					 at, rm->regions[i].id, j);
 				goto out;
 			}
 			if (!strcmp(rm->regions[j].code, rm->regions[i].code)) {
-				r = fail(err, err_len, "%s.code: \"%s\" is also the code of "
-					 "regions[%zu]", at, rm->regions[i].code, j);
+				r = fail(err, err_len,
+					 "%s.code: \"%s\" is also the code of "
+					 "regions[%zu]",
+					 at, rm->regions[i].code, j);
 				goto out;
 			}
 		}

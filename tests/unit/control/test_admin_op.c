@@ -272,8 +272,8 @@ static void test_nodes(void **state)
 static void test_relaymap(void **state)
 {
 	static const char file[] =
-		"{\n  \"regions\": [\n    {\"id\": 3, \"code\": \"par\", \"nodes\": [\n"
-		"      {\"name\": \"par1\", \"host\": \"relay.example\", \"tls\": true}]}]}\n";
+	    "{\n  \"regions\": [\n    {\"id\": 3, \"code\": \"par\", \"nodes\": [\n"
+	    "      {\"name\": \"par1\", \"host\": \"relay.example\", \"tls\": true}]}]}\n";
 	struct netmap_relay_map rm;
 	char text[STORE_SETTING_VALUE_MAX];
 	bool dflt = false;
@@ -296,9 +296,12 @@ static void test_relaymap(void **state)
 	assert_int_equal(last()->kind, STORE_OP_SETTING_SET);
 	n = store_setting_get(E.st, "relaymap", text, sizeof(text));
 	assert_true(n > 0);
-	assert_memory_equal(text, "{\"regions\":[{\"id\":3,\"code\":\"par\",\"name\":\"\","
-			    "\"nodes\":[{\"name\":\"par1\",\"host\":\"relay.example\",\"relay_port\":0,"
-			    "\"stun_port\":3478,\"tls\":true}]}]}", (size_t)n);
+	assert_memory_equal(
+	    text,
+	    "{\"regions\":[{\"id\":3,\"code\":\"par\",\"name\":\"\","
+	    "\"nodes\":[{\"name\":\"par1\",\"host\":\"relay.example\",\"relay_port\":0,"
+	    "\"stun_port\":3478,\"tls\":true}]}]}",
+	    (size_t)n);
 	assert_int_equal(admin_op_relaymap_get(&E.c, &rm, &dflt), 0);
 	assert_false(dflt);
 	assert_int_equal(rm.regions[0].id, 3);
@@ -331,12 +334,9 @@ static void test_snapshot(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_tailnets),
-		cmocka_unit_test(test_users),
-		cmocka_unit_test(test_authkeys),
-		cmocka_unit_test(test_nodes),
-		cmocka_unit_test(test_snapshot),
-		cmocka_unit_test(test_relaymap),
+	    cmocka_unit_test(test_tailnets), cmocka_unit_test(test_users),
+	    cmocka_unit_test(test_authkeys), cmocka_unit_test(test_nodes),
+	    cmocka_unit_test(test_snapshot), cmocka_unit_test(test_relaymap),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

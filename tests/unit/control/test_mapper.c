@@ -592,7 +592,7 @@ static struct netmap *assert_json_same(struct mapper *m, uint64_t id, int64_t no
 static void test_relay_map_and_home(void **state)
 {
 	struct mapper *m = mk_mapper();
-	struct netmap_relay_map rm = { .n_regions = 1 };
+	struct netmap_relay_map rm = {.n_regions = 1};
 	struct netmap_delta *d[8];
 	struct netmap *nm;
 	uint64_t ids[8];
@@ -900,14 +900,14 @@ static void test_scale_10k(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_full_map),
-		cmocka_unit_test(test_delta_targets),
-		cmocka_unit_test(test_coalescing),
-		cmocka_unit_test(test_expiry_and_approval),
-		cmocka_unit_test(test_expiry_opt_out_renders_zero),
-		cmocka_unit_test(test_model_check),
-		cmocka_unit_test(test_relay_map_and_home),
-		cmocka_unit_test(test_scale_10k),
+	    cmocka_unit_test(test_full_map),
+	    cmocka_unit_test(test_delta_targets),
+	    cmocka_unit_test(test_coalescing),
+	    cmocka_unit_test(test_expiry_and_approval),
+	    cmocka_unit_test(test_expiry_opt_out_renders_zero),
+	    cmocka_unit_test(test_model_check),
+	    cmocka_unit_test(test_relay_map_and_home),
+	    cmocka_unit_test(test_scale_10k),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -28,7 +28,7 @@ struct node {
 	struct magicsock *ms;
 	struct endpoint src; /* where this node's datagrams come from on the wire */
 	struct h_queue wire; /* datagrams sent, waiting on the wire */
-	struct h_queue relay; /* send-packet frames handed to the relay */
+	struct h_queue relay;  /* send-packet frames handed to the relay */
 	uint32_t relay_region; /* of the last relay hand-off */
 	unsigned notified[MAGICSOCK_BOX_MAX];
 };
@@ -162,7 +162,8 @@ static unsigned pump(void)
 				delivered += k;
 				magicsock_rx(to->ms, batch, k, h_now);
 			}
-			/* The relay: every frame is a send-packet to `to`, which gets it from `from`. */
+			/* The relay: every frame is a send-packet to `to`, which gets it from
+			 * `from`. */
 			k = 0;
 			for (j = 0; j < from->relay.n; j++) {
 				struct pkt *p = from->relay.p[j];
@@ -360,7 +361,8 @@ static void test_relay_path(void **state)
 	/* UDP opens: within a probe interval both sides confirm the direct path. */
 	udp_blocked = false;
 	for (unsigned i = 0; i < 30 && (path_kind(&A, &hb) != MAGICSOCK_PATH_DIRECT ||
-				       path_kind(&B, &ha) != MAGICSOCK_PATH_DIRECT); i++) {
+					path_kind(&B, &ha) != MAGICSOCK_PATH_DIRECT);
+	     i++) {
 		h_now += NSEC_PER_SEC / 10;
 		assert_true(tunnel_carries(&A, &B, (uint8_t)i));
 		assert_true(tunnel_carries(&B, &A, (uint8_t)i));

@@ -290,7 +290,7 @@ static void test_relay_client(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_relay_client),
+	    cmocka_unit_test(test_relay_client),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

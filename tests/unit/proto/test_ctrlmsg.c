@@ -536,7 +536,7 @@ static void test_amplification_bounded(void **state)
 /* Encodes nm with ctrl_node_encode + ctrl_netmap_join; the JSON or a negative errno. */
 static int join_encode(const struct netmap *nm, char **ret, size_t *ret_len)
 {
-	struct ctrl_json_piece self = { 0 }, relay = { 0 }, *peers;
+	struct ctrl_json_piece self = {0}, relay = {0}, *peers;
 	char *self_json = NULL, *relay_json = NULL;
 	int r;
 
@@ -652,8 +652,10 @@ static void test_node_encode_join(void **state)
 		assert_non_null(peers);
 		for (unsigned i = 0; i < n; i++)
 			peers[i] = self;
-		assert_int_equal(ctrl_netmap_join(1, "t", &self, peers, n, NULL, &nj, &len), -EMSGSIZE);
-		assert_int_equal(ctrl_netmap_join(1, "t\x01", &self, peers, 1, NULL, &nj, &len), -EINVAL);
+		assert_int_equal(ctrl_netmap_join(1, "t", &self, peers, n, NULL, &nj, &len),
+				 -EMSGSIZE);
+		assert_int_equal(ctrl_netmap_join(1, "t\x01", &self, peers, 1, NULL, &nj, &len),
+				 -EINVAL);
 		free(peers);
 	}
 }

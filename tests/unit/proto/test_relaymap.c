@@ -14,13 +14,13 @@
 #include "proto/relaymap.h"
 
 static const char example[] =
-	"{\"regions\":[{\"id\":1,\"code\":\"fra\",\"name\":\"Frankfurt\",\"nodes\":["
-	"{\"name\":\"fra1\",\"host\":\"relay1.example\",\"ipv4\":\"192.0.2.10\","
-	"\"ipv6\":\"2001:db8::10\",\"relay_port\":443,\"stun_port\":3478,\"tls\":true},"
-	"{\"name\":\"fra2\",\"host\":\"relay2.example\",\"relay_port\":8443,\"stun_port\":0,"
-	"\"tls\":true,\"key\":\"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\"}]},"
-	"{\"id\":2,\"code\":\"control\",\"name\":\"\",\"nodes\":[{\"name\":\"control\","
-	"\"relay_port\":0,\"stun_port\":3478,\"tls\":false}]}]}";
+    "{\"regions\":[{\"id\":1,\"code\":\"fra\",\"name\":\"Frankfurt\",\"nodes\":["
+    "{\"name\":\"fra1\",\"host\":\"relay1.example\",\"ipv4\":\"192.0.2.10\","
+    "\"ipv6\":\"2001:db8::10\",\"relay_port\":443,\"stun_port\":3478,\"tls\":true},"
+    "{\"name\":\"fra2\",\"host\":\"relay2.example\",\"relay_port\":8443,\"stun_port\":0,"
+    "\"tls\":true,\"key\":\"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\"}]},"
+    "{\"id\":2,\"code\":\"control\",\"name\":\"\",\"nodes\":[{\"name\":\"control\","
+    "\"relay_port\":0,\"stun_port\":3478,\"tls\":false}]}]}";
 
 static void test_parse_encode(void **state)
 {
@@ -103,7 +103,8 @@ static void test_errors(void **state)
 	bad(R("{\"name\":\"n\",\"relay_port\":443}"),
 	    "regions[0].nodes[0]: needs \"host\", \"ipv4\" or \"ipv6\" (only the control server "
 	    "itself goes without, with relay_port 0)");
-	bad(R("{\"name\":\"n\",\"host\":\"a b\"}"), "regions[0].nodes[0].host: \"a b\" is not a host name");
+	bad(R("{\"name\":\"n\",\"host\":\"a b\"}"),
+	    "regions[0].nodes[0].host: \"a b\" is not a host name");
 	bad(R("{\"name\":\"n\",\"host\":\"h\",\"key\":\"abc\"}"),
 	    "regions[0].nodes[0].key: not a key (44 characters of base64)");
 	bad(R("{\"name\":\"n\",\"host\":\"h\"},{\"name\":\"n\",\"host\":\"g\"}"),
@@ -114,20 +115,19 @@ static void test_errors(void **state)
 	bad("{\"regions\":[{\"id\":1,\"code\":\"a\",\"nodes\":[{\"name\":\"n\",\"host\":\"h\"}]},"
 	    "{\"id\":2,\"code\":\"a\",\"nodes\":[{\"name\":\"n\",\"host\":\"h\"}]}]}",
 	    "regions[1].code: \"a\" is also the code of regions[0]");
-	bad("{\"regions\":[],\"regions\":[]}",
-	    "1:23: duplicate object key near '\"regions\"'");
+	bad("{\"regions\":[],\"regions\":[]}", "1:23: duplicate object key near '\"regions\"'");
 }
 
 /* In a netmap the map is read leniently (newer servers may add fields) and deltas replace it. */
 static void test_wire(void **state)
 {
 	static const char nm_text[] =
-		"{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"self\":{\"id\":1,\"name\":\"a\","
-		"\"node_key\":\"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\",\"addresses\":[],"
-		"\"allowed_ips\":[],\"home_region\":7},\"peers\":[],\"relay_map\":{\"regions\":[{"
-		"\"id\":7,\"code\":\"x\",\"future\":1,\"nodes\":[{\"name\":\"n\",\"host\":\"h\"}]}]}}";
+	    "{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"self\":{\"id\":1,\"name\":\"a\","
+	    "\"node_key\":\"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\",\"addresses\":[],"
+	    "\"allowed_ips\":[],\"home_region\":7},\"peers\":[],\"relay_map\":{\"regions\":[{"
+	    "\"id\":7,\"code\":\"x\",\"future\":1,\"nodes\":[{\"name\":\"n\",\"host\":\"h\"}]}]}}";
 	static const char delta_text[] =
-		"{\"type\":\"delta\",\"seq\":2,\"relay_map\":{\"regions\":[]}}";
+	    "{\"type\":\"delta\",\"seq\":2,\"relay_map\":{\"regions\":[]}}";
 	struct ctrl_msg m, d;
 
 	(void)state;
@@ -149,9 +149,13 @@ static void test_wire(void **state)
 	assert_int_equal(ctrl_msg_decode("{\"type\":\"delta\",\"seq\":3,\"relay_map\":{}}", 37, &d),
 			 -EBADMSG);
 	assert_int_equal(ctrl_msg_decode("{\"type\":\"endpoints\",\"endpoints\":[],"
-					 "\"home_region\":65536}", 55, &d), -EBADMSG);
+					 "\"home_region\":65536}",
+					 55, &d),
+			 -EBADMSG);
 	assert_int_equal(ctrl_msg_decode("{\"type\":\"endpoints\",\"endpoints\":[],"
-					 "\"home_region\":3}", 51, &d), 0);
+					 "\"home_region\":3}",
+					 51, &d),
+			 0);
 	assert_int_equal(d.endpoints.home_region, 3);
 	ctrl_msg_clear(&m);
 }
@@ -159,9 +163,9 @@ static void test_wire(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_encode),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_wire),
+	    cmocka_unit_test(test_parse_encode),
+	    cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_wire),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
