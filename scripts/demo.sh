@@ -188,9 +188,18 @@ NFT
 		fail "trellis up on dave failed"
 	DAVE4=$(trellis dave ip -4)
 	printf '  dave is on the tailnet as %s\n' "$DAVE4"
-	# Bounded wait until alice knows dave's home relay (dave reports it once connected).
+	# Bounded wait until dave is connected to its home relay and alice knows that home.
+	ready()
+	{
+		trellis dave status --json | python3 -c 'import json,sys
+j = json.load(sys.stdin)
+sys.exit(0 if any(r["home"] and r["state"] == "connected" for r in j["relay"]["regions"]) else 1)' &&
+			trellis alice status --json | python3 -c 'import json,sys
+j = json.load(sys.stdin)
+sys.exit(0 if any(p["hostname"] == "dave" and p.get("home_relay") for p in j["peers"]) else 1)'
+	}
 	for ((k = 0; k < 100; k++)); do
-		trellis alice status --json | grep -q '"home_relay": "default"' && break
+		ready 2>/dev/null && break
 		sleep 0.1
 	done
 	step "Pinging dave ($DAVE4) from alice: no UDP path exists, so it goes through the relay"
