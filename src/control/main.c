@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -104,6 +105,12 @@ int main(int argc, char **argv)
 	const char *state_dir = ADMIN_STATE_DIR_DEFAULT;
 	int i = 1;
 
+	/*
+	 * Before any thread exists. httpd's sockets send with MSG_NOSIGNAL, TLS
+	 * included (net/sockbio.h); this covers any write that does not, so that
+	 * one client's reset can never end the server (issue 7, finding 1).
+	 */
+	signal(SIGPIPE, SIG_IGN);
 	log_init();
 	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
 		printf("trellis-control %s\n", trellis_version);

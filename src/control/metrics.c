@@ -11,7 +11,9 @@
 static const char *const drop_names[METRICS_DROP_MAX] = {
 	"http_bad",	  "http_too_big", "handshake_timeout", "stream_bad",  "msg_too_big",
 	"msg_bad",	  "protocol",	  "unknown_node",      "silent",      "slow_reader",
-	"unauth_limit", "conn_limit",	  "io",		       "store_busy",
+	"unauth_limit", "conn_limit",	  "io",		       "store_busy",  "source_limit",
+	"handshake_rate", "fd_limit",	  "node_key_proof",    "node_key_taken", "pending_limit",
+	"idle",
 };
 
 int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len)
@@ -32,6 +34,9 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 	drops[METRICS_DROP_UNAUTH_LIMIT] += m->http.drops[HTTPD_DROP_UNAUTH_LIMIT];
 	drops[METRICS_DROP_CONN_LIMIT] += m->http.drops[HTTPD_DROP_CONN_LIMIT];
 	drops[METRICS_DROP_IO] += m->http.drops[HTTPD_DROP_IO];
+	drops[METRICS_DROP_SOURCE_LIMIT] += m->http.drops[HTTPD_DROP_SOURCE_LIMIT];
+	drops[METRICS_DROP_HANDSHAKE_RATE] += m->http.drops[HTTPD_DROP_RATE];
+	drops[METRICS_DROP_FD_LIMIT] += m->http.drops[HTTPD_DROP_FD_LIMIT];
 	fprintf(f,
 		"# TYPE trellis_control_build_info gauge\n"
 		"trellis_control_build_info{version=\"%s\"} 1\n",

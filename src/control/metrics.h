@@ -32,6 +32,13 @@ enum metrics_drop {
 	METRICS_DROP_CONN_LIMIT,
 	METRICS_DROP_IO,
 	METRICS_DROP_STORE_BUSY,
+	METRICS_DROP_SOURCE_LIMIT,   /* connections per source */
+	METRICS_DROP_HANDSHAKE_RATE, /* upgrades per source over the bucket */
+	METRICS_DROP_FD_LIMIT,       /* out of descriptors at accept */
+	METRICS_DROP_NODE_KEY_PROOF, /* register without a valid node key proof */
+	METRICS_DROP_NODE_KEY_TAKEN, /* register with another node's node key */
+	METRICS_DROP_PENDING_LIMIT,  /* interactive registration over a pending cap or rate */
+	METRICS_DROP_IDLE,           /* authenticated, but no register or map_request in time */
 	METRICS_DROP_MAX,
 };
 

@@ -8,6 +8,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -24,12 +25,22 @@
 #include "base/loop.h"
 #include "base/util.h"
 #include "net/httpd.h"
+#include "net/sockbio.h"
 
 #define READ_CHUNK 16384
 /* Plain TCP reads per event: level-triggered epoll comes back for more. */
 #define READS_PER_EVENT 16
 #define ACCEPTS_PER_EVENT 256
 #define LISTEN_BACKLOG 4096
+/* After the last reply: discard input until the client closes, this long at most. */
+#define LINGER_NS (2 * NSEC_PER_SEC)
+/* Out of descriptors and no spare to shed a connection with: listeners rest this long. */
+#define ACCEPT_PAUSE_NS (100 * NSEC_PER_MSEC)
+/* A source with no connections and a full bucket is forgotten this often. */
+#define SOURCE_GC_NS NSEC_PER_SEC
+/* The upgrade bucket, in nanoseconds of credit: one upgrade costs UPGRADE_COST_NS. */
+#define UPGRADE_COST_NS (NSEC_PER_SEC / HTTPD_UPGRADE_RATE)
+#define UPGRADE_BUCKET_NS (UPGRADE_COST_NS * HTTPD_UPGRADE_BURST)
 
 struct route {
 	char *method;
@@ -47,12 +58,18 @@ struct listener {
 	char name[128];
 };
 
-/* Unauthenticated connections of one source address. */
+/*
+ * One source (an IPv4 address, an IPv6 /64): its connections, and its bucket
+ * of upgrades (handshakes). It lives while it has connections or its bucket
+ * is not full, so closing every connection does not refill it.
+ */
 struct source {
 	struct hmap_node node;
-	uint8_t key[17];
+	uint8_t key[HTTPD_SOURCE_KEY_MAX];
 	uint8_t len;
-	uint32_t n;
+	uint32_t n;     /* unauthenticated connections */
+	uint32_t total; /* all connections */
+	uint64_t credit_ns, credit_at_ns;
 };
 
 struct httpd_conn {
@@ -60,7 +77,8 @@ struct httpd_conn {
 	struct loop_fd lh;
 	struct loop_timer t;
 	struct httpd_conn *prev, *next; /* live list, or the dead list */
-	bool dead, answered, close_after_write;
+	bool dead, answered, close_after_write, lingering;
+	bool tls_more; /* TLS holds decrypted input the per-event cap left: read on the next round */
 	uint32_t events;
 	struct httpd_io io;
 	struct httpd_slot slot;
@@ -87,6 +105,10 @@ struct httpd {
 	struct httpd_conn *conns, *dead;
 	struct loop_timer reap_t;
 	struct hmap sources;
+	struct loop_timer gc_t;
+	int spare_fd;       /* closed to accept and shed a connection when out of descriptors */
+	struct loop_timer resume_t; /* listeners paused: out of descriptors, no spare */
+	bool paused;
 	int sndbuf;
 	struct httpd_stats st;
 };
@@ -165,9 +187,17 @@ int httpd_io_read_event(struct httpd_io *io, bool (*input)(void *ctx, const uint
 {
 	uint8_t buf[READ_CHUNK];
 
-	for (unsigned i = 0; io->ssl || i < READS_PER_EVENT; i++) {
-		ssize_t n = httpd_io_read(io, buf, sizeof(buf));
+	for (unsigned i = 0;; i++) {
+		ssize_t n;
 
+		/*
+		 * A cap per event, TLS included, so one busy peer cannot hold the
+		 * loop. Level-triggered epoll comes back for what the socket holds;
+		 * what OpenSSL has decrypted already it never signals: ask again.
+		 */
+		if (i >= READS_PER_EVENT)
+			return io->ssl && SSL_pending(io->ssl) > 0 ? -EINPROGRESS : 0;
+		n = httpd_io_read(io, buf, sizeof(buf));
 		if (n == -EAGAIN)
 			return 0;
 		if (n == 0 || n == -ECONNRESET)
@@ -195,33 +225,109 @@ static struct source *source_find(struct httpd *h, const uint8_t *key, size_t le
 	return NULL;
 }
 
-void httpd_slot_authenticated(struct httpd_slot *slot)
+size_t httpd_source_key(const struct sockaddr_storage *ss, uint8_t ret[HTTPD_SOURCE_KEY_MAX])
+{
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+
+		/* An IPv4-mapped address is the IPv4 source it is. */
+		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+			ret[0] = AF_INET;
+			memcpy(ret + 1, a->sin6_addr.s6_addr + 12, 4);
+			return 5;
+		}
+		/* One subscriber gets a /64 (RFC 6177): its addresses are one source. */
+		ret[0] = AF_INET6;
+		memcpy(ret + 1, &a->sin6_addr, 8);
+		return 9;
+	}
+	ret[0] = AF_INET;
+	memcpy(ret + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+	return 5;
+}
+
+static uint64_t source_credit(struct source *x, uint64_t now)
+{
+	uint64_t add = now - x->credit_at_ns;
+
+	x->credit_at_ns = now;
+	x->credit_ns = add >= UPGRADE_BUCKET_NS - x->credit_ns ? UPGRADE_BUCKET_NS
+							       : x->credit_ns + add;
+	return x->credit_ns;
+}
+
+static struct source *slot_source(struct httpd_slot *slot)
 {
 	struct httpd *h = slot->h;
-	uint64_t hash;
+
+	return source_find(h, slot->src, slot->src_len,
+			   hmap_hash(&h->sources, slot->src, slot->src_len));
+}
+
+/* A source without connections goes once its bucket is full again (source_gc). */
+static void source_put(struct httpd *h, struct source *x)
+{
+	if (x->total)
+		return;
+	if (source_credit(x, loop_now_ns(h->loop)) >= UPGRADE_BUCKET_NS) {
+		hmap_remove(&h->sources, &x->node);
+		free(x);
+		return;
+	}
+	if (!h->gc_t.armed)
+		loop_timer_arm(h->loop, &h->gc_t, loop_now_ns(h->loop) + SOURCE_GC_NS);
+}
+
+static void source_gc(struct loop_timer *t)
+{
+	struct httpd *h = container_of(t, struct httpd, gc_t);
+	struct hmap_node *n, *next;
+	bool idle = false;
+
+	for (n = hmap_first(&h->sources); n; n = next) {
+		struct source *x = container_of(n, struct source, node);
+
+		next = hmap_next(&h->sources, n);
+		if (x->total)
+			continue;
+		if (source_credit(x, loop_now_ns(h->loop)) >= UPGRADE_BUCKET_NS) {
+			hmap_remove(&h->sources, &x->node);
+			free(x);
+		} else {
+			idle = true;
+		}
+	}
+	if (idle)
+		loop_timer_arm(h->loop, t, loop_now_ns(h->loop) + SOURCE_GC_NS);
+}
+
+void httpd_slot_authenticated(struct httpd_slot *slot)
+{
 	struct source *x;
 
 	if (!slot->unauth)
 		return;
 	slot->unauth = false;
-	h->st.unauth--;
-	hash = hmap_hash(&h->sources, slot->src, slot->src_len);
-	x = source_find(h, slot->src, slot->src_len, hash);
-	if (x && x->n > 1) {
+	slot->h->st.unauth--;
+	x = slot_source(slot);
+	if (x && x->n)
 		x->n--;
-	} else if (x) {
-		hmap_remove(&h->sources, &x->node);
-		free(x);
-	}
 }
 
 void httpd_slot_release(struct httpd_slot *slot)
 {
+	struct source *x;
+
 	httpd_slot_authenticated(slot);
 	if (!slot->live)
 		return;
 	slot->live = false;
 	slot->h->st.conns--;
+	x = slot_source(slot);
+	if (x && x->total)
+		x->total--;
+	if (x)
+		source_put(slot->h, x);
 }
 
 /* ---- writing ---- */
@@ -232,6 +338,25 @@ static void events_set(struct httpd_conn *c, uint32_t ev)
 		return;
 	if (loop_fd_mod(c->h->loop, &c->lh, ev) == 0)
 		c->events = ev;
+}
+
+/*
+ * The reply is out. The client may still be sending (a body we refused, a
+ * pipelined request), and a close with unread input makes TCP send a reset
+ * that can destroy the reply before the client reads it (RFC 9112 9.6):
+ * half-close instead and discard input until the client closes, for
+ * LINGER_NS at most. The discarded bytes are read raw, not through TLS,
+ * which could want to write after our FIN.
+ */
+static void conn_linger(struct httpd_conn *c)
+{
+	if (c->lingering)
+		return;
+	c->lingering = true;
+	shutdown(c->io.fd, SHUT_WR);
+	c->events = 0; /* force the change */
+	events_set(c, EPOLLIN);
+	loop_timer_arm(c->h->loop, &c->t, loop_now_ns(c->h->loop) + LINGER_NS);
 }
 
 static void conn_flush(struct httpd_conn *c)
@@ -252,7 +377,7 @@ static void conn_flush(struct httpd_conn *c)
 		c->out_off += (size_t)w;
 	}
 	if (c->out_off == c->out_len && c->close_after_write) {
-		conn_close(c, -1, NULL);
+		conn_linger(c);
 		return;
 	}
 	events_set(c, EPOLLIN | (c->out_off < c->out_len || c->io.wants_write ? EPOLLOUT : 0));
@@ -320,10 +445,18 @@ int httpd_upgrade(struct httpd_request *r, const char *extra_headers, struct htt
 	struct httpd *h = c->h;
 	char head[512];
 	size_t in_rest = c->in_len - c->head_len;
+	struct source *x;
 	int n;
 
 	if (c->dead || c->answered)
 		return -EINVAL;
+	x = slot_source(&c->slot);
+	if (x && source_credit(x, loop_now_ns(h->loop)) < UPGRADE_COST_NS) {
+		error_reply(c, 429, HTTPD_DROP_RATE, "too many handshakes from this source");
+		return -EBUSY;
+	}
+	if (x)
+		x->credit_ns -= UPGRADE_COST_NS;
 	memset(ret, 0, sizeof(*ret));
 	n = http_response_build(head, sizeof(head), 101, extra_headers, 0);
 	ret->out = n > 0 ? malloc((size_t)n) : NULL;
@@ -466,14 +599,35 @@ static bool conn_input(void *ctx, const uint8_t *data, size_t len)
 	return !c->dead;
 }
 
+static void linger_readable(struct httpd_conn *c)
+{
+	char buf[READ_CHUNK];
+
+	for (int i = 0; i < READS_PER_EVENT; i++) {
+		ssize_t n = read(c->io.fd, buf, sizeof(buf));
+
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		conn_close(c, -1, NULL); /* the client's end, or a reset */
+		return;
+	}
+}
+
 static void conn_readable(struct httpd_conn *c)
 {
-	int r = httpd_io_read_event(&c->io, conn_input, c);
+	int r;
 
+	if (c->lingering)
+		return linger_readable(c);
+	r = httpd_io_read_event(&c->io, conn_input, c);
 	if (c->dead)
 		return;
 	if (r == -EPIPE)
 		conn_close(c, -1, NULL);
+	else if (r == -EINPROGRESS)
+		c->tls_more = true;
 	else if (r < 0)
 		conn_close(c, HTTPD_DROP_IO, "read failed");
 }
@@ -482,16 +636,30 @@ static void conn_event(struct loop_fd *lh, uint32_t events)
 {
 	struct httpd_conn *c = container_of(lh, struct httpd_conn, lh);
 
-	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP) || c->io.ssl)
+	c->tls_more = false;
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP) || (c->io.ssl && !c->lingering))
 		conn_readable(c);
-	if (!c->dead)
+	if (!c->dead && !c->lingering)
 		conn_flush(c);
+	/* Decrypted input left over: come back at once, after the others had their turn. */
+	if (!c->dead && c->tls_more)
+		loop_timer_arm(c->h->loop, &c->t, loop_now_ns(c->h->loop));
 }
 
 static void conn_timer(struct loop_timer *t)
 {
 	struct httpd_conn *c = container_of(t, struct httpd_conn, t);
 	uint64_t deadline = c->born_ns + HTTPD_HANDSHAKE_TIMEOUT_NS;
+
+	if (c->lingering) {
+		conn_close(c, -1, NULL);
+		return;
+	}
+	if (c->tls_more) {
+		conn_event(&c->lh, 0);
+		if (c->dead || c->tls_more)
+			return;
+	}
 
 	if (loop_now_ns(c->h->loop) >= deadline) {
 		conn_close(c, HTTPD_DROP_TIMEOUT, "no handshake within 10 s");
@@ -564,26 +732,24 @@ static void accept_one(struct httpd *h, int fd, const struct sockaddr_storage *s
 	c->lh.cb = conn_event;
 	c->t.cb = conn_timer;
 	c->slot.h = h;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-
-		c->slot.src[0] = AF_INET6;
-		memcpy(c->slot.src + 1, &a->sin6_addr, 16);
-		c->slot.src_len = 17;
-		inet_ntop(AF_INET6, &a->sin6_addr, c->peer, sizeof(c->peer));
-	} else {
-		const struct sockaddr_in *a = (const void *)ss;
-
-		c->slot.src[0] = AF_INET;
-		memcpy(c->slot.src + 1, &a->sin_addr, 4);
-		c->slot.src_len = 5;
-		inet_ntop(AF_INET, &a->sin_addr, c->peer, sizeof(c->peer));
-	}
+	if (ss->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, c->peer,
+			  sizeof(c->peer));
+	else
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, c->peer,
+			  sizeof(c->peer));
+	c->slot.src_len = (uint8_t)httpd_source_key(ss, c->slot.src);
 	hash = hmap_hash(&h->sources, c->slot.src, c->slot.src_len);
 	x = source_find(h, c->slot.src, c->slot.src_len, hash);
 	if (x && x->n >= HTTPD_UNAUTH_PER_SOURCE) {
 		h->st.drops[HTTPD_DROP_UNAUTH_LIMIT]++;
 		log_ratelimited(LOG_LEVEL_INFO, "%s: %s: too many unauthenticated connections",
+				h->name, c->peer);
+		goto fail;
+	}
+	if (x && x->total >= HTTPD_CONN_PER_SOURCE) {
+		h->st.drops[HTTPD_DROP_SOURCE_LIMIT]++;
+		log_ratelimited(LOG_LEVEL_INFO, "%s: %s: too many connections from this source",
 				h->name, c->peer);
 		goto fail;
 	}
@@ -593,12 +759,20 @@ static void accept_one(struct httpd *h, int fd, const struct sockaddr_storage *s
 			goto fail;
 		memcpy(x->key, c->slot.src, c->slot.src_len);
 		x->len = c->slot.src_len;
+		x->credit_ns = UPGRADE_BUCKET_NS;
+		x->credit_at_ns = loop_now_ns(h->loop);
 		hmap_insert(&h->sources, &x->node, hash);
 	}
 	if (h->tls) {
-		c->io.ssl = SSL_new(h->tls);
-		if (!c->io.ssl || SSL_set_fd(c->io.ssl, fd) != 1)
+		BIO *bio = sockbio_new(fd);
+
+		c->io.ssl = bio ? SSL_new(h->tls) : NULL;
+		if (!c->io.ssl) {
+			BIO_free(bio);
 			goto fail_source;
+		}
+		/* Never OpenSSL's socket BIO: its write() raises SIGPIPE on a reset connection. */
+		SSL_set_bio(c->io.ssl, bio, bio);
 		SSL_set_accept_state(c->io.ssl);
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -608,6 +782,7 @@ static void accept_one(struct httpd *h, int fd, const struct sockaddr_storage *s
 	if (loop_fd_add(h->loop, &c->lh, EPOLLIN) < 0)
 		goto fail_source;
 	x->n++;
+	x->total++;
 	c->slot.unauth = true;
 	c->slot.live = true;
 	h->st.unauth++;
@@ -621,10 +796,7 @@ static void accept_one(struct httpd *h, int fd, const struct sockaddr_storage *s
 	h->conns = c;
 	return;
 fail_source:
-	if (!x->n) {
-		hmap_remove(&h->sources, &x->node);
-		free(x);
-	}
+	source_put(h, x);
 fail:
 	if (c && c->io.ssl)
 		SSL_free(c->io.ssl);
@@ -632,21 +804,66 @@ fail:
 	close(fd);
 }
 
+static void listeners_set(struct httpd *h, uint32_t events)
+{
+	for (size_t i = 0; i < h->n_ls; i++)
+		loop_fd_mod(h->loop, &h->ls[i]->lfd, events);
+}
+
+static void listeners_resume(struct loop_timer *t)
+{
+	struct httpd *h = container_of(t, struct httpd, resume_t);
+
+	h->paused = false;
+	if (h->spare_fd < 0)
+		h->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	listeners_set(h, EPOLLIN);
+}
+
+/*
+ * Out of descriptors: the connection waits in the backlog and the
+ * level-triggered listener would fire again at once, forever. Shed it with
+ * the spare descriptor (the client sees its connection closed); without one,
+ * rest the listeners for ACCEPT_PAUSE_NS. true: go on accepting.
+ */
+static bool accept_fd_limit(struct httpd *h, int lfd, int err)
+{
+	int fd;
+
+	h->st.drops[HTTPD_DROP_FD_LIMIT]++;
+	log_ratelimited(LOG_LEVEL_WARN, "%s: accept: %s", h->name, strerror(err));
+	if (h->spare_fd >= 0) {
+		close(h->spare_fd);
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			close(fd);
+		h->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && h->spare_fd >= 0)
+			return true;
+	}
+	if (!h->paused) {
+		h->paused = true;
+		listeners_set(h, 0);
+		loop_timer_arm(h->loop, &h->resume_t, loop_now_ns(h->loop) + ACCEPT_PAUSE_NS);
+	}
+	return false;
+}
+
 static void listener_event(struct loop_fd *lfd, uint32_t events)
 {
 	struct listener *l = container_of(lfd, struct listener, lfd);
 
 	(void)events;
-	for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+	for (int i = 0; i < ACCEPTS_PER_EVENT && !l->h->paused; i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(lfd->fd, (struct sockaddr *)&ss, &sl,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_ratelimited(LOG_LEVEL_WARN, "%s: accept: %s", l->h->name,
-						strerror(errno));
+			if ((errno == EMFILE || errno == ENFILE) &&
+			    accept_fd_limit(l->h, lfd->fd, errno))
+				continue;
 			return;
 		}
 		accept_one(l->h, fd, &ss);
@@ -794,6 +1011,10 @@ int httpd_new(struct loop *loop, const struct httpd_opts *opts, struct httpd **r
 		return -ENOMEM;
 	h->loop = loop;
 	h->reap_t.cb = reap;
+	h->gc_t.cb = source_gc;
+	h->resume_t.cb = listeners_resume;
+	/* Kept for the day we run out of descriptors: see accept_fd_limit. */
+	h->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	snprintf(h->name, sizeof(h->name), "%s", opts->name ? opts->name : "httpd");
 	r = hmap_init(&h->sources);
 	if (r < 0)
@@ -820,7 +1041,11 @@ void httpd_free(struct httpd *h)
 	while (h->conns)
 		conn_close(h->conns, -1, NULL);
 	loop_timer_disarm(h->loop, &h->reap_t);
+	loop_timer_disarm(h->loop, &h->gc_t);
+	loop_timer_disarm(h->loop, &h->resume_t);
 	reap(&h->reap_t);
+	if (h->spare_fd >= 0)
+		close(h->spare_fd);
 	for (size_t i = 0; i < h->n_ls; i++) {
 		loop_fd_del(h->loop, &h->ls[i]->lfd);
 		close(h->ls[i]->lfd.fd);

@@ -18,15 +18,25 @@
  * belong to the new protocol, and httpd forgets the connection but for its
  * slot in the limits.
  *
- * Limits, all on the loop thread:
+ * Limits, all on the loop thread, per source: an IPv4 address or an IPv6 /64
+ * (httpd_source_key; docs/security.md):
  * - HTTPD_CONN_MAX connections at once (read heads and taken-over ones);
- * - HTTPD_UNAUTH_PER_SOURCE unauthenticated connections per source address: a
+ * - HTTPD_CONN_PER_SOURCE connections per source, whatever their state;
+ * - HTTPD_UNAUTH_PER_SOURCE unauthenticated connections per source: a
  *   connection counts against its source from accept until the protocol that
- *   took it over says it is authenticated (httpd_slot_authenticated; the
- *   control stream does when its Noise handshake completes);
+ *   took it over says it is what it should be (httpd_slot_authenticated; the
+ *   control server does once the connection carries a registered node's map
+ *   stream);
+ * - upgrades (each one a handshake to come) per source: a token bucket of
+ *   HTTPD_UPGRADE_BURST refilled at HTTPD_UPGRADE_RATE per second; an empty
+ *   bucket gets 429;
  * - HTTPD_HANDSHAKE_TIMEOUT_NS from accept to a request head (slowloris); the
  *   protocols continue this deadline up to their own authentication
  *   (httpd_upgrade.born_ns).
+ * Out of descriptors, accept sheds the waiting connection with a spare
+ * descriptor (or pauses the listeners briefly) instead of spinning. After a
+ * reply the connection half-closes and drains input for at most 2 s before it
+ * closes (a reset could destroy the reply).
  *
  * TLS is OpenSSL, non-blocking, under the same state machine: WANT_READ and
  * WANT_WRITE only change which events we wait for; the handshake runs inside
@@ -47,7 +57,11 @@ struct ssl_st;
 struct httpd;
 
 #define HTTPD_CONN_MAX 65536
+#define HTTPD_CONN_PER_SOURCE 4096
 #define HTTPD_UNAUTH_PER_SOURCE 64
+#define HTTPD_UPGRADE_RATE 20  /* per second, per source */
+#define HTTPD_UPGRADE_BURST 64
+#define HTTPD_SOURCE_KEY_MAX 9 /* family byte + IPv4 address or IPv6 /64 */
 #define HTTPD_HANDSHAKE_TIMEOUT_NS (10 * NSEC_PER_SEC)
 #define HTTPD_HOST_MAX 128
 #define HTTPD_PEER_MAX (INET6_ADDRSTRLEN + 8)
@@ -60,6 +74,9 @@ enum httpd_drop {
 	HTTPD_DROP_UNAUTH_LIMIT,
 	HTTPD_DROP_CONN_LIMIT,
 	HTTPD_DROP_IO,
+	HTTPD_DROP_SOURCE_LIMIT, /* HTTPD_CONN_PER_SOURCE */
+	HTTPD_DROP_RATE,         /* upgrades over the source's bucket: 429 */
+	HTTPD_DROP_FD_LIMIT,     /* out of descriptors at accept */
 	HTTPD_DROP_MAX,
 };
 
@@ -139,20 +156,23 @@ ssize_t httpd_io_write(struct httpd_io *io, const void *buf, size_t len);
 void httpd_io_close(struct httpd_io *io);
 /*
  * Reads what one readiness event brought and hands it to input, chunk by
- * chunk: TLS until OpenSSL holds no more (epoll does not signal bytes it has
- * already decrypted), plain TCP at most 16 times (level-triggered epoll comes
- * back for the rest). input returns false to stop (it closed the connection).
- * 0 (nothing more for now, or input stopped), -EPIPE (the peer closed or
- * reset), or -EIO / -errno (the read failed).
+ * chunk, at most 16 times (level-triggered epoll comes back for the rest).
+ * input returns false to stop (it closed the connection). 0 (nothing more for
+ * now, or input stopped), -EINPROGRESS (TLS: OpenSSL holds decrypted bytes
+ * that epoll will not signal: call again soon, after other connections had
+ * their turn), -EPIPE (the peer closed or reset), or -EIO / -errno.
  */
 int httpd_io_read_event(struct httpd_io *io, bool (*input)(void *ctx, const uint8_t *data,
 							   size_t len),
 			void *ctx);
 
+/* The per-source key of an address (see above); returns its length. */
+size_t httpd_source_key(const struct sockaddr_storage *ss, uint8_t ret[HTTPD_SOURCE_KEY_MAX]);
+
 /* A connection's share of the limits; it travels with a taken-over connection. */
 struct httpd_slot {
 	struct httpd *h;
-	uint8_t src[17]; /* address family byte + address: the per-source key */
+	uint8_t src[HTTPD_SOURCE_KEY_MAX]; /* the per-source key */
 	uint8_t src_len;
 	bool unauth; /* counted against its source */
 	bool live;   /* counted in the total */
@@ -182,8 +202,9 @@ struct httpd_upgrade {
  * Answers 101 Switching Protocols (with extra_headers: "Upgrade: ...\r\n
  * Connection: Upgrade\r\n") and hands the connection over in *ret. The
  * socket is no longer on the loop: the taker adds it, and reads once before
- * waiting for events (TLS may hold decrypted bytes already). 0, or -ENOMEM
- * (the connection is closed).
+ * waiting for events (TLS may hold decrypted bytes already). 0, -EBUSY (the
+ * source's upgrade bucket is empty: answered 429), or -ENOMEM (the connection
+ * is closed).
  */
 int httpd_upgrade(struct httpd_request *r, const char *extra_headers, struct httpd_upgrade *ret);
 /* Closes a connection handed over but not taken (the taker failed). */

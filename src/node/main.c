@@ -22,6 +22,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <net/if.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +200,12 @@ int main(int argc, char **argv)
 	unsigned long v;
 	int c, r;
 
+	/*
+	 * Before any thread exists. Every socket write we make says MSG_NOSIGNAL,
+	 * but a library's write() (a TLS BIO, say) to a reset connection must
+	 * come back as EPIPE, not end the daemon.
+	 */
+	signal(SIGPIPE, SIG_IGN);
 	log_init();
 	while ((c = getopt_long(argc, argv, "fh", longopts, NULL)) != -1) {
 		switch (c) {

@@ -21,13 +21,20 @@ static bool is_vchar(unsigned char c)
 	return (c >= 0x21 && c != 0x7f) || c == ' ' || c == '\t';
 }
 
-/* Finds the end of the head: the offset just past CRLF CRLF. */
+/*
+ * Finds the end of the head: the offset just past CRLF CRLF. A bare LF is
+ * -EBADMSG at once: a head ended by LF LF would otherwise wait for a CRLF
+ * CRLF that never comes, until the head deadline.
+ */
 static int head_end(const char *buf, size_t len, size_t *ret)
 {
 	size_t lim = len < HTTP_HEAD_MAX ? len : HTTP_HEAD_MAX;
 
-	for (size_t i = 0; i + 3 < lim; i++) {
-		if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
+	for (size_t i = 0; i < lim; i++) {
+		if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r'))
+			return -EBADMSG;
+		if (i + 3 < lim && buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' &&
+		    buf[i + 3] == '\n') {
 			*ret = i + 4;
 			return 0;
 		}
