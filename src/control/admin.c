@@ -757,6 +757,7 @@ static void usage(FILE *f)
 		"  users create NAME [--tailnet NAME]\n"
 		"  nodes list [--tailnet NAME] [--json]\n"
 		"  nodes approve|expire|delete ID|NAME [--tailnet NAME]\n"
+		"  nodes approve reg:CODE                (an interactive registration's code)\n"
 		"  nodes rename ID NAME\n"
 		"  nodes set-expiry ID on|off\n"
 		"  relaymap set FILE       (JSON, see docs/control-protocol.md; - reads stdin)\n"

@@ -8,6 +8,7 @@
 
 #include "control/admin_op.h"
 #include "control/relays.h"
+#include "control/pending.h"
 #include "crypto/crypto.h"
 #include "proto/relaymap.h"
 
@@ -297,10 +298,36 @@ static int node_update_begin(struct admin_op_ctx *c, const char *what, const cha
 	return admin_op_node_find(c, what, tailnet, &op->node);
 }
 
+/*
+ * An interactive registration waits in the server's memory only (pending.h):
+ * the approval goes to the server through the store's change feed, as a
+ * setting it looks for. Whether the registration is still pending only the
+ * server knows; an unknown or expired code changes nothing.
+ */
+static int pending_approve(struct admin_op_ctx *c, const char *code)
+{
+	struct store_op op = { .kind = STORE_OP_SETTING_SET };
+	int n;
+
+	snprintf(op.setting.key, sizeof(op.setting.key), "%s%s", PENDING_APPROVE_PREFIX, code);
+	n = snprintf((char *)op.setting.value, sizeof(op.setting.value), "%s",
+		     c->actor ? c->actor : "");
+	op.setting.len = (size_t)n;
+	n = commit(c, &op, NULL);
+	if (n < 0)
+		return refuse(c, n, "%s", strerror(-n));
+	return 0;
+}
+
 int admin_op_node_approve(struct admin_op_ctx *c, const char *what, const char *tailnet)
 {
+	char code[PENDING_CODE_LEN + 1];
 	struct store_op op;
-	int r = node_update_begin(c, what, tailnet, &op);
+	int r;
+
+	if (pending_code_parse(what, code))
+		return pending_approve(c, code);
+	r = node_update_begin(c, what, tailnet, &op);
 
 	if (r < 0)
 		return r;

@@ -77,6 +77,11 @@ int admin_op_authkey_revoke(struct admin_op_ctx *c, const char *id);
  */
 int admin_op_node_find(struct admin_op_ctx *c, const char *what, const char *tailnet,
 		       struct control_node *ret);
+/*
+ * what: a node (id or name), or "reg:CODE", an interactive registration the
+ * running server holds in memory (pending.h): the approval reaches it
+ * through the change feed.
+ */
 int admin_op_node_approve(struct admin_op_ctx *c, const char *what, const char *tailnet);
 /* Its key expires now, even where expiry was disabled: it is an explicit act. */
 int admin_op_node_expire(struct admin_op_ctx *c, const char *what, const char *tailnet);

@@ -23,7 +23,8 @@ struct changes_hooks {
 	void (*node_changed)(void *ctx, uint64_t id);
 	/* A node was deleted: the owner forgets it (registry_node_remove). */
 	void (*node_deleted)(void *ctx, uint64_t id);
-	/* A setting changed (the relay map); may be NULL. */
+	/* A setting was written (the relay map, an approval of a pending registration); may be
+	 * NULL. */
 	void (*settings_changed)(void *ctx);
 };
 

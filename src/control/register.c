@@ -52,6 +52,8 @@ static void decide_rotate(struct registry *r, const struct register_request *req
 		d->error = "key rotation refused: old node key does not match";
 	else if (req->stream_node_id && req->stream_node_id != n->id)
 		d->error = "key rotation refused: not this stream's node";
+	else if (registry_node_key_taken(r, msg->node_key, req->machine_key))
+		d->error = REGISTER_ERR_NODE_KEY_TAKEN;
 	if (d->error)
 		return;
 	d->rec = *n;
@@ -100,6 +102,10 @@ void register_decide(struct registry *r, const struct register_request *req,
 	memset(d, 0, sizeof(*d));
 	if (msg->has_old_node_key)
 		return decide_rotate(r, req, d);
+	if (registry_node_key_taken(r, msg->node_key, req->machine_key)) {
+		d->error = REGISTER_ERR_NODE_KEY_TAKEN;
+		return;
+	}
 	if (msg->auth_key[0]) {
 		d->error = credential(r, req, &k);
 		if (d->error)
@@ -186,6 +192,7 @@ int register_begin(struct registry *r, struct register_decision *d, int64_t now)
 			d->error = "out of memory";
 			return -ENOMEM;
 		}
+		registry_node_key_reserve(r, e, d->rec.node_key);
 		d->entry = e;
 	}
 	/* Counted now, before the write: a second use is refused while the first is in flight. */

@@ -16,6 +16,8 @@
  * - with a credential (today: an auth key; OIDC and local accounts plug in
  *   beside it in credential()): into the credential's tailnet, approved, with
  *   its tags, ephemerality and owner, and a fresh key expiry;
+ * - in every case, the node key must not belong to another machine's node
+ *   (registry_node_key_taken; the session has checked the node's proof of it);
  * - without one: a machine we know and whose node is visible re-registers
  *   as it is (a new node key, say); any other machine registers unapproved and
  *   waits for an admin (interactive).
@@ -38,6 +40,9 @@
 
 struct registry;
 struct registry_node;
+
+/* The refusal of a node key that belongs to another machine's node. */
+#define REGISTER_ERR_NODE_KEY_TAKEN "node key belongs to another node"
 
 struct register_request {
 	const struct ctrl_register *msg;

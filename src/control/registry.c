@@ -38,6 +38,7 @@ struct registry {
 	struct hmap machines;  /* machine key -> the node it registered last */
 	struct hmap tn_machines; /* tailnet id + machine key -> registry_node (every entry) */
 	struct hmap names;     /* tailnet id + name -> registry_node */
+	struct hmap node_keys; /* node key -> registry_node (every entry, reservations too) */
 	struct hmap hints;     /* tailnet id + base name -> name_hint */
 };
 
@@ -56,7 +57,8 @@ int registry_new(struct mapper *m, struct registry **ret)
 	if (hmap_init(&r->tailnets) < 0 || hmap_init(&r->users) < 0 ||
 	    hmap_init(&r->authkeys) < 0 || hmap_init(&r->nodes) < 0 ||
 	    hmap_init(&r->machines) < 0 || hmap_init(&r->tn_machines) < 0 ||
-	    hmap_init(&r->names) < 0 || hmap_init(&r->hints) < 0) {
+	    hmap_init(&r->names) < 0 || hmap_init(&r->hints) < 0 ||
+	    hmap_init(&r->node_keys) < 0) {
 		registry_free(r);
 		return -ENOMEM;
 	}
@@ -105,6 +107,7 @@ void registry_free(struct registry *r)
 	hmap_fini(&r->tn_machines);
 	hmap_fini(&r->names);
 	hmap_fini(&r->hints);
+	hmap_fini(&r->node_keys);
 	free(r);
 }
 
@@ -332,8 +335,49 @@ static struct registry_node *entry_new(struct registry *r, uint64_t tid, const u
 	return e;
 }
 
+/* The entry's node key is now key (all zero: none). */
+static void node_key_set(struct registry *r, struct registry_node *e, const uint8_t *key)
+{
+	static const uint8_t zero[NETMAP_KEY_LEN];
+
+	if (e->node_key_indexed && memcmp(e->node_key, key, NETMAP_KEY_LEN) == 0)
+		return;
+	if (e->node_key_indexed)
+		hmap_remove(&r->node_keys, &e->by_node_key);
+	memcpy(e->node_key, key, NETMAP_KEY_LEN);
+	e->node_key_indexed = memcmp(key, zero, NETMAP_KEY_LEN) != 0;
+	if (e->node_key_indexed)
+		hmap_insert(&r->node_keys, &e->by_node_key,
+			    hmap_hash(&r->node_keys, key, NETMAP_KEY_LEN));
+}
+
+bool registry_node_key_taken(const struct registry *r, const uint8_t node_key[NETMAP_KEY_LEN],
+			     const uint8_t machine_key[NETMAP_KEY_LEN])
+{
+	struct hmap_node *n;
+
+	for (n = hmap_first_with_hash(&r->node_keys,
+				      hmap_hash(&r->node_keys, node_key, NETMAP_KEY_LEN));
+	     n; n = hmap_next_with_hash(n)) {
+		struct registry_node *e = container_of(n, struct registry_node, by_node_key);
+
+		if (memcmp(e->node_key, node_key, NETMAP_KEY_LEN) == 0 &&
+		    memcmp(e->machine_key, machine_key, NETMAP_KEY_LEN) != 0)
+			return true;
+	}
+	return false;
+}
+
+void registry_node_key_reserve(struct registry *r, struct registry_node *e,
+			       const uint8_t node_key[NETMAP_KEY_LEN])
+{
+	node_key_set(r, e, node_key);
+}
+
 static void entry_free(struct registry *r, struct registry_node *e)
 {
+	if (e->node_key_indexed)
+		hmap_remove(&r->node_keys, &e->by_node_key);
 	if (e->id)
 		hmap_remove(&r->nodes, &e->by_id);
 	if (e->machine_indexed)
@@ -404,6 +448,7 @@ int registry_node_sync(struct registry *r, const struct control_node *rec, int64
 		if (t)
 			addr_pool_mark(t->pool, rec->ipv4);
 	}
+	node_key_set(r, e, rec->node_key);
 	/* Endpoints are live state: ours are newer than any row. */
 	if (old) {
 		copy.n_endpoints = old->n_endpoints;
@@ -422,6 +467,8 @@ int registry_node_update(struct registry *r, const struct control_node *rec, int
 
 	if (e && strcmp(e->name, rec->name) != 0)
 		registry_node_rename(r, e, rec->name);
+	if (e)
+		node_key_set(r, e, rec->node_key);
 	ret = mapper_node_upsert(r->m, rec, now);
 	if (ret < 0)
 		log_err("control: node %" PRIu64 ": mapper refused the record", rec->id);

@@ -36,7 +36,7 @@ struct registry_tailnet {
 };
 
 struct registry_node {
-	struct hmap_node by_id, by_machine, by_tailnet_machine, by_name;
+	struct hmap_node by_id, by_machine, by_tailnet_machine, by_name, by_node_key;
 	/*
 	 * 0 while the node's first write is in flight: the entry then only
 	 * reserves its machine key in the tailnet and its name.
@@ -46,6 +46,8 @@ struct registry_node {
 	uint8_t machine_key[NETMAP_KEY_LEN];
 	char name[NETMAP_NAME_MAX];
 	bool machine_indexed; /* the node its machine key finds: the one registered last */
+	uint8_t node_key[NETMAP_KEY_LEN]; /* as the record has it (or the reservation's) */
+	bool node_key_indexed;
 
 	/* The server's: sessions of this node, and its coalesced writes. */
 	struct session *stream; /* its map stream */
@@ -116,6 +118,17 @@ struct registry_node *registry_node_reserve(struct registry *r, uint64_t tailnet
 					    const char *name);
 void registry_node_commit(struct registry *r, struct registry_node *e, uint64_t id);
 void registry_node_unreserve(struct registry *r, struct registry_node *e);
+/*
+ * Node keys are unique but for one machine's nodes in several tailnets (the
+ * same device, proven by its machine key, may bring its key along). Is
+ * node_key held by a node, or reserved by a registration in flight, of
+ * another machine?
+ */
+bool registry_node_key_taken(const struct registry *r, const uint8_t node_key[NETMAP_KEY_LEN],
+			     const uint8_t machine_key[NETMAP_KEY_LEN]);
+/* A new node's reservation holds its node key too (the record indexes it from then on). */
+void registry_node_key_reserve(struct registry *r, struct registry_node *e,
+			       const uint8_t node_key[NETMAP_KEY_LEN]);
 /* The entry's name in its tailnet is now name. */
 void registry_node_rename(struct registry *r, struct registry_node *e, const char *name);
 /* From now on the machine key finds this node. */

@@ -50,6 +50,7 @@
 #include "control/relays.h"
 #include "control/mapstream.h"
 #include "control/metrics.h"
+#include "control/pending.h"
 #include "control/register.h"
 #include "control/registry.h"
 #include "control/server.h"
@@ -71,6 +72,7 @@ struct control_server {
 	struct httpd *httpd;
 	struct mapstream *ms;
 	struct ephemeral *eph;
+	struct pending *pend; /* interactive registrations, until approved */
 	struct session_env sessions;
 	struct changes changes;
 	uint8_t priv[CTRLSTREAM_KEY_LEN];
@@ -247,6 +249,11 @@ static void reply_register(struct session *ss, enum ctrl_register_status st, con
 	if (st == CTRL_REGISTER_ERROR) {
 		s->ctr.regs_error++;
 		snprintf(m.reg_resp.error, sizeof(m.reg_resp.error), "%s", err);
+	} else if (st == CTRL_REGISTER_NEEDS_AUTH && ss->pend) {
+		s->ctr.regs_needs_auth++;
+		snprintf(m.reg_resp.auth_url, sizeof(m.reg_resp.auth_url), "%s://%s/register/%s",
+			 httpd_tls(s->httpd) ? "https" : "http",
+			 ss->host[0] ? ss->host : httpd_listen_name(s->httpd), ss->pend->code);
 	} else if (st == CTRL_REGISTER_NEEDS_AUTH) {
 		s->ctr.regs_needs_auth++;
 		snprintf(m.reg_resp.auth_url, sizeof(m.reg_resp.auth_url),
@@ -328,8 +335,133 @@ static int op_submit(struct session *ss, struct reg_op *op)
 	r = store_submit(s->store, &sops[n - 1], op_done, op);
 	if (r < 0)
 		return r;
-	ss->op = op;
+	if (ss)
+		ss->op = op;
 	return 0;
+}
+
+/* ---- interactive registrations (pending.h) ---- */
+
+/*
+ * A machine without a credential that we do not know: it waits in memory,
+ * costing no row, no address and no record, until an admin approves it.
+ */
+static void pending_wait(struct session *ss, const struct ctrl_register *msg, uint64_t tid)
+{
+	struct control_server *s = ss->env->ctx;
+	struct pending_reg *pr;
+	int r;
+
+	r = pending_add(s->pend, tid, ss->machine_key, msg->node_key, msg->hostname, msg->os,
+			ss->slot.src, ss->slot.src_len, loop_now_ns(s->loop), &pr);
+	if (r < 0) {
+		s->ctr.drops[METRICS_DROP_PENDING_LIMIT]++;
+		log_ratelimited(LOG_LEVEL_INFO, "control: %s: interactive registration refused: %s",
+				ss->peer, r == -EBUSY ? "rate" : r == -ENOSPC ? "cap" : strerror(-r));
+		return reply_register(ss, CTRL_REGISTER_ERROR,
+				      r == -ENOMEM ? "out of memory"
+						   : "too many registrations waiting for approval;"
+						     " try later or use an auth key",
+				      NULL);
+	}
+	/* The same machine again: the newer session waits, the older one is told. */
+	if (pr->waiter && pr->waiter != ss) {
+		struct session *old = pr->waiter;
+
+		pr->waiter = NULL;
+		old->pend = NULL;
+		session_fail(old, METRICS_DROP_PROTOCOL, "replaced by a newer registration");
+	}
+	pr->waiter = ss;
+	ss->pend = pr;
+	reply_register(ss, CTRL_REGISTER_NEEDS_AUTH, NULL, NULL);
+}
+
+static void pending_drop(struct control_server *s, struct pending_reg *pr)
+{
+	if (pr->waiter)
+		pr->waiter->pend = NULL;
+	pending_remove(s->pend, pr);
+}
+
+/* The admin approved it: now it becomes a node, approved, through the usual write. */
+static void pending_approve(struct control_server *s, struct pending_reg *pr)
+{
+	struct session *ss = pr->waiter;
+	struct ctrl_register msg = { 0 };
+	uint8_t machine_key[NETMAP_KEY_LEN];
+	struct register_request req = {
+		.msg = &msg,
+		.machine_key = machine_key, /* pr goes before the decision */
+		.default_tailnet_id = pr->tailnet_id,
+		.now = time_wall_s(),
+	};
+	struct reg_op *op = calloc(1, sizeof(*op));
+
+	memcpy(machine_key, pr->machine_key, NETMAP_KEY_LEN);
+	memcpy(msg.node_key, pr->node_key, NETMAP_KEY_LEN);
+	snprintf(msg.hostname, sizeof(msg.hostname), "%s", pr->hostname);
+	snprintf(msg.os, sizeof(msg.os), "%s", pr->os);
+	log_info("control: registration %s (%s) approved", pr->code, pr->hostname);
+	pending_drop(s, pr);
+	if (!op) {
+		if (ss)
+			reply_register(ss, CTRL_REGISTER_ERROR, "out of memory", NULL);
+		return;
+	}
+	op->s = s;
+	op->ss = ss;
+	op->kind = OP_REGISTER;
+	register_decide(s->reg, &req, &op->d);
+	if (!op->d.error) {
+		op->d.rec.approved = true;
+		register_begin(s->reg, &op->d, req.now);
+	}
+	if (op->d.error) {
+		log_ratelimited(LOG_LEVEL_WARN, "control: approved registration refused: %s",
+				op->d.error);
+		if (ss)
+			reply_register(ss, CTRL_REGISTER_ERROR, op->d.error, NULL);
+		free(op);
+		return;
+	}
+	mapstream_schedule(s->ms);
+	if (op_submit(ss, op) < 0) {
+		s->ctr.drops[METRICS_DROP_STORE_BUSY]++;
+		op->ss = NULL;
+		op_done(op, -EAGAIN, 0);
+		if (ss)
+			reply_register(ss, CTRL_REGISTER_ERROR, "server busy", NULL);
+	}
+}
+
+/* A setting changed: approvals of pending registrations are settings. */
+static void pending_approvals_check(void *ctx)
+{
+	struct control_server *s = ctx;
+	struct pending_reg *pr, *next;
+	char key[STORE_SETTING_KEY_MAX], val[8];
+
+	for (pr = pending_next(s->pend, NULL); pr; pr = next) {
+		next = pending_next(s->pend, pr);
+		snprintf(key, sizeof(key), "%s%s", PENDING_APPROVE_PREFIX, pr->code);
+		if (store_setting_get(s->store, key, val, sizeof(val)) >= 0)
+			pending_approve(s, pr);
+	}
+}
+
+static void pending_expire(struct control_server *s)
+{
+	struct pending_reg *pr;
+
+	while ((pr = pending_expired(s->pend, loop_now_ns(s->loop)))) {
+		struct session *ss = pr->waiter;
+
+		pending_drop(s, pr);
+		if (ss)
+			session_fail(ss, METRICS_DROP_PROTOCOL,
+				     "registration not approved in time; register again");
+	}
 }
 
 static void on_register(struct session *ss, const struct ctrl_register *msg)
@@ -346,7 +478,7 @@ static void on_register(struct session *ss, const struct ctrl_register *msg)
 	struct reg_op *op;
 
 	/* A key rotation may come on a live map stream: the stream goes on unbroken. */
-	if (ss->op || ss->wait_id || (ss->node_id && !msg->has_old_node_key))
+	if (ss->op || ss->wait_id || ss->pend || (ss->node_id && !msg->has_old_node_key))
 		return session_fail(ss, METRICS_DROP_PROTOCOL, "register while busy");
 	/*
 	 * A key the admin CLI created since the last tick is not in memory yet;
@@ -363,9 +495,17 @@ static void on_register(struct session *ss, const struct ctrl_register *msg)
 	op->ss = ss;
 	op->kind = OP_REGISTER;
 	register_decide(s->reg, &req, &op->d);
+	if (!op->d.error && op->d.insert && !op->d.rec.approved) {
+		uint64_t tid = op->d.rec.tailnet_id;
+
+		free(op);
+		return pending_wait(ss, msg, tid);
+	}
 	if (!op->d.error)
 		register_begin(s->reg, &op->d, now);
 	if (op->d.error) {
+		if (strcmp(op->d.error, REGISTER_ERR_NODE_KEY_TAKEN) == 0)
+			s->ctr.drops[METRICS_DROP_NODE_KEY_TAKEN]++;
 		log_ratelimited(LOG_LEVEL_INFO, "control: %s: register refused: %s", ss->peer,
 				op->d.error);
 		reply_register(ss, CTRL_REGISTER_ERROR, op->d.error, NULL);
@@ -426,6 +566,8 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 	ss->node_id = id;
 	s->n_streams++;
 	e->stream = ss;
+	/* A registered node's map stream: it no longer counts against its source. */
+	httpd_slot_authenticated(&ss->slot);
 	ephemeral_cancel(s->eph, id);
 	mapper_subscribe(s->m, id);
 	mapper_node_online(s->m, id, true, now);
@@ -516,6 +658,12 @@ static void on_close(struct session *ss)
 		ss->op->ss = NULL;
 		ss->op = NULL;
 	}
+	/* Its registration stays pending (until approved or expired) without a waiter. */
+	if (ss->pend) {
+		if (ss->pend->waiter == ss)
+			ss->pend->waiter = NULL;
+		ss->pend = NULL;
+	}
 }
 
 static const struct session_ops session_ops = {
@@ -564,16 +712,23 @@ static void get_register(struct httpd_request *r, void *ctx)
 {
 	const struct http_request *req = r->head;
 	size_t idlen = req->target_len - 10;
-	char body[256];
+	char body[256], arg[8 + PENDING_CODE_LEN], code[PENDING_CODE_LEN + 1];
 	int n;
 
 	(void)ctx;
-	if (!idlen)
+	if (!idlen || idlen > 20)
 		return httpd_error(r, 404, NULL);
+	/* A pending registration's code, or (a node the store holds unapproved) its id. */
+	snprintf(arg, sizeof(arg), "reg:%.*s", (int)idlen, req->target + 10);
+	if (!pending_code_parse(arg, code)) {
+		for (size_t i = 0; i < idlen; i++)
+			if (req->target[10 + i] < '0' || req->target[10 + i] > '9')
+				return httpd_error(r, 404, NULL);
+		snprintf(arg, sizeof(arg), "%.*s", (int)idlen, req->target + 10);
+	}
 	n = snprintf(body, sizeof(body),
 		     "This device waits for approval.\nAn administrator approves it with:\n"
-		     "  trellis-control nodes approve %.*s\n",
-		     (int)(idlen > 20 ? 20 : idlen), req->target + 10);
+		     "  trellis-control nodes approve %s\n", arg);
 	httpd_reply(r, 200, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
@@ -640,9 +795,11 @@ static void relays_apply(struct control_server *s)
 	free(rm);
 }
 
+/* A setting was written: the relay map, or an admin's approval of a waiting registration. */
 static void changed_settings(void *ctx)
 {
 	relays_apply(ctx);
+	pending_approvals_check(ctx);
 }
 
 static const struct changes_hooks changes_hooks = {
@@ -656,6 +813,7 @@ static void tick_cb(struct loop_timer *t)
 	struct control_server *s = container_of(t, struct control_server, tick_t);
 
 	changes_drain(&s->changes, time_wall_s());
+	pending_expire(s);
 	if (mapper_expire(s->m, time_wall_s()) > 0)
 		mapstream_schedule(s->ms);
 	loop_timer_arm(s->loop, t, loop_now_ns(s->loop) + TICK_NS);
@@ -811,7 +969,7 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	s->m = mapper_new();
 	if (!s->loop || !s->m || registry_new(s->m, &s->reg) < 0 ||
 	    mapstream_new(s->loop, s->m, s->reg, &s->ctr, &s->ms) < 0 ||
-	    ephemeral_new(s->loop, eph_expired, s, &s->eph) < 0)
+	    ephemeral_new(s->loop, eph_expired, s, &s->eph) < 0 || pending_new(&s->pend) < 0)
 		goto out;
 	session_env_init(&s->sessions);
 	s->sessions.loop = s->loop;
@@ -907,6 +1065,7 @@ void control_server_free(struct control_server *s)
 	/* After the sessions: they held slots of its limits. */
 	httpd_free(s->httpd);
 	ephemeral_free(s->eph);
+	pending_free(s->pend);
 	registry_free(s->reg);
 	mapper_free(s->m);
 	loop_free(s->loop);

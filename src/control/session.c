@@ -9,6 +9,7 @@
 #include "base/time.h"
 #include "base/util.h"
 #include "control/metrics.h"
+#include "crypto/crypto.h"
 #include "control/session.h"
 #include "proto/ctrlstream.h"
 
@@ -16,6 +17,7 @@
 #define KEEPALIVE_NS (30 * NSEC_PER_SEC)
 #define SILENCE_NS (90 * NSEC_PER_SEC)
 #define STALL_NS (30 * NSEC_PER_SEC) /* output pending without progress */
+#define ENGAGE_NS (10 * NSEC_PER_SEC) /* handshake to the first register or map_request */
 
 static void reap(struct loop_timer *t);
 static void stream_input(struct session *ss, const uint8_t *data, size_t len);
@@ -184,6 +186,7 @@ void session_close(struct session *ss, int drop, const char *why)
 	}
 	loop_fd_del(env->loop, &ss->h);
 	loop_timer_disarm(env->loop, &ss->t);
+	loop_timer_disarm(env->loop, &ss->more_t);
 	httpd_io_close(&ss->io);
 	httpd_slot_release(&ss->slot);
 	env->ops->on_close(ss);
@@ -227,20 +230,48 @@ void session_env_close_all(struct session_env *env)
 
 /* ---- input ---- */
 
+/*
+ * The node holds the private half of the node key it registers, and made the
+ * proof for this session (ctrlstream_node_key_check): without it, anyone who
+ * saw a node key (every peer does) could claim it.
+ */
+static bool node_key_proven(struct session *ss, const struct ctrl_register *m)
+{
+	if (!m->has_node_key_proof) {
+		session_fail(ss, METRICS_DROP_NODE_KEY_PROOF,
+			     "register without node_key_proof (update trellisd)");
+		return false;
+	}
+	if (ctrlstream_node_key_check(ss->cs, ss->env->server_priv, m->node_key,
+				      m->node_key_proof) < 0) {
+		session_fail(ss, METRICS_DROP_NODE_KEY_PROOF, "node key not proven");
+		return false;
+	}
+	return true;
+}
+
 static void handle_msg(struct session *ss, const char *json, size_t len)
 {
 	const struct session_ops *ops = ss->env->ops;
 	struct ctrl_msg m;
+	int r;
 
 	if (len > SESSION_MSG_MAX)
 		return session_fail(ss, METRICS_DROP_MSG_TOO_BIG, "message too large");
-	if (ctrl_msg_decode(json, len, &m) < 0)
+	r = ctrl_msg_decode(json, len, &m);
+	/* It may hold an auth key: the stream's buffer keeps no copy (it is ours until the next feed). */
+	crypto_wipe((char *)json, len);
+	if (r < 0)
 		return session_fail(ss, METRICS_DROP_MSG_BAD, "malformed message");
 	switch (m.type) {
 	case CTRL_MSG_REGISTER:
-		ops->on_register(ss, &m.reg);
+		ss->engaged = true;
+		if (node_key_proven(ss, &m.reg))
+			ops->on_register(ss, &m.reg);
+		crypto_wipe(m.reg.auth_key, sizeof(m.reg.auth_key));
 		break;
 	case CTRL_MSG_MAP_REQUEST:
+		ss->engaged = true;
 		ops->on_map_request(ss, &m.map_req);
 		break;
 	case CTRL_MSG_ENDPOINTS:
@@ -285,11 +316,16 @@ static void stream_input(struct session *ss, const uint8_t *data, size_t len)
 			}
 			off += (size_t)n;
 		}
+		/*
+		 * The connection keeps counting against its source: a machine key is
+		 * free to make. The owner releases it once the session is a
+		 * registered node's map stream.
+		 */
 		if (!ss->authed && ctrlstream_established(ss->cs)) {
 			ss->authed = true;
-			httpd_slot_authenticated(&ss->slot);
+			ss->authed_ns = loop_now_ns(env->loop);
 			ctrlstream_remote_key(ss->cs, ss->machine_key);
-			loop_timer_arm(env->loop, &ss->t, loop_now_ns(env->loop) + KEEPALIVE_NS);
+			loop_timer_arm(env->loop, &ss->t, ss->authed_ns + ENGAGE_NS);
 		}
 		while (!ss->dead && (r = ctrlstream_recv(ss->cs, &msg, &mlen)) == 1)
 			handle_msg(ss, msg, mlen);
@@ -329,7 +365,10 @@ static void readable(struct session *ss)
 
 	if (ss->dead)
 		return;
-	if (r == -EPIPE)
+	if (r == -EINPROGRESS)
+		/* TLS input left by the per-event cap: after the others had their turn. */
+		loop_timer_arm(ss->env->loop, &ss->more_t, loop_now_ns(ss->env->loop));
+	else if (r == -EPIPE)
 		session_close(ss, -1, NULL);
 	else if (r < 0)
 		session_close(ss, METRICS_DROP_IO, "read failed");
@@ -343,6 +382,13 @@ static void on_event(struct loop_fd *h, uint32_t events)
 		readable(ss);
 	if (!ss->dead)
 		session_flush(ss);
+}
+
+static void on_more(struct loop_timer *t)
+{
+	struct session *ss = container_of(t, struct session, more_t);
+
+	on_event(&ss->h, 0);
 }
 
 static void on_timer(struct loop_timer *t)
@@ -360,6 +406,10 @@ static void on_timer(struct loop_timer *t)
 		loop_timer_arm(env->loop, t, ss->born_ns + HANDSHAKE_TIMEOUT_NS);
 		return;
 	}
+	if (!ss->engaged && now >= ss->authed_ns + ENGAGE_NS) {
+		session_close(ss, METRICS_DROP_IDLE, "no register or map_request within 10 s");
+		return;
+	}
 	if (now >= ss->last_rx_ns + SILENCE_NS) {
 		session_fail(ss, METRICS_DROP_SILENT, "silent for 90 s");
 		return;
@@ -375,8 +425,9 @@ static void on_timer(struct loop_timer *t)
 			return;
 	}
 	loop_timer_arm(env->loop, t,
-		       MIN(MIN(ss->last_rx_ns + SILENCE_NS, ss->last_tx_ns + KEEPALIVE_NS),
-			   ss->stall_ns ? ss->stall_ns + STALL_NS : TIME_NEVER));
+		       MIN(MIN(MIN(ss->last_rx_ns + SILENCE_NS, ss->last_tx_ns + KEEPALIVE_NS),
+			       ss->stall_ns ? ss->stall_ns + STALL_NS : TIME_NEVER),
+			   ss->engaged ? TIME_NEVER : ss->authed_ns + ENGAGE_NS));
 }
 
 void session_take(struct session_env *env, struct httpd_upgrade *up)
@@ -404,6 +455,7 @@ void session_take(struct session_env *env, struct httpd_upgrade *up)
 	ss->h.fd = ss->io.fd;
 	ss->h.cb = on_event;
 	ss->t.cb = on_timer;
+	ss->more_t.cb = on_more;
 	ss->born_ns = ss->last_rx_ns = ss->last_tx_ns = up->born_ns;
 	ss->next = env->live;
 	if (env->live)

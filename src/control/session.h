@@ -9,9 +9,13 @@
  *   handshake --(Noise_IK completes)--> authenticated --> closed
  *
  * Handshake: the node proves its machine key (docs/control-protocol.md).
- * Until it completes, the connection counts against its source address in
- * the front end's limits, and it must complete within 10 s of accept. Before
- * it, the only message is the handshake's.
+ * It must complete within 10 s of accept; before it, the only frame is the
+ * handshake's (96 bytes). The connection counts against its source address
+ * in the front end's limits until the owner releases it
+ * (httpd_slot_authenticated, once the session is a registered node's map
+ * stream): machine keys cost nothing to make. A register or map_request must
+ * come within 10 s of the handshake, and a register must carry the proof of
+ * its node key for this session (ctrlstream_node_key_check).
  *
  * Authenticated: framed, encrypted messages both ways. The session decodes
  * what the node sends (at most SESSION_MSG_MAX bytes, refused at the length
@@ -39,6 +43,7 @@
 
 struct ctrlstream;
 struct metrics_counters;
+struct pending_reg;
 struct reg_op; /* the server's */
 struct session;
 
@@ -75,6 +80,7 @@ struct session {
 	/* The owner's: the node this session serves. */
 	uint64_t node_id;      /* its map stream is this node's; 0 = none */
 	uint64_t wait_id;      /* its registration waits for this node's approval */
+	struct pending_reg *pend; /* its registration waits in memory (pending.h) */
 	struct reg_op *op;     /* a registration or logout being written */
 	struct mapstream_conn map;
 
@@ -88,8 +94,11 @@ struct session {
 	/* session.c's */
 	struct loop_fd h;
 	struct loop_timer t;
+	struct loop_timer more_t; /* TLS input the per-event read cap left */
 	struct session *prev, *next; /* env's live list, or its dead list */
 	bool authed, close_after_write;
+	bool engaged; /* a register or map_request came */
+	uint64_t authed_ns;
 	uint32_t events;
 	struct httpd_io io;
 	struct httpd_slot slot;

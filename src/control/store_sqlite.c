@@ -79,6 +79,16 @@ static const char *const migrations[] = {
 	" origin INTEGER NOT NULL);",
 	/* 2: node-key lookups (registration with old_node_key, whois). */
 	"CREATE INDEX nodes_node_key ON nodes (node_key);",
+	/*
+	 * 3: a node key belongs to one node in a tailnet (issue 7, finding 4).
+	 * A database written before may hold duplicates (a takeover): the node
+	 * registered first keeps the key; the later ones get a random key nobody
+	 * holds and an expired one, so they must re-authenticate.
+	 */
+	"UPDATE nodes SET node_key = randomblob(32), key_expiry = 1, expiry_disabled = 0"
+	" WHERE EXISTS (SELECT 1 FROM nodes o WHERE o.tailnet_id = nodes.tailnet_id"
+	" AND o.node_key = nodes.node_key AND o.id < nodes.id);"
+	"CREATE UNIQUE INDEX nodes_tailnet_node_key ON nodes (tailnet_id, node_key);",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))

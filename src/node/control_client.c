@@ -319,6 +319,7 @@ struct session {
 	struct dial_conn c;
 	struct ctrlstream *cs;
 	uint64_t last_send_ns, last_recv_ns;
+	bool register_sent; /* after the handshake: the node key proof binds to it */
 };
 
 static int flush_out(struct control_client *cc, struct session *s)
@@ -362,15 +363,37 @@ static int send_msg(struct control_client *cc, struct session *s, const struct c
 	return flush_out(cc, s);
 }
 
+/* The node key's proof for this session (docs/control-protocol.md, "register"). */
+static int node_key_prove(struct control_client *cc, struct session *s, const uint8_t *priv,
+			  struct ctrl_register *reg)
+{
+	int r = ctrlstream_node_key_prove(s->cs, priv, reg->node_key_proof);
+
+	if (r < 0) {
+		set_err(cc, "cannot prove the node key: %s", strerror(-r));
+		return r;
+	}
+	reg->has_node_key_proof = true;
+	return 0;
+}
+
+/* Once the handshake is done: the proof is bound to its hash. */
 static int send_register(struct control_client *cc, struct session *s)
 {
 	struct ctrl_msg m = {.type = CTRL_MSG_REGISTER};
+	int r;
 
 	memcpy(m.reg.node_key, cc->node_pub, NETMAP_KEY_LEN);
 	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "%s", cc->hostname);
 	snprintf(m.reg.os, sizeof(m.reg.os), "%s", cc->os);
 	snprintf(m.reg.auth_key, sizeof(m.reg.auth_key), "%s", cc->auth_key);
-	return send_msg(cc, s, &m);
+	r = node_key_prove(cc, s, cc->node_key, &m.reg);
+	if (r == 0)
+		r = send_msg(cc, s, &m);
+	if (r == 0)
+		s->register_sent = true;
+	crypto_wipe(m.reg.auth_key, sizeof(m.reg.auth_key));
+	return r;
 }
 
 /* Plans the next rotation from our own record (register response, netmap, delta). */
@@ -443,6 +466,9 @@ static int rotate_start(struct control_client *cc, struct session *s)
 	memcpy(m.reg.old_node_key, cc->node_pub, NETMAP_KEY_LEN);
 	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "%s", cc->hostname);
 	snprintf(m.reg.os, sizeof(m.reg.os), "%s", cc->os);
+	r = node_key_prove(cc, s, cc->next_key, &m.reg);
+	if (r < 0)
+		return r;
 	return send_msg(cc, s, &m);
 }
 
@@ -656,7 +682,10 @@ static int session_open(struct control_client *cc, struct session *s,
 		}
 	}
 	s->last_send_ns = s->last_recv_ns = time_now_ns();
-	r = send_register(cc, s);
+	/* Frame 1 now; register once frame 2 is in (session_run). */
+	r = flush_out(cc, s);
+	if (r == 0 && ctrlstream_established(s->cs))
+		r = send_register(cc, s);
 out:
 	free(buf);
 	return r;
@@ -783,7 +812,11 @@ static int session_run(struct control_client *cc, struct session *s)
 				return -EPROTO;
 			}
 		}
-		/* The handshake's completion releases the queued register message. */
+		if (!s->register_sent && ctrlstream_established(s->cs)) {
+			r = send_register(cc, s);
+			if (r < 0)
+				return r;
+		}
 		r = flush_out(cc, s);
 		if (r < 0)
 			return r;

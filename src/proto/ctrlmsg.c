@@ -595,6 +595,10 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"old_node_key\":");
 			put_key(&b, m->reg.old_node_key);
 		}
+		if (m->reg.has_node_key_proof) {
+			put_lit(&b, ",\"node_key_proof\":");
+			put_key(&b, m->reg.node_key_proof);
+		}
 		put_lit(&b, ",\"hostname\":");
 		put_text(&b, m->reg.hostname, sizeof(m->reg.hostname));
 		put_lit(&b, ",\"os\":");
@@ -1123,6 +1127,10 @@ static int decode_register(json_t *o, struct ctrl_register *r)
 	if (opt(e))
 		return -EBADMSG;
 	r->has_old_node_key = !e;
+	e = get_key(o, "node_key_proof", r->node_key_proof);
+	if (opt(e))
+		return -EBADMSG;
+	r->has_node_key_proof = !e;
 	return 0;
 }
 
@@ -1357,6 +1365,14 @@ int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret)
 		goto out;
 	*ret = m;
 out:
+	/* An auth key is a secret: no copy of it stays behind in freed memory. */
+	if (root) {
+		json_t *ak = json_object_get(root, "auth_key");
+
+		if (json_is_string(ak))
+			explicit_bzero((char *)json_string_value(ak), json_string_length(ak));
+	}
+	explicit_bzero(&m, sizeof(m));
 	json_decref(root);
 	return r;
 }

@@ -39,6 +39,9 @@ struct ctrl_register {
 	uint8_t node_key[NETMAP_KEY_LEN];
 	bool has_old_node_key;
 	uint8_t old_node_key[NETMAP_KEY_LEN];
+	/* Proof of the node key for this session (ctrlstream_node_key_prove). */
+	bool has_node_key_proof;
+	uint8_t node_key_proof[NETMAP_KEY_LEN];
 	char hostname[NETMAP_NAME_MAX];
 	char os[NETMAP_OS_MAX];
 	char auth_key[CTRL_AUTHKEY_MAX]; /* "" = interactive */

@@ -47,6 +47,7 @@ struct ctrlstream {
 	struct noise_cipher tx, rx;
 	uint8_t remote[CTRLSTREAM_KEY_LEN];
 	bool has_remote;
+	uint8_t hh[NOISE_HASH_LEN]; /* the handshake hash, once established */
 
 	/* current received frame */
 	uint8_t fhdr[FRAME_HDR];
@@ -252,6 +253,10 @@ static int handshake_frame(struct ctrlstream *cs)
 		if (ret < 0)
 			return -EBADMSG;
 	}
+	/* Split wipes the handshake: keep its hash, the channel binding of node key proofs. */
+	ret = noise_ik_handshake_hash(&cs->hs, cs->hh);
+	if (ret < 0)
+		return ret;
 	ret = noise_ik_split(&cs->hs, &cs->tx, &cs->rx);
 	if (ret < 0)
 		return ret;
@@ -342,6 +347,15 @@ ssize_t ctrlstream_feed(struct ctrlstream *cs, const void *data, size_t len)
 			}
 			if (cs->frame_len > CTRLSTREAM_FRAME_MAX) {
 				ret = -EMSGSIZE;
+				goto out;
+			}
+			/*
+			 * Before the handshake the one valid frame has an exact size:
+			 * refuse any other at its header, before buffering a byte of it.
+			 */
+			if (!cs->established &&
+			    cs->frame_len != (cs->server ? NOISE_IK_MSG1_LEN(0) : NOISE_IK_MSG2_LEN(0))) {
+				ret = -EBADMSG;
 				goto out;
 			}
 			if (grow(&cs->frame, &cs->frame_cap, cs->frame_len) < 0) {
@@ -505,4 +519,68 @@ int ctrlstream_remote_key(const struct ctrlstream *cs, uint8_t ret_pub[CTRLSTREA
 int ctrlstream_error(const struct ctrlstream *cs)
 {
 	return cs->err;
+}
+
+int ctrlstream_handshake_hash(const struct ctrlstream *cs, uint8_t ret_hash[CTRLSTREAM_HASH_LEN])
+{
+	if (!ctrlstream_established(cs))
+		return -ENOTCONN;
+	memcpy(ret_hash, cs->hh, CTRLSTREAM_HASH_LEN);
+	return 0;
+}
+
+/* HMAC(X25519(node, server), label || handshake hash || node key): both ends' view. */
+static int proof_compute(const struct ctrlstream *cs, const uint8_t priv[CTRLSTREAM_KEY_LEN],
+			 const uint8_t pub[CTRLSTREAM_KEY_LEN],
+			 const uint8_t node_pub[CTRLSTREAM_KEY_LEN],
+			 uint8_t ret_proof[CTRLSTREAM_PROOF_LEN])
+{
+	static const char label[] = CTRLSTREAM_PROOF_LABEL;
+	uint8_t dh[X25519_KEY_LEN], in[sizeof(label) - 1 + NOISE_HASH_LEN + CTRLSTREAM_KEY_LEN];
+	int r;
+
+	if (!ctrlstream_established(cs))
+		return -ENOTCONN;
+	r = x25519_shared(dh, priv, pub);
+	if (r < 0)
+		return r;
+	memcpy(in, label, sizeof(label) - 1);
+	memcpy(in + sizeof(label) - 1, cs->hh, NOISE_HASH_LEN);
+	memcpy(in + sizeof(label) - 1 + NOISE_HASH_LEN, node_pub, CTRLSTREAM_KEY_LEN);
+	hmac_blake2s(ret_proof, dh, sizeof(dh), in, sizeof(in));
+	crypto_wipe(dh, sizeof(dh));
+	return 0;
+}
+
+int ctrlstream_node_key_prove(const struct ctrlstream *cs,
+			      const uint8_t node_priv[CTRLSTREAM_KEY_LEN],
+			      uint8_t ret_proof[CTRLSTREAM_PROOF_LEN])
+{
+	uint8_t node_pub[CTRLSTREAM_KEY_LEN];
+	int r;
+
+	if (cs->server)
+		return -EINVAL;
+	r = x25519_public_from_private(node_pub, node_priv);
+	if (r == 0)
+		r = proof_compute(cs, node_priv, cs->remote, node_pub, ret_proof);
+	return r;
+}
+
+int ctrlstream_node_key_check(const struct ctrlstream *cs,
+			      const uint8_t server_priv[CTRLSTREAM_KEY_LEN],
+			      const uint8_t node_pub[CTRLSTREAM_KEY_LEN],
+			      const uint8_t proof[CTRLSTREAM_PROOF_LEN])
+{
+	uint8_t want[CTRLSTREAM_PROOF_LEN];
+	int r;
+
+	if (!cs->server)
+		return -EINVAL;
+	/* A low-order node key has an all-zero DH anyone can compute: refused (-EINVAL). */
+	r = proof_compute(cs, server_priv, node_pub, node_pub, want);
+	if (r == 0 && !crypto_equal(want, proof, CTRLSTREAM_PROOF_LEN))
+		r = -EACCES;
+	crypto_wipe(want, sizeof(want));
+	return r;
 }

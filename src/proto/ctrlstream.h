@@ -13,6 +13,9 @@
  * (ctrlstream_remote_key) and answers with frame 2 by itself. Messages sent
  * before the handshake completes are queued and sealed once it has.
  *
+ * Before the handshake completes, the only valid frame is the handshake's, of
+ * an exact size (96 bytes to the server, 48 to the client): any other length
+ * is refused at its header (-EBADMSG), before anything is buffered for it.
  * Memory a peer can make us hold is bounded by one frame (65535 + 4 bytes) plus
  * one message (4 + the limit of ctrlstream_set_max_message, CTRL_MSG_MAX by default). Any error is final: the stream is dead and
  * every later call returns the same error; the caller closes the connection.
@@ -31,6 +34,9 @@
 #define CTRLSTREAM_PROLOGUE "trellis-control v1"
 #define CTRLSTREAM_FRAME_MAX 65535
 #define CTRLSTREAM_KEY_LEN 32
+#define CTRLSTREAM_HASH_LEN 32
+#define CTRLSTREAM_PROOF_LEN 32
+#define CTRLSTREAM_PROOF_LABEL "trellis-control node key proof v1"
 
 struct ctrlstream;
 
@@ -84,6 +90,28 @@ size_t ctrlstream_output_pending(const struct ctrlstream *cs);
 bool ctrlstream_established(const struct ctrlstream *cs);
 /* The peer's static key: the server knows the node's machine key after frame 1. */
 int ctrlstream_remote_key(const struct ctrlstream *cs, uint8_t ret_pub[CTRLSTREAM_KEY_LEN]);
+/* The Noise handshake hash h of an established stream (channel binding). 0 or -ENOTCONN. */
+int ctrlstream_handshake_hash(const struct ctrlstream *cs, uint8_t ret_hash[CTRLSTREAM_HASH_LEN]);
+
+/*
+ * Proof that the node holds the private half of its node key, made for this
+ * session only (docs/control-protocol.md, "register"):
+ *   HMAC-BLAKE2s(X25519(node key, server key),
+ *                CTRLSTREAM_PROOF_LABEL || handshake hash || node public key).
+ * Only the node key's holder and the server can compute it, and the handshake
+ * hash makes it worthless on any other connection. prove: the client, once
+ * established; check: the server, with its static private key. 0, -ENOTCONN
+ * (not established), -EINVAL (wrong end, a low-order key), -EACCES (check: the
+ * proof does not match).
+ */
+int ctrlstream_node_key_prove(const struct ctrlstream *cs,
+			      const uint8_t node_priv[CTRLSTREAM_KEY_LEN],
+			      uint8_t ret_proof[CTRLSTREAM_PROOF_LEN]);
+int ctrlstream_node_key_check(const struct ctrlstream *cs,
+			      const uint8_t server_priv[CTRLSTREAM_KEY_LEN],
+			      const uint8_t node_pub[CTRLSTREAM_KEY_LEN],
+			      const uint8_t proof[CTRLSTREAM_PROOF_LEN]);
+
 /* The error that killed the stream, or 0. */
 int ctrlstream_error(const struct ctrlstream *cs);
 

@@ -126,6 +126,7 @@ static void test_stable_across_reopen(void **state)
 		n.tailnet_id = t.id;
 		snprintf(n.name, sizeof(n.name), "n%d", k);
 		n.machine_key[0] = (uint8_t)k;
+		n.node_key[0] = (uint8_t)k; /* unique in a tailnet (schema 3) */
 		assert_int_equal(addr_pool_alloc(p, n.ipv4), 0);
 		assert_int_equal(store_node_insert(s, &n), 0);
 	}
