@@ -746,6 +746,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: trellis-control [--state DIR] <command>\n"
 		"  serve [--listen ADDR:PORT] [--tls-cert PEM --tls-key PEM]\n"
+		"        [--metrics-listen ADDR:PORT]  (GET /metrics there; none by default)\n"
 		"  version\n"
 		"  authkey create [--tailnet NAME] [--reusable] [--ephemeral] [--preauthorized]\n"
 		"                 [--tags tag:a,tag:b] [--expiry DURATION]\n"

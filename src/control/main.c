@@ -73,6 +73,8 @@ static int serve(const char *state_dir, int argc, char **argv)
 			dst = &opts.tls_cert;
 		else if (strcmp(argv[i], "--tls-key") == 0)
 			dst = &opts.tls_key;
+		else if (strcmp(argv[i], "--metrics-listen") == 0)
+			dst = &opts.metrics_listen;
 		if (!dst) {
 			fprintf(stderr, "trellis-control: serve: unknown argument \"%s\"\n", argv[i]);
 			return 1;

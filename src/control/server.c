@@ -3,8 +3,9 @@
  * trellis-control serve: the coordination server, one event-loop thread for
  * every connection. Its parts, one concern per file:
  *
- *   net/httpd.c  the HTTP(S) front end: GET /key, /metrics, /register/ID, and
- *                POST /control, whose upgraded connection becomes a session
+ *   net/httpd.c  the HTTP(S) front end: GET /key, /register/ID, and
+ *                POST /control, whose upgraded connection becomes a session;
+ *                GET /metrics on a listener of its own (--metrics-listen)
  *   session.c    a node's control stream: Noise, framing, deadlines, dispatch
  *   register.c   registration decisions: who may register, with which record
  *   registry.c   tailnets, users, auth keys and the indexes that find nodes
@@ -70,6 +71,7 @@ struct control_server {
 	struct mapper *m;
 	struct registry *reg;
 	struct httpd *httpd;
+	struct httpd *metrics; /* --metrics-listen: /metrics, away from the public port */
 	struct mapstream *ms;
 	struct ephemeral *eph;
 	struct pending *pend; /* interactive registrations, until approved */
@@ -839,6 +841,33 @@ static void default_users_ensure(struct control_server *s)
 	}
 }
 
+/*
+ * The state directory holds the server's private key and every node record:
+ * one made before us (by hand, by an older version) with looser modes is
+ * tightened to 0700, as a fresh one is.
+ */
+static int state_dir_tighten(const char *dir)
+{
+	struct stat st;
+	int r;
+
+	if (stat(dir, &st) < 0) {
+		r = -errno;
+		log_err("control: %s: %s", dir, strerror(errno));
+		return r;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_err("control: %s is not a directory", dir);
+		return -ENOTDIR;
+	}
+	if ((st.st_mode & 077) && chmod(dir, st.st_mode & 0700) < 0) {
+		r = -errno;
+		log_err("control: cannot make %s private (0700): %s", dir, strerror(errno));
+		return r;
+	}
+	return 0;
+}
+
 static int key_load(struct control_server *s, const char *dir)
 {
 	char path[4096], text[KEY_BASE64_LEN + 2];
@@ -866,14 +895,17 @@ static int key_load(struct control_server *s, const char *dir)
 		if (fd < 0) {
 			r = -errno;
 			log_err("control: cannot create %s: %s", path, strerror(errno));
-			return r;
+			goto fail;
 		}
 		n = write(fd, text, KEY_BASE64_LEN + 1);
 		r = fsync(fd);
 		close(fd);
 		if (n != KEY_BASE64_LEN + 1 || r < 0) {
 			log_err("control: cannot write %s", path);
-			return -EIO;
+			/* No half-written key left behind for the next start to trust. */
+			unlink(path);
+			r = -EIO;
+			goto fail;
 		}
 		log_info("control: created server key %s", path);
 	} else {
@@ -886,9 +918,12 @@ static int key_load(struct control_server *s, const char *dir)
 	key_to_base64(s->pub_b64, pub);
 	return 0;
 bad:
-	crypto_wipe(text, sizeof(text));
 	log_err("control: %s is not a base64 X25519 key", path);
-	return -EINVAL;
+	r = -EINVAL;
+fail:
+	crypto_wipe(text, sizeof(text));
+	crypto_wipe(s->priv, sizeof(s->priv));
+	return r;
 }
 
 static void stop_cb(struct loop_async *a)
@@ -982,6 +1017,9 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		log_err("control: cannot create %s: %s", opts->state_dir, strerror(errno));
 		goto out;
 	}
+	r = state_dir_tighten(opts->state_dir);
+	if (r < 0)
+		goto out;
 	r = key_load(s, opts->state_dir);
 	if (r < 0)
 		goto out;
@@ -1006,7 +1044,6 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	if (r < 0)
 		goto out;
 	if (httpd_route_add(s->httpd, "GET", "/key", get_key, s) < 0 ||
-	    httpd_route_add(s->httpd, "GET", "/metrics", get_metrics, s) < 0 ||
 	    httpd_route_add(s->httpd, "GET", "/register/", get_register, s) < 0 ||
 	    httpd_route_add(s->httpd, "POST", "/control", post_control, s) < 0) {
 		r = -ENOMEM;
@@ -1016,6 +1053,19 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	r = httpd_listen(s->httpd, opts->listen ? opts->listen : CONTROL_LISTEN_DEFAULT);
 	if (r < 0)
 		goto out;
+	/* Counters tell an outsider how busy we are and what fails: not on the public port. */
+	if (opts->metrics_listen) {
+		struct httpd_opts mopts = { .name = "control-metrics" };
+
+		r = httpd_new(s->loop, &mopts, &s->metrics);
+		if (r == 0)
+			r = httpd_route_add(s->metrics, "GET", "/metrics", get_metrics, s);
+		if (r == 0)
+			r = httpd_listen(s->metrics, opts->metrics_listen);
+		if (r < 0)
+			goto out;
+		log_info("control: metrics on http://%s/metrics", httpd_listen_name(s->metrics));
+	}
 	s->stop_async.cb = stop_cb;
 	loop_async_add(s->loop, &s->stop_async);
 	loop_timer_arm(s->loop, &s->tick_t, loop_now_ns(s->loop) + TICK_NS);
@@ -1032,6 +1082,11 @@ out:
 uint16_t control_server_port(const struct control_server *s)
 {
 	return httpd_port(s->httpd);
+}
+
+uint16_t control_server_metrics_port(const struct control_server *s)
+{
+	return s->metrics ? httpd_port(s->metrics) : 0;
 }
 
 int control_server_run(struct control_server *s)
@@ -1064,6 +1119,7 @@ void control_server_free(struct control_server *s)
 	store_free(s->store);
 	/* After the sessions: they held slots of its limits. */
 	httpd_free(s->httpd);
+	httpd_free(s->metrics);
 	ephemeral_free(s->eph);
 	pending_free(s->pend);
 	registry_free(s->reg);

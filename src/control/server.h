@@ -11,6 +11,8 @@ struct control_serve_opts {
 	const char *listen;    /* "ADDR:PORT" */
 	const char *tls_cert;  /* PEM paths; both NULL = plain HTTP */
 	const char *tls_key;
+	/* "ADDR:PORT" for GET /metrics (a loopback address, say); NULL = no metrics. */
+	const char *metrics_listen;
 };
 
 /* IPv4 any; "[::]:8080" listens on IPv6 and (dual-stack) IPv4. */
@@ -29,6 +31,8 @@ int control_serve(const struct control_serve_opts *opts);
 struct control_server;
 int control_server_new(const struct control_serve_opts *opts, struct control_server **ret);
 uint16_t control_server_port(const struct control_server *srv);
+/* The metrics listener's port, 0 without one. */
+uint16_t control_server_metrics_port(const struct control_server *srv);
 int control_server_run(struct control_server *srv);
 void control_server_stop(struct control_server *srv);
 void control_server_free(struct control_server *srv);

@@ -14,6 +14,7 @@ struct env {
 	struct control_server *srv;
 	pthread_t thr;
 	uint16_t port;
+	uint16_t mport; /* /metrics */
 	uint8_t server_pub[32];
 	char reusable[AUTHKEY_STR_MAX];
 	char oneoff[AUTHKEY_STR_MAX];
@@ -38,7 +39,7 @@ static void key_create(struct store *st, uint64_t tid, bool reusable, char out[A
 
 static int setup(void **state)
 {
-	struct control_serve_opts o = { .listen = "127.0.0.1:0" };
+	struct control_serve_opts o = { .listen = "127.0.0.1:0", .metrics_listen = "127.0.0.1:0" };
 	struct admin_op_ctx ac = { .actor = "test" };
 	struct control_tailnet t;
 	struct store *st;
@@ -64,6 +65,7 @@ static int setup(void **state)
 	mapstream_backlog_max_set(E.srv->ms, 4096);
 	httpd_sndbuf_set(E.srv->httpd, 16384);
 	E.port = control_server_port(E.srv);
+	E.mport = control_server_metrics_port(E.srv);
 	assert_int_equal(pthread_create(&E.thr, NULL, run, E.srv), 0);
 	return 0;
 }
@@ -88,9 +90,14 @@ static unsigned src_next;
 
 static int rcvbuf_next; /* SO_RCVBUF of the next connection, 0 = default */
 
+/* Connections come from this source when set (attack tests), else spread over 127.0.0.1-250. */
+static uint32_t src_fixed;
+static uint16_t port_next; /* the port of the next connection, 0 = the public one */
+
 static int tcp_connect(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(E.port) };
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_port = htons(port_next ? port_next : E.port) };
 	struct sockaddr_in src = { .sin_family = AF_INET };
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -98,7 +105,7 @@ static int tcp_connect(void)
 	if (rcvbuf_next)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf_next, sizeof(rcvbuf_next));
 	/* Spread over 127.0.0.1-250: the server limits unauthenticated connections per address. */
-	src.sin_addr.s_addr = htonl(0x7f000001U + src_next++ % 250);
+	src.sin_addr.s_addr = htonl(src_fixed ? src_fixed : 0x7f000001U + src_next++ % 250);
 	assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0);
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
@@ -138,13 +145,17 @@ static size_t read_until_close(int fd, char *buf, size_t cap, int timeout_ms)
 	return len;
 }
 
-static unsigned http_status_of(const char *raw_request, char *body, size_t body_cap)
+static unsigned http_status_at(uint16_t port, const char *raw_request, char *body,
+			       size_t body_cap)
 {
-	int fd = tcp_connect();
 	char buf[16384];
 	struct http_response resp;
 	size_t len;
+	int fd;
 
+	port_next = port;
+	fd = tcp_connect();
+	port_next = 0;
 	write_all(fd, raw_request, strlen(raw_request));
 	len = read_until_close(fd, buf, sizeof(buf), 10000);
 	close(fd);
@@ -153,6 +164,11 @@ static unsigned http_status_of(const char *raw_request, char *body, size_t body_
 	if (body)
 		snprintf(body, body_cap, "%s", buf + resp.head_len);
 	return resp.status;
+}
+
+static unsigned http_status_of(const char *raw_request, char *body, size_t body_cap)
+{
+	return http_status_at(E.port, raw_request, body, body_cap);
 }
 
 struct client {
@@ -318,6 +334,36 @@ static void client_map(struct client *c, const char *ep, struct ctrl_msg *ret)
 	client_send(c, &m);
 	assert_int_equal(client_recv(c, ret, 5000), 0);
 	assert_int_equal(ret->type, CTRL_MSG_NETMAP);
+}
+
+/* Nodes in the store, as the admin CLI sees them. */
+static size_t store_node_count(void)
+{
+	struct store_snapshot snap;
+	struct store *st;
+	size_t n;
+
+	assert_int_equal(admin_store_open(E.dir, &st), 0);
+	assert_int_equal(store_load(st, &snap), 0);
+	n = snap.n_nodes;
+	store_snapshot_free(&snap);
+	store_free(st);
+	return n;
+}
+
+/* A sample of GET /metrics (on the metrics listener). */
+static uint64_t metric(const char *name)
+{
+	static char body[16384];
+	char line[128];
+	char *p;
+
+	assert_int_equal(http_status_at(E.mport, "GET /metrics HTTP/1.1\r\n\r\n", body, sizeof(body)),
+			 200);
+	snprintf(line, sizeof(line), "\n%s ", name); /* the sample, not its # TYPE line */
+	p = strstr(body, line);
+	assert_non_null(p);
+	return strtoull(p + strlen(line), NULL, 10);
 }
 
 #endif

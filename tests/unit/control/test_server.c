@@ -267,20 +267,6 @@ static void test_oneoff_reuse(void **state)
 	client_close(&d);
 }
 
-static size_t store_node_count(void)
-{
-	struct store_snapshot snap;
-	struct store *st;
-	size_t n;
-
-	assert_int_equal(admin_store_open(E.dir, &st), 0);
-	assert_int_equal(store_load(st, &snap), 0);
-	n = snap.n_nodes;
-	store_snapshot_free(&snap);
-	store_free(st);
-	return n;
-}
-
 static void test_interactive(void **state)
 {
 	struct admin_op_ctx ac = { .actor = "test" };
@@ -355,7 +341,8 @@ static void test_garbage_after_upgrade(void **state)
 	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
 	ctrl_msg_clear(&m);
 	client_close(&good);
-	assert_int_equal(http_status_of("GET /metrics HTTP/1.1\r\n\r\n", buf, sizeof(buf)), 200);
+	assert_int_equal(http_status_at(E.mport, "GET /metrics HTTP/1.1\r\n\r\n", buf, sizeof(buf)),
+			 200);
 }
 
 /*
@@ -430,19 +417,6 @@ static void test_scale(void **state)
 	for (i = 0; i < n; i++)
 		client_close(&cl[i]);
 	free(cl);
-}
-
-static uint64_t metric(const char *name)
-{
-	static char body[16384];
-	char line[128];
-	char *p;
-
-	assert_int_equal(http_status_of("GET /metrics HTTP/1.1\r\n\r\n", body, sizeof(body)), 200);
-	snprintf(line, sizeof(line), "\n%s ", name); /* the sample, not its # TYPE line */
-	p = strstr(body, line);
-	assert_non_null(p);
-	return strtoull(p + strlen(line), NULL, 10);
 }
 
 /*
