@@ -828,19 +828,27 @@ static void listeners_resume(struct loop_timer *t)
  */
 static bool accept_fd_limit(struct httpd *h, int lfd, int err)
 {
-	int fd;
+	int fd, e;
 
-	h->st.drops[HTTPD_DROP_FD_LIMIT]++;
-	log_ratelimited(LOG_LEVEL_WARN, "%s: accept: %s", h->name, strerror(err));
+	/* accept4 takes a descriptor before it looks at the backlog: EMFILE may mean nothing waits. */
 	if (h->spare_fd >= 0) {
 		close(h->spare_fd);
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		e = errno;
 		if (fd >= 0)
 			close(fd);
 		h->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (fd >= 0 && h->spare_fd >= 0)
-			return true;
+		if (fd >= 0) {
+			h->st.drops[HTTPD_DROP_FD_LIMIT]++;
+			log_ratelimited(LOG_LEVEL_WARN, "%s: accept: %s: connection shed", h->name,
+					strerror(err));
+			if (h->spare_fd >= 0)
+				return true;
+		} else if (e == EAGAIN && h->spare_fd >= 0) {
+			return false; /* nothing was waiting */
+		}
 	}
+	log_ratelimited(LOG_LEVEL_WARN, "%s: accept: %s: pausing", h->name, strerror(err));
 	if (!h->paused) {
 		h->paused = true;
 		listeners_set(h, 0);

@@ -9,8 +9,10 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -385,6 +388,146 @@ static void test_unauthenticated_per_source(void **state)
 	close(fds[0]);
 }
 
+/*
+ * A client that sends more than the server reads (a body after a request
+ * that gets 404) finishes sending, reads the whole reply and then an orderly
+ * end of stream. A close with the body unread sends a reset instead: the
+ * client's writes fail and the reply can be lost (RFC 9112 9.6). The client
+ * runs on a thread of its own: it blocks while the loop runs here.
+ */
+struct linger_client {
+	int fd, done[2];
+	size_t sent, len;
+	ssize_t last;
+	char buf[4096];
+};
+
+static void *linger_client_run(void *arg)
+{
+	static const char req[] = "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n";
+	static char junk[256 * 1024];
+	struct linger_client *lc = arg;
+	ssize_t n;
+
+	memset(junk, 'x', sizeof(junk));
+	send(lc->fd, req, sizeof(req) - 1, MSG_NOSIGNAL);
+	while (lc->sent < sizeof(junk)) {
+		n = send(lc->fd, junk + lc->sent, sizeof(junk) - lc->sent, MSG_NOSIGNAL);
+		if (n <= 0)
+			break;
+		lc->sent += (size_t)n;
+	}
+	shutdown(lc->fd, SHUT_WR);
+	for (;;) {
+		n = read(lc->fd, lc->buf + lc->len, sizeof(lc->buf) - 1 - lc->len);
+		if (n <= 0)
+			break;
+		lc->len += (size_t)n;
+	}
+	lc->last = n < 0 ? -errno : 0;
+	lc->buf[lc->len] = '\0';
+	assert_int_equal(write(lc->done[1], "x", 1), 1);
+	return NULL;
+}
+
+static void test_error_linger(void **state)
+{
+	struct linger_client lc = { 0 };
+	struct http_response resp;
+	pthread_t thr;
+
+	(void)state;
+	assert_int_equal(pipe(lc.done), 0);
+	lc.fd = client(0x7f00000b);
+	assert_int_equal(pthread_create(&thr, NULL, linger_client_run, &lc), 0);
+	assert_true(run_until_readable(lc.done[0]));
+	pthread_join(thr, NULL);
+	assert_int_equal(lc.sent, 256 * 1024);
+	assert_int_equal(lc.last, 0); /* EOF, not ECONNRESET */
+	assert_int_equal(http_response_parse(&resp, lc.buf, lc.len), 0);
+	assert_int_equal(resp.status, 404);
+	assert_string_equal(lc.buf + resp.head_len, "404 Not Found\n");
+	close(lc.fd);
+	close(lc.done[0]);
+	close(lc.done[1]);
+	assert_true(run_until_conns(0));
+}
+
+/*
+ * Out of descriptors: the connection waiting in the backlog is shed (the
+ * client sees it closed) and counted, once. Before, accept4 failed with
+ * EMFILE on every round of the level-triggered loop, at 100 % CPU, and the
+ * client waited forever.
+ */
+static void test_emfile(void **state)
+{
+	struct rlimit old, low;
+	struct httpd_stats st0, st;
+	int fills[512], n = 0, fd;
+	char buf[16];
+
+	(void)state;
+	httpd_stats_get(E.h, &st0);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = 256;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	while (n < (int)(sizeof(fills) / sizeof(fills[0]))) {
+		int x = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+		if (x < 0)
+			break;
+		fills[n++] = x;
+	}
+	assert_true(n > 0 && n < (int)(sizeof(fills) / sizeof(fills[0])));
+	close(fills[--n]); /* room for the client's socket, none for accept */
+	fd = client(0x7f00000c);
+	assert_true(run_until_readable(fd));
+	assert_true(recv(fd, buf, sizeof(buf), 0) <= 0); /* closed */
+	httpd_stats_get(E.h, &st);
+	assert_int_equal(st.drops[HTTPD_DROP_FD_LIMIT], st0.drops[HTTPD_DROP_FD_LIMIT] + 1);
+	close(fd);
+	while (n)
+		close(fills[--n]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	/* The spare is back: served as usual. */
+	assert_int_equal(status_of("GET /exact HTTP/1.1\r\n\r\n", NULL, 0), 200);
+}
+
+/* Per-source keys: an IPv6 /64 is one source, an IPv4-mapped address its IPv4 one. */
+static void test_source_key(void **state)
+{
+	struct sockaddr_storage a = { 0 }, b = { 0 };
+	struct sockaddr_in6 *a6 = (void *)&a, *b6 = (void *)&b;
+	struct sockaddr_in *b4 = (void *)&b;
+	uint8_t ka[HTTPD_SOURCE_KEY_MAX], kb[HTTPD_SOURCE_KEY_MAX];
+	size_t la, lb;
+
+	(void)state;
+	a6->sin6_family = b6->sin6_family = AF_INET6;
+	inet_pton(AF_INET6, "2001:db8:1:2::1", &a6->sin6_addr);
+	inet_pton(AF_INET6, "2001:db8:1:2:ffff:ee:dd:cc", &b6->sin6_addr);
+	la = httpd_source_key(&a, ka);
+	lb = httpd_source_key(&b, kb);
+	assert_int_equal(la, 9);
+	assert_true(la == lb && memcmp(ka, kb, la) == 0);
+	inet_pton(AF_INET6, "2001:db8:1:3::1", &b6->sin6_addr);
+	lb = httpd_source_key(&b, kb);
+	assert_false(la == lb && memcmp(ka, kb, la) == 0);
+	/* ::ffff:192.0.2.7 is 192.0.2.7; 192.0.2.8 is another source. */
+	inet_pton(AF_INET6, "::ffff:192.0.2.7", &a6->sin6_addr);
+	la = httpd_source_key(&a, ka);
+	memset(&b, 0, sizeof(b));
+	b4->sin_family = AF_INET;
+	inet_pton(AF_INET, "192.0.2.7", &b4->sin_addr);
+	lb = httpd_source_key(&b, kb);
+	assert_int_equal(la, 5);
+	assert_true(la == lb && memcmp(ka, kb, la) == 0);
+	inet_pton(AF_INET, "192.0.2.8", &b4->sin_addr);
+	lb = httpd_source_key(&b, kb);
+	assert_false(memcmp(ka, kb, la) == 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -392,6 +535,9 @@ int main(void)
 		cmocka_unit_test(test_bad_heads),
 		cmocka_unit_test(test_upgrade_hand_off),
 		cmocka_unit_test(test_unauthenticated_per_source),
+		cmocka_unit_test(test_error_linger),
+		cmocka_unit_test(test_emfile),
+		cmocka_unit_test(test_source_key),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

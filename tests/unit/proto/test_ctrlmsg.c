@@ -121,6 +121,8 @@ static void test_roundtrip_small(void **state)
 	fill_key(m.reg.node_key, 1);
 	m.reg.has_old_node_key = true;
 	fill_key(m.reg.old_node_key, 2);
+	m.reg.has_node_key_proof = true;
+	fill_key(m.reg.node_key_proof, 3);
 	strcpy(m.reg.hostname, "web-1");
 	strcpy(m.reg.os, "linux");
 	strcpy(m.reg.auth_key, "tskey-\"quoted\\\"-é");
@@ -414,6 +416,8 @@ static const char *const bad_inputs[] = {
 	"{\"type\":\"register\",\"node_key\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh9=\","
 	"\"hostname\":\"h\",\"os\":\"l\"}", /* stray bits */
 	REG(",\"old_node_key\":null"),
+	REG(",\"node_key_proof\":null"),
+	REG(",\"node_key_proof\":\"AAAA\""),
 	REG(",\"auth_key\":[]"),
 	REG(",\"tags\":\"tag:a\""),
 	REG(",\"tags\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]"),

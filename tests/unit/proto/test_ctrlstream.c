@@ -338,6 +338,92 @@ static void test_bad_lengths(void **state)
 	ctrlstream_free(s);
 }
 
+/*
+ * Before the handshake only the handshake frame is valid, of an exact size: a
+ * header that says anything else is refused at once, before its bytes come
+ * (the server used to reserve up to 64 KiB and wait for them).
+ */
+static void test_handshake_frame_size(void **state)
+{
+	static const uint32_t lens[] = { 1, 95, 97, 4096, 65535 };
+	struct ctrlstream *s, *c;
+	uint8_t hdr[4];
+
+	(void)state;
+	keys();
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		s = ctrlstream_server_new(spriv);
+		put_be32(hdr, lens[i]);
+		assert_int_equal(ctrlstream_feed(s, hdr, 4), -EBADMSG);
+		ctrlstream_free(s);
+	}
+	/* The client expects 48 bytes for frame 2. */
+	c = ctrlstream_client_new(cpriv, spub);
+	{
+		const uint8_t *d;
+		size_t len;
+
+		assert_int_equal(ctrlstream_output(c, &d, &len), 0);
+		ctrlstream_output_consume(c, len);
+	}
+	put_be32(hdr, 96);
+	assert_int_equal(ctrlstream_feed(c, hdr, 4), -EBADMSG);
+	ctrlstream_free(c);
+	/* 96 to the server is a frame in progress. */
+	s = ctrlstream_server_new(spriv);
+	put_be32(hdr, 96);
+	assert_int_equal(ctrlstream_feed(s, hdr, 4), 4);
+	ctrlstream_free(s);
+}
+
+/* The node key proof: bound to the node key, the server key and this session. */
+static void test_node_key_proof(void **state)
+{
+	struct ctrlstream *c, *s, *c2, *s2;
+	uint8_t npriv[32], npub[32], other[32], proof[32], hh_c[32], hh_s[32];
+
+	(void)state;
+	assert_int_equal(x25519_private_generate(npriv), 0);
+	assert_int_equal(x25519_public_from_private(npub, npriv), 0);
+	assert_int_equal(x25519_private_generate(other), 0);
+	c = ctrlstream_client_new(cpriv, spub);
+	assert_int_equal(ctrlstream_node_key_prove(c, npriv, proof), -ENOTCONN);
+	ctrlstream_free(c);
+
+	connect_pair(&c, &s, CHUNK_ALL);
+	assert_int_equal(ctrlstream_handshake_hash(c, hh_c), 0);
+	assert_int_equal(ctrlstream_handshake_hash(s, hh_s), 0);
+	assert_memory_equal(hh_c, hh_s, 32);
+	assert_int_equal(ctrlstream_node_key_prove(c, npriv, proof), 0);
+	assert_int_equal(ctrlstream_node_key_check(s, spriv, npub, proof), 0);
+	/* Wrong key, flipped bit, wrong end. */
+	assert_int_equal(ctrlstream_node_key_check(s, spriv, cpub, proof), -EACCES);
+	proof[5] ^= 1;
+	assert_int_equal(ctrlstream_node_key_check(s, spriv, npub, proof), -EACCES);
+	proof[5] ^= 1;
+	assert_int_equal(ctrlstream_node_key_check(c, spriv, npub, proof), -EINVAL);
+	/* A proof made with another private key. */
+	{
+		uint8_t bad[32];
+
+		assert_int_equal(ctrlstream_node_key_prove(c, other, bad), 0);
+		assert_int_equal(ctrlstream_node_key_check(s, spriv, npub, bad), -EACCES);
+	}
+	/* A low-order node key (all zero) proves nothing. */
+	{
+		uint8_t zero[32] = { 0 };
+
+		assert_int_equal(ctrlstream_node_key_check(s, spriv, zero, proof), -EINVAL);
+	}
+	/* Replayed on another session of the same machine: refused. */
+	connect_pair(&c2, &s2, CHUNK_ALL);
+	assert_int_equal(ctrlstream_node_key_check(s2, spriv, npub, proof), -EACCES);
+	ctrlstream_free(c2);
+	ctrlstream_free(s2);
+	ctrlstream_free(c);
+	ctrlstream_free(s);
+}
+
 /* Seals arbitrary plaintext with the client's transport key, bypassing ctrlstream_send. */
 static size_t raw_frame(struct ctrlstream *c, const uint8_t *pt, size_t len, uint8_t *out)
 {
@@ -477,6 +563,8 @@ int main(void)
 		cmocka_unit_test(test_max_message),
 		cmocka_unit_test(test_wrong_server_key),
 		cmocka_unit_test(test_client_side_errors),
+		cmocka_unit_test(test_handshake_frame_size),
+		cmocka_unit_test(test_node_key_proof),
 	};
 
 	srand(1);

@@ -95,6 +95,28 @@ static void test_request_bad(void **state)
 	assert_int_equal(http_request_parse(&r, nul, sizeof(nul) - 1), -EBADMSG);
 }
 
+/* A bare LF: 400 at once, not a wait for a CRLF CRLF that never comes (issue 7, 14). */
+static void test_lone_lf(void **state)
+{
+	static const char *const heads[] = {
+		"GET /key HTTP/1.1\n\n",
+		"GET /key HTTP/1.1\n",
+		"GET /key HTTP/1.1\r\nHost: x\n",
+		"\n",
+	};
+	struct http_request r;
+	struct http_response resp;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
+		if (http_request_parse(&r, heads[i], strlen(heads[i])) != -EBADMSG)
+			fail_msg("bare LF not rejected at once: %s", heads[i]);
+	}
+	assert_int_equal(http_response_parse(&resp, "HTTP/1.1 200 OK\n\n", 17), -EBADMSG);
+	/* A CR alone at the end is only the start of a CRLF. */
+	assert_int_equal(http_request_parse(&r, "GET /key HTTP/1.1\r", 18), -EAGAIN);
+}
+
 static void test_request_limits(void **state)
 {
 	char *buf = malloc(HTTP_HEAD_MAX * 2);
@@ -190,6 +212,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_request_ok),    cmocka_unit_test(test_incremental),
 		cmocka_unit_test(test_request_bad),   cmocka_unit_test(test_request_limits),
+		cmocka_unit_test(test_lone_lf),
 		cmocka_unit_test(test_response),      cmocka_unit_test(test_builders),
 	};
 
