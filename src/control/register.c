@@ -231,6 +231,7 @@ static void restore(struct registry *r, const struct register_decision *d, int64
 	back = *cur;
 	memcpy(back.node_key, d->prev.node_key, NETMAP_KEY_LEN);
 	back.key_expiry = d->prev.key_expiry;
+	back.expiry_disabled = d->prev.expiry_disabled;
 	memcpy(back.os, d->prev.os, sizeof(back.os));
 	memcpy(back.hostname, d->prev.hostname, sizeof(back.hostname));
 	memcpy(back.name, d->prev.name, sizeof(back.name));

@@ -283,11 +283,9 @@ static void op_done(void *ctx, int err, uint64_t id)
 	if (err < 0) {
 		log_ratelimited(LOG_LEVEL_WARN, "control: registration of %s failed: %s",
 				op->d.rec.hostname, strerror(-err));
-		if (op->kind == OP_REGISTER) {
-			/* Refused: the node keeps its old record, in memory as on disk. */
-			register_end(s->reg, &op->d, err, 0, time_wall_s());
-			mapstream_schedule(s->ms);
-		}
+		/* Refused: the node keeps its old record, in memory as on disk (logout too). */
+		register_end(s->reg, &op->d, err, 0, time_wall_s());
+		mapstream_schedule(s->ms);
 		if (ss)
 			reply_register(ss, CTRL_REGISTER_ERROR, "registration failed", NULL);
 		free(op);
@@ -608,11 +606,14 @@ static void on_logout(struct session *ss)
 	op->ss = ss;
 	op->kind = OP_LOGOUT;
 	op->d.rec = *n;
+	op->d.prev = *n; /* restored if the write fails (register_end) */
 	op->d.rec.expiry_disabled = false;
 	op->d.rec.key_expiry = time_wall_s();
 	mapper_node_upsert(s->m, &op->d.rec, time_wall_s());
 	mapstream_schedule(s->ms);
 	if (op_submit(ss, op) < 0) {
+		register_end(s->reg, &op->d, -EAGAIN, 0, time_wall_s());
+		mapstream_schedule(s->ms);
 		free(op);
 		session_fail(ss, METRICS_DROP_STORE_BUSY, "server busy");
 	}

@@ -483,6 +483,42 @@ static void test_failed_write_undoes(void **state)
 	assert_string_equal(rec(id)->name, "flaky");
 	assert_true(registry_name_taken(E.r, TN_MAIN, "flaky"));
 	assert_false(registry_name_taken(E.r, TN_MAIN, "flaky-renamed"));
+	/* The node-key index follows: the old key is x's again, the new one free. */
+	assert_true(registry_node_key_taken(E.r, nk_before, y.mk));
+	assert_false(registry_node_key_taken(E.r, x.nk, y.mk));
+}
+
+/* A node key belongs to one machine: another is refused, in flight and once written. */
+static void test_node_key_unique(void **state)
+{
+	struct machine a = machine(20, "owner"), b = machine(21, "thief");
+	struct register_decision d, e;
+
+	(void)state;
+	memcpy(b.nk, a.nk, 32);
+	decide(&a, E.keys[K_REUSABLE], &d);
+	assert_int_equal(register_begin(E.r, &d, T0), 0);
+	/* a's write is in flight: its key is reserved. */
+	decide(&b, E.keys[K_REUSABLE], &e);
+	assert_string_equal(e.error, REGISTER_ERR_NODE_KEY_TAKEN);
+	register_end(E.r, &d, 0, E.next_id++, T0);
+	decide(&b, E.keys[K_REUSABLE], &e);
+	assert_string_equal(e.error, REGISTER_ERR_NODE_KEY_TAKEN);
+	/* Nor by rotation: b rotates its own node to a's key. */
+	memset(b.nk, 0x33, 32);
+	register_ok(&b, E.keys[K_REUSABLE]);
+	{
+		uint8_t own[32];
+
+		memcpy(own, b.nk, 32);
+		memcpy(b.nk, a.nk, 32);
+		decide_at(&b, NULL, own, 0, T0, &e);
+		assert_string_equal(e.error, REGISTER_ERR_NODE_KEY_TAKEN);
+	}
+	/* The same machine in another tailnet may bring its key along. */
+	decide(&a, E.keys[K_EPH_TAGS], &e);
+	assert_null(e.error);
+	assert_true(e.insert);
 }
 
 static void test_rotation(void **state)
@@ -564,6 +600,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_tailnet),
 		cmocka_unit_test(test_in_progress_and_names),
 		cmocka_unit_test(test_failed_write_undoes),
+		cmocka_unit_test(test_node_key_unique),
 		cmocka_unit_test(test_rotation),
 	};
 
