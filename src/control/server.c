@@ -97,6 +97,7 @@ struct reg_op {
 };
 
 static void node_forget(struct control_server *s, uint64_t id);
+static void pending_settled(struct control_server *s, const struct control_node *n);
 
 /* ---- store writes ---- */
 
@@ -300,6 +301,8 @@ static void op_done(void *ctx, int err, uint64_t id)
 	register_end(s->reg, &op->d, 0, id, time_wall_s());
 	mapstream_schedule(s->ms);
 	n = mapper_node_get(s->m, op->d.rec.id);
+	if (n)
+		pending_settled(s, n);
 	if (ss && n) {
 		if (n->approved) {
 			reply_register(ss, CTRL_REGISTER_OK, NULL, n);
@@ -382,6 +385,19 @@ static void pending_drop(struct control_server *s, struct pending_reg *pr)
 	if (pr->waiter)
 		pr->waiter->pend = NULL;
 	pending_remove(s->pend, pr);
+}
+
+/* The machine has a node in this tailnet now (an auth key, say): its waiting registration goes. */
+static void pending_settled(struct control_server *s, const struct control_node *n)
+{
+	struct pending_reg *pr = pending_by_machine(s->pend, n->tailnet_id, n->machine_key);
+	struct session *w = pr ? pr->waiter : NULL;
+
+	if (!pr)
+		return;
+	pending_drop(s, pr);
+	if (w)
+		session_fail(w, METRICS_DROP_PROTOCOL, "registered on another connection");
 }
 
 /* The admin approved it: now it becomes a node, approved, through the usual write. */

@@ -248,6 +248,40 @@ static void test_pending_flood(void **state)
 }
 
 /*
+ * A machine waiting interactively that registers with an auth key on another
+ * connection: its waiting registration goes (it would otherwise hold a
+ * pending slot until the TTL), and the waiting connection is told.
+ */
+static void test_pending_settled_by_key(void **state)
+{
+	struct client waiting, keyed;
+	struct ctrl_msg m;
+	size_t n0;
+
+	(void)state;
+	server_key_learn();
+	assert_int_equal(x25519_private_generate(machine_next), 0);
+	machine_fixed = true;
+	attacker_open(&waiting, ATTACKER(7, 1));
+	attacker_open(&keyed, ATTACKER(7, 2));
+	machine_fixed = false;
+	n0 = pending_count(E.srv->pend);
+	client_register(&waiting, NULL, "both", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_NEEDS_AUTH);
+	ctrl_msg_clear(&m);
+	client_register(&keyed, E.reusable, "both", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	ctrl_msg_clear(&m);
+	assert_int_equal(client_recv(&waiting, &m, 3000), 0);
+	assert_int_equal(m.type, CTRL_MSG_ERROR);
+	assert_non_null(strstr(m.error, "another connection"));
+	client_close(&waiting);
+	client_close(&keyed);
+	/* The loop thread owns the table; it is at rest once the replies are out. */
+	assert_int_equal(pending_count(E.srv->pend), n0);
+}
+
+/*
  * Finding 3: the per-source cap ended at the Noise handshake (300 of 300
  * authenticated-but-unregistered connections from one address). Now a
  * connection counts until it is a registered node's map stream.
@@ -448,6 +482,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sigpipe_tls),
 		cmocka_unit_test(test_pending_flood),
+		cmocka_unit_test(test_pending_settled_by_key),
 		cmocka_unit_test(test_unregistered_count),
 		cmocka_unit_test(test_handshake_bucket),
 		cmocka_unit_test(test_node_key_takeover),
