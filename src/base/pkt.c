@@ -1,30 +1,45 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "base/pkt.h"
 
 /*
  * A mutex-protected stack of free packets. Callers move packets in batches, so
- * the lock is taken once per batch, not once per packet.
+ * the lock is taken once per batch, not once per packet. The packets sit in one
+ * allocation, each header followed by its buffer (a stride of header + buf_size,
+ * a multiple of 64 so every buffer stays cache-line aligned).
  */
 struct pkt_pool {
 	pthread_mutex_t lock;
 	unsigned count;
 	unsigned nfree;
-	struct pkt *mem;
+	uint32_t buf_size;
+	size_t stride;
+	uint8_t *mem;
 	struct pkt **free;
 };
 
-struct pkt_pool *pkt_pool_new(unsigned count)
+_Static_assert(offsetof(struct pkt, buf) == sizeof(struct pkt), "the buffer follows the header");
+_Static_assert(sizeof(struct pkt) % 64 == 0, "buffers stay aligned");
+
+struct pkt_pool *pkt_pool_new_sized(unsigned count, uint32_t buf_size)
 {
 	struct pkt_pool *pool;
 	unsigned i;
 
+	if (buf_size <= PKT_HEADROOM + PKT_TAILROOM || buf_size > PKT_BUF_SIZE_MAX) {
+		errno = EINVAL;
+		return NULL;
+	}
 	pool = calloc(1, sizeof(*pool));
 	if (!pool)
 		return NULL;
-	pool->mem = aligned_alloc(64, sizeof(struct pkt) * (size_t)count);
+	pool->buf_size = buf_size;
+	pool->stride = (sizeof(struct pkt) + buf_size + 63) & ~(size_t)63;
+	pool->mem = aligned_alloc(64, pool->stride * count);
 	pool->free = calloc(count, sizeof(*pool->free));
 	if (!pool->mem || !pool->free) {
 		free(pool->mem);
@@ -35,11 +50,29 @@ struct pkt_pool *pkt_pool_new(unsigned count)
 	pthread_mutex_init(&pool->lock, NULL);
 	pool->count = count;
 	for (i = 0; i < count; i++) {
-		pool->mem[i].pool = pool;
-		pool->free[i] = &pool->mem[count - 1 - i];
+		struct pkt *p = (struct pkt *)(pool->mem + pool->stride * (count - 1 - i));
+
+		p->pool = pool;
+		p->cap = buf_size;
+		pool->free[i] = p;
 	}
 	pool->nfree = count;
 	return pool;
+}
+
+struct pkt_pool *pkt_pool_new(unsigned count)
+{
+	return pkt_pool_new_sized(count, PKT_BUF_SIZE);
+}
+
+uint32_t pkt_pool_buf_size(const struct pkt_pool *pool)
+{
+	return pool->buf_size;
+}
+
+unsigned pkt_pool_count(const struct pkt_pool *pool)
+{
+	return pool->count;
 }
 
 void pkt_pool_free(struct pkt_pool *pool)

@@ -11,14 +11,21 @@
  * headers can be prepended and packets encrypted and decrypted in place. Nothing
  * on the packet path calls malloc.
  *
+ * Each pool has one buffer size, chosen when it is made: the default fits the usual
+ * MTUs, and a data plane whose MTU outgrows it makes pools of larger buffers (jumbo
+ * frames) rather than making every buffer large. A packet knows its capacity (cap).
+ *
  * Headroom holds the 16-byte WireGuard data header and, later, relay framing.
  * Tailroom holds padding to 16 bytes and the 16-byte Poly1305 tag.
  */
 #define PKT_HEADROOM 64
 #define PKT_TAILROOM 64
+/* The default buffer size (pkt_pool_new). */
 #define PKT_BUF_SIZE 2048
-/* The largest inner packet (TUN MTU) the buffers carry. */
-#define PKT_MTU_MAX (PKT_BUF_SIZE - PKT_HEADROOM - PKT_TAILROOM)
+/* The largest inner packet (TUN MTU) a default buffer carries. */
+#define PKT_BUF_MTU (PKT_BUF_SIZE - PKT_HEADROOM - PKT_TAILROOM)
+/* The largest buffer size: room for any UDP datagram (at most 65535 - 8 bytes) and more. */
+#define PKT_BUF_SIZE_MAX (PKT_HEADROOM + 65536 + PKT_TAILROOM)
 
 struct pkt_pool;
 
@@ -27,6 +34,7 @@ struct pkt {
 	struct pkt_pool *pool;
 	uint8_t *data;      /* first valid byte, within buf */
 	uint32_t len;       /* valid bytes from data */
+	uint32_t cap;       /* bytes in buf: the pool's buffer size */
 	int32_t err;        /* result of an asynchronous step (crypto); 0 = ok */
 	struct endpoint ep; /* received: source; to send: destination */
 	/* Owned by the module processing the packet (wg: peer and keypair references). */
@@ -34,11 +42,19 @@ struct pkt {
 	void *keypair;
 	uint64_t counter;
 	uint32_t mtu; /* wg: the tunnel MTU when queued for encryption, caps the padding; 0 = none */
-	uint8_t buf[PKT_BUF_SIZE] __attribute__((aligned(64)));
+	uint8_t buf[] __attribute__((aligned(64)));
 };
 
-/* Allocates `count` packets up front. NULL on ENOMEM. Thread safe. */
+/* Allocates `count` packets of PKT_BUF_SIZE up front. NULL on ENOMEM. Thread safe. */
 struct pkt_pool *pkt_pool_new(unsigned count);
+/*
+ * The same with buffers of buf_size bytes, more than PKT_HEADROOM + PKT_TAILROOM and at
+ * most PKT_BUF_SIZE_MAX (else NULL, EINVAL).
+ */
+struct pkt_pool *pkt_pool_new_sized(unsigned count, uint32_t buf_size);
+uint32_t pkt_pool_buf_size(const struct pkt_pool *pool);
+/* Packets in the pool, taken or not. */
+unsigned pkt_pool_count(const struct pkt_pool *pool);
 /* Accepts NULL. All packets must have been returned. */
 void pkt_pool_free(struct pkt_pool *pool);
 /* Takes up to n packets, each reset; returns how many (fewer when the pool runs dry). */
@@ -67,7 +83,13 @@ static inline uint32_t pkt_headroom(const struct pkt *p)
 
 static inline uint32_t pkt_tailroom(const struct pkt *p)
 {
-	return (uint32_t)(PKT_BUF_SIZE - (uint32_t)(p->data - p->buf) - p->len);
+	return (uint32_t)(p->cap - (uint32_t)(p->data - p->buf) - p->len);
+}
+
+/* The largest inner packet a buffer of this size carries, headroom and tailroom kept. */
+static inline uint32_t pkt_buf_mtu(uint32_t buf_size)
+{
+	return buf_size - PKT_HEADROOM - PKT_TAILROOM;
 }
 
 #endif

@@ -21,11 +21,11 @@ _Static_assert(READ_BATCH <= UDP_BATCH_MAX, "one recvmmsg per read");
 
 struct udpconn {
 	struct magicsock *ms;
-	struct pkt_pool *pool;
+	_Atomic(struct pkt_pool *) pool;
 	pthread_rwlock_t socks_lock;
 	struct udp_socks socks;
 	struct iothread reader;
-	atomic_uint_fast64_t pool_dry, read_dropped, send_errors;
+	atomic_uint_fast64_t pool_dry, rx_too_big, send_errors;
 };
 
 void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
@@ -48,6 +48,7 @@ static void *reader_main(void *arg)
 	struct udpconn *uc = arg;
 	struct iothread *rd = &uc->reader;
 	struct pkt *stash[READ_BATCH];
+	struct pkt_pool *pool = atomic_load(&uc->pool);
 	struct pollfd pfd[3];
 	unsigned have = 0, i;
 	int fds[2] = {uc->socks.fd4, uc->socks.fd6};
@@ -55,6 +56,7 @@ static void *reader_main(void *arg)
 	/*
 	 * `stash` keeps buffers across reads: only the ones handed on are replaced, so an
 	 * idle wakeup costs no pool lock. A family that is off has fd -1, which poll ignores.
+	 * A new pool (udpconn_set_pool) takes over at the next read: the stash goes back.
 	 */
 	pfd[0] = (struct pollfd){.fd = fds[0], .events = POLLIN};
 	pfd[1] = (struct pollfd){.fd = fds[1], .events = POLLIN};
@@ -74,9 +76,14 @@ static void *reader_main(void *arg)
 				unsigned dropped = 0, asked;
 				int n;
 
+				if (unlikely(atomic_load_explicit(&uc->pool, memory_order_acquire) !=
+					     pool)) {
+					pkt_free(stash, have);
+					have = 0;
+					pool = atomic_load(&uc->pool);
+				}
 				if (have < READ_BATCH)
-					have +=
-					    pkt_pool_get(uc->pool, stash + have, READ_BATCH - have);
+					have += pkt_pool_get(pool, stash + have, READ_BATCH - have);
 				if (!have) {
 					atomic_fetch_add(&uc->pool_dry, 1);
 					iothread_sleep(rd, POOL_DRY_BACKOFF_MS);
@@ -84,8 +91,13 @@ static void *reader_main(void *arg)
 				}
 				asked = have;
 				n = udp_recv_batch(fds[i], stash, have, &dropped);
-				if (dropped)
-					atomic_fetch_add(&uc->read_dropped, dropped);
+				if (unlikely(dropped)) {
+					atomic_fetch_add(&uc->rx_too_big, dropped);
+					log_ratelimited(LOG_LEVEL_WARN,
+							"udp: %u datagrams larger than the %u-byte "
+							"buffers dropped (a peer's MTU above ours?)",
+							dropped, pkt_pool_buf_size(pool));
+				}
 				if (n <= 0)
 					break;
 				magicsock_rx(uc->ms, stash, (unsigned)n, time_now_ns());
@@ -110,7 +122,7 @@ int udpconn_new(struct magicsock *ms, struct pkt_pool *pool, uint16_t port, uint
 	if (!uc)
 		return -ENOMEM;
 	uc->ms = ms;
-	uc->pool = pool;
+	atomic_init(&uc->pool, pool);
 	uc->socks = (struct udp_socks){.fd4 = -1, .fd6 = -1};
 	uc->reader.stop_fd = -1;
 	pthread_rwlock_init(&uc->socks_lock, NULL);
@@ -146,6 +158,11 @@ void udpconn_free(struct udpconn *uc)
 	free(uc);
 }
 
+void udpconn_set_pool(struct udpconn *uc, struct pkt_pool *pool)
+{
+	atomic_store_explicit(&uc->pool, pool, memory_order_release);
+}
+
 uint16_t udpconn_port(const struct udpconn *uc)
 {
 	return uc->socks.port;
@@ -176,6 +193,6 @@ int udpconn_set_fwmark(struct udpconn *uc, uint32_t fwmark)
 void udpconn_stats_get(struct udpconn *uc, struct udpconn_stats *ret)
 {
 	ret->pool_dry = atomic_load(&uc->pool_dry);
-	ret->read_dropped = atomic_load(&uc->read_dropped);
+	ret->rx_too_big = atomic_load(&uc->rx_too_big);
 	ret->send_errors = atomic_load(&uc->send_errors);
 }

@@ -14,7 +14,8 @@
  * sockets first (udp_socks_open), so a port that cannot be bound changes nothing.
  *
  * A reader that finds its pool empty backs off for a millisecond (counted); nothing
- * on the packet path allocates.
+ * on the packet path allocates. A datagram larger than its buffer is dropped and
+ * counted (a peer with a larger MTU than ours sent it).
  */
 
 #include <stdint.h>
@@ -25,7 +26,7 @@
 
 struct udpconn_stats {
 	uint64_t pool_dry;     /* reader found its pool empty */
-	uint64_t read_dropped; /* truncated datagrams */
+	uint64_t rx_too_big;   /* datagrams larger than the reader's buffers: dropped */
 	uint64_t send_errors;  /* datagrams the kernel did not take */
 };
 
@@ -45,6 +46,12 @@ void udpconn_free(struct udpconn *uc);
 /* Any thread: sends to pkt->ep (addresses only) and frees the packets. */
 void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n);
 
+/*
+ * Any thread: the reader takes its buffers from `pool` from its next read on (larger
+ * buffers for a larger MTU). The old pool must outlive the packets it lent and the
+ * reader's switch: the caller keeps it until udpconn_free.
+ */
+void udpconn_set_pool(struct udpconn *uc, struct pkt_pool *pool);
 /* Control thread: the bound port. */
 uint16_t udpconn_port(const struct udpconn *uc);
 /* Control thread: replaces the sockets with ns (taken over) and restarts the reader. */

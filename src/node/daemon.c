@@ -630,6 +630,18 @@ static void status_relay(struct daemon *d, json_t *st)
 	json_object_set_new(st, "relay", relay_json(d));
 }
 
+/* Drops the per-peer view does not show: an MTU the buffers do not fit must not hide. */
+static json_t *dataplane_json(struct wgdev *w)
+{
+	struct wgdev_counters c;
+
+	wgdev_counters_get(w, &c);
+	return json_pack("{s:I, s:I, s:{s:I, s:I, s:I}}", "mtu", (json_int_t)c.mtu,
+			 "buffer_size", (json_int_t)c.buf_size, "dropped_too_big", "tun",
+			 (json_int_t)c.too_big_tun, "udp", (json_int_t)c.too_big_udp, "engine",
+			 (json_int_t)c.too_big_engine);
+}
+
 static int be_status(void *ctx, json_t **ret)
 {
 	struct daemon *d = ctx;
@@ -652,6 +664,7 @@ static int be_status(void *ctx, json_t **ret)
 		if (d->cstate == CONTROL_CLIENT_NEEDS_LOGIN && d->client_on)
 			json_object_set_new(st, "auth_url", json_string(d->auth_url));
 		status_relay(d, st);
+		json_object_set_new(st, "dataplane", dataplane_json(d->wg));
 	}
 	wg_device_info_free(info);
 	if (r == 0)

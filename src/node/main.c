@@ -31,12 +31,12 @@
 #include <unistd.h>
 
 #include "base/log.h"
-#include "base/pkt.h"
 #include "base/version.h"
 #include "node/daemon.h"
 #include "node/localapi.h"
 #include "node/state.h"
 #include "node/wgdev.h"
+#include "wg/device.h"
 
 #define DEFAULT_MTU 1420
 #define MIN_MTU 68 /* RFC 791: the smallest MTU IPv4 allows */
@@ -68,8 +68,8 @@ static void usage(FILE *f)
 	    "  -h, --help         this text\n"
 	    "\n"
 	    "example: trellisd --wg wg0 --mtu 1420\n",
-	    DEFAULT_MTU, PKT_MTU_MAX, STATE_DEFAULT_DIR, LOCALAPI_DEFAULT_SOCKET,
-	    DAEMON_DEFAULT_TUN, DAEMON_DEFAULT_PORT);
+	    DEFAULT_MTU, WG_MTU_MAX, STATE_DEFAULT_DIR, LOCALAPI_DEFAULT_SOCKET, DAEMON_DEFAULT_TUN,
+	    DAEMON_DEFAULT_PORT);
 }
 
 /* Whole-string unsigned decimal within [min, max]; false otherwise. */
@@ -218,10 +218,10 @@ int main(int argc, char **argv)
 			opts.ifname = optarg;
 			break;
 		case OPT_MTU:
-			if (!parse_uint(optarg, MIN_MTU, PKT_MTU_MAX, &v)) {
+			if (!parse_uint(optarg, MIN_MTU, WG_MTU_MAX, &v)) {
 				fprintf(stderr,
 					"trellisd: --mtu: \"%s\" is not a number in %d..%d\n",
-					optarg, MIN_MTU, PKT_MTU_MAX);
+					optarg, MIN_MTU, WG_MTU_MAX);
 				return 2;
 			}
 			opts.mtu = (unsigned)v;

@@ -22,6 +22,15 @@
  * pools and the cryptq ring are the only buffering, and nothing on the packet
  * path allocates.
  *
+ * Any MTU up to WG_MTU_MAX works: the data pools' buffers are sized for the MTU.
+ * When `ip link set mtu` (or --mtu) outgrows them, the control thread makes a new
+ * generation of TX and RX pools with larger buffers (fewer of them: each pool holds
+ * at most POOL_DATA_BYTES) and the readers switch to it at their next read (an atomic
+ * pointer each); packets from older generations go back to their own pools, which
+ * stay until the device is freed. Buffer sizes go up in powers of two, so there are
+ * at most a handful of generations. An MTU above WG_MTU_MAX is set back to it, and
+ * said so in the log: a packet that cannot be sent must not vanish silently.
+ *
  * Socket changes (listen_port) are race free without a lock in the UDP reader:
  * the control thread opens the new sockets, then udpconn_swap stops and joins the
  * reader, swaps the sockets under the write side of a lock (senders hold the read
@@ -31,6 +40,7 @@
  * mode gives peers magicsock handles (net/magicsock.h), which `wg show` and status
  * see resolved to addresses (wgdev_info_get).
  */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <inttypes.h>
@@ -62,10 +72,15 @@
 
 #define READ_BATCH 64
 /*
- * 4096 packets (8.5 MiB) per data direction covers a full cryptq lane in flight
- * (CRYPTQ_SLOTS partially filled slots) plus the engine's staging queues.
+ * 4096 packets of 2 KiB (8.5 MiB) per data direction cover a full cryptq lane in flight
+ * (CRYPTQ_SLOTS partially filled slots) plus the engine's staging queues. Larger buffers
+ * come in smaller numbers, up to POOL_DATA_BYTES per pool (255 of 64 KiB: still 16 MiB
+ * in flight per direction, a dozen milliseconds at 10 Gb/s).
  */
-#define POOL_DATA 4096
+#define POOL_DATA_MAX 4096
+#define POOL_DATA_BYTES (16u << 20)
+/* Buffer sizes double from PKT_BUF_SIZE up to PKT_BUF_SIZE_MAX: 7 sizes. */
+#define POOL_GENS_MAX 7
 #define POOL_CTL 512
 #define CRYPTQ_SLOTS 512
 #define POOL_DRY_BACKOFF_MS 1
@@ -77,7 +92,13 @@ struct wgdev {
 	struct loop *loop;
 	struct uapi_server *uapi;
 	struct wg_device *dev;
-	struct pkt_pool *pool_tx, *pool_rx, *pool_ctl;
+	struct pkt_pool *pool_ctl;
+	/* Data pool generations, the last the current one (control thread). */
+	struct {
+		struct pkt_pool *tx, *rx;
+	} gens[POOL_GENS_MAX];
+	unsigned n_gens;
+	_Atomic(struct pkt_pool *) pool_tx; /* what the TUN reader takes from: gens[n_gens-1].tx */
 	struct cryptq *cq;
 	int tun_fd;
 	struct magicsock *ms;
@@ -90,7 +111,7 @@ struct wgdev {
 	atomic_bool tun_gone;
 
 	/* What the engine does not see, logged at exit (UDP: udpconn_stats, magicsock_stats). */
-	atomic_uint_fast64_t tun_pool_dry, tun_read_dropped, tun_write_errors;
+	atomic_uint_fast64_t tun_pool_dry, tun_too_big, tun_write_errors;
 
 	/* Who reads the STUN mailbox (wgdev_stun_listen), under stun_mu: notify is rare. */
 	pthread_mutex_t stun_mu;
@@ -235,6 +256,7 @@ static void *tun_reader_main(void *arg)
 	struct wgdev *w = arg;
 	struct iothread *rd = &w->tun_reader;
 	struct pkt *stash[READ_BATCH];
+	struct pkt_pool *pool = atomic_load(&w->pool_tx);
 	struct pollfd pfd[2] = {
 	    {.fd = w->tun_fd, .events = POLLIN},
 	    {.fd = rd->stop_fd, .events = POLLIN},
@@ -243,14 +265,20 @@ static void *tun_reader_main(void *arg)
 
 	/*
 	 * `stash` keeps buffers across reads: only the ones handed to the engine are
-	 * replaced, so an idle wakeup costs no pool lock.
+	 * replaced, so an idle wakeup costs no pool lock. A new pool generation takes
+	 * over at the next read: the stash goes back to the old one.
 	 */
 	while (!iothread_stopping(rd)) {
 		unsigned dropped = 0, asked;
 		int n;
 
+		if (unlikely(atomic_load_explicit(&w->pool_tx, memory_order_acquire) != pool)) {
+			pkt_free(stash, have);
+			have = 0;
+			pool = atomic_load(&w->pool_tx);
+		}
 		if (have < READ_BATCH)
-			have += pkt_pool_get(w->pool_tx, stash + have, READ_BATCH - have);
+			have += pkt_pool_get(pool, stash + have, READ_BATCH - have);
 		if (!have) {
 			atomic_fetch_add(&w->tun_pool_dry, 1);
 			if (iothread_sleep(rd, POOL_DRY_BACKOFF_MS))
@@ -259,8 +287,12 @@ static void *tun_reader_main(void *arg)
 		}
 		asked = have;
 		n = tun_read_batch(w->tun_fd, stash, have, &dropped);
-		if (dropped)
-			atomic_fetch_add(&w->tun_read_dropped, dropped);
+		if (unlikely(dropped)) {
+			atomic_fetch_add(&w->tun_too_big, dropped);
+			log_ratelimited(LOG_LEVEL_WARN,
+					"tun: %u packets larger than the %u-byte buffers dropped",
+					dropped, pkt_pool_buf_size(pool));
+		}
 		if (n < 0 && n != -EAGAIN && n != -EINTR) {
 			/* EBADFD/EIO: the interface was deleted (ip link del, wg-quick down). */
 			log_info("tun read: %s, stopping", strerror(-n));
@@ -418,10 +450,14 @@ static void stats_log(struct wgdev *w)
 		 " bytes, %" PRIu64 " engine drops (%" PRIu64 " queue full), handshakes %" PRIu64,
 		 st.rx_packets, st.rx_bytes, st.tx_packets, st.tx_bytes, drops,
 		 st.drops[WG_DROP_QUEUE_FULL], st.handshakes_completed);
-	log_info("pool dry tun %" PRIu64 " udp %" PRIu64 ", read drops tun %" PRIu64 " udp %" PRIu64
-		 ", write errors udp %" PRIu64 " tun %" PRIu64,
-		 (uint64_t)w->tun_pool_dry, us.pool_dry, (uint64_t)w->tun_read_dropped,
-		 us.read_dropped, us.send_errors, (uint64_t)w->tun_write_errors);
+	log_info("pool dry tun %" PRIu64 " udp %" PRIu64 ", write errors udp %" PRIu64
+		 " tun %" PRIu64,
+		 (uint64_t)w->tun_pool_dry, us.pool_dry, us.send_errors,
+		 (uint64_t)w->tun_write_errors);
+	log_info("too big for the buffers of MTU %u (%u bytes): dropped from tun %" PRIu64
+		 ", from udp %" PRIu64 ", by the engine %" PRIu64,
+		 w->mtu, pkt_pool_buf_size(w->gens[w->n_gens - 1].tx), (uint64_t)w->tun_too_big,
+		 us.rx_too_big, st.drops[WG_DROP_TX_TOO_BIG]);
 	log_info("udp demux: wireguard %" PRIu64 ", stun %" PRIu64 " (%" PRIu64
 		 " dropped), disco %" PRIu64 " (%" PRIu64 " dropped), junk %" PRIu64
 		 " dropped; sends without a path %" PRIu64 ", raw sends %" PRIu64,
@@ -429,18 +465,111 @@ static void stats_log(struct wgdev *w)
 		 ms.box_drops[MAGICSOCK_BOX_DISCO], ms.rx_junk, ms.tx_no_path, ms.tx_raw);
 }
 
+void wgdev_counters_get(struct wgdev *w, struct wgdev_counters *ret)
+{
+	struct wg_device_stats st;
+	struct udpconn_stats us;
+
+	wg_device_stats_get(w->dev, &st);
+	udpconn_stats_get(w->uc, &us);
+	*ret = (struct wgdev_counters){
+	    .mtu = w->mtu,
+	    .buf_size = pkt_pool_buf_size(w->gens[w->n_gens - 1].tx),
+	    .too_big_tun = atomic_load(&w->tun_too_big),
+	    .too_big_udp = us.rx_too_big,
+	    .too_big_engine = st.drops[WG_DROP_TX_TOO_BIG],
+	};
+}
+
+/* Powers of two from PKT_BUF_SIZE, so that few generations reach the largest. */
+static uint32_t data_buf_size(unsigned mtu)
+{
+	uint32_t need = PKT_HEADROOM + mtu + PKT_TAILROOM, size = PKT_BUF_SIZE;
+
+	while (size < need && size < PKT_BUF_SIZE_MAX)
+		size *= 2;
+	return MIN(size, (uint32_t)PKT_BUF_SIZE_MAX);
+}
+
+_Static_assert(PKT_BUF_SIZE << (POOL_GENS_MAX - 2) < PKT_BUF_SIZE_MAX &&
+		   PKT_BUF_SIZE << (POOL_GENS_MAX - 1) >= PKT_BUF_SIZE_MAX,
+	       "one generation per buffer size");
+_Static_assert(PKT_HEADROOM + WG_MTU_MAX + PKT_TAILROOM <= PKT_BUF_SIZE_MAX,
+	       "the largest buffers carry the largest MTU");
+
+/*
+ * Control thread: data pools whose buffers carry `mtu`, made and handed to the readers
+ * if the current ones are too small. 0, or -ENOMEM with nothing changed.
+ */
+static int pools_fit(struct wgdev *w, unsigned mtu)
+{
+	uint32_t size = data_buf_size(mtu);
+	struct pkt_pool *tx, *rx;
+	unsigned count;
+
+	if (w->n_gens && size <= pkt_pool_buf_size(w->gens[w->n_gens - 1].tx))
+		return 0;
+	/* Sizes only grow, one generation per size: the array cannot run out. */
+	assert(w->n_gens < POOL_GENS_MAX);
+	count = MIN((unsigned)POOL_DATA_MAX, POOL_DATA_BYTES / size);
+	tx = pkt_pool_new_sized(count, size);
+	rx = pkt_pool_new_sized(count, size);
+	if (!tx || !rx) {
+		pkt_pool_free(tx);
+		pkt_pool_free(rx);
+		return -ENOMEM;
+	}
+	w->gens[w->n_gens].tx = tx;
+	w->gens[w->n_gens].rx = rx;
+	w->n_gens++;
+	atomic_store_explicit(&w->pool_tx, tx, memory_order_release);
+	if (w->uc)
+		udpconn_set_pool(w->uc, rx);
+	if (w->n_gens > 1)
+		log_info("MTU %u: packet buffers of %u bytes from now on, %u per direction", mtu,
+			 size, count);
+	return 0;
+}
+
 /*
  * The engine caps padding at the interface MTU, so it must see every `ip link set mtu`:
- * on any link event the MTU is read again (one ioctl; link events are rare).
+ * on any link event the MTU is read again (one ioctl; link events are rare). A larger
+ * MTU gets larger buffers first; one that cannot work is set back, and logged.
  */
 static void mtu_follow(struct wgdev *w)
 {
-	int mtu = nl_link_get_mtu(w->ifname);
+	int mtu = nl_link_get_mtu(w->ifname), r;
+	unsigned m;
 
 	if (mtu <= 0 || (unsigned)mtu == w->mtu)
 		return;
-	log_info("MTU %u -> %d", w->mtu, mtu);
-	w->mtu = (unsigned)mtu;
+	m = (unsigned)mtu;
+	if (m > WG_MTU_MAX) {
+		log_warn("MTU %u is too large: a full-size packet and WireGuard's 32 bytes must fit "
+			 "one UDP datagram; setting the MTU of %s to %u",
+			 m, w->ifname, WG_MTU_MAX);
+		m = WG_MTU_MAX;
+	}
+	r = pools_fit(w, m);
+	if (r < 0) {
+		unsigned fit = pkt_buf_mtu(pkt_pool_buf_size(w->gens[w->n_gens - 1].tx));
+
+		log_err("MTU %u: no memory for packet buffers of %u bytes; setting the MTU of %s to "
+			"%u",
+			m, data_buf_size(m), w->ifname, fit);
+		m = fit;
+	}
+	if (m != (unsigned)mtu) {
+		r = nl_link_set_mtu(w->ifname, m);
+		if (r < 0)
+			log_err("cannot set the MTU of %s to %u: %s; larger packets are dropped "
+				"and counted",
+				w->ifname, m, strerror(-r));
+	}
+	if (m == w->mtu)
+		return;
+	log_info("MTU %u -> %u", w->mtu, m);
+	w->mtu = m;
 	wg_device_set_mtu(w->dev, w->mtu);
 }
 
@@ -455,6 +584,8 @@ static void link_event(struct loop_fd *h, uint32_t events)
 
 void wgdev_free(struct wgdev *w)
 {
+	unsigned i;
+
 	if (!w)
 		return;
 	if (w->link_mon.fd >= 0) {
@@ -481,8 +612,10 @@ void wgdev_free(struct wgdev *w)
 		close(w->tun_fd);
 	iothread_destroy(&w->tun_reader);
 	pthread_mutex_destroy(&w->stun_mu);
-	pkt_pool_free(w->pool_tx);
-	pkt_pool_free(w->pool_rx);
+	for (i = 0; i < w->n_gens; i++) {
+		pkt_pool_free(w->gens[i].tx);
+		pkt_pool_free(w->gens[i].rx);
+	}
 	pkt_pool_free(w->pool_ctl);
 	if (w->timer.armed)
 		loop_timer_disarm(w->loop, &w->timer);
@@ -550,11 +683,15 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 		goto out;
 	}
 
-	w->pool_tx = pkt_pool_new(POOL_DATA);
-	w->pool_rx = pkt_pool_new(POOL_DATA);
 	w->pool_ctl = pkt_pool_new(POOL_CTL);
-	if (!w->pool_tx || !w->pool_rx || !w->pool_ctl) {
+	if (!w->pool_ctl) {
 		r = -ENOMEM;
+		goto out;
+	}
+	/* Sized for the MTU asked for; mtu_follow below grows them if the link has more. */
+	r = pools_fit(w, opts->mtu);
+	if (r < 0) {
+		log_err("cannot allocate packet buffers for MTU %u", opts->mtu);
 		goto out;
 	}
 
@@ -623,7 +760,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	if (r < 0)
 		goto out;
 	/* Port 0 unless given: the kernel picks one, which `wg show` reports. */
-	r = udpconn_new(w->ms, w->pool_rx, opts->port, 0, &w->uc);
+	r = udpconn_new(w->ms, w->gens[w->n_gens - 1].rx, opts->port, 0, &w->uc);
 	if (r < 0) {
 		log_err("cannot open UDP sockets on port %u: %s", opts->port, strerror(-r));
 		goto out;
@@ -644,7 +781,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 		}
 	}
 	log_info("UAPI listener %s%s; UDP port %u, MTU %u, %u crypto workers",
-		 path[0] ? "started on " : "off", path, udpconn_port(w->uc), opts->mtu, workers);
+		 path[0] ? "started on " : "off", path, udpconn_port(w->uc), w->mtu, workers);
 
 	timers_fire(&w->timer);
 	*ret = w;

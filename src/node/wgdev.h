@@ -77,4 +77,16 @@ struct magicsock *wgdev_magicsock(struct wgdev *w);
  */
 int wgdev_info_get(struct wgdev *w, struct wg_device_info **ret);
 
+/* Data-plane counters the engine's per-peer view does not have, for status. */
+struct wgdev_counters {
+	unsigned mtu;		 /* the interface's, followed */
+	uint32_t buf_size;	 /* of the packet buffers the data path uses for it */
+	uint64_t too_big_tun;	 /* from TUN, larger than the buffers: dropped */
+	uint64_t too_big_udp;	 /* from the wire, larger than the buffers: dropped */
+	uint64_t too_big_engine; /* larger than one datagram or its buffer (WG_DROP_TX_TOO_BIG) */
+};
+
+/* Control thread. */
+void wgdev_counters_get(struct wgdev *w, struct wgdev_counters *ret);
+
 #endif

@@ -54,11 +54,12 @@ int tun_open(const char *name, char ret_name[IF_NAMESIZE])
 	return tun_open_queue(name, 0, ret_name);
 }
 
+/* One byte past what the buffer carries, so that a longer packet shows as truncated. */
 static uint32_t read_capacity(const struct pkt *p)
 {
-	uint32_t room = PKT_BUF_SIZE - pkt_headroom(p);
+	uint32_t room = p->cap - pkt_headroom(p);
 
-	return MIN(room, (uint32_t)PKT_MTU_MAX + 1);
+	return MIN(room, pkt_buf_mtu(p->cap) + 1);
 }
 
 int tun_read_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
@@ -80,7 +81,7 @@ int tun_read_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
 				return -errno;
 			break;
 		}
-		if (r == 0 || r > PKT_MTU_MAX) {
+		if (r == 0 || (uint32_t)r > pkt_buf_mtu(p->cap)) {
 			dropped++;
 			continue;
 		}

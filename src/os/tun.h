@@ -14,8 +14,9 @@
  */
 int tun_open(const char *name, char ret_name[IF_NAMESIZE]);
 /*
- * Reads up to n packets without blocking, each into pkts[i]->data (capacity
- * PKT_MTU_MAX + 1: a longer packet is reported as truncated and dropped).
+ * Reads up to n packets without blocking, each into pkts[i]->data (at most
+ * pkt_buf_mtu(cap) bytes: a longer packet, larger than its buffer can carry, is
+ * dropped and counted).
  * Returns the count (0 when none are waiting) or -errno. *ret_dropped counts
  * packets discarded (truncated/empty); at most 64 are discarded per call, so a
  * return of 0 with *ret_dropped > 0 means "call again".

@@ -158,7 +158,7 @@ int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark)
 
 static uint32_t recv_capacity(const struct pkt *p)
 {
-	return PKT_BUF_SIZE - pkt_headroom(p);
+	return p->cap - pkt_headroom(p);
 }
 
 int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)

@@ -27,7 +27,7 @@ void udp_socks_close(struct udp_socks *s);
 int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark);
 
 /*
- * recvmmsg into pkts[i]->data with capacity PKT_BUF_SIZE - PKT_HEADROOM; sets len and ep
+ * recvmmsg into pkts[i]->data with capacity cap - headroom; sets len and ep
  * (the source). Datagrams that were truncated are dropped and counted in *ret_dropped.
  * Returns the count (0 if nothing is waiting) or -errno. At most UDP_BATCH_MAX per call.
  * The received packets are pkts[0..count); the array may be reordered (buffers of dropped

@@ -294,6 +294,19 @@ static const uint8_t *tx_destination(const struct pkt *pkt, int *ret_family)
 	return NULL;
 }
 
+/*
+ * Encrypted in place, the packet must fit its buffer (header before it, padding and tag
+ * after it), and the datagram must fit UDP: a packet from an MTU larger than WG_MTU_MAX
+ * (the caller clamps the interface, but packets already queued may follow) cannot be sent.
+ */
+static bool fits_datagram(const struct wg_device *dev, const struct pkt *pkt)
+{
+	uint32_t padded = wg_send_padded_len(pkt->len, dev->mtu);
+
+	return pkt->len <= WG_MTU_MAX && pkt_headroom(pkt) >= sizeof(struct message_data) &&
+	       pkt_tailroom(pkt) >= padded - pkt->len + NOISE_AUTHTAG_LEN;
+}
+
 void wg_device_tx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t now_ns)
 {
 	unsigned i;
@@ -308,8 +321,12 @@ void wg_device_tx(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t
 		pkt->peer = NULL;
 		pkt->keypair = NULL;
 		dst = tx_destination(pkt, &family);
-		if (!dst || pkt->len > PKT_MTU_MAX) {
+		if (!dst) {
 			wg_device_drop(dev, WG_DROP_TX_BAD_IP, pkt);
+			continue;
+		}
+		if (!fits_datagram(dev, pkt)) {
+			wg_device_drop(dev, WG_DROP_TX_TOO_BIG, pkt);
 			continue;
 		}
 		peer = wg_allowedips_lookup(dev->allowedips, family, dst);

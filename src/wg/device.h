@@ -73,6 +73,7 @@ enum wg_drop_reason {
 	WG_DROP_TX_NO_ENDPOINT,    /* peer has no endpoint yet */
 	WG_DROP_TX_STAGED_FULL,    /* waiting for a handshake and the staging queue is full */
 	WG_DROP_TX_NO_KEY,         /* staged packets expired without a session */
+	WG_DROP_TX_TOO_BIG,        /* from TUN: over WG_MTU_MAX or too large for its buffer */
 	WG_DROP_QUEUE_FULL,        /* crypto queue full (counted by the caller via wg_device_count_drop) */
 	WG_DROP_MAX
 };
@@ -100,6 +101,13 @@ uint16_t wg_device_listen_port(struct wg_device *dev);
 uint32_t wg_device_fwmark(struct wg_device *dev);
 /* The caller bound port 0 and the kernel chose this one. */
 void wg_device_set_listen_port(struct wg_device *dev, uint16_t port);
+/*
+ * The largest tunnel MTU: a full-size packet and the 32 bytes of a data message (header and
+ * tag) fill one UDP datagram over IPv4 (65535 - 20 - 8). IPv6 would carry 20 bytes more; one
+ * limit for both keeps every peer reachable whatever its address family.
+ */
+#define WG_MTU_MAX (65535 - 20 - 8 - 32)
+
 /*
  * The tunnel interface's MTU, followed by the caller as it changes. Data messages are padded
  * to a multiple of 16 but never past it (whitepaper 5.4.6), so a full-size packet does not

@@ -15,7 +15,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static uint8_t buf[PKT_MTU_MAX];
+static uint8_t buf[PKT_BUF_MTU];
 
 static size_t build(uint8_t mode, const uint8_t *data, size_t size, uint8_t *out)
 {
@@ -44,8 +44,8 @@ static size_t build(uint8_t mode, const uint8_t *data, size_t size, uint8_t *out
 		return len;
 	case 4:
 		len = MAX(size, 16 + 16) + 16;
-		if (len > PKT_MTU_MAX)
-			len = PKT_MTU_MAX;
+		if (len > PKT_BUF_MTU)
+			len = PKT_BUF_MTU;
 		memset(out, 0, len);
 		memcpy(out + 16, data, MIN(size, len - 16));
 		le32_write(out, MESSAGE_DATA);
@@ -66,7 +66,7 @@ static size_t build(uint8_t mode, const uint8_t *data, size_t size, uint8_t *out
 		pkt_free(&p, 1);
 		return len;
 	default:
-		len = MIN(size, PKT_MTU_MAX);
+		len = MIN(size, PKT_BUF_MTU);
 		memcpy(out, data, len);
 		return len;
 	}

@@ -56,7 +56,7 @@ static void fuzz_wg_rx(const uint8_t *msg, size_t len)
 {
 	struct pkt *p;
 
-	if (len > PKT_MTU_MAX || pkt_pool_get(us.pool, &p, 1) != 1)
+	if (len > PKT_BUF_MTU || pkt_pool_get(us.pool, &p, 1) != 1)
 		return;
 	memcpy(p->data, msg, len);
 	p->len = (uint32_t)len;

@@ -279,12 +279,14 @@ lab_key()
 key_file() { echo "$LAB_TMP/$1.key"; }
 pub_of() { cat "$LAB_TMP/$1.pub"; }
 
-# lab_wg_start NS IMPL IFACE: start a userspace WireGuard (IMPL = trellisd | wggo) in the
-# foreground inside NS and wait (bounded) for its UAPI socket and TUN device.
+# lab_wg_start NS IMPL IFACE [ARGS...]: start a userspace WireGuard (IMPL = trellisd | wggo)
+# in the foreground inside NS and wait (bounded) for its UAPI socket and TUN device. ARGS go
+# to trellisd only (wireguard-go has no options for them).
 # Must run in the test's main shell (not in $(...)) so the PID is tracked for cleanup.
 lab_wg_start()
 {
 	local short=$1 impl=$2 iface=$3 ns pid n log
+	shift 3
 	ns=$(ns_name "$short")
 	[[ $impl == trellisd ]] && impl=$(lab_trellisd_impl)
 	log="$LAB_TMP/$iface.$impl.log"
@@ -295,7 +297,7 @@ lab_wg_start()
 			ip netns exec "$ns" wireguard-go -f "$iface" >"$log" 2>&1 &
 		;;
 	trellisd)
-		ip netns exec "$ns" "$TRELLISD" --wg "$iface" >"$log" 2>&1 &
+		ip netns exec "$ns" "$TRELLISD" --wg "$iface" "$@" >"$log" 2>&1 &
 		;;
 	*)
 		fail "unknown WireGuard implementation '$impl'"

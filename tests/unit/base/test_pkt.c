@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -26,7 +27,7 @@ static void test_pool_get_put(void **state)
 		assert_int_equal(pkt_tailroom(p[i]), PKT_BUF_SIZE - PKT_HEADROOM);
 		/* 64-byte alignment keeps in-place crypto on cache-line boundaries. */
 		assert_int_equal((uintptr_t)p[i]->buf % 64, 0);
-		memset(p[i]->data, 0xff, PKT_MTU_MAX);
+		memset(p[i]->data, 0xff, PKT_BUF_MTU);
 		p[i]->len = 100;
 		p[i]->peer = p[i];
 	}
@@ -40,6 +41,50 @@ static void test_pool_get_put(void **state)
 	pkt_free(p, 1);
 	pkt_pool_free(pool);
 	pkt_pool_free(NULL);
+}
+
+static void test_pool_sized(void **state)
+{
+	static const uint32_t sizes[] = {PKT_HEADROOM + PKT_TAILROOM + 1, 4096, 9216,
+					 PKT_BUF_SIZE_MAX};
+	struct pkt_pool *pool;
+	struct pkt *p[3];
+	unsigned i, j;
+
+	(void)state;
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		pool = pkt_pool_new_sized(3, sizes[i]);
+		assert_non_null(pool);
+		assert_int_equal(pkt_pool_buf_size(pool), sizes[i]);
+		assert_int_equal(pkt_pool_count(pool), 3);
+		assert_int_equal(pkt_pool_get(pool, p, 3), 3);
+		for (j = 0; j < 3; j++) {
+			assert_int_equal(p[j]->cap, sizes[i]);
+			assert_int_equal(pkt_headroom(p[j]), PKT_HEADROOM);
+			assert_int_equal(pkt_tailroom(p[j]), sizes[i] - PKT_HEADROOM);
+			assert_int_equal((uintptr_t)p[j]->buf % 64, 0);
+			/* The whole buffer is ours: ASan catches a write into the next packet. */
+			memset(p[j]->buf, j, sizes[i]);
+		}
+		/* Neighbours did not overlap: each buffer still holds its own bytes. */
+		for (j = 0; j < 3; j++)
+			assert_int_equal(p[j]->buf[sizes[i] - 1], j);
+		pkt_free(p, 3);
+		pkt_pool_free(pool);
+	}
+	/* The largest buffer carries a full UDP datagram's worth of inner packet. */
+	assert_true(pkt_buf_mtu(PKT_BUF_SIZE_MAX) >= 65535 - 8);
+	assert_int_equal(pkt_buf_mtu(PKT_BUF_SIZE), PKT_BUF_MTU);
+
+	errno = 0;
+	assert_null(pkt_pool_new_sized(1, PKT_HEADROOM + PKT_TAILROOM));
+	assert_int_equal(errno, EINVAL);
+	errno = 0;
+	assert_null(pkt_pool_new_sized(1, PKT_BUF_SIZE_MAX + 1));
+	assert_int_equal(errno, EINVAL);
+	pool = pkt_pool_new(2);
+	assert_int_equal(pkt_pool_buf_size(pool), PKT_BUF_SIZE);
+	pkt_pool_free(pool);
 }
 
 static void test_free_mixed_pools(void **state)
@@ -93,6 +138,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pool_get_put),
+		cmocka_unit_test(test_pool_sized),
 		cmocka_unit_test(test_free_mixed_pools),
 		cmocka_unit_test(test_threads),
 	};

@@ -196,7 +196,7 @@ static void test_udpconn(void **state)
 
 	udpconn_stats_get(uc, &us);
 	assert_int_equal(us.send_errors, 0);
-	assert_int_equal(us.read_dropped, 0);
+	assert_int_equal(us.rx_too_big, 0);
 	udpconn_free(uc);
 	magicsock_free(ms);
 	udp_socks_close(&peer);

@@ -315,7 +315,7 @@ static void test_route_to_tun(void **state)
 
 static void test_oversize_dropped(void **state)
 {
-	static char big[PKT_MTU_MAX];
+	static char big[PKT_BUF_MTU];
 	static const char small[] = "small";
 	struct ctx *c = *state;
 	uint8_t buf[PKT_BUF_SIZE];
@@ -329,6 +329,25 @@ static void test_oversize_dropped(void **state)
 	assert_true(read_udp_to(c, 4, 10, buf, &dropped) > 0);
 	assert_int_equal(dropped, 1);
 	assert_memory_equal(buf + 28, small, sizeof(small));
+}
+
+static void test_jumbo_read(void **state)
+{
+	static char big[9000 - 28];
+	static uint8_t buf[9000];
+	struct ctx *c = *state;
+	unsigned dropped = 99;
+
+	/* Buffers sized for the MTU (a larger pool) take what the default ones refuse. */
+	pkt_pool_free(c->pool);
+	c->pool = pkt_pool_new_sized(POOL_SIZE, PKT_HEADROOM + 9000 + PKT_TAILROOM);
+	assert_non_null(c->pool);
+	assert_int_equal(nl_link_set_mtu(c->name, 9000), 0);
+	memset(big, 0xcd, sizeof(big));
+	send4(peer4, 11, big, sizeof(big));
+	assert_int_equal(read_udp_to(c, 4, 11, buf, &dropped), 9000);
+	assert_int_equal(dropped, 0);
+	assert_memory_equal(buf + 28, big, sizeof(big));
 }
 
 static void test_read_empty(void **state)
@@ -357,6 +376,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_udp4, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_route_to_tun, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversize_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_jumbo_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_empty, setup, teardown),
 	};
 
