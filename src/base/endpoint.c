@@ -43,6 +43,11 @@ bool endpoint_equal(const struct endpoint *a, const struct endpoint *b)
 	return true;
 }
 
+bool endpoint_src_is_set(const struct endpoint *ep)
+{
+	return endpoint_is_addr(ep) && ep->src.family == ep->sa.sa_family;
+}
+
 socklen_t endpoint_len(const struct endpoint *ep)
 {
 	if (ep->sa.sa_family == AF_INET)

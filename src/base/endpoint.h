@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 
 /*
@@ -15,10 +16,29 @@
  */
 #define ENDPOINT_AF_HANDLE 0xfe
 
+/* A local address; family AF_UNSPEC: none. */
+struct endpoint_src {
+	union {
+		struct in_addr in4;
+		struct in6_addr in6;
+	};
+	sa_family_t family;
+};
+
 /*
  * A UDP endpoint: IPv4, IPv6 or a handle. sa.sa_family == AF_UNSPEC means "none".
  * Code above the path layer stores, copies and compares endpoints without caring
  * which form they have; only the socket code needs an address (endpoint_is_addr).
+ *
+ * `src` is our side: the local address a datagram from this endpoint arrived at
+ * (IP_PKTINFO), and so the source to answer from (the "sticky" source of the kernel's
+ * WireGuard): a peer or a stateful firewall in front of a multihomed host expects the
+ * reply from the address it sent to. Being part of the endpoint, it travels with it:
+ * the engine's roaming stores it with the peer's address and copies it onto every
+ * packet it sends. None (AF_UNSPEC), or one of another family than the remote side's
+ * (a handle's path may change family), lets the kernel choose, as does a source that
+ * stopped working (src/os/udp.h). It is not part of the endpoint's identity:
+ * endpoint_equal compares the remote side only.
  */
 struct endpoint {
 	union {
@@ -31,6 +51,7 @@ struct endpoint {
 			uint32_t id;
 		} handle;
 	};
+	struct endpoint_src src;
 };
 
 /* Longest text form: "[" v6 "%" scope "]:" port. */
@@ -49,7 +70,26 @@ static inline bool endpoint_is_handle(const struct endpoint *ep)
 /* The handle with this id (never 0). */
 void endpoint_handle_set(struct endpoint *ep, uint32_t id);
 
+/* The remote side (address and port, or handle); src is not compared. */
 bool endpoint_equal(const struct endpoint *a, const struct endpoint *b);
+
+/* A source address of the remote side's family is set: the one to send from. */
+bool endpoint_src_is_set(const struct endpoint *ep);
+
+static inline void endpoint_src_clear(struct endpoint *ep)
+{
+	memset(&ep->src, 0, sizeof(ep->src));
+}
+
+/* Makes ep's remote side that of `remote`, keeping ep's source. */
+static inline void endpoint_set_remote(struct endpoint *ep, const struct endpoint *remote)
+{
+	struct endpoint_src src = ep->src;
+
+	*ep = *remote;
+	ep->src = src;
+}
+
 /* The sockaddr length of an address; 0 for a handle or none. */
 socklen_t endpoint_len(const struct endpoint *ep);
 /* "192.0.2.1:51820" or "[2001:db8::1]:51820"; 0 or -EINVAL. Host names are not resolved. */

@@ -463,15 +463,18 @@ static void sources_map(struct magicsock *ms, struct pkt **pkts, unsigned n, uin
 	for (i = 0; i < n; i++) {
 		struct endpoint *ep = &pkts[i]->ep;
 
+		/* The local address it arrived at (ep->src) stays: the reply leaves from it. */
 		if (have_last && endpoint_equal(ep, &last_src)) {
-			*ep = last_mapped;
+			endpoint_set_remote(ep, &last_mapped);
 			continue;
 		}
 		last_src = *ep;
 		if (endpoint_is_addr(ep) && (slot = index_lookup(ms, ep)) >= 0) {
 			struct slot *s = &ms->slots[slot];
 
-			endpoint_handle_set(ep, s->id);
+			/* The handle replaces the peer's address; our side (the source) stays. */
+			endpoint_handle_set(&last_mapped, s->id);
+			endpoint_set_remote(ep, &last_mapped);
 			/* The direct path answers: it is the peer's path from now (magicsock.h). */
 			atomic_store_explicit(&s->direct_rx_ns, now_ns ? now_ns : 1,
 					      memory_order_relaxed);
@@ -631,7 +634,8 @@ static struct pkt *probe_copy(struct magicsock *ms, struct slot *s, const struct
 		return NULL;
 	memcpy(c->data, p->data, p->len);
 	c->len = p->len;
-	c->ep = s->path;
+	c->ep = p->ep;
+	endpoint_set_remote(&c->ep, &s->path);
 	atomic_store_explicit(&s->probe_ns, now, memory_order_relaxed);
 	atomic_fetch_add_explicit(&ms->tx_probe, 1, memory_order_relaxed);
 	return c;
@@ -652,7 +656,8 @@ static int route(struct magicsock *ms, struct slot *s, struct pkt *p, uint64_t n
 		un = atomic_load_explicit(&s->unanswered_ns, memory_order_relaxed);
 		if (!un)
 			atomic_store_explicit(&s->unanswered_ns, now, memory_order_relaxed);
-		p->ep = s->path;
+		/* The source the engine learned with the handle (our side) stays. */
+		endpoint_set_remote(&p->ep, &s->path);
 		return 1;
 	}
 	if (!region)

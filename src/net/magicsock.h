@@ -66,10 +66,10 @@
  * only when there is something to map (no handles: never). Counters are atomics added
  * once per batch. Nothing here allocates per packet.
  *
- * Room for later (issue 15): a path becomes a remote address plus the local address the
- * peer's packets arrive on (IP_PKTINFO, carried by struct pkt beside its source), set on
- * receive and used as the source on send; datagrams larger than a pool buffer come from a
- * second pool of the reader's choosing. Neither changes this interface.
+ * Source addresses. A received datagram's endpoint carries the local address it arrived
+ * at (ep.src, IP_PKTINFO); mapping its source to a handle keeps it, and so does resolving
+ * a handle to its path on send: the engine learns the source with the peer's endpoint
+ * (roaming) and its replies leave from the address the peer sent to.
  */
 
 #include <stdint.h>

@@ -25,16 +25,19 @@ struct udpconn {
 	pthread_rwlock_t socks_lock;
 	struct udp_socks socks;
 	struct iothread reader;
-	atomic_uint_fast64_t pool_dry, rx_too_big, send_errors;
+	atomic_uint_fast64_t pool_dry, rx_too_big, send_errors, src_stale;
 };
 
 void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
 {
+	unsigned stale = 0;
 	int r;
 
 	pthread_rwlock_rdlock(&uc->socks_lock);
-	r = udp_send_batch(&uc->socks, pkts, n);
+	r = udp_send_batch(&uc->socks, pkts, n, &stale);
 	pthread_rwlock_unlock(&uc->socks_lock);
+	if (unlikely(stale))
+		atomic_fetch_add(&uc->src_stale, stale);
 	if (unlikely(r < (int)n)) {
 		atomic_fetch_add(&uc->send_errors, n - (unsigned)MAX(r, 0));
 		if (r < 0)
@@ -195,4 +198,5 @@ void udpconn_stats_get(struct udpconn *uc, struct udpconn_stats *ret)
 	ret->pool_dry = atomic_load(&uc->pool_dry);
 	ret->rx_too_big = atomic_load(&uc->rx_too_big);
 	ret->send_errors = atomic_load(&uc->send_errors);
+	ret->src_stale = atomic_load(&uc->src_stale);
 }

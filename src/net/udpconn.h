@@ -28,6 +28,7 @@ struct udpconn_stats {
 	uint64_t pool_dry;     /* reader found its pool empty */
 	uint64_t rx_too_big;   /* datagrams larger than the reader's buffers: dropped */
 	uint64_t send_errors;  /* datagrams the kernel did not take */
+	uint64_t src_stale;    /* sent from the kernel's choice: their source address was gone */
 };
 
 struct udpconn;

@@ -451,9 +451,9 @@ static void stats_log(struct wgdev *w)
 		 st.rx_packets, st.rx_bytes, st.tx_packets, st.tx_bytes, drops,
 		 st.drops[WG_DROP_QUEUE_FULL], st.handshakes_completed);
 	log_info("pool dry tun %" PRIu64 " udp %" PRIu64 ", write errors udp %" PRIu64
-		 " tun %" PRIu64,
+		 " tun %" PRIu64 ", sent without their stale source address %" PRIu64,
 		 (uint64_t)w->tun_pool_dry, us.pool_dry, us.send_errors,
-		 (uint64_t)w->tun_write_errors);
+		 (uint64_t)w->tun_write_errors, us.src_stale);
 	log_info("too big for the buffers of MTU %u (%u bytes): dropped from tun %" PRIu64
 		 ", from udp %" PRIu64 ", by the engine %" PRIu64,
 		 w->mtu, pkt_pool_buf_size(w->gens[w->n_gens - 1].tx), (uint64_t)w->tun_too_big,
@@ -478,6 +478,7 @@ void wgdev_counters_get(struct wgdev *w, struct wgdev_counters *ret)
 	    .too_big_tun = atomic_load(&w->tun_too_big),
 	    .too_big_udp = us.rx_too_big,
 	    .too_big_engine = st.drops[WG_DROP_TX_TOO_BIG],
+	    .src_stale = us.src_stale,
 	};
 }
 

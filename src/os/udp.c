@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -60,6 +61,12 @@ static int sock_open(int family, uint16_t port, uint32_t fwmark, bool *ret_nofam
 		ep.in4.sin_family = AF_INET;
 		ep.in4.sin_port = htons(port);
 		ep.in4.sin_addr.s_addr = htonl(INADDR_ANY);
+	}
+	/* Each datagram tells the local address it came to: replies leave from it. */
+	if (family == AF_INET6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))
+			       : setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))) {
+		ret = -errno;
+		goto out;
 	}
 	set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF);
 	set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF);
@@ -156,6 +163,61 @@ int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark)
 	return set_mark(s->fd6, fwmark);
 }
 
+size_t udp_src_encode(const struct endpoint *ep, union udp_cmsg *ret)
+{
+	struct cmsghdr *c = &ret->align;
+	struct in6_pktinfo pi6;
+	struct in_pktinfo pi;
+
+	if (!endpoint_src_is_set(ep))
+		return 0;
+	/* Padding included: send_run compares whole control buffers. */
+	memset(ret, 0, sizeof(*ret));
+	/*
+	 * The source address only, no interface: the route to the peer may have moved to
+	 * another interface since, and the address is what the peer and its firewall see.
+	 */
+	if (ep->sa.sa_family == AF_INET) {
+		pi = (struct in_pktinfo){.ipi_spec_dst = ep->src.in4};
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		return CMSG_SPACE(sizeof(pi));
+	}
+	pi6 = (struct in6_pktinfo){.ipi6_addr = ep->src.in6};
+	c->cmsg_level = IPPROTO_IPV6;
+	c->cmsg_type = IPV6_PKTINFO;
+	c->cmsg_len = CMSG_LEN(sizeof(pi6));
+	memcpy(CMSG_DATA(c), &pi6, sizeof(pi6));
+	return CMSG_SPACE(sizeof(pi6));
+}
+
+void udp_src_decode(const struct msghdr *mh, struct endpoint *ep)
+{
+	struct cmsghdr *c;
+
+	endpoint_src_clear(ep);
+	for (c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR((struct msghdr *)mh, c)) {
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+			struct in_pktinfo pi;
+
+			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+			/* spec_dst: the address to answer from (unicast: the destination). */
+			ep->src.in4 = pi.ipi_spec_dst;
+			ep->src.family = AF_INET;
+		} else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+			   c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+			struct in6_pktinfo pi6;
+
+			memcpy(&pi6, CMSG_DATA(c), sizeof(pi6));
+			ep->src.in6 = pi6.ipi6_addr;
+			ep->src.family = AF_INET6;
+		}
+	}
+}
+
 static uint32_t recv_capacity(const struct pkt *p)
 {
 	return p->cap - pkt_headroom(p);
@@ -165,6 +227,7 @@ int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
 {
 	struct mmsghdr msgs[UDP_BATCH_MAX];
 	struct iovec iovs[UDP_BATCH_MAX];
+	union udp_cmsg ctl[UDP_BATCH_MAX];
 	unsigned good = 0, dropped = 0, want, round, i, k;
 	struct pkt *p;
 	int r;
@@ -181,6 +244,8 @@ int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
 			msgs[i].msg_hdr.msg_namelen = sizeof(p->ep);
 			msgs[i].msg_hdr.msg_iov = &iovs[i];
 			msgs[i].msg_hdr.msg_iovlen = 1;
+			msgs[i].msg_hdr.msg_control = &ctl[i];
+			msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i]);
 		}
 		r = recvmmsg(fd, msgs, want, MSG_DONTWAIT, NULL);
 		if (r < 0) {
@@ -200,6 +265,7 @@ int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
 				continue;
 			}
 			p->len = msgs[i].msg_len;
+			udp_src_decode(&msgs[i].msg_hdr, &p->ep);
 			pkts[good + i] = pkts[good + k];
 			pkts[good + k] = p;
 			k++;
@@ -223,10 +289,26 @@ static int family_fd(const struct udp_socks *s, int family)
 	return -1;
 }
 
-/* Sends cnt prepared messages; returns how many the kernel took, or -errno if none. */
-static int send_run(int fd, struct mmsghdr *msgs, unsigned cnt)
+/*
+ * The errors of a source address that is no longer ours: IPv4 routing says ENETUNREACH
+ * (no route from there), IPv6 EINVAL. A route that is really missing fails again without
+ * the source, and only costs the retry.
+ */
+static bool src_stale(int err)
 {
-	unsigned off = 0, sent = 0;
+	return err == -EINVAL || err == -EADDRNOTAVAIL || err == -ENETUNREACH;
+}
+
+/*
+ * Sends cnt prepared messages; returns how many the kernel took, or -errno if none.
+ * A message refused for its source address goes again without it (the kernel chooses),
+ * and so do the others of the run with the same source, without trying it: one
+ * failed call per run, however long. *ret_stale counts them.
+ */
+static int send_run(int fd, struct mmsghdr *msgs, unsigned cnt, unsigned *ret_stale)
+{
+	unsigned off = 0, sent = 0, i;
+	struct msghdr *mh;
 	int r, err = 0;
 
 	while (off < cnt) {
@@ -242,6 +324,23 @@ static int send_run(int fd, struct mmsghdr *msgs, unsigned cnt)
 		/* Full buffers: drop the rest of the run rather than block or spin. */
 		if (err == -EAGAIN || err == -EWOULDBLOCK || err == -ENOBUFS)
 			break;
+		mh = &msgs[off].msg_hdr;
+		if (mh->msg_controllen && src_stale(err)) {
+			for (i = cnt - 1; i > off; i--) {
+				struct msghdr *o = &msgs[i].msg_hdr;
+
+				if (o->msg_controllen == mh->msg_controllen &&
+				    !memcmp(o->msg_control, mh->msg_control, mh->msg_controllen)) {
+					o->msg_control = NULL;
+					o->msg_controllen = 0;
+					(*ret_stale)++;
+				}
+			}
+			mh->msg_control = NULL;
+			mh->msg_controllen = 0;
+			(*ret_stale)++;
+			continue;
+		}
 		/* sendmmsg fails only for the first message: skip it, send the others. */
 		off++;
 	}
@@ -250,11 +349,12 @@ static int send_run(int fd, struct mmsghdr *msgs, unsigned cnt)
 	return (int)sent;
 }
 
-int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n)
+int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, unsigned *ret_src_stale)
 {
 	struct mmsghdr msgs[UDP_BATCH_MAX];
 	struct iovec iovs[UDP_BATCH_MAX];
-	unsigned i = 0, cnt, sent = 0;
+	union udp_cmsg ctl[UDP_BATCH_MAX];
+	unsigned i = 0, cnt, sent = 0, stale = 0;
 	int family, fd, r, err = 0;
 	struct pkt *p;
 
@@ -279,8 +379,11 @@ int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n)
 			msgs[cnt].msg_hdr.msg_namelen = endpoint_len(&p->ep);
 			msgs[cnt].msg_hdr.msg_iov = &iovs[cnt];
 			msgs[cnt].msg_hdr.msg_iovlen = 1;
+			msgs[cnt].msg_hdr.msg_controllen = udp_src_encode(&p->ep, &ctl[cnt]);
+			if (msgs[cnt].msg_hdr.msg_controllen)
+				msgs[cnt].msg_hdr.msg_control = &ctl[cnt];
 		}
-		r = send_run(fd, msgs, cnt);
+		r = send_run(fd, msgs, cnt, &stale);
 		if (r < 0) {
 			if (!err)
 				err = r;
@@ -288,6 +391,8 @@ int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n)
 		}
 		sent += (unsigned)r;
 	}
+	if (ret_src_stale)
+		*ret_src_stale = stale;
 	if (sent == 0 && err)
 		return err;
 	return (int)sent;

@@ -2,7 +2,9 @@
 #ifndef TRELLIS_OS_UDP_H
 #define TRELLIS_OS_UDP_H
 
+#include <netinet/in.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "base/pkt.h"
 
@@ -27,8 +29,23 @@ void udp_socks_close(struct udp_socks *s);
 int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark);
 
 /*
- * recvmmsg into pkts[i]->data with capacity cap - headroom; sets len and ep
- * (the source). Datagrams that were truncated are dropped and counted in *ret_dropped.
+ * The ancillary data of one datagram: a source address (IP_PKTINFO, IPV6_PKTINFO) in or
+ * out, and nothing else.
+ */
+union udp_cmsg {
+	uint8_t buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+	struct cmsghdr align;
+};
+
+/* Into ret: ep->src, if set, as a message's control data; its length, 0 if none. */
+size_t udp_src_encode(const struct endpoint *ep, union udp_cmsg *ret);
+/* From a received message's control data into ep->src (none if it has no source). */
+void udp_src_decode(const struct msghdr *mh, struct endpoint *ep);
+
+/*
+ * recvmmsg into pkts[i]->data with capacity cap - headroom; sets len and ep (the source,
+ * and in ep.src the local address it came to). Datagrams that were truncated are dropped
+ * and counted in *ret_dropped.
  * Returns the count (0 if nothing is waiting) or -errno. At most UDP_BATCH_MAX per call.
  * The received packets are pkts[0..count); the array may be reordered (buffers of dropped
  * datagrams move behind them) but always holds the same pointers.
@@ -36,12 +53,14 @@ int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark);
 int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped);
 /*
  * sendmmsg each packet to pkt->ep on the socket of its family, in as few syscalls as
- * possible. Returns how many were handed to the kernel (the rest failed and are
+ * possible, from pkt->ep.src if set. A source the kernel refuses (the address was removed
+ * from the host) is left out and the packet sent from the kernel's choice, counted in
+ * *ret_src_stale (may be NULL). Returns how many were handed to the kernel (the rest failed and are
  * counted as sent-errors by the caller), or -errno if none were.
  * Never blocks: when a socket buffer is full (EAGAIN/ENOBUFS) the rest of that run of
  * packets is dropped, as a full router queue would; a packet the kernel refuses
  * (no route, bad address, firewall) is skipped and the others are still sent.
  */
-int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n);
+int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, unsigned *ret_src_stale);
 
 #endif

@@ -27,6 +27,9 @@ struct node {
 	struct h_node h; /* first: the harness callbacks take the node as their ctx */
 	struct magicsock *ms;
 	struct endpoint src; /* where this node's datagrams come from on the wire */
+	/* The local address datagrams to this node arrive at (as IP_PKTINFO tells). */
+	struct endpoint_src local;
+	struct endpoint_src last_tx_src; /* the source of the last datagram it sent */
 	struct h_queue wire; /* datagrams sent, waiting on the wire */
 	struct h_queue relay;  /* send-packet frames handed to the relay */
 	uint32_t relay_region; /* of the last relay hand-off */
@@ -153,7 +156,9 @@ static unsigned pump(void)
 					pkt_free(&p, 1);
 					continue;
 				}
+				from->last_tx_src = p->ep.src;
 				p->ep = from->src;
+				p->ep.src = to->local;
 				batch[k++] = p;
 			}
 			from->wire.n = 0;
@@ -524,6 +529,48 @@ static void test_handle_path_change(void **state)
 	/* B's engine roamed to nothing new: A never moved. */
 	ep = peer_endpoint(&B);
 	assert_true(endpoint_equal(&ep, &A.h.ep));
+}
+
+/*
+ * B answers from the local address A's packets arrived at: the engine learns it with A's
+ * endpoint and every datagram to A carries it, through identity and handle endpoints
+ * alike. A new local address (A sent to another of B's addresses) is learned again.
+ */
+static void test_source_sticks(void **state)
+{
+	struct endpoint ha, ep;
+	struct endpoint_src l1 = {.family = AF_INET}, l2 = {.family = AF_INET};
+
+	(void)state;
+	inet_pton(AF_INET, "198.51.100.3", &l1.in4);
+	inet_pton(AF_INET, "198.51.100.4", &l2.in4);
+	B.local = l1;
+	add_peer(&A, &B, &B.h.ep);
+	add_peer(&B, &A, &A.h.ep);
+	assert_true(tunnel_carries(&A, &B, 0x41));
+	assert_true(tunnel_carries(&B, &A, 0x42));
+	assert_int_equal(B.last_tx_src.family, AF_INET);
+	assert_int_equal(B.last_tx_src.in4.s_addr, l1.in4.s_addr);
+	/* A has no local address to learn: it lets the kernel choose. */
+	assert_int_equal(A.last_tx_src.family, AF_UNSPEC);
+	/* `wg show` sees the peer's address; the source is not part of it. */
+	ep = peer_endpoint(&B);
+	assert_true(endpoint_equal(&ep, &A.h.ep));
+
+	/* B knows A by a handle now: the source survives the mapping both ways. */
+	assert_int_equal(magicsock_handle_new(B.ms, &ha), 0);
+	assert_int_equal(magicsock_handle_set_path(B.ms, &ha, &A.h.ep), 0);
+	add_peer(&B, &A, &ha);
+	B.local = l2;
+	assert_true(tunnel_carries(&A, &B, 0x43));
+	assert_true(tunnel_carries(&B, &A, 0x44));
+	ep = peer_endpoint(&B);
+	assert_true(endpoint_equal(&ep, &ha));
+	assert_int_equal(B.last_tx_src.in4.s_addr, l2.in4.s_addr);
+	B.local = l1;
+	assert_true(tunnel_carries(&A, &B, 0x45));
+	assert_true(tunnel_carries(&B, &A, 0x46));
+	assert_int_equal(B.last_tx_src.in4.s_addr, l1.in4.s_addr);
 }
 
 /*
@@ -984,6 +1031,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_handle_path_change, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unknown_source_roams, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_source_sticks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_handle_under_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_demux_mailboxes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_raw_send, setup, teardown),

@@ -14,6 +14,7 @@
 
 #include "netns.h"
 #include "base/pkt.h"
+#include "os/netlink.h"
 #include "os/udp.h"
 
 #define NPKT 32
@@ -151,7 +152,7 @@ static void test_batch_loopback(void **state)
 		tx[i]->len = (uint32_t)snprintf((char *)tx[i]->data, 32, "%s packet %u",
 						family == AF_INET ? "v4" : "v6", i);
 	}
-	assert_int_equal(udp_send_batch(&a, tx, NPKT), NPKT);
+	assert_int_equal(udp_send_batch(&a, tx, NPKT, NULL), NPKT);
 	pkt_free(tx, NPKT);
 
 	assert_int_equal(pkt_pool_get(pool, rx4, NPKT), NPKT);
@@ -258,18 +259,206 @@ static void test_send_errors(void **state)
 	tx[1]->len = 1;
 	set_dst(tx[2], AF_INET6, 9);
 	tx[2]->len = 1;
-	assert_int_equal(udp_send_batch(&s, tx, 3), 2);
+	assert_int_equal(udp_send_batch(&s, tx, 3, NULL), 2);
 
 	/* A socket set without IPv6 cannot send IPv6. */
 	nov6 = s;
 	nov6.fd6 = -1;
-	assert_int_equal(udp_send_batch(&nov6, tx + 2, 1), -ENETUNREACH);
+	assert_int_equal(udp_send_batch(&nov6, tx + 2, 1, NULL), -ENETUNREACH);
 	/* Unreachable destination: the kernel's errno comes back when nothing was sent. */
 	tx[0]->ep.in4.sin_addr.s_addr = inet_addr("192.0.2.1");
-	assert_int_equal(udp_send_batch(&s, tx, 1), -ENETUNREACH);
+	assert_int_equal(udp_send_batch(&s, tx, 1, NULL), -ENETUNREACH);
 
 	pkt_free(tx, 3);
 	udp_socks_close(&s);
+	pkt_pool_free(pool);
+}
+
+static void test_src_encode_decode(void **state)
+{
+	union udp_cmsg ctl;
+	struct msghdr mh = {.msg_control = &ctl};
+	struct endpoint ep, got;
+
+	(void)state;
+	/* No source, or one of the other family: nothing to encode, the kernel chooses. */
+	assert_int_equal(endpoint_parse(&ep, "192.0.2.1:51820"), 0);
+	assert_false(endpoint_src_is_set(&ep));
+	assert_int_equal(udp_src_encode(&ep, &ctl), 0);
+	ep.src.family = AF_INET6;
+	ep.src.in6.s6_addr[15] = 1;
+	assert_false(endpoint_src_is_set(&ep));
+	assert_int_equal(udp_src_encode(&ep, &ctl), 0);
+
+	endpoint_src_clear(&ep);
+	inet_pton(AF_INET, "198.51.100.3", &ep.src.in4);
+	ep.src.family = AF_INET;
+	assert_true(endpoint_src_is_set(&ep));
+	mh.msg_controllen = udp_src_encode(&ep, &ctl);
+	assert_int_equal(mh.msg_controllen, CMSG_SPACE(sizeof(struct in_pktinfo)));
+	assert_int_equal(ctl.align.cmsg_level, IPPROTO_IP);
+	assert_int_equal(ctl.align.cmsg_type, IP_PKTINFO);
+	got = ep;
+	endpoint_src_clear(&got);
+	udp_src_decode(&mh, &got);
+	assert_int_equal(got.src.family, AF_INET);
+	assert_memory_equal(&got.src.in4, &ep.src.in4, sizeof(ep.src.in4));
+
+	assert_int_equal(endpoint_parse(&ep, "[2001:db8::1]:51820"), 0);
+	inet_pton(AF_INET6, "2001:db8:16::3", &ep.src.in6);
+	ep.src.family = AF_INET6;
+	mh.msg_controllen = udp_src_encode(&ep, &ctl);
+	assert_int_equal(mh.msg_controllen, CMSG_SPACE(sizeof(struct in6_pktinfo)));
+	assert_int_equal(ctl.align.cmsg_level, IPPROTO_IPV6);
+	assert_int_equal(ctl.align.cmsg_type, IPV6_PKTINFO);
+	got = ep;
+	endpoint_src_clear(&got);
+	udp_src_decode(&mh, &got);
+	assert_int_equal(got.src.family, AF_INET6);
+	assert_memory_equal(&got.src.in6, &ep.src.in6, sizeof(ep.src.in6));
+
+	/* Control data without a source (or none at all) clears it. */
+	ctl.align.cmsg_type = IP_TTL;
+	udp_src_decode(&mh, &got);
+	assert_int_equal(got.src.family, AF_UNSPEC);
+	got.src.family = AF_INET6;
+	mh.msg_controllen = 0;
+	udp_src_decode(&mh, &got);
+	assert_false(endpoint_src_is_set(&got));
+
+	/* The source is not part of the endpoint's identity; set_remote keeps it. */
+	got = ep;
+	endpoint_src_clear(&got);
+	assert_true(endpoint_equal(&got, &ep));
+	assert_int_equal(endpoint_parse(&got, "[2001:db8::2]:1"), 0);
+	endpoint_set_remote(&ep, &got);
+	assert_true(endpoint_equal(&got, &ep));
+	assert_int_equal(ep.src.family, AF_INET6);
+}
+
+/*
+ * One datagram from `from` to `to_addr`:b.port; what b received (its ep.src the address it
+ * came to) goes back as b's reply. Returns the reply's source as `a` saw it.
+ */
+static void sticky_roundtrip(struct udp_socks *a, struct udp_socks *b, struct pkt_pool *pool,
+			     int family, const char *to_addr, struct endpoint *ret_src_seen_by_a)
+{
+	struct pkt *p;
+	unsigned dropped;
+	int fd_a = family == AF_INET ? a->fd4 : a->fd6, fd_b = family == AF_INET ? b->fd4 : b->fd6;
+	char dst[80];
+
+	snprintf(dst, sizeof(dst), family == AF_INET ? "%s:%u" : "[%s]:%u", to_addr, b->port);
+	assert_int_equal(pkt_pool_get(pool, &p, 1), 1);
+	assert_int_equal(endpoint_parse(&p->ep, dst), 0);
+	p->len = 4;
+	memcpy(p->data, "ping", 4);
+	assert_int_equal(udp_send_batch(a, &p, 1, NULL), 1);
+	assert_int_equal(recv_all(fd_b, &p, 1, &dropped), 1);
+	/* b learned where it was reached; its reply to p->ep leaves from there. */
+	assert_true(endpoint_src_is_set(&p->ep));
+	assert_int_equal(udp_send_batch(b, &p, 1, NULL), 1);
+	assert_int_equal(recv_all(fd_a, &p, 1, &dropped), 1);
+	*ret_src_seen_by_a = p->ep;
+	pkt_free(&p, 1);
+}
+
+/*
+ * A new IPv6 address is tentative until the kernel's DAD work ran, even on lo where there is
+ * nothing to detect; it takes packets once it can be bound. Bounded: two seconds.
+ */
+static bool addr6_wait_usable(const struct in6_addr *addr)
+{
+	struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = *addr};
+	int fd, i, r = -1;
+
+	for (i = 0; i < 200 && r < 0; i++) {
+		fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		assert_true(fd >= 0);
+		r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+		close(fd);
+		if (r < 0)
+			usleep(10000);
+	}
+	return r == 0;
+}
+
+static void test_sticky_source(void **state)
+{
+	struct in6_addr second6;
+	struct endpoint seen, want;
+	struct pkt_pool *pool;
+	struct udp_socks a, b;
+
+	(void)state;
+	pool = pkt_pool_new(4);
+	assert_non_null(pool);
+	/* A second IPv6 address on lo (all of 127/8 is there already). */
+	inet_pton(AF_INET6, "2001:db8:15::2", &second6);
+	assert_int_equal(nl_addr_add("lo", AF_INET6, &second6, 128), 0);
+	assert_true(addr6_wait_usable(&second6));
+	assert_int_equal(udp_socks_open(&a, 0, 0), 0);
+	assert_int_equal(udp_socks_open(&b, 0, 0), 0);
+
+	/* The kernel would answer from 127.0.0.1 and ::1, the addresses it prefers. */
+	sticky_roundtrip(&a, &b, pool, AF_INET, "127.0.0.2", &seen);
+	assert_int_equal(endpoint_parse(&want, "127.0.0.2:1"), 0);
+	assert_int_equal(seen.in4.sin_addr.s_addr, want.in4.sin_addr.s_addr);
+	assert_int_equal(ntohs(seen.in4.sin_port), b.port);
+	/* a's reply-to-reply learned a's own address too. */
+	assert_int_equal(seen.src.in4.s_addr, htonl(INADDR_LOOPBACK));
+
+	sticky_roundtrip(&a, &b, pool, AF_INET6, "2001:db8:15::2", &seen);
+	assert_memory_equal(&seen.in6.sin6_addr, &second6, sizeof(second6));
+	assert_int_equal(ntohs(seen.in6.sin6_port), b.port);
+
+	udp_socks_close(&a);
+	udp_socks_close(&b);
+	pkt_pool_free(pool);
+}
+
+static void test_stale_source(void **state)
+{
+	struct pkt *p[3], *rx[3];
+	struct pkt_pool *pool;
+	struct udp_socks a, b;
+	unsigned stale = 99, dropped, i;
+
+	(void)state;
+	pool = pkt_pool_new(6);
+	assert_non_null(pool);
+	assert_int_equal(udp_socks_open(&a, 0, 0), 0);
+	assert_int_equal(udp_socks_open(&b, 0, 0), 0);
+	assert_int_equal(pkt_pool_get(pool, p, 3), 3);
+	for (i = 0; i < 3; i++) {
+		/* Not an address of this host (any more): the kernel refuses it as a source. */
+		if (i < 2) {
+			set_dst(p[i], AF_INET, b.port);
+			inet_pton(AF_INET, "192.0.2.55", &p[i]->ep.src.in4);
+			p[i]->ep.src.family = AF_INET;
+		} else {
+			set_dst(p[i], AF_INET6, b.port);
+			inet_pton(AF_INET6, "2001:db8:99::55", &p[i]->ep.src.in6);
+			p[i]->ep.src.family = AF_INET6;
+		}
+		p[i]->len = 1;
+	}
+	/* All three go, from the kernel's choice, after one refusal per family. */
+	assert_int_equal(udp_send_batch(&a, p, 3, &stale), 3);
+	assert_int_equal(stale, 3);
+	pkt_free(p, 3);
+	assert_int_equal(pkt_pool_get(pool, rx, 3), 3);
+	assert_int_equal(recv_all(b.fd4, rx, 2, &dropped), 2);
+	assert_int_equal(recv_all(b.fd6, rx + 2, 1, &dropped), 1);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(rx[i]->ep.in4.sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+	assert_memory_equal(&rx[2]->ep.in6.sin6_addr, &in6addr_loopback, 16);
+	/* A working source is no stale one. */
+	assert_int_equal(udp_send_batch(&b, rx, 1, &stale), 1);
+	assert_int_equal(stale, 0);
+	pkt_free(rx, 3);
+	udp_socks_close(&a);
+	udp_socks_close(&b);
 	pkt_pool_free(pool);
 }
 
@@ -282,6 +471,9 @@ int main(void)
 		cmocka_unit_test_setup(test_batch_loopback, netns_enter),
 		cmocka_unit_test_setup(test_truncated_dropped, netns_enter),
 		cmocka_unit_test_setup(test_send_errors, netns_enter),
+		cmocka_unit_test(test_src_encode_decode),
+		cmocka_unit_test_setup(test_sticky_source, netns_enter),
+		cmocka_unit_test_setup(test_stale_source, netns_enter),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
