@@ -52,6 +52,11 @@ check "a: peer b endpoint is b's public address" \
 	grep -qE '"endpoint": *"(192\.0\.2\.12|\[2001:db8:1::c\]):[0-9]+"' "$f"
 check_eq "a: peer b ips" "${IP4[b]} ${IP6[b]}" \
 	"$(json_get "$f" "' '.join([p['ips'] for p in j['peers'] if p['hostname']=='b'][0])")"
+# Drops the peers do not show are there too: none yet, at the default MTU's buffers.
+check_eq "a: dataplane MTU and buffer size" "1420 2048" \
+	"$(json_get "$f" "'%d %d' % (j['dataplane']['mtu'], j['dataplane']['buffer_size'])")"
+check_eq "a: no packet too big for the buffers" 0 \
+	"$(json_get "$f" "sum(j['dataplane']['dropped_too_big'].values())")"
 check "whois b's address on a names b" \
 	bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock a)' whois '${IP4[b]}' | grep -qE '^ *Name: +b\$'"
 
