@@ -48,6 +48,17 @@ bool endpoint_src_is_set(const struct endpoint *ep)
 	return endpoint_is_addr(ep) && ep->src.family == ep->sa.sa_family;
 }
 
+bool endpoint_src_equal(const struct endpoint_src *a, const struct endpoint_src *b)
+{
+	if (a->family != b->family)
+		return false;
+	if (a->family == AF_INET)
+		return a->in4.s_addr == b->in4.s_addr;
+	if (a->family == AF_INET6)
+		return !memcmp(&a->in6, &b->in6, sizeof(a->in6));
+	return true;
+}
+
 socklen_t endpoint_len(const struct endpoint *ep)
 {
 	if (ep->sa.sa_family == AF_INET)

@@ -75,6 +75,8 @@ bool endpoint_equal(const struct endpoint *a, const struct endpoint *b);
 
 /* A source address of the remote side's family is set: the one to send from. */
 bool endpoint_src_is_set(const struct endpoint *ep);
+/* The same local address (and family); two "none" are equal. */
+bool endpoint_src_equal(const struct endpoint_src *a, const struct endpoint_src *b);
 
 static inline void endpoint_src_clear(struct endpoint *ep)
 {

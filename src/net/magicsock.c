@@ -725,6 +725,12 @@ void magicsock_send(struct magicsock *ms, struct pkt **pkts, unsigned n)
 		ms->ops.wire_send(ms->ops.ctx, pkts, k);
 }
 
+void magicsock_src_stale(struct magicsock *ms, const struct endpoint_src *src)
+{
+	if (ms->ops.src_stale)
+		ms->ops.src_stale(ms->ops.ctx, src);
+}
+
 void magicsock_send_raw(struct magicsock *ms, struct pkt **pkts, unsigned n)
 {
 	unsigned i, k = 0;

@@ -102,6 +102,12 @@ struct magicsock_ops {
 	 * who takes until it is empty; see pktbox.h).
 	 */
 	void (*box_notify)(void *ctx, enum magicsock_box box);
+	/*
+	 * Optional: the kernel refused `src` as a source address (it left the host); the
+	 * datagrams went from its choice. Forget it wherever it is cached (the engine's
+	 * peer endpoints). Any sending thread, no lock of ours held.
+	 */
+	void (*src_stale)(void *ctx, const struct endpoint_src *src);
 	/* Capacity of each mailbox; 0 = nobody reads it: every datagram counted as dropped. */
 	unsigned box_cap[MAGICSOCK_BOX_MAX];
 	/* Optional: the monotonic clock of the path rule (tests); NULL: time_now_ns. */
@@ -151,6 +157,8 @@ void magicsock_rx(struct magicsock *ms, struct pkt **pkts, unsigned n, uint64_t 
 void magicsock_send(struct magicsock *ms, struct pkt **pkts, unsigned n);
 /* STUN or disco datagrams to pkt->ep, which must be an address. Takes ownership. */
 void magicsock_send_raw(struct magicsock *ms, struct pkt **pkts, unsigned n);
+/* The wire's sender: `src` stopped working as a source address (ops.src_stale). */
+void magicsock_src_stale(struct magicsock *ms, const struct endpoint_src *src);
 /* Up to n datagrams from a mailbox, oldest first (pkt->ep = source address). */
 unsigned magicsock_box_take(struct magicsock *ms, enum magicsock_box box, struct pkt **ret,
 			    unsigned n);

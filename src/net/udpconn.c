@@ -30,14 +30,17 @@ struct udpconn {
 
 void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
 {
-	unsigned stale = 0;
+	struct udp_stale stale;
 	int r;
 
 	pthread_rwlock_rdlock(&uc->socks_lock);
 	r = udp_send_batch(&uc->socks, pkts, n, &stale);
 	pthread_rwlock_unlock(&uc->socks_lock);
-	if (unlikely(stale))
-		atomic_fetch_add(&uc->src_stale, stale);
+	if (unlikely(stale.n)) {
+		atomic_fetch_add(&uc->src_stale, stale.n);
+		/* Whoever cached the source forgets it: no failed call per packet from now on. */
+		magicsock_src_stale(uc->ms, &stale.src);
+	}
 	if (unlikely(r < (int)n)) {
 		atomic_fetch_add(&uc->send_errors, n - (unsigned)MAX(r, 0));
 		if (r < 0)

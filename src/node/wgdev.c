@@ -130,6 +130,13 @@ static void op_udp_send(void *ctx, struct pkt **pkts, unsigned n)
 
 /* --- magicsock callbacks --- */
 
+static void op_src_stale(void *ctx, const struct endpoint_src *src)
+{
+	struct wgdev *w = ctx;
+
+	wg_device_forget_src(w->dev, src);
+}
+
 static void op_wire_send(void *ctx, struct pkt **pkts, unsigned n)
 {
 	struct wgdev *w = ctx;
@@ -731,7 +738,8 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	 * STUN answers go to a mailbox when someone reads them (the relay client's latency
 	 * probes, control mode); disco nobody reads yet: off, counted.
 	 */
-	mops = (struct magicsock_ops){.ctx = w, .wg_rx = op_wg_rx, .wire_send = op_wire_send};
+	mops = (struct magicsock_ops){
+	    .ctx = w, .wg_rx = op_wg_rx, .wire_send = op_wire_send, .src_stale = op_src_stale};
 	if (opts->stun_box) {
 		mops.box_notify = op_box_notify;
 		mops.box_cap[MAGICSOCK_BOX_STUN] = 64;

@@ -349,12 +349,13 @@ static int send_run(int fd, struct mmsghdr *msgs, unsigned cnt, unsigned *ret_st
 	return (int)sent;
 }
 
-int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, unsigned *ret_src_stale)
+int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, struct udp_stale *ret_stale)
 {
 	struct mmsghdr msgs[UDP_BATCH_MAX];
 	struct iovec iovs[UDP_BATCH_MAX];
 	union udp_cmsg ctl[UDP_BATCH_MAX];
-	unsigned i = 0, cnt, sent = 0, stale = 0;
+	struct udp_stale stale = {0};
+	unsigned i = 0, cnt, sent = 0, j;
 	int family, fd, r, err = 0;
 	struct pkt *p;
 
@@ -383,7 +384,13 @@ int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, unsigned 
 			if (msgs[cnt].msg_hdr.msg_controllen)
 				msgs[cnt].msg_hdr.msg_control = &ctl[cnt];
 		}
-		r = send_run(fd, msgs, cnt, &stale);
+		r = send_run(fd, msgs, cnt, &stale.n);
+		/* Which source was refused: its packets went without their control data. */
+		for (j = 0; stale.n && stale.src.family == AF_UNSPEC && j < cnt; j++) {
+			p = pkts[i - cnt + j];
+			if (!msgs[j].msg_hdr.msg_controllen && endpoint_src_is_set(&p->ep))
+				stale.src = p->ep.src;
+		}
 		if (r < 0) {
 			if (!err)
 				err = r;
@@ -391,8 +398,8 @@ int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, unsigned 
 		}
 		sent += (unsigned)r;
 	}
-	if (ret_src_stale)
-		*ret_src_stale = stale;
+	if (ret_stale)
+		*ret_stale = stale;
 	if (sent == 0 && err)
 		return err;
 	return (int)sent;

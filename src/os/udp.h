@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "base/endpoint.h"
 #include "base/pkt.h"
 
 /* The most datagrams one recvmmsg/sendmmsg call carries (stack arrays, no allocation). */
@@ -51,16 +52,22 @@ void udp_src_decode(const struct msghdr *mh, struct endpoint *ep);
  * datagrams move behind them) but always holds the same pointers.
  */
 int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped);
+/* Sources udp_send_batch left out because the kernel refused them. */
+struct udp_stale {
+	unsigned n;		 /* packets sent from the kernel's choice instead */
+	struct endpoint_src src; /* one of the refused sources (for the caller to forget) */
+};
+
 /*
  * sendmmsg each packet to pkt->ep on the socket of its family, in as few syscalls as
  * possible, from pkt->ep.src if set. A source the kernel refuses (the address was removed
- * from the host) is left out and the packet sent from the kernel's choice, counted in
- * *ret_src_stale (may be NULL). Returns how many were handed to the kernel (the rest failed and are
+ * from the host) is left out and the packet sent from the kernel's choice, told in
+ * *ret_stale (may be NULL). Returns how many were handed to the kernel (the rest failed and are
  * counted as sent-errors by the caller), or -errno if none were.
  * Never blocks: when a socket buffer is full (EAGAIN/ENOBUFS) the rest of that run of
  * packets is dropped, as a full router queue would; a packet the kernel refuses
  * (no route, bad address, firewall) is skipped and the others are still sent.
  */
-int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, unsigned *ret_src_stale);
+int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, struct udp_stale *ret_stale);
 
 #endif

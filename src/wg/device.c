@@ -263,6 +263,19 @@ void wg_device_set_mtu(struct wg_device *dev, uint32_t mtu)
 	pthread_mutex_unlock(&dev->lock);
 }
 
+void wg_device_forget_src(struct wg_device *dev, const struct endpoint_src *src)
+{
+	struct wg_peer *peer;
+
+	if (src->family == AF_UNSPEC)
+		return;
+	pthread_mutex_lock(&dev->lock);
+	for (peer = dev->peer_list.list_next; peer != &dev->peer_list; peer = peer->list_next)
+		if (endpoint_src_equal(&peer->endpoint.src, src))
+			endpoint_src_clear(&peer->endpoint);
+	pthread_mutex_unlock(&dev->lock);
+}
+
 void wg_device_stats_get(struct wg_device *dev, struct wg_device_stats *ret)
 {
 	pthread_mutex_lock(&dev->lock);

@@ -114,6 +114,11 @@ void wg_device_set_listen_port(struct wg_device *dev, uint16_t port);
  * grow beyond what the underlay was sized for. 0 (the default) pads to 16 without a cap.
  */
 void wg_device_set_mtu(struct wg_device *dev, uint32_t mtu);
+/*
+ * `src` is no longer an address of this host: every peer endpoint that would send from it
+ * lets the kernel choose instead, until the peer's next packet teaches a source again.
+ */
+void wg_device_forget_src(struct wg_device *dev, const struct endpoint_src *src);
 void wg_device_stats_get(struct wg_device *dev, struct wg_device_stats *ret);
 void wg_device_count_drop(struct wg_device *dev, enum wg_drop_reason reason, unsigned n);
 

@@ -68,6 +68,11 @@ static uint64_t n_now(void *ctx)
 	return h_now;
 }
 
+static void n_src_stale(void *ctx, const struct endpoint_src *src)
+{
+	wg_device_forget_src(((struct node *)ctx)->h.dev, src);
+}
+
 static void n_notify(void *ctx, enum magicsock_box box)
 {
 	((struct node *)ctx)->notified[box]++;
@@ -87,6 +92,7 @@ static void node_init(struct node *n, int id)
 	    .wg_rx = n_wg_rx,
 	    .wire_send = n_wire_send,
 	    .box_notify = n_notify,
+	    .src_stale = n_src_stale,
 	    .box_cap = {BOX_CAP, BOX_CAP},
 	    .now_ns = n_now,
 	};
@@ -570,6 +576,18 @@ static void test_source_sticks(void **state)
 	B.local = l1;
 	assert_true(tunnel_carries(&A, &B, 0x45));
 	assert_true(tunnel_carries(&B, &A, 0x46));
+	assert_int_equal(B.last_tx_src.in4.s_addr, l1.in4.s_addr);
+
+	/* The wire's sender found l1 gone: the engine forgets it, another source is not. */
+	magicsock_src_stale(B.ms, &l2);
+	assert_true(tunnel_carries(&B, &A, 0x47));
+	assert_int_equal(B.last_tx_src.in4.s_addr, l1.in4.s_addr);
+	magicsock_src_stale(B.ms, &l1);
+	assert_true(tunnel_carries(&B, &A, 0x48));
+	assert_int_equal(B.last_tx_src.family, AF_UNSPEC);
+	/* A's next packet, to whichever address, teaches the source again. */
+	assert_true(tunnel_carries(&A, &B, 0x49));
+	assert_true(tunnel_carries(&B, &A, 0x4a));
 	assert_int_equal(B.last_tx_src.in4.s_addr, l1.in4.s_addr);
 }
 
