@@ -745,8 +745,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: trellis-control [--state DIR] <command>\n"
-		"  serve [--listen ADDR:PORT] [--tls-cert PEM --tls-key PEM]\n"
-		"        [--metrics-listen ADDR:PORT]  (GET /metrics there; none by default)\n"
+		"  serve [--listen ADDR:PORT] [--tls-cert PEM --tls-key PEM] [--no-relay]\n"
+		"        [--stun-port N] [--metrics-listen ADDR:PORT]  (GET /metrics there; none by\n"
+		"        default)\n"
 		"  version\n"
 		"  authkey create [--tailnet NAME] [--reusable] [--ephemeral] [--preauthorized]\n"
 		"                 [--tags tag:a,tag:b] [--expiry DURATION]\n"

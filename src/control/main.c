@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -61,12 +62,30 @@ static int serve(const char *state_dir, int argc, char **argv)
 	struct control_serve_opts opts = {
 		.state_dir = state_dir,
 		.listen = CONTROL_LISTEN_DEFAULT,
+		.stun_port = 3478,
 	};
 	int i, r, lock_fd;
 
 	for (i = 0; i < argc; i++) {
 		const char **dst = NULL;
 
+		if (strcmp(argv[i], "--no-relay") == 0) {
+			opts.no_relay = true;
+			continue;
+		}
+		if (strcmp(argv[i], "--stun-port") == 0 && i + 1 < argc) {
+			char *end;
+			long v = strtol(argv[++i], &end, 10);
+
+			if (!argv[i][0] || *end || v < 0 || v > 65535) {
+				fprintf(stderr, "trellis-control: serve: --stun-port: "
+						"\"%s\" is not 0-65535\n", argv[i]);
+				return 1;
+			}
+			opts.stun_port = (uint16_t)v;
+			opts.stun_port_set = true;
+			continue;
+		}
 		if (strcmp(argv[i], "--listen") == 0)
 			dst = &opts.listen;
 		else if (strcmp(argv[i], "--tls-cert") == 0)

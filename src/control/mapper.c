@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hmap.h"
 #include "base/util.h"
 #include "control/mapper.h"
 #include "proto/ctrlmsg.h"
@@ -69,6 +70,7 @@ struct mtailnet {
 
 struct mnode {
 	struct control_node rec;
+	struct hmap_node by_key; /* m->keys: the relays' admission asks by node key */
 	bool shown;
 	struct mtailnet *tn;
 	size_t tn_idx;   /* in tn->nodes */
@@ -102,6 +104,8 @@ struct mapper {
 	struct netmap_relay_map relay_map;
 	char *relay_json; /* relaymap_encode of relay_map; NULL when it has no regions */
 	size_t relay_json_len;
+	struct hmap keys; /* node key -> mnode */
+	uint64_t gen;	  /* mapper_generation */
 };
 
 static size_t hash_u64(uint64_t x)
@@ -483,7 +487,18 @@ static void render(const struct mapper *m, const struct mnode *x, struct netmap_
 
 struct mapper *mapper_new(void)
 {
-	return calloc(1, sizeof(struct mapper));
+	struct mapper *m = calloc(1, sizeof(struct mapper));
+
+	if (m && hmap_init(&m->keys) < 0) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+static uint64_t key_hash(const struct mapper *m, const uint8_t *key)
+{
+	return hmap_hash(&m->keys, key, NETMAP_KEY_LEN);
 }
 
 static void node_destroy(struct mnode *x)
@@ -517,6 +532,7 @@ void mapper_free(struct mapper *m)
 	idmap_clear(&m->nodes);
 	idmap_clear(&m->tailnets);
 	idmap_clear(&m->users);
+	hmap_fini(&m->keys);
 	free(m->heap);
 	free(m->relay_json);
 	free(m);
@@ -644,6 +660,8 @@ static int node_add(struct mapper *m, const struct control_node *n, int64_t now)
 		goto out;
 	x->rec = *n;
 	x->tn = tn;
+	hmap_insert(&m->keys, &x->by_key, key_hash(m, n->node_key));
+	m->gen++;
 	x->heap_idx = HEAP_NONE;
 	x->tn_idx = tn->n_nodes;
 	tn->nodes[tn->n_nodes++] = x;
@@ -679,6 +697,11 @@ int mapper_node_upsert(struct mapper *m, const struct control_node *n, int64_t n
 		flags |= PEND_FULL;
 	if (!endpoints_equal(x->rec.endpoints, x->rec.n_endpoints, rec.endpoints, rec.n_endpoints))
 		flags |= PEND_ENDPOINTS;
+	if (memcmp(x->rec.node_key, rec.node_key, NETMAP_KEY_LEN) != 0) {
+		hmap_remove(&m->keys, &x->by_key);
+		hmap_insert(&m->keys, &x->by_key, key_hash(m, rec.node_key));
+	}
+	m->gen++;
 	node_update(m, x, &rec, control_node_visible(&rec, now), flags);
 	/* Fields outside any netmap (hostname, expiry opt-out, ...) are kept without a delta. */
 	x->rec = rec;
@@ -700,6 +723,8 @@ int mapper_node_remove(struct mapper *m, uint64_t id)
 	/* Same as becoming hidden, as far as the peers are concerned. */
 	node_update(m, x, &x->rec, false, 0);
 	heap_del(m, x);
+	hmap_remove(&m->keys, &x->by_key);
+	m->gen++;
 	tn->nodes[x->tn_idx] = tn->nodes[--tn->n_nodes];
 	tn->nodes[x->tn_idx]->tn_idx = x->tn_idx;
 	idmap_del(&m->nodes, id);
@@ -807,6 +832,26 @@ size_t mapper_node_count(const struct mapper *m)
 	return m->nodes.n;
 }
 
+const struct control_node *mapper_node_by_key(const struct mapper *m,
+					      const uint8_t key[NETMAP_KEY_LEN])
+{
+	uint64_t hash = key_hash(m, key);
+
+	for (struct hmap_node *n = hmap_first_with_hash(&m->keys, hash); n;
+	     n = hmap_next_with_hash(n)) {
+		const struct mnode *x = container_of(n, struct mnode, by_key);
+
+		if (memcmp(x->rec.node_key, key, NETMAP_KEY_LEN) == 0)
+			return &x->rec;
+	}
+	return NULL;
+}
+
+uint64_t mapper_generation(const struct mapper *m)
+{
+	return m->gen;
+}
+
 int mapper_expire(struct mapper *m, int64_t now)
 {
 	int count = 0;
@@ -818,6 +863,7 @@ int mapper_expire(struct mapper *m, int64_t now)
 		heap_del(m, x);
 		if (!control_node_visible(&x->rec, now)) {
 			node_update(m, x, &x->rec, false, 0);
+			m->gen++;
 			count++;
 		} else if (key == now) {
 			/* Expiry may be exclusive of its second: look again one second later. */

@@ -84,6 +84,14 @@ int mapper_node_online(struct mapper *m, uint64_t id, bool online, int64_t now);
 /* The mapper's copy of a node's record, or NULL. Valid until the next call that changes m. */
 const struct control_node *mapper_node_get(const struct mapper *m, uint64_t id);
 size_t mapper_node_count(const struct mapper *m);
+/* The node holding this node key, or NULL (the relays' admission). Valid as mapper_node_get. */
+const struct control_node *mapper_node_by_key(const struct mapper *m,
+					      const uint8_t key[NETMAP_KEY_LEN]);
+/*
+ * A number that changes whenever a node may have stopped being usable (upsert,
+ * remove, a key expiring): the relays re-check the keys they hold when it moves.
+ */
+uint64_t mapper_generation(const struct mapper *m);
 
 /*
  * Hides the nodes whose key expired at or before `now` since the last call

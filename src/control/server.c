@@ -54,6 +54,7 @@
 #include "control/pending.h"
 #include "control/register.h"
 #include "control/registry.h"
+#include "control/relay.h"
 #include "control/server.h"
 #include "control/session.h"
 #include "control/store.h"
@@ -84,6 +85,7 @@ struct control_server {
 	struct loop_timer tick_t;
 	struct loop_async stop_async; /* control_server_stop, from any thread */
 	struct metrics_counters ctr;
+	struct control_relay *relay; /* the embedded relay and STUN server, /relay/verify */
 };
 
 enum op_kind { OP_REGISTER, OP_LOGOUT };
@@ -715,15 +717,36 @@ static void get_metrics(struct httpd_request *r, void *ctx)
 		.netmaps_waiting = mapstream_waiting(s->ms),
 		.netmaps_buffered = mapstream_buffered(s->ms),
 	};
-	char *text;
-	size_t len;
+	char *text, *all = NULL;
+	size_t len, all_len = 0;
+	FILE *f;
 
 	httpd_stats_get(s->httpd, &m.http);
 	store_stats_get(s->store, &m.store);
 	if (metrics_render(&m, &text, &len) < 0)
 		return httpd_error(r, 500, NULL);
-	httpd_reply(r, 200, "text/plain; version=0.0.4", text, len);
+	/* The embedded relay's metrics follow the server's. */
+	f = open_memstream(&all, &all_len);
+	if (f) {
+		fwrite(text, 1, len, f);
+		control_relay_metrics_write(s->relay, f);
+	}
+	if (!f || fclose(f) != 0) {
+		free(all);
+		all = NULL;
+	}
+	if (all)
+		httpd_reply(r, 200, "text/plain; version=0.0.4", all, all_len);
+	else
+		httpd_reply(r, 200, "text/plain; version=0.0.4", text, len);
+	free(all);
 	free(text);
+}
+
+static void get_healthz(struct httpd_request *r, void *ctx)
+{
+	(void)ctx;
+	httpd_reply(r, 200, "text/plain", "ok\n", 3);
 }
 
 /* The page an interactive registration's URL leads to. */
@@ -835,6 +858,8 @@ static void tick_cb(struct loop_timer *t)
 	pending_expire(s);
 	if (mapper_expire(s->m, time_wall_s()) > 0)
 		mapstream_schedule(s->ms);
+	/* Deleted, expired, logged out, rotated away: off the relay too. */
+	control_relay_tick(s->relay);
 	loop_timer_arm(s->loop, t, loop_now_ns(s->loop) + TICK_NS);
 }
 
@@ -1062,9 +1087,22 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		goto out;
 	if (httpd_route_add(s->httpd, "GET", "/key", get_key, s) < 0 ||
 	    httpd_route_add(s->httpd, "GET", "/register/", get_register, s) < 0 ||
+	    httpd_route_add(s->httpd, "GET", "/healthz", get_healthz, s) < 0 ||
 	    httpd_route_add(s->httpd, "POST", "/control", post_control, s) < 0) {
 		r = -ENOMEM;
 		goto out;
+	}
+	{
+		struct control_relay_opts ro = {
+			.state_dir = opts->state_dir,
+			.relay = !opts->no_relay,
+			.stun_port = opts->stun_port,
+			.stun_required = opts->stun_port_set,
+		};
+
+		r = control_relay_new(s->loop, s->httpd, s->m, &ro, &s->relay);
+		if (r < 0)
+			goto out;
 	}
 	nofile_raise();
 	r = httpd_listen(s->httpd, opts->listen ? opts->listen : CONTROL_LISTEN_DEFAULT);
@@ -1134,7 +1172,8 @@ void control_server_free(struct control_server *s)
 		loop_async_del(&s->stop_async);
 	mapstream_free(s->ms);
 	store_free(s->store);
-	/* After the sessions: they held slots of its limits. */
+	control_relay_free(s->relay);
+	/* After the sessions and the relay: they held slots of its limits. */
 	httpd_free(s->httpd);
 	httpd_free(s->metrics);
 	ephemeral_free(s->eph);

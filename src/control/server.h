@@ -13,6 +13,9 @@ struct control_serve_opts {
 	const char *tls_key;
 	/* "ADDR:PORT" for GET /metrics (a loopback address, say); NULL = no metrics. */
 	const char *metrics_listen;
+	bool no_relay;	    /* no embedded relay (GET /relay) */
+	uint16_t stun_port; /* embedded STUN server; 0: none (serve's default is 3478) */
+	bool stun_port_set; /* given explicitly: failing to bind it is an error */
 };
 
 /* IPv4 any; "[::]:8080" listens on IPv6 and (dual-stack) IPv4. */
