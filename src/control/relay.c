@@ -43,7 +43,7 @@ static int admit_check(void *ctx, const uint8_t key[RELAY_KEY_LEN], uint64_t tok
 static const struct relay_admit_ops admit_ops = {.check = admit_check};
 
 /*
- * GET /relay/verify?gen=G&k=KEY... (keys in base64) with "Authorization: Bearer SECRET":
+ * GET /relay/verify/?gen=G&k=KEY... (keys in base64) with "Authorization: Bearer SECRET":
  * "gen N\n", then "1\n" (admitted) or "0\n" per key, in order.
  */
 static void get_verify(struct httpd_request *r, void *ctx)

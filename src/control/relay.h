@@ -5,7 +5,7 @@
 /*
  * The relay and STUN server embedded in `trellis-control serve`
  * (src/relay), and the admission endpoint that standalone relays ask
- * (GET /relay/verify, docs/relay-protocol.md "Admission").
+ * (GET /relay/verify/, docs/relay-protocol.md "Admission").
  *
  * Admission asks the mapper directly: a node key is admitted while a node
  * holds it that is approved and unexpired. The server calls

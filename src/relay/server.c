@@ -137,6 +137,7 @@ struct relay_server {
 };
 
 static void conn_close(struct rconn *c, int why);
+static const char *const close_names[RELAY_CLOSE_MAX];
 static void flush_marked(struct relay_server *s);
 
 /* ---- buffers ---- */
@@ -619,8 +620,10 @@ static void conn_close(struct rconn *c, int why)
 	c->dead = true;
 	if (why >= 0 && why < RELAY_CLOSE_MAX)
 		s->st.closes[why]++;
-	if (why != RELAY_CLOSE_GONE && why != RELAY_CLOSE_REPLACED)
-		log_ratelimited(LOG_LEVEL_INFO, "%s: %s: closed (%d)", s->name, c->peer, why);
+	if (why >= 0 && why < RELAY_CLOSE_MAX && why != RELAY_CLOSE_GONE &&
+	    why != RELAY_CLOSE_REPLACED)
+		log_ratelimited(LOG_LEVEL_INFO, "%s: %s: closed: %s", s->name, c->peer,
+				close_names[why]);
 	client_unregister(c);
 	if (c->admitting) {
 		hmap_remove(&s->admitting, &c->by_key);

@@ -31,8 +31,8 @@ void relay_verify_free(struct relay_verify *v);
 void relay_verify_metrics_write(const struct relay_verify *v, FILE *f);
 
 /* The request and the answer, shared with the control server's handler. */
-#define RELAY_VERIFY_PATH "/relay/verify"
-#define RELAY_VERIFY_KEYS_MAX 100 /* per request: the head stays under 8 KiB */
+#define RELAY_VERIFY_PATH "/relay/verify/" /* a prefix route: the query follows */
+#define RELAY_VERIFY_KEYS_MAX 100	   /* per request: the head stays under 8 KiB */
 #define RELAY_VERIFY_SECRET_FILE "relay-verify.secret"
 
 #endif

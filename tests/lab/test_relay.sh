@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The relay servers, with relay_probe clients speaking the relay protocol:
+#   - STUN: a Binding request from a plain socket (Python) to trellis-relay gets the
+#     client's own address back in XOR-MAPPED-ADDRESS, over IPv4 and over IPv6
+#   - mesh: two standalone relays of one region share a mesh key; a client homed on
+#     relay 1 reaches a client homed on relay 2 (one hop through the mesh); relay 1 is
+#     killed, its client reconnects to relay 2 and the traffic continues
+#   - admission: the relay embedded in trellis-control, and a standalone relay with
+#     --verify-clients, admit a registered node's key and refuse any other; a node
+#     deleted by the admin is disconnected from both within a second or so
+#
+#   lab internet 192.0.2.0/24, 2001:db8:1::/64: r1 .1, r2 .2, r3 .3 (verifying), ctl .20;
+#   clients a .11, b .12; node n .31 (a real trellisd, for a registered key)
+source "$(dirname "$0")/lib.sh"
+lab_init
+lab_require_control_plane
+lab_require curl
+
+RELAY=${TRELLIS_RELAY:-$TRELLIS_BUILD/src/relay/trellis-relay}
+PROBE=$TRELLIS_BUILD/tests/tools/relay_probe
+[[ -x $RELAY && -x $PROBE ]] || lab_skip "trellis-relay or relay_probe not built"
+
+lab_internet
+for h in r1:1 r2:2 r3:3 ctl:20 a:11 b:12 n:31; do
+	lab_public_host "${h%%:*}" "${h#*:}"
+done
+
+declare -A RELAY_PID=()
+# relay_start SHORT ARGS...: trellis-relay in namespace SHORT on :8080, bounded wait.
+relay_start()
+{
+	local short=$1 log="$LAB_TMP/relay-$1.log"
+	shift
+	LAB_EXTRA_LOGS+=("trellis-relay $short=$log")
+	ip netns exec "$(ns_name "$short")" "$RELAY" --listen 0.0.0.0:8080 "$@" >"$log" 2>&1 &
+	RELAY_PID[$short]=$!
+	LAB_PIDS+=($!)
+	wait_listen "$short" 8080
+}
+# metric NS URL NAME: a metric's value (a whole series name with labels), 0 if absent.
+metric()
+{
+	nsx "$1" curl -sf "$2/metrics" | awk -v n="$3" '$1 == n { print $2; f = 1 } END { if (!f) print 0 }'
+}
+metric_is() { [[ $(metric "$1" "$2" "$3") == "$4" ]]; }
+metric_ge() { (($(metric "$1" "$2" "$3") >= $4)); }
+# probe SHORT NAME ARGS...: relay_probe in the background, output in $LAB_TMP/probe-NAME.out.
+declare -A PROBE_PID=()
+probe()
+{
+	local short=$1 name=$2
+	shift 2
+	ip netns exec "$(ns_name "$short")" "$PROBE" "$@" >"$LAB_TMP/probe-$name.out" 2>&1 &
+	PROBE_PID[$name]=$!
+	LAB_PIDS+=($!)
+}
+probe_has() { grep -q -- "$2" "$LAB_TMP/probe-$1.out"; }
+probe_count() { grep -c -- "$2" "$LAB_TMP/probe-$1.out"; }
+
+# ---- STUN
+(umask 077 && "$TRELLIS_CLI" genkey >"$LAB_TMP/mesh.key")
+relay_start r1 --mesh-key "$LAB_TMP/mesh.key" --mesh-peer http://192.0.2.2:8080
+relay_start r2 --mesh-key "$LAB_TMP/mesh.key" --mesh-peer http://192.0.2.1:8080
+
+cat >"$LAB_TMP/stun.py" <<'EOF'
+# A STUN Binding request (RFC 8489) from a plain UDP socket; prints the
+# XOR-MAPPED-ADDRESS of the answer as "ADDR PORT" and the socket's own "ADDR PORT".
+import os, socket, struct, sys
+server, family = sys.argv[1], socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((server, 3478))
+txid = os.urandom(12)
+s.send(struct.pack("!HHI", 1, 0, 0x2112A442) + txid)
+data = s.recv(1500)
+typ, length, cookie = struct.unpack("!HHI", data[:8])
+assert typ == 0x0101 and cookie == 0x2112A442 and data[8:20] == txid, "not our success response"
+off, mapped = 20, None
+while off < 20 + length:
+	atype, alen = struct.unpack("!HH", data[off:off + 4])
+	v = data[off + 4:off + 4 + alen]
+	if atype == 0x0020:
+		port = struct.unpack("!H", v[2:4])[0] ^ 0x2112
+		key = struct.pack("!I", 0x2112A442) + txid
+		raw = bytes(a ^ b for a, b in zip(v[4:], key))
+		mapped = (socket.inet_ntop(socket.AF_INET if v[1] == 1 else socket.AF_INET6, raw), port)
+	off += 4 + (alen + 3) // 4 * 4
+own = s.getsockname()
+print(mapped[0], mapped[1])
+print(own[0], own[1])
+EOF
+stun_ok()
+{
+	local out
+	out=$(nsx a timeout 5 python3 "$LAB_TMP/stun.py" "$1") || return 1
+	log "STUN via $1: $(tr '\n' ' ' <<<"$out")"
+	[[ $(sed -n 1p <<<"$out") == "$(sed -n 2p <<<"$out")" && $out == "$2 "* ]]
+}
+check "STUN over IPv4: XOR-MAPPED-ADDRESS is the client's address and port" \
+	stun_ok 192.0.2.1 192.0.2.11
+check "STUN over IPv6: the same" stun_ok 2001:db8:1::1 2001:db8:1::b
+check "STUN requests counted" bash -c "[[ \$(ip netns exec $(ns_name a) curl -sf \
+http://192.0.2.1:8080/metrics | awk '\$1 == \"trellis_relay_stun_total{what=\\\"request\\\"}\" {print \$2}') == 2 ]]"
+
+# ---- mesh: b homed on r2, a on r1; a reaches b through the mesh
+R1=http://192.0.2.1:8080
+R2=http://192.0.2.2:8080
+meshed() { metric r1 "$R1" 'trellis_relay_mesh_peers{dir="out"}' | grep -qx 1 &&
+	metric r2 "$R2" 'trellis_relay_mesh_peers{dir="out"}' | grep -qx 1; }
+check "relays 1 and 2 meshed" wait_for 10 meshed
+probe b echo echo --url "$R2" --url "$R1" --key "$LAB_TMP/b.key"
+check "b connected to relay 2" wait_for 5 probe_has echo "connected $R2"
+B_PUB=$(awk '/^key/ { print $2 }' "$LAB_TMP/probe-echo.out")
+check "relay 1 learned b from relay 2 (watch-conns)" \
+	wait_for 5 metric_is r1 "$R1" trellis_relay_mesh_clients 1
+probe a ping ping --url "$R1" --url "$R2" --key "$LAB_TMP/a.key" --peer "$B_PUB" --timeout 60
+check "a (on relay 1) gets echoes from b (on relay 2)" wait_for 10 probe_has ping "via $R1"
+check "... forwarded one hop by relay 1" \
+	bash -c "(( \$(ip netns exec $(ns_name r1) curl -sf $R1/metrics | \
+awk '\$1 == \"trellis_relay_packets_total{dir=\\\"mesh\\\"}\" {print \$2}') > 0 ))"
+
+# ---- relay 1 dies: a moves to relay 2, traffic continues
+kill -KILL "${RELAY_PID[r1]}"
+log "relay 1 killed after $(probe_count ping reply) replies"
+check "a reconnects to relay 2" wait_for 10 probe_has ping "connected $R2"
+check "a gets echoes from b again, now through relay 2" wait_for 10 probe_has ping "via $R2"
+check "b stayed on relay 2" test "$(probe_count echo connected)" -eq 1
+
+# ---- admission: the embedded relay and a verifying standalone relay
+lab_control_start ctl 192.0.2.20 8080 || lab_finish
+CTL=$LAB_CONTROL_URL
+relay_start r3 --verify-clients "$CTL" --verify-secret "$LAB_TMP/control/relay-verify.secret"
+R3=http://192.0.2.3:8080
+lab_node_join n n "$(lab_authkey)"
+NODE_KEY=$LAB_TMP/node-n/node.key
+check "the node has a node key" test -s "$NODE_KEY"
+probe a emb echo --url "$CTL" --key "$NODE_KEY"
+probe a sa echo --url "$R3" --key "$NODE_KEY"
+check "the embedded relay admits the registered node key" wait_for 5 probe_has emb "connected $CTL"
+check "the verifying relay admits it too" wait_for 5 probe_has sa "connected $R3"
+check_not "the embedded relay refuses an unknown key" \
+	nsx_timeout 10 a "$PROBE" ping --url "$CTL" --key "$LAB_TMP/x.key" --peer "$B_PUB" --timeout 2
+check "... counted as refused" metric_ge ctl "$CTL" 'trellis_relay_closes_total{reason="refused"}' 1
+check_not "the verifying relay refuses it" \
+	nsx_timeout 10 a "$PROBE" ping --url "$R3" --key "$LAB_TMP/x.key" --peer "$B_PUB" --timeout 2
+check "... counted as refused" metric_ge r3 "$R3" 'trellis_relay_closes_total{reason="refused"}' 1
+check "GET /relay/verify without the secret: 401" \
+	bash -c "[[ \$(ip netns exec $(ns_name a) curl -s -o /dev/null -w '%{http_code}' '$CTL/relay/verify/?gen=0') == 401 ]]"
+
+check "nodes delete n" ctl nodes delete n
+t0=$(date +%s%N)
+check "the embedded relay disconnects the deleted node" \
+	wait_for 3 metric_is ctl "$CTL" 'trellis_relay_closes_total{reason="revoked"}' 1
+ms=$((($(date +%s%N) - t0) / 1000000))
+check_num "... within a second of the delete ($ms ms)" "$ms" -lt 1000
+check "the verifying relay disconnects it" \
+	wait_for 3 metric_is r3 "$R3" 'trellis_relay_closes_total{reason="revoked"}' 1
+ms=$((($(date +%s%N) - t0) / 1000000))
+check_num "... within 2 s of the delete ($ms ms)" "$ms" -lt 2000
+check "neither admits it again" \
+	bash -c "[[ \$(grep -c connected '$LAB_TMP/probe-emb.out') == 1 && \$(grep -c connected '$LAB_TMP/probe-sa.out') == 1 ]]"
+
+lab_finish
