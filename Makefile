@@ -2,7 +2,7 @@
 #   make          build (release, in build/)
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
 # and a few more: make install, make deb, make demo-wg, make bench, make bench-control,
-# make bench-mtu, make fuzz, make clean.
+# make bench-mtu, make bench-relay, make fuzz, make clean.
 
 BUILD ?= build
 CHECK_BUILD ?= build-check
@@ -10,7 +10,8 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
-.PHONY: all install deb deps check unit lab fuzz fuzz-check bench bench-control bench-mtu demo demo-wg clean
+.PHONY: all install deb deps check unit lab fuzz fuzz-check bench bench-control bench-mtu \
+	bench-relay demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -68,6 +69,9 @@ bench-control: all
 # Single-stream TCP at MTU 1420 and 9000, trellisd and wireguard-go taking turns.
 bench-mtu: all
 	bench/mtu.sh
+
+bench-relay: all
+	bench/relay.sh
 
 # A coordination server and three nodes in network namespaces.
 demo: all
