@@ -59,6 +59,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 metric() { curl -sf "$URL/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
 
 declare -A R=()
+R[load]=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- idle clients
 relay_start
@@ -124,6 +125,7 @@ section()
 	echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
 	echo "| CPU | $(lscpu | sed -n 's/^Model name: *//p' | head -n 1) |"
 	echo "| cores | $(nproc) |"
+	echo "| load average at start (1, 5, 15 min) | $(v load) |"
 	echo "| trellis revision | $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo -) |"
 	echo
 	echo "| metric | trellis-relay | Tailscale derper (published) |"

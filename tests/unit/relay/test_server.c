@@ -651,6 +651,40 @@ static void test_connection_flood(void **state)
 	client_close(&b);
 }
 
+static bool rate_dropped(void)
+{
+	return stats().drops[RELAY_DROP_RATE_PACKETS] + stats().packets_fwd == 400;
+}
+
+/* A client over its packet rate: the excess is dropped and counted, it stays connected. */
+static void test_rate_limit(void **state)
+{
+	struct relay_server_opts o = { .name = "test" };
+	struct client a, b;
+	struct relay_msg m;
+
+	teardown(state);
+	memset(&E, 0, sizeof(E));
+	/* 100 datagrams/s, a bucket of 64: 400 at once cannot all pass. */
+	o.limits.rate_packets = 100;
+	server_start(&o);
+	client_open(&a, E.port, NULL);
+	client_open(&b, E.port, NULL);
+	for (int i = 0; i < 400; i++)
+		client_send(&a, b.pub, "x", 1);
+	assert_true(run_until(rate_dropped));
+	/* at 100/s, 200 more would take 2 s: far more than sending 400 frames does */
+	assert_true(stats().drops[RELAY_DROP_RATE_PACKETS] >= 200);
+	assert_true(stats().packets_fwd >= 64);
+	for (uint64_t i = 0; i < stats().packets_fwd; i++) {
+		assert_int_equal(client_next(&b, &m), 1);
+		assert_int_equal(m.type, RELAY_RECV_PACKET);
+	}
+	assert_int_equal(stats().clients, 2);
+	client_close(&a);
+	client_close(&b);
+}
+
 /* Forwarding a warm path allocates nothing. */
 static void test_no_malloc_per_packet(void **state)
 {
@@ -800,6 +834,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stalled_reader, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_connection_flood, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_malloc_per_packet, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_mesh_one_hop, setup, teardown),
 	};
