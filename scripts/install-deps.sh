@@ -12,6 +12,9 @@ pkgs=(
 	procps psmisc python3 sqlite3 openssl curl
 	# packaging (make deb, lab/test_install)
 	dpkg-dev man-db systemd
+	# turnutils_stunclient, an RFC 5389 STUN client for the relay's lab test (Debian's
+	# coturn does not start its TURN server unless configured to)
+	coturn
 )
 
 missing=()
