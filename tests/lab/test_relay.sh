@@ -5,23 +5,25 @@
 #   - mesh: two standalone relays of one region share a mesh key; a client homed on
 #     relay 1 reaches a client homed on relay 2 (one hop through the mesh); relay 1 is
 #     killed, its client reconnects to relay 2 and the traffic continues
+#   - TLS: a relay with --tls-cert/--tls-key relays between two clients that verify it
 #   - admission: the relay embedded in trellis-control, and a standalone relay with
 #     --verify-clients, admit a registered node's key and refuse any other; a node
 #     deleted by the admin is disconnected from both within a second or so
 #
-#   lab internet 192.0.2.0/24, 2001:db8:1::/64: r1 .1, r2 .2, r3 .3 (verifying), ctl .20;
+#   lab internet 192.0.2.0/24, 2001:db8:1::/64: r1 .1, r2 .2, r3 .3 (verifying), r4 .4
+#   (TLS), ctl .20;
 #   clients a .11, b .12; node n .31 (a real trellisd, for a registered key)
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane
-lab_require curl
+lab_require curl openssl
 
 RELAY=${TRELLIS_RELAY:-$TRELLIS_BUILD/src/relay/trellis-relay}
 PROBE=$TRELLIS_BUILD/tests/tools/relay_probe
 [[ -x $RELAY && -x $PROBE ]] || lab_skip "trellis-relay or relay_probe not built"
 
 lab_internet
-for h in r1:1 r2:2 r3:3 ctl:20 a:11 b:12 n:31; do
+for h in r1:1 r2:2 r3:3 r4:4 ctl:20 a:11 b:12 n:31; do
 	lab_public_host "${h%%:*}" "${h#*:}"
 done
 
@@ -141,6 +143,23 @@ log "relay 1 killed after $(probe_count ping reply) replies"
 check "a reconnects to relay 2" wait_for 10 probe_has ping "connected $R2"
 check "a gets echoes from b again, now through relay 2" wait_for 10 probe_has ping "via $R2"
 check "b stayed on relay 2" test "$(probe_count echo connected)" -eq 1
+
+# ---- TLS: the clients verify the relay's certificate (its own CA here)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+	-subj "/CN=192.0.2.4" -addext "subjectAltName=IP:192.0.2.4" \
+	-keyout "$LAB_TMP/r4.key" -out "$LAB_TMP/r4.pem" 2>/dev/null
+relay_start r4 --tls-cert "$LAB_TMP/r4.pem" --tls-key "$LAB_TMP/r4.key"
+R4=https://192.0.2.4:8080
+check "/healthz over TLS" nsx a curl -sf --max-time 5 --cacert "$LAB_TMP/r4.pem" "$R4/healthz"
+SSL_CERT_FILE=$LAB_TMP/r4.pem probe b tlsecho echo --url "$R4" --key "$LAB_TMP/b4.key"
+check "b connected over TLS" wait_for 5 probe_has tlsecho "connected $R4"
+B4_PUB=$(awk '/^key/ { print $2 }' "$LAB_TMP/probe-tlsecho.out")
+check "a reaches b through the TLS relay" env SSL_CERT_FILE="$LAB_TMP/r4.pem" \
+	timeout 20 ip netns exec "$(ns_name a)" "$PROBE" ping --url "$R4" \
+	--key "$LAB_TMP/a4.key" --peer "$B4_PUB" --count 3 --timeout 15
+check_not "a client that does not trust the certificate is not connected" \
+	nsx_timeout 10 a "$PROBE" ping --url "$R4" --key "$LAB_TMP/a4.key" --peer "$B4_PUB" \
+	--count 1 --timeout 2
 
 # ---- admission: the embedded relay and a verifying standalone relay
 lab_control_start ctl 192.0.2.20 8080 || lab_finish
