@@ -139,11 +139,23 @@ int control_relay_new(struct loop *loop, struct httpd *h, struct mapper *m,
 		if (r < 0)
 			log_warn("control: no STUN server on UDP port %u", o->stun_port);
 	}
+	if (cr->srv) {
+		char b64[KEY_BASE64_LEN + 1];
+
+		key_to_base64(b64, relay_server_pub(cr->srv));
+		log_info("control: relay at GET %s, relay key %s, STUN on UDP %u", RELAY_HTTP_PATH,
+			 b64, cr->stun ? stund_port(cr->stun) : 0);
+	}
 	*ret = cr;
 	return 0;
 out:
 	control_relay_free(cr);
 	return r;
+}
+
+const uint8_t *control_relay_pub(const struct control_relay *cr)
+{
+	return cr && cr->srv ? relay_server_pub(cr->srv) : NULL;
 }
 
 void control_relay_tick(struct control_relay *cr)

@@ -36,6 +36,8 @@ struct control_relay_opts {
 /* Registers its routes on h. 0 or -errno (logged). */
 int control_relay_new(struct loop *loop, struct httpd *h, struct mapper *m,
 		      const struct control_relay_opts *o, struct control_relay **ret);
+/* The embedded relay's public key (for the default relay map), or NULL when it is off. */
+const uint8_t *control_relay_pub(const struct control_relay *cr);
 /* The mapper may have changed: re-checks the relay's clients if it did. */
 void control_relay_tick(struct control_relay *cr);
 void control_relay_metrics_write(const struct control_relay *cr, FILE *f);

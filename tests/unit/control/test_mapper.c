@@ -897,6 +897,52 @@ static void test_scale_10k(void **state)
 	mapper_free(m);
 }
 
+/* The relays' admission: nodes by node key, and a generation that moves when one may go. */
+static void test_node_by_key(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct control_node n = mk_node(7, 1);
+	uint8_t old_key[NETMAP_KEY_LEN], unknown[NETMAP_KEY_LEN];
+	uint64_t gen;
+
+	(void)state;
+	memset(unknown, 0xee, sizeof(unknown));
+	add(m, 7, 1);
+	add(m, 8, 1);
+	assert_ptr_equal(mapper_node_by_key(m, n.node_key), mapper_node_get(m, 7));
+	assert_null(mapper_node_by_key(m, unknown));
+
+	/* Key rotation: the old key finds nothing, the new one the node. */
+	gen = mapper_generation(m);
+	memcpy(old_key, n.node_key, NETMAP_KEY_LEN);
+	memset(n.node_key, 0x77, NETMAP_KEY_LEN);
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	assert_true(mapper_generation(m) != gen);
+	assert_null(mapper_node_by_key(m, old_key));
+	assert_int_equal(mapper_node_by_key(m, n.node_key)->id, 7);
+
+	/* Endpoints and presence do not move it; expiry and removal do. */
+	gen = mapper_generation(m);
+	{
+		struct endpoint ep = mk_ep(1, 41641);
+
+		assert_int_equal(mapper_node_endpoints(m, 7, &ep, 1), 0);
+	}
+	assert_int_equal(mapper_node_online(m, 7, true, T0), 0);
+	assert_int_equal(mapper_generation(m), gen);
+	n.key_expiry = T0 + 10;
+	assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+	gen = mapper_generation(m);
+	assert_int_equal(mapper_expire(m, T0 + 10), 1);
+	assert_true(mapper_generation(m) != gen);
+	gen = mapper_generation(m);
+	assert_int_equal(mapper_node_remove(m, 7), 0);
+	assert_true(mapper_generation(m) != gen);
+	assert_null(mapper_node_by_key(m, n.node_key));
+	assert_non_null(mapper_node_by_key(m, mk_node(8, 1).node_key));
+	mapper_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -905,6 +951,7 @@ int main(void)
 	    cmocka_unit_test(test_coalescing),
 	    cmocka_unit_test(test_expiry_and_approval),
 	    cmocka_unit_test(test_expiry_opt_out_renders_zero),
+	    cmocka_unit_test(test_node_by_key),
 	    cmocka_unit_test(test_model_check),
 	    cmocka_unit_test(test_relay_map_and_home),
 	    cmocka_unit_test(test_scale_10k),
