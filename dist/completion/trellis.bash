@@ -63,7 +63,8 @@ _trellis_control()
 	fi
 	case "${words[0]:-} ${words[1]:-}" in
 	' ') mapfile -t COMPREPLY < <(compgen -W "--state serve version authkey tailnets users nodes relaymap" -- "$cur") ;;
-	'serve ') mapfile -t COMPREPLY < <(compgen -W "--listen --tls-cert --tls-key --metrics-listen" -- "$cur") ;;
+	'serve ') mapfile -t COMPREPLY < <(compgen -W "--listen --tls-cert --tls-key --metrics-listen --no-relay
+		--stun-port" -- "$cur") ;;
 	'authkey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke" -- "$cur") ;;
 	'tailnets ' | 'users ') mapfile -t COMPREPLY < <(compgen -W "create list" -- "$cur") ;;
 	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list approve expire delete rename set-expiry" -- "$cur") ;;

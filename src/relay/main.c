@@ -18,6 +18,7 @@
 #include "base/base64.h"
 #include "base/log.h"
 #include "base/loop.h"
+#include "base/version.h"
 #include "crypto/crypto.h"
 #include "net/httpd.h"
 #include "relay/keyfile.h"
@@ -136,7 +137,7 @@ int main(int argc, char **argv)
 		const char *a = argv[i];
 
 		if (strcmp(a, "version") == 0 || strcmp(a, "--version") == 0) {
-			printf("trellis-relay %s\n", TRELLIS_VERSION);
+			printf("trellis-relay %s\n", trellis_version);
 			return 0;
 		}
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -239,6 +240,7 @@ int main(int argc, char **argv)
 	if (n_peers && relay_mesh_new(m.loop, m.srv, mesh_peers, n_peers, &m.mesh) < 0)
 		goto out;
 	key_to_base64(pub_b64, relay_server_pub(m.srv));
+	log_info("trellis-relay %s", trellis_version);
 	log_info("relay: listening on %s%s, STUN on UDP %u, key %s, %zu mesh peers%s",
 		 httpd_listen_name(m.httpd), httpd_tls(m.httpd) ? " (TLS)" : "",
 		 m.stun ? stund_port(m.stun) : 0, pub_b64, n_peers,

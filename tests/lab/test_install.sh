@@ -81,7 +81,9 @@ for f in usr/bin/trellis usr/sbin/trellisd usr/sbin/trellis-control usr/share/ma
 	usr/share/man/man8/trellisd.8 usr/share/man/man8/trellis-control.8 \
 	usr/share/bash-completion/completions/trellis usr/share/bash-completion/completions/trellisd \
 	usr/share/bash-completion/completions/trellis-control \
-	usr/lib/systemd/system/trellisd.service usr/lib/systemd/system/trellis-control.service; do
+	usr/lib/systemd/system/trellisd.service usr/lib/systemd/system/trellis-control.service \
+	usr/sbin/trellis-relay usr/share/man/man8/trellis-relay.8 \
+	usr/lib/systemd/system/trellis-relay.service; do
 	check "make install stages $f" test -e "$STAGE/$f"
 done
 check_eq "units start the installed programs" \
@@ -110,7 +112,7 @@ check_eq "completion: trellisd --log-level d" debug "$(F=_trellisd complete_of t
 # unit points at the staged program instead of /usr/sbin.
 if command -v systemd-analyze >/dev/null; then
 	mkdir -p "$LAB_TMP/units"
-	for u in trellisd.service trellis-control.service; do
+	for u in trellisd.service trellis-control.service trellis-relay.service; do
 		sed "s|^ExecStart=/usr/sbin/|ExecStart=$STAGE/usr/sbin/|" \
 			"$STAGE/usr/lib/systemd/system/$u" >"$LAB_TMP/units/$u"
 		out=$(systemd-analyze verify --man=no "$LAB_TMP/units/$u" 2>&1)
