@@ -69,6 +69,17 @@ static int serve(const char *state_dir, int argc, char **argv)
 	for (i = 0; i < argc; i++) {
 		const char **dst = NULL;
 
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			printf("usage: trellis-control [--state DIR] serve [--listen ADDR:PORT]\n"
+			       "         [--tls-cert PEM --tls-key PEM] [--no-relay] [--stun-port N]\n"
+			       "  --listen ADDR:PORT  HTTP(S) address (%s)\n"
+			       "  --tls-cert, --tls-key  serve HTTPS with this PEM chain and key\n"
+			       "  --no-relay          no embedded relay (GET /relay)\n"
+			       "  --stun-port N       embedded STUN server's UDP port (3478; 0: none)\n"
+			       "example: trellis-control serve --listen 0.0.0.0:8080\n",
+			       CONTROL_LISTEN_DEFAULT);
+			return 0;
+		}
 		if (strcmp(argv[i], "--no-relay") == 0) {
 			opts.no_relay = true;
 			continue;
