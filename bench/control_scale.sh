@@ -126,18 +126,5 @@ if [[ $OUT == - ]]; then
 	exit 0
 fi
 # Replace an existing "## Control plane" section (up to the next "## " heading), or append.
-python3 - "$OUT" "$TMP/section.md" <<'PY'
-import re, sys
-path, sec = sys.argv[1], open(sys.argv[2]).read().rstrip("\n") + "\n"
-try:
-    doc = open(path).read()
-except FileNotFoundError:
-    doc = "# Benchmarks\n"
-m = re.search(r"^## Control plane\n.*?(?=^## |\Z)", doc, flags=re.S | re.M)
-if m:
-    doc = doc[:m.start()] + sec + ("\n" if doc[m.end():] else "") + doc[m.end():]
-else:
-    doc = doc.rstrip("\n") + "\n\n" + sec
-open(path, "w").write(doc)
-PY
+python3 "$REPO/bench/md_section.py" "$OUT" "$TMP/section.md" "Control plane"
 echo "wrote the Control plane section of $OUT" >&2
