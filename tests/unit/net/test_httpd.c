@@ -31,6 +31,7 @@
 #include "base/time.h"
 #include "base/util.h"
 #include "net/httpd.h"
+#include "../loop_until.h"
 
 struct env {
 	struct loop *loop;
@@ -108,79 +109,37 @@ static int teardown(void **state)
 
 /* ---- running the loop until something happens ---- */
 
-static bool timed_out;
-
-static void on_deadline(struct loop_timer *t)
-{
-	(void)t;
-	timed_out = true;
-	loop_stop(E.loop);
-}
-
-static void on_readable(struct loop_fd *h, uint32_t events)
-{
-	(void)h;
-	(void)events;
-	loop_stop(E.loop);
-}
-
-/* Runs the server until fd is readable (data or EOF); false on the deadline. */
 static bool run_until_readable(int fd)
 {
-	struct loop_fd h = { .fd = fd, .cb = on_readable };
-	struct loop_timer t = { .cb = on_deadline };
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	if (poll(&p, 1, 0) == 1)
-		return true;
-	timed_out = false;
-	assert_int_equal(loop_fd_add(E.loop, &h, EPOLLIN), 0);
-	loop_timer_arm(E.loop, &t, time_now_ns() + 5 * NSEC_PER_SEC);
-	assert_int_equal(loop_run(E.loop), 0);
-	loop_fd_del(E.loop, &h);
-	loop_timer_disarm(E.loop, &t);
-	return !timed_out;
+	return loop_until_readable(E.loop, fd, 5 * NSEC_PER_SEC);
 }
 
 /* Runs the server until a handler stops it. */
 static void run_until_stopped(void)
 {
-	struct loop_timer t = { .cb = on_deadline };
-
-	timed_out = false;
-	loop_timer_arm(E.loop, &t, time_now_ns() + 5 * NSEC_PER_SEC);
-	assert_int_equal(loop_run(E.loop), 0);
-	loop_timer_disarm(E.loop, &t);
-	assert_false(timed_out);
+	assert_true(loop_until_stopped(E.loop, 5 * NSEC_PER_SEC));
 }
 
 static size_t want_unauth, want_conns = SIZE_MAX;
 
-static void check_unauth(struct loop_timer *t)
+static bool unauth_reached(void *arg)
 {
 	struct httpd_stats st;
 
+	(void)arg;
 	httpd_stats_get(E.h, &st);
-	if (st.unauth == want_unauth && (want_conns == SIZE_MAX || st.conns == want_conns))
-		loop_stop(E.loop);
-	else
-		loop_timer_arm(E.loop, t, loop_now_ns(E.loop) + NSEC_PER_MSEC);
+	return st.unauth == want_unauth && (want_conns == SIZE_MAX || st.conns == want_conns);
 }
 
 /* Runs the server until it counts n unauthenticated connections; false on the deadline. */
 static bool run_until_unauth(size_t n)
 {
-	struct loop_timer check = { .cb = check_unauth }, t = { .cb = on_deadline };
+	bool ok;
 
 	want_unauth = n;
-	timed_out = false;
-	loop_timer_arm(E.loop, &check, time_now_ns());
-	loop_timer_arm(E.loop, &t, time_now_ns() + 5 * NSEC_PER_SEC);
-	assert_int_equal(loop_run(E.loop), 0);
-	loop_timer_disarm(E.loop, &check);
-	loop_timer_disarm(E.loop, &t);
+	ok = loop_until(E.loop, unauth_reached, NULL, 5 * NSEC_PER_SEC);
 	want_conns = SIZE_MAX;
-	return !timed_out;
+	return ok;
 }
 
 /*

@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "../alloc_count.h"
+#include "../loop_until.h"
 #include "base/loop.h"
 #include "base/time.h"
 #include "base/util.h"
@@ -60,67 +61,26 @@ struct client {
 
 /* ---- running the loop until something happens ---- */
 
-static bool timed_out;
-
-static void on_deadline(struct loop_timer *t)
-{
-	(void)t;
-	timed_out = true;
-	loop_stop(E.loop);
-}
-
-static void on_readable(struct loop_fd *h, uint32_t events)
-{
-	(void)h;
-	(void)events;
-	loop_stop(E.loop);
-}
-
-/* Runs the loop until fd is readable (data or EOF); false on the deadline. */
 static bool run_until_readable(int fd)
 {
-	struct loop_fd h = {.fd = fd, .cb = on_readable};
-	struct loop_timer t = {.cb = on_deadline};
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-
-	if (poll(&p, 1, 0) == 1)
-		return true;
-	timed_out = false;
-	assert_int_equal(loop_fd_add(E.loop, &h, EPOLLIN), 0);
-	loop_timer_arm(E.loop, &t, time_now_ns() + 10 * NSEC_PER_SEC);
-	assert_int_equal(loop_run(E.loop), 0);
-	loop_fd_del(E.loop, &h);
-	loop_timer_disarm(E.loop, &t);
-	return !timed_out;
+	return loop_until_readable(E.loop, fd, 10 * NSEC_PER_SEC);
 }
 
-static bool (*cond_fn)(void);
+struct cond_fn {
+	bool (*fn)(void);
+};
 
-static void on_check(struct loop_timer *t)
+static bool call_cond(void *arg)
 {
-	if (cond_fn()) {
-		loop_stop(E.loop);
-		return;
-	}
-	/* The loop has nothing else to wake it for a condition on counters. */
-	loop_timer_arm(E.loop, t, loop_now_ns(E.loop) + NSEC_PER_MSEC);
+	return ((struct cond_fn *)arg)->fn();
 }
 
 /* Runs the loop until cond() holds; false on the deadline. */
 static bool run_until(bool (*cond)(void))
 {
-	struct loop_timer c = {.cb = on_check}, t = {.cb = on_deadline};
+	struct cond_fn c = {cond};
 
-	if (cond())
-		return true;
-	cond_fn = cond;
-	timed_out = false;
-	loop_timer_arm(E.loop, &c, loop_now_ns(E.loop));
-	loop_timer_arm(E.loop, &t, time_now_ns() + 10 * NSEC_PER_SEC);
-	assert_int_equal(loop_run(E.loop), 0);
-	loop_timer_disarm(E.loop, &c);
-	loop_timer_disarm(E.loop, &t);
-	return !timed_out;
+	return loop_until(E.loop, call_cond, &c, 10 * NSEC_PER_SEC);
 }
 
 /* ---- clients ---- */
