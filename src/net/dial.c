@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -165,6 +166,29 @@ static int wait_fd(const struct dial_cancel *cn, int fd, short events, uint64_t 
 				return r;
 		}
 	}
+}
+
+int dial_cancel_open(struct dial_cancel *c, const atomic_bool *stop)
+{
+	c->stop = stop;
+	c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	return c->wake_fd < 0 ? -errno : 0;
+}
+
+void dial_cancel_close(struct dial_cancel *c)
+{
+	if (c->wake_fd >= 0)
+		close(c->wake_fd);
+	c->wake_fd = -1;
+}
+
+int dial_cancel_wake(const struct dial_cancel *c)
+{
+	uint64_t one = 1;
+
+	if (write(c->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		return -errno;
+	return 0;
 }
 
 int dial_sleep(const struct dial_cancel *cancel, uint64_t deadline_ns)

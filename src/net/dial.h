@@ -90,6 +90,18 @@ struct dial_conn {
 	char name[DIAL_NAME_MAX];
 };
 
+/*
+ * The eventfd behind a dial_cancel, watched with *stop: 0 or -errno. dial_cancel_close
+ * accepts one that failed to open (or was never opened with wake_fd -1).
+ */
+int dial_cancel_open(struct dial_cancel *c, const atomic_bool *stop);
+void dial_cancel_close(struct dial_cancel *c);
+/*
+ * Any thread: wakes the blocking call — a command for its thread, or, once *stop is set,
+ * the stop. 0 or -errno (a full counter still wakes the reader: 0).
+ */
+int dial_cancel_wake(const struct dial_cancel *c);
+
 /* Sleeps until deadline_ns, consuming commands. 0 then, or -ECANCELED when told to stop. */
 int dial_sleep(const struct dial_cancel *cancel, uint64_t deadline_ns);
 

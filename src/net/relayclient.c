@@ -57,11 +57,10 @@ struct rconn {
 
 	pthread_t thread;
 	bool running; /* manager: the thread was started and not joined */
-	int wake_fd;
 	atomic_bool stop;
 	atomic_bool rekey;	     /* a new node key: end the session and reconnect now */
 	atomic_bool preferred_dirty; /* home changed: tell the relay */
-	struct dial_cancel cancel;
+	struct dial_cancel cancel;   /* its eventfd wakes the thread: `stop`, or work to do */
 
 	pthread_mutex_t qmu;
 	struct pkt *q[RELAYCLIENT_QUEUE_MAX];
@@ -187,7 +186,7 @@ static void relay_send(void *ctx, uint32_t region, struct pkt **pkts, unsigned n
 		if (took < n)
 			atomic_fetch_add(&c->drops, n - took);
 		/* A running thread takes them; otherwise the manager starts one. */
-		wake(atomic_load(&c->state) == RELAYCLIENT_IDLE ? rc->mgr_wake : c->wake_fd);
+		wake(atomic_load(&c->state) == RELAYCLIENT_IDLE ? rc->mgr_wake : c->cancel.wake_fd);
 	}
 	pthread_rwlock_unlock(&rc->lock);
 	/* A region not in our map: nowhere to send. */
@@ -682,7 +681,7 @@ static void conn_start(struct rconn *c)
 		return;
 	atomic_store(&c->stop, false);
 	/* A stale wake from before would end the first wait at once: harmless, but drop it. */
-	if (read(c->wake_fd, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
+	if (read(c->cancel.wake_fd, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
 		log_warn("relay client: %s", strerror(errno));
 	atomic_store(&c->state, RELAYCLIENT_CONNECTING);
 	if (pthread_create(&c->thread, NULL, conn_main, c) != 0) {
@@ -698,7 +697,7 @@ static void conn_stop(struct rconn *c)
 	if (!c->running)
 		return;
 	atomic_store(&c->stop, true);
-	wake(c->wake_fd);
+	wake(c->cancel.wake_fd);
 	pthread_join(c->thread, NULL);
 	c->running = false;
 	atomic_store(&c->state, RELAYCLIENT_IDLE);
@@ -711,8 +710,7 @@ static void conn_free(struct rconn *c)
 		return;
 	conn_stop(c);
 	queue_drop_all(c);
-	if (c->wake_fd >= 0)
-		close(c->wake_fd);
+	dial_cancel_close(&c->cancel);
 	pthread_mutex_destroy(&c->qmu);
 	free(c);
 }
@@ -726,12 +724,10 @@ static struct rconn *conn_new(struct relayclient *rc, uint32_t region)
 	c->rc = rc;
 	c->region = region;
 	c->latency_us = -1;
-	c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (c->wake_fd < 0) {
+	if (dial_cancel_open(&c->cancel, &c->stop) < 0) {
 		free(c);
 		return NULL;
 	}
-	c->cancel = (struct dial_cancel){.wake_fd = c->wake_fd, .stop = &c->stop};
 	pthread_mutex_init(&c->qmu, NULL);
 	return c;
 }
@@ -777,7 +773,7 @@ static void map_reconcile(struct relayclient *rc)
 	/* Relays of a region may have changed under a running connection: reconnect it. */
 	for (i = 0; i < n_keep; i++)
 		if (keep[i]->running)
-			atomic_store(&keep[i]->rekey, true), wake(keep[i]->wake_fd);
+			atomic_store(&keep[i]->rekey, true), wake(keep[i]->cancel.wake_fd);
 	home = atomic_load(&rc->home);
 	if (home && !netmap_relay_region_find(map, home)) {
 		atomic_store(&rc->home, 0);
@@ -1003,7 +999,7 @@ static void stun_round_end(struct relayclient *rc)
 							  RELAYCLIENT_CONNECTED);
 		if (rc->conns[i]->region == pick || rc->conns[i]->region == home) {
 			atomic_store(&rc->conns[i]->preferred_dirty, true);
-			wake(rc->conns[i]->wake_fd);
+			wake(rc->conns[i]->cancel.wake_fd);
 		}
 	}
 	pthread_rwlock_unlock(&rc->lock);
@@ -1142,7 +1138,7 @@ void relayclient_set_key(struct relayclient *rc, const uint8_t node_priv[NETMAP_
 	pthread_rwlock_rdlock(&rc->lock);
 	for (unsigned i = 0; i < rc->n_conns; i++) {
 		atomic_store(&rc->conns[i]->rekey, true);
-		wake(rc->conns[i]->wake_fd);
+		wake(rc->conns[i]->cancel.wake_fd);
 	}
 	pthread_rwlock_unlock(&rc->lock);
 	wake(rc->mgr_wake);

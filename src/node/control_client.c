@@ -38,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "base/base64.h"
@@ -68,7 +67,7 @@ struct control_client {
 	/* Immutable after start. */
 	char url[STATE_URL_MAX];
 	struct dial_url u;
-	struct dial_cancel cancel; /* the wake_fd and `stop` below */
+	struct dial_cancel cancel; /* its eventfd wakes the thread: `stop` below, or a command */
 	char hostname[NETMAP_NAME_MAX];
 	char os[NETMAP_OS_MAX];
 	char state_dir[512];
@@ -100,7 +99,6 @@ struct control_client {
 
 	pthread_t thread;
 	bool thread_started;
-	int wake_fd; /* eventfd: stop or a command */
 	atomic_bool stop;
 
 	/* Shared with other threads, under lock. */
@@ -916,7 +914,7 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 	cc = calloc(1, sizeof(*cc));
 	if (!cc)
 		return -ENOMEM;
-	cc->wake_fd = -1;
+	cc->cancel.wake_fd = -1;
 	pthread_mutex_init(&cc->lock, NULL);
 	pthread_cond_init(&cc->cond, NULL);
 	if (snprintf(cc->url, sizeof(cc->url), "%s", cfg->login_server) >= (int)sizeof(cc->url) ||
@@ -948,12 +946,9 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 		r = -ENOMEM;
 		goto out;
 	}
-	cc->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (cc->wake_fd < 0) {
-		r = -errno;
+	r = dial_cancel_open(&cc->cancel, &cc->stop);
+	if (r < 0)
 		goto out;
-	}
-	cc->cancel = (struct dial_cancel){.wake_fd = cc->wake_fd, .stop = &cc->stop};
 	r = -pthread_create(&cc->thread, NULL, client_main, cc);
 	if (r < 0)
 		goto out;
@@ -967,18 +962,18 @@ out:
 
 void control_client_free(struct control_client *cc)
 {
-	uint64_t one = 1;
+	int r;
 
 	if (!cc)
 		return;
 	if (cc->thread_started) {
 		atomic_store(&cc->stop, true);
-		if (write(cc->wake_fd, &one, sizeof(one)) < 0)
-			log_warn("control client stop: %s", strerror(errno));
+		r = dial_cancel_wake(&cc->cancel);
+		if (r < 0)
+			log_warn("control client stop: %s", strerror(-r));
 		pthread_join(cc->thread, NULL);
 	}
-	if (cc->wake_fd >= 0)
-		close(cc->wake_fd);
+	dial_cancel_close(&cc->cancel);
 	SSL_CTX_free(cc->ssl_ctx);
 	free(cc->rbuf);
 	pthread_cond_destroy(&cc->cond);
@@ -989,15 +984,15 @@ void control_client_free(struct control_client *cc)
 
 int control_client_resync(struct control_client *cc, uint64_t netmaps, int err)
 {
-	uint64_t one = 1;
 	int r = -ESTALE;
 
 	pthread_mutex_lock(&cc->lock);
 	if (netmaps == cc->netmaps) {
 		cc->resync_req = true;
 		cc->resync_err = err < 0 ? err : -EINVAL;
-		if (write(cc->wake_fd, &one, sizeof(one)) < 0)
-			log_warn("control client resync: %s", strerror(errno));
+		r = dial_cancel_wake(&cc->cancel);
+		if (r < 0)
+			log_warn("control client resync: %s", strerror(-r));
 		r = 0;
 	}
 	pthread_mutex_unlock(&cc->lock);
@@ -1006,14 +1001,14 @@ int control_client_resync(struct control_client *cc, uint64_t netmaps, int err)
 
 void control_client_home_region_set(struct control_client *cc, uint32_t region)
 {
-	uint64_t one = 1;
-
 	pthread_mutex_lock(&cc->lock);
 	if (cc->home_region != region) {
 		cc->home_region = region;
 		cc->home_req = true;
-		if (write(cc->wake_fd, &one, sizeof(one)) < 0)
-			log_warn("control client: %s", strerror(errno));
+		int r = dial_cancel_wake(&cc->cancel);
+
+		if (r < 0)
+			log_warn("control client: %s", strerror(-r));
 	}
 	pthread_mutex_unlock(&cc->lock);
 }
@@ -1021,7 +1016,7 @@ void control_client_home_region_set(struct control_client *cc, uint32_t region)
 int control_client_logout(struct control_client *cc, uint64_t timeout_ns)
 {
 	struct timespec ts;
-	uint64_t one = 1, wall;
+	uint64_t wall;
 	int r = 0;
 
 	pthread_mutex_lock(&cc->lock);
@@ -1031,10 +1026,9 @@ int control_client_logout(struct control_client *cc, uint64_t timeout_ns)
 	}
 	cc->logout_done = false;
 	cc->logout_req = true;
-	if (write(cc->wake_fd, &one, sizeof(one)) < 0) {
-		r = -errno;
+	r = dial_cancel_wake(&cc->cancel);
+	if (r < 0)
 		goto out;
-	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	wall = (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec + timeout_ns;
 	ts.tv_sec = (time_t)(wall / NSEC_PER_SEC);

@@ -9,7 +9,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -51,7 +50,7 @@ struct relay_mesh {
 	struct relay_server *s;
 	struct workq *wq;
 	SSL_CTX *ssl_ctx;
-	int wake_fd;
+	struct dial_cancel cancel; /* interrupts the workers' dials at stop */
 	atomic_bool stop;
 	bool stopping;
 	struct peer *peers;
@@ -79,7 +78,7 @@ static void dial_work(struct workq_job *j)
 	    .name = p->url,
 	    .ssl_ctx = m->ssl_ctx,
 	    .deadline_ns = time_now_ns() + DIAL_TIMEOUT_NS,
-	    .cancel = {.wake_fd = m->wake_fd, .stop = &m->stop},
+	    .cancel = m->cancel,
 	};
 	struct http_response resp;
 	char req[1024], buf[HTTP_HEAD_MAX + REST_MAX];
@@ -175,7 +174,7 @@ int relay_mesh_new(struct loop *loop, struct relay_server *s, const char *const 
 		return -ENOMEM;
 	m->loop = loop;
 	m->s = s;
-	m->wake_fd = -1;
+	m->cancel.wake_fd = -1;
 	m->peers = calloc(n ? n : 1, sizeof(*m->peers));
 	if (!m->peers)
 		goto out;
@@ -192,9 +191,8 @@ int relay_mesh_new(struct loop *loop, struct relay_server *s, const char *const 
 		}
 		m->n++;
 	}
-	m->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	m->ssl_ctx = dial_tls_ctx_new();
-	if (m->wake_fd < 0 || !m->ssl_ctx)
+	if (dial_cancel_open(&m->cancel, &m->stop) < 0 || !m->ssl_ctx)
 		goto out;
 	r = workq_new(loop, (unsigned)MIN(MAX(n, (size_t)1), (size_t)4), n + 1, &m->wq);
 	if (r < 0)
@@ -212,19 +210,16 @@ out:
 
 void relay_mesh_free(struct relay_mesh *m)
 {
-	uint64_t one = 1;
-
 	if (!m)
 		return;
 	m->stopping = true;
 	atomic_store(&m->stop, true);
-	if (m->wake_fd >= 0 && write(m->wake_fd, &one, sizeof(one)) < 0)
+	if (m->cancel.wake_fd >= 0 && dial_cancel_wake(&m->cancel) < 0)
 		log_debug("relay: mesh: wake failed");
 	workq_free(m->wq);
 	for (size_t i = 0; i < m->n; i++)
 		loop_timer_disarm(m->loop, &m->peers[i].redial_t);
-	if (m->wake_fd >= 0)
-		close(m->wake_fd);
+	dial_cancel_close(&m->cancel);
 	SSL_CTX_free(m->ssl_ctx);
 	free(m->peers);
 	free(m);

@@ -10,7 +10,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "base/base64.h"
@@ -40,7 +39,7 @@ struct relay_verify {
 	struct relay_server *s;
 	struct workq *wq;
 	SSL_CTX *ssl_ctx;
-	int wake_fd;
+	struct dial_cancel cancel; /* interrupts the worker's request at stop */
 	atomic_bool stop;
 	bool stopping;
 	char url[DIAL_NAME_MAX];
@@ -76,7 +75,7 @@ static void verify_work(struct workq_job *j)
 	    .name = v->url,
 	    .ssl_ctx = v->ssl_ctx,
 	    .deadline_ns = time_now_ns() + REQ_TIMEOUT_NS,
-	    .cancel = {.wake_fd = v->wake_fd, .stop = &v->stop},
+	    .cancel = v->cancel,
 	};
 	struct dial_conn c = {.fd = -1};
 	char target[HTTP_HEAD_MAX], buf[HTTP_HEAD_MAX + BODY_MAX], req[HTTP_HEAD_MAX + 512];
@@ -287,7 +286,7 @@ int relay_verify_new(struct loop *loop, const char *url, const uint8_t secret[32
 	if (!v)
 		return -ENOMEM;
 	v->loop = loop;
-	v->wake_fd = -1;
+	v->cancel.wake_fd = -1;
 	v->poll_t.cb = poll_cb;
 	snprintf(v->url, sizeof(v->url), "%s", url);
 	if (dial_url_parse(url, &v->u) < 0) {
@@ -298,9 +297,9 @@ int relay_verify_new(struct loop *loop, const char *url, const uint8_t secret[32
 	key_to_base64(b64, secret);
 	snprintf(v->auth, sizeof(v->auth), "Authorization: Bearer %s\r\n", b64);
 	crypto_wipe(b64, sizeof(b64));
-	v->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	v->ssl_ctx = dial_tls_ctx_new();
-	if (v->wake_fd < 0 || !v->ssl_ctx || workq_new(loop, 1, 2, &v->wq) < 0)
+	if (dial_cancel_open(&v->cancel, &v->stop) < 0 || !v->ssl_ctx ||
+	    workq_new(loop, 1, 2, &v->wq) < 0)
 		goto out;
 	*ret = v;
 	return 0;
@@ -317,13 +316,11 @@ void relay_verify_attach(struct relay_verify *v, struct relay_server *s)
 
 void relay_verify_free(struct relay_verify *v)
 {
-	uint64_t one = 1;
-
 	if (!v)
 		return;
 	v->stopping = true;
 	atomic_store(&v->stop, true);
-	if (v->wake_fd >= 0 && write(v->wake_fd, &one, sizeof(one)) < 0)
+	if (v->cancel.wake_fd >= 0 && dial_cancel_wake(&v->cancel) < 0)
 		log_debug("relay: verify: wake failed");
 	workq_free(v->wq);
 	loop_timer_disarm(v->loop, &v->poll_t);
@@ -333,8 +330,7 @@ void relay_verify_free(struct relay_verify *v)
 		v->head = w->next;
 		free(w);
 	}
-	if (v->wake_fd >= 0)
-		close(v->wake_fd);
+	dial_cancel_close(&v->cancel);
 	SSL_CTX_free(v->ssl_ctx);
 	crypto_wipe(v->auth, sizeof(v->auth));
 	free(v);
