@@ -26,13 +26,7 @@ lab_require iperf3 ss
 unset TRELLIS_LAB_IMPL
 export WGGO_LOG_LEVEL=error
 
-lab_ns a
-lab_ns b
-lab_veth a eth0 b eth0
-lab_addr a eth0 192.0.2.1/24
-lab_addr b eth0 192.0.2.2/24
-lab_key a
-lab_key b
+lab_two_hosts
 
 declare -A R=() # R[case index] = "gbps gbps ..."
 run=0

@@ -246,6 +246,19 @@ lab_veth()
 	ip -n "$n2" link set "$4" up
 }
 
+# lab_two_hosts: the common start: namespaces a and b joined by a veth (eth0 each side),
+# a 192.0.2.1/24 and b 192.0.2.2/24, and a WireGuard key pair for each.
+lab_two_hosts()
+{
+	lab_ns a
+	lab_ns b
+	lab_veth a eth0 b eth0
+	lab_addr a eth0 192.0.2.1/24
+	lab_addr b eth0 192.0.2.2/24
+	lab_key a
+	lab_key b
+}
+
 # lab_addr NS IFACE ADDR/PLEN...: add addresses (v6 without DAD).
 lab_addr()
 {

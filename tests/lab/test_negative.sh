@@ -18,13 +18,7 @@ lab_require_trellisd
 IMPL_A=${IMPL_A:-wggo}     # the well-behaved peer
 IMPL_B=${IMPL_B:-trellisd} # under test
 
-lab_ns a
-lab_ns b
-lab_veth a eth0 b eth0
-lab_addr a eth0 192.0.2.1/24
-lab_addr b eth0 192.0.2.2/24
-lab_key a
-lab_key b
+lab_two_hosts
 lab_key x # a key nobody uses: the "wrong" one
 PA=$(pub_of a) PB=$(pub_of b) PX=$(pub_of x)
 

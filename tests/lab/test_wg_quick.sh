@@ -14,13 +14,7 @@ lab_require wg-quick
 lab_require_trellisd
 [[ $(lab_trellisd_impl) == trellisd ]] || lab_skip "tests trellisd's own daemonizing"
 
-lab_ns a
-lab_ns b
-lab_veth a eth0 b eth0
-lab_addr a eth0 192.0.2.1/24
-lab_addr b eth0 192.0.2.2/24
-lab_key a
-lab_key b
+lab_two_hosts
 IA=$(lab_iface qa)
 IB=$(lab_iface qb)
 lab_wg_start b wggo "$IB" || exit 1
