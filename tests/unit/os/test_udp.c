@@ -14,6 +14,7 @@
 
 #include "netns.h"
 #include "base/pkt.h"
+#include "os/netlink.h"
 #include "os/udp.h"
 
 #define NPKT 32
@@ -362,8 +363,42 @@ static void sticky_roundtrip(struct udp_socks *a, struct udp_socks *b, struct pk
 	pkt_free(&p, 1);
 }
 
+/*
+ * A new IPv6 address on lo is not at once an address datagrams reach: the kernel installs its
+ * local route from the DAD work item, after bind() already accepts the address (an address
+ * added "nodad" is never tentative). A send in between fails with no route (Ip6OutNoRoutes)
+ * and the datagram is gone. So wait for the event the test needs: a datagram from the
+ * address to itself arrives. Liveness bound: ten seconds.
+ */
+static bool addr6_wait_usable(const struct in6_addr *addr)
+{
+	struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = *addr};
+	socklen_t salen = sizeof(sa);
+	bool ok = false;
+	char byte;
+	int fd, i;
+
+	fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	for (i = 0; i < 1000 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0; i++)
+		usleep(10000);
+	if (getsockname(fd, (struct sockaddr *)&sa, &salen) < 0 || !sa.sin6_port)
+		goto out;
+	for (i = 0; i < 1000 && !ok; i++) {
+		if (sendto(fd, "x", 1, 0, (struct sockaddr *)&sa, sizeof(sa)) == 1 &&
+		    fd_wait_readable(fd, 10))
+			ok = recv(fd, &byte, 1, 0) == 1;
+		else
+			usleep(10000);
+	}
+out:
+	close(fd);
+	return ok;
+}
+
 static void test_sticky_source(void **state)
 {
+	struct in6_addr second6;
 	struct endpoint seen, want;
 	struct pkt_pool *pool;
 	struct udp_socks a, b;
@@ -371,20 +406,24 @@ static void test_sticky_source(void **state)
 	(void)state;
 	pool = pkt_pool_new(4);
 	assert_non_null(pool);
-	/*
-	 * All of 127/8 is on lo. (IPv6 needs a second address, and a datagram to a fresh /128
-	 * on lo was sometimes not delivered here; test_wg_source covers IPv6.)
-	 */
+	/* A second IPv6 address on lo (all of 127/8 is there already). */
+	inet_pton(AF_INET6, "2001:db8:15::2", &second6);
+	assert_int_equal(nl_addr_add("lo", AF_INET6, &second6, 128), 0);
+	assert_true(addr6_wait_usable(&second6));
 	assert_int_equal(udp_socks_open(&a, 0, 0), 0);
 	assert_int_equal(udp_socks_open(&b, 0, 0), 0);
 
-	/* The kernel would answer from 127.0.0.1, the address it prefers. */
+	/* The kernel would answer from 127.0.0.1 and ::1, the addresses it prefers. */
 	sticky_roundtrip(&a, &b, pool, AF_INET, "127.0.0.2", &seen);
 	assert_int_equal(endpoint_parse(&want, "127.0.0.2:1"), 0);
 	assert_int_equal(seen.in4.sin_addr.s_addr, want.in4.sin_addr.s_addr);
 	assert_int_equal(ntohs(seen.in4.sin_port), b.port);
 	/* a's reply-to-reply learned a's own address too. */
 	assert_int_equal(seen.src.in4.s_addr, htonl(INADDR_LOOPBACK));
+
+	sticky_roundtrip(&a, &b, pool, AF_INET6, "2001:db8:15::2", &seen);
+	assert_memory_equal(&seen.in6.sin6_addr, &second6, sizeof(second6));
+	assert_int_equal(ntohs(seen.in6.sin6_port), b.port);
 
 	udp_socks_close(&a);
 	udp_socks_close(&b);
