@@ -448,11 +448,11 @@ int admin_op_relaymap_reset(struct admin_op_ctx *c)
 int admin_op_relaymap_get(struct admin_op_ctx *c, struct netmap_relay_map *ret, bool *ret_default)
 {
 	struct netmap_relay_map dflt;
-	int r = relays_load(c->store, ret, c->err, sizeof(c->err));
+	int r = relays_load(c->store, NULL, ret, c->err, sizeof(c->err));
 
 	if (r < 0)
 		return r;
-	relays_default(&dflt);
+	relays_default(NULL, &dflt);
 	*ret_default = relaymap_equal(ret, &dflt);
 	return 0;
 }

@@ -158,6 +158,11 @@ const uint8_t *control_relay_pub(const struct control_relay *cr)
 	return cr && cr->srv ? relay_server_pub(cr->srv) : NULL;
 }
 
+uint16_t control_relay_stun_port(const struct control_relay *cr)
+{
+	return cr && cr->stun ? stund_port(cr->stun) : 0;
+}
+
 void control_relay_tick(struct control_relay *cr)
 {
 	uint64_t gen;

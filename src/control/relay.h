@@ -38,6 +38,8 @@ int control_relay_new(struct loop *loop, struct httpd *h, struct mapper *m,
 		      const struct control_relay_opts *o, struct control_relay **ret);
 /* The embedded relay's public key (for the default relay map), or NULL when it is off. */
 const uint8_t *control_relay_pub(const struct control_relay *cr);
+/* The UDP port the embedded STUN server serves, 0 when there is none. Accepts NULL. */
+uint16_t control_relay_stun_port(const struct control_relay *cr);
 /* The mapper may have changed: re-checks the relay's clients if it did. */
 void control_relay_tick(struct control_relay *cr);
 void control_relay_metrics_write(const struct control_relay *cr, FILE *f);

@@ -817,12 +817,17 @@ static void deleted_node(void *ctx, uint64_t id)
 static void relays_apply(struct control_server *s)
 {
 	struct netmap_relay_map *rm = malloc(sizeof(*rm));
+	struct relays_self self = {
+		.relay = control_relay_pub(s->relay) != NULL,
+		.stun_port = control_relay_stun_port(s->relay),
+		.key = control_relay_pub(s->relay),
+	};
 	char err[256] = "";
 	int r;
 
 	if (!rm)
 		return;
-	r = relays_load(s->store, rm, err, sizeof(err));
+	r = relays_load(s->store, &self, rm, err, sizeof(err));
 	if (r < 0)
 		log_warn("control: the stored relay map: %s (using the default)", err);
 	if (r == 0 || r == -EINVAL) {
@@ -1024,7 +1029,6 @@ static int state_load(struct control_server *s)
 	log_info("control: loaded %zu tailnets, %zu users, %zu nodes, %zu auth keys",
 		 snap.n_tailnets, snap.n_users, snap.n_nodes, snap.n_authkeys);
 	store_snapshot_free(&snap);
-	relays_apply(s);
 	return 0;
 }
 
@@ -1104,6 +1108,8 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		if (r < 0)
 			goto out;
 	}
+	/* The default map describes the relay and STUN server just made. */
+	relays_apply(s);
 	nofile_raise();
 	r = httpd_listen(s->httpd, opts->listen ? opts->listen : CONTROL_LISTEN_DEFAULT);
 	if (r < 0)

@@ -94,6 +94,12 @@ static void test_register_map_delta(void **state)
 	client_map(&b, "192.0.2.2:41641", &m);
 	assert_int_equal(m.netmap->n_peers, 1);
 	assert_int_equal(m.netmap->peers[0].id, a_id);
+	/* The default relay map: the embedded relay, its key pinned, STUN as served (none). */
+	assert_int_equal(m.netmap->relay_map.n_regions, 1);
+	assert_true(m.netmap->relay_map.regions[0].nodes[0].has_key);
+	assert_memory_equal(m.netmap->relay_map.regions[0].nodes[0].key,
+			    control_relay_pub(E.srv->relay), 32);
+	assert_int_equal(m.netmap->relay_map.regions[0].nodes[0].stun_port, 0);
 	ctrl_msg_clear(&m);
 
 	client_map(&a, "192.0.2.1:41641", &m);
@@ -134,6 +140,24 @@ static void test_register_map_delta(void **state)
 		ctrl_msg_clear(&m);
 	}
 	client_close(&a);
+}
+
+/* serve --no-relay: no region may point at a relay that is not there. */
+static void test_no_relay_map(void **state)
+{
+	struct control_serve_opts o = {.listen = "127.0.0.1:0", .no_relay = true};
+	struct control_server *srv;
+	char dir[64] = "/tmp/trellis-server-XXXXXX", cmd[128];
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	o.state_dir = dir;
+	assert_int_equal(control_server_new(&o, &srv), 0);
+	assert_null(control_relay_pub(srv->relay));
+	assert_int_equal(mapper_relaymap(srv->m)->n_regions, 0);
+	control_server_free(srv);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
 }
 
 static void rotate_send(struct client *c, const uint8_t old_pub[32], const uint8_t new_priv[32])
@@ -496,6 +520,7 @@ int main(void)
 		cmocka_unit_test(test_key),
 		cmocka_unit_test(test_http_errors),
 		cmocka_unit_test(test_register_map_delta),
+		cmocka_unit_test(test_no_relay_map),
 		cmocka_unit_test(test_oneoff_reuse),
 		cmocka_unit_test(test_rotate),
 		cmocka_unit_test(test_interactive),
