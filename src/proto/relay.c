@@ -45,24 +45,26 @@
  */
 #define AD_LEN (1 + RELAY_KEY_LEN + RELAY_CHALLENGE_LEN + RELAY_KEY_LEN + RELAY_NONCE_LEN)
 #define BOX_LABEL "trellis relay v1 box"
+#define MESH_LABEL "trellis relay v1 mesh"
 
 /* Items of the sealed infos: type (1), length (1), value; unknown types are skipped. */
 enum {
 	INFO_VERSION = 1,
-	INFO_MESH_KEY = 2,     /* client-info */
+	INFO_MESH_PROOF = 2,   /* client-info */
 	INFO_KEEPALIVE_MS = 2, /* server-info */
 	INFO_RATE_BYTES = 3,
 	INFO_BURST_BYTES = 4,
 	INFO_RATE_PACKETS = 5,
-	INFO_TYPES = 6,
+	INFO_SERVER_MESH_PROOF = 6,
+	INFO_TYPES = 7,
 };
 static const uint8_t client_info_sizes[INFO_TYPES] = {
     [INFO_VERSION] = 1,
-    [INFO_MESH_KEY] = RELAY_KEY_LEN,
+    [INFO_MESH_PROOF] = RELAY_KEY_LEN,
 };
 static const uint8_t server_info_sizes[INFO_TYPES] = {
     [INFO_VERSION] = 1,	    [INFO_KEEPALIVE_MS] = 4, [INFO_RATE_BYTES] = 4,
-    [INFO_BURST_BYTES] = 4, [INFO_RATE_PACKETS] = 4,
+    [INFO_BURST_BYTES] = 4, [INFO_RATE_PACKETS] = 4, [INFO_SERVER_MESH_PROOF] = RELAY_KEY_LEN,
 };
 
 /* ---- framing ---- */
@@ -503,6 +505,22 @@ out:
 	return ret;
 }
 
+/*
+ * Proof of the mesh key for the box of type, without disclosing it: BLAKE2s keyed
+ * with the mesh key over the box's associated data (so bound to this connection and
+ * direction). Sending the key itself would hand it to whoever answers a mesh peer's
+ * URL (the dialer pins no relay key).
+ */
+static void mesh_proof(const struct relay_conn *c, uint8_t type, uint8_t out[RELAY_KEY_LEN])
+{
+	uint8_t in[sizeof(MESH_LABEL) - 1 + AD_LEN];
+	size_t n;
+
+	memcpy(in, MESH_LABEL, sizeof(MESH_LABEL) - 1);
+	n = box_ad(c, type, in + sizeof(MESH_LABEL) - 1);
+	blake2s(out, RELAY_KEY_LEN, in, sizeof(MESH_LABEL) - 1 + n, c->mesh_key, RELAY_KEY_LEN);
+}
+
 /* Appends a frame of type with payload prefix (head) + nonce + sealed pt to the output. */
 static int out_sealed(struct relay_conn *c, uint8_t type, const uint8_t *head, size_t head_len,
 		      const uint8_t *pt, size_t pt_len)
@@ -569,6 +587,7 @@ static void established(struct relay_conn *c)
 	relay_reader_set_max(&c->rd, RELAY_FRAME_MAX);
 	crypto_wipe(c->priv, sizeof(c->priv));
 	crypto_wipe(c->box_key, sizeof(c->box_key));
+	crypto_wipe(c->mesh_key, sizeof(c->mesh_key));
 }
 
 static void out_server_key(struct relay_conn *c)
@@ -660,7 +679,7 @@ int relay_conn_set_challenge_for_test(struct relay_conn *c,
 static int on_server_key(struct relay_conn *c, const struct relay_frame *f)
 {
 	const uint8_t *p = f->data;
-	uint8_t pt[2 + 1 + 2 + RELAY_KEY_LEN];
+	uint8_t pt[2 + 1 + 2 + RELAY_KEY_LEN], proof[RELAY_KEY_LEN];
 	size_t pt_len = 0;
 	int ret;
 
@@ -682,10 +701,13 @@ static int on_server_key(struct relay_conn *c, const struct relay_frame *f)
 	if (box_key_derive(c, c->server_pub) < 0)
 		return -EBADMSG;
 	info_put(pt, &pt_len, INFO_VERSION, (const uint8_t[]){RELAY_VERSION}, 1);
-	if (c->has_mesh_key)
-		info_put(pt, &pt_len, INFO_MESH_KEY, c->mesh_key, RELAY_KEY_LEN);
+	if (c->has_mesh_key) {
+		mesh_proof(c, RELAY_CLIENT_INFO, proof);
+		info_put(pt, &pt_len, INFO_MESH_PROOF, proof, RELAY_KEY_LEN);
+	}
 	ret = out_sealed(c, RELAY_CLIENT_INFO, c->client_pub, RELAY_KEY_LEN, pt, pt_len);
 	crypto_wipe(pt, sizeof(pt));
+	crypto_wipe(proof, sizeof(proof));
 	if (ret < 0)
 		return ret;
 	c->state = RELAY_CONN_WAIT_SERVER_INFO;
@@ -696,7 +718,7 @@ static int on_server_key(struct relay_conn *c, const struct relay_frame *f)
 static int on_client_info(struct relay_conn *c, const struct relay_frame *f, struct relay_msg *ret)
 {
 	const uint8_t *vals[INFO_TYPES];
-	uint8_t pt[RELAY_HS_FRAME_MAX];
+	uint8_t pt[RELAY_HS_FRAME_MAX], proof[RELAY_KEY_LEN];
 	ssize_t n;
 	int r;
 
@@ -721,15 +743,18 @@ static int on_client_info(struct relay_conn *c, const struct relay_frame *f, str
 		r = -EPROTONOSUPPORT;
 		goto out;
 	}
-	if (vals[INFO_MESH_KEY]) {
-		if (!c->has_mesh_key ||
-		    !crypto_equal(vals[INFO_MESH_KEY], c->mesh_key, RELAY_KEY_LEN)) {
+	if (vals[INFO_MESH_PROOF]) {
+		if (c->has_mesh_key)
+			mesh_proof(c, RELAY_CLIENT_INFO, proof);
+		if (!c->has_mesh_key || !crypto_equal(vals[INFO_MESH_PROOF], proof, RELAY_KEY_LEN)) {
 			r = -EACCES;
 			goto out;
 		}
 		c->mesh = true;
 	}
-	crypto_wipe(c->mesh_key, sizeof(c->mesh_key));
+	/* Kept for server-info's own proof to a mesh peer. */
+	if (!c->mesh)
+		crypto_wipe(c->mesh_key, sizeof(c->mesh_key));
 	c->state = RELAY_CONN_WAIT_ACCEPT;
 	memset(ret, 0, sizeof(*ret));
 	ret->type = RELAY_CLIENT_INFO;
@@ -737,12 +762,13 @@ static int on_client_info(struct relay_conn *c, const struct relay_frame *f, str
 	r = 1;
 out:
 	crypto_wipe(pt, sizeof(pt));
+	crypto_wipe(proof, sizeof(proof));
 	return r;
 }
 
 int relay_conn_server_accept(struct relay_conn *c, const struct relay_limits *limits)
 {
-	uint8_t pt[3 + 4 * 6];
+	uint8_t pt[3 + 4 * 6 + 2 + RELAY_KEY_LEN], proof[RELAY_KEY_LEN];
 	size_t pt_len = 0;
 	int ret;
 
@@ -757,6 +783,12 @@ int relay_conn_server_accept(struct relay_conn *c, const struct relay_limits *li
 	info_put32(pt, &pt_len, INFO_RATE_BYTES, limits->rate_bytes);
 	info_put32(pt, &pt_len, INFO_BURST_BYTES, limits->burst_bytes);
 	info_put32(pt, &pt_len, INFO_RATE_PACKETS, limits->rate_packets);
+	/* A mesh peer learns that we hold the mesh key too: not a stranger at its URL. */
+	if (c->mesh) {
+		mesh_proof(c, RELAY_SERVER_INFO, proof);
+		info_put(pt, &pt_len, INFO_SERVER_MESH_PROOF, proof, RELAY_KEY_LEN);
+		crypto_wipe(proof, sizeof(proof));
+	}
 	/* Anything still unwritten (server-key) stays in front. */
 	if (c->out_off) {
 		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
@@ -764,6 +796,7 @@ int relay_conn_server_accept(struct relay_conn *c, const struct relay_limits *li
 		c->out_off = 0;
 	}
 	ret = out_sealed(c, RELAY_SERVER_INFO, NULL, 0, pt, pt_len);
+	crypto_wipe(pt, sizeof(pt));
 	if (ret < 0)
 		return die(c, ret);
 	established(c);
@@ -774,9 +807,10 @@ int relay_conn_server_accept(struct relay_conn *c, const struct relay_limits *li
 static int on_server_info(struct relay_conn *c, const struct relay_frame *f, struct relay_msg *ret)
 {
 	const uint8_t *vals[INFO_TYPES];
-	uint8_t pt[RELAY_HS_FRAME_MAX];
+	uint8_t pt[RELAY_HS_FRAME_MAX], proof[RELAY_KEY_LEN];
 	struct relay_limits l = {0};
 	ssize_t n;
+	bool ok;
 
 	if (f->type != RELAY_SERVER_INFO)
 		return -EPROTO;
@@ -788,6 +822,16 @@ static int on_server_info(struct relay_conn *c, const struct relay_frame *f, str
 	/* The server must pick the lower of both versions. */
 	if (vals[INFO_VERSION][0] != MIN(c->peer_version, RELAY_VERSION))
 		return -EPROTONOSUPPORT;
+	/* We proved the mesh key: a relay that cannot prove it back is not of our mesh. */
+	if (c->has_mesh_key) {
+		mesh_proof(c, RELAY_SERVER_INFO, proof);
+		ok = vals[INFO_SERVER_MESH_PROOF] &&
+		     crypto_equal(vals[INFO_SERVER_MESH_PROOF], proof, RELAY_KEY_LEN);
+		crypto_wipe(proof, sizeof(proof));
+		if (!ok)
+			return -EACCES;
+		c->mesh = true;
+	}
 	c->version = vals[INFO_VERSION][0];
 	if (vals[INFO_KEEPALIVE_MS])
 		l.keepalive_ms = get_be32(vals[INFO_KEEPALIVE_MS]);

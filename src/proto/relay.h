@@ -172,8 +172,8 @@ enum relay_conn_state {
 /* Fields are private; embed it in a per-connection struct (no allocation but the reader's). */
 struct relay_conn {
 	bool server;
-	bool mesh;	      /* server: the client proved the mesh key */
-	bool has_mesh_key;    /* server: mesh clients accepted; client: we send one */
+	bool mesh;	      /* the other end proved the mesh key */
+	bool has_mesh_key;    /* server: mesh clients accepted; client: we prove it */
 	bool pin;	      /* client: the server key must be server_pub */
 	uint8_t state;	      /* enum relay_conn_state */
 	uint8_t version;      /* agreed once established */
@@ -202,7 +202,10 @@ int relay_conn_server_init(struct relay_conn *c, const uint8_t server_priv[RELAY
 			   const uint8_t *mesh_key);
 /*
  * A client end with its node key. server_pub (NULL: any) pins the relay's key
- * (from the relay map); mesh_key (NULL: none) asks for the mesh privileges.
+ * (from the relay map); mesh_key (NULL: none) asks for the mesh privileges: the
+ * client proves it holds the key (never sends it) and requires the same proof of the
+ * server, so a relay that is not of the mesh can neither learn the key nor pose as
+ * a mesh peer.
  */
 int relay_conn_client_init(struct relay_conn *c, const uint8_t node_priv[RELAY_KEY_LEN],
 			   const uint8_t *server_pub, const uint8_t *mesh_key);

@@ -43,8 +43,8 @@ static const char usage[] =
     "  --key FILE           the relay's static key (base64; created if missing; default: a\n"
     "                       new key each start)\n"
     "  --mesh-key FILE      the region's shared mesh key (base64, e.g. from `trellis genkey`)\n"
-    "  --mesh-peer URL      another relay of the region (http://HOST:PORT or https://...);\n"
-    "                       repeat for each\n"
+    "  --mesh-peer URL[#KEY] another relay of the region (http://HOST:PORT or https://...);\n"
+    "                       repeat for each; #KEY pins its relay key (base64, as it logs)\n"
     "  --verify-clients URL admit only node keys the control server at URL knows\n"
     "                       (registered, unexpired, not deleted)\n"
     "  --verify-secret FILE the control server's relay-verify.secret (with --verify-clients)\n";

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/base64.h"
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/time.h"
@@ -33,6 +34,8 @@ struct peer {
 	struct relay_mesh *m;
 	char url[DIAL_NAME_MAX];
 	struct dial_url u;
+	bool has_pin;
+	uint8_t pin[KEY_LEN]; /* URL#KEY: the peer's relay key */
 	int state;
 	struct loop_timer redial_t;
 	struct workq_job job;
@@ -146,7 +149,8 @@ static void dial_done(struct workq_job *j, int err)
 	p->conn.fd = -1;
 	p->conn.ssl = NULL;
 	p->state = PEER_UP;
-	if (relay_server_link_take(m->s, &io, p->rest, p->rest_len, p->url, link_down, p) < 0) {
+	if (relay_server_link_take(m->s, &io, p->rest, p->rest_len, p->url,
+				   p->has_pin ? p->pin : NULL, link_down, p) < 0) {
 		redial_arm(p);
 		return;
 	}
@@ -180,11 +184,24 @@ int relay_mesh_new(struct loop *loop, struct relay_server *s, const char *const 
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		struct peer *p = &m->peers[i];
+		char *hash;
 
 		p->m = m;
 		p->redial_t.cb = redial;
 		snprintf(p->url, sizeof(p->url), "%s", urls[i]);
-		if (dial_url_parse(urls[i], &p->u) < 0) {
+		hash = strchr(p->url, '#');
+		if (hash) {
+			*hash++ = '\0';
+			if (key_from_base64(p->pin, hash) < 0) {
+				log_err("relay: --mesh-peer %s: after # comes the peer's relay key "
+					"(base64)",
+					urls[i]);
+				r = -EINVAL;
+				goto out;
+			}
+			p->has_pin = true;
+		}
+		if (dial_url_parse(p->url, &p->u) < 0) {
 			log_err("relay: --mesh-peer %s: not an http:// or https:// URL", urls[i]);
 			r = -EINVAL;
 			goto out;

@@ -16,8 +16,10 @@ struct relay_server;
 struct relay_mesh;
 
 /*
- * urls: "http://host:port" or "https://..." (the path is /relay). 0 or -errno
- * (-EINVAL: a bad URL, logged).
+ * urls: "http://host:port" or "https://..." (the path is /relay), optionally
+ * followed by "#KEY": the base64 relay key the peer must have (pinned; without it
+ * the mesh key's mutual proof is what authenticates the peer). 0 or -errno
+ * (-EINVAL: a bad URL or key, logged).
  */
 int relay_mesh_new(struct loop *loop, struct relay_server *s, const char *const *urls, size_t n,
 		   struct relay_mesh **ret);

@@ -1101,7 +1101,8 @@ int relay_server_route(struct relay_server *s, struct httpd *h)
 }
 
 int relay_server_link_take(struct relay_server *s, struct httpd_io *io, const uint8_t *rest,
-			   size_t rest_len, const char *name, void (*down)(void *ctx), void *ctx)
+			   size_t rest_len, const char *name, const uint8_t *pin,
+			   void (*down)(void *ctx), void *ctx)
 {
 	struct rconn *c = conn_new(s, KIND_MESH_OUT, io);
 	int r;
@@ -1110,7 +1111,7 @@ int relay_server_link_take(struct relay_server *s, struct httpd_io *io, const ui
 		httpd_io_close(io);
 		return -ENOMEM;
 	}
-	r = relay_conn_client_init(&c->rc, s->priv, NULL, s->mesh_key);
+	r = relay_conn_client_init(&c->rc, s->priv, pin, s->mesh_key);
 	if (r < 0) {
 		httpd_io_close(io);
 		free(c);

@@ -609,6 +609,57 @@ static void test_mesh_privileges(void **state)
 	}
 }
 
+/*
+ * Mesh peers prove the mesh key to each other and never send it: a relay that
+ * answers at a mesh peer's URL without being of the mesh learns nothing from the
+ * client-info it can open, and the dialing relay refuses its server-info.
+ */
+static void test_mesh_mutual(void **state)
+{
+	uint8_t out[RELAY_HS_OUT_MAX], buf[RELAY_HS_OUT_MAX], pt[RELAY_HS_FRAME_MAX];
+	struct relay_conn c, s;
+	struct relay_msg d;
+	unsigned ev = 0;
+	ssize_t pn;
+	size_t n;
+
+	(void)state;
+	keys();
+	/* The stranger (no mesh key) opens the mesh client's box, as it can. */
+	n = client_info(&c, &s, cpriv, mesh_key, NULL, out);
+	memcpy(s.client_pub, cpub, 32);
+	assert_int_equal(box_key_derive(&s, cpub), 0);
+	pn = open_sealed(&s, RELAY_CLIENT_INFO, out + RELAY_HDR_LEN + 32, n - RELAY_HDR_LEN - 32,
+			 pt);
+	assert_true(pn > 0);
+	assert_null(memmem(pt, (size_t)pn, mesh_key, 32));
+	relay_conn_clear(&c);
+	relay_conn_clear(&s);
+
+	/* The stranger takes the mesh client as a plain one: its server-info proves nothing. */
+	assert_int_equal(relay_conn_server_init(&s, spriv, NULL), 0);
+	assert_int_equal(relay_conn_client_init(&c, cpriv, NULL, mesh_key), 0);
+	n = take_output(&s, buf, sizeof(buf));
+	c.has_mesh_key = false; /* client-info without the proof the stranger would refuse */
+	assert_int_equal(feed(&c, buf, n, 1000, &d, &ev), 0);
+	c.has_mesh_key = true;
+	n = take_output(&c, buf, sizeof(buf));
+	assert_int_equal(feed(&s, buf, n, 1000, &d, &ev), 0);
+	assert_int_equal(relay_conn_server_accept(&s, &limits), 0);
+	n = take_output(&s, buf, sizeof(buf));
+	assert_int_equal(feed(&c, buf, n, 1000, &d, &ev), -EACCES);
+	assert_false(relay_conn_established(&c));
+	relay_conn_clear(&c);
+	relay_conn_clear(&s);
+
+	/* Both of the mesh: both ends know it. */
+	connect_pair(&c, &s, mesh_key, mesh_key, 7);
+	assert_true(relay_conn_is_mesh(&s));
+	assert_true(relay_conn_is_mesh(&c));
+	relay_conn_clear(&c);
+	relay_conn_clear(&s);
+}
+
 /* The client waits for server-info: anything it sends before is a violation. */
 static void test_early_bytes(void **state)
 {
@@ -1005,6 +1056,7 @@ int main(void)
 	    cmocka_unit_test(test_stream_both_ways),
 	    cmocka_unit_test(test_wrong_direction),
 	    cmocka_unit_test(test_mesh_privileges),
+	    cmocka_unit_test(test_mesh_mutual),
 	    cmocka_unit_test(test_early_bytes),
 	    cmocka_unit_test(test_garbage),
 	    cmocka_unit_test(test_handshake_cap),

@@ -30,6 +30,7 @@
 
 #include "../alloc_count.h"
 #include "../loop_until.h"
+#include "base/base64.h"
 #include "base/loop.h"
 #include "base/time.h"
 #include "base/util.h"
@@ -711,14 +712,24 @@ static bool remote_gone(void)
 	return a.remote == 0;
 }
 
+static bool proof_refused(void)
+{
+	struct relay_stats b;
+
+	relay_server_stats_get(s2, &b);
+	return b.closes[RELAY_CLOSE_PROOF] >= 1;
+}
+
 static void test_mesh_one_hop(void **state)
 {
 	struct relay_server_opts o = {.name = "r1"};
 	struct httpd_opts ho = {.name = "r2"};
 	uint8_t mesh_key[RELAY_KEY_LEN], priv2[RELAY_KEY_LEN], wrong[RELAY_KEY_LEN];
-	struct relay_mesh *m1, *m2;
-	char url1[64], url2[64];
-	const char *u1 = url1, *u2 = url2;
+	struct relay_mesh *m1, *m2, *m3;
+	char url1[64], url2[128], url3[128], b64[KEY_BASE64_LEN + 1];
+	const char *u1 = url1, *u2 = url2, *u3 = url3;
+	uint8_t pub2[RELAY_KEY_LEN];
+	struct relay_stats st2;
 	struct client a, b, x;
 	struct relay_msg m;
 
@@ -736,9 +747,20 @@ static void test_mesh_one_hop(void **state)
 	assert_int_equal(httpd_listen(h2, "127.0.0.1:0"), 0);
 	snprintf(url1, sizeof(url1), "http://127.0.0.1:%u", E.port);
 	snprintf(url2, sizeof(url2), "http://127.0.0.1:%u", httpd_port(h2));
+	/* Relay 1 pins relay 2's key; relay 2 dials relay 1 on the mesh key's proof alone. */
+	assert_int_equal(x25519_public_from_private(pub2, priv2), 0);
+	key_to_base64(b64, pub2);
+	snprintf(url2 + strlen(url2), sizeof(url2) - strlen(url2), "#%s", b64);
 	assert_int_equal(relay_mesh_new(E.loop, E.s, &u2, 1, &m1), 0);
 	assert_int_equal(relay_mesh_new(E.loop, s2, &u1, 1, &m2), 0);
 	assert_true(run_until(meshed));
+	/* A link pinned to another key is refused at the handshake (and not taken as a peer). */
+	key_to_base64(b64, mesh_key);
+	snprintf(url3, sizeof(url3), "http://127.0.0.1:%u#%s", E.port, b64);
+	assert_int_equal(relay_mesh_new(E.loop, s2, &u3, 1, &m3), 0);
+	assert_true(run_until(proof_refused));
+	relay_server_stats_get(s2, &st2);
+	assert_int_equal(st2.mesh_out, 1);
 
 	/* A on relay 1, B on relay 2: one hop through the mesh, both ways. */
 	client_open(&a, E.port, NULL);
@@ -773,6 +795,7 @@ static void test_mesh_one_hop(void **state)
 	E.s = NULL;
 	relay_mesh_free(m1);
 	relay_mesh_free(m2);
+	relay_mesh_free(m3);
 	httpd_free(h2);
 	httpd_free(E.h);
 	E.h = NULL;
