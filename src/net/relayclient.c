@@ -229,6 +229,7 @@ struct session {
 	unsigned n_rx;
 	uint64_t rx_drops;
 	char err[RELAYCLIENT_ERR_MAX];
+	char health[RELAY_HEALTH_MAX + 1]; /* the relay's last word: why it closes, say */
 };
 
 /* Where the region's relay number `idx` is: dial options, Host header, display name. */
@@ -368,9 +369,9 @@ static int handle_msg(struct rconn *c, struct session *s, const struct relay_msg
 		memcpy(pong.ping, m->ping, sizeof(pong.ping));
 		return frame_send(c, s, &pong);
 	case RELAY_HEALTH:
+		snprintf(s->health, sizeof(s->health), "%.*s", (int)m->len, (const char *)m->data);
 		pthread_mutex_lock(&c->rc->mu);
-		snprintf(c->error, sizeof(c->error), "%.*s", (int)MIN(m->len, sizeof(c->error) - 1),
-			 (const char *)m->data);
+		snprintf(c->error, sizeof(c->error), "%.*s", (int)(sizeof(c->error) - 1), s->health);
 		pthread_mutex_unlock(&c->rc->mu);
 		return 0;
 	default:
@@ -541,7 +542,11 @@ static int session_loop(struct rconn *c, struct session *s, const char *name)
 		if (n == -EINTR || n == -EAGAIN)
 			continue;
 		if (n == 0) {
-			snprintf(s->err, sizeof(s->err), "%.96s closed the connection", name);
+			if (s->health[0])
+				snprintf(s->err, sizeof(s->err), "%.60s closed the connection: %.70s",
+					 name, s->health);
+			else
+				snprintf(s->err, sizeof(s->err), "%.96s closed the connection", name);
 			return -ECONNRESET;
 		}
 		if (n < 0) {
@@ -633,6 +638,7 @@ static void *conn_main(void *arg)
 		s->rbuf = bufs;
 		s->wbuf = bufs + RBUF_SIZE;
 		s->err[0] = '\0';
+		s->health[0] = '\0';
 		s->silence_ns = RELAYCLIENT_SILENCE_NS;
 		s->n_rx = 0;
 		r = session_open(c, s, &t, key, ssl_ctx);

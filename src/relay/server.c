@@ -137,6 +137,8 @@ struct relay_server {
 };
 
 static void conn_close(struct rconn *c, int why);
+static void conn_close_told(struct rconn *c, int why);
+static bool conn_flush(struct rconn *c);
 static const char *const close_names[RELAY_CLOSE_MAX];
 static void flush_marked(struct relay_server *s);
 
@@ -243,13 +245,18 @@ static void q_append(struct rconn *c, struct rbuf *b)
 	flush_mark(c);
 }
 
+static bool q_full(const struct rconn *c, size_t len)
+{
+	return c->q_pkts &&
+	       (c->q_pkts + 1 > c->s->queue_max || c->q_pkt_bytes + len > c->s->queue_bytes);
+}
+
 /* Makes room for one more packet: drops the oldest not being written. */
 static void q_make_room(struct rconn *c, size_t len)
 {
 	struct relay_server *s = c->s;
 
-	while (c->q_pkts &&
-	       (c->q_pkts + 1 > s->queue_max || c->q_pkt_bytes + len > s->queue_bytes)) {
+	while (q_full(c, len)) {
 		struct rbuf *prev = NULL, *b = c->q_head;
 
 		if (b && c->q_off) {
@@ -280,6 +287,14 @@ static bool q_packet(struct rconn *c, const uint8_t *hdr, size_t hdr_len, const 
 	struct rbuf *b;
 
 	if (c->dead)
+		return false;
+	/*
+	 * Full: hand the socket what it takes before dropping anything. One read
+	 * event of the sender holds more datagrams than a queue (it is flushed
+	 * when the event ends), so without this a fast sender to an idle
+	 * receiver loses packets the receiver's socket had room for.
+	 */
+	if (q_full(c, total) && !conn_flush(c))
 		return false;
 	q_make_room(c, total);
 	b = buf_get(s, total);
@@ -554,7 +569,7 @@ static void client_register(struct rconn *c)
 		s->st.clients--;
 		if (old->preferred)
 			s->st.home--;
-		conn_close(old, RELAY_CLOSE_REPLACED);
+		conn_close_told(old, RELAY_CLOSE_REPLACED);
 	}
 	hmap_insert(&s->clients, &c->by_key, key_hash(&s->clients, c->key));
 	c->registered = true;
@@ -664,6 +679,29 @@ static void conn_close(struct rconn *c, int why)
 	loop_timer_arm(s->loop, &s->reap_t, loop_now_ns(s->loop));
 	if (c->link_down)
 		c->link_down(c->link_ctx);
+}
+
+/*
+ * Closes an established client after telling it why in a health frame (written
+ * now, as far as its socket takes it): a node shows the text as its relay error
+ * instead of a bare "closed the connection".
+ */
+static void conn_close_told(struct rconn *c, int why)
+{
+	static const char *const texts[RELAY_CLOSE_MAX] = {
+	    [RELAY_CLOSE_REVOKED] = "node key no longer admitted (deleted, expired, logged "
+				    "out or rotated)",
+	    [RELAY_CLOSE_REPLACED] = "another connection with this node key replaced this one",
+	};
+	struct relay_msg m = {.type = RELAY_HEALTH};
+
+	if (c->established && c->kind == KIND_CLIENT && !c->doomed && texts[why]) {
+		m.data = (const uint8_t *)texts[why];
+		m.len = strlen(texts[why]);
+		q_ctrl(c, &m);
+		conn_flush(c);
+	}
+	conn_close(c, why);
 }
 
 static int close_reason(int err)
@@ -1156,7 +1194,7 @@ bool relay_server_revoke(struct relay_server *s, const uint8_t key[RELAY_KEY_LEN
 
 	if (!c)
 		return false;
-	conn_close(c, RELAY_CLOSE_REVOKED);
+	conn_close_told(c, RELAY_CLOSE_REVOKED);
 	flush_marked(s);
 	return true;
 }
@@ -1174,7 +1212,7 @@ size_t relay_server_recheck(struct relay_server *s)
 			continue;
 		if (s->admit->check(s->admit_ctx, c->key, c->id) == 0) {
 			/* next may be closed by this (a watcher told, never closed here). */
-			conn_close(c, RELAY_CLOSE_REVOKED);
+			conn_close_told(c, RELAY_CLOSE_REVOKED);
 			n++;
 		}
 	}

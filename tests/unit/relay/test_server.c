@@ -458,6 +458,16 @@ static void test_key_not_proven(void **state)
 	relay_conn_clear(&c.rc);
 }
 
+/* The next frame is a health frame whose text holds what. */
+static void expect_health(struct client *c, const char *what)
+{
+	struct relay_msg m;
+
+	assert_int_equal(client_next(c, &m), 1);
+	assert_int_equal(m.type, RELAY_HEALTH);
+	assert_non_null(memmem(m.data, m.len, what, strlen(what)));
+}
+
 static void test_admission_and_revoke(void **state)
 {
 	struct client a, b;
@@ -480,10 +490,12 @@ static void test_admission_and_revoke(void **state)
 	client_open(&a, E.port, NULL);
 	client_open(&b, E.port, NULL);
 	assert_true(relay_server_revoke(E.s, a.pub));
+	expect_health(&a, "no longer admitted");
 	client_expect_closed(&a);
 	memcpy(E.refused, b.pub, RELAY_KEY_LEN);
 	E.refuse_set = true;
 	assert_int_equal(relay_server_recheck(E.s), 1);
+	expect_health(&b, "no longer admitted");
 	client_expect_closed(&b);
 	assert_int_equal(stats().closes[RELAY_CLOSE_REVOKED], 2);
 	assert_int_equal(stats().clients, 0);
@@ -503,6 +515,7 @@ static void test_replaced(void **state)
 	memcpy(a2.priv, a1.priv, RELAY_KEY_LEN);
 	assert_int_equal(relay_conn_client_init(&a2.rc, a2.priv, NULL, NULL), 0);
 	assert_int_equal(client_next(&a2, &m), 1);
+	expect_health(&a1, "replaced");
 	client_expect_closed(&a1);
 	assert_int_equal(stats().clients, 1);
 	assert_int_equal(stats().closes[RELAY_CLOSE_REPLACED], 1);
@@ -569,6 +582,50 @@ static void test_stalled_reader(void **state)
 	client_close(&b);
 	client_close(&c);
 	client_close(&d);
+}
+
+#define BURST (3 * RELAY_QUEUE_MAX_DEFAULT)
+
+static bool burst_in(void)
+{
+	return stats().packets_in == BURST;
+}
+
+/*
+ * Three queues' worth of datagrams in one write to an idle receiver: the relay reads
+ * them in one event, and the receiver's socket has room for all of them, so none is
+ * dropped (the queue is handed to the socket when it fills, not only after the event).
+ */
+static void test_burst_to_idle_reader(void **state)
+{
+	static uint8_t buf[BURST * (RELAY_PACKET_HDR_LEN + 200)];
+	struct relay_msg m = {.type = RELAY_SEND_PACKET, .len = 200};
+	uint8_t payload[200] = {0};
+	struct client a, b;
+	size_t n = 0;
+
+	(void)state;
+	client_open(&a, E.port, NULL);
+	client_open(&b, E.port, NULL);
+	memcpy(m.key, b.pub, RELAY_KEY_LEN);
+	m.data = payload;
+	for (uint32_t i = 0; i < BURST; i++) {
+		memcpy(payload, &i, sizeof(i));
+		n += (size_t)relay_msg_encode(buf + n, sizeof(buf) - n, &m);
+	}
+	send_all(a.fd, buf, n);
+	assert_true(run_until(burst_in));
+	assert_int_equal(stats().drops[RELAY_DROP_QUEUE_FULL], 0);
+	for (uint32_t i = 0; i < BURST; i++) {
+		struct relay_msg got;
+
+		assert_int_equal(client_next(&b, &got), 1);
+		assert_int_equal(got.type, RELAY_RECV_PACKET);
+		assert_int_equal(got.len, 200);
+		assert_memory_equal(got.data, &i, sizeof(i));
+	}
+	client_close(&a);
+	client_close(&b);
 }
 
 static bool flood_refused(void)
@@ -816,6 +873,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_admission_and_revoke, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stalled_reader, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_burst_to_idle_reader, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_connection_flood, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_malloc_per_packet, setup, teardown),
