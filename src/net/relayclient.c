@@ -85,6 +85,7 @@ struct relayclient {
 	struct magicsock *ms;
 	void (*changed)(void *ctx);
 	void *ctx;
+	uint64_t idle_ns;
 	struct pkt_pool *pool;
 
 	pthread_rwlock_t lock;
@@ -809,8 +810,7 @@ static void conns_follow(struct relayclient *rc, uint64_t now)
 		pthread_mutex_lock(&c->qmu);
 		queued = c->qn > 0;
 		pthread_mutex_unlock(&c->qmu);
-		want = has_key &&
-		       (c->region == home || queued || (used && now - used < RELAYCLIENT_IDLE_NS));
+		want = has_key && (c->region == home || queued || (used && now - used < rc->idle_ns));
 		if (want && !c->running)
 			conn_start(c);
 		else if (!want && c->running) {
@@ -954,6 +954,19 @@ static bool stun_all_answered(const struct relayclient *rc)
 	return true;
 }
 
+uint32_t relayclient_home_pick(uint32_t home, int64_t home_us, unsigned home_misses,
+			       uint32_t best, int64_t best_us, uint32_t first)
+{
+	if (!home)
+		return best ? best : first;
+	if (best && best != home &&
+	    (home_misses >= RELAYCLIENT_HOME_MISSES ||
+	     (home_us >= 0 &&
+	      best_us * RELAYCLIENT_HOME_BETTER_DEN < home_us * RELAYCLIENT_HOME_BETTER_NUM)))
+		return best;
+	return home;
+}
+
 /* The round is over: latencies are in, the home follows them (with hysteresis). */
 static void stun_round_end(struct relayclient *rc)
 {
@@ -985,14 +998,7 @@ static void stun_round_end(struct relayclient *rc)
 	rc->stun_deadline_ns = 0;
 	rc->home_chosen = true;
 
-	pick = home;
-	if (!home)
-		pick = best ? best : first;
-	else if (best && best != home &&
-		 (home_misses >= RELAYCLIENT_HOME_MISSES ||
-		  (home_us >= 0 &&
-		   best_us * RELAYCLIENT_HOME_BETTER_DEN < home_us * RELAYCLIENT_HOME_BETTER_NUM)))
-		pick = best;
+	pick = relayclient_home_pick(home, home_us, home_misses, best, best_us, first);
 	if (pick == home)
 		return;
 	log_info("relay: home region %u (was %u)", pick, home);
@@ -1059,6 +1065,7 @@ int relayclient_new(const struct relayclient_cfg *cfg, struct relayclient **ret)
 	rc->ms = cfg->ms;
 	rc->changed = cfg->changed;
 	rc->ctx = cfg->ctx;
+	rc->idle_ns = cfg->idle_ns ? cfg->idle_ns : RELAYCLIENT_IDLE_NS;
 	rc->mgr_wake = -1;
 	pthread_rwlock_init(&rc->lock, NULL);
 	pthread_mutex_init(&rc->mu, NULL);

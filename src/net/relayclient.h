@@ -50,6 +50,7 @@ struct relayclient_cfg {
 	/* Any thread: the home region or a connection's state changed. May be NULL. */
 	void (*changed)(void *ctx);
 	void *ctx;
+	uint64_t idle_ns; /* non-home connections close after this without traffic; 0: default */
 };
 
 enum relayclient_conn_state {
@@ -78,6 +79,17 @@ struct relayclient_status {
 };
 
 struct relayclient;
+
+/*
+ * The home after a round of STUN (the policy, without I/O): home (0: none yet) with
+ * home_us (-1: no answer this round) and the rounds it missed in a row; the fastest
+ * region that answered (best, 0: none) with best_us; first, the map's first region.
+ * No home: the fastest, else the first. A home is kept until another answers in less
+ * than RELAYCLIENT_HOME_BETTER_NUM/DEN of its time or it missed RELAYCLIENT_HOME_MISSES
+ * rounds while another answered.
+ */
+uint32_t relayclient_home_pick(uint32_t home, int64_t home_us, unsigned home_misses,
+			       uint32_t best, int64_t best_us, uint32_t first);
 
 /* Starts the manager thread; no connection until a map and a key are set. 0 or -errno. */
 int relayclient_new(const struct relayclient_cfg *cfg, struct relayclient **ret);

@@ -3,8 +3,9 @@
  * The relay client against an in-process relay server (relay_test_server.h, built from
  * src/proto/relay's server end) on loopback: two nodes, each a magicsock with a relay
  * client, reach each other through the relay by their handles; the home connection
- * says it is preferred; a peer homed in another region gets a connection of its own; a
- * new node key reconnects; an empty map closes everything.
+ * says it is preferred; a peer homed in another region gets a connection of its own,
+ * closed again once idle; a new node key reconnects; an empty map closes everything. And
+ * the home choice by STUN round trip, with its hysteresis, as a table.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,6 +34,9 @@ struct tnode {
 	struct pkt *rx[16];
 	unsigned n_rx;
 };
+
+/* Short, so that the test sees a connection close when idle; long enough for its steps. */
+#define IDLE_NS (2 * NSEC_PER_SEC)
 
 static struct trs T;
 static struct tnode A, B;
@@ -120,7 +124,7 @@ static struct netmap_relay_map map_two(void)
 static void node_up(struct tnode *n)
 {
 	struct magicsock_ops mops = {.ctx = n, .wg_rx = n_wg_rx, .wire_send = n_wire_send};
-	struct relayclient_cfg cfg = {.changed = n_changed, .ctx = n};
+	struct relayclient_cfg cfg = {.changed = n_changed, .ctx = n, .idle_ns = IDLE_NS};
 
 	memset(n, 0, sizeof(*n));
 	assert_int_equal(x25519_private_generate(n->priv), 0);
@@ -198,6 +202,13 @@ static void send_dgram(struct tnode *from, uint8_t fill)
 	magicsock_send(from->ms, &p, 1);
 }
 
+/* A's connection to region 2 (not its home) closed once idle; home still up. */
+static bool a_region2_idle(void)
+{
+	return state_of(&A, 2, NULL) == RELAYCLIENT_IDLE &&
+	       state_of(&A, 1, NULL) == RELAYCLIENT_CONNECTED;
+}
+
 static uint8_t rotated_pub[32];
 
 static bool rotated(void)
@@ -228,6 +239,7 @@ static void test_relay_client(void **state)
 	uint8_t new_priv[32];
 	struct pkt *p;
 	bool home = true;
+	uint64_t t0;
 
 	(void)state;
 	assert_int_equal(trs_start(&T), 0);
@@ -270,6 +282,11 @@ static void test_relay_client(void **state)
 	assert_int_equal(ms.tx_relay, 1);
 	assert_int_equal(ms.rx_relay, 1);
 
+	/* Nothing more for region 2: A closes that connection after the idle time. */
+	t0 = time_now_ns();
+	assert_true(wait_for(a_region2_idle));
+	assert_true(time_now_ns() - t0 >= IDLE_NS / 2);
+
 	/* A new node key: every connection of A comes back with it. */
 	assert_int_equal(x25519_private_generate(new_priv), 0);
 	assert_int_equal(x25519_public_from_private(rotated_pub, new_priv), 0);
@@ -287,9 +304,39 @@ static void test_relay_client(void **state)
 	trs_stop(&T);
 }
 
+/* The home by STUN round trip, with hysteresis (relayclient_home_pick). */
+static void test_home_pick(void **state)
+{
+	static const struct {
+		uint32_t home;
+		int64_t home_us;
+		unsigned misses;
+		uint32_t best;
+		int64_t best_us;
+		uint32_t want;
+	} cases[] = {
+	    {0, -1, 0, 0, -1, 9},	 /* no home, no answer: the map's first */
+	    {0, -1, 0, 3, 5000, 3},	 /* no home: the fastest */
+	    {2, 3000, 0, 2, 3000, 2},	 /* home is the fastest */
+	    {2, 3000, 0, 3, 2100, 2},	 /* 2.1 ms < 3 ms but not below 2/3 of it: stays */
+	    {2, 3000, 0, 3, 1999, 3},	 /* clearly better: moves */
+	    {2, -1, 1, 3, 5000, 2},	 /* home missed one round: stays */
+	    {2, -1, RELAYCLIENT_HOME_MISSES, 3, 50000, 3}, /* home gone quiet: moves */
+	    {2, -1, RELAYCLIENT_HOME_MISSES, 0, -1, 2},	   /* nobody answers (UDP blocked): stays */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		assert_int_equal(relayclient_home_pick(cases[i].home, cases[i].home_us,
+						       cases[i].misses, cases[i].best,
+						       cases[i].best_us, 9),
+				 cases[i].want);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_home_pick),
 	    cmocka_unit_test(test_relay_client),
 	};
 
