@@ -1,4 +1,4 @@
-# bash completion for trellis(1), trellisd(8) and trellis-control(8)
+# bash completion for trellis(1), trellisd(8), trellis-control(8) and trellis-relay(8)
 
 _trellis()
 {
@@ -77,3 +77,19 @@ _trellis_control()
 	esac
 }
 complete -F _trellis_control trellis-control
+
+_trellis_relay()
+{
+	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
+	case $prev in
+	--tls-cert | --tls-key | --key | --mesh-key | --verify-secret)
+		mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+		return
+		;;
+	--listen | --stun-port | --mesh-peer | --verify-clients) return ;;
+	esac
+	mapfile -t COMPREPLY < <(compgen -W "--listen --stun-port --tls-cert --tls-key --key
+		--mesh-key --mesh-peer --verify-clients --verify-secret --version --help
+		version" -- "$cur")
+}
+complete -F _trellis_relay trellis-relay

@@ -81,6 +81,7 @@ for f in usr/bin/trellis usr/sbin/trellisd usr/sbin/trellis-control usr/share/ma
 	usr/share/man/man8/trellisd.8 usr/share/man/man8/trellis-control.8 \
 	usr/share/bash-completion/completions/trellis usr/share/bash-completion/completions/trellisd \
 	usr/share/bash-completion/completions/trellis-control \
+	usr/share/bash-completion/completions/trellis-relay \
 	usr/lib/systemd/system/trellisd.service usr/lib/systemd/system/trellis-control.service \
 	usr/sbin/trellis-relay usr/share/man/man8/trellis-relay.8 \
 	usr/lib/systemd/system/trellis-relay.service; do
@@ -107,6 +108,8 @@ check_eq "completion: trellis st" status "$(F=_trellis complete_of trellis st)"
 check_eq "completion: trellis-control nodes ap" approve \
 	"$(F=_trellis_control complete_of trellis-control nodes ap)"
 check_eq "completion: trellisd --log-level d" debug "$(F=_trellisd complete_of trellisd --log-level d)"
+check_eq "completion: trellis-relay --mesh-p" --mesh-peer \
+	"$(F=_trellis_relay complete_of trellis-relay --mesh-p)"
 
 # Units: systemd's own checker. It wants ExecStart to exist on this host: a copy of each
 # unit points at the staged program instead of /usr/sbin.
