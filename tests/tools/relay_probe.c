@@ -17,11 +17,18 @@
  *       2N clients; client i sends as fast as it can to client N+i. Prints the
  *       datagrams per second received and their total.
  *
+ * hold and pairs take --sources N (plain http:// to an IPv4 address only): the clients
+ * connect from N loopback addresses 127.0.X.Y in turn, as many hosts would, since the
+ * relay's front end limits connections and upgrades per source address.
+ *
  * Keys: FILE holds a base64 private key (created if missing); its public key is
  * printed as "key PUB" at start.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -52,6 +59,7 @@ struct client {
 };
 
 static SSL_CTX *ssl_ctx;
+static unsigned n_sources, next_source; /* --sources: 0, the kernel picks */
 
 static void die(const char *what)
 {
@@ -80,6 +88,39 @@ static int flush_hs(struct client *c)
 }
 
 /* Connects, upgrades and completes the handshake. 0 or -errno (err printed). */
+/* A plain TCP connection from the next of the n_sources loopback addresses. */
+static int source_connect(struct client *c, const struct dial_url *u, char *err, size_t err_len)
+{
+	unsigned k = next_source++ % n_sources;
+	struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+	int one = 1, fd;
+
+	if (u->tls || inet_pton(AF_INET, u->host, &dst.sin_addr) != 1)
+		die("--sources needs an http:// URL with an IPv4 address");
+	dst.sin_port = htons(u->port);
+	src.sin_addr.s_addr = htonl(0x7f000000u | (1u + k / 250) << 8 | (1u + k % 250));
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0 ||
+	    connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
+		snprintf(err, err_len, "connect from source %u: %s", k, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -EIO;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Non-blocking, as dial_open leaves it: dial.c waits with poll and its deadlines. */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+		snprintf(err, err_len, "fcntl: %s", strerror(errno));
+		close(fd);
+		return -EIO;
+	}
+	c->dc.fd = fd;
+	c->dc.ssl = NULL;
+	c->dc.cancel = (struct dial_cancel){.wake_fd = -1};
+	snprintf(c->dc.name, sizeof(c->dc.name), "%s", u->authority);
+	return 0;
+}
+
 static int client_open(struct client *c, const char *url)
 {
 	struct dial_url u;
@@ -98,7 +139,10 @@ static int client_open(struct client *c, const char *url)
 	o.name = url;
 	o.deadline_ns = time_now_ns() + IO_TIMEOUT_NS;
 	c->dc.fd = -1;
-	r = dial_open(&c->dc, &o, err, sizeof(err));
+	if (n_sources)
+		r = source_connect(c, &u, err, sizeof(err));
+	else
+		r = dial_open(&c->dc, &o, err, sizeof(err));
 	if (r < 0)
 		goto fail;
 	len = http_request_build(req, sizeof(req), "GET", RELAY_HTTP_PATH, u.authority,
@@ -460,6 +504,8 @@ int main(int argc, char **argv)
 			seconds = (unsigned)atoi(v);
 		else if (!strcmp(a, "--size"))
 			size = (unsigned)atoi(v);
+		else if (!strcmp(a, "--sources"))
+			n_sources = (unsigned)atoi(v);
 		else
 			die("unknown argument");
 	}
