@@ -18,6 +18,10 @@
  * Any failure ends the session; the thread retries after a backoff that doubles
  * from 1 s to 30 s, with up to 50 % jitter so that nodes cut off together do not
  * return together. A session that reached the netmap resets the backoff.
+ * Three endings are not retried, since retrying cannot help and would only load the
+ * server: a refusal (FAILED), our own record showing our node key expired (EXPIRED: a
+ * person must re-authenticate), and the server saying an admin deleted us (REMOVED: a
+ * new registration would bring back a node the admin just removed).
  *
  * Connections, TLS and HTTP are src/net/dial's, endpoint candidates
  * src/net/endpoints'; this file is the protocol: the session, registration,
@@ -72,6 +76,7 @@ struct control_client {
 	char os[NETMAP_OS_MAX];
 	char state_dir[512];
 	char ifname[IF_NAMESIZE];
+	bool probe;
 	uint8_t machine_key[NETMAP_KEY_LEN];
 	uint16_t (*port_fn)(void *ctx);
 	void *port_ctx;
@@ -83,6 +88,8 @@ struct control_client {
 	uint8_t *rbuf;
 	char err[ERR_MAX];
 	bool fatal;
+	bool expired; /* our record says the node key expired: stop, re-authenticate */
+	bool removed; /* the server deleted our node: stop */
 	bool registered; /* in this session */
 	/* The node key: replaced by a confirmed rotation. */
 	uint8_t node_key[NETMAP_KEY_LEN];
@@ -93,6 +100,7 @@ struct control_client {
 	uint8_t next_pub[NETMAP_KEY_LEN];
 	int64_t seen_expiry; /* the self key_expiry the schedule was made from */
 	int64_t rotate_at;   /* Unix seconds; 0 = never */
+	unsigned rotate_fails; /* refusals in a row: the retry backs off */
 	bool have_netmap;
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
@@ -127,6 +135,10 @@ const char *control_client_state_name(enum control_client_state s)
 		return "failed";
 	case CONTROL_CLIENT_LOGGED_OUT:
 		return "logged_out";
+	case CONTROL_CLIENT_EXPIRED:
+		return "expired";
+	case CONTROL_CLIENT_REMOVED:
+		return "removed";
 	}
 	return "?";
 }
@@ -416,11 +428,30 @@ static void rotate_schedule(struct control_client *cc, const struct netmap_node 
 		  MAX(cc->rotate_at - time_wall_s(), 0));
 }
 
+/* Doubling from 1 s with each refusal in a row, so a server that keeps refusing is not hammered. */
 static void rotate_retry_later(struct control_client *cc)
 {
 	int64_t now = time_wall_s(), left = cc->seen_expiry - now;
+	int64_t backoff = (int64_t)1 << MIN(cc->rotate_fails, 6U);
 
-	cc->rotate_at = now + MAX(MIN(left / 4, (int64_t)CONTROL_ROTATE_RETRY_MAX_S), 1);
+	cc->rotate_fails++;
+	cc->rotate_at = now + MIN(MAX(MIN(left / 4, (int64_t)CONTROL_ROTATE_RETRY_MAX_S), backoff),
+				  (int64_t)CONTROL_ROTATE_RETRY_MAX_S);
+}
+
+/*
+ * Our own record (register response, netmap, delta) with a key expiry in the past: the
+ * server has expired the key (`nodes expire`, or its lifetime ran out unrotated). Rotating
+ * is refused for an expired key, so the session ends and the client stops. -EKEYEXPIRED
+ * or 0.
+ */
+static int self_expired_check(struct control_client *cc, const struct netmap_node *self)
+{
+	if (!self || !self->key_expiry || self->key_expiry > time_wall_s())
+		return 0;
+	set_err(cc, "%s", CONTROL_EXPIRED_TEXT);
+	cc->expired = true;
+	return -EKEYEXPIRED;
 }
 
 /* Ends a rotation in flight: on the server's confirmation, or not. */
@@ -478,10 +509,17 @@ static int rotate_response(struct control_client *cc, const struct ctrl_register
 			 rr->status == CTRL_REGISTER_ERROR && rr->error[0] ? rr->error
 									   : "no reason given");
 		rotate_end(cc, false);
+		/* Expired at the server before our record said so: no rotation can help. */
+		if (rr->status == CTRL_REGISTER_ERROR && strstr(rr->error, "expired")) {
+			set_err(cc, "%s", CONTROL_EXPIRED_TEXT);
+			cc->expired = true;
+			return -EKEYEXPIRED;
+		}
 		rotate_retry_later(cc);
 		return 0;
 	}
 	log_info("node key rotated");
+	cc->rotate_fails = 0;
 	rotate_end(cc, true);
 	if (cc->ops.registered)
 		cc->ops.registered(cc->ops.ctx, rr->has_node ? &rr->node : NULL);
@@ -576,6 +614,9 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 		pthread_mutex_unlock(&cc->lock);
 		if (cc->ops.registered)
 			cc->ops.registered(cc->ops.ctx, m.reg_resp.has_node ? &m.reg_resp.node : NULL);
+		r = self_expired_check(cc, m.reg_resp.has_node ? &m.reg_resp.node : NULL);
+		if (r < 0)
+			break;
 		if (m.reg_resp.has_node)
 			rotate_schedule(cc, &m.reg_resp.node);
 		r = send_map_request(cc, s);
@@ -586,6 +627,9 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 			r = -EPROTO;
 			break;
 		}
+		r = self_expired_check(cc, &m.netmap->self);
+		if (r < 0)
+			break;
 		rotate_schedule(cc, &m.netmap->self);
 		/* Counted before the caller sees it: a resync it asks for later is not stale. */
 		pthread_mutex_lock(&cc->lock);
@@ -610,6 +654,9 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 			r = -EPROTO;
 			break;
 		}
+		r = self_expired_check(cc, m.delta->has_self ? &m.delta->self : NULL);
+		if (r < 0)
+			break;
 		if (m.delta->has_self)
 			rotate_schedule(cc, &m.delta->self);
 		r = cc->ops.delta ? cc->ops.delta(cc->ops.ctx, m.delta) : 0;
@@ -625,7 +672,13 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 	case CTRL_MSG_KEEPALIVE:
 		break;
 	case CTRL_MSG_ERROR:
-		set_err(cc, "%s: %s", cc->url, m.error);
+		/* trellis-control's words for a node an admin deleted (server.c, node_forget). */
+		if (cc->registered && !strcmp(m.error, "node deleted")) {
+			set_err(cc, "%s", CONTROL_REMOVED_TEXT);
+			cc->removed = true;
+		} else {
+			set_err(cc, "%s: %s", cc->url, m.error);
+		}
 		r = -ECONNABORTED;
 		break;
 	default:
@@ -864,10 +917,31 @@ out:
 	return r;
 }
 
+/* A probe: can the login server be reached, and does it answer as one (GET /key)? */
+static void probe(struct control_client *cc)
+{
+	uint8_t key[NETMAP_KEY_LEN];
+	int r;
+
+	cc->err[0] = '\0';
+	r = server_key_fetch(cc, key);
+	if (r == -ECANCELED || atomic_load(&cc->stop))
+		return;
+	if (r < 0 && !cc->err[0])
+		set_err(cc, "%s: %s", cc->url, strerror(-r));
+	report(cc, r < 0 ? CONTROL_CLIENT_FAILED : CONTROL_CLIENT_RUNNING, NULL,
+	       r < 0 ? cc->err : NULL);
+}
+
 static void *client_main(void *arg)
 {
 	struct control_client *cc = arg;
 	uint64_t backoff = CONTROL_BACKOFF_MIN_NS;
+
+	if (cc->probe) {
+		probe(cc);
+		atomic_store(&cc->stop, true); /* straight to the idle wait below */
+	}
 
 	while (!atomic_load(&cc->stop)) {
 		uint64_t delay;
@@ -885,6 +959,11 @@ static void *client_main(void *arg)
 		if (cc->fatal) {
 			log_err("%s", cc->err);
 			report(cc, CONTROL_CLIENT_FAILED, NULL, cc->err);
+			break;
+		}
+		if (cc->expired || cc->removed) {
+			report(cc, cc->expired ? CONTROL_CLIENT_EXPIRED : CONTROL_CLIENT_REMOVED, NULL,
+			       cc->err);
 			break;
 		}
 		if (cc->have_netmap)
@@ -940,6 +1019,7 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 		goto out;
 	cc->port_fn = cfg->port;
 	cc->port_ctx = cfg->port_ctx;
+	cc->probe = cfg->probe;
 	cc->ops = cfg->ops;
 	cc->rbuf = malloc(READ_CHUNK);
 	if (!cc->rbuf) {

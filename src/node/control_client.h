@@ -38,7 +38,15 @@ enum control_client_state {
 	CONTROL_CLIENT_RUNNING,     /* registered and the first netmap is applied */
 	CONTROL_CLIENT_FAILED,      /* gave up for good (key rejected, server key changed) */
 	CONTROL_CLIENT_LOGGED_OUT,  /* the server confirmed the logout */
+	CONTROL_CLIENT_EXPIRED,     /* our node key expired: re-authenticate (error says so) */
+	CONTROL_CLIENT_REMOVED,     /* an admin deleted this node: stays out until `trellis up` */
 };
+
+/* What EXPIRED and REMOVED tell the person (status, logs). */
+#define CONTROL_EXPIRED_TEXT "node key expired — run `trellis up` to re-authenticate"
+#define CONTROL_REMOVED_TEXT                                                                       \
+	"this node was deleted by an admin of the tailnet; `trellis up` joins it again (as a new " \
+	"node)"
 
 const char *control_client_state_name(enum control_client_state s);
 
@@ -91,6 +99,12 @@ struct control_client_cfg {
 	uint16_t (*port)(void *ctx);
 	void *port_ctx;
 	struct control_client_ops ops;
+	/*
+	 * Only find out whether login_server answers as one (GET /key, TLS verified): then
+	 * state_changed RUNNING (it does) or FAILED (error says why), and idle. A `trellis up`
+	 * that names another server asks this before it gives up the current one.
+	 */
+	bool probe;
 };
 
 struct control_client;

@@ -36,7 +36,7 @@
 
 /* --- fake server --- */
 
-enum scenario { SC_STREAM, SC_INTERACTIVE, SC_REJECT, SC_ROTATE, SC_FOLLOW };
+enum scenario { SC_STREAM, SC_INTERACTIVE, SC_REJECT, SC_ROTATE, SC_FOLLOW, SC_EXPIRE, SC_DELETE };
 
 struct fake_server {
 	int lfd;
@@ -53,6 +53,7 @@ struct fake_server {
 	uint8_t reg_key[32];
 	unsigned rotations;
 	uint8_t rot_old[2][32], rot_new[2][32];
+	unsigned rot_refused; /* SC_EXPIRE: rotations refused because the key expired */
 };
 
 struct srv_conn {
@@ -214,6 +215,38 @@ static void srv_rotate(struct fake_server *fs, struct srv_conn *sc, const struct
 	srv_send(sc, &out);
 }
 
+/* `trellis-control nodes expire`: the node's own record now carries an expiry in the past. */
+static int send_self_expired(struct srv_conn *sc, uint64_t seq)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_DELTA};
+	struct netmap_delta *d = calloc(1, sizeof(*d));
+	int r;
+
+	usleep(100 * 1000);
+	d->seq = seq;
+	d->has_self = true;
+	node_init(&d->self, 1);
+	d->self.key_expiry = time(NULL) - 1;
+	m.delta = d;
+	r = srv_send(sc, &m);
+	ctrl_msg_clear(&m);
+	return r;
+}
+
+/* As trellis-control answers a rotation of an expired node (register.c). */
+static void srv_refuse_expired(struct fake_server *fs, struct srv_conn *sc)
+{
+	struct ctrl_msg out = {.type = CTRL_MSG_REGISTER_RESPONSE};
+
+	pthread_mutex_lock(&fs->lock);
+	fs->rot_refused++;
+	pthread_mutex_unlock(&fs->lock);
+	out.reg_resp.status = CTRL_REGISTER_ERROR;
+	snprintf(out.reg_resp.error, sizeof(out.reg_resp.error),
+		 "key rotation refused: node key expired (re-authenticate)");
+	srv_send(sc, &out);
+}
+
 static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned session_no)
 {
 	struct ctrl_msg m, out;
@@ -266,10 +299,23 @@ static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned se
 		return; /* drop the connection */
 	}
 	send_netmap(sc, 20, 3, out.reg_resp.node.key_expiry);
+	if (fs->sc == SC_EXPIRE)
+		send_self_expired(sc, 21);
+	if (fs->sc == SC_DELETE) {
+		/* What trellis-control says to the stream of a node the admin deleted. */
+		struct ctrl_msg e = {.type = CTRL_MSG_ERROR};
+
+		usleep(100 * 1000);
+		snprintf(e.error, sizeof(e.error), "node deleted");
+		srv_send(sc, &e);
+		return;
+	}
 	/* Follow until the client goes away. */
 	while (srv_recv(sc, &m) == 0) {
 		if (fs->sc == SC_ROTATE && m.type == CTRL_MSG_REGISTER && m.reg.has_old_node_key)
 			srv_rotate(fs, sc, &m.reg, out.reg_resp.node.key_expiry);
+		if (fs->sc == SC_EXPIRE && m.type == CTRL_MSG_REGISTER && m.reg.has_old_node_key)
+			srv_refuse_expired(fs, sc);
 		ctrl_msg_clear(&m);
 	}
 }
@@ -722,6 +768,67 @@ static void test_unreachable_then_stop(void **state)
 	node_teardown(&n);
 }
 
+/*
+ * `nodes expire` on a running node (issue 8, silent failure 2): the client says the key
+ * expired and stops, instead of retrying the rotation (refused) about once a second.
+ */
+static void test_expired(void **state)
+{
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+
+	(void)state;
+	server_start(&fs, SC_EXPIRE);
+	node_setup(&n);
+	n.rotate = true;
+	cc = client_start(&n, fs.port, "tskey-good");
+	WAIT_FOR(&n, n.netmaps >= 1);
+	WAIT_FOR(&n, n.state == CONTROL_CLIENT_EXPIRED);
+	/* Long enough for several retries at the old pace (one a second) and a reconnect. */
+	usleep(3500 * 1000);
+	pthread_mutex_lock(&fs.lock);
+	assert_true(fs.rot_refused <= 1);
+	assert_int_equal(fs.sessions, 1);
+	assert_int_equal(fs.registers, 1);
+	pthread_mutex_unlock(&fs.lock);
+	pthread_mutex_lock(&n.lock);
+	assert_int_equal(n.state, CONTROL_CLIENT_EXPIRED);
+	assert_non_null(strstr(n.error, "node key expired"));
+	pthread_mutex_unlock(&n.lock);
+	control_client_free(cc);
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
+/*
+ * `nodes delete` of an active node (issue 8, silent failure 5): the client stops for good
+ * and says so, instead of registering again at once as a new node.
+ */
+static void test_deleted(void **state)
+{
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+
+	(void)state;
+	server_start(&fs, SC_DELETE);
+	node_setup(&n);
+	cc = client_start(&n, fs.port, "tskey-good");
+	WAIT_FOR(&n, n.netmaps >= 1);
+	WAIT_FOR(&n, n.state == CONTROL_CLIENT_REMOVED);
+	assert_non_null(strstr(n.error, "deleted"));
+	/* Past the first reconnect's backoff (at most 1.5 s). */
+	usleep(2000 * 1000);
+	pthread_mutex_lock(&fs.lock);
+	assert_int_equal(fs.sessions, 1);
+	assert_int_equal(fs.registers, 1);
+	pthread_mutex_unlock(&fs.lock);
+	control_client_free(cc);
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -731,6 +838,8 @@ int main(void)
 	    cmocka_unit_test(test_interactive),
 	    cmocka_unit_test(test_rejected),
 	    cmocka_unit_test(test_unreachable_then_stop),
+	    cmocka_unit_test(test_expired),
+	    cmocka_unit_test(test_deleted),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
