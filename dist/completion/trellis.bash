@@ -17,15 +17,20 @@ _trellis()
 	case $cmd in
 	'')
 		mapfile -t COMPREPLY < <(compgen -W "--socket --help --version genkey genpsk pubkey
-			up down logout status ip whois version help" -- "$cur")
+			up login set down logout status ip whois version help" -- "$cur")
 		;;
-	up)
+	up | login)
 		case $prev in
-		--auth-key) mapfile -t COMPREPLY < <(compgen -P file: -f -- "${cur#file:}") ;;
+		--auth-key | --authkey) mapfile -t COMPREPLY < <(compgen -P file: -f -- "${cur#file:}") ;;
 		--login-server | --hostname) ;;
-		*) mapfile -t COMPREPLY < <(compgen -W "--login-server --auth-key --hostname" -- "$cur") ;;
+		*)
+			local flags="--login-server --auth-key --hostname"
+			[[ $cmd == up ]] && flags+=" --force-reauth"
+			mapfile -t COMPREPLY < <(compgen -W "$flags" -- "$cur")
+			;;
 		esac
 		;;
+	set) [[ $prev == --hostname ]] || mapfile -t COMPREPLY < <(compgen -W "--hostname" -- "$cur") ;;
 	status) mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
 	ip) mapfile -t COMPREPLY < <(compgen -W "-4 -6" -- "$cur") ;;
 	version) mapfile -t COMPREPLY < <(compgen -W "--daemon --json" -- "$cur") ;;
@@ -40,10 +45,10 @@ _trellisd()
 	--state) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
 	--socket) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
 	--log-level) mapfile -t COMPREPLY < <(compgen -W "err warn info debug" -- "$cur"); return ;;
-	--wg | --tun | --mtu | --workers | --port) return ;;
+	--wg | --tun | --mtu | --workers | --port | --metrics-listen) return ;;
 	esac
 	mapfile -t COMPREPLY < <(compgen -W "--wg --mtu --workers --log-level --state --socket
-		--tun --port --foreground --version --help" -- "$cur")
+		--tun --port --metrics-listen --foreground --version --help" -- "$cur")
 }
 complete -F _trellisd trellisd
 

@@ -5,8 +5,8 @@
 /*
  * The `trellis` command: main.c parses the global options and dispatches to one
  * function per subcommand, each in its own file. A subcommand returns the
- * process exit status (0 on success, 1 on failure) and prints its own messages,
- * prefixed "trellis: NAME: ".
+ * process exit status (0 on success, 1 on failure; status: 2 when the node is not
+ * running) and prints its own messages, prefixed "trellis: NAME: ".
  */
 
 #include <jansson.h>
@@ -24,6 +24,10 @@ int cli_genkey(int argc, char **argv, const struct cli_global *g);
 int cli_genpsk(int argc, char **argv, const struct cli_global *g);
 int cli_pubkey(int argc, char **argv, const struct cli_global *g);
 int cli_up(int argc, char **argv, const struct cli_global *g);
+int cli_login(int argc, char **argv, const struct cli_global *g);
+int cli_set(int argc, char **argv, const struct cli_global *g);
+/* up and login (force_reauth): the same flags, one request (up.c). */
+int cli_up_run(int argc, char **argv, const struct cli_global *g, bool force_reauth);
 int cli_down(int argc, char **argv, const struct cli_global *g);
 int cli_logout(int argc, char **argv, const struct cli_global *g);
 int cli_status(int argc, char **argv, const struct cli_global *g);

@@ -34,32 +34,64 @@ static const struct command commands[] = {
      "Reads a base64 private key on standard input and prints its public key.\n"
      "\n"
      "Example: trellis pubkey < wg0.key\n"},
-    {"up", cli_up, "--login-server URL [--auth-key KEY|file:PATH|-] [--hostname NAME]",
+    {"up", cli_up,
+     "[--login-server URL] [--auth-key KEY|file:PATH|-] [--hostname NAME] [--force-reauth]",
      "connect this node to a tailnet",
      "Connects this node to the tailnet of a coordination server and waits until it is\n"
-     "running, or prints a login URL and waits for an admin to approve the node.\n"
+     "running, or prints a login URL and waits for an admin to approve the node. The\n"
+     "daemon remembers the server and the hostname: `trellis up` alone reconnects.\n"
+     "Naming another server than the remembered one changes nothing unless that server\n"
+     "answers, and moving a logged-in node to it needs --force-reauth.\n"
      "\n"
-     "  --login-server URL  the coordination server (http:// or https://); required\n"
-     "  --auth-key KEY      an auth key; file:PATH reads it from a file and - from\n"
-     "                      standard input, keeping it out of ps (default: none,\n"
-     "                      interactive approval)\n"
-     "  --hostname NAME     the node's name in the tailnet (default: the host name)\n"
+     "  --login-server URL  the coordination server (http:// or https://) (default: the\n"
+     "                      remembered one; required the first time)\n"
+     "  --auth-key KEY      an auth key (also --authkey); file:PATH reads it from a file\n"
+     "                      and - from standard input, keeping it out of ps (default:\n"
+     "                      none, interactive approval)\n"
+     "  --hostname NAME     the node's name in the tailnet (default: the remembered one,\n"
+     "                      else the host name)\n"
+     "  --force-reauth      log in anew: a new node key, an auth key or approval (default:\n"
+     "                      keep the login)\n"
      "\n"
      "Example: trellis up --login-server https://ctl.example:8080 --auth-key file:/root/key\n"},
+    {"login", cli_login, "[--login-server URL] [--auth-key KEY|file:PATH|-] [--hostname NAME]",
+     "log in anew (up --force-reauth)",
+     "Logs this node in anew with a new node key: with an auth key, or interactively\n"
+     "(prints a URL). The same as `trellis up --force-reauth`; also how a logged-in node\n"
+     "moves to another coordination server.\n"
+     "\n"
+     "  --login-server URL  the coordination server (default: the remembered one)\n"
+     "  --auth-key KEY      an auth key, file:PATH or - (default: interactive approval)\n"
+     "  --hostname NAME     the node's name (default: the remembered one)\n"
+     "\n"
+     "Example: trellis login --auth-key file:/root/key\n"},
+    {"set", cli_set, "--hostname NAME", "change a remembered setting without a new login",
+     "Changes one setting that `trellis up` remembers, without logging in again; a\n"
+     "running node takes it at once (the server renames it).\n"
+     "\n"
+     "  --hostname NAME  the node's name in the tailnet\n"
+     "\n"
+     "Example: trellis set --hostname web-2\n"},
     {"down", cli_down, "", "disconnect from the tailnet (keeps the login)",
      "Disconnects from the tailnet and removes the tunnels; `trellis up` reconnects\n"
      "with the same key and address.\n"
      "\n"
      "Example: trellis down\n"},
     {"logout", cli_logout, "", "disconnect and expire this node's key",
-     "Disconnects and expires this node's key on the server; the next `trellis up`\n"
-     "needs an auth key or approval again.\n"
+     "Disconnects and expires this node's key on the server; the login server and\n"
+     "hostname stay remembered, and the next `trellis up` needs an auth key or approval\n"
+     "again.\n"
      "\n"
      "Example: trellis logout\n"},
     {"status", cli_status, "[--json]", "show this node and its peers",
-     "Shows the daemon's state, this node and its peers (addresses, endpoints, online).\n"
+     "Shows the daemon's state, this node and its peers (addresses, endpoints, online),\n"
+     "what is wrong (health) and, while the node waits for a login, the login URL.\n"
      "\n"
      "  --json  the whole status as JSON (default: a table)\n"
+     "\n"
+     "Exit status: 0 running; 1 trellisd cannot be reached (or a usage error); 2 trellisd\n"
+     "runs but the node is not connected (stopped, needs login, starting). With --json: 0\n"
+     "whenever trellisd answered.\n"
      "\n"
      "Example: trellis status --json\n"},
     {"ip", cli_ip, "[-4|-6]", "print this node's tailnet addresses",

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* trellis status [--json]: this node and its peers, as a table or the contract JSON. */
+/*
+ * trellis status [--json]: this node and its peers, as a table or the contract JSON; the
+ * state in words, health and the login URL before the table. Exit status (trellis(1)): 0
+ * running, 1 no answer from trellisd, 2 not running (--json: 0 whenever trellisd answered).
+ */
 #include <stdio.h>
 #include <string.h>
 
@@ -73,6 +77,59 @@ static void row(json_t *n, bool self)
 	       str(n, "os"));
 }
 
+/*
+ * What the node's state means for a person, before the table (or instead of it): the
+ * state in words, the login URL, what to do. Tailscale's `status` prints the same.
+ */
+static void state_lines(json_t *st, const char *state)
+{
+	const char *url = json_string_value(json_object_get(st, "auth_url"));
+	const char *err = json_string_value(json_object_get(st, "error"));
+	const char *server = json_string_value(json_object_get(st, "login_server"));
+
+	if (!strcmp(state, "running"))
+		return;
+	if (!strcmp(state, "stopped")) {
+		printf("Stopped: trellisd runs but the node is down (the login is kept); "
+		       "`trellis up` connects.\n");
+	} else if (!strcmp(state, "starting")) {
+		printf("Starting: connecting to %s.\n", server ? server : "the login server");
+	} else if (!strcmp(state, "needs_login")) {
+		if (err && *err)
+			printf("Logged out: %s\n", err);
+		else if (url && *url)
+			printf("Needs login: waiting for an admin to approve this node.\n");
+		else if (server && *server)
+			printf("Logged out. `trellis up` logs in to %s again.\n", server);
+		else
+			printf("Not logged in. `trellis up --login-server URL` joins a tailnet.\n");
+		if (url && *url)
+			printf("\nLog in at:\n\n\t%s\n\n", url);
+	} else {
+		printf("trellisd is %s\n", state);
+	}
+}
+
+/* "# Health:" and one line per problem; the error is already said by state_lines. */
+static void health_lines(json_t *st, const char *state)
+{
+	const char *err = json_string_value(json_object_get(st, "error"));
+	json_t *h = json_object_get(st, "health"), *v;
+	bool head = false;
+	size_t i;
+
+	json_array_foreach(h, i, v) {
+		const char *line = json_string_value(v);
+
+		if (!line || (err && !strcmp(line, err) && !strcmp(state, "needs_login")))
+			continue;
+		if (!head)
+			printf("# Health:\n");
+		head = true;
+		printf("#   - %s\n", line);
+	}
+}
+
 int cli_status(int argc, char **argv, const struct cli_global *g)
 {
 	json_t *req, *reply = NULL, *st, *v;
@@ -98,8 +155,8 @@ int cli_status(int argc, char **argv, const struct cli_global *g)
 		return r < 0 ? 1 : 0;
 	}
 	state = str(st, "backend_state");
-	if (strcmp(state, "running"))
-		printf("trellisd is %s\n", state);
+	state_lines(st, state);
+	health_lines(st, state);
 	relay_lines(json_object_get(st, "relay"));
 	if (json_is_object(json_object_get(st, "self"))) {
 		printf("%-20s %-40s %-8s %-28s %s\n", "NAME", "TAILNET IPS", "STATUS", "PATH", "OS");
@@ -107,6 +164,7 @@ int cli_status(int argc, char **argv, const struct cli_global *g)
 		json_array_foreach(json_object_get(st, "peers"), i, v)
 			row(v, false);
 	}
+	r = strcmp(state, "running") ? 2 : 0;
 	json_decref(reply);
-	return 0;
+	return r;
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * trellis up --login-server URL [--auth-key KEY|file:PATH|-] [--hostname NAME]: returns once
- * the node runs. With interactive login the daemon first answers needs_login
- * with a URL, which is printed; the final answer follows on the same connection.
+ * trellis up [--login-server URL] [--auth-key KEY|file:PATH|-] [--hostname NAME]
+ *            [--force-reauth]: returns once the node runs. With interactive login the daemon
+ * first answers needs_login with a URL, which is printed; the final answer follows on the
+ * same connection. The daemon remembers the server and the hostname, so `trellis up` alone
+ * reconnects. `trellis login` (login.c) is `up --force-reauth`, as in Tailscale.
  *
  * A key on the command line is visible to every local user in `ps` while `up` waits, so
  * scripts should pass `file:PATH` or `-` (standard input) instead.
@@ -78,12 +80,14 @@ out:
 	return ret;
 }
 
-int cli_up(int argc, char **argv, const struct cli_global *g)
+int cli_up_run(int argc, char **argv, const struct cli_global *g, bool force_reauth)
 {
 	static const struct option longopts[] = {
 	    {"login-server", required_argument, NULL, 'l'},
 	    {"auth-key", required_argument, NULL, 'a'},
+	    {"authkey", required_argument, NULL, 'a'}, /* Tailscale's spelling */
 	    {"hostname", required_argument, NULL, 'n'},
+	    {"force-reauth", no_argument, NULL, 'F'},
 	    {0},
 	};
 	const char *server = NULL, *authkey = NULL, *hostname = NULL;
@@ -106,6 +110,9 @@ int cli_up(int argc, char **argv, const struct cli_global *g)
 		case 'n':
 			hostname = optarg;
 			break;
+		case 'F':
+			force_reauth = true;
+			break;
 		case ':':
 			fprintf(stderr, "trellis: %s: %s needs a value\n", argv[0],
 				argv[optind - 1]);
@@ -116,13 +123,16 @@ int cli_up(int argc, char **argv, const struct cli_global *g)
 	}
 	if (optind != argc)
 		return cli_usage_error(argc, argv, optind);
-	if (!server || !*server) {
-		fprintf(stderr, "trellis: %s: --login-server URL is required\n", argv[0]);
+	if (server && !*server) {
+		fprintf(stderr, "trellis: %s: --login-server needs a URL\n", argv[0]);
 		goto usage;
 	}
-	req = json_pack("{s:s, s:s}", "cmd", "up", "login_server", server);
+	/* No server: the daemon's remembered one (it says so when there is none). */
+	req = json_pack("{s:s, s:b}", "cmd", "up", "force_reauth", force_reauth);
 	if (!req)
 		goto out;
+	if (server)
+		json_object_set_new(req, "login_server", json_string(server));
 	if (authkey) {
 		if (authkey_read(argv[0], authkey, key, sizeof(key)) < 0)
 			goto out;
@@ -161,11 +171,17 @@ int cli_up(int argc, char **argv, const struct cli_global *g)
 	goto out;
 usage:
 	fprintf(stderr,
-		"Usage: trellis %s --login-server URL [--auth-key KEY|file:PATH|-] [--hostname NAME]\n",
-		argv[0]);
+		"Usage: trellis %s [--login-server URL] [--auth-key KEY|file:PATH|-] [--hostname NAME]"
+		"%s\n",
+		argv[0], force_reauth ? "" : " [--force-reauth]");
 out:
 	json_decref(msg);
 	json_decref(req);
 	cli_api_free(api);
 	return ret;
+}
+
+int cli_up(int argc, char **argv, const struct cli_global *g)
+{
+	return cli_up_run(argc, argv, g, false);
 }

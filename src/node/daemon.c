@@ -25,10 +25,20 @@
  * client can reach the next one's session.
  *
  * Backend state (docs/localapi.md):
- *   stopped      wanted down, or the client gave up (error says why)
+ *   stopped      wanted down (the login is kept), or the client gave up (error says why)
  *   starting     connecting / registering (tunnels from the cache may run)
- *   needs_login  interactive registration waiting for the admin
+ *   needs_login  no valid login: never logged in, logged out, the node key expired
+ *                (a re-login registration is started at once, for its URL) or an admin
+ *                deleted the node (it stays out until `trellis up`); or an interactive
+ *                registration waits for the admin (auth_url)
  *   running      registered and the netmap from the server is applied
+ *
+ * `trellis up` that names another login server than the one remembered changes nothing
+ * until that server has answered (a probe: control_client_cfg.probe), and moving a
+ * logged-in node needs force_reauth: a typo must not cost the node its tailnet.
+ *
+ * Every change of state gets one log line (state_log, peers_log) and a STATUS= for
+ * systemd (notify_status).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -46,14 +56,37 @@
 #include "node/daemon.h"
 #include "node/localapi.h"
 #include "node/netmap_apply.h"
+#include "node/nodemetrics.h"
+#include "node/sdnotify.h"
 #include "node/state.h"
 #include "node/wgdev.h"
+#include "net/dial.h"
+#include "net/httpd.h"
 #include "net/magicsock.h"
 #include "net/relayclient.h"
 #include "wg/device.h"
 #include "proto/ctrlmsg.h"
 
 #define ERROR_MAX 320
+/* systemd's STATUS= text. */
+#define NOTIFY_MAX 512
+
+/* A `trellis up` waiting for its probe of another login server (be_up). */
+struct up_pending {
+	char server[STATE_URL_MAX];
+	char hostname[NETMAP_NAME_MAX];
+	char auth_key[CTRL_AUTHKEY_MAX];
+	bool has_auth_key, force_reauth;
+};
+
+/* What the loop does after the client stopped by itself (report_state). */
+enum relogin { RELOGIN_NONE, RELOGIN_EXPIRED, RELOGIN_REMOVED };
+
+/* A peer's last seen online flag, for the online/offline log lines (sorted by id). */
+struct peer_seen {
+	uint64_t id;
+	bool online;
+};
 
 struct daemon {
 	struct loop *loop;
@@ -80,25 +113,176 @@ struct daemon {
 	char auth_url[CTRL_TEXT_MAX];
 	char error[ERROR_MAX];
 	uint64_t errors; /* reports with an error so far */
+
+	/* `trellis up` to another server: its probe, and the up to commit once it answers. */
+	struct control_client *probe;
+	uint64_t probe_gen; /* reports of older probes are ignored */
+	struct up_pending pend;
+	/* The client stopped for good by itself: what to do about it, off its report. */
+	enum relogin relogin;
+	struct loop_timer relogin_timer;
+	bool reauth; /* the re-login after an expiry runs: needs_login, not starting */
+
+	/* Events: one log line per change. */
+	bool was_running; /* this client reached running once */
+	bool ctl_lost;    /* ... and then lost the server */
+	struct peer_seen *seen;
+	unsigned n_seen;
+	bool seen_valid;
+	char notified[NOTIFY_MAX];
+	struct loop_timer watchdog_timer;
+	uint64_t watchdog_ns;
+	struct httpd *metrics;
 };
 
 static const char *backend_state(const struct daemon *d)
 {
+	bool registered = state_prefs(d->st)->registered;
+
 	if (!d->client_on)
-		return "stopped";
+		return registered ? "stopped" : "needs_login";
 	switch (d->cstate) {
 	case CONTROL_CLIENT_RUNNING:
 		return "running";
 	case CONTROL_CLIENT_NEEDS_LOGIN:
+	case CONTROL_CLIENT_EXPIRED:
+	case CONTROL_CLIENT_REMOVED:
 		return "needs_login";
 	case CONTROL_CLIENT_CONNECTING:
-		return "starting";
+		return d->reauth ? "needs_login" : "starting";
 	default:
-		return "stopped";
+		return registered ? "stopped" : "needs_login";
+	}
+}
+
+/* --- events: log lines and systemd's STATUS= --- */
+
+/* STATUS= for systemd when the text changed (`systemctl status trellisd` shows it). */
+static void notify_status(struct daemon *d)
+{
+	const char *st = backend_state(d);
+	char text[NOTIFY_MAX];
+	int r;
+
+	if (!strcmp(st, "running"))
+		snprintf(text, sizeof(text), "STATUS=Running: tailnet %s, %u peers",
+			 d->nm ? d->nm->tailnet : "?", d->nm ? d->nm->n_peers : 0);
+	else if (!strcmp(st, "needs_login") && d->client_on && d->auth_url[0] &&
+		 d->cstate == CONTROL_CLIENT_NEEDS_LOGIN)
+		snprintf(text, sizeof(text), "STATUS=Needs login: %.400s", d->auth_url);
+	else if (!strcmp(st, "needs_login"))
+		snprintf(text, sizeof(text), "STATUS=Needs login%s%.400s",
+			 d->error[0] ? ": " : "", d->error);
+	else if (!strcmp(st, "starting"))
+		snprintf(text, sizeof(text), "STATUS=Connecting to %.200s%s%.250s",
+			 state_prefs(d->st)->login_server, d->error[0] ? ": " : "", d->error);
+	else
+		snprintf(text, sizeof(text), "STATUS=Stopped%s%.400s", d->error[0] ? ": " : "",
+			 d->error);
+	if (!strcmp(text, d->notified))
+		return;
+	snprintf(d->notified, sizeof(d->notified), "%s", text);
+	r = sdnotify_send(text);
+	if (r < 0)
+		log_debug("sd_notify: %s", strerror(-r));
+}
+
+static void watchdog_fire(struct loop_timer *t)
+{
+	struct daemon *d = container_of(t, struct daemon, watchdog_timer);
+
+	/* From the loop thread: a loop that stops turning stops the pings. */
+	sdnotify_send("WATCHDOG=1");
+	loop_timer_arm(d->loop, t, time_now_ns() + d->watchdog_ns / 2);
+}
+
+static int seen_cmp(const void *a, const void *b)
+{
+	const struct peer_seen *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/*
+ * Peers that joined, left, came online or went offline since the last applied map: one
+ * line each. The first map after a start is summed up by its own line instead.
+ */
+static void peers_log(struct daemon *d)
+{
+	unsigned n = d->nm ? d->nm->n_peers : 0, i;
+	struct peer_seen *now = calloc(n ? n : 1, sizeof(*now));
+
+	if (!now)
+		return;
+	for (i = 0; i < n; i++)
+		now[i] = (struct peer_seen){.id = d->nm->peers[i].id,
+					    .online = d->nm->peers[i].online};
+	qsort(now, n, sizeof(*now), seen_cmp);
+	for (i = 0; d->seen_valid && i < n; i++) {
+		const struct netmap_node *p = &d->nm->peers[i];
+		struct peer_seen key = {.id = p->id};
+		const struct peer_seen *was =
+		    d->n_seen ? bsearch(&key, d->seen, d->n_seen, sizeof(*d->seen), seen_cmp)
+			      : NULL;
+
+		if (!was)
+			log_info("peer %s (id %" PRIu64 ") joined, %s", p->name, p->id,
+				 p->online ? "online" : "offline");
+		else if (was->online != p->online)
+			log_info("peer %s (id %" PRIu64 ") %s", p->name, p->id,
+				 p->online ? "online" : "offline");
+	}
+	for (i = 0; d->seen_valid && i < d->n_seen; i++)
+		if (!n || !bsearch(&d->seen[i], now, n, sizeof(*now), seen_cmp))
+			log_info("peer id %" PRIu64 " left the netmap", d->seen[i].id);
+	free(d->seen);
+	d->seen = now;
+	d->n_seen = n;
+	d->seen_valid = true;
+}
+
+/* One line per change of the control client's state (report_state). */
+static void state_log(struct daemon *d, enum control_client_state s, const char *error)
+{
+	const char *url = state_prefs(d->st)->login_server;
+
+	switch (s) {
+	case CONTROL_CLIENT_RUNNING:
+		if (d->ctl_lost)
+			log_info("control server %s reachable again", url);
+		else if (!d->was_running)
+			log_info("logged in to %s: node %s in tailnet %s", url,
+				 d->nm ? d->nm->self.name : "?", d->nm ? d->nm->tailnet : "?");
+		d->was_running = true;
+		d->ctl_lost = false;
+		break;
+	case CONTROL_CLIENT_CONNECTING:
+		if (d->was_running && !d->ctl_lost && error) {
+			log_warn("lost the control server %s (%s): tunnels go on with the last "
+				 "netmap",
+				 url, error);
+			d->ctl_lost = true;
+		}
+		break;
+	case CONTROL_CLIENT_NEEDS_LOGIN:
+		log_info("needs login: an admin approves it at %s", d->auth_url);
+		break;
+	case CONTROL_CLIENT_EXPIRED:
+	case CONTROL_CLIENT_REMOVED:
+		log_warn("%s", error ? error : control_client_state_name(s));
+		break;
+	case CONTROL_CLIENT_FAILED:
+		/* The client logged why. */
+		break;
+	case CONTROL_CLIENT_LOGGED_OUT:
+		log_info("logged out of %s", url);
+		break;
 	}
 }
 
 static void events(struct daemon *d);
+static void up_commit(struct daemon *d);
+static void up_finish_error(struct daemon *d, const char *text);
 
 /* --- netmap --- */
 
@@ -120,6 +304,7 @@ static int apply(struct daemon *d)
 		log_warn("netmap apply: %s (retried with the next change)", strerror(-r));
 	relayclient_set_map(d->rc, &d->nm->relay_map, state_prefs(d->st)->login_server);
 	wgdev_timers_kick(d->wg);
+	peers_log(d);
 	return r;
 }
 
@@ -147,7 +332,14 @@ static void stun_notify(void *ctx)
 
 /* --- what the control client reports (posted on its thread, run on the loop) --- */
 
-enum report_kind { REPORT_STATE, REPORT_REGISTERED, REPORT_NETMAP, REPORT_DELTA, REPORT_NODE_KEY };
+enum report_kind {
+	REPORT_STATE,
+	REPORT_REGISTERED,
+	REPORT_NETMAP,
+	REPORT_DELTA,
+	REPORT_NODE_KEY,
+	REPORT_PROBE
+};
 
 struct report {
 	struct loop_msg msg;
@@ -167,6 +359,11 @@ struct report {
 		struct netmap *nm;
 		struct netmap_delta *delta;
 		uint8_t key[NETMAP_KEY_LEN];
+		struct {
+			uint64_t gen;
+			bool ok;
+			char error[ERROR_MAX];
+		} probe;
 	};
 };
 
@@ -182,6 +379,8 @@ static void report_free(struct report *rp)
 
 static void report_state(struct daemon *d, struct report *rp)
 {
+	enum control_client_state was = d->cstate;
+
 	d->cstate = rp->st.state;
 	if (rp->st.has_url)
 		snprintf(d->auth_url, sizeof(d->auth_url), "%s", rp->st.url);
@@ -199,7 +398,18 @@ static void report_state(struct daemon *d, struct report *rp)
 			 rp->st.has_error ? rp->st.error : "");
 		state_prefs_save(d->st, &p);
 	}
+	if (rp->st.state == CONTROL_CLIENT_RUNNING)
+		d->reauth = false;
+	if (was != rp->st.state || rp->st.state == CONTROL_CLIENT_CONNECTING)
+		state_log(d, rp->st.state, rp->st.has_error ? rp->st.error : NULL);
+	/* The client idles now; stopping it and what follows run off this report. */
+	if (rp->st.state == CONTROL_CLIENT_EXPIRED || rp->st.state == CONTROL_CLIENT_REMOVED) {
+		d->relogin = rp->st.state == CONTROL_CLIENT_EXPIRED ? RELOGIN_EXPIRED
+								    : RELOGIN_REMOVED;
+		loop_timer_arm(d->loop, &d->relogin_timer, time_now_ns());
+	}
 	events(d);
+	notify_status(d);
 }
 
 static void report_registered(struct daemon *d, struct report *rp)
@@ -261,6 +471,40 @@ static void report_node_key(struct daemon *d, struct report *rp)
 	wgdev_timers_kick(d->wg);
 }
 
+/* The probe of another login server answered (be_up): commit the up, or change nothing. */
+static void report_probe(struct daemon *d, struct report *rp)
+{
+	const struct state_prefs *p = state_prefs(d->st);
+	char err[2 * STATE_URL_MAX + ERROR_MAX + 128];
+
+	if (rp->probe.gen != d->probe_gen || !d->probe)
+		return; /* superseded, or cancelled */
+	control_client_free(d->probe);
+	d->probe = NULL;
+	if (!d->up_req) {
+		crypto_wipe(&d->pend, sizeof(d->pend));
+		return;
+	}
+	if (!rp->probe.ok) {
+		log_warn("up: %s: nothing changed", rp->probe.error);
+		snprintf(err, sizeof(err), "%s; nothing changed: this node stays with %s",
+			 rp->probe.error, p->login_server);
+		crypto_wipe(&d->pend, sizeof(d->pend));
+		up_finish_error(d, err);
+		return;
+	}
+	if (p->registered && !d->pend.force_reauth) {
+		snprintf(err, sizeof(err),
+			 "this node is logged in to %s; moving it to %s is a new login "
+			 "there: use --force-reauth",
+			 p->login_server, d->pend.server);
+		crypto_wipe(&d->pend, sizeof(d->pend));
+		up_finish_error(d, err);
+		return;
+	}
+	up_commit(d);
+}
+
 static void report_run(struct loop_msg *m)
 {
 	struct report *rp = container_of(m, struct report, msg);
@@ -281,6 +525,9 @@ static void report_run(struct loop_msg *m)
 		break;
 	case REPORT_NODE_KEY:
 		report_node_key(d, rp);
+		break;
+	case REPORT_PROBE:
+		report_probe(d, rp);
 		break;
 	}
 	report_free(rp);
@@ -415,6 +662,26 @@ static void cc_rotate_end(void *ctx, bool ok)
 	report_post(d, rp);
 }
 
+/* The probe's answer (probe thread). */
+static void cc_probe_state(void *ctx, enum control_client_state s, const char *url,
+			   const char *error)
+{
+	struct daemon *d = ctx;
+	struct report *rp;
+
+	(void)url;
+	if (s != CONTROL_CLIENT_RUNNING && s != CONTROL_CLIENT_FAILED)
+		return;
+	rp = report_new(d, REPORT_PROBE);
+	if (!rp)
+		return;
+	/* probe_gen is the loop thread's, but stable while this probe runs (probe_start). */
+	rp->probe.gen = d->probe_gen;
+	rp->probe.ok = s == CONTROL_CLIENT_RUNNING;
+	snprintf(rp->probe.error, sizeof(rp->probe.error), "%s", error ? error : "");
+	report_post(d, rp);
+}
+
 static uint16_t cc_port(void *ctx)
 {
 	struct daemon *d = ctx;
@@ -471,6 +738,48 @@ static void client_stop(struct daemon *d)
 	d->cc = NULL;
 	loop_mailbox_run(&d->from_client);
 	d->client_on = false;
+	d->was_running = false;
+	d->ctl_lost = false;
+	d->reauth = false;
+}
+
+static int probe_start(struct daemon *d, const char *server)
+{
+	struct control_client_cfg cfg = {0};
+	int r;
+
+	d->probe_gen++;
+	cfg.login_server = server;
+	cfg.state_dir = state_dir(d->st);
+	cfg.probe = true;
+	memcpy(cfg.node_key, state_node_key(d->st), NETMAP_KEY_LEN);
+	cfg.ops = (struct control_client_ops){.ctx = d, .state_changed = cc_probe_state};
+	r = control_client_start(&cfg, &d->probe);
+	crypto_wipe(cfg.node_key, sizeof(cfg.node_key));
+	return r;
+}
+
+static void probe_stop(struct daemon *d)
+{
+	control_client_free(d->probe);
+	d->probe = NULL;
+	d->probe_gen++; /* what it posted is ignored */
+}
+
+/* A new node key (while no client runs): after logout, expiry, deletion, --force-reauth. */
+static int node_key_renew(struct daemon *d)
+{
+	const uint8_t *key;
+	int r;
+
+	r = state_node_key_rotate_begin(d->st, &key);
+	if (r == 0)
+		r = state_node_key_rotate_commit(d->st);
+	if (r == 0)
+		r = netmap_apply_set_private_key(d->na, state_node_key(d->st), time_now_ns());
+	if (r == 0)
+		relayclient_set_key(d->rc, state_node_key(d->st));
+	return r;
 }
 
 static void up_finish(struct daemon *d, json_t *msg)
@@ -642,6 +951,37 @@ static json_t *dataplane_json(struct wgdev *w)
 			 (json_int_t)c.too_big_engine, "stale_source", (json_int_t)c.src_stale);
 }
 
+/* What is wrong, one sentence each, for `trellis status` (docs/localapi.md, "health"). */
+static json_t *health_json(struct daemon *d, json_t *st, const char *error)
+{
+	const char *state = backend_state(d);
+	json_t *h = json_array(), *dp = json_object_get(st, "dataplane");
+	json_int_t big = 0;
+	char line[ERROR_MAX + 64];
+	const char *k;
+	json_t *v;
+
+	if (!h)
+		return NULL;
+	if (error[0])
+		json_array_append_new(h, json_string(error));
+	if (!strcmp(state, "starting") && d->nm && d->was_running)
+		json_array_append_new(h, json_string("no connection to the control server: "
+						     "tunnels go on with the last netmap"));
+	else if (!strcmp(state, "starting") && d->nm)
+		json_array_append_new(h, json_string("not connected to the control server yet: "
+						     "tunnels run from the cached netmap"));
+	json_object_foreach(json_object_get(dp, "dropped_too_big"), k, v)
+		big += json_integer_value(v);
+	if (big) {
+		snprintf(line, sizeof(line),
+			 "%lld packets dropped: larger than the packet buffers (MTU mismatch?)",
+			 (long long)big);
+		json_array_append_new(h, json_string(line));
+	}
+	return h;
+}
+
 static int be_status(void *ctx, json_t **ret)
 {
 	struct daemon *d = ctx;
@@ -663,8 +1003,13 @@ static int be_status(void *ctx, json_t **ret)
 			json_object_set_new(st, "login_server", json_string(p->login_server));
 		if (d->cstate == CONTROL_CLIENT_NEEDS_LOGIN && d->client_on)
 			json_object_set_new(st, "auth_url", json_string(d->auth_url));
+		json_object_set_new(st, "logged_in", json_boolean(p->registered));
+		json_object_set_new(st, "prefs", json_pack("{s:s, s:s, s:b}", "login_server",
+							   p->login_server, "hostname", p->hostname,
+							   "want_up", p->want_up));
 		status_relay(d, st);
 		json_object_set_new(st, "dataplane", dataplane_json(d->wg));
+		json_object_set_new(st, "health", health_json(d, st, e));
 	}
 	wg_device_info_free(info);
 	if (r == 0)
@@ -684,30 +1029,77 @@ static void clear(struct daemon *d)
 	relayclient_set_map(d->rc, &(struct netmap_relay_map){0}, NULL);
 }
 
-static void be_up(void *ctx, const struct localapi_up_opts *opts, struct localapi_req *req)
+/*
+ * The client stopped by itself for good (report_state): an expired key starts a re-login
+ * with a new node key at once, so that status can show its URL; a deleted node is logged
+ * out and stays so until `trellis up`. Either way the old tailnet is gone.
+ */
+static void relogin_fire(struct loop_timer *t)
 {
-	struct daemon *d = ctx;
+	struct daemon *d = container_of(t, struct daemon, relogin_timer);
+	enum relogin what = d->relogin;
+	char error[ERROR_MAX];
 	struct state_prefs p;
-	char err[LOCALAPI_ERROR_MAX];
 	int r;
 
-	if (d->up_req)
-		up_finish_error(d, "superseded by another `trellis up`");
+	d->relogin = RELOGIN_NONE;
+	if (what == RELOGIN_NONE || !d->cc)
+		return;
+	snprintf(error, sizeof(error), "%s", d->error);
 	client_stop(d);
-
+	clear(d);
+	state_netmap_remove(d->st);
+	r = node_key_renew(d);
+	if (r < 0)
+		log_warn("cannot make a new node key: %s", strerror(-r));
 	p = *state_prefs(d->st);
-	if (strcmp(p.login_server, opts->login_server)) {
-		/* Another server: its tailnet is not ours. */
+	p.registered = false;
+	p.node_id = 0;
+	snprintf(p.last_error, sizeof(p.last_error), "%.*s", (int)sizeof(p.last_error) - 1, error);
+	if (what == RELOGIN_REMOVED)
+		p.want_up = false;
+	r = state_prefs_save(d->st, &p);
+	if (r < 0)
+		log_warn("cannot save prefs: %s", strerror(-r));
+	snprintf(d->error, sizeof(d->error), "%s", error);
+	if (what == RELOGIN_EXPIRED && r == 0 && client_start(d, NULL) == 0)
+		d->reauth = true;
+	notify_status(d);
+}
+
+/* Commits the `trellis up` in d->pend: the server, hostname, maybe a new login. */
+static void up_commit(struct daemon *d)
+{
+	struct up_pending *u = &d->pend;
+	struct localapi_req *req = d->up_req;
+	char err[LOCALAPI_ERROR_MAX];
+	struct state_prefs p;
+	int r;
+
+	/* What the old client still reports must not answer this up. */
+	d->up_req = NULL;
+	client_stop(d);
+	d->up_req = req;
+	p = *state_prefs(d->st);
+	if (strcmp(p.login_server, u->server) || u->force_reauth) {
+		/* Another server's tailnet is not ours; a new login starts afresh. */
 		if (p.login_server[0]) {
 			clear(d);
 			state_netmap_remove(d->st);
 		}
 		p.registered = false;
 		p.node_id = 0;
-		snprintf(p.login_server, sizeof(p.login_server), "%s", opts->login_server);
+		snprintf(p.login_server, sizeof(p.login_server), "%s", u->server);
 	}
-	if (opts->hostname)
-		snprintf(p.hostname, sizeof(p.hostname), "%s", opts->hostname);
+	if (u->force_reauth) {
+		r = node_key_renew(d);
+		if (r < 0) {
+			snprintf(err, sizeof(err), "cannot make a new node key: %s", strerror(-r));
+			goto fail;
+		}
+	}
+	if (u->hostname[0])
+		snprintf(p.hostname, sizeof(p.hostname), "%s", u->hostname);
 	p.want_up = true;
 	p.last_error[0] = '\0';
 	d->error[0] = '\0';
@@ -717,25 +1109,122 @@ static void be_up(void *ctx, const struct localapi_up_opts *opts, struct localap
 	if (r < 0) {
 		snprintf(err, sizeof(err), "cannot save the preferences in %s: %s",
 			 state_dir(d->st), strerror(-r));
-		localapi_req_finish(req, localapi_reply_error(err));
+		goto fail;
+	}
+	r = client_start(d, u->has_auth_key ? u->auth_key : NULL);
+	if (r < 0) {
+		snprintf(err, sizeof(err), "cannot start the control client: %s", strerror(-r));
+		goto fail;
+	}
+	crypto_wipe(u, sizeof(*u));
+	d->up_url_sent = false;
+	events(d);
+	notify_status(d);
+	return;
+fail:
+	crypto_wipe(u, sizeof(*u));
+	up_finish_error(d, err);
+}
+
+static void be_up(void *ctx, const struct localapi_up_opts *opts, struct localapi_req *req)
+{
+	struct daemon *d = ctx;
+	const struct state_prefs *p = state_prefs(d->st);
+	const char *server = opts->login_server ? opts->login_server : p->login_server;
+	struct up_pending *u = &d->pend;
+	char err[LOCALAPI_ERROR_MAX];
+	struct dial_url url;
+	int r;
+
+	if (d->up_req)
+		up_finish_error(d, "superseded by another `trellis up`");
+	if (d->probe)
+		probe_stop(d);
+	if (!server[0]) {
+		localapi_req_finish(req, localapi_reply_error(
+					     "no login server given or remembered: trellis up "
+					     "--login-server URL"));
 		return;
 	}
-	r = client_start(d, opts->auth_key);
-	if (r < 0) {
-		if (r == -EINVAL)
-			snprintf(err, sizeof(err),
-				 "invalid login server URL \"%s\" (expected http://HOST[:PORT] or "
-				 "https://HOST[:PORT])",
-				 opts->login_server);
-		else
-			snprintf(err, sizeof(err), "cannot start the control client: %s",
-				 strerror(-r));
+	if (strlen(server) >= sizeof(u->server) || dial_url_parse(server, &url) < 0) {
+		snprintf(err, sizeof(err),
+			 "invalid login server URL \"%.150s\" (expected http://HOST[:PORT] or "
+			 "https://HOST[:PORT]); nothing changed",
+			 server);
 		localapi_req_finish(req, localapi_reply_error(err));
 		return;
 	}
 	d->up_req = req;
-	d->up_url_sent = false;
-	events(d);
+	memset(u, 0, sizeof(*u));
+	snprintf(u->server, sizeof(u->server), "%s", server);
+	/* As the client has it (paths are appended): "URL/" is no other server than "URL". */
+	while (strlen(u->server) > 1 && u->server[strlen(u->server) - 1] == '/')
+		u->server[strlen(u->server) - 1] = '\0';
+	server = u->server;
+	if (opts->hostname)
+		snprintf(u->hostname, sizeof(u->hostname), "%s", opts->hostname);
+	if (opts->auth_key) {
+		u->has_auth_key = true;
+		snprintf(u->auth_key, sizeof(u->auth_key), "%s", opts->auth_key);
+	}
+	u->force_reauth = opts->force_reauth;
+	/* Another server: until it answers, the node keeps the one it has (silent failure 1). */
+	if (p->login_server[0] && strcmp(server, p->login_server)) {
+		r = probe_start(d, server);
+		if (r < 0) {
+			snprintf(err, sizeof(err), "cannot probe %.150s: %s", server, strerror(-r));
+			crypto_wipe(u, sizeof(*u));
+			up_finish_error(d, err);
+		}
+		return;
+	}
+	/* Up already, nothing new asked: keep the session (and the tunnels) as they are. */
+	if (d->client_on && d->cstate == CONTROL_CLIENT_RUNNING && !opts->auth_key &&
+	    !opts->force_reauth && (!opts->hostname || !strcmp(opts->hostname, p->hostname))) {
+		json_t *msg = localapi_reply_ok();
+
+		crypto_wipe(u, sizeof(*u));
+		json_object_set_new(msg, "state", json_string("running"));
+		up_finish(d, msg);
+		return;
+	}
+	up_commit(d);
+}
+
+static int be_set(void *ctx, const struct localapi_set_opts *opts, char *err, size_t err_len)
+{
+	struct daemon *d = ctx;
+	struct state_prefs p = *state_prefs(d->st);
+	bool changed = false;
+	int r;
+
+	if (opts->hostname) {
+		if (strlen(opts->hostname) >= sizeof(p.hostname)) {
+			snprintf(err, err_len, "hostname longer than %zu characters",
+				 sizeof(p.hostname) - 1);
+			return -EINVAL;
+		}
+		changed = strcmp(p.hostname, opts->hostname) != 0;
+		snprintf(p.hostname, sizeof(p.hostname), "%s", opts->hostname);
+	}
+	r = state_prefs_save(d->st, &p);
+	if (r < 0) {
+		snprintf(err, err_len, "cannot save the preferences: %s", strerror(-r));
+		return r;
+	}
+	/* A known machine registers again with its key and login: the server renames it. */
+	if (changed && d->client_on && !d->up_req && p.registered &&
+	    (d->cstate == CONTROL_CLIENT_RUNNING || d->cstate == CONTROL_CLIENT_CONNECTING)) {
+		client_stop(d);
+		r = client_start(d, NULL);
+		if (r < 0) {
+			snprintf(err, err_len, "cannot restart the control client: %s",
+				 strerror(-r));
+			return r;
+		}
+	}
+	log_info("set: hostname %s", p.hostname[0] ? p.hostname : "(the system's)");
+	return 0;
 }
 
 static void be_up_cancel(void *ctx, struct localapi_req *req)
@@ -754,15 +1243,19 @@ static int be_down(void *ctx, char *err, size_t err_len)
 
 	if (d->up_req)
 		up_finish_error(d, "cancelled by `trellis down`");
+	if (d->probe)
+		probe_stop(d);
 	client_stop(d);
 	clear(d);
+	d->error[0] = '\0';
 	p = *state_prefs(d->st);
 	p.want_up = false;
 	r = state_prefs_save(d->st, &p);
 	if (r < 0)
 		snprintf(err, err_len, "cannot save the preferences: %s", strerror(-r));
 	else
-		log_info("down");
+		log_info("down: tunnels removed, the login is kept");
+	notify_status(d);
 	return r;
 }
 
@@ -770,11 +1263,12 @@ static int be_logout(void *ctx, char *err, size_t err_len)
 {
 	struct daemon *d = ctx;
 	struct state_prefs p;
-	const uint8_t *key;
 	int r = -ENOTCONN;
 
 	if (d->up_req)
 		up_finish_error(d, "cancelled by `trellis logout`");
+	if (d->probe)
+		probe_stop(d);
 	if (d->cc)
 		r = control_client_logout(d->cc, DAEMON_LOGOUT_TIMEOUT_NS);
 	if (r < 0)
@@ -785,13 +1279,7 @@ static int be_logout(void *ctx, char *err, size_t err_len)
 	clear(d);
 	state_netmap_remove(d->st);
 	/* A new node key for the next login: the old one is expired at the server. */
-	r = state_node_key_rotate_begin(d->st, &key);
-	if (r == 0)
-		r = state_node_key_rotate_commit(d->st);
-	if (r == 0)
-		r = netmap_apply_set_private_key(d->na, state_node_key(d->st), time_now_ns());
-	if (r == 0)
-		relayclient_set_key(d->rc, state_node_key(d->st));
+	r = node_key_renew(d);
 	if (r < 0) {
 		snprintf(err, err_len, "cannot make a new node key: %s", strerror(-r));
 		goto out;
@@ -806,9 +1294,62 @@ static int be_logout(void *ctx, char *err, size_t err_len)
 	if (r < 0)
 		snprintf(err, err_len, "cannot save the preferences: %s", strerror(-r));
 	else
-		log_info("logged out");
+		log_info("logged out of %s", p.login_server);
 out:
+	notify_status(d);
 	return r;
+}
+
+/* --- metrics (--metrics-listen), loop thread --- */
+
+static void get_metrics(struct httpd_request *r, void *ctx)
+{
+	struct daemon *d = ctx;
+	struct nodemetrics_snapshot m = {.backend_state = backend_state(d)};
+	struct wg_device_info *info = NULL;
+	uint64_t now = time_wall_s() > 0 ? (uint64_t)time_wall_s() : 0;
+	char *text;
+	size_t len;
+
+	m.control_connected = d->client_on && d->cstate == CONTROL_CLIENT_RUNNING;
+	for (unsigned i = 0; d->nm && i < d->nm->n_peers; i++) {
+		m.peers++;
+		m.peers_online += d->nm->peers[i].online;
+	}
+	/* A handshake is good for 180 s (REJECT_AFTER_TIME): within it, the peer answers. */
+	if (wg_device_info_get(wgdev_device(d->wg), &info) == 0) {
+		for (unsigned i = 0; i < info->n_peers; i++) {
+			uint64_t hs = info->peers[i].last_handshake_wall_ns / NSEC_PER_SEC;
+
+			m.peers_handshake += hs && hs + 180 >= now;
+		}
+		wg_device_info_free(info);
+	}
+	wg_device_stats_get(wgdev_device(d->wg), &m.wg);
+	magicsock_stats_get(wgdev_magicsock(d->wg), &m.ms);
+	wgdev_counters_get(d->wg, &m.dev);
+	if (nodemetrics_render(&m, &text, &len) < 0)
+		return httpd_error(r, 500, NULL);
+	httpd_reply(r, 200, "text/plain; version=0.0.4", text, len);
+	free(text);
+}
+
+static int metrics_start(struct daemon *d, const char *listen)
+{
+	struct httpd_opts mo = {.name = "node-metrics"};
+	int r;
+
+	r = httpd_new(d->loop, &mo, &d->metrics);
+	if (r == 0)
+		r = httpd_route_add(d->metrics, "GET", "/metrics", get_metrics, d);
+	if (r == 0)
+		r = httpd_listen(d->metrics, listen);
+	if (r < 0) {
+		log_err("cannot serve metrics on %s: %s", listen, strerror(-r));
+		return r;
+	}
+	log_info("metrics on http://%s/metrics", httpd_listen_name(d->metrics));
+	return 0;
 }
 
 /* --- run --- */
@@ -828,6 +1369,10 @@ int daemon_run(const struct daemon_opts *opts)
 	d->ifname = opts->ifname ? opts->ifname : DAEMON_DEFAULT_TUN;
 	d->save_timer.cb = save_fire;
 	d->save_timer.deadline_ns = TIME_NEVER;
+	d->relogin_timer.cb = relogin_fire;
+	d->relogin_timer.deadline_ns = TIME_NEVER;
+	d->watchdog_timer.cb = watchdog_fire;
+	d->watchdog_timer.deadline_ns = TIME_NEVER;
 	log_set_prefix(d->ifname);
 
 	r = state_open(opts->state_dir ? opts->state_dir : STATE_DEFAULT_DIR, &d->st);
@@ -879,7 +1424,8 @@ int daemon_run(const struct daemon_opts *opts)
 				       .up = be_up,
 				       .up_cancel = be_up_cancel,
 				       .down = be_down,
-				       .logout = be_logout};
+				       .logout = be_logout,
+				       .set = be_set};
 	r = localapi_server_new(d->loop, opts->socket_path ? opts->socket_path
 							   : LOCALAPI_DEFAULT_SOCKET,
 				&be, &d->api);
@@ -905,9 +1451,26 @@ int daemon_run(const struct daemon_opts *opts)
 		if (r < 0)
 			log_err("cannot start the control client: %s", strerror(-r));
 	}
+	if (opts->metrics_listen) {
+		r = metrics_start(d, opts->metrics_listen);
+		if (r < 0)
+			goto out;
+	}
 	log_info("trellisd running: state %s, local API %s, UDP port %u", state_dir(d->st),
 		 opts->socket_path ? opts->socket_path : LOCALAPI_DEFAULT_SOCKET,
 		 wgdev_port(d->wg));
+	/*
+	 * Ready for systemd once the interface and the local API are up (with the cached
+	 * tunnels, if any): `trellis up` works from here on. Whether the tailnet is up is
+	 * STATUS=, since a node that waits for its login must not fail its unit.
+	 */
+	notify_status(d);
+	r = sdnotify_send("READY=1");
+	if (r < 0)
+		log_warn("sd_notify READY=1: %s", strerror(-r));
+	d->watchdog_ns = sdnotify_watchdog_ns();
+	if (d->watchdog_ns)
+		loop_timer_arm(d->loop, &d->watchdog_timer, time_now_ns());
 
 	r = loop_run(d->loop);
 	if (r < 0)
@@ -915,8 +1478,17 @@ int daemon_run(const struct daemon_opts *opts)
 out:
 	if (d->up_req)
 		up_finish_error(d, "trellisd is shutting down");
+	sdnotify_send("STOPPING=1");
+	control_client_free(d->probe);
+	d->probe = NULL;
 	client_stop(d);
 	loop_mailbox_close(&d->from_client);
+	httpd_free(d->metrics);
+	if (d->relogin_timer.armed)
+		loop_timer_disarm(d->loop, &d->relogin_timer);
+	if (d->watchdog_timer.armed)
+		loop_timer_disarm(d->loop, &d->watchdog_timer);
+	free(d->seen);
 	localapi_server_free(d->api);
 	if (d->nm && d->st)
 		state_netmap_flush(d->st, d->nm, time_now_ns());

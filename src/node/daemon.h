@@ -21,6 +21,7 @@ struct daemon_opts {
 	uint16_t port;           /* WireGuard UDP port */
 	unsigned mtu;
 	int workers; /* as wgdev_opts */
+	const char *metrics_listen; /* "ADDR:PORT" for GET /metrics; NULL: none */
 };
 
 /*

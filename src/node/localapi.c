@@ -211,8 +211,12 @@ static json_t *cmd_up(struct conn *c, json_t *req, bool *started)
 	opts.hostname = v && *json_string_value(v) ? json_string_value(v) : NULL;
 	if (bad)
 		return localapi_reply_error("up: login_server, auth_key and hostname must be strings");
-	if (!opts.login_server || !*opts.login_server)
-		return localapi_reply_error("up: login_server is required");
+	if (opts.login_server && !*opts.login_server)
+		opts.login_server = NULL;
+	v = json_object_get(req, "force_reauth");
+	if (v && !json_is_boolean(v))
+		return localapi_reply_error("up: force_reauth must be true or false");
+	opts.force_reauth = json_is_true(v);
 	if (!be->up)
 		return localapi_reply_error("up: not supported by this daemon");
 	r = calloc(1, sizeof(*r));
@@ -227,6 +231,27 @@ static json_t *cmd_up(struct conn *c, json_t *req, bool *started)
 	*started = true;
 	be->up(be->ctx, &opts, r); /* may finish at once */
 	return NULL;
+}
+
+static json_t *cmd_set(struct conn *c, json_t *req)
+{
+	struct localapi_backend *be = &c->srv->be;
+	struct localapi_set_opts opts = {0};
+	char err[LOCALAPI_ERROR_MAX] = "";
+	bool bad = false;
+	json_t *v;
+	int r;
+
+	v = field_str(req, "hostname", &bad);
+	if (bad || (v && !*json_string_value(v)))
+		return localapi_reply_error("set: hostname must be a non-empty string");
+	opts.hostname = v ? json_string_value(v) : NULL;
+	if (!opts.hostname)
+		return localapi_reply_error("set: nothing to set (hostname)");
+	r = be->set ? be->set(be->ctx, &opts, err, sizeof(err)) : -ENOTSUP;
+	if (r < 0)
+		return localapi_reply_error(err[0] ? err : strerror(-r));
+	return localapi_reply_ok();
 }
 
 /* Runs one request line (NUL-terminated). false if the connection must close. */
@@ -249,7 +274,8 @@ static bool conn_run(struct conn *c, const char *line, size_t len)
 		reply = cmd_read(c, cmd, req);
 		goto out;
 	}
-	if (strcmp(cmd, "up") && strcmp(cmd, "down") && strcmp(cmd, "logout")) {
+	if (strcmp(cmd, "up") && strcmp(cmd, "down") && strcmp(cmd, "logout") &&
+	    strcmp(cmd, "set")) {
 		snprintf(err, sizeof(err), "unknown command \"%.64s\"", cmd);
 		reply = localapi_reply_error(err);
 		goto out;
@@ -267,6 +293,10 @@ static bool conn_run(struct conn *c, const char *line, size_t len)
 			json_decref(req);
 			return true; /* the answer comes through the req */
 		}
+		goto out;
+	}
+	if (!strcmp(cmd, "set")) {
+		reply = cmd_set(c, req);
 		goto out;
 	}
 	err[0] = '\0';

@@ -9,7 +9,7 @@
  * daemon's, behind struct localapi_backend.
  *
  * Everyone may read (status, ip, whois); commands that change state (up, down,
- * logout) need the peer's uid to be 0 (SO_PEERCRED).
+ * logout, set) need the peer's uid to be 0 (SO_PEERCRED).
  */
 
 #include <jansson.h>
@@ -47,9 +47,15 @@
 struct localapi_req;
 
 struct localapi_up_opts {
-	const char *login_server; /* never NULL */
+	const char *login_server; /* NULL: the remembered one */
 	const char *auth_key;     /* NULL: interactive login */
 	const char *hostname;     /* NULL: keep the current one */
+	bool force_reauth;        /* log in anew (also needed to change a login's server) */
+};
+
+/* `trellis set`: one remembered setting changed, no new login. NULL = unchanged. */
+struct localapi_set_opts {
+	const char *hostname;
 };
 
 struct localapi_backend {
@@ -70,6 +76,7 @@ struct localapi_backend {
 	/* 0, or -errno with a message for the user in err. */
 	int (*down)(void *ctx, char *err, size_t err_len);
 	int (*logout)(void *ctx, char *err, size_t err_len);
+	int (*set)(void *ctx, const struct localapi_set_opts *opts, char *err, size_t err_len);
 };
 
 struct localapi_server;

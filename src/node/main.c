@@ -11,6 +11,7 @@
  *       and its UAPI socket are up and goes on in the background, unless -f or
  *       WG_PROCESS_FOREGROUND=1.
  *   trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]
+ *            [--metrics-listen ADDR:PORT]
  *       Control-plane mode (design.md §12, daemon.c): joins the tailnet that
  *       `trellis up` names and keeps the interface in line with its netmap.
  *
@@ -34,6 +35,7 @@
 #include "base/version.h"
 #include "node/daemon.h"
 #include "node/localapi.h"
+#include "node/sdnotify.h"
 #include "node/state.h"
 #include "node/wgdev.h"
 #include "wg/device.h"
@@ -49,6 +51,7 @@ static void usage(FILE *f)
 	    "usage: trellisd --wg IFACE [--mtu N] [--workers N] [--log-level LEVEL]\n"
 	    "       trellisd [-f] [--mtu N] [--workers N] [--log-level LEVEL] IFACE\n"
 	    "       trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]\n"
+	    "                [--metrics-listen ADDR:PORT]\n"
 	    "\n"
 	    "  --wg IFACE         plain WireGuard mode: create TUN IFACE, configure with wg(8)\n"
 	    "                     through /var/run/wireguard/IFACE.sock (like wireguard-go -f)\n"
@@ -64,6 +67,9 @@ static void usage(FILE *f)
 	    "  --socket PATH      local API socket (default %s)\n"
 	    "  --tun IFACE        TUN interface (default %s)\n"
 	    "  --port N           WireGuard UDP port (default %d)\n"
+	    "  --metrics-listen ADDR:PORT\n"
+	    "                     serve Prometheus text on http://ADDR:PORT/metrics (default:\n"
+	    "                     none; e.g. 127.0.0.1:9101)\n"
 	    "  --version          print the version\n"
 	    "  -h, --help         this text\n"
 	    "\n"
@@ -98,7 +104,13 @@ static int ready_fd = -1;
 
 static void daemon_ready(void *arg)
 {
+	int r;
+
 	(void)arg;
+	/* Under systemd (Type=notify) as for wg-quick: the interface and UAPI socket are up. */
+	r = sdnotify_send("READY=1");
+	if (r < 0)
+		log_warn("sd_notify READY=1: %s", strerror(-r));
 	if (ready_fd < 0)
 		return;
 	if (write(ready_fd, "1", 1) < 0)
@@ -175,6 +187,7 @@ int main(int argc, char **argv)
 		OPT_SOCKET,
 		OPT_TUN,
 		OPT_PORT,
+		OPT_METRICS,
 		OPT_VERSION
 	};
 	static const struct option longopts[] = {
@@ -186,6 +199,7 @@ int main(int argc, char **argv)
 	    {"socket", required_argument, NULL, OPT_SOCKET},
 	    {"tun", required_argument, NULL, OPT_TUN},
 	    {"port", required_argument, NULL, OPT_PORT},
+	    {"metrics-listen", required_argument, NULL, OPT_METRICS},
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"version", no_argument, NULL, OPT_VERSION},
 	    {"help", no_argument, NULL, 'h'},
@@ -272,6 +286,17 @@ int main(int argc, char **argv)
 			dopts.socket_path = optarg;
 			cp_opt = "--socket";
 			break;
+		case OPT_METRICS:
+			if (!*optarg || !strchr(optarg, ':')) {
+				fprintf(stderr,
+					"trellisd: --metrics-listen: \"%s\" is not ADDR:PORT (e.g. "
+					"127.0.0.1:9101)\n",
+					optarg);
+				return 2;
+			}
+			dopts.metrics_listen = optarg;
+			cp_opt = "--metrics-listen";
+			break;
 		case OPT_TUN:
 			if (!*optarg || strlen(optarg) >= IF_NAMESIZE || strchr(optarg, '/')) {
 				fprintf(stderr, "trellisd: --tun: invalid interface name \"%s\"\n",
@@ -324,11 +349,9 @@ int main(int argc, char **argv)
 			cp_opt);
 		return 2;
 	}
-	if (background) {
-		if (daemonize() < 0)
-			return 1;
-		opts.ready = daemon_ready;
-	}
+	if (background && daemonize() < 0)
+		return 1;
+	opts.ready = daemon_ready;
 	r = wgdev_run(&opts);
 	return r < 0 ? 1 : 0;
 }

@@ -583,6 +583,15 @@ lab_control_stop()
 # ctl ARGS...: the admin CLI on the lab server's state (bounded).
 ctl() { timeout 20 "$TRELLIS_CONTROL" --state "$LAB_TMP/control" "$@"; }
 
+# node_id NAME [TAILNET]: the server's id of the node with hostname NAME.
+node_id()
+{
+	ctl nodes list ${2:+--tailnet "$2"} --json |
+		python3 -c 'import json,sys; print([n["id"] for n in json.load(sys.stdin) if n["name"]==sys.argv[1]][0])' "$1"
+}
+# node_listed NAME [TAILNET]: the server lists a node with hostname NAME.
+node_listed() { node_id "$@" >/dev/null 2>&1; }
+
 # lab_authkey [ARGS...]: prints a new auth key (authkey create ARGS).
 lab_authkey() { ctl authkey create "$@"; }
 
@@ -591,6 +600,7 @@ lab_node_tun() { echo "tn$LAB_ID$1"; }
 
 # lab_node_start NAME SHORT [PORT]: trellisd in control mode in namespace SHORT, bounded
 # wait for its local API socket. State persists across restarts of the same NAME.
+# LAB_NODE_ARGS: more trellisd options (word-split), e.g. "--metrics-listen 127.0.0.1:9101".
 # Must run in the test's main shell (PID tracking).
 lab_node_start()
 {
@@ -599,8 +609,9 @@ lab_node_start()
 	tun=$(lab_node_tun "$name")
 	log="$LAB_TMP/node-$name.log"
 	echo "----- start $(date +%T.%N)" >>"$log"
+	# shellcheck disable=SC2086 # LAB_NODE_ARGS is a list of words
 	ip netns exec "$(ns_name "$short")" "$TRELLISD" --state "$LAB_TMP/node-$name" \
-		--socket "$sock" --tun "$tun" --port "$port" >>"$log" 2>&1 &
+		--socket "$sock" --tun "$tun" --port "$port" ${LAB_NODE_ARGS:-} >>"$log" 2>&1 &
 	pid=$!
 	LAB_PIDS+=("$pid")
 	LAB_NODE_PID[$name]=$pid

@@ -27,15 +27,6 @@ lab_public_host e 31
 lab_public_host f 32
 lab_control_start ctl 192.0.2.1 8080 || lab_finish
 
-# node_id NAME [TAILNET]: the server's id of the node with hostname NAME.
-node_id()
-{
-	ctl nodes list ${2:+--tailnet "$2"} --json |
-		python3 -c 'import json,sys; print([n["id"] for n in json.load(sys.stdin) if n["name"]==sys.argv[1]][0])' "$1"
-}
-# node_listed NAME [TAILNET]: the server lists a node with hostname NAME.
-node_listed() { node_id "$@" >/dev/null 2>&1; }
-
 KEY=$(lab_authkey --reusable)
 # The one-off key's tailnet is made early: what is tested below is the key's single use.
 check "tailnets create iso" ctl tailnets create iso

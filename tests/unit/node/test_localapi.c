@@ -54,6 +54,11 @@ static int fake_status(void *ctx, json_t **ret)
 static void fake_up(void *ctx, const struct localapi_up_opts *o, struct localapi_req *req)
 {
 	(void)ctx;
+	/* As trellisd with nothing remembered: an up without a server cannot start. */
+	if (!o->login_server) {
+		localapi_req_finish(req, localapi_reply_error("no login server given or remembered"));
+		return;
+	}
 	if (o->auth_key) {
 		if (!strcmp(o->auth_key, "bad"))
 			localapi_req_finish(req, localapi_reply_error("auth key rejected"));
