@@ -22,9 +22,9 @@ _trellis()
 	up | login)
 		case $prev in
 		--auth-key | --authkey) mapfile -t COMPREPLY < <(compgen -P file: -f -- "${cur#file:}") ;;
-		--login-server | --hostname) ;;
+		--login-server | --hostname | --timeout) ;;
 		*)
-			local flags="--login-server --auth-key --hostname"
+			local flags="--login-server --auth-key --hostname --timeout"
 			[[ $cmd == up ]] && flags+=" --force-reauth"
 			mapfile -t COMPREPLY < <(compgen -W "$flags" -- "$cur")
 			;;

@@ -109,6 +109,11 @@ int cli_api_next(struct cli_api *api, json_t **ret)
 		n = recv(api->fd, api->buf + api->len, api->cap - api->len, 0);
 		if (n < 0 && errno == EINTR)
 			continue;
+		/* SO_RCVTIMEO (up --timeout) ran out. */
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			fprintf(stderr, "trellis: %s: timed out waiting for trellisd\n", api->cmd);
+			return -ETIMEDOUT;
+		}
 		if (n <= 0) {
 			fprintf(stderr, "trellis: %s: trellisd closed the connection\n", api->cmd);
 			return n < 0 ? -errno : -ECONNRESET;

@@ -35,7 +35,8 @@ static const struct command commands[] = {
      "\n"
      "Example: trellis pubkey < wg0.key\n"},
     {"up", cli_up,
-     "[--login-server URL] [--auth-key KEY|file:PATH|-] [--hostname NAME] [--force-reauth]",
+     "[--login-server URL] [--auth-key KEY|file:PATH|-] [--hostname NAME] [--force-reauth]\n"
+     "       [--timeout SECONDS]",
      "connect this node to a tailnet",
      "Connects this node to the tailnet of a coordination server and waits until it is\n"
      "running, or prints a login URL and waits for an admin to approve the node. The\n"
@@ -52,9 +53,12 @@ static const struct command commands[] = {
      "                      else the host name)\n"
      "  --force-reauth      log in anew: a new node key, an auth key or approval (default:\n"
      "                      keep the login)\n"
+     "  --timeout SECONDS   give up waiting after this long (e.g. 30s); the daemon goes on\n"
+     "                      trying (default: 0, wait for ever)\n"
      "\n"
      "Example: trellis up --login-server https://ctl.example:8080 --auth-key file:/root/key\n"},
-    {"login", cli_login, "[--login-server URL] [--auth-key KEY|file:PATH|-] [--hostname NAME]",
+    {"login", cli_login,
+     "[--login-server URL] [--auth-key KEY|file:PATH|-] [--hostname NAME] [--timeout SECONDS]",
      "log in anew (up --force-reauth)",
      "Logs this node in anew with a new node key: with an auth key, or interactively\n"
      "(prints a URL). The same as `trellis up --force-reauth`; also how a logged-in node\n"
@@ -63,6 +67,7 @@ static const struct command commands[] = {
      "  --login-server URL  the coordination server (default: the remembered one)\n"
      "  --auth-key KEY      an auth key, file:PATH or - (default: interactive approval)\n"
      "  --hostname NAME     the node's name (default: the remembered one)\n"
+     "  --timeout SECONDS   give up waiting after this long (default: 0, wait for ever)\n"
      "\n"
      "Example: trellis login --auth-key file:/root/key\n"},
     {"set", cli_set, "--hostname NAME", "change a remembered setting without a new login",

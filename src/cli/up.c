@@ -13,7 +13,10 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include "cli/cli.h"
 #include "crypto/crypto.h"
@@ -88,8 +91,11 @@ int cli_up_run(int argc, char **argv, const struct cli_global *g, bool force_rea
 	    {"authkey", required_argument, NULL, 'a'}, /* Tailscale's spelling */
 	    {"hostname", required_argument, NULL, 'n'},
 	    {"force-reauth", no_argument, NULL, 'F'},
+	    {"timeout", required_argument, NULL, 't'},
 	    {0},
 	};
+	unsigned long timeout_s = 0;
+	char *end;
 	const char *server = NULL, *authkey = NULL, *hostname = NULL;
 	char key[AUTHKEY_TEXT_MAX + 1];
 	struct cli_api *api = NULL;
@@ -112,6 +118,18 @@ int cli_up_run(int argc, char **argv, const struct cli_global *g, bool force_rea
 			break;
 		case 'F':
 			force_reauth = true;
+			break;
+		case 't':
+			/* Seconds, as "30" or "30s"; 0 waits for ever. */
+			timeout_s = strtoul(optarg, &end, 10);
+			if (end == optarg || (*end && strcmp(end, "s")) || *optarg == '-' ||
+			    timeout_s > 86400) {
+				fprintf(stderr,
+					"trellis: %s: --timeout: \"%s\" is not a number of seconds "
+					"(0..86400, e.g. 30s)\n",
+					argv[0], optarg);
+				goto usage;
+			}
 			break;
 		case ':':
 			fprintf(stderr, "trellis: %s: %s needs a value\n", argv[0],
@@ -143,6 +161,12 @@ int cli_up_run(int argc, char **argv, const struct cli_global *g, bool force_rea
 		json_object_set_new(req, "hostname", json_string(hostname));
 	if (cli_api_open(argv[0], g, req, &api) < 0)
 		goto out;
+	if (timeout_s) {
+		struct timeval tv = {.tv_sec = (time_t)timeout_s};
+
+		/* The daemon goes on trying after we give up (docs/localapi.md). */
+		setsockopt(api->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
 	for (;;) {
 		json_t *e;
 		const char *state;
@@ -172,7 +196,7 @@ int cli_up_run(int argc, char **argv, const struct cli_global *g, bool force_rea
 usage:
 	fprintf(stderr,
 		"Usage: trellis %s [--login-server URL] [--auth-key KEY|file:PATH|-] [--hostname NAME]"
-		"%s\n",
+		" [--timeout SECONDS]%s\n",
 		argv[0], force_reauth ? "" : " [--force-reauth]");
 out:
 	json_decref(msg);

@@ -737,6 +737,8 @@ static void client_stop(struct daemon *d)
 	control_client_free(d->cc);
 	d->cc = NULL;
 	loop_mailbox_run(&d->from_client);
+	/* An expiry or deletion it reported is the stopped client's: nothing to follow up. */
+	d->relogin = RELOGIN_NONE;
 	d->client_on = false;
 	d->was_running = false;
 	d->ctl_lost = false;
@@ -813,7 +815,8 @@ static void events(struct daemon *d)
 {
 	enum control_client_state s = d->cstate;
 
-	if (!d->up_req)
+	/* While the probe of another server runs, the current client does not answer the up. */
+	if (!d->up_req || d->probe)
 		return;
 	if (s == CONTROL_CLIENT_RUNNING) {
 		json_t *msg = localapi_reply_ok();

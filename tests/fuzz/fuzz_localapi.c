@@ -92,13 +92,23 @@ static int fake_logout(void *ctx, char *err, size_t len)
 	return -EHOSTUNREACH;
 }
 
+static int fake_set(void *ctx, const struct localapi_set_opts *o, char *err, size_t len)
+{
+	(void)ctx;
+	if (!o->hostname || !*o->hostname)
+		abort(); /* the server lets only a non-empty hostname through */
+	snprintf(err, len, "no");
+	return strlen(o->hostname) > 63 ? -EINVAL : 0;
+}
+
 static void setup(void)
 {
 	static const struct localapi_backend be = {.status = fake_status,
 						   .up = fake_up,
 						   .up_cancel = fake_up_cancel,
 						   .down = fake_down,
-						   .logout = fake_logout};
+						   .logout = fake_logout,
+						   .set = fake_set};
 
 	log_set_level(LOG_LEVEL_ERR);
 	snprintf(path, sizeof(path), "/tmp/trellis-fuzz-localapi-%d/api.sock", (int)getpid());

@@ -157,6 +157,12 @@ lab_node_start c c
 sleep 2
 check_eq "c restarted stays out too" "$all0" "$(regs_all)"
 check "... in needs_login" state_is c needs_login
+# Without a key: the URL, and --timeout ends the wait (the registration waits on).
+out=$(tr_node c up --timeout 2 2>&1)
+rc=$?
+check_num "up --timeout 2 without a key gives up waiting (exit 1)" "$rc" -eq 1
+check "... after printing the login URL" out_has '/register/'
+check "... saying it timed out" out_has 'timed out'
 check "c joins again with an auth key (trellis up)" lab_node_up c "$KEY"
 check "a sees the new c" wait_for 10 peers_are a "b c"
 

@@ -829,6 +829,42 @@ static void test_deleted(void **state)
 	node_teardown(&n);
 }
 
+/* The probe `trellis up` runs before it leaves a server: GET /key, then idle. */
+static void test_probe(void **state)
+{
+	struct control_client_cfg cfg = {0};
+	struct control_client *cc = NULL;
+	struct fake_server fs;
+	struct node n;
+	char url[64];
+
+	(void)state;
+	server_start(&fs, SC_FOLLOW);
+	node_setup(&n);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", fs.port);
+	cfg.login_server = url;
+	cfg.state_dir = n.dir;
+	cfg.probe = true;
+	cfg.ops = (struct control_client_ops){.ctx = &n, .state_changed = cb_state};
+	n.state = CONTROL_CLIENT_CONNECTING;
+	assert_int_equal(control_client_start(&cfg, &cc), 0);
+	WAIT_FOR(&n, n.state == CONTROL_CLIENT_RUNNING);
+	control_client_free(cc);
+	pthread_mutex_lock(&fs.lock);
+	assert_int_equal(fs.sessions, 0); /* no control session, no registration */
+	pthread_mutex_unlock(&fs.lock);
+	server_stop(&fs);
+
+	/* Nothing listens: FAILED, saying why; no retry. */
+	snprintf(url, sizeof(url), "http://127.0.0.1:9");
+	n.state = CONTROL_CLIENT_CONNECTING;
+	assert_int_equal(control_client_start(&cfg, &cc), 0);
+	WAIT_FOR(&n, n.state == CONTROL_CLIENT_FAILED);
+	assert_non_null(strstr(n.error, "cannot reach"));
+	control_client_free(cc);
+	node_teardown(&n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -840,6 +876,7 @@ int main(void)
 	    cmocka_unit_test(test_unreachable_then_stop),
 	    cmocka_unit_test(test_expired),
 	    cmocka_unit_test(test_deleted),
+	    cmocka_unit_test(test_probe),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,6 +22,8 @@ static pthread_t thr;
 static char sock_path[108];
 static struct localapi_req *pending;
 static int downs;
+static char set_hostname[64];
+static bool up_force;
 
 static void node_set(struct netmap_node *n, uint64_t id, const char *name)
 {
@@ -54,6 +56,7 @@ static int fake_status(void *ctx, json_t **ret)
 static void fake_up(void *ctx, const struct localapi_up_opts *o, struct localapi_req *req)
 {
 	(void)ctx;
+	up_force = o->force_reauth;
 	/* As trellisd with nothing remembered: an up without a server cannot start. */
 	if (!o->login_server) {
 		localapi_req_finish(req, localapi_reply_error("no login server given or remembered"));
@@ -69,6 +72,13 @@ static void fake_up(void *ctx, const struct localapi_up_opts *o, struct localapi
 	localapi_req_progress(req, json_pack("{s:b, s:s, s:s}", "ok", 1, "state", "needs_login",
 					     "auth_url", "http://192.0.2.1/a/xyz"));
 	pending = req;
+}
+
+static int fake_set(void *ctx, const struct localapi_set_opts *o, char *err, size_t len)
+{
+	(void)ctx, (void)err, (void)len;
+	snprintf(set_hostname, sizeof(set_hostname), "%s", o->hostname ? o->hostname : "");
+	return 0;
 }
 
 static int fake_down(void *ctx, char *err, size_t len)
@@ -108,7 +118,8 @@ static int setup(void **state)
 	static const struct localapi_backend be = {.status = fake_status,
 						   .up = fake_up,
 						   .down = fake_down,
-						   .logout = fake_logout};
+						   .logout = fake_logout,
+						   .set = fake_set};
 	(void)state;
 	snprintf(sock_path, sizeof(sock_path), "/tmp/trellis-test-%d/sub/la.sock", getpid());
 	lp = loop_new();
@@ -289,10 +300,39 @@ static void test_writes(void **state)
 	json_decref(r);
 	close(fd);
 
+	/* force_reauth reaches the backend; only a boolean is one. */
+	r = call("{\"cmd\":\"up\",\"login_server\":\"http://192.0.2.1\",\"auth_key\":\"k\","
+		 "\"force_reauth\":true}\n");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_true(up_force);
+	json_decref(r);
+	r = call("{\"cmd\":\"up\",\"force_reauth\":\"yes\"}\n");
+	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "force_reauth"));
+	json_decref(r);
+
+	/* set: one setting, a non-empty string, or a clear error. */
+	r = call("{\"cmd\":\"set\",\"hostname\":\"web-2\"}\n");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_string_equal(set_hostname, "web-2");
+	json_decref(r);
+	r = call("{\"cmd\":\"set\",\"hostname\":\"\"}\n");
+	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "hostname"));
+	json_decref(r);
+	r = call("{\"cmd\":\"set\",\"hostname\":7}\n");
+	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "hostname"));
+	json_decref(r);
+	r = call("{\"cmd\":\"set\"}\n");
+	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "nothing to set"));
+	json_decref(r);
+
 	/* Not root: reads work, writes are refused. */
 	srv->write_uid = 12345;
 	r = call("{\"cmd\":\"down\"}\n");
 	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "permission"));
+	json_decref(r);
+	r = call("{\"cmd\":\"set\",\"hostname\":\"evil\"}\n");
+	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "permission"));
+	assert_string_equal(set_hostname, "web-2");
 	json_decref(r);
 	r = call("{\"cmd\":\"status\"}\n");
 	assert_true(json_is_true(json_object_get(r, "ok")));
