@@ -26,7 +26,8 @@ int cli_set(int argc, char **argv, const struct cli_global *g)
 			hostname = optarg;
 			break;
 		case ':':
-			fprintf(stderr, "trellis: %s: %s needs a value\n", argv[0], argv[optind - 1]);
+			fprintf(stderr, "trellis: %s: %s needs a value\n", argv[0],
+				argv[optind - 1]);
 			return cli_usage_error(argc, argv, argc);
 		default:
 			return cli_usage_error(argc, argv, optind - 1);

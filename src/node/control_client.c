@@ -962,8 +962,8 @@ static void *client_main(void *arg)
 			break;
 		}
 		if (cc->expired || cc->removed) {
-			report(cc, cc->expired ? CONTROL_CLIENT_EXPIRED : CONTROL_CLIENT_REMOVED, NULL,
-			       cc->err);
+			report(cc, cc->expired ? CONTROL_CLIENT_EXPIRED : CONTROL_CLIENT_REMOVED,
+			       NULL, cc->err);
 			break;
 		}
 		if (cc->have_netmap)

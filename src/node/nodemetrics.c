@@ -10,12 +10,27 @@
 
 /* Label values of enum wg_drop_reason, in its order. */
 static const char *const wg_drop_names[] = {
-	"rx_short",	     "rx_type",		"rx_mac1",	  "rx_cookie_sent",
-	"rx_ratelimit",	     "rx_handshake",	"rx_replayed_handshake", "rx_unknown_index",
-	"rx_key_expired",    "rx_decrypt",	"rx_replay",	  "rx_bad_ip",
-	"rx_allowedips",     "rx_cookie",	"tx_bad_ip",	  "tx_no_peer",
-	"tx_no_endpoint",    "tx_staged_full",	"tx_no_key",	  "tx_too_big",
-	"queue_full",
+    "rx_short",
+    "rx_type",
+    "rx_mac1",
+    "rx_cookie_sent",
+    "rx_ratelimit",
+    "rx_handshake",
+    "rx_replayed_handshake",
+    "rx_unknown_index",
+    "rx_key_expired",
+    "rx_decrypt",
+    "rx_replay",
+    "rx_bad_ip",
+    "rx_allowedips",
+    "rx_cookie",
+    "tx_bad_ip",
+    "tx_no_peer",
+    "tx_no_endpoint",
+    "tx_staged_full",
+    "tx_no_key",
+    "tx_too_big",
+    "queue_full",
 };
 _Static_assert(sizeof(wg_drop_names) / sizeof(wg_drop_names[0]) == WG_DROP_MAX,
 	       "a name for every enum wg_drop_reason");
@@ -69,8 +84,8 @@ int nodemetrics_render(const struct nodemetrics_snapshot *m, char **ret, size_t 
 		m->wg.tx_packets, m->wg.tx_bytes, m->ms.tx_relay, m->ms.rx_relay);
 	fprintf(f, "# TYPE trellis_node_drops_total counter\n");
 	for (i = 0; i < WG_DROP_MAX; i++)
-		fprintf(f, "trellis_node_drops_total{reason=\"%s\"} %" PRIu64 "\n", wg_drop_names[i],
-			m->wg.drops[i]);
+		fprintf(f, "trellis_node_drops_total{reason=\"%s\"} %" PRIu64 "\n",
+			wg_drop_names[i], m->wg.drops[i]);
 	for (i = 0; i < MAGICSOCK_BOX_MAX; i++)
 		box += m->ms.box_drops[i];
 	fprintf(f,

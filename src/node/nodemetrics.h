@@ -18,7 +18,7 @@
 
 struct nodemetrics_snapshot {
 	const char *backend_state; /* docs/localapi.md */
-	bool control_connected;    /* a live map stream */
+	bool control_connected;	   /* a live map stream */
 	unsigned peers, peers_online;
 	unsigned peers_handshake; /* with a completed handshake in the last 3 minutes */
 	struct wg_device_stats wg;
