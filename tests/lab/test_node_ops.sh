@@ -19,6 +19,9 @@
 #
 #   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080 (metrics .1:9090); a .11 b .12
 #   c .13 d .14
+# Many steps in one topology (about 4 minutes on a loaded 2-core machine): more than the
+# default watchdog, well within meson's 600 s.
+LAB_TIMEOUT=${LAB_TIMEOUT:-540}
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane
