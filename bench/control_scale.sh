@@ -49,7 +49,7 @@ declare -A R=()
 for n in $NODES; do
 	state="$TMP/state-$n"
 	echo "=== N=$n: trellis-control on 127.0.0.1:$PORT, state $state" >&2
-	key=$("$CONTROL" --state "$state" authkey create --reusable) || die "authkey create failed"
+	key=$("$CONTROL" --state "$state" --offline authkey create --reusable) || die "authkey create failed"
 	"$CONTROL" --state "$state" serve --listen "127.0.0.1:$PORT" >"$TMP/server-$n.log" 2>&1 &
 	SERVER_PID=$!
 	for ((k = 0; k < 100; k++)); do

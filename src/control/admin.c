@@ -1,14 +1,22 @@
 // SPDX-License-Identifier: MIT
 /*
- * trellis-control admin commands: argv in, text or JSON out. The operations
- * themselves are admin_op.c's (shared with the admin API to come); this file
- * parses, names the actor ("cli:USER") and prints. Every mistake is one line
- * on stderr and exit status 1; `authkey create` prints only the key on stdout
- * so scripts can capture it.
+ * trellis-control admin commands: argv in, an admin API request out
+ * (admin_api.h), its JSON answer printed as text or JSON.
+ *
+ * Where the request goes. A running server holds STATE/serve.lock and owns the
+ * database: the request goes to its admin socket, so the change is applied at
+ * once and nothing writes the store behind it. With no server, the commands
+ * refuse, unless given --offline: then the CLI takes serve.lock itself (no
+ * server can start underneath it) and answers the request in-process on the
+ * database. A --state that is not a state directory is refused either way
+ * but for --offline, which may create one.
+ *
+ * Every mistake is one line on stderr and exit status 1; `authkey create` and
+ * `apikey create` print only the key on stdout so scripts can capture it.
  */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <pwd.h>
@@ -17,19 +25,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "base/base64.h"
 #include "base/time.h"
 #include "base/util.h"
 #include "control/admin.h"
+#include "control/admin_api.h"
 #include "control/admin_op.h"
-#include "control/authkey.h"
 #include "control/store.h"
 #include "crypto/crypto.h"
+#include "proto/http.h"
 #include "proto/relaymap.h"
+
+/* An answer larger than this is not one of ours. */
+#define ANSWER_MAX (64u << 20)
+#define SOCKET_TIMEOUT_S 30
+/* A starting server's socket is waited for 10 s at most. */
+#define CONNECT_RETRY_US 50000
+#define CONNECT_TRIES 200
 
 static const char *cmd_name = "";
 
@@ -45,6 +64,108 @@ static int fail(const char *fmt, ...)
 	fputc('\n', stderr);
 	return 1;
 }
+
+/* ---- help ---- */
+
+struct noun {
+	const char *name;
+	const char *verbs; /* "create, list, revoke" */
+	const char *help;
+};
+
+static const struct noun nouns[] = {
+	{ "authkey", "create, list, revoke",
+	  "usage: trellis-control [--state DIR] authkey create [--tailnet NAME] [--user NAME]\n"
+	  "           [--reusable] [--ephemeral] [--preauthorized] [--tags tag:a,tag:b]\n"
+	  "           [--expiration DURATION]\n"
+	  "       trellis-control [--state DIR] authkey list [--tailnet NAME] [--json]\n"
+	  "       trellis-control [--state DIR] authkey revoke ID\n"
+	  "  create prints only the key (once: only its hash is stored).\n"
+	  "  --tailnet NAME     the key's tailnet (default: \"default\")\n"
+	  "  --user NAME        its owner: nodes registered with it belong to this user\n"
+	  "  --reusable         any number of nodes (default: one)\n"
+	  "  --ephemeral        its nodes are deleted once offline for the tailnet's timeout\n"
+	  "  --preauthorized    its nodes need no approval\n"
+	  "  --tags T,...       its nodes carry these tags (tag:name)\n"
+	  "  --expiration DUR   lifetime (default 90d; \"never\"); --expiry is the same\n"
+	  "  list shows owner, flags, expiry, use count and status; ID is what list shows.\n"
+	  "example: trellis-control authkey create --user alice --reusable --expiration 7d\n" },
+	{ "apikey", "create, list, revoke",
+	  "usage: trellis-control [--state DIR] apikey create [--name NAME] [--expiration DUR]\n"
+	  "       trellis-control [--state DIR] apikey list [--json]\n"
+	  "       trellis-control [--state DIR] apikey revoke ID\n"
+	  "  Keys for the HTTP admin API on the server's port (Authorization: Bearer KEY;\n"
+	  "  docs/admin-api.md). create prints only the key, once; at most 16 live keys.\n"
+	  "  --name NAME        a note: who or what holds it\n"
+	  "  --expiration DUR   lifetime (default 90d; \"never\")\n"
+	  "example: trellis-control apikey create --name ci --expiration 30d\n" },
+	{ "tailnets", "list, create",
+	  "usage: trellis-control [--state DIR] tailnets list [--json]\n"
+	  "       trellis-control [--state DIR] tailnets create NAME [--key-expiry DUR]\n"
+	  "           [--ephemeral-timeout DUR]\n"
+	  "  --key-expiry DUR         node key lifetime (default 180d; 0: keys do not expire)\n"
+	  "  --ephemeral-timeout DUR  offline ephemeral nodes are deleted after (default 10m)\n"
+	  "example: trellis-control tailnets create corp --key-expiry 30d\n" },
+	{ "users", "list, create",
+	  "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
+	  "       trellis-control [--state DIR] users create NAME [--tailnet NAME]\n"
+	  "  (users add is users create)\n"
+	  "example: trellis-control users create alice@example.com\n" },
+	{ "nodes", "list, show, approve, rename, expire, delete, set-expiry",
+	  "usage: trellis-control [--state DIR] nodes list [--tailnet NAME] [--json]\n"
+	  "       trellis-control [--state DIR] nodes show ID|NAME [--tailnet NAME] [--json]\n"
+	  "       trellis-control [--state DIR] nodes approve|expire|delete ID|NAME [--tailnet "
+	  "NAME]\n"
+	  "       trellis-control [--state DIR] nodes approve reg:CODE\n"
+	  "       trellis-control [--state DIR] nodes rename ID|NAME NEWNAME [--tailnet NAME]\n"
+	  "       trellis-control [--state DIR] nodes set-expiry ID|NAME on|off [--tailnet NAME]\n"
+	  "  approve reg:CODE approves an interactive registration (its login page shows it).\n"
+	  "  expire ends the node's key now: it must log in again.\n"
+	  "example: trellis-control nodes list --json\n" },
+	{ "relaymap", "set, get, reset",
+	  "usage: trellis-control [--state DIR] relaymap set FILE|-\n"
+	  "       trellis-control [--state DIR] relaymap get [--json]\n"
+	  "       trellis-control [--state DIR] relaymap reset\n"
+	  "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", \"nodes\": "
+	  "[{\"name\": \"fra1\", \"host\": ...}]}]}\n"
+	  "(docs/control-protocol.md, \"Relay map\"). reset: back to the embedded relay.\n" },
+	{ 0 },
+};
+
+static const struct noun *noun_find(const char *name)
+{
+	for (const struct noun *n = nouns; n->name; n++)
+		if (strcmp(n->name, name) == 0)
+			return n;
+	return NULL;
+}
+
+static bool is_help(const char *a)
+{
+	return strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "help") == 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: trellis-control [--state DIR] [--offline] <command>\n"
+		"  serve [--config FILE] [--listen ADDR:PORT] [--tls-cert PEM --tls-key PEM]\n"
+		"        [--no-relay] [--stun-port N] [--metrics-listen ADDR:PORT]  (serve --help)\n"
+		"  version\n"
+		"  authkey create|list|revoke     auth keys for nodes\n"
+		"  apikey create|list|revoke      keys for the HTTP admin API\n"
+		"  tailnets list|create\n"
+		"  users list|create\n"
+		"  nodes list|show|approve|rename|expire|delete|set-expiry\n"
+		"  relaymap set|get|reset\n"
+		"Each command has --help (trellis-control nodes --help). Admin commands reach the\n"
+		"running server through its admin socket (STATE/%s, root only); with no\n"
+		"server running they refuse unless given --offline, which works on the database.\n"
+		"Durations: 90s, 30m, 12h, 7d. State directory default: %s\n",
+		ADMIN_SOCKET_NAME, ADMIN_STATE_DIR_DEFAULT);
+}
+
+/* ---- argv ---- */
 
 /* Options of one subcommand: flags and options with a value. */
 struct opt {
@@ -66,6 +187,8 @@ static int opts_parse(int argc, char **argv, const struct opt *opts, const char 
 		size_t len;
 
 		if (a[0] != '-' || a[1] != '-') {
+			if (a[0] == '-' && a[1])
+				return fail("unknown option %s (try --help)", a);
 			if (n >= max_pos)
 				return fail("unexpected argument \"%s\"", a);
 			pos[n++] = a;
@@ -77,7 +200,7 @@ static int opts_parse(int argc, char **argv, const struct opt *opts, const char 
 			if (strlen(o->name) == len && strncmp(o->name, a, len) == 0)
 				break;
 		if (!o || !o->name)
-			return fail("unknown option %s", a);
+			return fail("unknown option %s (try --help)", a);
 		if (!o->has_arg) {
 			if (eq)
 				return fail("option %s takes no value", o->name);
@@ -133,7 +256,16 @@ int admin_duration_parse(const char *s, int64_t *ret_sec)
 	return 0;
 }
 
-static int tags_parse(const char *s, unsigned *ret_n, char tags[][NETMAP_TAG_MAX])
+static int duration_check(const char *s)
+{
+	int64_t v;
+
+	if (s && admin_duration_parse(s, &v) < 0)
+		return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", s);
+	return 0;
+}
+
+static int tags_parse(const char *s, json_t *arr)
 {
 	unsigned n = 0;
 
@@ -148,13 +280,35 @@ static int tags_parse(const char *s, unsigned *ret_n, char tags[][NETMAP_TAG_MAX
 		t[l] = '\0';
 		if (!admin_op_tag_valid(t))
 			return fail("bad tag \"%s\": tags look like tag:name", t);
-		if (n >= NETMAP_MAX_TAGS)
+		if (++n > NETMAP_MAX_TAGS)
 			return fail("at most %d tags", NETMAP_MAX_TAGS);
-		strcpy(tags[n++], t);
+		json_array_append_new(arr, json_string(t));
 		s = c ? c + 1 : s + l;
 	}
-	*ret_n = n;
 	return 0;
+}
+
+/* ---- the state directory and its lock ---- */
+
+int admin_state_lock(const char *dir, bool create)
+{
+	char path[4096];
+	int fd;
+
+	if (create && mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if ((size_t)snprintf(path, sizeof(path), "%s/serve.lock", dir) >= sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+
+		close(fd);
+		return r;
+	}
+	return fd;
 }
 
 int admin_store_open(const char *state_dir, struct store **ret)
@@ -179,27 +333,273 @@ int admin_store_open(const char *state_dir, struct store **ret)
 	return r;
 }
 
-static const char *tailnet_name(const struct store_snapshot *snap, uint64_t id)
-{
-	size_t i;
+/* ---- calls: to the server's socket, or in-process offline ---- */
 
-	for (i = 0; i < snap->n_tailnets; i++)
-		if (snap->tailnets[i].id == id)
-			return snap->tailnets[i].name;
-	return "?";
+/* What call() returns in the dry pass (argv checked, nothing sent). */
+#define DRY_STOP 99
+
+struct cli {
+	const char *state_dir;
+	bool offline;
+	bool dry;           /* the first pass: stop at the call */
+	const char *what;   /* names the input a refusal is about (relaymap set FILE) */
+	int lock_fd;        /* offline: serve.lock, held until exit */
+	struct store *store; /* offline */
+	char actor[96];
+};
+
+static bool file_exists(const char *dir, const char *name)
+{
+	char path[4096];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return stat(path, &st) == 0;
 }
 
-static const char *user_name(const struct store_snapshot *snap, uint64_t id)
+/* Decides where requests go (see the top of this file). 0 or exit status. */
+static int cli_connect(struct cli *cli)
 {
-	size_t i;
+	const char *dir = cli->state_dir;
+	struct stat st;
+	int fd;
 
-	for (i = 0; id && i < snap->n_users; i++)
-		if (snap->users[i].id == id)
-			return snap->users[i].name;
-	return "";
+	if (stat(dir, &st) < 0 && !cli->offline)
+		return fail("%s: %s: not a trellis-control state directory (mistyped --state?)",
+			    dir, strerror(errno));
+	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+		return fail("%s is not a directory", dir);
+	fd = admin_state_lock(dir, cli->offline);
+	if (fd == -EBUSY) {
+		if (cli->offline)
+			return fail("a trellis-control serves %s: drop --offline (admin commands "
+				    "go through its admin socket)", dir);
+		return 0; /* the server is up: its socket */
+	}
+	if (!cli->offline) {
+		if (fd >= 0)
+			close(fd);
+		if (!file_exists(dir, STORE_DB_NAME))
+			return fail("%s is not a trellis-control state directory (no %s; mistyped "
+				    "--state?)", dir, STORE_DB_NAME);
+		return fail("no trellis-control serves %s; start it (admin commands go through "
+			    "its admin socket), or give --offline to change the database directly",
+			    dir);
+	}
+	if (fd < 0)
+		return fail("cannot lock %s/serve.lock: %s", dir, strerror(-fd));
+	cli->lock_fd = fd;
+	return admin_store_open(dir, &cli->store) < 0 ? 1 : 0;
 }
 
-static void time_format(char *buf, size_t len, int64_t t)
+static int write_all(int fd, const char *p, size_t len)
+{
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* One HTTP request on the admin socket; the answer's status and body (malloc'd). */
+static int socket_call(struct cli *cli, const char *method, const char *target, const char *body,
+		       size_t body_len, unsigned *ret_status, char **ret_body, size_t *ret_len)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = SOCKET_TIMEOUT_S };
+	struct http_response resp;
+	char head[2048], *buf = NULL;
+	size_t len = 0, cap = 0;
+	int fd, n, r;
+
+	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s", cli->state_dir,
+			     ADMIN_SOCKET_NAME) >= sizeof(sun.sun_path))
+		return fail("the admin socket's path is too long: give a shorter --state");
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fail("socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	/*
+	 * A server that holds the lock but has no socket yet is starting (opening
+	 * its store): wait for the socket while the lock says it runs, a while.
+	 */
+	for (int tries = 0;; tries++) {
+		int lk;
+
+		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+			break;
+		if ((errno != ENOENT && errno != ECONNREFUSED) || tries >= CONNECT_TRIES) {
+			r = fail("trellis-control serves %s but its admin socket %s: %s",
+				 cli->state_dir, sun.sun_path, strerror(errno));
+			goto out;
+		}
+		lk = admin_state_lock(cli->state_dir, false);
+		if (lk != -EBUSY) {
+			if (lk >= 0)
+				close(lk);
+			r = fail("trellis-control stopped serving %s", cli->state_dir);
+			goto out;
+		}
+		usleep(CONNECT_RETRY_US);
+	}
+	n = http_request_build(head, sizeof(head), method, target, "localhost",
+			       "Content-Type: application/json\r\n", body_len);
+	if (n < 0 || write_all(fd, head, (size_t)n) < 0 ||
+	    (body_len && write_all(fd, body, body_len) < 0)) {
+		r = fail("admin socket: cannot send the request: %s", strerror(errno));
+		goto out;
+	}
+	for (;;) {
+		ssize_t got;
+
+		if (len + 4096 > cap) {
+			char *nb;
+
+			cap = cap ? cap * 2 : 16384;
+			nb = cap <= ANSWER_MAX ? realloc(buf, cap + 1) : NULL;
+			if (!nb) {
+				r = fail("admin socket: answer too large");
+				goto out;
+			}
+			buf = nb;
+		}
+		got = recv(fd, buf + len, cap - len, 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			r = fail("admin socket: %s", errno == EAGAIN ? "no answer in 30 s"
+								     : strerror(errno));
+			goto out;
+		}
+		if (got == 0)
+			break;
+		len += (size_t)got;
+	}
+	if (http_response_parse(&resp, buf, len) < 0 ||
+	    (resp.has_content_length && resp.content_length != len - resp.head_len)) {
+		r = fail("admin socket: malformed answer");
+		goto out;
+	}
+	*ret_status = resp.status;
+	*ret_len = len - resp.head_len;
+	memmove(buf, buf + resp.head_len, *ret_len);
+	buf[*ret_len] = '\0';
+	*ret_body = buf;
+	buf = NULL;
+	r = 0;
+out:
+	free(buf);
+	close(fd);
+	return r;
+}
+
+/*
+ * Runs a request; on a 2xx answer, its JSON in *ret (may be NULL: not wanted).
+ * On a refusal: its error printed. 0 or exit status.
+ */
+static int call(struct cli *cli, const char *method, const char *target, const char *body,
+		size_t body_len, json_t **ret)
+{
+	char *answer = NULL;
+	size_t len = 0;
+	unsigned status;
+	json_t *j;
+	int r;
+
+	if (cli->dry)
+		return DRY_STOP;
+	if (cli->store) {
+		struct admin_api_env env = { .store = cli->store };
+		struct admin_api_request req = {
+			.method = method,
+			.target = target,
+			.body = body,
+			.body_len = body_len,
+			.actor = cli->actor,
+			.apikeys = true,
+			.now = time_wall_s(),
+		};
+
+		status = admin_api_handle(&env, &req, &answer, &len);
+	} else {
+		r = socket_call(cli, method, target, body, body_len, &status, &answer, &len);
+		if (r)
+			return r;
+	}
+	j = json_loadb(answer, len, 0, NULL);
+	if (answer && len)
+		crypto_wipe(answer, len); /* it may hold a new key */
+	free(answer);
+	if (status < 200 || status >= 300) {
+		const char *e = json_string_value(json_object_get(j, "error"));
+
+		r = e ? fail("%s%s%s", cli->what ? cli->what : "", cli->what ? ": " : "", e)
+		      : fail("the server answered %u", status);
+		json_decref(j);
+		return r;
+	}
+	if (!j)
+		return fail("the server's answer is not JSON");
+	if (ret)
+		*ret = j;
+	else
+		json_decref(j);
+	return 0;
+}
+
+/* call with a JSON object body (consumed). */
+static int call_json(struct cli *cli, const char *method, const char *target, json_t *body,
+		     json_t **ret)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	int r;
+
+	json_decref(body);
+	if (body && !text)
+		return fail("out of memory");
+	r = call(cli, method, target, text, text ? strlen(text) : 0, ret);
+	free(text);
+	return r;
+}
+
+/* "/admin/v1/nodes" + "?tailnet=NAME"; names hold no characters that need escaping. */
+static const char *target_make(char *buf, size_t len, const char *path, const char *arg,
+			       const char *tailnet)
+{
+	snprintf(buf, len, "%s%s%s%s%s%s", ADMIN_API_PREFIX, path, arg ? "/" : "", arg ? arg : "",
+		 tailnet ? "?tailnet=" : "", tailnet ? tailnet : "");
+	return buf;
+}
+
+/* An argument that goes into a path: what names, ids and codes hold, nothing else. */
+static int path_arg_check(const char *what)
+{
+	for (const char *p = what; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("-._@:", *p))
+			return fail("bad name \"%s\"", what);
+	return what[0] ? 0 : fail("empty name");
+}
+
+/* ---- printing ---- */
+
+static void json_print(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2));
+
+	if (s)
+		printf("%s\n", s);
+	free(s);
+	json_decref(j);
+}
+
+static void time_format(char *buf, size_t len, json_int_t t)
 {
 	struct tm tm;
 	time_t tt = (time_t)t;
@@ -212,155 +612,204 @@ static void time_format(char *buf, size_t len, int64_t t)
 	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void json_print(json_t *j)
+static const char *s_(json_t *o, const char *k)
 {
-	char *s = json_dumps(j, JSON_INDENT(2));
+	const char *v = json_string_value(json_object_get(o, k));
 
-	if (s)
-		printf("%s\n", s);
-	free(s);
-	json_decref(j);
+	return v && v[0] ? v : "-";
 }
 
-static json_t *tags_json(unsigned n, const char tags[][NETMAP_TAG_MAX])
+static json_int_t i_(json_t *o, const char *k)
 {
-	json_t *a = json_array();
-	unsigned i;
-
-	for (i = 0; i < n; i++)
-		json_array_append_new(a, json_string(tags[i]));
-	return a;
+	return json_integer_value(json_object_get(o, k));
 }
 
-static void tags_text(char *buf, size_t len, unsigned n, const char tags[][NETMAP_TAG_MAX])
+static const char *b_(json_t *o, const char *k)
 {
-	size_t off = 0;
-	unsigned i;
+	return json_is_true(json_object_get(o, k)) ? "yes" : "no";
+}
+
+static void tags_text(char *buf, size_t len, json_t *tags)
+{
+	size_t off = 0, i;
+	json_t *t;
 
 	snprintf(buf, len, "-");
-	for (i = 0; i < n; i++)
-		off += snprintf(buf + off, len - off, "%s%s", i ? "," : "", tags[i]);
+	json_array_foreach(tags, i, t)
+		off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "%s%s", i ? "," : "",
+					json_string_value(t));
 }
 
-/* authkey create|list|revoke */
+/* ---- commands ---- */
 
-static int authkey_create(struct admin_op_ctx *c, int argc, char **argv)
+/* GET a listing; with --json it is printed here and *ret is NULL. 0 or exit status. */
+static int list_fetch(struct cli *cli, const char *noun, const char *arg, const char *tailnet,
+		      bool as_json, json_t **ret)
 {
-	const char *tags = NULL, *expiry = NULL, *pos[1];
-	struct admin_op_authkey_spec spec = { 0 };
-	const struct opt opts[] = {
-		{ "--tailnet", true, &spec.tailnet, NULL },
-		{ "--reusable", false, NULL, &spec.reusable },
-		{ "--ephemeral", false, NULL, &spec.ephemeral },
-		{ "--preauthorized", false, NULL, &spec.preauthorized },
-		{ "--tags", true, &tags, NULL },
-		{ "--expiry", true, &expiry, NULL },
-		{ NULL },
-	};
-	char key[AUTHKEY_STR_MAX];
-	int npos, r;
+	char target[512];
+	int r;
 
-	r = opts_parse(argc, argv, opts, pos, 0, &npos);
+	*ret = NULL;
+	if (tailnet && path_arg_check(tailnet))
+		return 1;
+	r = call(cli, "GET", target_make(target, sizeof(target), noun, arg, tailnet), NULL, 0, ret);
+	if (r == 0 && as_json) {
+		json_print(*ret);
+		*ret = NULL;
+	}
+	return r;
+}
+
+/* POST a new key (auth or API) and print only the key: scripts capture it. */
+static int key_create(struct cli *cli, const char *noun, json_t *body)
+{
+	char target[512];
+	json_t *ans;
+	int r;
+
+	r = call_json(cli, "POST", target_make(target, sizeof(target), noun, NULL, NULL), body,
+		      &ans);
 	if (r)
 		return r;
-	if (expiry && admin_duration_parse(expiry, &spec.expiry_sec) < 0)
-		return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", expiry);
-	if (tags && tags_parse(tags, &spec.n_tags, spec.tags))
-		return 1;
-	if (admin_op_authkey_create(c, &spec, NULL, key) < 0)
-		return fail("%s", c->err);
-	printf("%s\n", key);
-	crypto_wipe(key, sizeof(key));
+	printf("%s\n", s_(ans, "key"));
+	json_decref(ans);
 	return 0;
 }
 
-static const char *authkey_status(const struct control_authkey *k, int64_t now)
+/* `NOUN revoke ID`. */
+static int key_revoke(struct cli *cli, const char *noun, const char *usage_line, int argc,
+		      char **argv)
 {
-	if (k->revoked)
-		return "revoked";
-	if (k->expires && k->expires <= now)
-		return "expired";
-	if (!k->reusable && k->uses)
-		return "used";
-	return "valid";
+	char target[512], path[256];
+	const char *pos[1];
+	int npos;
+
+	if (opts_parse(argc, argv, NULL, pos, 1, &npos))
+		return 1;
+	if (npos != 1)
+		return fail("usage: %s", usage_line);
+	if (path_arg_check(pos[0]))
+		return 1;
+	snprintf(path, sizeof(path), "%s/revoke", pos[0]);
+	return call(cli, "POST", target_make(target, sizeof(target), noun, path, NULL), NULL, 0,
+		    NULL);
 }
 
-static int authkey_list(struct admin_op_ctx *c, int argc, char **argv)
+static int authkey_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
-	const char *tailnet = NULL, *pos[1];
-	bool as_json = false;
-	const struct opt opts[] = {
+	const char *tailnet = NULL, *user = NULL, *tags = NULL, *expiry = NULL, *exp2 = NULL,
+		   *pos[1];
+	bool reusable = false, ephemeral = false, preauth = false, as_json = false;
+	const struct opt create_opts[] = {
+		{ "--tailnet", true, &tailnet, NULL },
+		{ "--user", true, &user, NULL },
+		{ "--reusable", false, NULL, &reusable },
+		{ "--ephemeral", false, NULL, &ephemeral },
+		{ "--preauthorized", false, NULL, &preauth },
+		{ "--tags", true, &tags, NULL },
+		{ "--expiration", true, &expiry, NULL },
+		{ "--expiry", true, &exp2, NULL },
+		{ NULL },
+	};
+	const struct opt list_opts[] = {
 		{ "--tailnet", true, &tailnet, NULL },
 		{ "--json", false, NULL, &as_json },
 		{ NULL },
 	};
-	struct store_snapshot snap;
-	struct control_tailnet t = { 0 };
-	int64_t now = time_wall_s();
-	json_t *arr = NULL;
+	json_t *body, *arr, *ans, *k;
 	size_t i;
 	int npos, r;
 
-	r = opts_parse(argc, argv, opts, pos, 0, &npos);
-	if (r)
-		return r;
-	if (admin_op_snapshot(c, tailnet, &snap, &t) < 0)
-		return fail("%s", c->err);
-	if (as_json)
+	if (strcmp(sub, "create") == 0) {
+		if (opts_parse(argc, argv, create_opts, pos, 0, &npos))
+			return 1;
+		expiry = expiry ? expiry : exp2;
+		if (duration_check(expiry))
+			return 1;
 		arr = json_array();
-	else
-		printf("%-26s %-16s %-8s %-9s %-7s %-5s %-20s %-8s %s\n", "ID", "TAILNET",
-		       "REUSABLE", "EPHEMERAL", "PREAUTH", "USES", "EXPIRES", "STATUS", "TAGS");
-	for (i = 0; i < snap.n_authkeys; i++) {
-		const struct control_authkey *k = &snap.authkeys[i];
-		char id[64], exp[32], tags[NETMAP_MAX_TAGS * NETMAP_TAG_MAX];
-
-		if (tailnet && k->tailnet_id != t.id)
-			continue;
-		snprintf(id, sizeof(id), "%s%s", AUTHKEY_TEXT_PREFIX, k->prefix);
-		if (as_json) {
-			json_array_append_new(
-				arr, json_pack("{s:s, s:s, s:b, s:b, s:b, s:o, s:I, s:I, s:I, s:b, s:s}",
-					       "id", id, "tailnet", tailnet_name(&snap, k->tailnet_id),
-					       "reusable", k->reusable, "ephemeral", k->ephemeral,
-					       "preauthorized", k->preauthorized, "tags",
-					       tags_json(k->n_tags, k->tags), "uses",
-					       (json_int_t)k->uses, "expires", (json_int_t)k->expires,
-					       "created", (json_int_t)k->created, "revoked",
-					       k->revoked, "status", authkey_status(k, now)));
-			continue;
+		if (tags && tags_parse(tags, arr)) {
+			json_decref(arr);
+			return 1;
 		}
-		time_format(exp, sizeof(exp), k->expires);
-		tags_text(tags, sizeof(tags), k->n_tags, k->tags);
-		printf("%-26s %-16s %-8s %-9s %-7s %-5" PRIu64 " %-20s %-8s %s\n", id,
-		       tailnet_name(&snap, k->tailnet_id), k->reusable ? "yes" : "no",
-		       k->ephemeral ? "yes" : "no", k->preauthorized ? "yes" : "no", k->uses, exp,
-		       authkey_status(k, now), tags);
+		body = json_pack("{s:b, s:b, s:b, s:o}", "reusable", reusable, "ephemeral",
+				 ephemeral, "preauthorized", preauth, "tags", arr);
+		if (tailnet)
+			json_object_set_new(body, "tailnet", json_string(tailnet));
+		if (user)
+			json_object_set_new(body, "user", json_string(user));
+		if (expiry)
+			json_object_set_new(body, "expiration", json_string(expiry));
+		return key_create(cli, "authkeys", body);
 	}
-	if (as_json)
-		json_print(arr);
-	store_snapshot_free(&snap);
+	if (strcmp(sub, "revoke") == 0)
+		return key_revoke(cli, "authkeys", "authkey revoke ID", argc, argv);
+	if (opts_parse(argc, argv, list_opts, pos, 0, &npos))
+		return 1;
+	r = list_fetch(cli, "authkeys", NULL, tailnet, as_json, &ans);
+	if (r || !ans)
+		return r;
+	printf("%-26s %-14s %-16s %-8s %-9s %-7s %-5s %-20s %-8s %s\n", "ID", "TAILNET", "USER",
+	       "REUSABLE", "EPHEMERAL", "PREAUTH", "USES", "EXPIRES", "STATUS", "TAGS");
+	json_array_foreach(ans, i, k) {
+		char exp[32], tg[NETMAP_MAX_TAGS * NETMAP_TAG_MAX];
+
+		time_format(exp, sizeof(exp), i_(k, "expires"));
+		tags_text(tg, sizeof(tg), json_object_get(k, "tags"));
+		printf("%-26s %-14s %-16s %-8s %-9s %-7s %-5" JSON_INTEGER_FORMAT
+		       " %-20s %-8s %s\n",
+		       s_(k, "id"), s_(k, "tailnet"), s_(k, "user"), b_(k, "reusable"),
+		       b_(k, "ephemeral"), b_(k, "preauthorized"), i_(k, "uses"), exp,
+		       s_(k, "status"), tg);
+	}
+	json_decref(ans);
 	return 0;
 }
 
-static int authkey_revoke(struct admin_op_ctx *c, int argc, char **argv)
+static int apikey_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
-	const char *pos[1];
+	const char *name = NULL, *expiry = NULL, *pos[1];
+	bool as_json = false;
+	const struct opt create_opts[] = {
+		{ "--name", true, &name, NULL },
+		{ "--expiration", true, &expiry, NULL },
+		{ NULL },
+	};
+	const struct opt list_opts[] = { { "--json", false, NULL, &as_json }, { NULL } };
+	json_t *ans, *k, *body;
+	size_t i;
 	int npos, r;
 
-	r = opts_parse(argc, argv, NULL, pos, 1, &npos);
-	if (r)
+	if (strcmp(sub, "create") == 0) {
+		if (opts_parse(argc, argv, create_opts, pos, 0, &npos) || duration_check(expiry))
+			return 1;
+		body = json_object();
+		if (name)
+			json_object_set_new(body, "name", json_string(name));
+		if (expiry)
+			json_object_set_new(body, "expiration", json_string(expiry));
+		return key_create(cli, "apikeys", body);
+	}
+	if (strcmp(sub, "revoke") == 0)
+		return key_revoke(cli, "apikeys", "apikey revoke ID", argc, argv);
+	if (opts_parse(argc, argv, list_opts, pos, 0, &npos))
+		return 1;
+	r = list_fetch(cli, "apikeys", NULL, NULL, as_json, &ans);
+	if (r || !ans)
 		return r;
-	if (npos != 1)
-		return fail("usage: authkey revoke ID");
-	if (admin_op_authkey_revoke(c, pos[0]) < 0)
-		return fail("%s", c->err);
+	printf("%-26s %-20s %-20s %-20s %s\n", "ID", "NAME", "CREATED", "EXPIRES", "STATUS");
+	json_array_foreach(ans, i, k) {
+		char cr[32], exp[32];
+
+		time_format(cr, sizeof(cr), i_(k, "created"));
+		time_format(exp, sizeof(exp), i_(k, "expires"));
+		printf("%-26s %-20s %-20s %-20s %s\n", s_(k, "id"), s_(k, "name"), cr, exp,
+		       s_(k, "status"));
+	}
+	json_decref(ans);
 	return 0;
 }
 
-/* tailnets list|create */
-
-static int tailnets_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **argv)
+static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *key_expiry = NULL, *eph = NULL, *pos[1];
 	bool as_json = false;
@@ -370,67 +819,47 @@ static int tailnets_cmd(struct admin_op_ctx *c, const char *sub, int argc, char 
 		{ "--json", false, NULL, &as_json },
 		{ NULL },
 	};
-	int64_t key_expiry_sec = ADMIN_KEY_EXPIRY_DEFAULT_SEC;
-	int64_t eph_sec = ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC;
-	struct store_snapshot snap;
-	json_t *arr;
+	char target[512];
+	json_t *ans, *t, *body;
+	int64_t v;
 	size_t i;
 	int npos, r;
 
-	r = opts_parse(argc, argv, opts, pos, 1, &npos);
-	if (r)
-		return r;
+	if (opts_parse(argc, argv, opts, pos, 1, &npos))
+		return 1;
+	target_make(target, sizeof(target), "tailnets", NULL, NULL);
 	if (strcmp(sub, "create") == 0) {
 		if (npos != 1)
 			return fail("usage: tailnets create NAME [--key-expiry DUR] "
 				    "[--ephemeral-timeout DUR]");
-		if (key_expiry && admin_duration_parse(key_expiry, &key_expiry_sec) < 0)
-			return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)",
-				    key_expiry);
-		if (eph && (admin_duration_parse(eph, &eph_sec) < 0 || eph_sec == 0))
+		if (duration_check(key_expiry))
+			return 1;
+		if (eph && (admin_duration_parse(eph, &v) < 0 || v == 0))
 			return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", eph);
-		if (admin_op_tailnet_create(c, pos[0], key_expiry_sec, eph_sec, NULL) < 0)
-			return fail("%s", c->err);
-		return 0;
+		body = json_pack("{s:s}", "name", pos[0]);
+		if (key_expiry)
+			json_object_set_new(body, "key_expiry", json_string(key_expiry));
+		if (eph)
+			json_object_set_new(body, "ephemeral_timeout", json_string(eph));
+		return call_json(cli, "POST", target, body, NULL);
 	}
-	if (strcmp(sub, "list") != 0)
-		return fail("unknown command \"%s\" (list, create)", sub);
 	if (npos || key_expiry || eph)
 		return fail("usage: tailnets list [--json]");
-	if (admin_op_snapshot(c, NULL, &snap, NULL) < 0)
-		return fail("%s", c->err);
-	arr = as_json ? json_array() : NULL;
-	if (!as_json)
-		printf("%-5s %-24s %-12s %-18s %s\n", "ID", "NAME", "KEY-EXPIRY", "EPHEMERAL-TIMEOUT",
-		       "NODES");
-	for (i = 0; i < snap.n_tailnets; i++) {
-		const struct control_tailnet *tn = &snap.tailnets[i];
-		size_t j, nodes = 0;
-
-		for (j = 0; j < snap.n_nodes; j++)
-			nodes += snap.nodes[j].tailnet_id == tn->id;
-		if (as_json)
-			json_array_append_new(arr, json_pack("{s:I, s:s, s:I, s:I, s:I, s:I}", "id",
-							     (json_int_t)tn->id, "name", tn->name,
-							     "key_expiry_sec",
-							     (json_int_t)tn->key_expiry_sec,
-							     "ephemeral_timeout_sec",
-							     (json_int_t)tn->ephemeral_timeout_sec,
-							     "created", (json_int_t)tn->created,
-							     "nodes", (json_int_t)nodes));
-		else
-			printf("%-5" PRIu64 " %-24s %-12" PRId64 " %-18" PRId64 " %zu\n", tn->id,
-			       tn->name, tn->key_expiry_sec, tn->ephemeral_timeout_sec, nodes);
-	}
-	if (as_json)
-		json_print(arr);
-	store_snapshot_free(&snap);
+	r = list_fetch(cli, "tailnets", NULL, NULL, as_json, &ans);
+	if (r || !ans)
+		return r;
+	printf("%-5s %-24s %-12s %-18s %s\n", "ID", "NAME", "KEY-EXPIRY", "EPHEMERAL-TIMEOUT",
+	       "NODES");
+	json_array_foreach(ans, i, t)
+		printf("%-5" JSON_INTEGER_FORMAT " %-24s %-12" JSON_INTEGER_FORMAT
+		       " %-18" JSON_INTEGER_FORMAT " %" JSON_INTEGER_FORMAT "\n",
+		       i_(t, "id"), s_(t, "name"), i_(t, "key_expiry_sec"),
+		       i_(t, "ephemeral_timeout_sec"), i_(t, "nodes"));
+	json_decref(ans);
 	return 0;
 }
 
-/* users list|create */
-
-static int users_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **argv)
+static int users_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *tailnet = NULL, *pos[1];
 	bool as_json = false;
@@ -439,163 +868,97 @@ static int users_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **a
 		{ "--json", false, NULL, &as_json },
 		{ NULL },
 	};
-	struct store_snapshot snap;
-	struct control_tailnet t = { 0 };
-	json_t *arr;
+	char target[512];
+	json_t *ans, *u, *body;
 	size_t i;
 	int npos, r;
 
-	r = opts_parse(argc, argv, opts, pos, 1, &npos);
-	if (r)
-		return r;
-	if (strcmp(sub, "create") == 0) {
+	if (opts_parse(argc, argv, opts, pos, 1, &npos))
+		return 1;
+	if (strcmp(sub, "create") == 0 || strcmp(sub, "add") == 0) {
 		if (npos != 1)
 			return fail("usage: users create NAME [--tailnet NAME]");
-		if (admin_op_user_create(c, tailnet, pos[0], NULL) < 0)
-			return fail("%s", c->err);
-		return 0;
+		body = json_pack("{s:s}", "name", pos[0]);
+		if (tailnet)
+			json_object_set_new(body, "tailnet", json_string(tailnet));
+		return call_json(cli, "POST",
+				 target_make(target, sizeof(target), "users", NULL, NULL), body,
+				 NULL);
 	}
-	if (strcmp(sub, "list") != 0)
-		return fail("unknown command \"%s\" (list, create)", sub);
 	if (npos)
 		return fail("usage: users list [--tailnet NAME] [--json]");
-	if (admin_op_snapshot(c, tailnet, &snap, &t) < 0)
-		return fail("%s", c->err);
-	arr = as_json ? json_array() : NULL;
-	if (!as_json)
-		printf("%-5s %-32s %s\n", "ID", "NAME", "TAILNET");
-	for (i = 0; i < snap.n_users; i++) {
-		const struct control_user *us = &snap.users[i];
-
-		if (tailnet && us->tailnet_id != t.id)
-			continue;
-		if (as_json)
-			json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:I}", "id",
-							     (json_int_t)us->id, "name", us->name,
-							     "tailnet",
-							     tailnet_name(&snap, us->tailnet_id),
-							     "created", (json_int_t)us->created));
-		else
-			printf("%-5" PRIu64 " %-32s %s\n", us->id, us->name,
-			       tailnet_name(&snap, us->tailnet_id));
-	}
-	if (as_json)
-		json_print(arr);
-	store_snapshot_free(&snap);
+	r = list_fetch(cli, "users", NULL, tailnet, as_json, &ans);
+	if (r || !ans)
+		return r;
+	printf("%-5s %-32s %s\n", "ID", "NAME", "TAILNET");
+	json_array_foreach(ans, i, u)
+		printf("%-5" JSON_INTEGER_FORMAT " %-32s %s\n", i_(u, "id"), s_(u, "name"),
+		       s_(u, "tailnet"));
+	json_decref(ans);
 	return 0;
 }
 
-/* nodes ... */
-
-static void ip_strings(const struct control_node *n, char v4[INET_ADDRSTRLEN],
-		       char v6[INET6_ADDRSTRLEN])
+static void node_row(json_t *n)
 {
-	uint8_t a6[16];
+	char exp[32], seen[32];
+	json_t *online = json_object_get(n, "online");
 
-	inet_ntop(AF_INET, n->ipv4, v4, INET_ADDRSTRLEN);
-	netmap_ipv6_from_ipv4(a6, n->ipv4);
-	inet_ntop(AF_INET6, a6, v6, INET6_ADDRSTRLEN);
+	if (json_is_true(json_object_get(n, "expiry_disabled")))
+		snprintf(exp, sizeof(exp), "disabled");
+	else
+		time_format(exp, sizeof(exp), i_(n, "key_expiry"));
+	time_format(seen, sizeof(seen), i_(n, "last_seen"));
+	printf("%-5" JSON_INTEGER_FORMAT " %-20s %-12s %-15s %-26s %-8s %-8s %-7s %-20s %s\n",
+	       i_(n, "id"), s_(n, "name"), s_(n, "tailnet"), s_(n, "ipv4"), s_(n, "ipv6"),
+	       s_(n, "os"), s_(n, "state"),
+	       !online ? "-" : json_is_true(online) ? "yes" : "no", exp, seen);
 }
 
-static json_t *node_json(const struct store_snapshot *snap, const struct control_node *n,
-			 int64_t now)
+static int nodes_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
-	char v4[INET_ADDRSTRLEN], v6[INET6_ADDRSTRLEN], ep[ENDPOINT_STR_MAX];
-	char mk[BASE64_ENCODED_LEN(NETMAP_KEY_LEN) + 1], nk[sizeof(mk)];
-	json_t *eps = json_array();
-	unsigned i;
-
-	ip_strings(n, v4, v6);
-	base64_encode(mk, sizeof(mk), n->machine_key, NETMAP_KEY_LEN);
-	base64_encode(nk, sizeof(nk), n->node_key, NETMAP_KEY_LEN);
-	for (i = 0; i < n->n_endpoints; i++)
-		json_array_append_new(eps, json_string(endpoint_format(&n->endpoints[i], ep,
-									 sizeof(ep))));
-	return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:b, s:b, s:b,"
-			 " s:b, s:I, s:I, s:I, s:o}",
-			 "id", (json_int_t)n->id, "name", n->name, "hostname", n->hostname,
-			 "tailnet", tailnet_name(snap, n->tailnet_id), "user",
-			 user_name(snap, n->user_id), "os", n->os, "ipv4", v4, "ipv6", v6,
-			 "node_key", nk, "machine_key", mk, "tags",
-			 tags_json(n->n_tags, n->tags), "ephemeral", n->ephemeral, "approved",
-			 n->approved, "expiry_disabled", n->expiry_disabled, "visible",
-			 control_node_visible(n, now), "key_expiry", (json_int_t)n->key_expiry,
-			 "created", (json_int_t)n->created, "last_seen", (json_int_t)n->last_seen,
-			 "endpoints", eps);
-}
-
-static int nodes_list(struct admin_op_ctx *c, int argc, char **argv)
-{
-	const char *tailnet = NULL, *pos[1];
+	const char *tailnet = NULL, *pos[2];
 	bool as_json = false;
 	const struct opt opts[] = {
 		{ "--tailnet", true, &tailnet, NULL },
 		{ "--json", false, NULL, &as_json },
 		{ NULL },
 	};
-	struct store_snapshot snap;
-	struct control_tailnet t = { 0 };
-	int64_t now = time_wall_s();
-	json_t *arr;
-	size_t i;
-	int npos, r;
-
-	r = opts_parse(argc, argv, opts, pos, 0, &npos);
-	if (r)
-		return r;
-	if (admin_op_snapshot(c, tailnet, &snap, &t) < 0)
-		return fail("%s", c->err);
-	arr = as_json ? json_array() : NULL;
-	if (!as_json)
-		printf("%-5s %-20s %-12s %-15s %-26s %-8s %-8s %-20s %s\n", "ID", "NAME", "TAILNET",
-		       "IPV4", "IPV6", "OS", "STATE", "KEY-EXPIRY", "LAST-SEEN");
-	for (i = 0; i < snap.n_nodes; i++) {
-		const struct control_node *n = &snap.nodes[i];
-		char v4[INET_ADDRSTRLEN], v6[INET6_ADDRSTRLEN], exp[32], seen[32];
-		const char *state;
-
-		if (tailnet && n->tailnet_id != t.id)
-			continue;
-		if (as_json) {
-			json_array_append_new(arr, node_json(&snap, n, now));
-			continue;
-		}
-		ip_strings(n, v4, v6);
-		state = !n->approved		     ? "pending"
-			: control_node_visible(n, now) ? "active"
-						       : "expired";
-		if (n->expiry_disabled)
-			snprintf(exp, sizeof(exp), "disabled");
-		else
-			time_format(exp, sizeof(exp), n->key_expiry);
-		time_format(seen, sizeof(seen), n->last_seen);
-		printf("%-5" PRIu64 " %-20s %-12s %-15s %-26s %-8s %-8s %-20s %s\n", n->id, n->name,
-		       tailnet_name(&snap, n->tailnet_id), v4, v6, n->os, state, exp, seen);
-	}
-	if (as_json)
-		json_print(arr);
-	store_snapshot_free(&snap);
-	return 0;
-}
-
-static int nodes_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **argv)
-{
-	const char *tailnet = NULL, *pos[2];
-	const struct opt opts[] = {
+	const struct opt act_opts[] = {
 		{ "--tailnet", true, &tailnet, NULL },
 		{ NULL },
 	};
+	char target[512], path[256];
+	json_t *ans, *n, *body = NULL;
+	size_t i;
 	int npos, want, r;
 
-	if (strcmp(sub, "list") == 0)
-		return nodes_list(c, argc, argv);
+	if (strcmp(sub, "list") == 0 || strcmp(sub, "show") == 0) {
+		want = strcmp(sub, "show") == 0;
+		if (opts_parse(argc, argv, opts, pos, want, &npos))
+			return 1;
+		if (npos != want)
+			return fail("usage: nodes show ID|NAME [--tailnet NAME] [--json]");
+		if (want && path_arg_check(pos[0]))
+			return 1;
+		r = list_fetch(cli, "nodes", want ? pos[0] : NULL, tailnet, as_json, &ans);
+		if (r || !ans)
+			return r;
+		printf("%-5s %-20s %-12s %-15s %-26s %-8s %-8s %-7s %-20s %s\n", "ID", "NAME",
+		       "TAILNET", "IPV4", "IPV6", "OS", "STATE", "ONLINE", "KEY-EXPIRY",
+		       "LAST-SEEN");
+		if (want)
+			node_row(ans);
+		json_array_foreach(ans, i, n)
+			node_row(n);
+		json_decref(ans);
+		return 0;
+	}
 	if (strcmp(sub, "approve") && strcmp(sub, "rename") && strcmp(sub, "expire") &&
 	    strcmp(sub, "delete") && strcmp(sub, "set-expiry"))
-		return fail("unknown command \"%s\" (list, approve, rename, expire, delete, "
+		return fail("unknown command \"%s\" (list, show, approve, rename, expire, delete, "
 			    "set-expiry)", sub);
-	r = opts_parse(argc, argv, opts, pos, 2, &npos);
-	if (r)
-		return r;
+	if (opts_parse(argc, argv, act_opts, pos, 2, &npos))
+		return 1;
 	want = strcmp(sub, "rename") == 0 || strcmp(sub, "set-expiry") == 0 ? 2 : 1;
 	if (npos != want) {
 		if (strcmp(sub, "rename") == 0)
@@ -606,22 +969,17 @@ static int nodes_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **a
 	}
 	if (strcmp(sub, "set-expiry") == 0 && strcmp(pos[1], "on") && strcmp(pos[1], "off"))
 		return fail("expected on or off, not \"%s\"", pos[1]);
-	if (strcmp(sub, "approve") == 0)
-		r = admin_op_node_approve(c, pos[0], tailnet);
-	else if (strcmp(sub, "rename") == 0)
-		r = admin_op_node_rename(c, pos[0], tailnet, pos[1]);
-	else if (strcmp(sub, "expire") == 0)
-		r = admin_op_node_expire(c, pos[0], tailnet);
-	else if (strcmp(sub, "delete") == 0)
-		r = admin_op_node_delete(c, pos[0], tailnet);
-	else
-		r = admin_op_node_set_expiry(c, pos[0], tailnet, strcmp(pos[1], "on") == 0);
-	if (r < 0)
-		return fail("%s", c->err);
-	return 0;
+	if (path_arg_check(pos[0]) || (tailnet && path_arg_check(tailnet)))
+		return 1;
+	if (strcmp(sub, "rename") == 0)
+		body = json_pack("{s:s}", "name", pos[1]);
+	else if (strcmp(sub, "set-expiry") == 0)
+		body = json_pack("{s:b}", "enabled", strcmp(pos[1], "on") == 0);
+	snprintf(path, sizeof(path), "%s/%s", pos[0],
+		 strcmp(sub, "set-expiry") == 0 ? "expiry" : sub);
+	return call_json(cli, "POST", target_make(target, sizeof(target), "nodes", path, tailnet),
+			 body, NULL);
 }
-
-/* relaymap set FILE | get [--json] | reset */
 
 /* The whole file (or stdin for "-"), capped: a relay map is small. */
 static int file_read(const char *path, char **ret, size_t *ret_len)
@@ -656,117 +1014,102 @@ static int file_read(const char *path, char **ret, size_t *ret_len)
 	return 0;
 }
 
-static int relaymap_cmd(struct admin_op_ctx *c, const char *sub, int argc, char **argv)
+static int relaymap_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
-	struct netmap_relay_map *rm;
-	bool as_json = false, dflt = false;
-	const struct opt opts[] = {{"--json", false, NULL, &as_json}, {0}};
+	bool as_json = false;
+	const struct opt opts[] = { { "--json", false, NULL, &as_json }, { 0 } };
 	const char *pos[1];
-	char *text = NULL;
-	size_t len;
+	char target[512], *text = NULL;
+	json_t *ans, *map, *g, *n;
+	size_t len, i, j;
 	int npos, r;
 
-	for (int i = -1; i < argc; i++) {
-		const char *a = i < 0 ? sub : argv[i];
-
-		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-			printf("usage: trellis-control [--state DIR] relaymap set FILE|-\n"
-			       "       trellis-control [--state DIR] relaymap get [--json]\n"
-			       "       trellis-control [--state DIR] relaymap reset\n"
-			       "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", "
-			       "\"nodes\": "
-			       "[{\"name\": \"fra1\", \"host\": ...}]}]}\n"
-			       "(docs/control-protocol.md, \"Relay map\").\n");
-			return 0;
-		}
-	}
+	target_make(target, sizeof(target), "relaymap", NULL, NULL);
 	if (strcmp(sub, "set") == 0) {
 		if (opts_parse(argc, argv, NULL, pos, 1, &npos))
 			return 1;
 		if (npos != 1)
 			return fail("usage: relaymap set FILE (JSON; - for stdin)");
+		if (cli->dry) /* stdin is read once */
+			return DRY_STOP;
 		if (file_read(pos[0], &text, &len))
 			return 1;
-		r = admin_op_relaymap_set(c, text, len);
+		/* admin_op's message says where in the file; name the file before it. */
+		cli->what = strcmp(pos[0], "-") ? pos[0] : "stdin";
+		r = call(cli, "PUT", target, text, len, NULL);
 		free(text);
-		if (r < 0)
-			return fail("%s: %s", strcmp(pos[0], "-") ? pos[0] : "stdin", c->err);
-		return 0;
+		return r;
 	}
 	if (strcmp(sub, "reset") == 0) {
 		if (opts_parse(argc, argv, NULL, pos, 0, &npos))
 			return 1;
-		return admin_op_relaymap_reset(c) < 0 ? fail("%s", c->err) : 0;
+		return call(cli, "DELETE", target, NULL, 0, NULL);
 	}
-	if (strcmp(sub, "get"))
-		return fail("unknown command (set, get, reset)");
 	if (opts_parse(argc, argv, opts, pos, 0, &npos))
 		return 1;
-	rm = malloc(sizeof(*rm));
-	if (!rm)
-		return fail("out of memory");
-	r = admin_op_relaymap_get(c, rm, &dflt);
-	if (r == 0)
-		r = relaymap_encode(rm, &text, &len);
-	if (r < 0) {
-		free(rm);
-		return fail("%s", c->err[0] ? c->err : strerror(-r));
-	}
+	r = call(cli, "GET", target, NULL, 0, &ans);
+	if (r)
+		return r;
+	map = json_object_get(ans, "map");
 	if (as_json) {
-		json_t *j = json_loads(text, 0, NULL);
-
-		json_print(j);
-	} else {
-		printf("%s relay map, %u region%s\n", dflt ? "default (embedded)" : "admin's",
-		       rm->n_regions, rm->n_regions == 1 ? "" : "s");
-		printf("%-6s %-16s %-24s %s\n", "ID", "CODE", "NAME", "RELAYS");
-		for (unsigned i = 0; i < rm->n_regions; i++) {
-			const struct netmap_relay_region *g = &rm->regions[i];
-
-			printf("%-6u %-16s %-24s", g->id, g->code, g->name[0] ? g->name : "-");
-			for (unsigned j = 0; j < g->n_nodes; j++) {
-				const struct netmap_relay_node *n = &g->nodes[j];
-
-				if (!n->host[0] && !n->has_ipv4 && !n->has_ipv6)
-					printf(" %s(control server)", j ? "," : "");
-				else
-					printf(" %s%s%s:%u", j ? "," : "", n->tls ? "https://" : "",
-					       n->host[0] ? n->host : n->name, n->relay_port);
-			}
-			printf("\n");
-		}
+		json_print(json_incref(map));
+		json_decref(ans);
+		return 0;
 	}
-	free(text);
-	free(rm);
+	printf("%s relay map, %zu region%s\n",
+	       json_is_true(json_object_get(ans, "default")) ? "default (embedded)" : "admin's",
+	       json_array_size(json_object_get(map, "regions")),
+	       json_array_size(json_object_get(map, "regions")) == 1 ? "" : "s");
+	printf("%-6s %-16s %-24s %s\n", "ID", "CODE", "NAME", "RELAYS");
+	json_array_foreach(json_object_get(map, "regions"), i, g) {
+		printf("%-6" JSON_INTEGER_FORMAT " %-16s %-24s", i_(g, "id"), s_(g, "code"),
+		       s_(g, "name"));
+		json_array_foreach(json_object_get(g, "nodes"), j, n) {
+			const char *host = json_string_value(json_object_get(n, "host"));
+			json_int_t port = i_(n, "relay_port");
+
+			if (!host && !json_object_get(n, "ipv4") && !json_object_get(n, "ipv6"))
+				printf(" %s(control server)", j ? "," : "");
+			else
+				printf(" %s%s%s:%" JSON_INTEGER_FORMAT, j ? "," : "",
+				       json_is_true(json_object_get(n, "tls")) ? "https://" : "",
+				       host ? host : s_(n, "name"), port);
+		}
+		printf("\n");
+	}
+	json_decref(ans);
 	return 0;
 }
 
-static void usage(FILE *f)
+static bool verb_known(const struct noun *noun, const char *sub)
 {
-	fprintf(f,
-		"usage: trellis-control [--state DIR] <command>\n"
-		"  serve [--listen ADDR:PORT] [--tls-cert PEM --tls-key PEM] [--no-relay]\n"
-		"        [--stun-port N] [--metrics-listen ADDR:PORT]  (GET /metrics there; none by\n"
-		"        default)\n"
-		"  version\n"
-		"  authkey create [--tailnet NAME] [--reusable] [--ephemeral] [--preauthorized]\n"
-		"                 [--tags tag:a,tag:b] [--expiry DURATION]\n"
-		"  authkey list [--tailnet NAME] [--json]\n"
-		"  authkey revoke ID\n"
-		"  tailnets list [--json]\n"
-		"  tailnets create NAME [--key-expiry DURATION] [--ephemeral-timeout DURATION]\n"
-		"  users list [--tailnet NAME] [--json]\n"
-		"  users create NAME [--tailnet NAME]\n"
-		"  nodes list [--tailnet NAME] [--json]\n"
-		"  nodes approve|expire|delete ID|NAME [--tailnet NAME]\n"
-		"  nodes approve reg:CODE                (an interactive registration's code)\n"
-		"  nodes rename ID NAME\n"
-		"  nodes set-expiry ID on|off\n"
-		"  relaymap set FILE       (JSON, see docs/control-protocol.md; - reads stdin)\n"
-		"  relaymap get [--json]\n"
-		"  relaymap reset          (back to the embedded relay)\n"
-		"Durations: 90s, 30m, 12h, 7d. State directory default: %s\n",
-		ADMIN_STATE_DIR_DEFAULT);
+	size_t n = strlen(sub);
+
+	for (const char *v = noun->verbs; *v;) {
+		size_t l = strcspn(v, ",");
+
+		if (l == n && strncmp(v, sub, n) == 0)
+			return true;
+		v += l;
+		while (*v == ',' || *v == ' ')
+			v++;
+	}
+	return false;
+}
+
+static int command_run(struct cli *cli, const char *cmd, const char *sub, int argc, char **argv)
+{
+	if (strcmp(cmd, "authkey") == 0)
+		return authkey_cmd(cli, sub, argc, argv);
+	if (strcmp(cmd, "apikey") == 0)
+		return apikey_cmd(cli, sub, argc, argv);
+	if (strcmp(cmd, "tailnets") == 0)
+		return tailnets_cmd(cli, sub, argc, argv);
+	if (strcmp(cmd, "users") == 0)
+		return users_cmd(cli, sub, argc, argv);
+	if (strcmp(cmd, "relaymap") == 0)
+		return relaymap_cmd(cli, sub, argc, argv);
+	return nodes_cmd(cli, sub, argc, argv);
 }
 
 /* Who runs the command, for the audit log: "cli:" and the effective user's name. */
@@ -783,53 +1126,56 @@ static const char *actor_name(char *buf, size_t len)
 	return buf;
 }
 
-int admin_run(const char *state_dir, int argc, char **argv)
+int admin_run(const char *state_dir, bool offline, int argc, char **argv)
 {
 	static char name[64];
-	struct admin_op_ctx c = { .now = time_wall_s() };
-	char actor[96];
+	struct cli cli = { .state_dir = state_dir, .offline = offline, .lock_fd = -1 };
+	const struct noun *noun;
 	const char *cmd, *sub;
-	struct store *s = NULL;
 	int r;
 
-	if (argc < 1 || strcmp(argv[0], "help") == 0 || strcmp(argv[0], "--help") == 0) {
+	if (argc < 1 || is_help(argv[0])) {
+		if (argc >= 2 && (noun = noun_find(argv[1]))) {
+			fputs(noun->help, stdout);
+			return 0;
+		}
 		usage(argc < 1 ? stderr : stdout);
 		return argc < 1;
 	}
 	cmd = argv[0];
-	if (strcmp(cmd, "authkey") && strcmp(cmd, "tailnets") && strcmp(cmd, "users") &&
-	    strcmp(cmd, "nodes") && strcmp(cmd, "relaymap"))
+	noun = noun_find(cmd);
+	if (!noun)
 		return fail("unknown command \"%s\" (try --help)", cmd);
-	if (argc < 2 || !argv[1])
-		return fail("%s: missing subcommand (try --help)", cmd);
+	/* --help anywhere after the noun: that noun's help, nothing run. */
+	for (int i = 1; i < argc; i++)
+		if (is_help(argv[i]) && (i > 1 || strcmp(argv[i], "help") != 0 || argc == 2)) {
+			fputs(noun->help, stdout);
+			return 0;
+		}
+	if (argc < 2)
+		return fail("%s: missing subcommand (%s; try %s --help)", cmd, noun->verbs, cmd);
 	sub = argv[1];
 	snprintf(name, sizeof(name), "%s %s", cmd, sub);
 	cmd_name = name;
-	if (strcmp(cmd, "authkey") == 0 && strcmp(sub, "create") && strcmp(sub, "list") &&
-	    strcmp(sub, "revoke"))
-		return fail("unknown command (create, list, revoke)");
-	if (admin_store_open(state_dir, &s) < 0)
-		return 1;
-	c.store = s;
-	c.actor = actor_name(actor, sizeof(actor));
-	argc -= 2;
-	argv += 2;
-	if (strcmp(cmd, "authkey") == 0) {
-		if (strcmp(sub, "create") == 0)
-			r = authkey_create(&c, argc, argv);
-		else if (strcmp(sub, "list") == 0)
-			r = authkey_list(&c, argc, argv);
-		else
-			r = authkey_revoke(&c, argc, argv);
-	} else if (strcmp(cmd, "tailnets") == 0) {
-		r = tailnets_cmd(&c, sub, argc, argv);
-	} else if (strcmp(cmd, "users") == 0) {
-		r = users_cmd(&c, sub, argc, argv);
-	} else if (strcmp(cmd, "relaymap") == 0) {
-		r = relaymap_cmd(&c, sub, argc, argv);
-	} else {
-		r = nodes_cmd(&c, sub, argc, argv);
-	}
-	store_free(s);
+	if (!verb_known(noun, sub) && !(strcmp(cmd, "users") == 0 && strcmp(sub, "add") == 0))
+		return fail("unknown command \"%s\" (%s)", sub, noun->verbs);
+	actor_name(cli.actor, sizeof(cli.actor));
+	/*
+	 * Arguments are checked before the server is looked for, so that a
+	 * mistake is named whether or not one runs: a dry pass parses and stops
+	 * at its call; then the real pass.
+	 */
+	cli.dry = true;
+	r = command_run(&cli, cmd, sub, argc - 2, argv + 2);
+	if (r != DRY_STOP)
+		goto out;
+	cli.dry = false;
+	r = cli_connect(&cli);
+	if (r == 0)
+		r = command_run(&cli, cmd, sub, argc - 2, argv + 2);
+out:
+	store_free(cli.store);
+	if (cli.lock_fd >= 0)
+		close(cli.lock_fd);
 	return r;
 }

@@ -165,19 +165,29 @@ int admin_op_authkey_create(struct admin_op_ctx *c, const struct admin_op_authke
 		if (!admin_op_tag_valid(spec->tags[i]))
 			return refuse(c, -EINVAL, "bad tag \"%s\": tags look like tag:name",
 				      spec->tags[i]);
-	if (spec->expiry_sec < 0)
+	if (spec->expiry_sec < 0 && spec->expiry_sec != ADMIN_EXPIRY_NEVER)
 		return refuse(c, -EINVAL, "bad expiry");
 	r = admin_op_tailnet_resolve(c, spec->tailnet, &t);
 	if (r < 0)
 		return r;
 	k->tailnet_id = t.id;
+	if (spec->user) {
+		struct control_user u;
+
+		if (store_user_get_by_name(c->store, t.id, spec->user, &u) < 0)
+			return refuse(c, -ENOENT, "unknown user \"%s\" in tailnet \"%s\"",
+				      spec->user, t.name);
+		k->user_id = u.id;
+	}
 	k->reusable = spec->reusable;
 	k->ephemeral = spec->ephemeral;
 	k->preauthorized = spec->preauthorized;
 	k->n_tags = spec->n_tags;
 	memcpy(k->tags, spec->tags, sizeof(k->tags));
 	k->created = c->now;
-	k->expires = spec->expiry_sec ? k->created + spec->expiry_sec : 0;
+	k->expires = spec->expiry_sec == ADMIN_EXPIRY_NEVER ? 0
+		     : k->created + (spec->expiry_sec ? spec->expiry_sec
+						       : ADMIN_AUTHKEY_EXPIRY_DEFAULT_SEC);
 	r = authkey_generate(k, key);
 	if (r == 0)
 		r = commit(c, &op, &k->id);
@@ -210,6 +220,111 @@ int admin_op_authkey_revoke(struct admin_op_ctx *c, const char *text)
 	if (r < 0)
 		return refuse(c, r, "cannot revoke: %s", strerror(-r));
 	return 0;
+}
+
+/* ---- admin API keys ---- */
+
+int admin_op_apikey_list(struct admin_op_ctx *c, struct apikey_set *ret)
+{
+	char *text = malloc(STORE_SETTING_VALUE_MAX);
+	int n;
+
+	if (!text)
+		return refuse(c, -ENOMEM, "out of memory");
+	n = store_setting_get(c->store, APIKEY_SETTING, text, STORE_SETTING_VALUE_MAX);
+	if (n == -ENOENT)
+		n = 0;
+	if (n < 0 || apikey_set_decode(text, (size_t)n, ret) < 0) {
+		free(text);
+		return refuse(c, n < 0 ? n : -EINVAL, "the stored API keys are unreadable");
+	}
+	free(text);
+	return 0;
+}
+
+static int apikey_set_write(struct admin_op_ctx *c, const struct apikey_set *set)
+{
+	struct store_op op = { .kind = STORE_OP_SETTING_SET };
+	size_t len;
+	char *text = apikey_set_encode(set, &len);
+	int r;
+
+	if (!text)
+		return refuse(c, -ENOMEM, "out of memory");
+	if (len > sizeof(op.setting.value)) {
+		free(text);
+		return refuse(c, -ENOSPC, "too many API keys");
+	}
+	snprintf(op.setting.key, sizeof(op.setting.key), "%s", APIKEY_SETTING);
+	memcpy(op.setting.value, text, len);
+	op.setting.len = len;
+	free(text);
+	r = commit(c, &op, NULL);
+	if (r < 0)
+		return refuse(c, r, "cannot store the API keys: %s", strerror(-r));
+	return 0;
+}
+
+int admin_op_apikey_create(struct admin_op_ctx *c, const char *name, int64_t expiry_sec,
+			   struct apikey *ret, char key[APIKEY_STR_MAX])
+{
+	struct apikey_set set;
+	struct apikey *k;
+	unsigned i, j;
+	int r;
+
+	if (name && name[0] && !admin_op_name_valid(name, APIKEY_NAME_MAX, true))
+		return refuse(c, -EINVAL, "bad API key name \"%s\"", name);
+	if (expiry_sec < 0 && expiry_sec != ADMIN_EXPIRY_NEVER)
+		return refuse(c, -EINVAL, "bad expiry");
+	r = admin_op_apikey_list(c, &set);
+	if (r < 0)
+		return r;
+	/* Revoked and expired keys make room: they authenticate nobody. */
+	for (i = j = 0; i < set.n; i++)
+		if (!set.keys[i].revoked && (!set.keys[i].expires || set.keys[i].expires > c->now))
+			set.keys[j++] = set.keys[i];
+	set.n = j;
+	if (set.n >= APIKEY_MAX)
+		return refuse(c, -ENOSPC, "at most %d API keys; revoke one first", APIKEY_MAX);
+	k = &set.keys[set.n++];
+	memset(k, 0, sizeof(*k));
+	snprintf(k->name, sizeof(k->name), "%s", name ? name : "");
+	k->created = c->now;
+	k->expires = expiry_sec == ADMIN_EXPIRY_NEVER ? 0
+		     : c->now + (expiry_sec ? expiry_sec : ADMIN_APIKEY_EXPIRY_DEFAULT_SEC);
+	r = apikey_generate(k, key);
+	if (r < 0)
+		return refuse(c, r, "cannot create an API key: %s", strerror(-r));
+	r = apikey_set_write(c, &set);
+	if (r < 0) {
+		crypto_wipe(key, APIKEY_STR_MAX);
+		return r;
+	}
+	if (ret)
+		*ret = *k;
+	return 0;
+}
+
+int admin_op_apikey_revoke(struct admin_op_ctx *c, const char *text)
+{
+	char id[APIKEY_ID_HEX + 1];
+	struct apikey_set set;
+	int r;
+
+	if (apikey_id_from_text(text, id) < 0)
+		return refuse(c, -EINVAL, "bad API key id \"%s\" (as shown by `apikey list`)",
+			      text);
+	r = admin_op_apikey_list(c, &set);
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < set.n; i++) {
+		if (strcmp(set.keys[i].id, id) != 0)
+			continue;
+		set.keys[i].revoked = true;
+		return apikey_set_write(c, &set);
+	}
+	return refuse(c, -ENOENT, "unknown API key \"%s\"", text);
 }
 
 /* ---- nodes ---- */

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "control/apikey.h"
 #include "control/authkey.h"
 #include "control/model.h"
 #include "control/store.h"
@@ -27,6 +28,15 @@
 /* Settings of a tailnet created without options (and of the default tailnet). */
 #define ADMIN_KEY_EXPIRY_DEFAULT_SEC (180LL * 86400)
 #define ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC (10LL * 60)
+/*
+ * Lifetime of an auth key or an admin API key created without one: Tailscale's
+ * 90 days (its maximum; Headscale's default is one hour, which a person
+ * pasting the key into a provisioning script tomorrow does not expect).
+ */
+#define ADMIN_AUTHKEY_EXPIRY_DEFAULT_SEC (90LL * 86400)
+#define ADMIN_APIKEY_EXPIRY_DEFAULT_SEC (90LL * 86400)
+/* expiry_sec of a key that never expires (0 means the default). */
+#define ADMIN_EXPIRY_NEVER (-1LL)
 
 struct admin_op_ctx {
 	struct store *store;
@@ -59,10 +69,11 @@ int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char
 
 struct admin_op_authkey_spec {
 	const char *tailnet; /* NULL: the default */
+	const char *user;    /* the owner (a user of the tailnet); NULL: none */
 	bool reusable, ephemeral, preauthorized;
 	unsigned n_tags;
 	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
-	int64_t expiry_sec; /* lifetime; 0 = never expires */
+	int64_t expiry_sec; /* lifetime; 0 = ADMIN_AUTHKEY_EXPIRY_DEFAULT_SEC; ADMIN_EXPIRY_NEVER */
 };
 
 /* A new key: its record in *ret (may be NULL), its text (shown once) in key. */
@@ -70,6 +81,16 @@ int admin_op_authkey_create(struct admin_op_ctx *c, const struct admin_op_authke
 			    struct control_authkey *ret, char key[AUTHKEY_STR_MAX]);
 /* id: as `authkey list` shows it, or the whole key. 0, -EINVAL, -ENOENT. */
 int admin_op_authkey_revoke(struct admin_op_ctx *c, const char *id);
+
+/*
+ * Admin API keys (apikey.h). create: expiry_sec as for auth keys; the record
+ * in *ret (may be NULL), the key (shown once) in key. -ENOSPC at APIKEY_MAX
+ * keys that are neither revoked nor expired. revoke: id as list shows it.
+ */
+int admin_op_apikey_create(struct admin_op_ctx *c, const char *name, int64_t expiry_sec,
+			   struct apikey *ret, char key[APIKEY_STR_MAX]);
+int admin_op_apikey_revoke(struct admin_op_ctx *c, const char *id);
+int admin_op_apikey_list(struct admin_op_ctx *c, struct apikey_set *ret);
 
 /*
  * A node by id, or by name: unique within tailnet (not NULL), or across all

@@ -58,6 +58,13 @@ static void apply(struct changes *c, const struct store_change *ch, int64_t now)
 	}
 }
 
+void changes_apply(struct changes *c, enum store_change_kind kind, uint64_t id, int64_t now)
+{
+	struct store_change ch = { .kind = kind, .id = id };
+
+	apply(c, &ch, now);
+}
+
 void changes_drain(struct changes *c, int64_t now)
 {
 	struct store_change ch[256];

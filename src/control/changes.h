@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "control/store.h"
+
 struct registry;
 struct store;
 
@@ -36,6 +38,11 @@ struct changes {
 	void *ctx;
 };
 
+/*
+ * Applies one change the server itself committed (the admin API's writes: the
+ * feed skips our own origin), as if it came through the feed.
+ */
+void changes_apply(struct changes *c, enum store_change_kind kind, uint64_t id, int64_t now);
 /* Applies what others committed since the last call. */
 void changes_drain(struct changes *c, int64_t now);
 

@@ -21,40 +21,20 @@
 
 /*
  * One server per state directory: a second would write the same database behind the
- * first one's in-memory records and indexes. The lock ends with the process however it
- * ends (kill -9 included), so it never needs cleaning up. Returns the fd to keep open, or
- * -1 (said why).
+ * first one's in-memory records and indexes, and the admin CLI asks the lock whether
+ * a server runs. The lock ends with the process however it ends (kill -9 included),
+ * so it never needs cleaning up. Returns the fd to keep open, or -1 (said why).
  */
 static int state_lock(const char *dir)
 {
-	char path[4096];
-	int fd;
+	int fd = admin_state_lock(dir, true);
 
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		fprintf(stderr, "trellis-control: cannot create state directory %s: %s\n", dir,
-			strerror(errno));
-		return -1;
-	}
-	if ((size_t)snprintf(path, sizeof(path), "%s/serve.lock", dir) >= sizeof(path)) {
-		fprintf(stderr, "trellis-control: state directory path too long\n");
-		return -1;
-	}
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		fprintf(stderr, "trellis-control: cannot open %s: %s\n", path, strerror(errno));
-		return -1;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK)
-			fprintf(stderr, "trellis-control: another trellis-control serves %s\n",
-				dir);
-		else
-			fprintf(stderr, "trellis-control: cannot lock %s: %s\n", path,
-				strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
+	if (fd == -EBUSY)
+		fprintf(stderr, "trellis-control: another trellis-control serves %s\n", dir);
+	else if (fd < 0)
+		fprintf(stderr, "trellis-control: cannot lock %s/serve.lock: %s\n", dir,
+			strerror(-fd));
+	return fd < 0 ? -1 : fd;
 }
 
 static int serve(const char *state_dir, int argc, char **argv)
@@ -135,6 +115,7 @@ static int serve(const char *state_dir, int argc, char **argv)
 int main(int argc, char **argv)
 {
 	const char *state_dir = ADMIN_STATE_DIR_DEFAULT;
+	bool offline = false;
 	int i = 1;
 
 	/*
@@ -148,8 +129,12 @@ int main(int argc, char **argv)
 		printf("trellis-control %s\n", trellis_version);
 		return 0;
 	}
-	while (i < argc && strncmp(argv[i], "--state", 7) == 0) {
-		if (argv[i][7] == '=') {
+	while (i < argc && (strncmp(argv[i], "--state", 7) == 0 ||
+			    strcmp(argv[i], "--offline") == 0)) {
+		if (strcmp(argv[i], "--offline") == 0) {
+			offline = true;
+			i++;
+		} else if (argv[i][7] == '=') {
 			state_dir = argv[i] + 8;
 			i++;
 		} else if (argv[i][7] == '\0' && i + 1 < argc) {
@@ -168,7 +153,11 @@ int main(int argc, char **argv)
 		printf("%s\n", trellis_version);
 		return 0;
 	}
+	if (offline && i < argc && strcmp(argv[i], "serve") == 0) {
+		fprintf(stderr, "trellis-control: --offline is for admin commands, not serve\n");
+		return 1;
+	}
 	if (i < argc && strcmp(argv[i], "serve") == 0)
 		return serve(state_dir, argc - i - 1, argv + i + 1);
-	return admin_run(state_dir, argc - i, argv + i);
+	return admin_run(state_dir, offline, argc - i, argv + i);
 }

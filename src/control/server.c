@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,6 +45,8 @@
 #include "base/loop.h"
 #include "base/time.h"
 #include "base/util.h"
+#include "control/admin.h"
+#include "control/admin_api.h"
 #include "control/admin_op.h"
 #include "control/changes.h"
 #include "control/ephemeral.h"
@@ -73,6 +76,7 @@ struct control_server {
 	struct registry *reg;
 	struct httpd *httpd;
 	struct httpd *metrics; /* --metrics-listen: /metrics, away from the public port */
+	struct httpd *admin;   /* the admin API on STATE/admin.sock, for root */
 	struct mapstream *ms;
 	struct ephemeral *eph;
 	struct pending *pend; /* interactive registrations, until approved */
@@ -790,6 +794,181 @@ static void post_control(struct httpd_request *r, void *ctx)
 		session_take(&s->sessions, &up);
 }
 
+/* ---- admin API (admin_api.h) ---- */
+
+/*
+ * Our own writes do not come back through the change feed: apply each as it
+ * commits, and say what the admin did.
+ */
+static void admin_committed(void *arg, const char *actor, const struct store_op *op, uint64_t id)
+{
+	struct control_server *s = arg;
+	enum store_change_kind kind;
+
+	switch (op->kind) {
+	case STORE_OP_TAILNET_CREATE:
+	case STORE_OP_TAILNET_UPDATE:
+		kind = STORE_CHANGE_TAILNET;
+		log_info("control: admin %s: tailnet %s written", actor, op->tailnet.name);
+		id = id ? id : op->tailnet.id;
+		break;
+	case STORE_OP_USER_CREATE:
+		kind = STORE_CHANGE_USER;
+		log_info("control: admin %s: user %s created", actor, op->user.name);
+		break;
+	case STORE_OP_NODE_INSERT:
+	case STORE_OP_NODE_UPDATE:
+		kind = STORE_CHANGE_NODE;
+		id = id ? id : op->node.id;
+		log_info("control: admin %s: node %" PRIu64 " (%s) updated: %s, key %s", actor, id,
+			 op->node.name, op->node.approved ? "approved" : "not approved",
+			 op->node.expiry_disabled ? "expiry disabled"
+			 : op->node.key_expiry && op->node.key_expiry <= time_wall_s() ? "expired"
+										: "valid");
+		break;
+	case STORE_OP_NODE_DELETE:
+		kind = STORE_CHANGE_NODE;
+		id = op->id;
+		log_info("control: admin %s: node %" PRIu64 " deleted", actor, id);
+		break;
+	case STORE_OP_AUTHKEY_CREATE:
+	case STORE_OP_AUTHKEY_UPDATE:
+		kind = STORE_CHANGE_AUTHKEY;
+		id = id ? id : op->authkey.id;
+		log_info("control: admin %s: auth key %s%s %s", actor, AUTHKEY_TEXT_PREFIX,
+			 op->authkey.prefix,
+			 op->kind == STORE_OP_AUTHKEY_CREATE ? "created"
+			 : op->authkey.revoked		   ? "revoked"
+							   : "updated");
+		break;
+	case STORE_OP_AUTHKEY_DELETE:
+		kind = STORE_CHANGE_AUTHKEY;
+		id = op->id;
+		break;
+	default:
+		log_info("control: admin %s: setting %s written", actor, op->setting.key);
+		/* API keys are read from the store at each request: nothing to apply. */
+		if (strcmp(op->setting.key, APIKEY_SETTING) == 0)
+			return;
+		kind = STORE_CHANGE_SETTING;
+		id = 0;
+		break;
+	}
+	changes_apply(&s->changes, kind, id, time_wall_s());
+}
+
+static int admin_node_online(void *arg, uint64_t id)
+{
+	struct control_server *s = arg;
+	const struct registry_node *e = registry_node_get(s->reg, id);
+
+	return e && e->stream;
+}
+
+/*
+ * Runs on the loop thread: an operation's store writes block it for their
+ * commit (an fsync, milliseconds). Admin requests are rare and this keeps one
+ * writer of the in-memory state.
+ */
+static void admin_answer(struct control_server *s, struct httpd_request *r, const char *actor,
+			 bool apikeys)
+{
+	const struct http_request *h = r->head;
+	struct admin_api_env env = {
+		.store = s->store,
+		.committed = admin_committed,
+		.node_online = admin_node_online,
+		.arg = s,
+	};
+	char method[8], target[1024];
+	struct admin_api_request req = {
+		.method = method,
+		.target = target,
+		.body = (const char *)r->body,
+		.body_len = r->body_len,
+		.actor = actor,
+		.apikeys = apikeys,
+		.now = time_wall_s(),
+	};
+	char *body;
+	size_t len;
+	unsigned st;
+
+	if (h->method_len >= sizeof(method) || h->target_len >= sizeof(target))
+		return httpd_error(r, 414, "admin request target too long");
+	memcpy(method, h->method, h->method_len);
+	method[h->method_len] = '\0';
+	memcpy(target, h->target, h->target_len);
+	target[h->target_len] = '\0';
+	st = admin_api_handle(&env, &req, &body, &len);
+	httpd_reply(r, st, "application/json", body, len);
+	free(body);
+}
+
+/* The unix socket: its mode (0600 in a 0700 directory) and the peer's uid both say root. */
+static void admin_socket_request(struct httpd_request *r, void *ctx)
+{
+	char actor[64];
+
+	if (r->peer_uid != 0 && r->peer_uid != (int64_t)geteuid())
+		return httpd_error(r, 403, "admin socket: peer is not root");
+	snprintf(actor, sizeof(actor), "socket:uid%lld", (long long)r->peer_uid);
+	admin_answer(ctx, r, actor, true);
+}
+
+/* The public port: "Authorization: Bearer trellis-api-..." (apikey.h). */
+static void admin_http_request(struct httpd_request *r, void *ctx)
+{
+	struct control_server *s = ctx;
+	const struct http_header *auth =
+		http_header_find(r->head->headers, r->head->n_headers, "Authorization");
+	struct admin_op_ctx c = { .store = s->store };
+	char key[APIKEY_STR_MAX + 8], actor[64];
+	const struct apikey *k;
+	struct apikey_set set;
+
+	if (!auth || auth->value_len < 7 || auth->value_len >= sizeof(key) + 7 ||
+	    strncasecmp(auth->value, "Bearer ", 7) != 0)
+		return httpd_error(r, 401, "admin API without an API key");
+	memcpy(key, auth->value + 7, auth->value_len - 7);
+	key[auth->value_len - 7] = '\0';
+	k = admin_op_apikey_list(&c, &set) == 0 ? apikey_check(&set, key, time_wall_s()) : NULL;
+	crypto_wipe(key, sizeof(key));
+	if (!k)
+		return httpd_error(r, 401, "admin API: bad API key");
+	snprintf(actor, sizeof(actor), "apikey:%s", k->id);
+	admin_answer(s, r, actor, false);
+}
+
+static int admin_routes_add(struct httpd *h, httpd_handler_fn fn, void *ctx)
+{
+	static const char *const methods[] = { "GET", "POST", "PUT", "DELETE" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(methods); i++)
+		if (httpd_route_add_body(h, methods[i], ADMIN_API_PREFIX, ADMIN_API_BODY_MAX, fn,
+					 ctx) < 0)
+			return -ENOMEM;
+	return 0;
+}
+
+static int admin_socket_open(struct control_server *s, const char *dir)
+{
+	struct httpd_opts o = { .name = "control-admin" };
+	char path[4096];
+	int r;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, ADMIN_SOCKET_NAME) >= sizeof(path))
+		return -ENAMETOOLONG;
+	r = httpd_new(s->loop, &o, &s->admin);
+	if (r == 0)
+		r = admin_routes_add(s->admin, admin_socket_request, s);
+	if (r == 0)
+		r = httpd_listen_unix(s->admin, path, 0600);
+	if (r == 0)
+		log_info("control: admin API on %s", path);
+	return r;
+}
+
 /* ---- change feed ---- */
 
 static void changed_node(void *ctx, uint64_t id)
@@ -1092,7 +1271,8 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	if (httpd_route_add(s->httpd, "GET", "/key", get_key, s) < 0 ||
 	    httpd_route_add(s->httpd, "GET", "/register/", get_register, s) < 0 ||
 	    httpd_route_add(s->httpd, "GET", "/healthz", get_healthz, s) < 0 ||
-	    httpd_route_add(s->httpd, "POST", "/control", post_control, s) < 0) {
+	    httpd_route_add(s->httpd, "POST", "/control", post_control, s) < 0 ||
+	    admin_routes_add(s->httpd, admin_http_request, s) < 0) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -1110,6 +1290,10 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	}
 	/* The default map describes the relay and STUN server just made. */
 	relays_apply(s);
+	/* Before the public port: whoever sees the server listen can reach its admin socket. */
+	r = admin_socket_open(s, opts->state_dir);
+	if (r < 0)
+		goto out;
 	nofile_raise();
 	r = httpd_listen(s->httpd, opts->listen ? opts->listen : CONTROL_LISTEN_DEFAULT);
 	if (r < 0)
@@ -1182,6 +1366,7 @@ void control_server_free(struct control_server *s)
 	/* After the sessions and the relay: they held slots of its limits. */
 	httpd_free(s->httpd);
 	httpd_free(s->metrics);
+	httpd_free(s->admin);
 	ephemeral_free(s->eph);
 	pending_free(s->pend);
 	registry_free(s->reg);

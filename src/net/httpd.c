@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "base/hmap.h"
@@ -26,6 +28,7 @@
 #include "base/util.h"
 #include "net/httpd.h"
 #include "net/sockbio.h"
+#include "os/unixsock.h"
 
 #define READ_CHUNK 16384
 /* Plain TCP reads per event: level-triggered epoll comes back for more. */
@@ -47,6 +50,7 @@ struct route {
 	char *path;
 	size_t path_len;
 	bool prefix; /* path ends with '/': matches what is under it */
+	size_t body_max; /* 0: the body is not read */
 	httpd_handler_fn fn;
 	void *ctx;
 };
@@ -56,6 +60,7 @@ struct listener {
 	struct httpd *h;
 	uint16_t port;
 	char name[128];
+	char unix_path[108]; /* a unix socket's path, unlinked at the end; else "" */
 };
 
 /*
@@ -87,6 +92,11 @@ struct httpd_conn {
 	uint64_t born_ns;
 	char *in; /* the request head, HTTP_HEAD_MAX */
 	size_t in_len, head_len;
+	int64_t peer_uid; /* unix socket: SO_PEERCRED's uid; -1 otherwise */
+	/* A route that reads the body: it runs once body_len reaches body_want. */
+	const struct route *body_route;
+	uint8_t *body;
+	size_t body_len, body_want;
 	/* While a handler runs: the rest of the read that completed the head. */
 	const uint8_t *extra;
 	size_t extra_len;
@@ -227,6 +237,11 @@ static struct source *source_find(struct httpd *h, const uint8_t *key, size_t le
 
 size_t httpd_source_key(const struct sockaddr_storage *ss, uint8_t ret[HTTPD_SOURCE_KEY_MAX])
 {
+	/* Local clients of a unix socket are one source: its file mode admits them. */
+	if (ss->ss_family == AF_UNIX) {
+		ret[0] = AF_UNIX;
+		return 1;
+	}
 	if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *a = (const void *)ss;
 
@@ -529,10 +544,43 @@ static void host_take(struct httpd_conn *c, const struct http_request *req)
 	c->host[host->value_len] = '\0';
 }
 
+static void route_run(struct httpd_conn *c, const struct route *rt, const struct http_request *req)
+{
+	struct httpd_request r = {
+		.head = req,
+		.peer = c->peer,
+		.host = c->host,
+		.conn = c,
+		.peer_uid = c->peer_uid,
+		.body = c->body,
+		.body_len = c->body_len,
+	};
+
+	rt->fn(&r, rt->ctx);
+	/* Every request gets an answer, even from a handler that forgot. */
+	if (!c->dead && !c->answered)
+		error_reply(c, 500, -1, NULL);
+}
+
+/* Takes body bytes; runs the route once the body is complete. */
+static void body_input(struct httpd_conn *c, const uint8_t *data, size_t len)
+{
+	struct http_request req;
+	size_t take = MIN(len, c->body_want - c->body_len);
+
+	memcpy(c->body + c->body_len, data, take);
+	c->body_len += take;
+	if (c->body_len < c->body_want)
+		return;
+	/* The head is still in c->in: parse it again rather than keep a copy. */
+	if (http_request_parse(&req, c->in, c->head_len) < 0)
+		return error_reply(c, 400, HTTPD_DROP_BAD, "malformed request");
+	route_run(c, c->body_route, &req);
+}
+
 static void dispatch(struct httpd_conn *c, const struct http_request *req)
 {
 	struct httpd *h = c->h;
-	struct httpd_request r = { .head = req, .peer = c->peer, .host = c->host, .conn = c };
 	bool path_known = false;
 
 	host_take(c, req);
@@ -545,10 +593,20 @@ static void dispatch(struct httpd_conn *c, const struct http_request *req)
 		if (req->method_len != strlen(rt->method) ||
 		    memcmp(req->method, rt->method, req->method_len) != 0)
 			continue;
-		rt->fn(&r, rt->ctx);
-		/* Every request gets an answer, even from a handler that forgot. */
-		if (!c->dead && !c->answered)
-			error_reply(c, 500, -1, NULL);
+		if (!rt->body_max || !req->has_content_length || !req->content_length)
+			return route_run(c, rt, req);
+		if (req->content_length > rt->body_max)
+			return error_reply(c, 413, HTTPD_DROP_BAD, "request body too large");
+		c->body = malloc(req->content_length);
+		if (!c->body)
+			return conn_close(c, HTTPD_DROP_IO, "out of memory");
+		c->body_want = req->content_length;
+		c->body_route = rt;
+		/* What came after the head in this read: in c->in, then beyond it. */
+		body_input(c, (const uint8_t *)c->in + c->head_len, c->in_len - c->head_len);
+		if (!c->dead && !c->answered && c->extra_len)
+			body_input(c, c->extra, c->extra_len);
+		c->extra_len = 0;
 		return;
 	}
 	error_reply(c, path_known ? 405 : 404, -1, NULL);
@@ -594,7 +652,9 @@ static bool conn_input(void *ctx, const uint8_t *data, size_t len)
 	struct httpd_conn *c = ctx;
 
 	/* Once answered, input is ignored until we close. */
-	if (!c->answered)
+	if (c->body_route && !c->answered)
+		body_input(c, data, len);
+	else if (!c->answered)
 		head_input(c, data, len);
 	return !c->dead;
 }
@@ -705,6 +765,7 @@ static void reap(struct loop_timer *t)
 	for (c = h->dead; c; c = n) {
 		n = c->next;
 		free(c->in);
+		free(c->body);
 		free(c->out);
 		free(c);
 	}
@@ -732,7 +793,15 @@ static void accept_one(struct httpd *h, int fd, const struct sockaddr_storage *s
 	c->lh.cb = conn_event;
 	c->t.cb = conn_timer;
 	c->slot.h = h;
-	if (ss->ss_family == AF_INET6)
+	c->peer_uid = -1;
+	if (ss->ss_family == AF_UNIX) {
+		struct ucred cred;
+		socklen_t cl = sizeof(cred);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0 && cl == sizeof(cred))
+			c->peer_uid = cred.uid;
+		snprintf(c->peer, sizeof(c->peer), "unix:uid%lld", (long long)c->peer_uid);
+	} else if (ss->ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, c->peer,
 			  sizeof(c->peer));
 	else
@@ -775,7 +844,8 @@ static void accept_one(struct httpd *h, int fd, const struct sockaddr_storage *s
 		SSL_set_bio(c->io.ssl, bio, bio);
 		SSL_set_accept_state(c->io.ssl);
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (ss->ss_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (h->sndbuf)
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &h->sndbuf, sizeof(h->sndbuf));
 	c->events = EPOLLIN;
@@ -883,6 +953,12 @@ static void listener_event(struct loop_fd *lfd, uint32_t events)
 int httpd_route_add(struct httpd *h, const char *method, const char *path, httpd_handler_fn fn,
 		    void *ctx)
 {
+	return httpd_route_add_body(h, method, path, 0, fn, ctx);
+}
+
+int httpd_route_add_body(struct httpd *h, const char *method, const char *path, size_t body_max,
+			 httpd_handler_fn fn, void *ctx)
+{
 	struct route *arr = realloc(h->routes, (h->n_routes + 1) * sizeof(*arr));
 	struct route *rt;
 
@@ -900,9 +976,30 @@ int httpd_route_add(struct httpd *h, const char *method, const char *path, httpd
 	}
 	rt->path_len = strlen(path);
 	rt->prefix = rt->path_len && path[rt->path_len - 1] == '/';
+	rt->body_max = body_max;
 	rt->fn = fn;
 	rt->ctx = ctx;
 	h->n_routes++;
+	return 0;
+}
+
+/* The listening socket fd of l (h->ls has room) goes on the loop; l is h's, or freed. */
+static int listener_start(struct httpd *h, struct listener *l, int fd)
+{
+	int r;
+
+	l->h = h;
+	l->lfd.fd = fd;
+	l->lfd.cb = listener_event;
+	r = loop_fd_add(h->loop, &l->lfd, EPOLLIN);
+	if (r < 0) {
+		if (l->unix_path[0])
+			unlink(l->unix_path);
+		close(fd);
+		free(l);
+		return r;
+	}
+	h->ls[h->n_ls++] = l;
 	return 0;
 }
 
@@ -972,25 +1069,57 @@ int httpd_listen(struct httpd *h, const char *spec)
 		free(l);
 		return r;
 	}
-	l->h = h;
-	l->lfd.fd = fd;
-	l->lfd.cb = listener_event;
 	sl = sizeof(ss);
 	getsockname(fd, (struct sockaddr *)&ss, &sl);
 	l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 						 : ((struct sockaddr_in *)&ss)->sin_port);
 	snprintf(l->name, sizeof(l->name), "%.*s:%u", (int)(colon - spec), spec, l->port);
-	r = loop_fd_add(h->loop, &l->lfd, EPOLLIN);
+	return listener_start(h, l, fd);
+bad:
+	log_err("%s: bad listen address \"%s\" (ADDR:PORT, [V6ADDR]:PORT)", h->name, spec);
+	return -EINVAL;
+}
+
+int httpd_listen_unix(struct httpd *h, const char *path, mode_t mode)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct listener **arr, *l;
+	struct stat st;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sun.sun_path) || strlen(path) >= sizeof(l->unix_path)) {
+		log_err("%s: socket path too long: %s", h->name, path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sun.sun_path, path);
+	/* A socket left by a server that died; the caller holds the lock that says so. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	arr = realloc(h->ls, (h->n_ls + 1) * sizeof(*arr));
+	if (!arr)
+		return -ENOMEM;
+	h->ls = arr;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		free(l);
+		return r;
+	}
+	r = unix_bind_mode(fd, &sun, mode);
+	if (r == 0 && listen(fd, LISTEN_BACKLOG) < 0)
+		r = -errno;
 	if (r < 0) {
+		log_err("%s: cannot listen on %s: %s", h->name, path, strerror(-r));
 		close(fd);
 		free(l);
 		return r;
 	}
-	h->ls[h->n_ls++] = l;
-	return 0;
-bad:
-	log_err("%s: bad listen address \"%s\" (ADDR:PORT, [V6ADDR]:PORT)", h->name, spec);
-	return -EINVAL;
+	snprintf(l->name, sizeof(l->name), "%s", path);
+	strcpy(l->unix_path, path);
+	return listener_start(h, l, fd);
 }
 
 static int tls_open(struct httpd *h, const char *cert, const char *key)
@@ -1057,6 +1186,8 @@ void httpd_free(struct httpd *h)
 	for (size_t i = 0; i < h->n_ls; i++) {
 		loop_fd_del(h->loop, &h->ls[i]->lfd);
 		close(h->ls[i]->lfd.fd);
+		if (h->ls[i]->unix_path[0])
+			unlink(h->ls[i]->unix_path);
 		free(h->ls[i]);
 	}
 	free(h->ls);

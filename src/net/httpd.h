@@ -106,6 +106,13 @@ void httpd_free(struct httpd *h);
  * picks a free one). 0 or -errno (logged with the address).
  */
 int httpd_listen(struct httpd *h, const char *spec);
+/*
+ * Listens on a unix socket at path, created with exactly mode (a stale socket
+ * there is replaced: hold a lock that proves no one else serves it). Requests
+ * carry the peer's uid (SO_PEERCRED). The file is removed by httpd_free.
+ * 0 or -errno (logged).
+ */
+int httpd_listen_unix(struct httpd *h, const char *path, mode_t mode);
 /* The first listener's port, and its "ADDR:PORT" with the port it got. */
 uint16_t httpd_port(const struct httpd *h);
 const char *httpd_listen_name(const struct httpd *h);
@@ -120,6 +127,9 @@ struct httpd_request {
 	const char *peer; /* the source address, printable */
 	const char *host; /* the Host header when it may go into a URL we send, else "" */
 	struct httpd_conn *conn;
+	int64_t peer_uid;   /* a unix socket's peer (SO_PEERCRED); -1 on TCP or unknown */
+	const uint8_t *body; /* routes added with a body_max: the whole body, else NULL */
+	size_t body_len;
 };
 
 typedef void (*httpd_handler_fn)(struct httpd_request *r, void *ctx);
@@ -131,6 +141,13 @@ typedef void (*httpd_handler_fn)(struct httpd_request *r, void *ctx);
  */
 int httpd_route_add(struct httpd *h, const char *method, const char *path, httpd_handler_fn fn,
 		    void *ctx);
+/*
+ * The same, for a route that reads a request body (Content-Length, at most
+ * body_max bytes, else 413) before its handler runs. The head deadline covers
+ * the body too.
+ */
+int httpd_route_add_body(struct httpd *h, const char *method, const char *path, size_t body_max,
+			 httpd_handler_fn fn, void *ctx);
 
 /* The response, with Content-Type and Connection: close. A handler answers once. */
 void httpd_reply(struct httpd_request *r, unsigned status, const char *content_type,

@@ -1,7 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 #
-# trellis-control admin CLI on a --state directory. Needs no namespaces or root.
+# trellis-control admin CLI on a --state directory: sections 1-7 with no server
+# (--offline, on the database), then a running server's admin socket and its HTTP
+# admin API with API keys, and the refusals of a mistyped --state. Needs no
+# namespaces or root.
 # Run by meson with TRELLIS_BUILD=<build dir>.
 set -u
 
@@ -19,7 +22,7 @@ check() {
 	shift
 	if "$@"; then ok "$name"; else not_ok "$name"; fi
 }
-ctl() { "$CTL" --state "$st" "$@"; }
+ctl() { "$CTL" --state "$st" --offline "$@"; }
 is_json() { python3 -c 'import json,sys; json.load(sys.stdin)' <"$1"; }
 # mistake NAME ARGS...: exit 1, nothing on stdout, exactly one line on stderr.
 mistake() {
@@ -50,7 +53,7 @@ check "authkey create is quiet on stderr" test ! -s "$tmp/err"
 check "state dir is 0700" test "$(stat -c %a "$st")" = 700
 check "control.db is 0600" test "$(stat -c %a "$st/control.db")" = 600
 check "default tailnet created on first use" \
-	sh -c "'$CTL' --state '$st' tailnets list | grep -qw default"
+	sh -c "'$CTL' --state '$st' --offline tailnets list | grep -qw default"
 ctl authkey create --reusable --ephemeral --preauthorized --tags tag:web,tag:db \
 	--expiry 7d >"$tmp/key2"
 check "authkey create with every option" \
@@ -74,7 +77,7 @@ check "revoked key listed as revoked" \
 
 # 4. tailnets and users.
 check "tailnets create" ctl tailnets create corp --key-expiry 30d --ephemeral-timeout 90s
-check "authkey create --tailnet corp" sh -c "'$CTL' --state '$st' authkey create --tailnet corp >/dev/null"
+check "authkey create --tailnet corp" sh -c "'$CTL' --state '$st' --offline authkey create --tailnet corp >/dev/null"
 check "users create" ctl users create alice --tailnet corp
 ctl tailnets list --json >"$tmp/tn.json"
 check "tailnets list --json is valid JSON" is_json "$tmp/tn.json"
@@ -87,7 +90,7 @@ check "users list --json is valid JSON" is_json "$tmp/u.json"
 ctl nodes list --json >"$tmp/nodes.json"
 check "nodes list --json is valid JSON" is_json "$tmp/nodes.json"
 check "nodes list --json is an empty array" test "$(tr -d ' \n' <"$tmp/nodes.json")" = "[]"
-check "nodes list (table)" sh -c "'$CTL' --state '$st' nodes list | grep -q ^ID"
+check "nodes list (table)" sh -c "'$CTL' --state '$st' --offline nodes list | grep -q ^ID"
 
 # 5b. node commands on a node registered behind our back (as the server would).
 python3 - "$st/control.db" <<'PY'
@@ -133,7 +136,7 @@ mistake "missing argument" nodes rename 1
 cp -r "$st" "$tmp/newer"
 if command -v sqlite3 >/dev/null 2>&1; then
 	sqlite3 "$tmp/newer/control.db" "UPDATE schema_version SET version = 999"
-	"$CTL" --state "$tmp/newer" nodes list >/dev/null 2>"$tmp/err"
+	"$CTL" --state "$tmp/newer" --offline nodes list >/dev/null 2>"$tmp/err"
 	rc=$?
 	check "newer schema refused" test $rc -eq 1
 	check "newer schema message" grep -q "newer" "$tmp/err"
@@ -142,7 +145,7 @@ else
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1]); c.execute("UPDATE schema_version SET version = 999"); c.commit()
 PY
-	"$CTL" --state "$tmp/newer" nodes list >/dev/null 2>"$tmp/err"
+	"$CTL" --state "$tmp/newer" --offline nodes list >/dev/null 2>"$tmp/err"
 	check "newer schema refused" test $? -eq 1
 	check "newer schema message" grep -q "newer" "$tmp/err"
 fi
@@ -167,6 +170,89 @@ for ((n = 0; n < 100; n++)); do listening3 && break; kill -0 $srv 2>/dev/null ||
 check "after kill -9 of the first, a new server takes the state" listening3
 kill -TERM $srv
 wait $srv 2>/dev/null
+
+# 9. with no server running, admin commands refuse unless --offline; a --state that is
+# not a state directory is named (and not created), whether or not it exists.
+ctl_live() { timeout 20 "$CTL" --state "$st" "$@"; }
+# refused NAME PATTERN ARGS...: exit 1, nothing on stdout, one line on stderr matching PATTERN.
+refused() {
+	local name=$1 pat=$2
+	shift 2
+	timeout 20 "$CTL" "$@" >"$tmp/out" 2>"$tmp/err"
+	local rc=$?
+	if [ "$rc" -eq 1 ] && [ ! -s "$tmp/out" ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] &&
+		grep -q -- "$pat" "$tmp/err"; then
+		ok "$name ($(cat "$tmp/err"))"
+	else
+		not_ok "$name: rc=$rc stdout=$(cat "$tmp/out") stderr=$(cat "$tmp/err")"
+	fi
+}
+refused "no server: refused without --offline" "no trellis-control serves" --state "$st" nodes list
+refused "mistyped --state (missing) refused" "mistyped --state" --state "$tmp/stat" nodes list
+check "... and not created" test ! -e "$tmp/stat"
+mkdir "$tmp/empty"
+refused "a directory without control.db refused" "not a trellis-control state directory" \
+	--state "$tmp/empty" authkey create
+check "... and no database created in it" test ! -e "$tmp/empty/control.db"
+refused "argument mistakes are named before the server is looked for" "unknown option --frob" \
+	--state "$tmp/stat" nodes list --frob
+refused "serve --offline refused" "not serve" --state "$st" --offline serve
+
+# 10. a running server: the admin commands go through its admin socket (root only, 0600),
+# changes apply at once, and --offline is refused while it serves.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$CTL" --state "$st" serve --listen "127.0.0.1:$port" --stun-port 0 >"$tmp/serve4.log" 2>&1 &
+srv=$!
+listening4() { grep -q "listening on" "$tmp/serve4.log"; }
+for ((n = 0; n < 100; n++)); do listening4 && break; kill -0 $srv 2>/dev/null || break; sleep 0.1; done
+check "server up" listening4
+check "admin socket is a socket of mode 0600" \
+	test "$(stat -c %F:%a "$st/admin.sock")" = "socket:600"
+ctl_live nodes list >"$tmp/live.txt"
+check "nodes list through the socket" grep -q "^ID .*ONLINE" "$tmp/live.txt"
+check "users create through the socket" ctl_live users create bob@example.com
+ctl_live authkey create --user bob@example.com --reusable --preauthorized >"$tmp/lkey"
+check "authkey create --user through the socket prints one key" \
+	grep -qE '^trellis-auth-[0-9a-f]{12}-[0-9a-f]{32}$' "$tmp/lkey"
+ctl_live authkey list --json >"$tmp/lkeys.json"
+check "the key is listed with its owner, flags, default expiry (90 days) and uses" \
+	python3 -c 'import json,sys,time
+k=[k for k in json.load(open(sys.argv[1])) if sys.argv[2].startswith(k["id"]+"-")][0]
+assert k["user"]=="bob@example.com" and k["reusable"] and k["preauthorized"] and k["uses"]==0
+assert abs(k["expires"]-k["created"]-90*86400) < 5, k' "$tmp/lkeys.json" "$(cat "$tmp/lkey")"
+check "the server logged the admin's act with its actor" \
+	grep -q "admin socket:uid$(id -u): auth key trellis-auth-" "$tmp/serve4.log"
+refused "--offline while a server runs refused" "drop --offline" --state "$st" --offline nodes list
+refused "an unknown node, from the server" "unknown node 4242" --state "$st" nodes approve 4242
+refused "authkey create for an unknown user" 'unknown user "eve"' --state "$st" authkey create \
+	--user eve
+
+# 11. the HTTP admin API on the server's port, with an admin API key.
+api() { curl -s -o "$tmp/api.out" -w '%{http_code}' "$@"; }
+ctl_live apikey create --name ci >"$tmp/apikey"
+check "apikey create prints one key" grep -qE '^trellis-api-[0-9a-f]{12}-[0-9a-f]{32}$' "$tmp/apikey"
+AK=$(cat "$tmp/apikey")
+url="http://127.0.0.1:$port/admin/v1"
+check "no key: 401" test "$(api "$url/nodes")" = 401
+check "a wrong key: 401" test "$(api -H "Authorization: Bearer ${AK%?}0" "$url/nodes")" = 401
+check "GET nodes with the key: 200" test "$(api -H "Authorization: Bearer $AK" "$url/nodes")" = 200
+check "... a JSON array" python3 -c 'import json,sys; assert isinstance(json.load(open(sys.argv[1])), list)' "$tmp/api.out"
+check "POST authkeys with the key: 201" test "$(api -H "Authorization: Bearer $AK" \
+	-d '{"user":"bob@example.com","expiration":"1h"}' "$url/authkeys")" = 201
+check "... the answer holds the new key" grep -q '"key":"trellis-auth-' "$tmp/api.out"
+check "a bad field is named: 400" test "$(api -H "Authorization: Bearer $AK" -d '{"colour":1}' \
+	"$url/authkeys")" = 400
+check "... with its name" grep -q 'unknown field \\"colour\\"' "$tmp/api.out"
+check "API keys are not managed over HTTP: 403" \
+	test "$(api -H "Authorization: Bearer $AK" "$url/apikeys")" = 403
+ctl_live apikey list --json >"$tmp/apikeys.json"
+check "apikey list shows the key, not its secret" \
+	sh -c "grep -q '$(cut -d- -f1-3 "$tmp/apikey")' '$tmp/apikeys.json' && ! grep -q '$(cut -d- -f4 "$tmp/apikey")' '$tmp/apikeys.json'"
+check "apikey revoke" ctl_live apikey revoke "$(cut -d- -f1-3 "$tmp/apikey")"
+check "a revoked key: 401" test "$(api -H "Authorization: Bearer $AK" "$url/nodes")" = 401
+kill -TERM $srv
+wait $srv 2>/dev/null
+check "the admin socket is gone with the server" test ! -e "$st/admin.sock"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -23,6 +23,8 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -79,6 +81,18 @@ static void h_upgrade(struct httpd_request *r, void *ctx)
 	loop_stop(E.loop);
 }
 
+/* Echoes the body it was given, with its length and the peer's uid. */
+static void h_body(struct httpd_request *r, void *ctx)
+{
+	char out[256];
+	int n = snprintf(out, sizeof(out), "%zu uid %lld: %.*s", r->body_len,
+			 (long long)r->peer_uid, (int)r->body_len, r->body ? (const char *)r->body : "");
+
+	(void)ctx;
+	E.calls++;
+	httpd_reply(r, 200, "text/plain", out, (size_t)n);
+}
+
 static int setup(void **state)
 {
 	struct httpd_opts o = { .name = "test" };
@@ -92,6 +106,7 @@ static int setup(void **state)
 	assert_int_equal(httpd_route_add(E.h, "GET", "/pre/", h_prefix, NULL), 0);
 	assert_int_equal(httpd_route_add(E.h, "GET", "/forgets", h_forgets, NULL), 0);
 	assert_int_equal(httpd_route_add(E.h, "POST", "/up", h_upgrade, NULL), 0);
+	assert_int_equal(httpd_route_add_body(E.h, "POST", "/body", 64, h_body, NULL), 0);
 	assert_int_equal(httpd_listen(E.h, "127.0.0.1:0"), 0);
 	E.port = httpd_port(E.h);
 	assert_true(E.port != 0);
@@ -170,13 +185,11 @@ static void send_all(int fd, const void *p, size_t n)
 	assert_int_equal(send(fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
 }
 
-/* The whole response of a request, up to the server's close. */
-static size_t exchange(const char *req, size_t req_len, char *buf, size_t cap)
+/* What the server sends on fd up to its close (NUL-terminated); closes fd. */
+static size_t read_to_close(int fd, char *buf, size_t cap)
 {
-	int fd = client(0x7f000002);
 	size_t len = 0;
 
-	send_all(fd, req, req_len);
 	for (;;) {
 		ssize_t n;
 
@@ -189,6 +202,15 @@ static size_t exchange(const char *req, size_t req_len, char *buf, size_t cap)
 	buf[len] = '\0';
 	close(fd);
 	return len;
+}
+
+/* The whole response of a request, up to the server's close. */
+static size_t exchange(const char *req, size_t req_len, char *buf, size_t cap)
+{
+	int fd = client(0x7f000002);
+
+	send_all(fd, req, req_len);
+	return read_to_close(fd, buf, cap);
 }
 
 static unsigned status_of(const char *req, char *body, size_t cap)
@@ -487,10 +509,78 @@ static void test_source_key(void **state)
 	assert_false(memcmp(ka, kb, la) == 0);
 }
 
+/* A body arrives with the head, after it in pieces, or is too large; TCP has no peer uid. */
+static void test_body(void **state)
+{
+	char buf[1024];
+	int fd;
+	size_t len;
+
+	(void)state;
+	static const char req[] = "POST /body HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+	static const char part[] = "POST /body HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc";
+
+	len = exchange(req, strlen(req), buf, sizeof(buf));
+	assert_true(len > 0);
+	assert_non_null(strstr(buf, "\r\n\r\n5 uid -1: hello"));
+	/* No body: the handler runs at once with none. */
+	assert_int_equal(status_of("POST /body HTTP/1.1\r\n\r\n", buf, sizeof(buf)), 200);
+	assert_string_equal(buf, "0 uid -1: ");
+	assert_int_equal(status_of("POST /body HTTP/1.1\r\nContent-Length: 65\r\n\r\n", NULL, 0),
+			 413);
+	/* The head, then the body in two writes: the handler waits for all of it. */
+	fd = client(0x7f000003);
+	send_all(fd, part, strlen(part));
+	E.calls = 0;
+	assert_false(loop_until_readable(E.loop, fd, 200 * NSEC_PER_MSEC));
+	assert_int_equal(E.calls, 0);
+	send_all(fd, "defghij", 7);
+	len = read_to_close(fd, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "10 uid -1: abcdefghij"));
+	assert_true(run_until_conns(0));
+}
+
+/* A unix socket listener: the file's exact mode, the peer's uid, removed at the end. */
+static void test_unix(void **state)
+{
+	struct httpd_opts o = { .name = "test-unix" };
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	static const char ureq[] = "POST /body HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+	char dir[] = "/tmp/trellis-httpd-XXXXXX", buf[1024];
+	struct httpd *h;
+	struct stat st;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/s.sock", dir);
+	assert_int_equal(httpd_new(E.loop, &o, &h), 0);
+	assert_int_equal(httpd_route_add_body(h, "POST", "/body", 64, h_body, NULL), 0);
+	assert_int_equal(httpd_listen_unix(h, sun.sun_path, 0600), 0);
+	assert_int_equal(stat(sun.sun_path, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0600);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	send_all(fd, ureq, strlen(ureq));
+	read_to_close(fd, buf, sizeof(buf));
+	{
+		char want[64];
+
+		snprintf(want, sizeof(want), "2 uid %u: hi", (unsigned)geteuid());
+		assert_non_null(strstr(buf, want));
+	}
+	httpd_free(h);
+	assert_int_equal(stat(sun.sun_path, &st), -1);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_body),
+		cmocka_unit_test(test_unix),
 		cmocka_unit_test(test_bad_heads),
 		cmocka_unit_test(test_upgrade_hand_off),
 		cmocka_unit_test(test_unauthenticated_per_source),

@@ -1,0 +1,731 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The admin API's one handler (admin_api.h): a request's method and path
+ * choose an operation of admin_op.h; its arguments come from the query
+ * (tailnet=NAME) and a JSON body; the answer is JSON. Refusals keep admin_op's
+ * words, so the CLI prints the same line whichever way it went.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base64.h"
+#include "base/util.h"
+#include "control/admin.h"
+#include "control/admin_api.h"
+#include "control/admin_op.h"
+#include "crypto/crypto.h"
+#include "proto/relaymap.h"
+
+#define SEGS_MAX 4
+#define ARG_MAX 128
+
+struct call {
+	const struct admin_api_env *env;
+	const struct admin_api_request *req;
+	struct admin_op_ctx c;
+	const char *seg[SEGS_MAX];
+	unsigned n_seg;
+	char tailnet[ARG_MAX]; /* from the query; "" = none */
+	json_t *body;          /* the request's JSON object, or NULL */
+	unsigned status;
+	json_t *out;
+};
+
+static unsigned status_of(int err)
+{
+	switch (err) {
+	case -EINVAL:
+		return 400;
+	case -EPERM:
+	case -EACCES:
+		return 403;
+	case -ENOENT:
+		return 404;
+	case -EEXIST:
+	case -ENOSPC:
+		return 409;
+	case -EMSGSIZE:
+		return 413;
+	default:
+		return 500;
+	}
+}
+
+static int fail(struct call *k, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(struct call *k, unsigned status, const char *fmt, ...)
+{
+	char msg[ADMIN_OP_ERR_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	json_decref(k->out);
+	k->out = json_pack("{s:s}", "error", msg);
+	k->status = status;
+	return -1;
+}
+
+/* An admin_op refusal: its message, and a status from its errno. */
+static int op_fail(struct call *k, int r)
+{
+	return fail(k, status_of(r), "%s", k->c.err[0] ? k->c.err : strerror(-r));
+}
+
+static const char *tailnet_arg(struct call *k)
+{
+	return k->tailnet[0] ? k->tailnet : NULL;
+}
+
+/* ---- rendering ---- */
+
+static const char *tailnet_name(const struct store_snapshot *snap, uint64_t id)
+{
+	for (size_t i = 0; i < snap->n_tailnets; i++)
+		if (snap->tailnets[i].id == id)
+			return snap->tailnets[i].name;
+	return "?";
+}
+
+static const char *user_name(const struct store_snapshot *snap, uint64_t id)
+{
+	for (size_t i = 0; id && i < snap->n_users; i++)
+		if (snap->users[i].id == id)
+			return snap->users[i].name;
+	return "";
+}
+
+static json_t *tags_json(unsigned n, const char tags[][NETMAP_TAG_MAX])
+{
+	json_t *a = json_array();
+
+	for (unsigned i = 0; i < n; i++)
+		json_array_append_new(a, json_string(tags[i]));
+	return a;
+}
+
+static json_t *node_json(struct call *k, const struct store_snapshot *snap,
+			 const struct control_node *n)
+{
+	char v4[INET_ADDRSTRLEN], v6[INET6_ADDRSTRLEN], ep[ENDPOINT_STR_MAX];
+	char mk[BASE64_ENCODED_LEN(NETMAP_KEY_LEN) + 1], nk[sizeof(mk)];
+	int64_t now = k->req->now;
+	bool visible = control_node_visible(n, now);
+	json_t *eps = json_array(), *j;
+	uint8_t a6[16];
+
+	inet_ntop(AF_INET, n->ipv4, v4, sizeof(v4));
+	netmap_ipv6_from_ipv4(a6, n->ipv4);
+	inet_ntop(AF_INET6, a6, v6, sizeof(v6));
+	base64_encode(mk, sizeof(mk), n->machine_key, NETMAP_KEY_LEN);
+	base64_encode(nk, sizeof(nk), n->node_key, NETMAP_KEY_LEN);
+	for (unsigned i = 0; i < n->n_endpoints; i++)
+		json_array_append_new(eps, json_string(endpoint_format(&n->endpoints[i], ep,
+									 sizeof(ep))));
+	j = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:b, s:b, s:b,"
+		      " s:b, s:I, s:I, s:I, s:o, s:s}",
+		      "id", (json_int_t)n->id, "name", n->name, "hostname", n->hostname, "tailnet",
+		      tailnet_name(snap, n->tailnet_id), "user", user_name(snap, n->user_id), "os",
+		      n->os, "ipv4", v4, "ipv6", v6, "node_key", nk, "machine_key", mk, "tags",
+		      tags_json(n->n_tags, n->tags), "ephemeral", n->ephemeral, "approved",
+		      n->approved, "expiry_disabled", n->expiry_disabled, "visible", visible,
+		      "key_expiry", (json_int_t)n->key_expiry, "created", (json_int_t)n->created,
+		      "last_seen", (json_int_t)n->last_seen, "endpoints", eps, "state",
+		      !n->approved ? "pending"
+		      : visible    ? "active"
+				   : "expired");
+	/* Only the running server knows who is connected. */
+	if (j && k->env->node_online)
+		json_object_set_new(j, "online", json_boolean(k->env->node_online(k->env->arg,
+										  n->id) > 0));
+	return j;
+}
+
+static const char *authkey_status(const struct control_authkey *a, int64_t now)
+{
+	if (a->revoked)
+		return "revoked";
+	if (a->expires && a->expires <= now)
+		return "expired";
+	if (!a->reusable && a->uses)
+		return "used";
+	return "valid";
+}
+
+static json_t *authkey_json(const struct store_snapshot *snap, const struct control_authkey *a,
+			    int64_t now)
+{
+	char id[64];
+
+	snprintf(id, sizeof(id), "%s%s", AUTHKEY_TEXT_PREFIX, a->prefix);
+	return json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:o, s:I, s:I, s:I, s:b, s:s}", "id", id,
+			 "tailnet", tailnet_name(snap, a->tailnet_id), "user",
+			 user_name(snap, a->user_id), "reusable", a->reusable, "ephemeral",
+			 a->ephemeral, "preauthorized", a->preauthorized, "tags",
+			 tags_json(a->n_tags, a->tags), "uses", (json_int_t)a->uses, "expires",
+			 (json_int_t)a->expires, "created", (json_int_t)a->created, "revoked",
+			 a->revoked, "status", authkey_status(a, now));
+}
+
+static json_t *apikey_json(const struct apikey *a, int64_t now)
+{
+	char id[64];
+
+	snprintf(id, sizeof(id), "%s%s", APIKEY_TEXT_PREFIX, a->id);
+	return json_pack("{s:s, s:s, s:I, s:I, s:b, s:s}", "id", id, "name", a->name, "created",
+			 (json_int_t)a->created, "expires", (json_int_t)a->expires, "revoked",
+			 a->revoked, "status",
+			 a->revoked			    ? "revoked"
+			 : a->expires && a->expires <= now ? "expired"
+							     : "valid");
+}
+
+/* ---- request pieces ---- */
+
+/* A body member: a string (NULL when absent), a bool (false when absent). -1: wrong type. */
+static int body_string(struct call *k, const char *name, const char **ret)
+{
+	json_t *v = k->body ? json_object_get(k->body, name) : NULL;
+
+	*ret = NULL;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v))
+		return fail(k, 400, "\"%s\" must be a string", name);
+	*ret = json_string_value(v);
+	return 0;
+}
+
+static int body_bool(struct call *k, const char *name, bool *ret)
+{
+	json_t *v = k->body ? json_object_get(k->body, name) : NULL;
+
+	*ret = false;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_boolean(v))
+		return fail(k, 400, "\"%s\" must be true or false", name);
+	*ret = json_is_true(v);
+	return 0;
+}
+
+/* A duration member ("90d", "never"); absent: *ret = dflt. */
+static int body_duration(struct call *k, const char *name, int64_t dflt, int64_t *ret)
+{
+	const char *s;
+
+	if (body_string(k, name, &s) < 0)
+		return -1;
+	*ret = dflt;
+	if (!s)
+		return 0;
+	if (admin_duration_parse(s, ret) < 0)
+		return fail(k, 400, "bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", s);
+	return 0;
+}
+
+/* Members other than these are mistakes, named. */
+static int body_only(struct call *k, const char *const *names)
+{
+	const char *key;
+	json_t *v;
+
+	if (!k->body)
+		return 0;
+	json_object_foreach(k->body, key, v) {
+		const char *const *n;
+
+		for (n = names; *n && strcmp(*n, key); n++)
+			;
+		if (!*n)
+			return fail(k, 400, "unknown field \"%s\"", key);
+	}
+	return 0;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decodes [s, s+len) into out (cap bytes). 0 or -1. */
+static int pct_decode(const char *s, size_t len, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char ch = s[i];
+
+		if (ch == '%') {
+			int hi, lo;
+
+			if (i + 2 >= len)
+				return -1;
+			hi = hexval(s[i + 1]);
+			lo = hexval(s[i + 2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+				return -1;
+			ch = (char)(hi * 16 + lo);
+			i += 2;
+		} else if (ch == '+') {
+			ch = ' ';
+		}
+		if (o + 1 >= cap)
+			return -1;
+		out[o++] = ch;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/* Splits the target into path segments (in buf) and the query's tailnet=. */
+static int target_parse(struct call *k, char *buf, size_t cap)
+{
+	const char *t = k->req->target, *q;
+	size_t plen = strlen(ADMIN_API_PREFIX);
+	char *p, *save = NULL;
+
+	if (strncmp(t, ADMIN_API_PREFIX, plen) != 0)
+		return fail(k, 404, "not an admin API path");
+	t += plen;
+	q = strchr(t, '?');
+	if (pct_decode(t, q ? (size_t)(q - t) : strlen(t), buf, cap) < 0)
+		return fail(k, 400, "bad path");
+	for (p = strtok_r(buf, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
+		if (k->n_seg == SEGS_MAX)
+			return fail(k, 404, "no such endpoint");
+		k->seg[k->n_seg++] = p;
+	}
+	while (q && *q) {
+		const char *kv = q + 1, *amp = strchr(kv, '&'), *eq;
+		size_t len = amp ? (size_t)(amp - kv) : strlen(kv);
+
+		eq = memchr(kv, '=', len);
+		if (!eq || (size_t)(eq - kv) != 7 || strncmp(kv, "tailnet", 7) != 0)
+			return fail(k, 400, "unknown query parameter \"%.*s\"", (int)len, kv);
+		if (pct_decode(eq + 1, len - 8, k->tailnet, sizeof(k->tailnet)) < 0)
+			return fail(k, 400, "bad tailnet parameter");
+		q = amp;
+	}
+	return 0;
+}
+
+static bool is(struct call *k, const char *method, unsigned n_seg, const char *s0, const char *s2)
+{
+	return strcmp(k->req->method, method) == 0 && k->n_seg == n_seg &&
+	       strcmp(k->seg[0], s0) == 0 && (!s2 || (n_seg > 2 && strcmp(k->seg[2], s2) == 0));
+}
+
+/* ---- endpoints ---- */
+
+static int snapshot(struct call *k, struct store_snapshot *snap, struct control_tailnet *t)
+{
+	int r = admin_op_snapshot(&k->c, tailnet_arg(k), snap, t);
+
+	return r < 0 ? op_fail(k, r) : 0;
+}
+
+static int tailnets_list(struct call *k)
+{
+	struct store_snapshot snap;
+
+	if (snapshot(k, &snap, NULL) < 0)
+		return -1;
+	k->out = json_array();
+	for (size_t i = 0; i < snap.n_tailnets; i++) {
+		const struct control_tailnet *tn = &snap.tailnets[i];
+		size_t nodes = 0;
+
+		for (size_t j = 0; j < snap.n_nodes; j++)
+			nodes += snap.nodes[j].tailnet_id == tn->id;
+		json_array_append_new(k->out, json_pack("{s:I, s:s, s:I, s:I, s:I, s:I}", "id",
+							(json_int_t)tn->id, "name", tn->name,
+							"key_expiry_sec",
+							(json_int_t)tn->key_expiry_sec,
+							"ephemeral_timeout_sec",
+							(json_int_t)tn->ephemeral_timeout_sec,
+							"created", (json_int_t)tn->created,
+							"nodes", (json_int_t)nodes));
+	}
+	store_snapshot_free(&snap);
+	return 0;
+}
+
+static int tailnets_create(struct call *k)
+{
+	static const char *const names[] = { "name", "key_expiry", "ephemeral_timeout", NULL };
+	int64_t key_expiry, eph;
+	const char *name;
+	int r;
+
+	if (body_only(k, names) < 0 || body_string(k, "name", &name) < 0 ||
+	    body_duration(k, "key_expiry", ADMIN_KEY_EXPIRY_DEFAULT_SEC, &key_expiry) < 0 ||
+	    body_duration(k, "ephemeral_timeout", ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC, &eph) < 0)
+		return -1;
+	if (!name)
+		return fail(k, 400, "\"name\" is required");
+	if (eph == 0)
+		return fail(k, 400, "the ephemeral timeout cannot be 0");
+	r = admin_op_tailnet_create(&k->c, name, key_expiry, eph, NULL);
+	if (r < 0)
+		return op_fail(k, r);
+	k->status = 201;
+	k->out = json_pack("{s:s}", "name", name);
+	return 0;
+}
+
+static int users_list(struct call *k)
+{
+	struct store_snapshot snap;
+	struct control_tailnet t = { 0 };
+
+	if (snapshot(k, &snap, &t) < 0)
+		return -1;
+	k->out = json_array();
+	for (size_t i = 0; i < snap.n_users; i++) {
+		const struct control_user *u = &snap.users[i];
+
+		if (tailnet_arg(k) && u->tailnet_id != t.id)
+			continue;
+		json_array_append_new(k->out, json_pack("{s:I, s:s, s:s, s:I}", "id",
+							(json_int_t)u->id, "name", u->name,
+							"tailnet", tailnet_name(&snap, u->tailnet_id),
+							"created", (json_int_t)u->created));
+	}
+	store_snapshot_free(&snap);
+	return 0;
+}
+
+static int users_create(struct call *k)
+{
+	static const char *const names[] = { "name", "tailnet", NULL };
+	const char *name, *tailnet;
+	struct control_user u;
+	int r;
+
+	if (body_only(k, names) < 0 || body_string(k, "name", &name) < 0 ||
+	    body_string(k, "tailnet", &tailnet) < 0)
+		return -1;
+	if (!name)
+		return fail(k, 400, "\"name\" is required");
+	r = admin_op_user_create(&k->c, tailnet, name, &u);
+	if (r < 0)
+		return op_fail(k, r);
+	k->status = 201;
+	k->out = json_pack("{s:I, s:s}", "id", (json_int_t)u.id, "name", u.name);
+	return 0;
+}
+
+static int nodes_list(struct call *k, const char *one)
+{
+	struct store_snapshot snap;
+	struct control_tailnet t = { 0 };
+	struct control_node found;
+	int r;
+
+	if (one) {
+		r = admin_op_node_find(&k->c, one, tailnet_arg(k), &found);
+		if (r < 0)
+			return op_fail(k, r);
+	}
+	if (snapshot(k, &snap, &t) < 0)
+		return -1;
+	k->out = one ? NULL : json_array();
+	for (size_t i = 0; i < snap.n_nodes; i++) {
+		const struct control_node *n = &snap.nodes[i];
+
+		if (one && n->id == found.id)
+			k->out = node_json(k, &snap, n);
+		else if (!one && (!tailnet_arg(k) || n->tailnet_id == t.id))
+			json_array_append_new(k->out, node_json(k, &snap, n));
+	}
+	store_snapshot_free(&snap);
+	if (!k->out)
+		return fail(k, 404, "unknown node \"%s\"", one);
+	return 0;
+}
+
+static int nodes_act(struct call *k)
+{
+	static const char *const rename_names[] = { "name", NULL };
+	static const char *const expiry_names[] = { "enabled", NULL };
+	static const char *const none[] = { NULL };
+	const char *what = k->seg[1], *verb = k->n_seg == 3 ? k->seg[2] : "delete";
+	const char *tn = tailnet_arg(k), *name;
+	bool on;
+	int r;
+
+	if (strcmp(verb, "rename") == 0) {
+		if (body_only(k, rename_names) < 0 || body_string(k, "name", &name) < 0)
+			return -1;
+		if (!name)
+			return fail(k, 400, "\"name\" is required");
+		r = admin_op_node_rename(&k->c, what, tn, name);
+	} else if (strcmp(verb, "expiry") == 0) {
+		if (body_only(k, expiry_names) < 0 || body_bool(k, "enabled", &on) < 0)
+			return -1;
+		if (!k->body || !json_object_get(k->body, "enabled"))
+			return fail(k, 400, "\"enabled\" is required");
+		r = admin_op_node_set_expiry(&k->c, what, tn, on);
+	} else {
+		if (body_only(k, none) < 0)
+			return -1;
+		if (strcmp(verb, "approve") == 0)
+			r = admin_op_node_approve(&k->c, what, tn);
+		else if (strcmp(verb, "expire") == 0)
+			r = admin_op_node_expire(&k->c, what, tn);
+		else if (strcmp(verb, "delete") == 0)
+			r = admin_op_node_delete(&k->c, what, tn);
+		else
+			return fail(k, 404, "no such endpoint");
+	}
+	if (r < 0)
+		return op_fail(k, r);
+	k->out = json_object();
+	return 0;
+}
+
+static int authkeys_list(struct call *k)
+{
+	struct store_snapshot snap;
+	struct control_tailnet t = { 0 };
+
+	if (snapshot(k, &snap, &t) < 0)
+		return -1;
+	k->out = json_array();
+	for (size_t i = 0; i < snap.n_authkeys; i++) {
+		const struct control_authkey *a = &snap.authkeys[i];
+
+		if (!tailnet_arg(k) || a->tailnet_id == t.id)
+			json_array_append_new(k->out, authkey_json(&snap, a, k->req->now));
+	}
+	store_snapshot_free(&snap);
+	return 0;
+}
+
+static int authkeys_create(struct call *k)
+{
+	static const char *const names[] = { "tailnet",	      "user", "reusable", "ephemeral",
+					     "preauthorized", "tags", "expiration", NULL };
+	struct admin_op_authkey_spec spec = { 0 };
+	struct control_authkey a;
+	char key[AUTHKEY_STR_MAX], id[64];
+	json_t *tags;
+	size_t i;
+	int r;
+
+	if (body_only(k, names) < 0 || body_string(k, "tailnet", &spec.tailnet) < 0 ||
+	    body_string(k, "user", &spec.user) < 0 ||
+	    body_bool(k, "reusable", &spec.reusable) < 0 ||
+	    body_bool(k, "ephemeral", &spec.ephemeral) < 0 ||
+	    body_bool(k, "preauthorized", &spec.preauthorized) < 0 ||
+	    body_duration(k, "expiration", 0, &spec.expiry_sec) < 0)
+		return -1;
+	/* "never" parses as 0, which means the default to admin_op: say never. */
+	if (k->body && json_is_string(json_object_get(k->body, "expiration")) &&
+	    spec.expiry_sec == 0)
+		spec.expiry_sec = ADMIN_EXPIRY_NEVER;
+	tags = k->body ? json_object_get(k->body, "tags") : NULL;
+	if (tags && !json_is_array(tags))
+		return fail(k, 400, "\"tags\" must be an array of strings");
+	if (tags && json_array_size(tags) > NETMAP_MAX_TAGS)
+		return fail(k, 400, "at most %d tags", NETMAP_MAX_TAGS);
+	for (i = 0; tags && i < json_array_size(tags); i++) {
+		const char *t = json_string_value(json_array_get(tags, i));
+
+		if (!t || strlen(t) >= NETMAP_TAG_MAX || !admin_op_tag_valid(t))
+			return fail(k, 400, "bad tag \"%s\": tags look like tag:name",
+				    t ? t : "(not a string)");
+		snprintf(spec.tags[spec.n_tags++], NETMAP_TAG_MAX, "%s", t);
+	}
+	r = admin_op_authkey_create(&k->c, &spec, &a, key);
+	if (r < 0)
+		return op_fail(k, r);
+	snprintf(id, sizeof(id), "%s%s", AUTHKEY_TEXT_PREFIX, a.prefix);
+	k->status = 201;
+	k->out = json_pack("{s:s, s:s, s:I}", "key", key, "id", id, "expires",
+			   (json_int_t)a.expires);
+	crypto_wipe(key, sizeof(key));
+	return 0;
+}
+
+static int apikeys_list(struct call *k)
+{
+	struct apikey_set set;
+	int r = admin_op_apikey_list(&k->c, &set);
+
+	if (r < 0)
+		return op_fail(k, r);
+	k->out = json_array();
+	for (unsigned i = 0; i < set.n; i++)
+		json_array_append_new(k->out, apikey_json(&set.keys[i], k->req->now));
+	return 0;
+}
+
+static int apikeys_create(struct call *k)
+{
+	static const char *const names[] = { "name", "expiration", NULL };
+	char key[APIKEY_STR_MAX], id[64];
+	const char *name;
+	struct apikey a;
+	int64_t exp;
+	int r;
+
+	if (body_only(k, names) < 0 || body_string(k, "name", &name) < 0 ||
+	    body_duration(k, "expiration", 0, &exp) < 0)
+		return -1;
+	if (k->body && json_is_string(json_object_get(k->body, "expiration")) && exp == 0)
+		exp = ADMIN_EXPIRY_NEVER;
+	r = admin_op_apikey_create(&k->c, name, exp, &a, key);
+	if (r < 0)
+		return op_fail(k, r);
+	snprintf(id, sizeof(id), "%s%s", APIKEY_TEXT_PREFIX, a.id);
+	k->status = 201;
+	k->out = json_pack("{s:s, s:s, s:I}", "key", key, "id", id, "expires",
+			   (json_int_t)a.expires);
+	crypto_wipe(key, sizeof(key));
+	return 0;
+}
+
+static int relaymap_get(struct call *k)
+{
+	struct netmap_relay_map *rm = malloc(sizeof(*rm));
+	char *text = NULL;
+	size_t len;
+	bool dflt;
+	int r;
+
+	if (!rm)
+		return fail(k, 500, "out of memory");
+	r = admin_op_relaymap_get(&k->c, rm, &dflt);
+	if (r == 0)
+		r = relaymap_encode(rm, &text, &len);
+	free(rm);
+	if (r < 0) {
+		free(text);
+		return op_fail(k, r);
+	}
+	k->out = json_pack("{s:b, s:o}", "default", dflt, "map", json_loadb(text, len, 0, NULL));
+	free(text);
+	return k->out ? 0 : fail(k, 500, "cannot encode the relay map");
+}
+
+static int route(struct call *k)
+{
+	const char *m = k->req->method;
+	const char *s0 = k->n_seg ? k->seg[0] : "";
+
+	if (!k->n_seg)
+		return fail(k, 404, "no such endpoint");
+	if (is(k, "GET", 1, "tailnets", NULL))
+		return tailnets_list(k);
+	if (is(k, "POST", 1, "tailnets", NULL))
+		return tailnets_create(k);
+	if (is(k, "GET", 1, "users", NULL))
+		return users_list(k);
+	if (is(k, "POST", 1, "users", NULL))
+		return users_create(k);
+	if (is(k, "GET", 1, "nodes", NULL))
+		return nodes_list(k, NULL);
+	if (is(k, "GET", 2, "nodes", NULL))
+		return nodes_list(k, k->seg[1]);
+	if (is(k, "DELETE", 2, "nodes", NULL) || is(k, "POST", 3, "nodes", NULL))
+		return nodes_act(k);
+	if (is(k, "GET", 1, "authkeys", NULL))
+		return authkeys_list(k);
+	if (is(k, "POST", 1, "authkeys", NULL))
+		return authkeys_create(k);
+	if (is(k, "DELETE", 2, "authkeys", NULL) || is(k, "POST", 3, "authkeys", "revoke")) {
+		int r = admin_op_authkey_revoke(&k->c, k->seg[1]);
+
+		if (r < 0)
+			return op_fail(k, r);
+		k->out = json_object();
+		return 0;
+	}
+	if (is(k, "GET", 1, "relaymap", NULL))
+		return relaymap_get(k);
+	if (is(k, "PUT", 1, "relaymap", NULL) || is(k, "DELETE", 1, "relaymap", NULL)) {
+		int r = strcmp(m, "PUT") == 0
+				? admin_op_relaymap_set(&k->c, k->req->body ? k->req->body : "",
+							k->req->body_len)
+				: admin_op_relaymap_reset(&k->c);
+
+		if (r < 0)
+			return op_fail(k, r);
+		k->out = json_object();
+		return 0;
+	}
+	if (strcmp(s0, "apikeys") == 0 && !k->req->apikeys)
+		return fail(k, 403, "API keys are managed on the server's admin socket only");
+	if (is(k, "GET", 1, "apikeys", NULL))
+		return apikeys_list(k);
+	if (is(k, "POST", 1, "apikeys", NULL))
+		return apikeys_create(k);
+	if (is(k, "DELETE", 2, "apikeys", NULL) || is(k, "POST", 3, "apikeys", "revoke")) {
+		int r = admin_op_apikey_revoke(&k->c, k->seg[1]);
+
+		if (r < 0)
+			return op_fail(k, r);
+		k->out = json_object();
+		return 0;
+	}
+	return fail(k, 404, "no such endpoint: %s %s", m, k->req->target);
+}
+
+unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_api_request *req,
+			  char **ret_body, size_t *ret_len)
+{
+	static const char oom[] = "{\"error\":\"out of memory\"}";
+	struct call k = {
+		.env = env,
+		.req = req,
+		.status = 200,
+		.c = {
+			.store = env->store,
+			.actor = req->actor,
+			.now = req->now,
+			.committed = env->committed,
+			.arg = env->arg,
+		},
+	};
+	char path[512];
+	char *text;
+
+	if (target_parse(&k, path, sizeof(path)) < 0)
+		goto out;
+	/* The relay map's body is its own text, checked by admin_op with line and column. */
+	if (req->body_len && strcmp(req->method, "PUT") != 0) {
+		json_error_t e;
+
+		k.body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &e);
+		if (!json_is_object(k.body)) {
+			fail(&k, 400, "request body: %s", k.body ? "not a JSON object" : e.text);
+			goto out;
+		}
+	}
+	route(&k);
+out:
+	text = k.out ? json_dumps(k.out, JSON_COMPACT) : NULL;
+	json_decref(k.out);
+	json_decref(k.body);
+	if (!text) {
+		text = strdup(oom);
+		k.status = 500;
+	}
+	*ret_body = text;
+	*ret_len = text ? strlen(text) : 0;
+	return text ? k.status : 500;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_ADMIN_API_H
+#define TRELLIS_CONTROL_ADMIN_API_H
+
+/*
+ * The admin API (docs/admin-api.md): JSON requests on /admin/v1/..., answered
+ * with admin_op.h's operations. One handler, three ways in: the server's
+ * root-only unix socket (admin.sock in the state directory, what the
+ * `trellis-control NOUN VERB` commands use), the server's HTTP(S) port with
+ * an admin API key (remote automation), and the CLI itself with --offline
+ * (in-process, on the database, while no server runs).
+ *
+ * No I/O here but the store's: the caller authenticates, names the actor and
+ * moves the bytes.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "control/store.h"
+
+#define ADMIN_API_PREFIX "/admin/v1/"
+#define ADMIN_API_BODY_MAX 16384
+#define ADMIN_SOCKET_NAME "admin.sock"
+
+struct admin_api_env {
+	struct store *store;
+	/* After each durable write (admin_op_ctx.committed); NULL offline. */
+	void (*committed)(void *arg, const char *actor, const struct store_op *op, uint64_t id);
+	/* Live state the store does not hold: 1 online, 0 offline; NULL offline. */
+	int (*node_online)(void *arg, uint64_t id);
+	void *arg;
+};
+
+struct admin_api_request {
+	const char *method; /* "GET", "POST", "PUT", "DELETE" */
+	const char *target; /* "/admin/v1/nodes?tailnet=corp" */
+	const char *body;   /* JSON or NULL */
+	size_t body_len;
+	const char *actor;  /* "socket:root", "apikey:0123456789ab", "cli:root" */
+	bool apikeys;       /* may manage API keys: the socket and the offline CLI only */
+	int64_t now;        /* Unix seconds */
+};
+
+/*
+ * Answers req: the HTTP status, and a malloc'd JSON body in *ret_body
+ * ({"error": "..."} for 4xx/5xx). Never fails otherwise: out of memory is a
+ * 500 with a static body copied.
+ */
+unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_api_request *req,
+			  char **ret_body, size_t *ret_len);
+
+#endif
