@@ -57,7 +57,7 @@ _trellis_control()
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]} i words=()
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		case ${COMP_WORDS[i]} in
-		--state) ((i++)) ;;
+		--state | --config) ((i++)) ;;
 		-*) ;;
 		*) words+=("${COMP_WORDS[i]}") ;;
 		esac
@@ -66,18 +66,28 @@ _trellis_control()
 		mapfile -t COMPREPLY < <(compgen -d -- "$cur")
 		return
 	fi
+	if [[ $prev == --config ]]; then
+		mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+		return
+	fi
 	case "${words[0]:-} ${words[1]:-}" in
-	' ') mapfile -t COMPREPLY < <(compgen -W "--state serve version authkey tailnets users nodes relaymap" -- "$cur") ;;
-	'serve ') mapfile -t COMPREPLY < <(compgen -W "--listen --tls-cert --tls-key --metrics-listen --no-relay
-		--stun-port" -- "$cur") ;;
-	'authkey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke" -- "$cur") ;;
-	'tailnets ' | 'users ') mapfile -t COMPREPLY < <(compgen -W "create list" -- "$cur") ;;
-	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list approve expire delete rename set-expiry" -- "$cur") ;;
+	' ') mapfile -t COMPREPLY < <(compgen -W "--state --offline serve version help authkey apikey
+		tailnets users nodes relaymap" -- "$cur") ;;
+	'serve ') mapfile -t COMPREPLY < <(compgen -W "--config --listen --tls-cert --tls-key
+		--metrics-listen --no-relay --stun-port --help" -- "$cur") ;;
+	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap" -- "$cur") ;;
+	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
+	'tailnets ' | 'users ') mapfile -t COMPREPLY < <(compgen -W "create list --help" -- "$cur") ;;
+	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list show approve expire delete rename set-expiry
+		--help" -- "$cur") ;;
+	'apikey create') mapfile -t COMPREPLY < <(compgen -W "--name --expiration" -- "$cur") ;;
+	'apikey list') mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
+	'nodes show') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;
 	'relaymap ') mapfile -t COMPREPLY < <(compgen -W "set get reset" -- "$cur") ;;
 	'relaymap set') mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
 	'relaymap get') mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
-	'authkey create') mapfile -t COMPREPLY < <(compgen -W "--tailnet --reusable --ephemeral
-		--preauthorized --tags --expiry" -- "$cur") ;;
+	'authkey create') mapfile -t COMPREPLY < <(compgen -W "--tailnet --user --reusable --ephemeral
+		--preauthorized --tags --expiration" -- "$cur") ;;
 	*' list') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;
 	esac
 }

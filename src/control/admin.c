@@ -1148,7 +1148,8 @@ int admin_run(const char *state_dir, bool offline, int argc, char **argv)
 		return fail("unknown command \"%s\" (try --help)", cmd);
 	/* --help anywhere after the noun: that noun's help, nothing run. */
 	for (int i = 1; i < argc; i++)
-		if (is_help(argv[i]) && (i > 1 || strcmp(argv[i], "help") != 0 || argc == 2)) {
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0 ||
+		    (i == 1 && strcmp(argv[i], "help") == 0)) {
 			fputs(noun->help, stdout);
 			return 0;
 		}

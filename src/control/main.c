@@ -17,6 +17,8 @@
 #include "base/log.h"
 #include "base/version.h"
 #include "control/admin.h"
+#include "control/admin_api.h"
+#include "control/config.h"
 #include "control/server.h"
 
 /*
@@ -37,56 +39,71 @@ static int state_lock(const char *dir)
 	return fd < 0 ? -1 : fd;
 }
 
-static int serve(const char *state_dir, int argc, char **argv)
+static void serve_usage(void)
+{
+	printf("usage: trellis-control [--state DIR] serve [--config FILE] [--listen ADDR:PORT]\n"
+	       "         [--tls-cert PEM --tls-key PEM] [--no-relay] [--stun-port N]\n"
+	       "         [--metrics-listen ADDR:PORT]\n"
+	       "  --config FILE       settings as key = value lines (trellis-control(8)); flags\n"
+	       "                      override them: state, listen, tls-cert, tls-key,\n"
+	       "                      metrics-listen, no-relay, stun-port\n"
+	       "  --listen ADDR:PORT  HTTP(S) address (%s)\n"
+	       "  --tls-cert, --tls-key  serve HTTPS with this PEM chain and key\n"
+	       "  --no-relay          no embedded relay (GET /relay)\n"
+	       "  --stun-port N       embedded STUN server's UDP port (3478; 0: none)\n"
+	       "  --metrics-listen ADDR:PORT  GET /metrics there (none by default)\n"
+	       "The admin API listens on STATE/%s (root) and under /admin/v1/ on the\n"
+	       "public port (admin API keys).\n"
+	       "example: trellis-control serve --config /etc/trellis/control.conf\n",
+	       CONTROL_LISTEN_DEFAULT, ADMIN_SOCKET_NAME);
+}
+
+/* A value from the file unless a flag gave one. */
+static void config_take(const char **dst, const char *flag, const char *file)
+{
+	*dst = flag ? flag : file ? file : *dst;
+}
+
+static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 {
 	struct control_serve_opts opts = {
 		.state_dir = state_dir,
 		.listen = CONTROL_LISTEN_DEFAULT,
 		.stun_port = 3478,
 	};
+	const char *listen = NULL, *cert = NULL, *key = NULL, *metrics = NULL, *config = NULL;
+	const char *stun = NULL;
+	struct control_config cf = { .no_relay = -1, .stun_port = -1 };
+	char err[CONFIG_ERR_MAX];
+	bool no_relay = false;
 	int i, r, lock_fd;
 
 	for (i = 0; i < argc; i++) {
 		const char **dst = NULL;
 
 		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-			printf("usage: trellis-control [--state DIR] serve [--listen ADDR:PORT]\n"
-			       "         [--tls-cert PEM --tls-key PEM] [--no-relay] [--stun-port N]\n"
-			       "  --listen ADDR:PORT  HTTP(S) address (%s)\n"
-			       "  --tls-cert, --tls-key  serve HTTPS with this PEM chain and key\n"
-			       "  --no-relay          no embedded relay (GET /relay)\n"
-			       "  --stun-port N       embedded STUN server's UDP port (3478; 0: none)\n"
-			       "example: trellis-control serve --listen 0.0.0.0:8080\n",
-			       CONTROL_LISTEN_DEFAULT);
+			serve_usage();
 			return 0;
 		}
 		if (strcmp(argv[i], "--no-relay") == 0) {
-			opts.no_relay = true;
-			continue;
-		}
-		if (strcmp(argv[i], "--stun-port") == 0 && i + 1 < argc) {
-			char *end;
-			long v = strtol(argv[++i], &end, 10);
-
-			if (!argv[i][0] || *end || v < 0 || v > 65535) {
-				fprintf(stderr, "trellis-control: serve: --stun-port: "
-						"\"%s\" is not 0-65535\n", argv[i]);
-				return 1;
-			}
-			opts.stun_port = (uint16_t)v;
-			opts.stun_port_set = true;
+			no_relay = true;
 			continue;
 		}
 		if (strcmp(argv[i], "--listen") == 0)
-			dst = &opts.listen;
+			dst = &listen;
 		else if (strcmp(argv[i], "--tls-cert") == 0)
-			dst = &opts.tls_cert;
+			dst = &cert;
 		else if (strcmp(argv[i], "--tls-key") == 0)
-			dst = &opts.tls_key;
+			dst = &key;
 		else if (strcmp(argv[i], "--metrics-listen") == 0)
-			dst = &opts.metrics_listen;
+			dst = &metrics;
+		else if (strcmp(argv[i], "--stun-port") == 0)
+			dst = &stun;
+		else if (strcmp(argv[i], "--config") == 0)
+			dst = &config;
 		if (!dst) {
-			fprintf(stderr, "trellis-control: serve: unknown argument \"%s\"\n", argv[i]);
+			fprintf(stderr, "trellis-control: serve: unknown argument \"%s\" (try "
+					"serve --help)\n", argv[i]);
 			return 1;
 		}
 		if (i + 1 >= argc) {
@@ -95,16 +112,44 @@ static int serve(const char *state_dir, int argc, char **argv)
 		}
 		*dst = argv[++i];
 	}
+	if (stun && control_config_port_parse(stun, &opts.stun_port) < 0) {
+		fprintf(stderr, "trellis-control: serve: --stun-port: \"%s\" is not 0-65535\n",
+			stun);
+		return 1;
+	}
+	opts.stun_port_set = stun != NULL;
+	if (config && control_config_load(config, &cf, err, sizeof(err)) < 0) {
+		fprintf(stderr, "trellis-control: serve: %s\n", err);
+		return 1;
+	}
+	/* The file first, then the flags over it. */
+	if (!state_set && cf.state_dir)
+		opts.state_dir = state_dir = cf.state_dir;
+	config_take(&opts.listen, listen, cf.listen);
+	config_take(&opts.tls_cert, cert, cf.tls_cert);
+	config_take(&opts.tls_key, key, cf.tls_key);
+	config_take(&opts.metrics_listen, metrics, cf.metrics_listen);
+	opts.no_relay = no_relay || cf.no_relay == 1;
+	if (!stun && cf.stun_port >= 0) {
+		opts.stun_port = (uint16_t)cf.stun_port;
+		opts.stun_port_set = true;
+	}
 	if (!opts.tls_cert != !opts.tls_key) {
 		fprintf(stderr, "trellis-control: serve: --tls-cert and --tls-key go together\n");
+		control_config_free(&cf);
 		return 1;
 	}
 	lock_fd = state_lock(state_dir);
-	if (lock_fd < 0)
+	if (lock_fd < 0) {
+		control_config_free(&cf);
 		return 1;
+	}
 	log_info("trellis-control %s", trellis_version);
+	if (config)
+		log_info("control: settings from %s", config);
 	r = control_serve(&opts);
 	close(lock_fd);
+	control_config_free(&cf);
 	if (r == -ENOSYS) {
 		fprintf(stderr, "trellis-control: serve: not built yet\n");
 		return 1;
@@ -115,7 +160,7 @@ static int serve(const char *state_dir, int argc, char **argv)
 int main(int argc, char **argv)
 {
 	const char *state_dir = ADMIN_STATE_DIR_DEFAULT;
-	bool offline = false;
+	bool offline = false, state_set = false;
 	int i = 1;
 
 	/*
@@ -136,9 +181,11 @@ int main(int argc, char **argv)
 			i++;
 		} else if (argv[i][7] == '=') {
 			state_dir = argv[i] + 8;
+			state_set = true;
 			i++;
 		} else if (argv[i][7] == '\0' && i + 1 < argc) {
 			state_dir = argv[i + 1];
+			state_set = true;
 			i += 2;
 		} else {
 			fprintf(stderr, "trellis-control: --state needs a directory\n");
@@ -158,6 +205,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (i < argc && strcmp(argv[i], "serve") == 0)
-		return serve(state_dir, argc - i - 1, argv + i + 1);
+		return serve(state_dir, state_set, argc - i - 1, argv + i + 1);
 	return admin_run(state_dir, offline, argc - i, argv + i);
 }

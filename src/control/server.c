@@ -63,6 +63,7 @@
 #include "control/store.h"
 #include "crypto/crypto.h"
 #include "net/httpd.h"
+#include "os/sd_notify.h"
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
 #include "proto/http.h"
@@ -1397,8 +1398,17 @@ int control_serve(const struct control_serve_opts *opts)
 	if (r < 0)
 		return r;
 	r = loop_signals_catch(s->loop, on_signal);
-	if (r == 0)
+	if (r == 0) {
+		char st[256];
+
+		/* Every listener is bound and the store loaded: under systemd, dependents may start. */
+		snprintf(st, sizeof(st), "READY=1\nSTATUS=listening on %s",
+			 httpd_listen_name(s->httpd));
+		if (sd_notify_send(st) < 0)
+			log_warn("control: cannot tell systemd we are ready ($NOTIFY_SOCKET)");
 		r = control_server_run(s);
+		sd_notify_send("STOPPING=1");
+	}
 	control_server_free(s);
 	return r;
 }

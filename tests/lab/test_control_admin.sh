@@ -254,5 +254,78 @@ kill -TERM $srv
 wait $srv 2>/dev/null
 check "the admin socket is gone with the server" test ! -e "$st/admin.sock"
 
+# 12. sd_notify: under a Type=notify unit, READY=1 reaches $NOTIFY_SOCKET once the server
+# listens (its port answers when the datagram arrives), STOPPING=1 when it stops.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+check "sd_notify READY=1 once listening, STOPPING=1 on SIGTERM" timeout 30 python3 - "$CTL" "$st" "$port" "$tmp/notify" <<'PY'
+import os, signal, socket, subprocess, sys
+ctl, st, port, path = sys.argv[1:]
+n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+n.bind(path)
+n.settimeout(20)
+env = dict(os.environ, NOTIFY_SOCKET=path)
+p = subprocess.Popen([ctl, "--state", st, "serve", "--listen", "127.0.0.1:" + port,
+                      "--stun-port", "0"], env=env, stderr=subprocess.DEVNULL)
+try:
+    msg = n.recv(4096).decode()
+    assert msg.startswith("READY=1\n") and "STATUS=listening on 127.0.0.1:" + port in msg, msg
+    socket.create_connection(("127.0.0.1", int(port)), timeout=5).close()
+    p.send_signal(signal.SIGTERM)
+    msg = n.recv(4096).decode()
+    assert msg == "STOPPING=1", msg
+    assert p.wait(20) == 0
+finally:
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+PY
+
+# 13. serve --config FILE: the file's settings, flags over them, mistakes named by file:line.
+p1=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+p2=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf '# trellis-control settings\nstate = %s\nlisten = 127.0.0.1:%s   # the public port\nstun-port = 0\nno-relay = yes\n' \
+	"$st" "$p1" >"$tmp/control.conf"
+# serve_until_listening LOG ARGS...: starts serve, waits for its "listening on" line, stops it.
+serve_until_listening() {
+	local log=$1 pid n
+	shift
+	"$CTL" "$@" >"$log" 2>&1 &
+	pid=$!
+	for ((n = 0; n < 100; n++)); do
+		grep -q "listening on" "$log" && break
+		kill -0 $pid 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -TERM $pid 2>/dev/null
+	wait $pid 2>/dev/null
+}
+serve_until_listening "$tmp/serve5.log" serve --config "$tmp/control.conf"
+check "serve --config: state, listen and no-relay from the file" \
+	sh -c "grep -q 'listening on 127.0.0.1:$p1' '$tmp/serve5.log' && grep -q 'admin API on $st/' '$tmp/serve5.log' && ! grep -q 'relay at GET /relay' '$tmp/serve5.log'"
+serve_until_listening "$tmp/serve6.log" --state "$st" serve --config "$tmp/control.conf" \
+	--listen "127.0.0.1:$p2"
+check "a flag overrides the file" grep -q "listening on 127.0.0.1:$p2" "$tmp/serve6.log"
+printf 'listen = 127.0.0.1:1\nlisen = 127.0.0.1:2\n' >"$tmp/bad.conf"
+refused "a config with an unknown key: file:line" "bad.conf:2: unknown key \"lisen\"" \
+	--state "$st" serve --config "$tmp/bad.conf"
+printf 'stun-port = 70000\n' >"$tmp/bad2.conf"
+refused "a config with a bad value: file:line" "bad2.conf:1: stun-port: \"70000\" is not 0-65535" \
+	--state "$st" serve --config "$tmp/bad2.conf"
+refused "a config that does not exist" "cannot open $tmp/none.conf" --state "$st" serve \
+	--config "$tmp/none.conf"
+
+# 14. help: every noun answers --help (and help NOUN) on stdout with exit 0, whatever
+# follows it; a bad argument is named.
+for noun in authkey apikey tailnets users nodes relaymap; do
+	check "$noun --help" sh -c "'$CTL' $noun --help | grep -q 'usage: trellis-control .*$noun'"
+	check "help $noun" sh -c "'$CTL' help $noun | grep -q 'usage: trellis-control .*$noun'"
+done
+check "nodes delete 1 --help (nothing deleted, no server needed)" \
+	sh -c "'$CTL' --state '$tmp/stat' nodes delete 1 --help | grep -q 'nodes approve|expire|delete'"
+check "serve --help names --config" sh -c "'$CTL' serve --help | grep -q -- --config"
+refused "unknown serve flag named" 'unknown argument "--lissen"' --state "$st" serve --lissen x
+refused "missing value named" "option --tailnet needs a value" --state "$st" nodes list --tailnet
+refused "a noun without its verb" "missing subcommand" --state "$st" apikey
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
