@@ -757,22 +757,41 @@ static void get_healthz(struct httpd_request *r, void *ctx)
 /* The page an interactive registration's URL leads to. */
 static void get_register(struct httpd_request *r, void *ctx)
 {
+	static const char gone[] = "No registration waits under this code: it was approved, "
+				   "it expired (15 minutes), or it never was. Run `trellis up` "
+				   "again.\n";
+	struct control_server *s = ctx;
 	const struct http_request *req = r->head;
 	size_t idlen = req->target_len - 10;
-	char body[256], arg[8 + PENDING_CODE_LEN], code[PENDING_CODE_LEN + 1];
+	char body[768], arg[8 + PENDING_CODE_LEN], code[PENDING_CODE_LEN + 1];
 	int n;
 
-	(void)ctx;
 	if (!idlen || idlen > 20)
 		return httpd_error(r, 404, NULL);
 	/* A pending registration's code, or (a node the store holds unapproved) its id. */
 	snprintf(arg, sizeof(arg), "reg:%.*s", (int)idlen, req->target + 10);
-	if (!pending_code_parse(arg, code)) {
-		for (size_t i = 0; i < idlen; i++)
-			if (req->target[10 + i] < '0' || req->target[10 + i] > '9')
-				return httpd_error(r, 404, NULL);
-		snprintf(arg, sizeof(arg), "%.*s", (int)idlen, req->target + 10);
+	if (pending_code_parse(arg, code)) {
+		const struct pending_reg *pr = pending_get(s->pend, code);
+		char mk[KEY_BASE64_LEN + 1], nk[KEY_BASE64_LEN + 1];
+
+		if (!pr)
+			return httpd_reply(r, 404, "text/plain; charset=utf-8", gone, sizeof(gone) - 1);
+		/* What the admin compares with the machine before approving it (`trellis status`). */
+		key_to_base64(mk, pr->machine_key);
+		key_to_base64(nk, pr->node_key);
+		n = snprintf(body, sizeof(body),
+			     "This device waits for approval:\n"
+			     "  hostname:    %s\n  os:          %s\n"
+			     "  machine key: %s\n  node key:    %s\n"
+			     "An administrator approves it on the server with:\n"
+			     "  trellis-control nodes approve %s\n",
+			     pr->hostname, pr->os[0] ? pr->os : "-", mk, nk, arg);
+		return httpd_reply(r, 200, "text/plain; charset=utf-8", body, (size_t)n);
 	}
+	for (size_t i = 0; i < idlen; i++)
+		if (req->target[10 + i] < '0' || req->target[10 + i] > '9')
+			return httpd_error(r, 404, NULL);
+	snprintf(arg, sizeof(arg), "%.*s", (int)idlen, req->target + 10);
 	n = snprintf(body, sizeof(body),
 		     "This device waits for approval.\nAn administrator approves it with:\n"
 		     "  trellis-control nodes approve %s\n", arg);

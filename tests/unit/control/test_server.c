@@ -318,6 +318,9 @@ static void test_interactive(void **state)
 		snprintf(req, sizeof(req), "GET /register/%s HTTP/1.1\r\n\r\n", arg + 4);
 		assert_int_equal(http_status_of(req, body, sizeof(body)), 200);
 		assert_non_null(strstr(body, arg));
+		/* ... and the machine, to compare with the one at hand. */
+		assert_non_null(strstr(body, "hostname:    laptop\n"));
+		assert_non_null(strstr(body, "machine key: "));
 	}
 	/* Waiting costs nothing durable: no node in the store. */
 	assert_int_equal(store_node_count(), nodes0);
@@ -335,6 +338,14 @@ static void test_interactive(void **state)
 	assert_true(m.reg_resp.node.id > 0);
 	ctrl_msg_clear(&m);
 	assert_int_equal(store_node_count(), nodes0 + 1);
+	/* Approved: the page says the code no longer waits. */
+	{
+		char req[128];
+
+		snprintf(req, sizeof(req), "GET /register/%s HTTP/1.1\r\n\r\n", arg + 4);
+		assert_int_equal(http_status_of(req, body, sizeof(body)), 404);
+		assert_non_null(strstr(body, "No registration waits under this code"));
+	}
 	client_map(&c, NULL, &m);
 	assert_true(m.netmap->self.id > 0);
 	ctrl_msg_clear(&m);
