@@ -78,11 +78,11 @@ _trellis_control()
 	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap" -- "$cur") ;;
 	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
 	'tailnets ' | 'users ') mapfile -t COMPREPLY < <(compgen -W "create list --help" -- "$cur") ;;
-	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list show approve expire delete rename set-expiry
+	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list show pending approve expire delete rename set-expiry
 		--help" -- "$cur") ;;
 	'apikey create') mapfile -t COMPREPLY < <(compgen -W "--name --expiration" -- "$cur") ;;
 	'apikey list') mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
-	'nodes show') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;
+	'nodes show' | 'nodes pending') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;
 	'relaymap ') mapfile -t COMPREPLY < <(compgen -W "set get reset" -- "$cur") ;;
 	'relaymap set') mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
 	'relaymap get') mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;

@@ -111,15 +111,17 @@ static const struct noun nouns[] = {
 	  "       trellis-control [--state DIR] users create NAME [--tailnet NAME]\n"
 	  "  (users add is users create)\n"
 	  "example: trellis-control users create alice@example.com\n" },
-	{ "nodes", "list, show, approve, rename, expire, delete, set-expiry",
+	{ "nodes", "list, show, pending, approve, rename, expire, delete, set-expiry",
 	  "usage: trellis-control [--state DIR] nodes list [--tailnet NAME] [--json]\n"
+	  "       trellis-control [--state DIR] nodes pending [--tailnet NAME] [--json]\n"
 	  "       trellis-control [--state DIR] nodes show ID|NAME [--tailnet NAME] [--json]\n"
 	  "       trellis-control [--state DIR] nodes approve|expire|delete ID|NAME [--tailnet "
 	  "NAME]\n"
 	  "       trellis-control [--state DIR] nodes approve reg:CODE\n"
 	  "       trellis-control [--state DIR] nodes rename ID|NAME NEWNAME [--tailnet NAME]\n"
 	  "       trellis-control [--state DIR] nodes set-expiry ID|NAME on|off [--tailnet NAME]\n"
-	  "  approve reg:CODE approves an interactive registration (its login page shows it).\n"
+	  "  pending lists interactive registrations waiting for approval (the running\n"
+	  "  server holds them in memory only, 15 minutes); approve reg:CODE approves one.\n"
 	  "  expire ends the node's key now: it must log in again.\n"
 	  "example: trellis-control nodes list --json\n" },
 	{ "relaymap", "set, get, reset",
@@ -156,7 +158,7 @@ static void usage(FILE *f)
 		"  apikey create|list|revoke      keys for the HTTP admin API\n"
 		"  tailnets list|create\n"
 		"  users list|create\n"
-		"  nodes list|show|approve|rename|expire|delete|set-expiry\n"
+		"  nodes list|show|pending|approve|rename|expire|delete|set-expiry\n"
 		"  relaymap set|get|reset\n"
 		"Each command has --help (trellis-control nodes --help). Admin commands reach the\n"
 		"running server through its admin socket (STATE/%s, root only); with no\n"
@@ -953,10 +955,28 @@ static int nodes_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		json_decref(ans);
 		return 0;
 	}
+	if (strcmp(sub, "pending") == 0) {
+		if (opts_parse(argc, argv, opts, pos, 0, &npos))
+			return 1;
+		r = list_fetch(cli, "pending", NULL, tailnet, as_json, &ans);
+		if (r || !ans)
+			return r;
+		printf("%-16s %-12s %-20s %-8s %-20s %s\n", "CODE", "TAILNET", "HOSTNAME", "OS",
+		       "EXPIRES", "MACHINE-KEY");
+		json_array_foreach(ans, i, n) {
+			char exp[32];
+
+			time_format(exp, sizeof(exp), i_(n, "expires"));
+			printf("%-16s %-12s %-20s %-8s %-20s %s\n", s_(n, "code"), s_(n, "tailnet"),
+			       s_(n, "hostname"), s_(n, "os"), exp, s_(n, "machine_key"));
+		}
+		json_decref(ans);
+		return 0;
+	}
 	if (strcmp(sub, "approve") && strcmp(sub, "rename") && strcmp(sub, "expire") &&
 	    strcmp(sub, "delete") && strcmp(sub, "set-expiry"))
-		return fail("unknown command \"%s\" (list, show, approve, rename, expire, delete, "
-			    "set-expiry)", sub);
+		return fail("unknown command \"%s\" (list, show, pending, approve, rename, expire, "
+			    "delete, set-expiry)", sub);
 	if (opts_parse(argc, argv, act_opts, pos, 2, &npos))
 		return 1;
 	want = strcmp(sub, "rename") == 0 || strcmp(sub, "set-expiry") == 0 ? 2 : 1;

@@ -599,6 +599,36 @@ static int apikeys_create(struct call *k)
 	return 0;
 }
 
+/* Waiting registrations, apart from nodes: they are no node until approved. */
+static int pending_list(struct call *k)
+{
+	struct admin_api_pending *p;
+	size_t n;
+
+	if (!k->env->pending_list)
+		return fail(k, 409, "waiting registrations live in the running server's memory "
+				    "only: start it");
+	p = calloc(ADMIN_API_PENDING_MAX, sizeof(*p));
+	if (!p)
+		return fail(k, 500, "out of memory");
+	n = k->env->pending_list(k->env->arg, p, ADMIN_API_PENDING_MAX);
+	k->out = json_array();
+	for (size_t i = 0; i < n && i < ADMIN_API_PENDING_MAX; i++) {
+		char code[32], mk[BASE64_ENCODED_LEN(32) + 1];
+
+		if (tailnet_arg(k) && strcmp(p[i].tailnet, k->tailnet) != 0)
+			continue;
+		snprintf(code, sizeof(code), "reg:%s", p[i].code);
+		base64_encode(mk, sizeof(mk), p[i].machine_key, 32);
+		json_array_append_new(k->out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "code",
+							code, "tailnet", p[i].tailnet, "hostname",
+							p[i].hostname, "os", p[i].os, "machine_key",
+							mk, "expires", (json_int_t)p[i].expires));
+	}
+	free(p);
+	return 0;
+}
+
 static int relaymap_get(struct call *k)
 {
 	struct netmap_relay_map *rm = malloc(sizeof(*rm));
@@ -655,6 +685,8 @@ static int route(struct call *k)
 		k->out = json_object();
 		return 0;
 	}
+	if (is(k, "GET", 1, "pending", NULL))
+		return pending_list(k);
 	if (is(k, "GET", 1, "relaymap", NULL))
 		return relaymap_get(k);
 	if (is(k, "PUT", 1, "relaymap", NULL) || is(k, "DELETE", 1, "relaymap", NULL)) {

@@ -23,6 +23,18 @@
 #define ADMIN_API_PREFIX "/admin/v1/"
 #define ADMIN_API_BODY_MAX 16384
 #define ADMIN_SOCKET_NAME "admin.sock"
+/* Waiting registrations one listing shows (pending.h caps them far lower per tailnet). */
+#define ADMIN_API_PENDING_MAX 4096
+
+/* An interactive registration waiting for approval (the running server's memory only). */
+struct admin_api_pending {
+	char code[24]; /* approve with nodes approve reg:CODE (pending.h's PENDING_CODE_LEN) */
+	char tailnet[NETMAP_NAME_MAX];
+	char hostname[NETMAP_NAME_MAX];
+	char os[NETMAP_OS_MAX];
+	uint8_t machine_key[32];
+	int64_t expires; /* Unix seconds */
+};
 
 struct admin_api_env {
 	struct store *store;
@@ -30,6 +42,8 @@ struct admin_api_env {
 	void (*committed)(void *arg, const char *actor, const struct store_op *op, uint64_t id);
 	/* Live state the store does not hold: 1 online, 0 offline; NULL offline. */
 	int (*node_online)(void *arg, uint64_t id);
+	/* Waiting registrations: fills up to cap, returns how many there are; NULL offline. */
+	size_t (*pending_list)(void *arg, struct admin_api_pending *ret, size_t cap);
 	void *arg;
 };
 

@@ -885,6 +885,34 @@ static int admin_node_online(void *arg, uint64_t id)
 	return e && e->stream;
 }
 
+static size_t admin_pending_list(void *arg, struct admin_api_pending *ret, size_t cap)
+{
+	struct control_server *s = arg;
+	const struct pending_reg *pr = NULL;
+	int64_t now = time_wall_s();
+	uint64_t now_ns = loop_now_ns(s->loop);
+	size_t n = 0;
+
+	while ((pr = pending_next(s->pend, pr))) {
+		const struct registry_tailnet *t = registry_tailnet_get(s->reg, pr->tailnet_id);
+		struct admin_api_pending *p = &ret[n];
+
+		if (n == cap)
+			break;
+		_Static_assert(sizeof(p->code) > PENDING_CODE_LEN, "room for a code");
+		memset(p, 0, sizeof(*p));
+		snprintf(p->code, sizeof(p->code), "%s", pr->code);
+		snprintf(p->tailnet, sizeof(p->tailnet), "%s", t ? t->rec.name : "?");
+		snprintf(p->hostname, sizeof(p->hostname), "%s", pr->hostname);
+		snprintf(p->os, sizeof(p->os), "%s", pr->os);
+		memcpy(p->machine_key, pr->machine_key, sizeof(p->machine_key));
+		p->expires = now + (int64_t)((pr->expires_ns > now_ns ? pr->expires_ns - now_ns : 0) /
+					     NSEC_PER_SEC);
+		n++;
+	}
+	return n;
+}
+
 /*
  * Runs on the loop thread: an operation's store writes block it for their
  * commit (an fsync, milliseconds). Admin requests are rare and this keeps one
@@ -898,6 +926,7 @@ static void admin_answer(struct control_server *s, struct httpd_request *r, cons
 		.store = s->store,
 		.committed = admin_committed,
 		.node_online = admin_node_online,
+		.pending_list = admin_pending_list,
 		.arg = s,
 	};
 	char method[8], target[1024];

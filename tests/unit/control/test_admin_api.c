@@ -130,6 +130,9 @@ static void test_bad_requests(void **state)
 	assert_int_equal(req("GET", "/admin/v1/", NULL), 404);
 	assert_int_equal(req("PATCH", "/admin/v1/nodes", NULL), 404);
 	assert_int_equal(req("GET", "/other", NULL), 404);
+	/* Waiting registrations are the running server's: offline, a clear refusal. */
+	assert_int_equal(req("GET", "/admin/v1/pending", NULL), 409);
+	assert_non_null(strstr(err(), "running server's memory only"));
 	assert_int_equal(req("GET", "/admin/v1/nodes?colour=red", NULL), 400);
 	assert_string_equal(err(), "unknown query parameter \"colour=red\"");
 	assert_int_equal(req("GET", "/admin/v1/nodes/%zz", NULL), 400);

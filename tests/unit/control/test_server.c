@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -291,6 +292,28 @@ static void test_oneoff_reuse(void **state)
 	client_close(&d);
 }
 
+/* A request on the server's admin socket (STATE/admin.sock), as root. */
+static unsigned admin_status_of(const char *raw_request, char *body, size_t body_cap)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct http_response resp;
+	char buf[16384];
+	size_t len;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/admin.sock", E.dir);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	write_all(fd, raw_request, strlen(raw_request));
+	len = read_until_close(fd, buf, sizeof(buf), 10000);
+	close(fd);
+	if (http_response_parse(&resp, buf, len) < 0)
+		return 0;
+	if (body)
+		snprintf(body, body_cap, "%s", buf + resp.head_len);
+	return resp.status;
+}
+
 static void test_interactive(void **state)
 {
 	struct admin_op_ctx ac = { .actor = "test" };
@@ -324,6 +347,12 @@ static void test_interactive(void **state)
 	}
 	/* Waiting costs nothing durable: no node in the store. */
 	assert_int_equal(store_node_count(), nodes0);
+	/* The admin sees it waiting, apart from the nodes, with its code and hostname. */
+	assert_int_equal(admin_status_of("GET /admin/v1/pending HTTP/1.1\r\n\r\n", body,
+					 sizeof(body)),
+			 200);
+	assert_non_null(strstr(body, arg));
+	assert_non_null(strstr(body, "\"hostname\":\"laptop\""));
 
 	/* The admin approves from another process (here: another store handle). */
 	assert_int_equal(admin_store_open(E.dir, &st), 0);
