@@ -145,17 +145,13 @@ static size_t read_until_close(int fd, char *buf, size_t cap, int timeout_ms)
 	return len;
 }
 
-static unsigned http_status_at(uint16_t port, const char *raw_request, char *body,
-			       size_t body_cap)
+/* Sends a whole request on fd, reads the answer to the close, closes fd: its status. */
+static unsigned http_exchange_fd(int fd, const char *raw_request, char *body, size_t body_cap)
 {
 	char buf[16384];
 	struct http_response resp;
 	size_t len;
-	int fd;
 
-	port_next = port;
-	fd = tcp_connect();
-	port_next = 0;
 	write_all(fd, raw_request, strlen(raw_request));
 	len = read_until_close(fd, buf, sizeof(buf), 10000);
 	close(fd);
@@ -164,6 +160,17 @@ static unsigned http_status_at(uint16_t port, const char *raw_request, char *bod
 	if (body)
 		snprintf(body, body_cap, "%s", buf + resp.head_len);
 	return resp.status;
+}
+
+static unsigned http_status_at(uint16_t port, const char *raw_request, char *body,
+			       size_t body_cap)
+{
+	int fd;
+
+	port_next = port;
+	fd = tcp_connect();
+	port_next = 0;
+	return http_exchange_fd(fd, raw_request, body, body_cap);
 }
 
 static unsigned http_status_of(const char *raw_request, char *body, size_t body_cap)

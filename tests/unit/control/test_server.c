@@ -296,22 +296,12 @@ static void test_oneoff_reuse(void **state)
 static unsigned admin_status_of(const char *raw_request, char *body, size_t body_cap)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct http_response resp;
-	char buf[16384];
-	size_t len;
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	assert_true(fd >= 0);
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/admin.sock", E.dir);
 	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
-	write_all(fd, raw_request, strlen(raw_request));
-	len = read_until_close(fd, buf, sizeof(buf), 10000);
-	close(fd);
-	if (http_response_parse(&resp, buf, len) < 0)
-		return 0;
-	if (body)
-		snprintf(body, body_cap, "%s", buf + resp.head_len);
-	return resp.status;
+	return http_exchange_fd(fd, raw_request, body, body_cap);
 }
 
 static void test_interactive(void **state)
