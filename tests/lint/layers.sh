@@ -17,7 +17,7 @@ declare -A below=(
 	[os]="base"
 	[net]="base crypto os proto"
 	[node]="base crypto proto wg os net"
-	[control]="base crypto proto net relay"
+	[control]="base crypto proto os net relay"
 	[relay]="base crypto proto net"
 	[cli]="base crypto proto"
 )
