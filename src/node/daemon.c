@@ -57,7 +57,7 @@
 #include "node/localapi.h"
 #include "node/netmap_apply.h"
 #include "node/nodemetrics.h"
-#include "node/sdnotify.h"
+#include "os/sd_notify.h"
 #include "node/state.h"
 #include "node/wgdev.h"
 #include "net/dial.h"
@@ -182,7 +182,7 @@ static void notify_status(struct daemon *d)
 	if (!strcmp(text, d->notified))
 		return;
 	snprintf(d->notified, sizeof(d->notified), "%s", text);
-	r = sdnotify_send(text);
+	r = sd_notify_send(text);
 	if (r < 0)
 		log_debug("sd_notify: %s", strerror(-r));
 }
@@ -192,7 +192,7 @@ static void watchdog_fire(struct loop_timer *t)
 	struct daemon *d = container_of(t, struct daemon, watchdog_timer);
 
 	/* From the loop thread: a loop that stops turning stops the pings. */
-	sdnotify_send("WATCHDOG=1");
+	sd_notify_send("WATCHDOG=1");
 	loop_timer_arm(d->loop, t, time_now_ns() + d->watchdog_ns / 2);
 }
 
@@ -1468,10 +1468,10 @@ int daemon_run(const struct daemon_opts *opts)
 	 * STATUS=, since a node that waits for its login must not fail its unit.
 	 */
 	notify_status(d);
-	r = sdnotify_send("READY=1");
+	r = sd_notify_send("READY=1");
 	if (r < 0)
 		log_warn("sd_notify READY=1: %s", strerror(-r));
-	d->watchdog_ns = sdnotify_watchdog_ns();
+	d->watchdog_ns = sd_notify_watchdog_ns();
 	if (d->watchdog_ns)
 		loop_timer_arm(d->loop, &d->watchdog_timer, time_now_ns());
 
@@ -1481,7 +1481,7 @@ int daemon_run(const struct daemon_opts *opts)
 out:
 	if (d->up_req)
 		up_finish_error(d, "trellisd is shutting down");
-	sdnotify_send("STOPPING=1");
+	sd_notify_send("STOPPING=1");
 	control_client_free(d->probe);
 	d->probe = NULL;
 	client_stop(d);

@@ -35,7 +35,7 @@
 #include "base/version.h"
 #include "node/daemon.h"
 #include "node/localapi.h"
-#include "node/sdnotify.h"
+#include "os/sd_notify.h"
 #include "node/state.h"
 #include "node/wgdev.h"
 #include "wg/device.h"
@@ -108,7 +108,7 @@ static void daemon_ready(void *arg)
 
 	(void)arg;
 	/* Under systemd (Type=notify) as for wg-quick: the interface and UAPI socket are up. */
-	r = sdnotify_send("READY=1");
+	r = sd_notify_send("READY=1");
 	if (r < 0)
 		log_warn("sd_notify READY=1: %s", strerror(-r));
 	if (ready_fd < 0)

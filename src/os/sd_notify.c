@@ -38,3 +38,20 @@ int sd_notify_send(const char *state)
 	close(fd);
 	return r;
 }
+
+uint64_t sd_notify_watchdog_ns(void)
+{
+	const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+	unsigned long long v;
+	char *end;
+
+	if (!usec || !*usec)
+		return 0;
+	if (pid && *pid && strtol(pid, NULL, 10) != (long)getpid())
+		return 0;
+	errno = 0;
+	v = strtoull(usec, &end, 10);
+	if (errno || *end || !v || v > UINT64_MAX / 1000)
+		return 0;
+	return (uint64_t)v * 1000;
+}

@@ -2,6 +2,8 @@
 #ifndef TRELLIS_OS_SD_NOTIFY_H
 #define TRELLIS_OS_SD_NOTIFY_H
 
+#include <stdint.h>
+
 /*
  * systemd's readiness protocol (sd_notify(3)), without libsystemd: one
  * datagram of "KEY=VALUE" lines to the unix socket named by $NOTIFY_SOCKET
@@ -15,5 +17,12 @@
  * do), -EINVAL for a socket name that is no path, or -errno from sending.
  */
 int sd_notify_send(const char *state);
+
+/*
+ * The watchdog interval systemd asks for (WatchdogSec= in the unit: $WATCHDOG_USEC, for
+ * this process if $WATCHDOG_PID is set), in ns; 0 when there is none. Send "WATCHDOG=1"
+ * at least twice per interval.
+ */
+uint64_t sd_notify_watchdog_ns(void);
 
 #endif

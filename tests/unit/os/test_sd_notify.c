@@ -103,12 +103,38 @@ static void test_unset_and_bad(void **state)
 	unsetenv("NOTIFY_SOCKET");
 }
 
+static void test_watchdog(void **state)
+{
+	char pid[32];
+
+	(void)state;
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	assert_int_equal(sd_notify_watchdog_ns(), 0);
+	setenv("WATCHDOG_USEC", "30000000", 1);
+	assert_int_equal(sd_notify_watchdog_ns(), 30000000000ULL);
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	setenv("WATCHDOG_PID", pid, 1);
+	assert_int_equal(sd_notify_watchdog_ns(), 30000000000ULL);
+	/* Meant for another process (a parent that forked us): not ours to ping. */
+	snprintf(pid, sizeof(pid), "%d", getpid() + 1);
+	setenv("WATCHDOG_PID", pid, 1);
+	assert_int_equal(sd_notify_watchdog_ns(), 0);
+	unsetenv("WATCHDOG_PID");
+	setenv("WATCHDOG_USEC", "30s", 1);
+	assert_int_equal(sd_notify_watchdog_ns(), 0);
+	setenv("WATCHDOG_USEC", "0", 1);
+	assert_int_equal(sd_notify_watchdog_ns(), 0);
+	unsetenv("WATCHDOG_USEC");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_path),
-		cmocka_unit_test(test_abstract),
-		cmocka_unit_test(test_unset_and_bad),
+	    cmocka_unit_test(test_path),
+	    cmocka_unit_test(test_abstract),
+	    cmocka_unit_test(test_unset_and_bad),
+	    cmocka_unit_test(test_watchdog),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
