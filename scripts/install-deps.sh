@@ -7,6 +7,8 @@ pkgs=(
 	# build
 	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
 	libssl-dev libmnl-dev libcmocka-dev libjansson-dev libsqlite3-dev
+	# UPnP-IGD client (src/portmap)
+	libminiupnpc-dev
 	# lab tests and benchmarks
 	iproute2 nftables conntrack iputils-ping iperf3 tcpdump wireguard-tools wireguard-go
 	procps psmisc python3 sqlite3 openssl curl
@@ -15,6 +17,9 @@ pkgs=(
 	# turnutils_stunclient, an RFC 5389 STUN client for the relay's lab test (Debian's
 	# coturn does not start its TURN server unless configured to)
 	coturn
+	# lab/test_portmap: a NAT router granting NAT-PMP, PCP and UPnP-IGD mappings (coturn above
+	# is its STUN server, answering the change requests miniupnpd needs)
+	miniupnpd miniupnpd-nftables
 )
 
 missing=()

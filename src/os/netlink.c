@@ -33,10 +33,11 @@ static int addr_len(int family)
 }
 
 /*
- * Sends one request and waits for its ACK. mnl_cb_run turns an NLMSG_ERROR with a non-zero
- * code into MNL_CB_ERROR with errno set, and a zero code (the ACK) into MNL_CB_STOP.
+ * Sends one request and reads the answers until the ACK (or a dump's NLMSG_DONE), handing each
+ * message to cb. mnl_cb_run turns an NLMSG_ERROR with a non-zero code into MNL_CB_ERROR with
+ * errno set, and a zero code (the ACK) or NLMSG_DONE into MNL_CB_STOP.
  */
-static int nl_transact(struct nlmsghdr *nlh)
+static int nl_request(struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
 {
 	char buf[NL_RECV_SIZE] __attribute__((aligned(8)));
 	struct mnl_socket *nl;
@@ -52,7 +53,7 @@ static int nl_transact(struct nlmsghdr *nlh)
 		goto out;
 	}
 	portid = mnl_socket_get_portid(nl);
-	nlh->nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+	nlh->nlmsg_flags |= NLM_F_REQUEST;
 	nlh->nlmsg_seq = (uint32_t)time(NULL);
 	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
 		ret = -errno;
@@ -66,7 +67,7 @@ static int nl_transact(struct nlmsghdr *nlh)
 			ret = -errno;
 			goto out;
 		}
-		ret = mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, portid, NULL, NULL);
+		ret = mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, portid, cb, data);
 		if (ret == MNL_CB_ERROR) {
 			ret = errno ? -errno : -EPROTO;
 			goto out;
@@ -79,6 +80,12 @@ static int nl_transact(struct nlmsghdr *nlh)
 out:
 	mnl_socket_close(nl);
 	return ret;
+}
+
+static int nl_transact(struct nlmsghdr *nlh)
+{
+	nlh->nlmsg_flags |= NLM_F_ACK;
+	return nl_request(nlh, NULL, NULL);
 }
 
 int nl_link_index(const char *ifname)
@@ -245,6 +252,86 @@ int nl_route_add(const char *ifname, int family, const void *dst, unsigned prefi
 int nl_route_del(const char *ifname, int family, const void *dst, unsigned prefixlen)
 {
 	return route_change(RTM_DELROUTE, 0, ifname, family, dst, prefixlen);
+}
+
+struct gw_walk {
+	int family;
+	uint8_t gw[16];
+	int ifindex;
+	uint32_t metric;
+	bool found;
+};
+
+/* A default route of the main table with a gateway; the lowest metric wins. */
+static int gw_route(const struct nlmsghdr *nlh, void *data)
+{
+	struct gw_walk *w = data;
+	const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
+	const struct nlattr *a;
+	const void *gw = NULL;
+	uint32_t table = rtm->rtm_table, metric = 0, oif = 0;
+	int alen = addr_len(w->family);
+
+	if (nlh->nlmsg_type != RTM_NEWROUTE || nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*rtm)))
+		return MNL_CB_OK;
+	if (rtm->rtm_family != w->family || rtm->rtm_dst_len || rtm->rtm_type != RTN_UNICAST)
+		return MNL_CB_OK;
+	mnl_attr_for_each(a, nlh, sizeof(*rtm)) {
+		switch (mnl_attr_get_type(a)) {
+		case RTA_TABLE:
+			if (mnl_attr_validate(a, MNL_TYPE_U32) >= 0)
+				table = mnl_attr_get_u32(a);
+			break;
+		case RTA_PRIORITY:
+			if (mnl_attr_validate(a, MNL_TYPE_U32) >= 0)
+				metric = mnl_attr_get_u32(a);
+			break;
+		case RTA_OIF:
+			if (mnl_attr_validate(a, MNL_TYPE_U32) >= 0)
+				oif = mnl_attr_get_u32(a);
+			break;
+		case RTA_GATEWAY:
+			if (mnl_attr_get_payload_len(a) == (uint16_t)alen)
+				gw = mnl_attr_get_payload(a);
+			break;
+		default:
+			break;
+		}
+	}
+	if (table != RT_TABLE_MAIN || !gw || !oif || oif > INT32_MAX)
+		return MNL_CB_OK;
+	if (w->found && metric >= w->metric)
+		return MNL_CB_OK;
+	memcpy(w->gw, gw, (size_t)alen);
+	w->ifindex = (int)oif;
+	w->metric = metric;
+	w->found = true;
+	return MNL_CB_OK;
+}
+
+int nl_route_default_gateway(int family, void *ret_gw, int *ret_ifindex)
+{
+	char buf[NL_REQ_SIZE] __attribute__((aligned(8)));
+	struct gw_walk w = {.family = family};
+	struct nlmsghdr *nlh;
+	struct rtmsg *rtm;
+	int ret, alen = addr_len(family);
+
+	if (alen < 0)
+		return alen;
+	nlh = mnl_nlmsg_put_header(buf);
+	nlh->nlmsg_type = RTM_GETROUTE;
+	nlh->nlmsg_flags = NLM_F_DUMP;
+	rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	rtm->rtm_family = (uint8_t)family;
+	ret = nl_request(nlh, gw_route, &w);
+	if (ret < 0)
+		return ret;
+	if (!w.found)
+		return -ENETUNREACH;
+	memcpy(ret_gw, w.gw, (size_t)alen);
+	*ret_ifindex = w.ifindex;
+	return 0;
 }
 
 int nl_monitor_open(void)

@@ -23,6 +23,12 @@ int nl_route_add(const char *ifname, int family, const void *dst, unsigned prefi
 int nl_route_del(const char *ifname, int family, const void *dst, unsigned prefixlen);
 
 /*
+ * The gateway of the main table's default route of this family (the lowest metric when there
+ * are several) into ret_gw (4 or 16 bytes) and its interface; -ENETUNREACH when there is none.
+ */
+int nl_route_default_gateway(int family, void *ret_gw, int *ret_ifindex);
+
+/*
  * Link/address change monitor: a non-blocking netlink socket subscribed to link and
  * address groups. nl_monitor_read drains it and returns how many change events it saw
  * (an overrun, where the kernel dropped events, counts as one: re-read the state).

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -161,6 +162,36 @@ static void test_route(void **state)
 	close(fd);
 }
 
+static void test_default_gateway(void **state)
+{
+	uint8_t a4[4] = { 198, 18, 0, 2 }, gw[4], gw6[16];
+	char name[IF_NAMESIZE], cmd[160];
+	int fd, ifindex = -1;
+
+	(void)state;
+	assert_int_equal(nl_route_default_gateway(AF_INET, gw, &ifindex), -ENETUNREACH);
+	assert_int_equal(nl_route_default_gateway(AF_INET6, gw6, &ifindex), -ENETUNREACH);
+	assert_int_equal(nl_route_default_gateway(AF_UNIX, gw, &ifindex), -EAFNOSUPPORT);
+	fd = tun_open("nltest%d", name);
+	assert_true(fd >= 0);
+	assert_int_equal(nl_addr_add(name, AF_INET, a4, 24), 0);
+	assert_int_equal(nl_link_set_up(name, true), 0);
+	/* Two default routes: the lower metric is the one the kernel uses. */
+	snprintf(cmd, sizeof(cmd),
+		 "ip route add default via 198.18.0.1 dev %s metric 20 && "
+		 "ip route add default via 198.18.0.3 dev %s metric 10",
+		 name, name);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(nl_route_default_gateway(AF_INET, gw, &ifindex), 0);
+	assert_int_equal(ifindex, nl_link_index(name));
+	assert_memory_equal(gw, ((uint8_t[]){ 198, 18, 0, 3 }), 4);
+	snprintf(cmd, sizeof(cmd), "ip route del default via 198.18.0.3 dev %s", name);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(nl_route_default_gateway(AF_INET, gw, &ifindex), 0);
+	assert_memory_equal(gw, ((uint8_t[]){ 198, 18, 0, 1 }), 4);
+	close(fd);
+}
+
 static void test_monitor(void **state)
 {
 	uint8_t a4[4] = { 198, 18, 0, 1 };
@@ -197,6 +228,7 @@ int main(void)
 		cmocka_unit_test_setup(test_addr, netns_enter),
 		cmocka_unit_test_setup(test_route, netns_enter),
 		cmocka_unit_test_setup(test_monitor, netns_enter),
+		cmocka_unit_test_setup(test_default_gateway, netns_enter),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
