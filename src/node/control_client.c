@@ -80,6 +80,7 @@ struct control_client {
 	uint8_t machine_key[NETMAP_KEY_LEN];
 	uint16_t (*port_fn)(void *ctx);
 	void *port_ctx;
+	unsigned (*extra_fn)(void *ctx, struct endpoint *ret, unsigned cap);
 	struct control_client_ops ops;
 
 	/* The client thread's own. */
@@ -120,6 +121,7 @@ struct control_client {
 	int resync_err;
 	uint32_t home_region; /* the relay region to report (control_client_home_region_set) */
 	bool home_req;	      /* it changed since it was last sent */
+	bool endpoints_req;   /* control_client_endpoints_changed */
 };
 
 const char *control_client_state_name(enum control_client_state s)
@@ -318,9 +320,11 @@ static int server_key_check(struct control_client *cc, const uint8_t key[NETMAP_
 static unsigned endpoints_get(struct control_client *cc, struct endpoint *eps)
 {
 	uint16_t port = cc->port_fn ? cc->port_fn(cc->port_ctx) : 0;
+	unsigned n = cc->extra_fn ? cc->extra_fn(cc->port_ctx, eps, NETMAP_MAX_ENDPOINTS) : 0;
 
-	return endpoints_collect(port, cc->ifname, tailnet_prefixes, ARRAY_SIZE(tailnet_prefixes),
-				 eps, NETMAP_MAX_ENDPOINTS);
+	return n + endpoints_collect(port, cc->ifname, tailnet_prefixes,
+				     ARRAY_SIZE(tailnet_prefixes), eps + n,
+				     NETMAP_MAX_ENDPOINTS - n);
 }
 
 /* --- the session --- */
@@ -778,8 +782,9 @@ static int session_run(struct control_client *cc, struct session *s)
 				return r;
 		}
 		pthread_mutex_lock(&cc->lock);
-		if (cc->home_req)
+		if (cc->home_req || cc->endpoints_req)
 			next_ep = now;
+		cc->endpoints_req = false;
 		pthread_mutex_unlock(&cc->lock);
 		if (cc->have_netmap && now >= next_ep) {
 			r = endpoints_check(cc, s);
@@ -1020,6 +1025,7 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 	cc->port_fn = cfg->port;
 	cc->port_ctx = cfg->port_ctx;
 	cc->probe = cfg->probe;
+	cc->extra_fn = cfg->endpoints_extra;
 	cc->ops = cfg->ops;
 	cc->rbuf = malloc(READ_CHUNK);
 	if (!cc->rbuf) {
@@ -1091,6 +1097,18 @@ void control_client_home_region_set(struct control_client *cc, uint32_t region)
 			log_warn("control client: %s", strerror(-r));
 	}
 	pthread_mutex_unlock(&cc->lock);
+}
+
+void control_client_endpoints_changed(struct control_client *cc)
+{
+	int r;
+
+	pthread_mutex_lock(&cc->lock);
+	cc->endpoints_req = true;
+	r = dial_cancel_wake(&cc->cancel);
+	pthread_mutex_unlock(&cc->lock);
+	if (r < 0)
+		log_warn("control client: %s", strerror(-r));
 }
 
 int control_client_logout(struct control_client *cc, uint64_t timeout_ns)

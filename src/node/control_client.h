@@ -98,6 +98,11 @@ struct control_client_cfg {
 	/* The UDP port to report with our addresses (any thread may be asked). */
 	uint16_t (*port)(void *ctx);
 	void *port_ctx;
+	/*
+	 * NULL, or candidates besides the interface addresses (port mappings), put first: a peer
+	 * tries a netmap's first endpoint. Fills up to cap, returns how many. Client thread.
+	 */
+	unsigned (*endpoints_extra)(void *ctx, struct endpoint *ret, unsigned cap);
 	struct control_client_ops ops;
 	/*
 	 * Only find out whether login_server answers as one (GET /key, TLS verified): then
@@ -136,5 +141,8 @@ int control_client_resync(struct control_client *cc, uint64_t netmaps, int err);
  * map_request after a reconnect. Any thread.
  */
 void control_client_home_region_set(struct control_client *cc, uint32_t region);
+
+/* What endpoints_extra returns changed: the endpoints are checked (and sent) at once. Any thread. */
+void control_client_endpoints_changed(struct control_client *cc);
 
 #endif

@@ -64,6 +64,7 @@
 #include "net/httpd.h"
 #include "net/magicsock.h"
 #include "net/relayclient.h"
+#include "portmap/portmap.h"
 #include "wg/device.h"
 #include "proto/ctrlmsg.h"
 
@@ -108,6 +109,7 @@ struct daemon {
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
 	struct relayclient *rc;
 	struct loop_async relay_changed; /* the relay client's home or a connection changed */
+	struct portmap *pm;		 /* NULL: no port mapping */
 	enum control_client_state cstate;
 	bool client_on;
 	char auth_url[CTRL_TEXT_MAX];
@@ -323,6 +325,23 @@ static void rc_changed(void *ctx)
 	struct daemon *d = ctx;
 
 	loop_async_send(&d->relay_changed);
+}
+
+/* Loop thread: the port-mapped endpoint changed; the control server hears it at once. */
+static void pm_changed(void *ctx)
+{
+	struct daemon *d = ctx;
+
+	if (d->cc)
+		control_client_endpoints_changed(d->cc);
+}
+
+/* Client thread: d->pm outlives every client (made before the first, freed after the last). */
+static unsigned cc_endpoints_extra(void *ctx, struct endpoint *ret, unsigned cap)
+{
+	struct daemon *d = ctx;
+
+	return portmap_endpoints(d->pm, ret, cap);
 }
 
 static void stun_notify(void *ctx)
@@ -714,6 +733,7 @@ static int client_start(struct daemon *d, const char *auth_key)
 	cfg.ifname = d->ifname;
 	cfg.port = cc_port;
 	cfg.port_ctx = d;
+	cfg.endpoints_extra = cc_endpoints_extra;
 	cfg.ops = (struct control_client_ops){.ctx = d,
 					      .state_changed = cc_state_changed,
 					      .registered = cc_registered,
@@ -1013,6 +1033,8 @@ static int be_status(void *ctx, json_t **ret)
 		status_relay(d, st);
 		json_object_set_new(st, "dataplane", dataplane_json(d->wg));
 		json_object_set_new(st, "health", health_json(d, st, e));
+		json_object_set_new(st, "portmap",
+				    d->pm ? portmap_status_json(d->pm) : json_null());
 	}
 	wg_device_info_free(info);
 	if (r == 0)
@@ -1404,6 +1426,17 @@ int daemon_run(const struct daemon_opts *opts)
 	r = wgdev_new(d->loop, &wo, &d->wg);
 	if (r < 0)
 		goto out;
+	if (opts->portmap) {
+		struct portmap_cfg pc = {.port = wgdev_port(d->wg),
+					 .protocols = opts->portmap,
+					 .lifetime_s = opts->portmap_lifetime_s,
+					 .changed = pm_changed,
+					 .ctx = d};
+
+		r = portmap_new(d->loop, &pc, &d->pm);
+		if (r < 0)
+			log_warn("no port mapping: %s", strerror(-r));
+	}
 	r = netmap_apply_new(wgdev_device(d->wg), wgdev_magicsock(d->wg), d->ifname, 0,
 			     &netmap_apply_os_netlink, &d->na);
 	if (r < 0)
@@ -1493,6 +1526,8 @@ out:
 		loop_timer_disarm(d->loop, &d->watchdog_timer);
 	free(d->seen);
 	localapi_server_free(d->api);
+	/* Deletes the mapping: the gateway stops sending strangers to a closed port. */
+	portmap_free(d->pm);
 	if (d->nm && d->st)
 		state_netmap_flush(d->st, d->nm, time_now_ns());
 	if (d->save_timer.armed)

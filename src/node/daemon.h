@@ -22,6 +22,8 @@ struct daemon_opts {
 	unsigned mtu;
 	int workers; /* as wgdev_opts */
 	const char *metrics_listen; /* "ADDR:PORT" for GET /metrics; NULL: none */
+	unsigned portmap;	     /* port mapping protocols (PORTMAP_* bits); 0: none */
+	uint32_t portmap_lifetime_s; /* 0: the default */
 };
 
 /*

@@ -38,6 +38,7 @@
 #include "os/sd_notify.h"
 #include "node/state.h"
 #include "node/wgdev.h"
+#include "portmap/portmap.h"
 #include "wg/device.h"
 
 #define DEFAULT_MTU 1420
@@ -52,6 +53,7 @@ static void usage(FILE *f)
 	    "       trellisd [-f] [--mtu N] [--workers N] [--log-level LEVEL] IFACE\n"
 	    "       trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]\n"
 	    "                [--metrics-listen ADDR:PORT]\n"
+	    "                [--portmap LIST] [--portmap-lifetime S]\n"
 	    "\n"
 	    "  --wg IFACE         plain WireGuard mode: create TUN IFACE, configure with wg(8)\n"
 	    "                     through /var/run/wireguard/IFACE.sock (like wireguard-go -f)\n"
@@ -70,12 +72,15 @@ static void usage(FILE *f)
 	    "  --metrics-listen ADDR:PORT\n"
 	    "                     serve Prometheus text on http://ADDR:PORT/metrics (default:\n"
 	    "                     none; e.g. 127.0.0.1:9101)\n"
+	    "  --portmap LIST     port mapping at the gateway: auto (default), off, or any of\n"
+	    "                     pcp,nat-pmp,upnp\n"
+	    "  --portmap-lifetime S  lifetime asked for a mapping, seconds (default %d)\n"
 	    "  --version          print the version\n"
 	    "  -h, --help         this text\n"
 	    "\n"
 	    "example: trellisd --wg wg0 --mtu 1420\n",
 	    DEFAULT_MTU, WG_MTU_MAX, STATE_DEFAULT_DIR, LOCALAPI_DEFAULT_SOCKET, DAEMON_DEFAULT_TUN,
-	    DAEMON_DEFAULT_PORT);
+	    DAEMON_DEFAULT_PORT, PORTMAP_LIFETIME_DEFAULT_S);
 }
 
 /* Whole-string unsigned decimal within [min, max]; false otherwise. */
@@ -188,6 +193,8 @@ int main(int argc, char **argv)
 		OPT_TUN,
 		OPT_PORT,
 		OPT_METRICS,
+		OPT_PORTMAP,
+		OPT_PORTMAP_LIFETIME,
 		OPT_VERSION
 	};
 	static const struct option longopts[] = {
@@ -200,13 +207,15 @@ int main(int argc, char **argv)
 	    {"tun", required_argument, NULL, OPT_TUN},
 	    {"port", required_argument, NULL, OPT_PORT},
 	    {"metrics-listen", required_argument, NULL, OPT_METRICS},
+	    {"portmap", required_argument, NULL, OPT_PORTMAP},
+	    {"portmap-lifetime", required_argument, NULL, OPT_PORTMAP_LIFETIME},
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"version", no_argument, NULL, OPT_VERSION},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	struct wgdev_opts opts = {.mtu = DEFAULT_MTU, .workers = -1};
-	struct daemon_opts dopts = {.port = DAEMON_DEFAULT_PORT};
+	struct daemon_opts dopts = {.port = DAEMON_DEFAULT_PORT, .portmap = PORTMAP_ALL};
 	const char *cp_opt = NULL; /* a control-plane option that was given */
 	const char *fg_env = getenv("WG_PROCESS_FOREGROUND");
 	bool foreground = fg_env && !strcmp(fg_env, "1");
@@ -268,6 +277,27 @@ int main(int argc, char **argv)
 			}
 			dopts.port = (uint16_t)v;
 			cp_opt = "--port";
+			break;
+		case OPT_PORTMAP:
+			if (portmap_protocols_parse(optarg, &dopts.portmap) < 0) {
+				fprintf(stderr,
+					"trellisd: --portmap: \"%s\" is not auto, off or a list of "
+					"pcp, nat-pmp, upnp (comma-separated)\n",
+					optarg);
+				return 2;
+			}
+			cp_opt = "--portmap";
+			break;
+		case OPT_PORTMAP_LIFETIME:
+			if (!parse_uint(optarg, PORTMAP_LIFETIME_MIN_S, UINT32_MAX, &v)) {
+				fprintf(stderr,
+					"trellisd: --portmap-lifetime: \"%s\" is not a number of "
+					"seconds >= %d\n",
+					optarg, PORTMAP_LIFETIME_MIN_S);
+				return 2;
+			}
+			dopts.portmap_lifetime_s = (uint32_t)v;
+			cp_opt = "--portmap-lifetime";
 			break;
 		case OPT_STATE:
 			if (!*optarg) {

@@ -138,6 +138,11 @@ int natpmp_client_tx(struct natpmp_client *c, uint64_t now_ns, uint8_t *buf, siz
 
 	if (now_ns < c->deadline_ns)
 		return 0;
+	if (natpmp_client_mapped(c) && now_ns >= c->map.expires_ns) {
+		/* The lifetime ran out unrenewed: the gateway dropped it by now. */
+		memset(&c->map, 0, sizeof(c->map));
+		request_begin(c, PORTMAP_REQUESTING, NATPMP_OP_ADDR, now_ns);
+	}
 	switch (c->state) {
 	case PORTMAP_MAPPED:
 		c->renewals++;
@@ -147,10 +152,7 @@ int natpmp_client_tx(struct natpmp_client *c, uint64_t now_ns, uint8_t *buf, siz
 		natpmp_client_start(c, now_ns, c->want_map);
 		break;
 	case PORTMAP_RENEWING:
-		if (now_ns >= c->map.expires_ns) {
-			memset(&c->map, 0, sizeof(c->map));
-			request_begin(c, PORTMAP_REQUESTING, NATPMP_OP_ADDR, now_ns);
-		} else if (c->tries >= NATPMP_TRIES) {
+		if (c->tries >= NATPMP_TRIES) {
 			/* Gave up on this round: what we hold lasts until it expires. */
 			c->deadline_ns = c->map.expires_ns;
 			return 0;

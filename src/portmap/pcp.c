@@ -142,6 +142,11 @@ int pcp_client_tx(struct pcp_client *c, uint64_t now_ns, uint8_t *buf, size_t ca
 
 	if (now_ns < c->deadline_ns)
 		return 0;
+	if (pcp_client_mapped(c) && now_ns >= c->map.expires_ns) {
+		/* The lifetime ran out unrenewed: the gateway dropped it by now. */
+		memset(&c->map, 0, sizeof(c->map));
+		request_begin(c, PORTMAP_REQUESTING, now_ns);
+	}
 	switch (c->state) {
 	case PORTMAP_MAPPED:
 		c->renewals++;
@@ -151,11 +156,6 @@ int pcp_client_tx(struct pcp_client *c, uint64_t now_ns, uint8_t *buf, size_t ca
 		request_begin(c, PORTMAP_REQUESTING, now_ns);
 		break;
 	case PORTMAP_RENEWING:
-		if (now_ns >= c->map.expires_ns) {
-			/* The lifetime ran out unanswered: the gateway dropped it by now. */
-			memset(&c->map, 0, sizeof(c->map));
-			request_begin(c, PORTMAP_REQUESTING, now_ns);
-		}
 		break;
 	case PORTMAP_REQUESTING:
 		if (c->cfg.max_tries && c->tries >= c->cfg.max_tries) {

@@ -501,11 +501,17 @@ static void decide(struct portmap *pm, uint64_t now)
 
 	if (pm->active == PORTMAP_PCP && pm->pcp.state == PORTMAP_UNSUPPORTED)
 		pm->active = 0;
-	if (pm->active)
+	if (pm->active) {
+		/* A probe that lost need not go on for ever. */
+		if (pm->active != PORTMAP_NATPMP && gone(pm->natpmp.state))
+			natpmp_client_abandon(&pm->natpmp);
 		return;
+	}
 	if ((p & PORTMAP_PCP) && pcp_client_mapped(&pm->pcp)) {
 		pm->active = PORTMAP_PCP;
-		natpmp_client_abandon(&pm->natpmp);
+		/* An address request may finish: it maps nothing, and shows NAT-PMP is there. */
+		if (pm->natpmp.want_map)
+			natpmp_client_abandon(&pm->natpmp);
 		return;
 	}
 	pcp_out =

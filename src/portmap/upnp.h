@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define UPNP_DISCOVER_MS 2000
+#define UPNP_DISCOVER_MS 1000
 #define UPNP_DESC "trellis"
 
 struct upnp_igd;

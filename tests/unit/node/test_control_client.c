@@ -49,6 +49,9 @@ struct fake_server {
 	char auth_keys[4][CTRL_AUTHKEY_MAX];
 	unsigned registers;
 	unsigned map_endpoints;
+	struct endpoint map_first;  /* the map_request's first endpoint */
+	unsigned endpoint_msgs;	    /* endpoints updates since */
+	struct endpoint last_first; /* the first endpoint of the last one */
 	/* SC_ROTATE: the key registered first, and each rotation's old and new key. */
 	uint8_t reg_key[32];
 	unsigned rotations;
@@ -290,6 +293,8 @@ static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned se
 		return;
 	pthread_mutex_lock(&fs->lock);
 	fs->map_endpoints = m.map_req.n_endpoints;
+	if (m.map_req.n_endpoints)
+		fs->map_first = m.map_req.endpoints[0];
 	pthread_mutex_unlock(&fs->lock);
 	if (session_no == 0 && fs->sc == SC_STREAM) {
 		send_netmap(sc, 10, 1, 0);
@@ -316,6 +321,12 @@ static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned se
 			srv_rotate(fs, sc, &m.reg, out.reg_resp.node.key_expiry);
 		if (fs->sc == SC_EXPIRE && m.type == CTRL_MSG_REGISTER && m.reg.has_old_node_key)
 			srv_refuse_expired(fs, sc);
+		if (m.type == CTRL_MSG_ENDPOINTS && m.endpoints.n_endpoints) {
+			pthread_mutex_lock(&fs->lock);
+			fs->endpoint_msgs++;
+			fs->last_first = m.endpoints.endpoints[0];
+			pthread_mutex_unlock(&fs->lock);
+		}
 		ctrl_msg_clear(&m);
 	}
 }
@@ -423,6 +434,9 @@ struct node {
 	bool rotate;
 	unsigned rot_begins, rot_ok, rot_fail;
 	uint8_t rot_key[32];
+	/* A port mapping's endpoint (the daemon's portmap_endpoints), if has_extra. */
+	bool has_extra;
+	struct endpoint extra;
 };
 
 static void noop_send(void *ctx, struct pkt **p, unsigned n)
@@ -511,6 +525,18 @@ static void cb_rotate_end(void *ctx, bool ok)
 	pthread_mutex_unlock(&n->lock);
 }
 
+static unsigned cb_extra(void *ctx, struct endpoint *ret, unsigned cap)
+{
+	struct node *n = ctx;
+	unsigned k = 0;
+
+	pthread_mutex_lock(&n->lock);
+	if (n->has_extra && cap)
+		ret[k++] = n->extra;
+	pthread_mutex_unlock(&n->lock);
+	return k;
+}
+
 static uint16_t cb_port(void *ctx)
 {
 	(void)ctx;
@@ -562,6 +588,8 @@ static struct control_client *client_start(struct node *n, uint16_t port, const 
 	assert_int_equal(x25519_private_generate(cfg.node_key), 0);
 	cfg.ifname = "tl0";
 	cfg.port = cb_port;
+	cfg.port_ctx = n;
+	cfg.endpoints_extra = cb_extra;
 	cfg.ops = (struct control_client_ops){
 	    .ctx = n, .state_changed = cb_state, .netmap = cb_netmap, .delta = cb_delta};
 	if (n->rotate) {
@@ -679,6 +707,59 @@ static void test_rotate(void **state)
 	assert_int_equal(n.rot_begins, 2);
 	assert_int_equal(n.state, CONTROL_CLIENT_RUNNING);
 	pthread_mutex_unlock(&n.lock);
+	control_client_free(cc);
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
+/* fs->endpoint_msgs > msgs and the last update leads with ep, within 10 s. */
+static bool server_got_first(struct fake_server *fs, unsigned msgs, const struct endpoint *ep)
+{
+	bool ok = false;
+
+	for (int i = 0; i < 1000 && !ok; i++) {
+		pthread_mutex_lock(&fs->lock);
+		ok = fs->endpoint_msgs > msgs && endpoint_equal(&fs->last_first, ep);
+		pthread_mutex_unlock(&fs->lock);
+		if (!ok)
+			usleep(10 * 1000);
+	}
+	return ok;
+}
+
+/*
+ * Port-mapped endpoints (endpoints_extra) lead the list — a peer tries a netmap's
+ * first endpoint — and a change the daemon announces is sent; its loss too.
+ */
+static void test_endpoints_extra(void **state)
+{
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+	struct endpoint first, second;
+	unsigned msgs;
+
+	(void)state;
+	assert_int_equal(endpoint_parse(&first, "203.0.113.7:1234"), 0);
+	assert_int_equal(endpoint_parse(&second, "203.0.113.7:4321"), 0);
+	server_start(&fs, SC_FOLLOW);
+	node_setup(&n);
+	n.has_extra = true;
+	n.extra = first;
+	cc = client_start(&n, fs.port, "tskey-good");
+	WAIT_FOR(&n, n.netmaps >= 1 && n.state == CONTROL_CLIENT_RUNNING);
+	pthread_mutex_lock(&fs.lock);
+	assert_true(fs.map_endpoints >= 1);
+	assert_true(endpoint_equal(&fs.map_first, &first));
+	msgs = fs.endpoint_msgs;
+	pthread_mutex_unlock(&fs.lock);
+
+	pthread_mutex_lock(&n.lock);
+	n.extra = second;
+	pthread_mutex_unlock(&n.lock);
+	control_client_endpoints_changed(cc);
+	assert_true(server_got_first(&fs, msgs, &second));
+
 	control_client_free(cc);
 	server_stop(&fs);
 	node_teardown(&n);
@@ -871,6 +952,7 @@ int main(void)
 	    cmocka_unit_test(test_stream_delta_reconnect),
 	    cmocka_unit_test(test_rotate),
 	    cmocka_unit_test(test_resync),
+	    cmocka_unit_test(test_endpoints_extra),
 	    cmocka_unit_test(test_interactive),
 	    cmocka_unit_test(test_rejected),
 	    cmocka_unit_test(test_unreachable_then_stop),
