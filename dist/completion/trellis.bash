@@ -45,10 +45,12 @@ _trellisd()
 	--state) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
 	--socket) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
 	--log-level) mapfile -t COMPREPLY < <(compgen -W "err warn info debug" -- "$cur"); return ;;
-	--wg | --tun | --mtu | --workers | --port | --metrics-listen) return ;;
+	--portmap) mapfile -t COMPREPLY < <(compgen -W "auto off pcp nat-pmp upnp" -- "$cur"); return ;;
+	--wg | --tun | --mtu | --workers | --port | --metrics-listen | --portmap-lifetime) return ;;
 	esac
 	mapfile -t COMPREPLY < <(compgen -W "--wg --mtu --workers --log-level --state --socket
-		--tun --port --metrics-listen --foreground --version --help" -- "$cur")
+		--tun --port --metrics-listen --portmap --portmap-lifetime --foreground --version
+		--help" -- "$cur")
 }
 complete -F _trellisd trellisd
 
