@@ -246,8 +246,11 @@ static void sock_close(struct portmap *pm, int *fd, struct loop_fd *h)
 	*fd = -1;
 }
 
-/* Connected to gw:5351: the kernel drops datagrams from anyone else (RFC 6886 §3.1). */
-static int sock_open(struct portmap *pm, struct loop_fd *h, uint8_t ret_local[4])
+/*
+ * A UDP socket connected to gw:5351 (the kernel then drops datagrams from anyone else,
+ * RFC 6886 §3.1) and our address towards it. The fd, or -errno.
+ */
+static int sock_connect(const uint8_t gw[4], uint8_t ret_local[4])
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(PORTMAP_SERVER_PORT)};
 	socklen_t len = sizeof(sa);
@@ -256,7 +259,7 @@ static int sock_open(struct portmap *pm, struct loop_fd *h, uint8_t ret_local[4]
 	fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	memcpy(&sa.sin_addr, pm->gw, 4);
+	memcpy(&sa.sin_addr, gw, 4);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
 		r = -errno;
@@ -264,6 +267,16 @@ static int sock_open(struct portmap *pm, struct loop_fd *h, uint8_t ret_local[4]
 		return r;
 	}
 	memcpy(ret_local, &sa.sin_addr, 4);
+	return fd;
+}
+
+static int sock_open(struct portmap *pm, struct loop_fd *h, uint8_t ret_local[4])
+{
+	int fd, r;
+
+	fd = sock_connect(pm->gw, ret_local);
+	if (fd < 0)
+		return fd;
 	h->fd = fd;
 	r = loop_fd_add(pm->loop, h, EPOLLIN);
 	if (r < 0) {
@@ -451,6 +464,10 @@ static void round_start(struct portmap *pm, uint64_t now)
 	int fd;
 
 	round_stop(pm);
+	/* Whatever the protocols: gateway_check compares it. */
+	fd = sock_connect(pm->gw, pm->local);
+	if (fd >= 0)
+		close(fd);
 	pm->probe_end_ns = now + PORTMAP_PROBE_WAIT_NS;
 	pm->retry_ns = TIME_NEVER;
 	if (p & PORTMAP_PCP) {
@@ -533,9 +550,13 @@ static void decide(struct portmap *pm, uint64_t now)
 		upnp_submit(pm, UPNP_OP_MAP);
 		return;
 	}
-	/* Every protocol has had its say and none maps: a new round later. */
-	if (pcp_out && natpmp_out && (!(p & PORTMAP_UPNP) || gone(pm->upnp_state)) &&
-	    pm->retry_ns == TIME_NEVER)
+	/*
+	 * Every protocol refused or gave up: a new round later. (PCP retransmits for ever by
+	 * itself, §8.1.1; NAT-PMP and UPnP retry by themselves after they fail.)
+	 */
+	if ((!(p & PORTMAP_PCP) || pm->pcp_fd < 0 || gone(pm->pcp.state)) &&
+	    (!(p & PORTMAP_NATPMP) || pm->natpmp_fd < 0 || gone(pm->natpmp.state)) &&
+	    (!(p & PORTMAP_UPNP) || gone(pm->upnp_state)) && pm->retry_ns == TIME_NEVER)
 		pm->retry_ns = now + PORTMAP_RETRY_NS;
 }
 
@@ -553,8 +574,19 @@ static void gateway_check(struct portmap *pm, uint64_t now)
 		round_stop(pm);
 		return;
 	}
-	if (pm->have_gw && !memcmp(gw, pm->gw, 4))
+	if (pm->have_gw && !memcmp(gw, pm->gw, 4)) {
+		uint8_t local[4];
+		int fd = sock_connect(gw, local);
+
+		/* Same gateway, another address of ours (a new lease): mappings name the old. */
+		if (fd >= 0)
+			close(fd);
+		if (fd < 0 || !memcmp(local, pm->local, 4))
+			return;
+		log_debug("portmap: our address towards the gateway changed");
+		round_start(pm, now);
 		return;
+	}
 	memcpy(pm->gw, gw, 4);
 	pm->have_gw = true;
 	pm->pcp_seen = pm->natpmp_seen = pm->upnp_seen = false;
@@ -581,6 +613,9 @@ static void service(struct portmap *pm, uint64_t now)
 				pm->upnp_state = PORTMAP_REQUESTING;
 			upnp_submit(pm, pm->igd ? UPNP_OP_MAP : UPNP_OP_DISCOVER);
 		}
+	} else if (!pm->active && pm->have_gw && (pm->cfg.protocols & PORTMAP_UPNP) &&
+		   !pm->upnp_busy && pm->upnp_state == PORTMAP_FAILED && now >= pm->upnp_next_ns) {
+		upnp_submit(pm, UPNP_OP_DISCOVER);
 	}
 	publish(pm);
 
