@@ -11,7 +11,7 @@
  *       and its UAPI socket are up and goes on in the background, unless -f or
  *       WG_PROCESS_FOREGROUND=1.
  *   trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]
- *            [--metrics-listen ADDR:PORT]
+ *            [--metrics-listen ADDR:PORT] [--portmap LIST] [--portmap-lifetime S]
  *       Control-plane mode (design.md §12, daemon.c): joins the tailnet that
  *       `trellis up` names and keeps the interface in line with its netmap.
  *
