@@ -146,8 +146,8 @@ void register_decide(struct registry *r, const struct register_request *req,
 		snprintf(d->rec.hostname, sizeof(d->rec.hostname), "%s", msg->hostname);
 	}
 	if (k) {
-		if (!k->reusable)
-			d->authkey = k;
+		/* Every use counts, reusable keys' too: `authkey list` shows true use counts. */
+		d->authkey = k;
 		d->rec.approved = true;
 		d->rec.ephemeral = k->ephemeral;
 		d->rec.n_tags = k->n_tags;

@@ -59,7 +59,7 @@ struct register_decision {
 	bool rotate;       /* a key rotation */
 	struct control_node rec;  /* what to write */
 	struct control_node prev; /* a known node's record before (restored if the write fails) */
-	struct control_authkey *authkey; /* a one-off key it uses (the registry's) */
+	struct control_authkey *authkey; /* the auth key it uses (the registry's) */
 
 	/* register_begin's */
 	struct registry_node *entry; /* a new node's reservation */

@@ -239,7 +239,8 @@ static void test_authkey_valid(void **state)
 	assert_null(d.error);
 	assert_true(d.insert);
 	assert_true(d.rename);
-	assert_null(d.authkey); /* reusable: no use to count */
+	assert_non_null(d.authkey); /* reusable keys count their uses too */
+	assert_true(d.authkey->reusable);
 	assert_true(d.rec.approved);
 	assert_false(d.rec.ephemeral);
 	assert_int_equal(d.rec.tailnet_id, TN_MAIN);
@@ -252,9 +253,11 @@ static void test_authkey_valid(void **state)
 	assert_string_equal(d.rec.name, "web");
 	assert_int_equal(d.rec.ipv4[0], 100);
 	assert_true(registry_name_taken(E.r, TN_MAIN, "web"));
-	assert_int_equal(register_store_ops(&d, ops), 1);
-	assert_int_equal(ops[0].kind, STORE_OP_NODE_INSERT);
-	assert_string_equal(ops[0].node.name, "web");
+	assert_int_equal(register_store_ops(&d, ops), 2);
+	assert_int_equal(ops[0].kind, STORE_OP_AUTHKEY_UPDATE);
+	assert_int_equal(ops[0].authkey.uses, 1);
+	assert_int_equal(ops[1].kind, STORE_OP_NODE_INSERT);
+	assert_string_equal(ops[1].node.name, "web");
 	register_end(E.r, &d, 0, 500, T0);
 	id = d.rec.id;
 	assert_int_equal(id, 500);
