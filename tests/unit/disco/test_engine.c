@@ -1,0 +1,500 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The disco engine between two simulated nodes on an in-memory wire: a relay that
+ * always delivers (source: the sender's handle on the receiving side) and direct UDP
+ * that delivers only what the test's network allows, with the source address the
+ * receiver sees (a NAT's mapping). Checks the paths chosen, what goes on the wire when,
+ * and that forged and flooding input changes nothing.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "disco/engine.c"
+
+#define MS 1000000ULL
+#define SENT_MAX 512
+
+struct sent {
+	int from;
+	struct endpoint to;
+	uint8_t d[DISCO_MSG_MAX];
+	size_t len;
+};
+
+struct node {
+	int idx;
+	struct disco *d;
+	uint8_t priv[32], pub[32], node_key[32];
+	struct endpoint handle; /* its handle for the other node */
+	struct endpoint lan;	/* its interface address */
+	struct endpoint mapped; /* what the other side sees as its source */
+	/* What path_set said last. */
+	int path_calls;
+	bool has_path;
+	struct endpoint path;
+	uint64_t trust_until;
+	uint64_t last_tx;
+	int pongs_relay, pongs_direct; /* ops.pong */
+};
+
+static struct node nodes[2];
+static struct sent q[SENT_MAX];
+static unsigned qn;
+static bool udp_ok; /* direct datagrams between the nodes arrive */
+static unsigned relayed, direct_sent;
+
+static void op_send(void *ctx, const struct endpoint *to, const uint8_t *d, size_t len)
+{
+	struct node *n = ctx;
+
+	assert_true(qn < SENT_MAX);
+	assert_true(len <= DISCO_MSG_MAX);
+	q[qn].from = n->idx;
+	q[qn].to = *to;
+	memcpy(q[qn].d, d, len);
+	q[qn].len = len;
+	qn++;
+	if (endpoint_is_handle(to))
+		relayed++;
+	else
+		direct_sent++;
+}
+
+static void op_path(void *ctx, const struct endpoint *peer, const struct endpoint *direct,
+		    uint64_t until)
+{
+	struct node *n = ctx;
+
+	assert_true(endpoint_equal(peer, &n->handle));
+	n->path_calls++;
+	n->has_path = direct != NULL;
+	if (direct)
+		n->path = *direct;
+	n->trust_until = until;
+}
+
+static void op_pong(void *ctx, const struct endpoint *peer, const struct endpoint *via,
+		    uint64_t rtt)
+{
+	struct node *n = ctx;
+
+	(void)peer;
+	(void)rtt;
+	if (endpoint_is_handle(via))
+		n->pongs_relay++;
+	else
+		n->pongs_direct++;
+}
+
+static uint64_t op_last_tx(void *ctx, const struct endpoint *peer)
+{
+	struct node *n = ctx;
+
+	(void)peer;
+	return n->last_tx;
+}
+
+/* Delivers everything queued (and what that sends) at `now`. */
+static void pump(uint64_t now)
+{
+	for (unsigned i = 0; i < qn; i++) {
+		struct sent *s = &q[i];
+		struct node *from = &nodes[s->from], *to = &nodes[!s->from];
+
+		if (endpoint_is_handle(&s->to)) {
+			/* The relay: the receiver sees the sender's handle. */
+			disco_rx(to->d, s->d, s->len, &to->handle, now);
+		} else if (udp_ok && (endpoint_equal(&s->to, &to->mapped) ||
+				      endpoint_equal(&s->to, &to->lan))) {
+			disco_rx(to->d, s->d, s->len, &from->mapped, now);
+		}
+	}
+	qn = 0;
+}
+
+static void ep(struct endpoint *e, const char *s)
+{
+	assert_int_equal(endpoint_parse(e, s), 0);
+}
+
+static int setup(void **state)
+{
+	struct disco_ops ops = {
+	    .send = op_send, .path_set = op_path, .pong = op_pong, .last_tx_ns = op_last_tx};
+
+	(void)state;
+	memset(nodes, 0, sizeof(nodes));
+	qn = relayed = direct_sent = 0;
+	udp_ok = true;
+	for (int i = 0; i < 2; i++) {
+		struct node *n = &nodes[i];
+
+		n->idx = i;
+		assert_int_equal(x25519_private_generate(n->priv), 0);
+		assert_int_equal(x25519_public_from_private(n->pub, n->priv), 0);
+		memset(n->node_key, 0x10 + i, 32);
+		endpoint_handle_set(&n->handle, 100 + (uint32_t)i);
+		ops.ctx = n;
+		n->d = disco_new(&ops, n->priv);
+		assert_non_null(n->d);
+	}
+	/* A behind an easy NAT (LAN address and a mapping), B public. */
+	ep(&nodes[0].lan, "198.18.0.2:41641");
+	ep(&nodes[0].mapped, "192.0.2.10:41641");
+	ep(&nodes[1].lan, "203.0.113.5:41641");
+	nodes[1].mapped = nodes[1].lan;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	for (int i = 0; i < 2; i++)
+		disco_free(nodes[i].d);
+	return 0;
+}
+
+/* Each node learns the other from the "netmap": its keys and its reported candidates. */
+static void introduce(uint64_t now)
+{
+	for (int i = 0; i < 2; i++) {
+		struct node *n = &nodes[i], *o = &nodes[!i];
+		struct endpoint self[2] = {n->lan, n->mapped}, cands[2] = {o->lan, o->mapped};
+
+		disco_self_set(n->d, n->node_key, self, 2);
+		assert_int_equal(
+		    disco_peer_set(n->d, &n->handle, o->pub, o->node_key, cands, 2, now), 0);
+	}
+}
+
+/* Traffic starts at A: a direct path within one round of datagrams, both ways. */
+static void test_direct(void **state)
+{
+	struct disco_peer_status st;
+	struct disco_stats ds;
+
+	(void)state;
+	introduce(1 * MS);
+	/* Nothing happens while idle. */
+	assert_int_equal(disco_tick(nodes[0].d, 2 * MS), 0);
+	assert_int_equal(qn, 0);
+	nodes[0].last_tx = 10 * MS;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, 10 * MS);
+	/* A ping to B's candidate (reported twice: one), a call-me-maybe through the relay. */
+	assert_int_equal(direct_sent, 1);
+	assert_int_equal(relayed, 1);
+	pump(12 * MS);
+	pump(14 * MS);
+	pump(16 * MS);
+	assert_true(nodes[0].has_path);
+	assert_true(endpoint_equal(&nodes[0].path, &nodes[1].lan));
+	assert_true(nodes[0].trust_until > 10 * MS + DISCO_TRUST_NS - 10 * MS);
+	/* B pinged A back at its mapping (the call-me-maybe and A's ping told it). */
+	assert_true(nodes[1].has_path);
+	assert_true(endpoint_equal(&nodes[1].path, &nodes[0].mapped));
+	assert_int_equal(disco_peer_status_get(nodes[0].d, &nodes[0].handle, 16 * MS, &st), 0);
+	assert_int_equal(st.state, DISCO_STATE_DIRECT);
+	assert_true(st.had_direct);
+	disco_stats_get(nodes[0].d, &ds);
+	assert_int_equal(ds.rx_pong_spoofed, 0);
+	assert_int_equal(ds.rx_bad, 0);
+}
+
+/* UDP blocked: pings go out, nothing comes back, the path stays the relay. */
+static void test_udp_blocked(void **state)
+{
+	struct disco_peer_status st;
+	uint64_t now = 10 * MS, next;
+
+	(void)state;
+	udp_ok = false;
+	introduce(now);
+	nodes[0].last_tx = now;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, now);
+	pump(now);
+	pump(now);
+	assert_false(nodes[0].has_path);
+	assert_false(nodes[1].has_path);
+	/* It retries every DISCO_RETRY_NS while traffic flows. */
+	next = disco_tick(nodes[0].d, now + MS);
+	assert_int_equal(next, now + DISCO_RETRY_NS);
+	direct_sent = 0;
+	nodes[0].last_tx = next;
+	disco_tick(nodes[0].d, next);
+	assert_int_equal(direct_sent, 1);
+	assert_int_equal(disco_peer_status_get(nodes[0].d, &nodes[0].handle, next, &st), 0);
+	assert_int_equal(st.state, DISCO_STATE_PROBING);
+	assert_false(st.had_direct);
+	assert_true(st.pings_sent >= 2);
+	assert_int_equal(st.pongs_rx, 0);
+	pump(next);
+}
+
+/* Direct, then UDP dies: heartbeats while traffic flows, the relay after the trust. */
+static void test_trust_and_fallback(void **state)
+{
+	uint64_t now = 10 * MS, t;
+	int calls;
+
+	(void)state;
+	introduce(now);
+	nodes[0].last_tx = now;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, now);
+	pump(now);
+	pump(now);
+	pump(now);
+	assert_true(nodes[0].has_path);
+	assert_int_equal(nodes[0].trust_until, now + DISCO_TRUST_NS);
+	/* A heartbeat at 3 s extends the trust. */
+	t = now + DISCO_HEARTBEAT_NS;
+	nodes[0].last_tx = t;
+	direct_sent = 0;
+	assert_int_equal(disco_tick(nodes[0].d, t), t + DISCO_HEARTBEAT_NS);
+	assert_int_equal(direct_sent, 1);
+	pump(t);
+	assert_int_equal(nodes[0].trust_until, t + DISCO_TRUST_NS);
+	/* UDP dies. The heartbeat goes unanswered; the path stays until the trust ends. */
+	udp_ok = false;
+	calls = nodes[0].path_calls;
+	nodes[0].last_tx = t + DISCO_HEARTBEAT_NS;
+	disco_tick(nodes[0].d, t + DISCO_HEARTBEAT_NS);
+	pump(t + DISCO_HEARTBEAT_NS);
+	assert_true(nodes[0].has_path);
+	/* The silence report pings at once (no wait for the next heartbeat). */
+	direct_sent = 0;
+	disco_peer_silent(nodes[0].d, &nodes[0].handle, t + DISCO_HEARTBEAT_NS + 600 * MS);
+	assert_int_equal(direct_sent, 1);
+	pump(t + DISCO_HEARTBEAT_NS + 600 * MS);
+	disco_tick(nodes[0].d, t + DISCO_TRUST_NS);
+	assert_false(nodes[0].has_path);
+	assert_int_equal(nodes[0].path_calls, calls + 1);
+	/* UDP comes back: the next probe finds the direct path again. */
+	udp_ok = true;
+	nodes[0].last_tx = t + DISCO_TRUST_NS + DISCO_RETRY_NS;
+	disco_tick(nodes[0].d, t + DISCO_TRUST_NS + DISCO_RETRY_NS);
+	pump(t + DISCO_TRUST_NS + DISCO_RETRY_NS);
+	pump(t + DISCO_TRUST_NS + DISCO_RETRY_NS);
+	assert_true(nodes[0].has_path);
+}
+
+/* No traffic for DISCO_IDLE_NS: no deadline and no datagram. */
+static void test_idle(void **state)
+{
+	uint64_t now = 10 * MS;
+
+	(void)state;
+	introduce(now);
+	nodes[0].last_tx = now;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, now);
+	pump(now);
+	pump(now);
+	pump(now);
+	assert_true(disco_tick(nodes[0].d, now + MS) > 0);
+	/* Heartbeats stop with the traffic; after the idle time the peer leaves the list. */
+	qn = 0;
+	assert_int_equal(disco_tick(nodes[0].d, now + DISCO_IDLE_NS), 0);
+	assert_int_equal(disco_tick(nodes[1].d, now + DISCO_IDLE_NS), 0);
+	assert_int_equal(qn, 0);
+	assert_false(nodes[0].has_path); /* the trust ran out long ago */
+	assert_int_equal(nodes[0].d->n_active, 0);
+}
+
+/* Pongs nobody asked for, from the wrong place or sealed by a stranger change nothing. */
+static void test_spoofed_pong(void **state)
+{
+	struct disco_msg m = {.type = DISCO_PONG};
+	uint8_t buf[DISCO_MSG_MAX], stranger_priv[32], stranger_pub[32], shared[32];
+	struct disco_stats ds;
+	struct endpoint other;
+	unsigned pings = 0;
+	int len;
+
+	(void)state;
+	introduce(10 * MS);
+	nodes[0].last_tx = 10 * MS;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, 10 * MS);
+	/* A pong for a txid never sent, sealed by B, from B's address. */
+	ep(&m.observed, "192.0.2.10:41641");
+	memset(m.txid, 0x77, sizeof(m.txid));
+	len = disco_msg_seal(buf, sizeof(buf), &m, nodes[1].pub, nodes[0].d->active->shared);
+	assert_true(len > 0);
+	disco_rx(nodes[0].d, buf, (size_t)len, &nodes[1].lan, 11 * MS);
+	/* The right txid (copied from the ping in flight) but from another address. */
+	for (unsigned i = 0; i < qn; i++) {
+		struct disco_msg ping;
+
+		if (endpoint_is_handle(&q[i].to) ||
+		    disco_msg_open(&ping, q[i].d, q[i].len, nodes[0].d->active->shared) < 0)
+			continue;
+		pings++;
+		memcpy(m.txid, ping.txid, DISCO_TXID_LEN);
+		len =
+		    disco_msg_seal(buf, sizeof(buf), &m, nodes[1].pub, nodes[0].d->active->shared);
+		ep(&other, "198.51.100.99:41641");
+		disco_rx(nodes[0].d, buf, (size_t)len, &other, 11 * MS);
+		/* And sealed by a stranger who claims B's key: it does not open. */
+		assert_int_equal(x25519_private_generate(stranger_priv), 0);
+		assert_int_equal(x25519_public_from_private(stranger_pub, stranger_priv), 0);
+		assert_int_equal(disco_msg_shared(shared, stranger_priv, nodes[0].pub), 0);
+		len = disco_msg_seal(buf, sizeof(buf), &m, nodes[1].pub, shared);
+		disco_rx(nodes[0].d, buf, (size_t)len, &q[i].to, 11 * MS);
+		/* Its own key: unknown. */
+		len = disco_msg_seal(buf, sizeof(buf), &m, stranger_pub, shared);
+		disco_rx(nodes[0].d, buf, (size_t)len, &q[i].to, 11 * MS);
+	}
+	assert_int_equal(pings, 1);
+	disco_stats_get(nodes[0].d, &ds);
+	assert_int_equal(ds.rx_pong_spoofed, 2); /* the unknown txid, the other address */
+	assert_int_equal(ds.rx_bad, 1);
+	assert_int_equal(ds.rx_unknown, 1);
+	assert_false(nodes[0].has_path);
+	assert_int_equal(nodes[0].path_calls, 0);
+	qn = 0;
+}
+
+/* A flood of (authentic) pings from one source: at most the burst is answered. */
+static void test_ping_flood(void **state)
+{
+	struct disco_msg m = {.type = DISCO_PING};
+	uint8_t buf[DISCO_MSG_MAX];
+	struct disco_stats ds;
+	int len;
+
+	(void)state;
+	introduce(10 * MS);
+	memcpy(m.node_key, nodes[1].node_key, 32);
+	len = disco_msg_seal(buf, sizeof(buf), &m, nodes[1].pub,
+			     peer_by_handle(nodes[0].d, &nodes[0].handle)->shared);
+	assert_true(len > 0);
+	for (int i = 0; i < 1000; i++)
+		disco_rx(nodes[0].d, buf, (size_t)len, &nodes[1].mapped, 20 * MS);
+	disco_stats_get(nodes[0].d, &ds);
+	assert_int_equal(ds.rx_ping, 1000);
+	assert_int_equal(ds.tx_pong, DISCO_PING_BURST);
+	assert_int_equal(ds.rx_ping_limited, 1000 - DISCO_PING_BURST);
+	/* A second later, DISCO_PING_RATE more. */
+	for (int i = 0; i < 1000; i++)
+		disco_rx(nodes[0].d, buf, (size_t)len, &nodes[1].mapped, 20 * MS + DISCO_NS);
+	disco_stats_get(nodes[0].d, &ds);
+	assert_int_equal(ds.tx_pong, DISCO_PING_BURST + DISCO_PING_RATE);
+	/* A ping naming another node key is not answered. */
+	memset(m.node_key, 0x99, 32);
+	len = disco_msg_seal(buf, sizeof(buf), &m, nodes[1].pub,
+			     peer_by_handle(nodes[0].d, &nodes[0].handle)->shared);
+	disco_rx(nodes[0].d, buf, (size_t)len, &nodes[1].lan, 30 * DISCO_NS);
+	disco_stats_get(nodes[0].d, &ds);
+	assert_int_equal(ds.rx_ping_wrong_key, 1);
+	assert_int_equal(ds.tx_pong, DISCO_PING_BURST + DISCO_PING_RATE);
+	qn = 0;
+}
+
+/* The choice: lowest round trip less the LAN / IPv6 bonus, with hysteresis. */
+static void test_choice(void **state)
+{
+	struct peer *p;
+	struct endpoint c[3];
+	uint64_t now = 100 * MS;
+
+	(void)state;
+	ep(&c[0], "203.0.113.5:1");
+	ep(&c[1], "198.18.1.5:1");
+	ep(&c[2], "[2001:db8::5]:1");
+	introduce(now);
+	assert_int_equal(disco_peer_set(nodes[0].d, &nodes[0].handle, nodes[1].pub,
+					nodes[1].node_key, c, 3, now),
+			 0);
+	p = peer_by_handle(nodes[0].d, &nodes[0].handle);
+	assert_non_null(p);
+	/* Public 8 ms, LAN 10 ms (x0.7 = 7): the LAN wins. */
+	p->cands[0].pong_ns = now, p->cands[0].rtt_ns = 8 * MS;
+	p->cands[1].pong_ns = now, p->cands[1].rtt_ns = 10 * MS;
+	best_update(nodes[0].d, p, now);
+	assert_int_equal(p->best, 1);
+	/* IPv6 at 7 ms (x0.9 = 6.3) is better, but not by a third: LAN stays. */
+	p->cands[2].pong_ns = now, p->cands[2].rtt_ns = 7 * MS;
+	best_update(nodes[0].d, p, now);
+	assert_int_equal(p->best, 1);
+	/* At 3 ms (2.7) it is: it takes over, and the glue hears of it. */
+	p->cands[2].rtt_ns = 3 * MS;
+	best_update(nodes[0].d, p, now);
+	assert_int_equal(p->best, 2);
+	assert_true(endpoint_equal(&nodes[0].path, &c[2]));
+	/* New netmap candidates keep what was measured (the best stays the best). */
+	assert_int_equal(disco_peer_set(nodes[0].d, &nodes[0].handle, nodes[1].pub,
+					nodes[1].node_key, &c[1], 2, now),
+			 0);
+	assert_int_equal(p->n_cands, 2);
+	assert_true(endpoint_equal(&p->cands[p->best].ep, &c[2]));
+	/* A new disco key (the peer restarted): nothing is trusted any more. */
+	assert_int_equal(disco_peer_set(nodes[0].d, &nodes[0].handle, nodes[0].pub,
+					nodes[1].node_key, c, 3, now),
+			 0);
+	assert_false(nodes[0].has_path);
+	assert_int_equal(p->best, -1);
+	/* A low-order key is refused. */
+	{
+		uint8_t zero[32] = {0};
+
+		assert_int_equal(disco_peer_set(nodes[0].d, &nodes[0].handle, zero,
+						nodes[1].node_key, c, 3, now),
+				 -EINVAL);
+	}
+	disco_peer_remove(nodes[0].d, &nodes[0].handle);
+	disco_peer_remove(nodes[0].d, &nodes[0].handle);
+	assert_int_equal(hmap_count(&nodes[0].d->by_id), 0);
+	assert_int_equal(hmap_count(&nodes[0].d->by_key), 0);
+}
+
+/* A user's ping: through the relay while not direct, then on the direct path. */
+static void test_user_ping(void **state)
+{
+	uint64_t now = 10 * MS;
+
+	(void)state;
+	udp_ok = false;
+	introduce(now);
+	assert_int_equal(disco_ping(nodes[0].d, &nodes[0].handle, now), 0);
+	pump(now + 5 * MS);
+	pump(now + 10 * MS);
+	assert_int_equal(nodes[0].pongs_relay, 1);
+	assert_int_equal(nodes[0].pongs_direct, 0);
+	udp_ok = true;
+	assert_int_equal(disco_ping(nodes[0].d, &nodes[0].handle, now + 20 * MS), 0);
+	pump(now + 21 * MS);
+	pump(now + 22 * MS);
+	pump(now + 23 * MS);
+	assert_true(nodes[0].has_path);
+	assert_int_equal(nodes[0].pongs_direct, 1);
+	/* Direct now: the next one goes only there. */
+	relayed = 0;
+	assert_int_equal(disco_ping(nodes[0].d, &nodes[0].handle, now + 30 * MS), 0);
+	assert_int_equal(relayed, 0);
+	pump(now + 31 * MS);
+	assert_int_equal(nodes[0].pongs_direct, 2);
+	assert_int_equal(disco_ping(nodes[0].d, &nodes[1].handle, now), -ENOENT);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_direct, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_udp_blocked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trust_and_fallback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_idle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_spoofed_pong, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_choice, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_user_ping, setup, teardown),
+	};
+
+	assert_int_equal(crypto_init(), 0);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
