@@ -693,6 +693,8 @@ int mapper_node_upsert(struct mapper *m, const struct control_node *n, int64_t n
 	rec.online = x->rec.online;
 	rec.last_seen = x->rec.last_seen;
 	rec.home_region = x->rec.home_region;
+	rec.has_disco_key = x->rec.has_disco_key;
+	memcpy(rec.disco_key, x->rec.disco_key, NETMAP_KEY_LEN);
 	if (record_differs(&x->rec, &rec))
 		flags |= PEND_FULL;
 	if (!endpoints_equal(x->rec.endpoints, x->rec.n_endpoints, rec.endpoints, rec.n_endpoints))
@@ -766,6 +768,23 @@ int mapper_node_home_region(struct mapper *m, uint64_t id, uint32_t region)
 	/* Rare (a node's home moves with its network): a changed record, no patch of its own. */
 	rec = x->rec;
 	rec.home_region = region;
+	node_update(m, x, &rec, x->shown, PEND_FULL);
+	return 0;
+}
+
+int mapper_node_disco_key(struct mapper *m, uint64_t id, const uint8_t *key)
+{
+	struct mnode *x = node_find(m, id);
+	struct control_node rec;
+
+	if (!x)
+		return -ENOENT;
+	if (!key || (x->rec.has_disco_key && !memcmp(x->rec.disco_key, key, NETMAP_KEY_LEN)))
+		return 1;
+	/* Rare (once per daemon start): a changed record, like the home region. */
+	rec = x->rec;
+	rec.has_disco_key = true;
+	memcpy(rec.disco_key, key, NETMAP_KEY_LEN);
 	node_update(m, x, &rec, x->shown, PEND_FULL);
 	return 0;
 }

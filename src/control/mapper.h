@@ -73,6 +73,11 @@ int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *
  */
 int mapper_node_home_region(struct mapper *m, uint64_t id, uint32_t region);
 /*
+ * The node's disco key (NULL: none reported, kept as it was). 0 (changed), 1 (unchanged)
+ * or -ENOENT.
+ */
+int mapper_node_disco_key(struct mapper *m, uint64_t id, const uint8_t *key);
+/*
  * The relay map every netmap carries (the same for all tailnets). A change
  * reaches every subscriber as a delta. 0, -EINVAL (a map relaymap_valid
  * refuses), -ENOMEM.

@@ -122,6 +122,11 @@ struct control_client {
 	uint32_t home_region; /* the relay region to report (control_client_home_region_set) */
 	bool home_req;	      /* it changed since it was last sent */
 	bool endpoints_req;   /* control_client_endpoints_changed */
+	bool has_disco_key;
+	uint8_t disco_key[NETMAP_KEY_LEN];
+	/* control_client_extra_endpoints_set, under lock. */
+	unsigned n_extra;
+	struct endpoint extra[NETMAP_MAX_ENDPOINTS];
 };
 
 const char *control_client_state_name(enum control_client_state s)
@@ -322,9 +327,20 @@ static unsigned endpoints_get(struct control_client *cc, struct endpoint *eps)
 	uint16_t port = cc->port_fn ? cc->port_fn(cc->port_ctx) : 0;
 	unsigned n = cc->extra_fn ? cc->extra_fn(cc->port_ctx, eps, NETMAP_MAX_ENDPOINTS) : 0;
 
-	return n + endpoints_collect(port, cc->ifname, tailnet_prefixes,
-				     ARRAY_SIZE(tailnet_prefixes), eps + n,
-				     NETMAP_MAX_ENDPOINTS - n);
+	n += endpoints_collect(port, cc->ifname, tailnet_prefixes, ARRAY_SIZE(tailnet_prefixes),
+			       eps + n, NETMAP_MAX_ENDPOINTS - n);
+
+	pthread_mutex_lock(&cc->lock);
+	for (unsigned i = 0; i < cc->n_extra && n < NETMAP_MAX_ENDPOINTS; i++) {
+		unsigned k;
+
+		for (k = 0; k < n && !endpoint_equal(&eps[k], &cc->extra[i]); k++)
+			;
+		if (k == n)
+			eps[n++] = cc->extra[i];
+	}
+	pthread_mutex_unlock(&cc->lock);
+	return n;
 }
 
 /* --- the session --- */
@@ -539,6 +555,8 @@ static int send_map_request(struct control_client *cc, struct session *s)
 	memcpy(m.map_req.node_key, cc->node_pub, NETMAP_KEY_LEN);
 	snprintf(m.map_req.hostname, sizeof(m.map_req.hostname), "%s", cc->hostname);
 	m.map_req.stream = true;
+	m.map_req.has_disco_key = cc->has_disco_key;
+	memcpy(m.map_req.disco_key, cc->disco_key, NETMAP_KEY_LEN);
 	cc->n_endpoints = endpoints_get(cc, cc->endpoints);
 	m.map_req.n_endpoints = cc->n_endpoints;
 	memcpy(m.map_req.endpoints, cc->endpoints, cc->n_endpoints * sizeof(struct endpoint));
@@ -577,6 +595,8 @@ static int endpoints_check(struct control_client *cc, struct session *s)
 		log_info("local addresses changed: reporting %u endpoints", n);
 	m.endpoints.n_endpoints = n;
 	memcpy(m.endpoints.endpoints, eps, n * sizeof(*eps));
+	m.endpoints.has_disco_key = cc->has_disco_key;
+	memcpy(m.endpoints.disco_key, cc->disco_key, NETMAP_KEY_LEN);
 	return send_msg(cc, s, &m);
 }
 
@@ -1019,6 +1039,8 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 	snprintf(cc->auth_key, sizeof(cc->auth_key), "%s", cfg->auth_key ? cfg->auth_key : "");
 	memcpy(cc->machine_key, cfg->machine_key, NETMAP_KEY_LEN);
 	memcpy(cc->node_key, cfg->node_key, NETMAP_KEY_LEN);
+	cc->has_disco_key = cfg->has_disco_key;
+	memcpy(cc->disco_key, cfg->disco_key, NETMAP_KEY_LEN);
 	r = x25519_public_from_private(cc->node_pub, cc->node_key);
 	if (r < 0)
 		goto out;
@@ -1083,6 +1105,25 @@ int control_client_resync(struct control_client *cc, uint64_t netmaps, int err)
 	}
 	pthread_mutex_unlock(&cc->lock);
 	return r;
+}
+
+void control_client_extra_endpoints_set(struct control_client *cc, const struct endpoint *eps,
+					unsigned n)
+{
+	int r;
+
+	n = MIN(n, (unsigned)NETMAP_MAX_ENDPOINTS);
+	pthread_mutex_lock(&cc->lock);
+	if (n != cc->n_extra || memcmp(cc->extra, eps, n * sizeof(*eps))) {
+		memcpy(cc->extra, eps, n * sizeof(*eps));
+		cc->n_extra = n;
+		/* Report now (the flag the home region uses), not at the next periodic check. */
+		cc->home_req = true;
+		r = dial_cancel_wake(&cc->cancel);
+		if (r < 0)
+			log_warn("control client: %s", strerror(-r));
+	}
+	pthread_mutex_unlock(&cc->lock);
 }
 
 void control_client_home_region_set(struct control_client *cc, uint32_t region)

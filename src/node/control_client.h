@@ -103,6 +103,9 @@ struct control_client_cfg {
 	 * tries a netmap's first endpoint. Fills up to cap, returns how many. Client thread.
 	 */
 	unsigned (*endpoints_extra)(void *ctx, struct endpoint *ret, unsigned cap);
+	/* Our disco public key, reported with the endpoints (none: peers see no disco). */
+	bool has_disco_key;
+	uint8_t disco_key[NETMAP_KEY_LEN];
 	struct control_client_ops ops;
 	/*
 	 * Only find out whether login_server answers as one (GET /key, TLS verified): then
@@ -144,5 +147,13 @@ void control_client_home_region_set(struct control_client *cc, uint32_t region);
 
 /* What endpoints_extra returns changed: the endpoints are checked (and sent) at once. Any thread. */
 void control_client_endpoints_changed(struct control_client *cc);
+
+/*
+ * Endpoints found beyond our interface addresses (STUN-reflexive, port mappings): reported
+ * after the local ones (together at most NETMAP_MAX_ENDPOINTS) at once if they changed.
+ * Any thread.
+ */
+void control_client_extra_endpoints_set(struct control_client *cc, const struct endpoint *eps,
+					unsigned n);
 
 #endif

@@ -483,6 +483,10 @@ static void put_node(struct wbuf *b, const struct netmap_node *n)
 		put_lit(b, ",\"home_region\":");
 		put_region_id(b, n->home_region);
 	}
+	if (n->has_disco_key) {
+		put_lit(b, ",\"disco_key\":");
+		put_key(b, n->disco_key);
+	}
 	put_lit(b, "}");
 }
 
@@ -650,6 +654,10 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"home_region\":");
 			put_region_id(&b, m->map_req.home_region);
 		}
+		if (m->map_req.has_disco_key) {
+			put_lit(&b, ",\"disco_key\":");
+			put_key(&b, m->map_req.disco_key);
+		}
 		break;
 	case CTRL_MSG_ENDPOINTS:
 		put_lit(&b, ",\"endpoints\":");
@@ -657,6 +665,10 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 		if (m->endpoints.home_region) {
 			put_lit(&b, ",\"home_region\":");
 			put_region_id(&b, m->endpoints.home_region);
+		}
+		if (m->endpoints.has_disco_key) {
+			put_lit(&b, ",\"disco_key\":");
+			put_key(&b, m->endpoints.disco_key);
 		}
 		break;
 	case CTRL_MSG_NETMAP:
@@ -986,6 +998,15 @@ static int opt(int r)
 	return r == -ENOENT ? 0 : r;
 }
 
+/* An optional key and whether it was there: 0 or -EBADMSG. */
+static int opt_key(json_t *o, const char *k, bool *ret_has, uint8_t out[NETMAP_KEY_LEN])
+{
+	int r = get_key(o, k, out);
+
+	*ret_has = r == 0;
+	return opt(r);
+}
+
 static int id_from(json_t *v, uint64_t *ret)
 {
 	if (!json_is_integer(v) || json_integer_value(v) < 0)
@@ -1038,7 +1059,8 @@ static int decode_node(json_t *o, struct netmap_node *ret)
 	    opt(get_text(o, "os", n->os, sizeof(n->os))) ||
 	    opt(get_text(o, "user", n->user, sizeof(n->user))) ||
 	    opt(get_tags(o, "tags", n->tags, &n->n_tags)) ||
-	    opt(get_region_id(o, "home_region", &n->home_region)))
+	    opt(get_region_id(o, "home_region", &n->home_region)) ||
+	    opt_key(o, "disco_key", &n->has_disco_key, n->disco_key))
 		return -EBADMSG;
 	return 0;
 }
@@ -1165,7 +1187,8 @@ static int decode_map_request(json_t *o, struct ctrl_map_request *r)
 	    req(get_endpoints(o, "endpoints", r->endpoints, &r->n_endpoints)) ||
 	    opt(get_text(o, "hostname", r->hostname, sizeof(r->hostname))) ||
 	    req(get_bool(o, "stream", &r->stream)) ||
-	    opt(get_region_id(o, "home_region", &r->home_region)))
+	    opt(get_region_id(o, "home_region", &r->home_region)) ||
+	    opt_key(o, "disco_key", &r->has_disco_key, r->disco_key))
 		return -EBADMSG;
 	return 0;
 }
@@ -1341,7 +1364,9 @@ int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret)
 		r = req(get_endpoints(root, "endpoints", m.endpoints.endpoints,
 				      &m.endpoints.n_endpoints));
 		if (!r)
-			r = opt(get_region_id(root, "home_region", &m.endpoints.home_region))
+			r = opt(get_region_id(root, "home_region", &m.endpoints.home_region)) ||
+					    opt_key(root, "disco_key", &m.endpoints.has_disco_key,
+						    m.endpoints.disco_key)
 				? -EBADMSG
 				: 0;
 		break;

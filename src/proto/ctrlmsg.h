@@ -64,13 +64,20 @@ struct ctrl_map_request {
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
 	uint32_t home_region; /* 0: none chosen yet */
+	bool has_disco_key;
+	uint8_t disco_key[NETMAP_KEY_LEN];
 };
 
-/* The node's endpoints and its home relay region (0: none yet), sent when either changes. */
+/*
+ * The node's endpoints, its home relay region (0: none yet) and its disco key, sent when
+ * any changes.
+ */
 struct ctrl_endpoints {
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
 	uint32_t home_region;
+	bool has_disco_key;
+	uint8_t disco_key[NETMAP_KEY_LEN];
 };
 
 struct ctrl_msg {

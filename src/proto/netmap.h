@@ -88,6 +88,9 @@ struct netmap_node {
 	unsigned n_tags;
 	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
 	uint32_t home_region; /* the relay region the node reported as its home; 0 = none */
+	/* Its disco key (new at every daemon start; design.md section 2); none: no disco. */
+	bool has_disco_key;
+	uint8_t disco_key[NETMAP_KEY_LEN];
 };
 
 struct netmap {

@@ -645,9 +645,26 @@ static void test_relay_map_and_home(void **state)
 	free_deltas(d, n);
 	assert_int_equal(mapper_node_home_region(m, 1, 65536), -EINVAL);
 	assert_int_equal(mapper_node_home_region(m, 99, 1), -ENOENT);
+	/* Node 1's disco key (a daemon start): node 2 hears, node 3 does not. */
+	{
+		uint8_t dk[NETMAP_KEY_LEN];
+
+		memset(dk, 0xd1, sizeof(dk));
+		assert_int_equal(mapper_node_disco_key(m, 1, dk), 0);
+		assert_int_equal(mapper_node_disco_key(m, 1, dk), 1);
+		assert_int_equal(mapper_node_disco_key(m, 1, NULL), 1);
+		assert_int_equal(mapper_node_disco_key(m, 99, dk), -ENOENT);
+		n = flush(m, ids, d, 8);
+		assert_non_null(delta_for(ids, d, n, 2));
+		assert_true(delta_for(ids, d, n, 2)->changed[0].has_disco_key);
+		assert_memory_equal(delta_for(ids, d, n, 2)->changed[0].disco_key, dk, sizeof(dk));
+		assert_null(delta_for(ids, d, n, 3));
+		free_deltas(d, n);
+	}
 	/* An admin change of the record keeps what the node reported. */
 	add(m, 1, 1);
 	assert_int_equal(mapper_node_get(m, 1)->home_region, 5);
+	assert_true(mapper_node_get(m, 1)->has_disco_key);
 	n = flush(m, ids, d, 8);
 	free_deltas(d, n);
 	mapper_free(m);

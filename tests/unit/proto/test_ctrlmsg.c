@@ -162,6 +162,11 @@ static void test_roundtrip_small(void **state)
 	endpoint_parse(&m.map_req.endpoints[1], "[2001:db8::7]:41641");
 	roundtrip(&m, &b);
 	assert_memory_equal(&b.map_req, &m.map_req, sizeof(m.map_req));
+	/* With the disco key (optional: without, has_disco_key stays false above). */
+	m.map_req.has_disco_key = true;
+	fill_key(m.map_req.disco_key, 11);
+	roundtrip(&m, &b);
+	assert_memory_equal(&b.map_req, &m.map_req, sizeof(m.map_req));
 
 	memset(&m, 0, sizeof(m));
 	m.type = CTRL_MSG_ENDPOINTS;
@@ -172,6 +177,10 @@ static void test_roundtrip_small(void **state)
 		snprintf(s, sizeof(s), "203.0.113.%d:%d", i, 1000 + i);
 		endpoint_parse(&m.endpoints.endpoints[i], s);
 	}
+	roundtrip(&m, &b);
+	assert_memory_equal(&b.endpoints, &m.endpoints, sizeof(m.endpoints));
+	m.endpoints.has_disco_key = true;
+	fill_key(m.endpoints.disco_key, 12);
 	roundtrip(&m, &b);
 	assert_memory_equal(&b.endpoints, &m.endpoints, sizeof(m.endpoints));
 
@@ -612,6 +621,9 @@ static void test_node_encode_join(void **state)
 			snprintf(p->name, sizeof(p->name), "n\"%u-%u", round, i);
 			snprintf(p->user, sizeof(p->user), "u\\%u", i);
 			p->home_region = (unsigned)(x >> (i % 40)) % 3;
+			p->has_disco_key = (x >> (i % 30)) & 1;
+			if (p->has_disco_key)
+				memset(p->disco_key, (int)i + 1, sizeof(p->disco_key));
 		}
 		/* A relay map in some rounds: it follows the peers on both paths. */
 		m.netmap->relay_map.n_regions = (unsigned)(x >> 20) % 3;
