@@ -49,7 +49,18 @@ struct slot {
 	 * under the read lock, so atomics.
 	 */
 	atomic_uint_fast64_t direct_rx_ns, unanswered_ns, probe_ns;
+	/*
+	 * Path discovery (magicsock_handle_disco): the direct path is trusted until then; the
+	 * handle's last send; events not yet taken (EV_*).
+	 */
+	bool disco;
+	atomic_uint_fast64_t trust_until_ns, tx_ns;
+	atomic_uint events;
 };
+
+#define EV_ACTIVE (1u << MAGICSOCK_EVENT_ACTIVE)
+#define EV_SILENT (1u << MAGICSOCK_EVENT_SILENT)
+#define EV_SILENT_SEEN (1u << 7) /* reported in this silence: not again until it answers */
 
 struct magicsock {
 	struct magicsock_ops ops;
@@ -73,9 +84,15 @@ struct magicsock {
 	atomic_uint home_region;
 	atomic_bool relay_ready; /* the home relay is connected (magicsock_relay_ready) */
 
+	/* magicsock_events_listen, under the write lock; called under the read lock. */
+	void (*events_fn)(void *ctx);
+	void *events_ctx;
+	atomic_bool events_pending;
+
 	atomic_uint_fast64_t rx_wg, rx_stun, rx_disco, rx_junk;
 	atomic_uint_fast64_t tx_no_path, tx_raw, tx_raw_bad;
 	atomic_uint_fast64_t tx_relay, tx_probe, rx_relay, rx_relay_unknown;
+	atomic_uint_fast64_t tx_silent_copy;
 };
 
 /* --- the inbound index (write lock held, or read lock for lookups) --- */
@@ -274,6 +291,10 @@ int magicsock_handle_new(struct magicsock *ms, struct endpoint *ret)
 	atomic_store(&s->direct_rx_ns, 0);
 	atomic_store(&s->unanswered_ns, 0);
 	atomic_store(&s->probe_ns, 0);
+	s->disco = false;
+	atomic_store(&s->trust_until_ns, 0);
+	atomic_store(&s->tx_ns, 0);
+	atomic_store(&s->events, 0);
 	ms->n_handles++;
 	endpoint_handle_set(ret, s->id);
 out:
@@ -303,6 +324,24 @@ void magicsock_handle_free(struct magicsock *ms, const struct endpoint *handle)
 	pthread_rwlock_unlock(&ms->lock);
 }
 
+/* The slot's path becomes `path` (an address or none); false when it already was. */
+static bool path_move(struct magicsock *ms, int i, const struct endpoint *path)
+{
+	struct slot *s = &ms->slots[i];
+
+	if (path && endpoint_is_addr(path) && s->indexed && endpoint_equal(&s->path, path))
+		return false;
+	if (s->indexed)
+		index_del(ms, i);
+	if (path && endpoint_is_addr(path)) {
+		s->path = *path;
+		index_add(ms, i);
+	} else {
+		memset(&s->path, 0, sizeof(s->path));
+	}
+	return true;
+}
+
 int magicsock_handle_set_path(struct magicsock *ms, const struct endpoint *handle,
 			      const struct endpoint *path)
 {
@@ -318,19 +357,12 @@ int magicsock_handle_set_path(struct magicsock *ms, const struct endpoint *handl
 		goto out;
 	}
 	s = &ms->slots[i];
-	if (path && endpoint_is_addr(path) && s->indexed && endpoint_equal(&s->path, path))
+	if (!path_move(ms, i, path))
 		goto out;
-	if (s->indexed)
-		index_del(ms, i);
-	/* Another address: not confirmed until it answers. */
+	/* Another address: not confirmed until it answers (path discovery's trust included). */
 	atomic_store(&s->direct_rx_ns, 0);
 	atomic_store(&s->unanswered_ns, 0);
-	if (path && endpoint_is_addr(path)) {
-		s->path = *path;
-		index_add(ms, i);
-	} else {
-		memset(&s->path, 0, sizeof(s->path));
-	}
+	atomic_store(&s->trust_until_ns, 0);
 out:
 	pthread_rwlock_unlock(&ms->lock);
 	return r;
@@ -391,8 +423,22 @@ static bool direct_trusted(struct slot *s, uint64_t now)
 {
 	uint64_t un = atomic_load_explicit(&s->unanswered_ns, memory_order_relaxed);
 
+	if (s->disco)
+		return now < atomic_load_explicit(&s->trust_until_ns, memory_order_relaxed);
 	return atomic_load_explicit(&s->direct_rx_ns, memory_order_relaxed) &&
 	       (!un || now - un < MAGICSOCK_DIRECT_UNANSWERED_NS);
+}
+
+/* Raises an event of the handle; the listener hears of the first one not yet taken. */
+static void event_raise(struct magicsock *ms, struct slot *s, unsigned ev, unsigned gate)
+{
+	unsigned old = atomic_fetch_or_explicit(&s->events, ev | gate, memory_order_relaxed);
+
+	if (old & (ev | gate))
+		return;
+	atomic_store(&ms->events_pending, true);
+	if (ms->events_fn)
+		ms->events_fn(ms->events_ctx);
 }
 
 static uint32_t relay_region_of(const struct magicsock *ms, const struct slot *s)
@@ -479,6 +525,8 @@ static void sources_map(struct magicsock *ms, struct pkt **pkts, unsigned n, uin
 			atomic_store_explicit(&s->direct_rx_ns, now_ns ? now_ns : 1,
 					      memory_order_relaxed);
 			atomic_store_explicit(&s->unanswered_ns, 0, memory_order_relaxed);
+			if (atomic_load_explicit(&s->events, memory_order_relaxed) & EV_SILENT_SEEN)
+				atomic_fetch_and(&s->events, ~EV_SILENT_SEEN);
 		}
 		last_mapped = *ep;
 		have_last = true;
@@ -618,6 +666,19 @@ static bool is_initiation(const struct pkt *p)
 	return p->len == 148 && p->data[0] == 1 && !p->data[1] && !p->data[2] && !p->data[3];
 }
 
+/* A copy of p from p's own pool (no malloc; none left: NULL). */
+static struct pkt *pkt_copy(const struct pkt *p)
+{
+	struct pkt *c;
+
+	if (!p->pool || pkt_pool_get(p->pool, &c, 1) != 1)
+		return NULL;
+	memcpy(c->data, p->data, p->len);
+	c->len = p->len;
+	c->ep = p->ep;
+	return c;
+}
+
 /*
  * The probe of magicsock.h, "Paths": a copy of p for the direct path, from p's own pool
  * (no malloc; none left: no probe this time). NULL when none is due.
@@ -630,11 +691,9 @@ static struct pkt *probe_copy(struct magicsock *ms, struct slot *s, const struct
 
 	if (!is_initiation(p) && last && now - last < MAGICSOCK_PROBE_INTERVAL_NS)
 		return NULL;
-	if (!p->pool || pkt_pool_get(p->pool, &c, 1) != 1)
+	c = pkt_copy(p);
+	if (!c)
 		return NULL;
-	memcpy(c->data, p->data, p->len);
-	c->len = p->len;
-	c->ep = p->ep;
 	endpoint_set_remote(&c->ep, &s->path);
 	atomic_store_explicit(&s->probe_ns, now, memory_order_relaxed);
 	atomic_fetch_add_explicit(&ms->tx_probe, 1, memory_order_relaxed);
@@ -642,15 +701,58 @@ static struct pkt *probe_copy(struct magicsock *ms, struct slot *s, const struct
 }
 
 /*
+ * A handle under path discovery (magicsock.h, "Path discovery"): 1 direct, 2 relay, 0
+ * dropped; *copy may get a relay copy (framed) while the trusted direct path is silent.
+ */
+static int route_disco(struct magicsock *ms, struct slot *s, struct pkt *p, uint64_t now,
+		       struct pkt **copy)
+{
+	bool direct = endpoint_is_addr(&s->path), trusted = direct && direct_trusted(s, now);
+	uint32_t region = relay_region_of(ms, s);
+	uint64_t tx = atomic_load_explicit(&s->tx_ns, memory_order_relaxed), un;
+
+	if (!tx || now - tx >= MAGICSOCK_IDLE_NS)
+		event_raise(ms, s, EV_ACTIVE, 0);
+	if (!tx || now - tx >= MAGICSOCK_TX_GRAIN_NS)
+		atomic_store_explicit(&s->tx_ns, now ? now : 1, memory_order_relaxed);
+	if (trusted || (direct && !region)) {
+		un = atomic_load_explicit(&s->unanswered_ns, memory_order_relaxed);
+		if (!un)
+			atomic_store_explicit(&s->unanswered_ns, now, memory_order_relaxed);
+		endpoint_set_remote(&p->ep, &s->path);
+		if (trusted && region && un && now - un >= MAGICSOCK_SILENT_NS) {
+			/* Keep the traffic going through the relay while disco checks the path. */
+			event_raise(ms, s, EV_SILENT, EV_SILENT_SEEN);
+			*copy = pkt_copy(p);
+			if (*copy && relay_pkt_push_send(*copy, s->key) < 0) {
+				pkt_free(copy, 1);
+				*copy = NULL;
+			}
+			if (*copy)
+				atomic_fetch_add_explicit(&ms->tx_silent_copy, 1,
+							  memory_order_relaxed);
+		}
+		return 1;
+	}
+	if (!region || relay_pkt_push_send(p, s->key) < 0)
+		return 0;
+	return 2;
+}
+
+/*
  * Where one handle's datagram goes: 1 direct (p->ep set), 2 relay (framed, into rb),
- * 0 dropped. *probe may get a direct copy.
+ * 0 dropped. *probe may get a direct copy, *copy a relay copy.
  */
 static int route(struct magicsock *ms, struct slot *s, struct pkt *p, uint64_t now,
-		 struct pkt **probe)
+		 struct pkt **probe, struct pkt **copy)
 {
 	bool direct = endpoint_is_addr(&s->path);
-	uint32_t region = relay_region_of(ms, s);
+	uint32_t region;
 	uint64_t un;
+
+	if (s->disco)
+		return route_disco(ms, s, p, now, copy);
+	region = relay_region_of(ms, s);
 
 	if (direct && (!region || direct_trusted(s, now))) {
 		un = atomic_load_explicit(&s->unanswered_ns, memory_order_relaxed);
@@ -679,7 +781,7 @@ void magicsock_send(struct magicsock *ms, struct pkt **pkts, unsigned n)
 	int slot;
 
 	for (i = 0; i < n; i++) {
-		struct pkt *p = pkts[i], *probe = NULL;
+		struct pkt *p = pkts[i], *probe = NULL, *copy = NULL;
 		uint32_t region;
 		int how;
 
@@ -693,13 +795,20 @@ void magicsock_send(struct magicsock *ms, struct pkt **pkts, unsigned n)
 			now = clock_now(ms);
 		}
 		slot = slot_of(ms, &p->ep);
-		how = slot < 0 ? 0 : route(ms, &ms->slots[slot], p, now, &probe);
+		how = slot < 0 ? 0 : route(ms, &ms->slots[slot], p, now, &probe, &copy);
 		if (probe) {
 			if (n_probes == ARRAY_SIZE(probes)) {
 				ms->ops.wire_send(ms->ops.ctx, probes, n_probes);
 				n_probes = 0;
 			}
 			probes[n_probes++] = probe;
+		}
+		if (copy) {
+			region = relay_region_of(ms, &ms->slots[slot]);
+			if (rb.n && (rb.region != region || rb.n == ARRAY_SIZE(rb.pkts)))
+				relay_flush(ms, &rb);
+			rb.region = region;
+			rb.pkts[rb.n++] = copy;
 		}
 		if (how == 1) {
 			pkts[k++] = p;
@@ -731,22 +840,126 @@ void magicsock_src_stale(struct magicsock *ms, const struct endpoint_src *src)
 		ms->ops.src_stale(ms->ops.ctx, src);
 }
 
+/* A raw datagram to a handle: through its relay (framed, handed over) or false. */
+static bool raw_relay(struct magicsock *ms, struct pkt *p)
+{
+	uint32_t region = 0;
+	bool sent = false;
+	int slot;
+
+	pthread_rwlock_rdlock(&ms->lock);
+	slot = slot_of(ms, &p->ep);
+	if (slot >= 0)
+		region = relay_region_of(ms, &ms->slots[slot]);
+	if (region && relay_pkt_push_send(p, ms->slots[slot].key) == 0) {
+		atomic_fetch_add(&ms->tx_relay, 1);
+		ms->relay_send(ms->relay_ctx, region, &p, 1);
+		sent = true;
+	}
+	pthread_rwlock_unlock(&ms->lock);
+	return sent;
+}
+
 void magicsock_send_raw(struct magicsock *ms, struct pkt **pkts, unsigned n)
 {
-	unsigned i, k = 0;
+	unsigned i, k = 0, bad = 0;
 
 	for (i = 0; i < n; i++) {
-		if (endpoint_is_addr(&pkts[i]->ep))
+		if (endpoint_is_addr(&pkts[i]->ep)) {
 			pkts[k++] = pkts[i];
-		else
+		} else if (!endpoint_is_handle(&pkts[i]->ep) || !raw_relay(ms, pkts[i])) {
 			pkt_free(&pkts[i], 1);
+			bad++;
+		}
 	}
-	if (k < n)
-		atomic_fetch_add(&ms->tx_raw_bad, n - k);
+	if (bad)
+		atomic_fetch_add(&ms->tx_raw_bad, bad);
 	if (k) {
 		atomic_fetch_add(&ms->tx_raw, k);
 		ms->ops.wire_send(ms->ops.ctx, pkts, k);
 	}
+}
+
+/* --- path discovery --- */
+
+int magicsock_handle_disco(struct magicsock *ms, const struct endpoint *handle,
+			   const struct endpoint *direct, uint64_t trust_until_ns)
+{
+	struct slot *s;
+	int r = 0, i;
+
+	if (direct && !endpoint_is_addr(direct))
+		return -EINVAL;
+	pthread_rwlock_wrlock(&ms->lock);
+	i = slot_of(ms, handle);
+	if (i < 0) {
+		r = -ENOENT;
+		goto out;
+	}
+	s = &ms->slots[i];
+	s->disco = true;
+	if (direct)
+		path_move(ms, i, direct);
+	atomic_store(&s->trust_until_ns, direct ? trust_until_ns : 0);
+	if (direct) {
+		/* A pong: the path answers. */
+		atomic_store(&s->unanswered_ns, 0);
+		atomic_fetch_and(&s->events, ~EV_SILENT_SEEN);
+	}
+out:
+	pthread_rwlock_unlock(&ms->lock);
+	return r;
+}
+
+uint64_t magicsock_handle_last_tx(struct magicsock *ms, const struct endpoint *handle)
+{
+	uint64_t t = 0;
+	int i;
+
+	pthread_rwlock_rdlock(&ms->lock);
+	i = slot_of(ms, handle);
+	if (i >= 0)
+		t = atomic_load(&ms->slots[i].tx_ns);
+	pthread_rwlock_unlock(&ms->lock);
+	return t;
+}
+
+void magicsock_events_listen(struct magicsock *ms, void (*fn)(void *ctx), void *ctx)
+{
+	pthread_rwlock_wrlock(&ms->lock);
+	ms->events_fn = fn;
+	ms->events_ctx = ctx;
+	pthread_rwlock_unlock(&ms->lock);
+}
+
+unsigned magicsock_events_take(struct magicsock *ms, struct magicsock_event *ret, unsigned n)
+{
+	unsigned k = 0, i, ev;
+
+	if (!atomic_exchange(&ms->events_pending, false))
+		return 0;
+	pthread_rwlock_rdlock(&ms->lock);
+	for (i = 0; i < ms->n_slots; i++) {
+		struct slot *s = &ms->slots[i];
+
+		if (!s->id || !(atomic_load_explicit(&s->events, memory_order_relaxed) &
+				(EV_ACTIVE | EV_SILENT)))
+			continue;
+		if (k + 2 > n) {
+			/* No room: the rest waits for the next take. */
+			atomic_store(&ms->events_pending, true);
+			break;
+		}
+		ev = atomic_fetch_and(&s->events, ~(EV_ACTIVE | EV_SILENT));
+		for (unsigned e = 0; e < MAGICSOCK_EVENT_MAX; e++) {
+			if (!(ev & (1u << e)))
+				continue;
+			endpoint_handle_set(&ret[k].handle, s->id);
+			ret[k++].kind = (enum magicsock_event_kind)e;
+		}
+	}
+	pthread_rwlock_unlock(&ms->lock);
+	return k;
 }
 
 /* --- lifetime --- */
@@ -836,6 +1049,7 @@ void magicsock_stats_get(struct magicsock *ms, struct magicsock_stats *ret)
 	ret->tx_probe = atomic_load(&ms->tx_probe);
 	ret->rx_relay = atomic_load(&ms->rx_relay);
 	ret->rx_relay_unknown = atomic_load(&ms->rx_relay_unknown);
+	ret->tx_silent_copy = atomic_load(&ms->tx_silent_copy);
 	pthread_rwlock_rdlock(&ms->lock);
 	ret->handles = ms->n_handles;
 	pthread_rwlock_unlock(&ms->lock);

@@ -20,7 +20,8 @@
  *   magicsock_send      the engine's datagrams: a handle becomes its peer's current
  *                       path; a handle without a path is dropped and counted
  *   magicsock_send_raw  STUN and disco to an address, out of the same sockets, so the
- *                       NAT mapping STUN measures is the one WireGuard uses
+ *                       NAT mapping STUN measures is the one WireGuard uses; disco to a
+ *                       handle goes through its relay
  *
  * Handles. The control plane gives each peer a handle (an endpoint of family
  * ENDPOINT_AF_HANDLE, base/endpoint.h) and sets it as the peer's WireGuard endpoint;
@@ -80,6 +81,12 @@
 #define MAGICSOCK_KEY_LEN 32
 #define MAGICSOCK_DIRECT_UNANSWERED_NS (15ULL * 1000000000ULL) /* keepalive 10 s + 5 s */
 #define MAGICSOCK_PROBE_INTERVAL_NS (1ULL * 1000000000ULL)
+/* Path discovery: no send for this long makes the next one an "active" event (disco's idle). */
+#define MAGICSOCK_IDLE_NS (45ULL * 1000000000ULL)
+/* ... and a trusted direct path unanswered this long is "silent" (copies go to the relay). */
+#define MAGICSOCK_SILENT_NS (500ULL * 1000000ULL)
+/* The last-send time is kept to this grain (fewer stores on the data path). */
+#define MAGICSOCK_TX_GRAIN_NS (50ULL * 1000000ULL)
 
 /* The most datagrams one mapping step handles at once (the reader's batch). */
 #define MAGICSOCK_BATCH 64
@@ -125,6 +132,7 @@ struct magicsock_stats {
 	uint64_t tx_probe;		       /* direct copies while relayed */
 	uint64_t rx_relay;		       /* from the relay, sender known */
 	uint64_t rx_relay_unknown;	       /* relayed from a key no handle has: dropped */
+	uint64_t tx_silent_copy;	       /* relay copies while the direct path is silent */
 	unsigned handles;
 };
 
@@ -155,7 +163,10 @@ void magicsock_free(struct magicsock *ms);
 void magicsock_rx(struct magicsock *ms, struct pkt **pkts, unsigned n, uint64_t now_ns);
 /* The engine's datagrams (its udp_send). Takes ownership of all n; may reorder pkts. */
 void magicsock_send(struct magicsock *ms, struct pkt **pkts, unsigned n);
-/* STUN or disco datagrams to pkt->ep, which must be an address. Takes ownership. */
+/*
+ * STUN or disco datagrams to pkt->ep: an address, or a handle (through its relay; none:
+ * dropped and counted). Takes ownership.
+ */
 void magicsock_send_raw(struct magicsock *ms, struct pkt **pkts, unsigned n);
 /* The wire's sender: `src` stopped working as a source address (ops.src_stale). */
 void magicsock_src_stale(struct magicsock *ms, const struct endpoint_src *src);
@@ -211,5 +222,43 @@ void magicsock_relay_rx(struct magicsock *ms, struct pkt **pkts,
 int magicsock_resolve(struct magicsock *ms, const struct endpoint *ep, struct endpoint *ret);
 
 void magicsock_stats_get(struct magicsock *ms, struct magicsock_stats *ret);
+
+/*
+ * Path discovery (src/disco/engine.h, driven by the node). A handle it has taken over
+ * (magicsock_handle_disco) follows its rule instead of the one of "Paths" above:
+ *
+ *   - direct while path discovery trusts the path (until trust_until_ns), or when no
+ *     relay is available; otherwise the relay, and no probe copies (disco probes);
+ *   - a trusted direct path unanswered (no WireGuard datagram from it, no pong) for
+ *     MAGICSOCK_SILENT_NS is "silent": every datagram also goes through the relay (the
+ *     receiver's replay window drops the second copy), so traffic goes on at once while
+ *     path discovery checks the path, and an event tells it to;
+ *   - the first send after MAGICSOCK_IDLE_NS without any is an "active" event: path
+ *     discovery starts probing while the relay carries the first packets.
+ *
+ * Events are flags per handle; the listener is called (on the sending thread, under the
+ * read lock: only wake someone) when one is raised that was not pending, and takes them
+ * with magicsock_events_take.
+ */
+enum magicsock_event_kind { MAGICSOCK_EVENT_ACTIVE, MAGICSOCK_EVENT_SILENT, MAGICSOCK_EVENT_MAX };
+
+struct magicsock_event {
+	struct endpoint handle;
+	enum magicsock_event_kind kind;
+};
+
+/*
+ * The handle's direct path as path discovery chose it (NULL: none; the relay, and the
+ * last address stays for inbound mapping), trusted until trust_until_ns (a pong: the path
+ * answers). 0, -ENOENT or -EINVAL (direct is not an address).
+ */
+int magicsock_handle_disco(struct magicsock *ms, const struct endpoint *handle,
+			   const struct endpoint *direct, uint64_t trust_until_ns);
+/* The handle's last send (to MAGICSOCK_TX_GRAIN_NS) under path discovery; 0: none. */
+uint64_t magicsock_handle_last_tx(struct magicsock *ms, const struct endpoint *handle);
+/* fn NULL: none. Once it returns, the previous fn is not running and will not run. */
+void magicsock_events_listen(struct magicsock *ms, void (*fn)(void *ctx), void *ctx);
+/* Up to n events (n >= 2), each handle's at most once per take. */
+unsigned magicsock_events_take(struct magicsock *ms, struct magicsock_event *ret, unsigned n);
 
 #endif

@@ -410,6 +410,99 @@ static void test_relay_path(void **state)
 	magicsock_handle_free(B.ms, &ha);
 }
 
+static unsigned events_heard;
+
+static void events_hear(void *ctx)
+{
+	(void)ctx;
+	events_heard++;
+}
+
+/*
+ * The rule of magicsock.h, "Path discovery": a handle disco took over goes direct only
+ * while trusted, no probe copies; the first send after idle is an event; a trusted path
+ * that stops answering gets relay copies (the tunnel carries without a gap) and an event;
+ * the trust ending moves it to the relay; disco to a handle goes through its relay.
+ */
+static void test_disco_rule(void **state)
+{
+	struct magicsock_event ev[4];
+	struct endpoint ha, hb;
+	struct magicsock_stats st;
+	struct pkt *p;
+	unsigned n;
+
+	(void)state;
+	events_heard = 0;
+	relay_pair(&ha, &hb);
+	magicsock_events_listen(A.ms, events_hear, NULL);
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, NULL, 0), 0);
+	assert_int_equal(magicsock_handle_disco(B.ms, &ha, NULL, 0), 0);
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, &ha, 1), -EINVAL);
+	/* Not trusted: the relay, and no probe copies even with UDP open. */
+	assert_int_equal(magicsock_events_take(A.ms, ev, 4), 0);
+	assert_true(tunnel_carries(&A, &B, 0x41));
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_RELAY);
+	assert_int_equal(ms_stats(&A).tx_probe, 0);
+	/* The first send was an "active" event, heard once, taken once. */
+	assert_int_equal(events_heard, 1);
+	n = magicsock_events_take(A.ms, ev, 4);
+	assert_int_equal(n, 1);
+	assert_true(endpoint_equal(&ev[0].handle, &hb));
+	assert_int_equal(ev[0].kind, MAGICSOCK_EVENT_ACTIVE);
+	assert_int_equal(magicsock_events_take(A.ms, ev, 4), 0);
+	assert_true(magicsock_handle_last_tx(A.ms, &hb) > 0);
+
+	/* Disco trusts B's address for 6.5 s: direct, both ways, nothing relayed. */
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, &B.h.ep, h_now + 6500000000ULL), 0);
+	assert_int_equal(magicsock_handle_disco(B.ms, &ha, &A.h.ep, h_now + 6500000000ULL), 0);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_DIRECT);
+	st = ms_stats(&A);
+	assert_true(tunnel_carries(&A, &B, 0x42));
+	assert_true(tunnel_carries(&B, &A, 0x43));
+	assert_int_equal(ms_stats(&A).tx_relay, st.tx_relay);
+
+	/* UDP dies: after MAGICSOCK_SILENT_NS unanswered, copies go through the relay. */
+	udp_blocked = true;
+	h_send(&A.h, &B.h, 100, 0x44);
+	pump();
+	assert_int_equal(B.h.tun.n, 0);
+	h_now += MAGICSOCK_SILENT_NS;
+	assert_true(tunnel_carries(&A, &B, 0x45));
+	assert_true(ms_stats(&A).tx_silent_copy >= 1);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_DIRECT); /* still trusted */
+	n = magicsock_events_take(A.ms, ev, 4);
+	assert_int_equal(n, 1);
+	assert_int_equal(ev[0].kind, MAGICSOCK_EVENT_SILENT);
+	/* Reported once per silence. */
+	assert_true(tunnel_carries(&A, &B, 0x46));
+	assert_int_equal(magicsock_events_take(A.ms, ev, 4), 0);
+	/* The trust runs out: the relay alone. */
+	h_now += 6500000000ULL;
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_RELAY);
+	st = ms_stats(&A);
+	assert_true(tunnel_carries(&A, &B, 0x47));
+	assert_int_equal(ms_stats(&A).tx_silent_copy, st.tx_silent_copy);
+
+	/* Disco to a handle: through its relay, arriving from the handle on the other side. */
+	p = dgram(&A, "TRLS\xd1\x5c", 6, 100, &hb);
+	magicsock_send_raw(A.ms, &p, 1);
+	assert_int_equal(A.relay.n, 1);
+	pump();
+	assert_int_equal(magicsock_box_take(B.ms, MAGICSOCK_BOX_DISCO, &p, 1), 1);
+	assert_true(endpoint_equal(&p->ep, &ha));
+	pkt_free(&p, 1);
+	/* ... and with no relay, dropped and counted. */
+	magicsock_relay_attach(A.ms, NULL, NULL);
+	st = ms_stats(&A);
+	p = dgram(&A, "TRLS\xd1\x5c", 6, 100, &hb);
+	magicsock_send_raw(A.ms, &p, 1);
+	assert_int_equal(ms_stats(&A).tx_raw_bad, st.tx_raw_bad + 1);
+	magicsock_events_listen(A.ms, NULL, NULL);
+	magicsock_handle_free(A.ms, &hb);
+	magicsock_handle_free(B.ms, &ha);
+}
+
 /* The relay path allocates nothing either: framing in the headroom, probes from the pool. */
 static void test_relay_no_alloc(void **state)
 {
@@ -1057,6 +1150,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_relay_path, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_unknown_sender, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_no_alloc, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disco_rule, setup, teardown),
 	    cmocka_unit_test(test_demux_table),
 	    cmocka_unit_test(test_pktbox),
 	    cmocka_unit_test(test_handles),
