@@ -63,11 +63,16 @@ static void row(json_t *n, bool self)
 		       str(n, "os"));
 		return;
 	}
-	char via[64];
+	char via[96];
 
 	path = str(n, "path");
 	if (!strcmp(path, "relay")) {
-		snprintf(via, sizeof(via), "relay %s", str(n, "relay"));
+		/* Why, when the daemon knows: "relay fra (udp-blocked-here)". */
+		if (json_is_string(json_object_get(n, "relay_reason")))
+			snprintf(via, sizeof(via), "relay %s (%s)", str(n, "relay"),
+				 str(n, "relay_reason"));
+		else
+			snprintf(via, sizeof(via), "relay %s", str(n, "relay"));
 		path = via;
 	} else if (json_is_string(json_object_get(n, "endpoint"))) {
 		path = str(n, "endpoint");

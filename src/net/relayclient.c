@@ -79,6 +79,7 @@ struct stun_probe {
 	uint8_t txid[STUN_TXID_LEN];
 	uint32_t region;
 	uint64_t sent_ns;
+	struct endpoint to, mapped; /* mapped: AF_UNSPEC until answered */
 };
 
 struct relayclient {
@@ -111,6 +112,8 @@ struct relayclient {
 	uint64_t stun_deadline_ns; /* 0: no round running */
 	uint64_t next_stun_ns;
 	bool home_chosen; /* a round ended since the map arrived */
+	/* What the last round learned of our NAT (relayclient_status), under mu. */
+	struct relayclient_nat nat;
 };
 
 const char *relayclient_state_name(enum relayclient_conn_state s)
@@ -894,6 +897,8 @@ static void stun_round_start(struct relayclient *rc, uint64_t now)
 			}
 			p->len = (uint32_t)len;
 			p->ep = to;
+			pr->to = to;
+			memset(&pr->mapped, 0, sizeof(pr->mapped));
 			pr->region = g->id;
 			pr->sent_ns = time_now_ns();
 			rc->n_probes++;
@@ -938,6 +943,8 @@ static void stun_take(struct relayclient *rc)
 				}
 				pthread_mutex_unlock(&rc->mu);
 				memset(pr->txid, 0, sizeof(pr->txid)); /* answered once */
+				pr->mapped = mapped;
+				endpoint_src_clear(&pr->mapped);
 			}
 		}
 		pkt_free(p, n);
@@ -965,6 +972,41 @@ uint32_t relayclient_home_pick(uint32_t home, int64_t home_us, unsigned home_mis
 	      best_us * RELAYCLIENT_HOME_BETTER_DEN < home_us * RELAYCLIENT_HOME_BETTER_NUM)))
 		return best;
 	return home;
+}
+
+/*
+ * Our reflexive addresses from the round's answers: one per family, and whether two
+ * servers saw different ones (the NAT maps per destination: a hard NAT). True if changed.
+ */
+static bool nat_learn(struct relayclient *rc)
+{
+	struct relayclient_nat nat = {0};
+	bool changed;
+
+	for (unsigned k = 0; k < rc->n_probes; k++) {
+		const struct endpoint *m = &rc->probes[k].mapped;
+		unsigned i;
+
+		if (!endpoint_is_addr(m))
+			continue;
+		nat.udp = true;
+		nat.answers++;
+		for (i = 0; i < nat.n_reflexive; i++) {
+			if (nat.reflexive[i].sa.sa_family != m->sa.sa_family)
+				continue;
+			if (!endpoint_equal(&nat.reflexive[i], m))
+				nat.mapping_varies = true;
+			break;
+		}
+		if (i == nat.n_reflexive && nat.n_reflexive < RELAYCLIENT_REFLEXIVE_MAX)
+			nat.reflexive[nat.n_reflexive++] = *m;
+	}
+	nat.measured = rc->n_probes > 0;
+	pthread_mutex_lock(&rc->mu);
+	changed = memcmp(&nat, &rc->nat, sizeof(nat)) != 0;
+	rc->nat = nat;
+	pthread_mutex_unlock(&rc->mu);
+	return changed;
 }
 
 /* The round is over: latencies are in, the home follows them (with hysteresis). */
@@ -997,6 +1039,8 @@ static void stun_round_end(struct relayclient *rc)
 	pthread_mutex_unlock(&rc->mu);
 	rc->stun_deadline_ns = 0;
 	rc->home_chosen = true;
+	if (nat_learn(rc))
+		notify(rc);
 
 	pick = relayclient_home_pick(home, home_us, home_misses, best, best_us, first);
 	if (pick == home)
@@ -1173,6 +1217,7 @@ void relayclient_status_get(struct relayclient *rc, struct relayclient_status *r
 	ret->home = atomic_load(&rc->home);
 	pthread_rwlock_rdlock(&rc->lock);
 	pthread_mutex_lock(&rc->mu);
+	ret->nat = rc->nat;
 	for (unsigned i = 0; i < rc->map.n_regions; i++) {
 		const struct netmap_relay_region *g = &rc->map.regions[i];
 		struct relayclient_region_info *ri = &ret->regions[ret->n_regions++];

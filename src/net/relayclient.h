@@ -12,7 +12,9 @@
  * blocking I/O (dial.h: URL, TLS, HTTP upgrade, then relay_conn's handshake and
  * frames), reconnecting with jittered backoff; a manager thread opens and closes them,
  * and measures the latency to every region by STUN through the magicsock's UDP socket
- * (so the NAT mapping is the one WireGuard uses). The home is the region with the lowest
+ * (so the NAT mapping is the one WireGuard uses); the answers also give our reflexive
+ * addresses and whether the NAT maps per destination (relayclient_status, "nat"; a change
+ * is reported through cfg.changed). The home is the region with the lowest
  * round trip, kept until another is clearly better (hysteresis) or it stops answering;
  * without any answer (UDP blocked) the home stays, or is the map's first region.
  *
@@ -72,8 +74,21 @@ struct relayclient_region_info {
 	char error[RELAYCLIENT_ERR_MAX];
 };
 
+#define RELAYCLIENT_REFLEXIVE_MAX 2 /* one per address family */
+
+/* What the STUN round tells of our UDP and NAT (netcheck; candidates for path discovery). */
+struct relayclient_nat {
+	bool measured;	     /* a round with at least one STUN server ran */
+	bool udp;	     /* some server answered */
+	unsigned answers;    /* how many */
+	bool mapping_varies; /* two servers saw different addresses of one family: hard NAT */
+	unsigned n_reflexive;
+	struct endpoint reflexive[RELAYCLIENT_REFLEXIVE_MAX]; /* as the first answer saw us */
+};
+
 struct relayclient_status {
 	uint32_t home; /* 0: none */
+	struct relayclient_nat nat;
 	unsigned n_regions;
 	struct relayclient_region_info regions[NETMAP_RELAY_REGIONS_MAX];
 };

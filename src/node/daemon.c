@@ -57,6 +57,7 @@
 #include "node/localapi.h"
 #include "node/netmap_apply.h"
 #include "node/nodemetrics.h"
+#include "node/pathd.h"
 #include "os/sd_notify.h"
 #include "node/state.h"
 #include "node/wgdev.h"
@@ -108,6 +109,7 @@ struct daemon {
 	struct netmap_apply *na;
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
 	struct relayclient *rc;
+	struct pathd *pd;
 	struct loop_async relay_changed; /* the relay client's home or a connection changed */
 	struct portmap *pm;		 /* NULL: no port mapping */
 	enum control_client_state cstate;
@@ -305,18 +307,32 @@ static int apply(struct daemon *d)
 	if (r < 0)
 		log_warn("netmap apply: %s (retried with the next change)", strerror(-r));
 	relayclient_set_map(d->rc, &d->nm->relay_map, state_prefs(d->st)->login_server);
+	pathd_netmap(d->pd, d->nm, d->na, d->nm->self.node_key);
 	wgdev_timers_kick(d->wg);
 	peers_log(d);
 	return r;
 }
 
 /* Loop thread: the control server hears our home region (peers relay to us there). */
+static void relay_report(struct daemon *d)
+{
+	struct relayclient_status *rs;
+
+	if (!d->cc)
+		return;
+	control_client_home_region_set(d->cc, relayclient_home(d->rc));
+	/* Our STUN-reflexive addresses: candidates for peers, after the local ones. */
+	rs = malloc(sizeof(*rs));
+	if (!rs)
+		return;
+	relayclient_status_get(d->rc, rs);
+	control_client_extra_endpoints_set(d->cc, rs->nat.reflexive, rs->nat.n_reflexive);
+	free(rs);
+}
+
 static void relay_changed(struct loop_async *a)
 {
-	struct daemon *d = container_of(a, struct daemon, relay_changed);
-
-	if (d->cc)
-		control_client_home_region_set(d->cc, relayclient_home(d->rc));
+	relay_report(container_of(a, struct daemon, relay_changed));
 }
 
 /* Any thread (the relay client's). */
@@ -734,6 +750,8 @@ static int client_start(struct daemon *d, const char *auth_key)
 	cfg.port = cc_port;
 	cfg.port_ctx = d;
 	cfg.endpoints_extra = cc_endpoints_extra;
+	cfg.has_disco_key = true;
+	pathd_public_key(d->pd, cfg.disco_key);
 	cfg.ops = (struct control_client_ops){.ctx = d,
 					      .state_changed = cc_state_changed,
 					      .registered = cc_registered,
@@ -743,7 +761,7 @@ static int client_start(struct daemon *d, const char *auth_key)
 					      .rotate_end = cc_rotate_end};
 	r = control_client_start(&cfg, &d->cc);
 	if (r == 0)
-		control_client_home_region_set(d->cc, relayclient_home(d->rc));
+		relay_report(d);
 	crypto_wipe(cfg.machine_key, sizeof(cfg.machine_key));
 	crypto_wipe(cfg.node_key, sizeof(cfg.node_key));
 	if (r < 0)
@@ -872,6 +890,48 @@ static const char *region_code(const struct daemon *d, uint32_t id)
 	return g ? g->code : NULL;
 }
 
+/*
+ * Why a peer is relayed (docs/localapi.md), most certain first: our UDP gets no STUN
+ * answer; the peer runs no path discovery; still probing; its pings never reach us
+ * while ours go unanswered (its UDP is blocked, or NATs that map per destination on
+ * both sides).
+ */
+static const char *relay_reason(struct daemon *d, const struct netmap_node *n,
+				const struct disco_peer_status *ds, bool has_ds)
+{
+	struct relayclient_status *rs = malloc(sizeof(*rs));
+	bool udp_here = true;
+
+	if (rs) {
+		relayclient_status_get(d->rc, rs);
+		udp_here = !rs->nat.measured || rs->nat.udp;
+		free(rs);
+	}
+	if (!udp_here)
+		return "udp-blocked-here";
+	if (!n->has_disco_key || !has_ds)
+		return "peer-without-disco";
+	if (ds->state == DISCO_STATE_PROBING && ds->pings_sent < 3 * ds->n_candidates + 3)
+		return "probing";
+	if (!n->n_endpoints)
+		return "peer-has-no-endpoints";
+	if (!ds->pings_rx)
+		return "peer-udp-blocked-or-hard-nat";
+	return ds->state == DISCO_STATE_IDLE ? "idle" : "no-direct-answer";
+}
+
+/* active: a handshake within WireGuard's reject time; idle: earlier; unreachable: never. */
+static const char *peer_state(const struct wg_peer_info *pi)
+{
+	uint64_t now = time_wall_ns();
+
+	if (!pi || !pi->last_handshake_wall_ns)
+		return pi && pi->tx_bytes ? "unreachable" : "idle";
+	if (now - pi->last_handshake_wall_ns < 180ULL * 1000000000ULL)
+		return "active";
+	return "idle";
+}
+
 /* One peer's path (docs/localapi.md): what its next packet takes. */
 static void peer_path(struct daemon *d, json_t *pj, const struct netmap_node *n,
 		      const struct wg_device_info *raw)
@@ -879,11 +939,28 @@ static void peer_path(struct daemon *d, json_t *pj, const struct netmap_node *n,
 	char ep[ENDPOINT_STR_MAX];
 	struct magicsock_path mp = {0};
 	const struct endpoint *e = NULL;
+	const struct wg_peer_info *pi = NULL;
+	struct disco_peer_status ds;
+	bool has_ds = false;
 	const char *code;
 
 	for (unsigned i = 0; raw && i < raw->n_peers; i++)
 		if (!memcmp(raw->peers[i].public_key, n->node_key, NETMAP_KEY_LEN))
-			e = &raw->peers[i].endpoint;
+			pi = &raw->peers[i];
+	if (pi)
+		e = &pi->endpoint;
+	json_object_set_new(pj, "state", json_string(peer_state(pi)));
+	if (e && endpoint_is_handle(e) && pathd_peer_status(d->pd, e, &ds) == 0) {
+		has_ds = true;
+		json_object_set_new(
+		    pj, "disco",
+		    json_pack("{s:s, s:f, s:I, s:I, s:I, s:I, s:b}", "state",
+			      disco_state_name(ds.state), "rtt_ms",
+			      ds.has_best ? (double)ds.best_rtt_ns / 1e6 : 0.0, "candidates",
+			      (json_int_t)ds.n_candidates, "pings_sent", (json_int_t)ds.pings_sent,
+			      "pongs", (json_int_t)ds.pongs_rx, "pings_received",
+			      (json_int_t)ds.pings_rx, "had_direct", ds.had_direct));
+	}
 	if (e && endpoint_is_handle(e)) {
 		if (magicsock_handle_path(wgdev_magicsock(d->wg), e, &mp) < 0)
 			mp.kind = MAGICSOCK_PATH_NONE;
@@ -900,6 +977,8 @@ static void peer_path(struct daemon *d, json_t *pj, const struct netmap_node *n,
 		json_object_set_new(pj, "path", json_string("relay"));
 		json_object_set_new(pj, "relay", json_string(code ? code : "?"));
 		json_object_set_new(pj, "endpoint", json_null());
+		json_object_set_new(pj, "relay_reason",
+				    json_string(relay_reason(d, n, &ds, has_ds)));
 	} else if (mp.kind == MAGICSOCK_PATH_DIRECT) {
 		json_object_set_new(pj, "path", json_string("direct"));
 		json_object_set_new(pj, "endpoint",
@@ -1051,6 +1130,7 @@ static void clear(struct daemon *d)
 		log_warn("clearing the interface: %s", strerror(-r));
 	netmap_free(d->nm);
 	d->nm = NULL;
+	pathd_clear(d->pd);
 	relayclient_set_map(d->rc, &(struct netmap_relay_map){0}, NULL);
 }
 
@@ -1454,6 +1534,10 @@ int daemon_run(const struct daemon_opts *opts)
 		goto out;
 	relayclient_set_key(d->rc, state_node_key(d->st));
 	wgdev_stun_listen(d->wg, stun_notify, d->rc);
+	r = pathd_new(d->loop, wgdev_magicsock(d->wg), &d->pd);
+	if (r < 0)
+		goto out;
+	wgdev_disco_listen(d->wg, pathd_disco_notify, d->pd);
 
 	be = (struct localapi_backend){.ctx = d,
 				       .status = be_status,
@@ -1535,11 +1619,15 @@ out:
 	/* The interface, its addresses and routes go with the TUN fd. */
 	netmap_apply_free(d->na);
 	/* The relay stops feeding the data plane, which then returns the relay's buffers. */
-	if (d->wg)
+	if (d->wg) {
 		wgdev_stun_listen(d->wg, NULL, NULL);
+		wgdev_disco_listen(d->wg, NULL, NULL);
+	}
+	pathd_stop(d->pd);
 	relayclient_stop(d->rc);
 	wgdev_free(d->wg);
 	relayclient_free(d->rc);
+	pathd_free(d->pd);
 	loop_async_del(&d->relay_changed);
 	netmap_free(d->nm);
 	state_free(d->st);

@@ -117,6 +117,8 @@ struct wgdev {
 	pthread_mutex_t stun_mu;
 	void (*stun_fn)(void *ctx);
 	void *stun_ctx;
+	void (*disco_fn)(void *ctx); /* and the disco mailbox (wgdev_disco_listen) */
+	void *disco_ctx;
 };
 
 /* --- engine callbacks (any thread) --- */
@@ -153,11 +155,19 @@ static void op_box_notify(void *ctx, enum magicsock_box box)
 {
 	struct wgdev *w = ctx;
 
-	if (box != MAGICSOCK_BOX_STUN)
-		return;
 	pthread_mutex_lock(&w->stun_mu);
-	if (w->stun_fn)
+	if (box == MAGICSOCK_BOX_STUN && w->stun_fn)
 		w->stun_fn(w->stun_ctx);
+	else if (box == MAGICSOCK_BOX_DISCO && w->disco_fn)
+		w->disco_fn(w->disco_ctx);
+	pthread_mutex_unlock(&w->stun_mu);
+}
+
+void wgdev_disco_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx)
+{
+	pthread_mutex_lock(&w->stun_mu);
+	w->disco_fn = fn;
+	w->disco_ctx = ctx;
 	pthread_mutex_unlock(&w->stun_mu);
 }
 
@@ -735,14 +745,15 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	mtu_follow(w);
 
 	/*
-	 * STUN answers go to a mailbox when someone reads them (the relay client's latency
-	 * probes, control mode); disco nobody reads yet: off, counted.
+	 * STUN answers and disco go to mailboxes when someone reads them (the relay client's
+	 * latency probes, path discovery: control mode); otherwise off, counted.
 	 */
 	mops = (struct magicsock_ops){
 	    .ctx = w, .wg_rx = op_wg_rx, .wire_send = op_wire_send, .src_stale = op_src_stale};
 	if (opts->stun_box) {
 		mops.box_notify = op_box_notify;
 		mops.box_cap[MAGICSOCK_BOX_STUN] = 64;
+		mops.box_cap[MAGICSOCK_BOX_DISCO] = 256;
 	}
 	w->ms = magicsock_new(&mops);
 	if (!w->ms) {

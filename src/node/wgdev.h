@@ -34,7 +34,10 @@ struct wgdev_opts {
 	 */
 	void (*ready)(void *arg);
 	void *ready_arg;
-	/* Keep STUN answers for a reader (wgdev_stun_listen); off: dropped and counted. */
+	/*
+	 * Keep STUN answers and disco for readers (wgdev_stun_listen, wgdev_disco_listen);
+	 * off: dropped and counted.
+	 */
 	bool stun_box;
 };
 
@@ -62,6 +65,8 @@ void wgdev_free(struct wgdev *w);
  * Once it returns, the previous fn is not running and will not run.
  */
 void wgdev_stun_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx);
+/* The same for the disco mailbox (open with stun_box). */
+void wgdev_disco_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx);
 /* Any thread: run the engine timers soon (after a configuration change). */
 void wgdev_timers_kick(struct wgdev *w);
 

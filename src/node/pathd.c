@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * trellisd's path discovery glue (pathd.h). Everything runs on the loop thread: one
+ * async wake (the disco mailbox filled, a magicsock event) drains both, then the engine
+ * runs what is due and the one timer is re-armed at its next deadline (none while every
+ * peer is idle: an idle node has no disco wakeups).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/pkt.h"
+#include "base/time.h"
+#include "base/util.h"
+#include "crypto/crypto.h"
+#include "net/magicsock.h"
+#include "node/netmap_apply.h"
+#include "node/pathd.h"
+
+#define POOL_PKTS 256 /* disco datagrams in flight (each goes out at once) */
+#define TAKE_BATCH 32
+
+struct known {
+	struct endpoint handle;
+	uint64_t seen; /* the pathd_netmap round that last listed it */
+};
+
+struct pathd {
+	struct loop *loop;
+	struct magicsock *ms;
+	struct disco *disco;
+	struct pkt_pool *pool;
+	struct loop_async wake;
+	struct loop_timer timer;
+	/* Handles handed to the engine, to forget those the netmap dropped. */
+	struct known *known;
+	unsigned n_known, cap_known;
+	uint64_t round;
+	uint64_t tx_drops; /* no buffer for a disco datagram */
+};
+
+/* --- engine -> world --- */
+
+static void op_send(void *ctx, const struct endpoint *to, const uint8_t *d, size_t len)
+{
+	struct pathd *pd = ctx;
+	struct pkt *p;
+
+	if (pkt_pool_get(pd->pool, &p, 1) != 1 || len > pkt_tailroom(p)) {
+		if (p)
+			pkt_free(&p, 1);
+		pd->tx_drops++;
+		return;
+	}
+	memcpy(p->data, d, len);
+	p->len = (uint32_t)len;
+	p->ep = *to;
+	magicsock_send_raw(pd->ms, &p, 1);
+}
+
+static void op_path_set(void *ctx, const struct endpoint *peer, const struct endpoint *direct,
+			uint64_t trust_until_ns)
+{
+	struct pathd *pd = ctx;
+	char buf[ENDPOINT_STR_MAX];
+
+	if (magicsock_handle_disco(pd->ms, peer, direct, trust_until_ns) < 0)
+		return;
+	if (direct)
+		log_debug("disco: peer handle %u: direct %s", peer->handle.id,
+			  endpoint_format(direct, buf, sizeof(buf)));
+	else
+		log_debug("disco: peer handle %u: relay", peer->handle.id);
+}
+
+static uint64_t op_last_tx(void *ctx, const struct endpoint *peer)
+{
+	struct pathd *pd = ctx;
+
+	return magicsock_handle_last_tx(pd->ms, peer);
+}
+
+/* --- world -> engine --- */
+
+static void rearm(struct pathd *pd, uint64_t now)
+{
+	uint64_t next = disco_tick(pd->disco, now);
+
+	if (pd->timer.armed)
+		loop_timer_disarm(pd->loop, &pd->timer);
+	if (next)
+		loop_timer_arm(pd->loop, &pd->timer, next);
+}
+
+static void drain(struct pathd *pd)
+{
+	struct magicsock_event ev[TAKE_BATCH];
+	struct pkt *p[TAKE_BATCH];
+	uint64_t now = time_now_ns();
+	unsigned n;
+
+	while ((n = magicsock_box_take(pd->ms, MAGICSOCK_BOX_DISCO, p, ARRAY_SIZE(p)))) {
+		for (unsigned i = 0; i < n; i++)
+			disco_rx(pd->disco, p[i]->data, p[i]->len, &p[i]->ep, now);
+		pkt_free(p, n);
+	}
+	while ((n = magicsock_events_take(pd->ms, ev, ARRAY_SIZE(ev)))) {
+		for (unsigned i = 0; i < n; i++) {
+			if (ev[i].kind == MAGICSOCK_EVENT_ACTIVE)
+				disco_peer_active(pd->disco, &ev[i].handle, now);
+			else
+				disco_peer_silent(pd->disco, &ev[i].handle, now);
+		}
+	}
+	rearm(pd, now);
+}
+
+static void wake_cb(struct loop_async *a)
+{
+	drain(container_of(a, struct pathd, wake));
+}
+
+static void timer_cb(struct loop_timer *t)
+{
+	struct pathd *pd = container_of(t, struct pathd, timer);
+
+	rearm(pd, time_now_ns());
+}
+
+/* Any thread: the magicsock's events listener and the disco mailbox's notify. */
+static void notify(void *ctx)
+{
+	struct pathd *pd = ctx;
+
+	loop_async_send(&pd->wake);
+}
+
+void pathd_disco_notify(void *ctx)
+{
+	notify(ctx);
+}
+
+/* --- netmap --- */
+
+static int known_add(struct pathd *pd, const struct endpoint *h)
+{
+	struct known *k;
+
+	for (unsigned i = 0; i < pd->n_known; i++) {
+		if (endpoint_equal(&pd->known[i].handle, h)) {
+			pd->known[i].seen = pd->round;
+			return 0;
+		}
+	}
+	if (pd->n_known == pd->cap_known) {
+		unsigned cap = pd->cap_known ? pd->cap_known * 2 : 16;
+
+		k = realloc(pd->known, cap * sizeof(*k));
+		if (!k)
+			return -ENOMEM;
+		pd->known = k;
+		pd->cap_known = cap;
+	}
+	pd->known[pd->n_known++] = (struct known){.handle = *h, .seen = pd->round};
+	return 0;
+}
+
+void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap_apply *na,
+		  const uint8_t node_pub[NETMAP_KEY_LEN])
+{
+	uint64_t now = time_now_ns();
+	unsigned i, k;
+
+	pd->round++;
+	disco_self_set(pd->disco, node_pub, nm->self.endpoints, nm->self.n_endpoints);
+	for (i = 0; i < nm->n_peers; i++) {
+		const struct netmap_node *n = &nm->peers[i];
+		struct endpoint h;
+		int r;
+
+		if (!n->has_disco_key || netmap_apply_peer_handle(na, n->node_key, &h) < 0)
+			continue;
+		r = disco_peer_set(pd->disco, &h, n->disco_key, n->node_key, n->endpoints,
+				   n->n_endpoints, now);
+		if (r < 0) {
+			log_ratelimited(LOG_LEVEL_WARN, "disco: peer %s: %s", n->name,
+					strerror(-r));
+			continue;
+		}
+		if (known_add(pd, &h) < 0) {
+			disco_peer_remove(pd->disco, &h);
+			continue;
+		}
+		/* Known before, or new: the magicsock follows disco's rule for it from now. */
+		magicsock_handle_disco(pd->ms, &h, NULL, 0);
+	}
+	/* Gone from the netmap (or lost its disco key): forget it. */
+	for (i = k = 0; i < pd->n_known; i++) {
+		if (pd->known[i].seen == pd->round)
+			pd->known[k++] = pd->known[i];
+		else
+			disco_peer_remove(pd->disco, &pd->known[i].handle);
+	}
+	pd->n_known = k;
+	rearm(pd, now);
+}
+
+void pathd_clear(struct pathd *pd)
+{
+	for (unsigned i = 0; i < pd->n_known; i++)
+		disco_peer_remove(pd->disco, &pd->known[i].handle);
+	pd->n_known = 0;
+	rearm(pd, time_now_ns());
+}
+
+int pathd_peer_status(const struct pathd *pd, const struct endpoint *handle,
+		      struct disco_peer_status *ret)
+{
+	return disco_peer_status_get(pd->disco, handle, time_now_ns(), ret);
+}
+
+void pathd_stats_get(const struct pathd *pd, struct disco_stats *ret)
+{
+	disco_stats_get(pd->disco, ret);
+}
+
+void pathd_public_key(const struct pathd *pd, uint8_t ret[NETMAP_KEY_LEN])
+{
+	disco_public_get(pd->disco, ret);
+}
+
+/* --- lifetime --- */
+
+int pathd_new(struct loop *loop, struct magicsock *ms, struct pathd **ret)
+{
+	struct disco_ops ops = {.send = op_send, .path_set = op_path_set, .last_tx_ns = op_last_tx};
+	uint8_t priv[NETMAP_KEY_LEN];
+	struct pathd *pd;
+	int r = -ENOMEM;
+
+	pd = calloc(1, sizeof(*pd));
+	if (!pd)
+		return -ENOMEM;
+	pd->loop = loop;
+	pd->ms = ms;
+	pd->timer.cb = timer_cb;
+	pd->timer.deadline_ns = TIME_NEVER;
+	pd->wake.cb = wake_cb;
+	pd->pool = pkt_pool_new(POOL_PKTS);
+	if (!pd->pool)
+		goto fail;
+	r = x25519_private_generate(priv);
+	if (r < 0)
+		goto fail;
+	ops.ctx = pd;
+	pd->disco = disco_new(&ops, priv);
+	crypto_wipe(priv, sizeof(priv));
+	if (!pd->disco) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	loop_async_add(loop, &pd->wake);
+	magicsock_events_listen(ms, notify, pd);
+	*ret = pd;
+	return 0;
+fail:
+	pkt_pool_free(pd->pool);
+	free(pd);
+	return r;
+}
+
+void pathd_stop(struct pathd *pd)
+{
+	if (pd)
+		magicsock_events_listen(pd->ms, NULL, NULL);
+}
+
+void pathd_free(struct pathd *pd)
+{
+	if (!pd)
+		return;
+	loop_async_del(&pd->wake);
+	if (pd->timer.armed)
+		loop_timer_disarm(pd->loop, &pd->timer);
+	disco_free(pd->disco);
+	free(pd->known);
+	/* After the data plane and the relay client: they have returned our datagrams. */
+	pkt_pool_free(pd->pool);
+	free(pd);
+}

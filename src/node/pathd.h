@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_NODE_PATHD_H
+#define TRELLIS_NODE_PATHD_H
+
+/*
+ * Path discovery in trellisd: the disco engine (src/disco/engine.h) on the daemon's
+ * loop thread, fed by the magicsock's disco mailbox and its events, driving the
+ * magicsock's handles (magicsock_handle_disco). Its datagrams leave through
+ * magicsock_send_raw, so disco uses the same sockets and NAT mappings as WireGuard.
+ *
+ * A disco key is made at every start (design.md section 2); peers whose netmap record
+ * carries a disco key are handed to the engine, the others keep the magicsock's plain
+ * rule (direct when a WireGuard handshake over UDP succeeds, else the relay).
+ */
+
+#include <stdint.h>
+
+#include "base/loop.h"
+#include "disco/engine.h"
+#include "proto/netmap.h"
+
+struct magicsock;
+struct netmap_apply;
+struct pathd;
+
+/* Loop thread. 0, -ENOMEM, -EIO (no randomness). */
+int pathd_new(struct loop *loop, struct magicsock *ms, struct pathd **ret);
+/* Accepts NULL. No more magicsock events (the disco mailbox: wgdev_disco_listen). */
+void pathd_stop(struct pathd *pd);
+/*
+ * Accepts NULL. After pathd_stop and after the data plane and the relay client are gone
+ * (datagrams from its pool may wait in their queues); the magicsock is not touched.
+ */
+void pathd_free(struct pathd *pd);
+void pathd_public_key(const struct pathd *pd, uint8_t ret[NETMAP_KEY_LEN]);
+/* The magicsock's disco mailbox has datagrams (wgdev_disco_listen). Any thread. */
+void pathd_disco_notify(void *ctx);
+
+/*
+ * After every netmap applied: our node key (public) and endpoints, and every peer with
+ * a disco key and a handle in `na`. Peers gone since the last call are forgotten.
+ */
+void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap_apply *na,
+		  const uint8_t node_pub[NETMAP_KEY_LEN]);
+/* No netmap any more: forget every peer. */
+void pathd_clear(struct pathd *pd);
+
+/* For status: -ENOENT when the peer is not under path discovery. */
+int pathd_peer_status(const struct pathd *pd, const struct endpoint *handle,
+		      struct disco_peer_status *ret);
+void pathd_stats_get(const struct pathd *pd, struct disco_stats *ret);
+
+#endif
