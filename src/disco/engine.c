@@ -577,11 +577,16 @@ static void ping_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 		return;
 	/*
 	 * The peer reached us from src: its NAT has a mapping towards us there. Ping it back
-	 * (the other half of the simultaneous open) unless we just did.
+	 * (the other half of the simultaneous open) unless we just did or already trust it
+	 * (then this is the peer's heartbeat; ours keeps our side fresh).
 	 */
 	i = cand_learn(p, src);
-	active_add(d, p, now);
-	if (i >= 0 && (!p->cands[i].ping_ns || now - p->cands[i].ping_ns >= DISCO_PING_MIN_GAP_NS))
+	/*
+	 * Only a ping back, no timers: what keeps probing is traffic of our own. (Pings that
+	 * made us active would let two peers' heartbeats keep each other awake for ever.)
+	 */
+	if (i >= 0 && !trusted(&p->cands[i], now) &&
+	    (!p->cands[i].ping_ns || now - p->cands[i].ping_ns >= DISCO_PING_MIN_GAP_NS))
 		ping_send(d, p, &p->cands[i], now, false);
 }
 
@@ -627,8 +632,10 @@ static void cmm_rx(struct disco *d, struct peer *p, const struct disco_msg *m, u
 	d->st.rx_cmm++;
 	for (unsigned i = 0; i < m->n_candidates; i++)
 		cand_learn(p, &m->candidates[i]);
-	/* The peer is probing us now: ping back at once, so both NATs open together. */
-	active_add(d, p, now);
+	/*
+	 * The peer is probing us now: ping back at once, so both NATs open together (once:
+	 * the peer repeats its call while it probes, and our own traffic makes us active).
+	 */
 	ping_all(d, p, now);
 }
 

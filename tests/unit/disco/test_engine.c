@@ -307,6 +307,38 @@ static void test_idle(void **state)
 	assert_int_equal(nodes[0].d->n_active, 0);
 }
 
+/*
+ * Traffic for 10 s, then none: heartbeats flow both ways meanwhile, yet they do not keep
+ * each other going; once idle, a minute of ticks sends nothing.
+ */
+static void test_idle_with_heartbeats(void **state)
+{
+	uint64_t t, start = 10 * MS, quiet = start + 10 * DISCO_NS;
+	unsigned before;
+
+	(void)state;
+	introduce(start);
+	nodes[0].last_tx = start;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, start);
+	for (t = start; t < quiet + DISCO_IDLE_NS + 2 * DISCO_NS; t += DISCO_NS / 2) {
+		if (t < quiet)
+			nodes[0].last_tx = t;
+		disco_tick(nodes[0].d, t);
+		disco_tick(nodes[1].d, t);
+		pump(t);
+		if (t < quiet)
+			assert_true(nodes[0].has_path);
+	}
+	assert_int_equal(nodes[0].d->n_active, 0);
+	assert_int_equal(nodes[1].d->n_active, 0);
+	before = direct_sent + relayed;
+	for (; t < quiet + 3 * DISCO_IDLE_NS; t += DISCO_NS) {
+		assert_int_equal(disco_tick(nodes[0].d, t), 0);
+		assert_int_equal(disco_tick(nodes[1].d, t), 0);
+	}
+	assert_int_equal(direct_sent + relayed, before);
+}
+
 /* Pongs nobody asked for, from the wrong place or sealed by a stranger change nothing. */
 static void test_spoofed_pong(void **state)
 {
@@ -489,6 +521,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_udp_blocked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_and_fallback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_idle_with_heartbeats, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spoofed_pong, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_choice, setup, teardown),
