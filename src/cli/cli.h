@@ -33,6 +33,8 @@ int cli_logout(int argc, char **argv, const struct cli_global *g);
 int cli_status(int argc, char **argv, const struct cli_global *g);
 int cli_ip(int argc, char **argv, const struct cli_global *g);
 int cli_whois(int argc, char **argv, const struct cli_global *g);
+int cli_ping(int argc, char **argv, const struct cli_global *g);
+int cli_netcheck(int argc, char **argv, const struct cli_global *g);
 int cli_version(int argc, char **argv, const struct cli_global *g);
 
 /*

@@ -107,6 +107,22 @@ static const struct command commands[] = {
      "(default: both)\n"
      "\n"
      "Example: ping $(trellis ip -4)\n"},
+    {"ping", cli_ping, "PEER [-c N]", "disco ping a peer: its path and round trip",
+     "Sends path discovery pings to a peer (hostname or tailnet address) and shows each\n"
+     "answer's path (`via relay REGION` or `via IP:PORT`) and round trip. Stops once the\n"
+     "path is direct, or after 10 pings.\n"
+     "\n"
+     "  -c N  exactly N pings, direct or not\n"
+     "\n"
+     "Example: trellis ping laptop -c 3\n"},
+    {"netcheck", cli_netcheck, "[--json]", "show what this node's network allows",
+     "Shows what the daemon's STUN probes found: whether UDP works, this node's addresses\n"
+     "as the internet sees them, whether its NAT maps per destination (a hard NAT), the\n"
+     "preferred relay and the latency to each relay region.\n"
+     "\n"
+     "  --json  as JSON\n"
+     "\n"
+     "Example: trellis netcheck\n"},
     {"whois", cli_whois, "ADDR", "show the node that has a tailnet address",
      "Shows the node, its owner and its keys for a tailnet address.\n"
      "\n"

@@ -40,6 +40,7 @@
  * Every change of state gets one log line (state_log, peers_log) and a STATUS= for
  * systemd (notify_status).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -137,6 +138,15 @@ struct daemon {
 	struct loop_timer watchdog_timer;
 	uint64_t watchdog_ns;
 	struct httpd *metrics;
+	struct ping_req *pings; /* `trellis ping` requests waiting for their pong */
+};
+
+struct ping_req {
+	struct daemon *d;
+	struct localapi_req *req;
+	struct endpoint handle;
+	char peer[NETMAP_NAME_MAX];
+	struct ping_req *next;
 };
 
 static const char *backend_state(const struct daemon *d)
@@ -911,6 +921,8 @@ static const char *relay_reason(struct daemon *d, const struct netmap_node *n,
 		return "udp-blocked-here";
 	if (!n->has_disco_key || !has_ds)
 		return "peer-without-disco";
+	if (ds->state == DISCO_STATE_IDLE && !ds->pings_sent)
+		return "idle"; /* no traffic yet: nothing probed */
 	if (ds->state == DISCO_STATE_PROBING && ds->pings_sent < 3 * ds->n_candidates + 3)
 		return "probing";
 	if (!n->n_endpoints)
@@ -1027,6 +1039,37 @@ static json_t *relay_json(struct daemon *d)
 	return o;
 }
 
+/*
+ * What `trellis netcheck` shows (docs/localapi.md): UDP, our addresses as STUN servers
+ * see them, whether the mapping varies by destination, the preferred relay and the
+ * latency per region (in "relay"). Port mapping (NAT-PMP, PCP, UPnP) reports here too
+ * once it is built: "portmap" stays null until then.
+ */
+static json_t *netcheck_json(struct daemon *d)
+{
+	struct relayclient_status *rs = malloc(sizeof(*rs));
+	char buf[ENDPOINT_STR_MAX];
+	json_t *o;
+	const char *code;
+
+	if (!rs)
+		return NULL;
+	relayclient_status_get(d->rc, rs);
+	code = region_code(d, rs->home);
+	o = json_pack("{s:b, s:b, s:I, s:b, s:n, s:n, s:o, s:n}", "measured", rs->nat.measured,
+		      "udp", rs->nat.udp, "stun_answers", (json_int_t)rs->nat.answers,
+		      "mapping_varies_by_dest", rs->nat.mapping_varies, "ipv4", "ipv6",
+		      "preferred_relay", code ? json_string(code) : json_null(), "portmap");
+	for (unsigned i = 0; o && i < rs->nat.n_reflexive; i++) {
+		const struct endpoint *e = &rs->nat.reflexive[i];
+
+		json_object_set_new(o, e->sa.sa_family == AF_INET ? "ipv4" : "ipv6",
+				    json_string(endpoint_format(e, buf, sizeof(buf))));
+	}
+	free(rs);
+	return o;
+}
+
 static void status_relay(struct daemon *d, json_t *st)
 {
 	struct wg_device_info *raw = NULL;
@@ -1039,6 +1082,7 @@ static void status_relay(struct daemon *d, json_t *st)
 		wg_device_info_free(raw);
 	}
 	json_object_set_new(st, "relay", relay_json(d));
+	json_object_set_new(st, "netcheck", netcheck_json(d));
 }
 
 /* Drops the per-peer view does not show: an MTU the buffers do not fit must not hide. */
@@ -1332,12 +1376,112 @@ static int be_set(void *ctx, const struct localapi_set_opts *opts, char *err, si
 	return 0;
 }
 
+static void ping_forget(struct daemon *d, struct ping_req *pr)
+{
+	struct ping_req **l = &d->pings;
+
+	while (*l && *l != pr)
+		l = &(*l)->next;
+	if (*l)
+		*l = pr->next;
+	free(pr);
+}
+
+static void ping_answer(void *ctx, const struct endpoint *via, uint64_t rtt_ns)
+{
+	struct ping_req *pr = ctx;
+	struct daemon *d = pr->d;
+	struct magicsock_path mp;
+	char buf[ENDPOINT_STR_MAX];
+	const char *code;
+	json_t *msg;
+
+	if (!via) {
+		snprintf(buf, sizeof(buf), "ping %.40s: no answer within 2 s", pr->peer);
+		msg = localapi_reply_error(buf);
+	} else if (endpoint_is_handle(via)) {
+		if (magicsock_handle_path(wgdev_magicsock(d->wg), &pr->handle, &mp) < 0)
+			mp.region = 0;
+		code = region_code(d, mp.region);
+		msg = json_pack("{s:b, s:s, s:s, s:f}", "ok", 1, "via", "relay", "relay",
+				code ? code : "?", "rtt_ms", (double)rtt_ns / 1e6);
+	} else {
+		msg = json_pack("{s:b, s:s, s:s, s:f}", "ok", 1, "via", "direct", "endpoint",
+				endpoint_format(via, buf, sizeof(buf)), "rtt_ms",
+				(double)rtt_ns / 1e6);
+	}
+	localapi_req_finish(pr->req, msg);
+	ping_forget(d, pr);
+}
+
+/* The netmap peer named by its hostname or one of its tailnet addresses. */
+static const struct netmap_node *peer_find(const struct daemon *d, const char *peer)
+{
+	uint8_t a[16];
+	int fam = strchr(peer, ':') ? AF_INET6 : AF_INET;
+	bool is_ip = inet_pton(fam, peer, a) == 1;
+
+	for (unsigned i = 0; d->nm && i < d->nm->n_peers; i++) {
+		const struct netmap_node *n = &d->nm->peers[i];
+
+		if (!is_ip && !strcmp(n->name, peer))
+			return n;
+		for (unsigned k = 0; is_ip && k < n->n_addresses; k++)
+			if (n->addresses[k].family == fam &&
+			    !memcmp(n->addresses[k].addr, a, fam == AF_INET ? 4 : 16))
+				return n;
+	}
+	return NULL;
+}
+
+static void be_ping(void *ctx, const char *peer, struct localapi_req *req)
+{
+	struct daemon *d = ctx;
+	const struct netmap_node *n = peer_find(d, peer);
+	struct ping_req *pr;
+	char err[LOCALAPI_ERROR_MAX];
+	int r;
+
+	if (!n) {
+		snprintf(err, sizeof(err), "ping: no peer %.64s in the tailnet", peer);
+		localapi_req_finish(req, localapi_reply_error(err));
+		return;
+	}
+	pr = calloc(1, sizeof(*pr));
+	if (!pr || netmap_apply_peer_handle(d->na, n->node_key, &pr->handle) < 0) {
+		free(pr);
+		localapi_req_finish(req, localapi_reply_error("ping: the peer has no tunnel yet"));
+		return;
+	}
+	pr->d = d;
+	pr->req = req;
+	snprintf(pr->peer, sizeof(pr->peer), "%s", n->name);
+	r = pathd_ping(d->pd, &pr->handle, ping_answer, pr);
+	if (r < 0) {
+		free(pr);
+		snprintf(err, sizeof(err), "ping %.64s: %s", n->name,
+			 r == -ENOENT ? "the peer runs no path discovery (no disco key)"
+				      : "too many pings waiting");
+		localapi_req_finish(req, localapi_reply_error(err));
+		return;
+	}
+	pr->next = d->pings;
+	d->pings = pr;
+}
+
 static void be_up_cancel(void *ctx, struct localapi_req *req)
 {
 	struct daemon *d = ctx;
 
 	if (d->up_req == req)
 		d->up_req = NULL;
+	for (struct ping_req *pr = d->pings; pr; pr = pr->next) {
+		if (pr->req == req) {
+			pathd_ping_cancel(d->pd, pr);
+			ping_forget(d, pr);
+			break;
+		}
+	}
 }
 
 static int be_down(void *ctx, char *err, size_t err_len)
@@ -1543,6 +1687,7 @@ int daemon_run(const struct daemon_opts *opts)
 				       .status = be_status,
 				       .up = be_up,
 				       .up_cancel = be_up_cancel,
+				       .ping = be_ping,
 				       .down = be_down,
 				       .logout = be_logout,
 				       .set = be_set};

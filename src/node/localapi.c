@@ -195,6 +195,42 @@ static void req_unlink(struct localapi_req *req)
 	}
 }
 
+/* A request answered later (up, ping): the connection reads nothing until it is. */
+static struct localapi_req *req_start(struct conn *c)
+{
+	struct localapi_req *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->srv = c->srv;
+	r->conn = c;
+	r->next = c->srv->reqs;
+	c->srv->reqs = r;
+	c->req = r;
+	usock_conn_hold(c->uc, true);
+	return r;
+}
+
+static json_t *cmd_ping(struct conn *c, json_t *req, bool *started)
+{
+	struct localapi_backend *be = &c->srv->be;
+	struct localapi_req *r;
+	json_t *v;
+	bool bad = false;
+
+	v = field_str(req, "peer", &bad);
+	if (bad || !v || !*json_string_value(v))
+		return localapi_reply_error("ping: peer (a hostname or tailnet address) is required");
+	if (!be->ping)
+		return localapi_reply_error("ping: not supported by this daemon");
+	r = req_start(c);
+	if (!r)
+		return NULL;
+	*started = true;
+	be->ping(be->ctx, json_string_value(v), r); /* may finish at once */
+	return NULL;
+}
+
 static json_t *cmd_up(struct conn *c, json_t *req, bool *started)
 {
 	struct localapi_backend *be = &c->srv->be;
@@ -219,15 +255,9 @@ static json_t *cmd_up(struct conn *c, json_t *req, bool *started)
 	opts.force_reauth = json_is_true(v);
 	if (!be->up)
 		return localapi_reply_error("up: not supported by this daemon");
-	r = calloc(1, sizeof(*r));
+	r = req_start(c);
 	if (!r)
 		return NULL;
-	r->srv = c->srv;
-	r->conn = c;
-	r->next = c->srv->reqs;
-	c->srv->reqs = r;
-	c->req = r;
-	usock_conn_hold(c->uc, true);
 	*started = true;
 	be->up(be->ctx, &opts, r); /* may finish at once */
 	return NULL;
@@ -272,6 +302,16 @@ static bool conn_run(struct conn *c, const char *line, size_t len)
 	cmd = json_string_value(json_object_get(req, "cmd"));
 	if (!strcmp(cmd, "status") || !strcmp(cmd, "ip") || !strcmp(cmd, "whois")) {
 		reply = cmd_read(c, cmd, req);
+		goto out;
+	}
+	if (!strcmp(cmd, "ping")) {
+		bool started = false;
+
+		reply = cmd_ping(c, req, &started);
+		if (!reply && started) {
+			json_decref(req);
+			return true; /* the answer comes through the req */
+		}
 		goto out;
 	}
 	if (strcmp(cmd, "up") && strcmp(cmd, "down") && strcmp(cmd, "logout") &&

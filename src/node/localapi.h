@@ -8,7 +8,7 @@
  * framing, permissions and the JSON shapes; what the commands do is the
  * daemon's, behind struct localapi_backend.
  *
- * Everyone may read (status, ip, whois); commands that change state (up, down,
+ * Everyone may read (status, ip, whois) and ping; commands that change state (up, down,
  * logout, set) need the peer's uid to be 0 (SO_PEERCRED).
  */
 
@@ -74,6 +74,11 @@ struct localapi_backend {
 	/* The server is going away with req unfinished: forget it (req is freed after). */
 	void (*up_cancel)(void *ctx, struct localapi_req *req);
 	/* 0, or -errno with a message for the user in err. */
+	/*
+	 * One disco ping to `peer` (hostname or tailnet address), answered through req as
+	 * up is: localapi_req_finish once, with the pong or an error. Optional.
+	 */
+	void (*ping)(void *ctx, const char *peer, struct localapi_req *req);
 	int (*down)(void *ctx, char *err, size_t err_len);
 	int (*logout)(void *ctx, char *err, size_t err_len);
 	int (*set)(void *ctx, const struct localapi_set_opts *opts, char *err, size_t err_len);

@@ -38,6 +38,15 @@ struct pathd {
 	unsigned n_known, cap_known;
 	uint64_t round;
 	uint64_t tx_drops; /* no buffer for a disco datagram */
+	/* User pings waiting for their pong (pathd_ping). */
+	struct user_ping {
+		struct endpoint handle;
+		pathd_ping_fn fn;
+		void *ctx;
+		uint64_t deadline_ns;
+	} pings[PATHD_PINGS_MAX];
+	unsigned n_pings;
+	struct loop_timer ping_timer;
 };
 
 /* --- engine -> world --- */
@@ -72,6 +81,84 @@ static void op_path_set(void *ctx, const struct endpoint *peer, const struct end
 			  endpoint_format(direct, buf, sizeof(buf)));
 	else
 		log_debug("disco: peer handle %u: relay", peer->handle.id);
+}
+
+static void rearm(struct pathd *pd, uint64_t now);
+
+/* Removes ping i and tells its owner (via NULL: timed out). */
+static void ping_done(struct pathd *pd, unsigned i, const struct endpoint *via, uint64_t rtt)
+{
+	struct user_ping up = pd->pings[i];
+
+	pd->pings[i] = pd->pings[--pd->n_pings];
+	up.fn(up.ctx, via, rtt);
+}
+
+static void op_pong(void *ctx, const struct endpoint *peer, const struct endpoint *via,
+		    uint64_t rtt_ns)
+{
+	struct pathd *pd = ctx;
+
+	for (unsigned i = 0; i < pd->n_pings; i++) {
+		if (endpoint_equal(&pd->pings[i].handle, peer)) {
+			ping_done(pd, i, via, rtt_ns);
+			return;
+		}
+	}
+}
+
+static void ping_rearm(struct pathd *pd)
+{
+	uint64_t next = TIME_NEVER;
+
+	for (unsigned i = 0; i < pd->n_pings; i++)
+		next = MIN(next, pd->pings[i].deadline_ns);
+	if (pd->ping_timer.armed)
+		loop_timer_disarm(pd->loop, &pd->ping_timer);
+	if (next != TIME_NEVER)
+		loop_timer_arm(pd->loop, &pd->ping_timer, next);
+}
+
+static void ping_timer_cb(struct loop_timer *t)
+{
+	struct pathd *pd = container_of(t, struct pathd, ping_timer);
+	uint64_t now = time_now_ns();
+
+	for (unsigned i = 0; i < pd->n_pings;) {
+		if (pd->pings[i].deadline_ns <= now)
+			ping_done(pd, i, NULL, 0);
+		else
+			i++;
+	}
+	ping_rearm(pd);
+}
+
+int pathd_ping(struct pathd *pd, const struct endpoint *handle, pathd_ping_fn fn, void *ctx)
+{
+	uint64_t now = time_now_ns();
+	struct disco_peer_status st;
+
+	if (disco_peer_status_get(pd->disco, handle, now, &st) < 0)
+		return -ENOENT;
+	if (pd->n_pings == PATHD_PINGS_MAX)
+		return -EBUSY;
+	pd->pings[pd->n_pings++] = (struct user_ping){
+	    .handle = *handle, .fn = fn, .ctx = ctx, .deadline_ns = now + PATHD_PING_TIMEOUT_NS};
+	disco_ping(pd->disco, handle, now);
+	ping_rearm(pd);
+	rearm(pd, now);
+	return 0;
+}
+
+void pathd_ping_cancel(struct pathd *pd, void *ctx)
+{
+	for (unsigned i = 0; i < pd->n_pings;) {
+		if (pd->pings[i].ctx == ctx)
+			pd->pings[i] = pd->pings[--pd->n_pings];
+		else
+			i++;
+	}
+	ping_rearm(pd);
 }
 
 static uint64_t op_last_tx(void *ctx, const struct endpoint *peer)
@@ -234,7 +321,8 @@ void pathd_public_key(const struct pathd *pd, uint8_t ret[NETMAP_KEY_LEN])
 
 int pathd_new(struct loop *loop, struct magicsock *ms, struct pathd **ret)
 {
-	struct disco_ops ops = {.send = op_send, .path_set = op_path_set, .last_tx_ns = op_last_tx};
+	struct disco_ops ops = {
+	    .send = op_send, .path_set = op_path_set, .pong = op_pong, .last_tx_ns = op_last_tx};
 	uint8_t priv[NETMAP_KEY_LEN];
 	struct pathd *pd;
 	int r = -ENOMEM;
@@ -246,6 +334,8 @@ int pathd_new(struct loop *loop, struct magicsock *ms, struct pathd **ret)
 	pd->ms = ms;
 	pd->timer.cb = timer_cb;
 	pd->timer.deadline_ns = TIME_NEVER;
+	pd->ping_timer.cb = ping_timer_cb;
+	pd->ping_timer.deadline_ns = TIME_NEVER;
 	pd->wake.cb = wake_cb;
 	pd->pool = pkt_pool_new(POOL_PKTS);
 	if (!pd->pool)
@@ -283,6 +373,8 @@ void pathd_free(struct pathd *pd)
 	loop_async_del(&pd->wake);
 	if (pd->timer.armed)
 		loop_timer_disarm(pd->loop, &pd->timer);
+	if (pd->ping_timer.armed)
+		loop_timer_disarm(pd->loop, &pd->ping_timer);
 	disco_free(pd->disco);
 	free(pd->known);
 	/* After the data plane and the relay client: they have returned our datagrams. */

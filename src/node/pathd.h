@@ -50,4 +50,17 @@ int pathd_peer_status(const struct pathd *pd, const struct endpoint *handle,
 		      struct disco_peer_status *ret);
 void pathd_stats_get(const struct pathd *pd, struct disco_stats *ret);
 
+#define PATHD_PINGS_MAX 16		      /* user pings waiting at once */
+#define PATHD_PING_TIMEOUT_NS (2ULL * 1000000000ULL)
+
+/*
+ * A user's ping (trellis ping, disco_ping): fn gets the first pong (via an address, or
+ * the peer's handle for the relay) or, after PATHD_PING_TIMEOUT_NS, via NULL. 0, -ENOENT
+ * (not under path discovery), -EBUSY (PATHD_PINGS_MAX waiting).
+ */
+typedef void (*pathd_ping_fn)(void *ctx, const struct endpoint *via, uint64_t rtt_ns);
+int pathd_ping(struct pathd *pd, const struct endpoint *handle, pathd_ping_fn fn, void *ctx);
+/* Forgets the pings of ctx: fn is not called for them. */
+void pathd_ping_cancel(struct pathd *pd, void *ctx);
+
 #endif

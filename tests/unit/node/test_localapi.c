@@ -81,6 +81,17 @@ static int fake_set(void *ctx, const struct localapi_set_opts *o, char *err, siz
 	return 0;
 }
 
+/* A ping answered at once: the peer named "peer-two" answers via an address, others not. */
+static void fake_ping(void *ctx, const char *peer, struct localapi_req *req)
+{
+	(void)ctx;
+	if (!strcmp(peer, "peer-two"))
+		localapi_req_finish(req, json_pack("{s:b, s:s, s:s, s:f}", "ok", 1, "via", "direct",
+						   "endpoint", "198.51.100.2:41641", "rtt_ms", 1.5));
+	else
+		localapi_req_finish(req, localapi_reply_error("ping: no peer"));
+}
+
 static int fake_down(void *ctx, char *err, size_t len)
 {
 	(void)ctx, (void)err, (void)len;
@@ -117,6 +128,7 @@ static int setup(void **state)
 {
 	static const struct localapi_backend be = {.status = fake_status,
 						   .up = fake_up,
+						   .ping = fake_ping,
 						   .down = fake_down,
 						   .logout = fake_logout,
 						   .set = fake_set};
@@ -225,6 +237,22 @@ static void test_reads(void **state)
 	    json_string_value(json_object_get(json_object_get(r, "node"), "hostname")), "peer-two");
 	json_decref(r);
 	r = call("{\"cmd\":\"whois\",\"addr\":\"100.64.0.77\"}\n");
+	assert_false(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+
+	/* ping: anyone may, the backend answers; a missing or empty peer never reaches it. */
+	r = call("{\"cmd\":\"ping\",\"peer\":\"peer-two\"}\n");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_string_equal(json_string_value(json_object_get(r, "endpoint")), "198.51.100.2:41641");
+	json_decref(r);
+	r = call("{\"cmd\":\"ping\",\"peer\":\"nobody\"}\n");
+	assert_string_equal(json_string_value(json_object_get(r, "error")), "ping: no peer");
+	json_decref(r);
+	r = call("{\"cmd\":\"ping\",\"peer\":\"\"}\n");
+	assert_false(json_is_true(json_object_get(r, "ok")));
+	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "peer"));
+	json_decref(r);
+	r = call("{\"cmd\":\"ping\",\"peer\":7}\n");
 	assert_false(json_is_true(json_object_get(r, "ok")));
 	json_decref(r);
 }

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * trellis netcheck [--json]: what the daemon's last STUN round found out about this
+ * node's network (status "netcheck" and "relay"; docs/localapi.md).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const char *yes_no(json_t *o, const char *k)
+{
+	return json_is_true(json_object_get(o, k)) ? "yes" : "no";
+}
+
+static const char *text_or(json_t *o, const char *k, const char *none)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s && *s ? s : none;
+}
+
+int cli_netcheck(int argc, char **argv, const struct cli_global *g)
+{
+	json_t *req, *reply = NULL, *st, *nc, *relay, *v, *out;
+	bool as_json = false;
+	size_t i;
+	int r;
+
+	if (argc == 2 && !strcmp(argv[1], "--json"))
+		as_json = true;
+	else if (argc != 1)
+		return cli_usage_error(argc, argv, argc > 2 && !strcmp(argv[1], "--json") ? 2 : 1);
+	req = json_pack("{s:s}", "cmd", "status");
+	r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
+	json_decref(req);
+	if (r < 0)
+		return 1;
+	st = json_object_get(reply, "status");
+	nc = json_object_get(st, "netcheck");
+	relay = json_object_get(st, "relay");
+	if (!json_is_object(nc)) {
+		fprintf(stderr, "trellis: netcheck: this trellisd does not report its network\n");
+		json_decref(reply);
+		return 1;
+	}
+	if (as_json) {
+		out = json_deep_copy(nc);
+		if (out && json_is_object(relay)) {
+			json_t *lat = json_object();
+
+			json_array_foreach(json_object_get(relay, "regions"), i, v)
+				json_object_set(lat, text_or(v, "code", "?"),
+						json_object_get(v, "latency_ms"));
+			json_object_set_new(out, "latency_ms", lat);
+		}
+		r = out ? json_dumpf(out, stdout, JSON_INDENT(2)) : -1;
+		fputc('\n', stdout);
+		json_decref(out);
+		json_decref(reply);
+		return r < 0 ? 1 : 0;
+	}
+	if (!json_is_true(json_object_get(nc, "measured")))
+		printf("(no STUN round yet: the node has no relay map, or it just started)\n");
+	printf("UDP: %s\n", yes_no(nc, "udp"));
+	printf("IPv4: %s\n", text_or(nc, "ipv4", "(none)"));
+	printf("IPv6: %s\n", text_or(nc, "ipv6", "(none)"));
+	printf("mapping varies by destination: %s\n", yes_no(nc, "mapping_varies_by_dest"));
+	printf("port mapping: %s\n", json_is_null(json_object_get(nc, "portmap"))
+					     ? "(not probed by this build)"
+					     : "see --json");
+	printf("preferred relay: %s\n", text_or(nc, "preferred_relay", "(none)"));
+	json_array_foreach(json_object_get(relay, "regions"), i, v) {
+		json_t *ms = json_object_get(v, "latency_ms");
+
+		if (json_is_number(ms))
+			printf("  %-12s %.1f ms\n", text_or(v, "code", "?"), json_number_value(ms));
+		else
+			printf("  %-12s -\n", text_or(v, "code", "?"));
+	}
+	json_decref(reply);
+	return 0;
+}
