@@ -17,7 +17,7 @@ _trellis()
 	case $cmd in
 	'')
 		mapfile -t COMPREPLY < <(compgen -W "--socket --help --version genkey genpsk pubkey
-			up login set down logout status ip whois version help" -- "$cur")
+			up login set down logout status ip whois ping netcheck version help" -- "$cur")
 		;;
 	up | login)
 		case $prev in
@@ -31,7 +31,8 @@ _trellis()
 		esac
 		;;
 	set) [[ $prev == --hostname ]] || mapfile -t COMPREPLY < <(compgen -W "--hostname" -- "$cur") ;;
-	status) mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
+	status | netcheck) mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
+	ping) [[ $prev == -c ]] || mapfile -t COMPREPLY < <(compgen -W "-c" -- "$cur") ;;
 	ip) mapfile -t COMPREPLY < <(compgen -W "-4 -6" -- "$cur") ;;
 	version) mapfile -t COMPREPLY < <(compgen -W "--daemon --json" -- "$cur") ;;
 	esac
