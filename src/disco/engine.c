@@ -45,6 +45,8 @@ struct peer {
 	bool active;
 	struct peer *prev, *next; /* the active list */
 	uint64_t active_ns;	  /* last sign of traffic */
+	uint64_t active_since_ns; /* when it last became active */
+	uint64_t to_direct_ns;	  /* from then to a trusted path (0: none yet) */
 	uint64_t probe_ns;	  /* last full probe, 0: none yet */
 	uint64_t heartbeat_ns;
 	/* A user's ping through the relay (disco_ping), 0: none. */
@@ -130,6 +132,7 @@ static void active_add(struct disco *d, struct peer *p, uint64_t now)
 	if (p->active)
 		return;
 	p->active = true;
+	p->active_since_ns = now;
 	p->prev = NULL;
 	p->next = d->active;
 	if (d->active)
@@ -262,6 +265,8 @@ static void best_update(struct disco *d, struct peer *p, uint64_t now)
 	    (cand >= 0 && cand != best &&
 	     score(&p->cands[cand]) * DISCO_BETTER_DEN < score(&p->cands[best]) * DISCO_BETTER_NUM))
 		best = cand;
+	if (best >= 0 && p->best < 0 && p->active)
+		p->to_direct_ns = now - p->active_since_ns;
 	p->best = best;
 	until = best >= 0 ? p->cands[best].pong_ns + DISCO_TRUST_NS : 0;
 	if (best >= 0)
@@ -481,6 +486,7 @@ int disco_peer_status_get(const struct disco *d, const struct endpoint *handle, 
 	ret->pongs_rx = p->pongs_rx;
 	ret->pings_rx = p->pings_rx;
 	ret->had_direct = p->had_direct;
+	ret->to_direct_ns = p->to_direct_ns;
 	return 0;
 }
 

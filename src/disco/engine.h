@@ -92,6 +92,8 @@ struct disco_peer_status {
 	unsigned n_candidates;
 	uint64_t pings_sent, pongs_rx, pings_rx; /* this peer's */
 	bool had_direct;			 /* a direct path worked since the peer was added */
+	/* From the last idle -> active to the first trusted path after it (0: none). */
+	uint64_t to_direct_ns;
 };
 
 struct disco_stats {

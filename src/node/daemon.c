@@ -972,6 +972,9 @@ static void peer_path(struct daemon *d, json_t *pj, const struct netmap_node *n,
 			      (json_int_t)ds.n_candidates, "pings_sent", (json_int_t)ds.pings_sent,
 			      "pongs", (json_int_t)ds.pongs_rx, "pings_received",
 			      (json_int_t)ds.pings_rx, "had_direct", ds.had_direct));
+		if (ds.to_direct_ns)
+			json_object_set_new(json_object_get(pj, "disco"), "time_to_direct_ms",
+					    json_real((double)ds.to_direct_ns / 1e6));
 	}
 	if (e && endpoint_is_handle(e)) {
 		if (magicsock_handle_path(wgdev_magicsock(d->wg), e, &mp) < 0)

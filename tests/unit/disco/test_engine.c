@@ -203,6 +203,8 @@ static void test_direct(void **state)
 	assert_int_equal(disco_peer_status_get(nodes[0].d, &nodes[0].handle, 16 * MS, &st), 0);
 	assert_int_equal(st.state, DISCO_STATE_DIRECT);
 	assert_true(st.had_direct);
+	/* Active at 10 ms; the first delivery (12 ms) carried the ping and its pong. */
+	assert_int_equal(st.to_direct_ns, 2 * MS);
 	disco_stats_get(nodes[0].d, &ds);
 	assert_int_equal(ds.rx_pong_spoofed, 0);
 	assert_int_equal(ds.rx_bad, 0);
