@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# NAT traversal (issue 10): path discovery through the kinds of site a node sits in.
+#   - control (embedded relay and STUN) on the lab internet; nodes:
+#       p   public address
+#       e   behind an easy NAT (masquerade: one mapping per source port, port preserved;
+#           conntrack lets in only what answers a flow the host opened)
+#       l1, l2  two hosts behind one easy NAT, on two LANs of its router
+#       h1, h2  each behind a hard NAT (a random port per flow: the mapping varies by
+#           destination)
+#       b   behind a firewall that drops all UDP
+#   - direct: e<->p, h1<->p, e<->l1 (easy<->easy: call-me-maybe through the relay opens
+#     both NATs at once), l1<->l2 over their LAN (a LAN address); relayed, with the reason
+#     in status: h1<->h2 (hard<->hard), b<->p (b: "udp-blocked-here")
+#   - the time from the first packet to a direct path (e -> l1) is logged
+#   - failover: UDP dropped between e's and l1's NATs in the middle of a ping stream at
+#     10/s: the stream goes on through the relay with no gap over 2 s, the path shows the
+#     relay, and it is direct again once UDP is back
+#
+#   lab internet 192.0.2.0/24: ctl .1, p .13, routers re .21, rb .22, rh1 .23, rh2 .24, rl .25
+#   e 198.18.1.2 (re), b 198.18.2.2 (rb), h1 198.18.3.2 (rh1), h2 198.18.4.2 (rh2),
+#   l1 198.18.5.2 and l2 198.18.6.2 (rl)
+source "$(dirname "$0")/lib.sh"
+lab_init
+lab_require_control_plane
+lab_require nft
+"$TRELLIS_CONTROL" --help 2>&1 | grep -q -- --no-relay ||
+	lab_skip "this trellis-control has no embedded relay"
+
+lab_internet
+lab_public_host ctl 1
+lab_public_host p 13
+for r in re:21 rb:22 rh1:23 rh2:24 rl:25; do
+	lab_public_host "${r%:*}" "${r#*:}"
+done
+
+# nat ROUTER easy|hard: masquerade out of eth0; hard takes a random port per flow. Like a
+# home router, it takes nothing unsolicited for itself: such a datagram left in conntrack
+# would hold the port its host's own flow to the same peer wants, and the mapping would
+# no longer be the one STUN saw.
+nat()
+{
+	local flags=""
+	[[ $2 == hard ]] && flags="fully-random"
+	nsx "$1" nft -f - <<EOF
+table ip nat {
+	chain post {
+		type nat hook postrouting priority srcnat;
+		oifname "eth0" masquerade $flags
+	}
+}
+table inet host {
+	chain input {
+		type filter hook input priority filter;
+		iifname "eth0" ct state new drop
+	}
+}
+EOF
+}
+# lan SHORT ROUTER IFACE N: host SHORT on 198.18.N.0/24 behind ROUTER's IFACE.
+lan()
+{
+	local short=$1 router=$2 ifc=$3 n=$4
+	lab_ns "$short"
+	lab_veth "$short" eth0 "$router" "$ifc"
+	lab_addr "$router" "$ifc" "198.18.$n.1/24"
+	lab_addr "$short" eth0 "198.18.$n.2/24"
+	nsx "$short" ip route add default via "198.18.$n.1"
+}
+for r in re rb rh1 rh2 rl; do
+	lab_forwarding "$r"
+done
+lan e re eth1 1
+lan b rb eth1 2
+lan h1 rh1 eth1 3
+lan h2 rh2 eth1 4
+lan l1 rl eth1 5
+lan l2 rl eth2 6
+nat re easy
+nat rb easy
+nat rh1 hard
+nat rh2 hard
+nat rl easy
+nsx rb nft -f - <<'EOF'
+table inet fw {
+	chain forward {
+		type filter hook forward priority filter;
+		meta l4proto udp counter drop
+	}
+}
+EOF
+
+lab_control_start ctl 192.0.2.1 8080 || lab_finish
+KEY=$(lab_authkey --reusable)
+NODES="b e h1 h2 l1 l2 p"
+for n in $NODES; do
+	lab_node_join "$n" "$n" "$KEY"
+done
+for n in $NODES; do
+	others=$(printf '%s\n' $NODES | grep -vx "$n" | tr '\n' ' ' | sed 's/ $//')
+	check "$n sees its 6 peers" wait_for 15 peers_are "$n" "$others"
+done
+
+declare -A IP4
+for n in $NODES; do
+	IP4[$n]=$(node_ip "$n" 4)
+done
+
+# path_of NAME PEER: "direct" or "relay:CODE" as NAME's status shows its path to PEER.
+path_of()
+{
+	status_eval "$1" "[p['path'] + (':' + p['relay'] if p['path'] == 'relay' else '') for p in j['peers'] if p['hostname'] == '$2'][0]"
+}
+path_is() { [[ $(path_of "$1" "$2") == "$3" ]]; }
+peer_field() { status_eval "$1" "[p.get('$3') for p in j['peers'] if p['hostname'] == '$2'][0]"; }
+reason_is() { [[ $(peer_field "$1" "$2" relay_reason) == "$3" ]]; }
+home_connected()
+{
+	[[ $(status_eval "$1" "[r['state'] for r in j['relay']['regions'] if r['home']][0]") == connected ]]
+}
+for n in $NODES; do
+	check "$n's home relay is connected" wait_for 15 home_connected "$n"
+done
+# The reflexive address from STUN reaches the peers: p sees e's NAT among e's endpoints.
+e_reflexive() { [[ $(peer_field p e endpoints) == *"'192.0.2.21:"* ]]; }
+check "e reports its STUN-reflexive address (its NAT's, 192.0.2.21)" wait_for 30 e_reflexive
+
+# ---- direct pairs; e -> l1 timed from its first packet
+ms_now() { date +%s%3N; }
+t0=$(ms_now)
+check "e -> l1: ping reaches" ping_until e "${IP4[l1]}" 15
+check "e -> l1 goes direct (easy <-> easy)" wait_for 10 path_is e l1 direct
+t1=$(ms_now)
+log "e -> l1: first packet to direct path in $((t1 - t0)) ms (handshake through the relay included)"
+check "l1 -> e direct too" wait_for 10 path_is l1 e direct
+# trellis ping: each answer's path; it stops at the first direct one.
+tr_node e ping l1 >"$LAB_TMP/ping-e-l1.txt" 2>&1
+check "trellis ping e -> l1 answers via l1's NAT" grep -q 'pong from l1 via 192.0.2.25:41641 in' "$LAB_TMP/ping-e-l1.txt"
+check "... and stops once direct (one answer)" test "$(wc -l <"$LAB_TMP/ping-e-l1.txt")" -eq 1
+for pair in "e p" "h1 p" "l1 l2"; do
+	set -- $pair
+	check "$1 -> $2: ping reaches" ping_until "$1" "${IP4[$2]}" 15
+	check "$1 -> $2 goes direct" wait_for 10 path_is "$1" "$2" direct
+	check "$2 -> $1 goes direct" wait_for 10 path_is "$2" "$1" direct
+done
+# What trellisd measured: from the first packet after idle to the first trusted path.
+for pair in "e l1" "e p" "h1 p" "l1 l2"; do
+	set -- $pair
+	ttd=$(status_eval "$1" "[p['disco'].get('time_to_direct_ms') for p in j['peers'] if p['hostname'] == '$2'][0]")
+	log "$1 -> $2: time to direct measured by trellisd: ${ttd:-?} ms"
+done
+ep=$(peer_field l1 l2 endpoint)
+check "l1 reaches l2 over the LAN ($ep)" test "${ep%:*}" = 198.18.6.2
+ep=$(peer_field p h1 endpoint)
+check "p reaches h1 at its hard NAT ($ep)" test "${ep%:*}" = 192.0.2.23
+
+# ---- relayed pairs, with the reason
+for pair in "h1 h2" "b p"; do
+	set -- $pair
+	check "$1 -> $2: ping reaches" ping_until "$1" "${IP4[$2]}" 15
+	check "$1 -> $2: 5 pings, none lost" ping_all "$1" "${IP4[$2]}" 5
+done
+# Probing has had its rounds (pings every 5 s while traffic flows): still the relay.
+check "h1 -> h2: 30 pings over 6 s, none lost" ping_all h1 "${IP4[h2]}" 30
+check "h1 -> h2 stays relayed (hard <-> hard)" path_is h1 h2 relay:default
+check "h2 -> h1 stays relayed" path_is h2 h1 relay:default
+check "b -> p relayed" path_is b p relay:default
+check "p -> b relayed" path_is p b relay:default
+check "b says why: its UDP is blocked" wait_for 30 reason_is b p udp-blocked-here
+check "p says why: b's UDP never reached it" wait_for 15 reason_is p b peer-udp-blocked-or-hard-nat
+tr_node b status >"$LAB_TMP/status-b.txt" 2>&1
+tr_node b ping p -c 2 >"$LAB_TMP/ping-b-p.txt" 2>&1
+check "trellis ping -c 2 b -> p: two answers via the relay" \
+	test "$(grep -c 'pong from p via relay default in' "$LAB_TMP/ping-b-p.txt")" -eq 2
+check_not "trellis ping of a peer that does not exist: an error" tr_node b ping nobody
+# trellis netcheck: b's UDP is blocked, e's works and shows its NAT's address.
+tr_node b netcheck >"$LAB_TMP/netcheck-b.txt" 2>&1
+check "netcheck on b: UDP no" grep -q '^UDP: no' "$LAB_TMP/netcheck-b.txt"
+tr_node e netcheck --json >"$LAB_TMP/netcheck-e.json" 2>&1
+check_eq "netcheck on e: UDP works, IPv4 as the internet sees it" "True 192.0.2.21:41641" \
+	"$(json_get "$LAB_TMP/netcheck-e.json" "str(j['udp']) + ' ' + j['ipv4']")"
+check_eq "netcheck on e: a latency to the preferred relay" "default yes" \
+	"$(json_get "$LAB_TMP/netcheck-e.json" "j['preferred_relay'] + ' ' + ('yes' if j['latency_ms']['default'] else 'no')")"
+check "trellis status (table) gives the reason" grep -qE '^p .* relay default \(udp-blocked-here\)' "$LAB_TMP/status-b.txt"
+
+# ---- failover: UDP between e's and l1's NATs dies mid-stream, then comes back
+check "e -> l1 direct before the cut" wait_for 10 path_is e l1 direct
+nsx e ping -n -i 0.1 -c 120 -W 1 "${IP4[l1]}" >"$LAB_TMP/failover.txt" 2>&1 &
+LAB_PIDS+=($!)
+pinger=$!
+# Cut once the stream runs (its first replies are in), never on a fixed sleep.
+check "the stream runs" wait_for 5 grep -q 'icmp_seq=5 ' "$LAB_TMP/failover.txt"
+nsx re nft -f - <<'EOF'
+table inet cut {
+	chain forward {
+		type filter hook forward priority filter - 1;
+		ip daddr 192.0.2.25 meta l4proto udp drop
+		ip saddr 192.0.2.25 meta l4proto udp drop
+	}
+}
+EOF
+cut_at=$(grep -c 'icmp_seq=' "$LAB_TMP/failover.txt")
+check "e -> l1 falls back to the relay" wait_for 15 path_is e l1 relay:default
+check "the stream runs on through the relay" wait_for 5 bash -c "(( \$(grep -c 'icmp_seq=' '$LAB_TMP/failover.txt') > $cut_at + 20 ))"
+nsx re nft delete table inet cut
+check "e -> l1 direct again once UDP is back" wait_for 20 path_is e l1 direct
+wait "$pinger"
+lab_forget "$pinger"
+# The largest run of lost replies (10 a second): at most 2 s.
+gap=$(python3 - "$LAB_TMP/failover.txt" <<'PY'
+import re, sys
+seqs = sorted({int(m) for m in re.findall(r'icmp_seq=(\d+) ', open(sys.argv[1]).read())})
+gaps = [b - a - 1 for a, b in zip(seqs, seqs[1:])]
+print(max(gaps or [999]) if seqs else 999)
+PY
+)
+log "failover: largest gap $gap replies (x 100 ms); $(tail -n 2 "$LAB_TMP/failover.txt" | head -n 1)"
+check "failover: no gap over 2 s in the ping stream" test "$gap" -le 20
+
+# ---- a second STUN server: the hard NAT's mapping varies by destination, the easy one's not
+RELAY=${TRELLIS_RELAY:-$TRELLIS_BUILD/src/relay/trellis-relay}
+lab_public_host r2 3
+ip netns exec "$(ns_name r2)" "$RELAY" --listen 192.0.2.3:8080 --stun-port 3478 \
+	>"$LAB_TMP/relay-r2.log" 2>&1 &
+LAB_PIDS+=($!)
+LAB_EXTRA_LOGS+=("trellis-relay r2=$LAB_TMP/relay-r2.log")
+check "a second relay with STUN (r2) listens" wait_listen r2 8080
+cat >"$LAB_TMP/map.json" <<'EOF'
+{"regions": [
+ {"id": 1, "code": "default", "nodes": [{"name": "ctl", "ipv4": "192.0.2.1", "relay_port": 8080, "stun_port": 3478}]},
+ {"id": 2, "code": "two", "nodes": [{"name": "r2", "ipv4": "192.0.2.3", "relay_port": 8080, "stun_port": 3478}]}]}
+EOF
+check "relaymap set: two regions" ctl relaymap set "$LAB_TMP/map.json"
+varies() { [[ $(tr_node "$1" netcheck --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["stun_answers"], j["mapping_varies_by_dest"])') == "2 $2" ]]; }
+check "netcheck on h1 (hard NAT): mapping varies by destination" wait_for 45 varies h1 True
+check "netcheck on e (easy NAT): it does not" wait_for 45 varies e False
+
+for n in $NODES; do
+	lab_node_stop "$n"
+done
+lab_control_stop TERM
+lab_finish
