@@ -487,6 +487,9 @@ int disco_peer_status_get(const struct disco *d, const struct endpoint *handle, 
 	ret->pings_rx = p->pings_rx;
 	ret->had_direct = p->had_direct;
 	ret->to_direct_ns = p->to_direct_ns;
+	ret->announced = p->announced;
+	ret->announced_path = p->announced_ep;
+	ret->trust_until_ns = p->trust_until_ns;
 	return 0;
 }
 

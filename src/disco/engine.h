@@ -94,6 +94,10 @@ struct disco_peer_status {
 	bool had_direct;			 /* a direct path worked since the peer was added */
 	/* From the last idle -> active to the first trusted path after it (0: none). */
 	uint64_t to_direct_ns;
+	/* What ops.path_set said last: the direct path (announced) and its trust. */
+	bool announced;
+	struct endpoint announced_path;
+	uint64_t trust_until_ns;
 };
 
 struct disco_stats {

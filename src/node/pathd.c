@@ -230,6 +230,7 @@ void pathd_disco_notify(void *ctx)
 
 /* --- netmap --- */
 
+/* 0 (known already), 1 (new) or -ENOMEM. */
 static int known_add(struct pathd *pd, const struct endpoint *h)
 {
 	struct known *k;
@@ -250,7 +251,7 @@ static int known_add(struct pathd *pd, const struct endpoint *h)
 		pd->cap_known = cap;
 	}
 	pd->known[pd->n_known++] = (struct known){.handle = *h, .seen = pd->round};
-	return 0;
+	return 1;
 }
 
 void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap_apply *na,
@@ -263,6 +264,7 @@ void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap
 	disco_self_set(pd->disco, node_pub, nm->self.endpoints, nm->self.n_endpoints);
 	for (i = 0; i < nm->n_peers; i++) {
 		const struct netmap_node *n = &nm->peers[i];
+		struct disco_peer_status st;
 		struct endpoint h;
 		int r;
 
@@ -275,12 +277,20 @@ void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap
 					strerror(-r));
 			continue;
 		}
-		if (known_add(pd, &h) < 0) {
+		r = known_add(pd, &h);
+		if (r < 0) {
 			disco_peer_remove(pd->disco, &h);
 			continue;
 		}
-		/* Known before, or new: the magicsock follows disco's rule for it from now. */
-		magicsock_handle_disco(pd->ms, &h, NULL, 0);
+		/*
+		 * New: the magicsock follows disco's rule for it from now. Known: the netmap may
+		 * have moved the handle to the netmap's address (netmap_apply), which voids the
+		 * trust; what disco chose holds until disco says otherwise.
+		 */
+		if (r > 0)
+			magicsock_handle_disco(pd->ms, &h, NULL, 0);
+		else if (disco_peer_status_get(pd->disco, &h, now, &st) == 0 && st.announced)
+			magicsock_handle_disco(pd->ms, &h, &st.announced_path, st.trust_until_ns);
 	}
 	/* Gone from the netmap (or lost its disco key): forget it. */
 	for (i = k = 0; i < pd->n_known; i++) {
