@@ -591,6 +591,12 @@ static void ping_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 	 */
 	i = cand_learn(p, src);
 	/*
+	 * Nothing trusted yet: let the glue know the address (not trusted: trust 0), so that
+	 * WireGuard datagrams from it are the peer's before a pong makes it a path.
+	 */
+	if (i >= 0 && p->best < 0 && !p->announced)
+		d->ops.path_set(d->ops.ctx, &p->handle, &p->cands[i].ep, 0);
+	/*
 	 * Only a ping back, no timers: what keeps probing is traffic of our own. (Pings that
 	 * made us active would let two peers' heartbeats keep each other awake for ever.)
 	 */

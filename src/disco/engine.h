@@ -64,7 +64,8 @@ struct disco_ops {
 	void (*send)(void *ctx, const struct endpoint *to, const uint8_t *d, size_t len);
 	/*
 	 * The peer's direct path changed or its trust was extended: `direct` is trusted until
-	 * trust_until_ns; NULL: none (the relay).
+	 * trust_until_ns; NULL: none (the relay). Trust 0: an address the peer was heard from,
+	 * not a path yet (inbound datagrams from it are the peer's).
 	 */
 	void (*path_set)(void *ctx, const struct endpoint *peer, const struct endpoint *direct,
 			 uint64_t trust_until_ns);
