@@ -22,7 +22,7 @@ static const char *text_or(json_t *o, const char *k, const char *none)
 
 int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 {
-	json_t *req, *reply = NULL, *st, *nc, *relay, *v, *out;
+	json_t *req, *reply = NULL, *st, *nc, *relay, *v, *out, *pm;
 	bool as_json = false;
 	size_t i;
 	int r;
@@ -66,9 +66,17 @@ int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 	printf("IPv4: %s\n", text_or(nc, "ipv4", "(none)"));
 	printf("IPv6: %s\n", text_or(nc, "ipv6", "(none)"));
 	printf("mapping varies by destination: %s\n", yes_no(nc, "mapping_varies_by_dest"));
-	printf("port mapping: %s\n", json_is_null(json_object_get(nc, "portmap"))
-					     ? "(not probed by this build)"
-					     : "see --json");
+	pm = json_object_get(nc, "portmap");
+	if (!json_is_object(pm))
+		printf("port mapping: off\n");
+	else
+		printf("port mapping: %s%s%s (answered: PCP %s, NAT-PMP %s, UPnP %s)\n",
+		       text_or(pm, "active", "none"),
+		       json_is_string(json_object_get(pm, "external")) ? " " : "",
+		       json_is_string(json_object_get(pm, "external"))
+			   ? json_string_value(json_object_get(pm, "external"))
+			   : "",
+		       yes_no(pm, "pcp"), yes_no(pm, "nat_pmp"), yes_no(pm, "upnp"));
 	printf("preferred relay: %s\n", text_or(nc, "preferred_relay", "(none)"));
 	json_array_foreach(json_object_get(relay, "regions"), i, v) {
 		json_t *ms = json_object_get(v, "latency_ms");

@@ -1045,8 +1045,8 @@ static json_t *relay_json(struct daemon *d)
 /*
  * What `trellis netcheck` shows (docs/localapi.md): UDP, our addresses as STUN servers
  * see them, whether the mapping varies by destination, the preferred relay and the
- * latency per region (in "relay"). Port mapping (NAT-PMP, PCP, UPnP) reports here too
- * once it is built: "portmap" stays null until then.
+ * latency per region (in "relay"), and what port mapping found ("portmap": null with
+ * --portmap off).
  */
 static json_t *netcheck_json(struct daemon *d)
 {
@@ -1059,10 +1059,11 @@ static json_t *netcheck_json(struct daemon *d)
 		return NULL;
 	relayclient_status_get(d->rc, rs);
 	code = region_code(d, rs->home);
-	o = json_pack("{s:b, s:b, s:I, s:b, s:n, s:n, s:o, s:n}", "measured", rs->nat.measured,
+	o = json_pack("{s:b, s:b, s:I, s:b, s:n, s:n, s:o, s:o}", "measured", rs->nat.measured,
 		      "udp", rs->nat.udp, "stun_answers", (json_int_t)rs->nat.answers,
 		      "mapping_varies_by_dest", rs->nat.mapping_varies, "ipv4", "ipv6",
-		      "preferred_relay", code ? json_string(code) : json_null(), "portmap");
+		      "preferred_relay", code ? json_string(code) : json_null(), "portmap",
+		      d->pm ? portmap_status_json(d->pm) : json_null());
 	for (unsigned i = 0; o && i < rs->nat.n_reflexive; i++) {
 		const struct endpoint *e = &rs->nat.reflexive[i];
 
