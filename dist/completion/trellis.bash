@@ -80,7 +80,8 @@ _trellis_control()
 		--metrics-listen --no-relay --stun-port --help" -- "$cur") ;;
 	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap" -- "$cur") ;;
 	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
-	'tailnets ' | 'users ') mapfile -t COMPREPLY < <(compgen -W "create list --help" -- "$cur") ;;
+	'tailnets ') mapfile -t COMPREPLY < <(compgen -W "create list set --help" -- "$cur") ;;
+	'users ') mapfile -t COMPREPLY < <(compgen -W "create list --help" -- "$cur") ;;
 	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list show pending approve expire delete rename set-expiry
 		--help" -- "$cur") ;;
 	'apikey create') mapfile -t COMPREPLY < <(compgen -W "--name --expiration" -- "$cur") ;;

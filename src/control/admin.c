@@ -74,64 +74,69 @@ struct noun {
 };
 
 static const struct noun nouns[] = {
-	{ "authkey", "create, list, revoke",
-	  "usage: trellis-control [--state DIR] authkey create [--tailnet NAME] [--user NAME]\n"
-	  "           [--reusable] [--ephemeral] [--preauthorized] [--tags tag:a,tag:b]\n"
-	  "           [--expiration DURATION]\n"
-	  "       trellis-control [--state DIR] authkey list [--tailnet NAME] [--json]\n"
-	  "       trellis-control [--state DIR] authkey revoke ID\n"
-	  "  create prints only the key (once: only its hash is stored).\n"
-	  "  --tailnet NAME     the key's tailnet (default: \"default\")\n"
-	  "  --user NAME        its owner: nodes registered with it belong to this user\n"
-	  "  --reusable         any number of nodes (default: one)\n"
-	  "  --ephemeral        its nodes are deleted once offline for the tailnet's timeout\n"
-	  "  --preauthorized    its nodes need no approval\n"
-	  "  --tags T,...       its nodes carry these tags (tag:name)\n"
-	  "  --expiration DUR   lifetime (default 90d; \"never\"); --expiry is the same\n"
-	  "  list shows owner, flags, expiry, use count and status; ID is what list shows.\n"
-	  "example: trellis-control authkey create --user alice --reusable --expiration 7d\n" },
-	{ "apikey", "create, list, revoke",
-	  "usage: trellis-control [--state DIR] apikey create [--name NAME] [--expiration DUR]\n"
-	  "       trellis-control [--state DIR] apikey list [--json]\n"
-	  "       trellis-control [--state DIR] apikey revoke ID\n"
-	  "  Keys for the HTTP admin API on the server's port (Authorization: Bearer KEY;\n"
-	  "  docs/admin-api.md). create prints only the key, once; at most 16 live keys.\n"
-	  "  --name NAME        a note: who or what holds it\n"
-	  "  --expiration DUR   lifetime (default 90d; \"never\")\n"
-	  "example: trellis-control apikey create --name ci --expiration 30d\n" },
-	{ "tailnets", "list, create",
-	  "usage: trellis-control [--state DIR] tailnets list [--json]\n"
-	  "       trellis-control [--state DIR] tailnets create NAME [--key-expiry DUR]\n"
-	  "           [--ephemeral-timeout DUR]\n"
-	  "  --key-expiry DUR         node key lifetime (default 180d; 0: keys do not expire)\n"
-	  "  --ephemeral-timeout DUR  offline ephemeral nodes are deleted after (default 10m)\n"
-	  "example: trellis-control tailnets create corp --key-expiry 30d\n" },
-	{ "users", "list, create",
-	  "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
-	  "       trellis-control [--state DIR] users create NAME [--tailnet NAME]\n"
-	  "  (users add is users create)\n"
-	  "example: trellis-control users create alice@example.com\n" },
-	{ "nodes", "list, show, pending, approve, rename, expire, delete, set-expiry",
-	  "usage: trellis-control [--state DIR] nodes list [--tailnet NAME] [--json]\n"
-	  "       trellis-control [--state DIR] nodes pending [--tailnet NAME] [--json]\n"
-	  "       trellis-control [--state DIR] nodes show ID|NAME [--tailnet NAME] [--json]\n"
-	  "       trellis-control [--state DIR] nodes approve|expire|delete ID|NAME [--tailnet "
-	  "NAME]\n"
-	  "       trellis-control [--state DIR] nodes approve reg:CODE\n"
-	  "       trellis-control [--state DIR] nodes rename ID|NAME NEWNAME [--tailnet NAME]\n"
-	  "       trellis-control [--state DIR] nodes set-expiry ID|NAME on|off [--tailnet NAME]\n"
-	  "  pending lists interactive registrations waiting for approval (the running\n"
-	  "  server holds them in memory only, 15 minutes); approve reg:CODE approves one.\n"
-	  "  expire ends the node's key now: it must log in again.\n"
-	  "example: trellis-control nodes list --json\n" },
-	{ "relaymap", "set, get, reset",
-	  "usage: trellis-control [--state DIR] relaymap set FILE|-\n"
-	  "       trellis-control [--state DIR] relaymap get [--json]\n"
-	  "       trellis-control [--state DIR] relaymap reset\n"
-	  "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", \"nodes\": "
-	  "[{\"name\": \"fra1\", \"host\": ...}]}]}\n"
-	  "(docs/control-protocol.md, \"Relay map\"). reset: back to the embedded relay.\n" },
-	{ 0 },
+    {"authkey", "create, list, revoke",
+     "usage: trellis-control [--state DIR] authkey create [--tailnet NAME] [--user NAME]\n"
+     "           [--reusable] [--ephemeral] [--preauthorized] [--tags tag:a,tag:b]\n"
+     "           [--expiration DURATION]\n"
+     "       trellis-control [--state DIR] authkey list [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] authkey revoke ID\n"
+     "  create prints only the key (once: only its hash is stored).\n"
+     "  --tailnet NAME     the key's tailnet (default: \"default\")\n"
+     "  --user NAME        its owner: nodes registered with it belong to this user\n"
+     "  --reusable         any number of nodes (default: one)\n"
+     "  --ephemeral        its nodes are deleted once offline for the tailnet's timeout\n"
+     "  --preauthorized    its nodes need no approval\n"
+     "  --tags T,...       its nodes carry these tags (tag:name)\n"
+     "  --expiration DUR   lifetime (default 90d; \"never\"); --expiry is the same\n"
+     "  list shows owner, flags, expiry, use count and status; ID is what list shows.\n"
+     "example: trellis-control authkey create --user alice --reusable --expiration 7d\n"},
+    {"apikey", "create, list, revoke",
+     "usage: trellis-control [--state DIR] apikey create [--name NAME] [--expiration DUR]\n"
+     "       trellis-control [--state DIR] apikey list [--json]\n"
+     "       trellis-control [--state DIR] apikey revoke ID\n"
+     "  Keys for the HTTP admin API on the server's port (Authorization: Bearer KEY;\n"
+     "  docs/admin-api.md). create prints only the key, once; at most 16 live keys.\n"
+     "  --name NAME        a note: who or what holds it\n"
+     "  --expiration DUR   lifetime (default 90d; \"never\")\n"
+     "example: trellis-control apikey create --name ci --expiration 30d\n"},
+    {"tailnets", "list, create, set",
+     "usage: trellis-control [--state DIR] tailnets list [--json]\n"
+     "       trellis-control [--state DIR] tailnets create NAME [--key-expiry DUR]\n"
+     "           [--ephemeral-timeout DUR] [--device-approval on|off]\n"
+     "       trellis-control [--state DIR] tailnets set NAME [--key-expiry DUR]\n"
+     "           [--ephemeral-timeout DUR] [--device-approval on|off]\n"
+     "  NAME \"default\" is the tailnet nodes join without naming one.\n"
+     "  --key-expiry DUR         node key lifetime (default 180d; 0: keys do not expire)\n"
+     "  --ephemeral-timeout DUR  offline ephemeral nodes are deleted after (default 10m)\n"
+     "  --device-approval on|off nodes joining with an auth key wait for `nodes approve`\n"
+     "                           unless the key is --preauthorized (default off)\n"
+     "example: trellis-control tailnets set default --device-approval on\n"},
+    {"users", "list, create",
+     "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] users create NAME [--tailnet NAME]\n"
+     "  (users add is users create)\n"
+     "example: trellis-control users create alice@example.com\n"},
+    {"nodes", "list, show, pending, approve, rename, expire, delete, set-expiry",
+     "usage: trellis-control [--state DIR] nodes list [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] nodes pending [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] nodes show ID|NAME [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] nodes approve|expire|delete ID|NAME [--tailnet "
+     "NAME]\n"
+     "       trellis-control [--state DIR] nodes approve reg:CODE\n"
+     "       trellis-control [--state DIR] nodes rename ID|NAME NEWNAME [--tailnet NAME]\n"
+     "       trellis-control [--state DIR] nodes set-expiry ID|NAME on|off [--tailnet NAME]\n"
+     "  pending lists interactive registrations waiting for approval (the running\n"
+     "  server holds them in memory only, 15 minutes); approve reg:CODE approves one.\n"
+     "  expire ends the node's key now: it must log in again.\n"
+     "example: trellis-control nodes list --json\n"},
+    {"relaymap", "set, get, reset",
+     "usage: trellis-control [--state DIR] relaymap set FILE|-\n"
+     "       trellis-control [--state DIR] relaymap get [--json]\n"
+     "       trellis-control [--state DIR] relaymap reset\n"
+     "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", \"nodes\": "
+     "[{\"name\": \"fra1\", \"host\": ...}]}]}\n"
+     "(docs/control-protocol.md, \"Relay map\"). reset: back to the embedded relay.\n"},
+    {0},
 };
 
 static const struct noun *noun_find(const char *name)
@@ -813,13 +818,14 @@ static int apikey_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 
 static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
-	const char *key_expiry = NULL, *eph = NULL, *pos[1];
+	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *pos[1];
 	bool as_json = false;
 	const struct opt opts[] = {
-		{ "--key-expiry", true, &key_expiry, NULL },
-		{ "--ephemeral-timeout", true, &eph, NULL },
-		{ "--json", false, NULL, &as_json },
-		{ NULL },
+	    {"--key-expiry", true, &key_expiry, NULL},
+	    {"--ephemeral-timeout", true, &eph, NULL},
+	    {"--device-approval", true, &approval, NULL},
+	    {"--json", false, NULL, &as_json},
+	    {NULL},
 	};
 	char target[512];
 	json_t *ans, *t, *body;
@@ -829,34 +835,48 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 
 	if (opts_parse(argc, argv, opts, pos, 1, &npos))
 		return 1;
-	target_make(target, sizeof(target), "tailnets", NULL, NULL);
-	if (strcmp(sub, "create") == 0) {
+	if (strcmp(sub, "create") == 0 || strcmp(sub, "set") == 0) {
+		bool create = strcmp(sub, "create") == 0;
+
 		if (npos != 1)
-			return fail("usage: tailnets create NAME [--key-expiry DUR] "
-				    "[--ephemeral-timeout DUR]");
+			return fail("usage: tailnets %s NAME [--key-expiry DUR] "
+				    "[--ephemeral-timeout DUR] [--device-approval on|off]",
+				    sub);
 		if (duration_check(key_expiry))
 			return 1;
 		if (eph && (admin_duration_parse(eph, &v) < 0 || v == 0))
 			return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", eph);
-		body = json_pack("{s:s}", "name", pos[0]);
+		if (approval && strcmp(approval, "on") != 0 && strcmp(approval, "off") != 0)
+			return fail("--device-approval takes on or off, not \"%s\"", approval);
+		if (path_arg_check(pos[0]))
+			return 1;
+		if (!create && !key_expiry && !eph && !approval)
+			return fail("nothing to change (--key-expiry, "
+				    "--ephemeral-timeout, --device-approval)");
+		body = create ? json_pack("{s:s}", "name", pos[0]) : json_object();
 		if (key_expiry)
 			json_object_set_new(body, "key_expiry", json_string(key_expiry));
 		if (eph)
 			json_object_set_new(body, "ephemeral_timeout", json_string(eph));
-		return call_json(cli, "POST", target, body, NULL);
+		if (approval)
+			json_object_set_new(body, "device_approval",
+					    json_boolean(strcmp(approval, "on") == 0));
+		target_make(target, sizeof(target), "tailnets", create ? NULL : pos[0], NULL);
+		return call_json(cli, create ? "POST" : "PATCH", target, body, NULL);
 	}
-	if (npos || key_expiry || eph)
+	target_make(target, sizeof(target), "tailnets", NULL, NULL);
+	if (npos || key_expiry || eph || approval)
 		return fail("usage: tailnets list [--json]");
 	r = list_fetch(cli, "tailnets", NULL, NULL, as_json, &ans);
 	if (r || !ans)
 		return r;
-	printf("%-5s %-24s %-12s %-18s %s\n", "ID", "NAME", "KEY-EXPIRY", "EPHEMERAL-TIMEOUT",
-	       "NODES");
+	printf("%-5s %-24s %-12s %-18s %-16s %s\n", "ID", "NAME", "KEY-EXPIRY", "EPHEMERAL-TIMEOUT",
+	       "DEVICE-APPROVAL", "NODES");
 	json_array_foreach(ans, i, t)
-		printf("%-5" JSON_INTEGER_FORMAT " %-24s %-12" JSON_INTEGER_FORMAT
-		       " %-18" JSON_INTEGER_FORMAT " %" JSON_INTEGER_FORMAT "\n",
-		       i_(t, "id"), s_(t, "name"), i_(t, "key_expiry_sec"),
-		       i_(t, "ephemeral_timeout_sec"), i_(t, "nodes"));
+	    printf("%-5" JSON_INTEGER_FORMAT " %-24s %-12" JSON_INTEGER_FORMAT
+		   " %-18" JSON_INTEGER_FORMAT " %-16s %" JSON_INTEGER_FORMAT "\n",
+		   i_(t, "id"), s_(t, "name"), i_(t, "key_expiry_sec"),
+		   i_(t, "ephemeral_timeout_sec"), b_(t, "device_approval"), i_(t, "nodes"));
 	json_decref(ans);
 	return 0;
 }

@@ -350,14 +350,13 @@ static int tailnets_list(struct call *k)
 
 		for (size_t j = 0; j < snap.n_nodes; j++)
 			nodes += snap.nodes[j].tailnet_id == tn->id;
-		json_array_append_new(k->out, json_pack("{s:I, s:s, s:I, s:I, s:I, s:I}", "id",
-							(json_int_t)tn->id, "name", tn->name,
-							"key_expiry_sec",
-							(json_int_t)tn->key_expiry_sec,
-							"ephemeral_timeout_sec",
-							(json_int_t)tn->ephemeral_timeout_sec,
-							"created", (json_int_t)tn->created,
-							"nodes", (json_int_t)nodes));
+		json_array_append_new(
+		    k->out,
+		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:I, s:I}", "id", (json_int_t)tn->id,
+			      "name", tn->name, "key_expiry_sec", (json_int_t)tn->key_expiry_sec,
+			      "ephemeral_timeout_sec", (json_int_t)tn->ephemeral_timeout_sec,
+			      "device_approval", tn->device_approval, "created",
+			      (json_int_t)tn->created, "nodes", (json_int_t)nodes));
 	}
 	store_snapshot_free(&snap);
 	return 0;
@@ -365,24 +364,53 @@ static int tailnets_list(struct call *k)
 
 static int tailnets_create(struct call *k)
 {
-	static const char *const names[] = { "name", "key_expiry", "ephemeral_timeout", NULL };
+	static const char *const names[] = {"name", "key_expiry", "ephemeral_timeout",
+					    "device_approval", NULL};
 	int64_t key_expiry, eph;
 	const char *name;
+	bool approval;
 	int r;
 
 	if (body_only(k, names) < 0 || body_string(k, "name", &name) < 0 ||
 	    body_duration(k, "key_expiry", ADMIN_KEY_EXPIRY_DEFAULT_SEC, &key_expiry) < 0 ||
-	    body_duration(k, "ephemeral_timeout", ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC, &eph) < 0)
+	    body_duration(k, "ephemeral_timeout", ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC, &eph) < 0 ||
+	    body_bool(k, "device_approval", &approval) < 0)
 		return -1;
 	if (!name)
 		return fail(k, 400, "\"name\" is required");
 	if (eph == 0)
 		return fail(k, 400, "the ephemeral timeout cannot be 0");
 	r = admin_op_tailnet_create(&k->c, name, key_expiry, eph, NULL);
+	if (r == 0 && approval)
+		r = admin_op_tailnet_set(&k->c, name, -1, -1, 1, NULL);
 	if (r < 0)
 		return op_fail(k, r);
 	k->status = 201;
 	k->out = json_pack("{s:s}", "name", name);
+	return 0;
+}
+
+/* PATCH tailnets/NAME: the members given change, the others stay. */
+static int tailnets_set(struct call *k)
+{
+	static const char *const names[] = {"key_expiry", "ephemeral_timeout", "device_approval",
+					    NULL};
+	json_t *a = k->body ? json_object_get(k->body, "device_approval") : NULL;
+	int64_t key_expiry, eph;
+	bool approval;
+	int r;
+
+	if (body_only(k, names) < 0 || body_duration(k, "key_expiry", -1, &key_expiry) < 0 ||
+	    body_duration(k, "ephemeral_timeout", -1, &eph) < 0 ||
+	    body_bool(k, "device_approval", &approval) < 0)
+		return -1;
+	if (eph == 0)
+		return fail(k, 400, "the ephemeral timeout cannot be 0");
+	r = admin_op_tailnet_set(&k->c, k->seg[1], key_expiry, eph,
+				 a && !json_is_null(a) ? approval : -1, NULL);
+	if (r < 0)
+		return op_fail(k, r);
+	k->out = json_object();
 	return 0;
 }
 
@@ -663,6 +691,8 @@ static int route(struct call *k)
 		return tailnets_list(k);
 	if (is(k, "POST", 1, "tailnets", NULL))
 		return tailnets_create(k);
+	if (is(k, "PATCH", 2, "tailnets", NULL))
+		return tailnets_set(k);
 	if (is(k, "GET", 1, "users", NULL))
 		return users_list(k);
 	if (is(k, "POST", 1, "users", NULL))

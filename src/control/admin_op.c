@@ -122,6 +122,36 @@ int admin_op_tailnet_create(struct admin_op_ctx *c, const char *name, int64_t ke
 	return 0;
 }
 
+int admin_op_tailnet_set(struct admin_op_ctx *c, const char *name, int64_t key_expiry_sec,
+			 int64_t ephemeral_timeout_sec, int device_approval,
+			 struct control_tailnet *ret)
+{
+	struct store_op op = {.kind = STORE_OP_TAILNET_UPDATE};
+	struct control_tailnet *t = &op.tailnet;
+	int r;
+
+	if (ephemeral_timeout_sec == 0)
+		return refuse(c, -EINVAL, "the ephemeral timeout cannot be 0");
+	/* The default tailnet may not exist yet (nobody joined): resolving creates it. */
+	if (name && strcmp(name, ADMIN_DEFAULT_TAILNET) == 0)
+		name = NULL;
+	r = admin_op_tailnet_resolve(c, name, t);
+	if (r < 0)
+		return r;
+	if (key_expiry_sec >= 0)
+		t->key_expiry_sec = key_expiry_sec;
+	if (ephemeral_timeout_sec > 0)
+		t->ephemeral_timeout_sec = ephemeral_timeout_sec;
+	if (device_approval >= 0)
+		t->device_approval = device_approval != 0;
+	r = commit(c, &op, NULL);
+	if (r < 0)
+		return refuse(c, r, "%s", strerror(-r));
+	if (ret)
+		*ret = *t;
+	return 0;
+}
+
 int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,
 			 struct control_user *ret)
 {

@@ -63,6 +63,14 @@ int admin_op_tailnet_resolve(struct admin_op_ctx *c, const char *name,
 int admin_op_tailnet_create(struct admin_op_ctx *c, const char *name, int64_t key_expiry_sec,
 			    int64_t ephemeral_timeout_sec, struct control_tailnet *ret);
 
+/*
+ * Changes a tailnet's settings (NULL: the default tailnet); a negative key_expiry_sec or
+ * ephemeral_timeout_sec, or device_approval < 0, keeps that one. 0, -EINVAL, -ENOENT.
+ */
+int admin_op_tailnet_set(struct admin_op_ctx *c, const char *name, int64_t key_expiry_sec,
+			 int64_t ephemeral_timeout_sec, int device_approval,
+			 struct control_tailnet *ret);
+
 /* tailnet NULL: the default. 0, -EINVAL, -ENOENT, -EEXIST. */
 int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,
 			 struct control_user *ret);

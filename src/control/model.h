@@ -20,6 +20,11 @@ struct control_tailnet {
 	int64_t key_expiry_sec;        /* node key lifetime; 0 = keys do not expire */
 	int64_t ephemeral_timeout_sec; /* an offline ephemeral node is deleted after this */
 	int64_t created;               /* Unix seconds */
+	/*
+	 * Device approval: a node that joins with an auth key waits for `nodes approve`
+	 * unless the key is preauthorized (Tailscale's "device approval" setting).
+	 */
+	bool device_approval;
 };
 
 struct control_user {

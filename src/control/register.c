@@ -148,7 +148,7 @@ void register_decide(struct registry *r, const struct register_request *req,
 	if (k) {
 		/* Every use counts, reusable keys' too: `authkey list` shows true use counts. */
 		d->authkey = k;
-		d->rec.approved = true;
+		d->rec.approved = !t->rec.device_approval || k->preauthorized;
 		d->rec.ephemeral = k->ephemeral;
 		d->rec.n_tags = k->n_tags;
 		memcpy(d->rec.tags, k->tags, sizeof(d->rec.tags));

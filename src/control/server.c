@@ -994,7 +994,7 @@ static void admin_http_request(struct httpd_request *r, void *ctx)
 
 static int admin_routes_add(struct httpd *h, httpd_handler_fn fn, void *ctx)
 {
-	static const char *const methods[] = { "GET", "POST", "PUT", "DELETE" };
+	static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
 	for (size_t i = 0; i < ARRAY_SIZE(methods); i++)
 		if (httpd_route_add_body(h, methods[i], ADMIN_API_PREFIX, ADMIN_API_BODY_MAX, fn,

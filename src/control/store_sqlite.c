@@ -23,72 +23,74 @@
 #include "control/store.h"
 
 static const char *const migrations[] = {
-	/* 1: the schema. */
-	"CREATE TABLE tailnets ("
-	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" name TEXT NOT NULL UNIQUE,"
-	" key_expiry_sec INTEGER NOT NULL DEFAULT 0,"
-	" ephemeral_timeout_sec INTEGER NOT NULL DEFAULT 0,"
-	" created INTEGER NOT NULL);"
-	"CREATE TABLE users ("
-	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
-	" name TEXT NOT NULL,"
-	" created INTEGER NOT NULL,"
-	" UNIQUE (tailnet_id, name));"
-	"CREATE TABLE nodes ("
-	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
-	" user_id INTEGER REFERENCES users(id) ON DELETE SET NULL,"
-	" name TEXT NOT NULL,"
-	" hostname TEXT NOT NULL,"
-	" os TEXT NOT NULL,"
-	" machine_key BLOB NOT NULL,"
-	" node_key BLOB NOT NULL,"
-	" ipv4 INTEGER NOT NULL,"
-	" endpoints TEXT NOT NULL DEFAULT '',"
-	" tags TEXT NOT NULL DEFAULT '',"
-	" ephemeral INTEGER NOT NULL DEFAULT 0,"
-	" approved INTEGER NOT NULL DEFAULT 0,"
-	" expiry_disabled INTEGER NOT NULL DEFAULT 0,"
-	" key_expiry INTEGER NOT NULL DEFAULT 0,"
-	" created INTEGER NOT NULL,"
-	" last_seen INTEGER NOT NULL DEFAULT 0,"
-	" UNIQUE (tailnet_id, name),"
-	" UNIQUE (tailnet_id, ipv4),"
-	" UNIQUE (tailnet_id, machine_key));"
-	"CREATE TABLE authkeys ("
-	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
-	" user_id INTEGER REFERENCES users(id) ON DELETE SET NULL,"
-	" prefix TEXT NOT NULL UNIQUE,"
-	" hash BLOB NOT NULL,"
-	" reusable INTEGER NOT NULL,"
-	" ephemeral INTEGER NOT NULL,"
-	" preauthorized INTEGER NOT NULL,"
-	" tags TEXT NOT NULL DEFAULT '',"
-	" expires INTEGER NOT NULL DEFAULT 0,"
-	" created INTEGER NOT NULL,"
-	" uses INTEGER NOT NULL DEFAULT 0,"
-	" revoked INTEGER NOT NULL DEFAULT 0);"
-	"CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
-	"CREATE TABLE changes ("
-	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" kind INTEGER NOT NULL,"
-	" row_id INTEGER NOT NULL,"
-	" origin INTEGER NOT NULL);",
-	/* 2: node-key lookups (registration with old_node_key, whois). */
-	"CREATE INDEX nodes_node_key ON nodes (node_key);",
-	/*
-	 * 3: a node key belongs to one node in a tailnet (issue 7, finding 4).
-	 * A database written before may hold duplicates (a takeover): the node
-	 * registered first keeps the key; the later ones get a random key nobody
-	 * holds and an expired one, so they must re-authenticate.
-	 */
-	"UPDATE nodes SET node_key = randomblob(32), key_expiry = 1, expiry_disabled = 0"
-	" WHERE EXISTS (SELECT 1 FROM nodes o WHERE o.tailnet_id = nodes.tailnet_id"
-	" AND o.node_key = nodes.node_key AND o.id < nodes.id);"
-	"CREATE UNIQUE INDEX nodes_tailnet_node_key ON nodes (tailnet_id, node_key);",
+    /* 1: the schema. */
+    "CREATE TABLE tailnets ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " name TEXT NOT NULL UNIQUE,"
+    " key_expiry_sec INTEGER NOT NULL DEFAULT 0,"
+    " ephemeral_timeout_sec INTEGER NOT NULL DEFAULT 0,"
+    " created INTEGER NOT NULL);"
+    "CREATE TABLE users ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
+    " name TEXT NOT NULL,"
+    " created INTEGER NOT NULL,"
+    " UNIQUE (tailnet_id, name));"
+    "CREATE TABLE nodes ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
+    " user_id INTEGER REFERENCES users(id) ON DELETE SET NULL,"
+    " name TEXT NOT NULL,"
+    " hostname TEXT NOT NULL,"
+    " os TEXT NOT NULL,"
+    " machine_key BLOB NOT NULL,"
+    " node_key BLOB NOT NULL,"
+    " ipv4 INTEGER NOT NULL,"
+    " endpoints TEXT NOT NULL DEFAULT '',"
+    " tags TEXT NOT NULL DEFAULT '',"
+    " ephemeral INTEGER NOT NULL DEFAULT 0,"
+    " approved INTEGER NOT NULL DEFAULT 0,"
+    " expiry_disabled INTEGER NOT NULL DEFAULT 0,"
+    " key_expiry INTEGER NOT NULL DEFAULT 0,"
+    " created INTEGER NOT NULL,"
+    " last_seen INTEGER NOT NULL DEFAULT 0,"
+    " UNIQUE (tailnet_id, name),"
+    " UNIQUE (tailnet_id, ipv4),"
+    " UNIQUE (tailnet_id, machine_key));"
+    "CREATE TABLE authkeys ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
+    " user_id INTEGER REFERENCES users(id) ON DELETE SET NULL,"
+    " prefix TEXT NOT NULL UNIQUE,"
+    " hash BLOB NOT NULL,"
+    " reusable INTEGER NOT NULL,"
+    " ephemeral INTEGER NOT NULL,"
+    " preauthorized INTEGER NOT NULL,"
+    " tags TEXT NOT NULL DEFAULT '',"
+    " expires INTEGER NOT NULL DEFAULT 0,"
+    " created INTEGER NOT NULL,"
+    " uses INTEGER NOT NULL DEFAULT 0,"
+    " revoked INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+    "CREATE TABLE changes ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " kind INTEGER NOT NULL,"
+    " row_id INTEGER NOT NULL,"
+    " origin INTEGER NOT NULL);",
+    /* 2: node-key lookups (registration with old_node_key, whois). */
+    "CREATE INDEX nodes_node_key ON nodes (node_key);",
+    /*
+     * 3: a node key belongs to one node in a tailnet (issue 7, finding 4).
+     * A database written before may hold duplicates (a takeover): the node
+     * registered first keeps the key; the later ones get a random key nobody
+     * holds and an expired one, so they must re-authenticate.
+     */
+    "UPDATE nodes SET node_key = randomblob(32), key_expiry = 1, expiry_disabled = 0"
+    " WHERE EXISTS (SELECT 1 FROM nodes o WHERE o.tailnet_id = nodes.tailnet_id"
+    " AND o.node_key = nodes.node_key AND o.id < nodes.id);"
+    "CREATE UNIQUE INDEX nodes_tailnet_node_key ON nodes (tailnet_id, node_key);",
+    /* 4: device approval per tailnet (off: auth keys approve, as before). */
+    "ALTER TABLE tailnets ADD COLUMN device_approval INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -125,7 +127,7 @@ enum stmt_id {
 	ST_COUNT,
 };
 
-#define TAILNET_COLS "id, name, key_expiry_sec, ephemeral_timeout_sec, created"
+#define TAILNET_COLS "id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval"
 #define USER_COLS "id, tailnet_id, name, created"
 #define NODE_COLS                                                                                  \
 	"id, tailnet_id, user_id, name, hostname, os, machine_key, node_key, ipv4, endpoints, "    \
@@ -135,44 +137,44 @@ enum stmt_id {
 	"expires, created, uses, revoked"
 
 static const char *const stmt_sql[ST_COUNT] = {
-	[ST_TAILNET_INSERT] = "INSERT INTO tailnets (name, key_expiry_sec, ephemeral_timeout_sec,"
-			      " created) VALUES (?1, ?2, ?3, ?4)",
-	[ST_TAILNET_UPDATE] = "UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
-			      " ephemeral_timeout_sec = ?4 WHERE id = ?1",
-	[ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
-	[ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
-			   " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
-			   " key_expiry, created, last_seen) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8,"
-			   " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-	[ST_NODE_UPDATE] = "UPDATE nodes SET tailnet_id = ?2, user_id = ?3, name = ?4,"
-			   " hostname = ?5, os = ?6, machine_key = ?7, node_key = ?8, ipv4 = ?9,"
-			   " endpoints = ?10, tags = ?11, ephemeral = ?12, approved = ?13,"
-			   " expiry_disabled = ?14, key_expiry = ?15, created = ?16,"
-			   " last_seen = ?17 WHERE id = ?1",
-	[ST_NODE_DELETE] = "DELETE FROM nodes WHERE id = ?1",
-	[ST_AUTHKEY_INSERT] = "INSERT INTO authkeys (tailnet_id, user_id, prefix, hash, reusable,"
-			      " ephemeral, preauthorized, tags, expires, created, uses, revoked)"
-			      " VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-	[ST_AUTHKEY_UPDATE] = "UPDATE authkeys SET uses = ?2, revoked = ?3 WHERE id = ?1",
-	[ST_AUTHKEY_DELETE] = "DELETE FROM authkeys WHERE id = ?1",
-	[ST_SETTING_SET] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
-			   " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-	[ST_CHANGE_INSERT] = "INSERT INTO changes (kind, row_id, origin) VALUES (?1, ?2, ?3)",
-	[ST_TAILNET_BY_ID] = "SELECT " TAILNET_COLS " FROM tailnets WHERE id = ?1",
-	[ST_TAILNET_BY_NAME] = "SELECT " TAILNET_COLS " FROM tailnets WHERE name = ?1",
-	[ST_USER_BY_ID] = "SELECT " USER_COLS " FROM users WHERE id = ?1",
-	[ST_USER_BY_NAME] = "SELECT " USER_COLS " FROM users WHERE tailnet_id = ?1 AND name = ?2",
-	[ST_NODE_BY_ID] = "SELECT " NODE_COLS " FROM nodes WHERE id = ?1",
-	[ST_AUTHKEY_BY_ID] = "SELECT " AUTHKEY_COLS " FROM authkeys WHERE id = ?1",
-	[ST_AUTHKEY_BY_PREFIX] = "SELECT " AUTHKEY_COLS " FROM authkeys WHERE prefix = ?1",
-	[ST_SETTING_GET] = "SELECT value FROM settings WHERE key = ?1",
-	[ST_CHANGES_MAX] = "SELECT coalesce(max(seq), 0) FROM changes",
-	[ST_CHANGES_READ] = "SELECT seq, kind, row_id FROM changes WHERE seq > ?1 AND seq <= ?2"
-			    " AND origin != ?3 ORDER BY seq LIMIT ?4",
-	[ST_TAILNET_ALL] = "SELECT " TAILNET_COLS " FROM tailnets ORDER BY id",
-	[ST_USER_ALL] = "SELECT " USER_COLS " FROM users ORDER BY id",
-	[ST_NODE_ALL] = "SELECT " NODE_COLS " FROM nodes ORDER BY id",
-	[ST_AUTHKEY_ALL] = "SELECT " AUTHKEY_COLS " FROM authkeys ORDER BY id",
+    [ST_TAILNET_INSERT] = "INSERT INTO tailnets (name, key_expiry_sec, ephemeral_timeout_sec,"
+			  " created, device_approval) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_TAILNET_UPDATE] = "UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
+			  " ephemeral_timeout_sec = ?4, device_approval = ?5 WHERE id = ?1",
+    [ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
+    [ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
+		       " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
+		       " key_expiry, created, last_seen) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+		       " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    [ST_NODE_UPDATE] = "UPDATE nodes SET tailnet_id = ?2, user_id = ?3, name = ?4,"
+		       " hostname = ?5, os = ?6, machine_key = ?7, node_key = ?8, ipv4 = ?9,"
+		       " endpoints = ?10, tags = ?11, ephemeral = ?12, approved = ?13,"
+		       " expiry_disabled = ?14, key_expiry = ?15, created = ?16,"
+		       " last_seen = ?17 WHERE id = ?1",
+    [ST_NODE_DELETE] = "DELETE FROM nodes WHERE id = ?1",
+    [ST_AUTHKEY_INSERT] = "INSERT INTO authkeys (tailnet_id, user_id, prefix, hash, reusable,"
+			  " ephemeral, preauthorized, tags, expires, created, uses, revoked)"
+			  " VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    [ST_AUTHKEY_UPDATE] = "UPDATE authkeys SET uses = ?2, revoked = ?3 WHERE id = ?1",
+    [ST_AUTHKEY_DELETE] = "DELETE FROM authkeys WHERE id = ?1",
+    [ST_SETTING_SET] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
+		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    [ST_CHANGE_INSERT] = "INSERT INTO changes (kind, row_id, origin) VALUES (?1, ?2, ?3)",
+    [ST_TAILNET_BY_ID] = "SELECT " TAILNET_COLS " FROM tailnets WHERE id = ?1",
+    [ST_TAILNET_BY_NAME] = "SELECT " TAILNET_COLS " FROM tailnets WHERE name = ?1",
+    [ST_USER_BY_ID] = "SELECT " USER_COLS " FROM users WHERE id = ?1",
+    [ST_USER_BY_NAME] = "SELECT " USER_COLS " FROM users WHERE tailnet_id = ?1 AND name = ?2",
+    [ST_NODE_BY_ID] = "SELECT " NODE_COLS " FROM nodes WHERE id = ?1",
+    [ST_AUTHKEY_BY_ID] = "SELECT " AUTHKEY_COLS " FROM authkeys WHERE id = ?1",
+    [ST_AUTHKEY_BY_PREFIX] = "SELECT " AUTHKEY_COLS " FROM authkeys WHERE prefix = ?1",
+    [ST_SETTING_GET] = "SELECT value FROM settings WHERE key = ?1",
+    [ST_CHANGES_MAX] = "SELECT coalesce(max(seq), 0) FROM changes",
+    [ST_CHANGES_READ] = "SELECT seq, kind, row_id FROM changes WHERE seq > ?1 AND seq <= ?2"
+			" AND origin != ?3 ORDER BY seq LIMIT ?4",
+    [ST_TAILNET_ALL] = "SELECT " TAILNET_COLS " FROM tailnets ORDER BY id",
+    [ST_USER_ALL] = "SELECT " USER_COLS " FROM users ORDER BY id",
+    [ST_NODE_ALL] = "SELECT " NODE_COLS " FROM nodes ORDER BY id",
+    [ST_AUTHKEY_ALL] = "SELECT " AUTHKEY_COLS " FROM authkeys ORDER BY id",
 };
 
 struct sq {
@@ -474,6 +476,7 @@ static void row_tailnet(sqlite3_stmt *st, struct control_tailnet *t)
 	t->key_expiry_sec = sqlite3_column_int64(st, 2);
 	t->ephemeral_timeout_sec = sqlite3_column_int64(st, 3);
 	t->created = sqlite3_column_int64(st, 4);
+	t->device_approval = sqlite3_column_int(st, 5) != 0;
 }
 
 static void row_user(sqlite3_stmt *st, struct control_user *u)
@@ -611,6 +614,7 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 			sqlite3_bind_int64(st, 4, op->tailnet.ephemeral_timeout_sec);
 			id = op->tailnet.id;
 		}
+		sqlite3_bind_int(st, 5, op->tailnet.device_approval);
 		ck = STORE_CHANGE_TAILNET;
 		break;
 	case STORE_OP_USER_CREATE:

@@ -166,6 +166,24 @@ static void test_tailnets_users(void **state)
 	assert_int_equal(req("GET", "/admin/v1/tailnets", NULL), 200);
 	assert_int_equal(json_array_size(E.ans), 1);
 	assert_int_equal(num(json_array_get(E.ans, 0), "key_expiry_sec"), 30 * 86400);
+	assert_false(json_is_true(json_object_get(json_array_get(E.ans, 0), "device_approval")));
+	/* PATCH changes the members given, keeps the others, and names mistakes. */
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/corp", "{\"device_approval\":true}"),
+			 200);
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/corp", "{\"device_approval\":\"on\"}"),
+			 400);
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/corp", "{\"frob\":1}"), 400);
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/nope", "{\"device_approval\":true}"),
+			 404);
+	/* "default" is the default tailnet, made on first use like a join makes it. */
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/default", "{\"device_approval\":true}"),
+			 200);
+	assert_int_equal(req("GET", "/admin/v1/tailnets", NULL), 200);
+	assert_int_equal(json_array_size(E.ans), 2);
+	assert_true(json_is_true(json_object_get(json_array_get(E.ans, 0), "device_approval")));
+	assert_true(json_is_true(json_object_get(json_array_get(E.ans, 1), "device_approval")));
+	assert_int_equal(num(json_array_get(E.ans, 0), "key_expiry_sec"), 30 * 86400);
+	assert_int_equal(num(json_array_get(E.ans, 0), "ephemeral_timeout_sec"), 90);
 	assert_int_equal(req("POST", "/admin/v1/users", "{\"name\":\"alice@example.com\","
 							 "\"tailnet\":\"corp\"}"),
 			 201);

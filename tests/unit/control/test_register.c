@@ -589,22 +589,55 @@ static void test_rotation(void **state)
 	}
 }
 
+/*
+ * Device approval on: an auth key registers the node but leaves it waiting for `nodes
+ * approve`, unless the key is preauthorized; off, every valid key approves (as before).
+ */
+static void test_device_approval(void **state)
+{
+	struct control_tailnet t = registry_tailnet_get(E.r, TN_MAIN)->rec;
+	struct control_authkey *k;
+	struct machine x = machine(0x31, "laptop"), y = machine(0x32, "server");
+	struct register_decision d;
+
+	(void)state;
+	t.device_approval = true;
+	assert_int_equal(registry_tailnet_put(E.r, &t), 0);
+	decide(&x, E.keys[K_REUSABLE], &d);
+	assert_null(d.error);
+	assert_false(d.rec.approved);
+
+	k = d.authkey;
+	assert_non_null(k);
+	k->preauthorized = true;
+	decide(&y, E.keys[K_REUSABLE], &d);
+	assert_null(d.error);
+	assert_true(d.rec.approved);
+
+	k->preauthorized = false;
+	t.device_approval = false;
+	assert_int_equal(registry_tailnet_put(E.r, &t), 0);
+	decide(&x, E.keys[K_REUSABLE], &d);
+	assert_true(d.rec.approved);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_authkey_refusals),
-		cmocka_unit_test(test_authkey_unknown_asks_for_the_feed),
-		cmocka_unit_test(test_authkey_valid),
-		cmocka_unit_test(test_oneoff_counted_before_the_write),
-		cmocka_unit_test(test_ephemeral_tags_and_owner),
-		cmocka_unit_test(test_interactive),
-		cmocka_unit_test(test_reregistration),
-		cmocka_unit_test(test_machine_known_elsewhere),
-		cmocka_unit_test(test_unknown_tailnet),
-		cmocka_unit_test(test_in_progress_and_names),
-		cmocka_unit_test(test_failed_write_undoes),
-		cmocka_unit_test(test_node_key_unique),
-		cmocka_unit_test(test_rotation),
+	    cmocka_unit_test(test_authkey_refusals),
+	    cmocka_unit_test(test_authkey_unknown_asks_for_the_feed),
+	    cmocka_unit_test(test_authkey_valid),
+	    cmocka_unit_test(test_oneoff_counted_before_the_write),
+	    cmocka_unit_test(test_ephemeral_tags_and_owner),
+	    cmocka_unit_test(test_interactive),
+	    cmocka_unit_test(test_reregistration),
+	    cmocka_unit_test(test_machine_known_elsewhere),
+	    cmocka_unit_test(test_unknown_tailnet),
+	    cmocka_unit_test(test_in_progress_and_names),
+	    cmocka_unit_test(test_failed_write_undoes),
+	    cmocka_unit_test(test_node_key_unique),
+	    cmocka_unit_test(test_rotation),
+	    cmocka_unit_test(test_device_approval),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
