@@ -308,8 +308,12 @@ static void op_done(void *ctx, int err, uint64_t id)
 	register_end(s->reg, &op->d, 0, id, time_wall_s());
 	mapstream_schedule(s->ms);
 	n = mapper_node_get(s->m, op->d.rec.id);
-	if (n)
+	if (n) {
+		log_info("control: node %" PRIu64 " (%s) %s%s", n->id, n->name,
+			 op->d.insert ? "registered" : "logged in again",
+			 n->approved ? "" : ", waiting for approval");
 		pending_settled(s, n);
+	}
 	if (ss && n) {
 		if (n->approved) {
 			reply_register(ss, CTRL_REGISTER_OK, NULL, n);
@@ -595,7 +599,9 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 	httpd_slot_authenticated(&ss->slot);
 	ephemeral_cancel(s->eph, id);
 	mapper_subscribe(s->m, id);
-	mapper_node_online(s->m, id, true, now);
+	if (mapper_node_online(s->m, id, true, now) == 0 && mapper_node_get(s->m, id))
+		log_info("control: node %" PRIu64 " (%s) online", id,
+			 mapper_node_get(s->m, id)->name);
 	persist_node(s, id);
 	mapstream_full_request(s->ms, ss, id, false);
 	mapstream_schedule(s->ms);
@@ -671,6 +677,9 @@ static void on_close(struct session *ss)
 			if (mapper_node_online(s->m, id, false, time_wall_s()) == 0) {
 				persist_node(s, id);
 				n = mapper_node_get(s->m, id);
+				if (n)
+					log_info("control: node %" PRIu64 " (%s) offline", id,
+						 n->name);
 				if (n && n->ephemeral)
 					eph_arm(s, id);
 			}

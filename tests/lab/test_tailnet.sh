@@ -44,6 +44,12 @@ check "a sees b and c" wait_for 5 peers_are a "b c"
 check "b sees a and c" wait_for 5 peers_are b "a c"
 check "c sees a and b" wait_for 5 peers_are c "a b"
 check "a's peers are online" wait_for 5 peers_online_are a "b c"
+# The server says who joined and who is online, by name.
+for n in a b c; do
+	check "server log: $n registered and online" bash -c \
+		"grep -qE 'control: node [0-9]+ \\($n\\) registered' '$LAB_TMP/control.$LAB_CONTROL_RUN.log' &&
+		 grep -qE 'control: node [0-9]+ \\($n\\) online' '$LAB_TMP/control.$LAB_CONTROL_RUN.log'"
+done
 f=$(node_status a)
 check_eq "a: self hostname" a "$(json_get "$f" "j['self']['hostname']")"
 check_eq "a: self ips" "${IP4[a]} ${IP6[a]}" "$(json_get "$f" "' '.join(j['self']['ips'])")"
