@@ -165,8 +165,18 @@ check "h1 -> h2 stays relayed (hard <-> hard)" path_is h1 h2 relay:default
 check "h2 -> h1 stays relayed" path_is h2 h1 relay:default
 check "b -> p relayed" path_is b p relay:default
 check "p -> b relayed" path_is p b relay:default
-check "b says why: its UDP is blocked" wait_for 30 reason_is b p udp-blocked-here
-check "p says why: b's UDP never reached it" wait_for 15 reason_is p b peer-udp-blocked-or-hard-nat
+# reason_with_traffic NAME PEER REASON: one ping NAME -> PEER, then NAME's reason for PEER.
+# Probing runs only while traffic flows, and p reports "probing" until its rounds are
+# done (about three per candidate, one every 5 s): keep traffic going while waiting.
+reason_with_traffic()
+{
+	nsx "$1" ping -c 1 -W 1 "${IP4[$2]}" >/dev/null 2>&1
+	reason_is "$@"
+}
+check "b says why: its UDP is blocked" wait_for 30 reason_with_traffic b p udp-blocked-here
+check "p says why: b's UDP never reached it" \
+	wait_for 45 reason_with_traffic p b peer-udp-blocked-or-hard-nat
+log "relay reasons: b about p $(peer_field b p relay_reason), p about b $(peer_field p b relay_reason)"
 tr_node b status >"$LAB_TMP/status-b.txt" 2>&1
 tr_node b ping p -c 2 >"$LAB_TMP/ping-b-p.txt" 2>&1
 check "trellis ping -c 2 b -> p: two answers via the relay" \
