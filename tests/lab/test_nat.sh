@@ -128,10 +128,10 @@ check "e reports its STUN-reflexive address (its NAT's, 192.0.2.21)" wait_for 30
 ms_now() { date +%s%3N; }
 t0=$(ms_now)
 check "e -> l1: ping reaches" ping_until e "${IP4[l1]}" 15
-check "e -> l1 goes direct (easy <-> easy)" wait_for 10 path_is e l1 direct
+check "e -> l1 goes direct (easy <-> easy)" wait_for 30 path_is e l1 direct
 t1=$(ms_now)
 log "e -> l1: first packet to direct path in $((t1 - t0)) ms (handshake through the relay included)"
-check "l1 -> e direct too" wait_for 10 path_is l1 e direct
+check "l1 -> e direct too" wait_for 30 path_is l1 e direct
 # trellis ping: each answer's path; it stops at the first direct one.
 tr_node e ping l1 >"$LAB_TMP/ping-e-l1.txt" 2>&1
 check "trellis ping e -> l1 answers via l1's NAT" grep -q 'pong from l1 via 192.0.2.25:41641 in' "$LAB_TMP/ping-e-l1.txt"
@@ -139,8 +139,8 @@ check "... and stops once direct (one answer)" test "$(wc -l <"$LAB_TMP/ping-e-l
 for pair in "e p" "h1 p" "l1 l2"; do
 	set -- $pair
 	check "$1 -> $2: ping reaches" ping_until "$1" "${IP4[$2]}" 15
-	check "$1 -> $2 goes direct" wait_for 10 path_is "$1" "$2" direct
-	check "$2 -> $1 goes direct" wait_for 10 path_is "$2" "$1" direct
+	check "$1 -> $2 goes direct" wait_for 30 path_is "$1" "$2" direct
+	check "$2 -> $1 goes direct" wait_for 30 path_is "$2" "$1" direct
 done
 # What trellisd measured: from the first packet after idle to the first trusted path.
 for pair in "e l1" "e p" "h1 p" "l1 l2"; do
@@ -193,12 +193,14 @@ check_eq "netcheck on e: a latency to the preferred relay" "default yes" \
 check "trellis status (table) gives the reason" grep -qE '^p .* relay default \(udp-blocked-here\)' "$LAB_TMP/status-b.txt"
 
 # ---- failover: UDP between e's and l1's NATs dies mid-stream, then comes back
-check "e -> l1 direct before the cut" wait_for 10 path_is e l1 direct
+# (The bounds on status are liveness bounds for a busy machine; how fast the traffic
+# moves to the relay is asserted on the ping stream itself: no gap over 2 s.)
+check "e -> l1 direct before the cut" wait_for 30 path_is e l1 direct
 nsx e ping -n -i 0.1 -c 120 -W 1 "${IP4[l1]}" >"$LAB_TMP/failover.txt" 2>&1 &
 LAB_PIDS+=($!)
 pinger=$!
 # Cut once the stream runs (its first replies are in), never on a fixed sleep.
-check "the stream runs" wait_for 5 grep -q 'icmp_seq=5 ' "$LAB_TMP/failover.txt"
+check "the stream runs" wait_for 15 grep -q 'icmp_seq=5 ' "$LAB_TMP/failover.txt"
 nsx re nft -f - <<'EOF'
 table inet cut {
 	chain forward {
@@ -209,10 +211,10 @@ table inet cut {
 }
 EOF
 cut_at=$(grep -c 'icmp_seq=' "$LAB_TMP/failover.txt")
-check "e -> l1 falls back to the relay" wait_for 15 path_is e l1 relay:default
-check "the stream runs on through the relay" wait_for 5 bash -c "(( \$(grep -c 'icmp_seq=' '$LAB_TMP/failover.txt') > $cut_at + 20 ))"
+check "e -> l1 falls back to the relay" wait_for 30 path_is e l1 relay:default
+check "the stream runs on through the relay" wait_for 10 bash -c "(( \$(grep -c 'icmp_seq=' '$LAB_TMP/failover.txt') > $cut_at + 20 ))"
 nsx re nft delete table inet cut
-check "e -> l1 direct again once UDP is back" wait_for 20 path_is e l1 direct
+check "e -> l1 direct again once UDP is back" wait_for 45 path_is e l1 direct
 wait "$pinger"
 lab_forget "$pinger"
 # The largest run of lost replies (10 a second): at most 2 s.
