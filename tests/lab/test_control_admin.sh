@@ -155,9 +155,19 @@ fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$CTL" --state "$st" serve --listen "127.0.0.1:$port" >"$tmp/serve1.log" 2>&1 &
 srv=$!
-listening() { grep -q "listening on" "$tmp/serve1.log"; }
-for ((n = 0; n < 100; n++)); do listening && break; kill -0 $srv 2>/dev/null || break; sleep 0.1; done
-check "first server up" listening
+# wait_listening LOG PID: until the server logs that it listens, or exits (at most 10 s).
+wait_listening()
+{
+	local n
+	for ((n = 0; n < 100; n++)); do
+		grep -q "listening on" "$1" && return 0
+		kill -0 "$2" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+wait_listening "$tmp/serve1.log" $srv
+check "first server up" grep -q "listening on" "$tmp/serve1.log"
 timeout 10 "$CTL" --state "$st" serve --listen "127.0.0.1:$((port + 1))" >"$tmp/serve2.log" 2>&1
 check "a second server on the same state exits 1" test $? -eq 1
 check "and says another one serves it" grep -q "another trellis-control serves $st" "$tmp/serve2.log"
@@ -165,9 +175,8 @@ kill -KILL $srv
 wait $srv 2>/dev/null
 timeout 10 "$CTL" --state "$st" serve --listen "127.0.0.1:$((port + 1))" >"$tmp/serve3.log" 2>&1 &
 srv=$!
-listening3() { grep -q "listening on" "$tmp/serve3.log"; }
-for ((n = 0; n < 100; n++)); do listening3 && break; kill -0 $srv 2>/dev/null || break; sleep 0.1; done
-check "after kill -9 of the first, a new server takes the state" listening3
+wait_listening "$tmp/serve3.log" $srv
+check "after kill -9 of the first, a new server takes the state" grep -q "listening on" "$tmp/serve3.log"
 kill -TERM $srv
 wait $srv 2>/dev/null
 
@@ -203,9 +212,8 @@ refused "serve --offline refused" "not serve" --state "$st" --offline serve
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$CTL" --state "$st" serve --listen "127.0.0.1:$port" --stun-port 0 >"$tmp/serve4.log" 2>&1 &
 srv=$!
-listening4() { grep -q "listening on" "$tmp/serve4.log"; }
-for ((n = 0; n < 100; n++)); do listening4 && break; kill -0 $srv 2>/dev/null || break; sleep 0.1; done
-check "server up" listening4
+wait_listening "$tmp/serve4.log" $srv
+check "server up" grep -q "listening on" "$tmp/serve4.log"
 check "admin socket is a socket of mode 0600" \
 	test "$(stat -c %F:%a "$st/admin.sock")" = "socket:600"
 ctl_live nodes list >"$tmp/live.txt"
