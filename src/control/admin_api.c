@@ -249,17 +249,6 @@ static int body_only(struct call *k, const char *const *names)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes [s, s+len) into out (cap bytes). 0 or -1. */
 static int pct_decode(const char *s, size_t len, char *out, size_t cap)
 {
@@ -273,8 +262,8 @@ static int pct_decode(const char *s, size_t len, char *out, size_t cap)
 
 			if (i + 2 >= len)
 				return -1;
-			hi = hexval(s[i + 1]);
-			lo = hexval(s[i + 2]);
+			hi = hex_digit(s[i + 1]);
+			lo = hex_digit(s[i + 2]);
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return -1;
 			ch = (char)(hi * 16 + lo);

@@ -36,17 +36,6 @@ struct parser {
 	const char *why; /* for the log message */
 };
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static int parse_key(uint8_t ret[WG_KEY_LEN], const char *v, size_t len)
 {
 	uint8_t key[WG_KEY_LEN];
@@ -55,7 +44,7 @@ static int parse_key(uint8_t ret[WG_KEY_LEN], const char *v, size_t len)
 	if (len != 2 * WG_KEY_LEN)
 		return -EINVAL;
 	for (size_t i = 0; i < WG_KEY_LEN; i++) {
-		int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
+		int hi = hex_digit(v[2 * i]), lo = hex_digit(v[2 * i + 1]);
 
 		if (hi < 0 || lo < 0) {
 			r = -EINVAL;
