@@ -59,6 +59,8 @@ int cli_api_next(struct cli_api *api, json_t **ret);
 void cli_api_free(struct cli_api *api);
 /* One request, one reply with "ok": true; otherwise prints the daemon's error. 0 or -errno. */
 int cli_api_call(const char *cmd, const struct cli_global *g, json_t *req, json_t **ret);
+/* cli_api_call of {"cmd": "status"}: the reply (its "status" object) in *ret. */
+int cli_status_call(const char *cmd, const struct cli_global *g, json_t **ret);
 
 /* Shared by the key commands (key.c). */
 /* Warns on stderr, as wg(8) does, when stdout is a file others can read. */

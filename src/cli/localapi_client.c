@@ -154,3 +154,12 @@ int cli_api_call(const char *cmd, const struct cli_global *g, json_t *req, json_
 	*ret = msg;
 	return 0;
 }
+
+int cli_status_call(const char *cmd, const struct cli_global *g, json_t **ret)
+{
+	json_t *req = json_pack("{s:s}", "cmd", "status");
+	int r = req ? cli_api_call(cmd, g, req, ret) : -ENOMEM;
+
+	json_decref(req);
+	return r;
+}

@@ -22,7 +22,7 @@ static const char *text_or(json_t *o, const char *k, const char *none)
 
 int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 {
-	json_t *req, *reply = NULL, *st, *nc, *relay, *v, *out, *pm;
+	json_t *reply = NULL, *st, *nc, *relay, *v, *out, *pm;
 	bool as_json = false;
 	size_t i;
 	int r;
@@ -31,9 +31,7 @@ int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 		as_json = true;
 	else if (argc != 1)
 		return cli_usage_error(argc, argv, argc > 2 && !strcmp(argv[1], "--json") ? 2 : 1);
-	req = json_pack("{s:s}", "cmd", "status");
-	r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
-	json_decref(req);
+	r = cli_status_call(argv[0], g, &reply);
 	if (r < 0)
 		return 1;
 	st = json_object_get(reply, "status");

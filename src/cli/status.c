@@ -137,7 +137,7 @@ static void health_lines(json_t *st, const char *state)
 
 int cli_status(int argc, char **argv, const struct cli_global *g)
 {
-	json_t *req, *reply = NULL, *st, *v;
+	json_t *reply = NULL, *st, *v;
 	bool as_json = false;
 	const char *state;
 	size_t i;
@@ -147,9 +147,7 @@ int cli_status(int argc, char **argv, const struct cli_global *g)
 		as_json = true;
 	else if (argc != 1)
 		return cli_usage_error(argc, argv, argc > 2 && !strcmp(argv[1], "--json") ? 2 : 1);
-	req = json_pack("{s:s}", "cmd", "status");
-	r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
-	json_decref(req);
+	r = cli_status_call(argv[0], g, &reply);
 	if (r < 0)
 		return 1;
 	st = json_object_get(reply, "status");

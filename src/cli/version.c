@@ -11,7 +11,7 @@
 
 int cli_version(int argc, char **argv, const struct cli_global *g)
 {
-	json_t *req, *reply = NULL, *out;
+	json_t *reply = NULL, *out;
 	const char *daemon_version = NULL;
 	bool daemon = false, as_json = false;
 	int i, r = 1;
@@ -26,9 +26,7 @@ int cli_version(int argc, char **argv, const struct cli_global *g)
 		}
 	}
 	if (daemon) {
-		req = json_pack("{s:s}", "cmd", "status");
-		r = req ? cli_api_call(argv[0], g, req, &reply) : -1;
-		json_decref(req);
+		r = cli_status_call(argv[0], g, &reply);
 		if (r < 0)
 			return 1;
 		daemon_version = json_string_value(json_object_get(reply, "version"));
