@@ -1045,7 +1045,8 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 		goto out;
 	relay.p = m->relay_json;
 	relay.len = m->relay_json_len;
-	r = ctrl_netmap_join(m->seq + 1, tn->name, &self, peers, (unsigned)n, &relay, &json, &len);
+	r = ctrl_netmap_join(m->seq + 1, tn->name, &self, peers, (unsigned)n, &relay, NULL, &json,
+			     &len);
 	if (r < 0)
 		goto out;
 	m->seq++;

@@ -159,11 +159,6 @@ static int prefix_parse(struct netmap_prefix *ret, const char *s)
 	return 0;
 }
 
-static bool prefix_valid(const struct netmap_prefix *p)
-{
-	return (p->family == AF_INET && p->len <= 32) || (p->family == AF_INET6 && p->len <= 128);
-}
-
 static bool endpoint_wire_valid(const struct endpoint *ep)
 {
 	return ep->sa.sa_family == AF_INET ||
@@ -287,29 +282,33 @@ static void put_key(struct wbuf *b, const uint8_t key[NETMAP_KEY_LEN])
 	put_lit(b, "\"");
 }
 
-static void put_prefixes(struct wbuf *b, const struct netmap_prefix *p, unsigned n, unsigned max)
+static void put_prefix(struct wbuf *b, const struct netmap_prefix *p)
 {
 	char s[INET6_ADDRSTRLEN + 8];
+	int len;
 
+	if (!netmap_prefix_valid(p) || !inet_ntop(p->family, p->addr, s, sizeof(s))) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	len = (int)strlen(s);
+	len += snprintf(s + len, sizeof(s) - (size_t)len, "/%u", p->len);
+	put_lit(b, "\"");
+	put(b, s, (size_t)len);
+	put_lit(b, "\"");
+}
+
+static void put_prefixes(struct wbuf *b, const struct netmap_prefix *p, unsigned n, unsigned max)
+{
 	if (n > max) {
 		b->err = b->err ? b->err : -EINVAL;
 		return;
 	}
 	put_lit(b, "[");
-	for (unsigned i = 0; i < n; i++) {
-		int len;
-
-		if (!prefix_valid(&p[i]) || !inet_ntop(p[i].family, p[i].addr, s, sizeof(s))) {
-			b->err = b->err ? b->err : -EINVAL;
-			return;
-		}
-		len = (int)strlen(s);
-		len += snprintf(s + len, sizeof(s) - (size_t)len, "/%u", p[i].len);
+	for (unsigned i = 0; i < n && !b->err; i++) {
 		if (i)
 			put_lit(b, ",");
-		put_lit(b, "\"");
-		put(b, s, (size_t)len);
-		put_lit(b, "\"");
+		put_prefix(b, &p[i]);
 	}
 	put_lit(b, "]");
 }
@@ -449,6 +448,58 @@ int relaymap_encode(const struct netmap_relay_map *rm, char **ret, size_t *ret_l
 	return 0;
 }
 
+static void put_filter(struct wbuf *b, const struct netmap_filter *f)
+{
+	char s[ENDPOINT_STR_MAX];
+
+	if (!netmap_filter_valid(f)) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_lit(b, "{\"rules\":[");
+	for (unsigned i = 0; i < f->n_rules && !b->err; i++) {
+		const struct netmap_filter_rule *r = &f->rules[i];
+
+		if (i)
+			put_lit(b, ",");
+		put_lit(b, "{\"src\":");
+		put_prefixes(b, f->srcs + r->src_off, r->n_src, r->n_src);
+		put_lit(b, ",\"dst\":[");
+		for (unsigned j = 0; j < r->n_dst; j++) {
+			const struct netmap_filter_dst *d = &f->dsts[r->dst_off + j];
+
+			if (j)
+				put_lit(b, ",");
+			put_lit(b, "{\"ip\":");
+			put_prefix(b, &d->prefix);
+			snprintf(s, sizeof(s), ",\"ports\":[%u,%u]}", d->port_first, d->port_last);
+			put(b, s, strlen(s));
+		}
+		put_lit(b, "],\"proto\":[");
+		for (unsigned j = 0; j < r->n_protos; j++) {
+			if (j)
+				put_lit(b, ",");
+			put_u64(b, r->protos[j]);
+		}
+		put_lit(b, "]}");
+	}
+	put_lit(b, "]}");
+}
+
+int ctrl_filter_encode(const struct netmap_filter *f, char **ret, size_t *ret_len)
+{
+	struct wbuf b = {0};
+
+	put_filter(&b, f);
+	if (b.err) {
+		free(b.p);
+		return b.err;
+	}
+	*ret = b.p;
+	*ret_len = b.len;
+	return 0;
+}
+
 static void put_node(struct wbuf *b, const struct netmap_node *n)
 {
 	put_lit(b, "{\"id\":");
@@ -577,6 +628,10 @@ static void put_delta(struct wbuf *b, const struct netmap_delta *d)
 		put_lit(b, ",\"relay_map\":");
 		put_relay_map(b, d->relay_map);
 	}
+	if (d->filter) {
+		put_lit(b, ",\"packet_filter\":");
+		put_filter(b, d->filter);
+	}
 }
 
 int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
@@ -688,6 +743,10 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"relay_map\":");
 			put_relay_map(&b, &m->netmap->relay_map);
 		}
+		if (m->netmap->filter) {
+			put_lit(&b, ",\"packet_filter\":");
+			put_filter(&b, m->netmap->filter);
+		}
 		break;
 	case CTRL_MSG_DELTA:
 		if (!m->delta) {
@@ -737,7 +796,8 @@ int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len)
 
 int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_piece *self,
 		     const struct ctrl_json_piece *peers, unsigned n_peers,
-		     const struct ctrl_json_piece *relay_map, char **ret, size_t *ret_len)
+		     const struct ctrl_json_piece *relay_map, const struct ctrl_json_piece *filter,
+		     char **ret, size_t *ret_len)
 {
 	struct wbuf b = { 0 };
 	size_t total;
@@ -758,6 +818,8 @@ int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_p
 		total += peers[i].len + (i ? 1 : 0);
 	if (relay_map && relay_map->len)
 		total += sizeof(",\"relay_map\":") - 1 + relay_map->len;
+	if (filter && filter->len)
+		total += sizeof(",\"packet_filter\":") - 1 + filter->len;
 	if (total > CTRL_MSG_MAX) {
 		b.err = -EMSGSIZE;
 		goto out;
@@ -780,6 +842,10 @@ int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_p
 	if (relay_map && relay_map->len) {
 		put_lit(&b, ",\"relay_map\":");
 		put(&b, relay_map->p, relay_map->len);
+	}
+	if (filter && filter->len) {
+		put_lit(&b, ",\"packet_filter\":");
+		put(&b, filter->p, filter->len);
 	}
 	put_lit(&b, "}");
 out:
@@ -929,6 +995,14 @@ static int get_array(json_t *o, const char *k, size_t max, json_t **ret, size_t 
 	return 0;
 }
 
+static int prefix_from(json_t *v, struct netmap_prefix *ret)
+{
+	if (!json_is_string(v) || json_string_length(v) > INET6_ADDRSTRLEN + 4 ||
+	    prefix_parse(ret, json_string_value(v)))
+		return -EBADMSG;
+	return 0;
+}
+
 static int get_prefixes(json_t *o, const char *k, struct netmap_prefix *out, unsigned max,
 			unsigned *ret_n)
 {
@@ -938,13 +1012,9 @@ static int get_prefixes(json_t *o, const char *k, struct netmap_prefix *out, uns
 
 	if (r)
 		return r;
-	for (i = 0; i < n; i++) {
-		json_t *v = json_array_get(a, i);
-
-		if (!json_is_string(v) || json_string_length(v) > INET6_ADDRSTRLEN + 4 ||
-		    prefix_parse(&out[i], json_string_value(v)))
+	for (i = 0; i < n; i++)
+		if (prefix_from(json_array_get(a, i), &out[i]))
 			return -EBADMSG;
-	}
 	*ret_n = (unsigned)n;
 	return 0;
 }
@@ -1036,6 +1106,124 @@ static int get_relay_map(json_t *o, const char *k, struct netmap_relay_map *ret)
 	if (!v)
 		return -ENOENT;
 	return relaymap_from_json(v, false, ret, NULL, 0) ? -EBADMSG : 0;
+}
+
+/* "ports": [first, last] */
+static int ports_from(json_t *v, struct netmap_filter_dst *d)
+{
+	json_t *f = json_array_get(v, 0), *l = json_array_get(v, 1);
+
+	if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(f) ||
+	    !json_is_integer(l) || json_integer_value(f) < 0 || json_integer_value(l) > 65535 ||
+	    json_integer_value(f) > json_integer_value(l))
+		return -EBADMSG;
+	d->port_first = (uint16_t)json_integer_value(f);
+	d->port_last = (uint16_t)json_integer_value(l);
+	return 0;
+}
+
+/* Counts first, so the three arrays are allocated once at their final size. */
+static int filter_count(json_t *rules, unsigned *ret_srcs, unsigned *ret_dsts)
+{
+	size_t i, srcs = 0, dsts = 0;
+
+	for (i = 0; i < json_array_size(rules); i++) {
+		json_t *r = json_array_get(rules, i);
+		json_t *s = json_object_get(r, "src"), *d = json_object_get(r, "dst");
+
+		if (!json_is_object(r) || !json_is_array(s) || !json_is_array(d) ||
+		    !json_array_size(s) || !json_array_size(d))
+			return -EBADMSG;
+		srcs += json_array_size(s);
+		dsts += json_array_size(d);
+		if (srcs > NETMAP_FILTER_PREFIXES_MAX || dsts > NETMAP_FILTER_PREFIXES_MAX)
+			return -EBADMSG;
+	}
+	*ret_srcs = (unsigned)srcs;
+	*ret_dsts = (unsigned)dsts;
+	return 0;
+}
+
+static int filter_rule_from(json_t *o, struct netmap_filter *f, struct netmap_filter_rule *r)
+{
+	json_t *a, *v;
+	size_t n, i;
+	int ret;
+
+	r->src_off = f->n_srcs;
+	ret = get_prefixes(o, "src", f->srcs + f->n_srcs, NETMAP_FILTER_PREFIXES_MAX - f->n_srcs,
+			   &r->n_src);
+	if (ret)
+		return -EBADMSG;
+	f->n_srcs += r->n_src;
+
+	r->dst_off = f->n_dsts;
+	if (get_array(o, "dst", NETMAP_FILTER_PREFIXES_MAX - f->n_dsts, &a, &n))
+		return -EBADMSG;
+	for (i = 0; i < n; i++) {
+		struct netmap_filter_dst *d = &f->dsts[f->n_dsts + i];
+
+		v = json_array_get(a, i);
+		if (!json_is_object(v) || prefix_from(json_object_get(v, "ip"), &d->prefix) ||
+		    ports_from(json_object_get(v, "ports"), d))
+			return -EBADMSG;
+	}
+	r->n_dst = (uint32_t)n;
+	f->n_dsts += r->n_dst;
+
+	ret = get_array(o, "proto", NETMAP_FILTER_PROTOS_MAX, &a, &n);
+	if (ret == -ENOENT)
+		n = 0;
+	else if (ret)
+		return -EBADMSG;
+	for (i = 0; i < n; i++) {
+		v = json_array_get(a, i);
+		if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 255)
+			return -EBADMSG;
+		r->protos[i] = (uint8_t)json_integer_value(v);
+	}
+	r->n_protos = (unsigned)n;
+	return 0;
+}
+
+/* A packet filter member: present and valid (*ret malloc'd), -ENOENT, -EBADMSG or -ENOMEM. */
+static int get_filter(json_t *o, const char *k, struct netmap_filter **ret)
+{
+	struct netmap_filter *f = NULL;
+	json_t *v = json_object_get(o, k), *rules;
+	unsigned n_srcs, n_dsts;
+	size_t n, i;
+	int r;
+
+	if (!v)
+		return -ENOENT;
+	r = -EBADMSG;
+	if (!json_is_object(v) || get_array(v, "rules", NETMAP_FILTER_RULES_MAX, &rules, &n) ||
+	    filter_count(rules, &n_srcs, &n_dsts))
+		goto out;
+	r = -ENOMEM;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		goto out;
+	f->rules = calloc(n + 1, sizeof(*f->rules));
+	f->srcs = calloc((size_t)n_srcs + 1, sizeof(*f->srcs));
+	f->dsts = calloc((size_t)n_dsts + 1, sizeof(*f->dsts));
+	if (!f->rules || !f->srcs || !f->dsts)
+		goto out;
+	r = -EBADMSG;
+	for (i = 0; i < n; i++) {
+		if (filter_rule_from(json_array_get(rules, i), f, &f->rules[i]))
+			goto out;
+		f->n_rules++;
+	}
+	if (!netmap_filter_valid(f))
+		goto out;
+	*ret = f;
+	f = NULL;
+	r = 0;
+out:
+	netmap_filter_free(f);
+	return r;
 }
 
 static int decode_node(json_t *o, struct netmap_node *ret)
@@ -1215,6 +1403,9 @@ static int decode_netmap(json_t *o, struct netmap **ret)
 	r = opt(get_relay_map(o, "relay_map", &nm->relay_map));
 	if (r)
 		goto out;
+	r = opt(get_filter(o, "packet_filter", &nm->filter));
+	if (r)
+		goto out;
 	*ret = nm;
 	nm = NULL;
 out:
@@ -1312,6 +1503,9 @@ static int decode_delta(json_t *o, struct netmap_delta **ret)
 		if (get_relay_map(o, "relay_map", d->relay_map))
 			goto out;
 	}
+	r = opt(get_filter(o, "packet_filter", &d->filter));
+	if (r)
+		goto out;
 	*ret = d;
 	d = NULL;
 	r = 0;

@@ -131,12 +131,16 @@ struct ctrl_json_piece {
 int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len);
 /*
  * The JSON of a CTRL_MSG_NETMAP message from its pre-encoded node records
- * (each from ctrl_node_encode) and relay map (relaymap_encode; NULL or empty
- * when the map has no regions), malloc'd once at its final size. Same result
+ * (each from ctrl_node_encode), relay map (relaymap_encode; NULL or empty
+ * when the map has no regions) and packet filter (ctrl_filter_encode; NULL or
+ * empty when the tailnet has no policy), malloc'd once at its final size. Same result
  * and errors as ctrl_msg_encode of the equivalent struct netmap.
  */
 int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_piece *self,
 		     const struct ctrl_json_piece *peers, unsigned n_peers,
-		     const struct ctrl_json_piece *relay_map, char **ret, size_t *ret_len);
+		     const struct ctrl_json_piece *relay_map, const struct ctrl_json_piece *filter,
+		     char **ret, size_t *ret_len);
+/* A packet filter as the value of "packet_filter" (a ctrl_netmap_join piece). */
+int ctrl_filter_encode(const struct netmap_filter *f, char **ret, size_t *ret_len);
 
 #endif

@@ -6,6 +6,7 @@
  * consistent map (and its cache) and can ask for a full one.
  */
 #include <errno.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,7 @@ void netmap_free(struct netmap *nm)
 	if (!nm)
 		return;
 	free(nm->peers);
+	netmap_filter_free(nm->filter);
 	free(nm);
 }
 
@@ -29,7 +31,80 @@ void netmap_delta_free(struct netmap_delta *d)
 	free(d->endpoints);
 	free(d->online);
 	free(d->relay_map);
+	netmap_filter_free(d->filter);
 	free(d);
+}
+
+void netmap_filter_free(struct netmap_filter *f)
+{
+	if (!f)
+		return;
+	free(f->rules);
+	free(f->srcs);
+	free(f->dsts);
+	free(f);
+}
+
+/* malloc(0) may return NULL: one spare element keeps "NULL" meaning "out of memory". */
+static void *array_dup(const void *p, size_t n, size_t size)
+{
+	void *q = malloc((n + 1) * size);
+
+	if (q && n)
+		memcpy(q, p, n * size);
+	return q;
+}
+
+struct netmap_filter *netmap_filter_dup(const struct netmap_filter *f)
+{
+	struct netmap_filter *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->n_rules = f->n_rules;
+	c->n_srcs = f->n_srcs;
+	c->n_dsts = f->n_dsts;
+	c->rules = array_dup(f->rules, f->n_rules, sizeof(*f->rules));
+	c->srcs = array_dup(f->srcs, f->n_srcs, sizeof(*f->srcs));
+	c->dsts = array_dup(f->dsts, f->n_dsts, sizeof(*f->dsts));
+	if (!c->rules || !c->srcs || !c->dsts) {
+		netmap_filter_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+bool netmap_prefix_valid(const struct netmap_prefix *p)
+{
+	return (p->family == AF_INET && p->len <= 32) || (p->family == AF_INET6 && p->len <= 128);
+}
+
+bool netmap_filter_valid(const struct netmap_filter *f)
+{
+	unsigned i, j;
+
+	if (f->n_rules > NETMAP_FILTER_RULES_MAX || f->n_srcs > NETMAP_FILTER_PREFIXES_MAX ||
+	    f->n_dsts > NETMAP_FILTER_PREFIXES_MAX)
+		return false;
+	for (i = 0; i < f->n_srcs; i++)
+		if (!netmap_prefix_valid(&f->srcs[i]))
+			return false;
+	for (i = 0; i < f->n_dsts; i++)
+		if (!netmap_prefix_valid(&f->dsts[i].prefix) ||
+		    f->dsts[i].port_first > f->dsts[i].port_last)
+			return false;
+	for (i = 0; i < f->n_rules; i++) {
+		const struct netmap_filter_rule *r = &f->rules[i];
+
+		if (!r->n_src || r->src_off > f->n_srcs || r->n_src > f->n_srcs - r->src_off ||
+		    !r->n_dst || r->dst_off > f->n_dsts || r->n_dst > f->n_dsts - r->dst_off ||
+		    r->n_protos > NETMAP_FILTER_PROTOS_MAX)
+			return false;
+		for (j = 0; j < r->n_protos; j++)
+			if (!r->protos[j])
+				return false;
+	}
+	return true;
 }
 
 const struct netmap_node *netmap_peer_find(const struct netmap *nm, uint64_t id)
@@ -123,6 +198,7 @@ static bool present_after(const struct slot *ix, unsigned n_ix, const uint64_t *
 int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 {
 	struct slot *ix = NULL;
+	struct netmap_filter *filter = NULL;
 	uint64_t *removed = NULL, *added = NULL;
 	struct netmap_node *peers;
 	unsigned i, n, cap;
@@ -167,6 +243,9 @@ int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 				   d->online[i].id))
 			goto out;
 
+	ret = -ENOMEM;
+	if (d->filter && !(filter = netmap_filter_dup(d->filter)))
+		goto out;
 	/* The last allocation: from here on nothing fails and nm is changed. */
 	if (cap > nm->n_peers) {
 		ret = -ENOMEM;
@@ -211,9 +290,15 @@ int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 		nm->self = d->self;
 	if (d->relay_map)
 		nm->relay_map = *d->relay_map;
+	if (filter) {
+		netmap_filter_free(nm->filter);
+		nm->filter = filter;
+		filter = NULL;
+	}
 	nm->seq = d->seq;
 	ret = 0;
 out:
+	netmap_filter_free(filter);
 	free(ix);
 	free(removed);
 	free(added);

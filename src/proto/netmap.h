@@ -69,6 +69,39 @@ struct netmap_relay_map {
 	struct netmap_relay_region regions[NETMAP_RELAY_REGIONS_MAX];
 };
 
+/*
+ * The packet filter for traffic INTO the node that receives the netmap (design.md section 8),
+ * compiled by the server from the tailnet's policy. A packet from a peer that starts a new
+ * flow is admitted if some rule matches it: its source address is in one of the rule's srcs,
+ * its destination address and port in one of its dsts, its IP protocol in protos. Replies to
+ * flows the node started itself are the filter's business, not the rules'.
+ *
+ * Rules index into three flat arrays, so a filter is four allocations whatever its size and a
+ * decoder bounds it with three counts.
+ */
+#define NETMAP_FILTER_RULES_MAX (1U << 16)
+#define NETMAP_FILTER_PREFIXES_MAX (1U << 18) /* srcs, and dsts, over all rules */
+#define NETMAP_FILTER_PROTOS_MAX 8
+
+struct netmap_filter_dst {
+	struct netmap_prefix prefix;
+	uint16_t port_first, port_last; /* 0-65535: any; protocols without ports ignore them */
+};
+
+struct netmap_filter_rule {
+	uint32_t src_off, n_src;		  /* srcs[src_off .. src_off + n_src), n_src >= 1 */
+	uint32_t dst_off, n_dst;		  /* dsts[dst_off .. dst_off + n_dst), n_dst >= 1 */
+	unsigned n_protos;			  /* 0: any protocol */
+	uint8_t protos[NETMAP_FILTER_PROTOS_MAX]; /* IP protocol numbers, 1..255 */
+};
+
+struct netmap_filter {
+	unsigned n_rules, n_srcs, n_dsts;
+	struct netmap_filter_rule *rules;
+	struct netmap_prefix *srcs;
+	struct netmap_filter_dst *dsts;
+};
+
 struct netmap_node {
 	uint64_t id;
 	char name[NETMAP_NAME_MAX];
@@ -100,6 +133,7 @@ struct netmap {
 	unsigned n_peers;
 	struct netmap_node *peers; /* malloc'd array */
 	struct netmap_relay_map relay_map; /* no regions: no relays */
+	struct netmap_filter *filter;	   /* malloc'd; NULL: no policy, every peer may reach us */
 };
 
 struct netmap_endpoint_patch {
@@ -125,11 +159,19 @@ struct netmap_delta {
 	struct netmap_endpoint_patch *endpoints;
 	struct netmap_online_patch *online;
 	struct netmap_relay_map *relay_map; /* malloc'd; NULL: unchanged */
+	struct netmap_filter *filter;	    /* malloc'd; NULL: unchanged */
 };
 
-/* Both accept NULL, free the arrays and the struct itself. */
+/* All three accept NULL, free the arrays and the struct itself. */
 void netmap_free(struct netmap *nm);
 void netmap_delta_free(struct netmap_delta *d);
+void netmap_filter_free(struct netmap_filter *f);
+/* Family AF_INET or AF_INET6 and a length that fits it. */
+bool netmap_prefix_valid(const struct netmap_prefix *p);
+/* A deep copy; NULL when out of memory. */
+struct netmap_filter *netmap_filter_dup(const struct netmap_filter *f);
+/* Offsets and counts inside the arrays, n_src/n_dst >= 1, ports ordered, protocols 1..255. */
+bool netmap_filter_valid(const struct netmap_filter *f);
 /*
  * Applies a delta to a full netmap (the node keeps a full map and its cache
  * from netmap + deltas). Peers are matched by id. 0, -EINVAL (seq not

@@ -400,96 +400,122 @@ static void test_encode_rejects(void **state)
 #define RR(node) "{\"type\":\"register_response\",\"status\":\"ok\",\"node\":" node "}"
 #define REG(extra) "{\"type\":\"register\",\"node_key\":\"" KEY_A "\",\"hostname\":\"h\",\"os\":\"linux\"" extra "}"
 
+/* A netmap with the packet filter F (docs/control-protocol.md, "Packet filter"). */
+#define PF(F)                                                                                      \
+	"{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"self\":" NODE_OK                       \
+	",\"peers\":[],\"packet_filter\":" F "}"
+#define DST_OK "{\"ip\":\"100.64.0.2/32\",\"ports\":[22,22]}"
+
 static const char *const bad_inputs[] = {
-	"",
-	"   ",
-	"null",
-	"[]",
-	"\"register\"",
-	"{}",
-	"{\"type\":1}",
-	"{\"type\":\"bogus\"}",
-	"{\"type\":\"keepalive\"",
-	"{\"type\":\"keepalive\"} x",
-	"{\"type\":\"keepalive\",\"type\":\"keepalive\"}", /* duplicate key */
-	"{\"type\":\"keep\\u0000alive\"}",
-	"{\"type\":\"error\"}",
-	"{\"type\":\"error\",\"message\":5}",
-	"{\"type\":\"error\",\"message\":\"a\\u001bb\"}", /* terminal escape */
-	"{\"type\":\"error\",\"message\":\"\xc0\xaf\"}",  /* overlong UTF-8 */
-	/* register */
-	REG(",\"hostname\":\"x\""),
-	"{\"type\":\"register\",\"hostname\":\"h\",\"os\":\"linux\"}",
-	"{\"type\":\"register\",\"node_key\":\"AAAA\",\"hostname\":\"h\",\"os\":\"linux\"}",
-	"{\"type\":\"register\",\"node_key\":\"" KEY_A "x\",\"hostname\":\"h\",\"os\":\"l\"}",
-	"{\"type\":\"register\",\"node_key\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh9=\","
-	"\"hostname\":\"h\",\"os\":\"l\"}", /* stray bits */
-	REG(",\"old_node_key\":null"),
-	REG(",\"node_key_proof\":null"),
-	REG(",\"node_key_proof\":\"AAAA\""),
-	REG(",\"auth_key\":[]"),
-	REG(",\"tags\":\"tag:a\""),
-	REG(",\"tags\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]"),
-	REG(",\"tags\":[1]"),
-	"{\"type\":\"register\",\"node_key\":\"" KEY_A "\",\"hostname\":"
-	"\"0123456789012345678901234567890123456789012345678901234567890123\",\"os\":\"l\"}",
-	/* register_response */
-	"{\"type\":\"register_response\",\"status\":\"maybe\"}",
-	"{\"type\":\"register_response\",\"status\":\"ok\\u0000\"}",
-	"{\"type\":\"register_response\"}",
-	RR("[]"),
-	RR("{}"),
-	RR(NODE_HEAD "}"),
-	RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7\"],\"allowed_ips\":[]}"),
-	RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/33\"],\"allowed_ips\":[]}"),
-	RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/032\"],\"allowed_ips\":[]}"),
-	RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/+3\"],\"allowed_ips\":[]}"),
-	RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/\"],\"allowed_ips\":[]}"),
-	RR(NODE_HEAD ",\"addresses\":[\"fd7e::1/129\"],\"allowed_ips\":[]}"),
-	RR(NODE_HEAD ",\"addresses\":[\"host/32\"],\"allowed_ips\":[]}"),
-	RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/32\",\"100.64.0.8/32\",\"fd7e::1/128\"],"
-		     "\"allowed_ips\":[]}"),
-	RR(NODE_HEAD ",\"addresses\":[1],\"allowed_ips\":[]}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"endpoints\":[\"198.51.100.7\"]}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"endpoints\":[\"198.51.100.7:65536\"]}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"endpoints\":[\"[fe80::1%lo]:1\"]}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"endpoints\":[\"example.com:1\"]}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"online\":1}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"last_seen\":-1}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"last_seen\":1.5}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"key_expiry\":\"1\"}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"key_expiry\":99999999999999999999}"),
-	RR(NODE_HEAD "," NODE_ADDRS ",\"machine_key\":\"\"}"),
-	RR("{\"id\":-7,\"name\":\"n\",\"node_key\":\"" KEY_A "\"," NODE_ADDRS "}"),
-	/* map_request */
-	"{\"type\":\"map_request\",\"node_key\":\"" KEY_A "\",\"endpoints\":[]}",
-	"{\"type\":\"map_request\",\"node_key\":\"" KEY_A "\",\"stream\":true}",
-	"{\"type\":\"map_request\",\"node_key\":\"" KEY_A "\",\"endpoints\":[],\"stream\":\"yes\"}",
-	/* endpoints */
-	"{\"type\":\"endpoints\"}",
-	"{\"type\":\"endpoints\",\"endpoints\":{}}",
-	"{\"type\":\"endpoints\",\"endpoints\":[\"1.2.3.4:1\",\"1.2.3.4:2\",\"1.2.3.4:3\","
-	"\"1.2.3.4:4\",\"1.2.3.4:5\",\"1.2.3.4:6\",\"1.2.3.4:7\",\"1.2.3.4:8\",\"1.2.3.4:9\","
-	"\"1.2.3.4:10\",\"1.2.3.4:11\",\"1.2.3.4:12\",\"1.2.3.4:13\",\"1.2.3.4:14\","
-	"\"1.2.3.4:15\",\"1.2.3.4:16\",\"1.2.3.4:17\"]}",
-	/* netmap */
-	"{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"peers\":[]}",
-	"{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"self\":" NODE_OK "}",
-	"{\"type\":\"netmap\",\"tailnet\":\"t\",\"self\":" NODE_OK ",\"peers\":[]}",
-	"{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"self\":" NODE_OK ",\"peers\":[1]}",
-	"{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"self\":" NODE_OK ",\"peers\":["
-	NODE_OK "," NODE_OK "]}", /* duplicate peer id */
-	/* delta */
-	"{\"type\":\"delta\"}",
-	"{\"type\":\"delta\",\"seq\":1,\"peers_removed\":[\"7\"]}",
-	"{\"type\":\"delta\",\"seq\":1,\"peers_removed\":7}",
-	"{\"type\":\"delta\",\"seq\":1,\"peers_added\":[{}]}",
-	"{\"type\":\"delta\",\"seq\":1,\"endpoints\":[{\"id\":1}]}",
-	"{\"type\":\"delta\",\"seq\":1,\"endpoints\":[[]]}",
-	"{\"type\":\"delta\",\"seq\":1,\"online\":[{\"id\":1}]}",
-	"{\"type\":\"delta\",\"seq\":1,\"self\":{}}",
-	/* depth */
-	"{\"type\":\"keepalive\",\"x\":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]}",
+    "",
+    "   ",
+    "null",
+    "[]",
+    "\"register\"",
+    "{}",
+    "{\"type\":1}",
+    "{\"type\":\"bogus\"}",
+    "{\"type\":\"keepalive\"",
+    "{\"type\":\"keepalive\"} x",
+    "{\"type\":\"keepalive\",\"type\":\"keepalive\"}", /* duplicate key */
+    "{\"type\":\"keep\\u0000alive\"}",
+    "{\"type\":\"error\"}",
+    "{\"type\":\"error\",\"message\":5}",
+    "{\"type\":\"error\",\"message\":\"a\\u001bb\"}", /* terminal escape */
+    "{\"type\":\"error\",\"message\":\"\xc0\xaf\"}",  /* overlong UTF-8 */
+    /* register */
+    REG(",\"hostname\":\"x\""),
+    "{\"type\":\"register\",\"hostname\":\"h\",\"os\":\"linux\"}",
+    "{\"type\":\"register\",\"node_key\":\"AAAA\",\"hostname\":\"h\",\"os\":\"linux\"}",
+    "{\"type\":\"register\",\"node_key\":\"" KEY_A "x\",\"hostname\":\"h\",\"os\":\"l\"}",
+    "{\"type\":\"register\",\"node_key\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh9=\","
+    "\"hostname\":\"h\",\"os\":\"l\"}", /* stray bits */
+    REG(",\"old_node_key\":null"),
+    REG(",\"node_key_proof\":null"),
+    REG(",\"node_key_proof\":\"AAAA\""),
+    REG(",\"auth_key\":[]"),
+    REG(",\"tags\":\"tag:a\""),
+    REG(",\"tags\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]"),
+    REG(",\"tags\":[1]"),
+    "{\"type\":\"register\",\"node_key\":\"" KEY_A "\",\"hostname\":"
+    "\"0123456789012345678901234567890123456789012345678901234567890123\",\"os\":\"l\"}",
+    /* register_response */
+    "{\"type\":\"register_response\",\"status\":\"maybe\"}",
+    "{\"type\":\"register_response\",\"status\":\"ok\\u0000\"}",
+    "{\"type\":\"register_response\"}",
+    RR("[]"),
+    RR("{}"),
+    RR(NODE_HEAD "}"),
+    RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7\"],\"allowed_ips\":[]}"),
+    RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/33\"],\"allowed_ips\":[]}"),
+    RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/032\"],\"allowed_ips\":[]}"),
+    RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/+3\"],\"allowed_ips\":[]}"),
+    RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/\"],\"allowed_ips\":[]}"),
+    RR(NODE_HEAD ",\"addresses\":[\"fd7e::1/129\"],\"allowed_ips\":[]}"),
+    RR(NODE_HEAD ",\"addresses\":[\"host/32\"],\"allowed_ips\":[]}"),
+    RR(NODE_HEAD ",\"addresses\":[\"100.64.0.7/32\",\"100.64.0.8/32\",\"fd7e::1/128\"],"
+		 "\"allowed_ips\":[]}"),
+    RR(NODE_HEAD ",\"addresses\":[1],\"allowed_ips\":[]}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"endpoints\":[\"198.51.100.7\"]}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"endpoints\":[\"198.51.100.7:65536\"]}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"endpoints\":[\"[fe80::1%lo]:1\"]}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"endpoints\":[\"example.com:1\"]}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"online\":1}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"last_seen\":-1}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"last_seen\":1.5}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"key_expiry\":\"1\"}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"key_expiry\":99999999999999999999}"),
+    RR(NODE_HEAD "," NODE_ADDRS ",\"machine_key\":\"\"}"),
+    RR("{\"id\":-7,\"name\":\"n\",\"node_key\":\"" KEY_A "\"," NODE_ADDRS "}"),
+    /* map_request */
+    "{\"type\":\"map_request\",\"node_key\":\"" KEY_A "\",\"endpoints\":[]}",
+    "{\"type\":\"map_request\",\"node_key\":\"" KEY_A "\",\"stream\":true}",
+    "{\"type\":\"map_request\",\"node_key\":\"" KEY_A "\",\"endpoints\":[],\"stream\":\"yes\"}",
+    /* endpoints */
+    "{\"type\":\"endpoints\"}",
+    "{\"type\":\"endpoints\",\"endpoints\":{}}",
+    "{\"type\":\"endpoints\",\"endpoints\":[\"1.2.3.4:1\",\"1.2.3.4:2\",\"1.2.3.4:3\","
+    "\"1.2.3.4:4\",\"1.2.3.4:5\",\"1.2.3.4:6\",\"1.2.3.4:7\",\"1.2.3.4:8\",\"1.2.3.4:9\","
+    "\"1.2.3.4:10\",\"1.2.3.4:11\",\"1.2.3.4:12\",\"1.2.3.4:13\",\"1.2.3.4:14\","
+    "\"1.2.3.4:15\",\"1.2.3.4:16\",\"1.2.3.4:17\"]}",
+    /* netmap */
+    "{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"peers\":[]}",
+    "{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"self\":" NODE_OK "}",
+    "{\"type\":\"netmap\",\"tailnet\":\"t\",\"self\":" NODE_OK ",\"peers\":[]}",
+    "{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"self\":" NODE_OK ",\"peers\":[1]}",
+    "{\"type\":\"netmap\",\"seq\":1,\"tailnet\":\"t\",\"self\":" NODE_OK ",\"peers\":[" NODE_OK
+    "," NODE_OK "]}", /* duplicate peer id */
+    /* delta */
+    "{\"type\":\"delta\"}",
+    "{\"type\":\"delta\",\"seq\":1,\"peers_removed\":[\"7\"]}",
+    "{\"type\":\"delta\",\"seq\":1,\"peers_removed\":7}",
+    "{\"type\":\"delta\",\"seq\":1,\"peers_added\":[{}]}",
+    "{\"type\":\"delta\",\"seq\":1,\"endpoints\":[{\"id\":1}]}",
+    "{\"type\":\"delta\",\"seq\":1,\"endpoints\":[[]]}",
+    "{\"type\":\"delta\",\"seq\":1,\"online\":[{\"id\":1}]}",
+    "{\"type\":\"delta\",\"seq\":1,\"self\":{}}",
+    /* depth */
+    "{\"type\":\"keepalive\",\"x\":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]}",
+    /* packet filter */
+    PF("[]"),
+    PF("{}"),
+    PF("{\"rules\":{}}"),
+    PF("{\"rules\":[{\"src\":[],\"dst\":[" DST_OK "]}]}"),	  /* no source */
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1/32\"],\"dst\":[]}]}"), /* no destination */
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1/33\"],\"dst\":[" DST_OK "]}]}"),
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1\"],\"dst\":[" DST_OK "]}]}"),
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1/32\"],\"dst\":[{\"ip\":\"100.64.0.2/32\"}]}]}"),
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1/32\"],\"dst\":[{\"ip\":\"100.64.0.2/32\","
+       "\"ports\":[80,22]}]}]}"),
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1/32\"],\"dst\":[{\"ip\":\"100.64.0.2/32\","
+       "\"ports\":[0,65536]}]}]}"),
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1/32\"],\"dst\":[{\"ip\":[\"100.64.0.2/32\"],"
+       "\"ports\":[0,1]}]}]}"),
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1/32\"],\"dst\":[" DST_OK "],\"proto\":[0]}]}"),
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1/32\"],\"dst\":[" DST_OK "],\"proto\":[256]}]}"),
+    PF("{\"rules\":[{\"src\":[\"100.64.0.1/32\"],\"dst\":[" DST_OK "],"
+       "\"proto\":[1,2,3,4,5,6,7,8,9]}]}"),
+    "{\"type\":\"delta\",\"seq\":1,\"packet_filter\":{\"rules\":[7]}}",
 };
 
 static void test_bad_inputs(void **state)
@@ -511,12 +537,14 @@ static void test_bad_inputs(void **state)
 static void test_good_inputs(void **state)
 {
 	static const char *const good[] = {
-		"{\"type\":\"keepalive\"}",
-		" {\"type\" : \"keepalive\", \"future\": {\"a\": [1, 2, {\"b\": null}]}} ",
-		RR(NODE_OK), /* optional node fields absent */
-		"{\"type\":\"delta\",\"seq\":3,\"peers_added\":[],\"online\":[]}",
-		"{\"type\":\"logout\"}",
-		"{\"type\":\"logout_response\"}",
+	    "{\"type\":\"keepalive\"}",
+	    " {\"type\" : \"keepalive\", \"future\": {\"a\": [1, 2, {\"b\": null}]}} ",
+	    RR(NODE_OK), /* optional node fields absent */
+	    "{\"type\":\"delta\",\"seq\":3,\"peers_added\":[],\"online\":[]}",
+	    "{\"type\":\"logout\"}",
+	    "{\"type\":\"logout_response\"}",
+	    PF("{\"rules\":[]}"), /* a policy that lets nobody in */
+	    PF("{\"rules\":[{\"src\":[\"0.0.0.0/0\",\"::/0\"],\"dst\":[" DST_OK "]}]}"),
 	};
 	struct ctrl_msg m;
 
@@ -568,8 +596,8 @@ static int join_encode(const struct netmap *nm, char **ret, size_t *ret_len)
 		peers[i].p = p;
 	}
 	if (r == 0)
-		r = ctrl_netmap_join(nm->seq, nm->tailnet, &self, peers, nm->n_peers, &relay, ret,
-				     ret_len);
+		r = ctrl_netmap_join(nm->seq, nm->tailnet, &self, peers, nm->n_peers, &relay, NULL,
+				     ret, ret_len);
 	for (unsigned i = 0; i < nm->n_peers; i++)
 		free((char *)peers[i].p);
 	free(self_json);
@@ -668,12 +696,126 @@ static void test_node_encode_join(void **state)
 		assert_non_null(peers);
 		for (unsigned i = 0; i < n; i++)
 			peers[i] = self;
-		assert_int_equal(ctrl_netmap_join(1, "t", &self, peers, n, NULL, &nj, &len),
+		assert_int_equal(ctrl_netmap_join(1, "t", &self, peers, n, NULL, NULL, &nj, &len),
 				 -EMSGSIZE);
-		assert_int_equal(ctrl_netmap_join(1, "t\x01", &self, peers, 1, NULL, &nj, &len),
-				 -EINVAL);
+		assert_int_equal(
+		    ctrl_netmap_join(1, "t\x01", &self, peers, 1, NULL, NULL, &nj, &len), -EINVAL);
 		free(peers);
 	}
+}
+
+/* A filter of two rules: every field, both families, a port range and "any protocol". */
+static struct netmap_filter *filter_example(void)
+{
+	struct netmap_filter *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	f->rules = calloc(2, sizeof(*f->rules));
+	f->srcs = calloc(3, sizeof(*f->srcs));
+	f->dsts = calloc(3, sizeof(*f->dsts));
+	assert_true(f->rules && f->srcs && f->dsts);
+	set_prefix(&f->srcs[0], "100.64.0.1/32");
+	set_prefix(&f->srcs[1], "fd7e:11e5:7a11::/48");
+	set_prefix(&f->srcs[2], "0.0.0.0/0");
+	set_prefix(&f->dsts[0].prefix, "100.64.0.7/32");
+	f->dsts[0].port_first = 22;
+	f->dsts[0].port_last = 22;
+	set_prefix(&f->dsts[1].prefix, "fd7e:11e5:7a11::6440:7/128");
+	f->dsts[1].port_first = 8000;
+	f->dsts[1].port_last = 8999;
+	f->dsts[2] = f->dsts[1]; /* the wire has no sharing: a decoded filter would have a copy */
+	f->rules[0] = (struct netmap_filter_rule){
+	    .src_off = 0, .n_src = 2, .dst_off = 0, .n_dst = 2, .n_protos = 2, .protos = {6, 17}};
+	f->rules[1] =
+	    (struct netmap_filter_rule){.src_off = 2, .n_src = 1, .dst_off = 2, .n_dst = 1};
+	f->n_rules = 2;
+	f->n_srcs = 3;
+	f->n_dsts = 3;
+	return f;
+}
+
+static void assert_filter_equal(const struct netmap_filter *a, const struct netmap_filter *b)
+{
+	assert_int_equal(a->n_rules, b->n_rules);
+	assert_int_equal(a->n_srcs, b->n_srcs);
+	assert_int_equal(a->n_dsts, b->n_dsts);
+	assert_memory_equal(a->rules, b->rules, a->n_rules * sizeof(*a->rules));
+	assert_memory_equal(a->srcs, b->srcs, a->n_srcs * sizeof(*a->srcs));
+	assert_memory_equal(a->dsts, b->dsts, a->n_dsts * sizeof(*a->dsts));
+}
+
+static const char golden_filter[] =
+    "{\"rules\":[{\"src\":[\"100.64.0.1/32\",\"fd7e:11e5:7a11::/48\"],"
+    "\"dst\":[{\"ip\":\"100.64.0.7/32\",\"ports\":[22,22]},"
+    "{\"ip\":\"fd7e:11e5:7a11::6440:7/128\",\"ports\":[8000,8999]}],\"proto\":[6,17]},"
+    "{\"src\":[\"0.0.0.0/0\"],\"dst\":[{\"ip\":\"fd7e:11e5:7a11::6440:7/128\","
+    "\"ports\":[8000,8999]}],\"proto\":[]}]}";
+
+/*
+ * The packet filter: its bytes on the wire, the same from the netmap encoder and the join of
+ * pre-encoded pieces, back again through the decoder, and replaced by a delta.
+ */
+static void test_packet_filter(void **state)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_NETMAP}, b, d = {.type = CTRL_MSG_DELTA}, db;
+	struct ctrl_json_piece self, filter;
+	char *json, *joined;
+	size_t len, jlen;
+
+	(void)state;
+	m.netmap = netmap_example(0);
+	m.netmap->filter = filter_example();
+	assert_int_equal(ctrl_filter_encode(m.netmap->filter, &json, &len), 0);
+	assert_string_equal(json, golden_filter);
+	filter.p = json;
+	filter.len = len;
+	assert_int_equal(ctrl_node_encode(&m.netmap->self, (char **)&self.p, &self.len), 0);
+	assert_int_equal(ctrl_netmap_join(m.netmap->seq, m.netmap->tailnet, &self, NULL, 0, NULL,
+					  &filter, &joined, &jlen),
+			 0);
+	free((char *)self.p);
+	free(json);
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), 0);
+	assert_int_equal(len, jlen);
+	assert_memory_equal(json, joined, len);
+	assert_non_null(strstr(json, golden_filter));
+	free(json);
+	free(joined);
+
+	roundtrip(&m, &b);
+	assert_non_null(b.netmap->filter);
+	assert_filter_equal(b.netmap->filter, m.netmap->filter);
+
+	/* A delta replaces the filter; one without it leaves it alone. */
+	d.delta = calloc(1, sizeof(*d.delta));
+	assert_non_null(d.delta);
+	d.delta->seq = b.netmap->seq + 1;
+	d.delta->filter = filter_example();
+	d.delta->filter->n_rules = 1;
+	roundtrip(&d, &db);
+	assert_non_null(db.delta->filter);
+	assert_int_equal(netmap_apply_delta(b.netmap, db.delta), 0);
+	assert_int_equal(b.netmap->filter->n_rules, 1);
+	ctrl_msg_clear(&db);
+	netmap_filter_free(d.delta->filter);
+	d.delta->filter = NULL;
+	d.delta->seq++;
+	roundtrip(&d, &db);
+	assert_null(db.delta->filter);
+	assert_int_equal(netmap_apply_delta(b.netmap, db.delta), 0);
+	assert_int_equal(b.netmap->filter->n_rules, 1);
+	ctrl_msg_clear(&db);
+
+	/* The encoder refuses what the decoder would. */
+	m.netmap->filter->rules[1].n_src = 2;
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), -EINVAL);
+	m.netmap->filter->rules[1].n_src = 1;
+	m.netmap->filter->dsts[0].port_first = 23;
+	assert_int_equal(ctrl_filter_encode(m.netmap->filter, &json, &len), -EINVAL);
+
+	ctrl_msg_clear(&b);
+	ctrl_msg_clear(&d);
+	ctrl_msg_clear(&m);
 }
 
 static void test_type_names(void **state)
@@ -687,17 +829,18 @@ static void test_type_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_golden_node),
-		cmocka_unit_test(test_roundtrip_small),
-		cmocka_unit_test(test_roundtrip_netmap),
-		cmocka_unit_test(test_roundtrip_delta),
-		cmocka_unit_test(test_roundtrip_10k),
-		cmocka_unit_test(test_encode_rejects),
-		cmocka_unit_test(test_bad_inputs),
-		cmocka_unit_test(test_good_inputs),
-		cmocka_unit_test(test_amplification_bounded),
-		cmocka_unit_test(test_node_encode_join),
-		cmocka_unit_test(test_type_names),
+	    cmocka_unit_test(test_golden_node),
+	    cmocka_unit_test(test_roundtrip_small),
+	    cmocka_unit_test(test_roundtrip_netmap),
+	    cmocka_unit_test(test_roundtrip_delta),
+	    cmocka_unit_test(test_roundtrip_10k),
+	    cmocka_unit_test(test_encode_rejects),
+	    cmocka_unit_test(test_bad_inputs),
+	    cmocka_unit_test(test_good_inputs),
+	    cmocka_unit_test(test_amplification_bounded),
+	    cmocka_unit_test(test_node_encode_join),
+	    cmocka_unit_test(test_packet_filter),
+	    cmocka_unit_test(test_type_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
