@@ -55,6 +55,7 @@
 #include "crypto/crypto.h"
 #include "node/control_client.h"
 #include "node/daemon.h"
+#include "node/hslog.h"
 #include "node/localapi.h"
 #include "node/netmap_apply.h"
 #include "node/nodemetrics.h"
@@ -134,6 +135,10 @@ struct daemon {
 	struct peer_seen *seen;
 	unsigned n_seen;
 	bool seen_valid;
+	struct hslog *hslog;
+	struct loop_async handshake; /* the engine completed a handshake (any thread) */
+	struct loop_timer hs_timer;  /* ... and the snapshot waits for the next second */
+	uint64_t hs_last_ns;
 	char notified[NOTIFY_MAX];
 	struct loop_timer watchdog_timer;
 	uint64_t watchdog_ns;
@@ -253,6 +258,63 @@ static void peers_log(struct daemon *d)
 	d->seen = now;
 	d->n_seen = n;
 	d->seen_valid = true;
+}
+
+static const char *hs_peer_name(void *ctx, const uint8_t key[WG_KEY_LEN])
+{
+	struct daemon *d = ctx;
+
+	for (unsigned i = 0; d->nm && i < d->nm->n_peers; i++)
+		if (!memcmp(d->nm->peers[i].node_key, key, WG_KEY_LEN))
+			return d->nm->peers[i].name;
+	return NULL;
+}
+
+static void hs_emit(void *ctx, const char *line)
+{
+	(void)ctx;
+	log_info("%s", line);
+}
+
+static void hs_update(struct daemon *d)
+{
+	struct wg_device_info *info = NULL;
+
+	d->hs_last_ns = time_now_ns();
+	if (!d->wg || wgdev_info_get(d->wg, &info) < 0)
+		return;
+	hslog_update(d->hslog, info, d->hs_last_ns, hs_peer_name, hs_emit, d);
+	wg_device_info_free(info);
+}
+
+static void hs_timer_fire(struct loop_timer *t)
+{
+	hs_update(container_of(t, struct daemon, hs_timer));
+}
+
+/*
+ * Loop thread: a handshake completed; the log says so for first ones and after a gap. At
+ * most one engine snapshot a second: with thousands of peers, rekeys complete many
+ * handshakes a second and each snapshot copies every peer.
+ */
+static void handshake_done(struct loop_async *a)
+{
+	struct daemon *d = container_of(a, struct daemon, handshake);
+	uint64_t now = time_now_ns();
+
+	if (d->hs_timer.armed)
+		return;
+	if (!d->hs_last_ns || now - d->hs_last_ns >= NSEC_PER_SEC)
+		hs_update(d);
+	else
+		loop_timer_arm(d->loop, &d->hs_timer, d->hs_last_ns + NSEC_PER_SEC);
+}
+
+static void handshake_notify(void *ctx)
+{
+	struct daemon *d = ctx;
+
+	loop_async_send(&d->handshake);
 }
 
 /* One line per change of the control client's state (report_state). */
@@ -1686,6 +1748,16 @@ int daemon_run(const struct daemon_opts *opts)
 	if (r < 0)
 		goto out;
 	wgdev_disco_listen(d->wg, pathd_disco_notify, d->pd);
+	d->hslog = hslog_new();
+	if (!d->hslog) {
+		r = -ENOMEM;
+		goto out;
+	}
+	d->handshake.cb = handshake_done;
+	d->hs_timer.cb = hs_timer_fire;
+	d->hs_timer.deadline_ns = TIME_NEVER;
+	loop_async_add(d->loop, &d->handshake);
+	wgdev_handshake_listen(d->wg, handshake_notify, d);
 
 	be = (struct localapi_backend){.ctx = d,
 				       .status = be_status,
@@ -1771,6 +1843,7 @@ out:
 	if (d->wg) {
 		wgdev_stun_listen(d->wg, NULL, NULL);
 		wgdev_disco_listen(d->wg, NULL, NULL);
+		wgdev_handshake_listen(d->wg, NULL, NULL);
 	}
 	pathd_stop(d->pd);
 	relayclient_stop(d->rc);
@@ -1778,6 +1851,10 @@ out:
 	relayclient_free(d->rc);
 	pathd_free(d->pd);
 	loop_async_del(&d->relay_changed);
+	loop_async_del(&d->handshake);
+	if (d->hs_timer.armed)
+		loop_timer_disarm(d->loop, &d->hs_timer);
+	hslog_free(d->hslog);
 	netmap_free(d->nm);
 	state_free(d->st);
 	loop_free(d->loop);

@@ -119,6 +119,8 @@ struct wgdev {
 	void *stun_ctx;
 	void (*disco_fn)(void *ctx); /* and the disco mailbox (wgdev_disco_listen) */
 	void *disco_ctx;
+	void (*handshake_fn)(void *ctx); /* and completed handshakes (wgdev_handshake_listen) */
+	void *handshake_ctx;
 };
 
 /* --- engine callbacks (any thread) --- */
@@ -219,6 +221,24 @@ static void op_timers_wake(void *ctx)
 	struct wgdev *w = ctx;
 
 	loop_async_send(&w->wake);
+}
+
+static void op_handshake_done(void *ctx)
+{
+	struct wgdev *w = ctx;
+
+	pthread_mutex_lock(&w->stun_mu);
+	if (w->handshake_fn)
+		w->handshake_fn(w->handshake_ctx);
+	pthread_mutex_unlock(&w->stun_mu);
+}
+
+void wgdev_handshake_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx)
+{
+	pthread_mutex_lock(&w->stun_mu);
+	w->handshake_fn = fn;
+	w->handshake_ctx = ctx;
+	pthread_mutex_unlock(&w->stun_mu);
 }
 
 static uint64_t op_wall_ns(void *ctx)
@@ -723,6 +743,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	    .decrypt_submit = workers ? op_decrypt_submit : NULL,
 	    .timers_wake = op_timers_wake,
 	    .wall_ns = op_wall_ns,
+	    .handshake_done = op_handshake_done,
 	};
 	w->dev = wg_device_new(&ops, w->pool_ctl);
 	if (!w->dev) {

@@ -67,6 +67,8 @@ void wgdev_free(struct wgdev *w);
 void wgdev_stun_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx);
 /* The same for the disco mailbox (open with stun_box). */
 void wgdev_disco_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx);
+/* The same for completed handshakes (the engine's handshake_done; any thread, rare). */
+void wgdev_handshake_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx);
 /* Any thread: run the engine timers soon (after a configuration change). */
 void wgdev_timers_kick(struct wgdev *w);
 

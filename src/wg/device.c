@@ -123,6 +123,7 @@ void wg_device_unlock(struct wg_device *dev)
 	pkt_list_init(&dev->out.enc);
 	pkt_list_init(&dev->out.dec);
 	dev->out.wake = false;
+	dev->out.handshake = false;
 	pthread_mutex_unlock(&dev->lock);
 
 	/* Handshake messages first: they may be what the data that follows depends on. */
@@ -158,6 +159,8 @@ void wg_device_unlock(struct wg_device *dev)
 	}
 	if (out.wake && dev->ops.timers_wake)
 		dev->ops.timers_wake(dev->ops.ctx);
+	if (out.handshake && dev->ops.handshake_done)
+		dev->ops.handshake_done(dev->ops.ctx);
 }
 
 void wg_device_drop(struct wg_device *dev, enum wg_drop_reason reason, struct pkt *pkt)

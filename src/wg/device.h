@@ -50,6 +50,11 @@ struct wg_device_ops {
 	void (*timers_wake)(void *ctx);
 	/* Optional: CLOCK_REALTIME source for TAI64N and "latest handshake"; tests fake it. */
 	uint64_t (*wall_ns)(void *ctx);
+	/*
+	 * Optional: a handshake completed since the last call (one call per batch, however
+	 * many); wg_device_info_get says with which peers. For logs and status, not per packet.
+	 */
+	void (*handshake_done)(void *ctx);
 };
 
 /* Why packets were dropped; exported as counters, never logged per packet. */

@@ -46,6 +46,7 @@ static inline void pkt_list_add(struct pkt_list *l, struct pkt *p)
 struct wg_out {
 	struct pkt_list udp, tun, enc, dec;
 	bool wake;
+	bool handshake; /* a session was derived: ops.handshake_done after unlock */
 };
 
 /*

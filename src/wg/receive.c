@@ -85,6 +85,7 @@ static void receive_handshake(struct wg_device *dev, struct pkt *pkt, uint32_t t
 		if (wg_noise_handshake_begin_session(dev, &peer->handshake, &peer->keypairs,
 						     dev->now_ns) == 0) {
 			dev->stats.handshakes_completed++;
+			dev->out.handshake = true;
 			wg_timers_session_derived(peer);
 			wg_timers_handshake_complete(peer);
 			/* The responder waits for our first packet before it may send: confirm now. */

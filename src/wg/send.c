@@ -86,6 +86,7 @@ void wg_send_handshake_response(struct wg_peer *peer)
 	    0)
 		goto drop;
 	dev->stats.handshakes_completed++;
+	dev->out.handshake = true;
 	wg_timers_session_derived(peer);
 	wg_timers_any_authenticated_packet_traversal(peer);
 	wg_timers_any_authenticated_packet_sent(peer);

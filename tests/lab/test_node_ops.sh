@@ -14,8 +14,8 @@
 #     a later `trellis up` with a key joins again
 #   - sd_notify: READY=1, STATUS= lines and WATCHDOG=1 on $NOTIFY_SOCKET
 #   - `trellisd --metrics-listen`: Prometheus text with peers, handshakes, bytes, drops
-#   - log lines: logged in, peers joining/leaving, the control server lost and back; none
-#     per packet
+#   - log lines: logged in, peers joining/leaving, first handshakes, the control server lost
+#     and back; none per packet
 #
 #   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080 (metrics .1:9090); a .11 b .12
 #   c .13 d .14
@@ -175,6 +175,8 @@ check "a logged b leaving and joining" \
 	bash -c "grep -q 'left the netmap' '$(log_of a)' && grep -q 'peer b (id [0-9]*) joined' '$(log_of a)'"
 check "b logged its expired key" grep -q 'node key expired' "$(log_of b)"
 check "c logged its deletion" grep -q 'deleted by an admin' "$(log_of c)"
+check "a logged its first handshake with b, by name and endpoint" \
+	grep -qE 'handshake with b: first since start, via [0-9.]+:[0-9]+' "$(log_of a)"
 lines=$(wc -l <"$(log_of a)")
 nsx a ping -n -q -c 50 -i 0.01 -W 1 "$(node_ip b 4)" >/dev/null 2>&1
 check_eq "50 pings add no log line" "$lines" "$(wc -l <"$(log_of a)")"
