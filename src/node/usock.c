@@ -26,6 +26,7 @@
 #include "base/time.h"
 #include "base/util.h"
 #include "node/usock.h"
+#include "os/unixsock.h"
 
 #define IN_BUF_INITIAL 4096
 #define LINGER_NS (1ULL * 1000000000ULL)
@@ -121,34 +122,6 @@ static int mkdir_parent(const char *path)
 	}
 	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
 		return -errno;
-	return 0;
-}
-
-/*
- * Binds fd at path with exactly mode, without umask() (process-wide: another
- * thread's files would get our mask). The socket's own mode, set before bind, is
- * what bind gives the file less the umask, so the file is never more open than
- * mode; if the umask took bits, they are added back on that file, checked to be
- * our socket and not followed if it is a link. The bound path stays the real one
- * (ss, lsof and /proc/net/unix show it).
- */
-static int bind_mode(int fd, const struct sockaddr_un *sun, mode_t mode)
-{
-	struct stat st;
-
-	if (fchmod(fd, mode) < 0 || bind(fd, (const struct sockaddr *)sun, sizeof(*sun)) < 0)
-		return -errno;
-	if (lstat(sun->sun_path, &st) < 0)
-		return -errno;
-	if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid())
-		return -EEXIST; /* not what we just bound: someone else writes the directory */
-	if ((st.st_mode & 07777) != mode &&
-	    fchmodat(AT_FDCWD, sun->sun_path, mode, AT_SYMLINK_NOFOLLOW) < 0) {
-		int r = -errno;
-
-		unlink(sun->sun_path);
-		return r;
-	}
 	return 0;
 }
 
@@ -669,7 +642,7 @@ int usock_server_new(struct loop *loop, const char *path, const char *name,
 		r = -errno;
 		goto out;
 	}
-	r = bind_mode(fd, &sun, limits->mode & 0777);
+	r = unix_bind_mode(fd, &sun, limits->mode & 0777);
 	if (r < 0)
 		goto out;
 	bound = true;

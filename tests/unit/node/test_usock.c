@@ -46,6 +46,7 @@ static int widen(int dirfd, const char *path, mode_t mode, int flags)
 
 #include "base/loop.c"
 #include "node/usock.c"
+#include "os/unixsock.c"
 
 #define CONNS_MAX 3
 #define IN_MAX 64
