@@ -155,11 +155,12 @@ fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$CTL" --state "$st" serve --listen "127.0.0.1:$port" >"$tmp/serve1.log" 2>&1 &
 srv=$!
-# wait_listening LOG PID: until the server logs that it listens, or exits (at most 10 s).
+# wait_listening LOG PID: until the server logs that it listens, or exits. 30 s is a liveness
+# bound for a busy machine (a start takes well under a second on a quiet one).
 wait_listening()
 {
 	local n
-	for ((n = 0; n < 100; n++)); do
+	for ((n = 0; n < 300; n++)); do
 		grep -q "listening on" "$1" && return 0
 		kill -0 "$2" 2>/dev/null || return 1
 		sleep 0.1
@@ -311,15 +312,11 @@ printf '# trellis-control settings\nstate = %s\nlisten = 127.0.0.1:%s   # the pu
 	"$st" "$p1" >"$tmp/control.conf"
 # serve_until_listening LOG ARGS...: starts serve, waits for its "listening on" line, stops it.
 serve_until_listening() {
-	local log=$1 pid n
+	local log=$1 pid
 	shift
 	"$CTL" "$@" >"$log" 2>&1 &
 	pid=$!
-	for ((n = 0; n < 100; n++)); do
-		grep -q "listening on" "$log" && break
-		kill -0 $pid 2>/dev/null || break
-		sleep 0.1
-	done
+	wait_listening "$log" $pid
 	kill -TERM $pid 2>/dev/null
 	wait $pid 2>/dev/null
 }
