@@ -154,13 +154,18 @@ void register_decide(struct registry *r, const struct register_request *req,
 		memcpy(d->rec.tags, k->tags, sizeof(d->rec.tags));
 		d->rec.user_id = k->user_id ? k->user_id : k->n_tags ? 0 : t->default_user;
 		d->rec.key_expiry = expiry_from(t, req->now);
-	} else if (!old || !control_node_visible(old, req->now)) {
-		/* Interactive: waits for `trellis-control nodes approve`. */
+	} else if (!old || !control_node_visible(old, req->now) ||
+		   memcmp(old->node_key, msg->node_key, NETMAP_KEY_LEN)) {
+		/*
+		 * Interactive: waits for `trellis-control nodes approve`. A known machine with a
+		 * new node key and no proof of the old one (old_node_key: a rotation) is a new
+		 * login too: `trellis up --force-reauth`, or a node that lost its key.
+		 */
 		d->rec.approved = false;
 		d->rec.user_id = t->default_user;
 		d->rec.key_expiry = expiry_from(t, req->now);
 	}
-	/* else: a known, approved machine re-registers (new or rotated node key). */
+	/* else: a known, approved machine re-registers with the node key it has. */
 }
 
 int register_begin(struct registry *r, struct register_decision *d, int64_t now)

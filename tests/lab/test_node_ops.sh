@@ -3,7 +3,8 @@
 # node offers a service manager and a monitoring system.
 #   - `trellis up` naming an unreachable server (a typo) on a working node changes nothing:
 #     it fails saying so, the node keeps its tailnet and traffic, and nothing retries the
-#     typo; a reachable other server needs --force-reauth
+#     typo; a reachable other server needs --force-reauth, which is a new login (approval)
+#     on the same server too
 #   - `trellis up` alone reconnects with the remembered settings (also after a restart);
 #     `trellis set --hostname` renames a running node without a new login
 #   - plain `trellis status` says the state in words and exits 0 only when running
@@ -85,6 +86,15 @@ check_num "up to another (reachable) server without --force-reauth exits non-zer
 check "... naming --force-reauth" out_has '--force-reauth'
 check "a is still running with its old server" state_is a running
 check_eq "... and its old server" "$LAB_CONTROL_URL" "$(status_eval a "j['prefs']['login_server']")"
+# --force-reauth on the same server is a new login too: without a key, c waits for approval.
+out=$(tr_node c up --force-reauth --timeout 2 2>&1)
+log "up --force-reauth on the same server: $out"
+check "up --force-reauth without a key prints a login URL" out_has '/register/'
+check "c waits in needs_login" wait_for 10 state_is c needs_login
+check "a no longer lists c (its new key is not approved)" wait_for 10 peers_are a "b"
+check "nodes approve c" ctl nodes approve "$(node_id c)"
+check "c runs again after the approval" wait_for 15 node_connected c
+check "a sees c again" wait_for 10 peers_are a "b c"
 
 # ---- remembered settings: up alone, set, a restart
 check "trellis up alone (remembered server) returns at once on a running node" \

@@ -349,20 +349,40 @@ static void test_reregistration(void **state)
 	(void)state;
 	id = register_ok(&x, E.keys[K_REUSABLE]);
 	expiry = rec(id)->key_expiry;
-	/* A known, visible machine without a credential, with a new node key: as it is. */
-	x2 = x;
-	memset(x2.nk, 0x55, 32);
-	decide_at(&x2, NULL, NULL, 0, T0 + 10, &d);
+	/* A known, visible machine without a credential, with the node key it has: as it is. */
+	decide_at(&x, NULL, NULL, 0, T0 + 10, &d);
 	assert_null(d.error);
 	assert_false(d.insert);
 	assert_false(d.rename);
 	assert_int_equal(d.rec.id, id);
 	assert_true(d.rec.approved);
 	assert_int_equal(d.rec.key_expiry, expiry);
+	/*
+	 * With a new node key and no proof of the old one (not a rotation): a new login, as
+	 * `trellis up --force-reauth` asks. It waits for approval, same node.
+	 */
+	x2 = x;
+	memset(x2.nk, 0x55, 32);
+	decide_at(&x2, NULL, NULL, 0, T0 + 10, &d);
+	assert_null(d.error);
+	assert_false(d.insert);
+	assert_int_equal(d.rec.id, id);
+	assert_false(d.rec.approved);
+	/* ... or is approved at once with a credential: the new key replaces the old. */
+	decide_at(&x2, E.keys[K_REUSABLE], NULL, 0, T0 + 10, &d);
+	assert_null(d.error);
+	assert_false(d.insert);
+	assert_false(d.rename);
+	assert_int_equal(d.rec.id, id);
+	assert_true(d.rec.approved);
+	assert_int_equal(d.rec.key_expiry, T0 + 10 + EXPIRY);
+	expiry = d.rec.key_expiry;
 	assert_memory_equal(d.rec.node_key, x2.nk, 32);
 	assert_int_equal(register_begin(E.r, &d, T0 + 10), 0);
-	assert_int_equal(register_store_ops(&d, ops), 1);
-	assert_int_equal(ops[0].kind, STORE_OP_NODE_UPDATE);
+	/* The key's use count, then the node. */
+	assert_int_equal(register_store_ops(&d, ops), 2);
+	assert_int_equal(ops[0].kind, STORE_OP_AUTHKEY_UPDATE);
+	assert_int_equal(ops[1].kind, STORE_OP_NODE_UPDATE);
 	/* The in-memory record changes at once (later writes carry it). */
 	assert_memory_equal(rec(id)->node_key, x2.nk, 32);
 	register_end(E.r, &d, 0, 0, T0 + 10);
