@@ -67,7 +67,7 @@ struct rconn {
 	unsigned qhead, qn;
 
 	atomic_int state; /* enum relayclient_conn_state */
-	atomic_uint_fast64_t tx, rx, drops, connects, last_use_ns;
+	atomic_uint_fast64_t tx, rx, drops, rx_drops, connects, last_use_ns;
 	/* Under rc->mu. */
 	char error[RELAYCLIENT_ERR_MAX];
 	int64_t latency_us;
@@ -231,7 +231,6 @@ struct session {
 	struct pkt *rx[RX_BATCH];
 	uint8_t rx_keys[RX_BATCH][RELAY_KEY_LEN];
 	unsigned n_rx;
-	uint64_t rx_drops;
 	char err[RELAYCLIENT_ERR_MAX];
 	char health[RELAY_HEALTH_MAX + 1]; /* the relay's last word: why it closes, say */
 };
@@ -349,7 +348,7 @@ static void rx_packet(struct rconn *c, struct session *s, const struct relay_msg
 	/* Bigger than a buffer, or the pool is dry (the engine is behind): dropped. */
 	if (m->len > PKT_BUF_SIZE - PKT_HEADROOM - PKT_TAILROOM ||
 	    pkt_pool_get(c->rc->pool, &p, 1) != 1) {
-		s->rx_drops++;
+		atomic_fetch_add(&c->rx_drops, 1);
 		return;
 	}
 	memcpy(p->data, m->data, m->len);
@@ -1234,6 +1233,7 @@ void relayclient_status_get(struct relayclient *rc, struct relayclient_status *r
 		ri->tx_packets = atomic_load(&c->tx);
 		ri->rx_packets = atomic_load(&c->rx);
 		ri->tx_drops = atomic_load(&c->drops);
+		ri->rx_drops = atomic_load(&c->rx_drops);
 		ri->connects = atomic_load(&c->connects);
 		snprintf(ri->error, sizeof(ri->error), "%s", c->error);
 	}

@@ -70,7 +70,9 @@ struct relayclient_region_info {
 	enum relayclient_conn_state state;
 	bool home;
 	int64_t latency_us; /* last STUN round trip; -1: none */
-	uint64_t tx_packets, rx_packets, tx_drops, connects;
+	uint64_t tx_packets, rx_packets, connects;
+	uint64_t tx_drops; /* the region's send queue was full */
+	uint64_t rx_drops; /* no receive buffer (the engine is behind) or larger than one */
 	char error[RELAYCLIENT_ERR_MAX];
 };
 

@@ -1084,11 +1084,11 @@ static json_t *relay_json(struct daemon *d)
 	for (unsigned i = 0; i < rs->n_regions; i++) {
 		const struct relayclient_region_info *ri = &rs->regions[i];
 		json_t *r = json_pack(
-		    "{s:I, s:s, s:b, s:s, s:I, s:I, s:I, s:I}", "id", (json_int_t)ri->id, "code",
-		    ri->code, "home", ri->home, "state", relayclient_state_name(ri->state),
+		    "{s:I, s:s, s:b, s:s, s:I, s:I, s:I, s:I, s:I}", "id", (json_int_t)ri->id,
+		    "code", ri->code, "home", ri->home, "state", relayclient_state_name(ri->state),
 		    "tx_packets", (json_int_t)ri->tx_packets, "rx_packets",
-		    (json_int_t)ri->rx_packets, "tx_drops", (json_int_t)ri->tx_drops, "connects",
-		    (json_int_t)ri->connects);
+		    (json_int_t)ri->rx_packets, "tx_drops", (json_int_t)ri->tx_drops, "rx_drops",
+		    (json_int_t)ri->rx_drops, "connects", (json_int_t)ri->connects);
 
 		if (!r)
 			continue;

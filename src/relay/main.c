@@ -233,9 +233,15 @@ int main(int argc, char **argv)
 	    httpd_route_add(m.httpd, "GET", "/metrics", get_metrics, &m) < 0 ||
 	    httpd_route_add(m.httpd, "GET", "/healthz", get_healthz, &m) < 0)
 		goto out;
-	if (httpd_listen(m.httpd, listen) < 0)
-		goto out;
+	/*
+	 * STUN before the public port, as trellis-control does: whoever sees the relay listen
+	 * (a service manager, a test, a node's first netcheck) finds STUN answering too. A
+	 * request to a port not yet bound gets an ICMP unreachable, which STUN clients take
+	 * as "no STUN here".
+	 */
 	if (stun_port && stund_new(m.loop, stun_port, &m.stun) < 0)
+		goto out;
+	if (httpd_listen(m.httpd, listen) < 0)
 		goto out;
 	if (n_peers && relay_mesh_new(m.loop, m.srv, mesh_peers, n_peers, &m.mesh) < 0)
 		goto out;

@@ -5,6 +5,7 @@
 #
 #   A (ns a) 192.0.2.1 / 2001:db8:1::1  ==== veth ====  B (ns b) 192.0.2.2 / 2001:db8:1::2
 #   tunnel: A 100.64.0.1 fd7a:115c:a1e0::1            B 100.64.0.2 fd7a:115c:a1e0::2
+LAB_TIMEOUT=${LAB_TIMEOUT:-540} # the watchdog: 240 s seen under load
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require iperf3 ss

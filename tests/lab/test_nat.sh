@@ -19,6 +19,7 @@
 #   lab internet 192.0.2.0/24: ctl .1, p .13, routers re .21, rb .22, rh1 .23, rh2 .24, rl .25
 #   e 198.18.1.2 (re), b 198.18.2.2 (rb), h1 198.18.3.2 (rh1), h2 198.18.4.2 (rh2),
 #   l1 198.18.5.2 and l2 198.18.6.2 (rl)
+LAB_TIMEOUT=${LAB_TIMEOUT:-540} # about 90 s on a quiet machine, 300 s seen under load
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane
@@ -195,7 +196,14 @@ check "trellis status (table) gives the reason" grep -qE '^p .* relay default \(
 # ---- failover: UDP between e's and l1's NATs dies mid-stream, then comes back
 # (The bounds on status are liveness bounds for a busy machine; how fast the traffic
 # moves to the relay is asserted on the ping stream itself: no gap over 2 s.)
-check "e -> l1 direct before the cut" wait_for 30 path_is e l1 direct
+# A path is chosen for traffic: after the checks above, e and l1 may have been idle long
+# enough (45 s) for disco to stop probing, so each look at the path comes with a ping.
+path_with_traffic()
+{
+	nsx "$1" ping -c 1 -W 1 "${IP4[$2]}" >/dev/null 2>&1
+	path_is "$@"
+}
+check "e -> l1 direct before the cut" wait_for 30 path_with_traffic e l1 direct
 nsx e ping -n -i 0.1 -c 120 -W 1 "${IP4[l1]}" >"$LAB_TMP/failover.txt" 2>&1 &
 LAB_PIDS+=($!)
 pinger=$!
@@ -214,7 +222,7 @@ cut_at=$(grep -c 'icmp_seq=' "$LAB_TMP/failover.txt")
 check "e -> l1 falls back to the relay" wait_for 30 path_is e l1 relay:default
 check "the stream runs on through the relay" wait_for 10 bash -c "(( \$(grep -c 'icmp_seq=' '$LAB_TMP/failover.txt') > $cut_at + 20 ))"
 nsx re nft delete table inet cut
-check "e -> l1 direct again once UDP is back" wait_for 45 path_is e l1 direct
+check "e -> l1 direct again once UDP is back" wait_for 45 path_with_traffic e l1 direct
 wait "$pinger"
 lab_forget "$pinger"
 # The largest run of lost replies (10 a second): at most 2 s.

@@ -19,6 +19,7 @@
 # miniupnpd refuses documentation addresses as its external address unless STUN reports
 # them, and STUN must answer RFC 5780 change requests: coturn on two addresses
 # (/work/shared/lab/miniupnpd-lab.sh is the recipe this follows).
+LAB_TIMEOUT=${LAB_TIMEOUT:-540} # the watchdog: 240 s seen under load
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane

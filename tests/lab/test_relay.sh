@@ -70,11 +70,21 @@ cat >"$LAB_TMP/stun.py" <<'EOF'
 import os, socket, struct, sys
 server, family = sys.argv[1], socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
 s = socket.socket(family, socket.SOCK_DGRAM)
-s.settimeout(3)
 s.connect((server, 3478))
 txid = os.urandom(12)
-s.send(struct.pack("!HHI", 1, 0, 0x2112A442) + txid)
-data = s.recv(1500)
+req = struct.pack("!HHI", 1, 0, 0x2112A442) + txid
+# Retransmitted as RFC 8489 6.2.1 says (RTO 500 ms, doubling), the same transaction each
+# time, for up to 15.5 s: UDP may lose a datagram, and a busy machine may answer late.
+data, rto = None, 0.5
+for _ in range(6):
+	s.send(req)
+	s.settimeout(rto)
+	try:
+		data = s.recv(1500)
+		break
+	except socket.timeout:
+		rto *= 2
+assert data, "no answer"
 typ, length, cookie = struct.unpack("!HHI", data[:8])
 assert typ == 0x0101 and cookie == 0x2112A442 and data[8:20] == txid, "not our success response"
 off, mapped = 20, None
@@ -94,8 +104,9 @@ EOF
 stun_ok()
 {
 	local out
-	out=$(nsx a timeout 5 python3 "$LAB_TMP/stun.py" "$1") || return 1
-	log "STUN via $1: $(tr '\n' ' ' <<<"$out")"
+	out=$(nsx a timeout 20 python3 "$LAB_TMP/stun.py" "$1" 2>&1)
+	# To the test's own output (fd 7): check hides what its command prints.
+	echo "# STUN via $1 (exit $?): $(tr '\n' ' ' <<<"$out")" >&7
 	[[ $(sed -n 1p <<<"$out") == "$(sed -n 2p <<<"$out")" && $out == "$2 "* ]]
 }
 check "STUN over IPv4: XOR-MAPPED-ADDRESS is the client's address and port" \
@@ -125,12 +136,12 @@ R1=http://192.0.2.1:8080
 R2=http://192.0.2.2:8080
 meshed() { metric r1 "$R1" 'trellis_relay_mesh_peers{dir="out"}' | grep -qx 1 &&
 	metric r2 "$R2" 'trellis_relay_mesh_peers{dir="out"}' | grep -qx 1; }
-check "relays 1 and 2 meshed" wait_for 10 meshed
+check "relays 1 and 2 meshed" wait_for 20 meshed
 probe b echo echo --url "$R2" --url "$R1" --key "$LAB_TMP/b.key"
-check "b connected to relay 2" wait_for 5 probe_has echo "connected $R2"
+check "b connected to relay 2" wait_for 20 probe_has echo "connected $R2"
 B_PUB=$(awk '/^key/ { print $2 }' "$LAB_TMP/probe-echo.out")
 check "relay 1 learned b from relay 2 (watch-conns)" \
-	wait_for 5 metric_is r1 "$R1" trellis_relay_mesh_clients 1
+	wait_for 20 metric_is r1 "$R1" trellis_relay_mesh_clients 1
 probe a ping ping --url "$R1" --url "$R2" --key "$LAB_TMP/a.key" --peer "$B_PUB" --timeout 60
 check "a (on relay 1) gets echoes from b (on relay 2)" wait_for 10 probe_has ping "via $R1"
 check "... forwarded one hop by relay 1" \
@@ -152,7 +163,7 @@ relay_start r4 --tls-cert "$LAB_TMP/r4.pem" --tls-key "$LAB_TMP/r4.key"
 R4=https://192.0.2.4:8080
 check "/healthz over TLS" nsx a curl -sf --max-time 5 --cacert "$LAB_TMP/r4.pem" "$R4/healthz"
 SSL_CERT_FILE=$LAB_TMP/r4.pem probe b tlsecho echo --url "$R4" --key "$LAB_TMP/b4.key"
-check "b connected over TLS" wait_for 5 probe_has tlsecho "connected $R4"
+check "b connected over TLS" wait_for 20 probe_has tlsecho "connected $R4"
 B4_PUB=$(awk '/^key/ { print $2 }' "$LAB_TMP/probe-tlsecho.out")
 check "a reaches b through the TLS relay" env SSL_CERT_FILE="$LAB_TMP/r4.pem" \
 	timeout 20 ip netns exec "$(ns_name a)" "$PROBE" ping --url "$R4" \
@@ -178,8 +189,8 @@ check "the node has a node key" test -s "$NODE_KEY"
 lab_node_stop n
 probe a emb echo --url "$CTL" --key "$NODE_KEY"
 probe a sa echo --url "$R3" --key "$NODE_KEY"
-check "the embedded relay admits the registered node key" wait_for 5 probe_has emb "connected $CTL"
-check "the verifying relay admits it too" wait_for 5 probe_has sa "connected $R3"
+check "the embedded relay admits the registered node key" wait_for 20 probe_has emb "connected $CTL"
+check "the verifying relay admits it too" wait_for 20 probe_has sa "connected $R3"
 check_not "the embedded relay refuses an unknown key" \
 	nsx_timeout 10 a "$PROBE" ping --url "$CTL" --key "$LAB_TMP/x.key" --peer "$B_PUB" --timeout 2
 check "... counted as refused" metric_ge ctl "$CTL_METRICS" 'trellis_relay_closes_total{reason="refused"}' 1
@@ -189,16 +200,22 @@ check "... counted as refused" metric_ge r3 "$R3" 'trellis_relay_closes_total{re
 check "GET /relay/verify without the secret: 401" \
 	bash -c "[[ \$(ip netns exec $(ns_name a) curl -s -o /dev/null -w '%{http_code}' '$CTL/relay/verify/?gen=0') == 401 ]]"
 
+# The disconnects follow the delete as events (the embedded relay at once, the verifying one
+# on its long-poll), not on a periodic recheck of every connection (minutes). The bounds
+# are liveness bounds for a busy machine; the times are logged (about 0.1 s and 0.6 s on a
+# quiet one).
 check "nodes delete n" ctl nodes delete n
 t0=$(date +%s%N)
 check "the embedded relay disconnects the deleted node" \
-	wait_for 3 metric_is ctl "$CTL_METRICS" 'trellis_relay_closes_total{reason="revoked"}' 1
+	wait_for 10 metric_is ctl "$CTL_METRICS" 'trellis_relay_closes_total{reason="revoked"}' 1
 ms=$((($(date +%s%N) - t0) / 1000000))
-check_num "... within a second of the delete ($ms ms)" "$ms" -lt 1000
+log "embedded relay: disconnected $ms ms after the delete"
+check_num "... within 10 s of the delete ($ms ms)" "$ms" -lt 10000
 check "the verifying relay disconnects it" \
-	wait_for 3 metric_is r3 "$R3" 'trellis_relay_closes_total{reason="revoked"}' 1
+	wait_for 10 metric_is r3 "$R3" 'trellis_relay_closes_total{reason="revoked"}' 1
 ms=$((($(date +%s%N) - t0) / 1000000))
-check_num "... within 2 s of the delete ($ms ms)" "$ms" -lt 2000
+log "verifying relay: disconnected $ms ms after the delete"
+check_num "... within 10 s of the delete ($ms ms)" "$ms" -lt 10000
 check "neither admits it again" \
 	bash -c "[[ \$(grep -c connected '$LAB_TMP/probe-emb.out') == 1 && \$(grep -c connected '$LAB_TMP/probe-sa.out') == 1 ]]"
 

@@ -13,6 +13,7 @@
 #   lab internet 192.0.2.0/24: ctl .1:8080, C .13, router ra .21, router rb .22
 #   A 198.18.1.2 -- 198.18.1.1 ra (masquerade)
 #   B 198.18.2.2 -- 198.18.2.1 rb (masquerade, UDP dropped both ways)
+LAB_TIMEOUT=${LAB_TIMEOUT:-540} # the watchdog: 240 s seen under load
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane

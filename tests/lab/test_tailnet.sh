@@ -8,6 +8,7 @@
 #
 #   lab internet (bridge in ns inet) 192.0.2.0/24, 2001:db8:1::/64
 #     ctl 192.0.2.1:8080 (trellis-control)   a .11   b .12   c .13   d .14
+LAB_TIMEOUT=${LAB_TIMEOUT:-540} # the watchdog: 240 s seen under load
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane

@@ -12,6 +12,7 @@
 #   lab internet 192.0.2.0/24: ctl .1:8080; default tailnet a .11 b .12 c .13;
 #   tailnet "iso": x .21 (one-off key), y .22 (tries the same key); tailnet "eph": e .31
 #   (ephemeral key), f .32
+LAB_TIMEOUT=${LAB_TIMEOUT:-540} # the watchdog: 240 s seen under load
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane

@@ -14,6 +14,7 @@
 #
 #   A (ns a) 2001:db8:15::1  ==== veth, MTU = tunnel MTU + 80 ====  B (ns b) 2001:db8:15::2
 #   tunnel: A 100.64.15.1 fd7a:115c:a1e0:15::1                     B 100.64.15.2 ...::2
+LAB_TIMEOUT=${LAB_TIMEOUT:-540} # the watchdog: 240 s seen under load
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require iperf3 ss nft
