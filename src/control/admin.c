@@ -129,6 +129,19 @@ static const struct noun nouns[] = {
      "  server holds them in memory only, 15 minutes); approve reg:CODE approves one.\n"
      "  expire ends the node's key now: it must log in again.\n"
      "example: trellis-control nodes list --json\n"},
+    {"audit", "log, verify, prune",
+     "usage: trellis-control [--state DIR] audit log [--since T] [--json]\n"
+     "       trellis-control [--state DIR] audit verify\n"
+     "       trellis-control [--state DIR] audit prune --keep DURATION\n"
+     "  log: every admin action with actor, time, action, target and what changed;\n"
+     "  --json prints one JSON object a line, with before and after in full.\n"
+     "  --since T: a duration ago (2h, 7d), a UTC date (2026-12-01, 2026-12-01T19:00:00Z)\n"
+     "  or Unix seconds.\n"
+     "  verify: walks the hash chain; exits 1 naming the first bad entry. Keep the head\n"
+     "  hash it prints somewhere else: a rewritten tail changes it.\n"
+     "  prune: drops entries older than DURATION (root on the admin socket only); the\n"
+     "  chain stays verifiable from the last dropped entry's hash (docs/audit.md).\n"
+     "example: trellis-control audit log --since 1d\n"},
     {"relaymap", "set, get, reset",
      "usage: trellis-control [--state DIR] relaymap set FILE|-\n"
      "       trellis-control [--state DIR] relaymap get [--json]\n"
@@ -165,6 +178,7 @@ static void usage(FILE *f)
 		"  users list|create\n"
 		"  nodes list|show|pending|approve|rename|expire|delete|set-expiry\n"
 		"  relaymap set|get|reset\n"
+		"  audit log|verify|prune           the configuration audit log\n"
 		"Each command has --help (trellis-control nodes --help). Admin commands reach the\n"
 		"running server through its admin socket (STATE/%s, root only); with no\n"
 		"server running they refuse unless given --offline, which works on the database.\n"
@@ -1121,6 +1135,151 @@ static int relaymap_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	return 0;
 }
 
+/* --since: a duration ago, a UTC date or time, or Unix seconds. 0 or exit status. */
+static int since_parse(const char *s, int64_t *ret)
+{
+	struct tm tm = { 0 };
+	const char *end;
+	int64_t v;
+
+	if (admin_duration_parse(s, &v) == 0 && v > 0) {
+		*ret = time_wall_s() - v;
+		return 0;
+	}
+	end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!end || *end) {
+		memset(&tm, 0, sizeof(tm));
+		end = strptime(s, "%Y-%m-%d", &tm);
+	}
+	if (end && !*end) {
+		*ret = (int64_t)timegm(&tm);
+		return 0;
+	}
+	if (s[0] && strspn(s, "0123456789") == strlen(s) && strlen(s) < 19) {
+		*ret = strtoll(s, NULL, 10);
+		return 0;
+	}
+	return fail("bad time \"%s\" (examples: 2h, 7d, 2026-12-01, 2026-12-01T19:00:00Z)", s);
+}
+
+/* The members of after that differ from before: "approved: false -> true". */
+static void changes_print(json_t *before, json_t *after)
+{
+	const char *key;
+	json_t *v, *all = json_is_object(after) ? after : before;
+	int n = 0;
+
+	if (!json_is_object(before) || !json_is_object(after)) {
+		printf("%s", json_is_object(after) ? "created" : json_is_object(before) ? "removed"
+											  : "-");
+		return;
+	}
+	json_object_foreach(all, key, v) {
+		json_t *o = json_object_get(before, key);
+		char *a, *b;
+
+		if (o && json_equal(o, v))
+			continue;
+		b = o ? json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		a = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+		printf("%s%s: %.60s -> %.60s", n++ ? ", " : "", key, b ? b : "-", a ? a : "-");
+		free(a);
+		free(b);
+	}
+	if (!n)
+		printf("no change");
+}
+
+static int audit_cmd(struct cli *cli, const char *sub, int argc, char **argv)
+{
+	const char *since = NULL, *keep = NULL, *pos[1];
+	bool as_json = false;
+	const struct opt log_opts[] = {
+		{ "--since", true, &since, NULL },
+		{ "--json", false, NULL, &as_json },
+		{ NULL },
+	};
+	const struct opt prune_opts[] = { { "--keep", true, &keep, NULL }, { NULL } };
+	const struct opt no_opts[] = { { NULL } };
+	char target[256];
+	uint64_t after = 0;
+	int64_t t = INT64_MIN;
+	json_t *ans, *e;
+	size_t i, n;
+	int npos, r;
+
+	if (strcmp(sub, "prune") == 0) {
+		if (opts_parse(argc, argv, prune_opts, pos, 0, &npos) || duration_check(keep))
+			return 1;
+		if (!keep)
+			return fail("usage: audit prune --keep DURATION (30d)");
+		r = call_json(cli, "POST", ADMIN_API_PREFIX "audit/prune",
+			      json_pack("{s:s}", "keep", keep), &ans);
+		if (r)
+			return r;
+		printf("%" JSON_INTEGER_FORMAT " entries removed\n", i_(ans, "removed"));
+		json_decref(ans);
+		return 0;
+	}
+	if (strcmp(sub, "verify") == 0) {
+		if (opts_parse(argc, argv, no_opts, pos, 0, &npos))
+			return 1;
+		r = call(cli, "GET", ADMIN_API_PREFIX "audit/verify", NULL, 0, &ans);
+		if (r)
+			return r;
+		if (!json_is_true(json_object_get(ans, "ok"))) {
+			r = fail("%s", s_(ans, "problem"));
+		} else {
+			printf("audit log: %" JSON_INTEGER_FORMAT " entries verified (%" JSON_INTEGER_FORMAT
+			       "-%" JSON_INTEGER_FORMAT "), head %s\n",
+			       i_(ans, "entries"), i_(ans, "anchor_seq") + 1, i_(ans, "last_seq"),
+			       s_(ans, "head"));
+		}
+		json_decref(ans);
+		return r;
+	}
+	if (opts_parse(argc, argv, log_opts, pos, 0, &npos) || (since && since_parse(since, &t)))
+		return 1;
+	if (cli->dry)
+		return DRY_STOP;
+	if (!as_json)
+		printf("%-6s %-20s %-20s %-16s %-24s %s\n", "SEQ", "TIME", "ACTOR", "ACTION",
+		       "TARGET", "CHANGES");
+	/* Page by page: the server answers AUDIT_PAGE_MAX entries at most. */
+	do {
+		char tb[32];
+
+		if (t != INT64_MIN)
+			snprintf(target, sizeof(target), "%saudit?after=%" PRIu64 "&since=%" PRId64,
+				 ADMIN_API_PREFIX, after, t);
+		else
+			snprintf(target, sizeof(target), "%saudit?after=%" PRIu64,
+				 ADMIN_API_PREFIX, after);
+		r = call(cli, "GET", target, NULL, 0, &ans);
+		if (r)
+			return r;
+		n = json_array_size(ans);
+		json_array_foreach(ans, i, e) {
+			after = (uint64_t)i_(e, "seq");
+			if (as_json) {
+				char *line = json_dumps(e, JSON_COMPACT);
+
+				if (line)
+					printf("%s\n", line);
+				free(line);
+				continue;
+			}
+			time_format(tb, sizeof(tb), i_(e, "time"));
+			printf("%-6" JSON_INTEGER_FORMAT " %-20s %-20s %-16s %-24s ", i_(e, "seq"), tb,
+			       s_(e, "actor"), s_(e, "action"), s_(e, "target"));
+			changes_print(json_object_get(e, "before"), json_object_get(e, "after"));
+			printf("\n");
+		}
+		json_decref(ans);
+	} while (n >= AUDIT_PAGE_MAX);
+	return 0;
+}
+
 static bool verb_known(const struct noun *noun, const char *sub)
 {
 	size_t n = strlen(sub);
@@ -1149,6 +1308,8 @@ static int command_run(struct cli *cli, const char *cmd, const char *sub, int ar
 		return users_cmd(cli, sub, argc, argv);
 	if (strcmp(cmd, "relaymap") == 0)
 		return relaymap_cmd(cli, sub, argc, argv);
+	if (strcmp(cmd, "audit") == 0)
+		return audit_cmd(cli, sub, argc, argv);
 	return nodes_cmd(cli, sub, argc, argv);
 }
 

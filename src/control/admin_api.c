@@ -31,6 +31,8 @@ struct call {
 	const char *seg[SEGS_MAX];
 	unsigned n_seg;
 	char tailnet[ARG_MAX]; /* from the query; "" = none */
+	int64_t since;         /* since=UNIX (audit, flows); INT64_MIN = none */
+	uint64_t after;        /* after=SEQ: the next page of a listing */
 	json_t *body;          /* the request's JSON object, or NULL */
 	unsigned status;
 	json_t *out;
@@ -279,7 +281,25 @@ static int pct_decode(const char *s, size_t len, char *out, size_t cap)
 	return 0;
 }
 
-/* Splits the target into path segments (in buf) and the query's tailnet=. */
+/* A decimal query value of at least min. 0 or -1. */
+static int query_int(const char *s, size_t len, int64_t min, int64_t *ret)
+{
+	char buf[24], *end;
+	long long v;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	errno = 0;
+	v = strtoll(buf, &end, 10);
+	if (*end || errno || v < min)
+		return -1;
+	*ret = v;
+	return 0;
+}
+
+/* Splits the target into path segments (in buf) and the query's parameters. */
 static int target_parse(struct call *k, char *buf, size_t cap)
 {
 	const char *t = k->req->target, *q;
@@ -302,10 +322,21 @@ static int target_parse(struct call *k, char *buf, size_t cap)
 		size_t len = amp ? (size_t)(amp - kv) : strlen(kv);
 
 		eq = memchr(kv, '=', len);
-		if (!eq || (size_t)(eq - kv) != 7 || strncmp(kv, "tailnet", 7) != 0)
+		if (eq && (size_t)(eq - kv) == 7 && strncmp(kv, "tailnet", 7) == 0) {
+			if (pct_decode(eq + 1, len - 8, k->tailnet, sizeof(k->tailnet)) < 0)
+				return fail(k, 400, "bad tailnet parameter");
+		} else if (eq && ((size_t)(eq - kv) == 5 && strncmp(kv, "since", 5) == 0)) {
+			if (query_int(eq + 1, len - 6, INT64_MIN, &k->since) < 0)
+				return fail(k, 400, "since takes Unix seconds");
+		} else if (eq && ((size_t)(eq - kv) == 5 && strncmp(kv, "after", 5) == 0)) {
+			int64_t v;
+
+			if (query_int(eq + 1, len - 6, 0, &v) < 0)
+				return fail(k, 400, "after takes a sequence number");
+			k->after = (uint64_t)v;
+		} else {
 			return fail(k, 400, "unknown query parameter \"%.*s\"", (int)len, kv);
-		if (pct_decode(eq + 1, len - 8, k->tailnet, sizeof(k->tailnet)) < 0)
-			return fail(k, 400, "bad tailnet parameter");
+		}
 		q = amp;
 	}
 	return 0;
@@ -669,6 +700,85 @@ static int relaymap_get(struct call *k)
 	return k->out ? 0 : fail(k, 500, "cannot encode the relay map");
 }
 
+/* ---- the audit log ---- */
+
+static json_t *hash_json(const uint8_t h[AUDIT_HASH_LEN])
+{
+	char hex[2 * AUDIT_HASH_LEN + 1];
+
+	for (int i = 0; i < AUDIT_HASH_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", h[i]);
+	return json_string(hex);
+}
+
+/* A stored before/after: its JSON, or the text itself if it is not (an edited row). */
+static json_t *state_json(const char *s)
+{
+	json_t *j;
+
+	if (!s[0])
+		return json_null();
+	j = json_loads(s, 0, NULL);
+	return j ? j : json_string(s);
+}
+
+static int audit_row(void *arg, const struct audit_entry *e)
+{
+	json_t *a = arg;
+
+	return json_array_append_new(
+		a, json_pack("{s:I, s:I, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "seq",
+			     (json_int_t)e->seq, "time", (json_int_t)e->time, "actor", e->actor,
+			     "action", e->action, "target", e->target, "before",
+			     state_json(e->before), "after", state_json(e->after), "prev_hash",
+			     hash_json(e->prev_hash), "hash", hash_json(e->hash)));
+}
+
+static int audit_list(struct call *k)
+{
+	int r;
+
+	k->out = json_array();
+	r = store_audit_read(k->c.store, k->after, k->since, AUDIT_PAGE_MAX, audit_row, k->out);
+	if (r < 0)
+		return fail(k, 500, "cannot read the audit log: %s", strerror(-r));
+	return 0;
+}
+
+static int audit_verify(struct call *k)
+{
+	struct audit_walk w;
+	uint64_t anchor;
+	int r = admin_op_audit_verify(&k->c, &w, &anchor);
+
+	if (r < 0)
+		return op_fail(k, r);
+	k->out = json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", !w.bad, "entries", (json_int_t)w.n,
+			   "anchor_seq", (json_int_t)anchor, "last_seq",
+			   (json_int_t)(w.next_seq - 1), "head", hash_json(w.prev));
+	if (w.bad)
+		json_object_set_new(k->out, "problem", json_string(w.why));
+	return 0;
+}
+
+static int audit_prune(struct call *k)
+{
+	static const char *const names[] = { "keep", NULL };
+	uint64_t n;
+	int64_t keep;
+	int r;
+
+	if (body_only(k, names) < 0 || body_duration(k, "keep", 0, &keep) < 0)
+		return -1;
+	if (keep <= 0)
+		return fail(k, 400, "\"keep\" is needed: a duration above zero (30d)");
+	r = admin_op_audit_prune(&k->c, keep, &n);
+	if (r < 0)
+		return op_fail(k, r);
+	k->out = json_pack("{s:I}", "removed", (json_int_t)n);
+	return 0;
+}
+
 static int route(struct call *k)
 {
 	const char *m = k->req->method;
@@ -719,6 +829,17 @@ static int route(struct call *k)
 		k->out = json_object();
 		return 0;
 	}
+	if (is(k, "GET", 1, "audit", NULL))
+		return audit_list(k);
+	if (is(k, "GET", 2, "audit", NULL) && strcmp(k->seg[1], "verify") == 0)
+		return audit_verify(k);
+	/* Pruning removes history: root on the socket only, like API keys. */
+	if (is(k, "POST", 2, "audit", NULL) && strcmp(k->seg[1], "prune") == 0) {
+		if (!k->req->apikeys)
+			return fail(k, 403, "the audit log is pruned on the server's admin "
+					    "socket only");
+		return audit_prune(k);
+	}
 	if (strcmp(s0, "apikeys") == 0 && !k->req->apikeys)
 		return fail(k, 403, "API keys are managed on the server's admin socket only");
 	if (is(k, "GET", 1, "apikeys", NULL))
@@ -744,6 +865,7 @@ unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_ap
 		.env = env,
 		.req = req,
 		.status = 200,
+		.since = INT64_MIN,
 		.c = {
 			.store = env->store,
 			.actor = req->actor,

@@ -53,7 +53,7 @@ struct admin_api_request {
 	const char *body;   /* JSON or NULL */
 	size_t body_len;
 	const char *actor;  /* "socket:root", "apikey:0123456789ab", "cli:root" */
-	bool apikeys;       /* may manage API keys: the socket and the offline CLI only */
+	bool apikeys;       /* may manage API keys and prune the audit log: socket, offline CLI */
 	int64_t now;        /* Unix seconds */
 };
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,12 +25,23 @@ static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
 	return err;
 }
 
-/* Every write of an operation: durable when it returns, and seen by the audit hook. */
-static int commit(struct admin_op_ctx *c, const struct store_op *op, uint64_t *ret_id)
+/*
+ * Every write of an operation: durable when it returns, together with its
+ * entry in the configuration audit log (audit.h; target NULL: named after the
+ * record), and seen by the committed hook.
+ */
+static int commit(struct admin_op_ctx *c, const char *action, const char *target,
+		  const struct store_op *op, uint64_t *ret_id)
 {
+	struct audit_entry e;
 	uint64_t id = 0;
-	int r = store_write(c->store, op, &id);
+	int r;
 
+	r = audit_entry_prepare(&e, c->store, c->actor, c->now, action, target, op);
+	if (r < 0)
+		return r;
+	r = store_write_audited(c->store, op, &e, &id);
+	audit_entry_release(&e);
 	if (r < 0)
 		return r;
 	if (c->committed)
@@ -88,7 +100,7 @@ int admin_op_tailnet_resolve(struct admin_op_ctx *c, const char *name,
 	t->key_expiry_sec = ADMIN_KEY_EXPIRY_DEFAULT_SEC;
 	t->ephemeral_timeout_sec = ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC;
 	t->created = c->now;
-	r = commit(c, &op, &t->id);
+	r = commit(c, "tailnet.create", NULL, &op, &t->id);
 	if (r == -EEXIST) /* another admin or the server created it just now */
 		r = store_tailnet_get_by_name(c->store, ADMIN_DEFAULT_TAILNET, t);
 	if (r < 0)
@@ -112,7 +124,7 @@ int admin_op_tailnet_create(struct admin_op_ctx *c, const char *name, int64_t ke
 	t->key_expiry_sec = key_expiry_sec;
 	t->ephemeral_timeout_sec = ephemeral_timeout_sec;
 	t->created = c->now;
-	r = commit(c, &op, &t->id);
+	r = commit(c, "tailnet.create", NULL, &op, &t->id);
 	if (r == -EEXIST)
 		return refuse(c, r, "tailnet \"%s\" already exists", t->name);
 	if (r < 0)
@@ -144,7 +156,7 @@ int admin_op_tailnet_set(struct admin_op_ctx *c, const char *name, int64_t key_e
 		t->ephemeral_timeout_sec = ephemeral_timeout_sec;
 	if (device_approval >= 0)
 		t->device_approval = device_approval != 0;
-	r = commit(c, &op, NULL);
+	r = commit(c, "tailnet.set", NULL, &op, NULL);
 	if (r < 0)
 		return refuse(c, r, "%s", strerror(-r));
 	if (ret)
@@ -168,7 +180,7 @@ int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char
 	u->tailnet_id = t.id;
 	snprintf(u->name, sizeof(u->name), "%s", name);
 	u->created = c->now;
-	r = commit(c, &op, &u->id);
+	r = commit(c, "user.create", NULL, &op, &u->id);
 	if (r == -EEXIST)
 		return refuse(c, r, "user \"%s\" already exists in tailnet \"%s\"", u->name,
 			      t.name);
@@ -220,7 +232,7 @@ int admin_op_authkey_create(struct admin_op_ctx *c, const struct admin_op_authke
 						       : ADMIN_AUTHKEY_EXPIRY_DEFAULT_SEC);
 	r = authkey_generate(k, key);
 	if (r == 0)
-		r = commit(c, &op, &k->id);
+		r = commit(c, "authkey.create", NULL, &op, &k->id);
 	if (r < 0) {
 		crypto_wipe(key, AUTHKEY_STR_MAX);
 		crypto_wipe(&op, sizeof(op));
@@ -245,7 +257,7 @@ int admin_op_authkey_revoke(struct admin_op_ctx *c, const char *text)
 	if (r < 0)
 		return refuse(c, -ENOENT, "unknown auth key \"%s\"", text);
 	op.authkey.revoked = true;
-	r = commit(c, &op, NULL);
+	r = commit(c, "authkey.revoke", NULL, &op, NULL);
 	crypto_wipe(&op, sizeof(op));
 	if (r < 0)
 		return refuse(c, r, "cannot revoke: %s", strerror(-r));
@@ -272,8 +284,10 @@ int admin_op_apikey_list(struct admin_op_ctx *c, struct apikey_set *ret)
 	return 0;
 }
 
-static int apikey_set_write(struct admin_op_ctx *c, const struct apikey_set *set)
+static int apikey_set_write(struct admin_op_ctx *c, const struct apikey_set *set,
+			    const char *action, const char *id)
 {
+	char target[AUDIT_TARGET_MAX];
 	struct store_op op = { .kind = STORE_OP_SETTING_SET };
 	size_t len;
 	char *text = apikey_set_encode(set, &len);
@@ -289,7 +303,8 @@ static int apikey_set_write(struct admin_op_ctx *c, const struct apikey_set *set
 	memcpy(op.setting.value, text, len);
 	op.setting.len = len;
 	free(text);
-	r = commit(c, &op, NULL);
+	snprintf(target, sizeof(target), "apikey:%s", id);
+	r = commit(c, action, target, &op, NULL);
 	if (r < 0)
 		return refuse(c, r, "cannot store the API keys: %s", strerror(-r));
 	return 0;
@@ -326,7 +341,7 @@ int admin_op_apikey_create(struct admin_op_ctx *c, const char *name, int64_t exp
 	r = apikey_generate(k, key);
 	if (r < 0)
 		return refuse(c, r, "cannot create an API key: %s", strerror(-r));
-	r = apikey_set_write(c, &set);
+	r = apikey_set_write(c, &set, "apikey.create", k->id);
 	if (r < 0) {
 		crypto_wipe(key, APIKEY_STR_MAX);
 		return r;
@@ -352,7 +367,7 @@ int admin_op_apikey_revoke(struct admin_op_ctx *c, const char *text)
 		if (strcmp(set.keys[i].id, id) != 0)
 			continue;
 		set.keys[i].revoked = true;
-		return apikey_set_write(c, &set);
+		return apikey_set_write(c, &set, "apikey.revoke", id);
 	}
 	return refuse(c, -ENOENT, "unknown API key \"%s\"", text);
 }
@@ -420,10 +435,10 @@ int admin_op_node_find(struct admin_op_ctx *c, const char *what, const char *tai
 	return 0;
 }
 
-static int node_write(struct admin_op_ctx *c, const struct store_op *op, const char *what,
-		      const char *name)
+static int node_write(struct admin_op_ctx *c, const char *action, const struct store_op *op,
+		      const char *what, const char *name)
 {
-	int r = commit(c, op, NULL);
+	int r = commit(c, action, NULL, op, NULL);
 
 	if (r == -EEXIST)
 		return refuse(c, r, "name \"%s\" is already taken in this tailnet", name);
@@ -452,13 +467,15 @@ static int node_update_begin(struct admin_op_ctx *c, const char *what, const cha
 static int pending_approve(struct admin_op_ctx *c, const char *code)
 {
 	struct store_op op = { .kind = STORE_OP_SETTING_SET };
+	char target[AUDIT_TARGET_MAX];
 	int n;
 
 	snprintf(op.setting.key, sizeof(op.setting.key), "%s%s", PENDING_APPROVE_PREFIX, code);
 	n = snprintf((char *)op.setting.value, sizeof(op.setting.value), "%s",
 		     c->actor ? c->actor : "");
 	op.setting.len = (size_t)n;
-	n = commit(c, &op, NULL);
+	snprintf(target, sizeof(target), "reg:%s", code);
+	n = commit(c, "node.approve", target, &op, NULL);
 	if (n < 0)
 		return refuse(c, n, "%s", strerror(-n));
 	return 0;
@@ -477,7 +494,7 @@ int admin_op_node_approve(struct admin_op_ctx *c, const char *what, const char *
 	if (r < 0)
 		return r;
 	op.node.approved = true;
-	return node_write(c, &op, what, NULL);
+	return node_write(c, "node.approve", &op, what, NULL);
 }
 
 int admin_op_node_expire(struct admin_op_ctx *c, const char *what, const char *tailnet)
@@ -489,19 +506,26 @@ int admin_op_node_expire(struct admin_op_ctx *c, const char *what, const char *t
 		return r;
 	op.node.expiry_disabled = false;
 	op.node.key_expiry = c->now;
-	return node_write(c, &op, what, NULL);
+	return node_write(c, "node.expire", &op, what, NULL);
 }
 
 int admin_op_node_delete(struct admin_op_ctx *c, const char *what, const char *tailnet)
 {
 	struct store_op op = { .kind = STORE_OP_NODE_DELETE };
+	char target[AUDIT_TARGET_MAX];
 	struct control_node n;
 	int r = admin_op_node_find(c, what, tailnet, &n);
 
 	if (r < 0)
 		return r;
 	op.id = n.id;
-	return node_write(c, &op, what, NULL);
+	snprintf(target, sizeof(target), "node:%" PRIu64 " %s", n.id, n.name);
+	r = commit(c, "node.delete", target, &op, NULL);
+	if (r == -ENOENT)
+		return refuse(c, r, "unknown node %s", what);
+	if (r < 0)
+		return refuse(c, r, "%s", strerror(-r));
+	return 0;
 }
 
 int admin_op_node_rename(struct admin_op_ctx *c, const char *what, const char *tailnet,
@@ -516,7 +540,7 @@ int admin_op_node_rename(struct admin_op_ctx *c, const char *what, const char *t
 	if (r < 0)
 		return r;
 	snprintf(op.node.name, sizeof(op.node.name), "%s", name);
-	return node_write(c, &op, what, name);
+	return node_write(c, "node.rename", &op, what, name);
 }
 
 int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const char *tailnet,
@@ -536,12 +560,13 @@ int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const cha
 		    store_tailnet_get(c->store, op.node.tailnet_id, &t) == 0 && t.key_expiry_sec)
 			op.node.key_expiry = c->now + t.key_expiry_sec;
 	}
-	return node_write(c, &op, what, NULL);
+	return node_write(c, on ? "node.expiry_on" : "node.expiry_off", &op, what, NULL);
 }
 
 /* relaymap */
 
-static int relaymap_write(struct admin_op_ctx *c, const char *text, size_t len)
+static int relaymap_write(struct admin_op_ctx *c, const char *action, const char *text,
+			  size_t len)
 {
 	struct store_op op = {.kind = STORE_OP_SETTING_SET};
 	int r;
@@ -554,7 +579,7 @@ static int relaymap_write(struct admin_op_ctx *c, const char *text, size_t len)
 	snprintf(op.setting.key, sizeof(op.setting.key), "%s", RELAYS_SETTING);
 	memcpy(op.setting.value, text, len);
 	op.setting.len = len;
-	r = commit(c, &op, NULL);
+	r = commit(c, action, NULL, &op, NULL);
 	if (r < 0)
 		return refuse(c, r, "cannot store the relay map: %s", strerror(-r));
 	return 0;
@@ -578,7 +603,7 @@ int admin_op_relaymap_set(struct admin_op_ctx *c, const char *text, size_t len)
 		goto out;
 	}
 	/* An empty map is stored as its text: "no relays", unlike an empty value (the default). */
-	r = relaymap_write(c, compact, clen);
+	r = relaymap_write(c, "relaymap.set", compact, clen);
 out:
 	free(compact);
 	free(rm);
@@ -587,7 +612,7 @@ out:
 
 int admin_op_relaymap_reset(struct admin_op_ctx *c)
 {
-	return relaymap_write(c, "", 0);
+	return relaymap_write(c, "relaymap.reset", "", 0);
 }
 
 int admin_op_relaymap_get(struct admin_op_ctx *c, struct netmap_relay_map *ret, bool *ret_default)
@@ -599,5 +624,46 @@ int admin_op_relaymap_get(struct admin_op_ctx *c, struct netmap_relay_map *ret, 
 		return r;
 	relays_default(NULL, &dflt);
 	*ret_default = relaymap_equal(ret, &dflt);
+	return 0;
+}
+
+/* ---- the audit log ---- */
+
+int admin_op_audit_prune(struct admin_op_ctx *c, int64_t keep_sec, uint64_t *ret_removed)
+{
+	struct store_op op = { .kind = STORE_OP_AUDIT_PRUNE };
+	uint64_t n = 0;
+	int r;
+
+	if (keep_sec <= 0)
+		return refuse(c, -EINVAL, "--keep takes a duration above zero (30d, 12h)");
+	op.audit_prune_before = c->now - keep_sec;
+	r = commit(c, "audit.prune", NULL, &op, &n);
+	if (r < 0)
+		return refuse(c, r, "cannot prune the audit log: %s", strerror(-r));
+	if (ret_removed)
+		*ret_removed = n;
+	return 0;
+}
+
+static int walk_one(void *arg, const struct audit_entry *e)
+{
+	return audit_walk_step(arg, e) ? 0 : -ECANCELED;
+}
+
+int admin_op_audit_verify(struct admin_op_ctx *c, struct audit_walk *ret, uint64_t *ret_anchor)
+{
+	uint8_t anchor[AUDIT_HASH_LEN];
+	uint64_t seq;
+	int r;
+
+	r = store_audit_anchor(c->store, &seq, anchor);
+	if (r < 0)
+		return refuse(c, r, "cannot read the audit anchor: %s", strerror(-r));
+	audit_walk_start(ret, seq, anchor);
+	r = store_audit_read(c->store, 0, INT64_MIN, 0, walk_one, ret);
+	if (r < 0 && r != -ECANCELED)
+		return refuse(c, r, "cannot read the audit log: %s", strerror(-r));
+	*ret_anchor = seq;
 	return 0;
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "control/apikey.h"
+#include "control/audit.h"
 #include "control/authkey.h"
 #include "control/model.h"
 #include "control/store.h"
@@ -139,5 +140,14 @@ int admin_op_relaymap_get(struct admin_op_ctx *c, struct netmap_relay_map *ret, 
  */
 int admin_op_snapshot(struct admin_op_ctx *c, const char *tailnet, struct store_snapshot *ret,
 		      struct control_tailnet *ret_tailnet);
+
+/*
+ * The configuration audit log (audit.h). prune: entries older than keep_sec
+ * go, the last of them stays as the anchor; the prune is itself an entry.
+ * verify: walks the chain from the anchor (*ret_anchor: its seq); ret->bad
+ * and ret->why tell the first bad link. 0 or -errno (the store unreadable).
+ */
+int admin_op_audit_prune(struct admin_op_ctx *c, int64_t keep_sec, uint64_t *ret_removed);
+int admin_op_audit_verify(struct admin_op_ctx *c, struct audit_walk *ret, uint64_t *ret_anchor);
 
 #endif

@@ -877,6 +877,9 @@ static void admin_committed(void *arg, const char *actor, const struct store_op 
 		kind = STORE_CHANGE_AUTHKEY;
 		id = op->id;
 		break;
+	case STORE_OP_AUDIT_PRUNE:
+		log_info("control: admin %s: audit log pruned (%" PRIu64 " entries)", actor, id);
+		return;
 	default:
 		log_info("control: admin %s: setting %s written", actor, op->setting.key);
 		/* API keys are read from the store at each request: nothing to apply. */

@@ -238,6 +238,7 @@ int store_submit(struct store *s, const struct store_op *op, store_done_fn done,
 	memset(q, 0, offsetof(struct req, op));
 	q->msg = (struct loop_msg){.run = req_done, .drop = req_drop};
 	q->op = *op;
+	q->op.audit = NULL; /* an entry's strings are its caller's: synchronous writes only */
 	q->done = done;
 	q->ctx = ctx;
 	q->sync = false;
@@ -248,11 +249,13 @@ int store_submit(struct store *s, const struct store_op *op, store_done_fn done,
 	return r;
 }
 
-int store_write(struct store *s, const struct store_op *op, uint64_t *ret_id)
+int store_write_audited(struct store *s, const struct store_op *op,
+			const struct audit_entry *audit, uint64_t *ret_id)
 {
 	struct req q = { .op = *op, .sync = true };
 	int r;
 
+	q.op.audit = audit;
 	r = enqueue(s, &q);
 	if (r < 0)
 		return r;
@@ -265,6 +268,11 @@ int store_write(struct store *s, const struct store_op *op, uint64_t *ret_id)
 	if (ret_id)
 		*ret_id = q.id;
 	return 0;
+}
+
+int store_write(struct store *s, const struct store_op *op, uint64_t *ret_id)
+{
+	return store_write_audited(s, op, NULL, ret_id);
 }
 
 void store_flush(struct store *s)
@@ -473,4 +481,15 @@ int store_setting_get(struct store *s, const char *key, void *value, size_t cap)
 int store_changes_poll(struct store *s, uint64_t *cursor, struct store_change *ret, size_t cap)
 {
 	return RD(s, s->be->changes(s->rd, s->origin, cursor, ret, cap));
+}
+
+int store_audit_anchor(struct store *s, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN])
+{
+	return RD(s, s->be->audit_anchor(s->rd, ret_seq, ret_hash));
+}
+
+int store_audit_read(struct store *s, uint64_t after_seq, int64_t since, size_t max,
+		     int (*fn)(void *arg, const struct audit_entry *e), void *arg)
+{
+	return RD(s, s->be->audit_read(s->rd, after_seq, since, max, fn, arg));
 }

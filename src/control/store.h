@@ -50,6 +50,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "control/audit.h"
 #include "control/model.h"
 
 struct loop;
@@ -74,6 +75,8 @@ enum store_op_kind {
 	STORE_OP_AUTHKEY_UPDATE,     /* .authkey: uses and revoked */
 	STORE_OP_AUTHKEY_DELETE,     /* .id */
 	STORE_OP_SETTING_SET,        /* .setting */
+	/* Audit entries before .audit_prune_before go, the last one the anchor; id: how many. */
+	STORE_OP_AUDIT_PRUNE,
 };
 
 struct store_setting {
@@ -91,7 +94,13 @@ struct store_op {
 		struct control_authkey authkey;
 		struct store_setting setting;
 		uint64_t id;
+		int64_t audit_prune_before; /* Unix seconds */
 	};
+	/*
+	 * The configuration audit log entry (audit.h) describing this write: appended
+	 * in the same transaction, after the write succeeded (store_write_audited).
+	 */
+	const struct audit_entry *audit;
 };
 
 /*
@@ -152,6 +161,14 @@ struct store_backend {
 	int (*node_get)(void *be, uint64_t id, struct control_node *ret);
 	int (*authkey_get)(void *be, uint64_t id, const char *prefix, struct control_authkey *ret);
 	int (*setting_get)(void *be, const char *key, struct store_setting *ret);
+	/*
+	 * The audit log: the anchor (seq 0 and zeros before any pruning), and the
+	 * entries after seq with time >= since in order, each passed to fn (its
+	 * strings valid during the call; fn returns < 0 to stop, which is returned).
+	 */
+	int (*audit_anchor)(void *be, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN]);
+	int (*audit_read)(void *be, uint64_t after_seq, int64_t since, size_t max,
+			  int (*fn)(void *arg, const struct audit_entry *e), void *arg);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
@@ -193,6 +210,13 @@ int store_completions_run(struct store *s);
 
 /* Synchronous write: returns once durable. 0 or the op's -errno; ret_id may be NULL. */
 int store_write(struct store *s, const struct store_op *op, uint64_t *ret_id);
+/*
+ * store_write with the audit entry describing the write (audit.h), appended in
+ * its transaction: both commit or neither. The store assigns seq, prev_hash
+ * and hash. Synchronous only: the entry is the caller's.
+ */
+int store_write_audited(struct store *s, const struct store_op *op,
+			const struct audit_entry *audit, uint64_t *ret_id);
 /* Blocks until everything submitted so far is durable (and its completion queued). */
 void store_flush(struct store *s);
 
@@ -226,6 +250,11 @@ int store_setting_get(struct store *s, const char *key, void *value, size_t cap)
  * how many; call again while it returns cap. Cheap when nothing changed.
  */
 int store_changes_poll(struct store *s, uint64_t *cursor, struct store_change *ret, size_t cap);
+
+/* The audit log (read connection): as the backend's audit_anchor and audit_read; max 0: all. */
+int store_audit_anchor(struct store *s, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN]);
+int store_audit_read(struct store *s, uint64_t after_seq, int64_t since, size_t max,
+		     int (*fn)(void *arg, const struct audit_entry *e), void *arg);
 
 void store_stats_get(struct store *s, struct store_stats *ret);
 

@@ -91,6 +91,25 @@ static const char *const migrations[] = {
     "CREATE UNIQUE INDEX nodes_tailnet_node_key ON nodes (tailnet_id, node_key);",
     /* 4: device approval per tailnet (off: auth keys approve, as before). */
     "ALTER TABLE tailnets ADD COLUMN device_approval INTEGER NOT NULL DEFAULT 0;",
+    /*
+     * 5: the configuration audit log (audit.h): a hash chain of admin writes, and
+     * the anchor pruning leaves (the last removed entry's seq and hash).
+     */
+    "CREATE TABLE audit ("
+    " seq INTEGER PRIMARY KEY,"
+    " time INTEGER NOT NULL,"
+    " actor TEXT NOT NULL,"
+    " action TEXT NOT NULL,"
+    " target TEXT NOT NULL,"
+    " before TEXT NOT NULL,"
+    " after TEXT NOT NULL,"
+    " prev_hash BLOB NOT NULL,"
+    " hash BLOB NOT NULL);"
+    "CREATE INDEX audit_time ON audit (time);"
+    "CREATE TABLE audit_anchor ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " seq INTEGER NOT NULL,"
+    " hash BLOB NOT NULL);",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -124,6 +143,13 @@ enum stmt_id {
 	ST_USER_ALL,
 	ST_NODE_ALL,
 	ST_AUTHKEY_ALL,
+	ST_AUDIT_LAST,
+	ST_AUDIT_ANCHOR,
+	ST_AUDIT_INSERT,
+	ST_AUDIT_READ,
+	ST_AUDIT_PRUNE_LAST,
+	ST_AUDIT_PRUNE,
+	ST_AUDIT_ANCHOR_SET,
 	ST_COUNT,
 };
 
@@ -175,6 +201,18 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_USER_ALL] = "SELECT " USER_COLS " FROM users ORDER BY id",
     [ST_NODE_ALL] = "SELECT " NODE_COLS " FROM nodes ORDER BY id",
     [ST_AUTHKEY_ALL] = "SELECT " AUTHKEY_COLS " FROM authkeys ORDER BY id",
+    [ST_AUDIT_LAST] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+    [ST_AUDIT_ANCHOR] = "SELECT seq, hash FROM audit_anchor WHERE id = 1",
+    [ST_AUDIT_INSERT] = "INSERT INTO audit (seq, time, actor, action, target, before, after,"
+			" prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_AUDIT_READ] = "SELECT seq, time, actor, action, target, before, after, prev_hash, hash"
+		      " FROM audit WHERE seq > ?1 AND time >= ?2 ORDER BY seq LIMIT ?3",
+    [ST_AUDIT_PRUNE_LAST] = "SELECT seq, hash FROM audit WHERE time < ?1"
+			    " ORDER BY seq DESC LIMIT 1",
+    [ST_AUDIT_PRUNE] = "DELETE FROM audit WHERE seq <= ?1",
+    [ST_AUDIT_ANCHOR_SET] = "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2)"
+			    " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq,"
+			    " hash = excluded.hash",
 };
 
 struct sq {
@@ -584,6 +622,106 @@ static int step_write(struct sq *q, sqlite3_stmt *st, bool must_touch)
 	return r;
 }
 
+/* One (seq, hash) row of st, or -ENOENT. */
+static int seq_hash_get(struct sq *q, sqlite3_stmt *st, uint64_t *ret_seq,
+			uint8_t ret_hash[AUDIT_HASH_LEN])
+{
+	int rc = sqlite3_step(st), r = 0;
+
+	if (rc == SQLITE_ROW) {
+		*ret_seq = (uint64_t)sqlite3_column_int64(st, 0);
+		blob_copy(ret_hash, AUDIT_HASH_LEN, st, 1);
+	} else {
+		r = rc == SQLITE_DONE ? -ENOENT : sq_errno(q, rc);
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static int anchor_get(struct sq *q, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN])
+{
+	sqlite3_stmt *st = stmt_get(q, ST_AUDIT_ANCHOR);
+	int r;
+
+	if (!st)
+		return -EIO;
+	r = seq_hash_get(q, st, ret_seq, ret_hash);
+	if (r == -ENOENT) {
+		*ret_seq = 0;
+		memset(ret_hash, 0, AUDIT_HASH_LEN);
+		r = 0;
+	}
+	return r;
+}
+
+/*
+ * Appends e after the last entry (or the anchor). Inside the writer's
+ * transaction (BEGIN IMMEDIATE holds the write lock), so no other process can
+ * append between reading the head and writing after it.
+ */
+static int audit_append(struct sq *q, const struct audit_entry *in)
+{
+	struct audit_entry e = *in;
+	sqlite3_stmt *st = stmt_get(q, ST_AUDIT_LAST);
+	int r;
+
+	if (!st)
+		return -EIO;
+	r = seq_hash_get(q, st, &e.seq, e.prev_hash);
+	if (r == -ENOENT)
+		r = anchor_get(q, &e.seq, e.prev_hash);
+	if (r < 0)
+		return r;
+	e.seq++;
+	audit_entry_hash(&e, e.hash);
+	st = stmt_get(q, ST_AUDIT_INSERT);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)e.seq);
+	sqlite3_bind_int64(st, 2, e.time);
+	sqlite3_bind_text(st, 3, e.actor, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 4, e.action, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 5, e.target, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 6, e.before ? e.before : "", -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 7, e.after ? e.after : "", -1, SQLITE_TRANSIENT);
+	sqlite3_bind_blob(st, 8, e.prev_hash, AUDIT_HASH_LEN, SQLITE_TRANSIENT);
+	sqlite3_bind_blob(st, 9, e.hash, AUDIT_HASH_LEN, SQLITE_TRANSIENT);
+	return step_write(q, st, false);
+}
+
+/* Entries before `before` go; the last of them becomes the anchor. ret: how many went. */
+static int audit_prune(struct sq *q, int64_t before, uint64_t *ret_n)
+{
+	uint8_t hash[AUDIT_HASH_LEN];
+	uint64_t seq;
+	sqlite3_stmt *st = stmt_get(q, ST_AUDIT_PRUNE_LAST);
+	int r;
+
+	*ret_n = 0;
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, before);
+	r = seq_hash_get(q, st, &seq, hash);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	st = stmt_get(q, ST_AUDIT_PRUNE);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)seq);
+	r = step_write(q, st, false);
+	if (r < 0)
+		return r;
+	*ret_n = (uint64_t)sqlite3_changes(q->db);
+	st = stmt_get(q, ST_AUDIT_ANCHOR_SET);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)seq);
+	sqlite3_bind_blob(st, 2, hash, AUDIT_HASH_LEN, SQLITE_TRANSIENT);
+	return step_write(q, st, false);
+}
+
 static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, uint64_t *ret_id)
 {
 	enum store_change_kind ck;
@@ -696,6 +834,8 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		touch = false;
 		ck = STORE_CHANGE_SETTING;
 		break;
+	case STORE_OP_AUDIT_PRUNE:
+		return audit_prune(q, op->audit_prune_before, ret_id);
 	default:
 		return -EINVAL;
 	}
@@ -734,6 +874,9 @@ static int sq_apply(void *be, const struct store_op *ops, size_t n, uint64_t ori
 		if (r < 0)
 			goto fail;
 		errs[i] = apply_one(q, &ops[i], origin, &ids[i]);
+		/* The entry commits with its write or not at all. */
+		if (errs[i] == 0 && ops[i].audit)
+			errs[i] = audit_append(q, ops[i].audit);
 		if (errs[i] < 0) {
 			r = exec(q, "ROLLBACK TO op");
 			if (r < 0)
@@ -1007,6 +1150,49 @@ out:
 	return r;
 }
 
+static int sq_audit_anchor(void *be, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN])
+{
+	return anchor_get(be, ret_seq, ret_hash);
+}
+
+static int sq_audit_read(void *be, uint64_t after_seq, int64_t since, size_t max,
+			 int (*fn)(void *arg, const struct audit_entry *e), void *arg)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_AUDIT_READ);
+	struct audit_entry e;
+	int rc, r = 0;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)after_seq);
+	sqlite3_bind_int64(st, 2, since);
+	sqlite3_bind_int64(st, 3, max ? (int64_t)max : -1);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		memset(&e, 0, sizeof(e));
+		e.seq = (uint64_t)sqlite3_column_int64(st, 0);
+		e.time = sqlite3_column_int64(st, 1);
+		text_copy(e.actor, sizeof(e.actor), st, 2);
+		text_copy(e.action, sizeof(e.action), st, 3);
+		text_copy(e.target, sizeof(e.target), st, 4);
+		e.before = (const char *)sqlite3_column_text(st, 5);
+		e.after = (const char *)sqlite3_column_text(st, 6);
+		blob_copy(e.prev_hash, AUDIT_HASH_LEN, st, 7);
+		blob_copy(e.hash, AUDIT_HASH_LEN, st, 8);
+		if (!e.before)
+			e.before = "";
+		if (!e.after)
+			e.after = "";
+		r = fn(arg, &e);
+		if (r < 0)
+			break;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = sq_errno(q, rc);
+	sqlite3_reset(st);
+	return r;
+}
+
 const struct store_backend store_backend_sqlite = {
 	.name = "sqlite",
 	.open = sq_open,
@@ -1019,4 +1205,6 @@ const struct store_backend store_backend_sqlite = {
 	.authkey_get = sq_authkey_get,
 	.setting_get = sq_setting_get,
 	.changes = sq_changes,
+	.audit_anchor = sq_audit_anchor,
+	.audit_read = sq_audit_read,
 };

@@ -333,6 +333,51 @@ static void test_relaymap(void **state)
 	assert_true(json_is_true(json_object_get(E.ans, "default")));
 }
 
+/* The audit log over the API: entries with the request's actor, pages, verify, prune. */
+static void test_audit(void **state)
+{
+	(void)state;
+	assert_int_equal(req("POST", "/admin/v1/tailnets", "{\"name\":\"corp\"}"), 201);
+	E.now = T0 + 100;
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/corp", "{\"device_approval\":true}"),
+			 200);
+	assert_int_equal(req("PUT", "/admin/v1/relaymap", "{\"regions\": []}"), 200);
+	assert_int_equal(req("GET", "/admin/v1/audit", NULL), 200);
+	assert_int_equal(json_array_size(E.ans), 3);
+	assert_string_equal(str(json_array_get(E.ans, 0), "actor"), "test:admin");
+	assert_string_equal(str(json_array_get(E.ans, 1), "action"), "tailnet.set");
+	assert_true(json_is_false(
+		json_object_get(json_object_get(json_array_get(E.ans, 1), "before"),
+				"device_approval")));
+	assert_true(json_is_true(json_object_get(
+		json_object_get(json_array_get(E.ans, 1), "after"), "device_approval")));
+	assert_string_equal(str(json_array_get(E.ans, 2), "target"), "relaymap");
+	assert_int_equal(req("GET", "/admin/v1/audit?since=1800000050", NULL), 200);
+	assert_int_equal(json_array_size(E.ans), 2);
+	assert_int_equal(req("GET", "/admin/v1/audit?after=2", NULL), 200);
+	assert_int_equal(json_array_size(E.ans), 1);
+	assert_int_equal(num(json_array_get(E.ans, 0), "seq"), 3);
+	assert_int_equal(req("GET", "/admin/v1/audit?since=soon", NULL), 400);
+	assert_int_equal(req("GET", "/admin/v1/audit?after=-1", NULL), 400);
+	assert_int_equal(req("GET", "/admin/v1/audit/verify", NULL), 200);
+	assert_true(json_is_true(json_object_get(E.ans, "ok")));
+	assert_int_equal(num(E.ans, "entries"), 3);
+	/* Pruning history is for root on the socket. */
+	E.apikeys = false;
+	assert_int_equal(req("POST", "/admin/v1/audit/prune", "{\"keep\":\"1d\"}"), 403);
+	E.apikeys = true;
+	assert_int_equal(req("POST", "/admin/v1/audit/prune", "{}"), 400);
+	assert_int_equal(req("POST", "/admin/v1/audit/prune", "{\"keep\":\"1d\", \"x\":1}"),
+			 400);
+	E.now = T0 + 2 * 86400;
+	assert_int_equal(req("POST", "/admin/v1/audit/prune", "{\"keep\":\"1d\"}"), 200);
+	assert_int_equal(num(E.ans, "removed"), 3);
+	assert_int_equal(req("GET", "/admin/v1/audit/verify", NULL), 200);
+	assert_true(json_is_true(json_object_get(E.ans, "ok")));
+	assert_int_equal(num(E.ans, "anchor_seq"), 3);
+	assert_int_equal(num(E.ans, "last_seq"), 4);
+}
+
 static void test_apikeys(void **state)
 {
 	char key[APIKEY_STR_MAX], target[128];
@@ -405,6 +450,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relaymap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apikeys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
