@@ -38,6 +38,21 @@ int x25519_shared(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_
 		  const uint8_t pub[X25519_KEY_LEN]);
 
 /*
+ * Ed25519 (RFC 8032): the signatures of flow-log batches (docs/audit.md). A private
+ * key is 32 random bytes (the RFC's seed). verify: 0, or -EBADMSG for a signature
+ * that does not verify (or a public key that is not a point).
+ */
+#define ED25519_KEY_LEN 32
+#define ED25519_SIG_LEN 64
+int ed25519_private_generate(uint8_t ret_priv[ED25519_KEY_LEN]);
+int ed25519_public_from_private(uint8_t ret_pub[ED25519_KEY_LEN],
+				const uint8_t priv[ED25519_KEY_LEN]);
+int ed25519_sign(uint8_t ret_sig[ED25519_SIG_LEN], const void *msg, size_t len,
+		 const uint8_t priv[ED25519_KEY_LEN]);
+int ed25519_verify(const uint8_t sig[ED25519_SIG_LEN], const void *msg, size_t len,
+		   const uint8_t pub[ED25519_KEY_LEN]);
+
+/*
  * ChaCha20-Poly1305 (RFC 8439) with WireGuard's nonce: 32 zero bits then the
  * 64-bit little-endian counter. dst may equal src (in place). encrypt writes
  * src_len + 16 bytes; decrypt takes src_len including the tag and writes

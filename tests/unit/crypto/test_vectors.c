@@ -105,6 +105,41 @@ static void test_x25519_rfc7748_6_1(void **state)
 	assert_memory_equal(s1, s2, 32);
 }
 
+/* RFC 8032 section 7.1, tests 1 and 2; then a flipped bit fails. */
+static void test_ed25519_rfc8032_7_1(void **state)
+{
+	static const struct {
+		const char *priv, *pub, *msg, *sig;
+	} v[] = {
+		{"9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+		 "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "",
+		 "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc6"
+		 "1e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"},
+		{"4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+		 "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "72",
+		 "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e45"
+		 "8f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"},
+	};
+	uint8_t priv[32], pub[32], sig[64], msg[4] = { 0 };
+	size_t n;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		unhex(priv, 32, v[i].priv);
+		n = unhex(msg, sizeof(msg), v[i].msg);
+		assert_int_equal(ed25519_public_from_private(pub, priv), 0);
+		assert_hex(pub, v[i].pub);
+		assert_int_equal(ed25519_sign(sig, msg, n, priv), 0);
+		assert_hex(sig, v[i].sig);
+		assert_int_equal(ed25519_verify(sig, msg, n, pub), 0);
+		sig[5] ^= 1;
+		assert_int_equal(ed25519_verify(sig, msg, n, pub), -EBADMSG);
+		sig[5] ^= 1;
+		msg[0] ^= 1;
+		assert_int_equal(ed25519_verify(sig, msg, n ? n : 1, pub), -EBADMSG);
+	}
+}
+
 static void test_x25519_low_order_and_generate(void **state)
 {
 	uint8_t priv[32], priv2[32], pub[32], pub2[32], s1[32], s2[32];
@@ -506,6 +541,7 @@ int main(void)
 		cmocka_unit_test(test_x25519_rfc7748_5_2),
 		cmocka_unit_test(test_x25519_rfc7748_6_1),
 		cmocka_unit_test(test_x25519_low_order_and_generate),
+	    cmocka_unit_test(test_ed25519_rfc8032_7_1),
 		cmocka_unit_test(test_aead_rfc8439_2_8_2),
 		cmocka_unit_test(test_aead_tamper),
 		cmocka_unit_test(test_aead_wg_nonce),
