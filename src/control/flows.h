@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_FLOWS_H
+#define TRELLIS_CONTROL_FLOWS_H
+
+/*
+ * The flow-log collector's decisions, without I/O (docs/audit.md): whether a
+ * batch a node sent is admitted, and whether the two ends' reports of one flow
+ * agree. Storage and transport call these.
+ *
+ * Admission, in order, each refusal counted: the size (before anything is
+ * read), the structure, the sender (a node submits in its own name only), the
+ * signature with the sender's registered audit key, the sequence (one at or
+ * below the last admitted is a replay). An admitted batch may still be flagged:
+ * a sequence gap (batches lost on the node's side) or a broken chain (its
+ * prev_hash is not the hash of the batch admitted before it).
+ *
+ * Pairing compares A's report of a flow with B's mirror-image report (A's tx is
+ * B's rx): confirmed when each direction's received count is at most the sent
+ * count and the shortfall is loss the transport explains; flagged otherwise,
+ * or when only one end reported the flow.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto/flowbatch.h"
+
+/* Loss the transport explains: this many packets, or 1 % of those sent if more. */
+#define FLOWS_LOSS_MIN_PACKETS 8
+#define FLOWS_LOSS_PERCENT 1
+/* An IP packet is at most this large: what a lost packet may take with it. */
+#define FLOWS_PACKET_MAX 65535
+
+struct flows_stats {
+	uint64_t admitted;
+	uint64_t oversized;	/* over FLOWBATCH_MAX_LEN */
+	uint64_t malformed;	/* flowbatch_peek refused it */
+	uint64_t wrong_sender;	/* claims another node's id */
+	uint64_t bad_signature; /* or no audit key registered */
+	uint64_t replayed;	/* seq at or below the last admitted */
+	uint64_t gaps;		/* admitted after missing sequence numbers */
+	uint64_t chain_breaks;	/* admitted with a prev_hash that does not link */
+};
+
+/* Where a node's batch chain stands: seq 0 before its first batch. */
+struct flows_chain {
+	uint64_t last_seq;
+	uint8_t last_hash[FLOWBATCH_HASH_LEN];
+};
+
+#define FLOWS_F_GAP 0x1
+#define FLOWS_F_CHAIN_BROKEN 0x2
+
+/*
+ * Admits buf from node sender whose audit key is pub (NULL: none registered).
+ * On admission: 0, *ret the header, *ret_flags FLOWS_F_*, chain advanced.
+ * Refusals: -EMSGSIZE, -EBADMSG (malformed), -EPERM (another node's name),
+ * -EKEYREJECTED (signature), -EALREADY (replay); chain untouched.
+ */
+int flows_admit(struct flows_stats *st, struct flows_chain *chain, uint64_t sender,
+		const uint8_t *pub, const uint8_t *buf, size_t len, struct flowbatch *ret,
+		unsigned *ret_flags);
+
+enum flows_verdict {
+	FLOWS_CONFIRMED = 1,
+	FLOWS_ONE_SIDED, /* only one end reported it */
+	FLOWS_MISMATCH,	 /* the ends disagree beyond what loss explains */
+};
+
+/* The counters of one end of a flow, summed over its batches. */
+struct flows_side {
+	uint64_t tx_packets, tx_bytes, rx_packets, rx_bytes;
+};
+
+/* a: one end's totals; b: the other end's, or NULL when it did not report the flow. */
+enum flows_verdict flows_pair(const struct flows_side *a, const struct flows_side *b);
+
+const char *flows_verdict_name(enum flows_verdict v);
+
+#endif
