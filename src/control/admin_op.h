@@ -7,9 +7,10 @@
  * the CLI (admin.c), a future admin API and web console share. Each takes a
  * context naming the actor (who does it: "cli:root" today, a user or an API
  * key later), checks its input, and makes its changes with durable store
- * writes, all through one function that calls ctx->committed after each:
- * the place where the configuration audit log attaches. The running server
- * sees the writes through the store's change feed.
+ * writes, all through one function that appends each write's entry to the
+ * configuration audit log in the write's own transaction (audit.h) and calls
+ * ctx->committed after it. The running server sees the writes through the
+ * store's change feed.
  *
  * A refusal is a negative errno and one line in ctx->err that says what is
  * wrong, in the words the CLI prints: `unknown tailnet "corp"`.
