@@ -695,6 +695,7 @@ int mapper_node_upsert(struct mapper *m, const struct control_node *n, int64_t n
 	rec.home_region = x->rec.home_region;
 	rec.has_disco_key = x->rec.has_disco_key;
 	memcpy(rec.disco_key, x->rec.disco_key, NETMAP_KEY_LEN);
+	rec.mapping_varies = x->rec.mapping_varies;
 	if (record_differs(&x->rec, &rec))
 		flags |= PEND_FULL;
 	if (!endpoints_equal(x->rec.endpoints, x->rec.n_endpoints, rec.endpoints, rec.n_endpoints))
@@ -785,6 +786,22 @@ int mapper_node_disco_key(struct mapper *m, uint64_t id, const uint8_t *key)
 	rec = x->rec;
 	rec.has_disco_key = true;
 	memcpy(rec.disco_key, key, NETMAP_KEY_LEN);
+	node_update(m, x, &rec, x->shown, PEND_FULL);
+	return 0;
+}
+
+int mapper_node_mapping_varies(struct mapper *m, uint64_t id, bool varies)
+{
+	struct mnode *x = node_find(m, id);
+	struct control_node rec;
+
+	if (!x)
+		return -ENOENT;
+	if (x->rec.mapping_varies == varies)
+		return 1;
+	/* Rare (the node's network changed): a changed record, like the home region. */
+	rec = x->rec;
+	rec.mapping_varies = varies;
 	node_update(m, x, &rec, x->shown, PEND_FULL);
 	return 0;
 }

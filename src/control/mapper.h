@@ -77,6 +77,8 @@ int mapper_node_home_region(struct mapper *m, uint64_t id, uint32_t region);
  * or -ENOENT.
  */
 int mapper_node_disco_key(struct mapper *m, uint64_t id, const uint8_t *key);
+/* Whether the node's NAT maps per destination: 0 (changed), 1 (unchanged) or -ENOENT. */
+int mapper_node_mapping_varies(struct mapper *m, uint64_t id, bool varies);
 /*
  * The relay map every netmap carries (the same for all tailnets). A change
  * reaches every subscriber as a delta. 0, -EINVAL (a map relaymap_valid

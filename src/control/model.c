@@ -47,6 +47,7 @@ void control_node_render(const struct control_node *r, const char *user, struct 
 	ret->home_region = r->home_region;
 	ret->has_disco_key = r->has_disco_key;
 	memcpy(ret->disco_key, r->disco_key, NETMAP_KEY_LEN);
+	ret->mapping_varies = r->mapping_varies;
 	ret->last_seen = r->last_seen;
 	/* An opted-out node's key does not expire: peers see 0, as the protocol defines. */
 	ret->key_expiry = r->expiry_disabled ? 0 : r->key_expiry;

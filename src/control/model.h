@@ -58,6 +58,7 @@ struct control_node {
 	uint32_t home_region;	     /* relay region the node reported (not persisted) */
 	bool has_disco_key;	     /* the disco key it reported (not persisted) */
 	uint8_t disco_key[NETMAP_KEY_LEN];
+	bool mapping_varies;	     /* its NAT maps per destination, as reported (not persisted) */
 };
 
 /* A node is visible to peers when approved, its key unexpired at `now`, not logged out. */

@@ -583,6 +583,8 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 		mapstream_schedule(s->ms);
 	if (mapper_node_disco_key(s->m, id, mr->has_disco_key ? mr->disco_key : NULL) == 0)
 		mapstream_schedule(s->ms);
+	if (mapper_node_mapping_varies(s->m, id, mr->mapping_varies) == 0)
+		mapstream_schedule(s->ms);
 	if (!mr->stream) {
 		mapstream_full_request(s->ms, ss, id, true);
 		return;
@@ -615,7 +617,8 @@ static void on_endpoints(struct session *ss, const struct ctrl_endpoints *ep)
 		return session_fail(ss, METRICS_DROP_PROTOCOL, "endpoints without a map stream");
 	if (mapper_node_endpoints(s->m, ss->node_id, ep->endpoints, ep->n_endpoints) < 0 ||
 	    mapper_node_home_region(s->m, ss->node_id, ep->home_region) < 0 ||
-	    mapper_node_disco_key(s->m, ss->node_id, ep->has_disco_key ? ep->disco_key : NULL) < 0)
+	    mapper_node_disco_key(s->m, ss->node_id, ep->has_disco_key ? ep->disco_key : NULL) < 0 ||
+	    mapper_node_mapping_varies(s->m, ss->node_id, ep->mapping_varies) < 0)
 		return session_fail(ss, METRICS_DROP_MSG_BAD, "bad endpoints");
 	persist_node(s, ss->node_id);
 	mapstream_schedule(s->ms);

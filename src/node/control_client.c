@@ -127,6 +127,7 @@ struct control_client {
 	/* control_client_extra_endpoints_set, under lock. */
 	unsigned n_extra;
 	struct endpoint extra[NETMAP_MAX_ENDPOINTS];
+	bool mapping_varies;
 };
 
 const char *control_client_state_name(enum control_client_state s)
@@ -562,6 +563,7 @@ static int send_map_request(struct control_client *cc, struct session *s)
 	memcpy(m.map_req.endpoints, cc->endpoints, cc->n_endpoints * sizeof(struct endpoint));
 	pthread_mutex_lock(&cc->lock);
 	m.map_req.home_region = cc->home_region;
+	m.map_req.mapping_varies = cc->mapping_varies;
 	cc->home_req = false;
 	pthread_mutex_unlock(&cc->lock);
 	return send_msg(cc, s, &m);
@@ -578,6 +580,7 @@ static int endpoints_check(struct control_client *cc, struct session *s)
 	home = cc->home_req;
 	cc->home_req = false;
 	m.endpoints.home_region = cc->home_region;
+	m.endpoints.mapping_varies = cc->mapping_varies;
 	pthread_mutex_unlock(&cc->lock);
 	if (n == cc->n_endpoints && !home) {
 		for (i = 0; i < n; i++)
@@ -1108,15 +1111,17 @@ int control_client_resync(struct control_client *cc, uint64_t netmaps, int err)
 }
 
 void control_client_extra_endpoints_set(struct control_client *cc, const struct endpoint *eps,
-					unsigned n)
+					unsigned n, bool mapping_varies)
 {
 	int r;
 
 	n = MIN(n, (unsigned)NETMAP_MAX_ENDPOINTS);
 	pthread_mutex_lock(&cc->lock);
-	if (n != cc->n_extra || memcmp(cc->extra, eps, n * sizeof(*eps))) {
+	if (n != cc->n_extra || memcmp(cc->extra, eps, n * sizeof(*eps)) ||
+	    mapping_varies != cc->mapping_varies) {
 		memcpy(cc->extra, eps, n * sizeof(*eps));
 		cc->n_extra = n;
+		cc->mapping_varies = mapping_varies;
 		/* Report now (the flag the home region uses), not at the next periodic check. */
 		cc->home_req = true;
 		r = dial_cancel_wake(&cc->cancel);

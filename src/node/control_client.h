@@ -150,10 +150,10 @@ void control_client_endpoints_changed(struct control_client *cc);
 
 /*
  * Endpoints found beyond our interface addresses (STUN-reflexive, port mappings): reported
- * after the local ones (together at most NETMAP_MAX_ENDPOINTS) at once if they changed.
- * Any thread.
+ * after the local ones (together at most NETMAP_MAX_ENDPOINTS) at once if they or
+ * mapping_varies (our NAT maps per destination) changed. Any thread.
  */
 void control_client_extra_endpoints_set(struct control_client *cc, const struct endpoint *eps,
-					unsigned n);
+					unsigned n, bool mapping_varies);
 
 #endif

@@ -398,7 +398,8 @@ static void relay_report(struct daemon *d)
 	if (!rs)
 		return;
 	relayclient_status_get(d->rc, rs);
-	control_client_extra_endpoints_set(d->cc, rs->nat.reflexive, rs->nat.n_reflexive);
+	control_client_extra_endpoints_set(d->cc, rs->nat.reflexive, rs->nat.n_reflexive,
+					   rs->nat.mapping_varies);
 	free(rs);
 }
 
@@ -965,18 +966,19 @@ static const char *region_code(const struct daemon *d, uint32_t id)
 /*
  * Why a peer is relayed (docs/localapi.md), most certain first: our UDP gets no STUN
  * answer; the peer runs no path discovery; still probing; its pings never reach us
- * while ours go unanswered (its UDP is blocked, or NATs that map per destination on
- * both sides).
+ * while ours go unanswered: NATs that map per destination (ours from STUN, the peer's
+ * from the netmap) on both sides or one, else its UDP is blocked.
  */
 static const char *relay_reason(struct daemon *d, const struct netmap_node *n,
 				const struct disco_peer_status *ds, bool has_ds)
 {
 	struct relayclient_status *rs = malloc(sizeof(*rs));
-	bool udp_here = true;
+	bool udp_here = true, hard_here = false;
 
 	if (rs) {
 		relayclient_status_get(d->rc, rs);
 		udp_here = !rs->nat.measured || rs->nat.udp;
+		hard_here = rs->nat.mapping_varies;
 		free(rs);
 	}
 	if (!udp_here)
@@ -989,8 +991,13 @@ static const char *relay_reason(struct daemon *d, const struct netmap_node *n,
 		return "probing";
 	if (!n->n_endpoints)
 		return "peer-has-no-endpoints";
-	if (!ds->pings_rx)
-		return "peer-udp-blocked-or-hard-nat";
+	if (!ds->pings_rx) {
+		if (hard_here && n->mapping_varies)
+			return "hard-nat-both-sides";
+		if (n->mapping_varies)
+			return "peer-hard-nat";
+		return hard_here ? "hard-nat-here" : "peer-udp-blocked";
+	}
 	return ds->state == DISCO_STATE_IDLE ? "idle" : "no-direct-answer";
 }
 
@@ -1049,6 +1056,7 @@ static void peer_path(struct daemon *d, json_t *pj, const struct netmap_node *n,
 	}
 	code = region_code(d, n->home_region);
 	json_object_set_new(pj, "home_relay", code ? json_string(code) : json_null());
+	json_object_set_new(pj, "mapping_varies", json_boolean(n->mapping_varies));
 	if (mp.kind == MAGICSOCK_PATH_RELAY) {
 		code = region_code(d, mp.region);
 		json_object_set_new(pj, "path", json_string("relay"));

@@ -538,6 +538,8 @@ static void put_node(struct wbuf *b, const struct netmap_node *n)
 		put_lit(b, ",\"disco_key\":");
 		put_key(b, n->disco_key);
 	}
+	if (n->mapping_varies)
+		put_lit(b, ",\"mapping_varies\":true");
 	put_lit(b, "}");
 }
 
@@ -713,6 +715,8 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"disco_key\":");
 			put_key(&b, m->map_req.disco_key);
 		}
+		if (m->map_req.mapping_varies)
+			put_lit(&b, ",\"mapping_varies\":true");
 		break;
 	case CTRL_MSG_ENDPOINTS:
 		put_lit(&b, ",\"endpoints\":");
@@ -725,6 +729,8 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"disco_key\":");
 			put_key(&b, m->endpoints.disco_key);
 		}
+		if (m->endpoints.mapping_varies)
+			put_lit(&b, ",\"mapping_varies\":true");
 		break;
 	case CTRL_MSG_NETMAP:
 		if (!m->netmap) {
@@ -1248,7 +1254,8 @@ static int decode_node(json_t *o, struct netmap_node *ret)
 	    opt(get_text(o, "user", n->user, sizeof(n->user))) ||
 	    opt(get_tags(o, "tags", n->tags, &n->n_tags)) ||
 	    opt(get_region_id(o, "home_region", &n->home_region)) ||
-	    opt_key(o, "disco_key", &n->has_disco_key, n->disco_key))
+	    opt_key(o, "disco_key", &n->has_disco_key, n->disco_key) ||
+	    opt(get_bool(o, "mapping_varies", &n->mapping_varies)))
 		return -EBADMSG;
 	return 0;
 }
@@ -1376,7 +1383,8 @@ static int decode_map_request(json_t *o, struct ctrl_map_request *r)
 	    opt(get_text(o, "hostname", r->hostname, sizeof(r->hostname))) ||
 	    req(get_bool(o, "stream", &r->stream)) ||
 	    opt(get_region_id(o, "home_region", &r->home_region)) ||
-	    opt_key(o, "disco_key", &r->has_disco_key, r->disco_key))
+	    opt_key(o, "disco_key", &r->has_disco_key, r->disco_key) ||
+	    opt(get_bool(o, "mapping_varies", &r->mapping_varies)))
 		return -EBADMSG;
 	return 0;
 }
@@ -1560,7 +1568,9 @@ int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret)
 		if (!r)
 			r = opt(get_region_id(root, "home_region", &m.endpoints.home_region)) ||
 					    opt_key(root, "disco_key", &m.endpoints.has_disco_key,
-						    m.endpoints.disco_key)
+						    m.endpoints.disco_key) ||
+					    opt(get_bool(root, "mapping_varies",
+							 &m.endpoints.mapping_varies))
 				? -EBADMSG
 				: 0;
 		break;

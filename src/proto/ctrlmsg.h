@@ -66,11 +66,12 @@ struct ctrl_map_request {
 	uint32_t home_region; /* 0: none chosen yet */
 	bool has_disco_key;
 	uint8_t disco_key[NETMAP_KEY_LEN];
+	bool mapping_varies; /* our NAT maps per destination (STUN) */
 };
 
 /*
- * The node's endpoints, its home relay region (0: none yet) and its disco key, sent when
- * any changes.
+ * The node's endpoints, its home relay region (0: none yet), its disco key and whether its
+ * NAT maps per destination, sent when any changes.
  */
 struct ctrl_endpoints {
 	unsigned n_endpoints;
@@ -78,6 +79,7 @@ struct ctrl_endpoints {
 	uint32_t home_region;
 	bool has_disco_key;
 	uint8_t disco_key[NETMAP_KEY_LEN];
+	bool mapping_varies;
 };
 
 struct ctrl_msg {

@@ -124,6 +124,8 @@ struct netmap_node {
 	/* Its disco key (new at every daemon start; design.md section 2); none: no disco. */
 	bool has_disco_key;
 	uint8_t disco_key[NETMAP_KEY_LEN];
+	/* Its NAT maps per destination (STUN servers saw different ports): a hard NAT. */
+	bool mapping_varies;
 };
 
 struct netmap {

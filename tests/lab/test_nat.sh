@@ -10,7 +10,9 @@
 #       b   behind a firewall that drops all UDP
 #   - direct: e<->p, h1<->p, e<->l1 (easy<->easy: call-me-maybe through the relay opens
 #     both NATs at once), l1<->l2 over their LAN (a LAN address); relayed, with the reason
-#     in status: h1<->h2 (hard<->hard), b<->p (b: "udp-blocked-here")
+#     in status: h1<->h2 (hard<->hard: "hard-nat-both-sides" once a second STUN server
+#     lets the nodes see their NATs map per destination), b<->p (b: "udp-blocked-here",
+#     p: "peer-udp-blocked")
 #   - the time from the first packet to a direct path (e -> l1) is logged
 #   - failover: UDP dropped between e's and l1's NATs in the middle of a ping stream at
 #     10/s: the stream goes on through the relay with no gap over 2 s, the path shows the
@@ -176,7 +178,7 @@ reason_with_traffic()
 }
 check "b says why: its UDP is blocked" wait_for 30 reason_with_traffic b p udp-blocked-here
 check "p says why: b's UDP never reached it" \
-	wait_for 45 reason_with_traffic p b peer-udp-blocked-or-hard-nat
+	wait_for 45 reason_with_traffic p b peer-udp-blocked
 log "relay reasons: b about p $(peer_field b p relay_reason), p about b $(peer_field p b relay_reason)"
 tr_node b status >"$LAB_TMP/status-b.txt" 2>&1
 tr_node b ping p -c 2 >"$LAB_TMP/ping-b-p.txt" 2>&1
@@ -253,6 +255,15 @@ check "relaymap set: two regions" ctl relaymap set "$LAB_TMP/map.json"
 varies() { [[ $(tr_node "$1" netcheck --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["stun_answers"], j["mapping_varies_by_dest"])') == "2 $2" ]]; }
 check "netcheck on h1 (hard NAT): mapping varies by destination" wait_for 45 varies h1 True
 check "netcheck on e (easy NAT): it does not" wait_for 45 varies e False
+# The nodes report it; peers see it in the netmap, and hard<->hard says why it is relayed.
+varies_seen() { [[ $(peer_field "$1" "$2" mapping_varies) == "$3" ]]; }
+check "p sees h1's NAT map per destination (netmap)" wait_for 30 varies_seen p h1 True
+check "... and e's not" varies_seen p e False
+check "h1 says why h2 is relayed: hard NAT on both sides" \
+	wait_for 45 reason_with_traffic h1 h2 hard-nat-both-sides
+# (through either region now: h2's home may have moved to r2's)
+relayed() { [[ $(path_of "$1" "$2") == relay:* ]]; }
+check "h1 -> h2 still relayed" relayed h1 h2
 
 for n in $NODES; do
 	lab_node_stop "$n"

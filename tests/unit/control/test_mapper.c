@@ -661,10 +661,20 @@ static void test_relay_map_and_home(void **state)
 		assert_null(delta_for(ids, d, n, 3));
 		free_deltas(d, n);
 	}
+	/* Node 1 is behind a hard NAT: node 2 hears, node 3 does not. */
+	assert_int_equal(mapper_node_mapping_varies(m, 1, true), 0);
+	assert_int_equal(mapper_node_mapping_varies(m, 1, true), 1);
+	assert_int_equal(mapper_node_mapping_varies(m, 99, true), -ENOENT);
+	n = flush(m, ids, d, 8);
+	assert_non_null(delta_for(ids, d, n, 2));
+	assert_true(delta_for(ids, d, n, 2)->changed[0].mapping_varies);
+	assert_null(delta_for(ids, d, n, 3));
+	free_deltas(d, n);
 	/* An admin change of the record keeps what the node reported. */
 	add(m, 1, 1);
 	assert_int_equal(mapper_node_get(m, 1)->home_region, 5);
 	assert_true(mapper_node_get(m, 1)->has_disco_key);
+	assert_true(mapper_node_get(m, 1)->mapping_varies);
 	n = flush(m, ids, d, 8);
 	free_deltas(d, n);
 	mapper_free(m);

@@ -167,6 +167,10 @@ static void test_roundtrip_small(void **state)
 	fill_key(m.map_req.disco_key, 11);
 	roundtrip(&m, &b);
 	assert_memory_equal(&b.map_req, &m.map_req, sizeof(m.map_req));
+	/* A hard NAT (optional: without, mapping_varies stays false above). */
+	m.map_req.mapping_varies = true;
+	roundtrip(&m, &b);
+	assert_true(b.map_req.mapping_varies);
 
 	memset(&m, 0, sizeof(m));
 	m.type = CTRL_MSG_ENDPOINTS;
@@ -181,6 +185,9 @@ static void test_roundtrip_small(void **state)
 	assert_memory_equal(&b.endpoints, &m.endpoints, sizeof(m.endpoints));
 	m.endpoints.has_disco_key = true;
 	fill_key(m.endpoints.disco_key, 12);
+	roundtrip(&m, &b);
+	assert_memory_equal(&b.endpoints, &m.endpoints, sizeof(m.endpoints));
+	m.endpoints.mapping_varies = true;
 	roundtrip(&m, &b);
 	assert_memory_equal(&b.endpoints, &m.endpoints, sizeof(m.endpoints));
 
@@ -650,6 +657,7 @@ static void test_node_encode_join(void **state)
 			snprintf(p->user, sizeof(p->user), "u\\%u", i);
 			p->home_region = (unsigned)(x >> (i % 40)) % 3;
 			p->has_disco_key = (x >> (i % 30)) & 1;
+			p->mapping_varies = (x >> (i % 29)) & 1;
 			if (p->has_disco_key)
 				memset(p->disco_key, (int)i + 1, sizeof(p->disco_key));
 		}
