@@ -88,6 +88,11 @@ struct magicsock {
 	void (*events_fn)(void *ctx);
 	void *events_ctx;
 	atomic_bool events_pending;
+	/*
+	 * One bit per slot with events not yet taken, so a take reads a word per 64 handles
+	 * rather than every handle. Sized with the slots (write lock), set under the read lock.
+	 */
+	atomic_uint_fast64_t *ev_words;
 
 	atomic_uint_fast64_t rx_wg, rx_stun, rx_disco, rx_junk;
 	atomic_uint_fast64_t tx_no_path, tx_raw, tx_raw_bad;
@@ -202,15 +207,18 @@ static int table_grow(struct magicsock *ms)
 	unsigned n = ms->n_slots ? ms->n_slots * 2 : SLOTS_MIN, nb = 2 * n, i, b;
 	struct slot *slots;
 	int *buckets, *key_buckets;
+	atomic_uint_fast64_t *words;
 
 	if (ms->n_slots >= MAGICSOCK_HANDLES_MAX)
 		return -ENOSPC;
 	n = MIN(n, MAGICSOCK_HANDLES_MAX);
 	buckets = malloc(nb * sizeof(*buckets));
 	key_buckets = malloc(nb * sizeof(*key_buckets));
-	if (!buckets || !key_buckets) {
+	words = calloc((n + 63) / 64, sizeof(*words));
+	if (!buckets || !key_buckets || !words) {
 		free(buckets);
 		free(key_buckets);
+		free(words);
 		return -ENOMEM;
 	}
 	/* Slots hold atomics: moving them needs the write lock, which every caller holds. */
@@ -218,8 +226,13 @@ static int table_grow(struct magicsock *ms)
 	if (!slots) {
 		free(buckets);
 		free(key_buckets);
+		free(words);
 		return -ENOMEM;
 	}
+	for (i = 0; i < (ms->n_slots + 63) / 64; i++)
+		atomic_init(&words[i], atomic_load(&ms->ev_words[i]));
+	free(ms->ev_words);
+	ms->ev_words = words;
 	memset(slots + ms->n_slots, 0, (n - ms->n_slots) * sizeof(*slots));
 	for (i = n; i-- > ms->n_slots;) {
 		slots[i].next = ms->free_head;
@@ -434,8 +447,11 @@ static void event_raise(struct magicsock *ms, struct slot *s, unsigned ev, unsig
 {
 	unsigned old = atomic_fetch_or_explicit(&s->events, ev | gate, memory_order_relaxed);
 
+	size_t i = (size_t)(s - ms->slots);
+
 	if (old & (ev | gate))
 		return;
+	atomic_fetch_or(&ms->ev_words[i / 64], (uint_fast64_t)1 << (i % 64));
 	atomic_store(&ms->events_pending, true);
 	if (ms->events_fn)
 		ms->events_fn(ms->events_ctx);
@@ -934,30 +950,39 @@ void magicsock_events_listen(struct magicsock *ms, void (*fn)(void *ctx), void *
 
 unsigned magicsock_events_take(struct magicsock *ms, struct magicsock_event *ret, unsigned n)
 {
-	unsigned k = 0, i, ev;
+	unsigned k = 0, w, ev;
+	uint_fast64_t bits;
 
 	if (!atomic_exchange(&ms->events_pending, false))
 		return 0;
 	pthread_rwlock_rdlock(&ms->lock);
-	for (i = 0; i < ms->n_slots; i++) {
-		struct slot *s = &ms->slots[i];
-
-		if (!s->id || !(atomic_load_explicit(&s->events, memory_order_relaxed) &
-				(EV_ACTIVE | EV_SILENT)))
+	for (w = 0; w < (ms->n_slots + 63) / 64; w++) {
+		if (!atomic_load_explicit(&ms->ev_words[w], memory_order_relaxed))
 			continue;
-		if (k + 2 > n) {
-			/* No room: the rest waits for the next take. */
-			atomic_store(&ms->events_pending, true);
-			break;
-		}
-		ev = atomic_fetch_and(&s->events, ~(EV_ACTIVE | EV_SILENT));
-		for (unsigned e = 0; e < MAGICSOCK_EVENT_MAX; e++) {
-			if (!(ev & (1u << e)))
+		bits = atomic_exchange(&ms->ev_words[w], 0);
+		while (bits) {
+			unsigned b = (unsigned)__builtin_ctzll(bits);
+			struct slot *s = &ms->slots[w * 64 + b];
+
+			if (k + 2 > n) {
+				/* No room: the rest waits for the next take. */
+				atomic_fetch_or(&ms->ev_words[w], bits);
+				atomic_store(&ms->events_pending, true);
+				goto out;
+			}
+			bits &= bits - 1;
+			ev = atomic_fetch_and(&s->events, ~(EV_ACTIVE | EV_SILENT));
+			if (!s->id)
 				continue;
-			endpoint_handle_set(&ret[k].handle, s->id);
-			ret[k++].kind = (enum magicsock_event_kind)e;
+			for (unsigned e = 0; e < MAGICSOCK_EVENT_MAX; e++) {
+				if (!(ev & (1u << e)))
+					continue;
+				endpoint_handle_set(&ret[k].handle, s->id);
+				ret[k++].kind = (enum magicsock_event_kind)e;
+			}
 		}
 	}
+out:
 	pthread_rwlock_unlock(&ms->lock);
 	return k;
 }
@@ -1027,6 +1052,7 @@ void magicsock_free(struct magicsock *ms)
 	pthread_rwlock_destroy(&ms->lock);
 	free(ms->buckets);
 	free(ms->key_buckets);
+	free(ms->ev_words);
 	free(ms->slots);
 	free(ms);
 }

@@ -1136,6 +1136,46 @@ static void test_inbound_map(void **state)
 	pkt_pool_free(pool);
 }
 
+/*
+ * Events of many handles (past one word of the pending bitmap, the table grown on the
+ * way): each handle's "active" is taken exactly once, a take with little room leaves the
+ * rest for the next, and a handle freed with an event pending reports nothing.
+ */
+static void test_events_many(void **state)
+{
+	enum { N = 150 };
+	struct endpoint h[N];
+	struct magicsock_event ev[4];
+	unsigned seen[N] = {0}, total = 0, n, i;
+
+	(void)state;
+	for (i = 0; i < N; i++) {
+		struct pkt *p;
+
+		assert_int_equal(magicsock_handle_new(A.ms, &h[i]), 0);
+		assert_int_equal(magicsock_handle_disco(A.ms, &h[i], NULL, 0), 0);
+		p = dgram(&A, "\x04", 1, 64, &h[i]);
+		magicsock_send(A.ms, &p, 1);
+	}
+	magicsock_handle_free(A.ms, &h[N - 1]);
+	while ((n = magicsock_events_take(A.ms, ev, 4))) {
+		assert_true(n <= 4);
+		for (unsigned k = 0; k < n; k++) {
+			assert_int_equal(ev[k].kind, MAGICSOCK_EVENT_ACTIVE);
+			for (i = 0; i < N && !endpoint_equal(&ev[k].handle, &h[i]); i++)
+				;
+			assert_true(i < N - 1);
+			seen[i]++;
+			total++;
+		}
+	}
+	assert_int_equal(total, N - 1);
+	for (i = 0; i < N - 1; i++)
+		assert_int_equal(seen[i], 1);
+	for (i = 0; i < N - 1; i++)
+		magicsock_handle_free(A.ms, &h[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1151,6 +1191,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_relay_unknown_sender, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_no_alloc, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disco_rule, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_events_many, setup, teardown),
 	    cmocka_unit_test(test_demux_table),
 	    cmocka_unit_test(test_pktbox),
 	    cmocka_unit_test(test_handles),
