@@ -54,6 +54,20 @@ struct peer {
 	uint64_t relay_ping_ns;
 	uint64_t pings_sent, pongs_rx, pings_rx;
 	bool had_direct;
+	/*
+	 * Birthday probing (engine.h): the attempt's address (port: its block's first), tx id
+	 * and order (probe i goes to port base + (i * bd_mul + bd_add) % PORTS, a permutation
+	 * as bd_mul is odd), probes left, the last burst; the next attempt not before
+	 * bd_next_ns, backed off by the failures in a row.
+	 */
+	bool hard;
+	struct endpoint bd_target;
+	uint8_t bd_txid[DISCO_TXID_LEN];
+	uint32_t bd_mul, bd_add;
+	unsigned bd_left;
+	uint64_t bd_burst_ns, bd_next_ns;
+	unsigned bd_fails, bd_attempts;
+	uint64_t bd_probes, bd_hits;
 };
 
 struct bucket {
@@ -67,6 +81,7 @@ struct disco {
 	uint8_t node_key[DISCO_KEY_LEN];
 	unsigned n_self;
 	struct endpoint self[DISCO_CANDIDATES_MAX];
+	bool hard; /* our NAT maps per destination */
 	struct hmap by_id, by_key;
 	struct peer *active;
 	unsigned n_active;
@@ -205,12 +220,81 @@ static void ping_all(struct disco *d, struct peer *p, uint64_t now)
 	p->probe_ns = now ? now : 1;
 }
 
+static bool addr_is_lan(const struct endpoint *ep);
+
+/*
+ * The block a birthday attempt probes: around the peer's first reported IPv4 address
+ * that is not a LAN one (its NAT's, as STUN saw it), aligned as port blocks are.
+ */
+static bool birthday_target(const struct peer *p, struct endpoint *ret)
+{
+	for (unsigned i = 0; i < p->n_cands; i++) {
+		const struct endpoint *e = &p->cands[i].ep;
+
+		if (p->cands[i].learned || e->sa.sa_family != AF_INET || addr_is_lan(e))
+			continue;
+		*ret = *e;
+		ret->in4.sin_port =
+		    htons((uint16_t)(ntohs(e->in4.sin_port) & ~(DISCO_BIRTHDAY_PORTS - 1u)));
+		return true;
+	}
+	return false;
+}
+
+/* The attempt's next burst: one sealed ping (one tx id) to each of the next ports. */
+static void birthday_burst(struct disco *d, struct peer *p, uint64_t now)
+{
+	struct disco_msg m = {.type = DISCO_PING};
+	uint16_t base = ntohs(p->bd_target.in4.sin_port);
+	struct endpoint to = p->bd_target;
+	uint8_t buf[DISCO_MSG_MAX];
+	unsigned n = MIN(p->bd_left, (unsigned)DISCO_BIRTHDAY_BURST);
+	int len;
+
+	memcpy(m.txid, p->bd_txid, DISCO_TXID_LEN);
+	memcpy(m.node_key, d->node_key, DISCO_KEY_LEN);
+	len = disco_msg_seal(buf, sizeof(buf), &m, d->pub, p->shared);
+	p->bd_burst_ns = now ? now : 1;
+	for (; n && len > 0; n--) {
+		unsigned i = DISCO_BIRTHDAY_PORTS - p->bd_left--;
+		uint16_t port = (uint16_t)(base + ((i * p->bd_mul + p->bd_add) &
+						   (DISCO_BIRTHDAY_PORTS - 1u)));
+
+		if (!port)
+			continue;
+		to.in4.sin_port = htons(port);
+		d->ops.send(d->ops.ctx, &to, buf, (size_t)len);
+		p->bd_probes++;
+		d->st.tx_birthday++;
+	}
+}
+
+/* Both NATs map per destination and nothing answers: an attempt, if its backoff allows. */
+static void birthday_start(struct disco *d, struct peer *p, uint64_t now)
+{
+	uint32_t r[2];
+
+	if (!d->hard || !p->hard || p->best >= 0 || p->bd_left ||
+	    (p->bd_next_ns && now < p->bd_next_ns) || !birthday_target(p, &p->bd_target) ||
+	    crypto_random(r, sizeof(r)) < 0 || crypto_random(p->bd_txid, DISCO_TXID_LEN) < 0)
+		return;
+	p->bd_mul = r[0] | 1;
+	p->bd_add = r[1];
+	p->bd_left = DISCO_BIRTHDAY_PORTS;
+	p->bd_next_ns = now + MIN(DISCO_RETRY_NS << MIN(p->bd_fails, 6u), DISCO_BIRTHDAY_MAX_NS);
+	p->bd_fails++;
+	p->bd_attempts++;
+	d->st.birthday_attempts++;
+	birthday_burst(d, p, now);
+}
+
 /* ... and asks the peer (through the relay) to ping us back at the same time. */
 static void probe(struct disco *d, struct peer *p, uint64_t now)
 {
 	ping_all(d, p, now);
 	if (d->n_self)
 		cmm_send(d, p);
+	birthday_start(d, p, now);
 }
 
 /* --- path choice --- */
@@ -269,8 +353,12 @@ static void best_update(struct disco *d, struct peer *p, uint64_t now)
 		p->to_direct_ns = now - p->active_since_ns;
 	p->best = best;
 	until = best >= 0 ? p->cands[best].pong_ns + DISCO_TRUST_NS : 0;
-	if (best >= 0)
+	if (best >= 0) {
 		p->had_direct = true;
+		p->bd_left = 0;
+		p->bd_fails = 0;
+		p->bd_next_ns = 0;
+	}
 	if (until == p->trust_until_ns &&
 	    (best < 0 ? !p->announced
 		      : p->announced && endpoint_equal(&p->cands[best].ep, &p->announced_ep)))
@@ -400,6 +488,8 @@ int disco_peer_set(struct disco *d, const struct endpoint *handle,
 		key_unset(d, p);
 		p->n_cands = 0;
 		p->best = -1;
+		p->bd_left = p->bd_fails = 0;
+		p->bd_next_ns = p->bd_burst_ns = 0;
 		/* One disco key, one peer: a key another handle held moves here. */
 		other = peer_by_key(d, disco_pub);
 		if (other)
@@ -424,6 +514,19 @@ static void peer_destroy(struct disco *d, struct peer *p)
 	active_del(d, p);
 	crypto_wipe(p, sizeof(*p));
 	free(p);
+}
+
+void disco_self_mapping_varies(struct disco *d, bool varies)
+{
+	d->hard = varies;
+}
+
+void disco_peer_mapping_varies(struct disco *d, const struct endpoint *handle, bool varies)
+{
+	struct peer *p = peer_by_handle(d, handle);
+
+	if (p)
+		p->hard = varies;
 }
 
 void disco_peer_remove(struct disco *d, const struct endpoint *handle)
@@ -490,6 +593,10 @@ int disco_peer_status_get(const struct disco *d, const struct endpoint *handle, 
 	ret->announced = p->announced;
 	ret->announced_path = p->announced_ep;
 	ret->trust_until_ns = p->trust_until_ns;
+	ret->mapping_varies = p->hard;
+	ret->birthday_attempts = p->bd_attempts;
+	ret->birthday_probes = p->bd_probes;
+	ret->birthday_hits = p->bd_hits;
 	return 0;
 }
 
@@ -605,6 +712,36 @@ static void ping_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 		ping_send(d, p, &p->cands[i], now, false);
 }
 
+/*
+ * A pong to a birthday probe: our probe met a mapping the peer's probes opened. It comes
+ * from the port we sent to (any of the attempt's block), so that address is the path.
+ */
+static bool birthday_pong(struct disco *d, struct peer *p, const struct disco_msg *m,
+			  const struct endpoint *src, uint64_t now)
+{
+	uint16_t base = ntohs(p->bd_target.in4.sin_port);
+	struct cand *c;
+	int i;
+
+	if (!p->bd_burst_ns || src->sa.sa_family != AF_INET ||
+	    src->in4.sin_addr.s_addr != p->bd_target.in4.sin_addr.s_addr ||
+	    (ntohs(src->in4.sin_port) & ~(DISCO_BIRTHDAY_PORTS - 1u)) != base ||
+	    !crypto_equal(p->bd_txid, m->txid, DISCO_TXID_LEN))
+		return false;
+	i = cand_learn(p, src);
+	if (i < 0)
+		return true;
+	c = &p->cands[i];
+	/* The probe left in the last burst or one before: an upper bound, heartbeats refine. */
+	c->rtt_ns = now - p->bd_burst_ns;
+	c->pong_ns = now ? now : 1;
+	p->pongs_rx++;
+	p->bd_hits++;
+	d->st.birthday_hits++;
+	best_update(d, p, now);
+	return true;
+}
+
 static void pong_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 		    const struct endpoint *src, uint64_t now)
 {
@@ -627,6 +764,8 @@ static void pong_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 	i = cand_find(p, src);
 	if (i < 0 || !p->cands[i].ping_ns ||
 	    !crypto_equal(p->cands[i].txid, m->txid, DISCO_TXID_LEN)) {
+		if (birthday_pong(d, p, m, src, now))
+			return;
 		d->st.rx_pong_spoofed++;
 		return;
 	}
@@ -725,6 +864,7 @@ static uint64_t peer_tick(struct disco *d, struct peer *p, uint64_t now)
 
 	if (now - last >= DISCO_IDLE_NS) {
 		active_del(d, p);
+		p->bd_left = 0;
 		best_update(d, p, now);
 		return 0;
 	}
@@ -733,7 +873,11 @@ static uint64_t peer_tick(struct disco *d, struct peer *p, uint64_t now)
 	if (p->best < 0) {
 		if (!p->probe_ns || now - p->probe_ns >= DISCO_RETRY_NS)
 			probe(d, p, now);
+		else if (p->bd_left && now - p->bd_burst_ns >= DISCO_BIRTHDAY_GAP_NS)
+			birthday_burst(d, p, now);
 		next = earliest(next, p->probe_ns + DISCO_RETRY_NS);
+		if (p->bd_left)
+			next = earliest(next, p->bd_burst_ns + DISCO_BIRTHDAY_GAP_NS);
 	} else {
 		if (now - p->probe_ns >= DISCO_UPGRADE_NS) {
 			probe(d, p, now);

@@ -23,6 +23,17 @@
  *             DISCO_UPGRADE_NS all candidates are probed again to find a better one.
  *             When the trust runs out the path goes back to the relay (probing).
  *
+ * Hard NAT on both sides (each NAT maps per destination, as each node reported): no
+ * reported address can answer, so while probing, a bounded birthday attempt
+ * (DISCO_BIRTHDAY_PORTS probes, each port of the aligned block around the peer's
+ * reflexive port once, in random order, DISCO_BIRTHDAY_BURST every
+ * DISCO_BIRTHDAY_GAP_NS) opens as many mappings on our NAT while the peer does the same
+ * towards us; a probe of one side that meets a mapping of the other gets through (its
+ * ping is answered as usual and the pong to our attempt's tx id makes the path).
+ * Attempts back off (DISCO_RETRY_NS doubled per failure, at most DISCO_BIRTHDAY_MAX_NS).
+ * With a NAT that picks any port at random this almost never meets; one that keeps a
+ * subscriber's ports in a block (a CGNAT port block) often does (docs/architecture.md).
+ *
  * The best path is the trusted candidate with the lowest round trip, less a bonus for
  * LAN and IPv6 paths; another replaces it only when clearly better (hysteresis).
  * Pongs count only when their tx id is one we sent to that candidate and they come
@@ -57,6 +68,11 @@
 #define DISCO_BETTER_NUM 2
 #define DISCO_BETTER_DEN 3
 #define DISCO_PEERS_MAX (1u << 20)
+/* Birthday probing: ports per attempt (a power of two, the aligned block probed). */
+#define DISCO_BIRTHDAY_PORTS 256
+#define DISCO_BIRTHDAY_BURST 32
+#define DISCO_BIRTHDAY_GAP_NS (50ULL * 1000000ULL)
+#define DISCO_BIRTHDAY_MAX_NS (160ULL * DISCO_NS)
 
 struct disco_ops {
 	void *ctx;
@@ -99,6 +115,9 @@ struct disco_peer_status {
 	bool announced;
 	struct endpoint announced_path;
 	uint64_t trust_until_ns;
+	bool mapping_varies;			  /* the peer's NAT, as disco_peer_mapping_varies said */
+	unsigned birthday_attempts;		  /* started, since the peer was added */
+	uint64_t birthday_probes, birthday_hits; /* sent; pongs to them */
 };
 
 struct disco_stats {
@@ -110,6 +129,7 @@ struct disco_stats {
 	uint64_t rx_ping_wrong_key; /* a ping naming another node key than the peer's */
 	uint64_t rx_ping_limited;   /* over the per-source rate */
 	uint64_t tx_ping, tx_pong, tx_cmm;
+	uint64_t tx_birthday, birthday_attempts, birthday_hits;
 	unsigned peers, active;
 };
 
@@ -133,6 +153,13 @@ void disco_self_set(struct disco *d, const uint8_t node_key[DISCO_KEY_LEN],
 int disco_peer_set(struct disco *d, const struct endpoint *handle,
 		   const uint8_t disco_pub[DISCO_KEY_LEN], const uint8_t node_key[DISCO_KEY_LEN],
 		   const struct endpoint *candidates, unsigned n, uint64_t now_ns);
+/*
+ * Whether our NAT, or the peer's (from the netmap), maps per destination (STUN saw
+ * different ports): only when both do does probing add birthday attempts. Unknown
+ * handles: ignored.
+ */
+void disco_self_mapping_varies(struct disco *d, bool varies);
+void disco_peer_mapping_varies(struct disco *d, const struct endpoint *handle, bool varies);
 /* Accepts an unknown handle. */
 void disco_peer_remove(struct disco *d, const struct endpoint *handle);
 /* Traffic for the peer after a quiet time: start probing now. Unknown handles: ignored. */

@@ -1044,6 +1044,12 @@ static void peer_path(struct daemon *d, json_t *pj, const struct netmap_node *n,
 		if (ds.to_direct_ns)
 			json_object_set_new(json_object_get(pj, "disco"), "time_to_direct_ms",
 					    json_real((double)ds.to_direct_ns / 1e6));
+		if (ds.birthday_attempts)
+			json_object_set_new(
+			    json_object_get(pj, "disco"), "birthday",
+			    json_pack("{s:I, s:I, s:I}", "attempts", (json_int_t)ds.birthday_attempts,
+				      "probes", (json_int_t)ds.birthday_probes, "hits",
+				      (json_int_t)ds.birthday_hits));
 	}
 	if (e && endpoint_is_handle(e)) {
 		if (magicsock_handle_path(wgdev_magicsock(d->wg), e, &mp) < 0)

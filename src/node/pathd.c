@@ -262,6 +262,8 @@ void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap
 
 	pd->round++;
 	disco_self_set(pd->disco, node_pub, nm->self.endpoints, nm->self.n_endpoints);
+	/* The server echoes what we reported (the STUN rounds'): birthday probing needs both. */
+	disco_self_mapping_varies(pd->disco, nm->self.mapping_varies);
 	for (i = 0; i < nm->n_peers; i++) {
 		const struct netmap_node *n = &nm->peers[i];
 		struct disco_peer_status st;
@@ -277,6 +279,7 @@ void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap
 					strerror(-r));
 			continue;
 		}
+		disco_peer_mapping_varies(pd->disco, &h, n->mapping_varies);
 		r = known_add(pd, &h);
 		if (r < 0) {
 			disco_peer_remove(pd->disco, &h);

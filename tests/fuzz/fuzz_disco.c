@@ -83,6 +83,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	disco_msg_shared(shared, peer_priv, our_pub);
 	disco_self_set(d, node_key, srcs, 3);
 	disco_peer_set(d, &handle, peer_pub, node_key, srcs, 2, now);
+	/* Half the inputs: hard NATs on both sides, so probing adds birthday attempts. */
+	disco_self_mapping_varies(d, size && (data[0] & 0x80));
+	disco_peer_mapping_varies(d, &handle, size && (data[0] & 0x80));
 	disco_peer_active(d, &handle, now);
 	while (off + 2 <= size) {
 		uint8_t flags = data[off], len = data[off + 1];

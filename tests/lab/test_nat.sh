@@ -264,6 +264,19 @@ check "h1 says why h2 is relayed: hard NAT on both sides" \
 # (through either region now: h2's home may have moved to r2's)
 relayed() { [[ $(path_of "$1" "$2") == relay:* ]]; }
 check "h1 -> h2 still relayed" relayed h1 h2
+# Both report varying mappings: h1 probes h2's port block (birthday probing). These NATs
+# take any port at random, so the two sides' mappings do not meet: still relayed.
+birthday() { status_eval h1 "[(p['disco'].get('birthday') or {}).get('$1', 0) for p in j['peers'] if p['hostname'] == 'h2'][0]"; }
+birthday_tried()
+{
+	nsx h1 ping -c 1 -W 1 "${IP4[h2]}" >/dev/null 2>&1
+	(($(birthday attempts) >= 1))
+}
+check "h1 -> h2: birthday probing ran (both NATs map per destination)" wait_for 30 birthday_tried
+bd_attempts=$(birthday attempts) bd_probes=$(birthday probes)
+log "h1 -> h2 birthday probing: $bd_attempts attempts, $bd_probes probes, $(birthday hits) hits"
+check "... within its budget (256 probes an attempt)" test "$bd_probes" -le $((bd_attempts * 256))
+check "h1 -> h2 relayed still, the reason unchanged" reason_with_traffic h1 h2 hard-nat-both-sides
 
 for n in $NODES; do
 	lab_node_stop "$n"

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -516,6 +517,159 @@ static void test_user_ping(void **state)
 	assert_int_equal(disco_ping(nodes[0].d, &nodes[1].handle, now), -ENOENT);
 }
 
+/*
+ * Hard NATs on both sides for the birthday tests: node i's NAT maps each destination to
+ * its own port in [lo, lo + span), a fixed function of the destination (so the outcome
+ * does not depend on the engine's random probe order), and lets in only a datagram that
+ * answers a mapping it holds: from the destination that mapping was made for, to its port.
+ */
+static struct hard_nat {
+	uint32_t lo, span;
+	uint64_t seed;
+	uint8_t opened[65536 / 8]; /* destination ports (at the other NAT) mapped */
+} hn[2];
+
+static uint16_t hn_port(int i, uint16_t dport)
+{
+	return (uint16_t)(hn[i].lo + hash_mix64(hn[i].seed ^ dport) % hn[i].span);
+}
+
+static bool hn_opened(int i, uint16_t dport)
+{
+	return hn[i].opened[dport / 8] & (1u << (dport % 8));
+}
+
+/* pump() through the two hard NATs; node i's NAT address is nodes[i].mapped's. */
+static void pump_hard(uint64_t now)
+{
+	for (unsigned i = 0; i < qn; i++) {
+		struct sent *s = &q[i];
+		struct node *from = &nodes[s->from], *to = &nodes[!s->from];
+		uint16_t dport = ntohs(s->to.in4.sin_port), sport;
+		struct endpoint src;
+
+		if (endpoint_is_handle(&s->to)) {
+			disco_rx(to->d, s->d, s->len, &to->handle, now);
+			continue;
+		}
+		if (s->to.in4.sin_addr.s_addr != to->mapped.in4.sin_addr.s_addr)
+			continue; /* a LAN address of the other site: not routed */
+		sport = hn_port(s->from, dport);
+		hn[s->from].opened[dport / 8] |= (uint8_t)(1u << (dport % 8));
+		if (!hn_opened(!s->from, sport) || hn_port(!s->from, sport) != dport)
+			continue;
+		src = from->mapped;
+		src.in4.sin_port = htons(sport);
+		disco_rx(to->d, s->d, s->len, &src, now);
+	}
+	qn = 0;
+}
+
+/* Both nodes behind hard NATs, each reporting its NAT's address at a port of its range. */
+static void hard_setup(uint32_t lo, uint32_t span, uint64_t seed)
+{
+	memset(hn, 0, sizeof(hn));
+	for (int i = 0; i < 2; i++) {
+		char s[64];
+
+		hn[i].lo = lo;
+		hn[i].span = span;
+		hn[i].seed = seed + (uint64_t)i;
+		snprintf(s, sizeof(s), "198.18.%d.2:41641", i + 1);
+		ep(&nodes[i].lan, s);
+		snprintf(s, sizeof(s), "192.0.2.%d:%u", 21 + i, hn_port(i, 3478));
+		ep(&nodes[i].mapped, s);
+	}
+	introduce(MS);
+}
+
+/* Both flows active from `start` for `len`, ticking every 10 ms. */
+static void hard_run(uint64_t start, uint64_t len)
+{
+	for (uint64_t t = start; t < start + len; t += 10 * MS) {
+		for (int i = 0; i < 2; i++) {
+			nodes[i].last_tx = t;
+			if (t == start)
+				disco_peer_active(nodes[i].d, &nodes[i].handle, t);
+			disco_tick(nodes[i].d, t);
+		}
+		pump_hard(t);
+	}
+}
+
+/*
+ * NATs that keep each node's ports in one aligned block of 256 (a CGNAT port block):
+ * each side probes the other's whole block once, the two sets of mappings meet, and
+ * both sides trust the path the crossing found. Only when both report varying mappings.
+ */
+static void test_birthday_block(void **state)
+{
+	struct disco_peer_status st[2];
+	struct disco_stats ds;
+
+	(void)state;
+	/* A seed whose two mappings meet (about 63% do: a random map with a fixed point). */
+	hard_setup(40192, 256, 3);
+	/* Only one side reports a hard NAT: no birthday probing. */
+	disco_self_mapping_varies(nodes[0].d, true);
+	disco_peer_mapping_varies(nodes[1].d, &nodes[1].handle, true);
+	hard_run(10 * MS, 2 * DISCO_NS);
+	for (int i = 0; i < 2; i++) {
+		disco_stats_get(nodes[i].d, &ds);
+		assert_int_equal(ds.tx_birthday, 0);
+		assert_false(nodes[i].has_path);
+	}
+	/* Both do. */
+	disco_self_mapping_varies(nodes[1].d, true);
+	disco_peer_mapping_varies(nodes[0].d, &nodes[0].handle, true);
+	hard_run(10 * DISCO_NS, 2 * DISCO_NS);
+	for (int i = 0; i < 2; i++) {
+		assert_true(nodes[i].has_path);
+		assert_true(nodes[i].path.in4.sin_addr.s_addr ==
+			    nodes[!i].mapped.in4.sin_addr.s_addr);
+		assert_int_equal(
+		    disco_peer_status_get(nodes[i].d, &nodes[i].handle, 12 * DISCO_NS, &st[i]), 0);
+		assert_int_equal(st[i].state, DISCO_STATE_DIRECT);
+		assert_int_equal(st[i].birthday_attempts, 1);
+		/* The budget: one probe per port of the block, at most. */
+		assert_true(st[i].birthday_probes <= DISCO_BIRTHDAY_PORTS);
+	}
+	/* One side's probe met the other's mapping and got the pong. */
+	assert_true(st[0].birthday_hits + st[1].birthday_hits >= 1);
+	disco_stats_get(nodes[0].d, &ds);
+	assert_int_equal(ds.rx_pong_spoofed, 0);
+}
+
+/*
+ * NATs that take any port at random: the mappings do not meet, the peers stay on the
+ * relay, and the attempts back off (DISCO_RETRY_NS doubled up to DISCO_BIRTHDAY_MAX_NS).
+ */
+static void test_birthday_random(void **state)
+{
+	struct disco_peer_status st;
+	struct disco_stats ds;
+
+	(void)state;
+	hard_setup(1024, 64512, 7);
+	for (int i = 0; i < 2; i++) {
+		disco_self_mapping_varies(nodes[i].d, true);
+		disco_peer_mapping_varies(nodes[i].d, &nodes[i].handle, true);
+	}
+	hard_run(10 * MS, 600 * DISCO_NS);
+	for (int i = 0; i < 2; i++) {
+		assert_false(nodes[i].has_path);
+		assert_int_equal(
+		    disco_peer_status_get(nodes[i].d, &nodes[i].handle, 600 * DISCO_NS, &st), 0);
+		assert_int_equal(st.birthday_hits, 0);
+		/* Starts at 0, 5, 15, 35, 75, 155, 315, 475 s. */
+		assert_int_equal(st.birthday_attempts, 8);
+		assert_true(st.birthday_probes <= 8 * DISCO_BIRTHDAY_PORTS);
+		assert_true(st.birthday_probes >= 8 * (DISCO_BIRTHDAY_PORTS - 1));
+	}
+	disco_stats_get(nodes[0].d, &ds);
+	assert_int_equal(ds.birthday_attempts, 8);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -528,6 +682,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_choice, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_user_ping, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_birthday_block, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_birthday_random, setup, teardown),
 	};
 
 	assert_int_equal(crypto_init(), 0);
