@@ -111,6 +111,7 @@ struct relayclient {
 	unsigned n_probes;
 	uint64_t stun_deadline_ns; /* 0: no round running */
 	uint64_t next_stun_ns;
+	atomic_bool stun_soon; /* relayclient_stun_soon: the next round now */
 	bool home_chosen; /* a round ended since the map arrived */
 	/* What the last round learned of our NAT (relayclient_status), under mu. */
 	struct relayclient_nat nat;
@@ -1077,6 +1078,8 @@ static void *mgr_main(void *arg)
 		if (dirty)
 			map_reconcile(rc);
 		stun_take(rc);
+		if (atomic_exchange(&rc->stun_soon, false))
+			rc->next_stun_ns = 0;
 		if (rc->stun_deadline_ns && (now >= rc->stun_deadline_ns || stun_all_answered(rc)))
 			stun_round_end(rc);
 		if (!rc->stun_deadline_ns && rc->n_conns && now >= rc->next_stun_ns) {
@@ -1202,6 +1205,12 @@ void relayclient_set_key(struct relayclient *rc, const uint8_t node_priv[NETMAP_
 
 void relayclient_stun_notify(struct relayclient *rc)
 {
+	wake(rc->mgr_wake);
+}
+
+void relayclient_stun_soon(struct relayclient *rc)
+{
+	atomic_store(&rc->stun_soon, true);
 	wake(rc->mgr_wake);
 }
 

@@ -132,6 +132,11 @@ void relayclient_set_key(struct relayclient *rc, const uint8_t node_priv[NETMAP_
 
 /* The magicsock's STUN mailbox has datagrams (its box_notify). Any thread. */
 void relayclient_stun_notify(struct relayclient *rc);
+/*
+ * The network changed (a link, an address, a route): the next STUN round now (after one
+ * running ends), not at the interval. Any thread.
+ */
+void relayclient_stun_soon(struct relayclient *rc);
 
 uint32_t relayclient_home(struct relayclient *rc);
 void relayclient_status_get(struct relayclient *rc, struct relayclient_status *ret);

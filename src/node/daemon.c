@@ -107,6 +107,7 @@ struct daemon {
 	uint64_t up_errors; /* `errors` when the pending up started */
 	bool up_url_sent;
 	struct loop_timer save_timer;
+	struct loop_timer regather_timer; /* net_changed's debounce */
 	struct state *st;
 	struct netmap_apply *na;
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
@@ -431,6 +432,32 @@ static unsigned cc_endpoints_extra(void *ctx, struct endpoint *ret, unsigned cap
 	struct daemon *d = ctx;
 
 	return portmap_endpoints(d->pm, ret, cap);
+}
+
+/*
+ * Loop thread (wgdev's netlink monitor): a link, an address or a route changed. Changes
+ * come in bursts (a link coming up brings its addresses and routes), so one re-gather
+ * once they settle: the STUN round now rather than at its interval, and the endpoints
+ * checked now rather than at the next periodic check.
+ */
+static void net_changed(void *ctx)
+{
+	struct daemon *d = ctx;
+
+	if (!d->regather_timer.armed)
+		loop_timer_arm(d->loop, &d->regather_timer,
+			       time_now_ns() + DAEMON_REGATHER_DEBOUNCE_NS);
+}
+
+static void regather_fire(struct loop_timer *t)
+{
+	struct daemon *d = container_of(t, struct daemon, regather_timer);
+
+	log_debug("network changed: gathering candidates again");
+	if (d->rc)
+		relayclient_stun_soon(d->rc);
+	if (d->cc)
+		control_client_endpoints_changed(d->cc);
 }
 
 static void stun_notify(void *ctx)
@@ -1698,6 +1725,8 @@ int daemon_run(const struct daemon_opts *opts)
 	d->ifname = opts->ifname ? opts->ifname : DAEMON_DEFAULT_TUN;
 	d->save_timer.cb = save_fire;
 	d->save_timer.deadline_ns = TIME_NEVER;
+	d->regather_timer.cb = regather_fire;
+	d->regather_timer.deadline_ns = TIME_NEVER;
 	d->relogin_timer.cb = relogin_fire;
 	d->relogin_timer.deadline_ns = TIME_NEVER;
 	d->watchdog_timer.cb = watchdog_fire;
@@ -1726,7 +1755,9 @@ int daemon_run(const struct daemon_opts *opts)
 				 .workers = opts->workers,
 				 .port = opts->port,
 				 .uapi_optional = true,
-				 .stun_box = true};
+				 .stun_box = true,
+				 .net_changed = net_changed,
+				 .net_changed_ctx = d};
 	r = wgdev_new(d->loop, &wo, &d->wg);
 	if (r < 0)
 		goto out;
@@ -1851,6 +1882,8 @@ out:
 		state_netmap_flush(d->st, d->nm, time_now_ns());
 	if (d->save_timer.armed)
 		loop_timer_disarm(d->loop, &d->save_timer);
+	if (d->regather_timer.armed)
+		loop_timer_disarm(d->loop, &d->regather_timer);
 	/* The interface, its addresses and routes go with the TUN fd. */
 	netmap_apply_free(d->na);
 	/* The relay stops feeding the data plane, which then returns the relay's buffers. */

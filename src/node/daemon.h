@@ -13,6 +13,8 @@
 #define DAEMON_DEFAULT_TUN "trellis0"
 #define DAEMON_DEFAULT_PORT 41641
 #define DAEMON_LOGOUT_TIMEOUT_NS (5ULL * 1000000000ULL)
+/* A link, address or route change to the candidates gathered again, once changes settle. */
+#define DAEMON_REGATHER_DEBOUNCE_NS (300ULL * 1000000ULL)
 
 struct daemon_opts {
 	const char *state_dir;   /* NULL: STATE_DEFAULT_DIR */

@@ -106,6 +106,8 @@ struct wgdev {
 	struct iothread tun_reader;
 	struct loop_timer timer; /* the engine's next deadline */
 	struct loop_fd link_mon; /* netlink link events: follows the interface MTU */
+	void (*net_changed)(void *ctx);
+	void *net_changed_ctx;
 	unsigned mtu;
 	struct loop_async wake;  /* the deadline moved (any thread), or the TUN is gone */
 	atomic_bool tun_gone;
@@ -616,8 +618,11 @@ static void link_event(struct loop_fd *h, uint32_t events)
 	struct wgdev *w = container_of(h, struct wgdev, link_mon);
 
 	(void)events;
-	if (nl_monitor_read(h->fd) != 0)
+	if (nl_monitor_read(h->fd) != 0) {
 		mtu_follow(w);
+		if (w->net_changed)
+			w->net_changed(w->net_changed_ctx);
+	}
 }
 
 void wgdev_free(struct wgdev *w)
@@ -681,6 +686,8 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	w->tun_reader.stop_fd = -1;
 	w->timer.cb = timers_fire;
 	w->link_mon = (struct loop_fd){.fd = -1, .cb = link_event};
+	w->net_changed = opts->net_changed;
+	w->net_changed_ctx = opts->net_changed_ctx;
 	w->timer.deadline_ns = TIME_NEVER;
 	w->wake.cb = woken;
 	loop_async_add(loop, &w->wake);

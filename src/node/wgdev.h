@@ -39,6 +39,12 @@ struct wgdev_opts {
 	 * off: dropped and counted.
 	 */
 	bool stun_box;
+	/*
+	 * Loop thread: the netlink monitor saw a link, address or route change (after the
+	 * MTU followed it). NULL: none.
+	 */
+	void (*net_changed)(void *ctx);
+	void *net_changed_ctx;
 };
 
 struct wgdev;

@@ -338,7 +338,8 @@ int nl_monitor_open(void)
 {
 	struct sockaddr_nl sa = {
 		.nl_family = AF_NETLINK,
-		.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+		.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR |
+			     RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE,
 	};
 	int fd, ret;
 
@@ -362,6 +363,8 @@ static int count_event(const struct nlmsghdr *nlh, void *data)
 	case RTM_DELLINK:
 	case RTM_NEWADDR:
 	case RTM_DELADDR:
+	case RTM_NEWROUTE:
+	case RTM_DELROUTE:
 		(*count)++;
 		break;
 	default:

@@ -29,8 +29,8 @@ int nl_route_del(const char *ifname, int family, const void *dst, unsigned prefi
 int nl_route_default_gateway(int family, void *ret_gw, int *ret_ifindex);
 
 /*
- * Link/address change monitor: a non-blocking netlink socket subscribed to link and
- * address groups. nl_monitor_read drains it and returns how many change events it saw
+ * Link/address/route change monitor: a non-blocking netlink socket subscribed to link,
+ * address and route groups. nl_monitor_read drains it and returns how many change events it saw
  * (an overrun, where the kernel dropped events, counts as one: re-read the state).
  * Close the fd with close().
  */
