@@ -257,8 +257,8 @@ static void birthday_burst(struct disco *d, struct peer *p, uint64_t now)
 	p->bd_burst_ns = now ? now : 1;
 	for (; n && len > 0; n--) {
 		unsigned i = DISCO_BIRTHDAY_PORTS - p->bd_left--;
-		uint16_t port = (uint16_t)(base + ((i * p->bd_mul + p->bd_add) &
-						   (DISCO_BIRTHDAY_PORTS - 1u)));
+		uint16_t port =
+		    (uint16_t)(base + ((i * p->bd_mul + p->bd_add) & (DISCO_BIRTHDAY_PORTS - 1u)));
 
 		if (!port)
 			continue;
