@@ -39,6 +39,7 @@
 #include "control/admin_api.h"
 #include "control/admin_op.h"
 #include "control/store.h"
+#include "control/users_cli.h"
 #include "crypto/crypto.h"
 #include "proto/http.h"
 #include "proto/relaymap.h"
@@ -111,11 +112,17 @@ static const struct noun nouns[] = {
      "  --device-approval on|off nodes joining with an auth key wait for `nodes approve`\n"
      "                           unless the key is --preauthorized (default off)\n"
      "example: trellis-control tailnets set default --device-approval on\n"},
-    {"users", "list, create",
+    {"users", "list, create, add, passwd, delete, reset-2fa",
      "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
      "       trellis-control [--state DIR] users create NAME [--tailnet NAME]\n"
-     "  (users add is users create)\n"
-     "example: trellis-control users create alice@example.com\n"},
+     "       trellis-control [--state DIR] users add EMAIL [--admin]\n"
+     "       trellis-control [--state DIR] users passwd|delete|reset-2fa EMAIL\n"
+     "  create: a user of a tailnet, for auth keys (--user); no login.\n"
+     "  add: a local account that signs in on the login page; the password is read\n"
+     "  twice from the terminal, or as one line from stdin; its tailnet comes from\n"
+     "  its email domain at the first login (docs/identity.md). --admin: an admin of\n"
+     "  that tailnet. reset-2fa: the next login enrols a new authenticator.\n"
+     "example: echo \"$PW\" | trellis-control users add alice@example.com --admin\n"},
     {"nodes", "list, show, pending, approve, rename, expire, delete, set-expiry",
      "usage: trellis-control [--state DIR] nodes list [--tailnet NAME] [--json]\n"
      "       trellis-control [--state DIR] nodes pending [--tailnet NAME] [--json]\n"
@@ -881,6 +888,48 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	return 0;
 }
 
+/* users add|passwd|delete|reset-2fa EMAIL: local accounts (users.h). */
+static int account_cmd(struct cli *cli, const char *sub, int argc, char **argv)
+{
+	const char *pos[1];
+	bool admin = false;
+	const struct opt opts[] = {
+		{ "--admin", false, NULL, &admin },
+		{ NULL },
+	};
+	bool add = strcmp(sub, "add") == 0, pw = add || strcmp(sub, "passwd") == 0;
+	char target[512], hash[PASSWORD_HASH_MAX] = "";
+	json_t *body = NULL;
+	int npos, r;
+
+	if (opts_parse(argc, argv, add ? opts : opts + 1, pos, 1, &npos))
+		return 1;
+	if (npos != 1)
+		return fail("usage: users %s EMAIL%s", sub, add ? " [--admin]" : "");
+	if (path_arg_check(pos[0]) < 0 || !strchr(pos[0], '@'))
+		return fail("not an email address: \"%s\"", pos[0]);
+	/* The password is read and hashed once, on the pass that calls the server. */
+	if (pw && !cli->dry && users_cli_password_hash(pos[0], hash) < 0)
+		return 1;
+	if (add) {
+		body = json_pack("{s:s, s:s, s:b}", "email", pos[0], "password_hash", hash, "admin",
+				 admin);
+		target_make(target, sizeof(target), "accounts", NULL, NULL);
+	} else {
+		target_make(target, sizeof(target), "accounts", pos[0], NULL);
+		snprintf(target + strlen(target), sizeof(target) - strlen(target), "/%s", sub);
+		if (pw)
+			body = json_pack("{s:s}", "password_hash", hash);
+	}
+	r = call_json(cli, "POST", target, body, NULL);
+	if (r == 0 && !cli->dry)
+		printf("%s: %s\n", pos[0],
+		       add ? "local account added" : pw ? "password changed"
+		       : strcmp(sub, "delete") == 0 ? "local account deleted"
+						     : "second factor reset");
+	return r;
+}
+
 static int users_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *tailnet = NULL, *pos[1];
@@ -895,9 +944,12 @@ static int users_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	size_t i;
 	int npos, r;
 
+	if (strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0 || strcmp(sub, "delete") == 0 ||
+	    strcmp(sub, "reset-2fa") == 0)
+		return account_cmd(cli, sub, argc, argv);
 	if (opts_parse(argc, argv, opts, pos, 1, &npos))
 		return 1;
-	if (strcmp(sub, "create") == 0 || strcmp(sub, "add") == 0) {
+	if (strcmp(sub, "create") == 0) {
 		if (npos != 1)
 			return fail("usage: users create NAME [--tailnet NAME]");
 		body = json_pack("{s:s}", "name", pos[0]);
@@ -916,6 +968,18 @@ static int users_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	json_array_foreach(ans, i, u)
 		printf("%-5" JSON_INTEGER_FORMAT " %-32s %s\n", i_(u, "id"), s_(u, "name"),
 		       s_(u, "tailnet"));
+	json_decref(ans);
+	/* Local accounts, which have no tailnet before their first login. */
+	r = list_fetch(cli, "accounts", NULL, NULL, false, &ans);
+	if (r || !ans || !json_array_size(ans)) {
+		json_decref(ans);
+		return r;
+	}
+	printf("\n%-5s %-40s %-6s %-4s %s\n", "ID", "LOCAL ACCOUNT", "ADMIN", "2FA", "RECOVERY");
+	json_array_foreach(ans, i, u)
+		printf("%-5" JSON_INTEGER_FORMAT " %-40s %-6s %-4s %" JSON_INTEGER_FORMAT "\n",
+		       i_(u, "id"), s_(u, "email"), b_(u, "admin"), b_(u, "totp"),
+		       i_(u, "recovery_codes"));
 	json_decref(ans);
 	return 0;
 }
@@ -1198,7 +1262,7 @@ int admin_run(const char *state_dir, bool offline, int argc, char **argv)
 	sub = argv[1];
 	snprintf(name, sizeof(name), "%s %s", cmd, sub);
 	cmd_name = name;
-	if (!verb_known(noun, sub) && !(strcmp(cmd, "users") == 0 && strcmp(sub, "add") == 0))
+	if (!verb_known(noun, sub))
 		return fail("unknown command \"%s\" (%s)", sub, noun->verbs);
 	actor_name(cli.actor, sizeof(cli.actor));
 	/*

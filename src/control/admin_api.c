@@ -18,6 +18,7 @@
 #include "control/admin.h"
 #include "control/admin_api.h"
 #include "control/admin_op.h"
+#include "control/users.h"
 #include "crypto/crypto.h"
 #include "proto/relaymap.h"
 
@@ -669,6 +670,60 @@ static int relaymap_get(struct call *k)
 	return k->out ? 0 : fail(k, 500, "cannot encode the relay map");
 }
 
+/* Local accounts (users.h): never their hashes or secrets. */
+static int accounts(struct call *k)
+{
+	static const char *const add_names[] = { "email", "password_hash", "admin", NULL };
+	static const char *const pw_names[] = { "password_hash", NULL };
+	const char *email = NULL, *hash = NULL;
+	struct control_account *all = NULL;
+	size_t n = 0;
+	bool admin = false;
+	int r;
+
+	if (is(k, "GET", 1, "accounts", NULL)) {
+		r = users_account_list(&k->c, &all, &n);
+		if (r < 0)
+			return op_fail(k, r);
+		k->out = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(
+				k->out, json_pack("{s:I, s:s, s:b, s:b, s:i, s:I}", "id",
+						  (json_int_t)all[i].id, "email", all[i].email,
+						  "admin", all[i].admin, "totp", all[i].totp,
+						  "recovery_codes", (int)all[i].n_recovery, "created",
+						  (json_int_t)all[i].created));
+		crypto_wipe(all, n * sizeof(*all));
+		free(all);
+		return 0;
+	}
+	if (is(k, "POST", 1, "accounts", NULL)) {
+		if (body_only(k, add_names) < 0 || body_string(k, "email", &email) < 0 ||
+		    body_string(k, "password_hash", &hash) < 0 || body_bool(k, "admin", &admin) < 0)
+			return -1;
+		if (!email || !hash)
+			return fail(k, 400, "\"email\" and \"password_hash\" are required");
+		r = users_account_add(&k->c, email, hash, admin, NULL);
+		k->status = 201;
+	} else if (is(k, "POST", 3, "accounts", "passwd")) {
+		if (body_only(k, pw_names) < 0 || body_string(k, "password_hash", &hash) < 0)
+			return -1;
+		if (!hash)
+			return fail(k, 400, "\"password_hash\" is required");
+		r = users_account_passwd(&k->c, k->seg[1], hash);
+	} else if (is(k, "POST", 3, "accounts", "reset-2fa")) {
+		r = users_account_reset_2fa(&k->c, k->seg[1]);
+	} else if (is(k, "DELETE", 2, "accounts", NULL) || is(k, "POST", 3, "accounts", "delete")) {
+		r = users_account_delete(&k->c, k->seg[1]);
+	} else {
+		return fail(k, 404, "no such endpoint: %s %s", k->req->method, k->req->target);
+	}
+	if (r < 0)
+		return op_fail(k, r);
+	k->out = json_object();
+	return 0;
+}
+
 static int route(struct call *k)
 {
 	const char *m = k->req->method;
@@ -686,6 +741,8 @@ static int route(struct call *k)
 		return users_list(k);
 	if (is(k, "POST", 1, "users", NULL))
 		return users_create(k);
+	if (strcmp(s0, "accounts") == 0)
+		return accounts(k);
 	if (is(k, "GET", 1, "nodes", NULL))
 		return nodes_list(k, NULL);
 	if (is(k, "GET", 2, "nodes", NULL))

@@ -25,7 +25,7 @@ static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
 }
 
 /* Every write of an operation: durable when it returns, and seen by the audit hook. */
-static int commit(struct admin_op_ctx *c, const struct store_op *op, uint64_t *ret_id)
+int admin_op_commit(struct admin_op_ctx *c, const struct store_op *op, uint64_t *ret_id)
 {
 	uint64_t id = 0;
 	int r = store_write(c->store, op, &id);
@@ -88,7 +88,7 @@ int admin_op_tailnet_resolve(struct admin_op_ctx *c, const char *name,
 	t->key_expiry_sec = ADMIN_KEY_EXPIRY_DEFAULT_SEC;
 	t->ephemeral_timeout_sec = ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC;
 	t->created = c->now;
-	r = commit(c, &op, &t->id);
+	r = admin_op_commit(c, &op, &t->id);
 	if (r == -EEXIST) /* another admin or the server created it just now */
 		r = store_tailnet_get_by_name(c->store, ADMIN_DEFAULT_TAILNET, t);
 	if (r < 0)
@@ -112,7 +112,7 @@ int admin_op_tailnet_create(struct admin_op_ctx *c, const char *name, int64_t ke
 	t->key_expiry_sec = key_expiry_sec;
 	t->ephemeral_timeout_sec = ephemeral_timeout_sec;
 	t->created = c->now;
-	r = commit(c, &op, &t->id);
+	r = admin_op_commit(c, &op, &t->id);
 	if (r == -EEXIST)
 		return refuse(c, r, "tailnet \"%s\" already exists", t->name);
 	if (r < 0)
@@ -144,7 +144,7 @@ int admin_op_tailnet_set(struct admin_op_ctx *c, const char *name, int64_t key_e
 		t->ephemeral_timeout_sec = ephemeral_timeout_sec;
 	if (device_approval >= 0)
 		t->device_approval = device_approval != 0;
-	r = commit(c, &op, NULL);
+	r = admin_op_commit(c, &op, NULL);
 	if (r < 0)
 		return refuse(c, r, "%s", strerror(-r));
 	if (ret)
@@ -168,7 +168,7 @@ int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char
 	u->tailnet_id = t.id;
 	snprintf(u->name, sizeof(u->name), "%s", name);
 	u->created = c->now;
-	r = commit(c, &op, &u->id);
+	r = admin_op_commit(c, &op, &u->id);
 	if (r == -EEXIST)
 		return refuse(c, r, "user \"%s\" already exists in tailnet \"%s\"", u->name,
 			      t.name);
@@ -220,7 +220,7 @@ int admin_op_authkey_create(struct admin_op_ctx *c, const struct admin_op_authke
 						       : ADMIN_AUTHKEY_EXPIRY_DEFAULT_SEC);
 	r = authkey_generate(k, key);
 	if (r == 0)
-		r = commit(c, &op, &k->id);
+		r = admin_op_commit(c, &op, &k->id);
 	if (r < 0) {
 		crypto_wipe(key, AUTHKEY_STR_MAX);
 		crypto_wipe(&op, sizeof(op));
@@ -245,7 +245,7 @@ int admin_op_authkey_revoke(struct admin_op_ctx *c, const char *text)
 	if (r < 0)
 		return refuse(c, -ENOENT, "unknown auth key \"%s\"", text);
 	op.authkey.revoked = true;
-	r = commit(c, &op, NULL);
+	r = admin_op_commit(c, &op, NULL);
 	crypto_wipe(&op, sizeof(op));
 	if (r < 0)
 		return refuse(c, r, "cannot revoke: %s", strerror(-r));
@@ -289,7 +289,7 @@ static int apikey_set_write(struct admin_op_ctx *c, const struct apikey_set *set
 	memcpy(op.setting.value, text, len);
 	op.setting.len = len;
 	free(text);
-	r = commit(c, &op, NULL);
+	r = admin_op_commit(c, &op, NULL);
 	if (r < 0)
 		return refuse(c, r, "cannot store the API keys: %s", strerror(-r));
 	return 0;
@@ -423,7 +423,7 @@ int admin_op_node_find(struct admin_op_ctx *c, const char *what, const char *tai
 static int node_write(struct admin_op_ctx *c, const struct store_op *op, const char *what,
 		      const char *name)
 {
-	int r = commit(c, op, NULL);
+	int r = admin_op_commit(c, op, NULL);
 
 	if (r == -EEXIST)
 		return refuse(c, r, "name \"%s\" is already taken in this tailnet", name);
@@ -458,7 +458,7 @@ static int pending_approve(struct admin_op_ctx *c, const char *code)
 	n = snprintf((char *)op.setting.value, sizeof(op.setting.value), "%s",
 		     c->actor ? c->actor : "");
 	op.setting.len = (size_t)n;
-	n = commit(c, &op, NULL);
+	n = admin_op_commit(c, &op, NULL);
 	if (n < 0)
 		return refuse(c, n, "%s", strerror(-n));
 	return 0;
@@ -554,7 +554,7 @@ static int relaymap_write(struct admin_op_ctx *c, const char *text, size_t len)
 	snprintf(op.setting.key, sizeof(op.setting.key), "%s", RELAYS_SETTING);
 	memcpy(op.setting.value, text, len);
 	op.setting.len = len;
-	r = commit(c, &op, NULL);
+	r = admin_op_commit(c, &op, NULL);
 	if (r < 0)
 		return refuse(c, r, "cannot store the relay map: %s", strerror(-r));
 	return 0;

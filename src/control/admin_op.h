@@ -51,6 +51,12 @@ struct admin_op_ctx {
 	char err[ADMIN_OP_ERR_MAX]; /* set with every refusal */
 };
 
+/*
+ * The one write path of every operation (here and in users.c): durable when it returns, then
+ * ctx->committed. 0 or the store's -errno.
+ */
+int admin_op_commit(struct admin_op_ctx *c, const struct store_op *op, uint64_t *ret_id);
+
 /* Names of tailnets, users, nodes: DNS-label-like; users may hold '@'. */
 bool admin_op_name_valid(const char *name, size_t max, bool allow_at);
 /* "tag:name". */

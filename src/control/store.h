@@ -74,6 +74,8 @@ enum store_op_kind {
 	STORE_OP_AUTHKEY_UPDATE,     /* .authkey: uses and revoked */
 	STORE_OP_AUTHKEY_DELETE,     /* .id */
 	STORE_OP_SETTING_SET,        /* .setting */
+	STORE_OP_ACCOUNT_PUT,        /* .account: id 0 inserts (id assigned), else replaces */
+	STORE_OP_ACCOUNT_DELETE,     /* .id */
 };
 
 struct store_setting {
@@ -90,6 +92,7 @@ struct store_op {
 		struct control_node node;
 		struct control_authkey authkey;
 		struct store_setting setting;
+		struct control_account account;
 		uint64_t id;
 	};
 };
@@ -107,6 +110,7 @@ enum store_change_kind {
 	STORE_CHANGE_NODE,
 	STORE_CHANGE_AUTHKEY,
 	STORE_CHANGE_SETTING,
+	STORE_CHANGE_ACCOUNT,
 };
 
 struct store_change {
@@ -152,6 +156,9 @@ struct store_backend {
 	int (*node_get)(void *be, uint64_t id, struct control_node *ret);
 	int (*authkey_get)(void *be, uint64_t id, const char *prefix, struct control_authkey *ret);
 	int (*setting_get)(void *be, const char *key, struct store_setting *ret);
+	int (*account_get)(void *be, const char *email, struct control_account *ret);
+	/* Every account, malloc'd array in *ret. */
+	int (*account_list)(void *be, struct control_account **ret, size_t *ret_n);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
@@ -217,6 +224,9 @@ int store_user_get_by_name(struct store *s, uint64_t tailnet_id, const char *nam
 int store_node_get(struct store *s, uint64_t id, struct control_node *ret);
 int store_authkey_get(struct store *s, uint64_t id, struct control_authkey *ret);
 int store_authkey_get_by_prefix(struct store *s, const char *prefix, struct control_authkey *ret);
+/* Local accounts (email in lower case). 0 or -ENOENT; list: a malloc'd array to free(). */
+int store_account_get(struct store *s, const char *email, struct control_account *ret);
+int store_account_list(struct store *s, struct control_account **ret, size_t *ret_n);
 /* Copies at most cap bytes; returns the value length, or -ENOENT. */
 int store_setting_get(struct store *s, const char *key, void *value, size_t cap);
 
