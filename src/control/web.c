@@ -335,11 +335,11 @@ static struct limit_slot *limit_slot(struct web *w, struct limit_slot *table, co
 	return sl;
 }
 
-static void limit_fail(struct limit_slot *sl, uint64_t now)
+static void limit_fail(struct limit_slot *sl, uint32_t free_failures, uint64_t now)
 {
 	sl->fails++;
-	if (sl->fails >= WEB_FREE_FAILURES) {
-		unsigned sh = MIN(sl->fails - WEB_FREE_FAILURES, 20u);
+	if (sl->fails >= free_failures) {
+		unsigned sh = MIN(sl->fails - free_failures, 20u);
 		uint64_t d = MIN((uint64_t)NSEC_PER_SEC << sh, WEB_DELAY_MAX_NS);
 
 		sl->until_ns = now + d;
@@ -399,8 +399,9 @@ static void check_done(struct workq_job *j, int err)
 		goto out;
 	if (err < 0 || c->result < 0 || store_account_get(w->env.store, c->email, &a) < 0) {
 		/* One message for a wrong password and an unknown address. */
-		limit_fail(limit_slot(w, w->by_email, "email", c->email), now);
-		limit_fail(limit_slot(w, w->by_source, "source", c->src), now);
+		limit_fail(limit_slot(w, w->by_email, "email", c->email), WEB_FREE_FAILURES, now);
+		limit_fail(limit_slot(w, w->by_source, "source", c->src), WEB_FREE_FAILURES_SOURCE,
+			   now);
 		ss->step = STEP_SIGN_IN;
 		snprintf(ss->msg, sizeof(ss->msg), "%s",
 			 err == -ECANCELED ? "The server is busy. Try again."
@@ -796,11 +797,13 @@ static void totp_failed(struct web *w, struct web_session *ss, const char *src, 
 {
 	uint64_t now = loop_now_ns(w->env.loop);
 
-	limit_fail(limit_slot(w, w->by_email, "email", ss->email), now);
-	limit_fail(limit_slot(w, w->by_source, "source", src), now);
+	limit_fail(limit_slot(w, w->by_email, "email", ss->email), WEB_FREE_FAILURES, now);
+	limit_fail(limit_slot(w, w->by_source, "source", src), WEB_FREE_FAILURES_SOURCE, now);
 	snprintf(ss->msg, sizeof(ss->msg), "%s",
 		 err == -EALREADY ? "That code was used already. Wait for the next one."
 				  : "Wrong code.");
+	log_info("control: web: %s: second factor of %s refused%s", ss->code, ss->email,
+		 err == -EALREADY ? " (a replay)" : "");
 }
 
 /* The second factor of an enrolled account: a TOTP code of an unused step, or a recovery code. */

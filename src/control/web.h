@@ -22,8 +22,9 @@
  * the check is done. An unknown address is checked against a dummy hash with the
  * same parameters: the same time, the same message. Failures are counted per
  * typed address and per source network (an IPv4 /24, an IPv6 /64): from the
- * WEB_FREE_FAILURES-th on, each next try waits twice as long (1 s, 2 s, ... up to
- * WEB_DELAY_MAX_NS).
+ * WEB_FREE_FAILURES-th (WEB_FREE_FAILURES_SOURCE-th) on, each next try waits twice
+ * as long (1 s, 2 s, ... up to WEB_DELAY_MAX_NS). A success clears the address's
+ * count, never the source's (an attacker's own account must not reset it).
  *
  * The seam for other login methods (OIDC, src/oidc/): web_method_add puts a
  * button on the sign-in page linking to /register/CODE/<suffix> (a route of the
@@ -52,7 +53,8 @@ struct store;
 struct web;
 
 #define WEB_SESSIONS_MAX 1024
-#define WEB_FREE_FAILURES 3
+#define WEB_FREE_FAILURES 3         /* per typed address */
+#define WEB_FREE_FAILURES_SOURCE 10 /* per source network: an office shares one */
 #define WEB_DELAY_MAX_NS (15 * 60 * NSEC_PER_SEC)
 #define WEB_LIMIT_SLOTS 4096 /* per kind: addresses, sources (direct-mapped, keyed hash) */
 #define WEB_METHODS_MAX 4
