@@ -22,7 +22,12 @@ pkgs=(
 	# lab/test_portmap: a NAT router granting NAT-PMP, PCP and UPnP-IGD mappings (coturn above
 	# is its STUN server, answering the change requests miniupnpd needs)
 	miniupnpd miniupnpd-nftables
+	# lab/test_login: a browser (driven by playwright-core from npm, tests/lab/browser) and
+	# TOTP codes to type into it
+	chromium oathtool nodejs
 )
+# npm: Debian's, unless the installed nodejs brings its own (NodeSource's conflicts with it).
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 
 missing=()
 for p in "${pkgs[@]}"; do
