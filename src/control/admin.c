@@ -105,12 +105,14 @@ static const struct noun nouns[] = {
      "       trellis-control [--state DIR] tailnets create NAME [--key-expiry DUR]\n"
      "           [--ephemeral-timeout DUR] [--device-approval on|off]\n"
      "       trellis-control [--state DIR] tailnets set NAME [--key-expiry DUR]\n"
-     "           [--ephemeral-timeout DUR] [--device-approval on|off]\n"
+     "           [--ephemeral-timeout DUR] [--device-approval on|off] [--require-2fa on|off]\n"
      "  NAME \"default\" is the tailnet nodes join without naming one.\n"
      "  --key-expiry DUR         node key lifetime (default 180d; 0: keys do not expire)\n"
      "  --ephemeral-timeout DUR  offline ephemeral nodes are deleted after (default 10m)\n"
      "  --device-approval on|off nodes joining with an auth key wait for `nodes approve`\n"
      "                           unless the key is --preauthorized (default off)\n"
+     "  --require-2fa on|off     logins on the login page must use a second factor (local\n"
+     "                           accounts always do; OIDC: the provider's; default off)\n"
      "example: trellis-control tailnets set default --device-approval on\n"},
     {"users", "list, create, add, passwd, delete, reset-2fa",
      "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
@@ -825,12 +827,13 @@ static int apikey_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 
 static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
-	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *pos[1];
+	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *mfa = NULL, *pos[1];
 	bool as_json = false;
 	const struct opt opts[] = {
 	    {"--key-expiry", true, &key_expiry, NULL},
 	    {"--ephemeral-timeout", true, &eph, NULL},
 	    {"--device-approval", true, &approval, NULL},
+	    {"--require-2fa", true, &mfa, NULL},
 	    {"--json", false, NULL, &as_json},
 	    {NULL},
 	};
@@ -855,11 +858,16 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 			return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", eph);
 		if (approval && strcmp(approval, "on") != 0 && strcmp(approval, "off") != 0)
 			return fail("--device-approval takes on or off, not \"%s\"", approval);
+		if (mfa && strcmp(mfa, "on") && strcmp(mfa, "off") && strcmp(mfa, "true") &&
+		    strcmp(mfa, "false"))
+			return fail("--require-2fa takes on or off, not \"%s\"", mfa);
 		if (path_arg_check(pos[0]))
 			return 1;
-		if (!create && !key_expiry && !eph && !approval)
+		if (!create && !key_expiry && !eph && !approval && !mfa)
 			return fail("nothing to change (--key-expiry, "
-				    "--ephemeral-timeout, --device-approval)");
+				    "--ephemeral-timeout, --device-approval, --require-2fa)");
+		if (create && mfa)
+			return fail("--require-2fa: create the tailnet, then tailnets set");
 		body = create ? json_pack("{s:s}", "name", pos[0]) : json_object();
 		if (key_expiry)
 			json_object_set_new(body, "key_expiry", json_string(key_expiry));
@@ -868,22 +876,26 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (approval)
 			json_object_set_new(body, "device_approval",
 					    json_boolean(strcmp(approval, "on") == 0));
+		if (mfa)
+			json_object_set_new(body, "require_2fa",
+					    json_boolean(!strcmp(mfa, "on") || !strcmp(mfa, "true")));
 		target_make(target, sizeof(target), "tailnets", create ? NULL : pos[0], NULL);
 		return call_json(cli, create ? "POST" : "PATCH", target, body, NULL);
 	}
 	target_make(target, sizeof(target), "tailnets", NULL, NULL);
-	if (npos || key_expiry || eph || approval)
+	if (npos || key_expiry || eph || approval || mfa)
 		return fail("usage: tailnets list [--json]");
 	r = list_fetch(cli, "tailnets", NULL, NULL, as_json, &ans);
 	if (r || !ans)
 		return r;
-	printf("%-5s %-24s %-12s %-18s %-16s %s\n", "ID", "NAME", "KEY-EXPIRY", "EPHEMERAL-TIMEOUT",
-	       "DEVICE-APPROVAL", "NODES");
+	printf("%-5s %-24s %-12s %-18s %-16s %-12s %s\n", "ID", "NAME", "KEY-EXPIRY",
+	       "EPHEMERAL-TIMEOUT", "DEVICE-APPROVAL", "REQUIRE-2FA", "NODES");
 	json_array_foreach(ans, i, t)
 	    printf("%-5" JSON_INTEGER_FORMAT " %-24s %-12" JSON_INTEGER_FORMAT
-		   " %-18" JSON_INTEGER_FORMAT " %-16s %" JSON_INTEGER_FORMAT "\n",
+		   " %-18" JSON_INTEGER_FORMAT " %-16s %-12s %" JSON_INTEGER_FORMAT "\n",
 		   i_(t, "id"), s_(t, "name"), i_(t, "key_expiry_sec"),
-		   i_(t, "ephemeral_timeout_sec"), b_(t, "device_approval"), i_(t, "nodes"));
+		   i_(t, "ephemeral_timeout_sec"), b_(t, "device_approval"), b_(t, "require_2fa"),
+		   i_(t, "nodes"));
 	json_decref(ans);
 	return 0;
 }

@@ -342,11 +342,12 @@ static int tailnets_list(struct call *k)
 			nodes += snap.nodes[j].tailnet_id == tn->id;
 		json_array_append_new(
 		    k->out,
-		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:I, s:I}", "id", (json_int_t)tn->id,
+		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:I, s:I}", "id", (json_int_t)tn->id,
 			      "name", tn->name, "key_expiry_sec", (json_int_t)tn->key_expiry_sec,
 			      "ephemeral_timeout_sec", (json_int_t)tn->ephemeral_timeout_sec,
-			      "device_approval", tn->device_approval, "created",
-			      (json_int_t)tn->created, "nodes", (json_int_t)nodes));
+			      "device_approval", tn->device_approval, "require_2fa",
+			      tn->require_2fa, "created", (json_int_t)tn->created, "nodes",
+			      (json_int_t)nodes));
 	}
 	store_snapshot_free(&snap);
 	return 0;
@@ -384,20 +385,23 @@ static int tailnets_create(struct call *k)
 static int tailnets_set(struct call *k)
 {
 	static const char *const names[] = {"key_expiry", "ephemeral_timeout", "device_approval",
-					    NULL};
+					    "require_2fa", NULL};
 	json_t *a = k->body ? json_object_get(k->body, "device_approval") : NULL;
+	json_t *m = k->body ? json_object_get(k->body, "require_2fa") : NULL;
 	int64_t key_expiry, eph;
-	bool approval;
+	bool approval, mfa;
 	int r;
 
 	if (body_only(k, names) < 0 || body_duration(k, "key_expiry", -1, &key_expiry) < 0 ||
 	    body_duration(k, "ephemeral_timeout", -1, &eph) < 0 ||
-	    body_bool(k, "device_approval", &approval) < 0)
+	    body_bool(k, "device_approval", &approval) < 0 || body_bool(k, "require_2fa", &mfa) < 0)
 		return -1;
 	if (eph == 0)
 		return fail(k, 400, "the ephemeral timeout cannot be 0");
 	r = admin_op_tailnet_set(&k->c, k->seg[1], key_expiry, eph,
 				 a && !json_is_null(a) ? approval : -1, NULL);
+	if (r == 0 && m && !json_is_null(m))
+		r = admin_op_tailnet_require_2fa(&k->c, k->seg[1], mfa);
 	if (r < 0)
 		return op_fail(k, r);
 	k->out = json_object();

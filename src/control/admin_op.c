@@ -152,6 +152,21 @@ int admin_op_tailnet_set(struct admin_op_ctx *c, const char *name, int64_t key_e
 	return 0;
 }
 
+int admin_op_tailnet_require_2fa(struct admin_op_ctx *c, const char *name, bool on)
+{
+	struct store_op op = {.kind = STORE_OP_TAILNET_UPDATE};
+	int r;
+
+	if (name && strcmp(name, ADMIN_DEFAULT_TAILNET) == 0)
+		name = NULL;
+	r = admin_op_tailnet_resolve(c, name, &op.tailnet);
+	if (r < 0)
+		return r;
+	op.tailnet.require_2fa = on;
+	r = admin_op_commit(c, &op, NULL);
+	return r < 0 ? refuse(c, r, "%s", strerror(-r)) : 0;
+}
+
 int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,
 			 struct control_user *ret)
 {

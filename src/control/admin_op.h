@@ -77,6 +77,9 @@ int admin_op_tailnet_set(struct admin_op_ctx *c, const char *name, int64_t key_e
 			 int64_t ephemeral_timeout_sec, int device_approval,
 			 struct control_tailnet *ret);
 
+/* The tailnet's --require-2fa setting (NULL: the default tailnet). 0, -ENOENT. */
+int admin_op_tailnet_require_2fa(struct admin_op_ctx *c, const char *name, bool on);
+
 /* tailnet NULL: the default. 0, -EINVAL, -ENOENT, -EEXIST. */
 int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,
 			 struct control_user *ret);

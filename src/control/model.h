@@ -25,6 +25,8 @@ struct control_tailnet {
 	 * unless the key is preauthorized (Tailscale's "device approval" setting).
 	 */
 	bool device_approval;
+	/* Logins into it must use a second factor (local accounts always do; OIDC: the IdP's). */
+	bool require_2fa;
 };
 
 struct control_user {

@@ -104,7 +104,9 @@ static const char *const migrations[] = {
     " totp_secret BLOB,"
     " totp_last_step INTEGER NOT NULL DEFAULT 0,"
     " recovery BLOB NOT NULL DEFAULT x'',"
-    " created INTEGER NOT NULL);",
+    " created INTEGER NOT NULL);"
+    /* ... and the tailnet setting that makes a second factor mandatory at login. */
+    "ALTER TABLE tailnets ADD COLUMN require_2fa INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -146,7 +148,8 @@ enum stmt_id {
 	ST_COUNT,
 };
 
-#define TAILNET_COLS "id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval"
+#define TAILNET_COLS                                                                               \
+	"id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval, require_2fa"
 #define USER_COLS "id, tailnet_id, name, created"
 #define ACCOUNT_COLS "id, email, password, admin, totp_secret, totp_last_step, recovery, created"
 #define NODE_COLS                                                                                  \
@@ -158,9 +161,10 @@ enum stmt_id {
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_TAILNET_INSERT] = "INSERT INTO tailnets (name, key_expiry_sec, ephemeral_timeout_sec,"
-			  " created, device_approval) VALUES (?1, ?2, ?3, ?4, ?5)",
+			  " created, device_approval, require_2fa) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_TAILNET_UPDATE] = "UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
-			  " ephemeral_timeout_sec = ?4, device_approval = ?5 WHERE id = ?1",
+			  " ephemeral_timeout_sec = ?4, device_approval = ?5, require_2fa = ?6"
+			  " WHERE id = ?1",
     [ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
     [ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
 		       " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
@@ -505,6 +509,7 @@ static void row_tailnet(sqlite3_stmt *st, struct control_tailnet *t)
 	t->ephemeral_timeout_sec = sqlite3_column_int64(st, 3);
 	t->created = sqlite3_column_int64(st, 4);
 	t->device_approval = sqlite3_column_int(st, 5) != 0;
+	t->require_2fa = sqlite3_column_int(st, 6) != 0;
 }
 
 static void row_user(sqlite3_stmt *st, struct control_user *u)
@@ -679,6 +684,7 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 			id = op->tailnet.id;
 		}
 		sqlite3_bind_int(st, 5, op->tailnet.device_approval);
+		sqlite3_bind_int(st, 6, op->tailnet.require_2fa);
 		ck = STORE_CHANGE_TAILNET;
 		break;
 	case STORE_OP_USER_CREATE:

