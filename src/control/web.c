@@ -46,6 +46,7 @@
 #define PAGE_MAX 24576
 #define FORM_MAX 4096
 #define ISSUER "Trellis"
+#define SOURCE_MAX 17
 
 enum step { STEP_SIGN_IN, STEP_CHECKING, STEP_TOTP, STEP_ENROL, STEP_DONE };
 
@@ -77,7 +78,7 @@ struct check_job {
 	char password[PASSWORD_MAX + 1];
 	char encoded[PASSWORD_HASH_MAX];
 	bool known;
-	char src[16];
+	char src[SOURCE_MAX];
 	/* the worker's */
 	int result;
 	bool stale;
@@ -346,20 +347,17 @@ static void limit_fail(struct limit_slot *sl, uint32_t free_failures, uint64_t n
 	}
 }
 
-/* A source network as text: an IPv4 /24 or an IPv6 /64. */
-static void source_of(const char *peer, char ret[16])
+/* A source network as text: an IPv4 /24 (6 hex digits) or an IPv6 /64 (16). */
+static void source_of(const char *peer, char ret[SOURCE_MAX])
 {
 	uint8_t a[16];
 
-	if (inet_pton(AF_INET, peer, a) == 1) {
+	if (inet_pton(AF_INET, peer, a) == 1)
 		hex(a, 3, ret);
-	} else if (inet_pton(AF_INET6, peer, a) == 1) {
-		hex(a, 7, ret);
-		ret[14] = '6';
-		ret[15] = '\0';
-	} else {
-		snprintf(ret, 16, "other");
-	}
+	else if (inet_pton(AF_INET6, peer, a) == 1)
+		hex(a, 8, ret);
+	else
+		snprintf(ret, SOURCE_MAX, "other");
 }
 
 /* ---- the password worker ---- */
@@ -821,7 +819,7 @@ static void post_totp(struct web *w, struct httpd_request *r, struct web_session
 	struct control_account *a = &op.account;
 	struct login_identity who = {.method = "password", .email_verified = true, .mfa = true};
 	uint64_t now = loop_now_ns(w->env.loop), until, step = 0;
-	char code[32], src[16];
+	char code[32], src[SOURCE_MAX];
 	uint8_t h[TOTP_RECOVERY_HASH_LEN];
 	int err = -EACCES;
 
@@ -883,7 +881,7 @@ static void post_enrol(struct web *w, struct httpd_request *r, struct web_sessio
 	struct store_op op = {.kind = STORE_OP_ACCOUNT_PUT};
 	struct control_account *a = &op.account;
 	struct login_identity who = {.method = "password", .email_verified = true, .mfa = true};
-	char code[32], src[16], rc[CONTROL_RECOVERY_MAX][TOTP_RECOVERY_LEN], done[2048];
+	char code[32], src[SOURCE_MAX], rc[CONTROL_RECOVERY_MAX][TOTP_RECOVERY_LEN], done[2048];
 	uint64_t step = 0;
 	struct page p;
 	int err;
