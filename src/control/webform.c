@@ -115,6 +115,10 @@ int webform_cookie(const char *header, size_t len, const char *name, char *ret, 
 
 int webform_html_escape(char *ret, size_t cap, size_t *off, const char *s)
 {
+	/* Terminated even when s is empty (the fuzzer's find). */
+	if (*off >= cap)
+		return -ENOBUFS;
+	ret[*off] = '\0';
 	for (; *s; s++) {
 		const char *rep = NULL;
 		char one[2] = {*s, '\0'};

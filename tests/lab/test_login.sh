@@ -14,6 +14,7 @@
 #     tailnet sees neither
 #
 #   lab internet 192.0.2.0/24: ctl .1 (trellis-control :8080), a .11, b .12, c .13, d .14
+LAB_TIMEOUT=${LAB_TIMEOUT:-540} # about 155 s under a loaded build (ASan Argon2id, Chromium)
 source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane

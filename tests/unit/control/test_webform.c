@@ -102,6 +102,13 @@ static void test_escape(void **state)
 	assert_int_equal(webform_html_escape(out, sizeof(out), &off, "<a href=\"'&'\">"), 0);
 	assert_string_equal(out, "x&lt;a href=&quot;&#39;&amp;&#39;&quot;&gt;");
 	assert_int_equal(off, strlen(out));
+	/* Empty input still leaves a terminated string. */
+	memset(out, 'z', sizeof(out));
+	off = 0;
+	assert_int_equal(webform_html_escape(out, sizeof(out), &off, ""), 0);
+	assert_int_equal(off, 0);
+	assert_string_equal(out, "");
+	assert_int_equal(webform_html_escape(out, 0, &off, ""), -ENOBUFS);
 	off = 0;
 	assert_int_equal(webform_html_escape(out, 5, &off, "ab<"), -ENOBUFS);
 	assert_string_equal(out, "ab");
