@@ -5,12 +5,16 @@
 //     opens the login URL, checks the page names the machine, posts a form without its
 //     CSRF token, signs in with a wrong password and with an unknown address, then right;
 //     enrols TOTP from the page's secret (codes from oathtool) and reads the recovery codes.
-//   node login.mjs signin URL EMAIL PASSWORD SECRET USED_CODE
-//     signs in, offers USED_CODE (a replay), then the code of the next step.
+//   node login.mjs pair URL URL2 EMAIL PASSWORD SECRET RECOVERY_CODE
+//     signs in at both URLs (two browsers) up to the second factor; the first takes the
+//     next step's code, the second is offered the same code at once (a replay, inside its
+//     window whatever the machine's load), then signs in with a recovery code.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 
-const [mode, url, email, password, secret, usedCode] = process.argv.slice(2);
+const [mode, url, ...rest] = process.argv.slice(2);
+const [email, password] = mode === 'pair' ? rest.slice(1, 3) : rest;
+const [url2, , , secret, recovery] = rest;
 const out = {};
 
 function totp(b32, offset) {
@@ -61,16 +65,24 @@ try {
 		await page.waitForSelector('#recovery', { timeout: 30000 });
 		out.done = (await page.textContent('.ok')).trim();
 		out.recovery = (await page.textContent('#recovery')).trim().split('\n');
-	} else if (mode === 'signin') {
+	} else if (mode === 'pair') {
+		const page2 = await (await browser.newContext()).newPage();
+		await page2.goto(url2);
 		await signIn(page, email, password);
-		await page.fill('#code', usedCode);
-		await page.click('button[type=submit]');
-		await page.waitForSelector('.msg', { timeout: 30000 });
-		out.replay = (await page.textContent('.msg')).trim();
-		await page.fill('#code', totp(secret, 30));
+		await signIn(page2, email, password);
+		const code = totp(secret, 30);
+		await page.fill('#code', code);
 		await page.click('button[type=submit]');
 		await page.waitForSelector('.ok', { timeout: 30000 });
 		out.done = (await page.textContent('.ok')).trim();
+		await page2.fill('#code', code);
+		await page2.click('button[type=submit]');
+		await page2.waitForSelector('.msg', { timeout: 30000 });
+		out.replay = (await page2.textContent('.msg')).trim();
+		await page2.fill('#code', recovery);
+		await page2.click('button[type=submit]');
+		await page2.waitForSelector('.ok', { timeout: 30000 });
+		out.done2 = (await page2.textContent('.ok')).trim();
 	}
 	// The URL again, in another browser: it worked once.
 	const other = await browser.newContext();
