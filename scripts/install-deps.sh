@@ -7,6 +7,8 @@ pkgs=(
 	# build
 	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
 	libssl-dev libmnl-dev libcmocka-dev libjansson-dev libsqlite3-dev
+	# local accounts (src/auth: Argon2id; the control server's TOTP QR codes)
+	libargon2-dev libqrencode-dev
 	# UPnP-IGD client (src/portmap)
 	libminiupnpc-dev
 	# lab tests and benchmarks
@@ -20,7 +22,12 @@ pkgs=(
 	# lab/test_portmap: a NAT router granting NAT-PMP, PCP and UPnP-IGD mappings (coturn above
 	# is its STUN server, answering the change requests miniupnpd needs)
 	miniupnpd miniupnpd-nftables
+	# lab/test_login: a browser (driven by playwright-core from npm, tests/lab/browser) and
+	# TOTP codes to type into it
+	chromium oathtool nodejs
 )
+# npm: Debian's, unless the installed nodejs brings its own (NodeSource's conflicts with it).
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 
 missing=()
 for p in "${pkgs[@]}"; do

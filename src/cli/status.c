@@ -16,6 +16,16 @@ static const char *str(json_t *o, const char *k)
 	return s && *s ? s : "-";
 }
 
+/* Whose machine it is: its user, or its tags for a tagged node. */
+static const char *owner(json_t *n)
+{
+	json_t *tags = json_object_get(n, "tags");
+
+	if (!json_string_value(json_object_get(n, "user")) && json_array_size(tags))
+		return json_string_value(json_array_get(tags, 0)) ?: "-";
+	return str(n, "user");
+}
+
 /*
  * relay: home fra
  *   fra  connected  12.3 ms  (home)
@@ -59,8 +69,8 @@ static void row(json_t *n, bool self)
 				 ips[0] ? "," : "", s);
 	}
 	if (self) {
-		printf("%-20s %-40s %-8s %-28s %s\n", str(n, "hostname"), ips, "self", "-",
-		       str(n, "os"));
+		printf("%-20s %-40s %-8s %-28s %-8s %s\n", str(n, "hostname"), ips, "self", "-",
+		       str(n, "os"), owner(n));
 		return;
 	}
 	char via[96];
@@ -77,9 +87,9 @@ static void row(json_t *n, bool self)
 	} else if (json_is_string(json_object_get(n, "endpoint"))) {
 		path = str(n, "endpoint");
 	}
-	printf("%-20s %-40s %-8s %-28s %s\n", str(n, "hostname"), ips,
+	printf("%-20s %-40s %-8s %-28s %-8s %s\n", str(n, "hostname"), ips,
 	       json_is_true(json_object_get(n, "online")) ? "online" : "offline", path,
-	       str(n, "os"));
+	       str(n, "os"), owner(n));
 }
 
 /*
@@ -162,7 +172,8 @@ int cli_status(int argc, char **argv, const struct cli_global *g)
 	health_lines(st, state);
 	relay_lines(json_object_get(st, "relay"));
 	if (json_is_object(json_object_get(st, "self"))) {
-		printf("%-20s %-40s %-8s %-28s %s\n", "NAME", "TAILNET IPS", "STATUS", "PATH", "OS");
+		printf("%-20s %-40s %-8s %-28s %-8s %s\n", "NAME", "TAILNET IPS", "STATUS", "PATH",
+		       "OS", "OWNER");
 		row(json_object_get(st, "self"), true);
 		json_array_foreach(json_object_get(st, "peers"), i, v)
 			row(v, false);

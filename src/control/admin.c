@@ -39,6 +39,7 @@
 #include "control/admin_api.h"
 #include "control/admin_op.h"
 #include "control/store.h"
+#include "control/users_cli.h"
 #include "crypto/crypto.h"
 #include "proto/http.h"
 #include "proto/relaymap.h"
@@ -104,18 +105,26 @@ static const struct noun nouns[] = {
      "       trellis-control [--state DIR] tailnets create NAME [--key-expiry DUR]\n"
      "           [--ephemeral-timeout DUR] [--device-approval on|off]\n"
      "       trellis-control [--state DIR] tailnets set NAME [--key-expiry DUR]\n"
-     "           [--ephemeral-timeout DUR] [--device-approval on|off]\n"
+     "           [--ephemeral-timeout DUR] [--device-approval on|off] [--require-2fa on|off]\n"
      "  NAME \"default\" is the tailnet nodes join without naming one.\n"
      "  --key-expiry DUR         node key lifetime (default 180d; 0: keys do not expire)\n"
      "  --ephemeral-timeout DUR  offline ephemeral nodes are deleted after (default 10m)\n"
      "  --device-approval on|off nodes joining with an auth key wait for `nodes approve`\n"
      "                           unless the key is --preauthorized (default off)\n"
+     "  --require-2fa on|off     logins on the login page must use a second factor (local\n"
+     "                           accounts always do; OIDC: the provider's; default off)\n"
      "example: trellis-control tailnets set default --device-approval on\n"},
-    {"users", "list, create",
+    {"users", "list, create, add, passwd, delete, reset-2fa",
      "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
      "       trellis-control [--state DIR] users create NAME [--tailnet NAME]\n"
-     "  (users add is users create)\n"
-     "example: trellis-control users create alice@example.com\n"},
+     "       trellis-control [--state DIR] users add EMAIL [--admin]\n"
+     "       trellis-control [--state DIR] users passwd|delete|reset-2fa EMAIL\n"
+     "  create: a user of a tailnet, for auth keys (--user); no login.\n"
+     "  add: a local account that signs in on the login page; the password is read\n"
+     "  twice from the terminal, or as one line from stdin; its tailnet comes from\n"
+     "  its email domain at the first login (docs/identity.md). --admin: an admin of\n"
+     "  that tailnet. reset-2fa: the next login enrols a new authenticator.\n"
+     "example: echo \"$PW\" | trellis-control users add alice@example.com --admin\n"},
     {"nodes", "list, show, pending, approve, rename, expire, delete, set-expiry",
      "usage: trellis-control [--state DIR] nodes list [--tailnet NAME] [--json]\n"
      "       trellis-control [--state DIR] nodes pending [--tailnet NAME] [--json]\n"
@@ -832,12 +841,13 @@ static int apikey_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 
 static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
-	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *pos[1];
+	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *mfa = NULL, *pos[1];
 	bool as_json = false;
 	const struct opt opts[] = {
 	    {"--key-expiry", true, &key_expiry, NULL},
 	    {"--ephemeral-timeout", true, &eph, NULL},
 	    {"--device-approval", true, &approval, NULL},
+	    {"--require-2fa", true, &mfa, NULL},
 	    {"--json", false, NULL, &as_json},
 	    {NULL},
 	};
@@ -862,11 +872,16 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 			return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", eph);
 		if (approval && strcmp(approval, "on") != 0 && strcmp(approval, "off") != 0)
 			return fail("--device-approval takes on or off, not \"%s\"", approval);
+		if (mfa && strcmp(mfa, "on") && strcmp(mfa, "off") && strcmp(mfa, "true") &&
+		    strcmp(mfa, "false"))
+			return fail("--require-2fa takes on or off, not \"%s\"", mfa);
 		if (path_arg_check(pos[0]))
 			return 1;
-		if (!create && !key_expiry && !eph && !approval)
+		if (!create && !key_expiry && !eph && !approval && !mfa)
 			return fail("nothing to change (--key-expiry, "
-				    "--ephemeral-timeout, --device-approval)");
+				    "--ephemeral-timeout, --device-approval, --require-2fa)");
+		if (create && mfa)
+			return fail("--require-2fa: create the tailnet, then tailnets set");
 		body = create ? json_pack("{s:s}", "name", pos[0]) : json_object();
 		if (key_expiry)
 			json_object_set_new(body, "key_expiry", json_string(key_expiry));
@@ -875,24 +890,70 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (approval)
 			json_object_set_new(body, "device_approval",
 					    json_boolean(strcmp(approval, "on") == 0));
+		if (mfa)
+			json_object_set_new(body, "require_2fa",
+					    json_boolean(!strcmp(mfa, "on") || !strcmp(mfa, "true")));
 		target_make(target, sizeof(target), "tailnets", create ? NULL : pos[0], NULL);
 		return call_json(cli, create ? "POST" : "PATCH", target, body, NULL);
 	}
 	target_make(target, sizeof(target), "tailnets", NULL, NULL);
-	if (npos || key_expiry || eph || approval)
+	if (npos || key_expiry || eph || approval || mfa)
 		return fail("usage: tailnets list [--json]");
 	r = list_fetch(cli, "tailnets", NULL, NULL, as_json, &ans);
 	if (r || !ans)
 		return r;
-	printf("%-5s %-24s %-12s %-18s %-16s %s\n", "ID", "NAME", "KEY-EXPIRY", "EPHEMERAL-TIMEOUT",
-	       "DEVICE-APPROVAL", "NODES");
+	printf("%-5s %-24s %-12s %-18s %-16s %-12s %s\n", "ID", "NAME", "KEY-EXPIRY",
+	       "EPHEMERAL-TIMEOUT", "DEVICE-APPROVAL", "REQUIRE-2FA", "NODES");
 	json_array_foreach(ans, i, t)
 	    printf("%-5" JSON_INTEGER_FORMAT " %-24s %-12" JSON_INTEGER_FORMAT
-		   " %-18" JSON_INTEGER_FORMAT " %-16s %" JSON_INTEGER_FORMAT "\n",
+		   " %-18" JSON_INTEGER_FORMAT " %-16s %-12s %" JSON_INTEGER_FORMAT "\n",
 		   i_(t, "id"), s_(t, "name"), i_(t, "key_expiry_sec"),
-		   i_(t, "ephemeral_timeout_sec"), b_(t, "device_approval"), i_(t, "nodes"));
+		   i_(t, "ephemeral_timeout_sec"), b_(t, "device_approval"), b_(t, "require_2fa"),
+		   i_(t, "nodes"));
 	json_decref(ans);
 	return 0;
+}
+
+/* users add|passwd|delete|reset-2fa EMAIL: local accounts (users.h). */
+static int account_cmd(struct cli *cli, const char *sub, int argc, char **argv)
+{
+	const char *pos[1];
+	bool admin = false;
+	const struct opt opts[] = {
+		{ "--admin", false, NULL, &admin },
+		{ NULL },
+	};
+	bool add = strcmp(sub, "add") == 0, pw = add || strcmp(sub, "passwd") == 0;
+	char target[512], hash[PASSWORD_HASH_MAX] = "";
+	json_t *body = NULL;
+	int npos, r;
+
+	if (opts_parse(argc, argv, add ? opts : opts + 1, pos, 1, &npos))
+		return 1;
+	if (npos != 1)
+		return fail("usage: users %s EMAIL%s", sub, add ? " [--admin]" : "");
+	if (path_arg_check(pos[0]) < 0 || !strchr(pos[0], '@'))
+		return fail("not an email address: \"%s\"", pos[0]);
+	/* The password is read and hashed once, on the pass that calls the server. */
+	if (pw && !cli->dry && users_cli_password_hash(pos[0], hash) < 0)
+		return 1;
+	if (add) {
+		body = json_pack("{s:s, s:s, s:b}", "email", pos[0], "password_hash", hash, "admin",
+				 admin);
+		target_make(target, sizeof(target), "accounts", NULL, NULL);
+	} else {
+		target_make(target, sizeof(target), "accounts", pos[0], NULL);
+		snprintf(target + strlen(target), sizeof(target) - strlen(target), "/%s", sub);
+		if (pw)
+			body = json_pack("{s:s}", "password_hash", hash);
+	}
+	r = call_json(cli, "POST", target, body, NULL);
+	if (r == 0 && !cli->dry)
+		printf("%s: %s\n", pos[0],
+		       add ? "local account added" : pw ? "password changed"
+		       : strcmp(sub, "delete") == 0 ? "local account deleted"
+						     : "second factor reset");
+	return r;
 }
 
 static int users_cmd(struct cli *cli, const char *sub, int argc, char **argv)
@@ -909,9 +970,12 @@ static int users_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	size_t i;
 	int npos, r;
 
+	if (strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0 || strcmp(sub, "delete") == 0 ||
+	    strcmp(sub, "reset-2fa") == 0)
+		return account_cmd(cli, sub, argc, argv);
 	if (opts_parse(argc, argv, opts, pos, 1, &npos))
 		return 1;
-	if (strcmp(sub, "create") == 0 || strcmp(sub, "add") == 0) {
+	if (strcmp(sub, "create") == 0) {
 		if (npos != 1)
 			return fail("usage: users create NAME [--tailnet NAME]");
 		body = json_pack("{s:s}", "name", pos[0]);
@@ -930,6 +994,18 @@ static int users_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	json_array_foreach(ans, i, u)
 		printf("%-5" JSON_INTEGER_FORMAT " %-32s %s\n", i_(u, "id"), s_(u, "name"),
 		       s_(u, "tailnet"));
+	json_decref(ans);
+	/* Local accounts, which have no tailnet before their first login. */
+	r = list_fetch(cli, "accounts", NULL, NULL, false, &ans);
+	if (r || !ans || !json_array_size(ans)) {
+		json_decref(ans);
+		return r;
+	}
+	printf("\n%-5s %-40s %-6s %-4s %s\n", "ID", "LOCAL ACCOUNT", "ADMIN", "2FA", "RECOVERY");
+	json_array_foreach(ans, i, u)
+		printf("%-5" JSON_INTEGER_FORMAT " %-40s %-6s %-4s %" JSON_INTEGER_FORMAT "\n",
+		       i_(u, "id"), s_(u, "email"), b_(u, "admin"), b_(u, "totp"),
+		       i_(u, "recovery_codes"));
 	json_decref(ans);
 	return 0;
 }
@@ -1359,7 +1435,7 @@ int admin_run(const char *state_dir, bool offline, int argc, char **argv)
 	sub = argv[1];
 	snprintf(name, sizeof(name), "%s %s", cmd, sub);
 	cmd_name = name;
-	if (!verb_known(noun, sub) && !(strcmp(cmd, "users") == 0 && strcmp(sub, "add") == 0))
+	if (!verb_known(noun, sub))
 		return fail("unknown command \"%s\" (%s)", sub, noun->verbs);
 	actor_name(cli.actor, sizeof(cli.actor));
 	/*

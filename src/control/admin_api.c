@@ -18,6 +18,7 @@
 #include "control/admin.h"
 #include "control/admin_api.h"
 #include "control/admin_op.h"
+#include "control/users.h"
 #include "crypto/crypto.h"
 #include "proto/relaymap.h"
 
@@ -372,11 +373,12 @@ static int tailnets_list(struct call *k)
 			nodes += snap.nodes[j].tailnet_id == tn->id;
 		json_array_append_new(
 		    k->out,
-		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:I, s:I}", "id", (json_int_t)tn->id,
+		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:I, s:I}", "id", (json_int_t)tn->id,
 			      "name", tn->name, "key_expiry_sec", (json_int_t)tn->key_expiry_sec,
 			      "ephemeral_timeout_sec", (json_int_t)tn->ephemeral_timeout_sec,
-			      "device_approval", tn->device_approval, "created",
-			      (json_int_t)tn->created, "nodes", (json_int_t)nodes));
+			      "device_approval", tn->device_approval, "require_2fa",
+			      tn->require_2fa, "created", (json_int_t)tn->created, "nodes",
+			      (json_int_t)nodes));
 	}
 	store_snapshot_free(&snap);
 	return 0;
@@ -414,20 +416,23 @@ static int tailnets_create(struct call *k)
 static int tailnets_set(struct call *k)
 {
 	static const char *const names[] = {"key_expiry", "ephemeral_timeout", "device_approval",
-					    NULL};
+					    "require_2fa", NULL};
 	json_t *a = k->body ? json_object_get(k->body, "device_approval") : NULL;
+	json_t *m = k->body ? json_object_get(k->body, "require_2fa") : NULL;
 	int64_t key_expiry, eph;
-	bool approval;
+	bool approval, mfa;
 	int r;
 
 	if (body_only(k, names) < 0 || body_duration(k, "key_expiry", -1, &key_expiry) < 0 ||
 	    body_duration(k, "ephemeral_timeout", -1, &eph) < 0 ||
-	    body_bool(k, "device_approval", &approval) < 0)
+	    body_bool(k, "device_approval", &approval) < 0 || body_bool(k, "require_2fa", &mfa) < 0)
 		return -1;
 	if (eph == 0)
 		return fail(k, 400, "the ephemeral timeout cannot be 0");
 	r = admin_op_tailnet_set(&k->c, k->seg[1], key_expiry, eph,
 				 a && !json_is_null(a) ? approval : -1, NULL);
+	if (r == 0 && m && !json_is_null(m))
+		r = admin_op_tailnet_require_2fa(&k->c, k->seg[1], mfa);
 	if (r < 0)
 		return op_fail(k, r);
 	k->out = json_object();
@@ -776,6 +781,57 @@ static int audit_prune(struct call *k)
 	if (r < 0)
 		return op_fail(k, r);
 	k->out = json_pack("{s:I}", "removed", (json_int_t)n);
+/* Local accounts (users.h): never their hashes or secrets. */
+static int accounts(struct call *k)
+{
+	static const char *const add_names[] = { "email", "password_hash", "admin", NULL };
+	static const char *const pw_names[] = { "password_hash", NULL };
+	const char *email = NULL, *hash = NULL;
+	struct control_account *all = NULL;
+	size_t n = 0;
+	bool admin = false;
+	int r;
+
+	if (is(k, "GET", 1, "accounts", NULL)) {
+		r = users_account_list(&k->c, &all, &n);
+		if (r < 0)
+			return op_fail(k, r);
+		k->out = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(
+				k->out, json_pack("{s:I, s:s, s:b, s:b, s:i, s:I}", "id",
+						  (json_int_t)all[i].id, "email", all[i].email,
+						  "admin", all[i].admin, "totp", all[i].totp,
+						  "recovery_codes", (int)all[i].n_recovery, "created",
+						  (json_int_t)all[i].created));
+		crypto_wipe(all, n * sizeof(*all));
+		free(all);
+		return 0;
+	}
+	if (is(k, "POST", 1, "accounts", NULL)) {
+		if (body_only(k, add_names) < 0 || body_string(k, "email", &email) < 0 ||
+		    body_string(k, "password_hash", &hash) < 0 || body_bool(k, "admin", &admin) < 0)
+			return -1;
+		if (!email || !hash)
+			return fail(k, 400, "\"email\" and \"password_hash\" are required");
+		r = users_account_add(&k->c, email, hash, admin, NULL);
+		k->status = 201;
+	} else if (is(k, "POST", 3, "accounts", "passwd")) {
+		if (body_only(k, pw_names) < 0 || body_string(k, "password_hash", &hash) < 0)
+			return -1;
+		if (!hash)
+			return fail(k, 400, "\"password_hash\" is required");
+		r = users_account_passwd(&k->c, k->seg[1], hash);
+	} else if (is(k, "POST", 3, "accounts", "reset-2fa")) {
+		r = users_account_reset_2fa(&k->c, k->seg[1]);
+	} else if (is(k, "DELETE", 2, "accounts", NULL) || is(k, "POST", 3, "accounts", "delete")) {
+		r = users_account_delete(&k->c, k->seg[1]);
+	} else {
+		return fail(k, 404, "no such endpoint: %s %s", k->req->method, k->req->target);
+	}
+	if (r < 0)
+		return op_fail(k, r);
+	k->out = json_object();
 	return 0;
 }
 
@@ -796,6 +852,8 @@ static int route(struct call *k)
 		return users_list(k);
 	if (is(k, "POST", 1, "users", NULL))
 		return users_create(k);
+	if (strcmp(s0, "accounts") == 0)
+		return accounts(k);
 	if (is(k, "GET", 1, "nodes", NULL))
 		return nodes_list(k, NULL);
 	if (is(k, "GET", 2, "nodes", NULL))

@@ -30,8 +30,8 @@ static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
  * entry in the configuration audit log (audit.h; target NULL: named after the
  * record), and seen by the committed hook.
  */
-static int commit(struct admin_op_ctx *c, const char *action, const char *target,
-		  const struct store_op *op, uint64_t *ret_id)
+int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *target,
+		    const struct store_op *op, uint64_t *ret_id)
 {
 	struct audit_entry e;
 	uint64_t id = 0;
@@ -100,7 +100,7 @@ int admin_op_tailnet_resolve(struct admin_op_ctx *c, const char *name,
 	t->key_expiry_sec = ADMIN_KEY_EXPIRY_DEFAULT_SEC;
 	t->ephemeral_timeout_sec = ADMIN_EPHEMERAL_TIMEOUT_DEFAULT_SEC;
 	t->created = c->now;
-	r = commit(c, "tailnet.create", NULL, &op, &t->id);
+	r = admin_op_commit(c, "tailnet.create", NULL, &op, &t->id);
 	if (r == -EEXIST) /* another admin or the server created it just now */
 		r = store_tailnet_get_by_name(c->store, ADMIN_DEFAULT_TAILNET, t);
 	if (r < 0)
@@ -124,7 +124,7 @@ int admin_op_tailnet_create(struct admin_op_ctx *c, const char *name, int64_t ke
 	t->key_expiry_sec = key_expiry_sec;
 	t->ephemeral_timeout_sec = ephemeral_timeout_sec;
 	t->created = c->now;
-	r = commit(c, "tailnet.create", NULL, &op, &t->id);
+	r = admin_op_commit(c, "tailnet.create", NULL, &op, &t->id);
 	if (r == -EEXIST)
 		return refuse(c, r, "tailnet \"%s\" already exists", t->name);
 	if (r < 0)
@@ -156,12 +156,27 @@ int admin_op_tailnet_set(struct admin_op_ctx *c, const char *name, int64_t key_e
 		t->ephemeral_timeout_sec = ephemeral_timeout_sec;
 	if (device_approval >= 0)
 		t->device_approval = device_approval != 0;
-	r = commit(c, "tailnet.set", NULL, &op, NULL);
+	r = admin_op_commit(c, "tailnet.set", NULL, &op, NULL);
 	if (r < 0)
 		return refuse(c, r, "%s", strerror(-r));
 	if (ret)
 		*ret = *t;
 	return 0;
+}
+
+int admin_op_tailnet_require_2fa(struct admin_op_ctx *c, const char *name, bool on)
+{
+	struct store_op op = {.kind = STORE_OP_TAILNET_UPDATE};
+	int r;
+
+	if (name && strcmp(name, ADMIN_DEFAULT_TAILNET) == 0)
+		name = NULL;
+	r = admin_op_tailnet_resolve(c, name, &op.tailnet);
+	if (r < 0)
+		return r;
+	op.tailnet.require_2fa = on;
+	r = admin_op_commit(c, "tailnet.set", NULL, &op, NULL);
+	return r < 0 ? refuse(c, r, "%s", strerror(-r)) : 0;
 }
 
 int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,
@@ -180,7 +195,7 @@ int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char
 	u->tailnet_id = t.id;
 	snprintf(u->name, sizeof(u->name), "%s", name);
 	u->created = c->now;
-	r = commit(c, "user.create", NULL, &op, &u->id);
+	r = admin_op_commit(c, "user.create", NULL, &op, &u->id);
 	if (r == -EEXIST)
 		return refuse(c, r, "user \"%s\" already exists in tailnet \"%s\"", u->name,
 			      t.name);
@@ -232,7 +247,7 @@ int admin_op_authkey_create(struct admin_op_ctx *c, const struct admin_op_authke
 						       : ADMIN_AUTHKEY_EXPIRY_DEFAULT_SEC);
 	r = authkey_generate(k, key);
 	if (r == 0)
-		r = commit(c, "authkey.create", NULL, &op, &k->id);
+		r = admin_op_commit(c, "authkey.create", NULL, &op, &k->id);
 	if (r < 0) {
 		crypto_wipe(key, AUTHKEY_STR_MAX);
 		crypto_wipe(&op, sizeof(op));
@@ -257,7 +272,7 @@ int admin_op_authkey_revoke(struct admin_op_ctx *c, const char *text)
 	if (r < 0)
 		return refuse(c, -ENOENT, "unknown auth key \"%s\"", text);
 	op.authkey.revoked = true;
-	r = commit(c, "authkey.revoke", NULL, &op, NULL);
+	r = admin_op_commit(c, "authkey.revoke", NULL, &op, NULL);
 	crypto_wipe(&op, sizeof(op));
 	if (r < 0)
 		return refuse(c, r, "cannot revoke: %s", strerror(-r));
@@ -304,7 +319,7 @@ static int apikey_set_write(struct admin_op_ctx *c, const struct apikey_set *set
 	op.setting.len = len;
 	free(text);
 	snprintf(target, sizeof(target), "apikey:%s", id);
-	r = commit(c, action, target, &op, NULL);
+	r = admin_op_commit(c, action, target, &op, NULL);
 	if (r < 0)
 		return refuse(c, r, "cannot store the API keys: %s", strerror(-r));
 	return 0;
@@ -438,7 +453,7 @@ int admin_op_node_find(struct admin_op_ctx *c, const char *what, const char *tai
 static int node_write(struct admin_op_ctx *c, const char *action, const struct store_op *op,
 		      const char *what, const char *name)
 {
-	int r = commit(c, action, NULL, op, NULL);
+	int r = admin_op_commit(c, action, NULL, op, NULL);
 
 	if (r == -EEXIST)
 		return refuse(c, r, "name \"%s\" is already taken in this tailnet", name);
@@ -475,7 +490,7 @@ static int pending_approve(struct admin_op_ctx *c, const char *code)
 		     c->actor ? c->actor : "");
 	op.setting.len = (size_t)n;
 	snprintf(target, sizeof(target), "reg:%s", code);
-	n = commit(c, "node.approve", target, &op, NULL);
+	n = admin_op_commit(c, "node.approve", target, &op, NULL);
 	if (n < 0)
 		return refuse(c, n, "%s", strerror(-n));
 	return 0;
@@ -520,7 +535,7 @@ int admin_op_node_delete(struct admin_op_ctx *c, const char *what, const char *t
 		return r;
 	op.id = n.id;
 	snprintf(target, sizeof(target), "node:%" PRIu64 " %s", n.id, n.name);
-	r = commit(c, "node.delete", target, &op, NULL);
+	r = admin_op_commit(c, "node.delete", target, &op, NULL);
 	if (r == -ENOENT)
 		return refuse(c, r, "unknown node %s", what);
 	if (r < 0)
@@ -579,7 +594,7 @@ static int relaymap_write(struct admin_op_ctx *c, const char *action, const char
 	snprintf(op.setting.key, sizeof(op.setting.key), "%s", RELAYS_SETTING);
 	memcpy(op.setting.value, text, len);
 	op.setting.len = len;
-	r = commit(c, action, NULL, &op, NULL);
+	r = admin_op_commit(c, action, NULL, &op, NULL);
 	if (r < 0)
 		return refuse(c, r, "cannot store the relay map: %s", strerror(-r));
 	return 0;
@@ -638,7 +653,7 @@ int admin_op_audit_prune(struct admin_op_ctx *c, int64_t keep_sec, uint64_t *ret
 	if (keep_sec <= 0)
 		return refuse(c, -EINVAL, "--keep takes a duration above zero (30d, 12h)");
 	op.audit_prune_before = c->now - keep_sec;
-	r = commit(c, "audit.prune", NULL, &op, &n);
+	r = admin_op_commit(c, "audit.prune", NULL, &op, &n);
 	if (r < 0)
 		return refuse(c, r, "cannot prune the audit log: %s", strerror(-r));
 	if (ret_removed)

@@ -53,6 +53,14 @@ struct admin_op_ctx {
 	char err[ADMIN_OP_ERR_MAX]; /* set with every refusal */
 };
 
+/*
+ * The one write path of every operation (here and in users.c): durable when it returns,
+ * together with its entry in the configuration audit log (audit.h: action, target; NULL:
+ * named after the record), then ctx->committed. 0 or the store's -errno.
+ */
+int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *target,
+		    const struct store_op *op, uint64_t *ret_id);
+
 /* Names of tailnets, users, nodes: DNS-label-like; users may hold '@'. */
 bool admin_op_name_valid(const char *name, size_t max, bool allow_at);
 /* "tag:name". */
@@ -72,6 +80,9 @@ int admin_op_tailnet_create(struct admin_op_ctx *c, const char *name, int64_t ke
 int admin_op_tailnet_set(struct admin_op_ctx *c, const char *name, int64_t key_expiry_sec,
 			 int64_t ephemeral_timeout_sec, int device_approval,
 			 struct control_tailnet *ret);
+
+/* The tailnet's --require-2fa setting (NULL: the default tailnet). 0, -ENOENT. */
+int admin_op_tailnet_require_2fa(struct admin_op_ctx *c, const char *name, bool on);
 
 /* tailnet NULL: the default. 0, -EINVAL, -ENOENT, -EEXIST. */
 int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,

@@ -161,6 +161,13 @@ static json_t *authkey_json(const struct control_authkey *k)
 			 "revoked", k->revoked);
 }
 
+/* Never the password hash, the TOTP secret or the recovery codes: only what they amount to. */
+static json_t *account_json(const struct control_account *a)
+{
+	return json_pack("{s:I, s:s, s:b, s:b, s:i}", "id", (json_int_t)a->id, "email", a->email,
+			 "admin", a->admin, "totp", a->totp, "recovery_codes", (int)a->n_recovery);
+}
+
 static json_t *setting_json(const char *key, const uint8_t *value, size_t len)
 {
 	json_t *v;
@@ -205,6 +212,7 @@ static json_t *before_json(struct store *s, const struct store_op *op)
 		struct control_tailnet t;
 		struct control_node n;
 		struct control_authkey k;
+		struct control_account a;
 	} *u = malloc(sizeof(*u));
 	uint8_t *val = NULL;
 	json_t *j = NULL;
@@ -230,6 +238,11 @@ static json_t *before_json(struct store *s, const struct store_op *op)
 				      &u->k) == 0)
 			j = authkey_json(&u->k);
 		crypto_wipe(&u->k, sizeof(u->k));
+		break;
+	case STORE_OP_ACCOUNT_PUT:
+		if (op->account.id && store_account_get(s, op->account.email, &u->a) == 0)
+			j = account_json(&u->a);
+		crypto_wipe(&u->a, sizeof(u->a));
 		break;
 	case STORE_OP_SETTING_SET:
 		val = malloc(STORE_SETTING_VALUE_MAX);
@@ -264,6 +277,8 @@ static json_t *after_json(const struct store_op *op)
 		return setting_json(op->setting.key, op->setting.value, op->setting.len);
 	case STORE_OP_AUDIT_PRUNE:
 		return json_pack("{s:I}", "before", (json_int_t)op->audit_prune_before);
+	case STORE_OP_ACCOUNT_PUT:
+		return account_json(&op->account);
 	default:
 		return NULL; /* deletions: nothing after */
 	}
@@ -298,6 +313,12 @@ static void target_derive(char *buf, size_t len, const struct store_op *op)
 		break;
 	case STORE_OP_AUDIT_PRUNE:
 		snprintf(buf, len, "audit");
+		break;
+	case STORE_OP_ACCOUNT_PUT:
+		snprintf(buf, len, "account:%s", op->account.email);
+		break;
+	case STORE_OP_ACCOUNT_DELETE:
+		snprintf(buf, len, "account:%" PRIu64, op->id);
 		break;
 	}
 }

@@ -25,12 +25,37 @@ struct control_tailnet {
 	 * unless the key is preauthorized (Tailscale's "device approval" setting).
 	 */
 	bool device_approval;
+	/* Logins into it must use a second factor (local accounts always do; OIDC: the IdP's). */
+	bool require_2fa;
 };
 
 struct control_user {
 	uint64_t id;
 	uint64_t tailnet_id;
 	char name[NETMAP_USER_MAX];
+	int64_t created;
+};
+
+/*
+ * A local account (users add): who may sign in on the login pages with a password.
+ * Its tailnet and user are chosen at the first login (tenancy, web.h); the account
+ * itself is tailnet-independent, keyed by its email address.
+ */
+#define CONTROL_EMAIL_MAX 128
+#define CONTROL_PASSWORD_HASH_MAX 160 /* auth/password.h PASSWORD_HASH_MAX */
+#define CONTROL_TOTP_SECRET_LEN 20
+#define CONTROL_RECOVERY_MAX 8
+#define CONTROL_RECOVERY_HASH_LEN 32
+struct control_account {
+	uint64_t id;
+	char email[CONTROL_EMAIL_MAX]; /* lower case */
+	char password[CONTROL_PASSWORD_HASH_MAX]; /* Argon2id PHC string */
+	bool admin;                    /* admin of the tailnet it signs in to */
+	bool totp;                     /* second factor enrolled */
+	uint8_t totp_secret[CONTROL_TOTP_SECRET_LEN];
+	uint64_t totp_last_step;       /* the last TOTP step used: replays are refused */
+	unsigned n_recovery;           /* unused recovery codes, as hashes */
+	uint8_t recovery[CONTROL_RECOVERY_MAX][CONTROL_RECOVERY_HASH_LEN];
 	int64_t created;
 };
 

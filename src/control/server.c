@@ -56,6 +56,7 @@
 #include "control/metrics.h"
 #include "control/pending.h"
 #include "control/register.h"
+#include "control/web.h"
 #include "control/registry.h"
 #include "control/relay.h"
 #include "control/server.h"
@@ -81,6 +82,7 @@ struct control_server {
 	struct mapstream *ms;
 	struct ephemeral *eph;
 	struct pending *pend; /* interactive registrations, until approved */
+	struct web *web;      /* the login pages of interactive registrations */
 	struct session_env sessions;
 	struct changes changes;
 	uint8_t priv[CTRLSTREAM_KEY_LEN];
@@ -411,8 +413,12 @@ static void pending_settled(struct control_server *s, const struct control_node 
 		session_fail(w, METRICS_DROP_PROTOCOL, "registered on another connection");
 }
 
-/* The admin approved it: now it becomes a node, approved, through the usual write. */
-static void pending_approve(struct control_server *s, struct pending_reg *pr)
+/*
+ * It becomes a node of tailnet tid (owned by uid, or the tailnet's default user when 0),
+ * approved or waiting for an admin, through the usual write.
+ */
+static void pending_finish(struct control_server *s, struct pending_reg *pr, uint64_t tid,
+			   uint64_t uid, bool approved)
 {
 	struct session *ss = pr->waiter;
 	struct ctrl_register msg = { 0 };
@@ -420,7 +426,7 @@ static void pending_approve(struct control_server *s, struct pending_reg *pr)
 	struct register_request req = {
 		.msg = &msg,
 		.machine_key = machine_key, /* pr goes before the decision */
-		.default_tailnet_id = pr->tailnet_id,
+		.default_tailnet_id = tid,
 		.now = time_wall_s(),
 	};
 	struct reg_op *op = calloc(1, sizeof(*op));
@@ -429,7 +435,8 @@ static void pending_approve(struct control_server *s, struct pending_reg *pr)
 	memcpy(msg.node_key, pr->node_key, NETMAP_KEY_LEN);
 	snprintf(msg.hostname, sizeof(msg.hostname), "%s", pr->hostname);
 	snprintf(msg.os, sizeof(msg.os), "%s", pr->os);
-	log_info("control: registration %s (%s) approved", pr->code, pr->hostname);
+	log_info("control: registration %s (%s) %s", pr->code, pr->hostname,
+		 approved ? "approved" : "signed in, waits for device approval");
 	pending_drop(s, pr);
 	if (!op) {
 		if (ss)
@@ -441,7 +448,9 @@ static void pending_approve(struct control_server *s, struct pending_reg *pr)
 	op->kind = OP_REGISTER;
 	register_decide(s->reg, &req, &op->d);
 	if (!op->d.error) {
-		op->d.rec.approved = true;
+		op->d.rec.approved = approved;
+		if (uid && op->d.insert)
+			op->d.rec.user_id = uid;
 		register_begin(s->reg, &op->d, req.now);
 	}
 	if (op->d.error) {
@@ -460,6 +469,33 @@ static void pending_approve(struct control_server *s, struct pending_reg *pr)
 		if (ss)
 			reply_register(ss, CTRL_REGISTER_ERROR, "server busy", NULL);
 	}
+}
+
+/* The admin approved it: a node of the tailnet it registered in. */
+static void pending_approve(struct control_server *s, struct pending_reg *pr)
+{
+	pending_finish(s, pr, pr->tailnet_id, 0, true);
+}
+
+/* ---- the login pages (web.h) ---- */
+
+static const struct pending_reg *web_pending_get(void *arg, const char *code)
+{
+	struct control_server *s = arg;
+
+	return pending_get(s->pend, code);
+}
+
+static int web_pending_complete(void *arg, const char *code, uint64_t tid, uint64_t uid,
+				bool approved)
+{
+	struct control_server *s = arg;
+	struct pending_reg *pr = pending_get(s->pend, code);
+
+	if (!pr)
+		return -ENOENT;
+	pending_finish(s, pr, tid, uid, approved);
+	return 0;
 }
 
 /* A setting changed: approvals of pending registrations are settings. */
@@ -785,6 +821,8 @@ static void get_register(struct httpd_request *r, void *ctx)
 		return httpd_error(r, 404, NULL);
 	/* A pending registration's code, or (a node the store holds unapproved) its id. */
 	snprintf(arg, sizeof(arg), "reg:%.*s", (int)idlen, req->target + 10);
+	if (pending_code_parse(arg, code) && s->web)
+		return web_page(s->web, r, code);
 	if (pending_code_parse(arg, code)) {
 		const struct pending_reg *pr = pending_get(s->pend, code);
 		char mk[KEY_BASE64_LEN + 1], nk[KEY_BASE64_LEN + 1];
@@ -882,6 +920,12 @@ static void admin_committed(void *arg, const char *actor, const struct store_op 
 		break;
 	case STORE_OP_AUDIT_PRUNE:
 		log_info("control: admin %s: audit log pruned (%" PRIu64 " entries)", actor, id);
+		return;
+	case STORE_OP_ACCOUNT_PUT:
+	case STORE_OP_ACCOUNT_DELETE:
+		/* Read from the store at each sign-in: nothing to apply. */
+		log_info("control: admin %s: local account %s", actor,
+			 op->kind == STORE_OP_ACCOUNT_DELETE ? "deleted" : op->account.email);
 		return;
 	default:
 		log_info("control: admin %s: setting %s written", actor, op->setting.key);
@@ -1344,6 +1388,23 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		goto out;
 	}
 	{
+		struct web_env we = {
+			.loop = s->loop,
+			.store = s->store,
+			.tls = httpd_tls(s->httpd),
+			.pending_get = web_pending_get,
+			.pending_complete = web_pending_complete,
+			.committed = admin_committed,
+			.arg = s,
+		};
+
+		r = web_new(&we, &s->web);
+		if (r == 0)
+			r = web_routes_add(s->web, s->httpd);
+		if (r < 0)
+			goto out;
+	}
+	{
 		struct control_relay_opts ro = {
 			.state_dir = opts->state_dir,
 			.relay = !opts->no_relay,
@@ -1435,6 +1496,7 @@ void control_server_free(struct control_server *s)
 	httpd_free(s->metrics);
 	httpd_free(s->admin);
 	ephemeral_free(s->eph);
+	web_free(s->web);
 	pending_free(s->pend);
 	registry_free(s->reg);
 	mapper_free(s->m);

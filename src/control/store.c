@@ -478,6 +478,16 @@ int store_setting_get(struct store *s, const char *key, void *value, size_t cap)
 	return r;
 }
 
+int store_account_get(struct store *s, const char *email, struct control_account *ret)
+{
+	return RD(s, s->be->account_get(s->rd, email, ret));
+}
+
+int store_account_list(struct store *s, struct control_account **ret, size_t *ret_n)
+{
+	return RD(s, s->be->account_list(s->rd, ret, ret_n));
+}
+
 int store_changes_poll(struct store *s, uint64_t *cursor, struct store_change *ret, size_t cap)
 {
 	return RD(s, s->be->changes(s->rd, s->origin, cursor, ret, cap));

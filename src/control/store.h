@@ -77,6 +77,8 @@ enum store_op_kind {
 	STORE_OP_SETTING_SET,        /* .setting */
 	/* Audit entries before .audit_prune_before go, the last one the anchor; id: how many. */
 	STORE_OP_AUDIT_PRUNE,
+	STORE_OP_ACCOUNT_PUT,        /* .account: id 0 inserts (id assigned), else replaces */
+	STORE_OP_ACCOUNT_DELETE,     /* .id */
 };
 
 struct store_setting {
@@ -93,6 +95,7 @@ struct store_op {
 		struct control_node node;
 		struct control_authkey authkey;
 		struct store_setting setting;
+		struct control_account account;
 		uint64_t id;
 		int64_t audit_prune_before; /* Unix seconds */
 	};
@@ -116,6 +119,7 @@ enum store_change_kind {
 	STORE_CHANGE_NODE,
 	STORE_CHANGE_AUTHKEY,
 	STORE_CHANGE_SETTING,
+	STORE_CHANGE_ACCOUNT,
 };
 
 struct store_change {
@@ -169,6 +173,9 @@ struct store_backend {
 	int (*audit_anchor)(void *be, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN]);
 	int (*audit_read)(void *be, uint64_t after_seq, int64_t since, size_t max,
 			  int (*fn)(void *arg, const struct audit_entry *e), void *arg);
+	int (*account_get)(void *be, const char *email, struct control_account *ret);
+	/* Every account, malloc'd array in *ret. */
+	int (*account_list)(void *be, struct control_account **ret, size_t *ret_n);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
@@ -241,6 +248,9 @@ int store_user_get_by_name(struct store *s, uint64_t tailnet_id, const char *nam
 int store_node_get(struct store *s, uint64_t id, struct control_node *ret);
 int store_authkey_get(struct store *s, uint64_t id, struct control_authkey *ret);
 int store_authkey_get_by_prefix(struct store *s, const char *prefix, struct control_authkey *ret);
+/* Local accounts (email in lower case). 0 or -ENOENT; list: a malloc'd array to free(). */
+int store_account_get(struct store *s, const char *email, struct control_account *ret);
+int store_account_list(struct store *s, struct control_account **ret, size_t *ret_n);
 /* Copies at most cap bytes; returns the value length, or -ENOENT. */
 int store_setting_get(struct store *s, const char *key, void *value, size_t cap);
 

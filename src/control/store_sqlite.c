@@ -110,6 +110,22 @@ static const char *const migrations[] = {
     " id INTEGER PRIMARY KEY CHECK (id = 1),"
     " seq INTEGER NOT NULL,"
     " hash BLOB NOT NULL);",
+    /*
+     * 6: local accounts (issue 11): an Argon2id hash with its parameters, the TOTP
+     * secret once enrolled, the last TOTP step used (replay refusal), the unused
+     * recovery codes' hashes concatenated. Tailnet and user come at first login.
+     */
+    "CREATE TABLE accounts ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " email TEXT NOT NULL UNIQUE,"
+    " password TEXT NOT NULL,"
+    " admin INTEGER NOT NULL DEFAULT 0,"
+    " totp_secret BLOB,"
+    " totp_last_step INTEGER NOT NULL DEFAULT 0,"
+    " recovery BLOB NOT NULL DEFAULT x'',"
+    " created INTEGER NOT NULL);"
+    /* ... and the tailnet setting that makes a second factor mandatory at login. */
+    "ALTER TABLE tailnets ADD COLUMN require_2fa INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -150,11 +166,18 @@ enum stmt_id {
 	ST_AUDIT_PRUNE_LAST,
 	ST_AUDIT_PRUNE,
 	ST_AUDIT_ANCHOR_SET,
+	ST_ACCOUNT_INSERT,
+	ST_ACCOUNT_UPDATE,
+	ST_ACCOUNT_DELETE,
+	ST_ACCOUNT_BY_EMAIL,
+	ST_ACCOUNT_ALL,
 	ST_COUNT,
 };
 
-#define TAILNET_COLS "id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval"
+#define TAILNET_COLS                                                                               \
+	"id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval, require_2fa"
 #define USER_COLS "id, tailnet_id, name, created"
+#define ACCOUNT_COLS "id, email, password, admin, totp_secret, totp_last_step, recovery, created"
 #define NODE_COLS                                                                                  \
 	"id, tailnet_id, user_id, name, hostname, os, machine_key, node_key, ipv4, endpoints, "    \
 	"tags, ephemeral, approved, expiry_disabled, key_expiry, created, last_seen"
@@ -164,9 +187,10 @@ enum stmt_id {
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_TAILNET_INSERT] = "INSERT INTO tailnets (name, key_expiry_sec, ephemeral_timeout_sec,"
-			  " created, device_approval) VALUES (?1, ?2, ?3, ?4, ?5)",
+			  " created, device_approval, require_2fa) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_TAILNET_UPDATE] = "UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
-			  " ephemeral_timeout_sec = ?4, device_approval = ?5 WHERE id = ?1",
+			  " ephemeral_timeout_sec = ?4, device_approval = ?5, require_2fa = ?6"
+			  " WHERE id = ?1",
     [ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
     [ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
 		       " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
@@ -213,6 +237,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_AUDIT_ANCHOR_SET] = "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2)"
 			    " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq,"
 			    " hash = excluded.hash",
+    [ST_ACCOUNT_INSERT] = "INSERT INTO accounts (email, password, admin, totp_secret,"
+			  " totp_last_step, recovery, created) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_ACCOUNT_UPDATE] = "UPDATE accounts SET email = ?2, password = ?3, admin = ?4,"
+			  " totp_secret = ?5, totp_last_step = ?6, recovery = ?7, created = ?8"
+			  " WHERE id = ?1",
+    [ST_ACCOUNT_DELETE] = "DELETE FROM accounts WHERE id = ?1",
+    [ST_ACCOUNT_BY_EMAIL] = "SELECT " ACCOUNT_COLS " FROM accounts WHERE email = ?1",
+    [ST_ACCOUNT_ALL] = "SELECT " ACCOUNT_COLS " FROM accounts ORDER BY id",
 };
 
 struct sq {
@@ -515,6 +547,7 @@ static void row_tailnet(sqlite3_stmt *st, struct control_tailnet *t)
 	t->ephemeral_timeout_sec = sqlite3_column_int64(st, 3);
 	t->created = sqlite3_column_int64(st, 4);
 	t->device_approval = sqlite3_column_int(st, 5) != 0;
+	t->require_2fa = sqlite3_column_int(st, 6) != 0;
 }
 
 static void row_user(sqlite3_stmt *st, struct control_user *u)
@@ -524,6 +557,42 @@ static void row_user(sqlite3_stmt *st, struct control_user *u)
 	u->tailnet_id = (uint64_t)sqlite3_column_int64(st, 1);
 	text_copy(u->name, sizeof(u->name), st, 2);
 	u->created = sqlite3_column_int64(st, 3);
+}
+
+static void row_account(sqlite3_stmt *st, struct control_account *a)
+{
+	size_t rec = (size_t)sqlite3_column_bytes(st, 6);
+
+	memset(a, 0, sizeof(*a));
+	a->id = (uint64_t)sqlite3_column_int64(st, 0);
+	text_copy(a->email, sizeof(a->email), st, 1);
+	text_copy(a->password, sizeof(a->password), st, 2);
+	a->admin = sqlite3_column_int(st, 3) != 0;
+	a->totp = sqlite3_column_type(st, 4) == SQLITE_BLOB &&
+		  sqlite3_column_bytes(st, 4) == CONTROL_TOTP_SECRET_LEN;
+	if (a->totp)
+		blob_copy(a->totp_secret, sizeof(a->totp_secret), st, 4);
+	a->totp_last_step = (uint64_t)sqlite3_column_int64(st, 5);
+	a->n_recovery = (unsigned)MIN(rec / CONTROL_RECOVERY_HASH_LEN, CONTROL_RECOVERY_MAX);
+	blob_copy(a->recovery, a->n_recovery * CONTROL_RECOVERY_HASH_LEN, st, 6);
+	a->created = sqlite3_column_int64(st, 7);
+}
+
+static void bind_account(sqlite3_stmt *st, const struct control_account *a)
+{
+	sqlite3_bind_int64(st, 1, (int64_t)a->id);
+	sqlite3_bind_text(st, 2, a->email, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 3, a->password, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, 4, a->admin);
+	if (a->totp)
+		sqlite3_bind_blob(st, 5, a->totp_secret, sizeof(a->totp_secret), SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 5);
+	sqlite3_bind_int64(st, 6, (int64_t)a->totp_last_step);
+	sqlite3_bind_blob(st, 7, a->recovery,
+			  (int)(MIN(a->n_recovery, CONTROL_RECOVERY_MAX) * CONTROL_RECOVERY_HASH_LEN),
+			  SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 8, a->created);
 }
 
 static void row_node(sqlite3_stmt *st, struct control_node *n)
@@ -753,6 +822,7 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 			id = op->tailnet.id;
 		}
 		sqlite3_bind_int(st, 5, op->tailnet.device_approval);
+		sqlite3_bind_int(st, 6, op->tailnet.require_2fa);
 		ck = STORE_CHANGE_TAILNET;
 		break;
 	case STORE_OP_USER_CREATE:
@@ -836,6 +906,25 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		break;
 	case STORE_OP_AUDIT_PRUNE:
 		return audit_prune(q, op->audit_prune_before, ret_id);
+	case STORE_OP_ACCOUNT_PUT:
+		insert = op->account.id == 0;
+		if (!op->account.email[0] || !op->account.password[0])
+			return -EINVAL;
+		st = stmt_get(q, insert ? ST_ACCOUNT_INSERT : ST_ACCOUNT_UPDATE);
+		if (!st)
+			return -EIO;
+		bind_account(st, &op->account);
+		id = op->account.id;
+		ck = STORE_CHANGE_ACCOUNT;
+		break;
+	case STORE_OP_ACCOUNT_DELETE:
+		st = stmt_get(q, ST_ACCOUNT_DELETE);
+		if (!st)
+			return -EIO;
+		sqlite3_bind_int64(st, 1, (int64_t)op->id);
+		id = op->id;
+		ck = STORE_CHANGE_ACCOUNT;
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -990,6 +1079,28 @@ static int sq_setting_get(void *be, const char *key, struct store_setting *ret)
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
 	snprintf(ret->key, sizeof(ret->key), "%s", key);
 	return GET_ONE(q, st, row_setting, ret);
+}
+
+static int sq_account_get(void *be, const char *email, struct control_account *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_ACCOUNT_BY_EMAIL);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_text(st, 1, email, -1, SQLITE_TRANSIENT);
+	return GET_ONE(q, st, row_account, ret);
+}
+
+static int load_table(struct sq *q, enum stmt_id id, size_t elem,
+		      void (*row)(sqlite3_stmt *, void *), void **ret, size_t *ret_n);
+
+static int sq_account_list(void *be, struct control_account **ret, size_t *ret_n)
+{
+	*ret = NULL;
+	*ret_n = 0;
+	return load_table(be, ST_ACCOUNT_ALL, sizeof(**ret), (void *)row_account, (void **)ret,
+			  ret_n);
 }
 
 static int changes_max(struct sq *q, uint64_t *ret)
@@ -1204,6 +1315,8 @@ const struct store_backend store_backend_sqlite = {
 	.node_get = sq_node_get,
 	.authkey_get = sq_authkey_get,
 	.setting_get = sq_setting_get,
+	.account_get = sq_account_get,
+	.account_list = sq_account_list,
 	.changes = sq_changes,
 	.audit_anchor = sq_audit_anchor,
 	.audit_read = sq_audit_read,

@@ -400,17 +400,22 @@ static void conn_flush(struct httpd_conn *c)
 
 /* ---- replies ---- */
 
-static void reply(struct httpd_conn *c, unsigned status, const char *ctype, const void *body,
-		  size_t body_len)
+static void reply_ext(struct httpd_conn *c, unsigned status, const char *ctype, const char *more,
+		      const void *body, size_t body_len)
 {
-	char extra[160], head[512];
+	char extra[768], head[1024];
 	int n;
 
 	if (c->dead || c->answered)
 		return;
 	c->answered = true;
 	c->close_after_write = true;
-	snprintf(extra, sizeof(extra), "Content-Type: %s\r\nConnection: close\r\n", ctype);
+	n = snprintf(extra, sizeof(extra), "Content-Type: %s\r\nConnection: close\r\n%s", ctype,
+		     more ? more : "");
+	if (n < 0 || (size_t)n >= sizeof(extra)) {
+		conn_close(c, HTTPD_DROP_IO, "response headers too large");
+		return;
+	}
 	n = http_response_build(head, sizeof(head), status, extra, body_len);
 	if (n < 0) {
 		conn_close(c, HTTPD_DROP_IO, "response too large");
@@ -426,6 +431,12 @@ static void reply(struct httpd_conn *c, unsigned status, const char *ctype, cons
 		memcpy(c->out + n, body, body_len);
 	c->out_len = (size_t)n + body_len;
 	c->out_off = 0;
+}
+
+static void reply(struct httpd_conn *c, unsigned status, const char *ctype, const void *body,
+		  size_t body_len)
+{
+	reply_ext(c, status, ctype, NULL, body, body_len);
 }
 
 static void error_reply(struct httpd_conn *c, unsigned status, int drop, const char *why)
@@ -445,6 +456,12 @@ void httpd_reply(struct httpd_request *r, unsigned status, const char *content_t
 		 const void *body, size_t len)
 {
 	reply(r->conn, status, content_type, body, len);
+}
+
+void httpd_reply_headers(struct httpd_request *r, unsigned status, const char *content_type,
+			 const char *extra_headers, const void *body, size_t len)
+{
+	reply_ext(r->conn, status, content_type, extra_headers, body, len);
 }
 
 void httpd_error(struct httpd_request *r, unsigned status, const char *why)

@@ -153,6 +153,12 @@ int httpd_route_add_body(struct httpd *h, const char *method, const char *path, 
 void httpd_reply(struct httpd_request *r, unsigned status, const char *content_type,
 		 const void *body, size_t len);
 /*
+ * The same with extra_headers: lines of "Name: value\r\n" (Set-Cookie, Location,
+ * Cache-Control), the caller's own text, at most 600 bytes.
+ */
+void httpd_reply_headers(struct httpd_request *r, unsigned status, const char *content_type,
+			 const char *extra_headers, const void *body, size_t len);
+/*
  * A plain-text error response. With a reason, the request counts as bad
  * (HTTPD_DROP_BAD) and the reason is logged (rate limited).
  */

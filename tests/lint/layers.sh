@@ -12,6 +12,7 @@ src=${1:-$(dirname "$0")/../../src}
 declare -A below=(
 	[base]=""
 	[crypto]="base"
+	[auth]="base crypto"
 	[proto]="base crypto"
 	[wg]="base crypto"
 	[os]="base"
@@ -19,7 +20,7 @@ declare -A below=(
 	[disco]="base crypto proto"
 	[node]="base crypto proto wg os net portmap disco"
 	[portmap]="base os"
-	[control]="base crypto proto os net relay"
+	[control]="base crypto proto os net relay auth"
 	[relay]="base crypto proto net"
 	[cli]="base crypto proto"
 )

@@ -310,7 +310,7 @@ static void test_interactive(void **state)
 	struct client c;
 	struct ctrl_msg m;
 	struct store *st;
-	char arg[64], body[512];
+	char arg[64], body[8192]; /* the login page: HTML with its style */
 	size_t nodes0 = store_node_count();
 	const char *p;
 

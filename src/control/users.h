@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_USERS_H
+#define TRELLIS_CONTROL_USERS_H
+
+/*
+ * Local accounts (`trellis-control users add|list|passwd|delete|reset-2fa`) as
+ * admin operations (admin_op.h: an actor, checked input, durable writes through
+ * admin_op_commit). Passwords arrive hashed: the CLI runs Argon2id itself
+ * (auth/password.h), so the server's event loop never spends 100 ms on a hash
+ * for an admin and the password never crosses the admin socket. A hash is
+ * accepted only in the form and parameter range password_verify reads.
+ *
+ * An account has no tailnet until its first login (web.h: tenancy by the email's
+ * domain); deleting it ends its sign-ins, not the nodes it owns.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "control/admin_op.h"
+#include "control/model.h"
+
+/* Lower-cases a plausible address (local@domain.tld, no spaces or controls). 0 or -EINVAL. */
+int users_email_normalize(const char *in, char ret[CONTROL_EMAIL_MAX]);
+/* The part after '@' of a normalized address. */
+const char *users_email_domain(const char *email);
+
+/* 0, -EINVAL (address or hash), -EEXIST. ret may be NULL. */
+int users_account_add(struct admin_op_ctx *c, const char *email, const char *password_hash,
+		      bool admin, struct control_account *ret);
+/* 0, -EINVAL, -ENOENT. */
+int users_account_passwd(struct admin_op_ctx *c, const char *email, const char *password_hash);
+int users_account_delete(struct admin_op_ctx *c, const char *email);
+/* Forgets the TOTP secret and recovery codes: the next login enrols again. */
+int users_account_reset_2fa(struct admin_op_ctx *c, const char *email);
+/* Every account; *ret malloc'd (free()). */
+int users_account_list(struct admin_op_ctx *c, struct control_account **ret, size_t *ret_n);
+
+#endif
