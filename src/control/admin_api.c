@@ -781,6 +781,9 @@ static int audit_prune(struct call *k)
 	if (r < 0)
 		return op_fail(k, r);
 	k->out = json_pack("{s:I}", "removed", (json_int_t)n);
+	return 0;
+}
+
 /* Local accounts (users.h): never their hashes or secrets. */
 static int accounts(struct call *k)
 {
