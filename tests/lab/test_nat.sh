@@ -151,10 +151,18 @@ for pair in "e l1" "e p" "h1 p" "l1 l2"; do
 	ttd=$(status_eval "$1" "[p['disco'].get('time_to_direct_ms') for p in j['peers'] if p['hostname'] == '$2'][0]")
 	log "$1 -> $2: time to direct measured by trellisd: ${ttd:-?} ms"
 done
-ep=$(peer_field l1 l2 endpoint)
-check "l1 reaches l2 over the LAN ($ep)" test "${ep%:*}" = 198.18.6.2
-ep=$(peer_field p h1 endpoint)
-check "p reaches h1 at its hard NAT ($ep)" test "${ep%:*}" = 192.0.2.23
+# endpoint_with_traffic NAME PEER ADDR: one ping, then NAME's endpoint for PEER is at ADDR
+# (the checks above took long enough for the pair to go idle and drop its path).
+endpoint_with_traffic()
+{
+	nsx "$1" ping -c 1 -W 1 "${IP4[$2]}" >/dev/null 2>&1
+	ep=$(peer_field "$1" "$2" endpoint)
+	[[ ${ep%:*} == "$3" ]]
+}
+check "l1 reaches l2 over the LAN" wait_for 30 endpoint_with_traffic l1 l2 198.18.6.2
+log "l1 -> l2 endpoint: $(peer_field l1 l2 endpoint)"
+check "p reaches h1 at its hard NAT" wait_for 30 endpoint_with_traffic p h1 192.0.2.23
+log "p -> h1 endpoint: $(peer_field p h1 endpoint)"
 
 # ---- an address added to p (then removed) reaches its peers: the netlink monitor
 # re-gathers at once (debounced), besides the periodic check

@@ -142,26 +142,35 @@ b_endpoint_of_a() { status_eval b "[p.get('endpoint') for p in j['peers'] if p['
 b_sends_to() { [[ $(b_endpoint_of_a) == "$1" ]]; }
 
 # udp_arrives FROM DST PORT: a datagram sent from namespace FROM to DST:PORT reaches A's PORT.
+# The receiver is bound before the sender starts and listens until 10 s after the sender's
+# five datagrams are out (a python start can take seconds on a busy machine): what has not
+# arrived by then is not coming.
 udp_arrives()
 {
 	local ready=$LAB_TMP/udp-ready out=$LAB_TMP/udp-recv pid rc=0
-	rm -f "$ready"
+	rm -f "$ready" "$out"
 	ip netns exec "$(ns_name a)" python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("198.18.0.2", int(sys.argv[1]))); s.settimeout(3)
+s.bind(("198.18.0.2", int(sys.argv[1]))); s.settimeout(120)
 open(sys.argv[2], "w").close()
-print(s.recvfrom(100)[0].decode())' "$3" "$ready" >"$out" 2>&1 &
+print(s.recvfrom(100)[0].decode(), flush=True)' "$3" "$ready" >"$out" 2>&1 &
 	pid=$!
 	LAB_PIDS+=("$pid")
-	wait_for 5 test -e "$ready" || return 1
-	nsx "$1" python3 -c '
+	if wait_for 30 test -e "$ready"; then
+		nsx "$1" python3 -c '
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(5):
     s.sendto(b"knock", (sys.argv[1], int(sys.argv[2]))); time.sleep(0.2)' "$2" "$3"
-	wait "$pid" || rc=$?
-	((rc == 0)) && grep -q knock "$out"
+		wait_for 10 grep -q knock "$out" || rc=1
+	else
+		rc=1
+	fi
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	lab_forget "$pid"
+	return $rc
 }
 
 lab_node_join a a "$KEY"
