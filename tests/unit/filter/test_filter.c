@@ -1,0 +1,687 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The packet filter: the compiler against a naive reading of the rules on random filters,
+ * a table of verdicts (TCP, UDP, ICMP, IPv4 and IPv6, port ranges, replies to our flows,
+ * ICMP errors quoting flows, fragments, bad packets), timeouts on an injected clock,
+ * eviction from a full table, a filter change keeping the node's flows and closing revoked
+ * ones, and a batch on several threads while the rules change.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "base/pkt.h"
+#include "filter/filter.h"
+#include "proto/netmap.h"
+
+#define S (1000000000ULL)
+
+/* --- building filters --- */
+
+struct fb {
+	struct netmap_filter nf;
+	struct netmap_filter_rule rules[64];
+	struct netmap_prefix srcs[256];
+	struct netmap_filter_dst dsts[256];
+};
+
+static void pfx(struct netmap_prefix *p, const char *s)
+{
+	char buf[64];
+	char *slash;
+
+	strcpy(buf, s);
+	slash = strchr(buf, '/');
+	assert_non_null(slash);
+	*slash = 0;
+	memset(p, 0, sizeof(*p));
+	p->len = (uint8_t)atoi(slash + 1);
+	if (inet_pton(AF_INET, buf, p->addr) == 1) {
+		p->family = AF_INET;
+	} else {
+		assert_int_equal(inet_pton(AF_INET6, buf, p->addr), 1);
+		p->family = AF_INET6;
+	}
+}
+
+static void fb_init(struct fb *b)
+{
+	memset(b, 0, sizeof(*b));
+	b->nf.rules = b->rules;
+	b->nf.srcs = b->srcs;
+	b->nf.dsts = b->dsts;
+}
+
+/* srcs: "a/n,b/n"; dst "p/n" ports lo-hi; protos 0-terminated. */
+static void fb_rule(struct fb *b, const char *srcs, const char *dst, unsigned lo, unsigned hi,
+		    const uint8_t *protos)
+{
+	struct netmap_filter_rule *r = &b->rules[b->nf.n_rules++];
+	char buf[512];
+	char *tok, *save;
+
+	r->src_off = b->nf.n_srcs;
+	strcpy(buf, srcs);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		pfx(&b->srcs[b->nf.n_srcs++], tok);
+	r->n_src = b->nf.n_srcs - r->src_off;
+	r->dst_off = b->nf.n_dsts;
+	strcpy(buf, dst);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		struct netmap_filter_dst *d = &b->dsts[b->nf.n_dsts++];
+
+		pfx(&d->prefix, tok);
+		d->port_first = (uint16_t)lo;
+		d->port_last = (uint16_t)hi;
+	}
+	r->n_dst = b->nf.n_dsts - r->dst_off;
+	while (protos && *protos)
+		r->protos[r->n_protos++] = *protos++;
+}
+
+static struct filter_rules *fb_compile(struct fb *b)
+{
+	struct filter_rules *r = NULL;
+
+	assert_int_equal(filter_rules_compile(&b->nf, &r), 0);
+	return r;
+}
+
+/* --- building packets --- */
+
+static void addr(int family, const char *s, uint8_t *out)
+{
+	assert_int_equal(inet_pton(family, s, out), 1);
+}
+
+/* An IP packet from src to dst with the l4 bytes; returns its length. */
+static size_t ip_pkt(uint8_t *out, const char *src, const char *dst, uint8_t proto,
+		     const uint8_t *l4, size_t l4len)
+{
+	if (strchr(src, ':')) {
+		memset(out, 0, 40);
+		out[0] = 0x60;
+		out[4] = (uint8_t)(l4len >> 8);
+		out[5] = (uint8_t)l4len;
+		out[6] = proto;
+		out[7] = 64;
+		addr(AF_INET6, src, out + 8);
+		addr(AF_INET6, dst, out + 24);
+		memcpy(out + 40, l4, l4len);
+		return 40 + l4len;
+	}
+	memset(out, 0, 20);
+	out[0] = 0x45;
+	out[2] = (uint8_t)((20 + l4len) >> 8);
+	out[3] = (uint8_t)(20 + l4len);
+	out[8] = 64;
+	out[9] = proto;
+	addr(AF_INET, src, out + 12);
+	addr(AF_INET, dst, out + 16);
+	memcpy(out + 20, l4, l4len);
+	return 20 + l4len;
+}
+
+#define SYN 0x02
+#define ACK 0x10
+#define FIN 0x01
+#define RST 0x04
+
+static size_t tcp(uint8_t *out, const char *src, unsigned sport, const char *dst, unsigned dport,
+		  uint8_t flags)
+{
+	uint8_t l4[20] = {0};
+
+	l4[0] = (uint8_t)(sport >> 8), l4[1] = (uint8_t)sport;
+	l4[2] = (uint8_t)(dport >> 8), l4[3] = (uint8_t)dport;
+	l4[12] = 0x50;
+	l4[13] = flags;
+	return ip_pkt(out, src, dst, 6, l4, sizeof(l4));
+}
+
+static size_t udp(uint8_t *out, const char *src, unsigned sport, const char *dst, unsigned dport)
+{
+	uint8_t l4[12] = {0};
+
+	l4[0] = (uint8_t)(sport >> 8), l4[1] = (uint8_t)sport;
+	l4[2] = (uint8_t)(dport >> 8), l4[3] = (uint8_t)dport;
+	l4[5] = 12;
+	return ip_pkt(out, src, dst, 17, l4, sizeof(l4));
+}
+
+static size_t icmp(uint8_t *out, const char *src, const char *dst, uint8_t type, unsigned id,
+		   const uint8_t *quote, size_t qlen)
+{
+	uint8_t l4[256] = {0};
+	bool v6 = strchr(src, ':');
+
+	l4[0] = type;
+	l4[4] = (uint8_t)(id >> 8), l4[5] = (uint8_t)id;
+	if (qlen)
+		memcpy(l4 + 8, quote, qlen);
+	return ip_pkt(out, src, dst, v6 ? 58 : 1, l4, 8 + qlen);
+}
+
+/* --- the compiler against a naive reading of the rules --- */
+
+static bool prefix_has(const struct netmap_prefix *p, int family, const uint8_t *a)
+{
+	unsigned i, bits = p->len;
+
+	if (p->family != family)
+		return false;
+	for (i = 0; i < bits; i++) {
+		unsigned byte = i / 8, bit = 7 - i % 8;
+
+		if (((p->addr[byte] >> bit) & 1) != ((a[byte] >> bit) & 1))
+			return false;
+	}
+	return true;
+}
+
+static bool naive(const struct netmap_filter *nf, int family, uint8_t proto, const uint8_t *src,
+		  const uint8_t *dst, uint16_t port)
+{
+	bool ports = proto == 6 || proto == 17 || proto == 33 || proto == 132 || proto == 136;
+	unsigned i, j;
+
+	for (i = 0; i < nf->n_rules; i++) {
+		const struct netmap_filter_rule *r = &nf->rules[i];
+		bool pok = !r->n_protos, sok = false, dok = false;
+
+		for (j = 0; j < r->n_protos; j++)
+			pok |= r->protos[j] == proto;
+		for (j = 0; j < r->n_src; j++)
+			sok |= prefix_has(&nf->srcs[r->src_off + j], family, src);
+		for (j = 0; j < r->n_dst; j++) {
+			const struct netmap_filter_dst *d = &nf->dsts[r->dst_off + j];
+
+			dok |= prefix_has(&d->prefix, family, dst) &&
+			       (!ports || (port >= d->port_first && port <= d->port_last));
+		}
+		if (pok && sok && dok)
+			return true;
+	}
+	return false;
+}
+
+/* Addresses from a small space so that random prefixes and probes meet. */
+static void rand_addr(int family, uint8_t *a)
+{
+	unsigned n = family == AF_INET ? 4 : 16, i;
+
+	memset(a, 0, 16);
+	for (i = 0; i < n; i++)
+		a[i] = (uint8_t)(i == n - 1 ? rand() % 8 : (i == n - 2 ? rand() % 2 : 0x64));
+}
+
+static void rand_prefix(struct netmap_prefix *p)
+{
+	p->family = rand() % 2 ? AF_INET : AF_INET6;
+	rand_addr(p->family, p->addr);
+	p->len = (uint8_t)((p->family == AF_INET ? 32 : 128) - rand() % 11);
+	if (rand() % 10 == 0)
+		p->len = 0;
+}
+
+static void test_compile_vs_naive(void **state)
+{
+	static const uint8_t protos[] = {1, 6, 17, 58, 132, 47};
+	unsigned round;
+
+	(void)state;
+	srand(12);
+	for (round = 0; round < 300; round++) {
+		struct fb b;
+		struct filter_rules *r;
+		unsigned i, j, q;
+
+		fb_init(&b);
+		b.nf.n_rules = 1 + (unsigned)rand() % 12;
+		for (i = 0; i < b.nf.n_rules; i++) {
+			struct netmap_filter_rule *ru = &b.rules[i];
+
+			ru->src_off = b.nf.n_srcs;
+			ru->n_src = 1 + (unsigned)rand() % 4;
+			for (j = 0; j < ru->n_src; j++)
+				rand_prefix(&b.srcs[b.nf.n_srcs++]);
+			ru->dst_off = b.nf.n_dsts;
+			ru->n_dst = 1 + (unsigned)rand() % 3;
+			for (j = 0; j < ru->n_dst; j++) {
+				struct netmap_filter_dst *d = &b.dsts[b.nf.n_dsts++];
+				unsigned lo = (unsigned)rand() % 40,
+					 hi = lo + (unsigned)rand() % 20;
+
+				rand_prefix(&d->prefix);
+				if (rand() % 5 == 0)
+					lo = 0, hi = 65535;
+				d->port_first = (uint16_t)lo;
+				d->port_last = (uint16_t)hi;
+			}
+			ru->n_protos = (unsigned)rand() % 3;
+			for (j = 0; j < ru->n_protos; j++)
+				ru->protos[j] = protos[rand() % 6];
+		}
+		r = fb_compile(&b);
+		for (q = 0; q < 400; q++) {
+			int family = rand() % 2 ? AF_INET : AF_INET6;
+			uint8_t src[16], dst[16], proto = protos[rand() % 6];
+			uint16_t port = (uint16_t)(rand() % 70);
+
+			if (rand() % 20 == 0)
+				proto = (uint8_t)(rand() % 256);
+			rand_addr(family, src);
+			rand_addr(family, dst);
+			assert_int_equal(filter_rules_match(r, family, proto, src, dst, port),
+					 naive(&b.nf, family, proto, src, dst, port));
+		}
+		filter_rules_free(r);
+	}
+}
+
+static void test_compile_refuses(void **state)
+{
+	struct fb b;
+	struct filter_rules *r = NULL;
+
+	(void)state;
+	fb_init(&b);
+	fb_rule(&b, "100.64.0.1/32", "100.64.0.7/32", 22, 22, NULL);
+	b.dsts[0].port_first = 30; /* first > last */
+	b.dsts[0].port_last = 20;
+	assert_int_equal(filter_rules_compile(&b.nf, &r), -EINVAL);
+	assert_null(r);
+}
+
+/* --- verdicts --- */
+
+#define ME4 "100.64.0.7"
+#define PEER4 "100.64.0.1"
+#define OTHER4 "100.64.0.2"
+#define ME6 "fd7e:11e5:7a11::6440:7"
+#define PEER6 "fd7e:11e5:7a11::6440:1"
+
+static struct filter *policy_sized(unsigned ct_max)
+{
+	static const uint8_t tcp_only[] = {6, 0}, udp_only[] = {17, 0};
+	struct filter *f = NULL;
+	struct fb b;
+
+	fb_init(&b);
+	fb_rule(&b, PEER4 "/32," PEER6 "/128", ME4 "/32," ME6 "/128", 22, 22, tcp_only);
+	fb_rule(&b, "100.64.0.0/24", ME4 "/32", 8000, 8999, udp_only);
+	assert_int_equal(filter_new(ct_max, 1, &f), 0);
+	assert_false(filter_active(f));
+	filter_rules_set(f, fb_compile(&b));
+	assert_true(filter_active(f));
+	return f;
+}
+
+static struct filter *policy(void)
+{
+	return policy_sized(64);
+}
+
+static uint64_t drops(struct filter *f, enum filter_drop d)
+{
+	struct filter_stats st;
+
+	filter_stats_get(f, &st);
+	return st.drops[d];
+}
+
+static void test_rules_verdicts(void **state)
+{
+	struct filter *f = policy();
+	uint8_t p[512];
+	size_t n;
+
+	(void)state;
+	n = tcp(p, PEER4, 40000, ME4, 22, SYN);
+	assert_true(filter_rx(f, p, n, S));
+	n = tcp(p, PEER6, 40000, ME6, 22, SYN);
+	assert_true(filter_rx(f, p, n, S));
+	n = tcp(p, PEER4, 40001, ME4, 80, SYN);
+	assert_false(filter_rx(f, p, n, S));
+	n = udp(p, PEER4, 40000, ME4, 22); /* the port, not the protocol */
+	assert_false(filter_rx(f, p, n, S));
+	n = tcp(p, OTHER4, 40000, ME4, 22, SYN); /* another source */
+	assert_false(filter_rx(f, p, n, S));
+	n = udp(p, OTHER4, 5000, ME4, 8999); /* range edges */
+	assert_true(filter_rx(f, p, n, S));
+	n = udp(p, OTHER4, 5000, ME4, 9000);
+	assert_false(filter_rx(f, p, n, S));
+	n = udp(p, OTHER4, 5000, ME4, 7999);
+	assert_false(filter_rx(f, p, n, S));
+	n = icmp(p, PEER4, ME4, 8, 1, NULL, 0); /* no rule for ICMP */
+	assert_false(filter_rx(f, p, n, S));
+	assert_int_equal(drops(f, FILTER_DROP_NO_RULE), 6);
+	/* An admitted flow's later packets pass without a SYN. */
+	n = tcp(p, PEER4, 40000, ME4, 22, ACK);
+	assert_true(filter_rx(f, p, n, S));
+	filter_free(f);
+}
+
+static void test_replies_to_our_flows(void **state)
+{
+	struct filter *f = policy();
+	uint8_t p[512], q[512];
+	size_t n, m;
+
+	(void)state;
+	/* TCP: our SYN to the peer's port 80, its SYN-ACK back. */
+	n = tcp(p, ME4, 50000, PEER4, 80, SYN);
+	filter_tx(f, p, n, S);
+	n = tcp(p, PEER4, 80, ME4, 50000, SYN | ACK);
+	assert_true(filter_rx(f, p, n, S));
+	/* A different port of ours is no reply. */
+	n = tcp(p, PEER4, 80, ME4, 50001, SYN | ACK);
+	assert_false(filter_rx(f, p, n, S));
+	/* An ACK we send without a SYN before opens nothing (strict). */
+	n = tcp(p, ME4, 50002, PEER4, 80, ACK);
+	filter_tx(f, p, n, S);
+	n = tcp(p, PEER4, 80, ME4, 50002, ACK);
+	assert_false(filter_rx(f, p, n, S));
+	/* UDP over IPv6. */
+	n = udp(p, ME6, 53000, PEER6, 53);
+	filter_tx(f, p, n, S);
+	n = udp(p, PEER6, 53, ME6, 53000);
+	assert_true(filter_rx(f, p, n, S));
+	/* ICMP echo: the reply to our request passes, with its identifier only. */
+	n = icmp(p, ME4, PEER4, 8, 77, NULL, 0);
+	filter_tx(f, p, n, S);
+	n = icmp(p, PEER4, ME4, 0, 77, NULL, 0);
+	assert_true(filter_rx(f, p, n, S));
+	n = icmp(p, PEER4, ME4, 0, 78, NULL, 0);
+	assert_false(filter_rx(f, p, n, S));
+	/* ... and does not let the peer ping us. */
+	n = icmp(p, PEER4, ME4, 8, 77, NULL, 0);
+	assert_false(filter_rx(f, p, n, S));
+	n = icmp(p, ME6, PEER6, 128, 5, NULL, 0);
+	filter_tx(f, p, n, S);
+	n = icmp(p, PEER6, ME6, 129, 5, NULL, 0);
+	assert_true(filter_rx(f, p, n, S));
+	/* ICMP errors: quoting our UDP flow, port unreachable passes; quoting another, not. */
+	m = udp(q, ME4, 54000, PEER4, 9999);
+	filter_tx(f, q, m, S);
+	n = icmp(p, PEER4, ME4, 3, 0, q, 28);
+	assert_true(filter_rx(f, p, n, S));
+	m = udp(q, ME4, 54001, PEER4, 9999);
+	n = icmp(p, PEER4, ME4, 3, 0, q, 28);
+	assert_false(filter_rx(f, p, n, S));
+	assert_int_equal(drops(f, FILTER_DROP_ICMP_ERROR), 1);
+	/* ICMPv6 packet too big quoting our TCP flow; the quote may be cut after 8 bytes. */
+	m = tcp(q, ME6, 50000, PEER6, 443, SYN);
+	filter_tx(f, q, m, S);
+	n = icmp(p, PEER6, ME6, 2, 0, q, 48);
+	assert_true(filter_rx(f, p, n, S));
+	/* An error quoting a flow a rule admitted (we answered it) passes too. */
+	n = tcp(p, PEER4, 41000, ME4, 22, SYN);
+	assert_true(filter_rx(f, p, n, S));
+	m = tcp(q, ME4, 22, PEER4, 41000, SYN | ACK);
+	filter_tx(f, q, m, S);
+	n = icmp(p, PEER4, ME4, 11, 0, q, 28);
+	assert_true(filter_rx(f, p, n, S));
+	filter_free(f);
+}
+
+static void test_fragments_and_bad(void **state)
+{
+	struct filter *f = policy();
+	uint8_t p[512];
+	size_t n;
+
+	(void)state;
+	/* A later fragment of anything passes: no ports to judge, no reassembly without the first.
+	 */
+	n = udp(p, OTHER4, 1, ME4, 1);
+	p[6] = 0x00, p[7] = 0x10; /* offset 128 bytes */
+	assert_true(filter_rx(f, p, n, S));
+	/* RFC 1858: TCP at offset 8 bytes. */
+	n = tcp(p, PEER4, 40000, ME4, 22, SYN);
+	p[6] = 0x00, p[7] = 0x01;
+	assert_false(filter_rx(f, p, n, S));
+	assert_int_equal(drops(f, FILTER_DROP_FRAGMENT), 1);
+	/* A first fragment without its whole TCP header. */
+	n = ip_pkt(p, PEER4, ME4, 6, (const uint8_t *)"\x9c\x40\x00\x16\0\0\0\0", 8);
+	p[6] = 0x20; /* more fragments */
+	assert_false(filter_rx(f, p, n, S));
+	assert_int_equal(drops(f, FILTER_DROP_FRAGMENT), 2);
+	/* Truncated headers, bad versions and lengths. */
+	n = tcp(p, PEER4, 40000, ME4, 22, SYN);
+	assert_false(filter_rx(f, p, 19, S));
+	assert_false(filter_rx(f, p, n - 1, S)); /* total length beyond the buffer */
+	p[0] = 0x55;
+	assert_false(filter_rx(f, p, n, S));
+	n = ip_pkt(p, PEER6, ME6, 0, (const uint8_t *)"\x06\x00\0\0\0\0\0\0",
+		   8); /* hop-by-hop, TCP cut */
+	assert_false(filter_rx(f, p, n, S));
+	assert_false(filter_rx(f, p, 0, S));
+	assert_int_equal(drops(f, FILTER_DROP_BAD_PACKET), 5);
+	/* IPv6: a hop-by-hop header before an admitted TCP SYN. */
+	{
+		uint8_t l4[28] = {6, 0};
+
+		l4[8] = 0x9c, l4[9] = 0x40, l4[11] = 22, l4[20] = 0x50, l4[21] = SYN;
+		n = ip_pkt(p, PEER6, ME6, 0, l4, sizeof(l4));
+		assert_true(filter_rx(f, p, n, S));
+	}
+	filter_free(f);
+}
+
+static void test_timeouts(void **state)
+{
+	struct filter *f = policy();
+	uint8_t p[512];
+	size_t n;
+
+	(void)state;
+	/* UDP heard one way expires after 30 s. */
+	n = udp(p, ME4, 1000, PEER4, 2000);
+	filter_tx(f, p, n, 10 * S);
+	n = udp(p, PEER4, 2000, ME4, 1000);
+	assert_false(filter_rx(f, p, n, 41 * S));
+	/* Refreshed within 30 s it lives; both ways, 120 s. */
+	n = udp(p, ME4, 1001, PEER4, 2000);
+	filter_tx(f, p, n, 100 * S);
+	n = udp(p, PEER4, 2000, ME4, 1001);
+	assert_true(filter_rx(f, p, n, 129 * S));
+	assert_true(filter_rx(f, p, n, 248 * S));
+	assert_false(filter_rx(f, p, n, 369 * S));
+	/* TCP: an answered SYN is established for days; a RST closes it in 10 s. */
+	n = tcp(p, ME4, 3000, PEER4, 80, SYN);
+	filter_tx(f, p, n, 1000 * S);
+	n = tcp(p, PEER4, 80, ME4, 3000, SYN | ACK);
+	assert_true(filter_rx(f, p, n, 1001 * S));
+	assert_true(filter_rx(f, p, n, 1001 * S + FILTER_TCP_ESTABLISHED_NS - S));
+	n = tcp(p, PEER4, 80, ME4, 3000, RST);
+	assert_true(filter_rx(f, p, n, 1001 * S + FILTER_TCP_ESTABLISHED_NS));
+	n = tcp(p, PEER4, 80, ME4, 3000, ACK);
+	assert_false(filter_rx(f, p, n, 1012 * S + FILTER_TCP_ESTABLISHED_NS));
+	/* ICMP echo: 30 s. */
+	n = icmp(p, ME4, PEER4, 8, 9, NULL, 0);
+	filter_tx(f, p, n, 2000 * S);
+	n = icmp(p, PEER4, ME4, 0, 9, NULL, 0);
+	assert_true(filter_rx(f, p, n, 2029 * S));
+	assert_false(filter_rx(f, p, n, 2060 * S));
+	filter_free(f);
+}
+
+static void test_table_full(void **state)
+{
+	struct filter *f = NULL;
+	struct filter_stats st;
+	struct fb b;
+	uint8_t p[512];
+	size_t n;
+	unsigned i;
+
+	(void)state;
+	fb_init(&b);
+	fb_rule(&b, "192.0.2.1/32", ME4 "/32", 1, 1, NULL);
+	assert_int_equal(filter_new(FILTER_CT_SHARDS * 2, 7, &f), 0); /* 2 flows a shard */
+	filter_rules_set(f, fb_compile(&b));
+	for (i = 0; i < 500; i++) {
+		n = udp(p, ME4, 10000 + i, PEER4, 53);
+		filter_tx(f, p, n, (1 + i) * S / 1000);
+	}
+	filter_stats_get(f, &st);
+	assert_int_equal(st.ct_entries, st.ct_max);
+	assert_int_equal(st.ct_max, FILTER_CT_SHARDS * 2);
+	assert_int_equal(st.ct_evicted, 500 - st.ct_max);
+	/* The newest flow is there, the oldest went. */
+	n = udp(p, PEER4, 53, ME4, 10499);
+	assert_true(filter_rx(f, p, n, S));
+	n = udp(p, PEER4, 53, ME4, 10000);
+	assert_false(filter_rx(f, p, n, S));
+	filter_free(f);
+}
+
+static void test_filter_change(void **state)
+{
+	static const uint8_t tcp_only[] = {6, 0};
+	struct filter *f = policy();
+	struct fb b;
+	uint8_t p[512];
+	size_t n;
+
+	(void)state;
+	/* An admitted flow and one of ours. */
+	n = tcp(p, PEER4, 40000, ME4, 22, SYN);
+	assert_true(filter_rx(f, p, n, S));
+	n = tcp(p, ME4, 50000, PEER4, 80, SYN);
+	filter_tx(f, p, n, S);
+	/* New rules: port 23 only. */
+	fb_init(&b);
+	fb_rule(&b, PEER4 "/32", ME4 "/32", 23, 23, tcp_only);
+	filter_rules_set(f, fb_compile(&b));
+	n = tcp(p, PEER4, 80, ME4, 50000, SYN | ACK);
+	assert_true(filter_rx(f, p, n, 2 * S)); /* ours stays */
+	n = tcp(p, PEER4, 40000, ME4, 22, ACK);
+	assert_false(filter_rx(f, p, n, 2 * S)); /* revoked */
+	assert_int_equal(drops(f, FILTER_DROP_REVOKED), 1);
+	/* Our stack still answers it: that does not reopen it. */
+	n = tcp(p, ME4, 22, PEER4, 40000, ACK);
+	filter_tx(f, p, n, 3 * S);
+	n = tcp(p, PEER4, 40000, ME4, 22, ACK);
+	assert_false(filter_rx(f, p, n, 3 * S));
+	assert_int_equal(drops(f, FILTER_DROP_REVOKED), 2);
+	/* Rules that admit it again reopen it. */
+	fb_init(&b);
+	fb_rule(&b, PEER4 "/32", ME4 "/32", 22, 23, tcp_only);
+	filter_rules_set(f, fb_compile(&b));
+	assert_true(filter_rx(f, p, n, 4 * S));
+	/* No policy: everything passes, nothing is judged. */
+	filter_rules_set(f, NULL);
+	assert_false(filter_active(f));
+	n = udp(p, OTHER4, 1, ME4, 1);
+	assert_true(filter_rx(f, p, n, 5 * S));
+	/* Deny all (a filter that failed to compile with none before): ours stay. */
+	filter_deny_all(f);
+	assert_false(filter_rx(f, p, n, 6 * S));
+	n = tcp(p, PEER4, 80, ME4, 50000, ACK);
+	assert_true(filter_rx(f, p, n, 6 * S));
+	filter_free(f);
+}
+
+/* --- batches on threads while the rules change --- */
+
+struct worker {
+	struct filter *f;
+	struct pkt_pool *pool;
+	atomic_bool *stop;
+	unsigned id;
+	unsigned long bad;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct pkt *pk[32];
+	unsigned i, k, round = 0;
+
+	while (!atomic_load(w->stop)) {
+		if (pkt_pool_get(w->pool, pk, 32) != 32) {
+			w->bad++;
+			break;
+		}
+		for (i = 0; i < 32; i++) {
+			/* Even: our flows' replies (always pass); odd: a new flow to port 22. */
+			if (i % 2 == 0) {
+				size_t n = udp(pk[i]->data, ME4, 20000 + w->id * 64 + i, PEER4, 53);
+
+				pk[i]->len = (uint32_t)n;
+				filter_tx_batch(w->f, &pk[i], 1, S);
+				pk[i]->len = (uint32_t)udp(pk[i]->data, PEER4, 53, ME4,
+							   20000 + w->id * 64 + i);
+			} else {
+				pk[i]->len = (uint32_t)tcp(pk[i]->data, PEER4, 30000 + round % 1000,
+							   ME4, 22, SYN);
+			}
+			pk[i]->counter = i;
+		}
+		k = filter_rx_batch(w->f, pk, 32, S);
+		/* Kept ones in order, every reply among them. */
+		for (i = 1; i < k; i++)
+			if (pk[i]->counter <= pk[i - 1]->counter)
+				w->bad++;
+		if (k < 16)
+			w->bad++;
+		pkt_free(pk, 32);
+		round++;
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct filter *f = policy_sized(1 << 14);
+	struct worker w[3];
+	pthread_t t[3];
+	atomic_bool stop = false;
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 3; i++) {
+		w[i] = (struct worker){.f = f, .stop = &stop, .id = i, .pool = pkt_pool_new(64)};
+		assert_non_null(w[i].pool);
+		assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+	}
+	for (i = 0; i < 300; i++) {
+		struct fb b;
+
+		fb_init(&b);
+		fb_rule(&b, PEER4 "/32", ME4 "/32", i % 2 ? 22 : 23, 23, NULL);
+		filter_rules_set(f, fb_compile(&b));
+	}
+	atomic_store(&stop, true);
+	for (i = 0; i < 3; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].bad, 0);
+		pkt_pool_free(w[i].pool);
+	}
+	filter_free(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_compile_vs_naive),  cmocka_unit_test(test_compile_refuses),
+	    cmocka_unit_test(test_rules_verdicts),    cmocka_unit_test(test_replies_to_our_flows),
+	    cmocka_unit_test(test_fragments_and_bad), cmocka_unit_test(test_timeouts),
+	    cmocka_unit_test(test_table_full),	      cmocka_unit_test(test_filter_change),
+	    cmocka_unit_test(test_threads),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
