@@ -58,6 +58,7 @@
 #include "node/hslog.h"
 #include "node/localapi.h"
 #include "node/netmap_apply.h"
+#include "node/nodefilter.h"
 #include "node/nodemetrics.h"
 #include "node/pathd.h"
 #include "os/sd_notify.h"
@@ -110,6 +111,7 @@ struct daemon {
 	struct loop_timer regather_timer; /* net_changed's debounce */
 	struct state *st;
 	struct netmap_apply *na;
+	struct nodefilter *filter; /* the packet filter from the netmap (issue 12) */
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
 	struct relayclient *rc;
 	struct pathd *pd;
@@ -381,6 +383,7 @@ static int apply(struct daemon *d)
 		log_warn("netmap apply: %s (retried with the next change)", strerror(-r));
 	relayclient_set_map(d->rc, &d->nm->relay_map, state_prefs(d->st)->login_server);
 	pathd_netmap(d->pd, d->nm, d->na, d->nm->self.node_key);
+	nodefilter_apply(d->filter, d->nm->filter);
 	wgdev_timers_kick(d->wg);
 	peers_log(d);
 	return r;
@@ -1262,6 +1265,7 @@ static int be_status(void *ctx, json_t **ret)
 							   "want_up", p->want_up));
 		status_relay(d, st);
 		json_object_set_new(st, "dataplane", dataplane_json(d->wg));
+		json_object_set_new(st, "filter", nodefilter_status_json(d->filter));
 		json_object_set_new(st, "health", health_json(d, st, e));
 		json_object_set_new(st, "portmap",
 				    d->pm ? portmap_status_json(d->pm) : json_null());
@@ -1281,6 +1285,7 @@ static void clear(struct daemon *d)
 		log_warn("clearing the interface: %s", strerror(-r));
 	netmap_free(d->nm);
 	d->nm = NULL;
+	nodefilter_apply(d->filter, NULL);
 	pathd_clear(d->pd);
 	relayclient_set_map(d->rc, &(struct netmap_relay_map){0}, NULL);
 }
@@ -1684,6 +1689,7 @@ static void get_metrics(struct httpd_request *r, void *ctx)
 	wg_device_stats_get(wgdev_device(d->wg), &m.wg);
 	magicsock_stats_get(wgdev_magicsock(d->wg), &m.ms);
 	wgdev_counters_get(d->wg, &m.dev);
+	filter_stats_get(nodefilter_filter(d->filter), &m.filter);
 	if (nodemetrics_render(&m, &text, &len) < 0)
 		return httpd_error(r, 500, NULL);
 	httpd_reply(r, 200, "text/plain; version=0.0.4", text, len);
@@ -1761,6 +1767,10 @@ int daemon_run(const struct daemon_opts *opts)
 	r = wgdev_new(d->loop, &wo, &d->wg);
 	if (r < 0)
 		goto out;
+	r = nodefilter_new(&d->filter);
+	if (r < 0)
+		goto out;
+	wgdev_filter_set(d->wg, nodefilter_filter(d->filter));
 	if (opts->portmap) {
 		struct portmap_cfg pc = {.port = wgdev_port(d->wg),
 					 .protocols = opts->portmap,
@@ -1895,6 +1905,7 @@ out:
 	pathd_stop(d->pd);
 	relayclient_stop(d->rc);
 	wgdev_free(d->wg);
+	nodefilter_free(d->filter);
 	relayclient_free(d->rc);
 	pathd_free(d->pd);
 	loop_async_del(&d->relay_changed);

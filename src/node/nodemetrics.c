@@ -97,6 +97,21 @@ int nodemetrics_render(const struct nodemetrics_snapshot *m, char **ret, size_t 
 		"trellis_node_drops_total{reason=\"udp_too_big\"} %" PRIu64 "\n",
 		m->ms.rx_junk, box, m->ms.tx_no_path, m->ms.rx_relay_unknown, m->dev.too_big_tun,
 		m->dev.too_big_udp);
+	/* The packet filter (docs/localapi.md "filter"). */
+	fprintf(f,
+		"# TYPE trellis_node_filter_policy gauge\n"
+		"trellis_node_filter_policy %d\n"
+		"# TYPE trellis_node_filter_flows gauge\n"
+		"trellis_node_filter_flows %u\n"
+		"# TYPE trellis_node_filter_flows_evicted_total counter\n"
+		"trellis_node_filter_flows_evicted_total %" PRIu64 "\n"
+		"# TYPE trellis_node_filter_fragments_passed_total counter\n"
+		"trellis_node_filter_fragments_passed_total %" PRIu64 "\n"
+		"# TYPE trellis_node_filter_drops_total counter\n",
+		m->filter.active, m->filter.ct_entries, m->filter.ct_evicted, m->filter.fragments);
+	for (i = 0; i < FILTER_DROP__MAX; i++)
+		fprintf(f, "trellis_node_filter_drops_total{reason=\"%s\"} %" PRIu64 "\n",
+			filter_drop_name(i), m->filter.drops[i]);
 	if (fclose(f) != 0) {
 		free(buf);
 		return -ENOMEM;

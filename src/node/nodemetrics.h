@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "filter/filter.h"
 #include "net/magicsock.h"
 #include "node/wgdev.h"
 #include "wg/device.h"
@@ -24,6 +25,7 @@ struct nodemetrics_snapshot {
 	struct wg_device_stats wg;
 	struct magicsock_stats ms;
 	struct wgdev_counters dev;
+	struct filter_stats filter; /* the packet filter (all zero: none) */
 };
 
 /* The text into *ret (malloc'd, free it), its length into *ret_len. 0 or -ENOMEM. */

@@ -58,6 +58,7 @@
 #include "base/pkt.h"
 #include "base/time.h"
 #include "base/util.h"
+#include "filter/filter.h"
 #include "node/cryptq.h"
 #include "base/loop.h"
 #include "net/magicsock.h"
@@ -123,7 +124,40 @@ struct wgdev {
 	void *disco_ctx;
 	void (*handshake_fn)(void *ctx); /* and completed handshakes (wgdev_handshake_listen) */
 	void *handshake_ctx;
+	_Atomic(struct filter *) filter; /* the packet filter (wgdev_filter_set); NULL: none */
 };
+
+/*
+ * --- the packet filter (src/filter), one call per direction ---
+ * Decrypted packets from peers are judged before the TUN write; what the node sends is
+ * noted on the TUN read path, so replies to its flows pass. Without a filter, or with a
+ * filter without a policy, this is a pointer check and a flag.
+ */
+
+static unsigned filter_rx_hook(struct wgdev *w, struct pkt **pkts, unsigned n)
+{
+	struct filter *f = atomic_load_explicit(&w->filter, memory_order_acquire);
+	unsigned kept;
+
+	if (!f)
+		return n;
+	kept = filter_rx_batch(f, pkts, n, time_now_ns());
+	pkt_free(pkts + kept, n - kept);
+	return kept;
+}
+
+static void filter_tx_hook(struct wgdev *w, struct pkt *const *pkts, unsigned n)
+{
+	struct filter *f = atomic_load_explicit(&w->filter, memory_order_acquire);
+
+	if (f)
+		filter_tx_batch(f, pkts, n, time_now_ns());
+}
+
+void wgdev_filter_set(struct wgdev *w, struct filter *f)
+{
+	atomic_store_explicit(&w->filter, f, memory_order_release);
+}
 
 /* --- engine callbacks (any thread) --- */
 
@@ -195,6 +229,9 @@ static void op_tun_write(void *ctx, struct pkt **pkts, unsigned n)
 	struct wgdev *w = ctx;
 	int r;
 
+	n = filter_rx_hook(w, pkts, n);
+	if (!n)
+		return;
 	r = tun_write_batch(w->tun_fd, pkts, n);
 	if (unlikely(r < (int)n)) {
 		atomic_fetch_add(&w->tun_write_errors, n - (unsigned)MAX(r, 0));
@@ -340,6 +377,7 @@ static void *tun_reader_main(void *arg)
 			break;
 		}
 		if (n > 0) {
+			filter_tx_hook(w, stash, (unsigned)n);
 			wg_device_tx(w->dev, stash, (unsigned)n, time_now_ns());
 			have -= (unsigned)n;
 			memmove(stash, stash + n, have * sizeof(*stash));

@@ -16,6 +16,7 @@
 
 #include "base/loop.h"
 
+struct filter;
 struct magicsock;
 struct wg_device;
 struct wg_device_info;
@@ -89,6 +90,12 @@ struct magicsock *wgdev_magicsock(struct wgdev *w);
  * (none if it has no path): what `wg show` and status show. 0 or -ENOMEM.
  */
 int wgdev_info_get(struct wgdev *w, struct wg_device_info **ret);
+
+/*
+ * The packet filter the data path consults (src/filter; not owned: it must outlive the
+ * device); NULL: none, everything passes. Any thread.
+ */
+void wgdev_filter_set(struct wgdev *w, struct filter *f);
 
 /* Data-plane counters the engine's per-peer view does not have, for status. */
 struct wgdev_counters {

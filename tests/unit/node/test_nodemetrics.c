@@ -40,6 +40,9 @@ static void test_render(void **state)
 	m.wg.drops[WG_DROP_RX_REPLAY] = 5;
 	m.wg.drops[WG_DROP_QUEUE_FULL] = 9;
 	m.ms.rx_junk = 11;
+	m.filter.active = true;
+	m.filter.drops[FILTER_DROP_NO_RULE] = 13;
+	m.filter.ct_entries = 4;
 	assert_int_equal(nodemetrics_render(&m, &text, &len), 0);
 	assert_int_equal(strlen(text), len);
 	assert_non_null(strstr(text, "\ntrellis_node_peers 3\n"));
@@ -56,6 +59,10 @@ static void test_render(void **state)
 	assert_non_null(strstr(text, "\ntrellis_node_backend_state{state=\"stopped\"} 0\n"));
 	/* One labelled series per engine drop reason, plus the path layer's six. */
 	assert_int_equal(count_lines(text, "trellis_node_drops_total{"), WG_DROP_MAX + 6);
+	assert_non_null(strstr(text, "\ntrellis_node_filter_drops_total{reason=\"no_rule\"} 13\n"));
+	assert_non_null(strstr(text, "\ntrellis_node_filter_policy 1\n"));
+	assert_non_null(strstr(text, "\ntrellis_node_filter_flows 4\n"));
+	assert_int_equal(count_lines(text, "trellis_node_filter_drops_total{"), FILTER_DROP__MAX);
 	assert_int_equal(count_lines(text, "# TYPE trellis_node_drops_total counter"), 1);
 	assert_int_equal(count_lines(text, "trellis_node_build_info{version=\""), 1);
 	free(text);
