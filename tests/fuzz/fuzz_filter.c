@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The packet filter: a filter made from the input (rules with sources, destinations with
+ * port ranges and protocols, IPv4 and IPv6) compiled and then fed a script of packets both
+ * ways, raw bytes or packets built from a few fields (so that addresses and ports meet the
+ * rules), with the clock moving and the rules reinstalled now and then. A small flow table
+ * keeps eviction busy. Nothing may crash, leak or read out of bounds; the stats must add up.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "filter/filter.h"
+#include "proto/netmap.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct in {
+	const uint8_t *p;
+	size_t n;
+};
+
+static uint8_t u8(struct in *in)
+{
+	uint8_t v = 0;
+
+	if (in->n) {
+		v = *in->p++;
+		in->n--;
+	}
+	return v;
+}
+
+/* 100.64.0.x/len or fd7e:11e5:7a11::x/len */
+static void prefix(struct in *in, struct netmap_prefix *p)
+{
+	uint8_t b = u8(in), x = u8(in);
+
+	memset(p, 0, sizeof(*p));
+	if (b & 0x80) {
+		static const uint8_t ula[6] = {0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11};
+
+		p->family = AF_INET6;
+		memcpy(p->addr, ula, 6);
+		p->addr[15] = x;
+		p->len = (uint8_t)(128 - (b & 0x7f) % 129);
+	} else {
+		p->family = AF_INET;
+		p->addr[0] = 100, p->addr[1] = 64, p->addr[3] = x;
+		p->len = (uint8_t)(32 - (b & 0x7f) % 33);
+	}
+}
+
+static void addr_put(uint8_t *out, int v6, uint8_t x)
+{
+	static const uint8_t ula[6] = {0xfd, 0x7e, 0x11, 0xe5, 0x7a, 0x11};
+
+	if (v6) {
+		memset(out, 0, 16);
+		memcpy(out, ula, 6);
+		out[15] = x;
+	} else {
+		out[0] = 100, out[1] = 64, out[2] = 0, out[3] = x;
+	}
+}
+
+/* A packet from fields: version, protocol, addresses, ports or ICMP type, flags, quote. */
+static size_t build(struct in *in, uint8_t *out)
+{
+	static const uint8_t protos[] = {6, 17, 1, 58, 132, 47};
+	uint8_t k = u8(in), proto = protos[(k >> 1) % 6], l4[48] = {0};
+	int v6 = k & 1;
+	size_t l4n = 20 + (u8(in) % 29), hl = v6 ? 40 : 20;
+
+	for (size_t i = 0; i < 8; i++)
+		l4[i] = u8(in);
+	l4[12] = 0x50;
+	l4[13] = u8(in);
+	for (size_t i = 20; i < l4n; i++)
+		l4[i] = u8(in);
+	memset(out, 0, hl);
+	if (v6) {
+		out[0] = 0x60;
+		out[4] = 0, out[5] = (uint8_t)l4n;
+		out[6] = (k & 0x40) ? 44 : proto;
+		addr_put(out + 8, 1, u8(in));
+		addr_put(out + 24, 1, u8(in));
+	} else {
+		out[0] = 0x45;
+		out[3] = (uint8_t)(hl + l4n);
+		out[6] = (k & 0x40) ? 0x20 : 0;
+		out[7] = (k & 0x80) ? 1 : 0;
+		out[9] = proto;
+		addr_put(out + 12, 0, u8(in));
+		addr_put(out + 16, 0, u8(in));
+	}
+	if (v6 && (k & 0x40)) {
+		/* A fragment header in front (offset from the input). */
+		memmove(l4 + 8, l4, 40);
+		l4[0] = proto;
+		l4[2] = 0;
+		l4[3] = (k & 0x80) ? 8 : 1;
+		l4n = l4n + 8 > sizeof(l4) ? sizeof(l4) : l4n + 8;
+		out[5] = (uint8_t)l4n;
+	}
+	memcpy(out + hl, l4, l4n);
+	return hl + l4n;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct in in = {data, size};
+	struct netmap_filter nf = {0};
+	struct netmap_filter_rule rules[16];
+	struct netmap_prefix srcs[64];
+	struct netmap_filter_dst dsts[48];
+	struct filter *f = NULL;
+	struct filter_rules *r = NULL;
+	struct filter_stats st;
+	uint64_t now = 1;
+	unsigned i, j, steps = 0;
+	uint8_t pkt[128];
+
+	nf.rules = rules, nf.srcs = srcs, nf.dsts = dsts;
+	nf.n_rules = u8(&in) % 17;
+	for (i = 0; i < nf.n_rules; i++) {
+		struct netmap_filter_rule *ru = &rules[i];
+		uint8_t c = u8(&in);
+
+		memset(ru, 0, sizeof(*ru));
+		ru->src_off = nf.n_srcs;
+		ru->n_src = 1 + c % 4;
+		ru->dst_off = nf.n_dsts;
+		ru->n_dst = 1 + (c >> 2) % 3;
+		ru->n_protos = (c >> 4) % 4;
+		for (j = 0; j < ru->n_src; j++)
+			prefix(&in, &srcs[nf.n_srcs++]);
+		for (j = 0; j < ru->n_dst; j++) {
+			struct netmap_filter_dst *d = &dsts[nf.n_dsts++];
+			uint8_t lo = u8(&in), span = u8(&in);
+
+			prefix(&in, &d->prefix);
+			d->port_first = span == 255 ? 0 : lo;
+			d->port_last = span == 255 ? 65535 : (uint16_t)(lo + span);
+		}
+		for (j = 0; j < ru->n_protos; j++)
+			ru->protos[j] = (uint8_t)(u8(&in) | 1);
+	}
+	if (filter_new(FILTER_CT_SHARDS * 2, 42, &f) < 0)
+		return 0;
+	if (filter_rules_compile(&nf, &r) < 0)
+		abort(); /* everything built above is valid */
+	filter_rules_set(f, r);
+	while (in.n && steps++ < 256) {
+		uint8_t op = u8(&in);
+		size_t n;
+
+		now += (uint64_t)(op >> 5) * 7 * 1000000000ULL;
+		if ((op & 3) == 3) {
+			/* Reinstall (a filter change), now and then none at all. */
+			r = NULL;
+			if ((op & 4) || filter_rules_compile(&nf, &r) < 0)
+				r = NULL;
+			filter_rules_set(f, r);
+			continue;
+		}
+		if (op & 8) {
+			n = u8(&in) % sizeof(pkt);
+			n = n > in.n ? in.n : n;
+			memcpy(pkt, in.p, n);
+			in.p += n, in.n -= n;
+		} else {
+			n = build(&in, pkt);
+		}
+		if (op & 1)
+			filter_tx(f, pkt, n, now);
+		else
+			filter_rx(f, pkt, n, now);
+	}
+	filter_stats_get(f, &st);
+	if (st.ct_entries > st.ct_max)
+		abort();
+	filter_free(f);
+	return 0;
+}
