@@ -2,7 +2,7 @@
 #   make          build (release, in build/)
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
 # and a few more: make install, make deb, make demo-wg, make bench, make bench-control,
-# make bench-mtu, make bench-relay, make bench-relay-path, make fuzz, make clean.
+# make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter, make fuzz, make clean.
 
 BUILD ?= build
 CHECK_BUILD ?= build-check
@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
 .PHONY: all install deb deps check unit lab fuzz fuzz-check bench bench-control bench-mtu \
-	bench-relay bench-relay-path demo demo-wg clean
+	bench-relay bench-relay-path bench-filter demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -76,6 +76,10 @@ bench-relay: all
 # Single-stream TCP between two nodes, relayed and direct taking turns.
 bench-relay-path: all
 	bench/relay_path.sh
+
+# Single-stream TCP into a node with no policy and with a 1,000-rule packet filter, taking turns.
+bench-filter: all
+	bench/filter.sh
 
 # A coordination server and three nodes in network namespaces.
 demo: all

@@ -32,6 +32,8 @@
 #include "proto/netmap.h"
 
 #define NIL UINT32_MAX
+/* The shard is the hash's top 4 bits (FILTER_CT_SHARDS), the chain its low bits. */
+_Static_assert(FILTER_CT_SHARDS == 16, "shard = hash >> 60");
 
 enum { ORIGIN_OURS, ORIGIN_ADMITTED, ORIGIN_DENIED };
 enum { SEEN_OUT = 1, SEEN_IN = 2, SEEN_FIN = 4, SEEN_RST = 8 };
@@ -556,7 +558,7 @@ static int icmp_error_verdict(struct filter *f, const struct filter_rules *r, co
 		return FILTER_DROP_ICMP_ERROR;
 	key_make(&k, &in, true);
 	h = key_hash(f, &k);
-	s = &f->shards[h % FILTER_CT_SHARDS];
+	s = &f->shards[h >> 60];
 	pthread_mutex_lock(&s->mu);
 	i = entry_find(f, s, &k, h, now_ns);
 	known = i != NIL && s->e[i].origin != ORIGIN_DENIED;
@@ -566,9 +568,36 @@ static int icmp_error_verdict(struct filter *f, const struct filter_rules *r, co
 	return FILTER_DROP_ICMP_ERROR;
 }
 
+/*
+ * The last flow a batch let through (or noted): a packet of the same flow right behind it
+ * gets the same answer without the table (a batch has one time and one rules generation,
+ * and the first packet already refreshed the entry). Single streams come in runs.
+ */
+struct batch_memo {
+	bool valid;
+	struct ct_key key;
+};
+
+static bool memo_hit(struct batch_memo *m, const struct flow *fl, const struct ct_key *k)
+{
+	/* FIN and RST change the entry's timeout, echo requests have their own rule. */
+	if (!m || fl->kind == K_ECHO_REQUEST ||
+	    (fl->proto == 6 && (fl->tcp_flags & (TCP_FIN | TCP_RST))))
+		return false;
+	return m->valid && !memcmp(&m->key, k, sizeof(*k));
+}
+
+static void memo_set(struct batch_memo *m, const struct ct_key *k)
+{
+	if (m) {
+		m->valid = true;
+		m->key = *k;
+	}
+}
+
 /* -1: pass, else the drop reason. Inside the guard. */
 static int rx_verdict(struct filter *f, const struct filter_rules *r, uint64_t gen,
-		      const uint8_t *p, size_t len, uint64_t now_ns)
+		      const uint8_t *p, size_t len, uint64_t now_ns, struct batch_memo *memo)
 {
 	struct flow fl;
 	struct ct_key k;
@@ -588,8 +617,10 @@ static int rx_verdict(struct filter *f, const struct filter_rules *r, uint64_t g
 	if (fl.kind == K_ICMP_ERROR)
 		return icmp_error_verdict(f, r, &fl, now_ns);
 	key_make(&k, &fl, false);
+	if (memo_hit(memo, &fl, &k))
+		return -1;
 	h = key_hash(f, &k);
-	s = &f->shards[h % FILTER_CT_SHARDS];
+	s = &f->shards[h >> 60];
 	pthread_mutex_lock(&s->mu);
 	i = entry_find(f, s, &k, h, now_ns);
 	if (i == NIL) {
@@ -629,10 +660,13 @@ static int rx_verdict(struct filter *f, const struct filter_rules *r, uint64_t g
 	d = -1;
 out:
 	pthread_mutex_unlock(&s->mu);
+	if (d < 0)
+		memo_set(memo, &k);
 	return d;
 }
 
-static void tx_note(struct filter *f, const uint8_t *p, size_t len, uint64_t now_ns)
+static void tx_note(struct filter *f, const uint8_t *p, size_t len, uint64_t now_ns,
+		    struct batch_memo *memo)
 {
 	struct flow fl;
 	struct ct_key k;
@@ -648,8 +682,11 @@ static void tx_note(struct filter *f, const uint8_t *p, size_t len, uint64_t now
 	starts = fl.kind != K_ECHO_REPLY &&
 		 (fl.proto != 6 || (fl.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST)) == TCP_SYN);
 	key_make(&k, &fl, true);
+	/* A SYN may reopen a revoked flow: never skipped. */
+	if (!(fl.proto == 6 && (fl.tcp_flags & TCP_SYN)) && memo_hit(memo, &fl, &k))
+		return;
 	h = key_hash(f, &k);
-	s = &f->shards[h % FILTER_CT_SHARDS];
+	s = &f->shards[h >> 60];
 	pthread_mutex_lock(&s->mu);
 	i = entry_find(f, s, &k, h, now_ns);
 	if (i == NIL) {
@@ -663,12 +700,14 @@ static void tx_note(struct filter *f, const uint8_t *p, size_t len, uint64_t now
 	}
 	seen_update(&s->e[i], &fl, SEEN_OUT);
 	entry_touch(s, i, now_ns);
+	memo_set(memo, &k);
 out:
 	pthread_mutex_unlock(&s->mu);
 }
 
 unsigned filter_rx_batch(struct filter *f, struct pkt **pkts, unsigned n, uint64_t now_ns)
 {
+	struct batch_memo memo = {.valid = false};
 	struct filter_rules *r;
 	unsigned i, kept = 0, idx;
 	uint64_t gen;
@@ -682,7 +721,7 @@ unsigned filter_rx_batch(struct filter *f, struct pkt **pkts, unsigned n, uint64
 	if (r) {
 		for (i = 0; i < n; i++) {
 			struct pkt *p = pkts[i];
-			int d = rx_verdict(f, r, gen, p->data, p->len, now_ns);
+			int d = rx_verdict(f, r, gen, p->data, p->len, now_ns, &memo);
 
 			if (d >= 0) {
 				atomic_fetch_add_explicit(&f->drops[d], 1, memory_order_relaxed);
@@ -701,12 +740,13 @@ unsigned filter_rx_batch(struct filter *f, struct pkt **pkts, unsigned n, uint64
 
 void filter_tx_batch(struct filter *f, struct pkt *const *pkts, unsigned n, uint64_t now_ns)
 {
+	struct batch_memo memo = {.valid = false};
 	unsigned i;
 
 	if (!filter_active(f))
 		return;
 	for (i = 0; i < n; i++)
-		tx_note(f, pkts[i]->data, pkts[i]->len, now_ns);
+		tx_note(f, pkts[i]->data, pkts[i]->len, now_ns, &memo);
 }
 
 bool filter_rx(struct filter *f, const uint8_t *p, size_t len, uint64_t now_ns)
@@ -722,7 +762,7 @@ bool filter_rx(struct filter *f, const uint8_t *p, size_t len, uint64_t now_ns)
 	gen = atomic_load(&f->gen);
 	r = atomic_load(&f->rules);
 	if (r)
-		d = rx_verdict(f, r, gen, p, len, now_ns);
+		d = rx_verdict(f, r, gen, p, len, now_ns, NULL);
 	guard_leave(f, idx);
 	if (d >= 0)
 		atomic_fetch_add_explicit(&f->drops[d], 1, memory_order_relaxed);
@@ -732,7 +772,7 @@ bool filter_rx(struct filter *f, const uint8_t *p, size_t len, uint64_t now_ns)
 void filter_tx(struct filter *f, const uint8_t *p, size_t len, uint64_t now_ns)
 {
 	if (filter_active(f))
-		tx_note(f, p, len, now_ns);
+		tx_note(f, p, len, now_ns, NULL);
 }
 
 void filter_stats_get(struct filter *f, struct filter_stats *ret)

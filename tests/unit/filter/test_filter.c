@@ -594,6 +594,37 @@ static void test_filter_change(void **state)
 	filter_free(f);
 }
 
+/* A run of one flow in a batch skips the table after its first packet, but not a FIN. */
+static void test_batch_runs(void **state)
+{
+	struct filter *f = policy();
+	struct pkt_pool *pool = pkt_pool_new(8);
+	struct pkt *pk[4];
+	uint8_t p[512];
+	size_t n;
+	unsigned i;
+
+	(void)state;
+	assert_non_null(pool);
+	n = tcp(p, ME4, 50000, PEER4, 80, SYN);
+	filter_tx(f, p, n, S);
+	assert_int_equal(pkt_pool_get(pool, pk, 4), 4);
+	for (i = 0; i < 4; i++)
+		pk[i]->len = (uint32_t)tcp(pk[i]->data, PEER4, 80, ME4, 50000,
+					   i == 0 ? SYN | ACK : (i == 3 ? FIN | ACK : ACK));
+	/* A packet of another, unknown flow in the middle: dropped, the run goes on. */
+	pk[2]->len = (uint32_t)tcp(pk[2]->data, PEER4, 81, ME4, 50000, ACK);
+	assert_int_equal(filter_rx_batch(f, pk, 4, 2 * S), 3);
+	assert_int_equal(pk[0]->data[33], SYN | ACK);
+	assert_int_equal(pk[2]->data[33], FIN | ACK);
+	pkt_free(pk, 4);
+	/* The FIN counted: 120 s, not the 5 days of an established flow. */
+	n = tcp(p, PEER4, 80, ME4, 50000, ACK);
+	assert_false(filter_rx(f, p, n, 2 * S + FILTER_TCP_FIN_NS + S));
+	pkt_pool_free(pool);
+	filter_free(f);
+}
+
 /* --- batches on threads while the rules change --- */
 
 struct worker {
@@ -680,7 +711,7 @@ int main(void)
 	    cmocka_unit_test(test_rules_verdicts),    cmocka_unit_test(test_replies_to_our_flows),
 	    cmocka_unit_test(test_fragments_and_bad), cmocka_unit_test(test_timeouts),
 	    cmocka_unit_test(test_table_full),	      cmocka_unit_test(test_filter_change),
-	    cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_batch_runs),	      cmocka_unit_test(test_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Packet filter benchmark (issue 12): single-stream TCP a -> b through trellisd (release
+# build) with no policy on b against a 1,000-rule packet filter on b (the allowing rule
+# last), interleaved in the same run: b restarts from its cached netmap (control down)
+# with or without the filter before each measurement. Writes the "Packet filter" section
+# of docs/benchmarks.md.
+#
+# Environment:
+#   TRELLIS_BENCH_BUILD  release build dir (default <repo>/build, built by `make`)
+#   BENCH_DURATION       seconds per iperf3 run (default 10)
+#   BENCH_ROUNDS         measurements of each (default 3)
+#   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+export TRELLIS_BUILD=${TRELLIS_BENCH_BUILD:-$REPO/build}
+export TRELLISD=$TRELLIS_BUILD/src/node/trellisd
+DURATION=${BENCH_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
+export LAB_TIMEOUT=$((ROUNDS * 2 * (DURATION + 60) + 300))
+
+# shellcheck source=../tests/lab/lib.sh
+source "$REPO/tests/lab/lib.sh"
+lab_init
+lab_require_control_plane
+lab_require iperf3
+
+# The filter's cost per packet on its own (bench/filter_cost.c), release flags.
+COST="$LAB_TMP/filter_cost"
+cc -O2 -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -I "$REPO/src" -o "$COST" \
+	"$REPO/bench/filter_cost.c" "$REPO/src/filter/filter.c" "$REPO/src/filter/rules.c" \
+	"$REPO/src/proto/netmap.c" "$REPO/src/base/pkt.c" -lpthread || lab_finish
+COST_OUT=$("$COST")
+log "cost per packet (ns): $COST_OUT"
+
+lab_internet
+lab_public_host ctl 1
+lab_public_host a 11
+lab_public_host b 12
+lab_control_start ctl 192.0.2.1 8080 || lab_finish
+KEY=$(lab_authkey --reusable)
+lab_node_join a a "$KEY"
+lab_node_join b b "$KEY"
+A4=$(node_ip a 4) B4=$(node_ip b 4) B6=$(node_ip b 6)
+check "b reachable" ping_until a "$B4" 20
+lab_control_stop TERM
+lab_node_stop b TERM
+cp "$LAB_TMP/node-b/netmap.json" "$LAB_TMP/netmap-none.json"
+# 999 rules from other sources (two prefixes each, port ranges, TCP or TCP+UDP), then a -> b.
+python3 - "$LAB_TMP/netmap-none.json" "$LAB_TMP/netmap-filter.json" "$A4" "$B4" "$B6" <<'PY'
+import json, random, sys
+src, dst, a4, b4, b6 = sys.argv[1:]
+random.seed(12)
+j = json.load(open(src))
+nm = j if "peers" in j else next(v for v in j.values() if isinstance(v, dict) and "peers" in v)
+rules = []
+for i in range(999):
+    lo = random.randrange(1, 60000)
+    hi = lo + random.choice([0, 0, 10, 1000])
+    rules.append({"src": ["100.%d.%d.%d/32" % (64 + i % 64, random.randrange(256), random.randrange(256)),
+                          "100.127.%d.0/24" % (i % 256)],
+                  "dst": [{"ip": b4 + "/32", "ports": [lo, hi]}, {"ip": b6 + "/128", "ports": [lo, hi]}],
+                  "proto": random.choice([[6], [6, 17]])})
+rules.append({"src": [a4 + "/32"], "dst": [{"ip": b4 + "/32", "ports": [5201, 5201]}], "proto": [6]})
+nm["packet_filter"] = {"rules": rules}
+json.dump(j, open(dst, "w"))
+PY
+
+declare -A SUM=() RUNS=()
+# measure MODE: b from the cache of MODE, one iperf3 run a -> b; prints Gbit/s.
+measure()
+{
+	local mode=$1 want json bps
+	cp "$LAB_TMP/netmap-$mode.json" "$LAB_TMP/node-b/netmap.json"
+	lab_node_start b b || return 1
+	want=0
+	[[ $mode == filter ]] && want=1000
+	wait_for 10 test "$(status_eval b "len(j['filter']['rules'] or [])")" = "$want" ||
+		{ fail "b has $want rules"; return 1; }
+	iperf_server b "$B4" 5201 || { fail "iperf3 server on b"; return 1; }
+	ping_until a "$B4" 20 || true
+	json="$LAB_TMP/iperf-$mode.json"
+	nsx_timeout $((DURATION + 30)) a iperf3 -c "$B4" -p 5201 -t "$DURATION" -J >"$json" 2>/dev/null
+	bps=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
+	if [[ $mode == filter ]]; then
+		check "b counted no drop of the allowed stream" test \
+			"$(status_eval b "sum(j['filter']['drops'].values())")" = 0
+	fi
+	lab_node_stop b TERM
+	python3 -c 'import sys; print("%.3f" % (float(sys.argv[1]) / 1e9))' "$bps"
+}
+
+ROWS=""
+for ((round = 1; round <= ROUNDS; round++)); do
+	for mode in none filter; do
+		g=$(measure "$mode" | tail -n 1)
+		log "round $round $mode: $g Gbit/s"
+		ROWS+="| $round | $mode | $g |"$'\n'
+		SUM[$mode]=$(python3 -c "print(${SUM[$mode]:-0} + $g)")
+		RUNS[$mode]=$((${RUNS[$mode]:-0} + 1))
+	done
+done
+mean() { python3 -c "print('%.2f' % (${SUM[$1]} / ${RUNS[$1]}))"; }
+MN=$(mean none)
+MF=$(mean filter)
+DIFF=$(python3 -c "print('%+.1f' % ((${SUM[filter]} / ${RUNS[filter]}) / (${SUM[none]} / ${RUNS[none]}) * 100 - 100))")
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+SECTION="$LAB_TMP/section.md"
+cat >"$SECTION" <<MD
+## Packet filter
+
+\`bench/filter.sh\` ($(date -u +%Y-%m-%d), $(nproc) CPUs, load average $LOAD at the end):
+single-stream TCP (iperf3, $DURATION s) from a to b through trellisd (release build),
+b with no policy and b with a 1,000-rule packet filter (999 rules from other sources
+with two prefixes, port ranges and TCP or TCP+UDP each, then the rule admitting a ->
+b:5201), interleaved in one run (b restarts from its cached netmap before each).
+
+| round | b's policy | Gbit/s |
+|---|---|---:|
+${ROWS}
+Mean: no policy $MN Gbit/s, 1,000 rules $MF Gbit/s ($DIFF %).
+
+The filter alone (\`bench/filter_cost.c\`, same machine and run): nanoseconds per packet
+in batches of 64 decrypted TCP packets, the same 1,000 rules.
+
+| case | ns/packet |
+|---|---:|
+$(echo "$COST_OUT" | awk '{ v = $2; if (NF > 2) v = $2 " / " $3; print "| " $1 " | " v " |" }')
+MD
+cat "$SECTION"
+if [[ $OUT != - ]]; then
+	python3 "$REPO/bench/md_section.py" "$OUT" "$SECTION" "Packet filter"
+fi
+lab_node_stop a
+lab_finish
