@@ -120,8 +120,10 @@ b:5201), interleaved in one run (b restarts from its cached netmap before each).
 ${ROWS}
 Mean: no policy $MN Gbit/s, 1,000 rules $MF Gbit/s ($DIFF %).
 
-The filter alone (\`bench/filter_cost.c\`, same machine and run): nanoseconds per packet
-in batches of 64 decrypted TCP packets, the same 1,000 rules.
+On a loaded machine (other builds on the same cores) the spread between runs is larger
+than any difference the filter makes; its own cost says more. At the no-policy mean a
+1,400-byte packet takes $(python3 -c "print('%.1f' % (11200 / (${SUM[none]} / ${RUNS[none]} * 1e9) * 1e6))") µs end to end; the filter alone (\`bench/filter_cost.c\`, same
+run), nanoseconds per packet in batches of 64 decrypted TCP packets, the same 1,000 rules:
 
 | case | ns/packet |
 |---|---:|
