@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's filter from the netmap: no policy lets everything in; a filter that does not
+ * compile with none in force admits no new flow (fail closed), and with one in force keeps
+ * it; status shows the rules, the refusal and the drops.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "node/nodefilter.h"
+
+static const uint8_t peer[4] = {100, 64, 0, 1}, me[4] = {100, 64, 0, 7};
+
+/* A TCP SYN from the peer to our port. */
+static size_t syn(uint8_t *p, uint16_t port)
+{
+	memset(p, 0, 40);
+	p[0] = 0x45, p[3] = 40, p[9] = 6;
+	memcpy(p + 12, peer, 4);
+	memcpy(p + 16, me, 4);
+	p[20] = 0x9c, p[21] = 0x40;
+	p[22] = (uint8_t)(port >> 8), p[23] = (uint8_t)port;
+	p[32] = 0x50, p[33] = 0x02;
+	return 40;
+}
+
+static void test_apply(void **state)
+{
+	struct netmap_filter_rule rule = {.n_src = 1, .n_dst = 1, .n_protos = 1, .protos = {6}};
+	struct netmap_prefix src = {.family = AF_INET, .len = 32};
+	struct netmap_filter_dst dst = {
+	    .prefix = {.family = AF_INET, .len = 32}, .port_first = 22, .port_last = 22};
+	struct netmap_filter good = {
+	    .n_rules = 1, .n_srcs = 1, .n_dsts = 1, .rules = &rule, .srcs = &src, .dsts = &dst};
+	struct netmap_filter_rule bad_rule = rule;
+	struct netmap_filter bad = good;
+	struct nodefilter *nf = NULL;
+	struct filter *f;
+	uint8_t p[64];
+	json_t *st;
+
+	(void)state;
+	memcpy(src.addr, peer, 4);
+	memcpy(dst.prefix.addr, me, 4);
+	bad_rule.n_src = 2; /* beyond the sources */
+	bad.rules = &bad_rule;
+	assert_int_equal(nodefilter_new(&nf), 0);
+	f = nodefilter_filter(nf);
+	/* No policy. */
+	assert_true(filter_rx(f, p, syn(p, 80), 1));
+	/* A bad filter first: fail closed. */
+	assert_int_equal(nodefilter_apply(nf, &bad), -EINVAL);
+	assert_false(filter_rx(f, p, syn(p, 22), 1));
+	st = nodefilter_status_json(nf);
+	assert_true(json_is_true(json_object_get(st, "policy")));
+	assert_true(json_is_string(json_object_get(st, "error")));
+	assert_true(json_is_null(json_object_get(st, "rules")));
+	json_decref(st);
+	/* A good one. */
+	assert_int_equal(nodefilter_apply(nf, &good), 0);
+	assert_true(filter_rx(f, p, syn(p, 22), 1));
+	assert_false(filter_rx(f, p, syn(p, 80), 1));
+	/* A bad one after it: the good one stays. */
+	assert_int_equal(nodefilter_apply(nf, &bad), -EINVAL);
+	assert_true(filter_rx(f, p, syn(p, 22), 1));
+	assert_false(filter_rx(f, p, syn(p, 80), 1));
+	st = nodefilter_status_json(nf);
+	assert_int_equal(json_array_size(json_object_get(st, "rules")), 1);
+	assert_true(json_is_string(json_object_get(st, "error")));
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(st, "drops"), "no_rule")), 3);
+	json_decref(st);
+	/* The same filter again (every delta re-applies the map): nothing changes. */
+	assert_int_equal(nodefilter_apply(nf, &good), 0);
+	assert_int_equal(nodefilter_apply(nf, &good), 0);
+	/* No policy again. */
+	assert_int_equal(nodefilter_apply(nf, NULL), 0);
+	assert_true(filter_rx(f, p, syn(p, 80), 1));
+	st = nodefilter_status_json(nf);
+	assert_true(json_is_false(json_object_get(st, "policy")));
+	assert_true(json_is_null(json_object_get(st, "error")));
+	json_decref(st);
+	nodefilter_free(nf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_apply),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
