@@ -9,6 +9,8 @@ pkgs=(
 	libssl-dev libmnl-dev libcmocka-dev libjansson-dev libsqlite3-dev
 	# local accounts (src/auth: Argon2id; the control server's TOTP QR codes)
 	libargon2-dev libqrencode-dev
+	# OIDC client (src/oidc)
+	libcurl4-openssl-dev
 	# UPnP-IGD client (src/portmap)
 	libminiupnpc-dev
 	# lab tests and benchmarks
@@ -23,7 +25,8 @@ pkgs=(
 	# is its STUN server, answering the change requests miniupnpd needs)
 	miniupnpd miniupnpd-nftables
 	# lab/test_login: a browser (driven by playwright-core from npm, tests/lab/browser) and
-	# TOTP codes to type into it
+	# TOTP codes to type into it; lab/test_oidc: the lab's identity provider (oidc-provider
+	# from npm, tests/lab/idp) and the same browser
 	chromium oathtool nodejs
 )
 # npm: Debian's, unless the installed nodejs brings its own (NodeSource's conflicts with it).

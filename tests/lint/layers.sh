@@ -21,7 +21,8 @@ declare -A below=(
 	[filter]="base crypto proto"
 	[node]="base crypto proto wg os net portmap disco filter"
 	[portmap]="base os"
-	[control]="base crypto proto os net relay auth"
+	[control]="base crypto proto os net relay auth oidc"
+	[oidc]="base"
 	[relay]="base crypto proto net"
 	[cli]="base crypto proto"
 )
