@@ -29,6 +29,7 @@ struct oidc_client {
 	struct oidc_policy pol;
 	unsigned timeout_ms;
 	uint64_t refetch_ns;
+	int auth; /* enum oidc_client_auth, or -1: what discovery chose */
 
 	pthread_mutex_t lock; /* guards what follows */
 	bool have_provider;
@@ -220,6 +221,18 @@ int oidc_client_new(const struct oidc_config *cfg, struct oidc_client **ret, cha
 			free(c);
 			return r;
 		}
+	}
+	c->auth = -1;
+	if (cfg->token_auth && !strcmp(cfg->token_auth, "client_secret_basic")) {
+		c->auth = OIDC_AUTH_SECRET_BASIC;
+	} else if (cfg->token_auth && !strcmp(cfg->token_auth, "client_secret_post")) {
+		c->auth = OIDC_AUTH_SECRET_POST;
+	} else if (cfg->token_auth) {
+		snprintf(err, err_len, "OIDC token endpoint authentication \"%.40s\" is neither "
+			 "client_secret_basic nor client_secret_post", cfg->token_auth);
+		config_free_parts(c);
+		free(c);
+		return -EINVAL;
 	}
 	c->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : TIMEOUT_MS_DEFAULT;
 	c->refetch_ns = cfg->jwks_refetch_ns ? cfg->jwks_refetch_ns : REFETCH_NS_DEFAULT;
@@ -421,6 +434,8 @@ int oidc_client_finish(struct oidc_client *c, const struct oidc_request *req, co
 	r = provider_get(c, &p, err, err_len);
 	if (r < 0)
 		return r;
+	if (c->auth >= 0)
+		p.auth = (enum oidc_client_auth)c->auth;
 	ok = form_add(form, sizeof(form), &o, "grant_type", "authorization_code") &&
 	     form_add(form, sizeof(form), &o, "code", code) &&
 	     form_add(form, sizeof(form), &o, "redirect_uri", c->redirect_uri ? c->redirect_uri : "") &&

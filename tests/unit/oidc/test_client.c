@@ -61,6 +61,10 @@ static void test_config_refusals(void **state)
 	cfg.allowed_domains = "a@b";
 	assert_int_equal(oidc_client_new(&cfg, &c, err, sizeof(err)), -EINVAL);
 	cfg.allowed_domains = "example.com";
+	cfg.token_auth = "private_key_jwt";
+	assert_int_equal(oidc_client_new(&cfg, &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "private_key_jwt"));
+	cfg.token_auth = "client_secret_post";
 	assert_int_equal(oidc_client_new(&cfg, &c, err, sizeof(err)), 0);
 	oidc_client_free(c);
 	oidc_client_free(NULL);
