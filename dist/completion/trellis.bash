@@ -69,7 +69,7 @@ _trellis_control()
 		mapfile -t COMPREPLY < <(compgen -d -- "$cur")
 		return
 	fi
-	if [[ $prev == --config ]]; then
+	if [[ $prev == --config || $prev == --oidc-client-secret-file || $prev == --oidc-ca-file ]]; then
 		mapfile -t COMPREPLY < <(compgen -f -- "$cur")
 		return
 	fi
@@ -77,7 +77,9 @@ _trellis_control()
 	' ') mapfile -t COMPREPLY < <(compgen -W "--state --offline serve version help authkey apikey
 		tailnets users nodes relaymap" -- "$cur") ;;
 	'serve ') mapfile -t COMPREPLY < <(compgen -W "--config --listen --tls-cert --tls-key
-		--metrics-listen --no-relay --stun-port --help" -- "$cur") ;;
+		--metrics-listen --no-relay --stun-port --oidc-issuer --oidc-client-id
+		--oidc-client-secret-file --oidc-ca-file --oidc-allowed-domains
+		--oidc-allow-unverified-email --help" -- "$cur") ;;
 	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap" -- "$cur") ;;
 	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
 	'tailnets ') mapfile -t COMPREPLY < <(compgen -W "create list set --help" -- "$cur") ;;

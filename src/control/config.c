@@ -27,6 +27,13 @@ static const struct key {
 	{ "metrics-listen", STRING, offsetof(struct control_config, metrics_listen) },
 	{ "no-relay", BOOL, offsetof(struct control_config, no_relay) },
 	{ "stun-port", PORT, offsetof(struct control_config, stun_port) },
+	{ "oidc-issuer", STRING, offsetof(struct control_config, oidc_issuer) },
+	{ "oidc-client-id", STRING, offsetof(struct control_config, oidc_client_id) },
+	{ "oidc-client-secret-file", STRING, offsetof(struct control_config, oidc_secret_file) },
+	{ "oidc-ca-file", STRING, offsetof(struct control_config, oidc_ca_file) },
+	{ "oidc-allowed-domains", STRING, offsetof(struct control_config, oidc_domains) },
+	{ "oidc-allow-unverified-email", BOOL,
+	  offsetof(struct control_config, oidc_allow_unverified) },
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -117,7 +124,9 @@ static int line_parse(struct control_config *c, bool *seen, const char *s, const
 			k = &keys[i];
 	if (!k)
 		return bad(err, err_len, name, line, "unknown key \"%s\" (state, listen, tls-cert, "
-			   "tls-key, metrics-listen, no-relay, stun-port)",
+			   "tls-key, metrics-listen, no-relay, stun-port, oidc-issuer, "
+			   "oidc-client-id, oidc-client-secret-file, oidc-ca-file, "
+			   "oidc-allowed-domains, oidc-allow-unverified-email)",
 			   shown(ks, (size_t)(ke - ks), show));
 	if (seen[k - keys])
 		return bad(err, err_len, name, line, "%s is set twice", k->name);
@@ -183,7 +192,7 @@ static int line_parse(struct control_config *c, bool *seen, const char *s, const
 int control_config_parse(const char *text, size_t len, const char *name,
 			 struct control_config *ret, char *err, size_t err_len)
 {
-	struct control_config c = { .no_relay = -1, .stun_port = -1 };
+	struct control_config c = { .no_relay = -1, .stun_port = -1, .oidc_allow_unverified = -1 };
 	bool seen[N_KEYS] = { false };
 	const char *p = text, *end = text + len;
 	unsigned line = 0;
@@ -266,5 +275,10 @@ void control_config_free(struct control_config *c)
 	free(c->tls_cert);
 	free(c->tls_key);
 	free(c->metrics_listen);
+	free(c->oidc_issuer);
+	free(c->oidc_client_id);
+	free(c->oidc_secret_file);
+	free(c->oidc_ca_file);
+	free(c->oidc_domains);
 	memset(c, 0, sizeof(*c));
 }

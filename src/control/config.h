@@ -15,6 +15,12 @@
  *   metrics-listen = 127.0.0.1:9090
  *   no-relay = false
  *   stun-port = 3478
+ *   oidc-issuer = https://idp.example.com
+ *   oidc-client-id = trellis
+ *   oidc-client-secret-file = /etc/trellis/oidc.secret
+ *   oidc-ca-file = /etc/trellis/idp-ca.pem
+ *   oidc-allowed-domains = example.com,example.org
+ *   oidc-allow-unverified-email = false
  *
  * A value may be in double quotes (to keep a '#' or surrounding spaces). An
  * unknown key, a key given twice, a bad value or a line that is no "key =
@@ -33,7 +39,9 @@
 struct control_config {
 	/* malloc'd; NULL when the file does not set them */
 	char *state_dir, *listen, *tls_cert, *tls_key, *metrics_listen;
+	char *oidc_issuer, *oidc_client_id, *oidc_secret_file, *oidc_ca_file, *oidc_domains;
 	int no_relay;  /* -1: not set */
+	int oidc_allow_unverified; /* -1: not set */
 	int stun_port; /* -1: not set; else 0-65535 */
 };
 

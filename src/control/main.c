@@ -14,12 +14,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "base/log.h"
 #include "base/version.h"
 #include "control/admin.h"
 #include "control/admin_api.h"
 #include "control/config.h"
 #include "control/server.h"
+#include "oidc/client.h"
 
 /*
  * One server per state directory: a second would write the same database behind the
@@ -44,18 +47,76 @@ static void serve_usage(void)
 	printf("usage: trellis-control [--state DIR] serve [--config FILE] [--listen ADDR:PORT]\n"
 	       "         [--tls-cert PEM --tls-key PEM] [--no-relay] [--stun-port N]\n"
 	       "         [--metrics-listen ADDR:PORT]\n"
+	       "         [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file F\n"
+	       "          [--oidc-ca-file PEM] [--oidc-allowed-domains D,D] "
+	       "[--oidc-allow-unverified-email]]\n"
 	       "  --config FILE       settings as key = value lines (trellis-control(8)); flags\n"
 	       "                      override them: state, listen, tls-cert, tls-key,\n"
-	       "                      metrics-listen, no-relay, stun-port\n"
+	       "                      metrics-listen, no-relay, stun-port, oidc-issuer,\n"
+	       "                      oidc-client-id, oidc-client-secret-file, oidc-ca-file,\n"
+	       "                      oidc-allowed-domains, oidc-allow-unverified-email\n"
 	       "  --listen ADDR:PORT  HTTP(S) address (%s)\n"
 	       "  --tls-cert, --tls-key  serve HTTPS with this PEM chain and key\n"
 	       "  --no-relay          no embedded relay (GET /relay)\n"
 	       "  --stun-port N       embedded STUN server's UDP port (3478; 0: none)\n"
 	       "  --metrics-listen ADDR:PORT  GET /metrics there (none by default)\n"
+	       "  --oidc-issuer URL   sign in with this OpenID provider (https, as it names\n"
+	       "                      itself in its discovery document)\n"
+	       "  --oidc-client-id ID, --oidc-client-secret-file F  this server's client at\n"
+	       "                      the provider (the file's first line is the secret)\n"
+	       "  --oidc-ca-file PEM  trust only this CA for the provider (default: system)\n"
+	       "  --oidc-allowed-domains D,D  only addresses in these domains may sign in\n"
+	       "  --oidc-allow-unverified-email  accept addresses the provider has not verified\n"
 	       "The admin API listens on STATE/%s (root) and under /admin/v1/ on the\n"
 	       "public port (admin API keys).\n"
 	       "example: trellis-control serve --config /etc/trellis/control.conf\n",
 	       CONTROL_LISTEN_DEFAULT, ADMIN_SOCKET_NAME);
+}
+
+/*
+ * The OIDC settings: the secret's file read (its first line), the client made once
+ * to check them, and the provider asked for its discovery document and keys, so a
+ * wrong issuer, CA or client shows at start. A provider that does not answer now
+ * is only a warning: logins ask again. 0, or -1 (said why).
+ */
+static int oidc_check(struct oidc_config *o, const char *secret_file, char *secret, size_t cap)
+{
+	char err[OIDC_ERR_MAX];
+	struct oidc_client *c = NULL;
+	FILE *f;
+	size_t n;
+
+	if (!o->issuer && !o->client_id && !secret_file && !o->ca_file && !o->allowed_domains)
+		return 0;
+	if (!o->issuer || !o->client_id || !secret_file) {
+		fprintf(stderr, "trellis-control: serve: OIDC needs --oidc-issuer, --oidc-client-id "
+				"and --oidc-client-secret-file together\n");
+		return -1;
+	}
+	f = fopen(secret_file, "re");
+	if (!f || !fgets(secret, (int)cap, f)) {
+		fprintf(stderr, "trellis-control: serve: cannot read the OIDC client secret from "
+				"%s%s%s\n", secret_file, f ? "" : ": ", f ? "" : strerror(errno));
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	fclose(f);
+	n = strcspn(secret, "\r\n");
+	secret[n] = '\0';
+	o->client_secret = secret;
+	o->timeout_ms = 5000;
+	if (oidc_client_new(o, &c, err, sizeof(err)) < 0) {
+		fprintf(stderr, "trellis-control: serve: %s\n", err);
+		return -1;
+	}
+	if (oidc_client_discover(c, err, sizeof(err)) < 0)
+		log_warn("control: OIDC provider %s: %s (asked again at each login)", o->issuer, err);
+	else
+		log_info("control: OIDC provider %s: discovery and keys fetched", o->issuer);
+	oidc_client_free(c);
+	o->timeout_ms = 0;
+	return 0;
 }
 
 /* A value from the file unless a flag gave one. */
@@ -72,10 +133,11 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 		.stun_port = 3478,
 	};
 	const char *listen = NULL, *cert = NULL, *key = NULL, *metrics = NULL, *config = NULL;
-	const char *stun = NULL;
-	struct control_config cf = { .no_relay = -1, .stun_port = -1 };
-	char err[CONFIG_ERR_MAX];
-	bool no_relay = false;
+	const char *stun = NULL, *oidc_secret_file = NULL;
+	struct control_config cf = { .no_relay = -1, .stun_port = -1, .oidc_allow_unverified = -1 };
+	struct oidc_config oidc = { 0 };
+	char err[CONFIG_ERR_MAX], oidc_secret[1024];
+	bool no_relay = false, oidc_unverified = false;
 	int i, r, lock_fd;
 
 	for (i = 0; i < argc; i++) {
@@ -87,6 +149,10 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 		}
 		if (strcmp(argv[i], "--no-relay") == 0) {
 			no_relay = true;
+			continue;
+		}
+		if (strcmp(argv[i], "--oidc-allow-unverified-email") == 0) {
+			oidc_unverified = true;
 			continue;
 		}
 		if (strcmp(argv[i], "--listen") == 0)
@@ -101,6 +167,16 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 			dst = &stun;
 		else if (strcmp(argv[i], "--config") == 0)
 			dst = &config;
+		else if (strcmp(argv[i], "--oidc-issuer") == 0)
+			dst = &oidc.issuer;
+		else if (strcmp(argv[i], "--oidc-client-id") == 0)
+			dst = &oidc.client_id;
+		else if (strcmp(argv[i], "--oidc-client-secret-file") == 0)
+			dst = &oidc_secret_file;
+		else if (strcmp(argv[i], "--oidc-ca-file") == 0)
+			dst = &oidc.ca_file;
+		else if (strcmp(argv[i], "--oidc-allowed-domains") == 0)
+			dst = &oidc.allowed_domains;
 		if (!dst) {
 			fprintf(stderr, "trellis-control: serve: unknown argument \"%s\" (try "
 					"serve --help)\n", argv[i]);
@@ -134,6 +210,18 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 		opts.stun_port = (uint16_t)cf.stun_port;
 		opts.stun_port_set = true;
 	}
+	config_take(&oidc.issuer, oidc.issuer, cf.oidc_issuer);
+	config_take(&oidc.client_id, oidc.client_id, cf.oidc_client_id);
+	config_take(&oidc_secret_file, oidc_secret_file, cf.oidc_secret_file);
+	config_take(&oidc.ca_file, oidc.ca_file, cf.oidc_ca_file);
+	config_take(&oidc.allowed_domains, oidc.allowed_domains, cf.oidc_domains);
+	oidc.allow_unverified_email = oidc_unverified || cf.oidc_allow_unverified == 1;
+	if (oidc_check(&oidc, oidc_secret_file, oidc_secret, sizeof(oidc_secret)) < 0) {
+		control_config_free(&cf);
+		return 1;
+	}
+	if (oidc.issuer)
+		opts.oidc = &oidc;
 	if (!opts.tls_cert != !opts.tls_key) {
 		fprintf(stderr, "trellis-control: serve: --tls-cert and --tls-key go together\n");
 		control_config_free(&cf);
@@ -150,6 +238,7 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 	r = control_serve(&opts);
 	close(lock_fd);
 	control_config_free(&cf);
+	OPENSSL_cleanse(oidc_secret, sizeof(oidc_secret));
 	if (r == -ENOSYS) {
 		fprintf(stderr, "trellis-control: serve: not built yet\n");
 		return 1;

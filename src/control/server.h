@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+struct oidc_config;
+
 struct control_serve_opts {
 	const char *state_dir; /* holds control.db (store.h) */
 	const char *listen;    /* "ADDR:PORT" */
@@ -16,6 +18,8 @@ struct control_serve_opts {
 	bool no_relay;	    /* no embedded relay (GET /relay) */
 	uint16_t stun_port; /* embedded STUN server; 0: none (serve's default is 3478) */
 	bool stun_port_set; /* given explicitly: failing to bind it is an error */
+	/* OIDC sign-in (src/oidc/client.h), checked by serve; NULL: none. */
+	const struct oidc_config *oidc;
 };
 
 /* IPv4 any; "[::]:8080" listens on IPv6 and (dual-stack) IPv4. */

@@ -11,6 +11,8 @@
 #   - tokens signed with the provider's real keys but wrong: audience, expiry, nonce,
 #     domain; and forged: unknown kid, alg none, a rogue key under a real kid
 #   - a JWKS endpoint that is down or silent, and oversized answers: bounded, clear errors
+#   - trellis-control serve takes the OIDC settings from its config file and checks them
+#     against the provider at start
 #
 #   lab internet 192.0.2.0/24: idp .30 (oidc-provider :8443)  rp .31 (browser, relying
 #   party; its redirect URI https://192.0.2.31:9443/oidc/callback is answered by the
@@ -210,5 +212,31 @@ out=$(fake /bigdisco 2>&1)
 check_eq "an oversized discovery document" \
 	"oidc-rp: OIDC discovery: https://192.0.2.32:8443/bigdisco/.well-known/openid-configuration answered with more than 65536 bytes" \
 	"$out"
+
+# trellis-control serve with the OIDC settings in its file: discovery and keys at start.
+CTL=$TRELLIS_BUILD/src/control/trellis-control
+cat >"$LAB_TMP/control.conf" <<CONF
+listen = 192.0.2.31:8080
+no-relay = true
+stun-port = 0
+oidc-issuer = $ISS
+oidc-client-id = trellis-rs
+oidc-client-secret-file = $LAB_TMP/secret-rs
+oidc-ca-file = $pki/ca.pem
+oidc-allowed-domains = example.com
+CONF
+ip netns exec "$(ns_name rp)" "$CTL" --state "$LAB_TMP/ctl" serve --config "$LAB_TMP/control.conf" \
+	>"$LAB_TMP/ctl.log" 2>&1 &
+ctl_pid=$!
+LAB_PIDS+=("$ctl_pid")
+LAB_EXTRA_LOGS+=("control=$LAB_TMP/ctl.log")
+check "serve --config checks the OIDC provider at start" \
+	wait_for 30 grep -q "control: OIDC provider $ISS: discovery and keys fetched" "$LAB_TMP/ctl.log"
+kill "$ctl_pid"
+wait "$ctl_pid"
+sed -i "s|^oidc-issuer = .*|oidc-issuer = http://192.0.2.30:8443|" "$LAB_TMP/control.conf"
+out=$(ip netns exec "$(ns_name rp)" "$CTL" --state "$LAB_TMP/ctl" serve --config "$LAB_TMP/control.conf" 2>&1)
+check_eq "serve refuses an issuer that is not https" \
+	"trellis-control: serve: OIDC issuer must be an https URL" "$out"
 
 lab_finish

@@ -39,7 +39,13 @@ static void test_every_key(void **state)
 			       "tls-key = /etc/trellis/key.pem\r\n"
 			       "metrics-listen = 127.0.0.1:9090\n"
 			       "no-relay = yes\n"
-			       "stun-port = 0",
+			       "stun-port = 0\n"
+			       "oidc-issuer = https://idp.example.com\n"
+			       "oidc-client-id = trellis\n"
+			       "oidc-client-secret-file = /etc/trellis/oidc.secret\n"
+			       "oidc-ca-file = /etc/trellis/idp-ca.pem\n"
+			       "oidc-allowed-domains = example.com,example.org\n"
+			       "oidc-allow-unverified-email = no",
 			       &c),
 			 0);
 	assert_string_equal(c.state_dir, "/var/lib/trellis-control");
@@ -49,6 +55,12 @@ static void test_every_key(void **state)
 	assert_string_equal(c.metrics_listen, "127.0.0.1:9090");
 	assert_int_equal(c.no_relay, 1);
 	assert_int_equal(c.stun_port, 0);
+	assert_string_equal(c.oidc_issuer, "https://idp.example.com");
+	assert_string_equal(c.oidc_client_id, "trellis");
+	assert_string_equal(c.oidc_secret_file, "/etc/trellis/oidc.secret");
+	assert_string_equal(c.oidc_ca_file, "/etc/trellis/idp-ca.pem");
+	assert_string_equal(c.oidc_domains, "example.com,example.org");
+	assert_int_equal(c.oidc_allow_unverified, 0);
 	control_config_free(&c);
 
 	/* Nothing set: nothing to override the defaults with. */
@@ -56,6 +68,8 @@ static void test_every_key(void **state)
 	assert_null(c.listen);
 	assert_int_equal(c.no_relay, -1);
 	assert_int_equal(c.stun_port, -1);
+	assert_null(c.oidc_issuer);
+	assert_int_equal(c.oidc_allow_unverified, -1);
 	control_config_free(&c);
 	assert_int_equal(parse("no-relay = false\nstun-port = 65535\nlisten = \"a#b\" # c\n", &c),
 			 0);
@@ -64,6 +78,10 @@ static void test_every_key(void **state)
 	assert_string_equal(c.listen, "a#b");
 	control_config_free(&c);
 }
+
+#define OIDC_KEYS                                                                          \
+	", oidc-issuer, oidc-client-id, oidc-client-secret-file, oidc-ca-file, "               \
+	"oidc-allowed-domains, oidc-allow-unverified-email"
 
 static void refused(const char *text, const char *want)
 {
@@ -81,7 +99,7 @@ static void test_mistakes(void **state)
 	(void)state;
 	refused("listen = 1.2.3.4:80\nlisen = x\n",
 		"control.conf:2: unknown key \"lisen\" (state, listen, tls-cert, tls-key, "
-		"metrics-listen, no-relay, stun-port)");
+		"metrics-listen, no-relay, stun-port" OIDC_KEYS ")");
 	refused("\n\nlisten\n", "control.conf:3: expected key = value, not \"listen\"");
 	refused("listen = a\nlisten = b\n", "control.conf:2: listen is set twice");
 	refused("stun-port = 65536\n", "control.conf:1: stun-port: \"65536\" is not 0-65535");
@@ -93,9 +111,9 @@ static void test_mistakes(void **state)
 	refused("listen = \"abc\n", "control.conf:1: listen: missing closing quote");
 	refused("listen = \"abc\" x\n", "control.conf:1: listen: text after the quoted value");
 	refused("= x\n", "control.conf:1: unknown key \"\" (state, listen, tls-cert, tls-key, "
-			 "metrics-listen, no-relay, stun-port)");
+			 "metrics-listen, no-relay, stun-port" OIDC_KEYS ")");
 	refused("x\x01y = 1\n", "control.conf:1: unknown key \"x?y\" (state, listen, tls-cert, "
-				 "tls-key, metrics-listen, no-relay, stun-port)");
+				 "tls-key, metrics-listen, no-relay, stun-port" OIDC_KEYS ")");
 	memset(big, 'a', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
 	refused(big, "control.conf:1: line longer than 4096 bytes");
