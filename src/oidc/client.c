@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 
 #include "base/time.h"
+#include "base/util.h"
 #include "oidc/client.h"
 
 #define TIMEOUT_MS_DEFAULT 10000
@@ -478,10 +479,37 @@ out:
 	return r;
 }
 
+static void begin_work(struct workq_job *w)
+{
+	struct oidc_begin_job *j = container_of(w, struct oidc_begin_job, job);
+
+	j->r = oidc_client_request_new(j->client, &j->req, j->err, sizeof(j->err));
+}
+
+static void begin_done(struct workq_job *w, int err)
+{
+	struct oidc_begin_job *j = container_of(w, struct oidc_begin_job, job);
+
+	if (err) {
+		j->r = err;
+		snprintf(j->err, sizeof(j->err), "OIDC login cancelled (server stopping)");
+	}
+	j->done(j, j->r);
+}
+
+int oidc_begin_submit(struct workq *q, struct oidc_begin_job *j, struct oidc_client *c,
+		      oidc_begin_done_fn done)
+{
+	j->client = c;
+	j->done = done;
+	j->r = 0;
+	j->err[0] = '\0';
+	return workq_submit(q, &j->job, begin_work, begin_done);
+}
+
 static void finish_work(struct workq_job *w)
 {
-	struct oidc_finish_job *j = (struct oidc_finish_job *)((char *)w -
-							       offsetof(struct oidc_finish_job, job));
+	struct oidc_finish_job *j = container_of(w, struct oidc_finish_job, job);
 
 	j->r = oidc_client_finish(j->client, &j->req, j->query, &j->identity, j->err,
 				  sizeof(j->err));
@@ -489,8 +517,7 @@ static void finish_work(struct workq_job *w)
 
 static void finish_done(struct workq_job *w, int err)
 {
-	struct oidc_finish_job *j = (struct oidc_finish_job *)((char *)w -
-							       offsetof(struct oidc_finish_job, job));
+	struct oidc_finish_job *j = container_of(w, struct oidc_finish_job, job);
 
 	if (err) {
 		j->r = err;

@@ -62,7 +62,24 @@ int oidc_client_id_token_verify(struct oidc_client *c, const char *id_token, con
 int oidc_client_finish(struct oidc_client *c, const struct oidc_request *req, const char *query,
 		       struct oidc_identity *ret, char *err, size_t err_len);
 
-/* The same on a worker pool. Embed in the caller's struct; zero before submit. */
+/*
+ * oidc_client_request_new on a worker pool (its first call fetches discovery): embed
+ * in the caller's struct, zero before submit; done runs on the loop with req or err.
+ */
+struct oidc_begin_job;
+typedef void (*oidc_begin_done_fn)(struct oidc_begin_job *j, int err);
+struct oidc_begin_job {
+	struct workq_job job;
+	struct oidc_client *client;
+	oidc_begin_done_fn done;
+	int r;
+	struct oidc_request req; /* when r == 0: keep state, nonce, verifier; send to url */
+	char err[OIDC_ERR_MAX];
+};
+int oidc_begin_submit(struct workq *q, struct oidc_begin_job *j, struct oidc_client *c,
+		      oidc_begin_done_fn done);
+
+/* oidc_client_finish on a worker pool. Embed in the caller's struct; zero before submit. */
 struct oidc_finish_job;
 typedef void (*oidc_finish_done_fn)(struct oidc_finish_job *j, int err);
 struct oidc_finish_job {

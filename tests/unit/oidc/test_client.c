@@ -137,6 +137,27 @@ static bool done_once(void *arg)
 	return ((struct finish *)arg)->dones > 0;
 }
 
+struct begin {
+	struct oidc_begin_job j;
+	pthread_t loop_thread;
+	int dones;
+	bool on_loop;
+};
+
+static void begin_done(struct oidc_begin_job *j, int r)
+{
+	struct begin *b = container_of(j, struct begin, j);
+
+	(void)r;
+	b->dones++;
+	b->on_loop = pthread_equal(pthread_self(), b->loop_thread);
+}
+
+static bool begun(void *arg)
+{
+	return ((struct begin *)arg)->dones > 0;
+}
+
 static void test_finish_on_pool(void **state)
 {
 	struct loop *loop = loop_new();
@@ -173,6 +194,18 @@ static void test_finish_on_pool(void **state)
 	assert_int_equal(f->dones, 1);
 	assert_int_equal(f->r, -ETIMEDOUT);
 	assert_non_null(strstr(f->err, "did not answer within 300 ms"));
+
+	/* The start of a login on the pool: discovery times out the same way. */
+	{
+		struct begin b = { .loop_thread = pthread_self() };
+
+		assert_int_equal(oidc_begin_submit(q, &b.j, c, begin_done), 0);
+		assert_true(loop_until(loop, begun, &b, 5 * NSEC_PER_SEC));
+		assert_int_equal(b.dones, 1);
+		assert_true(b.on_loop);
+		assert_int_equal(b.j.r, -ETIMEDOUT);
+		assert_non_null(strstr(b.j.err, "did not answer within 300 ms"));
+	}
 
 	workq_free(q);
 	assert_int_equal(f->dones, 1);
