@@ -78,7 +78,7 @@ static int http(struct oidc_client *c, const char *what, const char *url, const 
 		const char *user, const char *pass, size_t max, char **ret, long *ret_status,
 		char *err, size_t err_len)
 {
-	struct body b = { .max = max };
+	struct body b = {.max = max};
 	char curl_err[CURL_ERROR_SIZE] = "";
 	struct curl_slist *hdr = NULL;
 	long status = 0;
@@ -229,8 +229,10 @@ int oidc_client_new(const struct oidc_config *cfg, struct oidc_client **ret, cha
 	} else if (cfg->token_auth && !strcmp(cfg->token_auth, "client_secret_post")) {
 		c->auth = OIDC_AUTH_SECRET_POST;
 	} else if (cfg->token_auth) {
-		snprintf(err, err_len, "OIDC token endpoint authentication \"%.40s\" is neither "
-			 "client_secret_basic nor client_secret_post", cfg->token_auth);
+		snprintf(err, err_len,
+			 "OIDC token endpoint authentication \"%.40s\" is neither "
+			 "client_secret_basic nor client_secret_post",
+			 cfg->token_auth);
 		config_free_parts(c);
 		free(c);
 		return -EINVAL;
@@ -259,8 +261,7 @@ void oidc_client_free(struct oidc_client *c)
 	free(c);
 }
 
-static int provider_get(struct oidc_client *c, struct oidc_provider *ret, char *err,
-			size_t err_len)
+static int provider_get(struct oidc_client *c, struct oidc_provider *ret, char *err, size_t err_len)
 {
 	struct oidc_provider p;
 	char url[OIDC_URL_MAX + 64], *body = NULL;
@@ -300,8 +301,8 @@ static int jwks_fetch(struct oidc_client *c, const struct oidc_provider *p, char
 	long status;
 	int r;
 
-	r = http(c, "OIDC JWKS", p->jwks_uri, NULL, NULL, NULL, OIDC_JWKS_MAX, &body, &status,
-		 err, err_len);
+	r = http(c, "OIDC JWKS", p->jwks_uri, NULL, NULL, NULL, OIDC_JWKS_MAX, &body, &status, err,
+		 err_len);
 	if (r < 0)
 		return r;
 	r = oidc_jwks_parse(body, strlen(body), &set, err, err_len);
@@ -439,7 +440,8 @@ int oidc_client_finish(struct oidc_client *c, const struct oidc_request *req, co
 		p.auth = (enum oidc_client_auth)c->auth;
 	ok = form_add(form, sizeof(form), &o, "grant_type", "authorization_code") &&
 	     form_add(form, sizeof(form), &o, "code", code) &&
-	     form_add(form, sizeof(form), &o, "redirect_uri", c->redirect_uri ? c->redirect_uri : "") &&
+	     form_add(form, sizeof(form), &o, "redirect_uri",
+		      c->redirect_uri ? c->redirect_uri : "") &&
 	     form_add(form, sizeof(form), &o, "code_verifier", req->verifier);
 	if (ok && p.auth == OIDC_AUTH_SECRET_POST)
 		ok = form_add(form, sizeof(form), &o, "client_id", c->client_id) &&
@@ -511,8 +513,8 @@ static void finish_work(struct workq_job *w)
 {
 	struct oidc_finish_job *j = container_of(w, struct oidc_finish_job, job);
 
-	j->r = oidc_client_finish(j->client, &j->req, j->query, &j->identity, j->err,
-				  sizeof(j->err));
+	j->r =
+	    oidc_client_finish(j->client, &j->req, j->query, &j->identity, j->err, sizeof(j->err));
 }
 
 static void finish_done(struct workq_job *w, int err)

@@ -23,18 +23,18 @@
 #include "oidc/flow.h"
 
 struct oidc_config {
-	const char *issuer;	   /* https URL, exactly as the provider names itself */
+	const char *issuer; /* https URL, exactly as the provider names itself */
 	const char *client_id;
-	const char *client_secret; /* copied and wiped at free */
-	const char *redirect_uri;  /* where the provider sends the browser back */
-	const char *ca_file;	   /* NULL: the system store (SSL_CERT_FILE honoured) */
+	const char *client_secret;   /* copied and wiped at free */
+	const char *redirect_uri;    /* where the provider sends the browser back */
+	const char *ca_file;	     /* NULL: the system store (SSL_CERT_FILE honoured) */
 	const char *allowed_domains; /* "a.example,b.example" or NULL */
 	bool allow_unverified_email;
 	/* How we authenticate at the token endpoint; NULL: client_secret_basic when the
 	 * provider offers it, else client_secret_post. */
-	const char *token_auth;	   /* "client_secret_basic" or "client_secret_post" */
-	unsigned timeout_ms;	   /* per request; 0: 10 s */
-	uint64_t jwks_refetch_ns;  /* 0: 60 s */
+	const char *token_auth;	  /* "client_secret_basic" or "client_secret_post" */
+	unsigned timeout_ms;	  /* per request; 0: 10 s */
+	uint64_t jwks_refetch_ns; /* 0: 60 s */
 };
 
 struct oidc_client;

@@ -51,8 +51,10 @@ static int url_member(json_t *doc, const char *name, char *dst, char *err, size_
 		return oidc_fail(err, err_len, -EINVAL, "discovery: no %s", name);
 	if (json_string_length(v) >= OIDC_URL_MAX || strncmp(s, "https://", 8) != 0 || !s[8] ||
 	    !printable(s))
-		return oidc_fail(err, err_len, -EINVAL, "discovery: %s is not an https URL of at most "
-			    "%d bytes", name, OIDC_URL_MAX - 1);
+		return oidc_fail(err, err_len, -EINVAL,
+				 "discovery: %s is not an https URL of at most "
+				 "%d bytes",
+				 name, OIDC_URL_MAX - 1);
 	memcpy(dst, s, json_string_length(v) + 1);
 	return 0;
 }
@@ -69,7 +71,7 @@ static bool array_has(json_t *arr, const char *s)
 int oidc_discovery_parse(const char *text, size_t len, const char *issuer,
 			 struct oidc_provider *ret, char *err, size_t err_len)
 {
-	struct oidc_provider p = { .auth = OIDC_AUTH_SECRET_BASIC };
+	struct oidc_provider p = {.auth = OIDC_AUTH_SECRET_BASIC};
 	json_t *doc, *v;
 	json_error_t jerr;
 	char show[64];
@@ -77,12 +79,13 @@ int oidc_discovery_parse(const char *text, size_t len, const char *issuer,
 
 	if (len > OIDC_DISCOVERY_MAX)
 		return oidc_fail(err, err_len, -EINVAL, "discovery document larger than %d bytes",
-			    OIDC_DISCOVERY_MAX);
+				 OIDC_DISCOVERY_MAX);
 	doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!json_is_object(doc)) {
 		json_decref(doc);
-		return oidc_fail(err, err_len, -EINVAL, "discovery document is not a JSON object%s%s",
-			    doc ? "" : ": ", doc ? "" : jerr.text);
+		return oidc_fail(err, err_len, -EINVAL,
+				 "discovery document is not a JSON object%s%s", doc ? "" : ": ",
+				 doc ? "" : jerr.text);
 	}
 	if ((r = url_member(doc, "issuer", p.issuer, err, err_len)) < 0 ||
 	    (r = url_member(doc, "authorization_endpoint", p.authorization_endpoint, err,
@@ -92,27 +95,32 @@ int oidc_discovery_parse(const char *text, size_t len, const char *issuer,
 		goto out;
 	/* Discovery section 4.3: a document for another issuer is not this provider's. */
 	if (strcmp(p.issuer, issuer) != 0) {
-		r = oidc_fail(err, err_len, -EINVAL, "discovery: issuer is \"%s\", not the configured "
-			 "issuer", shown(p.issuer, show));
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "discovery: issuer is \"%s\", not the configured "
+			      "issuer",
+			      shown(p.issuer, show));
 		goto out;
 	}
 	v = json_object_get(doc, "response_types_supported");
 	if (json_is_array(v) && !array_has(v, "code")) {
-		r = oidc_fail(err, err_len, -EINVAL, "discovery: the provider does not offer the "
-			 "authorization-code flow (response type code)");
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "discovery: the provider does not offer the "
+			      "authorization-code flow (response type code)");
 		goto out;
 	}
 	v = json_object_get(doc, "code_challenge_methods_supported");
 	if (json_is_array(v) && !array_has(v, "S256")) {
-		r = oidc_fail(err, err_len, -EINVAL, "discovery: the provider does not offer PKCE S256");
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "discovery: the provider does not offer PKCE S256");
 		goto out;
 	}
 	/* The default, when the document is silent, is client_secret_basic (section 3). */
 	v = json_object_get(doc, "token_endpoint_auth_methods_supported");
 	if (json_is_array(v) && !array_has(v, "client_secret_basic")) {
 		if (!array_has(v, "client_secret_post")) {
-			r = oidc_fail(err, err_len, -EINVAL, "discovery: the token endpoint takes neither "
-				 "client_secret_basic nor client_secret_post");
+			r = oidc_fail(err, err_len, -EINVAL,
+				      "discovery: the token endpoint takes neither "
+				      "client_secret_basic nor client_secret_post");
 			goto out;
 		}
 		p.auth = OIDC_AUTH_SECRET_POST;
@@ -179,8 +187,8 @@ static bool put_raw(char *out, size_t cap, size_t *o, const char *s)
 	return true;
 }
 
-int oidc_request_new(const struct oidc_provider *p, const char *client_id,
-		     const char *redirect_uri, struct oidc_request *ret, char *err, size_t err_len)
+int oidc_request_new(const struct oidc_provider *p, const char *client_id, const char *redirect_uri,
+		     struct oidc_request *ret, char *err, size_t err_len)
 {
 	struct oidc_request q;
 	char challenge[OIDC_TOKEN_LEN + 1];
@@ -196,8 +204,9 @@ int oidc_request_new(const struct oidc_provider *p, const char *client_id,
 	}
 	ok = put_raw(q.url, cap, &o, p->authorization_endpoint) &&
 	     put_raw(q.url, cap, &o, strchr(p->authorization_endpoint, '?') ? "&" : "?") &&
-	     put_raw(q.url, cap, &o, "response_type=code&scope=openid%20email%20profile"
-				       "&client_id=") &&
+	     put_raw(q.url, cap, &o,
+		     "response_type=code&scope=openid%20email%20profile"
+		     "&client_id=") &&
 	     put_enc(q.url, cap, &o, client_id) && put_raw(q.url, cap, &o, "&redirect_uri=") &&
 	     put_enc(q.url, cap, &o, redirect_uri) && put_raw(q.url, cap, &o, "&state=") &&
 	     put_raw(q.url, cap, &o, q.state) && put_raw(q.url, cap, &o, "&nonce=") &&
@@ -205,8 +214,8 @@ int oidc_request_new(const struct oidc_provider *p, const char *client_id,
 	     put_raw(q.url, cap, &o, challenge) &&
 	     put_raw(q.url, cap, &o, "&code_challenge_method=S256");
 	if (!ok) {
-		r = oidc_fail(err, err_len, -ENAMETOOLONG, "authorization URL longer than %zu bytes",
-			 cap - 1);
+		r = oidc_fail(err, err_len, -ENAMETOOLONG,
+			      "authorization URL longer than %zu bytes", cap - 1);
 		goto out;
 	}
 	*ret = q;
@@ -256,7 +265,7 @@ int oidc_callback_parse(const char *query, size_t len, char ret_code[OIDC_CODE_M
 
 	if (len > OIDC_CALLBACK_MAX)
 		return oidc_fail(err, err_len, -EINVAL, "callback query longer than %d bytes",
-			    OIDC_CALLBACK_MAX);
+				 OIDC_CALLBACK_MAX);
 	while (p < e) {
 		const char *amp = memchr(p, '&', (size_t)(e - p)), *end = amp ? amp : e;
 		const char *eq = memchr(p, '=', (size_t)(end - p)), *ve = end;
@@ -276,11 +285,11 @@ int oidc_callback_parse(const char *query, size_t len, char ret_code[OIDC_CODE_M
 		}
 		if (dst) {
 			if (seen && *seen)
-				return oidc_fail(err, err_len, -EINVAL, "callback: %.*s given twice",
-					    (int)kl, p);
+				return oidc_fail(err, err_len, -EINVAL,
+						 "callback: %.*s given twice", (int)kl, p);
 			if (!eq || decode(eq + 1, ve, dst, cap) < 0)
-				return oidc_fail(err, err_len, -EINVAL, "callback: bad or oversized %.*s",
-					    (int)kl, p);
+				return oidc_fail(err, err_len, -EINVAL,
+						 "callback: bad or oversized %.*s", (int)kl, p);
 			if (seen)
 				*seen = true;
 		}
@@ -288,7 +297,7 @@ int oidc_callback_parse(const char *query, size_t len, char ret_code[OIDC_CODE_M
 	}
 	if (have_error)
 		return oidc_fail(err, err_len, -EACCES, "the identity provider refused: %s%s%s",
-			    shown(error, show), desc[0] ? ": " : "", desc);
+				 shown(error, show), desc[0] ? ": " : "", desc);
 	if (!have_code || !have_state || !code[0] || !printable(code) || !printable(state))
 		return oidc_fail(err, err_len, -EINVAL, "callback without a code and state");
 	memcpy(ret_code, code, sizeof(code));
@@ -307,7 +316,7 @@ int oidc_token_response_parse(const char *text, size_t len, char **ret_id_token,
 
 	if (len > OIDC_TOKEN_RESPONSE_MAX)
 		return oidc_fail(err, err_len, -EINVAL, "token response larger than %d bytes",
-			    OIDC_TOKEN_RESPONSE_MAX);
+				 OIDC_TOKEN_RESPONSE_MAX);
 	doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!json_is_object(doc)) {
 		r = oidc_fail(err, err_len, -EINVAL, "token response is not a JSON object");
@@ -318,7 +327,7 @@ int oidc_token_response_parse(const char *text, size_t len, char **ret_id_token,
 		const char *d = json_string_value(json_object_get(doc, "error_description"));
 
 		r = oidc_fail(err, err_len, -EACCES, "token endpoint refused: %s%s%s",
-			 shown(error, show), d ? ": " : "", d ? shown(d, dshow) : "");
+			      shown(error, show), d ? ": " : "", d ? shown(d, dshow) : "");
 		goto out;
 	}
 	type = json_string_value(json_object_get(doc, "token_type"));
@@ -328,8 +337,10 @@ int oidc_token_response_parse(const char *text, size_t len, char **ret_id_token,
 	}
 	tok = json_object_get(doc, "id_token");
 	if (!json_is_string(tok) || json_string_length(tok) > OIDC_JWS_MAX) {
-		r = oidc_fail(err, err_len, -EINVAL, "token response has no id_token (scope openid?) or "
-			 "one larger than %d bytes", OIDC_JWS_MAX);
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "token response has no id_token (scope openid?) or "
+			      "one larger than %d bytes",
+			      OIDC_JWS_MAX);
 		goto out;
 	}
 	*ret_id_token = strdup(json_string_value(tok));
@@ -393,34 +404,41 @@ int oidc_claims_check(json_t *claims, const struct oidc_policy *pol, const char 
 
 	memset(&id, 0, sizeof(id));
 	if (!iss || strcmp(iss, pol->issuer) != 0)
-		return oidc_fail(err, err_len, -EINVAL, "ID token issuer \"%s\" is not the configured "
-			    "issuer", iss ? shown(iss, show) : "");
+		return oidc_fail(err, err_len, -EINVAL,
+				 "ID token issuer \"%s\" is not the configured "
+				 "issuer",
+				 iss ? shown(iss, show) : "");
 	if (json_is_string(aud)) {
 		aud_ok = !strcmp(json_string_value(aud), pol->client_id);
 	} else if (json_is_array(aud)) {
 		for (i = 0; i < json_array_size(aud); i++)
-			aud_ok |= json_is_string(json_array_get(aud, i)) &&
-				  !strcmp(json_string_value(json_array_get(aud, i)), pol->client_id);
+			aud_ok |=
+			    json_is_string(json_array_get(aud, i)) &&
+			    !strcmp(json_string_value(json_array_get(aud, i)), pol->client_id);
 	}
 	if (!aud_ok)
-		return oidc_fail(err, err_len, -EINVAL, "ID token is not for us (aud lacks client id "
-			    "\"%s\")", pol->client_id);
+		return oidc_fail(err, err_len, -EINVAL,
+				 "ID token is not for us (aud lacks client id "
+				 "\"%s\")",
+				 pol->client_id);
 	/* Core 3.1.3.7 items 4-5: with other audiences, azp must name us. */
 	if ((json_is_array(aud) && json_array_size(aud) > 1 && !azp) ||
 	    (json_object_get(claims, "azp") && (!azp || strcmp(azp, pol->client_id) != 0)))
-		return oidc_fail(err, err_len, -EINVAL, "ID token's authorized party (azp) is not us");
+		return oidc_fail(err, err_len, -EINVAL,
+				 "ID token's authorized party (azp) is not us");
 	r = date_claim(claims, "exp", &exp);
 	if (r < 0)
 		return oidc_fail(err, err_len, -EINVAL, "ID token has no valid exp");
 	if (now_ns > exp + OIDC_SKEW_NS)
 		return oidc_fail(err, err_len, -EINVAL, "ID token expired %llu s ago",
-			    (unsigned long long)((now_ns - exp) / NS_PER_S));
+				 (unsigned long long)((now_ns - exp) / NS_PER_S));
 	r = date_claim(claims, "iat", &iat);
 	if (r < 0)
 		return oidc_fail(err, err_len, -EINVAL, "ID token has no valid iat");
 	if (iat > now_ns + OIDC_SKEW_NS)
-		return oidc_fail(err, err_len, -EINVAL, "ID token issued %llu s in the future (clocks?)",
-			    (unsigned long long)((iat - now_ns) / NS_PER_S));
+		return oidc_fail(err, err_len, -EINVAL,
+				 "ID token issued %llu s in the future (clocks?)",
+				 (unsigned long long)((iat - now_ns) / NS_PER_S));
 	r = date_claim(claims, "nbf", &nbf);
 	if (r == -EINVAL || (r == 0 && nbf > now_ns + OIDC_SKEW_NS))
 		return oidc_fail(err, err_len, -EINVAL, "ID token not valid yet (nbf)");
@@ -428,15 +446,18 @@ int oidc_claims_check(json_t *claims, const struct oidc_policy *pol, const char 
 	    CRYPTO_memcmp(tnonce, nonce, strlen(nonce)) != 0)
 		return oidc_fail(err, err_len, -EINVAL, "ID token nonce does not match this login");
 	if (!string_claim(claims, "sub", id.sub, sizeof(id.sub)) || !id.sub[0])
-		return oidc_fail(err, err_len, -EINVAL, "ID token has no subject (sub) of at most %d "
-			    "bytes", OIDC_SUB_MAX);
+		return oidc_fail(err, err_len, -EINVAL,
+				 "ID token has no subject (sub) of at most %d "
+				 "bytes",
+				 OIDC_SUB_MAX);
 	if (!string_claim(claims, "email", id.email, sizeof(id.email)) || !email_ok(id.email))
-		return oidc_fail(err, err_len, -EINVAL, "ID token has no email address (scope email?)");
+		return oidc_fail(err, err_len, -EINVAL,
+				 "ID token has no email address (scope email?)");
 	v = json_object_get(claims, "email_verified");
 	id.email_verified = json_is_true(v);
 	if (!id.email_verified && !pol->allow_unverified_email)
 		return oidc_fail(err, err_len, -EACCES, "the provider has not verified %s",
-			    shown(id.email, show));
+				 shown(id.email, show));
 	if (pol->n_domains) {
 		const char *dom = strchr(id.email, '@') + 1;
 		bool ok = false;
@@ -445,7 +466,7 @@ int oidc_claims_check(json_t *claims, const struct oidc_policy *pol, const char 
 			ok |= !strcasecmp(dom, pol->domains[i]);
 		if (!ok)
 			return oidc_fail(err, err_len, -EACCES, "%s is not in an allowed domain",
-				    shown(id.email, show));
+					 shown(id.email, show));
 	}
 	if (pol->n_groups) {
 		json_t *g = json_object_get(claims, gname);
@@ -454,10 +475,13 @@ int oidc_claims_check(json_t *claims, const struct oidc_policy *pol, const char 
 		for (i = 0; json_is_array(g) && i < json_array_size(g); i++)
 			for (j = 0; j < pol->n_groups; j++)
 				ok |= json_is_string(json_array_get(g, i)) &&
-				      !strcmp(json_string_value(json_array_get(g, i)), pol->groups[j]);
+				      !strcmp(json_string_value(json_array_get(g, i)),
+					      pol->groups[j]);
 		if (!ok)
-			return oidc_fail(err, err_len, -EACCES, "%s is in none of the allowed groups (%s "
-				    "claim)", shown(id.email, show), gname);
+			return oidc_fail(err, err_len, -EACCES,
+					 "%s is in none of the allowed groups (%s "
+					 "claim)",
+					 shown(id.email, show), gname);
 	}
 	/* A display name only: an odd one is left out, not an error. */
 	if (!string_claim(claims, "name", id.name, sizeof(id.name)))
@@ -480,10 +504,12 @@ int oidc_policy_domains_set(struct oidc_policy *pol, char *buf, char *err, size_
 	for (tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
 		if (pol->n_domains == OIDC_DOMAINS_MAX)
 			return oidc_fail(err, err_len, -EINVAL, "more than %d allowed domains",
-				    OIDC_DOMAINS_MAX);
+					 OIDC_DOMAINS_MAX);
 		if (strchr(tok, '@') || !printable(tok) || strlen(tok) > 253)
-			return oidc_fail(err, err_len, -EINVAL, "allowed domain \"%.60s\" is not a "
-				    "domain name", tok);
+			return oidc_fail(err, err_len, -EINVAL,
+					 "allowed domain \"%.60s\" is not a "
+					 "domain name",
+					 tok);
 		pol->domains[pol->n_domains++] = tok;
 	}
 	if (!pol->n_domains)

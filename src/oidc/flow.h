@@ -97,8 +97,8 @@ int oidc_pkce_challenge(const char *verifier, char ret[OIDC_TOKEN_LEN + 1]);
 int oidc_random_token(char ret[OIDC_TOKEN_LEN + 1]);
 
 /* New state, nonce and verifier, and the authorization URL that carries them. */
-int oidc_request_new(const struct oidc_provider *p, const char *client_id,
-		     const char *redirect_uri, struct oidc_request *ret, char *err, size_t err_len);
+int oidc_request_new(const struct oidc_provider *p, const char *client_id, const char *redirect_uri,
+		     struct oidc_request *ret, char *err, size_t err_len);
 /* Constant time: does the callback's state belong to this request? */
 bool oidc_request_state_check(const struct oidc_request *req, const char *state);
 

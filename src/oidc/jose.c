@@ -80,7 +80,7 @@ int oidc_b64url_decode(uint8_t *out, size_t out_cap, const char *in, size_t in_l
 int oidc_b64url_encode(char *out, size_t out_len, const uint8_t *in, size_t in_len)
 {
 	static const char abc[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	size_t need = in_len / 3 * 4 + (in_len % 3 ? in_len % 3 + 1 : 0), o = 0, i;
 
 	if (need + 1 > out_len)
@@ -195,7 +195,8 @@ static EVP_PKEY *ec_key(json_t *jwk)
 
 	if (!crv || strcmp(crv, "P-256") != 0)
 		return NULL;
-	if (member_bytes(jwk, "x", x, sizeof(x)) != 32 || member_bytes(jwk, "y", y, sizeof(y)) != 32)
+	if (member_bytes(jwk, "x", x, sizeof(x)) != 32 ||
+	    member_bytes(jwk, "y", y, sizeof(y)) != 32)
 		return NULL;
 	pt[0] = 0x04; /* uncompressed point, SEC 1 section 2.3.3 */
 	memcpy(pt + 1, x, 32);
@@ -242,7 +243,8 @@ static int jwk_add(struct oidc_jwks *set, json_t *jwk, size_t index, char *err, 
 	size_t i;
 
 	if (!json_is_object(jwk) || !kty)
-		return oidc_fail(err, err_len, -EINVAL, "JWKS key %zu is not a JWK (no kty)", index);
+		return oidc_fail(err, err_len, -EINVAL, "JWKS key %zu is not a JWK (no kty)",
+				 index);
 	if ((use && strcmp(use, "sig") != 0) || json_object_get(jwk, "d"))
 		return 0; /* an encryption key, or a private key published by mistake */
 	if (ops) {
@@ -268,15 +270,20 @@ static int jwk_add(struct oidc_jwks *set, json_t *jwk, size_t index, char *err, 
 			return 0;
 	}
 	if (kidv && (!json_is_string(kidv) || json_string_length(kidv) > OIDC_KID_MAX))
-		return oidc_fail(err, err_len, -EINVAL, "JWKS key %zu: kid is not a string of at most "
-			    "%d bytes", index, OIDC_KID_MAX);
+		return oidc_fail(err, err_len, -EINVAL,
+				 "JWKS key %zu: kid is not a string of at most "
+				 "%d bytes",
+				 index, OIDC_KID_MAX);
 	if (kidv) {
 		for (i = 0; i < set->n; i++)
 			if (!strcmp(set->keys[i].kid, json_string_value(kidv)))
-				return oidc_fail(err, err_len, -EINVAL, "JWKS: two keys with kid \"%s\"",
-					    set->keys[i].kid);
+				return oidc_fail(err, err_len, -EINVAL,
+						 "JWKS: two keys with kid \"%s\"",
+						 set->keys[i].kid);
 	}
-	pkey = alg == OIDC_ALG_RS256 ? rsa_key(jwk) : alg == OIDC_ALG_ES256 ? ec_key(jwk) : okp_key(jwk);
+	pkey = alg == OIDC_ALG_RS256   ? rsa_key(jwk)
+	       : alg == OIDC_ALG_ES256 ? ec_key(jwk)
+				       : okp_key(jwk);
 	if (!pkey)
 		return 0;
 	memset(k, 0, sizeof(*k));
@@ -289,8 +296,7 @@ static int jwk_add(struct oidc_jwks *set, json_t *jwk, size_t index, char *err, 
 	return 1;
 }
 
-int oidc_jwks_parse(const char *text, size_t len, struct oidc_jwks **ret, char *err,
-		    size_t err_len)
+int oidc_jwks_parse(const char *text, size_t len, struct oidc_jwks **ret, char *err, size_t err_len)
 {
 	struct oidc_jwks *set = NULL;
 	json_error_t jerr;
@@ -302,8 +308,8 @@ int oidc_jwks_parse(const char *text, size_t len, struct oidc_jwks **ret, char *
 		return oidc_fail(err, err_len, -EINVAL, "JWKS larger than %d bytes", OIDC_JWKS_MAX);
 	doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!doc)
-		return oidc_fail(err, err_len, -EINVAL, "JWKS is not JSON: %s (at byte %d)", jerr.text,
-			    jerr.position);
+		return oidc_fail(err, err_len, -EINVAL, "JWKS is not JSON: %s (at byte %d)",
+				 jerr.text, jerr.position);
 	keys = json_object_get(doc, "keys");
 	if (!json_is_array(keys)) {
 		r = oidc_fail(err, err_len, -EINVAL, "JWKS has no \"keys\" array");
@@ -311,7 +317,7 @@ int oidc_jwks_parse(const char *text, size_t len, struct oidc_jwks **ret, char *
 	}
 	if (json_array_size(keys) > OIDC_JWKS_KEYS_MAX) {
 		r = oidc_fail(err, err_len, -EINVAL, "JWKS has %zu keys (at most %d)",
-			 json_array_size(keys), OIDC_JWKS_KEYS_MAX);
+			      json_array_size(keys), OIDC_JWKS_KEYS_MAX);
 		goto out;
 	}
 	set = calloc(1, sizeof(*set));
@@ -327,8 +333,10 @@ int oidc_jwks_parse(const char *text, size_t len, struct oidc_jwks **ret, char *
 			set->skipped++;
 	}
 	if (set->n == 0) {
-		r = oidc_fail(err, err_len, -EINVAL, "JWKS has no usable signing key (RSA, EC P-256, "
-			 "Ed25519; %u skipped)", set->skipped);
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "JWKS has no usable signing key (RSA, EC P-256, "
+			      "Ed25519; %u skipped)",
+			      set->skipped);
 		goto out;
 	}
 	*ret = set;
@@ -445,10 +453,12 @@ int oidc_jws_verify(const char *jws, size_t len, const struct oidc_jwks *set, js
 		return oidc_fail(err, err_len, -EINVAL, "token is not a compact JWS (three parts)");
 	for (p = jws; p < e; p++)
 		if (*p != '.' && b64url_value(*p) < 0)
-			return oidc_fail(err, err_len, -EINVAL, "token has a character outside base64url");
+			return oidc_fail(err, err_len, -EINVAL,
+					 "token has a character outside base64url");
 	hl = oidc_b64url_decode(hbuf, sizeof(hbuf), jws, (size_t)(dot1 - jws));
 	if (hl < 0)
-		return oidc_fail(err, err_len, -EINVAL, "token header is not base64url or too long");
+		return oidc_fail(err, err_len, -EINVAL,
+				 "token header is not base64url or too long");
 	hdr = json_loadb((const char *)hbuf, (size_t)hl, JSON_REJECT_DUPLICATES, &jerr);
 	if (!json_is_object(hdr)) {
 		r = oidc_fail(err, err_len, -EINVAL, "token header is not a JSON object");
@@ -467,8 +477,8 @@ int oidc_jws_verify(const char *jws, size_t len, const struct oidc_jwks *set, js
 		for (char *c = shown; *c; c++)
 			if ((unsigned char)*c < 0x20 || *c == 0x7f)
 				*c = '?';
-		r = oidc_fail(err, err_len, -EINVAL, "token alg \"%s\" refused (RS256, ES256, EdDSA only)",
-			 shown);
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "token alg \"%s\" refused (RS256, ES256, EdDSA only)", shown);
 		goto out;
 	}
 	if (json_object_get(hdr, "crit")) {
@@ -477,14 +487,15 @@ int oidc_jws_verify(const char *jws, size_t len, const struct oidc_jwks *set, js
 	}
 	kidv = json_object_get(hdr, "kid");
 	if (kidv && (!json_is_string(kidv) || json_string_length(kidv) > OIDC_KID_MAX)) {
-		r = oidc_fail(err, err_len, -EINVAL, "token kid is not a string of at most %d bytes",
-			 OIDC_KID_MAX);
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "token kid is not a string of at most %d bytes", OIDC_KID_MAX);
 		goto out;
 	}
 	k = key_find(set, kidv ? json_string_value(kidv) : NULL, alg, &wrong_type);
 	if (!k && wrong_type) {
-		r = oidc_fail(err, err_len, -EINVAL, "token alg %s does not fit the type of key \"%s\"",
-			 algs, json_string_value(kidv));
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "token alg %s does not fit the type of key \"%s\"", algs,
+			      json_string_value(kidv));
 		goto out;
 	}
 	if (!k) {
@@ -495,18 +506,21 @@ int oidc_jws_verify(const char *jws, size_t len, const struct oidc_jwks *set, js
 		for (char *c = shown; *c; c++)
 			if ((unsigned char)*c < 0x20 || *c == 0x7f || *c == '"')
 				*c = '?';
-		r = oidc_fail(err, err_len, -ENOKEY, kidv ? "no key with kid \"%s\" in the JWKS" :
-			 "token has no kid and the JWKS has no single %s key", kidv ? shown : algs);
+		r = oidc_fail(err, err_len, -ENOKEY,
+			      kidv ? "no key with kid \"%s\" in the JWKS"
+				   : "token has no kid and the JWKS has no single %s key",
+			      kidv ? shown : algs);
 		goto out;
 	}
 	sl = oidc_b64url_decode(sig, sizeof(sig), dot2 + 1, (size_t)(e - dot2 - 1));
 	if (sl <= 0) {
-		r = oidc_fail(err, err_len, -EINVAL, "token signature is not base64url or too long");
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "token signature is not base64url or too long");
 		goto out;
 	}
 	if (!signature_ok(k, jws, (size_t)(dot2 - jws), sig, (size_t)sl)) {
-		r = oidc_fail(err, err_len, -EINVAL, "token signature does not verify (%s, kid \"%s\")",
-			 algs, k->kid);
+		r = oidc_fail(err, err_len, -EINVAL,
+			      "token signature does not verify (%s, kid \"%s\")", algs, k->kid);
 		goto out;
 	}
 	pbuf = malloc((size_t)(dot2 - dot1));

@@ -88,6 +88,6 @@ const char *oidc_alg_name(enum oidc_alg alg);
 
 /* For src/oidc: formats err (when not NULL) and returns r. */
 int oidc_fail(char *err, size_t err_len, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 #endif

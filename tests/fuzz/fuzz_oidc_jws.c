@@ -17,21 +17,20 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char jwks_text[] =
-	"{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"ed\","
-	"\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"},"
-	"{\"kid\":\"ec\",\"kty\":\"EC\",\"crv\":\"P-256\","
-	"\"x\":\"tTtWZiqa2vgTUm8oaNXR48RThh6z1fGjrWd5AT0uWN8\","
-	"\"y\":\"SfW9nIwCzBSe1hNkSUR3wSJZ7Ign6hcfNwGld4Bmn5M\"}]}";
+static const char jwks_text[] = "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"ed\","
+				"\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"},"
+				"{\"kid\":\"ec\",\"kty\":\"EC\",\"crv\":\"P-256\","
+				"\"x\":\"tTtWZiqa2vgTUm8oaNXR48RThh6z1fGjrWd5AT0uWN8\","
+				"\"y\":\"SfW9nIwCzBSe1hNkSUR3wSJZ7Ign6hcfNwGld4Bmn5M\"}]}";
 
 static struct oidc_jwks *jwks;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct oidc_policy pol = { .issuer = "https://idp.example",
-						.client_id = "trellis",
-						.groups = { "eng" },
-						.n_groups = 1 };
+	static const struct oidc_policy pol = {.issuer = "https://idp.example",
+					       .client_id = "trellis",
+					       .groups = {"eng"},
+					       .n_groups = 1};
 	char err[OIDC_ERR_MAX];
 	struct oidc_identity id;
 	json_t *claims = NULL;

@@ -28,9 +28,11 @@
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: oidc-rp --issuer URL --client-id ID --secret-file F [--ca-file F]\n"
-			"  [--redirect-uri U] [--allowed-domains L] [--allow-unverified-email]\n"
-			"  [--timeout-ms N] discover | begin FILE | finish FILE QUERY | verify NONCE TOKEN\n");
+	fprintf(
+	    stderr,
+	    "usage: oidc-rp --issuer URL --client-id ID --secret-file F [--ca-file F]\n"
+	    "  [--redirect-uri U] [--allowed-domains L] [--allow-unverified-email]\n"
+	    "  [--timeout-ms N] discover | begin FILE | finish FILE QUERY | verify NONCE TOKEN\n");
 	return 2;
 }
 
@@ -119,7 +121,7 @@ static int finish(struct oidc_client *c, const struct oidc_request *req, const c
 
 int main(int argc, char **argv)
 {
-	struct oidc_config cfg = { 0 };
+	struct oidc_config cfg = {0};
 	const char *secret_file = NULL;
 	char secret[512], err[OIDC_ERR_MAX];
 	struct oidc_client *c = NULL;

@@ -32,7 +32,7 @@ static char err[OIDC_ERR_MAX];
 /* A listener on 127.0.0.1 that never accepts: connections complete, then silence. */
 static int mute_listener(uint16_t *port)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t al = sizeof(a);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -46,8 +46,8 @@ static int mute_listener(uint16_t *port)
 
 static void test_config_refusals(void **state)
 {
-	struct oidc_config cfg = { .issuer = "http://idp.example", .client_id = "c",
-				   .client_secret = "s" };
+	struct oidc_config cfg = {
+	    .issuer = "http://idp.example", .client_id = "c", .client_secret = "s"};
 	struct oidc_client *c = NULL;
 
 	(void)state;
@@ -73,9 +73,11 @@ static void test_config_refusals(void **state)
 static struct oidc_client *client_at(uint16_t port, unsigned timeout_ms)
 {
 	char issuer[64];
-	struct oidc_config cfg = { .issuer = issuer, .client_id = "c", .client_secret = "s",
-				   .redirect_uri = "https://ctl.example/cb",
-				   .timeout_ms = timeout_ms };
+	struct oidc_config cfg = {.issuer = issuer,
+				  .client_id = "c",
+				  .client_secret = "s",
+				  .redirect_uri = "https://ctl.example/cb",
+				  .timeout_ms = timeout_ms};
 	struct oidc_client *c = NULL;
 
 	snprintf(issuer, sizeof(issuer), "https://127.0.0.1:%u", port);
@@ -165,7 +167,7 @@ static void test_finish_on_pool(void **state)
 	uint16_t port;
 	int fd = mute_listener(&port);
 	struct oidc_client *c = client_at(port, 300);
-	struct oidc_request req = { 0 };
+	struct oidc_request req = {0};
 	struct finish *f = calloc(1, sizeof(*f));
 	char query[256];
 
@@ -177,8 +179,8 @@ static void test_finish_on_pool(void **state)
 	f->loop_thread = pthread_self();
 
 	/* A state this login did not send: refused before any request goes out. */
-	assert_int_equal(oidc_finish_submit(q, &f->j, c, &req, "code=abc&state=forged",
-					    finish_done), 0);
+	assert_int_equal(
+	    oidc_finish_submit(q, &f->j, c, &req, "code=abc&state=forged", finish_done), 0);
 	assert_true(loop_until(loop, done_once, f, 5 * NSEC_PER_SEC));
 	assert_int_equal(f->dones, 1);
 	assert_true(f->on_loop);
@@ -197,7 +199,7 @@ static void test_finish_on_pool(void **state)
 
 	/* The start of a login on the pool: discovery times out the same way. */
 	{
-		struct begin b = { .loop_thread = pthread_self() };
+		struct begin b = {.loop_thread = pthread_self()};
 
 		assert_int_equal(oidc_begin_submit(q, &b.j, c, begin_done), 0);
 		assert_true(loop_until(loop, begun, &b, 5 * NSEC_PER_SEC));
@@ -218,10 +220,10 @@ static void test_finish_on_pool(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_config_refusals),
-		cmocka_unit_test(test_silent_provider),
-		cmocka_unit_test(test_refused_provider),
-		cmocka_unit_test(test_finish_on_pool),
+	    cmocka_unit_test(test_config_refusals),
+	    cmocka_unit_test(test_silent_provider),
+	    cmocka_unit_test(test_refused_provider),
+	    cmocka_unit_test(test_finish_on_pool),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

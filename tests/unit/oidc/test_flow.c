@@ -37,10 +37,10 @@ static void test_pkce_rfc7636(void **state)
 }
 
 static const char discovery[] =
-	"{\"issuer\":\"" ISS "\",\"authorization_endpoint\":\"" ISS "/auth\","
-	"\"token_endpoint\":\"" ISS "/token\",\"jwks_uri\":\"" ISS "/jwks\","
-	"\"response_types_supported\":[\"code\"],"
-	"\"code_challenge_methods_supported\":[\"plain\",\"S256\"]%s}";
+    "{\"issuer\":\"" ISS "\",\"authorization_endpoint\":\"" ISS "/auth\","
+    "\"token_endpoint\":\"" ISS "/token\",\"jwks_uri\":\"" ISS "/jwks\","
+    "\"response_types_supported\":[\"code\"],"
+    "\"code_challenge_methods_supported\":[\"plain\",\"S256\"]%s}";
 
 static int disco(const char *extra, struct oidc_provider *p)
 {
@@ -60,19 +60,21 @@ static void test_discovery(void **state)
 	assert_int_equal(disco("", &p), 0);
 	assert_string_equal(p.token_endpoint, ISS "/token");
 	assert_int_equal(p.auth, OIDC_AUTH_SECRET_BASIC);
-	assert_int_equal(disco(",\"token_endpoint_auth_methods_supported\":[\"client_secret_post\"]",
-			       &p), 0);
+	assert_int_equal(
+	    disco(",\"token_endpoint_auth_methods_supported\":[\"client_secret_post\"]", &p), 0);
 	assert_int_equal(p.auth, OIDC_AUTH_SECRET_POST);
-	assert_int_equal(disco(",\"token_endpoint_auth_methods_supported\":[\"private_key_jwt\"]",
-			       &p), -EINVAL);
+	assert_int_equal(
+	    disco(",\"token_endpoint_auth_methods_supported\":[\"private_key_jwt\"]", &p), -EINVAL);
 	assert_int_equal(oidc_discovery_parse("{\"issuer\":\"https://evil.example\"}", 33, ISS, &p,
-					      err, sizeof(err)), -EINVAL);
+					      err, sizeof(err)),
+			 -EINVAL);
 	assert_int_equal(disco(",\"x\":1", &p), 0);
 	assert_int_equal(disco(",\"issuer\":1", &p), -EINVAL); /* duplicate key */
 	{
-		const char doc[] = "{\"issuer\":\"https://evil.example\",\"authorization_endpoint\":"
-				   "\"https://a\",\"token_endpoint\":\"https://a\",\"jwks_uri\":"
-				   "\"https://a\"}";
+		const char doc[] =
+		    "{\"issuer\":\"https://evil.example\",\"authorization_endpoint\":"
+		    "\"https://a\",\"token_endpoint\":\"https://a\",\"jwks_uri\":"
+		    "\"https://a\"}";
 
 		assert_int_equal(oidc_discovery_parse(doc, strlen(doc), ISS, &p, err, sizeof(err)),
 				 -EINVAL);
@@ -88,9 +90,10 @@ static void test_discovery(void **state)
 		assert_non_null(strstr(err, "authorization_endpoint is not an https URL"));
 	}
 	{
-		const char doc[] = "{\"issuer\":\"" ISS "\",\"authorization_endpoint\":"
-				   "\"https://a\",\"token_endpoint\":\"https://a\",\"jwks_uri\":"
-				   "\"https://a\",\"code_challenge_methods_supported\":[\"plain\"]}";
+		const char doc[] =
+		    "{\"issuer\":\"" ISS "\",\"authorization_endpoint\":"
+		    "\"https://a\",\"token_endpoint\":\"https://a\",\"jwks_uri\":"
+		    "\"https://a\",\"code_challenge_methods_supported\":[\"plain\"]}";
 
 		assert_int_equal(oidc_discovery_parse(doc, strlen(doc), ISS, &p, err, sizeof(err)),
 				 -EINVAL);
@@ -98,8 +101,8 @@ static void test_discovery(void **state)
 	}
 	big = calloc(1, OIDC_DISCOVERY_MAX + 2);
 	memset(big, ' ', OIDC_DISCOVERY_MAX + 1);
-	assert_int_equal(oidc_discovery_parse(big, OIDC_DISCOVERY_MAX + 1, ISS, &p, err,
-					      sizeof(err)), -EINVAL);
+	assert_int_equal(
+	    oidc_discovery_parse(big, OIDC_DISCOVERY_MAX + 1, ISS, &p, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "larger"));
 	free(big);
 }
@@ -110,13 +113,14 @@ static void test_request_and_callback(void **state)
 	struct oidc_request req;
 	char code[OIDC_CODE_MAX + 1], st[OIDC_TOKEN_LEN + 1], q[512], ch[OIDC_TOKEN_LEN + 1];
 	const char *prefix = ISS "/auth?response_type=code&scope=openid%20email%20profile"
-			     "&client_id=trellis%20test&redirect_uri=https%3A%2F%2Fctl.example"
-			     "%2Foidc%2Fcallback&state=";
+				 "&client_id=trellis%20test&redirect_uri=https%3A%2F%2Fctl.example"
+				 "%2Foidc%2Fcallback&state=";
 
 	(void)state;
 	assert_int_equal(disco("", &p), 0);
 	assert_int_equal(oidc_request_new(&p, "trellis test", "https://ctl.example/oidc/callback",
-					  &req, err, sizeof(err)), 0);
+					  &req, err, sizeof(err)),
+			 0);
 	assert_int_equal(strncmp(req.url, prefix, strlen(prefix)), 0);
 	assert_non_null(strstr(req.url, req.state));
 	assert_non_null(strstr(req.url, req.nonce));
@@ -136,10 +140,11 @@ static void test_request_and_callback(void **state)
 	assert_false(oidc_request_state_check(&req, ""));
 
 	assert_int_equal(oidc_callback_parse("error=access_denied&error_description=no+way", 44,
-					     code, st, err, sizeof(err)), -EACCES);
+					     code, st, err, sizeof(err)),
+			 -EACCES);
 	assert_string_equal(err, "the identity provider refused: access_denied: no way");
-	assert_int_equal(oidc_callback_parse("code=1&code=2&state=x", 21, code, st, err,
-					     sizeof(err)), -EINVAL);
+	assert_int_equal(
+	    oidc_callback_parse("code=1&code=2&state=x", 21, code, st, err, sizeof(err)), -EINVAL);
 	assert_int_equal(oidc_callback_parse("state=x", 7, code, st, err, sizeof(err)), -EINVAL);
 	assert_int_equal(oidc_callback_parse("code=%00&state=x", 16, code, st, err, sizeof(err)),
 			 -EINVAL);
@@ -154,7 +159,8 @@ static void test_request_and_callback(void **state)
 static void test_token_response(void **state)
 {
 	char *tok = NULL;
-	const char ok[] = "{\"access_token\":\"x\",\"token_type\":\"bearer\",\"id_token\":\"a.b.c\"}";
+	const char ok[] =
+	    "{\"access_token\":\"x\",\"token_type\":\"bearer\",\"id_token\":\"a.b.c\"}";
 	const char e[] = "{\"error\":\"invalid_grant\",\"error_description\":\"grant request is "
 			 "invalid\"}";
 
@@ -164,22 +170,24 @@ static void test_token_response(void **state)
 	free(tok);
 	assert_int_equal(oidc_token_response_parse(e, strlen(e), &tok, err, sizeof(err)), -EACCES);
 	assert_string_equal(err, "token endpoint refused: invalid_grant: grant request is invalid");
-	assert_int_equal(oidc_token_response_parse("{\"token_type\":\"Bearer\"}", 23, &tok, err,
-						   sizeof(err)), -EINVAL);
+	assert_int_equal(
+	    oidc_token_response_parse("{\"token_type\":\"Bearer\"}", 23, &tok, err, sizeof(err)),
+	    -EINVAL);
 	assert_int_equal(oidc_token_response_parse("{\"token_type\":\"mac\",\"id_token\":\"a\"}",
-						   35, &tok, err, sizeof(err)), -EINVAL);
+						   35, &tok, err, sizeof(err)),
+			 -EINVAL);
 	assert_int_equal(oidc_token_response_parse("<html>", 6, &tok, err, sizeof(err)), -EINVAL);
 }
 
 static json_t *good_claims(void)
 {
-	return json_pack("{ss ss sI sI ss ss ss sb ss s[ss]}", "iss", ISS, "aud", "trellis",
-			 "exp", (json_int_t)(NOW + 300), "iat", (json_int_t)NOW, "nonce", "N1",
-			 "sub", "u-1", "email", "alice@example.com", "email_verified", 1, "name",
+	return json_pack("{ss ss sI sI ss ss ss sb ss s[ss]}", "iss", ISS, "aud", "trellis", "exp",
+			 (json_int_t)(NOW + 300), "iat", (json_int_t)NOW, "nonce", "N1", "sub",
+			 "u-1", "email", "alice@example.com", "email_verified", 1, "name",
 			 "Alice\x01", "groups", "staff", "eng");
 }
 
-static struct oidc_policy pol = { .issuer = ISS, .client_id = "trellis" };
+static struct oidc_policy pol = {.issuer = ISS, .client_id = "trellis"};
 
 static int check(json_t *c, uint64_t now_s, struct oidc_identity *id)
 {
@@ -280,7 +288,7 @@ static void test_claims(void **state)
 
 static void test_domains_list(void **state)
 {
-	struct oidc_policy p = { 0 };
+	struct oidc_policy p = {0};
 	char a[] = " , ", b[] = "a@b", c[200];
 
 	(void)state;
@@ -295,12 +303,12 @@ static void test_domains_list(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pkce_rfc7636),
-		cmocka_unit_test(test_discovery),
-		cmocka_unit_test(test_request_and_callback),
-		cmocka_unit_test(test_token_response),
-		cmocka_unit_test(test_claims),
-		cmocka_unit_test(test_domains_list),
+	    cmocka_unit_test(test_pkce_rfc7636),
+	    cmocka_unit_test(test_discovery),
+	    cmocka_unit_test(test_request_and_callback),
+	    cmocka_unit_test(test_token_response),
+	    cmocka_unit_test(test_claims),
+	    cmocka_unit_test(test_domains_list),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

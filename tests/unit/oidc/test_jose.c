@@ -24,17 +24,17 @@ static char err[OIDC_ERR_MAX];
 
 static void test_b64url(void **state)
 {
-	static const char *const plain[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
-	static const char *const enc[] = { "", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE",
-					   "Zm9vYmFy" };
-	static const char *const bad[] = { "Zh", "Zm9=", "a", "Zm9v+", "Zm/v", "Zm9v\n" };
+	static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+	static const char *const enc[] = {"", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy"};
+	static const char *const bad[] = {"Zh", "Zm9=", "a", "Zm9v+", "Zm/v", "Zm9v\n"};
 	uint8_t out[16];
 	char s[16];
 
 	(void)state;
 	for (size_t i = 0; i < 7; i++) {
-		assert_int_equal(oidc_b64url_encode(s, sizeof(s), (const uint8_t *)plain[i],
-						    strlen(plain[i])), strlen(enc[i]));
+		assert_int_equal(
+		    oidc_b64url_encode(s, sizeof(s), (const uint8_t *)plain[i], strlen(plain[i])),
+		    strlen(enc[i]));
 		assert_string_equal(s, enc[i]);
 		assert_int_equal(oidc_b64url_decode(out, sizeof(out), enc[i], strlen(enc[i])),
 				 strlen(plain[i]));
@@ -72,13 +72,13 @@ static int setup(void **state)
 	k->rsa = tkey_new(OIDC_ALG_RS256);
 	k->ec = tkey_new(OIDC_ALG_ES256);
 	k->ed = tkey_new(OIDC_ALG_EDDSA);
-	assert_int_equal(jwks_of(json_pack("[ooo{ss}{ssssss}]",
-					   tkey_jwk(k->rsa, OIDC_ALG_RS256, "r1"),
-					   tkey_jwk(k->ec, OIDC_ALG_ES256, "e1"),
-					   tkey_jwk(k->ed, OIDC_ALG_EDDSA, "d1"),
-					   "kty", "oct",
-					   "kty", "RSA", "use", "enc", "kid", "x"),
-				 &k->set), 0);
+	assert_int_equal(
+	    jwks_of(json_pack("[ooo{ss}{ssssss}]", tkey_jwk(k->rsa, OIDC_ALG_RS256, "r1"),
+			      tkey_jwk(k->ec, OIDC_ALG_ES256, "e1"),
+			      tkey_jwk(k->ed, OIDC_ALG_EDDSA, "d1"), "kty", "oct", "kty", "RSA",
+			      "use", "enc", "kid", "x"),
+		    &k->set),
+	    0);
 	assert_int_equal(k->set->n, 3);
 	assert_int_equal(k->set->skipped, 2);
 	*state = k;
@@ -204,14 +204,20 @@ static void test_rfc8037_ed25519(void **state)
 
 	(void)state;
 	assert_int_equal(jwks_of(json_pack("[{ssssss}]", "kty", "OKP", "crv", "Ed25519", "x",
-					   "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"), &set), 0);
+					   "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+				 &set),
+			 0);
 	assert_int_equal(verify("eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc."
 				"hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5B"
-				"hVsPt9g7sVvpAr_MuM0KAg", set, NULL), -EINVAL);
+				"hVsPt9g7sVvpAr_MuM0KAg",
+				set, NULL),
+			 -EINVAL);
 	assert_non_null(strstr(err, "payload is not a JSON object"));
 	assert_int_equal(verify("eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc."
 				"hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5B"
-				"hVsPt9g7sVvpAr_MuM0KBg", set, NULL), -EINVAL);
+				"hVsPt9g7sVvpAr_MuM0KBg",
+				set, NULL),
+			 -EINVAL);
 	assert_non_null(strstr(err, "does not verify"));
 	oidc_jwks_free(set);
 }
@@ -222,9 +228,14 @@ static void test_jwks_refusals(void **state)
 	struct oidc_jwks *set = NULL;
 	json_t *many = json_array(), *ec = tkey_jwk(k->ec, OIDC_ALG_ES256, "e1");
 	EVP_PKEY *small = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
-	const char *bad[] = { "", "[]", "{}", "{\"keys\":{}}", "{\"keys\":[1]}",
-			      "{\"keys\":[]}", "{\"keys\":[{\"kty\":\"oct\",\"k\":\"AAAA\"}]}",
-			      "{\"keys\":[],\"keys\":[]}" };
+	const char *bad[] = {"",
+			     "[]",
+			     "{}",
+			     "{\"keys\":{}}",
+			     "{\"keys\":[1]}",
+			     "{\"keys\":[]}",
+			     "{\"keys\":[{\"kty\":\"oct\",\"k\":\"AAAA\"}]}",
+			     "{\"keys\":[],\"keys\":[]}"};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(oidc_jwks_parse(bad[i], strlen(bad[i]), &set, err, sizeof(err)),
@@ -258,12 +269,12 @@ static void test_jwks_refusals(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_b64url),
-		cmocka_unit_test_setup_teardown(test_verify_each_alg, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tampering, setup, teardown),
-		cmocka_unit_test(test_rfc8037_ed25519),
-		cmocka_unit_test_setup_teardown(test_jwks_refusals, setup, teardown),
+	    cmocka_unit_test(test_b64url),
+	    cmocka_unit_test_setup_teardown(test_verify_each_alg, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tampering, setup, teardown),
+	    cmocka_unit_test(test_rfc8037_ed25519),
+	    cmocka_unit_test_setup_teardown(test_jwks_refusals, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
