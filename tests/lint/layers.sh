@@ -19,7 +19,8 @@ declare -A below=(
 	[disco]="base crypto proto"
 	[node]="base crypto proto wg os net portmap disco"
 	[portmap]="base os"
-	[control]="base crypto proto os net relay"
+	[policy]="base crypto proto"
+	[control]="base crypto proto os net relay policy"
 	[relay]="base crypto proto net"
 	[cli]="base crypto proto"
 )
