@@ -1009,7 +1009,7 @@ static int admin_routes_add(struct httpd *h, httpd_handler_fn fn, void *ctx)
 	static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
 	for (size_t i = 0; i < ARRAY_SIZE(methods); i++)
-		if (httpd_route_add_body(h, methods[i], ADMIN_API_PREFIX, ADMIN_API_BODY_MAX, fn,
+		if (httpd_route_add_body(h, methods[i], ADMIN_API_PREFIX, ADMIN_API_POLICY_BODY_MAX, fn,
 					 ctx) < 0)
 			return -ENOMEM;
 	return 0;

@@ -232,6 +232,8 @@ int store_submit(struct store *s, const struct store_op *op, store_done_fn done,
 
 	if (!s->attached)
 		return -ENOTCONN;
+	if (op->kind == STORE_OP_POLICY_SET)
+		return -EINVAL; /* its text is not copied: store_write only */
 	q = malloc(sizeof(*q));
 	if (!q)
 		return -ENOMEM;
@@ -476,6 +478,23 @@ int store_setting_get(struct store *s, const char *key, void *value, size_t cap)
 	crypto_wipe(st, sizeof(*st));
 	free(st);
 	return r;
+}
+
+int store_policy_get(struct store *s, uint64_t tailnet_id, char **ret, size_t *ret_len)
+{
+	return RD(s, s->be->policy_get(s->rd, tailnet_id, ret, ret_len));
+}
+
+int store_policy_set(struct store *s, uint64_t tailnet_id, const char *text, size_t len)
+{
+	struct store_op op = { .kind = STORE_OP_POLICY_SET };
+
+	if (len > STORE_POLICY_MAX)
+		return -EMSGSIZE;
+	op.policy.tailnet_id = tailnet_id;
+	op.policy.text = text;
+	op.policy.len = len;
+	return store_write(s, &op, NULL);
 }
 
 int store_changes_poll(struct store *s, uint64_t *cursor, struct store_change *ret, size_t cap)

@@ -77,6 +77,7 @@ enum store_op_kind {
 	STORE_OP_SETTING_SET,        /* .setting */
 	/* Audit entries before .audit_prune_before go, the last one the anchor; id: how many. */
 	STORE_OP_AUDIT_PRUNE,
+	STORE_OP_POLICY_SET,         /* .policy; len 0 deletes (no policy: allow all) */
 };
 
 struct store_setting {
@@ -85,9 +86,21 @@ struct store_setting {
 	uint8_t value[STORE_SETTING_VALUE_MAX];
 };
 
+/*
+ * A tailnet's access policy (docs/policy.md) as the admin wrote it. The text is not copied:
+ * only store_write takes this op (store_submit refuses it), and the text lives until it returns.
+ */
+#define STORE_POLICY_MAX (2U << 20)
+struct store_policy {
+	uint64_t tailnet_id;
+	const char *text;
+	size_t len;
+};
+
 struct store_op {
 	enum store_op_kind kind;
 	union {
+		struct store_policy policy;
 		struct control_tailnet tailnet;
 		struct control_user user;
 		struct control_node node;
@@ -116,6 +129,7 @@ enum store_change_kind {
 	STORE_CHANGE_NODE,
 	STORE_CHANGE_AUTHKEY,
 	STORE_CHANGE_SETTING,
+	STORE_CHANGE_POLICY, /* id: the tailnet's */
 };
 
 struct store_change {
@@ -169,6 +183,8 @@ struct store_backend {
 	int (*audit_anchor)(void *be, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN]);
 	int (*audit_read)(void *be, uint64_t after_seq, int64_t since, size_t max,
 			  int (*fn)(void *arg, const struct audit_entry *e), void *arg);
+	/* *ret malloc'd, NUL-terminated; -ENOENT: the tailnet has no policy. */
+	int (*policy_get)(void *be, uint64_t tailnet_id, char **ret, size_t *ret_len);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
@@ -241,6 +257,10 @@ int store_user_get_by_name(struct store *s, uint64_t tailnet_id, const char *nam
 int store_node_get(struct store *s, uint64_t id, struct control_node *ret);
 int store_authkey_get(struct store *s, uint64_t id, struct control_authkey *ret);
 int store_authkey_get_by_prefix(struct store *s, const char *prefix, struct control_authkey *ret);
+/* A tailnet's policy text (malloc'd, NUL-terminated): 0, -ENOENT (none), -errno. */
+int store_policy_get(struct store *s, uint64_t tailnet_id, char **ret, size_t *ret_len);
+/* Writes (len 0: deletes) a tailnet's policy. 0 or -errno (-ENOENT: no such tailnet). */
+int store_policy_set(struct store *s, uint64_t tailnet_id, const char *text, size_t len);
 /* Copies at most cap bytes; returns the value length, or -ENOENT. */
 int store_setting_get(struct store *s, const char *key, void *value, size_t cap);
 

@@ -115,12 +115,16 @@ static __attribute__((format(printf, 3, 4))) int verr(char *err, const struct hu
 }
 
 /* A member's key, for errors about the key itself. */
-static int kerr(char *err, const struct hujson_value *m, const char *fmt, const char *s)
+static __attribute__((format(printf, 3, 4))) int kerr(char *err, const struct hujson_value *m,
+						      const char *fmt, ...)
 {
+	va_list ap;
 	int n = snprintf(err, POLICY_ERR_MAX, "%u:%u: ", m->key_line, m->key_col);
 
+	va_start(ap, fmt);
 	if (n > 0 && n < POLICY_ERR_MAX)
-		snprintf(err + n, POLICY_ERR_MAX - (size_t)n, fmt, s);
+		vsnprintf(err + n, POLICY_ERR_MAX - (size_t)n, fmt, ap);
+	va_end(ap);
 	return -EINVAL;
 }
 
@@ -804,8 +808,8 @@ int policy_reach(const struct policy *p, const struct policy_node *a, const stru
 /* ---- tests ---- */
 
 /* A test's src or dst target as a node that has just that identity. */
-static int test_node(const struct policy *p, const char *s, const struct hujson_value *at,
-		     struct policy_node *ret, char *err)
+static int ident(const struct policy *p, const char *s, const struct hujson_value *at,
+		 struct policy_node *ret, char *err)
 {
 	struct sel x;
 	int r;
@@ -873,7 +877,7 @@ static int run_test(const struct policy *p, const struct hujson_value *t, size_t
 			return verr(err, proto, "unknown protocol \"%s\"", proto->str);
 		pr = (unsigned)r;
 	}
-	r = test_node(p, src->str, src, &a, err);
+	r = ident(p, src->str, src, &a, err);
 	if (r < 0)
 		return r;
 	for (int want = 0; want < 2; want++) {
@@ -899,7 +903,7 @@ static int run_test(const struct policy *p, const struct hujson_value *t, size_t
 					    m->str);
 			memcpy(tgt, m->str, (size_t)(colon - m->str));
 			tgt[colon - m->str] = '\0';
-			r = test_node(p, tgt, m, &b, err);
+			r = ident(p, tgt, m, &b, err);
 			if (r < 0)
 				return r;
 			got = policy_explain(p, &a, &b, (int)port, pr, why);
@@ -910,6 +914,19 @@ static int run_test(const struct policy *p, const struct hujson_value *t, size_t
 		}
 	}
 	return 0;
+}
+
+int policy_ident(const struct policy *p, const char *s, struct policy_node *ret, char *err)
+{
+	int r = ident(p, s, NULL, ret, err);
+
+	/* No place in a document to name: drop the "1:1: ". */
+	if (r < 0 && !strncmp(err, "1:1: ", 5)) {
+		size_t l = strnlen(err, POLICY_ERR_MAX - 1);
+
+		memmove(err, err + 5, l - 4);
+	}
+	return r;
 }
 
 /* ---- the policy ---- */
@@ -958,10 +975,10 @@ int policy_parse(const char *text, size_t len, struct policy **ret, char *err)
 		if (skip)
 			continue;
 		if (!slot) {
-			kerr(err, m,
-			     !strcmp(m->key, "grants") ? "\"%s\" are not supported (use acls)"
-						       : "unknown section \"%s\"",
-			     m->key);
+			if (!strcmp(m->key, "grants"))
+				kerr(err, m, "\"%s\" are not supported (use acls)", m->key);
+			else
+				kerr(err, m, "unknown section \"%s\"", m->key);
 			goto out;
 		}
 		if (*slot) {

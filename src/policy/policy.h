@@ -59,6 +59,12 @@ void policy_rule_describe(const struct policy *p, size_t i, char *buf, size_t le
 int policy_reach(const struct policy *p, const struct policy_node *a, const struct policy_node *b,
 		 char *buf, size_t len);
 
+/*
+ * A node that has just the identity s names, as the policy's tests see one: a user
+ * ("alice@example.com", "default@"), a tag, a host or a single address. 0, -EINVAL (err).
+ */
+int policy_ident(const struct policy *p, const char *s, struct policy_node *ret, char *err);
+
 /* IP protocol number of a name ("tcp", "ipv6-icmp") or a number 1-255; -EINVAL. */
 int policy_proto_parse(const char *s);
 
