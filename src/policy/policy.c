@@ -1064,6 +1064,7 @@ struct nref {
 };
 
 struct crule {
+	size_t n_dsts;
 	uint64_t *src;	  /* nodes in src (identity or address) */
 	uint64_t *src_id; /* nodes in src by identity: the sources autogroup:self counts */
 	uint64_t *dst;	  /* nodes in some non-self dst entry */
@@ -1072,6 +1073,7 @@ struct crule {
 
 struct policy_view {
 	const struct policy *p;
+	size_t n_rules; /* p's, so that a view can be freed after its policy */
 	size_t n, words;
 	struct crule *rules;
 	size_t *cls;	/* node -> class */
@@ -1185,10 +1187,10 @@ void policy_view_free(struct policy_view *v)
 {
 	if (!v)
 		return;
-	for (size_t i = 0; v->rules && i < v->p->n_rules; i++) {
+	for (size_t i = 0; v->rules && i < v->n_rules; i++) {
 		struct crule *cr = &v->rules[i];
 
-		for (size_t k = 0; cr->dsts && k < v->p->rules[i].n_dsts; k++)
+		for (size_t k = 0; cr->dsts && k < cr->n_dsts; k++)
 			free(cr->dsts[k]);
 		free(cr->dsts);
 		free(cr->src);
@@ -1319,6 +1321,7 @@ int policy_compile(const struct policy *p, const struct policy_node *nodes, size
 	if (!v)
 		return -ENOMEM;
 	v->p = p;
+	v->n_rules = p->n_rules;
 	v->n = n;
 	v->words = c.words;
 	if (build_index(&c) < 0)
@@ -1336,6 +1339,7 @@ int policy_compile(const struct policy *p, const struct policy_node *nodes, size
 		cr->src_id = calloc(w, 8);
 		cr->dst = calloc(w, 8);
 		cr->dsts = calloc(rl->n_dsts, sizeof(*cr->dsts));
+		cr->n_dsts = rl->n_dsts;
 		if (!cr->src || !cr->src_id || !cr->dst || !cr->dsts)
 			goto out;
 		for (size_t k = 0; k < rl->n_srcs; k++) {

@@ -19,6 +19,7 @@
 
 #include "base/util.h"
 #include "control/mapper.h"
+#include "policy/policy.h"
 #include "proto/ctrlmsg.h"
 
 #define T0 1800000000LL
@@ -960,6 +961,134 @@ static void test_node_by_key(void **state)
 	mapper_free(m);
 }
 
+static struct policy *mk_policy(const char *text)
+{
+	struct policy *p = NULL;
+	char err[POLICY_ERR_MAX];
+
+	if (policy_parse(text, strlen(text), &p, err))
+		fail_msg("%s", err);
+	return p;
+}
+
+static unsigned delta_index(const uint64_t *ids, unsigned n, uint64_t id)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (ids[i] == id)
+			return i;
+	return n;
+}
+
+/*
+ * Under a policy a node sees only the peers it may reach or be reached by, and carries its
+ * filter; a policy change and a node's tags change reach exactly the subscribers they affect;
+ * removing the policy needs full maps.
+ */
+static void test_policy_views(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct control_node n2 = mk_node(2, 1), n3 = mk_node(3, 1);
+	struct netmap_delta *d[8];
+	struct netmap *nm;
+	uint64_t ids[8];
+	unsigned n, k;
+	char *json;
+	size_t len;
+
+	(void)state;
+	add(m, 1, 1);
+	n2.user_id = 0;
+	n2.n_tags = 1;
+	snprintf(n2.tags[0], NETMAP_TAG_MAX, "tag:server");
+	n3.user_id = 0;
+	n3.n_tags = 1;
+	snprintf(n3.tags[0], NETMAP_TAG_MAX, "tag:other");
+	assert_int_equal(mapper_node_upsert(m, &n2, T0), 0);
+	assert_int_equal(mapper_node_upsert(m, &n3, T0), 0);
+	for (uint64_t id = 1; id <= 3; id++) {
+		assert_int_equal(mapper_subscribe(m, id), 0);
+		assert_int_equal(mapper_netmap(m, id, T0, &nm), 0);
+		assert_int_equal(nm->n_peers, 2);
+		assert_null(nm->filter);
+		netmap_free(nm);
+	}
+	assert_false(mapper_policy_has(m, 1));
+
+	assert_int_equal(mapper_policy_set(m, 1, mk_policy(
+		"{\"tagOwners\": {\"tag:server\": [], \"tag:other\": []},"
+		" \"acls\": [{\"action\": \"accept\", \"src\": [\"user1@example.com\"],"
+		" \"dst\": [\"tag:server:22\"], \"proto\": \"tcp\"}]}")), 0);
+	assert_true(mapper_policy_has(m, 1));
+	n = flush(m, ids, d, 8);
+	assert_int_equal(n, 3);
+	/* 1: loses 3, gets an empty filter (nothing may start a flow to it). */
+	k = delta_index(ids, n, 1);
+	assert_int_equal(d[k]->n_removed, 1);
+	assert_int_equal(d[k]->removed[0], 3);
+	assert_non_null(d[k]->filter);
+	assert_int_equal(d[k]->filter->n_rules, 0);
+	/* 2: loses 3; its filter lets 1's addresses reach port 22 over TCP. */
+	k = delta_index(ids, n, 2);
+	assert_int_equal(d[k]->n_removed, 1);
+	assert_int_equal(d[k]->filter->n_rules, 1);
+	assert_int_equal(d[k]->filter->n_srcs, 2);
+	assert_int_equal(d[k]->filter->srcs[0].addr[3], 1);
+	assert_int_equal(d[k]->filter->dsts[0].port_first, 22);
+	assert_int_equal(d[k]->filter->rules[0].protos[0], 6);
+	/* 3: alone. */
+	k = delta_index(ids, n, 3);
+	assert_int_equal(d[k]->n_removed, 2);
+	free_deltas(d, n);
+
+	assert_int_equal(mapper_netmap(m, 3, T0, &nm), 0);
+	assert_int_equal(nm->n_peers, 0);
+	assert_non_null(nm->filter);
+	netmap_free(nm);
+	assert_int_equal(mapper_netmap(m, 1, T0, &nm), 0);
+	assert_int_equal(nm->n_peers, 1);
+	assert_true(has_peer(nm, 2));
+	netmap_free(nm);
+	/* The text form carries the same filter; the hidden node's key is not in it. */
+	assert_int_equal(mapper_netmap_json(m, 2, T0, &json, &len), 0);
+	assert_non_null(strstr(json, "\"packet_filter\":{\"rules\":[{\"src\":[\"100.64.0.1/32\""));
+	assert_null(strstr(json, "\"node-3\""));
+	free(json);
+
+	/* 3 becomes a server: 1 and 3 see each other; 2's filter and peers stay. */
+	snprintf(n3.tags[0], NETMAP_TAG_MAX, "tag:server");
+	assert_int_equal(mapper_node_upsert(m, &n3, T0), 0);
+	n = flush(m, ids, d, 8);
+	k = delta_index(ids, n, 1);
+	assert_true(k < n);
+	assert_int_equal(d[k]->n_added, 1);
+	assert_int_equal(d[k]->added[0].id, 3);
+	assert_null(d[k]->filter);
+	k = delta_index(ids, n, 3);
+	assert_true(k < n);
+	assert_int_equal(d[k]->n_added, 1);
+	assert_int_equal(d[k]->added[0].id, 1);
+	assert_non_null(d[k]->filter);
+	assert_int_equal(d[k]->filter->n_rules, 1);
+	/* 2 sees 3's record change (its tags), nothing about its own view. */
+	k = delta_index(ids, n, 2);
+	assert_true(k == n || (!d[k]->filter && !d[k]->n_added && !d[k]->n_removed));
+	free_deltas(d, n);
+
+	/* No policy again: "no filter" is said by full maps. */
+	assert_int_equal(mapper_policy_set(m, 1, NULL), 0);
+	assert_false(mapper_policy_has(m, 1));
+	for (uint64_t id = 1; id <= 3; id++) {
+		assert_int_equal(mapper_dirty_first(m) != 0, 1);
+		assert_int_equal(mapper_take_delta(m, id, &d[0]), -ENOBUFS);
+		assert_int_equal(mapper_netmap(m, id, T0, &nm), 0);
+		assert_int_equal(nm->n_peers, 2);
+		assert_null(nm->filter);
+		netmap_free(nm);
+	}
+	assert_int_equal(mapper_dirty_count(m), 0);
+	mapper_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -972,6 +1101,7 @@ int main(void)
 	    cmocka_unit_test(test_model_check),
 	    cmocka_unit_test(test_relay_map_and_home),
 	    cmocka_unit_test(test_scale_10k),
+	    cmocka_unit_test(test_policy_views),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
