@@ -465,6 +465,22 @@ static bool filter_equal(const struct netmap_filter *a, const struct netmap_filt
 }
 
 /*
+ * A node's filter; one over the netmap's caps fails closed, as a filter without rules: the
+ * policy is valid, the node gets its peers, and nobody may start a flow to it.
+ */
+static int view_filter(const struct policy_view *v, const struct policy_node *pn, size_t i,
+		       struct netmap_filter **ret)
+{
+	int r = policy_view_filter(v, pn, i, ret);
+
+	if (r == -E2BIG) {
+		*ret = calloc(1, sizeof(**ret));
+		r = *ret ? 0 : -ENOMEM;
+	}
+	return r;
+}
+
+/*
  * x's filter under the tailnet's current view (NULL: no policy). A node not compiled in yet
  * (tailnet_sync runs before any map is built) gets an empty filter: nobody may start a flow.
  */
@@ -481,7 +497,7 @@ static int node_filter(struct mnode *x, const struct netmap_filter **ret)
 			x->filter = calloc(1, sizeof(*x->filter));
 			r = x->filter ? 0 : -ENOMEM;
 		} else {
-			r = policy_view_filter(tn->view, tn->pnodes, x->pidx, &x->filter);
+			r = view_filter(tn->view, tn->pnodes, x->pidx, &x->filter);
 		}
 		if (r < 0)
 			return r;
@@ -606,7 +622,7 @@ static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
 	for (i = 0; pol && i < tn->n_subs; i++) {
 		const struct netmap_filter *old;
 
-		r = policy_view_filter(view, pn, tn->subs[i]->node->tn_idx, &nf[i]);
+		r = view_filter(view, pn, tn->subs[i]->node->tn_idx, &nf[i]);
 		/* The old one too, to compare: computed now, while the old view stands. */
 		if (r == 0)
 			r = node_filter(tn->subs[i]->node, &old);
