@@ -671,6 +671,32 @@ static void test_relay_map_and_home(void **state)
 	mapper_free(m);
 }
 
+static const char *const mc_policies[] = {
+	"{\"tagOwners\": {\"tag:t0\": [], \"tag:t1\": [], \"tag:t2\": []}, \"acls\": ["
+	"{\"action\": \"accept\", \"src\": [\"tag:t0\", \"tag:t1\"],"
+	" \"dst\": [\"tag:t2:22\", \"autogroup:member:80\"]}]}",
+	"{\"tagOwners\": {\"tag:t3\": []}, \"acls\": ["
+	"{\"action\": \"accept\", \"src\": [\"autogroup:member\"], \"dst\": [\"autogroup:self:*\"]},"
+	"{\"action\": \"accept\", \"src\": [\"tag:t3\"], \"dst\": [\"*:443\"], \"proto\": \"tcp\"}]}",
+	"{\"acls\": [{\"action\": \"accept\", \"src\": [\"100.64.0.0/28\"], \"dst\": [\"*:*\"]}]}",
+};
+
+static void assert_same_filter(const struct netmap_filter *a, const struct netmap_filter *b)
+{
+	assert_int_equal(a == NULL, b == NULL);
+	if (!a)
+		return;
+	assert_int_equal(a->n_rules, b->n_rules);
+	assert_int_equal(a->n_srcs, b->n_srcs);
+	assert_int_equal(a->n_dsts, b->n_dsts);
+	if (a->n_rules)
+		assert_memory_equal(a->rules, b->rules, a->n_rules * sizeof(*a->rules));
+	if (a->n_srcs)
+		assert_memory_equal(a->srcs, b->srcs, a->n_srcs * sizeof(*a->srcs));
+	if (a->n_dsts)
+		assert_memory_equal(a->dsts, b->dsts, a->n_dsts * sizeof(*a->dsts));
+}
+
 static unsigned model_check(uint64_t seed)
 {
 	struct mapper *m = mk_mapper();
@@ -684,7 +710,7 @@ static unsigned model_check(uint64_t seed)
 		const struct control_node *cur = mapper_node_get(m, id);
 		struct control_node n = cur ? *cur : mk_node(id, mc_tailnet(id));
 		struct endpoint eps[3];
-		unsigned op = rnd(14);
+		unsigned op = rnd(15);
 		struct control_user u;
 
 		switch (op) {
@@ -768,12 +794,31 @@ static unsigned model_check(uint64_t seed)
 				client[id] = NULL;
 			}
 			break;
+		case 12: { /* the tailnet's policy changes, or goes */
+			unsigned k = rnd(ARRAY_SIZE(mc_policies) + 1);
+			struct policy *pol = NULL;
+			char err[POLICY_ERR_MAX];
+
+			if (k < ARRAY_SIZE(mc_policies))
+				assert_int_equal(policy_parse(mc_policies[k], strlen(mc_policies[k]),
+							      &pol, err), 0);
+			assert_int_equal(mapper_policy_set(m, mc_tailnet(id), pol), 0);
+			break;
+		}
 		default: /* the server flushes */
 			for (uint64_t s; (s = mapper_dirty_first(m));) {
 				struct netmap_delta *d;
+				int r;
 
 				assert_non_null(client[s]);
-				assert_int_equal(mapper_take_delta(m, s, &d), 0);
+				r = mapper_take_delta(m, s, &d);
+				if (r == -ENOBUFS) {
+					/* A removed policy: the server sends a full map. */
+					netmap_free(client[s]);
+					assert_int_equal(mapper_netmap(m, s, now, &client[s]), 0);
+					continue;
+				}
+				assert_int_equal(r, 0);
 				if (!d)
 					continue;
 				assert_int_equal(netmap_apply_delta(client[s], d), 0);
@@ -790,6 +835,7 @@ static unsigned model_check(uint64_t seed)
 				assert_int_equal(mapper_netmap(m, s, now, &fresh), 0);
 				assert_int_equal(mapper_dirty_count(m), 0);
 				assert_same_map(client[s], fresh);
+				assert_same_filter(client[s]->filter, fresh->filter);
 				/* Continue from the fresh map: exercises both paths. */
 				if (rnd(2)) {
 					netmap_free(client[s]);
