@@ -1082,6 +1082,23 @@ struct policy_view {
 	size_t *counts; /* class -> peers, self included where its own row has it */
 	struct nref *users; /* untagged nodes by user, for autogroup:self */
 	size_t n_users;
+	/*
+	 * The rules each node is in, by rule (memb[moff[a] .. moff[a + 1])): a node's class,
+	 * row and filter cost its own rules, not a look into every rule's bitsets.
+	 */
+	struct memb *memb;
+	size_t *moff;
+	uint32_t *self_rules; /* rules with an autogroup:self destination */
+	size_t n_self;
+};
+
+#define M_SRC 1
+#define M_SRC_ID 2
+#define M_DST 4
+
+struct memb {
+	uint32_t rule;
+	uint8_t flags;
 };
 
 static inline void bit_set(uint64_t *b, size_t i)
@@ -1199,6 +1216,9 @@ void policy_view_free(struct policy_view *v)
 	}
 	free(v->rules);
 	free(v->users);
+	free(v->memb);
+	free(v->moff);
+	free(v->self_rules);
 	free(v->cls);
 	free(v->rows);
 	free(v->counts);
@@ -1246,12 +1266,14 @@ static int cmp_ckey(const void *a, const void *b)
 static bool same_class(const struct policy_view *v, const struct policy_node *nodes, size_t a,
 		       size_t b, bool self_used)
 {
-	for (size_t r = 0; r < v->p->n_rules; r++) {
-		const struct crule *cr = &v->rules[r];
+	size_t na = v->moff[a + 1] - v->moff[a], nb = v->moff[b + 1] - v->moff[b];
 
-		if (bit_test(cr->src, a) != bit_test(cr->src, b) ||
-		    bit_test(cr->src_id, a) != bit_test(cr->src_id, b) ||
-		    bit_test(cr->dst, a) != bit_test(cr->dst, b))
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++) {
+		const struct memb *x = &v->memb[v->moff[a] + i], *y = &v->memb[v->moff[b] + i];
+
+		if (x->rule != y->rule || x->flags != y->flags)
 			return false;
 	}
 	if (self_used && (nodes[a].n_tags || nodes[b].n_tags || strcmp(nodes[a].user, nodes[b].user)))
@@ -1264,13 +1286,8 @@ static uint64_t class_hash(const struct policy_view *v, const struct policy_node
 {
 	uint64_t h = 0xcbf29ce484222325ULL;
 
-	for (size_t r = 0; r < v->p->n_rules; r++) {
-		const struct crule *cr = &v->rules[r];
-		unsigned x = bit_test(cr->src, a) | bit_test(cr->src_id, a) << 1 |
-			     bit_test(cr->dst, a) << 2;
-
-		h = (h ^ (x + r * 8)) * 0x100000001b3ULL;
-	}
+	for (size_t i = v->moff[a]; i < v->moff[a + 1]; i++)
+		h = (h ^ ((uint64_t)v->memb[i].rule * 8 + v->memb[i].flags)) * 0x100000001b3ULL;
 	if (self_used && !nodes[a].n_tags)
 		for (const char *s = nodes[a].user; *s; s++)
 			h = (h ^ (uint8_t)*s) * 0x100000001b3ULL;
@@ -1280,19 +1297,20 @@ static uint64_t class_hash(const struct policy_view *v, const struct policy_node
 /* The row of the class whose representative is node a. */
 static void class_row(const struct policy_view *v, const struct cctx *c, size_t a, uint64_t *row)
 {
-	const struct policy *p = v->p;
 	const struct policy_node *x = &c->nodes[a];
 	bool member = x->user[0] && !x->n_tags;
 
-	for (size_t r = 0; r < p->n_rules; r++) {
-		const struct crule *cr = &v->rules[r];
+	for (size_t i = v->moff[a]; i < v->moff[a + 1]; i++) {
+		const struct crule *cr = &v->rules[v->memb[i].rule];
 
-		if (bit_test(cr->src, a))
+		if (v->memb[i].flags & M_SRC)
 			bits_or(row, cr->dst, v->words);
-		if (bit_test(cr->dst, a))
+		if (v->memb[i].flags & M_DST)
 			bits_or(row, cr->src, v->words);
-		if (!p->rules[r].has_self || !member)
-			continue;
+	}
+	for (size_t k = 0; member && k < v->n_self; k++) {
+		const struct crule *cr = &v->rules[v->self_rules[k]];
+
 		/*
 		 * autogroup:self: a source by identity sees all of its user's devices; every
 		 * device of the user sees those of them that are sources.
@@ -1305,6 +1323,54 @@ static void class_row(const struct policy_view *v, const struct cctx *c, size_t 
 				bit_set(row, b);
 		}
 	}
+}
+
+/* The transposed index of memberships (see struct policy_view). */
+static int build_memb(struct policy_view *v)
+{
+	size_t total = 0, *fill;
+
+	v->moff = calloc(v->n + 1, sizeof(*v->moff));
+	v->self_rules = calloc(v->n_rules ? v->n_rules : 1, sizeof(*v->self_rules));
+	if (!v->moff || !v->self_rules)
+		return -ENOMEM;
+	for (size_t r = 0; r < v->n_rules; r++) {
+		const struct crule *cr = &v->rules[r];
+
+		if (v->p->rules[r].has_self)
+			v->self_rules[v->n_self++] = (uint32_t)r;
+		for (size_t w = 0; w < v->words; w++)
+			for (uint64_t b = cr->src[w] | cr->dst[w]; b; b &= b - 1)
+				v->moff[w * 64 + (size_t)__builtin_ctzll(b) + 1]++;
+	}
+	for (size_t a = 0; a < v->n; a++)
+		v->moff[a + 1] += v->moff[a];
+	total = v->moff[v->n];
+	v->memb = calloc(total ? total : 1, sizeof(*v->memb));
+	fill = calloc(v->n ? v->n : 1, sizeof(*fill));
+	if (!v->memb || !fill) {
+		free(fill);
+		return -ENOMEM;
+	}
+	/* Rule by rule, so each node's list is sorted by rule. */
+	for (size_t r = 0; r < v->n_rules; r++) {
+		const struct crule *cr = &v->rules[r];
+
+		for (size_t w = 0; w < v->words; w++) {
+			for (uint64_t b = cr->src[w] | cr->dst[w]; b; b &= b - 1) {
+				size_t a = w * 64 + (size_t)__builtin_ctzll(b);
+				uint64_t bit = 1ULL << (a % 64);
+				struct memb *m = &v->memb[v->moff[a] + fill[a]++];
+
+				m->rule = (uint32_t)r;
+				m->flags = (uint8_t)((cr->src[w] & bit ? M_SRC : 0) |
+						     (cr->src_id[w] & bit ? M_SRC_ID : 0) |
+						     (cr->dst[w] & bit ? M_DST : 0));
+			}
+		}
+	}
+	free(fill);
+	return 0;
 }
 
 int policy_compile(const struct policy *p, const struct policy_node *nodes, size_t n,
@@ -1361,6 +1427,8 @@ int policy_compile(const struct policy *p, const struct policy_node *nodes, size
 		self_used |= rl->has_self;
 	}
 
+	if (build_memb(v) < 0)
+		goto out;
 	/* Classes: sort by hash, then split runs of equal hashes into equal keys. */
 	for (size_t i = 0; i < n; i++)
 		keys[i] = (struct ckey){ i, class_hash(v, nodes, i, self_used) };
@@ -1599,11 +1667,20 @@ int policy_view_filter(const struct policy_view *v, const struct policy_node *no
 	b.f = calloc(1, sizeof(*b.f));
 	if (!b.f)
 		return -ENOMEM;
-	for (size_t ri = 0; ri < v->p->n_rules; ri++) {
-		if (bit_test(v->rules[ri].dst, i) && (r = frule(&b, v, nodes, i, ri, false)) < 0)
+	/* The node's rules and the autogroup:self rules, merged in rule order. */
+	for (size_t m = v->moff[i], k = 0; m < v->moff[i + 1] || k < v->n_self;) {
+		size_t rm = m < v->moff[i + 1] ? v->memb[m].rule : SIZE_MAX;
+		size_t rk = k < v->n_self ? v->self_rules[k] : SIZE_MAX;
+
+		if (rm <= rk) {
+			if ((v->memb[m].flags & M_DST) && (r = frule(&b, v, nodes, i, rm, false)) < 0)
+				goto out;
+			m++;
+			continue;
+		}
+		if ((r = frule(&b, v, nodes, i, rk, true)) < 0)
 			goto out;
-		if (v->p->rules[ri].has_self && (r = frule(&b, v, nodes, i, ri, true)) < 0)
-			goto out;
+		k++;
 	}
 	*ret = b.f;
 	b.f = NULL;
