@@ -2,7 +2,8 @@
 #   make          build (release, in build/)
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
 # and a few more: make install, make deb, make demo-wg, make bench, make bench-control,
-# make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter, make fuzz, make clean.
+# make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter, make bench-policy,
+# make fuzz, make clean.
 
 BUILD ?= build
 CHECK_BUILD ?= build-check
@@ -11,7 +12,7 @@ FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
 .PHONY: all install deb deps check unit lab fuzz fuzz-check bench bench-control bench-mtu \
-	bench-relay bench-relay-path bench-filter demo demo-wg clean
+	bench-relay bench-relay-path bench-filter bench-policy demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -65,6 +66,10 @@ bench: all
 
 bench-control: all
 	bench/control_scale.sh
+
+# Parse and compile a policy for a large tailnet (CPU time; needs no build).
+bench-policy:
+	bench/policy.sh
 
 # Single-stream TCP at MTU 1420 and 9000, trellisd and wireguard-go taking turns.
 bench-mtu: all

@@ -75,12 +75,12 @@ _trellis_control()
 	fi
 	case "${words[0]:-} ${words[1]:-}" in
 	' ') mapfile -t COMPREPLY < <(compgen -W "--state --offline serve version help authkey apikey
-		tailnets users nodes relaymap" -- "$cur") ;;
+		tailnets users nodes relaymap policy" -- "$cur") ;;
 	'serve ') mapfile -t COMPREPLY < <(compgen -W "--config --listen --tls-cert --tls-key
 		--metrics-listen --no-relay --stun-port --oidc-issuer --oidc-client-id
 		--oidc-client-secret-file --oidc-ca-file --oidc-allowed-domains
 		--oidc-allow-unverified-email --help" -- "$cur") ;;
-	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap" -- "$cur") ;;
+	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap policy" -- "$cur") ;;
 	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
 	'tailnets ') mapfile -t COMPREPLY < <(compgen -W "create list set --help" -- "$cur") ;;
 	'users ') mapfile -t COMPREPLY < <(compgen -W "create list add passwd delete reset-2fa --help" -- "$cur") ;;
@@ -92,6 +92,11 @@ _trellis_control()
 	'relaymap ') mapfile -t COMPREPLY < <(compgen -W "set get reset" -- "$cur") ;;
 	'relaymap set') mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
 	'relaymap get') mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
+	'policy ') mapfile -t COMPREPLY < <(compgen -W "get set check reset explain matrix --help" -- "$cur") ;;
+	'policy set' | 'policy check') mapfile -t COMPREPLY < <(compgen -f -W "--tailnet" -- "$cur") ;;
+	'policy explain') mapfile -t COMPREPLY < <(compgen -W "--proto --tailnet --json" -- "$cur") ;;
+	'policy get' | 'policy matrix') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;
+	'policy reset') mapfile -t COMPREPLY < <(compgen -W "--tailnet" -- "$cur") ;;
 	'authkey create') mapfile -t COMPREPLY < <(compgen -W "--tailnet --user --reusable --ephemeral
 		--preauthorized --tags --expiration" -- "$cur") ;;
 	*' list') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;

@@ -42,6 +42,7 @@
 #include "control/users_cli.h"
 #include "crypto/crypto.h"
 #include "proto/http.h"
+#include "policy/policy.h"
 #include "proto/relaymap.h"
 
 /* An answer larger than this is not one of ours. */
@@ -158,6 +159,21 @@ static const struct noun nouns[] = {
      "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", \"nodes\": "
      "[{\"name\": \"fra1\", \"host\": ...}]}]}\n"
      "(docs/control-protocol.md, \"Relay map\"). reset: back to the embedded relay.\n"},
+    {"policy", "get, set, check, reset, explain, matrix",
+     "usage: trellis-control [--state DIR] policy get [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] policy set FILE|- [--tailnet NAME]\n"
+     "       trellis-control policy check FILE|-\n"
+     "       trellis-control [--state DIR] policy reset [--tailnet NAME]\n"
+     "       trellis-control [--state DIR] policy explain SRC DST [PORT] [--proto P]\n"
+     "           [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] policy matrix [--tailnet NAME] [--json]\n"
+     "FILE is HuJSON (docs/policy.md): acls, groups, tagOwners, hosts, tests. A tailnet\n"
+     "without a policy lets every node reach every other; reset returns to that.\n"
+     "set checks the policy in full (and runs its tests) before it replaces the one in\n"
+     "force; every node gets its new peers and filter within a second. explain: SRC and\n"
+     "DST are nodes (name, id, address) or identities (user, tag:NAME); it exits 1 when\n"
+     "the traffic is denied.\n"
+     "example: trellis-control policy explain alice-laptop build-1 22 --proto tcp\n"},
     {0},
 };
 
@@ -188,6 +204,7 @@ static void usage(FILE *f)
 		"  nodes list|show|pending|approve|rename|expire|delete|set-expiry\n"
 		"  relaymap set|get|reset\n"
 		"  audit log|verify|prune           the configuration audit log\n"
+		"  policy get|set|check|reset|explain|matrix\n"
 		"Each command has --help (trellis-control nodes --help). Admin commands reach the\n"
 		"running server through its admin socket (STATE/%s, root only); with no\n"
 		"server running they refuse unless given --offline, which works on the database.\n"
@@ -1112,10 +1129,10 @@ static int nodes_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 }
 
 /* The whole file (or stdin for "-"), capped: a relay map is small. */
-static int file_read(const char *path, char **ret, size_t *ret_len)
+static int file_read_max(const char *path, size_t max, char **ret, size_t *ret_len)
 {
 	FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
-	size_t cap = RELAYMAP_TEXT_MAX + 1, n;
+	size_t cap = max + 1, n;
 	char *buf;
 
 	if (!f)
@@ -1137,11 +1154,16 @@ static int file_read(const char *path, char **ret, size_t *ret_len)
 		fclose(f);
 	if (n == cap) {
 		free(buf);
-		return fail("%s: larger than %u bytes", path, RELAYMAP_TEXT_MAX);
+		return fail("%s: larger than %zu bytes", path, max);
 	}
 	*ret = buf;
 	*ret_len = n;
 	return 0;
+}
+
+static int file_read(const char *path, char **ret, size_t *ret_len)
+{
+	return file_read_max(path, RELAYMAP_TEXT_MAX, ret, ret_len);
 }
 
 static int relaymap_cmd(struct cli *cli, const char *sub, int argc, char **argv)
@@ -1356,6 +1378,133 @@ static int audit_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	return 0;
 }
 
+static int policy_cmd(struct cli *cli, const char *sub, int argc, char **argv)
+{
+	const char *tailnet = NULL, *proto = NULL, *pos[3];
+	bool as_json = false;
+	const struct opt opts[] = { { "--tailnet", true, &tailnet, NULL },
+				    { "--json", false, NULL, &as_json },
+				    { "--proto", true, &proto, NULL },
+				    { 0 } };
+	char target[512], path[256], *text = NULL;
+	json_t *ans, *e;
+	size_t len, i;
+	int npos, r;
+
+	if (opts_parse(argc, argv, opts, pos, 3, &npos))
+		return 1;
+	if (tailnet && path_arg_check(tailnet))
+		return 1;
+	snprintf(path, sizeof(path), "tailnets/%s/policy", tailnet ? tailnet : ADMIN_DEFAULT_TAILNET);
+	if (strcmp(sub, "check") == 0) {
+		struct admin_op_ctx c = { .actor = cli->actor };
+
+		if (npos != 1 || tailnet || proto || as_json)
+			return fail("usage: policy check FILE (- for stdin)");
+		/* Needs no server: a policy is checked on its own (its tests included). */
+		if (file_read_max(pos[0], STORE_POLICY_MAX, &text, &len))
+			return 1;
+		r = admin_op_policy_check(&c, text, len);
+		free(text);
+		if (r < 0)
+			return fail("%s:%s", strcmp(pos[0], "-") ? pos[0] : "stdin", c.err);
+		printf("%s: ok\n", pos[0]);
+		return 0;
+	}
+	if (strcmp(sub, "set") == 0) {
+		if (npos != 1 || proto || as_json)
+			return fail("usage: policy set FILE [--tailnet NAME] (- for stdin)");
+		if (cli->dry) /* stdin is read once */
+			return DRY_STOP;
+		if (file_read_max(pos[0], STORE_POLICY_MAX, &text, &len))
+			return 1;
+		if (!len) {
+			free(text);
+			return fail("%s: empty (policy reset removes the policy)", pos[0]);
+		}
+		/* admin_op's message says where in the file; name the file before it. */
+		cli->what = strcmp(pos[0], "-") ? pos[0] : "stdin";
+		target_make(target, sizeof(target), path, NULL, NULL);
+		r = call(cli, "PUT", target, text, len, NULL);
+		free(text);
+		return r;
+	}
+	if (strcmp(sub, "reset") == 0) {
+		if (npos || proto || as_json)
+			return fail("usage: policy reset [--tailnet NAME]");
+		target_make(target, sizeof(target), path, NULL, NULL);
+		return call(cli, "DELETE", target, NULL, 0, NULL);
+	}
+	if (strcmp(sub, "get") == 0) {
+		if (npos || proto)
+			return fail("usage: policy get [--tailnet NAME] [--json]");
+		target_make(target, sizeof(target), path, NULL, NULL);
+		r = call(cli, "GET", target, NULL, 0, &ans);
+		if (r)
+			return r;
+		if (as_json) {
+			json_print(ans);
+			return 0;
+		}
+		fputs(s_(ans, "policy"), stdout);
+		json_decref(ans);
+		return 0;
+	}
+	if (strcmp(sub, "explain") == 0) {
+		json_t *body;
+		char *end;
+		long port = -1;
+
+		if (npos < 2)
+			return fail("usage: policy explain SRC DST [PORT] [--proto P] [--tailnet NAME]");
+		if (npos == 3) {
+			errno = 0;
+			port = strtol(pos[2], &end, 10);
+			if (errno || *end || !pos[2][0] || port < 0 || port > 65535)
+				return fail("bad port \"%s\"", pos[2]);
+		}
+		if (proto && policy_proto_parse(proto) < 0)
+			return fail("unknown protocol \"%s\" (tcp, udp, icmp, ... or 1-255)", proto);
+		body = json_pack("{s:s, s:s}", "src", pos[0], "dst", pos[1]);
+		if (!body)
+			return fail("out of memory");
+		if (port >= 0)
+			json_object_set_new(body, "port", json_integer(port));
+		if (proto)
+			json_object_set_new(body, "proto", json_string(proto));
+		snprintf(path + strlen(path), sizeof(path) - strlen(path), "/explain");
+		target_make(target, sizeof(target), path, NULL, NULL);
+		r = call_json(cli, "POST", target, body, &ans);
+		if (r)
+			return r;
+		if (as_json) {
+			json_print(ans);
+			return 0;
+		}
+		printf("%s\n", s_(ans, "why"));
+		r = json_is_true(json_object_get(ans, "allowed")) ? 0 : 1;
+		json_decref(ans);
+		return r;
+	}
+	/* matrix */
+	if (npos || proto)
+		return fail("usage: policy matrix [--tailnet NAME] [--json]");
+	snprintf(path + strlen(path), sizeof(path) - strlen(path), "/matrix");
+	target_make(target, sizeof(target), path, NULL, NULL);
+	r = call(cli, "GET", target, NULL, 0, &ans);
+	if (r)
+		return r;
+	if (as_json) {
+		json_print(ans);
+		return 0;
+	}
+	printf("%-24s %-24s %s\n", "SRC", "DST", "ALLOWED (PORTS/PROTO)");
+	json_array_foreach(ans, i, e)
+		printf("%-24s %-24s %s\n", s_(e, "src"), s_(e, "dst"), s_(e, "allow"));
+	json_decref(ans);
+	return 0;
+}
+
 static bool verb_known(const struct noun *noun, const char *sub)
 {
 	size_t n = strlen(sub);
@@ -1386,6 +1535,8 @@ static int command_run(struct cli *cli, const char *cmd, const char *sub, int ar
 		return relaymap_cmd(cli, sub, argc, argv);
 	if (strcmp(cmd, "audit") == 0)
 		return audit_cmd(cli, sub, argc, argv);
+	if (strcmp(cmd, "policy") == 0)
+		return policy_cmd(cli, sub, argc, argv);
 	return nodes_cmd(cli, sub, argc, argv);
 }
 

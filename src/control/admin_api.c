@@ -20,6 +20,7 @@
 #include "control/admin_op.h"
 #include "control/users.h"
 #include "crypto/crypto.h"
+#include "policy/policy.h"
 #include "proto/relaymap.h"
 
 #define SEGS_MAX 4
@@ -797,6 +798,64 @@ static int accounts(struct call *k)
 
 	if (is(k, "GET", 1, "accounts", NULL)) {
 		r = users_account_list(&k->c, &all, &n);
+/* tailnets/NAME/policy[/explain|/matrix] */
+static int policy_route(struct call *k)
+{
+	const char *m = k->req->method, *t = k->seg[1];
+	char *text = NULL;
+	size_t len;
+	int r;
+
+	if (k->n_seg == 3 && !strcmp(m, "GET")) {
+		r = admin_op_policy_get(&k->c, t, &text, &len);
+		if (r < 0)
+			return op_fail(k, r);
+		k->out = json_pack("{s:s%}", "policy", text, len);
+		free(text);
+		return k->out ? 0 : fail(k, 500, "the stored policy is not UTF-8");
+	}
+	if (k->n_seg == 3 && (!strcmp(m, "PUT") || !strcmp(m, "DELETE"))) {
+		const char *body = k->req->body ? k->req->body : "";
+
+		if (!strcmp(m, "PUT") && !k->req->body_len)
+			return fail(k, 400, "an empty policy (DELETE removes the policy)");
+		r = admin_op_policy_set(&k->c, t, body, !strcmp(m, "PUT") ? k->req->body_len : 0);
+		if (r < 0)
+			return op_fail(k, r);
+		k->out = json_object();
+		return 0;
+	}
+	if (k->n_seg == 4 && !strcmp(m, "POST") && !strcmp(k->seg[3], "explain")) {
+		static const char *const names[] = { "src", "dst", "port", "proto", NULL };
+		const char *src, *dst, *proto;
+		json_t *port = k->body ? json_object_get(k->body, "port") : NULL;
+		char why[ADMIN_OP_ERR_MAX];
+		int pr = 0;
+		bool ok;
+
+		if (body_only(k, names) < 0 || body_string(k, "src", &src) < 0 ||
+		    body_string(k, "dst", &dst) < 0 || body_string(k, "proto", &proto) < 0)
+			return -1;
+		if (!src || !dst)
+			return fail(k, 400, "explain needs \"src\" and \"dst\"");
+		if (port && (!json_is_integer(port) || json_integer_value(port) < 0 ||
+			     json_integer_value(port) > 65535))
+			return fail(k, 400, "\"port\" must be 0-65535");
+		if (proto && (pr = policy_proto_parse(proto)) < 0)
+			return fail(k, 400, "unknown protocol \"%s\"", proto);
+		r = admin_op_policy_explain(&k->c, t, src, dst,
+					    port ? (int)json_integer_value(port) : -1, (unsigned)pr,
+					    &ok, why, sizeof(why));
+		if (r < 0)
+			return op_fail(k, r);
+		k->out = json_pack("{s:b, s:s}", "allowed", ok, "why", why);
+		return 0;
+	}
+	if (k->n_seg == 4 && !strcmp(m, "GET") && !strcmp(k->seg[3], "matrix")) {
+		struct admin_op_reach *e = NULL;
+		size_t n = 0;
+
+		r = admin_op_policy_matrix(&k->c, t, &e, &n);
 		if (r < 0)
 			return op_fail(k, r);
 		k->out = json_array();
@@ -836,6 +895,13 @@ static int accounts(struct call *k)
 		return op_fail(k, r);
 	k->out = json_object();
 	return 0;
+			json_array_append_new(k->out, json_pack("{s:s, s:s, s:s}", "src", e[i].src,
+								"dst", e[i].dst, "allow",
+								e[i].allow));
+		free(e);
+		return 0;
+	}
+	return fail(k, 404, "no such endpoint: %s %s", m, k->req->target);
 }
 
 static int route(struct call *k)
@@ -851,6 +917,8 @@ static int route(struct call *k)
 		return tailnets_create(k);
 	if (is(k, "PATCH", 2, "tailnets", NULL))
 		return tailnets_set(k);
+	if (k->n_seg >= 3 && !strcmp(s0, "tailnets") && !strcmp(k->seg[2], "policy"))
+		return policy_route(k);
 	if (is(k, "GET", 1, "users", NULL))
 		return users_list(k);
 	if (is(k, "POST", 1, "users", NULL))
@@ -940,6 +1008,13 @@ unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_ap
 
 	if (target_parse(&k, path, sizeof(path)) < 0)
 		goto out;
+	/* Only a policy may be larger than ADMIN_API_BODY_MAX (the route admits up to its cap). */
+	if (req->body_len > ADMIN_API_BODY_MAX &&
+	    !(strcmp(req->method, "PUT") == 0 && k.n_seg == 3 && !strcmp(k.seg[0], "tailnets") &&
+	      !strcmp(k.seg[2], "policy"))) {
+		fail(&k, 413, "request body over %u bytes", ADMIN_API_BODY_MAX);
+		goto out;
+	}
 	/* The relay map's body is its own text, checked by admin_op with line and column. */
 	if (req->body_len && strcmp(req->method, "PUT") != 0) {
 		json_error_t e;

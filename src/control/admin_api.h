@@ -22,6 +22,8 @@
 
 #define ADMIN_API_PREFIX "/admin/v1/"
 #define ADMIN_API_BODY_MAX 16384
+/* A policy (PUT tailnets/NAME/policy) may be larger: the server reads bodies up to this. */
+#define ADMIN_API_POLICY_BODY_MAX STORE_POLICY_MAX
 #define ADMIN_SOCKET_NAME "admin.sock"
 /* Waiting registrations one listing shows (pending.h caps them far lower per tailnet). */
 #define ADMIN_API_PENDING_MAX 4096

@@ -51,6 +51,22 @@ int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *targ
 	return 0;
 }
 
+int admin_op_refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *target,
+		    const struct store_op *op, uint64_t *ret_id)
+{
+	return commit(c, action, target, op, ret_id);
+}
+
 bool admin_op_name_valid(const char *s, size_t max, bool allow_at)
 {
 	size_t i, n = strlen(s);

@@ -25,7 +25,7 @@
 #include "control/model.h"
 #include "control/store.h"
 
-#define ADMIN_OP_ERR_MAX 256
+#define ADMIN_OP_ERR_MAX 1024
 #define ADMIN_DEFAULT_TAILNET "default"
 /* Settings of a tailnet created without options (and of the default tailnet). */
 #define ADMIN_KEY_EXPIRY_DEFAULT_SEC (180LL * 86400)
@@ -144,6 +144,40 @@ int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const cha
 int admin_op_relaymap_set(struct admin_op_ctx *c, const char *text, size_t len);
 int admin_op_relaymap_reset(struct admin_op_ctx *c);
 int admin_op_relaymap_get(struct admin_op_ctx *c, struct netmap_relay_map *ret, bool *ret_default);
+
+/*
+ * A tailnet's access policy (docs/policy.md; NULL tailnet: the default). get: the text as set
+ * (malloc'd), -ENOENT when the tailnet has none (every node may reach every other). check:
+ * parses, validates and runs the policy's tests, no store needed; c->err is "LINE:COL: what".
+ * set: checks, then stores (len 0: deletes the policy); a policy that fails never replaces the
+ * one in force. explain: whether src may reach dst (a node's name, id or address, or an
+ * identity: user, tag, host, address) on port (-1: any) and proto (0: any); why says which
+ * rule allows it, or why none does. 0, -EINVAL, -ENOENT, -errno.
+ */
+int admin_op_policy_get(struct admin_op_ctx *c, const char *tailnet, char **ret, size_t *ret_len);
+int admin_op_policy_check(struct admin_op_ctx *c, const char *text, size_t len);
+int admin_op_policy_set(struct admin_op_ctx *c, const char *tailnet, const char *text, size_t len);
+int admin_op_policy_explain(struct admin_op_ctx *c, const char *tailnet, const char *src,
+			    const char *dst, int port, unsigned proto, bool *ret_allowed, char *why,
+			    size_t why_len);
+/* Who may reach whom: one entry per ordered pair with something allowed. */
+struct admin_op_reach {
+	char src[NETMAP_NAME_MAX], dst[NETMAP_NAME_MAX];
+	char allow[256]; /* "22/tcp,443/tcp,udp,icmp": PORTS/PROTO of the rules that allow it */
+};
+/* *ret malloc'd; nodes of the tailnet (at most ADMIN_OP_MATRIX_NODES). 0, -E2BIG, -errno. */
+#define ADMIN_OP_MATRIX_NODES 1024
+int admin_op_policy_matrix(struct admin_op_ctx *c, const char *tailnet,
+			   struct admin_op_reach **ret, size_t *ret_n);
+
+/*
+ * For the operations of other files (policy_op.c): a refusal, and a durable write with its
+ * audit entry (action, target as for the others).
+ */
+int admin_op_refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *target,
+		    const struct store_op *op, uint64_t *ret_id);
 
 /*
  * What listings show: the whole store, with ret_tailnet set when a tailnet is

@@ -320,6 +320,9 @@ static void target_derive(char *buf, size_t len, const struct store_op *op)
 	case STORE_OP_ACCOUNT_DELETE:
 		snprintf(buf, len, "account:%" PRIu64, op->id);
 		break;
+	case STORE_OP_POLICY_SET:
+		snprintf(buf, len, "policy:%" PRIu64, op->policy.tailnet_id);
+		break;
 	}
 }
 

@@ -53,6 +53,10 @@ static void apply(struct changes *c, const struct store_change *ch, int64_t now)
 		if (c->hooks->settings_changed)
 			c->hooks->settings_changed(c->ctx);
 		break;
+	case STORE_CHANGE_POLICY:
+		if (c->hooks->policy_changed)
+			c->hooks->policy_changed(c->ctx, ch->id);
+		break;
 	default:
 		break;
 	}

@@ -20,7 +20,15 @@
  * - per node, its record as netmap JSON once a full map needed it, dropped
  *   whenever anything it is rendered from changes. A full netmap of a big
  *   tailnet then costs a join of cached text instead of rendering and
- *   encoding every peer again, once per subscriber.
+ *   encoding every peer again, once per subscriber;
+ * - per tailnet with an access policy, the policy compiled over its nodes (a
+ *   policy_view: who sees whom) and per node its inbound filter. A change of the
+ *   policy, or of what the policy looks at (a node added or removed, its user,
+ *   tags or address), makes the tailnet stale; the next read (a netmap, a delta,
+ *   the dirty list) recompiles it once, however many changes came in between,
+ *   and marks for every subscriber the peers that appeared or disappeared and
+ *   whether its filter changed. A policy removed cannot be said in a delta (no
+ *   packet_filter means "unchanged"): its subscribers get a full map.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -29,6 +37,7 @@
 #include "base/hmap.h"
 #include "base/util.h"
 #include "control/mapper.h"
+#include "policy/policy.h"
 #include "proto/ctrlmsg.h"
 #include "proto/relaymap.h"
 
@@ -54,6 +63,7 @@ struct msub {
 	size_t pend_cap, pend_n; /* cap is 0 or a power of two, load <= 1/2 */
 	bool self_dirty;
 	bool relay_dirty; /* the relay map changed since its last map */
+	bool filter_dirty; /* its packet filter changed since its last map */
 	bool overflow; /* a pending entry could not be allocated: only a full map is right now */
 	bool dirty;
 	struct msub *dirty_prev, *dirty_next;
@@ -66,6 +76,14 @@ struct mtailnet {
 	size_t n_nodes, cap_nodes;
 	struct msub **subs;
 	size_t n_subs, cap_subs;
+	/* The access policy (NULL: every node sees every other) compiled over pnodes. */
+	struct policy *pol;
+	struct policy_view *view;
+	struct policy_node *pnodes;
+	bool stale;	     /* view no longer matches pol and nodes: tailnet_sync */
+	bool pol_next_set;   /* pol_next replaces pol at the next sync */
+	struct policy *pol_next;
+	struct mtailnet *stale_next;
 };
 
 struct mnode {
@@ -79,6 +97,9 @@ struct mnode {
 	struct msub *sub;
 	char *json; /* ctrl_node_encode of render(), or NULL until a full map needs it */
 	size_t json_len;
+	size_t pidx; /* index in tn->view, SIZE_MAX when not compiled in */
+	struct netmap_filter *filter; /* its filter under tn->view, when filter_known */
+	bool filter_known;
 };
 
 struct muser {
@@ -106,6 +127,7 @@ struct mapper {
 	size_t relay_json_len;
 	struct hmap keys; /* node key -> mnode */
 	uint64_t gen;	  /* mapper_generation */
+	struct mtailnet *stale_head;
 };
 
 static size_t hash_u64(uint64_t x)
@@ -371,6 +393,7 @@ static void pend_reset(struct msub *s)
 	s->pend_n = 0;
 	s->self_dirty = false;
 	s->relay_dirty = false;
+	s->filter_dirty = false;
 	s->overflow = false;
 }
 
@@ -407,12 +430,88 @@ static void mark(struct mapper *m, struct msub *s, uint64_t id, uint8_t flags, b
 /* ---- who sees whom ---- */
 
 /*
- * Whether viewer v's map lists p. The one place that decides it: policy will
- * narrow it later (and must then mark the pairs a policy change affects).
+ * Whether viewer v's map lists p. The one place that decides it: both shown, and under a
+ * policy, traffic allowed one way or the other (tailnet_sync marks what a new view changes).
  */
 static bool pair_visible(const struct mnode *v, const struct mnode *p)
 {
-	return v != p && v->tn == p->tn && v->shown && p->shown;
+	const struct mtailnet *tn = v->tn;
+
+	if (v == p || tn != p->tn || !v->shown || !p->shown)
+		return false;
+	return !tn->pol || (v->pidx != SIZE_MAX && p->pidx != SIZE_MAX &&
+			    policy_view_sees(tn->view, v->pidx, p->pidx));
+}
+
+/* What the policy looks at changed: recompile before the next read. */
+static void tailnet_stale(struct mapper *m, struct mtailnet *tn)
+{
+	if (tn->stale || (!tn->pol && !tn->pol_next_set))
+		return;
+	tn->stale = true;
+	tn->stale_next = m->stale_head;
+	m->stale_head = tn;
+}
+
+static bool filter_equal(const struct netmap_filter *a, const struct netmap_filter *b)
+{
+	if (!a || !b)
+		return a == b;
+	/* The structs have no padding, and the compiler fills every field. */
+	return a->n_rules == b->n_rules && a->n_srcs == b->n_srcs && a->n_dsts == b->n_dsts &&
+	       (!a->n_rules || !memcmp(a->rules, b->rules, a->n_rules * sizeof(*a->rules))) &&
+	       (!a->n_srcs || !memcmp(a->srcs, b->srcs, a->n_srcs * sizeof(*a->srcs))) &&
+	       (!a->n_dsts || !memcmp(a->dsts, b->dsts, a->n_dsts * sizeof(*a->dsts)));
+}
+
+/*
+ * A node's filter; one over the netmap's caps fails closed, as a filter without rules: the
+ * policy is valid, the node gets its peers, and nobody may start a flow to it.
+ */
+static int view_filter(const struct policy_view *v, const struct policy_node *pn, size_t i,
+		       struct netmap_filter **ret)
+{
+	int r = policy_view_filter(v, pn, i, ret);
+
+	if (r == -E2BIG) {
+		*ret = calloc(1, sizeof(**ret));
+		r = *ret ? 0 : -ENOMEM;
+	}
+	return r;
+}
+
+/*
+ * x's filter under the tailnet's current view (NULL: no policy). A node not compiled in yet
+ * (tailnet_sync runs before any map is built) gets an empty filter: nobody may start a flow.
+ */
+static int node_filter(struct mnode *x, const struct netmap_filter **ret)
+{
+	struct mtailnet *tn = x->tn;
+	int r;
+
+	*ret = NULL;
+	if (!tn->pol)
+		return 0;
+	if (!x->filter_known) {
+		if (x->pidx == SIZE_MAX) {
+			x->filter = calloc(1, sizeof(*x->filter));
+			r = x->filter ? 0 : -ENOMEM;
+		} else {
+			r = view_filter(tn->view, tn->pnodes, x->pidx, &x->filter);
+		}
+		if (r < 0)
+			return r;
+		x->filter_known = true;
+	}
+	*ret = x->filter;
+	return 0;
+}
+
+static void filter_drop(struct mnode *x)
+{
+	netmap_filter_free(x->filter);
+	x->filter = NULL;
+	x->filter_known = false;
 }
 
 /* Whatever render() reads of x changed (or may have): its cached JSON is stale. */
@@ -483,6 +582,170 @@ static void render(const struct mapper *m, const struct mnode *x, struct netmap_
 	control_node_render(&x->rec, u ? u->name : NULL, ret);
 }
 
+/* ---- the access policy ---- */
+
+static int tailnet_get(struct mapper *m, uint64_t id, struct mtailnet **ret);
+
+/*
+ * Recompiles tn's policy over its nodes and tells every subscriber what changed: peers that
+ * appear or disappear (marked with what they were), and its filter. On failure (memory) the
+ * tailnet stays stale and the old view stays in force, consistently: the next read retries.
+ */
+static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
+{
+	struct policy *pol = tn->pol_next_set ? tn->pol_next : tn->pol;
+	struct policy_view *view = NULL;
+	struct policy_node *pn = NULL;
+	struct netmap_filter **nf = NULL;
+	size_t i, j;
+	int r = -ENOMEM;
+
+	if (pol) {
+		pn = calloc(tn->n_nodes ? tn->n_nodes : 1, sizeof(*pn));
+		if (!pn)
+			goto out;
+		for (i = 0; i < tn->n_nodes; i++) {
+			const struct control_node *rec = &tn->nodes[i]->rec;
+			const struct muser *u = rec->user_id ? idmap_get(&m->users, rec->user_id) : NULL;
+
+			control_node_policy(rec, u ? u->name : NULL, &pn[i]);
+		}
+		r = policy_compile(pol, pn, tn->n_nodes, &view);
+		if (r < 0)
+			goto out;
+	}
+	/* Every subscriber's new filter first, so that nothing below can fail. */
+	r = -ENOMEM;
+	nf = calloc(tn->n_subs ? tn->n_subs : 1, sizeof(*nf));
+	if (!nf)
+		goto out;
+	for (i = 0; pol && i < tn->n_subs; i++) {
+		const struct netmap_filter *old;
+
+		r = view_filter(view, pn, tn->subs[i]->node->tn_idx, &nf[i]);
+		/* The old one too, to compare: computed now, while the old view stands. */
+		if (r == 0)
+			r = node_filter(tn->subs[i]->node, &old);
+		if (r < 0)
+			goto out;
+	}
+	for (i = 0; i < tn->n_subs; i++) {
+		struct msub *s = tn->subs[i];
+		struct mnode *x = s->node;
+
+		if (x->shown) {
+			for (j = 0; j < tn->n_nodes; j++) {
+				struct mnode *p = tn->nodes[j];
+				bool was = pair_visible(x, p), now;
+
+				if (p == x || !p->shown)
+					continue;
+				now = !pol || policy_view_sees(view, x->tn_idx, j);
+				if (was != now)
+					mark(m, s, p->rec.id, PEND_FULL, was);
+			}
+		}
+		if (!pol) {
+			/* Policy removed: "no filter" has no delta, a full map says it. */
+			if (tn->pol) {
+				s->overflow = true;
+				dirty_add(m, s);
+			}
+			continue;
+		}
+		if (!tn->pol || !filter_equal(x->filter, nf[i])) {
+			s->filter_dirty = true;
+			dirty_add(m, s);
+		}
+	}
+	for (i = 0; i < tn->n_nodes; i++) {
+		filter_drop(tn->nodes[i]);
+		tn->nodes[i]->pidx = pol ? i : SIZE_MAX;
+	}
+	for (i = 0; i < tn->n_subs; i++) {
+		struct mnode *x = tn->subs[i]->node;
+
+		/* A subscriber keeps its filter cached: the next sync compares against it. */
+		if (nf[i]) {
+			x->filter = nf[i];
+			x->filter_known = true;
+			nf[i] = NULL;
+		}
+	}
+	if (tn->pol_next_set && tn->pol != pol)
+		policy_free(tn->pol);
+	tn->pol = pol;
+	tn->pol_next = NULL;
+	tn->pol_next_set = false;
+	policy_view_free(tn->view);
+	free(tn->pnodes);
+	tn->view = view;
+	tn->pnodes = pn;
+	view = NULL;
+	pn = NULL;
+	tn->stale = false;
+	r = 0;
+out:
+	for (i = 0; nf && i < tn->n_subs; i++)
+		netmap_filter_free(nf[i]);
+	free(nf);
+	policy_view_free(view);
+	free(pn);
+	return r;
+}
+
+/* Recompiles every stale tailnet (see tailnet_sync); one that fails stays on the list. */
+static void sync_all(struct mapper *m)
+{
+	struct mtailnet **pp = &m->stale_head;
+
+	while (*pp) {
+		struct mtailnet *tn = *pp;
+
+		if (tailnet_sync(m, tn) < 0) {
+			pp = &tn->stale_next;
+			continue;
+		}
+		*pp = tn->stale_next;
+		tn->stale_next = NULL;
+	}
+}
+
+int mapper_policy_set(struct mapper *m, uint64_t tailnet_id, struct policy *pol)
+{
+	struct mtailnet *tn;
+	int r;
+
+	if (!tailnet_id) {
+		policy_free(pol);
+		return -EINVAL;
+	}
+	r = tailnet_get(m, tailnet_id, &tn);
+	if (r < 0) {
+		policy_free(pol);
+		return r;
+	}
+	if (tn->pol_next_set && tn->pol_next != tn->pol)
+		policy_free(tn->pol_next);
+	tn->pol_next = pol;
+	tn->pol_next_set = true;
+	if (!tn->stale) {
+		tn->stale = true;
+		tn->stale_next = m->stale_head;
+		m->stale_head = tn;
+	}
+	/* Now, not at the next read: the subscribers it affects must land on the dirty list. */
+	sync_all(m);
+	return 0;
+}
+
+bool mapper_policy_has(const struct mapper *m, uint64_t tailnet_id)
+{
+	const struct mtailnet *tn = idmap_get(&m->tailnets, tailnet_id);
+
+	return tn && (tn->pol_next_set ? tn->pol_next : tn->pol);
+}
+
 /* ---- public API ---- */
 
 struct mapper *mapper_new(void)
@@ -504,6 +767,7 @@ static uint64_t key_hash(const struct mapper *m, const uint8_t *key)
 static void node_destroy(struct mnode *x)
 {
 	json_drop(x);
+	filter_drop(x);
 	if (x->sub)
 		free(x->sub->pend);
 	free(x->sub);
@@ -524,6 +788,11 @@ void mapper_free(struct mapper *m)
 			continue;
 		free(tn->nodes);
 		free(tn->subs);
+		if (tn->pol_next != tn->pol)
+			policy_free(tn->pol_next);
+		policy_free(tn->pol);
+		policy_view_free(tn->view);
+		free(tn->pnodes);
 		free(tn);
 	}
 	for (size_t i = 0; i < m->users.cap; i++)
@@ -600,6 +869,9 @@ int mapper_user_upsert(struct mapper *m, const struct control_user *u)
 
 	/* Rare (an admin rename): a scan of the tailnet is fine. */
 	tn = idmap_get(&m->tailnets, u->tailnet_id);
+	/* The policy names users: their nodes' peers and filters may change. */
+	if (tn)
+		tailnet_stale(m, tn);
 	for (size_t i = 0; tn && i < tn->n_nodes; i++)
 		if (tn->nodes[i]->rec.user_id == u->id)
 			node_update(m, tn->nodes[i], &tn->nodes[i]->rec, tn->nodes[i]->shown,
@@ -663,10 +935,12 @@ static int node_add(struct mapper *m, const struct control_node *n, int64_t now)
 	hmap_insert(&m->keys, &x->by_key, key_hash(m, n->node_key));
 	m->gen++;
 	x->heap_idx = HEAP_NONE;
+	x->pidx = SIZE_MAX;
 	x->tn_idx = tn->n_nodes;
 	tn->nodes[tn->n_nodes++] = x;
 	/* Born hidden, then shown through the same path as any change: peers get an "added". */
 	node_update(m, x, &x->rec, control_node_visible(&x->rec, now), PEND_FULL);
+	tailnet_stale(m, tn);
 	x = NULL;
 	ret = 0;
 out:
@@ -705,6 +979,10 @@ int mapper_node_upsert(struct mapper *m, const struct control_node *n, int64_t n
 		hmap_insert(&m->keys, &x->by_key, key_hash(m, rec.node_key));
 	}
 	m->gen++;
+	/* What the policy looks at: who owns the node, its tags, its address. */
+	if (x->rec.user_id != rec.user_id || !tags_equal(&x->rec, &rec) ||
+	    memcmp(x->rec.ipv4, rec.ipv4, 4))
+		tailnet_stale(m, x->tn);
 	node_update(m, x, &rec, control_node_visible(&rec, now), flags);
 	/* Fields outside any netmap (hostname, expiry opt-out, ...) are kept without a delta. */
 	x->rec = rec;
@@ -723,6 +1001,7 @@ int mapper_node_remove(struct mapper *m, uint64_t id)
 		return -ENOENT;
 	tn = x->tn;
 	mapper_unsubscribe(m, id);
+	tailnet_stale(m, tn);
 	/* Same as becoming hidden, as far as the peers are concerned. */
 	node_update(m, x, &x->rec, false, 0);
 	heap_del(m, x);
@@ -965,6 +1244,7 @@ bool mapper_subscribed(const struct mapper *m, uint64_t id)
 
 int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **ret)
 {
+	const struct netmap_filter *f;
 	struct netmap *nm = NULL;
 	struct mnode *x;
 	struct mtailnet *tn;
@@ -972,6 +1252,7 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
 	int r;
 
 	mapper_expire(m, now);
+	sync_all(m);
 	r = -ENOENT;
 	x = node_find(m, id);
 	if (!x)
@@ -983,6 +1264,12 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
 	r = -ENOMEM;
 	nm = calloc(1, sizeof(*nm));
 	if (!nm)
+		goto out;
+	r = node_filter(x, &f);
+	if (r < 0)
+		goto out;
+	r = -ENOMEM;
+	if (f && !(nm->filter = netmap_filter_dup(f)))
 		goto out;
 	if (n) {
 		nm->peers = malloc(n * sizeof(*nm->peers));
@@ -1027,7 +1314,9 @@ static int node_json(const struct mapper *m, struct mnode *x, struct ctrl_json_p
 
 int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, size_t *ret_len)
 {
-	struct ctrl_json_piece self, relay, *peers = NULL;
+	struct ctrl_json_piece self, relay, filter = { 0 }, *peers = NULL;
+	const struct netmap_filter *f;
+	char *fjson = NULL;
 	struct mnode *x;
 	struct mtailnet *tn;
 	size_t i, n = 0, k = 0;
@@ -1036,6 +1325,7 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 	int r;
 
 	mapper_expire(m, now);
+	sync_all(m);
 	r = -ENOENT;
 	x = node_find(m, id);
 	if (!x)
@@ -1062,8 +1352,14 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 		goto out;
 	relay.p = m->relay_json;
 	relay.len = m->relay_json_len;
-	r = ctrl_netmap_join(m->seq + 1, tn->name, &self, peers, (unsigned)n, &relay, NULL, &json,
-			     &len);
+	r = node_filter(x, &f);
+	if (r == 0 && f)
+		r = ctrl_filter_encode(f, &fjson, &filter.len);
+	if (r < 0)
+		goto out;
+	filter.p = fjson;
+	r = ctrl_netmap_join(m->seq + 1, tn->name, &self, peers, (unsigned)n, &relay, &filter,
+			     &json, &len);
 	if (r < 0)
 		goto out;
 	m->seq++;
@@ -1074,6 +1370,7 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 	*ret = json;
 	*ret_len = len;
 out:
+	free(fjson);
 	free(peers);
 	return r;
 }
@@ -1103,6 +1400,7 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 	size_t i;
 	int r;
 
+	sync_all(m);
 	if (!x || !x->sub)
 		return -ENOENT;
 	s = x->sub;
@@ -1135,7 +1433,8 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 			break;
 		}
 	}
-	if (!n_add && !n_rm && !n_chg && !n_ep && !n_on && !s->self_dirty && !s->relay_dirty) {
+	if (!n_add && !n_rm && !n_chg && !n_ep && !n_on && !s->self_dirty && !s->relay_dirty &&
+	    !s->filter_dirty) {
 		pend_reset(s);
 		*ret = NULL;
 		return 0;
@@ -1154,6 +1453,16 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 		goto out;
 	if (s->relay_dirty)
 		*d->relay_map = m->relay_map;
+	if (s->filter_dirty) {
+		const struct netmap_filter *f;
+
+		r = node_filter(x, &f);
+		if (r < 0 || (f && !(d->filter = netmap_filter_dup(f)))) {
+			r = r < 0 ? r : -ENOMEM;
+			goto out;
+		}
+		r = -ENOMEM;
+	}
 
 	for (i = 0; i < s->pend_cap; i++) {
 		const struct pend *e = &s->pend[i];
@@ -1206,12 +1515,14 @@ out:
 	return r;
 }
 
-uint64_t mapper_dirty_first(const struct mapper *m)
+uint64_t mapper_dirty_first(struct mapper *m)
 {
+	sync_all(m);
 	return m->dirty_head ? m->dirty_head->node->rec.id : 0;
 }
 
-size_t mapper_dirty_count(const struct mapper *m)
+size_t mapper_dirty_count(struct mapper *m)
 {
+	sync_all(m);
 	return m->n_dirty;
 }

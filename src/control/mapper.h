@@ -143,8 +143,24 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
  * send a full netmap instead). Free with netmap_delta_free.
  */
 int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret);
-/* The subscriber that has waited longest with a pending delta, or 0. */
-uint64_t mapper_dirty_first(const struct mapper *m);
-size_t mapper_dirty_count(const struct mapper *m);
+/*
+ * The subscriber that has waited longest with a pending delta, or 0. Both first recompile
+ * the access policy of tailnets whose nodes changed (see mapper_policy_set).
+ */
+uint64_t mapper_dirty_first(struct mapper *m);
+size_t mapper_dirty_count(struct mapper *m);
+
+/*
+ * A tailnet's access policy (the mapper takes it; NULL: none, every node sees every other).
+ * From then on a node's netmap lists only the peers it may reach or be reached by, and
+ * carries its inbound packet filter; every subscriber whose peers or filter change gets a
+ * delta (peers removed, added; packet_filter), or a full map when the policy is removed.
+ * Node changes the policy looks at (added, removed, user, tags, address) recompile the
+ * tailnet once at the next read, however many came in between.
+ * 0, -EINVAL (tailnet id 0), -ENOMEM; the policy is freed on failure.
+ */
+struct policy;
+int mapper_policy_set(struct mapper *m, uint64_t tailnet_id, struct policy *pol);
+bool mapper_policy_has(const struct mapper *m, uint64_t tailnet_id);
 
 #endif

@@ -58,3 +58,20 @@ void control_node_render(const struct control_node *r, const char *user, struct 
 	for (unsigned i = 0; i < ret->n_tags; i++)
 		snprintf(ret->tags[i], sizeof(ret->tags[i]), "%s", r->tags[i]);
 }
+
+void control_node_policy(const struct control_node *r, const char *user, struct policy_node *ret)
+{
+	uint8_t v6[16];
+
+	memset(ret, 0, sizeof(*ret));
+	ret->id = r->id;
+	snprintf(ret->name, sizeof(ret->name), "%s", r->name);
+	if (user)
+		snprintf(ret->user, sizeof(ret->user), "%s", user);
+	ret->n_tags = r->n_tags < NETMAP_MAX_TAGS ? r->n_tags : NETMAP_MAX_TAGS;
+	memcpy(ret->tags, r->tags, ret->n_tags * sizeof(ret->tags[0]));
+	netmap_ipv6_from_ipv4(v6, r->ipv4);
+	prefix_host(&ret->addrs[0], AF_INET, r->ipv4);
+	prefix_host(&ret->addrs[1], AF_INET6, v6);
+	ret->n_addrs = 2;
+}

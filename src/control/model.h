@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "policy/policy.h"
 #include "proto/netmap.h"
 
 struct control_tailnet {
@@ -91,6 +92,9 @@ bool control_node_visible(const struct control_node *n, int64_t now);
 /* The record as nodes see it (self and peers); user is the owner's name or NULL. */
 void control_node_render(const struct control_node *r, const char *user,
 			 struct netmap_node *ret);
+
+/* The node as the access policy sees it (user: the owner's name or NULL). */
+void control_node_policy(const struct control_node *r, const char *user, struct policy_node *ret);
 
 struct control_authkey {
 	uint64_t id;

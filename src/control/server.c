@@ -65,6 +65,7 @@
 #include "crypto/crypto.h"
 #include "net/httpd.h"
 #include "os/sd_notify.h"
+#include "policy/policy.h"
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
 #include "proto/http.h"
@@ -927,6 +928,12 @@ static void admin_committed(void *arg, const char *actor, const struct store_op 
 		log_info("control: admin %s: local account %s", actor,
 			 op->kind == STORE_OP_ACCOUNT_DELETE ? "deleted" : op->account.email);
 		return;
+	case STORE_OP_POLICY_SET:
+		kind = STORE_CHANGE_POLICY;
+		id = op->policy.tailnet_id;
+		log_info("control: admin %s: policy of tailnet %" PRIu64 " %s", actor, id,
+			 op->policy.len ? "set" : "removed");
+		break;
 	default:
 		log_info("control: admin %s: setting %s written", actor, op->setting.key);
 		/* API keys are read from the store at each request: nothing to apply. */
@@ -1056,7 +1063,7 @@ static int admin_routes_add(struct httpd *h, httpd_handler_fn fn, void *ctx)
 	static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
 	for (size_t i = 0; i < ARRAY_SIZE(methods); i++)
-		if (httpd_route_add_body(h, methods[i], ADMIN_API_PREFIX, ADMIN_API_BODY_MAX, fn,
+		if (httpd_route_add_body(h, methods[i], ADMIN_API_PREFIX, ADMIN_API_POLICY_BODY_MAX, fn,
 					 ctx) < 0)
 			return -ENOMEM;
 	return 0;
@@ -1132,6 +1139,55 @@ static void relays_apply(struct control_server *s)
 	free(rm);
 }
 
+/*
+ * A tailnet's policy from the store into the mapper, which pushes what it changes. A stored
+ * policy that no longer parses (a newer server wrote it) keeps the one in force.
+ */
+static void policy_apply(struct control_server *s, uint64_t tailnet_id)
+{
+	char *text = NULL, err[POLICY_ERR_MAX];
+	struct policy *p = NULL;
+	size_t len, n;
+	int r = store_policy_get(s->store, tailnet_id, &text, &len);
+
+	if (r == -ENOENT) {
+		if (mapper_policy_has(s->m, tailnet_id)) {
+			mapper_policy_set(s->m, tailnet_id, NULL);
+			log_info("control: tailnet %" PRIu64 ": no policy, every node may reach every "
+				 "other", tailnet_id);
+			mapstream_schedule(s->ms);
+		}
+		return;
+	}
+	if (r < 0) {
+		log_warn("control: tailnet %" PRIu64 ": cannot read its policy: %s", tailnet_id,
+			 strerror(-r));
+		return;
+	}
+	r = policy_parse(text, len, &p, err);
+	free(text);
+	if (r < 0) {
+		log_warn("control: tailnet %" PRIu64 ": the stored policy: %s (the one in force stays)",
+			 tailnet_id, err);
+		return;
+	}
+	n = policy_rule_count(p);
+	r = mapper_policy_set(s->m, tailnet_id, p);
+	if (r < 0) {
+		log_warn("control: tailnet %" PRIu64 ": policy not applied: %s", tailnet_id,
+			 strerror(-r));
+		return;
+	}
+	log_info("control: tailnet %" PRIu64 ": policy of %zu rule%s in force", tailnet_id, n,
+		 n == 1 ? "" : "s");
+	mapstream_schedule(s->ms);
+}
+
+static void changed_policy(void *ctx, uint64_t tailnet_id)
+{
+	policy_apply(ctx, tailnet_id);
+}
+
 /* A setting was written: the relay map, or an admin's approval of a waiting registration. */
 static void changed_settings(void *ctx)
 {
@@ -1143,6 +1199,7 @@ static const struct changes_hooks changes_hooks = {
 	.node_changed = changed_node,
 	.node_deleted = deleted_node,
 	.settings_changed = changed_settings,
+	.policy_changed = changed_policy,
 };
 
 static void tick_cb(struct loop_timer *t)
@@ -1418,6 +1475,9 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	}
 	/* The default map describes the relay and STUN server just made. */
 	relays_apply(s);
+	for (const struct registry_tailnet *t = registry_tailnet_next(s->reg, NULL); t;
+	     t = registry_tailnet_next(s->reg, t))
+		policy_apply(s, t->rec.id);
 	/* Before the public port: whoever sees the server listen can reach its admin socket. */
 	r = admin_socket_open(s, opts->state_dir);
 	if (r < 0)

@@ -232,6 +232,8 @@ int store_submit(struct store *s, const struct store_op *op, store_done_fn done,
 
 	if (!s->attached)
 		return -ENOTCONN;
+	if (op->kind == STORE_OP_POLICY_SET)
+		return -EINVAL; /* its text is not copied: store_write only */
 	q = malloc(sizeof(*q));
 	if (!q)
 		return -ENOMEM;
@@ -486,6 +488,23 @@ int store_account_get(struct store *s, const char *email, struct control_account
 int store_account_list(struct store *s, struct control_account **ret, size_t *ret_n)
 {
 	return RD(s, s->be->account_list(s->rd, ret, ret_n));
+}
+
+int store_policy_get(struct store *s, uint64_t tailnet_id, char **ret, size_t *ret_len)
+{
+	return RD(s, s->be->policy_get(s->rd, tailnet_id, ret, ret_len));
+}
+
+int store_policy_set(struct store *s, uint64_t tailnet_id, const char *text, size_t len)
+{
+	struct store_op op = { .kind = STORE_OP_POLICY_SET };
+
+	if (len > STORE_POLICY_MAX)
+		return -EMSGSIZE;
+	op.policy.tailnet_id = tailnet_id;
+	op.policy.text = text;
+	op.policy.len = len;
+	return store_write(s, &op, NULL);
 }
 
 int store_changes_poll(struct store *s, uint64_t *cursor, struct store_change *ret, size_t cap)

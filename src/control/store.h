@@ -79,6 +79,7 @@ enum store_op_kind {
 	STORE_OP_AUDIT_PRUNE,
 	STORE_OP_ACCOUNT_PUT,        /* .account: id 0 inserts (id assigned), else replaces */
 	STORE_OP_ACCOUNT_DELETE,     /* .id */
+	STORE_OP_POLICY_SET,         /* .policy; len 0 deletes (no policy: allow all) */
 };
 
 struct store_setting {
@@ -87,9 +88,21 @@ struct store_setting {
 	uint8_t value[STORE_SETTING_VALUE_MAX];
 };
 
+/*
+ * A tailnet's access policy (docs/policy.md) as the admin wrote it. The text is not copied:
+ * only store_write takes this op (store_submit refuses it), and the text lives until it returns.
+ */
+#define STORE_POLICY_MAX (2U << 20)
+struct store_policy {
+	uint64_t tailnet_id;
+	const char *text;
+	size_t len;
+};
+
 struct store_op {
 	enum store_op_kind kind;
 	union {
+		struct store_policy policy;
 		struct control_tailnet tailnet;
 		struct control_user user;
 		struct control_node node;
@@ -120,6 +133,7 @@ enum store_change_kind {
 	STORE_CHANGE_AUTHKEY,
 	STORE_CHANGE_SETTING,
 	STORE_CHANGE_ACCOUNT,
+	STORE_CHANGE_POLICY, /* id: the tailnet's */
 };
 
 struct store_change {
@@ -176,6 +190,8 @@ struct store_backend {
 	int (*account_get)(void *be, const char *email, struct control_account *ret);
 	/* Every account, malloc'd array in *ret. */
 	int (*account_list)(void *be, struct control_account **ret, size_t *ret_n);
+	/* *ret malloc'd, NUL-terminated; -ENOENT: the tailnet has no policy. */
+	int (*policy_get)(void *be, uint64_t tailnet_id, char **ret, size_t *ret_len);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
@@ -251,6 +267,10 @@ int store_authkey_get_by_prefix(struct store *s, const char *prefix, struct cont
 /* Local accounts (email in lower case). 0 or -ENOENT; list: a malloc'd array to free(). */
 int store_account_get(struct store *s, const char *email, struct control_account *ret);
 int store_account_list(struct store *s, struct control_account **ret, size_t *ret_n);
+/* A tailnet's policy text (malloc'd, NUL-terminated): 0, -ENOENT (none), -errno. */
+int store_policy_get(struct store *s, uint64_t tailnet_id, char **ret, size_t *ret_len);
+/* Writes (len 0: deletes) a tailnet's policy. 0 or -errno (-ENOENT: no such tailnet). */
+int store_policy_set(struct store *s, uint64_t tailnet_id, const char *text, size_t len);
 /* Copies at most cap bytes; returns the value length, or -ENOENT. */
 int store_setting_get(struct store *s, const char *key, void *value, size_t cap);
 

@@ -126,6 +126,10 @@ static const char *const migrations[] = {
     " created INTEGER NOT NULL);"
     /* ... and the tailnet setting that makes a second factor mandatory at login. */
     "ALTER TABLE tailnets ADD COLUMN require_2fa INTEGER NOT NULL DEFAULT 0;",
+    /* 7: a tailnet's access policy (issue 12), as the admin wrote it; none: allow all. */
+    "CREATE TABLE policies ("
+    " tailnet_id INTEGER PRIMARY KEY REFERENCES tailnets(id) ON DELETE CASCADE,"
+    " text BLOB NOT NULL);",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -144,6 +148,9 @@ enum stmt_id {
 	ST_AUTHKEY_UPDATE,
 	ST_AUTHKEY_DELETE,
 	ST_SETTING_SET,
+	ST_POLICY_SET,
+	ST_POLICY_DELETE,
+	ST_POLICY_GET,
 	ST_CHANGE_INSERT,
 	ST_TAILNET_BY_ID,
 	ST_TAILNET_BY_NAME,
@@ -209,6 +216,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_AUTHKEY_DELETE] = "DELETE FROM authkeys WHERE id = ?1",
     [ST_SETTING_SET] = "INSERT INTO settings (key, value) VALUES (?1, ?2)"
 		       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    [ST_POLICY_SET] = "INSERT INTO policies (tailnet_id, text) VALUES (?1, ?2)"
+		      " ON CONFLICT (tailnet_id) DO UPDATE SET text = excluded.text",
+    [ST_POLICY_DELETE] = "DELETE FROM policies WHERE tailnet_id = ?1",
+    [ST_POLICY_GET] = "SELECT text FROM policies WHERE tailnet_id = ?1",
     [ST_CHANGE_INSERT] = "INSERT INTO changes (kind, row_id, origin) VALUES (?1, ?2, ?3)",
     [ST_TAILNET_BY_ID] = "SELECT " TAILNET_COLS " FROM tailnets WHERE id = ?1",
     [ST_TAILNET_BY_NAME] = "SELECT " TAILNET_COLS " FROM tailnets WHERE name = ?1",
@@ -925,6 +936,21 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		id = op->id;
 		ck = STORE_CHANGE_ACCOUNT;
 		break;
+	case STORE_OP_POLICY_SET:
+		if (!op->policy.tailnet_id || op->policy.len > STORE_POLICY_MAX ||
+		    (op->policy.len && !op->policy.text))
+			return -EINVAL;
+		st = stmt_get(q, op->policy.len ? ST_POLICY_SET : ST_POLICY_DELETE);
+		if (!st)
+			return -EIO;
+		sqlite3_bind_int64(st, 1, (int64_t)op->policy.tailnet_id);
+		if (op->policy.len)
+			sqlite3_bind_blob(st, 2, op->policy.text, (int)op->policy.len,
+					  SQLITE_TRANSIENT);
+		id = op->policy.tailnet_id;
+		touch = false;
+		ck = STORE_CHANGE_POLICY;
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -1101,6 +1127,36 @@ static int sq_account_list(void *be, struct control_account **ret, size_t *ret_n
 	*ret_n = 0;
 	return load_table(be, ST_ACCOUNT_ALL, sizeof(**ret), (void *)row_account, (void **)ret,
 			  ret_n);
+static int sq_policy_get(void *be, uint64_t tailnet_id, char **ret, size_t *ret_len)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_POLICY_GET);
+	size_t len;
+	char *text;
+	int rc, r = -ENOENT;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)tailnet_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		len = (size_t)sqlite3_column_bytes(st, 0);
+		text = malloc(len + 1);
+		r = -ENOMEM;
+		if (text) {
+			if (len)
+				memcpy(text, sqlite3_column_blob(st, 0), len);
+			text[len] = '\0';
+			*ret = text;
+			*ret_len = len;
+			r = 0;
+		}
+	} else if (rc != SQLITE_DONE) {
+		r = sq_errno(q, rc);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return r;
 }
 
 static int changes_max(struct sq *q, uint64_t *ret)
@@ -1317,6 +1373,7 @@ const struct store_backend store_backend_sqlite = {
 	.setting_get = sq_setting_get,
 	.account_get = sq_account_get,
 	.account_list = sq_account_list,
+	.policy_get = sq_policy_get,
 	.changes = sq_changes,
 	.audit_anchor = sq_audit_anchor,
 	.audit_read = sq_audit_read,

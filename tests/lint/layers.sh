@@ -21,8 +21,9 @@ declare -A below=(
 	[filter]="base crypto proto"
 	[node]="base crypto proto wg os net portmap disco filter"
 	[portmap]="base os"
-	[control]="base crypto proto os net relay auth oidc"
+	[control]="base crypto proto os net relay auth oidc policy"
 	[oidc]="base"
+	[policy]="base crypto proto"
 	[relay]="base crypto proto net"
 	[cli]="base crypto proto"
 )

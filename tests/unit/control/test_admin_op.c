@@ -331,12 +331,102 @@ static void test_snapshot(void **state)
 	store_snapshot_free(&snap);
 }
 
+static uint64_t node_add_as(uint64_t tid, const char *name, uint8_t seed, uint64_t user,
+			    const char *tag)
+{
+	struct control_node n = { .tailnet_id = tid, .user_id = user, .created = T0,
+				  .approved = true };
+
+	snprintf(n.name, sizeof(n.name), "%s", name);
+	snprintf(n.hostname, sizeof(n.hostname), "%s", name);
+	if (tag)
+		snprintf(n.tags[n.n_tags++], NETMAP_TAG_MAX, "%s", tag);
+	memset(n.machine_key, seed, 32);
+	memset(n.node_key, seed + 1, 32);
+	n.ipv4[0] = 100;
+	n.ipv4[1] = 64;
+	n.ipv4[3] = seed;
+	assert_int_equal(store_node_insert(E.st, &n), 0);
+	return n.id;
+}
+
+/* A policy is checked before it is stored; explain and matrix read the tailnet's nodes. */
+static void test_policy(void **state)
+{
+	static const char good[] =
+		"// eng reaches the server's ssh\n"
+		"{\"groups\": {\"group:eng\": [\"eng@example.com\"]},\n"
+		" \"tagOwners\": {\"tag:server\": [\"group:eng\"]},\n"
+		" \"acls\": [{\"action\": \"accept\", \"src\": [\"group:eng\"],"
+		" \"dst\": [\"tag:server:22\"], \"proto\": \"tcp\"},],}\n";
+	static const char bad[] = "{\"acls\": [\n  {\"action\": \"accept\", \"src\": [\"group:x\"],"
+				  " \"dst\": [\"*:*\"]}]}";
+	struct admin_op_reach *m = NULL;
+	struct control_tailnet t;
+	struct control_user u;
+	char why[ADMIN_OP_ERR_MAX], *text;
+	size_t len, n, seen;
+	bool ok;
+
+	(void)state;
+	assert_int_equal(admin_op_tailnet_create(&E.c, "pol", 0, 600, &t), 0);
+	assert_int_equal(admin_op_user_create(&E.c, "pol", "eng@example.com", &u), 0);
+	node_add_as(t.id, "laptop", 41, u.id, NULL);
+	node_add_as(t.id, "srv", 42, 0, "tag:server");
+
+	assert_int_equal(admin_op_policy_get(&E.c, "pol", &text, &len), -ENOENT);
+	assert_string_equal(E.c.err, "tailnet \"pol\" has no policy: every node may reach every "
+				     "other");
+	assert_int_equal(admin_op_policy_explain(&E.c, "pol", "srv", "laptop", 22, 6, &ok, why,
+						 sizeof(why)), 0);
+	assert_true(ok);
+
+	seen = E.n_seen;
+	assert_int_equal(admin_op_policy_set(&E.c, "pol", bad, strlen(bad)), -EINVAL);
+	assert_string_equal(E.c.err, "2:32: unknown group \"group:x\"");
+	assert_int_equal(E.n_seen, seen);
+	assert_int_equal(admin_op_policy_get(&E.c, "pol", &text, &len), -ENOENT);
+
+	assert_int_equal(admin_op_policy_set(&E.c, "pol", good, strlen(good)), 0);
+	assert_int_equal(last()->kind, STORE_OP_POLICY_SET);
+	assert_int_equal(admin_op_policy_get(&E.c, "pol", &text, &len), 0);
+	assert_int_equal(len, strlen(good));
+	assert_string_equal(text, good);
+	free(text);
+	/* Another tailnet's policy is its own. */
+	assert_int_equal(admin_op_policy_get(&E.c, "corp", &text, &len), -ENOENT);
+
+	assert_int_equal(admin_op_policy_explain(&E.c, "pol", "laptop", "srv", 22, 6, &ok, why,
+						 sizeof(why)), 0);
+	assert_true(ok);
+	assert_non_null(strstr(why, "allowed by acls[0] (line 4)"));
+	assert_int_equal(admin_op_policy_explain(&E.c, "pol", "srv", "100.64.0.41", 22, 6, &ok, why,
+						 sizeof(why)), 0);
+	assert_false(ok);
+	assert_int_equal(admin_op_policy_explain(&E.c, "pol", "eng@example.com", "tag:server", 80,
+						 6, &ok, why, sizeof(why)), 0);
+	assert_false(ok);
+	assert_int_equal(admin_op_policy_explain(&E.c, "pol", "nobody", "srv", 22, 6, &ok, why,
+						 sizeof(why)), -EINVAL);
+
+	assert_int_equal(admin_op_policy_matrix(&E.c, "pol", &m, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(m[0].src, "laptop");
+	assert_string_equal(m[0].dst, "srv");
+	assert_string_equal(m[0].allow, "22/tcp");
+	free(m);
+
+	assert_int_equal(admin_op_policy_set(&E.c, "pol", "", 0), 0);
+	assert_int_equal(admin_op_policy_get(&E.c, "pol", &text, &len), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_tailnets), cmocka_unit_test(test_users),
 	    cmocka_unit_test(test_authkeys), cmocka_unit_test(test_nodes),
 	    cmocka_unit_test(test_snapshot), cmocka_unit_test(test_relaymap),
+	    cmocka_unit_test(test_policy),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -19,6 +19,7 @@
 
 #include "base/util.h"
 #include "control/mapper.h"
+#include "policy/policy.h"
 #include "proto/ctrlmsg.h"
 
 #define T0 1800000000LL
@@ -680,6 +681,32 @@ static void test_relay_map_and_home(void **state)
 	mapper_free(m);
 }
 
+static const char *const mc_policies[] = {
+	"{\"tagOwners\": {\"tag:t0\": [], \"tag:t1\": [], \"tag:t2\": []}, \"acls\": ["
+	"{\"action\": \"accept\", \"src\": [\"tag:t0\", \"tag:t1\"],"
+	" \"dst\": [\"tag:t2:22\", \"autogroup:member:80\"]}]}",
+	"{\"tagOwners\": {\"tag:t3\": []}, \"acls\": ["
+	"{\"action\": \"accept\", \"src\": [\"autogroup:member\"], \"dst\": [\"autogroup:self:*\"]},"
+	"{\"action\": \"accept\", \"src\": [\"tag:t3\"], \"dst\": [\"*:443\"], \"proto\": \"tcp\"}]}",
+	"{\"acls\": [{\"action\": \"accept\", \"src\": [\"100.64.0.0/28\"], \"dst\": [\"*:*\"]}]}",
+};
+
+static void assert_same_filter(const struct netmap_filter *a, const struct netmap_filter *b)
+{
+	assert_int_equal(a == NULL, b == NULL);
+	if (!a)
+		return;
+	assert_int_equal(a->n_rules, b->n_rules);
+	assert_int_equal(a->n_srcs, b->n_srcs);
+	assert_int_equal(a->n_dsts, b->n_dsts);
+	if (a->n_rules)
+		assert_memory_equal(a->rules, b->rules, a->n_rules * sizeof(*a->rules));
+	if (a->n_srcs)
+		assert_memory_equal(a->srcs, b->srcs, a->n_srcs * sizeof(*a->srcs));
+	if (a->n_dsts)
+		assert_memory_equal(a->dsts, b->dsts, a->n_dsts * sizeof(*a->dsts));
+}
+
 static unsigned model_check(uint64_t seed)
 {
 	struct mapper *m = mk_mapper();
@@ -693,7 +720,7 @@ static unsigned model_check(uint64_t seed)
 		const struct control_node *cur = mapper_node_get(m, id);
 		struct control_node n = cur ? *cur : mk_node(id, mc_tailnet(id));
 		struct endpoint eps[3];
-		unsigned op = rnd(14);
+		unsigned op = rnd(15);
 		struct control_user u;
 
 		switch (op) {
@@ -777,12 +804,31 @@ static unsigned model_check(uint64_t seed)
 				client[id] = NULL;
 			}
 			break;
+		case 12: { /* the tailnet's policy changes, or goes */
+			unsigned k = rnd(ARRAY_SIZE(mc_policies) + 1);
+			struct policy *pol = NULL;
+			char err[POLICY_ERR_MAX];
+
+			if (k < ARRAY_SIZE(mc_policies))
+				assert_int_equal(policy_parse(mc_policies[k], strlen(mc_policies[k]),
+							      &pol, err), 0);
+			assert_int_equal(mapper_policy_set(m, mc_tailnet(id), pol), 0);
+			break;
+		}
 		default: /* the server flushes */
 			for (uint64_t s; (s = mapper_dirty_first(m));) {
 				struct netmap_delta *d;
+				int r;
 
 				assert_non_null(client[s]);
-				assert_int_equal(mapper_take_delta(m, s, &d), 0);
+				r = mapper_take_delta(m, s, &d);
+				if (r == -ENOBUFS) {
+					/* A removed policy: the server sends a full map. */
+					netmap_free(client[s]);
+					assert_int_equal(mapper_netmap(m, s, now, &client[s]), 0);
+					continue;
+				}
+				assert_int_equal(r, 0);
 				if (!d)
 					continue;
 				assert_int_equal(netmap_apply_delta(client[s], d), 0);
@@ -799,6 +845,7 @@ static unsigned model_check(uint64_t seed)
 				assert_int_equal(mapper_netmap(m, s, now, &fresh), 0);
 				assert_int_equal(mapper_dirty_count(m), 0);
 				assert_same_map(client[s], fresh);
+				assert_same_filter(client[s]->filter, fresh->filter);
 				/* Continue from the fresh map: exercises both paths. */
 				if (rnd(2)) {
 					netmap_free(client[s]);
@@ -970,6 +1017,134 @@ static void test_node_by_key(void **state)
 	mapper_free(m);
 }
 
+static struct policy *mk_policy(const char *text)
+{
+	struct policy *p = NULL;
+	char err[POLICY_ERR_MAX];
+
+	if (policy_parse(text, strlen(text), &p, err))
+		fail_msg("%s", err);
+	return p;
+}
+
+static unsigned delta_index(const uint64_t *ids, unsigned n, uint64_t id)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (ids[i] == id)
+			return i;
+	return n;
+}
+
+/*
+ * Under a policy a node sees only the peers it may reach or be reached by, and carries its
+ * filter; a policy change and a node's tags change reach exactly the subscribers they affect;
+ * removing the policy needs full maps.
+ */
+static void test_policy_views(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct control_node n2 = mk_node(2, 1), n3 = mk_node(3, 1);
+	struct netmap_delta *d[8];
+	struct netmap *nm;
+	uint64_t ids[8];
+	unsigned n, k;
+	char *json;
+	size_t len;
+
+	(void)state;
+	add(m, 1, 1);
+	n2.user_id = 0;
+	n2.n_tags = 1;
+	snprintf(n2.tags[0], NETMAP_TAG_MAX, "tag:server");
+	n3.user_id = 0;
+	n3.n_tags = 1;
+	snprintf(n3.tags[0], NETMAP_TAG_MAX, "tag:other");
+	assert_int_equal(mapper_node_upsert(m, &n2, T0), 0);
+	assert_int_equal(mapper_node_upsert(m, &n3, T0), 0);
+	for (uint64_t id = 1; id <= 3; id++) {
+		assert_int_equal(mapper_subscribe(m, id), 0);
+		assert_int_equal(mapper_netmap(m, id, T0, &nm), 0);
+		assert_int_equal(nm->n_peers, 2);
+		assert_null(nm->filter);
+		netmap_free(nm);
+	}
+	assert_false(mapper_policy_has(m, 1));
+
+	assert_int_equal(mapper_policy_set(m, 1, mk_policy(
+		"{\"tagOwners\": {\"tag:server\": [], \"tag:other\": []},"
+		" \"acls\": [{\"action\": \"accept\", \"src\": [\"user1@example.com\"],"
+		" \"dst\": [\"tag:server:22\"], \"proto\": \"tcp\"}]}")), 0);
+	assert_true(mapper_policy_has(m, 1));
+	n = flush(m, ids, d, 8);
+	assert_int_equal(n, 3);
+	/* 1: loses 3, gets an empty filter (nothing may start a flow to it). */
+	k = delta_index(ids, n, 1);
+	assert_int_equal(d[k]->n_removed, 1);
+	assert_int_equal(d[k]->removed[0], 3);
+	assert_non_null(d[k]->filter);
+	assert_int_equal(d[k]->filter->n_rules, 0);
+	/* 2: loses 3; its filter lets 1's addresses reach port 22 over TCP. */
+	k = delta_index(ids, n, 2);
+	assert_int_equal(d[k]->n_removed, 1);
+	assert_int_equal(d[k]->filter->n_rules, 1);
+	assert_int_equal(d[k]->filter->n_srcs, 2);
+	assert_int_equal(d[k]->filter->srcs[0].addr[3], 1);
+	assert_int_equal(d[k]->filter->dsts[0].port_first, 22);
+	assert_int_equal(d[k]->filter->rules[0].protos[0], 6);
+	/* 3: alone. */
+	k = delta_index(ids, n, 3);
+	assert_int_equal(d[k]->n_removed, 2);
+	free_deltas(d, n);
+
+	assert_int_equal(mapper_netmap(m, 3, T0, &nm), 0);
+	assert_int_equal(nm->n_peers, 0);
+	assert_non_null(nm->filter);
+	netmap_free(nm);
+	assert_int_equal(mapper_netmap(m, 1, T0, &nm), 0);
+	assert_int_equal(nm->n_peers, 1);
+	assert_true(has_peer(nm, 2));
+	netmap_free(nm);
+	/* The text form carries the same filter; the hidden node's key is not in it. */
+	assert_int_equal(mapper_netmap_json(m, 2, T0, &json, &len), 0);
+	assert_non_null(strstr(json, "\"packet_filter\":{\"rules\":[{\"src\":[\"100.64.0.1/32\""));
+	assert_null(strstr(json, "\"node-3\""));
+	free(json);
+
+	/* 3 becomes a server: 1 and 3 see each other; 2's filter and peers stay. */
+	snprintf(n3.tags[0], NETMAP_TAG_MAX, "tag:server");
+	assert_int_equal(mapper_node_upsert(m, &n3, T0), 0);
+	n = flush(m, ids, d, 8);
+	k = delta_index(ids, n, 1);
+	assert_true(k < n);
+	assert_int_equal(d[k]->n_added, 1);
+	assert_int_equal(d[k]->added[0].id, 3);
+	assert_null(d[k]->filter);
+	k = delta_index(ids, n, 3);
+	assert_true(k < n);
+	assert_int_equal(d[k]->n_added, 1);
+	assert_int_equal(d[k]->added[0].id, 1);
+	assert_non_null(d[k]->filter);
+	assert_int_equal(d[k]->filter->n_rules, 1);
+	/* 2 sees 3's record change (its tags), nothing about its own view. */
+	k = delta_index(ids, n, 2);
+	assert_true(k == n || (!d[k]->filter && !d[k]->n_added && !d[k]->n_removed));
+	free_deltas(d, n);
+
+	/* No policy again: "no filter" is said by full maps. */
+	assert_int_equal(mapper_policy_set(m, 1, NULL), 0);
+	assert_false(mapper_policy_has(m, 1));
+	for (uint64_t id = 1; id <= 3; id++) {
+		assert_int_equal(mapper_dirty_first(m) != 0, 1);
+		assert_int_equal(mapper_take_delta(m, id, &d[0]), -ENOBUFS);
+		assert_int_equal(mapper_netmap(m, id, T0, &nm), 0);
+		assert_int_equal(nm->n_peers, 2);
+		assert_null(nm->filter);
+		netmap_free(nm);
+	}
+	assert_int_equal(mapper_dirty_count(m), 0);
+	mapper_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -982,6 +1157,7 @@ int main(void)
 	    cmocka_unit_test(test_model_check),
 	    cmocka_unit_test(test_relay_map_and_home),
 	    cmocka_unit_test(test_scale_10k),
+	    cmocka_unit_test(test_policy_views),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_POLICY_POLICY_H
+#define TRELLIS_POLICY_POLICY_H
+
+/*
+ * A tailnet's access policy (docs/policy.md): parsed from HuJSON, validated in full (every
+ * error names its line and column), its tests run, then compiled over the tailnet's nodes
+ * into (a) which peers each node may see and (b) each node's inbound packet filter, the
+ * struct netmap_filter of the netmap. No I/O.
+ *
+ * The semantics in one sentence: traffic from node A to node B on port P with protocol X is
+ * allowed if some rule has A in its src, B in one of its dst entries whose ports hold P, and
+ * X in its protocols; A sees B (gets B's key) if traffic is allowed A->B or B->A on any port.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/netmap.h"
+
+#define POLICY_ERR_MAX 1024
+#define POLICY_RULES_MAX 65536
+
+struct policy;
+
+/* A node as the policy sees it. user "" = none (a tagged node). */
+struct policy_node {
+	uint64_t id;
+	char name[NETMAP_NAME_MAX];
+	char user[NETMAP_USER_MAX];
+	unsigned n_tags;
+	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
+	unsigned n_addrs;
+	struct netmap_prefix addrs[NETMAP_MAX_ADDRESSES];
+};
+
+/*
+ * Parses, validates and runs the policy's tests. 0 with *ret; -EINVAL with the first error,
+ * "LINE:COL: what", in err (POLICY_ERR_MAX bytes); -E2BIG; -ENOMEM.
+ */
+int policy_parse(const char *text, size_t len, struct policy **ret, char *err);
+void policy_free(struct policy *p);
+size_t policy_rule_count(const struct policy *p);
+
+/*
+ * Whether traffic from a to b on port/proto is allowed: the index of the first rule that
+ * allows it, or -1 with why not in why (POLICY_ERR_MAX bytes; may be NULL). port -1: any
+ * port; proto 0: any of the rule's protocols. On success why says which rule.
+ */
+int policy_explain(const struct policy *p, const struct policy_node *a, const struct policy_node *b,
+		   int port, unsigned proto, char *why);
+/* One line about rule i: "acls[3] (line 12): group:eng -> tag:server:22 tcp". */
+void policy_rule_describe(const struct policy *p, size_t i, char *buf, size_t len);
+/*
+ * What a may reach on b, as "PORTS/PROTO" items of the rules that allow it, comma separated
+ * ("22/tcp,443/tcp"), into buf; 0 when nothing is allowed, else the number of rules.
+ */
+int policy_reach(const struct policy *p, const struct policy_node *a, const struct policy_node *b,
+		 char *buf, size_t len);
+
+/*
+ * A node that has just the identity s names, as the policy's tests see one: a user
+ * ("alice@example.com", "default@"), a tag, a host or a single address. 0, -EINVAL (err).
+ */
+int policy_ident(const struct policy *p, const char *s, struct policy_node *ret, char *err);
+
+/* IP protocol number of a name ("tcp", "ipv6-icmp") or a number 1-255; -EINVAL. */
+int policy_proto_parse(const char *s);
+
+/*
+ * The policy compiled over one tailnet's nodes (indices into the array given, which the view
+ * does not keep). Costs O(rules x nodes / 64) words per rule member, see policy.c.
+ */
+struct policy_view;
+
+int policy_compile(const struct policy *p, const struct policy_node *nodes, size_t n,
+		   struct policy_view **ret);
+void policy_view_free(struct policy_view *v);
+/* Whether node a may see node b (symmetric; false for a == b). */
+bool policy_view_sees(const struct policy_view *v, size_t a, size_t b);
+/* How many peers node a may see. */
+size_t policy_view_count(const struct policy_view *v, size_t a);
+/*
+ * Node i's inbound filter (nodes must be the array compiled). 0 with *ret (free with
+ * netmap_filter_free), -E2BIG (over the netmap's caps), -ENOMEM.
+ */
+int policy_view_filter(const struct policy_view *v, const struct policy_node *nodes, size_t i,
+		       struct netmap_filter **ret);
+
+#endif

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Access control (issue 12), the server's side: a policy that lets only engineering reach the
+# server on port 22 narrows what every node may see.
+#   - before any policy every node sees every other (the default: allow all)
+#   - policy set: eng and server see each other; "other" sees nobody, nobody sees it; its
+#     key and name are in neither the status nor the netmap the nodes cached on disk
+#   - the server's cached netmap carries its packet filter: eng's addresses, port 22, TCP
+#   - a malformed policy is refused with line and column and changes nothing
+#   - a policy change reaches the nodes within a second (server log -> node log)
+#   - policy reset: back to everyone, with full maps
+#
+#   lab internet 192.0.2.0/24: ctl .1 (trellis-control), eng .11, server .12, other .13
+source "$(dirname "$0")/lib.sh"
+lab_init
+lab_require_control_plane
+
+lab_internet
+lab_public_host ctl 1
+lab_public_host eng 11
+lab_public_host srv 12
+lab_public_host oth 13
+lab_control_start ctl 192.0.2.1 8080 || lab_finish
+
+check "users create eng@example.com" ctl users create eng@example.com
+check "users create other@example.com" ctl users create other@example.com
+KEY_ENG=$(lab_authkey --user eng@example.com)
+KEY_OTH=$(lab_authkey --user other@example.com)
+KEY_SRV=$(lab_authkey --tags tag:server)
+lab_node_join eng eng "$KEY_ENG"
+lab_node_join server srv "$KEY_SRV"
+lab_node_join other oth "$KEY_OTH"
+
+check "no policy: eng sees other and server" wait_for 10 peers_are eng "other server"
+check "no policy: other sees eng and server" wait_for 10 peers_are other "eng server"
+check "policy get says there is none" bash -c \
+	"'$TRELLIS_CONTROL' --state '$LAB_TMP/control' policy get 2>&1 | grep -q 'no policy'"
+
+IP4_ENG=$(node_ip eng 4)
+OTHER_KEY=$(ctl nodes list --json |
+	python3 -c 'import json,sys; print([n["node_key"] for n in json.load(sys.stdin) if n["name"]=="other"][0])')
+check "other's node key known" test -n "$OTHER_KEY"
+
+cat >"$LAB_TMP/bad.hujson" <<'POL'
+{
+  "acls": [
+    {"action": "accept", "src": ["group:eng"], "dst": ["tag:server:22"]},
+  ],
+}
+POL
+out=$(ctl policy set "$LAB_TMP/bad.hujson" 2>&1)
+check "a policy naming an unknown group is refused" test $? -ne 0
+check "the refusal says file, line and column" grep -q 'bad.hujson: 3:34: unknown group "group:eng"' <<<"$out"
+check "still no policy after the refusal" bash -c \
+	"'$TRELLIS_CONTROL' --state '$LAB_TMP/control' policy get 2>&1 | grep -q 'no policy'"
+
+cat >"$LAB_TMP/eng.hujson" <<'POL'
+// Engineering reaches the server's ssh; nothing else.
+{
+  "groups": {"group:eng": ["eng@example.com"]},
+  "tagOwners": {"tag:server": ["group:eng"]},
+  "acls": [
+    {"action": "accept", "src": ["group:eng"], "dst": ["tag:server:22"], "proto": "tcp"},
+  ],
+  "tests": [
+    {"src": "eng@example.com", "accept": ["tag:server:22"], "deny": ["tag:server:80"]},
+    {"src": "tag:server", "deny": ["eng@example.com:22"]},
+  ],
+}
+POL
+check "policy check" ctl policy check "$LAB_TMP/eng.hujson"
+check "policy set" ctl policy set "$LAB_TMP/eng.hujson"
+check "eng sees only the server" wait_for 5 peers_are eng "server"
+check "the server sees only eng" wait_for 5 peers_are server "eng"
+check "other sees nobody" wait_for 5 peers_are other ""
+f=$(node_status eng)
+check_not "other's key is not in eng's status" grep -q "$OTHER_KEY" "$f"
+check "eng's cached netmap has the server" grep -q '"name":"server"' "$LAB_TMP/node-eng/netmap.json"
+check_not "other's key is not in eng's cached netmap" grep -qF "$OTHER_KEY" "$LAB_TMP/node-eng/netmap.json"
+check_not "other's name is not in eng's cached netmap" grep -q '"name":"other"' "$LAB_TMP/node-eng/netmap.json"
+check_not "other's key is not in the server's cached netmap" grep -qF "$OTHER_KEY" "$LAB_TMP/node-server/netmap.json"
+check_eq "the server's cached filter: eng's addresses, port 22, TCP" \
+	"$IP4_ENG/32 22-22 [6]" \
+	"$(json_get "$LAB_TMP/node-server/netmap.json" \
+		"' '.join([j['packet_filter']['rules'][0]['src'][0], '%d-%d' % tuple(j['packet_filter']['rules'][0]['dst'][0]['ports']), str(j['packet_filter']['rules'][0]['proto'])])")"
+check_eq "eng's cached filter has no rules (nobody may start a flow to it)" "0" \
+	"$(json_get "$LAB_TMP/node-eng/netmap.json" "len(j['packet_filter']['rules'])")"
+check "explain: eng -> server 22/tcp allowed" ctl policy explain eng server 22 --proto tcp
+check_not "explain: eng -> server 80/tcp denied" ctl policy explain eng server 80 --proto tcp
+check_not "explain: server -> eng 22/tcp denied" ctl policy explain server eng 22 --proto tcp
+check_eq "matrix: only eng -> server, on 22/tcp" "eng server 22/tcp" \
+	"$(ctl policy matrix --json | python3 -c 'import json,sys; print(" ".join(" ".join([e["src"], e["dst"], e["allow"]]) for e in json.load(sys.stdin)))')"
+
+# The change reaches the nodes within a second: from the server's log line that the policy is
+# in force to the server node's log line that the peer joined (both stamped by the same clock,
+# so the time the CLI polls take on a busy machine does not count).
+sed 's|"proto": "tcp"},|"proto": "tcp"},\n    {"action": "accept", "src": ["other@example.com"], "dst": ["tag:server:443"]},|' \
+	"$LAB_TMP/eng.hujson" >"$LAB_TMP/other.hujson"
+check "policy set (other may reach the server on 443)" ctl policy set "$LAB_TMP/other.hujson"
+check "the server sees other" wait_for 10 peers_are server "eng other"
+ms=$(python3 - "$LAB_TMP/control.$LAB_CONTROL_RUN.log" "$LAB_TMP/node-server.log" <<'PY'
+import datetime, re, sys
+def stamp(path, pattern):
+    t = None
+    for line in open(path, errors="replace"):
+        if re.search(pattern, line):
+            t = datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+    return t
+a = stamp(sys.argv[1], r"policy of 2 rules in force")
+b = stamp(sys.argv[2], r"peer other \(id \d+\) joined")
+print(int((b - a).total_seconds() * 1000) if a and b else "never")
+PY
+)
+log "the policy change reached the server node after $ms ms"
+check "the policy change reached the server node within a second ($ms ms)" \
+	test "$ms" != never -a "$ms" -lt 1000
+check "other sees the server" wait_for 10 peers_are other "server"
+check "eng still sees only the server" peers_are eng "server"
+
+check "policy reset" ctl policy reset
+check "no policy again: eng sees other and server" wait_for 5 peers_are eng "other server"
+check "no policy again: other sees eng and server" wait_for 5 peers_are other "eng server"
+
+for n in eng server other; do
+	lab_node_stop "$n"
+done
+lab_control_stop TERM
+lab_finish
