@@ -798,6 +798,47 @@ static int accounts(struct call *k)
 
 	if (is(k, "GET", 1, "accounts", NULL)) {
 		r = users_account_list(&k->c, &all, &n);
+		if (r < 0)
+			return op_fail(k, r);
+		k->out = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(
+				k->out, json_pack("{s:I, s:s, s:b, s:b, s:i, s:I}", "id",
+						  (json_int_t)all[i].id, "email", all[i].email,
+						  "admin", all[i].admin, "totp", all[i].totp,
+						  "recovery_codes", (int)all[i].n_recovery, "created",
+						  (json_int_t)all[i].created));
+		crypto_wipe(all, n * sizeof(*all));
+		free(all);
+		return 0;
+	}
+	if (is(k, "POST", 1, "accounts", NULL)) {
+		if (body_only(k, add_names) < 0 || body_string(k, "email", &email) < 0 ||
+		    body_string(k, "password_hash", &hash) < 0 || body_bool(k, "admin", &admin) < 0)
+			return -1;
+		if (!email || !hash)
+			return fail(k, 400, "\"email\" and \"password_hash\" are required");
+		r = users_account_add(&k->c, email, hash, admin, NULL);
+		k->status = 201;
+	} else if (is(k, "POST", 3, "accounts", "passwd")) {
+		if (body_only(k, pw_names) < 0 || body_string(k, "password_hash", &hash) < 0)
+			return -1;
+		if (!hash)
+			return fail(k, 400, "\"password_hash\" is required");
+		r = users_account_passwd(&k->c, k->seg[1], hash);
+	} else if (is(k, "POST", 3, "accounts", "reset-2fa")) {
+		r = users_account_reset_2fa(&k->c, k->seg[1]);
+	} else if (is(k, "DELETE", 2, "accounts", NULL) || is(k, "POST", 3, "accounts", "delete")) {
+		r = users_account_delete(&k->c, k->seg[1]);
+	} else {
+		return fail(k, 404, "no such endpoint: %s %s", k->req->method, k->req->target);
+	}
+	if (r < 0)
+		return op_fail(k, r);
+	k->out = json_object();
+	return 0;
+}
+
 /* tailnets/NAME/policy[/explain|/matrix] */
 static int policy_route(struct call *k)
 {
@@ -860,41 +901,6 @@ static int policy_route(struct call *k)
 			return op_fail(k, r);
 		k->out = json_array();
 		for (size_t i = 0; i < n; i++)
-			json_array_append_new(
-				k->out, json_pack("{s:I, s:s, s:b, s:b, s:i, s:I}", "id",
-						  (json_int_t)all[i].id, "email", all[i].email,
-						  "admin", all[i].admin, "totp", all[i].totp,
-						  "recovery_codes", (int)all[i].n_recovery, "created",
-						  (json_int_t)all[i].created));
-		crypto_wipe(all, n * sizeof(*all));
-		free(all);
-		return 0;
-	}
-	if (is(k, "POST", 1, "accounts", NULL)) {
-		if (body_only(k, add_names) < 0 || body_string(k, "email", &email) < 0 ||
-		    body_string(k, "password_hash", &hash) < 0 || body_bool(k, "admin", &admin) < 0)
-			return -1;
-		if (!email || !hash)
-			return fail(k, 400, "\"email\" and \"password_hash\" are required");
-		r = users_account_add(&k->c, email, hash, admin, NULL);
-		k->status = 201;
-	} else if (is(k, "POST", 3, "accounts", "passwd")) {
-		if (body_only(k, pw_names) < 0 || body_string(k, "password_hash", &hash) < 0)
-			return -1;
-		if (!hash)
-			return fail(k, 400, "\"password_hash\" is required");
-		r = users_account_passwd(&k->c, k->seg[1], hash);
-	} else if (is(k, "POST", 3, "accounts", "reset-2fa")) {
-		r = users_account_reset_2fa(&k->c, k->seg[1]);
-	} else if (is(k, "DELETE", 2, "accounts", NULL) || is(k, "POST", 3, "accounts", "delete")) {
-		r = users_account_delete(&k->c, k->seg[1]);
-	} else {
-		return fail(k, 404, "no such endpoint: %s %s", k->req->method, k->req->target);
-	}
-	if (r < 0)
-		return op_fail(k, r);
-	k->out = json_object();
-	return 0;
 			json_array_append_new(k->out, json_pack("{s:s, s:s, s:s}", "src", e[i].src,
 								"dst", e[i].dst, "allow",
 								e[i].allow));

@@ -61,12 +61,6 @@ int admin_op_refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
 	return err;
 }
 
-int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *target,
-		    const struct store_op *op, uint64_t *ret_id)
-{
-	return commit(c, action, target, op, ret_id);
-}
-
 bool admin_op_name_valid(const char *s, size_t max, bool allow_at)
 {
 	size_t i, n = strlen(s);

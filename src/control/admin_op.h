@@ -170,14 +170,9 @@ struct admin_op_reach {
 int admin_op_policy_matrix(struct admin_op_ctx *c, const char *tailnet,
 			   struct admin_op_reach **ret, size_t *ret_n);
 
-/*
- * For the operations of other files (policy_op.c): a refusal, and a durable write with its
- * audit entry (action, target as for the others).
- */
+/* For the operations of other files (policy_op.c, users.c): a refusal with its message. */
 int admin_op_refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *target,
-		    const struct store_op *op, uint64_t *ret_id);
 
 /*
  * What listings show: the whole store, with ret_tailnet set when a tailnet is

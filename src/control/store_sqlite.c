@@ -1127,6 +1127,8 @@ static int sq_account_list(void *be, struct control_account **ret, size_t *ret_n
 	*ret_n = 0;
 	return load_table(be, ST_ACCOUNT_ALL, sizeof(**ret), (void *)row_account, (void **)ret,
 			  ret_n);
+}
+
 static int sq_policy_get(void *be, uint64_t tailnet_id, char **ret, size_t *ret_len)
 {
 	struct sq *q = be;
