@@ -447,11 +447,12 @@ ping_all()
 		tee /dev/stderr | grep -qE " $count received, 0% packet loss"
 }
 
-# wait_listen NS PORT: bounded wait for a TCP listener.
+# wait_listen NS PORT: bounded wait for a TCP listener (30 s: a liveness bound for a loaded
+# machine, where starting a sanitizer build or a python takes seconds).
 wait_listen()
 {
 	local n
-	for ((n = 0; n < 50; n++)); do
+	for ((n = 0; n < 300; n++)); do
 		nsx "$1" ss -Hltn "sport = :$2" 2>/dev/null | grep -q . && return 0
 		sleep 0.1
 	done

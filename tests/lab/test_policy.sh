@@ -6,7 +6,10 @@
 #     key and name are in neither the status nor the netmap the nodes cached on disk
 #   - the server's cached netmap carries its packet filter: eng's addresses, port 22, TCP
 #   - a malformed policy is refused with line and column and changes nothing
-#   - a policy change reaches the nodes within a second (server log -> node log)
+#   - the data plane: eng reaches the server's TCP 22, not TCP 80 and not UDP 22; the server
+#     cannot start a connection to eng; replies to eng's flow pass; drops are counted
+#   - a policy change reaches the nodes (the time from the server's log line to the node's
+#     is logged: about 70 ms); other flows go on
 #   - policy reset: back to everyone, with full maps
 #
 #   lab internet 192.0.2.0/24: ctl .1 (trellis-control), eng .11, server .12, other .13
@@ -90,9 +93,38 @@ check_not "explain: server -> eng 22/tcp denied" ctl policy explain server eng 2
 check_eq "matrix: only eng -> server, on 22/tcp" "eng server 22/tcp" \
 	"$(ctl policy matrix --json | python3 -c 'import json,sys; print(" ".join(" ".join([e["src"], e["dst"], e["allow"]]) for e in json.load(sys.stdin)))')"
 
-# The change reaches the nodes within a second: from the server's log line that the policy is
-# in force to the server node's log line that the peer joined (both stamped by the same clock,
-# so the time the CLI polls take on a busy machine does not count).
+# ---- the data plane: the server's trellisd enforces the filter the policy compiled for it
+PEER="$(dirname "$0")/filter_peer.py"
+IP4_SRV=$(node_ip server 4)
+# ip netns exec itself (not the nsx function, which would run in a subshell): $! is then the
+# server's PID, which the cleanup ends.
+ip netns exec "$(ns_name srv)" python3 "$PEER" serve "$LAB_TMP/served-srv.log" 22,80,443 22 \
+	>/dev/null 2>&1 &
+LAB_PIDS+=($!)
+ip netns exec "$(ns_name eng)" python3 "$PEER" serve "$LAB_TMP/served-eng.log" 8080 "" \
+	>/dev/null 2>&1 &
+LAB_PIDS+=($!)
+check "the server's test service listens" wait_listen srv 22
+check "eng's test service listens" wait_listen eng 8080
+tcp_ok() { nsx "$1" python3 "$PEER" tcp "$2" "$3" "${4:-10}"; }
+drops() { status_eval server "j['filter']['drops']['$1']"; }
+# The first connection may wait for the tunnel's first handshake: it retries.
+check "eng -> server TCP 22 is allowed (the replies of eng's flow pass)" \
+	wait_for 30 tcp_ok eng "$IP4_SRV" 22
+no_rule_before=$(drops no_rule)
+check_not "eng -> server TCP 80 is refused" tcp_ok eng "$IP4_SRV" 80 2
+check_not "eng -> server UDP 22 is refused" nsx eng python3 "$PEER" udp "$IP4_SRV" 22 2
+check_not "the server cannot start a TCP connection to eng" tcp_ok srv "$IP4_ENG" 8080 2
+check_eq "the server's service saw only TCP 22 from eng" "tcp 22 $IP4_ENG" \
+	"$(sort -u "$LAB_TMP/served-srv.log" 2>/dev/null | tr '\n' ' ' | sed 's/ $//')"
+check_eq "eng's service saw nothing from the server" "" "$(cat "$LAB_TMP/served-eng.log" 2>/dev/null)"
+no_rule_after=$(drops no_rule)
+check "the server counted what it refused (no_rule $no_rule_before -> $no_rule_after)" \
+	test "$((no_rule_after - no_rule_before))" -ge 2
+
+# A change reaches the nodes, and flows the policy still allows go on. The time from the
+# server's log line that the policy is in force to the server node's log line that the peer
+# joined is logged (both stamped by the same clock, so the CLI's polls do not count).
 sed 's|"proto": "tcp"},|"proto": "tcp"},\n    {"action": "accept", "src": ["other@example.com"], "dst": ["tag:server:443"]},|' \
 	"$LAB_TMP/eng.hujson" >"$LAB_TMP/other.hujson"
 check "policy set (other may reach the server on 443)" ctl policy set "$LAB_TMP/other.hujson"
@@ -110,11 +142,14 @@ b = stamp(sys.argv[2], r"peer other \(id \d+\) joined")
 print(int((b - a).total_seconds() * 1000) if a and b else "never")
 PY
 )
-log "the policy change reached the server node after $ms ms"
-check "the policy change reached the server node within a second ($ms ms)" \
-	test "$ms" != never -a "$ms" -lt 1000
+# How fast is a figure (59-74 ms on a loaded machine), not a check: benchmarks time, tests
+# see that it happens.
+log "the policy change reached the server node $ms ms after the server put it in force"
 check "other sees the server" wait_for 10 peers_are other "server"
 check "eng still sees only the server" peers_are eng "server"
+check "other -> server TCP 443 is allowed now" wait_for 30 tcp_ok oth "$IP4_SRV" 443
+check_not "other -> server TCP 22 is not" tcp_ok oth "$IP4_SRV" 22 2
+check "eng -> server TCP 22 is still allowed" tcp_ok eng "$IP4_SRV" 22
 
 check "policy reset" ctl policy reset
 check "no policy again: eng sees other and server" wait_for 5 peers_are eng "other server"
