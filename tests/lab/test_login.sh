@@ -143,7 +143,7 @@ check "a -> b over the tailnet" ping_until a "$(node_ip b 4)" 10
 
 # d joins the default tailnet with an auth key: it sees neither of ann's machines.
 lab_node_join d d "$(lab_authkey)"
-check "d sees no peers" wait_for 5 peers_are d ""
+check "d sees no peers" wait_for 20 peers_are d ""
 check "a still sees only b and c" peers_are a "b c"
 
 lab_finish

@@ -41,9 +41,9 @@ check "three distinct tailnet IPv4 addresses" \
 	test "$(printf '%s\n' "${IP4[a]}" "${IP4[b]}" "${IP4[c]}" | sort -u | grep -c .)" = 3
 
 # Everyone sees the other two (the netmap may take a moment after `up` returns).
-check "a sees b and c" wait_for 5 peers_are a "b c"
-check "b sees a and c" wait_for 5 peers_are b "a c"
-check "c sees a and b" wait_for 5 peers_are c "a b"
+check "a sees b and c" wait_for 20 peers_are a "b c"
+check "b sees a and c" wait_for 20 peers_are b "a c"
+check "c sees a and b" wait_for 20 peers_are c "a b"
 check "a's peers are online" wait_for 5 peers_online_are a "b c"
 # The server says who joined and who is online, by name.
 for n in a b c; do
@@ -113,7 +113,7 @@ if check "node d joins (trellis up)" lab_node_up d "$KEY"; then
 		check "$s -> d over tailnet IPv6" ping_all "$s" "${IP6[d]}" 3
 		check "d -> $s over tailnet IPv4" ping_all d "${IP4[$s]}" 3
 	done
-	check "d sees a, b, c" wait_for 5 peers_are d "a b c"
+	check "d sees a, b, c" wait_for 20 peers_are d "a b c"
 	check_eq "status --json reports the daemon's version" \
 		"trellisd $(status_eval d "j.get('version')")" "$("$TRELLISD" --version)"
 	check_eq "no daemon or server restarted for d" "$pids_before" \

@@ -92,7 +92,7 @@ one_case()
 			ip -n "$(ns_name b)" addr del "$addr/64" dev eth0
 		fi
 		check "$name, removed from B: B's next packets leave from an address it has" \
-			ping_until b 100.64.16.1 5
+			ping_until b 100.64.16.1 15
 		check "$name, removed from B: A roamed to another address of B" \
 			bash -c "[[ '$(wg_get "$ia" endpoints "$pb")' != '$ep' ]]"
 		lab_addr b eth0 "$addr/$([[ $fam == 4 ]] && echo 24 || echo 64)"
