@@ -444,12 +444,15 @@ bool filter_rules_match_u128(const struct filter_rules *r, int family, uint8_t p
 {
 	const struct famtab *t = &r->fam[family == AF_INET ? FAM_V4 : FAM_V6];
 	const struct bucket *b = &t->buckets[t->proto_bucket[proto]];
-	const struct seg *segs = r->segs + b->s_off;
+	const struct seg *segs;
 	uint32_t lo = 0, hi = b->s_n, i;
 	uint32_t port = filter_proto_has_ports(proto) ? dport : 0;
 
+	/* Before any pointer arithmetic: a filter without segments has no arrays (NULL + 0 is
+	 * undefined, found by fuzz_filter). */
 	if (!hi)
 		return false;
+	segs = r->segs + b->s_off;
 	/* The last segment starting at or below port (the first starts at 0). */
 	while (hi - lo > 1) {
 		uint32_t mid = lo + (hi - lo) / 2;
@@ -462,7 +465,7 @@ bool filter_rules_match_u128(const struct filter_rules *r, int family, uint8_t p
 	for (i = 0; i < segs[lo].g_n; i++) {
 		const struct dgroup *g = &r->groups[segs[lo].g_off + i];
 
-		if (dst >= g->dlo && dst <= g->dhi &&
+		if (g->r_n && dst >= g->dlo && dst <= g->dhi &&
 		    ranges_contain(r->ranges + g->r_off, g->r_n, src))
 			return true;
 	}
