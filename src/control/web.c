@@ -430,6 +430,16 @@ out:
 
 /* ---- the pages of each step ---- */
 
+/* What went wrong at the last step (wrong password, wrong code), if anything. */
+static void alert(struct page *p, const struct web_session *ss)
+{
+	if (!ss->msg[0])
+		return;
+	put(p, "<p class=\"msg\" role=\"alert\">");
+	esc(p, ss->msg);
+	put(p, "</p>\n");
+}
+
 static void page_sign_in(struct web *w, struct page *p, const struct web_session *ss,
 			 const struct pending_reg *pr)
 {
@@ -437,11 +447,7 @@ static void page_sign_in(struct web *w, struct page *p, const struct web_session
 	put(p, "<p>This machine asks to join a Trellis network:</p>\n");
 	machine(p, pr);
 	put(p, "<p>If you did not just run <code>trellis up</code> on it, close this page.</p>\n");
-	if (ss->msg[0]) {
-		put(p, "<p class=\"msg\" role=\"alert\">");
-		esc(p, ss->msg);
-		put(p, "</p>\n");
-	}
+	alert(p, ss);
 	putf(p, "<form method=\"post\" action=\"/register/%s/login\">", ss->code);
 	hidden_csrf(p, ss);
 	put(p, "<label for=\"email\">Email address</label><input id=\"email\" name=\"email\" "
@@ -465,11 +471,7 @@ static void page_totp(struct page *p, const struct web_session *ss, const struct
 {
 	head(p, "Two-factor authentication");
 	machine(p, pr);
-	if (ss->msg[0]) {
-		put(p, "<p class=\"msg\" role=\"alert\">");
-		esc(p, ss->msg);
-		put(p, "</p>\n");
-	}
+	alert(p, ss);
 	putf(p, "<form method=\"post\" action=\"/register/%s/totp\">", ss->code);
 	hidden_csrf(p, ss);
 	put(p, "<label for=\"code\">The 6-digit code from your authenticator app, or a recovery "
@@ -491,11 +493,7 @@ static void page_enrol(struct page *p, const struct web_session *ss, const struc
 		qr_svg(p, uri);
 	totp_base32_encode(ss->enrol_secret, sizeof(ss->enrol_secret), secret);
 	putf(p, "<p>Secret: <code id=\"secret\">%s</code></p>\n", secret);
-	if (ss->msg[0]) {
-		put(p, "<p class=\"msg\" role=\"alert\">");
-		esc(p, ss->msg);
-		put(p, "</p>\n");
-	}
+	alert(p, ss);
 	putf(p, "<form method=\"post\" action=\"/register/%s/enrol\">", ss->code);
 	hidden_csrf(p, ss);
 	put(p, "<label for=\"code\">Code from the app</label><input id=\"code\" name=\"code\" "
