@@ -2,9 +2,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "base/log.h"
+#include "crypto/crypto.h"
 #include "node/nodefilter.h"
 #include "proto/ctrlmsg.h"
 
@@ -23,10 +23,9 @@ int nodefilter_new(struct nodefilter **ret)
 	if (!nf)
 		return -ENOMEM;
 	/* Peers choose the tuples: the flow hash is keyed. */
-	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
-		r = -errno;
+	r = crypto_random(&seed, sizeof(seed));
+	if (r < 0)
 		goto out;
-	}
 	r = filter_new(0, seed, &nf->f);
 	if (r < 0)
 		goto out;
