@@ -70,6 +70,7 @@
 #include "net/relayclient.h"
 #include "portmap/portmap.h"
 #include "wg/device.h"
+#include "wg/messages.h"
 #include "proto/ctrlmsg.h"
 
 #define ERROR_MAX 320
@@ -1038,7 +1039,7 @@ static const char *peer_state(const struct wg_peer_info *pi)
 
 	if (!pi || !pi->last_handshake_wall_ns)
 		return pi && pi->tx_bytes ? "unreachable" : "idle";
-	if (now - pi->last_handshake_wall_ns < 180ULL * 1000000000ULL)
+	if (now - pi->last_handshake_wall_ns < REJECT_AFTER_TIME_NS)
 		return "active";
 	return "idle";
 }

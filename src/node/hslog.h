@@ -16,8 +16,9 @@
 #include <stdint.h>
 
 #include "wg/config.h"
+#include "wg/messages.h"
 
-#define HSLOG_GAP_NS (180ULL * 1000000000ULL) /* REJECT_AFTER_TIME */
+#define HSLOG_GAP_NS REJECT_AFTER_TIME_NS /* the session had expired: the tunnel was down */
 #define HSLOG_BURST 10
 #define HSLOG_REFILL_NS (6ULL * 1000000000ULL) /* one line more per 6 s: 10 a minute */
 #define HSLOG_LINE_MAX 256
