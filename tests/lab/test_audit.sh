@@ -22,13 +22,7 @@ trap cleanup EXIT
 st="$tmp/state"
 db="$st/control.db"
 
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-not_ok() { fail=$((fail + 1)); echo "FAIL - $1"; }
-check() {
-	local name=$1
-	shift
-	if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
+source "$(dirname "$0")/standalone.sh"
 ctl() { timeout 20 "$CTL" --state "$st" "$@"; }
 # entry ACTION TARGET: the seq of that entry in audit log --json, or nothing.
 entry() {
@@ -51,11 +45,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 mkdir -m 0700 "$st"
 "$CTL" --state "$st" serve --listen "127.0.0.1:$port" --stun-port 0 >"$tmp/serve.log" 2>&1 &
 srv=$!
-for ((n = 0; n < 100; n++)); do
-	grep -q "listening on" "$tmp/serve.log" && break
-	kill -0 "$srv" 2>/dev/null || break
-	sleep 0.1
-done
+wait_listening "$tmp/serve.log" "$srv"
 check "server up" grep -q "listening on" "$tmp/serve.log"
 
 # 1. actions from the socket and from an API key over HTTP.

@@ -13,16 +13,8 @@ skip=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-not_ok() { fail=$((fail + 1)); echo "FAIL - $1"; }
+source "$(dirname "$0")/standalone.sh"
 skipped() { skip=$((skip + 1)); echo "skip - $1"; }
-
-# check NAME COMMAND...: passes when COMMAND succeeds.
-check() {
-	local name=$1
-	shift
-	if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
 
 # A key line: exactly 44 base64 characters and a newline, nothing else.
 is_key_file() {

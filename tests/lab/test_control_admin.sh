@@ -15,13 +15,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 st="$tmp/state"
 
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-not_ok() { fail=$((fail + 1)); echo "FAIL - $1"; }
-check() {
-	local name=$1
-	shift
-	if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
+source "$(dirname "$0")/standalone.sh"
 ctl() { "$CTL" --state "$st" --offline "$@"; }
 is_json() { python3 -c 'import json,sys; json.load(sys.stdin)' <"$1"; }
 # mistake NAME ARGS...: exit 1, nothing on stdout, exactly one line on stderr.
@@ -155,18 +149,6 @@ fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$CTL" --state "$st" serve --listen "127.0.0.1:$port" >"$tmp/serve1.log" 2>&1 &
 srv=$!
-# wait_listening LOG PID: until the server logs that it listens, or exits. 30 s is a liveness
-# bound for a busy machine (a start takes well under a second on a quiet one).
-wait_listening()
-{
-	local n
-	for ((n = 0; n < 300; n++)); do
-		grep -q "listening on" "$1" && return 0
-		kill -0 "$2" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
 wait_listening "$tmp/serve1.log" $srv
 check "first server up" grep -q "listening on" "$tmp/serve1.log"
 timeout 10 "$CTL" --state "$st" serve --listen "127.0.0.1:$((port + 1))" >"$tmp/serve2.log" 2>&1
