@@ -201,21 +201,19 @@ check "GET /relay/verify without the secret: 401" \
 	bash -c "[[ \$(ip netns exec $(ns_name a) curl -s -o /dev/null -w '%{http_code}' '$CTL/relay/verify/?gen=0') == 401 ]]"
 
 # The disconnects follow the delete as events (the embedded relay at once, the verifying one
-# on its long-poll), not on a periodic recheck of every connection (minutes). The bounds
-# are liveness bounds for a busy machine; the times are logged (about 0.1 s and 0.6 s on a
-# quiet one).
+# on its long-poll), not on a periodic recheck of every connection (minutes): each check
+# waits at most 10 s, a liveness bound for a busy machine; the times are logged (57 ms and
+# 367 ms on a quiet machine, 0.5 s and 0.9 s under load).
 check "nodes delete n" ctl nodes delete n
 t0=$(date +%s%N)
 check "the embedded relay disconnects the deleted node" \
 	wait_for 10 metric_is ctl "$CTL_METRICS" 'trellis_relay_closes_total{reason="revoked"}' 1
 ms=$((($(date +%s%N) - t0) / 1000000))
 log "embedded relay: disconnected $ms ms after the delete"
-check_num "... within 10 s of the delete ($ms ms)" "$ms" -lt 10000
 check "the verifying relay disconnects it" \
 	wait_for 10 metric_is r3 "$R3" 'trellis_relay_closes_total{reason="revoked"}' 1
 ms=$((($(date +%s%N) - t0) / 1000000))
 log "verifying relay: disconnected $ms ms after the delete"
-check_num "... within 10 s of the delete ($ms ms)" "$ms" -lt 10000
 check "neither admits it again" \
 	bash -c "[[ \$(grep -c connected '$LAB_TMP/probe-emb.out') == 1 && \$(grep -c connected '$LAB_TMP/probe-sa.out') == 1 ]]"
 
