@@ -48,6 +48,7 @@
 #include "control/admin.h"
 #include "control/admin_api.h"
 #include "control/admin_op.h"
+#include "control/audit.h"
 #include "control/changes.h"
 #include "control/ephemeral.h"
 #include "control/mapper.h"
@@ -189,6 +190,7 @@ static void persist_node(struct control_server *s, uint64_t id)
 struct eph_del {
 	struct control_server *s;
 	uint64_t id;
+	struct audit_entry audit; /* the server's delete, in the same transaction */
 };
 
 static void eph_deleted(void *ctx, int err, uint64_t unused)
@@ -198,6 +200,7 @@ static void eph_deleted(void *ctx, int err, uint64_t unused)
 	(void)unused;
 	if (err == 0 || err == -ENOENT)
 		node_forget(d->s, d->id);
+	audit_entry_release(&d->audit);
 	free(d);
 }
 
@@ -205,20 +208,32 @@ static void eph_expired(void *ctx, uint64_t id)
 {
 	struct control_server *s = ctx;
 	struct registry_node *e = registry_node_get(s->reg, id);
+	const struct control_node *n = mapper_node_get(s->m, id);
 	struct store_op op = { .kind = STORE_OP_NODE_DELETE };
+	char target[AUDIT_TARGET_MAX];
 	struct eph_del *d;
 
-	if (e && e->stream)
-		return; /* back online */
+	if (!n || (e && e->stream))
+		return; /* gone already, or back online */
 	d = malloc(sizeof(*d));
 	if (!d)
 		return;
 	d->s = s;
 	d->id = id;
 	op.id = id;
-	log_info("control: ephemeral node %" PRIu64 " offline too long: deleting", id);
-	if (store_submit(s->store, &op, eph_deleted, d) < 0)
+	/* Not an admin's action, but a node disappears: the audit log says who did it. */
+	snprintf(target, sizeof(target), "node:%" PRIu64 " %s", id, n->name);
+	if (audit_entry_prepare(&d->audit, s->store, "server", time_wall_s(),
+				"node.expire-ephemeral", target, &op) < 0) {
 		free(d);
+		return;
+	}
+	op.audit = &d->audit;
+	log_info("control: ephemeral node %" PRIu64 " offline too long: deleting", id);
+	if (store_submit(s->store, &op, eph_deleted, d) < 0) {
+		audit_entry_release(&d->audit);
+		free(d);
+	}
 }
 
 static void eph_arm(struct control_server *s, uint64_t id)

@@ -240,7 +240,6 @@ int store_submit(struct store *s, const struct store_op *op, store_done_fn done,
 	memset(q, 0, offsetof(struct req, op));
 	q->msg = (struct loop_msg){.run = req_done, .drop = req_drop};
 	q->op = *op;
-	q->op.audit = NULL; /* an entry's strings are its caller's: synchronous writes only */
 	q->done = done;
 	q->ctx = ctx;
 	q->sync = false;

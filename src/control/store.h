@@ -114,7 +114,8 @@ struct store_op {
 	};
 	/*
 	 * The configuration audit log entry (audit.h) describing this write: appended
-	 * in the same transaction, after the write succeeded (store_write_audited).
+	 * in the same transaction, after the write succeeded (store_write_audited, or
+	 * store_submit, which does not copy it).
 	 */
 	const struct audit_entry *audit;
 };
@@ -225,7 +226,8 @@ void store_loop_detach(struct store *s);
 /*
  * Asynchronous write (after store_loop_attach): copies op; done runs on the
  * loop thread once the op's transaction is durable. 0, -EAGAIN, -ENOTCONN (not
- * attached).
+ * attached). op->audit is not copied: the caller keeps the entry until done
+ * runs (or, at shutdown, forever: a completion never run is dropped).
  */
 int store_submit(struct store *s, const struct store_op *op, store_done_fn done, void *ctx);
 /* Loop thread: runs the completions queued so far now (shutdown). Returns how many ran. */
@@ -236,7 +238,7 @@ int store_write(struct store *s, const struct store_op *op, uint64_t *ret_id);
 /*
  * store_write with the audit entry describing the write (audit.h), appended in
  * its transaction: both commit or neither. The store assigns seq, prev_hash
- * and hash. Synchronous only: the entry is the caller's.
+ * and hash. The entry is the caller's.
  */
 int store_write_audited(struct store *s, const struct store_op *op,
 			const struct audit_entry *audit, uint64_t *ret_id);

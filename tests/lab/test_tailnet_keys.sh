@@ -7,7 +7,8 @@
 #   - an expired node key (trellis-control nodes expire) drops the node from its peers,
 #     and its traffic stops
 #   - an ephemeral node is removed a short while (the tailnet's ephemeral timeout, 5 s)
-#     after it goes away, from the server and from its peers
+#     after it goes away, from the server and from its peers; the audit log names the
+#     server as the one who deleted it
 #
 #   lab internet 192.0.2.0/24: ctl .1:8080; default tailnet a .11 b .12 c .13;
 #   tailnet "iso": x .21 (one-off key), y .22 (tries the same key); tailnet "eph": e .31
@@ -143,6 +144,14 @@ lab_node_stop e KILL
 check "e (ephemeral, gone) is removed from the server within 20 s" \
 	wait_for 20 bash -c "! '$TRELLIS_CONTROL' --state '$LAB_TMP/control' nodes list --tailnet eph --json | grep -q '\"name\": *\"e\"'"
 log "ephemeral node removed after ~$((SECONDS - t0)) s"
+check "the server's delete of e is in the audit log (actor server, e's record before)" \
+	bash -c "ctl_json() { '$TRELLIS_CONTROL' --state '$LAB_TMP/control' \"\$@\"; }; ctl_json audit log --json | python3 -c '
+import json, sys
+es = [json.loads(l) for l in sys.stdin if l.strip()]
+m = [e for e in es if e[\"action\"] == \"node.expire-ephemeral\"]
+assert len(m) == 1 and m[0][\"actor\"] == \"server\" and m[0][\"target\"].endswith(\" e\"), m
+assert m[0][\"before\"][\"name\"] == \"e\", m'"
+check "audit verify after the server's own write" ctl audit verify
 check "e vanishes from f's status" wait_for 3 peers_are f ""
 check "f's tailnet and the default tailnet unaffected: a -> b" ping_all a "${IP4[b]}" 2
 
