@@ -133,7 +133,7 @@ all0=$(regs_all)
 check "nodes expire b" ctl nodes expire "$bid"
 check "b goes to needs_login" wait_for 10 state_is b needs_login
 check "b's error says the key expired" \
-	wait_for 5 bash -c "[[ \$('$TRELLIS_CLI' --socket '$(lab_node_sock b)' status --json | python3 -c 'import json,sys; print(json.load(sys.stdin).get(\"error\",\"\"))') == *'node key expired'* ]]"
+	wait_for 20 bash -c "[[ \$('$TRELLIS_CLI' --socket '$(lab_node_sock b)' status --json | python3 -c 'import json,sys; print(json.load(sys.stdin).get(\"error\",\"\"))') == *'node key expired'* ]]"
 check "b shows a login URL" \
 	wait_for 10 bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock b)' status --json | grep -q '\"auth_url\": \"http://.*/register/'"
 tr_node b status >"$LAB_TMP/st-b.txt" 2>&1
@@ -205,16 +205,16 @@ while True:
     print(s.recv(4096).decode().replace("\n", " | "), flush=True)
 ' "$NOTIFY" >"$LAB_TMP/notify.txt" 2>&1 &
 LAB_PIDS+=($!)
-check "the notify socket listens" wait_for 5 test -S "$NOTIFY"
+check "the notify socket listens" wait_for 30 test -S "$NOTIFY"
 export NOTIFY_SOCKET=$NOTIFY WATCHDOG_USEC=400000
 LAB_NODE_ARGS="--metrics-listen 127.0.0.1:9101" lab_node_start d d
 unset NOTIFY_SOCKET WATCHDOG_USEC
-check "READY=1 once the local API serves" wait_for 5 grep -q 'READY=1' "$LAB_TMP/notify.txt"
-check "STATUS= says it needs a login" wait_for 5 grep -q '^STATUS=Needs login' "$LAB_TMP/notify.txt"
+check "READY=1 once the local API serves" wait_for 20 grep -q 'READY=1' "$LAB_TMP/notify.txt"
+check "STATUS= says it needs a login" wait_for 20 grep -q '^STATUS=Needs login' "$LAB_TMP/notify.txt"
 check "d joins" lab_node_up d "$KEY"
-check "STATUS= says running" wait_for 5 grep -q '^STATUS=Running: tailnet' "$LAB_TMP/notify.txt"
+check "STATUS= says running" wait_for 20 grep -q '^STATUS=Running: tailnet' "$LAB_TMP/notify.txt"
 check "WATCHDOG=1 keeps coming (every 200 ms)" \
-	wait_for 5 bash -c "(( \$(grep -c WATCHDOG=1 '$LAB_TMP/notify.txt') >= 5 ))"
+	wait_for 20 bash -c "(( \$(grep -c WATCHDOG=1 '$LAB_TMP/notify.txt') >= 5 ))"
 check "d -> a" ping_until d "$(node_ip a 4)" 10
 metric() { nsx d curl -sf http://127.0.0.1:9101/metrics | awk -v n="$1" '$1 == n { print $2 }'; }
 nsx d curl -sf http://127.0.0.1:9101/metrics >"$LAB_TMP/metrics-d.txt"

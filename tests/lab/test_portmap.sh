@@ -220,7 +220,7 @@ round()
 	fi
 	lab_node_stop b
 	lab_node_stop a
-	check "$arg: stopping trellisd deletes the mapping" wait_for 5 router_unmapped "$eport"
+	check "$arg: stopping trellisd deletes the mapping" wait_for 20 router_unmapped "$eport"
 }
 
 round pcp pcp

@@ -29,9 +29,9 @@ for n in a b c; do
 	IP4[$n]=$(node_ip "$n" 4)
 	IP6[$n]=$(node_ip "$n" 6)
 done
-check "a sees b and c online" wait_for 5 peers_online_are a "b c"
-check "b sees a and c online" wait_for 5 peers_online_are b "a c"
-check "c sees a and b online" wait_for 5 peers_online_are c "a b"
+check "a sees b and c online" wait_for 20 peers_online_are a "b c"
+check "b sees a and c online" wait_for 20 peers_online_are b "a c"
+check "c sees a and b online" wait_for 20 peers_online_are c "a b"
 
 # all_pairs FAMILY COUNT: every ordered pair pings (COUNT pings each, all answered).
 all_pairs()

@@ -59,8 +59,8 @@ check "... with a certificate error" grep -qi "certif" <<<"$out"
 export SSL_CERT_FILE=$pki/ca.pem
 lab_node_join a a "$KEY"
 lab_node_join b b "$KEY"
-check "a sees b" wait_for 5 peers_are a "b"
-check "b sees a" wait_for 5 peers_are b "a"
+check "a sees b" wait_for 20 peers_are a "b"
+check "b sees a" wait_for 20 peers_are b "a"
 check "a -> b over tailnet IPv4" ping_until a "$(node_ip b 4)" 10
 check "b -> a over tailnet IPv6" ping_until b "$(node_ip a 6)" 10
 check "the untrusting node never joined" \

@@ -75,7 +75,7 @@ check "b -> a over the tunnel, 5/5" ping_all b 100.64.0.1 5
 check "wg-quick down" wg_quick down
 check_not "interface removed" ip -n "$(ns_name a)" link show "$IA"
 gone() { ! kill -0 "$PID" 2>/dev/null; }
-check "the daemon exits when its interface is deleted" wait_for 5 gone
+check "the daemon exits when its interface is deleted" wait_for 20 gone
 check_not "its UAPI socket removed" test -e "$WG_SOCK_DIR/$IA.sock"
 if grep -qE 'AddressSanitizer|runtime error:|LeakSanitizer' "$LAB_TMP/wg-quick.log"; then
 	fail "daemon log has a sanitizer report"
