@@ -152,6 +152,16 @@ static const struct noun nouns[] = {
      "  prune: drops entries older than DURATION (root on the admin socket only); the\n"
      "  chain stays verifiable from the last dropped entry's hash (docs/audit.md).\n"
      "example: trellis-control audit log --since 1d\n"},
+    {"flows", "list",
+     "usage: trellis-control [--state DIR] flows [list] [--node ID|NAME] [--since T] [--flagged]\n"
+     "           [--json]\n"
+     "  Every flow the nodes reported (docs/audit.md), both ends paired: confirmed\n"
+     "  when the two reports agree within what loss explains, else mismatch or\n"
+     "  one-sided. --node: the flows this node reported or was reported in.\n"
+     "  --since T: flows seen since (2h, 7d, a UTC date or time, Unix seconds).\n"
+     "  --flagged: only what is not confirmed. --json: one JSON object a line.\n"
+     "  `audit verify` checks every node's batch chain.\n"
+     "example: trellis-control flows --flagged --since 1h\n"},
     {"relaymap", "set, get, reset",
      "usage: trellis-control [--state DIR] relaymap set FILE|-\n"
      "       trellis-control [--state DIR] relaymap get [--json]\n"
@@ -203,7 +213,8 @@ static void usage(FILE *f)
 		"  users list|create\n"
 		"  nodes list|show|pending|approve|rename|expire|delete|set-expiry\n"
 		"  relaymap set|get|reset\n"
-		"  audit log|verify|prune           the configuration audit log\n"
+		"  audit log|verify|prune           the configuration audit log, all chains\n"
+		"  flows [--node N] [--flagged]     flow logs, both ends paired\n"
 		"  policy get|set|check|reset|explain|matrix\n"
 		"Each command has --help (trellis-control nodes --help). Admin commands reach the\n"
 		"running server through its admin socket (STATE/%s, root only); with no\n"
@@ -646,6 +657,16 @@ static void json_print(json_t *j)
 	json_decref(j);
 }
 
+/* One JSON object a line (--json of the logs: fit for a SIEM); j stays the caller's. */
+static void json_line_print(json_t *j)
+{
+	char *line = json_dumps(j, JSON_COMPACT);
+
+	if (line)
+		printf("%s\n", line);
+	free(line);
+}
+
 static void time_format(char *buf, size_t len, json_int_t t)
 {
 	struct tm tm;
@@ -1075,8 +1096,13 @@ static int nodes_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		printf("%-5s %-20s %-12s %-15s %-26s %-8s %-8s %-7s %-20s %s\n", "ID", "NAME",
 		       "TAILNET", "IPV4", "IPV6", "OS", "STATE", "ONLINE", "KEY-EXPIRY",
 		       "LAST-SEEN");
-		if (want)
+		if (want) {
 			node_row(ans);
+			printf("node key:  %s\naudit key: %s\n", s_(ans, "node_key"),
+			       json_is_string(json_object_get(ans, "audit_key"))
+				       ? s_(ans, "audit_key")
+				       : "(none: flow logs of this node cannot be verified)");
+		}
 		json_array_foreach(ans, i, n)
 			node_row(n);
 		json_decref(ans);
@@ -1288,6 +1314,86 @@ static void changes_print(json_t *before, json_t *after)
 		printf("no change");
 }
 
+static void flow_end_print(json_t *e)
+{
+	char ep[2][INET6_ADDRSTRLEN + 8];
+
+	snprintf(ep[0], sizeof(ep[0]), "%s:%" JSON_INTEGER_FORMAT, s_(e, "src"), i_(e, "src_port"));
+	snprintf(ep[1], sizeof(ep[1]), "%s:%" JSON_INTEGER_FORMAT, s_(e, "dst"), i_(e, "dst_port"));
+	printf("%-12s %-22s %-22s %10" JSON_INTEGER_FORMAT "/%-12" JSON_INTEGER_FORMAT
+	       " %10" JSON_INTEGER_FORMAT "/%-12" JSON_INTEGER_FORMAT " %" JSON_INTEGER_FORMAT,
+	       s_(e, "name"), ep[0], ep[1], i_(e, "tx_packets"), i_(e, "tx_bytes"),
+	       i_(e, "rx_packets"), i_(e, "rx_bytes"), i_(e, "denied"));
+}
+
+static int flows_cmd(struct cli *cli, int argc, char **argv)
+{
+	const char *since = NULL, *node = NULL, *pos[1];
+	bool as_json = false, flagged = false;
+	const struct opt opts[] = {
+		{ "--node", true, &node, NULL },
+		{ "--since", true, &since, NULL },
+		{ "--flagged", false, NULL, &flagged },
+		{ "--json", false, NULL, &as_json },
+		{ NULL },
+	};
+	char target[256], *end;
+	int64_t t = INT64_MIN;
+	uint64_t id = 0;
+	json_t *ans, *f;
+	size_t i;
+	int npos, r;
+
+	if (opts_parse(argc, argv, opts, pos, 0, &npos) || (since && since_parse(since, &t)))
+		return 1;
+	if (node && path_arg_check(node))
+		return 1;
+	if (cli->dry)
+		return DRY_STOP;
+	if (node) {
+		errno = 0;
+		id = strtoull(node, &end, 10);
+		if (errno || *end || !id) {
+			r = list_fetch(cli, "nodes", node, NULL, false, &ans);
+			if (r)
+				return r;
+			id = (uint64_t)i_(ans, "id");
+			json_decref(ans);
+		}
+	}
+	snprintf(target, sizeof(target), "%sflows?flagged=%d", ADMIN_API_PREFIX, flagged);
+	if (id)
+		snprintf(target + strlen(target), sizeof(target) - strlen(target),
+			 "&node=%" PRIu64, id);
+	if (t != INT64_MIN)
+		snprintf(target + strlen(target), sizeof(target) - strlen(target),
+			 "&since=%" PRId64, t);
+	r = call(cli, "GET", target, NULL, 0, &ans);
+	if (r)
+		return r;
+	if (!as_json)
+		printf("%-10s %-5s %-12s %-22s %-22s %23s %23s %s\n", "VERDICT", "PROTO", "NODE",
+		       "SRC", "DST", "TX PKTS/BYTES", "RX PKTS/BYTES", "DENIED");
+	json_array_foreach(ans, i, f) {
+		json_t *b = json_object_get(f, "b");
+
+		if (as_json) {
+			json_line_print(f);
+			continue;
+		}
+		printf("%-10s %-5" JSON_INTEGER_FORMAT " ", s_(f, "verdict"), i_(f, "proto"));
+		flow_end_print(json_object_get(f, "a"));
+		printf("\n");
+		if (json_is_object(b)) {
+			printf("%-10s %-5s ", "", "");
+			flow_end_print(b);
+			printf("\n");
+		}
+	}
+	json_decref(ans);
+	return 0;
+}
+
 static int audit_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *since = NULL, *keep = NULL, *pos[1];
@@ -1328,10 +1434,15 @@ static int audit_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (!json_is_true(json_object_get(ans, "ok"))) {
 			r = fail("%s", s_(ans, "problem"));
 		} else {
+			json_t *f = json_object_get(ans, "flows");
+
 			printf("audit log: %" JSON_INTEGER_FORMAT " entries verified (%" JSON_INTEGER_FORMAT
 			       "-%" JSON_INTEGER_FORMAT "), head %s\n",
 			       i_(ans, "entries"), i_(ans, "anchor_seq") + 1, i_(ans, "last_seq"),
 			       s_(ans, "head"));
+			printf("flow logs: %" JSON_INTEGER_FORMAT " batches (%" JSON_INTEGER_FORMAT
+			       " records) of %" JSON_INTEGER_FORMAT " nodes verified\n",
+			       i_(f, "batches"), i_(f, "records"), i_(f, "nodes"));
 		}
 		json_decref(ans);
 		return r;
@@ -1360,11 +1471,7 @@ static int audit_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		json_array_foreach(ans, i, e) {
 			after = (uint64_t)i_(e, "seq");
 			if (as_json) {
-				char *line = json_dumps(e, JSON_COMPACT);
-
-				if (line)
-					printf("%s\n", line);
-				free(line);
+				json_line_print(e);
 				continue;
 			}
 			time_format(tb, sizeof(tb), i_(e, "time"));
@@ -1535,6 +1642,8 @@ static int command_run(struct cli *cli, const char *cmd, const char *sub, int ar
 		return relaymap_cmd(cli, sub, argc, argv);
 	if (strcmp(cmd, "audit") == 0)
 		return audit_cmd(cli, sub, argc, argv);
+	if (strcmp(cmd, "flows") == 0)
+		return flows_cmd(cli, argc, argv);
 	if (strcmp(cmd, "policy") == 0)
 		return policy_cmd(cli, sub, argc, argv);
 	return nodes_cmd(cli, sub, argc, argv);
@@ -1560,7 +1669,7 @@ int admin_run(const char *state_dir, bool offline, int argc, char **argv)
 	struct cli cli = { .state_dir = state_dir, .offline = offline, .lock_fd = -1 };
 	const struct noun *noun;
 	const char *cmd, *sub;
-	int r;
+	int r, skip = 2;
 
 	if (argc < 1 || is_help(argv[0])) {
 		if (argc >= 2 && (noun = noun_find(argv[1]))) {
@@ -1581,9 +1690,15 @@ int admin_run(const char *state_dir, bool offline, int argc, char **argv)
 			fputs(noun->help, stdout);
 			return 0;
 		}
-	if (argc < 2)
+	/* `flows` lists without a verb too. */
+	if (strcmp(cmd, "flows") == 0 && (argc < 2 || argv[1][0] == '-')) {
+		sub = "list";
+		skip = 1;
+	} else if (argc < 2) {
 		return fail("%s: missing subcommand (%s; try %s --help)", cmd, noun->verbs, cmd);
-	sub = argv[1];
+	} else {
+		sub = argv[1];
+	}
 	snprintf(name, sizeof(name), "%s %s", cmd, sub);
 	cmd_name = name;
 	if (!verb_known(noun, sub))
@@ -1595,13 +1710,13 @@ int admin_run(const char *state_dir, bool offline, int argc, char **argv)
 	 * at its call; then the real pass.
 	 */
 	cli.dry = true;
-	r = command_run(&cli, cmd, sub, argc - 2, argv + 2);
+	r = command_run(&cli, cmd, sub, argc - skip, argv + skip);
 	if (r != DRY_STOP)
 		goto out;
 	cli.dry = false;
 	r = cli_connect(&cli);
 	if (r == 0)
-		r = command_run(&cli, cmd, sub, argc - 2, argv + 2);
+		r = command_run(&cli, cmd, sub, argc - skip, argv + skip);
 out:
 	store_free(cli.store);
 	if (cli.lock_fd >= 0)

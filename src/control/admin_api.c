@@ -18,6 +18,7 @@
 #include "control/admin.h"
 #include "control/admin_api.h"
 #include "control/admin_op.h"
+#include "control/flows_query.h"
 #include "control/users.h"
 #include "crypto/crypto.h"
 #include "policy/policy.h"
@@ -35,6 +36,8 @@ struct call {
 	char tailnet[ARG_MAX]; /* from the query; "" = none */
 	int64_t since;         /* since=UNIX (audit, flows); INT64_MIN = none */
 	uint64_t after;        /* after=SEQ: the next page of a listing */
+	uint64_t node;         /* node=ID (flows); 0 = any */
+	bool flagged;          /* flagged=1 (flows): only what is not confirmed */
 	json_t *body;          /* the request's JSON object, or NULL */
 	unsigned status;
 	json_t *out;
@@ -144,6 +147,11 @@ static json_t *node_json(struct call *k, const struct store_snapshot *snap,
 		      !n->approved ? "pending"
 		      : visible    ? "active"
 				   : "expired");
+	/* Its flow-log batches verify with this key (docs/audit.md); none before it sent one. */
+	if (j && n->has_audit_key) {
+		base64_encode(nk, sizeof(nk), n->audit_key, NETMAP_KEY_LEN);
+		json_object_set_new(j, "audit_key", json_string(nk));
+	}
 	/* Only the running server knows who is connected. */
 	if (j && k->env->node_online)
 		json_object_set_new(j, "online", json_boolean(k->env->node_online(k->env->arg,
@@ -336,6 +344,18 @@ static int target_parse(struct call *k, char *buf, size_t cap)
 			if (query_int(eq + 1, len - 6, 0, &v) < 0)
 				return fail(k, 400, "after takes a sequence number");
 			k->after = (uint64_t)v;
+		} else if (eq && ((size_t)(eq - kv) == 4 && strncmp(kv, "node", 4) == 0)) {
+			int64_t v;
+
+			if (query_int(eq + 1, len - 5, 1, &v) < 0)
+				return fail(k, 400, "node takes a node id");
+			k->node = (uint64_t)v;
+		} else if (eq && ((size_t)(eq - kv) == 7 && strncmp(kv, "flagged", 7) == 0)) {
+			int64_t v;
+
+			if (query_int(eq + 1, len - 8, 0, &v) < 0 || v > 1)
+				return fail(k, 400, "flagged takes 0 or 1");
+			k->flagged = v;
 		} else {
 			return fail(k, 400, "unknown query parameter \"%.*s\"", (int)len, kv);
 		}
@@ -754,16 +774,90 @@ static int audit_list(struct call *k)
 static int audit_verify(struct call *k)
 {
 	struct audit_walk w;
+	struct flows_verify fv;
 	uint64_t anchor;
 	int r = admin_op_audit_verify(&k->c, &w, &anchor);
 
 	if (r < 0)
 		return op_fail(k, r);
-	k->out = json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", !w.bad, "entries", (json_int_t)w.n,
-			   "anchor_seq", (json_int_t)anchor, "last_seq",
-			   (json_int_t)(w.next_seq - 1), "head", hash_json(w.prev));
-	if (w.bad)
-		json_object_set_new(k->out, "problem", json_string(w.why));
+	r = flows_verify(k->c.store, &fv);
+	if (r < 0)
+		return fail(k, 500, "cannot read the flow logs: %s", strerror(-r));
+	k->out = json_pack("{s:b, s:I, s:I, s:I, s:o, s:{s:b, s:I, s:I, s:I}}", "ok",
+			   !w.bad && !fv.bad, "entries", (json_int_t)w.n, "anchor_seq",
+			   (json_int_t)anchor, "last_seq", (json_int_t)(w.next_seq - 1), "head",
+			   hash_json(w.prev), "flows", "ok", !fv.bad, "batches",
+			   (json_int_t)fv.batches, "records", (json_int_t)fv.records, "nodes",
+			   (json_int_t)fv.nodes);
+	/* The configuration log's problem first: the flow logs' is in "flows" either way. */
+	if (fv.bad)
+		json_object_set_new(json_object_get(k->out, "flows"), "problem",
+				    json_string(fv.why));
+	if (w.bad || fv.bad)
+		json_object_set_new(k->out, "problem", json_string(w.bad ? w.why : fv.why));
+	return 0;
+}
+
+/* ---- flow logs ---- */
+
+static json_t *addr_json(const uint8_t a[16])
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+	char s[INET6_ADDRSTRLEN];
+
+	if (!memcmp(a, mapped, sizeof(mapped)))
+		inet_ntop(AF_INET, a + 12, s, sizeof(s));
+	else
+		inet_ntop(AF_INET6, a, s, sizeof(s));
+	return json_string(s);
+}
+
+static json_t *flow_end_json(struct call *k, const struct store_flow_total *t)
+{
+	char pk[BASE64_ENCODED_LEN(FLOWBATCH_KEY_LEN) + 1];
+	struct control_node n;
+
+	base64_encode(pk, sizeof(pk), t->r.peer_key, FLOWBATCH_KEY_LEN);
+	return json_pack("{s:I, s:s, s:o, s:i, s:o, s:i, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I,"
+			 " s:I}",
+			 "node", (json_int_t)t->node_id, "name",
+			 store_node_get(k->c.store, t->node_id, &n) == 0 ? n.name : "",
+			 "src", addr_json(t->r.src), "src_port", t->r.src_port, "dst",
+			 addr_json(t->r.dst), "dst_port", t->r.dst_port, "inbound",
+			 (t->r.flags & FLOWBATCH_F_INBOUND) != 0, "peer_key", pk, "tx_packets",
+			 (json_int_t)t->r.tx_packets, "tx_bytes", (json_int_t)t->r.tx_bytes,
+			 "rx_packets", (json_int_t)t->r.rx_packets, "rx_bytes",
+			 (json_int_t)t->r.rx_bytes, "first_ns", (json_int_t)t->r.first_ns,
+			 "last_ns", (json_int_t)t->r.last_ns, "denied", (json_int_t)t->r.denied);
+}
+
+static int flow_row(void *arg, const struct flows_pairing *p)
+{
+	struct call *k = arg;
+	json_t *j;
+
+	if (k->flagged && p->verdict == FLOWS_CONFIRMED)
+		return 0;
+	j = json_pack("{s:s, s:b, s:i, s:i, s:o, s:o}", "verdict", flows_verdict_name(p->verdict),
+		      "ambiguous", p->ambiguous, "proto", p->a->r.proto, "icmp_type",
+		      p->a->r.icmp_type, "a", flow_end_json(k, p->a), "b",
+		      p->b ? flow_end_json(k, p->b) : json_null());
+	return j ? json_array_append_new(k->out, j) : -ENOMEM;
+}
+
+static int flows_list(struct call *k)
+{
+	uint64_t since_ns = 0;
+	int r;
+
+	if (k->since != INT64_MIN && k->since > 0)
+		since_ns = (uint64_t)MIN(k->since, INT64_MAX / 1000000000) * 1000000000ULL;
+	k->out = json_array();
+	r = flows_query(k->c.store, k->node, since_ns, flow_row, k);
+	if (r == -E2BIG)
+		return fail(k, 413, "more than %d flows: narrow the query with since", FLOWS_QUERY_MAX);
+	if (r < 0)
+		return fail(k, 500, "cannot read the flow logs: %s", strerror(-r));
 	return 0;
 }
 
@@ -966,6 +1060,8 @@ static int route(struct call *k)
 	}
 	if (is(k, "GET", 1, "audit", NULL))
 		return audit_list(k);
+	if (is(k, "GET", 1, "flows", NULL))
+		return flows_list(k);
 	if (is(k, "GET", 2, "audit", NULL) && strcmp(k->seg[1], "verify") == 0)
 		return audit_verify(k);
 	/* Pruning removes history: root on the socket only, like API keys. */

@@ -323,6 +323,9 @@ static void target_derive(char *buf, size_t len, const struct store_op *op)
 	case STORE_OP_POLICY_SET:
 		snprintf(buf, len, "policy:%" PRIu64, op->policy.tailnet_id);
 		break;
+	case STORE_OP_FLOW_BATCH: /* the nodes' data, chained on its own (flows.h) */
+		snprintf(buf, len, "flows:node:%" PRIu64, op->flow.node_id);
+		break;
 	}
 }
 

@@ -28,6 +28,8 @@ struct control_tailnet {
 	bool device_approval;
 	/* Logins into it must use a second factor (local accounts always do; OIDC: the IdP's). */
 	bool require_2fa;
+	/* Nodes ship flow-log batches this often (docs/audit.md); 0: flow logs off. */
+	int64_t flow_log_interval_ms;
 };
 
 struct control_user {
@@ -69,6 +71,9 @@ struct control_node {
 	char os[NETMAP_OS_MAX];
 	uint8_t machine_key[NETMAP_KEY_LEN];
 	uint8_t node_key[NETMAP_KEY_LEN];
+	/* The public half of its Ed25519 audit key: its flow-log batches verify with it. */
+	bool has_audit_key;
+	uint8_t audit_key[NETMAP_KEY_LEN];
 	uint8_t ipv4[4];             /* from 100.64.0.0/10; IPv6 derives from it */
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];

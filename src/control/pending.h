@@ -47,6 +47,8 @@ struct pending_reg {
 	uint64_t tailnet_id;
 	uint8_t machine_key[NETMAP_KEY_LEN];
 	uint8_t node_key[NETMAP_KEY_LEN];
+	bool has_audit_key; /* the owner's: the register's audit key, for the node record */
+	uint8_t audit_key[NETMAP_KEY_LEN];
 	char hostname[NETMAP_NAME_MAX];
 	char os[NETMAP_OS_MAX];
 	uint8_t src[PENDING_SOURCE_MAX];

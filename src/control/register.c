@@ -9,6 +9,18 @@
 #include "control/registry.h"
 #include "crypto/crypto.h"
 
+/*
+ * The audit key the node sends at every registration: a node that lost its key file
+ * made a new one, and its batches verify with that from now on (docs/audit.md).
+ */
+static void audit_key_take(struct control_node *rec, const struct ctrl_register *msg)
+{
+	if (!msg->has_audit_key)
+		return;
+	rec->has_audit_key = true;
+	memcpy(rec->audit_key, msg->audit_key, NETMAP_KEY_LEN);
+}
+
 static int64_t expiry_from(const struct registry_tailnet *t, int64_t now)
 {
 	return t && t->rec.key_expiry_sec ? now + t->rec.key_expiry_sec : 0;
@@ -58,6 +70,7 @@ static void decide_rotate(struct registry *r, const struct register_request *req
 		return;
 	d->rec = *n;
 	d->prev = *n;
+	audit_key_take(&d->rec, msg);
 	if (memcmp(n->node_key, msg->node_key, NETMAP_KEY_LEN) != 0) {
 		d->rotate = true;
 		memcpy(d->rec.node_key, msg->node_key, NETMAP_KEY_LEN);
@@ -140,6 +153,7 @@ void register_decide(struct registry *r, const struct register_request *req,
 		d->rec.created = req->now;
 	}
 	memcpy(d->rec.node_key, msg->node_key, NETMAP_KEY_LEN);
+	audit_key_take(&d->rec, msg);
 	snprintf(d->rec.os, sizeof(d->rec.os), "%s", msg->os);
 	if (!old || strcmp(old->hostname, msg->hostname) != 0) {
 		d->rename = true;
@@ -235,6 +249,8 @@ static void restore(struct registry *r, const struct register_decision *d, int64
 		return; /* deleted meanwhile */
 	back = *cur;
 	memcpy(back.node_key, d->prev.node_key, NETMAP_KEY_LEN);
+	back.has_audit_key = d->prev.has_audit_key;
+	memcpy(back.audit_key, d->prev.audit_key, NETMAP_KEY_LEN);
 	back.key_expiry = d->prev.key_expiry;
 	back.expiry_disabled = d->prev.expiry_disabled;
 	memcpy(back.os, d->prev.os, sizeof(back.os));

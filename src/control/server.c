@@ -51,6 +51,7 @@
 #include "control/audit.h"
 #include "control/changes.h"
 #include "control/ephemeral.h"
+#include "control/flows_collect.h"
 #include "control/mapper.h"
 #include "control/relays.h"
 #include "control/mapstream.h"
@@ -95,6 +96,7 @@ struct control_server {
 	struct loop_async stop_async; /* control_server_stop, from any thread */
 	struct metrics_counters ctr;
 	struct control_relay *relay; /* the embedded relay and STUN server, /relay/verify */
+	struct flows_collector *flows; /* flow-log batches from the nodes (docs/audit.md) */
 };
 
 enum op_kind { OP_REGISTER, OP_LOGOUT };
@@ -406,6 +408,8 @@ static void pending_wait(struct session *ss, const struct ctrl_register *msg, ui
 	}
 	pr->waiter = ss;
 	ss->pend = pr;
+	pr->has_audit_key = msg->has_audit_key;
+	memcpy(pr->audit_key, msg->audit_key, NETMAP_KEY_LEN);
 	reply_register(ss, CTRL_REGISTER_NEEDS_AUTH, NULL, NULL);
 }
 
@@ -449,6 +453,8 @@ static void pending_finish(struct control_server *s, struct pending_reg *pr, uin
 
 	memcpy(machine_key, pr->machine_key, NETMAP_KEY_LEN);
 	memcpy(msg.node_key, pr->node_key, NETMAP_KEY_LEN);
+	msg.has_audit_key = pr->has_audit_key;
+	memcpy(msg.audit_key, pr->audit_key, NETMAP_KEY_LEN);
 	snprintf(msg.hostname, sizeof(msg.hostname), "%s", pr->hostname);
 	snprintf(msg.os, sizeof(msg.os), "%s", pr->os);
 	log_info("control: registration %s (%s) %s", pr->code, pr->hostname,
@@ -706,6 +712,47 @@ static void on_logout(struct session *ss)
 	}
 }
 
+static void flows_ack(struct session *ss, uint64_t seq, const char *result)
+{
+	struct ctrl_msg m = { .type = CTRL_MSG_FLOWS_ACK };
+
+	m.flows_ack.seq = seq;
+	snprintf(m.flows_ack.result, sizeof(m.flows_ack.result), "%s", result);
+	session_send(ss, &m);
+}
+
+static void flows_done(void *ctx, uint64_t seq, const char *result)
+{
+	flows_ack(ctx, seq, result);
+}
+
+/*
+ * A batch in the name of this session's node: the map stream proves which
+ * node that is, so no node submits in another's name (flows_admit checks the
+ * batch's node_id against it).
+ */
+static void on_flows(struct session *ss, struct ctrl_flows *m)
+{
+	struct control_server *s = ss->env->ctx;
+	const struct control_node *n = ss->node_id ? mapper_node_get(s->m, ss->node_id) : NULL;
+	const char *result;
+	uint64_t seq;
+	uint8_t *batch = m->batch;
+
+	m->batch = NULL;
+	if (!n) {
+		free(batch);
+		return session_fail(ss, METRICS_DROP_PROTOCOL, "flows without a map stream");
+	}
+	if (flows_collector_submit(s->flows, n->id, n->tailnet_id,
+				   n->has_audit_key ? n->audit_key : NULL, batch, m->len,
+				   time_wall_s(), flows_done, ss, &seq, &result) < 0) {
+		log_ratelimited(LOG_LEVEL_INFO, "control: node %" PRIu64 ": flow batch %" PRIu64
+				" refused: %s", n->id, seq, result);
+		flows_ack(ss, seq, result);
+	}
+}
+
 static void on_drained(struct session *ss)
 {
 	struct control_server *s = ss->env->ctx;
@@ -719,6 +766,8 @@ static void on_close(struct session *ss)
 	struct registry_node *e;
 
 	mapstream_forget(s->ms, ss);
+	if (ss->node_id)
+		flows_collector_forget(s->flows, ss->node_id, ss);
 	if (ss->node_id) {
 		uint64_t id = ss->node_id;
 		const struct control_node *n;
@@ -764,6 +813,7 @@ static const struct session_ops session_ops = {
 	.on_map_request = on_map_request,
 	.on_endpoints = on_endpoints,
 	.on_logout = on_logout,
+	.on_flows = on_flows,
 	.on_drained = on_drained,
 	.on_close = on_close,
 };
@@ -1443,6 +1493,9 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	s->changes.reg = s->reg;
 	s->changes.hooks = &changes_hooks;
 	s->changes.ctx = s;
+	r = flows_collector_new(s->store, &s->flows);
+	if (r < 0)
+		goto out;
 	r = state_load(s);
 	if (r < 0) {
 		log_err("control: cannot load the store: %s", strerror(-r));
@@ -1565,6 +1618,8 @@ void control_server_free(struct control_server *s)
 		loop_async_del(&s->stop_async);
 	mapstream_free(s->ms);
 	store_free(s->store);
+	/* After the store: every write's completion has run. */
+	flows_collector_free(s->flows);
 	control_relay_free(s->relay);
 	/* After the sessions and the relay: they held slots of its limits. */
 	httpd_free(s->httpd);

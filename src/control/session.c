@@ -280,6 +280,9 @@ static void handle_msg(struct session *ss, const char *json, size_t len)
 	case CTRL_MSG_LOGOUT:
 		ops->on_logout(ss);
 		break;
+	case CTRL_MSG_FLOWS:
+		ops->on_flows(ss, &m.flows);
+		break;
 	case CTRL_MSG_KEEPALIVE:
 		break;
 	default:

@@ -20,7 +20,7 @@
  * Authenticated: framed, encrypted messages both ways. The session decodes
  * what the node sends (at most SESSION_MSG_MAX bytes, refused at the length
  * prefix) and dispatches register, map_request, endpoints and logout to its
- * owner (struct session_ops); keepalives it handles itself, anything else is
+ * owner (struct session_ops), and flow-log batches; keepalives it handles itself, anything else is
  * a protocol error. It sends a keepalive after 30 s of its own silence,
  * closes after 90 s of the node's, after 30 s of pending output without write
  * progress, and when its output passes SESSION_OUTPUT_MAX (a backstop: the
@@ -56,6 +56,8 @@ struct session_ops {
 	void (*on_map_request)(struct session *ss, const struct ctrl_map_request *m);
 	void (*on_endpoints)(struct session *ss, const struct ctrl_endpoints *m);
 	void (*on_logout)(struct session *ss);
+	/* A flow-log batch: m->batch is the owner's to take (set it NULL) or leave. */
+	void (*on_flows)(struct session *ss, struct ctrl_flows *m);
 	/* All output is written. */
 	void (*on_drained)(struct session *ss);
 	/* The session is closing: it must be forgotten (it is freed later). */

@@ -211,18 +211,26 @@ static int enqueue(struct store *s, struct req *q)
 	return 0;
 }
 
+/* An asynchronous request and what its op owns (a flow batch's bytes). */
+static void req_free(struct req *q)
+{
+	if (q->op.kind == STORE_OP_FLOW_BATCH)
+		free(q->op.flow.batch);
+	free(q);
+}
+
 static void req_done(struct loop_msg *m)
 {
 	struct req *q = container_of(m, struct req, msg);
 
 	if (q->done)
 		q->done(q->ctx, q->err, q->id);
-	free(q);
+	req_free(q);
 }
 
 static void req_drop(struct loop_msg *m)
 {
-	free(container_of(m, struct req, msg));
+	req_free(container_of(m, struct req, msg));
 }
 
 int store_submit(struct store *s, const struct store_op *op, store_done_fn done, void *ctx)
@@ -520,4 +528,22 @@ int store_audit_read(struct store *s, uint64_t after_seq, int64_t since, size_t 
 		     int (*fn)(void *arg, const struct audit_entry *e), void *arg)
 {
 	return RD(s, s->be->audit_read(s->rd, after_seq, since, max, fn, arg));
+}
+
+int store_flow_chain(struct store *s, uint64_t node_id, uint64_t *ret_seq,
+		     uint8_t ret_hash[FLOWBATCH_HASH_LEN], uint8_t ret_key[32])
+{
+	return RD(s, s->be->flow_chain(s->rd, node_id, ret_seq, ret_hash, ret_key));
+}
+
+int store_flow_batches(struct store *s, uint64_t after_node, uint64_t after_id,
+		       int (*fn)(void *arg, const struct store_flow_row *b), void *arg)
+{
+	return RD(s, s->be->flow_batches(s->rd, after_node, after_id, fn, arg));
+}
+
+int store_flow_totals(struct store *s, uint64_t node_id, uint64_t since_ns,
+		      int (*fn)(void *arg, const struct store_flow_total *t), void *arg)
+{
+	return RD(s, s->be->flow_totals(s->rd, node_id, since_ns, fn, arg));
 }

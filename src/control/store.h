@@ -52,6 +52,7 @@
 
 #include "control/audit.h"
 #include "control/model.h"
+#include "proto/flowbatch.h"
 
 struct loop;
 struct store;
@@ -80,6 +81,42 @@ enum store_op_kind {
 	STORE_OP_ACCOUNT_PUT,        /* .account: id 0 inserts (id assigned), else replaces */
 	STORE_OP_ACCOUNT_DELETE,     /* .id */
 	STORE_OP_POLICY_SET,         /* .policy; len 0 deletes (no policy: allow all) */
+	STORE_OP_FLOW_BATCH,         /* .flow: an admitted flow-log batch and its records */
+};
+
+/*
+ * A flow-log batch the collector admitted (flows.h), stored as the node signed it
+ * with the key it verified under, and its records decoded for queries. Ownership
+ * of batch passes to the store with a successful store_submit (freed once written);
+ * store_write leaves it the caller's.
+ */
+struct store_flow {
+	uint64_t node_id, tailnet_id, seq;
+	int64_t received; /* Unix seconds */
+	unsigned flags;   /* FLOWS_F_* */
+	uint8_t audit_key[32];
+	uint8_t *batch;
+	size_t len;
+};
+
+/* A stored batch as read back (store_flow_batches): its row and its decoded records' rows. */
+struct store_flow_row {
+	uint64_t id; /* the row's, in the order batches arrived */
+	uint64_t node_id, tailnet_id, seq;
+	int64_t received;
+	unsigned flags;
+	const uint8_t *audit_key; /* 32 bytes, or NULL when the row's is not */
+	const uint8_t *batch;
+	size_t len;
+	unsigned n_records; /* rows of flow_records for it, in idx order */
+	const struct flowbatch_record *records;
+	const unsigned *idx; /* each record row's idx */
+};
+
+/* One end's totals of one flow (store_flow_totals): its records summed. */
+struct store_flow_total {
+	uint64_t node_id, tailnet_id;
+	struct flowbatch_record r; /* counters summed, first_ns the least, last_ns the most */
 };
 
 struct store_setting {
@@ -103,6 +140,7 @@ struct store_op {
 	enum store_op_kind kind;
 	union {
 		struct store_policy policy;
+		struct store_flow flow;
 		struct control_tailnet tailnet;
 		struct control_user user;
 		struct control_node node;
@@ -193,6 +231,19 @@ struct store_backend {
 	int (*account_list)(void *be, struct control_account **ret, size_t *ret_n);
 	/* *ret malloc'd, NUL-terminated; -ENOENT: the tailnet has no policy. */
 	int (*policy_get)(void *be, uint64_t tailnet_id, char **ret, size_t *ret_len);
+	/*
+	 * Flow logs. flow_chain: a node's last stored batch (seq 0 and zeros: none), and the
+	 * audit key it verified under. flow_batches: every batch after (node_id, id) in that
+	 * order with its record rows, to fn (< 0 stops and is returned). flow_totals: each
+	 * reporting node's totals per flow whose last record is at or after since_ns (node_id
+	 * 0: every node), in no particular order.
+	 */
+	int (*flow_chain)(void *be, uint64_t node_id, uint64_t *ret_seq,
+			  uint8_t ret_hash[FLOWBATCH_HASH_LEN], uint8_t ret_key[32]);
+	int (*flow_batches)(void *be, uint64_t after_node, uint64_t after_id,
+			    int (*fn)(void *arg, const struct store_flow_row *b), void *arg);
+	int (*flow_totals)(void *be, uint64_t node_id, uint64_t since_ns,
+			   int (*fn)(void *arg, const struct store_flow_total *t), void *arg);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
@@ -287,6 +338,14 @@ int store_changes_poll(struct store *s, uint64_t *cursor, struct store_change *r
 int store_audit_anchor(struct store *s, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN]);
 int store_audit_read(struct store *s, uint64_t after_seq, int64_t since, size_t max,
 		     int (*fn)(void *arg, const struct audit_entry *e), void *arg);
+
+/* Flow logs (read connection): as the backend's flow_chain, flow_batches and flow_totals. */
+int store_flow_chain(struct store *s, uint64_t node_id, uint64_t *ret_seq,
+		     uint8_t ret_hash[FLOWBATCH_HASH_LEN], uint8_t ret_key[32]);
+int store_flow_batches(struct store *s, uint64_t after_node, uint64_t after_id,
+		       int (*fn)(void *arg, const struct store_flow_row *b), void *arg);
+int store_flow_totals(struct store *s, uint64_t node_id, uint64_t since_ns,
+		      int (*fn)(void *arg, const struct store_flow_total *t), void *arg);
 
 void store_stats_get(struct store *s, struct store_stats *ret);
 

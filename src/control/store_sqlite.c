@@ -130,6 +130,47 @@ static const char *const migrations[] = {
     "CREATE TABLE policies ("
     " tailnet_id INTEGER PRIMARY KEY REFERENCES tailnets(id) ON DELETE CASCADE,"
     " text BLOB NOT NULL);",
+    /*
+     * 8: flow logs (issue 13, docs/audit.md): a node's audit key; the tailnet's flow-log
+     * interval (0: off); every admitted batch as the node signed it, with the key it
+     * verified under and the collector's flags (FLOWS_F_*), and its records decoded for
+     * queries, each checked against its batch by `audit verify`. A node's chain restarts
+     * at seq 1 with a new audit key. No foreign keys: the record outlives a deleted node.
+     */
+    "ALTER TABLE nodes ADD COLUMN audit_key BLOB;"
+    "ALTER TABLE tailnets ADD COLUMN flow_log_interval_ms INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE flow_batches ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " node_id INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " tailnet_id INTEGER NOT NULL,"
+    " received INTEGER NOT NULL,"
+    " flags INTEGER NOT NULL,"
+    " audit_key BLOB NOT NULL,"
+    " batch BLOB NOT NULL,"
+    " UNIQUE (node_id, audit_key, seq));"
+    "CREATE TABLE flow_records ("
+    " batch_id INTEGER NOT NULL,"
+    " idx INTEGER NOT NULL,"
+    " node_id INTEGER NOT NULL,"
+    " tailnet_id INTEGER NOT NULL,"
+    " proto INTEGER NOT NULL,"
+    " icmp_type INTEGER NOT NULL,"
+    " flags INTEGER NOT NULL,"
+    " src BLOB NOT NULL,"
+    " src_port INTEGER NOT NULL,"
+    " dst BLOB NOT NULL,"
+    " dst_port INTEGER NOT NULL,"
+    " peer_key BLOB NOT NULL,"
+    " tx_packets INTEGER NOT NULL,"
+    " tx_bytes INTEGER NOT NULL,"
+    " rx_packets INTEGER NOT NULL,"
+    " rx_bytes INTEGER NOT NULL,"
+    " first_ns INTEGER NOT NULL,"
+    " last_ns INTEGER NOT NULL,"
+    " denied INTEGER NOT NULL,"
+    " PRIMARY KEY (batch_id, idx));"
+    "CREATE INDEX flow_records_last ON flow_records (last_ns);",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -178,36 +219,66 @@ enum stmt_id {
 	ST_ACCOUNT_DELETE,
 	ST_ACCOUNT_BY_EMAIL,
 	ST_ACCOUNT_ALL,
+	ST_FLOW_BATCH_INSERT,
+	ST_FLOW_RECORD_INSERT,
+	ST_FLOW_CHAIN,
+	ST_FLOW_BATCHES,
+	ST_FLOW_RECORDS_OF,
+	ST_FLOW_TOTALS,
 	ST_COUNT,
 };
 
 #define TAILNET_COLS                                                                               \
-	"id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval, require_2fa"
+	"id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval, require_2fa, "  \
+	"flow_log_interval_ms"
 #define USER_COLS "id, tailnet_id, name, created"
 #define ACCOUNT_COLS "id, email, password, admin, totp_secret, totp_last_step, recovery, created"
 #define NODE_COLS                                                                                  \
 	"id, tailnet_id, user_id, name, hostname, os, machine_key, node_key, ipv4, endpoints, "    \
-	"tags, ephemeral, approved, expiry_disabled, key_expiry, created, last_seen"
+	"tags, ephemeral, approved, expiry_disabled, key_expiry, created, last_seen, audit_key"
 #define AUTHKEY_COLS                                                                               \
 	"id, tailnet_id, user_id, prefix, hash, reusable, ephemeral, preauthorized, tags, "       \
 	"expires, created, uses, revoked"
 
+#define FLOW_RECORD_COLS                                                                           \
+	"proto, icmp_type, flags, src, src_port, dst, dst_port, peer_key, tx_packets, tx_bytes, " \
+	"rx_packets, rx_bytes, first_ns, last_ns, denied"
+
 static const char *const stmt_sql[ST_COUNT] = {
+    [ST_FLOW_BATCH_INSERT] = "INSERT INTO flow_batches (node_id, seq, tailnet_id, received, flags,"
+			     " audit_key, batch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_FLOW_RECORD_INSERT] = "INSERT INTO flow_records (batch_id, idx, node_id, tailnet_id, "
+			      FLOW_RECORD_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+			      " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+    [ST_FLOW_CHAIN] = "SELECT seq, batch, audit_key FROM flow_batches WHERE node_id = ?1"
+		      " ORDER BY id DESC LIMIT 1",
+    [ST_FLOW_BATCHES] = "SELECT node_id, seq, tailnet_id, received, flags, audit_key, batch, id"
+			" FROM flow_batches WHERE (node_id, id) > (?1, ?2) ORDER BY node_id, id",
+    [ST_FLOW_RECORDS_OF] = "SELECT idx, " FLOW_RECORD_COLS " FROM flow_records"
+			   " WHERE batch_id = ?1 ORDER BY idx",
+    /* Each end's totals of a flow, keyed as that end saw it. */
+    [ST_FLOW_TOTALS] = "SELECT node_id, tailnet_id, proto, icmp_type, max(flags), src, src_port,"
+		       " dst, dst_port, peer_key, sum(tx_packets), sum(tx_bytes), sum(rx_packets),"
+		       " sum(rx_bytes), min(first_ns), max(last_ns), sum(denied) FROM flow_records"
+		       " WHERE ?1 = 0 OR node_id = ?1"
+		       " GROUP BY node_id, proto, icmp_type, src, src_port, dst, dst_port"
+		       " HAVING max(last_ns) >= ?2",
     [ST_TAILNET_INSERT] = "INSERT INTO tailnets (name, key_expiry_sec, ephemeral_timeout_sec,"
-			  " created, device_approval, require_2fa) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+			  " created, device_approval, require_2fa, flow_log_interval_ms)"
+			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_TAILNET_UPDATE] = "UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
-			  " ephemeral_timeout_sec = ?4, device_approval = ?5, require_2fa = ?6"
-			  " WHERE id = ?1",
+			  " ephemeral_timeout_sec = ?4, device_approval = ?5, require_2fa = ?6,"
+			  " flow_log_interval_ms = ?7 WHERE id = ?1",
     [ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
     [ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
 		       " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
-		       " key_expiry, created, last_seen) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8,"
-		       " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+		       " key_expiry, created, last_seen, audit_key) VALUES (?2, ?3, ?4, ?5, ?6,"
+		       " ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     [ST_NODE_UPDATE] = "UPDATE nodes SET tailnet_id = ?2, user_id = ?3, name = ?4,"
 		       " hostname = ?5, os = ?6, machine_key = ?7, node_key = ?8, ipv4 = ?9,"
 		       " endpoints = ?10, tags = ?11, ephemeral = ?12, approved = ?13,"
 		       " expiry_disabled = ?14, key_expiry = ?15, created = ?16,"
-		       " last_seen = ?17 WHERE id = ?1",
+		       " last_seen = ?17, audit_key = ?18 WHERE id = ?1",
     [ST_NODE_DELETE] = "DELETE FROM nodes WHERE id = ?1",
     [ST_AUTHKEY_INSERT] = "INSERT INTO authkeys (tailnet_id, user_id, prefix, hash, reusable,"
 			  " ephemeral, preauthorized, tags, expires, created, uses, revoked)"
@@ -559,6 +630,7 @@ static void row_tailnet(sqlite3_stmt *st, struct control_tailnet *t)
 	t->created = sqlite3_column_int64(st, 4);
 	t->device_approval = sqlite3_column_int(st, 5) != 0;
 	t->require_2fa = sqlite3_column_int(st, 6) != 0;
+	t->flow_log_interval_ms = sqlite3_column_int64(st, 7);
 }
 
 static void row_user(sqlite3_stmt *st, struct control_user *u)
@@ -632,6 +704,10 @@ static void row_node(sqlite3_stmt *st, struct control_node *n)
 	n->key_expiry = sqlite3_column_int64(st, 14);
 	n->created = sqlite3_column_int64(st, 15);
 	n->last_seen = sqlite3_column_int64(st, 16);
+	if (sqlite3_column_bytes(st, 17) == NETMAP_KEY_LEN) {
+		n->has_audit_key = true;
+		blob_copy(n->audit_key, sizeof(n->audit_key), st, 17);
+	}
 }
 
 static void row_authkey(sqlite3_stmt *st, struct control_authkey *k)
@@ -686,6 +762,10 @@ static void bind_node(sqlite3_stmt *st, const struct control_node *n)
 	sqlite3_bind_int64(st, 15, n->key_expiry);
 	sqlite3_bind_int64(st, 16, n->created);
 	sqlite3_bind_int64(st, 17, n->last_seen);
+	if (n->has_audit_key)
+		sqlite3_bind_blob(st, 18, n->audit_key, NETMAP_KEY_LEN, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 18);
 }
 
 /* Runs a write statement; -ENOENT when an UPDATE/DELETE touched nothing. */
@@ -802,6 +882,86 @@ static int audit_prune(struct sq *q, int64_t before, uint64_t *ret_n)
 	return step_write(q, st, false);
 }
 
+static void bind_flow_record(sqlite3_stmt *st, int i, const struct flowbatch_record *r)
+{
+	sqlite3_bind_int(st, i, r->proto);
+	sqlite3_bind_int(st, i + 1, r->icmp_type);
+	sqlite3_bind_int(st, i + 2, r->flags);
+	sqlite3_bind_blob(st, i + 3, r->src, 16, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, i + 4, r->src_port);
+	sqlite3_bind_blob(st, i + 5, r->dst, 16, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, i + 6, r->dst_port);
+	sqlite3_bind_blob(st, i + 7, r->peer_key, FLOWBATCH_KEY_LEN, SQLITE_TRANSIENT);
+	/* SQLite integers are signed: counters past 2^63 would be a lie anyway. */
+	sqlite3_bind_int64(st, i + 8, (int64_t)MIN(r->tx_packets, (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(st, i + 9, (int64_t)MIN(r->tx_bytes, (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(st, i + 10, (int64_t)MIN(r->rx_packets, (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(st, i + 11, (int64_t)MIN(r->rx_bytes, (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(st, i + 12, (int64_t)MIN(r->first_ns, (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(st, i + 13, (int64_t)MIN(r->last_ns, (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(st, i + 14, r->denied);
+}
+
+static void row_flow_record(sqlite3_stmt *st, int i, struct flowbatch_record *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->proto = (uint8_t)sqlite3_column_int(st, i);
+	r->icmp_type = (uint8_t)sqlite3_column_int(st, i + 1);
+	r->flags = (uint8_t)sqlite3_column_int(st, i + 2);
+	blob_copy(r->src, 16, st, i + 3);
+	r->src_port = (uint16_t)sqlite3_column_int(st, i + 4);
+	blob_copy(r->dst, 16, st, i + 5);
+	r->dst_port = (uint16_t)sqlite3_column_int(st, i + 6);
+	blob_copy(r->peer_key, FLOWBATCH_KEY_LEN, st, i + 7);
+	r->tx_packets = (uint64_t)sqlite3_column_int64(st, i + 8);
+	r->tx_bytes = (uint64_t)sqlite3_column_int64(st, i + 9);
+	r->rx_packets = (uint64_t)sqlite3_column_int64(st, i + 10);
+	r->rx_bytes = (uint64_t)sqlite3_column_int64(st, i + 11);
+	r->first_ns = (uint64_t)sqlite3_column_int64(st, i + 12);
+	r->last_ns = (uint64_t)sqlite3_column_int64(st, i + 13);
+	r->denied = (uint32_t)sqlite3_column_int64(st, i + 14);
+}
+
+/* A batch the collector admitted: it is well formed (flowbatch_peek) and signed. */
+static int flow_insert(struct sq *q, const struct store_flow *f)
+{
+	struct flowbatch b;
+	struct flowbatch_record rec;
+	sqlite3_stmt *st;
+	uint64_t id;
+	int r;
+
+	if (!f->batch || flowbatch_peek(f->batch, f->len, &b) < 0 || b.seq != f->seq ||
+	    b.node_id != f->node_id || f->seq > INT64_MAX)
+		return -EINVAL;
+	st = stmt_get(q, ST_FLOW_BATCH_INSERT);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)f->node_id);
+	sqlite3_bind_int64(st, 2, (int64_t)f->seq);
+	sqlite3_bind_int64(st, 3, (int64_t)f->tailnet_id);
+	sqlite3_bind_int64(st, 4, f->received);
+	sqlite3_bind_int(st, 5, (int)f->flags);
+	sqlite3_bind_blob(st, 6, f->audit_key, 32, SQLITE_TRANSIENT);
+	sqlite3_bind_blob(st, 7, f->batch, (int)f->len, SQLITE_STATIC);
+	r = step_write(q, st, false);
+	sqlite3_clear_bindings(st);
+	id = (uint64_t)sqlite3_last_insert_rowid(q->db);
+	for (unsigned i = 0; r == 0 && i < b.n_records; i++) {
+		flowbatch_record_get(f->batch, i, &rec);
+		st = stmt_get(q, ST_FLOW_RECORD_INSERT);
+		if (!st)
+			return -EIO;
+		sqlite3_bind_int64(st, 1, (int64_t)id);
+		sqlite3_bind_int(st, 2, (int)i);
+		sqlite3_bind_int64(st, 3, (int64_t)f->node_id);
+		sqlite3_bind_int64(st, 4, (int64_t)f->tailnet_id);
+		bind_flow_record(st, 5, &rec);
+		r = step_write(q, st, false);
+	}
+	return r;
+}
+
 static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, uint64_t *ret_id)
 {
 	enum store_change_kind ck;
@@ -834,6 +994,7 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		}
 		sqlite3_bind_int(st, 5, op->tailnet.device_approval);
 		sqlite3_bind_int(st, 6, op->tailnet.require_2fa);
+		sqlite3_bind_int64(st, 7, op->tailnet.flow_log_interval_ms);
 		ck = STORE_CHANGE_TAILNET;
 		break;
 	case STORE_OP_USER_CREATE:
@@ -917,6 +1078,9 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		break;
 	case STORE_OP_AUDIT_PRUNE:
 		return audit_prune(q, op->audit_prune_before, ret_id);
+	case STORE_OP_FLOW_BATCH:
+		/* The collector's data, not configuration: no `changes` row. */
+		return flow_insert(q, &op->flow);
 	case STORE_OP_ACCOUNT_PUT:
 		insert = op->account.id == 0;
 		if (!op->account.email[0] || !op->account.password[0])
@@ -1362,6 +1526,146 @@ static int sq_audit_read(void *be, uint64_t after_seq, int64_t since, size_t max
 	return r;
 }
 
+static int sq_flow_chain(void *be, uint64_t node_id, uint64_t *ret_seq,
+			 uint8_t ret_hash[FLOWBATCH_HASH_LEN], uint8_t ret_key[32])
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_FLOW_CHAIN);
+	int rc, r = 0;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)node_id);
+	rc = sqlite3_step(st);
+	*ret_seq = 0;
+	memset(ret_hash, 0, FLOWBATCH_HASH_LEN);
+	memset(ret_key, 0, 32);
+	if (rc == SQLITE_ROW) {
+		*ret_seq = (uint64_t)sqlite3_column_int64(st, 0);
+		flowbatch_hash(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+			       ret_hash);
+		blob_copy(ret_key, 32, st, 2);
+	} else if (rc != SQLITE_DONE) {
+		r = sq_errno(q, rc);
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+/* The record rows stored for one batch, into b (at most FLOWBATCH_RECORDS_MAX + 1). */
+static int flow_rows_of(struct sq *q, struct store_flow_row *b, struct flowbatch_record *recs,
+			unsigned *idx)
+{
+	sqlite3_stmt *st = stmt_get(q, ST_FLOW_RECORDS_OF);
+	int rc, r = 0;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)b->id);
+	b->n_records = 0;
+	/* One past the most a batch holds: verify sees that rows were added. */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && b->n_records <= FLOWBATCH_RECORDS_MAX) {
+		idx[b->n_records] = (unsigned)sqlite3_column_int64(st, 0);
+		row_flow_record(st, 1, &recs[b->n_records]);
+		b->n_records++;
+	}
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		r = sq_errno(q, rc);
+	sqlite3_reset(st);
+	return r;
+}
+
+static int sq_flow_batches(void *be, uint64_t after_node, uint64_t after_id,
+			   int (*fn)(void *arg, const struct store_flow_row *b), void *arg)
+{
+	struct sq *q = be;
+	struct flowbatch_record *recs = malloc((FLOWBATCH_RECORDS_MAX + 1) * sizeof(*recs));
+	unsigned *idx = malloc((FLOWBATCH_RECORDS_MAX + 1) * sizeof(*idx));
+	sqlite3_stmt *st = NULL;
+	struct store_flow_row b;
+	int rc = SQLITE_DONE, r = 0;
+
+	if (!recs || !idx) {
+		r = -ENOMEM;
+		goto out;
+	}
+	st = stmt_get(q, ST_FLOW_BATCHES);
+	if (!st) {
+		r = -EIO;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, (int64_t)MIN(after_node, (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(st, 2, (int64_t)MIN(after_id, (uint64_t)INT64_MAX));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		memset(&b, 0, sizeof(b));
+		b.node_id = (uint64_t)sqlite3_column_int64(st, 0);
+		b.seq = (uint64_t)sqlite3_column_int64(st, 1);
+		b.tailnet_id = (uint64_t)sqlite3_column_int64(st, 2);
+		b.received = sqlite3_column_int64(st, 3);
+		b.flags = (unsigned)sqlite3_column_int(st, 4);
+		b.audit_key = sqlite3_column_bytes(st, 5) == 32 ? sqlite3_column_blob(st, 5) : NULL;
+		b.batch = sqlite3_column_blob(st, 6);
+		b.len = (size_t)sqlite3_column_bytes(st, 6);
+		b.id = (uint64_t)sqlite3_column_int64(st, 7);
+		b.records = recs;
+		b.idx = idx;
+		r = flow_rows_of(q, &b, recs, idx);
+		if (r == 0)
+			r = fn(arg, &b);
+		if (r < 0)
+			break;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = sq_errno(q, rc);
+out:
+	if (st)
+		sqlite3_reset(st);
+	free(recs);
+	free(idx);
+	return r;
+}
+
+static int sq_flow_totals(void *be, uint64_t node_id, uint64_t since_ns,
+			  int (*fn)(void *arg, const struct store_flow_total *t), void *arg)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_FLOW_TOTALS);
+	struct store_flow_total t;
+	int rc, r = 0;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)MIN(node_id, (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(st, 2, (int64_t)MIN(since_ns, (uint64_t)INT64_MAX));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		memset(&t, 0, sizeof(t));
+		t.node_id = (uint64_t)sqlite3_column_int64(st, 0);
+		t.tailnet_id = (uint64_t)sqlite3_column_int64(st, 1);
+		t.r.proto = (uint8_t)sqlite3_column_int(st, 2);
+		t.r.icmp_type = (uint8_t)sqlite3_column_int(st, 3);
+		t.r.flags = (uint8_t)sqlite3_column_int(st, 4);
+		blob_copy(t.r.src, 16, st, 5);
+		t.r.src_port = (uint16_t)sqlite3_column_int(st, 6);
+		blob_copy(t.r.dst, 16, st, 7);
+		t.r.dst_port = (uint16_t)sqlite3_column_int(st, 8);
+		blob_copy(t.r.peer_key, FLOWBATCH_KEY_LEN, st, 9);
+		t.r.tx_packets = (uint64_t)sqlite3_column_int64(st, 10);
+		t.r.tx_bytes = (uint64_t)sqlite3_column_int64(st, 11);
+		t.r.rx_packets = (uint64_t)sqlite3_column_int64(st, 12);
+		t.r.rx_bytes = (uint64_t)sqlite3_column_int64(st, 13);
+		t.r.first_ns = (uint64_t)sqlite3_column_int64(st, 14);
+		t.r.last_ns = (uint64_t)sqlite3_column_int64(st, 15);
+		t.r.denied = (uint32_t)MIN(sqlite3_column_int64(st, 16), (int64_t)UINT32_MAX);
+		r = fn(arg, &t);
+		if (r < 0)
+			break;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = sq_errno(q, rc);
+	sqlite3_reset(st);
+	return r;
+}
+
 const struct store_backend store_backend_sqlite = {
 	.name = "sqlite",
 	.open = sq_open,
@@ -1379,4 +1683,7 @@ const struct store_backend store_backend_sqlite = {
 	.changes = sq_changes,
 	.audit_anchor = sq_audit_anchor,
 	.audit_read = sq_audit_read,
+	.flow_chain = sq_flow_chain,
+	.flow_batches = sq_flow_batches,
+	.flow_totals = sq_flow_totals,
 };

@@ -55,6 +55,7 @@
 #include "node/state.h"
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
+#include "proto/flowbatch.h"
 #include "proto/http.h"
 
 #define KEY_BODY_MAX 4096
@@ -78,6 +79,8 @@ struct control_client {
 	char ifname[IF_NAMESIZE];
 	bool probe;
 	uint8_t machine_key[NETMAP_KEY_LEN];
+	bool has_audit_key;
+	uint8_t audit_key[NETMAP_KEY_LEN]; /* public */
 	uint16_t (*port_fn)(void *ctx);
 	void *port_ctx;
 	unsigned (*extra_fn)(void *ctx, struct endpoint *ret, unsigned cap);
@@ -105,6 +108,10 @@ struct control_client {
 	bool have_netmap;
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
+	/* Flow logs: one batch in flight per session; a "busy" answer waits until flows_at. */
+	uint8_t *flows_buf;
+	bool flows_inflight;
+	uint64_t flows_at;
 
 	pthread_t thread;
 	bool thread_started;
@@ -122,6 +129,7 @@ struct control_client {
 	uint32_t home_region; /* the relay region to report (control_client_home_region_set) */
 	bool home_req;	      /* it changed since it was last sent */
 	bool endpoints_req;   /* control_client_endpoints_changed */
+	bool flows_req;       /* control_client_flows_kick */
 	bool has_disco_key;
 	uint8_t disco_key[NETMAP_KEY_LEN];
 	/* control_client_extra_endpoints_set, under lock. */
@@ -418,6 +426,8 @@ static int send_register(struct control_client *cc, struct session *s)
 	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "%s", cc->hostname);
 	snprintf(m.reg.os, sizeof(m.reg.os), "%s", cc->os);
 	snprintf(m.reg.auth_key, sizeof(m.reg.auth_key), "%s", cc->auth_key);
+	m.reg.has_audit_key = cc->has_audit_key;
+	memcpy(m.reg.audit_key, cc->audit_key, NETMAP_KEY_LEN);
 	r = node_key_prove(cc, s, cc->node_key, &m.reg);
 	if (r == 0)
 		r = send_msg(cc, s, &m);
@@ -516,6 +526,8 @@ static int rotate_start(struct control_client *cc, struct session *s)
 	memcpy(m.reg.old_node_key, cc->node_pub, NETMAP_KEY_LEN);
 	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "%s", cc->hostname);
 	snprintf(m.reg.os, sizeof(m.reg.os), "%s", cc->os);
+	m.reg.has_audit_key = cc->has_audit_key;
+	memcpy(m.reg.audit_key, cc->audit_key, NETMAP_KEY_LEN);
 	r = node_key_prove(cc, s, cc->next_key, &m.reg);
 	if (r < 0)
 		return r;
@@ -547,6 +559,23 @@ static int rotate_response(struct control_client *cc, const struct ctrl_register
 	if (rr->has_node)
 		rotate_schedule(cc, &rr->node);
 	return 0;
+}
+
+/* The oldest flow-log batch not yet acknowledged, if any. */
+static int flows_send(struct control_client *cc, struct session *s)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_FLOWS};
+	size_t len = cc->ops.flows_next(cc->ops.ctx, cc->flows_buf, FLOWBATCH_MAX_LEN);
+	int r;
+
+	if (!len)
+		return 0;
+	m.flows.batch = cc->flows_buf;
+	m.flows.len = len;
+	r = send_msg(cc, s, &m);
+	if (r == 0)
+		cc->flows_inflight = true;
+	return r;
 }
 
 static int send_map_request(struct control_client *cc, struct session *s)
@@ -696,6 +725,15 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 	case CTRL_MSG_LOGOUT_RESPONSE:
 		r = 1;
 		break;
+	case CTRL_MSG_FLOWS_ACK:
+		if (!cc->flows_inflight)
+			break;
+		cc->flows_inflight = false;
+		if (!strcmp(m.flows_ack.result, "busy"))
+			cc->flows_at = time_now_ns() + NSEC_PER_SEC;
+		if (cc->ops.flows_ack)
+			cc->ops.flows_ack(cc->ops.ctx, m.flows_ack.seq, m.flows_ack.result);
+		break;
 	case CTRL_MSG_KEEPALIVE:
 		break;
 	case CTRL_MSG_ERROR:
@@ -828,6 +866,14 @@ static int session_run(struct control_client *cc, struct session *s)
 				strerror(-r));
 			return r;
 		}
+		pthread_mutex_lock(&cc->lock);
+		cc->flows_req = false;
+		pthread_mutex_unlock(&cc->lock);
+		if (cc->have_netmap && cc->flows_buf && !cc->flows_inflight && now >= cc->flows_at) {
+			r = flows_send(cc, s);
+			if (r < 0)
+				return r;
+		}
 		if (logout) {
 			struct ctrl_msg m = {.type = CTRL_MSG_LOGOUT};
 
@@ -841,6 +887,8 @@ static int session_run(struct control_client *cc, struct session *s)
 			       s->last_send_ns + CONTROL_KEEPALIVE_NS);
 		if (cc->have_netmap)
 			deadline = MIN(deadline, next_ep);
+		if (cc->have_netmap && cc->flows_buf && !cc->flows_inflight && cc->flows_at > now)
+			deadline = MIN(deadline, cc->flows_at);
 		if (cc->have_netmap && cc->rotate_at && !cc->rotating) {
 			int64_t wait_s = MAX(cc->rotate_at - time_wall_s(), 0);
 
@@ -911,6 +959,8 @@ static int session(struct control_client *cc)
 
 	cc->registered = false;
 	cc->have_netmap = false;
+	cc->flows_inflight = false; /* unanswered: sent again on this session */
+	cc->flows_at = 0;
 	cc->err[0] = '\0';
 	/* The next session starts with a full map anyway. */
 	pthread_mutex_lock(&cc->lock);
@@ -1041,6 +1091,8 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 	snprintf(cc->ifname, sizeof(cc->ifname), "%s", cfg->ifname ? cfg->ifname : "");
 	snprintf(cc->auth_key, sizeof(cc->auth_key), "%s", cfg->auth_key ? cfg->auth_key : "");
 	memcpy(cc->machine_key, cfg->machine_key, NETMAP_KEY_LEN);
+	cc->has_audit_key = cfg->has_audit_key;
+	memcpy(cc->audit_key, cfg->audit_key, NETMAP_KEY_LEN);
 	memcpy(cc->node_key, cfg->node_key, NETMAP_KEY_LEN);
 	cc->has_disco_key = cfg->has_disco_key;
 	memcpy(cc->disco_key, cfg->disco_key, NETMAP_KEY_LEN);
@@ -1053,7 +1105,9 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 	cc->extra_fn = cfg->endpoints_extra;
 	cc->ops = cfg->ops;
 	cc->rbuf = malloc(READ_CHUNK);
-	if (!cc->rbuf) {
+	if (cc->ops.flows_next && cc->ops.flows_ack)
+		cc->flows_buf = malloc(FLOWBATCH_MAX_LEN);
+	if (!cc->rbuf || (cc->ops.flows_next && cc->ops.flows_ack && !cc->flows_buf)) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -1087,6 +1141,7 @@ void control_client_free(struct control_client *cc)
 	dial_cancel_close(&cc->cancel);
 	SSL_CTX_free(cc->ssl_ctx);
 	free(cc->rbuf);
+	free(cc->flows_buf);
 	pthread_cond_destroy(&cc->cond);
 	pthread_mutex_destroy(&cc->lock);
 	crypto_wipe(cc, sizeof(*cc));
@@ -1143,6 +1198,20 @@ void control_client_home_region_set(struct control_client *cc, uint32_t region)
 			log_warn("control client: %s", strerror(-r));
 	}
 	pthread_mutex_unlock(&cc->lock);
+}
+
+void control_client_flows_kick(struct control_client *cc)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&cc->lock);
+	if (!cc->flows_req) {
+		cc->flows_req = true;
+		r = dial_cancel_wake(&cc->cancel);
+	}
+	pthread_mutex_unlock(&cc->lock);
+	if (r < 0)
+		log_warn("control client: %s", strerror(-r));
 }
 
 void control_client_endpoints_changed(struct control_client *cc)

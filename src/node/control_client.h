@@ -76,6 +76,15 @@ struct control_client_ops {
 	 */
 	int (*rotate_begin)(void *ctx, uint8_t ret_key[NETMAP_KEY_LEN]);
 	void (*rotate_end)(void *ctx, bool ok);
+	/*
+	 * Flow logs (docs/audit.md; both or neither). flows_next: the oldest batch not yet
+	 * acknowledged into buf (cap FLOWBATCH_MAX_LEN), its length, or 0 when none. The
+	 * client sends one at a time, once the map stream runs, and asks again after the
+	 * answer: flows_ack with its seq and the collector's result ("stored", "replayed",
+	 * a refusal, or "busy": the client asks for it again a second later).
+	 */
+	size_t (*flows_next)(void *ctx, uint8_t *buf, size_t cap);
+	void (*flows_ack)(void *ctx, uint64_t seq, const char *result);
 };
 
 /*
@@ -94,6 +103,9 @@ struct control_client_cfg {
 	const char *state_dir;    /* where CONTROL_SERVER_KEY_FILE lives */
 	uint8_t machine_key[NETMAP_KEY_LEN]; /* private */
 	uint8_t node_key[NETMAP_KEY_LEN];    /* private */
+	/* The public half of the node's audit key, sent with every register (docs/audit.md). */
+	bool has_audit_key;
+	uint8_t audit_key[NETMAP_KEY_LEN];
 	const char *ifname;       /* our TUN interface: never an endpoint */
 	/* The UDP port to report with our addresses (any thread may be asked). */
 	uint16_t (*port)(void *ctx);
@@ -144,6 +156,9 @@ int control_client_resync(struct control_client *cc, uint64_t netmaps, int err);
  * map_request after a reconnect. Any thread.
  */
 void control_client_home_region_set(struct control_client *cc, uint32_t region);
+
+/* A flow-log batch is waiting (flows_next has one): sent at once if none is in flight. Any thread. */
+void control_client_flows_kick(struct control_client *cc);
 
 /* What endpoints_extra returns changed: the endpoints are checked (and sent) at once. Any thread. */
 void control_client_endpoints_changed(struct control_client *cc);

@@ -839,6 +839,8 @@ static int client_start(struct daemon *d, const char *auth_key)
 	snprintf(host, sizeof(host), "%s", state_prefs(d->st)->hostname);
 	memcpy(cfg.machine_key, state_machine_key(d->st), NETMAP_KEY_LEN);
 	memcpy(cfg.node_key, state_node_key(d->st), NETMAP_KEY_LEN);
+	cfg.has_audit_key = true;
+	memcpy(cfg.audit_key, state_audit_pub(d->st), NETMAP_KEY_LEN);
 	cfg.state_dir = state_dir(d->st);
 	d->cstate = CONTROL_CLIENT_CONNECTING;
 	d->client_on = true;

@@ -29,6 +29,7 @@ struct state {
 	char dir[PATH_MAX / 2];
 	uint8_t machine_key[X25519_KEY_LEN];
 	uint8_t node_key[X25519_KEY_LEN];
+	uint8_t audit_key[ED25519_KEY_LEN], audit_pub[ED25519_KEY_LEN];
 	uint8_t next_key[X25519_KEY_LEN];
 	bool has_next_key;
 	struct state_prefs prefs;
@@ -187,19 +188,20 @@ static int key_store(const char *path, const uint8_t key[X25519_KEY_LEN])
 }
 
 /* Loads path, or creates a new key there if it does not exist. */
-static int key_load_or_create(const char *path, uint8_t ret_key[X25519_KEY_LEN])
+static int key_load_or_create(const char *path, uint8_t ret_key[X25519_KEY_LEN],
+			      int (*generate)(uint8_t ret_priv[32]))
 {
 	uint8_t key[X25519_KEY_LEN];
 	int r;
 
 	r = key_load(path, ret_key);
 	if (r == -EBADMSG)
-		log_err("state: %s: not a base64 X25519 private key (remove it to make a new "
+		log_err("state: %s: not a base64 private key (remove it to make a new "
 			"identity)",
 			path);
 	if (r != -ENOENT)
 		return r;
-	r = x25519_private_generate(key);
+	r = generate(key);
 	if (r < 0)
 		return r;
 	r = key_store(path, key);
@@ -354,10 +356,14 @@ int state_open(const char *dir, struct state **ret)
 		goto fail;
 	}
 	if ((r = path_of(path, sizeof(path), st, "machine.key")) < 0 ||
-	    (r = key_load_or_create(path, st->machine_key)) < 0)
+	    (r = key_load_or_create(path, st->machine_key, x25519_private_generate)) < 0)
 		goto fail;
 	if ((r = path_of(path, sizeof(path), st, "node.key")) < 0 ||
-	    (r = key_load_or_create(path, st->node_key)) < 0)
+	    (r = key_load_or_create(path, st->node_key, x25519_private_generate)) < 0)
+		goto fail;
+	if ((r = path_of(path, sizeof(path), st, "audit.key")) < 0 ||
+	    (r = key_load_or_create(path, st->audit_key, ed25519_private_generate)) < 0 ||
+	    (r = ed25519_public_from_private(st->audit_pub, st->audit_key)) < 0)
 		goto fail;
 	if ((r = path_of(path, sizeof(path), st, "node.key.next")) < 0)
 		goto fail;
@@ -402,6 +408,16 @@ const uint8_t *state_machine_key(const struct state *st)
 const uint8_t *state_node_key(const struct state *st)
 {
 	return st->node_key;
+}
+
+const uint8_t *state_audit_key(const struct state *st)
+{
+	return st->audit_key;
+}
+
+const uint8_t *state_audit_pub(const struct state *st)
+{
+	return st->audit_pub;
 }
 
 const uint8_t *state_node_key_pending(const struct state *st)

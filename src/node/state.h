@@ -8,6 +8,9 @@
  *   machine.key     X25519 private key, base64 (0600): the device's identity
  *                   towards trellis-control; created once, never rotated.
  *   node.key        X25519 private key, base64 (0600): the WireGuard key.
+ *   audit.key       Ed25519 private key, base64 (0600): signs the node's flow-log
+ *                   batches (docs/audit.md); its public half goes to control at
+ *                   every registration. Never leaves the node.
  *   node.key.next   during a key rotation: the new node key, until the server
  *                   confirms the re-registration (then it replaces node.key).
  *   prefs.json      login server, hostname, wanted state, last register result.
@@ -54,6 +57,8 @@ void state_free(struct state *st);
 const char *state_dir(const struct state *st);
 const uint8_t *state_machine_key(const struct state *st); /* private, 32 bytes */
 const uint8_t *state_node_key(const struct state *st);    /* private, 32 bytes */
+const uint8_t *state_audit_key(const struct state *st);   /* Ed25519 private, 32 bytes */
+const uint8_t *state_audit_pub(const struct state *st);   /* its public half */
 
 /*
  * Key rotation: _begin makes the pending key (or keeps the one already pending,

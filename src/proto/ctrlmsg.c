@@ -55,6 +55,8 @@ static const char *const type_names[] = {
 	[CTRL_MSG_LOGOUT_RESPONSE] = "logout_response",
 	[CTRL_MSG_KEEPALIVE] = "keepalive",
 	[CTRL_MSG_ERROR] = "error",
+	[CTRL_MSG_FLOWS] = "flows",
+	[CTRL_MSG_FLOWS_ACK] = "flows_ack",
 };
 
 static const char *const status_names[] = {
@@ -78,6 +80,8 @@ void ctrl_msg_clear(struct ctrl_msg *m)
 		netmap_free(m->netmap);
 	else if (m->type == CTRL_MSG_DELTA)
 		netmap_delta_free(m->delta);
+	else if (m->type == CTRL_MSG_FLOWS)
+		free(m->flows.batch);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -280,6 +284,28 @@ static void put_key(struct wbuf *b, const uint8_t key[NETMAP_KEY_LEN])
 	put_lit(b, "\"");
 	put(b, s, KEY_BASE64_LEN);
 	put_lit(b, "\"");
+}
+
+/* Bytes as a base64 string; none is refused (no message carries an empty one). */
+static void put_blob(struct wbuf *b, const uint8_t *p, size_t len)
+{
+	size_t n = BASE64_ENCODED_LEN(len);
+	char *s;
+
+	if (!p || !len || len > CTRL_MSG_MAX / 2) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	s = malloc(n + 1);
+	if (!s) {
+		b->err = b->err ? b->err : -ENOMEM;
+		return;
+	}
+	base64_encode(s, n + 1, p, len);
+	put_lit(b, "\"");
+	put(b, s, n);
+	put_lit(b, "\"");
+	free(s);
 }
 
 static void put_prefix(struct wbuf *b, const struct netmap_prefix *p)
@@ -672,6 +698,20 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"tags\":");
 			put_tags(&b, m->reg.tags, m->reg.n_tags);
 		}
+		if (m->reg.has_audit_key) {
+			put_lit(&b, ",\"audit_key\":");
+			put_key(&b, m->reg.audit_key);
+		}
+		break;
+	case CTRL_MSG_FLOWS:
+		put_lit(&b, ",\"batch\":");
+		put_blob(&b, m->flows.batch, m->flows.len);
+		break;
+	case CTRL_MSG_FLOWS_ACK:
+		put_lit(&b, ",\"seq\":");
+		put_uint(&b, m->flows_ack.seq);
+		put_lit(&b, ",\"result\":");
+		put_text(&b, m->flows_ack.result, sizeof(m->flows_ack.result));
 		break;
 	case CTRL_MSG_REGISTER_RESPONSE:
 		if ((unsigned)m->reg_resp.status >= ARRAY_SIZE(status_names)) {
@@ -1348,6 +1388,32 @@ static int decode_register(json_t *o, struct ctrl_register *r)
 	if (opt(e))
 		return -EBADMSG;
 	r->has_node_key_proof = !e;
+	return opt_key(o, "audit_key", &r->has_audit_key, r->audit_key) ? -EBADMSG : 0;
+}
+
+/* A base64 member of at most max bytes, malloc'd into *ret; an empty one is refused. */
+static int get_blob(json_t *o, const char *k, size_t max, uint8_t **ret, size_t *ret_len)
+{
+	json_t *v = json_object_get(o, k);
+	size_t n;
+	uint8_t *p;
+	int r;
+
+	if (!json_is_string(v))
+		return -EBADMSG;
+	n = json_string_length(v);
+	if (!n || n > BASE64_ENCODED_LEN(max))
+		return -EBADMSG;
+	p = malloc(BASE64_DECODED_MAX(n));
+	if (!p)
+		return -ENOMEM;
+	r = base64_decode(p, BASE64_DECODED_MAX(n), json_string_value(v), n);
+	if (r <= 0 || (size_t)r > max) {
+		free(p);
+		return -EBADMSG;
+	}
+	*ret = p;
+	*ret_len = (size_t)r;
 	return 0;
 }
 
@@ -1582,6 +1648,16 @@ int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret)
 		break;
 	case CTRL_MSG_ERROR:
 		r = req(get_text(root, "message", m.error, sizeof(m.error)));
+		break;
+	case CTRL_MSG_FLOWS:
+		r = get_blob(root, "batch", CTRL_MSG_MAX / 2, &m.flows.batch, &m.flows.len);
+		break;
+	case CTRL_MSG_FLOWS_ACK:
+		r = req(get_uint(root, "seq", &m.flows_ack.seq)) ||
+				    req(get_text(root, "result", m.flows_ack.result,
+						 sizeof(m.flows_ack.result)))
+			? -EBADMSG
+			: 0;
 		break;
 	case CTRL_MSG_LOGOUT:
 	case CTRL_MSG_LOGOUT_RESPONSE:

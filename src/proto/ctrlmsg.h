@@ -27,6 +27,8 @@ enum ctrl_msg_type {
 	CTRL_MSG_LOGOUT_RESPONSE,
 	CTRL_MSG_KEEPALIVE,
 	CTRL_MSG_ERROR,
+	CTRL_MSG_FLOWS,	    /* node -> server: one signed flow-log batch (docs/audit.md) */
+	CTRL_MSG_FLOWS_ACK, /* server -> node: what became of it */
 };
 
 enum ctrl_register_status {
@@ -45,6 +47,9 @@ struct ctrl_register {
 	char hostname[NETMAP_NAME_MAX];
 	char os[NETMAP_OS_MAX];
 	char auth_key[CTRL_AUTHKEY_MAX]; /* "" = interactive */
+	/* The public half of the node's Ed25519 audit key: it signs the node's flow logs. */
+	bool has_audit_key;
+	uint8_t audit_key[NETMAP_KEY_LEN];
 	unsigned n_tags;
 	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
 };
@@ -82,6 +87,26 @@ struct ctrl_endpoints {
 	bool mapping_varies;
 };
 
+/*
+ * A flow-log batch (proto/flowbatch.h) as it travels, base64 in "batch". The
+ * session's message cap bounds it; the collector checks everything else.
+ */
+struct ctrl_flows {
+	uint8_t *batch; /* owned; freed by ctrl_msg_clear */
+	size_t len;
+};
+
+#define CTRL_FLOWS_RESULT_MAX 32
+/*
+ * The collector's answer to a batch: "stored" (durable), "replayed" (stored
+ * before), a refusal ("bad_signature", "malformed", ...; the node drops the
+ * batch) or "busy" (the node sends it again later).
+ */
+struct ctrl_flows_ack {
+	uint64_t seq;
+	char result[CTRL_FLOWS_RESULT_MAX];
+};
+
 struct ctrl_msg {
 	enum ctrl_msg_type type;
 	union {
@@ -89,6 +114,8 @@ struct ctrl_msg {
 		struct ctrl_register_response reg_resp;
 		struct ctrl_map_request map_req;
 		struct ctrl_endpoints endpoints;
+		struct ctrl_flows flows;
+		struct ctrl_flows_ack flows_ack;
 		struct netmap *netmap;      /* owned; freed by ctrl_msg_clear */
 		struct netmap_delta *delta; /* owned; freed by ctrl_msg_clear */
 		char error[CTRL_TEXT_MAX];

@@ -113,7 +113,8 @@ static int teardown(void **state)
 }
 
 struct machine {
-	uint8_t mk[32], nk[32];
+	uint8_t mk[32], nk[32], ak[32];
+	bool has_ak;
 	const char *host;
 };
 
@@ -123,6 +124,8 @@ static struct machine machine(uint8_t seed, const char *host)
 
 	memset(x.mk, seed, sizeof(x.mk));
 	memset(x.nk, seed ^ 0x80, sizeof(x.nk));
+	memset(x.ak, seed ^ 0x40, sizeof(x.ak));
+	x.has_ak = true;
 	x.host = host;
 	return x;
 }
@@ -137,6 +140,8 @@ static void decide_at(const struct machine *x, const char *key, const uint8_t *o
 
 	memset(&msg, 0, sizeof(msg));
 	memcpy(msg.node_key, x->nk, 32);
+	msg.has_audit_key = x->has_ak;
+	memcpy(msg.audit_key, x->ak, 32);
 	snprintf(msg.hostname, sizeof(msg.hostname), "%s", x->host);
 	snprintf(msg.os, sizeof(msg.os), "linux");
 	if (key)
@@ -349,6 +354,21 @@ static void test_reregistration(void **state)
 	(void)state;
 	id = register_ok(&x, E.keys[K_REUSABLE]);
 	expiry = rec(id)->key_expiry;
+	/* The audit key it sent is on its record (its flow logs verify with it). */
+	assert_true(rec(id)->has_audit_key);
+	assert_memory_equal(rec(id)->audit_key, x.ak, 32);
+	/* A new one (the node lost its key file) replaces it; none sent keeps it. */
+	x2 = x;
+	memset(x2.ak, 0x66, 32);
+	decide_at(&x2, NULL, NULL, 0, T0 + 5, &d);
+	assert_memory_equal(d.rec.audit_key, x2.ak, 32);
+	complete(&d);
+	assert_memory_equal(rec(id)->audit_key, x2.ak, 32);
+	x2.has_ak = false;
+	decide_at(&x2, NULL, NULL, 0, T0 + 5, &d);
+	assert_true(d.rec.has_audit_key);
+	assert_memory_equal(d.rec.audit_key, rec(id)->audit_key, 32);
+	complete(&d);
 	/* A known, visible machine without a credential, with the node key it has: as it is. */
 	decide_at(&x, NULL, NULL, 0, T0 + 10, &d);
 	assert_null(d.error);

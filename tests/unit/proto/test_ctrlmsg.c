@@ -129,8 +129,34 @@ static void test_roundtrip_small(void **state)
 	m.reg.n_tags = 2;
 	strcpy(m.reg.tags[0], "tag:a");
 	strcpy(m.reg.tags[1], "tag:b");
+	m.reg.has_audit_key = true;
+	fill_key(m.reg.audit_key, 4);
 	roundtrip(&m, &b);
 	assert_memory_equal(&b.reg, &m.reg, sizeof(m.reg));
+
+	/* A flow-log batch travels as its bytes (base64); the answer names its seq. */
+	{
+		uint8_t batch[300];
+
+		for (size_t i = 0; i < sizeof(batch); i++)
+			batch[i] = (uint8_t)(i * 7);
+		memset(&m, 0, sizeof(m));
+		m.type = CTRL_MSG_FLOWS;
+		m.flows.batch = batch;
+		m.flows.len = sizeof(batch);
+		roundtrip(&m, &b);
+		assert_int_equal(b.flows.len, sizeof(batch));
+		assert_memory_equal(b.flows.batch, batch, sizeof(batch));
+		ctrl_msg_clear(&b);
+		m.flows.len = 0; /* none is not a batch */
+		assert_int_equal(ctrl_msg_encode(&m, &(char *){ NULL }, &(size_t){ 0 }), -EINVAL);
+		memset(&m, 0, sizeof(m));
+		m.type = CTRL_MSG_FLOWS_ACK;
+		m.flows_ack.seq = 42;
+		strcpy(m.flows_ack.result, "stored");
+		roundtrip(&m, &b);
+		assert_memory_equal(&b.flows_ack, &m.flows_ack, sizeof(m.flows_ack));
+	}
 
 	memset(&m, 0, sizeof(m));
 	m.type = CTRL_MSG_REGISTER; /* interactive: no auth key, no old key, no tags */
@@ -414,6 +440,15 @@ static void test_encode_rejects(void **state)
 #define DST_OK "{\"ip\":\"100.64.0.2/32\",\"ports\":[22,22]}"
 
 static const char *const bad_inputs[] = {
+    "{\"type\":\"flows\"}",
+    "{\"type\":\"flows\",\"batch\":\"\"}",
+    "{\"type\":\"flows\",\"batch\":\"AAA\"}",
+    "{\"type\":\"flows\",\"batch\":\"AA==AA==\"}",
+    "{\"type\":\"flows\",\"batch\":7}",
+    "{\"type\":\"flows_ack\",\"result\":\"stored\"}",
+    "{\"type\":\"flows_ack\",\"seq\":-1,\"result\":\"stored\"}",
+    "{\"type\":\"register\",\"node_key\":\"" KEY_A "\",\"hostname\":\"a\",\"os\":\"l\","
+    "\"audit_key\":\"short\"}",
     "",
     "   ",
     "null",

@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: MIT
+/* Reading flow logs back (flows_query.h): pairing both ends, and verifying the chains. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control/flows_query.h"
+#include "crypto/crypto.h"
+
+/* ---- pairing ---- */
+
+struct collect {
+	struct store_flow_total *v;
+	size_t n, cap;
+};
+
+static int collect_one(void *arg, const struct store_flow_total *t)
+{
+	struct collect *c = arg;
+
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 256;
+		struct store_flow_total *v;
+
+		if (c->n >= FLOWS_QUERY_MAX)
+			return -E2BIG;
+		v = realloc(c->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		c->v = v;
+		c->cap = cap;
+	}
+	c->v[c->n++] = *t;
+	return 0;
+}
+
+/* An end of a flow: address, then port in network order, so memcmp orders them. */
+static void end_of(const uint8_t addr[16], uint16_t port, uint8_t ret[18])
+{
+	memcpy(ret, addr, 16);
+	ret[16] = (uint8_t)(port >> 8);
+	ret[17] = (uint8_t)port;
+}
+
+/* Whether the reporting end (src) is the lower of the two: the flow's key puts it first. */
+static bool src_is_low(const struct flowbatch_record *r)
+{
+	uint8_t s[18], d[18];
+
+	end_of(r->src, r->src_port, s);
+	end_of(r->dst, r->dst_port, d);
+	return memcmp(s, d, sizeof(s)) <= 0;
+}
+
+/* The flow both ends share: tailnet, protocol, ICMP type and the two ends, lower first. */
+static int flow_cmp(const struct store_flow_total *x, const struct store_flow_total *y)
+{
+	uint8_t xl[18], xh[18], yl[18], yh[18];
+	int c;
+
+	if (x->tailnet_id != y->tailnet_id)
+		return x->tailnet_id < y->tailnet_id ? -1 : 1;
+	if (x->r.proto != y->r.proto)
+		return x->r.proto < y->r.proto ? -1 : 1;
+	if (x->r.icmp_type != y->r.icmp_type)
+		return x->r.icmp_type < y->r.icmp_type ? -1 : 1;
+	if (src_is_low(&x->r)) {
+		end_of(x->r.src, x->r.src_port, xl);
+		end_of(x->r.dst, x->r.dst_port, xh);
+	} else {
+		end_of(x->r.dst, x->r.dst_port, xl);
+		end_of(x->r.src, x->r.src_port, xh);
+	}
+	if (src_is_low(&y->r)) {
+		end_of(y->r.src, y->r.src_port, yl);
+		end_of(y->r.dst, y->r.dst_port, yh);
+	} else {
+		end_of(y->r.dst, y->r.dst_port, yl);
+		end_of(y->r.src, y->r.src_port, yh);
+	}
+	c = memcmp(xl, yl, sizeof(xl));
+	return c ? c : memcmp(xh, yh, sizeof(xh));
+}
+
+static int total_cmp(const void *a, const void *b)
+{
+	const struct store_flow_total *x = a, *y = b;
+	int c = flow_cmp(x, y);
+
+	if (c)
+		return c;
+	return x->node_id < y->node_id ? -1 : x->node_id > y->node_id;
+}
+
+static void side_of(const struct store_flow_total *t, struct flows_side *ret)
+{
+	ret->tx_packets = t->r.tx_packets;
+	ret->tx_bytes = t->r.tx_bytes;
+	ret->rx_packets = t->r.rx_packets;
+	ret->rx_bytes = t->r.rx_bytes;
+}
+
+int flows_query(struct store *st, uint64_t node_id, uint64_t since_ns,
+		int (*fn)(void *arg, const struct flows_pairing *p), void *arg)
+{
+	struct collect c = {0};
+	size_t i, j, k;
+	int r;
+
+	/* Every node's reports: the other end of node_id's flows is another node's. */
+	r = store_flow_totals(st, 0, since_ns, collect_one, &c);
+	if (r < 0)
+		goto out;
+	if (c.n)
+		qsort(c.v, c.n, sizeof(*c.v), total_cmp);
+	for (i = 0; i < c.n; i = j) {
+		struct flows_pairing p = {0};
+		struct flows_side sa, sb;
+		bool mine = !node_id;
+
+		for (j = i + 1; j < c.n && flow_cmp(&c.v[i], &c.v[j]) == 0; j++)
+			;
+		for (k = i; k < j; k++)
+			if (c.v[k].node_id == node_id)
+				mine = true;
+		if (!mine)
+			continue;
+		p.a = &c.v[i];
+		for (k = i; k < j; k++)
+			if (node_id && c.v[k].node_id == node_id) {
+				p.a = &c.v[k];
+				break;
+			}
+		if (j - i == 1) {
+			p.verdict = FLOWS_ONE_SIDED;
+		} else {
+			p.b = p.a == &c.v[i] ? &c.v[i + 1] : &c.v[i];
+			/* Two reports from one side (or more than two): someone speaks for another.
+			 */
+			p.ambiguous = j - i > 2 || src_is_low(&p.a->r) == src_is_low(&p.b->r) ||
+				      p.a->node_id == p.b->node_id;
+			side_of(p.a, &sa);
+			side_of(p.b, &sb);
+			p.verdict = p.ambiguous ? FLOWS_MISMATCH : flows_pair(&sa, &sb);
+		}
+		r = fn(arg, &p);
+		if (r < 0)
+			goto out;
+	}
+	r = 0;
+out:
+	free(c.v);
+	return r;
+}
+
+/* ---- verification ---- */
+
+struct walk {
+	struct flows_verify *v;
+	uint64_t node_id; /* the node whose chain is being walked; 0 before the first */
+	uint64_t last_seq;
+	uint32_t last_dropped;
+	uint8_t last_hash[FLOWBATCH_HASH_LEN];
+	uint8_t key[FLOWBATCH_KEY_LEN];
+};
+
+static int bad(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(struct walk *w, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(w->v->why, sizeof(w->v->why), fmt, ap);
+	va_end(ap);
+	w->v->bad = true;
+	return -ECANCELED;
+}
+
+static bool record_equal(const struct flowbatch_record *x, const struct flowbatch_record *y)
+{
+	return x->proto == y->proto && x->icmp_type == y->icmp_type && x->flags == y->flags &&
+	       !memcmp(x->src, y->src, 16) && !memcmp(x->dst, y->dst, 16) &&
+	       x->src_port == y->src_port && x->dst_port == y->dst_port &&
+	       !memcmp(x->peer_key, y->peer_key, FLOWBATCH_KEY_LEN) &&
+	       x->tx_packets == y->tx_packets && x->tx_bytes == y->tx_bytes &&
+	       x->rx_packets == y->rx_packets && x->rx_bytes == y->rx_bytes &&
+	       x->first_ns == y->first_ns && x->last_ns == y->last_ns && x->denied == y->denied;
+}
+
+static int walk_one(void *arg, const struct store_flow_row *row)
+{
+	struct walk *w = arg;
+	struct flowbatch b;
+	struct flowbatch_record rec;
+	uint64_t missing;
+
+	if (row->node_id != w->node_id ||
+	    (row->audit_key && memcmp(row->audit_key, w->key, sizeof(w->key)) != 0)) {
+		/* A node's first batch, or the first under a new audit key: a new chain. */
+		if (row->node_id != w->node_id)
+			w->v->nodes++;
+		w->node_id = row->node_id;
+		w->last_seq = 0;
+		w->last_dropped = 0;
+		memset(w->last_hash, 0, sizeof(w->last_hash));
+		if (row->audit_key)
+			memcpy(w->key, row->audit_key, sizeof(w->key));
+	}
+	if (!row->audit_key || flowbatch_peek(row->batch, row->len, &b) < 0 ||
+	    flowbatch_verify(row->batch, row->len, row->audit_key) < 0 ||
+	    b.node_id != row->node_id || b.seq != row->seq)
+		return bad(w,
+			   "node %" PRIu64 " flow batch %" PRIu64
+			   " does not match its signature (edited)",
+			   row->node_id, row->seq);
+	if (b.seq <= w->last_seq)
+		return bad(w,
+			   "node %" PRIu64 " flow batch %" PRIu64 " comes after batch %" PRIu64
+			   " (reordered or inserted)",
+			   row->node_id, b.seq, w->last_seq);
+	missing = b.seq - w->last_seq - 1;
+	/* Batches the node dropped from its spool are missing, and it signed how many. */
+	if (missing &&
+	    (b.batches_dropped < w->last_dropped || b.batches_dropped - w->last_dropped < missing))
+		return missing == 1
+			   ? bad(w, "node %" PRIu64 " flow batch %" PRIu64 " missing (deleted)",
+				 row->node_id, w->last_seq + 1)
+			   : bad(w,
+				 "node %" PRIu64 " flow batches %" PRIu64 "-%" PRIu64
+				 " missing (deleted)",
+				 row->node_id, w->last_seq + 1, b.seq - 1);
+	if (!missing && !crypto_equal(b.prev_hash, w->last_hash, FLOWBATCH_HASH_LEN))
+		return bad(w,
+			   "node %" PRIu64 " flow batch %" PRIu64 " does not link to batch %" PRIu64
+			   "%s",
+			   row->node_id, b.seq, w->last_seq,
+			   row->flags & FLOWS_F_CHAIN_BROKEN
+			       ? " (so it came from the node: flagged at admission)"
+			       : " (batch edited, or the chain rewritten from there)");
+	for (unsigned i = 0; i < b.n_records; i++) {
+		if (i >= row->n_records || row->idx[i] != i)
+			return bad(w,
+				   "node %" PRIu64 " flow batch %" PRIu64
+				   ": record %u is missing (deleted)",
+				   row->node_id, b.seq, i);
+		flowbatch_record_get(row->batch, i, &rec);
+		if (!record_equal(&rec, &row->records[i]))
+			return bad(w,
+				   "node %" PRIu64 " flow batch %" PRIu64
+				   ": record %u does not match the signed batch (edited)",
+				   row->node_id, b.seq, i);
+	}
+	if (row->n_records > b.n_records)
+		return bad(w,
+			   "node %" PRIu64 " flow batch %" PRIu64
+			   ": %u records stored, the batch has %u (inserted)",
+			   row->node_id, b.seq, row->n_records, b.n_records);
+	w->last_seq = b.seq;
+	w->last_dropped = b.batches_dropped;
+	flowbatch_hash(row->batch, row->len, w->last_hash);
+	w->v->batches++;
+	w->v->records += b.n_records;
+	return 0;
+}
+
+int flows_verify(struct store *st, struct flows_verify *ret)
+{
+	struct walk w = {.v = ret};
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	r = store_flow_batches(st, 0, 0, walk_one, &w);
+	if (r == -ECANCELED && ret->bad)
+		return 0;
+	return r;
+}

@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The flow-log collector end to end on a real SQLite store: batches admitted
+ * and written, refusals answered and counted (bad signature, replay, another
+ * node's name, a second batch while one is written), the chain read back after
+ * a restart; both ends paired (confirmed, under-reported, one-sided, someone
+ * speaking for another); and `audit verify` over the stored chains: an edited
+ * or deleted record, an edited or deleted batch, each named; a gap the node
+ * signed as dropped passes.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "base/loop.h"
+#include "control/flows_collect.h"
+#include "control/flows_query.h"
+#include "control/store.h"
+#include "crypto/crypto.h"
+
+struct ctx {
+	char dir[64];
+	char path[128];
+	struct loop *loop;
+	struct store *s;
+	struct flows_collector *fc;
+	uint8_t priv[3][32], pub[3][32];
+	uint8_t last[3][FLOWBATCH_HASH_LEN]; /* each node's last batch hash */
+	/* The last answer delivered. */
+	unsigned answers;
+	uint64_t ack_seq;
+	char ack[32];
+};
+
+static int setup(void **state)
+{
+	struct ctx *c = calloc(1, sizeof(*c));
+
+	strcpy(c->dir, "/tmp/trellis-flows-XXXXXX");
+	assert_non_null(mkdtemp(c->dir));
+	snprintf(c->path, sizeof(c->path), "%s/control.db", c->dir);
+	c->loop = loop_new();
+	assert_non_null(c->loop);
+	assert_int_equal(store_open(c->path, &c->s), 0);
+	store_loop_attach(c->s, c->loop);
+	assert_int_equal(flows_collector_new(c->s, &c->fc), 0);
+	for (int i = 0; i < 3; i++) {
+		memset(c->priv[i], 0x10 + i, 32);
+		assert_int_equal(ed25519_public_from_private(c->pub[i], c->priv[i]), 0);
+	}
+	*state = c;
+	return 0;
+}
+
+static void close_all(struct ctx *c)
+{
+	store_flush(c->s);
+	store_completions_run(c->s);
+	store_loop_detach(c->s);
+	store_free(c->s);
+	flows_collector_free(c->fc);
+	c->s = NULL;
+	c->fc = NULL;
+}
+
+static int teardown(void **state)
+{
+	struct ctx *c = *state;
+	char cmd[128];
+
+	if (c->s)
+		close_all(c);
+	loop_free(c->loop);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cleanup of %s failed\n", c->dir);
+	free(c);
+	return 0;
+}
+
+static void done(void *arg, uint64_t seq, const char *result)
+{
+	struct ctx *c = arg;
+
+	c->answers++;
+	c->ack_seq = seq;
+	snprintf(c->ack, sizeof(c->ack), "%s", result);
+}
+
+/* 100.64.0.N as the collector stores it (IPv4 mapped). */
+static void addr(uint8_t a[16], unsigned n)
+{
+	memset(a, 0, 16);
+	a[10] = a[11] = 0xff;
+	a[12] = 100;
+	a[13] = 64;
+	a[15] = (uint8_t)n;
+}
+
+/*
+ * Node `node` (1 or 2, address 100.64.0.node) reports one TCP flow with the other
+ * node: tx/rx packets and bytes as given. Signed with signer's key; linked to the
+ * node's last batch unless prev is given.
+ */
+static uint8_t *make(struct ctx *c, unsigned node, unsigned signer, uint64_t seq, uint64_t tx_p,
+		     uint64_t tx_b, uint64_t rx_p, uint64_t rx_b, uint32_t dropped, size_t *ret_len)
+{
+	struct flowbatch_record r = {.proto = 6};
+	struct flowbatch b = {.node_id = node, .seq = seq, .n_records = 1, .records = &r};
+	uint8_t *buf = malloc(FLOWBATCH_LEN(1));
+	unsigned other = node == 1 ? 2 : 1;
+	int n;
+
+	assert_non_null(buf);
+	addr(r.src, node);
+	addr(r.dst, other);
+	r.src_port = node == 1 ? 40000 : 5201;
+	r.dst_port = node == 1 ? 5201 : 40000;
+	r.flags = node == 2 ? FLOWBATCH_F_INBOUND : 0;
+	memset(r.peer_key, (int)other, 32);
+	r.tx_packets = tx_p;
+	r.tx_bytes = tx_b;
+	r.rx_packets = rx_p;
+	r.rx_bytes = rx_b;
+	r.first_ns = 1000000000ULL * seq;
+	r.last_ns = r.first_ns + 500;
+	b.batches_dropped = dropped;
+	memcpy(b.prev_hash, c->last[node], FLOWBATCH_HASH_LEN);
+	n = flowbatch_encode(&b, c->priv[signer], buf, FLOWBATCH_LEN(1));
+	assert_true(n > 0);
+	*ret_len = (size_t)n;
+	return buf;
+}
+
+/* Submits and, when admitted, waits for the write: the answer the node gets. */
+static const char *submit(struct ctx *c, unsigned sender, uint8_t *buf, size_t len)
+{
+	const char *result = NULL;
+	uint64_t seq;
+	unsigned before = c->answers;
+	int r;
+
+	r = flows_collector_submit(c->fc, sender, 1, c->pub[sender], buf, len, 1000, done, c, &seq,
+				   &result);
+	if (r < 0)
+		return result;
+	store_flush(c->s);
+	store_completions_run(c->s);
+	assert_int_equal(c->answers, before + 1);
+	return c->ack;
+}
+
+/* Node's batch made, submitted, and remembered as its chain's last when stored. */
+static const char *send_batch(struct ctx *c, unsigned node, uint64_t seq, uint64_t tx_p,
+			      uint64_t tx_b, uint64_t rx_p, uint64_t rx_b)
+{
+	size_t len;
+	uint8_t *buf = make(c, node, node, seq, tx_p, tx_b, rx_p, rx_b, 0, &len);
+	uint8_t h[FLOWBATCH_HASH_LEN];
+	const char *r;
+
+	flowbatch_hash(buf, len, h);
+	r = submit(c, node, buf, len);
+	if (!strcmp(r, "stored"))
+		memcpy(c->last[node], h, sizeof(h));
+	return r;
+}
+
+static void test_admission(void **state)
+{
+	struct ctx *c = *state;
+	struct flows_collect_stats st;
+	const char *result;
+	uint8_t *buf, *again;
+	uint64_t seq;
+	size_t len;
+
+	assert_string_equal(send_batch(c, 1, 1, 10, 1000, 10, 1000), "stored");
+	assert_string_equal(send_batch(c, 1, 2, 10, 1000, 10, 1000), "stored");
+	/* The same batch again (its answer was lost): a replay, and the node drops it. */
+	buf = make(c, 1, 1, 2, 10, 1000, 10, 1000, 0, &len);
+	assert_string_equal(submit(c, 1, buf, len), "replayed");
+	/* Signed by node 2 in node 1's name, sent on node 2's session: another's name. */
+	buf = make(c, 1, 2, 3, 1, 1, 1, 1, 0, &len);
+	assert_string_equal(submit(c, 2, buf, len), "wrong_sender");
+	/* Node 1's id, node 2's key, on node 1's session: the signature fails. */
+	buf = make(c, 1, 2, 3, 1, 1, 1, 1, 0, &len);
+	assert_string_equal(submit(c, 1, buf, len), "bad_signature");
+	buf = make(c, 1, 1, 3, 1, 1, 1, 1, 0, &len);
+	assert_string_equal(submit(c, 1, buf, len - 1), "malformed");
+	/* No audit key registered: nothing verifies. */
+	buf = make(c, 1, 1, 3, 1, 1, 1, 1, 0, &len);
+	assert_int_equal(
+	    flows_collector_submit(c->fc, 1, 1, NULL, buf, len, 1000, done, c, &seq, &result),
+	    -EKEYREJECTED);
+	assert_string_equal(result, "bad_signature");
+	/* A second batch while the first is written: busy, sent again later. */
+	buf = make(c, 1, 1, 3, 1, 1, 1, 1, 0, &len);
+	again = make(c, 1, 1, 3, 1, 1, 1, 1, 0, &len);
+	assert_int_equal(
+	    flows_collector_submit(c->fc, 1, 1, c->pub[1], buf, len, 1000, done, c, &seq, &result),
+	    0);
+	assert_int_equal(flows_collector_submit(c->fc, 1, 1, c->pub[1], again, len, 1000, done, c,
+						&seq, &result),
+			 -EBUSY);
+	assert_string_equal(result, "busy");
+	store_flush(c->s);
+	store_completions_run(c->s);
+	assert_string_equal(c->ack, "stored");
+	assert_int_equal(c->ack_seq, 3);
+	flows_collector_stats(c->fc, &st);
+	assert_int_equal(st.stored, 3);
+	assert_int_equal(st.records, 3);
+	assert_int_equal(st.admit.replayed, 1);
+	assert_int_equal(st.admit.wrong_sender, 1);
+	assert_int_equal(st.admit.bad_signature, 2);
+	assert_int_equal(st.admit.malformed, 1);
+	assert_int_equal(st.busy, 1);
+	assert_int_equal(st.inflight_bytes, 0);
+
+	/* A restarted server reads the chain back: seq 3 again is a replay, 4 goes on. */
+	close_all(c);
+	assert_int_equal(store_open(c->path, &c->s), 0);
+	store_loop_attach(c->s, c->loop);
+	assert_int_equal(flows_collector_new(c->s, &c->fc), 0);
+	{
+		uint64_t last;
+		uint8_t key[32];
+
+		assert_int_equal(store_flow_chain(c->s, 1, &last, c->last[1], key), 0);
+		assert_int_equal(last, 3);
+		assert_memory_equal(key, c->pub[1], 32);
+	}
+	assert_string_equal(send_batch(c, 1, 4, 1, 1, 1, 1), "stored");
+}
+
+struct seen {
+	unsigned n, confirmed, mismatch, one_sided, ambiguous;
+};
+
+static int count(void *arg, const struct flows_pairing *p)
+{
+	struct seen *s = arg;
+
+	s->n++;
+	s->confirmed += p->verdict == FLOWS_CONFIRMED;
+	s->mismatch += p->verdict == FLOWS_MISMATCH;
+	s->one_sided += p->verdict == FLOWS_ONE_SIDED;
+	s->ambiguous += p->ambiguous;
+	return 0;
+}
+
+static struct seen query(struct ctx *c, uint64_t node)
+{
+	struct seen s = {0};
+
+	assert_int_equal(flows_query(c->s, node, 0, count, &s), 0);
+	return s;
+}
+
+static void test_pairing(void **state)
+{
+	struct ctx *c = *state;
+	struct seen s;
+
+	/* One end only so far: one-sided. */
+	assert_string_equal(send_batch(c, 1, 1, 1000, 1400000, 500, 26000), "stored");
+	s = query(c, 0);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.one_sided, 1);
+	/* The mirror image, with 5 packets lost on the way from 1 to 2: confirmed. */
+	assert_string_equal(send_batch(c, 2, 1, 500, 26000, 995, 1393000), "stored");
+	s = query(c, 0);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.confirmed, 1);
+	/* Asked for node 2's flows: the same one flow. Node 3 has none. */
+	assert_int_equal(query(c, 2).confirmed, 1);
+	assert_int_equal(query(c, 3).n, 0);
+	/* Node 2 then under-reports what it got by far: the totals disagree. */
+	assert_string_equal(send_batch(c, 1, 2, 1000, 1400000, 0, 0), "stored");
+	assert_string_equal(send_batch(c, 2, 2, 0, 0, 100, 140000), "stored");
+	s = query(c, 0);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.mismatch, 1);
+	assert_int_equal(s.ambiguous, 0);
+}
+
+static void sql(struct ctx *c, const char *q)
+{
+	sqlite3 *db;
+
+	assert_int_equal(sqlite3_open(c->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+static void verify_ok(struct ctx *c, uint64_t batches)
+{
+	struct flows_verify v;
+
+	assert_int_equal(flows_verify(c->s, &v), 0);
+	if (v.bad)
+		fail_msg("verify: %s", v.why);
+	assert_int_equal(v.batches, batches);
+}
+
+static void verify_bad(struct ctx *c, const char *why)
+{
+	struct flows_verify v;
+
+	assert_int_equal(flows_verify(c->s, &v), 0);
+	assert_true(v.bad);
+	if (!strstr(v.why, why))
+		fail_msg("verify said \"%s\", expected \"%s\"", v.why, why);
+}
+
+static void test_verify(void **state)
+{
+	struct ctx *c = *state;
+	size_t len;
+	uint8_t *buf;
+
+	for (uint64_t seq = 1; seq <= 3; seq++) {
+		assert_string_equal(send_batch(c, 1, seq, 10, 1000, 10, 1000), "stored");
+		assert_string_equal(send_batch(c, 2, seq, 10, 1000, 10, 1000), "stored");
+	}
+	verify_ok(c, 6);
+	/* Batch 4 of node 1 is lost in its spool; batch 5 says so (signed): no problem. */
+	buf = make(c, 1, 1, 5, 1, 1, 1, 1, 1, &len);
+	assert_string_equal(submit(c, 1, buf, len), "stored");
+	verify_ok(c, 7);
+
+	/* A stored record edited: named. Back, and fine again. */
+	sql(c, "UPDATE flow_records SET tx_bytes = 999 WHERE node_id = 2 AND batch_id ="
+	       " (SELECT id FROM flow_batches WHERE node_id = 2 AND seq = 2)");
+	verify_bad(c, "node 2 flow batch 2: record 0 does not match the signed batch (edited)");
+	sql(c, "UPDATE flow_records SET tx_bytes = 1000 WHERE node_id = 2");
+	verify_ok(c, 7);
+	/* A record deleted. */
+	sql(c, "CREATE TABLE saved AS SELECT * FROM flow_records WHERE node_id = 1 AND batch_id ="
+	       " (SELECT id FROM flow_batches WHERE node_id = 1 AND seq = 3);"
+	       "DELETE FROM flow_records WHERE node_id = 1 AND batch_id ="
+	       " (SELECT id FROM flow_batches WHERE node_id = 1 AND seq = 3)");
+	verify_bad(c, "node 1 flow batch 3: record 0 is missing (deleted)");
+	sql(c, "INSERT INTO flow_records SELECT * FROM saved; DROP TABLE saved");
+	verify_ok(c, 7);
+	/* A batch edited (its bytes): the signature says so. */
+	sql(c, "CREATE TABLE saved AS SELECT id, batch FROM flow_batches WHERE node_id = 2 AND"
+	       " seq = 1; UPDATE flow_batches SET batch = zeroblob(length(batch)) WHERE node_id = 2"
+	       " AND seq = 1");
+	verify_bad(c, "node 2 flow batch 1 does not match its signature (edited)");
+	sql(c, "UPDATE flow_batches SET batch = (SELECT batch FROM saved WHERE saved.id ="
+	       " flow_batches.id) WHERE id IN (SELECT id FROM saved); DROP TABLE saved");
+	verify_ok(c, 7);
+	/* A batch deleted, records and all: the gap is not one the node signed. */
+	sql(c, "DELETE FROM flow_records WHERE batch_id = (SELECT id FROM flow_batches WHERE"
+	       " node_id = 2 AND seq = 2); DELETE FROM flow_batches WHERE node_id = 2 AND seq = 2");
+	verify_bad(c, "node 2 flow batch 2 missing (deleted)");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pairing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
