@@ -244,3 +244,41 @@ void flows_collector_stats(const struct flows_collector *fc, struct flows_collec
 {
 	*ret = fc->stats;
 }
+
+void flows_collector_metrics_write(const struct flows_collector *fc, FILE *f)
+{
+	const struct flows_collect_stats *s = &fc->stats;
+	const struct {
+		const char *result;
+		uint64_t n;
+	} res[] = {
+	    {"stored", s->stored},
+	    {"oversized", s->admit.oversized},
+	    {"malformed", s->admit.malformed},
+	    {"wrong_sender", s->admit.wrong_sender},
+	    {"bad_signature", s->admit.bad_signature},
+	    {"replayed", s->admit.replayed},
+	    {"busy", s->busy},
+	    {"store_failed", s->store_failed},
+	};
+
+	fprintf(f, "# HELP trellis_control_flow_batches_total Flow-log batches from nodes, by "
+		   "what became of them.\n# TYPE trellis_control_flow_batches_total counter\n");
+	for (size_t i = 0; i < ARRAY_SIZE(res); i++)
+		fprintf(f, "trellis_control_flow_batches_total{result=\"%s\"} %llu\n",
+			res[i].result, (unsigned long long)res[i].n);
+	fprintf(f,
+		"# HELP trellis_control_flow_batches_flagged_total Admitted batches after a "
+		"sequence gap or with a broken chain.\n"
+		"# TYPE trellis_control_flow_batches_flagged_total counter\n"
+		"trellis_control_flow_batches_flagged_total{flag=\"gap\"} %llu\n"
+		"trellis_control_flow_batches_flagged_total{flag=\"chain_broken\"} %llu\n"
+		"# HELP trellis_control_flow_records_total Flow records stored.\n"
+		"# TYPE trellis_control_flow_records_total counter\n"
+		"trellis_control_flow_records_total %llu\n"
+		"# HELP trellis_control_flow_inflight_bytes Batch bytes waiting for the disk.\n"
+		"# TYPE trellis_control_flow_inflight_bytes gauge\n"
+		"trellis_control_flow_inflight_bytes %llu\n",
+		(unsigned long long)s->admit.gaps, (unsigned long long)s->admit.chain_breaks,
+		(unsigned long long)s->records, (unsigned long long)s->inflight_bytes);
+}

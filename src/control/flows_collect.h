@@ -18,6 +18,7 @@
  */
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "control/flows.h"
@@ -60,5 +61,7 @@ int flows_collector_submit(struct flows_collector *fc, uint64_t node_id, uint64_
 void flows_collector_forget(struct flows_collector *fc, uint64_t node_id, void *ctx);
 
 void flows_collector_stats(const struct flows_collector *fc, struct flows_collect_stats *ret);
+/* The counters as Prometheus text (the server's /metrics). */
+void flows_collector_metrics_write(const struct flows_collector *fc, FILE *f);
 
 #endif

@@ -163,6 +163,8 @@ struct walk {
 	uint64_t node_id; /* the node whose chain is being walked; 0 before the first */
 	uint64_t last_seq;
 	uint32_t last_dropped;
+	uint64_t missing;	 /* batches missing in this chain so far */
+	uint64_t gap_lo, gap_hi; /* the first gap */
 	uint8_t last_hash[FLOWBATCH_HASH_LEN];
 	uint8_t key[FLOWBATCH_KEY_LEN];
 };
@@ -190,6 +192,23 @@ static bool record_equal(const struct flowbatch_record *x, const struct flowbatc
 	       x->first_ns == y->first_ns && x->last_ns == y->last_ns && x->denied == y->denied;
 }
 
+/*
+ * A chain's end: its gaps must be batches the node dropped from its spool, as its
+ * last batch counts them (signed). A batch dropped from the spool is an older one
+ * than the batch that first counts it, so the count is checked over the chain.
+ */
+static int chain_end(struct walk *w)
+{
+	if (w->missing <= w->last_dropped)
+		return 0;
+	return w->gap_lo == w->gap_hi
+		   ? bad(w, "node %" PRIu64 " flow batch %" PRIu64 " missing (deleted)", w->node_id,
+			 w->gap_lo)
+		   : bad(w,
+			 "node %" PRIu64 " flow batches %" PRIu64 "-%" PRIu64 " missing (deleted)",
+			 w->node_id, w->gap_lo, w->gap_hi);
+}
+
 static int walk_one(void *arg, const struct store_flow_row *row)
 {
 	struct walk *w = arg;
@@ -200,11 +219,14 @@ static int walk_one(void *arg, const struct store_flow_row *row)
 	if (row->node_id != w->node_id ||
 	    (row->audit_key && memcmp(row->audit_key, w->key, sizeof(w->key)) != 0)) {
 		/* A node's first batch, or the first under a new audit key: a new chain. */
+		if (chain_end(w) < 0)
+			return -ECANCELED;
 		if (row->node_id != w->node_id)
 			w->v->nodes++;
 		w->node_id = row->node_id;
 		w->last_seq = 0;
 		w->last_dropped = 0;
+		w->missing = 0;
 		memset(w->last_hash, 0, sizeof(w->last_hash));
 		if (row->audit_key)
 			memcpy(w->key, row->audit_key, sizeof(w->key));
@@ -221,17 +243,17 @@ static int walk_one(void *arg, const struct store_flow_row *row)
 			   "node %" PRIu64 " flow batch %" PRIu64 " comes after batch %" PRIu64
 			   " (reordered or inserted)",
 			   row->node_id, b.seq, w->last_seq);
+	if (b.batches_dropped < w->last_dropped)
+		return bad(w,
+			   "node %" PRIu64 " flow batch %" PRIu64
+			   " counts fewer dropped batches than the one before it",
+			   row->node_id, b.seq);
 	missing = b.seq - w->last_seq - 1;
-	/* Batches the node dropped from its spool are missing, and it signed how many. */
-	if (missing &&
-	    (b.batches_dropped < w->last_dropped || b.batches_dropped - w->last_dropped < missing))
-		return missing == 1
-			   ? bad(w, "node %" PRIu64 " flow batch %" PRIu64 " missing (deleted)",
-				 row->node_id, w->last_seq + 1)
-			   : bad(w,
-				 "node %" PRIu64 " flow batches %" PRIu64 "-%" PRIu64
-				 " missing (deleted)",
-				 row->node_id, w->last_seq + 1, b.seq - 1);
+	if (missing && !w->missing) {
+		w->gap_lo = w->last_seq + 1;
+		w->gap_hi = b.seq - 1;
+	}
+	w->missing += missing;
 	if (!missing && !crypto_equal(b.prev_hash, w->last_hash, FLOWBATCH_HASH_LEN))
 		return bad(w,
 			   "node %" PRIu64 " flow batch %" PRIu64 " does not link to batch %" PRIu64
@@ -273,6 +295,8 @@ int flows_verify(struct store *st, struct flows_verify *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	r = store_flow_batches(st, 0, 0, walk_one, &w);
+	if (r == 0)
+		chain_end(&w);
 	if (r == -ECANCELED && ret->bad)
 		return 0;
 	return r;

@@ -851,6 +851,7 @@ static void get_metrics(struct httpd_request *r, void *ctx)
 	f = open_memstream(&all, &all_len);
 	if (f) {
 		fwrite(text, 1, len, f);
+		flows_collector_metrics_write(s->flows, f);
 		control_relay_metrics_write(s->relay, f);
 	}
 	if (!f || fclose(f) != 0) {

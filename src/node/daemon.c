@@ -55,6 +55,7 @@
 #include "crypto/crypto.h"
 #include "node/control_client.h"
 #include "node/daemon.h"
+#include "node/flowspool.h"
 #include "node/hslog.h"
 #include "node/localapi.h"
 #include "node/netmap_apply.h"
@@ -111,6 +112,7 @@ struct daemon {
 	struct loop_timer save_timer;
 	struct loop_timer regather_timer; /* net_changed's debounce */
 	struct state *st;
+	struct flowspool *spool; /* flow-log batches until the collector has them (docs/audit.md) */
 	struct netmap_apply *na;
 	struct nodefilter *filter; /* the packet filter from the netmap (issue 12) */
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
@@ -731,6 +733,21 @@ static void cc_registered(void *ctx, const struct netmap_node *self)
 	report_post(d, rp);
 }
 
+/* Flow logs: the client thread takes spooled batches in order and hands back the answers. */
+static size_t cc_flows_next(void *ctx, uint8_t *buf, size_t cap)
+{
+	struct daemon *d = ctx;
+
+	return flowspool_next(d->spool, buf, cap);
+}
+
+static void cc_flows_ack(void *ctx, uint64_t seq, const char *result)
+{
+	struct daemon *d = ctx;
+
+	flowspool_ack(d->spool, seq, result);
+}
+
 static int cc_netmap(void *ctx, struct netmap *nm)
 {
 	struct daemon *d = ctx;
@@ -864,7 +881,9 @@ static int client_start(struct daemon *d, const char *auth_key)
 					      .netmap = cc_netmap,
 					      .delta = cc_delta,
 					      .rotate_begin = cc_rotate_begin,
-					      .rotate_end = cc_rotate_end};
+					      .rotate_end = cc_rotate_end,
+					      .flows_next = cc_flows_next,
+					      .flows_ack = cc_flows_ack};
 	r = control_client_start(&cfg, &d->cc);
 	if (r == 0)
 		relay_report(d);
@@ -1748,6 +1767,14 @@ int daemon_run(const struct daemon_opts *opts)
 			opts->state_dir ? opts->state_dir : STATE_DEFAULT_DIR, strerror(-r));
 		goto out;
 	}
+	{
+		char dir[PATH_MAX];
+
+		snprintf(dir, sizeof(dir), "%s/flows", state_dir(d->st));
+		r = flowspool_open(dir, state_audit_key(d->st), FLOWSPOOL_DEFAULT_MAX, &d->spool);
+		if (r < 0)
+			goto out;
+	}
 	d->loop = loop_new();
 	if (!d->loop) {
 		r = -errno;
@@ -1917,6 +1944,7 @@ out:
 		loop_timer_disarm(d->loop, &d->hs_timer);
 	hslog_free(d->hslog);
 	netmap_free(d->nm);
+	flowspool_free(d->spool);
 	state_free(d->st);
 	loop_free(d->loop);
 	free(d);

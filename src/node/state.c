@@ -155,6 +155,11 @@ out:
 	return err;
 }
 
+int state_file_read(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+	return file_read(path, max, ret, ret_len);
+}
+
 static int key_load(const char *path, uint8_t ret_key[X25519_KEY_LEN])
 {
 	char *buf = NULL;

@@ -89,6 +89,8 @@ int state_netmap_flush(struct state *st, const struct netmap *nm, uint64_t now_n
 /* Removes the cache (logout). */
 int state_netmap_remove(struct state *st);
 
+/* A whole file of at most max bytes, malloc'd and NUL-terminated. 0, -EFBIG, -errno. */
+int state_file_read(const char *path, size_t max, char **ret, size_t *ret_len);
 /* Atomic replacement of path by data (mode for the new file). 0 or -errno. */
 int state_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode);
 

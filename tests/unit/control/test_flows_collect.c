@@ -225,6 +225,22 @@ static void test_admission(void **state)
 	assert_int_equal(st.admit.malformed, 1);
 	assert_int_equal(st.busy, 1);
 	assert_int_equal(st.inflight_bytes, 0);
+	/* The refusals as /metrics shows them. */
+	{
+		char *text = NULL;
+		size_t tlen = 0;
+		FILE *f = open_memstream(&text, &tlen);
+
+		assert_non_null(f);
+		flows_collector_metrics_write(c->fc, f);
+		assert_int_equal(fclose(f), 0);
+		assert_non_null(strstr(
+		    text, "trellis_control_flow_batches_total{result=\"bad_signature\"} 2\n"));
+		assert_non_null(
+		    strstr(text, "trellis_control_flow_batches_total{result=\"replayed\"} 1\n"));
+		assert_non_null(strstr(text, "trellis_control_flow_records_total 3\n"));
+		free(text);
+	}
 
 	/* A restarted server reads the chain back: seq 3 again is a replay, 4 goes on. */
 	close_all(c);
