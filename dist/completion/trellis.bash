@@ -75,12 +75,15 @@ _trellis_control()
 	fi
 	case "${words[0]:-} ${words[1]:-}" in
 	' ') mapfile -t COMPREPLY < <(compgen -W "--state --offline serve version help authkey apikey
-		tailnets users nodes relaymap policy" -- "$cur") ;;
+		tailnets users nodes relaymap policy audit flows" -- "$cur") ;;
 	'serve ') mapfile -t COMPREPLY < <(compgen -W "--config --listen --tls-cert --tls-key
 		--metrics-listen --no-relay --stun-port --oidc-issuer --oidc-client-id
 		--oidc-client-secret-file --oidc-ca-file --oidc-allowed-domains
 		--oidc-allow-unverified-email --help" -- "$cur") ;;
-	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap policy" -- "$cur") ;;
+	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap policy
+		audit flows" -- "$cur") ;;
+	'audit ') mapfile -t COMPREPLY < <(compgen -W "log verify prune --help" -- "$cur") ;;
+	'flows '*) mapfile -t COMPREPLY < <(compgen -W "--node --since --flagged --json --help" -- "$cur") ;;
 	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
 	'tailnets ') mapfile -t COMPREPLY < <(compgen -W "create list set --help" -- "$cur") ;;
 	'users ') mapfile -t COMPREPLY < <(compgen -W "create list add passwd delete reset-2fa --help" -- "$cur") ;;
