@@ -56,6 +56,7 @@
 #include "node/control_client.h"
 #include "node/daemon.h"
 #include "node/flowspool.h"
+#include "node/flowtable.h"
 #include "node/hslog.h"
 #include "node/localapi.h"
 #include "node/netmap_apply.h"
@@ -77,6 +78,8 @@
 #define ERROR_MAX 320
 /* systemd's STATUS= text. */
 #define NOTIFY_MAX 512
+/* Flow logs ship this often (docs/audit.md). */
+#define FLOWLOG_INTERVAL_NS (5 * NSEC_PER_SEC)
 
 /* A `trellis up` waiting for its probe of another login server (be_up). */
 struct up_pending {
@@ -113,6 +116,9 @@ struct daemon {
 	struct loop_timer regather_timer; /* net_changed's debounce */
 	struct state *st;
 	struct flowspool *spool; /* flow-log batches until the collector has them (docs/audit.md) */
+	struct flowtable *flows; /* the data path counts flows here; flushed into the spool */
+	struct loop_timer flows_timer;
+	uint64_t flows_since; /* the start of the interval being counted */
 	struct netmap_apply *na;
 	struct nodefilter *filter; /* the packet filter from the netmap (issue 12) */
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
@@ -731,6 +737,61 @@ static void cc_registered(void *ctx, const struct netmap_node *self)
 	rp->reg.has_self = self != NULL;
 	rp->reg.node_id = self ? self->id : 0;
 	report_post(d, rp);
+}
+
+/* The peer a flow's remote tailnet address belongs to (IPv4 mapped into IPv6); NULL: none. */
+static const uint8_t *flow_peer(const struct daemon *d, const uint8_t a[16])
+{
+	static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
+	bool v4 = !memcmp(a, mapped, sizeof(mapped));
+
+	for (unsigned i = 0; d->nm && i < d->nm->n_peers; i++) {
+		const struct netmap_node *p = &d->nm->peers[i];
+
+		for (unsigned j = 0; j < p->n_addresses; j++) {
+			const struct netmap_prefix *x = &p->addresses[j];
+
+			if ((v4 && x->family == AF_INET && !memcmp(x->addr, a + 12, 4)) ||
+			    (!v4 && x->family == AF_INET6 && !memcmp(x->addr, a, 16)))
+				return p->node_key;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Every FLOWLOG_INTERVAL_NS: what the data path counted becomes a signed batch in the
+ * spool (docs/audit.md), and the control client is told. Nothing counted: no batch.
+ */
+static void flows_fire(struct loop_timer *t)
+{
+	struct daemon *d = container_of(t, struct daemon, flows_timer);
+	const struct state_prefs *prefs = state_prefs(d->st);
+	struct flowbatch_record *recs = NULL;
+	uint64_t now = time_now_ns();
+	int64_t off = (int64_t)(time_wall_ns() - now);
+	uint32_t overflow = 0;
+	int n;
+
+	n = flowtable_flush(d->flows, off, &recs, &overflow);
+	if (n < 0)
+		log_ratelimited(LOG_LEVEL_WARN, "flows: %s", strerror(-n));
+	/* Counted before the node has an id at the server: nobody to report them as. */
+	if ((n > 0 || overflow) && prefs->registered && prefs->node_id) {
+		for (int i = 0; i < n; i++) {
+			const uint8_t *key = flow_peer(d, recs[i].dst);
+
+			if (key)
+				memcpy(recs[i].peer_key, key, FLOWBATCH_KEY_LEN);
+		}
+		if (flowspool_add(d->spool, prefs->node_id, d->flows_since + (uint64_t)off,
+				  now + (uint64_t)off, overflow, recs, (unsigned)MAX(n, 0)) == 0 &&
+		    d->cc)
+			control_client_flows_kick(d->cc);
+	}
+	free(recs);
+	d->flows_since = now;
+	loop_timer_arm(d->loop, t, now + FLOWLOG_INTERVAL_NS);
 }
 
 /* Flow logs: the client thread takes spooled batches in order and hands back the answers. */
@@ -1801,6 +1862,13 @@ int daemon_run(const struct daemon_opts *opts)
 	if (r < 0)
 		goto out;
 	wgdev_filter_set(d->wg, nodefilter_filter(d->filter));
+	r = flowtable_new(&d->flows);
+	if (r < 0)
+		goto out;
+	wgdev_flowtable_set(d->wg, d->flows);
+	d->flows_timer.cb = flows_fire;
+	d->flows_since = time_now_ns();
+	loop_timer_arm(d->loop, &d->flows_timer, d->flows_since + FLOWLOG_INTERVAL_NS);
 	if (opts->portmap) {
 		struct portmap_cfg pc = {.port = wgdev_port(d->wg),
 					 .protocols = opts->portmap,
@@ -1936,6 +2004,9 @@ out:
 	relayclient_stop(d->rc);
 	wgdev_free(d->wg);
 	nodefilter_free(d->filter);
+	if (d->flows_timer.armed)
+		loop_timer_disarm(d->loop, &d->flows_timer);
+	flowtable_free(d->flows);
 	relayclient_free(d->rc);
 	pathd_free(d->pd);
 	loop_async_del(&d->relay_changed);

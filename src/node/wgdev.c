@@ -60,6 +60,7 @@
 #include "base/util.h"
 #include "filter/filter.h"
 #include "node/cryptq.h"
+#include "node/flowtable.h"
 #include "base/loop.h"
 #include "net/magicsock.h"
 #include "net/udpconn.h"
@@ -125,6 +126,7 @@ struct wgdev {
 	void (*handshake_fn)(void *ctx); /* and completed handshakes (wgdev_handshake_listen) */
 	void *handshake_ctx;
 	_Atomic(struct filter *) filter; /* the packet filter (wgdev_filter_set); NULL: none */
+	_Atomic(struct flowtable *) flows; /* flow accounting (wgdev_flowtable_set); NULL: off */
 };
 
 /*
@@ -134,14 +136,36 @@ struct wgdev {
  * filter without a policy, this is a pointer check and a flag.
  */
 
+/* Flow accounting (node/flowtable.h) sees what the filter passed and denied. */
+static void flows_hook(struct wgdev *w, struct pkt *const *pkts, unsigned passed, unsigned n,
+		       bool rx)
+{
+	struct flowtable *ft = atomic_load_explicit(&w->flows, memory_order_acquire);
+
+	if (!ft)
+		return;
+	if (rx)
+		flowtable_rx(ft, pkts, passed, n, time_now_ns());
+	else
+		flowtable_tx(ft, pkts, n, time_now_ns());
+}
+
+void wgdev_flowtable_set(struct wgdev *w, struct flowtable *ft)
+{
+	atomic_store_explicit(&w->flows, ft, memory_order_release);
+}
+
 static unsigned filter_rx_hook(struct wgdev *w, struct pkt **pkts, unsigned n)
 {
 	struct filter *f = atomic_load_explicit(&w->filter, memory_order_acquire);
 	unsigned kept;
 
-	if (!f)
+	if (!f) {
+		flows_hook(w, pkts, n, n, true);
 		return n;
+	}
 	kept = filter_rx_batch(f, pkts, n, time_now_ns());
+	flows_hook(w, pkts, kept, n, true);
 	pkt_free(pkts + kept, n - kept);
 	return kept;
 }
@@ -152,6 +176,7 @@ static void filter_tx_hook(struct wgdev *w, struct pkt *const *pkts, unsigned n)
 
 	if (f)
 		filter_tx_batch(f, pkts, n, time_now_ns());
+	flows_hook(w, pkts, n, n, false);
 }
 
 void wgdev_filter_set(struct wgdev *w, struct filter *f)

@@ -96,6 +96,9 @@ int wgdev_info_get(struct wgdev *w, struct wg_device_info **ret);
  * device); NULL: none, everything passes. Any thread.
  */
 void wgdev_filter_set(struct wgdev *w, struct filter *f);
+/* Flow accounting of what passes TUN (node/flowtable.h); NULL: none. Any thread. */
+struct flowtable;
+void wgdev_flowtable_set(struct wgdev *w, struct flowtable *ft);
 
 /* Data-plane counters the engine's per-peer view does not have, for status. */
 struct wgdev_counters {

@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: MIT
+/* Flow accounting (flowtable.h). */
+#include <errno.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/hash.h"
+#include "base/pkt.h"
+#include "base/util.h"
+#include "crypto/crypto.h"
+#include "node/flowtable.h"
+
+#define PROBES 8
+
+struct key {
+	uint8_t proto, icmp_type;
+	uint16_t lport, rport;
+	uint8_t local[16], remote[16];
+};
+
+struct entry {
+	struct key k;
+	bool used, inbound;
+	uint32_t denied;
+	uint64_t tx_p, tx_b, rx_p, rx_b, first_ns, last_ns;
+};
+
+struct table {
+	struct entry e[FLOWTABLE_SLOTS];
+	uint32_t overflow;
+};
+
+struct shard {
+	atomic_uint active; /* which table the writer uses */
+	atomic_uint busy;   /* the writer is in a batch */
+	struct table t[2];
+};
+
+struct flowtable {
+	uint64_t id; /* tells tables apart for the thread-local pointers (never reused) */
+	uint64_t seed;
+	atomic_uint n_shards;
+	atomic_uint_fast64_t unsharded; /* packets of threads beyond FLOWTABLE_SHARDS */
+	struct shard *shards[FLOWTABLE_SHARDS];
+};
+
+/* The calling thread's shard of the table it last counted in. */
+static _Thread_local uint64_t my_ft;
+static _Thread_local struct shard *my_shard;
+static atomic_uint_fast64_t ids;
+
+int flowtable_new(struct flowtable **ret)
+{
+	struct flowtable *ft = calloc(1, sizeof(*ft));
+
+	if (!ft)
+		return -ENOMEM;
+	if (crypto_random(&ft->seed, sizeof(ft->seed)) < 0) {
+		free(ft);
+		return -EIO;
+	}
+	ft->id = atomic_fetch_add(&ids, 1) + 1;
+	*ret = ft;
+	return 0;
+}
+
+void flowtable_free(struct flowtable *ft)
+{
+	if (!ft)
+		return;
+	for (unsigned i = 0; i < FLOWTABLE_SHARDS; i++)
+		free(ft->shards[i]);
+	free(ft);
+}
+
+/* Once per thread and table: a shard is allocated then, never per packet. */
+static struct shard *shard_get(struct flowtable *ft)
+{
+	unsigned i;
+
+	if (my_ft == ft->id)
+		return my_shard;
+	i = atomic_fetch_add(&ft->n_shards, 1);
+	if (i >= FLOWTABLE_SHARDS) {
+		atomic_fetch_sub(&ft->n_shards, 1);
+		return NULL;
+	}
+	ft->shards[i] = calloc(1, sizeof(struct shard));
+	my_ft = ft->id;
+	my_shard = ft->shards[i];
+	return my_shard;
+}
+
+/* The flow a packet belongs to, from the node's side: 0, or -1 when it is not IP. */
+static int parse(const uint8_t *p, size_t len, bool rx, struct key *k)
+{
+	static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
+	const uint8_t *src, *dst, *l4;
+	size_t l4len;
+	bool first = true;
+	uint8_t proto;
+
+	memset(k, 0, sizeof(*k));
+	if (len >= 20 && p[0] >> 4 == 4) {
+		size_t ihl = (size_t)(p[0] & 0xf) * 4;
+
+		if (ihl < 20 || ihl > len)
+			return -1;
+		proto = p[9];
+		first = ((p[6] & 0x1f) | p[7]) == 0; /* fragment offset 0 */
+		memcpy(rx ? k->remote : k->local, mapped, 12);
+		memcpy(rx ? k->local : k->remote, mapped, 12);
+		src = p + 12;
+		dst = p + 16;
+		memcpy((rx ? k->remote : k->local) + 12, src, 4);
+		memcpy((rx ? k->local : k->remote) + 12, dst, 4);
+		l4 = p + ihl;
+		l4len = len - ihl;
+	} else if (len >= 40 && p[0] >> 4 == 6) {
+		/* Extension headers are not walked: their flows count under their next header. */
+		proto = p[6];
+		memcpy(rx ? k->remote : k->local, p + 8, 16);
+		memcpy(rx ? k->local : k->remote, p + 24, 16);
+		l4 = p + 40;
+		l4len = len - 40;
+	} else {
+		return -1;
+	}
+	k->proto = proto;
+	if (!first)
+		return 0;
+	if ((proto == 6 || proto == 17) && l4len >= 4) {
+		uint16_t sp = (uint16_t)(l4[0] << 8 | l4[1]), dp = (uint16_t)(l4[2] << 8 | l4[3]);
+
+		k->lport = rx ? dp : sp;
+		k->rport = rx ? sp : dp;
+	} else if ((proto == 1 || proto == 58) && l4len >= 8) {
+		uint8_t t = l4[0];
+
+		/* Echo request and reply are one flow both ends key alike: by the request, the id.
+		 */
+		if (proto == 1 && t == 0)
+			t = 8;
+		if (proto == 58 && t == 129)
+			t = 128;
+		k->icmp_type = t;
+		if (t == 8 || t == 128)
+			k->lport = k->rport = (uint16_t)(l4[4] << 8 | l4[5]);
+	}
+	return 0;
+}
+
+static uint64_t key_hash(const struct flowtable *ft, const struct key *k)
+{
+	uint64_t h = ft->seed, w;
+
+	for (size_t i = 0; i < sizeof(*k); i += 8) {
+		w = 0;
+		memcpy(&w, (const uint8_t *)k + i, MIN(8, sizeof(*k) - i));
+		h = hash_mix64(h ^ w);
+	}
+	return h;
+}
+
+static void count(struct flowtable *ft, struct table *t, const uint8_t *p, size_t len, int dir,
+		  uint64_t now_ns)
+{
+	struct entry *e;
+	struct key k;
+	uint64_t h;
+
+	if (parse(p, len, dir != FLOWTABLE_TX, &k) < 0)
+		return;
+	h = key_hash(ft, &k);
+	for (unsigned i = 0; i < PROBES; i++) {
+		e = &t->e[(h + i) & (FLOWTABLE_SLOTS - 1)];
+		if (e->used && memcmp(&e->k, &k, sizeof(k)) != 0)
+			continue;
+		if (!e->used) {
+			e->used = true;
+			e->k = k;
+			e->inbound = dir != FLOWTABLE_TX;
+			e->first_ns = now_ns;
+		}
+		e->last_ns = now_ns;
+		if (dir == FLOWTABLE_TX) {
+			e->tx_p++;
+			e->tx_b += len;
+		} else if (dir == FLOWTABLE_RX) {
+			e->rx_p++;
+			e->rx_b += len;
+		} else {
+			e->denied++;
+		}
+		return;
+	}
+	t->overflow++;
+}
+
+/* One batch of a thread: the table it writes is fixed for the batch (see flush). */
+static struct table *batch_begin(struct flowtable *ft, struct shard **ret)
+{
+	struct shard *sh = shard_get(ft);
+
+	if (!sh) {
+		atomic_fetch_add_explicit(&ft->unsharded, 1, memory_order_relaxed);
+		return NULL;
+	}
+	atomic_store(&sh->busy, 1);
+	*ret = sh;
+	return &sh->t[atomic_load(&sh->active)];
+}
+
+static void batch_end(struct shard *sh)
+{
+	atomic_store(&sh->busy, 0);
+}
+
+void flowtable_tx(struct flowtable *ft, struct pkt *const *pkts, unsigned n, uint64_t now_ns)
+{
+	struct shard *sh;
+	struct table *t = batch_begin(ft, &sh);
+
+	if (!t)
+		return;
+	for (unsigned i = 0; i < n; i++)
+		count(ft, t, pkts[i]->data, pkts[i]->len, FLOWTABLE_TX, now_ns);
+	batch_end(sh);
+}
+
+void flowtable_rx(struct flowtable *ft, struct pkt *const *pkts, unsigned passed, unsigned n,
+		  uint64_t now_ns)
+{
+	struct shard *sh;
+	struct table *t = batch_begin(ft, &sh);
+
+	if (!t)
+		return;
+	for (unsigned i = 0; i < n; i++)
+		count(ft, t, pkts[i]->data, pkts[i]->len,
+		      i < passed ? FLOWTABLE_RX : FLOWTABLE_DENIED, now_ns);
+	batch_end(sh);
+}
+
+void flowtable_packet(struct flowtable *ft, const uint8_t *p, size_t len, int dir, uint64_t now_ns)
+{
+	struct shard *sh;
+	struct table *t = batch_begin(ft, &sh);
+
+	if (!t)
+		return;
+	count(ft, t, p, len, dir, now_ns);
+	batch_end(sh);
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct entry *x = a, *y = b;
+
+	return memcmp(&x->k, &y->k, sizeof(x->k));
+}
+
+int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbatch_record **ret,
+		    uint32_t *ret_overflow)
+{
+	unsigned n_shards = MIN(atomic_load(&ft->n_shards), (unsigned)FLOWTABLE_SHARDS);
+	struct entry *all = NULL;
+	struct flowbatch_record *recs = NULL;
+	size_t n = 0, cap = 0, m = 0;
+	uint32_t overflow = 0;
+
+	for (unsigned s = 0; s < n_shards; s++) {
+		struct shard *sh = ft->shards[s];
+		struct table *t;
+		unsigned old;
+
+		if (!sh)
+			continue; /* allocation failed: its thread counts nothing */
+		old = atomic_load(&sh->active);
+		atomic_store(&sh->active, !old);
+		/* A batch that read the old index before the switch may still be writing. */
+		while (atomic_load(&sh->busy))
+			sched_yield();
+		t = &sh->t[old];
+		overflow += t->overflow;
+		t->overflow = 0;
+		for (unsigned i = 0; i < FLOWTABLE_SLOTS; i++) {
+			if (!t->e[i].used)
+				continue;
+			if (n == cap) {
+				struct entry *v = realloc(all, (cap ? cap * 2 : 256) * sizeof(*v));
+
+				if (!v) {
+					overflow++;
+					continue;
+				}
+				all = v;
+				cap = cap ? cap * 2 : 256;
+			}
+			all[n++] = t->e[i];
+			t->e[i].used = false;
+		}
+	}
+	if (n) {
+		qsort(all, n, sizeof(*all), entry_cmp);
+		recs = calloc(n, sizeof(*recs));
+		if (!recs) {
+			free(all);
+			return -ENOMEM;
+		}
+	}
+	/* One record a flow: the shards' entries of it (TUN reader, crypto workers) merged. */
+	for (size_t i = 0; i < n; i++) {
+		struct entry *e = &all[i];
+		struct flowbatch_record *r;
+
+		if (m && !entry_cmp(e, &all[i - 1])) {
+			r = &recs[m - 1];
+			r->tx_packets += e->tx_p;
+			r->tx_bytes += e->tx_b;
+			r->rx_packets += e->rx_p;
+			r->rx_bytes += e->rx_b;
+			r->denied += e->denied;
+			if (e->first_ns + (uint64_t)wall_offset_ns < r->first_ns) {
+				r->first_ns = e->first_ns + (uint64_t)wall_offset_ns;
+				r->flags = e->inbound ? FLOWBATCH_F_INBOUND : 0;
+			}
+			r->last_ns = MAX(r->last_ns, e->last_ns + (uint64_t)wall_offset_ns);
+			continue;
+		}
+		r = &recs[m++];
+		r->proto = e->k.proto;
+		r->icmp_type = e->k.icmp_type;
+		r->flags = e->inbound ? FLOWBATCH_F_INBOUND : 0;
+		memcpy(r->src, e->k.local, 16);
+		memcpy(r->dst, e->k.remote, 16);
+		r->src_port = e->k.lport;
+		r->dst_port = e->k.rport;
+		r->tx_packets = e->tx_p;
+		r->tx_bytes = e->tx_b;
+		r->rx_packets = e->rx_p;
+		r->rx_bytes = e->rx_b;
+		r->first_ns = e->first_ns + (uint64_t)wall_offset_ns;
+		r->last_ns = e->last_ns + (uint64_t)wall_offset_ns;
+		r->denied = e->denied;
+	}
+	free(all);
+	overflow += (uint32_t)atomic_exchange(&ft->unsharded, 0);
+	*ret = recs;
+	*ret_overflow = overflow;
+	return (int)m;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_NODE_FLOWTABLE_H
+#define TRELLIS_NODE_FLOWTABLE_H
+
+/*
+ * Flow accounting on the data path (docs/audit.md): per flow (protocol, local
+ * and remote tailnet address and port, ICMP type), packets and bytes each way,
+ * first and last seen, and packets the filter denied.
+ *
+ * Each data-path thread counts into a shard of its own (found through a
+ * thread-local pointer), so a packet costs no lock and no allocation: a hash,
+ * a probe of a fixed table and a few adds. A shard holds two tables; the
+ * flusher (one thread, the daemon's loop) switches the shard's writers to the
+ * other table, waits for a batch that may still be writing the old one to end
+ * (one atomic flag a batch), then reads and clears it, and merges the shards'
+ * entries of a flow. A full table counts the flows it cannot hold (overflow):
+ * memory is bounded (FLOWTABLE_SHARDS x 2 x FLOWTABLE_SLOTS entries) whatever
+ * traffic passes. Threads beyond FLOWTABLE_SHARDS are not counted (counted).
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/flowbatch.h"
+
+#define FLOWTABLE_SHARDS 16
+#define FLOWTABLE_SLOTS 4096 /* flows one thread counts between two flushes */
+
+struct flowtable;
+struct pkt;
+
+int flowtable_new(struct flowtable **ret);
+/* Accepts NULL. The data path must no longer use it. */
+void flowtable_free(struct flowtable *ft);
+
+/* Packets the node sends (read from TUN). Any data-path thread. */
+void flowtable_tx(struct flowtable *ft, struct pkt *const *pkts, unsigned n, uint64_t now_ns);
+/*
+ * Packets from peers after the filter: the first `passed` went to TUN, the rest
+ * (up to n) were denied. Any data-path thread.
+ */
+void flowtable_rx(struct flowtable *ft, struct pkt *const *pkts, unsigned passed, unsigned n,
+		  uint64_t now_ns);
+/* The same for one packet in a plain buffer (tests). */
+void flowtable_packet(struct flowtable *ft, const uint8_t *p, size_t len, int dir, uint64_t now_ns);
+#define FLOWTABLE_TX 0
+#define FLOWTABLE_RX 1
+#define FLOWTABLE_DENIED 2
+
+/*
+ * What was counted since the last flush, one record a flow (peer_key zero; times
+ * as given to the data path, plus wall_offset_ns), malloc'd in *ret (free()).
+ * Returns how many, or -ENOMEM; *ret_overflow: flows not counted. Loop thread.
+ */
+int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbatch_record **ret,
+		    uint32_t *ret_overflow);
+
+#endif

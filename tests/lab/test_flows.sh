@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Flow logs (issue 13) with real trellisd and trellis-control: three nodes talk, each counts
+# its flows and ships signed, chained batches to the collector over its control connection.
+#   - a pings b, a and c exchange UDP, b opens TCP to c: the collector holds each flow
+#     from both ends, confirmed, with a's ping bytes exactly (5 x 84 bytes each way);
+#   - audit verify walks every node's batch chain; a stored record edited or deleted is
+#     named; put back, it verifies again;
+#   - control down 30 s while a pings b: the batches wait in the nodes' spools and arrive
+#     in order afterwards, no sequence gap, the chain verifies.
+#
+#   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080, a .11, b .12, c .13
+source "$(dirname "$0")/lib.sh"
+LAB_TIMEOUT=${LAB_TIMEOUT:-300}
+lab_init
+lab_require_control_plane
+
+PEER="$(dirname "$0")/filter_peer.py"
+DB="$LAB_TMP/control/control.db"
+lab_internet
+lab_public_host ctl 1
+lab_public_host a 11
+lab_public_host b 12
+lab_public_host c 13
+lab_control_start ctl 192.0.2.1 8080 || lab_finish
+KEY=$(lab_authkey --reusable)
+lab_node_join a a "$KEY"
+lab_node_join b b "$KEY"
+lab_node_join c c "$KEY"
+B4=$(node_ip b 4) C4=$(node_ip c 4)
+check "a, b and c see each other online" wait_for 30 peers_online_are a "b c"
+check "every node registered its audit key" test "$(ctl nodes list --json | python3 -c '
+import json, sys; print(all(len(n.get("audit_key", "")) == 44 for n in json.load(sys.stdin)))')" = True
+
+ip netns exec "$(ns_name c)" python3 "$PEER" serve "$LAB_TMP/c-served" 8080 5353 &
+LAB_PIDS+=($!)
+check "c listens" wait_listen c 8080
+check "a reaches b (first handshake)" ping_until a "$B4" 15
+start=$(date +%s%N)
+since=$(date +%s)
+check "a pings b 5 times" nsx a ping -n -q -c 5 -i 0.2 -W 2 "$B4"
+check "a -> c UDP" nsx a python3 "$PEER" udp "$C4" 5353 10
+check "b -> c TCP" nsx b python3 "$PEER" tcp "$C4" 8080 10
+
+# pair_ok A B PROTO: a confirmed flow between nodes A and B (by name) of PROTO since $since.
+pair_ok()
+{
+	ctl flows --since "$since" --json | python3 -c '
+import json, sys
+a, b, proto = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for line in sys.stdin:
+    f = json.loads(line)
+    ends = {f["a"]["name"], (f["b"] or {}).get("name")}
+    if f["proto"] == proto and ends == {a, b} and f["verdict"] == "confirmed":
+        sys.exit(0)
+sys.exit(1)' "$1" "$2" "$3"
+}
+# The liveness bound is for a loaded machine; the issue's 15 s is logged.
+check "a-b ICMP confirmed from both ends" wait_for 30 pair_ok a b 1
+log "flows confirmed $(( ($(date +%s%N) - start) / 1000000 )) ms after the traffic began"
+check "a-c UDP confirmed from both ends" wait_for 30 pair_ok a c 17
+check "b-c TCP confirmed from both ends" wait_for 30 pair_ok b c 6
+# ping_bytes: the last ICMP flow a-b (the 5 pings) as "NAME tx_p tx_b rx_p rx_b" for a, then b.
+ping_bytes()
+{
+	ctl flows --since "$since" --json | python3 -c '
+import json, sys
+last = None
+for line in sys.stdin:
+    f = json.loads(line)
+    if f["proto"] == 1 and f["b"] and {f["a"]["name"], f["b"]["name"]} == {"a", "b"}:
+        if last is None or f["a"]["first_ns"] > last["a"]["first_ns"]:
+            last = f
+if last:
+    print(" ".join("%s %d %d %d %d" % (e["name"], e["tx_packets"], e["tx_bytes"], e["rx_packets"],
+                   e["rx_bytes"]) for e in sorted((last["a"], last["b"]), key=lambda e: e["name"])))'
+}
+ping_bytes_are() { [[ $(ping_bytes) == "$1" ]]; }
+check "a's ping as a and b counted it: 5 x 84 bytes each way" \
+	wait_for 30 ping_bytes_are "a 5 420 5 420 b 5 420 5 420"
+log "ping flow: $(ping_bytes)"
+check "audit verify: every chain holds" ctl audit verify
+
+# ---- tampering, with the server stopped (the CLI works on the database offline)
+lab_control_stop TERM
+sq() { python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()' "$DB" "$1"; }
+sq "CREATE TABLE saved AS SELECT * FROM flow_records WHERE rowid = (SELECT min(rowid) FROM flow_records);
+    UPDATE flow_records SET rx_bytes = rx_bytes + 1 WHERE rowid = (SELECT min(rowid) FROM flow_records)"
+out=$(ctl --offline audit verify 2>&1); rc=$?
+check "an edited flow record fails verify" test "$rc" -ne 0
+check "... naming it" grep -q "record 0 does not match the signed batch (edited)" <<<"$out"
+sq "DELETE FROM flow_records WHERE rowid = (SELECT min(rowid) FROM flow_records)"
+out=$(ctl --offline audit verify 2>&1); rc=$?
+check "a deleted flow record fails verify" test "$rc" -ne 0
+check "... naming it" grep -q "record 0 is missing (deleted)" <<<"$out"
+sq "INSERT INTO flow_records SELECT * FROM saved; DROP TABLE saved"
+check "put back, verify passes" ctl --offline audit verify
+
+# ---- control down 30 s while traffic flows: nothing lost, no gap
+nsx a ping -n -q -c 40 -i 1 "$B4" >/dev/null 2>&1 &
+LAB_PIDS+=($!)
+down=$(date +%s)
+while (( $(date +%s) - down < 30 )); do sleep 1; done
+spooled() { ls "$LAB_TMP/node-$1/flows" | grep -c '^[0-9]\{20\}$'; }
+spool_empty() { [[ $(spooled "$1") -eq 0 ]]; }
+check "a spooled batches while control was down" test "$(spooled a)" -ge 2
+lab_control_start ctl 192.0.2.1 8080 || lab_finish
+check "a's spool drains" wait_for 60 spool_empty a
+check "b's spool drains" wait_for 60 spool_empty b
+check_eq "no batch arrived after a gap" "0" \
+	"$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(
+	"SELECT count(*) FROM flow_batches WHERE flags & 1").fetchone()[0])' "$DB")"
+check_eq "each node's sequence is contiguous" "ok" \
+	"$(python3 -c 'import sqlite3, sys
+rows = sqlite3.connect(sys.argv[1]).execute("SELECT node_id, min(seq), max(seq), count(*) FROM flow_batches GROUP BY node_id").fetchall()
+print("ok" if rows and all(lo == 1 and hi == n for _, lo, hi, n in rows) else rows)' "$DB")"
+check "audit verify after the outage" ctl audit verify
+for n in a b c; do
+	check_eq "$n's log has no sanitizer report" "" \
+		"$(grep -m1 -E 'AddressSanitizer|runtime error:' "$LAB_TMP/node-$n.log")"
+done
+
+lab_node_stop a
+lab_node_stop b
+lab_node_stop c
+lab_finish

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Flow accounting (node/flowtable.c): packets and bytes each way per flow, from
+ * the node's side; an echo request and its reply are one flow; denied packets
+ * counted apart; two threads' counts of one flow merged at the flush; a full
+ * table counts what it cannot hold, exactly; a flush starts the next interval
+ * from zero.
+ */
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "node/flowtable.h"
+
+/* An IPv4 packet of len bytes from a to b (100.64.0.a -> 100.64.0.b). */
+static size_t ip4(uint8_t *p, size_t len, uint8_t proto, unsigned a, unsigned b, uint16_t sport,
+		  uint16_t dport)
+{
+	memset(p, 0, len);
+	p[0] = 0x45;
+	p[2] = (uint8_t)(len >> 8);
+	p[3] = (uint8_t)len;
+	p[9] = proto;
+	p[12] = 100, p[13] = 64, p[15] = (uint8_t)a;
+	p[16] = 100, p[17] = 64, p[19] = (uint8_t)b;
+	p[20] = (uint8_t)(sport >> 8), p[21] = (uint8_t)sport;
+	p[22] = (uint8_t)(dport >> 8), p[23] = (uint8_t)dport;
+	return len;
+}
+
+static const struct flowbatch_record *find(const struct flowbatch_record *r, int n, uint8_t proto,
+					   uint16_t lport)
+{
+	for (int i = 0; i < n; i++)
+		if (r[i].proto == proto && r[i].src_port == lport)
+			return &r[i];
+	fail_msg("no flow %u/%u", proto, lport);
+	return NULL;
+}
+
+static void test_counts(void **state)
+{
+	struct flowtable *ft;
+	struct flowbatch_record *r;
+	const struct flowbatch_record *f;
+	uint8_t p[1500];
+	uint32_t overflow;
+	int n;
+
+	(void)state;
+	assert_int_equal(flowtable_new(&ft), 0);
+	/* We (.1) open TCP to .2:22: 3 packets out, 2 back; 1 more refused by the filter. */
+	for (int i = 0; i < 3; i++)
+		flowtable_packet(ft, p, ip4(p, 100, 6, 1, 2, 40000, 22), FLOWTABLE_TX, 10);
+	for (int i = 0; i < 2; i++)
+		flowtable_packet(ft, p, ip4(p, 1000, 6, 2, 1, 22, 40000), FLOWTABLE_RX, 20);
+	flowtable_packet(ft, p, ip4(p, 60, 6, 2, 1, 22, 40000), FLOWTABLE_DENIED, 30);
+	/* .2 pings us: request in, reply out, one flow keyed by the request. */
+	ip4(p, 84, 1, 2, 1, 0, 0);
+	p[20] = 8, p[24] = 0x12, p[25] = 0x34;
+	flowtable_packet(ft, p, 84, FLOWTABLE_RX, 40);
+	ip4(p, 84, 1, 1, 2, 0, 0);
+	p[20] = 0, p[24] = 0x12, p[25] = 0x34;
+	flowtable_packet(ft, p, 84, FLOWTABLE_TX, 50);
+	/* Not IP: not counted. */
+	memset(p, 0, 40);
+	flowtable_packet(ft, p, 40, FLOWTABLE_TX, 60);
+
+	n = flowtable_flush(ft, 1000, &r, &overflow);
+	assert_int_equal(n, 2);
+	assert_int_equal(overflow, 0);
+	f = find(r, n, 6, 40000);
+	assert_int_equal(f->dst_port, 22);
+	assert_int_equal(f->src[15], 1);
+	assert_int_equal(f->dst[15], 2);
+	assert_int_equal(f->src[10], 0xff); /* IPv4 mapped */
+	assert_int_equal(f->tx_packets, 3);
+	assert_int_equal(f->tx_bytes, 300);
+	assert_int_equal(f->rx_packets, 2);
+	assert_int_equal(f->rx_bytes, 2000);
+	assert_int_equal(f->denied, 1);
+	assert_int_equal(f->flags, 0); /* we opened it */
+	assert_int_equal(f->first_ns, 1010);
+	assert_int_equal(f->last_ns, 1030);
+	f = find(r, n, 1, 0x1234);
+	assert_int_equal(f->icmp_type, 8);
+	assert_int_equal(f->rx_packets, 1);
+	assert_int_equal(f->tx_packets, 1);
+	assert_int_equal(f->flags, FLOWBATCH_F_INBOUND);
+	free(r);
+	/* The next interval starts from nothing. */
+	assert_int_equal(flowtable_flush(ft, 0, &r, &overflow), 0);
+	free(r);
+	flowtable_free(ft);
+}
+
+struct worker {
+	struct flowtable *ft;
+	int dir;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	uint8_t p[200];
+
+	for (int i = 0; i < 1000; i++)
+		flowtable_packet(w->ft, p,
+				 w->dir == FLOWTABLE_TX ? ip4(p, 200, 17, 1, 2, 5000, 6000)
+							: ip4(p, 200, 17, 2, 1, 6000, 5000),
+				 w->dir, 5);
+	return NULL;
+}
+
+static void test_threads_and_overflow(void **state)
+{
+	struct flowtable *ft;
+	struct flowbatch_record *r;
+	struct worker tx, rx;
+	pthread_t a, b;
+	uint8_t p[64];
+	uint32_t overflow;
+	int n;
+
+	(void)state;
+	assert_int_equal(flowtable_new(&ft), 0);
+	tx = (struct worker){ft, FLOWTABLE_TX};
+	rx = (struct worker){ft, FLOWTABLE_RX};
+	assert_int_equal(pthread_create(&a, NULL, worker_main, &tx), 0);
+	assert_int_equal(pthread_create(&b, NULL, worker_main, &rx), 0);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	/* Two shards, one flow: merged. */
+	n = flowtable_flush(ft, 0, &r, &overflow);
+	assert_int_equal(n, 1);
+	assert_int_equal(r[0].tx_packets, 1000);
+	assert_int_equal(r[0].rx_packets, 1000);
+	assert_int_equal(r[0].rx_bytes, 200000);
+	free(r);
+	/* 3x the table in distinct flows: what is not counted is counted as overflow. */
+	for (unsigned i = 0; i < 3 * FLOWTABLE_SLOTS; i++)
+		flowtable_packet(ft, p, ip4(p, 64, 17, 1, 2, (uint16_t)i, 53), FLOWTABLE_TX, 1);
+	n = flowtable_flush(ft, 0, &r, &overflow);
+	assert_true(n <= FLOWTABLE_SLOTS);
+	assert_int_equal((unsigned)n + overflow, 3 * FLOWTABLE_SLOTS);
+	free(r);
+	flowtable_free(ft);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_counts),
+	    cmocka_unit_test(test_threads_and_overflow),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
