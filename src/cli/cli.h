@@ -32,6 +32,11 @@ int cli_down(int argc, char **argv, const struct cli_global *g);
 int cli_logout(int argc, char **argv, const struct cli_global *g);
 int cli_status(int argc, char **argv, const struct cli_global *g);
 int cli_ip(int argc, char **argv, const struct cli_global *g);
+/*
+ * A peer's "allowed_in" (docs/localapi.md) in words (status.c): "tcp:22,443 udp:* icmp",
+ * "all" (no policy), "none", "-" (the daemon did not say).
+ */
+void cli_access_format(json_t *allowed_in, char *buf, size_t len);
 int cli_whois(int argc, char **argv, const struct cli_global *g);
 int cli_ping(int argc, char **argv, const struct cli_global *g);
 int cli_netcheck(int argc, char **argv, const struct cli_global *g);

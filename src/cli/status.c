@@ -54,6 +54,77 @@ static void relay_lines(json_t *relay)
 	}
 }
 
+static const char *proto_name(json_int_t p, char *buf, size_t len)
+{
+	switch (p) {
+	case 0:
+		return "any";
+	case 1:
+		return "icmp";
+	case 6:
+		return "tcp";
+	case 17:
+		return "udp";
+	case 58:
+		return "icmpv6";
+	case 132:
+		return "sctp";
+	}
+	snprintf(buf, len, "proto-%lld", (long long)p);
+	return buf;
+}
+
+/* Appends to buf unless it is full; a full buffer ends in "...". */
+static void put(char *buf, size_t len, const char *s)
+{
+	size_t have = strlen(buf), n = strlen(s);
+
+	if (have + n + 4 > len) {
+		if (have + 4 <= len && strcmp(buf + (have > 3 ? have - 3 : 0), "..."))
+			strcat(buf, "...");
+		return;
+	}
+	memcpy(buf + have, s, n + 1);
+}
+
+void cli_access_format(json_t *allowed_in, char *buf, size_t len)
+{
+	json_t *e, *pr;
+	size_t i, j;
+
+	buf[0] = '\0';
+	if (json_is_null(allowed_in) || !allowed_in) {
+		snprintf(buf, len, "%s", allowed_in ? "all" : "-");
+		return;
+	}
+	if (!json_array_size(allowed_in)) {
+		snprintf(buf, len, "none");
+		return;
+	}
+	json_array_foreach(allowed_in, i, e) {
+		char nb[16], item[32];
+		json_t *ports = json_object_get(e, "ports");
+
+		if (i)
+			put(buf, len, " ");
+		put(buf, len,
+		    proto_name(json_integer_value(json_object_get(e, "proto")), nb, sizeof(nb)));
+		json_array_foreach(ports, j, pr) {
+			json_int_t a = json_integer_value(json_array_get(pr, 0));
+			json_int_t b = json_integer_value(json_array_get(pr, 1));
+
+			if (a == 0 && b == 65535)
+				snprintf(item, sizeof(item), "%s*", j ? "," : ":");
+			else if (a == b)
+				snprintf(item, sizeof(item), "%s%lld", j ? "," : ":", (long long)a);
+			else
+				snprintf(item, sizeof(item), "%s%lld-%lld", j ? "," : ":",
+					 (long long)a, (long long)b);
+			put(buf, len, item);
+		}
+	}
+}
+
 static void row(json_t *n, bool self)
 {
 	char ips[128] = "";
@@ -69,11 +140,11 @@ static void row(json_t *n, bool self)
 				 ips[0] ? "," : "", s);
 	}
 	if (self) {
-		printf("%-20s %-40s %-8s %-28s %-8s %s\n", str(n, "hostname"), ips, "self", "-",
-		       str(n, "os"), owner(n));
+		printf("%-20s %-40s %-8s %-28s %-8s %-20s -\n", str(n, "hostname"), ips, "self",
+		       "-", str(n, "os"), owner(n));
 		return;
 	}
-	char via[96];
+	char via[96], in[256];
 
 	path = str(n, "path");
 	if (!strcmp(path, "relay")) {
@@ -87,9 +158,10 @@ static void row(json_t *n, bool self)
 	} else if (json_is_string(json_object_get(n, "endpoint"))) {
 		path = str(n, "endpoint");
 	}
-	printf("%-20s %-40s %-8s %-28s %-8s %s\n", str(n, "hostname"), ips,
+	cli_access_format(json_object_get(n, "allowed_in"), in, sizeof(in));
+	printf("%-20s %-40s %-8s %-28s %-8s %-20s %s\n", str(n, "hostname"), ips,
 	       json_is_true(json_object_get(n, "online")) ? "online" : "offline", path,
-	       str(n, "os"), owner(n));
+	       str(n, "os"), owner(n), in);
 }
 
 /*
@@ -172,8 +244,8 @@ int cli_status(int argc, char **argv, const struct cli_global *g)
 	health_lines(st, state);
 	relay_lines(json_object_get(st, "relay"));
 	if (json_is_object(json_object_get(st, "self"))) {
-		printf("%-20s %-40s %-8s %-28s %-8s %s\n", "NAME", "TAILNET IPS", "STATUS", "PATH",
-		       "OS", "OWNER");
+		printf("%-20s %-40s %-8s %-28s %-8s %-20s %s\n", "NAME", "TAILNET IPS", "STATUS",
+		       "PATH", "OS", "OWNER", "MAY OPEN HERE");
 		row(json_object_get(st, "self"), true);
 		json_array_foreach(json_object_get(st, "peers"), i, v)
 			row(v, false);

@@ -14,6 +14,7 @@ static const char *str(json_t *o, const char *k)
 int cli_whois(int argc, char **argv, const struct cli_global *g)
 {
 	json_t *req, *reply = NULL, *node, *v;
+	char in[512];
 	size_t i;
 	int r;
 
@@ -35,6 +36,11 @@ int cli_whois(int argc, char **argv, const struct cli_global *g)
 	json_array_foreach(json_object_get(node, "tags"), i, v)
 		printf(" %s", json_string_value(v) ? json_string_value(v) : "");
 	printf("\nUser:\n  Name:     %s\n", str(node, "user"));
+	/* What it may open on this node; not said for this node itself. */
+	if (json_object_get(node, "allowed_in")) {
+		cli_access_format(json_object_get(node, "allowed_in"), in, sizeof(in));
+		printf("May open here:\n  %s\n", in);
+	}
 	json_decref(reply);
 	return 0;
 }

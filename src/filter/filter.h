@@ -93,6 +93,8 @@ void filter_rules_free(struct filter_rules *r);
 bool filter_rules_match(const struct filter_rules *r, int family, uint8_t proto, const uint8_t *src,
 			const uint8_t *dst, uint16_t dport);
 unsigned filter_rules_count(const struct filter_rules *r);
+/* TCP, UDP, DCCP, SCTP, UDP-Lite: the protocols whose rules' port ranges apply. */
+bool filter_proto_has_ports(uint8_t proto);
 
 struct filter;
 

@@ -11,8 +11,6 @@ typedef unsigned __int128 u128;
 
 struct filter_rules;
 
-/* TCP, UDP, DCCP, SCTP, UDP-Lite: the protocols whose rules' port ranges apply. */
-bool filter_proto_has_ports(uint8_t proto);
 /* An address (4 or 16 bytes, network order) as a number. */
 u128 filter_addr_u128(int family, const uint8_t *a);
 bool filter_rules_match_u128(const struct filter_rules *r, int family, uint8_t proto, u128 src,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include "base/log.h"
@@ -123,4 +124,152 @@ json_t *nodefilter_status_json(struct nodefilter *nf)
 		      "conntrack", "entries", (json_int_t)st.ct_entries, "max",
 		      (json_int_t)st.ct_max, "evicted", (json_int_t)st.ct_evicted);
 	return o;
+}
+
+/* Is address a (of p's family) inside prefix p? */
+static bool prefix_has(const struct netmap_prefix *p, const uint8_t *a)
+{
+	unsigned full = p->len / 8, rest = p->len % 8;
+
+	if (memcmp(p->addr, a, full))
+		return false;
+	return !rest || !((p->addr[full] ^ a[full]) & (uint8_t)(0xff00 >> rest));
+}
+
+struct access {
+	uint8_t proto; /* 0: any protocol */
+	uint16_t first, last;
+};
+
+static int access_cmp(const void *a, const void *b)
+{
+	const struct access *x = a, *y = b;
+
+	if (x->proto != y->proto)
+		return x->proto - y->proto;
+	return x->first != y->first ? x->first - y->first : x->last - y->last;
+}
+
+static int access_add(struct access **v, size_t *n, size_t *cap, uint8_t proto,
+		      const struct netmap_filter_dst *d)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 16;
+		struct access *nv = realloc(*v, c * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = c;
+	}
+	/* Protocols without ports (ICMP, ...) are open or not: no ranges for them. */
+	if (proto && !filter_proto_has_ports(proto))
+		(*v)[(*n)++] = (struct access){proto, 0, 0};
+	else
+		(*v)[(*n)++] = (struct access){proto, d->port_first, d->port_last};
+	return 0;
+}
+
+/* Does the rule let this address start a flow to us: which of its dsts (same family) apply. */
+static int rule_access(const struct netmap_filter *f, const struct netmap_filter_rule *ru,
+		       const struct netmap_prefix *addr, struct access **v, size_t *n, size_t *cap)
+{
+	bool from = false;
+	uint32_t i, j;
+	int r;
+
+	for (i = 0; i < ru->n_src && !from; i++) {
+		const struct netmap_prefix *s = &f->srcs[ru->src_off + i];
+
+		from = s->family == addr->family && prefix_has(s, addr->addr);
+	}
+	for (i = 0; from && i < ru->n_dst; i++) {
+		const struct netmap_filter_dst *d = &f->dsts[ru->dst_off + i];
+
+		if (d->prefix.family != addr->family)
+			continue;
+		for (j = 0; j < (ru->n_protos ? ru->n_protos : 1); j++) {
+			r = access_add(v, n, cap, ru->n_protos ? ru->protos[j] : 0, d);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+/* Sorted, ranges merged per protocol: [{"proto": 6, "ports": [[22, 22], [443, 443]]}, ...] */
+static json_t *access_json(struct access *v, size_t n)
+{
+	json_t *out = json_array(), *cur = NULL, *ports = NULL;
+	size_t i = 0, j;
+
+	if (n)
+		qsort(v, n, sizeof(*v), access_cmp);
+	while (out && i < n) {
+		uint8_t proto = v[i].proto;
+		bool has_ports = !proto || filter_proto_has_ports(proto);
+
+		cur = json_pack("{s:i}", "proto", proto);
+		ports = has_ports ? json_array() : NULL;
+		if (!cur || (has_ports && !ports))
+			goto fail;
+		for (; i < n && v[i].proto == proto; i = j) {
+			uint16_t first = v[i].first, last = v[i].last;
+
+			for (j = i + 1; j < n && v[j].proto == proto && v[j].first <= last + 1U;
+			     j++)
+				last = v[j].last > last ? v[j].last : last;
+			if (ports)
+				json_array_append_new(ports, json_pack("[i, i]", first, last));
+		}
+		if (ports)
+			json_object_set_new(cur, "ports", ports);
+		json_array_append_new(out, cur);
+	}
+	return out;
+fail:
+	json_decref(cur);
+	json_decref(ports);
+	json_decref(out);
+	return NULL;
+}
+
+json_t *nodefilter_peer_access_json(struct nodefilter *nf, const struct netmap_node *peer)
+{
+	size_t n = 0, cap = 0;
+	struct access *v = NULL;
+	json_t *o = NULL;
+	unsigned i, a;
+
+	if (!filter_active(nf->f))
+		return json_null();
+	/* Active without rules applied: a refused first filter, which admits nothing. */
+	for (i = 0; nf->applied && i < nf->applied->n_rules; i++) {
+		for (a = 0; a < peer->n_addresses && a < NETMAP_MAX_ADDRESSES; a++) {
+			if (rule_access(nf->applied, &nf->applied->rules[i], &peer->addresses[a],
+					&v, &n, &cap) < 0)
+				goto out;
+		}
+	}
+	o = access_json(v, n);
+out:
+	free(v);
+	return o;
+}
+
+void nodefilter_status_peers(struct nodefilter *nf, const struct netmap *nm, json_t *peers)
+{
+	json_t *p;
+	size_t i;
+
+	/* localapi_status_build lists the peers in the netmap's order. */
+	json_array_foreach(peers, i, p) {
+		const struct netmap_node *n = i < nm->n_peers ? &nm->peers[i] : NULL;
+		json_int_t id = json_integer_value(json_object_get(p, "id"));
+
+		if (!n || (json_int_t)n->id != id)
+			n = netmap_peer_find(nm, (uint64_t)id);
+		if (n)
+			json_object_set_new(p, "allowed_in", nodefilter_peer_access_json(nf, n));
+	}
 }

@@ -28,5 +28,13 @@ int nodefilter_apply(struct nodefilter *nf, const struct netmap_filter *want);
  * "fragments_passed", "conntrack"}. NULL on ENOMEM.
  */
 json_t *nodefilter_status_json(struct nodefilter *nf);
+/*
+ * What the peer may open on this node under the filter in force (docs/localapi.md
+ * "allowed_in"): null without a policy (anything), else the protocols each with its merged
+ * port ranges, [] for nothing. NULL on ENOMEM.
+ */
+json_t *nodefilter_peer_access_json(struct nodefilter *nf, const struct netmap_node *peer);
+/* Sets "allowed_in" on each peer of a status's "peers" (those of nm, in its order). */
+void nodefilter_status_peers(struct nodefilter *nf, const struct netmap *nm, json_t *peers);
 
 #endif

@@ -8,6 +8,8 @@
 #   - a malformed policy is refused with line and column and changes nothing
 #   - the data plane: eng reaches the server's TCP 22, not TCP 80 and not UDP 22; the server
 #     cannot start a connection to eng; replies to eng's flow pass; drops are counted
+#   - status and whois say what each peer may open on the node (from its filter), and whois
+#     says a peer's user and tags
 #   - a policy change reaches the nodes (the time from the server's log line to the node's
 #     is logged: about 70 ms); other flows go on
 #   - policy reset: back to everyone, with full maps
@@ -35,10 +37,21 @@ lab_node_join other oth "$KEY_OTH"
 
 check "no policy: eng sees other and server" wait_for 10 peers_are eng "other server"
 check "no policy: other sees eng and server" wait_for 10 peers_are other "eng server"
+IP4_ENG=$(node_ip eng 4)
+IP4_SRV=$(node_ip server 4)
+allowed_in() { status_eval "$1" "json.dumps([p.get('allowed_in', 'absent') for p in j['peers'] if p['hostname'] == '$2'][0], separators=(',', ':'))"; }
+status_row() { tr_node "$1" status | awk -v h="$2" '$1 == h'; }
+check_eq "no policy: status --json says eng may open anything on the server" "null" \
+	"$(allowed_in server eng)"
+check_eq "no policy: status says so in words" "all" "$(status_row server eng | awk '{print $NF}')"
+out=$(tr_node eng whois "$IP4_SRV")
+check "whois on eng: the server's tags" grep -q '^  Tags:     tag:server$' <<<"$out"
+out=$(tr_node server whois "$IP4_ENG")
+check "whois on the server: eng's user" grep -q '^  Name:     eng@example.com$' <<<"$out"
+check "whois on the server: eng may open anything (no policy)" grep -qx '  all' <<<"$out"
 check "policy get says there is none" bash -c \
 	"'$TRELLIS_CONTROL' --state '$LAB_TMP/control' policy get 2>&1 | grep -q 'no policy'"
 
-IP4_ENG=$(node_ip eng 4)
 OTHER_KEY=$(ctl nodes list --json |
 	python3 -c 'import json,sys; print([n["node_key"] for n in json.load(sys.stdin) if n["name"]=="other"][0])')
 check "other's node key known" test -n "$OTHER_KEY"
@@ -87,6 +100,15 @@ check_eq "the server's cached filter: eng's addresses, port 22, TCP" \
 		"' '.join([j['packet_filter']['rules'][0]['src'][0], '%d-%d' % tuple(j['packet_filter']['rules'][0]['dst'][0]['ports']), str(j['packet_filter']['rules'][0]['proto'])])")"
 check_eq "eng's cached filter has no rules (nobody may start a flow to it)" "0" \
 	"$(json_get "$LAB_TMP/node-eng/netmap.json" "len(j['packet_filter']['rules'])")"
+check_eq "status --json on the server: eng may open TCP 22" '[{"proto":6,"ports":[[22,22]]}]' \
+	"$(allowed_in server eng)"
+check_eq "status --json on eng: the server may open nothing" '[]' "$(allowed_in eng server)"
+check_eq "status on the server: eng's row ends in tcp:22" "tcp:22" \
+	"$(status_row server eng | awk '{print $NF}')"
+check_eq "status on eng: the server's row ends in none" "none" \
+	"$(status_row eng server | awk '{print $NF}')"
+out=$(tr_node server whois "$IP4_ENG")
+check "whois on the server: eng may open tcp:22" grep -qx '  tcp:22' <<<"$out"
 check "explain: eng -> server 22/tcp allowed" ctl policy explain eng server 22 --proto tcp
 check_not "explain: eng -> server 80/tcp denied" ctl policy explain eng server 80 --proto tcp
 check_not "explain: server -> eng 22/tcp denied" ctl policy explain server eng 22 --proto tcp
@@ -95,7 +117,6 @@ check_eq "matrix: only eng -> server, on 22/tcp" "eng server 22/tcp" \
 
 # ---- the data plane: the server's trellisd enforces the filter the policy compiled for it
 PEER="$(dirname "$0")/filter_peer.py"
-IP4_SRV=$(node_ip server 4)
 # ip netns exec itself (not the nsx function, which would run in a subshell): $! is then the
 # server's PID, which the cleanup ends.
 ip netns exec "$(ns_name srv)" python3 "$PEER" serve "$LAB_TMP/served-srv.log" 22,80,443 22 \
@@ -148,6 +169,9 @@ log "the policy change reached the server node $ms ms after the server put it in
 check "other sees the server" wait_for 10 peers_are other "server"
 check "eng still sees only the server" peers_are eng "server"
 check "other -> server TCP 443 is allowed now" wait_for 30 tcp_ok oth "$IP4_SRV" 443
+check "status --json on the server: other may open TCP 443" \
+	grep -qF '{"proto":6,"ports":[[443,443]]}' <<<"$(allowed_in server other)"
+check_eq "... and eng still TCP 22" '[{"proto":6,"ports":[[22,22]]}]' "$(allowed_in server eng)"
 check_not "other -> server TCP 22 is not" tcp_ok oth "$IP4_SRV" 22 2
 check "eng -> server TCP 22 is still allowed" tcp_ok eng "$IP4_SRV" 22
 

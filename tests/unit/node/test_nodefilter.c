@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -90,10 +91,77 @@ static void test_apply(void **state)
 	nodefilter_free(nf);
 }
 
+/*
+ * What a peer may open here, as status shows it: per protocol, port ranges merged across
+ * rules; ICMP without ports; a rule for another source or another family adds nothing.
+ */
+static void test_peer_access(void **state)
+{
+	struct netmap_filter_rule rules[] = {
+	    {.src_off = 0, .n_src = 1, .dst_off = 0, .n_dst = 2, .n_protos = 2, .protos = {6, 17}},
+	    {.src_off = 1, .n_src = 1, .dst_off = 2, .n_dst = 1, .n_protos = 1, .protos = {6}},
+	    {.src_off = 0, .n_src = 1, .dst_off = 3, .n_dst = 1, .n_protos = 1, .protos = {1}},
+	    {.src_off = 2, .n_src = 1, .dst_off = 4, .n_dst = 1, .n_protos = 0},
+	    {.src_off = 3, .n_src = 1, .dst_off = 5, .n_dst = 1, .n_protos = 1, .protos = {6}},
+	};
+	struct netmap_prefix srcs[] = {
+	    {.family = AF_INET, .len = 32, .addr = {100, 64, 0, 1}},
+	    {.family = AF_INET, .len = 10, .addr = {100, 64}},
+	    {.family = AF_INET, .len = 32, .addr = {100, 64, 0, 2}}, /* another peer */
+	    {.family = AF_INET6, .len = 128, .addr = {0xfd, 0x7e}},  /* another address */
+	};
+	struct netmap_filter_dst dsts[] = {
+	    {.prefix = {.family = AF_INET, .len = 32}, .port_first = 22, .port_last = 22},
+	    {.prefix = {.family = AF_INET, .len = 32}, .port_first = 443, .port_last = 443},
+	    {.prefix = {.family = AF_INET, .len = 32}, .port_first = 20, .port_last = 23},
+	    {.prefix = {.family = AF_INET, .len = 32}, .port_first = 0, .port_last = 65535},
+	    {.prefix = {.family = AF_INET, .len = 32}, .port_first = 0, .port_last = 65535},
+	    {.prefix = {.family = AF_INET6, .len = 128}, .port_first = 80, .port_last = 80},
+	};
+	struct netmap_filter f = {
+	    .n_rules = 5, .n_srcs = 4, .n_dsts = 6, .rules = rules, .srcs = srcs, .dsts = dsts};
+	struct netmap_node n = {.id = 1, .n_addresses = 2};
+	struct nodefilter *nf = NULL;
+	json_t *a;
+	char *s;
+
+	(void)state;
+	n.addresses[0] = srcs[0];
+	n.addresses[1] = (struct netmap_prefix){.family = AF_INET6, .len = 128, .addr = {0xfd}};
+	assert_int_equal(nodefilter_new(&nf), 0);
+	a = nodefilter_peer_access_json(nf, &n);
+	assert_true(json_is_null(a)); /* no policy: anything */
+	json_decref(a);
+	assert_int_equal(nodefilter_apply(nf, &f), 0);
+	a = nodefilter_peer_access_json(nf, &n);
+	s = json_dumps(a, JSON_COMPACT);
+	assert_string_equal(s, "[{\"proto\":1},{\"proto\":6,\"ports\":[[20,23],[443,443]]},"
+			       "{\"proto\":17,\"ports\":[[22,22],[443,443]]}]");
+	free(s);
+	json_decref(a);
+	/* The other peer: the any-protocol rule and the /10's. */
+	n.addresses[0] = srcs[2];
+	n.n_addresses = 1;
+	a = nodefilter_peer_access_json(nf, &n);
+	s = json_dumps(a, JSON_COMPACT);
+	assert_string_equal(
+	    s, "[{\"proto\":0,\"ports\":[[0,65535]]},{\"proto\":6,\"ports\":[[20,23]]}]");
+	free(s);
+	json_decref(a);
+	/* An address outside every rule: nothing. */
+	n.addresses[0].addr[0] = 101;
+	a = nodefilter_peer_access_json(nf, &n);
+	assert_true(json_is_array(a));
+	assert_int_equal(json_array_size(a), 0);
+	json_decref(a);
+	nodefilter_free(nf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_apply),
+	    cmocka_unit_test(test_peer_access),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
