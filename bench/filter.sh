@@ -8,14 +8,14 @@
 # Environment:
 #   TRELLIS_BENCH_BUILD  release build dir (default <repo>/build, built by `make`)
 #   BENCH_DURATION       seconds per iperf3 run (default 10)
-#   BENCH_ROUNDS         measurements of each (default 3)
+#   BENCH_ROUNDS         measurements of each (default 5)
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export TRELLIS_BUILD=${TRELLIS_BENCH_BUILD:-$REPO/build}
 export TRELLISD=$TRELLIS_BUILD/src/node/trellisd
 DURATION=${BENCH_DURATION:-10}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
 export LAB_TIMEOUT=$((ROUNDS * 2 * (DURATION + 60) + 300))
 
@@ -28,7 +28,8 @@ lab_require iperf3
 # The filter's cost per packet on its own (bench/filter_cost.c), release flags.
 COST="$LAB_TMP/filter_cost"
 cc -O2 -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -I "$REPO/src" -o "$COST" \
-	"$REPO/bench/filter_cost.c" "$REPO/src/filter/filter.c" "$REPO/src/filter/rules.c" \
+	"$REPO/bench/filter_cost.c" "$REPO/src/filter/filter.c" "$REPO/src/filter/reject.c" \
+	"$REPO/src/filter/rules.c" \
 	"$REPO/src/proto/netmap.c" "$REPO/src/base/pkt.c" -lpthread || lab_finish
 COST_OUT=$("$COST")
 log "cost per packet (ns): $COST_OUT"

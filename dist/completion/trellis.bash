@@ -50,8 +50,8 @@ _trellisd()
 	--wg | --tun | --mtu | --workers | --port | --metrics-listen | --portmap-lifetime) return ;;
 	esac
 	mapfile -t COMPREPLY < <(compgen -W "--wg --mtu --workers --log-level --state --socket
-		--tun --port --metrics-listen --portmap --portmap-lifetime --foreground --version
-		--help" -- "$cur")
+		--tun --port --metrics-listen --portmap --portmap-lifetime --filter-reject
+		--foreground --version --help" -- "$cur")
 }
 complete -F _trellisd trellisd
 

@@ -38,26 +38,6 @@ _Static_assert(FILTER_CT_SHARDS == 16, "shard = hash >> 60");
 enum { ORIGIN_OURS, ORIGIN_ADMITTED, ORIGIN_DENIED };
 enum { SEEN_OUT = 1, SEEN_IN = 2, SEEN_FIN = 4, SEEN_RST = 8 };
 
-enum kind { K_PLAIN, K_ECHO_REQUEST, K_ECHO_REPLY, K_ICMP_ERROR, K_ICMP_OTHER };
-
-#define TCP_FIN 0x01
-#define TCP_SYN 0x02
-#define TCP_RST 0x04
-#define TCP_ACK 0x10
-
-/* What the parser found in a packet. Ports are in the packet's own direction. */
-struct flow {
-	int family;
-	uint8_t proto;
-	bool nonfirst;
-	enum kind kind;
-	uint8_t tcp_flags;
-	uint16_t sport, dport; /* ICMP echo: the identifier in both */
-	const uint8_t *src, *dst;
-	const uint8_t *l4; /* ICMP errors: the quoted packet */
-	size_t l4_len;
-};
-
 /* A flow in the node's orientation. */
 struct ct_key {
 	uint8_t local[16], remote[16];
@@ -96,6 +76,11 @@ struct filter {
 	unsigned ct_max;
 	_Atomic uint64_t drops[FILTER_DROP__MAX] __attribute__((aligned(64)));
 	_Atomic uint64_t fragments;
+	/* Replies to refused packets: at most reject_rate in each second of the clock. */
+	_Atomic unsigned reject_rate;
+	_Atomic uint64_t reject_sec;
+	_Atomic uint64_t reject_count;
+	_Atomic uint64_t rejects_sent, rejects_limited;
 	struct shard shards[FILTER_CT_SHARDS];
 };
 
@@ -165,7 +150,7 @@ static int l4_parse(struct flow *f, const uint8_t *l4, size_t len, bool quoted)
 	return 0;
 }
 
-static int ip_parse(struct flow *f, const uint8_t *p, size_t len, bool quoted)
+int filter_ip_parse(struct flow *f, const uint8_t *p, size_t len, bool quoted)
 {
 	memset(f, 0, sizeof(*f));
 	if (len < 1)
@@ -195,6 +180,7 @@ static int ip_parse(struct flow *f, const uint8_t *p, size_t len, bool quoted)
 			f->nonfirst = true;
 			return 0;
 		}
+		f->fragment = frag & 0x2000;
 		if (l4_parse(f, p + hl, len - hl, quoted) < 0)
 			return (frag & 0x2000) ? FILTER_DROP_FRAGMENT : FILTER_DROP_BAD_PACKET;
 		return 0;
@@ -247,6 +233,7 @@ static int ip_parse(struct flow *f, const uint8_t *p, size_t len, bool quoted)
 		if (nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60)
 			return FILTER_DROP_BAD_PACKET; /* more than 8 extension headers */
 		f->proto = nh;
+		f->fragment = fragmented;
 		if (l4_parse(f, p + off, len - off, quoted) < 0)
 			return fragmented ? FILTER_DROP_FRAGMENT : FILTER_DROP_BAD_PACKET;
 		return 0;
@@ -551,7 +538,8 @@ static int icmp_error_verdict(struct filter *f, const struct filter_rules *r, co
 	uint32_t i;
 	bool known;
 
-	if (ip_parse(&in, fl->l4, fl->l4_len, true) || in.family != fl->family || in.nonfirst)
+	if (filter_ip_parse(&in, fl->l4, fl->l4_len, true) || in.family != fl->family ||
+	    in.nonfirst)
 		return FILTER_DROP_ICMP_ERROR;
 	/* Nested errors are not flows. */
 	if (in.kind == K_ICMP_ERROR)
@@ -607,7 +595,7 @@ static int rx_verdict(struct filter *f, const struct filter_rules *r, uint64_t g
 	uint32_t i;
 	int d;
 
-	d = ip_parse(&fl, p, len, false);
+	d = filter_ip_parse(&fl, p, len, false);
 	if (d)
 		return d;
 	if (fl.nonfirst) {
@@ -676,7 +664,7 @@ static void tx_note(struct filter *f, const uint8_t *p, size_t len, uint64_t now
 	bool starts;
 
 	/* What the node's own stack sends is not judged; unparsable packets open nothing. */
-	if (ip_parse(&fl, p, len, false) || fl.nonfirst || fl.kind == K_ICMP_ERROR)
+	if (filter_ip_parse(&fl, p, len, false) || fl.nonfirst || fl.kind == K_ICMP_ERROR)
 		return;
 	/* Strict TCP: only a SYN opens a flow (a reply to a revoked flow must not). */
 	starts = fl.kind != K_ECHO_REPLY &&
@@ -786,10 +774,50 @@ void filter_stats_get(struct filter *f, struct filter_stats *ret)
 	ret->fragments = atomic_load_explicit(&f->fragments, memory_order_relaxed);
 	ret->ct_max = f->ct_max;
 	ret->rules_gen = atomic_load(&f->gen);
+	ret->reject_rate = atomic_load_explicit(&f->reject_rate, memory_order_relaxed);
+	ret->rejects_sent = atomic_load_explicit(&f->rejects_sent, memory_order_relaxed);
+	ret->rejects_limited = atomic_load_explicit(&f->rejects_limited, memory_order_relaxed);
 	for (i = 0; i < FILTER_CT_SHARDS; i++) {
 		pthread_mutex_lock(&f->shards[i].mu);
 		ret->ct_entries += f->shards[i].count;
 		ret->ct_evicted += f->shards[i].evicted;
 		pthread_mutex_unlock(&f->shards[i].mu);
 	}
+}
+
+void filter_reject_set(struct filter *f, unsigned per_sec)
+{
+	atomic_store_explicit(&f->reject_rate, per_sec, memory_order_relaxed);
+}
+
+bool filter_reject_on(const struct filter *f)
+{
+	return atomic_load_explicit(&f->reject_rate, memory_order_relaxed) != 0;
+}
+
+size_t filter_reject(struct filter *f, const uint8_t *pkt, size_t len, uint8_t *out, size_t cap,
+		     uint64_t now_ns)
+{
+	unsigned rate = atomic_load_explicit(&f->reject_rate, memory_order_relaxed);
+	uint64_t sec = now_ns / 1000000000ULL, was;
+	size_t n;
+
+	if (!rate)
+		return 0;
+	n = filter_reject_build(pkt, len, out, cap);
+	if (!n)
+		return 0;
+	/*
+	 * A fixed window per second of the clock, without a lock: the thread that moves the
+	 * window resets the count; one racing with it may spend a token of either window.
+	 */
+	was = atomic_load_explicit(&f->reject_sec, memory_order_relaxed);
+	if (was != sec && atomic_compare_exchange_strong(&f->reject_sec, &was, sec))
+		atomic_store_explicit(&f->reject_count, 0, memory_order_relaxed);
+	if (atomic_fetch_add_explicit(&f->reject_count, 1, memory_order_relaxed) >= rate) {
+		atomic_fetch_add_explicit(&f->rejects_limited, 1, memory_order_relaxed);
+		return 0;
+	}
+	atomic_fetch_add_explicit(&f->rejects_sent, 1, memory_order_relaxed);
+	return n;
 }

@@ -104,8 +104,11 @@ struct filter_stats {
 	uint64_t fragments;  /* non-first fragments passed */
 	unsigned ct_entries; /* flows in the table (some may have timed out) */
 	unsigned ct_max;
-	uint64_t ct_evicted; /* flows evicted, the oldest of a full shard */
-	uint64_t rules_gen;  /* filter_rules_set calls */
+	uint64_t ct_evicted;	  /* flows evicted, the oldest of a full shard */
+	uint64_t rules_gen;	  /* filter_rules_set calls */
+	unsigned reject_rate;	  /* replies to refused packets a second at most; 0: none */
+	uint64_t rejects_sent;	  /* replies built (filter_reject) */
+	uint64_t rejects_limited; /* replies the rate did not allow */
 };
 
 /*
@@ -136,5 +139,29 @@ void filter_tx_batch(struct filter *f, struct pkt *const *pkts, unsigned n, uint
 bool filter_rx(struct filter *f, const uint8_t *pkt, size_t len, uint64_t now_ns);
 void filter_tx(struct filter *f, const uint8_t *pkt, size_t len, uint64_t now_ns);
 void filter_stats_get(struct filter *f, struct filter_stats *ret);
+
+/*
+ * Replies to refused packets (off by default; trellisd --filter-reject): a TCP segment gets
+ * a RST, anything else an ICMP destination unreachable, "communication administratively
+ * prohibited" (type 3 code 13; ICMPv6 type 1 code 1) that quotes it. Nothing answers an
+ * ICMP error, a RST, a fragment, or a packet to or from a multicast, broadcast or
+ * unspecified address (reject.c has the RFCs).
+ *
+ * filter_reject_build writes the reply for the refused packet pkt into out (cap bytes, not
+ * overlapping pkt; FILTER_REJECT_MAX is always enough): addressed back to its sender, ready
+ * for the tunnel. Returns its length, or 0 when nothing is to be sent. No I/O, no state.
+ */
+#define FILTER_REJECT_MAX 1280
+size_t filter_reject_build(const uint8_t *pkt, size_t len, uint8_t *out, size_t cap);
+/* Replies at most per_sec a second (0: none, the default). Any thread. */
+#define FILTER_REJECT_RATE_DEFAULT 100
+void filter_reject_set(struct filter *f, unsigned per_sec);
+bool filter_reject_on(const struct filter *f);
+/*
+ * The reply to a packet filter_rx_batch dropped (any thread), within the rate:
+ * filter_reject_build's length, or 0 (none, or the rate is spent: counted).
+ */
+size_t filter_reject(struct filter *f, const uint8_t *pkt, size_t len, uint8_t *out, size_t cap,
+		     uint64_t now_ns);
 
 #endif

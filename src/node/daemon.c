@@ -1863,6 +1863,7 @@ int daemon_run(const struct daemon_opts *opts)
 	r = nodefilter_new(&d->filter);
 	if (r < 0)
 		goto out;
+	filter_reject_set(nodefilter_filter(d->filter), opts->filter_reject_rate);
 	wgdev_filter_set(d->wg, nodefilter_filter(d->filter));
 	r = flowtable_new(&d->flows);
 	if (r < 0)

@@ -26,6 +26,7 @@ struct daemon_opts {
 	const char *metrics_listen; /* "ADDR:PORT" for GET /metrics; NULL: none */
 	unsigned portmap;	     /* port mapping protocols (PORTMAP_* bits); 0: none */
 	uint32_t portmap_lifetime_s; /* 0: the default */
+	unsigned filter_reject_rate; /* replies to refused packets a second; 0: none (filter.h) */
 };
 
 /*

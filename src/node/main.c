@@ -12,6 +12,7 @@
  *       WG_PROCESS_FOREGROUND=1.
  *   trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]
  *            [--metrics-listen ADDR:PORT] [--portmap LIST] [--portmap-lifetime S]
+ *            [--filter-reject[=N]]
  *       Control-plane mode (design.md §12, daemon.c): joins the tailnet that
  *       `trellis up` names and keeps the interface in line with its netmap.
  *
@@ -38,6 +39,7 @@
 #include "os/sd_notify.h"
 #include "node/state.h"
 #include "node/wgdev.h"
+#include "filter/filter.h"
 #include "portmap/portmap.h"
 #include "wg/device.h"
 
@@ -53,7 +55,7 @@ static void usage(FILE *f)
 	    "       trellisd [-f] [--mtu N] [--workers N] [--log-level LEVEL] IFACE\n"
 	    "       trellisd [--state DIR] [--socket PATH] [--tun IFACE] [--port N]\n"
 	    "                [--metrics-listen ADDR:PORT]\n"
-	    "                [--portmap LIST] [--portmap-lifetime S]\n"
+	    "                [--portmap LIST] [--portmap-lifetime S] [--filter-reject[=N]]\n"
 	    "\n"
 	    "  --wg IFACE         plain WireGuard mode: create TUN IFACE, configure with wg(8)\n"
 	    "                     through /var/run/wireguard/IFACE.sock (like wireguard-go -f)\n"
@@ -75,12 +77,15 @@ static void usage(FILE *f)
 	    "  --portmap LIST     port mapping at the gateway: auto (default), off, or any of\n"
 	    "                     pcp,nat-pmp,upnp\n"
 	    "  --portmap-lifetime S  lifetime asked for a mapping, seconds (default %d)\n"
+	    "  --filter-reject[=N]  answer packets the policy refuses: a TCP RST, else ICMP\n"
+	    "                     \"administratively prohibited\"; at most N a second (default\n"
+	    "                     %d; without it refused packets are dropped silently)\n"
 	    "  --version          print the version\n"
 	    "  -h, --help         this text\n"
 	    "\n"
 	    "example: trellisd --wg wg0 --mtu 1420\n",
 	    DEFAULT_MTU, WG_MTU_MAX, STATE_DEFAULT_DIR, LOCALAPI_DEFAULT_SOCKET, DAEMON_DEFAULT_TUN,
-	    DAEMON_DEFAULT_PORT, PORTMAP_LIFETIME_DEFAULT_S);
+	    DAEMON_DEFAULT_PORT, PORTMAP_LIFETIME_DEFAULT_S, FILTER_REJECT_RATE_DEFAULT);
 }
 
 /* Whole-string unsigned decimal within [min, max]; false otherwise. */
@@ -195,6 +200,7 @@ int main(int argc, char **argv)
 		OPT_METRICS,
 		OPT_PORTMAP,
 		OPT_PORTMAP_LIFETIME,
+		OPT_FILTER_REJECT,
 		OPT_VERSION
 	};
 	static const struct option longopts[] = {
@@ -209,6 +215,7 @@ int main(int argc, char **argv)
 	    {"metrics-listen", required_argument, NULL, OPT_METRICS},
 	    {"portmap", required_argument, NULL, OPT_PORTMAP},
 	    {"portmap-lifetime", required_argument, NULL, OPT_PORTMAP_LIFETIME},
+	    {"filter-reject", optional_argument, NULL, OPT_FILTER_REJECT},
 	    {"foreground", no_argument, NULL, 'f'},
 	    {"version", no_argument, NULL, OPT_VERSION},
 	    {"help", no_argument, NULL, 'h'},
@@ -298,6 +305,18 @@ int main(int argc, char **argv)
 			}
 			dopts.portmap_lifetime_s = (uint32_t)v;
 			cp_opt = "--portmap-lifetime";
+			break;
+		case OPT_FILTER_REJECT:
+			v = FILTER_REJECT_RATE_DEFAULT;
+			if (optarg && !parse_uint(optarg, 1, 1000000, &v)) {
+				fprintf(stderr,
+					"trellisd: --filter-reject: \"%s\" is not a number of "
+					"replies a second (1-1000000)\n",
+					optarg);
+				return 2;
+			}
+			dopts.filter_reject_rate = (unsigned)v;
+			cp_opt = "--filter-reject";
 			break;
 		case OPT_STATE:
 			if (!*optarg) {

@@ -118,11 +118,13 @@ json_t *nodefilter_status_json(struct nodefilter *nf)
 	drops = json_object();
 	for (i = 0; drops && i < FILTER_DROP__MAX; i++)
 		json_object_set_new(drops, filter_drop_name(i), json_integer((json_int_t)st.drops[i]));
-	o = json_pack("{s:b, s:o, s:s?, s:o, s:I, s:{s:I, s:I, s:I}}", "policy", st.active, "rules",
-		      rules ? rules : json_null(), "error", nf->error[0] ? nf->error : NULL, "drops",
-		      drops ? drops : json_null(), "fragments_passed", (json_int_t)st.fragments,
-		      "conntrack", "entries", (json_int_t)st.ct_entries, "max",
-		      (json_int_t)st.ct_max, "evicted", (json_int_t)st.ct_evicted);
+	o = json_pack(
+	    "{s:b, s:o, s:s?, s:o, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}}", "policy", st.active,
+	    "rules", rules ? rules : json_null(), "error", nf->error[0] ? nf->error : NULL, "drops",
+	    drops ? drops : json_null(), "fragments_passed", (json_int_t)st.fragments, "conntrack",
+	    "entries", (json_int_t)st.ct_entries, "max", (json_int_t)st.ct_max, "evicted",
+	    (json_int_t)st.ct_evicted, "rejects", "rate", (json_int_t)st.reject_rate, "sent",
+	    (json_int_t)st.rejects_sent, "rate_limited", (json_int_t)st.rejects_limited);
 	return o;
 }
 

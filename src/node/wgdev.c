@@ -155,18 +155,53 @@ void wgdev_flowtable_set(struct wgdev *w, struct flowtable *ft)
 	atomic_store_explicit(&w->flows, ft, memory_order_release);
 }
 
+/*
+ * With replies on (trellisd --filter-reject), a refused packet's own buffer becomes its reply
+ * (a RST or an ICMP error to the sender, filter_reject) and goes back into the tunnel like a
+ * packet read from TUN; the rest are freed. No allocation: the reply is built on the stack.
+ */
+static void reject(struct wgdev *w, struct filter *f, struct pkt **pkts, unsigned n,
+		   uint64_t now_ns)
+{
+	uint8_t reply[FILTER_REJECT_MAX];
+	unsigned i, m = 0;
+
+	for (i = 0; i < n; i++) {
+		struct pkt *p = pkts[i];
+		size_t len = filter_reject(f, p->data, p->len, reply, sizeof(reply), now_ns);
+
+		pkts[i] = NULL;
+		if (!len || PKT_HEADROOM + len + PKT_TAILROOM > p->cap) {
+			pkt_free(&p, 1);
+			continue;
+		}
+		pkt_reset(p);
+		memcpy(p->data, reply, len);
+		p->len = (uint32_t)len;
+		pkts[m++] = p;
+	}
+	if (m)
+		wg_device_tx(w->dev, pkts, m, now_ns);
+}
+
 static unsigned filter_rx_hook(struct wgdev *w, struct pkt **pkts, unsigned n)
 {
 	struct filter *f = atomic_load_explicit(&w->filter, memory_order_acquire);
+	uint64_t now_ns;
 	unsigned kept;
 
 	if (!f) {
 		flows_hook(w, pkts, n, n, true);
 		return n;
 	}
-	kept = filter_rx_batch(f, pkts, n, time_now_ns());
+	now_ns = time_now_ns();
+	kept = filter_rx_batch(f, pkts, n, now_ns);
+	/* Before the replies: they reuse the refused packets' buffers. */
 	flows_hook(w, pkts, kept, n, true);
-	pkt_free(pkts + kept, n - kept);
+	if (kept < n && filter_reject_on(f))
+		reject(w, f, pkts + kept, n - kept, now_ns);
+	else
+		pkt_free(pkts + kept, n - kept);
 	return kept;
 }
 

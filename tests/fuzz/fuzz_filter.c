@@ -4,7 +4,9 @@
  * port ranges and protocols, IPv4 and IPv6) compiled and then fed a script of packets both
  * ways, raw bytes or packets built from a few fields (so that addresses and ports meet the
  * rules), with the clock moving and the rules reinstalled now and then. A small flow table
- * keeps eviction busy. Nothing may crash, leak or read out of bounds; the stats must add up.
+ * keeps eviction busy. Refused packets get their reply (filter_reject) into room of any
+ * size. Nothing may crash, leak or read out of bounds; the stats must add up, and a reply
+ * fits its room, holds at least a header and keeps the packet's IP version.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -121,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct filter_stats st;
 	uint64_t now = 1;
 	unsigned i, j, steps = 0;
-	uint8_t pkt[128];
+	uint8_t pkt[128], reply[FILTER_REJECT_MAX];
 
 	nf.rules = rules, nf.srcs = srcs, nf.dsts = dsts;
 	nf.n_rules = u8(&in) % 17;
@@ -150,6 +152,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (filter_new(FILTER_CT_SHARDS * 2, 42, &f) < 0)
 		return 0;
+	filter_reject_set(f, 1000000);
 	if (filter_rules_compile(&nf, &r) < 0)
 		abort(); /* everything built above is valid */
 	filter_rules_set(f, r);
@@ -174,10 +177,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		} else {
 			n = build(&in, pkt);
 		}
-		if (op & 1)
+		if (op & 1) {
 			filter_tx(f, pkt, n, now);
-		else
-			filter_rx(f, pkt, n, now);
+		} else if (!filter_rx(f, pkt, n, now)) {
+			/* The reply to a refusal, into room that may be short. */
+			size_t cap = (op & 4) ? sizeof(reply) : u8(&in), m;
+
+			m = filter_reject(f, pkt, n, reply, cap, now);
+			if (m > cap || (m && m < 40) || (m && (reply[0] >> 4 != pkt[0] >> 4)))
+				abort();
+		}
 	}
 	filter_stats_get(f, &st);
 	if (st.ct_entries > st.ct_max)

@@ -5,9 +5,14 @@
 #     "udp PORT SRC" to LOG for each.
 #   filter_peer.py tcp HOST PORT SECS: connect, send, expect "ok"; exit 0 if it came.
 #   filter_peer.py udp HOST PORT SECS: send a datagram, expect "ok"; exit 0 if it came.
+#   filter_peer.py refused tcp|udp HOST PORT SECS: exit 0 if the attempt fails with an error
+#     the network sent back (a RST: ECONNREFUSED; ICMP unreachable: EHOSTUNREACH, EACCES)
+#     within SECS; 1 if it succeeds or times out. Prints the error and the time it took.
+import errno
 import selectors
 import socket
 import sys
+import time
 
 
 def serve(log, tcp_ports, udp_ports):
@@ -56,7 +61,31 @@ def client(kind, host, port, secs):
         return False
 
 
-if sys.argv[1] == "serve":
+def refused(kind, host, port, secs):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    t0 = time.monotonic()
+    try:
+        if kind == "tcp":
+            s = socket.create_connection((host, port), timeout=secs)
+        else:
+            # Connected: the kernel reports an ICMP error for the flow on the next call.
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.settimeout(secs)
+            s.connect((host, port))
+            s.send(b"hi")
+            s.recv(2)
+        print("%s %s:%d: answered" % (kind, host, port))
+        return False
+    except OSError as e:
+        ms = (time.monotonic() - t0) * 1000
+        name = errno.errorcode.get(e.errno, str(e))
+        print("%s %s:%d: %s after %.0f ms" % (kind, host, port, name, ms))
+        return e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.EACCES)
+
+
+if sys.argv[1] == "refused":
+    sys.exit(0 if refused(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])) else 1)
+elif sys.argv[1] == "serve":
     ports = lambda a: [int(x) for x in a.split(",") if x]
     serve(sys.argv[2], ports(sys.argv[3]), ports(sys.argv[4]))
 else:

@@ -8,6 +8,9 @@
 #   - a malformed policy is refused with line and column and changes nothing
 #   - the data plane: eng reaches the server's TCP 22, not TCP 80 and not UDP 22; the server
 #     cannot start a connection to eng; replies to eng's flow pass; drops are counted
+#   - the server's trellisd runs with --filter-reject: a refused TCP connection is refused
+#     (RST) within 5 s, IPv4 and IPv6, and a refused UDP datagram gets ICMP unreachable,
+#     where without it the client waits for its timeout
 #   - status and whois say what each peer may open on the node (from its filter), and whois
 #     says a peer's user and tags
 #   - a policy change reaches the nodes (the time from the server's log line to the node's
@@ -32,14 +35,20 @@ KEY_ENG=$(lab_authkey --user eng@example.com)
 KEY_OTH=$(lab_authkey --user other@example.com)
 KEY_SRV=$(lab_authkey --tags tag:server)
 lab_node_join eng eng "$KEY_ENG"
-lab_node_join server srv "$KEY_SRV"
+LAB_NODE_ARGS="--filter-reject" lab_node_join server srv "$KEY_SRV"
 lab_node_join other oth "$KEY_OTH"
 
 check "no policy: eng sees other and server" wait_for 10 peers_are eng "other server"
 check "no policy: other sees eng and server" wait_for 10 peers_are other "eng server"
 IP4_ENG=$(node_ip eng 4)
 IP4_SRV=$(node_ip server 4)
-allowed_in() { status_eval "$1" "json.dumps([p.get('allowed_in', 'absent') for p in j['peers'] if p['hostname'] == '$2'][0], separators=(',', ':'))"; }
+# allowed_in NODE PEER: the peer's allowed_in in NODE's status, as compact JSON.
+allowed_in()
+{
+	status_eval "$1" "json.dumps([p.get('allowed_in', 'absent') for p in j['peers']
+		if p['hostname'] == '$2'][0], separators=(',', ':'))"
+}
+# status_row NODE PEER: the peer's row in NODE's `trellis status`.
 status_row() { tr_node "$1" status | awk -v h="$2" '$1 == h'; }
 check_eq "no policy: status --json says eng may open anything on the server" "null" \
 	"$(allowed_in server eng)"
@@ -142,6 +151,25 @@ check_eq "eng's service saw nothing from the server" "" "$(cat "$LAB_TMP/served-
 no_rule_after=$(drops no_rule)
 check "the server counted what it refused (no_rule $no_rule_before -> $no_rule_after)" \
 	test "$((no_rule_after - no_rule_before))" -ge 2
+
+# --filter-reject on the server: refusals are answered, so the client hears at once. The
+# bound (5 s) is far below a TCP connect's timeout and is what a silent drop would hit.
+IP6_SRV=$(node_ip server 6)
+refused()
+{
+	local out rc
+	out=$(nsx eng python3 "$PEER" refused "$@" 5)
+	rc=$?
+	log "$out"
+	return $rc
+}
+check "eng -> server TCP 80: connection refused (a RST), not a timeout" refused tcp "$IP4_SRV" 80
+check "... over IPv6 too" refused tcp "$IP6_SRV" 80
+check "eng -> server UDP 22: ICMP unreachable, not a timeout" refused udp "$IP4_SRV" 22
+check "... over IPv6 too (ICMPv6)" refused udp "$IP6_SRV" 22
+check "the server counted the replies it sent" \
+	test "$(status_eval server "j['filter']['rejects']['sent']")" -ge 4
+check "eng -> server TCP 22 still works" tcp_ok eng "$IP4_SRV" 22
 
 # A change reaches the nodes, and flows the policy still allows go on. The time from the
 # server's log line that the policy is in force to the server node's log line that the peer
