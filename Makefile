@@ -3,6 +3,7 @@
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
 # and a few more: make install, make deb, make demo-wg, make bench, make bench-control,
 # make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter, make bench-policy,
+# make bench-policy-scale,
 # make fuzz, make clean.
 
 BUILD ?= build
@@ -12,7 +13,7 @@ FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
 .PHONY: all install deb deps check unit lab fuzz fuzz-check bench bench-control bench-mtu \
-	bench-relay bench-relay-path bench-filter bench-policy demo demo-wg clean
+	bench-relay bench-relay-path bench-filter bench-policy bench-policy-scale demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -66,6 +67,10 @@ bench: all
 
 bench-control: all
 	bench/control_scale.sh
+
+# 10,000 simulated nodes under a 1,000-rule policy: policy changes and joins to every stream.
+bench-policy-scale: all
+	BENCH_POLICY_RULES=1000 BENCH_NODES=10000 bench/control_scale.sh
 
 # Parse and compile a policy for a large tailnet (CPU time; needs no build).
 bench-policy:

@@ -5,6 +5,7 @@
  *
  *   control_scale --server ADDR:PORT --auth-key KEY -n N [--server-pid PID]
  *                 [--concurrency C] [--map-concurrency M] [--changes K] [--sources S]
+ *                 [--policy-cmd CMD] [--policy-changes P] [--joins J]
  *
  * Phases, each timed:
  *   1. register: N connections (at most C in flight), each upgrade + handshake +
@@ -13,12 +14,21 @@
  *      their full netmap at once) and keeps the stream open.
  *   3. change: node 0 sends `endpoints` with a new, unique endpoint; the time until
  *      every other stream has received a message carrying it. Repeated K times.
+ *   4. policy change (with --policy-cmd): `sh -c "CMD 0"` runs before the map streams open
+ *      (the first policy); then `sh -c "CMD I"` for I = 1..P, run in the
+ *      background, must put a policy in force whose filter for every node holds the port
+ *      61000 + I (bench/control_scale.sh writes such policies). The time from starting the
+ *      command until the first and until every stream has received `"ports":[61000+I,...`.
+ *   5. join (--joins J): a new node registers and opens its map stream, J times, one
+ *      after the other; the time from its connect until T other streams (--join-target T,
+ *      default all: those the policy lets see it) have received a message naming it.
  * And the server's RSS (VmRSS, VmHWM) and CPU time (utime + stime) from /proc/PID.
  *
- * Connections are spread over S source addresses 127.1.x.y, so the server's limit of
- * unauthenticated connections per source address measures nothing here. Output: one
- * "key value" line per result on stdout (bench/control_scale.sh turns it into a table),
- * progress on stderr.
+ * Connections are spread over S source addresses 127.x.y.1, each in its own /24, so the
+ * server's limits per source address or network (connections, the upgrade rate and its
+ * burst of 64) measure nothing here: bench/control_scale.sh gives one source per 32
+ * nodes. Output: one "key value" line per result on stdout (bench/control_scale.sh turns
+ * it into a table), progress on stderr.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,6 +44,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +59,7 @@
 enum state {
 	ST_IDLE,      /* not started */
 	ST_HTTP,      /* upgrade request sent, waiting for 101 */
+	ST_HANDSHAKE, /* Noise_IK initiation sent, waiting for the response */
 	ST_REGISTER,  /* register sent, waiting for register_response */
 	ST_REGISTERED,
 	ST_MAPWAIT,   /* map_request sent, waiting for the netmap */
@@ -60,6 +72,7 @@ struct sim {
 	enum state st;
 	struct ctrlstream *cs;
 	uint8_t machine_priv[32];
+	uint8_t node_priv[32]; /* for the register's node-key proof */
 	uint8_t node_pub[32];
 	char in[HTTP_HEAD_MAX];
 	size_t in_len;
@@ -77,6 +90,10 @@ static unsigned n_sources = 64;
 static const char *auth_key;
 static char change_marker[64];
 static unsigned change_idx;
+/* The stream that made the change (not counted; NULL: none), and how many must see it. */
+static struct sim *change_from;
+static unsigned change_target;
+static uint64_t change_t0, change_first_ns; /* when it started; when the first stream had it */
 static unsigned cnt_registered, cnt_streaming, cnt_dead, cnt_changed, in_flight;
 
 static uint64_t now_ns(void)
@@ -181,7 +198,8 @@ static void sim_kill(struct sim *s, const char *why)
 	if (cnt_dead < 10)
 		fprintf(stderr, "control_scale: node %ld: %s (state %d, stream error %d)\n",
 			(long)(s - sims), why, s->st, s->cs ? ctrlstream_error(s->cs) : 0);
-	if (s->st == ST_HTTP || s->st == ST_REGISTER || s->st == ST_MAPWAIT)
+	if (s->st == ST_HTTP || s->st == ST_HANDSHAKE || s->st == ST_REGISTER ||
+	    s->st == ST_MAPWAIT)
 		in_flight--;
 	if (s->st >= ST_REGISTERED)
 		cnt_registered--;
@@ -261,7 +279,8 @@ static void sim_start(struct sim *s)
 		die("socket (raise the fd limit)");
 	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	src.sin_addr.s_addr = htonl(0x7f010000U | ((k / 250) << 8) | (k % 250 + 1));
+	/* 127.(1 + k / 250).(k % 250).1: each source in its own /24, the server's source unit. */
+	src.sin_addr.s_addr = htonl(0x7f000001U | ((1 + k / 250) << 16) | ((k % 250) << 8));
 	if (bind(s->fd, (struct sockaddr *)&src, sizeof(src)) < 0)
 		die("bind source address");
 	if (connect(s->fd, (struct sockaddr *)&server_sa, sizeof(server_sa)) < 0 &&
@@ -277,16 +296,29 @@ static void sim_start(struct sim *s)
 	s->in_len = n;
 }
 
-static void sim_register(struct sim *s)
+/* The handshake's first message; register follows once the session is established. */
+static void sim_handshake(struct sim *s)
 {
-	struct ctrl_msg m = { .type = CTRL_MSG_REGISTER };
-
 	s->cs = ctrlstream_client_new(s->machine_priv, server_pub);
 	if (!s->cs) {
 		sim_kill(s, "ctrlstream_client_new");
 		return;
 	}
+	s->st = ST_HANDSHAKE;
+	sim_flush(s);
+}
+
+static void sim_register(struct sim *s)
+{
+	struct ctrl_msg m = { .type = CTRL_MSG_REGISTER };
+
 	memcpy(m.reg.node_key, s->node_pub, 32);
+	/* Proves the node key on this session (docs/control-protocol.md, "register"). */
+	if (ctrlstream_node_key_prove(s->cs, s->node_priv, m.reg.node_key_proof) < 0) {
+		sim_kill(s, "node key proof");
+		return;
+	}
+	m.reg.has_node_key_proof = true;
 	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "sim-%ld", (long)(s - sims));
 	snprintf(m.reg.os, sizeof(m.reg.os), "linux");
 	snprintf(m.reg.auth_key, sizeof(m.reg.auth_key), "%s", auth_key);
@@ -352,11 +384,12 @@ static void sim_message(struct sim *s, const char *json, size_t len)
 	case ST_STREAMING:
 		if (memmem(json, len, "\"delta\"", 7))
 			s->deltas++;
-		/* Node 0 made the change: only the others count. */
-		if (change_idx && s != sims && s->seen_change != change_idx &&
+		/* The node that made the change does not count. */
+		if (change_idx && s != change_from && s->seen_change != change_idx &&
 		    memmem(json, len, change_marker, strlen(change_marker))) {
 			s->seen_change = change_idx;
-			cnt_changed++;
+			if (!cnt_changed++)
+				change_first_ns = now_ns() - change_t0;
 		}
 		return;
 	default:
@@ -400,7 +433,7 @@ static void sim_readable(struct sim *s)
 			}
 			/* Bytes after the head already belong to the stream. */
 			off = take - (s->in_len - resp.head_len);
-			sim_register(s);
+			sim_handshake(s);
 			if (s->st == ST_DEAD)
 				return;
 		}
@@ -411,6 +444,11 @@ static void sim_readable(struct sim *s)
 				return;
 			}
 			off += c;
+			if (s->st == ST_HANDSHAKE && ctrlstream_established(s->cs)) {
+				sim_register(s);
+				if (s->st == ST_DEAD)
+					return;
+			}
 			while ((k = ctrlstream_recv(s->cs, &json, &len)) == 1) {
 				sim_message(s, json, len);
 				if (s->st == ST_DEAD)
@@ -521,7 +559,16 @@ static bool done_map(void)
 
 static bool done_change(void)
 {
-	return cnt_changed >= cnt_streaming - 1;
+	return cnt_changed >= change_target;
+}
+
+/* The joining node: opens its stream once registered. */
+static struct sim *joiner;
+
+static void feed_join(void)
+{
+	if (joiner && joiner->st == ST_REGISTERED)
+		sim_map(joiner);
 }
 
 static uint64_t quiet_until;
@@ -556,6 +603,24 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* "NAME_samples", "NAME_median_ms" and "NAME_max_ms" (-1: a sample timed out). */
+static void print_samples(const char *name, uint64_t *lat, unsigned n)
+{
+	if (!n)
+		return;
+	qsort(lat, n, sizeof(lat[0]), cmp_u64);
+	printf("%s_samples %u\n", name, n);
+	printf("%s_median_ms %.1f\n", name, lat[n / 2] == UINT64_MAX ? -1 : lat[n / 2] / 1e6);
+	printf("%s_max_ms %.1f\n", name, lat[n - 1] == UINT64_MAX ? -1 : lat[n - 1] / 1e6);
+}
+
+/* Settles online/keepalive noise between samples. */
+static void settle(void)
+{
+	quiet_until = now_ns() + 1000000000ULL;
+	loop_until(done_quiet, NULL, 30ULL * 1000000000);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -567,14 +632,19 @@ int main(int argc, char **argv)
 		{ "map-concurrency", required_argument, NULL, 'm' },
 		{ "changes", required_argument, NULL, 'x' },
 		{ "sources", required_argument, NULL, 'S' },
+		{ "policy-cmd", required_argument, NULL, 'P' },
+		{ "policy-changes", required_argument, NULL, 'Q' },
+		{ "joins", required_argument, NULL, 'J' },
+		{ "join-target", required_argument, NULL, 'T' },
 		{ 0 },
 	};
-	const char *server = "127.0.0.1:8080";
-	unsigned changes = 5, i, c;
+	const char *server = "127.0.0.1:8080", *policy_cmd = NULL;
+	unsigned changes = 5, policy_changes = 5, joins = 0, join_target = 0, i, c;
+	double cpu_c;
 	int pid = 0, opt;
 	struct rlimit rl;
 	struct endpoint sep;
-	uint64_t t0, t_reg, t_map, lat[64];
+	uint64_t t0, t_reg, t_map, t, lat[64], first[64], cpus[64];
 	double cpu0, cpu_reg, cpu_map, cpu_idle0, cpu_idle1;
 	long rss_idle0;
 
@@ -588,15 +658,20 @@ int main(int argc, char **argv)
 		case 'm': map_concurrency = strtoul(optarg, NULL, 10); break;
 		case 'x': changes = strtoul(optarg, NULL, 10); break;
 		case 'S': n_sources = strtoul(optarg, NULL, 10); break;
+		case 'P': policy_cmd = optarg; break;
+		case 'Q': policy_changes = strtoul(optarg, NULL, 10); break;
+		case 'J': joins = strtoul(optarg, NULL, 10); break;
+		case 'T': join_target = strtoul(optarg, NULL, 10); break;
 		default:
 			fprintf(stderr, "usage: control_scale --server ADDR:PORT --auth-key KEY -n N "
 					"[--server-pid PID] [--concurrency C] [--map-concurrency M] "
-					"[--changes K] [--sources S]\n");
+					"[--changes K] [--sources S] [--policy-cmd CMD] "
+					"[--policy-changes P] [--joins J] [--join-target T]\n");
 			return 2;
 		}
 	}
 	if (!auth_key || !n_sims || !n_sources || n_sources > 250 * 250 || !concurrency ||
-	    !map_concurrency || changes > 64) {
+	    !map_concurrency || changes > 64 || policy_changes > 64 || joins > 64) {
 		fprintf(stderr, "control_scale: --auth-key and -n N are required\n");
 		return 2;
 	}
@@ -605,24 +680,22 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	server_sa = sep.in4;
-	rl.rlim_cur = rl.rlim_max = n_sims + 256;
+	rl.rlim_cur = rl.rlim_max = n_sims + joins + 256;
 	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 		die("setrlimit RLIMIT_NOFILE");
-	sims = calloc(n_sims, sizeof(*sims));
+	/* The joining nodes sit behind the first n_sims, outside the first phases' loops. */
+	sims = calloc(n_sims + joins, sizeof(*sims));
 	ep_fd = epoll_create1(0);
 	if (!sims || ep_fd < 0)
 		die("setup");
 	fetch_server_key();
-	for (i = 0; i < n_sims; i++) {
-		uint8_t priv[32];
-
+	for (i = 0; i < n_sims + joins; i++) {
 		if (x25519_private_generate(sims[i].machine_priv) < 0 ||
-		    x25519_private_generate(priv) < 0 ||
-		    x25519_public_from_private(sims[i].node_pub, priv) < 0) {
+		    x25519_private_generate(sims[i].node_priv) < 0 ||
+		    x25519_public_from_private(sims[i].node_pub, sims[i].node_priv) < 0) {
 			fprintf(stderr, "control_scale: key generation failed\n");
 			return 1;
 		}
-		crypto_wipe(priv, sizeof(priv));
 	}
 
 	fprintf(stderr, "control_scale: registering %u nodes (%u in flight)\n", n_sims, concurrency);
@@ -641,6 +714,19 @@ int main(int argc, char **argv)
 	printf("server_cpu_register_s %.2f\n", cpu_reg);
 	fflush(stdout);
 
+	/*
+	 * The first policy goes in before any stream opens: registering under it would
+	 * recompile it per node, and the maps are small once it is in force.
+	 */
+	if (policy_cmd) {
+		char cmd[1024];
+
+		snprintf(cmd, sizeof(cmd), "%s 0", policy_cmd);
+		if (system(cmd) != 0) {
+			fprintf(stderr, "control_scale: %s failed\n", cmd);
+			return 1;
+		}
+	}
 	fprintf(stderr, "control_scale: %u registered in %.2f s; opening map streams (%u at once)\n",
 		cnt_registered, t_reg / 1e9, map_concurrency);
 	cpu0 = proc_cpu(pid);
@@ -701,6 +787,8 @@ int main(int argc, char **argv)
 		endpoint_parse(&m.endpoints.endpoints[0], change_marker);
 		cnt_changed = 0;
 		change_idx = c + 1;
+		change_from = &sims[0];
+		change_target = cnt_streaming - 1;
 		ts = now_ns();
 		if (sim_send(&sims[0], &m) < 0)
 			break;
@@ -711,18 +799,89 @@ int main(int argc, char **argv)
 			cnt_changed, cnt_streaming - 1, lat[c] / 1e6, ok ? "" : " (TIMEOUT)");
 		if (!ok)
 			lat[c] = UINT64_MAX;
-		/* Let online/keepalive noise settle between samples. */
-		quiet_until = now_ns() + 1000000000ULL;
-		loop_until(done_quiet, NULL, 30ULL * 1000000000);
+		settle();
 	}
-	if (changes) {
-		qsort(lat, changes, sizeof(lat[0]), cmp_u64);
-		printf("change_samples %u\n", changes);
-		printf("change_median_ms %.1f\n", lat[changes / 2] == UINT64_MAX ? -1 :
-						      lat[changes / 2] / 1e6);
-		printf("change_max_ms %.1f\n", lat[changes - 1] == UINT64_MAX ? -1 :
-						   lat[changes - 1] / 1e6);
+	print_samples("change", lat, changes);
+	fflush(stdout);
+
+	/* Policy changes: every stream gets a filter with the new port. */
+	for (c = 1; policy_cmd && c <= policy_changes; c++) {
+		char cmd[1024];
+		uint64_t ts;
+		pid_t child;
+		bool ok;
+
+		snprintf(change_marker, sizeof(change_marker), "\"ports\":[%u,", 61000 + c);
+		snprintf(cmd, sizeof(cmd), "%s %u", policy_cmd, c);
+		cnt_changed = 0;
+		change_idx = 1000 + c + 1;
+		change_from = NULL;
+		change_target = cnt_streaming;
+		cpu0 = proc_cpu(pid);
+		ts = change_t0 = now_ns();
+		/* In the background: the streams are read while the command runs. */
+		child = fork();
+		if (child == 0) {
+			execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+			_exit(127);
+		}
+		if (child < 0)
+			die("fork");
+		ok = loop_until(done_change, NULL, 300ULL * 1000000000);
+		t = now_ns() - ts;
+		cpu_c = proc_cpu(pid) - cpu0;
+		waitpid(child, NULL, 0);
+		fprintf(stderr,
+			"control_scale: policy change %u reached the first stream in %.1f ms, %u/%u in "
+			"%.1f ms%s (server CPU %.2f s)\n",
+			c, change_first_ns / 1e6, cnt_changed, change_target, t / 1e6,
+			ok ? "" : " (TIMEOUT)", cpu_c);
+		if (!ok)
+			t = UINT64_MAX;
+		lat[c - 1] = t;
+		first[c - 1] = change_first_ns;
+		cpus[c - 1] = (uint64_t)(cpu_c * 1e9);
+		settle();
 	}
+	if (policy_cmd) {
+		print_samples("policy_change", lat, policy_changes);
+		print_samples("policy_change_first", first, policy_changes);
+		print_samples("policy_change_cpu", cpus, policy_changes);
+	}
+	fflush(stdout);
+
+	/* Joins: a new node, and the time until every stream has it. */
+	for (c = 0; c < joins; c++) {
+		uint64_t ts;
+		bool ok;
+
+		joiner = &sims[n_sims + c];
+		snprintf(change_marker, sizeof(change_marker), "\"sim-%u\"", n_sims + c);
+		cnt_changed = 0;
+		change_idx = 2000 + c + 1;
+		change_from = joiner;
+		change_target = join_target && join_target < cnt_streaming ? join_target : cnt_streaming;
+		cpu0 = proc_cpu(pid);
+		ts = change_t0 = now_ns();
+		sim_start(joiner);
+		ok = loop_until(done_change, feed_join, 120ULL * 1000000000);
+		lat[c] = now_ns() - ts;
+		first[c] = change_first_ns;
+		cpu_c = proc_cpu(pid) - cpu0;
+		cpus[c] = (uint64_t)(cpu_c * 1e9);
+		fprintf(stderr,
+			"control_scale: join %u reached the first stream in %.1f ms, %u/%u in %.1f "
+			"ms%s (server CPU %.2f s)\n",
+			c + 1, change_first_ns / 1e6, cnt_changed, change_target, lat[c] / 1e6,
+			ok ? "" : " (TIMEOUT)", cpu_c);
+		if (!ok)
+			lat[c] = UINT64_MAX;
+		joiner = NULL;
+		settle();
+	}
+	print_samples("join", lat, joins);
+	print_samples("join_first", first, joins);
+	print_samples("join_cpu", cpus, joins);
 	printf("server_rss_hwm_kib %ld\n", proc_kib(pid, "VmHWM"));
 	printf("dead_connections %u\n", cnt_dead);
 	fflush(stdout);

@@ -8,6 +8,12 @@
 #   TRELLIS_BENCH_BUILD  release build dir holding src/control/trellis-control
 #                        (default <repo>/build, built by `make`)
 #   BENCH_NODES          node counts (default "1000 10000")
+#   BENCH_POLICY_RULES   with a number R: the tailnet runs under a policy of R rules (see
+#                        policy_section below), changed P times so that every node's filter
+#                        changes, then J nodes join under it; each timed until every stream
+#                        it affects has it. Writes a "## Control plane under a policy"
+#                        section instead.
+#   BENCH_POLICY_CHANGES P (default 5), BENCH_JOINS J (default 5)
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
 # Don't run it while the machine is busy: the numbers would be meaningless.
 set -u
@@ -17,6 +23,9 @@ CONTROL=${TRELLIS_CONTROL:-$BUILD/src/control/trellis-control}
 NODES=${BENCH_NODES:-1000 10000}
 OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
 PORT=${BENCH_PORT:-18080}
+RULES=${BENCH_POLICY_RULES:-}
+PCHANGES=${BENCH_POLICY_CHANGES:-5}
+JOINS=${BENCH_JOINS:-5}
 
 die() { echo "control_scale.sh: $*" >&2; exit 1; }
 [[ -x $CONTROL ]] || die "no trellis-control at $CONTROL (run make)"
@@ -50,6 +59,41 @@ for n in $NODES; do
 	state="$TMP/state-$n"
 	echo "=== N=$n: trellis-control on 127.0.0.1:$PORT, state $state" >&2
 	key=$("$CONTROL" --state "$state" --offline authkey create --reusable) || die "authkey create failed"
+	extra=()
+	if [[ -n $RULES ]]; then
+		# Policies 0..P: rule 0 on port 60999 (the first) or 61000 + I (the changes), the same
+		# rules after it. The server hands out addresses in order from 100.64.0.1, so /28
+		# group g holds the nodes at 100.64.0.0 + 16 g.
+		python3 - "$TMP/policy" "$RULES" "$PCHANGES" "$n" <<'PY' || die "policy generation failed"
+import random, sys
+import json
+base, rules, changes, nodes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+random.seed(7)
+def group(g):
+    a = 16 * g
+    return "100.%d.%d.%d/28" % (64 + a // 65536, a // 256 % 256, a % 256)
+joiners = (nodes + 1) // 16  # the group of the first joiner's address; random rules avoid it
+rest = [{"action": "accept", "src": ["100.64.0.0/22"], "dst": [group(joiners) + ":22"],
+         "proto": "tcp"}]
+for i in range(rules - 2):
+    a, b = random.randrange(joiners), random.randrange(joiners)
+    lo = random.randrange(1, 59000)
+    hi = lo + random.choice([0, 0, 10, 100])
+    rest.append({"action": "accept", "src": [group(a)], "dst": ["%s:%d-%d" % (group(b), lo, hi)],
+                 "proto": random.choice(["tcp", "udp"])})
+for c in range(changes + 1):
+    port = 61000 + c if c else 60999
+    pol = {"acls": [{"action": "accept", "src": ["100.127.255.254/32"], "dst": ["*:%d" % port],
+                     "proto": "tcp"}] + rest}
+    json.dump(pol, open("%s-%d.hujson" % (base, c), "w"), indent=1)
+PY
+		printf '#!/bin/sh\nexec "%s" --state "%s" policy set "%s-$1.hujson" >/dev/null\n' \
+			"$CONTROL" "$state" "$TMP/policy" >"$TMP/setpolicy.sh"
+		chmod +x "$TMP/setpolicy.sh"
+		# No endpoint changes: node 0 has a few peers, not every stream.
+		extra=(--changes 0 --policy-cmd "$TMP/setpolicy.sh" --policy-changes "$PCHANGES" --joins "$JOINS"
+			--join-target "$((n < 1023 ? n : 1023))")
+	fi
 	"$CONTROL" --state "$state" serve --listen "127.0.0.1:$PORT" >"$TMP/server-$n.log" 2>&1 &
 	SERVER_PID=$!
 	for ((k = 0; k < 100; k++)); do
@@ -57,7 +101,8 @@ for n in $NODES; do
 		sleep 0.1
 	done
 	timeout 3600 "$TMP/control_scale" --server "127.0.0.1:$PORT" --auth-key "$key" -n "$n" \
-		--server-pid "$SERVER_PID" >"$TMP/result-$n.txt"
+		--server-pid "$SERVER_PID" --sources "$(((n + 31) / 32))" "${extra[@]}" \
+		>"$TMP/result-$n.txt"
 	echo "control_scale exit $?" >&2
 	cat "$TMP/result-$n.txt" >&2
 	while read -r k v; do
@@ -74,6 +119,25 @@ done
 
 v() { echo "${R[$1]:--}"; }
 mib() { [[ ${R[$1]:-} =~ ^[0-9]+$ ]] && awk -v k="${R[$1]}" 'BEGIN { printf "%.1f", k / 1024 }' || echo -; }
+# The machine's table (with an extra row, if given), then the head of the metrics table.
+machine_and_head()
+{
+	echo "| | |"
+	echo "|---|---|"
+	echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+	echo "| CPU | $(lscpu | sed -n 's/^Model name: *//p' | head -n 1) |"
+	echo "| cores | $(nproc) |"
+	[[ -n ${1:-} ]] && echo "$1"
+	echo "| trellis revision | $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo -) |"
+	echo
+	printf '| metric |'
+	for n in $NODES; do printf ' N = %s |' "$n"; done
+	printf '\n|---|'
+	for n in $NODES; do printf -- '---:|'; done
+	printf '\n'
+}
+# row LABEL KEY [FORMAT]: one metric for every N.
+row() { local label=$1 key=$2 f=${3:-v} n; printf '| %s |' "$label"; for n in $NODES; do printf ' %s |' "$($f "$n.$key")"; done; printf '\n'; }
 section()
 {
 	local n
@@ -88,19 +152,7 @@ section()
 	echo "and worst of 5). Server CPU is utime+stime from /proc/PID/stat, RSS is VmRSS with"
 	echo "every stream open and VmHWM at the end."
 	echo
-	echo "| | |"
-	echo "|---|---|"
-	echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
-	echo "| CPU | $(lscpu | sed -n 's/^Model name: *//p' | head -n 1) |"
-	echo "| cores | $(nproc) |"
-	echo "| trellis revision | $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo -) |"
-	echo
-	printf '| metric |'
-	for n in $NODES; do printf ' N = %s |' "$n"; done
-	printf '\n|---|'
-	for n in $NODES; do printf -- '---:|'; done
-	printf '\n'
-	row() { local label=$1 key=$2 f=${3:-v} n; printf '| %s |' "$label"; for n in $NODES; do printf ' %s |' "$($f "$n.$key")"; done; printf '\n'; }
+	machine_and_head
 	row "nodes registered" registered
 	row "registrations per second" register_per_s
 	row "server CPU during registration (s)" server_cpu_register_s
@@ -120,11 +172,58 @@ section()
 	echo "≥ 1,000 registrations/s. The simulator shares the 2 cores with the server."
 }
 
-section >"$TMP/section.md"
+policy_section()
+{
+	local n
+	echo "## Control plane under a policy"
+	echo
+	echo "Produced by \`BENCH_POLICY_RULES=$RULES bench/control_scale.sh\` (issue 12's control"
+	echo "target): as \"Control plane\" above, but the tailnet runs under a policy of $RULES rules"
+	echo "(set once the nodes registered, before their streams open): rule 0 lets one address"
+	echo "outside the tailnet reach every node on one TCP port (so every node's filter holds"
+	echo "it), rule 1 lets the first"
+	echo "1,023 nodes (100.64.0.0/22) reach the /28 where joining nodes get their addresses, and"
+	echo "$((RULES - 2)) random rules each let one /28 of nodes reach another /28 on a port range"
+	echo "below 60000 (TCP or UDP), so a node sees a few dozen peers. A policy change is"
+	echo "\`trellis-control policy set\` (the admin CLI, a new process, through the running"
+	echo "server's admin socket) of the same policy with rule 0 on another port, so every"
+	echo "stream gets a new filter; it is timed from starting the command until the first and"
+	echo "until every stream received the new filter. A join is a new node connecting,"
+	echo "registering and opening its stream, timed from its connect until each of the 1,023"
+	echo "streams that may see it received it (medians and worst of $PCHANGES changes and"
+	echo "$JOINS joins). Server CPU is the server process's utime+stime over the same interval."
+	echo "The simulator shares the machine with the server."
+	echo
+	machine_and_head "| load average at the end | $(cut -d' ' -f1-3 /proc/loadavg) |"
+	row "nodes registered" registered
+	row "map streams open" streams
+	row "time to open all map streams (s)" map_all_s
+	row "policy change → first stream, median (ms)" policy_change_first_median_ms
+	row "policy change → all streams, median (ms)" policy_change_median_ms
+	row "policy change → all streams, worst (ms)" policy_change_max_ms
+	row "server CPU per policy change, median (ms)" policy_change_cpu_median_ms
+	row "node joins → first stream, median (ms)" join_first_median_ms
+	row "node joins → all streams, median (ms)" join_median_ms
+	row "node joins → all streams, worst (ms)" join_max_ms
+	row "server CPU per join, median (ms)" join_cpu_median_ms
+	row "server peak RSS (MiB)" server_rss_hwm_kib mib
+	row "connections lost" dead_connections
+	echo
+	echo "Target: a one-node change under a 1,000-rule policy at every affected stream in"
+	echo "under 1 s with 10,000 nodes."
+}
+
+if [[ -n $RULES ]]; then
+	policy_section >"$TMP/section.md"
+	title="Control plane under a policy"
+else
+	section >"$TMP/section.md"
+	title="Control plane"
+fi
 if [[ $OUT == - ]]; then
 	cat "$TMP/section.md"
 	exit 0
 fi
-# Replace an existing "## Control plane" section (up to the next "## " heading), or append.
-python3 "$REPO/bench/md_section.py" "$OUT" "$TMP/section.md" "Control plane"
-echo "wrote the Control plane section of $OUT" >&2
+# Replace an existing section of that title (up to the next "## " heading), or append.
+python3 "$REPO/bench/md_section.py" "$OUT" "$TMP/section.md" "$title"
+echo "wrote the $title section of $OUT" >&2
