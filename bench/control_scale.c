@@ -20,8 +20,9 @@
  *      61000 + I (bench/control_scale.sh writes such policies). The time from starting the
  *      command until the first and until every stream has received `"ports":[61000+I,...`.
  *   5. join (--joins J): a new node registers and opens its map stream, J times, one
- *      after the other; the time from its connect until T other streams (--join-target T,
- *      default all: those the policy lets see it) have received a message naming it.
+ *      after the other; the time from its connect until every other stream (or, with
+ *      --join-src PREFIX, every stream of a node whose IPv4 address is in PREFIX: those the
+ *      policy lets see it) has received a message naming it.
  * And the server's RSS (VmRSS, VmHWM) and CPU time (utime + stime) from /proc/PID.
  *
  * Connections are spread over S source addresses 127.x.y.1, each in its own /24, so the
@@ -77,6 +78,7 @@ struct sim {
 	char in[HTTP_HEAD_MAX];
 	size_t in_len;
 	uint64_t msgs, deltas;
+	uint32_t v4; /* its tailnet IPv4 address (host order) from its netmap; 0: unknown */
 	unsigned seen_change; /* index of the last change this stream saw */
 	bool want_out;
 };
@@ -376,6 +378,14 @@ static void sim_message(struct sim *s, const char *json, size_t len)
 	case ST_MAPWAIT:
 		/* A full netmap is large: classify it without parsing it. */
 		if (memmem(json, len, "\"netmap\"", 8)) {
+			const char *self = memmem(json, len, "\"self\":{", 8), *a = NULL;
+			char ip[16] = "";
+			struct in_addr in;
+
+			if (self)
+				a = memmem(self, len - (size_t)(self - json), "\"addresses\":[\"", 14);
+			if (a && sscanf(a + 14, "%15[0-9.]", ip) == 1 && inet_pton(AF_INET, ip, &in) == 1)
+				s->v4 = ntohl(in.s_addr);
 			s->st = ST_STREAMING;
 			in_flight--;
 			cnt_streaming++;
@@ -635,11 +645,12 @@ int main(int argc, char **argv)
 		{ "policy-cmd", required_argument, NULL, 'P' },
 		{ "policy-changes", required_argument, NULL, 'Q' },
 		{ "joins", required_argument, NULL, 'J' },
-		{ "join-target", required_argument, NULL, 'T' },
+		{ "join-src", required_argument, NULL, 'T' },
 		{ 0 },
 	};
 	const char *server = "127.0.0.1:8080", *policy_cmd = NULL;
-	unsigned changes = 5, policy_changes = 5, joins = 0, join_target = 0, i, c;
+	unsigned changes = 5, policy_changes = 5, joins = 0, join_len = 0, i, c;
+	uint32_t join_net = 0, join_mask = 0;
 	double cpu_c;
 	int pid = 0, opt;
 	struct rlimit rl;
@@ -661,12 +672,24 @@ int main(int argc, char **argv)
 		case 'P': policy_cmd = optarg; break;
 		case 'Q': policy_changes = strtoul(optarg, NULL, 10); break;
 		case 'J': joins = strtoul(optarg, NULL, 10); break;
-		case 'T': join_target = strtoul(optarg, NULL, 10); break;
+		case 'T': {
+			char ip[16] = "";
+			struct in_addr in;
+
+			if (sscanf(optarg, "%15[0-9.]/%u", ip, &join_len) != 2 || join_len > 32 ||
+			    inet_pton(AF_INET, ip, &in) != 1) {
+				fprintf(stderr, "control_scale: --join-src wants A.B.C.D/LEN\n");
+				return 2;
+			}
+			join_mask = join_len ? ~0U << (32 - join_len) : 0;
+			join_net = ntohl(in.s_addr) & join_mask;
+			break;
+		}
 		default:
 			fprintf(stderr, "usage: control_scale --server ADDR:PORT --auth-key KEY -n N "
 					"[--server-pid PID] [--concurrency C] [--map-concurrency M] "
 					"[--changes K] [--sources S] [--policy-cmd CMD] "
-					"[--policy-changes P] [--joins J] [--join-target T]\n");
+					"[--policy-changes P] [--joins J] [--join-src PREFIX]\n");
 			return 2;
 		}
 	}
@@ -860,7 +883,11 @@ int main(int argc, char **argv)
 		cnt_changed = 0;
 		change_idx = 2000 + c + 1;
 		change_from = joiner;
-		change_target = join_target && join_target < cnt_streaming ? join_target : cnt_streaming;
+		change_target = 0;
+		for (i = 0; i < n_sims + c; i++)
+			if (sims[i].st == ST_STREAMING &&
+			    (!join_len || (sims[i].v4 & join_mask) == join_net))
+				change_target++;
 		cpu0 = proc_cpu(pid);
 		ts = change_t0 = now_ns();
 		sim_start(joiner);
