@@ -1,9 +1,9 @@
 # The two commands people expect:
 #   make          build (release, in build/)
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
-# and a few more: make install, make deb, make demo-wg, make bench, make bench-control,
-# make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter, make bench-policy,
-# make fuzz, make clean.
+# and a few more: make lab-full, make install, make deb, make demo-wg, make bench,
+# make bench-control, make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter,
+# make bench-policy, make fuzz, make clean.
 
 BUILD ?= build
 CHECK_BUILD ?= build-check
@@ -11,7 +11,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
-.PHONY: all install deb deps check unit lab fuzz fuzz-check bench bench-control bench-mtu \
+.PHONY: all install deb deps check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
 	bench-relay bench-relay-path bench-filter bench-policy demo demo-wg clean
 
 all:
@@ -48,6 +48,12 @@ unit: $(CHECK_BUILD)/build.ninja
 lab: $(CHECK_BUILD)/build.ninja
 	ninja -C $(CHECK_BUILD)
 	meson test -C $(CHECK_BUILD) --suite lab --print-errorlogs
+
+# The lab with every pair of NAT kinds (docs/testing.md); make check runs a few of them.
+lab-full: $(CHECK_BUILD)/build.ninja
+	ninja -C $(CHECK_BUILD)
+	meson test -C $(CHECK_BUILD) --setup full --suite lab --suite lab-full --print-errorlogs \
+		--num-processes 2
 
 $(FUZZ_BUILD)/build.ninja:
 	CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
