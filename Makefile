@@ -3,7 +3,7 @@
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
 # and a few more: make lab-full, make install, make deb, make demo-wg, make bench,
 # make bench-control, make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter,
-# make bench-policy, make fuzz, make clean.
+# make bench-policy, make bench-nat, make fuzz, make clean.
 
 BUILD ?= build
 CHECK_BUILD ?= build-check
@@ -12,7 +12,7 @@ FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
 .PHONY: all install deb deps check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
-	bench-relay bench-relay-path bench-filter bench-policy demo demo-wg clean
+	bench-relay bench-relay-path bench-filter bench-policy bench-nat demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -91,6 +91,13 @@ bench-relay-path: all
 # Single-stream TCP into a node with no policy and with a 1,000-rule packet filter, taking turns.
 bench-filter: all
 	bench/filter.sh
+
+# NAT traversal: time to direct per pair of NAT kinds, failover and back, hard NAT on both
+# sides (birthday probing), idle wakeups against wireguard-go (network namespaces, root).
+bench-nat: all
+	bench/nat_paths.sh
+	bench/nat.sh
+	bench/idle_wakeups.sh
 
 # A coordination server and three nodes in network namespaces.
 demo: all

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # its globals are read by the scripts that source it
 # The NAT lab's sites and path checks (issue 10), shared by test_nat, test_nat_pairs and
 # bench/nat*. Source it after lib.sh and lab_init. The path checks read the global
 # associative array IP4 (node name -> tailnet IPv4 address).
@@ -149,7 +149,6 @@ natlab_counted()
 # Fills NATLAB_EDGE[NODE] (where its traffic enters from the lab internet), NATLAB_PUB[NODE]
 # (its source address there), NATLAB_DIRECT[NODE] (where a direct peer reaches it: for the
 # LAN pair its LAN address) and NATLAB_ROUTERS[NODE] (its NATs).
-# shellcheck disable=SC2034 # read by the scripts that source this
 declare -A NATLAB_EDGE=() NATLAB_PUB=() NATLAB_DIRECT=() NATLAB_ROUTERS=()
 declare -A NATLAB_BASE=([p]=10 [e]=20 [h]=30 [d]=40 [b]=50)
 natlab_site()
