@@ -143,17 +143,17 @@ ip netns exec "$(ns_name p)" tcpdump -i eth0 -n -tt -c 1 \
 	'udp and src host 192.0.2.21 and dst host 192.0.2.78 and dst port 41641' >"$LAB_TMP/first.txt" 2>"$LAB_TMP/first.err" &
 LAB_PIDS+=($!)
 capture=$!
-check "capture on p listens" wait_for 10 grep -q "listening on" "$LAB_TMP/first.err"
+check "capture on p listens" wait_for 30 grep -q "listening on" "$LAB_TMP/first.err"
 # The first address's report resets the periodic check's timer (5 s from any check): the
 # second address, added at once, can be reported sooner only by the netlink monitor.
 n0=$(reports)
 t1=$(ms_now)
 nsx p ip addr add 192.0.2.77/24 dev eth0
-check "p reports a new address" wait_for 15 reports_over "$n0"
+check "p reports a new address" wait_for 30 reports_over "$n0"
 t2=$(ms_now)
 nsx p ip addr add 192.0.2.78/24 dev eth0
-check "p reports a second new address" wait_for 15 reports_over $((n0 + 1))
-check "e pings p's second new address (disco)" wait_for 15 test -s "$LAB_TMP/first.txt"
+check "p reports a second new address" wait_for 30 reports_over $((n0 + 1))
+check "e pings p's second new address (disco)" wait_for 30 test -s "$LAB_TMP/first.txt"
 mapfile -t rt < <(report_times | tail -n +$((n0 + 1)))
 r1=${rt[0]:-0} r2=${rt[1]:-0}
 first=$(awk 'NR == 1 { printf "%.0f", $1 * 1000 }' "$LAB_TMP/first.txt")
@@ -170,7 +170,7 @@ lab_forget "$capture"
 t0=$(ms_now)
 nsx p ip addr del 192.0.2.77/24 dev eth0
 nsx p ip addr del 192.0.2.78/24 dev eth0
-check "... and gone once removed" wait_for 15 has_no_ep e p 192.0.2.78:41641
+check "... and gone once removed" wait_for 30 has_no_ep e p 192.0.2.78:41641
 log "addresses removed on p: gone from e's netmap after $(($(ms_now) - t0)) ms (polled)"
 
 # ---- relayed pairs, with the reason

@@ -91,7 +91,7 @@ ready()
 }
 for n in $NODES; do
 	others=$(printf '%s\n' $NODES | grep -vx "$n" | tr '\n' ' ' | sed 's/ $//')
-	check "$n sees its peers, its home relay connected" wait_for 30 ready "$n" "$others"
+	check "$n sees its peers, its home relay connected" wait_for 60 ready "$n" "$others"
 done
 
 # ---- every pair at once: A pings B (5/s) while the paths settle, so that the waits overlap
@@ -112,7 +112,7 @@ for pair in "${PAIRS[@]}"; do
 		check "$1 -> $2 goes direct" wait_for 60 path_is "$1" "$2" direct
 		ttd=$(status_eval "$1" "[p['disco'].get('time_to_direct_ms') for p in j['peers'] if p['hostname'] == '$2'][0]")
 		log "$1 -> $2: time to direct measured by trellisd: ${ttd:-?} ms"
-		check "$2 -> $1 goes direct" wait_for 30 path_with_traffic "$2" "$1" direct
+		check "$2 -> $1 goes direct" wait_for 60 path_with_traffic "$2" "$1" direct
 		ep=$(peer_field "$1" "$2" endpoint)
 		check_eq "$1 reaches $2 at ${NATLAB_DIRECT[$2]}" "${NATLAB_DIRECT[$2]}" "${ep%:*}"
 	else
@@ -120,7 +120,7 @@ for pair in "${PAIRS[@]}"; do
 		# Probing takes its rounds (one every 5 s) before it gives a reason.
 		check "$1 -> $2 relayed: $ra" wait_for 60 relayed_because "$1" "$2" "$ra"
 		nsx "$2" ping -c 1 -W 1 "${IP4[$1]}" >/dev/null 2>&1
-		check "$2 -> $1 relayed: $rb" wait_for 30 relayed_because "$2" "$1" "$rb"
+		check "$2 -> $1 relayed: $rb" wait_for 60 relayed_because "$2" "$1" "$rb"
 	fi
 done
 for pair in "${PAIRS[@]}"; do
