@@ -176,6 +176,15 @@ stats()
 		printf '0/%d | - | -' "$count"
 	fi
 }
+# each KEY COUNT: R[KEY.1..COUNT], comma-separated ("-" where none).
+each()
+{
+	local n out=""
+	for ((n = 1; n <= $2; n++)); do
+		out+="${out:+, }$([[ ${R[$1.$n]:-} =~ ^[0-9]+$ ]] && echo "${R[$1.$n]}" || echo -)"
+	done
+	echo "$out"
+}
 declare -A NAME=([p]=public [e]="easy NAT" [h]="hard NAT" [d]="double NAT" [b]="UDP blocked"
 	[l]="one NAT, two LANs")
 {
@@ -186,18 +195,21 @@ declare -A NAME=([p]=public [e]="easy NAT" [h]="hard NAT" [d]="double NAT" [b]="
 	echo "builds and tests ran beside it, so the times are upper bounds."
 	echo
 	echo "Time to direct, $TRIALS trials a pair (both daemons restarted, conntrack flushed, A"
-	echo "pings B every 200 ms): each end's own measure (\`disco.time_to_direct_ms\`), from the"
+	echo "pings B every 200 ms): A's own measure (\`disco.time_to_direct_ms\`), from the"
 	echo "first packet of the flow to its first trusted direct path; the handshake through the"
 	echo "relay comes first. Reference: the issue's target, a median under 1 s. (Polling"
 	echo "\`trellis status\` until both ends say direct measured the status reads instead:"
 	echo "10-40 s on this machine.)"
 	echo
-	echo "| pair (A -> B) | A: direct | median ms | worst ms | B: direct | median ms | worst ms |"
-	echo "|---|---:|---:|---:|---:|---:|---:|"
+	echo "| pair (A -> B) | direct | median ms | worst ms | B's measure, each trial |"
+	echo "|---|---:|---:|---:|---|"
 	for p in "${PAIR_NODES[@]}"; do
 		set -- $p
-		echo "| ${NAME[${1:0:1}]} -> ${NAME[${2:0:1}]} | $(stats "$1.$2" "$TRIALS") | $(stats "$2.$1" "$TRIALS") |"
+		echo "| ${NAME[${1:0:1}]} -> ${NAME[${2:0:1}]} | $(stats "$1.$2" "$TRIALS") | $(each "$2.$1" "$TRIALS") |"
 	done
+	echo
+	echo "B's measure starts when B's side of the flow becomes active (A's first packet reaches"
+	echo "it): \"-\" when B had the path trusted before that (it answered A's pings first)."
 	echo
 	echo "Failover, easy NAT <-> easy NAT, $FAILOVERS times: pings every 50 ms; UDP between the"
 	echo "NATs cut mid-stream (the longest silence between two replies, while the stream moves"
