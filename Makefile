@@ -1,10 +1,9 @@
 # The two commands people expect:
 #   make          build (release, in build/)
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
-# and a few more: make install, make deb, make demo-wg, make bench, make bench-control,
-# make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter, make bench-policy,
-# make bench-policy-scale,
-# make fuzz, make clean.
+# and a few more: make lab-full, make install, make deb, make demo-wg, make bench,
+# make bench-control, make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter,
+# make bench-policy, make bench-policy-scale, make bench-nat, make fuzz, make clean.
 
 BUILD ?= build
 CHECK_BUILD ?= build-check
@@ -12,8 +11,9 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
-.PHONY: all install deb deps check unit lab fuzz fuzz-check bench bench-control bench-mtu \
-	bench-relay bench-relay-path bench-filter bench-policy bench-policy-scale demo demo-wg clean
+.PHONY: all install deb deps check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
+	bench-relay bench-relay-path bench-filter bench-policy bench-policy-scale bench-nat demo \
+	demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -49,6 +49,12 @@ unit: $(CHECK_BUILD)/build.ninja
 lab: $(CHECK_BUILD)/build.ninja
 	ninja -C $(CHECK_BUILD)
 	meson test -C $(CHECK_BUILD) --suite lab --print-errorlogs
+
+# The lab with every pair of NAT kinds (docs/testing.md); make check runs a few of them.
+lab-full: $(CHECK_BUILD)/build.ninja
+	ninja -C $(CHECK_BUILD)
+	meson test -C $(CHECK_BUILD) --setup full --suite lab --suite lab-full --print-errorlogs \
+		--num-processes 2
 
 $(FUZZ_BUILD)/build.ninja:
 	CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
@@ -90,6 +96,13 @@ bench-relay-path: all
 # Single-stream TCP into a node with no policy and with a 1,000-rule packet filter, taking turns.
 bench-filter: all
 	bench/filter.sh
+
+# NAT traversal: time to direct per pair of NAT kinds, failover and back, hard NAT on both
+# sides (birthday probing), idle wakeups against wireguard-go (network namespaces, root).
+bench-nat: all
+	bench/nat_paths.sh
+	bench/nat.sh
+	bench/idle_wakeups.sh
 
 # A coordination server and three nodes in network namespaces.
 demo: all

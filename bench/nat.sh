@@ -29,6 +29,8 @@ export LAB_TIMEOUT=$((2 * TRIALS * (WAIT + 60) + 240))
 
 # shellcheck source=../tests/lab/lib.sh
 source "$REPO/tests/lab/lib.sh"
+# shellcheck source=../tests/lab/natlab.sh
+source "$REPO/tests/lab/natlab.sh"
 lab_init
 lab_require_control_plane
 lab_require nft conntrack
@@ -41,27 +43,6 @@ for r in rk1:31 rk2:32 rh1:33 rh2:34; do
 	lab_public_host "${r%:*}" "${r#*:}"
 	lab_forwarding "${r%:*}"
 done
-# nat ROUTER PORTS: UDP masquerade into PORTS ("40192-40447", or "" for any), a random port
-# per flow; nothing unsolicited for the router itself.
-nat()
-{
-	local to=${2:+to :$2}
-	nsx "$1" nft -f - <<EOF
-table ip nat {
-	chain post {
-		type nat hook postrouting priority srcnat;
-		oifname "eth0" meta l4proto udp masquerade $to fully-random
-		oifname "eth0" masquerade
-	}
-}
-table inet host {
-	chain input {
-		type filter hook input priority filter;
-		iifname "eth0" ct state new drop
-	}
-}
-EOF
-}
 n=1
 for s in k1:rk1:40192-40447 k2:rk2:40192-40447 h1:rh1: h2:rh2:; do
 	IFS=: read -r short router ports <<<"$s"
@@ -70,7 +51,7 @@ for s in k1:rk1:40192-40447 k2:rk2:40192-40447 h1:rh1: h2:rh2:; do
 	lab_addr "$router" eth1 "198.18.$n.1/24"
 	lab_addr "$short" eth0 "198.18.$n.2/24"
 	nsx "$short" ip route add default via "198.18.$n.1"
-	nat "$router" "$ports"
+	natlab_nat "$router" hard "$ports"
 	n=$((n + 1))
 done
 

@@ -220,6 +220,18 @@ static void ping_all(struct disco *d, struct peer *p, uint64_t now)
 	p->probe_ns = now ? now : 1;
 }
 
+/*
+ * Pings the candidates never pinged: those the netmap just brought (the peer's address
+ * changed, it roamed) or learned since, now rather than at the next round (up to
+ * DISCO_RETRY_NS, or DISCO_UPGRADE_NS while a path is trusted). Once each: a ping marks it.
+ */
+static void ping_new(struct disco *d, struct peer *p, uint64_t now)
+{
+	for (unsigned i = 0; i < p->n_cands; i++)
+		if (!p->cands[i].ping_ns && !p->cands[i].pong_ns)
+			ping_send(d, p, &p->cands[i], now, false);
+}
+
 static bool addr_is_lan(const struct endpoint *ep);
 
 /*
@@ -869,6 +881,7 @@ static uint64_t peer_tick(struct disco *d, struct peer *p, uint64_t now)
 		return 0;
 	}
 	best_update(d, p, now);
+	ping_new(d, p, now);
 	next = last + DISCO_IDLE_NS;
 	if (p->best < 0) {
 		if (!p->probe_ns || now - p->probe_ns >= DISCO_RETRY_NS)

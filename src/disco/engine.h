@@ -23,6 +23,10 @@
  *             DISCO_UPGRADE_NS all candidates are probed again to find a better one.
  *             When the trust runs out the path goes back to the relay (probing).
  *
+ * In either state, a candidate never pinged (the netmap brought it: the peer's address
+ * changed; or it was learned) is pinged at the next tick, not at the next round: a peer
+ * that roams is found as soon as its new address arrives.
+ *
  * Hard NAT on both sides (each NAT maps per destination, as each node reported): no
  * reported address can answer, so while probing, a bounded birthday attempt
  * (DISCO_BIRTHDAY_PORTS probes, each port of the aligned block around the peer's

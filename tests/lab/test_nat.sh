@@ -14,6 +14,8 @@
 #     lets the nodes see their NATs map per destination), b<->p (b: "udp-blocked-here",
 #     p: "peer-udp-blocked")
 #   - the time from the first packet to a direct path (e -> l1) is logged
+#   - addresses added to p reach e within a second, reported through the netlink monitor
+#     (not the 5 s periodic check), and e, its traffic to p flowing, pings the new one
 #   - failover: UDP dropped between e's and l1's NATs in the middle of a ping stream at
 #     10/s: the stream goes on through the relay with no gap over 2 s, the path shows the
 #     relay, and it is direct again once UDP is back
@@ -23,9 +25,10 @@
 #   l1 198.18.5.2 and l2 198.18.6.2 (rl)
 LAB_TIMEOUT=${LAB_TIMEOUT:-540} # about 90 s on a quiet machine, 300 s seen under load
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/natlab.sh"
 lab_init
 lab_require_control_plane
-lab_require nft
+lab_require nft tcpdump
 "$TRELLIS_CONTROL" --help 2>&1 | grep -q -- --no-relay ||
 	lab_skip "this trellis-control has no embedded relay"
 
@@ -36,61 +39,21 @@ for r in re:21 rb:22 rh1:23 rh2:24 rl:25; do
 	lab_public_host "${r%:*}" "${r#*:}"
 done
 
-# nat ROUTER easy|hard: masquerade out of eth0; hard takes a random port per flow. Like a
-# home router, it takes nothing unsolicited for itself: such a datagram left in conntrack
-# would hold the port its host's own flow to the same peer wants, and the mapping would
-# no longer be the one STUN saw.
-nat()
-{
-	local flags=""
-	[[ $2 == hard ]] && flags="fully-random"
-	nsx "$1" nft -f - <<EOF
-table ip nat {
-	chain post {
-		type nat hook postrouting priority srcnat;
-		oifname "eth0" masquerade $flags
-	}
-}
-table inet host {
-	chain input {
-		type filter hook input priority filter;
-		iifname "eth0" ct state new drop
-	}
-}
-EOF
-}
-# lan SHORT ROUTER IFACE N: host SHORT on 198.18.N.0/24 behind ROUTER's IFACE.
-lan()
-{
-	local short=$1 router=$2 ifc=$3 n=$4
-	lab_ns "$short"
-	lab_veth "$short" eth0 "$router" "$ifc"
-	lab_addr "$router" "$ifc" "198.18.$n.1/24"
-	lab_addr "$short" eth0 "198.18.$n.2/24"
-	nsx "$short" ip route add default via "198.18.$n.1"
-}
 for r in re rb rh1 rh2 rl; do
 	lab_forwarding "$r"
 done
-lan e re eth1 1
-lan b rb eth1 2
-lan h1 rh1 eth1 3
-lan h2 rh2 eth1 4
-lan l1 rl eth1 5
-lan l2 rl eth2 6
-nat re easy
-nat rb easy
-nat rh1 hard
-nat rh2 hard
-nat rl easy
-nsx rb nft -f - <<'EOF'
-table inet fw {
-	chain forward {
-		type filter hook forward priority filter;
-		meta l4proto udp counter drop
-	}
-}
-EOF
+natlab_lan e re eth1 198.18.1
+natlab_lan b rb eth1 198.18.2
+natlab_lan h1 rh1 eth1 198.18.3
+natlab_lan h2 rh2 eth1 198.18.4
+natlab_lan l1 rl eth1 198.18.5
+natlab_lan l2 rl eth2 198.18.6
+natlab_nat re easy
+natlab_nat rb easy
+natlab_nat rh1 hard
+natlab_nat rh2 hard
+natlab_nat rl easy
+natlab_block_udp rb
 
 lab_control_start ctl 192.0.2.1 8080 || lab_finish
 KEY=$(lab_authkey --reusable)
@@ -108,18 +71,6 @@ for n in $NODES; do
 	IP4[$n]=$(node_ip "$n" 4)
 done
 
-# path_of NAME PEER: "direct" or "relay:CODE" as NAME's status shows its path to PEER.
-path_of()
-{
-	status_eval "$1" "[p['path'] + (':' + p['relay'] if p['path'] == 'relay' else '') for p in j['peers'] if p['hostname'] == '$2'][0]"
-}
-path_is() { [[ $(path_of "$1" "$2") == "$3" ]]; }
-peer_field() { status_eval "$1" "[p.get('$3') for p in j['peers'] if p['hostname'] == '$2'][0]"; }
-reason_is() { [[ $(peer_field "$1" "$2" relay_reason) == "$3" ]]; }
-home_connected()
-{
-	[[ $(status_eval "$1" "[r['state'] for r in j['relay']['regions'] if r['home']][0]") == connected ]]
-}
 for n in $NODES; do
 	check "$n's home relay is connected" wait_for 15 home_connected "$n"
 done
@@ -128,7 +79,6 @@ e_reflexive() { [[ $(peer_field p e endpoints) == *"'192.0.2.21:"* ]]; }
 check "e reports its STUN-reflexive address (its NAT's, 192.0.2.21)" wait_for 30 e_reflexive
 
 # ---- direct pairs; e -> l1 timed from its first packet
-ms_now() { date +%s%3N; }
 t0=$(ms_now)
 check "e -> l1: ping reaches" ping_until e "${IP4[l1]}" 15
 check "e -> l1 goes direct (easy <-> easy)" wait_for 30 path_is e l1 direct
@@ -164,18 +114,64 @@ log "l1 -> l2 endpoint: $(peer_field l1 l2 endpoint)"
 check "p reaches h1 at its hard NAT" wait_for 30 endpoint_with_traffic p h1 192.0.2.23
 log "p -> h1 endpoint: $(peer_field p h1 endpoint)"
 
-# ---- an address added to p (then removed) reaches its peers: the netlink monitor
-# re-gathers at once (debounced), besides the periodic check
+# ---- re-gathering on a network change: an address added to p reaches its peers within
+# about a second through the netlink monitor, not the 5 s periodic check, and e, whose
+# traffic to p flows, pings it as soon as it arrives (disco pings a new candidate at once).
+# The times come from p's log and a capture's kernel timestamps, not from polling.
+# report_times: the times (ms since the epoch) of p's endpoint reports, one a line.
+report_times()
+{
+	python3 - "$LAB_TMP/node-p.log" <<'PY'
+import datetime, sys
+for line in open(sys.argv[1], errors="replace"):
+    if "local addresses changed: reporting" in line:
+        t = datetime.datetime.strptime(line.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+        print(int(t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000))
+PY
+}
+reports() { grep -c 'local addresses changed: reporting' "$LAB_TMP/node-p.log"; }
+reports_over() { (($(reports) > $1)); }
 has_ep() { [[ $(peer_field "$1" "$2" endpoints) == *"'$3'"* ]]; }
 has_no_ep() { [[ -n $(peer_field "$1" "$2" endpoints) ]] && ! has_ep "$@"; }
+# ip netns exec, not nsx: $! must be ping itself, not a subshell (see iperf_server).
+ip netns exec "$(ns_name e)" ping -n -q -i 0.2 -w 120 "${IP4[p]}" >/dev/null 2>&1 &
+LAB_PIDS+=($!)
+pinger=$!
+check "e -> p direct, traffic flowing" wait_for 30 path_is e p direct
+# The first datagram that reaches p's second new address (disco from e), timestamped.
+ip netns exec "$(ns_name p)" tcpdump -i eth0 -n -tt -c 1 \
+	'udp and src host 192.0.2.21 and dst host 192.0.2.78 and dst port 41641' >"$LAB_TMP/first.txt" 2>"$LAB_TMP/first.err" &
+LAB_PIDS+=($!)
+capture=$!
+check "capture on p listens" wait_for 30 grep -q "listening on" "$LAB_TMP/first.err"
+# The first address's report resets the periodic check's timer (5 s from any check): the
+# second address, added at once, can be reported sooner only by the netlink monitor.
+n0=$(reports)
+t1=$(ms_now)
+nsx p ip addr add 192.0.2.77/24 dev eth0
+check "p reports a new address" wait_for 30 reports_over "$n0"
+t2=$(ms_now)
+nsx p ip addr add 192.0.2.78/24 dev eth0
+check "p reports a second new address" wait_for 30 reports_over $((n0 + 1))
+check "e pings p's second new address (disco)" wait_for 30 test -s "$LAB_TMP/first.txt"
+mapfile -t rt < <(report_times | tail -n +$((n0 + 1)))
+r1=${rt[0]:-0} r2=${rt[1]:-0}
+first=$(awk 'NR == 1 { printf "%.0f", $1 * 1000 }' "$LAB_TMP/first.txt")
+log "addresses added on p: the first reported after $((r1 - t1)) ms; the second, added $((t2 - r1)) ms after that report, after $((r2 - t2)) ms; e's first datagram to it after $((${first:-0} - t2)) ms"
+check_num "the second reported within 1.5 s of the change" "$((r2 - t2))" -le 1500
+check_num "... by the netlink monitor: before a periodic check (5 s after the first report)" \
+	"$((r2 - r1))" -lt 5000
+check_num "e's first datagram to it within 3 s of the change" "$((${first:-0} - t2))" -le 3000
+check "the new addresses are in e's netmap" has_ep e p 192.0.2.78:41641
+kill "$pinger" "$capture" 2>/dev/null
+wait "$pinger" "$capture" 2>/dev/null
+lab_forget "$pinger"
+lab_forget "$capture"
 t0=$(ms_now)
-nsx p ip addr add 203.0.113.77/24 dev eth0
-check "an address added on p shows in e's netmap" wait_for 15 has_ep e p 203.0.113.77:41641
-log "address added on p: in e's netmap after $(($(ms_now) - t0)) ms"
-t0=$(ms_now)
-nsx p ip addr del 203.0.113.77/24 dev eth0
-check "... and is gone once removed" wait_for 15 has_no_ep e p 203.0.113.77:41641
-log "address removed on p: gone from e's netmap after $(($(ms_now) - t0)) ms"
+nsx p ip addr del 192.0.2.77/24 dev eth0
+nsx p ip addr del 192.0.2.78/24 dev eth0
+check "... and gone once removed" wait_for 30 has_no_ep e p 192.0.2.78:41641
+log "addresses removed on p: gone from e's netmap after $(($(ms_now) - t0)) ms (polled)"
 
 # ---- relayed pairs, with the reason
 for pair in "h1 h2" "b p"; do
@@ -189,14 +185,6 @@ check "h1 -> h2 stays relayed (hard <-> hard)" path_is h1 h2 relay:default
 check "h2 -> h1 stays relayed" path_is h2 h1 relay:default
 check "b -> p relayed" path_is b p relay:default
 check "p -> b relayed" path_is p b relay:default
-# reason_with_traffic NAME PEER REASON: one ping NAME -> PEER, then NAME's reason for PEER.
-# Probing runs only while traffic flows, and p reports "probing" until its rounds are
-# done (about three per candidate, one every 5 s): keep traffic going while waiting.
-reason_with_traffic()
-{
-	nsx "$1" ping -c 1 -W 1 "${IP4[$2]}" >/dev/null 2>&1
-	reason_is "$@"
-}
 check "b says why: its UDP is blocked" wait_for 30 reason_with_traffic b p udp-blocked-here
 check "p says why: b's UDP never reached it" \
 	wait_for 45 reason_with_traffic p b peer-udp-blocked
@@ -219,13 +207,8 @@ check "trellis status (table) gives the reason" grep -qE '^p .* relay default \(
 # ---- failover: UDP between e's and l1's NATs dies mid-stream, then comes back
 # (The bounds on status are liveness bounds for a busy machine; how fast the traffic
 # moves to the relay is asserted on the ping stream itself: no gap over 2 s.)
-# A path is chosen for traffic: after the checks above, e and l1 may have been idle long
-# enough (45 s) for disco to stop probing, so each look at the path comes with a ping.
-path_with_traffic()
-{
-	nsx "$1" ping -c 1 -W 1 "${IP4[$2]}" >/dev/null 2>&1
-	path_is "$@"
-}
+# e and l1 may have been idle long enough (45 s) for disco to stop probing: each look at
+# the path comes with a ping (path_with_traffic).
 check "e -> l1 direct before the cut" wait_for 30 path_with_traffic e l1 direct
 nsx e ping -n -i 0.1 -c 120 -W 1 "${IP4[l1]}" >"$LAB_TMP/failover.txt" 2>&1 &
 LAB_PIDS+=($!)
@@ -260,19 +243,7 @@ log "failover: largest gap $gap replies (x 100 ms); $(tail -n 2 "$LAB_TMP/failov
 check "failover: no gap over 2 s in the ping stream" test "$gap" -le 20
 
 # ---- a second STUN server: the hard NAT's mapping varies by destination, the easy one's not
-RELAY=${TRELLIS_RELAY:-$TRELLIS_BUILD/src/relay/trellis-relay}
-lab_public_host r2 3
-ip netns exec "$(ns_name r2)" "$RELAY" --listen 192.0.2.3:8080 --stun-port 3478 \
-	>"$LAB_TMP/relay-r2.log" 2>&1 &
-LAB_PIDS+=($!)
-LAB_EXTRA_LOGS+=("trellis-relay r2=$LAB_TMP/relay-r2.log")
-check "a second relay with STUN (r2) listens" wait_listen r2 8080
-cat >"$LAB_TMP/map.json" <<'EOF'
-{"regions": [
- {"id": 1, "code": "default", "nodes": [{"name": "ctl", "ipv4": "192.0.2.1", "relay_port": 8080, "stun_port": 3478}]},
- {"id": 2, "code": "two", "nodes": [{"name": "r2", "ipv4": "192.0.2.3", "relay_port": 8080, "stun_port": 3478}]}]}
-EOF
-check "relaymap set: two regions" ctl relaymap set "$LAB_TMP/map.json"
+natlab_two_regions
 varies() { [[ $(tr_node "$1" netcheck --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["stun_answers"], j["mapping_varies_by_dest"])') == "2 $2" ]]; }
 check "netcheck on h1 (hard NAT): mapping varies by destination" wait_for 45 varies h1 True
 check "netcheck on e (easy NAT): it does not" wait_for 45 varies e False
@@ -283,7 +254,6 @@ check "... and e's not" varies_seen p e False
 check "h1 says why h2 is relayed: hard NAT on both sides" \
 	wait_for 45 reason_with_traffic h1 h2 hard-nat-both-sides
 # (through either region now: h2's home may have moved to r2's)
-relayed() { [[ $(path_of "$1" "$2") == relay:* ]]; }
 check "h1 -> h2 still relayed" relayed h1 h2
 # Both report varying mappings: h1 probes h2's port block (birthday probing). These NATs
 # take any port at random, so the two sides' mappings do not meet: still relayed.

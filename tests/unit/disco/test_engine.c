@@ -288,6 +288,49 @@ static void test_trust_and_fallback(void **state)
 	assert_true(nodes[0].has_path);
 }
 
+/*
+ * B roams while A's traffic flows on a direct path: the netmap brings B's new address and
+ * A pings it at the next tick, not at the next round (DISCO_RETRY_NS away, or
+ * DISCO_UPGRADE_NS with a trusted path), and only once.
+ */
+static void test_new_candidate(void **state)
+{
+	uint64_t now = 10 * MS, t = now + 1000 * MS;
+	struct endpoint moved;
+
+	(void)state;
+	introduce(now);
+	nodes[0].last_tx = now;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, now);
+	pump(now);
+	pump(now);
+	pump(now);
+	assert_true(nodes[0].has_path);
+	/* Nothing new: a tick sends nothing (the heartbeat is 3 s away). */
+	direct_sent = 0;
+	nodes[0].last_tx = t;
+	disco_tick(nodes[0].d, t);
+	assert_int_equal(direct_sent, 0);
+	/* B moves: its old address is gone, the netmap has the new one. */
+	ep(&moved, "203.0.113.77:41641");
+	nodes[1].lan = nodes[1].mapped = moved;
+	assert_int_equal(disco_peer_set(nodes[0].d, &nodes[0].handle, nodes[1].pub,
+					nodes[1].node_key, &moved, 1, t),
+			 0);
+	qn = 0;
+	disco_tick(nodes[0].d, t);
+	assert_int_equal(direct_sent, 1);
+	assert_true(endpoint_equal(&q[0].to, &moved));
+	pump(t + 2 * MS);
+	pump(t + 4 * MS);
+	assert_true(nodes[0].has_path);
+	assert_true(endpoint_equal(&nodes[0].path, &moved));
+	/* Once: answered, it is pinged again only by the heartbeat. */
+	direct_sent = 0;
+	disco_tick(nodes[0].d, t + 100 * MS);
+	assert_int_equal(direct_sent, 0);
+}
+
 /* No traffic for DISCO_IDLE_NS: no deadline and no datagram. */
 static void test_idle(void **state)
 {
@@ -676,6 +719,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_direct, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_udp_blocked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_and_fallback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_new_candidate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle_with_heartbeats, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spoofed_pong, setup, teardown),

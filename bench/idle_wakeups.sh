@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Idle wakeups (issue 10): trellisd and wireguard-go, each a WireGuard device with 100
+# peers, side by side in the same run (each in its own namespace, measured over the same
+# windows). A wakeup is a context switch of any of the process's threads: the sum of
+# voluntary_ctxt_switches and nonvoluntary_ctxt_switches over /proc/PID/task/*/status,
+# read at the start and end of each window.
+#   quiet      100 peers with endpoints, no traffic and no keepalive: nothing to do
+#   keepalive  the same with persistent-keepalive 25 s on every peer; the peers do not
+#              exist, so each device also retries its handshakes on WireGuard's timers
+#              (every 5 s while a keepalive wants a session): both do the same work
+# trellisd in control mode adds its control, relay and disco timers; an idle peer adds
+# none of disco's (src/disco/engine.h).
+# Writes an "## Idle wakeups" section into docs/benchmarks.md (replacing an earlier one).
+#
+# Environment:
+#   TRELLIS_BENCH_BUILD  build dir (default <repo>/build, built by `make`)
+#   BENCH_PEERS          peers per device (default 100)
+#   BENCH_WINDOW         seconds per window (default 30); BENCH_ROUNDS windows per case (3)
+#   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+export TRELLIS_BUILD=${TRELLIS_BENCH_BUILD:-$REPO/build}
+export TRELLISD=$TRELLIS_BUILD/src/node/trellisd
+PEERS=${BENCH_PEERS:-100}
+WINDOW=${BENCH_WINDOW:-30}
+ROUNDS=${BENCH_ROUNDS:-3}
+OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
+export LAB_TIMEOUT=$((2 * ROUNDS * WINDOW + 300))
+export WGGO_LOG_LEVEL=error
+
+# shellcheck source=../tests/lab/lib.sh
+source "$REPO/tests/lab/lib.sh"
+lab_init
+lab_require_trellisd
+unset TRELLIS_LAB_IMPL
+
+# wakeups PID: context switches of all its threads so far.
+wakeups()
+{
+	cat /proc/"$1"/task/*/status 2>/dev/null |
+		awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
+threads() { ls /proc/"$1"/task | wc -l; }
+
+# A device per implementation, each in its own namespace with a link towards the peers'
+# (absent) endpoints on 192.0.2.0/24: a veth whose other end, in namespace "void",
+# answers nothing (no dummy links on this kernel).
+declare -A DEV=() PID=()
+lab_ns void
+for impl in trellisd wggo; do
+	lab_ns "$impl"
+	lab_veth "$impl" eth0 void "v${impl:0:2}"
+	lab_addr "$impl" eth0 192.0.2.1/24
+	lab_key "$impl"
+	DEV[$impl]=$(lab_iface "${impl:0:2}")
+	lab_wg_start "$impl" "$impl" "${DEV[$impl]}" || lab_finish
+	PID[$impl]=${LAB_WG_PID[${DEV[$impl]}]}
+	lab_wg_up "$impl" "${DEV[$impl]}" 100.64.0.1/10
+done
+# One configuration for both: PEERS peers, endpoint 192.0.2.(2+i/250).(i%250), a /32 each.
+conf=$LAB_TMP/peers.conf
+{
+	echo "[Interface]"
+	echo "ListenPort = 51820"
+	for ((i = 0; i < PEERS; i++)); do
+		echo "[Peer]"
+		echo "PublicKey = $(wg genkey | wg pubkey)"
+		echo "AllowedIPs = 100.64.$((1 + i / 250)).$((i % 250 + 1))/32"
+		echo "Endpoint = 192.0.2.$((2 + i % 250)):$((51820 + i / 250))"
+	done
+} >"$conf"
+for impl in trellisd wggo; do
+	nsx "$impl" wg setconf "${DEV[$impl]}" "$conf"
+	nsx "$impl" wg set "${DEV[$impl]}" private-key "$(key_file "$impl")"
+	check_eq "$impl has $PEERS peers" "$PEERS" "$(nsx "$impl" wg show "${DEV[$impl]}" peers | wc -l)"
+done
+
+# window CASE ROUND: both measured over the same WINDOW seconds.
+declare -A R=()
+window()
+{
+	local w0t w0g
+	w0t=$(wakeups "${PID[trellisd]}")
+	w0g=$(wakeups "${PID[wggo]}")
+	sleep "$WINDOW" # the measurement itself: a fixed window, not a wait for an event
+	R[$1.trellisd.$2]=$(awk -v a="$w0t" -v b="$(wakeups "${PID[trellisd]}")" -v w="$WINDOW" \
+		'BEGIN { printf "%.2f", (b - a) / w }')
+	R[$1.wggo.$2]=$(awk -v a="$w0g" -v b="$(wakeups "${PID[wggo]}")" -v w="$WINDOW" \
+		'BEGIN { printf "%.2f", (b - a) / w }')
+	log "$1 round $2: trellisd ${R[$1.trellisd.$2]}/s, wireguard-go ${R[$1.wggo.$2]}/s"
+}
+R[load0]=$(cut -d' ' -f1-3 /proc/loadavg)
+# Settle: startup and the configuration's own work are not idle.
+sleep 5 # not a wait for an event: the windows start after a settled configuration
+for ((r = 1; r <= ROUNDS; r++)); do
+	window quiet "$r"
+done
+for impl in trellisd wggo; do
+	nsx "$impl" wg show "${DEV[$impl]}" peers | while read -r k; do
+		nsx "$impl" wg set "${DEV[$impl]}" peer "$k" persistent-keepalive 25
+	done
+done
+sleep 5 # as above
+for ((r = 1; r <= ROUNDS; r++)); do
+	window keepalive "$r"
+done
+R[load1]=$(cut -d' ' -f1-3 /proc/loadavg)
+for impl in trellisd wggo; do
+	R[threads.$impl]=$(threads "${PID[$impl]}")
+done
+
+# median CASE IMPL
+median()
+{
+	local r
+	for ((r = 1; r <= ROUNDS; r++)); do
+		echo "${R[$1.$2.$r]}"
+	done | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+rounds() { local r s=""; for ((r = 1; r <= ROUNDS; r++)); do s+="${s:+, }${R[$1.$2.$r]}"; done; echo "$s"; }
+
+{
+	echo "## Idle wakeups"
+	echo
+	echo "\`bench/idle_wakeups.sh\` (issue 10), $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(git -C "$REPO" rev-parse --short HEAD)."
+	echo "trellisd (\`--wg\`, build \`$TRELLIS_BUILD\`) and wireguard-go $(wireguard-go --version 2>/dev/null | awk '{ print $NF }' | head -n 1),"
+	echo "each with $PEERS peers, measured over the same $WINDOW s windows ($ROUNDS per case):"
+	echo "context switches per second of all the process's threads (voluntary and not, from"
+	echo "\`/proc/PID/task/*/status\`; perf is not needed). Threads at the end: trellisd"
+	echo "${R[threads.trellisd]}, wireguard-go ${R[threads.wggo]}. Load average ${R[load0]} before,"
+	echo "${R[load1]} after (other builds ran beside it: a busy machine adds involuntary switches"
+	echo "to both alike)."
+	echo
+	echo "| $PEERS peers | trellisd /s (median) | wireguard-go /s (median) | trellisd, each window | wireguard-go, each window |"
+	echo "|---|---:|---:|---|---|"
+	echo "| quiet: no traffic, no keepalive | $(median quiet trellisd) | $(median quiet wggo) | $(rounds quiet trellisd) | $(rounds quiet wggo) |"
+	echo "| persistent-keepalive 25 s, peers absent | $(median keepalive trellisd) | $(median keepalive wggo) | $(rounds keepalive trellisd) | $(rounds keepalive wggo) |"
+	echo
+	echo "With keepalive and no answer, WireGuard's timers want a handshake initiation every"
+	echo "5 s (REKEY_TIMEOUT) per peer: $PEERS peers need about $((PEERS / 5)) sends a second."
+} >"$LAB_TMP/section.md"
+cat "$LAB_TMP/section.md"
+if [[ $OUT != - ]]; then
+	python3 "$REPO/bench/md_section.py" "$OUT" "$LAB_TMP/section.md" "Idle wakeups"
+fi
+lab_finish

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# NAT traversal by pairs of sites (issue 10): for each pair, the path it ends on (direct,
+# or relayed with the reason each side gives) and that the tunnel's packets take it.
+# Kinds of site (node N of a kind is KIND+N, e.g. e1, e2):
+#   p  public address
+#   e  easy NAT (masquerade: port preserved; conntrack lets in only answers)
+#   h  hard NAT (a random port per flow: the mapping varies by destination)
+#   d  double NAT: a home router (easy) behind a carrier-grade NAT (easy), two layers of
+#      conntrack to open
+#   b  a firewall that forwards no UDP (behind an easy NAT)
+#   l  two nodes behind one easy NAT, on two LANs of its router (only as the pair l-l)
+# NAT_PAIRS names the pairs, "A-B" by kind (a kind with itself takes nodes 1 and 2);
+# "all" is every pair of kinds (make lab-full); the default (make check) is the pairs no
+# other test covers: easy<->hard and the double NAT with an easy and a hard NAT.
+# Expected (the rules of the issue, as this lab's NATs behave):
+#   direct   at least one side public, or both sides easy or double (call-me-maybe
+#            through the relay: both probe at once and each NAT opens for the other), or
+#            the LAN pair (over the LAN: a LAN address)
+#   relayed  UDP blocked on a side: "udp-blocked-here" there, "peer-udp-blocked" (or, from
+#            a hard NAT, "hard-nat-here") on the other; a hard NAT with an easy or double
+#            one: the hard side's mapping towards the peer is not the one STUN saw and the
+#            easy side lets in only what answers its own flows ("hard-nat-here" /
+#            "peer-hard-nat"); hard<->hard: "hard-nat-both-sides" (birthday probing
+#            rarely meets with ports at random: bench/nat.sh)
+# Each pair: A pings B in the background while the paths settle; then A sends 20 pings, all
+# answered, and a counter at B's edge (its outermost router, or B itself) of WireGuard data
+# arriving from A's public address shows all 20 for a direct pair and none for a relayed
+# one. A second STUN server (r2) lets the nodes see whether their mapping varies.
+#
+#   lab internet 192.0.2.0/24: ctl .1, r2 .3; pN .1N; routers reN .2N, rhN .3N, cgN .4N,
+#   rbN .5N, rl .60. LANs 198.18.X.0/24 with X the router's last octet; rdN (home router
+#   of dN) 198.19.4N.2 behind cgN, its LAN 198.18.4N.0/24; l1 198.18.61.2, l2 198.18.62.2.
+LAB_TIMEOUT=${LAB_TIMEOUT:-540}
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/natlab.sh"
+lab_init
+lab_require_control_plane
+lab_require nft
+"$TRELLIS_CONTROL" --help 2>&1 | grep -q -- --no-relay ||
+	lab_skip "this trellis-control has no embedded relay"
+
+ALL_PAIRS="p-p p-e p-h p-d p-b e-e e-h e-d e-b h-h h-d h-b d-d d-b b-b l-l"
+NAT_PAIRS=${NAT_PAIRS:-e-h d-e d-h}
+[[ $NAT_PAIRS == all ]] && NAT_PAIRS=$ALL_PAIRS
+
+# expect KIND_A KIND_B: "direct", or the relay reasons "A's B's".
+expect()
+{
+	case "$1$2" in
+	b?) echo "udp-blocked-here $(expect_b "$2")" ;;
+	?b) echo "$(expect_b "$1") udp-blocked-here" ;;
+	p? | ?p | ee | ed | de | dd | ll) echo direct ;;
+	hh) echo "hard-nat-both-sides hard-nat-both-sides" ;;
+	h?) echo "hard-nat-here peer-hard-nat" ;;
+	?h) echo "peer-hard-nat hard-nat-here" ;;
+	esac
+}
+# What a side says of a UDP-blocked peer: a hard NAT names its own first (either would do).
+expect_b()
+{
+	case $1 in
+	b) echo udp-blocked-here ;;
+	h) echo hard-nat-here ;;
+	*) echo peer-udp-blocked ;;
+	esac
+}
+
+PAIRS=()
+declare -A WANT=() NODE_KIND=()
+for pair in $NAT_PAIRS; do
+	ka=${pair%-*} kb=${pair#*-}
+	if [[ $pair != "$ka-$kb" || ! ($ka$kb =~ ^[pehdb]{2}$ || $ka$kb == ll) ]]; then
+		echo "bad NAT_PAIRS entry '$pair' (want A-B, kinds p e h d b, or l-l)"
+		exit 1
+	fi
+	a=${ka}1 b=${kb}1
+	[[ $ka == "$kb" ]] && b=${kb}2
+	PAIRS+=("$a $b")
+	WANT[$a.$b]=$(expect "$ka" "$kb")
+	NODE_KIND[$a]=$ka NODE_KIND[$b]=$kb
+done
+NODES=$(printf '%s\n' "${!NODE_KIND[@]}" | sort | tr '\n' ' ')
+log "pairs: ${PAIRS[*]/ /->}; nodes: $NODES"
+
+# shellcheck disable=SC2086 # a list of names
+natlab_tailnet $NODES
+# ready NAME "PEERS": NAME sees exactly those peers and its home relay is connected.
+ready()
+{
+	[[ $(status_eval "$1" "' '.join(sorted(p['hostname'] for p in j['peers'])) + ' ' + [r['state'] for r in j['relay']['regions'] if r['home']][0]") == "$2 connected" ]]
+}
+for n in $NODES; do
+	others=$(printf '%s\n' $NODES | grep -vx "$n" | tr '\n' ' ' | sed 's/ $//')
+	check "$n sees its peers, its home relay connected" wait_for 60 ready "$n" "$others"
+done
+
+# ---- every pair at once: A pings B (5/s) while the paths settle, so that the waits overlap
+declare -A PINGER=()
+for pair in "${PAIRS[@]}"; do
+	set -- $pair
+	# Until killed (the watchdog bounds it): a pair idle for 45 s loses its direct path.
+	# ip netns exec, not nsx: $! must be ping itself, not a subshell (see iperf_server).
+	ip netns exec "$(ns_name "$1")" ping -n -q -i 0.2 -w "$LAB_TIMEOUT" "${IP4[$2]}" \
+		>/dev/null 2>&1 &
+	PINGER[$1.$2]=$!
+	LAB_PIDS+=($!)
+done
+for pair in "${PAIRS[@]}"; do
+	set -- $pair
+	want=${WANT[$1.$2]}
+	if [[ $want == direct ]]; then
+		check "$1 -> $2 goes direct" wait_for 60 path_is "$1" "$2" direct
+		ttd=$(status_eval "$1" "[p['disco'].get('time_to_direct_ms') for p in j['peers'] if p['hostname'] == '$2'][0]")
+		log "$1 -> $2: time to direct measured by trellisd: ${ttd:-?} ms"
+		check "$2 -> $1 goes direct" wait_for 60 path_with_traffic "$2" "$1" direct
+		ep=$(peer_field "$1" "$2" endpoint)
+		check_eq "$1 reaches $2 at ${NATLAB_DIRECT[$2]}" "${NATLAB_DIRECT[$2]}" "${ep%:*}"
+	else
+		read -r ra rb <<<"$want"
+		# Probing takes its rounds (one every 5 s) before it gives a reason.
+		check "$1 -> $2 relayed: $ra" wait_for 60 relayed_because "$1" "$2" "$ra"
+		nsx "$2" ping -c 1 -W 1 "${IP4[$1]}" >/dev/null 2>&1
+		check "$2 -> $1 relayed: $rb" wait_for 60 relayed_because "$2" "$1" "$rb"
+	fi
+done
+for pair in "${PAIRS[@]}"; do
+	set -- $pair
+	kill "${PINGER[$1.$2]}" 2>/dev/null
+	wait "${PINGER[$1.$2]}" 2>/dev/null
+	lab_forget "${PINGER[$1.$2]}"
+done
+
+# ---- the tunnel's packets take that path: 20 pings, all answered; B's edge counts the
+# WireGuard data from A's public address (the pairs at once again)
+for pair in "${PAIRS[@]}"; do
+	set -- $pair
+	tag="c_$1_$2"
+	natlab_count "${NATLAB_EDGE[$2]}" "$tag" "${NATLAB_PUB[$1]}"
+	ip netns exec "$(ns_name "$1")" ping -n -q -c 20 -i 0.2 -W 2 "${IP4[$2]}" \
+		>"$LAB_TMP/burst-$1-$2.txt" 2>&1 &
+	PINGER[$1.$2]=$!
+	LAB_PIDS+=($!)
+done
+for pair in "${PAIRS[@]}"; do
+	set -- $pair
+	wait "${PINGER[$1.$2]}"
+	lab_forget "${PINGER[$1.$2]}"
+	check "$1 -> $2: 20 pings, all answered" grep -q ' 20 received, 0% packet loss' \
+		"$LAB_TMP/burst-$1-$2.txt"
+	got=$(natlab_counted "${NATLAB_EDGE[$2]}" "c_$1_$2")
+	log "$1 -> $2: $got WireGuard data packets from ${NATLAB_PUB[$1]} at ${NATLAB_EDGE[$2]}"
+	if [[ ${WANT[$1.$2]} == direct ]]; then
+		check_num "$1 -> $2: the pings went direct (data from ${NATLAB_PUB[$1]} at ${NATLAB_EDGE[$2]})" \
+			"$got" -ge 20
+	else
+		check_eq "$1 -> $2: none went direct" 0 "$got"
+	fi
+done
+
+for n in $NODES; do
+	lab_node_stop "$n"
+done
+lab_control_stop TERM
+lab_finish
