@@ -5,7 +5,8 @@
  *
  *   control_scale --server ADDR:PORT --auth-key KEY -n N [--server-pid PID]
  *                 [--concurrency C] [--map-concurrency M] [--changes K] [--sources S]
- *                 [--policy-cmd CMD] [--policy-changes P] [--joins J]
+ *                 [--policy-cmd CMD] [--policy-changes P] [--joins J] [--join-src PREFIX]
+ *                 [--restart-cmd CMD --pid-file FILE]
  *
  * Phases, each timed:
  *   1. register: N connections (at most C in flight), each upgrade + handshake +
@@ -23,6 +24,12 @@
  *      after the other; the time from its connect until every other stream (or, with
  *      --join-src PREFIX, every stream of a node whose IPv4 address is in PREFIX: those the
  *      policy lets see it) has received a message naming it.
+ *   6. restart (--restart-cmd CMD): CMD stops the server and starts it again (writing the
+ *      new PID to --pid-file), every node reconnects as trellisd does (register without a
+ *      key, map_request offering the netmap it holds), and the time until every node holds
+ *      the current netmap again: the first netmap, or the delta that resumes its map. Then
+ *      one more change must reach every stream. Reported: the time, the server's CPU from
+ *      its start, the bytes the nodes received, how many resumed, connections lost.
  * And the server's RSS (VmRSS, VmHWM) and CPU time (utime + stime) from /proc/PID.
  *
  * Connections are spread over S source addresses 127.x.y.1, each in its own /24, so the
@@ -60,10 +67,10 @@
 enum state {
 	ST_IDLE,      /* not started */
 	ST_HTTP,      /* upgrade request sent, waiting for 101 */
-	ST_HANDSHAKE, /* Noise_IK initiation sent, waiting for the response */
+	ST_HANDSHAKE, /* Noise message 1 sent: register follows message 2 (its proof needs h) */
 	ST_REGISTER,  /* register sent, waiting for register_response */
 	ST_REGISTERED,
-	ST_MAPWAIT,   /* map_request sent, waiting for the netmap */
+	ST_MAPWAIT, /* map_request sent, waiting for the netmap */
 	ST_STREAMING,
 	ST_DEAD,
 };
@@ -75,6 +82,8 @@ struct sim {
 	uint8_t machine_priv[32];
 	uint8_t node_priv[32]; /* for the register's node-key proof */
 	uint8_t node_pub[32];
+	bool has_have; /* the netmap held, as the server stamped it */
+	struct ctrl_have have;
 	char in[HTTP_HEAD_MAX];
 	size_t in_len;
 	uint64_t msgs, deltas;
@@ -97,6 +106,18 @@ static struct sim *change_from;
 static unsigned change_target;
 static uint64_t change_t0, change_first_ns; /* when it started; when the first stream had it */
 static unsigned cnt_registered, cnt_streaming, cnt_dead, cnt_changed, in_flight;
+static unsigned cnt_resumed, cnt_full; /* after the restart: delta or full netmap first */
+static uint64_t bytes_in;
+
+#define NETMAP_HEAD "{\"type\":\"netmap\""
+#define DELTA_HEAD "{\"type\":\"delta\""
+static bool head_is(const char *json, size_t len, const char *head)
+{
+	size_t n = strlen(head);
+
+	return len >= n && !memcmp(json, head, n);
+}
+static bool reconnecting; /* phase 4: register without the key, offer the held map */
 
 static uint64_t now_ns(void)
 {
@@ -298,7 +319,7 @@ static void sim_start(struct sim *s)
 	s->in_len = n;
 }
 
-/* The handshake's first message; register follows once the session is established. */
+/* After the 101: Noise message 1; register waits for message 2. */
 static void sim_handshake(struct sim *s)
 {
 	s->cs = ctrlstream_client_new(s->machine_priv, server_pub);
@@ -323,13 +344,50 @@ static void sim_register(struct sim *s)
 	m.reg.has_node_key_proof = true;
 	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "sim-%ld", (long)(s - sims));
 	snprintf(m.reg.os, sizeof(m.reg.os), "linux");
-	snprintf(m.reg.auth_key, sizeof(m.reg.auth_key), "%s", auth_key);
+	/* A node spends its key once; later it registers as the machine it is. */
+	if (!reconnecting)
+		snprintf(m.reg.auth_key, sizeof(m.reg.auth_key), "%s", auth_key);
 	if (sim_send(s, &m) < 0) {
 		sim_kill(s, "encode register");
 		return;
 	}
 	s->st = ST_REGISTER;
 	sim_flush(s);
+}
+
+/*
+ * The version a netmap or delta carries, read from the head of its text ("seq", "version",
+ * "digest" come first): a full netmap is too large to parse for it.
+ */
+static void sim_have_update(struct sim *s, const char *json, size_t len)
+{
+	char head[256];
+	const char *p;
+	struct ctrl_have h = {0};
+
+	len = len < sizeof(head) - 1 ? len : sizeof(head) - 1;
+	memcpy(head, json, len);
+	head[len] = '\0';
+	p = strstr(head, "\"seq\":");
+	if (!p)
+		return;
+	h.seq = strtoull(p + 6, NULL, 10);
+	p = strstr(head, "\"version\":");
+	if (p) {
+		char b64[64];
+
+		h.version.feed = strtoull(p + 10, NULL, 10);
+		p = strstr(head, "\"digest\":\"");
+		if (!p || sscanf(p + 10, "%63[^\"]", b64) != 1 ||
+		    key_from_base64(h.version.digest, b64) < 0)
+			h.version.feed = 0;
+	}
+	if (h.version.feed) {
+		s->have = h;
+		s->has_have = true;
+	} else if (s->has_have) {
+		s->have.seq = h.seq; /* an unstamped delta: the map still includes that version */
+	}
 }
 
 static void sim_map(struct sim *s)
@@ -340,6 +398,8 @@ static void sim_map(struct sim *s)
 
 	memcpy(m.map_req.node_key, s->node_pub, 32);
 	m.map_req.stream = true;
+	m.map_req.has_have = reconnecting && s->has_have;
+	m.map_req.have = s->have;
 	m.map_req.n_endpoints = 1;
 	/* A documentation address per node: unique, and never the change marker below. */
 	snprintf(ep, sizeof(ep), "203.0.113.%u:%u", 1 + i % 250, 1024 + i / 250);
@@ -374,24 +434,38 @@ static void sim_message(struct sim *s, const char *json, size_t len)
 		s->st = ST_REGISTERED;
 		in_flight--;
 		cnt_registered++;
+		/* A reconnecting trellisd asks for its map at once. */
+		if (reconnecting)
+			sim_map(s);
 		return;
 	case ST_MAPWAIT:
 		/* A full netmap is large: classify it without parsing it. */
-		if (memmem(json, len, "\"netmap\"", 8)) {
-			const char *self = memmem(json, len, "\"self\":{", 8), *a = NULL;
-			char ip[16] = "";
-			struct in_addr in;
+		if (head_is(json, len, NETMAP_HEAD) || head_is(json, len, DELTA_HEAD)) {
+			bool full = head_is(json, len, NETMAP_HEAD);
 
-			if (self)
-				a = memmem(self, len - (size_t)(self - json), "\"addresses\":[\"", 14);
-			if (a && sscanf(a + 14, "%15[0-9.]", ip) == 1 && inet_pton(AF_INET, ip, &in) == 1)
-				s->v4 = ntohl(in.s_addr);
+			cnt_full += reconnecting && full;
+			cnt_resumed += reconnecting && !full;
+			sim_have_update(s, json, len);
+			if (full) {
+				const char *self = memmem(json, len, "\"self\":{", 8), *a = NULL;
+				char ip[16] = "";
+				struct in_addr in;
+
+				if (self)
+					a = memmem(self, len - (size_t)(self - json),
+						   "\"addresses\":[\"", 14);
+				if (a && sscanf(a + 14, "%15[0-9.]", ip) == 1 &&
+				    inet_pton(AF_INET, ip, &in) == 1)
+					s->v4 = ntohl(in.s_addr);
+			}
 			s->st = ST_STREAMING;
 			in_flight--;
 			cnt_streaming++;
 		}
 		return;
 	case ST_STREAMING:
+		if (head_is(json, len, NETMAP_HEAD) || head_is(json, len, DELTA_HEAD))
+			sim_have_update(s, json, len);
 		if (memmem(json, len, "\"delta\"", 7))
 			s->deltas++;
 		/* The node that made the change does not count. */
@@ -447,6 +521,7 @@ static void sim_readable(struct sim *s)
 			if (s->st == ST_DEAD)
 				return;
 		}
+		bytes_in += (uint64_t)r;
 		while (off < (size_t)r) {
 			c = ctrlstream_feed(s->cs, buf + off, r - off);
 			if (c < 0) {
@@ -543,8 +618,32 @@ static unsigned concurrency = 256, map_concurrency = 64, next_start, next_map;
 
 static void feed_register(void)
 {
-	while (next_start < n_sims && in_flight < concurrency)
-		sim_start(&sims[next_start++]);
+	while (next_start < n_sims && in_flight < concurrency) {
+		struct sim *s = &sims[next_start++];
+
+		if (s->st == ST_IDLE)
+			sim_start(s);
+	}
+}
+
+/* The server went away: every connection is gone, the held maps stay. Not counted as lost. */
+static void sims_reset(void)
+{
+	for (unsigned i = 0; i < n_sims; i++) {
+		struct sim *s = &sims[i];
+
+		if (s->st == ST_DEAD || s->st == ST_IDLE)
+			continue;
+		epoll_ctl(ep_fd, EPOLL_CTL_DEL, s->fd, NULL);
+		close(s->fd);
+		ctrlstream_free(s->cs);
+		s->cs = NULL;
+		s->in_len = 0;
+		s->want_out = false;
+		s->st = ST_IDLE;
+	}
+	cnt_registered = cnt_streaming = in_flight = 0;
+	next_start = 0;
 }
 
 static bool done_register(void)
@@ -606,6 +705,89 @@ static bool done_quiet(void)
 	return now_ns() >= quiet_until;
 }
 
+static int pid_read(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	int pid = 0;
+
+	if (f) {
+		if (fscanf(f, "%d", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	return pid;
+}
+
+/* Phase 4: the server restarts under N connected nodes (see the top of the file). */
+static void restart_phase(const char *cmd, const char *pid_file)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_ENDPOINTS};
+	unsigned held = 0, dead0 = cnt_dead, i;
+	uint64_t t0, t_sync;
+	double cpu;
+	int pid;
+	bool ok;
+
+	for (i = 0; i < n_sims; i++)
+		held += sims[i].st == ST_STREAMING && sims[i].has_have;
+	fprintf(stderr,
+		"control_scale: restarting the server (%u streams, %u hold a stamped map)\n",
+		cnt_streaming, held);
+	printf("restart_streams %u\n", cnt_streaming);
+	printf("restart_held %u\n", held);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "control_scale: the restart command failed\n");
+		return;
+	}
+	pid = pid_read(pid_file);
+	sims_reset();
+	reconnecting = true;
+	bytes_in = 0;
+	t0 = now_ns();
+	ok = loop_until(done_register, feed_register, 600ULL * 1000000000);
+	t_sync = now_ns() - t0;
+	cpu = proc_cpu(pid);
+	fprintf(stderr,
+		"control_scale: %u of %u nodes hold a current netmap %.2f s after the restart "
+		"(%u resumed, %u full maps, %.1f MiB received, server CPU %.2f s)%s\n",
+		cnt_streaming, n_sims, t_sync / 1e9, cnt_resumed, cnt_full, bytes_in / 1048576.0,
+		cpu, ok ? "" : " (TIMEOUT)");
+	printf("restart_synced %u\n", cnt_streaming);
+	printf("restart_sync_s %.3f\n", t_sync / 1e9);
+	printf("restart_resumed %u\n", cnt_resumed);
+	printf("restart_full %u\n", cnt_full);
+	printf("restart_mib_received %.1f\n", bytes_in / 1048576.0);
+	printf("restart_server_cpu_s %.2f\n", cpu);
+	fflush(stdout);
+
+	/* The maps are current: one more change reaches every stream. */
+	quiet_until = now_ns() + 2000000000ULL;
+	loop_until(done_quiet, NULL, 300ULL * 1000000000);
+	printf("restart_server_cpu_quiet_s %.2f\n", proc_cpu(pid));
+	if (sims[0].st == ST_STREAMING) {
+		uint64_t ts;
+
+		snprintf(change_marker, sizeof(change_marker), "198.51.100.78:%u", 4000);
+		m.endpoints.n_endpoints = 1;
+		endpoint_parse(&m.endpoints.endpoints[0], change_marker);
+		cnt_changed = 0;
+		change_idx++;
+		ts = now_ns();
+		if (sim_send(&sims[0], &m) == 0) {
+			sim_flush(&sims[0]);
+			ok = loop_until(done_change, NULL, 60ULL * 1000000000);
+			fprintf(stderr,
+				"control_scale: change after the restart reached %u/%u streams "
+				"in %.1f ms%s\n",
+				cnt_changed, cnt_streaming - 1, (now_ns() - ts) / 1e6,
+				ok ? "" : " (TIMEOUT)");
+			printf("restart_change_reached %u\n", cnt_changed);
+		}
+	}
+	printf("restart_dead_connections %u\n", cnt_dead - dead0);
+	fflush(stdout);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -646,9 +828,12 @@ int main(int argc, char **argv)
 		{ "policy-changes", required_argument, NULL, 'Q' },
 		{ "joins", required_argument, NULL, 'J' },
 		{ "join-src", required_argument, NULL, 'T' },
+		{ "restart-cmd", required_argument, NULL, 'R' },
+		{ "pid-file", required_argument, NULL, 'F' },
 		{ 0 },
 	};
-	const char *server = "127.0.0.1:8080", *policy_cmd = NULL;
+	const char *server = "127.0.0.1:8080", *policy_cmd = NULL, *restart_cmd = NULL;
+	const char *pid_file = NULL;
 	unsigned changes = 5, policy_changes = 5, joins = 0, join_len = 0, i, c;
 	uint32_t join_net = 0, join_mask = 0;
 	double cpu_c;
@@ -685,16 +870,20 @@ int main(int argc, char **argv)
 			join_net = ntohl(in.s_addr) & join_mask;
 			break;
 		}
+		case 'R': restart_cmd = optarg; break;
+		case 'F': pid_file = optarg; break;
 		default:
 			fprintf(stderr, "usage: control_scale --server ADDR:PORT --auth-key KEY -n N "
 					"[--server-pid PID] [--concurrency C] [--map-concurrency M] "
 					"[--changes K] [--sources S] [--policy-cmd CMD] "
-					"[--policy-changes P] [--joins J] [--join-src PREFIX]\n");
+					"[--policy-changes P] [--joins J] [--join-src PREFIX] "
+					"[--restart-cmd CMD --pid-file F]\n");
 			return 2;
 		}
 	}
 	if (!auth_key || !n_sims || !n_sources || n_sources > 250 * 250 || !concurrency ||
-	    !map_concurrency || changes > 64 || policy_changes > 64 || joins > 64) {
+	    !map_concurrency || changes > 64 || policy_changes > 64 || joins > 64 ||
+	    !restart_cmd != !pid_file) {
 		fprintf(stderr, "control_scale: --auth-key and -n N are required\n");
 		return 2;
 	}
@@ -703,7 +892,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	server_sa = sep.in4;
-	rl.rlim_cur = rl.rlim_max = n_sims + joins + 256;
+	/* Not lowering the hard limit: a server the restart command starts inherits it. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		die("getrlimit RLIMIT_NOFILE");
+	rl.rlim_cur = n_sims + joins + 256;
+	if (rl.rlim_max < rl.rlim_cur)
+		rl.rlim_max = rl.rlim_cur;
 	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 		die("setrlimit RLIMIT_NOFILE");
 	/* The joining nodes sit behind the first n_sims, outside the first phases' loops. */
@@ -912,5 +1106,7 @@ int main(int argc, char **argv)
 	printf("server_rss_hwm_kib %ld\n", proc_kib(pid, "VmHWM"));
 	printf("dead_connections %u\n", cnt_dead);
 	fflush(stdout);
+	if (restart_cmd)
+		restart_phase(restart_cmd, pid_file);
 	return 0;
 }

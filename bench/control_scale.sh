@@ -15,6 +15,9 @@
 #                        section instead.
 #   BENCH_POLICY_CHANGES P (default 5), BENCH_JOINS J (default 5)
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
+#   BENCH_BEFORE         another trellis-control (say, main's) run in the same loop, after
+#                        ours at each N, as the reference column
+#   BENCH_RESTART        0: no restart phase (default 1: the server restarts under the nodes)
 # Don't run it while the machine is busy: the numbers would be meaningless.
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +29,8 @@ PORT=${BENCH_PORT:-18080}
 RULES=${BENCH_POLICY_RULES:-}
 PCHANGES=${BENCH_POLICY_CHANGES:-5}
 JOINS=${BENCH_JOINS:-5}
+BEFORE=${BENCH_BEFORE:-}
+RESTART=${BENCH_RESTART:-1}
 
 die() { echo "control_scale.sh: $*" >&2; exit 1; }
 [[ -x $CONTROL ]] || die "no trellis-control at $CONTROL (run make)"
@@ -35,7 +40,8 @@ TMP=$(mktemp -d /tmp/trellis-ctlbench.XXXXXX)
 SERVER_PID=
 cleanup()
 {
-	[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+	[[ -f $TMP/server.pid ]] && SERVER_PID=$(cat "$TMP/server.pid")
+	[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -55,10 +61,19 @@ gcc -O2 -DNDEBUG -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-missing-field-initi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 declare -A R=()
+RUNS=()
 for n in $NODES; do
-	state="$TMP/state-$n"
-	echo "=== N=$n: trellis-control on 127.0.0.1:$PORT, state $state" >&2
-	key=$("$CONTROL" --state "$state" --offline authkey create --reusable) || die "authkey create failed"
+	RUNS+=("after:$n")
+	[[ -n $BEFORE ]] && RUNS+=("before:$n")
+done
+for run in "${RUNS[@]}"; do
+	label=${run%%:*} n=${run#*:}
+	bin=$CONTROL
+	[[ $label == before ]] && bin=$BEFORE
+	[[ -x $bin ]] || die "no trellis-control at $bin"
+	state="$TMP/state-$run"
+	echo "=== $label N=$n: $bin on 127.0.0.1:$PORT, state $state" >&2
+	key=$("$bin" --state "$state" --offline authkey create --reusable) || die "authkey create failed"
 	extra=()
 	if [[ -n $RULES ]]; then
 		# Policies 0..P: rule 0 on port 60999 (the first) or 61000 + I (the changes), the same
@@ -88,32 +103,54 @@ for c in range(changes + 1):
     json.dump(pol, open("%s-%d.hujson" % (base, c), "w"), indent=1)
 PY
 		printf '#!/bin/sh\nexec "%s" --state "%s" policy set "%s-$1.hujson" >/dev/null\n' \
-			"$CONTROL" "$state" "$TMP/policy" >"$TMP/setpolicy.sh"
+			"$bin" "$state" "$TMP/policy" >"$TMP/setpolicy.sh"
 		chmod +x "$TMP/setpolicy.sh"
 		# No endpoint changes: node 0 has a few peers, not every stream.
 		extra=(--changes 0 --policy-cmd "$TMP/setpolicy.sh" --policy-changes "$PCHANGES" --joins "$JOINS"
 			--join-src 100.64.0.0/22)
 	fi
-	"$CONTROL" --state "$state" serve --listen "127.0.0.1:$PORT" >"$TMP/server-$n.log" 2>&1 &
+	"$bin" --state "$state" serve --listen "127.0.0.1:$PORT" >"$TMP/server-$run.log" 2>&1 &
 	SERVER_PID=$!
+	echo "$SERVER_PID" >"$TMP/server.pid"
 	for ((k = 0; k < 100; k++)); do
 		ss -Hltn "sport = :$PORT" | grep -q . && break
 		sleep 0.1
 	done
+	# The restart: SIGTERM (the server says goodbye to its streams), wait until it is gone,
+	# start it again on the same state, wait until it listens.
+	cat >"$TMP/restart.sh" <<-EOF
+		#!/bin/bash
+		pid=\$(cat "$TMP/server.pid")
+		kill "\$pid"
+		while kill -0 "\$pid" 2>/dev/null; do sleep 0.05; done
+		"$bin" --state "$state" serve --listen "127.0.0.1:$PORT" >>"$TMP/server-$run.log" 2>&1 &
+		echo \$! >"$TMP/server.pid"
+		for ((k = 0; k < 300; k++)); do
+			ss -Hltn "sport = :$PORT" | grep -q . && exit 0
+			sleep 0.05
+		done
+		exit 1
+	EOF
+	chmod +x "$TMP/restart.sh"
+	restart=()
+	[[ $RESTART == 1 ]] && restart=(--restart-cmd "$TMP/restart.sh" --pid-file "$TMP/server.pid")
+	# 10 connections per source address: under the server's per-source cap of connections
+	# that are not yet a map stream (docs/security.md), or registration stops at 64 x 64.
 	timeout 3600 "$TMP/control_scale" --server "127.0.0.1:$PORT" --auth-key "$key" -n "$n" \
-		--server-pid "$SERVER_PID" --sources "$(((n + 31) / 32))" "${extra[@]}" \
-		>"$TMP/result-$n.txt"
+		--sources $(((n + 9) / 10)) --server-pid "$SERVER_PID" "${extra[@]}" "${restart[@]}" \
+		>"$TMP/result-$run.txt"
 	echo "control_scale exit $?" >&2
-	cat "$TMP/result-$n.txt" >&2
+	cat "$TMP/result-$run.txt" >&2
 	while read -r k v; do
-		R[$n.$k]=$v
-	done <"$TMP/result-$n.txt"
+		R[$run.$k]=$v
+	done <"$TMP/result-$run.txt"
+	SERVER_PID=$(cat "$TMP/server.pid")
 	kill "$SERVER_PID"
-	wait "$SERVER_PID" 2>/dev/null
+	while kill -0 "$SERVER_PID" 2>/dev/null; do sleep 0.05; done
 	SERVER_PID=
-	R[$n.db]=$(du -sk "$state" | cut -f1)
-	grep -ciE 'error|warn' "$TMP/server-$n.log" | sed 's/^/server log lines with error|warn: /' >&2
-	grep -vE "register|registered" "$TMP/server-$n.log" | sed -E "s/^[0-9T:.-]+Z //" | sort | uniq -c | sort -rn | head -n 8 | sed "s/^/server log: /" >&2
+	R[$run.db]=$(du -sk "$state" | cut -f1)
+	grep -ciE 'error|warn' "$TMP/server-$run.log" | sed 's/^/server log lines with error|warn: /' >&2
+	grep -vE "register|registered|online|offline" "$TMP/server-$run.log" | sed -E "s/^[0-9T:.-]+Z //" | sort | uniq -c | sort -rn | head -n 8 | sed "s/^/server log: /" >&2
 	rm -rf "$state"
 done
 
@@ -131,13 +168,13 @@ machine_and_head()
 	echo "| trellis revision | $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo -) |"
 	echo
 	printf '| metric |'
-	for n in $NODES; do printf ' N = %s |' "$n"; done
+	for run in "${RUNS[@]}"; do printf ' N = %s%s |' "${run#*:}" "$([[ -n $BEFORE ]] && echo ", ${run%%:*}")"; done
 	printf '\n|---|'
-	for n in $NODES; do printf -- '---:|'; done
+	for run in "${RUNS[@]}"; do printf -- '---:|'; done
 	printf '\n'
 }
-# row LABEL KEY [FORMAT]: one metric for every N.
-row() { local label=$1 key=$2 f=${3:-v} n; printf '| %s |' "$label"; for n in $NODES; do printf ' %s |' "$($f "$n.$key")"; done; printf '\n'; }
+# row LABEL KEY [FORMAT]: one metric for every run (N, and ours or the reference).
+row() { local label=$1 key=$2 f=${3:-v} run; printf '| %s |' "$label"; for run in "${RUNS[@]}"; do printf ' %s |' "$($f "$run.$key")"; done; printf '\n'; }
 section()
 {
 	local n
@@ -166,6 +203,18 @@ section()
 	row "server CPU when idle (% of a core)" server_cpu_idle_pct
 	row "state dir on disk (MiB)" db mib
 	row "connections lost" dead_connections
+	if [[ $RESTART == 1 ]]; then
+		row "restart: streams open before" restart_streams
+		row "restart: nodes holding a current netmap after" restart_synced
+		row "restart: time until all hold it (s)" restart_sync_s
+		row "restart: resumed with a delta" restart_resumed
+		row "restart: sent a full netmap" restart_full
+		row "restart: MiB the nodes received" restart_mib_received
+		row "restart: server CPU until all hold it (s)" restart_server_cpu_s
+		row "restart: server CPU until quiet (s)" restart_server_cpu_quiet_s
+		row "restart: a change after it reached (streams)" restart_change_reached
+		row "restart: connections lost after it" restart_dead_connections
+	fi
 	echo
 	echo "Anchor: Headscale users report its server saturating at 300–600 nodes. Target:"
 	echo "10,000 nodes on this 2-core machine, a change at every stream in under 1 s,"

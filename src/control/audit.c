@@ -296,6 +296,8 @@ static void target_derive(char *buf, size_t len, const struct store_op *op)
 		break;
 	case STORE_OP_NODE_INSERT:
 	case STORE_OP_NODE_UPDATE:
+	case STORE_OP_NODE_LIVE:
+	case STORE_OP_NODE_TOUCH:
 		snprintf(buf, len, "node:%" PRIu64 " %s", op->node.id, op->node.name);
 		break;
 	case STORE_OP_NODE_DELETE:

@@ -40,6 +40,8 @@ static void apply(struct changes *c, const struct store_change *ch, int64_t now)
 		break;
 	}
 	case STORE_CHANGE_NODE:
+	case STORE_CHANGE_NODE_LIVE:
+	case STORE_CHANGE_NODE_TOUCH:
 		node_apply(c, ch->id, now);
 		break;
 	case STORE_CHANGE_AUTHKEY: {

@@ -122,6 +122,7 @@ struct mapper {
 	struct msub *dirty_head, *dirty_tail;
 	size_t n_dirty;
 	uint64_t seq;
+	struct netmap_version version; /* stamped on every netmap and delta */
 	struct netmap_relay_map relay_map;
 	char *relay_json; /* relaymap_encode of relay_map; NULL when it has no regions */
 	size_t relay_json_len;
@@ -1283,6 +1284,7 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
 	memcpy(nm->tailnet, tn->name, sizeof(nm->tailnet));
 	nm->relay_map = m->relay_map;
 	nm->seq = ++m->seq;
+	nm->version = m->version;
 	if (x->sub) {
 		pend_reset(x->sub);
 		dirty_del(m, x->sub);
@@ -1358,8 +1360,8 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 	if (r < 0)
 		goto out;
 	filter.p = fjson;
-	r = ctrl_netmap_join(m->seq + 1, tn->name, &self, peers, (unsigned)n, &relay, &filter,
-			     &json, &len);
+	r = ctrl_netmap_join(m->seq + 1, &m->version, tn->name, &self, peers, (unsigned)n, &relay,
+			     &filter, &json, &len);
 	if (r < 0)
 		goto out;
 	m->seq++;
@@ -1506,6 +1508,7 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 		render(m, x, &d->self);
 	}
 	d->seq = ++m->seq;
+	d->version = m->version;
 	pend_reset(s);
 	*ret = d;
 	d = NULL;
@@ -1513,6 +1516,72 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 out:
 	netmap_delta_free(d);
 	return r;
+}
+
+void mapper_version_set(struct mapper *m, const struct netmap_version *v)
+{
+	m->version = *v;
+}
+
+void mapper_seq_floor(struct mapper *m, uint64_t seq)
+{
+	m->seq = MAX(m->seq, seq);
+}
+
+int mapper_resume(struct mapper *m, uint64_t id, const struct mapper_missed *missed, size_t n,
+		  bool relay, int64_t now)
+{
+	struct mnode *x;
+	struct mtailnet *tn;
+	struct msub *s;
+
+	mapper_expire(m, now);
+	sync_all(m);
+	x = node_find(m, id);
+	if (!x || !x->sub)
+		return -ENOENT;
+	s = x->sub;
+	tn = x->tn;
+	pend_reset(s);
+	s->self_dirty = true;
+	s->relay_dirty = relay;
+	/* Not worth knowing whether it changed: the filter is small next to a full map. */
+	s->filter_dirty = tn->pol != NULL;
+	dirty_add(m, s);
+	/*
+	 * Whether the node holds a peer we cannot know: one it may see now comes as added
+	 * (replacing a record it holds), one it may not as removed (ignored if it holds none).
+	 * Records first: a later endpoint patch of the same peer only joins its entry.
+	 */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			const struct mnode *p = node_find(m, missed[i].id);
+			bool seen = p && pair_visible(x, p);
+
+			if (missed[i].id == id || missed[i].live_only != (pass == 1))
+				continue;
+			if (!missed[i].live_only)
+				mark(m, s, missed[i].id, PEND_FULL, !seen);
+			else if (seen)
+				mark(m, s, missed[i].id, PEND_ENDPOINTS | PEND_ONLINE, true);
+		}
+	}
+	for (size_t i = 0; i < tn->n_nodes; i++) {
+		const struct mnode *p = tn->nodes[i];
+
+		if (p == x)
+			continue;
+		/* Keys that expired while it was away leave no trace in the feed. */
+		if (p->rec.key_expiry && p->rec.key_expiry <= now && !pair_visible(x, p))
+			mark(m, s, p->rec.id, PEND_FULL, true);
+		/*
+		 * Peers we do not know to be online: after a crash every node starts offline
+		 * and the map it holds says otherwise (a planned restart presumes them online).
+		 */
+		else if (!p->rec.online && pair_visible(x, p))
+			mark(m, s, p->rec.id, PEND_ONLINE, true);
+	}
+	return s->overflow ? -ENOMEM : 0;
 }
 
 uint64_t mapper_dirty_first(struct mapper *m)

@@ -151,6 +151,33 @@ uint64_t mapper_dirty_first(struct mapper *m);
 size_t mapper_dirty_count(struct mapper *m);
 
 /*
+ * The version stamped on every netmap and delta from now on (docs/control-protocol.md,
+ * "Resuming a map stream"): the server's change-feed position and its digest.
+ */
+void mapper_version_set(struct mapper *m, const struct netmap_version *v);
+/* Messages from now on have a seq above this (a node resuming with a map of an earlier run). */
+void mapper_seq_floor(struct mapper *m, uint64_t seq);
+
+/* A node a resuming subscriber may have missed a change of (the change feed since its map). */
+struct mapper_missed {
+	uint64_t id;
+	bool live_only; /* only its live state was written (endpoints, last_seen) */
+};
+
+/*
+ * Instead of a full netmap, a subscriber that holds an earlier map gets a delta: the peers
+ * that changed since (as added when it may see them now, which replaces a record it holds,
+ * else as removed), endpoint and online patches for those whose live state alone changed,
+ * peers whose key expired meanwhile as removed, online patches for the peers that are offline
+ * (the map may say otherwise), its own record, its filter and (relay) the relay map.
+ * The caller knows the list is complete, and that the subscriber's view did not change in
+ * ways the list cannot say (a policy, a tailnet or user rename: a full map then).
+ * 0, -ENOENT (not subscribed), -ENOMEM (send a full map instead).
+ */
+int mapper_resume(struct mapper *m, uint64_t id, const struct mapper_missed *missed, size_t n,
+		  bool relay, int64_t now);
+
+/*
  * A tailnet's access policy (the mapper takes it; NULL: none, every node sees every other).
  * From then on a node's netmap lists only the peers it may reach or be reached by, and
  * carries its inbound packet filter; every subscriber whose peers or filter change gets a

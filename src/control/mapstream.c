@@ -73,6 +73,8 @@ static void full_release(struct mapstream *ms, struct session *ss)
 	if (!ss->map.inflight)
 		return;
 	ss->map.inflight = false;
+	/* The node's silence counts from now (session.h). */
+	ss->owed_ns = loop_now_ns(ms->loop);
 	ms->n_full_inflight--;
 	if (ms->fq_head && !ms->full_t.armed)
 		loop_timer_arm(ms->loop, &ms->full_t, loop_now_ns(ms->loop));

@@ -62,20 +62,27 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		   "trellis_control_messages_sent_total{type=\"delta\"} %" PRIu64 "\n"
 		   "trellis_control_messages_sent_total{type=\"keepalive\"} %" PRIu64 "\n",
 		c->netmaps, c->deltas, c->keepalives);
-	fprintf(f, "# TYPE trellis_control_resyncs_total counter\n"
-		   "trellis_control_resyncs_total %" PRIu64 "\n"
-		   "# TYPE trellis_control_deltas_superseded_total counter\n"
-		   "trellis_control_deltas_superseded_total %" PRIu64 "\n"
-		   "# TYPE trellis_control_node_writes_coalesced_total counter\n"
-		   "trellis_control_node_writes_coalesced_total %" PRIu64 "\n"
-		   "# TYPE trellis_control_netmaps_waiting gauge\n"
-		   "trellis_control_netmaps_waiting %zu\n"
-		   "# TYPE trellis_control_netmaps_buffered gauge\n"
-		   "trellis_control_netmaps_buffered %zu\n"
-		   "# TYPE trellis_control_connection_output_max_bytes gauge\n"
-		   "trellis_control_connection_output_max_bytes %zu\n",
-		c->resyncs, c->deltas_superseded, c->writes_coalesced, m->netmaps_waiting,
-		m->netmaps_buffered, c->out_max);
+	fprintf(f,
+		"# TYPE trellis_control_resyncs_total counter\n"
+		"trellis_control_resyncs_total %" PRIu64 "\n"
+		"# TYPE trellis_control_deltas_superseded_total counter\n"
+		"trellis_control_deltas_superseded_total %" PRIu64 "\n"
+		"# TYPE trellis_control_node_writes_coalesced_total counter\n"
+		"trellis_control_node_writes_coalesced_total %" PRIu64 "\n"
+		"# TYPE trellis_control_resumes_total counter\n"
+		"trellis_control_resumes_total{result=\"delta\"} %" PRIu64 "\n"
+		"trellis_control_resumes_total{result=\"full\"} %" PRIu64 "\n"
+		"# TYPE trellis_control_late_reads_total counter\n"
+		"trellis_control_late_reads_total %" PRIu64 "\n"
+		"# TYPE trellis_control_netmaps_waiting gauge\n"
+		"trellis_control_netmaps_waiting %zu\n"
+		"# TYPE trellis_control_netmaps_buffered gauge\n"
+		"trellis_control_netmaps_buffered %zu\n"
+		"# TYPE trellis_control_connection_output_max_bytes gauge\n"
+		"trellis_control_connection_output_max_bytes %zu\n",
+		c->resyncs, c->deltas_superseded, c->writes_coalesced, c->resumes,
+		c->resumes_refused, c->late_reads, m->netmaps_waiting, m->netmaps_buffered,
+		c->out_max);
 	fprintf(f, "# TYPE trellis_control_drops_total counter\n");
 	for (int i = 0; i < METRICS_DROP_MAX; i++)
 		fprintf(f, "trellis_control_drops_total{reason=\"%s\"} %" PRIu64 "\n",

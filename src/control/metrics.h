@@ -45,6 +45,9 @@ enum metrics_drop {
 struct metrics_counters {
 	uint64_t regs_ok, regs_needs_auth, regs_error, netmaps, deltas, keepalives;
 	uint64_t resyncs, deltas_superseded, writes_coalesced;
+	/* map_request with a held netmap: answered with a delta, or with a full map after all */
+	uint64_t resumes, resumes_refused;
+	uint64_t late_reads; /* a deadline found the node's bytes waiting: we were behind */
 	size_t out_max; /* most bytes one connection had buffered */
 	uint64_t drops[METRICS_DROP_MAX];
 };

@@ -223,6 +223,17 @@ int register_begin(struct registry *r, struct register_decision *d, int64_t now)
 	return 0;
 }
 
+/* A known node registering again as it was (a reconnect): nothing its peers see changes. */
+static bool record_same(const struct control_node *a, const struct control_node *b)
+{
+	return !memcmp(a->node_key, b->node_key, NETMAP_KEY_LEN) &&
+	       a->key_expiry == b->key_expiry && a->expiry_disabled == b->expiry_disabled &&
+	       a->approved == b->approved && a->user_id == b->user_id &&
+	       !strcmp(a->name, b->name) && !strcmp(a->hostname, b->hostname) &&
+	       !strcmp(a->os, b->os) && a->n_tags == b->n_tags &&
+	       !memcmp(a->tags, b->tags, sizeof(a->tags[0]) * a->n_tags);
+}
+
 size_t register_store_ops(const struct register_decision *d, struct store_op ops[2])
 {
 	size_t n = 0;
@@ -235,6 +246,10 @@ size_t register_store_ops(const struct register_decision *d, struct store_op ops
 	}
 	memset(&ops[n], 0, sizeof(ops[n]));
 	ops[n].kind = d->insert ? STORE_OP_NODE_INSERT : STORE_OP_NODE_UPDATE;
+	/* Written all the same, but the change feed says nothing changed: nodes resuming a
+	 * map skip it (docs/control-protocol.md, "Resuming a map stream"). */
+	if (!d->insert && !d->authkey && record_same(&d->rec, &d->prev))
+		ops[n].kind = STORE_OP_NODE_TOUCH;
 	ops[n].node = d->rec;
 	return n + 1;
 }

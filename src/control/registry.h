@@ -53,6 +53,7 @@ struct registry_node {
 	struct session *stream; /* its map stream */
 	struct session *waiter; /* a registration waiting for approval */
 	uint8_t persist;        /* 1: a write of its live state in flight; 2: and another wanted */
+	bool presumed;		/* online when our last run stopped: presumed so until it returns */
 };
 
 struct registry;

@@ -73,6 +73,12 @@
 #include "proto/http.h"
 
 #define TICK_NS (200 * NSEC_PER_MSEC) /* change feed and key expiry */
+/* Changes since a held netmap beyond which a full map is the cheaper answer. */
+#define RESUME_MISSED_MAX 16384
+/* Nodes online when the last run stopped are presumed online this long: they reconnect. */
+#define PRESUME_NS (60 * NSEC_PER_SEC)
+/* "BEGIN END": the change feed's rows of the last run's stop (its nodes going offline). */
+#define STOP_SETTING "control.stop"
 
 struct control_server {
 	struct loop *loop;
@@ -97,6 +103,12 @@ struct control_server {
 	struct metrics_counters ctr;
 	struct control_relay *relay; /* the embedded relay and STUN server, /relay/verify */
 	struct flows_collector *flows; /* flow-log batches from the nodes (docs/audit.md) */
+	uint64_t stamped;	     /* the feed position the mapper's version names */
+	uint64_t stop_begin, stop_end; /* the last run's stop in the feed (STOP_SETTING) */
+	bool stop_marked;	       /* this run's stop_begin is marked: write STOP_SETTING */
+	uint64_t *presumed;	       /* nodes online at the last stop, until presume_t */
+	size_t n_presumed;
+	struct loop_timer presume_t;
 };
 
 enum op_kind { OP_REGISTER, OP_LOGOUT };
@@ -132,7 +144,7 @@ static void persist_done(void *ctx, int err, uint64_t unused);
 static int persist_submit(struct control_server *s, uint64_t id)
 {
 	const struct control_node *n = mapper_node_get(s->m, id);
-	struct store_op op = { .kind = STORE_OP_NODE_UPDATE };
+	struct store_op op = {.kind = STORE_OP_NODE_LIVE};
 	struct persist *p;
 
 	if (!n)
@@ -609,6 +621,202 @@ static void on_register(struct session *ss, const struct ctrl_register *msg)
 	}
 }
 
+/* ---- map versions and resuming (docs/control-protocol.md, "Resuming a map stream") ---- */
+
+static void le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Names a position of the feed and the row there: another server or history differs. */
+static void version_digest(const struct control_server *s, const struct store_change *row,
+			   uint8_t ret[NETMAP_DIGEST_LEN])
+{
+	static const char label[] = "trellis map version v1";
+	struct blake2s_state b;
+	uint8_t v[32];
+
+	le64(v, row->seq);
+	le64(v + 8, (uint64_t)row->kind);
+	le64(v + 16, row->id);
+	le64(v + 24, row->origin);
+	blake2s_init(&b, NETMAP_DIGEST_LEN);
+	blake2s_update(&b, label, sizeof(label) - 1);
+	blake2s_update(&b, s->pub_b64, strlen(s->pub_b64));
+	blake2s_update(&b, v, sizeof(v));
+	blake2s_final(&b, ret);
+}
+
+/*
+ * Netmaps and deltas from now on name the feed position the mapper's state includes. It may
+ * lag the state (by a tick), never lead it: a resume from it sends a superset.
+ */
+static void version_refresh(struct control_server *s)
+{
+	struct netmap_version v = {0};
+	struct store_change row;
+
+	if (s->changes.cursor == s->stamped)
+		return;
+	if (store_changes_since(s->store, s->changes.cursor, &row, 1) == 1 &&
+	    row.seq == s->changes.cursor) {
+		v.feed = row.seq;
+		version_digest(s, &row, v.digest);
+	}
+	s->stamped = s->changes.cursor;
+	mapper_version_set(s->m, &v);
+}
+
+/*
+ * A node that holds the netmap of version h gets what changed since as one delta, when our
+ * feed still has that position, the row there is the one the digest names, and what changed
+ * can be said as a delta. False: it needs a full map.
+ */
+static bool resume(struct control_server *s, const struct control_node *n,
+		   const struct ctrl_have *h, int64_t now)
+{
+	struct store_change *rows = NULL;
+	struct mapper_missed *missed = NULL;
+	uint8_t digest[NETMAP_DIGEST_LEN];
+	bool relay = false, ok = false, pol = mapper_policy_has(s->m, n->tailnet_id);
+	size_t n_missed = 0;
+	int k;
+
+	if (h->version.feed > s->changes.cursor)
+		return false;
+	rows = malloc((RESUME_MISSED_MAX + 1) * sizeof(*rows));
+	missed = malloc(RESUME_MISSED_MAX * sizeof(*missed));
+	if (!rows || !missed)
+		goto out;
+	k = store_changes_since(s->store, h->version.feed, rows, RESUME_MISSED_MAX + 1);
+	if (k < 1 || k > RESUME_MISSED_MAX || rows[0].seq != h->version.feed)
+		goto out;
+	version_digest(s, &rows[0], digest);
+	if (!crypto_equal(digest, h->version.digest, sizeof(digest)))
+		goto out;
+	for (int i = 1; i < k; i++) {
+		const struct store_change *c = &rows[i];
+
+		switch (c->kind) {
+		case STORE_CHANGE_NODE:
+			/* Its own record under a policy: who it sees may have moved. */
+			if (pol && c->id == n->id)
+				goto out;
+			missed[n_missed++] = (struct mapper_missed){.id = c->id};
+			break;
+		case STORE_CHANGE_NODE_LIVE:
+			/* The last run's goodbye: its nodes are presumed online (state_load). */
+			if (c->seq > s->stop_begin && c->seq <= s->stop_end)
+				break;
+			missed[n_missed++] = (struct mapper_missed){.id = c->id, .live_only = true};
+			break;
+		case STORE_CHANGE_NODE_TOUCH: /* written as it was */
+			break;
+		case STORE_CHANGE_SETTING:
+			relay = true;
+			break;
+		case STORE_CHANGE_POLICY:
+		case STORE_CHANGE_TAILNET:
+			if (c->id == n->tailnet_id)
+				goto out;
+			break;
+		case STORE_CHANGE_USER: /* a rename changes records the feed does not name */
+			goto out;
+		default:
+			break;
+		}
+	}
+	mapper_seq_floor(s->m, h->seq);
+	ok = mapper_resume(s->m, n->id, missed, n_missed, relay, now) == 0;
+out:
+	free(rows);
+	free(missed);
+	return ok;
+}
+
+/* The nodes that went offline in the last run's stop are presumed online for PRESUME_NS. */
+static void presumed_load(struct control_server *s)
+{
+	struct store_change *rows = NULL;
+	uint64_t b, e;
+	char v[64];
+	int len, k;
+
+	len = store_setting_get(s->store, STOP_SETTING, v, sizeof(v) - 1);
+	if (len <= 0)
+		return;
+	v[len] = '\0';
+	if (sscanf(v, "%" SCNu64 " %" SCNu64, &b, &e) != 2 || b >= e || e - b > (1U << 20))
+		return;
+	rows = malloc((e - b) * sizeof(*rows));
+	s->presumed = malloc((e - b) * sizeof(*s->presumed));
+	if (!rows || !s->presumed)
+		goto out;
+	k = store_changes_since(s->store, b + 1, rows, e - b);
+	for (int i = 0; i < k; i++)
+		if (rows[i].seq <= e && rows[i].kind == STORE_CHANGE_NODE_LIVE)
+			s->presumed[s->n_presumed++] = rows[i].id;
+	s->stop_begin = b;
+	s->stop_end = e;
+out:
+	free(rows);
+	/* Once: a later crash leaves no stop to read. */
+	store_setting_set(s->store, STOP_SETTING, "0 0", 3);
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The grace is over: presumed nodes that did not come back are offline, and peers hear it. */
+static void presume_end(struct loop_timer *t)
+{
+	struct control_server *s = container_of(t, struct control_server, presume_t);
+	int64_t now = time_wall_s();
+
+	for (size_t i = 0; i < s->n_presumed; i++) {
+		struct registry_node *e = registry_node_get(s->reg, s->presumed[i]);
+
+		if (!e || !e->presumed)
+			continue;
+		e->presumed = false;
+		if (!e->stream)
+			mapper_node_online(s->m, e->id, false, now);
+	}
+	free(s->presumed);
+	s->presumed = NULL;
+	s->n_presumed = 0;
+	mapstream_schedule(s->ms);
+}
+
+/* Before the sessions close: where their goodbyes (offline writes) begin in the feed. */
+static void stop_mark_begin(struct control_server *s)
+{
+	store_flush(s->store);
+	while (store_completions_run(s->store) > 0)
+		store_flush(s->store);
+	changes_drain(&s->changes, time_wall_s());
+	s->stop_begin = s->changes.cursor;
+	s->stop_marked = true;
+}
+
+/* ... and where they end: the next run presumes those nodes online (presumed_load). */
+static void stop_mark_end(struct control_server *s)
+{
+	char v[64];
+	int n;
+
+	changes_drain(&s->changes, time_wall_s());
+	if (s->changes.cursor <= s->stop_begin)
+		return;
+	n = snprintf(v, sizeof(v), "%" PRIu64 " %" PRIu64, s->stop_begin, s->changes.cursor);
+	store_setting_set(s->store, STOP_SETTING, v, (size_t)n);
+}
+
 static const struct control_node *machine_node(struct control_server *s, struct session *ss)
 {
 	const struct registry_node *e = registry_node_by_machine(s->reg, ss->machine_key);
@@ -622,6 +830,7 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 	const struct control_node *n = machine_node(s, ss);
 	int64_t now = time_wall_s();
 	struct registry_node *e;
+	bool eps_changed;
 	uint64_t id;
 
 	if (ss->op || ss->node_id || ss->wait_id || ss->map.want)
@@ -633,6 +842,9 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 	if (!control_node_visible(n, now))
 		return session_fail(ss, METRICS_DROP_UNKNOWN_NODE, "node key expired");
 	id = n->id;
+	eps_changed = mr->n_endpoints != n->n_endpoints;
+	for (unsigned i = 0; !eps_changed && i < mr->n_endpoints; i++)
+		eps_changed = !endpoint_equal(&mr->endpoints[i], &n->endpoints[i]);
 	if (mr->n_endpoints) {
 		mapper_node_endpoints(s->m, id, mr->endpoints, mr->n_endpoints);
 		mapstream_schedule(s->ms);
@@ -659,11 +871,26 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 	httpd_slot_authenticated(&ss->slot);
 	ephemeral_cancel(s->eph, id);
 	mapper_subscribe(s->m, id);
-	if (mapper_node_online(s->m, id, true, now) == 0 && mapper_node_get(s->m, id))
-		log_info("control: node %" PRIu64 " (%s) online", id,
-			 mapper_node_get(s->m, id)->name);
-	persist_node(s, id);
-	mapstream_full_request(s->ms, ss, id, false);
+	if (e->presumed) {
+		/* Back within its grace: its peers never heard it was gone. */
+		e->presumed = false;
+		if (eps_changed)
+			persist_node(s, id);
+	} else {
+		if (mapper_node_online(s->m, id, true, now) == 0 && mapper_node_get(s->m, id))
+			log_info("control: node %" PRIu64 " (%s) online", id,
+				 mapper_node_get(s->m, id)->name);
+		persist_node(s, id);
+	}
+	n = mapper_node_get(s->m, id);
+	if (mr->has_have && n && resume(s, n, &mr->have, now)) {
+		s->ctr.resumes++;
+		log_debug("control: node %" PRIu64 " resumed from version %" PRIu64, id,
+			  mr->have.version.feed);
+	} else {
+		s->ctr.resumes_refused += mr->has_have;
+		mapstream_full_request(s->ms, ss, id, false);
+	}
 	mapstream_schedule(s->ms);
 }
 
@@ -1273,6 +1500,7 @@ static void tick_cb(struct loop_timer *t)
 	struct control_server *s = container_of(t, struct control_server, tick_t);
 
 	changes_drain(&s->changes, time_wall_s());
+	version_refresh(s);
 	pending_expire(s);
 	if (mapper_expire(s->m, time_wall_s()) > 0)
 		mapstream_schedule(s->ms);
@@ -1430,18 +1658,30 @@ static int state_load(struct control_server *s)
 	default_users_ensure(s);
 	for (i = 0; i < snap.n_authkeys; i++)
 		registry_authkey_put(s->reg, &snap.authkeys[i]);
+	presumed_load(s);
+	if (s->n_presumed)
+		qsort(s->presumed, s->n_presumed, sizeof(*s->presumed), u64_cmp);
 	for (i = 0; i < snap.n_nodes; i++) {
 		struct control_node *n = &snap.nodes[i];
+		struct registry_node *e;
 
-		n->online = false;
+		n->online = s->n_presumed && bsearch(&n->id, s->presumed, s->n_presumed,
+						     sizeof(*s->presumed), u64_cmp);
 		registry_node_sync(s->reg, n, now);
+		e = n->online ? registry_node_get(s->reg, n->id) : NULL;
+		if (e)
+			e->presumed = true;
 		/* Nodes get the full timeout to come back after a restart of control. */
 		if (n->ephemeral)
 			eph_arm(s, n->id);
 	}
 	log_info("control: loaded %zu tailnets, %zu users, %zu nodes, %zu auth keys",
 		 snap.n_tailnets, snap.n_users, snap.n_nodes, snap.n_authkeys);
+	if (s->n_presumed)
+		log_info("control: %zu nodes online at the last stop: presumed online for %llu s",
+			 s->n_presumed, (unsigned long long)(PRESUME_NS / NSEC_PER_SEC));
 	store_snapshot_free(&snap);
+	version_refresh(s);
 	return 0;
 }
 
@@ -1458,6 +1698,7 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	if (!s)
 		return -ENOMEM;
 	s->tick_t.cb = tick_cb;
+	s->presume_t.cb = presume_end;
 	r = -ENOMEM;
 	s->loop = loop_new();
 	s->m = mapper_new();
@@ -1571,6 +1812,8 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	s->stop_async.cb = stop_cb;
 	loop_async_add(s->loop, &s->stop_async);
 	loop_timer_arm(s->loop, &s->tick_t, loop_now_ns(s->loop) + TICK_NS);
+	if (s->n_presumed)
+		loop_timer_arm(s->loop, &s->presume_t, loop_now_ns(s->loop) + PRESUME_NS);
 	log_info("control: listening on %s%s, server key %s", httpd_listen_name(s->httpd),
 		 httpd_tls(s->httpd) ? " (TLS)" : "", s->pub_b64);
 	*ret = s;
@@ -1605,6 +1848,8 @@ void control_server_free(struct control_server *s)
 {
 	if (!s)
 		return;
+	if (s->loop && s->store && s->sessions.n_live)
+		stop_mark_begin(s);
 	if (s->loop)
 		session_env_close_all(&s->sessions);
 	if (s->store) {
@@ -1613,6 +1858,8 @@ void control_server_free(struct control_server *s)
 		do
 			store_flush(s->store);
 		while (store_completions_run(s->store) > 0);
+		if (s->stop_marked)
+			stop_mark_end(s);
 		store_loop_detach(s->store);
 	}
 	if (s->loop)
@@ -1629,6 +1876,7 @@ void control_server_free(struct control_server *s)
 	ephemeral_free(s->eph);
 	web_free(s->web);
 	pending_free(s->pend);
+	free(s->presumed);
 	registry_free(s->reg);
 	mapper_free(s->m);
 	loop_free(s->loop);

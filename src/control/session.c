@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 
 #include "base/log.h"
 #include "base/time.h"
@@ -394,12 +395,45 @@ static void on_more(struct loop_timer *t)
 	on_event(&ss->h, 0);
 }
 
+/*
+ * Whether the node's bytes wait for us: in the socket, or decrypted inside TLS. A deadline
+ * that passes while they do is ours to miss, not the node's: a loop that fell behind (a
+ * reconnect storm building thousands of netmaps) reads them late, and last_rx_ns lags.
+ */
+static bool input_waiting(struct session *ss)
+{
+	int n = 0;
+
+	if (ss->io.ssl && httpd_io_pending(&ss->io))
+		return true;
+	return ioctl(ss->io.fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* We owe the node its full netmap: it waits for us (a storm of them queues for minutes). */
+static bool owed(const struct session *ss)
+{
+	return ss->map.want || ss->map.inflight;
+}
+
+static uint64_t silent_since(const struct session *ss)
+{
+	return MAX(ss->last_rx_ns, ss->owed_ns);
+}
+
 static void on_timer(struct loop_timer *t)
 {
 	struct session *ss = container_of(t, struct session, t);
 	struct session_env *env = ss->env;
 	uint64_t now = loop_now_ns(env->loop);
 
+	/* Read first: the deadlines below count only the node's silence. */
+	if (input_waiting(ss)) {
+		env->ctr->late_reads++;
+		on_event(&ss->h, EPOLLIN);
+		if (ss->dead)
+			return;
+		now = loop_now_ns(env->loop);
+	}
 	if (!ss->authed) {
 		if (now >= ss->born_ns + HANDSHAKE_TIMEOUT_NS) {
 			session_close(ss, METRICS_DROP_HANDSHAKE_TIMEOUT,
@@ -413,7 +447,7 @@ static void on_timer(struct loop_timer *t)
 		session_close(ss, METRICS_DROP_IDLE, "no register or map_request within 10 s");
 		return;
 	}
-	if (now >= ss->last_rx_ns + SILENCE_NS) {
+	if (!owed(ss) && now >= silent_since(ss) + SILENCE_NS) {
 		session_fail(ss, METRICS_DROP_SILENT, "silent for 90 s");
 		return;
 	}
@@ -428,7 +462,8 @@ static void on_timer(struct loop_timer *t)
 			return;
 	}
 	loop_timer_arm(env->loop, t,
-		       MIN(MIN(MIN(ss->last_rx_ns + SILENCE_NS, ss->last_tx_ns + KEEPALIVE_NS),
+		       MIN(MIN(MIN(owed(ss) ? TIME_NEVER : silent_since(ss) + SILENCE_NS,
+				   ss->last_tx_ns + KEEPALIVE_NS),
 			       ss->stall_ns ? ss->stall_ns + STALL_NS : TIME_NEVER),
 			   ss->engaged ? TIME_NEVER : ss->authed_ns + ENGAGE_NS));
 }

@@ -22,7 +22,8 @@
  * prefix) and dispatches register, map_request, endpoints and logout to its
  * owner (struct session_ops), and flow-log batches; keepalives it handles itself, anything else is
  * a protocol error. It sends a keepalive after 30 s of its own silence,
- * closes after 90 s of the node's, after 30 s of pending output without write
+ * closes after 90 s of the node's (not counting time it waited for a full netmap
+ * from us, nor bytes we had not read yet), after 30 s of pending output without write
  * progress, and when its output passes SESSION_OUTPUT_MAX (a backstop: the
  * map streams resynchronise slow readers long before).
  *
@@ -108,6 +109,11 @@ struct session {
 	size_t out_len, out_off;
 	struct ctrlstream *cs;
 	uint64_t born_ns, last_rx_ns, last_tx_ns;
+	/*
+	 * When we last stopped owing the node its full netmap (mapstream): while we owe it,
+	 * the node has nothing to say and its silence is ours; after, it counts from here.
+	 */
+	uint64_t owed_ns;
 	uint64_t stall_ns; /* output pending and no write progress since; 0 = none */
 };
 

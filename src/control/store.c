@@ -519,6 +519,11 @@ int store_changes_poll(struct store *s, uint64_t *cursor, struct store_change *r
 	return RD(s, s->be->changes(s->rd, s->origin, cursor, ret, cap));
 }
 
+int store_changes_since(struct store *s, uint64_t seq, struct store_change *ret, size_t cap)
+{
+	return RD(s, s->be->changes_since(s->rd, seq, ret, cap));
+}
+
 int store_audit_anchor(struct store *s, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN])
 {
 	return RD(s, s->be->audit_anchor(s->rd, ret_seq, ret_hash));

@@ -68,20 +68,24 @@ struct store;
 enum store_op_kind {
 	STORE_OP_TAILNET_CREATE = 1, /* .tailnet; id assigned */
 	STORE_OP_TAILNET_UPDATE,     /* .tailnet (name, key expiry, ephemeral timeout) */
-	STORE_OP_USER_CREATE,        /* .user; id assigned */
-	STORE_OP_NODE_INSERT,        /* .node; id assigned */
-	STORE_OP_NODE_UPDATE,        /* .node, every persisted field */
-	STORE_OP_NODE_DELETE,        /* .id */
+	STORE_OP_USER_CREATE,	     /* .user; id assigned */
+	STORE_OP_NODE_INSERT,	     /* .node; id assigned */
+	STORE_OP_NODE_UPDATE,	     /* .node, every persisted field */
+	STORE_OP_NODE_DELETE,	     /* .id */
 	STORE_OP_AUTHKEY_CREATE,     /* .authkey; id assigned */
 	STORE_OP_AUTHKEY_UPDATE,     /* .authkey: uses and revoked */
 	STORE_OP_AUTHKEY_DELETE,     /* .id */
-	STORE_OP_SETTING_SET,        /* .setting */
+	STORE_OP_SETTING_SET,	     /* .setting */
 	/* Audit entries before .audit_prune_before go, the last one the anchor; id: how many. */
 	STORE_OP_AUDIT_PRUNE,
 	STORE_OP_ACCOUNT_PUT,        /* .account: id 0 inserts (id assigned), else replaces */
 	STORE_OP_ACCOUNT_DELETE,     /* .id */
 	STORE_OP_POLICY_SET,         /* .policy; len 0 deletes (no policy: allow all) */
 	STORE_OP_FLOW_BATCH,         /* .flow: an admitted flow-log batch and its records */
+	/* .node as STORE_OP_NODE_UPDATE, written for its live state (endpoints, last_seen) */
+	STORE_OP_NODE_LIVE,
+	/* .node as STORE_OP_NODE_UPDATE, where nothing its peers see changed (a reconnect) */
+	STORE_OP_NODE_TOUCH,
 };
 
 /*
@@ -173,12 +177,17 @@ enum store_change_kind {
 	STORE_CHANGE_SETTING,
 	STORE_CHANGE_ACCOUNT,
 	STORE_CHANGE_POLICY, /* id: the tailnet's */
+	/* A node's live state only (STORE_OP_NODE_LIVE): endpoints and last_seen. */
+	STORE_CHANGE_NODE_LIVE,
+	/* A node written as it was (STORE_OP_NODE_TOUCH). */
+	STORE_CHANGE_NODE_TOUCH,
 };
 
 struct store_change {
 	uint64_t seq;
 	enum store_change_kind kind;
-	uint64_t id; /* row id; 0 for settings */
+	uint64_t id;	 /* row id; 0 for settings */
+	uint64_t origin; /* the store instance that wrote it (store_changes_since only) */
 };
 
 /* Everything, as loaded at startup. Arrays are malloc'd; store_snapshot_free. */
@@ -247,6 +256,8 @@ struct store_backend {
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
+	/* Changes of every origin from seq on (seq itself included), in order, at most cap. */
+	int (*changes_since)(void *be, uint64_t seq, struct store_change *ret, size_t cap);
 };
 
 extern const struct store_backend store_backend_sqlite;
@@ -333,6 +344,13 @@ int store_setting_get(struct store *s, const char *key, void *value, size_t cap)
  * how many; call again while it returns cap. Cheap when nothing changed.
  */
 int store_changes_poll(struct store *s, uint64_t *cursor, struct store_change *ret, size_t cap);
+
+/*
+ * The change feed's history (read connection), whoever wrote it: the rows from seq on, seq
+ * itself first if it is still kept (the writer prunes old rows). Fills up to cap and returns
+ * how many, or -errno. What a reconnecting node missed (docs/control-protocol.md).
+ */
+int store_changes_since(struct store *s, uint64_t seq, struct store_change *ret, size_t cap);
 
 /* The audit log (read connection): as the backend's audit_anchor and audit_read; max 0: all. */
 int store_audit_anchor(struct store *s, uint64_t *ret_seq, uint8_t ret_hash[AUDIT_HASH_LEN]);

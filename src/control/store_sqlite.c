@@ -203,6 +203,7 @@ enum stmt_id {
 	ST_SETTING_GET,
 	ST_CHANGES_MAX,
 	ST_CHANGES_READ,
+	ST_CHANGES_SINCE,
 	ST_TAILNET_ALL,
 	ST_USER_ALL,
 	ST_NODE_ALL,
@@ -301,6 +302,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_AUTHKEY_BY_PREFIX] = "SELECT " AUTHKEY_COLS " FROM authkeys WHERE prefix = ?1",
     [ST_SETTING_GET] = "SELECT value FROM settings WHERE key = ?1",
     [ST_CHANGES_MAX] = "SELECT coalesce(max(seq), 0) FROM changes",
+    [ST_CHANGES_SINCE] = "SELECT seq, kind, row_id, origin FROM changes WHERE seq >= ?1"
+			 " ORDER BY seq LIMIT ?2",
     [ST_CHANGES_READ] = "SELECT seq, kind, row_id FROM changes WHERE seq > ?1 AND seq <= ?2"
 			" AND origin != ?3 ORDER BY seq LIMIT ?4",
     [ST_TAILNET_ALL] = "SELECT " TAILNET_COLS " FROM tailnets ORDER BY id",
@@ -1011,6 +1014,8 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		break;
 	case STORE_OP_NODE_INSERT:
 	case STORE_OP_NODE_UPDATE:
+	case STORE_OP_NODE_LIVE:
+	case STORE_OP_NODE_TOUCH:
 		insert = op->kind == STORE_OP_NODE_INSERT;
 		if (!op->node.name[0])
 			return -EINVAL;
@@ -1019,7 +1024,9 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 			return -EIO;
 		bind_node(st, &op->node);
 		id = op->node.id;
-		ck = STORE_CHANGE_NODE;
+		ck = op->kind == STORE_OP_NODE_LIVE    ? STORE_CHANGE_NODE_LIVE
+		     : op->kind == STORE_OP_NODE_TOUCH ? STORE_CHANGE_NODE_TOUCH
+						       : STORE_CHANGE_NODE;
 		break;
 	case STORE_OP_NODE_DELETE:
 	case STORE_OP_AUTHKEY_DELETE:
@@ -1429,6 +1436,32 @@ static int data_version(struct sq *q, int64_t *ret)
 	return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
+static int sq_changes_since(void *be, uint64_t seq, struct store_change *ret, size_t cap)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_CHANGES_SINCE);
+	size_t n = 0;
+	int rc = SQLITE_DONE;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)seq);
+	sqlite3_bind_int64(st, 2, (int64_t)cap);
+	while (n < cap && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		ret[n].seq = (uint64_t)sqlite3_column_int64(st, 0);
+		ret[n].kind = sqlite3_column_int(st, 1);
+		ret[n].id = (uint64_t)sqlite3_column_int64(st, 2);
+		ret[n].origin = (uint64_t)sqlite3_column_int64(st, 3);
+		n++;
+	}
+	if (n < cap && rc != SQLITE_DONE) {
+		sqlite3_reset(st);
+		return sq_errno(q, rc);
+	}
+	sqlite3_reset(st);
+	return (int)n;
+}
+
 static int sq_changes(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		      size_t cap)
 {
@@ -1681,6 +1714,7 @@ const struct store_backend store_backend_sqlite = {
 	.account_list = sq_account_list,
 	.policy_get = sq_policy_get,
 	.changes = sq_changes,
+	.changes_since = sq_changes_since,
 	.audit_anchor = sq_audit_anchor,
 	.audit_read = sq_audit_read,
 	.flow_chain = sq_flow_chain,

@@ -179,6 +179,11 @@ ssize_t httpd_io_write(struct httpd_io *io, const void *buf, size_t len)
 	return -EIO;
 }
 
+bool httpd_io_pending(const struct httpd_io *io)
+{
+	return io->ssl && SSL_pending(io->ssl) > 0;
+}
+
 void httpd_io_close(struct httpd_io *io)
 {
 	if (io->ssl) {

@@ -175,6 +175,8 @@ struct httpd_io {
 ssize_t httpd_io_read(struct httpd_io *io, void *buf, size_t cap);
 /* Bytes written, -EAGAIN, or -EIO / -errno. Never raises SIGPIPE on plain TCP. */
 ssize_t httpd_io_write(struct httpd_io *io, const void *buf, size_t len);
+/* TLS: OpenSSL holds decrypted bytes not read yet (epoll cannot see them). */
+bool httpd_io_pending(const struct httpd_io *io);
 /* Frees the TLS session and closes the socket. */
 void httpd_io_close(struct httpd_io *io);
 /*

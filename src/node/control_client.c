@@ -106,6 +106,13 @@ struct control_client {
 	int64_t rotate_at;   /* Unix seconds; 0 = never */
 	unsigned rotate_fails; /* refusals in a row: the retry backs off */
 	bool have_netmap;
+	/*
+	 * The netmap the daemon holds, as the server stamped it: offered on reconnect, so the
+	 * server may answer with what changed instead of a full map. Forgotten when the daemon
+	 * could not apply one (it asks for a full map).
+	 */
+	bool has_have;
+	struct ctrl_have have;
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
 	/* Flow logs: one batch in flight per session; a "busy" answer waits until flows_at. */
@@ -359,6 +366,7 @@ struct session {
 	struct ctrlstream *cs;
 	uint64_t last_send_ns, last_recv_ns;
 	bool register_sent; /* after the handshake: the node key proof binds to it */
+	bool resuming;	    /* map_request offered the held netmap: a delta may come first */
 };
 
 static int flush_out(struct control_client *cc, struct session *s)
@@ -595,6 +603,9 @@ static int send_map_request(struct control_client *cc, struct session *s)
 	m.map_req.mapping_varies = cc->mapping_varies;
 	cc->home_req = false;
 	pthread_mutex_unlock(&cc->lock);
+	m.map_req.has_have = cc->has_have;
+	m.map_req.have = cc->have;
+	s->resuming = cc->has_have;
 	return send_msg(cc, s, &m);
 }
 
@@ -635,6 +646,7 @@ static int endpoints_check(struct control_client *cc, struct session *s)
 /* 0 to go on, 1 when the session is over for good (logged out), -errno to reconnect. */
 static int handle_msg(struct control_client *cc, struct session *s, const char *json, size_t len)
 {
+	struct ctrl_have have;
 	struct ctrl_msg m;
 	int r;
 
@@ -691,10 +703,18 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 		pthread_mutex_lock(&cc->lock);
 		cc->netmaps++;
 		pthread_mutex_unlock(&cc->lock);
+		if (s->resuming)
+			log_info("the server sent a full netmap: the one held (version %" PRIu64
+				 ") was not resumed",
+				 cc->have.version.feed);
+		s->resuming = false;
+		have = (struct ctrl_have){.seq = m.netmap->seq, .version = m.netmap->version};
 		r = cc->ops.netmap ? cc->ops.netmap(cc->ops.ctx, m.netmap) : 0;
 		if (!cc->ops.netmap)
 			netmap_free(m.netmap);
 		m.netmap = NULL; /* passed on */
+		cc->has_have = r == 0 && have.version.feed;
+		cc->have = have;
 		if (r < 0) {
 			set_err(cc, "cannot apply the netmap: %s", strerror(-r));
 			break;
@@ -705,7 +725,7 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 		}
 		break;
 	case CTRL_MSG_DELTA:
-		if (!cc->have_netmap) {
+		if (!cc->have_netmap && !s->resuming) {
 			set_err(cc, "%s sent a delta before the netmap", cc->url);
 			r = -EPROTO;
 			break;
@@ -715,12 +735,32 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 			break;
 		if (m.delta->has_self)
 			rotate_schedule(cc, &m.delta->self);
+		if (s->resuming)
+			log_info("resumed the held netmap (version %" PRIu64
+				 "): a delta of %u added, "
+				 "%u changed, %u removed peers",
+				 cc->have.version.feed, m.delta->n_added, m.delta->n_changed,
+				 m.delta->n_removed);
+		have = (struct ctrl_have){.seq = m.delta->seq,
+					  .version = m.delta->version.feed ? m.delta->version
+									   : cc->have.version};
 		r = cc->ops.delta ? cc->ops.delta(cc->ops.ctx, m.delta) : 0;
 		if (cc->ops.delta)
 			m.delta = NULL; /* passed on */
-		if (r < 0)
+		cc->has_have = cc->has_have && r == 0;
+		cc->have = have;
+		if (r < 0) {
 			set_err(cc, "cannot apply a netmap delta (%s): asking for a full map",
 				strerror(-r));
+			break;
+		}
+		if (s->resuming) {
+			s->resuming = false;
+			if (!cc->have_netmap) {
+				cc->have_netmap = true;
+				report(cc, CONTROL_CLIENT_RUNNING, NULL, NULL);
+			}
+		}
 		break;
 	case CTRL_MSG_LOGOUT_RESPONSE:
 		r = 1;
@@ -864,6 +904,7 @@ static int session_run(struct control_client *cc, struct session *s)
 		if (r < 0) {
 			set_err(cc, "cannot apply a netmap delta (%s): asking for a full map",
 				strerror(-r));
+			cc->has_have = false;
 			return r;
 		}
 		pthread_mutex_lock(&cc->lock);
@@ -962,8 +1003,10 @@ static int session(struct control_client *cc)
 	cc->flows_inflight = false; /* unanswered: sent again on this session */
 	cc->flows_at = 0;
 	cc->err[0] = '\0';
-	/* The next session starts with a full map anyway. */
+	/* The next session starts with a full map: the daemon could not apply what it holds. */
 	pthread_mutex_lock(&cc->lock);
+	if (cc->resync_req)
+		cc->has_have = false;
 	cc->resync_req = false;
 	pthread_mutex_unlock(&cc->lock);
 	r = server_key_fetch(cc, server_key);

@@ -584,12 +584,23 @@ static void put_nodes(struct wbuf *b, const struct netmap_node *nodes, unsigned 
 	put_lit(b, "]");
 }
 
+static void put_version(struct wbuf *b, const struct netmap_version *v)
+{
+	if (!v || !v->feed)
+		return;
+	put_lit(b, ",\"version\":");
+	put_uint(b, v->feed);
+	put_lit(b, ",\"digest\":");
+	put_key(b, v->digest);
+}
+
 static void put_delta(struct wbuf *b, const struct netmap_delta *d)
 {
 	unsigned i;
 
 	put_lit(b, ",\"seq\":");
 	put_uint(b, d->seq);
+	put_version(b, &d->version);
 	if (d->n_added) {
 		put_lit(b, ",\"peers_added\":");
 		put_nodes(b, d->added, d->n_added);
@@ -757,6 +768,16 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 		}
 		if (m->map_req.mapping_varies)
 			put_lit(&b, ",\"mapping_varies\":true");
+		if (m->map_req.has_have) {
+			if (!m->map_req.have.version.feed) {
+				b.err = -EINVAL;
+				break;
+			}
+			put_lit(&b, ",\"have\":{\"seq\":");
+			put_uint(&b, m->map_req.have.seq);
+			put_version(&b, &m->map_req.have.version);
+			put_lit(&b, "}");
+		}
 		break;
 	case CTRL_MSG_ENDPOINTS:
 		put_lit(&b, ",\"endpoints\":");
@@ -779,6 +800,7 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 		}
 		put_lit(&b, ",\"seq\":");
 		put_uint(&b, m->netmap->seq);
+		put_version(&b, &m->netmap->version);
 		put_lit(&b, ",\"tailnet\":");
 		put_text(&b, m->netmap->tailnet, sizeof(m->netmap->tailnet));
 		put_lit(&b, ",\"self\":");
@@ -840,10 +862,10 @@ int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len)
 	return 0;
 }
 
-int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_piece *self,
-		     const struct ctrl_json_piece *peers, unsigned n_peers,
-		     const struct ctrl_json_piece *relay_map, const struct ctrl_json_piece *filter,
-		     char **ret, size_t *ret_len)
+int ctrl_netmap_join(uint64_t seq, const struct netmap_version *version, const char *tailnet,
+		     const struct ctrl_json_piece *self, const struct ctrl_json_piece *peers,
+		     unsigned n_peers, const struct ctrl_json_piece *relay_map,
+		     const struct ctrl_json_piece *filter, char **ret, size_t *ret_len)
 {
 	struct wbuf b = { 0 };
 	size_t total;
@@ -853,6 +875,7 @@ int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_p
 		return -EINVAL;
 	put_lit(&b, "{\"type\":\"netmap\",\"seq\":");
 	put_uint(&b, seq);
+	put_version(&b, version);
 	put_lit(&b, ",\"tailnet\":");
 	put_text(&b, tailnet, NETMAP_NAME_MAX);
 	put_lit(&b, ",\"self\":");
@@ -1442,6 +1465,32 @@ static int decode_register_response(json_t *o, struct ctrl_register_response *r)
 	return 0;
 }
 
+/* "version" and "digest": both or neither; version 0 is not a stamp. */
+static int get_version(json_t *o, struct netmap_version *ret)
+{
+	bool has_digest = false;
+	int r = get_uint(o, "version", &ret->feed);
+
+	if (r == -EBADMSG || opt_key(o, "digest", &has_digest, ret->digest))
+		return -EBADMSG;
+	if (r == -ENOENT)
+		return has_digest ? -EBADMSG : 0;
+	return has_digest && ret->feed ? 0 : -EBADMSG;
+}
+
+static int get_have(json_t *o, struct ctrl_map_request *r)
+{
+	json_t *h = json_object_get(o, "have");
+
+	if (!h)
+		return 0;
+	if (!json_is_object(h) || req(get_uint(h, "seq", &r->have.seq)) ||
+	    get_version(h, &r->have.version) || !r->have.version.feed)
+		return -EBADMSG;
+	r->has_have = true;
+	return 0;
+}
+
 static int decode_map_request(json_t *o, struct ctrl_map_request *r)
 {
 	if (req(get_key(o, "node_key", r->node_key)) ||
@@ -1450,7 +1499,7 @@ static int decode_map_request(json_t *o, struct ctrl_map_request *r)
 	    req(get_bool(o, "stream", &r->stream)) ||
 	    opt(get_region_id(o, "home_region", &r->home_region)) ||
 	    opt_key(o, "disco_key", &r->has_disco_key, r->disco_key) ||
-	    opt(get_bool(o, "mapping_varies", &r->mapping_varies)))
+	    opt(get_bool(o, "mapping_varies", &r->mapping_varies)) || get_have(o, r))
 		return -EBADMSG;
 	return 0;
 }
@@ -1465,7 +1514,7 @@ static int decode_netmap(json_t *o, struct netmap **ret)
 		goto out;
 	r = -EBADMSG;
 	self = json_object_get(o, "self");
-	if (req(get_uint(o, "seq", &nm->seq)) ||
+	if (req(get_uint(o, "seq", &nm->seq)) || get_version(o, &nm->version) ||
 	    req(get_text(o, "tailnet", nm->tailnet, sizeof(nm->tailnet))) || !self ||
 	    decode_node(self, &nm->self))
 		goto out;
@@ -1497,7 +1546,7 @@ static int decode_delta(json_t *o, struct netmap_delta **ret)
 	if (!d)
 		goto out;
 	r = -EBADMSG;
-	if (req(get_uint(o, "seq", &d->seq)))
+	if (req(get_uint(o, "seq", &d->seq)) || get_version(o, &d->version))
 		goto out;
 	r = opt(get_nodes(o, "peers_added", &d->added, &d->n_added));
 	if (r)

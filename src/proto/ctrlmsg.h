@@ -62,6 +62,15 @@ struct ctrl_register_response {
 	struct netmap_node node;
 };
 
+/*
+ * The netmap a reconnecting node holds: the seq of the last netmap or delta it applied and
+ * the version that message stamped (docs/control-protocol.md, "Resuming a map stream").
+ */
+struct ctrl_have {
+	uint64_t seq;
+	struct netmap_version version;
+};
+
 struct ctrl_map_request {
 	uint8_t node_key[NETMAP_KEY_LEN];
 	char hostname[NETMAP_NAME_MAX];
@@ -72,6 +81,8 @@ struct ctrl_map_request {
 	bool has_disco_key;
 	uint8_t disco_key[NETMAP_KEY_LEN];
 	bool mapping_varies; /* our NAT maps per destination (STUN) */
+	bool has_have;	     /* a netmap is held: a delta from it will do */
+	struct ctrl_have have;
 };
 
 /*
@@ -160,15 +171,15 @@ struct ctrl_json_piece {
 int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len);
 /*
  * The JSON of a CTRL_MSG_NETMAP message from its pre-encoded node records
- * (each from ctrl_node_encode), relay map (relaymap_encode; NULL or empty
- * when the map has no regions) and packet filter (ctrl_filter_encode; NULL or
- * empty when the tailnet has no policy), malloc'd once at its final size. Same result
- * and errors as ctrl_msg_encode of the equivalent struct netmap.
+ * (each from ctrl_node_encode), version (NULL or feed 0: none), relay map (relaymap_encode; NULL or
+ * empty when the map has no regions) and packet filter (ctrl_filter_encode; NULL or empty when the
+ * tailnet has no policy), malloc'd once at its final size. Same result and errors as
+ * ctrl_msg_encode of the equivalent struct netmap.
  */
-int ctrl_netmap_join(uint64_t seq, const char *tailnet, const struct ctrl_json_piece *self,
-		     const struct ctrl_json_piece *peers, unsigned n_peers,
-		     const struct ctrl_json_piece *relay_map, const struct ctrl_json_piece *filter,
-		     char **ret, size_t *ret_len);
+int ctrl_netmap_join(uint64_t seq, const struct netmap_version *version, const char *tailnet,
+		     const struct ctrl_json_piece *self, const struct ctrl_json_piece *peers,
+		     unsigned n_peers, const struct ctrl_json_piece *relay_map,
+		     const struct ctrl_json_piece *filter, char **ret, size_t *ret_len);
 /* A packet filter as the value of "packet_filter" (a ctrl_netmap_join piece). */
 int ctrl_filter_encode(const struct netmap_filter *f, char **ret, size_t *ret_len);
 

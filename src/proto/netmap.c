@@ -296,6 +296,8 @@ int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 		filter = NULL;
 	}
 	nm->seq = d->seq;
+	if (d->version.feed)
+		nm->version = d->version;
 	ret = 0;
 out:
 	netmap_filter_free(filter);

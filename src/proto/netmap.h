@@ -128,8 +128,20 @@ struct netmap_node {
 	bool mapping_varies;
 };
 
+/*
+ * Which netmap a node holds, as the server stamped it (docs/control-protocol.md, "Resuming a
+ * map stream"): the position in the server's change feed the map includes, and a digest that
+ * ties that position to the server and its history. feed 0: not stamped.
+ */
+#define NETMAP_DIGEST_LEN 32
+struct netmap_version {
+	uint64_t feed;
+	uint8_t digest[NETMAP_DIGEST_LEN];
+};
+
 struct netmap {
 	uint64_t seq;
+	struct netmap_version version;
 	char tailnet[NETMAP_NAME_MAX];
 	struct netmap_node self;
 	unsigned n_peers;
@@ -152,6 +164,7 @@ struct netmap_online_patch {
 
 struct netmap_delta {
 	uint64_t seq;
+	struct netmap_version version; /* feed 0: the map's stays as it was */
 	bool has_self;
 	struct netmap_node self;
 	unsigned n_added, n_changed, n_removed, n_endpoints, n_online;
@@ -176,8 +189,8 @@ struct netmap_filter *netmap_filter_dup(const struct netmap_filter *f);
 bool netmap_filter_valid(const struct netmap_filter *f);
 /*
  * Applies a delta to a full netmap (the node keeps a full map and its cache
- * from netmap + deltas). Peers are matched by id. 0, -EINVAL (seq not
- * increasing, or a patch names an unknown id), -ENOMEM.
+ * from netmap + deltas). Peers are matched by id; a stamped delta stamps the map.
+ * 0, -EINVAL (seq not increasing, or a patch names an unknown id), -ENOMEM.
  */
 int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d);
 const struct netmap_node *netmap_peer_find(const struct netmap *nm, uint64_t id);

@@ -1040,6 +1040,97 @@ static unsigned delta_index(const uint64_t *ids, unsigned n, uint64_t id)
  * filter; a policy change and a node's tags change reach exactly the subscribers they affect;
  * removing the policy needs full maps.
  */
+/*
+ * A subscriber resuming a map it got from an earlier mapper (a restarted server): the changes
+ * the caller names, and what no change names (a key that expired, a peer not online), turn
+ * the old map into exactly the new one, in one delta whose seq the node accepts.
+ */
+static void test_resume(void **state)
+{
+	struct mapper *m = mk_mapper(), *m2 = mk_mapper();
+	struct netmap_version v = {.feed = 77};
+	const struct mapper_missed missed[] = {
+	    {.id = 2}, {.id = 6}, {.id = 3}, {.id = 4, .live_only = true}, {.id = 1},
+	};
+	struct netmap *held, *want;
+	struct netmap_delta *d;
+	struct control_node n;
+	struct endpoint ep = mk_ep(4, 4444);
+	uint64_t ids[4];
+	unsigned k;
+
+	(void)state;
+	for (uint64_t id = 1; id <= 7; id++) {
+		if (id == 6)
+			continue;
+		n = mk_node(id, 1);
+		if (id == 5)
+			n.key_expiry = T0 + 10;
+		assert_int_equal(mapper_node_upsert(m, &n, T0), 0);
+		assert_int_equal(mapper_node_online(m, id, true, T0), 0);
+	}
+	assert_int_equal(mapper_subscribe(m, 1), 0);
+	memset(v.digest, 0xd1, sizeof(v.digest));
+	mapper_version_set(m, &v);
+	for (int i = 0; i < 40; i++) { /* a map of an earlier run: its seq is ahead of m2's */
+		assert_int_equal(mapper_netmap(m, 1, T0, &held), 0);
+		netmap_free(held);
+	}
+	assert_int_equal(mapper_netmap(m, 1, T0, &held), 0);
+	assert_int_equal(held->version.feed, 77);
+	assert_int_equal(held->n_peers, 5);
+
+	/* The next run: 2 renamed, 3 deleted, 4 back with new endpoints and offline, 5's key
+	 * expired, 6 new, 7 as it was. */
+	for (uint64_t id = 1; id <= 7; id++) {
+		if (id == 3)
+			continue;
+		n = mk_node(id, 1);
+		if (id == 2)
+			snprintf(n.name, sizeof(n.name), "bee");
+		if (id == 4) {
+			n.n_endpoints = 1;
+			n.endpoints[0] = ep;
+		}
+		if (id == 5)
+			n.key_expiry = T0 + 10;
+		n.online = id != 4;
+		n.last_seen = id == 4 ? T0 + 5 : T0;
+		assert_int_equal(mapper_node_upsert(m2, &n, T0 + 5), 0);
+	}
+	assert_int_equal(mapper_subscribe(m2, 1), 0);
+	mapper_seq_floor(m2, held->seq);
+	assert_int_equal(mapper_resume(m2, 1, missed, ARRAY_SIZE(missed), false, T0 + 20), 0);
+	assert_int_equal(mapper_resume(m2, 99, missed, 1, false, T0 + 20), -ENOENT);
+	assert_int_equal(flush(m2, ids, &d, 1), 1);
+	assert_int_equal(ids[0], 1);
+	assert_true(d->seq > held->seq);
+	assert_true(d->has_self);
+	assert_null(d->relay_map);
+	/* exactly: 2 and 6 as records, 3 and 5 gone, 4 patched; 7 and self untouched */
+	assert_int_equal(d->n_added, 2);
+	assert_int_equal(d->n_changed, 0);
+	k = d->added[0].id + d->added[1].id;
+	assert_int_equal(k, 2 + 6);
+	assert_int_equal(d->n_removed, 2);
+	assert_int_equal(d->removed[0] + d->removed[1], 3 + 5);
+	assert_int_equal(d->n_endpoints, 1);
+	assert_int_equal(d->endpoints[0].id, 4);
+	assert_int_equal(d->n_online, 1);
+	assert_int_equal(d->online[0].id, 4);
+	assert_false(d->online[0].online);
+
+	assert_int_equal(netmap_apply_delta(held, d), 0);
+	assert_int_equal(mapper_netmap(m2, 1, T0 + 20, &want), 0);
+	assert_string_equal(netmap_peer_find(held, 2)->name, "bee");
+	assert_same_map(held, want);
+	netmap_delta_free(d);
+	netmap_free(held);
+	netmap_free(want);
+	mapper_free(m);
+	mapper_free(m2);
+}
+
 static void test_policy_views(void **state)
 {
 	struct mapper *m = mk_mapper();
@@ -1158,6 +1249,7 @@ int main(void)
 	    cmocka_unit_test(test_relay_map_and_home),
 	    cmocka_unit_test(test_scale_10k),
 	    cmocka_unit_test(test_policy_views),
+	    cmocka_unit_test(test_resume),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -558,6 +558,28 @@ static const char *const bad_inputs[] = {
     PF("{\"rules\":[{\"src\":[\"100.64.0.1/32\"],\"dst\":[" DST_OK "],"
        "\"proto\":[1,2,3,4,5,6,7,8,9]}]}"),
     "{\"type\":\"delta\",\"seq\":1,\"packet_filter\":{\"rules\":[7]}}",
+    /* map versions: both or neither, version not 0, digest 32 bytes; "have" complete */
+    "{\"type\":\"delta\",\"seq\":1,\"version\":5}",
+    "{\"type\":\"delta\",\"seq\":1,\"digest\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}",
+    "{\"type\":\"delta\",\"seq\":1,\"version\":0,\"digest\":"
+    "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}",
+    "{\"type\":\"delta\",\"seq\":1,\"version\":-1,\"digest\":"
+    "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}",
+    "{\"type\":\"delta\",\"seq\":1,\"version\":5,\"digest\":\"AAEC\"}",
+    "{\"type\":\"delta\",\"seq\":1,\"version\":\"5\",\"digest\":"
+    "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}",
+    "{\"type\":\"map_request\",\"node_key\":\"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\","
+    "\"endpoints\":[],\"stream\":true,"
+    "\"have\":[]}",
+    "{\"type\":\"map_request\",\"node_key\":\"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\","
+    "\"endpoints\":[],\"stream\":true,"
+    "\"have\":{\"version\":5,\"digest\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}}",
+    "{\"type\":\"map_request\",\"node_key\":\"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\","
+    "\"endpoints\":[],\"stream\":true,"
+    "\"have\":{\"seq\":1}}",
+    "{\"type\":\"map_request\",\"node_key\":\"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\","
+    "\"endpoints\":[],\"stream\":true,"
+    "\"have\":{\"seq\":1,\"version\":5}}",
 };
 
 static void test_bad_inputs(void **state)
@@ -638,8 +660,8 @@ static int join_encode(const struct netmap *nm, char **ret, size_t *ret_len)
 		peers[i].p = p;
 	}
 	if (r == 0)
-		r = ctrl_netmap_join(nm->seq, nm->tailnet, &self, peers, nm->n_peers, &relay, NULL,
-				     ret, ret_len);
+		r = ctrl_netmap_join(nm->seq, &nm->version, nm->tailnet, &self, peers, nm->n_peers,
+				     &relay, NULL, ret, ret_len);
 	for (unsigned i = 0; i < nm->n_peers; i++)
 		free((char *)peers[i].p);
 	free(self_json);
@@ -739,10 +761,12 @@ static void test_node_encode_join(void **state)
 		assert_non_null(peers);
 		for (unsigned i = 0; i < n; i++)
 			peers[i] = self;
-		assert_int_equal(ctrl_netmap_join(1, "t", &self, peers, n, NULL, NULL, &nj, &len),
-				 -EMSGSIZE);
 		assert_int_equal(
-		    ctrl_netmap_join(1, "t\x01", &self, peers, 1, NULL, NULL, &nj, &len), -EINVAL);
+		    ctrl_netmap_join(1, NULL, "t", &self, peers, n, NULL, NULL, &nj, &len),
+		    -EMSGSIZE);
+		assert_int_equal(
+		    ctrl_netmap_join(1, NULL, "t\x01", &self, peers, 1, NULL, NULL, &nj, &len),
+		    -EINVAL);
 		free(peers);
 	}
 }
@@ -813,8 +837,8 @@ static void test_packet_filter(void **state)
 	filter.p = json;
 	filter.len = len;
 	assert_int_equal(ctrl_node_encode(&m.netmap->self, (char **)&self.p, &self.len), 0);
-	assert_int_equal(ctrl_netmap_join(m.netmap->seq, m.netmap->tailnet, &self, NULL, 0, NULL,
-					  &filter, &joined, &jlen),
+	assert_int_equal(ctrl_netmap_join(m.netmap->seq, &m.netmap->version, m.netmap->tailnet,
+					  &self, NULL, 0, NULL, &filter, &joined, &jlen),
 			 0);
 	free((char *)self.p);
 	free(json);
@@ -861,6 +885,108 @@ static void test_packet_filter(void **state)
 	ctrl_msg_clear(&m);
 }
 
+/* The map version (docs/control-protocol.md, "Resuming a map stream") on the wire. */
+static const char golden_map_request_have[] =
+    "{\"type\":\"map_request\",\"node_key\":\"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\","
+    "\"endpoints\":[],"
+    "\"stream\":true,\"have\":{\"seq\":41,\"version\":1234,\"digest\":"
+    "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}}";
+static const char golden_delta_version[] =
+    "{\"type\":\"delta\",\"seq\":42,\"version\":1240,\"digest\":"
+    "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\",\"peers_removed\":[9]}";
+static const char golden_netmap_head[] =
+    "{\"type\":\"netmap\",\"seq\":43,\"version\":1240,\"digest\":"
+    "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\",\"tailnet\":\"t\","
+    "\"self\":";
+
+static void test_map_version(void **state)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_MAP_REQUEST}, b, d = {.type = CTRL_MSG_DELTA}, db;
+	struct ctrl_msg nmm = {.type = CTRL_MSG_NETMAP};
+	struct ctrl_json_piece self;
+	uint64_t removed = 9;
+	char *json, *joined;
+	size_t len, jlen;
+
+	(void)state;
+	/* map_request with the held netmap */
+	fill_key(m.map_req.node_key, 32);
+	m.map_req.stream = true;
+	m.map_req.has_have = true;
+	m.map_req.have.seq = 41;
+	m.map_req.have.version.feed = 1234;
+	fill_key(m.map_req.have.version.digest, 0);
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), 0);
+	assert_string_equal(json, golden_map_request_have);
+	free(json);
+	roundtrip(&m, &b);
+	assert_true(b.map_req.has_have);
+	assert_int_equal(b.map_req.have.seq, 41);
+	assert_int_equal(b.map_req.have.version.feed, 1234);
+	assert_memory_equal(b.map_req.have.version.digest, m.map_req.have.version.digest,
+			    NETMAP_DIGEST_LEN);
+	/* one that says nothing: no "have", and none decoded */
+	m.map_req.has_have = false;
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), 0);
+	assert_null(strstr(json, "have"));
+	free(json);
+	roundtrip(&m, &b);
+	assert_false(b.map_req.has_have);
+	/* the encoder refuses a "have" the decoder would */
+	m.map_req.has_have = true;
+	m.map_req.have.version.feed = 0;
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), -EINVAL);
+
+	/* a stamped delta */
+	d.delta = calloc(1, sizeof(*d.delta));
+	assert_non_null(d.delta);
+	d.delta->seq = 42;
+	d.delta->version.feed = 1240;
+	fill_key(d.delta->version.digest, 0);
+	d.delta->n_removed = 1;
+	d.delta->removed = &removed;
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), 0);
+	assert_string_equal(json, golden_delta_version);
+	free(json);
+	roundtrip(&d, &db);
+	assert_int_equal(db.delta->version.feed, 1240);
+	assert_memory_equal(db.delta->version.digest, d.delta->version.digest, NETMAP_DIGEST_LEN);
+
+	/* a stamped netmap: encoder and join agree; a stamped delta stamps the map */
+	nmm.netmap = calloc(1, sizeof(*nmm.netmap));
+	assert_non_null(nmm.netmap);
+	nmm.netmap->seq = 43;
+	nmm.netmap->version = d.delta->version;
+	strcpy(nmm.netmap->tailnet, "t");
+	node_example(&nmm.netmap->self, 7);
+	assert_int_equal(ctrl_msg_encode(&nmm, &json, &len), 0);
+	assert_memory_equal(json, golden_netmap_head, strlen(golden_netmap_head));
+	assert_int_equal(ctrl_node_encode(&nmm.netmap->self, (char **)&self.p, &self.len), 0);
+	assert_int_equal(ctrl_netmap_join(43, &nmm.netmap->version, "t", &self, NULL, 0, NULL, NULL,
+					  &joined, &jlen),
+			 0);
+	assert_int_equal(jlen, len);
+	assert_memory_equal(json, joined, len);
+	free(joined);
+	free(json);
+	free((char *)self.p);
+	nmm.netmap->seq = 41;
+	nmm.netmap->version.feed = 1000;
+	assert_int_equal(netmap_apply_delta(nmm.netmap, db.delta), 0);
+	assert_int_equal(nmm.netmap->seq, 42);
+	assert_int_equal(nmm.netmap->version.feed, 1240);
+	/* an unstamped one leaves the map's version */
+	db.delta->seq = 44;
+	db.delta->version.feed = 0;
+	assert_int_equal(netmap_apply_delta(nmm.netmap, db.delta), 0);
+	assert_int_equal(nmm.netmap->version.feed, 1240);
+
+	d.delta->removed = NULL;
+	ctrl_msg_clear(&d);
+	ctrl_msg_clear(&db);
+	ctrl_msg_clear(&nmm);
+}
+
 static void test_type_names(void **state)
 {
 	(void)state;
@@ -883,6 +1009,7 @@ int main(void)
 	    cmocka_unit_test(test_amplification_bounded),
 	    cmocka_unit_test(test_node_encode_join),
 	    cmocka_unit_test(test_packet_filter),
+	    cmocka_unit_test(test_map_version),
 	    cmocka_unit_test(test_type_names),
 	};
 
