@@ -17,7 +17,7 @@ _trellis()
 	case $cmd in
 	'')
 		mapfile -t COMPREPLY < <(compgen -W "--socket --help --version genkey genpsk pubkey
-			up login set down logout status ip whois ping netcheck version help" -- "$cur")
+			up login set cert down logout status ip whois ping netcheck version help" -- "$cur")
 		;;
 	up | login)
 		case $prev in
@@ -31,6 +31,13 @@ _trellis()
 		esac
 		;;
 	set) [[ $prev == --hostname ]] || mapfile -t COMPREPLY < <(compgen -W "--hostname" -- "$cur") ;;
+	cert)
+		if [[ $prev == cert ]]; then
+			mapfile -t COMPREPLY < <(compgen -W "request install" -- "$cur")
+		elif [[ $prev == install ]]; then
+			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+		fi
+		;;
 	status | netcheck) mapfile -t COMPREPLY < <(compgen -W "--json" -- "$cur") ;;
 	ping) [[ $prev == -c ]] || mapfile -t COMPREPLY < <(compgen -W "-c" -- "$cur") ;;
 	ip) mapfile -t COMPREPLY < <(compgen -W "-4 -6" -- "$cur") ;;
@@ -75,15 +82,20 @@ _trellis_control()
 	fi
 	case "${words[0]:-} ${words[1]:-}" in
 	' ') mapfile -t COMPREPLY < <(compgen -W "--state --offline serve version help authkey apikey
-		tailnets users nodes relaymap policy audit flows" -- "$cur") ;;
+		tailnets users nodes relaymap policy audit flows ca" -- "$cur") ;;
 	'serve ') mapfile -t COMPREPLY < <(compgen -W "--config --listen --tls-cert --tls-key
 		--metrics-listen --no-relay --stun-port --oidc-issuer --oidc-client-id
 		--oidc-client-secret-file --oidc-ca-file --oidc-allowed-domains
 		--oidc-allow-unverified-email --help" -- "$cur") ;;
 	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap policy
-		audit flows" -- "$cur") ;;
+		audit flows ca" -- "$cur") ;;
 	'audit ') mapfile -t COMPREPLY < <(compgen -W "log verify prune --help" -- "$cur") ;;
 	'flows '*) mapfile -t COMPREPLY < <(compgen -W "--node --since --flagged --json --help" -- "$cur") ;;
+	'ca ') mapfile -t COMPREPLY < <(compgen -W "init show sign revoke list --help" -- "$cur") ;;
+	'ca init') mapfile -t COMPREPLY < <(compgen -W "--tailnet --validity --import-cert --import-key" -- "$cur") ;;
+	'ca sign') mapfile -t COMPREPLY < <(compgen -f -W "--tailnet --validity" -- "$cur") ;;
+	'ca revoke') mapfile -t COMPREPLY < <(compgen -W "--tailnet" -- "$cur") ;;
+	'ca show') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;
 	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
 	'tailnets ') mapfile -t COMPREPLY < <(compgen -W "create list set --help" -- "$cur") ;;
 	'users ') mapfile -t COMPREPLY < <(compgen -W "create list add passwd delete reset-2fa --help" -- "$cur") ;;

@@ -26,6 +26,7 @@ int cli_pubkey(int argc, char **argv, const struct cli_global *g);
 int cli_up(int argc, char **argv, const struct cli_global *g);
 int cli_login(int argc, char **argv, const struct cli_global *g);
 int cli_set(int argc, char **argv, const struct cli_global *g);
+int cli_cert(int argc, char **argv, const struct cli_global *g);
 /* up and login (force_reauth): the same flags, one request (up.c). */
 int cli_up_run(int argc, char **argv, const struct cli_global *g, bool force_reauth);
 int cli_down(int argc, char **argv, const struct cli_global *g);

@@ -77,6 +77,15 @@ static const struct command commands[] = {
      "  --hostname NAME  the node's name in the tailnet\n"
      "\n"
      "Example: trellis set --hostname web-2\n"},
+    {"cert", cli_cert, "request | install FILE|-", "this node's machine certificate",
+     "request: prints a CSR for this machine (PEM) for a tailnet admin to sign with\n"
+     "`trellis-control ca sign`; trellisd makes the certificate key in its state\n"
+     "directory (machine-cert.key), and it never leaves the node.\n"
+     "install: checks the signed certificate (this machine, this key, not expired) and\n"
+     "keeps it (machine-cert.crt); every registration presents it from then on. A tailnet\n"
+     "with --require-machine-cert admits only nodes with a valid one (docs/identity.md).\n"
+     "\n"
+     "Example: trellis cert request > node.csr; trellis cert install node.crt\n"},
     {"down", cli_down, "", "disconnect from the tailnet (keeps the login)",
      "Disconnects from the tailnet and removes the tunnels; `trellis up` reconnects\n"
      "with the same key and address.\n"

@@ -38,6 +38,7 @@
 #include "control/admin.h"
 #include "control/admin_api.h"
 #include "control/admin_op.h"
+#include "crypto/mcert.h"
 #include "control/store.h"
 #include "control/users_cli.h"
 #include "crypto/crypto.h"
@@ -107,6 +108,7 @@ static const struct noun nouns[] = {
      "           [--ephemeral-timeout DUR] [--device-approval on|off]\n"
      "       trellis-control [--state DIR] tailnets set NAME [--key-expiry DUR]\n"
      "           [--ephemeral-timeout DUR] [--device-approval on|off] [--require-2fa on|off]\n"
+     "           [--require-machine-cert on|off]\n"
      "  NAME \"default\" is the tailnet nodes join without naming one.\n"
      "  --key-expiry DUR         node key lifetime (default 180d; 0: keys do not expire)\n"
      "  --ephemeral-timeout DUR  offline ephemeral nodes are deleted after (default 10m)\n"
@@ -114,6 +116,8 @@ static const struct noun nouns[] = {
      "                           unless the key is --preauthorized (default off)\n"
      "  --require-2fa on|off     logins on the login page must use a second factor (local\n"
      "                           accounts always do; OIDC: the provider's; default off)\n"
+     "  --require-machine-cert on|off  every registration must prove a valid certificate\n"
+     "                           of the tailnet's CA (ca init; default off)\n"
      "example: trellis-control tailnets set default --device-approval on\n"},
     {"users", "list, create, add, passwd, delete, reset-2fa",
      "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
@@ -169,6 +173,22 @@ static const struct noun nouns[] = {
      "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", \"nodes\": "
      "[{\"name\": \"fra1\", \"host\": ...}]}]}\n"
      "(docs/control-protocol.md, \"Relay map\"). reset: back to the embedded relay.\n"},
+    {"ca", "init, show, sign, revoke, list",
+     "usage: trellis-control [--state DIR] ca init [--tailnet NAME] [--validity DUR]\n"
+     "       trellis-control [--state DIR] ca init [--tailnet NAME] --import-cert PEM "
+     "--import-key PEM\n"
+     "       trellis-control [--state DIR] ca show [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] ca sign CSR|- [--tailnet NAME] [--validity DUR]\n"
+     "       trellis-control [--state DIR] ca revoke SERIAL [--tailnet NAME]\n"
+     "       trellis-control [--state DIR] ca list [--tailnet NAME] [--json]\n"
+     "  Machine certificates (docs/identity.md). init makes the tailnet's CA (Ed25519,\n"
+     "  valid 10 years; its key is STATE/ca/ID.key, mode 0600) and prints its\n"
+     "  certificate; --import-cert/--import-key take an existing CA (Ed25519 or ECDSA\n"
+     "  P-256). sign prints the certificate for a node's CSR (`trellis cert request`),\n"
+     "  valid --validity (default 365d). revoke: the certificate is refused from now on,\n"
+     "  and the node of its machine is expired (it must register again). Then:\n"
+     "  tailnets set NAME --require-machine-cert on.\n"
+     "example: trellis-control ca sign node.csr > node.crt\n"},
     {"policy", "get, set, check, reset, explain, matrix",
      "usage: trellis-control [--state DIR] policy get [--tailnet NAME] [--json]\n"
      "       trellis-control [--state DIR] policy set FILE|- [--tailnet NAME]\n"
@@ -216,6 +236,7 @@ static void usage(FILE *f)
 		"  audit log|verify|prune           the configuration audit log, all chains\n"
 		"  flows [--node N] [--flagged]     flow logs, both ends paired\n"
 		"  policy get|set|check|reset|explain|matrix\n"
+		"  ca init|show|sign|revoke|list      machine certificates\n"
 		"Each command has --help (trellis-control nodes --help). Admin commands reach the\n"
 		"running server through its admin socket (STATE/%s, root only); with no\n"
 		"server running they refuse unless given --offline, which works on the database.\n"
@@ -574,7 +595,7 @@ static int call(struct cli *cli, const char *method, const char *target, const c
 	if (cli->dry)
 		return DRY_STOP;
 	if (cli->store) {
-		struct admin_api_env env = { .store = cli->store };
+		struct admin_api_env env = { .store = cli->store, .state_dir = cli->state_dir };
 		struct admin_api_request req = {
 			.method = method,
 			.target = target,
@@ -879,13 +900,15 @@ static int apikey_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 
 static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
-	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *mfa = NULL, *pos[1];
+	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *mfa = NULL, *mcert = NULL,
+		   *pos[1];
 	bool as_json = false;
 	const struct opt opts[] = {
 	    {"--key-expiry", true, &key_expiry, NULL},
 	    {"--ephemeral-timeout", true, &eph, NULL},
 	    {"--device-approval", true, &approval, NULL},
 	    {"--require-2fa", true, &mfa, NULL},
+	    {"--require-machine-cert", true, &mcert, NULL},
 	    {"--json", false, NULL, &as_json},
 	    {NULL},
 	};
@@ -913,13 +936,17 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (mfa && strcmp(mfa, "on") && strcmp(mfa, "off") && strcmp(mfa, "true") &&
 		    strcmp(mfa, "false"))
 			return fail("--require-2fa takes on or off, not \"%s\"", mfa);
+		if (mcert && strcmp(mcert, "on") && strcmp(mcert, "off") && strcmp(mcert, "true") &&
+		    strcmp(mcert, "false"))
+			return fail("--require-machine-cert takes on or off, not \"%s\"", mcert);
 		if (path_arg_check(pos[0]))
 			return 1;
-		if (!create && !key_expiry && !eph && !approval && !mfa)
-			return fail("nothing to change (--key-expiry, "
-				    "--ephemeral-timeout, --device-approval, --require-2fa)");
-		if (create && mfa)
-			return fail("--require-2fa: create the tailnet, then tailnets set");
+		if (!create && !key_expiry && !eph && !approval && !mfa && !mcert)
+			return fail("nothing to change (--key-expiry, --ephemeral-timeout, "
+				    "--device-approval, --require-2fa, --require-machine-cert)");
+		if (create && (mfa || mcert))
+			return fail("%s: create the tailnet, then tailnets set",
+				    mfa ? "--require-2fa" : "--require-machine-cert");
 		body = create ? json_pack("{s:s}", "name", pos[0]) : json_object();
 		if (key_expiry)
 			json_object_set_new(body, "key_expiry", json_string(key_expiry));
@@ -931,23 +958,27 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (mfa)
 			json_object_set_new(body, "require_2fa",
 					    json_boolean(!strcmp(mfa, "on") || !strcmp(mfa, "true")));
+		if (mcert)
+			json_object_set_new(
+			    body, "require_machine_cert",
+			    json_boolean(!strcmp(mcert, "on") || !strcmp(mcert, "true")));
 		target_make(target, sizeof(target), "tailnets", create ? NULL : pos[0], NULL);
 		return call_json(cli, create ? "POST" : "PATCH", target, body, NULL);
 	}
 	target_make(target, sizeof(target), "tailnets", NULL, NULL);
-	if (npos || key_expiry || eph || approval || mfa)
+	if (npos || key_expiry || eph || approval || mfa || mcert)
 		return fail("usage: tailnets list [--json]");
 	r = list_fetch(cli, "tailnets", NULL, NULL, as_json, &ans);
 	if (r || !ans)
 		return r;
-	printf("%-5s %-24s %-12s %-18s %-16s %-12s %s\n", "ID", "NAME", "KEY-EXPIRY",
-	       "EPHEMERAL-TIMEOUT", "DEVICE-APPROVAL", "REQUIRE-2FA", "NODES");
+	printf("%-5s %-24s %-12s %-18s %-16s %-12s %-13s %s\n", "ID", "NAME", "KEY-EXPIRY",
+	       "EPHEMERAL-TIMEOUT", "DEVICE-APPROVAL", "REQUIRE-2FA", "MACHINE-CERT", "NODES");
 	json_array_foreach(ans, i, t)
 	    printf("%-5" JSON_INTEGER_FORMAT " %-24s %-12" JSON_INTEGER_FORMAT
-		   " %-18" JSON_INTEGER_FORMAT " %-16s %-12s %" JSON_INTEGER_FORMAT "\n",
+		   " %-18" JSON_INTEGER_FORMAT " %-16s %-12s %-13s %" JSON_INTEGER_FORMAT "\n",
 		   i_(t, "id"), s_(t, "name"), i_(t, "key_expiry_sec"),
 		   i_(t, "ephemeral_timeout_sec"), b_(t, "device_approval"), b_(t, "require_2fa"),
-		   i_(t, "nodes"));
+		   b_(t, "require_machine_cert"), i_(t, "nodes"));
 	json_decref(ans);
 	return 0;
 }
@@ -1612,6 +1643,103 @@ static int policy_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	return 0;
 }
 
+/* ca init|show|sign|revoke|list: machine certificates (ca.h). */
+static int ca_cmd(struct cli *cli, const char *sub, int argc, char **argv)
+{
+	const char *tailnet = NULL, *validity = NULL, *icert = NULL, *ikey = NULL, *pos[1];
+	bool as_json = false;
+	const struct opt opts[] = {
+		{ "--tailnet", true, &tailnet, NULL },
+		{ "--validity", true, &validity, NULL },
+		{ "--import-cert", true, &icert, NULL },
+		{ "--import-key", true, &ikey, NULL },
+		{ "--json", false, NULL, &as_json },
+		{ NULL },
+	};
+	char target[512], path[64], *a = NULL, *b = NULL, when[32];
+	bool init = !strcmp(sub, "init"), sign = !strcmp(sub, "sign");
+	json_t *body, *ans = NULL, *e;
+	size_t la, lb, i;
+	int npos, r;
+
+	if (opts_parse(argc, argv, opts, pos, 1, &npos))
+		return 1;
+	if ((init || sign) && duration_check(validity))
+		return 1;
+	if (!init && (icert || ikey))
+		return fail("--import-cert and --import-key go with ca init");
+	if (!init && !sign && validity)
+		return fail("--validity goes with ca init or ca sign");
+	if (init && !icert != !ikey)
+		return fail("an imported CA needs --import-cert and --import-key");
+	if (init && icert && validity)
+		return fail("an imported CA keeps its own validity");
+	if (tailnet && path_arg_check(tailnet))
+		return 1;
+	if ((sign || !strcmp(sub, "revoke")) != (npos == 1))
+		return fail("usage: ca %s%s [--tailnet NAME]", sub,
+			    sign ? " CSR|-" : !strcmp(sub, "revoke") ? " SERIAL" : "");
+	if (!strcmp(sub, "show") || !strcmp(sub, "list")) {
+		r = list_fetch(cli, strcmp(sub, "show") ? "certs" : "ca", NULL, tailnet, as_json,
+			       &ans);
+		if (r || !ans)
+			return r;
+		if (!strcmp(sub, "show")) {
+			fputs(s_(ans, "cert"), stdout);
+			json_decref(ans);
+			return 0;
+		}
+		printf("%-34s %-8s %-24s %-21s %s\n", "SERIAL", "TAILNET", "SUBJECT", "NOT-AFTER",
+		       "STATUS");
+		json_array_foreach(ans, i, e) {
+			time_format(when, sizeof(when), i_(e, "not_after"));
+			printf("%-34s %-8" JSON_INTEGER_FORMAT " %-24s %-21s %s\n", s_(e, "serial"),
+			       i_(e, "tailnet_id"), s_(e, "subject"), when, s_(e, "status"));
+		}
+		json_decref(ans);
+		return 0;
+	}
+	if (cli->dry) /* stdin is read once */
+		return DRY_STOP;
+	body = json_object();
+	if (validity)
+		json_object_set_new(body, "validity", json_string(validity));
+	if (sign || icert) {
+		if (file_read_max(sign ? pos[0] : icert, MCERT_PEM_MAX - 1, &a, &la) ||
+		    (icert && file_read_max(ikey, MCERT_PEM_MAX - 1, &b, &lb))) {
+			json_decref(body);
+			free(a);
+			return 1;
+		}
+		json_object_set_new(body, sign ? "csr" : "cert", json_stringn(a, la));
+		if (b)
+			json_object_set_new(body, "key", json_stringn(b, lb));
+	}
+	if (!init && !sign)
+		json_object_set_new(body, "serial", json_string(pos[0]));
+	snprintf(path, sizeof(path), "%s", sub);
+	r = call_json(cli, "POST", target_make(target, sizeof(target), "ca", path, tailnet), body,
+		      &ans);
+	if (a)
+		crypto_wipe(a, la);
+	if (b)
+		crypto_wipe(b, lb);
+	free(a);
+	free(b);
+	if (r)
+		return r;
+	if (init || sign)
+		fputs(s_(ans, "cert"), stdout);
+	else
+		printf("certificate %s revoked; %" JSON_INTEGER_FORMAT " node(s) expired\n", pos[0],
+		       i_(ans, "nodes_expired"));
+	if (sign)
+		fprintf(stderr, "serial %s, valid until %s\n", s_(ans, "serial"),
+			(time_format(when, sizeof(when), i_(ans, "not_after")), when));
+	json_decref(ans);
+	return 0;
+}
+
 static bool verb_known(const struct noun *noun, const char *sub)
 {
 	size_t n = strlen(sub);
@@ -1646,6 +1774,8 @@ static int command_run(struct cli *cli, const char *cmd, const char *sub, int ar
 		return flows_cmd(cli, argc, argv);
 	if (strcmp(cmd, "policy") == 0)
 		return policy_cmd(cli, sub, argc, argv);
+	if (strcmp(cmd, "ca") == 0)
+		return ca_cmd(cli, sub, argc, argv);
 	return nodes_cmd(cli, sub, argc, argv);
 }
 

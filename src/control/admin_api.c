@@ -18,6 +18,7 @@
 #include "control/admin.h"
 #include "control/admin_api.h"
 #include "control/admin_op.h"
+#include "control/ca.h"
 #include "control/flows_query.h"
 #include "control/users.h"
 #include "crypto/crypto.h"
@@ -394,12 +395,13 @@ static int tailnets_list(struct call *k)
 			nodes += snap.nodes[j].tailnet_id == tn->id;
 		json_array_append_new(
 		    k->out,
-		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:I, s:I}", "id", (json_int_t)tn->id,
-			      "name", tn->name, "key_expiry_sec", (json_int_t)tn->key_expiry_sec,
-			      "ephemeral_timeout_sec", (json_int_t)tn->ephemeral_timeout_sec,
-			      "device_approval", tn->device_approval, "require_2fa",
-			      tn->require_2fa, "created", (json_int_t)tn->created, "nodes",
-			      (json_int_t)nodes));
+		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:I, s:I}", "id",
+			      (json_int_t)tn->id, "name", tn->name, "key_expiry_sec",
+			      (json_int_t)tn->key_expiry_sec, "ephemeral_timeout_sec",
+			      (json_int_t)tn->ephemeral_timeout_sec, "device_approval",
+			      tn->device_approval, "require_2fa", tn->require_2fa,
+			      "require_machine_cert", tn->require_machine_cert, "created",
+			      (json_int_t)tn->created, "nodes", (json_int_t)nodes));
 	}
 	store_snapshot_free(&snap);
 	return 0;
@@ -436,8 +438,11 @@ static int tailnets_create(struct call *k)
 /* PATCH tailnets/NAME: the members given change, the others stay. */
 static int tailnets_set(struct call *k)
 {
-	static const char *const names[] = {"key_expiry", "ephemeral_timeout", "device_approval",
-					    "require_2fa", NULL};
+	static const char *const names[] = {"key_expiry",	    "ephemeral_timeout",
+					    "device_approval",	    "require_2fa",
+					    "require_machine_cert", NULL};
+	json_t *mc = k->body ? json_object_get(k->body, "require_machine_cert") : NULL;
+	bool cert;
 	json_t *a = k->body ? json_object_get(k->body, "device_approval") : NULL;
 	json_t *m = k->body ? json_object_get(k->body, "require_2fa") : NULL;
 	int64_t key_expiry, eph;
@@ -446,7 +451,8 @@ static int tailnets_set(struct call *k)
 
 	if (body_only(k, names) < 0 || body_duration(k, "key_expiry", -1, &key_expiry) < 0 ||
 	    body_duration(k, "ephemeral_timeout", -1, &eph) < 0 ||
-	    body_bool(k, "device_approval", &approval) < 0 || body_bool(k, "require_2fa", &mfa) < 0)
+	    body_bool(k, "device_approval", &approval) < 0 || body_bool(k, "require_2fa", &mfa) < 0 ||
+	    body_bool(k, "require_machine_cert", &cert) < 0)
 		return -1;
 	if (eph == 0)
 		return fail(k, 400, "the ephemeral timeout cannot be 0");
@@ -454,6 +460,8 @@ static int tailnets_set(struct call *k)
 				 a && !json_is_null(a) ? approval : -1, NULL);
 	if (r == 0 && m && !json_is_null(m))
 		r = admin_op_tailnet_require_2fa(&k->c, k->seg[1], mfa);
+	if (r == 0 && mc && !json_is_null(mc))
+		r = ca_op_require(&k->c, k->seg[1], cert);
 	if (r < 0)
 		return op_fail(k, r);
 	k->out = json_object();
@@ -933,6 +941,119 @@ static int accounts(struct call *k)
 	return 0;
 }
 
+/* Machine certificates (ca.h): ca, ca/init, ca/sign, ca/revoke, certs. */
+static json_t *ca_json(const struct control_ca *ca)
+{
+	char fp[65] = "";
+
+	mcert_fingerprint(ca->cert, strlen(ca->cert), fp);
+	return json_pack("{s:s, s:s, s:I}", "cert", ca->cert, "sha256", fp, "created",
+			 (json_int_t)ca->created);
+}
+
+static json_t *mcert_json(const struct control_mcert *m, int64_t now)
+{
+	char mk[BASE64_ENCODED_LEN(NETMAP_KEY_LEN) + 1];
+
+	base64_encode(mk, sizeof(mk), m->machine_key, NETMAP_KEY_LEN);
+	return json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:b, s:I, s:s}", "serial", m->serial,
+			 "tailnet_id", (json_int_t)m->tailnet_id, "machine_key", mk, "subject",
+			 m->subject, "not_before", (json_int_t)m->not_before, "not_after",
+			 (json_int_t)m->not_after, "revoked", m->revoked, "revoked_at",
+			 (json_int_t)m->revoked_at, "status",
+			 m->revoked ? "revoked" : m->not_after <= now ? "expired" : "valid");
+}
+
+static int ca_route(struct call *k)
+{
+	static const char *const init_names[] = {"validity", "cert", "key", NULL};
+	static const char *const sign_names[] = {"csr", "validity", NULL};
+	static const char *const revoke_names[] = {"serial", NULL};
+	struct control_ca *ca = calloc(1, sizeof(*ca));
+	struct control_mcert m, *all = NULL;
+	const char *a = NULL, *b = NULL;
+	char *pem = NULL;
+	int64_t validity;
+	unsigned expired = 0;
+	size_t n = 0;
+	int r = -1;
+
+	if (!ca)
+		return fail(k, 500, "out of memory");
+	if (body_duration(k, "validity", 0, &validity) < 0)
+		goto out;
+	if (validity < 0) {
+		fail(k, 400, "\"validity\" must be a duration (365d), not never");
+		goto out;
+	}
+	if (is(k, "GET", 1, "ca", NULL)) {
+		r = ca_op_get(&k->c, tailnet_arg(k), ca);
+		if (r < 0)
+			goto refused;
+		k->out = ca_json(ca);
+	} else if (is(k, "POST", 2, "ca", NULL) && !strcmp(k->seg[1], "init")) {
+		if (body_only(k, init_names) < 0 || body_string(k, "cert", &a) < 0 || body_string(k, "key", &b) < 0)
+			goto out;
+		/* A CA's private key crosses only the admin socket or stays in-process. */
+		if (b && !k->req->apikeys) {
+			fail(k, 403, "a CA is imported on the server's admin socket only");
+			goto out;
+		}
+		r = ca_op_init(&k->c, tailnet_arg(k), validity, a, a ? strlen(a) : 0, b,
+			       b ? strlen(b) : 0, ca);
+		if (r < 0)
+			goto refused;
+		k->status = 201;
+		k->out = ca_json(ca);
+	} else if (is(k, "POST", 2, "ca", NULL) && !strcmp(k->seg[1], "sign")) {
+		if (body_only(k, sign_names) < 0 || body_string(k, "csr", &a) < 0)
+			goto out;
+		if (!a) {
+			fail(k, 400, "\"csr\" is required");
+			goto out;
+		}
+		pem = malloc(MCERT_PEM_MAX);
+		r = pem ? ca_op_sign(&k->c, tailnet_arg(k), a, strlen(a), validity, pem,
+				     MCERT_PEM_MAX, &m)
+			: -ENOMEM;
+		if (r < 0)
+			goto refused;
+		k->status = 201;
+		k->out = mcert_json(&m, k->req->now);
+		json_object_set_new(k->out, "cert", json_string(pem));
+	} else if (is(k, "POST", 2, "ca", NULL) && !strcmp(k->seg[1], "revoke")) {
+		if (body_only(k, revoke_names) < 0 || body_string(k, "serial", &a) < 0)
+			goto out;
+		if (!a) {
+			fail(k, 400, "\"serial\" is required");
+			goto out;
+		}
+		r = ca_op_revoke(&k->c, tailnet_arg(k), a, &expired);
+		if (r < 0)
+			goto refused;
+		k->out = json_pack("{s:i}", "nodes_expired", (int)expired);
+	} else if (is(k, "GET", 1, "certs", NULL)) {
+		r = ca_op_list(&k->c, tailnet_arg(k), &all, &n);
+		if (r < 0)
+			goto refused;
+		k->out = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(k->out, mcert_json(&all[i], k->req->now));
+	} else {
+		fail(k, 404, "no such endpoint: %s %s", k->req->method, k->req->target);
+		goto out;
+	}
+	r = 0;
+	goto out;
+refused:
+	r = op_fail(k, r);
+out:
+	free(all);
+	free(pem);
+	free(ca);
+	return r;
+}
+
 /* tailnets/NAME/policy[/explain|/matrix] */
 static int policy_route(struct call *k)
 {
@@ -1025,6 +1146,8 @@ static int route(struct call *k)
 		return users_create(k);
 	if (strcmp(s0, "accounts") == 0)
 		return accounts(k);
+	if (strcmp(s0, "ca") == 0 || strcmp(s0, "certs") == 0)
+		return ca_route(k);
 	if (is(k, "GET", 1, "nodes", NULL))
 		return nodes_list(k, NULL);
 	if (is(k, "GET", 2, "nodes", NULL))
@@ -1099,6 +1222,7 @@ unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_ap
 		.since = INT64_MIN,
 		.c = {
 			.store = env->store,
+			.state_dir = env->state_dir,
 			.actor = req->actor,
 			.now = req->now,
 			.committed = env->committed,

@@ -44,6 +44,7 @@ struct admin_op_ctx {
 	struct store *store;
 	const char *actor; /* "cli:root", "server", ... */
 	int64_t now;       /* Unix seconds: creation times, expiries */
+	const char *state_dir; /* the server's: where the CAs' keys are (ca.h); NULL: none */
 	/*
 	 * After each durable write: what was written (op as submitted; id: a new
 	 * row's). May be NULL. An auth key's op holds the hash of its secret.

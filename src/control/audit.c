@@ -19,6 +19,7 @@
 #include "control/relays.h"
 #include "control/store.h"
 #include "crypto/crypto.h"
+#include "crypto/mcert.h"
 
 /* Domain separation: no other hash in the system covers the same bytes. */
 static const char hash_domain[] = "trellis audit entry v1";
@@ -129,10 +130,11 @@ static json_t *tags_json(unsigned n, const char tags[][NETMAP_TAG_MAX])
 
 static json_t *tailnet_json(const struct control_tailnet *t)
 {
-	return json_pack("{s:I, s:s, s:I, s:I, s:b}", "id", (json_int_t)t->id, "name", t->name,
-			 "key_expiry_sec", (json_int_t)t->key_expiry_sec, "ephemeral_timeout_sec",
-			 (json_int_t)t->ephemeral_timeout_sec, "device_approval",
-			 t->device_approval);
+	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b}", "id", (json_int_t)t->id, "name",
+			 t->name, "key_expiry_sec", (json_int_t)t->key_expiry_sec,
+			 "ephemeral_timeout_sec", (json_int_t)t->ephemeral_timeout_sec,
+			 "device_approval", t->device_approval, "require_2fa", t->require_2fa,
+			 "require_machine_cert", t->require_machine_cert);
 }
 
 /* What an admin changes; last_seen and endpoints move on their own and are left out. */
@@ -166,6 +168,28 @@ static json_t *account_json(const struct control_account *a)
 {
 	return json_pack("{s:I, s:s, s:b, s:b, s:i}", "id", (json_int_t)a->id, "email", a->email,
 			 "admin", a->admin, "totp", a->totp, "recovery_codes", (int)a->n_recovery);
+}
+
+/* The CA by its fingerprint (the certificate itself is public, but long). */
+static json_t *ca_json(const struct control_ca *c)
+{
+	char fp[65] = "";
+
+	mcert_fingerprint(c->cert, strnlen(c->cert, sizeof(c->cert)), fp);
+	return json_pack("{s:I, s:s, s:I}", "tailnet_id", (json_int_t)c->tailnet_id,
+			 "sha256", fp, "created", (json_int_t)c->created);
+}
+
+static json_t *mcert_json(const struct control_mcert *m)
+{
+	char mk[BASE64_ENCODED_LEN(NETMAP_KEY_LEN) + 1];
+
+	base64_encode(mk, sizeof(mk), m->machine_key, NETMAP_KEY_LEN);
+	return json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I, s:b, s:I}", "id", (json_int_t)m->id,
+			 "tailnet_id", (json_int_t)m->tailnet_id, "serial", m->serial,
+			 "machine_key", mk, "subject", m->subject, "not_before",
+			 (json_int_t)m->not_before, "not_after", (json_int_t)m->not_after,
+			 "revoked", m->revoked, "revoked_at", (json_int_t)m->revoked_at);
 }
 
 static json_t *setting_json(const char *key, const uint8_t *value, size_t len)
@@ -213,6 +237,7 @@ static json_t *before_json(struct store *s, const struct store_op *op)
 		struct control_node n;
 		struct control_authkey k;
 		struct control_account a;
+		struct control_mcert m;
 	} *u = malloc(sizeof(*u));
 	uint8_t *val = NULL;
 	json_t *j = NULL;
@@ -243,6 +268,10 @@ static json_t *before_json(struct store *s, const struct store_op *op)
 		if (op->account.id && store_account_get(s, op->account.email, &u->a) == 0)
 			j = account_json(&u->a);
 		crypto_wipe(&u->a, sizeof(u->a));
+		break;
+	case STORE_OP_MCERT_PUT:
+		if (op->mcert.id && store_mcert_get(s, op->mcert.serial, &u->m) == 0)
+			j = mcert_json(&u->m);
 		break;
 	case STORE_OP_SETTING_SET:
 		val = malloc(STORE_SETTING_VALUE_MAX);
@@ -279,6 +308,10 @@ static json_t *after_json(const struct store_op *op)
 		return json_pack("{s:I}", "before", (json_int_t)op->audit_prune_before);
 	case STORE_OP_ACCOUNT_PUT:
 		return account_json(&op->account);
+	case STORE_OP_CA_PUT:
+		return ca_json(&op->ca);
+	case STORE_OP_MCERT_PUT:
+		return mcert_json(&op->mcert);
 	default:
 		return NULL; /* deletions: nothing after */
 	}
@@ -327,6 +360,12 @@ static void target_derive(char *buf, size_t len, const struct store_op *op)
 		break;
 	case STORE_OP_FLOW_BATCH: /* the nodes' data, chained on its own (flows.h) */
 		snprintf(buf, len, "flows:node:%" PRIu64, op->flow.node_id);
+		break;
+	case STORE_OP_CA_PUT:
+		snprintf(buf, len, "ca:%" PRIu64, op->ca.tailnet_id);
+		break;
+	case STORE_OP_MCERT_PUT:
+		snprintf(buf, len, "cert:%s", op->mcert.serial);
 		break;
 	}
 }

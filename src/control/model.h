@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "crypto/mcert.h"
 #include "policy/policy.h"
 #include "proto/netmap.h"
 
@@ -30,6 +31,11 @@ struct control_tailnet {
 	bool require_2fa;
 	/* Nodes ship flow-log batches this often (docs/audit.md); 0: flow logs off. */
 	int64_t flow_log_interval_ms;
+	/*
+	 * Registration needs a valid machine certificate from the tailnet's CA, proven at
+	 * every register (ca.h), whatever the credential.
+	 */
+	bool require_machine_cert;
 };
 
 struct control_user {
@@ -100,6 +106,29 @@ void control_node_render(const struct control_node *r, const char *user,
 
 /* The node as the access policy sees it (user: the owner's name or NULL). */
 void control_node_policy(const struct control_node *r, const char *user, struct policy_node *ret);
+
+/*
+ * A tailnet's machine-certificate CA (ca.h): its certificate. The private key is a
+ * file in the server's state directory, never in the store.
+ */
+#define CONTROL_CA_CERT_MAX MCERT_PEM_MAX
+struct control_ca {
+	uint64_t tailnet_id;
+	char cert[CONTROL_CA_CERT_MAX]; /* PEM */
+	int64_t created;
+};
+
+/* A machine certificate the CA signed (ca sign); the revoked ones are the revocation list. */
+struct control_mcert {
+	uint64_t id;
+	uint64_t tailnet_id;
+	char serial[MCERT_SERIAL_MAX]; /* lower-case hex */
+	uint8_t machine_key[NETMAP_KEY_LEN];
+	char subject[MCERT_SUBJECT_MAX];
+	int64_t not_before, not_after, created; /* Unix seconds */
+	bool revoked;
+	int64_t revoked_at;
+};
 
 struct control_authkey {
 	uint64_t id;

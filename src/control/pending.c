@@ -265,6 +265,7 @@ void pending_remove(struct pending *p, struct pending_reg *e)
 	hmap_remove(&p->machines, &e->by_machine);
 	list_unlink(p, e);
 	p->n--;
+	free(e->mcert);
 	free(e);
 }
 

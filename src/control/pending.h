@@ -55,6 +55,7 @@ struct pending_reg {
 	uint8_t src_len;
 	uint64_t expires_ns;
 	struct session *waiter; /* the owner's: the session waiting for the answer */
+	void *mcert; /* the owner's, malloc'd: its machine certificate (control/ca.h); freed here */
 };
 
 struct pending;

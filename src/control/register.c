@@ -26,6 +26,25 @@ static int64_t expiry_from(const struct registry_tailnet *t, int64_t now)
 	return t && t->rec.key_expiry_sec ? now + t->rec.key_expiry_sec : 0;
 }
 
+/* The tailnet's machine-certificate rule: NULL, or the refusal (ca.h). */
+static const char *mcert_rule(const struct register_request *req, const struct registry_tailnet *t,
+			      int64_t *ret_not_after)
+{
+	*ret_not_after = 0;
+	if (!t || !t->rec.require_machine_cert)
+		return NULL;
+	if (!req->mcert_check)
+		return "this tailnet requires a machine certificate";
+	return req->mcert_check(req->mcert_arg, t->rec.id, ret_not_after);
+}
+
+/* A node admitted by its certificate keeps its key no longer than the certificate. */
+static void mcert_clamp(struct register_decision *d, int64_t not_after)
+{
+	if (not_after && (!d->rec.key_expiry || d->rec.key_expiry > not_after))
+		d->rec.key_expiry = not_after;
+}
+
 bool register_authkey_unknown(const struct registry *r, const struct ctrl_register *msg)
 {
 	char kid[AUTHKEY_ID_HEX + 1];
@@ -53,6 +72,7 @@ static void decide_rotate(struct registry *r, const struct register_request *req
 	const struct ctrl_register *msg = req->msg;
 	const struct registry_node *e = registry_node_by_machine(r, req->machine_key);
 	const struct control_node *n = e ? registry_node_record(r, e->id) : NULL;
+	int64_t not_after = 0;
 
 	if (!n || !n->approved)
 		d->error = "key rotation refused: unknown node (register first)";
@@ -66,6 +86,8 @@ static void decide_rotate(struct registry *r, const struct register_request *req
 		d->error = "key rotation refused: not this stream's node";
 	else if (registry_node_key_taken(r, msg->node_key, req->machine_key))
 		d->error = REGISTER_ERR_NODE_KEY_TAKEN;
+	else
+		d->error = mcert_rule(req, registry_tailnet_get(r, n->tailnet_id), &not_after);
 	if (d->error)
 		return;
 	d->rec = *n;
@@ -75,6 +97,7 @@ static void decide_rotate(struct registry *r, const struct register_request *req
 		d->rotate = true;
 		memcpy(d->rec.node_key, msg->node_key, NETMAP_KEY_LEN);
 		d->rec.key_expiry = expiry_from(registry_tailnet_get(r, n->tailnet_id), req->now);
+		mcert_clamp(d, not_after);
 	}
 }
 
@@ -110,6 +133,7 @@ void register_decide(struct registry *r, const struct register_request *req,
 	const struct control_node *old = NULL;
 	const struct registry_tailnet *t;
 	const struct registry_node *e;
+	int64_t not_after;
 	uint64_t tid;
 
 	memset(d, 0, sizeof(*d));
@@ -136,6 +160,9 @@ void register_decide(struct registry *r, const struct register_request *req,
 		d->error = "unknown tailnet";
 		return;
 	}
+	d->error = mcert_rule(req, t, &not_after);
+	if (d->error)
+		return;
 	e = registry_node_in_tailnet(r, tid, req->machine_key);
 	if (e && !e->id) {
 		d->error = "registration in progress";
@@ -180,6 +207,7 @@ void register_decide(struct registry *r, const struct register_request *req,
 		d->rec.key_expiry = expiry_from(t, req->now);
 	}
 	/* else: a known, approved machine re-registers with the node key it has. */
+	mcert_clamp(d, not_after);
 }
 
 int register_begin(struct registry *r, struct register_decision *d, int64_t now)

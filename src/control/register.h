@@ -18,6 +18,10 @@
  *   its tags, ephemerality and owner, and a fresh key expiry;
  * - in every case, the node key must not belong to another machine's node
  *   (registry_node_key_taken; the session has checked the node's proof of it);
+ * - in a tailnet with require_machine_cert, in every case too (rotations, auth
+ *   keys, logins, known machines), the node proves a valid certificate of the
+ *   tailnet's CA for its machine key (req->mcert_check), and its key expiry
+ *   becomes no later than the certificate's end;
  * - without one: a machine we know and whose node is visible re-registers
  *   as it is (a new node key, say); any other machine registers unapproved and
  *   waits for an admin (interactive).
@@ -50,6 +54,13 @@ struct register_request {
 	uint64_t stream_node_id;     /* the node whose map stream the session carries, or 0 */
 	uint64_t default_tailnet_id; /* for a machine we do not know, without a credential */
 	int64_t now;                 /* Unix seconds */
+	/*
+	 * Asked when the node's tailnet requires a machine certificate (ca.h, the
+	 * register message's certificate checked against that tailnet's CA): NULL (valid,
+	 * *ret_not_after its end) or the refusal. No hook: refused.
+	 */
+	const char *(*mcert_check)(void *arg, uint64_t tailnet_id, int64_t *ret_not_after);
+	void *mcert_arg;
 };
 
 struct register_decision {

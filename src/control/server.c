@@ -49,6 +49,7 @@
 #include "control/admin_api.h"
 #include "control/admin_op.h"
 #include "control/audit.h"
+#include "control/ca.h"
 #include "control/changes.h"
 #include "control/ephemeral.h"
 #include "control/flows_collect.h"
@@ -92,6 +93,7 @@ struct control_server {
 	struct ephemeral *eph;
 	struct pending *pend; /* interactive registrations, until approved */
 	struct web *web;      /* the login pages of interactive registrations */
+	char *state_dir;      /* the CAs' keys (ca.h) */
 	struct session_env sessions;
 	struct changes changes;
 	uint8_t priv[CTRLSTREAM_KEY_LEN];
@@ -386,13 +388,31 @@ static int op_submit(struct session *ss, struct reg_op *op)
 	return 0;
 }
 
+/* ---- machine certificates (ca.h) ---- */
+
+/* A register's certificate, for register_decide to hold against the node's tailnet. */
+struct mcert_hook {
+	struct control_server *s;
+	const struct ca_evidence *ev;
+	char err[CTRL_TEXT_MAX];
+};
+
+static const char *mcert_check(void *arg, uint64_t tailnet_id, int64_t *ret_not_after)
+{
+	struct mcert_hook *h = arg;
+
+	return ca_register_check(h->s->store, tailnet_id, h->ev, time_wall_s(), ret_not_after,
+				 h->err, sizeof(h->err));
+}
+
 /* ---- interactive registrations (pending.h) ---- */
 
 /*
  * A machine without a credential that we do not know: it waits in memory,
  * costing no row, no address and no record, until an admin approves it.
  */
-static void pending_wait(struct session *ss, const struct ctrl_register *msg, uint64_t tid)
+static void pending_wait(struct session *ss, const struct ctrl_register *msg, uint64_t tid,
+			 const struct ca_evidence *ev)
 {
 	struct control_server *s = ss->env->ctx;
 	struct pending_reg *pr;
@@ -422,6 +442,14 @@ static void pending_wait(struct session *ss, const struct ctrl_register *msg, ui
 	ss->pend = pr;
 	pr->has_audit_key = msg->has_audit_key;
 	memcpy(pr->audit_key, msg->audit_key, NETMAP_KEY_LEN);
+	/* Checked again when the login or approval names the tailnet (pending_finish). */
+	free(pr->mcert);
+	pr->mcert = NULL;
+	if (ev->present) {
+		pr->mcert = malloc(sizeof(*ev));
+		if (pr->mcert)
+			memcpy(pr->mcert, ev, sizeof(*ev));
+	}
 	reply_register(ss, CTRL_REGISTER_NEEDS_AUTH, NULL, NULL);
 }
 
@@ -462,7 +490,11 @@ static void pending_finish(struct control_server *s, struct pending_reg *pr, uin
 		.now = time_wall_s(),
 	};
 	struct reg_op *op = calloc(1, sizeof(*op));
+	struct mcert_hook hook = {.s = s, .ev = pr->mcert};
 
+	pr->mcert = NULL; /* ours now: pr goes before the decision */
+	req.mcert_check = mcert_check;
+	req.mcert_arg = &hook;
 	memcpy(machine_key, pr->machine_key, NETMAP_KEY_LEN);
 	memcpy(msg.node_key, pr->node_key, NETMAP_KEY_LEN);
 	msg.has_audit_key = pr->has_audit_key;
@@ -475,12 +507,14 @@ static void pending_finish(struct control_server *s, struct pending_reg *pr, uin
 	if (!op) {
 		if (ss)
 			reply_register(ss, CTRL_REGISTER_ERROR, "out of memory", NULL);
+		free((void *)hook.ev);
 		return;
 	}
 	op->s = s;
 	op->ss = ss;
 	op->kind = OP_REGISTER;
 	register_decide(s->reg, &req, &op->d);
+	free((void *)hook.ev);
 	if (!op->d.error) {
 		op->d.rec.approved = approved;
 		if (uid && op->d.insert)
@@ -572,6 +606,9 @@ static void on_register(struct session *ss, const struct ctrl_register *msg)
 		.default_tailnet_id = s->default_tid,
 		.now = now,
 	};
+	struct ca_evidence *ev = NULL;
+	struct mcert_hook hook = {.s = s};
+	uint8_t hash[CTRLSTREAM_HASH_LEN];
 	struct reg_op *op;
 
 	/* A key rotation may come on a live map stream: the stream goes on unbroken. */
@@ -586,8 +623,16 @@ static void on_register(struct session *ss, const struct ctrl_register *msg)
 	if (register_authkey_unknown(s->reg, msg))
 		changes_drain(&s->changes, now);
 	op = calloc(1, sizeof(*op));
-	if (!op)
+	ev = malloc(sizeof(*ev));
+	if (!op || !ev || ctrlstream_handshake_hash(ss->cs, hash) < 0) {
+		free(op);
+		free(ev);
 		return reply_register(ss, CTRL_REGISTER_ERROR, "out of memory", NULL);
+	}
+	ca_evidence_make(ev, msg, ss->machine_key, hash);
+	hook.ev = ev;
+	req.mcert_check = mcert_check;
+	req.mcert_arg = &hook;
 	op->s = s;
 	op->ss = ss;
 	op->kind = OP_REGISTER;
@@ -596,8 +641,11 @@ static void on_register(struct session *ss, const struct ctrl_register *msg)
 		uint64_t tid = op->d.rec.tailnet_id;
 
 		free(op);
-		return pending_wait(ss, msg, tid);
+		pending_wait(ss, msg, tid, ev);
+		free(ev);
+		return;
 	}
+	free(ev);
 	if (!op->d.error)
 		register_begin(s->reg, &op->d, now);
 	if (op->d.error) {
@@ -1227,6 +1275,16 @@ static void admin_committed(void *arg, const char *actor, const struct store_op 
 		log_info("control: admin %s: policy of tailnet %" PRIu64 " %s", actor, id,
 			 op->policy.len ? "set" : "removed");
 		break;
+	case STORE_OP_CA_PUT:
+	case STORE_OP_MCERT_PUT:
+		/* Read from the store at each registration (ca.h): nothing to apply. */
+		if (op->kind == STORE_OP_CA_PUT)
+			log_info("control: admin %s: machine CA of tailnet %" PRIu64 " created", actor,
+				 op->ca.tailnet_id);
+		else
+			log_info("control: admin %s: machine certificate %s %s", actor,
+				 op->mcert.serial, op->mcert.revoked ? "revoked" : "signed");
+		return;
 	default:
 		log_info("control: admin %s: setting %s written", actor, op->setting.key);
 		/* API keys are read from the store at each request: nothing to apply. */
@@ -1286,6 +1344,7 @@ static void admin_answer(struct control_server *s, struct httpd_request *r, cons
 	const struct http_request *h = r->head;
 	struct admin_api_env env = {
 		.store = s->store,
+		.state_dir = s->state_dir,
 		.committed = admin_committed,
 		.node_online = admin_node_online,
 		.pending_list = admin_pending_list,
@@ -1717,6 +1776,11 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		log_err("control: cannot create %s: %s", opts->state_dir, strerror(errno));
 		goto out;
 	}
+	s->state_dir = strdup(opts->state_dir);
+	if (!s->state_dir) {
+		r = -ENOMEM;
+		goto out;
+	}
 	r = state_dir_tighten(opts->state_dir);
 	if (r < 0)
 		goto out;
@@ -1881,6 +1945,7 @@ void control_server_free(struct control_server *s)
 	mapper_free(s->m);
 	loop_free(s->loop);
 	crypto_wipe(s->priv, sizeof(s->priv));
+	free(s->state_dir);
 	free(s);
 }
 

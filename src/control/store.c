@@ -497,6 +497,21 @@ int store_account_list(struct store *s, struct control_account **ret, size_t *re
 	return RD(s, s->be->account_list(s->rd, ret, ret_n));
 }
 
+int store_ca_get(struct store *s, uint64_t tailnet_id, struct control_ca *ret)
+{
+	return RD(s, s->be->ca_get(s->rd, tailnet_id, ret));
+}
+
+int store_mcert_get(struct store *s, const char *serial, struct control_mcert *ret)
+{
+	return RD(s, s->be->mcert_get(s->rd, serial, ret));
+}
+
+int store_mcert_list(struct store *s, struct control_mcert **ret, size_t *ret_n)
+{
+	return RD(s, s->be->mcert_list(s->rd, ret, ret_n));
+}
+
 int store_policy_get(struct store *s, uint64_t tailnet_id, char **ret, size_t *ret_len)
 {
 	return RD(s, s->be->policy_get(s->rd, tailnet_id, ret, ret_len));

@@ -86,6 +86,8 @@ enum store_op_kind {
 	STORE_OP_NODE_LIVE,
 	/* .node as STORE_OP_NODE_UPDATE, where nothing its peers see changed (a reconnect) */
 	STORE_OP_NODE_TOUCH,
+	STORE_OP_CA_PUT,             /* .ca: a tailnet's CA (-EEXIST: it has one) */
+	STORE_OP_MCERT_PUT,          /* .mcert: id 0 inserts (id assigned), else revoked/_at */
 };
 
 /*
@@ -151,6 +153,8 @@ struct store_op {
 		struct control_authkey authkey;
 		struct store_setting setting;
 		struct control_account account;
+		struct control_ca ca;
+		struct control_mcert mcert;
 		uint64_t id;
 		int64_t audit_prune_before; /* Unix seconds */
 	};
@@ -181,6 +185,8 @@ enum store_change_kind {
 	STORE_CHANGE_NODE_LIVE,
 	/* A node written as it was (STORE_OP_NODE_TOUCH). */
 	STORE_CHANGE_NODE_TOUCH,
+	STORE_CHANGE_CA,     /* id: the tailnet's; read at each registration, nothing cached */
+	STORE_CHANGE_MCERT,
 };
 
 struct store_change {
@@ -253,6 +259,10 @@ struct store_backend {
 			    int (*fn)(void *arg, const struct store_flow_row *b), void *arg);
 	int (*flow_totals)(void *be, uint64_t node_id, uint64_t since_ns,
 			   int (*fn)(void *arg, const struct store_flow_total *t), void *arg);
+	/* Machine certificates (ca.h): a tailnet's CA, one certificate by serial, all of them. */
+	int (*ca_get)(void *be, uint64_t tailnet_id, struct control_ca *ret);
+	int (*mcert_get)(void *be, const char *serial, struct control_mcert *ret);
+	int (*mcert_list)(void *be, struct control_mcert **ret, size_t *ret_n);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
@@ -335,6 +345,10 @@ int store_account_list(struct store *s, struct control_account **ret, size_t *re
 int store_policy_get(struct store *s, uint64_t tailnet_id, char **ret, size_t *ret_len);
 /* Writes (len 0: deletes) a tailnet's policy. 0 or -errno (-ENOENT: no such tailnet). */
 int store_policy_set(struct store *s, uint64_t tailnet_id, const char *text, size_t len);
+/* A tailnet's CA; a machine certificate by serial; all of them (malloc'd). 0, -ENOENT. */
+int store_ca_get(struct store *s, uint64_t tailnet_id, struct control_ca *ret);
+int store_mcert_get(struct store *s, const char *serial, struct control_mcert *ret);
+int store_mcert_list(struct store *s, struct control_mcert **ret, size_t *ret_n);
 /* Copies at most cap bytes; returns the value length, or -ENOENT. */
 int store_setting_get(struct store *s, const char *key, void *value, size_t cap);
 

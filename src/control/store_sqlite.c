@@ -171,6 +171,27 @@ static const char *const migrations[] = {
     " denied INTEGER NOT NULL,"
     " PRIMARY KEY (batch_id, idx));"
     "CREATE INDEX flow_records_last ON flow_records (last_ns);",
+    /*
+     * 9: machine certificates (issue 11, ca.h): a tailnet's CA certificate (its key is a
+     * file in the state directory), every certificate it signed with its revocation, and
+     * the tailnet setting that makes one mandatory at registration.
+     */
+    "CREATE TABLE machine_cas ("
+    " tailnet_id INTEGER PRIMARY KEY REFERENCES tailnets(id) ON DELETE CASCADE,"
+    " cert TEXT NOT NULL,"
+    " created INTEGER NOT NULL);"
+    "CREATE TABLE machine_certs ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
+    " serial TEXT NOT NULL UNIQUE,"
+    " machine_key BLOB NOT NULL,"
+    " subject TEXT NOT NULL,"
+    " not_before INTEGER NOT NULL,"
+    " not_after INTEGER NOT NULL,"
+    " created INTEGER NOT NULL,"
+    " revoked INTEGER NOT NULL DEFAULT 0,"
+    " revoked_at INTEGER NOT NULL DEFAULT 0);"
+    "ALTER TABLE tailnets ADD COLUMN require_machine_cert INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -226,13 +247,22 @@ enum stmt_id {
 	ST_FLOW_BATCHES,
 	ST_FLOW_RECORDS_OF,
 	ST_FLOW_TOTALS,
+	ST_CA_INSERT,
+	ST_CA_GET,
+	ST_MCERT_INSERT,
+	ST_MCERT_UPDATE,
+	ST_MCERT_BY_SERIAL,
+	ST_MCERT_ALL,
 	ST_COUNT,
 };
 
 #define TAILNET_COLS                                                                               \
 	"id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval, require_2fa, "  \
-	"flow_log_interval_ms"
+	"flow_log_interval_ms, require_machine_cert"
 #define USER_COLS "id, tailnet_id, name, created"
+#define MCERT_COLS                                                                                 \
+	"id, tailnet_id, serial, machine_key, subject, not_before, not_after, created, revoked, "  \
+	"revoked_at"
 #define ACCOUNT_COLS "id, email, password, admin, totp_secret, totp_last_step, recovery, created"
 #define NODE_COLS                                                                                  \
 	"id, tailnet_id, user_id, name, hostname, os, machine_key, node_key, ipv4, endpoints, "    \
@@ -265,11 +295,11 @@ static const char *const stmt_sql[ST_COUNT] = {
 		       " GROUP BY node_id, proto, icmp_type, src, src_port, dst, dst_port"
 		       " HAVING max(last_ns) >= ?2",
     [ST_TAILNET_INSERT] = "INSERT INTO tailnets (name, key_expiry_sec, ephemeral_timeout_sec,"
-			  " created, device_approval, require_2fa, flow_log_interval_ms)"
-			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+			  " created, device_approval, require_2fa, flow_log_interval_ms,"
+			  " require_machine_cert) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_TAILNET_UPDATE] = "UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
 			  " ephemeral_timeout_sec = ?4, device_approval = ?5, require_2fa = ?6,"
-			  " flow_log_interval_ms = ?7 WHERE id = ?1",
+			  " flow_log_interval_ms = ?7, require_machine_cert = ?8 WHERE id = ?1",
     [ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
     [ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
 		       " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
@@ -330,6 +360,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ACCOUNT_DELETE] = "DELETE FROM accounts WHERE id = ?1",
     [ST_ACCOUNT_BY_EMAIL] = "SELECT " ACCOUNT_COLS " FROM accounts WHERE email = ?1",
     [ST_ACCOUNT_ALL] = "SELECT " ACCOUNT_COLS " FROM accounts ORDER BY id",
+    [ST_CA_INSERT] = "INSERT INTO machine_cas (tailnet_id, cert, created) VALUES (?1, ?2, ?3)",
+    [ST_CA_GET] = "SELECT tailnet_id, cert, created FROM machine_cas WHERE tailnet_id = ?1",
+    [ST_MCERT_INSERT] = "INSERT INTO machine_certs (tailnet_id, serial, machine_key, subject,"
+			" not_before, not_after, created, revoked, revoked_at)"
+			" VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [ST_MCERT_UPDATE] = "UPDATE machine_certs SET revoked = ?9, revoked_at = ?10 WHERE id = ?1",
+    [ST_MCERT_BY_SERIAL] = "SELECT " MCERT_COLS " FROM machine_certs WHERE serial = ?1",
+    [ST_MCERT_ALL] = "SELECT " MCERT_COLS " FROM machine_certs ORDER BY id",
 };
 
 struct sq {
@@ -634,6 +672,30 @@ static void row_tailnet(sqlite3_stmt *st, struct control_tailnet *t)
 	t->device_approval = sqlite3_column_int(st, 5) != 0;
 	t->require_2fa = sqlite3_column_int(st, 6) != 0;
 	t->flow_log_interval_ms = sqlite3_column_int64(st, 7);
+	t->require_machine_cert = sqlite3_column_int(st, 8) != 0;
+}
+
+static void row_ca(sqlite3_stmt *st, struct control_ca *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->tailnet_id = (uint64_t)sqlite3_column_int64(st, 0);
+	text_copy(c->cert, sizeof(c->cert), st, 1);
+	c->created = sqlite3_column_int64(st, 2);
+}
+
+static void row_mcert(sqlite3_stmt *st, struct control_mcert *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->id = (uint64_t)sqlite3_column_int64(st, 0);
+	m->tailnet_id = (uint64_t)sqlite3_column_int64(st, 1);
+	text_copy(m->serial, sizeof(m->serial), st, 2);
+	blob_copy(m->machine_key, sizeof(m->machine_key), st, 3);
+	text_copy(m->subject, sizeof(m->subject), st, 4);
+	m->not_before = sqlite3_column_int64(st, 5);
+	m->not_after = sqlite3_column_int64(st, 6);
+	m->created = sqlite3_column_int64(st, 7);
+	m->revoked = sqlite3_column_int(st, 8) != 0;
+	m->revoked_at = sqlite3_column_int64(st, 9);
 }
 
 static void row_user(sqlite3_stmt *st, struct control_user *u)
@@ -998,6 +1060,7 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		sqlite3_bind_int(st, 5, op->tailnet.device_approval);
 		sqlite3_bind_int(st, 6, op->tailnet.require_2fa);
 		sqlite3_bind_int64(st, 7, op->tailnet.flow_log_interval_ms);
+		sqlite3_bind_int(st, 8, op->tailnet.require_machine_cert);
 		ck = STORE_CHANGE_TAILNET;
 		break;
 	case STORE_OP_USER_CREATE:
@@ -1121,6 +1184,43 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		id = op->policy.tailnet_id;
 		touch = false;
 		ck = STORE_CHANGE_POLICY;
+		break;
+	case STORE_OP_CA_PUT:
+		if (!op->ca.tailnet_id || !op->ca.cert[0])
+			return -EINVAL;
+		st = stmt_get(q, ST_CA_INSERT);
+		if (!st)
+			return -EIO;
+		sqlite3_bind_int64(st, 1, (int64_t)op->ca.tailnet_id);
+		sqlite3_bind_text(st, 2, op->ca.cert, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 3, op->ca.created);
+		id = op->ca.tailnet_id;
+		touch = false;
+		ck = STORE_CHANGE_CA;
+		break;
+	case STORE_OP_MCERT_PUT:
+		insert = op->mcert.id == 0;
+		if (!op->mcert.serial[0] || !op->mcert.tailnet_id)
+			return -EINVAL;
+		st = stmt_get(q, insert ? ST_MCERT_INSERT : ST_MCERT_UPDATE);
+		if (!st)
+			return -EIO;
+		if (insert) {
+			sqlite3_bind_int64(st, 2, (int64_t)op->mcert.tailnet_id);
+			sqlite3_bind_text(st, 3, op->mcert.serial, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_blob(st, 4, op->mcert.machine_key, NETMAP_KEY_LEN,
+					  SQLITE_TRANSIENT);
+			sqlite3_bind_text(st, 5, op->mcert.subject, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_int64(st, 6, op->mcert.not_before);
+			sqlite3_bind_int64(st, 7, op->mcert.not_after);
+			sqlite3_bind_int64(st, 8, op->mcert.created);
+		} else {
+			sqlite3_bind_int64(st, 1, (int64_t)op->mcert.id);
+		}
+		sqlite3_bind_int(st, 9, op->mcert.revoked);
+		sqlite3_bind_int64(st, 10, op->mcert.revoked_at);
+		id = op->mcert.id;
+		ck = STORE_CHANGE_MCERT;
 		break;
 	default:
 		return -EINVAL;
@@ -1298,6 +1398,35 @@ static int sq_account_list(void *be, struct control_account **ret, size_t *ret_n
 	*ret_n = 0;
 	return load_table(be, ST_ACCOUNT_ALL, sizeof(**ret), (void *)row_account, (void **)ret,
 			  ret_n);
+}
+
+static int sq_ca_get(void *be, uint64_t tailnet_id, struct control_ca *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_CA_GET);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)tailnet_id);
+	return GET_ONE(q, st, row_ca, ret);
+}
+
+static int sq_mcert_get(void *be, const char *serial, struct control_mcert *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_MCERT_BY_SERIAL);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_text(st, 1, serial, -1, SQLITE_TRANSIENT);
+	return GET_ONE(q, st, row_mcert, ret);
+}
+
+static int sq_mcert_list(void *be, struct control_mcert **ret, size_t *ret_n)
+{
+	*ret = NULL;
+	*ret_n = 0;
+	return load_table(be, ST_MCERT_ALL, sizeof(**ret), (void *)row_mcert, (void **)ret, ret_n);
 }
 
 static int sq_policy_get(void *be, uint64_t tailnet_id, char **ret, size_t *ret_len)
@@ -1713,6 +1842,9 @@ const struct store_backend store_backend_sqlite = {
 	.account_get = sq_account_get,
 	.account_list = sq_account_list,
 	.policy_get = sq_policy_get,
+	.ca_get = sq_ca_get,
+	.mcert_get = sq_mcert_get,
+	.mcert_list = sq_mcert_list,
 	.changes = sq_changes,
 	.changes_since = sq_changes_since,
 	.audit_anchor = sq_audit_anchor,

@@ -52,6 +52,7 @@
 #include "net/dial.h"
 #include "net/endpoints.h"
 #include "node/control_client.h"
+#include "node/machinecert.h"
 #include "node/state.h"
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
@@ -414,6 +415,7 @@ static int send_msg(struct control_client *cc, struct session *s, const struct c
 static int node_key_prove(struct control_client *cc, struct session *s, const uint8_t *priv,
 			  struct ctrl_register *reg)
 {
+	uint8_t hash[CTRLSTREAM_HASH_LEN];
 	int r = ctrlstream_node_key_prove(s->cs, priv, reg->node_key_proof);
 
 	if (r < 0) {
@@ -421,6 +423,9 @@ static int node_key_prove(struct control_client *cc, struct session *s, const ui
 		return r;
 	}
 	reg->has_node_key_proof = true;
+	/* A machine certificate, when installed, proven for this session and node key too. */
+	if (ctrlstream_handshake_hash(s->cs, hash) == 0)
+		machinecert_attach(cc->state_dir, hash, reg);
 	return 0;
 }
 

@@ -53,12 +53,14 @@
 #include "base/time.h"
 #include "base/util.h"
 #include "crypto/crypto.h"
+#include "crypto/mcert.h"
 #include "node/control_client.h"
 #include "node/daemon.h"
 #include "node/flowspool.h"
 #include "node/flowtable.h"
 #include "node/hslog.h"
 #include "node/localapi.h"
+#include "node/machinecert.h"
 #include "node/netmap_apply.h"
 #include "node/nodefilter.h"
 #include "node/nodemetrics.h"
@@ -1537,6 +1539,37 @@ static void be_up(void *ctx, const struct localapi_up_opts *opts, struct localap
 	up_commit(d);
 }
 
+static int be_cert_request(void *ctx, char **ret, char *err, size_t err_len)
+{
+	struct daemon *d = ctx;
+	char host[NETMAP_NAME_MAX];
+	char *pem = malloc(MCERT_PEM_MAX);
+	int r;
+
+	if (!pem)
+		return -ENOMEM;
+	snprintf(host, sizeof(host), "%s", state_prefs(d->st)->hostname);
+	if (!host[0] && gethostname(host, sizeof(host) - 1) < 0)
+		host[0] = '\0';
+	r = machinecert_request(state_dir(d->st), state_machine_key(d->st), host, pem,
+				MCERT_PEM_MAX, err, err_len);
+	if (r < 0) {
+		free(pem);
+		return r;
+	}
+	*ret = pem;
+	return 0;
+}
+
+/* The next registration presents it (machinecert_attach reads the files each time). */
+static int be_cert_install(void *ctx, const char *pem, size_t len, char *err, size_t err_len)
+{
+	struct daemon *d = ctx;
+
+	return machinecert_install(state_dir(d->st), state_machine_key(d->st), pem, len,
+				   time_wall_s(), err, err_len);
+}
+
 static int be_set(void *ctx, const struct localapi_set_opts *opts, char *err, size_t err_len)
 {
 	struct daemon *d = ctx;
@@ -1922,7 +1955,9 @@ int daemon_run(const struct daemon_opts *opts)
 				       .ping = be_ping,
 				       .down = be_down,
 				       .logout = be_logout,
-				       .set = be_set};
+				       .set = be_set,
+				       .cert_request = be_cert_request,
+				       .cert_install = be_cert_install};
 	r = localapi_server_new(d->loop, opts->socket_path ? opts->socket_path
 							   : LOCALAPI_DEFAULT_SOCKET,
 				&be, &d->api);

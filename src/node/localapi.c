@@ -284,6 +284,33 @@ static json_t *cmd_set(struct conn *c, json_t *req)
 	return localapi_reply_ok();
 }
 
+/* cert_request -> {"ok":true,"csr":PEM}; cert_install {"cert":PEM} -> ok (root only). */
+static json_t *cmd_cert(struct conn *c, const char *cmd, json_t *req)
+{
+	struct localapi_backend *be = &c->srv->be;
+	json_t *pem = json_object_get(req, "cert"), *reply;
+	char err[LOCALAPI_ERROR_MAX] = "", *csr = NULL;
+	int r;
+
+	if (!strcmp(cmd, "cert_request")) {
+		r = be->cert_request ? be->cert_request(be->ctx, &csr, err, sizeof(err)) : -ENOTSUP;
+		if (r < 0)
+			return localapi_reply_error(err[0] ? err : strerror(-r));
+		reply = localapi_reply_ok();
+		json_object_set_new(reply, "csr", json_string(csr));
+		free(csr);
+		return reply;
+	}
+	if (!json_is_string(pem))
+		return localapi_reply_error("cert_install: \"cert\" must be a string (PEM)");
+	r = be->cert_install ? be->cert_install(be->ctx, json_string_value(pem),
+						 json_string_length(pem), err, sizeof(err))
+			     : -ENOTSUP;
+	if (r < 0)
+		return localapi_reply_error(err[0] ? err : strerror(-r));
+	return localapi_reply_ok();
+}
+
 /* Runs one request line (NUL-terminated). false if the connection must close. */
 static bool conn_run(struct conn *c, const char *line, size_t len)
 {
@@ -315,7 +342,7 @@ static bool conn_run(struct conn *c, const char *line, size_t len)
 		goto out;
 	}
 	if (strcmp(cmd, "up") && strcmp(cmd, "down") && strcmp(cmd, "logout") &&
-	    strcmp(cmd, "set")) {
+	    strcmp(cmd, "set") && strcmp(cmd, "cert_request") && strcmp(cmd, "cert_install")) {
 		snprintf(err, sizeof(err), "unknown command \"%.64s\"", cmd);
 		reply = localapi_reply_error(err);
 		goto out;
@@ -337,6 +364,10 @@ static bool conn_run(struct conn *c, const char *line, size_t len)
 	}
 	if (!strcmp(cmd, "set")) {
 		reply = cmd_set(c, req);
+		goto out;
+	}
+	if (!strcmp(cmd, "cert_request") || !strcmp(cmd, "cert_install")) {
+		reply = cmd_cert(c, cmd, req);
 		goto out;
 	}
 	err[0] = '\0';

@@ -82,6 +82,12 @@ struct localapi_backend {
 	int (*down)(void *ctx, char *err, size_t err_len);
 	int (*logout)(void *ctx, char *err, size_t err_len);
 	int (*set)(void *ctx, const struct localapi_set_opts *opts, char *err, size_t err_len);
+	/*
+	 * `trellis cert request|install` (node/machinecert.h): a CSR (PEM, malloc'd into
+	 * *ret), or install a signed certificate. 0, or -errno with a message in err.
+	 */
+	int (*cert_request)(void *ctx, char **ret, char *err, size_t err_len);
+	int (*cert_install)(void *ctx, const char *pem, size_t len, char *err, size_t err_len);
 };
 
 struct localapi_server;

@@ -713,6 +713,12 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"audit_key\":");
 			put_key(&b, m->reg.audit_key);
 		}
+		if (m->reg.machine_cert[0]) {
+			put_lit(&b, ",\"machine_cert\":");
+			put_text(&b, m->reg.machine_cert, sizeof(m->reg.machine_cert));
+			put_lit(&b, ",\"machine_cert_proof\":");
+			put_text(&b, m->reg.machine_cert_proof, sizeof(m->reg.machine_cert_proof));
+		}
 		break;
 	case CTRL_MSG_FLOWS:
 		put_lit(&b, ",\"batch\":");
@@ -1401,7 +1407,10 @@ static int decode_register(json_t *o, struct ctrl_register *r)
 	    req(get_text(o, "hostname", r->hostname, sizeof(r->hostname))) ||
 	    req(get_text(o, "os", r->os, sizeof(r->os))) ||
 	    opt(get_text(o, "auth_key", r->auth_key, sizeof(r->auth_key))) ||
-	    opt(get_tags(o, "tags", r->tags, &r->n_tags)))
+	    opt(get_tags(o, "tags", r->tags, &r->n_tags)) ||
+	    opt(get_text(o, "machine_cert", r->machine_cert, sizeof(r->machine_cert))) ||
+	    opt(get_text(o, "machine_cert_proof", r->machine_cert_proof,
+			 sizeof(r->machine_cert_proof))))
 		return -EBADMSG;
 	e = get_key(o, "old_node_key", r->old_node_key);
 	if (opt(e))

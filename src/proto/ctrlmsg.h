@@ -14,6 +14,9 @@
 #define CTRL_MSG_MAX (16U << 20) /* largest JSON message accepted */
 #define CTRL_AUTHKEY_MAX 128
 #define CTRL_TEXT_MAX 256
+/* A machine certificate (crypto/mcert.h, 2048 bytes of DER at most) and its proof, base64. */
+#define CTRL_MCERT_MAX 2736
+#define CTRL_MCERT_PROOF_MAX 96
 
 enum ctrl_msg_type {
 	CTRL_MSG_UNKNOWN = 0,
@@ -52,6 +55,13 @@ struct ctrl_register {
 	uint8_t audit_key[NETMAP_KEY_LEN];
 	unsigned n_tags;
 	char tags[NETMAP_MAX_TAGS][NETMAP_TAG_MAX];
+	/*
+	 * "": none. The node's machine certificate (DER) and its key's signature over this
+	 * session's handshake hash and node_key (mcert_proof_sign), both base64; the server
+	 * checks them where its tailnet requires one (control/ca.h).
+	 */
+	char machine_cert[CTRL_MCERT_MAX];
+	char machine_cert_proof[CTRL_MCERT_PROOF_MAX];
 };
 
 struct ctrl_register_response {

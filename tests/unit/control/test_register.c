@@ -661,6 +661,106 @@ static void test_device_approval(void **state)
 	assert_true(d.rec.approved);
 }
 
+/*
+ * A tailnet with require_machine_cert asks the hook for every registration in it (auth key,
+ * interactive, re-registration, rotation) and nowhere else; a refusal is the decision's
+ * error; a valid certificate caps the node key's expiry at its end.
+ */
+static struct {
+	unsigned calls;
+	uint64_t tailnet;
+	const char *answer;
+	int64_t not_after;
+} H;
+
+static const char *hook(void *arg, uint64_t tailnet_id, int64_t *ret_not_after)
+{
+	(void)arg;
+	H.calls++;
+	H.tailnet = tailnet_id;
+	*ret_not_after = H.answer ? 0 : H.not_after;
+	return H.answer;
+}
+
+static void decide_hooked(const struct machine *x, const char *key, const uint8_t *old_nk,
+			  uint64_t stream_id, struct register_decision *d)
+{
+	struct ctrl_register msg;
+	struct register_request req = { .msg = &msg, .machine_key = x->mk,
+					.stream_node_id = stream_id, .default_tailnet_id = TN_MAIN,
+					.now = T0, .mcert_check = hook };
+
+	memset(&msg, 0, sizeof(msg));
+	memcpy(msg.node_key, x->nk, 32);
+	snprintf(msg.hostname, sizeof(msg.hostname), "%s", x->host);
+	if (key)
+		snprintf(msg.auth_key, sizeof(msg.auth_key), "%s", key);
+	if (old_nk) {
+		msg.has_old_node_key = true;
+		memcpy(msg.old_node_key, old_nk, 32);
+	}
+	register_decide(E.r, &req, d);
+}
+
+static void test_machine_cert_rule(void **state)
+{
+	struct control_tailnet t = registry_tailnet_get(E.r, TN_MAIN)->rec;
+	struct machine x = machine(0x51, "certified"), y = machine(0x52, "other");
+	struct register_decision d;
+	uint8_t old[32];
+	uint64_t id;
+
+	(void)state;
+	memset(&H, 0, sizeof(H));
+	/* Not required: never asked, even without a hook. */
+	decide(&x, E.keys[K_REUSABLE], &d);
+	assert_null(d.error);
+	assert_int_equal(H.calls, 0);
+
+	t.require_machine_cert = true;
+	assert_int_equal(registry_tailnet_put(E.r, &t), 0);
+	/* Required and no hook: refused. */
+	decide(&x, E.keys[K_REUSABLE], &d);
+	assert_non_null(d.error);
+	/* Refused by the hook, with an auth key and interactively. */
+	H.answer = "machine certificate refused: revoked";
+	decide_hooked(&x, E.keys[K_REUSABLE], NULL, 0, &d);
+	assert_string_equal(d.error, "machine certificate refused: revoked");
+	assert_int_equal(H.tailnet, TN_MAIN);
+	decide_hooked(&y, NULL, NULL, 0, &d);
+	assert_string_equal(d.error, "machine certificate refused: revoked");
+	assert_int_equal(H.calls, 2);
+	/* Valid until T0 + 600: the node key expires then, not at T0 + EXPIRY. */
+	H.answer = NULL;
+	H.not_after = T0 + 600;
+	decide_hooked(&x, E.keys[K_REUSABLE], NULL, 0, &d);
+	assert_null(d.error);
+	assert_int_equal(d.rec.key_expiry, T0 + 600);
+	id = complete(&d);
+	/* A certificate beyond the tailnet's expiry changes nothing. */
+	H.not_after = T0 + EXPIRY + 1;
+	decide_hooked(&y, E.keys[K_REUSABLE], NULL, 0, &d);
+	assert_null(d.error);
+	assert_int_equal(d.rec.key_expiry, T0 + EXPIRY);
+	/* A rotation is asked too, and refused once the certificate is. */
+	memcpy(old, x.nk, 32);
+	x.nk[0] ^= 0xff;
+	H.answer = "machine certificate refused: expired";
+	decide_hooked(&x, NULL, old, id, &d);
+	assert_string_equal(d.error, "machine certificate refused: expired");
+	H.answer = NULL;
+	H.not_after = T0 + 300;
+	decide_hooked(&x, NULL, old, id, &d);
+	assert_null(d.error);
+	assert_true(d.rotate);
+	assert_int_equal(d.rec.key_expiry, T0 + 300);
+	/* Another tailnet's registrations are not asked. */
+	H.calls = 0;
+	decide_hooked(&y, E.keys[K_EPH_TAGS], NULL, 0, &d);
+	assert_null(d.error);
+	assert_int_equal(H.calls, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -678,6 +778,7 @@ int main(void)
 	    cmocka_unit_test(test_node_key_unique),
 	    cmocka_unit_test(test_rotation),
 	    cmocka_unit_test(test_device_approval),
+	    cmocka_unit_test(test_machine_cert_rule),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef TRELLIS_CONTROL_CA_H
+#define TRELLIS_CONTROL_CA_H
+
+/*
+ * Machine certificates, the server's side (docs/identity.md, "Machine certificates"):
+ * each tailnet may have a CA (`trellis-control ca init`), which signs nodes' CSRs
+ * (`ca sign`) and revokes certificates by serial (`ca revoke`); a tailnet setting
+ * (`tailnets set NAME --require-machine-cert on`) makes a valid certificate, proven
+ * at registration, a condition of every registration in it.
+ *
+ * Where things live. The CA's certificate, every certificate it signed and the
+ * revocations are in the store (machine_cas, machine_certs). The CA's private key
+ * is a file, STATE/ca/TAILNET_ID.key (PKCS#8 PEM, unencrypted, mode 0600 in a 0700
+ * directory, like the server's own key): a copy of the database is not a copy of the
+ * CA. Signing therefore happens where the state directory is: the server (admin
+ * socket, API key) or --offline.
+ *
+ * Registration reads the store each time (no cache), so a revocation is in force for
+ * the next registration after its commit. Revoking a certificate also expires the
+ * node of its machine key in its tailnet (`nodes expire`, in the audit log), so the
+ * node must register again, which a revoked certificate cannot do. A node registered
+ * with a certificate gets a key expiry no later than the certificate's end.
+ *
+ * The operations follow admin_op.h: an actor, checked input, refusals with a
+ * message in c->err, writes through admin_op_commit (the audit log).
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "control/admin_op.h"
+#include "control/model.h"
+#include "crypto/mcert.h"
+#include "proto/ctrlmsg.h"
+
+#define CA_KEY_DIR "ca"
+/* The refusal of a node without a certificate where one is required. */
+#define CA_ERR_REQUIRED                                                                            \
+	"this tailnet requires a machine certificate: run `trellis cert request`, have an "       \
+	"admin sign it (trellis-control ca sign), then `trellis cert install`"
+
+/*
+ * A tailnet's new CA (NULL: the default tailnet): made here (validity_sec; 0 =
+ * MCERT_CA_VALIDITY_SEC), or imported when cert_pem and key_pem are given. -EEXIST
+ * when it has one, -EINVAL (c->err says what), -EIO (the key file). ret may be NULL.
+ */
+int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec,
+	       const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
+	       struct control_ca *ret);
+/* The tailnet's CA. 0, -ENOENT. */
+int ca_op_get(struct admin_op_ctx *c, const char *tailnet, struct control_ca *ret);
+/*
+ * Signs a CSR (PEM) for validity_sec (0: MCERT_VALIDITY_DEFAULT_SEC) with the tailnet's
+ * CA: the certificate's PEM into ret_pem, its record into ret (may be NULL).
+ */
+int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, size_t csr_len,
+	       int64_t validity_sec, char *ret_pem, size_t cap, struct control_mcert *ret);
+/*
+ * Revokes a certificate by serial (hex, any case, optional colons) and expires the
+ * node of its machine key; *ret_expired (may be NULL) counts such nodes. A serial the
+ * CA never signed here (an imported CA's) is recorded revoked in `tailnet`.
+ */
+int ca_op_revoke(struct admin_op_ctx *c, const char *tailnet, const char *serial,
+		 unsigned *ret_expired);
+/* The certificates signed in the tailnet (NULL: all tailnets); *ret malloc'd. */
+int ca_op_list(struct admin_op_ctx *c, const char *tailnet, struct control_mcert **ret,
+	       size_t *ret_n);
+/* The tailnet setting; turning it on needs a CA. 0, -ENOENT, -EINVAL. */
+int ca_op_require(struct admin_op_ctx *c, const char *tailnet, bool on);
+
+/*
+ * What a register message shows of a certificate, checked against its session: the
+ * certificate parses, names the session's machine key, and the proof is by its key
+ * over this session's handshake hash and the node key registered. What remains is
+ * the tailnet's (ca_register_check).
+ */
+struct ca_evidence {
+	bool present;            /* the node sent a certificate */
+	enum mcert_result result; /* of the checks so far */
+	uint8_t der[MCERT_DER_MAX];
+	size_t len;
+};
+void ca_evidence_make(struct ca_evidence *ret, const struct ctrl_register *msg,
+		      const uint8_t machine_key[NETMAP_KEY_LEN],
+		      const uint8_t hash[MCERT_HASH_LEN]);
+
+/*
+ * The tailnet's rule at registration: NULL (no certificate needed, or a valid one:
+ * *ret_not_after is its end), or the refusal in words (in buf).
+ */
+const char *ca_register_check(struct store *s, uint64_t tailnet_id, const struct ca_evidence *ev,
+			      int64_t now, int64_t *ret_not_after, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Machine certificates on the server (control/ca.c) with a real store: the CA's key file
+ * and its mode, signing and its refusals, the check at registration (missing, wrong
+ * machine, another session's proof, another tailnet's CA, expired, revoked), revocation
+ * expiring the machine's node, the tailnet setting, and the audit entries of it all.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "base/base64.h"
+#include "control/ca.h"
+#include "control/store.h"
+#include "crypto/crypto.h"
+
+#define T0 1800000000LL
+#define DAY 86400LL
+
+static char dir[64];
+static struct store *st;
+static struct admin_op_ctx c;
+
+static int setup(void **state)
+{
+	char path[128];
+
+	(void)state;
+	strcpy(dir, "/tmp/trellis-ca-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/%s", dir, STORE_DB_NAME);
+	assert_int_equal(store_open(path, &st), 0);
+	memset(&c, 0, sizeof(c));
+	c.store = st;
+	c.actor = "cli:test";
+	c.now = T0;
+	c.state_dir = dir;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[160];
+
+	(void)state;
+	store_free(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+struct node {
+	uint8_t priv[MCERT_KEY_LEN], machine[MCERT_KEY_LEN], node_key[MCERT_KEY_LEN];
+	char csr[MCERT_PEM_MAX], cert[MCERT_PEM_MAX];
+	struct control_mcert rec;
+};
+
+static void node_make(struct node *n, const char *tailnet)
+{
+	assert_int_equal(ed25519_private_generate(n->priv), 0);
+	assert_int_equal(crypto_random(n->machine, sizeof(n->machine)), 0);
+	assert_int_equal(crypto_random(n->node_key, sizeof(n->node_key)), 0);
+	assert_true(mcert_csr_make(n->priv, n->machine, "laptop", n->csr, sizeof(n->csr)) > 0);
+	assert_int_equal(ca_op_sign(&c, tailnet, n->csr, strlen(n->csr), 30 * DAY, n->cert,
+				    sizeof(n->cert), &n->rec),
+			 0);
+}
+
+/* The register message a node sends in a session with handshake hash `hash`. */
+static void evidence(const struct node *n, const uint8_t hash[MCERT_HASH_LEN],
+		     const uint8_t *session_machine, struct ca_evidence *ret)
+{
+	struct ctrl_register *msg = calloc(1, sizeof(*msg));
+	uint8_t der[MCERT_DER_MAX], sig[MCERT_SIG_LEN];
+	int len = mcert_pem_to_der(n->cert, strlen(n->cert), der, sizeof(der));
+
+	assert_non_null(msg);
+	assert_true(len > 0);
+	memcpy(msg->node_key, n->node_key, MCERT_KEY_LEN);
+	base64_encode(msg->machine_cert, sizeof(msg->machine_cert), der, (size_t)len);
+	assert_int_equal(mcert_proof_sign(n->priv, hash, n->node_key, sig), 0);
+	base64_encode(msg->machine_cert_proof, sizeof(msg->machine_cert_proof), sig, sizeof(sig));
+	ca_evidence_make(ret, msg, session_machine, hash);
+	free(msg);
+}
+
+static const char *check(uint64_t tid, const struct ca_evidence *ev, int64_t now, int64_t *na)
+{
+	static char buf[256];
+
+	return ca_register_check(st, tid, ev, now, na, buf, sizeof(buf));
+}
+
+static int audit_row(void *arg, const struct audit_entry *e)
+{
+	char *acts = arg;
+
+	strcat(acts, e->action);
+	strcat(acts, " ");
+	return 0;
+}
+
+static void test_ca_lifecycle(void **state)
+{
+	struct control_tailnet t, other;
+	struct control_ca ca;
+	struct node a, b;
+	struct ca_evidence *ev = malloc(sizeof(*ev));
+	struct control_node rec = {0}, got;
+	struct control_mcert *all = NULL;
+	uint8_t hash[MCERT_HASH_LEN];
+	char path[256], acts[1024] = "", csr_bad[64];
+	struct stat sb;
+	unsigned expired = 99;
+	size_t n = 0;
+	int64_t na;
+
+	(void)state;
+	assert_non_null(ev);
+	assert_int_equal(admin_op_tailnet_resolve(&c, NULL, &t), 0);
+	/* No CA yet: nothing to sign with, and the setting cannot be turned on. */
+	assert_int_equal(ca_op_require(&c, NULL, true), -EINVAL);
+	assert_non_null(strstr(c.err, "has no CA"));
+	assert_int_equal(ca_op_sign(&c, NULL, "x", 1, 0, a.cert, sizeof(a.cert), NULL), -ENOENT);
+
+	assert_int_equal(ca_op_init(&c, NULL, 0, NULL, 0, NULL, 0, &ca), 0);
+	assert_int_equal(ca.tailnet_id, t.id);
+	snprintf(path, sizeof(path), "%s/ca/%llu.key", dir, (unsigned long long)t.id);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	snprintf(path, sizeof(path), "%s/ca", dir);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0700);
+	assert_int_equal(ca_op_init(&c, NULL, 0, NULL, 0, NULL, 0, NULL), -EEXIST);
+	assert_int_equal(ca_op_require(&c, "default", true), 0);
+	assert_int_equal(store_tailnet_get(st, t.id, &t), 0);
+	assert_true(t.require_machine_cert);
+
+	/* A CSR that is none. */
+	snprintf(csr_bad, sizeof(csr_bad), "-----BEGIN CERTIFICATE REQUEST-----\n");
+	assert_int_equal(ca_op_sign(&c, NULL, csr_bad, strlen(csr_bad), 0, a.cert, sizeof(a.cert),
+				    NULL),
+			 -EINVAL);
+	assert_non_null(strstr(c.err, "CSR refused"));
+
+	node_make(&a, NULL);
+	assert_int_equal(a.rec.not_after, T0 + 30 * DAY);
+	assert_int_equal(crypto_random(hash, sizeof(hash)), 0);
+
+	/* Valid: admitted, until the certificate's end. */
+	evidence(&a, hash, a.machine, ev);
+	assert_int_equal(ev->result, MCERT_OK);
+	assert_null(check(t.id, ev, T0, &na));
+	assert_int_equal(na, T0 + 30 * DAY);
+	/* Expired, and not yet valid (signed 5 minutes back). */
+	assert_string_equal(check(t.id, ev, T0 + 30 * DAY, &na),
+			    "machine certificate refused: expired");
+	assert_string_equal(check(t.id, ev, T0 - MCERT_BACKDATE_SEC - 1, &na),
+			    "machine certificate refused: not yet valid");
+	/* Without a certificate. */
+	memset(ev, 0, sizeof(*ev));
+	assert_string_equal(check(t.id, ev, T0, &na), CA_ERR_REQUIRED);
+	assert_string_equal(check(t.id, NULL, T0, &na), CA_ERR_REQUIRED);
+	/* Presented on another machine's session. */
+	evidence(&a, hash, a.node_key, ev);
+	assert_int_equal(ev->result, MCERT_WRONG_MACHINE);
+	assert_non_null(strstr(check(t.id, ev, T0, &na), "another machine"));
+	/* A proof made for another session: the hash the server has differs. */
+	{
+		struct ctrl_register *msg = calloc(1, sizeof(*msg));
+		uint8_t der[MCERT_DER_MAX], sig[MCERT_SIG_LEN], other_hash[MCERT_HASH_LEN];
+		int len = mcert_pem_to_der(a.cert, strlen(a.cert), der, sizeof(der));
+
+		memcpy(other_hash, hash, sizeof(hash));
+		other_hash[7] ^= 1;
+		memcpy(msg->node_key, a.node_key, MCERT_KEY_LEN);
+		base64_encode(msg->machine_cert, sizeof(msg->machine_cert), der, (size_t)len);
+		assert_int_equal(mcert_proof_sign(a.priv, other_hash, a.node_key, sig), 0);
+		base64_encode(msg->machine_cert_proof, sizeof(msg->machine_cert_proof), sig,
+			      sizeof(sig));
+		ca_evidence_make(ev, msg, a.machine, hash);
+		assert_int_equal(ev->result, MCERT_WRONG_KEY);
+		/* Garbage where the certificate goes. */
+		snprintf(msg->machine_cert, sizeof(msg->machine_cert), "bm90IGEgY2VydA==");
+		ca_evidence_make(ev, msg, a.machine, hash);
+		assert_true(ev->present);
+		assert_int_equal(ev->result, MCERT_MALFORMED);
+		free(msg);
+	}
+
+	/* Another tailnet, its own CA: a's certificate is not its. */
+	assert_int_equal(admin_op_tailnet_create(&c, "other", 0, 60, &other), 0);
+	assert_int_equal(ca_op_init(&c, "other", 0, NULL, 0, NULL, 0, NULL), 0);
+	evidence(&a, hash, a.machine, ev);
+	assert_string_equal(check(other.id, ev, T0, &na),
+			    "machine certificate refused: not issued by this tailnet's CA");
+	node_make(&b, "other");
+
+	/* a's machine has a node; revoking a's certificate expires it, b's stays. */
+	rec.tailnet_id = t.id;
+	snprintf(rec.name, sizeof(rec.name), "laptop");
+	snprintf(rec.hostname, sizeof(rec.hostname), "laptop");
+	memcpy(rec.machine_key, a.machine, MCERT_KEY_LEN);
+	memcpy(rec.node_key, a.node_key, MCERT_KEY_LEN);
+	rec.ipv4[0] = 100;
+	rec.ipv4[3] = 7;
+	rec.approved = true;
+	rec.key_expiry = T0 + DAY;
+	assert_int_equal(store_node_insert(st, &rec), 0);
+	c.now = T0 + 10;
+	{
+		char upper[MCERT_SERIAL_MAX + 24];
+		size_t k = 0;
+
+		/* As openssl x509 -serial prints it: upper case, with a leading zero and colons. */
+		upper[k++] = '0';
+		for (size_t i = 0; a.rec.serial[i]; i++) {
+			char ch = a.rec.serial[i];
+
+			upper[k++] = ch >= 'a' && ch <= 'f' ? (char)(ch - 'a' + 'A') : ch;
+			if (i % 2 == 0 && a.rec.serial[i + 1])
+				upper[k++] = ':';
+		}
+		upper[k] = '\0';
+		assert_int_equal(ca_op_revoke(&c, NULL, upper, &expired), 0);
+	}
+	assert_int_equal(expired, 1);
+	assert_int_equal(store_node_get(st, rec.id, &got), 0);
+	assert_int_equal(got.key_expiry, T0 + 10);
+	evidence(&a, hash, a.machine, ev);
+	assert_string_equal(check(t.id, ev, T0 + 20, &na), "machine certificate refused: revoked");
+	assert_int_equal(ca_op_revoke(&c, NULL, a.rec.serial, NULL), -EEXIST);
+	assert_int_equal(ca_op_revoke(&c, NULL, "not hex", NULL), -EINVAL);
+	/* A serial signed elsewhere goes on the list too. */
+	assert_int_equal(ca_op_revoke(&c, "other", "abcdef12", &expired), 0);
+	assert_int_equal(expired, 0);
+
+	assert_int_equal(ca_op_list(&c, NULL, &all, &n), 0);
+	assert_int_equal(n, 3);
+	free(all);
+	assert_int_equal(ca_op_list(&c, "other", &all, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(all[0].serial, b.rec.serial);
+	assert_false(all[0].revoked);
+	assert_string_equal(all[1].serial, "abcdef12");
+	assert_true(all[1].revoked);
+	free(all);
+
+	/* Everything went through the audit log. */
+	assert_int_equal(store_audit_read(st, 0, 0, 0, audit_row, acts), 0);
+	assert_non_null(strstr(acts, "ca.init tailnet.set cert.sign "));
+	assert_non_null(strstr(acts, "cert.revoke node.expire "));
+	assert_non_null(strstr(acts, "cert.revoke_unknown "));
+	free(ev);
+}
+
+static void test_ca_import(void **state)
+{
+	char key[MCERT_PEM_MAX], cert[MCERT_PEM_MAX];
+
+	(void)state;
+	assert_int_equal(mcert_ca_make("imported", T0, DAY, key, sizeof(key), cert, sizeof(cert)),
+			 0);
+	/* The pair must belong together. */
+	assert_int_equal(ca_op_init(&c, NULL, 0, cert, strlen(cert), "x", 1, NULL), -EINVAL);
+	assert_non_null(strstr(c.err, "cannot import the CA"));
+	assert_int_equal(ca_op_init(&c, NULL, 0, cert, strlen(cert), NULL, 0, NULL), -EINVAL);
+	assert_int_equal(ca_op_init(&c, NULL, 0, cert, strlen(cert), key, strlen(key), NULL), 0);
+	/* No state directory: no place for the key. */
+	c.state_dir = NULL;
+	assert_int_equal(ca_op_init(&c, "x", 0, NULL, 0, NULL, 0, NULL), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_ca_lifecycle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ca_import, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

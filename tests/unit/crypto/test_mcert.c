@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Machine certificates (crypto/mcert.h): a CA signs a node's CSR, and every check a
+ * certificate must pass fails for the case it is there for: expired, not yet valid,
+ * another CA, another machine, a CA certificate, a proof by another key or for another
+ * session or node key, DER with bytes missing or added.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "crypto/crypto.h"
+#include "crypto/mcert.h"
+
+#define NOW 1800000000LL
+
+struct ca {
+	char key[MCERT_PEM_MAX], cert[MCERT_PEM_MAX];
+};
+
+struct fix {
+	struct ca ca, other;
+	uint8_t priv[MCERT_KEY_LEN], pub[MCERT_KEY_LEN], machine[MCERT_KEY_LEN];
+	char csr[MCERT_PEM_MAX], cert[MCERT_PEM_MAX];
+	uint8_t der[MCERT_DER_MAX];
+	int der_len;
+	struct mcert_info info;
+};
+
+static void ca_make(struct ca *ca, const char *cn)
+{
+	assert_int_equal(mcert_ca_make(cn, NOW, MCERT_CA_VALIDITY_SEC, ca->key, sizeof(ca->key),
+				       ca->cert, sizeof(ca->cert)),
+			 0);
+}
+
+static int setup(void **state)
+{
+	struct fix *f = calloc(1, sizeof(*f));
+	struct mcert_info req;
+
+	assert_non_null(f);
+	ca_make(&f->ca, "Trellis machine CA corp");
+	ca_make(&f->other, "Trellis machine CA other");
+	assert_int_equal(ed25519_private_generate(f->priv), 0);
+	assert_int_equal(ed25519_public_from_private(f->pub, f->priv), 0);
+	assert_int_equal(crypto_random(f->machine, sizeof(f->machine)), 0);
+	assert_true(mcert_csr_make(f->priv, f->machine, "build-1", f->csr, sizeof(f->csr)) > 0);
+	assert_int_equal(mcert_csr_parse(f->csr, strlen(f->csr), &req), MCERT_OK);
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+			       NOW - 60, NOW + 86400, &f->info, f->cert, sizeof(f->cert)) > 0);
+	f->der_len = mcert_pem_to_der(f->cert, strlen(f->cert), f->der, sizeof(f->der));
+	assert_true(f->der_len > 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	free(*state);
+	return 0;
+}
+
+static void test_csr_round_trip(void **state)
+{
+	struct fix *f = *state;
+	struct mcert_info req;
+
+	assert_int_equal(mcert_csr_parse(f->csr, strlen(f->csr), &req), MCERT_OK);
+	assert_memory_equal(req.pub, f->pub, MCERT_KEY_LEN);
+	assert_memory_equal(req.machine_key, f->machine, MCERT_KEY_LEN);
+	assert_string_equal(req.subject, "build-1");
+	/* Not a CSR, or cut short. */
+	assert_int_equal(mcert_csr_parse(f->cert, strlen(f->cert), &req), MCERT_MALFORMED);
+	assert_int_equal(mcert_csr_parse(f->csr, strlen(f->csr) / 2, &req), MCERT_MALFORMED);
+	assert_int_equal(mcert_csr_parse("", 0, &req), MCERT_MALFORMED);
+}
+
+/* A CSR whose key did not sign it: made with OpenSSL, the public key swapped after signing. */
+static void test_csr_forged_signature(void **state)
+{
+	struct fix *f = *state;
+	EVP_PKEY *a = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	EVP_PKEY *b = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	X509_REQ *req = X509_REQ_new();
+	BIO *bio = BIO_new(BIO_s_mem());
+	struct mcert_info info;
+	char *p;
+	long n;
+
+	(void)f;
+	assert_true(X509_REQ_set_pubkey(req, a) == 1 && X509_REQ_sign(req, a, NULL) > 0);
+	assert_true(X509_REQ_set_pubkey(req, b) == 1); /* signature stays a's */
+	assert_true(PEM_write_bio_X509_REQ(bio, req) == 1);
+	n = BIO_get_mem_data(bio, &p);
+	assert_int_equal(mcert_csr_parse(p, (size_t)n, &info), MCERT_BAD_SIGNATURE);
+	BIO_free(bio);
+	X509_REQ_free(req);
+	EVP_PKEY_free(a);
+	EVP_PKEY_free(b);
+}
+
+/* A CSR with an RSA key, or without the machine URI. */
+static void test_csr_key_type_and_machine(void **state)
+{
+	EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	X509_REQ *r1 = X509_REQ_new(), *r2 = X509_REQ_new();
+	BIO *b1 = BIO_new(BIO_s_mem()), *b2 = BIO_new(BIO_s_mem());
+	struct mcert_info info;
+	char *p;
+	long n;
+
+	(void)state;
+	assert_true(X509_REQ_set_pubkey(r1, rsa) == 1 && X509_REQ_sign(r1, rsa, EVP_sha256()) > 0);
+	assert_true(PEM_write_bio_X509_REQ(b1, r1) == 1);
+	n = BIO_get_mem_data(b1, &p);
+	assert_int_equal(mcert_csr_parse(p, (size_t)n, &info), MCERT_KEY_TYPE);
+	assert_true(X509_REQ_set_pubkey(r2, ed) == 1 && X509_REQ_sign(r2, ed, NULL) > 0);
+	assert_true(PEM_write_bio_X509_REQ(b2, r2) == 1);
+	n = BIO_get_mem_data(b2, &p);
+	assert_int_equal(mcert_csr_parse(p, (size_t)n, &info), MCERT_NO_MACHINE);
+	BIO_free(b1);
+	BIO_free(b2);
+	X509_REQ_free(r1);
+	X509_REQ_free(r2);
+	EVP_PKEY_free(rsa);
+	EVP_PKEY_free(ed);
+}
+
+static void test_verify(void **state)
+{
+	struct fix *f = *state;
+	const char *ca = f->ca.cert;
+	size_t cl = strlen(ca);
+	struct mcert_info info;
+
+	assert_int_equal(mcert_verify(ca, cl, f->der, (size_t)f->der_len, NOW, &info), MCERT_OK);
+	assert_string_equal(info.serial, f->info.serial);
+	assert_true(strlen(info.serial) == 32); /* 16 bytes, top bit clear, second set */
+	assert_memory_equal(info.machine_key, f->machine, MCERT_KEY_LEN);
+	assert_memory_equal(info.pub, f->pub, MCERT_KEY_LEN);
+	assert_int_equal(info.not_before, NOW - 60);
+	assert_int_equal(info.not_after, NOW + 86400);
+	assert_string_equal(info.subject, "build-1");
+	/* The edges of its validity: [not_before, not_after). */
+	assert_int_equal(mcert_verify(ca, cl, f->der, (size_t)f->der_len, NOW - 60, &info),
+			 MCERT_OK);
+	assert_int_equal(mcert_verify(ca, cl, f->der, (size_t)f->der_len, NOW - 61, &info),
+			 MCERT_NOT_YET_VALID);
+	assert_int_equal(mcert_verify(ca, cl, f->der, (size_t)f->der_len, NOW + 86399, &info),
+			 MCERT_OK);
+	assert_int_equal(mcert_verify(ca, cl, f->der, (size_t)f->der_len, NOW + 86400, &info),
+			 MCERT_EXPIRED);
+	/* Another tailnet's CA. */
+	assert_int_equal(mcert_verify(f->other.cert, strlen(f->other.cert), f->der,
+				      (size_t)f->der_len, NOW, &info),
+			 MCERT_WRONG_CA);
+	/* Past the CA's own end. */
+	assert_int_equal(mcert_verify(ca, cl, f->der, (size_t)f->der_len,
+				      NOW + MCERT_CA_VALIDITY_SEC, &info),
+			 MCERT_EXPIRED);
+}
+
+static void test_verify_bad_der(void **state)
+{
+	struct fix *f = *state;
+	uint8_t buf[MCERT_DER_MAX + 2];
+	size_t cl = strlen(f->ca.cert);
+	struct mcert_info info;
+
+	memcpy(buf, f->der, (size_t)f->der_len);
+	assert_int_equal(mcert_verify(f->ca.cert, cl, buf, (size_t)f->der_len - 1, NOW, &info),
+			 MCERT_MALFORMED);
+	buf[f->der_len] = 0;
+	assert_int_equal(mcert_verify(f->ca.cert, cl, buf, (size_t)f->der_len + 1, NOW, &info),
+			 MCERT_MALFORMED);
+	assert_int_equal(mcert_verify(f->ca.cert, cl, buf, 0, NOW, &info), MCERT_MALFORMED);
+	assert_int_equal(mcert_verify(f->ca.cert, cl, buf, sizeof(buf), NOW, &info),
+			 MCERT_MALFORMED);
+	/* A flipped bit in the signature: still DER, no longer the CA's. */
+	buf[f->der_len - 1] ^= 1;
+	assert_int_equal(mcert_verify(f->ca.cert, cl, buf, (size_t)f->der_len, NOW, &info),
+			 MCERT_WRONG_CA);
+	/* The CA's own certificate is no machine's. */
+	{
+		uint8_t cad[MCERT_DER_MAX];
+		int n = mcert_pem_to_der(f->ca.cert, cl, cad, sizeof(cad));
+
+		assert_true(n > 0);
+		assert_int_not_equal(mcert_verify(f->ca.cert, cl, cad, (size_t)n, NOW, &info),
+				     MCERT_OK);
+	}
+}
+
+static void test_proof(void **state)
+{
+	struct fix *f = *state;
+	uint8_t hash[MCERT_HASH_LEN], node[MCERT_KEY_LEN], sig[MCERT_SIG_LEN];
+	uint8_t other[MCERT_KEY_LEN], other_pub[MCERT_KEY_LEN];
+
+	assert_int_equal(crypto_random(hash, sizeof(hash)), 0);
+	assert_int_equal(crypto_random(node, sizeof(node)), 0);
+	assert_int_equal(mcert_proof_sign(f->priv, hash, node, sig), 0);
+	assert_true(mcert_proof_check(f->info.pub, hash, node, sig));
+	/* Another session (handshake hash) or another node key: replays fail. */
+	hash[0] ^= 1;
+	assert_false(mcert_proof_check(f->info.pub, hash, node, sig));
+	hash[0] ^= 1;
+	node[31] ^= 0x80;
+	assert_false(mcert_proof_check(f->info.pub, hash, node, sig));
+	node[31] ^= 0x80;
+	/* Signed by a key the certificate does not hold. */
+	assert_int_equal(ed25519_private_generate(other), 0);
+	assert_int_equal(ed25519_public_from_private(other_pub, other), 0);
+	assert_int_equal(mcert_proof_sign(other, hash, node, sig), 0);
+	assert_false(mcert_proof_check(f->info.pub, hash, node, sig));
+	assert_true(mcert_proof_check(other_pub, hash, node, sig));
+}
+
+/* What the CA copies from a CSR: key, machine and a cleaned name; nothing else. */
+static void test_sign_cleans_subject(void **state)
+{
+	struct fix *f = *state;
+	struct mcert_info req = { 0 }, info, got;
+	char pem[MCERT_PEM_MAX];
+	uint8_t der[MCERT_DER_MAX];
+	int n;
+
+	memcpy(req.pub, f->pub, MCERT_KEY_LEN);
+	memcpy(req.machine_key, f->machine, MCERT_KEY_LEN);
+	snprintf(req.subject, sizeof(req.subject), "a b/\"c");
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+			       NOW, NOW + 10, &info, pem, sizeof(pem)) > 0);
+	n = mcert_pem_to_der(pem, strlen(pem), der, sizeof(der));
+	assert_true(n > 0);
+	assert_int_equal(mcert_parse(der, (size_t)n, &got), MCERT_OK);
+	assert_string_equal(got.subject, "a-b--c");
+	/* Serials differ from one signature to the next. */
+	assert_string_not_equal(got.serial, f->info.serial);
+	/* An empty validity is refused. */
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+			       NOW, NOW, &info, pem, sizeof(pem)) < 0);
+}
+
+/* Import: a P-256 CA made elsewhere signs and verifies; mismatched and non-CA pairs are refused. */
+static void test_ca_import(void **state)
+{
+	struct fix *f = *state;
+	EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	X509 *x = X509_new();
+	X509_NAME *name = X509_NAME_new();
+	X509V3_CTX ctx;
+	X509_EXTENSION *e;
+	BIO *kb = BIO_new(BIO_s_mem()), *cb = BIO_new(BIO_s_mem());
+	char *kp, *cp, cert[MCERT_PEM_MAX], key[MCERT_PEM_MAX], pem[MCERT_PEM_MAX];
+	long kn, cn;
+	const char *why = NULL;
+	struct mcert_info req, info;
+	uint8_t der[MCERT_DER_MAX];
+	int n;
+
+	assert_true(X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
+					       (const unsigned char *)"corp CA", -1, -1, 0) == 1);
+	assert_true(X509_set_version(x, X509_VERSION_3) == 1);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+	assert_true(X509_set_subject_name(x, name) == 1 && X509_set_issuer_name(x, name) == 1);
+	ASN1_TIME_set(X509_getm_notBefore(x), (time_t)(NOW - 10));
+	ASN1_TIME_set(X509_getm_notAfter(x), (time_t)(NOW + 1000000));
+	assert_true(X509_set_pubkey(x, k) == 1);
+	X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+	e = X509V3_EXT_conf_nid(NULL, &ctx, NID_basic_constraints, "critical,CA:TRUE");
+	assert_true(X509_add_ext(x, e, -1) == 1);
+	X509_EXTENSION_free(e);
+	e = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_key_identifier, "hash");
+	assert_true(X509_add_ext(x, e, -1) == 1);
+	X509_EXTENSION_free(e);
+	assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+	assert_true(PEM_write_bio_X509(cb, x) == 1);
+	assert_true(PEM_write_bio_PrivateKey(kb, k, NULL, NULL, 0, NULL, NULL) == 1);
+	cn = BIO_get_mem_data(cb, &cp);
+	kn = BIO_get_mem_data(kb, &kp);
+	memcpy(cert, cp, (size_t)cn);
+	cert[cn] = '\0';
+	memcpy(key, kp, (size_t)kn);
+	key[kn] = '\0';
+
+	assert_int_equal(mcert_ca_check(cert, strlen(cert), key, strlen(key), NOW, &why), 0);
+	assert_int_equal(mcert_csr_parse(f->csr, strlen(f->csr), &req), MCERT_OK);
+	assert_true(mcert_sign(key, strlen(key), cert, strlen(cert), &req, NOW, NOW + 100, &info,
+			       pem, sizeof(pem)) > 0);
+	n = mcert_pem_to_der(pem, strlen(pem), der, sizeof(der));
+	assert_true(n > 0);
+	assert_int_equal(mcert_verify(cert, strlen(cert), der, (size_t)n, NOW, &info), MCERT_OK);
+	assert_int_equal(mcert_verify(f->ca.cert, strlen(f->ca.cert), der, (size_t)n, NOW, &info),
+			 MCERT_WRONG_CA);
+
+	/* Another CA's key; a machine certificate as a CA; not valid now. */
+	assert_int_equal(mcert_ca_check(cert, strlen(cert), f->ca.key, strlen(f->ca.key), NOW,
+					&why),
+			 -EINVAL);
+	assert_non_null(strstr(why, "does not belong"));
+	assert_int_equal(mcert_ca_check(f->cert, strlen(f->cert), f->ca.key, strlen(f->ca.key),
+					NOW, &why),
+			 -EINVAL);
+	assert_non_null(strstr(why, "not a CA"));
+	assert_int_equal(mcert_ca_check(cert, strlen(cert), key, strlen(key), NOW + 2000000, &why),
+			 -EINVAL);
+	assert_non_null(strstr(why, "not valid now"));
+
+	BIO_free(kb);
+	BIO_free(cb);
+	X509_NAME_free(name);
+	X509_free(x);
+	EVP_PKEY_free(k);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_csr_round_trip),
+		cmocka_unit_test(test_csr_forged_signature),
+		cmocka_unit_test(test_csr_key_type_and_machine),
+		cmocka_unit_test(test_verify),
+		cmocka_unit_test(test_verify_bad_der),
+		cmocka_unit_test(test_proof),
+		cmocka_unit_test(test_sign_cleans_subject),
+		cmocka_unit_test(test_ca_import),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
