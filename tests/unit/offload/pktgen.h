@@ -37,6 +37,8 @@ struct gen {
 	uint32_t pay;
 	uint32_t pay_off; /* payload byte i is (pay_off + i) * 7 + 3: contiguous streams agree */
 	uint8_t src_last; /* the source address's last byte (0: 1) */
+	uint8_t dst_last; /* the destination address's last byte (0: 2) */
+	uint16_t mss_opt; /* with tcp_opts 4: an MSS option instead of filler bytes */
 };
 
 static inline uint16_t gen_csum(const uint8_t *p, size_t len, uint32_t sum)
@@ -108,7 +110,7 @@ static inline size_t gen_build(uint8_t *buf, const struct gen *g)
 		buf[8] = 0x20, buf[9] = 0x01, buf[10] = 0x0d, buf[11] = 0xb8;
 		buf[23] = g->src_last ? g->src_last : 1;
 		buf[24] = 0x20, buf[25] = 0x01, buf[26] = 0x0d, buf[27] = 0xb8;
-		buf[39] = 2;
+		buf[39] = g->dst_last ? g->dst_last : 2;
 		if (g->hbh) {
 			buf[40] = proto;
 			buf[41] = (uint8_t)(g->hbh / 8 - 1);
@@ -124,7 +126,7 @@ static inline size_t gen_build(uint8_t *buf, const struct gen *g)
 		buf[8] = g->ttl ? g->ttl : 64;
 		buf[9] = proto;
 		buf[12] = 198, buf[13] = 18, buf[14] = 0, buf[15] = g->src_last ? g->src_last : 1;
-		buf[16] = 198, buf[17] = 18, buf[18] = 0, buf[19] = 2;
+		buf[16] = 198, buf[17] = 18, buf[18] = 0, buf[19] = g->dst_last ? g->dst_last : 2;
 		for (i = 20; i < l4; i++)
 			buf[i] = 1; /* NOP */
 		c = (uint16_t)~gen_csum(buf, l4, 0);
@@ -144,6 +146,11 @@ static inline size_t gen_build(uint8_t *buf, const struct gen *g)
 		gen_be16(t + 14, g->win ? g->win : 512);
 		for (i = 20; i < l4h; i++)
 			t[i] = (uint8_t)(g->opt_byte + i);
+		if (g->mss_opt && l4h == 24) {
+			t[20] = 2;
+			t[21] = 4;
+			gen_be16(t + 22, g->mss_opt);
+		}
 		c = (uint16_t)~gen_csum(t, l4h + g->pay, gen_pseudo(buf, proto, (uint32_t)(l4h + g->pay)));
 		gen_be16(t + 16, c);
 	} else {
