@@ -397,7 +397,8 @@ static void q_drop(void *ctx, struct pkt **pkts, unsigned n)
 /*
  * With offloads (unless --no-offload or TRELLIS_NO_OFFLOAD=1), the kernel hands the reader
  * whole TCP (and UDP) super-packets of up to 64 KiB, one read each, and takes a flow's
- * decrypted segments back in one write; each feature it refuses is left out. 0 or -errno.
+ * decrypted segments back in one write; each feature it refuses is left out. The UDP
+ * sockets send a peer's run of equal-size datagrams as one UDP_SEGMENT message. 0 or -errno.
  */
 static int tun_open_offload(struct wgdev *w, const struct wgdev_opts *opts)
 {
@@ -411,8 +412,10 @@ static int tun_open_offload(struct wgdev *w, const struct wgdev_opts *opts)
 		return r;
 	}
 	w->tun_fd = r;
+	/* The UDP sockets, opened next, follow the same switch. */
+	udp_gso_allow(!off);
 	if (off) {
-		log_info("TUN offloads off");
+		log_info("TUN offloads off, UDP GSO off");
 		return 0;
 	}
 	r = tun_rx_init_vnet(&w->tun_rx);
