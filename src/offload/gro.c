@@ -32,7 +32,7 @@ struct seg_info {
 };
 
 struct group {
-	unsigned first, last, n; /* input indices of the first and last members */
+	unsigned first, last, n;  /* input indices of the first and last members */
 	uint32_t next_seq, total; /* sequence number a member must have; payload so far */
 	bool open;
 };
@@ -113,8 +113,8 @@ static bool can_join(const struct pkt *first, const struct seg_info *fi, const s
 
 	if (!g->open || !bi->opener || bi->hdr_len != fi->hdr_len || bi->seq != g->next_seq)
 		return false;
-	if (bi->pay > fi->pay || fi->hdr_len + g->total + bi->pay - (fi->v6 ? 40u : 0u) >
-					  GRO_LEN_MAX)
+	if (bi->pay > fi->pay ||
+	    fi->hdr_len + g->total + bi->pay - (fi->v6 ? 40u : 0u) > GRO_LEN_MAX)
 		return false;
 	if (fi->v6) {
 		/* version, traffic class, flow label; hop limit */
@@ -134,7 +134,8 @@ static bool can_join(const struct pkt *first, const struct seg_info *fi, const s
 	x += fi->l4_off;
 	y += bi->l4_off;
 	if (memcmp(x + 8, y + 8, 5) || ((x[13] ^ y[13]) & (uint8_t)~TCP_PSH) ||
-	    memcmp(x + 14, y + 14, 2) || memcmp(x + 18, y + 18, (size_t)fi->hdr_len - fi->l4_off - 18))
+	    memcmp(x + 14, y + 14, 2) ||
+	    memcmp(x + 18, y + 18, (size_t)fi->hdr_len - fi->l4_off - 18))
 		return false;
 	return csum_ok(b, bi);
 }

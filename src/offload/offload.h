@@ -119,9 +119,9 @@ bool offload_seg_done(const struct offload_seg *s);
 #define OFFLOAD_GRO_BATCH 64
 
 struct offload_gro_group {
-	unsigned start;	  /* index of the first member in the reordered array */
-	unsigned n;	  /* members */
-	uint16_t skip;	  /* header bytes of every member after the first, not written */
+	unsigned start; /* index of the first member in the reordered array */
+	unsigned n;	/* members */
+	uint16_t skip;	/* header bytes of every member after the first, not written */
 	uint8_t vnet[OFFLOAD_VNET_HDR_LEN]; /* the header to write before the group */
 };
 

@@ -129,22 +129,23 @@ static void seg_write(const struct offload_seg *s, uint8_t *out, size_t pay, boo
 		memcpy(out + 10, &c, 2);
 	}
 	if (s->proto == IPPROTO_TCP) {
-		put_be32(l4 + 4, get_be32(s->pkt + s->l4_off + 4) + (uint32_t)(s->off - s->hdr_len));
+		put_be32(l4 + 4,
+			 get_be32(s->pkt + s->l4_off + 4) + (uint32_t)(s->off - s->hdr_len));
 		if (!last)
-			l4[13] &= (uint8_t)~(TCP_FIN | TCP_PSH);
+			l4[13] &= (uint8_t) ~(TCP_FIN | TCP_PSH);
 		if (s->i > 0)
 			l4[13] &= (uint8_t)~TCP_CWR;
 		l4[16] = 0;
 		l4[17] = 0;
 		c = (uint16_t)~offload_csum_fold(offload_csum_add(
-			offload_csum_pseudo(out, IPPROTO_TCP, (uint32_t)l4_len), l4, l4_len));
+		    offload_csum_pseudo(out, IPPROTO_TCP, (uint32_t)l4_len), l4, l4_len));
 		memcpy(l4 + 16, &c, 2);
 	} else {
 		put_be16(l4 + 4, (uint16_t)l4_len);
 		l4[6] = 0;
 		l4[7] = 0;
 		c = (uint16_t)~offload_csum_fold(offload_csum_add(
-			offload_csum_pseudo(out, IPPROTO_UDP, (uint32_t)l4_len), l4, l4_len));
+		    offload_csum_pseudo(out, IPPROTO_UDP, (uint32_t)l4_len), l4, l4_len));
 		/* 0 means "no checksum" in UDP: a computed 0 is sent as its other form. */
 		if (c == 0)
 			c = 0xffff;

@@ -117,8 +117,8 @@ int offload_csum_finish(const struct offload_vnet_hdr *h, uint8_t *pkt, size_t l
 	if ((size_t)h->csum_start + h->csum_offset + 2 > len)
 		return -EINVAL;
 	/* The field holds the pseudo-header's sum: summing over it includes it. */
-	c = (uint16_t)~offload_csum_fold(offload_csum_add(0, pkt + h->csum_start,
-							  len - h->csum_start));
+	c = (uint16_t)~offload_csum_fold(
+	    offload_csum_add(0, pkt + h->csum_start, len - h->csum_start));
 	memcpy(pkt + h->csum_start + h->csum_offset, &c, 2);
 	return 0;
 }

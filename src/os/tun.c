@@ -167,8 +167,8 @@ bad:
 }
 
 /* Into pkts[got...]: segments of the super-packet being cut, a packet, or nothing (1 below). */
-static int read_one_vnet(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned room,
-			 unsigned *got, unsigned *dropped, unsigned *bad)
+static int read_one_vnet(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned room, unsigned *got,
+			 unsigned *dropped, unsigned *bad)
 {
 	int r;
 
@@ -196,8 +196,7 @@ static int read_one_vnet(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned 
 	return 0;
 }
 
-int tun_read_batch(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned n,
-		   unsigned *ret_dropped)
+int tun_read_batch(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
 {
 	unsigned got = 0, dropped = 0, bad = 0;
 	struct pkt *p;
@@ -272,8 +271,8 @@ static bool write_groups(int fd, struct pkt **pkts, unsigned n, unsigned *writte
 			struct pkt *p = pkts[gr->start + i];
 			size_t skip = i ? gr->skip : 0;
 
-			iov[i + 1] = (struct iovec){.iov_base = p->data + skip,
-						    .iov_len = p->len - skip};
+			iov[i + 1] =
+			    (struct iovec){.iov_base = p->data + skip, .iov_len = p->len - skip};
 		}
 		if (!write_one(fd, iov, gr->n + 1, gr->n, written, err))
 			return false;
@@ -296,7 +295,8 @@ int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, bool gro)
 			i += k;
 			continue;
 		}
-		iov[0] = (struct iovec){.iov_base = (void *)plain, .iov_len = vnet ? sizeof(plain) : 0};
+		iov[0] =
+		    (struct iovec){.iov_base = (void *)plain, .iov_len = vnet ? sizeof(plain) : 0};
 		iov[1] = (struct iovec){.iov_base = pkts[i]->data, .iov_len = pkts[i]->len};
 		if (!write_one(fd, vnet ? iov : iov + 1, vnet ? 2 : 1, 1, &written, &err))
 			break;

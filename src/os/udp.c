@@ -325,8 +325,8 @@ struct run {
 	struct mmsghdr msgs[UDP_BATCH_MAX];
 	struct iovec iovs[UDP_BATCH_MAX];
 	union udp_cmsg ctl[UDP_BATCH_MAX];
-	unsigned first[UDP_BATCH_MAX]; /* index of the message's first packet */
-	uint8_t npk[UDP_BATCH_MAX];    /* packets in the message */
+	unsigned first[UDP_BATCH_MAX];	/* index of the message's first packet */
+	uint8_t npk[UDP_BATCH_MAX];	/* packets in the message */
 	uint8_t src_len[UDP_BATCH_MAX]; /* bytes of its control data that are the source */
 	unsigned cnt;
 };
@@ -334,8 +334,8 @@ struct run {
 /* The segment size of a message of several datagrams, after the source in its control data. */
 static size_t seg_encode(uint8_t *at, uint16_t size)
 {
-	struct cmsghdr c = {.cmsg_level = SOL_UDP, .cmsg_type = UDP_SEGMENT,
-			    .cmsg_len = CMSG_LEN(sizeof(size))};
+	struct cmsghdr c = {
+	    .cmsg_level = SOL_UDP, .cmsg_type = UDP_SEGMENT, .cmsg_len = CMSG_LEN(sizeof(size))};
 
 	memset(at, 0, CMSG_SPACE(sizeof(size)));
 	memcpy(at, &c, sizeof(c));

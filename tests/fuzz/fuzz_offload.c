@@ -88,7 +88,8 @@ static void regroup(struct pkt **segs, unsigned n)
 		    !offload_seg_done(&s))
 			abort();
 		for (i = 0; i < groups[g].n; i++, k++)
-			if (back[i]->len != orig_len[k] || memcmp(back[i]->data, orig[k], orig_len[k]))
+			if (back[i]->len != orig_len[k] ||
+			    memcmp(back[i]->data, orig[k], orig_len[k]))
 				abort();
 		pkt_free(back, groups[g].n);
 	}
@@ -115,7 +116,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	len = MIN(size - OFFLOAD_VNET_HDR_LEN, sizeof(copy));
 	memcpy(copy, data + OFFLOAD_VNET_HDR_LEN, len);
 	if ((h.gso_type & (uint8_t)~OFFLOAD_GSO_ECN) == OFFLOAD_GSO_NONE) {
-		if (offload_csum_finish(&h, copy, len) == 0 && (h.flags & OFFLOAD_VNET_F_NEEDS_CSUM) &&
+		if (offload_csum_finish(&h, copy, len) == 0 &&
+		    (h.flags & OFFLOAD_VNET_F_NEEDS_CSUM) &&
 		    (size_t)h.csum_start + h.csum_offset + 2 > len)
 			abort();
 		return 0;

@@ -22,12 +22,12 @@
 
 struct gen {
 	bool v6;
-	uint8_t proto;	    /* IPPROTO_TCP (default) or IPPROTO_UDP */
-	uint8_t ip_opts;    /* IPv4 option bytes (multiple of 4, NOPs) */
-	uint8_t hbh;	    /* IPv6: a hop-by-hop header of this many bytes (multiple of 8) */
-	uint8_t tcp_opts;   /* TCP option bytes (multiple of 4) */
-	uint8_t opt_byte;   /* the TCP option bytes' content (varied to make them differ) */
-	uint8_t tos, ttl;   /* ttl 0: 64 */
+	uint8_t proto;	  /* IPPROTO_TCP (default) or IPPROTO_UDP */
+	uint8_t ip_opts;  /* IPv4 option bytes (multiple of 4, NOPs) */
+	uint8_t hbh;	  /* IPv6: a hop-by-hop header of this many bytes (multiple of 8) */
+	uint8_t tcp_opts; /* TCP option bytes (multiple of 4) */
+	uint8_t opt_byte; /* the TCP option bytes' content (varied to make them differ) */
+	uint8_t tos, ttl; /* ttl 0: 64 */
 	uint16_t id;
 	bool no_df;
 	uint16_t sport, dport; /* 0: 40000, 5201 */
@@ -151,11 +151,13 @@ static inline size_t gen_build(uint8_t *buf, const struct gen *g)
 			t[21] = 4;
 			gen_be16(t + 22, g->mss_opt);
 		}
-		c = (uint16_t)~gen_csum(t, l4h + g->pay, gen_pseudo(buf, proto, (uint32_t)(l4h + g->pay)));
+		c = (uint16_t)~gen_csum(t, l4h + g->pay,
+					gen_pseudo(buf, proto, (uint32_t)(l4h + g->pay)));
 		gen_be16(t + 16, c);
 	} else {
 		gen_be16(t + 4, (uint32_t)(l4h + g->pay));
-		c = (uint16_t)~gen_csum(t, l4h + g->pay, gen_pseudo(buf, proto, (uint32_t)(l4h + g->pay)));
+		c = (uint16_t)~gen_csum(t, l4h + g->pay,
+					gen_pseudo(buf, proto, (uint32_t)(l4h + g->pay)));
 		gen_be16(t + 6, c ? c : 0xffff);
 	}
 	return len;

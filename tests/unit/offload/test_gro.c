@@ -139,7 +139,8 @@ static void check_group(struct ctx *c, unsigned g, const unsigned *want, unsigne
 		return;
 	}
 	assert_int_equal(h.flags, OFFLOAD_VNET_F_NEEDS_CSUM);
-	assert_int_equal(h.gso_type, (c->flat[0] >> 4) == 6 ? OFFLOAD_GSO_TCPV6 : OFFLOAD_GSO_TCPV4);
+	assert_int_equal(h.gso_type,
+			 (c->flat[0] >> 4) == 6 ? OFFLOAD_GSO_TCPV6 : OFFLOAD_GSO_TCPV4);
 	assert_int_equal(h.hdr_len, gr->skip);
 	assert_int_equal(h.gso_size, c->orig_len[want[0]] - gr->skip);
 	assert_int_equal(h.csum_offset, 16);
@@ -148,7 +149,8 @@ static void check_group(struct ctx *c, unsigned g, const unsigned *want, unsigne
 		uint32_t l4_len = (uint32_t)(len - h.csum_start);
 		uint16_t field = gen_get16(c->flat + h.csum_start + 16);
 
-		assert_int_equal(field, gen_csum(NULL, 0, gen_pseudo(c->flat, IPPROTO_TCP, l4_len)));
+		assert_int_equal(field,
+				 gen_csum(NULL, 0, gen_pseudo(c->flat, IPPROTO_TCP, l4_len)));
 	}
 	if ((c->flat[0] >> 4) == 4)
 		assert_int_equal(gen_csum(c->flat, 20, 0), 0xffff);
@@ -185,8 +187,8 @@ static void stream(struct ctx *c, struct gen g, unsigned n, uint32_t size, uint3
 static void test_flow4(void **state)
 {
 	struct ctx *c = *state;
-	struct gen g = {.seq = 0xfffffc00, .ack = 9, .flags = GEN_ACK | GEN_PSH, .id = 0xffff,
-			.tcp_opts = 12};
+	struct gen g = {
+	    .seq = 0xfffffc00, .ack = 9, .flags = GEN_ACK | GEN_PSH, .id = 0xffff, .tcp_opts = 12};
 	const unsigned want[] = {0, 1, 2, 3};
 
 	stream(c, g, 4, 1000, 500);
@@ -272,38 +274,80 @@ static void test_no_join(void **state)
 	unsigned how;
 
 	for (how = 0; how < CHANGE_MAX; how++) {
-		struct gen a = {.seq = 5000, .flags = GEN_ACK, .pay = 1000, .tcp_opts = 12,
+		struct gen a = {.seq = 5000,
+				.flags = GEN_ACK,
+				.pay = 1000,
+				.tcp_opts = 12,
 				.no_df = how == ID_JUMP},
 			   b = a;
 
 		b.seq = a.seq + 1000, b.pay_off = 1000, b.id = 1;
 		switch ((enum change)how) {
-		case SEQ_GAP: b.seq++; break;
-		case SEQ_BACK: b.seq = a.seq; break;
-		case TTL: b.ttl = 63; break;
-		case TOS: b.tos = 1; break;
-		case OPTS: b.opt_byte = 1; break;
-		case ACK: b.ack = 1; break;
-		case WIN: b.win = 513; break;
-		case ECE: b.flags |= GEN_ECE; break;
-		case CWR: b.flags |= GEN_CWR; break;
-		case SYN: b.flags |= GEN_SYN; break;
-		case RST: b.flags |= GEN_RST; break;
-		case URG: b.flags |= GEN_URG; break;
-		case FIN: b.flags |= GEN_FIN; break;
-		case SPORT: b.sport = 1; break;
-		case SRC: b.src_last = 9; break;
-		case BIGGER: b.pay = 1001; break;
-		case ID_JUMP: b.id = 2; break;
-		case FAMILY: b.v6 = true; break;
-		default: break;
+		case SEQ_GAP:
+			b.seq++;
+			break;
+		case SEQ_BACK:
+			b.seq = a.seq;
+			break;
+		case TTL:
+			b.ttl = 63;
+			break;
+		case TOS:
+			b.tos = 1;
+			break;
+		case OPTS:
+			b.opt_byte = 1;
+			break;
+		case ACK:
+			b.ack = 1;
+			break;
+		case WIN:
+			b.win = 513;
+			break;
+		case ECE:
+			b.flags |= GEN_ECE;
+			break;
+		case CWR:
+			b.flags |= GEN_CWR;
+			break;
+		case SYN:
+			b.flags |= GEN_SYN;
+			break;
+		case RST:
+			b.flags |= GEN_RST;
+			break;
+		case URG:
+			b.flags |= GEN_URG;
+			break;
+		case FIN:
+			b.flags |= GEN_FIN;
+			break;
+		case SPORT:
+			b.sport = 1;
+			break;
+		case SRC:
+			b.src_last = 9;
+			break;
+		case BIGGER:
+			b.pay = 1001;
+			break;
+		case ID_JUMP:
+			b.id = 2;
+			break;
+		case FAMILY:
+			b.v6 = true;
+			break;
+		default:
+			break;
 		}
 		add(c, &a);
 		add(c, &b);
 		if (how == BAD_TCP_CSUM)
 			poke_last(c, c->orig_len[1] - 1, 0x10);
 		if (how == BAD_IP_CSUM)
-			poke_last(c, 4, 1); /* the id (free under DF), under a checksum that no longer fits */
+			poke_last(
+			    c, 4,
+			    1); /* the id (free under DF), under a checksum that no longer fits */
 		run(c);
 		if (c->ng != 2)
 			print_error("change %u joined\n", how);
@@ -367,8 +411,8 @@ static void test_fixed_id(void **state)
 	{
 		struct offload_vnet_hdr h;
 
-		assert_int_equal(offload_vnet_hdr_parse(c->groups[0].vnet, OFFLOAD_VNET_HDR_LEN, &h),
-				 0);
+		assert_int_equal(
+		    offload_vnet_hdr_parse(c->groups[0].vnet, OFFLOAD_VNET_HDR_LEN, &h), 0);
 		assert_int_equal(h.gso_size, 900);
 		assert_int_equal(flatten(c, 0), 40 + 2700);
 	}

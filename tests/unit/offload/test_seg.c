@@ -56,7 +56,9 @@ static struct offload_vnet_hdr vnet_of(const struct gen *g, uint16_t mss, bool p
 	bool tcp = !g->proto || g->proto == IPPROTO_TCP;
 	struct offload_vnet_hdr h = {
 	    .flags = OFFLOAD_VNET_F_NEEDS_CSUM,
-	    .gso_type = !tcp ? OFFLOAD_GSO_UDP_L4 : g->v6 ? OFFLOAD_GSO_TCPV6 : OFFLOAD_GSO_TCPV4,
+	    .gso_type = !tcp	? OFFLOAD_GSO_UDP_L4
+			: g->v6 ? OFFLOAD_GSO_TCPV6
+				: OFFLOAD_GSO_TCPV4,
 	    .hdr_len = (uint16_t)(gen_l4(g) + (tcp ? 20 + g->tcp_opts : 8)),
 	    .gso_size = mss,
 	    .csum_start = (uint16_t)gen_l4(g),
@@ -73,8 +75,8 @@ static void make_partial(uint8_t *buf, size_t len, const struct gen *g)
 {
 	bool tcp = !g->proto || g->proto == IPPROTO_TCP;
 	size_t l4 = gen_l4(g);
-	uint16_t c = gen_csum(NULL, 0, gen_pseudo(buf, tcp ? IPPROTO_TCP : IPPROTO_UDP,
-						  (uint32_t)(len - l4)));
+	uint16_t c = gen_csum(
+	    NULL, 0, gen_pseudo(buf, tcp ? IPPROTO_TCP : IPPROTO_UDP, (uint32_t)(len - l4)));
 
 	gen_be16(buf + l4 + (tcp ? 16 : 6), c);
 }
@@ -116,7 +118,7 @@ static void check_cut(struct ctx *c, const struct gen *g, uint16_t mss, bool par
 		e.seq = g->seq + (uint32_t)off;
 		e.id = (uint16_t)(g->id + k);
 		if (!last)
-			e.flags &= (uint8_t)~(GEN_FIN | GEN_PSH);
+			e.flags &= (uint8_t) ~(GEN_FIN | GEN_PSH);
 		if (!first)
 			e.flags &= (uint8_t)~GEN_CWR;
 		wlen = gen_build(c->want, &e);
@@ -128,8 +130,8 @@ static void check_cut(struct ctx *c, const struct gen *g, uint16_t mss, bool par
 
 static void test_tcp4(void **state)
 {
-	struct gen g = {.seq = 0xfffff000, .ack = 77, .flags = GEN_ACK | GEN_PSH, .pay = 4000,
-			.id = 0xfffe};
+	struct gen g = {
+	    .seq = 0xfffff000, .ack = 77, .flags = GEN_ACK | GEN_PSH, .pay = 4000, .id = 0xfffe};
 
 	/* Sequence numbers and ids wrap. */
 	check_cut(*state, &g, 1000, true, NOUT);
@@ -137,8 +139,10 @@ static void test_tcp4(void **state)
 
 static void test_tcp4_short_last(void **state)
 {
-	struct gen g = {.seq = 1, .flags = GEN_ACK | GEN_PSH | GEN_FIN | GEN_CWR | GEN_ECE,
-			.pay = 2501, .id = 9};
+	struct gen g = {.seq = 1,
+			.flags = GEN_ACK | GEN_PSH | GEN_FIN | GEN_CWR | GEN_ECE,
+			.pay = 2501,
+			.id = 9};
 
 	check_cut(*state, &g, 1000, true, NOUT);
 	/* Odd segment sizes. */
@@ -147,16 +151,22 @@ static void test_tcp4_short_last(void **state)
 
 static void test_tcp4_options(void **state)
 {
-	struct gen g = {.ip_opts = 8, .tcp_opts = 12, .opt_byte = 5, .seq = 100,
-			.flags = GEN_ACK, .pay = 5000, .tos = 0xb8, .ttl = 3};
+	struct gen g = {.ip_opts = 8,
+			.tcp_opts = 12,
+			.opt_byte = 5,
+			.seq = 100,
+			.flags = GEN_ACK,
+			.pay = 5000,
+			.tos = 0xb8,
+			.ttl = 3};
 
 	check_cut(*state, &g, 1348, true, NOUT);
 }
 
 static void test_tcp4_largest(void **state)
 {
-	struct gen g = {.tcp_opts = 12, .seq = 7, .flags = GEN_ACK | GEN_PSH,
-			.pay = 65535 - 20 - 32};
+	struct gen g = {
+	    .tcp_opts = 12, .seq = 7, .flags = GEN_ACK | GEN_PSH, .pay = 65535 - 20 - 32};
 
 	check_cut(*state, &g, 1368, true, NOUT);
 	/* A tiny mss: more segments than buffers, cut 3 at a time would need 80+ calls. */
@@ -166,8 +176,12 @@ static void test_tcp4_largest(void **state)
 
 static void test_tcp6(void **state)
 {
-	struct gen g = {.v6 = true, .tcp_opts = 12, .seq = 5, .flags = GEN_ACK | GEN_PSH,
-			.pay = 30000, .tos = 0x20};
+	struct gen g = {.v6 = true,
+			.tcp_opts = 12,
+			.seq = 5,
+			.flags = GEN_ACK | GEN_PSH,
+			.pay = 30000,
+			.tos = 0x20};
 
 	check_cut(*state, &g, 1348, true, NOUT);
 	check_cut(*state, &g, 1348, false, 1);

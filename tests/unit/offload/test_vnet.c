@@ -24,7 +24,7 @@ static void test_roundtrip(void **state)
 				     .gso_size = 1348,
 				     .csum_start = 40,
 				     .csum_offset = 16},
-				    got;
+				got;
 	uint8_t buf[OFFLOAD_VNET_HDR_LEN];
 	uint16_t v;
 
@@ -84,7 +84,8 @@ static void test_csum(void **state)
 	(void)state;
 	srand(7);
 	for (round = 0; round < 2000; round++) {
-		size_t len = (size_t)rand() % sizeof(data), cut = ((size_t)rand() % (len + 1)) & ~1u;
+		size_t len = (size_t)rand() % sizeof(data),
+		       cut = ((size_t)rand() % (len + 1)) & ~1u;
 		uint64_t sum;
 		uint16_t c;
 		uint8_t b[2];
