@@ -56,8 +56,8 @@ _trellisd()
 	--portmap) mapfile -t COMPREPLY < <(compgen -W "auto off pcp nat-pmp upnp" -- "$cur"); return ;;
 	--wg | --tun | --mtu | --workers | --port | --metrics-listen | --portmap-lifetime) return ;;
 	esac
-	mapfile -t COMPREPLY < <(compgen -W "--wg --mtu --workers --log-level --state --socket
-		--tun --port --metrics-listen --portmap --portmap-lifetime --filter-reject
+	mapfile -t COMPREPLY < <(compgen -W "--wg --mtu --workers --no-offload --log-level --state
+		--socket --tun --port --metrics-listen --portmap --portmap-lifetime --filter-reject
 		--foreground --version --help" -- "$cur")
 }
 complete -F _trellisd trellisd

@@ -1885,6 +1885,7 @@ int daemon_run(const struct daemon_opts *opts)
 	wo = (struct wgdev_opts){.ifname = d->ifname,
 				 .mtu = opts->mtu,
 				 .workers = opts->workers,
+				 .no_offload = opts->no_offload,
 				 .port = opts->port,
 				 .uapi_optional = true,
 				 .stun_box = true,

@@ -66,6 +66,7 @@ static void usage(FILE *f)
 	    "  --mtu N            interface MTU (default %d, at most %d)\n"
 	    "  --workers N        crypto worker threads (default: online CPUs; 0: crypto\n"
 	    "                     inline on the I/O threads)\n"
+	    "  --no-offload       no TUN offloads (TSO, coalescing); also TRELLIS_NO_OFFLOAD=1\n"
 	    "  --log-level LEVEL  err, warn, info (default) or debug\n"
 	    "  --state DIR        control-plane mode: state directory (default %s)\n"
 	    "  --socket PATH      local API socket (default %s)\n"
@@ -201,12 +202,14 @@ int main(int argc, char **argv)
 		OPT_PORTMAP,
 		OPT_PORTMAP_LIFETIME,
 		OPT_FILTER_REJECT,
-		OPT_VERSION
+		OPT_VERSION,
+		OPT_NO_OFFLOAD
 	};
 	static const struct option longopts[] = {
 	    {"wg", required_argument, NULL, OPT_WG},
 	    {"mtu", required_argument, NULL, OPT_MTU},
 	    {"workers", required_argument, NULL, OPT_WORKERS},
+	    {"no-offload", no_argument, NULL, OPT_NO_OFFLOAD},
 	    {"log-level", required_argument, NULL, OPT_LOG},
 	    {"state", required_argument, NULL, OPT_STATE},
 	    {"socket", required_argument, NULL, OPT_SOCKET},
@@ -264,6 +267,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			opts.workers = (int)v;
+			break;
+		case OPT_NO_OFFLOAD:
+			opts.no_offload = true;
 			break;
 		case OPT_LOG:
 			r = parse_level(optarg);
@@ -388,6 +394,7 @@ int main(int argc, char **argv)
 	if (!opts.ifname) {
 		dopts.mtu = opts.mtu;
 		dopts.workers = opts.workers;
+		dopts.no_offload = opts.no_offload;
 		r = daemon_run(&dopts);
 		return r < 0 ? 1 : 0;
 	}

@@ -103,6 +103,13 @@ struct wgdev {
 	_Atomic(struct pkt_pool *) pool_tx; /* what the TUN reader takes from: gens[n_gens-1].tx */
 	struct cryptq *cq;
 	int tun_fd;
+	/*
+	 * TUN offloads (IFF_VNET_HDR): the reader cuts super-packets (tun_rx, its own), writes
+	 * coalesce TCP segments when the kernel took TSO. Fixed once the device is open.
+	 */
+	bool tun_vnet, tun_gro;
+	unsigned tun_offloads; /* TUN_OFFLOAD_* in force */
+	struct tun_rx tun_rx;
 	struct magicsock *ms;
 	struct udpconn *uc;
 	struct iothread tun_reader;
@@ -292,7 +299,7 @@ static void op_tun_write(void *ctx, struct pkt **pkts, unsigned n)
 	n = filter_rx_hook(w, pkts, n);
 	if (!n)
 		return;
-	r = tun_write_batch(w->tun_fd, pkts, n);
+	r = tun_write_batch(w->tun_fd, pkts, n, w->tun_vnet, w->tun_gro);
 	if (unlikely(r < (int)n)) {
 		atomic_fetch_add(&w->tun_write_errors, n - (unsigned)MAX(r, 0));
 		if (r < 0)
@@ -385,6 +392,45 @@ static void q_drop(void *ctx, struct pkt **pkts, unsigned n)
 	wg_device_count_drop(w->dev, WG_DROP_QUEUE_FULL, n);
 }
 
+/* --- the TUN device --- */
+
+/*
+ * With offloads (unless --no-offload or TRELLIS_NO_OFFLOAD=1), the kernel hands the reader
+ * whole TCP (and UDP) super-packets of up to 64 KiB, one read each, and takes a flow's
+ * decrypted segments back in one write; each feature it refuses is left out. The UDP
+ * sockets send a peer's run of equal-size datagrams as one UDP_SEGMENT message. 0 or -errno.
+ */
+static int tun_open_offload(struct wgdev *w, const struct wgdev_opts *opts)
+{
+	const char *env = getenv("TRELLIS_NO_OFFLOAD");
+	bool off = opts->no_offload || (env && *env && strcmp(env, "0"));
+	int r;
+
+	r = off ? tun_open(opts->ifname, w->ifname) : tun_open_vnet(opts->ifname, w->ifname);
+	if (r < 0) {
+		log_err("cannot create TUN interface: %s", strerror(-r));
+		return r;
+	}
+	w->tun_fd = r;
+	/* The UDP sockets, opened next, follow the same switch. */
+	udp_gso_allow(!off);
+	if (off) {
+		log_info("TUN offloads off, UDP GSO off");
+		return 0;
+	}
+	r = tun_rx_init_vnet(&w->tun_rx);
+	if (r < 0)
+		return r;
+	w->tun_vnet = true;
+	w->tun_offloads = tun_offload_set(w->tun_fd, TUN_OFFLOAD_TSO | TUN_OFFLOAD_USO);
+	/* Super-packets on write only where the kernel does them itself. */
+	w->tun_gro = w->tun_offloads & TUN_OFFLOAD_TSO;
+	log_info("TUN offloads:%s%s%s", w->tun_offloads ? "" : " none (refused)",
+		 w->tun_offloads & TUN_OFFLOAD_TSO ? " TSO" : "",
+		 w->tun_offloads & TUN_OFFLOAD_USO ? " USO" : "");
+	return 0;
+}
+
 /* --- the TUN reader thread --- */
 
 static void *tun_reader_main(void *arg)
@@ -422,7 +468,7 @@ static void *tun_reader_main(void *arg)
 			continue;
 		}
 		asked = have;
-		n = tun_read_batch(w->tun_fd, stash, have, &dropped);
+		n = tun_read_batch(w->tun_fd, &w->tun_rx, stash, have, &dropped);
 		if (unlikely(dropped)) {
 			atomic_fetch_add(&w->tun_too_big, dropped);
 			log_ratelimited(LOG_LEVEL_WARN,
@@ -595,6 +641,12 @@ static void stats_log(struct wgdev *w)
 		 ", from udp %" PRIu64 ", by the engine %" PRIu64,
 		 w->mtu, pkt_pool_buf_size(w->gens[w->n_gens - 1].tx), (uint64_t)w->tun_too_big,
 		 us.rx_too_big, st.drops[WG_DROP_TX_TOO_BIG]);
+	if (w->tun_vnet)
+		log_info("tun offloads:%s%s%s, super-packets cut %" PRIu64 ", refused %" PRIu64,
+			 w->tun_offloads & TUN_OFFLOAD_CSUM ? " csum" : "",
+			 w->tun_offloads & TUN_OFFLOAD_TSO ? " tso" : "",
+			 w->tun_offloads & TUN_OFFLOAD_USO ? " uso" : "", w->tun_rx.supers,
+			 w->tun_rx.bad);
 	log_info("udp demux: wireguard %" PRIu64 ", stun %" PRIu64 " (%" PRIu64
 		 " dropped), disco %" PRIu64 " (%" PRIu64 " dropped), junk %" PRIu64
 		 " dropped; sends without a path %" PRIu64 ", raw sends %" PRIu64,
@@ -752,6 +804,7 @@ void wgdev_free(struct wgdev *w)
 	if (w->tun_fd >= 0)
 		close(w->tun_fd);
 	iothread_destroy(&w->tun_reader);
+	tun_rx_free(&w->tun_rx);
 	pthread_mutex_destroy(&w->stun_mu);
 	for (i = 0; i < w->n_gens; i++) {
 		pkt_pool_free(w->gens[i].tx);
@@ -814,12 +867,9 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 		path[0] = '\0';
 	}
 
-	r = tun_open(opts->ifname, w->ifname);
-	if (r < 0) {
-		log_err("cannot create TUN interface: %s", strerror(-r));
+	r = tun_open_offload(w, opts);
+	if (r < 0)
 		goto out;
-	}
-	w->tun_fd = r;
 	r = nl_link_set_mtu(w->ifname, opts->mtu);
 	if (r < 0) {
 		log_err("cannot set MTU %u: %s", opts->mtu, strerror(-r));

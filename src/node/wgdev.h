@@ -27,6 +27,8 @@ struct wgdev_opts {
 	int workers; /* crypto threads; 0 = inline on the I/O threads; <0 = online CPUs */
 	const char *socket_path; /* NULL: /var/run/wireguard/IFACE.sock */
 	uint16_t port;           /* UDP listen port; 0 = the kernel picks one */
+	/* TUN without IFF_VNET_HDR (no TSO/GRO); also TRELLIS_NO_OFFLOAD=1 in the environment. */
+	bool no_offload;
 	/* A UAPI socket in use by another process is a warning, not a failure. */
 	bool uapi_optional;
 	/*

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -15,6 +17,16 @@
 #define UDP_BIND_ATTEMPTS 8
 /* recv: extra recvmmsg rounds to refill slots freed by truncated datagrams. */
 #define UDP_RECV_ROUNDS 4
+/* The payload of one UDP_SEGMENT message: under the IPv4 length field with its headers. */
+#define UDP_GSO_BYTES 65000
+
+/* Process-wide: whether sockets opened from now on use UDP GSO (udp_gso_allow). */
+static bool gso_allowed = true;
+
+void udp_gso_allow(bool on)
+{
+	__atomic_store_n(&gso_allowed, on, __ATOMIC_RELAXED);
+}
 
 static void set_buffer(int fd, int force_opt, int opt)
 {
@@ -36,12 +48,14 @@ static int set_mark(int fd, uint32_t fwmark)
 }
 
 /* Returns the socket or -errno; *ret_nofamily tells "this family is not available here". */
-static int sock_open(int family, uint16_t port, uint32_t fwmark, bool *ret_nofamily)
+static int sock_open(int family, uint16_t port, uint32_t fwmark, bool *ret_nofamily,
+		     uint8_t *ret_gso)
 {
 	struct endpoint ep;
-	int fd, one = 1, ret;
+	int fd, one = 1, zero = 0, ret;
 
 	*ret_nofamily = false;
+	*ret_gso = 0;
 	fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		ret = -errno;
@@ -75,6 +89,10 @@ static int sock_open(int family, uint16_t port, uint32_t fwmark, bool *ret_nofam
 		if (ret < 0)
 			goto out;
 	}
+	/* A kernel that knows the option has UDP GSO (Linux 4.18); 0 sets no default size. */
+	if (__atomic_load_n(&gso_allowed, __ATOMIC_RELAXED) &&
+	    setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0)
+		*ret_gso = 1;
 	if (bind(fd, &ep.sa, endpoint_len(&ep)) < 0) {
 		ret = -errno;
 		/* IPv6 disabled (ipv6.disable=1 or no address support) shows up at bind time. */
@@ -104,11 +122,12 @@ static int sock_port(int fd)
 int udp_socks_open(struct udp_socks *ret, uint16_t port, uint32_t fwmark)
 {
 	int fd4 = -1, fd6 = -1, p, err = -EADDRINUSE;
+	uint8_t gso4, gso6;
 	unsigned attempt;
 	bool nofamily;
 
 	for (attempt = 0; attempt < UDP_BIND_ATTEMPTS; attempt++) {
-		fd4 = sock_open(AF_INET, port, fwmark, &nofamily);
+		fd4 = sock_open(AF_INET, port, fwmark, &nofamily, &gso4);
 		if (fd4 < 0) {
 			err = fd4;
 			goto out;
@@ -118,13 +137,15 @@ int udp_socks_open(struct udp_socks *ret, uint16_t port, uint32_t fwmark)
 			err = p;
 			goto out;
 		}
-		fd6 = sock_open(AF_INET6, (uint16_t)p, fwmark, &nofamily);
+		fd6 = sock_open(AF_INET6, (uint16_t)p, fwmark, &nofamily, &gso6);
 		if (fd6 >= 0 || nofamily) {
 			if (fd6 < 0)
 				fd6 = -1;
 			ret->fd4 = fd4;
 			ret->fd6 = fd6;
 			ret->port = (uint16_t)p;
+			ret->gso4 = gso4;
+			ret->gso6 = fd6 >= 0 ? gso6 : 0;
 			return 0;
 		}
 		err = fd6;
@@ -299,23 +320,67 @@ static bool src_stale(int err)
 	return err == -EINVAL || err == -EADDRNOTAVAIL || err == -ENETUNREACH;
 }
 
+/* A run of messages for sendmmsg, with what each carries. */
+struct run {
+	struct mmsghdr msgs[UDP_BATCH_MAX];
+	struct iovec iovs[UDP_BATCH_MAX];
+	union udp_cmsg ctl[UDP_BATCH_MAX];
+	unsigned first[UDP_BATCH_MAX];	/* index of the message's first packet */
+	uint8_t npk[UDP_BATCH_MAX];	/* packets in the message */
+	uint8_t src_len[UDP_BATCH_MAX]; /* bytes of its control data that are the source */
+	unsigned cnt;
+};
+
+/* The segment size of a message of several datagrams, after the source in its control data. */
+static size_t seg_encode(uint8_t *at, uint16_t size)
+{
+	struct cmsghdr c = {
+	    .cmsg_level = SOL_UDP, .cmsg_type = UDP_SEGMENT, .cmsg_len = CMSG_LEN(sizeof(size))};
+
+	memset(at, 0, CMSG_SPACE(sizeof(size)));
+	memcpy(at, &c, sizeof(c));
+	memcpy(at + CMSG_ALIGN(sizeof(c)), &size, sizeof(size));
+	return CMSG_SPACE(sizeof(size));
+}
+
+/* The message's source goes (the kernel chooses); a segment size stays. */
+static void src_strip(struct run *rn, unsigned m)
+{
+	struct msghdr *mh = &rn->msgs[m].msg_hdr;
+	size_t rest = mh->msg_controllen - rn->src_len[m];
+
+	if (rest)
+		memmove(rn->ctl[m].buf, rn->ctl[m].buf + rn->src_len[m], rest);
+	mh->msg_controllen = rest;
+	if (!rest)
+		mh->msg_control = NULL;
+	rn->src_len[m] = 0;
+}
+
+static bool src_same(const struct run *rn, unsigned a, unsigned b)
+{
+	return rn->src_len[a] == rn->src_len[b] &&
+	       !memcmp(rn->ctl[a].buf, rn->ctl[b].buf, rn->src_len[a]);
+}
+
 /*
- * Sends cnt prepared messages; returns how many the kernel took, or -errno if none.
+ * Sends the run's messages; returns how many packets the kernel took, or -errno if none.
  * A message refused for its source address goes again without it (the kernel chooses),
  * and so do the others of the run with the same source, without trying it: one
- * failed call per run, however long. *ret_stale counts them.
+ * failed call per run, however long. *ret_stale counts their packets. A segmented message
+ * the kernel cannot send (EIO: no checksum offload where it goes) turns GSO off in *gso.
  */
-static int send_run(int fd, struct mmsghdr *msgs, unsigned cnt, unsigned *ret_stale)
+static int send_run(int fd, struct run *rn, unsigned *ret_stale, uint8_t *gso)
 {
 	unsigned off = 0, sent = 0, i;
-	struct msghdr *mh;
-	int r, err = 0;
+	int r, k, err = 0;
 
-	while (off < cnt) {
-		r = sendmmsg(fd, msgs + off, cnt - off, MSG_DONTWAIT);
+	while (off < rn->cnt) {
+		r = sendmmsg(fd, rn->msgs + off, rn->cnt - off, MSG_DONTWAIT);
 		if (r > 0) {
+			for (k = 0; k < r; k++)
+				sent += rn->npk[off + (unsigned)k];
 			off += (unsigned)r;
-			sent += (unsigned)r;
 			continue;
 		}
 		if (r < 0 && errno == EINTR)
@@ -324,23 +389,19 @@ static int send_run(int fd, struct mmsghdr *msgs, unsigned cnt, unsigned *ret_st
 		/* Full buffers: drop the rest of the run rather than block or spin. */
 		if (err == -EAGAIN || err == -EWOULDBLOCK || err == -ENOBUFS)
 			break;
-		mh = &msgs[off].msg_hdr;
-		if (mh->msg_controllen && src_stale(err)) {
-			for (i = cnt - 1; i > off; i--) {
-				struct msghdr *o = &msgs[i].msg_hdr;
-
-				if (o->msg_controllen == mh->msg_controllen &&
-				    !memcmp(o->msg_control, mh->msg_control, mh->msg_controllen)) {
-					o->msg_control = NULL;
-					o->msg_controllen = 0;
-					(*ret_stale)++;
+		if (rn->src_len[off] && src_stale(err)) {
+			for (i = rn->cnt - 1; i > off; i--) {
+				if (rn->src_len[i] && src_same(rn, i, off)) {
+					*ret_stale += rn->npk[i];
+					src_strip(rn, i);
 				}
 			}
-			mh->msg_control = NULL;
-			mh->msg_controllen = 0;
-			(*ret_stale)++;
+			*ret_stale += rn->npk[off];
+			src_strip(rn, off);
 			continue;
 		}
+		if (err == -EIO && rn->npk[off] > 1)
+			__atomic_store_n(gso, 0, __ATOMIC_RELAXED);
 		/* sendmmsg fails only for the first message: skip it, send the others. */
 		off++;
 	}
@@ -349,14 +410,21 @@ static int send_run(int fd, struct mmsghdr *msgs, unsigned cnt, unsigned *ret_st
 	return (int)sent;
 }
 
+/* May q go in the same message as p, after `k` packets of `bytes` in all? */
+static bool gso_joins(const struct pkt *p, const struct pkt *q, unsigned k, size_t bytes)
+{
+	return k < UDP_GSO_MAX && q->len <= p->len && q->len && bytes + q->len <= UDP_GSO_BYTES &&
+	       endpoint_equal(&q->ep, &p->ep) && endpoint_src_equal(&q->ep.src, &p->ep.src);
+}
+
 int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, struct udp_stale *ret_stale)
 {
-	struct mmsghdr msgs[UDP_BATCH_MAX];
-	struct iovec iovs[UDP_BATCH_MAX];
-	union udp_cmsg ctl[UDP_BATCH_MAX];
+	struct run rn;
 	struct udp_stale stale = {0};
-	unsigned i = 0, cnt, sent = 0, j;
+	unsigned i = 0, sent = 0, used, k, j;
 	int family, fd, r, err = 0;
+	uint8_t *gso;
+	size_t bytes, len;
 	struct pkt *p;
 
 	while (i < n) {
@@ -368,27 +436,48 @@ int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, struct ud
 			i++;
 			continue;
 		}
+		gso = family == AF_INET ? &s->gso4 : &s->gso6;
 		/* A run of consecutive packets of one family goes out in one sendmmsg. */
-		for (cnt = 0; i < n && cnt < UDP_BATCH_MAX; i++, cnt++) {
+		for (rn.cnt = 0, used = 0; i < n && used < UDP_BATCH_MAX; rn.cnt++) {
+			struct msghdr *mh = &rn.msgs[rn.cnt].msg_hdr;
+
 			p = pkts[i];
 			if (p->ep.sa.sa_family != family)
 				break;
-			iovs[cnt].iov_base = p->data;
-			iovs[cnt].iov_len = p->len;
-			memset(&msgs[cnt], 0, sizeof(msgs[cnt]));
-			msgs[cnt].msg_hdr.msg_name = &p->ep;
-			msgs[cnt].msg_hdr.msg_namelen = endpoint_len(&p->ep);
-			msgs[cnt].msg_hdr.msg_iov = &iovs[cnt];
-			msgs[cnt].msg_hdr.msg_iovlen = 1;
-			msgs[cnt].msg_hdr.msg_controllen = udp_src_encode(&p->ep, &ctl[cnt]);
-			if (msgs[cnt].msg_hdr.msg_controllen)
-				msgs[cnt].msg_hdr.msg_control = &ctl[cnt];
+			rn.first[rn.cnt] = i;
+			rn.iovs[used] = (struct iovec){.iov_base = p->data, .iov_len = p->len};
+			for (k = 1, bytes = p->len, i++; i < n && used + k < UDP_BATCH_MAX &&
+							 __atomic_load_n(gso, __ATOMIC_RELAXED) &&
+							 gso_joins(p, pkts[i], k, bytes);
+			     k++, i++) {
+				rn.iovs[used + k] = (struct iovec){.iov_base = pkts[i]->data,
+								   .iov_len = pkts[i]->len};
+				bytes += pkts[i]->len;
+				/* A shorter one is the last of its message. */
+				if (pkts[i]->len < p->len) {
+					k++, i++;
+					break;
+				}
+			}
+			memset(&rn.msgs[rn.cnt], 0, sizeof(rn.msgs[rn.cnt]));
+			mh->msg_name = &p->ep;
+			mh->msg_namelen = endpoint_len(&p->ep);
+			mh->msg_iov = &rn.iovs[used];
+			mh->msg_iovlen = k;
+			len = udp_src_encode(&p->ep, &rn.ctl[rn.cnt]);
+			rn.src_len[rn.cnt] = (uint8_t)len;
+			if (k > 1)
+				len += seg_encode(rn.ctl[rn.cnt].buf + len, (uint16_t)p->len);
+			mh->msg_controllen = len;
+			mh->msg_control = len ? &rn.ctl[rn.cnt] : NULL;
+			rn.npk[rn.cnt] = (uint8_t)k;
+			used += k;
 		}
-		r = send_run(fd, msgs, cnt, &stale.n);
+		r = send_run(fd, &rn, &stale.n, gso);
 		/* Which source was refused: its packets went without their control data. */
-		for (j = 0; stale.n && stale.src.family == AF_UNSPEC && j < cnt; j++) {
-			p = pkts[i - cnt + j];
-			if (!msgs[j].msg_hdr.msg_controllen && endpoint_src_is_set(&p->ep))
+		for (j = 0; stale.n && stale.src.family == AF_UNSPEC && j < rn.cnt; j++) {
+			p = pkts[rn.first[j]];
+			if (!rn.src_len[j] && endpoint_src_is_set(&p->ep))
 				stale.src = p->ep.src;
 		}
 		if (r < 0) {

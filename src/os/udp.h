@@ -3,6 +3,7 @@
 #define TRELLIS_OS_UDP_H
 
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -11,12 +12,20 @@
 
 /* The most datagrams one recvmmsg/sendmmsg call carries (stack arrays, no allocation). */
 #define UDP_BATCH_MAX 64
+/* Datagrams in one UDP_SEGMENT message (the kernel's UDP_MAX_SEGMENTS is 64 or more). */
+#define UDP_GSO_MAX 64
 
 /* One socket per address family on the same port (either fd may be -1 if that family is off). */
 struct udp_socks {
 	int fd4;
 	int fd6;
 	uint16_t port;
+	/*
+	 * UDP GSO (UDP_SEGMENT) per family: found at open, turned off (atomically, by any
+	 * sender) if the kernel fails a segmented send with EIO (no checksum offload on the
+	 * route's device).
+	 */
+	uint8_t gso4, gso6;
 };
 
 /*
@@ -27,14 +36,19 @@ struct udp_socks {
  */
 int udp_socks_open(struct udp_socks *ret, uint16_t port, uint32_t fwmark);
 void udp_socks_close(struct udp_socks *s);
+/*
+ * Whether sockets opened from now on use UDP GSO when the kernel has it (default: yes).
+ * Process-wide: trellisd --no-offload turns it off.
+ */
+void udp_gso_allow(bool on);
 int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark);
 
 /*
  * The ancillary data of one datagram: a source address (IP_PKTINFO, IPV6_PKTINFO) in or
- * out, and nothing else.
+ * out, and when sending several datagrams in one message, their size (UDP_SEGMENT).
  */
 union udp_cmsg {
-	uint8_t buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+	uint8_t buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(uint16_t))];
 	struct cmsghdr align;
 };
 
@@ -60,7 +74,9 @@ struct udp_stale {
 
 /*
  * sendmmsg each packet to pkt->ep on the socket of its family, in as few syscalls as
- * possible, from pkt->ep.src if set. A source the kernel refuses (the address was removed
+ * possible, from pkt->ep.src if set. With GSO, a run of consecutive packets to the same
+ * endpoint from the same source, of one size (the last may be shorter), is one message
+ * the kernel cuts (UDP_SEGMENT, at most UDP_GSO_MAX packets and 64 KiB). A source the kernel refuses (the address was removed
  * from the host) is left out and the packet sent from the kernel's choice, told in
  * *ret_stale (may be NULL). Returns how many were handed to the kernel (the rest failed and are
  * counted as sent-errors by the caller), or -errno if none were.

@@ -2,6 +2,8 @@
 # Interoperability: trellisd <-> trellisd and trellisd <-> wireguard-go, each side initiating,
 # over IPv4 and IPv6 outer addresses. Inner IPv4 and IPv6 pings, a 2 s iperf3 TCP transfer,
 # handshake timestamps and transfer counters that agree between the two sides.
+# trellisd runs with its TUN offloads (TSO, coalescing) on, and once against wireguard-go
+# with them off (TRELLIS_NO_OFFLOAD=1).
 #
 #   A (ns a) 192.0.2.1 / 2001:db8:1::1  ==== veth ====  B (ns b) 192.0.2.2 / 2001:db8:1::2
 #   tunnel: A 100.64.0.1 fd7a:115c:a1e0::1            B 100.64.0.2 fd7a:115c:a1e0::2
@@ -22,19 +24,35 @@ PORT_A=51820
 PORT_B=51821
 run=0
 
-# one_case IMPL_A IMPL_B INITIATOR(a|b) OUTER(4|6)
+# offload_state IFACE on|off: trellisd's log says its TUN offloads are as asked.
+offload_state()
+{
+	local log=${LAB_WG_LOG[$1]}
+	[[ ${LAB_WG_IMPL[$1]} == trellisd ]] || return 0
+	if [[ $2 == off ]]; then
+		grep -q 'TUN offloads off' "$log"
+	else
+		grep -q 'TUN offloads: TSO' "$log"
+	fi
+}
+
+# one_case IMPL_A IMPL_B INITIATOR(a|b) OUTER(4|6) [OFFLOADS(on|off)]
 one_case()
 {
-	local impl_a=$1 impl_b=$2 init=$3 fam=$4 ia ib ep_a ep_b pa pb name
+	local impl_a=$1 impl_b=$2 init=$3 fam=$4 offload=${5:-on} ia ib ep_a ep_b pa pb name
 	local ini ini_if resp resp_if ini_in resp_in ini_pub resp_pub
 	run=$((run + 1))
 	ia=$(lab_iface "a$run")
 	ib=$(lab_iface "b$run")
-	name="$impl_a(a)<->$impl_b(b) init=$init outer=v$fam"
+	name="$impl_a(a)<->$impl_b(b) init=$init outer=v$fam offloads=$offload"
 	log "=== $name"
 	local fails_before=$LAB_FAIL
+	[[ $offload == off ]] && export TRELLIS_NO_OFFLOAD=1
 	lab_wg_start a "$impl_a" "$ia" || return
 	lab_wg_start b "$impl_b" "$ib" || return
+	unset TRELLIS_NO_OFFLOAD
+	check "$name: a's TUN offloads are $offload" offload_state "$ia" "$offload"
+	check "$name: b's TUN offloads are $offload" offload_state "$ib" "$offload"
 	pa=$(pub_of a)
 	pb=$(pub_of b)
 	if [[ $fam == 4 ]]; then
@@ -162,5 +180,6 @@ for fam in 4 6; do
 		one_case trellisd wggo "$init" "$fam"
 	done
 done
+one_case trellisd wggo a 4 off
 
 lab_finish

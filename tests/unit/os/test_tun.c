@@ -142,7 +142,7 @@ static size_t read_udp_to(struct ctx *c, int version, uint16_t dst_port, uint8_t
 			continue;
 		n = pkt_pool_get(c->pool, pkts, POOL_SIZE);
 		assert_int_equal(n, POOL_SIZE);
-		r = tun_read_batch(c->fd, pkts, n, &dropped);
+		r = tun_read_batch(c->fd, NULL, pkts, n, &dropped);
 		assert_true(r >= 0);
 		total_dropped += dropped;
 		for (i = 0; i < (unsigned)r && !found; i++) {
@@ -278,8 +278,8 @@ static void test_write_udp4(void **state)
 	pkts[1]->len = 40;
 	pkts[2]->len = (uint32_t)build_udp4(pkts[2]->data, peer4, 4445, local4, 5555, payload,
 					    sizeof(payload));
-	assert_int_equal(tun_write_batch(c->fd, pkts, 3), 2);
-	assert_int_equal(tun_write_batch(c->fd, pkts + 1, 1), -EINVAL);
+	assert_int_equal(tun_write_batch(c->fd, pkts, 3, false, false), 2);
+	assert_int_equal(tun_write_batch(c->fd, pkts + 1, 1, false, false), -EINVAL);
 	pkt_free(pkts, 3);
 
 	assert_true(fd_wait_readable(fd, 2000));
@@ -360,7 +360,7 @@ static void test_read_empty(void **state)
 	/* Drain whatever the kernel sent on its own, then the queue is empty. */
 	assert_int_equal(pkt_pool_get(c->pool, pkts, 4), 4);
 	do {
-		r = tun_read_batch(c->fd, pkts, 4, &dropped);
+		r = tun_read_batch(c->fd, NULL, pkts, 4, &dropped);
 		assert_true(r >= 0);
 	} while (r > 0);
 	assert_int_equal(dropped, 0);

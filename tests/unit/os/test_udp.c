@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <netinet/udp.h>
+#include <poll.h>
 
 #include "netns.h"
 #include "base/pkt.h"
@@ -190,6 +192,92 @@ static void test_batch_loopback(void **state)
 	pkt_free(rx6, NPKT);
 	udp_socks_close(&a);
 	udp_socks_close(&b);
+	pkt_pool_free(pool);
+}
+
+/*
+ * One recvmsg on a UDP_GRO socket: the datagram (several, if the sender's GSO message
+ * reached us whole) and the segment size the kernel reports (0: a single datagram).
+ */
+static ssize_t recv_gro(int fd, uint8_t *buf, size_t cap, int *ret_seg)
+{
+	union {
+		uint8_t b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = {.iov_base = buf, .iov_len = cap};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl,
+			    .msg_controllen = sizeof(ctl)};
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	struct cmsghdr *c;
+	ssize_t r;
+
+	*ret_seg = 0;
+	if (poll(&pfd, 1, 2000) != 1)
+		return -1;
+	r = recvmsg(fd, &mh, MSG_DONTWAIT);
+	for (c = CMSG_FIRSTHDR(&mh); r > 0 && c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO)
+			memcpy(ret_seg, CMSG_DATA(c), sizeof(int));
+	return r;
+}
+
+/*
+ * Equal-size packets to one endpoint leave as one UDP_SEGMENT message: a receiver that takes
+ * GRO gets them whole with their size, the last one shorter; a change of endpoint or size
+ * starts a new message. Without GSO (udp_gso_allow(false)) each goes alone.
+ */
+static void test_gso(void **state)
+{
+	static uint8_t buf[65536];
+	struct pkt *tx[13];
+	struct pkt_pool *pool;
+	struct udp_socks a, b, c;
+	unsigned i, round;
+	int one = 1, seg;
+
+	(void)state;
+	pool = pkt_pool_new(13);
+	assert_non_null(pool);
+	for (round = 0; round < 2; round++) {
+		udp_gso_allow(round == 0);
+		assert_int_equal(udp_socks_open(&a, 0, 0), 0);
+		assert_int_equal(a.gso4, round == 0);
+		assert_int_equal(udp_socks_open(&b, 0, 0), 0);
+		assert_int_equal(udp_socks_open(&c, 0, 0), 0);
+		assert_int_equal(setsockopt(b.fd4, SOL_UDP, UDP_GRO, &one, sizeof(one)), 0);
+		assert_int_equal(setsockopt(c.fd4, SOL_UDP, UDP_GRO, &one, sizeof(one)), 0);
+		/* b: 10 x 1000 and a 300-byte last; c: one; b: one again. */
+		assert_int_equal(pkt_pool_get(pool, tx, 13), 13);
+		for (i = 0; i < 13; i++) {
+			set_dst(tx[i], AF_INET, i == 11 ? c.port : b.port);
+			tx[i]->len = i == 10 ? 300 : 1000;
+			memset(tx[i]->data, (int)i, tx[i]->len);
+		}
+		assert_int_equal(udp_send_batch(&a, tx, 13, NULL), 13);
+		pkt_free(tx, 13);
+		if (round == 0) {
+			assert_int_equal(recv_gro(b.fd4, buf, sizeof(buf), &seg), 10300);
+			assert_int_equal(seg, 1000);
+			for (i = 0; i < 10300; i++)
+				assert_int_equal(buf[i], i / 1000);
+		} else {
+			for (i = 0; i < 11; i++) {
+				assert_int_equal(recv_gro(b.fd4, buf, sizeof(buf), &seg),
+						 i == 10 ? 300 : 1000);
+				assert_int_equal(seg, 0);
+				assert_int_equal(buf[0], i);
+			}
+		}
+		assert_int_equal(recv_gro(c.fd4, buf, sizeof(buf), &seg), 1000);
+		assert_int_equal(buf[0], 11);
+		assert_int_equal(recv_gro(b.fd4, buf, sizeof(buf), &seg), 1000);
+		assert_int_equal(buf[0], 12);
+		udp_socks_close(&a);
+		udp_socks_close(&b);
+		udp_socks_close(&c);
+	}
+	udp_gso_allow(true);
 	pkt_pool_free(pool);
 }
 
@@ -486,6 +574,7 @@ int main(void)
 		cmocka_unit_test_setup(test_open_fixed_port, netns_enter),
 		cmocka_unit_test_setup(test_fwmark, netns_enter),
 		cmocka_unit_test_setup(test_batch_loopback, netns_enter),
+		cmocka_unit_test_setup(test_gso, netns_enter),
 		cmocka_unit_test_setup(test_truncated_dropped, netns_enter),
 		cmocka_unit_test_setup(test_send_errors, netns_enter),
 		cmocka_unit_test(test_src_encode_decode),
