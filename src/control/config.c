@@ -27,11 +27,14 @@ static const struct key {
 	{ "metrics-listen", STRING, offsetof(struct control_config, metrics_listen) },
 	{ "no-relay", BOOL, offsetof(struct control_config, no_relay) },
 	{ "stun-port", PORT, offsetof(struct control_config, stun_port) },
+	{ "public-url", STRING, offsetof(struct control_config, public_url) },
 	{ "oidc-issuer", STRING, offsetof(struct control_config, oidc_issuer) },
 	{ "oidc-client-id", STRING, offsetof(struct control_config, oidc_client_id) },
 	{ "oidc-client-secret-file", STRING, offsetof(struct control_config, oidc_secret_file) },
 	{ "oidc-ca-file", STRING, offsetof(struct control_config, oidc_ca_file) },
 	{ "oidc-allowed-domains", STRING, offsetof(struct control_config, oidc_domains) },
+	{ "oidc-allowed-groups", STRING, offsetof(struct control_config, oidc_groups) },
+	{ "oidc-groups-claim", STRING, offsetof(struct control_config, oidc_groups_claim) },
 	{ "oidc-allow-unverified-email", BOOL,
 	  offsetof(struct control_config, oidc_allow_unverified) },
 };
@@ -124,9 +127,10 @@ static int line_parse(struct control_config *c, bool *seen, const char *s, const
 			k = &keys[i];
 	if (!k)
 		return bad(err, err_len, name, line, "unknown key \"%s\" (state, listen, tls-cert, "
-			   "tls-key, metrics-listen, no-relay, stun-port, oidc-issuer, "
+			   "tls-key, metrics-listen, no-relay, stun-port, public-url, oidc-issuer, "
 			   "oidc-client-id, oidc-client-secret-file, oidc-ca-file, "
-			   "oidc-allowed-domains, oidc-allow-unverified-email)",
+			   "oidc-allowed-domains, oidc-allowed-groups, oidc-groups-claim, "
+			   "oidc-allow-unverified-email)",
 			   shown(ks, (size_t)(ke - ks), show));
 	if (seen[k - keys])
 		return bad(err, err_len, name, line, "%s is set twice", k->name);
@@ -275,10 +279,13 @@ void control_config_free(struct control_config *c)
 	free(c->tls_cert);
 	free(c->tls_key);
 	free(c->metrics_listen);
+	free(c->public_url);
 	free(c->oidc_issuer);
 	free(c->oidc_client_id);
 	free(c->oidc_secret_file);
 	free(c->oidc_ca_file);
 	free(c->oidc_domains);
+	free(c->oidc_groups);
+	free(c->oidc_groups_claim);
 	memset(c, 0, sizeof(*c));
 }

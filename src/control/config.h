@@ -15,11 +15,14 @@
  *   metrics-listen = 127.0.0.1:9090
  *   no-relay = false
  *   stun-port = 3478
+ *   public-url = https://control.example.com
  *   oidc-issuer = https://idp.example.com
  *   oidc-client-id = trellis
  *   oidc-client-secret-file = /etc/trellis/oidc.secret
  *   oidc-ca-file = /etc/trellis/idp-ca.pem
  *   oidc-allowed-domains = example.com,example.org
+ *   oidc-allowed-groups = eng,ops
+ *   oidc-groups-claim = groups
  *   oidc-allow-unverified-email = false
  *
  * A value may be in double quotes (to keep a '#' or surrounding spaces). An
@@ -38,8 +41,9 @@
 
 struct control_config {
 	/* malloc'd; NULL when the file does not set them */
-	char *state_dir, *listen, *tls_cert, *tls_key, *metrics_listen;
+	char *state_dir, *listen, *tls_cert, *tls_key, *metrics_listen, *public_url;
 	char *oidc_issuer, *oidc_client_id, *oidc_secret_file, *oidc_ca_file, *oidc_domains;
+	char *oidc_groups, *oidc_groups_claim;
 	int no_relay;  /* -1: not set */
 	int oidc_allow_unverified; /* -1: not set */
 	int stun_port; /* -1: not set; else 0-65535 */

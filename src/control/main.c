@@ -22,6 +22,7 @@
 #include "control/admin_api.h"
 #include "control/config.h"
 #include "control/server.h"
+#include "control/weboidc.h"
 #include "oidc/client.h"
 
 /*
@@ -46,26 +47,32 @@ static void serve_usage(void)
 {
 	printf("usage: trellis-control [--state DIR] serve [--config FILE] [--listen ADDR:PORT]\n"
 	       "         [--tls-cert PEM --tls-key PEM] [--no-relay] [--stun-port N]\n"
-	       "         [--metrics-listen ADDR:PORT]\n"
+	       "         [--metrics-listen ADDR:PORT] [--public-url URL]\n"
 	       "         [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file F\n"
-	       "          [--oidc-ca-file PEM] [--oidc-allowed-domains D,D] "
+	       "          [--oidc-ca-file PEM] [--oidc-allowed-domains D,D]\n"
+	       "          [--oidc-allowed-groups G,G [--oidc-groups-claim NAME]] "
 	       "[--oidc-allow-unverified-email]]\n"
 	       "  --config FILE       settings as key = value lines (trellis-control(8)); flags\n"
 	       "                      override them: state, listen, tls-cert, tls-key,\n"
-	       "                      metrics-listen, no-relay, stun-port, oidc-issuer,\n"
+	       "                      metrics-listen, no-relay, stun-port, public-url, oidc-issuer,\n"
 	       "                      oidc-client-id, oidc-client-secret-file, oidc-ca-file,\n"
-	       "                      oidc-allowed-domains, oidc-allow-unverified-email\n"
+	       "                      oidc-allowed-domains, oidc-allowed-groups,\n"
+	       "                      oidc-groups-claim, oidc-allow-unverified-email\n"
 	       "  --listen ADDR:PORT  HTTP(S) address (%s)\n"
 	       "  --tls-cert, --tls-key  serve HTTPS with this PEM chain and key\n"
 	       "  --no-relay          no embedded relay (GET /relay)\n"
 	       "  --stun-port N       embedded STUN server's UDP port (3478; 0: none)\n"
 	       "  --metrics-listen ADDR:PORT  GET /metrics there (none by default)\n"
+	       "  --public-url URL    this server as browsers reach it (https://HOST[:PORT]);\n"
+	       "                      OIDC sends them back to URL" WEBOIDC_CALLBACK_PATH "\n"
 	       "  --oidc-issuer URL   sign in with this OpenID provider (https, as it names\n"
-	       "                      itself in its discovery document)\n"
+	       "                      itself in its discovery document); needs --public-url\n"
 	       "  --oidc-client-id ID, --oidc-client-secret-file F  this server's client at\n"
 	       "                      the provider (the file's first line is the secret)\n"
 	       "  --oidc-ca-file PEM  trust only this CA for the provider (default: system)\n"
 	       "  --oidc-allowed-domains D,D  only addresses in these domains may sign in\n"
+	       "  --oidc-allowed-groups G,G  only members of one of these groups may sign in\n"
+	       "  --oidc-groups-claim NAME  the ID token's claim that lists them (groups)\n"
 	       "  --oidc-allow-unverified-email  accept addresses the provider has not verified\n"
 	       "The admin API listens on STATE/%s (root) and under /admin/v1/ on the\n"
 	       "public port (admin API keys).\n"
@@ -79,20 +86,33 @@ static void serve_usage(void)
  * wrong issuer, CA or client shows at start. A provider that does not answer now
  * is only a warning: logins ask again. 0, or -1 (said why).
  */
-static int oidc_check(struct oidc_config *o, const char *secret_file, char *secret, size_t cap)
+static int oidc_check(struct oidc_config *o, const char *secret_file, char *secret, size_t cap,
+		      const char *public_url, char *redirect, size_t redirect_cap)
 {
 	char err[OIDC_ERR_MAX];
 	struct oidc_client *c = NULL;
 	FILE *f;
 	size_t n;
 
-	if (!o->issuer && !o->client_id && !secret_file && !o->ca_file && !o->allowed_domains)
+	if (!o->issuer && !o->client_id && !secret_file && !o->ca_file && !o->allowed_domains &&
+	    !o->allowed_groups && !o->groups_claim)
 		return 0;
 	if (!o->issuer || !o->client_id || !secret_file) {
 		fprintf(stderr, "trellis-control: serve: OIDC needs --oidc-issuer, --oidc-client-id "
 				"and --oidc-client-secret-file together\n");
 		return -1;
 	}
+	/* The provider sends browsers back here: registered there, so it must be exact. */
+	if (!public_url || (strncmp(public_url, "https://", 8) && strncmp(public_url, "http://", 7)) ||
+	    snprintf(redirect, redirect_cap, "%.*s" WEBOIDC_CALLBACK_PATH,
+		     (int)(strlen(public_url) - (public_url[strlen(public_url) - 1] == '/')),
+		     public_url) >= (int)redirect_cap) {
+		fprintf(stderr, "trellis-control: serve: OIDC needs --public-url, the server's URL "
+				"as browsers reach it (https://HOST[:PORT]): the provider sends them "
+				"back to URL%s\n", WEBOIDC_CALLBACK_PATH);
+		return -1;
+	}
+	o->redirect_uri = redirect;
 	f = fopen(secret_file, "re");
 	if (!f || !fgets(secret, (int)cap, f)) {
 		fprintf(stderr, "trellis-control: serve: cannot read the OIDC client secret from "
@@ -133,10 +153,10 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 		.stun_port = 3478,
 	};
 	const char *listen = NULL, *cert = NULL, *key = NULL, *metrics = NULL, *config = NULL;
-	const char *stun = NULL, *oidc_secret_file = NULL;
+	const char *stun = NULL, *oidc_secret_file = NULL, *public_url = NULL;
 	struct control_config cf = { .no_relay = -1, .stun_port = -1, .oidc_allow_unverified = -1 };
 	struct oidc_config oidc = { 0 };
-	char err[CONFIG_ERR_MAX], oidc_secret[1024];
+	char err[CONFIG_ERR_MAX], oidc_secret[1024], redirect[OIDC_URL_MAX];
 	bool no_relay = false, oidc_unverified = false;
 	int i, r, lock_fd;
 
@@ -167,6 +187,8 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 			dst = &stun;
 		else if (strcmp(argv[i], "--config") == 0)
 			dst = &config;
+		else if (strcmp(argv[i], "--public-url") == 0)
+			dst = &public_url;
 		else if (strcmp(argv[i], "--oidc-issuer") == 0)
 			dst = &oidc.issuer;
 		else if (strcmp(argv[i], "--oidc-client-id") == 0)
@@ -177,6 +199,10 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 			dst = &oidc.ca_file;
 		else if (strcmp(argv[i], "--oidc-allowed-domains") == 0)
 			dst = &oidc.allowed_domains;
+		else if (strcmp(argv[i], "--oidc-allowed-groups") == 0)
+			dst = &oidc.allowed_groups;
+		else if (strcmp(argv[i], "--oidc-groups-claim") == 0)
+			dst = &oidc.groups_claim;
 		if (!dst) {
 			fprintf(stderr, "trellis-control: serve: unknown argument \"%s\" (try "
 					"serve --help)\n", argv[i]);
@@ -210,13 +236,17 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 		opts.stun_port = (uint16_t)cf.stun_port;
 		opts.stun_port_set = true;
 	}
+	config_take(&public_url, public_url, cf.public_url);
 	config_take(&oidc.issuer, oidc.issuer, cf.oidc_issuer);
 	config_take(&oidc.client_id, oidc.client_id, cf.oidc_client_id);
 	config_take(&oidc_secret_file, oidc_secret_file, cf.oidc_secret_file);
 	config_take(&oidc.ca_file, oidc.ca_file, cf.oidc_ca_file);
 	config_take(&oidc.allowed_domains, oidc.allowed_domains, cf.oidc_domains);
+	config_take(&oidc.allowed_groups, oidc.allowed_groups, cf.oidc_groups);
+	config_take(&oidc.groups_claim, oidc.groups_claim, cf.oidc_groups_claim);
 	oidc.allow_unverified_email = oidc_unverified || cf.oidc_allow_unverified == 1;
-	if (oidc_check(&oidc, oidc_secret_file, oidc_secret, sizeof(oidc_secret)) < 0) {
+	if (oidc_check(&oidc, oidc_secret_file, oidc_secret, sizeof(oidc_secret), public_url,
+		       redirect, sizeof(redirect)) < 0) {
 		control_config_free(&cf);
 		return 1;
 	}

@@ -60,6 +60,7 @@
 #include "control/pending.h"
 #include "control/register.h"
 #include "control/web.h"
+#include "control/weboidc.h"
 #include "control/registry.h"
 #include "control/relay.h"
 #include "control/server.h"
@@ -94,6 +95,7 @@ struct control_server {
 	struct pending *pend; /* interactive registrations, until approved */
 	struct web *web;      /* the login pages of interactive registrations */
 	char *state_dir;      /* the CAs' keys (ca.h) */
+	struct weboidc *oidc; /* sign-in with an OpenID provider on them (--oidc-*) */
 	struct session_env sessions;
 	struct changes changes;
 	uint8_t priv[CTRLSTREAM_KEY_LEN];
@@ -1159,6 +1161,18 @@ static void get_register(struct httpd_request *r, void *ctx)
 	char body[768], arg[8 + PENDING_CODE_LEN], code[PENDING_CODE_LEN + 1];
 	int n;
 
+	/* /register/CODE/METHOD: a login method's own page (web.h). */
+	if (idlen > PENDING_CODE_LEN + 1 && req->target[10 + PENDING_CODE_LEN] == '/' && s->web) {
+		char rest[64];
+
+		snprintf(arg, sizeof(arg), "reg:%.*s", PENDING_CODE_LEN, req->target + 10);
+		if (!pending_code_parse(arg, code) ||
+		    idlen - PENDING_CODE_LEN - 1 >= sizeof(rest))
+			return httpd_error(r, 404, NULL);
+		snprintf(rest, sizeof(rest), "%.*s", (int)(idlen - PENDING_CODE_LEN - 1),
+			 req->target + 11 + PENDING_CODE_LEN);
+		return web_method_page(s->web, r, code, rest);
+	}
 	if (!idlen || idlen > 20)
 		return httpd_error(r, 404, NULL);
 	/* A pending registration's code, or (a node the store holds unapproved) its id. */
@@ -1810,14 +1824,6 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	r = httpd_new(s->loop, &hopts, &s->httpd);
 	if (r < 0)
 		goto out;
-	if (httpd_route_add(s->httpd, "GET", "/key", get_key, s) < 0 ||
-	    httpd_route_add(s->httpd, "GET", "/register/", get_register, s) < 0 ||
-	    httpd_route_add(s->httpd, "GET", "/healthz", get_healthz, s) < 0 ||
-	    httpd_route_add(s->httpd, "POST", "/control", post_control, s) < 0 ||
-	    admin_routes_add(s->httpd, admin_http_request, s) < 0) {
-		r = -ENOMEM;
-		goto out;
-	}
 	{
 		struct web_env we = {
 			.loop = s->loop,
@@ -1828,12 +1834,32 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 			.committed = admin_committed,
 			.arg = s,
 		};
+		char err[OIDC_ERR_MAX];
 
 		r = web_new(&we, &s->web);
 		if (r == 0)
 			r = web_routes_add(s->web, s->httpd);
 		if (r < 0)
 			goto out;
+		if (opts->oidc) {
+			r = weboidc_new(s->loop, s->web, opts->oidc, &s->oidc, err, sizeof(err));
+			if (r < 0) {
+				log_err("control: OIDC: %s", err);
+				goto out;
+			}
+			/* Before GET /register/: the first route that matches wins. */
+			r = weboidc_routes_add(s->oidc, s->httpd);
+			if (r < 0)
+				goto out;
+		}
+	}
+	if (httpd_route_add(s->httpd, "GET", "/key", get_key, s) < 0 ||
+	    httpd_route_add(s->httpd, "GET", "/register/", get_register, s) < 0 ||
+	    httpd_route_add(s->httpd, "GET", "/healthz", get_healthz, s) < 0 ||
+	    httpd_route_add(s->httpd, "POST", "/control", post_control, s) < 0 ||
+	    admin_routes_add(s->httpd, admin_http_request, s) < 0) {
+		r = -ENOMEM;
+		goto out;
 	}
 	{
 		struct control_relay_opts ro = {
@@ -1916,6 +1942,9 @@ void control_server_free(struct control_server *s)
 		stop_mark_begin(s);
 	if (s->loop)
 		session_env_close_all(&s->sessions);
+	/* Their workers' last answers may read and write the store: before it goes. */
+	weboidc_free(s->oidc);
+	web_free(s->web);
 	if (s->store) {
 		/* Completions of writes still in flight must not run into freed state;
 		 * a completion may submit the coalesced next write of its node. */
@@ -1938,7 +1967,6 @@ void control_server_free(struct control_server *s)
 	httpd_free(s->metrics);
 	httpd_free(s->admin);
 	ephemeral_free(s->eph);
-	web_free(s->web);
 	pending_free(s->pend);
 	free(s->presumed);
 	registry_free(s->reg);

@@ -88,6 +88,8 @@ struct check_job {
 struct web_method {
 	char label[64];
 	char suffix[32];
+	web_method_fn fn;
+	void *ctx;
 };
 
 struct web {
@@ -184,10 +186,12 @@ static void hidden_csrf(struct page *p, const struct web_session *ss)
 	putf(p, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">", ss->csrf);
 }
 
-static void reply_page(struct web *w, struct httpd_request *r, unsigned status,
-		       const struct web_session *set_cookie, const struct page *p)
+/* The login pages' answer; location: a redirect's target (status 302), else NULL. */
+static void reply_full(struct web *w, struct httpd_request *r, unsigned status,
+		       const struct web_session *set_cookie, const char *location,
+		       const struct page *p)
 {
-	char hdr[640];
+	char hdr[4000];
 	int n;
 
 	/* The URL holds the registration's code: it must not leak into a Referer. */
@@ -197,25 +201,29 @@ static void reply_page(struct web *w, struct httpd_request *r, unsigned status,
 		     "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; "
 		     "img-src data:; form-action 'self'; frame-ancestors 'none'\r\n");
 	if (set_cookie)
-		snprintf(hdr + n, sizeof(hdr) - (size_t)n,
-			 "Set-Cookie: " COOKIE "=%s; Path=/register/; HttpOnly; SameSite=Lax%s\r\n",
-			 set_cookie->id, w->env.tls ? "; Secure" : "");
+		n += snprintf(hdr + n, sizeof(hdr) - (size_t)n,
+			      "Set-Cookie: " COOKIE
+			      "=%s; Path=/register/; HttpOnly; SameSite=Lax%s\r\n",
+			      set_cookie->id, w->env.tls ? "; Secure" : "");
+	if (location &&
+	    snprintf(hdr + n, sizeof(hdr) - (size_t)n, "Location: %s\r\n", location) >=
+		(int)(sizeof(hdr) - (size_t)n))
+		return httpd_error(r, 500, "redirect too long");
 	if (p->full)
 		return httpd_error(r, 500, "login page too large");
 	httpd_reply_headers(r, status, "text/html; charset=utf-8", hdr, p->buf, p->len);
 }
 
+static void reply_page(struct web *w, struct httpd_request *r, unsigned status,
+		       const struct web_session *set_cookie, const struct page *p)
+{
+	reply_full(w, r, status, set_cookie, NULL, p);
+}
+
 static void simple(struct web *w, struct httpd_request *r, unsigned status, const char *title,
 		   const char *text)
 {
-	char buf[2048];
-	struct page p = {.buf = buf, .cap = sizeof(buf)};
-
-	head(&p, title);
-	put(&p, "<p>");
-	esc(&p, text);
-	put(&p, "</p></body></html>\n");
-	reply_page(w, r, status, NULL, &p);
+	web_reply_message(w, r, status, title, text, NULL);
 }
 
 /* An inline SVG of the QR code of text (libqrencode), or nothing if it does not encode. */
@@ -975,19 +983,94 @@ int web_routes_add(struct web *w, struct httpd *h)
 	return httpd_route_add_body(h, "POST", "/register/", FORM_MAX, post_register, w);
 }
 
-int web_method_add(struct web *w, const char *label, const char *suffix)
+int web_method_add(struct web *w, const char *label, const char *suffix, web_method_fn fn,
+		   void *ctx)
 {
 	struct web_method *m;
 
 	if (w->n_methods == WEB_METHODS_MAX)
 		return -ENOSPC;
 	if (strlen(label) >= sizeof(m->label) || strlen(suffix) >= sizeof(m->suffix) ||
-	    strspn(suffix, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(suffix) || !suffix[0])
+	    strspn(suffix, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(suffix) ||
+	    !suffix[0] || !fn)
 		return -EINVAL;
 	m = &w->methods[w->n_methods++];
 	snprintf(m->label, sizeof(m->label), "%s", label);
 	snprintf(m->suffix, sizeof(m->suffix), "%s", suffix);
+	m->fn = fn;
+	m->ctx = ctx;
 	return 0;
+}
+
+void web_method_page(struct web *w, struct httpd_request *r, const char *code, const char *rest)
+{
+	const struct pending_reg *pr = w->env.pending_get(w->env.arg, code);
+	size_t n = strcspn(rest, "?");
+	struct web_session *ss;
+
+	sessions_sweep(w, loop_now_ns(w->env.loop));
+	ss = session_of(w, r, code);
+	if (ss && ss->step == STEP_DONE)
+		return render(w, r, ss, NULL, false);
+	if (!ss || !pr)
+		return simple(w, r, 403, "Not signed in",
+			      "This sign-in does not belong to a waiting registration of this "
+			      "browser. Open the link `trellis up` printed, or run it again.");
+	/* A password sign-in under way in this session: its page, not another method's. */
+	if (ss->step != STEP_SIGN_IN)
+		return render(w, r, ss, pr, false);
+	for (unsigned i = 0; i < w->n_methods; i++)
+		if (strlen(w->methods[i].suffix) == n && !strncmp(w->methods[i].suffix, rest, n))
+			return w->methods[i].fn(r, code, w->methods[i].ctx);
+	httpd_error(r, 404, NULL);
+}
+
+bool web_session_owns(struct web *w, struct httpd_request *r, const char *code)
+{
+	struct web_session *ss = session_of(w, r, code);
+
+	return ss && ss->step != STEP_DONE && w->env.pending_get(w->env.arg, code);
+}
+
+void web_reply_wait(struct web *w, struct httpd_request *r, const char *title, const char *text,
+		    const char *refresh_path)
+{
+	char buf[4096];
+	struct page p = {.buf = buf, .cap = sizeof(buf)};
+
+	head(&p, title);
+	put(&p, "<meta http-equiv=\"refresh\" content=\"1; url=");
+	esc(&p, refresh_path);
+	put(&p, "\"><p>");
+	esc(&p, text);
+	put(&p, "</p></body></html>\n");
+	reply_page(w, r, 200, NULL, &p);
+}
+
+void web_reply_message(struct web *w, struct httpd_request *r, unsigned status, const char *title,
+		       const char *text, const char *code)
+{
+	char buf[4096];
+	struct page p = {.buf = buf, .cap = sizeof(buf)};
+
+	head(&p, title);
+	put(&p, "<p class=\"msg\" role=\"alert\">");
+	esc(&p, text);
+	put(&p, "</p>\n");
+	if (code)
+		putf(&p, "<p><a class=\"button\" href=\"/register/%s\">Back to sign-in</a></p>\n",
+		     code);
+	put(&p, "</body></html>\n");
+	reply_page(w, r, status, NULL, &p);
+}
+
+void web_reply_redirect(struct web *w, struct httpd_request *r, const char *url)
+{
+	char buf[128];
+	struct page p = {.buf = buf, .cap = sizeof(buf)};
+
+	put(&p, "<!doctype html>\n<title>Redirecting - Trellis</title>\n");
+	reply_full(w, r, 302, NULL, url, &p);
 }
 
 /* The hash an unknown address is checked against: of a random password nobody knows. */

@@ -65,7 +65,7 @@ struct web;
 /* Who signed in, as the login method vouches for it. */
 struct login_identity {
 	const char *email;   /* any case; normalized here */
-	bool email_verified; /* refused when false */
+	bool email_verified; /* refused when false (the method may vouch: a configured exception) */
 	const char *name;    /* display name, or NULL */
 	const char *method;  /* "password", "oidc": for the log and the page */
 	bool mfa;	     /* a second factor was used (TOTP here; an IdP's amr claim) */
@@ -100,10 +100,33 @@ int web_routes_add(struct web *w, struct httpd *h);
 void web_page(struct web *w, struct httpd_request *r, const char *code);
 
 /*
- * Another login method: a button "label" on the sign-in page, to
- * /register/CODE/<suffix>. 0, -ENOSPC, -EINVAL.
+ * A login method's own route: GET /register/CODE/<suffix>[?...], called for the
+ * browser that holds the code's session while the registration waits and no
+ * password sign-in is under way. The method answers r (web_reply_*, or
+ * web_login_complete once it knows who it is).
  */
-int web_method_add(struct web *w, const char *label, const char *suffix);
+typedef void (*web_method_fn)(struct httpd_request *r, const char *code, void *ctx);
+/*
+ * Another login method: a button "label" on the sign-in page, to
+ * /register/CODE/<suffix>, which fn answers. 0, -ENOSPC, -EINVAL.
+ */
+int web_method_add(struct web *w, const char *label, const char *suffix, web_method_fn fn,
+		   void *ctx);
+/* GET /register/CODE/<rest> (server.c's GET /register/ passes it on): a method's route. */
+void web_method_page(struct web *w, struct httpd_request *r, const char *code, const char *rest);
+/* Is r's cookie the session bound to code (of a registration that still waits)? */
+bool web_session_owns(struct web *w, struct httpd_request *r, const char *code);
+/*
+ * Answers for a method's pages, with the login pages' headers: a page that says text
+ * and asks for refresh_path again in a second (no JavaScript: work on a worker is
+ * polled); a message with a way back to the code's sign-in page (code NULL: none);
+ * a redirect (302) to url.
+ */
+void web_reply_wait(struct web *w, struct httpd_request *r, const char *title, const char *text,
+		    const char *refresh_path);
+void web_reply_message(struct web *w, struct httpd_request *r, unsigned status, const char *title,
+		       const char *text, const char *code);
+void web_reply_redirect(struct web *w, struct httpd_request *r, const char *url);
 /*
  * The login method authenticated `who` for the registration under code, in
  * request r (whose cookie must be the session the code is bound to: a login

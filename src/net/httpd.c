@@ -408,7 +408,8 @@ static void conn_flush(struct httpd_conn *c)
 static void reply_ext(struct httpd_conn *c, unsigned status, const char *ctype, const char *more,
 		      const void *body, size_t body_len)
 {
-	char extra[768], head[1024];
+	/* Room for a redirect to an identity provider: its Location is a long URL. */
+	char extra[4096], head[4352];
 	int n;
 
 	if (c->dead || c->answered)

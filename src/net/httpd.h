@@ -154,7 +154,7 @@ void httpd_reply(struct httpd_request *r, unsigned status, const char *content_t
 		 const void *body, size_t len);
 /*
  * The same with extra_headers: lines of "Name: value\r\n" (Set-Cookie, Location,
- * Cache-Control), the caller's own text, at most 600 bytes.
+ * Cache-Control), the caller's own text, at most 4000 bytes.
  */
 void httpd_reply_headers(struct httpd_request *r, unsigned status, const char *content_type,
 			 const char *extra_headers, const void *body, size_t len);

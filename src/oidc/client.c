@@ -27,6 +27,7 @@
 
 struct oidc_client {
 	char *issuer, *client_id, *secret, *redirect_uri, *ca_file, *domains_buf;
+	char *groups_buf, *groups_claim;
 	struct oidc_policy pol;
 	unsigned timeout_ms;
 	uint64_t refetch_ns;
@@ -171,6 +172,8 @@ static void config_free_parts(struct oidc_client *c)
 	free(c->redirect_uri);
 	free(c->ca_file);
 	free(c->domains_buf);
+	free(c->groups_buf);
+	free(c->groups_claim);
 }
 
 static char *dup_or_null(const char *s, bool *fail)
@@ -207,6 +210,8 @@ int oidc_client_new(const struct oidc_config *cfg, struct oidc_client **ret, cha
 	c->redirect_uri = dup_or_null(cfg->redirect_uri, &nomem);
 	c->ca_file = dup_or_null(cfg->ca_file, &nomem);
 	c->domains_buf = dup_or_null(cfg->allowed_domains, &nomem);
+	c->groups_buf = dup_or_null(cfg->allowed_groups, &nomem);
+	c->groups_claim = dup_or_null(cfg->groups_claim, &nomem);
 	if (nomem)
 		goto nomem;
 	/* Issuers are compared exactly, but a trailing '/' in the flag is a slip. */
@@ -215,14 +220,21 @@ int oidc_client_new(const struct oidc_config *cfg, struct oidc_client **ret, cha
 	c->pol.issuer = c->issuer;
 	c->pol.client_id = c->client_id;
 	c->pol.allow_unverified_email = cfg->allow_unverified_email;
-	if (c->domains_buf) {
+	r = 0;
+	if (c->domains_buf)
 		r = oidc_policy_domains_set(&c->pol, c->domains_buf, err, err_len);
-		if (r < 0) {
-			config_free_parts(c);
-			free(c);
-			return r;
-		}
+	if (r == 0 && c->groups_buf)
+		r = oidc_policy_groups_set(&c->pol, c->groups_buf, err, err_len);
+	if (r == 0 && c->groups_claim && (!c->groups_claim[0] || strlen(c->groups_claim) > 64)) {
+		snprintf(err, err_len, "OIDC groups claim name must have 1 to 64 bytes");
+		r = -EINVAL;
 	}
+	if (r < 0) {
+		config_free_parts(c);
+		free(c);
+		return r;
+	}
+	c->pol.groups_claim = c->groups_claim;
 	c->auth = -1;
 	if (cfg->token_auth && !strcmp(cfg->token_auth, "client_secret_basic")) {
 		c->auth = OIDC_AUTH_SECRET_BASIC;
@@ -332,19 +344,41 @@ int oidc_client_discover(struct oidc_client *c, char *err, size_t err_len)
 	return have ? 0 : jwks_fetch(c, &p, err, err_len);
 }
 
+static int request_new(struct oidc_client *c, const struct oidc_provider *p,
+		       struct oidc_request *ret, char *err, size_t err_len)
+{
+	if (!c->redirect_uri) {
+		snprintf(err, err_len, "OIDC: no redirect URI configured");
+		return -EINVAL;
+	}
+	return oidc_request_new(p, c->client_id, c->redirect_uri, ret, err, err_len);
+}
+
 int oidc_client_request_new(struct oidc_client *c, struct oidc_request *ret, char *err,
 			    size_t err_len)
 {
 	struct oidc_provider p;
 	int r = provider_get(c, &p, err, err_len);
 
-	if (r < 0)
-		return r;
-	if (!c->redirect_uri) {
-		snprintf(err, err_len, "OIDC: no redirect URI configured");
-		return -EINVAL;
+	return r < 0 ? r : request_new(c, &p, ret, err, err_len);
+}
+
+int oidc_client_request_new_cached(struct oidc_client *c, struct oidc_request *ret, char *err,
+				   size_t err_len)
+{
+	struct oidc_provider p;
+	bool have;
+
+	pthread_mutex_lock(&c->lock);
+	have = c->have_provider;
+	if (have)
+		p = c->provider;
+	pthread_mutex_unlock(&c->lock);
+	if (!have) {
+		snprintf(err, err_len, "OIDC discovery not done yet");
+		return -EAGAIN;
 	}
-	return oidc_request_new(&p, c->client_id, c->redirect_uri, ret, err, err_len);
+	return request_new(c, &p, ret, err, err_len);
 }
 
 /* Signature with the cached keys, under the lock (the set may be replaced). */

@@ -29,6 +29,8 @@ struct oidc_config {
 	const char *redirect_uri;    /* where the provider sends the browser back */
 	const char *ca_file;	     /* NULL: the system store (SSL_CERT_FILE honoured) */
 	const char *allowed_domains; /* "a.example,b.example" or NULL */
+	const char *allowed_groups;  /* "eng,ops": the groups claim must hold one; NULL: any */
+	const char *groups_claim;    /* the claim that lists them; NULL: "groups" */
 	bool allow_unverified_email;
 	/* How we authenticate at the token endpoint; NULL: client_secret_basic when the
 	 * provider offers it, else client_secret_post. */
@@ -49,6 +51,12 @@ int oidc_client_discover(struct oidc_client *c, char *err, size_t err_len);
 /* Blocking (discovery). A new request for one login; *ret is the caller's to keep. */
 int oidc_client_request_new(struct oidc_client *c, struct oidc_request *ret, char *err,
 			    size_t err_len);
+/*
+ * The same without I/O, from the cached discovery document (any thread, the loop's
+ * too): -EAGAIN when discovery has not been done yet (then oidc_begin_submit).
+ */
+int oidc_client_request_new_cached(struct oidc_client *c, struct oidc_request *ret, char *err,
+				   size_t err_len);
 /*
  * Blocking: verifies an ID token (signature with the cached JWKS, refetched once on
  * an unknown kid within the rate limit; then the claims against nonce).

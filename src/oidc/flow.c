@@ -483,6 +483,14 @@ int oidc_claims_check(json_t *claims, const struct oidc_policy *pol, const char 
 					 "claim)",
 					 shown(id.email, show), gname);
 	}
+	/*
+	 * RFC 8176: "mfa" is the provider's own word that more than one factor was used;
+	 * its other values (pwd, otp, hwk, ...) name methods, not how many, so only it counts.
+	 */
+	v = json_object_get(claims, "amr");
+	for (i = 0; json_is_array(v) && i < json_array_size(v); i++)
+		id.mfa |= json_is_string(json_array_get(v, i)) &&
+			  !strcmp(json_string_value(json_array_get(v, i)), "mfa");
 	/* A display name only: an odd one is left out, not an error. */
 	if (!string_claim(claims, "name", id.name, sizeof(id.name)))
 		id.name[0] = '\0';
@@ -514,5 +522,37 @@ int oidc_policy_domains_set(struct oidc_policy *pol, char *buf, char *err, size_
 	}
 	if (!pol->n_domains)
 		return oidc_fail(err, err_len, -EINVAL, "empty list of allowed domains");
+	return 0;
+}
+
+int oidc_policy_groups_set(struct oidc_policy *pol, char *buf, char *err, size_t err_len)
+{
+	char *save = NULL, *tok, *end;
+	bool ok;
+
+	pol->n_groups = 0;
+	/* Group names may hold spaces ("Domain Users"): only commas separate them. */
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		while (*tok == ' ')
+			tok++;
+		end = tok + strlen(tok);
+		while (end > tok && end[-1] == ' ')
+			*--end = '\0';
+		if (!*tok)
+			continue;
+		if (pol->n_groups == OIDC_GROUPS_MAX)
+			return oidc_fail(err, err_len, -EINVAL, "more than %d allowed groups",
+					 OIDC_GROUPS_MAX);
+		/* Spaces and UTF-8 are part of names; control characters are not. */
+		ok = strlen(tok) <= 255;
+		for (const char *c = tok; *c; c++)
+			ok &= (unsigned char)*c >= 0x20 && *c != 0x7f;
+		if (!ok)
+			return oidc_fail(err, err_len, -EINVAL,
+					 "allowed group \"%.60s\" is not a name", tok);
+		pol->groups[pol->n_groups++] = tok;
+	}
+	if (!pol->n_groups)
+		return oidc_fail(err, err_len, -EINVAL, "empty list of allowed groups");
 	return 0;
 }

@@ -67,6 +67,8 @@ struct oidc_identity {
 	char email[OIDC_EMAIL_MAX + 1];
 	bool email_verified;
 	char name[OIDC_NAME_MAX + 1]; /* "" when the provider gave none */
+	/* The provider says a second factor was used: its amr claim lists "mfa" (RFC 8176). */
+	bool mfa;
 };
 
 /* How ID tokens are judged (OIDC Core section 3.1.3.7). */
@@ -120,7 +122,8 @@ int oidc_token_response_parse(const char *text, size_t len, char **ret_id_token,
 
 /*
  * The claims of a verified ID token: iss, aud, azp, exp, iat, nbf (with
- * OIDC_SKEW_NS), nonce, sub, email, email_verified, domains and groups. now_ns is
+ * OIDC_SKEW_NS), nonce, sub, email, email_verified, domains and groups; amr for
+ * ret->mfa. now_ns is
  * the wall clock (CLOCK_REALTIME) in nanoseconds.
  */
 int oidc_claims_check(json_t *claims, const struct oidc_policy *pol, const char *nonce,
@@ -131,5 +134,10 @@ int oidc_claims_check(json_t *claims, const struct oidc_policy *pol, const char 
  * keeps, changed in place to lower case). -EINVAL for an empty or oversized list.
  */
 int oidc_policy_domains_set(struct oidc_policy *pol, char *buf, char *err, size_t err_len);
+/*
+ * "eng, Domain Users" into pol->groups (commas separate; names are kept as they are,
+ * spaces around them trimmed), pointing into buf. -EINVAL for an empty or oversized list.
+ */
+int oidc_policy_groups_set(struct oidc_policy *pol, char *buf, char *err, size_t err_len);
 
 #endif

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * oidc-rp: the relying party of src/oidc as a command, for lab/test_oidc until the
- * control server's web login calls the same functions. Each command is one step of a
- * login and goes through the library's own paths (the login's end through the
- * worker-pool job, as a server runs it):
+ * oidc-rp: the relying party of src/oidc as a command, for lab/test_oidc's checks of
+ * the library alone (lab/test_oidc_web tests the control server's login page). Each
+ * command is one step of a login and goes through the library's own paths (the login's
+ * end through the worker-pool job, as a server runs it):
  *
  *   oidc-rp OPTIONS discover                   discovery and JWKS
  *   oidc-rp OPTIONS begin REQUEST-FILE         a new request; prints its URL

@@ -21,62 +21,10 @@
 LAB_TIMEOUT=${LAB_TIMEOUT:-540}
 source "$(dirname "$0")/lib.sh"
 lab_init
-lab_require node openssl
-[[ -x /usr/bin/chromium ]] || lab_skip "Debian's chromium is not installed"
 RP=$TRELLIS_BUILD/tests/lab/oidc-rp
 [[ -x $RP ]] || lab_skip "oidc-rp not built at $RP"
-IDP_SRC=$(cd "$(dirname "$0")/idp" && pwd)
-
-if [[ ! -d $IDP_SRC/node_modules ]]; then
-	log "npm ci in $IDP_SRC"
-	(cd "$IDP_SRC" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund) >&2 ||
-		{ fail "npm ci (oidc-provider, playwright-core)"; lab_finish; }
-fi
-
-# The lab CA and a certificate per provider address.
-pki=$LAB_TMP/pki
-mkdir -p "$pki" "$LAB_TMP/idp" "$LAB_TMP/fake"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-	-subj "/CN=trellis lab CA" -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
-for h in idp:30 fake:32; do
-	d=$LAB_TMP/${h%%:*} addr=192.0.2.${h#*:}
-	openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$addr" \
-		-keyout "$d/key.pem" -out "$d/csr.pem" 2>/dev/null
-	printf 'subjectAltName=IP:%s\n' "$addr" >"$d/ext"
-	openssl x509 -req -in "$d/csr.pem" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
-		-CAcreateserial -days 2 -extfile "$d/ext" -out "$d/cert.pem" 2>/dev/null
-done
-check "lab CA and provider certificates made" test -s "$LAB_TMP/fake/cert.pem"
-spki=$(openssl x509 -in "$LAB_TMP/idp/cert.pem" -pubkey -noout |
-	openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)
-
-ISS=https://192.0.2.30:8443
-REDIRECT=https://192.0.2.31:9443/oidc/callback
-node "$IDP_SRC/tools.mjs" keys "$LAB_TMP/idp"
-cp "$LAB_TMP/idp/rotate.json" "$LAB_TMP/fake/"
-client() { # ID SECRET AUTH ALG
-	printf '{"client_id":"%s","client_secret":"%s","redirect_uris":["%s"],"grant_types":["authorization_code"],"response_types":["code"],"token_endpoint_auth_method":"%s","id_token_signed_response_alg":"%s"}' \
-		"$1" "$2" "$REDIRECT" "$3" "$4"
-}
-printf '[%s,%s,%s]\n' "$(client trellis-rs rs-secret-1 client_secret_basic RS256)" \
-	"$(client trellis-es es-secret-2 client_secret_post ES256)" \
-	"$(client trellis-ed ed-secret-3 client_secret_basic EdDSA)" >"$LAB_TMP/idp/clients.json"
-for c in rs:rs-secret-1 es:es-secret-2 ed:ed-secret-3; do
-	printf '%s\n' "${c#*:}" >"$LAB_TMP/secret-${c%%:*}"
-done
-
-lab_internet
-lab_public_host idp 30
+source "$(dirname "$0")/oidc_idp.sh"
 lab_public_host rp 31
-lab_public_host fake 32
-# Not through nsx (a function): $! must be the provider itself, which the cleanup stops.
-ip netns exec "$(ns_name idp)" node "$IDP_SRC/idp.mjs" "$LAB_TMP/idp" "$ISS" 192.0.2.30 8443 >"$LAB_TMP/idp.log" 2>&1 &
-LAB_PIDS+=($!)
-ip netns exec "$(ns_name fake)" node "$IDP_SRC/fake.mjs" "$LAB_TMP/fake" 192.0.2.32 8443 >"$LAB_TMP/fake.log" 2>&1 &
-LAB_PIDS+=($!)
-LAB_EXTRA_LOGS+=("idp=$LAB_TMP/idp.log" "fake=$LAB_TMP/fake.log")
-check "the provider listens" wait_for 60 grep -q "idp listening" "$LAB_TMP/idp.log"
-check "the fake provider listens" wait_for 60 grep -q "fake listening" "$LAB_TMP/fake.log"
 
 # rp C [OPTION...] COMMAND...: the relying party for client C (rs, es, ed) in rp's namespace.
 rp() {
@@ -217,6 +165,7 @@ check_eq "an oversized discovery document" \
 CTL=$TRELLIS_BUILD/src/control/trellis-control
 cat >"$LAB_TMP/control.conf" <<CONF
 listen = 192.0.2.31:8080
+public-url = https://192.0.2.31:8080
 no-relay = true
 stun-port = 0
 oidc-issuer = $ISS

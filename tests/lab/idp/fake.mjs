@@ -1,6 +1,6 @@
 // A misbehaving identity provider for the relying party's bounds:
 //
-//   node fake.mjs DIR HOST PORT
+//   node fake.mjs DIR HOST PORT [REAL-ISSUER]
 //
 // Each issuer path prefix is a behaviour; discovery documents are valid and point at
 //   /slow  a JWKS endpoint that accepts the request and never answers
@@ -9,11 +9,13 @@
 //   /bigdisco  (itself) a discovery document of 1 MiB
 //   /rotate  a JWKS that rotates: odd-numbered fetches hold key old1, even ones new1
 //            (DIR/rotate.json has both, private; only public members are served)
+//   /mixup  a discovery document whose endpoints and keys are REAL-ISSUER's (oidc-provider's
+//           /auth, /token, /jwks): that provider's tokens name another issuer than this one
 import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 
-const [dir, host, port] = process.argv.slice(2);
+const [dir, host, port, realIssuer] = process.argv.slice(2);
 const base = `https://${host}:${port}`;
 const read = (f) => fs.readFileSync(path.join(dir, f));
 
@@ -43,6 +45,15 @@ const routes = {
 	'/big/.well-known/openid-configuration': () => discovery('/big', `${base}/big/jwks`),
 	'/big/jwks': () => big,
 	'/bigdisco/.well-known/openid-configuration': () => big,
+	'/mixup/.well-known/openid-configuration': () => JSON.stringify({
+		issuer: `${base}/mixup`,
+		authorization_endpoint: `${realIssuer}/auth`,
+		token_endpoint: `${realIssuer}/token`,
+		jwks_uri: `${realIssuer}/jwks`,
+		response_types_supported: ['code'],
+		code_challenge_methods_supported: ['S256'],
+		token_endpoint_auth_methods_supported: ['client_secret_basic'],
+	}),
 };
 
 const server = https.createServer({ cert: read('cert.pem'), key: read('key.pem') },

@@ -40,11 +40,14 @@ static void test_every_key(void **state)
 			       "metrics-listen = 127.0.0.1:9090\n"
 			       "no-relay = yes\n"
 			       "stun-port = 0\n"
+			       "public-url = https://ctl.example.com\n"
 			       "oidc-issuer = https://idp.example.com\n"
 			       "oidc-client-id = trellis\n"
 			       "oidc-client-secret-file = /etc/trellis/oidc.secret\n"
 			       "oidc-ca-file = /etc/trellis/idp-ca.pem\n"
 			       "oidc-allowed-domains = example.com,example.org\n"
+			       "oidc-allowed-groups = eng, Domain Users\n"
+			       "oidc-groups-claim = roles\n"
 			       "oidc-allow-unverified-email = no",
 			       &c),
 			 0);
@@ -55,11 +58,14 @@ static void test_every_key(void **state)
 	assert_string_equal(c.metrics_listen, "127.0.0.1:9090");
 	assert_int_equal(c.no_relay, 1);
 	assert_int_equal(c.stun_port, 0);
+	assert_string_equal(c.public_url, "https://ctl.example.com");
 	assert_string_equal(c.oidc_issuer, "https://idp.example.com");
 	assert_string_equal(c.oidc_client_id, "trellis");
 	assert_string_equal(c.oidc_secret_file, "/etc/trellis/oidc.secret");
 	assert_string_equal(c.oidc_ca_file, "/etc/trellis/idp-ca.pem");
 	assert_string_equal(c.oidc_domains, "example.com,example.org");
+	assert_string_equal(c.oidc_groups, "eng, Domain Users");
+	assert_string_equal(c.oidc_groups_claim, "roles");
 	assert_int_equal(c.oidc_allow_unverified, 0);
 	control_config_free(&c);
 
@@ -80,8 +86,8 @@ static void test_every_key(void **state)
 }
 
 #define OIDC_KEYS                                                                          \
-	", oidc-issuer, oidc-client-id, oidc-client-secret-file, oidc-ca-file, "               \
-	"oidc-allowed-domains, oidc-allow-unverified-email"
+	", public-url, oidc-issuer, oidc-client-id, oidc-client-secret-file, oidc-ca-file, "               \
+	"oidc-allowed-domains, oidc-allowed-groups, oidc-groups-claim, oidc-allow-unverified-email"
 
 static void refused(const char *text, const char *want)
 {

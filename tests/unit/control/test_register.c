@@ -317,6 +317,13 @@ static void test_ephemeral_tags_and_owner(void **state)
 	assert_int_equal(d.rec.user_id, USER_ALICE);
 	id = complete(&d);
 	assert_int_equal(rec(id)->user_id, USER_ALICE);
+	/* A new node key without a credential (--force-reauth): it waits, still alice's. */
+	memset(y.nk, 0x66, 32);
+	decide(&y, NULL, &d);
+	assert_null(d.error);
+	assert_false(d.insert);
+	assert_false(d.rec.approved);
+	assert_int_equal(d.rec.user_id, USER_ALICE);
 }
 
 static void test_interactive(void **state)

@@ -79,19 +79,27 @@ static void test_consumer(void **state)
 	assert_false(consumer("", "gmail.com"));
 }
 
+static void method_fn(struct httpd_request *r, const char *code, void *ctx)
+{
+	(void)r;
+	(void)code;
+	(void)ctx;
+}
+
 static void test_methods(void **state)
 {
 	static struct web w;
 
 	(void)state;
 	memset(&w, 0, sizeof(w));
-	assert_int_equal(web_method_add(&w, "Sign in with Example SSO", "oidc"), 0);
-	assert_int_equal(web_method_add(&w, "x", "../admin"), -EINVAL);
-	assert_int_equal(web_method_add(&w, "x", "a\"b"), -EINVAL);
-	assert_int_equal(web_method_add(&w, "x", ""), -EINVAL);
+	assert_int_equal(web_method_add(&w, "Sign in with Example SSO", "oidc", method_fn, NULL), 0);
+	assert_int_equal(web_method_add(&w, "x", "../admin", method_fn, NULL), -EINVAL);
+	assert_int_equal(web_method_add(&w, "x", "a\"b", method_fn, NULL), -EINVAL);
+	assert_int_equal(web_method_add(&w, "x", "", method_fn, NULL), -EINVAL);
+	assert_int_equal(web_method_add(&w, "x", "y", NULL, NULL), -EINVAL);
 	for (int i = 1; i < WEB_METHODS_MAX; i++)
-		assert_int_equal(web_method_add(&w, "x", "m"), 0);
-	assert_int_equal(web_method_add(&w, "x", "m"), -ENOSPC);
+		assert_int_equal(web_method_add(&w, "x", "m", method_fn, NULL), 0);
+	assert_int_equal(web_method_add(&w, "x", "m", method_fn, NULL), -ENOSPC);
 }
 
 int main(void)

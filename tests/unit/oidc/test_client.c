@@ -65,6 +65,14 @@ static void test_config_refusals(void **state)
 	assert_int_equal(oidc_client_new(&cfg, &c, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "private_key_jwt"));
 	cfg.token_auth = "client_secret_post";
+	cfg.allowed_groups = " , ";
+	assert_int_equal(oidc_client_new(&cfg, &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "empty list of allowed groups"));
+	cfg.allowed_groups = "eng, Domain Users";
+	cfg.groups_claim = "";
+	assert_int_equal(oidc_client_new(&cfg, &c, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "groups claim"));
+	cfg.groups_claim = "roles";
 	assert_int_equal(oidc_client_new(&cfg, &c, err, sizeof(err)), 0);
 	oidc_client_free(c);
 	oidc_client_free(NULL);

@@ -223,6 +223,23 @@ static void test_claims(void **state)
 	assert_string_equal(id.sub, "u-1");
 	assert_string_equal(id.name, "Alice?");
 	assert_true(id.email_verified);
+	assert_false(id.mfa);
+	/* a second factor: the provider's amr says "mfa" (RFC 8176); methods alone do not */
+	{
+		json_t *c = good_claims();
+
+		json_object_set_new(c, "amr", json_pack("[ss]", "pwd", "mfa"));
+		assert_int_equal(check(c, NOW, &id), 0);
+		assert_true(id.mfa);
+		c = good_claims();
+		json_object_set_new(c, "amr", json_pack("[ss]", "pwd", "otp"));
+		assert_int_equal(check(c, NOW, &id), 0);
+		assert_false(id.mfa);
+		c = good_claims();
+		json_object_set_new(c, "amr", json_string("mfa"));
+		assert_int_equal(check(c, NOW, &id), 0);
+		assert_false(id.mfa);
+	}
 	/* exp, with the skew either side */
 	assert_int_equal(check(good_claims(), NOW + 300 + 59, NULL), 0);
 	assert_int_equal(check(good_claims(), NOW + 300 + 61, NULL), -EINVAL);
@@ -283,7 +300,32 @@ static void test_claims(void **state)
 	pol.n_groups = 2;
 	assert_int_equal(check(good_claims(), NOW, NULL), 0);
 	assert_int_equal(with("groups", json_string("eng")), -EACCES);
+	/* another claim names them */
+	pol.groups_claim = "roles";
+	assert_int_equal(check(good_claims(), NOW, NULL), -EACCES);
+	assert_non_null(strstr(err, "roles claim"));
+	assert_int_equal(with("roles", json_pack("[s]", "eng")), 0);
+	pol.groups_claim = NULL;
 	pol.n_groups = 0;
+}
+
+static void test_groups_list(void **state)
+{
+	struct oidc_policy p = {0};
+	char a[] = " eng , Domain Users,,", b[] = " , ", c[] = "ok,a\x01b", d[400];
+
+	(void)state;
+	assert_int_equal(oidc_policy_groups_set(&p, a, err, sizeof(err)), 0);
+	assert_int_equal(p.n_groups, 2);
+	assert_string_equal(p.groups[0], "eng");
+	assert_string_equal(p.groups[1], "Domain Users");
+	assert_int_equal(oidc_policy_groups_set(&p, b, err, sizeof(err)), -EINVAL);
+	assert_int_equal(oidc_policy_groups_set(&p, c, err, sizeof(err)), -EINVAL);
+	d[0] = '\0';
+	for (int i = 0; i < OIDC_GROUPS_MAX + 1; i++)
+		strcat(d, "g,");
+	assert_int_equal(oidc_policy_groups_set(&p, d, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "more than"));
 }
 
 static void test_domains_list(void **state)
@@ -309,6 +351,7 @@ int main(void)
 	    cmocka_unit_test(test_token_response),
 	    cmocka_unit_test(test_claims),
 	    cmocka_unit_test(test_domains_list),
+	    cmocka_unit_test(test_groups_list),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
