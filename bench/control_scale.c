@@ -333,7 +333,7 @@ static void sim_handshake(struct sim *s)
 
 static void sim_register(struct sim *s)
 {
-	struct ctrl_msg m = { .type = CTRL_MSG_REGISTER };
+	struct ctrl_msg m = {.type = CTRL_MSG_REGISTER};
 
 	memcpy(m.reg.node_key, s->node_pub, 32);
 	/* Proves the node key on this session (docs/control-protocol.md, "register"). */
@@ -816,21 +816,21 @@ static void settle(void)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "server", required_argument, NULL, 's' },
-		{ "auth-key", required_argument, NULL, 'k' },
-		{ "nodes", required_argument, NULL, 'n' },
-		{ "server-pid", required_argument, NULL, 'p' },
-		{ "concurrency", required_argument, NULL, 'c' },
-		{ "map-concurrency", required_argument, NULL, 'm' },
-		{ "changes", required_argument, NULL, 'x' },
-		{ "sources", required_argument, NULL, 'S' },
-		{ "policy-cmd", required_argument, NULL, 'P' },
-		{ "policy-changes", required_argument, NULL, 'Q' },
-		{ "joins", required_argument, NULL, 'J' },
-		{ "join-src", required_argument, NULL, 'T' },
-		{ "restart-cmd", required_argument, NULL, 'R' },
-		{ "pid-file", required_argument, NULL, 'F' },
-		{ 0 },
+	    {"server", required_argument, NULL, 's'},
+	    {"auth-key", required_argument, NULL, 'k'},
+	    {"nodes", required_argument, NULL, 'n'},
+	    {"server-pid", required_argument, NULL, 'p'},
+	    {"concurrency", required_argument, NULL, 'c'},
+	    {"map-concurrency", required_argument, NULL, 'm'},
+	    {"changes", required_argument, NULL, 'x'},
+	    {"sources", required_argument, NULL, 'S'},
+	    {"policy-cmd", required_argument, NULL, 'P'},
+	    {"policy-changes", required_argument, NULL, 'Q'},
+	    {"joins", required_argument, NULL, 'J'},
+	    {"join-src", required_argument, NULL, 'T'},
+	    {"restart-cmd", required_argument, NULL, 'R'},
+	    {"pid-file", required_argument, NULL, 'F'},
+	    {0},
 	};
 	const char *server = "127.0.0.1:8080", *policy_cmd = NULL, *restart_cmd = NULL;
 	const char *pid_file = NULL;
@@ -854,9 +854,15 @@ int main(int argc, char **argv)
 		case 'm': map_concurrency = strtoul(optarg, NULL, 10); break;
 		case 'x': changes = strtoul(optarg, NULL, 10); break;
 		case 'S': n_sources = strtoul(optarg, NULL, 10); break;
-		case 'P': policy_cmd = optarg; break;
-		case 'Q': policy_changes = strtoul(optarg, NULL, 10); break;
-		case 'J': joins = strtoul(optarg, NULL, 10); break;
+		case 'P':
+			policy_cmd = optarg;
+			break;
+		case 'Q':
+			policy_changes = strtoul(optarg, NULL, 10);
+			break;
+		case 'J':
+			joins = strtoul(optarg, NULL, 10);
+			break;
 		case 'T': {
 			char ip[16] = "";
 			struct in_addr in;
@@ -870,14 +876,19 @@ int main(int argc, char **argv)
 			join_net = ntohl(in.s_addr) & join_mask;
 			break;
 		}
-		case 'R': restart_cmd = optarg; break;
-		case 'F': pid_file = optarg; break;
+		case 'R':
+			restart_cmd = optarg;
+			break;
+		case 'F':
+			pid_file = optarg;
+			break;
 		default:
-			fprintf(stderr, "usage: control_scale --server ADDR:PORT --auth-key KEY -n N "
-					"[--server-pid PID] [--concurrency C] [--map-concurrency M] "
-					"[--changes K] [--sources S] [--policy-cmd CMD] "
-					"[--policy-changes P] [--joins J] [--join-src PREFIX] "
-					"[--restart-cmd CMD --pid-file F]\n");
+			fprintf(stderr,
+				"usage: control_scale --server ADDR:PORT --auth-key KEY -n N "
+				"[--server-pid PID] [--concurrency C] [--map-concurrency M] "
+				"[--changes K] [--sources S] [--policy-cmd CMD] "
+				"[--policy-changes P] [--joins J] [--join-src PREFIX] "
+				"[--restart-cmd CMD --pid-file F]\n");
 			return 2;
 		}
 	}
@@ -1048,11 +1059,12 @@ int main(int argc, char **argv)
 		t = now_ns() - ts;
 		cpu_c = proc_cpu(pid) - cpu0;
 		waitpid(child, NULL, 0);
-		fprintf(stderr,
-			"control_scale: policy change %u reached the first stream in %.1f ms, %u/%u in "
-			"%.1f ms%s (server CPU %.2f s)\n",
-			c, change_first_ns / 1e6, cnt_changed, change_target, t / 1e6,
-			ok ? "" : " (TIMEOUT)", cpu_c);
+		fprintf(
+		    stderr,
+		    "control_scale: policy change %u reached the first stream in %.1f ms, %u/%u in "
+		    "%.1f ms%s (server CPU %.2f s)\n",
+		    c, change_first_ns / 1e6, cnt_changed, change_target, t / 1e6,
+		    ok ? "" : " (TIMEOUT)", cpu_c);
 		if (!ok)
 			t = UINT64_MAX;
 		lat[c - 1] = t;

@@ -59,7 +59,8 @@ int cli_cert(int argc, char **argv, const struct cli_global *g)
 	req = json_pack("{s:s, s:s%}", "cmd", "cert_install", "cert", pem, len);
 	r = req ? cli_api_call("cert install", g, req, &reply) : -1;
 	if (r == 0)
-		fprintf(stderr, "trellis: certificate installed; the next registration presents it\n");
+		fprintf(stderr,
+			"trellis: certificate installed; the next registration presents it\n");
 out:
 	free(pem);
 	json_decref(req);

@@ -101,7 +101,8 @@ void cli_access_format(json_t *allowed_in, char *buf, size_t len)
 		snprintf(buf, len, "none");
 		return;
 	}
-	json_array_foreach(allowed_in, i, e) {
+	json_array_foreach(allowed_in, i, e)
+	{
 		char nb[16], item[32];
 		json_t *ports = json_object_get(e, "ports");
 
@@ -109,7 +110,8 @@ void cli_access_format(json_t *allowed_in, char *buf, size_t len)
 			put(buf, len, " ");
 		put(buf, len,
 		    proto_name(json_integer_value(json_object_get(e, "proto")), nb, sizeof(nb)));
-		json_array_foreach(ports, j, pr) {
+		json_array_foreach(ports, j, pr)
+		{
 			json_int_t a = json_integer_value(json_array_get(pr, 0));
 			json_int_t b = json_integer_value(json_array_get(pr, 1));
 

@@ -222,26 +222,27 @@ static bool is_help(const char *a)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: trellis-control [--state DIR] [--offline] <command>\n"
-		"  serve [--config FILE] [--listen ADDR:PORT] [--tls-cert PEM --tls-key PEM]\n"
-		"        [--no-relay] [--stun-port N] [--metrics-listen ADDR:PORT]  (serve --help)\n"
-		"  version\n"
-		"  authkey create|list|revoke     auth keys for nodes\n"
-		"  apikey create|list|revoke      keys for the HTTP admin API\n"
-		"  tailnets list|create\n"
-		"  users list|create\n"
-		"  nodes list|show|pending|approve|rename|expire|delete|set-expiry\n"
-		"  relaymap set|get|reset\n"
-		"  audit log|verify|prune           the configuration audit log, all chains\n"
-		"  flows [--node N] [--flagged]     flow logs, both ends paired\n"
-		"  policy get|set|check|reset|explain|matrix\n"
-		"  ca init|show|sign|revoke|list      machine certificates\n"
-		"Each command has --help (trellis-control nodes --help). Admin commands reach the\n"
-		"running server through its admin socket (STATE/%s, root only); with no\n"
-		"server running they refuse unless given --offline, which works on the database.\n"
-		"Durations: 90s, 30m, 12h, 7d. State directory default: %s\n",
-		ADMIN_SOCKET_NAME, ADMIN_STATE_DIR_DEFAULT);
+	fprintf(
+	    f,
+	    "usage: trellis-control [--state DIR] [--offline] <command>\n"
+	    "  serve [--config FILE] [--listen ADDR:PORT] [--tls-cert PEM --tls-key PEM]\n"
+	    "        [--no-relay] [--stun-port N] [--metrics-listen ADDR:PORT]  (serve --help)\n"
+	    "  version\n"
+	    "  authkey create|list|revoke     auth keys for nodes\n"
+	    "  apikey create|list|revoke      keys for the HTTP admin API\n"
+	    "  tailnets list|create\n"
+	    "  users list|create\n"
+	    "  nodes list|show|pending|approve|rename|expire|delete|set-expiry\n"
+	    "  relaymap set|get|reset\n"
+	    "  audit log|verify|prune           the configuration audit log, all chains\n"
+	    "  flows [--node N] [--flagged]     flow logs, both ends paired\n"
+	    "  policy get|set|check|reset|explain|matrix\n"
+	    "  ca init|show|sign|revoke|list      machine certificates\n"
+	    "Each command has --help (trellis-control nodes --help). Admin commands reach the\n"
+	    "running server through its admin socket (STATE/%s, root only); with no\n"
+	    "server running they refuse unless given --offline, which works on the database.\n"
+	    "Durations: 90s, 30m, 12h, 7d. State directory default: %s\n",
+	    ADMIN_SOCKET_NAME, ADMIN_STATE_DIR_DEFAULT);
 }
 
 /* ---- argv ---- */
@@ -595,7 +596,7 @@ static int call(struct cli *cli, const char *method, const char *target, const c
 	if (cli->dry)
 		return DRY_STOP;
 	if (cli->store) {
-		struct admin_api_env env = { .store = cli->store, .state_dir = cli->state_dir };
+		struct admin_api_env env = {.store = cli->store, .state_dir = cli->state_dir};
 		struct admin_api_request req = {
 			.method = method,
 			.target = target,
@@ -1131,8 +1132,8 @@ static int nodes_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 			node_row(ans);
 			printf("node key:  %s\naudit key: %s\n", s_(ans, "node_key"),
 			       json_is_string(json_object_get(ans, "audit_key"))
-				       ? s_(ans, "audit_key")
-				       : "(none: flow logs of this node cannot be verified)");
+				   ? s_(ans, "audit_key")
+				   : "(none: flow logs of this node cannot be verified)");
 		}
 		json_array_foreach(ans, i, n)
 			node_row(n);
@@ -1362,11 +1363,11 @@ static int flows_cmd(struct cli *cli, int argc, char **argv)
 	const char *since = NULL, *node = NULL, *pos[1];
 	bool as_json = false, flagged = false;
 	const struct opt opts[] = {
-		{ "--node", true, &node, NULL },
-		{ "--since", true, &since, NULL },
-		{ "--flagged", false, NULL, &flagged },
-		{ "--json", false, NULL, &as_json },
-		{ NULL },
+	    {"--node", true, &node, NULL},
+	    {"--since", true, &since, NULL},
+	    {"--flagged", false, NULL, &flagged},
+	    {"--json", false, NULL, &as_json},
+	    {NULL},
 	};
 	char target[256], *end;
 	int64_t t = INT64_MIN;
@@ -1394,8 +1395,8 @@ static int flows_cmd(struct cli *cli, int argc, char **argv)
 	}
 	snprintf(target, sizeof(target), "%sflows?flagged=%d", ADMIN_API_PREFIX, flagged);
 	if (id)
-		snprintf(target + strlen(target), sizeof(target) - strlen(target),
-			 "&node=%" PRIu64, id);
+		snprintf(target + strlen(target), sizeof(target) - strlen(target), "&node=%" PRIu64,
+			 id);
 	if (t != INT64_MIN)
 		snprintf(target + strlen(target), sizeof(target) - strlen(target),
 			 "&since=%" PRId64, t);
@@ -1405,7 +1406,8 @@ static int flows_cmd(struct cli *cli, int argc, char **argv)
 	if (!as_json)
 		printf("%-10s %-5s %-12s %-22s %-22s %23s %23s %s\n", "VERDICT", "PROTO", "NODE",
 		       "SRC", "DST", "TX PKTS/BYTES", "RX PKTS/BYTES", "DENIED");
-	json_array_foreach(ans, i, f) {
+	json_array_foreach(ans, i, f)
+	{
 		json_t *b = json_object_get(f, "b");
 
 		if (as_json) {
@@ -1649,12 +1651,9 @@ static int ca_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	const char *tailnet = NULL, *validity = NULL, *icert = NULL, *ikey = NULL, *pos[1];
 	bool as_json = false;
 	const struct opt opts[] = {
-		{ "--tailnet", true, &tailnet, NULL },
-		{ "--validity", true, &validity, NULL },
-		{ "--import-cert", true, &icert, NULL },
-		{ "--import-key", true, &ikey, NULL },
-		{ "--json", false, NULL, &as_json },
-		{ NULL },
+	    {"--tailnet", true, &tailnet, NULL},   {"--validity", true, &validity, NULL},
+	    {"--import-cert", true, &icert, NULL}, {"--import-key", true, &ikey, NULL},
+	    {"--json", false, NULL, &as_json},	   {NULL},
 	};
 	char target[512], path[64], *a = NULL, *b = NULL, when[32];
 	bool init = !strcmp(sub, "init"), sign = !strcmp(sub, "sign");
@@ -1678,7 +1677,9 @@ static int ca_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		return 1;
 	if ((sign || !strcmp(sub, "revoke")) != (npos == 1))
 		return fail("usage: ca %s%s [--tailnet NAME]", sub,
-			    sign ? " CSR|-" : !strcmp(sub, "revoke") ? " SERIAL" : "");
+			    sign		     ? " CSR|-"
+			    : !strcmp(sub, "revoke") ? " SERIAL"
+						     : "");
 	if (!strcmp(sub, "show") || !strcmp(sub, "list")) {
 		r = list_fetch(cli, strcmp(sub, "show") ? "certs" : "ca", NULL, tailnet, as_json,
 			       &ans);
@@ -1691,7 +1692,8 @@ static int ca_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		}
 		printf("%-34s %-8s %-24s %-21s %s\n", "SERIAL", "TAILNET", "SUBJECT", "NOT-AFTER",
 		       "STATUS");
-		json_array_foreach(ans, i, e) {
+		json_array_foreach(ans, i, e)
+		{
 			time_format(when, sizeof(when), i_(e, "not_after"));
 			printf("%-34s %-8" JSON_INTEGER_FORMAT " %-24s %-21s %s\n", s_(e, "serial"),
 			       i_(e, "tailnet_id"), s_(e, "subject"), when, s_(e, "status"));

@@ -37,8 +37,8 @@ struct call {
 	char tailnet[ARG_MAX]; /* from the query; "" = none */
 	int64_t since;         /* since=UNIX (audit, flows); INT64_MIN = none */
 	uint64_t after;        /* after=SEQ: the next page of a listing */
-	uint64_t node;         /* node=ID (flows); 0 = any */
-	bool flagged;          /* flagged=1 (flows): only what is not confirmed */
+	uint64_t node;	       /* node=ID (flows); 0 = any */
+	bool flagged;	       /* flagged=1 (flows): only what is not confirmed */
 	json_t *body;          /* the request's JSON object, or NULL */
 	unsigned status;
 	json_t *out;
@@ -394,14 +394,13 @@ static int tailnets_list(struct call *k)
 		for (size_t j = 0; j < snap.n_nodes; j++)
 			nodes += snap.nodes[j].tailnet_id == tn->id;
 		json_array_append_new(
-		    k->out,
-		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:I, s:I}", "id",
-			      (json_int_t)tn->id, "name", tn->name, "key_expiry_sec",
-			      (json_int_t)tn->key_expiry_sec, "ephemeral_timeout_sec",
-			      (json_int_t)tn->ephemeral_timeout_sec, "device_approval",
-			      tn->device_approval, "require_2fa", tn->require_2fa,
-			      "require_machine_cert", tn->require_machine_cert, "created",
-			      (json_int_t)tn->created, "nodes", (json_int_t)nodes));
+		    k->out, json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:I, s:I}", "id",
+				      (json_int_t)tn->id, "name", tn->name, "key_expiry_sec",
+				      (json_int_t)tn->key_expiry_sec, "ephemeral_timeout_sec",
+				      (json_int_t)tn->ephemeral_timeout_sec, "device_approval",
+				      tn->device_approval, "require_2fa", tn->require_2fa,
+				      "require_machine_cert", tn->require_machine_cert, "created",
+				      (json_int_t)tn->created, "nodes", (json_int_t)nodes));
 	}
 	store_snapshot_free(&snap);
 	return 0;
@@ -451,7 +450,8 @@ static int tailnets_set(struct call *k)
 
 	if (body_only(k, names) < 0 || body_duration(k, "key_expiry", -1, &key_expiry) < 0 ||
 	    body_duration(k, "ephemeral_timeout", -1, &eph) < 0 ||
-	    body_bool(k, "device_approval", &approval) < 0 || body_bool(k, "require_2fa", &mfa) < 0 ||
+	    body_bool(k, "device_approval", &approval) < 0 ||
+	    body_bool(k, "require_2fa", &mfa) < 0 ||
 	    body_bool(k, "require_machine_cert", &cert) < 0)
 		return -1;
 	if (eph == 0)
@@ -791,12 +791,12 @@ static int audit_verify(struct call *k)
 	r = flows_verify(k->c.store, &fv);
 	if (r < 0)
 		return fail(k, 500, "cannot read the flow logs: %s", strerror(-r));
-	k->out = json_pack("{s:b, s:I, s:I, s:I, s:o, s:{s:b, s:I, s:I, s:I}}", "ok",
-			   !w.bad && !fv.bad, "entries", (json_int_t)w.n, "anchor_seq",
-			   (json_int_t)anchor, "last_seq", (json_int_t)(w.next_seq - 1), "head",
-			   hash_json(w.prev), "flows", "ok", !fv.bad, "batches",
-			   (json_int_t)fv.batches, "records", (json_int_t)fv.records, "nodes",
-			   (json_int_t)fv.nodes);
+	k->out =
+	    json_pack("{s:b, s:I, s:I, s:I, s:o, s:{s:b, s:I, s:I, s:I}}", "ok", !w.bad && !fv.bad,
+		      "entries", (json_int_t)w.n, "anchor_seq", (json_int_t)anchor, "last_seq",
+		      (json_int_t)(w.next_seq - 1), "head", hash_json(w.prev), "flows", "ok",
+		      !fv.bad, "batches", (json_int_t)fv.batches, "records", (json_int_t)fv.records,
+		      "nodes", (json_int_t)fv.nodes);
 	/* The configuration log's problem first: the flow logs' is in "flows" either way. */
 	if (fv.bad)
 		json_object_set_new(json_object_get(k->out, "flows"), "problem",
@@ -810,7 +810,7 @@ static int audit_verify(struct call *k)
 
 static json_t *addr_json(const uint8_t a[16])
 {
-	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+	static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
 	char s[INET6_ADDRSTRLEN];
 
 	if (!memcmp(a, mapped, sizeof(mapped)))
@@ -829,9 +829,9 @@ static json_t *flow_end_json(struct call *k, const struct store_flow_total *t)
 	return json_pack("{s:I, s:s, s:o, s:i, s:o, s:i, s:b, s:s, s:I, s:I, s:I, s:I, s:I, s:I,"
 			 " s:I}",
 			 "node", (json_int_t)t->node_id, "name",
-			 store_node_get(k->c.store, t->node_id, &n) == 0 ? n.name : "",
-			 "src", addr_json(t->r.src), "src_port", t->r.src_port, "dst",
-			 addr_json(t->r.dst), "dst_port", t->r.dst_port, "inbound",
+			 store_node_get(k->c.store, t->node_id, &n) == 0 ? n.name : "", "src",
+			 addr_json(t->r.src), "src_port", t->r.src_port, "dst", addr_json(t->r.dst),
+			 "dst_port", t->r.dst_port, "inbound",
 			 (t->r.flags & FLOWBATCH_F_INBOUND) != 0, "peer_key", pk, "tx_packets",
 			 (json_int_t)t->r.tx_packets, "tx_bytes", (json_int_t)t->r.tx_bytes,
 			 "rx_packets", (json_int_t)t->r.rx_packets, "rx_bytes",
@@ -863,7 +863,8 @@ static int flows_list(struct call *k)
 	k->out = json_array();
 	r = flows_query(k->c.store, k->node, since_ns, flow_row, k);
 	if (r == -E2BIG)
-		return fail(k, 413, "more than %d flows: narrow the query with since", FLOWS_QUERY_MAX);
+		return fail(k, 413, "more than %d flows: narrow the query with since",
+			    FLOWS_QUERY_MAX);
 	if (r < 0)
 		return fail(k, 500, "cannot read the flow logs: %s", strerror(-r));
 	return 0;
@@ -961,7 +962,9 @@ static json_t *mcert_json(const struct control_mcert *m, int64_t now)
 			 m->subject, "not_before", (json_int_t)m->not_before, "not_after",
 			 (json_int_t)m->not_after, "revoked", m->revoked, "revoked_at",
 			 (json_int_t)m->revoked_at, "status",
-			 m->revoked ? "revoked" : m->not_after <= now ? "expired" : "valid");
+			 m->revoked	       ? "revoked"
+			 : m->not_after <= now ? "expired"
+					       : "valid");
 }
 
 static int ca_route(struct call *k)
@@ -992,7 +995,8 @@ static int ca_route(struct call *k)
 			goto refused;
 		k->out = ca_json(ca);
 	} else if (is(k, "POST", 2, "ca", NULL) && !strcmp(k->seg[1], "init")) {
-		if (body_only(k, init_names) < 0 || body_string(k, "cert", &a) < 0 || body_string(k, "key", &b) < 0)
+		if (body_only(k, init_names) < 0 || body_string(k, "cert", &a) < 0 ||
+		    body_string(k, "key", &b) < 0)
 			goto out;
 		/* A CA's private key crosses only the admin socket or stays in-process. */
 		if (b && !k->req->apikeys) {
@@ -1216,17 +1220,18 @@ unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_ap
 {
 	static const char oom[] = "{\"error\":\"out of memory\"}";
 	struct call k = {
-		.env = env,
-		.req = req,
-		.status = 200,
-		.since = INT64_MIN,
-		.c = {
-			.store = env->store,
-			.state_dir = env->state_dir,
-			.actor = req->actor,
-			.now = req->now,
-			.committed = env->committed,
-			.arg = env->arg,
+	    .env = env,
+	    .req = req,
+	    .status = 200,
+	    .since = INT64_MIN,
+	    .c =
+		{
+		    .store = env->store,
+		    .state_dir = env->state_dir,
+		    .actor = req->actor,
+		    .now = req->now,
+		    .committed = env->committed,
+		    .arg = env->arg,
 		},
 	};
 	char path[512];

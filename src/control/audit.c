@@ -176,8 +176,8 @@ static json_t *ca_json(const struct control_ca *c)
 	char fp[65] = "";
 
 	mcert_fingerprint(c->cert, strnlen(c->cert, sizeof(c->cert)), fp);
-	return json_pack("{s:I, s:s, s:I}", "tailnet_id", (json_int_t)c->tailnet_id,
-			 "sha256", fp, "created", (json_int_t)c->created);
+	return json_pack("{s:I, s:s, s:I}", "tailnet_id", (json_int_t)c->tailnet_id, "sha256", fp,
+			 "created", (json_int_t)c->created);
 }
 
 static json_t *mcert_json(const struct control_mcert *m)

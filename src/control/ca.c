@@ -15,7 +15,7 @@
 #include "crypto/crypto.h"
 
 static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -56,7 +56,7 @@ static int key_write(struct admin_op_ctx *c, uint64_t tailnet_id, const char *pe
 	if (fd < 0)
 		return refuse(c, -errno, "cannot write %s: %s", tmp, strerror(errno));
 	r = fchmod(fd, 0600) < 0 || write(fd, pem, len) != (ssize_t)len || fsync(fd) < 0 ? -errno
-											  : 0;
+											 : 0;
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
 	if (r == 0 && rename(tmp, path) < 0)
@@ -133,8 +133,9 @@ int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec
 		memcpy(key, key_pem, key_len);
 	} else {
 		snprintf(cn, sizeof(cn), "Trellis machine CA %s", t.name);
-		r = mcert_ca_make(cn, c->now, validity_sec > 0 ? validity_sec : MCERT_CA_VALIDITY_SEC,
-				  key, MCERT_PEM_MAX, op.ca.cert, sizeof(op.ca.cert));
+		r = mcert_ca_make(cn, c->now,
+				  validity_sec > 0 ? validity_sec : MCERT_CA_VALIDITY_SEC, key,
+				  MCERT_PEM_MAX, op.ca.cert, sizeof(op.ca.cert));
 		if (r < 0) {
 			r = refuse(c, r, "cannot make the CA: %s", strerror(-r));
 			goto out;
@@ -150,8 +151,9 @@ int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec
 	if (r < 0) {
 		if (key_path(c, t.id, path, sizeof(path), false) == 0)
 			unlink(path);
-		r = refuse(c, r, r == -EEXIST ? "tailnet \"%s\" has a CA already"
-					      : "could not store the CA of \"%s\"",
+		r = refuse(c, r,
+			   r == -EEXIST ? "tailnet \"%s\" has a CA already"
+					: "could not store the CA of \"%s\"",
 			   t.name);
 		goto out;
 	}
@@ -172,8 +174,8 @@ int ca_op_get(struct admin_op_ctx *c, const char *tailnet, struct control_ca *re
 		return r;
 	if (store_ca_get(c->store, t.id, ret) < 0)
 		return refuse(c, -ENOENT,
-			      "tailnet \"%s\" has no CA (trellis-control ca init --tailnet %s)", t.name,
-			      t.name);
+			      "tailnet \"%s\" has no CA (trellis-control ca init --tailnet %s)",
+			      t.name, t.name);
 	return 0;
 }
 
@@ -211,8 +213,8 @@ int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, siz
 		r = n;
 		goto out;
 	}
-	r = mcert_sign(key, (size_t)n, ca->cert, strlen(ca->cert), &req, c->now - MCERT_BACKDATE_SEC,
-		       c->now + validity_sec, &info, ret_pem, cap);
+	r = mcert_sign(key, (size_t)n, ca->cert, strlen(ca->cert), &req,
+		       c->now - MCERT_BACKDATE_SEC, c->now + validity_sec, &info, ret_pem, cap);
 	if (r < 0) {
 		r = refuse(c, r, "cannot sign: %s", strerror(-r));
 		goto out;
@@ -362,10 +364,11 @@ int ca_op_require(struct admin_op_ctx *c, const char *tailnet, bool on)
 		r = ca ? store_ca_get(c->store, op.tailnet.id, ca) : -ENOMEM;
 		free(ca);
 		if (r < 0)
-			return refuse(c, -EINVAL,
-				      "tailnet \"%s\" has no CA: trellis-control ca init --tailnet %s "
-				      "first",
-				      op.tailnet.name, op.tailnet.name);
+			return refuse(
+			    c, -EINVAL,
+			    "tailnet \"%s\" has no CA: trellis-control ca init --tailnet %s "
+			    "first",
+			    op.tailnet.name, op.tailnet.name);
 	}
 	op.tailnet.require_machine_cert = on;
 	r = admin_op_commit(c, "tailnet.set", NULL, &op, NULL);
@@ -375,8 +378,7 @@ int ca_op_require(struct admin_op_ctx *c, const char *tailnet, bool on)
 /* ---- registration ---- */
 
 void ca_evidence_make(struct ca_evidence *ret, const struct ctrl_register *msg,
-		      const uint8_t machine_key[NETMAP_KEY_LEN],
-		      const uint8_t hash[MCERT_HASH_LEN])
+		      const uint8_t machine_key[NETMAP_KEY_LEN], const uint8_t hash[MCERT_HASH_LEN])
 {
 	uint8_t sig[MCERT_SIG_LEN + 3];
 	struct mcert_info info;

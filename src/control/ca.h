@@ -38,7 +38,7 @@
 #define CA_KEY_DIR "ca"
 /* The refusal of a node without a certificate where one is required. */
 #define CA_ERR_REQUIRED                                                                            \
-	"this tailnet requires a machine certificate: run `trellis cert request`, have an "       \
+	"this tailnet requires a machine certificate: run `trellis cert request`, have an "        \
 	"admin sign it (trellis-control ca sign), then `trellis cert install`"
 
 /*
@@ -77,7 +77,7 @@ int ca_op_require(struct admin_op_ctx *c, const char *tailnet, bool on);
  * the tailnet's (ca_register_check).
  */
 struct ca_evidence {
-	bool present;            /* the node sent a certificate */
+	bool present;		  /* the node sent a certificate */
 	enum mcert_result result; /* of the checks so far */
 	uint8_t der[MCERT_DER_MAX];
 	size_t len;

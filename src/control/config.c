@@ -20,23 +20,22 @@ static const struct key {
 	enum kind kind;
 	size_t off; /* of the char * or int in struct control_config */
 } keys[] = {
-	{ "state", STRING, offsetof(struct control_config, state_dir) },
-	{ "listen", STRING, offsetof(struct control_config, listen) },
-	{ "tls-cert", STRING, offsetof(struct control_config, tls_cert) },
-	{ "tls-key", STRING, offsetof(struct control_config, tls_key) },
-	{ "metrics-listen", STRING, offsetof(struct control_config, metrics_listen) },
-	{ "no-relay", BOOL, offsetof(struct control_config, no_relay) },
-	{ "stun-port", PORT, offsetof(struct control_config, stun_port) },
-	{ "public-url", STRING, offsetof(struct control_config, public_url) },
-	{ "oidc-issuer", STRING, offsetof(struct control_config, oidc_issuer) },
-	{ "oidc-client-id", STRING, offsetof(struct control_config, oidc_client_id) },
-	{ "oidc-client-secret-file", STRING, offsetof(struct control_config, oidc_secret_file) },
-	{ "oidc-ca-file", STRING, offsetof(struct control_config, oidc_ca_file) },
-	{ "oidc-allowed-domains", STRING, offsetof(struct control_config, oidc_domains) },
-	{ "oidc-allowed-groups", STRING, offsetof(struct control_config, oidc_groups) },
-	{ "oidc-groups-claim", STRING, offsetof(struct control_config, oidc_groups_claim) },
-	{ "oidc-allow-unverified-email", BOOL,
-	  offsetof(struct control_config, oidc_allow_unverified) },
+    {"state", STRING, offsetof(struct control_config, state_dir)},
+    {"listen", STRING, offsetof(struct control_config, listen)},
+    {"tls-cert", STRING, offsetof(struct control_config, tls_cert)},
+    {"tls-key", STRING, offsetof(struct control_config, tls_key)},
+    {"metrics-listen", STRING, offsetof(struct control_config, metrics_listen)},
+    {"no-relay", BOOL, offsetof(struct control_config, no_relay)},
+    {"stun-port", PORT, offsetof(struct control_config, stun_port)},
+    {"public-url", STRING, offsetof(struct control_config, public_url)},
+    {"oidc-issuer", STRING, offsetof(struct control_config, oidc_issuer)},
+    {"oidc-client-id", STRING, offsetof(struct control_config, oidc_client_id)},
+    {"oidc-client-secret-file", STRING, offsetof(struct control_config, oidc_secret_file)},
+    {"oidc-ca-file", STRING, offsetof(struct control_config, oidc_ca_file)},
+    {"oidc-allowed-domains", STRING, offsetof(struct control_config, oidc_domains)},
+    {"oidc-allowed-groups", STRING, offsetof(struct control_config, oidc_groups)},
+    {"oidc-groups-claim", STRING, offsetof(struct control_config, oidc_groups_claim)},
+    {"oidc-allow-unverified-email", BOOL, offsetof(struct control_config, oidc_allow_unverified)},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -126,7 +125,8 @@ static int line_parse(struct control_config *c, bool *seen, const char *s, const
 		    memcmp(keys[i].name, ks, (size_t)(ke - ks)) == 0)
 			k = &keys[i];
 	if (!k)
-		return bad(err, err_len, name, line, "unknown key \"%s\" (state, listen, tls-cert, "
+		return bad(err, err_len, name, line,
+			   "unknown key \"%s\" (state, listen, tls-cert, "
 			   "tls-key, metrics-listen, no-relay, stun-port, public-url, oidc-issuer, "
 			   "oidc-client-id, oidc-client-secret-file, oidc-ca-file, "
 			   "oidc-allowed-domains, oidc-allowed-groups, oidc-groups-claim, "

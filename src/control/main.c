@@ -45,39 +45,40 @@ static int state_lock(const char *dir)
 
 static void serve_usage(void)
 {
-	printf("usage: trellis-control [--state DIR] serve [--config FILE] [--listen ADDR:PORT]\n"
-	       "         [--tls-cert PEM --tls-key PEM] [--no-relay] [--stun-port N]\n"
-	       "         [--metrics-listen ADDR:PORT] [--public-url URL]\n"
-	       "         [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file F\n"
-	       "          [--oidc-ca-file PEM] [--oidc-allowed-domains D,D]\n"
-	       "          [--oidc-allowed-groups G,G [--oidc-groups-claim NAME]] "
-	       "[--oidc-allow-unverified-email]]\n"
-	       "  --config FILE       settings as key = value lines (trellis-control(8)); flags\n"
-	       "                      override them: state, listen, tls-cert, tls-key,\n"
-	       "                      metrics-listen, no-relay, stun-port, public-url, oidc-issuer,\n"
-	       "                      oidc-client-id, oidc-client-secret-file, oidc-ca-file,\n"
-	       "                      oidc-allowed-domains, oidc-allowed-groups,\n"
-	       "                      oidc-groups-claim, oidc-allow-unverified-email\n"
-	       "  --listen ADDR:PORT  HTTP(S) address (%s)\n"
-	       "  --tls-cert, --tls-key  serve HTTPS with this PEM chain and key\n"
-	       "  --no-relay          no embedded relay (GET /relay)\n"
-	       "  --stun-port N       embedded STUN server's UDP port (3478; 0: none)\n"
-	       "  --metrics-listen ADDR:PORT  GET /metrics there (none by default)\n"
-	       "  --public-url URL    this server as browsers reach it (https://HOST[:PORT]);\n"
-	       "                      OIDC sends them back to URL" WEBOIDC_CALLBACK_PATH "\n"
-	       "  --oidc-issuer URL   sign in with this OpenID provider (https, as it names\n"
-	       "                      itself in its discovery document); needs --public-url\n"
-	       "  --oidc-client-id ID, --oidc-client-secret-file F  this server's client at\n"
-	       "                      the provider (the file's first line is the secret)\n"
-	       "  --oidc-ca-file PEM  trust only this CA for the provider (default: system)\n"
-	       "  --oidc-allowed-domains D,D  only addresses in these domains may sign in\n"
-	       "  --oidc-allowed-groups G,G  only members of one of these groups may sign in\n"
-	       "  --oidc-groups-claim NAME  the ID token's claim that lists them (groups)\n"
-	       "  --oidc-allow-unverified-email  accept addresses the provider has not verified\n"
-	       "The admin API listens on STATE/%s (root) and under /admin/v1/ on the\n"
-	       "public port (admin API keys).\n"
-	       "example: trellis-control serve --config /etc/trellis/control.conf\n",
-	       CONTROL_LISTEN_DEFAULT, ADMIN_SOCKET_NAME);
+	printf(
+	    "usage: trellis-control [--state DIR] serve [--config FILE] [--listen ADDR:PORT]\n"
+	    "         [--tls-cert PEM --tls-key PEM] [--no-relay] [--stun-port N]\n"
+	    "         [--metrics-listen ADDR:PORT] [--public-url URL]\n"
+	    "         [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file F\n"
+	    "          [--oidc-ca-file PEM] [--oidc-allowed-domains D,D]\n"
+	    "          [--oidc-allowed-groups G,G [--oidc-groups-claim NAME]] "
+	    "[--oidc-allow-unverified-email]]\n"
+	    "  --config FILE       settings as key = value lines (trellis-control(8)); flags\n"
+	    "                      override them: state, listen, tls-cert, tls-key,\n"
+	    "                      metrics-listen, no-relay, stun-port, public-url, oidc-issuer,\n"
+	    "                      oidc-client-id, oidc-client-secret-file, oidc-ca-file,\n"
+	    "                      oidc-allowed-domains, oidc-allowed-groups,\n"
+	    "                      oidc-groups-claim, oidc-allow-unverified-email\n"
+	    "  --listen ADDR:PORT  HTTP(S) address (%s)\n"
+	    "  --tls-cert, --tls-key  serve HTTPS with this PEM chain and key\n"
+	    "  --no-relay          no embedded relay (GET /relay)\n"
+	    "  --stun-port N       embedded STUN server's UDP port (3478; 0: none)\n"
+	    "  --metrics-listen ADDR:PORT  GET /metrics there (none by default)\n"
+	    "  --public-url URL    this server as browsers reach it (https://HOST[:PORT]);\n"
+	    "                      OIDC sends them back to URL" WEBOIDC_CALLBACK_PATH "\n"
+	    "  --oidc-issuer URL   sign in with this OpenID provider (https, as it names\n"
+	    "                      itself in its discovery document); needs --public-url\n"
+	    "  --oidc-client-id ID, --oidc-client-secret-file F  this server's client at\n"
+	    "                      the provider (the file's first line is the secret)\n"
+	    "  --oidc-ca-file PEM  trust only this CA for the provider (default: system)\n"
+	    "  --oidc-allowed-domains D,D  only addresses in these domains may sign in\n"
+	    "  --oidc-allowed-groups G,G  only members of one of these groups may sign in\n"
+	    "  --oidc-groups-claim NAME  the ID token's claim that lists them (groups)\n"
+	    "  --oidc-allow-unverified-email  accept addresses the provider has not verified\n"
+	    "The admin API listens on STATE/%s (root) and under /admin/v1/ on the\n"
+	    "public port (admin API keys).\n"
+	    "example: trellis-control serve --config /etc/trellis/control.conf\n",
+	    CONTROL_LISTEN_DEFAULT, ADMIN_SOCKET_NAME);
 }
 
 /*
@@ -103,13 +104,16 @@ static int oidc_check(struct oidc_config *o, const char *secret_file, char *secr
 		return -1;
 	}
 	/* The provider sends browsers back here: registered there, so it must be exact. */
-	if (!public_url || (strncmp(public_url, "https://", 8) && strncmp(public_url, "http://", 7)) ||
+	if (!public_url ||
+	    (strncmp(public_url, "https://", 8) && strncmp(public_url, "http://", 7)) ||
 	    snprintf(redirect, redirect_cap, "%.*s" WEBOIDC_CALLBACK_PATH,
 		     (int)(strlen(public_url) - (public_url[strlen(public_url) - 1] == '/')),
 		     public_url) >= (int)redirect_cap) {
-		fprintf(stderr, "trellis-control: serve: OIDC needs --public-url, the server's URL "
-				"as browsers reach it (https://HOST[:PORT]): the provider sends them "
-				"back to URL%s\n", WEBOIDC_CALLBACK_PATH);
+		fprintf(stderr,
+			"trellis-control: serve: OIDC needs --public-url, the server's URL "
+			"as browsers reach it (https://HOST[:PORT]): the provider sends them "
+			"back to URL%s\n",
+			WEBOIDC_CALLBACK_PATH);
 		return -1;
 	}
 	o->redirect_uri = redirect;

@@ -203,7 +203,8 @@ void register_decide(struct registry *r, const struct register_request *req,
 		 * login too: `trellis up --force-reauth`, or a node that lost its key.
 		 */
 		d->rec.approved = false;
-		/* A known node keeps its owner while it waits (an admin's approval brings it back). */
+		/* A known node keeps its owner while it waits (an admin's approval brings it back).
+		 */
 		d->rec.user_id = old ? old->user_id : t->default_user;
 		d->rec.key_expiry = expiry_from(t, req->now);
 	}

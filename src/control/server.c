@@ -107,7 +107,7 @@ struct control_server {
 	struct metrics_counters ctr;
 	struct control_relay *relay; /* the embedded relay and STUN server, /relay/verify */
 	struct flows_collector *flows; /* flow-log batches from the nodes (docs/audit.md) */
-	uint64_t stamped;	     /* the feed position the mapper's version names */
+	uint64_t stamped;	       /* the feed position the mapper's version names */
 	uint64_t stop_begin, stop_end; /* the last run's stop in the feed (STOP_SETTING) */
 	bool stop_marked;	       /* this run's stop_begin is marked: write STOP_SETTING */
 	uint64_t *presumed;	       /* nodes online at the last stop, until presume_t */
@@ -991,7 +991,7 @@ static void on_logout(struct session *ss)
 
 static void flows_ack(struct session *ss, uint64_t seq, const char *result)
 {
-	struct ctrl_msg m = { .type = CTRL_MSG_FLOWS_ACK };
+	struct ctrl_msg m = {.type = CTRL_MSG_FLOWS_ACK};
 
 	m.flows_ack.seq = seq;
 	snprintf(m.flows_ack.result, sizeof(m.flows_ack.result), "%s", result);
@@ -1024,8 +1024,9 @@ static void on_flows(struct session *ss, struct ctrl_flows *m)
 	if (flows_collector_submit(s->flows, n->id, n->tailnet_id,
 				   n->has_audit_key ? n->audit_key : NULL, batch, m->len,
 				   time_wall_s(), flows_done, ss, &seq, &result) < 0) {
-		log_ratelimited(LOG_LEVEL_INFO, "control: node %" PRIu64 ": flow batch %" PRIu64
-				" refused: %s", n->id, seq, result);
+		log_ratelimited(LOG_LEVEL_INFO,
+				"control: node %" PRIu64 ": flow batch %" PRIu64 " refused: %s",
+				n->id, seq, result);
 		flows_ack(ss, seq, result);
 	}
 }
@@ -1086,13 +1087,13 @@ static void on_close(struct session *ss)
 }
 
 static const struct session_ops session_ops = {
-	.on_register = on_register,
-	.on_map_request = on_map_request,
-	.on_endpoints = on_endpoints,
-	.on_logout = on_logout,
-	.on_flows = on_flows,
-	.on_drained = on_drained,
-	.on_close = on_close,
+    .on_register = on_register,
+    .on_map_request = on_map_request,
+    .on_endpoints = on_endpoints,
+    .on_logout = on_logout,
+    .on_flows = on_flows,
+    .on_drained = on_drained,
+    .on_close = on_close,
 };
 
 /* ---- HTTP ---- */
@@ -1166,8 +1167,7 @@ static void get_register(struct httpd_request *r, void *ctx)
 		char rest[64];
 
 		snprintf(arg, sizeof(arg), "reg:%.*s", PENDING_CODE_LEN, req->target + 10);
-		if (!pending_code_parse(arg, code) ||
-		    idlen - PENDING_CODE_LEN - 1 >= sizeof(rest))
+		if (!pending_code_parse(arg, code) || idlen - PENDING_CODE_LEN - 1 >= sizeof(rest))
 			return httpd_error(r, 404, NULL);
 		snprintf(rest, sizeof(rest), "%.*s", (int)(idlen - PENDING_CODE_LEN - 1),
 			 req->target + 11 + PENDING_CODE_LEN);
@@ -1293,8 +1293,8 @@ static void admin_committed(void *arg, const char *actor, const struct store_op 
 	case STORE_OP_MCERT_PUT:
 		/* Read from the store at each registration (ca.h): nothing to apply. */
 		if (op->kind == STORE_OP_CA_PUT)
-			log_info("control: admin %s: machine CA of tailnet %" PRIu64 " created", actor,
-				 op->ca.tailnet_id);
+			log_info("control: admin %s: machine CA of tailnet %" PRIu64 " created",
+				 actor, op->ca.tailnet_id);
 		else
 			log_info("control: admin %s: machine certificate %s %s", actor,
 				 op->mcert.serial, op->mcert.revoked ? "revoked" : "signed");
@@ -1357,12 +1357,12 @@ static void admin_answer(struct control_server *s, struct httpd_request *r, cons
 {
 	const struct http_request *h = r->head;
 	struct admin_api_env env = {
-		.store = s->store,
-		.state_dir = s->state_dir,
-		.committed = admin_committed,
-		.node_online = admin_node_online,
-		.pending_list = admin_pending_list,
-		.arg = s,
+	    .store = s->store,
+	    .state_dir = s->state_dir,
+	    .committed = admin_committed,
+	    .node_online = admin_node_online,
+	    .pending_list = admin_pending_list,
+	    .arg = s,
 	};
 	char method[8], target[1024];
 	struct admin_api_request req = {

@@ -78,16 +78,16 @@ enum store_op_kind {
 	STORE_OP_SETTING_SET,	     /* .setting */
 	/* Audit entries before .audit_prune_before go, the last one the anchor; id: how many. */
 	STORE_OP_AUDIT_PRUNE,
-	STORE_OP_ACCOUNT_PUT,        /* .account: id 0 inserts (id assigned), else replaces */
-	STORE_OP_ACCOUNT_DELETE,     /* .id */
-	STORE_OP_POLICY_SET,         /* .policy; len 0 deletes (no policy: allow all) */
-	STORE_OP_FLOW_BATCH,         /* .flow: an admitted flow-log batch and its records */
+	STORE_OP_ACCOUNT_PUT,	 /* .account: id 0 inserts (id assigned), else replaces */
+	STORE_OP_ACCOUNT_DELETE, /* .id */
+	STORE_OP_POLICY_SET,	 /* .policy; len 0 deletes (no policy: allow all) */
+	STORE_OP_FLOW_BATCH,	 /* .flow: an admitted flow-log batch and its records */
 	/* .node as STORE_OP_NODE_UPDATE, written for its live state (endpoints, last_seen) */
 	STORE_OP_NODE_LIVE,
 	/* .node as STORE_OP_NODE_UPDATE, where nothing its peers see changed (a reconnect) */
 	STORE_OP_NODE_TOUCH,
-	STORE_OP_CA_PUT,             /* .ca: a tailnet's CA (-EEXIST: it has one) */
-	STORE_OP_MCERT_PUT,          /* .mcert: id 0 inserts (id assigned), else revoked/_at */
+	STORE_OP_CA_PUT,    /* .ca: a tailnet's CA (-EEXIST: it has one) */
+	STORE_OP_MCERT_PUT, /* .mcert: id 0 inserts (id assigned), else revoked/_at */
 };
 
 /*
@@ -99,7 +99,7 @@ enum store_op_kind {
 struct store_flow {
 	uint64_t node_id, tailnet_id, seq;
 	int64_t received; /* Unix seconds */
-	unsigned flags;   /* FLOWS_F_* */
+	unsigned flags;	  /* FLOWS_F_* */
 	uint8_t audit_key[32];
 	uint8_t *batch;
 	size_t len;
@@ -185,7 +185,7 @@ enum store_change_kind {
 	STORE_CHANGE_NODE_LIVE,
 	/* A node written as it was (STORE_OP_NODE_TOUCH). */
 	STORE_CHANGE_NODE_TOUCH,
-	STORE_CHANGE_CA,     /* id: the tailnet's; read at each registration, nothing cached */
+	STORE_CHANGE_CA, /* id: the tailnet's; read at each registration, nothing cached */
 	STORE_CHANGE_MCERT,
 };
 

@@ -257,7 +257,7 @@ enum stmt_id {
 };
 
 #define TAILNET_COLS                                                                               \
-	"id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval, require_2fa, "  \
+	"id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval, require_2fa, " \
 	"flow_log_interval_ms, require_machine_cert"
 #define USER_COLS "id, tailnet_id, name, created"
 #define MCERT_COLS                                                                                 \
@@ -272,15 +272,16 @@ enum stmt_id {
 	"expires, created, uses, revoked"
 
 #define FLOW_RECORD_COLS                                                                           \
-	"proto, icmp_type, flags, src, src_port, dst, dst_port, peer_key, tx_packets, tx_bytes, " \
+	"proto, icmp_type, flags, src, src_port, dst, dst_port, peer_key, tx_packets, tx_bytes, "  \
 	"rx_packets, rx_bytes, first_ns, last_ns, denied"
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_FLOW_BATCH_INSERT] = "INSERT INTO flow_batches (node_id, seq, tailnet_id, received, flags,"
 			     " audit_key, batch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [ST_FLOW_RECORD_INSERT] = "INSERT INTO flow_records (batch_id, idx, node_id, tailnet_id, "
-			      FLOW_RECORD_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-			      " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+    [ST_FLOW_RECORD_INSERT] =
+	"INSERT INTO flow_records (batch_id, idx, node_id, tailnet_id, " FLOW_RECORD_COLS
+	") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+	" ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     [ST_FLOW_CHAIN] = "SELECT seq, batch, audit_key FROM flow_batches WHERE node_id = ?1"
 		      " ORDER BY id DESC LIMIT 1",
     [ST_FLOW_BATCHES] = "SELECT node_id, seq, tailnet_id, received, flags, audit_key, batch, id"
@@ -1829,27 +1830,27 @@ static int sq_flow_totals(void *be, uint64_t node_id, uint64_t since_ns,
 }
 
 const struct store_backend store_backend_sqlite = {
-	.name = "sqlite",
-	.open = sq_open,
-	.close = sq_close,
-	.load = sq_load,
-	.apply = sq_apply,
-	.tailnet_get = sq_tailnet_get,
-	.user_get = sq_user_get,
-	.node_get = sq_node_get,
-	.authkey_get = sq_authkey_get,
-	.setting_get = sq_setting_get,
-	.account_get = sq_account_get,
-	.account_list = sq_account_list,
-	.policy_get = sq_policy_get,
-	.ca_get = sq_ca_get,
-	.mcert_get = sq_mcert_get,
-	.mcert_list = sq_mcert_list,
-	.changes = sq_changes,
-	.changes_since = sq_changes_since,
-	.audit_anchor = sq_audit_anchor,
-	.audit_read = sq_audit_read,
-	.flow_chain = sq_flow_chain,
-	.flow_batches = sq_flow_batches,
-	.flow_totals = sq_flow_totals,
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .load = sq_load,
+    .apply = sq_apply,
+    .tailnet_get = sq_tailnet_get,
+    .user_get = sq_user_get,
+    .node_get = sq_node_get,
+    .authkey_get = sq_authkey_get,
+    .setting_get = sq_setting_get,
+    .account_get = sq_account_get,
+    .account_list = sq_account_list,
+    .policy_get = sq_policy_get,
+    .ca_get = sq_ca_get,
+    .mcert_get = sq_mcert_get,
+    .mcert_list = sq_mcert_list,
+    .changes = sq_changes,
+    .changes_since = sq_changes_since,
+    .audit_anchor = sq_audit_anchor,
+    .audit_read = sq_audit_read,
+    .flow_chain = sq_flow_chain,
+    .flow_batches = sq_flow_batches,
+    .flow_totals = sq_flow_totals,
 };

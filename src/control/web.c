@@ -205,9 +205,8 @@ static void reply_full(struct web *w, struct httpd_request *r, unsigned status,
 			      "Set-Cookie: " COOKIE
 			      "=%s; Path=/register/; HttpOnly; SameSite=Lax%s\r\n",
 			      set_cookie->id, w->env.tls ? "; Secure" : "");
-	if (location &&
-	    snprintf(hdr + n, sizeof(hdr) - (size_t)n, "Location: %s\r\n", location) >=
-		(int)(sizeof(hdr) - (size_t)n))
+	if (location && snprintf(hdr + n, sizeof(hdr) - (size_t)n, "Location: %s\r\n", location) >=
+			    (int)(sizeof(hdr) - (size_t)n))
 		return httpd_error(r, 500, "redirect too long");
 	if (p->full)
 		return httpd_error(r, 500, "login page too large");

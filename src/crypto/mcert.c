@@ -178,7 +178,8 @@ static void cn_of(const X509_NAME *name, char ret[MCERT_SUBJECT_MAX])
 		return;
 	s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
 	if (s)
-		cn_clean((const char *)ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s), ret);
+		cn_clean((const char *)ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s),
+			 ret);
 }
 
 static X509_NAME *name_make(const char *cn)
@@ -336,9 +337,9 @@ static EVP_PKEY *key_read(const char *pem, size_t len)
 static int validity_set(X509 *x, int64_t not_before, int64_t not_after)
 {
 	return ASN1_TIME_set(X509_getm_notBefore(x), (time_t)not_before) &&
-			       ASN1_TIME_set(X509_getm_notAfter(x), (time_t)not_after)
-		       ? 0
-		       : -EIO;
+		       ASN1_TIME_set(X509_getm_notAfter(x), (time_t)not_after)
+		   ? 0
+		   : -EIO;
 }
 
 static int serial_random(X509 *x)
@@ -357,8 +358,8 @@ static int serial_random(X509 *x)
 	return r;
 }
 
-int mcert_ca_make(const char *cn, int64_t now, int64_t validity_sec, char *key_pem,
-		  size_t key_cap, char *cert_pem, size_t cert_cap)
+int mcert_ca_make(const char *cn, int64_t now, int64_t validity_sec, char *key_pem, size_t key_cap,
+		  char *cert_pem, size_t cert_cap)
 {
 	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 	X509 *x = X509_new();
@@ -451,7 +452,8 @@ int mcert_sign(const char *ca_key_pem, size_t ca_key_len, const char *ca_cert_pe
 {
 	EVP_PKEY *cakey = key_read(ca_key_pem, ca_key_len);
 	X509 *ca = cert_read(ca_cert_pem, ca_cert_len), *x = X509_new();
-	EVP_PKEY *pub = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, req->pub, MCERT_KEY_LEN);
+	EVP_PKEY *pub =
+	    EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, req->pub, MCERT_KEY_LEN);
 	X509_NAME *name = NULL;
 	char cn[MCERT_SUBJECT_MAX], uri[128];
 	X509V3_CTX ctx;

@@ -22,13 +22,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MCERT_KEY_LEN 32        /* Ed25519 certificate keys, X25519 machine keys */
+#define MCERT_KEY_LEN 32 /* Ed25519 certificate keys, X25519 machine keys */
 #define MCERT_SIG_LEN 64
-#define MCERT_HASH_LEN 32       /* the control session's handshake hash */
-#define MCERT_DER_MAX 2048      /* a node's certificate; ours are about 400 bytes */
-#define MCERT_PEM_MAX 4096      /* a certificate, CSR or CA key as PEM */
-#define MCERT_SERIAL_MAX 41     /* hex of at most 20 bytes (RFC 5280 4.1.2.2), NUL */
-#define MCERT_SUBJECT_MAX 64    /* the common name we keep */
+#define MCERT_HASH_LEN 32    /* the control session's handshake hash */
+#define MCERT_DER_MAX 2048   /* a node's certificate; ours are about 400 bytes */
+#define MCERT_PEM_MAX 4096   /* a certificate, CSR or CA key as PEM */
+#define MCERT_SERIAL_MAX 41  /* hex of at most 20 bytes (RFC 5280 4.1.2.2), NUL */
+#define MCERT_SUBJECT_MAX 64 /* the common name we keep */
 #define MCERT_URI_PREFIX "urn:trellis:machine:"
 /* Validity of a new CA, and of a certificate signed without one named. */
 #define MCERT_CA_VALIDITY_SEC (10LL * 365 * 86400)
@@ -39,26 +39,26 @@
 enum mcert_result {
 	MCERT_OK = 0,
 	MCERT_MALFORMED,     /* not DER/PEM, too large, not v3, extensions we do not accept */
-	MCERT_KEY_TYPE,      /* a certificate or CSR key other than Ed25519 */
+	MCERT_KEY_TYPE,	     /* a certificate or CSR key other than Ed25519 */
 	MCERT_NO_MACHINE,    /* no (or more than one) urn:trellis:machine: URI */
 	MCERT_BAD_SIGNATURE, /* a CSR whose self-signature does not verify */
-	MCERT_WRONG_CA,      /* not issued by this CA, or its signature does not verify */
-	MCERT_IS_CA,         /* a CA certificate where a machine's is wanted */
+	MCERT_WRONG_CA,	     /* not issued by this CA, or its signature does not verify */
+	MCERT_IS_CA,	     /* a CA certificate where a machine's is wanted */
 	MCERT_NOT_YET_VALID,
 	MCERT_EXPIRED,
 	MCERT_WRONG_MACHINE, /* issued for another machine key */
 	MCERT_WRONG_KEY,     /* the proof is not by the certificate's key */
-	MCERT_REVOKED,       /* (the store's revocation list; not decided here) */
+	MCERT_REVOKED,	     /* (the store's revocation list; not decided here) */
 };
 
 const char *mcert_result_str(enum mcert_result r);
 
 struct mcert_info {
-	char serial[MCERT_SERIAL_MAX];        /* lower-case hex, no leading zeros */
-	char subject[MCERT_SUBJECT_MAX];      /* the CN, "" if none */
-	uint8_t pub[MCERT_KEY_LEN];           /* the certificate's (or CSR's) Ed25519 key */
-	uint8_t machine_key[MCERT_KEY_LEN];   /* from the URI */
-	int64_t not_before, not_after;        /* Unix seconds (certificates only) */
+	char serial[MCERT_SERIAL_MAX];	    /* lower-case hex, no leading zeros */
+	char subject[MCERT_SUBJECT_MAX];    /* the CN, "" if none */
+	uint8_t pub[MCERT_KEY_LEN];	    /* the certificate's (or CSR's) Ed25519 key */
+	uint8_t machine_key[MCERT_KEY_LEN]; /* from the URI */
+	int64_t not_before, not_after;	    /* Unix seconds (certificates only) */
 };
 
 /*
@@ -77,8 +77,8 @@ enum mcert_result mcert_csr_parse(const char *pem, size_t len, struct mcert_info
  * certificate (PEM into cert_pem) with CN cn, valid from now - MCERT_BACKDATE_SEC
  * for validity_sec. 0 or -errno (-ENOSPC: a buffer too small).
  */
-int mcert_ca_make(const char *cn, int64_t now, int64_t validity_sec, char *key_pem,
-		  size_t key_cap, char *cert_pem, size_t cert_cap);
+int mcert_ca_make(const char *cn, int64_t now, int64_t validity_sec, char *key_pem, size_t key_cap,
+		  char *cert_pem, size_t cert_cap);
 
 /*
  * An existing CA to import: the certificate must be a CA (basicConstraints

@@ -137,7 +137,7 @@ struct control_client {
 	uint32_t home_region; /* the relay region to report (control_client_home_region_set) */
 	bool home_req;	      /* it changed since it was last sent */
 	bool endpoints_req;   /* control_client_endpoints_changed */
-	bool flows_req;       /* control_client_flows_kick */
+	bool flows_req;	      /* control_client_flows_kick */
 	bool has_disco_key;
 	uint8_t disco_key[NETMAP_KEY_LEN];
 	/* control_client_extra_endpoints_set, under lock. */
@@ -915,7 +915,8 @@ static int session_run(struct control_client *cc, struct session *s)
 		pthread_mutex_lock(&cc->lock);
 		cc->flows_req = false;
 		pthread_mutex_unlock(&cc->lock);
-		if (cc->have_netmap && cc->flows_buf && !cc->flows_inflight && now >= cc->flows_at) {
+		if (cc->have_netmap && cc->flows_buf && !cc->flows_inflight &&
+		    now >= cc->flows_at) {
 			r = flows_send(cc, s);
 			if (r < 0)
 				return r;

@@ -157,7 +157,8 @@ int control_client_resync(struct control_client *cc, uint64_t netmaps, int err);
  */
 void control_client_home_region_set(struct control_client *cc, uint32_t region);
 
-/* A flow-log batch is waiting (flows_next has one): sent at once if none is in flight. Any thread. */
+/* A flow-log batch is waiting (flows_next has one): sent at once if none is in flight. Any thread.
+ */
 void control_client_flows_kick(struct control_client *cc);
 
 /* What endpoints_extra returns changed: the endpoints are checked (and sent) at once. Any thread. */

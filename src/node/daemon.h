@@ -24,7 +24,7 @@ struct daemon_opts {
 	uint16_t port;           /* WireGuard UDP port */
 	unsigned mtu;
 	int workers; /* as wgdev_opts */
-	bool no_offload; /* as wgdev_opts */
+	bool no_offload;	    /* as wgdev_opts */
 	const char *metrics_listen; /* "ADDR:PORT" for GET /metrics; NULL: none */
 	unsigned portmap;	     /* port mapping protocols (PORTMAP_* bits); 0: none */
 	uint32_t portmap_lifetime_s; /* 0: the default */

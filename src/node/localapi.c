@@ -304,7 +304,7 @@ static json_t *cmd_cert(struct conn *c, const char *cmd, json_t *req)
 	if (!json_is_string(pem))
 		return localapi_reply_error("cert_install: \"cert\" must be a string (PEM)");
 	r = be->cert_install ? be->cert_install(be->ctx, json_string_value(pem),
-						 json_string_length(pem), err, sizeof(err))
+						json_string_length(pem), err, sizeof(err))
 			     : -ENOTSUP;
 	if (r < 0)
 		return localapi_reply_error(err[0] ? err : strerror(-r));

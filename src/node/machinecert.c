@@ -57,8 +57,8 @@ static int key_load(const char *dir, uint8_t ret[MCERT_KEY_LEN])
 	return n;
 }
 
-int machinecert_request(const char *dir, const uint8_t machine_priv[32], const char *cn,
-			char *ret, size_t cap, char *err, size_t err_len)
+int machinecert_request(const char *dir, const uint8_t machine_priv[32], const char *cn, char *ret,
+			size_t cap, char *err, size_t err_len)
 {
 	uint8_t key[MCERT_KEY_LEN], machine_pub[32];
 	char text[BASE64_ENCODED_LEN(MCERT_KEY_LEN) + 2];
@@ -97,8 +97,10 @@ int machinecert_install(const char *dir, const uint8_t machine_priv[32], const c
 	int n, r = key_load(dir, key);
 
 	if (r < 0) {
-		snprintf(err, err_len, "no certificate key here (%s): run `trellis cert request` "
-				       "first", r == -ENOENT ? "none" : strerror(-r));
+		snprintf(err, err_len,
+			 "no certificate key here (%s): run `trellis cert request` "
+			 "first",
+			 r == -ENOENT ? "none" : strerror(-r));
 		return r;
 	}
 	r = ed25519_public_from_private(pub, key);
@@ -147,7 +149,8 @@ void machinecert_attach(const char *dir, const uint8_t hash[32], struct ctrl_reg
 		n = mcert_pem_to_der(pem, (size_t)n, der, sizeof(der));
 	if (n > 0 && key_load(dir, key) == 0) {
 		if (mcert_proof_sign(key, hash, reg->node_key, sig) == 0 &&
-		    base64_encode(reg->machine_cert, sizeof(reg->machine_cert), der, (size_t)n) >= 0)
+		    base64_encode(reg->machine_cert, sizeof(reg->machine_cert), der, (size_t)n) >=
+			0)
 			base64_encode(reg->machine_cert_proof, sizeof(reg->machine_cert_proof), sig,
 				      sizeof(sig));
 		crypto_wipe(key, sizeof(key));

@@ -30,8 +30,8 @@
  * key) named cn, making the certificate key if there is none. Its length, or -errno
  * with a message in err.
  */
-int machinecert_request(const char *dir, const uint8_t machine_priv[32], const char *cn,
-			char *ret, size_t cap, char *err, size_t err_len);
+int machinecert_request(const char *dir, const uint8_t machine_priv[32], const char *cn, char *ret,
+			size_t cap, char *err, size_t err_len);
 /*
  * Checks and installs a signed certificate (PEM): it must be for this machine and
  * the certificate key, and not expired at now (Unix seconds). 0 or -errno, err set.

@@ -265,7 +265,8 @@ void nodefilter_status_peers(struct nodefilter *nf, const struct netmap *nm, jso
 	size_t i;
 
 	/* localapi_status_build lists the peers in the netmap's order. */
-	json_array_foreach(peers, i, p) {
+	json_array_foreach(peers, i, p)
+	{
 		const struct netmap_node *n = i < nm->n_peers ? &nm->peers[i] : NULL;
 		json_int_t id = json_integer_value(json_object_get(p, "id"));
 

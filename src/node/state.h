@@ -57,8 +57,8 @@ void state_free(struct state *st);
 const char *state_dir(const struct state *st);
 const uint8_t *state_machine_key(const struct state *st); /* private, 32 bytes */
 const uint8_t *state_node_key(const struct state *st);    /* private, 32 bytes */
-const uint8_t *state_audit_key(const struct state *st);   /* Ed25519 private, 32 bytes */
-const uint8_t *state_audit_pub(const struct state *st);   /* its public half */
+const uint8_t *state_audit_key(const struct state *st);	  /* Ed25519 private, 32 bytes */
+const uint8_t *state_audit_pub(const struct state *st);	  /* its public half */
 
 /*
  * Key rotation: _begin makes the pending key (or keeps the one already pending,

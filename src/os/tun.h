@@ -57,8 +57,7 @@ void tun_rx_free(struct tun_rx *rx);
  * packets discarded (truncated/empty); at most 64 are discarded per call, so a
  * return of 0 with *ret_dropped > 0 means "call again".
  */
-int tun_read_batch(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned n,
-		   unsigned *ret_dropped);
+int tun_read_batch(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned n, unsigned *ret_dropped);
 /*
  * Writes each packet; returns how many were written or -errno when none were.
  * vnet: the device has headers; gro (with vnet, TSO on): consecutive TCP segments of a flow

@@ -76,13 +76,13 @@ struct udp_stale {
  * sendmmsg each packet to pkt->ep on the socket of its family, in as few syscalls as
  * possible, from pkt->ep.src if set. With GSO, a run of consecutive packets to the same
  * endpoint from the same source, of one size (the last may be shorter), is one message
- * the kernel cuts (UDP_SEGMENT, at most UDP_GSO_MAX packets and 64 KiB). A source the kernel refuses (the address was removed
- * from the host) is left out and the packet sent from the kernel's choice, told in
- * *ret_stale (may be NULL). Returns how many were handed to the kernel (the rest failed and are
- * counted as sent-errors by the caller), or -errno if none were.
- * Never blocks: when a socket buffer is full (EAGAIN/ENOBUFS) the rest of that run of
- * packets is dropped, as a full router queue would; a packet the kernel refuses
- * (no route, bad address, firewall) is skipped and the others are still sent.
+ * the kernel cuts (UDP_SEGMENT, at most UDP_GSO_MAX packets and 64 KiB). A source the kernel
+ * refuses (the address was removed from the host) is left out and the packet sent from the kernel's
+ * choice, told in *ret_stale (may be NULL). Returns how many were handed to the kernel (the rest
+ * failed and are counted as sent-errors by the caller), or -errno if none were. Never blocks: when
+ * a socket buffer is full (EAGAIN/ENOBUFS) the rest of that run of packets is dropped, as a full
+ * router queue would; a packet the kernel refuses (no route, bad address, firewall) is skipped and
+ * the others are still sent.
  */
 int udp_send_batch(struct udp_socks *s, struct pkt **pkts, unsigned n, struct udp_stale *ret_stale);
 

@@ -44,19 +44,19 @@
 #define DECODE_BUDGET (256ULL << 20)
 
 static const char *const type_names[] = {
-	[CTRL_MSG_UNKNOWN] = "unknown",
-	[CTRL_MSG_REGISTER] = "register",
-	[CTRL_MSG_REGISTER_RESPONSE] = "register_response",
-	[CTRL_MSG_MAP_REQUEST] = "map_request",
-	[CTRL_MSG_NETMAP] = "netmap",
-	[CTRL_MSG_DELTA] = "delta",
-	[CTRL_MSG_ENDPOINTS] = "endpoints",
-	[CTRL_MSG_LOGOUT] = "logout",
-	[CTRL_MSG_LOGOUT_RESPONSE] = "logout_response",
-	[CTRL_MSG_KEEPALIVE] = "keepalive",
-	[CTRL_MSG_ERROR] = "error",
-	[CTRL_MSG_FLOWS] = "flows",
-	[CTRL_MSG_FLOWS_ACK] = "flows_ack",
+    [CTRL_MSG_UNKNOWN] = "unknown",
+    [CTRL_MSG_REGISTER] = "register",
+    [CTRL_MSG_REGISTER_RESPONSE] = "register_response",
+    [CTRL_MSG_MAP_REQUEST] = "map_request",
+    [CTRL_MSG_NETMAP] = "netmap",
+    [CTRL_MSG_DELTA] = "delta",
+    [CTRL_MSG_ENDPOINTS] = "endpoints",
+    [CTRL_MSG_LOGOUT] = "logout",
+    [CTRL_MSG_LOGOUT_RESPONSE] = "logout_response",
+    [CTRL_MSG_KEEPALIVE] = "keepalive",
+    [CTRL_MSG_ERROR] = "error",
+    [CTRL_MSG_FLOWS] = "flows",
+    [CTRL_MSG_FLOWS_ACK] = "flows_ack",
 };
 
 static const char *const status_names[] = {
@@ -1712,8 +1712,8 @@ int ctrl_msg_decode(const char *json, size_t len, struct ctrl_msg *ret)
 		break;
 	case CTRL_MSG_FLOWS_ACK:
 		r = req(get_uint(root, "seq", &m.flows_ack.seq)) ||
-				    req(get_text(root, "result", m.flows_ack.result,
-						 sizeof(m.flows_ack.result)))
+			    req(get_text(root, "result", m.flows_ack.result,
+					 sizeof(m.flows_ack.result)))
 			? -EBADMSG
 			: 0;
 		break;

@@ -146,9 +146,9 @@ static void test_ca_lifecycle(void **state)
 
 	/* A CSR that is none. */
 	snprintf(csr_bad, sizeof(csr_bad), "-----BEGIN CERTIFICATE REQUEST-----\n");
-	assert_int_equal(ca_op_sign(&c, NULL, csr_bad, strlen(csr_bad), 0, a.cert, sizeof(a.cert),
-				    NULL),
-			 -EINVAL);
+	assert_int_equal(
+	    ca_op_sign(&c, NULL, csr_bad, strlen(csr_bad), 0, a.cert, sizeof(a.cert), NULL),
+	    -EINVAL);
 	assert_non_null(strstr(c.err, "CSR refused"));
 
 	node_make(&a, NULL);
@@ -282,8 +282,8 @@ static void test_ca_import(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_ca_lifecycle, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ca_import, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ca_lifecycle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ca_import, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -85,9 +85,10 @@ static void test_every_key(void **state)
 	control_config_free(&c);
 }
 
-#define OIDC_KEYS                                                                          \
-	", public-url, oidc-issuer, oidc-client-id, oidc-client-secret-file, oidc-ca-file, "               \
-	"oidc-allowed-domains, oidc-allowed-groups, oidc-groups-claim, oidc-allow-unverified-email"
+#define OIDC_KEYS                                                                                  \
+	", public-url, oidc-issuer, oidc-client-id, oidc-client-secret-file, oidc-ca-file, "       \
+	"oidc-allowed-domains, oidc-allowed-groups, oidc-groups-claim, "                           \
+	"oidc-allow-unverified-email"
 
 static void refused(const char *text, const char *want)
 {

@@ -693,9 +693,12 @@ static void decide_hooked(const struct machine *x, const char *key, const uint8_
 			  uint64_t stream_id, struct register_decision *d)
 {
 	struct ctrl_register msg;
-	struct register_request req = { .msg = &msg, .machine_key = x->mk,
-					.stream_node_id = stream_id, .default_tailnet_id = TN_MAIN,
-					.now = T0, .mcert_check = hook };
+	struct register_request req = {.msg = &msg,
+				       .machine_key = x->mk,
+				       .stream_node_id = stream_id,
+				       .default_tailnet_id = TN_MAIN,
+				       .now = T0,
+				       .mcert_check = hook};
 
 	memset(&msg, 0, sizeof(msg));
 	memcpy(msg.node_key, x->nk, 32);

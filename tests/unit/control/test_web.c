@@ -92,7 +92,8 @@ static void test_methods(void **state)
 
 	(void)state;
 	memset(&w, 0, sizeof(w));
-	assert_int_equal(web_method_add(&w, "Sign in with Example SSO", "oidc", method_fn, NULL), 0);
+	assert_int_equal(web_method_add(&w, "Sign in with Example SSO", "oidc", method_fn, NULL),
+			 0);
 	assert_int_equal(web_method_add(&w, "x", "../admin", method_fn, NULL), -EINVAL);
 	assert_int_equal(web_method_add(&w, "x", "a\"b", method_fn, NULL), -EINVAL);
 	assert_int_equal(web_method_add(&w, "x", "", method_fn, NULL), -EINVAL);

@@ -167,9 +167,9 @@ static void test_verify(void **state)
 				      (size_t)f->der_len, NOW, &info),
 			 MCERT_WRONG_CA);
 	/* Past the CA's own end. */
-	assert_int_equal(mcert_verify(ca, cl, f->der, (size_t)f->der_len,
-				      NOW + MCERT_CA_VALIDITY_SEC, &info),
-			 MCERT_EXPIRED);
+	assert_int_equal(
+	    mcert_verify(ca, cl, f->der, (size_t)f->der_len, NOW + MCERT_CA_VALIDITY_SEC, &info),
+	    MCERT_EXPIRED);
 }
 
 static void test_verify_bad_der(void **state)
@@ -232,7 +232,7 @@ static void test_proof(void **state)
 static void test_sign_cleans_subject(void **state)
 {
 	struct fix *f = *state;
-	struct mcert_info req = { 0 }, info, got;
+	struct mcert_info req = {0}, info, got;
 	char pem[MCERT_PEM_MAX];
 	uint8_t der[MCERT_DER_MAX];
 	int n;
@@ -306,13 +306,12 @@ static void test_ca_import(void **state)
 			 MCERT_WRONG_CA);
 
 	/* Another CA's key; a machine certificate as a CA; not valid now. */
-	assert_int_equal(mcert_ca_check(cert, strlen(cert), f->ca.key, strlen(f->ca.key), NOW,
-					&why),
-			 -EINVAL);
+	assert_int_equal(
+	    mcert_ca_check(cert, strlen(cert), f->ca.key, strlen(f->ca.key), NOW, &why), -EINVAL);
 	assert_non_null(strstr(why, "does not belong"));
-	assert_int_equal(mcert_ca_check(f->cert, strlen(f->cert), f->ca.key, strlen(f->ca.key),
-					NOW, &why),
-			 -EINVAL);
+	assert_int_equal(
+	    mcert_ca_check(f->cert, strlen(f->cert), f->ca.key, strlen(f->ca.key), NOW, &why),
+	    -EINVAL);
 	assert_non_null(strstr(why, "not a CA"));
 	assert_int_equal(mcert_ca_check(cert, strlen(cert), key, strlen(key), NOW + 2000000, &why),
 			 -EINVAL);
@@ -328,14 +327,14 @@ static void test_ca_import(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_csr_round_trip),
-		cmocka_unit_test(test_csr_forged_signature),
-		cmocka_unit_test(test_csr_key_type_and_machine),
-		cmocka_unit_test(test_verify),
-		cmocka_unit_test(test_verify_bad_der),
-		cmocka_unit_test(test_proof),
-		cmocka_unit_test(test_sign_cleans_subject),
-		cmocka_unit_test(test_ca_import),
+	    cmocka_unit_test(test_csr_round_trip),
+	    cmocka_unit_test(test_csr_forged_signature),
+	    cmocka_unit_test(test_csr_key_type_and_machine),
+	    cmocka_unit_test(test_verify),
+	    cmocka_unit_test(test_verify_bad_der),
+	    cmocka_unit_test(test_proof),
+	    cmocka_unit_test(test_sign_cleans_subject),
+	    cmocka_unit_test(test_ca_import),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

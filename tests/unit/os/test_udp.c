@@ -206,8 +206,8 @@ static ssize_t recv_gro(int fd, uint8_t *buf, size_t cap, int *ret_seg)
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = {.iov_base = buf, .iov_len = cap};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl,
-			    .msg_controllen = sizeof(ctl)};
+	struct msghdr mh = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof(ctl)};
 	struct pollfd pfd = {.fd = fd, .events = POLLIN};
 	struct cmsghdr *c;
 	ssize_t r;
@@ -570,16 +570,16 @@ static void test_stale_source(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup(test_open_port0, netns_enter),
-		cmocka_unit_test_setup(test_open_fixed_port, netns_enter),
-		cmocka_unit_test_setup(test_fwmark, netns_enter),
-		cmocka_unit_test_setup(test_batch_loopback, netns_enter),
-		cmocka_unit_test_setup(test_gso, netns_enter),
-		cmocka_unit_test_setup(test_truncated_dropped, netns_enter),
-		cmocka_unit_test_setup(test_send_errors, netns_enter),
-		cmocka_unit_test(test_src_encode_decode),
-		cmocka_unit_test_setup(test_sticky_source, netns_enter),
-		cmocka_unit_test_setup(test_stale_source, netns_enter),
+	    cmocka_unit_test_setup(test_open_port0, netns_enter),
+	    cmocka_unit_test_setup(test_open_fixed_port, netns_enter),
+	    cmocka_unit_test_setup(test_fwmark, netns_enter),
+	    cmocka_unit_test_setup(test_batch_loopback, netns_enter),
+	    cmocka_unit_test_setup(test_gso, netns_enter),
+	    cmocka_unit_test_setup(test_truncated_dropped, netns_enter),
+	    cmocka_unit_test_setup(test_send_errors, netns_enter),
+	    cmocka_unit_test(test_src_encode_decode),
+	    cmocka_unit_test_setup(test_sticky_source, netns_enter),
+	    cmocka_unit_test_setup(test_stale_source, netns_enter),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -149,7 +149,7 @@ static void test_roundtrip_small(void **state)
 		assert_memory_equal(b.flows.batch, batch, sizeof(batch));
 		ctrl_msg_clear(&b);
 		m.flows.len = 0; /* none is not a batch */
-		assert_int_equal(ctrl_msg_encode(&m, &(char *){ NULL }, &(size_t){ 0 }), -EINVAL);
+		assert_int_equal(ctrl_msg_encode(&m, &(char *){NULL}, &(size_t){0}), -EINVAL);
 		memset(&m, 0, sizeof(m));
 		m.type = CTRL_MSG_FLOWS_ACK;
 		m.flows_ack.seq = 42;
