@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,18 +12,6 @@
 
 #include "base/base64.h"
 #include "crypto/crypto.h"
-
-static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int refuse(struct admin_op_ctx *c, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(c->err, sizeof(c->err), fmt, ap);
-	va_end(ap);
-	return err;
-}
 
 /* ---- the CA's key file ---- */
 
@@ -48,13 +35,13 @@ static int key_write(struct admin_op_ctx *c, uint64_t tailnet_id, const char *pe
 	if (r == 0)
 		r = key_path(c, tailnet_id, path, sizeof(path), false);
 	if (r < 0)
-		return refuse(c, r, "state directory path too long");
+		return admin_op_refuse(c, r, "state directory path too long");
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return refuse(c, -errno, "cannot create %s: %s", dir, strerror(errno));
+		return admin_op_refuse(c, -errno, "cannot create %s: %s", dir, strerror(errno));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return refuse(c, -errno, "cannot write %s: %s", tmp, strerror(errno));
+		return admin_op_refuse(c, -errno, "cannot write %s: %s", tmp, strerror(errno));
 	r = fchmod(fd, 0600) < 0 || write(fd, pem, len) != (ssize_t)len || fsync(fd) < 0 ? -errno
 											 : 0;
 	if (close(fd) < 0 && r == 0)
@@ -63,7 +50,7 @@ static int key_write(struct admin_op_ctx *c, uint64_t tailnet_id, const char *pe
 		r = -errno;
 	if (r < 0) {
 		unlink(tmp);
-		return refuse(c, r, "cannot write %s: %s", path, strerror(-r));
+		return admin_op_refuse(c, r, "cannot write %s: %s", path, strerror(-r));
 	}
 	return 0;
 }
@@ -75,14 +62,14 @@ static int key_read(struct admin_op_ctx *c, uint64_t tailnet_id, char *buf, size
 	int fd, r = key_path(c, tailnet_id, path, sizeof(path), false);
 
 	if (r < 0)
-		return refuse(c, r, "state directory path too long");
+		return admin_op_refuse(c, r, "state directory path too long");
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return refuse(c, -EIO, "cannot read the CA's key %s: %s", path, strerror(errno));
+		return admin_op_refuse(c, -EIO, "cannot read the CA's key %s: %s", path, strerror(errno));
 	n = read(fd, buf, cap - 1);
 	close(fd);
 	if (n <= 0 || (size_t)n >= cap - 1)
-		return refuse(c, -EIO, "cannot read the CA's key %s: %s", path,
+		return admin_op_refuse(c, -EIO, "cannot read the CA's key %s: %s", path,
 			      n < 0 ? strerror(errno) : "empty or too large");
 	buf[n] = '\0';
 	return (int)n;
@@ -108,25 +95,25 @@ int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec
 	int r;
 
 	if (!c->state_dir)
-		return refuse(c, -EINVAL, "no state directory to keep the CA's key in");
+		return admin_op_refuse(c, -EINVAL, "no state directory to keep the CA's key in");
 	r = tailnet_get(c, tailnet, &t);
 	if (r < 0)
 		return r;
 	if (store_ca_get(c->store, t.id, &op.ca) == 0)
-		return refuse(c, -EEXIST, "tailnet \"%s\" has a CA already", t.name);
+		return admin_op_refuse(c, -EEXIST, "tailnet \"%s\" has a CA already", t.name);
 	if (!cert_pem != !key_pem)
-		return refuse(c, -EINVAL, "an imported CA needs its certificate and its key");
+		return admin_op_refuse(c, -EINVAL, "an imported CA needs its certificate and its key");
 	key = calloc(1, MCERT_PEM_MAX);
 	if (!key)
-		return refuse(c, -ENOMEM, "out of memory");
+		return admin_op_refuse(c, -ENOMEM, "out of memory");
 	if (cert_pem) {
 		r = mcert_ca_check(cert_pem, cert_len, key_pem, key_len, c->now, &why);
 		if (r < 0) {
-			r = refuse(c, r, "cannot import the CA: %s", why);
+			r = admin_op_refuse(c, r, "cannot import the CA: %s", why);
 			goto out;
 		}
 		if (cert_len >= sizeof(op.ca.cert) || key_len >= MCERT_PEM_MAX) {
-			r = refuse(c, -EINVAL, "cannot import the CA: too large");
+			r = admin_op_refuse(c, -EINVAL, "cannot import the CA: too large");
 			goto out;
 		}
 		memcpy(op.ca.cert, cert_pem, cert_len);
@@ -137,7 +124,7 @@ int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec
 				  validity_sec > 0 ? validity_sec : MCERT_CA_VALIDITY_SEC, key,
 				  MCERT_PEM_MAX, op.ca.cert, sizeof(op.ca.cert));
 		if (r < 0) {
-			r = refuse(c, r, "cannot make the CA: %s", strerror(-r));
+			r = admin_op_refuse(c, r, "cannot make the CA: %s", strerror(-r));
 			goto out;
 		}
 	}
@@ -151,7 +138,7 @@ int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec
 	if (r < 0) {
 		if (key_path(c, t.id, path, sizeof(path), false) == 0)
 			unlink(path);
-		r = refuse(c, r,
+		r = admin_op_refuse(c, r,
 			   r == -EEXIST ? "tailnet \"%s\" has a CA already"
 					: "could not store the CA of \"%s\"",
 			   t.name);
@@ -173,7 +160,7 @@ int ca_op_get(struct admin_op_ctx *c, const char *tailnet, struct control_ca *re
 	if (r < 0)
 		return r;
 	if (store_ca_get(c->store, t.id, ret) < 0)
-		return refuse(c, -ENOENT,
+		return admin_op_refuse(c, -ENOENT,
 			      "tailnet \"%s\" has no CA (trellis-control ca init --tailnet %s)",
 			      t.name, t.name);
 	return 0;
@@ -191,11 +178,11 @@ int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, siz
 	int r, n;
 
 	if (!ca || !key) {
-		r = refuse(c, -ENOMEM, "out of memory");
+		r = admin_op_refuse(c, -ENOMEM, "out of memory");
 		goto out;
 	}
 	if (!c->state_dir) {
-		r = refuse(c, -EINVAL, "no state directory: the CA's key is not here");
+		r = admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
 		goto out;
 	}
 	r = ca_op_get(c, tailnet, ca);
@@ -203,7 +190,7 @@ int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, siz
 		goto out;
 	res = mcert_csr_parse(csr, csr_len, &req);
 	if (res != MCERT_OK) {
-		r = refuse(c, -EINVAL, "CSR refused: %s", mcert_result_str(res));
+		r = admin_op_refuse(c, -EINVAL, "CSR refused: %s", mcert_result_str(res));
 		goto out;
 	}
 	if (validity_sec <= 0)
@@ -216,7 +203,7 @@ int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, siz
 	r = mcert_sign(key, (size_t)n, ca->cert, strlen(ca->cert), &req,
 		       c->now - MCERT_BACKDATE_SEC, c->now + validity_sec, &info, ret_pem, cap);
 	if (r < 0) {
-		r = refuse(c, r, "cannot sign: %s", strerror(-r));
+		r = admin_op_refuse(c, r, "cannot sign: %s", strerror(-r));
 		goto out;
 	}
 	m->tailnet_id = ca->tailnet_id;
@@ -228,7 +215,7 @@ int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, siz
 	m->created = c->now;
 	r = admin_op_commit(c, "cert.sign", NULL, &op, &m->id);
 	if (r < 0) {
-		r = refuse(c, r, "could not store the certificate: %s", strerror(-r));
+		r = admin_op_refuse(c, r, "could not store the certificate: %s", strerror(-r));
 		goto out;
 	}
 	if (ret)
@@ -301,11 +288,11 @@ int ca_op_revoke(struct admin_op_ctx *c, const char *tailnet, const char *serial
 	int r;
 
 	if (serial_normalize(serial, norm) < 0)
-		return refuse(c, -EINVAL, "bad serial \"%.64s\" (hex, as `ca list` shows it)",
+		return admin_op_refuse(c, -EINVAL, "bad serial \"%.64s\" (hex, as `ca list` shows it)",
 			      serial);
 	if (store_mcert_get(c->store, norm, m) == 0) {
 		if (m->revoked)
-			return refuse(c, -EEXIST, "certificate %s is revoked already", norm);
+			return admin_op_refuse(c, -EEXIST, "certificate %s is revoked already", norm);
 	} else {
 		/* Signed elsewhere by an imported CA: its serial goes on the list all the same. */
 		r = tailnet_get(c, tailnet, &t);
@@ -320,7 +307,7 @@ int ca_op_revoke(struct admin_op_ctx *c, const char *tailnet, const char *serial
 	m->revoked_at = c->now;
 	r = admin_op_commit(c, m->id ? "cert.revoke" : "cert.revoke_unknown", NULL, &op, NULL);
 	if (r < 0)
-		return refuse(c, r, "could not revoke %s: %s", norm, strerror(-r));
+		return admin_op_refuse(c, r, "could not revoke %s: %s", norm, strerror(-r));
 	if (m->id)
 		r = nodes_expire(c, m, &expired);
 	if (ret_expired)
@@ -342,7 +329,7 @@ int ca_op_list(struct admin_op_ctx *c, const char *tailnet, struct control_mcert
 	}
 	r = store_mcert_list(c->store, ret, ret_n);
 	if (r < 0)
-		return refuse(c, r, "could not read the certificates: %s", strerror(-r));
+		return admin_op_refuse(c, r, "could not read the certificates: %s", strerror(-r));
 	for (size_t i = 0; tailnet && i < *ret_n; i++)
 		if ((*ret)[i].tailnet_id == t.id)
 			(*ret)[k++] = (*ret)[i];
@@ -364,7 +351,7 @@ int ca_op_require(struct admin_op_ctx *c, const char *tailnet, bool on)
 		r = ca ? store_ca_get(c->store, op.tailnet.id, ca) : -ENOMEM;
 		free(ca);
 		if (r < 0)
-			return refuse(
+			return admin_op_refuse(
 			    c, -EINVAL,
 			    "tailnet \"%s\" has no CA: trellis-control ca init --tailnet %s "
 			    "first",
@@ -372,7 +359,7 @@ int ca_op_require(struct admin_op_ctx *c, const char *tailnet, bool on)
 	}
 	op.tailnet.require_machine_cert = on;
 	r = admin_op_commit(c, "tailnet.set", NULL, &op, NULL);
-	return r < 0 ? refuse(c, r, "%s", strerror(-r)) : 0;
+	return r < 0 ? admin_op_refuse(c, r, "%s", strerror(-r)) : 0;
 }
 
 /* ---- registration ---- */
