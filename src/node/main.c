@@ -66,7 +66,7 @@ static void usage(FILE *f)
 	    "  --mtu N            interface MTU (default %d, at most %d)\n"
 	    "  --workers N        crypto worker threads (default: online CPUs; 0: crypto\n"
 	    "                     inline on the I/O threads)\n"
-	    "  --no-offload       no TUN offloads (TSO, coalescing) nor UDP GSO; TRELLIS_NO_OFFLOAD=1 too\n"
+	    "  --no-offload       no TUN offloads (TSO, GRO) nor UDP GSO; TRELLIS_NO_OFFLOAD=1 too\n"
 	    "  --log-level LEVEL  err, warn, info (default) or debug\n"
 	    "  --state DIR        control-plane mode: state directory (default %s)\n"
 	    "  --socket PATH      local API socket (default %s)\n"
