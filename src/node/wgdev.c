@@ -145,16 +145,16 @@ struct wgdev {
 
 /* Flow accounting (node/flowtable.h) sees what the filter passed and denied. */
 static void flows_hook(struct wgdev *w, struct pkt *const *pkts, unsigned passed, unsigned n,
-		       bool rx)
+		       bool rx, uint64_t now_ns)
 {
 	struct flowtable *ft = atomic_load_explicit(&w->flows, memory_order_acquire);
 
 	if (!ft)
 		return;
 	if (rx)
-		flowtable_rx(ft, pkts, passed, n, time_now_ns());
+		flowtable_rx(ft, pkts, passed, n, now_ns);
 	else
-		flowtable_tx(ft, pkts, n, time_now_ns());
+		flowtable_tx(ft, pkts, n, now_ns);
 }
 
 void wgdev_flowtable_set(struct wgdev *w, struct flowtable *ft)
@@ -194,17 +194,16 @@ static void reject(struct wgdev *w, struct filter *f, struct pkt **pkts, unsigne
 static unsigned filter_rx_hook(struct wgdev *w, struct pkt **pkts, unsigned n)
 {
 	struct filter *f = atomic_load_explicit(&w->filter, memory_order_acquire);
-	uint64_t now_ns;
+	uint64_t now_ns = time_now_ns(); /* one clock read a batch, for the filter and the flows */
 	unsigned kept;
 
 	if (!f) {
-		flows_hook(w, pkts, n, n, true);
+		flows_hook(w, pkts, n, n, true, now_ns);
 		return n;
 	}
-	now_ns = time_now_ns();
 	kept = filter_rx_batch(f, pkts, n, now_ns);
 	/* Before the replies: they reuse the refused packets' buffers. */
-	flows_hook(w, pkts, kept, n, true);
+	flows_hook(w, pkts, kept, n, true, now_ns);
 	if (kept < n && filter_reject_on(f))
 		reject(w, f, pkts + kept, n - kept, now_ns);
 	else
@@ -215,10 +214,11 @@ static unsigned filter_rx_hook(struct wgdev *w, struct pkt **pkts, unsigned n)
 static void filter_tx_hook(struct wgdev *w, struct pkt *const *pkts, unsigned n)
 {
 	struct filter *f = atomic_load_explicit(&w->filter, memory_order_acquire);
+	uint64_t now_ns = time_now_ns();
 
 	if (f)
-		filter_tx_batch(f, pkts, n, time_now_ns());
-	flows_hook(w, pkts, n, n, false);
+		filter_tx_batch(f, pkts, n, now_ns);
+	flows_hook(w, pkts, n, n, false, now_ns);
 }
 
 void wgdev_filter_set(struct wgdev *w, struct filter *f)
