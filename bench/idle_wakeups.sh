@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Idle wakeups (issue 10): trellisd and wireguard-go, each a WireGuard device with 100
-# peers, side by side in the same run (each in its own namespace, measured over the same
-# windows). A wakeup is a context switch of any of the process's threads: the sum of
-# voluntary_ctxt_switches and nonvoluntary_ctxt_switches over /proc/PID/task/*/status,
-# read at the start and end of each window.
+# Idle wakeups (issue 10) and idle memory (issue 14): trellisd and wireguard-go, each a
+# WireGuard device with 100 peers, side by side in the same run (each in its own
+# namespace, measured over the same windows). A wakeup is a context switch of any of the
+# process's threads: the sum of voluntary_ctxt_switches and nonvoluntary_ctxt_switches
+# over /proc/PID/task/*/status, read at the start and end of each window. Memory is
+# VmRSS after the quiet windows and after the keepalive ones.
 #   quiet      100 peers with endpoints, no traffic and no keepalive: nothing to do
 #   keepalive  the same with persistent-keepalive 25 s on every peer; the peers do not
 #              exist, so each device also retries its handshakes on WireGuard's timers
@@ -41,6 +42,7 @@ wakeups()
 		awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
 }
 threads() { ls /proc/"$1"/task | wc -l; }
+rss_mib() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 # A device per implementation, each in its own namespace with a link towards the peers'
 # (absent) endpoints on 192.0.2.0/24: a veth whose other end, in namespace "void",
@@ -96,6 +98,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	window quiet "$r"
 done
 for impl in trellisd wggo; do
+	R[rss_quiet.$impl]=$(rss_mib "${PID[$impl]}")
+done
+for impl in trellisd wggo; do
 	nsx "$impl" wg show "${DEV[$impl]}" peers | while read -r k; do
 		nsx "$impl" wg set "${DEV[$impl]}" peer "$k" persistent-keepalive 25
 	done
@@ -107,6 +112,7 @@ done
 R[load1]=$(cut -d' ' -f1-3 /proc/loadavg)
 for impl in trellisd wggo; do
 	R[threads.$impl]=$(threads "${PID[$impl]}")
+	R[rss_ka.$impl]=$(rss_mib "${PID[$impl]}")
 done
 
 # median CASE IMPL
@@ -135,6 +141,8 @@ rounds() { local r s=""; for ((r = 1; r <= ROUNDS; r++)); do s+="${s:+, }${R[$1.
 	echo "|---|---:|---:|---|---|"
 	echo "| quiet: no traffic, no keepalive | $(median quiet trellisd) | $(median quiet wggo) | $(rounds quiet trellisd) | $(rounds quiet wggo) |"
 	echo "| persistent-keepalive 25 s, peers absent | $(median keepalive trellisd) | $(median keepalive wggo) | $(rounds keepalive trellisd) | $(rounds keepalive wggo) |"
+	echo "| resident memory (VmRSS, MiB) after the quiet windows | ${R[rss_quiet.trellisd]} | ${R[rss_quiet.wggo]} | | |"
+	echo "| resident memory (VmRSS, MiB) after the keepalive windows | ${R[rss_ka.trellisd]} | ${R[rss_ka.wggo]} | | |"
 	echo
 	echo "With keepalive and no answer, WireGuard's timers want a handshake initiation every"
 	echo "5 s (REKEY_TIMEOUT) per peer: $PEERS peers need about $((PEERS / 5)) sends a second."

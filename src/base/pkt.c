@@ -11,10 +11,16 @@
  * the lock is taken once per batch, not once per packet. The packets sit in one
  * allocation, each header followed by its buffer (a stride of header + buf_size,
  * a multiple of 64 so every buffer stays cache-line aligned).
+ *
+ * Packets are carved from the allocation on first use, lowest address first, and
+ * only when the stack is empty: a pool sized for a burst costs address space, and
+ * memory only for the most packets ever in flight at once (an idle daemon's pools
+ * are a few pages, not megabytes).
  */
 struct pkt_pool {
 	pthread_mutex_t lock;
 	unsigned count;
+	unsigned carved; /* packets handed out at least once: mem[0..carved) */
 	unsigned nfree;
 	uint32_t buf_size;
 	size_t stride;
@@ -28,7 +34,6 @@ _Static_assert(sizeof(struct pkt) % 64 == 0, "buffers stay aligned");
 struct pkt_pool *pkt_pool_new_sized(unsigned count, uint32_t buf_size)
 {
 	struct pkt_pool *pool;
-	unsigned i;
 
 	if (buf_size <= PKT_HEADROOM + PKT_TAILROOM || buf_size > PKT_BUF_SIZE_MAX) {
 		errno = EINVAL;
@@ -49,15 +54,17 @@ struct pkt_pool *pkt_pool_new_sized(unsigned count, uint32_t buf_size)
 	}
 	pthread_mutex_init(&pool->lock, NULL);
 	pool->count = count;
-	for (i = 0; i < count; i++) {
-		struct pkt *p = (struct pkt *)(pool->mem + pool->stride * (count - 1 - i));
-
-		p->pool = pool;
-		p->cap = buf_size;
-		pool->free[i] = p;
-	}
-	pool->nfree = count;
 	return pool;
+}
+
+/* Under the lock: the next packet never handed out. */
+static struct pkt *carve(struct pkt_pool *pool)
+{
+	struct pkt *p = (struct pkt *)(pool->mem + pool->stride * pool->carved++);
+
+	p->pool = pool;
+	p->cap = pool->buf_size;
+	return p;
 }
 
 struct pkt_pool *pkt_pool_new(unsigned count)
@@ -90,10 +97,10 @@ unsigned pkt_pool_get(struct pkt_pool *pool, struct pkt **ret, unsigned n)
 	unsigned i;
 
 	pthread_mutex_lock(&pool->lock);
-	if (n > pool->nfree)
-		n = pool->nfree;
+	if (n > pool->nfree + (pool->count - pool->carved))
+		n = pool->nfree + (pool->count - pool->carved);
 	for (i = 0; i < n; i++)
-		ret[i] = pool->free[--pool->nfree];
+		ret[i] = pool->nfree ? pool->free[--pool->nfree] : carve(pool);
 	pthread_mutex_unlock(&pool->lock);
 	for (i = 0; i < n; i++)
 		pkt_reset(ret[i]);
@@ -105,7 +112,7 @@ unsigned pkt_pool_available(struct pkt_pool *pool)
 	unsigned n;
 
 	pthread_mutex_lock(&pool->lock);
-	n = pool->nfree;
+	n = pool->nfree + (pool->count - pool->carved);
 	pthread_mutex_unlock(&pool->lock);
 	return n;
 }

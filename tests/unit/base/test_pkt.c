@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "base/pkt.h"
 
@@ -41,6 +43,54 @@ static void test_pool_get_put(void **state)
 	pkt_free(p, 1);
 	pkt_pool_free(pool);
 	pkt_pool_free(NULL);
+}
+
+/*
+ * A packet is carved from the pool's memory only when none that came back is free: a
+ * pool sized for bursts that only ever holds two packets at once has touched two, and
+ * its last ones are still handed out once the first are all taken (and distinct).
+ */
+static void test_pool_carves_on_demand(void **state)
+{
+	struct pkt_pool *pool = pkt_pool_new(1024);
+	static struct pkt *p[1024];
+	struct pkt *first[2];
+	uintptr_t stride, at;
+	unsigned char resident;
+	unsigned round, i;
+	long page;
+
+	(void)state;
+	assert_non_null(pool);
+	assert_int_equal(pkt_pool_available(pool), 1024);
+	assert_int_equal(pkt_pool_get(pool, first, 2), 2);
+	assert_true((uint8_t *)first[1] > (uint8_t *)first[0]);
+	stride = (uintptr_t)first[1] - (uintptr_t)first[0];
+	/* Packet 1000's page was never written: not resident (mincore). */
+	page = sysconf(_SC_PAGESIZE);
+	at = ((uintptr_t)first[0] + 1000 * stride) & ~(uintptr_t)(page - 1);
+	assert_int_equal(mincore((void *)at, (size_t)page, &resident), 0);
+	assert_int_equal(resident & 1, 0);
+	pkt_free(first, 2);
+	for (round = 0; round < 100; round++) {
+		assert_int_equal(pkt_pool_get(pool, p, 2), 2);
+		assert_true(p[0] == first[0] || p[0] == first[1]);
+		assert_true(p[1] == first[0] || p[1] == first[1]);
+		pkt_free(p, 2);
+	}
+	assert_int_equal(pkt_pool_available(pool), 1024);
+	assert_int_equal(pkt_pool_get(pool, p, 1024), 1024);
+	assert_int_equal(pkt_pool_available(pool), 0);
+	for (i = 1; i < 1024; i++) {
+		assert_ptr_not_equal(p[i], p[i - 1]);
+		assert_ptr_equal(p[i]->pool, pool);
+		assert_int_equal(p[i]->cap, PKT_BUF_SIZE);
+	}
+	/* The two reused ones come first, then fresh ones in address order. */
+	assert_true((uint8_t *)p[1023] > (uint8_t *)p[1022]);
+	pkt_free(p, 1024);
+	assert_int_equal(pkt_pool_available(pool), 1024);
+	pkt_pool_free(pool);
 }
 
 static void test_pool_sized(void **state)
@@ -137,10 +187,9 @@ static void test_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pool_get_put),
-		cmocka_unit_test(test_pool_sized),
-		cmocka_unit_test(test_free_mixed_pools),
-		cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_pool_get_put), cmocka_unit_test(test_pool_carves_on_demand),
+	    cmocka_unit_test(test_pool_sized),	 cmocka_unit_test(test_free_mixed_pools),
+	    cmocka_unit_test(test_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
