@@ -25,7 +25,10 @@ struct udpconn {
 	pthread_rwlock_t socks_lock;
 	struct udp_socks socks;
 	struct iothread reader;
-	atomic_uint_fast64_t pool_dry, rx_too_big, send_errors, src_stale;
+	/* The reader's: where coalesced datagrams (UDP GRO) land beyond the first buffer. */
+	struct udp_gro_rx gro;
+	uint8_t *spill;
+	atomic_uint_fast64_t pool_dry, rx_too_big, send_errors, src_stale, rx_gro, gro_lost;
 };
 
 void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
@@ -49,15 +52,48 @@ void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
 	pkt_free(pkts, n);
 }
 
+/*
+ * Cuts the coalesced messages of a GRO read into datagrams, in order, into out: buffers
+ * for all but the first of each come from the pool. Returns how many are in out.
+ */
+static unsigned gro_cut(struct udpconn *uc, struct pkt_pool *pool, struct pkt **msgs, unsigned n,
+			struct pkt **out)
+{
+	unsigned i, o = 0, need, got, used, lost, coalesced = 0, lost_all = 0;
+	uint32_t seg;
+
+	for (i = 0; i < n; i++) {
+		out[o++] = msgs[i];
+		seg = uc->gro.seg[i];
+		if (!seg)
+			continue;
+		coalesced++;
+		need = MIN((uc->gro.len[i] + seg - 1) / seg - 1, (unsigned)UDP_GRO_SEGS_MAX - 1);
+		got = pkt_pool_get(pool, out + o, need);
+		used = udp_gro_split(msgs[i], &uc->gro, i, out + o, got, &lost);
+		/* Buffers a short pool gave but the cut did not use go back. */
+		pkt_free(out + o + used, got - used);
+		o += used;
+		lost_all += lost;
+	}
+	if (coalesced)
+		atomic_fetch_add_explicit(&uc->rx_gro, coalesced, memory_order_relaxed);
+	if (unlikely(lost_all))
+		atomic_fetch_add(&uc->gro_lost, lost_all);
+	return o;
+}
+
 static void *reader_main(void *arg)
 {
 	struct udpconn *uc = arg;
 	struct iothread *rd = &uc->reader;
 	struct pkt *stash[READ_BATCH];
+	struct pkt *cut[UDP_GRO_MSGS * UDP_GRO_SEGS_MAX];
 	struct pkt_pool *pool = atomic_load(&uc->pool);
 	struct pollfd pfd[3];
 	unsigned have = 0, i;
 	int fds[2] = {uc->socks.fd4, uc->socks.fd6};
+	bool gro[2] = {uc->socks.gro4 && uc->spill, uc->socks.gro6 && uc->spill};
 
 	/*
 	 * `stash` keeps buffers across reads: only the ones handed on are replaced, so an
@@ -95,8 +131,9 @@ static void *reader_main(void *arg)
 					iothread_sleep(rd, POOL_DRY_BACKOFF_MS);
 					break;
 				}
-				asked = have;
-				n = udp_recv_batch(fds[i], stash, have, &dropped);
+				asked = gro[i] ? MIN(have, (unsigned)UDP_GRO_MSGS) : have;
+				n = udp_recv_batch(fds[i], stash, have, gro[i] ? &uc->gro : NULL,
+						   &dropped);
 				if (unlikely(dropped)) {
 					atomic_fetch_add(&uc->rx_too_big, dropped);
 					log_ratelimited(LOG_LEVEL_WARN,
@@ -106,7 +143,12 @@ static void *reader_main(void *arg)
 				}
 				if (n <= 0)
 					break;
-				magicsock_rx(uc->ms, stash, (unsigned)n, time_now_ns());
+				if (gro[i])
+					magicsock_rx(uc->ms, cut,
+						     gro_cut(uc, pool, stash, (unsigned)n, cut),
+						     time_now_ns());
+				else
+					magicsock_rx(uc->ms, stash, (unsigned)n, time_now_ns());
 				have -= (unsigned)n;
 				memmove(stash, stash + n, have * sizeof(*stash));
 				if ((unsigned)n < asked)
@@ -116,6 +158,24 @@ static void *reader_main(void *arg)
 	}
 	pkt_free(stash, have);
 	return NULL;
+}
+
+/*
+ * The spill areas of GRO reads: address space only until a coalesced datagram lands
+ * (the pages of an untouched malloc of this size are not resident).
+ */
+static int spill_alloc(struct udpconn *uc)
+{
+	unsigned i;
+
+	if (uc->spill || !(uc->socks.gro4 || uc->socks.gro6))
+		return 0;
+	uc->spill = malloc((size_t)UDP_GRO_MSGS * UDP_GRO_SPILL);
+	if (!uc->spill)
+		return -ENOMEM;
+	for (i = 0; i < UDP_GRO_MSGS; i++)
+		uc->gro.spill[i] = uc->spill + (size_t)i * UDP_GRO_SPILL;
+	return 0;
 }
 
 int udpconn_new(struct magicsock *ms, struct pkt_pool *pool, uint16_t port, uint32_t fwmark,
@@ -136,6 +196,9 @@ int udpconn_new(struct magicsock *ms, struct pkt_pool *pool, uint16_t port, uint
 	if (r < 0)
 		goto out;
 	r = udp_socks_open(&uc->socks, port, fwmark);
+	if (r < 0)
+		goto out;
+	r = spill_alloc(uc);
 	if (r < 0)
 		goto out;
 	r = iothread_start(&uc->reader, reader_main, uc);
@@ -161,6 +224,7 @@ void udpconn_free(struct udpconn *uc)
 	if (uc->socks.fd4 >= 0 || uc->socks.fd6 >= 0)
 		udp_socks_close(&uc->socks);
 	pthread_rwlock_destroy(&uc->socks_lock);
+	free(uc->spill);
 	free(uc);
 }
 
@@ -186,6 +250,9 @@ void udpconn_swap(struct udpconn *uc, struct udp_socks *ns)
 	pthread_rwlock_unlock(&uc->socks_lock);
 	if (old.fd4 >= 0 || old.fd6 >= 0)
 		udp_socks_close(&old);
+	/* Without the spill (no memory) the kernel cuts coalesced messages itself. */
+	if (spill_alloc(uc) < 0)
+		udp_socks_gro_off(&uc->socks);
 	r = iothread_start(&uc->reader, reader_main, uc);
 	if (r < 0)
 		log_err("cannot restart the UDP reader: %s", strerror(-r));
@@ -202,4 +269,6 @@ void udpconn_stats_get(struct udpconn *uc, struct udpconn_stats *ret)
 	ret->rx_too_big = atomic_load(&uc->rx_too_big);
 	ret->send_errors = atomic_load(&uc->send_errors);
 	ret->src_stale = atomic_load(&uc->src_stale);
+	ret->rx_gro = atomic_load(&uc->rx_gro);
+	ret->gro_lost = atomic_load(&uc->gro_lost);
 }

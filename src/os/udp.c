@@ -49,13 +49,14 @@ static int set_mark(int fd, uint32_t fwmark)
 
 /* Returns the socket or -errno; *ret_nofamily tells "this family is not available here". */
 static int sock_open(int family, uint16_t port, uint32_t fwmark, bool *ret_nofamily,
-		     uint8_t *ret_gso)
+		     uint8_t *ret_gso, uint8_t *ret_gro)
 {
 	struct endpoint ep;
 	int fd, one = 1, zero = 0, ret;
 
 	*ret_nofamily = false;
 	*ret_gso = 0;
+	*ret_gro = 0;
 	fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		ret = -errno;
@@ -93,6 +94,13 @@ static int sock_open(int family, uint16_t port, uint32_t fwmark, bool *ret_nofam
 	if (__atomic_load_n(&gso_allowed, __ATOMIC_RELAXED) &&
 	    setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0)
 		*ret_gso = 1;
+	/*
+	 * GRO (Linux 5.0): a peer's run of equal-size datagrams comes up as one message, the
+	 * GSO sends of another trellisd even uncut, so the stack works once per run.
+	 */
+	if (__atomic_load_n(&gso_allowed, __ATOMIC_RELAXED) &&
+	    setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0)
+		*ret_gro = 1;
 	if (bind(fd, &ep.sa, endpoint_len(&ep)) < 0) {
 		ret = -errno;
 		/* IPv6 disabled (ipv6.disable=1 or no address support) shows up at bind time. */
@@ -122,12 +130,12 @@ static int sock_port(int fd)
 int udp_socks_open(struct udp_socks *ret, uint16_t port, uint32_t fwmark)
 {
 	int fd4 = -1, fd6 = -1, p, err = -EADDRINUSE;
-	uint8_t gso4, gso6;
+	uint8_t gso4, gso6, gro4, gro6;
 	unsigned attempt;
 	bool nofamily;
 
 	for (attempt = 0; attempt < UDP_BIND_ATTEMPTS; attempt++) {
-		fd4 = sock_open(AF_INET, port, fwmark, &nofamily, &gso4);
+		fd4 = sock_open(AF_INET, port, fwmark, &nofamily, &gso4, &gro4);
 		if (fd4 < 0) {
 			err = fd4;
 			goto out;
@@ -137,7 +145,7 @@ int udp_socks_open(struct udp_socks *ret, uint16_t port, uint32_t fwmark)
 			err = p;
 			goto out;
 		}
-		fd6 = sock_open(AF_INET6, (uint16_t)p, fwmark, &nofamily, &gso6);
+		fd6 = sock_open(AF_INET6, (uint16_t)p, fwmark, &nofamily, &gso6, &gro6);
 		if (fd6 >= 0 || nofamily) {
 			if (fd6 < 0)
 				fd6 = -1;
@@ -146,6 +154,8 @@ int udp_socks_open(struct udp_socks *ret, uint16_t port, uint32_t fwmark)
 			ret->port = (uint16_t)p;
 			ret->gso4 = gso4;
 			ret->gso6 = fd6 >= 0 ? gso6 : 0;
+			ret->gro4 = gro4;
+			ret->gro6 = fd6 >= 0 ? gro6 : 0;
 			return 0;
 		}
 		err = fd6;
@@ -182,6 +192,16 @@ int udp_socks_set_fwmark(struct udp_socks *s, uint32_t fwmark)
 	if (ret < 0)
 		return ret;
 	return set_mark(s->fd6, fwmark);
+}
+
+void udp_socks_gro_off(struct udp_socks *s)
+{
+	int zero = 0;
+
+	if (s->fd4 >= 0 && setsockopt(s->fd4, SOL_UDP, UDP_GRO, &zero, sizeof(zero)) == 0)
+		s->gro4 = 0;
+	if (s->fd6 >= 0 && setsockopt(s->fd6, SOL_UDP, UDP_GRO, &zero, sizeof(zero)) == 0)
+		s->gro6 = 0;
 }
 
 size_t udp_src_encode(const struct endpoint *ep, union udp_cmsg *ret)
@@ -244,31 +264,71 @@ static uint32_t recv_capacity(const struct pkt *p)
 	return p->cap - pkt_headroom(p);
 }
 
-int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
+/* The size of the datagrams a message coalesces (UDP GRO), 0 if it is one datagram. */
+static uint16_t gro_seg(const struct msghdr *mh)
+{
+	struct cmsghdr *c;
+	int seg;
+
+	for (c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR((struct msghdr *)mh, c)) {
+		if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(seg))) {
+			memcpy(&seg, CMSG_DATA(c), sizeof(seg));
+			return seg > 0 && seg <= UINT16_MAX ? (uint16_t)seg : 0;
+		}
+	}
+	return 0;
+}
+
+/*
+ * How many datagrams of the message to drop: all if it was truncated, or if they do not
+ * fit a packet's buffer each (a peer's MTU above ours).
+ */
+static unsigned recv_bad(const struct mmsghdr *m, uint32_t cap, uint16_t seg)
+{
+	uint32_t len = m->msg_len;
+
+	if (!seg || seg >= len)
+		return (m->msg_hdr.msg_flags & MSG_TRUNC) || len > cap;
+	if (seg > cap || (m->msg_hdr.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		return (len + seg - 1) / seg;
+	return 0;
+}
+
+int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, struct udp_gro_rx *gro,
+		   unsigned *ret_dropped)
 {
 	struct mmsghdr msgs[UDP_BATCH_MAX];
-	struct iovec iovs[UDP_BATCH_MAX];
+	struct iovec iovs[UDP_BATCH_MAX][2];
 	union udp_cmsg ctl[UDP_BATCH_MAX];
-	unsigned good = 0, dropped = 0, want, round, i, k;
+	unsigned good = 0, dropped = 0, want, round, i, k, bad;
+	uint8_t *spill;
+	uint16_t seg;
 	struct pkt *p;
 	int r;
 
-	n = MIN(n, (unsigned)UDP_BATCH_MAX);
+	n = MIN(n, gro ? (unsigned)UDP_GRO_MSGS : (unsigned)UDP_BATCH_MAX);
 	for (round = 0; round < UDP_RECV_ROUNDS && good < n; round++) {
 		want = n - good;
 		for (i = 0; i < want; i++) {
 			p = pkts[good + i];
-			iovs[i].iov_base = p->data;
-			iovs[i].iov_len = recv_capacity(p);
+			iovs[i][0].iov_base = p->data;
+			iovs[i][0].iov_len = recv_capacity(p);
 			memset(&msgs[i], 0, sizeof(msgs[i]));
 			msgs[i].msg_hdr.msg_name = &p->ep;
 			msgs[i].msg_hdr.msg_namelen = sizeof(p->ep);
-			msgs[i].msg_hdr.msg_iov = &iovs[i];
+			msgs[i].msg_hdr.msg_iov = iovs[i];
 			msgs[i].msg_hdr.msg_iovlen = 1;
 			msgs[i].msg_hdr.msg_control = &ctl[i];
 			msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i]);
+			if (gro) {
+				iovs[i][1].iov_base = gro->spill[good + i];
+				iovs[i][1].iov_len = UDP_GRO_SPILL;
+				msgs[i].msg_hdr.msg_iovlen = 2;
+			}
 		}
-		r = recvmmsg(fd, msgs, want, MSG_DONTWAIT, NULL);
+		/* MSG_TRUNC: a message's length is its real one, so drops count datagrams. */
+		r = recvmmsg(fd, msgs, want, MSG_DONTWAIT | MSG_TRUNC, NULL);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -281,14 +341,26 @@ int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
 		/* Keep the good ones in front by swapping buffers of dropped ones behind them. */
 		for (i = 0, k = 0; i < (unsigned)r; i++) {
 			p = pkts[good + i];
-			if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-				dropped++;
+			seg = gro_seg(&msgs[i].msg_hdr);
+			bad = recv_bad(&msgs[i], recv_capacity(p), seg);
+			/* Coalesced, but the caller cannot cut it: lost, and counted. */
+			if (!gro && !bad && seg && seg < msgs[i].msg_len)
+				bad = (msgs[i].msg_len + seg - 1) / seg;
+			if (bad) {
+				dropped += bad;
 				continue;
 			}
-			p->len = msgs[i].msg_len;
+			p->len = MIN(msgs[i].msg_len, recv_capacity(p));
 			udp_src_decode(&msgs[i].msg_hdr, &p->ep);
 			pkts[good + i] = pkts[good + k];
 			pkts[good + k] = p;
+			if (gro) {
+				spill = gro->spill[good + i];
+				gro->spill[good + i] = gro->spill[good + k];
+				gro->spill[good + k] = spill;
+				gro->len[good + k] = msgs[i].msg_len;
+				gro->seg[good + k] = seg < msgs[i].msg_len ? seg : 0;
+			}
 			k++;
 		}
 		good += k;
@@ -299,6 +371,45 @@ int udp_recv_batch(int fd, struct pkt **pkts, unsigned n, unsigned *ret_dropped)
 	if (ret_dropped)
 		*ret_dropped = dropped;
 	return (int)good;
+}
+
+unsigned udp_gro_split(struct pkt *p, const struct udp_gro_rx *gro, unsigned i, struct pkt **extra,
+		       unsigned n_extra, unsigned *ret_lost)
+{
+	uint32_t len = gro->len[i], seg = gro->seg[i], in_buf = p->len, off, take, at;
+	const uint8_t *spill = gro->spill[i];
+	unsigned used = 0;
+	struct pkt *q;
+
+	*ret_lost = 0;
+	if (!seg)
+		return 0;
+	/* The message runs on from the packet's buffer (in_buf bytes) into the spill. */
+	for (off = seg; off < len; off += seg) {
+		if (used == n_extra) {
+			*ret_lost = (len - off + seg - 1) / seg;
+			break;
+		}
+		q = extra[used];
+		if (seg > recv_capacity(q)) {
+			*ret_lost = (len - off + seg - 1) / seg;
+			break;
+		}
+		used++;
+		q->ep = p->ep;
+		q->len = MIN(seg, len - off);
+		for (at = 0; at < q->len; at += take) {
+			if (off + at < in_buf) {
+				take = MIN(q->len - at, in_buf - (off + at));
+				memcpy(q->data + at, p->data + off + at, take);
+			} else {
+				take = q->len - at;
+				memcpy(q->data + at, spill + (off + at - in_buf), take);
+			}
+		}
+	}
+	p->len = seg;
+	return used;
 }
 
 static int family_fd(const struct udp_socks *s, int family)

@@ -16,6 +16,7 @@
 
 #include "netns.h"
 #include "base/pkt.h"
+#include "base/util.h"
 #include "os/netlink.h"
 #include "os/udp.h"
 
@@ -113,18 +114,38 @@ static void set_dst(struct pkt *p, int family, uint16_t port)
 	}
 }
 
-/* Receives until `want` packets came in on fd or two seconds passed; returns the count. */
-static unsigned recv_all(int fd, struct pkt **pkts, unsigned want, unsigned *ret_dropped)
+/*
+ * Receives until `want` datagrams came in on fd or two seconds passed, into buffers from
+ * pool (coalesced messages cut up, in order); returns the count.
+ */
+static unsigned recv_all(int fd, struct pkt_pool *pool, struct pkt **out, unsigned want,
+			 unsigned *ret_dropped)
 {
-	unsigned got = 0, dropped, total_dropped = 0;
+	static uint8_t spill[UDP_GRO_MSGS][UDP_GRO_SPILL];
+	struct pkt *msgs[UDP_GRO_MSGS];
+	unsigned got = 0, dropped, total_dropped = 0, nm, e, used, lost, j;
+	struct udp_gro_rx gro;
 	int tries, r;
 
+	for (j = 0; j < UDP_GRO_MSGS; j++)
+		gro.spill[j] = spill[j];
 	for (tries = 0; tries < 20 && got < want; tries++) {
 		if (!fd_wait_readable(fd, 100))
 			continue;
-		r = udp_recv_batch(fd, pkts + got, want - got, &dropped);
+		nm = pkt_pool_get(pool, msgs, MIN(UDP_GRO_MSGS, want - got));
+		assert_true(nm > 0);
+		r = udp_recv_batch(fd, msgs, nm, &gro, &dropped);
 		assert_true(r >= 0);
-		got += (unsigned)r;
+		for (j = 0; j < (unsigned)r; j++) {
+			assert_true(got < want);
+			out[got++] = msgs[j];
+			e = pkt_pool_get(pool, out + got, want - got);
+			used = udp_gro_split(msgs[j], &gro, j, out + got, e, &lost);
+			assert_int_equal(lost, 0);
+			pkt_free(out + got + used, e - used);
+			got += used;
+		}
+		pkt_free(msgs + r, nm - (unsigned)r);
 		total_dropped += dropped;
 	}
 	*ret_dropped = total_dropped;
@@ -157,11 +178,11 @@ static void test_batch_loopback(void **state)
 	assert_int_equal(udp_send_batch(&a, tx, NPKT, NULL), NPKT);
 	pkt_free(tx, NPKT);
 
-	assert_int_equal(pkt_pool_get(pool, rx4, NPKT), NPKT);
-	assert_int_equal(pkt_pool_get(pool, rx6, NPKT), NPKT);
-	assert_int_equal(recv_all(b.fd4, rx4, NPKT / 2, &dropped), NPKT / 2);
+	/* Each run of 8 equal sizes is one GSO message, coalesced up to us (GRO) and cut. */
+	assert_true(b.gro4 && b.gro6);
+	assert_int_equal(recv_all(b.fd4, pool, rx4, NPKT / 2, &dropped), NPKT / 2);
 	assert_int_equal(dropped, 0);
-	assert_int_equal(recv_all(b.fd6, rx6, NPKT / 2, &dropped), NPKT / 2);
+	assert_int_equal(recv_all(b.fd6, pool, rx6, NPKT / 2, &dropped), NPKT / 2);
 	assert_int_equal(dropped, 0);
 
 	/* Loopback keeps the order within a socket. */
@@ -185,11 +206,11 @@ static void test_batch_loopback(void **state)
 		assert_memory_equal(p->data, want, p->len);
 	}
 	/* Nothing more is waiting. */
-	assert_int_equal(udp_recv_batch(b.fd4, rx4, NPKT, &dropped), 0);
-	assert_int_equal(udp_recv_batch(b.fd6, rx6, NPKT, &dropped), 0);
+	assert_int_equal(udp_recv_batch(b.fd4, rx4, NPKT / 2, NULL, &dropped), 0);
+	assert_int_equal(udp_recv_batch(b.fd6, rx6, NPKT / 2, NULL, &dropped), 0);
 
-	pkt_free(rx4, NPKT);
-	pkt_free(rx6, NPKT);
+	pkt_free(rx4, NPKT / 2);
+	pkt_free(rx6, NPKT / 2);
 	udp_socks_close(&a);
 	udp_socks_close(&b);
 	pkt_pool_free(pool);
@@ -281,6 +302,113 @@ static void test_gso(void **state)
 	pkt_pool_free(pool);
 }
 
+/* Sends 10 x 1000 bytes and a 300-byte last from a to b as one GSO message. */
+static void send_run_of_11(struct pkt_pool *pool, struct udp_socks *a, uint16_t port)
+{
+	struct pkt *tx[11];
+	unsigned i, j;
+
+	assert_int_equal(pkt_pool_get(pool, tx, 11), 11);
+	for (i = 0; i < 11; i++) {
+		set_dst(tx[i], AF_INET, port);
+		tx[i]->len = i == 10 ? 300 : 1000;
+		for (j = 0; j < tx[i]->len; j++)
+			tx[i]->data[j] = (uint8_t)(i * 7 + j);
+	}
+	assert_int_equal(udp_send_batch(a, tx, 11, NULL), 11);
+	pkt_free(tx, 11);
+}
+
+static void check_run_of_11(struct pkt **rx, uint16_t from)
+{
+	unsigned i, j;
+
+	for (i = 0; i < 11; i++) {
+		assert_int_equal(rx[i]->len, i == 10 ? 300 : 1000);
+		assert_int_equal(ntohs(rx[i]->ep.in4.sin_port), from);
+		assert_int_equal(rx[i]->ep.src.family, AF_INET);
+		for (j = 0; j < rx[i]->len; j++)
+			assert_int_equal(rx[i]->data[j], (uint8_t)(i * 7 + j));
+	}
+}
+
+/*
+ * UDP GRO on receive: a coalesced message fills the packet's buffer (1984 bytes: the
+ * second datagram straddles it and the spill) and is cut into its datagrams, each with
+ * the sender's address and our local one; extras that run short are counted lost; a
+ * reader that passes no spill loses the message, counted; datagrams too big for the
+ * buffers are dropped, counted.
+ */
+static void test_gro_recv(void **state)
+{
+	static uint8_t spill[UDP_GRO_MSGS][UDP_GRO_SPILL];
+	struct pkt *rx[UDP_GRO_MSGS + 11];
+	struct pkt_pool *pool, *small;
+	struct udp_gro_rx gro;
+	struct udp_socks a, b;
+	unsigned dropped, lost, used, i;
+
+	(void)state;
+	pool = pkt_pool_new(2 * UDP_GRO_MSGS + 11);
+	small = pkt_pool_new_sized(UDP_GRO_MSGS, 512);
+	assert_non_null(pool);
+	assert_non_null(small);
+	for (i = 0; i < UDP_GRO_MSGS; i++)
+		gro.spill[i] = spill[i];
+	assert_int_equal(udp_socks_open(&a, 0, 0), 0);
+	assert_int_equal(udp_socks_open(&b, 0, 0), 0);
+	assert_true(b.gro4);
+
+	/* Whole: one message of 10,300 bytes in 1,000-byte datagrams, cut into 11. */
+	send_run_of_11(pool, &a, b.port);
+	assert_int_equal(pkt_pool_get(pool, rx, UDP_GRO_MSGS), UDP_GRO_MSGS);
+	assert_true(fd_wait_readable(b.fd4, 2000));
+	assert_int_equal(udp_recv_batch(b.fd4, rx, UDP_BATCH_MAX, &gro, &dropped), 1);
+	assert_int_equal(dropped, 0);
+	assert_int_equal(gro.len[0], 10300);
+	assert_int_equal(gro.seg[0], 1000);
+	assert_int_equal(rx[0]->len, PKT_BUF_SIZE - PKT_HEADROOM);
+	pkt_free(rx + 1, UDP_GRO_MSGS - 1);
+	assert_int_equal(pkt_pool_get(pool, rx + 1, 10), 10);
+	assert_int_equal(udp_gro_split(rx[0], &gro, 0, rx + 1, 10, &lost), 10);
+	assert_int_equal(lost, 0);
+	check_run_of_11(rx, a.port);
+	pkt_free(rx, 11);
+
+	/* Three buffers for ten more datagrams: three cut, seven lost. */
+	send_run_of_11(pool, &a, b.port);
+	assert_int_equal(pkt_pool_get(pool, rx, 4), 4);
+	assert_true(fd_wait_readable(b.fd4, 2000));
+	assert_int_equal(udp_recv_batch(b.fd4, rx, 1, &gro, &dropped), 1);
+	used = udp_gro_split(rx[0], &gro, 0, rx + 1, 3, &lost);
+	assert_int_equal(used, 3);
+	assert_int_equal(lost, 7);
+	assert_int_equal(rx[0]->len, 1000);
+	assert_int_equal(rx[3]->data[5], (uint8_t)(3 * 7 + 5));
+	pkt_free(rx, 4);
+
+	/* No spill given: the coalesced message is dropped, all 11 counted. */
+	send_run_of_11(pool, &a, b.port);
+	assert_int_equal(pkt_pool_get(pool, rx, 1), 1);
+	assert_true(fd_wait_readable(b.fd4, 2000));
+	assert_int_equal(udp_recv_batch(b.fd4, rx, 1, NULL, &dropped), 0);
+	assert_int_equal(dropped, 11);
+	pkt_free(rx, 1);
+
+	/* 1,000-byte datagrams into 448-byte buffers: all 11 dropped, counted. */
+	send_run_of_11(pool, &a, b.port);
+	assert_int_equal(pkt_pool_get(small, rx, 1), 1);
+	assert_true(fd_wait_readable(b.fd4, 2000));
+	assert_int_equal(udp_recv_batch(b.fd4, rx, 1, &gro, &dropped), 0);
+	assert_int_equal(dropped, 11);
+	pkt_free(rx, 1);
+
+	udp_socks_close(&a);
+	udp_socks_close(&b);
+	pkt_pool_free(small);
+	pkt_pool_free(pool);
+}
+
 static void test_truncated_dropped(void **state)
 {
 	static uint8_t big[PKT_BUF_SIZE * 2];
@@ -313,7 +441,7 @@ static void test_truncated_dropped(void **state)
 	assert_int_equal(pkt_pool_get(pool, rx, 4), 4);
 	memcpy(orig, rx, sizeof(rx));
 	assert_true(fd_wait_readable(s.fd4, 2000));
-	assert_int_equal(udp_recv_batch(s.fd4, rx, 4, &dropped), 1);
+	assert_int_equal(udp_recv_batch(s.fd4, rx, 4, NULL, &dropped), 1);
 	assert_int_equal(dropped, 2);
 	assert_int_equal(rx[0]->len, sizeof(small));
 	assert_memory_equal(rx[0]->data, small, sizeof(small));
@@ -442,11 +570,13 @@ static void sticky_roundtrip(struct udp_socks *a, struct udp_socks *b, struct pk
 	p->len = 4;
 	memcpy(p->data, "ping", 4);
 	assert_int_equal(udp_send_batch(a, &p, 1, NULL), 1);
-	assert_int_equal(recv_all(fd_b, &p, 1, &dropped), 1);
+	pkt_free(&p, 1);
+	assert_int_equal(recv_all(fd_b, pool, &p, 1, &dropped), 1);
 	/* b learned where it was reached; its reply to p->ep leaves from there. */
 	assert_true(endpoint_src_is_set(&p->ep));
 	assert_int_equal(udp_send_batch(b, &p, 1, NULL), 1);
-	assert_int_equal(recv_all(fd_a, &p, 1, &dropped), 1);
+	pkt_free(&p, 1);
+	assert_int_equal(recv_all(fd_a, pool, &p, 1, &dropped), 1);
 	*ret_src_seen_by_a = p->ep;
 	pkt_free(&p, 1);
 }
@@ -551,9 +681,8 @@ static void test_stale_source(void **state)
 	/* The first refused source is named, for the caller to forget. */
 	assert_true(endpoint_src_equal(&stale.src, &p[0]->ep.src));
 	pkt_free(p, 3);
-	assert_int_equal(pkt_pool_get(pool, rx, 3), 3);
-	assert_int_equal(recv_all(b.fd4, rx, 2, &dropped), 2);
-	assert_int_equal(recv_all(b.fd6, rx + 2, 1, &dropped), 1);
+	assert_int_equal(recv_all(b.fd4, pool, rx, 2, &dropped), 2);
+	assert_int_equal(recv_all(b.fd6, pool, rx + 2, 1, &dropped), 1);
 	for (i = 0; i < 2; i++)
 		assert_int_equal(rx[i]->ep.in4.sin_addr.s_addr, htonl(INADDR_LOOPBACK));
 	assert_memory_equal(&rx[2]->ep.in6.sin6_addr, &in6addr_loopback, 16);
@@ -575,6 +704,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_fwmark, netns_enter),
 	    cmocka_unit_test_setup(test_batch_loopback, netns_enter),
 	    cmocka_unit_test_setup(test_gso, netns_enter),
+	    cmocka_unit_test_setup(test_gro_recv, netns_enter),
 	    cmocka_unit_test_setup(test_truncated_dropped, netns_enter),
 	    cmocka_unit_test_setup(test_send_errors, netns_enter),
 	    cmocka_unit_test(test_src_encode_decode),
