@@ -11,8 +11,10 @@
 # Environment:
 #   TRELLIS_BENCH_BUILD  release build dir (default <repo>/build, built by `make`)
 #   BENCH_DURATION       seconds per iperf3 run (default 10)
-#   BENCH_CONFIGS        subset of "veth wggo trellisd nooff" (default all; trellisd and
-#                        nooff are skipped with a note when not built)
+#   BENCH_CONFIGS        subset of "veth wggo trellisd nooff ref" (default all but ref;
+#                        trellisd and nooff are skipped with a note when not built)
+#   BENCH_REF_TRELLISD   config "ref": another trellisd binary (an earlier revision's
+#                        release build), measured like trellisd, for an A/B of a change
 #   BENCH_ROUNDS         rounds of all configurations, interleaved (default 1)
 #   BENCH_COST_MB        MB of the fixed transfer for syscalls and CPU per MB (default 256;
 #                        0: not measured)
@@ -27,6 +29,7 @@ CONFIGS=${BENCH_CONFIGS:-veth wggo trellisd nooff}
 ROUNDS=${BENCH_ROUNDS:-1}
 COST_MB=${BENCH_COST_MB:-256}
 OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
+REF_TRELLISD=${BENCH_REF_TRELLISD:-}
 export LAB_TIMEOUT=$(((DURATION * 20 + 300 + COST_MB) * ROUNDS * 2))
 
 # shellcheck source=../tests/lab/lib.sh
@@ -80,7 +83,9 @@ cost()
 bench_config()
 {
 	local cfg=$1 target ia ib json v impl=$1
-	[[ $cfg == nooff ]] && impl=trellisd
+	[[ $cfg == nooff || $cfg == ref ]] && impl=trellisd
+	# The reference binary for this configuration's daemons only.
+	[[ $cfg == ref ]] && local -x TRELLISD=$REF_TRELLISD
 	log "=== $cfg round $round (iperf3 $DURATION s per run)"
 	lab_ns "a$cfg$round"
 	lab_ns "b$cfg$round"
@@ -147,6 +152,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			log "$cfg: trellisd not built at $TRELLISD (run make), skipped"
 			continue
 		fi
+		if [[ $cfg == ref && ! -x $REF_TRELLISD ]]; then
+			log "ref: no BENCH_REF_TRELLISD binary, skipped"
+			continue
+		fi
 		if bench_config "$cfg"; then
 			okr[$cfg]=$((${okr[$cfg]:-0} + 1))
 		else
@@ -168,7 +177,7 @@ print("?" if not v else ("%g" % v[len(v) // 2] if len(v) % 2 else "%g" % ((v[len
 done
 
 # ------------------------------------------------------------------ report
-label() { case $1 in veth) echo "veth (no tunnel)" ;; wggo) echo "wireguard-go" ;; nooff) echo "trellisd, offloads off" ;; *) echo "$1" ;; esac; }
+label() { case $1 in veth) echo "veth (no tunnel)" ;; wggo) echo "wireguard-go" ;; nooff) echo "trellisd, offloads off" ;; ref) echo "trellisd, reference build" ;; *) echo "$1" ;; esac; }
 cell()
 {
 	local cfg=$1 m=$2
