@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Throughput benchmark: two namespaces over a veth pair, measured
 #   (1) raw veth, (2) wireguard-go <-> wireguard-go, (3) trellisd <-> trellisd (release build),
-#   (4) trellisd with its offloads off (TRELLIS_NO_OFFLOAD=1: no TUN TSO/GRO, no UDP GSO)
+#   (4) trellisd with its offloads off (TRELLIS_NO_OFFLOAD=1: no TUN TSO/GRO, no UDP GSO/GRO),
+#   (5) Debian's nebula <-> nebula (its default cipher, AES-256-GCM; no lighthouse, the
+#       peer in each one's static host map; inner MTU 1420 like the others)
 # with iperf3 TCP single stream both ways, 4 parallel streams, UDP at max rate with
 # 1400-byte datagrams (receiver rate and loss), ping RTT, and each WireGuard process's peak
 # RSS; then, per WireGuard configuration, syscalls and CPU time per MB of a fixed TCP
@@ -11,8 +13,9 @@
 # Environment:
 #   TRELLIS_BENCH_BUILD  release build dir (default <repo>/build, built by `make`)
 #   BENCH_DURATION       seconds per iperf3 run (default 10)
-#   BENCH_CONFIGS        subset of "veth wggo trellisd nooff ref" (default all but ref;
-#                        trellisd and nooff are skipped with a note when not built)
+#   BENCH_CONFIGS        subset of "veth wggo trellisd nooff nebula ref" (default all but
+#                        ref; trellisd and nooff are skipped with a note when not built,
+#                        nebula when it is not installed)
 #   BENCH_REF_TRELLISD   config "ref": another trellisd binary (an earlier revision's
 #                        release build), measured like trellisd, for an A/B of a change
 #   BENCH_ROUNDS         rounds of all configurations, interleaved (default 1)
@@ -25,7 +28,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 TRELLIS_BENCH_BUILD=${TRELLIS_BENCH_BUILD:-$REPO/build}
 export TRELLISD=$TRELLIS_BENCH_BUILD/src/node/trellisd
 DURATION=${BENCH_DURATION:-10}
-CONFIGS=${BENCH_CONFIGS:-veth wggo trellisd nooff}
+CONFIGS=${BENCH_CONFIGS:-veth wggo trellisd nooff nebula}
 ROUNDS=${BENCH_ROUNDS:-1}
 COST_MB=${BENCH_COST_MB:-256}
 OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
@@ -79,6 +82,68 @@ cost()
 	done
 }
 
+# nebula_start NS IFACE ADDR/PREFIX PEER_ADDR PEER_UNDERLAY: a nebula node in NS with a
+# certificate from the run's CA and the peer in its static host map, waiting (bounded)
+# for its TUN device. Tracked like lab_wg_start's daemons (LAB_WG_PID, LAB_PIDS).
+nebula_start()
+{
+	local short=$1 iface=$2 addr=$3 peer=$4 under=$5 dir="$LAB_TMP/nebula-$1" n pid
+	mkdir -p "$dir"
+	if [[ ! -f $LAB_TMP/nebula-ca.crt ]]; then
+		nebula-cert ca -name trellis-bench -out-crt "$LAB_TMP/nebula-ca.crt" \
+			-out-key "$LAB_TMP/nebula-ca.key" || return 1
+	fi
+	nebula-cert sign -ca-crt "$LAB_TMP/nebula-ca.crt" -ca-key "$LAB_TMP/nebula-ca.key" \
+		-name "$short" -ip "$addr" -out-crt "$dir/host.crt" -out-key "$dir/host.key" || return 1
+	cat >"$dir/config.yml" <<EOF
+pki:
+  ca: $LAB_TMP/nebula-ca.crt
+  cert: $dir/host.crt
+  key: $dir/host.key
+static_host_map:
+  "$peer": ["$under:4242"]
+lighthouse:
+  am_lighthouse: false
+listen:
+  host: 0.0.0.0
+  port: 4242
+tun:
+  dev: $iface
+  mtu: 1420
+logging:
+  level: error
+firewall:
+  outbound:
+    - port: any
+      proto: any
+      host: any
+  inbound:
+    - port: any
+      proto: any
+      host: any
+EOF
+	ip netns exec "$(ns_name "$short")" nebula -config "$dir/config.yml" >"$dir/log" 2>&1 &
+	pid=$!
+	LAB_PIDS+=("$pid")
+	LAB_WG_PID[$iface]=$pid
+	for ((n = 0; n < 300; n++)); do
+		nsx "$short" ip link show "$iface" >/dev/null 2>&1 && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	log "nebula in $short: no $iface within 30 s"
+	cat "$dir/log" >&2
+	return 1
+}
+
+nebula_stop()
+{
+	local pid=${LAB_WG_PID[$1]}
+	kill -TERM "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	lab_forget "$pid"
+}
+
 # bench_config NAME: measure one configuration, fill RR[NAME.*.round].
 bench_config()
 {
@@ -93,7 +158,14 @@ bench_config()
 	lab_addr "a$cfg$round" eth0 192.0.2.1/24
 	lab_addr "b$cfg$round" eth0 192.0.2.2/24
 	target=192.0.2.2
-	if [[ $cfg != veth ]]; then
+	if [[ $cfg == nebula ]]; then
+		ia=$(lab_iface "a${cfg:0:1}$round")
+		ib=$(lab_iface "b${cfg:0:1}$round")
+		nebula_start "a$cfg$round" "$ia" 100.64.0.1/24 100.64.0.2 192.0.2.2 || return 1
+		nebula_start "b$cfg$round" "$ib" 100.64.0.2/24 100.64.0.1 192.0.2.1 || return 1
+		target=100.64.0.2
+		ping_until "a$cfg$round" "$target" 20 || { log "$cfg: tunnel does not come up"; return 1; }
+	elif [[ $cfg != veth ]]; then
 		ia=$(lab_iface "a${cfg:0:1}$round")
 		ib=$(lab_iface "b${cfg:0:1}$round")
 		lab_key "a$cfg$round"
@@ -136,8 +208,13 @@ bench_config()
 			awk '/^VmHWM/ { print $2 }' "/proc/${LAB_WG_PID[$i]}/status"
 		done | sort -n | tail -1)
 		cost "$cfg" "a$cfg$round" "$ia" "$ib" "$target"
-		lab_wg_stop "$ia"
-		lab_wg_stop "$ib"
+		if [[ $cfg == nebula ]]; then
+			nebula_stop "$ia"
+			nebula_stop "$ib"
+		else
+			lab_wg_stop "$ia"
+			lab_wg_stop "$ib"
+		fi
 	fi
 	log "$cfg: tcp $(gbps "${RR[$cfg.tcp.$round]}") / -R $(gbps "${RR[$cfg.tcpr.$round]}") / -P4 $(gbps "${RR[$cfg.tcp4.$round]}") Gb/s," \
 		"udp $(gbps "${RR[$cfg.udp.$round]}") Gb/s (${RR[$cfg.udploss.$round]} % loss), rtt ${RR[$cfg.rtt.$round]} / ${RR[$cfg.rttbusy.$round]} ms," \
@@ -154,6 +231,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		fi
 		if [[ $cfg == ref && ! -x $REF_TRELLISD ]]; then
 			log "ref: no BENCH_REF_TRELLISD binary, skipped"
+			continue
+		fi
+		if [[ $cfg == nebula ]] && ! command -v nebula >/dev/null; then
+			log "nebula: not installed (Debian's nebula package), skipped"
 			continue
 		fi
 		if bench_config "$cfg"; then
@@ -177,7 +258,7 @@ print("?" if not v else ("%g" % v[len(v) // 2] if len(v) % 2 else "%g" % ((v[len
 done
 
 # ------------------------------------------------------------------ report
-label() { case $1 in veth) echo "veth (no tunnel)" ;; wggo) echo "wireguard-go" ;; nooff) echo "trellisd, offloads off" ;; ref) echo "trellisd, reference build" ;; *) echo "$1" ;; esac; }
+label() { case $1 in veth) echo "veth (no tunnel)" ;; wggo) echo "wireguard-go" ;; nooff) echo "trellisd, offloads off" ;; ref) echo "trellisd, reference build" ;; nebula) echo "nebula" ;; *) echo "$1" ;; esac; }
 cell()
 {
 	local cfg=$1 m=$2
@@ -217,6 +298,7 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	echo "| cores | $(nproc) |"
 	echo "| kernel | $(uname -r) |"
 	echo "| wireguard-go | $(wireguard-go --version 2>/dev/null | head -1) |"
+	echo "| nebula | $(nebula -version 2>/dev/null | head -1) (AES-256-GCM, its default) |"
 	echo "| iperf3 | $(iperf3 --version 2>/dev/null | head -1 | awk '{ print $2 }') |"
 	echo "| trellis revision | $rev |"
 	echo "| iperf3 run length | $DURATION s |"
@@ -225,9 +307,9 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	echo
 	printf '| metric |'
 	for c in "${ran[@]}"; do printf ' %s |' "$(label "$c")"; done
-	printf ' trellisd / wireguard-go | trellisd / offloads off |\n|---|'
+	printf ' trellisd / wireguard-go | trellisd / offloads off | trellisd / nebula |\n|---|'
 	for c in "${ran[@]}"; do printf -- '---:|'; done
-	printf -- '---:|---:|\n'
+	printf -- '---:|---:|---:|\n'
 	for m in tcp tcpr tcp4 udp udploss rtt rttbusy rss sys_a sys_b cpu_a cpu_b; do
 		case $m in
 		tcp) printf '| TCP, 1 stream, A→B (Gb/s) |' ;;
@@ -237,18 +319,19 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 		udploss) printf '| UDP loss (%%) |' ;;
 		rtt) printf '| ping RTT, 100 pings 50 ms apart, avg (ms) |' ;;
 		rttbusy) printf '| ping RTT, 300 pings 10 ms apart, avg (ms) |' ;;
-		rss) printf '| peak RSS of a WireGuard process (MiB) |' ;;
+		rss) printf '| peak RSS of a tunnel process (MiB) |' ;;
 		sys_a) printf '| syscalls per MB, sender (TCP A→B, %s MB) |' "$COST_MB" ;;
 		sys_b) printf '| syscalls per MB, receiver |' ;;
 		cpu_a) printf '| CPU ms per MB, sender (all threads) |' ;;
 		cpu_b) printf '| CPU ms per MB, receiver |' ;;
 		esac
 		for c in "${ran[@]}"; do printf ' %s |' "$(cell "$c" "$m")"; done
-		printf ' %s | %s |\n' "$(ratio "$m")" "$(ratio "$m" nooff)"
+		printf ' %s | %s | %s |\n' "$(ratio "$m")" "$(ratio "$m" nooff)" "$(ratio "$m" nebula)"
 	done
 	echo
-	echo "Gb/s are iperf3's receiver-side rates. The ratio column is trellisd divided by"
-	echo "wireguard-go (above 1 is better for throughput, below 1 is better for RTT and RSS)."
+	echo "Gb/s are iperf3's receiver-side rates. The ratio columns are trellisd divided by"
+	echo "wireguard-go, by itself with offloads off and by nebula (above 1 is better for"
+	echo "throughput, below 1 is better for RTT and RSS)."
 	echo "Peak RSS is VmHWM from /proc/PID/status, the larger of the two sides."
 	echo "Syscalls and CPU per MB: \`perf stat -e raw_syscalls:sys_enter,task-clock\` on each"
 	echo "daemon (all threads) during one iperf3 transfer of $COST_MB MB from A to B, divided by"

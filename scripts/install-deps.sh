@@ -16,6 +16,8 @@ pkgs=(
 	# lab tests and benchmarks
 	iproute2 nftables conntrack iputils-ping iperf3 tcpdump wireguard-tools wireguard-go
 	procps psmisc python3 sqlite3 openssl curl
+	# bench/throughput.sh: another mesh VPN's data plane, side by side (issue 14)
+	nebula
 	# packaging (make deb, lab/test_install)
 	dpkg-dev man-db systemd
 	# turnutils_stunclient, an RFC 5389 STUN client for the relay's lab test (Debian's
