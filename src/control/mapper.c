@@ -80,6 +80,8 @@ struct mtailnet {
 	struct policy *pol;
 	struct policy_view *view;
 	struct policy_node *pnodes;
+	size_t n_pnodes;
+	uint64_t filters_built; /* mapper_policy_filters_built */
 	bool stale;	     /* view no longer matches pol and nodes: tailnet_sync */
 	bool pol_next_set;   /* pol_next replaces pol at the next sync */
 	struct policy *pol_next;
@@ -469,11 +471,12 @@ static bool filter_equal(const struct netmap_filter *a, const struct netmap_filt
  * A node's filter; one over the netmap's caps fails closed, as a filter without rules: the
  * policy is valid, the node gets its peers, and nobody may start a flow to it.
  */
-static int view_filter(const struct policy_view *v, const struct policy_node *pn, size_t i,
-		       struct netmap_filter **ret)
+static int view_filter(struct mtailnet *tn, const struct policy_view *v,
+		       const struct policy_node *pn, size_t i, struct netmap_filter **ret)
 {
 	int r = policy_view_filter(v, pn, i, ret);
 
+	tn->filters_built++;
 	if (r == -E2BIG) {
 		*ret = calloc(1, sizeof(**ret));
 		r = *ret ? 0 : -ENOMEM;
@@ -498,7 +501,7 @@ static int node_filter(struct mnode *x, const struct netmap_filter **ret)
 			x->filter = calloc(1, sizeof(*x->filter));
 			r = x->filter ? 0 : -ENOMEM;
 		} else {
-			r = view_filter(tn->view, tn->pnodes, x->pidx, &x->filter);
+			r = view_filter(tn, tn->view, tn->pnodes, x->pidx, &x->filter);
 		}
 		if (r < 0)
 			return r;
@@ -588,6 +591,39 @@ static void render(const struct mapper *m, const struct mnode *x, struct netmap_
 static int tailnet_get(struct mapper *m, uint64_t id, struct mtailnet **ret);
 
 /*
+ * Marks for s the peers that appear or disappear going from the tailnet's view in force to
+ * the row `now` of a new one (NULL: no policy, everyone shown is seen), a word at a time
+ * instead of a pair at a time. Needs the view in force to have been compiled over the
+ * nodes at their current indices (`compiled`: the nodes it holds), which is what a policy
+ * change finds; `shown`: the nodes shown.
+ */
+static void view_diff(struct mapper *m, struct msub *s, const uint64_t *now, const uint64_t *shown,
+		      const uint64_t *compiled, size_t words)
+{
+	const struct mnode *x = s->node;
+	const struct mtailnet *tn = x->tn;
+	const uint64_t *old = NULL;
+	size_t old_words = 0;
+
+	if (tn->pol && x->pidx != SIZE_MAX) {
+		old = policy_view_row(tn->view, x->pidx);
+		old_words = policy_view_words(tn->view);
+	}
+	for (size_t w = 0; w < words; w++) {
+		uint64_t was = !tn->pol ? ~0ULL : w < old_words ? old[w] & compiled[w] : 0;
+		uint64_t d = (was ^ (now ? now[w] : ~0ULL)) & shown[w];
+
+		if (w == x->tn_idx / 64)
+			d &= ~(1ULL << (x->tn_idx % 64));
+		for (; d; d &= d - 1) {
+			size_t j = w * 64 + (size_t)__builtin_ctzll(d);
+
+			mark(m, s, tn->nodes[j]->rec.id, PEND_FULL, was >> (j % 64) & 1);
+		}
+	}
+}
+
+/*
  * Recompiles tn's policy over its nodes and tells every subscriber what changed: peers that
  * appear or disappear (marked with what they were), and its filter. On failure (memory) the
  * tailnet stays stale and the old view stays in force, consistently: the next read retries.
@@ -598,7 +634,9 @@ static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
 	struct policy_view *view = NULL;
 	struct policy_node *pn = NULL;
 	struct netmap_filter **nf = NULL;
-	size_t i, j;
+	uint64_t *shown = NULL, *compiled = NULL;
+	bool same_idx = true, same_nodes, *keep = NULL;
+	size_t i, j, words;
 	int r = -ENOMEM;
 
 	if (pol) {
@@ -615,26 +653,64 @@ static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
 		if (r < 0)
 			goto out;
 	}
+	/*
+	 * A change of the policy alone (the same nodes, where the view in force has them): a
+	 * node whose filter is built from rules equal to those of its filter in force keeps it,
+	 * unbuilt and unsent. Anything else builds every subscriber's filter and compares.
+	 */
+	same_nodes = pol && tn->pol && tn->n_pnodes == tn->n_nodes &&
+		     (!tn->n_nodes || !memcmp(tn->pnodes, pn, tn->n_nodes * sizeof(*pn)));
+	for (i = 0; same_nodes && i < tn->n_nodes; i++)
+		same_nodes = tn->nodes[i]->pidx == i;
+	/* Without the match (memory), every filter is built: slower, as right. */
+	if (same_nodes && policy_view_match(tn->view, view) < 0)
+		same_nodes = false;
 	/* Every subscriber's new filter first, so that nothing below can fail. */
 	r = -ENOMEM;
 	nf = calloc(tn->n_subs ? tn->n_subs : 1, sizeof(*nf));
-	if (!nf)
+	keep = calloc(tn->n_subs ? tn->n_subs : 1, sizeof(*keep));
+	if (!nf || !keep)
 		goto out;
 	for (i = 0; pol && i < tn->n_subs; i++) {
+		const struct mnode *x = tn->subs[i]->node;
 		const struct netmap_filter *old;
 
-		r = view_filter(view, pn, tn->subs[i]->node->tn_idx, &nf[i]);
+		if (same_nodes && x->filter_known &&
+		    policy_view_filter_same(tn->view, view, x->tn_idx)) {
+			keep[i] = true;
+			continue;
+		}
+		r = view_filter(tn, view, pn, x->tn_idx, &nf[i]);
 		/* The old one too, to compare: computed now, while the old view stands. */
 		if (r == 0)
 			r = node_filter(tn->subs[i]->node, &old);
 		if (r < 0)
 			goto out;
 	}
+	r = -ENOMEM;
+	words = (tn->n_nodes + 63) / 64;
+	shown = calloc(words ? words : 1, sizeof(*shown));
+	compiled = calloc(words ? words : 1, sizeof(*compiled));
+	if (!shown || !compiled)
+		goto out;
+	for (j = 0; j < tn->n_nodes; j++) {
+		const struct mnode *p = tn->nodes[j];
+
+		if (p->shown)
+			shown[j / 64] |= 1ULL << (j % 64);
+		if (p->pidx == j)
+			compiled[j / 64] |= 1ULL << (j % 64);
+		else if (p->pidx != SIZE_MAX)
+			same_idx = false;
+	}
 	for (i = 0; i < tn->n_subs; i++) {
 		struct msub *s = tn->subs[i];
 		struct mnode *x = s->node;
 
-		if (x->shown) {
+		if (x->shown && same_idx) {
+			view_diff(m, s, pol ? policy_view_row(view, x->tn_idx) : NULL, shown,
+				  compiled, words);
+		} else if (x->shown) {
 			for (j = 0; j < tn->n_nodes; j++) {
 				struct mnode *p = tn->nodes[j];
 				bool was = pair_visible(x, p), now;
@@ -654,14 +730,17 @@ static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
 			}
 			continue;
 		}
-		if (!tn->pol || !filter_equal(x->filter, nf[i])) {
+		if (!keep[i] && (!tn->pol || !filter_equal(x->filter, nf[i]))) {
 			s->filter_dirty = true;
 			dirty_add(m, s);
 		}
 	}
 	for (i = 0; i < tn->n_nodes; i++) {
-		filter_drop(tn->nodes[i]);
-		tn->nodes[i]->pidx = pol ? i : SIZE_MAX;
+		struct mnode *x = tn->nodes[i];
+
+		if (!x->sub || !keep[x->sub->tn_idx])
+			filter_drop(x);
+		x->pidx = pol ? i : SIZE_MAX;
 	}
 	for (i = 0; i < tn->n_subs; i++) {
 		struct mnode *x = tn->subs[i]->node;
@@ -682,6 +761,7 @@ static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
 	free(tn->pnodes);
 	tn->view = view;
 	tn->pnodes = pn;
+	tn->n_pnodes = pol ? tn->n_nodes : 0;
 	view = NULL;
 	pn = NULL;
 	tn->stale = false;
@@ -690,6 +770,9 @@ out:
 	for (i = 0; nf && i < tn->n_subs; i++)
 		netmap_filter_free(nf[i]);
 	free(nf);
+	free(keep);
+	free(shown);
+	free(compiled);
 	policy_view_free(view);
 	free(pn);
 	return r;
@@ -738,6 +821,13 @@ int mapper_policy_set(struct mapper *m, uint64_t tailnet_id, struct policy *pol)
 	/* Now, not at the next read: the subscribers it affects must land on the dirty list. */
 	sync_all(m);
 	return 0;
+}
+
+uint64_t mapper_policy_filters_built(const struct mapper *m, uint64_t tailnet_id)
+{
+	const struct mtailnet *tn = idmap_get(&m->tailnets, tailnet_id);
+
+	return tn ? tn->filters_built : 0;
 }
 
 bool mapper_policy_has(const struct mapper *m, uint64_t tailnet_id)

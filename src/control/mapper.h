@@ -189,5 +189,10 @@ int mapper_resume(struct mapper *m, uint64_t id, const struct mapper_missed *mis
 struct policy;
 int mapper_policy_set(struct mapper *m, uint64_t tailnet_id, struct policy *pol);
 bool mapper_policy_has(const struct mapper *m, uint64_t tailnet_id);
+/*
+ * How many node filters the tailnet's policy has been built into so far: a change of the
+ * policy alone rebuilds only the filters of nodes whose rules changed (tests, benchmarks).
+ */
+uint64_t mapper_policy_filters_built(const struct mapper *m, uint64_t tailnet_id);
 
 #endif

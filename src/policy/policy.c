@@ -227,15 +227,19 @@ static int prefix_parse(const char *s, struct netmap_prefix *ret)
 	return 0;
 }
 
-static bool prefix_contains(const struct netmap_prefix *p, const struct netmap_prefix *a)
+/* Whether a's address starts with p's first p->len bits (whatever a's own length). */
+static bool prefix_bits_match(const struct netmap_prefix *p, const struct netmap_prefix *a)
 {
 	unsigned full = p->len / 8, rest = p->len % 8;
 
-	if (p->family != a->family || a->len < p->len)
-		return false;
-	if (memcmp(p->addr, a->addr, full))
+	if (p->family != a->family || memcmp(p->addr, a->addr, full))
 		return false;
 	return !rest || !((p->addr[full] ^ a->addr[full]) & (uint8_t)(0xff << (8 - rest)));
+}
+
+static bool prefix_contains(const struct netmap_prefix *p, const struct netmap_prefix *a)
+{
+	return a->len >= p->len && prefix_bits_match(p, a);
 }
 
 /* ---- parsing ---- */
@@ -1090,6 +1094,8 @@ struct policy_view {
 	size_t *moff;
 	uint32_t *self_rules; /* rules with an autogroup:self destination */
 	size_t n_self;
+	/* policy_view_match: per rule, an equal rule of the earlier view, or SIZE_MAX. */
+	size_t *same;
 };
 
 #define M_SRC 1
@@ -1153,13 +1159,62 @@ static void nref_set(const struct nref *r, size_t n, const char *name, size_t le
 	}
 }
 
+/* A node's address, in the index sorted by family and address bytes. */
+struct aref {
+	const struct netmap_prefix *addr;
+	size_t node;
+};
+
 struct cctx {
 	const struct policy *p;
 	const struct policy_node *nodes;
 	size_t n, words;
 	struct nref *users, *tags;
 	size_t n_users, n_tags;
+	struct aref *addrs;
+	size_t n_addrs;
 };
+
+static int cmp_addr(const struct netmap_prefix *a, const struct netmap_prefix *b)
+{
+	if (a->family != b->family)
+		return a->family < b->family ? -1 : 1;
+	return memcmp(a->addr, b->addr, sizeof(a->addr));
+}
+
+static int cmp_aref(const void *a, const void *b)
+{
+	const struct aref *x = a, *y = b;
+
+	return cmp_addr(x->addr, y->addr);
+}
+
+/*
+ * The nodes with an address in prefix px: the addresses that start with its bits are one run
+ * of the sorted index, from the first at or after its network address. A selector then costs
+ * the nodes it names, not a look at every node.
+ */
+static void prefix_bits(const struct cctx *c, const struct netmap_prefix *px, uint64_t *bits)
+{
+	struct netmap_prefix net = { .family = px->family };
+	unsigned full = px->len / 8, rest = px->len % 8;
+	size_t lo = 0, hi = c->n_addrs;
+
+	memcpy(net.addr, px->addr, full);
+	if (rest)
+		net.addr[full] = px->addr[full] & (uint8_t)(0xff << (8 - rest));
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (cmp_addr(c->addrs[mid].addr, &net) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (; lo < c->n_addrs && prefix_bits_match(px, c->addrs[lo].addr); lo++)
+		if (c->addrs[lo].addr->len >= px->len)
+			bit_set(bits, c->addrs[lo].node);
+}
 
 static void sel_bits(const struct cctx *c, const struct sel *s, uint64_t *bits)
 {
@@ -1191,8 +1246,11 @@ static void sel_bits(const struct cctx *c, const struct sel *s, uint64_t *bits)
 		break;
 	case SEL_SELF:
 		break;
+	case SEL_PREFIX:
+		prefix_bits(c, &s->prefix, bits);
+		break;
 	default:
-		/* *, autogroups and prefixes look at every node: they are few in a policy. */
+		/* * and autogroups look at every node: they are few in a policy. */
 		for (size_t i = 0; i < c->n; i++)
 			if (sel_match(c->p, s, &c->nodes[i]))
 				bit_set(bits, i);
@@ -1219,6 +1277,7 @@ void policy_view_free(struct policy_view *v)
 	free(v->memb);
 	free(v->moff);
 	free(v->self_rules);
+	free(v->same);
 	free(v->cls);
 	free(v->rows);
 	free(v->counts);
@@ -1227,15 +1286,17 @@ void policy_view_free(struct policy_view *v)
 
 static int build_index(struct cctx *c)
 {
-	size_t nu = 0, nt = 0;
+	size_t nu = 0, nt = 0, na = 0;
 
 	for (size_t i = 0; i < c->n; i++) {
 		nu += c->nodes[i].user[0] && !c->nodes[i].n_tags;
 		nt += c->nodes[i].n_tags;
+		na += c->nodes[i].n_addrs;
 	}
 	c->users = calloc(nu ? nu : 1, sizeof(*c->users));
 	c->tags = calloc(nt ? nt : 1, sizeof(*c->tags));
-	if (!c->users || !c->tags)
+	c->addrs = calloc(na ? na : 1, sizeof(*c->addrs));
+	if (!c->users || !c->tags || !c->addrs)
 		return -ENOMEM;
 	for (size_t i = 0; i < c->n; i++) {
 		const struct policy_node *x = &c->nodes[i];
@@ -1244,9 +1305,12 @@ static int build_index(struct cctx *c)
 			c->users[c->n_users++] = (struct nref){ x->user, i };
 		for (unsigned k = 0; k < x->n_tags; k++)
 			c->tags[c->n_tags++] = (struct nref){ x->tags[k], i };
+		for (unsigned k = 0; k < x->n_addrs; k++)
+			c->addrs[c->n_addrs++] = (struct aref){ &x->addrs[k], i };
 	}
 	qsort(c->users, c->n_users, sizeof(*c->users), cmp_nref);
 	qsort(c->tags, c->n_tags, sizeof(*c->tags), cmp_nref);
+	qsort(c->addrs, c->n_addrs, sizeof(*c->addrs), cmp_aref);
 	return 0;
 }
 
@@ -1493,6 +1557,7 @@ out:
 	free(keys);
 	free(c.users);
 	free(c.tags);
+	free(c.addrs);
 	policy_view_free(v);
 	return r;
 }
@@ -1502,6 +1567,16 @@ bool policy_view_sees(const struct policy_view *v, size_t a, size_t b)
 	if (a == b || a >= v->n || b >= v->n)
 		return false;
 	return bit_test(v->rows + v->cls[a] * (v->words ? v->words : 1), b);
+}
+
+const uint64_t *policy_view_row(const struct policy_view *v, size_t a)
+{
+	return a < v->n ? v->rows + v->cls[a] * (v->words ? v->words : 1) : NULL;
+}
+
+size_t policy_view_words(const struct policy_view *v)
+{
+	return v->words;
 }
 
 size_t policy_view_count(const struct policy_view *v, size_t a)
@@ -1688,4 +1763,187 @@ int policy_view_filter(const struct policy_view *v, const struct policy_node *no
 out:
 	netmap_filter_free(b.f);
 	return r;
+}
+
+/* ---- what a change left alone ---- */
+
+static uint64_t fnv(uint64_t h, const void *p, size_t len)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ b[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+/*
+ * Everything frule reads of rule r besides the nodes' own records: protocols, per destination
+ * entry whether it is autogroup:self, its prefix and ports and its nodes, the sources written
+ * as * or prefixes, and the nodes in src by identity. Equal keys, equal filter rules.
+ */
+static uint64_t rule_hash(const struct policy_view *v, size_t r)
+{
+	const struct rule *rl = &v->p->rules[r];
+	const struct crule *cr = &v->rules[r];
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	h = fnv(h, rl->protos, rl->n_protos);
+	for (size_t k = 0; k < rl->n_dsts; k++) {
+		const struct dst *d = &rl->dsts[k];
+
+		h = fnv(h, &d->sel.kind, sizeof(d->sel.kind));
+		if (d->sel.kind == SEL_PREFIX)
+			h = fnv(h, &d->sel.prefix, sizeof(d->sel.prefix));
+		h = fnv(h, d->ranges, d->n_ranges * sizeof(*d->ranges));
+		if (cr->dsts[k])
+			h = fnv(h, cr->dsts[k], v->words * 8);
+	}
+	for (size_t k = 0; k < rl->n_srcs; k++)
+		if (rl->srcs[k].kind == SEL_PREFIX)
+			h = fnv(h, &rl->srcs[k].prefix, sizeof(rl->srcs[k].prefix));
+		else if (rl->srcs[k].kind == SEL_ANY)
+			h = fnv(h, "*", 1);
+	return fnv(h, cr->src_id, v->words * 8);
+}
+
+static bool rule_same(const struct policy_view *a, size_t ra, const struct policy_view *b,
+		      size_t rb)
+{
+	const struct rule *x = &a->p->rules[ra], *y = &b->p->rules[rb];
+	const struct crule *cx = &a->rules[ra], *cy = &b->rules[rb];
+	size_t bytes = a->words * 8, i = 0, k = 0;
+
+	if (x->n_protos != y->n_protos || memcmp(x->protos, y->protos, x->n_protos) ||
+	    x->n_dsts != y->n_dsts || memcmp(cx->src_id, cy->src_id, bytes))
+		return false;
+	for (size_t d = 0; d < x->n_dsts; d++) {
+		const struct dst *p = &x->dsts[d], *q = &y->dsts[d];
+
+		if (p->sel.kind != q->sel.kind || p->n_ranges != q->n_ranges ||
+		    memcmp(p->ranges, q->ranges, p->n_ranges * sizeof(*p->ranges)) ||
+		    (p->sel.kind == SEL_PREFIX &&
+		     memcmp(&p->sel.prefix, &q->sel.prefix, sizeof(p->sel.prefix))) ||
+		    !cx->dsts[d] != !cy->dsts[d] ||
+		    (cx->dsts[d] && memcmp(cx->dsts[d], cy->dsts[d], bytes)))
+			return false;
+	}
+	/* The sources written as * or prefixes, in order (the others are in src_id). */
+	for (;;) {
+		while (i < x->n_srcs && x->srcs[i].kind != SEL_ANY && x->srcs[i].kind != SEL_PREFIX)
+			i++;
+		while (k < y->n_srcs && y->srcs[k].kind != SEL_ANY && y->srcs[k].kind != SEL_PREFIX)
+			k++;
+		if (i == x->n_srcs || k == y->n_srcs)
+			return i == x->n_srcs && k == y->n_srcs;
+		if (x->srcs[i].kind != y->srcs[k].kind ||
+		    (x->srcs[i].kind == SEL_PREFIX &&
+		     memcmp(&x->srcs[i].prefix, &y->srcs[k].prefix, sizeof(x->srcs[i].prefix))))
+			return false;
+		i++;
+		k++;
+	}
+}
+
+struct rkey {
+	uint64_t hash;
+	size_t rule;
+};
+
+static int cmp_rkey(const void *a, const void *b)
+{
+	const struct rkey *x = a, *y = b;
+
+	if (x->hash != y->hash)
+		return x->hash < y->hash ? -1 : 1;
+	return (x->rule > y->rule) - (x->rule < y->rule);
+}
+
+int policy_view_match(const struct policy_view *a, struct policy_view *b)
+{
+	struct rkey *keys;
+
+	free(b->same);
+	b->same = calloc(b->n_rules ? b->n_rules : 1, sizeof(*b->same));
+	keys = calloc(a->n_rules ? a->n_rules : 1, sizeof(*keys));
+	if (!b->same || !keys) {
+		free(b->same);
+		b->same = NULL;
+		free(keys);
+		return -ENOMEM;
+	}
+	for (size_t r = 0; r < b->n_rules; r++)
+		b->same[r] = SIZE_MAX;
+	if (a->n == b->n) {
+		for (size_t r = 0; r < a->n_rules; r++)
+			keys[r] = (struct rkey){ rule_hash(a, r), r };
+		qsort(keys, a->n_rules, sizeof(*keys), cmp_rkey);
+		for (size_t r = 0; r < b->n_rules; r++) {
+			uint64_t h = rule_hash(b, r);
+			size_t lo = 0, hi = a->n_rules;
+
+			while (lo < hi) {
+				size_t mid = lo + (hi - lo) / 2;
+
+				if (keys[mid].hash < h)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			for (; lo < a->n_rules && keys[lo].hash == h; lo++) {
+				if (rule_same(a, keys[lo].rule, b, r)) {
+					b->same[r] = keys[lo].rule;
+					break;
+				}
+			}
+		}
+	}
+	free(keys);
+	return 0;
+}
+
+/* The next rule node i's filter is built from (policy_view_filter's order), or false. */
+struct fwalk {
+	size_t m, k;
+};
+
+static bool fwalk_next(const struct policy_view *v, size_t i, struct fwalk *w, size_t *rule,
+		       bool *self)
+{
+	for (;;) {
+		size_t rm = w->m < v->moff[i + 1] ? v->memb[w->m].rule : SIZE_MAX;
+		size_t rk = w->k < v->n_self ? v->self_rules[w->k] : SIZE_MAX;
+
+		if (rm == SIZE_MAX && rk == SIZE_MAX)
+			return false;
+		if (rm <= rk) {
+			w->m++;
+			if (!(v->memb[w->m - 1].flags & M_DST))
+				continue;
+			*rule = rm;
+			*self = false;
+			return true;
+		}
+		w->k++;
+		*rule = rk;
+		*self = true;
+		return true;
+	}
+}
+
+bool policy_view_filter_same(const struct policy_view *a, const struct policy_view *b, size_t i)
+{
+	struct fwalk wa = { a->moff[i], 0 }, wb = { b->moff[i], 0 };
+
+	if (!b->same || a->n != b->n || i >= b->n)
+		return false;
+	for (;;) {
+		size_t ra, rb;
+		bool sa, sb, more_a = fwalk_next(a, i, &wa, &ra, &sa),
+			     more_b = fwalk_next(b, i, &wb, &rb, &sb);
+
+		if (!more_a || !more_b)
+			return more_a == more_b;
+		if (sa != sb || b->same[rb] != ra)
+			return false;
+	}
 }

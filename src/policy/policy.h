@@ -79,6 +79,13 @@ int policy_compile(const struct policy *p, const struct policy_node *nodes, size
 void policy_view_free(struct policy_view *v);
 /* Whether node a may see node b (symmetric; false for a == b). */
 bool policy_view_sees(const struct policy_view *v, size_t a, size_t b);
+/*
+ * Node a's row of the visibility matrix, policy_view_words(v) words: bit b (word b / 64, bit
+ * b % 64) set when a may see b; a's own bit may be set and means nothing. Lets a caller compare
+ * two views a word at a time instead of a pair at a time.
+ */
+const uint64_t *policy_view_row(const struct policy_view *v, size_t a);
+size_t policy_view_words(const struct policy_view *v);
 /* How many peers node a may see. */
 size_t policy_view_count(const struct policy_view *v, size_t a);
 /*
@@ -87,5 +94,19 @@ size_t policy_view_count(const struct policy_view *v, size_t a);
  */
 int policy_view_filter(const struct policy_view *v, const struct policy_node *nodes, size_t i,
 		       struct netmap_filter **ret);
+
+/*
+ * After a policy change over the same nodes: matches every rule of view b with an equal rule
+ * of view a (the same node sets, ports, protocols, prefixes), wherever either stands in its
+ * policy, so that policy_view_filter_same can say which nodes' filters the change left alone
+ * without building them. Both views compiled over the same nodes, in the same order, and a's
+ * policy still alive. 0, -ENOMEM.
+ */
+int policy_view_match(const struct policy_view *a, struct policy_view *b);
+/*
+ * Whether node i's filter under b is exactly its filter under a: true only when every rule it
+ * is built from under b matched (policy_view_match) the rule in the same place under a.
+ */
+bool policy_view_filter_same(const struct policy_view *a, const struct policy_view *b, size_t i);
 
 #endif

@@ -682,13 +682,21 @@ static void test_relay_map_and_home(void **state)
 }
 
 static const char *const mc_policies[] = {
-	"{\"tagOwners\": {\"tag:t0\": [], \"tag:t1\": [], \"tag:t2\": []}, \"acls\": ["
-	"{\"action\": \"accept\", \"src\": [\"tag:t0\", \"tag:t1\"],"
-	" \"dst\": [\"tag:t2:22\", \"autogroup:member:80\"]}]}",
-	"{\"tagOwners\": {\"tag:t3\": []}, \"acls\": ["
-	"{\"action\": \"accept\", \"src\": [\"autogroup:member\"], \"dst\": [\"autogroup:self:*\"]},"
-	"{\"action\": \"accept\", \"src\": [\"tag:t3\"], \"dst\": [\"*:443\"], \"proto\": \"tcp\"}]}",
-	"{\"acls\": [{\"action\": \"accept\", \"src\": [\"100.64.0.0/28\"], \"dst\": [\"*:*\"]}]}",
+    "{\"tagOwners\": {\"tag:t0\": [], \"tag:t1\": [], \"tag:t2\": []}, \"acls\": ["
+    "{\"action\": \"accept\", \"src\": [\"tag:t0\", \"tag:t1\"],"
+    " \"dst\": [\"tag:t2:22\", \"autogroup:member:80\"]}]}",
+    "{\"tagOwners\": {\"tag:t3\": []}, \"acls\": ["
+    "{\"action\": \"accept\", \"src\": [\"autogroup:member\"], \"dst\": [\"autogroup:self:*\"]},"
+    "{\"action\": \"accept\", \"src\": [\"tag:t3\"], \"dst\": [\"*:443\"], \"proto\": \"tcp\"}]}",
+    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"100.64.0.0/28\"], \"dst\": [\"*:*\"]}]}",
+    /* The first with one port moved, then split in two rules: most filters stay as they are. */
+    "{\"tagOwners\": {\"tag:t0\": [], \"tag:t1\": [], \"tag:t2\": []}, \"acls\": ["
+    "{\"action\": \"accept\", \"src\": [\"tag:t0\", \"tag:t1\"],"
+    " \"dst\": [\"tag:t2:23\", \"autogroup:member:80\"]}]}",
+    "{\"tagOwners\": {\"tag:t0\": [], \"tag:t1\": [], \"tag:t2\": []}, \"acls\": ["
+    "{\"action\": \"accept\", \"src\": [\"tag:t0\", \"tag:t1\"], \"dst\": [\"tag:t2:22\"]},"
+    "{\"action\": \"accept\", \"src\": [\"tag:t0\", \"tag:t1\"],"
+    " \"dst\": [\"autogroup:member:80\"]}]}",
 };
 
 static void assert_same_filter(const struct netmap_filter *a, const struct netmap_filter *b)
@@ -1236,6 +1244,113 @@ static void test_policy_views(void **state)
 	mapper_free(m);
 }
 
+/*
+ * A policy change that touches one tag's rule rebuilds and sends the filters of that tag's
+ * nodes and of no one else; rules that only moved within the policy rebuild nothing; what is
+ * kept equals what a fresh build gives.
+ */
+static void test_policy_change_incremental(void **state)
+{
+	static const char *const pols[] = {
+	    /* 0: web on 80, db on 5432 */
+	    "{\"tagOwners\": {\"tag:web\": [], \"tag:db\": []}, \"acls\": ["
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": [\"tag:web:80\"]},"
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": "
+	    "[\"tag:db:5432\"]}]}",
+	    /* 1: web also on 443 */
+	    "{\"tagOwners\": {\"tag:web\": [], \"tag:db\": []}, \"acls\": ["
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": "
+	    "[\"tag:web:80,443\"]},"
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": "
+	    "[\"tag:db:5432\"]}]}",
+	    /* 2: the same rules as 1 in the other order, with a comment */
+	    "{\"tagOwners\": {\"tag:web\": [], \"tag:db\": []}, \"acls\": [ // db first\n"
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": "
+	    "[\"tag:db:5432\"]},"
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": "
+	    "[\"tag:web:80,443\"]}]}",
+	};
+	struct mapper *m = mk_mapper(), *fresh;
+	struct netmap_delta *d[16];
+	struct netmap *a, *b;
+	uint64_t ids[16], built;
+	unsigned n;
+
+	(void)state;
+	/* 1-3 tag:web, 4-5 tag:db, 6-12 user1's devices. */
+	for (uint64_t id = 1; id <= 12; id++) {
+		struct control_node x = mk_node(id, 1);
+
+		if (id <= 5) {
+			x.user_id = 0;
+			x.n_tags = 1;
+			snprintf(x.tags[0], NETMAP_TAG_MAX, id <= 3 ? "tag:web" : "tag:db");
+		}
+		assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	}
+	assert_int_equal(mapper_policy_set(m, 1, mk_policy(pols[0])), 0);
+	for (uint64_t id = 1; id <= 12; id++) {
+		assert_int_equal(mapper_subscribe(m, id), 0);
+		assert_int_equal(mapper_netmap(m, id, T0, &a), 0);
+		netmap_free(a);
+	}
+	free_deltas(d, flush(m, ids, d, 16));
+
+	built = mapper_policy_filters_built(m, 1);
+	assert_int_equal(mapper_policy_set(m, 1, mk_policy(pols[1])), 0);
+	n = flush(m, ids, d, 16);
+	/* Exactly the three web servers: a new filter, built once each, no peer change. */
+	assert_int_equal(mapper_policy_filters_built(m, 1) - built, 3);
+	assert_int_equal(n, 3);
+	for (unsigned i = 0; i < n; i++) {
+		assert_true(ids[i] >= 1 && ids[i] <= 3);
+		assert_non_null(d[i]->filter);
+		assert_int_equal(d[i]->filter->n_dsts, 4); /* two addresses x two ports */
+		assert_int_equal(d[i]->n_added + d[i]->n_removed + d[i]->n_changed, 0);
+	}
+	free_deltas(d, n);
+
+	built = mapper_policy_filters_built(m, 1);
+	assert_int_equal(mapper_policy_set(m, 1, mk_policy(pols[2])), 0);
+	assert_int_equal(flush(m, ids, d, 16), 0);
+	assert_int_equal(mapper_policy_filters_built(m, 1) - built, 0);
+
+	/* What every node holds is what a mapper that only ever had policy 2 builds. */
+	fresh = mk_mapper();
+	for (uint64_t id = 1; id <= 12; id++)
+		assert_int_equal(mapper_node_upsert(fresh, mapper_node_get(m, id), T0), 0);
+	assert_int_equal(mapper_policy_set(fresh, 1, mk_policy(pols[2])), 0);
+	for (uint64_t id = 1; id <= 12; id++) {
+		assert_int_equal(mapper_netmap(m, id, T0, &a), 0);
+		assert_int_equal(mapper_netmap(fresh, id, T0, &b), 0);
+		assert_same_filter(a->filter, b->filter);
+		assert_int_equal(a->n_peers, b->n_peers);
+		netmap_free(a);
+		netmap_free(b);
+	}
+	mapper_free(fresh);
+
+	/* A node change is not a policy change: a new db server rebuilds the filters. */
+	{
+		struct control_node x = mk_node(13, 1);
+
+		x.user_id = 0;
+		x.n_tags = 1;
+		snprintf(x.tags[0], NETMAP_TAG_MAX, "tag:db");
+		assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+		n = flush(m, ids, d, 16);
+		/* user1's devices see it; no existing filter changed. */
+		assert_int_equal(n, 7);
+		for (unsigned i = 0; i < n; i++) {
+			assert_true(ids[i] >= 6 && ids[i] <= 12);
+			assert_int_equal(d[i]->n_added, 1);
+			assert_null(d[i]->filter);
+		}
+		free_deltas(d, n);
+	}
+	mapper_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1249,6 +1364,7 @@ int main(void)
 	    cmocka_unit_test(test_relay_map_and_home),
 	    cmocka_unit_test(test_scale_10k),
 	    cmocka_unit_test(test_policy_views),
+	    cmocka_unit_test(test_policy_change_incremental),
 	    cmocka_unit_test(test_resume),
 	};
 

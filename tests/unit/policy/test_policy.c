@@ -508,13 +508,87 @@ static void test_property(void **state)
 	assert_true(checked > 10000);
 }
 
+static bool filter_equal(const struct netmap_filter *a, const struct netmap_filter *b)
+{
+	return a->n_rules == b->n_rules && a->n_srcs == b->n_srcs && a->n_dsts == b->n_dsts &&
+	       (!a->n_rules || !memcmp(a->rules, b->rules, a->n_rules * sizeof(*a->rules))) &&
+	       (!a->n_srcs || !memcmp(a->srcs, b->srcs, a->n_srcs * sizeof(*a->srcs))) &&
+	       (!a->n_dsts || !memcmp(a->dsts, b->dsts, a->n_dsts * sizeof(*a->dsts)));
+}
+
+/*
+ * policy_view_filter_same never claims a filter stayed when it changed: random policies,
+ * each against itself (every filter stays), against itself with one port moved, and against
+ * another random policy, over the same random nodes.
+ */
+static void test_filter_same(void **state)
+{
+	char text[4096], text2[4096], err[POLICY_ERR_MAX];
+	unsigned same = 0, differ = 0;
+
+	(void)state;
+	for (int round = 0; round < 300; round++) {
+		struct policy_node n[12];
+		size_t nn = 2 + rnd(11);
+		struct policy *p = NULL, *q = NULL;
+		struct policy_view *v, *w;
+		unsigned how = rnd(3);
+		char *at;
+
+		rnd_policy(text, sizeof(text));
+		if (how == 2) {
+			rnd_policy(text2, sizeof(text2));
+		} else {
+			snprintf(text2, sizeof(text2), "%s", text);
+			if (how == 1 && (at = strstr(text2, ":22\"")))
+				at[2] = '3';
+		}
+		if (policy_parse(text, strlen(text), &p, err) ||
+		    policy_parse(text2, strlen(text2), &q, err))
+			fail_msg("%s: %s", text, err);
+		for (size_t i = 0; i < nn; i++) {
+			unsigned kind = rnd(3);
+
+			n[i] = mk("", kind == 0 ? NULL : pusers[rnd(4)],
+				  kind == 0 ? ptags[rnd(3)] : NULL, (unsigned)i + 1);
+		}
+		assert_int_equal(policy_compile(p, n, nn, &v), 0);
+		assert_int_equal(policy_compile(q, n, nn, &w), 0);
+		assert_int_equal(policy_view_match(v, w), 0);
+		for (size_t i = 0; i < nn; i++) {
+			struct netmap_filter *a, *b;
+
+			assert_int_equal(policy_view_filter(v, n, i, &a), 0);
+			assert_int_equal(policy_view_filter(w, n, i, &b), 0);
+			if (policy_view_filter_same(v, w, i)) {
+				if (!filter_equal(a, b))
+					fail_msg("%s\n%s\nnode %zu: said to keep its filter", text,
+						 text2, i);
+				same++;
+			} else {
+				/* The same text compiles to the same rules: nothing may be rebuilt.
+				 */
+				assert_int_not_equal(how, 0);
+				differ++;
+			}
+			netmap_filter_free(a);
+			netmap_filter_free(b);
+		}
+		policy_view_free(v);
+		policy_view_free(w);
+		policy_free(p);
+		policy_free(q);
+	}
+	assert_true(same > 500 && differ > 100);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_errors),	cmocka_unit_test(test_tests_in_policy),
-		cmocka_unit_test(test_views),	cmocka_unit_test(test_filters),
-		cmocka_unit_test(test_explain), cmocka_unit_test(test_protocols_and_users),
-		cmocka_unit_test(test_property),
+	    cmocka_unit_test(test_errors),   cmocka_unit_test(test_tests_in_policy),
+	    cmocka_unit_test(test_views),    cmocka_unit_test(test_filters),
+	    cmocka_unit_test(test_explain),  cmocka_unit_test(test_protocols_and_users),
+	    cmocka_unit_test(test_property), cmocka_unit_test(test_filter_same),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
