@@ -112,6 +112,15 @@ int nodemetrics_render(const struct nodemetrics_snapshot *m, char **ret, size_t 
 	for (i = 0; i < FILTER_DROP__MAX; i++)
 		fprintf(f, "trellis_node_filter_drops_total{reason=\"%s\"} %" PRIu64 "\n",
 			filter_drop_name(i), m->filter.drops[i]);
+	/* Replies to refused packets (--filter-reject): built, and held back by the rate. */
+	fprintf(f,
+		"# TYPE trellis_node_filter_reject_rate gauge\n"
+		"trellis_node_filter_reject_rate %u\n"
+		"# TYPE trellis_node_filter_rejects_total counter\n"
+		"trellis_node_filter_rejects_total %" PRIu64 "\n"
+		"# TYPE trellis_node_filter_rejects_rate_limited_total counter\n"
+		"trellis_node_filter_rejects_rate_limited_total %" PRIu64 "\n",
+		m->filter.reject_rate, m->filter.rejects_sent, m->filter.rejects_limited);
 	if (fclose(f) != 0) {
 		free(buf);
 		return -ENOMEM;

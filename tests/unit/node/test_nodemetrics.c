@@ -43,6 +43,9 @@ static void test_render(void **state)
 	m.filter.active = true;
 	m.filter.drops[FILTER_DROP_NO_RULE] = 13;
 	m.filter.ct_entries = 4;
+	m.filter.reject_rate = 50;
+	m.filter.rejects_sent = 17;
+	m.filter.rejects_limited = 19;
 	assert_int_equal(nodemetrics_render(&m, &text, &len), 0);
 	assert_int_equal(strlen(text), len);
 	assert_non_null(strstr(text, "\ntrellis_node_peers 3\n"));
@@ -63,6 +66,9 @@ static void test_render(void **state)
 	assert_non_null(strstr(text, "\ntrellis_node_filter_policy 1\n"));
 	assert_non_null(strstr(text, "\ntrellis_node_filter_flows 4\n"));
 	assert_int_equal(count_lines(text, "trellis_node_filter_drops_total{"), FILTER_DROP__MAX);
+	assert_non_null(strstr(text, "\ntrellis_node_filter_reject_rate 50\n"));
+	assert_non_null(strstr(text, "\ntrellis_node_filter_rejects_total 17\n"));
+	assert_non_null(strstr(text, "\ntrellis_node_filter_rejects_rate_limited_total 19\n"));
 	assert_int_equal(count_lines(text, "# TYPE trellis_node_drops_total counter"), 1);
 	assert_int_equal(count_lines(text, "trellis_node_build_info{version=\""), 1);
 	free(text);
