@@ -28,7 +28,11 @@
  *   the dirty list) recompiles it once, however many changes came in between,
  *   and marks for every subscriber the peers that appeared or disappeared and
  *   whether its filter changed. A policy removed cannot be said in a delta (no
- *   packet_filter means "unchanged"): its subscribers get a full map.
+ *   packet_filter means "unchanged"): its subscribers get a full map. At 10,000
+ *   nodes a pair-by-pair comparison is 10^8 tests and every filter rebuilt is
+ *   10,000 builds, so where the nodes kept their indices the rows are compared a
+ *   word at a time (view_diff), and after a change of the policy alone only the
+ *   filters made of a changed rule are built (policy_view_match).
  */
 #include <errno.h>
 #include <stdlib.h>
