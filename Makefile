@@ -12,8 +12,8 @@ FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
 .PHONY: all install deb deps check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
-	bench-relay bench-relay-path bench-filter bench-policy bench-policy-mapper bench-policy-scale bench-nat demo \
-	demo-wg clean
+	bench-relay bench-relay-path bench-filter bench-policy bench-policy-mapper bench-policy-scale \
+	bench-nat demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
