@@ -328,16 +328,31 @@ static bool addr_is_lan(const struct endpoint *ep)
 	return false;
 }
 
-static uint64_t score(const struct cand *c)
+static unsigned bonus(const struct cand *c)
 {
-	unsigned bonus = 0;
+	unsigned b = 0;
 
 	if (addr_is_lan(&c->ep))
-		bonus += DISCO_BONUS_LAN;
+		b += DISCO_BONUS_LAN;
 	if (c->ep.sa.sa_family == AF_INET6)
-		bonus += DISCO_BONUS_IPV6;
-	/* +1 so that a zero round trip (a clock that did not move) still compares. */
-	return (c->rtt_ns + 1) * (100 - bonus);
+		b += DISCO_BONUS_IPV6;
+	return b;
+}
+
+static uint64_t score(const struct cand *c)
+{
+	return (c->rtt_ns + DISCO_RTT_SLACK_NS) * (100 - bonus(c));
+}
+
+static bool clearly_better(const struct cand *a, const struct cand *b)
+{
+	return score(a) * DISCO_BETTER_DEN < score(b) * DISCO_BETTER_NUM;
+}
+
+/* Whether c replaces the current path cur (engine.h: hysteresis, preferred kinds). */
+static bool better(const struct cand *c, const struct cand *cur)
+{
+	return clearly_better(c, cur) || (bonus(c) > bonus(cur) && !clearly_better(cur, c));
 }
 
 static bool trusted(const struct cand *c, uint64_t now)
@@ -348,19 +363,22 @@ static bool trusted(const struct cand *c, uint64_t now)
 /* Recomputes the best path and tells the glue when it or its trust changed. */
 static void best_update(struct disco *d, struct peer *p, uint64_t now)
 {
-	int best = p->best, cand = -1;
+	int best = p->best;
 	uint64_t until;
 
 	if (best >= 0 && !trusted(&p->cands[best], now))
 		best = -1;
-	for (unsigned i = 0; i < p->n_cands; i++)
-		if (trusted(&p->cands[i], now) &&
-		    (cand < 0 || score(&p->cands[i]) < score(&p->cands[cand])))
-			cand = (int)i;
-	if (best < 0 ||
-	    (cand >= 0 && cand != best &&
-	     score(&p->cands[cand]) * DISCO_BETTER_DEN < score(&p->cands[best]) * DISCO_BETTER_NUM))
-		best = cand;
+	/* None: the lowest score. Then whatever replaces it, or the current path (better()). */
+	if (best < 0) {
+		for (unsigned i = 0; i < p->n_cands; i++)
+			if (trusted(&p->cands[i], now) &&
+			    (best < 0 || score(&p->cands[i]) < score(&p->cands[best])))
+				best = (int)i;
+	}
+	for (unsigned i = 0; best >= 0 && i < p->n_cands; i++)
+		if ((int)i != best && trusted(&p->cands[i], now) &&
+		    better(&p->cands[i], &p->cands[best]))
+			best = (int)i;
 	if (best >= 0 && p->best < 0 && p->active)
 		p->to_direct_ns = now - p->active_since_ns;
 	p->best = best;

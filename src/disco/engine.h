@@ -39,7 +39,12 @@
  * subscriber's ports in a block (a CGNAT port block) often does (docs/architecture.md).
  *
  * The best path is the trusted candidate with the lowest round trip, less a bonus for
- * LAN and IPv6 paths; another replaces it only when clearly better (hysteresis).
+ * LAN and IPv6 paths; another replaces it only when clearly better (hysteresis), or when
+ * it is of a preferred kind (LAN, then IPv6) and the current one is not clearly better
+ * than it: the bonus decides between paths of about the same round trip whichever
+ * answered first, and two paths cannot take turns. Round trips are compared with
+ * DISCO_RTT_SLACK_NS added, so that scheduling jitter of a millisecond or two on a busy
+ * host does not count as a faster path.
  * Pongs count only when their tx id is one we sent to that candidate and they come
  * from the address we pinged, sealed by the peer's disco key: anything else is counted
  * and changes nothing. Pings are answered at most DISCO_PING_RATE per second per
@@ -68,6 +73,8 @@
 /* Bonus in percent of the round trip: LAN paths first, then IPv6. */
 #define DISCO_BONUS_LAN 30
 #define DISCO_BONUS_IPV6 10
+/* Added to each round trip before paths are compared (engine.h: jitter is not speed). */
+#define DISCO_RTT_SLACK_NS (5ULL * 1000000ULL)
 /* Hysteresis: a new best path must score below 2/3 of the current one. */
 #define DISCO_BETTER_NUM 2
 #define DISCO_BETTER_DEN 3

@@ -116,16 +116,19 @@ ms_now() { date +%s%3N; }
 
 # natlab_count EDGE TAG SRC: a named counter in EDGE's namespace of the WireGuard transport
 # data (message type 4: the first word of the UDP payload is 0x04000000) that arrives from
-# SRC, before any NAT or filter sees it. Disco and handshakes do not count: only packets of
-# the tunnel that took the path. natlab_counted EDGE TAG prints the count.
+# SRC (IPv4 or IPv6: only that family counts), before any NAT or filter sees it. Disco and
+# handshakes do not count: only packets of the tunnel that took the path.
+# natlab_counted EDGE TAG prints the count.
 natlab_count()
 {
+	local fam=ip
+	[[ $3 == *:* ]] && fam=ip6
 	nsx "$1" nft -f - <<EOF
 table inet natlab_count {
 	counter $2 {}
 	chain pre {
 		type filter hook prerouting priority raw - 10;
-		ip saddr $3 udp length > 12 @th,64,32 0x04000000 counter name "$2"
+		$fam saddr $3 udp length > 12 @th,64,32 0x04000000 counter name "$2"
 	}
 }
 EOF
@@ -148,8 +151,9 @@ natlab_counted()
 #   l  l1, l2 behind one easy NAT rl at 192.0.2.60, on its LANs 198.18.61/24 and .62/24
 # Fills NATLAB_EDGE[NODE] (where its traffic enters from the lab internet), NATLAB_PUB[NODE]
 # (its source address there), NATLAB_DIRECT[NODE] (where a direct peer reaches it: for the
-# LAN pair its LAN address) and NATLAB_ROUTERS[NODE] (its NATs).
-declare -A NATLAB_EDGE=() NATLAB_PUB=() NATLAB_DIRECT=() NATLAB_ROUTERS=()
+# LAN pair its LAN address), NATLAB_PUB6[NODE] (a public node's IPv6 address,
+# 2001:db8:1::N in hex: only the public sites have IPv6) and NATLAB_ROUTERS[NODE] (its NATs).
+declare -A NATLAB_EDGE=() NATLAB_PUB=() NATLAB_PUB6=() NATLAB_DIRECT=() NATLAB_ROUTERS=()
 declare -A NATLAB_BASE=([p]=10 [e]=20 [h]=30 [d]=40 [b]=50)
 natlab_site()
 {
@@ -159,6 +163,7 @@ natlab_site()
 	p)
 		lab_public_host "$name" "$oct"
 		NATLAB_EDGE[$name]=$name NATLAB_PUB[$name]=192.0.2.$oct
+		NATLAB_PUB6[$name]=2001:db8:1::$(printf '%x' "$oct")
 		NATLAB_DIRECT[$name]=192.0.2.$oct NATLAB_ROUTERS[$name]=""
 		return
 		;;

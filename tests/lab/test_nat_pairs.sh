@@ -15,7 +15,9 @@
 # Expected (the rules of the issue, as this lab's NATs behave):
 #   direct   at least one side public, or both sides easy or double (call-me-maybe
 #            through the relay: both probe at once and each NAT opens for the other), or
-#            the LAN pair (over the LAN: a LAN address)
+#            the LAN pair (over the LAN: a LAN address). Over IPv4, except public<->public:
+#            both have IPv6 too and disco prefers IPv6 paths (issue 10), so p-p goes
+#            direct over IPv6
 #   relayed  UDP blocked on a side: "udp-blocked-here" there, "peer-udp-blocked" (or, from
 #            a hard NAT, "hard-nat-here") on the other; a hard NAT with an easy or double
 #            one: the hard side's mapping towards the peer is not the one STUN saw and the
@@ -24,8 +26,8 @@
 #            rarely meets with ports at random: bench/nat.sh)
 # Each pair: A pings B in the background while the paths settle; then A sends 20 pings, all
 # answered, and a counter at B's edge (its outermost router, or B itself) of WireGuard data
-# arriving from A's public address shows all 20 for a direct pair and none for a relayed
-# one. A second STUN server (r2) lets the nodes see whether their mapping varies.
+# arriving from A's public address (IPv6 for p-p) shows all 20 for a direct pair and none
+# for a relayed one. A second STUN server (r2) lets the nodes see whether their mapping varies.
 #
 #   lab internet 192.0.2.0/24: ctl .1, r2 .3; pN .1N; routers reN .2N, rhN .3N, cgN .4N,
 #   rbN .5N, rl .60. LANs 198.18.X.0/24 with X the router's last octet; rdN (home router
@@ -43,12 +45,14 @@ ALL_PAIRS="p-p p-e p-h p-d p-b e-e e-h e-d e-b h-h h-d h-b d-d d-b b-b l-l"
 NAT_PAIRS=${NAT_PAIRS:-e-h d-e d-h}
 [[ $NAT_PAIRS == all ]] && NAT_PAIRS=$ALL_PAIRS
 
-# expect KIND_A KIND_B: "direct", or the relay reasons "A's B's".
+# expect KIND_A KIND_B: "direct" (over IPv4), "direct6" (over IPv6), or the relay reasons
+# "A's B's".
 expect()
 {
 	case "$1$2" in
 	b?) echo "udp-blocked-here $(expect_b "$2")" ;;
 	?b) echo "$(expect_b "$1") udp-blocked-here" ;;
+	pp) echo direct6 ;;
 	p? | ?p | ee | ed | de | dd | ll) echo direct ;;
 	hh) echo "hard-nat-both-sides hard-nat-both-sides" ;;
 	h?) echo "hard-nat-here peer-hard-nat" ;;
@@ -63,6 +67,14 @@ expect_b()
 	h) echo hard-nat-here ;;
 	*) echo peer-udp-blocked ;;
 	esac
+}
+
+# direct_at NAME PEER ADDR: NAME's direct path to PEER is ADDR (any port; IPv6 in brackets).
+direct_at()
+{
+	local ep
+	ep=$(peer_field "$1" "$2" endpoint)
+	[[ ${ep%:*} == "$3" ]]
 }
 
 PAIRS=()
@@ -108,13 +120,17 @@ done
 for pair in "${PAIRS[@]}"; do
 	set -- $pair
 	want=${WANT[$1.$2]}
-	if [[ $want == direct ]]; then
+	if [[ $want == direct* ]]; then
 		check "$1 -> $2 goes direct" wait_for 60 path_is "$1" "$2" direct
 		ttd=$(status_eval "$1" "[p['disco'].get('time_to_direct_ms') for p in j['peers'] if p['hostname'] == '$2'][0]")
 		log "$1 -> $2: time to direct measured by trellisd: ${ttd:-?} ms"
 		check "$2 -> $1 goes direct" wait_for 60 path_with_traffic "$2" "$1" direct
-		ep=$(peer_field "$1" "$2" endpoint)
-		check_eq "$1 reaches $2 at ${NATLAB_DIRECT[$2]}" "${NATLAB_DIRECT[$2]}" "${ep%:*}"
+		at=${NATLAB_DIRECT[$2]}
+		# p-p: the IPv4 path may answer first; the IPv6 one takes over at its pong.
+		[[ $want == direct6 ]] && at="[${NATLAB_PUB6[$2]}]"
+		if ! check "$1 reaches $2 at $at" wait_for 10 direct_at "$1" "$2" "$at"; then
+			log "$1's endpoint for $2: $(peer_field "$1" "$2" endpoint)"
+		fi
 	else
 		read -r ra rb <<<"$want"
 		# Probing takes its rounds (one every 5 s) before it gives a reason.
@@ -132,10 +148,19 @@ done
 
 # ---- the tunnel's packets take that path: 20 pings, all answered; B's edge counts the
 # WireGuard data from A's public address (the pairs at once again)
+# src_of A B: A's source address that B's edge counts (of the family the pair goes direct over).
+src_of()
+{
+	if [[ ${WANT[$1.$2]} == direct6 ]]; then
+		echo "${NATLAB_PUB6[$1]}"
+	else
+		echo "${NATLAB_PUB[$1]}"
+	fi
+}
 for pair in "${PAIRS[@]}"; do
 	set -- $pair
 	tag="c_$1_$2"
-	natlab_count "${NATLAB_EDGE[$2]}" "$tag" "${NATLAB_PUB[$1]}"
+	natlab_count "${NATLAB_EDGE[$2]}" "$tag" "$(src_of "$1" "$2")"
 	ip netns exec "$(ns_name "$1")" ping -n -q -c 20 -i 0.2 -W 2 "${IP4[$2]}" \
 		>"$LAB_TMP/burst-$1-$2.txt" 2>&1 &
 	PINGER[$1.$2]=$!
@@ -148,9 +173,10 @@ for pair in "${PAIRS[@]}"; do
 	check "$1 -> $2: 20 pings, all answered" grep -q ' 20 received, 0% packet loss' \
 		"$LAB_TMP/burst-$1-$2.txt"
 	got=$(natlab_counted "${NATLAB_EDGE[$2]}" "c_$1_$2")
-	log "$1 -> $2: $got WireGuard data packets from ${NATLAB_PUB[$1]} at ${NATLAB_EDGE[$2]}"
-	if [[ ${WANT[$1.$2]} == direct ]]; then
-		check_num "$1 -> $2: the pings went direct (data from ${NATLAB_PUB[$1]} at ${NATLAB_EDGE[$2]})" \
+	src=$(src_of "$1" "$2")
+	log "$1 -> $2: $got WireGuard data packets from $src at ${NATLAB_EDGE[$2]}"
+	if [[ ${WANT[$1.$2]} == direct* ]]; then
+		check_num "$1 -> $2: the pings went direct (data from $src at ${NATLAB_EDGE[$2]})" \
 			"$got" -ge 20
 	else
 		check_eq "$1 -> $2: none went direct" 0 "$got"

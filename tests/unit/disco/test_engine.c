@@ -491,17 +491,17 @@ static void test_choice(void **state)
 			 0);
 	p = peer_by_handle(nodes[0].d, &nodes[0].handle);
 	assert_non_null(p);
-	/* Public 8 ms, LAN 10 ms (x0.7 = 7): the LAN wins. */
+	/* Public 8 ms (+5 slack: 13), LAN 10 ms (15 x0.7 = 10.5): the LAN wins. */
 	p->cands[0].pong_ns = now, p->cands[0].rtt_ns = 8 * MS;
 	p->cands[1].pong_ns = now, p->cands[1].rtt_ns = 10 * MS;
 	best_update(nodes[0].d, p, now);
 	assert_int_equal(p->best, 1);
-	/* IPv6 at 7 ms (x0.9 = 6.3) is better, but not by a third: LAN stays. */
-	p->cands[2].pong_ns = now, p->cands[2].rtt_ns = 7 * MS;
+	/* IPv6 at 6 ms (11 x0.9 = 9.9) is better, but not by a third: LAN stays. */
+	p->cands[2].pong_ns = now, p->cands[2].rtt_ns = 6 * MS;
 	best_update(nodes[0].d, p, now);
 	assert_int_equal(p->best, 1);
-	/* At 3 ms (2.7) it is: it takes over, and the glue hears of it. */
-	p->cands[2].rtt_ns = 3 * MS;
+	/* At 1 ms (5.4) it is: it takes over, and the glue hears of it. */
+	p->cands[2].rtt_ns = 1 * MS;
 	best_update(nodes[0].d, p, now);
 	assert_int_equal(p->best, 2);
 	assert_true(endpoint_equal(&nodes[0].path, &c[2]));
@@ -529,6 +529,53 @@ static void test_choice(void **state)
 	disco_peer_remove(nodes[0].d, &nodes[0].handle);
 	assert_int_equal(hmap_count(&nodes[0].d->by_id), 0);
 	assert_int_equal(hmap_count(&nodes[0].d->by_key), 0);
+}
+
+/*
+ * Two paths of about the same round trip, IPv4 and IPv6 (a public host on both): IPv6
+ * (the bonus) whichever answered first, and IPv4 takes over only when clearly faster.
+ */
+static void test_prefer_ipv6(void **state)
+{
+	struct endpoint c[2];
+	struct peer *p;
+	uint64_t now = 100 * MS;
+
+	(void)state;
+	ep(&c[0], "203.0.113.5:1");
+	ep(&c[1], "[2001:db8::5]:1");
+	introduce(now);
+	assert_int_equal(disco_peer_set(nodes[0].d, &nodes[0].handle, nodes[1].pub,
+					nodes[1].node_key, c, 2, now),
+			 0);
+	p = peer_by_handle(nodes[0].d, &nodes[0].handle);
+	assert_non_null(p);
+	/* IPv4's pong first (0.2 ms): the only path. */
+	p->cands[0].pong_ns = now, p->cands[0].rtt_ns = 200000;
+	best_update(nodes[0].d, p, now);
+	assert_int_equal(p->best, 0);
+	/* IPv6's a little later, its round trip 2 ms (jitter): IPv6 takes over. */
+	p->cands[1].pong_ns = now + MS, p->cands[1].rtt_ns = 2 * MS;
+	best_update(nodes[0].d, p, now + MS);
+	assert_int_equal(p->best, 1);
+	assert_true(endpoint_equal(&nodes[0].path, &c[1]));
+	/* Measured again: IPv4 a little faster still does not take it back (no flapping). */
+	p->cands[0].rtt_ns = 100000;
+	best_update(nodes[0].d, p, now + 2 * MS);
+	assert_int_equal(p->best, 1);
+	/* The other order: IPv6 first, IPv4 a little faster later: IPv6 stays. */
+	p->best = -1;
+	p->cands[0].pong_ns = 0;
+	best_update(nodes[0].d, p, now + 3 * MS);
+	assert_int_equal(p->best, 1);
+	p->cands[0].pong_ns = now + 3 * MS;
+	best_update(nodes[0].d, p, now + 3 * MS);
+	assert_int_equal(p->best, 1);
+	/* IPv6 clearly slower (40 ms, IPv4 0.1 ms): IPv4 takes over. */
+	p->cands[1].rtt_ns = 40 * MS;
+	best_update(nodes[0].d, p, now + 4 * MS);
+	assert_int_equal(p->best, 0);
+	assert_true(endpoint_equal(&nodes[0].path, &c[0]));
 }
 
 /* A user's ping: through the relay while not direct, then on the direct path. */
@@ -725,6 +772,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_spoofed_pong, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_choice, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prefer_ipv6, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_user_ping, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_birthday_block, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_birthday_random, setup, teardown),
