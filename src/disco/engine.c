@@ -869,7 +869,13 @@ void disco_rx(struct disco *d, const uint8_t *data, size_t len, const struct end
 
 /* --- timers --- */
 
-static uint64_t last_traffic(const struct disco *d, const struct peer *p)
+/*
+ * Never later than now: the data path's sending threads read the clock on their own, and
+ * a send stamped after our now would otherwise make now - last wrap around and read as
+ * idle for ages (the peer dropped off the active list while its traffic flowed, no
+ * heartbeats, its trust ran out: relayed until the peer happened to probe).
+ */
+static uint64_t last_traffic(const struct disco *d, const struct peer *p, uint64_t now)
 {
 	uint64_t t = p->active_ns;
 
@@ -879,7 +885,7 @@ static uint64_t last_traffic(const struct disco *d, const struct peer *p)
 		if (tx > t)
 			t = tx;
 	}
-	return t;
+	return MIN(t, now);
 }
 
 static uint64_t earliest(uint64_t a, uint64_t b)
@@ -890,7 +896,7 @@ static uint64_t earliest(uint64_t a, uint64_t b)
 /* One active peer's due work; its next deadline (0: it went idle). */
 static uint64_t peer_tick(struct disco *d, struct peer *p, uint64_t now)
 {
-	uint64_t next, last = last_traffic(d, p);
+	uint64_t next, last = last_traffic(d, p, now);
 
 	if (now - last >= DISCO_IDLE_NS) {
 		active_del(d, p);

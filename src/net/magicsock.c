@@ -431,6 +431,16 @@ static uint64_t clock_now(const struct magicsock *ms)
 	return ms->ops.now_ns ? ms->ops.now_ns(ms->ops.ctx) : time_now_ns();
 }
 
+/*
+ * now - t, or 0 when t is later: the stamps come from every sending and receiving thread,
+ * each with its own clock read, so another thread's may be later than this one's now (a
+ * wrapped difference would read as silent, idle or unanswered for ages).
+ */
+static uint64_t age(uint64_t now, uint64_t t)
+{
+	return now > t ? now - t : 0;
+}
+
 /* Whether the direct path counts (magicsock.h, "Paths"). */
 static bool direct_trusted(struct slot *s, uint64_t now)
 {
@@ -439,7 +449,7 @@ static bool direct_trusted(struct slot *s, uint64_t now)
 	if (s->disco)
 		return now < atomic_load_explicit(&s->trust_until_ns, memory_order_relaxed);
 	return atomic_load_explicit(&s->direct_rx_ns, memory_order_relaxed) &&
-	       (!un || now - un < MAGICSOCK_DIRECT_UNANSWERED_NS);
+	       (!un || age(now, un) < MAGICSOCK_DIRECT_UNANSWERED_NS);
 }
 
 /* Raises an event of the handle; the listener hears of the first one not yet taken. */
@@ -705,7 +715,7 @@ static struct pkt *probe_copy(struct magicsock *ms, struct slot *s, const struct
 	uint64_t last = atomic_load_explicit(&s->probe_ns, memory_order_relaxed);
 	struct pkt *c;
 
-	if (!is_initiation(p) && last && now - last < MAGICSOCK_PROBE_INTERVAL_NS)
+	if (!is_initiation(p) && last && age(now, last) < MAGICSOCK_PROBE_INTERVAL_NS)
 		return NULL;
 	c = pkt_copy(p);
 	if (!c)
@@ -727,16 +737,16 @@ static int route_disco(struct magicsock *ms, struct slot *s, struct pkt *p, uint
 	uint32_t region = relay_region_of(ms, s);
 	uint64_t tx = atomic_load_explicit(&s->tx_ns, memory_order_relaxed), un;
 
-	if (!tx || now - tx >= MAGICSOCK_IDLE_NS)
+	if (!tx || age(now, tx) >= MAGICSOCK_IDLE_NS)
 		event_raise(ms, s, EV_ACTIVE, 0);
-	if (!tx || now - tx >= MAGICSOCK_TX_GRAIN_NS)
+	if (!tx || age(now, tx) >= MAGICSOCK_TX_GRAIN_NS)
 		atomic_store_explicit(&s->tx_ns, now ? now : 1, memory_order_relaxed);
 	if (trusted || (direct && !region)) {
 		un = atomic_load_explicit(&s->unanswered_ns, memory_order_relaxed);
 		if (!un)
 			atomic_store_explicit(&s->unanswered_ns, now, memory_order_relaxed);
 		endpoint_set_remote(&p->ep, &s->path);
-		if (trusted && region && un && now - un >= MAGICSOCK_SILENT_NS) {
+		if (trusted && region && un && age(now, un) >= MAGICSOCK_SILENT_NS) {
 			/* Keep the traffic going through the relay while disco checks the path. */
 			event_raise(ms, s, EV_SILENT, EV_SILENT_SEEN);
 			*copy = pkt_copy(p);

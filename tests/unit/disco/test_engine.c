@@ -331,6 +331,37 @@ static void test_new_candidate(void **state)
 	assert_int_equal(direct_sent, 0);
 }
 
+/*
+ * The data path stamps its sends with its own clock reads (other threads): a last send a
+ * little later than the tick's now is traffic, not a wrapped "idle for ages". Before, the
+ * peer left the active list while its traffic flowed: no heartbeats, and once the trust
+ * ran out it stayed relayed (no "active" event comes while traffic flows).
+ */
+static void test_tx_after_now(void **state)
+{
+	struct disco_peer_status st;
+	uint64_t now = 10 * MS, t = now + DISCO_HEARTBEAT_NS;
+
+	(void)state;
+	introduce(now);
+	nodes[0].last_tx = now;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, now);
+	pump(now);
+	pump(now);
+	pump(now);
+	assert_true(nodes[0].has_path);
+	/* The heartbeat's tick reads the clock; a send on another thread stamps 1 ms later. */
+	nodes[0].last_tx = t + MS;
+	direct_sent = 0;
+	assert_int_equal(disco_tick(nodes[0].d, t), t + DISCO_HEARTBEAT_NS);
+	assert_int_equal(direct_sent, 1);
+	assert_int_equal(disco_peer_status_get(nodes[0].d, &nodes[0].handle, t, &st), 0);
+	assert_int_equal(st.state, DISCO_STATE_DIRECT);
+	pump(t);
+	assert_int_equal(nodes[0].trust_until, t + DISCO_TRUST_NS);
+	assert_int_equal(nodes[0].d->n_active, 1);
+}
+
 /* No traffic for DISCO_IDLE_NS: no deadline and no datagram. */
 static void test_idle(void **state)
 {
@@ -767,6 +798,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_udp_blocked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_and_fallback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_new_candidate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tx_after_now, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle_with_heartbeats, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spoofed_pong, setup, teardown),

@@ -503,6 +503,51 @@ static void test_disco_rule(void **state)
 	magicsock_handle_free(B.ms, &ha);
 }
 
+/*
+ * Sending threads read the clock each on their own, so a send may come with a now earlier
+ * than the stamp another thread has just left: that is no age at all, not a wrapped one
+ * (silent for ages: a relay copy and a silence event; idle for ages: an "active" event).
+ */
+static void test_disco_clock_order(void **state)
+{
+	struct magicsock_event ev[4];
+	struct endpoint ha, hb;
+	struct magicsock_stats st;
+	uint64_t t;
+
+	(void)state;
+	relay_pair(&ha, &hb);
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, NULL, 0), 0);
+	assert_int_equal(magicsock_handle_disco(B.ms, &ha, NULL, 0), 0);
+	assert_true(tunnel_carries(&A, &B, 0x41));
+	magicsock_events_take(A.ms, ev, 4);
+	/* Direct and trusted; B's answers do not come back (nothing resets the silence). */
+	t = h_now;
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, &B.h.ep, t + 6500000000ULL), 0);
+	udp_blocked = true;
+	st = ms_stats(&A);
+	/* One thread sends at t + 1 ms (the first send since the pong: the silence starts)... */
+	h_now = t + 1000000;
+	h_send(&A.h, &B.h, 100, 0x42);
+	pump();
+	/* ... another with its clock read at t, a moment before. */
+	h_now = t;
+	h_send(&A.h, &B.h, 100, 0x43);
+	pump();
+	assert_int_equal(ms_stats(&A).tx_silent_copy, st.tx_silent_copy);
+	assert_int_equal(magicsock_events_take(A.ms, ev, 4), 0);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_DIRECT);
+	/* A real silence still counts. */
+	h_now = t + 1000000 + MAGICSOCK_SILENT_NS;
+	h_send(&A.h, &B.h, 100, 0x44);
+	pump();
+	assert_int_equal(ms_stats(&A).tx_silent_copy, st.tx_silent_copy + 1);
+	assert_int_equal(magicsock_events_take(A.ms, ev, 4), 1);
+	assert_int_equal(ev[0].kind, MAGICSOCK_EVENT_SILENT);
+	magicsock_handle_free(A.ms, &hb);
+	magicsock_handle_free(B.ms, &ha);
+}
+
 /* The relay path allocates nothing either: framing in the headroom, probes from the pool. */
 static void test_relay_no_alloc(void **state)
 {
@@ -1191,6 +1236,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_relay_unknown_sender, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_no_alloc, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disco_rule, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disco_clock_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events_many, setup, teardown),
 	    cmocka_unit_test(test_demux_table),
 	    cmocka_unit_test(test_pktbox),
