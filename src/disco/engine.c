@@ -47,7 +47,8 @@ struct peer {
 	uint64_t active_ns;	  /* last sign of traffic */
 	uint64_t active_since_ns; /* when it last became active */
 	uint64_t to_direct_ns;	  /* from then to a trusted path (0: none yet) */
-	uint64_t probe_ns;	  /* last full probe, 0: none yet */
+	uint64_t probe_ns;	  /* last full probe, 0: none yet (or one is due now) */
+	uint64_t lost_ns;	  /* a direct path was lost while active (0: found since) */
 	uint64_t heartbeat_ns;
 	/* A user's ping through the relay (disco_ping), 0: none. */
 	uint8_t relay_txid[DISCO_TXID_LEN];
@@ -381,10 +382,16 @@ static void best_update(struct disco *d, struct peer *p, uint64_t now)
 			best = (int)i;
 	if (best >= 0 && p->best < 0 && p->active)
 		p->to_direct_ns = now - p->active_since_ns;
+	if (best < 0 && p->announced && p->active) {
+		/* Traffic flows and its path died: probe now, then every DISCO_REPROBE_NS. */
+		p->lost_ns = now ? now : 1;
+		p->probe_ns = 0;
+	}
 	p->best = best;
 	until = best >= 0 ? p->cands[best].pong_ns + DISCO_TRUST_NS : 0;
 	if (best >= 0) {
 		p->had_direct = true;
+		p->lost_ns = 0;
 		p->bd_left = 0;
 		p->bd_fails = 0;
 		p->bd_next_ns = 0;
@@ -893,6 +900,13 @@ static uint64_t earliest(uint64_t a, uint64_t b)
 	return !a ? b : !b ? a : MIN(a, b);
 }
 
+/* The gap between probes while relayed: short for a while after losing a direct path. */
+static uint64_t retry_gap(const struct peer *p, uint64_t now)
+{
+	return p->lost_ns && now - p->lost_ns < DISCO_REPROBE_FOR_NS ? DISCO_REPROBE_NS
+								     : DISCO_RETRY_NS;
+}
+
 /* One active peer's due work; its next deadline (0: it went idle). */
 static uint64_t peer_tick(struct disco *d, struct peer *p, uint64_t now)
 {
@@ -901,6 +915,7 @@ static uint64_t peer_tick(struct disco *d, struct peer *p, uint64_t now)
 	if (now - last >= DISCO_IDLE_NS) {
 		active_del(d, p);
 		p->bd_left = 0;
+		p->lost_ns = 0;
 		best_update(d, p, now);
 		return 0;
 	}
@@ -908,11 +923,11 @@ static uint64_t peer_tick(struct disco *d, struct peer *p, uint64_t now)
 	ping_new(d, p, now);
 	next = last + DISCO_IDLE_NS;
 	if (p->best < 0) {
-		if (!p->probe_ns || now - p->probe_ns >= DISCO_RETRY_NS)
+		if (!p->probe_ns || now - p->probe_ns >= retry_gap(p, now))
 			probe(d, p, now);
 		else if (p->bd_left && now - p->bd_burst_ns >= DISCO_BIRTHDAY_GAP_NS)
 			birthday_burst(d, p, now);
-		next = earliest(next, p->probe_ns + DISCO_RETRY_NS);
+		next = earliest(next, p->probe_ns + retry_gap(p, now));
 		if (p->bd_left)
 			next = earliest(next, p->bd_burst_ns + DISCO_BIRTHDAY_GAP_NS);
 	} else {

@@ -21,7 +21,11 @@
  *   direct    a candidate answered: trusted for DISCO_TRUST_NS after its last pong,
  *             kept fresh by a ping every DISCO_HEARTBEAT_NS while traffic flows; every
  *             DISCO_UPGRADE_NS all candidates are probed again to find a better one.
- *             When the trust runs out the path goes back to the relay (probing).
+ *             When the trust runs out the path goes back to the relay (probing): with
+ *             traffic flowing, at once and every DISCO_REPROBE_NS for
+ *             DISCO_REPROBE_FOR_NS (an outage of a few seconds, a NAT that rebinds:
+ *             back to direct within about a second of the path answering again), then
+ *             every DISCO_RETRY_NS.
  *
  * In either state, a candidate never pinged (the netmap brought it: the peer's address
  * changed; or it was learned) is pinged at the next tick, not at the next round: a peer
@@ -64,6 +68,9 @@
 #define DISCO_UPGRADE_NS (60ULL * DISCO_NS)
 #define DISCO_IDLE_NS (45ULL * DISCO_NS)
 #define DISCO_RETRY_NS (5ULL * DISCO_NS)
+/* After losing a direct path while traffic flows: probes this often, for this long. */
+#define DISCO_REPROBE_NS (1ULL * DISCO_NS)
+#define DISCO_REPROBE_FOR_NS (10ULL * DISCO_NS)
 /* A candidate is not pinged again sooner than this (a ping, or a reply to theirs). */
 #define DISCO_PING_MIN_GAP_NS (500ULL * 1000000ULL)
 #define DISCO_PING_RATE 10

@@ -289,6 +289,81 @@ static void test_trust_and_fallback(void **state)
 }
 
 /*
+ * The direct path dies while traffic flows (issue 10's failover): once its trust runs
+ * out, A probes at once and every DISCO_REPROBE_NS (not every DISCO_RETRY_NS), so it is
+ * direct again within about a second of UDP coming back; after DISCO_REPROBE_FOR_NS,
+ * every DISCO_RETRY_NS again; and an idle peer has no timer at all.
+ */
+static void test_reprobe(void **state)
+{
+	uint64_t now = 10 * MS, t, lost;
+	unsigned k;
+
+	(void)state;
+	introduce(now);
+	nodes[0].last_tx = now;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, now);
+	pump(now);
+	pump(now);
+	pump(now);
+	assert_true(nodes[0].has_path);
+	/* UDP dies; the heartbeats go unanswered until the trust runs out. */
+	udp_ok = false;
+	for (t = now + DISCO_HEARTBEAT_NS; t < now + DISCO_TRUST_NS; t += DISCO_HEARTBEAT_NS) {
+		nodes[0].last_tx = t;
+		disco_tick(nodes[0].d, t);
+		pump(t);
+	}
+	lost = now + DISCO_TRUST_NS;
+	nodes[0].last_tx = lost;
+	direct_sent = relayed = 0;
+	/* Lost: the relay, a probe at once, the next one DISCO_REPROBE_NS later. */
+	assert_int_equal(disco_tick(nodes[0].d, lost), lost + DISCO_REPROBE_NS);
+	assert_false(nodes[0].has_path);
+	assert_int_equal(direct_sent, 1); /* B's one address (reported twice) */
+	assert_int_equal(relayed, 1);	  /* call-me-maybe */
+	pump(lost);
+	/* Still dead a second later: probed again. */
+	t = lost + DISCO_REPROBE_NS;
+	nodes[0].last_tx = t;
+	direct_sent = 0;
+	assert_int_equal(disco_tick(nodes[0].d, t), t + DISCO_REPROBE_NS);
+	assert_int_equal(direct_sent, 1);
+	pump(t);
+	/* UDP is back 1.5 s after the loss: direct at the next probe, half a second on. */
+	udp_ok = true;
+	t = lost + 2 * DISCO_REPROBE_NS;
+	nodes[0].last_tx = t;
+	disco_tick(nodes[0].d, t);
+	pump(t + MS);
+	pump(t + 2 * MS);
+	assert_true(nodes[0].has_path);
+	/* It dies again and stays dead: a probe a second for DISCO_REPROBE_FOR_NS, then
+	 * every DISCO_RETRY_NS. */
+	udp_ok = false;
+	lost = t + 2 * MS + DISCO_TRUST_NS;
+	for (t += DISCO_HEARTBEAT_NS; t < lost; t += DISCO_HEARTBEAT_NS) {
+		nodes[0].last_tx = t;
+		disco_tick(nodes[0].d, t);
+		pump(t);
+	}
+	for (k = 0, t = lost; t < lost + DISCO_REPROBE_FOR_NS; t += DISCO_REPROBE_NS, k++) {
+		nodes[0].last_tx = t;
+		assert_int_equal(disco_tick(nodes[0].d, t), t + DISCO_REPROBE_NS);
+		pump(t);
+	}
+	assert_int_equal(k, DISCO_REPROBE_FOR_NS / DISCO_REPROBE_NS);
+	nodes[0].last_tx = t;
+	assert_int_equal(disco_tick(nodes[0].d, t), t - DISCO_REPROBE_NS + DISCO_RETRY_NS);
+	/* Traffic stops: idle, no timer, nothing sent. */
+	t += DISCO_IDLE_NS;
+	qn = 0;
+	assert_int_equal(disco_tick(nodes[0].d, t), 0);
+	assert_int_equal(qn, 0);
+	assert_int_equal(nodes[0].d->n_active, 0);
+}
+
+/*
  * B roams while A's traffic flows on a direct path: the netmap brings B's new address and
  * A pings it at the next tick, not at the next round (DISCO_RETRY_NS away, or
  * DISCO_UPGRADE_NS with a trusted path), and only once.
@@ -797,6 +872,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_direct, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_udp_blocked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_and_fallback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reprobe, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_new_candidate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tx_after_now, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle, setup, teardown),
