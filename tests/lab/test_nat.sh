@@ -18,7 +18,7 @@
 #     (not the 5 s periodic check), and e, its traffic to p flowing, pings the new one
 #   - failover: UDP dropped between e's and l1's NATs in the middle of a ping stream at
 #     10/s: the stream goes on through the relay with no gap over 2 s, the path shows the
-#     relay, and e's data reaches l1's NAT directly again within 3 s of UDP coming back
+#     relay, and e's data reaches l1's NAT directly again within 4 s of UDP coming back
 #
 #   lab internet 192.0.2.0/24: ctl .1, p .13, routers re .21, rb .22, rh1 .23, rh2 .24, rl .25
 #   e 198.18.1.2 (re), b 198.18.2.2 (rb), h1 198.18.3.2 (rh1), h2 198.18.4.2 (rh2),
@@ -232,7 +232,8 @@ check "e -> l1 falls back to the relay" wait_for 30 path_is e l1 relay:default
 check "the stream runs on through the relay" wait_for 10 bash -c "(( \$(grep -c 'icmp_seq=' '$LAB_TMP/failover.txt') > $cut_at + 20 ))"
 # Back to direct: e's WireGuard data reaching l1's NAT again (none can while UDP is cut).
 # Having lost its path with traffic flowing, e probes every second (DISCO_REPROBE_NS)
-# rather than every 5 s: within about a second of UDP coming back; 3 s on a busy machine.
+# rather than every 5 s: within a second or two of UDP coming back (a first round may still
+# meet the NATs' stale state); 4 s on a busy machine (2.1 s seen at load 20).
 natlab_count rl fo 192.0.2.21
 t0=$(ms_now)
 nsx re nft delete table inet cut
@@ -245,8 +246,8 @@ while (($(ms_now) - t0 < 30000)); do
 	sleep 0.05
 done
 log "failover: back to direct ${back:-never} ms after UDP returned"
-check_num "failover: e's data reaches l1's NAT directly within 3 s of UDP returning" \
-	"${back:-99999}" -le 3000
+check_num "failover: e's data reaches l1's NAT directly within 4 s of UDP returning" \
+	"${back:-99999}" -le 4000
 check "e -> l1 direct again once UDP is back" wait_for 45 path_with_traffic e l1 direct
 kill -INT "$pinger" 2>/dev/null
 wait "$pinger"
