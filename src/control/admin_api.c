@@ -702,10 +702,13 @@ static int pending_list(struct call *k)
 			continue;
 		snprintf(code, sizeof(code), "reg:%s", p[i].code);
 		base64_encode(mk, sizeof(mk), p[i].machine_key, 32);
-		json_array_append_new(k->out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "code",
-							code, "tailnet", p[i].tailnet, "hostname",
-							p[i].hostname, "os", p[i].os, "machine_key",
-							mk, "expires", (json_int_t)p[i].expires));
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "code", code, "tailnet",
+				      p[i].tailnet, "hostname", p[i].hostname, "os", p[i].os,
+				      "machine_key", mk, "expires", (json_int_t)p[i].expires);
+
+		if (o && p[i].node_id)
+			json_object_set_new(o, "node_id", json_integer((json_int_t)p[i].node_id));
+		json_array_append_new(k->out, o);
 	}
 	free(p);
 	return 0;
@@ -1231,6 +1234,7 @@ unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_ap
 		    .actor = req->actor,
 		    .now = req->now,
 		    .committed = env->committed,
+		    .relogin_code = env->relogin_code,
 		    .arg = env->arg,
 		},
 	};
