@@ -45,7 +45,6 @@
 #define COOKIE "trellis_session"
 #define PAGE_MAX 24576
 #define FORM_MAX 4096
-#define ISSUER "Trellis"
 #define SOURCE_MAX 17
 
 enum step { STEP_SIGN_IN, STEP_CHECKING, STEP_TOTP, STEP_ENROL, STEP_DONE };
@@ -498,7 +497,7 @@ static void page_enrol(struct page *p, const struct web_session *ss, const struc
 	machine(p, pr);
 	put(p, "<p>Your account needs a second factor. Scan this code with an authenticator app "
 	       "(or enter the secret by hand), then type the code it shows.</p>\n");
-	if (totp_uri(ISSUER, ss->email, ss->enrol_secret, sizeof(ss->enrol_secret), uri,
+	if (totp_uri(USERS_TOTP_ISSUER, ss->email, ss->enrol_secret, sizeof(ss->enrol_secret), uri,
 		     sizeof(uri)) == 0)
 		qr_svg(p, uri);
 	totp_base32_encode(ss->enrol_secret, sizeof(ss->enrol_secret), secret);
