@@ -983,11 +983,12 @@ static int accounts(struct call *k)
 /* Machine certificates (ca.h): ca, ca/init, ca/sign, ca/revoke, certs. */
 static json_t *ca_json(const struct control_ca *ca)
 {
-	char fp[65] = "";
+	char fp[65] = "", kid[MCERT_KEY_ID_MAX] = "";
 
 	mcert_fingerprint(ca->cert, strlen(ca->cert), fp);
-	return json_pack("{s:s, s:s, s:I}", "cert", ca->cert, "sha256", fp, "created",
-			 (json_int_t)ca->created);
+	mcert_key_id(ca->cert, strlen(ca->cert), kid);
+	return json_pack("{s:s, s:s, s:s, s:I}", "cert", ca->cert, "sha256", fp, "key_id", kid,
+			 "created", (json_int_t)ca->created);
 }
 
 static json_t *mcert_json(const struct control_mcert *m, int64_t now)
