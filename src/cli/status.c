@@ -188,7 +188,8 @@ static void state_lines(json_t *st, const char *state)
 		if (err && *err)
 			printf("Logged out: %s\n", err);
 		else if (url && *url)
-			printf("Needs login: waiting for an admin to approve this node.\n");
+			printf("Needs login: sign in at the URL below, or wait for an admin to "
+			       "approve this node.\n");
 		else if (server && *server)
 			printf("Logged out. `trellis up` logs in to %s again.\n", server);
 		else
