@@ -30,6 +30,8 @@ pkgs=(
 	# TOTP codes to type into it; lab/test_oidc: the lab's identity provider (oidc-provider
 	# from npm, tests/lab/idp) and the same browser
 	chromium oathtool nodejs
+	# lab/test_login: zbarimg decodes the terminal QR code of `users add --totp`
+	zbar-tools
 )
 # npm: Debian's, unless the installed nodejs brings its own (NodeSource's conflicts with it).
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

@@ -100,6 +100,7 @@ _trellis_control()
 	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
 	'tailnets ') mapfile -t COMPREPLY < <(compgen -W "create list set --help" -- "$cur") ;;
 	'users ') mapfile -t COMPREPLY < <(compgen -W "create list add passwd delete reset-2fa --help" -- "$cur") ;;
+	'users add') mapfile -t COMPREPLY < <(compgen -W "--admin --totp" -- "$cur") ;;
 	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list show pending approve expire delete rename set-expiry
 		--help" -- "$cur") ;;
 	'apikey create') mapfile -t COMPREPLY < <(compgen -W "--name --expiration" -- "$cur") ;;

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/cli.h"
 
@@ -187,7 +188,8 @@ static void state_lines(json_t *st, const char *state)
 		if (err && *err)
 			printf("Logged out: %s\n", err);
 		else if (url && *url)
-			printf("Needs login: waiting for an admin to approve this node.\n");
+			printf("Needs login: sign in at the URL below, or wait for an admin to "
+			       "approve this node.\n");
 		else if (server && *server)
 			printf("Logged out. `trellis up` logs in to %s again.\n", server);
 		else
@@ -197,6 +199,26 @@ static void state_lines(json_t *st, const char *state)
 	} else {
 		printf("trellisd is %s\n", state);
 	}
+}
+
+/* The installed machine certificate, in one line (status --json: machine_cert). */
+static void cert_line(json_t *c)
+{
+	time_t t = (time_t)json_integer_value(json_object_get(c, "not_after"));
+	char until[40] = "?";
+	struct tm tm;
+
+	if (!json_is_object(c))
+		return;
+	if (json_is_string(json_object_get(c, "error"))) {
+		printf("machine cert: %s\n", str(c, "error"));
+		return;
+	}
+	if (gmtime_r(&t, &tm))
+		strftime(until, sizeof(until), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	printf("machine cert: %s, serial %s, valid until %s, issuer %s (key id %s)\n",
+	       str(c, "subject"), str(c, "serial"), until, str(c, "issuer"),
+	       str(c, "issuer_key_id"));
 }
 
 /* "# Health:" and one line per problem; the error is already said by state_lines. */
@@ -245,6 +267,7 @@ int cli_status(int argc, char **argv, const struct cli_global *g)
 	state_lines(st, state);
 	health_lines(st, state);
 	relay_lines(json_object_get(st, "relay"));
+	cert_line(json_object_get(st, "machine_cert"));
 	if (json_is_object(json_object_get(st, "self"))) {
 		printf("%-20s %-40s %-8s %-28s %-8s %-20s %s\n", "NAME", "TAILNET IPS", "STATUS",
 		       "PATH", "OS", "OWNER", "MAY OPEN HERE");

@@ -122,13 +122,15 @@ static const struct noun nouns[] = {
     {"users", "list, create, add, passwd, delete, reset-2fa",
      "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
      "       trellis-control [--state DIR] users create NAME [--tailnet NAME]\n"
-     "       trellis-control [--state DIR] users add EMAIL [--admin]\n"
+     "       trellis-control [--state DIR] users add EMAIL [--admin] [--totp]\n"
      "       trellis-control [--state DIR] users passwd|delete|reset-2fa EMAIL\n"
      "  create: a user of a tailnet, for auth keys (--user); no login.\n"
      "  add: a local account that signs in on the login page; the password is read\n"
      "  twice from the terminal, or as one line from stdin; its tailnet comes from\n"
      "  its email domain at the first login (docs/identity.md). --admin: an admin of\n"
-     "  that tailnet. reset-2fa: the next login enrols a new authenticator.\n"
+     "  that tailnet. --totp: enrol the second factor now: prints its QR code, its\n"
+     "  otpauth URI and secret, and recovery codes (once) instead of enrolling at the\n"
+     "  first login. reset-2fa: the next login enrols a new authenticator.\n"
      "example: echo \"$PW\" | trellis-control users add alice@example.com --admin\n"},
     {"nodes", "list, show, pending, approve, rename, expire, delete, set-expiry",
      "usage: trellis-control [--state DIR] nodes list [--tailnet NAME] [--json]\n"
@@ -984,24 +986,49 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	return 0;
 }
 
+/*
+ * `users add --totp`: the second factor the server enrolled, for the person to scan now
+ * (shown once: the server keeps the recovery codes hashed only).
+ */
+static int enrolment_print(json_t *ans)
+{
+	const char *uri = s_(ans, "otpauth_uri"), *secret = s_(ans, "totp_secret");
+	json_t *codes = json_object_get(ans, "recovery_codes"), *c;
+	size_t i;
+
+	if (!uri[0] || !secret[0] || !json_is_array(codes))
+		return fail("the server did not enrol a second factor");
+	printf("\nSecond factor (TOTP): scan this code with an authenticator app, or enter the "
+	       "secret.\n\n");
+	if (users_cli_qr_print(stdout, uri, isatty(1)) < 0)
+		printf("(the QR code does not fit: enter the secret)\n");
+	printf("\n%s\nsecret: %s\n\nRecovery codes (each signs in once; they are not shown "
+	       "again):\n",
+	       uri, secret);
+	json_array_foreach(codes, i, c)
+		printf("  %s\n", json_string_value(c) ? json_string_value(c) : "?");
+	return 0;
+}
+
 /* users add|passwd|delete|reset-2fa EMAIL: local accounts (users.h). */
 static int account_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *pos[1];
-	bool admin = false;
+	bool admin = false, totp = false;
 	const struct opt opts[] = {
+		{ "--totp", false, NULL, &totp },
 		{ "--admin", false, NULL, &admin },
 		{ NULL },
 	};
 	bool add = strcmp(sub, "add") == 0, pw = add || strcmp(sub, "passwd") == 0;
 	char target[512], hash[PASSWORD_HASH_MAX] = "";
-	json_t *body = NULL;
+	json_t *body = NULL, *ans = NULL;
 	int npos, r;
 
-	if (opts_parse(argc, argv, add ? opts : opts + 1, pos, 1, &npos))
+	if (opts_parse(argc, argv, add ? opts : opts + 2, pos, 1, &npos))
 		return 1;
 	if (npos != 1)
-		return fail("usage: users %s EMAIL%s", sub, add ? " [--admin]" : "");
+		return fail("usage: users %s EMAIL%s", sub, add ? " [--admin] [--totp]" : "");
 	if (path_arg_check(pos[0]) < 0 || !strchr(pos[0], '@'))
 		return fail("not an email address: \"%s\"", pos[0]);
 	/* The password is read and hashed once, on the pass that calls the server. */
@@ -1010,6 +1037,8 @@ static int account_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	if (add) {
 		body = json_pack("{s:s, s:s, s:b}", "email", pos[0], "password_hash", hash, "admin",
 				 admin);
+		if (totp)
+			json_object_set_new(body, "totp", json_true());
 		target_make(target, sizeof(target), "accounts", NULL, NULL);
 	} else {
 		target_make(target, sizeof(target), "accounts", pos[0], NULL);
@@ -1017,12 +1046,15 @@ static int account_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (pw)
 			body = json_pack("{s:s}", "password_hash", hash);
 	}
-	r = call_json(cli, "POST", target, body, NULL);
+	r = call_json(cli, "POST", target, body, totp ? &ans : NULL);
 	if (r == 0 && !cli->dry)
 		printf("%s: %s\n", pos[0],
 		       add ? "local account added" : pw ? "password changed"
 		       : strcmp(sub, "delete") == 0 ? "local account deleted"
 						     : "second factor reset");
+	if (r == 0 && !cli->dry && totp)
+		r = enrolment_print(ans);
+	json_decref(ans);
 	return r;
 }
 

@@ -702,10 +702,13 @@ static int pending_list(struct call *k)
 			continue;
 		snprintf(code, sizeof(code), "reg:%s", p[i].code);
 		base64_encode(mk, sizeof(mk), p[i].machine_key, 32);
-		json_array_append_new(k->out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "code",
-							code, "tailnet", p[i].tailnet, "hostname",
-							p[i].hostname, "os", p[i].os, "machine_key",
-							mk, "expires", (json_int_t)p[i].expires));
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "code", code, "tailnet",
+				      p[i].tailnet, "hostname", p[i].hostname, "os", p[i].os,
+				      "machine_key", mk, "expires", (json_int_t)p[i].expires);
+
+		if (o && p[i].node_id)
+			json_object_set_new(o, "node_id", json_integer((json_int_t)p[i].node_id));
+		json_array_append_new(k->out, o);
 	}
 	free(p);
 	return 0;
@@ -888,15 +891,47 @@ static int audit_prune(struct call *k)
 	return 0;
 }
 
-/* Local accounts (users.h): never their hashes or secrets. */
+/*
+ * An account with its second factor enrolled at creation: the one answer that carries a
+ * secret, for the admin to hand to the person (the CLI shows it as a QR code).
+ */
+static int account_add_totp(struct call *k, const char *email, const char *hash, bool admin)
+{
+	struct users_enrolment *e = calloc(1, sizeof(*e));
+	char secret[TOTP_SECRET_B32_MAX];
+	json_t *codes;
+	int r;
+
+	if (!e)
+		return fail(k, 500, "out of memory");
+	r = users_account_add_totp(&k->c, email, hash, admin, e);
+	if (r < 0) {
+		crypto_wipe(e, sizeof(*e));
+		free(e);
+		return op_fail(k, r);
+	}
+	totp_base32_encode(e->secret, sizeof(e->secret), secret);
+	codes = json_array();
+	for (unsigned i = 0; i < CONTROL_RECOVERY_MAX; i++)
+		json_array_append_new(codes, json_string(e->recovery[i]));
+	k->status = 201;
+	k->out = json_pack("{s:s, s:s, s:o}", "totp_secret", secret, "otpauth_uri", e->uri,
+			   "recovery_codes", codes);
+	crypto_wipe(secret, sizeof(secret));
+	crypto_wipe(e, sizeof(*e));
+	free(e);
+	return 0;
+}
+
+/* Local accounts (users.h): never their hashes or secrets (but for account_add_totp's). */
 static int accounts(struct call *k)
 {
-	static const char *const add_names[] = { "email", "password_hash", "admin", NULL };
+	static const char *const add_names[] = { "email", "password_hash", "admin", "totp", NULL };
 	static const char *const pw_names[] = { "password_hash", NULL };
 	const char *email = NULL, *hash = NULL;
 	struct control_account *all = NULL;
 	size_t n = 0;
-	bool admin = false;
+	bool admin = false, totp = false;
 	int r;
 
 	if (is(k, "GET", 1, "accounts", NULL)) {
@@ -917,10 +952,13 @@ static int accounts(struct call *k)
 	}
 	if (is(k, "POST", 1, "accounts", NULL)) {
 		if (body_only(k, add_names) < 0 || body_string(k, "email", &email) < 0 ||
-		    body_string(k, "password_hash", &hash) < 0 || body_bool(k, "admin", &admin) < 0)
+		    body_string(k, "password_hash", &hash) < 0 || body_bool(k, "admin", &admin) < 0 ||
+		    body_bool(k, "totp", &totp) < 0)
 			return -1;
 		if (!email || !hash)
 			return fail(k, 400, "\"email\" and \"password_hash\" are required");
+		if (totp)
+			return account_add_totp(k, email, hash, admin);
 		r = users_account_add(&k->c, email, hash, admin, NULL);
 		k->status = 201;
 	} else if (is(k, "POST", 3, "accounts", "passwd")) {
@@ -945,11 +983,12 @@ static int accounts(struct call *k)
 /* Machine certificates (ca.h): ca, ca/init, ca/sign, ca/revoke, certs. */
 static json_t *ca_json(const struct control_ca *ca)
 {
-	char fp[65] = "";
+	char fp[65] = "", kid[MCERT_KEY_ID_MAX] = "";
 
 	mcert_fingerprint(ca->cert, strlen(ca->cert), fp);
-	return json_pack("{s:s, s:s, s:I}", "cert", ca->cert, "sha256", fp, "created",
-			 (json_int_t)ca->created);
+	mcert_key_id(ca->cert, strlen(ca->cert), kid);
+	return json_pack("{s:s, s:s, s:s, s:I}", "cert", ca->cert, "sha256", fp, "key_id", kid,
+			 "created", (json_int_t)ca->created);
 }
 
 static json_t *mcert_json(const struct control_mcert *m, int64_t now)
@@ -1231,6 +1270,7 @@ unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_ap
 		    .actor = req->actor,
 		    .now = req->now,
 		    .committed = env->committed,
+		    .relogin_code = env->relogin_code,
 		    .arg = env->arg,
 		},
 	};

@@ -36,6 +36,7 @@ struct admin_api_pending {
 	char os[NETMAP_OS_MAX];
 	uint8_t machine_key[32];
 	int64_t expires; /* Unix seconds */
+	uint64_t node_id; /* a known node logging in again, or 0 */
 };
 
 struct admin_api_env {
@@ -47,6 +48,8 @@ struct admin_api_env {
 	int (*node_online)(void *arg, uint64_t id);
 	/* Waiting registrations: fills up to cap, returns how many there are; NULL offline. */
 	size_t (*pending_list)(void *arg, struct admin_api_pending *ret, size_t cap);
+	/* admin_op_ctx.relogin_code; NULL offline. */
+	bool (*relogin_code)(void *arg, uint64_t node_id, char *ret, size_t size);
 	void *arg;
 };
 

@@ -518,6 +518,10 @@ int admin_op_node_approve(struct admin_op_ctx *c, const char *what, const char *
 
 	if (r < 0)
 		return r;
+	/* An approved node logging in again waits in the server's memory, under a code. */
+	if (op.node.approved && c->relogin_code && c->relogin_code(c->arg, op.node.id, code,
+								    sizeof(code)))
+		return pending_approve(c, code);
 	op.node.approved = true;
 	return node_write(c, "node.approve", &op, what, NULL);
 }

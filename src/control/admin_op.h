@@ -50,6 +50,12 @@ struct admin_op_ctx {
 	 * row's). May be NULL. An auth key's op holds the hash of its secret.
 	 */
 	void (*committed)(void *arg, const char *actor, const struct store_op *op, uint64_t id);
+	/*
+	 * The code of the waiting re-login of node_id (pending.h: the running server's memory),
+	 * so that `nodes approve ID|NAME` approves it as `nodes approve reg:CODE` does: true
+	 * with the code in ret. May be NULL (no server: nothing waits).
+	 */
+	bool (*relogin_code)(void *arg, uint64_t node_id, char *ret, size_t size);
 	void *arg;
 	char err[ADMIN_OP_ERR_MAX]; /* set with every refusal */
 };

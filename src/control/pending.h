@@ -5,7 +5,8 @@
 /*
  * Interactive registrations waiting for an admin: in memory only, until
  * approved (issue 7, finding 2). A machine that registers without a
- * credential costs no database row, no address and no mapper record; it gets
+ * credential costs no database row, no address and no mapper record (a known
+ * node logging in again keeps its record, unchanged, until then); it gets
  * an entry here with a random code (the URL it is shown, and what the admin
  * approves: `trellis-control nodes approve reg:CODE`), which lives
  * PENDING_TTL_NS and goes with a restart. Only the approval makes a node.
@@ -45,6 +46,12 @@ struct pending_reg {
 	struct pending_reg *prev, *next; /* oldest first: expiry order */
 	char code[PENDING_CODE_LEN + 1];
 	uint64_t tailnet_id;
+	/*
+	 * The owner's: a known node logging in again (its key expired, or a new key without
+	 * proof of the old one), and the user it belongs to (0: none, a tagged node). Only that
+	 * user may sign in for it (web.h); 0 for a new machine.
+	 */
+	uint64_t node_id, owner_id;
 	uint8_t machine_key[NETMAP_KEY_LEN];
 	uint8_t node_key[NETMAP_KEY_LEN];
 	bool has_audit_key; /* the owner's: the register's audit key, for the node record */

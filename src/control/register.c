@@ -198,11 +198,13 @@ void register_decide(struct registry *r, const struct register_request *req,
 	} else if (!old || !control_node_visible(old, req->now) ||
 		   memcmp(old->node_key, msg->node_key, NETMAP_KEY_LEN)) {
 		/*
-		 * Interactive: waits for `trellis-control nodes approve`. A known machine with a
-		 * new node key and no proof of the old one (old_node_key: a rotation) is a new
-		 * login too: `trellis up --force-reauth`, or a node that lost its key.
+		 * Interactive: waits for a login or `trellis-control nodes approve`. A known
+		 * machine with a new node key and no proof of the old one (old_node_key: a
+		 * rotation) is a new login too: `trellis up --force-reauth`, or a node that lost
+		 * its key. A known node the store holds unapproved keeps waiting for the admin.
 		 */
 		d->rec.approved = false;
+		d->relogin = old && old->approved;
 		/* A known node keeps its owner while it waits (an admin's approval brings it back).
 		 */
 		d->rec.user_id = old ? old->user_id : t->default_user;

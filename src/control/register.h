@@ -23,8 +23,10 @@
  *   tailnet's CA for its machine key (req->mcert_check), and its key expiry
  *   becomes no later than the certificate's end;
  * - without one: a machine we know and whose node is visible re-registers
- *   as it is (a new node key, say); any other machine registers unapproved and
- *   waits for an admin (interactive).
+ *   as it is; a known, approved node with an expired key or a new node key
+ *   logs in again (relogin: its owner signs in, or an admin approves); any
+ *   other machine registers unapproved and waits for a login or an admin
+ *   (interactive).
  *
  * A decision is carried out around its store write: register_begin reserves
  * what the write needs in memory (an address, a name, the machine's place in
@@ -47,6 +49,8 @@ struct registry_node;
 
 /* The refusal of a node key that belongs to another machine's node. */
 #define REGISTER_ERR_NODE_KEY_TAKEN "node key belongs to another node"
+/* /register/<this>: the page of a node the store holds unapproved (it names no node). */
+#define REGISTER_APPROVAL_PAGE "approval"
 
 struct register_request {
 	const struct ctrl_register *msg;
@@ -68,6 +72,13 @@ struct register_decision {
 	bool insert;       /* a new node: address, name and id still to come */
 	bool rename;       /* the node takes a new name from rec.hostname */
 	bool rotate;       /* a key rotation */
+	/*
+	 * A known, approved node logs in again without a credential (its key expired, or a
+	 * new key without old_node_key): rec.approved is false, and like a new machine it
+	 * waits (pending.h) with its record unchanged until its owner signs in or an admin
+	 * approves; then the decision is made again and approved.
+	 */
+	bool relogin;
 	struct control_node rec;  /* what to write */
 	struct control_node prev; /* a known node's record before (restored if the write fails) */
 	struct control_authkey *authkey; /* the auth key it uses (the registry's) */

@@ -301,10 +301,15 @@ static void reply_register(struct session *ss, enum ctrl_register_status st, con
 			 httpd_tls(s->httpd) ? "https" : "http",
 			 ss->host[0] ? ss->host : httpd_listen_name(s->httpd), ss->pend->code);
 	} else if (st == CTRL_REGISTER_NEEDS_AUTH) {
+		/*
+		 * A node the store holds unapproved waits for an admin: the page says how. Its
+		 * id is guessable, so no URL names it (the codes above are 64 random bits).
+		 */
 		s->ctr.regs_needs_auth++;
 		snprintf(m.reg_resp.auth_url, sizeof(m.reg_resp.auth_url),
-			 "%s://%s/register/%" PRIu64, httpd_tls(s->httpd) ? "https" : "http",
-			 ss->host[0] ? ss->host : httpd_listen_name(s->httpd), rec->id);
+			 "%s://%s/register/" REGISTER_APPROVAL_PAGE,
+			 httpd_tls(s->httpd) ? "https" : "http",
+			 ss->host[0] ? ss->host : httpd_listen_name(s->httpd));
 	} else {
 		s->ctr.regs_ok++;
 		m.reg_resp.has_node = true;
@@ -410,17 +415,19 @@ static const char *mcert_check(void *arg, uint64_t tailnet_id, int64_t *ret_not_
 /* ---- interactive registrations (pending.h) ---- */
 
 /*
- * A machine without a credential that we do not know: it waits in memory,
- * costing no row, no address and no record, until an admin approves it.
+ * A machine without a credential that we do not know, or a known node logging in again
+ * (d->relogin): it waits in memory, costing no row, no address and no record (a known
+ * node's stays as it is), until someone signs in for it or an admin approves it.
  */
-static void pending_wait(struct session *ss, const struct ctrl_register *msg, uint64_t tid,
-			 const struct ca_evidence *ev)
+static void pending_wait(struct session *ss, const struct ctrl_register *msg,
+			 const struct register_decision *d, const struct ca_evidence *ev)
 {
 	struct control_server *s = ss->env->ctx;
 	struct pending_reg *pr;
 	int r;
 
-	r = pending_add(s->pend, tid, ss->machine_key, msg->node_key, msg->hostname, msg->os,
+	r = pending_add(s->pend, d->rec.tailnet_id, ss->machine_key, msg->node_key, msg->hostname,
+			msg->os,
 			ss->slot.src, ss->slot.src_len, loop_now_ns(s->loop), &pr);
 	if (r < 0) {
 		s->ctr.drops[METRICS_DROP_PENDING_LIMIT]++;
@@ -442,6 +449,8 @@ static void pending_wait(struct session *ss, const struct ctrl_register *msg, ui
 	}
 	pr->waiter = ss;
 	ss->pend = pr;
+	pr->node_id = d->relogin ? d->prev.id : 0;
+	pr->owner_id = d->relogin ? d->prev.user_id : 0;
 	pr->has_audit_key = msg->has_audit_key;
 	memcpy(pr->audit_key, msg->audit_key, NETMAP_KEY_LEN);
 	/* Checked again when the login or approval names the tailnet (pending_finish). */
@@ -453,6 +462,23 @@ static void pending_wait(struct session *ss, const struct ctrl_register *msg, ui
 			memcpy(pr->mcert, ev, sizeof(*ev));
 	}
 	reply_register(ss, CTRL_REGISTER_NEEDS_AUTH, NULL, NULL);
+}
+
+/*
+ * A live node that logs in again with a new key and no proof of the old one gave that key
+ * up (`trellis up --force-reauth`, a lost key file): it expires now, as a logout does, so
+ * that peers drop it while the new login waits. The machine key proved the machine.
+ */
+static void key_give_up(struct control_server *s, const struct control_node *n, int64_t now)
+{
+	struct store_op op = {.kind = STORE_OP_NODE_UPDATE, .node = *n};
+
+	op.node.expiry_disabled = false;
+	op.node.key_expiry = now;
+	registry_node_update(s->reg, &op.node, now);
+	mapstream_schedule(s->ms);
+	if (store_submit(s->store, &op, noop_done, NULL) < 0)
+		s->ctr.drops[METRICS_DROP_STORE_BUSY]++;
 }
 
 static void pending_drop(struct control_server *s, struct pending_reg *pr)
@@ -564,6 +590,9 @@ static int web_pending_complete(void *arg, const char *code, uint64_t tid, uint6
 
 	if (!pr)
 		return -ENOENT;
+	/* A known node's re-login is its owner's (web.c checked it, on the page). */
+	if (pr->node_id && (tid != pr->tailnet_id || uid != pr->owner_id))
+		return -EPERM;
 	pending_finish(s, pr, tid, uid, approved);
 	return 0;
 }
@@ -639,11 +668,11 @@ static void on_register(struct session *ss, const struct ctrl_register *msg)
 	op->ss = ss;
 	op->kind = OP_REGISTER;
 	register_decide(s->reg, &req, &op->d);
-	if (!op->d.error && op->d.insert && !op->d.rec.approved) {
-		uint64_t tid = op->d.rec.tailnet_id;
-
+	if (!op->d.error && (op->d.insert || op->d.relogin) && !op->d.rec.approved) {
+		if (op->d.relogin && control_node_visible(&op->d.prev, now))
+			key_give_up(s, &op->d.prev, now);
+		pending_wait(ss, msg, &op->d, ev);
 		free(op);
-		pending_wait(ss, msg, tid, ev);
 		free(ev);
 		return;
 	}
@@ -1197,13 +1226,13 @@ static void get_register(struct httpd_request *r, void *ctx)
 			     pr->hostname, pr->os[0] ? pr->os : "-", mk, nk, arg);
 		return httpd_reply(r, 200, "text/plain; charset=utf-8", body, (size_t)n);
 	}
-	for (size_t i = 0; i < idlen; i++)
-		if (req->target[10 + i] < '0' || req->target[10 + i] > '9')
-			return httpd_error(r, 404, NULL);
-	snprintf(arg, sizeof(arg), "%.*s", (int)idlen, req->target + 10);
+	if (idlen != sizeof(REGISTER_APPROVAL_PAGE) - 1 ||
+	    memcmp(req->target + 10, REGISTER_APPROVAL_PAGE, idlen) != 0)
+		return httpd_error(r, 404, NULL);
 	n = snprintf(body, sizeof(body),
-		     "This device waits for approval.\nAn administrator approves it with:\n"
-		     "  trellis-control nodes approve %s\n", arg);
+		     "This device waits for an administrator's approval: `trellis-control nodes "
+		     "list` shows it as pending,\n"
+		     "and `trellis-control nodes approve ID|NAME` approves it.\n");
 	httpd_reply(r, 200, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
@@ -1319,6 +1348,17 @@ static int admin_node_online(void *arg, uint64_t id)
 	return e && e->stream;
 }
 
+static bool admin_relogin_code(void *arg, uint64_t node_id, char *ret, size_t size)
+{
+	struct control_server *s = arg;
+	const struct pending_reg *pr = NULL;
+
+	while ((pr = pending_next(s->pend, pr)))
+		if (pr->node_id == node_id)
+			return (size_t)snprintf(ret, size, "%s", pr->code) < size;
+	return false;
+}
+
 static size_t admin_pending_list(void *arg, struct admin_api_pending *ret, size_t cap)
 {
 	struct control_server *s = arg;
@@ -1340,6 +1380,7 @@ static size_t admin_pending_list(void *arg, struct admin_api_pending *ret, size_
 		snprintf(p->hostname, sizeof(p->hostname), "%s", pr->hostname);
 		snprintf(p->os, sizeof(p->os), "%s", pr->os);
 		memcpy(p->machine_key, pr->machine_key, sizeof(p->machine_key));
+		p->node_id = pr->node_id;
 		p->expires = now + (int64_t)((pr->expires_ns > now_ns ? pr->expires_ns - now_ns : 0) /
 					     NSEC_PER_SEC);
 		n++;
@@ -1362,6 +1403,7 @@ static void admin_answer(struct control_server *s, struct httpd_request *r, cons
 	    .committed = admin_committed,
 	    .node_online = admin_node_online,
 	    .pending_list = admin_pending_list,
+	    .relogin_code = admin_relogin_code,
 	    .arg = s,
 	};
 	char method[8], target[1024];

@@ -70,8 +70,33 @@ static int hash_check(struct admin_op_ctx *c, const char *hash)
 	return 0;
 }
 
-int users_account_add(struct admin_op_ctx *c, const char *email, const char *password_hash,
-		      bool admin, struct control_account *ret)
+/* The second factor of a new account: a secret, recovery codes (stored as hashes). */
+static int enrol(struct control_account *a, struct users_enrolment *e)
+{
+	int r = crypto_random(e->secret, sizeof(e->secret));
+
+	if (r < 0)
+		return r;
+	r = totp_uri(USERS_TOTP_ISSUER, a->email, e->secret, sizeof(e->secret), e->uri,
+		     sizeof(e->uri));
+	if (r < 0)
+		return r;
+	a->totp = true;
+	memcpy(a->totp_secret, e->secret, sizeof(a->totp_secret));
+	a->totp_last_step = 0;
+	a->n_recovery = CONTROL_RECOVERY_MAX;
+	for (unsigned i = 0; i < CONTROL_RECOVERY_MAX; i++) {
+		r = totp_recovery_generate(e->recovery[i]);
+		if (r == 0)
+			r = totp_recovery_hash(e->recovery[i], a->recovery[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int account_add(struct admin_op_ctx *c, const char *email, const char *password_hash,
+		       bool admin, struct control_account *ret, struct users_enrolment *ret_totp)
 {
 	struct store_op op = {.kind = STORE_OP_ACCOUNT_PUT};
 	struct control_account *a = &op.account;
@@ -87,6 +112,11 @@ int users_account_add(struct admin_op_ctx *c, const char *email, const char *pas
 	snprintf(a->password, sizeof(a->password), "%s", password_hash);
 	a->admin = admin;
 	a->created = c->now;
+	if (ret_totp && enrol(a, ret_totp) < 0) {
+		crypto_wipe(&op, sizeof(op));
+		crypto_wipe(ret_totp, sizeof(*ret_totp));
+		return refuse(c, -EIO, "could not make a second factor for", email);
+	}
 	r = admin_op_commit(c, "account.add", NULL, &op, &a->id);
 	if (r == -EEXIST)
 		return refuse(c, r, "a local account exists for", a->email);
@@ -96,6 +126,18 @@ int users_account_add(struct admin_op_ctx *c, const char *email, const char *pas
 		*ret = *a;
 	crypto_wipe(&op, sizeof(op));
 	return 0;
+}
+
+int users_account_add(struct admin_op_ctx *c, const char *email, const char *password_hash,
+		      bool admin, struct control_account *ret)
+{
+	return account_add(c, email, password_hash, admin, ret, NULL);
+}
+
+int users_account_add_totp(struct admin_op_ctx *c, const char *email, const char *password_hash,
+			   bool admin, struct users_enrolment *ret)
+{
+	return account_add(c, email, password_hash, admin, NULL, ret);
 }
 
 static int put(struct admin_op_ctx *c, const char *action, struct store_op *op)

@@ -17,8 +17,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "auth/totp.h"
 #include "control/admin_op.h"
 #include "control/model.h"
+
+/* The issuer an authenticator app shows beside the account (otpauth URIs). */
+#define USERS_TOTP_ISSUER "Trellis"
+
+/* A second factor enrolled at `users add --totp`: shown once, to be handed to the person. */
+struct users_enrolment {
+	uint8_t secret[TOTP_SECRET_LEN];
+	char uri[TOTP_URI_MAX]; /* otpauth://totp/...: what the QR code carries */
+	char recovery[CONTROL_RECOVERY_MAX][TOTP_RECOVERY_LEN];
+};
 
 /* Lower-cases a plausible address (local@domain.tld, no spaces or controls). 0 or -EINVAL. */
 int users_email_normalize(const char *in, char ret[CONTROL_EMAIL_MAX]);
@@ -28,6 +39,12 @@ const char *users_email_domain(const char *email);
 /* 0, -EINVAL (address or hash), -EEXIST. ret may be NULL. */
 int users_account_add(struct admin_op_ctx *c, const char *email, const char *password_hash,
 		      bool admin, struct control_account *ret);
+/*
+ * The same with TOTP enrolled at once (no enrolment at the first login): a fresh secret
+ * and recovery codes, stored (the codes hashed) and given in *ret (wipe it after use).
+ */
+int users_account_add_totp(struct admin_op_ctx *c, const char *email, const char *password_hash,
+			   bool admin, struct users_enrolment *ret);
 /* 0, -EINVAL, -ENOENT. */
 int users_account_passwd(struct admin_op_ctx *c, const char *email, const char *password_hash);
 int users_account_delete(struct admin_op_ctx *c, const char *email);

@@ -2,6 +2,7 @@
 #include "control/users_cli.h"
 
 #include <errno.h>
+#include <qrencode.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -79,5 +80,32 @@ int users_cli_password_hash(const char *email, char ret[PASSWORD_HASH_MAX])
 out:
 	crypto_wipe(a, sizeof(a));
 	crypto_wipe(b, sizeof(b));
+	return r;
+}
+
+/* Module (x, y) of q, light outside the symbol (the quiet zone). */
+static bool dark(const QRcode *q, int x, int y)
+{
+	return x >= 0 && y >= 0 && x < q->width && y < q->width && (q->data[y * q->width + x] & 1);
+}
+
+int users_cli_qr_print(FILE *f, const char *text, bool ansi)
+{
+	static const char *const cell[4] = {" ", "\u2580", "\u2584", "\u2588"};
+	QRcode *q = QRcode_encodeString(text, 0, QR_ECLEVEL_M, QR_MODE_8, 1);
+	int m = USERS_CLI_QR_MARGIN, r = 0;
+
+	if (!q)
+		return -EINVAL;
+	for (int y = -m; y < q->width + m; y += 2) {
+		if (ansi)
+			fputs("\033[30;47m", f);
+		for (int x = -m; x < q->width + m; x++)
+			fputs(cell[dark(q, x, y) | dark(q, x, y + 1) << 1], f);
+		fputs(ansi ? "\033[0m\n" : "\n", f);
+	}
+	if (ferror(f))
+		r = -EIO;
+	QRcode_free(q);
 	return r;
 }

@@ -45,7 +45,6 @@
 #define COOKIE "trellis_session"
 #define PAGE_MAX 24576
 #define FORM_MAX 4096
-#define ISSUER "Trellis"
 #define SOURCE_MAX 17
 
 enum step { STEP_SIGN_IN, STEP_CHECKING, STEP_TOTP, STEP_ENROL, STEP_DONE };
@@ -453,6 +452,9 @@ static void page_sign_in(struct web *w, struct page *p, const struct web_session
 	head(p, "Sign in to approve this machine");
 	put(p, "<p>This machine asks to join a Trellis network:</p>\n");
 	machine(p, pr);
+	if (pr->node_id)
+		put(p, "<p>It is in a network already and its key expired (or it made a new "
+		       "one): the person it belongs to signs in to renew it.</p>\n");
 	put(p, "<p>If you did not just run <code>trellis up</code> on it, close this page.</p>\n");
 	alert(p, ss);
 	putf(p, "<form method=\"post\" action=\"/register/%s/login\">", ss->code);
@@ -495,7 +497,7 @@ static void page_enrol(struct page *p, const struct web_session *ss, const struc
 	machine(p, pr);
 	put(p, "<p>Your account needs a second factor. Scan this code with an authenticator app "
 	       "(or enter the secret by hand), then type the code it shows.</p>\n");
-	if (totp_uri(ISSUER, ss->email, ss->enrol_secret, sizeof(ss->enrol_secret), uri,
+	if (totp_uri(USERS_TOTP_ISSUER, ss->email, ss->enrol_secret, sizeof(ss->enrol_secret), uri,
 		     sizeof(uri)) == 0)
 		qr_svg(p, uri);
 	totp_base32_encode(ss->enrol_secret, sizeof(ss->enrol_secret), secret);
@@ -645,6 +647,137 @@ int web_tenancy(struct admin_op_ctx *c, const char *consumer_domains, const char
 }
 
 #define ADMIN_SETTING_PREFIX "tailnet-admin/"
+/* The last refused re-login of a node (an audited write: who tried, in the audit log). */
+#define RELOGIN_REFUSED_PREFIX "relogin-refused/"
+
+/* The session's login is done (ss->done_html says how): that page, with extra once. */
+static void done_reply(struct web *w, struct httpd_request *r, struct web_session *ss,
+		       const char *extra)
+{
+	struct page p;
+
+	ss->step = STEP_DONE;
+	ss->expires_ns = loop_now_ns(w->env.loop) + 60 * NSEC_PER_SEC;
+	if (!extra)
+		return render(w, r, ss, NULL, false);
+	p = (struct page){.buf = malloc(PAGE_MAX), .cap = PAGE_MAX};
+	if (!p.buf)
+		return httpd_error(r, 503, "out of memory");
+	head(&p, "Done");
+	put(&p, ss->done_html);
+	put(&p, extra);
+	put(&p, "</body></html>\n");
+	reply_page(w, r, 200, NULL, &p);
+	crypto_wipe(p.buf, p.cap);
+	free(p.buf);
+}
+
+/* A refusal after sign-in; extra (recovery codes just made) is still shown, once. */
+static void refuse(struct web *w, struct httpd_request *r, unsigned status, const char *title,
+		   const char *text, const char *extra)
+{
+	struct page p;
+
+	if (!extra)
+		return simple(w, r, status, title, text);
+	p = (struct page){.buf = malloc(PAGE_MAX), .cap = PAGE_MAX};
+	if (!p.buf)
+		return httpd_error(r, 503, "out of memory");
+	head(&p, title);
+	put(&p, "<p class=\"msg\" role=\"alert\">");
+	esc(&p, text);
+	put(&p, "</p>\n");
+	put(&p, extra);
+	put(&p, "</body></html>\n");
+	reply_page(w, r, status, NULL, &p);
+	crypto_wipe(p.buf, p.cap);
+	free(p.buf);
+}
+
+/* Someone else signed in for a known node's re-login: written, so the audit log has it. */
+static void relogin_refused_audit(struct admin_op_ctx *c, uint64_t node_id, const char *email)
+{
+	struct store_op op = {.kind = STORE_OP_SETTING_SET};
+	char target[AUDIT_TARGET_MAX];
+	struct control_node n;
+	int len;
+
+	snprintf(op.setting.key, sizeof(op.setting.key), RELOGIN_REFUSED_PREFIX "%" PRIu64,
+		 node_id);
+	len = snprintf((char *)op.setting.value, sizeof(op.setting.value), "%s", email);
+	op.setting.len = (size_t)MIN(len, (int)sizeof(op.setting.value) - 1);
+	snprintf(target, sizeof(target), "node:%" PRIu64 " %s", node_id,
+		 store_node_get(c->store, node_id, &n) == 0 ? n.name : "?");
+	if (admin_op_commit(c, "node.relogin_refused", target, &op, NULL) < 0)
+		log_warn("control: web: cannot audit the refused re-login of node %" PRIu64,
+			 node_id);
+}
+
+/*
+ * A known node logging in again (pending.h): only the user it belongs to renews it, in its
+ * own tailnet. No tenancy: a refused sign-in creates nothing. The node keeps its record
+ * (id, name, addresses) and takes the new key (server.c: pending_finish).
+ */
+static void relogin(struct web *w, struct httpd_request *r, struct web_session *ss,
+		    const struct pending_reg *pr, const struct login_identity *who,
+		    struct admin_op_ctx *c, const char *extra)
+{
+	char norm[CONTROL_EMAIL_MAX], code[PENDING_CODE_LEN + 1], hostname[NETMAP_NAME_MAX];
+	uint64_t node_id = pr->node_id;
+	struct control_tailnet t;
+	struct control_user u;
+	struct page p;
+	bool valid;
+	int err;
+
+	snprintf(code, sizeof(code), "%s", ss->code);
+	snprintf(hostname, sizeof(hostname), "%s", pr->hostname);
+	valid = users_email_normalize(who->email, norm) == 0;
+	if (!valid || store_user_get_by_name(w->env.store, pr->tailnet_id, norm, &u) < 0 ||
+	    u.id != pr->owner_id) {
+		log_info("control: web: %s: %s refused: node %" PRIu64 " (%s) is not theirs", code,
+			 who->email, node_id, hostname);
+		relogin_refused_audit(c, node_id, valid ? norm : who->email);
+		/* The link is free again: the owner may open it in their own browser. */
+		session_end(ss);
+		return refuse(w, r, 403, "Not your machine",
+			      "This machine belongs to another person: only they can sign in to "
+			      "renew it. Nothing was changed.",
+			      extra);
+	}
+	if (store_tailnet_get(w->env.store, pr->tailnet_id, &t) < 0)
+		return refuse(w, r, 409, "Cannot approve",
+			      "The machine could not be renewed. Run `trellis up` again.", extra);
+	if (t.require_2fa && !who->mfa) {
+		log_info("control: web: %s: %s refused: tailnet %s requires a second factor", code,
+			 u.name, t.name);
+		return refuse(w, r, 403, "Second factor required",
+			      "This network requires a second factor at sign-in, and yours did "
+			      "not use one.",
+			      extra);
+	}
+	err = w->env.pending_complete(w->env.arg, code, t.id, u.id, true);
+	if (err < 0) {
+		log_info("control: web: %s: renewing node %" PRIu64 " for %s failed: %s", code,
+			 node_id, u.name, strerror(-err));
+		return refuse(w, r, 409, "Cannot approve",
+			      "The machine could not be renewed. Run `trellis up` again.", extra);
+	}
+	log_info("control: web: %s (%s) signed in again by %s with %s%s: node %" PRIu64
+		 " renewed in tailnet %s",
+		 code, hostname, u.name, who->method, who->mfa ? " and a second factor" : "",
+		 node_id, t.name);
+	p = (struct page){.buf = ss->done_html, .cap = sizeof(ss->done_html)};
+	ss->done_html[0] = '\0';
+	put(&p, "<p class=\"ok\">");
+	esc(&p, hostname);
+	put(&p, " is signed in again as ");
+	esc(&p, u.name);
+	put(&p, " (tailnet ");
+	esc(&p, t.name);
+	put(&p, "): it keeps its name and addresses. You can close this page.</p>\n");
+	done_reply(w, r, ss, extra);
+}
 
 /* web_login_complete, with extra HTML for this answer only (recovery codes: shown once). */
 static void complete(struct web *w, struct httpd_request *r, const char *code,
@@ -675,6 +808,8 @@ static void complete(struct web *w, struct httpd_request *r, const char *code,
 			      "Your identity provider has not verified your email address.");
 	snprintf(actor, sizeof(actor), "web:%.*s", CONTROL_EMAIL_MAX - 1, who->email);
 	c.actor = actor;
+	if (pr->node_id)
+		return relogin(w, r, ss, pr, who, &c, extra);
 	snprintf(hostname, sizeof(hostname), "%s", pr->hostname);
 	err = web_tenancy(&c, w->env.consumer_domains, who->email, &t, &u, &created);
 	if (err < 0) {
@@ -722,20 +857,7 @@ static void complete(struct web *w, struct httpd_request *r, const char *code,
 	put(&p, t.device_approval ? " An administrator approves new devices in this network: it "
 				    "connects once they do.</p>\n"
 				  : " You can close this page.</p>\n");
-	ss->step = STEP_DONE;
-	ss->expires_ns = loop_now_ns(w->env.loop) + 60 * NSEC_PER_SEC;
-	if (!extra)
-		return render(w, r, ss, NULL, false);
-	p = (struct page){.buf = malloc(PAGE_MAX), .cap = PAGE_MAX};
-	if (!p.buf)
-		return httpd_error(r, 503, "out of memory");
-	head(&p, "Done");
-	put(&p, ss->done_html);
-	put(&p, extra);
-	put(&p, "</body></html>\n");
-	reply_page(w, r, 200, NULL, &p);
-	crypto_wipe(p.buf, p.cap);
-	free(p.buf);
+	done_reply(w, r, ss, extra);
 }
 
 void web_login_complete(struct web *w, struct httpd_request *r, const char *code,

@@ -168,6 +168,18 @@ static void cn_clean(const char *in, size_t len, char ret[MCERT_SUBJECT_MAX])
 	ret[n] = '\0';
 }
 
+/* A key identifier as hex ("" and -EINVAL when absent or longer than we show). */
+static int key_id_hex(const ASN1_OCTET_STRING *id, char ret[MCERT_KEY_ID_MAX])
+{
+	int n = id ? ASN1_STRING_length(id) : 0;
+
+	ret[0] = '\0';
+	if (n <= 0 || 2 * n >= MCERT_KEY_ID_MAX)
+		return -EINVAL;
+	hex_of(ASN1_STRING_get0_data(id), (size_t)n, ret);
+	return 0;
+}
+
 static void cn_of(const X509_NAME *name, char ret[MCERT_SUBJECT_MAX])
 {
 	int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
@@ -513,6 +525,19 @@ out:
 	return r;
 }
 
+int mcert_key_id(const char *cert_pem, size_t len, char ret[MCERT_KEY_ID_MAX])
+{
+	X509 *x = cert_read(cert_pem, len);
+	int r = -EINVAL;
+
+	ret[0] = '\0';
+	if (x)
+		r = key_id_hex(X509_get0_subject_key_id(x), ret);
+	X509_free(x);
+	ERR_clear_error();
+	return r;
+}
+
 int mcert_fingerprint(const char *cert_pem, size_t len, char ret[65])
 {
 	X509 *x = cert_read(cert_pem, len);
@@ -573,6 +598,8 @@ static enum mcert_result parse(const uint8_t *der, size_t len, X509 **ret_x, str
 	if (r)
 		goto out;
 	cn_of(X509_get_subject_name(x), ret->subject);
+	cn_of(X509_get_issuer_name(x), ret->issuer);
+	key_id_hex(X509_get0_authority_key_id(x), ret->issuer_key_id);
 out:
 	GENERAL_NAMES_free(names);
 	if (r == MCERT_OK && ret_x)

@@ -29,6 +29,7 @@
 #define MCERT_PEM_MAX 4096   /* a certificate, CSR or CA key as PEM */
 #define MCERT_SERIAL_MAX 41  /* hex of at most 20 bytes (RFC 5280 4.1.2.2), NUL */
 #define MCERT_SUBJECT_MAX 64 /* the common name we keep */
+#define MCERT_KEY_ID_MAX 65  /* hex of a key identifier (ours: SHA-1, 40 digits), NUL */
 #define MCERT_URI_PREFIX "urn:trellis:machine:"
 /* Validity of a new CA, and of a certificate signed without one named. */
 #define MCERT_CA_VALIDITY_SEC (10LL * 365 * 86400)
@@ -59,6 +60,9 @@ struct mcert_info {
 	uint8_t pub[MCERT_KEY_LEN];	    /* the certificate's (or CSR's) Ed25519 key */
 	uint8_t machine_key[MCERT_KEY_LEN]; /* from the URI */
 	int64_t not_before, not_after;	    /* Unix seconds (certificates only) */
+	char issuer[MCERT_SUBJECT_MAX];	    /* the issuer's CN (certificates only) */
+	/* The issuer's key identifier (authority key identifier), hex; "" if none. */
+	char issuer_key_id[MCERT_KEY_ID_MAX];
 };
 
 /*
@@ -120,5 +124,10 @@ bool mcert_proof_check(const uint8_t pub[MCERT_KEY_LEN], const uint8_t hash[MCER
 
 /* A SHA-256 fingerprint of a certificate's DER, as 64 hex digits (CA listings). */
 int mcert_fingerprint(const char *cert_pem, size_t len, char ret[65]);
+/*
+ * A certificate's own key identifier (subject key identifier), hex: for a CA, what the
+ * certificates it signs name as issuer_key_id. 0, or -EINVAL (none, too long, not PEM).
+ */
+int mcert_key_id(const char *cert_pem, size_t len, char ret[MCERT_KEY_ID_MAX]);
 
 #endif

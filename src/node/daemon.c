@@ -1323,6 +1323,23 @@ static json_t *health_json(struct daemon *d, json_t *st, const char *error)
 	return h;
 }
 
+/* The installed machine certificate (machinecert.h), read at each status: null if none. */
+static json_t *machine_cert_json(struct daemon *d)
+{
+	struct mcert_info mi;
+	char fp[65];
+	int r = machinecert_info(state_dir(d->st), &mi, fp);
+
+	if (r == -ENOENT)
+		return json_null();
+	if (r < 0)
+		return json_pack("{s:s}", "error", "unreadable " MACHINECERT_CERT_FILE);
+	return json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "subject", mi.subject, "serial",
+			 mi.serial, "not_before", (json_int_t)mi.not_before, "not_after",
+			 (json_int_t)mi.not_after, "issuer", mi.issuer, "issuer_key_id",
+			 mi.issuer_key_id, "sha256", fp);
+}
+
 static int be_status(void *ctx, json_t **ret)
 {
 	struct daemon *d = ctx;
@@ -1356,6 +1373,7 @@ static int be_status(void *ctx, json_t **ret)
 		json_object_set_new(st, "health", health_json(d, st, e));
 		json_object_set_new(st, "portmap",
 				    d->pm ? portmap_status_json(d->pm) : json_null());
+		json_object_set_new(st, "machine_cert", machine_cert_json(d));
 	}
 	wg_device_info_free(info);
 	if (r == 0)

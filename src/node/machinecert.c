@@ -159,3 +159,19 @@ void machinecert_attach(const char *dir, const uint8_t hash[32], struct ctrl_reg
 	log_ratelimited(LOG_LEVEL_WARN, "%s/%s: unusable, registering without it", dir,
 			MACHINECERT_CERT_FILE);
 }
+
+int machinecert_info(const char *dir, struct mcert_info *ret, char ret_sha256[65])
+{
+	uint8_t der[MCERT_DER_MAX];
+	char pem[MCERT_PEM_MAX];
+	int n = file_read(dir, MACHINECERT_CERT_FILE, pem, sizeof(pem));
+
+	if (n < 0)
+		return n == -ENOENT ? n : -EINVAL;
+	if (mcert_fingerprint(pem, (size_t)n, ret_sha256) < 0)
+		return -EINVAL;
+	n = mcert_pem_to_der(pem, (size_t)n, der, sizeof(der));
+	if (n <= 0 || mcert_parse(der, (size_t)n, ret) != MCERT_OK)
+		return -EINVAL;
+	return 0;
+}

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crypto/mcert.h"
 #include "proto/ctrlmsg.h"
 
 #define MACHINECERT_KEY_FILE "machine-cert.key"
@@ -40,5 +41,10 @@ int machinecert_install(const char *dir, const uint8_t machine_priv[32], const c
 			size_t len, int64_t now, char *err, size_t err_len);
 /* Adds the certificate and its proof for session `hash` to reg, when installed. */
 void machinecert_attach(const char *dir, const uint8_t hash[32], struct ctrl_register *reg);
+/*
+ * The installed certificate, for status: its fields and its own SHA-256 fingerprint.
+ * 0, -ENOENT (none installed), -EINVAL (unreadable).
+ */
+int machinecert_info(const char *dir, struct mcert_info *ret, char ret_sha256[65]);
 
 #endif

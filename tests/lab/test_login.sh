@@ -12,6 +12,12 @@
 #   - b and c sign in as ann side by side: b takes a TOTP code, the same code is refused
 #     to c (replay), c signs in with a recovery code; a, b and c see each other, each
 #     owned by ann; an auth-key node of the default tailnet sees none of them
+#   - `users add bob@example.com --totp` prints a QR code that zbarimg decodes to the
+#     otpauth URI it prints, and recovery codes; bob signs in with a code of that secret
+#   - re-login: a's key expires; its URL (a random code) is refused to bob, another user of
+#     example.com, after his second factor (the page says so, the audit log has it, a stays
+#     out); ann signs in at the same URL in her browser and a comes back as the same node
+#     (id, address) with a new node key that b gets
 #
 #   lab internet 192.0.2.0/24: ctl .1 (trellis-control :8080), a .11, b .12, c .13, d .14,
 #   e .15
@@ -23,6 +29,7 @@ lab_require chromium
 lab_require oathtool
 lab_require node
 lab_require curl
+lab_require zbarimg
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 BROWSER_DIR=$HERE/browser
@@ -72,6 +79,7 @@ OUT=$(browser a enrol "$URL" ann@example.com "$PW")
 log "browser: $OUT"
 SECRET=$(jget "$OUT" "j['secret']")
 RECOVERY=$(jget "$OUT" "j['recovery'][0]")
+RECOVERY2=$(jget "$OUT" "j['recovery'][1]")
 check_eq "browser: no error" "None" "$(jget "$OUT" "j.get('error')")"
 check_eq "login page answers 200" 200 "$(jget "$OUT" "j['status']")"
 check "the page names the machine (hostname a, os linux)" \
@@ -145,5 +153,59 @@ check "a -> b over the tailnet" ping_until a "$(node_ip b 4)" 10
 lab_node_join d d "$(lab_authkey)"
 check "d sees no peers" wait_for 20 peers_are d ""
 check "a still sees only b and c" peers_are a "b c"
+
+# ---- re-login of a (expired) by its owner; another user of the tailnet is refused
+PW2='another horse battery'
+echo "$PW2" | timeout 60 "$TRELLIS_CONTROL" --state "$LAB_TMP/control" users add bob@example.com \
+	--totp >"$LAB_TMP/bob.txt" 2>&1
+check_eq "users add bob@example.com --totp" 0 "$?"
+sed 's/^/  | /' "$LAB_TMP/bob.txt"
+BOB_URI=$(grep -m1 '^otpauth://' "$LAB_TMP/bob.txt")
+BOB_SECRET=$(sed -n 's/^secret: //p' "$LAB_TMP/bob.txt")
+check "... prints an otpauth URI with the secret ($BOB_URI)" \
+	grep -qE "^otpauth://totp/Trellis:bob%40example.com\?secret=$BOB_SECRET&issuer=Trellis\$" <<<"$BOB_URI"
+python3 "$HERE/qr2pgm.py" "$LAB_TMP/bob.txt" >"$LAB_TMP/bob.pgm"
+check_eq "... and a QR code that decodes to it" "$BOB_URI" "$(zbarimg -q --raw "$LAB_TMP/bob.pgm" 2>/dev/null)"
+check_eq "... and 8 recovery codes" 8 "$(grep -cE '^  [a-z2-7]{5}-[a-z2-7]{5}$' "$LAB_TMP/bob.txt")"
+check "users list: bob has 2FA before any sign-in" bash -c "timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users list | grep -qE '^[0-9]+ +bob@example.com +no +yes +8'"
+check "users create bob@example.com --tailnet example.com (a user there)" \
+	ctl users create bob@example.com --tailnet example.com
+AID=$(node_id a example.com)
+AKEY0=$(status_eval a "j['self']['node_key']")
+check "nodes expire a" ctl nodes expire "$AID"
+check "b no longer lists a" wait_for 20 peers_are b "c"
+check "a shows a login URL" wait_for 20 bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock a)' status --json | grep -q '\"auth_url\": \"http'"
+URL_A=$(status_eval a "j['auth_url']")
+check "... a random code ($URL_A)" grep -qE '/register/[0-9a-f]{16}$' <<<"$URL_A"
+OUT=$(browser a signin "$URL_A" bob@example.com "$PW2" "$(oathtool --totp -b "$BOB_SECRET")")
+log "browser (bob): $OUT"
+check_eq "bob: browser without error" "None" "$(jget "$OUT" "j.get('error')")"
+check_eq "bob passes his second factor (the printed secret) and is refused (403)" 403 \
+	"$(jget "$OUT" "j['answer_status']")"
+check_eq "... the page says why" \
+	"This machine belongs to another person: only they can sign in to renew it. Nothing was changed." \
+	"$(jget "$OUT" "j.get('message')")"
+check "the refusal is in the audit log (bob, node a)" \
+	bash -c "timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' audit log --json | python3 -c '
+import json, sys
+es = [json.loads(l) for l in sys.stdin if l.strip()]
+m = [e for e in es if e[\"action\"] == \"node.relogin_refused\"]
+assert len(m) == 1 and m[0][\"actor\"] == \"web:bob@example.com\" and m[0][\"target\"] == \"node:$AID a\", m'"
+check "a still waits for its login" bash -c "[[ \$('$TRELLIS_CLI' --socket '$(lab_node_sock a)' status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"backend_state\"])') == needs_login ]]"
+check "b still does not list a" peers_are b "c"
+OUT=$(browser a signin "$URL_A" ann@example.com "$PW" "$RECOVERY2")
+log "browser (ann): $OUT"
+check_eq "ann: browser without error" "None" "$(jget "$OUT" "j.get('error')")"
+check_eq "ann renews a at the same URL" \
+	"a is signed in again as ann@example.com (tailnet example.com): it keeps its name and addresses. You can close this page." \
+	"$(jget "$OUT" "j.get('done')")"
+check "a is running again" wait_for 20 node_connected a
+check_eq "a kept its node id" "$AID" "$(node_id a example.com)"
+check_eq "a kept its address" "$IP_A" "$(node_ip a 4)"
+check_eq "a is still ann's" ann@example.com "$(status_eval a "j['self']['user']")"
+AKEY1=$(status_eval a "j['self']['node_key']")
+check "a has a new node key" test -n "$AKEY1" -a "$AKEY1" != "$AKEY0"
+check "b sees a again with its new key" wait_for 20 bash -c "[[ \$('$TRELLIS_CLI' --socket '$(lab_node_sock b)' status --json | python3 -c 'import json,sys; print([p[\"node_key\"] for p in json.load(sys.stdin)[\"peers\"] if p[\"hostname\"] == \"a\"][0])' 2>/dev/null) == '$AKEY1' ]]"
+check "b -> a after the re-login" ping_until b "$IP_A" 15
 
 lab_finish

@@ -70,6 +70,26 @@ check "a's key expiry is no later than its certificate" sh -c "test \
 # Revocation: in force at once, a's node expires.
 SERIAL=$(sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$LAB_TMP/a.sign")
 check "a's serial was printed" test -n "$SERIAL"
+
+# Status shows the installed certificate: what ca sign issued, and by which CA (openssl's
+# reading of both files, compared field by field).
+cert_get() { status_eval a "(j.get('machine_cert') or {}).get('$1')"; }
+check_eq "status --json: machine_cert.serial is the signed one" "$SERIAL" "$(cert_get serial)"
+check_eq "... its subject (a's host name)" \
+	"$(openssl x509 -in "$LAB_TMP/a.crt" -noout -subject -nameopt multiline | sed -n 's/^ *commonName *= //p')" \
+	"$(cert_get subject)"
+check_eq "... its end" "$(date -u -d "$(openssl x509 -in "$LAB_TMP/a.crt" -noout -enddate | cut -d= -f2)" +%s)" \
+	"$(cert_get not_after)"
+check_eq "... its issuer's key id is the CA's (and ca show --json's)" \
+	"$(openssl x509 -in "$LAB_TMP/ca.pem" -noout -ext subjectKeyIdentifier | sed -n '2s/[ :]//gp' | tr A-F a-f)" \
+	"$(cert_get issuer_key_id)"
+check_eq "... as ca show --json gives it" "$(cert_get issuer_key_id)" \
+	"$(ctl ca show --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key_id"])')"
+check_eq "... its own SHA-256 fingerprint" \
+	"$(openssl x509 -in "$LAB_TMP/a.crt" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d : | tr A-F a-f)" \
+	"$(cert_get sha256)"
+check "trellis status says it in a line" \
+	bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock a)' status | grep -q '^machine cert: .*serial $SERIAL, valid until .* UTC, issuer .* (key id $(cert_get issuer_key_id))'"
 check "ca revoke expires a's node" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
 	ca revoke '$SERIAL' | grep -q '1 node(s) expired'"
 check "ca list shows a's certificate revoked" sh -c "'$TRELLIS_CONTROL' --state \

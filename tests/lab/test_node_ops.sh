@@ -8,9 +8,11 @@
 #   - `trellis up` alone reconnects with the remembered settings (also after a restart);
 #     `trellis set --hostname` renames a running node without a new login
 #   - plain `trellis status` says the state in words and exits 0 only when running
-#   - `nodes expire`: the node goes to needs_login with "node key expired" and a login URL,
-#     with at most a couple of refused registrations at the server (no retry storm);
-#     approving it brings it back
+#   - `nodes expire`: the node goes to needs_login with "node key expired" and a login URL
+#     (a random code, never its guessable node id), with at most a couple of refused
+#     registrations at the server (no retry storm); approving it (`nodes approve ID`, the
+#     waiting re-login) brings it back with its id, name and address and a new node key
+#     that its peers get; its record is untouched while it waits
 #   - `nodes delete`: the node stays out (no new registration), says it was deleted, and
 #     a later `trellis up` with a key joins again
 #   - sd_notify: READY=1, STATUS= lines and WATCHDOG=1 on $NOTIFY_SOCKET
@@ -87,14 +89,21 @@ check "... naming --force-reauth" out_has '--force-reauth'
 check "a is still running with its old server" state_is a running
 check_eq "... and its old server" "$LAB_CONTROL_URL" "$(status_eval a "j['prefs']['login_server']")"
 # --force-reauth on the same server is a new login too: without a key, c waits for approval.
+cid=$(node_id c)
+IP4_C=$(node_ip c 4)
 out=$(tr_node c up --force-reauth --timeout 2 2>&1)
 log "up --force-reauth on the same server: $out"
 check "up --force-reauth without a key prints a login URL" out_has '/register/'
+check "... a random code, not c's node id" grep -qE '/register/[0-9a-f]{16}$' <<<"$(grep -o 'http://[^ ]*' <<<"$out")"
 check "c waits in needs_login" wait_for 10 state_is c needs_login
 check "a no longer lists c (its new key is not approved)" wait_for 10 peers_are a "b"
-check "nodes approve c" ctl nodes approve "$(node_id c)"
+check "nodes pending lists c's re-login, naming its node" \
+	bash -c "timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' nodes pending --json | python3 -c 'import json,sys; assert [p for p in json.load(sys.stdin) if p[\"hostname\"] == \"c\" and p.get(\"node_id\") == $cid]'"
+check "nodes approve c (its id: the waiting re-login)" ctl nodes approve "$cid"
 check "c runs again after the approval" wait_for 15 node_connected c
 check "a sees c again" wait_for 10 peers_are a "b c"
+check_eq "c kept its node id" "$cid" "$(node_id c)"
+check_eq "c kept its address" "$IP4_C" "$(node_ip c 4)"
 
 # ---- remembered settings: up alone, set, a restart
 check "trellis up alone (remembered server) returns at once on a running node" \
@@ -128,6 +137,8 @@ check_eq "status exits 1 when trellisd cannot be reached" 1 "$?"
 
 # ---- silent failure 2: the admin expires b's key
 bid=$(node_id b)
+bkey0=$(status_eval b "j['self']['node_key']")
+IP4_B=$(node_ip b 4)
 err0=$(regs error)
 all0=$(regs_all)
 check "nodes expire b" ctl nodes expire "$bid"
@@ -136,6 +147,12 @@ check "b's error says the key expired" \
 	wait_for 20 bash -c "[[ \$('$TRELLIS_CLI' --socket '$(lab_node_sock b)' status --json | python3 -c 'import json,sys; print(json.load(sys.stdin).get(\"error\",\"\"))') == *'node key expired'* ]]"
 check "b shows a login URL" \
 	wait_for 10 bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock b)' status --json | grep -q '\"auth_url\": \"http://.*/register/'"
+B_URL=$(status_eval b "j['auth_url']")
+check "... under a random code, not b's node id ($B_URL)" grep -qE '/register/[0-9a-f]{16}$' <<<"$B_URL"
+check "... whose page is the sign-in page for a re-login" \
+	grep -q 'the person it belongs to signs in to renew it' <<<"$(nsx b curl -s "$B_URL")"
+check_not "no page answers under b's node id" \
+	nsx b curl -sf -o /dev/null "$LAB_CONTROL_URL/register/$bid"
 tr_node b status >"$LAB_TMP/st-b.txt" 2>&1
 rc=$?
 check_eq "plain status of b exits 2" 2 "$rc"
@@ -154,6 +171,12 @@ check "nodes approve b" ctl nodes approve "$bid"
 check "b is running again after the approval" wait_for 15 node_connected b
 check "a sees b again" wait_for 10 peers_are a "b c"
 check "a -> b after the re-login" ping_until a "$(node_ip b 4)" 15
+check_eq "b kept its node id" "$bid" "$(node_id b)"
+check_eq "b kept its address" "$IP4_B" "$(node_ip b 4)"
+bkey1=$(status_eval b "j['self']['node_key']")
+check "b logged in again with a new node key" test -n "$bkey1" -a "$bkey1" != "$bkey0"
+check_eq "a has b's new node key" "$bkey1" \
+	"$(status_eval a "[p['node_key'] for p in j['peers'] if p['hostname']=='b'][0]")"
 
 # ---- silent failure 5: the admin deletes c
 cid=$(node_id c)

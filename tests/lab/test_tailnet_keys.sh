@@ -5,7 +5,9 @@
 #   - a node in tailnet X never sees a node of tailnet Y: not in status, and its packets
 #     to Y's addresses never arrive
 #   - an expired node key (trellis-control nodes expire) drops the node from its peers,
-#     and its traffic stops
+#     and its traffic stops; the node logs in again through a waiting registration (a
+#     random code in its URL, approved as `nodes approve reg:CODE`) and comes back as the
+#     same node (id, addresses) with a new node key that its peers get
 #   - an ephemeral node is removed a short while (the tailnet's ephemeral timeout, 5 s)
 #     after it goes away, from the server and from its peers; the audit log names the
 #     server as the one who deleted it
@@ -114,6 +116,7 @@ check_eq "no packet from the default tailnet arrived at x's TUN" "$rx" "$(tun_rx
 
 # ---- expiry: c's key expires at the server
 cid=$(node_id c "")
+ckey0=$(status_eval c "j['self']['node_key']")
 check "nodes expire c (id $cid)" ctl nodes expire "$cid"
 check "c vanishes from a's status" wait_for 20 peers_are a "b"
 check "c vanishes from b's status" wait_for 20 peers_are b "a"
@@ -126,6 +129,25 @@ check_eq "no packet from c arrived at a's TUN" "$rx_a" "$(tun_rx a)"
 check_eq "no packet from a arrived at c's TUN" "$rx_c" "$(tun_rx c)"
 check "a <-> b unaffected" ping_all a "${IP4[b]}" 3
 check "expired c is still listed by the server (expired, not deleted)" node_listed c
+
+# ---- re-login: c waits under a random code (its record unchanged), then comes back as itself
+c_url() { status_eval c "j.get('auth_url', '')"; }
+check "c shows a login URL" wait_for 20 bash -c "[[ \$('$TRELLIS_CLI' --socket '$(lab_node_sock c)' status --json | python3 -c 'import json,sys; print(json.load(sys.stdin).get(\"auth_url\", \"\"))') == http* ]]"
+C_URL=$(c_url)
+check "... under a random code ($C_URL)" grep -qE '/register/[0-9a-f]{16}$' <<<"$C_URL"
+check_eq "while it waits, the server still holds c's old key" "$ckey0" \
+	"$(ctl nodes list --json | python3 -c 'import json,sys; print([n["node_key"] for n in json.load(sys.stdin) if n["id"]==int(sys.argv[1])][0])' "$cid")"
+check "a -> c (waiting) still gets no answer" ping_none a "${IP4[c]}" 2
+check "nodes approve reg:${C_URL##*/}" ctl nodes approve "reg:${C_URL##*/}"
+check "c runs again" wait_for 20 node_connected c
+check_eq "c kept its node id" "$cid" "$(node_id c "")"
+check_eq "c kept its IPv4 address" "${IP4[c]}" "$(node_ip c 4)"
+check_eq "c kept its IPv6 address" "${IP6[c]}" "$(node_ip c 6)"
+ckey1=$(status_eval c "j['self']['node_key']")
+check "c has a new node key" test -n "$ckey1" -a "$ckey1" != "$ckey0"
+check "a has c's new node key" wait_for 10 bash -c "[[ \$('$TRELLIS_CLI' --socket '$(lab_node_sock a)' status --json | python3 -c 'import json,sys; print([p[\"node_key\"] for p in json.load(sys.stdin)[\"peers\"] if p[\"hostname\"] == \"c\"][0])' 2>/dev/null) == '$ckey1' ]]"
+check "a -> c after the re-login" ping_until a "${IP4[c]}" 15
+check "c -> b over IPv6 after the re-login" ping_until c "${IP6[b]}" 15
 
 # ---- ephemeral nodes, tailnet "eph" with a 5 s ephemeral timeout
 check "tailnets create eph --ephemeral-timeout 5s" ctl tailnets create eph --ephemeral-timeout 5s

@@ -9,6 +9,10 @@
 //     signs in at both URLs (two browsers) up to the second factor; the first takes the
 //     next step's code, the second is offered the same code at once (a replay, inside its
 //     window whatever the machine's load), then signs in with a recovery code.
+//   node login.mjs signin URL EMAIL PASSWORD [RECOVERY_CODE]
+//     signs in: with the recovery code when the account has a second factor, else enrols
+//     one (codes from oathtool); reports the last page's title, its message or result,
+//     and the recovery codes if it showed any.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 
@@ -83,11 +87,30 @@ try {
 		await page2.click('button[type=submit]');
 		await page2.waitForSelector('.ok', { timeout: 30000 });
 		out.done2 = (await page2.textContent('.ok')).trim();
+	} else if (mode === 'signin') {
+		await signIn(page, email, password);
+		if (await page.locator('#secret').count()) {
+			out.secret = (await page.textContent('#secret')).trim();
+			await page.fill('#code', totp(out.secret));
+		} else {
+			await page.fill('#code', rest[2]);
+		}
+		const [answer] = await Promise.all([page.waitForNavigation(),
+						    page.click('button[type=submit]')]);
+		out.answer_status = answer ? answer.status() : null;
+		out.title = (await page.textContent('h1')).trim();
+		for (const [k, sel] of [['done', '.ok'], ['message', '.msg']])
+			if (await page.locator(sel).count())
+				out[k] = (await page.textContent(sel)).trim();
+		if (await page.locator('#recovery').count())
+			out.recovery = (await page.textContent('#recovery')).trim().split('\n');
 	}
-	// The URL again, in another browser: it worked once.
-	const other = await browser.newContext();
-	const again = await (await other.newPage()).goto(url);
-	out.reuse_status = again.status();
+	if (mode !== 'signin') {
+		// The URL again, in another browser: it worked once.
+		const other = await browser.newContext();
+		const again = await (await other.newPage()).goto(url);
+		out.reuse_status = again.status();
+	}
 } catch (e) {
 	out.error = String(e);
 } finally {

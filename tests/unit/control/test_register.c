@@ -323,7 +323,9 @@ static void test_ephemeral_tags_and_owner(void **state)
 	assert_null(d.error);
 	assert_false(d.insert);
 	assert_false(d.rec.approved);
+	assert_true(d.relogin); /* it waits like a new machine, for alice to sign in */
 	assert_int_equal(d.rec.user_id, USER_ALICE);
+	assert_int_equal(d.prev.user_id, USER_ALICE);
 }
 
 static void test_interactive(void **state)
@@ -340,13 +342,15 @@ static void test_interactive(void **state)
 	assert_int_equal(d.rec.tailnet_id, TN_MAIN); /* the default tailnet */
 	assert_int_equal(d.rec.user_id, USER_DEFAULT);
 	assert_int_equal(d.rec.key_expiry, T0 + EXPIRY);
+	assert_false(d.relogin);
 	id = complete(&d);
 	assert_false(rec(id)->approved);
 	assert_false(control_node_visible(rec(id), T0));
-	/* Asking again while unapproved: still waiting, same node. */
+	/* Asking again while unapproved: still waiting for the admin, same node, no relogin. */
 	decide(&x, NULL, &d);
 	assert_false(d.insert);
 	assert_false(d.rec.approved);
+	assert_false(d.relogin);
 	assert_int_equal(d.rec.id, id);
 }
 
@@ -395,6 +399,7 @@ static void test_reregistration(void **state)
 	assert_false(d.insert);
 	assert_int_equal(d.rec.id, id);
 	assert_false(d.rec.approved);
+	assert_true(d.relogin);
 	/* ... or is approved at once with a credential: the new key replaces the old. */
 	decide_at(&x2, E.keys[K_REUSABLE], NULL, 0, T0 + 10, &d);
 	assert_null(d.error);
@@ -428,9 +433,15 @@ static void test_reregistration(void **state)
 	decide_at(&x2, NULL, NULL, 0, expiry + 1, &d);
 	assert_null(d.error);
 	assert_false(d.rec.approved);
+	assert_true(d.relogin);
+	assert_int_equal(d.rec.id, id);
 	assert_int_equal(d.rec.key_expiry, expiry + 1 + EXPIRY);
+	/* Its record is untouched until the login completes (nothing was begun). */
+	assert_true(rec(id)->approved);
+	assert_int_equal(rec(id)->key_expiry, expiry);
 	/* With a key it is approved again, same node. */
 	decide_at(&x2, E.keys[K_REUSABLE], NULL, 0, expiry + 1, &d);
+	assert_false(d.relogin);
 	assert_true(d.rec.approved);
 	assert_int_equal(d.rec.id, id);
 }

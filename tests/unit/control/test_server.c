@@ -371,6 +371,79 @@ static void test_interactive(void **state)
 	client_close(&c);
 }
 
+/*
+ * A known node whose key expired logs in again like a new machine: under a random code (no
+ * URL names its guessable id), its record unchanged while it waits; `nodes approve ID`
+ * approves that waiting re-login, and the node comes back as itself with the new key.
+ */
+static void test_relogin(void **state)
+{
+	struct netmap_node self;
+	struct control_node rec;
+	struct client a, a2;
+	struct ctrl_msg m;
+	struct store *st;
+	char body[8192], req[160];
+	const char *p;
+	time_t now;
+
+	(void)state;
+	machine_fixed = true;
+	assert_int_equal(x25519_private_generate(machine_next), 0);
+	client_open(&a);
+	client_register(&a, E.reusable, "relog", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	self = m.reg_resp.node;
+	ctrl_msg_clear(&m);
+	client_close(&a);
+	/* Expired through the running server, as `trellis-control nodes expire` does. */
+	snprintf(req, sizeof(req),
+		 "POST /admin/v1/nodes/%" PRIu64 "/expire HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+		 self.id);
+	assert_int_equal(admin_status_of(req, body, sizeof(body)), 200);
+	assert_int_equal(admin_store_open(E.dir, &st), 0);
+	now = time(NULL);
+
+	/* The same machine, a new node key, no credential. */
+	client_open(&a2);
+	machine_fixed = false;
+	client_register(&a2, NULL, "relog", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_NEEDS_AUTH);
+	p = strstr(m.reg_resp.auth_url, "/register/");
+	assert_non_null(p);
+	assert_int_equal(strlen(p + 10), PENDING_CODE_LEN);
+	ctrl_msg_clear(&m);
+	/* Waiting changes nothing durable: the record keeps its old key. */
+	assert_int_equal(store_node_get(st, self.id, &rec), 0);
+	assert_memory_equal(rec.node_key, self.node_key, 32);
+	assert_true(rec.approved);
+	/* The admin sees the re-login waiting, naming the node. */
+	assert_int_equal(admin_status_of("GET /admin/v1/pending HTTP/1.1\r\n\r\n", body,
+					 sizeof(body)),
+			 200);
+	snprintf(req, sizeof(req), "\"node_id\":%" PRIu64, self.id);
+	assert_non_null(strstr(body, req));
+	/* No page answers under the node's id. */
+	snprintf(req, sizeof(req), "GET /register/%" PRIu64 " HTTP/1.1\r\n\r\n", self.id);
+	assert_int_equal(http_status_of(req, body, sizeof(body)), 404);
+	/* `nodes approve ID` approves the waiting re-login (through the running server). */
+	snprintf(req, sizeof(req),
+		 "POST /admin/v1/nodes/%" PRIu64 "/approve HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+		 self.id);
+	assert_int_equal(admin_status_of(req, body, sizeof(body)), 200);
+	assert_int_equal(client_recv(&a2, &m, 10000), 0);
+	assert_int_equal(m.type, CTRL_MSG_REGISTER_RESPONSE);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	assert_int_equal(m.reg_resp.node.id, self.id);
+	assert_string_equal(m.reg_resp.node.name, self.name);
+	assert_memory_equal(m.reg_resp.node.addresses, self.addresses, sizeof(self.addresses));
+	assert_memory_equal(m.reg_resp.node.node_key, a2.node_pub, 32);
+	assert_true(m.reg_resp.node.key_expiry == 0 || m.reg_resp.node.key_expiry > now);
+	ctrl_msg_clear(&m);
+	store_free(st);
+	client_close(&a2);
+}
+
 static void test_garbage_after_upgrade(void **state)
 {
 	char buf[256];
@@ -554,6 +627,7 @@ int main(void)
 		cmocka_unit_test(test_oneoff_reuse),
 		cmocka_unit_test(test_rotate),
 		cmocka_unit_test(test_interactive),
+		cmocka_unit_test(test_relogin),
 		cmocka_unit_test(test_garbage_after_upgrade),
 		cmocka_unit_test(test_slow_reader),
 		cmocka_unit_test(test_scale),

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,9 +16,14 @@
 
 #include <cmocka.h>
 
+#include <qrencode.h>
+
 #include "auth/password.h"
+#include "auth/totp.h"
+#include "base/util.h"
 #include "control/store.h"
 #include "control/users.h"
+#include "control/users_cli.h"
 #include "control/web.h"
 
 #define T0 1800000000LL
@@ -128,6 +134,156 @@ static void test_lifecycle(void **state)
 	assert_int_equal(writes, 4); /* add, passwd, reset, delete: each through admin_op_commit */
 }
 
+/*
+ * `users add --totp`: the URI the person scans carries the very secret the server checks
+ * codes against, the recovery codes given are the ones stored (hashed), and nothing is
+ * enrolled for an account that already exists.
+ */
+static void test_add_totp(void **state)
+{
+	struct users_enrolment e, e2;
+	struct control_account got;
+	char h[PASSWORD_HASH_MAX], b32[TOTP_SECRET_B32_MAX], want[200], code[TOTP_DIGITS + 1];
+	uint8_t from_uri[TOTP_SECRET_LEN + 8], rh[TOTP_RECOVERY_HASH_LEN];
+	const char *p;
+	uint64_t step = 0;
+	int n;
+
+	(void)state;
+	hash("a password", h);
+	assert_int_equal(users_account_add_totp(&c, "Bob@Example.com", h, false, &e), 0);
+	assert_int_equal(store_account_get(st, "bob@example.com", &got), 0);
+	assert_true(got.totp);
+	assert_int_equal(got.totp_last_step, 0);
+	assert_memory_equal(got.totp_secret, e.secret, TOTP_SECRET_LEN);
+	/* The URI: the issuer, the (normalized) account, the secret in base32. */
+	totp_base32_encode(e.secret, sizeof(e.secret), b32);
+	assert_true(strncmp(e.uri, "otpauth://totp/Trellis:bob%40example.com?", 41) == 0);
+	snprintf(want, sizeof(want), "secret=%s", b32);
+	assert_non_null(strstr(e.uri, want));
+	assert_non_null(strstr(e.uri, "issuer=Trellis"));
+	/* A code made from the URI's secret (as the app does) is one the server accepts. */
+	p = strstr(e.uri, "secret=") + 7;
+	snprintf(b32, sizeof(b32), "%.*s", (int)strcspn(p, "&"), p);
+	n = totp_base32_decode(b32, from_uri, sizeof(from_uri));
+	assert_int_equal(n, TOTP_SECRET_LEN);
+	totp_code(from_uri, (size_t)n, (uint64_t)T0, TOTP_DIGITS, code);
+	assert_int_equal(totp_verify(got.totp_secret, sizeof(got.totp_secret), code, (uint64_t)T0,
+				     got.totp_last_step, &step),
+			 0);
+	/* Every recovery code given is stored, and they differ. */
+	assert_int_equal(got.n_recovery, CONTROL_RECOVERY_MAX);
+	for (unsigned i = 0; i < CONTROL_RECOVERY_MAX; i++) {
+		assert_int_equal(totp_recovery_hash(e.recovery[i], rh), 0);
+		assert_memory_equal(rh, got.recovery[i], sizeof(rh));
+		for (unsigned j = 0; j < i; j++)
+			assert_string_not_equal(e.recovery[i], e.recovery[j]);
+	}
+	/* An existing account: refused, its second factor untouched. */
+	assert_int_equal(users_account_add_totp(&c, "bob@example.com", h, false, &e2), -EEXIST);
+	assert_int_equal(store_account_get(st, "bob@example.com", &got), 0);
+	assert_memory_equal(got.totp_secret, e.secret, TOTP_SECRET_LEN);
+	assert_int_equal(writes, 1);
+}
+
+/* A module of the half-block rendering: the cell's upper or lower half. */
+static bool half_dark(const char *cell, bool lower)
+{
+	if (!strcmp(cell, "\u2588"))
+		return true;
+	if (!strcmp(cell, "\u2580"))
+		return !lower;
+	if (!strcmp(cell, "\u2584"))
+		return lower;
+	assert_string_equal(cell, " ");
+	return false;
+}
+
+/*
+ * The terminal QR code, read back module by module: exactly libqrencode's matrix for the
+ * text, upright (finder patterns at three corners, none at the fourth), inside a light quiet
+ * zone. (No QR decoder here: lab/test_login decodes it with zbarimg.)
+ */
+static void test_qr(void **state)
+{
+	static const char uri[] = "otpauth://totp/Trellis:ann%40example.com?secret="
+				  "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Trellis";
+	QRcode *q = QRcode_encodeString(uri, 0, QR_ECLEVEL_M, QR_MODE_8, 1);
+	int m = USERS_CLI_QR_MARGIN, w, size, rows = 0;
+	char *text = NULL, *line, *save = NULL, big[4000];
+	size_t len = 0;
+	bool *mod;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(q);
+	w = q->width;
+	size = w + 2 * m;
+	mod = calloc((size_t)(size + 1) * (size_t)size, sizeof(*mod));
+	assert_non_null(mod);
+	f = open_memstream(&text, &len);
+	assert_non_null(f);
+	assert_int_equal(users_cli_qr_print(f, uri, false), 0);
+	fclose(f);
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		int x = 0;
+
+		for (const char *c = line; *c; x++) {
+			size_t n = (unsigned char)*c < 0x80 ? 1 : 3;
+			char cell[4] = {0};
+
+			assert_true(x < size);
+			memcpy(cell, c, n);
+			mod[(2 * rows) * size + x] = half_dark(cell, false);
+			mod[(2 * rows + 1) * size + x] = half_dark(cell, true);
+			c += n;
+		}
+		assert_int_equal(x, size);
+		rows++;
+	}
+	assert_int_equal(rows, (size + 1) / 2);
+	for (int y = 0; y < size; y++)
+		for (int x = 0; x < size; x++) {
+			bool in = x >= m && y >= m && x < m + w && y < m + w;
+			bool want = in && (q->data[(y - m) * w + (x - m)] & 1);
+
+			assert_int_equal(mod[y * size + x], want);
+		}
+	/* Finder patterns: a dark 7x7 ring, a light ring inside, a dark 3x3 core. */
+	for (int corner = 0; corner < 4; corner++) {
+		int ox = m + (corner & 1 ? w - 7 : 0), oy = m + (corner & 2 ? w - 7 : 0);
+		bool finder = true;
+
+		for (int y = 0; y < 7; y++)
+			for (int x = 0; x < 7; x++) {
+				int d = MIN(MIN(x, y), MIN(6 - x, 6 - y));
+
+				finder &= mod[(oy + y) * size + ox + x] == (d != 1);
+			}
+		assert_int_equal(finder, corner != 3);
+	}
+	free(text);
+	text = NULL;
+	/* For a terminal: each line black on white, reset at its end. */
+	f = open_memstream(&text, &len);
+	assert_int_equal(users_cli_qr_print(f, uri, true), 0);
+	fclose(f);
+	assert_true(strncmp(text, "\033[30;47m", 8) == 0);
+	assert_non_null(strstr(text, "\033[0m\n"));
+	free(text);
+	/* Too long for any QR code: refused, nothing printed. */
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	text = NULL;
+	f = open_memstream(&text, &len);
+	assert_int_equal(users_cli_qr_print(f, big, false), -EINVAL);
+	fclose(f);
+	assert_int_equal(len, 0);
+	free(text);
+	free(mod);
+	QRcode_free(q);
+}
+
 static void test_refusals(void **state)
 {
 	char h[PASSWORD_HASH_MAX];
@@ -222,6 +378,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_add_totp, setup, teardown),
+	    cmocka_unit_test(test_qr),
 	    cmocka_unit_test(test_email),
 	    cmocka_unit_test_setup_teardown(test_tenancy, setup, teardown),
 	};

@@ -153,6 +153,23 @@ static void test_verify(void **state)
 	assert_int_equal(info.not_before, NOW - 60);
 	assert_int_equal(info.not_after, NOW + 86400);
 	assert_string_equal(info.subject, "build-1");
+	/* Its issuer, as status shows it: the CA's name and key id (SHA-1 of its key: 40 hex). */
+	{
+		char kid[MCERT_KEY_ID_MAX], other[MCERT_KEY_ID_MAX];
+
+		/* Cleaned as every CN we keep is: spaces become '-'. */
+		assert_string_equal(info.issuer, "Trellis-machine-CA-corp");
+		assert_int_equal(mcert_key_id(ca, cl, kid), 0);
+		assert_int_equal(strlen(kid), 40);
+		assert_string_equal(info.issuer_key_id, kid);
+		assert_int_equal(mcert_key_id(f->other.cert, strlen(f->other.cert), other), 0);
+		assert_string_not_equal(info.issuer_key_id, other);
+		/* A node's certificate has a key id of its own, not its issuer's. */
+		assert_int_equal(mcert_key_id(f->cert, strlen(f->cert), kid), 0);
+		assert_string_not_equal(kid, info.issuer_key_id);
+		assert_int_equal(mcert_key_id("not a certificate", 17, kid), -EINVAL);
+		assert_string_equal(kid, "");
+	}
 	/* The edges of its validity: [not_before, not_after). */
 	assert_int_equal(mcert_verify(ca, cl, f->der, (size_t)f->der_len, NOW - 60, &info),
 			 MCERT_OK);
