@@ -130,11 +130,13 @@ static json_t *tags_json(unsigned n, const char tags[][NETMAP_TAG_MAX])
 
 static json_t *tailnet_json(const struct control_tailnet *t)
 {
-	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b}", "id", (json_int_t)t->id, "name",
-			 t->name, "key_expiry_sec", (json_int_t)t->key_expiry_sec,
+	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:b, s:I}", "id", (json_int_t)t->id,
+			 "name", t->name, "key_expiry_sec", (json_int_t)t->key_expiry_sec,
 			 "ephemeral_timeout_sec", (json_int_t)t->ephemeral_timeout_sec,
 			 "device_approval", t->device_approval, "require_2fa", t->require_2fa,
-			 "require_machine_cert", t->require_machine_cert);
+			 "require_machine_cert", t->require_machine_cert, "flow_log",
+			 !t->flow_log_off, "flow_log_interval_ms",
+			 (json_int_t)t->flow_log_interval_ms);
 }
 
 /* What an admin changes; last_seen and endpoints move on their own and are left out. */

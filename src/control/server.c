@@ -1561,7 +1561,17 @@ static void changed_settings(void *ctx)
 	pending_approvals_check(ctx);
 }
 
+/* A tailnet's settings: what the mapper marked for its nodes (a flow-log change) goes out. */
+static void changed_tailnet(void *ctx, uint64_t tailnet_id)
+{
+	struct control_server *s = ctx;
+
+	(void)tailnet_id;
+	mapstream_schedule(s->ms);
+}
+
 static const struct changes_hooks changes_hooks = {
+	.tailnet_changed = changed_tailnet,
 	.node_changed = changed_node,
 	.node_deleted = deleted_node,
 	.settings_changed = changed_settings,
