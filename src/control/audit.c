@@ -398,6 +398,30 @@ int audit_entry_prepare(struct audit_entry *e, struct store *s, const char *acto
 	return 0;
 }
 
+int audit_entry_node(struct audit_entry *e, const char *actor, int64_t now, const char *action,
+		     const struct control_node *before, const struct control_node *after)
+{
+	char *bs = before ? dump(node_json(before)) : strdup(""), *as = dump(node_json(after));
+
+	memset(e, 0, sizeof(*e));
+	if (!bs || !as) {
+		free(bs);
+		free(as);
+		return -ENOMEM;
+	}
+	e->time = now;
+	snprintf(e->actor, sizeof(e->actor), "%s", actor);
+	snprintf(e->action, sizeof(e->action), "%s", action);
+	/* A new node has no id until its insert: its name, unique in its tailnet, names it. */
+	if (after->id)
+		snprintf(e->target, sizeof(e->target), "node:%" PRIu64 " %s", after->id, after->name);
+	else
+		snprintf(e->target, sizeof(e->target), "node:%s", after->name);
+	e->before = bs;
+	e->after = as;
+	return 0;
+}
+
 void audit_entry_release(struct audit_entry *e)
 {
 	if (!e)

@@ -9,7 +9,8 @@
 #     in order afterwards, no sequence gap, the chain verifies;
 #   - the tailnet's flow-log setting reaches every node: off, nothing a node sends or
 #     receives is counted (no record, no batch covers the time) until it is on again;
-#     a 2 s interval shows in the spacing of a's batches (5 s before).
+#     a 2 s interval shows in the spacing of a's batches (5 s before);
+#   - the three registrations are in the configuration audit log, by the auth key.
 #
 #   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080, a .11, b .12, c .13
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +35,17 @@ check "a, b and c see each other online" wait_for 30 peers_online_are a "b c"
 check "every node registered its audit key" test "$(ctl nodes list --json | python3 -c '
 import json, sys; print(all(len(n.get("audit_key", "")) == 44 for n in json.load(sys.stdin)))')" = True
 
+# Registrations are in the configuration audit log: actor the auth key, target the node.
+registered_by_key() {
+	ctl audit log --json | python3 -c '
+import json, sys
+want = {"node:a", "node:b", "node:c"}
+got = {e["target"] for e in map(json.loads, sys.stdin)
+       if e["action"] == "node.register" and e["actor"] == "authkey:" + sys.argv[1]}
+sys.exit(0 if want <= got else 1)' "$(cut -d- -f3 <<<"$KEY")"
+}
+check "a, b and c joined in the audit log, by the auth key" registered_by_key
+check "audit verify with the registrations" ctl audit verify
 ip netns exec "$(ns_name c)" python3 "$PEER" serve "$LAB_TMP/c-served" 8080 5353 &
 LAB_PIDS+=($!)
 check "c listens" wait_listen c 8080
