@@ -121,6 +121,12 @@ struct daemon {
 	uint64_t flows_since; /* the start of the interval being counted */
 	/* The tailnet's setting (netmap flow_log): until a netmap says, on every 5 s. */
 	struct netmap_flow_log flows_cfg;
+	/*
+	 * A lying node for the lab (TRELLIS_TEST_FLOWS_UNDERREPORT): it reports half of what
+	 * it counted. Nothing a node's owner could not do by patching the binary; the
+	 * collector must catch it from the peer's report (docs/audit.md).
+	 */
+	bool flows_underreport;
 	struct netmap_apply *na;
 	struct nodefilter *filter; /* the packet filter from the netmap (issue 12) */
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
@@ -786,6 +792,12 @@ static void flows_flush(struct daemon *d, uint64_t now)
 
 			if (key)
 				memcpy(recs[i].peer_key, key, FLOWBATCH_KEY_LEN);
+			if (d->flows_underreport) {
+				recs[i].tx_packets /= 2;
+				recs[i].tx_bytes /= 2;
+				recs[i].rx_packets /= 2;
+				recs[i].rx_bytes /= 2;
+			}
 		}
 		if (flowspool_add(d->spool, prefs->node_id, d->flows_since + (uint64_t)off,
 				  now + (uint64_t)off, overflow, recs, (unsigned)MAX(n, 0)) == 0 &&
@@ -1961,6 +1973,9 @@ int daemon_run(const struct daemon_opts *opts)
 	wgdev_flowtable_set(d->wg, d->flows);
 	d->flows_timer.cb = flows_fire;
 	d->flows_since = time_now_ns();
+	d->flows_underreport = getenv("TRELLIS_TEST_FLOWS_UNDERREPORT") != NULL;
+	if (d->flows_underreport)
+		log_warn("flows: TRELLIS_TEST_FLOWS_UNDERREPORT: this node reports half its traffic");
 	d->flows_cfg = (struct netmap_flow_log){
 	    .set = true, .enabled = true, .interval_ms = NETMAP_FLOW_LOG_INTERVAL_DEFAULT_MS};
 	loop_timer_arm(d->loop, &d->flows_timer,

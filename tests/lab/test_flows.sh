@@ -10,6 +10,7 @@
 #   - the tailnet's flow-log setting reaches every node: off, nothing a node sends or
 #     receives is counted (no record, no batch covers the time) until it is on again;
 #     a 2 s interval shows in the spacing of a's batches (5 s before);
+#   - a node that under-reports (d, through a test hook) is caught by its peer's report;
 #   - the three registrations are in the configuration audit log, by the auth key.
 #
 #   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080, a .11, b .12, c .13
@@ -201,6 +202,41 @@ read -r after_med after_min <<<"$(spacing "$iv_ns" "$(date +%s%N)")"
 log "a's batches: median ${before_med} ms at 5 s, ${after_med} ms (shortest ${after_min}) at 2 s"
 check "at 5 s, a's batches span 5 s" test "$before_med" -ge 4990 -a "$before_med" -lt 7000
 check "at 2 s, a's batches span 2 s" test "$after_min" -ge 1990 -a "$after_med" -lt 4000
+# ---- a lying node: d reports half of what it counted (a test hook in trellisd)
+lab_public_host d 14
+TRELLIS_TEST_FLOWS_UNDERREPORT=1 lab_node_join d d "$KEY"
+D4=$(node_ip d 4)
+check "a reaches d (first handshake)" ping_until a "$D4" 15
+check "a pings d 40 times" nsx a ping -n -q -c 40 -i 0.05 -W 2 "$D4"
+# lied_ad: the a-d ICMP flow of the 40 pings as "VERDICT a_tx a_rx d_tx d_rx" (packets).
+lied_ad()
+{
+	ctl flows --json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    f = json.loads(line)
+    if f["proto"] != 1 or not f["b"] or {f["a"]["name"], f["b"]["name"]} != {"a", "d"}:
+        continue
+    e = {x["name"]: x for x in (f["a"], f["b"])}
+    if e["a"]["tx_packets"] == 40:
+        print(f["verdict"], e["a"]["tx_packets"], e["a"]["rx_packets"], e["d"]["tx_packets"],
+              e["d"]["rx_packets"])'
+}
+# d halves each batch's counts, rounding down: a flow split across batches (2 s now) loses a
+# packet or two more.
+lied_ad_ok()
+{
+	local v at ar dt dr
+	read -r v at ar dt dr <<<"$(lied_ad)"
+	[[ $v == mismatch && $at == 40 && $ar == 40 ]] && ((dt >= 17 && dt <= 20 && dr >= 17 && dr <= 20))
+}
+check "d's under-report of a's 40 pings is flagged: a 40/40, d at most 20/20, mismatch" \
+	wait_for 30 lied_ad_ok
+log "a-d ping flow: $(lied_ad)"
+check "... and listed by flows --flagged" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
+	flows --flagged --json | grep -q '\"name\": *\"d\"'"
+lab_node_stop d
+
 for n in a b c; do
 	check_eq "$n's log has no sanitizer report" "" \
 		"$(grep -m1 -E 'AddressSanitizer|runtime error:' "$LAB_TMP/node-$n.log")"
