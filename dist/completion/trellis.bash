@@ -99,6 +99,9 @@ _trellis_control()
 	'ca show') mapfile -t COMPREPLY < <(compgen -W "--tailnet --json" -- "$cur") ;;
 	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
 	'tailnets ') mapfile -t COMPREPLY < <(compgen -W "create list set --help" -- "$cur") ;;
+	'tailnets set') mapfile -t COMPREPLY < <(compgen -W "--key-expiry --ephemeral-timeout
+		--device-approval --require-2fa --require-machine-cert --flow-log --flow-log-interval"
+		-- "$cur") ;;
 	'users ') mapfile -t COMPREPLY < <(compgen -W "create list add passwd delete reset-2fa --help" -- "$cur") ;;
 	'users add') mapfile -t COMPREPLY < <(compgen -W "--admin --totp" -- "$cur") ;;
 	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list show pending approve expire delete rename set-expiry

@@ -108,7 +108,7 @@ static const struct noun nouns[] = {
      "           [--ephemeral-timeout DUR] [--device-approval on|off]\n"
      "       trellis-control [--state DIR] tailnets set NAME [--key-expiry DUR]\n"
      "           [--ephemeral-timeout DUR] [--device-approval on|off] [--require-2fa on|off]\n"
-     "           [--require-machine-cert on|off]\n"
+     "           [--require-machine-cert on|off] [--flow-log on|off] [--flow-log-interval DUR]\n"
      "  NAME \"default\" is the tailnet nodes join without naming one.\n"
      "  --key-expiry DUR         node key lifetime (default 180d; 0: keys do not expire)\n"
      "  --ephemeral-timeout DUR  offline ephemeral nodes are deleted after (default 10m)\n"
@@ -118,6 +118,9 @@ static const struct noun nouns[] = {
      "                           accounts always do; OIDC: the provider's; default off)\n"
      "  --require-machine-cert on|off  every registration must prove a valid certificate\n"
      "                           of the tailnet's CA (ca init; default off)\n"
+     "  --flow-log on|off        nodes count their flows and ship them to the collector\n"
+     "                           (docs/audit.md; default on)\n"
+     "  --flow-log-interval DUR  how often each node ships a batch (1s to 1h; default 5s)\n"
      "example: trellis-control tailnets set default --device-approval on\n"},
     {"users", "list, create, add, passwd, delete, reset-2fa",
      "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
@@ -904,7 +907,7 @@ static int apikey_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *mfa = NULL, *mcert = NULL,
-		   *pos[1];
+		   *flog = NULL, *flog_iv = NULL, *pos[1];
 	bool as_json = false;
 	const struct opt opts[] = {
 	    {"--key-expiry", true, &key_expiry, NULL},
@@ -912,6 +915,8 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	    {"--device-approval", true, &approval, NULL},
 	    {"--require-2fa", true, &mfa, NULL},
 	    {"--require-machine-cert", true, &mcert, NULL},
+	    {"--flow-log", true, &flog, NULL},
+	    {"--flow-log-interval", true, &flog_iv, NULL},
 	    {"--json", false, NULL, &as_json},
 	    {NULL},
 	};
@@ -942,14 +947,22 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (mcert && strcmp(mcert, "on") && strcmp(mcert, "off") && strcmp(mcert, "true") &&
 		    strcmp(mcert, "false"))
 			return fail("--require-machine-cert takes on or off, not \"%s\"", mcert);
+		if (flog && strcmp(flog, "on") && strcmp(flog, "off"))
+			return fail("--flow-log takes on or off, not \"%s\"", flog);
+		if (flog_iv && (admin_duration_parse(flog_iv, &v) < 0 || v < 1 || v > 3600))
+			return fail("--flow-log-interval: bad duration \"%s\" (1s to 1h: 2s, 30s, 5m)",
+				    flog_iv);
 		if (path_arg_check(pos[0]))
 			return 1;
-		if (!create && !key_expiry && !eph && !approval && !mfa && !mcert)
+		if (!create && !key_expiry && !eph && !approval && !mfa && !mcert && !flog && !flog_iv)
 			return fail("nothing to change (--key-expiry, --ephemeral-timeout, "
-				    "--device-approval, --require-2fa, --require-machine-cert)");
-		if (create && (mfa || mcert))
+				    "--device-approval, --require-2fa, --require-machine-cert, "
+				    "--flow-log, --flow-log-interval)");
+		if (create && (mfa || mcert || flog || flog_iv))
 			return fail("%s: create the tailnet, then tailnets set",
-				    mfa ? "--require-2fa" : "--require-machine-cert");
+				    mfa ? "--require-2fa" : mcert ? "--require-machine-cert"
+						      : flog  ? "--flow-log"
+							      : "--flow-log-interval");
 		body = create ? json_pack("{s:s}", "name", pos[0]) : json_object();
 		if (key_expiry)
 			json_object_set_new(body, "key_expiry", json_string(key_expiry));
@@ -965,23 +978,36 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 			json_object_set_new(
 			    body, "require_machine_cert",
 			    json_boolean(!strcmp(mcert, "on") || !strcmp(mcert, "true")));
+		if (flog)
+			json_object_set_new(body, "flow_log", json_boolean(!strcmp(flog, "on")));
+		if (flog_iv)
+			json_object_set_new(body, "flow_log_interval", json_string(flog_iv));
 		target_make(target, sizeof(target), "tailnets", create ? NULL : pos[0], NULL);
 		return call_json(cli, create ? "POST" : "PATCH", target, body, NULL);
 	}
 	target_make(target, sizeof(target), "tailnets", NULL, NULL);
-	if (npos || key_expiry || eph || approval || mfa || mcert)
+	if (npos || key_expiry || eph || approval || mfa || mcert || flog || flog_iv)
 		return fail("usage: tailnets list [--json]");
 	r = list_fetch(cli, "tailnets", NULL, NULL, as_json, &ans);
 	if (r || !ans)
 		return r;
-	printf("%-5s %-24s %-12s %-18s %-16s %-12s %-13s %s\n", "ID", "NAME", "KEY-EXPIRY",
-	       "EPHEMERAL-TIMEOUT", "DEVICE-APPROVAL", "REQUIRE-2FA", "MACHINE-CERT", "NODES");
-	json_array_foreach(ans, i, t)
-	    printf("%-5" JSON_INTEGER_FORMAT " %-24s %-12" JSON_INTEGER_FORMAT
-		   " %-18" JSON_INTEGER_FORMAT " %-16s %-12s %-13s %" JSON_INTEGER_FORMAT "\n",
-		   i_(t, "id"), s_(t, "name"), i_(t, "key_expiry_sec"),
-		   i_(t, "ephemeral_timeout_sec"), b_(t, "device_approval"), b_(t, "require_2fa"),
-		   b_(t, "require_machine_cert"), i_(t, "nodes"));
+	printf("%-5s %-24s %-12s %-18s %-16s %-12s %-13s %-10s %s\n", "ID", "NAME", "KEY-EXPIRY",
+	       "EPHEMERAL-TIMEOUT", "DEVICE-APPROVAL", "REQUIRE-2FA", "MACHINE-CERT", "FLOW-LOG",
+	       "NODES");
+	json_array_foreach(ans, i, t) {
+		char flow[32];
+
+		/* "on/5s": the interval stays set while flow logs are off */
+		snprintf(flow, sizeof(flow), "%s/%" JSON_INTEGER_FORMAT "s",
+			 json_is_true(json_object_get(t, "flow_log")) ? "on" : "off",
+			 i_(t, "flow_log_interval_ms") / 1000);
+		printf("%-5" JSON_INTEGER_FORMAT " %-24s %-12" JSON_INTEGER_FORMAT
+		       " %-18" JSON_INTEGER_FORMAT " %-16s %-12s %-13s %-10s %" JSON_INTEGER_FORMAT
+		       "\n",
+		       i_(t, "id"), s_(t, "name"), i_(t, "key_expiry_sec"),
+		       i_(t, "ephemeral_timeout_sec"), b_(t, "device_approval"),
+		       b_(t, "require_2fa"), b_(t, "require_machine_cert"), flow, i_(t, "nodes"));
+	}
 	json_decref(ans);
 	return 0;
 }

@@ -393,14 +393,19 @@ static int tailnets_list(struct call *k)
 
 		for (size_t j = 0; j < snap.n_nodes; j++)
 			nodes += snap.nodes[j].tailnet_id == tn->id;
+		struct netmap_flow_log fl;
+
+		control_tailnet_flow_log(tn, &fl);
 		json_array_append_new(
-		    k->out, json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:I, s:I}", "id",
-				      (json_int_t)tn->id, "name", tn->name, "key_expiry_sec",
-				      (json_int_t)tn->key_expiry_sec, "ephemeral_timeout_sec",
-				      (json_int_t)tn->ephemeral_timeout_sec, "device_approval",
-				      tn->device_approval, "require_2fa", tn->require_2fa,
-				      "require_machine_cert", tn->require_machine_cert, "created",
-				      (json_int_t)tn->created, "nodes", (json_int_t)nodes));
+		    k->out,
+		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I, s:I}", "id",
+			      (json_int_t)tn->id, "name", tn->name, "key_expiry_sec",
+			      (json_int_t)tn->key_expiry_sec, "ephemeral_timeout_sec",
+			      (json_int_t)tn->ephemeral_timeout_sec, "device_approval",
+			      tn->device_approval, "require_2fa", tn->require_2fa,
+			      "require_machine_cert", tn->require_machine_cert, "flow_log",
+			      fl.enabled, "flow_log_interval_ms", (json_int_t)fl.interval_ms,
+			      "created", (json_int_t)tn->created, "nodes", (json_int_t)nodes));
 	}
 	store_snapshot_free(&snap);
 	return 0;
@@ -439,20 +444,23 @@ static int tailnets_set(struct call *k)
 {
 	static const char *const names[] = {"key_expiry",	    "ephemeral_timeout",
 					    "device_approval",	    "require_2fa",
-					    "require_machine_cert", NULL};
+					    "require_machine_cert", "flow_log",
+					    "flow_log_interval",    NULL};
 	json_t *mc = k->body ? json_object_get(k->body, "require_machine_cert") : NULL;
 	bool cert;
 	json_t *a = k->body ? json_object_get(k->body, "device_approval") : NULL;
 	json_t *m = k->body ? json_object_get(k->body, "require_2fa") : NULL;
-	int64_t key_expiry, eph;
-	bool approval, mfa;
+	json_t *fl = k->body ? json_object_get(k->body, "flow_log") : NULL;
+	int64_t key_expiry, eph, fl_interval;
+	bool approval, mfa, fl_on;
 	int r;
 
 	if (body_only(k, names) < 0 || body_duration(k, "key_expiry", -1, &key_expiry) < 0 ||
 	    body_duration(k, "ephemeral_timeout", -1, &eph) < 0 ||
 	    body_bool(k, "device_approval", &approval) < 0 ||
 	    body_bool(k, "require_2fa", &mfa) < 0 ||
-	    body_bool(k, "require_machine_cert", &cert) < 0)
+	    body_bool(k, "require_machine_cert", &cert) < 0 || body_bool(k, "flow_log", &fl_on) < 0 ||
+	    body_duration(k, "flow_log_interval", -1, &fl_interval) < 0)
 		return -1;
 	if (eph == 0)
 		return fail(k, 400, "the ephemeral timeout cannot be 0");
@@ -462,6 +470,9 @@ static int tailnets_set(struct call *k)
 		r = admin_op_tailnet_require_2fa(&k->c, k->seg[1], mfa);
 	if (r == 0 && mc && !json_is_null(mc))
 		r = ca_op_require(&k->c, k->seg[1], cert);
+	if (r == 0 && ((fl && !json_is_null(fl)) || fl_interval >= 0))
+		r = admin_op_tailnet_flow_log(&k->c, k->seg[1], fl && !json_is_null(fl) ? fl_on : -1,
+					      fl_interval);
 	if (r < 0)
 		return op_fail(k, r);
 	k->out = json_object();

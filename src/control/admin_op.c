@@ -189,6 +189,31 @@ int admin_op_tailnet_require_2fa(struct admin_op_ctx *c, const char *name, bool 
 	return r < 0 ? refuse(c, r, "%s", strerror(-r)) : 0;
 }
 
+int admin_op_tailnet_flow_log(struct admin_op_ctx *c, const char *name, int on,
+			      int64_t interval_sec)
+{
+	struct store_op op = {.kind = STORE_OP_TAILNET_UPDATE};
+	int r;
+
+	if (interval_sec >= 0 &&
+	    (interval_sec < NETMAP_FLOW_LOG_INTERVAL_MIN_MS / 1000 ||
+	     interval_sec > NETMAP_FLOW_LOG_INTERVAL_MAX_MS / 1000))
+		return refuse(c, -EINVAL, "the flow-log interval must be from %us to %uh",
+			      NETMAP_FLOW_LOG_INTERVAL_MIN_MS / 1000,
+			      NETMAP_FLOW_LOG_INTERVAL_MAX_MS / 3600000);
+	if (name && strcmp(name, ADMIN_DEFAULT_TAILNET) == 0)
+		name = NULL;
+	r = admin_op_tailnet_resolve(c, name, &op.tailnet);
+	if (r < 0)
+		return r;
+	if (on >= 0)
+		op.tailnet.flow_log_off = !on;
+	if (interval_sec >= 0)
+		op.tailnet.flow_log_interval_ms = interval_sec * 1000;
+	r = admin_op_commit(c, "tailnet.set", NULL, &op, NULL);
+	return r < 0 ? refuse(c, r, "%s", strerror(-r)) : 0;
+}
+
 int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,
 			 struct control_user *ret)
 {

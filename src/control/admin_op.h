@@ -91,6 +91,14 @@ int admin_op_tailnet_set(struct admin_op_ctx *c, const char *name, int64_t key_e
 /* The tailnet's --require-2fa setting (NULL: the default tailnet). 0, -ENOENT. */
 int admin_op_tailnet_require_2fa(struct admin_op_ctx *c, const char *name, bool on);
 
+/*
+ * The tailnet's flow logs (docs/audit.md; NULL: the default tailnet): on 1 or 0 (< 0 keeps it),
+ * the interval in seconds (< 0 keeps it; 1 s to 1 h). Pushed to its nodes in their netmaps.
+ * 0, -EINVAL, -ENOENT.
+ */
+int admin_op_tailnet_flow_log(struct admin_op_ctx *c, const char *name, int on,
+			      int64_t interval_sec);
+
 /* tailnet NULL: the default. 0, -EINVAL, -ENOENT, -EEXIST. */
 int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,
 			 struct control_user *ret);

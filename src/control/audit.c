@@ -130,11 +130,13 @@ static json_t *tags_json(unsigned n, const char tags[][NETMAP_TAG_MAX])
 
 static json_t *tailnet_json(const struct control_tailnet *t)
 {
-	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b}", "id", (json_int_t)t->id, "name",
-			 t->name, "key_expiry_sec", (json_int_t)t->key_expiry_sec,
+	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:b, s:I}", "id", (json_int_t)t->id,
+			 "name", t->name, "key_expiry_sec", (json_int_t)t->key_expiry_sec,
 			 "ephemeral_timeout_sec", (json_int_t)t->ephemeral_timeout_sec,
 			 "device_approval", t->device_approval, "require_2fa", t->require_2fa,
-			 "require_machine_cert", t->require_machine_cert);
+			 "require_machine_cert", t->require_machine_cert, "flow_log",
+			 !t->flow_log_off, "flow_log_interval_ms",
+			 (json_int_t)t->flow_log_interval_ms);
 }
 
 /* What an admin changes; last_seen and endpoints move on their own and are left out. */
@@ -391,6 +393,30 @@ int audit_entry_prepare(struct audit_entry *e, struct store *s, const char *acto
 		free(as);
 		return -ENOMEM;
 	}
+	e->before = bs;
+	e->after = as;
+	return 0;
+}
+
+int audit_entry_node(struct audit_entry *e, const char *actor, int64_t now, const char *action,
+		     const struct control_node *before, const struct control_node *after)
+{
+	char *bs = before ? dump(node_json(before)) : strdup(""), *as = dump(node_json(after));
+
+	memset(e, 0, sizeof(*e));
+	if (!bs || !as) {
+		free(bs);
+		free(as);
+		return -ENOMEM;
+	}
+	e->time = now;
+	snprintf(e->actor, sizeof(e->actor), "%s", actor);
+	snprintf(e->action, sizeof(e->action), "%s", action);
+	/* A new node has no id until its insert: its name, unique in its tailnet, names it. */
+	if (after->id)
+		snprintf(e->target, sizeof(e->target), "node:%" PRIu64 " %s", after->id, after->name);
+	else
+		snprintf(e->target, sizeof(e->target), "node:%s", after->name);
 	e->before = bs;
 	e->after = as;
 	return 0;

@@ -25,6 +25,7 @@
 
 struct store;
 struct store_op;
+struct control_node;
 
 #define AUDIT_HASH_LEN 32
 #define AUDIT_ACTOR_MAX 64
@@ -56,6 +57,15 @@ void audit_entry_hash(const struct audit_entry *e, uint8_t ret[AUDIT_HASH_LEN]);
 int audit_entry_prepare(struct audit_entry *e, struct store *s, const char *actor, int64_t now,
 			const char *action, const char *target, const struct store_op *op);
 void audit_entry_release(struct audit_entry *e);
+
+/*
+ * A registration's entry (docs/audit.md): a node joined (node.register; before NULL, the
+ * target its name until its insert gives it an id), logged in again (node.login) or rotated
+ * its key (node.rotate_key); actor the credential: "authkey:PREFIX", "user:NAME",
+ * "node:ID". Release with audit_entry_release. 0 or -ENOMEM.
+ */
+int audit_entry_node(struct audit_entry *e, const char *actor, int64_t now, const char *action,
+		     const struct control_node *before, const struct control_node *after);
 
 /*
  * The chain walk: start from the anchor (seq 0 and zeros without one), feed

@@ -28,8 +28,9 @@ static void apply(struct changes *c, const struct store_change *ch, int64_t now)
 	case STORE_CHANGE_TAILNET: {
 		struct control_tailnet t;
 
-		if (store_tailnet_get(c->store, ch->id, &t) == 0)
-			registry_tailnet_put(c->reg, &t);
+		if (store_tailnet_get(c->store, ch->id, &t) == 0 &&
+		    registry_tailnet_put(c->reg, &t) == 0 && c->hooks->tailnet_changed)
+			c->hooks->tailnet_changed(c->ctx, ch->id);
 		break;
 	}
 	case STORE_CHANGE_USER: {

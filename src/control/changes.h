@@ -28,6 +28,8 @@ struct changes_hooks {
 	/* A setting was written (the relay map, an approval of a pending registration); may be
 	 * NULL. */
 	void (*settings_changed)(void *ctx);
+	/* A tailnet's record was written (its settings reach its nodes: flow logs); may be NULL. */
+	void (*tailnet_changed)(void *ctx, uint64_t tailnet_id);
 	/* A tailnet's access policy was written or deleted; may be NULL. */
 	void (*policy_changed)(void *ctx, uint64_t tailnet_id);
 };

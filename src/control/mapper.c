@@ -68,6 +68,7 @@ struct msub {
 	bool self_dirty;
 	bool relay_dirty; /* the relay map changed since its last map */
 	bool filter_dirty; /* its packet filter changed since its last map */
+	bool flow_log_dirty; /* its tailnet's flow-log setting changed since its last map */
 	bool overflow; /* a pending entry could not be allocated: only a full map is right now */
 	bool dirty;
 	struct msub *dirty_prev, *dirty_next;
@@ -90,6 +91,7 @@ struct mtailnet {
 	bool pol_next_set;   /* pol_next replaces pol at the next sync */
 	struct policy *pol_next;
 	struct mtailnet *stale_next;
+	struct netmap_flow_log flow_log; /* control_tailnet_flow_log of its record */
 };
 
 struct mnode {
@@ -401,6 +403,7 @@ static void pend_reset(struct msub *s)
 	s->self_dirty = false;
 	s->relay_dirty = false;
 	s->filter_dirty = false;
+	s->flow_log_dirty = false;
 	s->overflow = false;
 }
 
@@ -912,6 +915,8 @@ static int tailnet_get(struct mapper *m, uint64_t id, struct mtailnet **ret)
 		if (!tn)
 			return -ENOMEM;
 		tn->id = id;
+		/* A node may come before its tailnet's record: the default until it does. */
+		control_tailnet_flow_log(&(struct control_tailnet){0}, &tn->flow_log);
 		r = idmap_put(&m->tailnets, id, tn);
 		if (r < 0) {
 			free(tn);
@@ -924,6 +929,7 @@ static int tailnet_get(struct mapper *m, uint64_t id, struct mtailnet **ret)
 
 int mapper_tailnet_upsert(struct mapper *m, const struct control_tailnet *t)
 {
+	struct netmap_flow_log fl;
 	struct mtailnet *tn;
 	int r;
 
@@ -934,6 +940,15 @@ int mapper_tailnet_upsert(struct mapper *m, const struct control_tailnet *t)
 		return r;
 	memcpy(tn->name, t->name, sizeof(tn->name));
 	tn->name[sizeof(tn->name) - 1] = '\0';
+	control_tailnet_flow_log(t, &fl);
+	if (fl.enabled != tn->flow_log.enabled || fl.interval_ms != tn->flow_log.interval_ms) {
+		tn->flow_log = fl;
+		/* Rare (an admin's setting): every subscriber of the tailnet hears it. */
+		for (size_t i = 0; i < tn->n_subs; i++) {
+			tn->subs[i]->flow_log_dirty = true;
+			dirty_add(m, tn->subs[i]);
+		}
+	}
 	return 0;
 }
 
@@ -1377,6 +1392,7 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
 	render(m, x, &nm->self);
 	memcpy(nm->tailnet, tn->name, sizeof(nm->tailnet));
 	nm->relay_map = m->relay_map;
+	nm->flow_log = tn->flow_log;
 	nm->seq = ++m->seq;
 	nm->version = m->version;
 	if (x->sub) {
@@ -1455,7 +1471,7 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 		goto out;
 	filter.p = fjson;
 	r = ctrl_netmap_join(m->seq + 1, &m->version, tn->name, &self, peers, (unsigned)n, &relay,
-			     &filter, &json, &len);
+			     &filter, &tn->flow_log, &json, &len);
 	if (r < 0)
 		goto out;
 	m->seq++;
@@ -1530,7 +1546,7 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 		}
 	}
 	if (!n_add && !n_rm && !n_chg && !n_ep && !n_on && !s->self_dirty && !s->relay_dirty &&
-	    !s->filter_dirty) {
+	    !s->filter_dirty && !s->flow_log_dirty) {
 		pend_reset(s);
 		*ret = NULL;
 		return 0;
@@ -1601,6 +1617,8 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 		d->has_self = true;
 		render(m, x, &d->self);
 	}
+	if (s->flow_log_dirty)
+		d->flow_log = x->tn->flow_log;
 	d->seq = ++m->seq;
 	d->version = m->version;
 	pend_reset(s);

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "base/util.h"
 #include "control/model.h"
 
 bool control_node_visible(const struct control_node *n, int64_t now)
@@ -13,6 +14,19 @@ bool control_node_visible(const struct control_node *n, int64_t now)
 	if (n->expiry_disabled || n->key_expiry == 0)
 		return true;
 	return n->key_expiry > now;
+}
+
+void control_tailnet_flow_log(const struct control_tailnet *t, struct netmap_flow_log *ret)
+{
+	int64_t ms = t->flow_log_interval_ms;
+
+	ret->set = true;
+	ret->enabled = !t->flow_log_off;
+	/* The admin operation checks the bounds; a row written otherwise must not break maps. */
+	if (ms <= 0)
+		ms = NETMAP_FLOW_LOG_INTERVAL_DEFAULT_MS;
+	ret->interval_ms = (uint32_t)MIN(MAX(ms, (int64_t)NETMAP_FLOW_LOG_INTERVAL_MIN_MS),
+					 (int64_t)NETMAP_FLOW_LOG_INTERVAL_MAX_MS);
 }
 
 static void prefix_host(struct netmap_prefix *p, int family, const uint8_t *addr)

@@ -29,7 +29,12 @@ struct control_tailnet {
 	bool device_approval;
 	/* Logins into it must use a second factor (local accounts always do; OIDC: the IdP's). */
 	bool require_2fa;
-	/* Nodes ship flow-log batches this often (docs/audit.md); 0: flow logs off. */
+	/*
+	 * Flow logs (docs/audit.md): on unless flow_log_off; nodes ship a batch every
+	 * flow_log_interval_ms (0: NETMAP_FLOW_LOG_INTERVAL_DEFAULT_MS). The interval is kept
+	 * while flow logs are off, so turning them on again restores it.
+	 */
+	bool flow_log_off;
 	int64_t flow_log_interval_ms;
 	/*
 	 * Registration needs a valid machine certificate from the tailnet's CA, proven at
@@ -100,6 +105,8 @@ struct control_node {
 
 /* A node is visible to peers when approved, its key unexpired at `now`, not logged out. */
 bool control_node_visible(const struct control_node *n, int64_t now);
+/* The tailnet's flow-log setting as its nodes get it in the netmap (set, defaults resolved). */
+void control_tailnet_flow_log(const struct control_tailnet *t, struct netmap_flow_log *ret);
 /* The record as nodes see it (self and peers); user is the owner's name or NULL. */
 void control_node_render(const struct control_node *r, const char *user,
 			 struct netmap_node *ret);

@@ -123,6 +123,7 @@ struct reg_op {
 	struct session *ss; /* NULL once the session is gone */
 	enum op_kind kind;
 	struct register_decision d; /* the record to write is d.rec */
+	struct audit_entry audit;   /* a registration's, written with d.rec (op_submit) */
 };
 
 static void node_forget(struct control_server *s, uint64_t id);
@@ -337,12 +338,14 @@ static void op_done(void *ctx, int err, uint64_t id)
 		mapstream_schedule(s->ms);
 		if (ss)
 			reply_register(ss, CTRL_REGISTER_ERROR, "registration failed", NULL);
+		audit_entry_release(&op->audit);
 		free(op);
 		return;
 	}
 	if (op->kind == OP_LOGOUT) {
 		if (ss && session_queue_json(ss, logout_response, sizeof(logout_response) - 1) == 0)
 			session_close_after_write(ss);
+		audit_entry_release(&op->audit);
 		free(op);
 		return;
 	}
@@ -366,7 +369,39 @@ static void op_done(void *ctx, int err, uint64_t id)
 				e->waiter = ss;
 		}
 	}
+	audit_entry_release(&op->audit);
 	free(op);
+}
+
+/*
+ * A registration in the configuration audit log (docs/audit.md): who let the node in (its
+ * auth key, the user who signed in, or for a key rotation the node itself, by its old key)
+ * and what its record became. Not fatal: a registration is not refused for want of memory
+ * to describe it (logged).
+ */
+static int reg_audit(struct control_server *s, const struct register_decision *d,
+		     struct audit_entry *ret)
+{
+	const struct control_user *u = d->rec.user_id ? registry_user_get(s->reg, d->rec.user_id)
+						       : NULL;
+	char actor[AUDIT_ACTOR_MAX];
+	int r;
+
+	if (d->rotate)
+		snprintf(actor, sizeof(actor), "node:%" PRIu64, d->rec.id);
+	else if (d->authkey)
+		snprintf(actor, sizeof(actor), "authkey:%s", d->authkey->prefix);
+	else if (u)
+		snprintf(actor, sizeof(actor), "user:%.*s", AUDIT_ACTOR_MAX - 6, u->name);
+	else
+		snprintf(actor, sizeof(actor), "server");
+	r = audit_entry_node(ret, actor, time_wall_s(),
+			     d->insert ? "node.register" : d->rotate ? "node.rotate_key" : "node.login",
+			     d->insert ? NULL : &d->prev, &d->rec);
+	if (r < 0)
+		log_ratelimited(LOG_LEVEL_WARN, "control: registration of %s not in the audit log: %s",
+				d->rec.hostname, strerror(-r));
+	return r;
 }
 
 /* Submits op's writes; op_done runs when the node's is durable. 0 or -EAGAIN (store busy). */
@@ -379,6 +414,10 @@ static int op_submit(struct session *ss, struct reg_op *op)
 
 	if (op->kind == OP_REGISTER) {
 		n = register_store_ops(&op->d, sops);
+		/* A reconnect writes the record as it was: nothing for the log. */
+		if (sops[n - 1].kind != STORE_OP_NODE_TOUCH &&
+		    reg_audit(s, &op->d, &op->audit) == 0)
+			sops[n - 1].audit = &op->audit;
 	} else {
 		memset(&sops[0], 0, sizeof(sops[0]));
 		sops[0].kind = STORE_OP_NODE_UPDATE;
@@ -1013,6 +1052,7 @@ static void on_logout(struct session *ss)
 	if (op_submit(ss, op) < 0) {
 		register_end(s->reg, &op->d, -EAGAIN, 0, time_wall_s());
 		mapstream_schedule(s->ms);
+		audit_entry_release(&op->audit);
 		free(op);
 		session_fail(ss, METRICS_DROP_STORE_BUSY, "server busy");
 	}
@@ -1603,7 +1643,17 @@ static void changed_settings(void *ctx)
 	pending_approvals_check(ctx);
 }
 
+/* A tailnet's settings: what the mapper marked for its nodes (a flow-log change) goes out. */
+static void changed_tailnet(void *ctx, uint64_t tailnet_id)
+{
+	struct control_server *s = ctx;
+
+	(void)tailnet_id;
+	mapstream_schedule(s->ms);
+}
+
 static const struct changes_hooks changes_hooks = {
+	.tailnet_changed = changed_tailnet,
 	.node_changed = changed_node,
 	.node_deleted = deleted_node,
 	.settings_changed = changed_settings,

@@ -132,9 +132,9 @@ static const char *const migrations[] = {
     " text BLOB NOT NULL);",
     /*
      * 8: flow logs (issue 13, docs/audit.md): a node's audit key; the tailnet's flow-log
-     * interval (0: off); every admitted batch as the node signed it, with the key it
-     * verified under and the collector's flags (FLOWS_F_*), and its records decoded for
-     * queries, each checked against its batch by `audit verify`. A node's chain restarts
+     * interval (0: the default, migration 10); every admitted batch as the node signed it,
+     * with the key it verified under and the collector's flags (FLOWS_F_*), and its records
+     * decoded for queries, each checked against its batch by `audit verify`. A node's chain restarts
      * at seq 1 with a new audit key. No foreign keys: the record outlives a deleted node.
      */
     "ALTER TABLE nodes ADD COLUMN audit_key BLOB;"
@@ -192,6 +192,11 @@ static const char *const migrations[] = {
     " revoked INTEGER NOT NULL DEFAULT 0,"
     " revoked_at INTEGER NOT NULL DEFAULT 0);"
     "ALTER TABLE tailnets ADD COLUMN require_machine_cert INTEGER NOT NULL DEFAULT 0;",
+    /*
+     * 10: flow logs per tailnet (issue 13, docs/audit.md): on unless turned off, so a tailnet
+     * keeps logging as it did; flow_log_interval_ms (migration 8) now means 0: the default.
+     */
+    "ALTER TABLE tailnets ADD COLUMN flow_log_off INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -258,7 +263,7 @@ enum stmt_id {
 
 #define TAILNET_COLS                                                                               \
 	"id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval, require_2fa, " \
-	"flow_log_interval_ms, require_machine_cert"
+	"flow_log_interval_ms, require_machine_cert, flow_log_off"
 #define USER_COLS "id, tailnet_id, name, created"
 #define MCERT_COLS                                                                                 \
 	"id, tailnet_id, serial, machine_key, subject, not_before, not_after, created, revoked, "  \
@@ -297,10 +302,12 @@ static const char *const stmt_sql[ST_COUNT] = {
 		       " HAVING max(last_ns) >= ?2",
     [ST_TAILNET_INSERT] = "INSERT INTO tailnets (name, key_expiry_sec, ephemeral_timeout_sec,"
 			  " created, device_approval, require_2fa, flow_log_interval_ms,"
-			  " require_machine_cert) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+			  " require_machine_cert, flow_log_off)"
+			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [ST_TAILNET_UPDATE] = "UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
 			  " ephemeral_timeout_sec = ?4, device_approval = ?5, require_2fa = ?6,"
-			  " flow_log_interval_ms = ?7, require_machine_cert = ?8 WHERE id = ?1",
+			  " flow_log_interval_ms = ?7, require_machine_cert = ?8, flow_log_off = ?9"
+			  " WHERE id = ?1",
     [ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
     [ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
 		       " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
@@ -674,6 +681,7 @@ static void row_tailnet(sqlite3_stmt *st, struct control_tailnet *t)
 	t->require_2fa = sqlite3_column_int(st, 6) != 0;
 	t->flow_log_interval_ms = sqlite3_column_int64(st, 7);
 	t->require_machine_cert = sqlite3_column_int(st, 8) != 0;
+	t->flow_log_off = sqlite3_column_int(st, 9) != 0;
 }
 
 static void row_ca(sqlite3_stmt *st, struct control_ca *c)
@@ -1062,6 +1070,7 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		sqlite3_bind_int(st, 6, op->tailnet.require_2fa);
 		sqlite3_bind_int64(st, 7, op->tailnet.flow_log_interval_ms);
 		sqlite3_bind_int(st, 8, op->tailnet.require_machine_cert);
+		sqlite3_bind_int(st, 9, op->tailnet.flow_log_off);
 		ck = STORE_CHANGE_TAILNET;
 		break;
 	case STORE_OP_USER_CREATE:

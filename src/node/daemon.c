@@ -80,8 +80,6 @@
 #define ERROR_MAX 320
 /* systemd's STATUS= text. */
 #define NOTIFY_MAX 512
-/* Flow logs ship this often (docs/audit.md). */
-#define FLOWLOG_INTERVAL_NS (5 * NSEC_PER_SEC)
 
 /* A `trellis up` waiting for its probe of another login server (be_up). */
 struct up_pending {
@@ -121,6 +119,14 @@ struct daemon {
 	struct flowtable *flows; /* the data path counts flows here; flushed into the spool */
 	struct loop_timer flows_timer;
 	uint64_t flows_since; /* the start of the interval being counted */
+	/* The tailnet's setting (netmap flow_log): until a netmap says, on every 5 s. */
+	struct netmap_flow_log flows_cfg;
+	/*
+	 * A lying node for the lab (TRELLIS_TEST_FLOWS_UNDERREPORT): it reports half of what
+	 * it counted. Nothing a node's owner could not do by patching the binary; the
+	 * collector must catch it from the peer's report (docs/audit.md).
+	 */
+	bool flows_underreport;
 	struct netmap_apply *na;
 	struct nodefilter *filter; /* the packet filter from the netmap (issue 12) */
 	struct netmap *nm; /* the full map applied (server's or the cache's) */
@@ -386,6 +392,8 @@ static void cache_save(struct daemon *d)
 		loop_timer_arm(d->loop, &d->save_timer, (uint64_t)r);
 }
 
+static void flows_configure(struct daemon *d, const struct netmap_flow_log *fl);
+
 static int apply(struct daemon *d)
 {
 	int r = netmap_apply_netmap(d->na, d->nm, time_now_ns());
@@ -395,6 +403,7 @@ static int apply(struct daemon *d)
 	relayclient_set_map(d->rc, &d->nm->relay_map, state_prefs(d->st)->login_server);
 	pathd_netmap(d->pd, d->nm, d->na, d->nm->self.node_key);
 	nodefilter_apply(d->filter, d->nm->filter);
+	flows_configure(d, &d->nm->flow_log);
 	wgdev_timers_kick(d->wg);
 	peers_log(d);
 	return r;
@@ -762,15 +771,13 @@ static const uint8_t *flow_peer(const struct daemon *d, const uint8_t a[16])
 }
 
 /*
- * Every FLOWLOG_INTERVAL_NS: what the data path counted becomes a signed batch in the
- * spool (docs/audit.md), and the control client is told. Nothing counted: no batch.
+ * What the data path counted since flows_since becomes a signed batch in the spool
+ * (docs/audit.md), and the control client is told. Nothing counted: no batch.
  */
-static void flows_fire(struct loop_timer *t)
+static void flows_flush(struct daemon *d, uint64_t now)
 {
-	struct daemon *d = container_of(t, struct daemon, flows_timer);
 	const struct state_prefs *prefs = state_prefs(d->st);
 	struct flowbatch_record *recs = NULL;
-	uint64_t now = time_now_ns();
 	int64_t off = (int64_t)(time_wall_ns() - now);
 	uint32_t overflow = 0;
 	int n;
@@ -785,6 +792,12 @@ static void flows_fire(struct loop_timer *t)
 
 			if (key)
 				memcpy(recs[i].peer_key, key, FLOWBATCH_KEY_LEN);
+			if (d->flows_underreport) {
+				recs[i].tx_packets /= 2;
+				recs[i].tx_bytes /= 2;
+				recs[i].rx_packets /= 2;
+				recs[i].rx_bytes /= 2;
+			}
 		}
 		if (flowspool_add(d->spool, prefs->node_id, d->flows_since + (uint64_t)off,
 				  now + (uint64_t)off, overflow, recs, (unsigned)MAX(n, 0)) == 0 &&
@@ -793,7 +806,49 @@ static void flows_fire(struct loop_timer *t)
 	}
 	free(recs);
 	d->flows_since = now;
-	loop_timer_arm(d->loop, t, now + FLOWLOG_INTERVAL_NS);
+}
+
+/* Every interval of the tailnet's setting, while flow logs are on. */
+static void flows_fire(struct loop_timer *t)
+{
+	struct daemon *d = container_of(t, struct daemon, flows_timer);
+	uint64_t now = time_now_ns();
+
+	flows_flush(d, now);
+	loop_timer_arm(d->loop, t, now + d->flows_cfg.interval_ms * NSEC_PER_MSEC);
+}
+
+/*
+ * The tailnet's flow-log setting from the netmap. Off: the data path stops counting (its
+ * hook is then one pointer load), what was counted until now is shipped, and the timer
+ * stops. On again: counting resumes from now. A new interval counts from the current
+ * interval's start, so a shorter one may ship at once.
+ */
+static void flows_configure(struct daemon *d, const struct netmap_flow_log *fl)
+{
+	uint64_t now = time_now_ns();
+
+	if (!fl->set || (fl->enabled == d->flows_cfg.enabled &&
+			 fl->interval_ms == d->flows_cfg.interval_ms))
+		return;
+	log_info("flow logs %s, a batch every %u ms", fl->enabled ? "on" : "off",
+		 fl->interval_ms);
+	if (!fl->enabled) {
+		if (d->flows_cfg.enabled) {
+			wgdev_flowtable_set(d->wg, NULL);
+			loop_timer_disarm(d->loop, &d->flows_timer);
+			flows_flush(d, now);
+		}
+	} else {
+		if (!d->flows_cfg.enabled) {
+			/* A batch the data path was in when it stopped: shipped, not lost. */
+			flows_flush(d, now);
+			wgdev_flowtable_set(d->wg, d->flows);
+		}
+		loop_timer_arm(d->loop, &d->flows_timer,
+			       MAX(d->flows_since + fl->interval_ms * NSEC_PER_MSEC, now));
+	}
+	d->flows_cfg = *fl;
 }
 
 /* Flow logs: the client thread takes spooled batches in order and hands back the answers. */
@@ -1292,6 +1347,18 @@ static json_t *dataplane_json(struct wgdev *w)
 			 (json_int_t)c.too_big_engine, "stale_source", (json_int_t)c.src_stale);
 }
 
+/* The flow log as the tailnet set it and where the node's batch chain stands. */
+static json_t *flow_log_json(struct daemon *d)
+{
+	struct flowspool_stats fs;
+
+	flowspool_stats(d->spool, &fs);
+	return json_pack("{s:b, s:I, s:I, s:I, s:I}", "enabled", d->flows_cfg.enabled,
+			 "interval_ms", (json_int_t)d->flows_cfg.interval_ms, "seq",
+			 (json_int_t)fs.seq, "spooled", (json_int_t)fs.spooled, "batches_dropped",
+			 (json_int_t)fs.batches_dropped);
+}
+
 /* What is wrong, one sentence each, for `trellis status` (docs/localapi.md, "health"). */
 static json_t *health_json(struct daemon *d, json_t *st, const char *error)
 {
@@ -1368,6 +1435,7 @@ static int be_status(void *ctx, json_t **ret)
 		status_relay(d, st);
 		json_object_set_new(st, "dataplane", dataplane_json(d->wg));
 		json_object_set_new(st, "filter", nodefilter_status_json(d->filter));
+		json_object_set_new(st, "flow_log", flow_log_json(d));
 		if (d->nm)
 			nodefilter_status_peers(d->filter, d->nm, json_object_get(st, "peers"));
 		json_object_set_new(st, "health", health_json(d, st, e));
@@ -1923,7 +1991,13 @@ int daemon_run(const struct daemon_opts *opts)
 	wgdev_flowtable_set(d->wg, d->flows);
 	d->flows_timer.cb = flows_fire;
 	d->flows_since = time_now_ns();
-	loop_timer_arm(d->loop, &d->flows_timer, d->flows_since + FLOWLOG_INTERVAL_NS);
+	d->flows_underreport = getenv("TRELLIS_TEST_FLOWS_UNDERREPORT") != NULL;
+	if (d->flows_underreport)
+		log_warn("flows: TRELLIS_TEST_FLOWS_UNDERREPORT: this node reports half its traffic");
+	d->flows_cfg = (struct netmap_flow_log){
+	    .set = true, .enabled = true, .interval_ms = NETMAP_FLOW_LOG_INTERVAL_DEFAULT_MS};
+	loop_timer_arm(d->loop, &d->flows_timer,
+		       d->flows_since + d->flows_cfg.interval_ms * NSEC_PER_MSEC);
 	if (opts->portmap) {
 		struct portmap_cfg pc = {.port = wgdev_port(d->wg),
 					 .protocols = opts->portmap,

@@ -594,6 +594,23 @@ static void put_version(struct wbuf *b, const struct netmap_version *v)
 	put_key(b, v->digest);
 }
 
+/* ,"flow_log":{...} when set; one the decoder would refuse is -EINVAL. */
+static void put_flow_log(struct wbuf *b, const struct netmap_flow_log *fl)
+{
+	if (!fl || !fl->set)
+		return;
+	if (!netmap_flow_log_valid(fl)) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	if (fl->enabled)
+		put_lit(b, ",\"flow_log\":{\"enabled\":true,\"interval_ms\":");
+	else
+		put_lit(b, ",\"flow_log\":{\"enabled\":false,\"interval_ms\":");
+	put_uint(b, fl->interval_ms);
+	put_lit(b, "}");
+}
+
 static void put_delta(struct wbuf *b, const struct netmap_delta *d)
 {
 	unsigned i;
@@ -671,6 +688,7 @@ static void put_delta(struct wbuf *b, const struct netmap_delta *d)
 		put_lit(b, ",\"packet_filter\":");
 		put_filter(b, d->filter);
 	}
+	put_flow_log(b, &d->flow_log);
 }
 
 int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
@@ -821,6 +839,7 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"packet_filter\":");
 			put_filter(&b, m->netmap->filter);
 		}
+		put_flow_log(&b, &m->netmap->flow_log);
 		break;
 	case CTRL_MSG_DELTA:
 		if (!m->delta) {
@@ -871,9 +890,10 @@ int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len)
 int ctrl_netmap_join(uint64_t seq, const struct netmap_version *version, const char *tailnet,
 		     const struct ctrl_json_piece *self, const struct ctrl_json_piece *peers,
 		     unsigned n_peers, const struct ctrl_json_piece *relay_map,
-		     const struct ctrl_json_piece *filter, char **ret, size_t *ret_len)
+		     const struct ctrl_json_piece *filter, const struct netmap_flow_log *flow_log,
+		     char **ret, size_t *ret_len)
 {
-	struct wbuf b = { 0 };
+	struct wbuf b = { 0 }, fl = { 0 };
 	size_t total;
 	char *p;
 
@@ -895,6 +915,12 @@ int ctrl_netmap_join(uint64_t seq, const struct netmap_version *version, const c
 		total += sizeof(",\"relay_map\":") - 1 + relay_map->len;
 	if (filter && filter->len)
 		total += sizeof(",\"packet_filter\":") - 1 + filter->len;
+	put_flow_log(&fl, flow_log);
+	if (fl.err) {
+		b.err = fl.err;
+		goto out;
+	}
+	total += fl.len;
 	if (total > CTRL_MSG_MAX) {
 		b.err = -EMSGSIZE;
 		goto out;
@@ -922,8 +948,11 @@ int ctrl_netmap_join(uint64_t seq, const struct netmap_version *version, const c
 		put_lit(&b, ",\"packet_filter\":");
 		put(&b, filter->p, filter->len);
 	}
+	if (fl.len)
+		put(&b, fl.p, fl.len);
 	put_lit(&b, "}");
 out:
+	free(fl.p);
 	if (b.err) {
 		free(b.p);
 		return b.err;
@@ -1181,6 +1210,23 @@ static int get_relay_map(json_t *o, const char *k, struct netmap_relay_map *ret)
 	if (!v)
 		return -ENOENT;
 	return relaymap_from_json(v, false, ret, NULL, 0) ? -EBADMSG : 0;
+}
+
+/* "flow_log": {"enabled": bool, "interval_ms": n}: present and valid, -ENOENT, or -EBADMSG. */
+static int get_flow_log(json_t *o, const char *k, struct netmap_flow_log *ret)
+{
+	json_t *v = json_object_get(o, k);
+	uint64_t ms;
+
+	if (!v)
+		return -ENOENT;
+	if (!json_is_object(v) || req(get_bool(v, "enabled", &ret->enabled)) ||
+	    req(get_uint(v, "interval_ms", &ms)) || ms < NETMAP_FLOW_LOG_INTERVAL_MIN_MS ||
+	    ms > NETMAP_FLOW_LOG_INTERVAL_MAX_MS)
+		return -EBADMSG;
+	ret->interval_ms = (uint32_t)ms;
+	ret->set = true;
+	return 0;
 }
 
 /* "ports": [first, last] */
@@ -1538,6 +1584,9 @@ static int decode_netmap(json_t *o, struct netmap **ret)
 	r = opt(get_filter(o, "packet_filter", &nm->filter));
 	if (r)
 		goto out;
+	r = opt(get_flow_log(o, "flow_log", &nm->flow_log));
+	if (r)
+		goto out;
 	*ret = nm;
 	nm = NULL;
 out:
@@ -1636,6 +1685,9 @@ static int decode_delta(json_t *o, struct netmap_delta **ret)
 			goto out;
 	}
 	r = opt(get_filter(o, "packet_filter", &d->filter));
+	if (r)
+		goto out;
+	r = opt(get_flow_log(o, "flow_log", &d->flow_log));
 	if (r)
 		goto out;
 	*ret = d;

@@ -45,6 +45,12 @@ void netmap_filter_free(struct netmap_filter *f)
 	free(f);
 }
 
+bool netmap_flow_log_valid(const struct netmap_flow_log *fl)
+{
+	return fl->set && fl->interval_ms >= NETMAP_FLOW_LOG_INTERVAL_MIN_MS &&
+	       fl->interval_ms <= NETMAP_FLOW_LOG_INTERVAL_MAX_MS;
+}
+
 /* malloc(0) may return NULL: one spare element keeps "NULL" meaning "out of memory". */
 static void *array_dup(const void *p, size_t n, size_t size)
 {
@@ -290,6 +296,8 @@ int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 		nm->self = d->self;
 	if (d->relay_map)
 		nm->relay_map = *d->relay_map;
+	if (d->flow_log.set)
+		nm->flow_log = d->flow_log;
 	if (filter) {
 		netmap_filter_free(nm->filter);
 		nm->filter = filter;

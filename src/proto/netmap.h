@@ -102,6 +102,20 @@ struct netmap_filter {
 	struct netmap_filter_dst *dsts;
 };
 
+/*
+ * The tailnet's flow-log setting (docs/audit.md): whether its nodes count their flows and how
+ * often they ship a batch. set false: the server did not say (a netmap from a server older than
+ * the setting; in a delta, unchanged), and the node keeps what it had (at first: on, 5 s).
+ */
+#define NETMAP_FLOW_LOG_INTERVAL_MIN_MS 1000U
+#define NETMAP_FLOW_LOG_INTERVAL_MAX_MS 3600000U
+#define NETMAP_FLOW_LOG_INTERVAL_DEFAULT_MS 5000U
+struct netmap_flow_log {
+	bool set;
+	bool enabled;
+	uint32_t interval_ms; /* NETMAP_FLOW_LOG_INTERVAL_MIN_MS .. _MAX_MS, also when off */
+};
+
 struct netmap_node {
 	uint64_t id;
 	char name[NETMAP_NAME_MAX];
@@ -148,6 +162,7 @@ struct netmap {
 	struct netmap_node *peers; /* malloc'd array */
 	struct netmap_relay_map relay_map; /* no regions: no relays */
 	struct netmap_filter *filter;	   /* malloc'd; NULL: no policy, every peer may reach us */
+	struct netmap_flow_log flow_log;
 };
 
 struct netmap_endpoint_patch {
@@ -175,6 +190,7 @@ struct netmap_delta {
 	struct netmap_online_patch *online;
 	struct netmap_relay_map *relay_map; /* malloc'd; NULL: unchanged */
 	struct netmap_filter *filter;	    /* malloc'd; NULL: unchanged */
+	struct netmap_flow_log flow_log;    /* set false: unchanged */
 };
 
 /* All three accept NULL, free the arrays and the struct itself. */
@@ -183,6 +199,8 @@ void netmap_delta_free(struct netmap_delta *d);
 void netmap_filter_free(struct netmap_filter *f);
 /* Family AF_INET or AF_INET6 and a length that fits it. */
 bool netmap_prefix_valid(const struct netmap_prefix *p);
+/* Set, with an interval in bounds. */
+bool netmap_flow_log_valid(const struct netmap_flow_log *fl);
 /* A deep copy; NULL when out of memory. */
 struct netmap_filter *netmap_filter_dup(const struct netmap_filter *f);
 /* Offsets and counts inside the arrays, n_src/n_dst >= 1, ports ordered, protocols 1..255. */

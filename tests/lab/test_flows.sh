@@ -6,7 +6,12 @@
 #   - audit verify walks every node's batch chain; a stored record edited or deleted is
 #     named; put back, it verifies again;
 #   - control down 30 s while a pings b: the batches wait in the nodes' spools and arrive
-#     in order afterwards, no sequence gap, the chain verifies.
+#     in order afterwards, no sequence gap, the chain verifies;
+#   - the tailnet's flow-log setting reaches every node: off, nothing a node sends or
+#     receives is counted (no record, no batch covers the time) until it is on again;
+#     a 2 s interval shows in the spacing of a's batches (5 s before);
+#   - a node that under-reports (d, through a test hook) is caught by its peer's report;
+#   - the three registrations are in the configuration audit log, by the auth key.
 #
 #   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080, a .11, b .12, c .13
 source "$(dirname "$0")/lib.sh"
@@ -31,6 +36,17 @@ check "a, b and c see each other online" wait_for 30 peers_online_are a "b c"
 check "every node registered its audit key" test "$(ctl nodes list --json | python3 -c '
 import json, sys; print(all(len(n.get("audit_key", "")) == 44 for n in json.load(sys.stdin)))')" = True
 
+# Registrations are in the configuration audit log: actor the auth key, target the node.
+registered_by_key() {
+	ctl audit log --json | python3 -c '
+import json, sys
+want = {"node:a", "node:b", "node:c"}
+got = {e["target"] for e in map(json.loads, sys.stdin)
+       if e["action"] == "node.register" and e["actor"] == "authkey:" + sys.argv[1]}
+sys.exit(0 if want <= got else 1)' "$(cut -d- -f3 <<<"$KEY")"
+}
+check "a, b and c joined in the audit log, by the auth key" registered_by_key
+check "audit verify with the registrations" ctl audit verify
 ip netns exec "$(ns_name c)" python3 "$PEER" serve "$LAB_TMP/c-served" 8080 5353 &
 LAB_PIDS+=($!)
 check "c listens" wait_listen c 8080
@@ -116,6 +132,111 @@ check_eq "each node's sequence is contiguous" "ok" \
 rows = sqlite3.connect(sys.argv[1]).execute("SELECT node_id, min(seq), max(seq), count(*) FROM flow_batches GROUP BY node_id").fetchall()
 print("ok" if rows and all(lo == 1 and hi == n for _, lo, hi, n in rows) else rows)' "$DB")"
 check "audit verify after the outage" ctl audit verify
+
+# ---- the tailnet's flow-log setting, pushed to the nodes in their netmaps
+# flow_log_is NAME "True 5000": the setting NAME's status shows (enabled, interval_ms).
+flow_log_is()
+{
+	[[ $(status_eval "$1" "'%s %d' % (j['flow_log']['enabled'], j['flow_log']['interval_ms'])") == "$2" ]]
+}
+all_flow_log_are() { flow_log_is a "$1" && flow_log_is b "$1" && flow_log_is c "$1"; }
+# dbq SQL INTS...: one value from control.db; the batches' start_ns and end_ns are in the
+# signed bytes (docs/audit.md: at offsets 52 and 60), as bstart(batch) and bend(batch).
+dbq()
+{
+	python3 -c 'import sqlite3, struct, sys
+c = sqlite3.connect(sys.argv[1])
+c.create_function("bstart", 1, lambda b: struct.unpack(">q", b[52:60])[0])
+c.create_function("bend", 1, lambda b: struct.unpack(">q", b[60:68])[0])
+print(c.execute(sys.argv[2], [int(a) for a in sys.argv[3:]]).fetchone()[0])' "$DB" "$@"
+}
+check "every node logs every 5 s until told otherwise" all_flow_log_are "True 5000"
+check "tailnets list shows on/5s" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
+	tailnets list | grep -qw 'on/5s'"
+check "flow logs off for the tailnet" ctl tailnets set default --flow-log off
+check "... every node has it" wait_for 30 all_flow_log_are "False 5000"
+off_ns=$(date +%s%N)
+check "a -> c UDP while off" nsx a python3 "$PEER" udp "$C4" 5353 10
+check "a pings b while off" nsx a ping -n -q -c 3 -i 0.2 -W 2 "$B4"
+on_ns=$(date +%s%N)
+check "flow logs on again" ctl tailnets set default --flow-log on
+check "... every node has it" wait_for 30 all_flow_log_are "True 5000"
+since=$(date +%s)
+check "a -> c UDP after" nsx a python3 "$PEER" udp "$C4" 5353 10
+check "a pings b after" nsx a ping -n -q -c 3 -i 0.2 -W 2 "$B4"
+# Batches arrive in each node's order, so once the traffic after is in from both ends,
+# anything counted while off would be too.
+check "a-c UDP after: confirmed from both ends" wait_for 30 pair_ok a c 17
+check "a-b ICMP after: confirmed from both ends" wait_for 30 pair_ok a b 1
+check_eq "no record of a packet while off" 0 \
+	"$(dbq 'SELECT count(*) FROM flow_records WHERE last_ns > ? AND first_ns < ?' "$off_ns" "$on_ns")"
+check_eq "no batch counted while off" 0 \
+	"$(dbq 'SELECT count(*) FROM flow_batches WHERE bend(batch) > ? AND bstart(batch) < ?' \
+		"$off_ns" "$on_ns")"
+check "... a query that counts the batches before it" \
+	test "$(dbq 'SELECT count(*) FROM flow_batches WHERE bend(batch) <= ?' "$off_ns")" -gt 0
+check "the log's audit entry names the change" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
+	audit log | grep 'tailnet.set' | grep -q 'flow_log: true -> false'"
+
+# A 2 s interval shows in a's batch spacing (each batch covers one interval; the timer
+# may fire late on a loaded machine, never early).
+check "interval 2 s" ctl tailnets set default --flow-log-interval 2s
+check "... every node has it" wait_for 30 all_flow_log_are "True 2000"
+iv_ns=$(date +%s%N)
+A_ID=$(node_id a)
+nsx a ping -n -q -c 120 -i 0.5 "$B4" >/dev/null 2>&1 &
+LAB_PIDS+=($!)
+a_batches_since() { (($(dbq 'SELECT count(*) FROM flow_batches WHERE node_id = ? AND bstart(batch) >= ?' "$A_ID" "$iv_ns") >= $1)); }
+check "a ships batches at the new interval" wait_for 60 a_batches_since 4
+# spacing FROM TO: the median length in ms of a's batches that start and end within.
+spacing()
+{
+	python3 -c 'import sqlite3, struct, sys
+rows = sqlite3.connect(sys.argv[1]).execute("SELECT batch FROM flow_batches WHERE node_id = ?", (int(sys.argv[2]),))
+d = sorted(e - s for s, e in (struct.unpack(">qq", b[52:68]) for (b,) in rows)
+           if s >= int(sys.argv[3]) and e <= int(sys.argv[4]))
+print(d[len(d) // 2] // 1000000 if d else -1, d[0] // 1000000 if d else -1)' "$DB" "$A_ID" "$1" "$2"
+}
+read -r before_med before_min <<<"$(spacing 0 "$off_ns")"
+read -r after_med after_min <<<"$(spacing "$iv_ns" "$(date +%s%N)")"
+log "a's batches: median ${before_med} ms at 5 s, ${after_med} ms (shortest ${after_min}) at 2 s"
+check "at 5 s, a's batches span 5 s" test "$before_med" -ge 4990 -a "$before_med" -lt 7000
+check "at 2 s, a's batches span 2 s" test "$after_min" -ge 1990 -a "$after_med" -lt 4000
+# ---- a lying node: d reports half of what it counted (a test hook in trellisd)
+lab_public_host d 14
+TRELLIS_TEST_FLOWS_UNDERREPORT=1 lab_node_join d d "$KEY"
+D4=$(node_ip d 4)
+check "a reaches d (first handshake)" ping_until a "$D4" 15
+check "a pings d 40 times" nsx a ping -n -q -c 40 -i 0.05 -W 2 "$D4"
+# lied_ad: the a-d ICMP flow of the 40 pings as "VERDICT a_tx a_rx d_tx d_rx" (packets).
+lied_ad()
+{
+	ctl flows --json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    f = json.loads(line)
+    if f["proto"] != 1 or not f["b"] or {f["a"]["name"], f["b"]["name"]} != {"a", "d"}:
+        continue
+    e = {x["name"]: x for x in (f["a"], f["b"])}
+    if e["a"]["tx_packets"] == 40:
+        print(f["verdict"], e["a"]["tx_packets"], e["a"]["rx_packets"], e["d"]["tx_packets"],
+              e["d"]["rx_packets"])'
+}
+# d halves each batch's counts, rounding down: a flow split across batches (2 s now) loses a
+# packet or two more.
+lied_ad_ok()
+{
+	local v at ar dt dr
+	read -r v at ar dt dr <<<"$(lied_ad)"
+	[[ $v == mismatch && $at == 40 && $ar == 40 ]] && ((dt >= 17 && dt <= 20 && dr >= 17 && dr <= 20))
+}
+check "d's under-report of a's 40 pings is flagged: a 40/40, d at most 20/20, mismatch" \
+	wait_for 30 lied_ad_ok
+log "a-d ping flow: $(lied_ad)"
+check "... and listed by flows --flagged" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
+	flows --flagged --json | grep -q '\"name\": *\"d\"'"
+lab_node_stop d
+
 for n in a b c; do
 	check_eq "$n's log has no sanitizer report" "" \
 		"$(grep -m1 -E 'AddressSanitizer|runtime error:' "$LAB_TMP/node-$n.log")"

@@ -590,6 +590,77 @@ static struct netmap *assert_json_same(struct mapper *m, uint64_t id, int64_t no
 }
 
 /* A new relay map reaches every subscriber of every tailnet once; a home region is a change. */
+/* A tailnet's flow-log setting: in every full map, and a change reaches exactly its subscribers. */
+static void test_flow_log(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct control_tailnet tn = {.id = 1};
+	struct netmap_delta *d[8];
+	struct netmap *nm;
+	uint64_t ids[8];
+	unsigned n;
+
+	(void)state;
+	strcpy(tn.name, "tailnet-1");
+	add(m, 1, 1);
+	add(m, 2, 1);
+	add(m, 3, 2);
+	for (uint64_t i = 1; i <= 3; i++) {
+		assert_int_equal(mapper_subscribe(m, i), 0);
+		nm = assert_json_same(m, i, T0);
+		assert_true(nm->flow_log.set);
+		assert_true(nm->flow_log.enabled);
+		assert_int_equal(nm->flow_log.interval_ms, NETMAP_FLOW_LOG_INTERVAL_DEFAULT_MS);
+		netmap_free(nm);
+	}
+	/* The same record again (a rename, another setting): nothing to send. */
+	assert_int_equal(mapper_tailnet_upsert(m, &tn), 0);
+	assert_int_equal(mapper_dirty_count(m), 0);
+	/* Off: tailnet 1's subscribers hear it, no one else, and no peer changes with it. */
+	tn.flow_log_off = true;
+	tn.flow_log_interval_ms = 2000;
+	assert_int_equal(mapper_tailnet_upsert(m, &tn), 0);
+	n = flush(m, ids, d, 8);
+	assert_int_equal(n, 2);
+	for (unsigned i = 0; i < n; i++) {
+		assert_true(ids[i] == 1 || ids[i] == 2);
+		assert_true(d[i]->flow_log.set);
+		assert_false(d[i]->flow_log.enabled);
+		assert_int_equal(d[i]->flow_log.interval_ms, 2000);
+		assert_int_equal(d[i]->n_added + d[i]->n_changed + d[i]->n_removed, 0);
+	}
+	free_deltas(d, n);
+	/* A later delta for another reason does not repeat it. */
+	assert_int_equal(mapper_node_home_region(m, 2, 7), 0);
+	n = flush(m, ids, d, 8);
+	for (unsigned i = 0; i < n; i++)
+		assert_false(d[i]->flow_log.set);
+	free_deltas(d, n);
+	/* Full maps carry it, on both paths alike; tailnet 2 keeps the default. */
+	nm = assert_json_same(m, 1, T0);
+	assert_false(nm->flow_log.enabled);
+	assert_int_equal(nm->flow_log.interval_ms, 2000);
+	netmap_free(nm);
+	nm = assert_json_same(m, 3, T0);
+	assert_true(nm->flow_log.enabled);
+	assert_int_equal(nm->flow_log.interval_ms, NETMAP_FLOW_LOG_INTERVAL_DEFAULT_MS);
+	netmap_free(nm);
+	/* A stored interval out of bounds is clamped, never a map the encoder refuses. */
+	tn.flow_log_off = false;
+	tn.flow_log_interval_ms = 10;
+	assert_int_equal(mapper_tailnet_upsert(m, &tn), 0);
+	n = flush(m, ids, d, 8);
+	assert_int_equal(n, 2);
+	for (unsigned i = 0; i < n; i++) {
+		assert_true(d[i]->flow_log.enabled);
+		assert_int_equal(d[i]->flow_log.interval_ms, NETMAP_FLOW_LOG_INTERVAL_MIN_MS);
+	}
+	free_deltas(d, n);
+	nm = assert_json_same(m, 2, T0);
+	netmap_free(nm);
+	mapper_free(m);
+}
+
 static void test_relay_map_and_home(void **state)
 {
 	struct mapper *m = mk_mapper();
@@ -1362,6 +1433,7 @@ int main(void)
 	    cmocka_unit_test(test_node_by_key),
 	    cmocka_unit_test(test_model_check),
 	    cmocka_unit_test(test_relay_map_and_home),
+	    cmocka_unit_test(test_flow_log),
 	    cmocka_unit_test(test_scale_10k),
 	    cmocka_unit_test(test_policy_views),
 	    cmocka_unit_test(test_policy_change_incremental),

@@ -661,7 +661,7 @@ static int join_encode(const struct netmap *nm, char **ret, size_t *ret_len)
 	}
 	if (r == 0)
 		r = ctrl_netmap_join(nm->seq, &nm->version, nm->tailnet, &self, peers, nm->n_peers,
-				     &relay, NULL, ret, ret_len);
+				     &relay, NULL, &nm->flow_log, ret, ret_len);
 	for (unsigned i = 0; i < nm->n_peers; i++)
 		free((char *)peers[i].p);
 	free(self_json);
@@ -762,10 +762,10 @@ static void test_node_encode_join(void **state)
 		for (unsigned i = 0; i < n; i++)
 			peers[i] = self;
 		assert_int_equal(
-		    ctrl_netmap_join(1, NULL, "t", &self, peers, n, NULL, NULL, &nj, &len),
+		    ctrl_netmap_join(1, NULL, "t", &self, peers, n, NULL, NULL, NULL, &nj, &len),
 		    -EMSGSIZE);
 		assert_int_equal(
-		    ctrl_netmap_join(1, NULL, "t\x01", &self, peers, 1, NULL, NULL, &nj, &len),
+		    ctrl_netmap_join(1, NULL, "t\x01", &self, peers, 1, NULL, NULL, NULL, &nj, &len),
 		    -EINVAL);
 		free(peers);
 	}
@@ -838,7 +838,7 @@ static void test_packet_filter(void **state)
 	filter.len = len;
 	assert_int_equal(ctrl_node_encode(&m.netmap->self, (char **)&self.p, &self.len), 0);
 	assert_int_equal(ctrl_netmap_join(m.netmap->seq, &m.netmap->version, m.netmap->tailnet,
-					  &self, NULL, 0, NULL, &filter, &joined, &jlen),
+					  &self, NULL, 0, NULL, &filter, NULL, &joined, &jlen),
 			 0);
 	free((char *)self.p);
 	free(json);
@@ -963,7 +963,7 @@ static void test_map_version(void **state)
 	assert_memory_equal(json, golden_netmap_head, strlen(golden_netmap_head));
 	assert_int_equal(ctrl_node_encode(&nmm.netmap->self, (char **)&self.p, &self.len), 0);
 	assert_int_equal(ctrl_netmap_join(43, &nmm.netmap->version, "t", &self, NULL, 0, NULL, NULL,
-					  &joined, &jlen),
+					  NULL, &joined, &jlen),
 			 0);
 	assert_int_equal(jlen, len);
 	assert_memory_equal(json, joined, len);
@@ -985,6 +985,99 @@ static void test_map_version(void **state)
 	ctrl_msg_clear(&d);
 	ctrl_msg_clear(&db);
 	ctrl_msg_clear(&nmm);
+}
+
+/* The tailnet's flow-log setting (docs/control-protocol.md, "Flow logs") in netmaps and deltas. */
+static const char golden_netmap_flow_log_tail[] =
+    ",\"peers\":[],\"flow_log\":{\"enabled\":false,\"interval_ms\":2000}}";
+static const char golden_delta_flow_log[] =
+    "{\"type\":\"delta\",\"seq\":5,\"flow_log\":{\"enabled\":true,\"interval_ms\":60000}}";
+
+static void test_flow_log(void **state)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_NETMAP}, b, d = {.type = CTRL_MSG_DELTA}, db;
+	struct ctrl_json_piece self;
+	char *json, *joined;
+	size_t len, jlen;
+	static const char *const bad[] = {
+	    "{\"type\":\"delta\",\"seq\":5,\"flow_log\":{\"enabled\":true,\"interval_ms\":999}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"flow_log\":{\"enabled\":true,\"interval_ms\":3600001}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"flow_log\":{\"enabled\":true,\"interval_ms\":-5000}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"flow_log\":{\"enabled\":1,\"interval_ms\":5000}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"flow_log\":{\"interval_ms\":5000}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"flow_log\":{\"enabled\":true}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"flow_log\":true}",
+	};
+
+	(void)state;
+	m.netmap = calloc(1, sizeof(*m.netmap));
+	assert_non_null(m.netmap);
+	m.netmap->seq = 4;
+	strcpy(m.netmap->tailnet, "t");
+	node_example(&m.netmap->self, 7);
+	/* none set: none on the wire, and none decoded (the node keeps its own) */
+	roundtrip(&m, &b);
+	assert_false(b.netmap->flow_log.set);
+	ctrl_msg_clear(&b);
+	m.netmap->flow_log = (struct netmap_flow_log){.set = true, .interval_ms = 2000};
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), 0);
+	assert_true(len > strlen(golden_netmap_flow_log_tail));
+	assert_string_equal(json + len - strlen(golden_netmap_flow_log_tail),
+			    golden_netmap_flow_log_tail);
+	/* the server's join writes the same text */
+	assert_int_equal(ctrl_node_encode(&m.netmap->self, (char **)&self.p, &self.len), 0);
+	assert_int_equal(ctrl_netmap_join(4, NULL, "t", &self, NULL, 0, NULL, NULL,
+					  &m.netmap->flow_log, &joined, &jlen),
+			 0);
+	assert_int_equal(jlen, len);
+	assert_memory_equal(json, joined, len);
+	free(joined);
+	free(json);
+	roundtrip(&m, &b);
+	assert_true(b.netmap->flow_log.set);
+	assert_false(b.netmap->flow_log.enabled);
+	assert_int_equal(b.netmap->flow_log.interval_ms, 2000);
+
+	/* a delta carries a change; one without leaves the map's */
+	d.delta = calloc(1, sizeof(*d.delta));
+	assert_non_null(d.delta);
+	d.delta->seq = 5;
+	d.delta->flow_log = (struct netmap_flow_log){.set = true, .enabled = true,
+						     .interval_ms = 60000};
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), 0);
+	assert_string_equal(json, golden_delta_flow_log);
+	free(json);
+	roundtrip(&d, &db);
+	assert_int_equal(netmap_apply_delta(b.netmap, db.delta), 0);
+	assert_true(b.netmap->flow_log.enabled);
+	assert_int_equal(b.netmap->flow_log.interval_ms, 60000);
+	ctrl_msg_clear(&db);
+	d.delta->seq = 6;
+	d.delta->flow_log.set = false;
+	roundtrip(&d, &db);
+	assert_false(db.delta->flow_log.set);
+	assert_int_equal(netmap_apply_delta(b.netmap, db.delta), 0);
+	assert_true(b.netmap->flow_log.enabled);
+	assert_int_equal(b.netmap->flow_log.interval_ms, 60000);
+	ctrl_msg_clear(&db);
+
+	/* out of bounds: the encoder refuses what the decoder would */
+	d.delta->flow_log = (struct netmap_flow_log){.set = true, .interval_ms = 999};
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
+	m.netmap->flow_log.interval_ms = NETMAP_FLOW_LOG_INTERVAL_MAX_MS + 1;
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), -EINVAL);
+	assert_int_equal(ctrl_netmap_join(4, NULL, "t", &self, NULL, 0, NULL, NULL,
+					  &m.netmap->flow_log, &joined, &jlen),
+			 -EINVAL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ctrl_msg x;
+
+		assert_int_equal(ctrl_msg_decode(bad[i], strlen(bad[i]), &x), -EBADMSG);
+	}
+	free((char *)self.p);
+	ctrl_msg_clear(&b);
+	ctrl_msg_clear(&d);
+	ctrl_msg_clear(&m);
 }
 
 static void test_type_names(void **state)
@@ -1010,6 +1103,7 @@ int main(void)
 	    cmocka_unit_test(test_node_encode_join),
 	    cmocka_unit_test(test_packet_filter),
 	    cmocka_unit_test(test_map_version),
+	    cmocka_unit_test(test_flow_log),
 	    cmocka_unit_test(test_type_names),
 	};
 
