@@ -51,10 +51,11 @@ struct slot {
 	atomic_uint_fast64_t direct_rx_ns, unanswered_ns, probe_ns;
 	/*
 	 * Path discovery (magicsock_handle_disco): the direct path is trusted until then; the
-	 * handle's last send; events not yet taken (EV_*).
+	 * path whose trust ran out still gets copies until then (stale); the handle's last
+	 * send; events not yet taken (EV_*).
 	 */
 	bool disco;
-	atomic_uint_fast64_t trust_until_ns, tx_ns;
+	atomic_uint_fast64_t trust_until_ns, stale_until_ns, tx_ns;
 	atomic_uint events;
 };
 
@@ -97,7 +98,7 @@ struct magicsock {
 	atomic_uint_fast64_t rx_wg, rx_stun, rx_disco, rx_junk;
 	atomic_uint_fast64_t tx_no_path, tx_raw, tx_raw_bad;
 	atomic_uint_fast64_t tx_relay, tx_probe, rx_relay, rx_relay_unknown;
-	atomic_uint_fast64_t tx_silent_copy;
+	atomic_uint_fast64_t tx_silent_copy, tx_stale_copy;
 };
 
 /* --- the inbound index (write lock held, or read lock for lookups) --- */
@@ -306,6 +307,7 @@ int magicsock_handle_new(struct magicsock *ms, struct endpoint *ret)
 	atomic_store(&s->probe_ns, 0);
 	s->disco = false;
 	atomic_store(&s->trust_until_ns, 0);
+	atomic_store(&s->stale_until_ns, 0);
 	atomic_store(&s->tx_ns, 0);
 	atomic_store(&s->events, 0);
 	ms->n_handles++;
@@ -376,6 +378,7 @@ int magicsock_handle_set_path(struct magicsock *ms, const struct endpoint *handl
 	atomic_store(&s->direct_rx_ns, 0);
 	atomic_store(&s->unanswered_ns, 0);
 	atomic_store(&s->trust_until_ns, 0);
+	atomic_store(&s->stale_until_ns, 0);
 out:
 	pthread_rwlock_unlock(&ms->lock);
 	return r;
@@ -727,11 +730,39 @@ static struct pkt *probe_copy(struct magicsock *ms, struct slot *s, const struct
 }
 
 /*
+ * A copy of p for the path whose trust ran out (magicsock.h, "Path discovery"), while it
+ * is stale and has not gone unanswered: NULL when none is due.
+ */
+static struct pkt *stale_copy(struct magicsock *ms, struct slot *s, const struct pkt *p,
+			      uint64_t now)
+{
+	uint64_t un = atomic_load_explicit(&s->unanswered_ns, memory_order_relaxed);
+	uint64_t until = atomic_load_explicit(&s->stale_until_ns, memory_order_relaxed);
+	uint64_t trust = atomic_load_explicit(&s->trust_until_ns, memory_order_relaxed);
+	struct pkt *c;
+
+	/* Trust that ran out before path discovery dropped the path counts the same. */
+	if (trust)
+		until = MAX(until, trust + MAGICSOCK_STALE_NS);
+	if (now >= until || (un && age(now, un) >= MAGICSOCK_SILENT_NS))
+		return NULL;
+	c = pkt_copy(p);
+	if (!c)
+		return NULL;
+	if (!un)
+		atomic_store_explicit(&s->unanswered_ns, now ? now : 1, memory_order_relaxed);
+	endpoint_set_remote(&c->ep, &s->path);
+	atomic_fetch_add_explicit(&ms->tx_stale_copy, 1, memory_order_relaxed);
+	return c;
+}
+
+/*
  * A handle under path discovery (magicsock.h, "Path discovery"): 1 direct, 2 relay, 0
- * dropped; *copy may get a relay copy (framed) while the trusted direct path is silent.
+ * dropped; *copy may get a relay copy (framed) while the trusted direct path is silent,
+ * *probe a direct copy while the path whose trust ran out is stale.
  */
 static int route_disco(struct magicsock *ms, struct slot *s, struct pkt *p, uint64_t now,
-		       struct pkt **copy)
+		       struct pkt **probe, struct pkt **copy)
 {
 	bool direct = endpoint_is_addr(&s->path), trusted = direct && direct_trusted(s, now);
 	uint32_t region = relay_region_of(ms, s);
@@ -760,6 +791,8 @@ static int route_disco(struct magicsock *ms, struct slot *s, struct pkt *p, uint
 		}
 		return 1;
 	}
+	if (direct && region)
+		*probe = stale_copy(ms, s, p, now);
 	if (!region || relay_pkt_push_send(p, s->key) < 0)
 		return 0;
 	return 2;
@@ -777,7 +810,7 @@ static int route(struct magicsock *ms, struct slot *s, struct pkt *p, uint64_t n
 	uint64_t un;
 
 	if (s->disco)
-		return route_disco(ms, s, p, now, copy);
+		return route_disco(ms, s, p, now, probe, copy);
 	region = relay_region_of(ms, s);
 
 	if (direct && (!region || direct_trusted(s, now))) {
@@ -926,6 +959,10 @@ int magicsock_handle_disco(struct magicsock *ms, const struct endpoint *handle,
 	s->disco = true;
 	if (direct)
 		path_move(ms, i, direct);
+	/* A trusted path that is dropped stays the best guess for a while (stale). */
+	if (!direct && atomic_load(&s->trust_until_ns))
+		atomic_store(&s->stale_until_ns,
+			     atomic_load(&s->trust_until_ns) + MAGICSOCK_STALE_NS);
 	atomic_store(&s->trust_until_ns, direct ? trust_until_ns : 0);
 	if (direct) {
 		/* A pong: the path answers. */
@@ -1086,6 +1123,7 @@ void magicsock_stats_get(struct magicsock *ms, struct magicsock_stats *ret)
 	ret->rx_relay = atomic_load(&ms->rx_relay);
 	ret->rx_relay_unknown = atomic_load(&ms->rx_relay_unknown);
 	ret->tx_silent_copy = atomic_load(&ms->tx_silent_copy);
+	ret->tx_stale_copy = atomic_load(&ms->tx_stale_copy);
 	pthread_rwlock_rdlock(&ms->lock);
 	ret->handles = ms->n_handles;
 	pthread_rwlock_unlock(&ms->lock);

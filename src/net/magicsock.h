@@ -85,6 +85,8 @@
 #define MAGICSOCK_IDLE_NS (45ULL * 1000000000ULL)
 /* ... and a trusted direct path unanswered this long is "silent" (copies go to the relay). */
 #define MAGICSOCK_SILENT_NS (500ULL * 1000000ULL)
+/* ... and a direct path whose trust ran out still gets copies this long (stale). */
+#define MAGICSOCK_STALE_NS (60ULL * 1000000000ULL)
 /* The last-send time is kept to this grain (fewer stores on the data path). */
 #define MAGICSOCK_TX_GRAIN_NS (50ULL * 1000000ULL)
 
@@ -133,6 +135,7 @@ struct magicsock_stats {
 	uint64_t rx_relay;		       /* from the relay, sender known */
 	uint64_t rx_relay_unknown;	       /* relayed from a key no handle has: dropped */
 	uint64_t tx_silent_copy;	       /* relay copies while the direct path is silent */
+	uint64_t tx_stale_copy;		       /* direct copies while the path is stale */
 	unsigned handles;
 };
 
@@ -235,6 +238,12 @@ void magicsock_stats_get(struct magicsock *ms, struct magicsock_stats *ret);
  *     path discovery checks the path, and an event tells it to;
  *   - the first send after MAGICSOCK_IDLE_NS without any is an "active" event: path
  *     discovery starts probing while the relay carries the first packets.
+ *   - a direct path whose trust ran out (no pong in time: the peer went quiet, or the
+ *     path died) is "stale" for MAGICSOCK_STALE_NS: while the relay carries the traffic,
+ *     every datagram also goes to it (the replay window drops the second copy), so
+ *     traffic that resumes after a pause goes on directly at once if the path still
+ *     works, while path discovery confirms it; once a copy goes MAGICSOCK_SILENT_NS
+ *     unanswered the path is taken for dead and the copies stop.
  *
  * Events are flags per handle; the listener is called (on the sending thread, under the
  * read lock: only wake someone) when one is raised that was not pending, and takes them

@@ -548,6 +548,67 @@ static void test_disco_clock_order(void **state)
 	magicsock_handle_free(B.ms, &ha);
 }
 
+/*
+ * A direct path whose trust ran out (the peer went quiet) is stale: traffic that resumes
+ * goes through the relay and, as a copy, straight to it, so it arrives directly at once
+ * while disco confirms the path (the receiver's replay window drops the second copy). A
+ * path never trusted gets no copies; a stale one that does not answer gets none after
+ * MAGICSOCK_SILENT_NS, nor does one past MAGICSOCK_STALE_NS.
+ */
+static void test_disco_stale(void **state)
+{
+	struct magicsock_event ev[4];
+	struct magicsock_stats sa, sb, sb2;
+	struct endpoint ha, hb;
+
+	(void)state;
+	relay_pair(&ha, &hb);
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, NULL, 0), 0);
+	assert_int_equal(magicsock_handle_disco(B.ms, &ha, NULL, 0), 0);
+	assert_true(tunnel_carries(&A, &B, 0x51));
+	assert_int_equal(ms_stats(&A).tx_stale_copy, 0);
+	/* Trusted both ways, then quiet past the trust: disco drops the path. */
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, &B.h.ep, h_now + 6500000000ULL), 0);
+	assert_int_equal(magicsock_handle_disco(B.ms, &ha, &A.h.ep, h_now + 6500000000ULL), 0);
+	assert_true(tunnel_carries(&A, &B, 0x52));
+	assert_true(tunnel_carries(&B, &A, 0x53));
+	h_now += 10000000000ULL;
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, NULL, 0), 0);
+	assert_int_equal(magicsock_handle_disco(B.ms, &ha, NULL, 0), 0);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_RELAY);
+	sa = ms_stats(&A);
+	sb = ms_stats(&B);
+	assert_true(tunnel_carries(&A, &B, 0x54));
+	assert_int_equal(ms_stats(&A).tx_stale_copy, sa.tx_stale_copy + 1);
+	assert_int_equal(ms_stats(&A).tx_relay, sa.tx_relay + 1);
+	/* Both reached B, one of them directly; the tunnel delivered it once. */
+	sb2 = ms_stats(&B);
+	assert_int_equal(sb2.rx_wg - sb.rx_wg, 2);
+	assert_int_equal(sb2.rx_relay - sb.rx_relay, 1);
+
+	/* The path dies: the copy goes unanswered, and after MAGICSOCK_SILENT_NS no more. */
+	udp_blocked = true;
+	h_now += MAGICSOCK_SILENT_NS;
+	sa = ms_stats(&A);
+	assert_true(tunnel_carries(&A, &B, 0x55));
+	assert_int_equal(ms_stats(&A).tx_stale_copy, sa.tx_stale_copy);
+	/* It answers again (B's own copy arrives directly): copies again, until the end. */
+	udp_blocked = false;
+	assert_true(tunnel_carries(&B, &A, 0x56));
+	sa = ms_stats(&A);
+	assert_true(tunnel_carries(&A, &B, 0x57));
+	assert_int_equal(ms_stats(&A).tx_stale_copy, sa.tx_stale_copy + 1);
+	h_now += MAGICSOCK_STALE_NS;
+	sa = ms_stats(&A);
+	assert_true(tunnel_carries(&A, &B, 0x58));
+	assert_int_equal(ms_stats(&A).tx_stale_copy, sa.tx_stale_copy);
+	assert_int_equal(ms_stats(&A).tx_relay, sa.tx_relay + 1);
+	while (magicsock_events_take(A.ms, ev, 4) > 0)
+		;
+	magicsock_handle_free(A.ms, &hb);
+	magicsock_handle_free(B.ms, &ha);
+}
+
 /* The relay path allocates nothing either: framing in the headroom, probes from the pool. */
 static void test_relay_no_alloc(void **state)
 {
@@ -1236,6 +1297,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_relay_unknown_sender, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_no_alloc, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disco_rule, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disco_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disco_clock_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events_many, setup, teardown),
 	    cmocka_unit_test(test_demux_table),
