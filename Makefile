@@ -61,7 +61,7 @@ $(FUZZ_BUILD)/build.ninja:
 
 # Every fuzz target for FUZZ_SECONDS from the seed corpus in tests/fuzz/corpus.
 fuzz-check: $(FUZZ_BUILD)/build.ninja
-	ninja -C $(FUZZ_BUILD)
+	ninja -C $(FUZZ_BUILD) fuzzers
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 # make fuzz: every target for 10 minutes (FUZZ_SECONDS=N on the command line for less).
