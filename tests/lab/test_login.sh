@@ -177,7 +177,7 @@ check "b no longer lists a" wait_for 20 peers_are b "c"
 check "a shows a login URL" wait_for 20 bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock a)' status --json | grep -q '\"auth_url\": \"http'"
 URL_A=$(status_eval a "j['auth_url']")
 check "... a random code ($URL_A)" grep -qE '/register/[0-9a-f]{16}$' <<<"$URL_A"
-OUT=$(browser a signin "$URL_A" bob@example.com "$PW2" "$(oathtool --totp -b "$BOB_SECRET")")
+OUT=$(browser a signin "$URL_A" bob@example.com "$PW2" "totp:$BOB_SECRET")
 log "browser (bob): $OUT"
 check_eq "bob: browser without error" "None" "$(jget "$OUT" "j.get('error')")"
 check_eq "bob passes his second factor (the printed secret) and is refused (403)" 403 \
