@@ -6,7 +6,8 @@
 # Each run clones the repository's HEAD afresh into $CHECK_LOOP_DIR/run-N and runs
 # `bash .ci/run` there, exactly as CI does; one line per run (commit, exit status,
 # seconds, load, meson's totals) goes to $CHECK_LOOP_DIR/summary.txt, and the run's
-# output and meson test log stay beside it. The loop stops at the first failure unless
+# output and meson test log stay beside it; a lab test that fails keeps its scratch
+# directory (LAB_KEEP_LOGS=1). The loop stops at the first failure unless
 # CHECK_LOOP_KEEP_GOING=1, and before the next run once $CHECK_LOOP_DIR/STOP exists.
 # Run a CPU-heavy job beside it (another check-loop in a second directory, or a
 # parallel build) to see the suite on a busy machine (docs/testing.md).
@@ -20,6 +21,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${1:-10}
 DIR=${CHECK_LOOP_DIR:-/tmp/trellis-check-loop}
 mkdir -p "$DIR"
+# A lab test that fails keeps its scratch directory (daemon logs, state) under /tmp.
+export LAB_KEEP_LOGS=1
 i=0
 while ((RUNS == 0 || i < RUNS)) && [[ ! -e $DIR/STOP ]]; do
 	i=$((i + 1))

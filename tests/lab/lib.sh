@@ -167,12 +167,14 @@ lab_cleanup()
 pass() { LAB_PASS=$((LAB_PASS + 1)); printf 'ok %d - %s\n' $((LAB_PASS + LAB_FAIL)) "$1"; }
 fail() { LAB_FAIL=$((LAB_FAIL + 1)); printf 'not ok %d - %s\n' $((LAB_PASS + LAB_FAIL)) "$1"; }
 
-# check DESC CMD...: passes when CMD succeeds.
+# check DESC CMD...: passes when CMD succeeds. Its output is appended to check.out, so a
+# command that opens /dev/stderr itself cannot truncate what came before it.
 check()
 {
 	local desc=$1
 	shift
-	if "$@" >"$LAB_TMP/check.out" 2>&1; then
+	: >"$LAB_TMP/check.out"
+	if "$@" >>"$LAB_TMP/check.out" 2>&1; then
 		pass "$desc"
 	else
 		fail "$desc"
@@ -185,7 +187,8 @@ check_not()
 {
 	local desc=$1
 	shift
-	if "$@" >"$LAB_TMP/check.out" 2>&1; then
+	: >"$LAB_TMP/check.out"
+	if "$@" >>"$LAB_TMP/check.out" 2>&1; then
 		fail "$desc"
 		tail -n 15 "$LAB_TMP/check.out" | cut -c1-300 | sed 's/^/  | /'
 	else
@@ -448,8 +451,10 @@ ping_all()
 {
 	local ns=$1 dst=$2 count=${3:-5}
 	shift 3 2>/dev/null || shift $#
-	nsx "$ns" ping -n -q -c "$count" -i 0.2 -W 2 "$@" "$dst" |
-		tee /dev/stderr | grep -qE " $count received, 0% packet loss"
+	local out
+	out=$(nsx "$ns" ping -n -q -c "$count" -i 0.2 -W 2 "$@" "$dst" 2>&1)
+	printf '%s: %s\n' "$ns" "$out" >&2
+	grep -qE " $count received, 0% packet loss" <<<"$out"
 }
 
 # wait_listen NS PORT: bounded wait for a TCP listener (30 s: a liveness bound for a loaded
@@ -747,6 +752,8 @@ tun_rx()
 ping_none()
 {
 	local count=${3:-3}
-	! nsx "$1" ping -n -q -c "$count" -i 0.2 -W 1 "$2" 2>&1 | tee /dev/stderr |
-		grep -qE ' [1-9][0-9]* received'
+	local out
+	out=$(nsx "$1" ping -n -q -c "$count" -i 0.2 -W 1 "$2" 2>&1)
+	printf '%s: %s\n' "$1" "$out" >&2
+	! grep -qE ' [1-9][0-9]* received' <<<"$out"
 }

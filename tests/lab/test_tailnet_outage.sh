@@ -36,20 +36,21 @@ check "c sees a and b online" wait_for 20 peers_online_are c "a b"
 # all_pairs FAMILY COUNT: every ordered pair pings (COUNT pings each, all answered).
 all_pairs()
 {
-	local fam=$1 count=$2 s d ok=0
+	local fam=$1 count=$2 s d failed=()
 	for s in a b c; do
 		for d in a b c; do
 			[[ $s == "$d" ]] && continue
 			if [[ $fam == 4 ]]; then
 				ping_until "$s" "${IP4[$d]}" 15 && ping_all "$s" "${IP4[$d]}" "$count" ||
-					{ echo "# $s -> $d over IPv$fam failed"; ok=1; }
+					failed+=("$s->$d")
 			else
 				ping_until "$s" "${IP6[$d]}" 15 && ping_all "$s" "${IP6[$d]}" "$count" ||
-					{ echo "# $s -> $d over IPv$fam failed"; ok=1; }
+					failed+=("$s->$d")
 			fi
 		done
 	done
-	return $ok
+	# Last, so that the failure's report (the output's last lines) names them.
+	((${#failed[@]} == 0)) || { echo "# failed over IPv$fam: ${failed[*]}"; return 1; }
 }
 check "before the outage: every pair pings over IPv4" all_pairs 4 3
 check "before the outage: every pair pings over IPv6" all_pairs 6 3
