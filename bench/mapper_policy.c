@@ -9,6 +9,8 @@
  *   every:  the policy with rule 0 on another port (every node's filter changes);
  *   one:    the policy with one random rule's port range moved (the two /28s it names
  *           change, nobody else);
+ *   join:   a node joins (in the /28 that rule 1 lets the first 1,023 nodes reach), then
+ *           leaves again, untimed; its filter is the only one that changes;
  *
  * each as mapper_policy_set (what the loop pays when the change arrives) and the flush that
  * follows (mapper_take_delta and ctrl_msg_encode for every subscriber on the dirty list, what
@@ -167,6 +169,65 @@ static void phase(struct mapper *m, const char *name, size_t n, size_t rules, si
 	printf("%s_delta_kib %.1f\n", name, (double)bytes / (double)changes / 1024);
 }
 
+static struct control_node mk_node(size_t i)
+{
+	struct control_node x;
+	uint32_t a = (uint32_t)(i + 1);
+
+	memset(&x, 0, sizeof(x));
+	x.id = i + 1;
+	x.tailnet_id = 1;
+	snprintf(x.name, sizeof(x.name), "node-%zu", i);
+	snprintf(x.hostname, sizeof(x.hostname), "node-%zu", i);
+	memcpy(x.machine_key, &a, sizeof(a));
+	memcpy(x.node_key, &a, sizeof(a));
+	x.node_key[31] = 1;
+	x.ipv4[0] = 100;
+	x.ipv4[1] = (uint8_t)(64 + (a >> 16));
+	x.ipv4[2] = (uint8_t)(a >> 8);
+	x.ipv4[3] = (uint8_t)a;
+	x.approved = true;
+	x.online = true;
+	return x;
+}
+
+/*
+ * A node joins with a map stream: the upsert, the recompile and flush that follow (the
+ * dirty list recompiles first), then its own full map, as the server pays them.
+ */
+static void phase_join(struct mapper *m, size_t n, size_t changes)
+{
+	double t[64];
+	size_t sent = 0, bytes = 0;
+	uint64_t built = 0;
+
+	for (size_t c = 0; c < changes; c++) {
+		struct control_node x = mk_node(n);
+		uint64_t b0 = filters_built(m);
+		double t0 = cpu_ms();
+		char *json;
+		size_t len;
+
+		if (mapper_node_upsert(m, &x, 1800000000) < 0)
+			exit(1);
+		sent += flush(m, &bytes);
+		if (mapper_subscribe(m, x.id) < 0 || mapper_netmap_json(m, x.id, 1800000000, &json,
+									&len) < 0)
+			exit(1);
+		free(json);
+		t[c] = cpu_ms() - t0;
+		built += filters_built(m) - b0;
+		/* It leaves again, untimed, so that each join starts from the same tailnet. */
+		if (mapper_node_remove(m, x.id) < 0)
+			exit(1);
+		flush(m, &(size_t){0});
+	}
+	qsort(t, changes, sizeof(double), cmp_d);
+	printf("join_ms %.2f\n", t[changes / 2]);
+	printf("join_deltas %.1f\n", (double)sent / (double)changes);
+	printf("join_filters_built %.1f\n", (double)built / (double)changes);
+}
+
 int main(int argc, char **argv)
 {
 	size_t n = 1000, rules = 1000, changes = 5, bytes = 0;
@@ -191,23 +252,8 @@ int main(int argc, char **argv)
 	if (mapper_tailnet_upsert(m, &t) < 0)
 		return 1;
 	for (size_t i = 0; i < n; i++) {
-		struct control_node x;
-		uint32_t a = (uint32_t)(i + 1);
+		struct control_node x = mk_node(i);
 
-		memset(&x, 0, sizeof(x));
-		x.id = i + 1;
-		x.tailnet_id = 1;
-		snprintf(x.name, sizeof(x.name), "node-%zu", i);
-		snprintf(x.hostname, sizeof(x.hostname), "node-%zu", i);
-		memcpy(x.machine_key, &a, sizeof(a));
-		memcpy(x.node_key, &a, sizeof(a));
-		x.node_key[31] = 1;
-		x.ipv4[0] = 100;
-		x.ipv4[1] = (uint8_t)(64 + (a >> 16));
-		x.ipv4[2] = (uint8_t)(a >> 8);
-		x.ipv4[3] = (uint8_t)a;
-		x.approved = true;
-		x.online = true;
 		if (mapper_node_upsert(m, &x, 1800000000) < 0)
 			return 1;
 	}
@@ -230,6 +276,7 @@ int main(int argc, char **argv)
 	flush(m, &bytes);
 	phase(m, "every", n, rules, changes, false);
 	phase(m, "one", n, rules, changes, true);
+	phase_join(m, n, changes);
 	mapper_free(m);
 	return 0;
 }

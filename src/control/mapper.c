@@ -88,9 +88,13 @@ struct mtailnet {
 	size_t n_pnodes;
 	uint64_t filters_built; /* mapper_policy_filters_built */
 	bool stale;	     /* view no longer matches pol and nodes: tailnet_sync */
+	bool listed;	     /* on m->stale_head */
 	bool pol_next_set;   /* pol_next replaces pol at the next sync */
 	struct policy *pol_next;
 	struct mtailnet *stale_next;
+	uint64_t gen; /* moves with everything a compile reads: a job of another gen is stale */
+	struct mapper_compile *inflight; /* the job off the loop (mapper_compile_next) */
+	struct policy *orphan; /* the job's policy, replaced meanwhile: freed when it is back */
 	struct netmap_flow_log flow_log; /* control_tailnet_flow_log of its record */
 };
 
@@ -137,6 +141,7 @@ struct mapper {
 	struct hmap keys; /* node key -> mnode */
 	uint64_t gen;	  /* mapper_generation */
 	struct mtailnet *stale_head;
+	bool async; /* mapper_compile_async */
 };
 
 static size_t hash_u64(uint64_t x)
@@ -456,9 +461,13 @@ static bool pair_visible(const struct mnode *v, const struct mnode *p)
 /* What the policy looks at changed: recompile before the next read. */
 static void tailnet_stale(struct mapper *m, struct mtailnet *tn)
 {
+	tn->gen++;
 	if (tn->stale || (!tn->pol && !tn->pol_next_set))
 		return;
 	tn->stale = true;
+	if (tn->listed)
+		return;
+	tn->listed = true;
 	tn->stale_next = m->stale_head;
 	m->stale_head = tn;
 }
@@ -631,66 +640,250 @@ static void view_diff(struct mapper *m, struct msub *s, const uint64_t *now, con
 }
 
 /*
- * Recompiles tn's policy over its nodes and tells every subscriber what changed: peers that
- * appear or disappear (marked with what they were), and its filter. On failure (memory) the
- * tailnet stays stale and the old view stays in force, consistently: the next read retries.
+ * A recompile of one tailnet's policy, in three steps so that the costly middle one may run on
+ * another thread (mapper.h, "Compiling off the loop"): prepare reads the mapper (the nodes as
+ * the policy sees them, which filters the subscribers need), run reads only the job and what
+ * the tailnet keeps unchanged while a job is in flight (its policy, view and compiled nodes),
+ * apply tells every subscriber what changed — provided nothing the job read changed
+ * meanwhile, which tn->gen says.
  */
-static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
+struct mapper_compile {
+	uint64_t tailnet_id;
+	uint64_t gen;	      /* tn->gen at prepare */
+	struct policy *pol;   /* NULL: no policy; owned by the tailnet (pol or pol_next) */
+	const struct policy_view *old_view; /* the view in force (NULL: none) */
+	const struct policy_node *old_pn;   /* what it was compiled over */
+	size_t n_old;
+	struct policy_node *pn; /* the tailnet's nodes, in tn->nodes order */
+	size_t *oidx;		/* node i's index in old_pn, or SIZE_MAX */
+	size_t n;
+	bool pol_same; /* the policy in force (not a new one) */
+	/* The subscribers' filters: node index, known in force, kept or built. */
+	size_t *fidx;
+	bool *fknown, *keep;
+	struct netmap_filter **filters;
+	size_t n_f;
+	struct policy_view *view;
+	uint64_t built; /* filters built */
+	int err;
+};
+
+static void compile_free(struct mapper_compile *c)
 {
-	struct policy *pol = tn->pol_next_set ? tn->pol_next : tn->pol;
-	struct policy_view *view = NULL;
-	struct policy_node *pn = NULL;
-	struct netmap_filter **nf = NULL;
-	uint64_t *shown = NULL, *compiled = NULL;
-	bool same_idx = true, same_nodes, *keep = NULL;
-	size_t i, j, words;
-	int r = -ENOMEM;
+	if (!c)
+		return;
+	for (size_t i = 0; c->filters && i < c->n_f; i++)
+		netmap_filter_free(c->filters[i]);
+	free(c->filters);
+	free(c->fidx);
+	free(c->fknown);
+	free(c->keep);
+	free(c->oidx);
+	free(c->pn);
+	policy_view_free(c->view);
+	free(c);
+}
 
-	if (pol) {
-		pn = calloc(tn->n_nodes ? tn->n_nodes : 1, sizeof(*pn));
-		if (!pn)
-			goto out;
-		for (i = 0; i < tn->n_nodes; i++) {
-			const struct control_node *rec = &tn->nodes[i]->rec;
-			const struct muser *u = rec->user_id ? idmap_get(&m->users, rec->user_id) : NULL;
+static int compile_prepare(struct mapper *m, struct mtailnet *tn, struct mapper_compile **ret)
+{
+	struct mapper_compile *c = calloc(1, sizeof(*c));
+	size_t n = tn->n_nodes, i;
 
-			control_node_policy(rec, u ? u->name : NULL, &pn[i]);
-		}
-		r = policy_compile(pol, pn, tn->n_nodes, &view);
-		if (r < 0)
-			goto out;
+	if (!c)
+		return -ENOMEM;
+	c->tailnet_id = tn->id;
+	c->gen = tn->gen;
+	c->pol = tn->pol_next_set ? tn->pol_next : tn->pol;
+	c->pol_same = !tn->pol_next_set || tn->pol_next == tn->pol;
+	c->old_view = tn->pol ? tn->view : NULL;
+	c->old_pn = tn->pnodes;
+	c->n_old = tn->n_pnodes;
+	c->n = n;
+	if (!c->pol) {
+		*ret = c;
+		return 0;
 	}
-	/*
-	 * A change of the policy alone (the same nodes, where the view in force has them): a
-	 * node whose filter is built from rules equal to those of its filter in force keeps it,
-	 * unbuilt and unsent. Anything else builds every subscriber's filter and compares.
-	 */
-	same_nodes = pol && tn->pol && tn->n_pnodes == tn->n_nodes &&
-		     (!tn->n_nodes || !memcmp(tn->pnodes, pn, tn->n_nodes * sizeof(*pn)));
-	for (i = 0; same_nodes && i < tn->n_nodes; i++)
-		same_nodes = tn->nodes[i]->pidx == i;
-	/* Without the match (memory), every filter is built: slower, as right. */
-	if (same_nodes && policy_view_match(tn->view, view) < 0)
-		same_nodes = false;
-	/* Every subscriber's new filter first, so that nothing below can fail. */
+	c->pn = calloc(n ? n : 1, sizeof(*c->pn));
+	c->oidx = calloc(n ? n : 1, sizeof(*c->oidx));
+	c->fidx = calloc(tn->n_subs ? tn->n_subs : 1, sizeof(*c->fidx));
+	c->fknown = calloc(tn->n_subs ? tn->n_subs : 1, sizeof(*c->fknown));
+	c->keep = calloc(tn->n_subs ? tn->n_subs : 1, sizeof(*c->keep));
+	c->filters = calloc(tn->n_subs ? tn->n_subs : 1, sizeof(*c->filters));
+	if (!c->pn || !c->oidx || !c->fidx || !c->fknown || !c->keep || !c->filters) {
+		compile_free(c);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		const struct control_node *rec = &tn->nodes[i]->rec;
+		const struct muser *u = rec->user_id ? idmap_get(&m->users, rec->user_id) : NULL;
+
+		control_node_policy(rec, u ? u->name : NULL, &c->pn[i]);
+		c->oidx[i] = c->old_view ? tn->nodes[i]->pidx : SIZE_MAX;
+	}
+	for (i = 0; i < tn->n_subs; i++) {
+		c->fidx[i] = tn->subs[i]->node->tn_idx;
+		c->fknown[i] = tn->subs[i]->node->filter_known;
+	}
+	c->n_f = tn->n_subs;
+	*ret = c;
+	return 0;
+}
+
+/* Whether the policy sees two nodes alike: everything but the name, which it never reads. */
+static bool pnode_same(const struct policy_node *a, const struct policy_node *b)
+{
+	return a->id == b->id && !memcmp(a->user, b->user, sizeof(a->user)) &&
+	       a->n_tags == b->n_tags && !memcmp(a->tags, b->tags, sizeof(a->tags)) &&
+	       a->n_addrs == b->n_addrs && !memcmp(a->addrs, b->addrs, sizeof(a->addrs));
+}
+
+/*
+ * Which subscribers keep their filter in force unbuilt. After a change of the policy alone
+ * (the same nodes at the same indices): those whose filter is made of rules equal to the
+ * rules in force (policy_view_match). After a change of nodes alone (the same policy): those
+ * whose filter lists none of the nodes that came, went or changed as a source, before or
+ * after (policy_view_sourced), and did not change themselves. Anything else builds every
+ * filter.
+ */
+static int compile_keep(struct mapper_compile *c)
+{
+	uint64_t *now_rows = NULL, *old_rows = NULL, *changed = NULL;
+	size_t words = (c->n + 63) / 64, old_words, i;
+	bool same_nodes = c->n == c->n_old, *old_used = NULL;
+	int r = 0;
+
+	if (!c->old_view)
+		return 0;
+	for (i = 0; same_nodes && i < c->n; i++)
+		same_nodes = c->oidx[i] == i && pnode_same(&c->old_pn[i], &c->pn[i]);
+	if (same_nodes) {
+		/* Without the match (memory), every filter is built: slower, as right. */
+		if (policy_view_match(c->old_view, c->view) < 0)
+			return 0;
+		for (i = 0; i < c->n_f; i++)
+			c->keep[i] = c->fknown[i] &&
+				     policy_view_filter_same(c->old_view, c->view, c->fidx[i]);
+		return 0;
+	}
+	if (!c->pol_same)
+		return 0;
+	old_words = policy_view_words(c->old_view);
+	r = -ENOMEM;
+	now_rows = calloc(words ? words : 1, sizeof(*now_rows));
+	changed = calloc(words ? words : 1, sizeof(*changed));
+	old_rows = calloc(old_words ? old_words : 1, sizeof(*old_rows));
+	old_used = calloc(c->n_old ? c->n_old : 1, sizeof(*old_used));
+	if (!now_rows || !changed || !old_rows || !old_used)
+		goto out;
+	for (i = 0; i < c->n; i++) {
+		size_t o = c->oidx[i];
+
+		if (o != SIZE_MAX) {
+			old_used[o] = true;
+			if (pnode_same(&c->old_pn[o], &c->pn[i]))
+				continue;
+			policy_view_sourced(c->old_view, c->old_pn, o, old_rows);
+		}
+		changed[i / 64] |= 1ULL << (i % 64);
+		policy_view_sourced(c->view, c->pn, i, now_rows);
+	}
+	for (i = 0; i < c->n_old; i++)
+		if (!old_used[i])
+			policy_view_sourced(c->old_view, c->old_pn, i, old_rows);
+	for (i = 0; i < c->n_f; i++) {
+		size_t x = c->fidx[i], o = c->oidx[x];
+
+		c->keep[i] = c->fknown[i] && o != SIZE_MAX && !(changed[x / 64] >> (x % 64) & 1) &&
+			     !(now_rows[x / 64] >> (x % 64) & 1) &&
+			     !(old_rows[o / 64] >> (o % 64) & 1);
+	}
+	r = 0;
+out:
+	free(now_rows);
+	free(old_rows);
+	free(changed);
+	free(old_used);
+	return r == -ENOMEM ? 0 : r; /* without memory: every filter built */
+}
+
+void mapper_compile_run(struct mapper_compile *c)
+{
+	int r = 0;
+
+	if (!c->pol)
+		goto out;
+	r = policy_compile(c->pol, c->pn, c->n, &c->view);
+	if (r < 0)
+		goto out;
+	r = compile_keep(c);
+	for (size_t i = 0; r == 0 && i < c->n_f; i++) {
+		if (c->keep[i])
+			continue;
+		r = policy_view_filter(c->view, c->pn, c->fidx[i], &c->filters[i]);
+		c->built++;
+		/* Over the netmap's caps fails closed, as view_filter does. */
+		if (r == -E2BIG) {
+			c->filters[i] = calloc(1, sizeof(*c->filters[i]));
+			r = c->filters[i] ? 0 : -ENOMEM;
+		}
+	}
+out:
+	c->err = r;
+}
+
+/*
+ * Puts a compile in force and tells every subscriber what changed: peers that appear or
+ * disappear (marked with what they were), and its filter. -ESTALE when the tailnet changed
+ * since prepare (the job is dropped, the tailnet stays stale); on failure (memory) the
+ * tailnet stays stale and the old view stays in force, consistently: the next read retries.
+ * Either way the caller frees c.
+ */
+static int compile_apply(struct mapper *m, struct mtailnet *tn, struct mapper_compile *c)
+{
+	struct policy *pol = c->pol;
+	struct netmap_filter **nf = NULL;
+	size_t *pos = NULL;
+	uint64_t *shown = NULL, *compiled = NULL;
+	bool same_idx = true, *keep = NULL;
+	size_t i, j, words;
+	int r;
+
+	tn->filters_built += c->built;
+	if (c->gen != tn->gen)
+		return -ESTALE;
+	if (c->err < 0)
+		return c->err;
 	r = -ENOMEM;
 	nf = calloc(tn->n_subs ? tn->n_subs : 1, sizeof(*nf));
 	keep = calloc(tn->n_subs ? tn->n_subs : 1, sizeof(*keep));
-	if (!nf || !keep)
+	pos = malloc((c->n ? c->n : 1) * sizeof(*pos));
+	if (!nf || !keep || !pos)
 		goto out;
+	for (i = 0; i < c->n; i++)
+		pos[i] = SIZE_MAX;
+	for (i = 0; pol && i < c->n_f; i++)
+		pos[c->fidx[i]] = i;
+	/* Every subscriber's new filter first, so that nothing below can fail. */
 	for (i = 0; pol && i < tn->n_subs; i++) {
-		const struct mnode *x = tn->subs[i]->node;
+		struct mnode *x = tn->subs[i]->node;
 		const struct netmap_filter *old;
 
-		if (same_nodes && x->filter_known &&
-		    policy_view_filter_same(tn->view, view, x->tn_idx)) {
+		j = pos[x->tn_idx];
+		if (j != SIZE_MAX && c->keep[j] && x->filter_known) {
 			keep[i] = true;
 			continue;
 		}
-		r = view_filter(tn, view, pn, x->tn_idx, &nf[i]);
+		if (j != SIZE_MAX && c->filters[j]) {
+			nf[i] = c->filters[j];
+			c->filters[j] = NULL;
+		} else {
+			/* Subscribed since prepare: built here, as rare as that. */
+			r = view_filter(tn, c->view, c->pn, x->tn_idx, &nf[i]);
+			if (r < 0)
+				goto out;
+		}
 		/* The old one too, to compare: computed now, while the old view stands. */
-		if (r == 0)
-			r = node_filter(tn->subs[i]->node, &old);
+		r = node_filter(x, &old);
 		if (r < 0)
 			goto out;
 	}
@@ -715,7 +908,7 @@ static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
 		struct mnode *x = s->node;
 
 		if (x->shown && same_idx) {
-			view_diff(m, s, pol ? policy_view_row(view, x->tn_idx) : NULL, shown,
+			view_diff(m, s, pol ? policy_view_row(c->view, x->tn_idx) : NULL, shown,
 				  compiled, words);
 		} else if (x->shown) {
 			for (j = 0; j < tn->n_nodes; j++) {
@@ -724,7 +917,7 @@ static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
 
 				if (p == x || !p->shown)
 					continue;
-				now = !pol || policy_view_sees(view, x->tn_idx, j);
+				now = !pol || policy_view_sees(c->view, x->tn_idx, j);
 				if (was != now)
 					mark(m, s, p->rec.id, PEND_FULL, was);
 			}
@@ -766,11 +959,11 @@ static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
 	tn->pol_next_set = false;
 	policy_view_free(tn->view);
 	free(tn->pnodes);
-	tn->view = view;
-	tn->pnodes = pn;
+	tn->view = c->view;
+	tn->pnodes = c->pn;
 	tn->n_pnodes = pol ? tn->n_nodes : 0;
-	view = NULL;
-	pn = NULL;
+	c->view = NULL;
+	c->pn = NULL;
 	tn->stale = false;
 	r = 0;
 out:
@@ -778,14 +971,30 @@ out:
 		netmap_filter_free(nf[i]);
 	free(nf);
 	free(keep);
+	free(pos);
 	free(shown);
 	free(compiled);
-	policy_view_free(view);
-	free(pn);
 	return r;
 }
 
-/* Recompiles every stale tailnet (see tailnet_sync); one that fails stays on the list. */
+/* The three steps at once, on the loop. */
+static int tailnet_sync(struct mapper *m, struct mtailnet *tn)
+{
+	struct mapper_compile *c = NULL;
+	int r = compile_prepare(m, tn, &c);
+
+	if (r < 0)
+		return r;
+	mapper_compile_run(c);
+	r = compile_apply(m, tn, c);
+	compile_free(c);
+	return r;
+}
+
+/*
+ * Recompiles every stale tailnet (see tailnet_sync); one that fails stays on the list. Off
+ * the loop (mapper_compile_async), the server does it: reads keep the view in force.
+ */
 static void sync_all(struct mapper *m)
 {
 	struct mtailnet **pp = &m->stale_head;
@@ -793,13 +1002,63 @@ static void sync_all(struct mapper *m)
 	while (*pp) {
 		struct mtailnet *tn = *pp;
 
-		if (tailnet_sync(m, tn) < 0) {
+		if (tn->stale && (m->async || tn->inflight || tailnet_sync(m, tn) < 0)) {
 			pp = &tn->stale_next;
 			continue;
 		}
 		*pp = tn->stale_next;
 		tn->stale_next = NULL;
+		tn->listed = false;
 	}
+}
+
+void mapper_compile_async(struct mapper *m, bool on)
+{
+	m->async = on;
+	if (!on)
+		sync_all(m);
+}
+
+int mapper_compile_next(struct mapper *m, struct mapper_compile **ret)
+{
+	struct mtailnet **pp = &m->stale_head;
+	int r;
+
+	*ret = NULL;
+	while (*pp) {
+		struct mtailnet *tn = *pp;
+
+		if (!tn->stale) {
+			*pp = tn->stale_next;
+			tn->stale_next = NULL;
+			tn->listed = false;
+			continue;
+		}
+		pp = &tn->stale_next;
+		if (tn->inflight)
+			continue;
+		r = compile_prepare(m, tn, &tn->inflight);
+		if (r < 0)
+			return r;
+		*ret = tn->inflight;
+		return 1;
+	}
+	return 0;
+}
+
+int mapper_compile_done(struct mapper *m, struct mapper_compile *c, bool ran)
+{
+	struct mtailnet *tn = idmap_get(&m->tailnets, c->tailnet_id);
+	int r = -ECANCELED;
+
+	if (ran)
+		r = compile_apply(m, tn, c);
+	tn->inflight = NULL;
+	/* The job's policy, replaced while it ran: in force nowhere (a stale job is dropped). */
+	policy_free(tn->orphan);
+	tn->orphan = NULL;
+	compile_free(c);
+	return r;
 }
 
 int mapper_policy_set(struct mapper *m, uint64_t tailnet_id, struct policy *pol)
@@ -816,15 +1075,18 @@ int mapper_policy_set(struct mapper *m, uint64_t tailnet_id, struct policy *pol)
 		policy_free(pol);
 		return r;
 	}
-	if (tn->pol_next_set && tn->pol_next != tn->pol)
-		policy_free(tn->pol_next);
+	if (tn->pol_next_set && tn->pol_next != tn->pol) {
+		/* A job off the loop still reads it: freed when the job is back. */
+		if (tn->inflight && tn->inflight->pol == tn->pol_next)
+			tn->orphan = tn->pol_next;
+		else
+			policy_free(tn->pol_next);
+	}
 	tn->pol_next = pol;
 	tn->pol_next_set = true;
-	if (!tn->stale) {
-		tn->stale = true;
-		tn->stale_next = m->stale_head;
-		m->stale_head = tn;
-	}
+	/* Stale even without a policy in force (tailnet_stale would say no). */
+	tn->pol_next_set = true;
+	tailnet_stale(m, tn);
 	/* Now, not at the next read: the subscribers it affects must land on the dirty list. */
 	sync_all(m);
 	return 0;
@@ -889,6 +1151,7 @@ void mapper_free(struct mapper *m)
 		if (tn->pol_next != tn->pol)
 			policy_free(tn->pol_next);
 		policy_free(tn->pol);
+		policy_free(tn->orphan);
 		policy_view_free(tn->view);
 		free(tn->pnodes);
 		free(tn);

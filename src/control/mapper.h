@@ -195,4 +195,24 @@ bool mapper_policy_has(const struct mapper *m, uint64_t tailnet_id);
  */
 uint64_t mapper_policy_filters_built(const struct mapper *m, uint64_t tailnet_id);
 
+/*
+ * Compiling off the loop. By default a stale tailnet (a policy set, a node the policy looks
+ * at changed) is recompiled on the caller's thread at the next read. After
+ * mapper_compile_async(m, true) reads never compile; they keep the view in force, and the
+ * server moves the work to a worker: mapper_compile_next prepares a stale tailnet's job
+ * (at most one per tailnet at a time), mapper_compile_run runs it on any thread (it reads
+ * only the job and what the tailnet keeps unchanged while a job is out), and
+ * mapper_compile_done, back on the loop, applies it and pushes what changed — unless the
+ * tailnet changed meanwhile: then the result is dropped and the tailnet, still stale, is
+ * prepared again by the next mapper_compile_next. Every job must come back through
+ * mapper_compile_done (ran = false: it never ran) before mapper_free.
+ */
+struct mapper_compile;
+void mapper_compile_async(struct mapper *m, bool on);
+/* 1 with *ret (a job), 0 nothing to compile, -ENOMEM. */
+int mapper_compile_next(struct mapper *m, struct mapper_compile **ret);
+void mapper_compile_run(struct mapper_compile *c);
+/* 0 applied, -ESTALE dropped (the tailnet changed), -ECANCELED (!ran), -ENOMEM. Frees c. */
+int mapper_compile_done(struct mapper *m, struct mapper_compile *c, bool ran);
+
 #endif

@@ -7,6 +7,7 @@
 #include "base/loop.h"
 #include "base/time.h"
 #include "base/util.h"
+#include "base/workq.h"
 #include "control/mapper.h"
 #include "control/mapstream.h"
 #include "control/metrics.h"
@@ -17,6 +18,7 @@
 /* A flush that took long waits twice its duration before the next: bounded CPU share. */
 #define FLUSH_DELAY_MAX_NS (400 * NSEC_PER_MSEC)
 #define FULL_TURN_NS (10 * NSEC_PER_MSEC) /* full-map building per loop turn */
+#define COMPILE_QUEUE_MAX 64 /* tailnets waiting for the compile thread; beyond, on the loop */
 
 struct mapstream {
 	struct loop *loop;
@@ -28,7 +30,58 @@ struct mapstream {
 	struct session *fq_head, *fq_tail;   /* sessions waiting to be sent a full netmap */
 	size_t n_fq, n_full_inflight;
 	size_t delta_backlog_max;
+	struct workq *wq; /* the policy compiles (NULL: the mapper compiles on the loop) */
+	bool stopping;	  /* mapstream_free: jobs coming back start nothing */
 };
+
+/* A tailnet's policy compile on the worker (mapper.h, "Compiling off the loop"). */
+struct compile_job {
+	struct workq_job job;
+	struct mapstream *ms;
+	struct mapper_compile *c;
+};
+
+static void compile_kick(struct mapstream *ms);
+
+static void compile_work(struct workq_job *j)
+{
+	mapper_compile_run(container_of(j, struct compile_job, job)->c);
+}
+
+static void compile_done(struct workq_job *j, int err)
+{
+	struct compile_job *cj = container_of(j, struct compile_job, job);
+	struct mapstream *ms = cj->ms;
+	int r = mapper_compile_done(ms->m, cj->c, err == 0);
+
+	free(cj);
+	if (ms->stopping)
+		return;
+	/* Dropped as stale (the tailnet changed while it ran): compiled again at once. */
+	if (r == -ESTALE)
+		log_debug("control: a policy compile went stale, compiling again");
+	mapstream_schedule(ms);
+}
+
+/* Every stale tailnet's compile goes to the worker, or runs here when it cannot. */
+static void compile_kick(struct mapstream *ms)
+{
+	struct mapper_compile *c;
+
+	while (ms->wq && mapper_compile_next(ms->m, &c) == 1) {
+		struct compile_job *cj = calloc(1, sizeof(*cj));
+
+		if (cj) {
+			cj->ms = ms;
+			cj->c = c;
+			if (workq_submit(ms->wq, &cj->job, compile_work, compile_done) == 0)
+				continue;
+			free(cj);
+		}
+		mapper_compile_run(c);
+		mapper_compile_done(ms->m, c, true);
+	}
+}
 
 static void fq_push(struct mapstream *ms, struct session *ss)
 {
@@ -156,6 +209,7 @@ static void full_pump(struct loop_timer *t)
 
 void mapstream_schedule(struct mapstream *ms)
 {
+	compile_kick(ms);
 	if (ms->flush_t.armed || !mapper_dirty_count(ms->m))
 		return;
 	loop_timer_arm(ms->loop, &ms->flush_t,
@@ -229,6 +283,11 @@ int mapstream_new(struct loop *loop, struct mapper *m, struct registry *reg,
 	ms->flush_t.cb = flush_cb;
 	ms->full_t.cb = full_pump;
 	ms->delta_backlog_max = MAPSTREAM_DELTA_BACKLOG_MAX;
+	/* Without the thread, the mapper compiles on the loop as before: slower, as right. */
+	if (workq_new(loop, 1, COMPILE_QUEUE_MAX, &ms->wq) == 0)
+		mapper_compile_async(m, true);
+	else
+		log_warn("control: no policy compile thread: compiling on the loop");
 	*ret = ms;
 	return 0;
 }
@@ -237,6 +296,9 @@ void mapstream_free(struct mapstream *ms)
 {
 	if (!ms)
 		return;
+	/* Jobs out come back (applied or cancelled) while the mapper still stands. */
+	ms->stopping = true;
+	workq_free(ms->wq);
 	loop_timer_disarm(ms->loop, &ms->flush_t);
 	loop_timer_disarm(ms->loop, &ms->full_t);
 	free(ms);

@@ -21,6 +21,12 @@
  * backlog of unwritten deltas grows past the backlog cap is resynchronised
  * with a full netmap, so a connection holds at most one full map plus that
  * backlog.
+ *
+ * A tailnet's access policy is compiled on a worker thread, not on the loop
+ * (mapper.h, "Compiling off the loop"): every mapstream_schedule hands the
+ * stale tailnets to it; a result comes back to the loop, is applied (or, when
+ * the tailnet changed meanwhile, dropped and compiled again) and its deltas
+ * go out like any others.
  */
 
 #include <stdbool.h>

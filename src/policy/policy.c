@@ -1767,6 +1767,33 @@ out:
 
 /* ---- what a change left alone ---- */
 
+void policy_view_sourced(const struct policy_view *v, const struct policy_node *nodes, size_t c,
+			 uint64_t *acc)
+{
+	bool self = false;
+
+	if (c >= v->n)
+		return;
+	/* A filter's node sources are its rules' src_id members (frule). */
+	for (size_t m = v->moff[c]; m < v->moff[c + 1]; m++) {
+		const struct crule *cr = &v->rules[v->memb[m].rule];
+		const struct rule *rl = &v->p->rules[v->memb[m].rule];
+
+		if (!(v->memb[m].flags & M_SRC_ID))
+			continue;
+		for (size_t w = 0; w < v->words; w++)
+			acc[w] |= cr->dst[w];
+		self |= rl->has_self;
+	}
+	/* autogroup:self: the untagged devices of c's user list it. */
+	if (!self || !nodes[c].user[0])
+		return;
+	for (size_t i = nref_lower(v->users, v->n_users, nodes[c].user);
+	     i < v->n_users && !strcmp(v->users[i].name, nodes[c].user); i++)
+		acc[v->users[i].node / 64] |= 1ULL << (v->users[i].node % 64);
+}
+
+
 static uint64_t fnv(uint64_t h, const void *p, size_t len)
 {
 	const uint8_t *b = p;

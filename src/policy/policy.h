@@ -108,5 +108,12 @@ int policy_view_match(const struct policy_view *a, struct policy_view *b);
  * is built from under b matched (policy_view_match) the rule in the same place under a.
  */
 bool policy_view_filter_same(const struct policy_view *a, const struct policy_view *b, size_t i);
+/*
+ * ORs into acc (policy_view_words(v) words) every node whose filter lists node c as a source,
+ * a superset: c coming, going or changing (user, tags, addresses) changes no other node's
+ * filter. nodes: the array v was compiled over, still alive.
+ */
+void policy_view_sourced(const struct policy_view *v, const struct policy_node *nodes, size_t c,
+			 uint64_t *acc);
 
 #endif

@@ -786,14 +786,131 @@ static void assert_same_filter(const struct netmap_filter *a, const struct netma
 		assert_memory_equal(a->dsts, b->dsts, a->n_dsts * sizeof(*a->dsts));
 }
 
-static unsigned model_check(uint64_t seed)
+static int mem_cmp16(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct netmap_prefix));
+}
+
+static int dst_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct netmap_filter_dst));
+}
+
+/*
+ * The same filter but for the order of each rule's sources and destinations, which follows
+ * the order the nodes were added in (a fresh mapper adds them by id).
+ */
+static void assert_equiv_filter(const struct netmap_filter *a, const struct netmap_filter *b)
+{
+	if (!a || !b) {
+		assert_ptr_equal(a, b);
+		return;
+	}
+	assert_int_equal(a->n_rules, b->n_rules);
+	for (unsigned i = 0; i < a->n_rules; i++) {
+		const struct netmap_filter_rule *x = &a->rules[i], *y = &b->rules[i];
+		struct netmap_prefix *sx, *sy;
+		struct netmap_filter_dst *dx, *dy;
+
+		assert_int_equal(x->n_protos, y->n_protos);
+		assert_memory_equal(x->protos, y->protos, sizeof(x->protos));
+		assert_int_equal(x->n_src, y->n_src);
+		assert_int_equal(x->n_dst, y->n_dst);
+		sx = calloc(x->n_src + 1, sizeof(*sx));
+		sy = calloc(x->n_src + 1, sizeof(*sy));
+		dx = calloc(x->n_dst + 1, sizeof(*dx));
+		dy = calloc(x->n_dst + 1, sizeof(*dy));
+		assert_true(sx && sy && dx && dy);
+		memcpy(sx, &a->srcs[x->src_off], x->n_src * sizeof(*sx));
+		memcpy(sy, &b->srcs[y->src_off], y->n_src * sizeof(*sy));
+		memcpy(dx, &a->dsts[x->dst_off], x->n_dst * sizeof(*dx));
+		memcpy(dy, &b->dsts[y->dst_off], y->n_dst * sizeof(*dy));
+		qsort(sx, x->n_src, sizeof(*sx), mem_cmp16);
+		qsort(sy, y->n_src, sizeof(*sy), mem_cmp16);
+		qsort(dx, x->n_dst, sizeof(*dx), dst_cmp);
+		qsort(dy, y->n_dst, sizeof(*dy), dst_cmp);
+		assert_memory_equal(sx, sy, x->n_src * sizeof(*sx));
+		assert_memory_equal(dx, dy, x->n_dst * sizeof(*dx));
+		free(sx);
+		free(sy);
+		free(dx);
+		free(dy);
+	}
+}
+
+/*
+ * The filter every subscriber holds is what a mapper that only ever had the current nodes,
+ * users and policies builds: kept filters (a change that left them alone) are never stale.
+ */
+static void mc_assert_fresh_filters(struct mapper *m, struct netmap **client, const int *pol_k,
+				    char (*uname)[NETMAP_USER_MAX], int64_t now)
+{
+	struct mapper *fresh = mk_mapper();
+
+	for (uint64_t t = 1; t <= MC_TAILNETS; t++) {
+		struct control_user u = { .id = 100 + t, .tailnet_id = t };
+
+		snprintf(u.name, sizeof(u.name), "%s", uname[t]);
+		assert_int_equal(mapper_user_upsert(fresh, &u), 0);
+	}
+	for (uint64_t id = 1; id <= MC_NODES; id++)
+		if (mapper_node_get(m, id))
+			assert_int_equal(mapper_node_upsert(fresh, mapper_node_get(m, id), now), 0);
+	for (uint64_t t = 1; t <= MC_TAILNETS; t++) {
+		struct policy *pol = NULL;
+		char err[POLICY_ERR_MAX];
+
+		if (pol_k[t] < 0)
+			continue;
+		assert_int_equal(policy_parse(mc_policies[pol_k[t]], strlen(mc_policies[pol_k[t]]),
+					      &pol, err),
+				 0);
+		assert_int_equal(mapper_policy_set(fresh, t, pol), 0);
+	}
+	for (uint64_t id = 1; id <= MC_NODES; id++) {
+		struct netmap *b;
+
+		if (!client[id])
+			continue;
+		assert_int_equal(mapper_netmap(fresh, id, now, &b), 0);
+		assert_equiv_filter(client[id]->filter, b->filter);
+		netmap_free(b);
+	}
+	mapper_free(fresh);
+}
+
+static unsigned mc_stale; /* compiles dropped as stale */
+
+/* Off the loop: the job in flight (if any) comes back, then every stale tailnet is compiled. */
+static void mc_compile_all(struct mapper *m, struct mapper_compile **job, bool *job_ran)
+{
+	if (*job) {
+		if (!*job_ran)
+			mapper_compile_run(*job);
+		mc_stale += mapper_compile_done(m, *job, true) == -ESTALE;
+		*job = NULL;
+	}
+	for (struct mapper_compile *c; mapper_compile_next(m, &c) == 1;) {
+		mapper_compile_run(c);
+		assert_int_equal(mapper_compile_done(m, c, true), 0);
+	}
+}
+
+static unsigned model_check(uint64_t seed, bool async)
 {
 	struct mapper *m = mk_mapper();
 	struct netmap *client[MC_NODES + 1] = { 0 };
+	struct mapper_compile *job = NULL;
+	bool job_ran = false;
 	int64_t now = T0;
 	unsigned deltas = 0;
+	int pol_k[MC_TAILNETS + 1] = { -1, -1, -1, -1 };
+	char uname[MC_TAILNETS + 1][NETMAP_USER_MAX];
 
+	for (uint64_t t = 1; t <= MC_TAILNETS; t++)
+		snprintf(uname[t], sizeof(uname[t]), "user%llu@example.com", (unsigned long long)t);
 	rng_state = seed;
+	mapper_compile_async(m, async);
 	for (int round = 0; round < 2000; round++) {
 		uint64_t id = 1 + rnd(MC_NODES);
 		const struct control_node *cur = mapper_node_get(m, id);
@@ -867,6 +984,7 @@ static unsigned model_check(uint64_t seed)
 			u.tailnet_id = mc_tailnet(id);
 			snprintf(u.name, sizeof(u.name), "user%u@example.com", rnd(100));
 			assert_int_equal(mapper_user_upsert(m, &u), 0);
+			memcpy(uname[u.tailnet_id], u.name, sizeof(u.name));
 			break;
 		case 11: /* a full map from cached JSON; a subscriber continues from it */
 			if (!cur) {
@@ -892,9 +1010,30 @@ static unsigned model_check(uint64_t seed)
 				assert_int_equal(policy_parse(mc_policies[k], strlen(mc_policies[k]),
 							      &pol, err), 0);
 			assert_int_equal(mapper_policy_set(m, mc_tailnet(id), pol), 0);
+			pol_k[mc_tailnet(id)] = k < ARRAY_SIZE(mc_policies) ? (int)k : -1;
 			break;
 		}
+		case 13: /* off the loop: a compile goes out, runs, or comes back (maybe stale) */
+			if (!async)
+				goto flush;
+			if (!job) {
+				assert_true(mapper_compile_next(m, &job) >= 0);
+				job_ran = false;
+			} else if (!job_ran) {
+				mapper_compile_run(job);
+				job_ran = true;
+			} else {
+				int r = mapper_compile_done(m, job, true);
+
+				assert_true(r == 0 || r == -ESTALE);
+				mc_stale += r == -ESTALE;
+				job = NULL;
+			}
+			break;
 		default: /* the server flushes */
+		flush:
+			if (async)
+				mc_compile_all(m, &job, &job_ran);
 			for (uint64_t s; (s = mapper_dirty_first(m));) {
 				struct netmap_delta *d;
 				int r;
@@ -934,9 +1073,12 @@ static unsigned model_check(uint64_t seed)
 					netmap_free(fresh);
 				}
 			}
+			mc_assert_fresh_filters(m, client, pol_k, uname, now);
 			break;
 		}
 	}
+	if (job)
+		mapper_compile_done(m, job, job_ran);
 	for (uint64_t s = 1; s <= MC_NODES; s++)
 		netmap_free(client[s]);
 	mapper_free(m);
@@ -981,9 +1123,24 @@ static void test_model_check(void **state)
 
 	(void)state;
 	for (uint64_t seed = 1; seed <= 5; seed++)
-		deltas += model_check(seed * 0x9e3779b97f4a7c15ULL);
+		deltas += model_check(seed * 0x9e3779b97f4a7c15ULL, false);
 	print_message("model check: 5 x 2000 operations, %u deltas applied\n", deltas);
 	assert_true(deltas > 1000);
+}
+
+/* The same with the policy compiled off the loop, jobs going stale while they are out. */
+static void test_model_check_async(void **state)
+{
+	unsigned deltas = 0;
+
+	(void)state;
+	mc_stale = 0;
+	for (uint64_t seed = 1; seed <= 5; seed++)
+		deltas += model_check(seed * 0x2545f4914f6cdd1dULL, true);
+	print_message("model check off the loop: %u deltas applied, %u compiles dropped stale\n",
+		      deltas, mc_stale);
+	assert_true(deltas > 1000);
+	assert_true(mc_stale > 0);
 }
 
 static double elapsed_ms(const struct timespec *a, const struct timespec *b)
@@ -1422,6 +1579,241 @@ static void test_policy_change_incremental(void **state)
 	mapper_free(m);
 }
 
+/* user1 may reach tag:web on 80 and 443 and tag:db on 5432. */
+static const char inc_policy[] =
+    "{\"tagOwners\": {\"tag:web\": [], \"tag:db\": []}, \"acls\": ["
+    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": [\"tag:web:80,443\"]},"
+    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": [\"tag:db:5432\"]}]}";
+
+static struct control_node inc_node(uint64_t id, const char *tag)
+{
+	struct control_node x = mk_node(id, 1);
+
+	if (tag) {
+		x.user_id = 0;
+		x.n_tags = 1;
+		snprintf(x.tags[0], NETMAP_TAG_MAX, "%s", tag);
+	}
+	return x;
+}
+
+/* 1-3 tag:web, 4-5 tag:db, 6-12 user1's devices, all subscribed, under inc_policy. */
+static struct mapper *inc_setup(struct netmap **client)
+{
+	struct mapper *m = mk_mapper();
+	struct netmap_delta *d[16];
+	uint64_t ids[16];
+
+	for (uint64_t id = 1; id <= 12; id++) {
+		const char *tag = id <= 3 ? "tag:web" : id <= 5 ? "tag:db" : NULL;
+		struct control_node x = inc_node(id, tag);
+
+		assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	}
+	assert_int_equal(mapper_policy_set(m, 1, mk_policy(inc_policy)), 0);
+	for (uint64_t id = 1; id <= 12; id++) {
+		assert_int_equal(mapper_subscribe(m, id), 0);
+		assert_int_equal(mapper_netmap(m, id, T0, &client[id]), 0);
+	}
+	free_deltas(d, flush(m, ids, d, 16));
+	return m;
+}
+
+/*
+ * Every subscriber's map, its first one with the deltas applied, equals what a mapper that only
+ * ever had the final nodes and policy builds: peers and filter.
+ */
+static void assert_like_fresh(struct mapper *m, struct netmap **client, uint64_t max_id,
+			      const char *policy_text)
+{
+	struct mapper *fresh = mk_mapper();
+
+	for (uint64_t id = 1; id <= max_id; id++)
+		if (mapper_node_get(m, id))
+			assert_int_equal(mapper_node_upsert(fresh, mapper_node_get(m, id), T0), 0);
+	assert_int_equal(mapper_policy_set(fresh, 1, mk_policy(policy_text)), 0);
+	for (uint64_t id = 1; id <= max_id; id++) {
+		struct netmap *b;
+
+		if (!client[id])
+			continue;
+		assert_int_equal(mapper_netmap(fresh, id, T0, &b), 0);
+		assert_same_filter(client[id]->filter, b->filter);
+		assert_same_map(client[id], b);
+		netmap_free(b);
+	}
+	mapper_free(fresh);
+}
+
+/* Takes every pending delta and applies it to the subscriber's map. */
+static unsigned flush_apply(struct mapper *m, struct netmap **client, uint64_t *ids,
+			    unsigned *with_filter)
+{
+	struct netmap_delta *d[32];
+	unsigned n = flush(m, ids, d, 32);
+
+	*with_filter = 0;
+	for (unsigned i = 0; i < n; i++) {
+		assert_non_null(client[ids[i]]);
+		*with_filter += d[i]->filter != NULL;
+		assert_int_equal(netmap_apply_delta(client[ids[i]], d[i]), 0);
+	}
+	free_deltas(d, n);
+	return n;
+}
+
+static bool in_ids(const uint64_t *ids, unsigned n, uint64_t id)
+{
+	return delta_index(ids, n, id) < n;
+}
+
+/*
+ * A node change rebuilds only the filters that list the node as a source (and its own): a
+ * db server that nobody's filter names, a device of user1 whose address goes into the web and
+ * db servers' filters, then its address change, its tag change and its leaving.
+ */
+static void test_node_change_incremental(void **state)
+{
+	struct netmap *client[20] = { 0 };
+	struct mapper *m = inc_setup(client);
+	struct control_node x;
+	uint64_t ids[32], built;
+	unsigned n, nf;
+
+	(void)state;
+	/* Join of a db server: only user1's devices see it, no filter names it. */
+	built = mapper_policy_filters_built(m, 1);
+	x = inc_node(13, "tag:db");
+	assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	n = flush_apply(m, client, ids, &nf);
+	assert_int_equal(mapper_policy_filters_built(m, 1) - built, 0);
+	assert_int_equal(n, 7);
+	assert_int_equal(nf, 0);
+	assert_int_equal(mapper_subscribe(m, 13), 0);
+	assert_int_equal(mapper_netmap(m, 13, T0, &client[13]), 0);
+	assert_like_fresh(m, client, 19, inc_policy);
+
+	/* Join of a device of user1: the 3 web and 3 db servers' filters, built and sent. */
+	built = mapper_policy_filters_built(m, 1);
+	x = inc_node(14, NULL);
+	assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	n = flush_apply(m, client, ids, &nf);
+	assert_int_equal(mapper_policy_filters_built(m, 1) - built, 6);
+	assert_int_equal(nf, 6);
+	for (uint64_t id = 1; id <= 13; id++)
+		assert_true(in_ids(ids, n, id) == (id <= 5 || id == 13));
+	assert_like_fresh(m, client, 19, inc_policy);
+
+	/* Its address changes: the same six. */
+	built = mapper_policy_filters_built(m, 1);
+	x.ipv4[3] = 200;
+	assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	n = flush_apply(m, client, ids, &nf);
+	assert_int_equal(mapper_policy_filters_built(m, 1) - built, 6);
+	assert_int_equal(nf, 6);
+	assert_like_fresh(m, client, 19, inc_policy);
+
+	/* A rename is nothing the policy reads: no filter built. */
+	built = mapper_policy_filters_built(m, 1);
+	snprintf(x.name, sizeof(x.name), "renamed");
+	assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	flush_apply(m, client, ids, &nf);
+	assert_int_equal(mapper_policy_filters_built(m, 1) - built, 0);
+	assert_int_equal(nf, 0);
+
+	/* The db server becomes a web server: its own filter only (it is no one's source). */
+	built = mapper_policy_filters_built(m, 1);
+	x = inc_node(13, "tag:web");
+	assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	n = flush_apply(m, client, ids, &nf);
+	assert_int_equal(mapper_policy_filters_built(m, 1) - built, 1);
+	assert_int_equal(nf, 1);
+	assert_like_fresh(m, client, 19, inc_policy);
+
+	/* The device leaves: the six again (the rest move index, which must not matter). */
+	built = mapper_policy_filters_built(m, 1);
+	assert_int_equal(mapper_node_remove(m, 14), 0);
+	n = flush_apply(m, client, ids, &nf);
+	assert_int_equal(mapper_policy_filters_built(m, 1) - built, 6);
+	assert_int_equal(nf, 6);
+	assert_like_fresh(m, client, 19, inc_policy);
+	for (unsigned i = 0; i < ARRAY_SIZE(client); i++)
+		netmap_free(client[i]);
+	mapper_free(m);
+}
+
+/*
+ * Off the loop: a compile whose tailnet changed while it ran (a node joined, the policy was
+ * set again) is dropped without a delta, the tailnet is compiled again, and the final state
+ * equals a fresh compile of the final nodes and policy.
+ */
+static void test_policy_compile_async(void **state)
+{
+	static const char pol2[] =
+	    "{\"tagOwners\": {\"tag:web\": [], \"tag:db\": []}, \"acls\": ["
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"],"
+	    " \"dst\": [\"tag:web:8080\"]},"
+	    "{\"action\": \"accept\", \"src\": [\"tag:web\"], \"dst\": [\"tag:db:5432\"]}]}";
+	static const char pol3[] =
+	    "{\"tagOwners\": {\"tag:web\": [], \"tag:db\": []}, \"acls\": ["
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"],"
+	    " \"dst\": [\"tag:web:8443\"]},"
+	    "{\"action\": \"accept\", \"src\": [\"tag:web\"], \"dst\": [\"tag:db:5432\"]}]}";
+	struct netmap *client[20] = { 0 };
+	struct mapper *m = inc_setup(client);
+	struct mapper_compile *c, *c2;
+	struct control_node x;
+	uint64_t ids[32];
+	unsigned nf;
+
+	(void)state;
+	mapper_compile_async(m, true);
+	/* Reads keep the view in force: nothing is compiled or sent until the job is back. */
+	assert_int_equal(mapper_policy_set(m, 1, mk_policy(pol2)), 0);
+	assert_int_equal(mapper_dirty_count(m), 0);
+	assert_int_equal(mapper_compile_next(m, &c), 1);
+	assert_int_equal(mapper_compile_next(m, &c2), 0); /* one job per tailnet */
+	mapper_compile_run(c);
+	/* Meanwhile a node joins, and the policy is set again (the job's policy is replaced). */
+	x = inc_node(13, "tag:db");
+	assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	assert_int_equal(mapper_policy_set(m, 1, mk_policy(pol3)), 0);
+	assert_int_equal(mapper_compile_done(m, c, true), -ESTALE);
+	/* Nothing of the stale result went out: no filter, no peer (13 is not in the view). */
+	assert_int_equal(flush_apply(m, client, ids, &nf), 0);
+	assert_like_fresh(m, client, 12, inc_policy);
+
+	/* Again, and a job that never ran (a cancelled submit) changes nothing either. */
+	assert_int_equal(mapper_compile_next(m, &c), 1);
+	assert_int_equal(mapper_compile_done(m, c, false), -ECANCELED);
+	assert_int_equal(mapper_dirty_count(m), 0);
+	assert_int_equal(mapper_compile_next(m, &c), 1);
+	mapper_compile_run(c);
+	assert_int_equal(mapper_compile_done(m, c, true), 0);
+	assert_int_equal(mapper_compile_next(m, &c), 0);
+	flush_apply(m, client, ids, &nf);
+	assert_int_equal(nf, 5); /* the web and db servers' filters; user1's devices take none */
+	assert_like_fresh(m, client, 19, pol3);
+
+	/* A stale result over a node change alone: dropped, recompiled, right. */
+	x = inc_node(14, NULL);
+	assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	assert_int_equal(mapper_compile_next(m, &c), 1);
+	mapper_compile_run(c);
+	assert_int_equal(mapper_node_remove(m, 13), 0);
+	assert_int_equal(mapper_compile_done(m, c, true), -ESTALE);
+	assert_int_equal(mapper_compile_next(m, &c), 1);
+	mapper_compile_run(c);
+	assert_int_equal(mapper_compile_done(m, c, true), 0);
+	flush_apply(m, client, ids, &nf);
+	netmap_free(client[13]);
+	client[13] = NULL;
+	assert_like_fresh(m, client, 19, pol3);
+	for (unsigned i = 0; i < ARRAY_SIZE(client); i++)
+		netmap_free(client[i]);
+	mapper_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1432,11 +1824,14 @@ int main(void)
 	    cmocka_unit_test(test_expiry_opt_out_renders_zero),
 	    cmocka_unit_test(test_node_by_key),
 	    cmocka_unit_test(test_model_check),
+	    cmocka_unit_test(test_model_check_async),
 	    cmocka_unit_test(test_relay_map_and_home),
 	    cmocka_unit_test(test_flow_log),
 	    cmocka_unit_test(test_scale_10k),
 	    cmocka_unit_test(test_policy_views),
 	    cmocka_unit_test(test_policy_change_incremental),
+	    cmocka_unit_test(test_node_change_incremental),
+	    cmocka_unit_test(test_policy_compile_async),
 	    cmocka_unit_test(test_resume),
 	};
 
