@@ -5,29 +5,35 @@
 #                   flushed (fresh NAT mappings), and once both see each other online, A
 #                   pings B every 200 ms: each end's own measure, from the first packet of
 #                   the flow to the first trusted direct path (`disco.time_to_direct_ms`;
-#                   polling status instead would time the status reads on a busy machine)
+#                   polling status instead would time the status reads on a busy machine).
+#                   The reference, in the same trial: the relay's time, from the flow's
+#                   first packet to its first answer (the handshake and the ping through
+#                   the relay: (icmp_seq - 1) x 200 ms + that ping's round trip)
 #   failover        e1 <-> e2 (easy NAT on both sides), BENCH_FAILOVERS times: A pings B
 #                   every 50 ms; UDP between the two NATs is cut: the longest silence
 #                   between two replies (the stream moved to the relay); then UDP is back:
 #                   the time until B's NAT sees WireGuard data from A's NAT again (direct)
 # There is no reference implementation of NAT traversal on this machine (wireguard-go
-# has none): the reference column is the issue's target.
-# Writes a "## NAT paths" section into docs/benchmarks.md (replacing an earlier one).
+# has none): the references are the relay's time above and the issue's targets.
+# Writes the sections "## NAT time to direct" (BENCH_TRIALS > 0) and "## NAT failover"
+# (BENCH_FAILOVERS > 0) into docs/benchmarks.md, replacing earlier ones.
 #
 # Environment:
 #   TRELLIS_BENCH_BUILD  build dir (default <repo>/build, built by `make`)
-#   BENCH_PAIRS          pairs of kinds (default "p-e e-e d-e h-p l-l"; tests/lab/test_nat_pairs)
+#   BENCH_PAIRS          pairs of kinds (default "p-e e-e d-e h-p h-m l-l": every kind that
+#                        can go direct; tests/lab/test_nat_pairs)
 #   BENCH_TRIALS         trials per pair (default 7); BENCH_FAILOVERS (default 5)
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export TRELLIS_BUILD=${TRELLIS_BENCH_BUILD:-$REPO/build}
 export TRELLISD=$TRELLIS_BUILD/src/node/trellisd
-PAIRS=${BENCH_PAIRS:-p-e e-e d-e h-p l-l}
+PAIRS=${BENCH_PAIRS:-p-e e-e d-e h-p h-m l-l}
 TRIALS=${BENCH_TRIALS:-7}
 FAILOVERS=${BENCH_FAILOVERS:-5}
 OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
-export LAB_TIMEOUT=$((TRIALS * 5 * 150 + FAILOVERS * 120 + 600))
+NPAIRS=$(wc -w <<<"$PAIRS")
+export LAB_TIMEOUT=$((TRIALS * NPAIRS * 150 + FAILOVERS * 120 + 600))
 
 # shellcheck source=../tests/lab/lib.sh
 source "$REPO/tests/lab/lib.sh"
@@ -38,6 +44,9 @@ lab_require_control_plane
 lab_require nft conntrack
 
 # The nodes: A and B of each pair, and e1, e2 for the failovers.
+if [[ $PAIRS == *m* ]]; then
+	lab_require miniupnpd turnserver
+fi
 declare -A NODE_KIND=()
 PAIR_NODES=()
 for pair in $PAIRS; do
@@ -47,7 +56,7 @@ for pair in $PAIRS; do
 	PAIR_NODES+=("$a $b")
 	NODE_KIND[$a]=1 NODE_KIND[$b]=1
 done
-NODE_KIND[e1]=1 NODE_KIND[e2]=1
+((FAILOVERS > 0)) && NODE_KIND[e1]=1 NODE_KIND[e2]=1
 NODES=$(printf '%s\n' "${!NODE_KIND[@]}" | sort | tr '\n' ' ')
 
 # shellcheck disable=SC2086 # a list of names
@@ -63,11 +72,12 @@ ttd_of() { status_eval "$1" "int([p['disco'].get('time_to_direct_ms', -1) for p 
 declare -A R=()
 R[load0]=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# trial A B N: R[A.B.N] and R[B.A.N] = each end's ms to direct (trellisd's measure), or "-".
+# trial A B N: R[A.B.N] and R[B.A.N] = each end's ms to direct (trellisd's measure), or "-";
+# R[relay.A.B.N] = ms from the flow's first packet to its first answer (through the relay).
 trial()
 {
-	local a=$1 b=$2 n=$3 end pinger r
-	R[$a.$b.$n]=- R[$b.$a.$n]=-
+	local a=$1 b=$2 n=$3 end pinger r f=$LAB_TMP/trial-$1-$2-$3.txt
+	R[$a.$b.$n]=- R[$b.$a.$n]=- R[relay.$a.$b.$n]=-
 	for r in "$a" "$b"; do
 		lab_node_stop "$r" KILL
 	done
@@ -80,7 +90,7 @@ trial()
 		return
 	fi
 	# ip netns exec, not nsx: $! must be ping itself, not a subshell (see iperf_server).
-	ip netns exec "$(ns_name "$a")" ping -n -q -i 0.2 -w 60 "${IP4[$b]}" >/dev/null 2>&1 &
+	ip netns exec "$(ns_name "$a")" ping -n -i 0.2 -w 60 "${IP4[$b]}" >"$f" 2>&1 &
 	pinger=$!
 	LAB_PIDS+=("$pinger")
 	end=$((SECONDS + 60))
@@ -89,6 +99,9 @@ trial()
 		[[ ${R[$a.$b.$n]} =~ ^[0-9]+$ ]] && break
 		sleep 0.2
 	done
+	# B has no measure when it trusted the path before A's flow reached it (its "-"): once
+	# A has its own, B gets 10 s more, not the whole minute.
+	[[ ${R[$a.$b.$n]} =~ ^[0-9]+$ ]] && end=$((SECONDS + 10 < end ? SECONDS + 10 : end))
 	while ((SECONDS < end)); do
 		R[$b.$a.$n]=$(ttd_of "$b" "$a")
 		[[ ${R[$b.$a.$n]} =~ ^[0-9]+$ ]] && break
@@ -97,7 +110,11 @@ trial()
 	kill "$pinger" 2>/dev/null
 	wait "$pinger" 2>/dev/null
 	lab_forget "$pinger"
-	log "$a -> $b trial $n: $a ${R[$a.$b.$n]} ms, $b ${R[$b.$a.$n]} ms"
+	# Ping n leaves (n - 1) x 200 ms after the first: its answer's time since the flow began.
+	R[relay.$a.$b.$n]=$(awk -F'icmp_seq=| ttl=|time=| ms' \
+		'/bytes from/ { printf "%d", ($2 - 1) * 200 + $4; exit }' "$f")
+	[[ ${R[relay.$a.$b.$n]} =~ ^[0-9]+$ ]] || R[relay.$a.$b.$n]=-
+	log "$a -> $b trial $n: $a ${R[$a.$b.$n]} ms, $b ${R[$b.$a.$n]} ms; first answer (relay) ${R[relay.$a.$b.$n]} ms"
 }
 for ((n = 1; n <= TRIALS; n++)); do
 	for pair in "${PAIR_NODES[@]}"; do
@@ -106,7 +123,7 @@ for ((n = 1; n <= TRIALS; n++)); do
 done
 
 # ---- failover and back, e1 -> e2
-natlab_count "${NATLAB_EDGE[e2]}" fo "${NATLAB_PUB[e1]}"
+((FAILOVERS > 0)) && natlab_count "${NATLAB_EDGE[e2]}" fo "${NATLAB_PUB[e1]}"
 counted() { natlab_counted "${NATLAB_EDGE[e2]}" fo; }
 failover()
 {
@@ -188,32 +205,40 @@ each()
 	echo "$out"
 }
 declare -A NAME=([p]=public [e]="easy NAT" [h]="hard NAT" [d]="double NAT" [b]="UDP blocked"
-	[l]="one NAT, two LANs")
+	[l]="one NAT, two LANs" [m]="port-mapped")
+# header SECTION: the section's heading and the run it comes from.
+header()
 {
-	echo "## NAT paths"
+	echo "## $1"
 	echo
 	echo "\`bench/nat_paths.sh\` (issue 10), $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(git -C "$REPO" rev-parse --short HEAD)."
 	echo "Build \`$TRELLIS_BUILD\`. Load average ${R[load0]} before, ${R[load1]} after: other"
-	echo "builds and tests ran beside it, so the times are upper bounds."
+	echo "builds and tests ran beside it (a busy machine), so the times are upper bounds."
 	echo
-	echo "Time to direct, $TRIALS trials a pair (both daemons restarted, conntrack flushed, A"
-	echo "pings B every 200 ms): A's own measure (\`disco.time_to_direct_ms\`), from the"
-	echo "first packet of the flow to its first trusted direct path; the handshake through the"
-	echo "relay comes first. Reference: the issue's target, a median under 1 s. (Polling"
+}
+if ((TRIALS > 0)); then {
+	header "NAT time to direct"
+	echo "$TRIALS trials a pair (both daemons restarted, conntrack flushed, A pings B every"
+	echo "200 ms): A's own measure (\`disco.time_to_direct_ms\`), from the first packet of the"
+	echo "flow to its first trusted direct path. Reference, in the same trials: the relay's"
+	echo "time, from the same first packet to the first ping answered (the handshake and that"
+	echo "ping through the relay). The issue's target: a median under 1 s. (Polling"
 	echo "\`trellis status\` until both ends say direct measured the status reads instead:"
 	echo "10-40 s on this machine.)"
 	echo
-	echo "| pair (A -> B) | direct | median ms | worst ms | B's measure, each trial |"
-	echo "|---|---:|---:|---:|---|"
+	echo "| pair (A -> B) | direct | median ms | worst ms | relay: answered | median ms | worst ms | B's measure, each trial |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---|"
 	for p in "${PAIR_NODES[@]}"; do
 		set -- $p
-		echo "| ${NAME[${1:0:1}]} -> ${NAME[${2:0:1}]} | $(stats "$1.$2" "$TRIALS") | $(each "$2.$1" "$TRIALS") |"
+		echo "| ${NAME[${1:0:1}]} -> ${NAME[${2:0:1}]} | $(stats "$1.$2" "$TRIALS") | $(stats "relay.$1.$2" "$TRIALS") | $(each "$2.$1" "$TRIALS") |"
 	done
 	echo
 	echo "B's measure starts when B's side of the flow becomes active (A's first packet reaches"
 	echo "it): \"-\" when B had the path trusted before that (it answered A's pings first)."
-	echo
-	echo "Failover, easy NAT <-> easy NAT, $FAILOVERS times: pings every 50 ms; UDP between the"
+} >"$LAB_TMP/section.md"; fi
+if ((FAILOVERS > 0)); then {
+	header "NAT failover"
+	echo "Easy NAT <-> easy NAT, $FAILOVERS times: pings every 50 ms; UDP between the"
 	echo "NATs cut mid-stream (the longest silence between two replies, while the stream moves"
 	echo "to the relay; reference: the issue's 2 s), then restored (until B's NAT sees"
 	echo "WireGuard data from A's NAT again, polled every 50 ms)."
@@ -222,11 +247,14 @@ declare -A NAME=([p]=public [e]="easy NAT" [h]="hard NAT" [d]="double NAT" [b]="
 	echo "|---|---:|---:|---:|"
 	echo "| to the relay (longest silence) | $(stats fo "$FAILOVERS") |"
 	echo "| back to direct | $(stats back "$FAILOVERS") |"
-} >"$LAB_TMP/section.md"
-cat "$LAB_TMP/section.md"
-if [[ $OUT != - ]]; then
-	python3 "$REPO/bench/md_section.py" "$OUT" "$LAB_TMP/section.md" "NAT paths"
-fi
+} >"$LAB_TMP/failover.md"; fi
+for sec in "section.md:NAT time to direct" "failover.md:NAT failover"; do
+	[[ -s $LAB_TMP/${sec%%:*} ]] || continue
+	cat "$LAB_TMP/${sec%%:*}"
+	if [[ $OUT != - ]]; then
+		python3 "$REPO/bench/md_section.py" "$OUT" "$LAB_TMP/${sec%%:*}" "${sec#*:}"
+	fi
+done
 for n in $NODES; do
 	lab_node_stop "$n" KILL
 done

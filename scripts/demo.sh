@@ -2,7 +2,9 @@
 # `make demo`: a whole tailnet on this one machine. A coordination server (trellis-control)
 # and three nodes (trellisd), each in its own network namespace on a small virtual
 # internet; the nodes join with one auth key, `trellis status` shows the tailnet, and pings
-# cross it. A fourth node behind a firewall that drops all UDP then reaches the others
+# cross it. Two more nodes, each behind a NAT router of its own that lets in only answers,
+# find a direct path to each other (`trellis ping` shows the first answers through the
+# relay, then direct); a last one behind a firewall that drops all UDP reaches the others
 # through the relay embedded in trellis-control. Builds nothing (make does) and removes
 # everything it made on exit.
 set -euo pipefail
@@ -147,20 +149,103 @@ ip netns exec "$(ns bob)" ping -c 4 -i 0.3 -W 2 "$CAROL6" || fail "the ping did 
 step "trellis status on alice, after the traffic"
 trellis alice status
 
+# behind NAME ROUTER N NET: a machine NAME behind the router ROUTER (192.0.2.N on the
+# internet) at NET.2, the router NAT-ing it; the caller adds the router's firewall rules.
+behind()
+{
+	local name=$1 r=$2 n=$3 net=$4
+	host "$r" "$n"
+	ip netns add "$(ns "$name")"
+	namespaces+=("$(ns "$name")")
+	ip -n "$(ns "$name")" link set lo up
+	ip -n "$(ns "$r")" link add eth1 type veth peer name eth0 netns "$(ns "$name")"
+	ip -n "$(ns "$r")" link set eth1 up
+	ip -n "$(ns "$r")" addr add "$net.1/24" dev eth1
+	ip -n "$(ns "$name")" link set eth0 up
+	ip -n "$(ns "$name")" addr add "$net.2/24" dev eth0
+	ip -n "$(ns "$name")" route add default via "$net.1"
+	ip netns exec "$(ns "$r")" sysctl -qw net.ipv4.ip_forward=1
+}
+# join NAME: trellisd on NAME, joined to the tailnet.
+join()
+{
+	local k
+	ip netns exec "$(ns "$1")" "$TRELLISD" --state "$TMP/$1" --socket "$TMP/$1.sock" \
+		--tun trellis0 --port 41641 >"$TMP/$1.log" 2>&1 &
+	pids+=($!)
+	for ((k = 0; k < 100; k++)); do
+		[[ -S $TMP/$1.sock ]] && break
+		kill -0 "${pids[-1]}" 2>/dev/null || fail "trellisd on $1 exited"
+		sleep 0.1
+	done
+	trellis "$1" up --login-server http://192.0.2.1:8080 --auth-key "$KEY" --hostname "$1" ||
+		fail "trellis up on $1 failed"
+}
+# home_ready NAME: NAME is connected to its home relay.
+home_ready()
+{
+	trellis "$1" status --json | python3 -c 'import json,sys
+j = json.load(sys.stdin)
+sys.exit(0 if any(r["home"] and r["state"] == "connected" for r in j["relay"]["regions"]) else 1)'
+}
+
+# Two machines behind NATs: the relay carries the first packets, path discovery finds a
+# direct path through both NATs (call-me-maybe through the relay: each pings the other at
+# once, so each NAT opens for the other's pings).
+if "$CONTROL" --help 2>&1 | grep -q -- --no-relay && command -v nft >/dev/null; then
+	step "Two machines behind NAT routers of their own: erin and frank"
+	for m in erin:nat1:21:198.18.6 frank:nat2:22:198.18.7; do
+		IFS=: read -r name r n net <<<"$m"
+		behind "$name" "$r" "$n" "$net"
+		# Like a home router: it masquerades and lets in only answers to its LAN's flows.
+		ip netns exec "$(ns "$r")" nft -f - <<'NFT'
+table ip nat {
+	chain post {
+		type nat hook postrouting priority srcnat;
+		oifname "eth0" masquerade
+	}
+}
+table inet fw {
+	chain forward {
+		type filter hook forward priority filter;
+		iifname "eth0" ct state new drop
+	}
+	chain input {
+		type filter hook input priority filter;
+		iifname "eth0" ct state new drop
+	}
+}
+NFT
+		printf '  %-8s %s.2 behind %s (192.0.2.%s): NAT, nothing gets in unasked\n' \
+			"$name" "$net" "$r" "$n"
+		join "$name"
+	done
+	for ((k = 0; k < 100; k++)); do
+		home_ready erin 2>/dev/null && home_ready frank 2>/dev/null &&
+			[[ $(trellis erin status --json | grep -c '"hostname"') -ge 6 ]] && break
+		sleep 0.1
+	done
+	step "trellis ping frank from erin: the first answers come through the relay, then direct"
+	trellis erin ping frank || fail "trellis ping did not reach frank"
+	direct()
+	{
+		trellis erin status --json | python3 -c 'import json,sys
+j = json.load(sys.stdin)
+sys.exit(0 if any(p["hostname"] == "frank" and p["path"] == "direct" for p in j["peers"]) else 1)'
+	}
+	for ((k = 0; k < 100; k++)); do
+		direct 2>/dev/null && break
+		sleep 0.1
+	done
+	direct || fail "erin and frank did not find a direct path"
+	step "trellis status on erin: frank is direct, at his NAT's public address"
+	trellis erin status
+fi
+
 # A machine without UDP: only possible with the relay embedded in trellis-control.
 if "$CONTROL" --help 2>&1 | grep -q -- --no-relay && command -v nft >/dev/null; then
-	step "A fourth machine, dave, behind a firewall that drops all UDP"
-	host fw 20
-	ip netns add "$(ns dave)"
-	namespaces+=("$(ns dave)")
-	ip -n "$(ns dave)" link set lo up
-	ip -n "$(ns fw)" link add eth1 type veth peer name eth0 netns "$(ns dave)"
-	ip -n "$(ns fw)" link set eth1 up
-	ip -n "$(ns fw)" addr add 198.18.5.1/24 dev eth1
-	ip -n "$(ns dave)" link set eth0 up
-	ip -n "$(ns dave)" addr add 198.18.5.2/24 dev eth0
-	ip -n "$(ns dave)" route add default via 198.18.5.1
-	ip netns exec "$(ns fw)" sysctl -qw net.ipv4.ip_forward=1
+	step "A last machine, dave, behind a firewall that drops all UDP"
+	behind dave fw 20 198.18.5
 	ip netns exec "$(ns fw)" nft -f - <<'NFT'
 table ip nat {
 	chain post {
@@ -176,24 +261,13 @@ table inet fw {
 }
 NFT
 	echo "  dave     198.18.5.2 behind fw (192.0.2.20): NAT, and every UDP packet dropped"
-	ip netns exec "$(ns dave)" "$TRELLISD" --state "$TMP/dave" --socket "$TMP/dave.sock" \
-		--tun trellis0 --port 41641 >"$TMP/dave.log" 2>&1 &
-	pids+=($!)
-	for ((k = 0; k < 100; k++)); do
-		[[ -S $TMP/dave.sock ]] && break
-		kill -0 "${pids[-1]}" 2>/dev/null || fail "trellisd on dave exited"
-		sleep 0.1
-	done
-	trellis dave up --login-server http://192.0.2.1:8080 --auth-key "$KEY" --hostname dave ||
-		fail "trellis up on dave failed"
+	join dave
 	DAVE4=$(trellis dave ip -4)
 	printf '  dave is on the tailnet as %s\n' "$DAVE4"
 	# Bounded wait until dave is connected to its home relay and alice knows that home.
 	ready()
 	{
-		trellis dave status --json | python3 -c 'import json,sys
-j = json.load(sys.stdin)
-sys.exit(0 if any(r["home"] and r["state"] == "connected" for r in j["relay"]["regions"]) else 1)' &&
+		home_ready dave &&
 			trellis alice status --json | python3 -c 'import json,sys
 j = json.load(sys.stdin)
 sys.exit(0 if any(p["hostname"] == "dave" and p.get("home_relay") for p in j["peers"]) else 1)'
@@ -213,5 +287,6 @@ sys.exit(0 if any(p["hostname"] == "dave" and p.get("home_relay") for p in j["pe
 fi
 
 printf '\n'
-bold "It works: three machines joined one tailnet with one key each and talk end to end."
+bold "It works: machines joined one tailnet with one key each and talk end to end, directly"
+bold "through NATs where UDP gets through, through the relay where it does not."
 bold "The same commands work across real hosts: see the README's \"real deployment\"."

@@ -701,6 +701,17 @@ static bool rate_allow(struct disco *d, const struct endpoint *src, uint64_t now
 	return true;
 }
 
+/* An address proven the peer's (engine.h, ops.addr_verified), without our side. */
+static void addr_verified(struct disco *d, struct peer *p, const struct endpoint *addr)
+{
+	struct endpoint ep = *addr;
+
+	if (!d->ops.addr_verified)
+		return;
+	endpoint_src_clear(&ep);
+	d->ops.addr_verified(d->ops.ctx, &p->handle, &ep);
+}
+
 static void ping_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 		    const struct endpoint *src, uint64_t now)
 {
@@ -734,6 +745,7 @@ static void ping_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 	 * (then this is the peer's heartbeat; ours keeps our side fresh).
 	 */
 	i = cand_learn(p, src);
+	addr_verified(d, p, src);
 	/*
 	 * Nothing trusted yet: let the glue know the address (not trusted: trust 0), so that
 	 * WireGuard datagrams from it are the peer's before a pong makes it a path.
@@ -765,6 +777,7 @@ static bool birthday_pong(struct disco *d, struct peer *p, const struct disco_ms
 	    (ntohs(src->in4.sin_port) & ~(DISCO_BIRTHDAY_PORTS - 1u)) != base ||
 	    !crypto_equal(p->bd_txid, m->txid, DISCO_TXID_LEN))
 		return false;
+	addr_verified(d, p, src);
 	i = cand_learn(p, src);
 	if (i < 0)
 		return true;
@@ -807,6 +820,7 @@ static void pong_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 		return;
 	}
 	c = &p->cands[i];
+	addr_verified(d, p, &c->ep);
 	c->rtt_ns = now - c->ping_ns;
 	c->pong_ns = now ? now : 1;
 	c->ping_ns = 0;

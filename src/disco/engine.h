@@ -108,6 +108,12 @@ struct disco_ops {
 		     uint64_t rtt_ns);
 	/* Optional: the last time a datagram was sent to the peer (0: never). */
 	uint64_t (*last_tx_ns)(void *ctx, const struct endpoint *peer);
+	/*
+	 * Optional: `addr` is the peer's, proven by an authenticated ping from it or a pong to
+	 * our ping there (whichever path either end chose, datagrams from it are the peer's).
+	 * Said at every such proof: the glue keeps what it needs.
+	 */
+	void (*addr_verified)(void *ctx, const struct endpoint *peer, const struct endpoint *addr);
 };
 
 enum disco_state {

@@ -9,6 +9,11 @@
  * (address -> slot) through the same `next` link, which a slot uses either for the
  * free list or for its bucket, never both. The table grows by doubling under the
  * write lock; lookups on the data path hold the read lock.
+ *
+ * Aliases (magicsock_handle_alias_add) live in a table of their own, allocated only as
+ * path discovery verifies addresses: a chained hash (address -> alias) and, per slot, a
+ * list of its aliases, at most MAGICSOCK_ALIASES, the one verified least recently
+ * giving way to a new one.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -57,6 +62,19 @@ struct slot {
 	bool disco;
 	atomic_uint_fast64_t trust_until_ns, stale_until_ns, tx_ns;
 	atomic_uint events;
+	/* Its aliases: the first (a list through alias.sib), how many. */
+	int alias_head;
+	unsigned n_aliases;
+};
+
+/* An address path discovery verified for a handle other than its path (magicsock.h). */
+struct alias {
+	struct endpoint ep;
+	int slot; /* -1: free */
+	int next; /* the bucket chain, or the free list */
+	int sib;  /* the slot's next alias */
+	/* When it was last verified, in alias_tick's count (the least recent gives way). */
+	atomic_uint_fast64_t seen;
 };
 
 #define EV_ACTIVE (1u << MAGICSOCK_EVENT_ACTIVE)
@@ -75,9 +93,15 @@ struct magicsock {
 	int *buckets;
 	unsigned n_buckets; /* a power of two, at least twice n_slots */
 	uint64_t seed;
-	/* Paths in the index; 0 means receive has nothing to map and skips the lock. */
+	/* Paths and aliases indexed; 0 means receive has nothing to map and skips the lock. */
 	atomic_uint indexed;
 	int *key_buckets; /* node key -> slot, n_buckets of them */
+	/* The aliases: n_alias_slots of them, twice as many buckets, a free list. */
+	struct alias *aliases;
+	unsigned n_alias_slots, n_aliases;
+	int alias_free;
+	int *alias_buckets;
+	atomic_uint_fast64_t alias_tick;
 
 	/* The relay (magicsock_relay_attach), under the write lock; called under the read lock. */
 	magicsock_relay_send_fn relay_send;
@@ -103,7 +127,7 @@ struct magicsock {
 
 /* --- the inbound index (write lock held, or read lock for lookups) --- */
 
-static unsigned bucket_of(const struct magicsock *ms, const struct endpoint *ep)
+static uint64_t addr_hash(const struct magicsock *ms, const struct endpoint *ep)
 {
 	uint64_t h = ms->seed, w[2];
 
@@ -115,7 +139,12 @@ static unsigned bucket_of(const struct magicsock *ms, const struct endpoint *ep)
 		h = hash_mix64(h ^ w[1]);
 		h = hash_mix64(h ^ ((uint64_t)ep->in6.sin6_scope_id << 16 | ep->in6.sin6_port));
 	}
-	return (unsigned)(h & (ms->n_buckets - 1));
+	return h;
+}
+
+static unsigned bucket_of(const struct magicsock *ms, const struct endpoint *ep)
+{
+	return (unsigned)(addr_hash(ms, ep) & (ms->n_buckets - 1));
 }
 
 static int index_lookup(const struct magicsock *ms, const struct endpoint *ep)
@@ -200,6 +229,131 @@ static void key_add(struct magicsock *ms, int slot)
 	s->key_next = ms->key_buckets[b];
 	ms->key_buckets[b] = slot;
 	s->key_indexed = true;
+}
+
+/* --- the alias index (address -> alias -> slot) --- */
+
+static unsigned alias_bucket_of(const struct magicsock *ms, const struct endpoint *ep)
+{
+	return (unsigned)(addr_hash(ms, ep) & (2 * ms->n_alias_slots - 1));
+}
+
+static int alias_lookup(const struct magicsock *ms, const struct endpoint *ep)
+{
+	int i;
+
+	if (!ms->n_aliases)
+		return -1;
+	for (i = ms->alias_buckets[alias_bucket_of(ms, ep)]; i >= 0; i = ms->aliases[i].next)
+		if (endpoint_equal(&ms->aliases[i].ep, ep))
+			return i;
+	return -1;
+}
+
+static void alias_del(struct magicsock *ms, int a)
+{
+	struct alias *al = &ms->aliases[a];
+	struct slot *s = &ms->slots[al->slot];
+	int *link = &ms->alias_buckets[alias_bucket_of(ms, &al->ep)];
+
+	while (*link != a)
+		link = &ms->aliases[*link].next;
+	*link = al->next;
+	link = &s->alias_head;
+	while (*link != a)
+		link = &ms->aliases[*link].sib;
+	*link = al->sib;
+	s->n_aliases--;
+	al->slot = -1;
+	al->next = ms->alias_free;
+	ms->alias_free = a;
+	ms->n_aliases--;
+	atomic_fetch_sub(&ms->indexed, 1);
+}
+
+/* Doubles the alias table: 0 or -ENOMEM. */
+static int alias_grow(struct magicsock *ms)
+{
+	unsigned n = ms->n_alias_slots ? ms->n_alias_slots * 2 : SLOTS_MIN, i, b;
+	struct alias *al;
+	int *buckets;
+
+	if (n > 2 * MAGICSOCK_HANDLES_MAX)
+		return -ENOMEM;
+	buckets = malloc(2 * n * sizeof(*buckets));
+	if (!buckets)
+		return -ENOMEM;
+	/* Aliases hold atomics: moving them needs the write lock, which every caller holds. */
+	al = realloc(ms->aliases, n * sizeof(*al));
+	if (!al) {
+		free(buckets);
+		return -ENOMEM;
+	}
+	memset(al + ms->n_alias_slots, 0, (n - ms->n_alias_slots) * sizeof(*al));
+	for (i = n; i-- > ms->n_alias_slots;) {
+		al[i].slot = -1;
+		al[i].next = ms->alias_free;
+		ms->alias_free = (int)i;
+	}
+	ms->aliases = al;
+	ms->n_alias_slots = n;
+	free(ms->alias_buckets);
+	ms->alias_buckets = buckets;
+	for (b = 0; b < 2 * n; b++)
+		buckets[b] = -1;
+	for (i = 0; i < n; i++) {
+		if (al[i].slot < 0)
+			continue;
+		b = alias_bucket_of(ms, &al[i].ep);
+		al[i].next = buckets[b];
+		buckets[b] = (int)i;
+	}
+	return 0;
+}
+
+/* `ep` becomes an alias of `slot` (taken from any other): 0 or -ENOMEM. */
+static int alias_add(struct magicsock *ms, int slot, const struct endpoint *ep)
+{
+	struct slot *s = &ms->slots[slot];
+	uint64_t tick = atomic_fetch_add(&ms->alias_tick, 1) + 1;
+	int a = alias_lookup(ms, ep), i, oldest;
+	unsigned b;
+	int r;
+
+	if (a >= 0 && ms->aliases[a].slot == slot) {
+		atomic_store(&ms->aliases[a].seen, tick);
+		return 0;
+	}
+	if (a >= 0)
+		alias_del(ms, a);
+	if (s->n_aliases >= MAGICSOCK_ALIASES) {
+		oldest = s->alias_head;
+		for (i = s->alias_head; i >= 0; i = ms->aliases[i].sib)
+			if (atomic_load(&ms->aliases[i].seen) <
+			    atomic_load(&ms->aliases[oldest].seen))
+				oldest = i;
+		alias_del(ms, oldest);
+	}
+	if (ms->alias_free < 0) {
+		r = alias_grow(ms);
+		if (r < 0)
+			return r;
+	}
+	a = ms->alias_free;
+	ms->alias_free = ms->aliases[a].next;
+	ms->aliases[a].ep = *ep;
+	endpoint_src_clear(&ms->aliases[a].ep);
+	ms->aliases[a].slot = slot;
+	atomic_store(&ms->aliases[a].seen, tick);
+	b = alias_bucket_of(ms, ep);
+	ms->aliases[a].next = ms->alias_buckets[b];
+	ms->alias_buckets[b] = a;
+	ms->aliases[a].sib = s->alias_head;
+	s->alias_head = a;
+	s->n_aliases++;
+	ms->n_aliases++;
+	atomic_fetch_add(&ms->indexed, 1);
+	return 0;
 }
 
 /* Doubles the slots (and the buckets with them): 0 or -ENOMEM / -ENOSPC. */
@@ -310,6 +464,8 @@ int magicsock_handle_new(struct magicsock *ms, struct endpoint *ret)
 	atomic_store(&s->stale_until_ns, 0);
 	atomic_store(&s->tx_ns, 0);
 	atomic_store(&s->events, 0);
+	s->alias_head = -1;
+	s->n_aliases = 0;
 	ms->n_handles++;
 	endpoint_handle_set(ret, s->id);
 out:
@@ -330,6 +486,8 @@ void magicsock_handle_free(struct magicsock *ms, const struct endpoint *handle)
 			index_del(ms, i);
 		if (s->key_indexed)
 			key_del(ms, i);
+		while (s->alias_head >= 0)
+			alias_del(ms, s->alias_head);
 		s->id = 0;
 		memset(&s->path, 0, sizeof(s->path));
 		s->next = ms->free_head;
@@ -556,6 +714,13 @@ static void sources_map(struct magicsock *ms, struct pkt **pkts, unsigned n, uin
 			atomic_store_explicit(&s->unanswered_ns, 0, memory_order_relaxed);
 			if (atomic_load_explicit(&s->events, memory_order_relaxed) & EV_SILENT_SEEN)
 				atomic_fetch_and(&s->events, ~EV_SILENT_SEEN);
+		} else if (endpoint_is_addr(ep) && (slot = alias_lookup(ms, ep)) >= 0) {
+			/*
+			 * Another address of the peer's (magicsock.h, "Aliases"): the peer's, but
+			 * no answer on the path we send on, so nothing about that path changes.
+			 */
+			endpoint_handle_set(&last_mapped, ms->slots[ms->aliases[slot].slot].id);
+			endpoint_set_remote(ep, &last_mapped);
 		}
 		last_mapped = *ep;
 		have_last = true;
@@ -974,6 +1139,45 @@ out:
 	return r;
 }
 
+int magicsock_handle_alias_add(struct magicsock *ms, const struct endpoint *handle,
+			       const struct endpoint *addr)
+{
+	bool known = false;
+	int r = 0, i, a;
+
+	if (!endpoint_is_addr(addr))
+		return -EINVAL;
+	/* Mostly known already (every heartbeat verifies the path again): the read lock. */
+	pthread_rwlock_rdlock(&ms->lock);
+	i = slot_of(ms, handle);
+	if (i < 0) {
+		r = -ENOENT;
+	} else if ((a = alias_lookup(ms, addr)) >= 0 && ms->aliases[a].slot == i) {
+		atomic_store(&ms->aliases[a].seen, atomic_fetch_add(&ms->alias_tick, 1) + 1);
+		known = true;
+	}
+	pthread_rwlock_unlock(&ms->lock);
+	if (r < 0 || known)
+		return r;
+	pthread_rwlock_wrlock(&ms->lock);
+	i = slot_of(ms, handle);
+	r = i < 0 ? -ENOENT : alias_add(ms, i, addr);
+	pthread_rwlock_unlock(&ms->lock);
+	return r;
+}
+
+bool magicsock_handle_kept(struct magicsock *ms, const struct endpoint *handle)
+{
+	bool kept;
+	int i;
+
+	pthread_rwlock_rdlock(&ms->lock);
+	i = slot_of(ms, handle);
+	kept = i >= 0 && ms->slots[i].disco;
+	pthread_rwlock_unlock(&ms->lock);
+	return kept;
+}
+
 uint64_t magicsock_handle_last_tx(struct magicsock *ms, const struct endpoint *handle)
 {
 	uint64_t t = 0;
@@ -1062,6 +1266,7 @@ struct magicsock *magicsock_new(const struct magicsock_ops *ops)
 		return NULL;
 	ms->ops = *ops;
 	ms->free_head = -1;
+	ms->alias_free = -1;
 	/* Readers come back every batch from several threads: never starve the control plane. */
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -1101,6 +1306,8 @@ void magicsock_free(struct magicsock *ms)
 	free(ms->key_buckets);
 	free(ms->ev_words);
 	free(ms->slots);
+	free(ms->aliases);
+	free(ms->alias_buckets);
 	free(ms);
 }
 
@@ -1126,5 +1333,6 @@ void magicsock_stats_get(struct magicsock *ms, struct magicsock_stats *ret)
 	ret->tx_stale_copy = atomic_load(&ms->tx_stale_copy);
 	pthread_rwlock_rdlock(&ms->lock);
 	ret->handles = ms->n_handles;
+	ret->aliases = ms->n_aliases;
 	pthread_rwlock_unlock(&ms->lock);
 }

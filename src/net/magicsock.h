@@ -35,6 +35,21 @@
  * sets the handle back. Plain WireGuard mode (`trellisd --wg`) makes no handles: every
  * endpoint is its own address (identity), and nothing is mapped.
  *
+ * Except under path discovery (below), which must govern every datagram to its peers:
+ *
+ *   - aliases: every address path discovery has verified as the peer's (an authenticated
+ *     ping came from it, or it answered ours; magicsock_handle_alias_add) maps inbound
+ *     to the handle too, as the relay does by key. The two ends may choose different
+ *     paths for a while (one IPv6, the other IPv4): the datagrams that arrive on the
+ *     other one are still the peer's handle's. An alias is not the path: what arrives
+ *     from it says nothing about the path we send on. A path takes precedence over an
+ *     alias of another handle; a handle keeps at most MAGICSOCK_ALIASES, the one
+ *     verified least recently giving way.
+ *   - kept: the engine never roams such a peer away from its handle
+ *     (magicsock_handle_kept, the engine's endpoint_kept), whatever source an
+ *     authenticated datagram comes from: a source not verified yet (a NAT that rebound)
+ *     is found by path discovery, which the relay covers for meanwhile.
+ *
  * Paths. A handle has up to two: direct (the address above) and relay (the peer's node
  * key and home region; region 0 means "ours", the best guess for a peer that reported
  * none). The rule until path discovery arrives (issue 10):
@@ -90,6 +105,9 @@
 /* The last-send time is kept to this grain (fewer stores on the data path). */
 #define MAGICSOCK_TX_GRAIN_NS (50ULL * 1000000ULL)
 
+/* Verified addresses a handle keeps besides its path ("Aliases"). */
+#define MAGICSOCK_ALIASES 8
+
 /* The most datagrams one mapping step handles at once (the reader's batch). */
 #define MAGICSOCK_BATCH 64
 /* Handles are capped (each peer of the netmap has one). */
@@ -137,6 +155,7 @@ struct magicsock_stats {
 	uint64_t tx_silent_copy;	       /* relay copies while the direct path is silent */
 	uint64_t tx_stale_copy;		       /* direct copies while the path is stale */
 	unsigned handles;
+	unsigned aliases; /* verified addresses besides the paths (magicsock_handle_alias_add) */
 };
 
 /*
@@ -263,6 +282,19 @@ struct magicsock_event {
  */
 int magicsock_handle_disco(struct magicsock *ms, const struct endpoint *handle,
 			   const struct endpoint *direct, uint64_t trust_until_ns);
+/*
+ * Path discovery verified `addr` as the handle's peer's (an authenticated ping from it, a
+ * pong): datagrams from it are the handle's from now (see "Aliases" above). Cheap when it
+ * is known already (the read lock). 0, -ENOENT, -EINVAL (not an address) or -ENOMEM.
+ */
+int magicsock_handle_alias_add(struct magicsock *ms, const struct endpoint *handle,
+			       const struct endpoint *addr);
+/*
+ * Whether the engine keeps the handle as its peer's endpoint whatever source the peer's
+ * datagrams come from: path discovery has taken it over. Any thread (the engine asks under
+ * its own lock; this takes only the read lock).
+ */
+bool magicsock_handle_kept(struct magicsock *ms, const struct endpoint *handle);
 /* The handle's last send (to MAGICSOCK_TX_GRAIN_NS) under path discovery; 0: none. */
 uint64_t magicsock_handle_last_tx(struct magicsock *ms, const struct endpoint *handle);
 /* fn NULL: none. Once it returns, the previous fn is not running and will not run. */

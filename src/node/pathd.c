@@ -83,6 +83,17 @@ static void op_path_set(void *ctx, const struct endpoint *peer, const struct end
 		log_debug("disco: peer handle %u: relay", peer->handle.id);
 }
 
+/* Datagrams from it are the peer's handle's, whichever path each end chose (magicsock.h). */
+static void op_addr_verified(void *ctx, const struct endpoint *peer, const struct endpoint *addr)
+{
+	struct pathd *pd = ctx;
+	int r = magicsock_handle_alias_add(pd->ms, peer, addr);
+
+	if (r < 0 && r != -ENOENT)
+		log_ratelimited(LOG_LEVEL_WARN, "disco: peer handle %u: alias: %s", peer->handle.id,
+				strerror(-r));
+}
+
 static void rearm(struct pathd *pd, uint64_t now);
 
 /* Removes ping i and tells its owner (via NULL: timed out). */
@@ -334,8 +345,11 @@ void pathd_public_key(const struct pathd *pd, uint8_t ret[NETMAP_KEY_LEN])
 
 int pathd_new(struct loop *loop, struct magicsock *ms, struct pathd **ret)
 {
-	struct disco_ops ops = {
-	    .send = op_send, .path_set = op_path_set, .pong = op_pong, .last_tx_ns = op_last_tx};
+	struct disco_ops ops = {.send = op_send,
+				.path_set = op_path_set,
+				.pong = op_pong,
+				.last_tx_ns = op_last_tx,
+				.addr_verified = op_addr_verified};
 	uint8_t priv[NETMAP_KEY_LEN];
 	struct pathd *pd;
 	int r = -ENOMEM;

@@ -339,6 +339,14 @@ static void op_handshake_done(void *ctx)
 	pthread_mutex_unlock(&w->stun_mu);
 }
 
+/* Path discovery's peers stay on their handles (magicsock.h, "kept"): no raw roaming. */
+static bool op_endpoint_kept(void *ctx, const struct endpoint *cur)
+{
+	struct wgdev *w = ctx;
+
+	return w->ms && magicsock_handle_kept(w->ms, cur);
+}
+
 void wgdev_handshake_listen(struct wgdev *w, void (*fn)(void *ctx), void *ctx)
 {
 	pthread_mutex_lock(&w->stun_mu);
@@ -902,6 +910,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	    .timers_wake = op_timers_wake,
 	    .wall_ns = op_wall_ns,
 	    .handshake_done = op_handshake_done,
+	    .endpoint_kept = op_endpoint_kept,
 	};
 	w->dev = wg_device_new(&ops, w->pool_ctl);
 	if (!w->dev) {

@@ -10,7 +10,7 @@
  * Threading: every entry point may be called from any thread; the device
  * serialises its state with one internal lock, taken once per batch, never per
  * packet. Callbacks in struct wg_device_ops are never invoked with that lock
- * held, so they may call back into the device.
+ * held (endpoint_kept, a question, excepted), so they may call back into the device.
  *
  * Data path:
  *   TX: wg_device_tx(plaintext from TUN)  -> [wg_send_encrypt on a worker]   -> wg_send_finish   -> ops.udp_send
@@ -22,7 +22,8 @@
  * Endpoints are opaque to the engine: an address or a handle (base/endpoint.h)
  * that the path layer below (src/net/magicsock.h) maps to an address. The engine
  * stores the latest authenticated source as the peer's endpoint (roaming) and
- * sends there, whichever form it has.
+ * sends there, whichever form it has, unless the path layer keeps the peer's
+ * handle (ops.endpoint_kept).
  */
 
 #include <stdint.h>
@@ -55,6 +56,14 @@ struct wg_device_ops {
 	 * many); wg_device_info_get says with which peers. For logs and status, not per packet.
 	 */
 	void (*handshake_done)(void *ctx);
+	/*
+	 * Optional: whether the peer whose endpoint is the handle `cur` keeps it when an
+	 * authenticated packet comes from another source (an address, or another handle):
+	 * true turns roaming off for that peer (its path layer follows it instead). Asked
+	 * only when the endpoint would move, under the device lock: must not call into the
+	 * device. NULL: every endpoint roams.
+	 */
+	bool (*endpoint_kept)(void *ctx, const struct endpoint *cur);
 };
 
 /* Why packets were dropped; exported as counters, never logged per packet. */

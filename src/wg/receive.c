@@ -16,6 +16,20 @@
 
 static void set_endpoint(struct wg_peer *peer, const struct endpoint *ep)
 {
+	struct wg_device *dev = peer->dev;
+
+	/*
+	 * A handle the path layer keeps (ops.endpoint_kept) is where the peer is, whatever
+	 * source its packets come from: only the local address they arrived at is learned,
+	 * and only from the handle itself. Asked only when the endpoint would move.
+	 */
+	if (endpoint_is_handle(&peer->endpoint) && dev->ops.endpoint_kept &&
+	    (endpoint_equal(&peer->endpoint, ep) ||
+	     dev->ops.endpoint_kept(dev->ops.ctx, &peer->endpoint))) {
+		if (endpoint_equal(&peer->endpoint, ep))
+			peer->endpoint.src = ep->src;
+		return;
+	}
 	/* Roaming (whitepaper 2.1): the latest authenticated source is where the peer is. */
 	peer->endpoint = *ep;
 }

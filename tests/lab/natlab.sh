@@ -32,6 +32,107 @@ table inet host {
 EOF
 }
 
+# natlab_stun5780: coturn on st at 192.0.2.8 and .9, ports 3478 and 3479, once. miniupnpd
+# takes a documentation address as its external one only from STUN, and only when all four
+# RFC 5780 probes are answered (/work/shared/lab/README.md), which the relays' STUN does not.
+natlab_stun5780()
+{
+	[[ -e /run/netns/$(ns_name st) ]] && return 0
+	lab_public_host st 8
+	lab_addr st eth0 192.0.2.9/24
+	ip netns exec "$(ns_name st)" turnserver -S -z -n --no-cli --no-tls --no-dtls \
+		-L 192.0.2.8 -L 192.0.2.9 --listening-port 3478 --log-file "$LAB_TMP/turnserver.log" \
+		--simple-log --pidfile "$LAB_TMP/turnserver.pid" --userdb "$LAB_TMP/turndb.sqlite" \
+		>"$LAB_TMP/turnserver.out" 2>&1 &
+	LAB_PIDS+=($!)
+	LAB_EXTRA_LOGS+=("turnserver=$LAB_TMP/turnserver.out")
+	check "coturn answers STUN on 192.0.2.8 and .9, ports 3478 and 3479" \
+		wait_for 10 natlab_stun5780_ready
+}
+natlab_stun5780_ready() { nsx st ss -Hlun | grep -q '192.0.2.9:3479'; }
+
+# natlab_portmapped ROUTER: a NAT that maps each flow of its LAN to a random port (hard),
+# whose miniupnpd (Debian's, nftables backend) grants NAT-PMP, PCP and UPnP-IGD mappings:
+# a mapped port is the one way in that does not depend on the peer's own flows. Its own
+# STUN probes (to st) are let in. miniupnpd starts in the background (its STUN probes take
+# seconds): natlab_portmapped_wait ROUTER waits until it forwards.
+declare -A NATLAB_MINIUPNPD=()
+natlab_portmapped()
+{
+	local r=$1 conf=$LAB_TMP/miniupnpd-$1.conf
+	natlab_stun5780
+	# miniupnpd adds its rules to these chains; forward's policy is drop, so the WAN
+	# reaches the LAN only through them or as an answer.
+	nsx "$r" nft -f - <<'EOF'
+table inet filter {
+	chain forward {
+		type filter hook forward priority 0; policy drop;
+		ct state established,related accept
+		iifname "eth1" oifname "eth0" accept
+		iifname "eth0" oifname "eth1" jump miniupnpd
+	}
+	chain miniupnpd {}
+	chain prerouting {
+		type nat hook prerouting priority -100; policy accept;
+		jump prerouting_miniupnpd
+	}
+	chain postrouting {
+		type nat hook postrouting priority 100; policy accept;
+		jump postrouting_miniupnpd
+		oifname "eth0" ip saddr 198.18.0.0/15 meta l4proto udp masquerade fully-random
+		oifname "eth0" ip saddr 198.18.0.0/15 masquerade
+	}
+	chain prerouting_miniupnpd {}
+	chain postrouting_miniupnpd {}
+	chain input {
+		type filter hook input priority filter;
+		iifname "eth0" ip saddr { 192.0.2.8, 192.0.2.9 } udp sport { 3478, 3479 } accept
+		iifname "eth0" ct state new drop
+	}
+}
+EOF
+	cat >"$conf" <<EOF
+ext_ifname=eth0
+listening_ip=eth1
+ext_perform_stun=yes
+ext_stun_host=192.0.2.8
+ext_stun_port=3478
+enable_natpmp=yes
+enable_upnp=yes
+ipv6_disable=yes
+secure_mode=yes
+system_uptime=yes
+min_lifetime=120
+max_lifetime=86400
+lease_file=$LAB_TMP/miniupnpd-$r.leases
+uuid=6a1e2f7c-0d3b-4c55-9a7e-5b0c1d2e3f$(printf '%02x' "${#NATLAB_MINIUPNPD[@]}")
+upnp_table_name=filter
+upnp_nat_table_name=filter
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+allow 1024-65535 198.18.0.0/15 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+EOF
+	ip netns exec "$(ns_name "$r")" miniupnpd -f "$conf" -P "$LAB_TMP/miniupnpd-$r.pid" -d \
+		>"$LAB_TMP/miniupnpd-$r.log" 2>&1 &
+	NATLAB_MINIUPNPD[$r]=$!
+	LAB_PIDS+=($!)
+	LAB_EXTRA_LOGS+=("miniupnpd-$r=$LAB_TMP/miniupnpd-$r.log")
+}
+natlab_portmapped_wait()
+{
+	# Up to about 9 s of STUN probes; it exits if they fail.
+	check "$1's miniupnpd forwards ports (external address from STUN)" \
+		wait_for 30 natlab_portmapped_ready "$1"
+}
+natlab_portmapped_ready()
+{
+	local log=$LAB_TMP/miniupnpd-$1.log
+	kill -0 "${NATLAB_MINIUPNPD[$1]}" && grep -q 'Port forwarding is now enabled' "$log" &&
+		grep -q 'Listening for NAT-PMP/PCP traffic' "$log"
+}
+
 # natlab_block_udp ROUTER: a firewall that forwards no UDP at all.
 natlab_block_udp()
 {
@@ -114,10 +215,11 @@ ms_now() { date +%s%3N; }
 
 # ---- WireGuard data on the wire
 
-# natlab_count EDGE TAG SRC: a named counter in EDGE's namespace of the WireGuard transport
-# data (message type 4: the first word of the UDP payload is 0x04000000) that arrives from
-# SRC (IPv4 or IPv6: only that family counts), before any NAT or filter sees it. Disco and
-# handshakes do not count: only packets of the tunnel that took the path.
+# natlab_count EDGE TAG SRC [DPORT]: a named counter in EDGE's namespace of the WireGuard
+# transport data (message type 4: the first word of the UDP payload is 0x04000000) that
+# arrives from SRC (IPv4 or IPv6: only that family counts), to UDP port DPORT if given,
+# before any NAT or filter sees it. Disco and handshakes do not count: only packets of the
+# tunnel that took the path.
 # natlab_counted EDGE TAG prints the count.
 natlab_count()
 {
@@ -128,7 +230,7 @@ table inet natlab_count {
 	counter $2 {}
 	chain pre {
 		type filter hook prerouting priority raw - 10;
-		$fam saddr $3 udp length > 12 @th,64,32 0x04000000 counter name "$2"
+		$fam saddr $3 ${4:+udp dport $4} udp length > 12 @th,64,32 0x04000000 counter name "$2"
 	}
 }
 EOF
@@ -149,12 +251,14 @@ natlab_counted()
 #      home router rdN at .2, whose LAN is 198.18.4N.0/24; both easy
 #   b  UDP blocked: rbN at 192.0.2.5N (easy NAT, forwards no UDP), LAN 198.18.5N.0/24
 #   l  l1, l2 behind one easy NAT rl at 192.0.2.60, on its LANs 198.18.61/24 and .62/24
+#   m  port-mapped: rmN at 192.0.2.7N, a hard NAT whose miniupnpd maps ports
+#      (natlab_portmapped; coturn st at 192.0.2.8 and .9 for its STUN), LAN 198.18.7N.0/24
 # Fills NATLAB_EDGE[NODE] (where its traffic enters from the lab internet), NATLAB_PUB[NODE]
 # (its source address there), NATLAB_DIRECT[NODE] (where a direct peer reaches it: for the
 # LAN pair its LAN address), NATLAB_PUB6[NODE] (a public node's IPv6 address,
 # 2001:db8:1::N in hex: only the public sites have IPv6) and NATLAB_ROUTERS[NODE] (its NATs).
 declare -A NATLAB_EDGE=() NATLAB_PUB=() NATLAB_PUB6=() NATLAB_DIRECT=() NATLAB_ROUTERS=()
-declare -A NATLAB_BASE=([p]=10 [e]=20 [h]=30 [d]=40 [b]=50)
+declare -A NATLAB_BASE=([p]=10 [e]=20 [h]=30 [d]=40 [b]=50 [m]=70)
 natlab_site()
 {
 	local name=$1 kind=${1:0:1} i=${1:1} oct r
@@ -174,6 +278,14 @@ natlab_site()
 		natlab_lan "$name" "$r" eth1 "198.18.$oct"
 		natlab_nat "$r" "$([[ $kind == h ]] && echo hard || echo easy)"
 		[[ $kind == b ]] && natlab_block_udp "$r"
+		NATLAB_ROUTERS[$name]=$r
+		;;
+	m)
+		r=r$name
+		lab_public_host "$r" "$oct"
+		lab_forwarding "$r"
+		natlab_lan "$name" "$r" eth1 "198.18.$oct"
+		natlab_portmapped "$r"
 		NATLAB_ROUTERS[$name]=$r
 		;;
 	d)
@@ -210,9 +322,11 @@ natlab_site()
 
 # natlab_tailnet NODE...: the lab internet, the control server (ctl at 192.0.2.1:8080, its
 # relay and STUN) and a second region (natlab_two_regions), each node's site
-# (natlab_site), the nodes joined; IP4[NODE] is each one's tailnet address. Must run in
-# the test's main shell (it starts the daemons).
-declare -A IP4=()
+# (natlab_site), the nodes joined; IP4[NODE] is each one's tailnet address. A node of a
+# port-mapped site joins once its router forwards, and must map its port there:
+# NATLAB_MAPPED[NODE] is the external endpoint it got. Must run in the test's main shell
+# (it starts the daemons).
+declare -A IP4=() NATLAB_MAPPED=()
 natlab_tailnet()
 {
 	local n key
@@ -223,11 +337,23 @@ natlab_tailnet()
 	done
 	lab_control_start ctl 192.0.2.1 8080 || lab_finish
 	natlab_two_regions
+	for n in "$@"; do
+		[[ $n == m* ]] && natlab_portmapped_wait "r$n"
+	done
 	key=$(lab_authkey --reusable)
 	for n in "$@"; do
 		lab_node_join "$n" "$n" "$key"
 	done
 	for n in "$@"; do
 		IP4[$n]=$(node_ip "$n" 4)
+		[[ $n == m* ]] || continue
+		check "$n maps its port at r$n (${NATLAB_PUB[$n]})" wait_for 30 natlab_mapped_at "$n"
+		NATLAB_MAPPED[$n]=$(status_eval "$n" "(j.get('portmap') or {}).get('external')")
+		log "$n: mapped ${NATLAB_MAPPED[$n]} by $(status_eval "$n" "(j.get('portmap') or {}).get('active')")"
 	done
+}
+# natlab_mapped_at NODE: NODE's port mapping has an external endpoint at its router.
+natlab_mapped_at()
+{
+	[[ $(status_eval "$1" "(j.get('portmap') or {}).get('external')") == "${NATLAB_PUB[$1]}":* ]]
 }

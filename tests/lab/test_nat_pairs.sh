@@ -9,29 +9,40 @@
 #      conntrack to open
 #   b  a firewall that forwards no UDP (behind an easy NAT)
 #   l  two nodes behind one easy NAT, on two LANs of its router (only as the pair l-l)
+#   m  port-mapped: a NAT that maps each flow to a random port (hard) and runs Debian's
+#      miniupnpd, which maps the node's port (PCP, NAT-PMP or UPnP-IGD)
 # NAT_PAIRS names the pairs, "A-B" by kind (a kind with itself takes nodes 1 and 2);
 # "all" is every pair of kinds (make lab-full); the default (make check) is the pairs no
-# other test covers: easy<->hard and the double NAT with an easy and a hard NAT.
+# other test covers: easy<->hard, the double NAT with an easy and a hard NAT, and
+# hard->port-mapped (direct only through the mapping). Every kind runs in make check:
+# these, test_nat (public, easy, UDP blocked, the LAN pair) and test_portmap.
 # Expected (the rules of the issue, as this lab's NATs behave):
 #   direct   at least one side public, or both sides easy or double (call-me-maybe
 #            through the relay: both probe at once and each NAT opens for the other), or
-#            the LAN pair (over the LAN: a LAN address). Over IPv4, except public<->public:
-#            both have IPv6 too and disco prefers IPv6 paths (issue 10), so p-p goes
-#            direct over IPv6
+#            the LAN pair (over the LAN: a LAN address), or a port-mapped side with any
+#            kind that allows UDP: the peer reaches it at its mapped port (the endpoint
+#            and B's edge count it exactly, when the peer is behind a NAT that lets in
+#            only answers; a public or port-mapped peer may also answer the pings that
+#            the port-mapped side's own flows carry, through their random ports). Over
+#            IPv4, except public<->public: both have IPv6 too and disco prefers IPv6
+#            paths (issue 10), so p-p goes direct over IPv6
 #   relayed  UDP blocked on a side: "udp-blocked-here" there, "peer-udp-blocked" (or, from
 #            a hard NAT, "hard-nat-here") on the other; a hard NAT with an easy or double
 #            one: the hard side's mapping towards the peer is not the one STUN saw and the
 #            easy side lets in only what answers its own flows ("hard-nat-here" /
 #            "peer-hard-nat"); hard<->hard: "hard-nat-both-sides" (birthday probing
-#            rarely meets with ports at random: bench/nat.sh)
+#            rarely meets with ports at random: bench/nat.sh). A port-mapped side with
+#            a UDP-blocked one says "hard-nat-here", like a hard NAT: its STUN mappings
+#            vary by destination
 # Each pair: A pings B in the background while the paths settle; then A sends 20 pings, all
 # answered, and a counter at B's edge (its outermost router, or B itself) of WireGuard data
 # arriving from A's public address (IPv6 for p-p) shows all 20 for a direct pair and none
 # for a relayed one. A second STUN server (r2) lets the nodes see whether their mapping varies.
 #
 #   lab internet 192.0.2.0/24: ctl .1, r2 .3; pN .1N; routers reN .2N, rhN .3N, cgN .4N,
-#   rbN .5N, rl .60. LANs 198.18.X.0/24 with X the router's last octet; rdN (home router
-#   of dN) 198.19.4N.2 behind cgN, its LAN 198.18.4N.0/24; l1 198.18.61.2, l2 198.18.62.2.
+#   rbN .5N, rl .60, rmN .7N, coturn st .8 and .9. LANs 198.18.X.0/24 with X the router's
+#   last octet; rdN (home router of dN) 198.19.4N.2 behind cgN, its LAN 198.18.4N.0/24;
+#   l1 198.18.61.2, l2 198.18.62.2.
 LAB_TIMEOUT=${LAB_TIMEOUT:-540}
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/natlab.sh"
@@ -41,9 +52,14 @@ lab_require nft
 "$TRELLIS_CONTROL" --help 2>&1 | grep -q -- --no-relay ||
 	lab_skip "this trellis-control has no embedded relay"
 
-ALL_PAIRS="p-p p-e p-h p-d p-b e-e e-h e-d e-b h-h h-d h-b d-d d-b b-b l-l"
-NAT_PAIRS=${NAT_PAIRS:-e-h d-e d-h}
+ALL_PAIRS="p-p p-e p-h p-d p-b p-m e-e e-h e-d e-b e-m h-h h-d h-b h-m d-d d-b d-m b-b m-b m-m
+	l-l"
+NAT_PAIRS=${NAT_PAIRS:-e-h d-e d-h h-m}
 [[ $NAT_PAIRS == all ]] && NAT_PAIRS=$ALL_PAIRS
+# A port-mapped site needs miniupnpd, and coturn for its STUN.
+if [[ $NAT_PAIRS == *m* ]]; then
+	lab_require miniupnpd turnserver
+fi
 
 # expect KIND_A KIND_B: "direct" (over IPv4), "direct6" (over IPv6), or the relay reasons
 # "A's B's".
@@ -53,7 +69,7 @@ expect()
 	b?) echo "udp-blocked-here $(expect_b "$2")" ;;
 	?b) echo "$(expect_b "$1") udp-blocked-here" ;;
 	pp) echo direct6 ;;
-	p? | ?p | ee | ed | de | dd | ll) echo direct ;;
+	p? | ?p | ee | ed | de | dd | ll | ?m | m?) echo direct ;;
 	hh) echo "hard-nat-both-sides hard-nat-both-sides" ;;
 	h?) echo "hard-nat-here peer-hard-nat" ;;
 	?h) echo "peer-hard-nat hard-nat-here" ;;
@@ -64,25 +80,29 @@ expect_b()
 {
 	case $1 in
 	b) echo udp-blocked-here ;;
-	h) echo hard-nat-here ;;
+	h | m) echo hard-nat-here ;;
 	*) echo peer-udp-blocked ;;
 	esac
 }
 
-# direct_at NAME PEER ADDR: NAME's direct path to PEER is ADDR (any port; IPv6 in brackets).
+# direct_at NAME PEER ADDR: NAME's direct path to PEER is ADDR (any port; IPv6 in brackets),
+# or exactly ADDR:PORT.
 direct_at()
 {
 	local ep
 	ep=$(peer_field "$1" "$2" endpoint)
-	[[ ${ep%:*} == "$3" ]]
+	[[ ${ep%:*} == "$3" || $ep == "$3" ]]
 }
+# mapped_path A B: A reaches B (port-mapped) only through B's mapping, so that is its
+# endpoint exactly and what B's edge counts: A's own NAT lets in only answers (see above).
+mapped_path() { [[ ${NODE_KIND[$2]} == m && ${NODE_KIND[$1]} != [pm] ]]; }
 
 PAIRS=()
 declare -A WANT=() NODE_KIND=()
 for pair in $NAT_PAIRS; do
 	ka=${pair%-*} kb=${pair#*-}
-	if [[ $pair != "$ka-$kb" || ! ($ka$kb =~ ^[pehdb]{2}$ || $ka$kb == ll) ]]; then
-		echo "bad NAT_PAIRS entry '$pair' (want A-B, kinds p e h d b, or l-l)"
+	if [[ $pair != "$ka-$kb" || ! ($ka$kb =~ ^[pehdbm]{2}$ || $ka$kb == ll) ]]; then
+		echo "bad NAT_PAIRS entry '$pair' (want A-B, kinds p e h d b m, or l-l)"
 		exit 1
 	fi
 	a=${ka}1 b=${kb}1
@@ -128,6 +148,7 @@ for pair in "${PAIRS[@]}"; do
 		at=${NATLAB_DIRECT[$2]}
 		# p-p: the IPv4 path may answer first; the IPv6 one takes over at its pong.
 		[[ $want == direct6 ]] && at="[${NATLAB_PUB6[$2]}]"
+		mapped_path "$1" "$2" && at=${NATLAB_MAPPED[$2]}
 		if ! check "$1 reaches $2 at $at" wait_for 10 direct_at "$1" "$2" "$at"; then
 			log "$1's endpoint for $2: $(peer_field "$1" "$2" endpoint)"
 		fi
@@ -148,7 +169,8 @@ done
 
 # ---- the tunnel's packets take that path: 20 pings, all answered; B's edge counts the
 # WireGuard data from A's public address (the pairs at once again)
-# src_of A B: A's source address that B's edge counts (of the family the pair goes direct over).
+# src_of A B: A's source address that B's edge counts (of the family the pair goes direct
+# over), and for a mapped path the mapped port it goes to.
 src_of()
 {
 	if [[ ${WANT[$1.$2]} == direct6 ]]; then
@@ -160,7 +182,9 @@ src_of()
 for pair in "${PAIRS[@]}"; do
 	set -- $pair
 	tag="c_$1_$2"
-	natlab_count "${NATLAB_EDGE[$2]}" "$tag" "$(src_of "$1" "$2")"
+	dport=
+	mapped_path "$1" "$2" && dport=${NATLAB_MAPPED[$2]##*:}
+	natlab_count "${NATLAB_EDGE[$2]}" "$tag" "$(src_of "$1" "$2")" $dport
 	ip netns exec "$(ns_name "$1")" ping -n -q -c 20 -i 0.2 -W 2 "${IP4[$2]}" \
 		>"$LAB_TMP/burst-$1-$2.txt" 2>&1 &
 	PINGER[$1.$2]=$!
@@ -174,6 +198,7 @@ for pair in "${PAIRS[@]}"; do
 		"$LAB_TMP/burst-$1-$2.txt"
 	got=$(natlab_counted "${NATLAB_EDGE[$2]}" "c_$1_$2")
 	src=$(src_of "$1" "$2")
+	mapped_path "$1" "$2" && src="$src to port ${NATLAB_MAPPED[$2]##*:}"
 	log "$1 -> $2: $got WireGuard data packets from $src at ${NATLAB_EDGE[$2]}"
 	if [[ ${WANT[$1.$2]} == direct* ]]; then
 		check_num "$1 -> $2: the pings went direct (data from $src at ${NATLAB_EDGE[$2]})" \

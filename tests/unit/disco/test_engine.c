@@ -44,6 +44,8 @@ struct node {
 	uint64_t trust_until;
 	uint64_t last_tx;
 	int pongs_relay, pongs_direct; /* ops.pong */
+	unsigned n_verified;	       /* ops.addr_verified: how often, the last address */
+	struct endpoint verified;
 };
 
 static struct node nodes[2];
@@ -103,6 +105,17 @@ static uint64_t op_last_tx(void *ctx, const struct endpoint *peer)
 	return n->last_tx;
 }
 
+static void op_verified(void *ctx, const struct endpoint *peer, const struct endpoint *addr)
+{
+	struct node *n = ctx;
+
+	assert_true(endpoint_equal(peer, &n->handle));
+	assert_true(endpoint_is_addr(addr));
+	assert_int_equal(addr->src.family, AF_UNSPEC);
+	n->n_verified++;
+	n->verified = *addr;
+}
+
 /* Delivers everything queued (and what that sends) at `now`. */
 static void pump(uint64_t now)
 {
@@ -128,8 +141,11 @@ static void ep(struct endpoint *e, const char *s)
 
 static int setup(void **state)
 {
-	struct disco_ops ops = {
-	    .send = op_send, .path_set = op_path, .pong = op_pong, .last_tx_ns = op_last_tx};
+	struct disco_ops ops = {.send = op_send,
+				.path_set = op_path,
+				.pong = op_pong,
+				.last_tx_ns = op_last_tx,
+				.addr_verified = op_verified};
 
 	(void)state;
 	memset(nodes, 0, sizeof(nodes));
@@ -541,7 +557,40 @@ static void test_spoofed_pong(void **state)
 	assert_int_equal(ds.rx_unknown, 1);
 	assert_false(nodes[0].has_path);
 	assert_int_equal(nodes[0].path_calls, 0);
+	assert_int_equal(nodes[0].n_verified, 0);
 	qn = 0;
+}
+
+/*
+ * What proves an address the peer's (ops.addr_verified): an authentic ping from it, a
+ * pong to our ping there. Nothing relayed does (no address), and nothing before UDP works.
+ */
+static void test_verified(void **state)
+{
+	(void)state;
+	udp_ok = false;
+	introduce(10 * MS);
+	nodes[0].last_tx = 10 * MS;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, 10 * MS);
+	pump(11 * MS);
+	pump(12 * MS);
+	assert_int_equal(disco_ping(nodes[0].d, &nodes[0].handle, 600 * MS), 0);
+	pump(601 * MS);
+	pump(602 * MS);
+	assert_int_equal(nodes[0].pongs_relay, 1);
+	assert_int_equal(nodes[0].n_verified + nodes[1].n_verified, 0);
+	/* UDP works: B's ping back from its address, A's pong there. */
+	udp_ok = true;
+	nodes[0].last_tx = 5 * DISCO_NS;
+	disco_tick(nodes[0].d, 6 * DISCO_NS);
+	pump(6 * DISCO_NS + 1 * MS);
+	pump(6 * DISCO_NS + 2 * MS);
+	pump(6 * DISCO_NS + 3 * MS);
+	assert_true(nodes[0].has_path);
+	assert_true(nodes[0].n_verified >= 1);
+	assert_true(endpoint_equal(&nodes[0].verified, &nodes[1].mapped));
+	assert_true(nodes[1].n_verified >= 1);
+	assert_true(endpoint_equal(&nodes[1].verified, &nodes[0].mapped));
 }
 
 /* A flood of (authentic) pings from one source: at most the burst is answered. */
@@ -878,6 +927,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle_with_heartbeats, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spoofed_pong, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_verified, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ping_flood, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_choice, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_prefer_ipv6, setup, teardown),

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cmocka.h>
 
@@ -73,6 +74,12 @@ static void n_src_stale(void *ctx, const struct endpoint_src *src)
 	wg_device_forget_src(((struct node *)ctx)->h.dev, src);
 }
 
+/* As trellisd wires it (src/node/wgdev.c): disco's peers stay on their handles. */
+static bool n_endpoint_kept(void *ctx, const struct endpoint *cur)
+{
+	return magicsock_handle_kept(((struct node *)ctx)->ms, cur);
+}
+
 static void n_notify(void *ctx, enum magicsock_box box)
 {
 	((struct node *)ctx)->notified[box]++;
@@ -86,6 +93,7 @@ static void node_init(struct node *n, int id)
 	    .tun_write = h_tun_write,
 	    .timers_wake = h_wake,
 	    .wall_ns = h_wall,
+	    .endpoint_kept = n_endpoint_kept,
 	};
 	struct magicsock_ops mops = {
 	    .ctx = n,
@@ -822,6 +830,71 @@ static void test_unknown_source_roams(void **state)
 }
 
 /*
+ * Under path discovery the engine stays on the handle (magicsock.h, "Aliases", "kept").
+ * Both trust their direct paths; then B's datagrams come from another address of B's
+ * that A's disco verified (B chose its IPv6 path, A keeps IPv4): A's engine still has
+ * the handle and its datagrams still go where disco says, which the handle's last send
+ * records. Then from an address nobody verified (B's NAT rebound): the same. Before the
+ * fix A's engine roamed to the raw address and its datagrams left path discovery (here:
+ * into the void; in the lab, past failover). A handle not under disco still roams
+ * (test_unknown_source_roams).
+ */
+static void test_disco_kept(void **state)
+{
+	struct endpoint ha, hb, b6 = addr("[2001:db8::b]:41641"), b7 = addr("203.0.113.77:41641"),
+				ep;
+	uint64_t handshakes;
+
+	(void)state;
+	relay_pair(&ha, &hb);
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, NULL, 0), 0);
+	assert_int_equal(magicsock_handle_disco(B.ms, &ha, NULL, 0), 0);
+	assert_true(magicsock_handle_kept(A.ms, &hb));
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, &B.h.ep, h_now + 6500000000ULL), 0);
+	assert_int_equal(magicsock_handle_disco(B.ms, &ha, &A.h.ep, h_now + 6500000000ULL), 0);
+	assert_true(tunnel_carries(&A, &B, 0x61));
+	assert_true(tunnel_carries(&B, &A, 0x62));
+	handshakes = dev_stats(&A).handshakes_completed + dev_stats(&B).handshakes_completed;
+
+	/* B sends from b6, an address of B's that A's disco verified. */
+	assert_int_equal(magicsock_handle_alias_add(A.ms, &hb, &b6), 0);
+	B.src = b6;
+	assert_true(tunnel_carries(&B, &A, 0x63));
+	ep = peer_endpoint(&A);
+	assert_true(endpoint_equal(&ep, &hb));
+	h_now += 100 * NSEC_PER_MSEC;
+	assert_true(tunnel_carries(&A, &B, 0x64)); /* to the path, B.h.ep */
+	assert_int_equal(magicsock_handle_last_tx(A.ms, &hb), h_now);
+	assert_int_equal(path_kind(&A, &hb), MAGICSOCK_PATH_DIRECT);
+
+	/* From b7, verified by nobody: the engine keeps the handle all the same. */
+	B.src = b7;
+	assert_true(tunnel_carries(&B, &A, 0x65));
+	ep = peer_endpoint(&A);
+	assert_true(endpoint_equal(&ep, &hb));
+	h_now += 100 * NSEC_PER_MSEC;
+	assert_true(tunnel_carries(&A, &B, 0x66));
+	assert_int_equal(magicsock_handle_last_tx(A.ms, &hb), h_now);
+	/* A new handshake from there (past REKEY_AFTER_TIME: rekeys) does not move it either. */
+	advance(121 * NSEC_PER_SEC);
+	assert_int_equal(magicsock_handle_disco(A.ms, &hb, &B.h.ep, h_now + 6500000000ULL), 0);
+	assert_int_equal(magicsock_handle_disco(B.ms, &ha, &A.h.ep, h_now + 6500000000ULL), 0);
+	assert_true(tunnel_carries(&B, &A, 0x67));
+	assert_true(tunnel_carries(&A, &B, 0x68));
+	assert_true(dev_stats(&A).handshakes_completed + dev_stats(&B).handshakes_completed >
+		    handshakes);
+	ep = peer_endpoint(&A);
+	assert_true(endpoint_equal(&ep, &hb));
+	/* Back on its path: the engine learns the local address from the handle again. */
+	B.src = B.h.ep;
+	assert_true(tunnel_carries(&B, &A, 0x69));
+	ep = peer_endpoint(&A);
+	assert_true(endpoint_equal(&ep, &hb));
+	magicsock_handle_free(A.ms, &hb);
+	magicsock_handle_free(B.ms, &ha);
+}
+
+/*
  * Under load the engine answers with a cookie reply and rate limits per source; a
  * source reported as a handle gets both (the cookie is bound to the handle).
  */
@@ -1243,6 +1316,103 @@ static void test_inbound_map(void **state)
 }
 
 /*
+ * Aliases (magicsock.h): an address path discovery verified maps inbound to its handle
+ * without confirming the path; the path wins over another handle's alias; a handle keeps
+ * MAGICSOCK_ALIASES, the one verified least recently giving way; another handle's claim
+ * moves an alias; a freed handle's go with it. Many handles' aliases grow the table.
+ */
+static void test_aliases(void **state)
+{
+	const struct magicsock_ops ops = {.wg_rx = seen_rx};
+	struct magicsock *ms = magicsock_new(&ops);
+	struct pkt_pool *pool = pkt_pool_new(8);
+	struct endpoint h1, h2, x = addr("192.0.2.7:7"), y = addr("[2001:db8::7]:7"),
+				z = addr("198.51.100.7:7"), a[MAGICSOCK_ALIASES + 1], h[40];
+	struct magicsock_path mp;
+	struct magicsock_stats st;
+	char buf[32];
+	unsigned i;
+
+	(void)state;
+	assert_non_null(ms);
+	assert_int_equal(magicsock_handle_new(ms, &h1), 0);
+	assert_int_equal(magicsock_handle_new(ms, &h2), 0);
+	assert_int_equal(magicsock_handle_set_path(ms, &h1, &x), 0);
+	assert_int_equal(magicsock_handle_alias_add(ms, &h1, &h2), -EINVAL);
+	assert_int_equal(magicsock_handle_alias_add(ms, &y, &y), -ENOENT);
+	/* y is h1's: inbound it is the handle, and the path (x) is not confirmed by it. */
+	assert_int_equal(magicsock_handle_alias_add(ms, &h1, &y), 0);
+	assert_int_equal(magicsock_handle_alias_add(ms, &h1, &y), 0); /* known: once */
+	magicsock_stats_get(ms, &st);
+	assert_int_equal(st.aliases, 1);
+	rx_from(ms, pool, &y, 1);
+	assert_true(endpoint_equal(&seen[0], &h1));
+	assert_int_equal(magicsock_handle_path(ms, &h1, &mp), 0);
+	assert_false(mp.direct_confirmed);
+	assert_true(endpoint_equal(&mp.addr, &x));
+	rx_from(ms, pool, &x, 1);
+	assert_int_equal(magicsock_handle_path(ms, &h1, &mp), 0);
+	assert_true(mp.direct_confirmed);
+	/* z is h1's alias and h2's path: the path wins. */
+	assert_int_equal(magicsock_handle_alias_add(ms, &h1, &z), 0);
+	assert_int_equal(magicsock_handle_set_path(ms, &h2, &z), 0);
+	rx_from(ms, pool, &z, 1);
+	assert_true(endpoint_equal(&seen[0], &h2));
+	assert_int_equal(magicsock_handle_set_path(ms, &h2, NULL), 0);
+	rx_from(ms, pool, &z, 1);
+	assert_true(endpoint_equal(&seen[0], &h1));
+	/* h2 verifies y: y moves to h2. */
+	assert_int_equal(magicsock_handle_alias_add(ms, &h2, &y), 0);
+	rx_from(ms, pool, &y, 1);
+	assert_true(endpoint_equal(&seen[0], &h2));
+	magicsock_stats_get(ms, &st);
+	assert_int_equal(st.aliases, 2);
+	/* h1 fills up; z is verified again on the way, so the oldest other one gives way. */
+	for (i = 0; i < MAGICSOCK_ALIASES; i++) {
+		snprintf(buf, sizeof(buf), "203.0.113.%u:9", i + 1);
+		a[i] = addr(buf);
+		assert_int_equal(magicsock_handle_alias_add(ms, &h1, &a[i]), 0);
+		if (i == 1)
+			assert_int_equal(magicsock_handle_alias_add(ms, &h1, &z), 0);
+	}
+	magicsock_stats_get(ms, &st);
+	assert_int_equal(st.aliases, MAGICSOCK_ALIASES + 1); /* h1's eight, h2's y */
+	rx_from(ms, pool, &a[0], 1);
+	assert_true(endpoint_equal(&seen[0], &a[0]));
+	rx_from(ms, pool, &z, 1);
+	assert_true(endpoint_equal(&seen[0], &h1));
+	for (i = 1; i < MAGICSOCK_ALIASES; i++) {
+		rx_from(ms, pool, &a[i], 1);
+		assert_true(endpoint_equal(&seen[0], &h1));
+	}
+	/* Freed: its aliases are nobody's. */
+	magicsock_handle_free(ms, &h1);
+	rx_from(ms, pool, &z, 1);
+	assert_true(endpoint_equal(&seen[0], &z));
+	magicsock_stats_get(ms, &st);
+	assert_int_equal(st.aliases, 1);
+	/* Enough to grow the table (and rehash): every one still maps. */
+	for (i = 0; i < ARRAY_SIZE(h); i++) {
+		snprintf(buf, sizeof(buf), "198.51.100.%u:%u", i + 1, 1000 + i);
+		assert_int_equal(magicsock_handle_new(ms, &h[i]), 0);
+		assert_int_equal(magicsock_handle_alias_add(ms, &h[i], &(struct endpoint){0}),
+				 -EINVAL);
+		a[0] = addr(buf);
+		assert_int_equal(magicsock_handle_alias_add(ms, &h[i], &a[0]), 0);
+	}
+	for (i = 0; i < ARRAY_SIZE(h); i++) {
+		snprintf(buf, sizeof(buf), "198.51.100.%u:%u", i + 1, 1000 + i);
+		a[0] = addr(buf);
+		rx_from(ms, pool, &a[0], 1);
+		assert_true(endpoint_equal(&seen[0], &h[i]));
+	}
+	rx_from(ms, pool, &y, 1);
+	assert_true(endpoint_equal(&seen[0], &h2));
+	magicsock_free(ms);
+	pkt_pool_free(pool);
+}
+
+/*
  * Events of many handles (past one word of the pending bitmap, the table grown on the
  * way): each handle's "active" is taken exactly once, a take with little room leaves the
  * rest for the next, and a handle freed with an event pending reports nothing.
@@ -1299,11 +1469,13 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_disco_rule, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disco_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disco_clock_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disco_kept, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events_many, setup, teardown),
 	    cmocka_unit_test(test_demux_table),
 	    cmocka_unit_test(test_pktbox),
 	    cmocka_unit_test(test_handles),
 	    cmocka_unit_test(test_inbound_map),
+	    cmocka_unit_test(test_aliases),
 	};
 
 	assert_int_equal(crypto_init(), 0);
