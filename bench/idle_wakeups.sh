@@ -55,6 +55,13 @@ wakeups()
 }
 threads() { ls /proc/"$1"/task | wc -l; }
 rss_mib() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# rss_split PID: "anonymous / file-backed" resident MiB (smaps_rollup; shared libraries are
+# file-backed).
+rss_split()
+{
+	awk '/^Rss:/ { r = $2 } /^Anonymous:/ { a = $2 } END { printf "%.1f / %.1f", a / 1024, (r - a) / 1024 }' \
+		"/proc/$1/smaps_rollup"
+}
 
 # A device per implementation, each in its own namespace with a link towards the peers'
 # (absent) endpoints on 192.0.2.0/24: a veth whose other end, in namespace "void",
@@ -169,6 +176,7 @@ control_report()
 		echo "| $PEERS peers, idle | trellisd (control mode) | wireguard-go |"
 		echo "|---|---:|---:|"
 		echo "| resident memory (VmRSS, MiB) | ${R[rss_quiet.trellisd]} | ${R[rss_quiet.wggo]} |"
+		echo "| of which anonymous / file-backed (MiB) | ${R[rss_split.trellisd]} | ${R[rss_split.wggo]} |"
 		echo "| context switches /s (median) | $(median quiet trellisd) | $(median quiet wggo) |"
 		echo "| context switches /s, each window | $(rounds quiet trellisd) | $(rounds quiet wggo) |"
 	} >"$LAB_TMP/section.md"
@@ -187,6 +195,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 for impl in trellisd wggo; do
 	R[rss_quiet.$impl]=$(rss_mib "${PID[$impl]}")
+	R[rss_split.$impl]=$(rss_split "${PID[$impl]}")
 done
 [[ $MODE == control ]] && control_report
 for impl in trellisd wggo; do
