@@ -6,7 +6,7 @@
  *   control_scale --server ADDR:PORT --auth-key KEY -n N [--server-pid PID]
  *                 [--concurrency C] [--map-concurrency M] [--changes K] [--sources S]
  *                 [--policy-cmd CMD] [--policy-changes P] [--joins J] [--join-src PREFIX]
- *                 [--restart-cmd CMD --pid-file FILE]
+ *                 [--restart-cmd CMD --pid-file FILE] [--hold]
  *
  * Phases, each timed:
  *   1. register: N connections (at most C in flight), each upgrade + handshake +
@@ -31,6 +31,9 @@
  *      one more change must reach every stream. Reported: the time, the server's CPU from
  *      its start, the bytes the nodes received, how many resumed, connections lost.
  * And the server's RSS (VmRSS, VmHWM) and CPU time (utime + stime) from /proc/PID.
+ * With --hold (not with --restart-cmd) the nodes then stay connected, sending keepalives,
+ * until the process is killed: peers for a real trellisd (bench/idle_wakeups.sh, control
+ * mode). "holding" on stdout says they are all streaming.
  *
  * Connections are spread over S source addresses 127.x.y.1, each in its own /24, so the
  * server's limits per source address or network (connections, the upgrade rate and its
@@ -614,6 +617,11 @@ static bool loop_until(bool (*done)(void), void (*feed)(void), uint64_t timeout_
 	return true;
 }
 
+static bool never(void)
+{
+	return false;
+}
+
 static unsigned concurrency = 256, map_concurrency = 64, next_start, next_map;
 
 static void feed_register(void)
@@ -830,10 +838,12 @@ int main(int argc, char **argv)
 	    {"join-src", required_argument, NULL, 'T'},
 	    {"restart-cmd", required_argument, NULL, 'R'},
 	    {"pid-file", required_argument, NULL, 'F'},
+	    {"hold", no_argument, NULL, 'H'},
 	    {0},
 	};
 	const char *server = "127.0.0.1:8080", *policy_cmd = NULL, *restart_cmd = NULL;
 	const char *pid_file = NULL;
+	bool hold = false;
 	unsigned changes = 5, policy_changes = 5, joins = 0, join_len = 0, i, c;
 	uint32_t join_net = 0, join_mask = 0;
 	double cpu_c;
@@ -882,19 +892,22 @@ int main(int argc, char **argv)
 		case 'F':
 			pid_file = optarg;
 			break;
+		case 'H':
+			hold = true;
+			break;
 		default:
 			fprintf(stderr,
 				"usage: control_scale --server ADDR:PORT --auth-key KEY -n N "
 				"[--server-pid PID] [--concurrency C] [--map-concurrency M] "
 				"[--changes K] [--sources S] [--policy-cmd CMD] "
 				"[--policy-changes P] [--joins J] [--join-src PREFIX] "
-				"[--restart-cmd CMD --pid-file F]\n");
+				"[--restart-cmd CMD --pid-file F] [--hold]\n");
 			return 2;
 		}
 	}
 	if (!auth_key || !n_sims || !n_sources || n_sources > 250 * 250 || !concurrency ||
 	    !map_concurrency || changes > 64 || policy_changes > 64 || joins > 64 ||
-	    !restart_cmd != !pid_file) {
+	    !restart_cmd != !pid_file || (hold && restart_cmd)) {
 		fprintf(stderr, "control_scale: --auth-key and -n N are required\n");
 		return 2;
 	}
@@ -1120,5 +1133,10 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (restart_cmd)
 		restart_phase(restart_cmd, pid_file);
+	if (hold) {
+		printf("holding\n");
+		fflush(stdout);
+		loop_until(never, NULL, UINT64_MAX / 2);
+	}
 	return 0;
 }

@@ -13,11 +13,21 @@
 # none of disco's (src/disco/engine.h).
 # Writes an "## Idle wakeups" section into docs/benchmarks.md (replacing an earlier one).
 #
+# BENCH_MODE=control runs trellisd in its control-plane mode instead: a real
+# trellis-control in the lab, the node joined with an auth key, and its PEERS peers
+# simulated by bench/control_scale.c (--hold: registered, streaming, keepalives) in the
+# same tailnet; wireguard-go with its PEERS peers as above. Only the quiet windows (the
+# simulated peers send no traffic), and an "## Idle in control mode" section. The peers
+# report no disco key, so trellisd runs no path discovery for them; its own relay
+# connection, STUN rounds and control stream are what it does while idle.
+#
 # Environment:
 #   TRELLIS_BENCH_BUILD  build dir (default <repo>/build, built by `make`)
 #   BENCH_PEERS          peers per device (default 100)
 #   BENCH_WINDOW         seconds per window (default 30); BENCH_ROUNDS windows per case (3)
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
+#   BENCH_MODE           wg (default) or control
+#   TRELLIS_CONTROL, TRELLIS_CLI  control mode: the server and CLI (default: the build's)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export TRELLIS_BUILD=${TRELLIS_BENCH_BUILD:-$REPO/build}
@@ -26,7 +36,9 @@ PEERS=${BENCH_PEERS:-100}
 WINDOW=${BENCH_WINDOW:-30}
 ROUNDS=${BENCH_ROUNDS:-3}
 OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
-export LAB_TIMEOUT=$((2 * ROUNDS * WINDOW + 300))
+MODE=${BENCH_MODE:-wg}
+[[ $MODE == wg || $MODE == control ]] || { echo "BENCH_MODE: wg or control" >&2; exit 2; }
+export LAB_TIMEOUT=$((2 * ROUNDS * WINDOW + 900))
 export WGGO_LOG_LEVEL=error
 
 # shellcheck source=../tests/lab/lib.sh
@@ -43,13 +55,22 @@ wakeups()
 }
 threads() { ls /proc/"$1"/task | wc -l; }
 rss_mib() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# rss_split PID: "anonymous / file-backed" resident MiB (smaps_rollup; shared libraries are
+# file-backed).
+rss_split()
+{
+	awk '/^Rss:/ { r = $2 } /^Anonymous:/ { a = $2 } END { printf "%.1f / %.1f", a / 1024, (r - a) / 1024 }' \
+		"/proc/$1/smaps_rollup"
+}
 
 # A device per implementation, each in its own namespace with a link towards the peers'
 # (absent) endpoints on 192.0.2.0/24: a veth whose other end, in namespace "void",
 # answers nothing (no dummy links on this kernel).
 declare -A DEV=() PID=()
+IMPLS="trellisd wggo"
+[[ $MODE == control ]] && IMPLS=wggo
 lab_ns void
-for impl in trellisd wggo; do
+for impl in $IMPLS; do
 	lab_ns "$impl"
 	lab_veth "$impl" eth0 void "v${impl:0:2}"
 	lab_addr "$impl" eth0 192.0.2.1/24
@@ -71,11 +92,47 @@ conf=$LAB_TMP/peers.conf
 		echo "Endpoint = 192.0.2.$((2 + i % 250)):$((51820 + i / 250))"
 	done
 } >"$conf"
-for impl in trellisd wggo; do
+for impl in $IMPLS; do
 	nsx "$impl" wg setconf "${DEV[$impl]}" "$conf"
 	nsx "$impl" wg set "${DEV[$impl]}" private-key "$(key_file "$impl")"
 	check_eq "$impl has $PEERS peers" "$PEERS" "$(nsx "$impl" wg show "${DEV[$impl]}" peers | wc -l)"
 done
+
+# Control mode: trellisd joins a real trellis-control whose other PEERS nodes are simulated.
+peer_count() { status_eval "$1" "len(j['peers'])"; }
+has_peers() { [[ $(peer_count "$1") == "$2" ]]; }
+control_peers()
+{
+	local key
+	lab_require_control_plane
+	lab_internet
+	lab_public_host ctl 1
+	lab_public_host node 11
+	lab_control_start ctl 192.0.2.1 8080 || return 1
+	key=$(lab_authkey --reusable)
+	lab_node_join node node "$key" || return 1
+	# shellcheck disable=SC2046 # pkg-config output is a word list
+	gcc -O2 -DNDEBUG -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-missing-field-initializers \
+		-fno-strict-aliasing -I "$REPO/src" -o "$LAB_TMP/control_scale" \
+		"$REPO/bench/control_scale.c" "$REPO"/src/base/*.c "$REPO"/src/crypto/*.c \
+		"$REPO"/src/proto/*.c $(pkg-config --cflags --libs jansson libcrypto) -lpthread ||
+		return 1
+	# One source address per 32 nodes: the server's limits per source (its upgrade burst
+	# of 64) are not what this measures.
+	ip netns exec "$(ns_name ctl)" "$LAB_TMP/control_scale" --server 192.0.2.1:8080 \
+		--auth-key "$key" -n "$PEERS" --sources $(((PEERS + 31) / 32)) --changes 0 --hold \
+		>"$LAB_TMP/sims.out" 2>"$LAB_TMP/sims.err" &
+	LAB_PIDS+=($!)
+	check "the simulated nodes are up" wait_for 300 grep -q '^holding' "$LAB_TMP/sims.out" ||
+		return 1
+	check "all $PEERS stream" grep -q "^streams $PEERS\$" "$LAB_TMP/sims.out" || return 1
+	check "trellisd (control mode) has $PEERS peers" wait_for 120 has_peers node "$PEERS" ||
+		return 1
+	PID[trellisd]=${LAB_NODE_PID[node]}
+}
+if [[ $MODE == control ]]; then
+	control_peers || lab_finish
+fi
 
 # window CASE ROUND: both measured over the same WINDOW seconds.
 declare -A R=()
@@ -91,6 +148,45 @@ window()
 		'BEGIN { printf "%.2f", (b - a) / w }')
 	log "$1 round $2: trellisd ${R[$1.trellisd.$2]}/s, wireguard-go ${R[$1.wggo.$2]}/s"
 }
+# median CASE IMPL
+median()
+{
+	local r
+	for ((r = 1; r <= ROUNDS; r++)); do
+		echo "${R[$1.$2.$r]}"
+	done | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+rounds() { local r s=""; for ((r = 1; r <= ROUNDS; r++)); do s+="${s:+, }${R[$1.$2.$r]}"; done; echo "$s"; }
+
+# Control mode ends after the quiet windows.
+control_report()
+{
+	{
+		echo "## Idle in control mode"
+		echo
+		echo "\`BENCH_MODE=control bench/idle_wakeups.sh\` (issue 14), $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(git -C "$REPO" rev-parse --short HEAD)."
+		echo "trellisd in control mode (build \`$TRELLIS_BUILD\`), joined to a real trellis-control in"
+		echo "the lab with $PEERS other nodes simulated by \`bench/control_scale.c --hold\` (streaming,"
+		echo "keepalives, no traffic, no disco keys), so its netmap has $PEERS peers; beside it"
+		echo "wireguard-go $(wireguard-go --version 2>/dev/null | awk '{ print $NF }' | head -n 1) with $PEERS configured peers and no keepalive, over"
+		echo "the same $WINDOW s windows ($ROUNDS). Threads: trellisd $(threads "${PID[trellisd]}"), wireguard-go"
+		echo "$(threads "${PID[wggo]}"). Load average ${R[load0]} before, $(cut -d' ' -f1-3 /proc/loadavg) after (other builds ran"
+		echo "beside it: a busy machine adds involuntary switches to both alike)."
+		echo
+		echo "| $PEERS peers, idle | trellisd (control mode) | wireguard-go |"
+		echo "|---|---:|---:|"
+		echo "| resident memory (VmRSS, MiB) | ${R[rss_quiet.trellisd]} | ${R[rss_quiet.wggo]} |"
+		echo "| of which anonymous / file-backed (MiB) | ${R[rss_split.trellisd]} | ${R[rss_split.wggo]} |"
+		echo "| context switches /s (median) | $(median quiet trellisd) | $(median quiet wggo) |"
+		echo "| context switches /s, each window | $(rounds quiet trellisd) | $(rounds quiet wggo) |"
+	} >"$LAB_TMP/section.md"
+	cat "$LAB_TMP/section.md"
+	if [[ $OUT != - ]]; then
+		python3 "$REPO/bench/md_section.py" "$OUT" "$LAB_TMP/section.md" "Idle in control mode"
+	fi
+	lab_finish
+}
+
 R[load0]=$(cut -d' ' -f1-3 /proc/loadavg)
 # Settle: startup and the configuration's own work are not idle.
 sleep 5 # not a wait for an event: the windows start after a settled configuration
@@ -99,7 +195,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 for impl in trellisd wggo; do
 	R[rss_quiet.$impl]=$(rss_mib "${PID[$impl]}")
+	R[rss_split.$impl]=$(rss_split "${PID[$impl]}")
 done
+[[ $MODE == control ]] && control_report
 for impl in trellisd wggo; do
 	nsx "$impl" wg show "${DEV[$impl]}" peers | while read -r k; do
 		nsx "$impl" wg set "${DEV[$impl]}" peer "$k" persistent-keepalive 25
@@ -114,16 +212,6 @@ for impl in trellisd wggo; do
 	R[threads.$impl]=$(threads "${PID[$impl]}")
 	R[rss_ka.$impl]=$(rss_mib "${PID[$impl]}")
 done
-
-# median CASE IMPL
-median()
-{
-	local r
-	for ((r = 1; r <= ROUNDS; r++)); do
-		echo "${R[$1.$2.$r]}"
-	done | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
-}
-rounds() { local r s=""; for ((r = 1; r <= ROUNDS; r++)); do s+="${s:+, }${R[$1.$2.$r]}"; done; echo "$s"; }
 
 {
 	echo "## Idle wakeups"

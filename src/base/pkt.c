@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "base/pkt.h"
 
@@ -16,12 +20,22 @@
  * only when the stack is empty: a pool sized for a burst costs address space, and
  * memory only for the most packets ever in flight at once (an idle daemon's pools
  * are a few pages, not megabytes).
+ *
+ * After a burst, pkt_pool_trim gives the memory of free packets back (MADV_DONTNEED on
+ * the whole pages they cover): a free packet's memory is nobody's, so its page may go
+ * and come back zeroed, which is why pkt_pool_get writes the header fields it relies on
+ * each time. The trim sorts the free stack lowest address on top, so that packets taken
+ * afterwards, and the ones a reader keeps in hand, gather at the start of the allocation
+ * and the next trim finds long free runs.
  */
 struct pkt_pool {
 	pthread_mutex_t lock;
 	unsigned count;
 	unsigned carved; /* packets handed out at least once: mem[0..carved) */
 	unsigned nfree;
+	unsigned peak;	  /* the most packets in use at once since the last trim */
+	unsigned mark;	  /* in use or kept resident at the last trim */
+	atomic_bool grew; /* in use went above mark since: the next trim has work */
 	uint32_t buf_size;
 	size_t stride;
 	uint8_t *mem;
@@ -60,11 +74,7 @@ struct pkt_pool *pkt_pool_new_sized(unsigned count, uint32_t buf_size)
 /* Under the lock: the next packet never handed out. */
 static struct pkt *carve(struct pkt_pool *pool)
 {
-	struct pkt *p = (struct pkt *)(pool->mem + pool->stride * pool->carved++);
-
-	p->pool = pool;
-	p->cap = pool->buf_size;
-	return p;
+	return (struct pkt *)(pool->mem + pool->stride * pool->carved++);
 }
 
 struct pkt_pool *pkt_pool_new(unsigned count)
@@ -101,10 +111,74 @@ unsigned pkt_pool_get(struct pkt_pool *pool, struct pkt **ret, unsigned n)
 		n = pool->nfree + (pool->count - pool->carved);
 	for (i = 0; i < n; i++)
 		ret[i] = pool->nfree ? pool->free[--pool->nfree] : carve(pool);
+	if (pool->carved - pool->nfree > pool->peak) {
+		pool->peak = pool->carved - pool->nfree;
+		if (pool->peak > pool->mark)
+			atomic_store_explicit(&pool->grew, true, memory_order_relaxed);
+	}
 	pthread_mutex_unlock(&pool->lock);
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
+		/* Set every time: a trim may have given the page back (it reads as zeroes). */
+		ret[i]->pool = pool;
+		ret[i]->cap = pool->buf_size;
 		pkt_reset(ret[i]);
+	}
 	return n;
+}
+
+static int addr_desc(const void *a, const void *b)
+{
+	struct pkt *const *pa = a, *const *pb = b;
+	uintptr_t x = (uintptr_t)pa[0], y = (uintptr_t)pb[0];
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Under the lock: gives back the whole pages inside [lo, hi). */
+static void drop(uintptr_t lo, uintptr_t hi, uintptr_t page)
+{
+	lo = (lo + page - 1) & ~(page - 1);
+	hi &= ~(page - 1);
+	if (lo < hi)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+unsigned pkt_pool_trim(struct pkt_pool *pool)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t end = (uintptr_t)pool->mem + pool->stride * pool->count;
+	unsigned in_use, keep, n, j;
+
+	pthread_mutex_lock(&pool->lock);
+	in_use = pool->carved - pool->nfree;
+	/* What the last period needed beyond today's use stays: a pool in use keeps its set. */
+	keep = pool->peak > in_use ? pool->peak - in_use : 0;
+	keep = keep < pool->nfree ? keep : pool->nfree;
+	qsort(pool->free, pool->nfree, sizeof(*pool->free), addr_desc);
+	/* free[n..nfree), the lowest addresses, are taken next: they stay resident. */
+	n = pool->nfree - keep;
+	for (j = 0; j < n;) {
+		uintptr_t hi = (uintptr_t)pool->free[j] + pool->stride, lo;
+
+		/* The free run at the top borders never-carved packets: those pages go too. */
+		if (hi == (uintptr_t)pool->mem + pool->stride * pool->carved)
+			hi = end;
+		while (j + 1 < n &&
+		       (uintptr_t)pool->free[j + 1] + pool->stride == (uintptr_t)pool->free[j])
+			j++;
+		lo = (uintptr_t)pool->free[j++];
+		drop(lo, hi, page);
+	}
+	pool->peak = in_use;
+	pool->mark = in_use + keep;
+	atomic_store_explicit(&pool->grew, false, memory_order_relaxed);
+	pthread_mutex_unlock(&pool->lock);
+	return keep;
+}
+
+bool pkt_pool_grew(const struct pkt_pool *pool)
+{
+	return atomic_load_explicit(&pool->grew, memory_order_relaxed);
 }
 
 unsigned pkt_pool_available(struct pkt_pool *pool)

@@ -2,6 +2,7 @@
 #ifndef TRELLIS_BASE_PKT_H
 #define TRELLIS_BASE_PKT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/endpoint.h"
@@ -60,6 +61,16 @@ void pkt_pool_free(struct pkt_pool *pool);
 /* Takes up to n packets, each reset; returns how many (fewer when the pool runs dry). */
 unsigned pkt_pool_get(struct pkt_pool *pool, struct pkt **ret, unsigned n);
 unsigned pkt_pool_available(struct pkt_pool *pool);
+/*
+ * Gives back the memory of free packets (whole pages only, never a page a packet in use
+ * shares), except those that the most packets in use at once since the last trim needed:
+ * call it from a timer, never per packet. Returns how many free packets it kept for that
+ * reason (nonzero: the pool was busy, trim again after the next period). It holds the
+ * pool's lock for a sort of the free stack and a few madvise calls.
+ */
+unsigned pkt_pool_trim(struct pkt_pool *pool);
+/* In use went above what the last trim left resident: a trim has work. Lockless. */
+bool pkt_pool_grew(const struct pkt_pool *pool);
 /* Returns packets to the pools they came from. NULL entries are skipped. */
 void pkt_free(struct pkt **pkts, unsigned n);
 

@@ -1214,6 +1214,16 @@ void relayclient_stun_soon(struct relayclient *rc)
 	wake(rc->mgr_wake);
 }
 
+void relayclient_home_hint(struct relayclient *rc, uint32_t region)
+{
+	uint32_t none = 0;
+
+	if (region && atomic_compare_exchange_strong(&rc->home, &none, region)) {
+		magicsock_relay_home_set(rc->ms, region);
+		wake(rc->mgr_wake);
+	}
+}
+
 uint32_t relayclient_home(struct relayclient *rc)
 {
 	return atomic_load(&rc->home);

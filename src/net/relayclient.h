@@ -138,6 +138,12 @@ void relayclient_stun_notify(struct relayclient *rc);
  */
 void relayclient_stun_soon(struct relayclient *rc);
 
+/*
+ * The home region of the last run (0: none), before the first relayclient_set_map: its
+ * connection opens as soon as the map names it, and it stays home unless a STUN round
+ * finds another clearly better (the usual hysteresis). A map without it drops it.
+ */
+void relayclient_home_hint(struct relayclient *rc, uint32_t region);
 uint32_t relayclient_home(struct relayclient *rc);
 void relayclient_status_get(struct relayclient *rc, struct relayclient_status *ret);
 

@@ -409,21 +409,34 @@ static int apply(struct daemon *d)
 	return r;
 }
 
-/* Loop thread: the control server hears our home region (peers relay to us there). */
+/*
+ * Loop thread: the control server hears our home region (peers relay to us there), and
+ * path.json keeps it and the NAT flag for the next start. Until a STUN round has measured
+ * the NAT, the flag of the last run stands: reporting false meanwhile would flip it at
+ * every peer and back.
+ */
 static void relay_report(struct daemon *d)
 {
+	struct state_path keep = *state_path(d->st);
 	struct relayclient_status *rs;
+	bool mapping_varies;
 
-	if (!d->cc)
-		return;
-	control_client_home_region_set(d->cc, relayclient_home(d->rc));
-	/* Our STUN-reflexive addresses: candidates for peers, after the local ones. */
 	rs = malloc(sizeof(*rs));
 	if (!rs)
 		return;
 	relayclient_status_get(d->rc, rs);
-	control_client_extra_endpoints_set(d->cc, rs->nat.reflexive, rs->nat.n_reflexive,
-					   rs->nat.mapping_varies);
+	mapping_varies = rs->nat.measured ? rs->nat.mapping_varies : keep.mapping_varies;
+	/* No home (no relay map, e.g. after a logout) keeps the last one known. */
+	if (rs->home)
+		keep.home_region = rs->home;
+	keep.mapping_varies = mapping_varies;
+	state_path_save(d->st, &keep);
+	if (d->cc) {
+		control_client_home_region_set(d->cc, rs->home);
+		/* Our STUN-reflexive addresses: candidates for peers, after the local ones. */
+		control_client_extra_endpoints_set(d->cc, rs->nat.reflexive, rs->nat.n_reflexive,
+						   mapping_varies);
+	}
 	free(rs);
 }
 
@@ -2025,8 +2038,9 @@ int daemon_run(const struct daemon_opts *opts)
 	if (r < 0)
 		goto out;
 	relayclient_set_key(d->rc, state_node_key(d->st));
+	relayclient_home_hint(d->rc, state_path(d->st)->home_region);
 	wgdev_stun_listen(d->wg, stun_notify, d->rc);
-	r = pathd_new(d->loop, wgdev_magicsock(d->wg), &d->pd);
+	r = pathd_new(d->loop, wgdev_magicsock(d->wg), state_disco_key(d->st), &d->pd);
 	if (r < 0)
 		goto out;
 	wgdev_disco_listen(d->wg, pathd_disco_notify, d->pd);

@@ -343,7 +343,8 @@ void pathd_public_key(const struct pathd *pd, uint8_t ret[NETMAP_KEY_LEN])
 
 /* --- lifetime --- */
 
-int pathd_new(struct loop *loop, struct magicsock *ms, struct pathd **ret)
+int pathd_new(struct loop *loop, struct magicsock *ms, const uint8_t *disco_priv,
+	      struct pathd **ret)
 {
 	struct disco_ops ops = {.send = op_send,
 				.path_set = op_path_set,
@@ -367,8 +368,9 @@ int pathd_new(struct loop *loop, struct magicsock *ms, struct pathd **ret)
 	pd->pool = pkt_pool_new(POOL_PKTS);
 	if (!pd->pool)
 		goto fail;
-	r = x25519_private_generate(priv);
-	if (r < 0)
+	if (disco_priv)
+		memcpy(priv, disco_priv, sizeof(priv));
+	else if ((r = x25519_private_generate(priv)) < 0)
 		goto fail;
 	ops.ctx = pd;
 	pd->disco = disco_new(&ops, priv);

@@ -8,7 +8,8 @@
  * magicsock's handles (magicsock_handle_disco). Its datagrams leave through
  * magicsock_send_raw, so disco uses the same sockets and NAT mappings as WireGuard.
  *
- * A disco key is made at every start (design.md section 2); peers whose netmap record
+ * The disco key comes from the state directory (state.h, path.json), so it outlives a
+ * restart and peers keep their path state for us; peers whose netmap record
  * carries a disco key are handed to the engine, the others keep the magicsock's plain
  * rule (direct when a WireGuard handshake over UDP succeeds, else the relay).
  */
@@ -23,8 +24,9 @@ struct magicsock;
 struct netmap_apply;
 struct pathd;
 
-/* Loop thread. 0, -ENOMEM, -EIO (no randomness). */
-int pathd_new(struct loop *loop, struct magicsock *ms, struct pathd **ret);
+/* Loop thread. disco_priv: our disco private key (NULL: a new one). 0, -ENOMEM, -EIO. */
+int pathd_new(struct loop *loop, struct magicsock *ms, const uint8_t *disco_priv,
+	      struct pathd **ret);
 /* Accepts NULL. No more magicsock events (the disco mailbox: wgdev_disco_listen). */
 void pathd_stop(struct pathd *pd);
 /*

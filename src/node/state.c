@@ -24,6 +24,7 @@
 /* prefs.json is tiny; the netmap cache is at most one control message. */
 #define PREFS_MAX (64U << 10)
 #define KEY_FILE_MAX 128
+#define PATH_FILE_MAX 1024
 
 struct state {
 	char dir[PATH_MAX / 2];
@@ -32,6 +33,8 @@ struct state {
 	uint8_t audit_key[ED25519_KEY_LEN], audit_pub[ED25519_KEY_LEN];
 	uint8_t next_key[X25519_KEY_LEN];
 	bool has_next_key;
+	uint8_t disco_key[X25519_KEY_LEN];
+	struct state_path path;
 	struct state_prefs prefs;
 	uint64_t netmap_saved_ns; /* 0 = never */
 	bool netmap_dirty;
@@ -290,32 +293,150 @@ out:
 	return r;
 }
 
+/* Writes root (consumed; NULL: -ENOMEM) to the file name, mode 0600, and wipes the text. */
+static int json_file_write(struct state *st, const char *name, json_t *root)
+{
+	char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	char path[PATH_MAX];
+	int r;
+
+	json_decref(root);
+	if (!text)
+		return -ENOMEM;
+	r = path_of(path, sizeof(path), st, name);
+	if (r == 0)
+		r = state_file_write_atomic(path, text, strlen(text), 0600);
+	if (r < 0)
+		log_err("state: %s/%s: %s", st->dir, name, strerror(-r));
+	crypto_wipe(text, strlen(text));
+	free(text);
+	return r;
+}
+
 int state_prefs_save(struct state *st, const struct state_prefs *prefs)
 {
-	char path[PATH_MAX];
 	json_t *root;
-	char *text = NULL;
-	int r;
 
 	if (prefs != &st->prefs)
 		st->prefs = *prefs;
-	r = path_of(path, sizeof(path), st, "prefs.json");
-	if (r < 0)
-		return r;
 	root = json_pack("{s:s, s:s, s:b, s:b, s:I, s:s}", "login_server",
 			 st->prefs.login_server, "hostname", st->prefs.hostname, "want_up",
 			 st->prefs.want_up, "registered", st->prefs.registered, "node_id",
 			 (json_int_t)st->prefs.node_id, "last_error", st->prefs.last_error);
-	if (root)
-		text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
-	json_decref(root);
-	if (!text)
-		return -ENOMEM;
-	r = state_file_write_atomic(path, text, strlen(text), 0600);
+	return json_file_write(st, "prefs.json", root);
+}
+
+/* path.json: {"disco_key": base64 private key, "home_region": N, "mapping_varies": B}. */
+static int path_write(struct state *st)
+{
+	char key[KEY_BASE64_LEN + 1];
+	json_t *root;
+
+	key_to_base64(key, st->disco_key);
+	root =
+	    json_pack("{s:s, s:I, s:b}", "disco_key", key, "home_region",
+		      (json_int_t)st->path.home_region, "mapping_varies", st->path.mapping_varies);
+	crypto_wipe(key, sizeof(key));
+	return json_file_write(st, "path.json", root);
+}
+
+/* 0 when path.json was read whole; -ENOENT; -EBADMSG (why is logged); -errno. */
+static int path_read(struct state *st, const char *path)
+{
+	struct state_path p = {0};
+	uint8_t key[X25519_KEY_LEN];
+	json_error_t jerr;
+	json_t *root = NULL, *v;
+	char *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	r = file_read(path, PATH_FILE_MAX, &buf, &len);
+	if (r == -EFBIG) {
+		log_warn("state: %s: too large", path);
+		return -EBADMSG;
+	}
 	if (r < 0)
-		log_err("state: %s: %s", path, strerror(-r));
-	free(text);
+		return r;
+	root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root || !json_is_object(root)) {
+		log_warn("state: %s:%d: %s", path, root ? 1 : jerr.line,
+			 root ? "not a JSON object" : jerr.text);
+		goto bad;
+	}
+	v = json_object_get(root, "disco_key");
+	if (!json_is_string(v) || key_from_base64(key, json_string_value(v)) < 0) {
+		log_warn("state: %s: disco_key is not a base64 private key", path);
+		goto bad;
+	}
+	v = json_object_get(root, "home_region");
+	if (v && (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		  json_integer_value(v) > UINT32_MAX)) {
+		log_warn("state: %s: home_region is not a region id", path);
+		goto bad;
+	}
+	p.home_region = v ? (uint32_t)json_integer_value(v) : 0;
+	v = json_object_get(root, "mapping_varies");
+	if (v && !json_is_boolean(v)) {
+		log_warn("state: %s: mapping_varies is not true or false", path);
+		goto bad;
+	}
+	p.mapping_varies = v && json_is_true(v);
+	memcpy(st->disco_key, key, sizeof(key));
+	st->path = p;
+	r = 0;
+	goto out;
+bad:
+	r = -EBADMSG;
+out:
+	crypto_wipe(key, sizeof(key));
+	json_decref(root);
+	crypto_wipe(buf, len);
+	free(buf);
 	return r;
+}
+
+/* Reads path.json; missing or corrupt: a new disco key and nothing known, written at once. */
+static int path_load(struct state *st)
+{
+	char path[PATH_MAX];
+	int r;
+
+	r = path_of(path, sizeof(path), st, "path.json");
+	if (r < 0)
+		return r;
+	r = path_read(st, path);
+	if (r == 0)
+		return 0;
+	if (r != -ENOENT && r != -EBADMSG)
+		log_warn("state: %s: %s", path, strerror(-r));
+	if (r == -EBADMSG)
+		log_warn("state: %s: corrupt, starting with a new disco key", path);
+	memset(&st->path, 0, sizeof(st->path));
+	r = x25519_private_generate(st->disco_key);
+	if (r < 0)
+		return r;
+	/* Not fatal: the daemon runs with this key, only a restart would lose it. */
+	path_write(st);
+	return 0;
+}
+
+const uint8_t *state_disco_key(const struct state *st)
+{
+	return st->disco_key;
+}
+
+const struct state_path *state_path(const struct state *st)
+{
+	return &st->path;
+}
+
+int state_path_save(struct state *st, const struct state_path *p)
+{
+	if (p->home_region == st->path.home_region && p->mapping_varies == st->path.mapping_varies)
+		return 0;
+	st->path = *p;
+	return path_write(st);
 }
 
 static int mkdir_p(const char *dir, mode_t mode)
@@ -383,6 +504,9 @@ int state_open(const char *dir, struct state **ret)
 		goto fail;
 	}
 	r = prefs_load(st);
+	if (r < 0)
+		goto fail;
+	r = path_load(st);
 	if (r < 0)
 		goto fail;
 	*ret = st;

@@ -16,10 +16,15 @@
  *   prefs.json      login server, hostname, wanted state, last register result.
  *   netmap.json     the last full netmap (a CTRL_MSG_NETMAP message), so tunnels
  *                   come back while control is down.
+ *   path.json       what path discovery keeps across a restart (0600): the disco
+ *                   private key, the home relay region and whether our NAT maps per
+ *                   destination. Peers then keep their path state for us, and the
+ *                   server sends them no delta for a key or flag that did not change.
  *
  * Every write is atomic (temp file, fsync, rename, fsync of the directory): a
  * crash leaves the old or the new file, never a torn one. A corrupt file is a
- * clear error (logged with its path), never a crash.
+ * clear error (logged with its path), never a crash. Nothing depends on path.json,
+ * so a corrupt one is replaced by fresh values instead of stopping the start.
  */
 
 #include <stdbool.h>
@@ -43,6 +48,12 @@ struct state_prefs {
 	char last_error[STATE_TEXT_MAX];
 };
 
+/* What path.json keeps besides the disco key. */
+struct state_path {
+	uint32_t home_region; /* 0: none yet */
+	bool mapping_varies;
+};
+
 struct state;
 
 /*
@@ -59,6 +70,11 @@ const uint8_t *state_machine_key(const struct state *st); /* private, 32 bytes *
 const uint8_t *state_node_key(const struct state *st);    /* private, 32 bytes */
 const uint8_t *state_audit_key(const struct state *st);	  /* Ed25519 private, 32 bytes */
 const uint8_t *state_audit_pub(const struct state *st);	  /* its public half */
+const uint8_t *state_disco_key(const struct state *st);	  /* private, 32 bytes */
+
+const struct state_path *state_path(const struct state *st);
+/* Replaces the home region and NAT flag; writes path.json only when they changed. 0 or -errno. */
+int state_path_save(struct state *st, const struct state_path *p);
 
 /*
  * Key rotation: _begin makes the pending key (or keeps the one already pending,

@@ -86,6 +86,12 @@
 #define POOL_CTL 512
 #define CRYPTQ_SLOTS 512
 #define POOL_DRY_BACKOFF_MS 1
+/*
+ * A pool that grew is trimmed after this long (pkt_pool_trim), and again each period while
+ * it stays busy: a burst's buffers go back to the kernel once the traffic stops. The timer
+ * is armed only after growth, so an idle daemon still never wakes for it.
+ */
+#define POOL_TRIM_NS (10ULL * NSEC_PER_SEC)
 
 enum { LANE_ENCRYPT, LANE_DECRYPT };
 
@@ -114,6 +120,8 @@ struct wgdev {
 	struct udpconn *uc;
 	struct iothread tun_reader;
 	struct loop_timer timer; /* the engine's next deadline */
+	/* pools_trim: armed after the pools grew, until they are quiet again. */
+	struct loop_timer trim_timer;
 	struct loop_fd link_mon; /* netlink link events: follows the interface MTU */
 	void (*net_changed)(void *ctx);
 	void *net_changed_ctx;
@@ -508,12 +516,35 @@ static void *tun_reader_main(void *arg)
 
 /* --- control thread --- */
 
+static bool pools_grew(const struct wgdev *w)
+{
+	bool grew = pkt_pool_grew(w->pool_ctl);
+
+	for (unsigned i = 0; i < w->n_gens; i++)
+		grew |= pkt_pool_grew(w->gens[i].tx) || pkt_pool_grew(w->gens[i].rx);
+	return grew;
+}
+
+static void pools_trim(struct loop_timer *t)
+{
+	struct wgdev *w = container_of(t, struct wgdev, trim_timer);
+	unsigned busy = pkt_pool_trim(w->pool_ctl);
+
+	for (unsigned i = 0; i < w->n_gens; i++)
+		busy += pkt_pool_trim(w->gens[i].tx) + pkt_pool_trim(w->gens[i].rx);
+	if (busy || pools_grew(w))
+		loop_timer_arm(w->loop, &w->trim_timer, loop_now_ns(w->loop) + POOL_TRIM_NS);
+}
+
 static void timers_fire(struct loop_timer *t)
 {
 	struct wgdev *w = container_of(t, struct wgdev, timer);
-	uint64_t next = wg_device_timers_run(w->dev, loop_now_ns(w->loop));
+	uint64_t now = loop_now_ns(w->loop), next = wg_device_timers_run(w->dev, now);
 
 	loop_timer_arm(w->loop, &w->timer, next);
+	/* Traffic runs the engine's timers (keepalives at the latest), so growth is seen. */
+	if (!w->trim_timer.armed && pools_grew(w))
+		loop_timer_arm(w->loop, &w->trim_timer, now + POOL_TRIM_NS);
 }
 
 static void woken(struct loop_async *a)
@@ -824,6 +855,8 @@ void wgdev_free(struct wgdev *w)
 	pkt_pool_free(w->pool_ctl);
 	if (w->timer.armed)
 		loop_timer_disarm(w->loop, &w->timer);
+	if (w->trim_timer.armed)
+		loop_timer_disarm(w->loop, &w->trim_timer);
 	loop_async_del(&w->wake);
 	free(w);
 }
@@ -847,6 +880,8 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	w->tun_fd = -1;
 	w->tun_reader.stop_fd = -1;
 	w->timer.cb = timers_fire;
+	w->trim_timer.cb = pools_trim;
+	w->trim_timer.deadline_ns = TIME_NEVER;
 	w->link_mon = (struct loop_fd){.fd = -1, .cb = link_event};
 	w->net_changed = opts->net_changed;
 	w->net_changed_ctx = opts->net_changed_ctx;

@@ -6,6 +6,8 @@
 #     typo; a reachable other server needs --force-reauth, which is a new login (approval)
 #     on the same server too
 #   - `trellis up` alone reconnects with the remembered settings (also after a restart);
+#     after a crash (SIGKILL) the node reports its disco key of before and keeps its home
+#     relay region (path.json)
 #     `trellis set --hostname` renames a running node without a new login
 #   - plain `trellis status` says the state in words and exits 0 only when running
 #   - `nodes expire`: the node goes to needs_login with "node key expired" and a login URL
@@ -120,6 +122,30 @@ lab_node_start a a
 check "a restarted comes back by itself (remembered prefs)" wait_for 15 node_connected a
 check_eq "... as a2" a2 "$(status_eval a "j['self']['hostname']")"
 check "a -> b after the restart" ping_until a "$IP4_B" 10
+
+# ---- a crash keeps what path discovery learned (path.json): the same disco key, so peers
+# keep their path state for a, and the same home relay region without a new choice
+disco_pub() { json_get "$LAB_TMP/node-$1/path.json" "j['disco_key']" | "$TRELLIS_CLI" pubkey; }
+home_saved() { json_get "$LAB_TMP/node-$1/path.json" "j['home_region']"; }
+home_now() { status_eval "$1" "j['relay']['home_region']"; }
+home_kept() { [[ $(home_now a) != 0 && $(home_now a) == "$(home_saved a)" ]]; }
+stun_measured() { tr_node "$1" netcheck --json | python3 -c 'import json,sys; assert json.load(sys.stdin)["measured"]'; }
+check "a has a home region, kept in path.json" wait_for 20 home_kept
+DK_A=$(disco_pub a)
+HOME_A=$(home_saved a)
+check "b's netmap has a's disco key" grep -qF "$DK_A" "$LAB_TMP/node-b/netmap.json"
+lab_node_stop a KILL
+# The server's next netmap to a says which disco key a reported after the crash.
+rm -f "$LAB_TMP/node-a/netmap.json"
+lab_node_start a a
+check "a (crashed) comes back by itself" wait_for 15 node_connected a
+check "a reports its disco key of before the crash" \
+	wait_for 15 grep -qF "$DK_A" "$LAB_TMP/node-a/netmap.json"
+check "a's STUN round ran after the crash" wait_for 20 stun_measured a
+check_eq "a's home region is the one of before the crash" "$HOME_A" "$(home_now a)"
+check_not "a chose no home region anew (it had one from path.json)" \
+	bash -c "sed -n '/^----- start/h; /^----- start/!H; \${x;p}' '$(log_of a)' | grep -q 'home region .* (was 0)'"
+check "a -> b after the crash" ping_until a "$IP4_B" 10
 
 # ---- silent failure 4: plain status says the state and exits non-zero unless running
 tr_node a status >"$LAB_TMP/st.txt" 2>&1

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -89,6 +90,81 @@ static void test_pool_carves_on_demand(void **state)
 	/* The two reused ones come first, then fresh ones in address order. */
 	assert_true((uint8_t *)p[1023] > (uint8_t *)p[1022]);
 	pkt_free(p, 1024);
+	assert_int_equal(pkt_pool_available(pool), 1024);
+	pkt_pool_free(pool);
+}
+
+static bool page_resident(const void *addr)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	unsigned char v = 0;
+
+	assert_int_equal(mincore((void *)((uintptr_t)addr & ~(page - 1)), page, &v), 0);
+	return v & 1;
+}
+
+/*
+ * After a burst the free packets' pages go back, but only after a period without the
+ * burst (the first trim keeps what the burst needed), never a page a packet in use shares
+ * (its bytes survive), and packets given back work again with their header rewritten.
+ */
+static void test_pool_trim(void **state)
+{
+	struct pkt_pool *pool = pkt_pool_new(1024);
+	static struct pkt *p[1024];
+	struct pkt *held[2], *q[2];
+	unsigned i, n;
+
+	(void)state;
+	assert_non_null(pool);
+	assert_false(pkt_pool_grew(pool));
+	assert_int_equal(pkt_pool_get(pool, p, 1024), 1024);
+	assert_true(pkt_pool_grew(pool));
+	for (i = 0; i < 1024; i++)
+		memset(p[i]->buf, 0x5a, p[i]->cap);
+	held[0] = p[10];
+	held[1] = p[1000];
+	p[10] = p[1000] = NULL;
+	pkt_free(p, 1024);
+	assert_true(page_resident(p[500]));
+
+	/* The burst was this period: kept. */
+	assert_int_equal(pkt_pool_trim(pool), 1022);
+	assert_false(pkt_pool_grew(pool));
+	assert_true(page_resident(p[500]));
+	/* A quiet period: given back, except the pages of the two still in use. */
+	assert_int_equal(pkt_pool_trim(pool), 0);
+	assert_false(page_resident(p[500]));
+	/* More than a page from p[10]'s last byte, whatever the allocation's alignment. */
+	assert_false(page_resident(p[12]->buf + PKT_BUF_SIZE - 1));
+	for (i = 0; i < 2; i++) {
+		assert_true(page_resident(held[i]));
+		assert_true(page_resident(held[i]->buf + held[i]->cap - 1));
+		assert_ptr_equal(held[i]->pool, pool);
+		for (n = 0; n < held[i]->cap; n++)
+			if (held[i]->buf[n] != 0x5a)
+				fail_msg("byte %u of a packet in use changed", n);
+	}
+
+	/* The lowest addresses come first now; a page given back reads as a fresh packet. */
+	assert_int_equal(pkt_pool_get(pool, q, 2), 2);
+	assert_ptr_equal(q[0], p[0]);
+	assert_ptr_equal(q[1], p[1]);
+	/* Beyond the two left resident: the next trim has work. */
+	assert_true(pkt_pool_grew(pool));
+	pkt_free(q, 2);
+	n = pkt_pool_get(pool, p, 1024);
+	assert_int_equal(n, 1022);
+	for (i = 0; i < n; i++) {
+		assert_ptr_equal(p[i]->pool, pool);
+		assert_int_equal(p[i]->cap, PKT_BUF_SIZE);
+		assert_int_equal(pkt_headroom(p[i]), PKT_HEADROOM);
+		assert_ptr_not_equal(p[i], held[0]);
+		assert_ptr_not_equal(p[i], held[1]);
+		memset(p[i]->data, 1, PKT_BUF_MTU);
+	}
+	pkt_free(p, n);
+	pkt_free(held, 2);
 	assert_int_equal(pkt_pool_available(pool), 1024);
 	pkt_pool_free(pool);
 }
@@ -187,9 +263,9 @@ static void test_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_pool_get_put), cmocka_unit_test(test_pool_carves_on_demand),
-	    cmocka_unit_test(test_pool_sized),	 cmocka_unit_test(test_free_mixed_pools),
-	    cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_pool_get_put),     cmocka_unit_test(test_pool_carves_on_demand),
+	    cmocka_unit_test(test_pool_trim),	     cmocka_unit_test(test_pool_sized),
+	    cmocka_unit_test(test_free_mixed_pools), cmocka_unit_test(test_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

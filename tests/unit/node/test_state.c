@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* State directory: keys created once with 0600, prefs round trip, corrupt files, key rotation. */
+/*
+ * State directory: keys created once with 0600, prefs round trip, corrupt files, key rotation,
+ * path.json (disco key, home region, NAT flag) across a restart and replaced when corrupt.
+ */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -154,12 +157,139 @@ static void test_netmap_cache(void **state)
 	state_free(st);
 }
 
+static void read_file(const char *name, char *buf, size_t cap)
+{
+	char p[256];
+	size_t n;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	f = fopen(p, "r");
+	assert_non_null(f);
+	n = fread(buf, 1, cap - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+}
+
+static void test_path_round_trip(void **state)
+{
+	uint8_t zero[32] = {0}, dk[32];
+	struct state_path p = {.home_region = 7, .mapping_varies = true};
+	struct state *st;
+	struct stat sb;
+	char before[1024], after[1024], f[256];
+
+	(void)state;
+	assert_int_equal(state_open(dir, &st), 0);
+	/* Written at the first start, so a crash right after it keeps the key. */
+	snprintf(f, sizeof(f), "%s/path.json", dir);
+	assert_int_equal(stat(f, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	memcpy(dk, state_disco_key(st), 32);
+	assert_memory_not_equal(dk, zero, 32);
+	assert_memory_not_equal(dk, state_node_key(st), 32);
+	assert_int_equal(state_path(st)->home_region, 0);
+	assert_false(state_path(st)->mapping_varies);
+	assert_int_equal(state_path_save(st, &p), 0);
+	/* Unchanged values do not touch the file. */
+	read_file("path.json", before, sizeof(before));
+	assert_int_equal(unlink(f), 0);
+	assert_int_equal(state_path_save(st, &p), 0);
+	assert_int_equal(stat(f, &sb), -1);
+	put("path.json", before);
+	state_free(st);
+
+	assert_int_equal(state_open(dir, &st), 0);
+	assert_memory_equal(state_disco_key(st), dk, 32);
+	assert_int_equal(state_path(st)->home_region, 7);
+	assert_true(state_path(st)->mapping_varies);
+	p.mapping_varies = false;
+	assert_int_equal(state_path_save(st, &p), 0);
+	state_free(st);
+	assert_int_equal(state_open(dir, &st), 0);
+	assert_memory_equal(state_disco_key(st), dk, 32);
+	assert_int_equal(state_path(st)->home_region, 7);
+	assert_false(state_path(st)->mapping_varies);
+	read_file("path.json", after, sizeof(after));
+	assert_string_not_equal(before, after);
+	state_free(st);
+}
+
+/* Every broken path.json: a start with a new key and nothing known, and a good file again. */
+static void test_path_corrupt(void **state)
+{
+	char big[2048];
+	const char *bad[] = {
+	    "",
+	    "{\"disco_key\":\"",
+	    "{\"disco_key\":\"not a key\",\"home_region\":3}",
+	    "{\"home_region\":3}",
+	    "{\"disco_key\":\"KEY\",\"home_region\":-1}",
+	    "{\"disco_key\":\"KEY\",\"home_region\":4294967296}",
+	    "{\"disco_key\":\"KEY\",\"home_region\":\"3\"}",
+	    "{\"disco_key\":\"KEY\",\"mapping_varies\":1}",
+	    "{\"disco_key\":\"KEY\",\"disco_key\":\"KEY\"}",
+	    "[1,2]",
+	    big,
+	};
+	char good[1024], text[1024], key[64];
+	const char *k;
+	uint8_t dk[32];
+	struct state *st;
+
+	(void)state;
+	memset(big, ' ', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(state_open(dir, &st), 0);
+	assert_int_equal(state_path_save(st, &(struct state_path){.home_region = 3}), 0);
+	state_free(st);
+	read_file("path.json", good, sizeof(good));
+	k = strstr(good, "\"disco_key\": \"");
+	assert_non_null(k);
+	snprintf(key, sizeof(key), "%.44s", k + strlen("\"disco_key\": \""));
+	/* The good file as written is read back whole. */
+	assert_int_equal(state_open(dir, &st), 0);
+	assert_int_equal(state_path(st)->home_region, 3);
+	memcpy(dk, state_disco_key(st), 32);
+	state_free(st);
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *at;
+
+		snprintf(text, sizeof(text), "%s", bad[i]);
+		while ((at = strstr(text, "KEY"))) {
+			char rest[1024];
+
+			snprintf(rest, sizeof(rest), "%s", at + 3);
+			snprintf(at, sizeof(text) - (size_t)(at - text), "%s%s", key, rest);
+		}
+		put("path.json", bad[i] == big ? big : text);
+		print_message("path.json: case %u\n", i);
+		assert_int_equal(state_open(dir, &st), 0);
+		assert_memory_not_equal(state_disco_key(st), dk, 32);
+		assert_int_equal(state_path(st)->home_region, 0);
+		assert_false(state_path(st)->mapping_varies);
+		memcpy(dk, state_disco_key(st), 32);
+		state_free(st);
+		/* Replaced by a good file with the new key. */
+		assert_int_equal(state_open(dir, &st), 0);
+		assert_memory_equal(state_disco_key(st), dk, 32);
+		state_free(st);
+		/* The next case's KEY is the current one, so only the broken part differs. */
+		read_file("path.json", good, sizeof(good));
+		k = strstr(good, "\"disco_key\": \"");
+		assert_non_null(k);
+		snprintf(key, sizeof(key), "%.44s", k + strlen("\"disco_key\": \""));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_keys_and_prefs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_netmap_cache, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_path_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_path_corrupt, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
