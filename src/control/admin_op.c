@@ -190,7 +190,7 @@ int admin_op_tailnet_require_2fa(struct admin_op_ctx *c, const char *name, bool 
 }
 
 int admin_op_tailnet_flow_log(struct admin_op_ctx *c, const char *name, int on,
-			      int64_t interval_sec)
+			      int64_t interval_sec, int64_t retention_sec)
 {
 	struct store_op op = {.kind = STORE_OP_TAILNET_UPDATE};
 	int r;
@@ -210,6 +210,8 @@ int admin_op_tailnet_flow_log(struct admin_op_ctx *c, const char *name, int on,
 		op.tailnet.flow_log_off = !on;
 	if (interval_sec >= 0)
 		op.tailnet.flow_log_interval_ms = interval_sec * 1000;
+	if (retention_sec >= 0)
+		op.tailnet.flow_retention_sec = retention_sec;
 	r = admin_op_commit(c, "tailnet.set", NULL, &op, NULL);
 	return r < 0 ? refuse(c, r, "%s", strerror(-r)) : 0;
 }

@@ -11,11 +11,14 @@
 #     receives is counted (no record, no batch covers the time) until it is on again;
 #     a 2 s interval shows in the spacing of a's batches (5 s before);
 #   - a node that under-reports (d, through a test hook) is caught by its peer's report;
+#   - retention: a 20 s retention is pruned by the server (flows.prune in the audit log,
+#     each node's anchor kept), verify walks the chains from the anchors, an edited
+#     anchor and a batch deleted after one are named;
 #   - the three registrations are in the configuration audit log, by the auth key.
 #
 #   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080, a .11, b .12, c .13
 source "$(dirname "$0")/lib.sh"
-LAB_TIMEOUT=${LAB_TIMEOUT:-300}
+LAB_TIMEOUT=${LAB_TIMEOUT:-420}
 lab_init
 lab_require_control_plane
 
@@ -99,15 +102,20 @@ check "audit verify: every chain holds" ctl audit verify
 # ---- tampering, with the server stopped (the CLI works on the database offline)
 lab_control_stop TERM
 sq() { python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()' "$DB" "$1"; }
+# verify_fails WHAT PATTERN: audit verify (offline) exits non-zero, its message matching PATTERN.
+verify_fails()
+{
+	local out rc
+	out=$(ctl --offline audit verify 2>&1)
+	rc=$?
+	check "$1 fails verify" test "$rc" -ne 0
+	check "... naming it" grep -q "$2" <<<"$out"
+}
 sq "CREATE TABLE saved AS SELECT * FROM flow_records WHERE rowid = (SELECT min(rowid) FROM flow_records);
     UPDATE flow_records SET rx_bytes = rx_bytes + 1 WHERE rowid = (SELECT min(rowid) FROM flow_records)"
-out=$(ctl --offline audit verify 2>&1); rc=$?
-check "an edited flow record fails verify" test "$rc" -ne 0
-check "... naming it" grep -q "record 0 does not match the signed batch (edited)" <<<"$out"
+verify_fails "an edited flow record" "record 0 does not match the signed batch (edited)"
 sq "DELETE FROM flow_records WHERE rowid = (SELECT min(rowid) FROM flow_records)"
-out=$(ctl --offline audit verify 2>&1); rc=$?
-check "a deleted flow record fails verify" test "$rc" -ne 0
-check "... naming it" grep -q "record 0 is missing (deleted)" <<<"$out"
+verify_fails "a deleted flow record" "record 0 is missing (deleted)"
 sq "INSERT INTO flow_records SELECT * FROM saved; DROP TABLE saved"
 check "put back, verify passes" ctl --offline audit verify
 
@@ -236,6 +244,35 @@ log "a-d ping flow: $(lied_ad)"
 check "... and listed by flows --flagged" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
 	flows --flagged --json | grep -q '\"name\": *\"d\"'"
 lab_node_stop d
+
+# ---- retention: batches older than the tailnet's setting go, the chains stay verifiable
+nsx a ping -n -q -c 60 -i 0.5 "$B4" >/dev/null 2>&1 &
+LAB_PIDS+=($!)
+check "retention 20 s" ctl tailnets set default --flow-retention 20s
+check "... in the audit log with the setting" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
+	audit log | grep 'tailnet.set' | grep -q 'flow_retention_sec: 0 -> 20'"
+# The server prunes every half retention: nothing received 30 s ago or earlier stays.
+old_gone() { [[ $(dbq 'SELECT count(*) FROM flow_batches WHERE received < ?' $(($(date +%s) - 30))) == 0 ]]; }
+check "batches past the retention are pruned" wait_for 60 old_gone
+check "... by the server, in the audit log with the anchors' digest" sh -c "'$TRELLIS_CONTROL' \
+	--state '$LAB_TMP/control' audit log --json | grep '\"flows.prune\"' | grep -q anchors"
+check "... each node's anchor kept" test "$(dbq 'SELECT count(*) FROM flow_anchors')" -ge 3
+a_after_anchor() { (($(dbq 'SELECT count(*) FROM flow_batches b JOIN flow_anchors n USING (node_id) WHERE node_id = ? AND b.seq > n.seq' "$A_ID") >= 2)); }
+check "a's batches go on after its anchor" wait_for 30 a_after_anchor
+out=$(ctl audit verify 2>&1)
+check "audit verify from the anchors" grep -q "chains from pruning anchors" <<<"$out"
+log "$out"
+check_eq "no batch flagged after a gap" "0" "$(dbq 'SELECT count(*) FROM flow_batches WHERE flags & 1')"
+lab_control_stop TERM
+sq "UPDATE flow_anchors SET seq = seq + 1 WHERE node_id = $A_ID"
+verify_fails "an edited anchor" "anchors do not match the digest in audit entry"
+sq "UPDATE flow_anchors SET seq = seq - 1 WHERE node_id = $A_ID"
+check "put back, verify passes" ctl --offline audit verify
+sq "CREATE TABLE saved AS SELECT * FROM flow_batches WHERE id = (SELECT min(id) FROM flow_batches
+      WHERE node_id = $A_ID); DELETE FROM flow_batches WHERE id = (SELECT id FROM saved)"
+verify_fails "a's first batch after its anchor deleted" "node $A_ID flow batch [0-9]* missing (deleted)"
+sq "INSERT INTO flow_batches SELECT * FROM saved; DROP TABLE saved"
+check "put back, verify passes" ctl --offline audit verify
 
 for n in a b c; do
 	check_eq "$n's log has no sanitizer report" "" \
