@@ -40,6 +40,14 @@ int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *targ
 	r = audit_entry_prepare(&e, c->store, c->actor, c->now, action, target, op);
 	if (r < 0)
 		return r;
+	/*
+	 * A tailnet's record holds nothing the entry leaves out: one written as it was (a
+	 * `tailnets set` whose settings were already so) is no change, and no entry.
+	 */
+	if (op->kind == STORE_OP_TAILNET_UPDATE && strcmp(e.before, e.after) == 0) {
+		audit_entry_release(&e);
+		return 0;
+	}
 	r = store_write_audited(c->store, op, &e, &id);
 	audit_entry_release(&e);
 	if (r < 0)

@@ -13,7 +13,8 @@
 #   - a node that under-reports (d, through a test hook) is caught by its peer's report;
 #   - retention: a 20 s retention is pruned by the server (flows.prune in the audit log,
 #     each node's anchor kept), verify walks the chains from the anchors, an edited
-#     anchor and a batch deleted after one are named;
+#     anchor and a batch deleted after one are named; a `tailnets set` that changes
+#     nothing writes no audit entry;
 #   - the three registrations are in the configuration audit log, by the auth key.
 #
 #   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080, a .11, b .12, c .13
@@ -248,6 +249,10 @@ lab_node_stop d
 # ---- retention: batches older than the tailnet's setting go, the chains stay verifiable
 nsx a ping -n -q -c 60 -i 0.5 "$B4" >/dev/null 2>&1 &
 LAB_PIDS+=($!)
+tailnet_sets() { ctl audit log --json | grep -c '"tailnet.set"'; }
+sets=$(tailnet_sets)
+check "flow logs on while on already" ctl tailnets set default --flow-log on
+check_eq "... changes nothing, and the audit log says nothing" "$sets" "$(tailnet_sets)"
 check "retention 20 s" ctl tailnets set default --flow-retention 20s
 check "... in the audit log with the setting" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
 	audit log | grep 'tailnet.set' | grep -q 'flow_retention_sec: 0 -> 20'"
