@@ -3,6 +3,8 @@
 # its flows and ships signed, chained batches to the collector over its control connection.
 #   - a pings b, a and c exchange UDP, b opens TCP to c: the collector holds each flow
 #     from both ends, confirmed, with a's ping bytes exactly (5 x 84 bytes each way);
+#   - iperf3 a -> c (200 MiB): the flow confirmed, the payload both ends counted (IP bytes
+#     less 52 header bytes a packet) between iperf3's received and sent bytes, 1 % slack;
 #   - audit verify walks every node's batch chain; a stored record edited or deleted is
 #     named; put back, it verifies again;
 #   - control down 30 s while a pings b: the batches wait in the nodes' spools and arrive
@@ -98,6 +100,53 @@ ping_bytes_are() { [[ $(ping_bytes) == "$1" ]]; }
 check "a's ping as a and b counted it: 5 x 84 bytes each way" \
 	wait_for 30 ping_bytes_are "a 5 420 5 420 b 5 420 5 420"
 log "ping flow: $(ping_bytes)"
+
+# ---- iperf3 a -> c: what both ends counted against what iperf3 reports (within 1 %).
+# The counters are IP bytes a packet, after TSO super-packets are cut into their segments
+# on the sending side and before GRO joins them on the receiving side; iperf3 counts TCP
+# payload. So each packet's headers come off: 52 bytes (IPv4 20, TCP 20 + timestamps 12)
+# for the data segments and the pure ACKs alike; the SYN's 8 more option bytes are noise.
+# iperf3's two figures bracket the bytes on the wire: the sender's is what it wrote into
+# its socket (at the end up to ~2.7 MB of it may never leave: iperf3 closes the stream
+# once the last byte is written), the receiver's what it read (up to ~2.1 MB may sit
+# unread at the close). So each end's count must lie between them, 1 % either side;
+# 200 MiB keeps those end effects near 1 % (measured: a's payload was iperf3's sent
+# figure + 749 bytes in one run, 2.7 MB short of it and 68 kB over the received in another).
+iperf_server c "$C4" 5201 || lab_finish
+nsx_timeout 180 a iperf3 -c "$C4" -p 5201 -n 200M -J >"$LAB_TMP/iperf-flows.json" 2>/dev/null
+check "a -> c iperf3, 200 MiB" test $? -eq 0
+IPERF_PORT=$(json_get "$LAB_TMP/iperf-flows.json" "j['start']['connected'][0]['local_port']")
+IPERF_SENT=$(json_get "$LAB_TMP/iperf-flows.json" "j['end']['sum_sent']['bytes']")
+IPERF_RCVD=$(json_get "$LAB_TMP/iperf-flows.json" "j['end']['sum_received']['bytes']")
+# iperf_counted: "VERDICT a_payload c_payload a_tx_bytes a_tx_packets" of iperf3's data flow.
+iperf_counted()
+{
+	ctl flows --since "$since" --json | python3 -c '
+import json, sys
+port = int(sys.argv[1])
+for line in sys.stdin:
+    f = json.loads(line)
+    if f["proto"] != 6 or not f["b"]:
+        continue
+    e = {x["name"]: x for x in (f["a"], f["b"])}
+    if set(e) != {"a", "c"} or e["a"]["src_port"] != port or e["a"]["dst_port"] != 5201:
+        continue
+    a, c = e["a"], e["c"]
+    print(f["verdict"], a["tx_bytes"] - 52 * a["tx_packets"], c["rx_bytes"] - 52 * c["rx_packets"],
+          a["tx_bytes"], a["tx_packets"])' "$IPERF_PORT"
+}
+# between_1pct X LO HI: LO - 1 % <= X <= HI + 1 %.
+between_1pct() { python3 -c 'import sys; x, lo, hi = map(int, sys.argv[1:]); sys.exit(not (lo * 0.99 <= x <= hi * 1.01))' "$1" "$2" "$3"; }
+iperf_counted_ok()
+{
+	local v ap cp
+	read -r v ap cp _ <<<"$(iperf_counted)"
+	[[ $v == confirmed ]] && between_1pct "$ap" "$IPERF_RCVD" "$IPERF_SENT" &&
+		between_1pct "$cp" "$IPERF_RCVD" "$IPERF_SENT"
+}
+check "iperf3's flow confirmed, a's and c's payload within 1 % of iperf3's received..sent" \
+	wait_for 30 iperf_counted_ok
+log "iperf3 sent $IPERF_SENT received $IPERF_RCVD; flow (verdict, a payload, c payload, a IP bytes, a packets): $(iperf_counted)"
 check "audit verify: every chain holds" ctl audit verify
 
 # ---- tampering, with the server stopped (the CLI works on the database offline)
