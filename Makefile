@@ -3,7 +3,8 @@
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
 # and a few more: make lab-full, make install, make deb, make demo-wg, make bench,
 # make bench-control, make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter,
-# make bench-policy, make bench-policy-scale, make bench-nat, make fuzz, make clean.
+# make bench-policy, make bench-policy-scale, make bench-nat, make bench-flow, make fuzz,
+# make clean.
 
 BUILD ?= build
 CHECK_BUILD ?= build-check
@@ -13,7 +14,7 @@ PREFIX ?= /usr/local
 
 .PHONY: all install deb deps check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
 	bench-relay bench-relay-path bench-filter bench-policy bench-policy-mapper bench-policy-scale \
-	bench-nat demo demo-wg clean
+	bench-nat bench-flow demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -100,6 +101,9 @@ bench-relay-path: all
 # Single-stream TCP into a node with no policy and with a 1,000-rule packet filter, taking turns.
 bench-filter: all
 	bench/filter.sh
+
+bench-flow: all
+	bench/flow.sh
 
 # NAT traversal: time to direct per pair of NAT kinds, failover and back, hard NAT on both
 # sides (birthday probing), idle wakeups against wireguard-go (network namespaces, root).

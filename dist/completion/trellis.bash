@@ -100,7 +100,8 @@ _trellis_control()
 	'authkey ' | 'apikey ') mapfile -t COMPREPLY < <(compgen -W "create list revoke --help" -- "$cur") ;;
 	'tailnets ') mapfile -t COMPREPLY < <(compgen -W "create list set --help" -- "$cur") ;;
 	'tailnets set') mapfile -t COMPREPLY < <(compgen -W "--key-expiry --ephemeral-timeout
-		--device-approval --require-2fa --require-machine-cert --flow-log --flow-log-interval"
+		--device-approval --require-2fa --require-machine-cert --flow-log --flow-log-interval
+		--flow-retention"
 		-- "$cur") ;;
 	'users ') mapfile -t COMPREPLY < <(compgen -W "create list add passwd delete reset-2fa --help" -- "$cur") ;;
 	'users add') mapfile -t COMPREPLY < <(compgen -W "--admin --totp" -- "$cur") ;;

@@ -109,6 +109,7 @@ static const struct noun nouns[] = {
      "       trellis-control [--state DIR] tailnets set NAME [--key-expiry DUR]\n"
      "           [--ephemeral-timeout DUR] [--device-approval on|off] [--require-2fa on|off]\n"
      "           [--require-machine-cert on|off] [--flow-log on|off] [--flow-log-interval DUR]\n"
+     "           [--flow-retention DUR]\n"
      "  NAME \"default\" is the tailnet nodes join without naming one.\n"
      "  --key-expiry DUR         node key lifetime (default 180d; 0: keys do not expire)\n"
      "  --ephemeral-timeout DUR  offline ephemeral nodes are deleted after (default 10m)\n"
@@ -121,6 +122,8 @@ static const struct noun nouns[] = {
      "  --flow-log on|off        nodes count their flows and ship them to the collector\n"
      "                           (docs/audit.md; default on)\n"
      "  --flow-log-interval DUR  how often each node ships a batch (1s to 1h; default 5s)\n"
+     "  --flow-retention DUR     flow records older than this are pruned, the chains kept\n"
+     "                           verifiable (30d; 0, the default: kept forever)\n"
      "example: trellis-control tailnets set default --device-approval on\n"},
     {"users", "list, create, add, passwd, delete, reset-2fa",
      "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
@@ -907,7 +910,7 @@ static int apikey_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *mfa = NULL, *mcert = NULL,
-		   *flog = NULL, *flog_iv = NULL, *pos[1];
+		   *flog = NULL, *flog_iv = NULL, *fret = NULL, *pos[1];
 	bool as_json = false;
 	const struct opt opts[] = {
 	    {"--key-expiry", true, &key_expiry, NULL},
@@ -917,6 +920,7 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	    {"--require-machine-cert", true, &mcert, NULL},
 	    {"--flow-log", true, &flog, NULL},
 	    {"--flow-log-interval", true, &flog_iv, NULL},
+	    {"--flow-retention", true, &fret, NULL},
 	    {"--json", false, NULL, &as_json},
 	    {NULL},
 	};
@@ -952,17 +956,23 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (flog_iv && (admin_duration_parse(flog_iv, &v) < 0 || v < 1 || v > 3600))
 			return fail("--flow-log-interval: bad duration \"%s\" (1s to 1h: 2s, 30s, 5m)",
 				    flog_iv);
+		if (fret && admin_duration_parse(fret, &v) < 0)
+			return fail("--flow-retention: bad duration \"%s\" (30d, 12h; 0: forever)",
+				    fret);
 		if (path_arg_check(pos[0]))
 			return 1;
-		if (!create && !key_expiry && !eph && !approval && !mfa && !mcert && !flog && !flog_iv)
+		if (!create && !key_expiry && !eph && !approval && !mfa && !mcert && !flog &&
+		    !flog_iv && !fret)
 			return fail("nothing to change (--key-expiry, --ephemeral-timeout, "
 				    "--device-approval, --require-2fa, --require-machine-cert, "
-				    "--flow-log, --flow-log-interval)");
-		if (create && (mfa || mcert || flog || flog_iv))
+				    "--flow-log, --flow-log-interval, --flow-retention)");
+		if (create && (mfa || mcert || flog || flog_iv || fret))
 			return fail("%s: create the tailnet, then tailnets set",
-				    mfa ? "--require-2fa" : mcert ? "--require-machine-cert"
-						      : flog  ? "--flow-log"
-							      : "--flow-log-interval");
+				    mfa	    ? "--require-2fa"
+				    : mcert ? "--require-machine-cert"
+				    : flog  ? "--flow-log"
+				    : fret  ? "--flow-retention"
+					    : "--flow-log-interval");
 		body = create ? json_pack("{s:s}", "name", pos[0]) : json_object();
 		if (key_expiry)
 			json_object_set_new(body, "key_expiry", json_string(key_expiry));
@@ -982,11 +992,13 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 			json_object_set_new(body, "flow_log", json_boolean(!strcmp(flog, "on")));
 		if (flog_iv)
 			json_object_set_new(body, "flow_log_interval", json_string(flog_iv));
+		if (fret)
+			json_object_set_new(body, "flow_retention", json_string(fret));
 		target_make(target, sizeof(target), "tailnets", create ? NULL : pos[0], NULL);
 		return call_json(cli, create ? "POST" : "PATCH", target, body, NULL);
 	}
 	target_make(target, sizeof(target), "tailnets", NULL, NULL);
-	if (npos || key_expiry || eph || approval || mfa || mcert || flog || flog_iv)
+	if (npos || key_expiry || eph || approval || mfa || mcert || flog || flog_iv || fret)
 		return fail("usage: tailnets list [--json]");
 	r = list_fetch(cli, "tailnets", NULL, NULL, as_json, &ans);
 	if (r || !ans)
@@ -1532,8 +1544,12 @@ static int audit_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 			       i_(ans, "entries"), i_(ans, "anchor_seq") + 1, i_(ans, "last_seq"),
 			       s_(ans, "head"));
 			printf("flow logs: %" JSON_INTEGER_FORMAT " batches (%" JSON_INTEGER_FORMAT
-			       " records) of %" JSON_INTEGER_FORMAT " nodes verified\n",
+			       " records) of %" JSON_INTEGER_FORMAT " nodes verified",
 			       i_(f, "batches"), i_(f, "records"), i_(f, "nodes"));
+			if (i_(f, "anchors"))
+				printf(", %" JSON_INTEGER_FORMAT " chains from pruning anchors",
+				       i_(f, "anchors"));
+			printf("\n");
 		}
 		json_decref(ans);
 		return r;

@@ -398,14 +398,15 @@ static int tailnets_list(struct call *k)
 		control_tailnet_flow_log(tn, &fl);
 		json_array_append_new(
 		    k->out,
-		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I, s:I}", "id",
+		    json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I, s:I, s:I}", "id",
 			      (json_int_t)tn->id, "name", tn->name, "key_expiry_sec",
 			      (json_int_t)tn->key_expiry_sec, "ephemeral_timeout_sec",
 			      (json_int_t)tn->ephemeral_timeout_sec, "device_approval",
 			      tn->device_approval, "require_2fa", tn->require_2fa,
 			      "require_machine_cert", tn->require_machine_cert, "flow_log",
 			      fl.enabled, "flow_log_interval_ms", (json_int_t)fl.interval_ms,
-			      "created", (json_int_t)tn->created, "nodes", (json_int_t)nodes));
+			      "flow_retention_sec", (json_int_t)tn->flow_retention_sec, "created",
+			      (json_int_t)tn->created, "nodes", (json_int_t)nodes));
 	}
 	store_snapshot_free(&snap);
 	return 0;
@@ -442,16 +443,16 @@ static int tailnets_create(struct call *k)
 /* PATCH tailnets/NAME: the members given change, the others stay. */
 static int tailnets_set(struct call *k)
 {
-	static const char *const names[] = {"key_expiry",	    "ephemeral_timeout",
-					    "device_approval",	    "require_2fa",
-					    "require_machine_cert", "flow_log",
-					    "flow_log_interval",    NULL};
+	static const char *const names[] = {
+	    "key_expiry",	 "ephemeral_timeout",	 "device_approval",
+	    "require_2fa",	 "require_machine_cert", "flow_log",
+	    "flow_log_interval", "flow_retention",	 NULL};
 	json_t *mc = k->body ? json_object_get(k->body, "require_machine_cert") : NULL;
 	bool cert;
 	json_t *a = k->body ? json_object_get(k->body, "device_approval") : NULL;
 	json_t *m = k->body ? json_object_get(k->body, "require_2fa") : NULL;
 	json_t *fl = k->body ? json_object_get(k->body, "flow_log") : NULL;
-	int64_t key_expiry, eph, fl_interval;
+	int64_t key_expiry, eph, fl_interval, fl_retention;
 	bool approval, mfa, fl_on;
 	int r;
 
@@ -459,8 +460,10 @@ static int tailnets_set(struct call *k)
 	    body_duration(k, "ephemeral_timeout", -1, &eph) < 0 ||
 	    body_bool(k, "device_approval", &approval) < 0 ||
 	    body_bool(k, "require_2fa", &mfa) < 0 ||
-	    body_bool(k, "require_machine_cert", &cert) < 0 || body_bool(k, "flow_log", &fl_on) < 0 ||
-	    body_duration(k, "flow_log_interval", -1, &fl_interval) < 0)
+	    body_bool(k, "require_machine_cert", &cert) < 0 ||
+	    body_bool(k, "flow_log", &fl_on) < 0 ||
+	    body_duration(k, "flow_log_interval", -1, &fl_interval) < 0 ||
+	    body_duration(k, "flow_retention", -1, &fl_retention) < 0)
 		return -1;
 	if (eph == 0)
 		return fail(k, 400, "the ephemeral timeout cannot be 0");
@@ -470,9 +473,10 @@ static int tailnets_set(struct call *k)
 		r = admin_op_tailnet_require_2fa(&k->c, k->seg[1], mfa);
 	if (r == 0 && mc && !json_is_null(mc))
 		r = ca_op_require(&k->c, k->seg[1], cert);
-	if (r == 0 && ((fl && !json_is_null(fl)) || fl_interval >= 0))
-		r = admin_op_tailnet_flow_log(&k->c, k->seg[1], fl && !json_is_null(fl) ? fl_on : -1,
-					      fl_interval);
+	if (r == 0 && ((fl && !json_is_null(fl)) || fl_interval >= 0 || fl_retention >= 0))
+		r = admin_op_tailnet_flow_log(&k->c, k->seg[1],
+					      fl && !json_is_null(fl) ? fl_on : -1, fl_interval,
+					      fl_retention);
 	if (r < 0)
 		return op_fail(k, r);
 	k->out = json_object();
@@ -805,12 +809,12 @@ static int audit_verify(struct call *k)
 	r = flows_verify(k->c.store, &fv);
 	if (r < 0)
 		return fail(k, 500, "cannot read the flow logs: %s", strerror(-r));
-	k->out =
-	    json_pack("{s:b, s:I, s:I, s:I, s:o, s:{s:b, s:I, s:I, s:I}}", "ok", !w.bad && !fv.bad,
-		      "entries", (json_int_t)w.n, "anchor_seq", (json_int_t)anchor, "last_seq",
-		      (json_int_t)(w.next_seq - 1), "head", hash_json(w.prev), "flows", "ok",
-		      !fv.bad, "batches", (json_int_t)fv.batches, "records", (json_int_t)fv.records,
-		      "nodes", (json_int_t)fv.nodes);
+	k->out = json_pack("{s:b, s:I, s:I, s:I, s:o, s:{s:b, s:I, s:I, s:I, s:I}}", "ok",
+			   !w.bad && !fv.bad, "entries", (json_int_t)w.n, "anchor_seq",
+			   (json_int_t)anchor, "last_seq", (json_int_t)(w.next_seq - 1), "head",
+			   hash_json(w.prev), "flows", "ok", !fv.bad, "batches",
+			   (json_int_t)fv.batches, "records", (json_int_t)fv.records, "nodes",
+			   (json_int_t)fv.nodes, "anchors", (json_int_t)fv.anchors);
 	/* The configuration log's problem first: the flow logs' is in "flows" either way. */
 	if (fv.bad)
 		json_object_set_new(json_object_get(k->out, "flows"), "problem",

@@ -40,6 +40,14 @@ int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *targ
 	r = audit_entry_prepare(&e, c->store, c->actor, c->now, action, target, op);
 	if (r < 0)
 		return r;
+	/*
+	 * A tailnet's record holds nothing the entry leaves out: one written as it was (a
+	 * `tailnets set` whose settings were already so) is no change, and no entry.
+	 */
+	if (op->kind == STORE_OP_TAILNET_UPDATE && strcmp(e.before, e.after) == 0) {
+		audit_entry_release(&e);
+		return 0;
+	}
 	r = store_write_audited(c->store, op, &e, &id);
 	audit_entry_release(&e);
 	if (r < 0)
@@ -190,7 +198,7 @@ int admin_op_tailnet_require_2fa(struct admin_op_ctx *c, const char *name, bool 
 }
 
 int admin_op_tailnet_flow_log(struct admin_op_ctx *c, const char *name, int on,
-			      int64_t interval_sec)
+			      int64_t interval_sec, int64_t retention_sec)
 {
 	struct store_op op = {.kind = STORE_OP_TAILNET_UPDATE};
 	int r;
@@ -210,6 +218,8 @@ int admin_op_tailnet_flow_log(struct admin_op_ctx *c, const char *name, int on,
 		op.tailnet.flow_log_off = !on;
 	if (interval_sec >= 0)
 		op.tailnet.flow_log_interval_ms = interval_sec * 1000;
+	if (retention_sec >= 0)
+		op.tailnet.flow_retention_sec = retention_sec;
 	r = admin_op_commit(c, "tailnet.set", NULL, &op, NULL);
 	return r < 0 ? refuse(c, r, "%s", strerror(-r)) : 0;
 }

@@ -93,11 +93,12 @@ int admin_op_tailnet_require_2fa(struct admin_op_ctx *c, const char *name, bool 
 
 /*
  * The tailnet's flow logs (docs/audit.md; NULL: the default tailnet): on 1 or 0 (< 0 keeps it),
- * the interval in seconds (< 0 keeps it; 1 s to 1 h). Pushed to its nodes in their netmaps.
- * 0, -EINVAL, -ENOENT.
+ * the interval in seconds (< 0 keeps it; 1 s to 1 h), pushed to its nodes in their netmaps;
+ * the retention in seconds (< 0 keeps it; 0: forever), which the server prunes to
+ * (flows_prune.h). 0, -EINVAL, -ENOENT.
  */
 int admin_op_tailnet_flow_log(struct admin_op_ctx *c, const char *name, int on,
-			      int64_t interval_sec);
+			      int64_t interval_sec, int64_t retention_sec);
 
 /* tailnet NULL: the default. 0, -EINVAL, -ENOENT, -EEXIST. */
 int admin_op_user_create(struct admin_op_ctx *c, const char *tailnet, const char *name,

@@ -130,13 +130,14 @@ static json_t *tags_json(unsigned n, const char tags[][NETMAP_TAG_MAX])
 
 static json_t *tailnet_json(const struct control_tailnet *t)
 {
-	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:b, s:I}", "id", (json_int_t)t->id,
-			 "name", t->name, "key_expiry_sec", (json_int_t)t->key_expiry_sec,
-			 "ephemeral_timeout_sec", (json_int_t)t->ephemeral_timeout_sec,
-			 "device_approval", t->device_approval, "require_2fa", t->require_2fa,
-			 "require_machine_cert", t->require_machine_cert, "flow_log",
-			 !t->flow_log_off, "flow_log_interval_ms",
-			 (json_int_t)t->flow_log_interval_ms);
+	return json_pack("{s:I, s:s, s:I, s:I, s:b, s:b, s:b, s:b, s:I, s:I}", "id",
+			 (json_int_t)t->id, "name", t->name, "key_expiry_sec",
+			 (json_int_t)t->key_expiry_sec, "ephemeral_timeout_sec",
+			 (json_int_t)t->ephemeral_timeout_sec, "device_approval",
+			 t->device_approval, "require_2fa", t->require_2fa, "require_machine_cert",
+			 t->require_machine_cert, "flow_log", !t->flow_log_off,
+			 "flow_log_interval_ms", (json_int_t)t->flow_log_interval_ms,
+			 "flow_retention_sec", (json_int_t)t->flow_retention_sec);
 }
 
 /* What an admin changes; last_seen and endpoints move on their own and are left out. */
@@ -362,6 +363,9 @@ static void target_derive(char *buf, size_t len, const struct store_op *op)
 		break;
 	case STORE_OP_FLOW_BATCH: /* the nodes' data, chained on its own (flows.h) */
 		snprintf(buf, len, "flows:node:%" PRIu64, op->flow.node_id);
+		break;
+	case STORE_OP_FLOW_PRUNE:
+		snprintf(buf, len, "flows:tailnet:%" PRIu64, op->flow_prune.tailnet_id);
 		break;
 	case STORE_OP_CA_PUT:
 		snprintf(buf, len, "ca:%" PRIu64, op->ca.tailnet_id);

@@ -92,3 +92,46 @@ const char *flows_verdict_name(enum flows_verdict v)
 	}
 	return "?";
 }
+
+/* ---- retention anchors ---- */
+
+/* Domain separation: no other hash covers the same bytes. */
+static const char anchor_domain[] = "trellis flow anchors v1";
+
+static void put_u64(struct blake2s_state *b, uint64_t v)
+{
+	uint8_t le[8];
+
+	for (int i = 0; i < 8; i++)
+		le[i] = (uint8_t)(v >> (8 * i));
+	blake2s_update(b, le, sizeof(le));
+}
+
+void flows_anchor_digest_init(struct flows_anchor_digest *d)
+{
+	blake2s_init(&d->b, FLOWS_ANCHOR_DIGEST_LEN);
+	blake2s_update(&d->b, anchor_domain, sizeof(anchor_domain));
+}
+
+void flows_anchor_digest_add(struct flows_anchor_digest *d, const struct flows_anchor *a)
+{
+	put_u64(&d->b, a->node_id);
+	put_u64(&d->b, a->batch_id);
+	put_u64(&d->b, a->seq);
+	put_u64(&d->b, a->batches_dropped);
+	blake2s_update(&d->b, a->audit_key, sizeof(a->audit_key));
+	blake2s_update(&d->b, a->hash, sizeof(a->hash));
+}
+
+void flows_anchor_digest_final(struct flows_anchor_digest *d, char ret[FLOWS_ANCHOR_DIGEST_HEX])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t h[FLOWS_ANCHOR_DIGEST_LEN];
+
+	blake2s_final(&d->b, h);
+	for (size_t i = 0; i < sizeof(h); i++) {
+		ret[2 * i] = hex[h[i] >> 4];
+		ret[2 * i + 1] = hex[h[i] & 15];
+	}
+	ret[2 * sizeof(h)] = '\0';
+}

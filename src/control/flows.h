@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "crypto/crypto.h"
 #include "proto/flowbatch.h"
 
 /* Loss the transport explains: this many packets, or 1 % of those sent if more. */
@@ -76,5 +77,32 @@ struct flows_side {
 enum flows_verdict flows_pair(const struct flows_side *a, const struct flows_side *b);
 
 const char *flows_verdict_name(enum flows_verdict v);
+
+/*
+ * Retention (docs/audit.md): pruning removes the oldest batches of a tailnet and
+ * leaves, per node, an anchor: its last removed batch, which the remaining chain
+ * starts from. The anchors' digest goes into the configuration audit log with
+ * each prune (`flows.prune`), so an edited anchor no longer matches it.
+ */
+struct flows_anchor {
+	uint64_t node_id;
+	uint64_t batch_id; /* the removed batch's row: every row at or below it is gone */
+	uint64_t seq;
+	uint32_t batches_dropped; /* as that batch signed it */
+	uint8_t audit_key[FLOWBATCH_KEY_LEN];
+	uint8_t hash[FLOWBATCH_HASH_LEN]; /* flowbatch_hash of that batch */
+};
+
+#define FLOWS_ANCHOR_DIGEST_LEN 32
+/* Hex, as the audit entry carries it. */
+#define FLOWS_ANCHOR_DIGEST_HEX (2 * FLOWS_ANCHOR_DIGEST_LEN + 1)
+
+/* The digest over every anchor, fed in ascending node_id order. */
+struct flows_anchor_digest {
+	struct blake2s_state b;
+};
+void flows_anchor_digest_init(struct flows_anchor_digest *d);
+void flows_anchor_digest_add(struct flows_anchor_digest *d, const struct flows_anchor *a);
+void flows_anchor_digest_final(struct flows_anchor_digest *d, char ret[FLOWS_ANCHOR_DIGEST_HEX]);
 
 #endif

@@ -2,6 +2,7 @@
 /* Reading flow logs back (flows_query.h): pairing both ends, and verifying the chains. */
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,7 +161,10 @@ out:
 
 struct walk {
 	struct flows_verify *v;
-	uint64_t node_id; /* the node whose chain is being walked; 0 before the first */
+	const struct flows_anchor *anchors; /* ascending node_id */
+	size_t n_anchors;
+	uint64_t anchor_id; /* the node's anchor's batch row: no row of the node at or below it */
+	uint64_t node_id;   /* the node whose chain is being walked; 0 before the first */
 	uint64_t last_seq;
 	uint32_t last_dropped;
 	uint64_t missing;	 /* batches missing in this chain so far */
@@ -209,6 +213,39 @@ static int chain_end(struct walk *w)
 			 w->node_id, w->gap_lo, w->gap_hi);
 }
 
+static const struct flows_anchor *anchor_of(const struct walk *w, uint64_t node_id)
+{
+	size_t lo = 0, hi = w->n_anchors;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (w->anchors[mid].node_id == node_id)
+			return &w->anchors[mid];
+		if (w->anchors[mid].node_id < node_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* A chain starts at seq 1, or after the anchor pruning left (its last removed batch). */
+static void chain_start(struct walk *w, const struct flows_anchor *a, const uint8_t *key)
+{
+	w->last_seq = a ? a->seq : 0;
+	w->last_dropped = a ? a->batches_dropped : 0;
+	w->missing = 0;
+	if (a)
+		memcpy(w->last_hash, a->hash, sizeof(w->last_hash));
+	else
+		memset(w->last_hash, 0, sizeof(w->last_hash));
+	if (a)
+		memcpy(w->key, a->audit_key, sizeof(w->key));
+	else if (key)
+		memcpy(w->key, key, sizeof(w->key));
+}
+
 static int walk_one(void *arg, const struct store_flow_row *row)
 {
 	struct walk *w = arg;
@@ -216,21 +253,28 @@ static int walk_one(void *arg, const struct store_flow_row *row)
 	struct flowbatch_record rec;
 	uint64_t missing;
 
-	if (row->node_id != w->node_id ||
-	    (row->audit_key && memcmp(row->audit_key, w->key, sizeof(w->key)) != 0)) {
-		/* A node's first batch, or the first under a new audit key: a new chain. */
+	if (row->node_id != w->node_id) {
+		/* A node's first batch: its chain goes on from its anchor, if pruned. */
+		const struct flows_anchor *a = anchor_of(w, row->node_id);
+
 		if (chain_end(w) < 0)
 			return -ECANCELED;
-		if (row->node_id != w->node_id)
-			w->v->nodes++;
+		w->v->nodes++;
 		w->node_id = row->node_id;
-		w->last_seq = 0;
-		w->last_dropped = 0;
-		w->missing = 0;
-		memset(w->last_hash, 0, sizeof(w->last_hash));
-		if (row->audit_key)
-			memcpy(w->key, row->audit_key, sizeof(w->key));
+		w->anchor_id = a ? a->batch_id : 0;
+		chain_start(w, a, row->audit_key);
 	}
+	if (row->audit_key && memcmp(row->audit_key, w->key, sizeof(w->key)) != 0) {
+		/* The first batch under a new audit key: a new chain. */
+		if (chain_end(w) < 0)
+			return -ECANCELED;
+		chain_start(w, NULL, row->audit_key);
+	}
+	if (row->id <= w->anchor_id)
+		return bad(w,
+			   "node %" PRIu64 " flow batch %" PRIu64
+			   " is older than the node's pruning anchor (inserted, or a prune undone)",
+			   row->node_id, row->seq);
 	if (!row->audit_key || flowbatch_peek(row->batch, row->len, &b) < 0 ||
 	    flowbatch_verify(row->batch, row->len, row->audit_key) < 0 ||
 	    b.node_id != row->node_id || b.seq != row->seq)
@@ -288,15 +332,106 @@ static int walk_one(void *arg, const struct store_flow_row *row)
 	return 0;
 }
 
+/* ---- retention anchors ---- */
+
+struct anchors {
+	struct flows_anchor *v;
+	size_t n, cap;
+	struct flows_anchor_digest d;
+};
+
+static int anchor_add(void *arg, const struct flows_anchor *a)
+{
+	struct anchors *as = arg;
+
+	if (as->n == as->cap) {
+		size_t cap = as->cap ? as->cap * 2 : 64;
+		struct flows_anchor *v = realloc(as->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		as->v = v;
+		as->cap = cap;
+	}
+	as->v[as->n++] = *a;
+	flows_anchor_digest_add(&as->d, a);
+	return 0;
+}
+
+/* The newest flows.prune entry's anchors digest. */
+struct last_prune {
+	uint64_t seq;
+	char digest[FLOWS_ANCHOR_DIGEST_HEX];
+};
+
+static int prune_entry(void *arg, const struct audit_entry *e)
+{
+	struct last_prune *lp = arg;
+	json_t *j;
+	const char *d;
+
+	if (strcmp(e->action, "flows.prune") != 0)
+		return 0;
+	lp->seq = e->seq;
+	lp->digest[0] = '\0';
+	j = json_loads(e->after, 0, NULL);
+	d = json_string_value(json_object_get(j, "anchors"));
+	if (d)
+		snprintf(lp->digest, sizeof(lp->digest), "%s", d);
+	json_decref(j);
+	return 0;
+}
+
+/*
+ * The anchors against the digest the newest prune wrote into the configuration audit
+ * log (whose own chain `audit verify` checks): an anchor edited, deleted or added shows.
+ */
+static int anchors_check(struct store *st, struct anchors *as, struct walk *w)
+{
+	struct last_prune lp = {0};
+	char digest[FLOWS_ANCHOR_DIGEST_HEX];
+	int r;
+
+	flows_anchor_digest_init(&as->d);
+	r = store_flow_anchors(st, anchor_add, as);
+	if (r < 0)
+		return r;
+	r = store_audit_read(st, 0, INT64_MIN, 0, prune_entry, &lp);
+	if (r < 0)
+		return r;
+	flows_anchor_digest_final(&as->d, digest);
+	if (!lp.seq)
+		return as->n ? bad(w,
+				   "%zu flow-log anchors but no flows.prune entry in the audit "
+				   "log (anchors inserted, or the entry deleted)",
+				   as->n)
+			     : 0;
+	if (strcmp(lp.digest, digest) != 0)
+		return bad(w,
+			   "the flow-log anchors do not match the digest in audit entry %" PRIu64
+			   " (flows.prune): an anchor edited, deleted or inserted",
+			   lp.seq);
+	return 0;
+}
+
 int flows_verify(struct store *st, struct flows_verify *ret)
 {
+	struct anchors as = {0};
 	struct walk w = {.v = ret};
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
+	r = anchors_check(st, &as, &w);
+	if (r < 0)
+		goto out;
+	w.anchors = as.v;
+	w.n_anchors = as.n;
+	ret->anchors = as.n;
 	r = store_flow_batches(st, 0, 0, walk_one, &w);
 	if (r == 0)
 		chain_end(&w);
+out:
+	free(as.v);
 	if (r == -ECANCELED && ret->bad)
 		return 0;
 	return r;

@@ -38,16 +38,18 @@ int flows_query(struct store *st, uint64_t node_id, uint64_t since_ns,
 
 struct flows_verify {
 	uint64_t batches, records, nodes;
+	uint64_t anchors; /* nodes whose chain starts from a pruning anchor */
 	bool bad;
 	char why[FLOWS_VERIFY_WHY_MAX]; /* the first bad link */
 };
 
 /*
- * Walks every node's batch chain: each batch's signature under the key stored
- * with it, its seq and prev_hash against the node's batch before (a gap is
- * explained only by the node's signed count of batches it dropped), and each
- * stored record against the signed batch. Stops at the first bad link. 0 (see
- * ret->bad), or the store's -errno.
+ * Checks the retention anchors against the digest of the newest flows.prune
+ * audit entry, then walks every node's batch chain, from its anchor when it has
+ * one: each batch's signature under the key stored with it, its seq and prev_hash against the
+ * node's batch before (a gap is explained only by the node's signed count of batches it dropped),
+ * and each stored record against the signed batch. Stops at the first bad link. 0 (see ret->bad),
+ * or the store's -errno.
  */
 int flows_verify(struct store *st, struct flows_verify *ret);
 

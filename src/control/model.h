@@ -36,6 +36,8 @@ struct control_tailnet {
 	 */
 	bool flow_log_off;
 	int64_t flow_log_interval_ms;
+	/* Flow records older than this are pruned (flows_prune.h); 0: kept forever. */
+	int64_t flow_retention_sec;
 	/*
 	 * Registration needs a valid machine certificate from the tailnet's CA, proven at
 	 * every register (ca.h), whatever the credential.

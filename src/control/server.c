@@ -53,6 +53,7 @@
 #include "control/changes.h"
 #include "control/ephemeral.h"
 #include "control/flows_collect.h"
+#include "control/flows_prune.h"
 #include "control/mapper.h"
 #include "control/relays.h"
 #include "control/mapstream.h"
@@ -107,6 +108,7 @@ struct control_server {
 	struct metrics_counters ctr;
 	struct control_relay *relay; /* the embedded relay and STUN server, /relay/verify */
 	struct flows_collector *flows; /* flow-log batches from the nodes (docs/audit.md) */
+	struct flows_pruner *prune;    /* their retention */
 	uint64_t stamped;	       /* the feed position the mapper's version names */
 	uint64_t stop_begin, stop_end; /* the last run's stop in the feed (STOP_SETTING) */
 	bool stop_marked;	       /* this run's stop_begin is marked: write STOP_SETTING */
@@ -1671,6 +1673,7 @@ static void tick_cb(struct loop_timer *t)
 		mapstream_schedule(s->ms);
 	/* Deleted, expired, logged out, rotated away: off the relay too. */
 	control_relay_tick(s->relay);
+	flows_pruner_tick(s->prune, time_wall_s());
 	loop_timer_arm(s->loop, t, loop_now_ns(s->loop) + TICK_NS);
 }
 
@@ -1908,6 +1911,9 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	r = flows_collector_new(s->store, &s->flows);
 	if (r < 0)
 		goto out;
+	r = flows_pruner_new(s->store, s->reg, &s->prune);
+	if (r < 0)
+		goto out;
 	r = state_load(s);
 	if (r < 0) {
 		log_err("control: cannot load the store: %s", strerror(-r));
@@ -2053,6 +2059,7 @@ void control_server_free(struct control_server *s)
 	store_free(s->store);
 	/* After the store: every write's completion has run. */
 	flows_collector_free(s->flows);
+	flows_pruner_free(s->prune);
 	control_relay_free(s->relay);
 	/* After the sessions and the relay: they held slots of its limits. */
 	httpd_free(s->httpd);

@@ -567,3 +567,9 @@ int store_flow_totals(struct store *s, uint64_t node_id, uint64_t since_ns,
 {
 	return RD(s, s->be->flow_totals(s->rd, node_id, since_ns, fn, arg));
 }
+
+int store_flow_anchors(struct store *s, int (*fn)(void *arg, const struct flows_anchor *a),
+		       void *arg)
+{
+	return RD(s, s->be->flow_anchors(s->rd, fn, arg));
+}

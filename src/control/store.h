@@ -51,6 +51,7 @@
 #include <stdint.h>
 
 #include "control/audit.h"
+#include "control/flows.h"
 #include "control/model.h"
 #include "proto/flowbatch.h"
 
@@ -88,6 +89,12 @@ enum store_op_kind {
 	STORE_OP_NODE_TOUCH,
 	STORE_OP_CA_PUT,    /* .ca: a tailnet's CA (-EEXIST: it has one) */
 	STORE_OP_MCERT_PUT, /* .mcert: id 0 inserts (id assigned), else revoked/_at */
+	/*
+	 * .flow_prune: a tailnet's oldest batches go, each node's last one left as its
+	 * anchor; id: how many batches went. With .audit (required), whose `after` the
+	 * store fills in: the anchors' digest and what went. Nothing to remove: no entry.
+	 */
+	STORE_OP_FLOW_PRUNE,
 };
 
 /*
@@ -103,6 +110,17 @@ struct store_flow {
 	uint8_t audit_key[32];
 	uint8_t *batch;
 	size_t len;
+};
+
+/*
+ * Retention: a tailnet's batches received before `before` go, at most max_batches (and
+ * every batch of the tailnet stored before the last of them, so each node's chain loses
+ * a prefix only).
+ */
+struct store_flow_prune {
+	uint64_t tailnet_id;
+	int64_t before; /* Unix seconds */
+	unsigned max_batches;
 };
 
 /* A stored batch as read back (store_flow_batches): its row and its decoded records' rows. */
@@ -147,6 +165,7 @@ struct store_op {
 	union {
 		struct store_policy policy;
 		struct store_flow flow;
+		struct store_flow_prune flow_prune;
 		struct control_tailnet tailnet;
 		struct control_user user;
 		struct control_node node;
@@ -259,6 +278,9 @@ struct store_backend {
 			    int (*fn)(void *arg, const struct store_flow_row *b), void *arg);
 	int (*flow_totals)(void *be, uint64_t node_id, uint64_t since_ns,
 			   int (*fn)(void *arg, const struct store_flow_total *t), void *arg);
+	/* Every retention anchor (flows.h) in ascending node_id order, to fn (< 0 stops). */
+	int (*flow_anchors)(void *be, int (*fn)(void *arg, const struct flows_anchor *a),
+			    void *arg);
 	/* Machine certificates (ca.h): a tailnet's CA, one certificate by serial, all of them. */
 	int (*ca_get)(void *be, uint64_t tailnet_id, struct control_ca *ret);
 	int (*mcert_get)(void *be, const char *serial, struct control_mcert *ret);
@@ -371,13 +393,18 @@ int store_audit_anchor(struct store *s, uint64_t *ret_seq, uint8_t ret_hash[AUDI
 int store_audit_read(struct store *s, uint64_t after_seq, int64_t since, size_t max,
 		     int (*fn)(void *arg, const struct audit_entry *e), void *arg);
 
-/* Flow logs (read connection): as the backend's flow_chain, flow_batches and flow_totals. */
+/*
+ * Flow logs (read connection): as the backend's flow_chain (a node whose batches were all
+ * pruned: its anchor), flow_batches, flow_totals and flow_anchors.
+ */
 int store_flow_chain(struct store *s, uint64_t node_id, uint64_t *ret_seq,
 		     uint8_t ret_hash[FLOWBATCH_HASH_LEN], uint8_t ret_key[32]);
 int store_flow_batches(struct store *s, uint64_t after_node, uint64_t after_id,
 		       int (*fn)(void *arg, const struct store_flow_row *b), void *arg);
 int store_flow_totals(struct store *s, uint64_t node_id, uint64_t since_ns,
 		      int (*fn)(void *arg, const struct store_flow_total *t), void *arg);
+int store_flow_anchors(struct store *s, int (*fn)(void *arg, const struct flows_anchor *a),
+		       void *arg);
 
 void store_stats_get(struct store *s, struct store_stats *ret);
 

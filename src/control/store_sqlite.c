@@ -134,8 +134,8 @@ static const char *const migrations[] = {
      * 8: flow logs (issue 13, docs/audit.md): a node's audit key; the tailnet's flow-log
      * interval (0: the default, migration 10); every admitted batch as the node signed it,
      * with the key it verified under and the collector's flags (FLOWS_F_*), and its records
-     * decoded for queries, each checked against its batch by `audit verify`. A node's chain restarts
-     * at seq 1 with a new audit key. No foreign keys: the record outlives a deleted node.
+     * decoded for queries, each checked against its batch by `audit verify`. A node's chain
+     * restarts at seq 1 with a new audit key. No foreign keys: the record outlives a deleted node.
      */
     "ALTER TABLE nodes ADD COLUMN audit_key BLOB;"
     "ALTER TABLE tailnets ADD COLUMN flow_log_interval_ms INTEGER NOT NULL DEFAULT 0;"
@@ -197,6 +197,21 @@ static const char *const migrations[] = {
      * keeps logging as it did; flow_log_interval_ms (migration 8) now means 0: the default.
      */
     "ALTER TABLE tailnets ADD COLUMN flow_log_off INTEGER NOT NULL DEFAULT 0;",
+    /*
+     * 11: flow-log retention (issue 13, docs/audit.md): a tailnet's retention (0: forever);
+     * per node the anchor its pruned chain starts from (its last removed batch); the index
+     * that finds a tailnet's oldest batches.
+     */
+    "ALTER TABLE tailnets ADD COLUMN flow_retention_sec INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE flow_anchors ("
+    " node_id INTEGER PRIMARY KEY,"
+    " tailnet_id INTEGER NOT NULL,"
+    " batch_id INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " batches_dropped INTEGER NOT NULL,"
+    " audit_key BLOB NOT NULL,"
+    " hash BLOB NOT NULL);"
+    "CREATE INDEX flow_batches_received ON flow_batches (tailnet_id, received);",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -252,6 +267,13 @@ enum stmt_id {
 	ST_FLOW_BATCHES,
 	ST_FLOW_RECORDS_OF,
 	ST_FLOW_TOTALS,
+	ST_FLOW_PRUNE_CUT,
+	ST_FLOW_PRUNE_LASTS,
+	ST_FLOW_ANCHOR_SET,
+	ST_FLOW_PRUNE_RECORDS,
+	ST_FLOW_PRUNE_BATCHES,
+	ST_FLOW_ANCHORS,
+	ST_FLOW_ANCHOR_OF,
 	ST_CA_INSERT,
 	ST_CA_GET,
 	ST_MCERT_INSERT,
@@ -263,7 +285,7 @@ enum stmt_id {
 
 #define TAILNET_COLS                                                                               \
 	"id, name, key_expiry_sec, ephemeral_timeout_sec, created, device_approval, require_2fa, " \
-	"flow_log_interval_ms, require_machine_cert, flow_log_off"
+	"flow_log_interval_ms, require_machine_cert, flow_log_off, flow_retention_sec"
 #define USER_COLS "id, tailnet_id, name, created"
 #define MCERT_COLS                                                                                 \
 	"id, tailnet_id, serial, machine_key, subject, not_before, not_after, created, revoked, "  \
@@ -300,14 +322,38 @@ static const char *const stmt_sql[ST_COUNT] = {
 		       " WHERE ?1 = 0 OR node_id = ?1"
 		       " GROUP BY node_id, proto, icmp_type, src, src_port, dst, dst_port"
 		       " HAVING max(last_ns) >= ?2",
+    /*
+     * Retention: where a prune stops (the tailnet's oldest batches by arrival), each node's
+     * last batch at or below it (its anchor), then the rows.
+     */
+    [ST_FLOW_PRUNE_CUT] = "SELECT count(*), coalesce(max(id), 0) FROM (SELECT id FROM flow_batches"
+			  " WHERE tailnet_id = ?1 AND received < ?2 ORDER BY received, id"
+			  " LIMIT ?3)",
+    [ST_FLOW_PRUNE_LASTS] =
+	"SELECT node_id, id, seq, audit_key, batch FROM flow_batches WHERE id IN"
+	" (SELECT max(id) FROM flow_batches WHERE tailnet_id = ?1 AND id <= ?2"
+	" GROUP BY node_id)",
+    [ST_FLOW_ANCHOR_SET] = "INSERT INTO flow_anchors (node_id, tailnet_id, batch_id, seq,"
+			   " batches_dropped, audit_key, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+			   " ON CONFLICT (node_id) DO UPDATE SET tailnet_id = excluded.tailnet_id,"
+			   " batch_id = excluded.batch_id, seq = excluded.seq,"
+			   " batches_dropped = excluded.batches_dropped,"
+			   " audit_key = excluded.audit_key, hash = excluded.hash",
+    [ST_FLOW_PRUNE_RECORDS] = "DELETE FROM flow_records WHERE batch_id IN (SELECT id FROM"
+			      " flow_batches WHERE tailnet_id = ?1 AND id <= ?2)",
+    [ST_FLOW_PRUNE_BATCHES] = "DELETE FROM flow_batches WHERE tailnet_id = ?1 AND id <= ?2",
+    [ST_FLOW_ANCHORS] = "SELECT node_id, batch_id, seq, batches_dropped, audit_key, hash"
+			" FROM flow_anchors ORDER BY node_id",
+    [ST_FLOW_ANCHOR_OF] = "SELECT seq, hash, audit_key FROM flow_anchors WHERE node_id = ?1",
     [ST_TAILNET_INSERT] = "INSERT INTO tailnets (name, key_expiry_sec, ephemeral_timeout_sec,"
 			  " created, device_approval, require_2fa, flow_log_interval_ms,"
-			  " require_machine_cert, flow_log_off)"
-			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    [ST_TAILNET_UPDATE] = "UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
-			  " ephemeral_timeout_sec = ?4, device_approval = ?5, require_2fa = ?6,"
-			  " flow_log_interval_ms = ?7, require_machine_cert = ?8, flow_log_off = ?9"
-			  " WHERE id = ?1",
+			  " require_machine_cert, flow_log_off, flow_retention_sec)"
+			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [ST_TAILNET_UPDATE] =
+	"UPDATE tailnets SET name = ?2, key_expiry_sec = ?3,"
+	" ephemeral_timeout_sec = ?4, device_approval = ?5, require_2fa = ?6,"
+	" flow_log_interval_ms = ?7, require_machine_cert = ?8, flow_log_off = ?9,"
+	" flow_retention_sec = ?10 WHERE id = ?1",
     [ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
     [ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
 		       " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
@@ -354,8 +400,10 @@ static const char *const stmt_sql[ST_COUNT] = {
 			" prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [ST_AUDIT_READ] = "SELECT seq, time, actor, action, target, before, after, prev_hash, hash"
 		      " FROM audit WHERE seq > ?1 AND time >= ?2 ORDER BY seq LIMIT ?3",
-    [ST_AUDIT_PRUNE_LAST] = "SELECT seq, hash FROM audit WHERE time < ?1"
-			    " ORDER BY seq DESC LIMIT 1",
+    /* The newest flows.prune entry stays: it holds the flow anchors' digest (docs/audit.md). */
+    [ST_AUDIT_PRUNE_LAST] = "SELECT seq, hash FROM audit WHERE time < ?1 AND seq < (SELECT"
+			    " coalesce(max(seq), 9223372036854775807) FROM audit"
+			    " WHERE action = 'flows.prune') ORDER BY seq DESC LIMIT 1",
     [ST_AUDIT_PRUNE] = "DELETE FROM audit WHERE seq <= ?1",
     [ST_AUDIT_ANCHOR_SET] = "INSERT INTO audit_anchor (id, seq, hash) VALUES (1, ?1, ?2)"
 			    " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq,"
@@ -682,6 +730,7 @@ static void row_tailnet(sqlite3_stmt *st, struct control_tailnet *t)
 	t->flow_log_interval_ms = sqlite3_column_int64(st, 7);
 	t->require_machine_cert = sqlite3_column_int(st, 8) != 0;
 	t->flow_log_off = sqlite3_column_int(st, 9) != 0;
+	t->flow_retention_sec = sqlite3_column_int64(st, 10);
 }
 
 static void row_ca(sqlite3_stmt *st, struct control_ca *c)
@@ -1036,6 +1085,142 @@ static int flow_insert(struct sq *q, const struct store_flow *f)
 	return r;
 }
 
+static void row_flow_anchor(sqlite3_stmt *st, struct flows_anchor *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->node_id = (uint64_t)sqlite3_column_int64(st, 0);
+	a->batch_id = (uint64_t)sqlite3_column_int64(st, 1);
+	a->seq = (uint64_t)sqlite3_column_int64(st, 2);
+	a->batches_dropped = (uint32_t)sqlite3_column_int64(st, 3);
+	blob_copy(a->audit_key, sizeof(a->audit_key), st, 4);
+	blob_copy(a->hash, sizeof(a->hash), st, 5);
+}
+
+/* The digest over every anchor as it stands in this transaction. */
+static int anchors_digest(struct sq *q, char ret[FLOWS_ANCHOR_DIGEST_HEX])
+{
+	struct flows_anchor_digest d;
+	struct flows_anchor a;
+	sqlite3_stmt *st = stmt_get(q, ST_FLOW_ANCHORS);
+	int rc;
+
+	if (!st)
+		return -EIO;
+	flows_anchor_digest_init(&d);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		row_flow_anchor(st, &a);
+		flows_anchor_digest_add(&d, &a);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return sq_errno(q, rc);
+	flows_anchor_digest_final(&d, ret);
+	return 0;
+}
+
+/* One of the prune's deletes: a tailnet's rows at or below the cut; *ret_n how many went. */
+static int prune_rows(struct sq *q, enum stmt_id id, uint64_t tailnet_id, uint64_t cut,
+		      uint64_t *ret_n)
+{
+	sqlite3_stmt *st = stmt_get(q, id);
+	int r;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)tailnet_id);
+	sqlite3_bind_int64(st, 2, (int64_t)cut);
+	r = step_write(q, st, false);
+	if (r == 0)
+		*ret_n = (uint64_t)sqlite3_changes(q->db);
+	return r;
+}
+
+/*
+ * Retention (store.h STORE_OP_FLOW_PRUNE). The cut is a row id: every batch of the
+ * tailnet at or below it goes, so each node loses a prefix of its chain (ids grow in
+ * arrival order) and its last removed batch becomes its anchor. The entry `in`
+ * describes the prune; its `after` is filled in here, where the anchors are known.
+ */
+static int flow_prune(struct sq *q, const struct store_flow_prune *p, const struct audit_entry *in,
+		      uint64_t *ret_n)
+{
+	char digest[FLOWS_ANCHOR_DIGEST_HEX], after[256];
+	struct audit_entry e;
+	struct flowbatch b;
+	uint64_t n, cut, records, nodes = 0;
+	sqlite3_stmt *st, *set;
+	int rc, r;
+
+	*ret_n = 0;
+	if (!in || !p->tailnet_id || !p->max_batches)
+		return -EINVAL;
+	st = stmt_get(q, ST_FLOW_PRUNE_CUT);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)p->tailnet_id);
+	sqlite3_bind_int64(st, 2, p->before);
+	sqlite3_bind_int64(st, 3, p->max_batches);
+	rc = sqlite3_step(st);
+	n = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+	cut = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 1) : 0;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW)
+		return sq_errno(q, rc);
+	if (!n)
+		return 0; /* nothing old enough: no entry either */
+	st = stmt_get(q, ST_FLOW_PRUNE_LASTS);
+	set = stmt_get(q, ST_FLOW_ANCHOR_SET);
+	if (!st || !set)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)p->tailnet_id);
+	sqlite3_bind_int64(st, 2, (int64_t)cut);
+	r = 0;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const uint8_t *batch = sqlite3_column_blob(st, 4);
+		size_t len = (size_t)sqlite3_column_bytes(st, 4);
+		uint8_t hash[FLOWBATCH_HASH_LEN];
+
+		/* Admitted batches parse (flow_insert); one that does not is left to verify. */
+		if (flowbatch_peek(batch, len, &b) < 0)
+			memset(&b, 0, sizeof(b));
+		flowbatch_hash(batch, len, hash);
+		sqlite3_bind_int64(set, 1, sqlite3_column_int64(st, 0));
+		sqlite3_bind_int64(set, 2, (int64_t)p->tailnet_id);
+		sqlite3_bind_int64(set, 3, sqlite3_column_int64(st, 1));
+		sqlite3_bind_int64(set, 4, sqlite3_column_int64(st, 2));
+		sqlite3_bind_int64(set, 5, b.batches_dropped);
+		sqlite3_bind_blob(set, 6, sqlite3_column_blob(st, 3), sqlite3_column_bytes(st, 3),
+				  SQLITE_TRANSIENT);
+		sqlite3_bind_blob(set, 7, hash, sizeof(hash), SQLITE_TRANSIENT);
+		r = step_write(q, set, false);
+		nodes++;
+	}
+	sqlite3_reset(st);
+	if (r < 0)
+		return r;
+	if (rc != SQLITE_DONE)
+		return sq_errno(q, rc);
+	r = prune_rows(q, ST_FLOW_PRUNE_RECORDS, p->tailnet_id, cut, &records);
+	if (r == 0)
+		r = prune_rows(q, ST_FLOW_PRUNE_BATCHES, p->tailnet_id, cut, &n);
+	if (r == 0)
+		r = anchors_digest(q, digest);
+	if (r < 0)
+		return r;
+	/* Compact JSON with sorted keys, as every other entry's. */
+	snprintf(after, sizeof(after),
+		 "{\"anchors\":\"%s\",\"batches\":%llu,\"before\":%lld,\"nodes\":%llu,"
+		 "\"records\":%llu}",
+		 digest, (unsigned long long)n, (long long)p->before, (unsigned long long)nodes,
+		 (unsigned long long)records);
+	e = *in;
+	e.after = after;
+	r = audit_append(q, &e);
+	if (r == 0)
+		*ret_n = n;
+	return r;
+}
+
 static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, uint64_t *ret_id)
 {
 	enum store_change_kind ck;
@@ -1071,6 +1256,7 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		sqlite3_bind_int64(st, 7, op->tailnet.flow_log_interval_ms);
 		sqlite3_bind_int(st, 8, op->tailnet.require_machine_cert);
 		sqlite3_bind_int(st, 9, op->tailnet.flow_log_off);
+		sqlite3_bind_int64(st, 10, op->tailnet.flow_retention_sec);
 		ck = STORE_CHANGE_TAILNET;
 		break;
 	case STORE_OP_USER_CREATE:
@@ -1161,6 +1347,8 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 	case STORE_OP_FLOW_BATCH:
 		/* The collector's data, not configuration: no `changes` row. */
 		return flow_insert(q, &op->flow);
+	case STORE_OP_FLOW_PRUNE:
+		return flow_prune(q, &op->flow_prune, op->audit, ret_id);
 	case STORE_OP_ACCOUNT_PUT:
 		insert = op->account.id == 0;
 		if (!op->account.email[0] || !op->account.password[0])
@@ -1271,7 +1459,7 @@ static int sq_apply(void *be, const struct store_op *ops, size_t n, uint64_t ori
 			goto fail;
 		errs[i] = apply_one(q, &ops[i], origin, &ids[i]);
 		/* The entry commits with its write or not at all. */
-		if (errs[i] == 0 && ops[i].audit)
+		if (errs[i] == 0 && ops[i].audit && ops[i].kind != STORE_OP_FLOW_PRUNE)
 			errs[i] = audit_append(q, ops[i].audit);
 		if (errs[i] < 0) {
 			r = exec(q, "ROLLBACK TO op");
@@ -1721,6 +1909,43 @@ static int sq_flow_chain(void *be, uint64_t node_id, uint64_t *ret_seq,
 		r = sq_errno(q, rc);
 	}
 	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return r;
+	/* Every batch of the node pruned: its chain goes on from its anchor. */
+	st = stmt_get(q, ST_FLOW_ANCHOR_OF);
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)node_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*ret_seq = (uint64_t)sqlite3_column_int64(st, 0);
+		blob_copy(ret_hash, FLOWBATCH_HASH_LEN, st, 1);
+		blob_copy(ret_key, 32, st, 2);
+	} else if (rc != SQLITE_DONE) {
+		r = sq_errno(q, rc);
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static int sq_flow_anchors(void *be, int (*fn)(void *arg, const struct flows_anchor *a), void *arg)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_FLOW_ANCHORS);
+	struct flows_anchor a;
+	int rc, r = 0;
+
+	if (!st)
+		return -EIO;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		row_flow_anchor(st, &a);
+		r = fn(arg, &a);
+		if (r < 0)
+			break;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = sq_errno(q, rc);
+	sqlite3_reset(st);
 	return r;
 }
 
@@ -1862,4 +2087,5 @@ const struct store_backend store_backend_sqlite = {
     .flow_chain = sq_flow_chain,
     .flow_batches = sq_flow_batches,
     .flow_totals = sq_flow_totals,
+    .flow_anchors = sq_flow_anchors,
 };

@@ -3,6 +3,8 @@
 # its flows and ships signed, chained batches to the collector over its control connection.
 #   - a pings b, a and c exchange UDP, b opens TCP to c: the collector holds each flow
 #     from both ends, confirmed, with a's ping bytes exactly (5 x 84 bytes each way);
+#   - iperf3 a -> c (200 MiB): the flow confirmed, the payload both ends counted (IP bytes
+#     less 52 header bytes a packet) between iperf3's received and sent bytes, 1 % slack;
 #   - audit verify walks every node's batch chain; a stored record edited or deleted is
 #     named; put back, it verifies again;
 #   - control down 30 s while a pings b: the batches wait in the nodes' spools and arrive
@@ -11,11 +13,15 @@
 #     receives is counted (no record, no batch covers the time) until it is on again;
 #     a 2 s interval shows in the spacing of a's batches (5 s before);
 #   - a node that under-reports (d, through a test hook) is caught by its peer's report;
+#   - retention: a 20 s retention is pruned by the server (flows.prune in the audit log,
+#     each node's anchor kept), verify walks the chains from the anchors, an edited
+#     anchor and a batch deleted after one are named; a `tailnets set` that changes
+#     nothing writes no audit entry;
 #   - the three registrations are in the configuration audit log, by the auth key.
 #
 #   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080, a .11, b .12, c .13
 source "$(dirname "$0")/lib.sh"
-LAB_TIMEOUT=${LAB_TIMEOUT:-300}
+LAB_TIMEOUT=${LAB_TIMEOUT:-420}
 lab_init
 lab_require_control_plane
 
@@ -94,20 +100,72 @@ ping_bytes_are() { [[ $(ping_bytes) == "$1" ]]; }
 check "a's ping as a and b counted it: 5 x 84 bytes each way" \
 	wait_for 30 ping_bytes_are "a 5 420 5 420 b 5 420 5 420"
 log "ping flow: $(ping_bytes)"
+
+# ---- iperf3 a -> c: what both ends counted against what iperf3 reports (within 1 %).
+# The counters are IP bytes a packet, after TSO super-packets are cut into their segments
+# on the sending side and before GRO joins them on the receiving side; iperf3 counts TCP
+# payload. So each packet's headers come off: 52 bytes (IPv4 20, TCP 20 + timestamps 12)
+# for the data segments and the pure ACKs alike; the SYN's 8 more option bytes are noise.
+# iperf3's two figures bracket the bytes on the wire: the sender's is what it wrote into
+# its socket (at the end up to ~2.7 MB of it may never leave: iperf3 closes the stream
+# once the last byte is written), the receiver's what it read (up to ~2.1 MB may sit
+# unread at the close). So each end's count must lie between them, 1 % either side;
+# 200 MiB keeps those end effects near 1 % (measured: a's payload was iperf3's sent
+# figure + 749 bytes in one run, 2.7 MB short of it and 68 kB over the received in another).
+iperf_server c "$C4" 5201 || lab_finish
+nsx_timeout 180 a iperf3 -c "$C4" -p 5201 -n 200M -J >"$LAB_TMP/iperf-flows.json" 2>/dev/null
+check "a -> c iperf3, 200 MiB" test $? -eq 0
+IPERF_PORT=$(json_get "$LAB_TMP/iperf-flows.json" "j['start']['connected'][0]['local_port']")
+IPERF_SENT=$(json_get "$LAB_TMP/iperf-flows.json" "j['end']['sum_sent']['bytes']")
+IPERF_RCVD=$(json_get "$LAB_TMP/iperf-flows.json" "j['end']['sum_received']['bytes']")
+# iperf_counted: "VERDICT a_payload c_payload a_tx_bytes a_tx_packets" of iperf3's data flow.
+iperf_counted()
+{
+	ctl flows --since "$since" --json | python3 -c '
+import json, sys
+port = int(sys.argv[1])
+for line in sys.stdin:
+    f = json.loads(line)
+    if f["proto"] != 6 or not f["b"]:
+        continue
+    e = {x["name"]: x for x in (f["a"], f["b"])}
+    if set(e) != {"a", "c"} or e["a"]["src_port"] != port or e["a"]["dst_port"] != 5201:
+        continue
+    a, c = e["a"], e["c"]
+    print(f["verdict"], a["tx_bytes"] - 52 * a["tx_packets"], c["rx_bytes"] - 52 * c["rx_packets"],
+          a["tx_bytes"], a["tx_packets"])' "$IPERF_PORT"
+}
+# between_1pct X LO HI: LO - 1 % <= X <= HI + 1 %.
+between_1pct() { python3 -c 'import sys; x, lo, hi = map(int, sys.argv[1:]); sys.exit(not (lo * 0.99 <= x <= hi * 1.01))' "$1" "$2" "$3"; }
+iperf_counted_ok()
+{
+	local v ap cp
+	read -r v ap cp _ <<<"$(iperf_counted)"
+	[[ $v == confirmed ]] && between_1pct "$ap" "$IPERF_RCVD" "$IPERF_SENT" &&
+		between_1pct "$cp" "$IPERF_RCVD" "$IPERF_SENT"
+}
+check "iperf3's flow confirmed, a's and c's payload within 1 % of iperf3's received..sent" \
+	wait_for 30 iperf_counted_ok
+log "iperf3 sent $IPERF_SENT received $IPERF_RCVD; flow (verdict, a payload, c payload, a IP bytes, a packets): $(iperf_counted)"
 check "audit verify: every chain holds" ctl audit verify
 
 # ---- tampering, with the server stopped (the CLI works on the database offline)
 lab_control_stop TERM
 sq() { python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()' "$DB" "$1"; }
+# verify_fails WHAT PATTERN: audit verify (offline) exits non-zero, its message matching PATTERN.
+verify_fails()
+{
+	local out rc
+	out=$(ctl --offline audit verify 2>&1)
+	rc=$?
+	check "$1 fails verify" test "$rc" -ne 0
+	check "... naming it" grep -q "$2" <<<"$out"
+}
 sq "CREATE TABLE saved AS SELECT * FROM flow_records WHERE rowid = (SELECT min(rowid) FROM flow_records);
     UPDATE flow_records SET rx_bytes = rx_bytes + 1 WHERE rowid = (SELECT min(rowid) FROM flow_records)"
-out=$(ctl --offline audit verify 2>&1); rc=$?
-check "an edited flow record fails verify" test "$rc" -ne 0
-check "... naming it" grep -q "record 0 does not match the signed batch (edited)" <<<"$out"
+verify_fails "an edited flow record" "record 0 does not match the signed batch (edited)"
 sq "DELETE FROM flow_records WHERE rowid = (SELECT min(rowid) FROM flow_records)"
-out=$(ctl --offline audit verify 2>&1); rc=$?
-check "a deleted flow record fails verify" test "$rc" -ne 0
-check "... naming it" grep -q "record 0 is missing (deleted)" <<<"$out"
+verify_fails "a deleted flow record" "record 0 is missing (deleted)"
 sq "INSERT INTO flow_records SELECT * FROM saved; DROP TABLE saved"
 check "put back, verify passes" ctl --offline audit verify
 
@@ -236,6 +294,39 @@ log "a-d ping flow: $(lied_ad)"
 check "... and listed by flows --flagged" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
 	flows --flagged --json | grep -q '\"name\": *\"d\"'"
 lab_node_stop d
+
+# ---- retention: batches older than the tailnet's setting go, the chains stay verifiable
+nsx a ping -n -q -c 60 -i 0.5 "$B4" >/dev/null 2>&1 &
+LAB_PIDS+=($!)
+tailnet_sets() { ctl audit log --json | grep -c '"tailnet.set"'; }
+sets=$(tailnet_sets)
+check "flow logs on while on already" ctl tailnets set default --flow-log on
+check_eq "... changes nothing, and the audit log says nothing" "$sets" "$(tailnet_sets)"
+check "retention 20 s" ctl tailnets set default --flow-retention 20s
+check "... in the audit log with the setting" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
+	audit log | grep 'tailnet.set' | grep -q 'flow_retention_sec: 0 -> 20'"
+# The server prunes every half retention: nothing received 30 s ago or earlier stays.
+old_gone() { [[ $(dbq 'SELECT count(*) FROM flow_batches WHERE received < ?' $(($(date +%s) - 30))) == 0 ]]; }
+check "batches past the retention are pruned" wait_for 60 old_gone
+check "... by the server, in the audit log with the anchors' digest" sh -c "'$TRELLIS_CONTROL' \
+	--state '$LAB_TMP/control' audit log --json | grep '\"flows.prune\"' | grep -q anchors"
+check "... each node's anchor kept" test "$(dbq 'SELECT count(*) FROM flow_anchors')" -ge 3
+a_after_anchor() { (($(dbq 'SELECT count(*) FROM flow_batches b JOIN flow_anchors n USING (node_id) WHERE node_id = ? AND b.seq > n.seq' "$A_ID") >= 2)); }
+check "a's batches go on after its anchor" wait_for 30 a_after_anchor
+out=$(ctl audit verify 2>&1)
+check "audit verify from the anchors" grep -q "chains from pruning anchors" <<<"$out"
+log "$out"
+check_eq "no batch flagged after a gap" "0" "$(dbq 'SELECT count(*) FROM flow_batches WHERE flags & 1')"
+lab_control_stop TERM
+sq "UPDATE flow_anchors SET seq = seq + 1 WHERE node_id = $A_ID"
+verify_fails "an edited anchor" "anchors do not match the digest in audit entry"
+sq "UPDATE flow_anchors SET seq = seq - 1 WHERE node_id = $A_ID"
+check "put back, verify passes" ctl --offline audit verify
+sq "CREATE TABLE saved AS SELECT * FROM flow_batches WHERE id = (SELECT min(id) FROM flow_batches
+      WHERE node_id = $A_ID); DELETE FROM flow_batches WHERE id = (SELECT id FROM saved)"
+verify_fails "a's first batch after its anchor deleted" "node $A_ID flow batch [0-9]* missing (deleted)"
+sq "INSERT INTO flow_batches SELECT * FROM saved; DROP TABLE saved"
+check "put back, verify passes" ctl --offline audit verify
 
 for n in a b c; do
 	check_eq "$n's log has no sanitizer report" "" \

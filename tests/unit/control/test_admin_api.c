@@ -333,6 +333,50 @@ static void test_relaymap(void **state)
 	assert_true(json_is_true(json_object_get(E.ans, "default")));
 }
 
+/* The entry's before or after member `key`. */
+static json_t *entry_member(size_t i, const char *side, const char *key)
+{
+	return json_object_get(json_object_get(json_array_get(E.ans, i), side), key);
+}
+
+/*
+ * Flow-log settings in the audit log: a PATCH of flags only has them in before and after;
+ * one that changes nothing writes no entry; a bad retention is refused.
+ */
+static void test_audit_flow_settings(void **state)
+{
+	(void)state;
+	assert_int_equal(req("POST", "/admin/v1/tailnets", "{\"name\":\"corp\"}"), 201);
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/corp",
+			     "{\"flow_log\":false, \"flow_retention\":\"30d\"}"),
+			 200);
+	assert_int_equal(req("GET", "/admin/v1/audit", NULL), 200);
+	assert_int_equal(json_array_size(E.ans), 2);
+	assert_string_equal(str(json_array_get(E.ans, 1), "action"), "tailnet.set");
+	assert_true(json_is_true(entry_member(1, "before", "flow_log")));
+	assert_true(json_is_false(entry_member(1, "after", "flow_log")));
+	assert_int_equal(json_integer_value(entry_member(1, "before", "flow_retention_sec")), 0);
+	assert_int_equal(json_integer_value(entry_member(1, "after", "flow_retention_sec")),
+			 30 * 86400);
+	/* The same again, and flags already so: no change, no entry. */
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/corp",
+			     "{\"flow_log\":false, \"flow_retention\":\"30d\"}"),
+			 200);
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/corp", "{\"device_approval\":false}"),
+			 200);
+	assert_int_equal(req("GET", "/admin/v1/audit", NULL), 200);
+	assert_int_equal(json_array_size(E.ans), 2);
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/corp", "{\"flow_retention\":\"5x\"}"),
+			 400);
+	assert_int_equal(req("PATCH", "/admin/v1/tailnets/corp", "{\"flow_retention\":\"0\"}"),
+			 200);
+	assert_int_equal(req("GET", "/admin/v1/tailnets", NULL), 200);
+	assert_int_equal(num(json_array_get(E.ans, 0), "flow_retention_sec"), 0);
+	assert_int_equal(req("GET", "/admin/v1/audit", NULL), 200);
+	assert_int_equal(json_array_size(E.ans), 3);
+	assert_int_equal(json_integer_value(entry_member(2, "after", "flow_retention_sec")), 0);
+}
+
 /* The audit log over the API: entries with the request's actor, pages, verify, prune. */
 static void test_audit(void **state)
 {
@@ -444,13 +488,14 @@ static void test_apikeys(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tailnets_users, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_authkeys, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_relaymap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_apikeys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tailnets_users, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_authkeys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_relaymap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_apikeys, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_audit_flow_settings, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,7 +6,10 @@
  * a restart; both ends paired (confirmed, under-reported, one-sided, someone
  * speaking for another); and `audit verify` over the stored chains: an edited
  * or deleted record, an edited or deleted batch, each named; a gap the node
- * signed as dropped passes.
+ * signed as dropped passes. Retention: pruning in chunks leaves per node an
+ * anchor the chain goes on from (at the collector too, after a restart), and
+ * verify still names a batch deleted, edited or reordered after the anchor, and
+ * an anchor edited or deleted (the digest in the flows.prune audit entry).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -22,7 +25,10 @@
 
 #include "base/loop.h"
 #include "control/flows_collect.h"
+#include "control/flows_prune.h"
 #include "control/flows_query.h"
+#include "control/mapper.h"
+#include "control/registry.h"
 #include "control/store.h"
 #include "crypto/crypto.h"
 
@@ -38,6 +44,7 @@ struct ctx {
 	unsigned answers;
 	uint64_t ack_seq;
 	char ack[32];
+	int64_t now; /* when batches arrive (Unix seconds) */
 };
 
 static int setup(void **state)
@@ -52,6 +59,7 @@ static int setup(void **state)
 	assert_int_equal(store_open(c->path, &c->s), 0);
 	store_loop_attach(c->s, c->loop);
 	assert_int_equal(flows_collector_new(c->s, &c->fc), 0);
+	c->now = 1000;
 	for (int i = 0; i < 3; i++) {
 		memset(c->priv[i], 0x10 + i, 32);
 		assert_int_equal(ed25519_public_from_private(c->pub[i], c->priv[i]), 0);
@@ -148,8 +156,8 @@ static const char *submit(struct ctx *c, unsigned sender, uint8_t *buf, size_t l
 	unsigned before = c->answers;
 	int r;
 
-	r = flows_collector_submit(c->fc, sender, 1, c->pub[sender], buf, len, 1000, done, c, &seq,
-				   &result);
+	r = flows_collector_submit(c->fc, sender, 1, c->pub[sender], buf, len, c->now, done, c,
+				   &seq, &result);
 	if (r < 0)
 		return result;
 	store_flush(c->s);
@@ -333,7 +341,8 @@ static void verify_bad(struct ctx *c, const char *why)
 	struct flows_verify v;
 
 	assert_int_equal(flows_verify(c->s, &v), 0);
-	assert_true(v.bad);
+	if (!v.bad)
+		fail_msg("verify passed, expected \"%s\"", why);
 	if (!strstr(v.why, why))
 		fail_msg("verify said \"%s\", expected \"%s\"", v.why, why);
 }
@@ -382,12 +391,219 @@ static void test_verify(void **state)
 	verify_bad(c, "node 2 flow batch 2 missing (deleted)");
 }
 
+/* A retention prune of tailnet 1 as the server's pruner writes it: how many batches went. */
+static uint64_t prune(struct ctx *c, int64_t before, unsigned max)
+{
+	struct store_op op = {.kind = STORE_OP_FLOW_PRUNE};
+	struct audit_entry e = {.time = 2000,
+				.actor = "server",
+				.action = "flows.prune",
+				.target = "tailnet:default",
+				.before = "",
+				.after = ""};
+	uint64_t n = 99;
+
+	op.flow_prune =
+	    (struct store_flow_prune){.tailnet_id = 1, .before = before, .max_batches = max};
+	assert_int_equal(store_write_audited(c->s, &op, &e, &n), 0);
+	return n;
+}
+
+struct prunes {
+	unsigned n;
+	char after[256];
+};
+
+static int prune_entries(void *arg, const struct audit_entry *e)
+{
+	struct prunes *p = arg;
+
+	if (!strcmp(e->action, "flows.prune")) {
+		p->n++;
+		snprintf(p->after, sizeof(p->after), "%s", e->after);
+	}
+	return 0;
+}
+
+static void test_retention(void **state)
+{
+	struct ctx *c = *state;
+	struct flows_collect_stats st;
+	struct flows_verify v;
+	struct prunes p = {0};
+	struct store_op op = {.kind = STORE_OP_AUDIT_PRUNE};
+	struct audit_entry e = {.time = 2000,
+				.actor = "test",
+				.action = "audit.prune",
+				.target = "audit",
+				.before = "",
+				.after = ""};
+	/* Node 1's batches 4 and 5 (rows 7 and 9) trade places, their records with them. */
+	static const char swap[] =
+	    "UPDATE flow_batches SET id = -id WHERE id IN (7, 9);"
+	    "UPDATE flow_batches SET id = CASE id WHEN -7 THEN 9 ELSE 7 END WHERE id < 0;"
+	    "UPDATE flow_records SET batch_id = -batch_id WHERE batch_id IN (7, 9);"
+	    "UPDATE flow_records SET batch_id = CASE batch_id WHEN -7 THEN 9 ELSE 7 END"
+	    " WHERE batch_id < 0";
+
+	/* Seqs 1-3 of both nodes arrive at 100, 4-5 at 1000: row ids 1-6, then 7-10. */
+	for (uint64_t seq = 1; seq <= 5; seq++) {
+		c->now = seq <= 3 ? 100 : 1000;
+		assert_string_equal(send_batch(c, 1, seq, 10, 1000, 10, 1000), "stored");
+		assert_string_equal(send_batch(c, 2, seq, 10, 1000, 10, 1000), "stored");
+	}
+	/* Nothing old enough: nothing goes, and no entry. */
+	assert_int_equal(prune(c, 100, 1024), 0);
+	assert_int_equal(store_audit_read(c->s, 0, INT64_MIN, 0, prune_entries, &p), 0);
+	assert_int_equal(p.n, 0);
+	/* A chunk of two: the oldest batch of each node; then the rest that is old enough. */
+	assert_int_equal(prune(c, 500, 2), 2);
+	verify_ok(c, 8);
+	assert_int_equal(prune(c, 500, 1024), 4);
+	assert_int_equal(flows_verify(c->s, &v), 0);
+	assert_false(v.bad);
+	assert_int_equal(v.batches, 4);
+	assert_int_equal(v.anchors, 2);
+	assert_int_equal(store_audit_read(c->s, 0, INT64_MIN, 0, prune_entries, &p), 0);
+	assert_int_equal(p.n, 2);
+	assert_non_null(strstr(p.after, "\"batches\":4,\"before\":500,\"nodes\":2,\"records\":4}"));
+	assert_non_null(strstr(p.after, "{\"anchors\":\""));
+
+	/* After the anchor: a batch deleted, edited, reordered, each named; then put back. */
+	sql(c, "CREATE TABLE saved AS SELECT * FROM flow_batches WHERE node_id = 2 AND seq = 4;"
+	       "DELETE FROM flow_batches WHERE node_id = 2 AND seq = 4");
+	verify_bad(c, "node 2 flow batch 4 missing (deleted)");
+	sql(c, "INSERT INTO flow_batches SELECT * FROM saved; DROP TABLE saved");
+	verify_ok(c, 4);
+	sql(c, "CREATE TABLE saved AS SELECT id, batch FROM flow_batches WHERE node_id = 1 AND"
+	       " seq = 4; UPDATE flow_batches SET batch = zeroblob(length(batch)) WHERE node_id = 1"
+	       " AND seq = 4");
+	verify_bad(c, "node 1 flow batch 4 does not match its signature (edited)");
+	sql(c, "UPDATE flow_batches SET batch = (SELECT batch FROM saved WHERE saved.id ="
+	       " flow_batches.id) WHERE id IN (SELECT id FROM saved); DROP TABLE saved");
+	verify_ok(c, 4);
+	sql(c, swap);
+	verify_bad(c, "node 1 flow batch 4 comes after batch 5 (reordered or inserted)");
+	sql(c, swap);
+	verify_ok(c, 4);
+	/* An anchor edited, deleted; the batches before it back (a prune undone). */
+	sql(c, "UPDATE flow_anchors SET seq = 4 WHERE node_id = 1");
+	verify_bad(c,
+		   "the flow-log anchors do not match the digest in audit entry 2 (flows.prune)");
+	sql(c, "UPDATE flow_anchors SET seq = 3 WHERE node_id = 1");
+	verify_ok(c, 4);
+	sql(c, "CREATE TABLE saved AS SELECT * FROM flow_anchors WHERE node_id = 2;"
+	       "DELETE FROM flow_anchors WHERE node_id = 2");
+	verify_bad(c, "the flow-log anchors do not match the digest");
+	sql(c, "INSERT INTO flow_anchors SELECT * FROM saved; DROP TABLE saved");
+	verify_ok(c, 4);
+	/* A batch put back below node 2's anchor (row 6), as a prune undone would. */
+	sql(c, "INSERT INTO flow_batches (id, node_id, seq, tailnet_id, received, flags, audit_key,"
+	       " batch) SELECT 5, node_id, 3, tailnet_id, received, flags, audit_key, batch"
+	       " FROM flow_batches WHERE id = 8");
+	verify_bad(c, "node 2 flow batch 3 is older than the node's pruning anchor");
+	sql(c, "DELETE FROM flow_batches WHERE id = 5");
+	verify_ok(c, 4);
+
+	/* The audit log pruned to now keeps the newest flows.prune entry: still verifiable. */
+	op.audit_prune_before = 1 << 30;
+	assert_int_equal(store_write_audited(c->s, &op, &e, NULL), 0);
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(store_audit_read(c->s, 0, INT64_MIN, 0, prune_entries, &p), 0);
+	assert_int_equal(p.n, 1);
+	verify_ok(c, 4);
+	/* ... whose deletion leaves anchors nothing vouches for. */
+	sql(c, "DELETE FROM audit WHERE action = 'flows.prune'");
+	verify_bad(c, "2 flow-log anchors but no flows.prune entry in the audit log");
+	sql(c, "DELETE FROM flow_anchors");
+
+	/* Everything pruned: after a restart the collector goes on from the anchors, no gap. */
+	c->now = 3000;
+	assert_int_equal(prune(c, 2000, 1024), 4);
+	verify_ok(c, 0);
+	close_all(c);
+	assert_int_equal(store_open(c->path, &c->s), 0);
+	store_loop_attach(c->s, c->loop);
+	assert_int_equal(flows_collector_new(c->s, &c->fc), 0);
+	assert_string_equal(send_batch(c, 1, 6, 10, 1000, 10, 1000), "stored");
+	assert_string_equal(send_batch(c, 2, 6, 10, 1000, 10, 1000), "stored");
+	flows_collector_stats(c->fc, &st);
+	assert_int_equal(st.admit.gaps, 0);
+	assert_int_equal(st.admit.chain_breaks, 0);
+	verify_ok(c, 2);
+}
+
+/* The server's pruner: rounds every half retention, chunks through the store, one entry each. */
+static void test_pruner(void **state)
+{
+	struct ctx *c = *state;
+	struct control_tailnet t = {.id = 1, .name = "default", .ephemeral_timeout_sec = 600};
+	struct mapper *m = mapper_new();
+	struct registry *reg;
+	struct flows_pruner *p;
+	struct flows_prune_stats ps;
+	struct prunes pe = {0};
+	struct flows_verify v;
+
+	assert_non_null(m);
+	assert_int_equal(registry_new(m, &reg), 0);
+	assert_int_equal(registry_tailnet_put(reg, &t), 0);
+	for (uint64_t seq = 1; seq <= 4; seq++) {
+		c->now = seq <= 3 ? 100 : 1000;
+		assert_string_equal(send_batch(c, 1, seq, 10, 1000, 10, 1000), "stored");
+		assert_string_equal(send_batch(c, 2, seq, 10, 1000, 10, 1000), "stored");
+	}
+	assert_int_equal(flows_pruner_new(c->s, reg, &p), 0);
+	/* No retention: a round finds nothing to do, and nothing is written. */
+	flows_pruner_tick(p, 1050);
+	store_flush(c->s);
+	store_completions_run(c->s);
+	verify_ok(c, 8);
+	/* A retention of 500 s: the next round is due 250 s after the last began. */
+	t.flow_retention_sec = 500;
+	assert_int_equal(registry_tailnet_put(reg, &t), 0);
+	flows_pruner_tick(p, 1299);
+	store_flush(c->s);
+	store_completions_run(c->s);
+	verify_ok(c, 8);
+	for (int i = 0; i < 4; i++) {
+		flows_pruner_tick(p, 1300);
+		store_flush(c->s);
+		store_completions_run(c->s);
+	}
+	flows_pruner_stats(p, &ps);
+	assert_int_equal(ps.rounds, 2);
+	assert_int_equal(ps.chunks, 1);
+	assert_int_equal(ps.batches, 6);
+	assert_int_equal(ps.failed, 0);
+	assert_int_equal(flows_verify(c->s, &v), 0);
+	assert_false(v.bad);
+	assert_int_equal(v.batches, 2);
+	assert_int_equal(v.anchors, 2);
+	assert_int_equal(store_audit_read(c->s, 0, INT64_MIN, 0, prune_entries, &pe), 0);
+	assert_int_equal(pe.n, 1);
+	assert_non_null(strstr(pe.after, "\"batches\":6,\"before\":800,"));
+	flows_pruner_tick(p, 1549);
+	flows_pruner_stats(p, &ps);
+	assert_int_equal(ps.rounds, 2);
+	flows_pruner_tick(p, 1550);
+	flows_pruner_stats(p, &ps);
+	assert_int_equal(ps.rounds, 3);
+	store_flush(c->s);
+	store_completions_run(c->s);
+	flows_pruner_free(p);
+	registry_free(reg);
+	mapper_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pairing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pruner, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

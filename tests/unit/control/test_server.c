@@ -446,6 +446,47 @@ static void test_interactive(void **state)
  * URL names its guessable id), its record unchanged while it waits; `nodes approve ID`
  * approves that waiting re-login, and the node comes back as itself with the new key.
  */
+/* A node's node.login entries: how many, and the last one's actor, before and after. */
+struct login_log {
+	const char *target;
+	unsigned n;
+	char actor[AUDIT_ACTOR_MAX];
+	char before[1024], after[1024];
+};
+
+static int login_entry(void *arg, const struct audit_entry *e)
+{
+	struct login_log *l = arg;
+
+	if (strcmp(e->action, "node.login") || strcmp(e->target, l->target))
+		return 0;
+	l->n++;
+	snprintf(l->actor, sizeof(l->actor), "%s", e->actor);
+	snprintf(l->before, sizeof(l->before), "%s", e->before);
+	snprintf(l->after, sizeof(l->after), "%s", e->after);
+	return 0;
+}
+
+/* The "node_key" member of an entry's record, as base64 of key. */
+static bool has_node_key(const char *json, const uint8_t key[32])
+{
+	char b64[BASE64_ENCODED_LEN(32) + 1], want[80];
+
+	base64_encode(b64, sizeof(b64), key, 32);
+	snprintf(want, sizeof(want), "\"node_key\":\"%s\"", b64);
+	return strstr(json, want) != NULL;
+}
+
+static void login_log_read(struct login_log *l)
+{
+	struct store *st;
+
+	l->n = 0;
+	assert_int_equal(admin_store_open(E.dir, &st), 0);
+	assert_int_equal(store_audit_read(st, 0, 0, 0, login_entry, l), 0);
+	store_free(st);
+}
+
 static void test_relogin(void **state)
 {
 	struct netmap_node self;
@@ -511,7 +552,52 @@ static void test_relogin(void **state)
 	assert_true(m.reg_resp.node.key_expiry == 0 || m.reg_resp.node.key_expiry > now);
 	ctrl_msg_clear(&m);
 	store_free(st);
-	client_close(&a2);
+
+	/*
+	 * In the configuration audit log: node.login, the old key before and the new after. Then
+	 * the same machine with another new key and the reusable auth key: a second node.login,
+	 * by the auth key; the same key again without one (trellisd reconnecting) is no entry.
+	 */
+	{
+		char target[AUDIT_TARGET_MAX];
+		struct login_log l = {.target = target};
+		struct client a3, a4;
+		const char *q = E.reusable + strlen("trellis-auth-");
+		char want[AUDIT_ACTOR_MAX];
+
+		snprintf(target, sizeof(target), "node:%" PRIu64 " %s", self.id, self.name);
+		login_log_read(&l);
+		assert_int_equal(l.n, 1);
+		assert_true(has_node_key(l.before, self.node_key));
+		assert_true(has_node_key(l.after, a2.node_pub));
+		client_close(&a2);
+
+		machine_fixed = true;
+		client_open(&a3);
+		client_register(&a3, E.reusable, "relog", &m);
+		assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+		assert_int_equal(m.reg_resp.node.id, self.id);
+		ctrl_msg_clear(&m);
+		login_log_read(&l);
+		assert_int_equal(l.n, 2);
+		snprintf(want, sizeof(want), "authkey:%.*s", (int)(strchr(q, '-') - q), q);
+		assert_string_equal(l.actor, want);
+		assert_true(has_node_key(l.before, a2.node_pub));
+		assert_true(has_node_key(l.after, a3.node_pub));
+		client_close(&a3);
+
+		client_open(&a4);
+		memcpy(a4.node_priv, a3.node_priv, 32);
+		memcpy(a4.node_pub, a3.node_pub, 32);
+		machine_fixed = false;
+		client_register(&a4, NULL, "relog", &m);
+		assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+		assert_int_equal(m.reg_resp.node.id, self.id);
+		ctrl_msg_clear(&m);
+		login_log_read(&l);
+		assert_int_equal(l.n, 2);
+		client_close(&a4);
+	}
 }
 
 static void test_garbage_after_upgrade(void **state)
