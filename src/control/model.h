@@ -99,10 +99,10 @@ struct control_node {
 	int64_t created;
 	int64_t last_seen;           /* Unix seconds of the last map stream activity */
 	bool online;                 /* has a live map stream (not persisted) */
-	uint32_t home_region;	     /* relay region the node reported (not persisted) */
-	bool has_disco_key;	     /* the disco key it reported (not persisted) */
+	uint32_t home_region;	     /* relay region the node reported */
+	bool has_disco_key;	     /* the disco key it reported */
 	uint8_t disco_key[NETMAP_KEY_LEN];
-	bool mapping_varies;	     /* its NAT maps per destination, as reported (not persisted) */
+	bool mapping_varies;	     /* its NAT maps per destination, as reported */
 };
 
 /* A node is visible to peers when approved, its key unexpired at `now`, not logged out. */

@@ -53,6 +53,12 @@ struct registry_node {
 	struct session *stream; /* its map stream */
 	struct session *waiter; /* a registration waiting for approval */
 	uint8_t persist;        /* 1: a write of its live state in flight; 2: and another wanted */
+	/*
+	 * Changes to what its peers' netmaps carry of it (disco key, home region, mapping)
+	 * that the store's feed does not hold yet, counted: nonzero while a node that
+	 * resumes its netmap could not learn them from the feed (server.c unfed_*).
+	 */
+	uint32_t unfed;
 	bool presumed;		/* online when our last run stopped: presumed so until it returns */
 };
 

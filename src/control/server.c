@@ -112,6 +112,9 @@ struct control_server {
 	uint64_t stamped;	       /* the feed position the mapper's version names */
 	uint64_t stop_begin, stop_end; /* the last run's stop in the feed (STOP_SETTING) */
 	bool stop_marked;	       /* this run's stop_begin is marked: write STOP_SETTING */
+	uint64_t *unfed;	       /* nodes whose registry entry has unfed != 0 */
+	size_t n_unfed, cap_unfed;
+	bool unfed_lost; /* one could not be listed: no resume until the list empties */
 	uint64_t *presumed;	       /* nodes online at the last stop, until presume_t */
 	size_t n_presumed;
 	struct loop_timer presume_t;
@@ -144,13 +147,58 @@ static void noop_done(void *ctx, int err, uint64_t id)
 struct persist {
 	struct control_server *s;
 	uint64_t id;
+	uint32_t unfed; /* the node's unfed count this write carries to the feed */
 };
+
+/*
+ * A node changed what its peers' netmaps say of it (a new disco key at every daemon
+ * start, its home region, its mapping): subscribers hear of it at once, but a node that
+ * resumes its netmap later learns only what the feed holds, so until a write carrying the
+ * change lands, resume() names the node itself (s->unfed).
+ */
+static void unfed_add(struct control_server *s, uint64_t id)
+{
+	struct registry_node *e = registry_node_get(s->reg, id);
+	uint64_t *ids;
+
+	if (!e)
+		return;
+	if (!e->unfed) {
+		if (s->n_unfed == s->cap_unfed) {
+			size_t cap = s->cap_unfed ? s->cap_unfed * 2 : 16;
+
+			ids = realloc(s->unfed, cap * sizeof(*ids));
+			if (!ids) {
+				/* resume() then refuses every resume (a full map) until it settles */
+				s->unfed_lost = true;
+				return;
+			}
+			s->unfed = ids;
+			s->cap_unfed = cap;
+		}
+		s->unfed[s->n_unfed++] = id;
+	}
+	e->unfed++;
+}
+
+static void unfed_remove(struct control_server *s, uint64_t id)
+{
+	for (size_t i = 0; i < s->n_unfed; i++) {
+		if (s->unfed[i] == id) {
+			s->unfed[i] = s->unfed[--s->n_unfed];
+			break;
+		}
+	}
+	if (!s->n_unfed)
+		s->unfed_lost = false;
+}
 
 static void persist_done(void *ctx, int err, uint64_t unused);
 
 static int persist_submit(struct control_server *s, uint64_t id)
 {
 	const struct control_node *n = mapper_node_get(s->m, id);
+	struct registry_node *e = registry_node_get(s->reg, id);
 	struct store_op op = {.kind = STORE_OP_NODE_LIVE};
 	struct persist *p;
 
@@ -161,6 +209,10 @@ static int persist_submit(struct control_server *s, uint64_t id)
 		return -ENOMEM;
 	p->s = s;
 	p->id = id;
+	p->unfed = e ? e->unfed : 0;
+	/* A change its peers' netmaps carry: the feed must say "node", not "live". */
+	if (p->unfed)
+		op.kind = STORE_OP_NODE_UPDATE;
 	op.node = *n;
 	if (store_submit(s->store, &op, persist_done, p) < 0) {
 		free(p);
@@ -177,6 +229,11 @@ static void persist_done(void *ctx, int err, uint64_t unused)
 	struct registry_node *e = registry_node_get(s->reg, p->id);
 
 	noop_done(NULL, err, unused);
+	/* Unless it changed again meanwhile, the feed now holds what peers must learn. */
+	if (e && err >= 0 && p->unfed && e->unfed == p->unfed) {
+		e->unfed = 0;
+		unfed_remove(s, p->id);
+	}
 	if (e && e->persist == 2 && persist_submit(s, p->id) == 0)
 		e->persist = 1;
 	else if (e)
@@ -274,6 +331,10 @@ static void node_forget(struct control_server *s, uint64_t id)
 
 	if (!mapper_node_get(s->m, id))
 		return;
+	if (e && e->unfed) {
+		e->unfed = 0;
+		unfed_remove(s, id);
+	}
 	/* Its sessions end without going offline first: the node goes as a whole. */
 	if (e)
 		e->stream = e->waiter = NULL;
@@ -847,6 +908,14 @@ static bool resume(struct control_server *s, const struct control_node *n,
 			break;
 		}
 	}
+	/* What the feed does not hold yet (unfed_add): named whole, like a node row. */
+	if (s->unfed_lost || n_missed + s->n_unfed > RESUME_MISSED_MAX)
+		goto out;
+	for (size_t i = 0; i < s->n_unfed; i++) {
+		if (pol && s->unfed[i] == n->id)
+			goto out;
+		missed[n_missed++] = (struct mapper_missed){.id = s->unfed[i]};
+	}
 	mapper_seq_floor(s->m, h->seq);
 	ok = mapper_resume(s->m, n->id, missed, n_missed, relay, now) == 0;
 out:
@@ -944,13 +1013,42 @@ static const struct control_node *machine_node(struct control_server *s, struct 
 	return e ? mapper_node_get(s->m, e->id) : NULL;
 }
 
+/*
+ * What a node reports of itself that its peers' netmaps carry besides endpoints. 1: nothing
+ * changed; 0: something did (subscribers are told, and resume() until the feed has it);
+ * -ENOENT.
+ */
+static int peer_fields_set(struct control_server *s, uint64_t id, uint32_t home_region,
+			   const uint8_t *disco_key, bool mapping_varies)
+{
+	int r, changed = 0;
+
+	r = mapper_node_home_region(s->m, id, home_region);
+	if (r < 0)
+		return r;
+	changed |= r == 0;
+	r = mapper_node_disco_key(s->m, id, disco_key);
+	if (r < 0)
+		return r;
+	changed |= r == 0;
+	r = mapper_node_mapping_varies(s->m, id, mapping_varies);
+	if (r < 0)
+		return r;
+	changed |= r == 0;
+	if (!changed)
+		return 1;
+	unfed_add(s, id);
+	mapstream_schedule(s->ms);
+	return 0;
+}
+
 static void on_map_request(struct session *ss, const struct ctrl_map_request *mr)
 {
 	struct control_server *s = ss->env->ctx;
 	const struct control_node *n = machine_node(s, ss);
 	int64_t now = time_wall_s();
 	struct registry_node *e;
-	bool eps_changed;
+	bool eps_changed, fed;
 	uint64_t id;
 
 	if (ss->op || ss->node_id || ss->wait_id || ss->map.want)
@@ -969,12 +1067,8 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 		mapper_node_endpoints(s->m, id, mr->endpoints, mr->n_endpoints);
 		mapstream_schedule(s->ms);
 	}
-	if (mapper_node_home_region(s->m, id, mr->home_region) == 0)
-		mapstream_schedule(s->ms);
-	if (mapper_node_disco_key(s->m, id, mr->has_disco_key ? mr->disco_key : NULL) == 0)
-		mapstream_schedule(s->ms);
-	if (mapper_node_mapping_varies(s->m, id, mr->mapping_varies) == 0)
-		mapstream_schedule(s->ms);
+	fed = peer_fields_set(s, id, mr->home_region, mr->has_disco_key ? mr->disco_key : NULL,
+			      mr->mapping_varies) != 0;
 	if (!mr->stream) {
 		mapstream_full_request(s->ms, ss, id, true);
 		return;
@@ -994,7 +1088,7 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 	if (e->presumed) {
 		/* Back within its grace: its peers never heard it was gone. */
 		e->presumed = false;
-		if (eps_changed)
+		if (eps_changed || !fed)
 			persist_node(s, id);
 	} else {
 		if (mapper_node_online(s->m, id, true, now) == 0 && mapper_node_get(s->m, id))
@@ -1021,9 +1115,8 @@ static void on_endpoints(struct session *ss, const struct ctrl_endpoints *ep)
 	if (!ss->node_id)
 		return session_fail(ss, METRICS_DROP_PROTOCOL, "endpoints without a map stream");
 	if (mapper_node_endpoints(s->m, ss->node_id, ep->endpoints, ep->n_endpoints) < 0 ||
-	    mapper_node_home_region(s->m, ss->node_id, ep->home_region) < 0 ||
-	    mapper_node_disco_key(s->m, ss->node_id, ep->has_disco_key ? ep->disco_key : NULL) < 0 ||
-	    mapper_node_mapping_varies(s->m, ss->node_id, ep->mapping_varies) < 0)
+	    peer_fields_set(s, ss->node_id, ep->home_region,
+			    ep->has_disco_key ? ep->disco_key : NULL, ep->mapping_varies) < 0)
 		return session_fail(ss, METRICS_DROP_MSG_BAD, "bad endpoints");
 	persist_node(s, ss->node_id);
 	mapstream_schedule(s->ms);
@@ -2068,6 +2161,7 @@ void control_server_free(struct control_server *s)
 	ephemeral_free(s->eph);
 	pending_free(s->pend);
 	free(s->presumed);
+	free(s->unfed);
 	registry_free(s->reg);
 	mapper_free(s->m);
 	loop_free(s->loop);

@@ -212,6 +212,14 @@ static const char *const migrations[] = {
     " audit_key BLOB NOT NULL,"
     " hash BLOB NOT NULL);"
     "CREATE INDEX flow_batches_received ON flow_batches (tailnet_id, received);",
+    /*
+     * 12: what a node reported that its peers' netmaps carry (disco key, home relay region,
+     * NAT mapping by destination), so that after a restart the server tells a change from a
+     * reconnect: a node that resumes its netmap must hear of a peer's new disco key.
+     */
+    "ALTER TABLE nodes ADD COLUMN disco_key BLOB;"
+    "ALTER TABLE nodes ADD COLUMN home_region INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE nodes ADD COLUMN mapping_varies INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -293,7 +301,8 @@ enum stmt_id {
 #define ACCOUNT_COLS "id, email, password, admin, totp_secret, totp_last_step, recovery, created"
 #define NODE_COLS                                                                                  \
 	"id, tailnet_id, user_id, name, hostname, os, machine_key, node_key, ipv4, endpoints, "    \
-	"tags, ephemeral, approved, expiry_disabled, key_expiry, created, last_seen, audit_key"
+	"tags, ephemeral, approved, expiry_disabled, key_expiry, created, last_seen, audit_key, " \
+	"disco_key, home_region, mapping_varies"
 #define AUTHKEY_COLS                                                                               \
 	"id, tailnet_id, user_id, prefix, hash, reusable, ephemeral, preauthorized, tags, "       \
 	"expires, created, uses, revoked"
@@ -357,13 +366,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_USER_INSERT] = "INSERT INTO users (tailnet_id, name, created) VALUES (?1, ?2, ?3)",
     [ST_NODE_INSERT] = "INSERT INTO nodes (tailnet_id, user_id, name, hostname, os, machine_key,"
 		       " node_key, ipv4, endpoints, tags, ephemeral, approved, expiry_disabled,"
-		       " key_expiry, created, last_seen, audit_key) VALUES (?2, ?3, ?4, ?5, ?6,"
-		       " ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+		       " key_expiry, created, last_seen, audit_key, disco_key, home_region,"
+		       " mapping_varies) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+		       " ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     [ST_NODE_UPDATE] = "UPDATE nodes SET tailnet_id = ?2, user_id = ?3, name = ?4,"
 		       " hostname = ?5, os = ?6, machine_key = ?7, node_key = ?8, ipv4 = ?9,"
 		       " endpoints = ?10, tags = ?11, ephemeral = ?12, approved = ?13,"
 		       " expiry_disabled = ?14, key_expiry = ?15, created = ?16,"
-		       " last_seen = ?17, audit_key = ?18 WHERE id = ?1",
+		       " last_seen = ?17, audit_key = ?18, disco_key = ?19, home_region = ?20,"
+		       " mapping_varies = ?21 WHERE id = ?1",
     [ST_NODE_DELETE] = "DELETE FROM nodes WHERE id = ?1",
     [ST_AUTHKEY_INSERT] = "INSERT INTO authkeys (tailnet_id, user_id, prefix, hash, reusable,"
 			  " ephemeral, preauthorized, tags, expires, created, uses, revoked)"
@@ -831,6 +842,12 @@ static void row_node(sqlite3_stmt *st, struct control_node *n)
 		n->has_audit_key = true;
 		blob_copy(n->audit_key, sizeof(n->audit_key), st, 17);
 	}
+	if (sqlite3_column_bytes(st, 18) == NETMAP_KEY_LEN) {
+		n->has_disco_key = true;
+		blob_copy(n->disco_key, sizeof(n->disco_key), st, 18);
+	}
+	n->home_region = (uint32_t)sqlite3_column_int64(st, 19);
+	n->mapping_varies = sqlite3_column_int(st, 20);
 }
 
 static void row_authkey(sqlite3_stmt *st, struct control_authkey *k)
@@ -889,6 +906,12 @@ static void bind_node(sqlite3_stmt *st, const struct control_node *n)
 		sqlite3_bind_blob(st, 18, n->audit_key, NETMAP_KEY_LEN, SQLITE_TRANSIENT);
 	else
 		sqlite3_bind_null(st, 18);
+	if (n->has_disco_key)
+		sqlite3_bind_blob(st, 19, n->disco_key, NETMAP_KEY_LEN, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, 19);
+	sqlite3_bind_int64(st, 20, n->home_region);
+	sqlite3_bind_int(st, 21, n->mapping_varies);
 }
 
 /* Runs a write statement; -ENOENT when an UPDATE/DELETE touched nothing. */

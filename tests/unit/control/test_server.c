@@ -143,6 +143,164 @@ static void test_register_map_delta(void **state)
 	client_close(&a);
 }
 
+/* A client on a new connection as the same machine and node (a daemon that reconnects). */
+static void client_reopen(struct client *c, const uint8_t mpriv[32])
+{
+	uint8_t priv[32], pub[32];
+
+	memcpy(priv, c->node_priv, 32);
+	memcpy(pub, c->node_pub, 32);
+	memcpy(machine_next, mpriv, 32);
+	machine_fixed = true;
+	client_open(c);
+	machine_fixed = false;
+	memcpy(c->node_priv, priv, 32);
+	memcpy(c->node_pub, pub, 32);
+}
+
+/* Until the server's netmaps name the store's latest feed position. */
+static void feed_wait_stamped(void)
+{
+	static struct store_change rows[1024];
+	struct store *st;
+	uint64_t last = 0;
+	int k;
+
+	assert_int_equal(admin_store_open(E.dir, &st), 0);
+	do {
+		k = store_changes_since(st, last, rows, ARRAY_SIZE(rows));
+		assert_true(k >= 0);
+		if (k > 0)
+			last = rows[k - 1].seq;
+	} while (k == (int)ARRAY_SIZE(rows));
+	store_free(st);
+	for (int i = 0; *(volatile uint64_t *)&E.srv->stamped < last; i++) {
+		assert_true(i < 1000);
+		usleep(10000);
+	}
+}
+
+/* A map stream with a disco key, resuming from *have when given; the first answer. */
+static void client_map_disco(struct client *c, const uint8_t disco[32],
+			     const struct ctrl_have *have, struct ctrl_msg *ret)
+{
+	struct ctrl_msg m = { .type = CTRL_MSG_MAP_REQUEST };
+
+	memcpy(m.map_req.node_key, c->node_pub, 32);
+	m.map_req.stream = true;
+	m.map_req.has_disco_key = true;
+	memcpy(m.map_req.disco_key, disco, 32);
+	if (have) {
+		m.map_req.has_have = true;
+		m.map_req.have = *have;
+	}
+	client_send(c, &m);
+	assert_int_equal(client_recv(c, ret, 5000), 0);
+}
+
+/*
+ * A peer's daemon restarts (a new disco key) while a node is away from control; the node
+ * resumes its netmap and must get the peer's new disco key, or disco can never confirm a
+ * direct path between them. The key once only changed the mapper's live record, and the
+ * feed said "live" (endpoints and presence only), so the resume left it out.
+ */
+static void test_resume_disco_key(void **state)
+{
+	uint8_t ma[32], mb[32], k1[32], k2[32], kb[32];
+	struct client a, b;
+	struct control_node rec;
+	struct ctrl_have have;
+	struct ctrl_msg m;
+	struct store *st;
+	uint64_t a_id, resumes;
+	bool found = false;
+
+	(void)state;
+	crypto_random(ma, 32);
+	crypto_random(mb, 32);
+	crypto_random(k1, 32);
+	crypto_random(k2, 32);
+	crypto_random(kb, 32);
+	memcpy(machine_next, ma, 32);
+	machine_fixed = true;
+	client_open(&a);
+	machine_fixed = false;
+	client_register(&a, E.reusable, "dk-a", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	a_id = m.reg_resp.node.id;
+	ctrl_msg_clear(&m);
+	client_map_disco(&a, k1, NULL, &m);
+	assert_int_equal(m.type, CTRL_MSG_NETMAP);
+	ctrl_msg_clear(&m);
+	/*
+	 * b's netmap must name a feed position past a's own rows (the stamp lags by a tick),
+	 * or its resume reads a's registration from the feed and sends a whole anyway.
+	 */
+	feed_wait_stamped();
+
+	memcpy(machine_next, mb, 32);
+	machine_fixed = true;
+	client_open(&b);
+	machine_fixed = false;
+	client_register(&b, E.reusable, "dk-b", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	ctrl_msg_clear(&m);
+	client_map_disco(&b, kb, NULL, &m);
+	assert_int_equal(m.type, CTRL_MSG_NETMAP);
+	for (unsigned i = 0; i < m.netmap->n_peers; i++) {
+		if (m.netmap->peers[i].id == a_id) {
+			assert_true(m.netmap->peers[i].has_disco_key);
+			assert_memory_equal(m.netmap->peers[i].disco_key, k1, 32);
+			found = true;
+		}
+	}
+	assert_true(found);
+	have.seq = m.netmap->seq;
+	have.version = m.netmap->version;
+	ctrl_msg_clear(&m);
+	client_close(&b);
+
+	/* a's daemon restarts: the same node, a new disco key. */
+	client_close(&a);
+	client_reopen(&a, ma);
+	client_map_disco(&a, k2, NULL, &m);
+	assert_int_equal(m.type, CTRL_MSG_NETMAP);
+	ctrl_msg_clear(&m);
+	/* Once the store holds the new key, the feed is all a resume reads. */
+	assert_int_equal(admin_store_open(E.dir, &st), 0);
+	for (int i = 0;; i++) {
+		assert_true(i < 1000);
+		assert_int_equal(store_node_get(st, a_id, &rec), 0);
+		if (rec.has_disco_key && !memcmp(rec.disco_key, k2, 32))
+			break;
+		usleep(10000);
+	}
+	store_free(st);
+
+	/* b comes back holding its netmap: one delta, and it carries a's new key. */
+	resumes = E.srv->ctr.resumes;
+	client_reopen(&b, mb);
+	client_map_disco(&b, kb, &have, &m);
+	assert_int_equal(m.type, CTRL_MSG_DELTA);
+	assert_int_equal(E.srv->ctr.resumes, resumes + 1);
+	found = false;
+	for (unsigned i = 0; i < m.delta->n_added + m.delta->n_changed; i++) {
+		const struct netmap_node *p = i < m.delta->n_added
+						      ? &m.delta->added[i]
+						      : &m.delta->changed[i - m.delta->n_added];
+
+		if (p->id == a_id) {
+			assert_true(p->has_disco_key);
+			assert_memory_equal(p->disco_key, k2, 32);
+			found = true;
+		}
+	}
+	assert_true(found);
+	ctrl_msg_clear(&m);
+	client_close(&b);
+	client_close(&a);
+}
+
 /* serve --no-relay: no region may point at a relay that is not there. */
 static void test_no_relay_map(void **state)
 {
@@ -785,6 +943,7 @@ int main(void)
 		cmocka_unit_test(test_interactive),
 		cmocka_unit_test(test_relogin),
 		cmocka_unit_test(test_garbage_after_upgrade),
+		cmocka_unit_test(test_resume_disco_key),
 		cmocka_unit_test(test_slow_reader),
 		cmocka_unit_test(test_scale),
 	};
