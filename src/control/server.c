@@ -169,7 +169,7 @@ static void unfed_add(struct control_server *s, uint64_t id)
 
 			ids = realloc(s->unfed, cap * sizeof(*ids));
 			if (!ids) {
-				/* resume() then refuses every resume (a full map) until it settles */
+				/* no resume (a full map) until the list empties */
 				s->unfed_lost = true;
 				return;
 			}
