@@ -509,7 +509,10 @@ static int node_write(struct admin_op_ctx *c, const char *action, const struct s
 	return 0;
 }
 
-/* The node named by what, ready to be changed and written back. */
+/*
+ * The node named by what, ready to be changed and written back: the caller names the columns
+ * it changes (node_fields), so that the server's writes of the others since our read stay.
+ */
 static int node_update_begin(struct admin_op_ctx *c, const char *what, const char *tailnet,
 			     struct store_op *op)
 {
@@ -558,6 +561,7 @@ int admin_op_node_approve(struct admin_op_ctx *c, const char *what, const char *
 								    sizeof(code)))
 		return pending_approve(c, code);
 	op.node.approved = true;
+	op.node_fields = STORE_NODE_APPROVED;
 	return node_write(c, "node.approve", &op, what, NULL);
 }
 
@@ -570,6 +574,7 @@ int admin_op_node_expire(struct admin_op_ctx *c, const char *what, const char *t
 		return r;
 	op.node.expiry_disabled = false;
 	op.node.key_expiry = c->now;
+	op.node_fields = STORE_NODE_EXPIRY_DISABLED | STORE_NODE_KEY_EXPIRY;
 	return node_write(c, "node.expire", &op, what, NULL);
 }
 
@@ -604,6 +609,7 @@ int admin_op_node_rename(struct admin_op_ctx *c, const char *what, const char *t
 	if (r < 0)
 		return r;
 	snprintf(op.node.name, sizeof(op.node.name), "%s", name);
+	op.node_fields = STORE_NODE_NAME;
 	return node_write(c, "node.rename", &op, what, name);
 }
 
@@ -624,6 +630,7 @@ int admin_op_node_set_expiry(struct admin_op_ctx *c, const char *what, const cha
 		    store_tailnet_get(c->store, op.node.tailnet_id, &t) == 0 && t.key_expiry_sec)
 			op.node.key_expiry = c->now + t.key_expiry_sec;
 	}
+	op.node_fields = STORE_NODE_EXPIRY_DISABLED | STORE_NODE_KEY_EXPIRY;
 	return node_write(c, on ? "node.expiry_on" : "node.expiry_off", &op, what, NULL);
 }
 

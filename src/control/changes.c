@@ -6,11 +6,22 @@
 #include "control/registry.h"
 #include "control/store.h"
 
+/*
+ * While the server's own writes of a node are in flight, a change of it from the feed waits
+ * for them: the row read now lacks what they write, and would take their change out of memory
+ * (a new node key, an expiry) while they still write it to the store. Read once they are
+ * durable, the row has both, since each writer writes only the columns it changed (store.h).
+ */
 static void node_apply(struct changes *c, uint64_t id, int64_t now)
 {
+	struct registry_node *e = registry_node_get(c->reg, id), *rsv;
 	struct control_node rec;
 	int r;
 
+	if (e && e->writes) {
+		registry_node_feed_hold(c->reg, e);
+		return;
+	}
 	r = store_node_get(c->store, id, &rec);
 	if (r == -ENOENT) {
 		c->hooks->node_deleted(c->ctx, id);
@@ -18,6 +29,12 @@ static void node_apply(struct changes *c, uint64_t id, int64_t now)
 	}
 	if (r < 0)
 		return;
+	/* A node our insert wrote, whose completion has not run: its reservation waits. */
+	rsv = e ? NULL : registry_node_in_tailnet(c->reg, rec.tailnet_id, rec.machine_key);
+	if (rsv && !rsv->id && rsv->writes) {
+		registry_node_feed_hold(c->reg, rsv);
+		return;
+	}
 	registry_node_sync(c->reg, &rec, now);
 	c->hooks->node_changed(c->ctx, id);
 }
@@ -63,6 +80,22 @@ static void apply(struct changes *c, const struct store_change *ch, int64_t now)
 	default:
 		break;
 	}
+}
+
+void changes_write_begin(struct changes *c, struct registry_node *e)
+{
+	(void)c;
+	e->writes++;
+}
+
+void changes_write_end(struct changes *c, uint64_t id, int64_t now)
+{
+	struct registry_node *e = id ? registry_node_get(c->reg, id) : NULL;
+
+	if (!e || !e->writes || --e->writes)
+		return;
+	if (registry_node_feed_release(c->reg, e))
+		node_apply(c, id, now);
 }
 
 void changes_apply(struct changes *c, enum store_change_kind kind, uint64_t id, int64_t now)

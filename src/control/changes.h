@@ -18,6 +18,7 @@
 #include "control/store.h"
 
 struct registry;
+struct registry_node;
 struct store;
 
 struct changes_hooks {
@@ -49,5 +50,14 @@ struct changes {
 void changes_apply(struct changes *c, enum store_change_kind kind, uint64_t id, int64_t now);
 /* Applies what others committed since the last call. */
 void changes_drain(struct changes *c, int64_t now);
+
+/*
+ * The server submitted a write of e's record (a registration, a logout: not its live state),
+ * and it completed (whatever its result; id: the node's, 0 for a failed insert). A change of
+ * the node that the feed brings in between waits for the last of them to complete, then is
+ * read and applied (registry_feed_held counts those waiting).
+ */
+void changes_write_begin(struct changes *c, struct registry_node *e);
+void changes_write_end(struct changes *c, uint64_t id, int64_t now);
 
 #endif

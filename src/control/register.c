@@ -283,6 +283,9 @@ size_t register_store_ops(const struct register_decision *d, struct store_op ops
 	if (!d->insert && !d->authkey && record_same(&d->rec, &d->prev))
 		ops[n].kind = STORE_OP_NODE_TOUCH;
 	ops[n].node = d->rec;
+	/* What this registration changed, and nothing an admin may have written meanwhile. */
+	if (!d->insert)
+		ops[n].node_fields = store_node_diff(&d->prev, &d->rec);
 	return n + 1;
 }
 

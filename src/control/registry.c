@@ -40,6 +40,7 @@ struct registry {
 	struct hmap names;     /* tailnet id + name -> registry_node */
 	struct hmap node_keys; /* node key -> registry_node (every entry, reservations too) */
 	struct hmap hints;     /* tailnet id + base name -> name_hint */
+	size_t feed_held;      /* entries with feed_held */
 };
 
 static uint64_t id_hash(const struct hmap *h, uint64_t id)
@@ -376,6 +377,7 @@ void registry_node_key_reserve(struct registry *r, struct registry_node *e,
 
 static void entry_free(struct registry *r, struct registry_node *e)
 {
+	registry_node_feed_release(r, e);
 	if (e->node_key_indexed)
 		hmap_remove(&r->node_keys, &e->by_node_key);
 	if (e->id)
@@ -449,10 +451,14 @@ int registry_node_sync(struct registry *r, const struct control_node *rec, int64
 			addr_pool_mark(t->pool, rec->ipv4);
 	}
 	node_key_set(r, e, rec->node_key);
-	/* Endpoints are live state: ours are newer than any row. */
+	/* Endpoints, disco key, region and mapping are live state: ours are newer than any row. */
 	if (old) {
 		copy.n_endpoints = old->n_endpoints;
 		memcpy(copy.endpoints, old->endpoints, sizeof(copy.endpoints));
+		copy.has_disco_key = old->has_disco_key;
+		memcpy(copy.disco_key, old->disco_key, sizeof(copy.disco_key));
+		copy.home_region = old->home_region;
+		copy.mapping_varies = old->mapping_varies;
 	}
 	ret = mapper_node_upsert(r->m, &copy, now);
 	if (ret < 0)
@@ -473,6 +479,27 @@ int registry_node_update(struct registry *r, const struct control_node *rec, int
 	if (ret < 0)
 		log_err("control: node %" PRIu64 ": mapper refused the record", rec->id);
 	return ret;
+}
+
+void registry_node_feed_hold(struct registry *r, struct registry_node *e)
+{
+	if (!e->feed_held)
+		r->feed_held++;
+	e->feed_held = true;
+}
+
+bool registry_node_feed_release(struct registry *r, struct registry_node *e)
+{
+	if (!e->feed_held)
+		return false;
+	e->feed_held = false;
+	r->feed_held--;
+	return true;
+}
+
+size_t registry_feed_held(const struct registry *r)
+{
+	return r->feed_held;
 }
 
 void registry_node_remove(struct registry *r, uint64_t id)

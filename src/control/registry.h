@@ -59,6 +59,8 @@ struct registry_node {
 	 * resumes its netmap could not learn them from the feed (server.c unfed_*).
 	 */
 	uint32_t unfed;
+	unsigned writes;	/* the server's writes of its record in flight (changes.h) */
+	bool feed_held;		/* a change from the feed waits for them */
 	bool presumed;		/* online when our last run stopped: presumed so until it returns */
 };
 
@@ -112,6 +114,14 @@ int registry_node_sync(struct registry *r, const struct control_node *rec, int64
  * gets it, the name index follows a rename. 0 or the mapper's -errno (logged).
  */
 int registry_node_update(struct registry *r, const struct control_node *rec, int64_t now);
+/*
+ * A change of the node from the store's change feed waits for the server's writes of it
+ * (changes.h): hold marks it, release clears the mark and says whether there was one, held
+ * counts the nodes marked (an entry freed with its mark is no longer counted).
+ */
+void registry_node_feed_hold(struct registry *r, struct registry_node *e);
+bool registry_node_feed_release(struct registry *r, struct registry_node *e);
+size_t registry_feed_held(const struct registry *r);
 /* The node is gone: its address, its indexes and its record go. Its sessions must be gone. */
 void registry_node_remove(struct registry *r, uint64_t id);
 

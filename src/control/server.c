@@ -129,6 +129,7 @@ struct reg_op {
 	enum op_kind kind;
 	struct register_decision d; /* the record to write is d.rec */
 	struct audit_entry audit;   /* a registration's, written with d.rec (op_submit) */
+	bool writing;		    /* counted in the node's writes (changes_write_begin) */
 };
 
 static void node_forget(struct control_server *s, uint64_t id);
@@ -199,7 +200,13 @@ static int persist_submit(struct control_server *s, uint64_t id)
 {
 	const struct control_node *n = mapper_node_get(s->m, id);
 	struct registry_node *e = registry_node_get(s->reg, id);
-	struct store_op op = {.kind = STORE_OP_NODE_LIVE};
+	/*
+	 * Only its live state and what it reports for its peers (disco key, home region,
+	 * mapping): the admin CLI may have written the rest since our last read.
+	 */
+	struct store_op op = {.kind = STORE_OP_NODE_LIVE,
+			      .node_fields =
+				  STORE_NODE_ENDPOINTS | STORE_NODE_LAST_SEEN | STORE_NODE_DISCO};
 	struct persist *p;
 
 	if (!n)
@@ -382,6 +389,17 @@ static void reply_register(struct session *ss, enum ctrl_register_status st, con
 	session_send(ss, &m);
 }
 
+/* The op is over: a change of its node that the feed held for it is applied now. */
+static void op_free(struct reg_op *op)
+{
+	struct control_server *s = op->s;
+	uint64_t id = op->writing ? op->d.rec.id : 0;
+
+	audit_entry_release(&op->audit);
+	free(op);
+	changes_write_end(&s->changes, id, time_wall_s());
+}
+
 static void op_done(void *ctx, int err, uint64_t id)
 {
 	struct reg_op *op = ctx;
@@ -401,15 +419,13 @@ static void op_done(void *ctx, int err, uint64_t id)
 		mapstream_schedule(s->ms);
 		if (ss)
 			reply_register(ss, CTRL_REGISTER_ERROR, "registration failed", NULL);
-		audit_entry_release(&op->audit);
-		free(op);
+		op_free(op);
 		return;
 	}
 	if (op->kind == OP_LOGOUT) {
 		if (ss && session_queue_json(ss, logout_response, sizeof(logout_response) - 1) == 0)
 			session_close_after_write(ss);
-		audit_entry_release(&op->audit);
-		free(op);
+		op_free(op);
 		return;
 	}
 	register_end(s->reg, &op->d, 0, id, time_wall_s());
@@ -432,8 +448,7 @@ static void op_done(void *ctx, int err, uint64_t id)
 				e->waiter = ss;
 		}
 	}
-	audit_entry_release(&op->audit);
-	free(op);
+	op_free(op);
 }
 
 /*
@@ -471,6 +486,7 @@ static int reg_audit(struct control_server *s, const struct register_decision *d
 static int op_submit(struct session *ss, struct reg_op *op)
 {
 	struct control_server *s = op->s;
+	struct registry_node *e;
 	struct store_op sops[2];
 	size_t n = 1;
 	int r;
@@ -485,6 +501,7 @@ static int op_submit(struct session *ss, struct reg_op *op)
 		memset(&sops[0], 0, sizeof(sops[0]));
 		sops[0].kind = STORE_OP_NODE_UPDATE;
 		sops[0].node = op->d.rec;
+		sops[0].node_fields = store_node_diff(&op->d.prev, &op->d.rec);
 	}
 	/* Companions of the node's write (a one-off key's use) go first: durable no later. */
 	for (size_t i = 0; i + 1 < n; i++)
@@ -494,6 +511,11 @@ static int op_submit(struct session *ss, struct reg_op *op)
 		return r;
 	if (ss)
 		ss->op = op;
+	e = op->d.insert ? op->d.entry : registry_node_get(s->reg, op->d.rec.id);
+	if (e) {
+		changes_write_begin(&s->changes, e);
+		op->writing = true;
+	}
 	return 0;
 }
 
@@ -571,16 +593,36 @@ static void pending_wait(struct session *ss, const struct ctrl_register *msg,
  * up (`trellis up --force-reauth`, a lost key file): it expires now, as a logout does, so
  * that peers drop it while the new login waits. The machine key proved the machine.
  */
+static void key_given_up(void *ctx, int err, uint64_t unused)
+{
+	struct persist *p = ctx;
+
+	noop_done(NULL, err, unused);
+	changes_write_end(&p->s->changes, p->id, time_wall_s());
+	free(p);
+}
+
 static void key_give_up(struct control_server *s, const struct control_node *n, int64_t now)
 {
 	struct store_op op = {.kind = STORE_OP_NODE_UPDATE, .node = *n};
+	struct registry_node *e = registry_node_get(s->reg, n->id);
+	struct persist *p = malloc(sizeof(*p));
 
 	op.node.expiry_disabled = false;
 	op.node.key_expiry = now;
+	op.node_fields = store_node_diff(n, &op.node);
 	registry_node_update(s->reg, &op.node, now);
 	mapstream_schedule(s->ms);
-	if (store_submit(s->store, &op, noop_done, NULL) < 0)
+	if (!p || store_submit(s->store, &op, key_given_up, p) < 0) {
+		free(p);
 		s->ctr.drops[METRICS_DROP_STORE_BUSY]++;
+		return;
+	}
+	/* Runs on this thread, after we return. */
+	p->s = s;
+	p->id = e ? n->id : 0;
+	if (e)
+		changes_write_begin(&s->changes, e);
 }
 
 static void pending_drop(struct control_server *s, struct pending_reg *pr)
@@ -838,7 +880,8 @@ static void version_refresh(struct control_server *s)
 	struct netmap_version v = {0};
 	struct store_change row;
 
-	if (s->changes.cursor == s->stamped)
+	/* A change held for our writes (changes.h) is past the cursor but not in the state. */
+	if (s->changes.cursor == s->stamped || registry_feed_held(s->reg))
 		return;
 	if (store_changes_since(s->store, s->changes.cursor, &row, 1) == 1 &&
 	    row.seq == s->changes.cursor) {
@@ -1990,7 +2033,8 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	if (r < 0)
 		goto out;
 	snprintf(path, sizeof(path), "%s/%s", opts->state_dir, STORE_DB_NAME);
-	r = store_open(path, &s->store);
+	r = opts->store_backend ? store_open_backend(opts->store_backend, path, &s->store)
+				: store_open(path, &s->store);
 	if (r < 0) {
 		log_err("control: cannot open %s: %s", path, strerror(-r));
 		goto out;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 struct oidc_config;
+struct store_backend;
 
 struct control_serve_opts {
 	const char *state_dir; /* holds control.db (store.h) */
@@ -20,6 +21,8 @@ struct control_serve_opts {
 	bool stun_port_set; /* given explicitly: failing to bind it is an error */
 	/* OIDC sign-in (src/oidc/client.h), checked by serve; NULL: none. */
 	const struct oidc_config *oidc;
+	/* Tests: the store's backend (store.h); NULL: SQLite. */
+	const struct store_backend *store_backend;
 };
 
 /* IPv4 any; "[::]:8080" listens on IPv6 and (dual-stack) IPv4. */

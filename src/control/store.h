@@ -71,7 +71,7 @@ enum store_op_kind {
 	STORE_OP_TAILNET_UPDATE,     /* .tailnet (name, key expiry, ephemeral timeout) */
 	STORE_OP_USER_CREATE,	     /* .user; id assigned */
 	STORE_OP_NODE_INSERT,	     /* .node; id assigned */
-	STORE_OP_NODE_UPDATE,	     /* .node, every persisted field */
+	STORE_OP_NODE_UPDATE,	     /* .node: the columns .node_fields names */
 	STORE_OP_NODE_DELETE,	     /* .id */
 	STORE_OP_AUTHKEY_CREATE,     /* .authkey; id assigned */
 	STORE_OP_AUTHKEY_UPDATE,     /* .authkey: uses and revoked */
@@ -83,9 +83,9 @@ enum store_op_kind {
 	STORE_OP_ACCOUNT_DELETE, /* .id */
 	STORE_OP_POLICY_SET,	 /* .policy; len 0 deletes (no policy: allow all) */
 	STORE_OP_FLOW_BATCH,	 /* .flow: an admitted flow-log batch and its records */
-	/* .node as STORE_OP_NODE_UPDATE, written for its live state (endpoints, last_seen) */
+	/* As STORE_OP_NODE_UPDATE, written for its live state (endpoints, last_seen) */
 	STORE_OP_NODE_LIVE,
-	/* .node as STORE_OP_NODE_UPDATE, where nothing its peers see changed (a reconnect) */
+	/* As STORE_OP_NODE_UPDATE, where nothing its peers see changed (a reconnect) */
 	STORE_OP_NODE_TOUCH,
 	STORE_OP_CA_PUT,    /* .ca: a tailnet's CA (-EEXIST: it has one) */
 	STORE_OP_MCERT_PUT, /* .mcert: id 0 inserts (id assigned), else revoked/_at */
@@ -160,6 +160,36 @@ struct store_policy {
 	size_t len;
 };
 
+/*
+ * The columns of a node's row, for store_op.node_fields. A node is written by more than one
+ * process (the server, the admin CLI straight to the store): each writes only the columns it
+ * changed, so that a write based on an older read keeps what another wrote meanwhile.
+ */
+enum store_node_field {
+	STORE_NODE_TAILNET = 1U << 0,
+	STORE_NODE_USER = 1U << 1,
+	STORE_NODE_NAME = 1U << 2,
+	STORE_NODE_HOSTNAME = 1U << 3,
+	STORE_NODE_OS = 1U << 4,
+	STORE_NODE_MACHINE_KEY = 1U << 5,
+	STORE_NODE_NODE_KEY = 1U << 6,
+	STORE_NODE_IPV4 = 1U << 7,
+	STORE_NODE_ENDPOINTS = 1U << 8,
+	STORE_NODE_TAGS = 1U << 9,
+	STORE_NODE_EPHEMERAL = 1U << 10,
+	STORE_NODE_APPROVED = 1U << 11,
+	STORE_NODE_EXPIRY_DISABLED = 1U << 12,
+	STORE_NODE_KEY_EXPIRY = 1U << 13,
+	STORE_NODE_CREATED = 1U << 14,
+	STORE_NODE_LAST_SEEN = 1U << 15,
+	STORE_NODE_AUDIT_KEY = 1U << 16,
+	STORE_NODE_DISCO = 1U << 17, /* disco key, home region, mapping_varies: what peers see */
+	STORE_NODE_ALL = (1U << 18) - 1,
+};
+
+/* The persisted columns in which after differs from before (STORE_NODE_*). */
+uint32_t store_node_diff(const struct control_node *before, const struct control_node *after);
+
 struct store_op {
 	enum store_op_kind kind;
 	union {
@@ -183,6 +213,11 @@ struct store_op {
 	 * store_submit, which does not copy it).
 	 */
 	const struct audit_entry *audit;
+	/*
+	 * STORE_OP_NODE_UPDATE, _LIVE, _TOUCH: the columns written (STORE_NODE_*; others keep
+	 * what the row has). 0 writes none, but the row must exist (-ENOENT).
+	 */
+	uint32_t node_fields;
 };
 
 /*
@@ -344,7 +379,7 @@ int store_tailnet_create(struct store *s, struct control_tailnet *t);   /* sets 
 int store_tailnet_update(struct store *s, const struct control_tailnet *t);
 int store_user_create(struct store *s, struct control_user *u);         /* sets u->id */
 int store_node_insert(struct store *s, struct control_node *n);         /* sets n->id */
-int store_node_update(struct store *s, const struct control_node *n);
+int store_node_update(struct store *s, const struct control_node *n); /* every column */
 int store_node_delete(struct store *s, uint64_t id);
 int store_authkey_create(struct store *s, struct control_authkey *k);   /* sets k->id */
 int store_authkey_update(struct store *s, const struct control_authkey *k);

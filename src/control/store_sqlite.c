@@ -369,12 +369,29 @@ static const char *const stmt_sql[ST_COUNT] = {
 		       " key_expiry, created, last_seen, audit_key, disco_key, home_region,"
 		       " mapping_varies) VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
 		       " ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
-    [ST_NODE_UPDATE] = "UPDATE nodes SET tailnet_id = ?2, user_id = ?3, name = ?4,"
-		       " hostname = ?5, os = ?6, machine_key = ?7, node_key = ?8, ipv4 = ?9,"
-		       " endpoints = ?10, tags = ?11, ephemeral = ?12, approved = ?13,"
-		       " expiry_disabled = ?14, key_expiry = ?15, created = ?16,"
-		       " last_seen = ?17, audit_key = ?18, disco_key = ?19, home_region = ?20,"
-		       " mapping_varies = ?21 WHERE id = ?1",
+    /* Only the columns in the mask ?22 (store.h, STORE_NODE_*, in this order). */
+    [ST_NODE_UPDATE] = "UPDATE nodes SET"
+		       " tailnet_id = CASE WHEN ?22 & 1 THEN ?2 ELSE tailnet_id END,"
+		       " user_id = CASE WHEN ?22 & 2 THEN ?3 ELSE user_id END,"
+		       " name = CASE WHEN ?22 & 4 THEN ?4 ELSE name END,"
+		       " hostname = CASE WHEN ?22 & 8 THEN ?5 ELSE hostname END,"
+		       " os = CASE WHEN ?22 & 16 THEN ?6 ELSE os END,"
+		       " machine_key = CASE WHEN ?22 & 32 THEN ?7 ELSE machine_key END,"
+		       " node_key = CASE WHEN ?22 & 64 THEN ?8 ELSE node_key END,"
+		       " ipv4 = CASE WHEN ?22 & 128 THEN ?9 ELSE ipv4 END,"
+		       " endpoints = CASE WHEN ?22 & 256 THEN ?10 ELSE endpoints END,"
+		       " tags = CASE WHEN ?22 & 512 THEN ?11 ELSE tags END,"
+		       " ephemeral = CASE WHEN ?22 & 1024 THEN ?12 ELSE ephemeral END,"
+		       " approved = CASE WHEN ?22 & 2048 THEN ?13 ELSE approved END,"
+		       " expiry_disabled = CASE WHEN ?22 & 4096 THEN ?14 ELSE expiry_disabled END,"
+		       " key_expiry = CASE WHEN ?22 & 8192 THEN ?15 ELSE key_expiry END,"
+		       " created = CASE WHEN ?22 & 16384 THEN ?16 ELSE created END,"
+		       " last_seen = CASE WHEN ?22 & 32768 THEN ?17 ELSE last_seen END,"
+		       " audit_key = CASE WHEN ?22 & 65536 THEN ?18 ELSE audit_key END,"
+		       " disco_key = CASE WHEN ?22 & 131072 THEN ?19 ELSE disco_key END,"
+		       " home_region = CASE WHEN ?22 & 131072 THEN ?20 ELSE home_region END,"
+		       " mapping_varies = CASE WHEN ?22 & 131072 THEN ?21 ELSE mapping_varies END"
+		       " WHERE id = ?1",
     [ST_NODE_DELETE] = "DELETE FROM nodes WHERE id = ?1",
     [ST_AUTHKEY_INSERT] = "INSERT INTO authkeys (tailnet_id, user_id, prefix, hash, reusable,"
 			  " ephemeral, preauthorized, tags, expires, created, uses, revoked)"
@@ -1305,6 +1322,8 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		if (!st)
 			return -EIO;
 		bind_node(st, &op->node);
+		if (!insert)
+			sqlite3_bind_int64(st, 22, op->node_fields & STORE_NODE_ALL);
 		id = op->node.id;
 		ck = op->kind == STORE_OP_NODE_LIVE    ? STORE_CHANGE_NODE_LIVE
 		     : op->kind == STORE_OP_NODE_TOUCH ? STORE_CHANGE_NODE_TOUCH
