@@ -103,7 +103,7 @@ _trellis_control()
 		--device-approval --require-2fa --require-machine-cert --flow-log --flow-log-interval
 		--flow-retention"
 		-- "$cur") ;;
-	'users ') mapfile -t COMPREPLY < <(compgen -W "create list add passwd delete reset-2fa --help" -- "$cur") ;;
+	'users ') mapfile -t COMPREPLY < <(compgen -W "create list add passwd delete reset-2fa confirm-2fa --help" -- "$cur") ;;
 	'users add') mapfile -t COMPREPLY < <(compgen -W "--admin --totp" -- "$cur") ;;
 	'nodes ') mapfile -t COMPREPLY < <(compgen -W "list show pending approve expire delete rename set-expiry
 		--help" -- "$cur") ;;

@@ -125,18 +125,22 @@ static const struct noun nouns[] = {
      "  --flow-retention DUR     flow records older than this are pruned, the chains kept\n"
      "                           verifiable (30d; 0, the default: kept forever)\n"
      "example: trellis-control tailnets set default --device-approval on\n"},
-    {"users", "list, create, add, passwd, delete, reset-2fa",
+    {"users", "list, create, add, passwd, delete, reset-2fa, confirm-2fa",
      "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
      "       trellis-control [--state DIR] users create NAME [--tailnet NAME]\n"
      "       trellis-control [--state DIR] users add EMAIL [--admin] [--totp]\n"
-     "       trellis-control [--state DIR] users passwd|delete|reset-2fa EMAIL\n"
+     "       trellis-control [--state DIR] users passwd|delete|reset-2fa|confirm-2fa EMAIL\n"
      "  create: a user of a tailnet, for auth keys (--user); no login.\n"
      "  add: a local account that signs in on the login page; the password is read\n"
      "  twice from the terminal, or as one line from stdin; its tailnet comes from\n"
      "  its email domain at the first login (docs/identity.md). --admin: an admin of\n"
      "  that tailnet. --totp: enrol the second factor now: prints its QR code, its\n"
      "  otpauth URI and secret, and recovery codes (once) instead of enrolling at the\n"
-     "  first login. reset-2fa: the next login enrols a new authenticator.\n"
+     "  first login. The factor counts once a code from the app proves it holds the\n"
+     "  secret: on a terminal, add asks for one; else confirm-2fa reads one (terminal\n"
+     "  or stdin), or the person types one at the first login. Until then it is\n"
+     "  pending: no recovery code signs in. reset-2fa: the next login enrols a new\n"
+     "  authenticator.\n"
      "example: echo \"$PW\" | trellis-control users add alice@example.com --admin\n"},
     {"nodes", "list, show, pending, approve, rename, expire, delete, set-expiry",
      "usage: trellis-control [--state DIR] nodes list [--tailnet NAME] [--json]\n"
@@ -1048,6 +1052,73 @@ static int enrolment_print(json_t *ans)
 	return 0;
 }
 
+#define CONFIRM_TRIES 3
+
+static int totp_confirm(struct cli *cli, const char *email, const char *code)
+{
+	char target[512];
+
+	target_make(target, sizeof(target), "accounts", email, NULL);
+	snprintf(target + strlen(target), sizeof(target) - strlen(target), "/confirm-2fa");
+	return call_json(cli, "POST", target, json_pack("{s:s}", "code", code), NULL);
+}
+
+/*
+ * After `users add --totp`: the factor counts once the app proves it holds the secret (as the
+ * web enrolment asks). On a terminal, a code now; a wrong one is refused and asked again.
+ * 0 (confirmed, or left pending by choice or without a terminal), 1 (only wrong codes).
+ */
+static int totp_confirm_ask(struct cli *cli, const char *email)
+{
+	char code[USERS_CLI_CODE_MAX];
+	int wrong = 0, n;
+
+	for (int i = 0; isatty(0) && i < CONFIRM_TRIES; i++) {
+		n = users_cli_code_read(stdin, stderr, email, code);
+		if (n == -EINVAL) {
+			fail("that is not a code from the app");
+			wrong++;
+			continue;
+		}
+		if (n <= 0)
+			break;
+		if (totp_confirm(cli, email, code) == 0) {
+			printf("\nThe second factor of %s is confirmed.\n", email);
+			return 0;
+		}
+		wrong++;
+	}
+	printf("\nThe second factor is pending: it counts once a code from the app confirms it, "
+	       "with\n  trellis-control users confirm-2fa %s\nor at the first sign-in.\n",
+	       email);
+	return wrong ? 1 : 0;
+}
+
+/* users confirm-2fa EMAIL: a code from the terminal or one line of stdin. */
+static int confirm_cmd(struct cli *cli, int argc, char **argv)
+{
+	char code[USERS_CLI_CODE_MAX] = "0";
+	const char *pos[1];
+	int npos, n;
+
+	if (opts_parse(argc, argv, (const struct opt[]){{NULL}}, pos, 1, &npos))
+		return 1;
+	if (npos != 1)
+		return fail("usage: users confirm-2fa EMAIL");
+	if (path_arg_check(pos[0]) < 0 || !strchr(pos[0], '@'))
+		return fail("not an email address: \"%s\"", pos[0]);
+	if (!cli->dry) {
+		n = users_cli_code_read(stdin, isatty(0) ? stderr : NULL, pos[0], code);
+		if (n <= 0)
+			return fail(n == -EINVAL ? "that is not a code from the app"
+						 : "no code given (on stdin or a terminal)");
+	}
+	n = totp_confirm(cli, pos[0], code);
+	if (n == 0 && !cli->dry)
+		printf("%s: second factor confirmed\n", pos[0]);
+	return n;
+}
+
 /* users add|passwd|delete|reset-2fa EMAIL: local accounts (users.h). */
 static int account_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
@@ -1092,6 +1163,8 @@ static int account_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 						     : "second factor reset");
 	if (r == 0 && !cli->dry && totp)
 		r = enrolment_print(ans);
+	if (r == 0 && !cli->dry && totp)
+		r = totp_confirm_ask(cli, pos[0]);
 	json_decref(ans);
 	return r;
 }
@@ -1113,6 +1186,8 @@ static int users_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	if (strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0 || strcmp(sub, "delete") == 0 ||
 	    strcmp(sub, "reset-2fa") == 0)
 		return account_cmd(cli, sub, argc, argv);
+	if (strcmp(sub, "confirm-2fa") == 0)
+		return confirm_cmd(cli, argc, argv);
 	if (opts_parse(argc, argv, opts, pos, 1, &npos))
 		return 1;
 	if (strcmp(sub, "create") == 0) {
@@ -1141,10 +1216,11 @@ static int users_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		json_decref(ans);
 		return r;
 	}
-	printf("\n%-5s %-40s %-6s %-4s %s\n", "ID", "LOCAL ACCOUNT", "ADMIN", "2FA", "RECOVERY");
+	printf("\n%-5s %-40s %-6s %-7s %s\n", "ID", "LOCAL ACCOUNT", "ADMIN", "2FA", "RECOVERY");
 	json_array_foreach(ans, i, u)
-		printf("%-5" JSON_INTEGER_FORMAT " %-40s %-6s %-4s %" JSON_INTEGER_FORMAT "\n",
-		       i_(u, "id"), s_(u, "email"), b_(u, "admin"), b_(u, "totp"),
+		printf("%-5" JSON_INTEGER_FORMAT " %-40s %-6s %-7s %" JSON_INTEGER_FORMAT "\n",
+		       i_(u, "id"), s_(u, "email"), b_(u, "admin"),
+		       json_is_true(json_object_get(u, "totp_pending")) ? "pending" : b_(u, "totp"),
 		       i_(u, "recovery_codes"));
 	json_decref(ans);
 	return 0;

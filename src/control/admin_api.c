@@ -56,6 +56,7 @@ static unsigned status_of(int err)
 		return 404;
 	case -EEXIST:
 	case -ENOSPC:
+	case -EALREADY:
 		return 409;
 	case -EMSGSIZE:
 		return 413;
@@ -943,6 +944,8 @@ static int accounts(struct call *k)
 {
 	static const char *const add_names[] = { "email", "password_hash", "admin", "totp", NULL };
 	static const char *const pw_names[] = { "password_hash", NULL };
+	static const char *const code_names[] = { "code", NULL };
+	const char *code = NULL;
 	const char *email = NULL, *hash = NULL;
 	struct control_account *all = NULL;
 	size_t n = 0;
@@ -956,11 +959,15 @@ static int accounts(struct call *k)
 		k->out = json_array();
 		for (size_t i = 0; i < n; i++)
 			json_array_append_new(
-				k->out, json_pack("{s:I, s:s, s:b, s:b, s:i, s:I}", "id",
-						  (json_int_t)all[i].id, "email", all[i].email,
-						  "admin", all[i].admin, "totp", all[i].totp,
-						  "recovery_codes", (int)all[i].n_recovery, "created",
-						  (json_int_t)all[i].created));
+				k->out,
+				/* totp: a second factor that counts (a pending one does not). */
+				json_pack("{s:I, s:s, s:b, s:b, s:b, s:i, s:I}", "id",
+					  (json_int_t)all[i].id, "email", all[i].email, "admin",
+					  all[i].admin, "totp",
+					  all[i].totp && !control_account_totp_pending(&all[i]),
+					  "totp_pending", control_account_totp_pending(&all[i]),
+					  "recovery_codes", (int)all[i].n_recovery, "created",
+					  (json_int_t)all[i].created));
 		crypto_wipe(all, n * sizeof(*all));
 		free(all);
 		return 0;
@@ -982,6 +989,12 @@ static int accounts(struct call *k)
 		if (!hash)
 			return fail(k, 400, "\"password_hash\" is required");
 		r = users_account_passwd(&k->c, k->seg[1], hash);
+	} else if (is(k, "POST", 3, "accounts", "confirm-2fa")) {
+		if (body_only(k, code_names) < 0 || body_string(k, "code", &code) < 0)
+			return -1;
+		if (!code)
+			return fail(k, 400, "\"code\" is required");
+		r = users_account_totp_confirm(&k->c, k->seg[1], code);
 	} else if (is(k, "POST", 3, "accounts", "reset-2fa")) {
 		r = users_account_reset_2fa(&k->c, k->seg[1]);
 	} else if (is(k, "DELETE", 2, "accounts", NULL) || is(k, "POST", 3, "accounts", "delete")) {

@@ -169,8 +169,9 @@ static json_t *authkey_json(const struct control_authkey *k)
 /* Never the password hash, the TOTP secret or the recovery codes: only what they amount to. */
 static json_t *account_json(const struct control_account *a)
 {
-	return json_pack("{s:I, s:s, s:b, s:b, s:i}", "id", (json_int_t)a->id, "email", a->email,
-			 "admin", a->admin, "totp", a->totp, "recovery_codes", (int)a->n_recovery);
+	return json_pack("{s:I, s:s, s:b, s:b, s:b, s:i}", "id", (json_int_t)a->id, "email",
+			 a->email, "admin", a->admin, "totp", a->totp, "totp_pending",
+			 control_account_totp_pending(a), "recovery_codes", (int)a->n_recovery);
 }
 
 /* The CA by its fingerprint (the certificate itself is public, but long). */

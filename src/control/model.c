@@ -6,6 +6,12 @@
 #include "base/util.h"
 #include "control/model.h"
 
+bool control_account_totp_pending(const struct control_account *a)
+{
+	/* A code accepted sets the step it matched, which is never 0 after 1970. */
+	return a->totp && a->totp_last_step == 0;
+}
+
 bool control_node_visible(const struct control_node *n, int64_t now)
 {
 	if (!n->approved)

@@ -67,9 +67,13 @@ struct control_account {
 	char email[CONTROL_EMAIL_MAX]; /* lower case */
 	char password[CONTROL_PASSWORD_HASH_MAX]; /* Argon2id PHC string */
 	bool admin;                    /* admin of the tailnet it signs in to */
-	bool totp;                     /* second factor enrolled */
+	bool totp;                     /* a second factor: a secret (pending until step 1) */
 	uint8_t totp_secret[CONTROL_TOTP_SECRET_LEN];
-	uint64_t totp_last_step;       /* the last TOTP step used: replays are refused */
+	/*
+	 * The last TOTP step used: replays are refused. 0 with a secret: enrolled by an admin
+	 * (`users add --totp`) and no code from the person's app seen yet (pending).
+	 */
+	uint64_t totp_last_step;
 	unsigned n_recovery;           /* unused recovery codes, as hashes */
 	uint8_t recovery[CONTROL_RECOVERY_MAX][CONTROL_RECOVERY_HASH_LEN];
 	int64_t created;
@@ -105,6 +109,12 @@ struct control_node {
 	bool mapping_varies;	     /* its NAT maps per destination, as reported */
 };
 
+/*
+ * A second factor an admin enrolled whose secret no code has proven to be in the person's app
+ * yet: it does not count (no recovery codes, not enrolled) until a code confirms it, at the
+ * CLI (users_account_totp_confirm) or at the first sign-in.
+ */
+bool control_account_totp_pending(const struct control_account *a);
 /* A node is visible to peers when approved, its key unexpired at `now`, not logged out. */
 bool control_node_visible(const struct control_node *n, int64_t now);
 /* The tailnet's flow-log setting as its nodes get it in the netmap (set, defaults resolved). */

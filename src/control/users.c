@@ -163,6 +163,32 @@ int users_account_passwd(struct admin_op_ctx *c, const char *email, const char *
 	return put(c, "account.passwd", &op);
 }
 
+int users_account_totp_confirm(struct admin_op_ctx *c, const char *email, const char *code)
+{
+	struct store_op op = {.kind = STORE_OP_ACCOUNT_PUT};
+	struct control_account *a = &op.account;
+	uint64_t step;
+	int r = account_get(c, email, a);
+
+	if (r < 0)
+		return r;
+	if (!a->totp)
+		r = refuse(c, -ENOENT, "no second factor to confirm for", a->email);
+	else if (!control_account_totp_pending(a))
+		r = refuse(c, -EALREADY, "the second factor is confirmed already for", a->email);
+	else if (c->now <= 0 ||
+		 totp_verify(a->totp_secret, sizeof(a->totp_secret), code, (uint64_t)c->now, 0,
+			     &step) < 0)
+		r = refuse(c, -EACCES, "wrong code for the second factor of", a->email);
+	if (r < 0) {
+		crypto_wipe(&op, sizeof(op));
+		return r;
+	}
+	/* The step is the replay floor too: the same code does not sign in afterwards. */
+	a->totp_last_step = step;
+	return put(c, "account.confirm_2fa", &op);
+}
+
 int users_account_reset_2fa(struct admin_op_ctx *c, const char *email)
 {
 	struct store_op op = {.kind = STORE_OP_ACCOUNT_PUT};

@@ -45,6 +45,12 @@ int users_account_add(struct admin_op_ctx *c, const char *email, const char *pas
  */
 int users_account_add_totp(struct admin_op_ctx *c, const char *email, const char *password_hash,
 			   bool admin, struct users_enrolment *ret);
+/*
+ * Confirms the pending second factor of `users add --totp` (control_account_totp_pending)
+ * with a code from the person's app at c->now: 0, -EACCES (wrong code), -ENOENT (no account,
+ * or no second factor), -EALREADY (confirmed already), -EINVAL.
+ */
+int users_account_totp_confirm(struct admin_op_ctx *c, const char *email, const char *code);
 /* 0, -EINVAL, -ENOENT. */
 int users_account_passwd(struct admin_op_ctx *c, const char *email, const char *password_hash);
 int users_account_delete(struct admin_op_ctx *c, const char *email);

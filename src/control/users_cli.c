@@ -83,6 +83,34 @@ out:
 	return r;
 }
 
+int users_cli_code_read(FILE *in, FILE *prompt, const char *email, char ret[USERS_CLI_CODE_MAX])
+{
+	size_t n = 0;
+	bool long_line = false;
+	int ch;
+
+	if (prompt) {
+		fprintf(prompt, "code from the authenticator app for %s (Enter: later): ", email);
+		fflush(prompt);
+	}
+	while ((ch = fgetc(in)) != EOF && ch != '\n') {
+		if (ch == ' ' || ch == '\t' || ch == '\r')
+			continue;
+		if (n + 1 < USERS_CLI_CODE_MAX)
+			ret[n++] = (char)ch;
+		else
+			long_line = true;
+	}
+	ret[n] = '\0';
+	if (ch == EOF && n == 0 && !long_line)
+		return -EIO;
+	if (long_line) {
+		ret[0] = '\0';
+		return -EINVAL;
+	}
+	return (int)n;
+}
+
 /* Module (x, y) of q, light outside the symbol (the quiet zone). */
 static bool dark(const QRcode *q, int x, int y)
 {

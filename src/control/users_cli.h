@@ -14,11 +14,23 @@
 
 #include "auth/password.h"
 
+/* A one-time code as typed (digits, maybe spaced as the app shows them) and its NUL. */
+#define USERS_CLI_CODE_MAX 16
+
 /* The quiet zone around a QR code, in modules (ISO/IEC 18004 asks for 4). */
 #define USERS_CLI_QR_MARGIN 4
 
 /* 0, or -EINVAL with a message printed (empty, too long, the two differ), -EIO. */
 int users_cli_password_hash(const char *email, char ret[PASSWORD_HASH_MAX]);
+
+/*
+ * A code from the person's authenticator app for email's second factor: one line of in,
+ * after a prompt on prompt (NULL: none), spaces and tabs dropped. Its length (0: an empty
+ * line, the person skips), -EIO (end of input), -EINVAL (too long; the rest of the line is
+ * read).
+ */
+int users_cli_code_read(FILE *in, FILE *prompt, const char *email,
+			char ret[USERS_CLI_CODE_MAX]);
 
 /*
  * The QR code of text (libqrencode: the byte mode, level M, as the login page's) for a

@@ -7,6 +7,8 @@
  *            --right, TOTP enrolled--> TOTP
  *            --right, none yet--> ENROL (a fresh secret, shown as a QR code)
  *   TOTP     --POST totp: a code of an unused step, or a recovery code--> DONE
+ *            (a factor an admin enrolled and no code confirmed yet takes a code only: this
+ *            one confirms it)
  *   ENROL    --POST enrol: a code of the new secret--> DONE (recovery codes shown once)
  *   DONE     the registration is completed (web_login_complete); the code no longer waits
  *
@@ -58,6 +60,7 @@ struct web_session {
 	char email[CONTROL_EMAIL_MAX]; /* from the password step on */
 	char msg[160];		       /* shown once on the next page */
 	uint8_t enrol_secret[TOTP_SECRET_LEN];
+	bool totp_pending; /* TOTP: the factor waits for its first code (model.h) */
 	char done_html[2048]; /* DONE: the result, shown again on reload */
 	uint64_t expires_ns;
 };
@@ -424,6 +427,7 @@ static void check_done(struct workq_job *j, int err)
 		crypto_wipe(&op, sizeof(op));
 	}
 	snprintf(ss->email, sizeof(ss->email), "%s", a.email);
+	ss->totp_pending = control_account_totp_pending(&a);
 	if (a.totp)
 		ss->step = STEP_TOTP;
 	else
@@ -481,10 +485,17 @@ static void page_totp(struct page *p, const struct web_session *ss, const struct
 	head(p, "Two-factor authentication");
 	machine(p, pr);
 	alert(p, ss);
+	if (ss->totp_pending)
+		put(p, "<p>Your administrator set up a second factor for your account. Type the "
+		       "code your authenticator app shows for it: this confirms it.</p>\n");
 	putf(p, "<form method=\"post\" action=\"/register/%s/totp\">", ss->code);
 	hidden_csrf(p, ss);
-	put(p, "<label for=\"code\">The 6-digit code from your authenticator app, or a recovery "
-	       "code</label><input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" "
+	/* A pending factor takes no recovery code (model.h): the label does not offer one. */
+	put(p, ss->totp_pending ? "<label for=\"code\">The 6-digit code from your authenticator "
+				 "app</label>"
+			       : "<label for=\"code\">The 6-digit code from your authenticator app, "
+				 "or a recovery code</label>");
+	put(p, "<input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" "
 	       "inputmode=\"numeric\" required autofocus>"
 	       "<button type=\"submit\">Verify and approve</button></form>\n");
 }
@@ -949,6 +960,7 @@ static void post_totp(struct web *w, struct httpd_request *r, struct web_session
 	char code[32], src[SOURCE_MAX];
 	uint8_t h[TOTP_RECOVERY_HASH_LEN];
 	int err = -EACCES;
+	bool pending;
 
 	if (ss->step != STEP_TOTP)
 		return render(w, r, ss, pr, false);
@@ -966,11 +978,16 @@ static void post_totp(struct web *w, struct httpd_request *r, struct web_session
 		totp_failed(w, ss, src, -EACCES);
 		goto out;
 	}
+	pending = control_account_totp_pending(a);
 	err = totp_verify(a->totp_secret, sizeof(a->totp_secret), code, (uint64_t)time_wall_s(),
 			  a->totp_last_step, &step);
 	if (err == 0) {
 		a->totp_last_step = step;
-	} else if (totp_recovery_hash(code, h) == 0) {
+		if (pending)
+			log_info("control: web: %s confirmed the second factor an admin enrolled",
+				 a->email);
+	} else if (!pending && totp_recovery_hash(code, h) == 0) {
+		/* Not while pending: the factor counts only once the app has shown it holds it. */
 		for (unsigned i = 0; i < a->n_recovery; i++) {
 			if (!crypto_equal(h, a->recovery[i], sizeof(h)))
 				continue;

@@ -13,7 +13,12 @@
 #     to c (replay), c signs in with a recovery code; a, b and c see each other, each
 #     owned by ann; an auth-key node of the default tailnet sees none of them
 #   - `users add bob@example.com --totp` prints a QR code that zbarimg decodes to the
-#     otpauth URI it prints, and recovery codes; bob signs in with a code of that secret
+#     otpauth URI it prints, and recovery codes; the factor is pending (users list) until a
+#     code from it comes: `users confirm-2fa` refuses a wrong one, the page refuses one of
+#     bob's recovery codes, and bob's first sign-in with a code of that secret confirms it;
+#     carl's (`users add carl@example.com --totp`) is confirmed by `users confirm-2fa`;
+#     on a terminal (tests/lab/totp_tty.py, a pty), `users add dora@example.com --totp` asks
+#     for a code, refuses a wrong one and confirms with the right one
 #   - re-login: a's key expires; its URL (a random code) is refused to bob, another user of
 #     example.com, after his second factor (the page says so, the audit log has it, a stays
 #     out); ann signs in at the same URL in her browser and a comes back as the same node
@@ -167,7 +172,33 @@ check "... prints an otpauth URI with the secret ($BOB_URI)" \
 python3 "$HERE/qr2pgm.py" "$LAB_TMP/bob.txt" >"$LAB_TMP/bob.pgm"
 check_eq "... and a QR code that decodes to it" "$BOB_URI" "$(zbarimg -q --raw "$LAB_TMP/bob.pgm" 2>/dev/null)"
 check_eq "... and 8 recovery codes" 8 "$(grep -cE '^  [a-z2-7]{5}-[a-z2-7]{5}$' "$LAB_TMP/bob.txt")"
-check "users list: bob has 2FA before any sign-in" bash -c "timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users list | grep -qE '^[0-9]+ +bob@example.com +no +yes +8'"
+check "... says the factor is pending until a code confirms it" \
+	grep -q '^The second factor is pending: it counts once a code from the app confirms it' "$LAB_TMP/bob.txt"
+BOB_RECOVERY=$(grep -m1 -oE '^  [a-z2-7]{5}-[a-z2-7]{5}$' "$LAB_TMP/bob.txt" | tr -d ' ')
+check "users list: bob's 2FA is pending before a code from his app" bash -c "timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users list | grep -qE '^[0-9]+ +bob@example.com +no +pending +8'"
+# A code of that secret for ten minutes from now: outside the window, so wrong now.
+check "users confirm-2fa bob refuses a wrong code" \
+	bash -c "! oathtool --totp -b '$BOB_SECRET' -N 'now + 600 seconds' | timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users confirm-2fa bob@example.com 2>'$LAB_TMP/confirm.err'"
+check "... saying so" grep -q 'wrong code for the second factor of "bob@example.com"' "$LAB_TMP/confirm.err"
+check "... and bob's 2FA stays pending" bash -c "timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users list | grep -qE '^[0-9]+ +bob@example.com +no +pending +8'"
+echo "$PW2" | timeout 60 "$TRELLIS_CONTROL" --state "$LAB_TMP/control" users add carl@example.com \
+	--totp >"$LAB_TMP/carl.txt" 2>&1
+check_eq "users add carl@example.com --totp" 0 "$?"
+CARL_SECRET=$(sed -n 's/^secret: //p' "$LAB_TMP/carl.txt")
+check "users confirm-2fa carl takes a code of the printed secret (stdin)" \
+	bash -c "oathtool --totp -b '$CARL_SECRET' | timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users confirm-2fa carl@example.com"
+OUT=$(python3 "$HERE/totp_tty.py" "$PW2" -- "$TRELLIS_CONTROL" --state "$LAB_TMP/control" \
+	users add dora@example.com --totp)
+log "users add on a terminal: $OUT"
+check "users add dora@example.com --totp on a terminal: asks for a code, refuses a wrong one" \
+	grep -q 'wrong code for the second factor of \\"dora@example.com\\"' <<<"$OUT"
+check_eq "... and confirms with the right one" "The second factor of dora@example.com is confirmed." \
+	"$(jget "$OUT" "j.get('right')")"
+check_eq "... exit status 0" 0 "$(jget "$OUT" "j.get('exit')")"
+check "users list: dora has 2FA" bash -c "timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users list | grep -qE '^[0-9]+ +dora@example.com +no +yes +8'"
+check "users list: carl has 2FA now" bash -c "timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users list | grep -qE '^[0-9]+ +carl@example.com +no +yes +8'"
+check "... and confirm-2fa refuses to confirm it again" \
+	bash -c "! oathtool --totp -b '$CARL_SECRET' | timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users confirm-2fa carl@example.com 2>/dev/null"
 check "users create bob@example.com --tailnet example.com (a user there)" \
 	ctl users create bob@example.com --tailnet example.com
 AID=$(node_id a example.com)
@@ -177,9 +208,14 @@ check "b no longer lists a" wait_for 20 peers_are b "c"
 check "a shows a login URL" wait_for 20 bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock a)' status --json | grep -q '\"auth_url\": \"http'"
 URL_A=$(status_eval a "j['auth_url']")
 check "... a random code ($URL_A)" grep -qE '/register/[0-9a-f]{16}$' <<<"$URL_A"
-OUT=$(browser a signin "$URL_A" bob@example.com "$PW2" "totp:$BOB_SECRET")
+OUT=$(browser a signin "$URL_A" bob@example.com "$PW2" "totp:$BOB_SECRET" "$BOB_RECOVERY")
 log "browser (bob): $OUT"
 check_eq "bob: browser without error" "None" "$(jget "$OUT" "j.get('error')")"
+check_eq "bob's pending factor asks for a code of the app only" \
+	"The 6-digit code from your authenticator app" "$(jget "$OUT" "j.get('code_label')")"
+check_eq "... a recovery code is refused while it is pending" "Wrong code." \
+	"$(jget "$OUT" "j.get('first_message')")"
+check "users list: bob's code from his app confirmed his 2FA" bash -c "timeout 20 '$TRELLIS_CONTROL' --state '$LAB_TMP/control' users list | grep -qE '^[0-9]+ +bob@example.com +no +yes +8'"
 check_eq "bob passes his second factor (the printed secret) and is refused (403)" 403 \
 	"$(jget "$OUT" "j['answer_status']")"
 check_eq "... the page says why" \

@@ -9,12 +9,13 @@
 //     signs in at both URLs (two browsers) up to the second factor; the first takes the
 //     next step's code, the second is offered the same code at once (a replay, inside its
 //     window whatever the machine's load), then signs in with a recovery code.
-//   node login.mjs signin URL EMAIL PASSWORD [RECOVERY_CODE | totp:SECRET]
-//     signs in: with the recovery code (or the current code of SECRET, taken when the form
-//     is filled: a code taken before the browser starts can be two steps old by then on a
-//     loaded machine) when the account has a second factor, else enrols one (codes from
-//     oathtool); reports the last page's title, its message or result, and the recovery
-//     codes if it showed any.
+//   node login.mjs signin URL EMAIL PASSWORD [CODE [FIRST_CODE]]
+//     signs in: with CODE (a recovery code, or totp:SECRET: the current code of SECRET,
+//     taken when the form is filled: a code taken before the browser starts can be two
+//     steps old by then on a loaded machine) when the account has a second factor, else
+//     enrols one (codes from oathtool); reports the last page's title, its message or
+//     result, and the recovery codes if it showed any. FIRST_CODE is typed first: what the
+//     page says to it (first_message) and the code field's label (code_label) are reported.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 
@@ -94,10 +95,17 @@ try {
 		if (await page.locator('#secret').count()) {
 			out.secret = (await page.textContent('#secret')).trim();
 			await page.fill('#code', totp(out.secret));
-		} else if (rest[2].startsWith('totp:')) {
-			await page.fill('#code', totp(rest[2].slice(5)));
 		} else {
-			await page.fill('#code', rest[2]);
+			out.code_label = (await page.textContent('label[for=code]')).trim();
+			if (rest[3]) {
+				await page.fill('#code', rest[3]);
+				await Promise.all([page.waitForNavigation(),
+						   page.click('button[type=submit]')]);
+				if (await page.locator('.msg').count())
+					out.first_message = (await page.textContent('.msg')).trim();
+			}
+			await page.fill('#code', rest[2].startsWith('totp:') ? totp(rest[2].slice(5))
+									: rest[2]);
 		}
 		const [answer] = await Promise.all([page.waitForNavigation(),
 						    page.click('button[type=submit]')]);

@@ -186,6 +186,94 @@ static void test_add_totp(void **state)
 	assert_int_equal(writes, 1);
 }
 
+/*
+ * The second factor of `users add --totp` is pending until a code from the app confirms it:
+ * it does not count before (control_account_totp_pending), a wrong code or one from another
+ * secret is refused and changes nothing, the right one confirms it and becomes the replay
+ * floor, and a confirmed (or absent) factor is not confirmed again.
+ */
+static void test_totp_confirm(void **state)
+{
+	struct users_enrolment e;
+	struct control_account got;
+	char h[PASSWORD_HASH_MAX], code[TOTP_DIGITS + 1], other[TOTP_DIGITS + 1];
+	uint8_t wrong_secret[TOTP_SECRET_LEN];
+	uint64_t step;
+
+	(void)state;
+	hash("a password", h);
+	assert_int_equal(users_account_add_totp(&c, "bob@example.com", h, false, &e), 0);
+	assert_int_equal(store_account_get(st, "bob@example.com", &got), 0);
+	assert_true(control_account_totp_pending(&got));
+	assert_int_equal(writes, 1);
+
+	/* A code of another secret (the person scanned something else), garbage, nothing. */
+	memset(wrong_secret, 0x5a, sizeof(wrong_secret));
+	totp_code(wrong_secret, sizeof(wrong_secret), (uint64_t)T0, TOTP_DIGITS, other);
+	totp_code(e.secret, sizeof(e.secret), (uint64_t)T0, TOTP_DIGITS, code);
+	if (strcmp(other, code) == 0) /* one in a million: another wrong code */
+		other[0] = other[0] == '0' ? '1' : '0';
+	assert_int_equal(users_account_totp_confirm(&c, "bob@example.com", other), -EACCES);
+	assert_non_null(strstr(c.err, "wrong code"));
+	assert_int_equal(users_account_totp_confirm(&c, "bob@example.com", "12345x"), -EACCES);
+	assert_int_equal(users_account_totp_confirm(&c, "bob@example.com", ""), -EACCES);
+	/* A code for a time far from now (the person's clock, or an old screenshot). */
+	totp_code(e.secret, sizeof(e.secret), (uint64_t)T0 - 300, TOTP_DIGITS, other);
+	if (strcmp(other, code) != 0)
+		assert_int_equal(users_account_totp_confirm(&c, "bob@example.com", other),
+				 -EACCES);
+	assert_int_equal(store_account_get(st, "bob@example.com", &got), 0);
+	assert_true(control_account_totp_pending(&got));
+	assert_int_equal(writes, 1);
+
+	/* The app's code now: confirmed, durable, and that step is used. */
+	assert_int_equal(users_account_totp_confirm(&c, "BOB@example.com", code), 0);
+	assert_int_equal(writes, 2);
+	assert_int_equal(store_account_get(st, "bob@example.com", &got), 0);
+	assert_false(control_account_totp_pending(&got));
+	assert_true(got.totp);
+	assert_int_equal(got.totp_last_step, (uint64_t)T0 / TOTP_STEP_S);
+	assert_int_equal(got.n_recovery, CONTROL_RECOVERY_MAX);
+	assert_int_equal(totp_verify(got.totp_secret, sizeof(got.totp_secret), code, (uint64_t)T0,
+				     got.totp_last_step, &step),
+			 -EALREADY);
+	assert_int_equal(users_account_totp_confirm(&c, "bob@example.com", code), -EALREADY);
+
+	/* Nothing to confirm: no account, no second factor (reset). */
+	assert_int_equal(users_account_totp_confirm(&c, "nobody@example.com", code), -ENOENT);
+	assert_int_equal(users_account_reset_2fa(&c, "bob@example.com"), 0);
+	assert_int_equal(users_account_totp_confirm(&c, "bob@example.com", code), -ENOENT);
+	assert_int_equal(users_account_totp_confirm(&c, "not an address", code), -EINVAL);
+	assert_int_equal(writes, 3);
+}
+
+/* What the CLI reads as a code: one line, spaces dropped; an empty line, the end, too long. */
+static void test_code_read(void **state)
+{
+	static const char in[] = "123 456\n\n 654321\r\n12345678901234567890\nlast";
+	char code[USERS_CLI_CODE_MAX], *out = NULL;
+	size_t len = 0;
+	FILE *f = fmemopen((void *)in, sizeof(in) - 1, "r"), *p = open_memstream(&out, &len);
+
+	(void)state;
+	assert_non_null(f);
+	assert_non_null(p);
+	assert_int_equal(users_cli_code_read(f, p, "bob@example.com", code), 6);
+	assert_string_equal(code, "123456");
+	assert_int_equal(users_cli_code_read(f, NULL, "bob@example.com", code), 0);
+	assert_int_equal(users_cli_code_read(f, NULL, "bob@example.com", code), 6);
+	assert_string_equal(code, "654321");
+	assert_int_equal(users_cli_code_read(f, NULL, "bob@example.com", code), -EINVAL);
+	assert_string_equal(code, "");
+	assert_int_equal(users_cli_code_read(f, NULL, "bob@example.com", code), 4);
+	assert_string_equal(code, "last");
+	assert_int_equal(users_cli_code_read(f, NULL, "bob@example.com", code), -EIO);
+	fclose(f);
+	fclose(p);
+	assert_non_null(strstr(out, "code from the authenticator app for bob@example.com"));
+	free(out);
+}
+
 /* A module of the half-block rendering: the cell's upper or lower half. */
 static bool half_dark(const char *cell, bool lower)
 {
@@ -379,6 +467,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_add_totp, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_totp_confirm, setup, teardown),
+	    cmocka_unit_test(test_code_read),
 	    cmocka_unit_test(test_qr),
 	    cmocka_unit_test(test_email),
 	    cmocka_unit_test_setup_teardown(test_tenancy, setup, teardown),
