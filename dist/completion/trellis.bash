@@ -92,7 +92,7 @@ _trellis_control()
 		audit flows ca" -- "$cur") ;;
 	'audit ') mapfile -t COMPREPLY < <(compgen -W "log verify prune --help" -- "$cur") ;;
 	'flows '*) mapfile -t COMPREPLY < <(compgen -W "--node --since --flagged --json --help" -- "$cur") ;;
-	'ca ') mapfile -t COMPREPLY < <(compgen -W "init show sign revoke list --help" -- "$cur") ;;
+	'ca ') mapfile -t COMPREPLY < <(compgen -W "init rotate retire show sign renew revoke list crl --help" -- "$cur") ;;
 	'ca init') mapfile -t COMPREPLY < <(compgen -W "--tailnet --validity --import-cert --import-key" -- "$cur") ;;
 	'ca sign') mapfile -t COMPREPLY < <(compgen -f -W "--tailnet --validity" -- "$cur") ;;
 	'ca revoke') mapfile -t COMPREPLY < <(compgen -W "--tailnet" -- "$cur") ;;

@@ -185,14 +185,18 @@ static const struct noun nouns[] = {
      "FILE is JSON: {\"regions\": [{\"id\": 1, \"code\": \"fra\", \"nodes\": "
      "[{\"name\": \"fra1\", \"host\": ...}]}]}\n"
      "(docs/control-protocol.md, \"Relay map\"). reset: back to the embedded relay.\n"},
-    {"ca", "init, show, sign, revoke, list",
-     "usage: trellis-control [--state DIR] ca init [--tailnet NAME] [--validity DUR]\n"
-     "       trellis-control [--state DIR] ca init [--tailnet NAME] --import-cert PEM "
+    {"ca", "init, rotate, retire, show, sign, renew, revoke, list, crl",
+     "usage: trellis-control [--state DIR] ca init|rotate [--tailnet NAME] [--validity DUR]\n"
+     "       trellis-control [--state DIR] ca init|rotate [--tailnet NAME] --import-cert PEM "
      "--import-key PEM\n"
-     "       trellis-control [--state DIR] ca show [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] ca retire ID|KEYID [--tailnet NAME] [--force]\n"
+     "       trellis-control [--state DIR] ca show [--tailnet NAME] [--all] [--json]\n"
      "       trellis-control [--state DIR] ca sign CSR|- [--tailnet NAME] [--validity DUR]\n"
+     "       trellis-control [--state DIR] ca renew SERIAL [--tailnet NAME] [--validity DUR]\n"
      "       trellis-control [--state DIR] ca revoke SERIAL [--tailnet NAME]\n"
-     "       trellis-control [--state DIR] ca list [--tailnet NAME] [--json]\n"
+     "       trellis-control [--state DIR] ca list [--tailnet NAME] [--revoked] "
+     "[--expiring DUR] [--json]\n"
+     "       trellis-control [--state DIR] ca crl [--tailnet NAME] [--ca ID|KEYID]\n"
      "  Machine certificates (docs/identity.md). init makes the tailnet's CA (Ed25519,\n"
      "  valid 10 years; its key is STATE/ca/ID.key, mode 0600) and prints its\n"
      "  certificate; --import-cert/--import-key take an existing CA (Ed25519 or ECDSA\n"
@@ -200,6 +204,13 @@ static const struct noun nouns[] = {
      "  valid --validity (default 365d). revoke: the certificate is refused from now on,\n"
      "  and the node of its machine is expired (it must register again). Then:\n"
      "  tailnets set NAME --require-machine-cert on.\n"
+     "  rotate: a new CA that signs from now on; the old one stays trusted until\n"
+     "  retire (refused while a machine has a valid certificate of it and none of\n"
+     "  another, unless --force, which expires their nodes). renew SERIAL: the same\n"
+     "  certificate (key, machine, name) signed again by the CA that signs now, for\n"
+     "  the node to install before the old one ends (list --expiring 30d finds them).\n"
+     "  show --all: every CA (PEM; --json with id, key_id, retired_at). crl: the\n"
+     "  CA's revocation list (X.509 CRL, PEM, valid 7 days).\n"
      "example: trellis-control ca sign node.csr > node.crt\n"},
     {"policy", "get, set, check, reset, explain, matrix",
      "usage: trellis-control [--state DIR] policy get [--tailnet NAME] [--json]\n"
@@ -1796,58 +1807,115 @@ static int policy_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 }
 
 /* ca init|show|sign|revoke|list: machine certificates (ca.h). */
+/* ca show --all, ca list: what the server answered, as text. */
+static int ca_print(const char *sub, json_t *ans, bool all, bool revoked, int64_t expiring)
+{
+	char when[32];
+	json_t *e;
+	size_t i;
+
+	if (!strcmp(sub, "show")) {
+		if (!all) {
+			fputs(s_(ans, "cert"), stdout);
+			return 0;
+		}
+		json_array_foreach(ans, i, e)
+		{
+			time_format(when, sizeof(when), i_(e, "retired_at"));
+			printf("# CA %" JSON_INTEGER_FORMAT " key id %s, %s%s\n", i_(e, "id"),
+			       s_(e, "key_id"), i_(e, "retired_at") ? "retired " : "trusted",
+			       i_(e, "retired_at") ? when : "");
+			fputs(s_(e, "cert"), stdout);
+		}
+		return 0;
+	}
+	printf("%-34s %-8s %-5s %-24s %-21s %s\n", "SERIAL", "TAILNET", "CA", "SUBJECT",
+	       "NOT-AFTER", "STATUS");
+	json_array_foreach(ans, i, e)
+	{
+		if (revoked && !json_is_true(json_object_get(e, "revoked")))
+			continue;
+		if (expiring && (strcmp(s_(e, "status"), "valid") ||
+				 i_(e, "not_after") > time_wall_s() + expiring))
+			continue;
+		time_format(when, sizeof(when), i_(e, "not_after"));
+		printf("%-34s %-8" JSON_INTEGER_FORMAT " %-5" JSON_INTEGER_FORMAT " %-24s %-21s %s\n",
+		       s_(e, "serial"), i_(e, "tailnet_id"), i_(e, "ca_id"), s_(e, "subject"), when,
+		       s_(e, "status"));
+	}
+	return 0;
+}
+
 static int ca_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *tailnet = NULL, *validity = NULL, *icert = NULL, *ikey = NULL, *pos[1];
-	bool as_json = false;
+	const char *which = NULL, *expiring = NULL;
+	bool as_json = false, all = false, force = false, revoked = false;
 	const struct opt opts[] = {
 	    {"--tailnet", true, &tailnet, NULL},   {"--validity", true, &validity, NULL},
 	    {"--import-cert", true, &icert, NULL}, {"--import-key", true, &ikey, NULL},
-	    {"--json", false, NULL, &as_json},	   {NULL},
+	    {"--json", false, NULL, &as_json},	   {"--all", false, NULL, &all},
+	    {"--force", false, NULL, &force},	   {"--revoked", false, NULL, &revoked},
+	    {"--expiring", true, &expiring, NULL}, {"--ca", true, &which, NULL},
+	    {NULL},
 	};
 	char target[512], path[64], *a = NULL, *b = NULL, when[32];
-	bool init = !strcmp(sub, "init"), sign = !strcmp(sub, "sign");
-	json_t *body, *ans = NULL, *e;
-	size_t la, lb, i;
+	bool init = !strcmp(sub, "init") || !strcmp(sub, "rotate"), sign = !strcmp(sub, "sign");
+	bool renew = !strcmp(sub, "renew"), retire = !strcmp(sub, "retire");
+	bool show = !strcmp(sub, "show"), list = !strcmp(sub, "list"), crl = !strcmp(sub, "crl");
+	int64_t exp_sec = 0;
+	json_t *body, *ans = NULL;
+	size_t la, lb;
 	int npos, r;
 
 	if (opts_parse(argc, argv, opts, pos, 1, &npos))
 		return 1;
-	if ((init || sign) && duration_check(validity))
+	if ((init || sign || renew) && duration_check(validity))
 		return 1;
 	if (!init && (icert || ikey))
-		return fail("--import-cert and --import-key go with ca init");
-	if (!init && !sign && validity)
-		return fail("--validity goes with ca init or ca sign");
+		return fail("--import-cert and --import-key go with ca init or ca rotate");
+	if (!init && !sign && !renew && validity)
+		return fail("--validity goes with ca init, rotate, sign or renew");
 	if (init && !icert != !ikey)
 		return fail("an imported CA needs --import-cert and --import-key");
 	if (init && icert && validity)
 		return fail("an imported CA keeps its own validity");
+	if ((all && !show) || (force && !retire) || ((revoked || expiring) && !list) ||
+	    (which && !crl))
+		return fail("%s does not go with ca %s",
+			    all ? "--all" : force ? "--force" : which ? "--ca" : "--revoked/--expiring",
+			    sub);
+	if (expiring && (admin_duration_parse(expiring, &exp_sec) < 0 || exp_sec <= 0))
+		return fail("--expiring takes a duration (30d)");
 	if (tailnet && path_arg_check(tailnet))
 		return 1;
-	if ((sign || !strcmp(sub, "revoke")) != (npos == 1))
+	if (which && path_arg_check(which))
+		return 1;
+	if ((sign || renew || retire || !strcmp(sub, "revoke")) != (npos == 1))
 		return fail("usage: ca %s%s [--tailnet NAME]", sub,
-			    sign		     ? " CSR|-"
-			    : !strcmp(sub, "revoke") ? " SERIAL"
-						     : "");
-	if (!strcmp(sub, "show") || !strcmp(sub, "list")) {
-		r = list_fetch(cli, strcmp(sub, "show") ? "certs" : "ca", NULL, tailnet, as_json,
+			    sign		      ? " CSR|-"
+			    : retire		      ? " ID|KEYID"
+			    : renew || !strcmp(sub, "revoke") ? " SERIAL"
+						      : "");
+	if (show || list) {
+		r = list_fetch(cli, list ? "certs" : all ? "cas" : "ca", NULL, tailnet, as_json,
 			       &ans);
 		if (r || !ans)
 			return r;
-		if (!strcmp(sub, "show")) {
-			fputs(s_(ans, "cert"), stdout);
-			json_decref(ans);
-			return 0;
-		}
-		printf("%-34s %-8s %-24s %-21s %s\n", "SERIAL", "TAILNET", "SUBJECT", "NOT-AFTER",
-		       "STATUS");
-		json_array_foreach(ans, i, e)
-		{
-			time_format(when, sizeof(when), i_(e, "not_after"));
-			printf("%-34s %-8" JSON_INTEGER_FORMAT " %-24s %-21s %s\n", s_(e, "serial"),
-			       i_(e, "tailnet_id"), s_(e, "subject"), when, s_(e, "status"));
-		}
+		r = ca_print(sub, ans, all, revoked, exp_sec);
+		json_decref(ans);
+		return r;
+	}
+	if (crl) {
+		if (which)
+			snprintf(path, sizeof(path), "%s/crl", which);
+		r = call_json(cli, "GET",
+			      target_make(target, sizeof(target), "ca", which ? path : "crl",
+					  tailnet),
+			      NULL, &ans);
+		if (r)
+			return r;
+		fputs(s_(ans, "crl"), stdout);
 		json_decref(ans);
 		return 0;
 	}
@@ -1867,8 +1935,13 @@ static int ca_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (b)
 			json_object_set_new(body, "key", json_stringn(b, lb));
 	}
-	if (!init && !sign)
+	if (renew || !strcmp(sub, "revoke"))
 		json_object_set_new(body, "serial", json_string(pos[0]));
+	if (retire) {
+		json_object_set_new(body, "ca", json_string(pos[0]));
+		if (force)
+			json_object_set_new(body, "force", json_true());
+	}
 	snprintf(path, sizeof(path), "%s", sub);
 	r = call_json(cli, "POST", target_make(target, sizeof(target), "ca", path, tailnet), body,
 		      &ans);
@@ -1880,12 +1953,15 @@ static int ca_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	free(b);
 	if (r)
 		return r;
-	if (init || sign)
+	if (init || sign || renew)
 		fputs(s_(ans, "cert"), stdout);
+	else if (retire)
+		printf("CA %s retired; %" JSON_INTEGER_FORMAT " node(s) expired\n", pos[0],
+		       i_(ans, "nodes_expired"));
 	else
 		printf("certificate %s revoked; %" JSON_INTEGER_FORMAT " node(s) expired\n", pos[0],
 		       i_(ans, "nodes_expired"));
-	if (sign)
+	if (sign || renew)
 		fprintf(stderr, "serial %s, valid until %s\n", s_(ans, "serial"),
 			(time_format(when, sizeof(when), i_(ans, "not_after")), when));
 	json_decref(ans);

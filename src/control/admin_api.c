@@ -1008,15 +1008,19 @@ static int accounts(struct call *k)
 	return 0;
 }
 
-/* Machine certificates (ca.h): ca, ca/init, ca/sign, ca/revoke, certs. */
+/*
+ * Machine certificates (ca.h): ca, ca/init, ca/rotate, ca/retire, ca/sign, ca/renew,
+ * ca/revoke, ca[/WHICH]/crl, cas, certs.
+ */
 static json_t *ca_json(const struct control_ca *ca)
 {
 	char fp[65] = "", kid[MCERT_KEY_ID_MAX] = "";
 
 	mcert_fingerprint(ca->cert, strlen(ca->cert), fp);
 	mcert_key_id(ca->cert, strlen(ca->cert), kid);
-	return json_pack("{s:s, s:s, s:s, s:I}", "cert", ca->cert, "sha256", fp, "key_id", kid,
-			 "created", (json_int_t)ca->created);
+	return json_pack("{s:I, s:s, s:s, s:s, s:I, s:I}", "id", (json_int_t)ca->id, "cert",
+			 ca->cert, "sha256", fp, "key_id", kid, "created", (json_int_t)ca->created,
+			 "retired_at", (json_int_t)ca->retired_at);
 }
 
 static json_t *mcert_json(const struct control_mcert *m, int64_t now)
@@ -1024,14 +1028,15 @@ static json_t *mcert_json(const struct control_mcert *m, int64_t now)
 	char mk[BASE64_ENCODED_LEN(NETMAP_KEY_LEN) + 1];
 
 	base64_encode(mk, sizeof(mk), m->machine_key, NETMAP_KEY_LEN);
-	return json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:b, s:I, s:s}", "serial", m->serial,
-			 "tailnet_id", (json_int_t)m->tailnet_id, "machine_key", mk, "subject",
-			 m->subject, "not_before", (json_int_t)m->not_before, "not_after",
-			 (json_int_t)m->not_after, "revoked", m->revoked, "revoked_at",
+	return json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:b, s:I, s:s, s:I, s:b}", "serial",
+			 m->serial, "tailnet_id", (json_int_t)m->tailnet_id, "machine_key", mk,
+			 "subject", m->subject, "not_before", (json_int_t)m->not_before,
+			 "not_after", (json_int_t)m->not_after, "revoked", m->revoked, "revoked_at",
 			 (json_int_t)m->revoked_at, "status",
 			 m->revoked	       ? "revoked"
 			 : m->not_after <= now ? "expired"
-					       : "valid");
+					       : "valid",
+			 "ca_id", (json_int_t)m->ca_id, "renewable", m->has_pub && !m->revoked);
 }
 
 static int ca_route(struct call *k)
@@ -1039,6 +1044,11 @@ static int ca_route(struct call *k)
 	static const char *const init_names[] = {"validity", "cert", "key", NULL};
 	static const char *const sign_names[] = {"csr", "validity", NULL};
 	static const char *const revoke_names[] = {"serial", NULL};
+	static const char *const renew_names[] = {"serial", "validity", NULL};
+	static const char *const retire_names[] = {"ca", "force", NULL};
+	struct control_ca *cas = NULL;
+	unsigned stranded = 0;
+	bool force = false;
 	struct control_ca *ca = calloc(1, sizeof(*ca));
 	struct control_mcert m, *all = NULL;
 	const char *a = NULL, *b = NULL;
@@ -1061,7 +1071,34 @@ static int ca_route(struct call *k)
 		if (r < 0)
 			goto refused;
 		k->out = ca_json(ca);
-	} else if (is(k, "POST", 2, "ca", NULL) && !strcmp(k->seg[1], "init")) {
+	} else if (is(k, "GET", 1, "cas", NULL)) {
+		r = ca_op_cas(&k->c, tailnet_arg(k), &cas, &n);
+		if (r < 0)
+			goto refused;
+		k->out = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(k->out, ca_json(&cas[i]));
+	} else if ((is(k, "GET", 2, "ca", NULL) && !strcmp(k->seg[1], "crl")) ||
+		   is(k, "GET", 3, "ca", "crl")) {
+		r = ca_op_crl(&k->c, tailnet_arg(k), k->n_seg == 3 ? k->seg[1] : NULL, &pem);
+		if (r < 0)
+			goto refused;
+		k->out = json_pack("{s:s}", "crl", pem);
+	} else if (is(k, "POST", 2, "ca", NULL) && !strcmp(k->seg[1], "retire")) {
+		if (body_only(k, retire_names) < 0 || body_string(k, "ca", &a) < 0 ||
+		    body_bool(k, "force", &force) < 0)
+			goto out;
+		if (!a) {
+			fail(k, 400, "\"ca\" is required");
+			goto out;
+		}
+		r = ca_op_retire(&k->c, tailnet_arg(k), a, force, &stranded, &expired);
+		if (r < 0)
+			goto refused;
+		k->out = json_pack("{s:i, s:i}", "stranded", (int)stranded, "nodes_expired",
+				   (int)expired);
+	} else if (is(k, "POST", 2, "ca", NULL) &&
+		   (!strcmp(k->seg[1], "init") || !strcmp(k->seg[1], "rotate"))) {
 		if (body_only(k, init_names) < 0 || body_string(k, "cert", &a) < 0 ||
 		    body_string(k, "key", &b) < 0)
 			goto out;
@@ -1070,23 +1107,29 @@ static int ca_route(struct call *k)
 			fail(k, 403, "a CA is imported on the server's admin socket only");
 			goto out;
 		}
-		r = ca_op_init(&k->c, tailnet_arg(k), validity, a, a ? strlen(a) : 0, b,
-			       b ? strlen(b) : 0, ca);
+		r = (!strcmp(k->seg[1], "init") ? ca_op_init : ca_op_rotate)(
+		    &k->c, tailnet_arg(k), validity, a, a ? strlen(a) : 0, b, b ? strlen(b) : 0, ca);
 		if (r < 0)
 			goto refused;
 		k->status = 201;
 		k->out = ca_json(ca);
-	} else if (is(k, "POST", 2, "ca", NULL) && !strcmp(k->seg[1], "sign")) {
-		if (body_only(k, sign_names) < 0 || body_string(k, "csr", &a) < 0)
+	} else if (is(k, "POST", 2, "ca", NULL) &&
+		   (!strcmp(k->seg[1], "sign") || !strcmp(k->seg[1], "renew"))) {
+		/* renew: the same certificate again (its serial), as sign answers. */
+		bool renew = !strcmp(k->seg[1], "renew");
+
+		if (body_only(k, renew ? renew_names : sign_names) < 0 ||
+		    body_string(k, renew ? "serial" : "csr", &a) < 0)
 			goto out;
 		if (!a) {
-			fail(k, 400, "\"csr\" is required");
+			fail(k, 400, "\"%s\" is required", renew ? "serial" : "csr");
 			goto out;
 		}
 		pem = malloc(MCERT_PEM_MAX);
-		r = pem ? ca_op_sign(&k->c, tailnet_arg(k), a, strlen(a), validity, pem,
-				     MCERT_PEM_MAX, &m)
-			: -ENOMEM;
+		r = !pem    ? -ENOMEM
+		    : renew ? ca_op_renew(&k->c, tailnet_arg(k), a, validity, pem, MCERT_PEM_MAX, &m)
+			    : ca_op_sign(&k->c, tailnet_arg(k), a, strlen(a), validity, pem,
+					 MCERT_PEM_MAX, &m);
 		if (r < 0)
 			goto refused;
 		k->status = 201;
@@ -1119,6 +1162,7 @@ static int ca_route(struct call *k)
 refused:
 	r = op_fail(k, r);
 out:
+	free(cas);
 	free(all);
 	free(pem);
 	free(ca);
@@ -1217,7 +1261,7 @@ static int route(struct call *k)
 		return users_create(k);
 	if (strcmp(s0, "accounts") == 0)
 		return accounts(k);
-	if (strcmp(s0, "ca") == 0 || strcmp(s0, "certs") == 0)
+	if (strcmp(s0, "ca") == 0 || strcmp(s0, "cas") == 0 || strcmp(s0, "certs") == 0)
 		return ca_route(k);
 	if (is(k, "GET", 1, "nodes", NULL))
 		return nodes_list(k, NULL);

@@ -180,8 +180,9 @@ static json_t *ca_json(const struct control_ca *c)
 	char fp[65] = "";
 
 	mcert_fingerprint(c->cert, strnlen(c->cert, sizeof(c->cert)), fp);
-	return json_pack("{s:I, s:s, s:I}", "tailnet_id", (json_int_t)c->tailnet_id, "sha256", fp,
-			 "created", (json_int_t)c->created);
+	return json_pack("{s:I, s:I, s:s, s:I, s:I}", "id", (json_int_t)c->id, "tailnet_id",
+			 (json_int_t)c->tailnet_id, "sha256", fp, "created", (json_int_t)c->created,
+			 "retired_at", (json_int_t)c->retired_at);
 }
 
 static json_t *mcert_json(const struct control_mcert *m)
@@ -189,11 +190,12 @@ static json_t *mcert_json(const struct control_mcert *m)
 	char mk[BASE64_ENCODED_LEN(NETMAP_KEY_LEN) + 1];
 
 	base64_encode(mk, sizeof(mk), m->machine_key, NETMAP_KEY_LEN);
-	return json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I, s:b, s:I}", "id", (json_int_t)m->id,
-			 "tailnet_id", (json_int_t)m->tailnet_id, "serial", m->serial,
-			 "machine_key", mk, "subject", m->subject, "not_before",
+	return json_pack("{s:I, s:I, s:s, s:s, s:s, s:I, s:I, s:b, s:I, s:I}", "id",
+			 (json_int_t)m->id, "tailnet_id", (json_int_t)m->tailnet_id, "serial",
+			 m->serial, "machine_key", mk, "subject", m->subject, "not_before",
 			 (json_int_t)m->not_before, "not_after", (json_int_t)m->not_after,
-			 "revoked", m->revoked, "revoked_at", (json_int_t)m->revoked_at);
+			 "revoked", m->revoked, "revoked_at", (json_int_t)m->revoked_at, "ca_id",
+			 (json_int_t)m->ca_id);
 }
 
 static json_t *setting_json(const char *key, const uint8_t *value, size_t len)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,25 +16,26 @@
 
 /* ---- the CA's key file ---- */
 
-static int key_path(const struct admin_op_ctx *c, uint64_t tailnet_id, char *buf, size_t len,
-		    bool dir_only)
+/* STATE/ca/FILE, or the directory itself (file NULL). */
+static int key_path(const struct admin_op_ctx *c, const char *file, char *buf, size_t len)
 {
-	int n = dir_only ? snprintf(buf, len, "%s/%s", c->state_dir, CA_KEY_DIR)
-			 : snprintf(buf, len, "%s/%s/%" PRIu64 ".key", c->state_dir, CA_KEY_DIR,
-				    tailnet_id);
+	int n = !file ? snprintf(buf, len, "%s/%s", c->state_dir, CA_KEY_DIR)
+		      : snprintf(buf, len, "%s/%s/%s", c->state_dir, CA_KEY_DIR, file);
 
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+	return n < 0 || (size_t)n >= len || (file && (!file[0] || strchr(file, '/')))
+		   ? -ENAMETOOLONG
+		   : 0;
 }
 
 /* Written whole or not at all (temporary file, fsync, rename), mode 0600. */
-static int key_write(struct admin_op_ctx *c, uint64_t tailnet_id, const char *pem, size_t len)
+static int key_write(struct admin_op_ctx *c, const char *file, const char *pem, size_t len)
 {
 	char dir[512], path[512], tmp[520];
 	int fd = -1, r;
 
-	r = key_path(c, 0, dir, sizeof(dir), true);
+	r = key_path(c, NULL, dir, sizeof(dir));
 	if (r == 0)
-		r = key_path(c, tailnet_id, path, sizeof(path), false);
+		r = key_path(c, file, path, sizeof(path));
 	if (r < 0)
 		return admin_op_refuse(c, r, "state directory path too long");
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
@@ -55,11 +57,11 @@ static int key_write(struct admin_op_ctx *c, uint64_t tailnet_id, const char *pe
 	return 0;
 }
 
-static int key_read(struct admin_op_ctx *c, uint64_t tailnet_id, char *buf, size_t cap)
+static int key_read(struct admin_op_ctx *c, const char *file, char *buf, size_t cap)
 {
 	char path[512];
 	ssize_t n;
-	int fd, r = key_path(c, tailnet_id, path, sizeof(path), false);
+	int fd, r = key_path(c, file, path, sizeof(path));
 
 	if (r < 0)
 		return admin_op_refuse(c, r, "state directory path too long");
@@ -84,13 +86,35 @@ static int tailnet_get(struct admin_op_ctx *c, const char *name, struct control_
 	return admin_op_tailnet_resolve(c, name, ret);
 }
 
-int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec,
-	       const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
-	       struct control_ca *ret)
+/* The tailnet's CAs, in the order they were made (malloc'd; *ret_n may be 0). */
+static int cas_of(struct admin_op_ctx *c, uint64_t tailnet_id, struct control_ca **ret,
+		  size_t *ret_n)
+{
+	size_t k = 0;
+	int r = store_ca_list(c->store, ret, ret_n);
+
+	if (r < 0)
+		return admin_op_refuse(c, r, "could not read the CAs: %s", strerror(-r));
+	for (size_t i = 0; i < *ret_n; i++)
+		if ((*ret)[i].tailnet_id == tailnet_id)
+			(*ret)[k++] = (*ret)[i];
+	*ret_n = k;
+	return 0;
+}
+
+/*
+ * A new CA for tailnet t, made here or imported: init (the tailnet has no CA in force) or
+ * rotate (it has one; the new one signs from now on, the old one stays trusted until retired).
+ */
+static int ca_add(struct admin_op_ctx *c, const char *tailnet, bool rotate, int64_t validity_sec,
+		  const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
+		  struct control_ca *ret)
 {
 	struct store_op op = {.kind = STORE_OP_CA_PUT};
+	struct control_ca *all = NULL;
 	struct control_tailnet t;
-	char *key = NULL, cn[96], path[512];
+	char *key = NULL, cn[96], path[512], fp[65];
+	size_t n_all = 0;
 	const char *why;
 	int r;
 
@@ -99,10 +123,21 @@ int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec
 	r = tailnet_get(c, tailnet, &t);
 	if (r < 0)
 		return r;
-	if (store_ca_get(c->store, t.id, &op.ca) == 0)
-		return admin_op_refuse(c, -EEXIST, "tailnet \"%s\" has a CA already", t.name);
+	r = store_ca_get(c->store, t.id, &op.ca);
+	if (r == 0 && !rotate)
+		return admin_op_refuse(c, -EEXIST,
+				       "tailnet \"%s\" has a CA already (ca rotate makes a new one)",
+				       t.name);
+	if (r < 0 && rotate)
+		return admin_op_refuse(c, -ENOENT, "tailnet \"%s\" has no CA to rotate (ca init)",
+				       t.name);
+	memset(&op.ca, 0, sizeof(op.ca));
 	if (!cert_pem != !key_pem)
 		return admin_op_refuse(c, -EINVAL, "an imported CA needs its certificate and its key");
+	r = cas_of(c, t.id, &all, &n_all);
+	free(all);
+	if (r < 0)
+		return r;
 	key = calloc(1, MCERT_PEM_MAX);
 	if (!key)
 		return admin_op_refuse(c, -ENOMEM, "out of memory");
@@ -119,7 +154,7 @@ int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec
 		memcpy(op.ca.cert, cert_pem, cert_len);
 		memcpy(key, key_pem, key_len);
 	} else {
-		snprintf(cn, sizeof(cn), "Trellis machine CA %s", t.name);
+		snprintf(cn, sizeof(cn), "Trellis machine CA %s%s", t.name, rotate ? " (rotated)" : "");
 		r = mcert_ca_make(cn, c->now,
 				  validity_sec > 0 ? validity_sec : MCERT_CA_VALIDITY_SEC, key,
 				  MCERT_PEM_MAX, op.ca.cert, sizeof(op.ca.cert));
@@ -128,20 +163,27 @@ int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec
 			goto out;
 		}
 	}
+	/* The tailnet's first CA keeps the name it always had; later ones are named by key. */
+	if (n_all == 0) {
+		snprintf(op.ca.key_file, sizeof(op.ca.key_file), "%" PRIu64 ".key", t.id);
+	} else {
+		if (mcert_fingerprint(op.ca.cert, strlen(op.ca.cert), fp) < 0) {
+			r = admin_op_refuse(c, -EINVAL, "cannot read the new CA's certificate");
+			goto out;
+		}
+		snprintf(op.ca.key_file, sizeof(op.ca.key_file), "%" PRIu64 "-%.16s.key", t.id, fp);
+	}
 	/* The key first: a CA in the store whose key is missing could sign nothing. */
-	r = key_write(c, t.id, key, strlen(key));
+	r = key_write(c, op.ca.key_file, key, strlen(key));
 	if (r < 0)
 		goto out;
 	op.ca.tailnet_id = t.id;
 	op.ca.created = c->now;
-	r = admin_op_commit(c, "ca.init", NULL, &op, NULL);
+	r = admin_op_commit(c, rotate ? "ca.rotate" : "ca.init", NULL, &op, &op.ca.id);
 	if (r < 0) {
-		if (key_path(c, t.id, path, sizeof(path), false) == 0)
+		if (key_path(c, op.ca.key_file, path, sizeof(path)) == 0)
 			unlink(path);
-		r = admin_op_refuse(c, r,
-			   r == -EEXIST ? "tailnet \"%s\" has a CA already"
-					: "could not store the CA of \"%s\"",
-			   t.name);
+		r = admin_op_refuse(c, r, "could not store the CA of \"%s\"", t.name);
 		goto out;
 	}
 	if (ret)
@@ -150,6 +192,31 @@ out:
 	crypto_wipe(key, MCERT_PEM_MAX);
 	free(key);
 	return r;
+}
+
+int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec,
+	       const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
+	       struct control_ca *ret)
+{
+	return ca_add(c, tailnet, false, validity_sec, cert_pem, cert_len, key_pem, key_len, ret);
+}
+
+int ca_op_rotate(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec,
+		 const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
+		 struct control_ca *ret)
+{
+	return ca_add(c, tailnet, true, validity_sec, cert_pem, cert_len, key_pem, key_len, ret);
+}
+
+int ca_op_cas(struct admin_op_ctx *c, const char *tailnet, struct control_ca **ret,
+	      size_t *ret_n)
+{
+	struct control_tailnet t;
+	int r = tailnet_get(c, tailnet, &t);
+
+	if (r < 0)
+		return r;
+	return cas_of(c, t.id, ret, ret_n);
 }
 
 int ca_op_get(struct admin_op_ctx *c, const char *tailnet, struct control_ca *ret)
@@ -166,21 +233,65 @@ int ca_op_get(struct admin_op_ctx *c, const char *tailnet, struct control_ca *re
 	return 0;
 }
 
-int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, size_t csr_len,
-	       int64_t validity_sec, char *ret_pem, size_t cap, struct control_mcert *ret)
+/* Signs req with the tailnet's signing CA ca and records the certificate (action: the log's). */
+static int sign_with(struct admin_op_ctx *c, const struct control_ca *ca, const struct mcert_info *req,
+		     int64_t validity_sec, const char *action, char *ret_pem, size_t cap,
+		     struct control_mcert *ret)
 {
 	struct store_op op = {.kind = STORE_OP_MCERT_PUT};
 	struct control_mcert *m = &op.mcert;
-	struct control_ca *ca = malloc(sizeof(*ca));
-	struct mcert_info req, info;
 	char *key = calloc(1, MCERT_PEM_MAX);
-	enum mcert_result res;
+	struct mcert_info info;
 	int r, n;
 
-	if (!ca || !key) {
-		r = admin_op_refuse(c, -ENOMEM, "out of memory");
+	if (!key)
+		return admin_op_refuse(c, -ENOMEM, "out of memory");
+	if (validity_sec <= 0)
+		validity_sec = MCERT_VALIDITY_DEFAULT_SEC;
+	n = key_read(c, ca->key_file, key, MCERT_PEM_MAX);
+	if (n < 0) {
+		r = n;
 		goto out;
 	}
+	r = mcert_sign(key, (size_t)n, ca->cert, strlen(ca->cert), req,
+		       c->now - MCERT_BACKDATE_SEC, c->now + validity_sec, &info, ret_pem, cap);
+	if (r < 0) {
+		r = admin_op_refuse(c, r, "cannot sign: %s", strerror(-r));
+		goto out;
+	}
+	m->tailnet_id = ca->tailnet_id;
+	m->ca_id = ca->id;
+	snprintf(m->serial, sizeof(m->serial), "%s", info.serial);
+	memcpy(m->machine_key, info.machine_key, NETMAP_KEY_LEN);
+	snprintf(m->subject, sizeof(m->subject), "%s", info.subject);
+	m->has_pub = true;
+	memcpy(m->pub, info.pub, sizeof(m->pub));
+	m->not_before = info.not_before;
+	m->not_after = info.not_after;
+	m->created = c->now;
+	r = admin_op_commit(c, action, NULL, &op, &m->id);
+	if (r < 0) {
+		r = admin_op_refuse(c, r, "could not store the certificate: %s", strerror(-r));
+		goto out;
+	}
+	if (ret)
+		*ret = *m;
+out:
+	crypto_wipe(key, MCERT_PEM_MAX);
+	free(key);
+	return r;
+}
+
+int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, size_t csr_len,
+	       int64_t validity_sec, char *ret_pem, size_t cap, struct control_mcert *ret)
+{
+	struct control_ca *ca = malloc(sizeof(*ca));
+	struct mcert_info req;
+	enum mcert_result res;
+	int r;
+
+	if (!ca)
+		return admin_op_refuse(c, -ENOMEM, "out of memory");
 	if (!c->state_dir) {
 		r = admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
 		goto out;
@@ -193,37 +304,8 @@ int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, siz
 		r = admin_op_refuse(c, -EINVAL, "CSR refused: %s", mcert_result_str(res));
 		goto out;
 	}
-	if (validity_sec <= 0)
-		validity_sec = MCERT_VALIDITY_DEFAULT_SEC;
-	n = key_read(c, ca->tailnet_id, key, MCERT_PEM_MAX);
-	if (n < 0) {
-		r = n;
-		goto out;
-	}
-	r = mcert_sign(key, (size_t)n, ca->cert, strlen(ca->cert), &req,
-		       c->now - MCERT_BACKDATE_SEC, c->now + validity_sec, &info, ret_pem, cap);
-	if (r < 0) {
-		r = admin_op_refuse(c, r, "cannot sign: %s", strerror(-r));
-		goto out;
-	}
-	m->tailnet_id = ca->tailnet_id;
-	snprintf(m->serial, sizeof(m->serial), "%s", info.serial);
-	memcpy(m->machine_key, info.machine_key, NETMAP_KEY_LEN);
-	snprintf(m->subject, sizeof(m->subject), "%s", info.subject);
-	m->not_before = info.not_before;
-	m->not_after = info.not_after;
-	m->created = c->now;
-	r = admin_op_commit(c, "cert.sign", NULL, &op, &m->id);
-	if (r < 0) {
-		r = admin_op_refuse(c, r, "could not store the certificate: %s", strerror(-r));
-		goto out;
-	}
-	if (ret)
-		*ret = *m;
+	r = sign_with(c, ca, &req, validity_sec, "cert.sign", ret_pem, cap, ret);
 out:
-	if (key)
-		crypto_wipe(key, MCERT_PEM_MAX);
-	free(key);
 	free(ca);
 	return r;
 }
@@ -338,6 +420,251 @@ int ca_op_list(struct admin_op_ctx *c, const char *tailnet, struct control_mcert
 	return 0;
 }
 
+int ca_op_renew(struct admin_op_ctx *c, const char *tailnet, const char *serial,
+		int64_t validity_sec, char *ret_pem, size_t cap, struct control_mcert *ret)
+{
+	struct control_ca *ca = malloc(sizeof(*ca));
+	struct mcert_info req = {0};
+	struct control_tailnet t;
+	struct control_mcert m;
+	char norm[MCERT_SERIAL_MAX];
+	int r;
+
+	if (!ca)
+		return admin_op_refuse(c, -ENOMEM, "out of memory");
+	if (!c->state_dir) {
+		r = admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
+		goto out;
+	}
+	if (serial_normalize(serial, norm) < 0) {
+		r = admin_op_refuse(c, -EINVAL, "bad serial \"%.64s\" (hex, as `ca list` shows it)",
+				    serial);
+		goto out;
+	}
+	r = -ENOENT;
+	if (store_mcert_get(c->store, norm, &m) < 0 || !m.id) {
+		admin_op_refuse(c, r, "no certificate %s was signed here", norm);
+		goto out;
+	}
+	if (tailnet) {
+		r = tailnet_get(c, tailnet, &t);
+		if (r < 0)
+			goto out;
+		if (t.id != m.tailnet_id) {
+			r = admin_op_refuse(c, -ENOENT, "certificate %s is not of tailnet \"%s\"", norm,
+					    t.name);
+			goto out;
+		}
+	}
+	if (m.revoked) {
+		r = admin_op_refuse(c, -EINVAL, "certificate %s is revoked: its machine needs a new "
+					       "CSR (trellis cert request)", norm);
+		goto out;
+	}
+	if (!m.has_pub) {
+		r = admin_op_refuse(c, -EINVAL, "certificate %s was signed before renewal was "
+					       "possible: sign a new CSR (trellis cert request)", norm);
+		goto out;
+	}
+	if (store_ca_get(c->store, m.tailnet_id, ca) < 0) {
+		r = admin_op_refuse(c, -ENOENT, "the tailnet of certificate %s has no CA", norm);
+		goto out;
+	}
+	/* The same key, machine and name: the node installs it without a new request. */
+	memcpy(req.pub, m.pub, sizeof(req.pub));
+	memcpy(req.machine_key, m.machine_key, sizeof(req.machine_key));
+	snprintf(req.subject, sizeof(req.subject), "%s", m.subject);
+	r = sign_with(c, ca, &req, validity_sec, "cert.renew", ret_pem, cap, ret);
+out:
+	free(ca);
+	return r;
+}
+
+/* A CA by its id or a prefix (8 hex digits or more) of its key id, among the tailnet's. */
+static const struct control_ca *ca_find(const struct control_ca *cas, size_t n, const char *which)
+{
+	char kid[MCERT_KEY_ID_MAX];
+	size_t len = strlen(which);
+	char *end;
+	unsigned long long id;
+
+	errno = 0;
+	id = strtoull(which, &end, 10);
+	for (size_t i = 0; i < n; i++) {
+		if (!*end && !errno && cas[i].id == id)
+			return &cas[i];
+		if (len >= 8 && mcert_key_id(cas[i].cert, strlen(cas[i].cert), kid) == 0 &&
+		    strncasecmp(kid, which, len) == 0)
+			return &cas[i];
+	}
+	return NULL;
+}
+
+/*
+ * A machine whose valid certificate m is of the CA being retired is covered when it also has
+ * a valid certificate of a CA that stays trusted (renewed, or signed anew, since rotation).
+ */
+static bool machine_covered(const struct control_mcert *all, size_t n, const struct control_mcert *m,
+			    const struct control_ca *cas, size_t n_cas, uint64_t retiring,
+			    int64_t now)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct control_mcert *x = &all[i];
+
+		if (x->tailnet_id != m->tailnet_id || x->revoked || x->not_after <= now ||
+		    x->ca_id == retiring || memcmp(x->machine_key, m->machine_key, NETMAP_KEY_LEN))
+			continue;
+		for (size_t j = 0; j < n_cas; j++)
+			if (cas[j].id == x->ca_id && !cas[j].retired_at)
+				return true;
+	}
+	return false;
+}
+
+int ca_op_retire(struct admin_op_ctx *c, const char *tailnet, const char *which, bool force,
+		 unsigned *ret_stranded, unsigned *ret_expired)
+{
+	struct store_op op = {.kind = STORE_OP_CA_PUT};
+	struct control_ca *cas = NULL, signing;
+	const struct control_ca *ca;
+	struct control_mcert *all = NULL;
+	struct control_tailnet t;
+	size_t n_cas = 0, n = 0;
+	unsigned stranded = 0, expired = 0, k;
+	int r = tailnet_get(c, tailnet, &t);
+
+	if (r == 0)
+		r = cas_of(c, t.id, &cas, &n_cas);
+	if (r < 0)
+		return r;
+	ca = ca_find(cas, n_cas, which);
+	if (!ca) {
+		r = admin_op_refuse(c, -ENOENT, "tailnet \"%s\" has no CA \"%.64s\" (ca show --all)",
+				    t.name, which);
+		goto out;
+	}
+	if (ca->retired_at) {
+		r = admin_op_refuse(c, -EALREADY, "CA %" PRIu64 " is retired already", ca->id);
+		goto out;
+	}
+	if (store_ca_get(c->store, t.id, &signing) == 0 && signing.id == ca->id) {
+		r = admin_op_refuse(c, -EINVAL,
+				    "CA %" PRIu64 " signs for tailnet \"%s\": ca rotate first, renew "
+				    "its machines' certificates with the new CA, then retire it",
+				    ca->id, t.name);
+		goto out;
+	}
+	r = store_mcert_list(c->store, &all, &n);
+	if (r < 0) {
+		r = admin_op_refuse(c, r, "could not read the certificates: %s", strerror(-r));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (all[i].ca_id == ca->id && !all[i].revoked && all[i].not_after > c->now &&
+		    !machine_covered(all, n, &all[i], cas, n_cas, ca->id, c->now))
+			stranded++;
+	if (ret_stranded)
+		*ret_stranded = stranded;
+	if (stranded && !force) {
+		r = admin_op_refuse(c, -EBUSY,
+				    "%u machine(s) have a valid certificate of CA %" PRIu64
+				    " and none of another: renew them (ca renew SERIAL), or "
+				    "--force to retire it and expire their nodes",
+				    stranded, ca->id);
+		goto out;
+	}
+	op.ca = *ca;
+	op.ca.retired_at = c->now;
+	r = admin_op_commit(c, "ca.retire", NULL, &op, NULL);
+	if (r < 0) {
+		r = admin_op_refuse(c, r, "could not retire CA %" PRIu64 ": %s", ca->id,
+				    strerror(-r));
+		goto out;
+	}
+	/* Their certificates are refused from now on: their nodes register again, as at revoke. */
+	for (size_t i = 0; i < n && r == 0; i++)
+		if (all[i].ca_id == ca->id && !all[i].revoked && all[i].not_after > c->now &&
+		    !machine_covered(all, n, &all[i], cas, n_cas, ca->id, c->now)) {
+			r = nodes_expire(c, &all[i], &k);
+			expired += k;
+		}
+out:
+	if (ret_expired)
+		*ret_expired = expired;
+	free(all);
+	free(cas);
+	return r;
+}
+
+int ca_op_crl(struct admin_op_ctx *c, const char *tailnet, const char *which, char **ret_pem)
+{
+	struct control_ca *cas = NULL, signing;
+	const struct control_ca *ca = NULL;
+	struct control_mcert *all = NULL;
+	struct mcert_revoked *list = NULL;
+	struct control_tailnet t;
+	size_t n_cas = 0, n = 0, k = 0;
+	char *key = NULL;
+	int r = tailnet_get(c, tailnet, &t), len;
+
+	if (r == 0)
+		r = cas_of(c, t.id, &cas, &n_cas);
+	if (r < 0)
+		return r;
+	if (which) {
+		ca = ca_find(cas, n_cas, which);
+	} else if (store_ca_get(c->store, t.id, &signing) == 0) {
+		for (size_t i = 0; i < n_cas; i++)
+			if (cas[i].id == signing.id)
+				ca = &cas[i];
+	}
+	if (!ca) {
+		r = admin_op_refuse(c, -ENOENT, "tailnet \"%s\" has no CA%s%.64s%s", t.name,
+				    which ? " \"" : "", which ? which : "", which ? "\"" : "");
+		goto out;
+	}
+	if (!c->state_dir) {
+		r = admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
+		goto out;
+	}
+	r = store_mcert_list(c->store, &all, &n);
+	if (r < 0) {
+		r = admin_op_refuse(c, r, "could not read the certificates: %s", strerror(-r));
+		goto out;
+	}
+	list = calloc(n ? n : 1, sizeof(*list));
+	key = calloc(1, MCERT_PEM_MAX);
+	if (!list || !key) {
+		r = admin_op_refuse(c, -ENOMEM, "out of memory");
+		goto out;
+	}
+	/* Its own, and the serials revoked without a record (an imported CA's): on every list. */
+	for (size_t i = 0; i < n; i++)
+		if (all[i].revoked && all[i].tailnet_id == t.id &&
+		    (all[i].ca_id == ca->id || all[i].ca_id == 0)) {
+			snprintf(list[k].serial, sizeof(list[k].serial), "%s", all[i].serial);
+			list[k++].revoked_at = all[i].revoked_at;
+		}
+	len = key_read(c, ca->key_file, key, MCERT_PEM_MAX);
+	if (len < 0) {
+		r = len;
+		goto out;
+	}
+	/* The number only grows: one CRL a second at most, which an admin's export is. */
+	r = mcert_crl_make(key, (size_t)len, ca->cert, strlen(ca->cert), list, k,
+			   (uint64_t)c->now, c->now, c->now + CA_CRL_VALIDITY_SEC, ret_pem);
+	if (r < 0)
+		r = admin_op_refuse(c, r, "cannot make the revocation list: %s", strerror(-r));
+out:
+	if (key)
+		crypto_wipe(key, MCERT_PEM_MAX);
+	free(key);
+	free(list);
+	free(all);
+	free(cas);
+	return r < 0 ? r : 0;
+}
+
 int ca_op_require(struct admin_op_ctx *c, const char *tailnet, bool on)
 {
 	struct store_op op = {.kind = STORE_OP_TAILNET_UPDATE};
@@ -397,24 +724,56 @@ void ca_evidence_make(struct ca_evidence *ret, const struct ctrl_register *msg,
 const char *ca_register_check(struct store *s, uint64_t tailnet_id, const struct ca_evidence *ev,
 			      int64_t now, int64_t *ret_not_after, char *buf, size_t cap)
 {
-	struct control_ca *ca = NULL;
+	struct control_ca *cas = NULL;
 	struct control_mcert m;
 	struct mcert_info info;
-	enum mcert_result res = ev ? ev->result : MCERT_MALFORMED;
+	enum mcert_result res = ev ? ev->result : MCERT_MALFORMED, first = MCERT_WRONG_CA;
+	size_t n = 0;
+	bool any = false, retired = false;
 
 	*ret_not_after = 0;
 	if (!ev || !ev->present)
 		return CA_ERR_REQUIRED;
 	if (res == MCERT_OK) {
-		ca = malloc(sizeof(*ca));
-		if (!ca || store_ca_get(s, tailnet_id, ca) < 0) {
-			free(ca);
+		if (store_ca_list(s, &cas, &n) < 0) {
+			snprintf(buf, cap, "machine certificate refused: cannot read the CAs");
+			return buf;
+		}
+		/*
+		 * Every CA of the tailnet not retired is trusted (rotation: the old one until its
+		 * machines have certificates of the new). The newest one's verdict is the one told.
+		 */
+		res = MCERT_WRONG_CA;
+		for (size_t i = n; i-- > 0 && res != MCERT_OK;) {
+			const struct control_ca *ca = &cas[i];
+			enum mcert_result r;
+
+			if (ca->tailnet_id != tailnet_id)
+				continue;
+			r = mcert_verify(ca->cert, strnlen(ca->cert, sizeof(ca->cert)), ev->der,
+					 ev->len, now, &info);
+			if (ca->retired_at) {
+				retired = retired || r == MCERT_OK;
+				continue;
+			}
+			if (!any)
+				first = r;
+			any = true;
+			if (r == MCERT_OK)
+				res = MCERT_OK;
+		}
+		free(cas);
+		if (!any) {
 			snprintf(buf, cap, "machine certificate refused: the tailnet has no CA");
 			return buf;
 		}
-		res = mcert_verify(ca->cert, strnlen(ca->cert, sizeof(ca->cert)), ev->der, ev->len,
-				   now, &info);
-		free(ca);
+		if (res != MCERT_OK && retired) {
+			snprintf(buf, cap, "machine certificate refused: its CA was retired (the "
+					   "admin renews it: trellis-control ca renew SERIAL)");
+			return buf;
+		}
+		if (res != MCERT_OK)
+			res = first;
 	}
 	if (res == MCERT_OK && store_mcert_get(s, info.serial, &m) == 0 && m.revoked &&
 	    m.tailnet_id == tailnet_id)

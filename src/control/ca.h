@@ -11,10 +11,24 @@
  *
  * Where things live. The CA's certificate, every certificate it signed and the
  * revocations are in the store (machine_cas, machine_certs). The CA's private key
- * is a file, STATE/ca/TAILNET_ID.key (PKCS#8 PEM, unencrypted, mode 0600 in a 0700
- * directory, like the server's own key): a copy of the database is not a copy of the
- * CA. Signing therefore happens where the state directory is: the server (admin
- * socket, API key) or --offline.
+ * is a file, STATE/ca/TAILNET_ID.key for a tailnet's first CA and
+ * STATE/ca/TAILNET_ID-FINGERPRINT16.key for later ones (PKCS#8 PEM, unencrypted, mode
+ * 0600 in a 0700 directory, like the server's own key): a copy of the database is not
+ * a copy of the CA. Signing therefore happens where the state directory is: the server
+ * (admin socket, API key) or --offline.
+ *
+ * Rotation. `ca rotate` adds a new CA to a tailnet that has one: from then on the new
+ * one signs (ca sign, ca renew), and every CA not retired is trusted at registration,
+ * so machines keep joining with certificates of the old one while the admin renews
+ * them (`ca renew SERIAL`: the same key, machine and name, signed by the CA that signs
+ * now; no new CSR). `ca retire` ends the old one's trust: refused while a machine has
+ * a valid certificate of it and none of a CA that stays, unless forced, which expires
+ * those machines' nodes (as a revocation does). The signing CA is never retired.
+ *
+ * Revocation lists. `ca crl` is a CA's X.509 CRL (RFC 5280, v2, signed with its key):
+ * the certificates it signed that are revoked, and serials revoked without a record
+ * (an imported CA's), valid for CA_CRL_VALIDITY_SEC, for other relying parties; the
+ * server itself reads the store.
  *
  * Registration reads the store each time (no cache), so a revocation is in force for
  * the next registration after its commit. Revoking a certificate also expires the
@@ -49,8 +63,38 @@
 int ca_op_init(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec,
 	       const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
 	       struct control_ca *ret);
-/* The tailnet's CA. 0, -ENOENT. */
+/*
+ * A new CA beside the tailnet's (see Rotation): made or imported as at init. -ENOENT when
+ * the tailnet has no CA in force.
+ */
+int ca_op_rotate(struct admin_op_ctx *c, const char *tailnet, int64_t validity_sec,
+		 const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
+		 struct control_ca *ret);
+/* The tailnet's CA that signs (the newest not retired). 0, -ENOENT. */
 int ca_op_get(struct admin_op_ctx *c, const char *tailnet, struct control_ca *ret);
+/* Every CA of the tailnet, retired ones too, oldest first; *ret malloc'd. */
+int ca_op_cas(struct admin_op_ctx *c, const char *tailnet, struct control_ca **ret,
+	      size_t *ret_n);
+/*
+ * Retires a CA of the tailnet, named by its id or a prefix (8 hex digits or more) of its
+ * key id (see Rotation). *ret_stranded: machines with a valid certificate of it and none of
+ * a CA that stays; without force they make it -EBUSY. *ret_expired: their nodes expired.
+ * -EALREADY (retired), -EINVAL (the signing CA), -ENOENT.
+ */
+int ca_op_retire(struct admin_op_ctx *c, const char *tailnet, const char *which, bool force,
+		 unsigned *ret_stranded, unsigned *ret_expired);
+/*
+ * Signs again the certificate `serial` signed here (the same key, machine and name) with
+ * its tailnet's signing CA, for validity_sec (0: MCERT_VALIDITY_DEFAULT_SEC); the old one
+ * stays valid until its end or revocation. -EINVAL (revoked, or signed before its key was
+ * kept), -ENOENT.
+ */
+int ca_op_renew(struct admin_op_ctx *c, const char *tailnet, const char *serial,
+		int64_t validity_sec, char *ret_pem, size_t cap, struct control_mcert *ret);
+/* How long a revocation list is good for (its nextUpdate). */
+#define CA_CRL_VALIDITY_SEC (7LL * 86400)
+/* The CRL (PEM, malloc'd into *ret_pem) of the tailnet's CA `which` (NULL: the signing one). */
+int ca_op_crl(struct admin_op_ctx *c, const char *tailnet, const char *which, char **ret_pem);
 /*
  * Signs a CSR (PEM) for validity_sec (0: MCERT_VALIDITY_DEFAULT_SEC) with the tailnet's
  * CA: the certificate's PEM into ret_pem, its record into ret (may be NULL).

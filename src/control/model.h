@@ -131,10 +131,17 @@ void control_node_policy(const struct control_node *r, const char *user, struct 
  * file in the server's state directory, never in the store.
  */
 #define CONTROL_CA_CERT_MAX MCERT_PEM_MAX
+/*
+ * A tailnet's machine CA. A tailnet may have several (rotation, ca.h): the newest one not
+ * retired signs, every one not retired is trusted.
+ */
 struct control_ca {
+	uint64_t id;
 	uint64_t tailnet_id;
 	char cert[CONTROL_CA_CERT_MAX]; /* PEM */
 	int64_t created;
+	char key_file[64];  /* its private key: STATE/ca/<this> */
+	int64_t retired_at; /* Unix seconds; 0: trusted */
 };
 
 /* A machine certificate the CA signed (ca sign); the revoked ones are the revocation list. */
@@ -147,6 +154,9 @@ struct control_mcert {
 	int64_t not_before, not_after, created; /* Unix seconds */
 	bool revoked;
 	int64_t revoked_at;
+	uint64_t ca_id; /* the CA that signed it (0: unknown, a revoked serial of an import) */
+	bool has_pub;	/* its key is known (signed here since CA rotation came): renewable */
+	uint8_t pub[32];
 };
 
 struct control_authkey {

@@ -557,6 +557,11 @@ int store_mcert_get(struct store *s, const char *serial, struct control_mcert *r
 	return RD(s, s->be->mcert_get(s->rd, serial, ret));
 }
 
+int store_ca_list(struct store *s, struct control_ca **ret, size_t *ret_n)
+{
+	return RD(s, s->be->ca_list(s->rd, ret, ret_n));
+}
+
 int store_mcert_list(struct store *s, struct control_mcert **ret, size_t *ret_n)
 {
 	return RD(s, s->be->mcert_list(s->rd, ret, ret_n));

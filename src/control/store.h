@@ -87,7 +87,7 @@ enum store_op_kind {
 	STORE_OP_NODE_LIVE,
 	/* As STORE_OP_NODE_UPDATE, where nothing its peers see changed (a reconnect) */
 	STORE_OP_NODE_TOUCH,
-	STORE_OP_CA_PUT,    /* .ca: a tailnet's CA (-EEXIST: it has one) */
+	STORE_OP_CA_PUT,    /* .ca: id 0 adds a CA to its tailnet (id assigned), else retired_at */
 	STORE_OP_MCERT_PUT, /* .mcert: id 0 inserts (id assigned), else revoked/_at */
 	/*
 	 * .flow_prune: a tailnet's oldest batches go, each node's last one left as its
@@ -239,7 +239,7 @@ enum store_change_kind {
 	STORE_CHANGE_NODE_LIVE,
 	/* A node written as it was (STORE_OP_NODE_TOUCH). */
 	STORE_CHANGE_NODE_TOUCH,
-	STORE_CHANGE_CA, /* id: the tailnet's; read at each registration, nothing cached */
+	STORE_CHANGE_CA, /* id: the CA's; read at each registration, nothing cached */
 	STORE_CHANGE_MCERT,
 };
 
@@ -316,8 +316,12 @@ struct store_backend {
 	/* Every retention anchor (flows.h) in ascending node_id order, to fn (< 0 stops). */
 	int (*flow_anchors)(void *be, int (*fn)(void *arg, const struct flows_anchor *a),
 			    void *arg);
-	/* Machine certificates (ca.h): a tailnet's CA, one certificate by serial, all of them. */
+	/*
+	 * Machine certificates (ca.h): a tailnet's signing CA (its newest not retired), every
+	 * CA of every tailnet (by id), one certificate by serial, all of them.
+	 */
 	int (*ca_get)(void *be, uint64_t tailnet_id, struct control_ca *ret);
+	int (*ca_list)(void *be, struct control_ca **ret, size_t *ret_n);
 	int (*mcert_get)(void *be, const char *serial, struct control_mcert *ret);
 	int (*mcert_list)(void *be, struct control_mcert **ret, size_t *ret_n);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
@@ -402,8 +406,12 @@ int store_account_list(struct store *s, struct control_account **ret, size_t *re
 int store_policy_get(struct store *s, uint64_t tailnet_id, char **ret, size_t *ret_len);
 /* Writes (len 0: deletes) a tailnet's policy. 0 or -errno (-ENOENT: no such tailnet). */
 int store_policy_set(struct store *s, uint64_t tailnet_id, const char *text, size_t len);
-/* A tailnet's CA; a machine certificate by serial; all of them (malloc'd). 0, -ENOENT. */
+/*
+ * A tailnet's signing CA (the newest not retired); every CA of every tailnet, by id
+ * (malloc'd); a machine certificate by serial; all of them (malloc'd). 0, -ENOENT.
+ */
 int store_ca_get(struct store *s, uint64_t tailnet_id, struct control_ca *ret);
+int store_ca_list(struct store *s, struct control_ca **ret, size_t *ret_n);
 int store_mcert_get(struct store *s, const char *serial, struct control_mcert *ret);
 int store_mcert_list(struct store *s, struct control_mcert **ret, size_t *ret_n);
 /* Copies at most cap bytes; returns the value length, or -ENOENT. */

@@ -220,6 +220,29 @@ static const char *const migrations[] = {
     "ALTER TABLE nodes ADD COLUMN disco_key BLOB;"
     "ALTER TABLE nodes ADD COLUMN home_region INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE nodes ADD COLUMN mapping_varies INTEGER NOT NULL DEFAULT 0;",
+    /*
+     * 13: CA rotation, revocation lists, renewal (issue 11, ca.h): a tailnet may have several
+     * CAs (the newest one not retired signs, every one not retired is trusted), each with the
+     * name of its key file and when it was retired; a certificate names the CA that signed it
+     * and keeps its key, so that it can be signed again (renewal).
+     */
+    "CREATE TABLE machine_cas_new ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " tailnet_id INTEGER NOT NULL REFERENCES tailnets(id) ON DELETE CASCADE,"
+    " cert TEXT NOT NULL,"
+    " created INTEGER NOT NULL,"
+    " key_file TEXT NOT NULL,"
+    " retired_at INTEGER NOT NULL DEFAULT 0);"
+    "INSERT INTO machine_cas_new (tailnet_id, cert, created, key_file)"
+    " SELECT tailnet_id, cert, created, tailnet_id || '.key' FROM machine_cas"
+    " ORDER BY tailnet_id;"
+    "DROP TABLE machine_cas;"
+    "ALTER TABLE machine_cas_new RENAME TO machine_cas;"
+    "CREATE INDEX machine_cas_tailnet ON machine_cas (tailnet_id);"
+    "ALTER TABLE machine_certs ADD COLUMN ca_id INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE machine_certs ADD COLUMN pub BLOB;"
+    "UPDATE machine_certs SET ca_id = coalesce((SELECT id FROM machine_cas"
+    " WHERE machine_cas.tailnet_id = machine_certs.tailnet_id), 0);",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -283,7 +306,9 @@ enum stmt_id {
 	ST_FLOW_ANCHORS,
 	ST_FLOW_ANCHOR_OF,
 	ST_CA_INSERT,
+	ST_CA_RETIRE,
 	ST_CA_GET,
+	ST_CA_ALL,
 	ST_MCERT_INSERT,
 	ST_MCERT_UPDATE,
 	ST_MCERT_BY_SERIAL,
@@ -297,7 +322,8 @@ enum stmt_id {
 #define USER_COLS "id, tailnet_id, name, created"
 #define MCERT_COLS                                                                                 \
 	"id, tailnet_id, serial, machine_key, subject, not_before, not_after, created, revoked, "  \
-	"revoked_at"
+	"revoked_at, ca_id, pub"
+#define CA_COLS "id, tailnet_id, cert, created, key_file, retired_at"
 #define ACCOUNT_COLS "id, email, password, admin, totp_secret, totp_last_step, recovery, created"
 #define NODE_COLS                                                                                  \
 	"id, tailnet_id, user_id, name, hostname, os, machine_key, node_key, ipv4, endpoints, "    \
@@ -444,11 +470,16 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ACCOUNT_DELETE] = "DELETE FROM accounts WHERE id = ?1",
     [ST_ACCOUNT_BY_EMAIL] = "SELECT " ACCOUNT_COLS " FROM accounts WHERE email = ?1",
     [ST_ACCOUNT_ALL] = "SELECT " ACCOUNT_COLS " FROM accounts ORDER BY id",
-    [ST_CA_INSERT] = "INSERT INTO machine_cas (tailnet_id, cert, created) VALUES (?1, ?2, ?3)",
-    [ST_CA_GET] = "SELECT tailnet_id, cert, created FROM machine_cas WHERE tailnet_id = ?1",
+    [ST_CA_INSERT] = "INSERT INTO machine_cas (tailnet_id, cert, created, key_file)"
+		     " VALUES (?2, ?3, ?4, ?5)",
+    [ST_CA_RETIRE] = "UPDATE machine_cas SET retired_at = ?6 WHERE id = ?1",
+    /* The one that signs: the newest not retired. */
+    [ST_CA_GET] = "SELECT " CA_COLS " FROM machine_cas WHERE tailnet_id = ?1 AND retired_at = 0"
+		  " ORDER BY id DESC LIMIT 1",
+    [ST_CA_ALL] = "SELECT " CA_COLS " FROM machine_cas ORDER BY id",
     [ST_MCERT_INSERT] = "INSERT INTO machine_certs (tailnet_id, serial, machine_key, subject,"
-			" not_before, not_after, created, revoked, revoked_at)"
-			" VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+			" not_before, not_after, created, revoked, revoked_at, ca_id, pub)"
+			" VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     [ST_MCERT_UPDATE] = "UPDATE machine_certs SET revoked = ?9, revoked_at = ?10 WHERE id = ?1",
     [ST_MCERT_BY_SERIAL] = "SELECT " MCERT_COLS " FROM machine_certs WHERE serial = ?1",
     [ST_MCERT_ALL] = "SELECT " MCERT_COLS " FROM machine_certs ORDER BY id",
@@ -764,9 +795,12 @@ static void row_tailnet(sqlite3_stmt *st, struct control_tailnet *t)
 static void row_ca(sqlite3_stmt *st, struct control_ca *c)
 {
 	memset(c, 0, sizeof(*c));
-	c->tailnet_id = (uint64_t)sqlite3_column_int64(st, 0);
-	text_copy(c->cert, sizeof(c->cert), st, 1);
-	c->created = sqlite3_column_int64(st, 2);
+	c->id = (uint64_t)sqlite3_column_int64(st, 0);
+	c->tailnet_id = (uint64_t)sqlite3_column_int64(st, 1);
+	text_copy(c->cert, sizeof(c->cert), st, 2);
+	c->created = sqlite3_column_int64(st, 3);
+	text_copy(c->key_file, sizeof(c->key_file), st, 4);
+	c->retired_at = sqlite3_column_int64(st, 5);
 }
 
 static void row_mcert(sqlite3_stmt *st, struct control_mcert *m)
@@ -782,6 +816,11 @@ static void row_mcert(sqlite3_stmt *st, struct control_mcert *m)
 	m->created = sqlite3_column_int64(st, 7);
 	m->revoked = sqlite3_column_int(st, 8) != 0;
 	m->revoked_at = sqlite3_column_int64(st, 9);
+	m->ca_id = (uint64_t)sqlite3_column_int64(st, 10);
+	m->has_pub = sqlite3_column_type(st, 11) == SQLITE_BLOB &&
+		     sqlite3_column_bytes(st, 11) == (int)sizeof(m->pub);
+	if (m->has_pub)
+		blob_copy(m->pub, sizeof(m->pub), st, 11);
 }
 
 static void row_user(sqlite3_stmt *st, struct control_user *u)
@@ -1426,16 +1465,22 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 		ck = STORE_CHANGE_POLICY;
 		break;
 	case STORE_OP_CA_PUT:
-		if (!op->ca.tailnet_id || !op->ca.cert[0])
+		insert = op->ca.id == 0;
+		if (insert && (!op->ca.tailnet_id || !op->ca.cert[0] || !op->ca.key_file[0]))
 			return -EINVAL;
-		st = stmt_get(q, ST_CA_INSERT);
+		st = stmt_get(q, insert ? ST_CA_INSERT : ST_CA_RETIRE);
 		if (!st)
 			return -EIO;
-		sqlite3_bind_int64(st, 1, (int64_t)op->ca.tailnet_id);
-		sqlite3_bind_text(st, 2, op->ca.cert, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(st, 3, op->ca.created);
-		id = op->ca.tailnet_id;
-		touch = false;
+		if (insert) {
+			sqlite3_bind_int64(st, 2, (int64_t)op->ca.tailnet_id);
+			sqlite3_bind_text(st, 3, op->ca.cert, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_int64(st, 4, op->ca.created);
+			sqlite3_bind_text(st, 5, op->ca.key_file, -1, SQLITE_TRANSIENT);
+		} else {
+			sqlite3_bind_int64(st, 1, (int64_t)op->ca.id);
+			sqlite3_bind_int64(st, 6, op->ca.retired_at);
+		}
+		id = op->ca.id;
 		ck = STORE_CHANGE_CA;
 		break;
 	case STORE_OP_MCERT_PUT:
@@ -1454,6 +1499,12 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 			sqlite3_bind_int64(st, 6, op->mcert.not_before);
 			sqlite3_bind_int64(st, 7, op->mcert.not_after);
 			sqlite3_bind_int64(st, 8, op->mcert.created);
+			sqlite3_bind_int64(st, 11, (int64_t)op->mcert.ca_id);
+			if (op->mcert.has_pub)
+				sqlite3_bind_blob(st, 12, op->mcert.pub, sizeof(op->mcert.pub),
+						  SQLITE_TRANSIENT);
+			else
+				sqlite3_bind_null(st, 12);
 		} else {
 			sqlite3_bind_int64(st, 1, (int64_t)op->mcert.id);
 		}
@@ -1649,6 +1700,13 @@ static int sq_ca_get(void *be, uint64_t tailnet_id, struct control_ca *ret)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, (int64_t)tailnet_id);
 	return GET_ONE(q, st, row_ca, ret);
+}
+
+static int sq_ca_list(void *be, struct control_ca **ret, size_t *ret_n)
+{
+	*ret = NULL;
+	*ret_n = 0;
+	return load_table(be, ST_CA_ALL, sizeof(**ret), (void *)row_ca, (void **)ret, ret_n);
 }
 
 static int sq_mcert_get(void *be, const char *serial, struct control_mcert *ret)
@@ -2120,6 +2178,7 @@ const struct store_backend store_backend_sqlite = {
     .account_list = sq_account_list,
     .policy_get = sq_policy_get,
     .ca_get = sq_ca_get,
+    .ca_list = sq_ca_list,
     .mcert_get = sq_mcert_get,
     .mcert_list = sq_mcert_list,
     .changes = sq_changes,

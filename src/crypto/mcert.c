@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -520,6 +521,107 @@ out:
 	X509_free(x);
 	X509_free(ca);
 	EVP_PKEY_free(pub);
+	EVP_PKEY_free(cakey);
+	ERR_clear_error();
+	return r;
+}
+
+/* ---- revocation list ---- */
+
+static ASN1_INTEGER *serial_of_hex(const char *hex)
+{
+	BIGNUM *bn = NULL;
+	ASN1_INTEGER *a = NULL;
+	size_t n = strlen(hex);
+
+	if (n == 0 || n >= MCERT_SERIAL_MAX || strspn(hex, "0123456789abcdefABCDEF") != n ||
+	    BN_hex2bn(&bn, hex) != (int)n)
+		goto out;
+	a = BN_to_ASN1_INTEGER(bn, NULL);
+out:
+	BN_free(bn);
+	return a;
+}
+
+static int crl_entry_add(X509_CRL *crl, const struct mcert_revoked *e)
+{
+	X509_REVOKED *rv = X509_REVOKED_new();
+	ASN1_INTEGER *serial = serial_of_hex(e->serial);
+	ASN1_TIME *when = ASN1_TIME_set(NULL, (time_t)e->revoked_at);
+	int r = -EINVAL;
+
+	if (!rv || !serial || !when)
+		goto out;
+	r = -EIO;
+	if (X509_REVOKED_set_serialNumber(rv, serial) != 1 ||
+	    X509_REVOKED_set_revocationDate(rv, when) != 1 || X509_CRL_add0_revoked(crl, rv) != 1)
+		goto out;
+	rv = NULL; /* the CRL's */
+	r = 0;
+out:
+	X509_REVOKED_free(rv);
+	ASN1_INTEGER_free(serial);
+	ASN1_TIME_free(when);
+	return r;
+}
+
+int mcert_crl_make(const char *ca_key_pem, size_t ca_key_len, const char *ca_cert_pem,
+		   size_t ca_cert_len, const struct mcert_revoked *list, size_t n, uint64_t number,
+		   int64_t now, int64_t next_update, char **ret)
+{
+	EVP_PKEY *cakey = key_read(ca_key_pem, ca_key_len);
+	X509 *ca = cert_read(ca_cert_pem, ca_cert_len);
+	X509_CRL *crl = X509_CRL_new();
+	ASN1_TIME *this_t = ASN1_TIME_set(NULL, (time_t)now);
+	ASN1_TIME *next_t = ASN1_TIME_set(NULL, (time_t)next_update);
+	ASN1_INTEGER *num = ASN1_INTEGER_new();
+	X509_EXTENSION *akid = NULL;
+	X509V3_CTX ctx;
+	BIO *b = NULL;
+	char *p, *out;
+	long len;
+	int r = -EINVAL;
+
+	if (!cakey || !ca || n > MCERT_CRL_MAX || next_update <= now)
+		goto out;
+	r = -EIO;
+	if (!crl || !this_t || !next_t || !num || X509_CRL_set_version(crl, X509_CRL_VERSION_2) != 1 ||
+	    X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)) != 1 ||
+	    X509_CRL_set1_lastUpdate(crl, this_t) != 1 ||
+	    X509_CRL_set1_nextUpdate(crl, next_t) != 1 || ASN1_INTEGER_set_uint64(num, number) != 1)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		r = crl_entry_add(crl, &list[i]);
+		if (r < 0)
+			goto out;
+	}
+	r = -EIO;
+	X509V3_set_ctx(&ctx, ca, NULL, NULL, crl, 0);
+	akid = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always");
+	if (!akid || X509_CRL_add_ext(crl, akid, -1) != 1 ||
+	    X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) != 1 || X509_CRL_sort(crl) != 1 ||
+	    X509_CRL_sign(crl, cakey, md_for(cakey)) <= 0)
+		goto out;
+	b = BIO_new(BIO_s_mem());
+	if (!b || PEM_write_bio_X509_CRL(b, crl) != 1)
+		goto out;
+	len = BIO_get_mem_data(b, &p);
+	r = -ENOMEM;
+	out = len > 0 ? malloc((size_t)len + 1) : NULL;
+	if (!out)
+		goto out;
+	memcpy(out, p, (size_t)len);
+	out[len] = '\0';
+	*ret = out;
+	r = (int)len;
+out:
+	BIO_free(b);
+	X509_EXTENSION_free(akid);
+	ASN1_INTEGER_free(num);
+	ASN1_TIME_free(this_t);
+	ASN1_TIME_free(next_t);
+	X509_CRL_free(crl);
+	X509_free(ca);
 	EVP_PKEY_free(cakey);
 	ERR_clear_error();
 	return r;

@@ -108,6 +108,24 @@ int mcert_pem_to_der(const char *pem, size_t len, uint8_t *der, size_t cap);
 /* A machine certificate (DER) read without its issuer: its shape, key and machine URI. */
 enum mcert_result mcert_parse(const uint8_t *der, size_t len, struct mcert_info *ret);
 
+/* A revoked certificate, for mcert_crl_make. */
+struct mcert_revoked {
+	char serial[MCERT_SERIAL_MAX]; /* hex */
+	int64_t revoked_at;	       /* Unix seconds */
+};
+/* CRLs we make: at most this many entries (a tailnet revoking more has other problems). */
+#define MCERT_CRL_MAX 100000
+
+/*
+ * The CA's certificate revocation list (RFC 5280 section 5, v2): the n revoked serials with
+ * their dates, CRL number `number`, thisUpdate now, nextUpdate next_update, the CA's
+ * authority key identifier, signed with its key. PEM into *ret (malloc'd, NUL-terminated;
+ * set only on success). Returns its length or -errno (-EINVAL: a bad serial or key).
+ */
+int mcert_crl_make(const char *ca_key_pem, size_t ca_key_len, const char *ca_cert_pem,
+		   size_t ca_cert_len, const struct mcert_revoked *list, size_t n, uint64_t number,
+		   int64_t now, int64_t next_update, char **ret);
+
 /*
  * The full check of a node's certificate (DER) against its tailnet's CA (PEM):
  * mcert_parse, issued and signed by the CA, not a CA, valid at now. Revocation

@@ -7,6 +7,13 @@
 #   - a certificate for another machine is not installed;
 #   - ca revoke of a's certificate expires a's node at once (b loses a as a peer, pings
 #     stop), and a's next registration is refused as revoked;
+#   - ca crl: a CRL that openssl verifies against the CA, and with which openssl's own chain
+#     check refuses a's certificate and passes b's; ca list --revoked lists a's only;
+#   - ca rotate: a new CA signs (a joins with a certificate of it) while the old one stays
+#     trusted (b registers again with its old certificate); ca retire of the old CA is
+#     refused while b has only its certificate; ca renew gives b the same certificate from
+#     the new CA (no CSR), b joins with it; then ca retire succeeds, b's old certificate
+#     is refused saying its CA was retired, and the renewed one joins again;
 #   - every admin step is in the audit log.
 #
 #   lab internet 192.0.2.0/24: ctl .1:8080, a .11, b .12
@@ -104,9 +111,74 @@ check_not "a cannot register again with the revoked certificate" test $? = 0
 check "the refusal says revoked" grep -q "machine certificate refused: revoked" <<<"$out"
 check "b is still in" node_connected b
 
-check "the audit log has ca.init, tailnet.set, cert.sign, cert.revoke, node.expire" sh -c \
+# The revocation list, for others: openssl checks it and refuses a's certificate with it.
+check "ca crl prints a CRL signed by the CA (openssl crl -CAfile)" sh -c "'$TRELLIS_CONTROL' \
+	--state '$LAB_TMP/control' ca crl > '$LAB_TMP/crl.pem' &&
+	openssl crl -in '$LAB_TMP/crl.pem' -CAfile '$LAB_TMP/ca.pem' -noout 2>&1 | grep -q 'verify OK'"
+check "... listing a's serial" sh -c "openssl crl -in '$LAB_TMP/crl.pem' -noout -text |
+	tr -d ' :' | grep -qi 'serialnumber0*$SERIAL'"
+check_not "openssl verify -crl_check refuses a's certificate with it" \
+	openssl verify -crl_check -CRLfile "$LAB_TMP/crl.pem" -CAfile "$LAB_TMP/ca.pem" "$LAB_TMP/a.crt"
+check "... saying revoked" sh -c "openssl verify -crl_check -CRLfile '$LAB_TMP/crl.pem' \
+	-CAfile '$LAB_TMP/ca.pem' '$LAB_TMP/a.crt' 2>&1 | grep -q 'certificate revoked'"
+check "... and passes b's" \
+	openssl verify -crl_check -CRLfile "$LAB_TMP/crl.pem" -CAfile "$LAB_TMP/ca.pem" "$LAB_TMP/b.crt"
+BSERIAL=$(sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$LAB_TMP/b.sign")
+check "ca list --revoked lists a's certificate and not b's" sh -c "'$TRELLIS_CONTROL' \
+	--state '$LAB_TMP/control' ca list --revoked > '$LAB_TMP/revoked.txt' &&
+	grep -q '$SERIAL' '$LAB_TMP/revoked.txt' && ! grep -q '$BSERIAL' '$LAB_TMP/revoked.txt'"
+
+# Rotation: a new CA signs, the old one stays trusted until retired.
+check "ca rotate prints a new CA certificate" sh -c "'$TRELLIS_CONTROL' --state \
+	'$LAB_TMP/control' ca rotate > '$LAB_TMP/ca2.pem' && openssl x509 -in '$LAB_TMP/ca2.pem' -noout &&
+	! cmp -s '$LAB_TMP/ca.pem' '$LAB_TMP/ca2.pem'"
+check "ca show prints the new one" \
+	sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' ca show | cmp -s - '$LAB_TMP/ca2.pem'"
+CA1=$(ctl ca show --all --json | python3 -c 'import json,sys; c=json.load(sys.stdin); assert len(c) == 2 and not c[0]["retired_at"] and not c[1]["retired_at"]; print(c[0]["id"])')
+check "ca show --all: two CAs, both trusted" test -n "$CA1"
+check "a: a new CSR, signed by the new CA" sh -c "timeout 30 '$TRELLIS_CLI' --socket \
+	'$(lab_node_sock a)' cert request > '$LAB_TMP/a2.csr' && '$TRELLIS_CONTROL' --state \
+	'$LAB_TMP/control' ca sign '$LAB_TMP/a2.csr' > '$LAB_TMP/a2.crt' &&
+	openssl verify -CAfile '$LAB_TMP/ca2.pem' '$LAB_TMP/a2.crt'"
+check "a installs it" tr_node a cert install "$LAB_TMP/a2.crt"
+check "a joins with the new CA's certificate" tr_node a up --login-server "$LAB_CONTROL_URL" \
+	--auth-key "$KEY" --hostname a --force-reauth
+check "b registers again with the old CA's certificate" tr_node b up --login-server \
+	"$LAB_CONTROL_URL" --auth-key "$KEY" --hostname b --force-reauth
+check "a and b see each other again" wait_for 30 peers_online_are a "b"
+out=$(ctl ca retire "$CA1" 2>&1)
+check_not "ca retire of the old CA is refused while b has only its certificate" test $? = 0
+check "... saying so" grep -q "1 machine(s) have a valid certificate of CA $CA1" <<<"$out"
+
+# Renewal: b's certificate again from the new CA, without a CSR.
+check "ca renew b's certificate" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' ca renew \
+	'$BSERIAL' > '$LAB_TMP/b2.crt' 2> '$LAB_TMP/b2.sign'"
+check "... the new CA signed it (openssl)" openssl verify -CAfile "$LAB_TMP/ca2.pem" "$LAB_TMP/b2.crt"
+check_eq "... for the same key" \
+	"$(openssl x509 -in "$LAB_TMP/b.crt" -noout -pubkey)" "$(openssl x509 -in "$LAB_TMP/b2.crt" -noout -pubkey)"
+check "b installs the renewed certificate" tr_node b cert install "$LAB_TMP/b2.crt"
+check "b joins with it" tr_node b up --login-server "$LAB_CONTROL_URL" --auth-key "$KEY" \
+	--hostname b --force-reauth
+B2SERIAL=$(sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$LAB_TMP/b2.sign")
+check_eq "b's status shows the renewed certificate" "$B2SERIAL" \
+	"$(status_eval b "(j.get('machine_cert') or {}).get('serial')")"
+check "ca retire of the old CA now" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
+	ca retire '$CA1' | grep -q '0 node(s) expired'"
+check "b's old certificate installed again" tr_node b cert install "$LAB_TMP/b.crt"
+out=$(tr_node b up --login-server "$LAB_CONTROL_URL" --auth-key "$KEY" --hostname b \
+	--force-reauth 2>&1)
+check_not "b cannot register with the retired CA's certificate" test $? = 0
+check "the refusal says its CA was retired" \
+	grep -q "machine certificate refused: its CA was retired" <<<"$out"
+check "b with the renewed one joins again" sh -c "timeout 30 '$TRELLIS_CLI' --socket \
+	'$(lab_node_sock b)' cert install '$LAB_TMP/b2.crt' && timeout 30 '$TRELLIS_CLI' --socket \
+	'$(lab_node_sock b)' up --login-server '$LAB_CONTROL_URL' --auth-key '$KEY' --hostname b \
+	--force-reauth"
+check "a and b see each other at the end" wait_for 30 peers_online_are a "b"
+
+check "the audit log has ca.init, tailnet.set, cert.sign, cert.revoke, node.expire, ca.rotate, cert.renew, ca.retire" sh -c \
 	"'$TRELLIS_CONTROL' --state '$LAB_TMP/control' audit log --json > '$LAB_TMP/audit.json' &&
-	for a in ca.init tailnet.set cert.sign cert.revoke node.expire; do
+	for a in ca.init tailnet.set cert.sign cert.revoke node.expire ca.rotate cert.renew ca.retire; do
 		grep -q \"\\\"action\\\": *\\\"\$a\\\"\" '$LAB_TMP/audit.json' || exit 1; done"
 check "audit verify" ctl audit verify
 

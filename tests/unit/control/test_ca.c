@@ -3,7 +3,9 @@
  * Machine certificates on the server (control/ca.c) with a real store: the CA's key file
  * and its mode, signing and its refusals, the check at registration (missing, wrong
  * machine, another session's proof, another tailnet's CA, expired, revoked), revocation
- * expiring the machine's node, the tailnet setting, and the audit entries of it all.
+ * expiring the machine's node, the tailnet setting, and the audit entries of it all; CA
+ * rotation (both trusted, the new one signs, retirement and what it strands), renewal, and
+ * each CA's revocation list as OpenSSL reads it.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -16,6 +18,9 @@
 #include <sys/stat.h>
 
 #include <cmocka.h>
+#include <openssl/bn.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "base/base64.h"
 #include "control/ca.h"
@@ -262,6 +267,209 @@ static void test_ca_lifecycle(void **state)
 	free(ev);
 }
 
+/* A node whose certificate the test made some other way (renewal): its evidence as usual. */
+static void node_with_cert(struct node *n, const struct node *from, const char *pem)
+{
+	*n = *from;
+	snprintf(n->cert, sizeof(n->cert), "%s", pem);
+}
+
+/* Is serial on the CRL (PEM) that ca_pem's key signed? Asserts the signature. */
+static bool crl_lists(const char *crl_pem, const char *ca_pem, const char *serial)
+{
+	BIO *b = BIO_new_mem_buf(crl_pem, -1), *cb = BIO_new_mem_buf(ca_pem, -1);
+	X509_CRL *crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
+	X509 *ca = PEM_read_bio_X509(cb, NULL, NULL, NULL);
+	X509_REVOKED *rv = NULL;
+	BIGNUM *bn = NULL;
+	ASN1_INTEGER *a;
+	bool found;
+
+	assert_non_null(crl);
+	assert_non_null(ca);
+	assert_int_equal(X509_CRL_verify(crl, X509_get0_pubkey(ca)), 1);
+	assert_true(BN_hex2bn(&bn, serial) > 0);
+	a = BN_to_ASN1_INTEGER(bn, NULL);
+	found = X509_CRL_get0_by_serial(crl, &rv, a) == 1;
+	ASN1_INTEGER_free(a);
+	BN_free(bn);
+	X509_CRL_free(crl);
+	X509_free(ca);
+	BIO_free(b);
+	BIO_free(cb);
+	return found;
+}
+
+static void node_row(const struct node *n, const char *name, struct control_node *rec)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->tailnet_id = n->rec.tailnet_id;
+	snprintf(rec->name, sizeof(rec->name), "%s", name);
+	snprintf(rec->hostname, sizeof(rec->hostname), "%s", name);
+	memcpy(rec->machine_key, n->machine, MCERT_KEY_LEN);
+	memcpy(rec->node_key, n->node_key, MCERT_KEY_LEN);
+	rec->ipv4[0] = 100;
+	rec->ipv4[3] = (uint8_t)name[0];
+	rec->approved = true;
+	rec->key_expiry = T0 + DAY;
+	assert_int_equal(store_node_insert(st, rec), 0);
+}
+
+/*
+ * Rotation: the new CA signs, both are trusted; the old one cannot be retired while a
+ * machine has only its certificate (unless forced: their nodes expire), renewal moves a
+ * machine to the new CA without a CSR; after retirement the old CA's certificates are
+ * refused and say why. The signing CA is never retired. Each CA's CRL lists its own.
+ */
+static void test_ca_rotation(void **state)
+{
+	struct control_ca ca1, ca2, *cas = NULL, got_ca;
+	struct control_tailnet t;
+	struct node a, b, cc, a2;
+	struct ca_evidence *ev = malloc(sizeof(*ev));
+	struct control_node brow, got;
+	struct control_mcert renewed, m;
+	uint8_t hash[MCERT_HASH_LEN];
+	char path[256], acts[2048] = "", pem[MCERT_PEM_MAX], fp[65], kid[MCERT_KEY_ID_MAX];
+	char *crl = NULL;
+	unsigned stranded = 99, expired = 99;
+	struct stat sb;
+	size_t n = 0;
+	int64_t na;
+
+	(void)state;
+	assert_non_null(ev);
+	assert_int_equal(crypto_random(hash, sizeof(hash)), 0);
+	assert_int_equal(admin_op_tailnet_resolve(&c, NULL, &t), 0);
+	assert_int_equal(ca_op_rotate(&c, NULL, 0, NULL, 0, NULL, 0, NULL), -ENOENT);
+	assert_int_equal(ca_op_init(&c, NULL, 0, NULL, 0, NULL, 0, &ca1), 0);
+	assert_string_equal(ca1.key_file, "1.key");
+	node_make(&a, NULL);
+	node_make(&b, NULL);
+	assert_int_equal(a.rec.ca_id, ca1.id);
+	assert_true(a.rec.has_pub);
+	node_row(&b, "b", &brow);
+
+	/* Rotate: a second CA, its key file named by its fingerprint, mode 0600; it signs now. */
+	c.now = T0 + 100;
+	assert_int_equal(ca_op_rotate(&c, NULL, 0, NULL, 0, NULL, 0, &ca2), 0);
+	assert_int_not_equal(ca2.id, ca1.id);
+	assert_int_equal(mcert_fingerprint(ca2.cert, strlen(ca2.cert), fp), 0);
+	snprintf(path, sizeof(path), "%llu-%.16s.key", (unsigned long long)t.id, fp);
+	assert_string_equal(ca2.key_file, path);
+	snprintf(path, sizeof(path), "%s/ca/%s", dir, ca2.key_file);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_int_equal(ca_op_get(&c, NULL, &got_ca), 0);
+	assert_int_equal(got_ca.id, ca2.id);
+	assert_int_equal(ca_op_init(&c, NULL, 0, NULL, 0, NULL, 0, NULL), -EEXIST);
+	assert_int_equal(ca_op_cas(&c, NULL, &cas, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(cas[0].id, ca1.id);
+	assert_int_equal(cas[0].retired_at, 0);
+	assert_int_equal(cas[1].id, ca2.id);
+	free(cas);
+	node_make(&cc, NULL);
+	assert_int_equal(cc.rec.ca_id, ca2.id);
+
+	/* Both trusted. */
+	evidence(&a, hash, a.machine, ev);
+	assert_null(check(t.id, ev, T0 + 200, &na));
+	evidence(&cc, hash, cc.machine, ev);
+	assert_null(check(t.id, ev, T0 + 200, &na));
+
+	/* The signing CA is not retired; the old one not while machines have only it. */
+	snprintf(path, sizeof(path), "%llu", (unsigned long long)ca2.id);
+	assert_int_equal(ca_op_retire(&c, NULL, path, false, NULL, NULL), -EINVAL);
+	assert_non_null(strstr(c.err, "ca rotate first"));
+	assert_int_equal(ca_op_retire(&c, NULL, "7", false, NULL, NULL), -ENOENT);
+	snprintf(path, sizeof(path), "%llu", (unsigned long long)ca1.id);
+	assert_int_equal(ca_op_retire(&c, NULL, path, false, &stranded, NULL), -EBUSY);
+	assert_int_equal(stranded, 2);
+
+	/* Renewal: a's certificate again, by the new CA, same key and machine: trusted. */
+	assert_int_equal(ca_op_renew(&c, NULL, a.rec.serial, 60 * DAY, pem, sizeof(pem),
+				     &renewed),
+			 0);
+	assert_int_equal(renewed.ca_id, ca2.id);
+	assert_string_not_equal(renewed.serial, a.rec.serial);
+	assert_memory_equal(renewed.machine_key, a.machine, MCERT_KEY_LEN);
+	assert_memory_equal(renewed.pub, a.rec.pub, MCERT_KEY_LEN);
+	assert_string_equal(renewed.subject, "laptop");
+	assert_int_equal(renewed.not_after, T0 + 100 + 60 * DAY);
+	node_with_cert(&a2, &a, pem);
+	evidence(&a2, hash, a.machine, ev);
+	assert_int_equal(ev->result, MCERT_OK);
+	assert_null(check(t.id, ev, T0 + 200, &na));
+	assert_int_equal(na, T0 + 100 + 60 * DAY);
+	assert_int_equal(ca_op_renew(&c, NULL, "abc123", 0, pem, sizeof(pem), NULL), -ENOENT);
+	assert_int_equal(ca_op_renew(&c, NULL, "zz", 0, pem, sizeof(pem), NULL), -EINVAL);
+
+	/* Now only b is stranded; by key id prefix, forced: b's node expires. */
+	assert_int_equal(mcert_key_id(ca1.cert, strlen(ca1.cert), kid), 0);
+	kid[10] = '\0';
+	assert_int_equal(ca_op_retire(&c, NULL, kid, false, &stranded, NULL), -EBUSY);
+	assert_int_equal(stranded, 1);
+	c.now = T0 + 300;
+	assert_int_equal(ca_op_retire(&c, NULL, kid, true, &stranded, &expired), 0);
+	assert_int_equal(stranded, 1);
+	assert_int_equal(expired, 1);
+	assert_int_equal(store_node_get(st, brow.id, &got), 0);
+	assert_int_equal(got.key_expiry, T0 + 300);
+	assert_int_equal(ca_op_retire(&c, NULL, path, false, NULL, NULL), -EALREADY);
+	assert_int_equal(ca_op_get(&c, NULL, &got_ca), 0);
+	assert_int_equal(got_ca.id, ca2.id);
+
+	/* The old CA's certificates are refused, saying why; the new ones pass. */
+	evidence(&a, hash, a.machine, ev);
+	assert_non_null(strstr(check(t.id, ev, T0 + 400, &na), "its CA was retired"));
+	evidence(&b, hash, b.machine, ev);
+	assert_non_null(strstr(check(t.id, ev, T0 + 400, &na), "its CA was retired"));
+	evidence(&a2, hash, a.machine, ev);
+	assert_null(check(t.id, ev, T0 + 400, &na));
+	evidence(&cc, hash, cc.machine, ev);
+	assert_null(check(t.id, ev, T0 + 400, &na));
+
+	/* Revocation lists: each CA's own revoked certificates, signed by it. */
+	assert_int_equal(ca_op_revoke(&c, NULL, b.rec.serial, NULL), 0);
+	assert_int_equal(ca_op_revoke(&c, NULL, cc.rec.serial, NULL), 0);
+	assert_int_equal(ca_op_renew(&c, NULL, cc.rec.serial, 0, pem, sizeof(pem), NULL), -EINVAL);
+	assert_non_null(strstr(c.err, "revoked"));
+	assert_int_equal(ca_op_crl(&c, NULL, NULL, &crl), 0);
+	assert_true(crl_lists(crl, ca2.cert, cc.rec.serial));
+	assert_false(crl_lists(crl, ca2.cert, b.rec.serial));
+	assert_false(crl_lists(crl, ca2.cert, a.rec.serial));
+	free(crl);
+	crl = NULL;
+	assert_int_equal(ca_op_crl(&c, NULL, path, &crl), 0);
+	assert_true(crl_lists(crl, ca1.cert, b.rec.serial));
+	assert_false(crl_lists(crl, ca1.cert, cc.rec.serial));
+	free(crl);
+	crl = NULL;
+	assert_int_equal(ca_op_crl(&c, NULL, "9", &crl), -ENOENT);
+	assert_null(crl);
+
+	/* A certificate signed before its key was kept cannot be renewed. */
+	{
+		struct store_op op = {.kind = STORE_OP_MCERT_PUT};
+
+		op.mcert = a.rec;
+		op.mcert.id = 0;
+		op.mcert.has_pub = false;
+		snprintf(op.mcert.serial, sizeof(op.mcert.serial), "5eed");
+		assert_int_equal(store_write(st, &op, NULL), 0);
+		assert_int_equal(store_mcert_get(st, "5eed", &m), 0);
+		assert_false(m.has_pub);
+		assert_int_equal(ca_op_renew(&c, NULL, "5eed", 0, pem, sizeof(pem), NULL), -EINVAL);
+		assert_non_null(strstr(c.err, "before renewal"));
+	}
+
+	assert_int_equal(store_audit_read(st, 0, 0, 0, audit_row, acts), 0);
+	assert_non_null(strstr(acts, "ca.init cert.sign cert.sign ca.rotate cert.sign cert.renew "
+				     "ca.retire node.expire "));
+	free(ev);
+}
+
 static void test_ca_import(void **state)
 {
 	char key[MCERT_PEM_MAX], cert[MCERT_PEM_MAX];
@@ -284,6 +492,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_ca_lifecycle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ca_import, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ca_rotation, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -151,6 +151,41 @@ static void test_migrations_from_v1(void **state)
 	assert_int_equal(sql_int(c->path, "SELECT count(*) FROM tailnets WHERE name = 'old'"), 1);
 }
 
+/*
+ * Migration 13 (CA rotation): a tailnet's one CA becomes a row with an id, the key file it
+ * always had and no retirement; its certificates name it; their keys are unknown.
+ */
+static void test_migration_cas(void **state)
+{
+	struct ctx *c = *state;
+	struct control_mcert m;
+	struct control_ca ca, *all = NULL;
+	struct store *s;
+	size_t n = 0;
+	void *be;
+
+	assert_int_equal(store_sqlite_open_version(c->path, 12, &be), 0);
+	store_backend_sqlite.close(be);
+	sql_exec(c->path, "INSERT INTO tailnets (id, name, created) VALUES (4, 'old', 1);"
+			  "INSERT INTO machine_cas (tailnet_id, cert, created) VALUES (4, 'PEM', 2);"
+			  "INSERT INTO machine_certs (tailnet_id, serial, machine_key, subject,"
+			  " not_before, not_after, created) VALUES (4, 'ab12', x'00', 'n', 1, 9, 2)");
+	assert_int_equal(store_open(c->path, &s), 0);
+	assert_int_equal(store_ca_get(s, 4, &ca), 0);
+	assert_true(ca.id > 0);
+	assert_int_equal(ca.tailnet_id, 4);
+	assert_string_equal(ca.cert, "PEM");
+	assert_string_equal(ca.key_file, "4.key");
+	assert_int_equal(ca.retired_at, 0);
+	assert_int_equal(store_ca_list(s, &all, &n), 0);
+	assert_int_equal(n, 1);
+	free(all);
+	assert_int_equal(store_mcert_get(s, "ab12", &m), 0);
+	assert_int_equal(m.ca_id, ca.id);
+	assert_false(m.has_pub);
+	store_free(s);
+}
+
 static void test_newer_version_refused(void **state)
 {
 	struct ctx *c = *state;
@@ -507,6 +542,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_migrations_fresh_and_rerun, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_admin_keeps_wal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrations_from_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_cas, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_version_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_durability_sigkill, setup, teardown),

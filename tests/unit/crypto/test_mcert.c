@@ -11,9 +11,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
+#include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -189,6 +192,162 @@ static void test_verify(void **state)
 	    MCERT_EXPIRED);
 }
 
+static X509_CRL *crl_read(const char *pem)
+{
+	BIO *b = BIO_new_mem_buf(pem, -1);
+	X509_CRL *crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
+
+	BIO_free(b);
+	assert_non_null(crl);
+	return crl;
+}
+
+static X509 *x509_read(const char *pem)
+{
+	BIO *b = BIO_new_mem_buf(pem, -1);
+	X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+
+	BIO_free(b);
+	assert_non_null(x);
+	return x;
+}
+
+/* OpenSSL's own chain check of cert under ca with crl at NOW: its X509_V_* result. */
+static int openssl_verify(const char *ca_pem, const char *cert_pem, X509_CRL *crl)
+{
+	X509_STORE *st = X509_STORE_new();
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+	X509 *ca = x509_read(ca_pem), *x = x509_read(cert_pem);
+	int err;
+
+	assert_int_equal(X509_STORE_add_cert(st, ca), 1);
+	if (crl) {
+		assert_int_equal(X509_STORE_add_crl(st, crl), 1);
+		X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
+	}
+	assert_int_equal(X509_STORE_CTX_init(ctx, st, x, NULL), 1);
+	X509_STORE_CTX_set_time(ctx, 0, (time_t)NOW);
+	X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+	err = X509_verify_cert(ctx) == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
+	X509_STORE_CTX_free(ctx);
+	X509_STORE_free(st);
+	X509_free(ca);
+	X509_free(x);
+	return err;
+}
+
+/*
+ * The CA's revocation list, read back by OpenSSL: signed by the CA (not by another), v2,
+ * its issuer, dates, number and authority key id, every serial with its date; OpenSSL's
+ * chain check with it refuses the revoked certificate and passes another of the same CA.
+ */
+static void test_crl(void **state)
+{
+	struct fix *f = *state;
+	struct mcert_revoked list[2] = {{.revoked_at = NOW - 100}, {.revoked_at = NOW - 50}};
+	char other_cert[MCERT_PEM_MAX], *pem = NULL, *empty = NULL;
+	struct mcert_info req, other_info;
+	ASN1_INTEGER *want = NULL, *num;
+	X509_REVOKED *rv = NULL;
+	EVP_PKEY *pub;
+	X509 *ca;
+	X509_CRL *crl;
+	BIGNUM *bn = NULL;
+	int64_t t;
+	int n, crit = 0;
+
+	snprintf(list[0].serial, sizeof(list[0].serial), "%s", f->info.serial);
+	snprintf(list[1].serial, sizeof(list[1].serial), "a1b2c3");
+	n = mcert_crl_make(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), list, 2,
+			   42, NOW, NOW + 7 * 86400, &pem);
+	assert_true(n > 0);
+	assert_int_equal((size_t)n, strlen(pem));
+	assert_true(strncmp(pem, "-----BEGIN X509 CRL-----", 24) == 0);
+	crl = crl_read(pem);
+	ca = x509_read(f->ca.cert);
+	pub = X509_get0_pubkey(ca);
+	assert_int_equal(X509_CRL_verify(crl, pub), 1);
+	assert_int_equal(X509_CRL_get_version(crl), X509_CRL_VERSION_2);
+	assert_int_equal(X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)), 0);
+	{
+		struct tm tm;
+
+		assert_int_equal(ASN1_TIME_to_tm(X509_CRL_get0_lastUpdate(crl), &tm), 1);
+		t = (int64_t)timegm(&tm);
+		assert_int_equal(t, NOW);
+		assert_int_equal(ASN1_TIME_to_tm(X509_CRL_get0_nextUpdate(crl), &tm), 1);
+		assert_int_equal((int64_t)timegm(&tm), NOW + 7 * 86400);
+	}
+	num = X509_CRL_get_ext_d2i(crl, NID_crl_number, &crit, NULL);
+	assert_non_null(num);
+	assert_int_equal(ASN1_INTEGER_get(num), 42);
+	ASN1_INTEGER_free(num);
+	assert_non_null(X509_CRL_get0_extensions(crl));
+	assert_true(X509_CRL_get_ext_by_NID(crl, NID_authority_key_identifier, -1) >= 0);
+	assert_int_equal(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)), 2);
+	/* Each serial, with its date. */
+	for (int i = 0; i < 2; i++) {
+		struct tm tm;
+
+		assert_true(BN_hex2bn(&bn, list[i].serial) > 0);
+		want = BN_to_ASN1_INTEGER(bn, NULL);
+		assert_int_equal(X509_CRL_get0_by_serial(crl, &rv, want), 1);
+		assert_int_equal(ASN1_TIME_to_tm(X509_REVOKED_get0_revocationDate(rv), &tm), 1);
+		assert_int_equal((int64_t)timegm(&tm), list[i].revoked_at);
+		ASN1_INTEGER_free(want);
+		BN_free(bn);
+		bn = NULL;
+	}
+	/* Not signed by another CA's key. */
+	{
+		X509 *o = x509_read(f->other.cert);
+
+		assert_int_not_equal(X509_CRL_verify(crl, X509_get0_pubkey(o)), 1);
+		X509_free(o);
+	}
+	/* OpenSSL's chain check: the revoked certificate refused, another one of the CA not. */
+	assert_int_equal(openssl_verify(f->ca.cert, f->cert, NULL), X509_V_OK);
+	assert_int_equal(openssl_verify(f->ca.cert, f->cert, crl), X509_V_ERR_CERT_REVOKED);
+	assert_int_equal(mcert_csr_parse(f->csr, strlen(f->csr), &req), MCERT_OK);
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+			       NOW - 60, NOW + 86400, &other_info, other_cert,
+			       sizeof(other_cert)) > 0);
+	assert_int_equal(openssl_verify(f->ca.cert, other_cert, crl), X509_V_OK);
+	X509_CRL_free(crl);
+	X509_free(ca);
+	free(pem);
+
+	/* An empty list is a valid CRL too. */
+	assert_true(mcert_crl_make(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert),
+				   NULL, 0, 1, NOW, NOW + 1, &empty) > 0);
+	crl = crl_read(empty);
+	assert_int_equal(X509_CRL_verify(crl, X509_get0_pubkey(ca = x509_read(f->ca.cert))), 1);
+	X509_free(ca);
+	/* No entries: OpenSSL leaves the list out (-1 for a missing stack). */
+	assert_true(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)) <= 0);
+	X509_CRL_free(crl);
+	free(empty);
+
+	/* Refused: a serial that is not hex, an empty one, a next update not after now, a key
+	 * that is not the CA's PEM. Nothing is returned. */
+	pem = NULL;
+	snprintf(list[1].serial, sizeof(list[1].serial), "xyz");
+	assert_int_equal(mcert_crl_make(f->ca.key, strlen(f->ca.key), f->ca.cert,
+					strlen(f->ca.cert), list, 2, 1, NOW, NOW + 1, &pem),
+			 -EINVAL);
+	list[1].serial[0] = '\0';
+	assert_int_equal(mcert_crl_make(f->ca.key, strlen(f->ca.key), f->ca.cert,
+					strlen(f->ca.cert), list, 2, 1, NOW, NOW + 1, &pem),
+			 -EINVAL);
+	assert_int_equal(mcert_crl_make(f->ca.key, strlen(f->ca.key), f->ca.cert,
+					strlen(f->ca.cert), list, 1, 1, NOW, NOW, &pem),
+			 -EINVAL);
+	assert_int_equal(mcert_crl_make("junk", 4, f->ca.cert, strlen(f->ca.cert), list, 1, 1,
+					NOW, NOW + 1, &pem),
+			 -EINVAL);
+	assert_null(pem);
+}
+
 static void test_verify_bad_der(void **state)
 {
 	struct fix *f = *state;
@@ -349,6 +508,7 @@ int main(void)
 	    cmocka_unit_test(test_csr_key_type_and_machine),
 	    cmocka_unit_test(test_verify),
 	    cmocka_unit_test(test_verify_bad_der),
+	    cmocka_unit_test(test_crl),
 	    cmocka_unit_test(test_proof),
 	    cmocka_unit_test(test_sign_cleans_subject),
 	    cmocka_unit_test(test_ca_import),
