@@ -5,6 +5,7 @@
 
 #include "base/util.h"
 #include "control/model.h"
+#include "control/store.h"
 
 bool control_account_totp_pending(const struct control_account *a)
 {
@@ -94,4 +95,56 @@ void control_node_policy(const struct control_node *r, const char *user, struct 
 	prefix_host(&ret->addrs[0], AF_INET, r->ipv4);
 	prefix_host(&ret->addrs[1], AF_INET6, v6);
 	ret->n_addrs = 2;
+}
+
+/*
+ * Here, not in store.c: the I/O-free registration (register.c) uses it, and the fuzzers
+ * build that without the store.
+ */
+uint32_t store_node_diff(const struct control_node *a, const struct control_node *b)
+{
+	uint32_t f = 0;
+
+	if (a->tailnet_id != b->tailnet_id)
+		f |= STORE_NODE_TAILNET;
+	if (a->user_id != b->user_id)
+		f |= STORE_NODE_USER;
+	if (strcmp(a->name, b->name) != 0)
+		f |= STORE_NODE_NAME;
+	if (strcmp(a->hostname, b->hostname) != 0)
+		f |= STORE_NODE_HOSTNAME;
+	if (strcmp(a->os, b->os) != 0)
+		f |= STORE_NODE_OS;
+	if (memcmp(a->machine_key, b->machine_key, sizeof(a->machine_key)) != 0)
+		f |= STORE_NODE_MACHINE_KEY;
+	if (memcmp(a->node_key, b->node_key, sizeof(a->node_key)) != 0)
+		f |= STORE_NODE_NODE_KEY;
+	if (memcmp(a->ipv4, b->ipv4, sizeof(a->ipv4)) != 0)
+		f |= STORE_NODE_IPV4;
+	/* Bytewise: a difference in padding only costs a write of the same text. */
+	if (a->n_endpoints != b->n_endpoints ||
+	    memcmp(a->endpoints, b->endpoints, a->n_endpoints * sizeof(a->endpoints[0])) != 0)
+		f |= STORE_NODE_ENDPOINTS;
+	if (a->n_tags != b->n_tags || memcmp(a->tags, b->tags, a->n_tags * sizeof(a->tags[0])) != 0)
+		f |= STORE_NODE_TAGS;
+	if (a->ephemeral != b->ephemeral)
+		f |= STORE_NODE_EPHEMERAL;
+	if (a->approved != b->approved)
+		f |= STORE_NODE_APPROVED;
+	if (a->expiry_disabled != b->expiry_disabled)
+		f |= STORE_NODE_EXPIRY_DISABLED;
+	if (a->key_expiry != b->key_expiry)
+		f |= STORE_NODE_KEY_EXPIRY;
+	if (a->created != b->created)
+		f |= STORE_NODE_CREATED;
+	if (a->last_seen != b->last_seen)
+		f |= STORE_NODE_LAST_SEEN;
+	if (a->has_audit_key != b->has_audit_key ||
+	    (a->has_audit_key && memcmp(a->audit_key, b->audit_key, sizeof(a->audit_key)) != 0))
+		f |= STORE_NODE_AUDIT_KEY;
+	if (a->has_disco_key != b->has_disco_key ||
+	    (a->has_disco_key && memcmp(a->disco_key, b->disco_key, sizeof(a->disco_key)) != 0) ||
+	    a->home_region != b->home_region || a->mapping_varies != b->mapping_varies)
+		f |= STORE_NODE_DISCO;
+	return f;
 }
