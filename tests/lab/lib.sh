@@ -454,7 +454,31 @@ ping_all()
 	local out
 	out=$(nsx "$ns" ping -n -q -c "$count" -i 0.2 -W 2 "$@" "$dst" 2>&1)
 	printf '%s: %s\n' "$ns" "$out" >&2
-	grep -qE " $count received, 0% packet loss" <<<"$out"
+	grep -qE " $count received, 0% packet loss" <<<"$out" && return 0
+	lab_drops_dump >&2
+	return 1
+}
+
+# lab_drops_dump: where the kernels of this lab's namespaces dropped packets (links' rx/tx
+# drops and errors, and the nonzero drop, error and discard counters of nstat), so a lost
+# packet that no daemon counted can be placed. Full dump in $LAB_TMP/drops.N.
+lab_drops_dump()
+{
+	local ns f
+	LAB_DROPS_N=$((${LAB_DROPS_N:-0} + 1))
+	f="$LAB_TMP/drops.$LAB_DROPS_N"
+	for ns in "${LAB_NAMESPACES[@]}"; do
+		{
+			echo "== $ns"
+			ip -n "$ns" -s -s link show
+			ip netns exec "$ns" nstat -asz 2>/dev/null |
+				awk '$2 != 0 && $1 ~ /Drop|Err|Discard|Fail|Overflow|TooBig|Prune|Timeout/'
+		} >>"$f" 2>&1
+		ip netns exec "$ns" nstat -asz 2>/dev/null | awk -v ns="$ns" '
+			$2 != 0 && $1 ~ /Drop|Err|Discard|Overflow|TooBig/ { s = s " " $1 "=" $2 }
+			END { if (s != "") print ns " drops:" s }'
+	done
+	echo "kernel drop counters of the lab's namespaces: $f"
 }
 
 # wait_listen NS PORT: bounded wait for a TCP listener (30 s: a liveness bound for a loaded
