@@ -174,14 +174,16 @@ Mean: on $G_ON Gbit/s, off $G_OFF Gbit/s ($G_DIFF %); CPU per MB on $C_ON ms, of
 
 **10,000 short flows**: a sends one 64-byte UDP datagram from each of 10,000 new sockets
 (source ports 20000-29999) to b (${FLOWS_S} s), flow logs on. a's batches covering it carry $COUNTED of those flows and
-count $DROPPED dropped (\`flows_dropped\`: packets that found no slot, a table full at 4,096
-flows per counting thread per interval; one packet a flow here); $TUN_DROPPED datagrams were
+count $DROPPED dropped (\`flows_dropped\`: distinct flows with packets that found no slot, a
+table full at 4,096 flows per counting thread per interval; past 64 such flows a thread an
+estimate, docs/audit.md); $TUN_DROPPED datagrams were
 dropped before trellisd (the kernel's queue to a's TUN device). a's trellisd ($THREADS threads): VmRSS $RSS0 kB before, $RSS1 kB right after
 the burst, $RSS2 kB once its batches were in; VmHWM $HWM0 -> $HWM1 kB. Memory stays bounded:
-a counting thread's two tables are fixed at 2 x 4,096 entries of 96 bytes, 786,456 bytes
-with their flags (0.79 MB, under the issue's 0.8 MB; \`src/node/flowtable.c\` asserts the
-bound at build time), allocated at the thread's first packet and touched as flows fill
-them; at most 16 threads count (12.6 MB in all).
+a counting thread's two tables are fixed at 2 x 4,096 entries of 96 bytes and 2 x 4.6 KB
+that count the flows finding no slot, 795,688 bytes with their flags (0.80 MB, under the
+issue's 0.8 MB; \`src/node/flowtable.c\` asserts the bound at build time), allocated at the
+thread's first packet and touched as flows fill them; at most 16 threads count (12.7 MB in
+all).
 
 The machine was busy (two \`make check\` loops and other helpers' builds on 2 cores): the
 rates move by ±20 % between runs of the same setting, so the on/off difference in Gbit/s

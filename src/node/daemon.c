@@ -119,6 +119,8 @@ struct daemon {
 	struct flowtable *flows; /* the data path counts flows here; flushed into the spool */
 	struct loop_timer flows_timer;
 	uint64_t flows_since; /* the start of the interval being counted */
+	/* What the full tables could not count since the daemon started (status flow_log). */
+	uint64_t flows_dropped, flow_packets_dropped;
 	/* The tailnet's setting (netmap flow_log): until a netmap says, on every 5 s. */
 	struct netmap_flow_log flows_cfg;
 	/*
@@ -792,14 +794,16 @@ static void flows_flush(struct daemon *d, uint64_t now)
 	const struct state_prefs *prefs = state_prefs(d->st);
 	struct flowbatch_record *recs = NULL;
 	int64_t off = (int64_t)(time_wall_ns() - now);
-	uint32_t overflow = 0;
+	struct flowtable_overflow overflow = {0};
 	int n;
 
 	n = flowtable_flush(d->flows, off, &recs, &overflow);
 	if (n < 0)
 		log_ratelimited(LOG_LEVEL_WARN, "flows: %s", strerror(-n));
+	d->flows_dropped += overflow.flows;
+	d->flow_packets_dropped += overflow.packets;
 	/* Counted before the node has an id at the server: nobody to report them as. */
-	if ((n > 0 || overflow) && prefs->registered && prefs->node_id) {
+	if ((n > 0 || overflow.flows) && prefs->registered && prefs->node_id) {
 		for (int i = 0; i < n; i++) {
 			const uint8_t *key = flow_peer(d, recs[i].dst);
 
@@ -813,7 +817,8 @@ static void flows_flush(struct daemon *d, uint64_t now)
 			}
 		}
 		if (flowspool_add(d->spool, prefs->node_id, d->flows_since + (uint64_t)off,
-				  now + (uint64_t)off, overflow, recs, (unsigned)MAX(n, 0)) == 0 &&
+				  now + (uint64_t)off, overflow.flows, recs,
+				  (unsigned)MAX(n, 0)) == 0 &&
 		    d->cc)
 			control_client_flows_kick(d->cc);
 	}
@@ -1366,10 +1371,12 @@ static json_t *flow_log_json(struct daemon *d)
 	struct flowspool_stats fs;
 
 	flowspool_stats(d->spool, &fs);
-	return json_pack("{s:b, s:I, s:I, s:I, s:I}", "enabled", d->flows_cfg.enabled,
+	return json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "enabled", d->flows_cfg.enabled,
 			 "interval_ms", (json_int_t)d->flows_cfg.interval_ms, "seq",
 			 (json_int_t)fs.seq, "spooled", (json_int_t)fs.spooled, "batches_dropped",
-			 (json_int_t)fs.batches_dropped);
+			 (json_int_t)fs.batches_dropped, "flows_dropped",
+			 (json_int_t)d->flows_dropped, "packets_dropped",
+			 (json_int_t)d->flow_packets_dropped);
 }
 
 /* What is wrong, one sentence each, for `trellis status` (docs/localapi.md, "health"). */

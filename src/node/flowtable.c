@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Flow accounting (flowtable.h). */
 #include <errno.h>
+#include <math.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -28,9 +29,23 @@ struct entry {
 	uint64_t tx_p, tx_b, rx_p, rx_b, first_ns, last_ns;
 };
 
+/*
+ * Flows that found no slot, counted once each per interval (docs/audit.md, "Counting on
+ * the node"): the first OVF_EXACT distinct ones by their hash, exactly; all of them as a
+ * bit each in a bitmap, read by linear counting when the exact list ran out. Bounded
+ * whatever arrives; only a packet that finds no slot touches them.
+ */
+#define OVF_EXACT 64
+#define OVF_BITS 32768
+#define OVF_SHIFT 49 /* 64 - log2(OVF_BITS): the hash's top bits; the table indexes the low */
+_Static_assert(OVF_BITS == 1u << (64 - OVF_SHIFT), "OVF_SHIFT must match OVF_BITS");
+
 struct table {
 	struct entry e[FLOWTABLE_SLOTS];
-	uint32_t overflow;
+	uint64_t ovf_packets;
+	uint32_t n_exact;	      /* hashes in exact; > OVF_EXACT: it ran out */
+	uint64_t exact[OVF_EXACT];    /* the hashes of the first distinct flows with no slot */
+	uint64_t bits[OVF_BITS / 64]; /* every flow with no slot, by its hash's top bits */
 };
 
 struct shard {
@@ -38,8 +53,22 @@ struct shard {
 	atomic_uint busy;   /* the writer is in a batch */
 	struct table t[2];
 };
-/* A counting thread's memory (issue 13: 0.8 MB); 786,456 bytes on x86-64. */
+/* A counting thread's memory (issue 13: 0.8 MB); 795,688 bytes on x86-64. */
 _Static_assert(sizeof(struct shard) <= 800000, "a counting thread's tables grew past 0.8 MB");
+
+/*
+ * The distinct flows the shards' full tables could not hold: exact while every table's list
+ * held its flows (the lists merged, a flow two threads missed counted once), else the
+ * linear-counting estimate over the union of the bitmaps (Whang et al., 1990: n = -m ln(z/m)
+ * for z of m bits still zero; within 1 % up to about 2m flows). A bitmap with no zero left
+ * (over ~300,000 flows) reads as m ln m.
+ */
+struct overflow_merge {
+	bool exact;
+	unsigned n;
+	uint64_t hashes[FLOWTABLE_SHARDS * OVF_EXACT];
+	uint64_t bits[OVF_BITS / 64];
+};
 
 struct flowtable {
 	uint64_t id; /* tells tables apart for the thread-local pointers (never reused) */
@@ -47,6 +76,7 @@ struct flowtable {
 	atomic_uint n_shards;
 	atomic_uint_fast64_t unsharded; /* packets of threads beyond FLOWTABLE_SHARDS */
 	struct shard *shards[FLOWTABLE_SHARDS];
+	struct overflow_merge om; /* the flusher's, reset each flush: no allocation then */
 };
 
 /* The calling thread's shard of the table it last counted in. */
@@ -167,6 +197,22 @@ static uint64_t key_hash(const struct flowtable *ft, const struct key *k)
 	return h;
 }
 
+/* A packet of the flow with hash h found no slot. */
+static void overflow_note(struct table *t, uint64_t h)
+{
+	t->ovf_packets++;
+	t->bits[(h >> OVF_SHIFT) / 64] |= 1ull << ((h >> OVF_SHIFT) % 64);
+	if (t->n_exact > OVF_EXACT)
+		return;
+	for (unsigned i = 0; i < t->n_exact; i++)
+		if (t->exact[i] == h)
+			return;
+	/* One past the list marks it as run out: from then on only the bitmap counts. */
+	if (t->n_exact < OVF_EXACT)
+		t->exact[t->n_exact] = h;
+	t->n_exact++;
+}
+
 static void count(struct flowtable *ft, struct table *t, const uint8_t *p, size_t len, int dir,
 		  uint64_t now_ns)
 {
@@ -199,16 +245,16 @@ static void count(struct flowtable *ft, struct table *t, const uint8_t *p, size_
 		}
 		return;
 	}
-	t->overflow++;
+	overflow_note(t, h);
 }
 
 /* One batch of a thread: the table it writes is fixed for the batch (see flush). */
-static struct table *batch_begin(struct flowtable *ft, struct shard **ret)
+static struct table *batch_begin(struct flowtable *ft, unsigned n, struct shard **ret)
 {
 	struct shard *sh = shard_get(ft);
 
 	if (!sh) {
-		atomic_fetch_add_explicit(&ft->unsharded, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&ft->unsharded, n, memory_order_relaxed);
 		return NULL;
 	}
 	atomic_store(&sh->busy, 1);
@@ -224,7 +270,7 @@ static void batch_end(struct shard *sh)
 void flowtable_tx(struct flowtable *ft, struct pkt *const *pkts, unsigned n, uint64_t now_ns)
 {
 	struct shard *sh;
-	struct table *t = batch_begin(ft, &sh);
+	struct table *t = batch_begin(ft, n, &sh);
 
 	if (!t)
 		return;
@@ -237,7 +283,7 @@ void flowtable_rx(struct flowtable *ft, struct pkt *const *pkts, unsigned passed
 		  uint64_t now_ns)
 {
 	struct shard *sh;
-	struct table *t = batch_begin(ft, &sh);
+	struct table *t = batch_begin(ft, n, &sh);
 
 	if (!t)
 		return;
@@ -250,7 +296,7 @@ void flowtable_rx(struct flowtable *ft, struct pkt *const *pkts, unsigned passed
 void flowtable_packet(struct flowtable *ft, const uint8_t *p, size_t len, int dir, uint64_t now_ns)
 {
 	struct shard *sh;
-	struct table *t = batch_begin(ft, &sh);
+	struct table *t = batch_begin(ft, 1, &sh);
 
 	if (!t)
 		return;
@@ -265,14 +311,58 @@ static int entry_cmp(const void *a, const void *b)
 	return memcmp(&x->k, &y->k, sizeof(x->k));
 }
 
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void overflow_take(struct overflow_merge *om, struct table *t)
+{
+	if (!t->ovf_packets)
+		return;
+	if (t->n_exact > OVF_EXACT)
+		om->exact = false;
+	else if (om->exact) {
+		memcpy(om->hashes + om->n, t->exact, t->n_exact * sizeof(t->exact[0]));
+		om->n += t->n_exact;
+	}
+	for (unsigned i = 0; i < OVF_BITS / 64; i++)
+		om->bits[i] |= t->bits[i];
+	memset(t->bits, 0, sizeof(t->bits));
+	t->n_exact = 0;
+	t->ovf_packets = 0;
+}
+
+static uint32_t overflow_flows(struct overflow_merge *om)
+{
+	unsigned zero = 0, distinct = 0;
+
+	if (om->exact) {
+		qsort(om->hashes, om->n, sizeof(om->hashes[0]), u64_cmp);
+		for (unsigned i = 0; i < om->n; i++)
+			distinct += !i || om->hashes[i] != om->hashes[i - 1];
+		return distinct;
+	}
+	for (unsigned i = 0; i < OVF_BITS / 64; i++)
+		zero += 64 - (unsigned)__builtin_popcountll(om->bits[i]);
+	return (uint32_t)llround(OVF_BITS * log((double)OVF_BITS / (zero ? zero : 1)));
+}
+
 int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbatch_record **ret,
-		    uint32_t *ret_overflow)
+		    struct flowtable_overflow *ret_overflow)
 {
 	unsigned n_shards = MIN(atomic_load(&ft->n_shards), (unsigned)FLOWTABLE_SHARDS);
 	struct entry *all = NULL;
 	struct flowbatch_record *recs = NULL;
+	struct overflow_merge *om = &ft->om;
 	size_t n = 0, cap = 0, m = 0;
-	uint32_t overflow = 0;
+	uint64_t packets = 0;
+	uint32_t lost = 0; /* entries the merge could not keep (no memory): flows not counted */
+
+	memset(om, 0, sizeof(*om));
+	om->exact = true;
 
 	for (unsigned s = 0; s < n_shards; s++) {
 		struct shard *sh = ft->shards[s];
@@ -287,8 +377,8 @@ int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbat
 		while (atomic_load(&sh->busy))
 			sched_yield();
 		t = &sh->t[old];
-		overflow += t->overflow;
-		t->overflow = 0;
+		packets += t->ovf_packets;
+		overflow_take(om, t);
 		for (unsigned i = 0; i < FLOWTABLE_SLOTS; i++) {
 			if (!t->e[i].used)
 				continue;
@@ -296,7 +386,9 @@ int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbat
 				struct entry *v = realloc(all, (cap ? cap * 2 : 256) * sizeof(*v));
 
 				if (!v) {
-					overflow++;
+					lost++;
+					packets += t->e[i].tx_p + t->e[i].rx_p + t->e[i].denied;
+					t->e[i].used = false;
 					continue;
 				}
 				all = v;
@@ -350,8 +442,10 @@ int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbat
 		r->denied = e->denied;
 	}
 	free(all);
-	overflow += (uint32_t)atomic_exchange(&ft->unsharded, 0);
+	*ret_overflow = (struct flowtable_overflow){
+	    .flows = overflow_flows(om) + lost,
+	    .packets = packets + atomic_exchange(&ft->unsharded, 0),
+	};
 	*ret = recs;
-	*ret_overflow = overflow;
 	return (int)m;
 }

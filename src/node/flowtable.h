@@ -13,9 +13,10 @@
  * flusher (one thread, the daemon's loop) switches the shard's writers to the
  * other table, waits for a batch that may still be writing the old one to end
  * (one atomic flag a batch), then reads and clears it, and merges the shards'
- * entries of a flow. A full table counts the flows it cannot hold (overflow):
- * memory is bounded (FLOWTABLE_SHARDS x 2 x FLOWTABLE_SLOTS entries) whatever
- * traffic passes. Threads beyond FLOWTABLE_SHARDS are not counted (counted).
+ * entries of a flow. A full table counts the flows it cannot hold, each once an
+ * interval (struct flowtable_overflow): memory is bounded (FLOWTABLE_SHARDS x 2
+ * tables of FLOWTABLE_SLOTS entries and a fixed overflow record) whatever traffic
+ * passes. Packets of threads beyond FLOWTABLE_SHARDS are not counted (counted).
  */
 
 #include <stddef.h>
@@ -48,11 +49,24 @@ void flowtable_packet(struct flowtable *ft, const uint8_t *p, size_t len, int di
 #define FLOWTABLE_DENIED 2
 
 /*
+ * What the interval could not count (docs/audit.md, "Counting on the node"). flows: the
+ * distinct flows (the record's key) at least one packet of which found no slot, each
+ * once however many packets and threads missed it; exact up to 64 such flows a thread,
+ * beyond that a linear-counting estimate (standard error under 1 % up to ~130,000). Such
+ * a flow may still have a record with the packets another thread's table held. packets:
+ * every packet not counted, exactly (no slot, or a thread beyond FLOWTABLE_SHARDS).
+ */
+struct flowtable_overflow {
+	uint32_t flows;
+	uint64_t packets;
+};
+
+/*
  * What was counted since the last flush, one record a flow (peer_key zero; times
  * as given to the data path, plus wall_offset_ns), malloc'd in *ret (free()).
- * Returns how many, or -ENOMEM; *ret_overflow: flows not counted. Loop thread.
+ * Returns how many, or -ENOMEM; *ret_overflow: what was not counted. Loop thread.
  */
 int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbatch_record **ret,
-		    uint32_t *ret_overflow);
+		    struct flowtable_overflow *ret_overflow);
 
 #endif
