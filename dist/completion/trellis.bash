@@ -91,6 +91,9 @@ _trellis_control()
 	'help ') mapfile -t COMPREPLY < <(compgen -W "authkey apikey tailnets users nodes relaymap policy
 		audit flows ca" -- "$cur") ;;
 	'audit ') mapfile -t COMPREPLY < <(compgen -W "log verify prune --help" -- "$cur") ;;
+	'flows ') mapfile -t COMPREPLY < <(compgen -W "list prune --node --since --flagged --json
+		--help" -- "$cur") ;;
+	'flows prune') mapfile -t COMPREPLY < <(compgen -W "--tailnet --before --older-than" -- "$cur") ;;
 	'flows '*) mapfile -t COMPREPLY < <(compgen -W "--node --since --flagged --json --help" -- "$cur") ;;
 	'ca ') mapfile -t COMPREPLY < <(compgen -W "init rotate retire show sign renew revoke list crl --help" -- "$cur") ;;
 	'ca init') mapfile -t COMPREPLY < <(compgen -W "--tailnet --validity --import-cert --import-key" -- "$cur") ;;

@@ -168,15 +168,22 @@ static const struct noun nouns[] = {
      "  prune: drops entries older than DURATION (root on the admin socket only); the\n"
      "  chain stays verifiable from the last dropped entry's hash (docs/audit.md).\n"
      "example: trellis-control audit log --since 1d\n"},
-    {"flows", "list",
+    {"flows", "list, prune",
      "usage: trellis-control [--state DIR] flows [list] [--node ID|NAME] [--since T] [--flagged]\n"
      "           [--json]\n"
+     "       trellis-control [--state DIR] flows prune [--tailnet NAME]\n"
+     "           --before T | --older-than DURATION\n"
      "  Every flow the nodes reported (docs/audit.md), both ends paired: confirmed\n"
      "  when the two reports agree within what loss explains, else mismatch or\n"
      "  one-sided. --node: the flows this node reported or was reported in.\n"
      "  --since T: flows seen since (2h, 7d, a UTC date or time, Unix seconds).\n"
      "  --flagged: only what is not confirmed. --json: one JSON object a line.\n"
      "  `audit verify` checks every node's batch chain.\n"
+     "  prune: drops the tailnet's (default: \"default\") batches received before T\n"
+     "  (a duration ago, a UTC date or time, Unix seconds) or longer ago than\n"
+     "  DURATION, as the tailnet's --flow-retention does: each node's chain stays\n"
+     "  verifiable from an anchor, each chunk a flows.prune audit entry (root on the\n"
+     "  admin socket only).\n"
      "example: trellis-control flows --flagged --since 1h\n"},
     {"relaymap", "set, get, reset",
      "usage: trellis-control [--state DIR] relaymap set FILE|-\n"
@@ -1515,7 +1522,55 @@ static void flow_end_print(json_t *e)
 	       i_(e, "rx_packets"), i_(e, "rx_bytes"), i_(e, "denied"));
 }
 
-static int flows_cmd(struct cli *cli, int argc, char **argv)
+/* flows prune: chunk calls until the server says nothing more is old enough. */
+static int flows_prune_cmd(struct cli *cli, int argc, char **argv)
+{
+	const char *tailnet = NULL, *before = NULL, *older = NULL, *pos[1];
+	const struct opt opts[] = {
+	    {"--tailnet", true, &tailnet, NULL},
+	    {"--before", true, &before, NULL},
+	    {"--older-than", true, &older, NULL},
+	    {NULL},
+	};
+	int64_t t = INT64_MIN;
+	json_int_t removed = 0;
+	json_t *ans;
+	bool more;
+	int npos, r;
+
+	if (opts_parse(argc, argv, opts, pos, 0, &npos) || (before && since_parse(before, &t)) ||
+	    duration_check(older))
+		return 1;
+	if (!before == !older)
+		return fail(
+		    "usage: flows prune [--tailnet NAME] --before T | --older-than DURATION");
+	if (tailnet && path_arg_check(tailnet))
+		return 1;
+	if (cli->dry)
+		return DRY_STOP;
+	do {
+		json_t *body = older ? json_pack("{s:s}", "older_than", older)
+				     : json_pack("{s:I}", "before", (json_int_t)t);
+
+		if (tailnet)
+			json_object_set_new(body, "tailnet", json_string(tailnet));
+		r = call_json(cli, "POST", ADMIN_API_PREFIX "flows/prune", body, &ans);
+		if (r)
+			return r;
+		removed += i_(ans, "removed");
+		more = json_is_true(json_object_get(ans, "more"));
+		/* The cut-off the server took stays put while the chunks go on. */
+		if (older) {
+			older = NULL;
+			t = i_(ans, "before");
+		}
+		json_decref(ans);
+	} while (more);
+	printf("%" JSON_INTEGER_FORMAT " flow-log batches removed\n", removed);
+	return 0;
+}
+
+static int flows_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *since = NULL, *node = NULL, *pos[1];
 	bool as_json = false, flagged = false;
@@ -1533,6 +1588,8 @@ static int flows_cmd(struct cli *cli, int argc, char **argv)
 	size_t i;
 	int npos, r;
 
+	if (strcmp(sub, "prune") == 0)
+		return flows_prune_cmd(cli, argc, argv);
 	if (opts_parse(argc, argv, opts, pos, 0, &npos) || (since && since_parse(since, &t)))
 		return 1;
 	if (node && path_arg_check(node))
@@ -1999,7 +2056,7 @@ static int command_run(struct cli *cli, const char *cmd, const char *sub, int ar
 	if (strcmp(cmd, "audit") == 0)
 		return audit_cmd(cli, sub, argc, argv);
 	if (strcmp(cmd, "flows") == 0)
-		return flows_cmd(cli, argc, argv);
+		return flows_cmd(cli, sub, argc, argv);
 	if (strcmp(cmd, "policy") == 0)
 		return policy_cmd(cli, sub, argc, argv);
 	if (strcmp(cmd, "ca") == 0)

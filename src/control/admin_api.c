@@ -19,6 +19,7 @@
 #include "control/admin_api.h"
 #include "control/admin_op.h"
 #include "control/ca.h"
+#include "control/flows_prune.h"
 #include "control/flows_query.h"
 #include "control/users.h"
 #include "crypto/crypto.h"
@@ -908,6 +909,39 @@ static int audit_prune(struct call *k)
 }
 
 /*
+ * POST flows/prune {"tailnet": NAME?, "before": UNIX_SECONDS | "older_than": DURATION}: up to
+ * ADMIN_FLOWS_PRUNE_CHUNKS chunks of the retention's size; "more": call again.
+ */
+static int flows_prune(struct call *k)
+{
+	static const char *const names[] = {"tailnet", "before", "older_than", NULL};
+	json_t *b = k->body ? json_object_get(k->body, "before") : NULL;
+	const char *tailnet;
+	int64_t older = 0, before;
+	uint64_t n = 0;
+	bool more = false;
+	int r;
+
+	if (body_only(k, names) < 0 || body_string(k, "tailnet", &tailnet) < 0 ||
+	    body_duration(k, "older_than", 0, &older) < 0)
+		return -1;
+	if (b && !json_is_integer(b))
+		return fail(k, 400, "\"before\" must be Unix seconds");
+	if (!b == !older || older < 0)
+		return fail(k, 400,
+			    "one of \"before\" (Unix seconds) or \"older_than\" (a "
+			    "duration above zero, 30d) is needed");
+	before = b ? (int64_t)json_integer_value(b) : k->c.now - older;
+	r = admin_op_flows_prune(&k->c, tailnet, before, FLOWS_PRUNE_CHUNK,
+				 ADMIN_FLOWS_PRUNE_CHUNKS, &n, &more);
+	if (r < 0)
+		return op_fail(k, r);
+	k->out = json_pack("{s:I, s:I, s:b}", "removed", (json_int_t)n, "before",
+			   (json_int_t)before, "more", more);
+	return 0;
+}
+
+/*
  * An account with its second factor enrolled at creation: the one answer that carries a
  * secret, for the admin to hand to the person (the CLI shows it as a QR code).
  */
@@ -1308,6 +1342,12 @@ static int route(struct call *k)
 			return fail(k, 403, "the audit log is pruned on the server's admin "
 					    "socket only");
 		return audit_prune(k);
+	}
+	if (is(k, "POST", 2, "flows", NULL) && strcmp(k->seg[1], "prune") == 0) {
+		if (!k->req->apikeys)
+			return fail(k, 403,
+				    "flow logs are pruned on the server's admin socket only");
+		return flows_prune(k);
 	}
 	if (strcmp(s0, "apikeys") == 0 && !k->req->apikeys)
 		return fail(k, 403, "API keys are managed on the server's admin socket only");

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "control/admin_op.h"
+#include "control/flows_prune.h"
 #include "control/relays.h"
 #include "control/pending.h"
 #include "crypto/crypto.h"
@@ -52,8 +53,12 @@ int admin_op_commit(struct admin_op_ctx *c, const char *action, const char *targ
 	audit_entry_release(&e);
 	if (r < 0)
 		return r;
+	/* A flow prune that found nothing old enough wrote nothing, and no entry. */
+	if (op->kind == STORE_OP_FLOW_PRUNE && !id)
+		goto out;
 	if (c->committed)
 		c->committed(c->arg, c->actor, op, id);
+out:
 	if (ret_id)
 		*ret_id = id;
 	return 0;
@@ -714,6 +719,50 @@ int admin_op_audit_prune(struct admin_op_ctx *c, int64_t keep_sec, uint64_t *ret
 		return refuse(c, r, "cannot prune the audit log: %s", strerror(-r));
 	if (ret_removed)
 		*ret_removed = n;
+	return 0;
+}
+
+/* ---- flow logs ---- */
+
+int admin_op_flows_prune(struct admin_op_ctx *c, const char *tailnet, int64_t before,
+			 unsigned chunk, unsigned max_chunks, uint64_t *ret_batches, bool *ret_more)
+{
+	struct store_op op = {.kind = STORE_OP_FLOW_PRUNE};
+	struct control_tailnet t;
+	char target[AUDIT_TARGET_MAX];
+	uint64_t n = 0, total = 0;
+	unsigned i;
+	int r;
+
+	if (!chunk || !max_chunks)
+		return refuse(c, -EINVAL, "nothing to prune in (chunk %u, chunks %u)", chunk,
+			      max_chunks);
+	if (before > c->now)
+		return refuse(c, -EINVAL,
+			      "the cut-off is in the future: flow logs not yet "
+			      "received cannot be pruned");
+	/* The default tailnet is not created for this: nothing of it is there to prune. */
+	tailnet = tailnet ? tailnet : ADMIN_DEFAULT_TAILNET;
+	r = store_tailnet_get_by_name(c->store, tailnet, &t);
+	if (r < 0)
+		return refuse(c, r, r == -ENOENT ? "unknown tailnet \"%s\"" : "%s: cannot read it",
+			      tailnet);
+	/* The entry and the chunks are the retention's (flows_prune.c), the actor the admin. */
+	snprintf(target, sizeof(target), "tailnet:%s", t.name);
+	op.flow_prune =
+	    (struct store_flow_prune){.tailnet_id = t.id, .before = before, .max_batches = chunk};
+	for (i = 0; i < max_chunks; i++) {
+		r = admin_op_commit(c, "flows.prune", target, &op, &n);
+		if (r < 0)
+			return refuse(c, r, "cannot prune the flow logs: %s", strerror(-r));
+		total += n;
+		if (n < chunk)
+			break;
+	}
+	if (ret_batches)
+		*ret_batches = total;
+	if (ret_more)
+		*ret_more = i == max_chunks; /* the last chunk was full: there may be more */
 	return 0;
 }
 

@@ -207,4 +207,17 @@ int admin_op_snapshot(struct admin_op_ctx *c, const char *tailnet, struct store_
 int admin_op_audit_prune(struct admin_op_ctx *c, int64_t keep_sec, uint64_t *ret_removed);
 int admin_op_audit_verify(struct admin_op_ctx *c, struct audit_walk *ret, uint64_t *ret_anchor);
 
+/*
+ * `flows prune` (docs/audit.md): the tailnet's (NULL: the default) flow-log batches received
+ * before `before` (Unix seconds, not after ctx->now) go, by the retention's path
+ * (flows_prune.h): chunks of at most `chunk` batches, each one transaction with its
+ * `flows.prune` entry and the nodes' anchors, so `audit verify` stays clean. At most
+ * max_chunks chunks a call, so a long prune does not hold the server's loop: *ret_more says
+ * the last one was full (call again). 0, -EINVAL, -ENOENT or the store's -errno.
+ */
+#define ADMIN_FLOWS_PRUNE_CHUNKS 8
+int admin_op_flows_prune(struct admin_op_ctx *c, const char *tailnet, int64_t before,
+			 unsigned chunk, unsigned max_chunks, uint64_t *ret_batches,
+			 bool *ret_more);
+
 #endif

@@ -1484,6 +1484,12 @@ static void admin_committed(void *arg, const char *actor, const struct store_op 
 	case STORE_OP_AUDIT_PRUNE:
 		log_info("control: admin %s: audit log pruned (%" PRIu64 " entries)", actor, id);
 		return;
+	case STORE_OP_FLOW_PRUNE:
+		/* The collector goes on from the anchors (flows_collect.c): nothing to apply. */
+		log_info("control: admin %s: flow logs of tailnet %" PRIu64 " pruned (%" PRIu64
+			 " batches)",
+			 actor, op->flow_prune.tailnet_id, id);
+		return;
 	case STORE_OP_ACCOUNT_PUT:
 	case STORE_OP_ACCOUNT_DELETE:
 		/* Read from the store at each sign-in: nothing to apply. */

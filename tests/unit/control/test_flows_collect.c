@@ -10,6 +10,8 @@
  * anchor the chain goes on from (at the collector too, after a restart), and
  * verify still names a batch deleted, edited or reordered after the anchor, and
  * an anchor edited or deleted (the digest in the flows.prune audit entry).
+ * `flows prune` by hand (admin API and op): the same chunks, anchors and entries
+ * under the admin's name, `audit verify` clean after it.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -23,7 +25,11 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include <jansson.h>
+
 #include "base/loop.h"
+#include "control/admin_api.h"
+#include "control/admin_op.h"
 #include "control/flows_collect.h"
 #include "control/flows_prune.h"
 #include "control/flows_query.h"
@@ -596,6 +602,147 @@ static void test_pruner(void **state)
 	mapper_free(m);
 }
 
+static unsigned prune_commits;
+
+static void prune_committed(void *arg, const char *actor, const struct store_op *op, uint64_t id)
+{
+	(void)arg;
+	(void)id;
+	assert_int_equal(op->kind, STORE_OP_FLOW_PRUNE);
+	assert_string_equal(actor, "socket:root");
+	prune_commits++;
+}
+
+/* One admin API request as the socket's root (apikeys) or an API key; its answer in *ret. */
+static unsigned api(struct ctx *c, bool socket, const char *method, const char *target,
+		    const char *body, json_t **ret)
+{
+	const struct admin_api_env env = {.store = c->s, .committed = prune_committed};
+	struct admin_api_request r = {
+	    .method = method,
+	    .target = target,
+	    .body = body,
+	    .body_len = body ? strlen(body) : 0,
+	    .actor = "socket:root",
+	    .apikeys = socket,
+	    .now = c->now,
+	};
+	char *out = NULL;
+	size_t len = 0;
+	unsigned st = admin_api_handle(&env, &r, &out, &len);
+
+	json_decref(*ret);
+	*ret = json_loadb(out, len, 0, NULL);
+	assert_non_null(*ret);
+	free(out);
+	return st;
+}
+
+struct prune_log {
+	unsigned n;
+	char actor[AUDIT_ACTOR_MAX], target[AUDIT_TARGET_MAX];
+};
+
+static int prune_log(void *arg, const struct audit_entry *e)
+{
+	struct prune_log *p = arg;
+
+	if (!strcmp(e->action, "flows.prune")) {
+		p->n++;
+		snprintf(p->actor, sizeof(p->actor), "%s", e->actor);
+		snprintf(p->target, sizeof(p->target), "%s", e->target);
+	}
+	return 0;
+}
+
+/* `flows prune` by hand: the retention's path, chunk by chunk, under the admin's name. */
+static void test_manual_prune(void **state)
+{
+	struct ctx *c = *state;
+	struct control_tailnet dflt = {.name = "default", .ephemeral_timeout_sec = 600},
+			       other = {.name = "other", .ephemeral_timeout_sec = 600};
+	struct admin_op_ctx op = {.store = c->s, .actor = "cli:test"};
+	struct prune_log pl = {0};
+	struct flows_verify v;
+	json_t *ans = NULL;
+	uint64_t n = 0;
+	bool more = false;
+
+	assert_int_equal(store_tailnet_create(c->s, &dflt), 0);
+	assert_int_equal(dflt.id, 1); /* the tailnet the collector files the batches under */
+	assert_int_equal(store_tailnet_create(c->s, &other), 0);
+	/* Seqs 1-3 of both nodes arrive at 100, 4-5 at 1000. */
+	for (uint64_t seq = 1; seq <= 5; seq++) {
+		c->now = seq <= 3 ? 100 : 1000;
+		assert_string_equal(send_batch(c, 1, seq, 10, 1000, 10, 1000), "stored");
+		assert_string_equal(send_batch(c, 2, seq, 10, 1000, 10, 1000), "stored");
+	}
+	c->now = 2000;
+	/* Removing history is for root on the admin socket; the request named exactly. */
+	assert_int_equal(api(c, false, "POST", "/admin/v1/flows/prune", "{\"before\":500}", &ans),
+			 403);
+	assert_int_equal(api(c, true, "POST", "/admin/v1/flows/prune", "{}", &ans), 400);
+	assert_int_equal(api(c, true, "POST", "/admin/v1/flows/prune",
+			     "{\"before\":500, \"older_than\":\"1d\"}", &ans),
+			 400);
+	assert_int_equal(
+	    api(c, true, "POST", "/admin/v1/flows/prune", "{\"before\":\"500\"}", &ans), 400);
+	assert_int_equal(
+	    api(c, true, "POST", "/admin/v1/flows/prune", "{\"before\":500, \"x\":1}", &ans), 400);
+	assert_int_equal(api(c, true, "POST", "/admin/v1/flows/prune",
+			     "{\"tailnet\":\"nope\", \"before\":500}", &ans),
+			 404);
+	assert_int_equal(api(c, true, "POST", "/admin/v1/flows/prune", "{\"before\":2001}", &ans),
+			 400);
+	assert_non_null(strstr(json_string_value(json_object_get(ans, "error")), "future"));
+	verify_ok(c, 10);
+	assert_int_equal(prune_commits, 0);
+
+	/* Chunks of 2, at most 2 a call: 4 of the 6 old batches, more to come; then the rest. */
+	op.now = c->now;
+	assert_int_equal(admin_op_flows_prune(&op, NULL, 500, 2, 2, &n, &more), 0);
+	assert_int_equal(n, 4);
+	assert_true(more);
+	verify_ok(c, 6);
+	assert_int_equal(admin_op_flows_prune(&op, "default", 500, 2, 2, &n, &more), 0);
+	assert_int_equal(n, 2);
+	assert_false(more);
+	assert_int_equal(flows_verify(c->s, &v), 0);
+	assert_false(v.bad);
+	assert_int_equal(v.batches, 4);
+	assert_int_equal(v.anchors, 2);
+	/* One entry a chunk, as the retention writes them, the admin named. */
+	assert_int_equal(store_audit_read(c->s, 0, INT64_MIN, 0, prune_log, &pl), 0);
+	assert_int_equal(pl.n, 3);
+	assert_string_equal(pl.actor, "cli:test");
+	assert_string_equal(pl.target, "tailnet:default");
+	/* Nothing old enough in another tailnet: nothing goes, no entry. */
+	assert_int_equal(api(c, true, "POST", "/admin/v1/flows/prune",
+			     "{\"tailnet\":\"other\", \"older_than\":\"1s\"}", &ans),
+			 200);
+	assert_int_equal(json_integer_value(json_object_get(ans, "removed")), 0);
+	assert_int_equal(prune_commits, 0);
+
+	/* Over the API, --older-than: the server's clock sets the cut-off; the rest goes. */
+	c->now = 3000;
+	assert_int_equal(
+	    api(c, true, "POST", "/admin/v1/flows/prune", "{\"older_than\":\"1000s\"}", &ans), 200);
+	assert_int_equal(json_integer_value(json_object_get(ans, "removed")), 4);
+	assert_int_equal(json_integer_value(json_object_get(ans, "before")), 2000);
+	assert_true(json_is_false(json_object_get(ans, "more")));
+	assert_int_equal(prune_commits, 1);
+	verify_ok(c, 0);
+	/* The configuration chain and every batch chain check out, from the anchors. */
+	assert_int_equal(api(c, true, "GET", "/admin/v1/audit/verify", NULL, &ans), 200);
+	assert_true(json_is_true(json_object_get(ans, "ok")));
+	assert_true(json_is_true(json_object_get(json_object_get(ans, "flows"), "ok")));
+	assert_int_equal(json_integer_value(json_object_get(ans, "entries")), 4); /* the prunes */
+	/* The nodes' chains go on from their anchors. */
+	assert_string_equal(send_batch(c, 1, 6, 10, 1000, 10, 1000), "stored");
+	verify_ok(c, 1);
+	json_decref(ans);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -604,6 +751,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pruner, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_manual_prune, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
