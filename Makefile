@@ -3,7 +3,8 @@
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
 # and a few more: make lab-full, make install, make deb, make demo-wg, make bench,
 # make bench-control, make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter,
-# make bench-policy, make bench-policy-scale, make bench-nat, make bench-flow, make fuzz,
+# make bench-policy, make bench-policy-scale, make bench-filter-policy, make bench-nat,
+# make bench-flow, make fuzz,
 # make clean.
 
 BUILD ?= build
@@ -13,8 +14,8 @@ FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
 .PHONY: all install deb deps check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
-	bench-relay bench-relay-path bench-filter bench-policy bench-policy-mapper bench-policy-scale \
-	bench-nat bench-flow demo demo-wg clean
+	bench-relay bench-relay-path bench-filter bench-filter-policy bench-policy bench-policy-mapper \
+	bench-policy-scale bench-nat bench-flow demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -101,6 +102,10 @@ bench-relay-path: all
 # Single-stream TCP into a node with no policy and with a 1,000-rule packet filter, taking turns.
 bench-filter: all
 	bench/filter.sh
+
+# Single-stream TCP into a node under an allow-all policy and a realistic 50-rule one, in turns.
+bench-filter-policy: all
+	bench/filter_policy.sh
 
 bench-flow: all
 	bench/flow.sh
