@@ -7,6 +7,8 @@ pkgs=(
 	# build
 	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
 	libssl-dev libmnl-dev libcmocka-dev libjansson-dev libsqlite3-dev
+	# compressed full netmaps (src/proto/mapz.c, src/control/mapzc.c)
+	libzstd-dev
 	# local accounts (src/auth: Argon2id; the control server's TOTP QR codes)
 	libargon2-dev libqrencode-dev
 	# OIDC client (src/oidc)

@@ -41,6 +41,7 @@
 #include "base/hmap.h"
 #include "base/util.h"
 #include "control/mapper.h"
+#include "control/mapzc.h"
 #include "policy/policy.h"
 #include "proto/ctrlmsg.h"
 #include "proto/relaymap.h"
@@ -142,6 +143,7 @@ struct mapper {
 	uint64_t gen;	  /* mapper_generation */
 	struct mtailnet *stale_head;
 	bool async; /* mapper_compile_async */
+	struct mapzc *zc; /* compressed full netmaps, made when a node first asks for one */
 };
 
 static size_t hash_u64(uint64_t x)
@@ -1163,6 +1165,7 @@ void mapper_free(struct mapper *m)
 	idmap_clear(&m->tailnets);
 	idmap_clear(&m->users);
 	hmap_fini(&m->keys);
+	mapzc_free(m->zc);
 	free(m->heap);
 	free(m->relay_json);
 	free(m);
@@ -1687,15 +1690,20 @@ static int node_json(const struct mapper *m, struct mnode *x, struct ctrl_json_p
 	return 0;
 }
 
-int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, size_t *ret_len)
+/*
+ * The full netmap of node id as JSON text or, with zc, as the zstd frames of that
+ * text (mapzc.h): the same text either way, one seq.
+ */
+static int netmap_build(struct mapper *m, uint64_t id, int64_t now, bool zc, char **ret,
+			size_t *ret_len)
 {
 	struct ctrl_json_piece self, relay, filter = { 0 }, *peers = NULL;
+	struct mapzc_peer *zpeers = NULL;
 	const struct netmap_filter *f;
-	char *fjson = NULL;
+	char *fjson = NULL, *json = NULL;
 	struct mnode *x;
 	struct mtailnet *tn;
 	size_t i, n = 0, k = 0;
-	char *json;
 	size_t len;
 	int r;
 
@@ -1714,13 +1722,22 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 	r = -ENOMEM;
 	if (n && !(peers = malloc(n * sizeof(*peers))))
 		goto out;
+	if (zc && n && !(zpeers = malloc(n * sizeof(*zpeers))))
+		goto out;
+	if (zc && !m->zc && (r = mapzc_new(&m->zc)) < 0)
+		goto out;
 	/* Same order as mapper_netmap, so both give the same text. */
 	for (i = 0; i < tn->n_nodes; i++) {
 		if (!pair_visible(x, tn->nodes[i]))
 			continue;
-		r = node_json(m, tn->nodes[i], &peers[k++]);
+		r = node_json(m, tn->nodes[i], &peers[k]);
 		if (r < 0)
 			goto out;
+		if (zpeers)
+			zpeers[k] = (struct mapzc_peer){.p = peers[k].p,
+							.len = peers[k].len,
+							.block = (uint32_t)(i / MAPZC_BLOCK)};
+		k++;
 	}
 	r = node_json(m, x, &self);
 	if (r < 0)
@@ -1733,10 +1750,29 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 	if (r < 0)
 		goto out;
 	filter.p = fjson;
-	r = ctrl_netmap_join(m->seq + 1, &m->version, tn->name, &self, peers, (unsigned)n, &relay,
-			     &filter, &tn->flow_log, &json, &len);
+	/* Compressed: the text without peers gives the head and the tail around them. */
+	r = ctrl_netmap_join(m->seq + 1, &m->version, tn->name, &self, peers, zc ? 0 : (unsigned)n,
+			     &relay, &filter, &tn->flow_log, &json, &len);
 	if (r < 0)
 		goto out;
+	if (zc) {
+		static const char mark[] = ",\"peers\":[";
+		/* Strings are escaped ("\"), so the first such key is ours: self has no peers. */
+		const char *p = memmem(json, len, mark, sizeof(mark) - 1);
+		size_t head_len = (size_t)(p - json) + sizeof(mark) - 1;
+		uint8_t *z = NULL;
+
+		r = -EINVAL;
+		if (!p)
+			goto out;
+		r = mapzc_netmap(m->zc, tn->id, json, head_len, zpeers, n,
+				 (uint32_t)(x->tn_idx / MAPZC_BLOCK), json + head_len,
+				 len - head_len, &z, &len);
+		if (r < 0)
+			goto out;
+		free(json);
+		json = (char *)z;
+	}
 	m->seq++;
 	if (x->sub) {
 		pend_reset(x->sub);
@@ -1744,10 +1780,31 @@ int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, s
 	}
 	*ret = json;
 	*ret_len = len;
+	json = NULL;
 out:
+	free(json);
 	free(fjson);
+	free(zpeers);
 	free(peers);
 	return r;
+}
+
+int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, size_t *ret_len)
+{
+	return netmap_build(m, id, now, false, ret, ret_len);
+}
+
+int mapper_netmap_zstd(struct mapper *m, uint64_t id, int64_t now, uint8_t **ret, size_t *ret_len)
+{
+	return netmap_build(m, id, now, true, (char **)ret, ret_len);
+}
+
+int mapper_zstd_stats(const struct mapper *m, struct mapzc_stats *ret)
+{
+	if (!m->zc)
+		return -ENOENT;
+	mapzc_stats(m->zc, ret);
+	return 0;
 }
 
 enum pend_kind { PK_NONE, PK_ADDED, PK_REMOVED, PK_CHANGED, PK_PATCH };

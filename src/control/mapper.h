@@ -134,6 +134,15 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
  * 0, -ENOENT, -EINVAL (a record the encoder rejects), -EMSGSIZE, -ENOMEM.
  */
 int mapper_netmap_json(struct mapper *m, uint64_t id, int64_t now, char **ret, size_t *ret_len);
+/*
+ * The same netmap as zstd frames (proto/mapz.h) for a node that offered them; the
+ * peers' records go in blocks compressed once for every node that gets the same
+ * block (mapzc.h). Errors as mapper_netmap_json, and -EIO (the compressor failed).
+ */
+int mapper_netmap_zstd(struct mapper *m, uint64_t id, int64_t now, uint8_t **ret, size_t *ret_len);
+struct mapzc_stats;
+/* What the compressed netmaps cost and saved so far. 0, or -ENOENT when none was made. */
+int mapper_zstd_stats(const struct mapper *m, struct mapzc_stats *ret);
 
 /*
  * The coalesced delta pending for a subscriber, relative to the last netmap or

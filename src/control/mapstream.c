@@ -167,7 +167,10 @@ static void full_send(struct mapstream *ms, struct session *ss)
 
 	ss->map.want = false;
 	/* Joined from per-node records the mapper keeps encoded: no render+encode per peer. */
-	r = mapper_netmap_json(ms->m, ss->map.id, time_wall_s(), &json, &len);
+	if (ss->map.zstd)
+		r = mapper_netmap_zstd(ms->m, ss->map.id, time_wall_s(), (uint8_t **)&json, &len);
+	else
+		r = mapper_netmap_json(ms->m, ss->map.id, time_wall_s(), &json, &len);
 	if (r == 0)
 		r = session_queue_json(ss, json, len);
 	free(json);
@@ -178,6 +181,8 @@ static void full_send(struct mapstream *ms, struct session *ss)
 		return;
 	}
 	ms->ctr->netmaps++;
+	ms->ctr->netmaps_zstd += ss->map.zstd;
+	*(ss->map.zstd ? &ms->ctr->netmap_bytes_zstd : &ms->ctr->netmap_bytes_json) += len;
 	ss->map.inflight = true;
 	ss->map.len = len;
 	ms->n_full_inflight++;

@@ -48,6 +48,7 @@ struct mapstream_conn {
 	bool queued;   /* waits in the queue for its turn */
 	bool inflight; /* one sits in the session's buffers (len bytes) */
 	bool close;    /* close the session once it is written (a one-shot map_request) */
+	bool zstd;     /* the node offered compressed full netmaps (proto/mapz.h) */
 	uint64_t id;
 	size_t len;
 	struct session *prev, *next;

@@ -63,6 +63,13 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		   "trellis_control_messages_sent_total{type=\"keepalive\"} %" PRIu64 "\n",
 		c->netmaps, c->deltas, c->keepalives);
 	fprintf(f,
+		"# TYPE trellis_control_netmaps_compressed_total counter\n"
+		"trellis_control_netmaps_compressed_total %" PRIu64 "\n"
+		"# TYPE trellis_control_netmap_bytes_total counter\n"
+		"trellis_control_netmap_bytes_total{encoding=\"json\"} %" PRIu64 "\n"
+		"trellis_control_netmap_bytes_total{encoding=\"zstd\"} %" PRIu64 "\n",
+		c->netmaps_zstd, c->netmap_bytes_json, c->netmap_bytes_zstd);
+	fprintf(f,
 		"# TYPE trellis_control_resyncs_total counter\n"
 		"trellis_control_resyncs_total %" PRIu64 "\n"
 		"# TYPE trellis_control_deltas_superseded_total counter\n"

@@ -45,6 +45,8 @@ enum metrics_drop {
 struct metrics_counters {
 	uint64_t regs_ok, regs_needs_auth, regs_error, netmaps, deltas, keepalives;
 	uint64_t resyncs, deltas_superseded, writes_coalesced;
+	/* full netmaps sent zstd-compressed (of netmaps), and the bytes of full netmaps by form */
+	uint64_t netmaps_zstd, netmap_bytes_json, netmap_bytes_zstd;
 	/* map_request with a held netmap: answered with a delta, or with a full map after all */
 	uint64_t resumes, resumes_refused;
 	uint64_t late_reads; /* a deadline found the node's bytes waiting: we were behind */

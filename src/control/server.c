@@ -1112,6 +1112,7 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 	}
 	fed = peer_fields_set(s, id, mr->home_region, mr->has_disco_key ? mr->disco_key : NULL,
 			      mr->mapping_varies) != 0;
+	ss->map.zstd = mr->zstd;
 	if (!mr->stream) {
 		mapstream_full_request(s->ms, ss, id, true);
 		return;

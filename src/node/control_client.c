@@ -58,6 +58,7 @@
 #include "proto/ctrlstream.h"
 #include "proto/flowbatch.h"
 #include "proto/http.h"
+#include "proto/mapz.h"
 
 #define KEY_BODY_MAX 4096
 #define READ_CHUNK 65536
@@ -114,6 +115,7 @@ struct control_client {
 	 */
 	bool has_have;
 	struct ctrl_have have;
+	struct control_client_stats stats; /* under lock */
 	unsigned n_endpoints;
 	struct endpoint endpoints[NETMAP_MAX_ENDPOINTS];
 	/* Flow logs: one batch in flight per session; a "busy" answer waits until flows_at. */
@@ -610,6 +612,7 @@ static int send_map_request(struct control_client *cc, struct session *s)
 	pthread_mutex_unlock(&cc->lock);
 	m.map_req.has_have = cc->has_have;
 	m.map_req.have = cc->have;
+	m.map_req.zstd = true;
 	s->resuming = cc->has_have;
 	return send_msg(cc, s, &m);
 }
@@ -800,6 +803,39 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 	return r;
 }
 
+/*
+ * A message as it came: JSON, or a full netmap as zstd frames (proto/mapz.h),
+ * which we offer in every map_request. Decompressed within the bound of a plain
+ * message; one that breaks it (or does not decode) is counted and ends the
+ * session like any bad message.
+ */
+static int handle_wire(struct control_client *cc, struct session *s, const char *msg, size_t len)
+{
+	char *text = NULL;
+	size_t n = 0;
+	int r;
+
+	if (!mapz_is_compressed(msg, len))
+		return handle_msg(cc, s, msg, len);
+	r = mapz_decompress(msg, len, CTRL_MSG_MAX, &text, &n);
+	pthread_mutex_lock(&cc->lock);
+	if (r < 0) {
+		cc->stats.zstd_errors++;
+	} else {
+		cc->stats.zstd_maps++;
+		cc->stats.zstd_bytes_in += len;
+		cc->stats.zstd_bytes_out += n;
+	}
+	pthread_mutex_unlock(&cc->lock);
+	if (r < 0) {
+		set_err(cc, "bad compressed message from %s: %s", cc->url, strerror(-r));
+		return r;
+	}
+	r = handle_msg(cc, s, text, n);
+	free(text);
+	return r;
+}
+
 static int session_open(struct control_client *cc, struct session *s,
 			const uint8_t server_key[NETMAP_KEY_LEN])
 {
@@ -973,7 +1009,7 @@ static int session_run(struct control_client *cc, struct session *s)
 			off += (size_t)k;
 			while ((r = ctrlstream_recv(s->cs, &json, &len)) == 1) {
 				any = true;
-				r = handle_msg(cc, s, json, len);
+				r = handle_wire(cc, s, json, len);
 				if (r)
 					return r;
 			}
@@ -1307,4 +1343,11 @@ int control_client_logout(struct control_client *cc, uint64_t timeout_ns)
 out:
 	pthread_mutex_unlock(&cc->lock);
 	return r;
+}
+
+void control_client_stats_get(struct control_client *cc, struct control_client_stats *ret)
+{
+	pthread_mutex_lock(&cc->lock);
+	*ret = cc->stats;
+	pthread_mutex_unlock(&cc->lock);
 }

@@ -129,6 +129,13 @@ struct control_client_cfg {
 
 struct control_client;
 
+/* Compressed full netmaps (proto/mapz.h) this client took. */
+struct control_client_stats {
+	uint64_t zstd_maps;
+	uint64_t zstd_bytes_in, zstd_bytes_out; /* on the wire, and as JSON text */
+	uint64_t zstd_errors; /* refused: corrupt, or larger than a message may be */
+};
+
 /* Copies cfg and starts the thread. 0, -EINVAL (bad URL, logged), -errno. */
 int control_client_start(const struct control_client_cfg *cfg, struct control_client **ret);
 /* Accepts NULL. Stops the thread (promptly, whatever it is doing) and waits for it. */
@@ -171,5 +178,8 @@ void control_client_endpoints_changed(struct control_client *cc);
  */
 void control_client_extra_endpoints_set(struct control_client *cc, const struct endpoint *eps,
 					unsigned n, bool mapping_varies);
+
+/* A copy of the counters. */
+void control_client_stats_get(struct control_client *cc, struct control_client_stats *ret);
 
 #endif

@@ -30,6 +30,7 @@
 #include "base/base64.h"
 #include "base/util.h"
 #include "proto/ctrlmsg.h"
+#include "proto/mapz.h"
 #include "proto/relaymap.h"
 
 /* Our deepest message is 4 levels (delta -> endpoints -> patch -> endpoints). */
@@ -802,6 +803,8 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_version(&b, &m->map_req.have.version);
 			put_lit(&b, "}");
 		}
+		if (m->map_req.zstd)
+			put_lit(&b, ",\"compress\":\"" MAPZ_NAME "\"");
 		break;
 	case CTRL_MSG_ENDPOINTS:
 		put_lit(&b, ",\"endpoints\":");
@@ -1546,8 +1549,17 @@ static int get_have(json_t *o, struct ctrl_map_request *r)
 	return 0;
 }
 
+/* Codecs this decoder does not know (or a later form of the field) are ignored: plain JSON then. */
+static void get_compress(json_t *o, struct ctrl_map_request *r)
+{
+	json_t *v = json_object_get(o, "compress");
+
+	r->zstd = json_is_string(v) && strcmp(json_string_value(v), MAPZ_NAME) == 0;
+}
+
 static int decode_map_request(json_t *o, struct ctrl_map_request *r)
 {
+	get_compress(o, r);
 	if (req(get_key(o, "node_key", r->node_key)) ||
 	    req(get_endpoints(o, "endpoints", r->endpoints, &r->n_endpoints)) ||
 	    opt(get_text(o, "hostname", r->hostname, sizeof(r->hostname))) ||

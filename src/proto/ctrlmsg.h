@@ -93,6 +93,7 @@ struct ctrl_map_request {
 	bool mapping_varies; /* our NAT maps per destination (STUN) */
 	bool has_have;	     /* a netmap is held: a delta from it will do */
 	struct ctrl_have have;
+	bool zstd; /* "compress":"zstd": a full netmap may come compressed (proto/mapz.h) */
 };
 
 /*

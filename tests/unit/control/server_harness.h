@@ -269,6 +269,8 @@ static void client_send(struct client *c, const struct ctrl_msg *m)
 	client_pump_out(c);
 }
 
+static unsigned zstd_msgs; /* compressed messages client_recv took (proto/mapz.h) */
+
 /* The next message other than keepalive: 0, or -ETIMEDOUT / -EPIPE (closed). */
 static int client_recv(struct client *c, struct ctrl_msg *ret, int timeout_ms)
 {
@@ -280,7 +282,16 @@ static int client_recv(struct client *c, struct ctrl_msg *ret, int timeout_ms)
 		int r;
 
 		while ((r = ctrlstream_recv(c->cs, &json, &len)) == 1) {
+			char *text = NULL;
+
+			if (mapz_is_compressed(json, len)) {
+				assert_int_equal(
+				    mapz_decompress(json, len, CTRL_MSG_MAX, &text, &len), 0);
+				json = text;
+				zstd_msgs++;
+			}
 			assert_int_equal(ctrl_msg_decode(json, len, ret), 0);
+			free(text);
 			if (ret->type != CTRL_MSG_KEEPALIVE)
 				return 0;
 			ctrl_msg_clear(ret);

@@ -44,6 +44,7 @@
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
 #include "proto/http.h"
+#include "proto/mapz.h"
 
 #include "server_harness.h"
 

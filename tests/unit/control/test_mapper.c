@@ -19,8 +19,10 @@
 
 #include "base/util.h"
 #include "control/mapper.h"
+#include "control/mapzc.h"
 #include "policy/policy.h"
 #include "proto/ctrlmsg.h"
+#include "proto/mapz.h"
 
 #define T0 1800000000LL
 
@@ -1148,6 +1150,84 @@ static double elapsed_ms(const struct timespec *a, const struct timespec *b)
 	return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
 }
 
+/*
+ * The compressed full map is the JSON map, text for text (but seq: each map takes
+ * the next), and the peers' blocks are compressed once for everyone who gets the
+ * same block: a map costs the head, the node's own block and the tail.
+ */
+static void assert_zstd_same(struct mapper *m, uint64_t id, size_t *ret_zlen, size_t *ret_len)
+{
+	char *json, *text, *a, *b;
+	uint8_t *z;
+	size_t len, zlen, tlen;
+
+	assert_int_equal(mapper_netmap_zstd(m, id, T0, &z, &zlen), 0);
+	assert_int_equal(mapper_netmap_json(m, id, T0, &json, &len), 0);
+	assert_true(mapz_is_compressed(z, zlen));
+	assert_int_equal(mapz_decompress(z, zlen, CTRL_MSG_MAX, &text, &tlen), 0);
+	a = strstr(text, "\"seq\":");
+	b = strstr(json, "\"seq\":");
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal(strtoull(a + 6, &a, 10) + 1, strtoull(b + 6, &b, 10));
+	assert_int_equal(tlen - (size_t)(a - text), len - (size_t)(b - json));
+	assert_memory_equal(a, b, len - (size_t)(b - json));
+	assert_memory_equal(text, json, (size_t)(strstr(json, "\"seq\":") - json));
+	*ret_zlen = zlen;
+	*ret_len = len;
+	free(text);
+	free(json);
+	free(z);
+}
+
+static void test_zstd_full_map(void **state)
+{
+	enum { N = 5 * MAPZC_BLOCK - 20 };
+	struct mapper *m = mk_mapper();
+	struct endpoint ep = mk_ep(9, 1234);
+	struct mapzc_stats s0, s1;
+	size_t zlen, len;
+
+	(void)state;
+	for (uint64_t id = 1; id <= N; id++)
+		add(m, id, 1);
+	add(m, N + 1, 2);
+	assert_int_equal(mapper_zstd_stats(m, &s0), -ENOENT);
+	/* node 1 (block 0): every frame is new; its own block is not kept */
+	assert_zstd_same(m, 1, &zlen, &len);
+	assert_true(zlen * 4 < len);
+	assert_int_equal(mapper_zstd_stats(m, &s0), 0);
+	assert_int_equal(s0.maps, 1);
+	assert_int_equal(s0.blocks_reused, 0);
+	assert_int_equal(s0.blocks_made, 2 + 5);
+	/* node 100 (block 1): blocks 2..4 as node 1 had them; 0 (whole, no comma) and its own made
+	 */
+	assert_zstd_same(m, 100, &zlen, &len);
+	assert_int_equal(mapper_zstd_stats(m, &s1), 0);
+	assert_int_equal(s1.blocks_reused - s0.blocks_reused, 3);
+	assert_int_equal(s1.blocks_made - s0.blocks_made, 2 + 2);
+	/* node 200 (block 3): every other block from the cache */
+	s0 = s1;
+	assert_zstd_same(m, 200, &zlen, &len);
+	assert_int_equal(mapper_zstd_stats(m, &s1), 0);
+	assert_int_equal(s1.blocks_reused - s0.blocks_reused, 4);
+	assert_int_equal(s1.blocks_made - s0.blocks_made, 2 + 1);
+	/* a peer in block 3 changes: that block is made again, never a stale frame */
+	assert_int_equal(mapper_node_endpoints(m, 250, &ep, 1), 0);
+	s0 = s1;
+	assert_zstd_same(m, 2, &zlen, &len);
+	assert_int_equal(mapper_zstd_stats(m, &s1), 0);
+	assert_int_equal(s1.blocks_reused - s0.blocks_reused, 3);
+	assert_int_equal(s1.blocks_made - s0.blocks_made, 2 + 2);
+	/* another tailnet: its own cache; a node alone gets head and tail only */
+	s0 = s1;
+	assert_zstd_same(m, N + 1, &zlen, &len);
+	assert_int_equal(mapper_zstd_stats(m, &s1), 0);
+	assert_int_equal(s1.blocks_made - s0.blocks_made, 2);
+	assert_int_equal(s1.blocks_reused, s0.blocks_reused);
+	mapper_free(m);
+}
+
 static void test_scale_10k(void **state)
 {
 	enum { N = 10000 };
@@ -1827,6 +1907,7 @@ int main(void)
 	    cmocka_unit_test(test_model_check_async),
 	    cmocka_unit_test(test_relay_map_and_home),
 	    cmocka_unit_test(test_flow_log),
+	    cmocka_unit_test(test_zstd_full_map),
 	    cmocka_unit_test(test_scale_10k),
 	    cmocka_unit_test(test_policy_views),
 	    cmocka_unit_test(test_policy_change_incremental),

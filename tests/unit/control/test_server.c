@@ -38,6 +38,7 @@
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
 #include "proto/http.h"
+#include "proto/mapz.h"
 
 #include "server_harness.h"
 
@@ -67,6 +68,52 @@ static void test_http_errors(void **state)
 	assert_int_equal(http_status_of("GET /nothing HTTP/1.1\r\n\r\n", NULL, 0), 404);
 	assert_int_equal(http_status_of("DELETE /key HTTP/1.1\r\n\r\n", NULL, 0), 405);
 	assert_int_equal(http_status_of("POST /control HTTP/1.1\r\n\r\n", NULL, 0), 400);
+}
+
+/*
+ * A node that offers "compress":"zstd" gets its full netmap as zstd frames of the same
+ * text; one that does not (an older node, a plain client) gets JSON as before.
+ */
+static void test_map_zstd(void **state)
+{
+	struct ctrl_msg req = {.type = CTRL_MSG_MAP_REQUEST}, m;
+	struct client a, b;
+	uint64_t nm0 = metric("trellis_control_netmaps_compressed_total");
+	uint64_t zb0 = metric("trellis_control_netmap_bytes_total{encoding=\"zstd\"}");
+	uint64_t jb0 = metric("trellis_control_netmap_bytes_total{encoding=\"json\"}");
+	unsigned z0 = zstd_msgs;
+
+	(void)state;
+	client_open(&a);
+	client_register(&a, E.reusable, "zeta", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	ctrl_msg_clear(&m);
+	client_open(&b);
+	client_register(&b, E.reusable, "eta", &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	ctrl_msg_clear(&m);
+
+	memcpy(req.map_req.node_key, a.node_pub, 32);
+	req.map_req.stream = true;
+	req.map_req.zstd = true;
+	client_send(&a, &req);
+	assert_int_equal(client_recv(&a, &m, 5000), 0);
+	assert_int_equal(m.type, CTRL_MSG_NETMAP);
+	assert_int_equal(zstd_msgs, z0 + 1);
+	assert_string_equal(m.netmap->self.name, "zeta");
+	assert_true(m.netmap->n_peers >= 1);
+	ctrl_msg_clear(&m);
+
+	client_map(&b, NULL, &m);
+	assert_int_equal(zstd_msgs, z0 + 1);
+	assert_string_equal(m.netmap->self.name, "eta");
+	ctrl_msg_clear(&m);
+
+	assert_int_equal(metric("trellis_control_netmaps_compressed_total"), nm0 + 1);
+	assert_true(metric("trellis_control_netmap_bytes_total{encoding=\"zstd\"}") > zb0);
+	assert_true(metric("trellis_control_netmap_bytes_total{encoding=\"json\"}") > jb0);
+	client_close(&a);
+	client_close(&b);
 }
 
 static void test_register_map_delta(void **state)
@@ -934,18 +981,19 @@ static void test_slow_reader(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_key),
-		cmocka_unit_test(test_http_errors),
-		cmocka_unit_test(test_register_map_delta),
-		cmocka_unit_test(test_no_relay_map),
-		cmocka_unit_test(test_oneoff_reuse),
-		cmocka_unit_test(test_rotate),
-		cmocka_unit_test(test_interactive),
-		cmocka_unit_test(test_relogin),
-		cmocka_unit_test(test_garbage_after_upgrade),
-		cmocka_unit_test(test_resume_disco_key),
-		cmocka_unit_test(test_slow_reader),
-		cmocka_unit_test(test_scale),
+	    cmocka_unit_test(test_key),
+	    cmocka_unit_test(test_http_errors),
+	    cmocka_unit_test(test_register_map_delta),
+	    cmocka_unit_test(test_map_zstd),
+	    cmocka_unit_test(test_no_relay_map),
+	    cmocka_unit_test(test_oneoff_reuse),
+	    cmocka_unit_test(test_rotate),
+	    cmocka_unit_test(test_interactive),
+	    cmocka_unit_test(test_relogin),
+	    cmocka_unit_test(test_garbage_after_upgrade),
+	    cmocka_unit_test(test_resume_disco_key),
+	    cmocka_unit_test(test_slow_reader),
+	    cmocka_unit_test(test_scale),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <zstd.h>
 
 #include "base/base64.h"
 #include "base/pkt.h"
@@ -32,11 +33,21 @@
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
 #include "proto/http.h"
+#include "proto/mapz.h"
 #include "wg/device.h"
 
 /* --- fake server --- */
 
-enum scenario { SC_STREAM, SC_INTERACTIVE, SC_REJECT, SC_ROTATE, SC_FOLLOW, SC_EXPIRE, SC_DELETE };
+enum scenario {
+	SC_STREAM,
+	SC_INTERACTIVE,
+	SC_REJECT,
+	SC_ROTATE,
+	SC_FOLLOW,
+	SC_EXPIRE,
+	SC_DELETE,
+	SC_ZSTD,
+};
 
 struct fake_server {
 	int lfd;
@@ -57,6 +68,7 @@ struct fake_server {
 	unsigned rotations;
 	uint8_t rot_old[2][32], rot_new[2][32];
 	unsigned rot_refused; /* SC_EXPIRE: rotations refused because the key expired */
+	unsigned zstd_offers; /* map_requests with "compress":"zstd" */
 };
 
 struct srv_conn {
@@ -154,12 +166,11 @@ static void node_init(struct netmap_node *n, uint64_t id)
 	snprintf(n->os, sizeof(n->os), "linux");
 }
 
-static int send_netmap(struct srv_conn *sc, uint64_t seq, unsigned n_peers, int64_t self_expiry)
+/* The netmap the fake server sends: self is node 1, peers 2.. */
+static struct netmap *netmap_mk(uint64_t seq, unsigned n_peers, int64_t self_expiry)
 {
-	struct ctrl_msg m = {.type = CTRL_MSG_NETMAP};
 	struct netmap *nm = calloc(1, sizeof(*nm));
 	unsigned i;
-	int r;
 
 	nm->seq = seq;
 	snprintf(nm->tailnet, sizeof(nm->tailnet), "default");
@@ -169,9 +180,56 @@ static int send_netmap(struct srv_conn *sc, uint64_t seq, unsigned n_peers, int6
 	nm->peers = calloc(n_peers, sizeof(*nm->peers));
 	for (i = 0; i < n_peers; i++)
 		node_init(&nm->peers[i], 2 + i);
-	m.netmap = nm;
+	return nm;
+}
+
+static int send_netmap(struct srv_conn *sc, uint64_t seq, unsigned n_peers, int64_t self_expiry)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_NETMAP};
+	int r;
+
+	m.netmap = netmap_mk(seq, n_peers, self_expiry);
 	r = srv_send(sc, &m);
 	ctrl_msg_clear(&m);
+	return r;
+}
+
+/* SC_ZSTD: a netmap as one zstd frame, as trellis-control sends one to a node that offers it. */
+static int send_netmap_zstd(struct srv_conn *sc, uint64_t seq, unsigned n_peers)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_NETMAP};
+	char *json = NULL;
+	uint8_t *z = NULL;
+	size_t len, zlen;
+	int r = -1;
+
+	m.netmap = netmap_mk(seq, n_peers, 0);
+	if (ctrl_msg_encode(&m, &json, &len) == 0 && (z = malloc(ZSTD_compressBound(len)))) {
+		zlen = ZSTD_compress(z, ZSTD_compressBound(len), json, len, 3);
+		if (!ZSTD_isError(zlen) && ctrlstream_send(sc->cs, z, zlen) == 0)
+			r = srv_flush(sc);
+	}
+	free(z);
+	free(json);
+	ctrl_msg_clear(&m);
+	return r;
+}
+
+/* SC_ZSTD: a hostile server's bomb, a few hundred bytes that inflate past any message. */
+static int send_zstd_bomb(struct srv_conn *sc)
+{
+	size_t big = CTRL_MSG_MAX + 1, cap = ZSTD_compressBound(big), zlen;
+	char *zeros = calloc(1, big);
+	uint8_t *z = malloc(cap);
+	int r = -1;
+
+	if (zeros && z) {
+		zlen = ZSTD_compress(z, cap, zeros, big, 1);
+		if (!ZSTD_isError(zlen) && ctrlstream_send(sc->cs, z, zlen) == 0)
+			r = srv_flush(sc);
+	}
+	free(zeros);
+	free(z);
 	return r;
 }
 
@@ -295,7 +353,17 @@ static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned se
 	fs->map_endpoints = m.map_req.n_endpoints;
 	if (m.map_req.n_endpoints)
 		fs->map_first = m.map_req.endpoints[0];
+	fs->zstd_offers += m.map_req.zstd;
 	pthread_mutex_unlock(&fs->lock);
+	if (session_no == 0 && fs->sc == SC_ZSTD) {
+		send_netmap_zstd(sc, 10, 3);
+		usleep(100 * 1000);
+		send_zstd_bomb(sc);
+		/* the client hangs up on it */
+		while (srv_recv(sc, &m) == 0)
+			ctrl_msg_clear(&m);
+		return;
+	}
 	if (session_no == 0 && fs->sc == SC_STREAM) {
 		send_netmap(sc, 10, 1, 0);
 		usleep(100 * 1000);
@@ -946,6 +1014,39 @@ static void test_probe(void **state)
 	node_teardown(&n);
 }
 
+/*
+ * The client offers compressed netmaps and takes one; a bomb that would inflate past
+ * the largest message is refused and counted (nothing that size is allocated), and
+ * the client reconnects to a plain JSON netmap.
+ */
+static void test_zstd(void **state)
+{
+	struct control_client_stats st;
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+
+	(void)state;
+	server_start(&fs, SC_ZSTD);
+	node_setup(&n);
+	cc = client_start(&n, fs.port, "tskey-good");
+
+	WAIT_FOR(&n, n.netmaps >= 2);
+	WAIT_FOR(&n, n.state == CONTROL_CLIENT_RUNNING);
+	assert_int_equal(device_peers(&n), 3);
+	control_client_stats_get(cc, &st);
+	assert_int_equal(st.zstd_maps, 1);
+	assert_int_equal(st.zstd_errors, 1);
+	assert_true(st.zstd_bytes_out > st.zstd_bytes_in);
+	pthread_mutex_lock(&fs.lock);
+	assert_int_equal(fs.sessions, 2);
+	assert_int_equal(fs.zstd_offers, 2);
+	pthread_mutex_unlock(&fs.lock);
+	control_client_free(cc);
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -959,6 +1060,7 @@ int main(void)
 	    cmocka_unit_test(test_expired),
 	    cmocka_unit_test(test_deleted),
 	    cmocka_unit_test(test_probe),
+	    cmocka_unit_test(test_zstd),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

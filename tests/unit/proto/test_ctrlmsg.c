@@ -993,6 +993,44 @@ static const char golden_netmap_flow_log_tail[] =
 static const char golden_delta_flow_log[] =
     "{\"type\":\"delta\",\"seq\":5,\"flow_log\":{\"enabled\":true,\"interval_ms\":60000}}";
 
+/* "compress":"zstd" offers compressed full netmaps; anything else there is ignored, not refused. */
+static void test_map_request_compress(void **state)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_MAP_REQUEST}, b;
+	char *json, *alt, *at;
+	size_t len;
+
+	(void)state;
+	fill_key(m.map_req.node_key, 32);
+	m.map_req.stream = true;
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), 0);
+	assert_null(strstr(json, "compress"));
+	free(json);
+	roundtrip(&m, &b);
+	assert_false(b.map_req.zstd);
+
+	m.map_req.zstd = true;
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), 0);
+	at = strstr(json, ",\"compress\":\"zstd\"");
+	assert_non_null(at);
+	roundtrip(&m, &b);
+	assert_true(b.map_req.zstd);
+
+	/* a codec we do not know, or another shape of the field: plain JSON, no error */
+	for (int i = 0; i < 3; i++) {
+		static const char *const vals[] = {"\"lz4\"", "[\"zstd\"]", "true"};
+
+		assert_true(asprintf(&alt, "%.*s,\"compress\":%s%s", (int)(at - json), json,
+				     vals[i], at + strlen(",\"compress\":\"zstd\"")) > 0);
+		memset(&b, 0xff, sizeof(b));
+		assert_int_equal(ctrl_msg_decode(alt, strlen(alt), &b), 0);
+		assert_int_equal(b.type, CTRL_MSG_MAP_REQUEST);
+		assert_false(b.map_req.zstd);
+		free(alt);
+	}
+	free(json);
+}
+
 static void test_flow_log(void **state)
 {
 	struct ctrl_msg m = {.type = CTRL_MSG_NETMAP}, b, d = {.type = CTRL_MSG_DELTA}, db;
@@ -1103,6 +1141,7 @@ int main(void)
 	    cmocka_unit_test(test_node_encode_join),
 	    cmocka_unit_test(test_packet_filter),
 	    cmocka_unit_test(test_map_version),
+	    cmocka_unit_test(test_map_request_compress),
 	    cmocka_unit_test(test_flow_log),
 	    cmocka_unit_test(test_type_names),
 	};
