@@ -1365,6 +1365,7 @@ unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_ap
 		{
 		    .store = env->store,
 		    .state_dir = env->state_dir,
+		    .public_url = env->public_url,
 		    .actor = req->actor,
 		    .now = req->now,
 		    .committed = env->committed,
