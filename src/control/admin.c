@@ -762,22 +762,39 @@ static void tags_text(char *buf, size_t len, json_t *tags)
 
 /* ---- commands ---- */
 
-/* GET a listing; with --json it is printed here and *ret is NULL. 0 or exit status. */
-static int list_fetch(struct cli *cli, const char *noun, const char *arg, const char *tailnet,
-		      bool as_json, json_t **ret)
+/*
+ * GET a listing, with query parameters beside ?tailnet= ("a=1&b=2"; NULL or "": none); with
+ * --json it is printed here and *ret is NULL. 0 or exit status.
+ */
+static int list_fetch_query(struct cli *cli, const char *noun, const char *arg, const char *tailnet,
+			    const char *query, bool as_json, json_t **ret)
 {
 	char target[512];
+	size_t n;
 	int r;
 
 	*ret = NULL;
 	if (tailnet && path_arg_check(tailnet))
 		return 1;
-	r = call(cli, "GET", target_make(target, sizeof(target), noun, arg, tailnet), NULL, 0, ret);
+	target_make(target, sizeof(target), noun, arg, tailnet);
+	n = strlen(target);
+	if (query && query[0] &&
+	    (size_t)snprintf(target + n, sizeof(target) - n, "%c%s", tailnet ? '&' : '?', query) >=
+		sizeof(target) - n)
+		return fail("request target too long");
+	r = call(cli, "GET", target, NULL, 0, ret);
 	if (r == 0 && as_json) {
 		json_print(*ret);
 		*ret = NULL;
 	}
 	return r;
+}
+
+/* The same without parameters. */
+static int list_fetch(struct cli *cli, const char *noun, const char *arg, const char *tailnet,
+		      bool as_json, json_t **ret)
+{
+	return list_fetch_query(cli, noun, arg, tailnet, NULL, as_json, ret);
 }
 
 /* POST a new key (auth or API) and print only the key: scripts capture it. */
@@ -1863,9 +1880,18 @@ static int policy_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	return 0;
 }
 
+/* ca list's filters as the admin API takes them (certs?revoked=1&expiring=SEC). */
+static const char *certs_query(char *buf, size_t len, bool revoked, int64_t expiring)
+{
+	snprintf(buf, len, "%s%s", revoked ? "revoked=1" : "", revoked && expiring ? "&" : "");
+	if (expiring)
+		snprintf(buf + strlen(buf), len - strlen(buf), "expiring=%" PRId64, expiring);
+	return buf;
+}
+
 /* ca init|show|sign|revoke|list: machine certificates (ca.h). */
 /* ca show --all, ca list: what the server answered, as text. */
-static int ca_print(const char *sub, json_t *ans, bool all, bool revoked, int64_t expiring)
+static int ca_print(const char *sub, json_t *ans, bool all)
 {
 	char when[32];
 	json_t *e;
@@ -1890,11 +1916,6 @@ static int ca_print(const char *sub, json_t *ans, bool all, bool revoked, int64_
 	       "NOT-AFTER", "STATUS");
 	json_array_foreach(ans, i, e)
 	{
-		if (revoked && !json_is_true(json_object_get(e, "revoked")))
-			continue;
-		if (expiring && (strcmp(s_(e, "status"), "valid") ||
-				 i_(e, "not_after") > time_wall_s() + expiring))
-			continue;
 		time_format(when, sizeof(when), i_(e, "not_after"));
 		printf("%-34s %-8" JSON_INTEGER_FORMAT " %-5" JSON_INTEGER_FORMAT " %-24s %-21s %s\n",
 		       s_(e, "serial"), i_(e, "tailnet_id"), i_(e, "ca_id"), s_(e, "subject"), when,
@@ -1916,7 +1937,7 @@ static int ca_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	    {"--expiring", true, &expiring, NULL}, {"--ca", true, &which, NULL},
 	    {NULL},
 	};
-	char target[512], path[64], *a = NULL, *b = NULL, when[32];
+	char target[512], path[64], query[64], *a = NULL, *b = NULL, when[32];
 	bool init = !strcmp(sub, "init") || !strcmp(sub, "rotate"), sign = !strcmp(sub, "sign");
 	bool renew = !strcmp(sub, "renew"), retire = !strcmp(sub, "retire");
 	bool show = !strcmp(sub, "show"), list = !strcmp(sub, "list"), crl = !strcmp(sub, "crl");
@@ -1955,11 +1976,15 @@ static int ca_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 			    : renew || !strcmp(sub, "revoke") ? " SERIAL"
 						      : "");
 	if (show || list) {
-		r = list_fetch(cli, list ? "certs" : all ? "cas" : "ca", NULL, tailnet, as_json,
-			       &ans);
+		const char *noun = list ? "certs" : all ? "cas" : "ca";
+
+		/* Filtered by the server (certs?revoked=1&expiring=SEC): --json lists as the table. */
+		if (list)
+			certs_query(query, sizeof(query), revoked, exp_sec);
+		r = list_fetch_query(cli, noun, NULL, tailnet, list ? query : NULL, as_json, &ans);
 		if (r || !ans)
 			return r;
-		r = ca_print(sub, ans, all, revoked, exp_sec);
+		r = ca_print(sub, ans, all);
 		json_decref(ans);
 		return r;
 	}

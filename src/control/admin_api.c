@@ -40,6 +40,8 @@ struct call {
 	uint64_t after;        /* after=SEQ: the next page of a listing */
 	uint64_t node;	       /* node=ID (flows); 0 = any */
 	bool flagged;	       /* flagged=1 (flows): only what is not confirmed */
+	bool revoked;	       /* revoked=1 (certs): only revoked certificates */
+	int64_t expiring;      /* expiring=SEC (certs): only valid ones ending within; 0 = any */
 	json_t *body;          /* the request's JSON object, or NULL */
 	unsigned status;
 	json_t *out;
@@ -359,6 +361,15 @@ static int target_parse(struct call *k, char *buf, size_t cap)
 			if (query_int(eq + 1, len - 8, 0, &v) < 0 || v > 1)
 				return fail(k, 400, "flagged takes 0 or 1");
 			k->flagged = v;
+		} else if (eq && ((size_t)(eq - kv) == 7 && strncmp(kv, "revoked", 7) == 0)) {
+			int64_t v;
+
+			if (query_int(eq + 1, len - 8, 0, &v) < 0 || v > 1)
+				return fail(k, 400, "revoked takes 0 or 1");
+			k->revoked = v;
+		} else if (eq && ((size_t)(eq - kv) == 8 && strncmp(kv, "expiring", 8) == 0)) {
+			if (query_int(eq + 1, len - 9, 1, &k->expiring) < 0)
+				return fail(k, 400, "expiring takes seconds (1 or more)");
 		} else {
 			return fail(k, 400, "unknown query parameter \"%.*s\"", (int)len, kv);
 		}
@@ -1073,6 +1084,20 @@ static json_t *mcert_json(const struct control_mcert *m, int64_t now)
 			 "ca_id", (json_int_t)m->ca_id, "renewable", m->has_pub && !m->revoked);
 }
 
+/*
+ * The filters of `ca list` (revoked=1, expiring=SEC), here so that the table and --json show
+ * the same certificates: revoked ones, or valid ones ending within SEC.
+ */
+static bool mcert_listed(const struct call *k, const struct control_mcert *m)
+{
+	int64_t now = k->req->now;
+
+	if (k->revoked && !m->revoked)
+		return false;
+	return !k->expiring ||
+	       (!m->revoked && m->not_after > now && m->not_after <= now + k->expiring);
+}
+
 static int ca_route(struct call *k)
 {
 	static const char *const init_names[] = {"validity", "cert", "key", NULL};
@@ -1186,7 +1211,8 @@ static int ca_route(struct call *k)
 			goto refused;
 		k->out = json_array();
 		for (size_t i = 0; i < n; i++)
-			json_array_append_new(k->out, mcert_json(&all[i], k->req->now));
+			if (mcert_listed(k, &all[i]))
+				json_array_append_new(k->out, mcert_json(&all[i], k->req->now));
 	} else {
 		fail(k, 404, "no such endpoint: %s %s", k->req->method, k->req->target);
 		goto out;
@@ -1379,6 +1405,7 @@ unsigned admin_api_handle(const struct admin_api_env *env, const struct admin_ap
 		{
 		    .store = env->store,
 		    .state_dir = env->state_dir,
+		    .public_url = env->public_url,
 		    .actor = req->actor,
 		    .now = req->now,
 		    .committed = env->committed,

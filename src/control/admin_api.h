@@ -42,6 +42,7 @@ struct admin_api_pending {
 struct admin_api_env {
 	struct store *store;
 	const char *state_dir; /* admin_op_ctx.state_dir */
+	const char *public_url; /* admin_op_ctx.public_url */
 	/* After each durable write (admin_op_ctx.committed); NULL offline. */
 	void (*committed)(void *arg, const char *actor, const struct store_op *op, uint64_t id);
 	/* Live state the store does not hold: 1 online, 0 offline; NULL offline. */

@@ -46,6 +46,11 @@ struct admin_op_ctx {
 	int64_t now;       /* Unix seconds: creation times, expiries */
 	const char *state_dir; /* the server's: where the CAs' keys are (ca.h); NULL: none */
 	/*
+	 * The server as others reach it (serve --public-url), without a trailing '/': where
+	 * certificates signed here say their CA's revocation list is (ca.h). NULL: none.
+	 */
+	const char *public_url;
+	/*
 	 * After each durable write: what was written (op as submitted; id: a new
 	 * row's). May be NULL. An auth key's op holds the hash of its secret.
 	 */

@@ -240,7 +240,7 @@ static int sign_with(struct admin_op_ctx *c, const struct control_ca *ca, const 
 {
 	struct store_op op = {.kind = STORE_OP_MCERT_PUT};
 	struct control_mcert *m = &op.mcert;
-	char *key = calloc(1, MCERT_PEM_MAX);
+	char *key = calloc(1, MCERT_PEM_MAX), url[MCERT_CRL_URL_MAX];
 	struct mcert_info info;
 	int r, n;
 
@@ -253,7 +253,13 @@ static int sign_with(struct admin_op_ctx *c, const struct control_ca *ca, const 
 		r = n;
 		goto out;
 	}
-	r = mcert_sign(key, (size_t)n, ca->cert, strlen(ca->cert), req,
+	/* Signed with a public URL known: the certificate says where its CA's CRL is. */
+	if (c->public_url && ca_crl_url(c->public_url, ca, url, sizeof(url)) < 0) {
+		r = admin_op_refuse(c, -EINVAL, "--public-url %.128s is too long or not http(s)",
+				    c->public_url);
+		goto out;
+	}
+	r = mcert_sign(key, (size_t)n, ca->cert, strlen(ca->cert), req, c->public_url ? url : NULL,
 		       c->now - MCERT_BACKDATE_SEC, c->now + validity_sec, &info, ret_pem, cap);
 	if (r < 0) {
 		r = admin_op_refuse(c, r, "cannot sign: %s", strerror(-r));
@@ -596,16 +602,86 @@ out:
 	return r;
 }
 
+int ca_crl_name(const struct control_ca *ca, char ret[MCERT_KEY_ID_MAX])
+{
+	size_t len = strnlen(ca->cert, sizeof(ca->cert));
+
+	if (mcert_key_id(ca->cert, len, ret) == 0)
+		return 0;
+	_Static_assert(MCERT_KEY_ID_MAX >= 65, "a fingerprint fits");
+	return mcert_fingerprint(ca->cert, len, ret);
+}
+
+int ca_crl_url(const char *public_url, const struct control_ca *ca, char *ret, size_t cap)
+{
+	char name[MCERT_KEY_ID_MAX];
+	size_t n = strlen(public_url);
+	int len;
+
+	while (n && public_url[n - 1] == '/')
+		n--;
+	if (strncmp(public_url, "http://", 7) && strncmp(public_url, "https://", 8))
+		return -EINVAL;
+	if (ca_crl_name(ca, name) < 0)
+		return -EINVAL;
+	len = snprintf(ret, cap, "%.*s" CA_CRL_PATH "%s" CA_CRL_SUFFIX, (int)n, public_url, name);
+	if (len < 0 || (size_t)len >= cap || (size_t)len >= MCERT_CRL_URL_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int ca_crl_make(struct admin_op_ctx *c, const struct control_ca *ca, uint64_t number,
+		char **ret_pem)
+{
+	struct control_mcert *all = NULL;
+	struct mcert_revoked *list = NULL;
+	size_t n = 0, k = 0;
+	char *key = NULL;
+	int r, len;
+
+	if (!c->state_dir)
+		return admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
+	r = store_mcert_list(c->store, &all, &n);
+	if (r < 0)
+		return admin_op_refuse(c, r, "could not read the certificates: %s", strerror(-r));
+	list = calloc(n ? n : 1, sizeof(*list));
+	key = calloc(1, MCERT_PEM_MAX);
+	if (!list || !key) {
+		r = admin_op_refuse(c, -ENOMEM, "out of memory");
+		goto out;
+	}
+	/* Its own, and the serials revoked without a record (an imported CA's): on every list. */
+	for (size_t i = 0; i < n; i++)
+		if (all[i].revoked && all[i].tailnet_id == ca->tailnet_id &&
+		    (all[i].ca_id == ca->id || all[i].ca_id == 0)) {
+			snprintf(list[k].serial, sizeof(list[k].serial), "%s", all[i].serial);
+			list[k++].revoked_at = all[i].revoked_at;
+		}
+	len = key_read(c, ca->key_file, key, MCERT_PEM_MAX);
+	if (len < 0) {
+		r = len;
+		goto out;
+	}
+	r = mcert_crl_make(key, (size_t)len, ca->cert, strlen(ca->cert), list, k, number, c->now,
+			   c->now + CA_CRL_VALIDITY_SEC, ret_pem);
+	if (r < 0)
+		r = admin_op_refuse(c, r, "cannot make the revocation list: %s", strerror(-r));
+out:
+	if (key)
+		crypto_wipe(key, MCERT_PEM_MAX);
+	free(key);
+	free(list);
+	free(all);
+	return r < 0 ? r : 0;
+}
+
 int ca_op_crl(struct admin_op_ctx *c, const char *tailnet, const char *which, char **ret_pem)
 {
 	struct control_ca *cas = NULL, signing;
 	const struct control_ca *ca = NULL;
-	struct control_mcert *all = NULL;
-	struct mcert_revoked *list = NULL;
 	struct control_tailnet t;
-	size_t n_cas = 0, n = 0, k = 0;
-	char *key = NULL;
-	int r = tailnet_get(c, tailnet, &t), len;
+	size_t n_cas = 0;
+	int r = tailnet_get(c, tailnet, &t);
 
 	if (r == 0)
 		r = cas_of(c, t.id, &cas, &n_cas);
@@ -618,51 +694,14 @@ int ca_op_crl(struct admin_op_ctx *c, const char *tailnet, const char *which, ch
 			if (cas[i].id == signing.id)
 				ca = &cas[i];
 	}
-	if (!ca) {
+	/* The number only grows: one CRL a second at most, which an admin's export is. */
+	if (ca)
+		r = ca_crl_make(c, ca, (uint64_t)c->now, ret_pem);
+	else
 		r = admin_op_refuse(c, -ENOENT, "tailnet \"%s\" has no CA%s%.64s%s", t.name,
 				    which ? " \"" : "", which ? which : "", which ? "\"" : "");
-		goto out;
-	}
-	if (!c->state_dir) {
-		r = admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
-		goto out;
-	}
-	r = store_mcert_list(c->store, &all, &n);
-	if (r < 0) {
-		r = admin_op_refuse(c, r, "could not read the certificates: %s", strerror(-r));
-		goto out;
-	}
-	list = calloc(n ? n : 1, sizeof(*list));
-	key = calloc(1, MCERT_PEM_MAX);
-	if (!list || !key) {
-		r = admin_op_refuse(c, -ENOMEM, "out of memory");
-		goto out;
-	}
-	/* Its own, and the serials revoked without a record (an imported CA's): on every list. */
-	for (size_t i = 0; i < n; i++)
-		if (all[i].revoked && all[i].tailnet_id == t.id &&
-		    (all[i].ca_id == ca->id || all[i].ca_id == 0)) {
-			snprintf(list[k].serial, sizeof(list[k].serial), "%s", all[i].serial);
-			list[k++].revoked_at = all[i].revoked_at;
-		}
-	len = key_read(c, ca->key_file, key, MCERT_PEM_MAX);
-	if (len < 0) {
-		r = len;
-		goto out;
-	}
-	/* The number only grows: one CRL a second at most, which an admin's export is. */
-	r = mcert_crl_make(key, (size_t)len, ca->cert, strlen(ca->cert), list, k,
-			   (uint64_t)c->now, c->now, c->now + CA_CRL_VALIDITY_SEC, ret_pem);
-	if (r < 0)
-		r = admin_op_refuse(c, r, "cannot make the revocation list: %s", strerror(-r));
-out:
-	if (key)
-		crypto_wipe(key, MCERT_PEM_MAX);
-	free(key);
-	free(list);
-	free(all);
 	free(cas);
-	return r < 0 ? r : 0;
+	return r;
 }
 
 int ca_op_require(struct admin_op_ctx *c, const char *tailnet, bool on)

@@ -28,7 +28,10 @@
  * Revocation lists. `ca crl` is a CA's X.509 CRL (RFC 5280, v2, signed with its key):
  * the certificates it signed that are revoked, and serials revoked without a record
  * (an imported CA's), valid for CA_CRL_VALIDITY_SEC, for other relying parties; the
- * server itself reads the store.
+ * server itself reads the store. The running server also serves each CA's CRL over plain
+ * HTTP without authentication (crlhttp.h), and certificates signed through a server with a
+ * --public-url name that URL as their CRL distribution point (not those signed --offline:
+ * no server, no URL).
  *
  * Registration reads the store each time (no cache), so a revocation is in force for
  * the next registration after its commit. Revoking a certificate also expires the
@@ -95,6 +98,19 @@ int ca_op_renew(struct admin_op_ctx *c, const char *tailnet, const char *serial,
 #define CA_CRL_VALIDITY_SEC (7LL * 86400)
 /* The CRL (PEM, malloc'd into *ret_pem) of the tailnet's CA `which` (NULL: the signing one). */
 int ca_op_crl(struct admin_op_ctx *c, const char *tailnet, const char *which, char **ret_pem);
+/* The same for the CA ca, numbered `number` (RFC 5280 5.2.3: it grows with each list). */
+int ca_crl_make(struct admin_op_ctx *c, const struct control_ca *ca, uint64_t number,
+		char **ret_pem);
+/*
+ * Where the server serves each CA's CRL (crlhttp.h): PUBLIC_URL/crl/NAME.crl, NAME the CA's key
+ * identifier in hex (the fingerprint of its certificate for an imported CA without one), which
+ * ca_crl_name gives (0 or -EINVAL). ca_crl_url: that URL, as certificates signed with a public
+ * URL known name it (their CRL distribution point). 0, -EINVAL (not http(s)), -ENAMETOOLONG.
+ */
+#define CA_CRL_PATH "/crl/"
+#define CA_CRL_SUFFIX ".crl"
+int ca_crl_name(const struct control_ca *ca, char ret[MCERT_KEY_ID_MAX]);
+int ca_crl_url(const char *public_url, const struct control_ca *ca, char *ret, size_t cap);
 /*
  * Signs a CSR (PEM) for validity_sec (0: MCERT_VALIDITY_DEFAULT_SEC) with the tailnet's
  * CA: the certificate's PEM into ret_pem, its record into ret (may be NULL).

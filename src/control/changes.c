@@ -77,6 +77,11 @@ static void apply(struct changes *c, const struct store_change *ch, int64_t now)
 		if (c->hooks->policy_changed)
 			c->hooks->policy_changed(c->ctx, ch->id);
 		break;
+	case STORE_CHANGE_CA:
+	case STORE_CHANGE_MCERT:
+		if (c->hooks->certs_changed)
+			c->hooks->certs_changed(c->ctx);
+		break;
 	default:
 		break;
 	}

@@ -31,6 +31,8 @@ struct changes_hooks {
 	void (*settings_changed)(void *ctx);
 	/* A tailnet's record was written (its settings reach its nodes: flow logs); may be NULL. */
 	void (*tailnet_changed)(void *ctx, uint64_t tailnet_id);
+	/* A machine CA or certificate was written (ca.h); may be NULL. */
+	void (*certs_changed)(void *ctx);
 	/* A tailnet's access policy was written or deleted; may be NULL. */
 	void (*policy_changed)(void *ctx, uint64_t tailnet_id);
 };

@@ -66,6 +66,8 @@ static void serve_usage(void)
 	    "  --metrics-listen ADDR:PORT  GET /metrics there (none by default)\n"
 	    "  --public-url URL    this server as browsers reach it (https://HOST[:PORT]);\n"
 	    "                      OIDC sends them back to URL" WEBOIDC_CALLBACK_PATH "\n"
+	    "                      and machine certificates signed here name\n"
+	    "                      URL/crl/KEYID.crl, where their CA's CRL is served\n"
 	    "  --oidc-issuer URL   sign in with this OpenID provider (https, as it names\n"
 	    "                      itself in its discovery document); needs --public-url\n"
 	    "  --oidc-client-id ID, --oidc-client-secret-file F  this server's client at\n"
@@ -147,6 +149,12 @@ static int oidc_check(struct oidc_config *o, const char *secret_file, char *secr
 static void config_take(const char **dst, const char *flag, const char *file)
 {
 	*dst = flag ? flag : file ? file : *dst;
+}
+
+static bool public_url_valid(const char *url)
+{
+	return (!strncmp(url, "https://", 8) || !strncmp(url, "http://", 7)) &&
+	       !strpbrk(url, ", \t\r\n") && strlen(url) <= 256;
 }
 
 static int serve(const char *state_dir, bool state_set, int argc, char **argv)
@@ -254,6 +262,13 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 		control_config_free(&cf);
 		return 1;
 	}
+	/* It goes into certificates (a CRL distribution point) and URLs sent to browsers. */
+	if (public_url && !public_url_valid(public_url)) {
+		fprintf(stderr, "trellis-control: serve: --public-url takes http(s)://HOST[:PORT]\n");
+		control_config_free(&cf);
+		return 1;
+	}
+	opts.public_url = public_url;
 	if (oidc.issuer)
 		opts.oidc = &oidc;
 	if (!opts.tls_cert != !opts.tls_key) {

@@ -51,6 +51,7 @@
 #include "control/audit.h"
 #include "control/ca.h"
 #include "control/changes.h"
+#include "control/crlhttp.h"
 #include "control/ephemeral.h"
 #include "control/flows_collect.h"
 #include "control/flows_prune.h"
@@ -96,6 +97,8 @@ struct control_server {
 	struct pending *pend; /* interactive registrations, until approved */
 	struct web *web;      /* the login pages of interactive registrations */
 	char *state_dir;      /* the CAs' keys (ca.h) */
+	char *public_url;     /* serve --public-url, no trailing '/'; NULL: none */
+	struct crlhttp *crl;  /* GET /crl/NAME.crl: each CA's revocation list */
 	struct weboidc *oidc; /* sign-in with an OpenID provider on them (--oidc-*) */
 	struct session_env sessions;
 	struct changes changes;
@@ -1505,7 +1508,8 @@ static void admin_committed(void *arg, const char *actor, const struct store_op 
 		break;
 	case STORE_OP_CA_PUT:
 	case STORE_OP_MCERT_PUT:
-		/* Read from the store at each registration (ca.h): nothing to apply. */
+		/* Read from the store at each registration (ca.h); the lists served are remade. */
+		crlhttp_changed(s->crl);
 		if (op->kind == STORE_OP_CA_PUT)
 			log_info("control: admin %s: machine CA of tailnet %" PRIu64 " created",
 				 actor, op->ca.tailnet_id);
@@ -1585,6 +1589,7 @@ static void admin_answer(struct control_server *s, struct httpd_request *r, cons
 	struct admin_api_env env = {
 	    .store = s->store,
 	    .state_dir = s->state_dir,
+	    .public_url = s->public_url,
 	    .committed = admin_committed,
 	    .node_online = admin_node_online,
 	    .pending_list = admin_pending_list,
@@ -1797,7 +1802,16 @@ static void changed_tailnet(void *ctx, uint64_t tailnet_id)
 	mapstream_schedule(s->ms);
 }
 
+/* Another process revoked, signed, added or retired: the revocation lists served are remade. */
+static void changed_certs(void *ctx)
+{
+	struct control_server *s = ctx;
+
+	crlhttp_changed(s->crl);
+}
+
 static const struct changes_hooks changes_hooks = {
+	.certs_changed = changed_certs,
 	.tailnet_changed = changed_tailnet,
 	.node_changed = changed_node,
 	.node_deleted = deleted_node,
@@ -2029,7 +2043,16 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		goto out;
 	}
 	s->state_dir = strdup(opts->state_dir);
-	if (!s->state_dir) {
+	if (opts->public_url) {
+		s->public_url = strdup(opts->public_url);
+		if (s->public_url) {
+			size_t n = strlen(s->public_url);
+
+			while (n > 0 && s->public_url[n - 1] == '/')
+				s->public_url[--n] = '\0';
+		}
+	}
+	if (!s->state_dir || (opts->public_url && !s->public_url)) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -2095,6 +2118,11 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 				goto out;
 		}
 	}
+	r = crlhttp_new(s->store, opts->state_dir, &s->crl);
+	if (r == 0)
+		r = crlhttp_routes_add(s->crl, s->httpd);
+	if (r < 0)
+		goto out;
 	if (httpd_route_add(s->httpd, "GET", "/key", get_key, s) < 0 ||
 	    httpd_route_add(s->httpd, "GET", "/register/", get_register, s) < 0 ||
 	    httpd_route_add(s->httpd, "GET", "/healthz", get_healthz, s) < 0 ||
@@ -2217,6 +2245,8 @@ void control_server_free(struct control_server *s)
 	mapper_free(s->m);
 	loop_free(s->loop);
 	crypto_wipe(s->priv, sizeof(s->priv));
+	crlhttp_free(s->crl);
+	free(s->public_url);
 	free(s->state_dir);
 	free(s);
 }

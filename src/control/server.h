@@ -19,6 +19,11 @@ struct control_serve_opts {
 	bool no_relay;	    /* no embedded relay (GET /relay) */
 	uint16_t stun_port; /* embedded STUN server; 0: none (serve's default is 3478) */
 	bool stun_port_set; /* given explicitly: failing to bind it is an error */
+	/*
+	 * This server as others reach it (http:// or https://, checked by serve); NULL: none.
+	 * Certificates signed through it name PUBLIC_URL/crl/NAME.crl (crlhttp.h).
+	 */
+	const char *public_url;
 	/* OIDC sign-in (src/oidc/client.h), checked by serve; NULL: none. */
 	const struct oidc_config *oidc;
 	/* Tests: the store's backend (store.h); NULL: SQLite. */

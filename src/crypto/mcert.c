@@ -7,6 +7,7 @@
  * machine URI, then (mcert_verify) issuer, signature and time.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -460,20 +461,25 @@ int mcert_ca_check(const char *cert_pem, size_t cert_len, const char *key_pem, s
 }
 
 int mcert_sign(const char *ca_key_pem, size_t ca_key_len, const char *ca_cert_pem,
-	       size_t ca_cert_len, const struct mcert_info *req, int64_t not_before,
-	       int64_t not_after, struct mcert_info *ret_info, char *ret, size_t cap)
+	       size_t ca_cert_len, const struct mcert_info *req, const char *crl_url,
+	       int64_t not_before, int64_t not_after, struct mcert_info *ret_info, char *ret,
+	       size_t cap)
 {
 	EVP_PKEY *cakey = key_read(ca_key_pem, ca_key_len);
 	X509 *ca = cert_read(ca_cert_pem, ca_cert_len), *x = X509_new();
 	EVP_PKEY *pub =
 	    EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, req->pub, MCERT_KEY_LEN);
 	X509_NAME *name = NULL;
-	char cn[MCERT_SUBJECT_MAX], uri[128];
+	char cn[MCERT_SUBJECT_MAX], uri[128], cdp[MCERT_CRL_URL_MAX + 8];
 	X509V3_CTX ctx;
 	BIO *b = NULL;
 	int r = -EINVAL;
 
 	if (!cakey || !ca || !pub || !x || not_after <= not_before)
+		goto out;
+	/* An URL of printable ASCII, no comma (the extension's value syntax separates by it). */
+	if (crl_url && (strlen(crl_url) >= MCERT_CRL_URL_MAX ||
+			strncmp(crl_url, "http", 4) != 0 || strpbrk(crl_url, ", \t\r\n")))
 		goto out;
 	cn_clean(req->subject, strlen(req->subject), cn);
 	if (!cn[0]) {
@@ -501,7 +507,14 @@ int mcert_sign(const char *ca_key_pem, size_t ca_key_len, const char *ca_cert_pe
 	    ext_add(x, &ctx, NID_ext_key_usage, "clientAuth") ||
 	    ext_add(x, &ctx, NID_subject_key_identifier, "hash") ||
 	    ext_add(x, &ctx, NID_authority_key_identifier, "keyid:always") ||
-	    ext_add(x, &ctx, NID_subject_alt_name, uri) || X509_sign(x, cakey, md_for(cakey)) <= 0)
+	    ext_add(x, &ctx, NID_subject_alt_name, uri))
+		goto out;
+	if (crl_url) {
+		snprintf(cdp, sizeof(cdp), "URI:%s", crl_url);
+		if (ext_add(x, &ctx, NID_crl_distribution_points, cdp))
+			goto out;
+	}
+	if (X509_sign(x, cakey, md_for(cakey)) <= 0)
 		goto out;
 	b = BIO_new(BIO_s_mem());
 	if (!b || PEM_write_bio_X509(b, x) != 1)
@@ -623,6 +636,28 @@ out:
 	X509_CRL_free(crl);
 	X509_free(ca);
 	EVP_PKEY_free(cakey);
+	ERR_clear_error();
+	return r;
+}
+
+int mcert_crl_der(const char *pem, size_t len, uint8_t **ret)
+{
+	BIO *b = len <= INT_MAX ? BIO_new_mem_buf(pem, (int)len) : NULL;
+	X509_CRL *crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
+	unsigned char *der = NULL;
+	int n = crl ? i2d_X509_CRL(crl, &der) : -1;
+	int r = n > 0 ? n : -EINVAL;
+
+	if (n > 0) {
+		*ret = malloc((size_t)n);
+		if (*ret)
+			memcpy(*ret, der, (size_t)n);
+		else
+			r = -ENOMEM;
+	}
+	OPENSSL_free(der);
+	X509_CRL_free(crl);
+	BIO_free(b);
 	ERR_clear_error();
 	return r;
 }

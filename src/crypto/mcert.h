@@ -92,15 +92,21 @@ int mcert_ca_make(const char *cn, int64_t now, int64_t validity_sec, char *key_p
 int mcert_ca_check(const char *cert_pem, size_t cert_len, const char *key_pem, size_t key_len,
 		   int64_t now, const char **ret_why);
 
+/* The longest CRL distribution point URL a certificate names. */
+#define MCERT_CRL_URL_MAX 512
+
 /*
  * Signs the certificate the CSR `req` asked for (its key, machine key and CN;
  * nothing else of the CSR is copied): a new random serial, valid
- * [not_before, not_after], CA:FALSE, digitalSignature, clientAuth. PEM into
+ * [not_before, not_after], CA:FALSE, digitalSignature, clientAuth, and with
+ * crl_url (http:// or https://; NULL: none) a CRL distribution point (RFC 5280
+ * 4.2.1.13) where relying parties fetch the CA's revocation list. PEM into
  * ret; *ret_info describes it. Returns the PEM's length or -errno.
  */
 int mcert_sign(const char *ca_key_pem, size_t ca_key_len, const char *ca_cert_pem,
-	       size_t ca_cert_len, const struct mcert_info *req, int64_t not_before,
-	       int64_t not_after, struct mcert_info *ret_info, char *ret, size_t cap);
+	       size_t ca_cert_len, const struct mcert_info *req, const char *crl_url,
+	       int64_t not_before, int64_t not_after, struct mcert_info *ret_info, char *ret,
+	       size_t cap);
 
 /* A certificate's PEM to DER. Returns the DER's length or -EINVAL / -EMSGSIZE. */
 int mcert_pem_to_der(const char *pem, size_t len, uint8_t *der, size_t cap);
@@ -125,6 +131,9 @@ struct mcert_revoked {
 int mcert_crl_make(const char *ca_key_pem, size_t ca_key_len, const char *ca_cert_pem,
 		   size_t ca_cert_len, const struct mcert_revoked *list, size_t n, uint64_t number,
 		   int64_t now, int64_t next_update, char **ret);
+
+/* A CRL's PEM (mcert_crl_make's) as DER, malloc'd into *ret. Its length, -EINVAL, -ENOMEM. */
+int mcert_crl_der(const char *pem, size_t len, uint8_t **ret);
 
 /*
  * The full check of a node's certificate (DER) against its tailnet's CA (PEM):

@@ -110,6 +110,49 @@ check "expired node invisible" test "$(node visible)" = False
 check "nodes delete" ctl nodes delete 1
 check "node gone" test "$(ctl nodes list --json | tr -d ' \n')" = "[]"
 
+# 5c. ca list --revoked / --expiring: --json lists exactly the certificates the table lists.
+# Three CSRs made with openssl (an Ed25519 key, the machine URI), signed for 10, 20 and 100
+# days; the 10-day one revoked.
+csr() {
+	openssl genpkey -algorithm ed25519 -out "$tmp/$1.key" 2>/dev/null &&
+		openssl req -new -key "$tmp/$1.key" -subj "/CN=$1" -addext \
+			"subjectAltName=URI:urn:trellis:machine:$(openssl rand -hex 32)" \
+			-out "$tmp/$1.csr" 2>/dev/null
+}
+serial_of() { sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$tmp/$1.sign"; }
+check "ca init (corp)" sh -c "'$CTL' --state '$st' --offline ca init --tailnet corp > /dev/null"
+for m in m10 m20 m100; do
+	check "openssl makes a CSR ($m)" csr $m
+	check "ca sign $m" sh -c "'$CTL' --state '$st' --offline ca sign '$tmp/$m.csr' --tailnet corp \
+		--validity ${m#m}d > /dev/null 2> '$tmp/$m.sign'"
+done
+check "ca revoke the 10-day one" ctl ca revoke "$(serial_of m10)" --tailnet corp
+# listed JSON|TABLE ARGS...: the serials the listing shows, sorted, one line.
+listed() {
+	local how=$1
+	shift
+	if [ "$how" = json ]; then
+		ctl ca list "$@" --json | python3 -c 'import json,sys; print(" ".join(sorted(c["serial"] for c in json.load(sys.stdin))))'
+	else
+		ctl ca list "$@" | tail -n +2 | awk '{print $1}' | sort | tr '\n' ' ' | sed 's/ $//'
+	fi
+}
+S10=$(serial_of m10) S20=$(serial_of m20) S100=$(serial_of m100)
+want_revoked="$S10"
+want_expiring=$(printf '%s\n' "$S20" | sort | tr '\n' ' ' | sed 's/ $//')
+want_200d=$(printf '%s\n' "$S20" "$S100" | sort | tr '\n' ' ' | sed 's/ $//')
+for how in table json; do
+	check "ca list --revoked ($how): the revoked one only" \
+		test "$(listed $how --revoked)" = "$want_revoked"
+	check "ca list --expiring 30d ($how): the valid 20-day one only" \
+		test "$(listed $how --expiring 30d)" = "$want_expiring"
+	check "ca list --expiring 200d --tailnet corp ($how): both valid ones" \
+		test "$(listed $how --expiring 200d --tailnet corp)" = "$want_200d"
+	check "ca list --revoked --expiring 200d ($how): none" \
+		test -z "$(listed $how --revoked --expiring 200d)"
+	check "ca list ($how): all three" test "$(listed $how | wc -w)" = 3
+done
+
 # 6. mistakes: one line, exit 1.
 mistake "unknown node" nodes approve 4242
 mistake "unknown node by name" nodes delete no-such-node

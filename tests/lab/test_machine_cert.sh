@@ -14,6 +14,11 @@
 #     refused while b has only its certificate; ca renew gives b the same certificate from
 #     the new CA (no CSR), b joins with it; then ca retire succeeds, b's old certificate
 #     is refused saying its CA was retired, and the renewed one joins again;
+#   - CRL over HTTP: the server (started with --public-url) serves each CA's CRL at
+#     /crl/KEYID.crl without authentication (DER, application/pkix-crl); the certificates it
+#     signs name that URL as their CRL distribution point; curl from a node fetches it before
+#     and after the revocation: openssl reads it, verifies it with the CA, and finds a's serial
+#     only after; an unknown CA is a 404;
 #   - every admin step is in the audit log.
 #
 #   lab internet 192.0.2.0/24: ctl .1:8080, a .11, b .12
@@ -26,7 +31,8 @@ lab_internet
 lab_public_host ctl 1
 lab_public_host a 11
 lab_public_host b 12
-lab_control_start ctl 192.0.2.1 8080 || lab_finish
+LAB_CONTROL_SERVE_ARGS="--public-url http://192.0.2.1:8080/" \
+	lab_control_start ctl 192.0.2.1 8080 || lab_finish
 
 check "ca init prints the CA certificate" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
 	ca init > '$LAB_TMP/ca.pem' && openssl x509 -in '$LAB_TMP/ca.pem' -noout"
@@ -78,6 +84,26 @@ check "a's key expiry is no later than its certificate" sh -c "test \
 SERIAL=$(sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$LAB_TMP/a.sign")
 check "a's serial was printed" test -n "$SERIAL"
 
+# The CRL over HTTP, at the URL the certificates name (fetched from a, as any relying party).
+KID=$(openssl x509 -in "$LAB_TMP/ca.pem" -noout -ext subjectKeyIdentifier | sed -n '2s/[ :]//gp' | tr A-F a-f)
+CRL_URL="http://192.0.2.1:8080/crl/$KID.crl"
+check_eq "a's certificate names the CA's CRL URL (CRL distribution point)" "$CRL_URL" \
+	"$(openssl x509 -in "$LAB_TMP/a.crt" -noout -ext crlDistributionPoints | sed -n 's/^ *URI://p')"
+crl_fetch() { # crl_fetch FILE: GET CRL_URL from a; the body in FILE, the headers in FILE.h
+	nsx a curl -sS -m 10 -D "$1.h" -o "$1" "$CRL_URL"
+}
+crl_lists() { # crl_lists FILE SERIAL: openssl finds SERIAL in the DER CRL FILE
+	openssl crl -inform DER -in "$1" -noout -text | tr -d ' :' | grep -qi "serialnumber0*$2\$"
+}
+check "curl fetches the CRL without credentials" crl_fetch "$LAB_TMP/crl0.der"
+check "... 200, application/pkix-crl" sh -c "head -1 '$LAB_TMP/crl0.der.h' | grep -q ' 200' &&
+	grep -qi '^content-type: application/pkix-crl' '$LAB_TMP/crl0.der.h'"
+check "... DER that openssl verifies with the CA" sh -c "openssl crl -inform DER -in \
+	'$LAB_TMP/crl0.der' -CAfile '$LAB_TMP/ca.pem' -noout 2>&1 | grep -q 'verify OK'"
+check_not "... not listing a's serial before the revocation" crl_lists "$LAB_TMP/crl0.der" "$SERIAL"
+check_eq "an unknown CA's CRL is a 404" 404 "$(nsx a curl -s -m 10 -o /dev/null -w '%{http_code}' \
+	http://192.0.2.1:8080/crl/0123456789abcdef0123456789abcdef01234567.crl)"
+
 # Status shows the installed certificate: what ca sign issued, and by which CA (openssl's
 # reading of both files, compared field by field).
 cert_get() { status_eval a "(j.get('machine_cert') or {}).get('$1')"; }
@@ -110,6 +136,16 @@ out=$(tr_node a up --login-server "$LAB_CONTROL_URL" --auth-key "$KEY" --hostnam
 check_not "a cannot register again with the revoked certificate" test $? = 0
 check "the refusal says revoked" grep -q "machine certificate refused: revoked" <<<"$out"
 check "b is still in" node_connected b
+crl_fetch_lists() { crl_fetch "$1" && crl_lists "$1" "$2"; }
+check "after the revocation, the CRL served lists a's serial" crl_fetch_lists \
+	"$LAB_TMP/crl1.der" "$SERIAL"
+check_not "... and not b's" crl_lists "$LAB_TMP/crl1.der" \
+	"$(sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$LAB_TMP/b.sign")"
+check "... still verified by the CA" sh -c "openssl crl -inform DER -in '$LAB_TMP/crl1.der' \
+	-CAfile '$LAB_TMP/ca.pem' -noout 2>&1 | grep -q 'verify OK'"
+check "... and openssl verify -crl_check refuses a's certificate with it" sh -c "openssl crl \
+	-inform DER -in '$LAB_TMP/crl1.der' -out '$LAB_TMP/crl1.pem' && ! openssl verify -crl_check \
+	-CRLfile '$LAB_TMP/crl1.pem' -CAfile '$LAB_TMP/ca.pem' '$LAB_TMP/a.crt'"
 
 # The revocation list, for others: openssl checks it and refuses a's certificate with it.
 check "ca crl prints a CRL signed by the CA (openssl crl -CAfile)" sh -c "'$TRELLIS_CONTROL' \

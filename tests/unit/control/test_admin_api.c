@@ -422,6 +422,74 @@ static void test_audit(void **state)
 	assert_int_equal(num(E.ans, "last_seq"), 4);
 }
 
+/* ca list's filters: certs?revoked=1 and certs?expiring=SEC, the same for table and --json. */
+static void mcert_put(uint64_t tid, const char *serial, int64_t not_after, bool revoked)
+{
+	struct store_op op = { .kind = STORE_OP_MCERT_PUT };
+
+	op.mcert.tailnet_id = tid;
+	snprintf(op.mcert.serial, sizeof(op.mcert.serial), "%s", serial);
+	op.mcert.not_before = T0 - 86400;
+	op.mcert.not_after = not_after;
+	op.mcert.created = T0 - 86400;
+	op.mcert.revoked = revoked;
+	op.mcert.revoked_at = revoked ? T0 - 60 : 0;
+	assert_int_equal(store_write(E.st, &op, NULL), 0);
+}
+
+/* The serials of the listing in E.ans, in order, space-separated. */
+static const char *serials(void)
+{
+	static char buf[256];
+	json_t *e;
+	size_t i;
+
+	buf[0] = '\0';
+	assert_true(json_is_array(E.ans));
+	json_array_foreach(E.ans, i, e)
+	{
+		strcat(buf, buf[0] ? " " : "");
+		strcat(buf, str(e, "serial"));
+	}
+	return buf;
+}
+
+static void test_certs_filters(void **state)
+{
+	struct admin_op_ctx c = { .store = E.st, .actor = "test", .now = T0 };
+	struct control_tailnet t;
+
+	(void)state;
+	assert_int_equal(admin_op_tailnet_resolve(&c, NULL, &t), 0);
+	mcert_put(t.id, "a1", T0 + 10 * 86400, false);	/* valid, ends in 10 days */
+	mcert_put(t.id, "b2", T0 + 100 * 86400, false); /* valid, ends in 100 days */
+	mcert_put(t.id, "c3", T0 + 5 * 86400, true);	/* revoked, would end in 5 days */
+	mcert_put(t.id, "d4", T0 - 86400, false);	/* expired */
+	assert_int_equal(req("GET", "/admin/v1/certs", NULL), 200);
+	assert_string_equal(serials(), "a1 b2 c3 d4");
+	assert_int_equal(req("GET", "/admin/v1/certs?revoked=1", NULL), 200);
+	assert_string_equal(serials(), "c3");
+	assert_string_equal(str(json_array_get(E.ans, 0), "status"), "revoked");
+	/* Valid ones ending within 30 days: neither the revoked nor the expired one. */
+	assert_int_equal(req("GET", "/admin/v1/certs?expiring=2592000", NULL), 200);
+	assert_string_equal(serials(), "a1");
+	assert_int_equal(req("GET", "/admin/v1/certs?tailnet=default&expiring=8640000", NULL),
+			 200);
+	assert_string_equal(serials(), "a1 b2");
+	/* The end itself is within. */
+	assert_int_equal(req("GET", "/admin/v1/certs?expiring=864000", NULL), 200);
+	assert_string_equal(serials(), "a1");
+	assert_int_equal(req("GET", "/admin/v1/certs?revoked=1&expiring=8640000", NULL), 200);
+	assert_string_equal(serials(), "");
+	assert_int_equal(req("GET", "/admin/v1/certs?revoked=0", NULL), 200);
+	assert_string_equal(serials(), "a1 b2 c3 d4");
+	assert_int_equal(req("GET", "/admin/v1/certs?revoked=2", NULL), 400);
+	assert_string_equal(err(), "revoked takes 0 or 1");
+	assert_int_equal(req("GET", "/admin/v1/certs?expiring=0", NULL), 400);
+	assert_string_equal(err(), "expiring takes seconds (1 or more)");
+	assert_int_equal(req("GET", "/admin/v1/certs?expiring=30d", NULL), 400);
+}
+
 static void test_apikeys(void **state)
 {
 	char key[APIKEY_STR_MAX], target[128];
@@ -494,6 +562,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relaymap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_apikeys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_certs_filters, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_audit_flow_settings, setup, teardown),
 	};

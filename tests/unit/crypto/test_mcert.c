@@ -60,7 +60,7 @@ static int setup(void **state)
 	assert_int_equal(crypto_random(f->machine, sizeof(f->machine)), 0);
 	assert_true(mcert_csr_make(f->priv, f->machine, "build-1", f->csr, sizeof(f->csr)) > 0);
 	assert_int_equal(mcert_csr_parse(f->csr, strlen(f->csr), &req), MCERT_OK);
-	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req, NULL,
 			       NOW - 60, NOW + 86400, &f->info, f->cert, sizeof(f->cert)) > 0);
 	f->der_len = mcert_pem_to_der(f->cert, strlen(f->cert), f->der, sizeof(f->der));
 	assert_true(f->der_len > 0);
@@ -309,7 +309,7 @@ static void test_crl(void **state)
 	assert_int_equal(openssl_verify(f->ca.cert, f->cert, NULL), X509_V_OK);
 	assert_int_equal(openssl_verify(f->ca.cert, f->cert, crl), X509_V_ERR_CERT_REVOKED);
 	assert_int_equal(mcert_csr_parse(f->csr, strlen(f->csr), &req), MCERT_OK);
-	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req, NULL,
 			       NOW - 60, NOW + 86400, &other_info, other_cert,
 			       sizeof(other_cert)) > 0);
 	assert_int_equal(openssl_verify(f->ca.cert, other_cert, crl), X509_V_OK);
@@ -416,7 +416,7 @@ static void test_sign_cleans_subject(void **state)
 	memcpy(req.pub, f->pub, MCERT_KEY_LEN);
 	memcpy(req.machine_key, f->machine, MCERT_KEY_LEN);
 	snprintf(req.subject, sizeof(req.subject), "a b/\"c");
-	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req, NULL,
 			       NOW, NOW + 10, &info, pem, sizeof(pem)) > 0);
 	n = mcert_pem_to_der(pem, strlen(pem), der, sizeof(der));
 	assert_true(n > 0);
@@ -425,7 +425,7 @@ static void test_sign_cleans_subject(void **state)
 	/* Serials differ from one signature to the next. */
 	assert_string_not_equal(got.serial, f->info.serial);
 	/* An empty validity is refused. */
-	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req, NULL,
 			       NOW, NOW, &info, pem, sizeof(pem)) < 0);
 }
 
@@ -473,7 +473,7 @@ static void test_ca_import(void **state)
 
 	assert_int_equal(mcert_ca_check(cert, strlen(cert), key, strlen(key), NOW, &why), 0);
 	assert_int_equal(mcert_csr_parse(f->csr, strlen(f->csr), &req), MCERT_OK);
-	assert_true(mcert_sign(key, strlen(key), cert, strlen(cert), &req, NOW, NOW + 100, &info,
+	assert_true(mcert_sign(key, strlen(key), cert, strlen(cert), &req, NULL, NOW, NOW + 100, &info,
 			       pem, sizeof(pem)) > 0);
 	n = mcert_pem_to_der(pem, strlen(pem), der, sizeof(der));
 	assert_true(n > 0);
@@ -500,6 +500,73 @@ static void test_ca_import(void **state)
 	EVP_PKEY_free(k);
 }
 
+/*
+ * A CRL distribution point: the certificate names the URL (OpenSSL reads it back), still
+ * verifies, and a URL that is no http(s) URL or would break the extension's syntax is refused.
+ * The CRL's DER is what OpenSSL reads.
+ */
+static void test_crl_distribution_point(void **state)
+{
+	static const char url[] = "http://192.0.2.1:8080/crl/0123abcd.crl";
+	struct fix *f = *state;
+	struct mcert_info req = {0}, info, got;
+	char pem[MCERT_PEM_MAX], *crl_pem = NULL;
+	uint8_t der[MCERT_DER_MAX], *crl_der = NULL;
+	const unsigned char *p;
+	STACK_OF(DIST_POINT) *dps;
+	const GENERAL_NAME *gn;
+	X509_CRL *crl;
+	X509 *x;
+	int n;
+
+	memcpy(req.pub, f->pub, MCERT_KEY_LEN);
+	memcpy(req.machine_key, f->machine, MCERT_KEY_LEN);
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+			       url, NOW - 60, NOW + 86400, &info, pem, sizeof(pem)) > 0);
+	x = x509_read(pem);
+	dps = X509_get_ext_d2i(x, NID_crl_distribution_points, NULL, NULL);
+	assert_non_null(dps);
+	assert_int_equal(sk_DIST_POINT_num(dps), 1);
+	assert_int_equal(sk_DIST_POINT_value(dps, 0)->distpoint->type, 0); /* fullName */
+	gn = sk_GENERAL_NAME_value(sk_DIST_POINT_value(dps, 0)->distpoint->name.fullname, 0);
+	assert_int_equal(gn->type, GEN_URI);
+	assert_int_equal(ASN1_STRING_length(gn->d.uniformResourceIdentifier), strlen(url));
+	assert_memory_equal(ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier), url,
+			    strlen(url));
+	sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
+	X509_free(x);
+	n = mcert_pem_to_der(pem, strlen(pem), der, sizeof(der));
+	assert_true(n > 0);
+	assert_int_equal(mcert_verify(f->ca.cert, strlen(f->ca.cert), der, (size_t)n, NOW, &got),
+			 MCERT_OK);
+	/* Without one, none. */
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+			       NULL, NOW - 60, NOW + 86400, &info, pem, sizeof(pem)) > 0);
+	x = x509_read(pem);
+	assert_int_equal(X509_get_ext_by_NID(x, NID_crl_distribution_points, -1), -1);
+	X509_free(x);
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+			       "ldap://x/crl", NOW - 60, NOW + 86400, &info, pem, sizeof(pem)) < 0);
+	assert_true(mcert_sign(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert), &req,
+			       "http://x/a,URI:http://y", NOW - 60, NOW + 86400, &info, pem,
+			       sizeof(pem)) < 0);
+	/* The CRL as DER. */
+	assert_true(mcert_crl_make(f->ca.key, strlen(f->ca.key), f->ca.cert, strlen(f->ca.cert),
+				   NULL, 0, 7, NOW, NOW + 86400, &crl_pem) > 0);
+	n = mcert_crl_der(crl_pem, strlen(crl_pem), &crl_der);
+	assert_true(n > 0);
+	p = crl_der;
+	crl = d2i_X509_CRL(NULL, &p, n);
+	assert_non_null(crl);
+	assert_ptr_equal(p, crl_der + n);
+	assert_int_equal(X509_CRL_verify(crl, X509_get0_pubkey(x = x509_read(f->ca.cert))), 1);
+	X509_free(x);
+	X509_CRL_free(crl);
+	assert_int_equal(mcert_crl_der("junk", 4, &crl_der), -EINVAL);
+	free(crl_der);
+	free(crl_pem);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -509,6 +576,7 @@ int main(void)
 	    cmocka_unit_test(test_verify),
 	    cmocka_unit_test(test_verify_bad_der),
 	    cmocka_unit_test(test_crl),
+	    cmocka_unit_test(test_crl_distribution_point),
 	    cmocka_unit_test(test_proof),
 	    cmocka_unit_test(test_sign_cleans_subject),
 	    cmocka_unit_test(test_ca_import),
