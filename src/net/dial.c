@@ -198,6 +198,13 @@ int dial_sleep(const struct dial_cancel *cancel, uint64_t deadline_ns)
 	return r < 0 ? r : 0;
 }
 
+int dial_wait(const struct dial_cancel *cancel, uint64_t deadline_ns)
+{
+	int r = wait_fd(cancel, -1, 0, deadline_ns, true);
+
+	return r < 0 ? r : r == 2;
+}
+
 /* --- TLS --- */
 
 SSL_CTX *dial_tls_ctx_new(void)

@@ -104,6 +104,12 @@ int dial_cancel_wake(const struct dial_cancel *c);
 
 /* Sleeps until deadline_ns, consuming commands. 0 then, or -ECANCELED when told to stop. */
 int dial_sleep(const struct dial_cancel *cancel, uint64_t deadline_ns);
+/*
+ * Sleeps until deadline_ns or a command, whichever comes first: 0 at the deadline, 1 woken
+ * with a command (the wake is consumed; the caller looks at what it was told), or
+ * -ECANCELED when told to stop.
+ */
+int dial_wait(const struct dial_cancel *cancel, uint64_t deadline_ns);
 
 /*
  * A client context that verifies servers against the system trust store

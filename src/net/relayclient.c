@@ -59,6 +59,7 @@ struct rconn {
 	bool running; /* manager: the thread was started and not joined */
 	atomic_bool stop;
 	atomic_bool rekey;	     /* a new node key: end the session and reconnect now */
+	atomic_bool retry;	     /* relayclient_retry_now: a backoff ends now */
 	atomic_bool preferred_dirty; /* home changed: tell the relay */
 	struct dial_cancel cancel;   /* its eventfd wakes the thread: `stop`, or work to do */
 
@@ -87,6 +88,7 @@ struct relayclient {
 	void (*changed)(void *ctx);
 	void *ctx;
 	uint64_t idle_ns;
+	uint64_t backoff_min_ns, backoff_max_ns;
 	struct pkt_pool *pool;
 
 	pthread_rwlock_t lock;
@@ -568,14 +570,29 @@ static int session_loop(struct rconn *c, struct session *s, const char *name)
 }
 
 /* The region's relays in turn; returns the ns to wait before the next try. */
-static uint64_t backoff_next(uint64_t cur)
+static uint64_t backoff_next(const struct relayclient *rc, uint64_t cur)
 {
-	uint64_t b = cur ? MIN(cur * 2, RELAYCLIENT_BACKOFF_MAX_NS) : RELAYCLIENT_BACKOFF_MIN_NS;
+	uint64_t b = cur ? MIN(cur * 2, rc->backoff_max_ns) : rc->backoff_min_ns;
 	uint32_t rnd = 0;
 
 	/* +-25 % so that nodes that lost a relay together do not come back together. */
 	crypto_random(&rnd, sizeof(rnd));
 	return b * 3 / 4 + (b / 2) * (rnd % 1024) / 1024;
+}
+
+/*
+ * The backoff's wait: 0 at its end, 1 cut short because the relay may be reachable again
+ * (relayclient_retry_now, a new key, a new map), -ECANCELED to stop. Packets queued
+ * meanwhile wake the thread too, but wait: a relay that refuses is not dialled per packet.
+ */
+static int backoff_wait(struct rconn *c, uint64_t until_ns)
+{
+	int r;
+
+	while ((r = dial_wait(&c->cancel, until_ns)) == 1)
+		if (atomic_exchange(&c->retry, false) || atomic_load(&c->rekey))
+			return 1;
+	return r;
 }
 
 static void *conn_main(void *arg)
@@ -603,9 +620,15 @@ static void *conn_main(void *arg)
 		int r;
 
 		if (backoff) {
+			int w;
+
 			conn_state(c, RELAYCLIENT_BACKOFF);
-			if (dial_sleep(&c->cancel, time_now_ns() + backoff) < 0)
+			w = backoff_wait(c, time_now_ns() + backoff);
+			if (w < 0)
 				break;
+			/* Told the relay may be back: a failure now waits the shortest time. */
+			if (w == 1)
+				backoff = 0;
 		}
 		atomic_store(&c->rekey, false);
 		pthread_mutex_lock(&rc->mu);
@@ -631,7 +654,7 @@ static void *conn_main(void *arg)
 			if (r == -ENOENT)
 				snprintf(s->err, sizeof(s->err), "no key or region yet");
 			conn_error(c, s->err);
-			backoff = backoff_next(backoff);
+			backoff = backoff_next(rc, backoff);
 			continue;
 		}
 
@@ -649,6 +672,8 @@ static void *conn_main(void *arg)
 		crypto_wipe(key, sizeof(key));
 		up_ns = time_now_ns();
 		if (r == 0) {
+			/* A retry asked for while this one dialled has been served. */
+			atomic_store(&c->retry, false);
 			atomic_fetch_add(&c->connects, 1);
 			conn_error(c, "");
 			conn_state(c, RELAYCLIENT_CONNECTED);
@@ -673,7 +698,7 @@ static void *conn_main(void *arg)
 			backoff = 0;
 		else
 			idx++;
-		backoff = backoff_next(backoff);
+		backoff = backoff_next(rc, backoff);
 	}
 	conn_state(c, RELAYCLIENT_IDLE);
 	queue_drop_all(c);
@@ -1112,6 +1137,8 @@ int relayclient_new(const struct relayclient_cfg *cfg, struct relayclient **ret)
 	rc->changed = cfg->changed;
 	rc->ctx = cfg->ctx;
 	rc->idle_ns = cfg->idle_ns ? cfg->idle_ns : RELAYCLIENT_IDLE_NS;
+	rc->backoff_min_ns = cfg->backoff_min_ns ? cfg->backoff_min_ns : RELAYCLIENT_BACKOFF_MIN_NS;
+	rc->backoff_max_ns = MAX(rc->backoff_min_ns, RELAYCLIENT_BACKOFF_MAX_NS);
 	rc->mgr_wake = -1;
 	pthread_rwlock_init(&rc->lock, NULL);
 	pthread_mutex_init(&rc->mu, NULL);
@@ -1201,6 +1228,21 @@ void relayclient_set_key(struct relayclient *rc, const uint8_t node_priv[NETMAP_
 	}
 	pthread_rwlock_unlock(&rc->lock);
 	wake(rc->mgr_wake);
+}
+
+void relayclient_retry_now(struct relayclient *rc)
+{
+	pthread_rwlock_rdlock(&rc->lock);
+	for (unsigned i = 0; i < rc->n_conns; i++) {
+		struct rconn *c = rc->conns[i];
+
+		/* Connected ones carry on; one dialling now retries at once if this try fails. */
+		if (atomic_load(&c->state) == RELAYCLIENT_CONNECTED)
+			continue;
+		atomic_store(&c->retry, true);
+		wake(c->cancel.wake_fd);
+	}
+	pthread_rwlock_unlock(&rc->lock);
 }
 
 void relayclient_stun_notify(struct relayclient *rc)

@@ -53,6 +53,7 @@ struct relayclient_cfg {
 	void (*changed)(void *ctx);
 	void *ctx;
 	uint64_t idle_ns; /* non-home connections close after this without traffic; 0: default */
+	uint64_t backoff_min_ns; /* the first wait after a failure; 0: RELAYCLIENT_BACKOFF_MIN_NS */
 };
 
 enum relayclient_conn_state {
@@ -129,6 +130,14 @@ void relayclient_free(struct relayclient *rc);
 void relayclient_set_map(struct relayclient *rc, const struct netmap_relay_map *rm,
 			 const char *login_server);
 void relayclient_set_key(struct relayclient *rc, const uint8_t node_priv[NETMAP_KEY_LEN]);
+
+/*
+ * The relays may be reachable again (the control server, which may embed one, answered
+ * after an outage; a link or an address changed): every connection waiting out its
+ * backoff dials now, and one that is dialling dials again at once if that try fails.
+ * Connected ones are left alone. Any thread.
+ */
+void relayclient_retry_now(struct relayclient *rc);
 
 /* The magicsock's STUN mailbox has datagrams (its box_notify). Any thread. */
 void relayclient_stun_notify(struct relayclient *rc);

@@ -492,8 +492,11 @@ static void regather_fire(struct loop_timer *t)
 	struct daemon *d = container_of(t, struct daemon, regather_timer);
 
 	log_debug("network changed: gathering candidates again");
-	if (d->rc)
+	if (d->rc) {
 		relayclient_stun_soon(d->rc);
+		/* A relay we lost may be reachable over the new link: dial now. */
+		relayclient_retry_now(d->rc);
+	}
 	if (d->cc)
 		control_client_endpoints_changed(d->cc);
 }
@@ -573,6 +576,13 @@ static void report_state(struct daemon *d, struct report *rp)
 	}
 	if (rp->st.state == CONTROL_CLIENT_RUNNING)
 		d->reauth = false;
+	/*
+	 * The control server answers again after an outage: the relay it embeds (or one on
+	 * the same path) is likely back too, so a relay connection in backoff (up to 37.5 s)
+	 * dials now instead of leaving peers without a relay path until its timer ends.
+	 */
+	if (rp->st.state == CONTROL_CLIENT_RUNNING && was != CONTROL_CLIENT_RUNNING && d->rc)
+		relayclient_retry_now(d->rc);
 	if (was != rp->st.state || rp->st.state == CONTROL_CLIENT_CONNECTING)
 		state_log(d, rp->st.state, rp->st.has_error ? rp->st.error : NULL);
 	/* The client idles now; stopping it and what follows run off this report. */

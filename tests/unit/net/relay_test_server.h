@@ -213,7 +213,8 @@ static void *trs_main(void *arg)
 	return NULL;
 }
 
-static int trs_start(struct trs *t)
+/* On the given ports (0: any), so that a test can bring a relay back where it was. */
+static int trs_start_on(struct trs *t, const uint16_t ports[TRS_PORTS])
 {
 	memset(t, 0, sizeof(*t));
 	pthread_mutex_init(&t->mu, NULL);
@@ -224,10 +225,14 @@ static int trs_start(struct trs *t)
 	for (unsigned i = 0; i < TRS_PORTS; i++) {
 		struct sockaddr_in sa = {.sin_family = AF_INET};
 		socklen_t sl = sizeof(sa);
+		int one = 1;
 
 		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sa.sin_port = htons(ports ? ports[i] : 0);
 		t->lfd[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (t->lfd[i] < 0 || bind(t->lfd[i], (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		if (t->lfd[i] < 0 ||
+		    setsockopt(t->lfd[i], SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+		    bind(t->lfd[i], (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 		    listen(t->lfd[i], 16) < 0 ||
 		    getsockname(t->lfd[i], (struct sockaddr *)&sa, &sl) < 0)
 			return -1;
@@ -235,6 +240,11 @@ static int trs_start(struct trs *t)
 	}
 	t->stop_fd = eventfd(0, EFD_CLOEXEC);
 	return pthread_create(&t->thread, NULL, trs_main, t) ? -1 : 0;
+}
+
+static int trs_start(struct trs *t)
+{
+	return trs_start_on(t, NULL);
 }
 
 static void trs_stop(struct trs *t)

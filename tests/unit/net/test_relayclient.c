@@ -4,7 +4,8 @@
  * src/proto/relay's server end) on loopback: two nodes, each a magicsock with a relay
  * client, reach each other through the relay by their handles; the home connection
  * says it is preferred; a peer homed in another region gets a connection of its own,
- * closed again once idle; a new node key reconnects; an empty map closes everything. And
+ * closed again once idle; a new node key reconnects; an empty map closes everything; a
+ * relay back after an outage is dialled at once when told (relayclient_retry_now). And
  * the home choice by STUN round trip, with its hysteresis, as a table.
  */
 #include <errno.h>
@@ -79,9 +80,9 @@ static void n_changed(void *ctx)
 }
 
 /* Waits (bounded) until pred holds; every state change and arrival re-checks it. */
-static bool wait_for(bool (*pred)(void))
+static bool wait_for_ms(bool (*pred)(void), unsigned ms)
 {
-	uint64_t end = time_now_ns() + 10 * NSEC_PER_SEC;
+	uint64_t end = time_now_ns() + ms * NSEC_PER_MSEC;
 	bool ok;
 
 	pthread_mutex_lock(&mu);
@@ -99,6 +100,11 @@ static bool wait_for(bool (*pred)(void))
 	}
 	pthread_mutex_unlock(&mu);
 	return ok;
+}
+
+static bool wait_for(bool (*pred)(void))
+{
+	return wait_for_ms(pred, 10000);
 }
 
 static struct netmap_relay_map map_two(void)
@@ -121,10 +127,11 @@ static struct netmap_relay_map map_two(void)
 	return rm;
 }
 
-static void node_up(struct tnode *n)
+static void node_up_backoff(struct tnode *n, uint64_t backoff_min_ns)
 {
 	struct magicsock_ops mops = {.ctx = n, .wg_rx = n_wg_rx, .wire_send = n_wire_send};
-	struct relayclient_cfg cfg = {.changed = n_changed, .ctx = n, .idle_ns = IDLE_NS};
+	struct relayclient_cfg cfg = {
+	    .changed = n_changed, .ctx = n, .idle_ns = IDLE_NS, .backoff_min_ns = backoff_min_ns};
 
 	memset(n, 0, sizeof(*n));
 	assert_int_equal(x25519_private_generate(n->priv), 0);
@@ -135,6 +142,11 @@ static void node_up(struct tnode *n)
 	assert_non_null(n->pool);
 	cfg.ms = n->ms;
 	assert_int_equal(relayclient_new(&cfg, &n->rc), 0);
+}
+
+static void node_up(struct tnode *n)
+{
+	node_up_backoff(n, 0);
 }
 
 static void node_down(struct tnode *n)
@@ -304,6 +316,62 @@ static void test_relay_client(void **state)
 	trs_stop(&T);
 }
 
+static bool a_home_connected(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&T.mu);
+	n = trs_clients_with_key(&T, A.pub, NULL);
+	pthread_mutex_unlock(&T.mu);
+	return n == 1 && state_of(&A, 1, NULL) == RELAYCLIENT_CONNECTED;
+}
+
+static bool a_home_backoff(void)
+{
+	return state_of(&A, 1, NULL) == RELAYCLIENT_BACKOFF;
+}
+
+/*
+ * The relay goes away (the control server that embeds it restarts) and comes back while
+ * the client waits out a backoff far longer than this test: relayclient_retry_now dials
+ * at once. A packet queued meanwhile does not: a relay that is down is not dialled per
+ * packet.
+ */
+static void test_retry_now(void **state)
+{
+	uint16_t ports[TRS_PORTS];
+	struct netmap_relay_map rm;
+	unsigned accepted;
+
+	(void)state;
+	assert_int_equal(trs_start(&T), 0);
+	memcpy(ports, T.port, sizeof(ports));
+	node_up_backoff(&A, 3600 * NSEC_PER_SEC);
+	assert_int_equal(magicsock_handle_new(A.ms, &A.peer), 0);
+	assert_int_equal(magicsock_handle_set_relay(A.ms, &A.peer, A.pub, 1), 0);
+	rm = map_two();
+	relayclient_set_key(A.rc, A.priv);
+	relayclient_set_map(A.rc, &rm, NULL);
+	assert_true(wait_for(a_home_connected));
+
+	trs_stop(&T);
+	assert_true(wait_for(a_home_backoff));
+	assert_int_equal(trs_start_on(&T, ports), 0);
+	send_dgram(&A, 0x11);
+	/* What a wake by the packet would have dialled has had time to arrive. */
+	assert_false(wait_for_ms(a_home_connected, 300));
+	pthread_mutex_lock(&T.mu);
+	accepted = T.accepted;
+	pthread_mutex_unlock(&T.mu);
+	assert_int_equal(accepted, 0);
+
+	relayclient_retry_now(A.rc);
+	assert_true(wait_for(a_home_connected));
+
+	node_down(&A);
+	trs_stop(&T);
+}
+
 /* The home by STUN round trip, with hysteresis (relayclient_home_pick). */
 static void test_home_pick(void **state)
 {
@@ -338,6 +406,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_home_pick),
 	    cmocka_unit_test(test_relay_client),
+	    cmocka_unit_test(test_retry_now),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
