@@ -291,6 +291,17 @@ lied_ad_ok()
 check "d's under-report of a's 40 pings is flagged: a 40/40, d at most 20/20, mismatch" \
 	wait_for 30 lied_ad_ok
 log "a-d ping flow: $(lied_ad)"
+# Every a-d ICMP flow as the collector pairs it, so a failure of the check above shows
+# which end's report was missing or off.
+ctl flows --json | D4="$D4" python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    f = json.loads(line)
+    ends = [x for x in (f["a"], f["b"]) if x]
+    if f["proto"] == 1 and any(x["name"] == "d" or os.environ["D4"] in (x["src"], x["dst"])
+                               for x in ends):
+        print("#  ", f["verdict"], *("%s tx %d rx %d" % (x["name"], x["tx_packets"],
+              x["rx_packets"]) for x in ends))' >&2
 check "... and listed by flows --flagged" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
 	flows --flagged --json | grep -q '\"name\": *\"d\"'"
 lab_node_stop d
