@@ -447,16 +447,37 @@ ping_until()
 }
 
 # ping_all NS DST [COUNT] [ARGS...]: COUNT pings, all must answer.
+# Not `ping -c COUNT` alone: after its last request ping waits only the longer of twice the
+# largest RTT so far and the interval (200 ms here), so on a loaded machine an answer that is
+# merely late counts as lost. With a deadline (-w) ping waits until COUNT answers came
+# (sending more meanwhile if one is missing); each of requests 1..COUNT must be answered.
 ping_all()
 {
 	local ns=$1 dst=$2 count=${3:-5}
 	shift 3 2>/dev/null || shift $#
 	local out
-	out=$(nsx "$ns" ping -n -q -c "$count" -i 0.2 -W 2 "$@" "$dst" 2>&1)
+	out=$(nsx "$ns" ping -n -c "$count" -i 0.2 -w $((count / 5 + 10)) "$@" "$dst" 2>&1)
+	if ping_answered "$count" <<<"$out"; then
+		printf '%s: %s\n' "$ns" "$(grep -E 'transmitted|^rtt' <<<"$out")" >&2
+		return 0
+	fi
 	printf '%s: %s\n' "$ns" "$out" >&2
-	grep -qE " $count received, 0% packet loss" <<<"$out" && return 0
 	lab_drops_dump >&2
 	return 1
+}
+
+# ping_answered COUNT: whether the ping output on stdin holds an answer to each of the echo
+# requests 1..COUNT (duplicates aside).
+ping_answered()
+{
+	awk -v n="$1" '/ bytes from .*icmp_seq=/ && !/DUP!/ && match($0, /icmp_seq=[0-9]+/) {
+		seen[substr($0, RSTART + 9, RLENGTH - 9) + 0] = 1
+	}
+	END {
+		for (i = 1; i <= n; i++)
+			if (!(i in seen))
+				exit 1
+	}'
 }
 
 # lab_drops_dump: where the kernels of this lab's namespaces dropped packets (links' rx/tx

@@ -185,7 +185,8 @@ for pair in "${PAIRS[@]}"; do
 	dport=
 	mapped_path "$1" "$2" && dport=${NATLAB_MAPPED[$2]##*:}
 	natlab_count "${NATLAB_EDGE[$2]}" "$tag" "$(src_of "$1" "$2")" $dport
-	ip netns exec "$(ns_name "$1")" ping -n -q -c 20 -i 0.2 -W 2 "${IP4[$2]}" \
+	# A deadline, as ping_all has it: a late answer is not a lost one.
+	ip netns exec "$(ns_name "$1")" ping -n -c 20 -i 0.2 -w 14 "${IP4[$2]}" \
 		>"$LAB_TMP/burst-$1-$2.txt" 2>&1 &
 	PINGER[$1.$2]=$!
 	LAB_PIDS+=($!)
@@ -194,8 +195,7 @@ for pair in "${PAIRS[@]}"; do
 	set -- $pair
 	wait "${PINGER[$1.$2]}"
 	lab_forget "${PINGER[$1.$2]}"
-	check "$1 -> $2: 20 pings, all answered" grep -q ' 20 received, 0% packet loss' \
-		"$LAB_TMP/burst-$1-$2.txt"
+	check "$1 -> $2: 20 pings, all answered" ping_answered 20 <"$LAB_TMP/burst-$1-$2.txt"
 	got=$(natlab_counted "${NATLAB_EDGE[$2]}" "c_$1_$2")
 	src=$(src_of "$1" "$2")
 	mapped_path "$1" "$2" && src="$src to port ${NATLAB_MAPPED[$2]##*:}"
