@@ -10,21 +10,11 @@
 #   BENCH_DURATION       seconds per iperf3 run (default 10)
 #   BENCH_ROUNDS         measurements of each (default 5)
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
-set -u
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-export TRELLIS_BUILD=${TRELLIS_BENCH_BUILD:-$REPO/build}
-export TRELLISD=$TRELLIS_BUILD/src/node/trellisd
-DURATION=${BENCH_DURATION:-10}
-ROUNDS=${BENCH_ROUNDS:-5}
-OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 # Each measurement restarts b and waits for the tunnel: about 100 s at load 30.
 export LAB_TIMEOUT=$((ROUNDS * 2 * (DURATION + 150) + 300))
-
-# shellcheck source=../tests/lab/lib.sh
-source "$REPO/tests/lab/lib.sh"
-lab_init
-lab_require_control_plane
-lab_require iperf3
+bench_init
 
 # The filter's cost per packet on its own (bench/filter_cost.c), release flags.
 COST="$LAB_TMP/filter_cost"
@@ -68,11 +58,10 @@ nm["packet_filter"] = {"rules": rules}
 json.dump(j, open(dst, "w"))
 PY
 
-declare -A SUM=() RUNS=()
 # measure MODE: b from the cache of MODE, one iperf3 run a -> b; prints Gbit/s.
 measure()
 {
-	local mode=$1 want json bps
+	local mode=$1 want g
 	cp "$LAB_TMP/netmap-$mode.json" "$LAB_TMP/node-b/netmap.json"
 	lab_node_start b b || return 1
 	want=0
@@ -81,31 +70,19 @@ measure()
 		{ fail "b has $want rules"; return 1; }
 	iperf_server b "$B4" 5201 || { fail "iperf3 server on b"; return 1; }
 	ping_until a "$B4" 20 || true
-	json="$LAB_TMP/iperf-$mode.json"
-	nsx_timeout $((DURATION + 30)) a iperf3 -c "$B4" -p 5201 -t "$DURATION" -J >"$json" 2>/dev/null
-	bps=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
+	read -r g _ <<<"$(bench_iperf "$mode" a "$B4" a b)"
 	if [[ $mode == filter ]]; then
 		check "b counted no drop of the allowed stream" test \
 			"$(status_eval b "sum(j['filter']['drops'].values())")" = 0
 	fi
 	lab_node_stop b TERM
-	python3 -c 'import sys; print("%.3f" % (float(sys.argv[1]) / 1e9))' "$bps"
+	echo "$g"
 }
 
-ROWS=""
-for ((round = 1; round <= ROUNDS; round++)); do
-	for mode in none filter; do
-		g=$(measure "$mode" | tail -n 1)
-		log "round $round $mode: $g Gbit/s"
-		ROWS+="| $round | $mode | $g |"$'\n'
-		SUM[$mode]=$(python3 -c "print(${SUM[$mode]:-0} + $g)")
-		RUNS[$mode]=$((${RUNS[$mode]:-0} + 1))
-	done
-done
-mean() { python3 -c "print('%.2f' % (${SUM[$1]} / ${RUNS[$1]}))"; }
-MN=$(mean none)
-MF=$(mean filter)
-DIFF=$(python3 -c "print('%+.1f' % ((${SUM[filter]} / ${RUNS[filter]}) / (${SUM[none]} / ${RUNS[none]}) * 100 - 100))")
+bench_rounds "" none filter
+MN=$(bench_mean SUM none 2)
+MF=$(bench_mean SUM filter 2)
+DIFF=$(bench_diff SUM none filter)
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 SECTION="$LAB_TMP/section.md"
 cat >"$SECTION" <<MD
@@ -115,7 +92,7 @@ cat >"$SECTION" <<MD
 single-stream TCP (iperf3, $DURATION s) from a to b through trellisd (release build),
 b with no policy and b with a 1,000-rule packet filter (999 rules from other sources
 with two prefixes, port ranges and TCP or TCP+UDP each, then the rule admitting a ->
-b:5201), interleaved in one run (b restarts from its cached netmap before each).
+b:5201), interleaved in one run, the order alternating round by round (b restarts from its cached netmap before each).
 
 | round | b's policy | Gbit/s |
 |---|---|---:|
@@ -124,7 +101,7 @@ Mean: no policy $MN Gbit/s, 1,000 rules $MF Gbit/s ($DIFF %).
 
 On a loaded machine (other builds on the same cores) the spread between runs can be larger
 than the difference the filter makes; its own cost says more. At the no-policy mean a
-1,400-byte packet takes $(python3 -c "print('%.1f' % (11200 / (${SUM[none]} / ${RUNS[none]} * 1e9) * 1e6))") µs end to end; the filter alone (\`bench/filter_cost.c\`, same
+1,400-byte packet takes $(python3 -c "print('%.1f' % (11200 / $(bench_mean SUM none 6) / 1e3))") µs end to end; the filter alone (\`bench/filter_cost.c\`, same
 run), nanoseconds per packet in batches of 64 decrypted TCP packets, the same 1,000 rules:
 
 | case | ns/packet |

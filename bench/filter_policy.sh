@@ -14,20 +14,10 @@
 #   BENCH_DURATION       seconds per iperf3 run (default 10)
 #   BENCH_ROUNDS         rounds of both policies (default 5)
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
-set -u
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-export TRELLIS_BUILD=${TRELLIS_BENCH_BUILD:-$REPO/build}
-export TRELLISD=$TRELLIS_BUILD/src/node/trellisd
-DURATION=${BENCH_DURATION:-10}
-ROUNDS=${BENCH_ROUNDS:-5}
-OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 export LAB_TIMEOUT=$((ROUNDS * 2 * (DURATION + 90) + 600))
-
-# shellcheck source=../tests/lab/lib.sh
-source "$REPO/tests/lab/lib.sh"
-lab_init
-lab_require_control_plane
-lab_require iperf3
+bench_init
 
 lab_internet
 lab_public_host ctl 1
@@ -134,50 +124,26 @@ policy allow-all
 policy policy50
 check "the two policies give b different filters" test "${RULES[allow-all]}" != "${RULES[policy50]}"
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
-declare -A SUM=() CPU=() RUNS=()
-ROWS=""
 # measure MODE: one iperf3 run a -> b under MODE's policy; prints "Gbit/s cpu_ms_per_MB".
 measure()
 {
-	local mode=$1 json bps bytes a0 b0 a1 b1
+	local mode=$1 figures
 	policy "$mode" || return 1
 	iperf_server b "$B4" 5201 || { fail "iperf3 server on b"; return 1; }
-	json="$LAB_TMP/iperf-$mode.json"
-	a0=$(cpu_ticks "${LAB_NODE_PID[a]}") b0=$(cpu_ticks "${LAB_NODE_PID[b]}")
-	nsx_timeout $((DURATION + 30)) a iperf3 -c "$B4" -p 5201 -t "$DURATION" -J >"$json" 2>/dev/null
-	a1=$(cpu_ticks "${LAB_NODE_PID[a]}") b1=$(cpu_ticks "${LAB_NODE_PID[b]}")
-	bps=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
-	bytes=$(json_get "$json" "j['end']['sum_received']['bytes']" 2>/dev/null || echo 0)
+	figures=$(bench_iperf "$mode" a "$B4" a b)
 	# stdout is the figures: a refused packet of the stream fails the run on stderr.
 	[[ $(status_eval b "sum(j['filter']['drops'].values())") == 0 ]] ||
 		echo "b refused packets of the allowed stream under $mode" >&2
-	python3 -c 'import sys
-bps, b, t, hz = (float(x) for x in sys.argv[1:5])
-print("%.3f %.2f" % (bps / 1e9, t / hz * 1000 / (b / 1e6) if b else 0))' \
-		"$bps" "$bytes" $((a1 - a0 + b1 - b0)) "$HZ"
+	echo "$figures"
 }
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-for ((round = 1; round <= ROUNDS; round++)); do
-	order="allow-all policy50"
-	((round % 2 == 0)) && order="policy50 allow-all"
-	for mode in $order; do
-		read -r g c <<<"$(measure "$mode" | tail -n 1)"
-		log "round $round $mode: $g Gbit/s, $c ms CPU per MB"
-		ROWS+="| $round | $mode | $g | $c |"$'\n'
-		SUM[$mode]=$(python3 -c "print(${SUM[$mode]:-0} + ${g:-0})")
-		CPU[$mode]=$(python3 -c "print(${CPU[$mode]:-0} + ${c:-0})")
-		RUNS[$mode]=$((${RUNS[$mode]:-0} + 1))
-	done
-done
-avg() { python3 -c "print('%.${3:-3}f' % (${1} / ${2}))"; }
-G_A=$(avg "${SUM[allow-all]}" "${RUNS[allow-all]}")
-G_P=$(avg "${SUM[policy50]}" "${RUNS[policy50]}")
-C_A=$(avg "${CPU[allow-all]}" "${RUNS[allow-all]}" 2)
-C_P=$(avg "${CPU[policy50]}" "${RUNS[policy50]}" 2)
-G_DIFF=$(python3 -c "print('%+.1f' % (${SUM[policy50]} / ${SUM[allow-all]} * 100 - 100))")
-C_DIFF=$(python3 -c "print('%+.1f' % (${CPU[policy50]} / ${CPU[allow-all]} * 100 - 100))")
+bench_rounds "" allow-all policy50
+G_A=$(bench_mean SUM allow-all)
+G_P=$(bench_mean SUM policy50)
+C_A=$(bench_mean CPU allow-all 2)
+C_P=$(bench_mean CPU policy50 2)
+G_DIFF=$(bench_diff SUM allow-all policy50)
+C_DIFF=$(bench_diff CPU allow-all policy50)
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 BUILD_KIND=$(meson introspect --buildoptions "$TRELLIS_BUILD" 2>/dev/null |
 	python3 -c 'import json,sys; o={x["name"]: x["value"] for x in json.load(sys.stdin)}; print("buildtype %s, optimization %s, sanitizers %s" % (o["buildtype"], o["optimization"], o["b_sanitize"]))' 2>/dev/null || echo "unknown build")

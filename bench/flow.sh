@@ -15,21 +15,11 @@
 #   BENCH_ROUNDS         rounds of on and off (default 5)
 #   BENCH_NODES          simulated nodes for the collector (default 1000)
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
-set -u
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-export TRELLIS_BUILD=${TRELLIS_BENCH_BUILD:-$REPO/build}
-export TRELLISD=$TRELLIS_BUILD/src/node/trellisd
-DURATION=${BENCH_DURATION:-10}
-ROUNDS=${BENCH_ROUNDS:-5}
 NODES=${BENCH_NODES:-1000}
-OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 export LAB_TIMEOUT=$((ROUNDS * 2 * (DURATION + 90) + 900))
-
-# shellcheck source=../tests/lab/lib.sh
-source "$REPO/tests/lab/lib.sh"
-lab_init
-lab_require_control_plane
-lab_require iperf3
+bench_init
 
 # ---- 3 first (no namespaces): the collector's ingest, release flags, the store on disk
 COLLECT="$LAB_TMP/flow_collect"
@@ -37,8 +27,9 @@ COLLECT="$LAB_TMP/flow_collect"
 gcc -O2 -DNDEBUG -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-missing-field-initializers \
 	-fno-strict-aliasing -I "$REPO/src" -o "$COLLECT" "$REPO/bench/flow_collect.c" \
 	"$REPO"/src/base/*.c "$REPO"/src/crypto/*.c "$REPO"/src/proto/*.c \
-	"$REPO"/src/control/{flows,flows_collect,store,store_sqlite,audit,apikey,relays}.c \
-	$(pkg-config --cflags --libs jansson libcrypto sqlite3) -lpthread || lab_finish
+	"$REPO"/src/control/{flows,flows_collect,store,store_sqlite,audit,apikey,model,relays}.c \
+	$(pkg-config --cflags --libs jansson libcrypto sqlite3 libzstd) -lpthread ||
+	{ fail "bench/flow_collect.c builds"; lab_finish; }
 DBDIR=$(mktemp -d /var/tmp/trellis-flowbench.XXXXXX)
 COLLECT_OUT=$("$COLLECT" -n "$NODES" -r 5 -k 8 "$DBDIR" 2>"$LAB_TMP/collect.err")
 rc=$?
@@ -61,49 +52,23 @@ check "b reachable" ping_until a "$B4" 20
 
 flow_log_is() { [[ $(status_eval "$1" "j['flow_log']['enabled']") == "$2" ]]; }
 both_are() { flow_log_is a "$1" && flow_log_is b "$1"; }
-# cpu_ticks PID: utime + stime in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
-
-declare -A SUM=() CPU=() RUNS=()
-ROWS=""
 # measure on|off: one iperf3 run a -> b; prints "Gbit/s cpu_ms_per_MB" (a and b summed).
 measure()
 {
-	local mode=$1 json bps bytes a0 b0 a1 b1
+	local mode=$1
 	ctl tailnets set default --flow-log "$mode" >/dev/null 2>&1
 	wait_for 30 both_are "$([[ $mode == on ]] && echo True || echo False)" ||
 		{ fail "both nodes have flow logs $mode"; return 1; }
 	iperf_server b "$B4" 5201 || { fail "iperf3 server on b"; return 1; }
-	json="$LAB_TMP/iperf-$mode.json"
-	a0=$(cpu_ticks "${LAB_NODE_PID[a]}") b0=$(cpu_ticks "${LAB_NODE_PID[b]}")
-	nsx_timeout $((DURATION + 30)) a iperf3 -c "$B4" -p 5201 -t "$DURATION" -J >"$json" 2>/dev/null
-	a1=$(cpu_ticks "${LAB_NODE_PID[a]}") b1=$(cpu_ticks "${LAB_NODE_PID[b]}")
-	bps=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
-	bytes=$(json_get "$json" "j['end']['sum_received']['bytes']" 2>/dev/null || echo 0)
-	python3 -c 'import sys
-bps, b, t, hz = (float(x) for x in sys.argv[1:5])
-print("%.3f %.2f" % (bps / 1e9, t / hz * 1000 / (b / 1e6) if b else 0))' \
-		"$bps" "$bytes" $((a1 - a0 + b1 - b0)) "$HZ"
+	bench_iperf "$mode" a "$B4" a b
 }
-for ((round = 1; round <= ROUNDS; round++)); do
-	order="on off"
-	((round % 2 == 0)) && order="off on"
-	for mode in $order; do
-		read -r g c <<<"$(measure "$mode" | tail -n 1)"
-		log "round $round flow logs $mode: $g Gbit/s, $c ms CPU per MB"
-		ROWS+="| $round | $mode | $g | $c |"$'\n'
-		SUM[$mode]=$(python3 -c "print(${SUM[$mode]:-0} + ${g:-0})")
-		CPU[$mode]=$(python3 -c "print(${CPU[$mode]:-0} + ${c:-0})")
-		RUNS[$mode]=$((${RUNS[$mode]:-0} + 1))
-	done
-done
-G_ON=$(python3 -c "print('%.3f' % (${SUM[on]} / ${RUNS[on]}))")
-G_OFF=$(python3 -c "print('%.3f' % (${SUM[off]} / ${RUNS[off]}))")
-C_ON=$(python3 -c "print('%.2f' % (${CPU[on]} / ${RUNS[on]}))")
-C_OFF=$(python3 -c "print('%.2f' % (${CPU[off]} / ${RUNS[off]}))")
-G_DIFF=$(python3 -c "print('%+.1f' % (${SUM[on]} / ${SUM[off]} * 100 - 100))")
-C_DIFF=$(python3 -c "print('%+.1f' % (${CPU[on]} / ${CPU[off]} * 100 - 100))")
+bench_rounds "flow logs " on off
+G_ON=$(bench_mean SUM on)
+G_OFF=$(bench_mean SUM off)
+C_ON=$(bench_mean CPU on 2)
+C_OFF=$(bench_mean CPU off 2)
+G_DIFF=$(bench_diff SUM off on)
+C_DIFF=$(bench_diff CPU off on)
 
 # ---- 2: 10,000 short UDP flows, flow logs on (5 s batches)
 ctl tailnets set default --flow-log on >/dev/null 2>&1

@@ -749,6 +749,23 @@ node_status()
 	echo "$f"
 }
 
+# flows_last_icmp A B [SINCE]: the collector's last ICMP flow between nodes A and B (by
+# name; seen since SINCE, `flows --since`) as "NAME tx_p tx_b rx_p rx_b" for each end, by name.
+flows_last_icmp()
+{
+	ctl flows ${3:+--since "$3"} --json | python3 -c '
+import json, sys
+last = None
+for line in sys.stdin:
+    f = json.loads(line)
+    if f["proto"] == 1 and f["b"] and {f["a"]["name"], f["b"]["name"]} == set(sys.argv[1:3]):
+        if last is None or f["a"]["first_ns"] > last["a"]["first_ns"]:
+            last = f
+if last:
+    print(" ".join("%s %d %d %d %d" % (e["name"], e["tx_packets"], e["tx_bytes"], e["rx_packets"],
+                   e["rx_bytes"]) for e in sorted((last["a"], last["b"]), key=lambda e: e["name"])))' "$1" "$2"
+}
+
 # status_eval NAME EXPR: a python expression on node NAME's status (j); empty on error.
 status_eval()
 {

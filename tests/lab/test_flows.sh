@@ -82,20 +82,7 @@ log "flows confirmed $(( ($(date +%s%N) - start) / 1000000 )) ms after the traff
 check "a-c UDP confirmed from both ends" wait_for 30 pair_ok a c 17
 check "b-c TCP confirmed from both ends" wait_for 30 pair_ok b c 6
 # ping_bytes: the last ICMP flow a-b (the 5 pings) as "NAME tx_p tx_b rx_p rx_b" for a, then b.
-ping_bytes()
-{
-	ctl flows --since "$since" --json | python3 -c '
-import json, sys
-last = None
-for line in sys.stdin:
-    f = json.loads(line)
-    if f["proto"] == 1 and f["b"] and {f["a"]["name"], f["b"]["name"]} == {"a", "b"}:
-        if last is None or f["a"]["first_ns"] > last["a"]["first_ns"]:
-            last = f
-if last:
-    print(" ".join("%s %d %d %d %d" % (e["name"], e["tx_packets"], e["tx_bytes"], e["rx_packets"],
-                   e["rx_bytes"]) for e in sorted((last["a"], last["b"]), key=lambda e: e["name"])))'
-}
+ping_bytes() { flows_last_icmp a b "$since"; }
 ping_bytes_are() { [[ $(ping_bytes) == "$1" ]]; }
 check "a's ping as a and b counted it: 5 x 84 bytes each way" \
 	wait_for 30 ping_bytes_are "a 5 420 5 420 b 5 420 5 420"
