@@ -57,6 +57,10 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		   "trellis_control_registrations_total{result=\"needs_auth\"} %" PRIu64 "\n"
 		   "trellis_control_registrations_total{result=\"error\"} %" PRIu64 "\n",
 		c->regs_ok, c->regs_needs_auth, c->regs_error);
+	fprintf(f,
+		"# TYPE trellis_control_machine_certs_sent_total counter\n"
+		"trellis_control_machine_certs_sent_total %" PRIu64 "\n",
+		c->mcerts_sent);
 	fprintf(f, "# TYPE trellis_control_messages_sent_total counter\n"
 		   "trellis_control_messages_sent_total{type=\"netmap\"} %" PRIu64 "\n"
 		   "trellis_control_messages_sent_total{type=\"delta\"} %" PRIu64 "\n"

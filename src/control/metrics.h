@@ -50,6 +50,7 @@ struct metrics_counters {
 	/* map_request with a held netmap: answered with a delta, or with a full map after all */
 	uint64_t resumes, resumes_refused;
 	uint64_t late_reads; /* a deadline found the node's bytes waiting: we were behind */
+	uint64_t mcerts_sent; /* renewed machine certificates sent in register responses */
 	size_t out_max; /* most bytes one connection had buffered */
 	uint64_t drops[METRICS_DROP_MAX];
 };
