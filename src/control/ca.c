@@ -301,20 +301,26 @@ out:
 	return r;
 }
 
+/* Signing needs the CA's key, which is in the state directory: room for the CA, or the refusal. */
+static int ca_op_begin(struct admin_op_ctx *c, struct control_ca **ret)
+{
+	*ret = NULL;
+	if (!c->state_dir)
+		return admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
+	*ret = malloc(sizeof(**ret));
+	return *ret ? 0 : admin_op_refuse(c, -ENOMEM, "out of memory");
+}
+
 int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, size_t csr_len,
 	       int64_t validity_sec, char *ret_pem, size_t cap, struct control_mcert *ret)
 {
-	struct control_ca *ca = malloc(sizeof(*ca));
+	struct control_ca *ca;
 	struct mcert_info req;
 	enum mcert_result res;
-	int r;
+	int r = ca_op_begin(c, &ca);
 
-	if (!ca)
-		return admin_op_refuse(c, -ENOMEM, "out of memory");
-	if (!c->state_dir) {
-		r = admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
-		goto out;
-	}
+	if (r < 0)
+		return r;
 	r = ca_op_get(c, tailnet, ca);
 	if (r < 0)
 		goto out;
@@ -442,19 +448,15 @@ int ca_op_list(struct admin_op_ctx *c, const char *tailnet, struct control_mcert
 int ca_op_renew(struct admin_op_ctx *c, const char *tailnet, const char *serial,
 		int64_t validity_sec, char *ret_pem, size_t cap, struct control_mcert *ret)
 {
-	struct control_ca *ca = malloc(sizeof(*ca));
+	struct control_ca *ca;
 	struct mcert_info req = {0};
 	struct control_tailnet t;
 	struct control_mcert m;
 	char norm[MCERT_SERIAL_MAX];
-	int r;
+	int r = ca_op_begin(c, &ca);
 
-	if (!ca)
-		return admin_op_refuse(c, -ENOMEM, "out of memory");
-	if (!c->state_dir) {
-		r = admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
-		goto out;
-	}
+	if (r < 0)
+		return r;
 	if (serial_normalize(serial, norm) < 0) {
 		r = admin_op_refuse(c, -EINVAL, "bad serial \"%.64s\" (hex, as `ca list` shows it)",
 				    serial);
