@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "control/crlhttp.h"
 #include "control/store.h"
 #include "net/httpd.h"
 
@@ -59,6 +60,7 @@ struct metrics_snapshot {
 	const struct metrics_counters *ctr;
 	struct httpd_stats http; /* connections and the front end's drops */
 	struct store_stats store;
+	struct crlhttp_stats crl; /* GET /crl/NAME.crl (crlhttp.h) */
 	size_t streams;          /* map streams */
 	size_t nodes;
 	size_t netmaps_waiting;  /* full netmaps waiting for their connection to drain */

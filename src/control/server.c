@@ -1372,6 +1372,8 @@ static void get_metrics(struct httpd_request *r, void *ctx)
 
 	httpd_stats_get(s->httpd, &m.http);
 	store_stats_get(s->store, &m.store);
+	if (s->crl)
+		crlhttp_stats_get(s->crl, &m.crl);
 	if (metrics_render(&m, &text, &len) < 0)
 		return httpd_error(r, 500, NULL);
 	/* The embedded relay's metrics follow the server's. */

@@ -17,7 +17,7 @@
 #   - renewal fetched by the node: after ca renew, b's next registration installs the newer
 #     certificate (status and the file show it, no cert install); a registration refused
 #     because b's certificate ended carries the newer one and b joins with it at once;
-#   - /metrics counts the renewed certificates sent;
+#   - /metrics counts the CRLs served, unknown and made, and the renewed certificates sent;
 #   - CRL over HTTP: the server (started with --public-url) serves each CA's CRL at
 #     /crl/KEYID.crl without authentication (DER, application/pkix-crl); the certificates it
 #     signs name that URL as their CRL distribution point; curl from a node fetches it before
@@ -147,13 +147,22 @@ check_not "... and not b's" crl_lists "$LAB_TMP/crl1.der" \
 	"$(sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$LAB_TMP/b.sign")"
 check "... still verified by the CA" sh -c "openssl crl -inform DER -in '$LAB_TMP/crl1.der' \
 	-CAfile '$LAB_TMP/ca.pem' -noout 2>&1 | grep -q 'verify OK'"
+check "... and openssl verify -crl_check refuses a's certificate with it" sh -c "openssl crl \
+	-inform DER -in '$LAB_TMP/crl1.der' -out '$LAB_TMP/crl1.pem' && ! openssl verify -crl_check \
+	-CRLfile '$LAB_TMP/crl1.pem' -CAfile '$LAB_TMP/ca.pem' '$LAB_TMP/a.crt'"
 # metric NAME: its value on the running server's metrics endpoint.
 metric() {
 	nsx ctl curl -fsS --max-time 5 http://127.0.0.1:9090/metrics | awk -v k="$1" '$1 == k { print $2 }'
 }
-check "... and openssl verify -crl_check refuses a's certificate with it" sh -c "openssl crl \
-	-inform DER -in '$LAB_TMP/crl1.der' -out '$LAB_TMP/crl1.pem' && ! openssl verify -crl_check \
-	-CRLfile '$LAB_TMP/crl1.pem' -CAfile '$LAB_TMP/ca.pem' '$LAB_TMP/a.crt'"
+crl_metrics() {
+	local r
+	for r in 'requests_total{result="served"}' 'requests_total{result="unknown"}' \
+		'makes_total{result="ok"}' 'makes_total{result="failed"}'; do
+		metric "trellis_control_crl_$r"
+	done | tr '\n' ' '
+}
+check_eq "/metrics: 2 CRLs served, 1 unknown; made twice (first asked, after the revocation)" \
+	"2 1 2 0 " "$(crl_metrics)"
 
 # The revocation list, for others: openssl checks it and refuses a's certificate with it.
 check "ca crl prints a CRL signed by the CA (openssl crl -CAfile)" sh -c "'$TRELLIS_CONTROL' \
