@@ -27,7 +27,7 @@
 #
 #   lab internet 192.0.2.0/24: ctl .1:8080, a .11, b .12
 source "$(dirname "$0")/lib.sh"
-LAB_TIMEOUT=${LAB_TIMEOUT:-300}
+LAB_TIMEOUT=${LAB_TIMEOUT:-480}
 lab_init
 lab_require_control_plane
 
