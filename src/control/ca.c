@@ -241,11 +241,14 @@ static int sign_with(struct admin_op_ctx *c, const struct control_ca *ca, const 
 	struct store_op op = {.kind = STORE_OP_MCERT_PUT};
 	struct control_mcert *m = &op.mcert;
 	char *key = calloc(1, MCERT_PEM_MAX), url[MCERT_CRL_URL_MAX];
+	uint8_t *der = malloc(MCERT_DER_MAX);
 	struct mcert_info info;
 	int r, n;
 
-	if (!key)
-		return admin_op_refuse(c, -ENOMEM, "out of memory");
+	if (!key || !der) {
+		r = admin_op_refuse(c, -ENOMEM, "out of memory");
+		goto out;
+	}
 	if (validity_sec <= 0)
 		validity_sec = MCERT_VALIDITY_DEFAULT_SEC;
 	n = key_read(c, ca->key_file, key, MCERT_PEM_MAX);
@@ -265,6 +268,14 @@ static int sign_with(struct admin_op_ctx *c, const struct control_ca *ca, const 
 		r = admin_op_refuse(c, r, "cannot sign: %s", strerror(-r));
 		goto out;
 	}
+	/* Kept whole, so that the node's next registration can fetch it (ca_cert_newer). */
+	n = mcert_pem_to_der(ret_pem, strlen(ret_pem), der, MCERT_DER_MAX);
+	if (n <= 0) {
+		r = admin_op_refuse(c, -EINVAL, "cannot read the certificate just signed");
+		goto out;
+	}
+	op.mcert_der = der;
+	op.mcert_der_len = (size_t)n;
 	m->tailnet_id = ca->tailnet_id;
 	m->ca_id = ca->id;
 	snprintf(m->serial, sizeof(m->serial), "%s", info.serial);
@@ -283,25 +294,33 @@ static int sign_with(struct admin_op_ctx *c, const struct control_ca *ca, const 
 	if (ret)
 		*ret = *m;
 out:
-	crypto_wipe(key, MCERT_PEM_MAX);
+	if (key)
+		crypto_wipe(key, MCERT_PEM_MAX);
 	free(key);
+	free(der);
 	return r;
+}
+
+/* Signing needs the CA's key, which is in the state directory: room for the CA, or the refusal. */
+static int ca_op_begin(struct admin_op_ctx *c, struct control_ca **ret)
+{
+	*ret = NULL;
+	if (!c->state_dir)
+		return admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
+	*ret = malloc(sizeof(**ret));
+	return *ret ? 0 : admin_op_refuse(c, -ENOMEM, "out of memory");
 }
 
 int ca_op_sign(struct admin_op_ctx *c, const char *tailnet, const char *csr, size_t csr_len,
 	       int64_t validity_sec, char *ret_pem, size_t cap, struct control_mcert *ret)
 {
-	struct control_ca *ca = malloc(sizeof(*ca));
+	struct control_ca *ca;
 	struct mcert_info req;
 	enum mcert_result res;
-	int r;
+	int r = ca_op_begin(c, &ca);
 
-	if (!ca)
-		return admin_op_refuse(c, -ENOMEM, "out of memory");
-	if (!c->state_dir) {
-		r = admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
-		goto out;
-	}
+	if (r < 0)
+		return r;
 	r = ca_op_get(c, tailnet, ca);
 	if (r < 0)
 		goto out;
@@ -429,19 +448,15 @@ int ca_op_list(struct admin_op_ctx *c, const char *tailnet, struct control_mcert
 int ca_op_renew(struct admin_op_ctx *c, const char *tailnet, const char *serial,
 		int64_t validity_sec, char *ret_pem, size_t cap, struct control_mcert *ret)
 {
-	struct control_ca *ca = malloc(sizeof(*ca));
+	struct control_ca *ca;
 	struct mcert_info req = {0};
 	struct control_tailnet t;
 	struct control_mcert m;
 	char norm[MCERT_SERIAL_MAX];
-	int r;
+	int r = ca_op_begin(c, &ca);
 
-	if (!ca)
-		return admin_op_refuse(c, -ENOMEM, "out of memory");
-	if (!c->state_dir) {
-		r = admin_op_refuse(c, -EINVAL, "no state directory: the CA's key is not here");
-		goto out;
-	}
+	if (r < 0)
+		return r;
 	if (serial_normalize(serial, norm) < 0) {
 		r = admin_op_refuse(c, -EINVAL, "bad serial \"%.64s\" (hex, as `ca list` shows it)",
 				    serial);
@@ -747,9 +762,10 @@ void ca_evidence_make(struct ca_evidence *ret, const struct ctrl_register *msg,
 	if (n <= 0)
 		return;
 	ret->len = (size_t)n;
-	ret->result = mcert_parse(ret->der, ret->len, &info);
+	ret->result = mcert_parse(ret->der, ret->len, &ret->info);
 	if (ret->result != MCERT_OK)
 		return;
+	info = ret->info;
 	if (memcmp(info.machine_key, machine_key, NETMAP_KEY_LEN) != 0) {
 		ret->result = MCERT_WRONG_MACHINE;
 		return;
@@ -823,4 +839,46 @@ const char *ca_register_check(struct store *s, uint64_t tailnet_id, const struct
 	}
 	*ret_not_after = info.not_after;
 	return NULL;
+}
+
+int ca_cert_newer(struct store *s, uint64_t tailnet_id, const struct ca_evidence *ev, int64_t now,
+		  char *ret_b64, size_t cap)
+{
+	struct control_ca *cas = NULL;
+	struct control_mcert m;
+	struct mcert_info info;
+	uint8_t *der = NULL;
+	size_t n_cas = 0;
+	int r, len;
+
+	/* Only to the holder of both keys: the session's machine key, the proof's key. */
+	if (!ev || !ev->present || ev->result != MCERT_OK)
+		return -ENOENT;
+	r = store_mcert_newer(s, tailnet_id, ev->info.machine_key, ev->info.pub, ev->info.not_after,
+			      now, &m);
+	if (r < 0)
+		return r;
+	der = malloc(MCERT_DER_MAX);
+	r = der ? store_mcert_der(s, m.serial, der, MCERT_DER_MAX) : -ENOMEM;
+	if (r < 0)
+		goto out;
+	len = r;
+	r = store_ca_list(s, &cas, &n_cas);
+	if (r < 0)
+		goto out;
+	/* What the next registration will check: its CA's signature, its time, its keys. */
+	r = -ENOENT;
+	for (size_t i = 0; i < n_cas; i++)
+		if (cas[i].id == m.ca_id && cas[i].tailnet_id == tailnet_id && !cas[i].retired_at &&
+		    mcert_verify(cas[i].cert, strnlen(cas[i].cert, sizeof(cas[i].cert)), der,
+				 (size_t)len, now, &info) == MCERT_OK &&
+		    !memcmp(info.machine_key, ev->info.machine_key, NETMAP_KEY_LEN) &&
+		    !memcmp(info.pub, ev->info.pub, sizeof(info.pub)))
+			r = 0;
+	if (r == 0 && base64_encode(ret_b64, cap, der, (size_t)len) < 0)
+		r = -EMSGSIZE;
+out:
+	free(cas);
+	free(der);
+	return r;
 }

@@ -141,6 +141,7 @@ struct ca_evidence {
 	enum mcert_result result; /* of the checks so far */
 	uint8_t der[MCERT_DER_MAX];
 	size_t len;
+	struct mcert_info info; /* its fields, when it parsed */
 };
 void ca_evidence_make(struct ca_evidence *ret, const struct ctrl_register *msg,
 		      const uint8_t machine_key[NETMAP_KEY_LEN],
@@ -152,5 +153,17 @@ void ca_evidence_make(struct ca_evidence *ret, const struct ctrl_register *msg,
  */
 const char *ca_register_check(struct store *s, uint64_t tailnet_id, const struct ca_evidence *ev,
 			      int64_t now, int64_t *ret_not_after, char *buf, size_t cap);
+
+/*
+ * Renewal without a new install (docs/identity.md, "Renewed certificates"): for a register
+ * message whose certificate checks out against its session (ev: it names the session's
+ * machine key and its key signed this session's hash), the tailnet's newest certificate of
+ * the same machine key and certificate key that is not revoked, of a CA not retired, valid
+ * at now and ending later than the one presented: base64 DER into ret_b64 (cap bytes,
+ * CTRL_MCERT_MAX fits any) for the register response. Certificates are public; only the
+ * holder of both keys can use one. 0, -ENOENT (none), -errno.
+ */
+int ca_cert_newer(struct store *s, uint64_t tailnet_id, const struct ca_evidence *ev, int64_t now,
+		  char *ret_b64, size_t cap);
 
 #endif

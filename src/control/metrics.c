@@ -57,6 +57,10 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		   "trellis_control_registrations_total{result=\"needs_auth\"} %" PRIu64 "\n"
 		   "trellis_control_registrations_total{result=\"error\"} %" PRIu64 "\n",
 		c->regs_ok, c->regs_needs_auth, c->regs_error);
+	fprintf(f,
+		"# TYPE trellis_control_machine_certs_sent_total counter\n"
+		"trellis_control_machine_certs_sent_total %" PRIu64 "\n",
+		c->mcerts_sent);
 	fprintf(f, "# TYPE trellis_control_messages_sent_total counter\n"
 		   "trellis_control_messages_sent_total{type=\"netmap\"} %" PRIu64 "\n"
 		   "trellis_control_messages_sent_total{type=\"delta\"} %" PRIu64 "\n"
@@ -99,6 +103,15 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		   "# TYPE trellis_control_store_ops_total counter\n"
 		   "trellis_control_store_ops_total %" PRIu64 "\n",
 		m->store.commits, m->store.ops);
+	/* Lists are made once and kept: makes stay few however many are served (crlhttp.h). */
+	fprintf(f,
+		"# TYPE trellis_control_crl_requests_total counter\n"
+		"trellis_control_crl_requests_total{result=\"served\"} %" PRIu64 "\n"
+		"trellis_control_crl_requests_total{result=\"unknown\"} %" PRIu64 "\n"
+		"# TYPE trellis_control_crl_makes_total counter\n"
+		"trellis_control_crl_makes_total{result=\"ok\"} %" PRIu64 "\n"
+		"trellis_control_crl_makes_total{result=\"failed\"} %" PRIu64 "\n",
+		m->crl.served, m->crl.unknown, m->crl.made, m->crl.failed);
 	if (fclose(f) != 0) {
 		free(buf);
 		return -ENOMEM;

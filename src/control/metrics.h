@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "control/crlhttp.h"
 #include "control/store.h"
 #include "net/httpd.h"
 
@@ -50,6 +51,7 @@ struct metrics_counters {
 	/* map_request with a held netmap: answered with a delta, or with a full map after all */
 	uint64_t resumes, resumes_refused;
 	uint64_t late_reads; /* a deadline found the node's bytes waiting: we were behind */
+	uint64_t mcerts_sent; /* renewed machine certificates sent in register responses */
 	size_t out_max; /* most bytes one connection had buffered */
 	uint64_t drops[METRICS_DROP_MAX];
 };
@@ -58,6 +60,7 @@ struct metrics_snapshot {
 	const struct metrics_counters *ctr;
 	struct httpd_stats http; /* connections and the front end's drops */
 	struct store_stats store;
+	struct crlhttp_stats crl; /* GET /crl/NAME.crl (crlhttp.h) */
 	size_t streams;          /* map streams */
 	size_t nodes;
 	size_t netmaps_waiting;  /* full netmaps waiting for their connection to drain */

@@ -133,6 +133,7 @@ struct reg_op {
 	struct register_decision d; /* the record to write is d.rec */
 	struct audit_entry audit;   /* a registration's, written with d.rec (op_submit) */
 	bool writing;		    /* counted in the node's writes (changes_write_begin) */
+	char *mcert;		    /* a newer certificate for the response (base64), or NULL */
 };
 
 static void node_forget(struct control_server *s, uint64_t id);
@@ -359,13 +360,18 @@ static void node_forget(struct control_server *s, uint64_t id)
 
 /* ---- answering nodes ---- */
 
-static void reply_register(struct session *ss, enum ctrl_register_status st, const char *err,
-			   const struct control_node *rec)
+/* mcert: a newer certificate of the node's own (ca_cert_newer) to send along, or NULL. */
+static void reply_register_cert(struct session *ss, enum ctrl_register_status st, const char *err,
+				const struct control_node *rec, const char *mcert)
 {
 	struct control_server *s = ss->env->ctx;
 	struct ctrl_msg m = { .type = CTRL_MSG_REGISTER_RESPONSE };
 
 	m.reg_resp.status = st;
+	if (mcert) {
+		s->ctr.mcerts_sent++;
+		snprintf(m.reg_resp.machine_cert, sizeof(m.reg_resp.machine_cert), "%s", mcert);
+	}
 	if (st == CTRL_REGISTER_ERROR) {
 		s->ctr.regs_error++;
 		snprintf(m.reg_resp.error, sizeof(m.reg_resp.error), "%s", err);
@@ -392,6 +398,12 @@ static void reply_register(struct session *ss, enum ctrl_register_status st, con
 	session_send(ss, &m);
 }
 
+static void reply_register(struct session *ss, enum ctrl_register_status st, const char *err,
+			   const struct control_node *rec)
+{
+	reply_register_cert(ss, st, err, rec, NULL);
+}
+
 /* The op is over: a change of its node that the feed held for it is applied now. */
 static void op_free(struct reg_op *op)
 {
@@ -399,6 +411,7 @@ static void op_free(struct reg_op *op)
 	uint64_t id = op->writing ? op->d.rec.id : 0;
 
 	audit_entry_release(&op->audit);
+	free(op->mcert);
 	free(op);
 	changes_write_end(&s->changes, id, time_wall_s());
 }
@@ -442,7 +455,7 @@ static void op_done(void *ctx, int err, uint64_t id)
 	}
 	if (ss && n) {
 		if (n->approved) {
-			reply_register(ss, CTRL_REGISTER_OK, NULL, n);
+			reply_register_cert(ss, CTRL_REGISTER_OK, NULL, n, op->mcert);
 		} else {
 			reply_register(ss, CTRL_REGISTER_NEEDS_AUTH, NULL, n);
 			ss->wait_id = n->id;
@@ -528,15 +541,38 @@ static int op_submit(struct session *ss, struct reg_op *op)
 struct mcert_hook {
 	struct control_server *s;
 	const struct ca_evidence *ev;
+	uint64_t refused_in; /* the tailnet whose rule refused the certificate, or 0 */
 	char err[CTRL_TEXT_MAX];
 };
 
 static const char *mcert_check(void *arg, uint64_t tailnet_id, int64_t *ret_not_after)
 {
 	struct mcert_hook *h = arg;
+	const char *err = ca_register_check(h->s->store, tailnet_id, h->ev, time_wall_s(),
+					    ret_not_after, h->err, sizeof(h->err));
 
-	return ca_register_check(h->s->store, tailnet_id, h->ev, time_wall_s(), ret_not_after,
-				 h->err, sizeof(h->err));
+	h->refused_in = err ? tailnet_id : 0;
+	return err;
+}
+
+/*
+ * A newer certificate of the node's own to send with the answer (ca_cert_newer): when the
+ * registration goes through (tailnet: the node's), or when the tailnet's rule refused the
+ * one presented because it ended, so that the node retries with the newer one. NULL: none.
+ */
+static char *mcert_newer(struct control_server *s, const struct register_decision *d,
+			 const struct mcert_hook *h, int64_t now)
+{
+	uint64_t tid = d->error ? h->refused_in : d->rec.tailnet_id;
+	char *b64;
+
+	if (!tid || !h->ev || !h->ev->present || (d->error && h->ev->info.not_after > now))
+		return NULL;
+	b64 = malloc(CTRL_MCERT_MAX);
+	if (b64 && ca_cert_newer(s->store, tid, h->ev, now, b64, CTRL_MCERT_MAX) == 0)
+		return b64;
+	free(b64);
+	return NULL;
 }
 
 /* ---- interactive registrations (pending.h) ---- */
@@ -823,15 +859,17 @@ static void on_register(struct session *ss, const struct ctrl_register *msg)
 		free(ev);
 		return;
 	}
+	op->mcert = mcert_newer(s, &op->d, &hook, now);
 	free(ev);
 	if (!op->d.error)
 		register_begin(s->reg, &op->d, now);
 	if (op->d.error) {
 		if (strcmp(op->d.error, REGISTER_ERR_NODE_KEY_TAKEN) == 0)
 			s->ctr.drops[METRICS_DROP_NODE_KEY_TAKEN]++;
-		log_ratelimited(LOG_LEVEL_INFO, "control: %s: register refused: %s", ss->peer,
-				op->d.error);
-		reply_register(ss, CTRL_REGISTER_ERROR, op->d.error, NULL);
+		log_ratelimited(LOG_LEVEL_INFO, "control: %s: register refused: %s%s", ss->peer,
+				op->d.error, op->mcert ? " (a newer certificate sent)" : "");
+		reply_register_cert(ss, CTRL_REGISTER_ERROR, op->d.error, NULL, op->mcert);
+		free(op->mcert);
 		free(op);
 		return;
 	}
@@ -1334,6 +1372,8 @@ static void get_metrics(struct httpd_request *r, void *ctx)
 
 	httpd_stats_get(s->httpd, &m.http);
 	store_stats_get(s->store, &m.store);
+	if (s->crl)
+		crlhttp_stats_get(s->crl, &m.crl);
 	if (metrics_render(&m, &text, &len) < 0)
 		return httpd_error(r, 500, NULL);
 	/* The embedded relay's metrics follow the server's. */

@@ -240,8 +240,8 @@ int store_submit(struct store *s, const struct store_op *op, store_done_fn done,
 
 	if (!s->attached)
 		return -ENOTCONN;
-	if (op->kind == STORE_OP_POLICY_SET)
-		return -EINVAL; /* its text is not copied: store_write only */
+	if (op->kind == STORE_OP_POLICY_SET || op->mcert_der)
+		return -EINVAL; /* its text, a certificate's DER: not copied; store_write only */
 	q = malloc(sizeof(*q));
 	if (!q)
 		return -ENOMEM;
@@ -517,6 +517,18 @@ int store_ca_list(struct store *s, struct control_ca **ret, size_t *ret_n)
 int store_mcert_list(struct store *s, struct control_mcert **ret, size_t *ret_n)
 {
 	return RD(s, s->be->mcert_list(s->rd, ret, ret_n));
+}
+
+int store_mcert_der(struct store *s, const char *serial, uint8_t *ret, size_t cap)
+{
+	return RD(s, s->be->mcert_der(s->rd, serial, ret, cap));
+}
+
+int store_mcert_newer(struct store *s, uint64_t tailnet_id,
+		      const uint8_t machine_key[NETMAP_KEY_LEN], const uint8_t pub[32],
+		      int64_t not_after, int64_t now, struct control_mcert *ret)
+{
+	return RD(s, s->be->mcert_newer(s->rd, tailnet_id, machine_key, pub, not_after, now, ret));
 }
 
 int store_policy_get(struct store *s, uint64_t tailnet_id, char **ret, size_t *ret_len)

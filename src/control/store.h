@@ -213,6 +213,9 @@ struct store_op {
 	 * store_submit, which does not copy it).
 	 */
 	const struct audit_entry *audit;
+	/* STORE_OP_MCERT_PUT inserting: the certificate itself (DER; NULL: not kept). */
+	const uint8_t *mcert_der;
+	size_t mcert_der_len;
 	/*
 	 * STORE_OP_NODE_UPDATE, _LIVE, _TOUCH: the columns written (STORE_NODE_*; others keep
 	 * what the row has). 0 writes none, but the row must exist (-ENOENT).
@@ -324,6 +327,10 @@ struct store_backend {
 	int (*ca_list)(void *be, struct control_ca **ret, size_t *ret_n);
 	int (*mcert_get)(void *be, const char *serial, struct control_mcert *ret);
 	int (*mcert_list)(void *be, struct control_mcert **ret, size_t *ret_n);
+	int (*mcert_der)(void *be, const char *serial, uint8_t *ret, size_t cap);
+	int (*mcert_newer)(void *be, uint64_t tailnet_id, const uint8_t machine_key[NETMAP_KEY_LEN],
+			   const uint8_t pub[32], int64_t not_after, int64_t now,
+			   struct control_mcert *ret);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
@@ -414,6 +421,19 @@ int store_ca_get(struct store *s, uint64_t tailnet_id, struct control_ca *ret);
 int store_ca_list(struct store *s, struct control_ca **ret, size_t *ret_n);
 int store_mcert_get(struct store *s, const char *serial, struct control_mcert *ret);
 int store_mcert_list(struct store *s, struct control_mcert **ret, size_t *ret_n);
+/*
+ * A certificate itself (DER, kept since schema 14), by serial only: listings stay small.
+ * Its length, -ENOENT (none, or signed before), -EMSGSIZE (over cap).
+ */
+int store_mcert_der(struct store *s, const char *serial, uint8_t *ret, size_t cap);
+/*
+ * Of the tailnet's certificates for this machine key and certificate key, not revoked, of a
+ * CA not retired, kept whole, valid at now: the one that ends last, if it ends after
+ * not_after. 0, -ENOENT.
+ */
+int store_mcert_newer(struct store *s, uint64_t tailnet_id,
+		      const uint8_t machine_key[NETMAP_KEY_LEN], const uint8_t pub[32],
+		      int64_t not_after, int64_t now, struct control_mcert *ret);
 /* Copies at most cap bytes; returns the value length, or -ENOENT. */
 int store_setting_get(struct store *s, const char *key, void *value, size_t cap);
 

@@ -243,6 +243,13 @@ static const char *const migrations[] = {
     "ALTER TABLE machine_certs ADD COLUMN pub BLOB;"
     "UPDATE machine_certs SET ca_id = coalesce((SELECT id FROM machine_cas"
     " WHERE machine_cas.tailnet_id = machine_certs.tailnet_id), 0);",
+    /*
+     * 14: the certificate itself (DER), for nodes fetching their renewed one at registration
+     * (issue 11, ca.h): read by serial only, never by listings; the index finds a machine's.
+     * Certificates signed before stay without (NULL): only those signed from now on are sent.
+     */
+    "ALTER TABLE machine_certs ADD COLUMN der BLOB;"
+    "CREATE INDEX machine_certs_machine ON machine_certs (machine_key);",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -313,6 +320,8 @@ enum stmt_id {
 	ST_MCERT_UPDATE,
 	ST_MCERT_BY_SERIAL,
 	ST_MCERT_ALL,
+	ST_MCERT_DER,
+	ST_MCERT_NEWER,
 	ST_COUNT,
 };
 
@@ -478,11 +487,18 @@ static const char *const stmt_sql[ST_COUNT] = {
 		  " ORDER BY id DESC LIMIT 1",
     [ST_CA_ALL] = "SELECT " CA_COLS " FROM machine_cas ORDER BY id",
     [ST_MCERT_INSERT] = "INSERT INTO machine_certs (tailnet_id, serial, machine_key, subject,"
-			" not_before, not_after, created, revoked, revoked_at, ca_id, pub)"
-			" VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+			" not_before, not_after, created, revoked, revoked_at, ca_id, pub, der)"
+			" VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [ST_MCERT_UPDATE] = "UPDATE machine_certs SET revoked = ?9, revoked_at = ?10 WHERE id = ?1",
     [ST_MCERT_BY_SERIAL] = "SELECT " MCERT_COLS " FROM machine_certs WHERE serial = ?1",
     [ST_MCERT_ALL] = "SELECT " MCERT_COLS " FROM machine_certs ORDER BY id",
+    [ST_MCERT_DER] = "SELECT der FROM machine_certs WHERE serial = ?1 AND der IS NOT NULL",
+    /* The one that ends last among those a node may be sent (ca_cert_newer). */
+    [ST_MCERT_NEWER] = "SELECT " MCERT_COLS " FROM machine_certs WHERE tailnet_id = ?1"
+		       " AND machine_key = ?2 AND pub = ?3 AND revoked = 0 AND not_after > ?4"
+		       " AND not_before <= ?5 AND der IS NOT NULL AND ca_id IN (SELECT id FROM"
+		       " machine_cas WHERE tailnet_id = ?1 AND retired_at = 0)"
+		       " ORDER BY not_after DESC, id DESC LIMIT 1",
 };
 
 struct sq {
@@ -1505,6 +1521,11 @@ static int apply_one(struct sq *q, const struct store_op *op, uint64_t origin, u
 						  SQLITE_TRANSIENT);
 			else
 				sqlite3_bind_null(st, 12);
+			if (op->mcert_der && op->mcert_der_len)
+				sqlite3_bind_blob(st, 13, op->mcert_der, (int)op->mcert_der_len,
+						  SQLITE_TRANSIENT);
+			else
+				sqlite3_bind_null(st, 13);
 		} else {
 			sqlite3_bind_int64(st, 1, (int64_t)op->mcert.id);
 		}
@@ -1725,6 +1746,46 @@ static int sq_mcert_list(void *be, struct control_mcert **ret, size_t *ret_n)
 	*ret = NULL;
 	*ret_n = 0;
 	return load_table(be, ST_MCERT_ALL, sizeof(**ret), (void *)row_mcert, (void **)ret, ret_n);
+}
+
+static int sq_mcert_der(void *be, const char *serial, uint8_t *ret, size_t cap)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_MCERT_DER);
+	int rc, r;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_text(st, 1, serial, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		r = sqlite3_column_bytes(st, 0);
+		if (r <= 0 || (size_t)r > cap)
+			r = -EMSGSIZE;
+		else
+			memcpy(ret, sqlite3_column_blob(st, 0), (size_t)r);
+	} else {
+		r = rc == SQLITE_DONE ? -ENOENT : sq_errno(q, rc);
+	}
+	sqlite3_reset(st);
+	return r;
+}
+
+static int sq_mcert_newer(void *be, uint64_t tailnet_id, const uint8_t machine_key[NETMAP_KEY_LEN],
+			  const uint8_t pub[32], int64_t not_after, int64_t now,
+			  struct control_mcert *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_MCERT_NEWER);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)tailnet_id);
+	sqlite3_bind_blob(st, 2, machine_key, NETMAP_KEY_LEN, SQLITE_TRANSIENT);
+	sqlite3_bind_blob(st, 3, pub, 32, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 4, not_after);
+	sqlite3_bind_int64(st, 5, now);
+	return GET_ONE(q, st, row_mcert, ret);
 }
 
 static int sq_policy_get(void *be, uint64_t tailnet_id, char **ret, size_t *ret_len)
@@ -2181,6 +2242,8 @@ const struct store_backend store_backend_sqlite = {
     .ca_list = sq_ca_list,
     .mcert_get = sq_mcert_get,
     .mcert_list = sq_mcert_list,
+    .mcert_der = sq_mcert_der,
+    .mcert_newer = sq_mcert_newer,
     .changes = sq_changes,
     .changes_since = sq_changes_since,
     .audit_anchor = sq_audit_anchor,

@@ -51,6 +51,7 @@
 #include "crypto/crypto.h"
 #include "net/dial.h"
 #include "net/endpoints.h"
+#include "node/certfetch.h"
 #include "node/control_client.h"
 #include "node/machinecert.h"
 #include "node/state.h"
@@ -370,6 +371,7 @@ struct session {
 	uint64_t last_send_ns, last_recv_ns;
 	bool register_sent; /* after the handshake: the node key proof binds to it */
 	bool resuming;	    /* map_request offered the held netmap: a delta may come first */
+	bool cert_retried;  /* registered again with a certificate the refusal carried */
 };
 
 static int flush_out(struct control_client *cc, struct session *s)
@@ -549,9 +551,31 @@ static int rotate_start(struct control_client *cc, struct session *s)
 	return send_msg(cc, s, &m);
 }
 
+/*
+ * A newer certificate of our own in a register response (certfetch.h): installed, the next
+ * registration presents it. True when installed. A refused one is logged, rate-limited.
+ */
+static bool cert_take(struct control_client *cc, const struct ctrl_register_response *rr)
+{
+	char err[ERR_MAX];
+	int r;
+
+	if (!rr->machine_cert[0])
+		return false;
+	r = certfetch_install(cc->state_dir, cc->machine_key, rr->machine_cert, time_wall_s(), err,
+			      sizeof(err));
+	if (r < 0)
+		log_ratelimited(LOG_LEVEL_WARN, "%s sent a machine certificate, not installed: %s",
+				cc->url, err);
+	else if (r > 0)
+		log_info("installed the renewed machine certificate %s sent", cc->url);
+	return r > 0;
+}
+
 /* The answer to a rotation: never fatal, the old key goes on until it expires. */
 static int rotate_response(struct control_client *cc, const struct ctrl_register_response *rr)
 {
+	cert_take(cc, rr);
 	if (rr->status != CTRL_REGISTER_OK) {
 		log_warn("%s refused the node key rotation: %s", cc->url,
 			 rr->status == CTRL_REGISTER_ERROR && rr->error[0] ? rr->error
@@ -667,6 +691,19 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 	case CTRL_MSG_REGISTER_RESPONSE:
 		if (cc->rotating) {
 			r = rotate_response(cc, &m.reg_resp);
+			break;
+		}
+		/*
+		 * Refused with a newer certificate (ours had ended): once more with it, on this
+		 * session (the proof binds to its hash), rather than stop for good.
+		 */
+		if (cert_take(cc, &m.reg_resp) && m.reg_resp.status == CTRL_REGISTER_ERROR &&
+		    !s->cert_retried) {
+			log_info("%s refused the registration (%s): registering again with the "
+				 "renewed certificate",
+				 cc->url, m.reg_resp.error);
+			s->cert_retried = true;
+			r = send_register(cc, s);
 			break;
 		}
 		if (m.reg_resp.status == CTRL_REGISTER_NEEDS_AUTH) {

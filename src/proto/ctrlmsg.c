@@ -769,6 +769,10 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_lit(&b, ",\"node\":");
 			put_node(&b, &m->reg_resp.node);
 		}
+		if (m->reg_resp.machine_cert[0]) {
+			put_lit(&b, ",\"machine_cert\":");
+			put_text(&b, m->reg_resp.machine_cert, sizeof(m->reg_resp.machine_cert));
+		}
 		break;
 	case CTRL_MSG_MAP_REQUEST:
 		put_lit(&b, ",\"node_key\":");
@@ -1512,7 +1516,8 @@ static int decode_register_response(json_t *o, struct ctrl_register_response *r)
 		return -EBADMSG;
 	r->status = (enum ctrl_register_status)i;
 	if (opt(get_text(o, "auth_url", r->auth_url, sizeof(r->auth_url))) ||
-	    opt(get_text(o, "error", r->error, sizeof(r->error))))
+	    opt(get_text(o, "error", r->error, sizeof(r->error))) ||
+	    opt(get_text(o, "machine_cert", r->machine_cert, sizeof(r->machine_cert))))
 		return -EBADMSG;
 	node = json_object_get(o, "node");
 	if (node) {

@@ -70,6 +70,11 @@ struct ctrl_register_response {
 	char error[CTRL_TEXT_MAX];
 	bool has_node;
 	struct netmap_node node;
+	/*
+	 * "": none. A newer certificate of the node's own machine key and certificate key (DER,
+	 * base64), which the node checks and installs for its next registration.
+	 */
+	char machine_cert[CTRL_MCERT_MAX];
 };
 
 /*

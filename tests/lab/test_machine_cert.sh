@@ -14,6 +14,10 @@
 #     refused while b has only its certificate; ca renew gives b the same certificate from
 #     the new CA (no CSR), b joins with it; then ca retire succeeds, b's old certificate
 #     is refused saying its CA was retired, and the renewed one joins again;
+#   - renewal fetched by the node: after ca renew, b's next registration installs the newer
+#     certificate (status and the file show it, no cert install); a registration refused
+#     because b's certificate ended carries the newer one and b joins with it at once;
+#   - /metrics counts the CRLs served, unknown and made, and the renewed certificates sent;
 #   - CRL over HTTP: the server (started with --public-url) serves each CA's CRL at
 #     /crl/KEYID.crl without authentication (DER, application/pkix-crl); the certificates it
 #     signs name that URL as their CRL distribution point; curl from a node fetches it before
@@ -23,7 +27,7 @@
 #
 #   lab internet 192.0.2.0/24: ctl .1:8080, a .11, b .12
 source "$(dirname "$0")/lib.sh"
-LAB_TIMEOUT=${LAB_TIMEOUT:-240}
+LAB_TIMEOUT=${LAB_TIMEOUT:-480}
 lab_init
 lab_require_control_plane
 
@@ -31,7 +35,7 @@ lab_internet
 lab_public_host ctl 1
 lab_public_host a 11
 lab_public_host b 12
-LAB_CONTROL_SERVE_ARGS="--public-url http://192.0.2.1:8080/" \
+LAB_CONTROL_SERVE_ARGS="--public-url http://192.0.2.1:8080/ --metrics-listen 127.0.0.1:9090" \
 	lab_control_start ctl 192.0.2.1 8080 || lab_finish
 
 check "ca init prints the CA certificate" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
@@ -146,6 +150,19 @@ check "... still verified by the CA" sh -c "openssl crl -inform DER -in '$LAB_TM
 check "... and openssl verify -crl_check refuses a's certificate with it" sh -c "openssl crl \
 	-inform DER -in '$LAB_TMP/crl1.der' -out '$LAB_TMP/crl1.pem' && ! openssl verify -crl_check \
 	-CRLfile '$LAB_TMP/crl1.pem' -CAfile '$LAB_TMP/ca.pem' '$LAB_TMP/a.crt'"
+# metric NAME: its value on the running server's metrics endpoint.
+metric() {
+	nsx ctl curl -fsS --max-time 5 http://127.0.0.1:9090/metrics | awk -v k="$1" '$1 == k { print $2 }'
+}
+crl_metrics() {
+	local r
+	for r in 'requests_total{result="served"}' 'requests_total{result="unknown"}' \
+		'makes_total{result="ok"}' 'makes_total{result="failed"}'; do
+		metric "trellis_control_crl_$r"
+	done | tr '\n' ' '
+}
+check_eq "/metrics: 2 CRLs served, 1 unknown; made twice (first asked, after the revocation)" \
+	"2 1 2 0 " "$(crl_metrics)"
 
 # The revocation list, for others: openssl checks it and refuses a's certificate with it.
 check "ca crl prints a CRL signed by the CA (openssl crl -CAfile)" sh -c "'$TRELLIS_CONTROL' \
@@ -210,6 +227,38 @@ check "b with the renewed one joins again" sh -c "timeout 30 '$TRELLIS_CLI' --so
 	'$(lab_node_sock b)' cert install '$LAB_TMP/b2.crt' && timeout 30 '$TRELLIS_CLI' --socket \
 	'$(lab_node_sock b)' up --login-server '$LAB_CONTROL_URL' --auth-key '$KEY' --hostname b \
 	--force-reauth"
+check "a and b see each other" wait_for 30 peers_online_are a "b"
+
+# Renewal the node fetches itself (docs/identity.md, "Renewed certificates"): after ca renew,
+# b's next registration brings the new certificate, with no cert install.
+cert_der() { openssl x509 -in "$1" -outform DER | od -An -tx1 | tr -d ' \n'; }
+check "ca renew b's certificate once more" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
+	ca renew '$B2SERIAL' > '$LAB_TMP/b3.crt' 2> '$LAB_TMP/b3.sign'"
+B3SERIAL=$(sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$LAB_TMP/b3.sign")
+check "b registers again, presenting the one it has" tr_node b up --login-server \
+	"$LAB_CONTROL_URL" --auth-key "$KEY" --hostname b --force-reauth
+check_eq "b's status shows the renewed certificate, fetched at registration" "$B3SERIAL" \
+	"$(status_eval b "(j.get('machine_cert') or {}).get('serial')")"
+check_eq "b's certificate file is the one ca renew printed" "$(cert_der "$LAB_TMP/b3.crt")" \
+	"$(cert_der "$LAB_TMP/node-b/machine-cert.crt")"
+
+# A registration refused because b's certificate ended still brings the newer one, and b
+# registers again with it at once. b's installed certificate lasts 30 s; once openssl says
+# it has ended, a renewal for a year exists and b registers.
+check "ca renew for 30 s, installed on b" sh -c "'$TRELLIS_CONTROL' --state \
+	'$LAB_TMP/control' ca renew '$B3SERIAL' --validity 30s > '$LAB_TMP/b4.crt' &&
+	timeout 30 '$TRELLIS_CLI' --socket '$(lab_node_sock b)' cert install '$LAB_TMP/b4.crt'"
+check "b's short certificate has ended" wait_for 90 \
+	sh -c "! openssl x509 -in '$LAB_TMP/b4.crt' -noout -checkend 0"
+check "ca renew for a year" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' \
+	ca renew '$B3SERIAL' > '$LAB_TMP/b5.crt' 2> '$LAB_TMP/b5.sign'"
+B5SERIAL=$(sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$LAB_TMP/b5.sign")
+check "b, refused for its ended certificate, joins with the one the refusal carried" \
+	tr_node b up --login-server "$LAB_CONTROL_URL" --auth-key "$KEY" --hostname b --force-reauth
+check_eq "b's status shows it" "$B5SERIAL" \
+	"$(status_eval b "(j.get('machine_cert') or {}).get('serial')")"
+check_eq "/metrics: the server sent 2 renewed certificates" 2 \
+	"$(metric trellis_control_machine_certs_sent_total)"
 check "a and b see each other at the end" wait_for 30 peers_online_are a "b"
 
 check "the audit log has ca.init, tailnet.set, cert.sign, cert.revoke, node.expire, ca.rotate, cert.renew, ca.retire" sh -c \

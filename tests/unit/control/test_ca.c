@@ -470,6 +470,122 @@ static void test_ca_rotation(void **state)
 	free(ev);
 }
 
+/* The serial of the certificate ca_cert_newer sends for ev, "" for none. */
+static const char *newer(uint64_t tid, const struct ca_evidence *ev, int64_t now)
+{
+	static char b64[CTRL_MCERT_MAX];
+	static struct mcert_info info;
+	uint8_t der[MCERT_DER_MAX];
+	int n;
+
+	if (ca_cert_newer(st, tid, ev, now, b64, sizeof(b64)) < 0)
+		return "";
+	n = base64_decode(der, sizeof(der), b64, strlen(b64));
+	assert_true(n > 0);
+	assert_int_equal(mcert_parse(der, (size_t)n, &info), MCERT_OK);
+	return info.serial;
+}
+
+/*
+ * What a registration sends the node (docs/identity.md, "Renewed certificates"): the
+ * certificate of its machine key and certificate key that ends last, later than the one it
+ * presented; never a revoked one, one of a retired CA, one ending no later, one of another
+ * certificate key, machine or tailnet, one not kept whole, or to a session whose proof failed.
+ */
+static void test_ca_newer(void **state)
+{
+	struct control_tailnet t, other;
+	struct node a, x, r1, r2, r3;
+	struct ca_evidence *ev = malloc(sizeof(*ev));
+	struct control_mcert m1, m2, m3;
+	struct control_ca ca1;
+	uint8_t hash[MCERT_HASH_LEN], stranger[MCERT_KEY_LEN];
+	char pem[MCERT_PEM_MAX], path[32];
+
+	(void)state;
+	assert_non_null(ev);
+	assert_int_equal(crypto_random(hash, sizeof(hash)), 0);
+	assert_int_equal(admin_op_tailnet_resolve(&c, NULL, &t), 0);
+	assert_int_equal(ca_op_init(&c, NULL, 0, NULL, 0, NULL, 0, &ca1), 0);
+	node_make(&a, NULL);
+	evidence(&a, hash, a.machine, ev);
+	assert_string_equal(newer(t.id, ev, T0), "");
+
+	/* Renewed (60 days, then 90): the one that ends last. */
+	assert_int_equal(ca_op_renew(&c, NULL, a.rec.serial, 60 * DAY, pem, sizeof(pem), &m1), 0);
+	node_with_cert(&r1, &a, pem);
+	assert_string_equal(newer(t.id, ev, T0), m1.serial);
+	assert_int_equal(ca_op_renew(&c, NULL, a.rec.serial, 90 * DAY, pem, sizeof(pem), &m2), 0);
+	node_with_cert(&r2, &a, pem);
+	assert_string_equal(newer(t.id, ev, T0), m2.serial);
+	/* Presenting the newest: nothing ends later. Presenting the middle one: the newest. */
+	evidence(&r2, hash, a.machine, ev);
+	assert_string_equal(newer(t.id, ev, T0), "");
+	evidence(&r1, hash, a.machine, ev);
+	assert_string_equal(newer(t.id, ev, T0), m2.serial);
+
+	/* Revoked: never; the next one that ends later still is. */
+	assert_int_equal(ca_op_revoke(&c, NULL, m2.serial, NULL), 0);
+	evidence(&a, hash, a.machine, ev);
+	assert_string_equal(newer(t.id, ev, T0), m1.serial);
+	evidence(&r1, hash, a.machine, ev);
+	assert_string_equal(newer(t.id, ev, T0), "");
+
+	/* Not to another tailnet, nor to a session whose machine key or proof is not the node's. */
+	evidence(&a, hash, a.machine, ev);
+	assert_int_equal(admin_op_tailnet_create(&c, "other", 0, 60, &other), 0);
+	assert_string_equal(newer(other.id, ev, T0), "");
+	assert_int_equal(crypto_random(stranger, sizeof(stranger)), 0);
+	evidence(&a, hash, stranger, ev);
+	assert_int_equal(ev->result, MCERT_WRONG_MACHINE);
+	assert_string_equal(newer(t.id, ev, T0), "");
+	evidence(&a, hash, a.machine, ev);
+	ev->result = MCERT_WRONG_KEY;
+	assert_string_equal(newer(t.id, ev, T0), "");
+
+	/* The same machine with another certificate key (a new request): not a's. */
+	x = a;
+	assert_int_equal(ed25519_private_generate(x.priv), 0);
+	assert_true(mcert_csr_make(x.priv, x.machine, "laptop", x.csr, sizeof(x.csr)) > 0);
+	assert_int_equal(
+	    ca_op_sign(&c, NULL, x.csr, strlen(x.csr), 10 * DAY, x.cert, sizeof(x.cert), &x.rec),
+	    0);
+	evidence(&x, hash, a.machine, ev);
+	assert_int_equal(ev->result, MCERT_OK);
+	assert_string_equal(newer(t.id, ev, T0), "");
+
+	/* A certificate recorded without its DER (signed before schema 14): never sent. */
+	{
+		struct store_op op = {.kind = STORE_OP_MCERT_PUT};
+
+		op.mcert = m1;
+		op.mcert.id = 0;
+		op.mcert.not_after = T0 + 400 * DAY;
+		snprintf(op.mcert.serial, sizeof(op.mcert.serial), "5eed");
+		assert_int_equal(store_write(st, &op, NULL), 0);
+		assert_int_equal(store_mcert_der(st, "5eed", (uint8_t *)pem, sizeof(pem)), -ENOENT);
+	}
+	evidence(&a, hash, a.machine, ev);
+	assert_string_equal(newer(t.id, ev, T0), m1.serial);
+
+	/* Rotation: r3, of the new CA, ends before r1; once r1's CA is retired, r3 it is. */
+	c.now = T0 + 100;
+	assert_int_equal(ca_op_rotate(&c, NULL, 0, NULL, 0, NULL, 0, NULL), 0);
+	assert_int_equal(ca_op_renew(&c, NULL, a.rec.serial, 45 * DAY, pem, sizeof(pem), &m3), 0);
+	node_with_cert(&r3, &a, pem);
+	assert_string_equal(newer(t.id, ev, T0 + 200), m1.serial);
+	snprintf(path, sizeof(path), "%llu", (unsigned long long)ca1.id);
+	assert_int_equal(ca_op_retire(&c, NULL, path, true, NULL, NULL), 0);
+	assert_string_equal(newer(t.id, ev, T0 + 200), m3.serial);
+	/* Presented r1 (retired CA, ends later than r3): r3 ends no later, so not sent. */
+	evidence(&r1, hash, a.machine, ev);
+	assert_string_equal(newer(t.id, ev, T0 + 200), "");
+	/* Past r3's end nothing is valid to send. */
+	evidence(&a, hash, a.machine, ev);
+	assert_string_equal(newer(t.id, ev, T0 + 100 + 45 * DAY), "");
+	free(ev);
+}
+
 static void test_ca_import(void **state)
 {
 	char key[MCERT_PEM_MAX], cert[MCERT_PEM_MAX];
@@ -493,6 +609,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ca_lifecycle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ca_import, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ca_rotation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ca_newer, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

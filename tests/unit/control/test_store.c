@@ -183,6 +183,12 @@ static void test_migration_cas(void **state)
 	assert_int_equal(store_mcert_get(s, "ab12", &m), 0);
 	assert_int_equal(m.ca_id, ca.id);
 	assert_false(m.has_pub);
+	/* Migration 14: a certificate from before is kept without its DER, so never sent. */
+	{
+		uint8_t der[64];
+
+		assert_int_equal(store_mcert_der(s, "ab12", der, sizeof(der)), -ENOENT);
+	}
 	store_free(s);
 }
 

@@ -178,6 +178,12 @@ static void test_roundtrip_small(void **state)
 	roundtrip(&m, &b);
 	assert_memory_equal(&b.reg_resp, &m.reg_resp, sizeof(m.reg_resp));
 
+	/* A refusal with a renewed certificate (docs/identity.md, "Renewed certificates"). */
+	strcpy(m.reg_resp.error, "machine certificate refused: expired");
+	memset(m.reg_resp.machine_cert, 'A', CTRL_MCERT_MAX - 1);
+	roundtrip(&m, &b);
+	assert_memory_equal(&b.reg_resp, &m.reg_resp, sizeof(m.reg_resp));
+
 	memset(&m, 0, sizeof(m));
 	m.type = CTRL_MSG_MAP_REQUEST;
 	fill_key(m.map_req.node_key, 9);
