@@ -38,7 +38,7 @@ gcc -O2 -DNDEBUG -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-missing-field-initi
 	-fno-strict-aliasing -I "$REPO/src" -o "$COLLECT" "$REPO/bench/flow_collect.c" \
 	"$REPO"/src/base/*.c "$REPO"/src/crypto/*.c "$REPO"/src/proto/*.c \
 	"$REPO"/src/control/{flows,flows_collect,store,store_sqlite,audit,apikey,relays}.c \
-	$(pkg-config --cflags --libs jansson libcrypto sqlite3) -lpthread || lab_finish
+	$(pkg-config --cflags --libs jansson libcrypto libzstd sqlite3) -lpthread || lab_finish
 DBDIR=$(mktemp -d /var/tmp/trellis-flowbench.XXXXXX)
 COLLECT_OUT=$("$COLLECT" -n "$NODES" -r 5 -k 8 "$DBDIR" 2>"$LAB_TMP/collect.err")
 rc=$?
