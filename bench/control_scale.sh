@@ -55,7 +55,7 @@ echo "building control_scale (release)" >&2
 gcc -O2 -DNDEBUG -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-missing-field-initializers \
 	-fno-strict-aliasing -I "$REPO/src" -o "$TMP/control_scale" "$REPO/bench/control_scale.c" \
 	"$REPO"/src/base/*.c "$REPO"/src/crypto/*.c "$REPO"/src/proto/*.c \
-	$(pkg-config --cflags --libs jansson libcrypto) -lpthread || die "build failed"
+	$(pkg-config --cflags --libs jansson libcrypto libzstd) -lpthread || die "build failed"
 
 # The server needs a descriptor per node too.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

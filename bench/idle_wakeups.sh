@@ -62,6 +62,20 @@ rss_split()
 	awk '/^Rss:/ { r = $2 } /^Anonymous:/ { a = $2 } END { printf "%.1f / %.1f", a / 1024, (r - a) / 1024 }' \
 		"/proc/$1/smaps_rollup"
 }
+# breakdown PID IMPL: where its resident memory is (bench/smaps_breakdown.py), into
+# R[mem.PART.IMPL] (MiB) and R[anon_top.IMPL] (its largest anonymous mappings).
+breakdown()
+{
+	local part kib rest
+	while read -r part kib rest; do
+		case $part in
+		map) R[anon_top.$2]+="${R[anon_top.$2]:+, }$(awk -v s="$kib" -v r="$rest" \
+			'BEGIN { split(r, a, " "); printf "%d of %d KiB", a[1], s }')" ;;
+		threads) R[mem.threads.$2]=$kib ;;
+		*) R[mem.$part.$2]=$(awk -v k="$kib" 'BEGIN { printf "%.2f", k / 1024 }') ;;
+		esac
+	done < <(python3 "$REPO/bench/smaps_breakdown.py" "$1")
+}
 
 # A device per implementation, each in its own namespace with a link towards the peers'
 # (absent) endpoints on 192.0.2.0/24: a veth whose other end, in namespace "void",
@@ -115,7 +129,7 @@ control_peers()
 	gcc -O2 -DNDEBUG -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-missing-field-initializers \
 		-fno-strict-aliasing -I "$REPO/src" -o "$LAB_TMP/control_scale" \
 		"$REPO/bench/control_scale.c" "$REPO"/src/base/*.c "$REPO"/src/crypto/*.c \
-		"$REPO"/src/proto/*.c $(pkg-config --cflags --libs jansson libcrypto) -lpthread ||
+		"$REPO"/src/proto/*.c $(pkg-config --cflags --libs jansson libcrypto libzstd) -lpthread ||
 		return 1
 	# One source address per 32 nodes: the server's limits per source (its upgrade burst
 	# of 64) are not what this measures.
@@ -158,6 +172,23 @@ median()
 }
 rounds() { local r s=""; for ((r = 1; r <= ROUNDS; r++)); do s+="${s:+, }${R[$1.$2.$r]}"; done; echo "$s"; }
 
+part_name()
+{
+	case $1 in
+	exe) echo "the program's own file" ;;
+	libcrypto) echo "libcrypto + libssl" ;;
+	libc) echo "libc, libm, ld.so" ;;
+	libs) echo "other shared libraries and files" ;;
+	heap) echo "[heap] (main malloc arena)" ;;
+	arenas) echo "malloc arenas of other threads" ;;
+	stack) echo "main thread's stack" ;;
+	tstacks) echo "other threads' stacks" ;;
+	anon) echo "other anonymous (pools, large allocations; Go heap)" ;;
+	kernel) echo "vdso, vvar" ;;
+	total) echo "sum (MiB)" ;;
+	esac
+}
+
 # Control mode ends after the quiet windows.
 control_report()
 {
@@ -177,8 +208,14 @@ control_report()
 		echo "|---|---:|---:|"
 		echo "| resident memory (VmRSS, MiB) | ${R[rss_quiet.trellisd]} | ${R[rss_quiet.wggo]} |"
 		echo "| of which anonymous / file-backed (MiB) | ${R[rss_split.trellisd]} | ${R[rss_split.wggo]} |"
+		for part in exe libcrypto libc libs heap arenas stack tstacks anon kernel total; do
+			echo "| smaps: $(part_name "$part") | ${R[mem.$part.trellisd]} | ${R[mem.$part.wggo]} |"
+		done
 		echo "| context switches /s (median) | $(median quiet trellisd) | $(median quiet wggo) |"
 		echo "| context switches /s, each window | $(rounds quiet trellisd) | $(rounds quiet wggo) |"
+		echo
+		echo "Largest anonymous mappings (resident of size): trellisd ${R[anon_top.trellisd]};"
+		echo "wireguard-go ${R[anon_top.wggo]}."
 	} >"$LAB_TMP/section.md"
 	cat "$LAB_TMP/section.md"
 	if [[ $OUT != - ]]; then
@@ -196,6 +233,7 @@ done
 for impl in trellisd wggo; do
 	R[rss_quiet.$impl]=$(rss_mib "${PID[$impl]}")
 	R[rss_split.$impl]=$(rss_split "${PID[$impl]}")
+	breakdown "${PID[$impl]}" "$impl"
 done
 [[ $MODE == control ]] && control_report
 for impl in trellisd wggo; do

@@ -29,7 +29,7 @@ build()
 		-fno-strict-aliasing -I "$src/src" -o "$out" "$REPO/bench/mapper_policy.c" \
 		"$src"/src/control/mapper.c "$src"/src/control/model.c "$src"/src/policy/*.c \
 		"$src"/src/base/*.c "$src"/src/crypto/*.c "$src"/src/proto/*.c \
-		$(pkg-config --cflags --libs jansson libcrypto) -lpthread || die "build of $src failed"
+		$(pkg-config --cflags --libs jansson libcrypto libzstd) -lpthread || die "build of $src failed"
 }
 mkdir -p "$TMP/ref"
 git -C "$REPO" archive "$REF" src | tar -x -C "$TMP/ref" || die "cannot export $REF"

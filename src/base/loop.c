@@ -258,6 +258,14 @@ void loop_timer_disarm(struct loop *loop, struct loop_timer *t)
 	t->deadline_ns = TIME_NEVER;
 }
 
+void loop_timer_set(struct loop *loop, struct loop_timer *t, uint64_t deadline_ns)
+{
+	if (deadline_ns == TIME_NEVER)
+		loop_timer_disarm(loop, t);
+	else
+		loop_timer_arm(loop, t, deadline_ns);
+}
+
 int loop_signals_catch(struct loop *loop, void (*cb)(struct loop *loop, int signo))
 {
 	sigset_t set;

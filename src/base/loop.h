@@ -52,6 +52,8 @@ void loop_fd_del(struct loop *loop, struct loop_fd *h);
 
 void loop_timer_arm(struct loop *loop, struct loop_timer *t, uint64_t deadline_ns);
 void loop_timer_disarm(struct loop *loop, struct loop_timer *t);
+/* Arms t at an engine's next deadline, or disarms it when that is TIME_NEVER. */
+void loop_timer_set(struct loop *loop, struct loop_timer *t, uint64_t deadline_ns);
 
 /*
  * Blocks SIGTERM and SIGINT for the calling thread (call before creating other

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "base/pkt.h"
+#include "base/time.h"
 
 /*
  * A mutex-protected stack of free packets. Callers move packets in batches, so
@@ -179,6 +180,44 @@ unsigned pkt_pool_trim(struct pkt_pool *pool)
 bool pkt_pool_grew(const struct pkt_pool *pool)
 {
 	return atomic_load_explicit(&pool->grew, memory_order_relaxed);
+}
+
+void pkt_trimmer_init(struct pkt_trimmer *t, uint64_t period_ns)
+{
+	*t = (struct pkt_trimmer){.period_ns = period_ns, .due_ns = TIME_NEVER};
+}
+
+int pkt_trimmer_add(struct pkt_trimmer *t, struct pkt_pool *pool)
+{
+	if (t->n_pools == PKT_TRIMMER_POOLS_MAX)
+		return -ENOSPC;
+	t->pools[t->n_pools++] = pool;
+	return 0;
+}
+
+static bool trimmer_grew(const struct pkt_trimmer *t)
+{
+	for (unsigned i = 0; i < t->n_pools; i++)
+		if (pkt_pool_grew(t->pools[i]))
+			return true;
+	return false;
+}
+
+uint64_t pkt_trimmer_run(struct pkt_trimmer *t, uint64_t now_ns)
+{
+	unsigned busy = 0;
+
+	if (t->due_ns == TIME_NEVER) {
+		if (trimmer_grew(t))
+			t->due_ns = now_ns + t->period_ns;
+		return t->due_ns;
+	}
+	if (now_ns < t->due_ns)
+		return t->due_ns;
+	for (unsigned i = 0; i < t->n_pools; i++)
+		busy += pkt_pool_trim(t->pools[i]);
+	t->due_ns = busy || trimmer_grew(t) ? now_ns + t->period_ns : TIME_NEVER;
+	return t->due_ns;
 }
 
 unsigned pkt_pool_available(struct pkt_pool *pool)

@@ -71,6 +71,37 @@ unsigned pkt_pool_available(struct pkt_pool *pool);
 unsigned pkt_pool_trim(struct pkt_pool *pool);
 /* In use went above what the last trim left resident: a trim has work. Lockless. */
 bool pkt_pool_grew(const struct pkt_pool *pool);
+/*
+ * When to trim a set of pools (one shared policy for every owner of pools: the data
+ * plane's, the relay client's, path discovery's). No clock and no timer of its own: the
+ * owner calls pkt_trimmer_run from whatever wakes it (a loop timer, a poll timeout) with
+ * its `now` and wakes again at the deadline it returns.
+ *
+ * Idle: nothing armed, no wakeups. A pool that grew arms a trim one period later; a
+ * trim that found its pool busy (pkt_pool_trim kept packets for the last period's peak)
+ * or a pool that grew again re-arms it. So a burst's buffers go back to the kernel at
+ * most two periods after the traffic stopped (the first trim keeps what the burst
+ * needed, in case it comes back), and a daemon that stays idle never wakes for this.
+ */
+#define PKT_TRIMMER_POOLS_MAX 16
+
+struct pkt_trimmer {
+	struct pkt_pool *pools[PKT_TRIMMER_POOLS_MAX];
+	unsigned n_pools;
+	uint64_t period_ns;
+	uint64_t due_ns; /* the next trim; TIME_NEVER when none is armed */
+};
+
+void pkt_trimmer_init(struct pkt_trimmer *t, uint64_t period_ns);
+/* Adds a pool it then watches until the owner frees it. 0, or -ENOSPC. */
+int pkt_trimmer_add(struct pkt_trimmer *t, struct pkt_pool *pool);
+/*
+ * Trims when due, or arms a trim when a pool grew. Returns the next deadline (TIME_NEVER:
+ * none). Cheap when nothing is due (a lockless flag per pool): call it freely. One thread
+ * at a time per trimmer; the pools themselves may be in use by any thread.
+ */
+uint64_t pkt_trimmer_run(struct pkt_trimmer *t, uint64_t now_ns);
+
 /* Returns packets to the pools they came from. NULL entries are skipped. */
 void pkt_free(struct pkt **pkts, unsigned n);
 

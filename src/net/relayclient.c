@@ -90,6 +90,7 @@ struct relayclient {
 	uint64_t idle_ns;
 	uint64_t backoff_min_ns, backoff_max_ns;
 	struct pkt_pool *pool;
+	struct pkt_trimmer trimmer; /* the manager's: gives a burst's buffers back */
 
 	pthread_rwlock_t lock;
 	struct rconn *conns[NETMAP_RELAY_REGIONS_MAX];
@@ -1116,6 +1117,7 @@ static void *mgr_main(void *arg)
 		next = now + NSEC_PER_SEC;
 		if (rc->stun_deadline_ns)
 			next = MIN(next, rc->stun_deadline_ns);
+		next = MIN(next, pkt_trimmer_run(&rc->trimmer, now));
 		timeout_ms = next > now ? (int)((next - now + 999999) / 1000000) : 0;
 		if (poll(&pfd, 1, timeout_ms) > 0 &&
 		    read(rc->mgr_wake, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
@@ -1145,6 +1147,8 @@ int relayclient_new(const struct relayclient_cfg *cfg, struct relayclient **ret)
 	rc->pool = pkt_pool_new(RELAYCLIENT_POOL);
 	if (!rc->pool)
 		goto fail;
+	pkt_trimmer_init(&rc->trimmer, RELAYCLIENT_POOL_TRIM_NS);
+	pkt_trimmer_add(&rc->trimmer, rc->pool);
 	rc->mgr_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (rc->mgr_wake < 0) {
 		r = -errno;

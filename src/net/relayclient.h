@@ -39,6 +39,8 @@ struct magicsock;
 #define RELAYCLIENT_SILENCE_NS (150ULL * 1000000000ULL) /* 2.5 x the relay's 60 s */
 #define RELAYCLIENT_QUEUE_MAX 1024 /* packets waiting per connection */
 #define RELAYCLIENT_POOL 1024	   /* receive buffers, shared by the connections */
+/* A pool that grew gives its pages back after this long without the burst (pkt_trimmer). */
+#define RELAYCLIENT_POOL_TRIM_NS (10ULL * 1000000000ULL)
 #define RELAYCLIENT_STUN_INTERVAL_NS (20ULL * 1000000000ULL)
 #define RELAYCLIENT_STUN_WAIT_NS (2ULL * 1000000000ULL)
 /* Hysteresis: another region becomes home when its round trip is below 2/3 of home's. */

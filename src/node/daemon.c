@@ -106,6 +106,7 @@ struct daemon {
 
 	/* The loop thread's (see the top for the node key in st). */
 	struct control_client *cc;
+	struct control_client_stats cc_past; /* the clients stopped before cc, summed */
 	struct loop_mailbox from_client;
 	uint64_t client_netmaps; /* full netmaps from the current client */
 	bool map_broken;         /* a delta did not apply: ignore deltas until a full map */
@@ -1040,9 +1041,23 @@ static int client_start(struct daemon *d, const char *auth_key)
 	return r;
 }
 
+/* The counters of every client since the daemon started: metrics never go backwards. */
+static void cc_stats_sum(const struct daemon *d, struct control_client_stats *ret)
+{
+	struct control_client_stats s = {0};
+
+	if (d->cc)
+		control_client_stats_get(d->cc, &s);
+	ret->zstd_maps = d->cc_past.zstd_maps + s.zstd_maps;
+	ret->zstd_bytes_in = d->cc_past.zstd_bytes_in + s.zstd_bytes_in;
+	ret->zstd_bytes_out = d->cc_past.zstd_bytes_out + s.zstd_bytes_out;
+	ret->zstd_errors = d->cc_past.zstd_errors + s.zstd_errors;
+}
+
 /* Joins the client's thread, then applies what it reported before it stopped. */
 static void client_stop(struct daemon *d)
 {
+	cc_stats_sum(d, &d->cc_past);
 	control_client_free(d->cc);
 	d->cc = NULL;
 	loop_mailbox_run(&d->from_client);
@@ -1907,6 +1922,7 @@ static void get_metrics(struct httpd_request *r, void *ctx)
 	size_t len;
 
 	m.control_connected = d->client_on && d->cstate == CONTROL_CLIENT_RUNNING;
+	cc_stats_sum(d, &m.control);
 	for (unsigned i = 0; d->nm && i < d->nm->n_peers; i++) {
 		m.peers++;
 		m.peers_online += d->nm->peers[i].online;

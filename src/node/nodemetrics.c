@@ -64,6 +64,18 @@ int nodemetrics_render(const struct nodemetrics_snapshot *m, char **ret, size_t 
 		"# TYPE trellis_node_peers_with_handshake gauge\n"
 		"trellis_node_peers_with_handshake %u\n",
 		m->control_connected, m->peers, m->peers_online, m->peers_handshake);
+	/* Compressed full netmaps (docs/control-protocol.md): taken, their bytes, refused. */
+	fprintf(f,
+		"# TYPE trellis_node_netmaps_zstd_total counter\n"
+		"trellis_node_netmaps_zstd_total %" PRIu64 "\n"
+		"# TYPE trellis_node_netmap_zstd_bytes_total counter\n"
+		"trellis_node_netmap_zstd_bytes_total %" PRIu64 "\n"
+		"# TYPE trellis_node_netmap_zstd_decoded_bytes_total counter\n"
+		"trellis_node_netmap_zstd_decoded_bytes_total %" PRIu64 "\n"
+		"# TYPE trellis_node_netmaps_zstd_refused_total counter\n"
+		"trellis_node_netmaps_zstd_refused_total %" PRIu64 "\n",
+		m->control.zstd_maps, m->control.zstd_bytes_in, m->control.zstd_bytes_out,
+		m->control.zstd_errors);
 	fprintf(f,
 		"# TYPE trellis_node_handshakes_total counter\n"
 		"trellis_node_handshakes_total %" PRIu64 "\n"

@@ -14,12 +14,15 @@
 
 #include "filter/filter.h"
 #include "net/magicsock.h"
+#include "node/control_client.h"
 #include "node/wgdev.h"
 #include "wg/device.h"
 
 struct nodemetrics_snapshot {
 	const char *backend_state; /* docs/localapi.md */
 	bool control_connected;	   /* a live map stream */
+	/* Compressed full netmaps taken since the daemon started, by every client. */
+	struct control_client_stats control;
 	unsigned peers, peers_online;
 	unsigned peers_handshake; /* with a completed handshake in the last 3 minutes */
 	struct wg_device_stats wg;

@@ -19,6 +19,8 @@
 #include "node/pathd.h"
 
 #define POOL_PKTS 256 /* disco datagrams in flight (each goes out at once) */
+/* A pool that grew (a burst of pings to many peers) gives its pages back (pkt_trimmer). */
+#define POOL_TRIM_NS (10ULL * NSEC_PER_SEC)
 #define TAKE_BATCH 32
 
 struct known {
@@ -31,6 +33,8 @@ struct pathd {
 	struct magicsock *ms;
 	struct disco *disco;
 	struct pkt_pool *pool;
+	struct pkt_trimmer trimmer;
+	struct loop_timer trim_timer; /* at the trimmer's deadline, none while idle */
 	struct loop_async wake;
 	struct loop_timer timer;
 	/* Handles handed to the engine, to forget those the netmap dropped. */
@@ -189,6 +193,15 @@ static void rearm(struct pathd *pd, uint64_t now)
 		loop_timer_disarm(pd->loop, &pd->timer);
 	if (next)
 		loop_timer_arm(pd->loop, &pd->timer, next);
+	/* Every send runs here (the engine ticks after each event), so growth is seen. */
+	loop_timer_set(pd->loop, &pd->trim_timer, pkt_trimmer_run(&pd->trimmer, now));
+}
+
+static void trim_timer_cb(struct loop_timer *t)
+{
+	struct pathd *pd = container_of(t, struct pathd, trim_timer);
+
+	loop_timer_set(pd->loop, t, pkt_trimmer_run(&pd->trimmer, time_now_ns()));
 }
 
 static void drain(struct pathd *pd)
@@ -365,9 +378,13 @@ int pathd_new(struct loop *loop, struct magicsock *ms, const uint8_t *disco_priv
 	pd->ping_timer.cb = ping_timer_cb;
 	pd->ping_timer.deadline_ns = TIME_NEVER;
 	pd->wake.cb = wake_cb;
+	pd->trim_timer.cb = trim_timer_cb;
+	pd->trim_timer.deadline_ns = TIME_NEVER;
 	pd->pool = pkt_pool_new(POOL_PKTS);
 	if (!pd->pool)
 		goto fail;
+	pkt_trimmer_init(&pd->trimmer, POOL_TRIM_NS);
+	pkt_trimmer_add(&pd->trimmer, pd->pool);
 	if (disco_priv)
 		memcpy(priv, disco_priv, sizeof(priv));
 	else if ((r = x25519_private_generate(priv)) < 0)
@@ -404,6 +421,7 @@ void pathd_free(struct pathd *pd)
 		loop_timer_disarm(pd->loop, &pd->timer);
 	if (pd->ping_timer.armed)
 		loop_timer_disarm(pd->loop, &pd->ping_timer);
+	loop_timer_disarm(pd->loop, &pd->trim_timer);
 	disco_free(pd->disco);
 	free(pd->known);
 	/* After the data plane and the relay client: they have returned our datagrams. */

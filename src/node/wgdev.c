@@ -87,11 +87,12 @@
 #define CRYPTQ_SLOTS 512
 #define POOL_DRY_BACKOFF_MS 1
 /*
- * A pool that grew is trimmed after this long (pkt_pool_trim), and again each period while
+ * A pool that grew is trimmed after this long (pkt_trimmer), and again each period while
  * it stays busy: a burst's buffers go back to the kernel once the traffic stops. The timer
  * is armed only after growth, so an idle daemon still never wakes for it.
  */
 #define POOL_TRIM_NS (10ULL * NSEC_PER_SEC)
+_Static_assert(1 + 2 * POOL_GENS_MAX <= PKT_TRIMMER_POOLS_MAX, "the trimmer holds every pool");
 
 enum { LANE_ENCRYPT, LANE_DECRYPT };
 
@@ -120,7 +121,8 @@ struct wgdev {
 	struct udpconn *uc;
 	struct iothread tun_reader;
 	struct loop_timer timer; /* the engine's next deadline */
-	/* pools_trim: armed after the pools grew, until they are quiet again. */
+	/* Armed at the trimmer's deadline: after the pools grew, until they are quiet again. */
+	struct pkt_trimmer trimmer;
 	struct loop_timer trim_timer;
 	struct loop_fd link_mon; /* netlink link events: follows the interface MTU */
 	void (*net_changed)(void *ctx);
@@ -516,24 +518,11 @@ static void *tun_reader_main(void *arg)
 
 /* --- control thread --- */
 
-static bool pools_grew(const struct wgdev *w)
-{
-	bool grew = pkt_pool_grew(w->pool_ctl);
-
-	for (unsigned i = 0; i < w->n_gens; i++)
-		grew |= pkt_pool_grew(w->gens[i].tx) || pkt_pool_grew(w->gens[i].rx);
-	return grew;
-}
-
 static void pools_trim(struct loop_timer *t)
 {
 	struct wgdev *w = container_of(t, struct wgdev, trim_timer);
-	unsigned busy = pkt_pool_trim(w->pool_ctl);
 
-	for (unsigned i = 0; i < w->n_gens; i++)
-		busy += pkt_pool_trim(w->gens[i].tx) + pkt_pool_trim(w->gens[i].rx);
-	if (busy || pools_grew(w))
-		loop_timer_arm(w->loop, &w->trim_timer, loop_now_ns(w->loop) + POOL_TRIM_NS);
+	loop_timer_set(w->loop, t, pkt_trimmer_run(&w->trimmer, loop_now_ns(w->loop)));
 }
 
 static void timers_fire(struct loop_timer *t)
@@ -543,8 +532,7 @@ static void timers_fire(struct loop_timer *t)
 
 	loop_timer_arm(w->loop, &w->timer, next);
 	/* Traffic runs the engine's timers (keepalives at the latest), so growth is seen. */
-	if (!w->trim_timer.armed && pools_grew(w))
-		loop_timer_arm(w->loop, &w->trim_timer, now + POOL_TRIM_NS);
+	loop_timer_set(w->loop, &w->trim_timer, pkt_trimmer_run(&w->trimmer, now));
 }
 
 static void woken(struct loop_async *a)
@@ -754,6 +742,9 @@ static int pools_fit(struct wgdev *w, unsigned mtu)
 	w->gens[w->n_gens].tx = tx;
 	w->gens[w->n_gens].rx = rx;
 	w->n_gens++;
+	/* Cannot fail: sized for every generation (the static assertion above). */
+	pkt_trimmer_add(&w->trimmer, tx);
+	pkt_trimmer_add(&w->trimmer, rx);
 	atomic_store_explicit(&w->pool_tx, tx, memory_order_release);
 	if (w->uc)
 		udpconn_set_pool(w->uc, rx);
@@ -881,6 +872,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	w->tun_reader.stop_fd = -1;
 	w->timer.cb = timers_fire;
 	w->trim_timer.cb = pools_trim;
+	pkt_trimmer_init(&w->trimmer, POOL_TRIM_NS);
 	w->trim_timer.deadline_ns = TIME_NEVER;
 	w->link_mon = (struct loop_fd){.fd = -1, .cb = link_event};
 	w->net_changed = opts->net_changed;
@@ -927,6 +919,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 		r = -ENOMEM;
 		goto out;
 	}
+	pkt_trimmer_add(&w->trimmer, w->pool_ctl);
 	/* Sized for the MTU asked for; mtu_follow below grows them if the link has more. */
 	r = pools_fit(w, opts->mtu);
 	if (r < 0) {

@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "base/pkt.h"
+#include "base/time.h"
 
 static void test_pool_get_put(void **state)
 {
@@ -169,6 +171,105 @@ static void test_pool_trim(void **state)
 	pkt_pool_free(pool);
 }
 
+/* Resident pages from lo's page up to the last whole page before hi. */
+static unsigned resident_pages(uintptr_t lo, uintptr_t hi)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	size_t n = ((hi & ~(page - 1)) - (lo & ~(page - 1))) / page, i;
+	unsigned char *v = calloc(n ? n : 1, 1);
+	unsigned count = 0;
+
+	assert_non_null(v);
+	assert_int_equal(mincore((void *)(lo & ~(page - 1)), n * page, v), 0);
+	for (i = 0; i < n; i++)
+		count += v[i] & 1;
+	free(v);
+	return count;
+}
+
+#define PERIOD_NS (10 * NSEC_PER_SEC)
+
+/*
+ * The shared trim policy, its clock driven by hand: idle, nothing is armed; after a burst
+ * the pool holds far more than its idle floor (the pages of the one packet a reader keeps
+ * in hand), and once the trim has had a quiet period it is back at exactly that floor
+ * with nothing armed. Growth of any pool of the set arms it.
+ */
+static void test_trimmer(void **state)
+{
+	struct pkt_pool *a = pkt_pool_new(1024), *b = pkt_pool_new(64);
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo, hi;
+	static struct pkt *p[1024];
+	struct pkt_trimmer t, full;
+	uint64_t now = 1000, due;
+	struct pkt *held, *q;
+	unsigned floor, n, i;
+
+	(void)state;
+	assert_non_null(a);
+	assert_non_null(b);
+	pkt_trimmer_init(&t, PERIOD_NS);
+	assert_int_equal(pkt_trimmer_add(&t, a), 0);
+	assert_int_equal(pkt_trimmer_add(&t, b), 0);
+	assert_true(pkt_trimmer_run(&t, now) == TIME_NEVER);
+
+	/* Idle: one packet in hand; the pool settles and the trimmer disarms. */
+	assert_int_equal(pkt_pool_get(a, &held, 1), 1);
+	memset(held->buf, 0x5a, held->cap);
+	due = pkt_trimmer_run(&t, now);
+	assert_true(due == now + PERIOD_NS);
+	now = due;
+	assert_true(pkt_trimmer_run(&t, now) == TIME_NEVER);
+
+	/* A burst: every other packet of the pool, written, then returned. */
+	n = pkt_pool_get(a, p, 1024);
+	assert_int_equal(n, 1023);
+	lo = hi = (uintptr_t)held;
+	for (i = 0; i < n; i++) {
+		memset(p[i]->buf, 1, p[i]->cap);
+		lo = (uintptr_t)p[i] < lo ? (uintptr_t)p[i] : lo;
+		hi = (uintptr_t)(p[i]->buf + p[i]->cap) > hi ? (uintptr_t)(p[i]->buf + p[i]->cap)
+							     : hi;
+	}
+	pkt_free(p, n);
+	/* The held packet was carved first: it is at the bottom of the span. */
+	assert_true(lo == (uintptr_t)held);
+	floor = (unsigned)(((uintptr_t)(held->buf + held->cap) - 1) / page - lo / page + 1);
+	assert_true(resident_pages(lo, hi) > floor + 400);
+
+	now += NSEC_PER_SEC;
+	due = pkt_trimmer_run(&t, now);
+	assert_true(due == now + PERIOD_NS);
+	/* Not due yet: nothing given back. */
+	assert_true(pkt_trimmer_run(&t, due - 1) == due);
+	assert_true(resident_pages(lo, hi) > floor + 400);
+	/* The first trim keeps what the burst needed (it may come back), and re-arms. */
+	now = due;
+	due = pkt_trimmer_run(&t, now);
+	assert_true(due == now + PERIOD_NS);
+	assert_true(resident_pages(lo, hi) > floor + 400);
+	/* A quiet period: back at the floor, nothing armed. */
+	now = due;
+	assert_true(pkt_trimmer_run(&t, now) == TIME_NEVER);
+	assert_int_equal(resident_pages(lo, hi), floor);
+	for (i = 0; i < held->cap; i++)
+		if (held->buf[i] != 0x5a)
+			fail_msg("byte %u of the packet in hand changed", i);
+
+	/* Any pool of the set that grows arms it again. */
+	assert_int_equal(pkt_pool_get(b, &q, 1), 1);
+	assert_true(pkt_trimmer_run(&t, now + 1) == now + 1 + PERIOD_NS);
+	pkt_free(&q, 1);
+	pkt_free(&held, 1);
+
+	pkt_trimmer_init(&full, PERIOD_NS);
+	for (i = 0; i < PKT_TRIMMER_POOLS_MAX; i++)
+		assert_int_equal(pkt_trimmer_add(&full, a), 0);
+	assert_int_equal(pkt_trimmer_add(&full, a), -ENOSPC);
+	pkt_pool_free(a);
+	pkt_pool_free(b);
+}
+
 static void test_pool_sized(void **state)
 {
 	static const uint32_t sizes[] = {PKT_HEADROOM + PKT_TAILROOM + 1, 4096, 9216,
@@ -266,6 +367,7 @@ int main(void)
 	    cmocka_unit_test(test_pool_get_put),     cmocka_unit_test(test_pool_carves_on_demand),
 	    cmocka_unit_test(test_pool_trim),	     cmocka_unit_test(test_pool_sized),
 	    cmocka_unit_test(test_free_mixed_pools), cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_trimmer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -46,6 +46,10 @@ static void test_render(void **state)
 	m.filter.reject_rate = 50;
 	m.filter.rejects_sent = 17;
 	m.filter.rejects_limited = 19;
+	m.control.zstd_maps = 21;
+	m.control.zstd_bytes_in = 82155;
+	m.control.zstd_bytes_out = 385037;
+	m.control.zstd_errors = 2;
 	assert_int_equal(nodemetrics_render(&m, &text, &len), 0);
 	assert_int_equal(strlen(text), len);
 	assert_non_null(strstr(text, "\ntrellis_node_peers 3\n"));
@@ -55,6 +59,10 @@ static void test_render(void **state)
 	assert_non_null(strstr(text, "\ntrellis_node_rx_bytes_total 1234\n"));
 	assert_non_null(strstr(text, "\ntrellis_node_tx_bytes_total 5678\n"));
 	assert_non_null(strstr(text, "\ntrellis_node_control_connected 1\n"));
+	assert_non_null(strstr(text, "\ntrellis_node_netmaps_zstd_total 21\n"));
+	assert_non_null(strstr(text, "\ntrellis_node_netmap_zstd_bytes_total 82155\n"));
+	assert_non_null(strstr(text, "\ntrellis_node_netmap_zstd_decoded_bytes_total 385037\n"));
+	assert_non_null(strstr(text, "\ntrellis_node_netmaps_zstd_refused_total 2\n"));
 	assert_non_null(strstr(text, "\ntrellis_node_drops_total{reason=\"rx_replay\"} 5\n"));
 	assert_non_null(strstr(text, "\ntrellis_node_drops_total{reason=\"queue_full\"} 9\n"));
 	assert_non_null(strstr(text, "\ntrellis_node_drops_total{reason=\"udp_junk\"} 11\n"));
