@@ -82,7 +82,8 @@ struct disco {
 	uint8_t node_key[DISCO_KEY_LEN];
 	unsigned n_self;
 	struct endpoint self[DISCO_CANDIDATES_MAX];
-	bool hard; /* our NAT maps per destination */
+	bool hard;   /* our NAT maps per destination */
+	bool mapped; /* ... but we hold a port mapping: peers reach us at its fixed port */
 	struct hmap by_id, by_key;
 	struct peer *active;
 	unsigned n_active;
@@ -282,12 +283,22 @@ static void birthday_burst(struct disco *d, struct peer *p, uint64_t now)
 	}
 }
 
+/*
+ * Both sides are hard NATs: each maps per destination and neither holds a port mapping (a
+ * mapped side is reached at its mapping's port whatever its NAT does with other flows, and
+ * reports itself so: the peer's flag is what its node reported).
+ */
+static bool birthday_wanted(const struct disco *d, const struct peer *p)
+{
+	return d->hard && !d->mapped && p->hard;
+}
+
 /* Both NATs map per destination and nothing answers: an attempt, if its backoff allows. */
 static void birthday_start(struct disco *d, struct peer *p, uint64_t now)
 {
 	uint32_t r[2];
 
-	if (!d->hard || !p->hard || p->best >= 0 || p->bd_left ||
+	if (!birthday_wanted(d, p) || p->best >= 0 || p->bd_left ||
 	    (p->bd_next_ns && now < p->bd_next_ns) || !birthday_target(p, &p->bd_target) ||
 	    crypto_random(r, sizeof(r)) < 0 || crypto_random(p->bd_txid, DISCO_TXID_LEN) < 0)
 		return;
@@ -556,6 +567,11 @@ static void peer_destroy(struct disco *d, struct peer *p)
 void disco_self_mapping_varies(struct disco *d, bool varies)
 {
 	d->hard = varies;
+}
+
+void disco_self_port_mapped(struct disco *d, bool mapped)
+{
+	d->mapped = mapped;
 }
 
 void disco_peer_mapping_varies(struct disco *d, const struct endpoint *handle, bool varies)
@@ -935,6 +951,9 @@ static uint64_t peer_tick(struct disco *d, struct peer *p, uint64_t now)
 	}
 	best_update(d, p, now);
 	ping_new(d, p, now);
+	/* A side stopped being a hard NAT (a port mapping came): the attempt under way ends. */
+	if (p->bd_left && !birthday_wanted(d, p))
+		p->bd_left = 0;
 	next = last + DISCO_IDLE_NS;
 	if (p->best < 0) {
 		if (!p->probe_ns || now - p->probe_ns >= retry_gap(p, now))

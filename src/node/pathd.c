@@ -356,6 +356,12 @@ void pathd_clear(struct pathd *pd)
 	rearm(pd, time_now_ns());
 }
 
+void pathd_port_mapped(struct pathd *pd, bool mapped)
+{
+	disco_self_port_mapped(pd->disco, mapped);
+	rearm(pd, time_now_ns());
+}
+
 int pathd_peer_status(const struct pathd *pd, const struct endpoint *handle,
 		      struct disco_peer_status *ret)
 {

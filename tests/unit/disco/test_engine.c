@@ -915,6 +915,62 @@ static void test_birthday_random(void **state)
 	assert_int_equal(ds.birthday_attempts, 8);
 }
 
+/*
+ * A side that holds a port mapping is no hard NAT, whatever STUN says of its other flows
+ * (peers reach it at the mapping's port): it starts no birthday attempt, and one under way
+ * stops when the mapping comes (the peer's end stops once the node's report reaches it).
+ */
+static void test_birthday_port_mapped(void **state)
+{
+	struct disco_stats ds[2];
+	uint64_t sent[2];
+
+	(void)state;
+	hard_setup(1024, 64512, 7);
+	for (int i = 0; i < 2; i++) {
+		disco_self_mapping_varies(nodes[i].d, true);
+		disco_peer_mapping_varies(nodes[i].d, &nodes[i].handle, true);
+	}
+	/* Node 0 holds a mapping but its peer still takes it for hard: only the peer probes. */
+	disco_self_port_mapped(nodes[0].d, true);
+	hard_run(10 * MS, 2 * DISCO_NS);
+	disco_stats_get(nodes[0].d, &ds[0]);
+	assert_int_equal(ds[0].tx_birthday, 0);
+	assert_int_equal(ds[0].birthday_attempts, 0);
+	/* Node 0's report reaches its peer (not hard any more): neither probes. */
+	disco_peer_mapping_varies(nodes[1].d, &nodes[1].handle, false);
+	for (int i = 0; i < 2; i++) {
+		disco_stats_get(nodes[i].d, &ds[i]);
+		sent[i] = ds[i].tx_birthday;
+	}
+	hard_run(10 * DISCO_NS, 20 * DISCO_NS);
+	for (int i = 0; i < 2; i++) {
+		disco_stats_get(nodes[i].d, &ds[i]);
+		assert_int_equal(ds[i].tx_birthday, sent[i]);
+	}
+
+	/* The mapping is lost: both are hard again and both probe. */
+	disco_self_port_mapped(nodes[0].d, false);
+	disco_peer_mapping_varies(nodes[1].d, &nodes[1].handle, true);
+	hard_run(40 * DISCO_NS, 60 * MS);
+	for (int i = 0; i < 2; i++) {
+		disco_stats_get(nodes[i].d, &ds[i]);
+		assert_true(ds[i].birthday_attempts >= 1);
+		/* One burst or two of an attempt: it is under way. */
+		assert_true(ds[i].tx_birthday > sent[i]);
+		assert_true(ds[i].tx_birthday - sent[i] < DISCO_BIRTHDAY_PORTS);
+		sent[i] = ds[i].tx_birthday;
+	}
+	/* It comes back mid-attempt: the rest of the attempt is not sent, at either end. */
+	disco_self_port_mapped(nodes[0].d, true);
+	disco_peer_mapping_varies(nodes[1].d, &nodes[1].handle, false);
+	hard_run(40 * DISCO_NS + 60 * MS, 20 * DISCO_NS);
+	for (int i = 0; i < 2; i++) {
+		disco_stats_get(nodes[i].d, &ds[i]);
+		assert_int_equal(ds[i].tx_birthday, sent[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -934,6 +990,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_user_ping, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_birthday_block, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_birthday_random, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_birthday_port_mapped, setup, teardown),
 	};
 
 	assert_int_equal(crypto_init(), 0);
