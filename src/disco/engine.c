@@ -24,6 +24,7 @@ struct cand {
 	uint8_t txid[DISCO_TXID_LEN];
 	uint64_t ping_ns; /* the outstanding ping, 0: none */
 	bool user_ping;	  /* it was a user's (disco_ping): report its pong */
+	bool repinged;	  /* ping_rx sent it before the gap was over (once per ping) */
 	uint64_t pong_ns; /* 0: never answered */
 	uint64_t rtt_ns;
 };
@@ -195,6 +196,7 @@ static void ping_send(struct disco *d, struct peer *p, struct cand *c, uint64_t 
 	memcpy(m.node_key, d->node_key, DISCO_KEY_LEN);
 	c->ping_ns = now ? now : 1;
 	c->user_ping = user;
+	c->repinged = false;
 	p->pings_sent++;
 	d->st.tx_ping++;
 	seal_send(d, p, &c->ep, &m);
@@ -732,6 +734,7 @@ static void ping_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 		    const struct endpoint *src, uint64_t now)
 {
 	struct disco_msg pong = {.type = DISCO_PONG};
+	struct cand *c;
 	int i;
 
 	d->st.rx_ping++;
@@ -772,9 +775,22 @@ static void ping_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 	 * Only a ping back, no timers: what keeps probing is traffic of our own. (Pings that
 	 * made us active would let two peers' heartbeats keep each other awake for ever.)
 	 */
-	if (i >= 0 && !trusted(&p->cands[i], now) &&
-	    (!p->cands[i].ping_ns || now - p->cands[i].ping_ns >= DISCO_PING_MIN_GAP_NS))
-		ping_send(d, p, &p->cands[i], now, false);
+	if (i < 0 || trusted(&p->cands[i], now))
+		return;
+	c = &p->cands[i];
+	if (!c->ping_ns || now - c->ping_ns >= DISCO_PING_MIN_GAP_NS) {
+		ping_send(d, p, c, now, false);
+	} else if (!c->repinged && !c->user_ping) {
+		/*
+		 * Our ping there is recent but unanswered: it most likely left before the peer's
+		 * NAT had a mapping towards us (both sides start probing at once) and died there.
+		 * Waiting out the gap left our side relayed until the peer's next ping (its
+		 * check of a silent path, ~0.5 s later; docs/benchmarks.md). Once per ping of
+		 * ours, so a flood of pings gets no more than that.
+		 */
+		ping_send(d, p, c, now, false);
+		c->repinged = true;
+	}
 }
 
 /*

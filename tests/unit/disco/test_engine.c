@@ -916,6 +916,32 @@ static void test_birthday_random(void **state)
 }
 
 /*
+ * Both behind NATs that let in only answers (easy ones: hard_setup's NATs with a range of
+ * one port, the same mapping towards every destination): A's first ping dies at B's NAT
+ * (B has sent nothing yet); B, called through the relay (delivered at 30 ms), pings back
+ * and gets in through the mapping A's ping opened. A pings back at once, though its own
+ * ping left moments ago: both sides are direct a round trip after B's ping, not when B
+ * next pings (its check of a silent path, ~0.5 s later, or a heartbeat).
+ */
+static void test_direct_both_filtered(void **state)
+{
+	struct disco_peer_status st[2];
+
+	(void)state;
+	hard_setup(41641, 1, 0);
+	nodes[0].last_tx = 10 * MS;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, 10 * MS);
+	pump_hard(30 * MS);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(
+		    disco_peer_status_get(nodes[i].d, &nodes[i].handle, 30 * MS, &st[i]), 0);
+		assert_int_equal(st[i].state, DISCO_STATE_DIRECT);
+		assert_true(endpoint_equal(&st[i].best, &nodes[!i].mapped));
+	}
+	assert_int_equal(st[0].to_direct_ns, 20 * MS);
+}
+
+/*
  * A side that holds a port mapping is no hard NAT, whatever STUN says of its other flows
  * (peers reach it at the mapping's port): it starts no birthday attempt, and one under way
  * stops when the mapping comes (the peer's end stops once the node's report reaches it).
@@ -975,6 +1001,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_direct, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_direct_both_filtered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_udp_blocked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_and_fallback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reprobe, setup, teardown),
