@@ -24,6 +24,7 @@ struct cand {
 	uint8_t txid[DISCO_TXID_LEN];
 	uint64_t ping_ns; /* the outstanding ping, 0: none */
 	bool user_ping;	  /* it was a user's (disco_ping): report its pong */
+	bool repinged;	  /* ping_rx sent it before the gap was over (once per ping) */
 	uint64_t pong_ns; /* 0: never answered */
 	uint64_t rtt_ns;
 };
@@ -82,7 +83,8 @@ struct disco {
 	uint8_t node_key[DISCO_KEY_LEN];
 	unsigned n_self;
 	struct endpoint self[DISCO_CANDIDATES_MAX];
-	bool hard; /* our NAT maps per destination */
+	bool hard;   /* our NAT maps per destination */
+	bool mapped; /* ... but we hold a port mapping: peers reach us at its fixed port */
 	struct hmap by_id, by_key;
 	struct peer *active;
 	unsigned n_active;
@@ -194,6 +196,7 @@ static void ping_send(struct disco *d, struct peer *p, struct cand *c, uint64_t 
 	memcpy(m.node_key, d->node_key, DISCO_KEY_LEN);
 	c->ping_ns = now ? now : 1;
 	c->user_ping = user;
+	c->repinged = false;
 	p->pings_sent++;
 	d->st.tx_ping++;
 	seal_send(d, p, &c->ep, &m);
@@ -282,12 +285,22 @@ static void birthday_burst(struct disco *d, struct peer *p, uint64_t now)
 	}
 }
 
+/*
+ * Both sides are hard NATs: each maps per destination and neither holds a port mapping (a
+ * mapped side is reached at its mapping's port whatever its NAT does with other flows, and
+ * reports itself so: the peer's flag is what its node reported).
+ */
+static bool birthday_wanted(const struct disco *d, const struct peer *p)
+{
+	return d->hard && !d->mapped && p->hard;
+}
+
 /* Both NATs map per destination and nothing answers: an attempt, if its backoff allows. */
 static void birthday_start(struct disco *d, struct peer *p, uint64_t now)
 {
 	uint32_t r[2];
 
-	if (!d->hard || !p->hard || p->best >= 0 || p->bd_left ||
+	if (!birthday_wanted(d, p) || p->best >= 0 || p->bd_left ||
 	    (p->bd_next_ns && now < p->bd_next_ns) || !birthday_target(p, &p->bd_target) ||
 	    crypto_random(r, sizeof(r)) < 0 || crypto_random(p->bd_txid, DISCO_TXID_LEN) < 0)
 		return;
@@ -558,6 +571,11 @@ void disco_self_mapping_varies(struct disco *d, bool varies)
 	d->hard = varies;
 }
 
+void disco_self_port_mapped(struct disco *d, bool mapped)
+{
+	d->mapped = mapped;
+}
+
 void disco_peer_mapping_varies(struct disco *d, const struct endpoint *handle, bool varies)
 {
 	struct peer *p = peer_by_handle(d, handle);
@@ -716,6 +734,7 @@ static void ping_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 		    const struct endpoint *src, uint64_t now)
 {
 	struct disco_msg pong = {.type = DISCO_PONG};
+	struct cand *c;
 	int i;
 
 	d->st.rx_ping++;
@@ -756,9 +775,22 @@ static void ping_rx(struct disco *d, struct peer *p, const struct disco_msg *m,
 	 * Only a ping back, no timers: what keeps probing is traffic of our own. (Pings that
 	 * made us active would let two peers' heartbeats keep each other awake for ever.)
 	 */
-	if (i >= 0 && !trusted(&p->cands[i], now) &&
-	    (!p->cands[i].ping_ns || now - p->cands[i].ping_ns >= DISCO_PING_MIN_GAP_NS))
-		ping_send(d, p, &p->cands[i], now, false);
+	if (i < 0 || trusted(&p->cands[i], now))
+		return;
+	c = &p->cands[i];
+	if (!c->ping_ns || now - c->ping_ns >= DISCO_PING_MIN_GAP_NS) {
+		ping_send(d, p, c, now, false);
+	} else if (!c->repinged && !c->user_ping) {
+		/*
+		 * Our ping there is recent but unanswered: it most likely left before the peer's
+		 * NAT had a mapping towards us (both sides start probing at once) and died there.
+		 * Waiting out the gap left our side relayed until the peer's next ping (its
+		 * check of a silent path, ~0.5 s later; docs/benchmarks.md). Once per ping of
+		 * ours, so a flood of pings gets no more than that.
+		 */
+		ping_send(d, p, c, now, false);
+		c->repinged = true;
+	}
 }
 
 /*
@@ -935,6 +967,9 @@ static uint64_t peer_tick(struct disco *d, struct peer *p, uint64_t now)
 	}
 	best_update(d, p, now);
 	ping_new(d, p, now);
+	/* A side stopped being a hard NAT (a port mapping came): the attempt under way ends. */
+	if (p->bd_left && !birthday_wanted(d, p))
+		p->bd_left = 0;
 	next = last + DISCO_IDLE_NS;
 	if (p->best < 0) {
 		if (!p->probe_ns || now - p->probe_ns >= retry_gap(p, now))

@@ -31,8 +31,9 @@
  * changed; or it was learned) is pinged at the next tick, not at the next round: a peer
  * that roams is found as soon as its new address arrives.
  *
- * Hard NAT on both sides (each NAT maps per destination, as each node reported): no
- * reported address can answer, so while probing, a bounded birthday attempt
+ * Hard NAT on both sides (each NAT maps per destination, as each node reported, and
+ * neither node holds a port mapping: disco_self_port_mapped): no reported address can
+ * answer, so while probing, a bounded birthday attempt
  * (DISCO_BIRTHDAY_PORTS probes, each port of the aligned block around the peer's
  * reflexive port once, in random order, DISCO_BIRTHDAY_BURST every
  * DISCO_BIRTHDAY_GAP_NS) opens as many mappings on our NAT while the peer does the same
@@ -184,6 +185,12 @@ int disco_peer_set(struct disco *d, const struct endpoint *handle,
  */
 void disco_self_mapping_varies(struct disco *d, bool varies);
 void disco_peer_mapping_varies(struct disco *d, const struct endpoint *handle, bool varies);
+/*
+ * Whether we hold a port mapping (NAT-PMP, PCP, UPnP-IGD): peers reach us at its port
+ * whatever our NAT does with other flows, so even with varying mappings we are no hard NAT
+ * and start no birthday attempt; one under way stops at the next tick.
+ */
+void disco_self_port_mapped(struct disco *d, bool mapped);
 /* Accepts an unknown handle. */
 void disco_peer_remove(struct disco *d, const struct endpoint *handle);
 /* Traffic for the peer after a quiet time: start probing now. Unknown handles: ignored. */

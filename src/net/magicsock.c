@@ -433,6 +433,19 @@ static int slot_of(const struct magicsock *ms, const struct endpoint *h)
 
 /* --- handles (control plane) --- */
 
+/* The plain rule ("Paths"), nothing confirmed or trusted, no event pending. */
+static void rule_reset(struct slot *s)
+{
+	s->disco = false;
+	atomic_store(&s->direct_rx_ns, 0);
+	atomic_store(&s->unanswered_ns, 0);
+	atomic_store(&s->probe_ns, 0);
+	atomic_store(&s->trust_until_ns, 0);
+	atomic_store(&s->stale_until_ns, 0);
+	atomic_store(&s->tx_ns, 0);
+	atomic_store(&s->events, 0);
+}
+
 int magicsock_handle_new(struct magicsock *ms, struct endpoint *ret)
 {
 	struct slot *s;
@@ -456,16 +469,9 @@ int magicsock_handle_new(struct magicsock *ms, struct endpoint *ret)
 	s->key_indexed = false;
 	s->region = 0;
 	memset(s->key, 0, sizeof(s->key));
-	atomic_store(&s->direct_rx_ns, 0);
-	atomic_store(&s->unanswered_ns, 0);
-	atomic_store(&s->probe_ns, 0);
-	s->disco = false;
-	atomic_store(&s->trust_until_ns, 0);
-	atomic_store(&s->stale_until_ns, 0);
-	atomic_store(&s->tx_ns, 0);
-	atomic_store(&s->events, 0);
 	s->alias_head = -1;
 	s->n_aliases = 0;
+	rule_reset(s);
 	ms->n_handles++;
 	endpoint_handle_set(ret, s->id);
 out:
@@ -1137,6 +1143,22 @@ int magicsock_handle_disco(struct magicsock *ms, const struct endpoint *handle,
 out:
 	pthread_rwlock_unlock(&ms->lock);
 	return r;
+}
+
+int magicsock_handle_release(struct magicsock *ms, const struct endpoint *handle)
+{
+	int i;
+
+	pthread_rwlock_wrlock(&ms->lock);
+	i = slot_of(ms, handle);
+	if (i >= 0) {
+		/* Path discovery's proofs go with it: the plain rule confirms the path afresh. */
+		while (ms->slots[i].alias_head >= 0)
+			alias_del(ms, ms->slots[i].alias_head);
+		rule_reset(&ms->slots[i]);
+	}
+	pthread_rwlock_unlock(&ms->lock);
+	return i < 0 ? -ENOENT : 0;
 }
 
 int magicsock_handle_alias_add(struct magicsock *ms, const struct endpoint *handle,

@@ -283,6 +283,13 @@ struct magicsock_event {
 int magicsock_handle_disco(struct magicsock *ms, const struct endpoint *handle,
 			   const struct endpoint *direct, uint64_t trust_until_ns);
 /*
+ * Path discovery gives the handle up (the peer left it: its disco key is gone from the
+ * netmap): the rule of "Paths" above applies again, from its current address, unconfirmed;
+ * its aliases, trust and pending events go, and it is no longer kept (the engine roams it
+ * again). 0 or -ENOENT.
+ */
+int magicsock_handle_release(struct magicsock *ms, const struct endpoint *handle);
+/*
  * Path discovery verified `addr` as the handle's peer's (an authenticated ping from it, a
  * pong): datagrams from it are the handle's from now (see "Aliases" above). Cheap when it
  * is known already (the read lock). 0, -ENOENT, -EINVAL (not an address) or -ENOMEM.

@@ -412,11 +412,30 @@ static int apply(struct daemon *d)
 	return r;
 }
 
+/* We hold a port mapping: peers reach us at its port, a fixed one. Any thread. */
+static bool port_mapped(struct daemon *d)
+{
+	struct endpoint ep;
+
+	return portmap_endpoints(d->pm, &ep, 1) > 0;
+}
+
+/*
+ * A hard NAT here: STUN servers saw different mappings and we hold no port mapping. With
+ * one, what our NAT does with other flows does not matter to peers: they reach us at the
+ * mapped port, so telling them "hard" would only make them give up on direct paths or
+ * start birthday probing (docs/architecture.md).
+ */
+static bool nat_hard(struct daemon *d, const struct relayclient_nat *nat)
+{
+	return nat->mapping_varies && !port_mapped(d);
+}
+
 /*
  * Loop thread: the control server hears our home region (peers relay to us there), and
  * path.json keeps it and the NAT flag for the next start. Until a STUN round has measured
  * the NAT, the flag of the last run stands: reporting false meanwhile would flip it at
- * every peer and back.
+ * every peer and back. Called again when a port mapping comes or goes (pm_changed).
  */
 static void relay_report(struct daemon *d)
 {
@@ -424,11 +443,13 @@ static void relay_report(struct daemon *d)
 	struct relayclient_status *rs;
 	bool mapping_varies;
 
+	if (!d->rc)
+		return;
 	rs = malloc(sizeof(*rs));
 	if (!rs)
 		return;
 	relayclient_status_get(d->rc, rs);
-	mapping_varies = rs->nat.measured ? rs->nat.mapping_varies : keep.mapping_varies;
+	mapping_varies = rs->nat.measured ? nat_hard(d, &rs->nat) : keep.mapping_varies;
 	/* No home (no relay map, e.g. after a logout) keeps the last one known. */
 	if (rs->home)
 		keep.home_region = rs->home;
@@ -456,11 +477,17 @@ static void rc_changed(void *ctx)
 	loop_async_send(&d->relay_changed);
 }
 
-/* Loop thread: the port-mapped endpoint changed; the control server hears it at once. */
+/*
+ * Loop thread: the port-mapped endpoint changed; the control server hears it at once, and
+ * with a mapping gained or lost, whether we count as a hard NAT (relay_report).
+ */
 static void pm_changed(void *ctx)
 {
 	struct daemon *d = ctx;
 
+	if (d->pd)
+		pathd_port_mapped(d->pd, port_mapped(d));
+	relay_report(d);
 	if (d->cc)
 		control_client_endpoints_changed(d->cc);
 }
@@ -1191,7 +1218,7 @@ static const char *relay_reason(struct daemon *d, const struct netmap_node *n,
 	if (rs) {
 		relayclient_status_get(d->rc, rs);
 		udp_here = !rs->nat.measured || rs->nat.udp;
-		hard_here = rs->nat.mapping_varies;
+		hard_here = nat_hard(d, &rs->nat);
 		free(rs);
 	}
 	if (!udp_here)
@@ -1348,10 +1375,11 @@ static json_t *netcheck_json(struct daemon *d)
 		return NULL;
 	relayclient_status_get(d->rc, rs);
 	code = region_code(d, rs->home);
-	o = json_pack("{s:b, s:b, s:I, s:b, s:n, s:n, s:o, s:o}", "measured", rs->nat.measured,
+	o = json_pack("{s:b, s:b, s:I, s:b, s:b, s:n, s:n, s:o, s:o}", "measured", rs->nat.measured,
 		      "udp", rs->nat.udp, "stun_answers", (json_int_t)rs->nat.answers,
-		      "mapping_varies_by_dest", rs->nat.mapping_varies, "ipv4", "ipv6",
-		      "preferred_relay", code ? json_string(code) : json_null(), "portmap",
+		      "mapping_varies_by_dest", rs->nat.mapping_varies, "hard_nat",
+		      nat_hard(d, &rs->nat), "ipv4", "ipv6", "preferred_relay",
+		      code ? json_string(code) : json_null(), "portmap",
 		      d->pm ? portmap_status_json(d->pm) : json_null());
 	for (unsigned i = 0; o && i < rs->nat.n_reflexive; i++) {
 		const struct endpoint *e = &rs->nat.reflexive[i];

@@ -278,6 +278,32 @@ static int known_add(struct pathd *pd, const struct endpoint *h)
 	return 1;
 }
 
+/*
+ * The peer of handle h left path discovery: the engine forgets it and its handle follows
+ * the magicsock's plain rule again (else it stayed "kept", on the relay for good), from the
+ * netmap's address as netmap_apply sets it (n NULL: the peer is gone, its handle freed).
+ */
+static void peer_release(struct pathd *pd, const struct endpoint *h, const struct netmap_node *n)
+{
+	disco_peer_remove(pd->disco, h);
+	if (magicsock_handle_release(pd->ms, h) < 0 || !n)
+		return;
+	if (n->n_endpoints && endpoint_is_set(&n->endpoints[0]))
+		magicsock_handle_set_path(pd->ms, h, &n->endpoints[0]);
+}
+
+/* Takes h off the known list; false when it was not on it. */
+static bool known_del(struct pathd *pd, const struct endpoint *h)
+{
+	for (unsigned i = 0; i < pd->n_known; i++) {
+		if (endpoint_equal(&pd->known[i].handle, h)) {
+			pd->known[i] = pd->known[--pd->n_known];
+			return true;
+		}
+	}
+	return false;
+}
+
 void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap_apply *na,
 		  const uint8_t node_pub[NETMAP_KEY_LEN])
 {
@@ -294,8 +320,13 @@ void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap
 		struct endpoint h;
 		int r;
 
-		if (!n->has_disco_key || netmap_apply_peer_handle(na, n->node_key, &h) < 0)
+		if (netmap_apply_peer_handle(na, n->node_key, &h) < 0)
 			continue;
+		if (!n->has_disco_key) {
+			if (known_del(pd, &h))
+				peer_release(pd, &h, n);
+			continue;
+		}
 		r = disco_peer_set(pd->disco, &h, n->disco_key, n->node_key, n->endpoints,
 				   n->n_endpoints, now);
 		if (r < 0) {
@@ -319,12 +350,12 @@ void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap
 		else if (disco_peer_status_get(pd->disco, &h, now, &st) == 0 && st.announced)
 			magicsock_handle_disco(pd->ms, &h, &st.announced_path, st.trust_until_ns);
 	}
-	/* Gone from the netmap (or lost its disco key): forget it. */
+	/* Gone from the netmap, or refused by the engine: forget it. */
 	for (i = k = 0; i < pd->n_known; i++) {
 		if (pd->known[i].seen == pd->round)
 			pd->known[k++] = pd->known[i];
 		else
-			disco_peer_remove(pd->disco, &pd->known[i].handle);
+			peer_release(pd, &pd->known[i].handle, NULL);
 	}
 	pd->n_known = k;
 	rearm(pd, now);
@@ -333,8 +364,14 @@ void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap
 void pathd_clear(struct pathd *pd)
 {
 	for (unsigned i = 0; i < pd->n_known; i++)
-		disco_peer_remove(pd->disco, &pd->known[i].handle);
+		peer_release(pd, &pd->known[i].handle, NULL);
 	pd->n_known = 0;
+	rearm(pd, time_now_ns());
+}
+
+void pathd_port_mapped(struct pathd *pd, bool mapped)
+{
+	disco_self_port_mapped(pd->disco, mapped);
 	rearm(pd, time_now_ns());
 }
 

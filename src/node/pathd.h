@@ -14,6 +14,7 @@
  * rule (direct when a WireGuard handshake over UDP succeeds, else the relay).
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/loop.h"
@@ -46,6 +47,11 @@ void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap
 		  const uint8_t node_pub[NETMAP_KEY_LEN]);
 /* No netmap any more: forget every peer. */
 void pathd_clear(struct pathd *pd);
+/*
+ * Whether we hold a port mapping (disco_self_port_mapped): at once, not when our next
+ * report comes back in the netmap, so no birthday attempt starts or goes on meanwhile.
+ */
+void pathd_port_mapped(struct pathd *pd, bool mapped);
 
 /* For status: -ENOENT when the peer is not under path discovery. */
 int pathd_peer_status(const struct pathd *pd, const struct endpoint *handle,

@@ -32,8 +32,11 @@
 #            easy side lets in only what answers its own flows ("hard-nat-here" /
 #            "peer-hard-nat"); hard<->hard: "hard-nat-both-sides" (birthday probing
 #            rarely meets with ports at random: bench/nat.sh). A port-mapped side with
-#            a UDP-blocked one says "hard-nat-here", like a hard NAT: its STUN mappings
-#            vary by destination
+#            a UDP-blocked one says "peer-udp-blocked": its STUN mappings vary by
+#            destination, but it holds a mapping that gives peers a fixed endpoint, so it
+#            is no hard NAT
+# A port-mapped node: STUN sees its mapping vary, yet it does not report a hard NAT (its
+# peers see mapping_varies false), and no birthday probing runs between it and its peer.
 # Each pair: A pings B in the background while the paths settle; then A sends 20 pings, all
 # answered, and a counter at B's edge (its outermost router, or B itself) of WireGuard data
 # arriving from A's public address (IPv6 for p-p) shows all 20 for a direct pair and none
@@ -80,7 +83,7 @@ expect_b()
 {
 	case $1 in
 	b) echo udp-blocked-here ;;
-	h | m) echo hard-nat-here ;;
+	h) echo hard-nat-here ;;
 	*) echo peer-udp-blocked ;;
 	esac
 }
@@ -126,6 +129,32 @@ for n in $NODES; do
 	check "$n sees its peers, its home relay connected" wait_for 60 ready "$n" "$others"
 done
 
+# ---- a port-mapped node is no hard NAT: STUN sees its mapping vary by destination (its
+# router maps each flow to a random port), but it holds a mapping (natlab_tailnet waited for
+# it), so it reports no varying mapping and its peers see none: checked before any traffic,
+# so that a hard peer cannot have started birthday probing on a stale flag.
+# mapped_unhard M: M's STUN round saw its mapping vary and it does not count itself hard.
+mapped_unhard()
+{
+	[[ $(status_eval "$1" "' '.join(str(j['netcheck'].get(k)) for k in ('measured', 'mapping_varies_by_dest', 'hard_nat'))") == "True True False" ]]
+}
+# sees_unhard N M: N's netmap says M's NAT does not map per destination.
+sees_unhard() { [[ $(peer_field "$1" "$2" mapping_varies) == False ]]; }
+# birthday_attempts A B: A's birthday attempts towards B.
+birthday_attempts()
+{
+	status_eval "$1" "[(p.get('disco') or {}).get('birthday', {}).get('attempts', 0) for p in j['peers'] if p['hostname'] == '$2'][0]"
+}
+for m in $NODES; do
+	[[ ${NODE_KIND[$m]} == m ]] || continue
+	check "$m: STUN sees its mapping vary, but with its port mapping it is no hard NAT" \
+		wait_for 30 mapped_unhard "$m"
+	for n in $NODES; do
+		[[ $n == "$m" ]] && continue
+		check "$n sees $m as no hard NAT" wait_for 30 sees_unhard "$n" "$m"
+	done
+done
+
 # ---- every pair at once: A pings B (5/s) while the paths settle, so that the waits overlap
 declare -A PINGER=()
 for pair in "${PAIRS[@]}"; do
@@ -159,6 +188,13 @@ for pair in "${PAIRS[@]}"; do
 		nsx "$2" ping -c 1 -W 1 "${IP4[$1]}" >/dev/null 2>&1
 		check "$2 -> $1 relayed: $rb" wait_for 60 relayed_because "$2" "$1" "$rb"
 	fi
+done
+# With a port-mapped side, neither end tried birthday probing (it needs two hard NATs).
+for pair in "${PAIRS[@]}"; do
+	set -- $pair
+	[[ ${NODE_KIND[$1]}${NODE_KIND[$2]} == *m* ]] || continue
+	check_eq "$1 -> $2: no birthday probing" 0 "$(birthday_attempts "$1" "$2")"
+	check_eq "$2 -> $1: no birthday probing" 0 "$(birthday_attempts "$2" "$1")"
 done
 for pair in "${PAIRS[@]}"; do
 	set -- $pair

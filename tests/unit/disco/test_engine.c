@@ -915,10 +915,93 @@ static void test_birthday_random(void **state)
 	assert_int_equal(ds.birthday_attempts, 8);
 }
 
+/*
+ * Both behind NATs that let in only answers (easy ones: hard_setup's NATs with a range of
+ * one port, the same mapping towards every destination): A's first ping dies at B's NAT
+ * (B has sent nothing yet); B, called through the relay (delivered at 30 ms), pings back
+ * and gets in through the mapping A's ping opened. A pings back at once, though its own
+ * ping left moments ago: both sides are direct a round trip after B's ping, not when B
+ * next pings (its check of a silent path, ~0.5 s later, or a heartbeat).
+ */
+static void test_direct_both_filtered(void **state)
+{
+	struct disco_peer_status st[2];
+
+	(void)state;
+	hard_setup(41641, 1, 0);
+	nodes[0].last_tx = 10 * MS;
+	disco_peer_active(nodes[0].d, &nodes[0].handle, 10 * MS);
+	pump_hard(30 * MS);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(
+		    disco_peer_status_get(nodes[i].d, &nodes[i].handle, 30 * MS, &st[i]), 0);
+		assert_int_equal(st[i].state, DISCO_STATE_DIRECT);
+		assert_true(endpoint_equal(&st[i].best, &nodes[!i].mapped));
+	}
+	assert_int_equal(st[0].to_direct_ns, 20 * MS);
+}
+
+/*
+ * A side that holds a port mapping is no hard NAT, whatever STUN says of its other flows
+ * (peers reach it at the mapping's port): it starts no birthday attempt, and one under way
+ * stops when the mapping comes (the peer's end stops once the node's report reaches it).
+ */
+static void test_birthday_port_mapped(void **state)
+{
+	struct disco_stats ds[2];
+	uint64_t sent[2];
+
+	(void)state;
+	hard_setup(1024, 64512, 7);
+	for (int i = 0; i < 2; i++) {
+		disco_self_mapping_varies(nodes[i].d, true);
+		disco_peer_mapping_varies(nodes[i].d, &nodes[i].handle, true);
+	}
+	/* Node 0 holds a mapping but its peer still takes it for hard: only the peer probes. */
+	disco_self_port_mapped(nodes[0].d, true);
+	hard_run(10 * MS, 2 * DISCO_NS);
+	disco_stats_get(nodes[0].d, &ds[0]);
+	assert_int_equal(ds[0].tx_birthday, 0);
+	assert_int_equal(ds[0].birthday_attempts, 0);
+	/* Node 0's report reaches its peer (not hard any more): neither probes. */
+	disco_peer_mapping_varies(nodes[1].d, &nodes[1].handle, false);
+	for (int i = 0; i < 2; i++) {
+		disco_stats_get(nodes[i].d, &ds[i]);
+		sent[i] = ds[i].tx_birthday;
+	}
+	hard_run(10 * DISCO_NS, 20 * DISCO_NS);
+	for (int i = 0; i < 2; i++) {
+		disco_stats_get(nodes[i].d, &ds[i]);
+		assert_int_equal(ds[i].tx_birthday, sent[i]);
+	}
+
+	/* The mapping is lost: both are hard again and both probe. */
+	disco_self_port_mapped(nodes[0].d, false);
+	disco_peer_mapping_varies(nodes[1].d, &nodes[1].handle, true);
+	hard_run(40 * DISCO_NS, 60 * MS);
+	for (int i = 0; i < 2; i++) {
+		disco_stats_get(nodes[i].d, &ds[i]);
+		assert_true(ds[i].birthday_attempts >= 1);
+		/* One burst or two of an attempt: it is under way. */
+		assert_true(ds[i].tx_birthday > sent[i]);
+		assert_true(ds[i].tx_birthday - sent[i] < DISCO_BIRTHDAY_PORTS);
+		sent[i] = ds[i].tx_birthday;
+	}
+	/* It comes back mid-attempt: the rest of the attempt is not sent, at either end. */
+	disco_self_port_mapped(nodes[0].d, true);
+	disco_peer_mapping_varies(nodes[1].d, &nodes[1].handle, false);
+	hard_run(40 * DISCO_NS + 60 * MS, 20 * DISCO_NS);
+	for (int i = 0; i < 2; i++) {
+		disco_stats_get(nodes[i].d, &ds[i]);
+		assert_int_equal(ds[i].tx_birthday, sent[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_direct, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_direct_both_filtered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_udp_blocked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trust_and_fallback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reprobe, setup, teardown),
@@ -934,6 +1017,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_user_ping, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_birthday_block, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_birthday_random, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_birthday_port_mapped, setup, teardown),
 	};
 
 	assert_int_equal(crypto_init(), 0);

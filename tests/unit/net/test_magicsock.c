@@ -1413,6 +1413,49 @@ static void test_aliases(void **state)
 }
 
 /*
+ * Path discovery gives a handle up (its peer left disco): no longer kept, its aliases map
+ * inbound to nobody, and its path, trusted until then, follows the plain rule ("Paths"):
+ * unconfirmed until a WireGuard datagram comes from it.
+ */
+static void test_handle_release(void **state)
+{
+	const struct magicsock_ops ops = {.wg_rx = seen_rx};
+	struct magicsock *ms = magicsock_new(&ops);
+	struct pkt_pool *pool = pkt_pool_new(8);
+	struct endpoint h, x = addr("192.0.2.7:7"), y = addr("[2001:db8::7]:7");
+	struct magicsock_path mp;
+	struct magicsock_stats st;
+
+	(void)state;
+	assert_non_null(ms);
+	assert_int_equal(magicsock_handle_new(ms, &h), 0);
+	assert_int_equal(magicsock_handle_disco(ms, &h, &x, UINT64_MAX), 0);
+	assert_int_equal(magicsock_handle_alias_add(ms, &h, &y), 0);
+	assert_true(magicsock_handle_kept(ms, &h));
+	assert_int_equal(magicsock_handle_path(ms, &h, &mp), 0);
+	assert_true(mp.direct_confirmed);
+
+	assert_int_equal(magicsock_handle_release(ms, &h), 0);
+	assert_false(magicsock_handle_kept(ms, &h));
+	magicsock_stats_get(ms, &st);
+	assert_int_equal(st.aliases, 0);
+	rx_from(ms, pool, &y, 1);
+	assert_true(endpoint_equal(&seen[0], &y));
+	assert_int_equal(magicsock_handle_path(ms, &h, &mp), 0);
+	assert_true(endpoint_equal(&mp.addr, &x));
+	assert_false(mp.direct_confirmed);
+	rx_from(ms, pool, &x, 1);
+	assert_true(endpoint_equal(&seen[0], &h));
+	assert_int_equal(magicsock_handle_path(ms, &h, &mp), 0);
+	assert_true(mp.direct_confirmed);
+
+	magicsock_handle_free(ms, &h);
+	assert_int_equal(magicsock_handle_release(ms, &h), -ENOENT);
+	magicsock_free(ms);
+	pkt_pool_free(pool);
+}
+
+/*
  * Events of many handles (past one word of the pending bitmap, the table grown on the
  * way): each handle's "active" is taken exactly once, a take with little room leaves the
  * rest for the next, and a handle freed with an event pending reports nothing.
@@ -1470,6 +1513,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_disco_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disco_clock_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disco_kept, setup, teardown),
+	    cmocka_unit_test(test_handle_release),
 	    cmocka_unit_test_setup_teardown(test_events_many, setup, teardown),
 	    cmocka_unit_test(test_demux_table),
 	    cmocka_unit_test(test_pktbox),

@@ -10,10 +10,12 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 
+#include "base/loop.h"
 #include "base/pkt.h"
 #include "crypto/crypto.h"
 #include "net/magicsock.h"
 #include "node/netmap_apply.h"
+#include "node/pathd.h"
 #include "wg/device.h"
 
 struct fake_os {
@@ -461,6 +463,76 @@ static void test_handles(void **state)
 	nm_free(nm);
 }
 
+/*
+ * pathd over netmap_apply: a peer with a disco key is handed to path discovery (its handle
+ * kept, its path disco's choice); once its netmap record has no disco key any more, its
+ * handle is given back to the magicsock's plain rule at the netmap's address (not kept on
+ * the relay for good), and a peer that is removed is forgotten by the engine.
+ */
+static void test_pathd_release(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t ids[] = {3};
+	struct netmap *nm = nm_make(1, ids);
+	struct disco_peer_status ds;
+	struct magicsock_path mp;
+	struct endpoint h, h2, moved;
+	uint8_t priv[32], self_pub[32];
+	struct loop *loop = loop_new();
+	struct pathd *pd;
+
+	assert_non_null(loop);
+	assert_int_equal(pathd_new(loop, f->ms, NULL, &pd), 0);
+	assert_int_equal(x25519_private_generate(priv), 0);
+	assert_int_equal(x25519_public_from_private(nm->peers[0].disco_key, priv), 0);
+	nm->peers[0].has_disco_key = true;
+	memset(self_pub, 1, sizeof(self_pub));
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 2), 0);
+	pathd_netmap(pd, nm, f->na, self_pub);
+	assert_int_equal(netmap_apply_peer_handle(f->na, nm->peers[0].node_key, &h), 0);
+	assert_true(magicsock_handle_kept(f->ms, &h));
+	assert_int_equal(pathd_peer_status(pd, &h, &ds), 0);
+	/* Path discovery found another address of the peer and trusts it. */
+	endpoint_parse(&moved, "203.0.113.7:4000");
+	assert_int_equal(magicsock_handle_disco(f->ms, &h, &moved, UINT64_MAX), 0);
+	assert_int_equal(magicsock_handle_alias_add(f->ms, &h, &nm->peers[0].endpoints[0]), 0);
+	assert_int_equal(magicsock_handle_path(f->ms, &h, &mp), 0);
+	assert_true(endpoint_equal(&mp.addr, &moved));
+
+	/* The peer leaves path discovery (its disco key is gone): the plain rule again. */
+	nm->peers[0].has_disco_key = false;
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 3), 0);
+	pathd_netmap(pd, nm, f->na, self_pub);
+	assert_int_equal(netmap_apply_peer_handle(f->na, nm->peers[0].node_key, &h2), 0);
+	assert_true(endpoint_equal(&h, &h2));
+	assert_false(magicsock_handle_kept(f->ms, &h));
+	assert_int_equal(pathd_peer_status(pd, &h, &ds), -ENOENT);
+	assert_int_equal(magicsock_handle_path(f->ms, &h, &mp), 0);
+	assert_true(endpoint_equal(&mp.addr, &nm->peers[0].endpoints[0]));
+	/* Not trusted any more: confirmed only once the peer answers there. */
+	assert_false(mp.direct_confirmed);
+
+	/* Back with a disco key: path discovery takes it over again. */
+	nm->peers[0].has_disco_key = true;
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 4), 0);
+	pathd_netmap(pd, nm, f->na, self_pub);
+	assert_true(magicsock_handle_kept(f->ms, &h));
+	assert_int_equal(pathd_peer_status(pd, &h, &ds), 0);
+
+	/* Removed: its handle is freed, the engine forgets it. */
+	nm->n_peers = 0;
+	assert_int_equal(netmap_apply_netmap(f->na, nm, 5), 0);
+	pathd_netmap(pd, nm, f->na, self_pub);
+	assert_false(magicsock_handle_kept(f->ms, &h));
+	assert_int_equal(pathd_peer_status(pd, &h, &ds), -ENOENT);
+	assert_int_equal(handle_count(f->ms), 0);
+
+	pathd_stop(pd);
+	pathd_free(pd);
+	loop_free(loop);
+	nm_free(nm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -469,6 +541,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_iface_retry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hostile_prefixes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_handles, setup_ms, teardown),
+	    cmocka_unit_test_setup_teardown(test_pathd_release, setup_ms, teardown),
 	    cmocka_unit_test_setup_teardown(test_key_moves, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_key_moves, setup_ms, teardown),
 	};
