@@ -228,10 +228,15 @@ static void count(struct flowtable *ft, struct table *t, const uint8_t *p, size_
 		if (e->used && memcmp(&e->k, &k, sizeof(k)) != 0)
 			continue;
 		if (!e->used) {
-			e->used = true;
-			e->k = k;
-			e->inbound = dir != FLOWTABLE_TX;
-			e->first_ns = now_ns;
+			/*
+			 * Whole: a flush frees a slot by its flag only, so the counts of the flow
+			 * that held it two intervals ago are still there (they were added to the
+			 * next flow of the slot, a long flow's every other interval included).
+			 */
+			*e = (struct entry){.k = k,
+					    .used = true,
+					    .inbound = dir != FLOWTABLE_TX,
+					    .first_ns = now_ns};
 		}
 		e->last_ns = now_ns;
 		if (dir == FLOWTABLE_TX) {

@@ -99,9 +99,11 @@ log "ping flow: $(ping_bytes)"
 # unread at the close). So each end's count must lie between them, 1 % either side;
 # 200 MiB keeps those end effects near 1 % (measured: a's payload was iperf3's sent
 # figure + 749 bytes in one run, 2.7 MB short of it and 68 kB over the received in another).
-# A segment TCP sent again passed through the tunnel again and is counted again: on a
-# loaded machine (a TUN queue full) that was 27 % more than iperf3's sent figure, so the
-# upper bound takes iperf3's retransmitted segments at a full segment each.
+# A segment TCP sent again passed through the tunnel again and is counted again, so the
+# upper bound takes iperf3's retransmitted segments at a full segment each (none on a
+# quiet machine). On a loaded one iperf3 spanned more than two flow-log intervals and
+# both ends counted 27 % over it: that was trellisd's flow table, a reused slot keeping
+# the counts of two intervals before (test_flowtable test_slot_reused).
 iperf_server c "$C4" 5201 || lab_finish
 nsx_timeout 180 a iperf3 -c "$C4" -p 5201 -n 200M -J >"$LAB_TMP/iperf-flows.json" 2>/dev/null
 check "a -> c iperf3, 200 MiB" test $? -eq 0

@@ -5,7 +5,8 @@
  * counted apart; two threads' counts of one flow merged at the flush; a full
  * table counts the flows it cannot hold once each (exactly while few, estimated
  * beyond) and every packet it could not count; a flush starts the next interval
- * from zero. The .c is included to fill a thread's table and to fix the hash seed.
+ * from zero, also in a slot reused two flushes later. The .c is included to fill a thread's table
+ * and to fix the hash seed.
  */
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -99,6 +100,46 @@ static void test_counts(void **state)
 	free(r);
 	/* The next interval starts from nothing. */
 	assert_int_equal(flowtable_flush(ft, 0, &r, &overflow), 0);
+	free(r);
+	flowtable_free(ft);
+}
+
+/*
+ * A flow that goes on counts each interval afresh: its slot in the table the writer comes
+ * back to two flushes later starts from zero, not from the interval before last.
+ */
+static void test_slot_reused(void **state)
+{
+	struct flowtable *ft;
+	struct flowbatch_record *r;
+	const struct flowbatch_record *f;
+	uint8_t p[1500];
+	struct flowtable_overflow overflow;
+	int n;
+
+	(void)state;
+	assert_int_equal(flowtable_new(&ft), 0);
+	for (int i = 0; i < 3; i++)
+		flowtable_packet(ft, p, ip4(p, 100, 6, 1, 2, 40000, 22), FLOWTABLE_TX, 10);
+	flowtable_packet(ft, p, ip4(p, 60, 6, 2, 1, 22, 40000), FLOWTABLE_DENIED, 15);
+	n = flowtable_flush(ft, 0, &r, &overflow);
+	assert_int_equal(n, 1);
+	free(r);
+	/* The other table: nothing. */
+	assert_int_equal(flowtable_flush(ft, 0, &r, &overflow), 0);
+	free(r);
+	/* Back in the first table, the same flow (the same slot), one packet in. */
+	flowtable_packet(ft, p, ip4(p, 500, 6, 2, 1, 22, 40000), FLOWTABLE_RX, 30);
+	n = flowtable_flush(ft, 0, &r, &overflow);
+	assert_int_equal(n, 1);
+	f = find(r, n, 6, 40000);
+	assert_int_equal(f->tx_packets, 0);
+	assert_int_equal(f->tx_bytes, 0);
+	assert_int_equal(f->rx_packets, 1);
+	assert_int_equal(f->rx_bytes, 500);
+	assert_int_equal(f->denied, 0);
+	assert_int_equal(f->first_ns, 30);
+	assert_int_equal(f->flags, FLOWBATCH_F_INBOUND);
 	free(r);
 	flowtable_free(ft);
 }
@@ -258,6 +299,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_counts),
+	    cmocka_unit_test(test_slot_reused),
 	    cmocka_unit_test(test_threads_and_overflow),
 	    cmocka_unit_test(test_overflow_counts_flows),
 	};
