@@ -66,7 +66,8 @@ measure()
 	lab_node_start b b || return 1
 	want=0
 	[[ $mode == filter ]] && want=1000
-	wait_for 10 test "$(status_eval b "len(j['filter']['rules'] or [])")" = "$want" ||
+	rules_are() { [[ $(status_eval b "len(j['filter']['rules'] or [])") == "$want" ]]; }
+	wait_for 10 rules_are ||
 		{ fail "b has $want rules"; return 1; }
 	iperf_server b "$B4" 5201 || { fail "iperf3 server on b"; return 1; }
 	ping_until a "$B4" 20 || true
@@ -89,7 +90,7 @@ cat >"$SECTION" <<MD
 ## Packet filter
 
 \`bench/filter.sh\` ($(date -u +%Y-%m-%d), $(nproc) CPUs, load average $LOAD at the end):
-single-stream TCP (iperf3, $DURATION s) from a to b through trellisd (release build),
+single-stream TCP (iperf3, $DURATION s) from a to b through trellisd ($(bench_build_kind)),
 b with no policy and b with a 1,000-rule packet filter (999 rules from other sources
 with two prefixes, port ranges and TCP or TCP+UDP each, then the rule admitting a ->
 b:5201), interleaved in one run, the order alternating round by round (b restarts from its cached netmap before each).

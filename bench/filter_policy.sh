@@ -111,12 +111,14 @@ policy()
 	if [[ -z ${RULES[$mode]:-} ]]; then
 		# The first time: wait for the filter to change, then for the count to settle.
 		prev=$(filter_rules)
-		wait_for 20 test "$(filter_rules)" != "$prev" || true
+		filter_differs() { [[ $(filter_rules) != "$prev" ]]; }
+		wait_for 20 filter_differs || true
 		RULES[$mode]=$(filter_rules)
 		log "$mode: b's filter has ${RULES[$mode]} rules"
 		return 0
 	fi
-	wait_for 20 test "$(filter_rules)" = "${RULES[$mode]}" ||
+	filter_is() { [[ $(filter_rules) == "${RULES[$mode]}" ]]; }
+	wait_for 20 filter_is ||
 		{ fail "b has the $mode filter (${RULES[$mode]} rules)"; return 1; }
 }
 # The counts first (the second of a pair can only be told by a change from the first).

@@ -29,6 +29,20 @@ bench_init()
 	lab_require iperf3
 }
 
+# bench_build_kind: what TRELLIS_BUILD is, for the results ("release build", "debug build
+# with address,undefined sanitizers"): a figure from a sanitizer build is not comparable.
+bench_build_kind()
+{
+	meson introspect --buildoptions "$TRELLIS_BUILD" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    o = {x["name"]: x["value"] for x in json.load(sys.stdin)}
+except ValueError:
+    print("build of unknown kind"); sys.exit()
+s = o.get("b_sanitize", "none")
+print(o.get("buildtype", "unknown") + " build" + ("" if s == "none" else " with " + s + " sanitizers"))'
+}
+
 # bench_ticks NAME...: the node daemons' utime + stime together, in clock ticks.
 bench_ticks()
 {
