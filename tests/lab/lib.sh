@@ -708,6 +708,25 @@ lab_node_join()
 	check "node $1 joins (trellis up)" lab_node_up "$1" "$3"
 }
 
+# lab_tailnet_up NAME...: the usual small tailnet: the lab internet, the control server on
+# host "ctl" at 192.0.2.1:8080 (LAB_CONTROL_SERVE_ARGS apply), a public host per NAME at
+# 192.0.2.11 and up, each joined with one reusable auth key, left in LAB_KEY for later
+# joins. Ends the test if the control server does not start.
+lab_tailnet_up()
+{
+	local n i=11
+	lab_internet
+	lab_public_host ctl 1
+	for n; do
+		lab_public_host "$n" $((i++))
+	done
+	lab_control_start ctl 192.0.2.1 8080 || lab_finish
+	LAB_KEY=$(lab_authkey --reusable)
+	for n; do
+		lab_node_join "$n" "$n" "$LAB_KEY"
+	done
+}
+
 # lab_node_stop NAME [SIGNAL]: stop a node daemon (default TERM), bounded. With TERM it
 # asserts a clean exit: status 0, no sanitizer report, socket and interface removed.
 lab_node_stop()

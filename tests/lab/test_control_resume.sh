@@ -13,16 +13,9 @@ source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane
 
-lab_internet
-lab_public_host ctl 1
-lab_public_host a 11
-lab_public_host b 12
-lab_public_host c 13
 LAB_CONTROL_SERVE_ARGS="--metrics-listen 127.0.0.1:9090"
-lab_control_start ctl 192.0.2.1 8080 || lab_finish
-KEY=$(lab_authkey --reusable)
-lab_node_join a a "$KEY"
-lab_node_join b b "$KEY"
+lab_tailnet_up a b
+lab_public_host c 13
 check "a sees b online" wait_for 20 peers_online_are a "b"
 check "b sees a online" wait_for 20 peers_online_are b "a"
 
@@ -48,7 +41,7 @@ check "the restarted server presumes a and b online" \
 resumes_are() { [[ $(metric 'trellis_control_resumes_total{result="delta"}') == "$1" ]]; }
 check "b reconnects and resumes its netmap" wait_for 60 resumes_are 1
 check "b renamed to bee" ctl nodes rename b bee
-lab_node_join c c "$KEY"
+lab_node_join c c "$LAB_KEY"
 check "bee sees a (presumed online) and c" wait_for 20 peers_are b "a c"
 check_eq "the server sent one full netmap since the restart (c's first)" 1 \
 	"$(metric 'trellis_control_messages_sent_total{type="netmap"}')"

@@ -15,16 +15,7 @@ LAB_TIMEOUT=${LAB_TIMEOUT:-420}
 lab_init
 lab_require_control_plane
 
-lab_internet
-lab_public_host ctl 1
-lab_public_host a 11
-lab_public_host b 12
-lab_public_host c 13
-lab_control_start ctl 192.0.2.1 8080 || lab_finish
-KEY=$(lab_authkey --reusable)
-lab_node_join a a "$KEY"
-lab_node_join b b "$KEY"
-lab_node_join c c "$KEY"
+lab_tailnet_up a b c
 B4=$(node_ip b 4) C4=$(node_ip c 4)
 check "a, b and c see each other online" wait_for 30 peers_online_are a "b c"
 # One-second batches keep the waits below short; the prune does not depend on them.

@@ -31,14 +31,9 @@ source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane
 
-lab_internet
-lab_public_host ctl 1
-lab_public_host a 11
-lab_public_host b 12
-lab_public_host c 13
+LAB_CONTROL_SERVE_ARGS="--metrics-listen 192.0.2.1:9090" lab_tailnet_up a b c
 lab_public_host d 14
-LAB_CONTROL_SERVE_ARGS="--metrics-listen 192.0.2.1:9090" lab_control_start ctl 192.0.2.1 8080 ||
-	lab_finish
+KEY=$LAB_KEY
 
 # ctl_metric NAME: a value from trellis-control's /metrics (0 when absent).
 ctl_metric()
@@ -51,10 +46,6 @@ regs_all() { echo $(($(regs ok) + $(regs needs_auth) + $(regs error))); }
 state_is() { [[ $(status_eval "$1" "j.get('backend_state')") == "$2" ]]; }
 log_of() { echo "$LAB_TMP/node-$1.log"; }
 
-KEY=$(lab_authkey --reusable)
-for n in a b c; do
-	lab_node_join "$n" "$n" "$KEY"
-done
 check "a sees b and c" wait_for 20 peers_are a "b c"
 IP4_B=$(node_ip b 4)
 check "a -> b over the tailnet" ping_until a "$IP4_B" 10

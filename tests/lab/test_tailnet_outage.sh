@@ -14,16 +14,7 @@ LAB_TIMEOUT=${LAB_TIMEOUT:-540}
 lab_init
 lab_require_control_plane
 
-lab_internet
-lab_public_host ctl 1
-lab_public_host a 11
-lab_public_host b 12
-lab_public_host c 13
-lab_control_start ctl 192.0.2.1 8080 || lab_finish
-KEY=$(lab_authkey --reusable)
-for n in a b c; do
-	lab_node_join "$n" "$n" "$KEY"
-done
+lab_tailnet_up a b c
 declare -A IP4=() IP6=()
 for n in a b c; do
 	IP4[$n]=$(node_ip "$n" 4)
@@ -104,7 +95,7 @@ check_eq "control back: a keeps its address" "${IP4[a]}" "$(node_ip a 4)"
 
 # ---- and the server picks up changes again: a new node reaches the old ones.
 lab_public_host d 14
-lab_node_join d d "$KEY"
+lab_node_join d d "$LAB_KEY"
 # a must know d before d's first packet: a WireGuard initiation from a key a does not
 # know yet is dropped, and d would only retry after REKEY_TIMEOUT (5 s). 15 s leaves room
 # for that retry on a loaded machine (seen: no answer within 5 s, two lab tests at once).
