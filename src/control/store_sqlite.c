@@ -576,6 +576,7 @@ static int schema_version_read(struct sq *q, int *ret)
 	sqlite3_stmt *st = NULL;
 	int rc, r = 0;
 
+	*ret = 0;
 	rc = sqlite3_prepare_v2(q->db, "SELECT version FROM schema_version", -1, &st, NULL);
 	if (rc != SQLITE_OK) {
 		r = sq_errno(q, rc);
@@ -612,6 +613,13 @@ static int migrate(struct sq *q, int target)
 		r = schema_version_read(q, &v);
 		if (r < 0)
 			goto fail;
+		if (v < 0) {
+			/* Not one we wrote: migrations[v] would read before the table. */
+			log_err("store: %s has schema version %d; the database is damaged", q->path,
+				v);
+			r = -EPROTO;
+			goto fail;
+		}
 		if (v > SCHEMA_VERSION) {
 			log_err("store: %s has schema version %d, newer than the %d this "
 				"trellis-control knows; upgrade trellis-control",

@@ -117,6 +117,8 @@ static int str_get(json_t *o, const char *k, const char **ret, size_t *ret_n, co
 {
 	json_t *v = json_object_get(o, k);
 
+	*ret = NULL;
+	*ret_n = 0;
 	if (!v)
 		return 1;
 	if (!json_is_string(v))

@@ -205,6 +205,19 @@ static void test_newer_version_refused(void **state)
 	assert_int_equal(sql_int(c->path, "SELECT version FROM schema_version"), 999);
 }
 
+/* A damaged version (a negative one) is refused too: it would index before the migrations. */
+static void test_negative_version_refused(void **state)
+{
+	struct ctx *c = *state;
+	struct store *s;
+
+	assert_int_equal(store_open(c->path, &s), 0);
+	store_free(s);
+	sql_exec(c->path, "UPDATE schema_version SET version = -1");
+	assert_int_equal(store_open(c->path, &s), -EPROTO);
+	assert_int_equal(sql_int(c->path, "SELECT version FROM schema_version"), -1);
+}
+
 static void test_roundtrip(void **state)
 {
 	struct ctx *c = *state;
@@ -550,6 +563,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_migrations_from_v1, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_cas, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_version_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_negative_version_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_durability_sigkill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
