@@ -10,10 +10,11 @@
 BUILD ?= build
 CHECK_BUILD ?= build-check
 FUZZ_BUILD ?= build-fuzz
+WARN_BUILD ?= build-warn
 FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
-.PHONY: all install deb deps check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
+.PHONY: all install deb deps check warn-check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
 	bench-relay bench-relay-path bench-filter bench-filter-policy bench-policy bench-policy-mapper \
 	bench-policy-scale bench-nat bench-flow demo demo-wg clean
 
@@ -39,7 +40,7 @@ deps:
 $(CHECK_BUILD)/build.ninja:
 	CC=gcc meson setup $(CHECK_BUILD) -Db_sanitize=address,undefined -Db_lundef=false
 
-check: deps $(CHECK_BUILD)/build.ninja
+check: deps $(CHECK_BUILD)/build.ninja warn-check
 	ninja -C $(CHECK_BUILD)
 	meson test -C $(CHECK_BUILD) --print-errorlogs --num-processes 2
 	$(MAKE) fuzz-check
@@ -62,6 +63,12 @@ $(FUZZ_BUILD)/build.ninja:
 	CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
 
 # Every fuzz target for FUZZ_SECONDS from the seed corpus in tests/fuzz/corpus.
+# The release build with every warning an error: -O3 finds "may be used uninitialized"
+# and format cases that the -O0 sanitizer build cannot.
+warn-check:
+	@[ -f $(WARN_BUILD)/build.ninja ] || meson setup $(WARN_BUILD) --buildtype=release --werror
+	ninja -C $(WARN_BUILD)
+
 fuzz-check: $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD) fuzzers
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
@@ -126,4 +133,4 @@ demo-wg: all
 	scripts/demo-wg.sh
 
 clean:
-	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD) build-deb
+	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD) $(WARN_BUILD) build-deb

@@ -505,7 +505,8 @@ static int node_write(struct admin_op_ctx *c, const char *action, const struct s
 {
 	int r = admin_op_commit(c, action, NULL, op, NULL);
 
-	if (r == -EEXIST)
+	/* Only a rename (name set) can collide. */
+	if (r == -EEXIST && name)
 		return refuse(c, r, "name \"%s\" is already taken in this tailnet", name);
 	if (r == -ENOENT)
 		return refuse(c, r, "unknown node %s", what);

@@ -1250,7 +1250,7 @@ static int flow_prune(struct sq *q, const struct store_flow_prune *p, const stru
 	char digest[FLOWS_ANCHOR_DIGEST_HEX], after[256];
 	struct audit_entry e;
 	struct flowbatch b;
-	uint64_t n, cut, records, nodes = 0;
+	uint64_t n, cut, records = 0, nodes = 0;
 	sqlite3_stmt *st, *set;
 	int rc, r;
 

@@ -49,7 +49,7 @@ static const struct flowbatch_record *find(const struct flowbatch_record *r, int
 
 static void test_counts(void **state)
 {
-	struct flowtable *ft;
+	struct flowtable *ft = NULL;
 	struct flowbatch_record *r;
 	const struct flowbatch_record *f;
 	uint8_t p[1500];
@@ -110,7 +110,7 @@ static void test_counts(void **state)
  */
 static void test_slot_reused(void **state)
 {
-	struct flowtable *ft;
+	struct flowtable *ft = NULL;
 	struct flowbatch_record *r;
 	const struct flowbatch_record *f;
 	uint8_t p[1500];
@@ -164,7 +164,7 @@ static void *worker_main(void *arg)
 
 static void test_threads_and_overflow(void **state)
 {
-	struct flowtable *ft;
+	struct flowtable *ft = NULL;
 	struct flowbatch_record *r;
 	struct worker tx, rx;
 	pthread_t a, b;
@@ -241,7 +241,7 @@ static void *misser_main(void *arg)
 /* flows_dropped (docs/audit.md) counts flows, not packets: once per interval each. */
 static void test_overflow_counts_flows(void **state)
 {
-	struct flowtable *ft;
+	struct flowtable *ft = NULL;
 	struct flowbatch_record *r;
 	struct flowtable_overflow overflow;
 	struct misser a, b;

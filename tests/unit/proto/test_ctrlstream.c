@@ -39,8 +39,8 @@ static void keys(void)
 
 static void take(struct ctrlstream *to, struct inbox *box)
 {
-	const char *m;
-	size_t len;
+	const char *m = NULL;
+	size_t len = 0;
 	int r;
 
 	while ((r = ctrlstream_recv(to, &m, &len)) == 1) {
