@@ -23,6 +23,10 @@
 #   BENCH_PAIRS          pairs of kinds (default "p-e e-e d-e h-p h-m l-l": every kind that
 #                        can go direct; tests/lab/test_nat_pairs)
 #   BENCH_TRIALS         trials per pair (default 7); BENCH_FAILOVERS (default 5)
+#   BENCH_REF_TRELLISD   another trellisd (e.g. this tree with one change reverted): every
+#                        time-to-direct trial then runs with both, in alternating order, and
+#                        the table gets the reference's row under each pair (an A/B in one run)
+#   BENCH_REF_LABEL      what the reference is, for the table (default "reference")
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,8 +36,12 @@ PAIRS=${BENCH_PAIRS:-p-e e-e d-e h-p h-m l-l}
 TRIALS=${BENCH_TRIALS:-7}
 FAILOVERS=${BENCH_FAILOVERS:-5}
 OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
+REF=${BENCH_REF_TRELLISD:-}
+REF_LABEL=${BENCH_REF_LABEL:-reference}
+BUILDS=1
+[[ -n $REF ]] && BUILDS=2
 NPAIRS=$(wc -w <<<"$PAIRS")
-export LAB_TIMEOUT=$((TRIALS * NPAIRS * 150 + FAILOVERS * 120 + 600))
+export LAB_TIMEOUT=$((TRIALS * NPAIRS * BUILDS * 150 + FAILOVERS * 120 + 600))
 
 # shellcheck source=../tests/lab/lib.sh
 source "$REPO/tests/lab/lib.sh"
@@ -72,12 +80,15 @@ ttd_of() { status_eval "$1" "int([p['disco'].get('time_to_direct_ms', -1) for p 
 declare -A R=()
 R[load0]=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# trial A B N: R[A.B.N] and R[B.A.N] = each end's ms to direct (trellisd's measure), or "-";
-# R[relay.A.B.N] = ms from the flow's first packet to its first answer (through the relay).
+# trial A B N [ref]: R[A.B.N] and R[B.A.N] = each end's ms to direct (trellisd's measure),
+# or "-"; R[relay.A.B.N] = ms from the flow's first packet to its first answer (through the
+# relay). With "ref" both daemons run BENCH_REF_TRELLISD, and every key starts "ref.".
 trial()
 {
-	local a=$1 b=$2 n=$3 end pinger r f=$LAB_TMP/trial-$1-$2-$3.txt
-	R[$a.$b.$n]=- R[$b.$a.$n]=- R[relay.$a.$b.$n]=-
+	local a=$1 b=$2 n=$3 k=${4:+ref.} end pinger r f=$LAB_TMP/trial-$1-$2-$3${4:+-ref}.txt
+	local TRELLISD=$TRELLISD
+	[[ -n $k ]] && TRELLISD=$REF
+	R[$k$a.$b.$n]=- R[$k$b.$a.$n]=- R[${k}relay.$a.$b.$n]=-
 	for r in "$a" "$b"; do
 		lab_node_stop "$r" KILL
 	done
@@ -86,7 +97,7 @@ trial()
 	done
 	lab_node_start "$a" "$a" && lab_node_start "$b" "$b" || return
 	if ! wait_for 60 sees "$a" "$b" || ! wait_for 60 sees "$b" "$a"; then
-		log "$a -> $b trial $n: the peers did not come up"
+		log "$a -> $b trial $n${k:+ (reference)}: the peers did not come up"
 		return
 	fi
 	# ip netns exec, not nsx: $! must be ping itself, not a subshell (see iperf_server).
@@ -95,34 +106,50 @@ trial()
 	LAB_PIDS+=("$pinger")
 	end=$((SECONDS + 60))
 	while ((SECONDS < end)); do
-		R[$a.$b.$n]=$(ttd_of "$a" "$b")
-		[[ ${R[$a.$b.$n]} =~ ^[0-9]+$ ]] && break
+		R[$k$a.$b.$n]=$(ttd_of "$a" "$b")
+		[[ ${R[$k$a.$b.$n]} =~ ^[0-9]+$ ]] && break
 		sleep 0.2
 	done
 	# B has no measure when it trusted the path before A's flow reached it (its "-"): once
 	# A has its own, B gets 10 s more, not the whole minute.
-	[[ ${R[$a.$b.$n]} =~ ^[0-9]+$ ]] && end=$((SECONDS + 10 < end ? SECONDS + 10 : end))
+	[[ ${R[$k$a.$b.$n]} =~ ^[0-9]+$ ]] && end=$((SECONDS + 10 < end ? SECONDS + 10 : end))
 	while ((SECONDS < end)); do
-		R[$b.$a.$n]=$(ttd_of "$b" "$a")
-		[[ ${R[$b.$a.$n]} =~ ^[0-9]+$ ]] && break
+		R[$k$b.$a.$n]=$(ttd_of "$b" "$a")
+		[[ ${R[$k$b.$a.$n]} =~ ^[0-9]+$ ]] && break
 		sleep 0.2
 	done
 	kill "$pinger" 2>/dev/null
 	wait "$pinger" 2>/dev/null
 	lab_forget "$pinger"
 	# Ping n leaves (n - 1) x 200 ms after the first: its answer's time since the flow began.
-	R[relay.$a.$b.$n]=$(awk -F'icmp_seq=| ttl=|time=| ms' \
+	R[${k}relay.$a.$b.$n]=$(awk -F'icmp_seq=| ttl=|time=| ms' \
 		'/bytes from/ { printf "%d", ($2 - 1) * 200 + $4; exit }' "$f")
-	[[ ${R[relay.$a.$b.$n]} =~ ^[0-9]+$ ]] || R[relay.$a.$b.$n]=-
-	log "$a -> $b trial $n: $a ${R[$a.$b.$n]} ms, $b ${R[$b.$a.$n]} ms; first answer (relay) ${R[relay.$a.$b.$n]} ms"
+	[[ ${R[${k}relay.$a.$b.$n]} =~ ^[0-9]+$ ]] || R[${k}relay.$a.$b.$n]=-
+	log "$a -> $b trial $n${k:+ (reference)}: $a ${R[$k$a.$b.$n]} ms, $b ${R[$k$b.$a.$n]} ms; first answer (relay) ${R[${k}relay.$a.$b.$n]} ms"
 }
 for ((n = 1; n <= TRIALS; n++)); do
 	for pair in "${PAIR_NODES[@]}"; do
-		trial $pair "$n"
+		# shellcheck disable=SC2086 # "A B"
+		if [[ -z $REF ]]; then
+			trial $pair "$n"
+		elif ((n % 2)); then
+			trial $pair "$n" ref
+			trial $pair "$n"
+		else
+			trial $pair "$n"
+			trial $pair "$n" ref
+		fi
 	done
 done
 
 # ---- failover and back, e1 -> e2
+# With a reference, the last trial of e1 and e2 may have run it: this build from here on.
+if [[ -n $REF ]] && ((FAILOVERS > 0)); then
+	for r in e1 e2; do
+		lab_node_stop "$r" KILL
+		lab_node_start "$r" "$r"
+	done
+fi
 ((FAILOVERS > 0)) && natlab_count "${NATLAB_EDGE[e2]}" fo "${NATLAB_PUB[e1]}"
 counted() { natlab_counted "${NATLAB_EDGE[e2]}" fo; }
 failover()
@@ -231,10 +258,17 @@ if ((TRIALS > 0)); then {
 	for p in "${PAIR_NODES[@]}"; do
 		set -- $p
 		echo "| ${NAME[${1:0:1}]} -> ${NAME[${2:0:1}]} | $(stats "$1.$2" "$TRIALS") | $(stats "relay.$1.$2" "$TRIALS") | $(each "$2.$1" "$TRIALS") |"
+		[[ -n $REF ]] &&
+			echo "| ... $REF_LABEL | $(stats "ref.$1.$2" "$TRIALS") | $(stats "ref.relay.$1.$2" "$TRIALS") | $(each "ref.$2.$1" "$TRIALS") |"
 	done
 	echo
 	echo "B's measure starts when B's side of the flow becomes active (A's first packet reaches"
 	echo "it): \"-\" when B had the path trusted before that (it answered A's pings first)."
+	if [[ -n $REF ]]; then
+		echo
+		echo "Each \"... $REF_LABEL\" row: the same trials with the reference build on both"
+		echo "ends, alternating with this build trial by trial (odd trials the reference first)."
+	fi
 } >"$LAB_TMP/section.md"; fi
 if ((FAILOVERS > 0)); then {
 	header "NAT failover"
