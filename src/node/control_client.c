@@ -81,6 +81,7 @@ struct control_client {
 	char state_dir[512];
 	char ifname[IF_NAMESIZE];
 	bool probe;
+	uint64_t backoff_min; /* the first retry's, and again after a netmap */
 	uint8_t machine_key[NETMAP_KEY_LEN];
 	bool has_audit_key;
 	uint8_t audit_key[NETMAP_KEY_LEN]; /* public */
@@ -1136,7 +1137,7 @@ static void probe(struct control_client *cc)
 static void *client_main(void *arg)
 {
 	struct control_client *cc = arg;
-	uint64_t backoff = CONTROL_BACKOFF_MIN_NS;
+	uint64_t backoff = cc->backoff_min;
 
 	if (cc->probe) {
 		probe(cc);
@@ -1167,7 +1168,7 @@ static void *client_main(void *arg)
 			break;
 		}
 		if (cc->have_netmap)
-			backoff = CONTROL_BACKOFF_MIN_NS;
+			backoff = cc->backoff_min;
 		crypto_random(&rnd, sizeof(rnd));
 		delay = backoff + backoff / 2 * rnd / UINT32_MAX;
 		log_warn("%s; retrying in %.1f s", cc->err[0] ? cc->err : "disconnected",
@@ -1224,6 +1225,7 @@ int control_client_start(const struct control_client_cfg *cfg, struct control_cl
 	cc->port_fn = cfg->port;
 	cc->port_ctx = cfg->port_ctx;
 	cc->probe = cfg->probe;
+	cc->backoff_min = cfg->backoff_min_ns ? cfg->backoff_min_ns : CONTROL_BACKOFF_MIN_NS;
 	cc->extra_fn = cfg->endpoints_extra;
 	cc->ops = cfg->ops;
 	cc->rbuf = malloc(READ_CHUNK);

@@ -125,6 +125,8 @@ struct control_client_cfg {
 	 * that names another server asks this before it gives up the current one.
 	 */
 	bool probe;
+	/* The first retry's backoff; 0: CONTROL_BACKOFF_MIN_NS (a test sets hours). */
+	uint64_t backoff_min_ns;
 };
 
 struct control_client;
