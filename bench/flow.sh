@@ -62,13 +62,53 @@ measure()
 	iperf_server b "$B4" 5201 || { fail "iperf3 server on b"; return 1; }
 	bench_iperf "$mode" a "$B4" a b
 }
+# The machine's own load over the rounds: load average before, and the share of both CPUs'
+# time not idle (/proc/stat; our daemons and iperf3 included).
+cpu_busy_idle() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+LOAD_R0=$(cut -d' ' -f1-3 /proc/loadavg)
+read -r BUSY0 IDLE0 <<<"$(cpu_busy_idle)"
 bench_rounds "flow logs " on off
+read -r BUSY1 IDLE1 <<<"$(cpu_busy_idle)"
+LOAD_R1=$(cut -d' ' -f1-3 /proc/loadavg)
+BUSY_PCT=$(python3 -c 'import sys; b, i = float(sys.argv[1]), float(sys.argv[2]); print("%.0f" % (100 * b / (b + i)))' \
+	$((BUSY1 - BUSY0)) $((IDLE1 - IDLE0)))
+# range MODE COL: "min-max" of MODE's runs in ROWS' field COL (4 Gbit/s, 5 CPU per MB).
+range() { awk -F'|' -v m=" $1 " -v c="$2" '$3 == m { v = $c + 0; if (lo == "" || v < lo) lo = v; if (hi == "" || v > hi) hi = v } END { print lo "-" hi }' <<<"$ROWS"; }
+log "rounds: load average $LOAD_R0 before, $LOAD_R1 after; CPUs ${BUSY_PCT} % busy"
 G_ON=$(bench_mean SUM on)
 G_OFF=$(bench_mean SUM off)
 C_ON=$(bench_mean CPU on 2)
 C_OFF=$(bench_mean CPU off 2)
 G_DIFF=$(bench_diff SUM off on)
 C_DIFF=$(bench_diff CPU off on)
+
+# ---- 1b: the last "on" run as both ends logged it, a flow of DURATION s over two or more
+# batches (before 1e5a7f2 a reused slot carried counts over: such flows read high). Payload:
+# IP bytes less 52 header bytes a packet (tests/lab/test_flows.sh).
+ON_JSON="$LAB_TMP/iperf-on.json"
+ON_PORT=$(json_get "$ON_JSON" "j['start']['connected'][0]['local_port']")
+ON_SENT=$(json_get "$ON_JSON" "j['end']['sum_sent']['bytes']")
+ON_RCVD=$(json_get "$ON_JSON" "j['end']['sum_received']['bytes']")
+# on_counted: "VERDICT a_payload b_payload batches_a" of that run's flow.
+on_counted()
+{
+	ctl flows --json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    f = json.loads(line)
+    if f["proto"] != 6 or not f["b"]:
+        continue
+    e = {x["name"]: x for x in (f["a"], f["b"])}
+    if set(e) == {"a", "b"} and e["a"]["src_port"] == int(sys.argv[1]) and e["a"]["dst_port"] == 5201:
+        print(f["verdict"], e["a"]["tx_bytes"] - 52 * e["a"]["tx_packets"],
+              e["b"]["rx_bytes"] - 52 * e["b"]["rx_packets"])' "$ON_PORT"
+}
+on_counted_in() { [[ $(on_counted) == confirmed* ]]; }
+wait_for 60 on_counted_in
+read -r ON_VERDICT ON_A ON_B <<<"$(on_counted)"
+ON_PCT=$(python3 -c 'import sys; a, b, s = map(int, sys.argv[1:]); print("%+.2f %+.2f" % ((a / s - 1) * 100, (b / s - 1) * 100))' \
+	"${ON_A:-0}" "${ON_B:-0}" "${ON_SENT:-1}")
+log "last on run: iperf3 sent $ON_SENT received $ON_RCVD; logged ($ON_VERDICT) a $ON_A b $ON_B payload bytes ($ON_PCT % of sent)"
 
 # ---- 2: 10,000 short UDP flows, flow logs on (5 s batches)
 ctl tailnets set default --flow-log on >/dev/null 2>&1
@@ -137,23 +177,37 @@ ${ROWS}
 Mean: on $G_ON Gbit/s, off $G_OFF Gbit/s ($G_DIFF %); CPU per MB on $C_ON ms, off $C_OFF ms
 ($C_DIFF %).
 
+**A long flow as both ends logged it**: the last "on" run's iperf3 connection ($DURATION s,
+two or more 5 s batches): iperf3 sent $ON_SENT bytes and received $ON_RCVD; the collector
+has it ${ON_VERDICT:-missing}, a's payload (IP bytes less 52 header bytes a packet) $ON_A,
+b's $ON_B ($(cut -d' ' -f1 <<<"$ON_PCT") % and $(cut -d' ' -f2 <<<"$ON_PCT") % of iperf3's sent bytes;
+iperf3's own two figures bracket what crossed the tunnel, tests/lab/test_flows.sh).
+Flow-log figures of flows longer than two intervals from before 1e5a7f2 read high: a slot
+reused two flushes later kept the counts it held then (27 % over for a 200 MiB flow over
+three intervals in test_flows).
+
 **10,000 short flows**: a sends one 64-byte UDP datagram from each of 10,000 new sockets
 (source ports 20000-29999) to b (${FLOWS_S} s), flow logs on. a's batches covering it carry $COUNTED of those flows and
 count $DROPPED dropped (\`flows_dropped\`: distinct flows with packets that found no slot, a
 table full at 4,096 flows per counting thread per interval; past 64 such flows a thread an
 estimate, docs/audit.md); $TUN_DROPPED datagrams were
-dropped before trellisd (the kernel's queue to a's TUN device). a's trellisd ($THREADS threads): VmRSS $RSS0 kB before, $RSS1 kB right after
+dropped before trellisd (the kernel's queue to a's TUN device). Against the 10,000 sent:
+$((COUNTED + DROPPED + TUN_DROPPED)) counted, dropped or not queued (a burst that spans a
+flush fills two tables). a's trellisd ($THREADS threads): VmRSS $RSS0 kB before, $RSS1 kB right after
 the burst, $RSS2 kB once its batches were in; VmHWM $HWM0 -> $HWM1 kB. Memory stays bounded:
 a counting thread's two tables are fixed at 2 x 4,096 entries of 96 bytes and 2 x 4.6 KB
-that count the flows finding no slot, 795,688 bytes with their flags (0.80 MB, under the
+that count the flows finding no slot, 795,704 bytes with their flags and counters (0.80 MB, under the
 issue's 0.8 MB; \`src/node/flowtable.c\` asserts the bound at build time), allocated at the
 thread's first packet and touched as flows fill them; at most 16 threads count (12.7 MB in
 all).
 
-The machine was busy (two \`make check\` loops and other helpers' builds on 2 cores): the
-rates move by ±20 % between runs of the same setting, so the on/off difference in Gbit/s
-is noise; the CPU per MB, which load disturbs less, is the figure to read for the target
-(≤ 3 %). A quiet run is still owed.
+Machine load during the rounds: load average $LOAD_R0 before and $LOAD_R1 after, the
+$(nproc) CPUs ${BUSY_PCT} % busy over the rounds (/proc/stat, the daemons and iperf3
+included). Rates per setting ranged
+$(range on 4) Gbit/s (on) and $(range off 4) Gbit/s (off), CPU per MB $(range on 5) and
+$(range off 5) ms: an on/off difference smaller than that spread is noise. The CPU per MB,
+which load disturbs less than the rate, is the figure to read for the target (≤ 3 %); a
+run on a quiet machine is still owed while the load average exceeds the CPUs.
 
 **Collector ingest** (\`bench/flow_collect.c\`, one process, release flags, the store on
 disk under /var/tmp): $(cval nodes) simulated nodes, $(cval rounds) rounds, each node one

@@ -122,6 +122,7 @@ struct daemon {
 	uint64_t flows_since; /* the start of the interval being counted */
 	/* What the full tables could not count since the daemon started (status flow_log). */
 	uint64_t flows_dropped, flow_packets_dropped;
+	uint64_t flow_link_scope; /* packets the node sent to link-scope addresses: no flows */
 	/* The tailnet's setting (netmap flow_log): until a netmap says, on every 5 s. */
 	struct netmap_flow_log flows_cfg;
 	/*
@@ -840,6 +841,7 @@ static void flows_flush(struct daemon *d, uint64_t now)
 		log_ratelimited(LOG_LEVEL_WARN, "flows: %s", strerror(-n));
 	d->flows_dropped += overflow.flows;
 	d->flow_packets_dropped += overflow.packets;
+	d->flow_link_scope += overflow.link_scope;
 	/* Counted before the node has an id at the server: nobody to report them as. */
 	if ((n > 0 || overflow.flows) && prefs->registered && prefs->node_id) {
 		for (int i = 0; i < n; i++) {
@@ -1424,12 +1426,13 @@ static json_t *flow_log_json(struct daemon *d)
 	struct flowspool_stats fs;
 
 	flowspool_stats(d->spool, &fs);
-	return json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "enabled", d->flows_cfg.enabled,
-			 "interval_ms", (json_int_t)d->flows_cfg.interval_ms, "seq",
-			 (json_int_t)fs.seq, "spooled", (json_int_t)fs.spooled, "batches_dropped",
-			 (json_int_t)fs.batches_dropped, "flows_dropped",
+	return json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "enabled",
+			 d->flows_cfg.enabled, "interval_ms", (json_int_t)d->flows_cfg.interval_ms,
+			 "seq", (json_int_t)fs.seq, "spooled", (json_int_t)fs.spooled,
+			 "batches_dropped", (json_int_t)fs.batches_dropped, "flows_dropped",
 			 (json_int_t)d->flows_dropped, "packets_dropped",
-			 (json_int_t)d->flow_packets_dropped);
+			 (json_int_t)d->flow_packets_dropped, "link_scope_packets",
+			 (json_int_t)d->flow_link_scope);
 }
 
 /* What is wrong, one sentence each, for `trellis status` (docs/localapi.md, "health"). */

@@ -42,6 +42,7 @@ _Static_assert(OVF_BITS == 1u << (64 - OVF_SHIFT), "OVF_SHIFT must match OVF_BIT
 
 struct table {
 	struct entry e[FLOWTABLE_SLOTS];
+	uint64_t link_scope; /* packets sent to link-scope destinations (parse): not flows */
 	uint64_t ovf_packets;
 	uint32_t n_exact;	      /* hashes in exact; > OVF_EXACT: it ran out */
 	uint64_t exact[OVF_EXACT];    /* the hashes of the first distinct flows with no slot */
@@ -53,7 +54,7 @@ struct shard {
 	atomic_uint busy;   /* the writer is in a batch */
 	struct table t[2];
 };
-/* A counting thread's memory (issue 13: 0.8 MB); 795,688 bytes on x86-64. */
+/* A counting thread's memory (issue 13: 0.8 MB); 795,704 bytes on x86-64. */
 _Static_assert(sizeof(struct shard) <= 800000, "a counting thread's tables grew past 0.8 MB");
 
 /*
@@ -126,7 +127,28 @@ static struct shard *shard_get(struct flowtable *ft)
 	return my_shard;
 }
 
-/* The flow a packet belongs to, from the node's side: 0, or -1 when it is not IP. */
+/*
+ * Whether the node's kernel sent a packet to a destination no peer is reached at: multicast,
+ * broadcast, link-local or unspecified. Its own neighbour discovery and MLD on the TUN (router
+ * solicitations to ff02::2 from fe80::, reports to ff02::16) are such packets. The engine
+ * routes only to the peers' tailnet host addresses (netmap_apply), so it drops them (no
+ * peer) and no peer ever reports them: as flows they would stand one-sided in every
+ * listing. What a peer delivers is counted whatever its destination.
+ */
+static bool link_scope(const uint8_t *dst, bool v4)
+{
+	static const uint8_t unspec[16];
+
+	if (v4)
+		return dst[0] >= 224 || dst[0] == 0 || (dst[0] == 169 && dst[1] == 254);
+	return dst[0] == 0xff || (dst[0] == 0xfe && (dst[1] & 0xc0) == 0x80) ||
+	       !memcmp(dst, unspec, 16);
+}
+
+/*
+ * The flow a packet belongs to, from the node's side: 0; -1 when it is not IP; -2 when the
+ * node sent it to a link-scope destination (link_scope), which the tunnel never carries.
+ */
 static int parse(const uint8_t *p, size_t len, bool rx, struct key *k)
 {
 	static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
@@ -141,6 +163,8 @@ static int parse(const uint8_t *p, size_t len, bool rx, struct key *k)
 
 		if (ihl < 20 || ihl > len)
 			return -1;
+		if (!rx && link_scope(p + 16, true))
+			return -2;
 		proto = p[9];
 		first = ((p[6] & 0x1f) | p[7]) == 0; /* fragment offset 0 */
 		memcpy(rx ? k->remote : k->local, mapped, 12);
@@ -152,6 +176,8 @@ static int parse(const uint8_t *p, size_t len, bool rx, struct key *k)
 		l4 = p + ihl;
 		l4len = len - ihl;
 	} else if (len >= 40 && p[0] >> 4 == 6) {
+		if (!rx && link_scope(p + 24, false))
+			return -2;
 		/* Extension headers are not walked: their flows count under their next header. */
 		proto = p[6];
 		memcpy(rx ? k->remote : k->local, p + 8, 16);
@@ -219,8 +245,11 @@ static void count(struct flowtable *ft, struct table *t, const uint8_t *p, size_
 	struct entry *e;
 	struct key k;
 	uint64_t h;
+	int r = parse(p, len, dir != FLOWTABLE_TX, &k);
 
-	if (parse(p, len, dir != FLOWTABLE_TX, &k) < 0)
+	if (r == -2)
+		t->link_scope++;
+	if (r < 0)
 		return;
 	h = key_hash(ft, &k);
 	for (unsigned i = 0; i < PROBES; i++) {
@@ -363,7 +392,7 @@ int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbat
 	struct flowbatch_record *recs = NULL;
 	struct overflow_merge *om = &ft->om;
 	size_t n = 0, cap = 0, m = 0;
-	uint64_t packets = 0;
+	uint64_t packets = 0, link = 0;
 	uint32_t lost = 0; /* entries the merge could not keep (no memory): flows not counted */
 
 	memset(om, 0, sizeof(*om));
@@ -382,6 +411,8 @@ int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbat
 		while (atomic_load(&sh->busy))
 			sched_yield();
 		t = &sh->t[old];
+		link += t->link_scope;
+		t->link_scope = 0;
 		packets += t->ovf_packets;
 		overflow_take(om, t);
 		for (unsigned i = 0; i < FLOWTABLE_SLOTS; i++) {
@@ -450,6 +481,7 @@ int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbat
 	*ret_overflow = (struct flowtable_overflow){
 	    .flows = overflow_flows(om) + lost,
 	    .packets = packets + atomic_exchange(&ft->unsharded, 0),
+	    .link_scope = link,
 	};
 	*ret = recs;
 	return (int)m;

@@ -59,12 +59,18 @@ void flowtable_packet(struct flowtable *ft, const uint8_t *p, size_t len, int di
 struct flowtable_overflow {
 	uint32_t flows;
 	uint64_t packets;
+	/*
+	 * Not an overflow: packets the node sent to multicast, broadcast, link-local or
+	 * unspecified destinations (its own ND and MLD), which no peer is reached at. They are
+	 * counted here rather than as flows, which their peer could never confirm.
+	 */
+	uint64_t link_scope;
 };
 
 /*
  * What was counted since the last flush, one record a flow (peer_key zero; times
  * as given to the data path, plus wall_offset_ns), malloc'd in *ret (free()).
- * Returns how many, or -ENOMEM; *ret_overflow: what was not counted. Loop thread.
+ * Returns how many, or -ENOMEM; *ret_overflow: what was not counted as a flow. Loop thread.
  */
 int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbatch_record **ret,
 		    struct flowtable_overflow *ret_overflow);

@@ -5,8 +5,9 @@
  * counted apart; two threads' counts of one flow merged at the flush; a full
  * table counts the flows it cannot hold once each (exactly while few, estimated
  * beyond) and every packet it could not count; a flush starts the next interval
- * from zero, also in a slot reused two flushes later. The .c is included to fill a thread's table
- * and to fix the hash seed.
+ * from zero, also in a slot reused two flushes later; what the node sends to
+ * link-scope addresses (its own ND and MLD) is counted apart, not as flows. The .c
+ * is included to fill a thread's table and to fix the hash seed.
  */
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -140,6 +141,89 @@ static void test_slot_reused(void **state)
 	assert_int_equal(f->denied, 0);
 	assert_int_equal(f->first_ns, 30);
 	assert_int_equal(f->flags, FLOWBATCH_F_INBOUND);
+	free(r);
+	flowtable_free(ft);
+}
+
+/* An ICMPv6 packet of len bytes, type t, echo id id, from src to dst (16 bytes each). */
+static size_t icmp6(uint8_t *p, size_t len, const char *src, const char *dst, uint8_t t,
+		    uint16_t id)
+{
+	memset(p, 0, len);
+	p[0] = 0x60;
+	p[4] = (uint8_t)((len - 40) >> 8), p[5] = (uint8_t)(len - 40);
+	p[6] = 58;
+	p[7] = 255;
+	assert_int_equal(inet_pton(AF_INET6, src, p + 8), 1);
+	assert_int_equal(inet_pton(AF_INET6, dst, p + 24), 1);
+	p[40] = t;
+	p[44] = (uint8_t)(id >> 8), p[45] = (uint8_t)id;
+	return len;
+}
+
+/* An IPv4 UDP packet from 100.64.0.1 to dst (dotted). */
+static size_t udp4_to(uint8_t *p, const char *dst)
+{
+	ip4(p, 60, 17, 1, 0, 5353, 5353);
+	assert_int_equal(inet_pton(AF_INET, dst, p + 16), 1);
+	return 60;
+}
+
+/*
+ * The node's own neighbour discovery and MLD on the TUN go to addresses no peer is
+ * reached at (the engine drops them): counted apart, never a flow its peer could not
+ * confirm. ICMPv6 echo between tailnet addresses stays one flow, as both ends key it; and
+ * what a peer delivers counts whatever its destination.
+ */
+static void test_link_scope(void **state)
+{
+	static const char me[] = "fd7e:11e5:7a11::6440:1", peer[] = "fd7e:11e5:7a11::6440:2",
+			  ll[] = "fe80::3ffd:b8fb:7cbe:7603";
+	struct flowtable *ft = NULL;
+	struct flowbatch_record *r;
+	const struct flowbatch_record *f;
+	uint8_t p[1500], a[16];
+	struct flowtable_overflow overflow;
+	int n;
+
+	(void)state;
+	assert_int_equal(flowtable_new(&ft), 0);
+	/* Router solicitation, MLDv2 report, DAD and a unicast neighbour solicitation. */
+	flowtable_packet(ft, p, icmp6(p, 48, ll, "ff02::2", 133, 0), FLOWTABLE_TX, 10);
+	flowtable_packet(ft, p, icmp6(p, 76, ll, "ff02::16", 143, 0), FLOWTABLE_TX, 10);
+	flowtable_packet(ft, p, icmp6(p, 72, "::", "ff02::1:ffbe:7603", 135, 0), FLOWTABLE_TX, 10);
+	flowtable_packet(ft, p, icmp6(p, 72, ll, "fe80::1", 135, 0), FLOWTABLE_TX, 10);
+	/* IPv4 mDNS, broadcast, link-local. */
+	flowtable_packet(ft, p, udp4_to(p, "224.0.0.251"), FLOWTABLE_TX, 10);
+	flowtable_packet(ft, p, udp4_to(p, "255.255.255.255"), FLOWTABLE_TX, 10);
+	flowtable_packet(ft, p, udp4_to(p, "169.254.1.1"), FLOWTABLE_TX, 10);
+	/* We ping the peer over IPv6: request out, reply in. */
+	flowtable_packet(ft, p, icmp6(p, 104, me, peer, 128, 0x4456), FLOWTABLE_TX, 20);
+	flowtable_packet(ft, p, icmp6(p, 104, peer, me, 129, 0x4456), FLOWTABLE_RX, 30);
+	/* A peer's packet to a multicast address reached our TUN: it is counted. */
+	flowtable_packet(ft, p, icmp6(p, 104, peer, "ff02::1", 128, 7), FLOWTABLE_RX, 40);
+
+	n = flowtable_flush(ft, 0, &r, &overflow);
+	assert_int_equal(overflow.link_scope, 7);
+	assert_int_equal(overflow.flows, 0);
+	assert_int_equal(overflow.packets, 0);
+	assert_int_equal(n, 2);
+	f = find(r, n, 58, 0x4456);
+	assert_int_equal(f->icmp_type, 128);
+	assert_int_equal(f->dst_port, 0x4456);
+	assert_int_equal(inet_pton(AF_INET6, me, a), 1);
+	assert_memory_equal(f->src, a, 16);
+	assert_int_equal(inet_pton(AF_INET6, peer, a), 1);
+	assert_memory_equal(f->dst, a, 16);
+	assert_int_equal(f->tx_packets, 1);
+	assert_int_equal(f->tx_bytes, 104);
+	assert_int_equal(f->rx_packets, 1);
+	assert_int_equal(f->rx_bytes, 104);
+	f = find(r, n, 58, 7);
+	assert_int_equal(inet_pton(AF_INET6, "ff02::1", a), 1);
+	assert_memory_equal(f->src, a, 16);
+	assert_int_equal(f->rx_packets, 1);
+	assert_int_equal(f->tx_packets, 0);
 	free(r);
 	flowtable_free(ft);
 }
@@ -302,6 +386,7 @@ int main(void)
 	    cmocka_unit_test(test_slot_reused),
 	    cmocka_unit_test(test_threads_and_overflow),
 	    cmocka_unit_test(test_overflow_counts_flows),
+	    cmocka_unit_test(test_link_scope),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
