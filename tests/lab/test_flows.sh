@@ -25,7 +25,7 @@
 #
 #   lab internet 192.0.2.0/24, 2001:db8:1::/64: ctl .1:8080, a .11, b .12, c .13
 source "$(dirname "$0")/lib.sh"
-LAB_TIMEOUT=${LAB_TIMEOUT:-420}
+LAB_TIMEOUT=${LAB_TIMEOUT:-560} # below meson's 600; 155 s seen at load 25
 lab_init
 lab_require_control_plane
 
