@@ -21,6 +21,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -822,10 +823,45 @@ static void map_reconcile(struct relayclient *rc)
 	free(map);
 }
 
-/* Home, anything queued, or traffic within RELAYCLIENT_IDLE_NS: a connection is wanted. */
-static void conns_follow(struct relayclient *rc, uint64_t now)
+bool relayclient_conn_wanted(bool has_key, bool home, bool queued, uint64_t used_ns,
+			     uint64_t idle_ns, uint64_t now_ns, uint64_t *ret_due_ns)
+{
+	/*
+	 * Queued packets are a use now (the sender stamps used_ns just after queueing, and the
+	 * queue drains without telling us). A stamp later than now_ns, from a packet thread
+	 * after our clock was read, is recent too.
+	 */
+	uint64_t last = queued ? MAX(used_ns, now_ns) : used_ns;
+
+	*ret_due_ns = TIME_NEVER;
+	if (!has_key)
+		return false;
+	if (home)
+		return true;
+	if (!last || last + idle_ns <= now_ns)
+		return false;
+	*ret_due_ns = last + idle_ns;
+	return true;
+}
+
+uint64_t relayclient_mgr_due(uint64_t stun_deadline_ns, uint64_t next_stun_ns, bool has_relays,
+			     uint64_t idle_due_ns, uint64_t trim_due_ns)
+{
+	uint64_t due = MIN(idle_due_ns, trim_due_ns);
+
+	if (stun_deadline_ns)
+		return MIN(due, stun_deadline_ns);
+	return has_relays ? MIN(due, next_stun_ns) : due;
+}
+
+/*
+ * Home, anything queued, or traffic within RELAYCLIENT_IDLE_NS: a connection is wanted.
+ * Returns when the first connection wanted only for its traffic becomes idle.
+ */
+static uint64_t conns_follow(struct relayclient *rc, uint64_t now)
 {
 	uint32_t home = atomic_load(&rc->home);
+	uint64_t due = TIME_NEVER;
 	bool has_key;
 
 	pthread_mutex_lock(&rc->mu);
@@ -833,20 +869,23 @@ static void conns_follow(struct relayclient *rc, uint64_t now)
 	pthread_mutex_unlock(&rc->mu);
 	for (unsigned i = 0; i < rc->n_conns; i++) {
 		struct rconn *c = rc->conns[i];
-		uint64_t used = atomic_load(&c->last_use_ns);
+		uint64_t used = atomic_load(&c->last_use_ns), c_due;
 		bool queued, want;
 
 		pthread_mutex_lock(&c->qmu);
 		queued = c->qn > 0;
 		pthread_mutex_unlock(&c->qmu);
-		want = has_key && (c->region == home || queued || (used && now - used < rc->idle_ns));
+		want = relayclient_conn_wanted(has_key, c->region == home, queued, used,
+					       rc->idle_ns, now, &c_due);
 		if (want && !c->running)
 			conn_start(c);
 		else if (!want && c->running) {
 			log_info("relay: closing idle connection to region %u", c->region);
 			conn_stop(c);
 		}
+		due = MIN(due, c_due);
 	}
+	return due;
 }
 
 /* Where STUN for a relay goes: its address, or its host (or the login server's) resolved. */
@@ -1093,7 +1132,7 @@ static void *mgr_main(void *arg)
 	struct relayclient *rc = arg;
 
 	while (!atomic_load(&rc->stop)) {
-		uint64_t now = time_now_ns(), next, drain;
+		uint64_t now = time_now_ns(), next, idle_due, drain;
 		struct pollfd pfd = {.fd = rc->mgr_wake, .events = POLLIN};
 		bool dirty;
 		int timeout_ms;
@@ -1112,13 +1151,18 @@ static void *mgr_main(void *arg)
 			stun_round_start(rc, now);
 			rc->next_stun_ns = now + RELAYCLIENT_STUN_INTERVAL_NS;
 		}
-		conns_follow(rc, now);
+		idle_due = conns_follow(rc, now);
 
-		next = now + NSEC_PER_SEC;
-		if (rc->stun_deadline_ns)
-			next = MIN(next, rc->stun_deadline_ns);
-		next = MIN(next, pkt_trimmer_run(&rc->trimmer, now));
-		timeout_ms = next > now ? (int)((next - now + 999999) / 1000000) : 0;
+		/* Sleep until a deadline of our own (issue 14: an idle node used to wake every
+		 * second); everything else that needs us writes mgr_wake. */
+		next = relayclient_mgr_due(rc->stun_deadline_ns, rc->next_stun_ns, rc->n_conns > 0,
+					   idle_due, pkt_trimmer_run(&rc->trimmer, now));
+		if (next == TIME_NEVER)
+			timeout_ms = -1;
+		else if (next <= now)
+			timeout_ms = 0;
+		else
+			timeout_ms = (int)MIN((next - now + 999999) / 1000000, (uint64_t)INT_MAX);
 		if (poll(&pfd, 1, timeout_ms) > 0 &&
 		    read(rc->mgr_wake, &drain, sizeof(drain)) < 0 && errno != EAGAIN)
 			log_warn("relay client: %s", strerror(errno));

@@ -111,6 +111,26 @@ struct relayclient;
 uint32_t relayclient_home_pick(uint32_t home, int64_t home_us, unsigned home_misses,
 			       uint32_t best, int64_t best_us, uint32_t first);
 
+/*
+ * Whether a region's connection is wanted at now (the policy, without I/O): with a key,
+ * the home region's always, another's while packets are queued for it or for idle_ns
+ * after its last use (used_ns, 0: never; queued packets count as a use at now_ns).
+ * *ret_due_ns is when that changes by itself: the moment a connection wanted for its
+ * traffic becomes idle; TIME_NEVER otherwise (a new key, a new home or packets queued
+ * for a stopped connection wake the manager).
+ */
+bool relayclient_conn_wanted(bool has_key, bool home, bool queued, uint64_t used_ns,
+			     uint64_t idle_ns, uint64_t now_ns, uint64_t *ret_due_ns);
+/*
+ * When the manager must look again if nothing wakes it: the end of a running STUN round
+ * (stun_deadline_ns, 0: none running), else the next round while the map has relays
+ * (next_stun_ns), and the earliest of idle_due_ns (relayclient_conn_wanted) and
+ * trim_due_ns (pkt_trimmer_run). TIME_NEVER: only a wakeup. The keepalive, silence and
+ * reconnect timers are each connection thread's own, not the manager's.
+ */
+uint64_t relayclient_mgr_due(uint64_t stun_deadline_ns, uint64_t next_stun_ns, bool has_relays,
+			     uint64_t idle_due_ns, uint64_t trim_due_ns);
+
 /* Starts the manager thread; no connection until a map and a key are set. 0 or -errno. */
 int relayclient_new(const struct relayclient_cfg *cfg, struct relayclient **ret);
 /*

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <net/if.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -240,6 +241,12 @@ int main(int argc, char **argv)
 	 * come back as EPIPE, not end the daemon.
 	 */
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * One malloc arena for every thread (issue 14): nothing on the packet path allocates,
+	 * so per-thread arenas buy no speed, only memory: each thread that ever allocated kept
+	 * its own, 0.5 MiB together on an idle node with 100 peers.
+	 */
+	mallopt(M_ARENA_MAX, 1);
 	log_init();
 	while ((c = getopt_long(argc, argv, "fh", longopts, NULL)) != -1) {
 		switch (c) {

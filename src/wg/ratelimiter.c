@@ -28,7 +28,13 @@ struct rl_entry {
 struct ratelimiter {
 	uint64_t seed;
 	uint64_t last_gc_ns;
-	int free_head;
+	int free_head; /* entries collected by gc, reused first */
+	/*
+	 * Entries from here on were never used: taken in order, so their pages stay untouched
+	 * (not resident) until a flood of sources needs them (issue 14: linking them all
+	 * into the free list at start made 272 KiB resident on every idle node).
+	 */
+	int carved;
 	int heads[BUCKETS];
 	struct rl_entry entries[RATELIMITER_MAX_ENTRIES];
 };
@@ -44,9 +50,7 @@ struct ratelimiter *wg_ratelimiter_new(void)
 	crypto_random(&rl->seed, sizeof(rl->seed));
 	for (i = 0; i < BUCKETS; i++)
 		rl->heads[i] = -1;
-	for (i = 0; i < RATELIMITER_MAX_ENTRIES; i++)
-		rl->entries[i].next = i + 1 < RATELIMITER_MAX_ENTRIES ? i + 1 : -1;
-	rl->free_head = 0;
+	rl->free_head = -1;
 	return rl;
 }
 
@@ -115,11 +119,15 @@ bool wg_ratelimiter_allow(struct ratelimiter *rl, const struct endpoint *src, ui
 		e->tokens_ns -= PACKET_COST_NS;
 		return true;
 	}
-	if (rl->free_head < 0)
+	if (rl->free_head >= 0) {
+		i = rl->free_head;
+		rl->free_head = rl->entries[i].next;
+	} else if (rl->carved < RATELIMITER_MAX_ENTRIES) {
+		i = rl->carved++;
+	} else {
 		return false;
-	i = rl->free_head;
+	}
 	e = &rl->entries[i];
-	rl->free_head = e->next;
 	e->family = (uint8_t)src->sa.sa_family;
 	memcpy(e->key, key, 8);
 	e->last_ns = now_ns;

@@ -405,9 +405,65 @@ static void test_home_pick(void **state)
 				 cases[i].want);
 }
 
+/*
+ * The manager's timers with a hand clock: an idle node with only its home connection
+ * sleeps until the next STUN round (it used to wake every second); a connection kept for
+ * its traffic is looked at again exactly when it becomes idle.
+ */
+static void test_mgr_due(void **state)
+{
+	const uint64_t s = NSEC_PER_SEC, idle = RELAYCLIENT_IDLE_NS;
+	uint64_t now = 1000 * s, due;
+
+	(void)state;
+	/* No key: nothing wanted, nothing due. */
+	assert_false(relayclient_conn_wanted(false, true, true, now, idle, now, &due));
+	assert_int_equal(due, TIME_NEVER);
+	/* Home: wanted with no deadline of its own. */
+	assert_true(relayclient_conn_wanted(true, true, false, 0, idle, now, &due));
+	assert_int_equal(due, TIME_NEVER);
+	/*
+	 * Packets queued: a use now, though not yet stamped. The queue drains without waking
+	 * the manager, so the idle close must be due from now.
+	 */
+	assert_true(relayclient_conn_wanted(true, false, true, 0, idle, now, &due));
+	assert_int_equal(due, now + idle);
+	assert_true(relayclient_conn_wanted(true, false, true, now - 90 * s, idle, now, &due));
+	assert_int_equal(due, now + idle);
+	/* Never used, not home: not wanted. */
+	assert_false(relayclient_conn_wanted(true, false, false, 0, idle, now, &due));
+	assert_int_equal(due, TIME_NEVER);
+	/* Used 10 s ago: wanted until 50 s from now, and due then. */
+	assert_true(relayclient_conn_wanted(true, false, false, now - 10 * s, idle, now, &due));
+	assert_int_equal(due, now - 10 * s + idle);
+	/* At that moment it is idle. */
+	assert_false(relayclient_conn_wanted(true, false, false, now - 10 * s, idle,
+					     now - 10 * s + idle, &due));
+	/* A packet thread's use stamped after the manager read its clock: recent, not idle. */
+	assert_true(relayclient_conn_wanted(true, false, false, now + 1, idle, now, &due));
+	assert_int_equal(due, now + 1 + idle);
+
+	/* Idle, home connected, no round running: asleep until the next round, not 1 s. */
+	assert_int_equal(relayclient_mgr_due(0, now + 20 * s, true, TIME_NEVER, TIME_NEVER),
+			 now + 20 * s);
+	/* No relays in the map: only a wakeup. */
+	assert_int_equal(relayclient_mgr_due(0, now + 20 * s, false, TIME_NEVER, TIME_NEVER),
+			 TIME_NEVER);
+	/* A round running: its end, not the next round's start. */
+	assert_int_equal(
+	    relayclient_mgr_due(now + 2 * s, now + 20 * s, true, TIME_NEVER, TIME_NEVER),
+	    now + 2 * s);
+	/* An idle close or the trimmer earlier than the round. */
+	assert_int_equal(relayclient_mgr_due(0, now + 20 * s, true, now + 5 * s, now + 9 * s),
+			 now + 5 * s);
+	assert_int_equal(relayclient_mgr_due(0, now + 20 * s, false, TIME_NEVER, now + 9 * s),
+			 now + 9 * s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_mgr_due),
 	    cmocka_unit_test(test_home_pick),
 	    cmocka_unit_test(test_relay_client),
 	    cmocka_unit_test(test_retry_now),
