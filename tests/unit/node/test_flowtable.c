@@ -224,6 +224,10 @@ static void test_link_scope(void **state)
 	assert_memory_equal(f->src, a, 16);
 	assert_int_equal(f->rx_packets, 1);
 	assert_int_equal(f->tx_packets, 0);
+	free(r);
+	flowtable_free(ft);
+}
+
 /*
  * A flush reads only the slots flows were counted in (issue 14): reading every slot's flag
  * made both tables of every counting thread resident on an idle node. A flag set behind
