@@ -22,7 +22,7 @@ static const char *text_or(json_t *o, const char *k, const char *none)
 
 int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 {
-	json_t *reply = NULL, *st, *nc, *relay, *v, *out, *pm;
+	json_t *reply = NULL, *st, *nc, *relay, *v, *out, *pm, *n64;
 	bool as_json = false;
 	size_t i;
 	int r;
@@ -75,6 +75,12 @@ int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 			   ? json_string_value(json_object_get(pm, "external"))
 			   : "",
 		       yes_no(pm, "pcp"), yes_no(pm, "nat_pmp"), yes_no(pm, "upnp"));
+	n64 = json_object_get(nc, "nat64");
+	if (json_is_object(n64))
+		printf("NAT64: %s%s\n", text_or(n64, "prefix", "none"),
+		       json_is_true(json_object_get(n64, "active"))
+			   ? " (no IPv4 route: IPv4 reached through it)"
+			   : "");
 	printf("preferred relay: %s\n", text_or(nc, "preferred_relay", "(none)"));
 	json_array_foreach(json_object_get(relay, "regions"), i, v) {
 		json_t *ms = json_object_get(v, "latency_ms");

@@ -32,6 +32,7 @@
 #include "base/time.h"
 #include "base/util.h"
 #include "net/dial.h"
+#include "net/nat64.h"
 #include "net/sockbio.h"
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -368,6 +369,47 @@ static unsigned addrs_order(struct addrinfo *res, struct addrinfo **addrs)
 	return k;
 }
 
+/* IPv6 addresses made for IPv4 ones behind a NAT64 (nat64_add): addrinfo points into it. */
+struct synthesized {
+	struct addrinfo ai[DIAL_ADDRS_MAX];
+	struct sockaddr_in6 sa[DIAL_ADDRS_MAX];
+};
+
+/*
+ * On an IPv6-only link with a NAT64 (src/net/nat64.h), an IPv4 address is reached
+ * through the IPv6 address that embeds it: each IPv4 address among addrs[0..n) gets one,
+ * after it, while room lasts (RFC 8305 §7). Where IPv4 has a route its own attempt goes
+ * first and usually wins; where it has none, connect() fails at once with ENETUNREACH
+ * and the synthesized one is next. Returns the new count.
+ */
+static unsigned nat64_add(struct addrinfo **addrs, unsigned n, struct synthesized *syn)
+{
+	struct addrinfo *in[DIAL_ADDRS_MAX];
+	unsigned i, k = 0, m = 0;
+
+	if (!n)
+		return 0;
+	memcpy(in, addrs, n * sizeof(*in));
+	for (i = 0; i < n && k < DIAL_ADDRS_MAX; i++) {
+		struct endpoint ep = {0}, out;
+
+		addrs[k++] = in[i];
+		if (in[i]->ai_family != AF_INET || k >= DIAL_ADDRS_MAX)
+			continue;
+		memcpy(&ep.in4, in[i]->ai_addr, sizeof(ep.in4));
+		if (nat64_endpoint_synthesize(&ep, &out) < 0)
+			continue;
+		syn->sa[m] = out.in6;
+		syn->ai[m] = (struct addrinfo){.ai_family = AF_INET6,
+					       .ai_socktype = in[i]->ai_socktype,
+					       .ai_protocol = in[i]->ai_protocol,
+					       .ai_addrlen = sizeof(syn->sa[m]),
+					       .ai_addr = (struct sockaddr *)&syn->sa[m]};
+		addrs[k++] = &syn->ai[m++];
+	}
+	return k;
+}
+
 /*
  * Races connects to addrs[0..n): a new one every DIAL_STAGGER_NS or as soon as
  * all started ones failed. Returns the connected fd, or -errno.
@@ -473,17 +515,26 @@ int dial_open(struct dial_conn *c, const struct dial_opts *o, char *err, size_t 
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
 	struct addrinfo *res = NULL, *addrs[DIAL_ADDRS_MAX];
+	struct synthesized syn;
+	struct nat64_prefix pref;
 	char portstr[8];
 	int r, one = 1;
 
 	conn_init(c, o);
+	/*
+	 * AI_ADDRCONFIG drops IPv4 results, literals included, on a host without an IPv4
+	 * address: behind a NAT64 they are what nat64_add reaches through the prefix.
+	 */
+	if (nat64_prefix_get(&pref, NULL))
+		hints.ai_flags = 0;
 	snprintf(portstr, sizeof(portstr), "%u", o->port);
 	r = getaddrinfo(o->host, portstr, &hints, &res);
 	if (r) {
 		set_err(err, err_len, "cannot reach %s: %s", c->name, gai_strerror(r));
 		return -EHOSTUNREACH;
 	}
-	r = connect_race(addrs, addrs_order(res, addrs), &c->cancel, o->deadline_ns);
+	r = connect_race(addrs, nat64_add(addrs, addrs_order(res, addrs), &syn), &c->cancel,
+			 o->deadline_ns);
 	freeaddrinfo(res);
 	if (r < 0) {
 		if (r != -ECANCELED)

@@ -40,6 +40,7 @@
 #include "crypto/crypto.h"
 #include "net/dial.h"
 #include "net/magicsock.h"
+#include "net/nat64.h"
 #include "net/relayclient.h"
 #include "proto/relay.h"
 #include "proto/relaymap.h"
@@ -893,6 +894,7 @@ static int stun_addr(const struct netmap_relay_node *n, const char *login, struc
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *res = NULL;
 	char host[DIAL_HOST_MAX], port[8];
+	struct endpoint v4;
 	struct dial_url u;
 	int r;
 
@@ -900,9 +902,12 @@ static int stun_addr(const struct netmap_relay_node *n, const char *login, struc
 	if (!n->stun_port)
 		return -ENOENT;
 	if (n->has_ipv4) {
-		ret->in4.sin_family = AF_INET;
-		memcpy(&ret->in4.sin_addr, n->ipv4, 4);
-		ret->in4.sin_port = htons(n->stun_port);
+		memset(&v4, 0, sizeof(v4));
+		v4.in4.sin_family = AF_INET;
+		memcpy(&v4.in4.sin_addr, n->ipv4, 4);
+		v4.in4.sin_port = htons(n->stun_port);
+		/* IPv6-only here: through the NAT64, whose IPv4 mapping STUN then measures. */
+		nat64_endpoint_route(&v4, ret);
 		return 0;
 	}
 	if (n->has_ipv6) {
@@ -924,7 +929,11 @@ static int stun_addr(const struct netmap_relay_node *n, const char *login, struc
 	if (res->ai_addrlen <= sizeof(*ret))
 		memcpy(ret, res->ai_addr, res->ai_addrlen);
 	freeaddrinfo(res);
-	return endpoint_is_addr(ret) ? 0 : -EAFNOSUPPORT;
+	if (!endpoint_is_addr(ret))
+		return -EAFNOSUPPORT;
+	v4 = *ret;
+	nat64_endpoint_route(&v4, ret);
+	return 0;
 }
 
 static void stun_round_start(struct relayclient *rc, uint64_t now)

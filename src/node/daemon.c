@@ -52,6 +52,7 @@
 #include "base/loop.h"
 #include "base/time.h"
 #include "base/util.h"
+#include "base/workq.h"
 #include "crypto/crypto.h"
 #include "crypto/mcert.h"
 #include "node/control_client.h"
@@ -71,6 +72,7 @@
 #include "net/dial.h"
 #include "net/httpd.h"
 #include "net/magicsock.h"
+#include "net/nat64.h"
 #include "net/relayclient.h"
 #include "portmap/portmap.h"
 #include "wg/device.h"
@@ -168,6 +170,19 @@ struct daemon {
 	uint64_t watchdog_ns;
 	struct httpd *metrics;
 	struct ping_req *pings; /* `trellis ping` requests waiting for their pong */
+
+	/* NAT64 detection (nat64_detect) on a worker: at start and at every re-gather. */
+	struct workq *wq;
+	struct nat64_job {
+		struct workq_job job;
+		struct daemon *d;
+		struct nat64_prefix prefix; /* the worker's result */
+		bool ipv4_routed;
+		int err;
+	} n64;
+	bool n64_busy, n64_again;    /* in flight; the network changed again meanwhile */
+	struct nat64_prefix n64_cur; /* as last detected */
+	bool n64_ipv4, n64_done;     /* IPv4 had a route then; a detection finished */
 };
 
 struct ping_req {
@@ -516,11 +531,14 @@ static void net_changed(void *ctx)
 			       time_now_ns() + DAEMON_REGATHER_DEBOUNCE_NS);
 }
 
+static void nat64_start(struct daemon *d);
+
 static void regather_fire(struct loop_timer *t)
 {
 	struct daemon *d = container_of(t, struct daemon, regather_timer);
 
 	log_debug("network changed: gathering candidates again");
+	nat64_start(d);
 	if (d->rc) {
 		relayclient_stun_soon(d->rc);
 		/* A relay we lost may be reachable over the new link: dial now. */
@@ -528,6 +546,72 @@ static void regather_fire(struct loop_timer *t)
 	}
 	if (d->cc)
 		control_client_endpoints_changed(d->cc);
+}
+
+/* Worker: getaddrinfo may wait for the resolver's timeouts, seconds; never on the loop. */
+static void nat64_work(struct workq_job *j)
+{
+	struct nat64_job *n = container_of(j, struct nat64_job, job);
+
+	memset(&n->prefix, 0, sizeof(n->prefix));
+	n->err = nat64_detect(&n->prefix);
+	n->ipv4_routed = nat64_ipv4_routed();
+}
+
+static int apply(struct daemon *d);
+
+/*
+ * Loop thread: a detection finished. What changed reaches everything that reaches IPv4
+ * addresses: the process state (dial, STUN), the peers' candidates (pathd, through a
+ * re-apply of the netmap), a STUN round and a relay dial now, and the control server.
+ */
+static void nat64_done(struct workq_job *j, int err)
+{
+	struct nat64_job *n = container_of(j, struct nat64_job, job);
+	struct daemon *d = n->d;
+	char text[NAT64_PREFIX_STR_MAX];
+
+	d->n64_busy = false;
+	if (err == 0) {
+		bool changed = memcmp(&n->prefix, &d->n64_cur, sizeof(n->prefix)) ||
+			       n->ipv4_routed != d->n64_ipv4 || !d->n64_done;
+
+		if (n->err < 0 && n->err != -ENOENT)
+			log_debug("nat64: ipv4only.arpa: %s", strerror(-n->err));
+		d->n64_cur = n->prefix;
+		d->n64_ipv4 = n->ipv4_routed;
+		d->n64_done = true;
+		nat64_state_set(&n->prefix, n->ipv4_routed);
+		if (changed) {
+			nat64_prefix_str(&n->prefix, text, sizeof(text));
+			log_info("nat64: %s%s", text[0] ? text : "none",
+				 n->ipv4_routed ? "" : " (no IPv4 route)");
+			if (d->nm)
+				apply(d);
+			if (d->rc) {
+				relayclient_stun_soon(d->rc);
+				relayclient_retry_now(d->rc);
+			}
+			if (d->cc)
+				control_client_endpoints_changed(d->cc);
+		}
+	}
+	if (d->n64_again)
+		nat64_start(d);
+}
+
+static void nat64_start(struct daemon *d)
+{
+	if (!d->wq)
+		return;
+	if (d->n64_busy) {
+		d->n64_again = true;
+		return;
+	}
+	d->n64_again = false;
+	d->n64.d = d;
+	if (workq_submit(d->wq, &d->n64.job, nat64_work, nat64_done) == 0)
+		d->n64_busy = true;
 }
 
 static void stun_notify(void *ctx)
@@ -1361,6 +1445,21 @@ static json_t *relay_json(struct daemon *d)
 }
 
 /*
+ * NAT64 (RFC 7050): the prefix found, or null; whether IPv4 has a route of its own (without
+ * one, IPv4 addresses are reached through the prefix); null before the first detection.
+ */
+static json_t *nat64_json(struct daemon *d)
+{
+	char text[NAT64_PREFIX_STR_MAX];
+
+	if (!d->n64_done)
+		return json_null();
+	nat64_prefix_str(&d->n64_cur, text, sizeof(text));
+	return json_pack("{s:o, s:b, s:b}", "prefix", text[0] ? json_string(text) : json_null(),
+			 "ipv4_route", d->n64_ipv4, "active", text[0] && !d->n64_ipv4);
+}
+
+/*
  * What `trellis netcheck` shows (docs/localapi.md): UDP, our addresses as STUN servers
  * see them, whether the mapping varies by destination, the preferred relay and the
  * latency per region (in "relay"), and what port mapping found ("portmap": null with
@@ -1389,6 +1488,8 @@ static json_t *netcheck_json(struct daemon *d)
 		json_object_set_new(o, e->sa.sa_family == AF_INET ? "ipv4" : "ipv6",
 				    json_string(endpoint_format(e, buf, sizeof(buf))));
 	}
+	if (o)
+		json_object_set_new(o, "nat64", nat64_json(d));
 	free(rs);
 	return o;
 }
@@ -2113,6 +2214,10 @@ int daemon_run(const struct daemon_opts *opts)
 		r = -ENOMEM;
 		goto out;
 	}
+	r = workq_new(d->loop, 1, 2, &d->wq);
+	if (r < 0)
+		goto out;
+	nat64_start(d);
 	d->handshake.cb = handshake_done;
 	d->hs_timer.cb = hs_timer_fire;
 	d->hs_timer.deadline_ns = TIME_NEVER;
@@ -2185,6 +2290,12 @@ out:
 	control_client_free(d->probe);
 	d->probe = NULL;
 	client_stop(d);
+	/*
+	 * Waits for a detection under way (bounded by the resolver's own timeouts); its done
+	 * still finds the netmap applier and the relay client.
+	 */
+	workq_free(d->wq);
+	d->wq = NULL;
 	loop_mailbox_close(&d->from_client);
 	httpd_free(d->metrics);
 	if (d->relogin_timer.armed)

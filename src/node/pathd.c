@@ -15,6 +15,7 @@
 #include "base/util.h"
 #include "crypto/crypto.h"
 #include "net/magicsock.h"
+#include "net/nat64.h"
 #include "node/netmap_apply.h"
 #include "node/pathd.h"
 
@@ -304,9 +305,23 @@ static bool known_del(struct pathd *pd, const struct endpoint *h)
 	return false;
 }
 
+/*
+ * A peer's candidates as we can reach them: on an IPv6-only link with a NAT64, its IPv4
+ * ones through the NAT64 (src/net/nat64.h). Disco then pings, and the magicsock sends to,
+ * the synthesized IPv6 address, and the answers come from that same address: the path
+ * layer never sees the IPv4 form, so nothing per packet translates.
+ */
+static const struct endpoint *candidates(const struct netmap_node *n, struct endpoint *buf)
+{
+	for (unsigned i = 0; i < n->n_endpoints && i < NETMAP_MAX_ENDPOINTS; i++)
+		nat64_endpoint_route(&n->endpoints[i], &buf[i]);
+	return buf;
+}
+
 void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap_apply *na,
 		  const uint8_t node_pub[NETMAP_KEY_LEN])
 {
+	struct endpoint cands[NETMAP_MAX_ENDPOINTS];
 	uint64_t now = time_now_ns();
 	unsigned i, k;
 
@@ -327,7 +342,7 @@ void pathd_netmap(struct pathd *pd, const struct netmap *nm, const struct netmap
 				peer_release(pd, &h, n);
 			continue;
 		}
-		r = disco_peer_set(pd->disco, &h, n->disco_key, n->node_key, n->endpoints,
+		r = disco_peer_set(pd->disco, &h, n->disco_key, n->node_key, candidates(n, cands),
 				   n->n_endpoints, now);
 		if (r < 0) {
 			log_ratelimited(LOG_LEVEL_WARN, "disco: peer %s: %s", n->name,

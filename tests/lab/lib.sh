@@ -142,6 +142,8 @@ lab_cleanup()
 	wait 2>/dev/null
 	for ns in "${LAB_NAMESPACES[@]}"; do
 		ip netns del "$ns" 2>/dev/null
+		# lab_resolver's resolv.conf (the names are ours alone: per-run suffix).
+		[[ -d /etc/netns/$ns ]] && rm -rf "/etc/netns/$ns"
 	done
 	# A daemon killed hard leaves its socket; the names are ours alone (per-run suffix).
 	for i in "${LAB_IFACES[@]}"; do
@@ -279,6 +281,15 @@ lab_addr()
 			ip -n "$(ns_name "$ns")" addr add "$a" dev "$dev"
 		fi
 	done
+}
+
+# lab_resolver SHORT ADDR: the namespace's resolv.conf names only ADDR. `ip netns exec`
+# mounts /etc/netns/NS/resolv.conf over /etc/resolv.conf for what it starts, so it holds
+# for processes started after this; lab_cleanup removes it with the namespace.
+lab_resolver()
+{
+	mkdir -p "/etc/netns/$(ns_name "$1")"
+	echo "nameserver $2" >"/etc/netns/$(ns_name "$1")/resolv.conf"
 }
 
 lab_forwarding()

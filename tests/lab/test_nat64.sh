@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# NAT64 (issue 10): a node on an IPv6-only site whose router translates to IPv4 (Debian's
+# tayga, stateless NAT64, behind a NAT44 masquerade) and runs a DNS64 resolver (Debian's
+# unbound, "dns64 iterator", answering ipv4only.arpa from a local zone: RFC 7050).
+#   - n6 finds the prefix (trellis netcheck --json, status --json), with no IPv4 route;
+#   - it joins the control server, which has only an IPv4 address (dial through the prefix);
+#   - it reaches p4, a node with only an IPv4 address, through the tunnel, and the path is
+#     direct through the NAT64: n6 pings p4's IPv4 candidate at its synthesized IPv6
+#     address; p4 answers at n6's STUN-reflexive address (the NAT44's, STUN also through
+#     the NAT64), which the NAT44 lets in once n6's own packets opened it (it keeps the port,
+#     so the mapping STUN saw is the one disco uses). Asserted: both ends show "direct" with
+#     those endpoints, and WireGuard data from p4 crosses the router's WAN;
+#   - negative control: n7 behind the same router, whose resolver is an unbound without the
+#     dns64 module, detects no prefix and cannot reach the control server.
+#
+#   lab internet 192.0.2.0/24 (IPv4 only here): ctl .1:8080 (relay, STUN 3478), p4 .14,
+#   router r6 .66 (NAT44 for tayga's pool 198.19.64.0/24); LANs n6 2001:db8:6::2/64 and
+#   n7 2001:db8:7::2/64; NAT64 prefix 2001:db8:64:64::/64, a network-specific one: the
+#   well-known 64:ff9b::/96 must not carry non-global IPv4 (RFC 6052 §3.1), and tayga
+#   refuses it for every lab address; a /64 also puts the u octet to the test.
+LAB_TIMEOUT=${LAB_TIMEOUT:-300}
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/natlab.sh"
+lab_init
+lab_require_control_plane
+lab_require nft
+if ! command -v tayga >/dev/null || ! command -v unbound >/dev/null; then
+	# The test's own dependencies, as scripts/install-deps.sh lists them.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		tayga unbound >/dev/null 2>&1 || true
+fi
+lab_require tayga unbound
+[[ -c /dev/net/tun ]] || lab_skip "no /dev/net/tun for tayga"
+
+PREFIX=2001:db8:64:64::/64
+# ipv4only.arpa's addresses and the lab's under the prefix (RFC 6052 §2.2, /64).
+WKA6="2001:db8:64:64:c0:0:aa00:0 2001:db8:64:64:c0:0:ab00:0"
+CTL6=2001:db8:64:64:c0:2:100:0
+P46=2001:db8:64:64:c0:2:e00:0
+
+lab_internet
+lab_public_host ctl 1
+lab_public_host p4 14
+lab_public_host r6 66
+# IPv4 only on the lab internet: the NAT64 is the only way from the site to these.
+for n in ctl p4 r6; do
+	ip -n "$(ns_name "$n")" -6 addr flush dev eth0 scope global
+done
+lab_forwarding r6
+lab_ns n6
+lab_ns n7
+lab_veth r6 eth1 n6 eth0
+lab_veth r6 eth2 n7 eth0
+lab_addr r6 eth1 2001:db8:6::1/64
+lab_addr r6 eth2 2001:db8:7::1/64
+lab_addr n6 eth0 2001:db8:6::2/64
+lab_addr n7 eth0 2001:db8:7::2/64
+nsx n6 ip -6 route add default via 2001:db8:6::1
+nsx n7 ip -6 route add default via 2001:db8:7::1
+
+# tayga: IPv6 hosts get an address of the pool, which the NAT44 hides behind r6's.
+mkdir -p "$LAB_TMP/tayga"
+printf '%s\n' "tun-device nat64" "ipv4-addr 198.19.64.1" "ipv6-addr 2001:db8:6::64" \
+	"prefix $PREFIX" "dynamic-pool 198.19.64.0/24" "data-dir $LAB_TMP/tayga" \
+	>"$LAB_TMP/tayga.conf"
+check "tayga makes its TUN device" nsx r6 tayga --mktun -c "$LAB_TMP/tayga.conf"
+nsx r6 ip link set nat64 up
+nsx r6 ip route add 198.19.64.0/24 dev nat64
+nsx r6 ip route add "$PREFIX" dev nat64
+ip netns exec "$(ns_name r6)" tayga -c "$LAB_TMP/tayga.conf" -n >"$LAB_TMP/tayga.log" 2>&1 &
+LAB_PIDS+=($!)
+LAB_EXTRA_LOGS+=("tayga=$LAB_TMP/tayga.log")
+natlab_nat r6 easy # the NAT44: tayga's pool goes out as 192.0.2.66
+
+# Two resolvers on r6 with ipv4only.arpa in a zone the iterator reads as if from upstream
+# (an auth-zone for-upstream: local-data would be answered before the dns64 module saw
+# it): 2001:db8:6::1 with DNS64, 2001:db8:7::1 without. No route out: nothing else answers.
+printf '%s\n' '$ORIGIN ipv4only.arpa.' '$TTL 3600' \
+	'@ IN SOA localhost. nobody.invalid. 1 3600 1200 604800 10800' '@ IN NS localhost.' \
+	'@ IN A 192.0.0.170' '@ IN A 192.0.0.171' >"$LAB_TMP/ipv4only.zone"
+unbound_start()
+{
+	local name=$1 addr=$2 modules=$3
+	printf '%s\n' "server:" "interface: $addr" "port: 53" \
+		"access-control: 2001:db8::/32 allow" 'username: ""' 'chroot: ""' \
+		"directory: \"$LAB_TMP\"" "pidfile: \"$LAB_TMP/unbound-$name.pid\"" \
+		"use-syslog: no" 'logfile: ""' "do-daemonize: no" "module-config: \"$modules\"" \
+		"dns64-prefix: $PREFIX" "auth-zone:" 'name: "ipv4only.arpa"' \
+		"zonefile: \"$LAB_TMP/ipv4only.zone\"" "for-downstream: no" "for-upstream: yes" \
+		"fallback-enabled: no" >"$LAB_TMP/unbound-$name.conf"
+	ip netns exec "$(ns_name r6)" unbound -d -c "$LAB_TMP/unbound-$name.conf" \
+		>"$LAB_TMP/unbound-$name.log" 2>&1 &
+	LAB_PIDS+=($!)
+	LAB_EXTRA_LOGS+=("unbound $name=$LAB_TMP/unbound-$name.log")
+}
+unbound_start dns64 2001:db8:6::1 "dns64 iterator"
+unbound_start plain 2001:db8:7::1 "iterator"
+lab_resolver n6 2001:db8:6::1
+lab_resolver n7 2001:db8:7::1
+# AAAA records only (getent ahostsv6 would map the A records into ::ffff:0:0/96).
+aaaa()
+{
+	nsx "$1" python3 -c '
+import socket, sys
+try:
+    print(" ".join(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], None, socket.AF_INET6)})))
+except socket.gaierror:
+    print("none")' ipv4only.arpa
+}
+resolves_to() { [[ $(aaaa "$1") == "$2" ]]; }
+udp53() { nsx r6 ss -Hlun "sport = :53" | grep -q "$1"; }
+both_resolvers() { udp53 '2001:db8:6::1' && udp53 '2001:db8:7::1'; }
+check "unbound listens with DNS64 and without" wait_for 20 both_resolvers
+check "the DNS64 synthesizes ipv4only.arpa under the prefix" wait_for 10 resolves_to n6 "$WKA6"
+check "the resolver without dns64 has no AAAA for it" resolves_to n7 none
+check "the NAT64 carries n6's ping to the IPv4-only server" nsx n6 ping -c 1 -W 5 "$CTL6"
+check_not "n6 has no IPv4 route" nsx n6 ping -c 1 -W 1 192.0.2.1
+
+lab_control_start ctl 192.0.2.1 8080 || lab_finish
+KEY=$(lab_authkey --reusable)
+lab_node_join p4 p4 "$KEY"
+lab_node_start n6 n6
+lab_node_start n7 n7
+
+# The detection runs on a worker at start: wait until it reported.
+nat64_of()
+{
+	tr_node "$1" netcheck --json | python3 -c '
+import json, sys
+n = json.load(sys.stdin)["nat64"]
+print("pending" if n is None else "%s %s" % (n["prefix"], n["active"]))'
+}
+nat64_is() { [[ $(nat64_of "$1") == "$2" ]]; }
+status_prefix_is() { [[ $(status_eval "$1" "j['netcheck']['nat64']['prefix']") == "$2" ]]; }
+check "n6 detects the prefix, active (no IPv4 route): netcheck --json" \
+	wait_for 20 nat64_is n6 "$PREFIX True"
+check "status --json has it too" status_prefix_is n6 "$PREFIX"
+check "negative control: n7, without DNS64, detects none" wait_for 20 nat64_is n7 "None False"
+
+check "n6 joins the IPv4-only control server through the NAT64" lab_node_up n6 "$KEY"
+n7_up() { timeout 8 "$TRELLIS_CLI" --socket "$(lab_node_sock n7)" up \
+	--login-server "$LAB_CONTROL_URL" --auth-key "$KEY" --hostname n7; }
+check_not "n7 cannot join it (nothing reaches IPv4 there)" n7_up
+check "n6 sees p4" wait_for 15 peers_are n6 p4
+check "p4 sees n6" wait_for 15 peers_are p4 n6
+IP4[n6]=$(node_ip n6 4)
+IP4[p4]=$(node_ip p4 4)
+check "n6's home relay (192.0.2.1, through the NAT64) is connected" wait_for 20 home_connected n6
+# STUN through the NAT64: its reflexive address is the NAT44's, port kept.
+reflexive_is() { [[ $(status_eval n6 "j['netcheck'].get('ipv4')") == "$1" ]]; }
+check "n6's STUN-reflexive address is r6's NAT44 (192.0.2.66:41641)" \
+	wait_for 30 reflexive_is 192.0.2.66:41641
+
+natlab_count r6 wg_from_p4 192.0.2.14 41641
+check "n6 pings p4 through the tunnel" ping_all n6 "${IP4[p4]}" 5
+check "p4 pings n6 through the tunnel" ping_all p4 "${IP4[n6]}" 5
+endpoint_of() { status_eval "$1" "[p.get('endpoint') for p in j['peers'] if p['hostname'] == '$2'][0]"; }
+direct_at() { path_with_traffic "$1" "$2" direct && [[ $(endpoint_of "$1" "$2") == "$3" ]]; }
+check "n6 -> p4 is direct, at p4's IPv4 candidate through the prefix" \
+	wait_for 20 direct_at n6 p4 "[$P46]:41641"
+check "p4 -> n6 is direct, at the NAT64's IPv4 address" \
+	wait_for 20 direct_at p4 n6 192.0.2.66:41641
+check "ping over the direct path" ping_all n6 "${IP4[p4]}" 5
+check_num "p4's WireGuard data crossed r6's WAN (not the relay)" \
+	"$(natlab_counted r6 wg_from_p4)" -gt 0
+
+lab_node_stop n6
+lab_node_stop n7
+lab_node_stop p4
+lab_finish
