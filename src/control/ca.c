@@ -927,7 +927,8 @@ int ca_renew_due(const struct control_mcert *certs, size_t n, const struct contr
 	for (size_t i = 0; i < n; i++)
 		if (ca_trusted(cas, n_cas, &certs[i]))
 			v[k++] = &certs[i];
-	qsort(v, k, sizeof(*v), renew_cmp);
+	if (k)
+		qsort(v, k, sizeof(*v), renew_cmp);
 	for (size_t i = 0; i < k; i++) {
 		const struct control_mcert *m = v[i];
 

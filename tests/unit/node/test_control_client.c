@@ -1076,11 +1076,16 @@ static void test_mcert_foreign(void **state)
 	struct fake_server fs;
 	struct control_client *cc;
 	struct node n;
-	char path[160];
+	char path[160], csr[MCERT_PEM_MAX], err[256];
+	uint8_t mk[32];
 
 	(void)state;
 	server_start(&fs, SC_MCERT);
 	node_setup(&n);
+	/* This node has a certificate key (as after `trellis cert request`): the refusal is the
+	 * certificate's, not for want of a key. */
+	assert_int_equal(x25519_private_generate(mk), 0);
+	assert_true(machinecert_request(n.dir, mk, "n", csr, sizeof(csr), err, sizeof(err)) > 0);
 	cc = client_start(&n, fs.port, "tskey-good");
 	WAIT_FOR(&n, n.deltas >= 1);
 	control_client_stats_get(cc, &st);
