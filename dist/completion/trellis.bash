@@ -84,7 +84,8 @@ _trellis_control()
 	' ') mapfile -t COMPREPLY < <(compgen -W "--state --offline serve version help authkey apikey
 		tailnets users nodes relaymap policy audit flows ca" -- "$cur") ;;
 	'serve ') mapfile -t COMPREPLY < <(compgen -W "--config --listen --tls-cert --tls-key
-		--metrics-listen --no-relay --stun-port --public-url --oidc-issuer --oidc-client-id
+		--metrics-listen --no-relay --stun-port --public-url --machine-cert-auto-renew
+		--oidc-issuer --oidc-client-id
 		--oidc-client-secret-file --oidc-ca-file --oidc-allowed-domains
 		--oidc-allowed-groups --oidc-groups-claim
 		--oidc-allow-unverified-email --help" -- "$cur") ;;

@@ -201,12 +201,21 @@ static void state_lines(json_t *st, const char *state)
 	}
 }
 
+/* Unix seconds as "2026-12-02 14:00:00 UTC" ("?" when it does not convert). */
+static void utc_format(json_int_t sec, char *ret, size_t cap)
+{
+	time_t t = (time_t)sec;
+	struct tm tm;
+
+	snprintf(ret, cap, "?");
+	if (gmtime_r(&t, &tm))
+		strftime(ret, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
 /* The installed machine certificate, in one line (status --json: machine_cert). */
 static void cert_line(json_t *c)
 {
-	time_t t = (time_t)json_integer_value(json_object_get(c, "not_after"));
-	char until[40] = "?";
-	struct tm tm;
+	char from[40], until[40];
 
 	if (!json_is_object(c))
 		return;
@@ -214,11 +223,18 @@ static void cert_line(json_t *c)
 		printf("machine cert: %s\n", str(c, "error"));
 		return;
 	}
-	if (gmtime_r(&t, &tm))
-		strftime(until, sizeof(until), "%Y-%m-%d %H:%M:%S UTC", &tm);
-	printf("machine cert: %s, serial %s, valid until %s, issuer %s (key id %s)\n",
-	       str(c, "subject"), str(c, "serial"), until, str(c, "issuer"),
-	       str(c, "issuer_key_id"));
+	utc_format(json_integer_value(json_object_get(c, "not_before")), from, sizeof(from));
+	utc_format(json_integer_value(json_object_get(c, "not_after")), until, sizeof(until));
+	printf("machine cert: %s, serial %s, valid from %s until %s, issuer %s (key id %s), %s\n",
+	       str(c, "subject"), str(c, "serial"), from, until, str(c, "issuer"),
+	       str(c, "issuer_key_id"),
+	       json_is_true(json_object_get(c, "from_server")) ? "from the server"
+	       : json_is_string(json_object_get(c, "sent_serial"))
+		   ? "not the one the server sent last"
+		   : "not sent by the server since trellisd started");
+	if (json_integer_value(json_object_get(c, "server_refused")))
+		printf("machine cert: %lld sent by the server refused (see the log)\n",
+		       (long long)json_integer_value(json_object_get(c, "server_refused")));
 }
 
 /* "# Health:" and one line per problem; the error is already said by state_lines. */

@@ -214,8 +214,9 @@ static const struct noun nouns[] = {
      "  rotate: a new CA that signs from now on; the old one stays trusted until\n"
      "  retire (refused while a machine has a valid certificate of it and none of\n"
      "  another, unless --force, which expires their nodes). renew SERIAL: the same\n"
-     "  certificate (key, machine, name) signed again by the CA that signs now; the\n"
-     "  node fetches it at its next registration (list --expiring 30d finds them).\n"
+     "  certificate (key, machine, name) signed again by the CA that signs now; an\n"
+     "  online node gets it pushed, others at their next registration (list --expiring\n"
+     "  30d finds them; serve --machine-cert-auto-renew DUR renews by itself).\n"
      "  show --all: every CA (PEM; --json with id, key_id, retired_at). crl: the\n"
      "  CA's revocation list (X.509 CRL, PEM, valid 7 days).\n"
      "example: trellis-control ca sign node.csr > node.crt\n"},

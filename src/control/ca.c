@@ -844,6 +844,17 @@ const char *ca_register_check(struct store *s, uint64_t tailnet_id, const struct
 int ca_cert_newer(struct store *s, uint64_t tailnet_id, const struct ca_evidence *ev, int64_t now,
 		  char *ret_b64, size_t cap)
 {
+	/* Only to the holder of both keys: the session's machine key, the proof's key. */
+	if (!ev || !ev->present || ev->result != MCERT_OK)
+		return -ENOENT;
+	return ca_cert_newer_of(s, tailnet_id, ev->info.machine_key, ev->info.pub,
+				ev->info.not_after, now, ret_b64, cap);
+}
+
+int ca_cert_newer_of(struct store *s, uint64_t tailnet_id,
+		     const uint8_t machine_key[NETMAP_KEY_LEN], const uint8_t pub[32],
+		     int64_t not_after, int64_t now, char *ret_b64, size_t cap)
+{
 	struct control_ca *cas = NULL;
 	struct control_mcert m;
 	struct mcert_info info;
@@ -851,11 +862,7 @@ int ca_cert_newer(struct store *s, uint64_t tailnet_id, const struct ca_evidence
 	size_t n_cas = 0;
 	int r, len;
 
-	/* Only to the holder of both keys: the session's machine key, the proof's key. */
-	if (!ev || !ev->present || ev->result != MCERT_OK)
-		return -ENOENT;
-	r = store_mcert_newer(s, tailnet_id, ev->info.machine_key, ev->info.pub, ev->info.not_after,
-			      now, &m);
+	r = store_mcert_newer(s, tailnet_id, machine_key, pub, not_after, now, &m);
 	if (r < 0)
 		return r;
 	der = malloc(MCERT_DER_MAX);
@@ -872,8 +879,8 @@ int ca_cert_newer(struct store *s, uint64_t tailnet_id, const struct ca_evidence
 		if (cas[i].id == m.ca_id && cas[i].tailnet_id == tailnet_id && !cas[i].retired_at &&
 		    mcert_verify(cas[i].cert, strnlen(cas[i].cert, sizeof(cas[i].cert)), der,
 				 (size_t)len, now, &info) == MCERT_OK &&
-		    !memcmp(info.machine_key, ev->info.machine_key, NETMAP_KEY_LEN) &&
-		    !memcmp(info.pub, ev->info.pub, sizeof(info.pub)))
+		    !memcmp(info.machine_key, machine_key, NETMAP_KEY_LEN) &&
+		    !memcmp(info.pub, pub, sizeof(info.pub)))
 			r = 0;
 	if (r == 0 && base64_encode(ret_b64, cap, der, (size_t)len) < 0)
 		r = -EMSGSIZE;
@@ -881,4 +888,64 @@ out:
 	free(cas);
 	free(der);
 	return r;
+}
+
+/* Certificates of one machine and key side by side, the one ending last first. */
+static int renew_cmp(const void *a, const void *b)
+{
+	const struct control_mcert *x = *(const struct control_mcert *const *)a;
+	const struct control_mcert *y = *(const struct control_mcert *const *)b;
+	int r;
+
+	if (x->tailnet_id != y->tailnet_id)
+		return x->tailnet_id < y->tailnet_id ? -1 : 1;
+	r = memcmp(x->machine_key, y->machine_key, NETMAP_KEY_LEN);
+	if (!r)
+		r = memcmp(x->pub, y->pub, sizeof(x->pub));
+	if (!r && x->not_after != y->not_after)
+		r = x->not_after > y->not_after ? -1 : 1;
+	return r;
+}
+
+static bool ca_trusted(const struct control_ca *cas, size_t n_cas, const struct control_mcert *m)
+{
+	for (size_t i = 0; i < n_cas; i++)
+		if (cas[i].id == m->ca_id && cas[i].tailnet_id == m->tailnet_id)
+			return !cas[i].retired_at;
+	return false;
+}
+
+int ca_renew_due(const struct control_mcert *certs, size_t n, const struct control_ca *cas,
+		 size_t n_cas, int64_t now, int64_t window_sec, size_t *ret)
+{
+	const struct control_mcert **v = n ? malloc(n * sizeof(*v)) : NULL;
+	size_t k = 0, due = 0;
+
+	if (n && !v)
+		return -ENOMEM;
+	/* A retired CA's never counts; a revoked one does, as the newest: it stops renewal. */
+	for (size_t i = 0; i < n; i++)
+		if (ca_trusted(cas, n_cas, &certs[i]))
+			v[k++] = &certs[i];
+	if (k)
+		qsort(v, k, sizeof(*v), renew_cmp);
+	for (size_t i = 0; i < k; i++) {
+		const struct control_mcert *m = v[i];
+
+		/* Only the newest of each machine and key: an older one is renewed already. */
+		if (i && !memcmp(v[i - 1]->machine_key, m->machine_key, NETMAP_KEY_LEN) &&
+		    !memcmp(v[i - 1]->pub, m->pub, sizeof(m->pub)) &&
+		    v[i - 1]->tailnet_id == m->tailnet_id)
+			continue;
+		/* Revoked (the admin's word on this machine), or ended, or not yet begun. */
+		if (m->revoked || !m->has_pub || m->not_before > now || m->not_after <= now ||
+		    m->not_after - now >= window_sec)
+			continue;
+		/* A renewal of the same length would be due at once: renewed in a loop. */
+		if (m->not_after - m->not_before - MCERT_BACKDATE_SEC <= window_sec)
+			continue;
+		ret[due++] = (size_t)(m - certs);
+	}
+	free(v);
+	return (int)due;
 }

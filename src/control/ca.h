@@ -165,5 +165,25 @@ const char *ca_register_check(struct store *s, uint64_t tailnet_id, const struct
  */
 int ca_cert_newer(struct store *s, uint64_t tailnet_id, const struct ca_evidence *ev, int64_t now,
 		  char *ret_b64, size_t cap);
+/*
+ * The same for a machine key and certificate key the caller vouches for: the push of a
+ * renewal on the map stream (the server knows the node's machine key from its session; the
+ * node takes only a certificate naming its own keys). not_after 0: the one ending last.
+ */
+int ca_cert_newer_of(struct store *s, uint64_t tailnet_id,
+		     const uint8_t machine_key[NETMAP_KEY_LEN], const uint8_t pub[32],
+		     int64_t not_after, int64_t now, char *ret_b64, size_t cap);
+
+/*
+ * Auto-renewal (serve --machine-cert-auto-renew DUR, docs/identity.md): which of certs (n, as
+ * store_mcert_list gives them; cas: every CA) to renew at now. Per tailnet, machine key and
+ * certificate key, the one ending last among those of a CA not retired, when it is not
+ * revoked (a revoked newest one stops renewal), renewable (its key kept), valid at now with
+ * less than window_sec left, and a renewal as long as it (its not_after - not_before -
+ * MCERT_BACKDATE_SEC) would not be due at once. Their indexes
+ * into ret (room for n); how many, or -ENOMEM. No I/O.
+ */
+int ca_renew_due(const struct control_mcert *certs, size_t n, const struct control_ca *cas,
+		 size_t n_cas, int64_t now, int64_t window_sec, size_t *ret);
 
 #endif

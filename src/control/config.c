@@ -35,6 +35,7 @@ static const struct key {
     {"oidc-allowed-domains", STRING, offsetof(struct control_config, oidc_domains)},
     {"oidc-allowed-groups", STRING, offsetof(struct control_config, oidc_groups)},
     {"oidc-groups-claim", STRING, offsetof(struct control_config, oidc_groups_claim)},
+    {"machine-cert-auto-renew", STRING, offsetof(struct control_config, mcert_auto_renew)},
     {"oidc-allow-unverified-email", BOOL, offsetof(struct control_config, oidc_allow_unverified)},
 };
 
@@ -286,6 +287,7 @@ void control_config_free(struct control_config *c)
 	free(c->oidc_ca_file);
 	free(c->oidc_domains);
 	free(c->oidc_groups);
+	free(c->mcert_auto_renew);
 	free(c->oidc_groups_claim);
 	memset(c, 0, sizeof(*c));
 }

@@ -44,6 +44,7 @@ struct control_config {
 	char *state_dir, *listen, *tls_cert, *tls_key, *metrics_listen, *public_url;
 	char *oidc_issuer, *oidc_client_id, *oidc_secret_file, *oidc_ca_file, *oidc_domains;
 	char *oidc_groups, *oidc_groups_claim;
+	char *mcert_auto_renew; /* a duration (admin_duration_parse), checked by serve */
 	int no_relay;  /* -1: not set */
 	int oidc_allow_unverified; /* -1: not set */
 	int stun_port; /* -1: not set; else 0-65535 */

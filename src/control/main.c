@@ -49,6 +49,7 @@ static void serve_usage(void)
 	    "usage: trellis-control [--state DIR] serve [--config FILE] [--listen ADDR:PORT]\n"
 	    "         [--tls-cert PEM --tls-key PEM] [--no-relay] [--stun-port N]\n"
 	    "         [--metrics-listen ADDR:PORT] [--public-url URL]\n"
+	    "         [--machine-cert-auto-renew DUR]\n"
 	    "         [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file F\n"
 	    "          [--oidc-ca-file PEM] [--oidc-allowed-domains D,D]\n"
 	    "          [--oidc-allowed-groups G,G [--oidc-groups-claim NAME]] "
@@ -58,7 +59,8 @@ static void serve_usage(void)
 	    "                      metrics-listen, no-relay, stun-port, public-url, oidc-issuer,\n"
 	    "                      oidc-client-id, oidc-client-secret-file, oidc-ca-file,\n"
 	    "                      oidc-allowed-domains, oidc-allowed-groups,\n"
-	    "                      oidc-groups-claim, oidc-allow-unverified-email\n"
+	    "                      oidc-groups-claim, oidc-allow-unverified-email,\n"
+	    "                      machine-cert-auto-renew\n"
 	    "  --listen ADDR:PORT  HTTP(S) address (%s)\n"
 	    "  --tls-cert, --tls-key  serve HTTPS with this PEM chain and key\n"
 	    "  --no-relay          no embedded relay (GET /relay)\n"
@@ -68,6 +70,9 @@ static void serve_usage(void)
 	    "                      OIDC sends them back to URL" WEBOIDC_CALLBACK_PATH "\n"
 	    "                      and machine certificates signed here name\n"
 	    "                      URL/crl/KEYID.crl, where their CA's CRL is served\n"
+	    "  --machine-cert-auto-renew DUR  renew a node's machine certificate (as\n"
+	    "                      `ca renew`, in the audit log as the server) when less than\n"
+	    "                      DUR of it is left (7d, 12h), and push it to the node\n"
 	    "  --oidc-issuer URL   sign in with this OpenID provider (https, as it names\n"
 	    "                      itself in its discovery document); needs --public-url\n"
 	    "  --oidc-client-id ID, --oidc-client-secret-file F  this server's client at\n"
@@ -165,7 +170,7 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 		.stun_port = 3478,
 	};
 	const char *listen = NULL, *cert = NULL, *key = NULL, *metrics = NULL, *config = NULL;
-	const char *stun = NULL, *oidc_secret_file = NULL, *public_url = NULL;
+	const char *stun = NULL, *oidc_secret_file = NULL, *public_url = NULL, *renew = NULL;
 	struct control_config cf = { .no_relay = -1, .stun_port = -1, .oidc_allow_unverified = -1 };
 	struct oidc_config oidc = { 0 };
 	char err[CONFIG_ERR_MAX], oidc_secret[1024], redirect[OIDC_URL_MAX];
@@ -201,6 +206,8 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 			dst = &config;
 		else if (strcmp(argv[i], "--public-url") == 0)
 			dst = &public_url;
+		else if (strcmp(argv[i], "--machine-cert-auto-renew") == 0)
+			dst = &renew;
 		else if (strcmp(argv[i], "--oidc-issuer") == 0)
 			dst = &oidc.issuer;
 		else if (strcmp(argv[i], "--oidc-client-id") == 0)
@@ -269,6 +276,15 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 		return 1;
 	}
 	opts.public_url = public_url;
+	config_take(&renew, renew, cf.mcert_auto_renew);
+	if (renew && admin_duration_parse(renew, &opts.mcert_auto_renew_sec) < 0) {
+		fprintf(stderr,
+			"trellis-control: serve: --machine-cert-auto-renew: bad duration "
+			"\"%s\" (examples: 90s, 30m, 12h, 7d)\n",
+			renew);
+		control_config_free(&cf);
+		return 1;
+	}
 	if (oidc.issuer)
 		opts.oidc = &oidc;
 	if (!opts.tls_cert != !opts.tls_key) {

@@ -71,6 +71,11 @@ struct msub {
 	bool filter_dirty; /* its packet filter changed since its last map */
 	bool flow_log_dirty; /* its tailnet's flow-log setting changed since its last map */
 	bool overflow; /* a pending entry could not be allocated: only a full map is right now */
+	/*
+	 * A renewed machine certificate to push (mapper_node_mcert; malloc'd base64): kept past a
+	 * full map, which does not carry one, so that the next delta does.
+	 */
+	char *mcert;
 	bool dirty;
 	struct msub *dirty_prev, *dirty_next;
 };
@@ -412,6 +417,15 @@ static void pend_reset(struct msub *s)
 	s->filter_dirty = false;
 	s->flow_log_dirty = false;
 	s->overflow = false;
+}
+
+/* A full map went to s: nothing pending but a certificate to push. */
+static void sub_superseded(struct mapper *m, struct msub *s)
+{
+	pend_reset(s);
+	dirty_del(m, s);
+	if (s->mcert)
+		dirty_add(m, s);
 }
 
 /*
@@ -1130,8 +1144,10 @@ static void node_destroy(struct mnode *x)
 {
 	json_drop(x);
 	filter_drop(x);
-	if (x->sub)
+	if (x->sub) {
 		free(x->sub->pend);
+		free(x->sub->mcert);
+	}
 	free(x->sub);
 	free(x);
 }
@@ -1607,8 +1623,27 @@ void mapper_unsubscribe(struct mapper *m, uint64_t id)
 	tn->subs[s->tn_idx] = tn->subs[--tn->n_subs];
 	tn->subs[s->tn_idx]->tn_idx = s->tn_idx;
 	free(s->pend);
+	free(s->mcert);
 	free(s);
 	x->sub = NULL;
+}
+
+int mapper_node_mcert(struct mapper *m, uint64_t id, const char *b64)
+{
+	struct mnode *x = node_find(m, id);
+	char *copy;
+
+	if (!x || !x->sub)
+		return -ENOENT;
+	if (strnlen(b64, NETMAP_MCERT_MAX) >= NETMAP_MCERT_MAX)
+		return -EINVAL;
+	copy = strdup(b64);
+	if (!copy)
+		return -ENOMEM;
+	free(x->sub->mcert);
+	x->sub->mcert = copy;
+	dirty_add(m, x->sub);
+	return 0;
 }
 
 bool mapper_subscribed(const struct mapper *m, uint64_t id)
@@ -1661,10 +1696,8 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
 	nm->flow_log = tn->flow_log;
 	nm->seq = ++m->seq;
 	nm->version = m->version;
-	if (x->sub) {
-		pend_reset(x->sub);
-		dirty_del(m, x->sub);
-	}
+	if (x->sub)
+		sub_superseded(m, x->sub);
 	*ret = nm;
 	nm = NULL;
 	r = 0;
@@ -1774,10 +1807,8 @@ static int netmap_build(struct mapper *m, uint64_t id, int64_t now, bool zc, cha
 		json = (char *)z;
 	}
 	m->seq++;
-	if (x->sub) {
-		pend_reset(x->sub);
-		dirty_del(m, x->sub);
-	}
+	if (x->sub)
+		sub_superseded(m, x->sub);
 	*ret = json;
 	*ret_len = len;
 	json = NULL;
@@ -1866,7 +1897,7 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 		}
 	}
 	if (!n_add && !n_rm && !n_chg && !n_ep && !n_on && !s->self_dirty && !s->relay_dirty &&
-	    !s->filter_dirty && !s->flow_log_dirty) {
+	    !s->filter_dirty && !s->flow_log_dirty && !s->mcert) {
 		pend_reset(s);
 		*ret = NULL;
 		return 0;
@@ -1939,6 +1970,8 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 	}
 	if (s->flow_log_dirty)
 		d->flow_log = x->tn->flow_log;
+	d->machine_cert = s->mcert;
+	s->mcert = NULL;
 	d->seq = ++m->seq;
 	d->version = m->version;
 	pend_reset(s);
@@ -1946,6 +1979,25 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 	d = NULL;
 	r = 0;
 out:
+	netmap_delta_free(d);
+	return r;
+}
+
+int mapper_drop_delta(struct mapper *m, uint64_t id)
+{
+	struct netmap_delta *d = NULL;
+	struct mnode *x = node_find(m, id);
+	char *mcert;
+	int r;
+
+	if (!x || !x->sub)
+		return -ENOENT;
+	/* Not in a full map: held back, not dirty; the map's sub_superseded wakes it. */
+	mcert = x->sub->mcert;
+	x->sub->mcert = NULL;
+	r = mapper_take_delta(m, id, &d);
+	x->sub->mcert = mcert;
+	r = r == 0 && d;
 	netmap_delta_free(d);
 	return r;
 }

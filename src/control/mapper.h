@@ -117,6 +117,13 @@ int64_t mapper_next_expiry(const struct mapper *m);
 int mapper_subscribe(struct mapper *m, uint64_t id);
 void mapper_unsubscribe(struct mapper *m, uint64_t id);
 bool mapper_subscribed(const struct mapper *m, uint64_t id);
+/*
+ * A renewed machine certificate (base64 DER) for the subscriber's next delta
+ * (netmap_delta.machine_cert); a later one replaces one not yet taken, and a full map in
+ * between does not drop it. 0, -ENOENT (no map stream: it gets it when it registers),
+ * -EINVAL (over NETMAP_MCERT_MAX), -ENOMEM.
+ */
+int mapper_node_mcert(struct mapper *m, uint64_t id, const char *b64);
 
 /*
  * The full netmap of a node at `now` (expiries up to now are processed first,
@@ -152,6 +159,12 @@ int mapper_zstd_stats(const struct mapper *m, struct mapzc_stats *ret);
  * send a full netmap instead). Free with netmap_delta_free.
  */
 int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret);
+/*
+ * Drops what is pending for subscriber id, which gets a full netmap instead, but for a
+ * certificate to push (mapper_node_mcert): a full map does not carry one, so it waits, not
+ * dirty, for the delta after that map. 1 (something was dropped), 0, -ENOENT.
+ */
+int mapper_drop_delta(struct mapper *m, uint64_t id);
 /*
  * The subscriber that has waited longest with a pending delta, or 0. Both first recompile
  * the access policy of tailnets whose nodes changed (see mapper_policy_set).

@@ -224,11 +224,8 @@ void mapstream_schedule(struct mapstream *ms)
 /* Drops what is pending for a subscriber that gets a full netmap instead. */
 static void delta_discard(struct mapstream *ms, uint64_t id)
 {
-	struct netmap_delta *d = NULL;
-
-	if (mapper_take_delta(ms->m, id, &d) == 0 && d)
+	if (mapper_drop_delta(ms->m, id) > 0)
 		ms->ctr->deltas_superseded++;
-	netmap_delta_free(d);
 }
 
 static void flush_cb(struct loop_timer *t)

@@ -59,8 +59,13 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		c->regs_ok, c->regs_needs_auth, c->regs_error);
 	fprintf(f,
 		"# TYPE trellis_control_machine_certs_sent_total counter\n"
-		"trellis_control_machine_certs_sent_total %" PRIu64 "\n",
-		c->mcerts_sent);
+		"trellis_control_machine_certs_sent_total %" PRIu64 "\n"
+		"# TYPE trellis_control_machine_certs_pushed_total counter\n"
+		"trellis_control_machine_certs_pushed_total %" PRIu64 "\n"
+		"# TYPE trellis_control_machine_certs_auto_renewed_total counter\n"
+		"trellis_control_machine_certs_auto_renewed_total{result=\"ok\"} %" PRIu64 "\n"
+		"trellis_control_machine_certs_auto_renewed_total{result=\"failed\"} %" PRIu64 "\n",
+		c->mcerts_sent, c->mcerts_pushed, c->mcerts_auto_renewed, c->mcerts_auto_failed);
 	fprintf(f, "# TYPE trellis_control_messages_sent_total counter\n"
 		   "trellis_control_messages_sent_total{type=\"netmap\"} %" PRIu64 "\n"
 		   "trellis_control_messages_sent_total{type=\"delta\"} %" PRIu64 "\n"

@@ -52,6 +52,8 @@ struct metrics_counters {
 	uint64_t resumes, resumes_refused;
 	uint64_t late_reads; /* a deadline found the node's bytes waiting: we were behind */
 	uint64_t mcerts_sent; /* renewed machine certificates sent in register responses */
+	uint64_t mcerts_pushed; /* ... and queued for a node's map stream (mapper_node_mcert) */
+	uint64_t mcerts_auto_renewed, mcerts_auto_failed; /* serve --machine-cert-auto-renew */
 	size_t out_max; /* most bytes one connection had buffered */
 	uint64_t drops[METRICS_DROP_MAX];
 };

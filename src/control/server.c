@@ -83,6 +83,8 @@
 #define PRESUME_NS (60 * NSEC_PER_SEC)
 /* "BEGIN END": the change feed's rows of the last run's stop (its nodes going offline). */
 #define STOP_SETTING "control.stop"
+/* How often --machine-cert-auto-renew reads the certificates (a listing of all of them). */
+#define MCERT_SCAN_SEC 5
 
 struct control_server {
 	struct loop *loop;
@@ -121,6 +123,8 @@ struct control_server {
 	uint64_t *presumed;	       /* nodes online at the last stop, until presume_t */
 	size_t n_presumed;
 	struct loop_timer presume_t;
+	int64_t mcert_renew_sec; /* serve --machine-cert-auto-renew; 0: off */
+	int64_t mcert_scan_at;	 /* Unix seconds: its next look at the certificates */
 };
 
 enum op_kind { OP_REGISTER, OP_LOGOUT };
@@ -1480,6 +1484,31 @@ static void post_control(struct httpd_request *r, void *ctx)
  * Our own writes do not come back through the change feed: apply each as it
  * commits, and say what the admin did.
  */
+/*
+ * A certificate was signed or renewed (docs/identity.md, "Renewed certificates"): its machine's
+ * node, if it has a map stream, gets the newest one of its machine key and certificate key in
+ * its next delta. The node takes it only when it names its own keys and ends later. A
+ * renewal written by another process (--offline) reaches the node at its next registration.
+ */
+static void mcert_push(struct control_server *s, const struct control_mcert *m)
+{
+	struct registry_node *e = registry_node_in_tailnet(s->reg, m->tailnet_id, m->machine_key);
+	char *b64;
+
+	if (!e || !e->id || !e->stream)
+		return;
+	b64 = malloc(CTRL_MCERT_MAX);
+	if (b64 &&
+	    ca_cert_newer_of(s->store, m->tailnet_id, m->machine_key, m->pub, 0, time_wall_s(), b64,
+			     CTRL_MCERT_MAX) == 0 &&
+	    mapper_node_mcert(s->m, e->id, b64) == 0) {
+		s->ctr.mcerts_pushed++;
+		log_info("control: node %" PRIu64 ": machine certificate pushed", e->id);
+		mapstream_schedule(s->ms);
+	}
+	free(b64);
+}
+
 static void admin_committed(void *arg, const char *actor, const struct store_op *op, uint64_t id)
 {
 	struct control_server *s = arg;
@@ -1550,6 +1579,8 @@ static void admin_committed(void *arg, const char *actor, const struct store_op 
 	case STORE_OP_MCERT_PUT:
 		/* Read from the store at each registration (ca.h); the lists served are remade. */
 		crlhttp_changed(s->crl);
+		if (op->kind == STORE_OP_MCERT_PUT && !op->mcert.revoked && op->mcert.has_pub)
+			mcert_push(s, &op->mcert);
 		if (op->kind == STORE_OP_CA_PUT)
 			log_info("control: admin %s: machine CA of tailnet %" PRIu64 " created",
 				 actor, op->ca.tailnet_id);
@@ -1859,6 +1890,62 @@ static const struct changes_hooks changes_hooks = {
 	.policy_changed = changed_policy,
 };
 
+/*
+ * serve --machine-cert-auto-renew: renews, as `ca renew` does (audit entry cert.renew, actor
+ * "server"), each certificate ca_renew_due picks whose machine has a node, for as long as it
+ * was valid; admin_committed then pushes it.
+ */
+static void mcert_auto_renew(struct control_server *s, int64_t now)
+{
+	struct admin_op_ctx c = {.store = s->store,
+				 .actor = "server",
+				 .now = now,
+				 .state_dir = s->state_dir,
+				 .public_url = s->public_url,
+				 .committed = admin_committed,
+				 .arg = s};
+	struct control_mcert *all = NULL;
+	struct control_ca *cas = NULL;
+	size_t n = 0, n_cas = 0, *due = NULL;
+	char *pem = NULL;
+	int k;
+
+	if (!s->mcert_renew_sec || now < s->mcert_scan_at)
+		return;
+	s->mcert_scan_at = now + MCERT_SCAN_SEC;
+	if (store_mcert_list(s->store, &all, &n) < 0 || !n ||
+	    store_ca_list(s->store, &cas, &n_cas) < 0)
+		goto out;
+	due = malloc(n * sizeof(*due));
+	pem = malloc(MCERT_PEM_MAX);
+	k = due && pem ? ca_renew_due(all, n, cas, n_cas, now, s->mcert_renew_sec, due) : 0;
+	for (int i = 0; i < k; i++) {
+		const struct control_mcert *m = &all[due[i]];
+		const struct registry_node *e =
+		    registry_node_in_tailnet(s->reg, m->tailnet_id, m->machine_key);
+		struct control_mcert out;
+
+		if (!e || !e->id)
+			continue;
+		if (ca_op_renew(&c, NULL, m->serial,
+				m->not_after - m->not_before - MCERT_BACKDATE_SEC, pem,
+				MCERT_PEM_MAX, &out) < 0) {
+			s->ctr.mcerts_auto_failed++;
+			log_ratelimited(LOG_LEVEL_WARN, "control: cannot renew certificate %s: %s",
+					m->serial, c.err);
+			continue;
+		}
+		s->ctr.mcerts_auto_renewed++;
+		log_info("control: node %" PRIu64 ": certificate %s renewed as %s", e->id,
+			 m->serial, out.serial);
+	}
+out:
+	free(all);
+	free(cas);
+	free(due);
+	free(pem);
+}
+
 static void tick_cb(struct loop_timer *t)
 {
 	struct control_server *s = container_of(t, struct control_server, tick_t);
@@ -1871,6 +1958,7 @@ static void tick_cb(struct loop_timer *t)
 	/* Deleted, expired, logged out, rotated away: off the relay too. */
 	control_relay_tick(s->relay);
 	flows_pruner_tick(s->prune, time_wall_s());
+	mcert_auto_renew(s, time_wall_s());
 	loop_timer_arm(s->loop, t, loop_now_ns(s->loop) + TICK_NS);
 }
 
@@ -2083,6 +2171,7 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		goto out;
 	}
 	s->state_dir = strdup(opts->state_dir);
+	s->mcert_renew_sec = opts->mcert_auto_renew_sec;
 	if (opts->public_url) {
 		s->public_url = strdup(opts->public_url);
 		if (s->public_url) {

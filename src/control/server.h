@@ -24,6 +24,11 @@ struct control_serve_opts {
 	 * Certificates signed through it name PUBLIC_URL/crl/NAME.crl (crlhttp.h).
 	 */
 	const char *public_url;
+	/*
+	 * serve --machine-cert-auto-renew: a node's certificate is renewed from its tailnet's
+	 * signing CA when less than this is left of it (ca_renew_due) and pushed. 0: never.
+	 */
+	int64_t mcert_auto_renew_sec;
 	/* OIDC sign-in (src/oidc/client.h), checked by serve; NULL: none. */
 	const struct oidc_config *oidc;
 	/* Tests: the store's backend (store.h); NULL: SQLite. */

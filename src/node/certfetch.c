@@ -14,6 +14,28 @@
 #define PEM_TAIL "-----END CERTIFICATE-----\n"
 #define PEM_LINE 64 /* RFC 7468 section 2: lines of 64 characters */
 
+/* The DER (its length) and fields of a certificate sent as base64 DER; -EBADMSG. */
+static int parse(const char *b64, size_t len, uint8_t der[MCERT_DER_MAX], struct mcert_info *ret)
+{
+	int n = base64_decode(der, MCERT_DER_MAX, b64, len);
+
+	if (n <= 0 || mcert_parse(der, (size_t)n, ret) != MCERT_OK)
+		return -EBADMSG;
+	return n;
+}
+
+int certfetch_serial(const char *b64, size_t len, char ret[MCERT_SERIAL_MAX])
+{
+	uint8_t der[MCERT_DER_MAX];
+	struct mcert_info info;
+	int n = parse(b64, len, der, &info);
+
+	if (n < 0)
+		return n;
+	memcpy(ret, info.serial, MCERT_SERIAL_MAX);
+	return 0;
+}
+
 int certfetch_pem(const char *b64, size_t len, int64_t installed_not_after, char *ret, size_t cap)
 {
 	char text[BASE64_ENCODED_LEN(MCERT_DER_MAX) + 1];
@@ -22,9 +44,9 @@ int certfetch_pem(const char *b64, size_t len, int64_t installed_not_after, char
 	size_t k = 0;
 	int n;
 
-	n = base64_decode(der, sizeof(der), b64, len);
-	if (n <= 0 || mcert_parse(der, (size_t)n, &info) != MCERT_OK)
-		return -EBADMSG;
+	n = parse(b64, len, der, &info);
+	if (n < 0)
+		return n;
 	if (info.not_after <= installed_not_after)
 		return 0;
 	/* Written again from the DER that parsed: nothing of the sender's text reaches the file. */

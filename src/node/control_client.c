@@ -553,30 +553,40 @@ static int rotate_start(struct control_client *cc, struct session *s)
 }
 
 /*
- * A newer certificate of our own in a register response (certfetch.h): installed, the next
- * registration presents it. True when installed. A refused one is logged, rate-limited.
+ * A newer certificate of our own in a register response or a delta (certfetch.h): installed,
+ * the next registration presents it. True when installed. A refused one is counted and
+ * logged, rate-limited: it is the server's input, not ours.
  */
-static bool cert_take(struct control_client *cc, const struct ctrl_register_response *rr)
+static bool cert_take(struct control_client *cc, const char *b64)
 {
-	char err[ERR_MAX];
+	char err[ERR_MAX], serial[MCERT_SERIAL_MAX] = "";
 	int r;
 
-	if (!rr->machine_cert[0])
+	if (!b64 || !b64[0])
 		return false;
-	r = certfetch_install(cc->state_dir, cc->machine_key, rr->machine_cert, time_wall_s(), err,
-			      sizeof(err));
+	r = certfetch_install(cc->state_dir, cc->machine_key, b64, time_wall_s(), err, sizeof(err));
+	if (r >= 0 && certfetch_serial(b64, strnlen(b64, CTRL_MCERT_MAX), serial) < 0)
+		serial[0] = '\0';
+	pthread_mutex_lock(&cc->lock);
+	if (r < 0) {
+		cc->stats.mcerts_refused++;
+	} else {
+		cc->stats.mcerts_installed += r > 0;
+		memcpy(cc->stats.mcert_sent_serial, serial, sizeof(serial));
+	}
+	pthread_mutex_unlock(&cc->lock);
 	if (r < 0)
 		log_ratelimited(LOG_LEVEL_WARN, "%s sent a machine certificate, not installed: %s",
 				cc->url, err);
 	else if (r > 0)
-		log_info("installed the renewed machine certificate %s sent", cc->url);
+		log_info("installed the renewed machine certificate %s %s sent", serial, cc->url);
 	return r > 0;
 }
 
 /* The answer to a rotation: never fatal, the old key goes on until it expires. */
 static int rotate_response(struct control_client *cc, const struct ctrl_register_response *rr)
 {
-	cert_take(cc, rr);
+	cert_take(cc, rr->machine_cert);
 	if (rr->status != CTRL_REGISTER_OK) {
 		log_warn("%s refused the node key rotation: %s", cc->url,
 			 rr->status == CTRL_REGISTER_ERROR && rr->error[0] ? rr->error
@@ -698,8 +708,8 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 		 * Refused with a newer certificate (ours had ended): once more with it, on this
 		 * session (the proof binds to its hash), rather than stop for good.
 		 */
-		if (cert_take(cc, &m.reg_resp) && m.reg_resp.status == CTRL_REGISTER_ERROR &&
-		    !s->cert_retried) {
+		if (cert_take(cc, m.reg_resp.machine_cert) &&
+		    m.reg_resp.status == CTRL_REGISTER_ERROR && !s->cert_retried) {
 			log_info("%s refused the registration (%s): registering again with the "
 				 "renewed certificate",
 				 cc->url, m.reg_resp.error);
@@ -781,6 +791,8 @@ static int handle_msg(struct control_client *cc, struct session *s, const char *
 			break;
 		if (m.delta->has_self)
 			rotate_schedule(cc, &m.delta->self);
+		/* Pushed at a renewal: taken now, presented at the next registration. */
+		cert_take(cc, m.delta->machine_cert);
 		if (s->resuming)
 			log_info("resumed the held netmap (version %" PRIu64
 				 "): a delta of %u added, "

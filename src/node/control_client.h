@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "crypto/mcert.h"
 #include "proto/netmap.h"
 
 #define CONTROL_KEEPALIVE_NS (30ULL * 1000000000ULL)  /* send after this much idle */
@@ -136,6 +137,10 @@ struct control_client_stats {
 	uint64_t zstd_maps;
 	uint64_t zstd_bytes_in, zstd_bytes_out; /* on the wire, and as JSON text */
 	uint64_t zstd_errors; /* refused: corrupt, or larger than a message may be */
+	/* Machine certificates the server sent (certfetch.h): installed, and refused. */
+	uint64_t mcerts_installed, mcerts_refused;
+	/* The serial of the last one it sent that we took or held already; "": none yet. */
+	char mcert_sent_serial[MCERT_SERIAL_MAX];
 };
 
 /* Copies cfg and starts the thread. 0, -EINVAL (bad URL, logged), -errno. */

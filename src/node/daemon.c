@@ -1165,6 +1165,11 @@ static void cc_stats_sum(const struct daemon *d, struct control_client_stats *re
 	ret->zstd_bytes_in = d->cc_past.zstd_bytes_in + s.zstd_bytes_in;
 	ret->zstd_bytes_out = d->cc_past.zstd_bytes_out + s.zstd_bytes_out;
 	ret->zstd_errors = d->cc_past.zstd_errors + s.zstd_errors;
+	ret->mcerts_installed = d->cc_past.mcerts_installed + s.mcerts_installed;
+	ret->mcerts_refused = d->cc_past.mcerts_refused + s.mcerts_refused;
+	memcpy(ret->mcert_sent_serial,
+	       s.mcert_sent_serial[0] ? s.mcert_sent_serial : d->cc_past.mcert_sent_serial,
+	       sizeof(ret->mcert_sent_serial));
 }
 
 /* Joins the client's thread, then applies what it reported before it stopped. */
@@ -1567,21 +1572,35 @@ static json_t *health_json(struct daemon *d, json_t *st, const char *error)
 	return h;
 }
 
-/* The installed machine certificate (machinecert.h), read at each status: null if none. */
+/*
+ * The installed machine certificate (machinecert.h), read at each status: null if none.
+ * from_server: it is the one the server sent last (register response or map stream);
+ * sent_serial: that one's serial, null before the server sent one. installed/refused: what
+ * the server sent since the daemon started.
+ */
 static json_t *machine_cert_json(struct daemon *d)
 {
+	struct control_client_stats cs;
 	struct mcert_info mi;
 	char fp[65];
 	int r = machinecert_info(state_dir(d->st), &mi, fp);
+	json_t *j;
 
 	if (r == -ENOENT)
 		return json_null();
 	if (r < 0)
 		return json_pack("{s:s}", "error", "unreadable " MACHINECERT_CERT_FILE);
-	return json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "subject", mi.subject, "serial",
-			 mi.serial, "not_before", (json_int_t)mi.not_before, "not_after",
-			 (json_int_t)mi.not_after, "issuer", mi.issuer, "issuer_key_id",
-			 mi.issuer_key_id, "sha256", fp);
+	cc_stats_sum(d, &cs);
+	j = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:b, s:o, s:I, s:I}", "subject",
+		      mi.subject, "serial", mi.serial, "not_before", (json_int_t)mi.not_before,
+		      "not_after", (json_int_t)mi.not_after, "issuer", mi.issuer, "issuer_key_id",
+		      mi.issuer_key_id, "sha256", fp, "from_server",
+		      cs.mcert_sent_serial[0] && !strcmp(cs.mcert_sent_serial, mi.serial),
+		      "sent_serial",
+		      cs.mcert_sent_serial[0] ? json_string(cs.mcert_sent_serial) : json_null(),
+		      "server_installed", (json_int_t)cs.mcerts_installed, "server_refused",
+		      (json_int_t)cs.mcerts_refused);
+	return j;
 }
 
 static int be_status(void *ctx, json_t **ret)

@@ -690,6 +690,10 @@ static void put_delta(struct wbuf *b, const struct netmap_delta *d)
 		put_filter(b, d->filter);
 	}
 	put_flow_log(b, &d->flow_log);
+	if (d->machine_cert) {
+		put_lit(b, ",\"machine_cert\":");
+		put_text(b, d->machine_cert, NETMAP_MCERT_MAX);
+	}
 }
 
 int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
@@ -1707,6 +1711,16 @@ static int decode_delta(json_t *o, struct netmap_delta **ret)
 	r = opt(get_flow_log(o, "flow_log", &d->flow_log));
 	if (r)
 		goto out;
+	if (json_object_get(o, "machine_cert")) {
+		/* Capped before it is copied: text_from refuses one of NETMAP_MCERT_MAX or more. */
+		r = -ENOMEM;
+		d->machine_cert = malloc(NETMAP_MCERT_MAX);
+		if (!d->machine_cert)
+			goto out;
+		r = -EBADMSG;
+		if (get_text(o, "machine_cert", d->machine_cert, NETMAP_MCERT_MAX))
+			goto out;
+	}
 	*ret = d;
 	d = NULL;
 	r = 0;

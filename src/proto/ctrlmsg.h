@@ -15,7 +15,7 @@
 #define CTRL_AUTHKEY_MAX 128
 #define CTRL_TEXT_MAX 256
 /* A machine certificate (crypto/mcert.h, 2048 bytes of DER at most) and its proof, base64. */
-#define CTRL_MCERT_MAX 2736
+#define CTRL_MCERT_MAX NETMAP_MCERT_MAX
 #define CTRL_MCERT_PROOF_MAX 96
 
 enum ctrl_msg_type {

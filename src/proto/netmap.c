@@ -32,6 +32,7 @@ void netmap_delta_free(struct netmap_delta *d)
 	free(d->online);
 	free(d->relay_map);
 	netmap_filter_free(d->filter);
+	free(d->machine_cert);
 	free(d);
 }
 

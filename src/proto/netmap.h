@@ -31,6 +31,8 @@
 #define NETMAP_RELAY_HOST_MAX 128
 #define NETMAP_RELAY_REGION_ID_MAX 65535
 #define NETMAP_STUN_PORT_DEFAULT 3478
+/* A pushed machine certificate (base64 of at most MCERT_DER_MAX bytes) + NUL. */
+#define NETMAP_MCERT_MAX 2736
 
 struct netmap_prefix {
 	uint8_t family; /* AF_INET or AF_INET6 */
@@ -191,6 +193,12 @@ struct netmap_delta {
 	struct netmap_relay_map *relay_map; /* malloc'd; NULL: unchanged */
 	struct netmap_filter *filter;	    /* malloc'd; NULL: unchanged */
 	struct netmap_flow_log flow_log;    /* set false: unchanged */
+	/*
+	 * A renewed machine certificate of the receiving node's own, pushed (docs/identity.md,
+	 * "Renewed certificates"): base64 DER, malloc'd, at most NETMAP_MCERT_MAX - 1
+	 * characters; NULL: none. Outside input: the node checks it as `cert install` does.
+	 */
+	char *machine_cert;
 };
 
 /* All three accept NULL, free the arrays and the struct itself. */

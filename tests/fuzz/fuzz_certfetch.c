@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A renewed certificate in a register response (node/certfetch.c): base64 DER from the
- * server, outside input. Nothing crashes or leaks; what it accepts is a certificate whose
+ * A renewed certificate in a register response or pushed in a delta (node/certfetch.c): base64 DER
+ * from the server, outside input. Nothing crashes or leaks; what it accepts is a certificate whose
  * PEM, read back, is DER that parses; nothing is newer than the end of time.
  */
 #include <stddef.h>
@@ -41,11 +41,18 @@ int machinecert_install(const char *dir, const uint8_t machine_priv[32], const c
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static char pem[MCERT_PEM_MAX];
+	char serial[MCERT_SERIAL_MAX];
 	uint8_t der[MCERT_DER_MAX];
 	struct mcert_info info;
-	int n;
+	int n, has_serial;
 
+	/* The serial status shows: of exactly the inputs that make a certificate. */
+	has_serial = certfetch_serial((const char *)data, size, serial) == 0;
+	if (has_serial && strnlen(serial, sizeof(serial)) == sizeof(serial))
+		abort();
 	n = certfetch_pem((const char *)data, size, 0, pem, sizeof(pem));
+	if ((n > 0) != has_serial)
+		abort();
 	if (n > 0) {
 		if ((size_t)n != strlen(pem))
 			abort();

@@ -23,6 +23,7 @@
 #include <openssl/x509.h>
 
 #include "base/base64.h"
+#include "base/util.h"
 #include "control/ca.h"
 #include "control/store.h"
 #include "crypto/crypto.h"
@@ -603,6 +604,70 @@ static void test_ca_import(void **state)
 	assert_int_equal(ca_op_init(&c, "x", 0, NULL, 0, NULL, 0, NULL), -EINVAL);
 }
 
+static int size_cmp(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* One certificate of machine `machine` (its key `pub`) by CA ca_id, valid [nb, na). */
+static struct control_mcert due_cert(uint8_t machine, uint8_t pub, uint64_t ca_id, int64_t nb,
+				     int64_t na)
+{
+	struct control_mcert m = {
+	    .tailnet_id = 1, .ca_id = ca_id, .not_before = nb, .not_after = na, .has_pub = true};
+
+	memset(m.machine_key, machine, sizeof(m.machine_key));
+	memset(m.pub, pub, sizeof(m.pub));
+	return m;
+}
+
+/*
+ * Who --machine-cert-auto-renew renews (ca_renew_due): per machine and certificate key only
+ * the newest of a CA not retired, and only when it is valid, ends within the window, is not
+ * revoked, can be renewed (key kept), and a renewal as long would not be due at once.
+ */
+static void test_ca_renew_due(void **state)
+{
+	const int64_t now = T0, w = 7 * DAY, life = 30 * DAY + MCERT_BACKDATE_SEC;
+	const struct control_ca cas[] = {{.id = 1, .tailnet_id = 1},
+					 {.id = 2, .tailnet_id = 1, .retired_at = T0 - DAY}};
+	struct control_mcert c[12];
+	size_t due[12];
+	int n;
+
+	(void)state;
+	c[0] = due_cert(1, 1, 1, now + 5 * DAY - life, now + 5 * DAY);	 /* due */
+	c[1] = due_cert(2, 2, 1, now + 10 * DAY - life, now + 10 * DAY); /* not yet */
+	/* machine 3: the old one is due, but a renewal ends later: renewed already */
+	c[2] = due_cert(3, 3, 1, now + DAY - life, now + DAY);
+	c[3] = due_cert(3, 3, 1, now - DAY, now + 29 * DAY);
+	c[4] = due_cert(4, 4, 1, now - life, now - 1);		       /* ended */
+	c[5] = due_cert(5, 5, 1, now + 2 * DAY - life, now + 2 * DAY); /* revoked */
+	c[5].revoked = true;
+	c[6] = due_cert(6, 6, 2, now + 2 * DAY - life, now + 2 * DAY); /* retired CA */
+	c[7] = due_cert(7, 7, 1, now + 2 * DAY - life, now + 2 * DAY); /* no key kept */
+	c[7].has_pub = false;
+	/* As long as the window: its renewal would be due at once */
+	c[8] = due_cert(8, 8, 1, now + DAY - w - MCERT_BACKDATE_SEC, now + DAY);
+	/* machine 9: its newest was revoked: the older one is not renewed in its place */
+	c[9] = due_cert(9, 9, 1, now + 3 * DAY - life, now + 3 * DAY);
+	c[10] = due_cert(9, 9, 1, now - DAY, now + 29 * DAY);
+	c[10].revoked = true;
+	/* machine 1 with another certificate key: its own line */
+	c[11] = due_cert(1, 2, 1, now + 6 * DAY - life, now + 6 * DAY);
+
+	n = ca_renew_due(c, ARRAY_SIZE(c), cas, ARRAY_SIZE(cas), now, w, due);
+	assert_int_equal(n, 2);
+	qsort(due, (size_t)n, sizeof(due[0]), size_cmp);
+	assert_int_equal(due[0], 0);
+	assert_int_equal(due[1], 11);
+	/* Nothing at all, and a window of 0: nothing due. */
+	assert_int_equal(ca_renew_due(c, 0, cas, ARRAY_SIZE(cas), now, w, due), 0);
+	assert_int_equal(ca_renew_due(c, ARRAY_SIZE(c), cas, ARRAY_SIZE(cas), now, 0, due), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -610,6 +675,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ca_import, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ca_rotation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ca_newer, setup, teardown),
+	    cmocka_unit_test(test_ca_renew_due),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

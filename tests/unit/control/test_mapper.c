@@ -663,6 +663,72 @@ static void test_flow_log(void **state)
 	mapper_free(m);
 }
 
+/*
+ * A renewed machine certificate for one subscriber (mapper_node_mcert): only its next delta
+ * carries it, once; a full map in between does not drop it, nor does the discard of a delta
+ * that a full map supersedes; a later one replaces it; a node without a map stream, or one
+ * over the cap, is refused.
+ */
+static void test_mcert_push(void **state)
+{
+	struct mapper *m = mk_mapper();
+	struct netmap_delta *d[8];
+	struct netmap *nm;
+	uint64_t ids[8];
+	char big[NETMAP_MCERT_MAX + 1];
+	unsigned n;
+
+	(void)state;
+	add(m, 1, 1);
+	add(m, 2, 1);
+	assert_int_equal(mapper_node_mcert(m, 1, "QUJD"), -ENOENT);
+	for (uint64_t i = 1; i <= 2; i++) {
+		assert_int_equal(mapper_subscribe(m, i), 0);
+		netmap_free(assert_json_same(m, i, T0));
+	}
+	assert_int_equal(mapper_node_mcert(m, 1, "QUJD"), 0);
+	n = flush(m, ids, d, 8);
+	assert_int_equal(n, 1);
+	assert_int_equal(ids[0], 1);
+	assert_string_equal(d[0]->machine_cert, "QUJD");
+	assert_int_equal(d[0]->n_added + d[0]->n_changed + d[0]->n_removed, 0);
+	free_deltas(d, n);
+	assert_int_equal(mapper_dirty_count(m), 0);
+	/* Replaced before it went; kept past a full map. */
+	assert_int_equal(mapper_node_mcert(m, 1, "REVG"), 0);
+	assert_int_equal(mapper_node_mcert(m, 1, "R0hJ"), 0);
+	nm = assert_json_same(m, 1, T0);
+	netmap_free(nm);
+	n = flush(m, ids, d, 8);
+	assert_int_equal(n, 1);
+	assert_string_equal(d[0]->machine_cert, "R0hJ");
+	free_deltas(d, n);
+	/* Another reason for a delta does not repeat it. */
+	assert_int_equal(mapper_node_home_region(m, 2, 7), 0);
+	n = flush(m, ids, d, 8);
+	assert_true(n >= 1);
+	for (unsigned i = 0; i < n; i++)
+		assert_null(d[i]->machine_cert);
+	free_deltas(d, n);
+	/* Dropped for a full map (mapstream's delta_discard): held, then sent after the map. */
+	assert_int_equal(mapper_node_mcert(m, 1, "SktM"), 0);
+	assert_int_equal(mapper_drop_delta(m, 1), 0);
+	assert_int_equal(mapper_dirty_count(m), 0);
+	netmap_free(assert_json_same(m, 1, T0));
+	n = flush(m, ids, d, 8);
+	assert_int_equal(n, 1);
+	assert_string_equal(d[0]->machine_cert, "SktM");
+	free_deltas(d, n);
+	memset(big, 'A', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(mapper_node_mcert(m, 2, big), -EINVAL);
+	/* Pending at unsubscribe: freed with it (ASan). */
+	assert_int_equal(mapper_node_mcert(m, 2, "QUJD"), 0);
+	mapper_unsubscribe(m, 2);
+	assert_int_equal(mapper_node_mcert(m, 1, "QUJD"), 0);
+	mapper_free(m);
+}
+
 static void test_relay_map_and_home(void **state)
 {
 	struct mapper *m = mk_mapper();
@@ -1907,6 +1973,7 @@ int main(void)
 	    cmocka_unit_test(test_model_check_async),
 	    cmocka_unit_test(test_relay_map_and_home),
 	    cmocka_unit_test(test_flow_log),
+	    cmocka_unit_test(test_mcert_push),
 	    cmocka_unit_test(test_zstd_full_map),
 	    cmocka_unit_test(test_scale_10k),
 	    cmocka_unit_test(test_policy_views),

@@ -29,6 +29,7 @@
 #include "base/time.h"
 #include "crypto/crypto.h"
 #include "node/control_client.h"
+#include "node/machinecert.h"
 #include "node/netmap_apply.h"
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
@@ -47,6 +48,7 @@ enum scenario {
 	SC_EXPIRE,
 	SC_DELETE,
 	SC_ZSTD,
+	SC_MCERT,
 };
 
 struct fake_server {
@@ -233,6 +235,16 @@ static int send_zstd_bomb(struct srv_conn *sc)
 	return r;
 }
 
+/* A machine certificate of another machine (tests/fuzz/corpus/fuzz_certfetch/cert.b64). */
+static const char foreign_cert[] =
+    "MIIBlzCCAUmgAwIBAgIUIn3+saWQegxlavt2rt3B15nGRCMwBQYDK2VwMBExDzANBgNVBAMMBmxhcHRv"
+    "cDAeFw0yNjEyMDEyMzU5MzVaFw0yNjEyMzEyMzU5MzVaMBExDzANBgNVBAMMBmxhcHRvcDAqMAUGAytl"
+    "cAMhAGGDzMcs17ce2LIRTrstXblOAWiJWgLYnqgy1sQxYQMto4GyMIGvMB0GA1UdDgQWBBSw1IGG9SUO"
+    "k/hdhGKEx3qBkjmKSTAfBgNVHSMEGDAWgBSw1IGG9SUOk/hdhGKEx3qBkjmKSTBfBgNVHREEWDBWhlR1"
+    "cm46dHJlbGxpczptYWNoaW5lOmY4YzczOTBjOWVhODJlNDQ1MzA0NGEyM2NmZWEyMjFkY2VjN2U5Mjc3"
+    "YjVhYzliMzVmZmVhOTNhODAxODNmYjMwDAYDVR0TAQH/BAIwADAFBgMrZXADQQBjBr4byjB45pUac08T"
+    "kipCQOFCppdmVjUPXstcPidxpS3tcSN0tY9bKgVp+YV78TZ2yR5ITFT8HCCiafpFDA0P";
+
 static int send_delta_add(struct srv_conn *sc, uint64_t seq, uint64_t id)
 {
 	struct ctrl_msg m = {.type = CTRL_MSG_DELTA};
@@ -372,6 +384,16 @@ static void srv_session(struct fake_server *fs, struct srv_conn *sc, unsigned se
 		return; /* drop the connection */
 	}
 	send_netmap(sc, 20, 3, out.reg_resp.node.key_expiry);
+	if (fs->sc == SC_MCERT) {
+		/* A server pushes a certificate that is not this machine's: refused, counted. */
+		struct ctrl_msg d = {.type = CTRL_MSG_DELTA};
+
+		d.delta = calloc(1, sizeof(*d.delta));
+		d.delta->seq = 21;
+		d.delta->machine_cert = strdup(foreign_cert);
+		srv_send(sc, &d);
+		ctrl_msg_clear(&d);
+	}
 	if (fs->sc == SC_EXPIRE)
 		send_self_expired(sc, 21);
 	if (fs->sc == SC_DELETE) {
@@ -1051,6 +1073,37 @@ static void test_zstd(void **state)
 	node_teardown(&n);
 }
 
+/* A pushed certificate of another machine key is refused and counted; the stream goes on. */
+static void test_mcert_foreign(void **state)
+{
+	struct control_client_stats st;
+	struct fake_server fs;
+	struct control_client *cc;
+	struct node n;
+	char path[160], csr[MCERT_PEM_MAX], err[256];
+	uint8_t mk[32];
+
+	(void)state;
+	server_start(&fs, SC_MCERT);
+	node_setup(&n);
+	/* This node has a certificate key (as after `trellis cert request`): the refusal is the
+	 * certificate's, not for want of a key. */
+	assert_int_equal(x25519_private_generate(mk), 0);
+	assert_true(machinecert_request(n.dir, mk, "n", csr, sizeof(csr), err, sizeof(err)) > 0);
+	cc = client_start(&n, fs.port, "tskey-good");
+	WAIT_FOR(&n, n.deltas >= 1);
+	control_client_stats_get(cc, &st);
+	assert_int_equal(st.mcerts_refused, 1);
+	assert_int_equal(st.mcerts_installed, 0);
+	assert_string_equal(st.mcert_sent_serial, "");
+	snprintf(path, sizeof(path), "%s/%s", n.dir, MACHINECERT_CERT_FILE);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(n.state, CONTROL_CLIENT_RUNNING);
+	control_client_free(cc);
+	server_stop(&fs);
+	node_teardown(&n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1065,6 +1118,7 @@ int main(void)
 	    cmocka_unit_test(test_deleted),
 	    cmocka_unit_test(test_probe),
 	    cmocka_unit_test(test_zstd),
+	    cmocka_unit_test(test_mcert_foreign),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
