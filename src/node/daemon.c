@@ -533,19 +533,27 @@ static void net_changed(void *ctx)
 
 static void nat64_start(struct daemon *d);
 
+/*
+ * Our addresses or the way to IPv4 changed: a STUN round, a relay dial now (a relay we lost
+ * may be reachable over the new link) and our endpoints to the control server.
+ */
+static void paths_renew(struct daemon *d)
+{
+	if (d->rc) {
+		relayclient_stun_soon(d->rc);
+		relayclient_retry_now(d->rc);
+	}
+	if (d->cc)
+		control_client_endpoints_changed(d->cc);
+}
+
 static void regather_fire(struct loop_timer *t)
 {
 	struct daemon *d = container_of(t, struct daemon, regather_timer);
 
 	log_debug("network changed: gathering candidates again");
 	nat64_start(d);
-	if (d->rc) {
-		relayclient_stun_soon(d->rc);
-		/* A relay we lost may be reachable over the new link: dial now. */
-		relayclient_retry_now(d->rc);
-	}
-	if (d->cc)
-		control_client_endpoints_changed(d->cc);
+	paths_renew(d);
 }
 
 /* Worker: getaddrinfo may wait for the resolver's timeouts, seconds; never on the loop. */
@@ -588,12 +596,7 @@ static void nat64_done(struct workq_job *j, int err)
 				 n->ipv4_routed ? "" : " (no IPv4 route)");
 			if (d->nm)
 				apply(d);
-			if (d->rc) {
-				relayclient_stun_soon(d->rc);
-				relayclient_retry_now(d->rc);
-			}
-			if (d->cc)
-				control_client_endpoints_changed(d->cc);
+			paths_renew(d);
 		}
 	}
 	if (d->n64_again)
