@@ -345,12 +345,21 @@ natlab_tailnet()
 		lab_node_join "$n" "$n" "$key"
 	done
 	for n in "$@"; do
-		IP4[$n]=$(node_ip "$n" 4)
+		check "$n has its tailnet address" wait_for 30 natlab_ip4_learn "$n"
 		[[ $n == m* ]] || continue
 		check "$n maps its port at r$n (${NATLAB_PUB[$n]})" wait_for 30 natlab_mapped_at "$n"
 		NATLAB_MAPPED[$n]=$(status_eval "$n" "(j.get('portmap') or {}).get('external')")
 		log "$n: mapped ${NATLAB_MAPPED[$n]} by $(status_eval "$n" "(j.get('portmap') or {}).get('active')")"
 	done
+}
+# natlab_ip4_learn NODE: IP4[NODE] is NODE's tailnet address, once the CLI gives one. Asked
+# again rather than once: lab-full on 2 Dec read six of them empty while a build relinked
+# the CLI it runs, and every ping to those nodes went nowhere (ping "" exits at once), so
+# their pairs looked like disco going direct on one side only.
+natlab_ip4_learn()
+{
+	IP4[$1]=$(node_ip "$1" 4)
+	[[ -n ${IP4[$1]} ]]
 }
 # natlab_mapped_at NODE: NODE's port mapping has an external endpoint at its router.
 natlab_mapped_at()

@@ -169,6 +169,8 @@ done
 for pair in "${PAIRS[@]}"; do
 	set -- $pair
 	want=${WANT[$1.$2]}
+	# Without its traffic A's side of the pair stays idle, and the waits below mean nothing.
+	check "$1 pings $2 in the background" kill -0 "${PINGER[$1.$2]}"
 	if [[ $want == direct* ]]; then
 		check "$1 -> $2 goes direct" wait_for 60 path_is "$1" "$2" direct
 		ttd=$(status_eval "$1" "[p['disco'].get('time_to_direct_ms') for p in j['peers'] if p['hostname'] == '$2'][0]")
