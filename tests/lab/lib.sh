@@ -65,6 +65,28 @@ lab_require_trellisd()
 	[[ -x $TRELLISD ]] || lab_skip "trellisd not built at $TRELLISD (set TRELLIS_LAB_IMPL=wggo to test the harness)"
 }
 
+# lab_binaries_pin: this run's own trellisd, trellis, trellis-control and trellis-relay.
+# A build in the same directory relinks them (a new file each time) and a run lasts
+# minutes: lab-full on 2 Dec read six tailnet addresses while the CLI was being relinked,
+# got none, and failed seven pairs for it; a daemon started after a relink would also run
+# another version than its peers. A hard link keeps the file as it was (a copy when the
+# build is on another file system).
+lab_binaries_pin()
+{
+	local var src dst
+
+	TRELLIS_RELAY=${TRELLIS_RELAY:-$TRELLIS_BUILD/src/relay/trellis-relay}
+	mkdir -p "$LAB_TMP/bin"
+	for var in TRELLISD TRELLIS_CLI TRELLIS_CONTROL TRELLIS_RELAY; do
+		src=${!var}
+		[[ -f $src ]] || continue
+		dst=$LAB_TMP/bin/${src##*/}
+		[[ -e $dst ]] && continue
+		ln "$src" "$dst" 2>/dev/null || cp -p "$src" "$dst" || continue
+		printf -v "$var" '%s' "$dst"
+	done
+}
+
 lab_init()
 {
 	[[ $(id -u) == 0 ]] || lab_skip "lab tests need root (network namespaces)"
@@ -73,6 +95,7 @@ lab_init()
 	# Short hex id: namespaces and interface names stay unique per run and <= 15 chars.
 	LAB_ID=$(printf '%x' $$)
 	LAB_TMP=$(mktemp -d "/tmp/trellis-lab-$LAB_ID.XXXXXX")
+	lab_binaries_pin
 	# The test's own stdout/stderr: a trap may fire inside a redirected check.
 	exec 7>&1 8>&2
 	trap lab_cleanup EXIT
