@@ -1785,7 +1785,7 @@ static int netmap_build(struct mapper *m, uint64_t id, int64_t now, bool zc, cha
 	filter.p = fjson;
 	/* Compressed: the text without peers gives the head and the tail around them. */
 	r = ctrl_netmap_join(m->seq + 1, &m->version, tn->name, &self, peers, zc ? 0 : (unsigned)n,
-			     &relay, &filter, &tn->flow_log, &json, &len);
+			     &relay, &filter, &tn->flow_log, NULL, &json, &len);
 	if (r < 0)
 		goto out;
 	if (zc) {
