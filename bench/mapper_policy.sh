@@ -27,7 +27,7 @@ build()
 	# shellcheck disable=SC2046 # pkg-config output is a word list
 	gcc -O2 -DNDEBUG -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-missing-field-initializers \
 		-fno-strict-aliasing -I "$src/src" -o "$out" "$REPO/bench/mapper_policy.c" \
-		"$src"/src/control/mapper.c "$src"/src/control/model.c "$src"/src/policy/*.c \
+		"$src"/src/control/mapper.c "$src"/src/control/mapzc.c "$src"/src/control/model.c "$src"/src/policy/*.c \
 		"$src"/src/base/*.c "$src"/src/crypto/*.c "$src"/src/proto/*.c \
 		$(pkg-config --cflags --libs jansson libcrypto libzstd) -lpthread || die "build of $src failed"
 }
