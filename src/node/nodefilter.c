@@ -294,9 +294,10 @@ static json_t *reach_json(const struct netmap_reach *r, const struct reach_ix *i
 			hi = mid;
 	}
 	hit = lo < n && ix[lo].id == id ? &ix[lo] : NULL;
-	if (!hit)
+	/* An all set ("*") is the only one and lists no ids: it takes in every peer. */
+	s = r->n_sets && r->sets[0].all ? &r->sets[0] : hit ? &r->sets[hit->set] : NULL;
+	if (!s)
 		return json_array();
-	s = &r->sets[hit->set];
 	v = calloc(s->n_ports, sizeof(*v));
 	if (!v)
 		return NULL;

@@ -519,7 +519,7 @@ static void put_filter(struct wbuf *b, const struct netmap_filter *f)
 	put_lit(b, "]}");
 }
 
-/* "may_open": [{"peers": [ID, ...], "ports": [[PROTO, FIRST, LAST], ...]}, ...] */
+/* "may_open": [{"peers": [ID, ...] or "*", "ports": [[PROTO, FIRST, LAST], ...]}, ...] */
 static void put_reach(struct wbuf *b, const struct netmap_reach *r)
 {
 	if (!netmap_reach_valid(r)) {
@@ -532,13 +532,17 @@ static void put_reach(struct wbuf *b, const struct netmap_reach *r)
 
 		if (i)
 			put_lit(b, ",");
-		put_lit(b, "{\"peers\":[");
-		for (uint32_t k = 0; k < s->n_peers; k++) {
-			if (k)
-				put_lit(b, ",");
-			put_uint(b, r->peers[s->peer_off + k]);
+		if (s->all) {
+			put_lit(b, "{\"peers\":\"*\",\"ports\":[");
+		} else {
+			put_lit(b, "{\"peers\":[");
+			for (uint32_t k = 0; k < s->n_peers; k++) {
+				if (k)
+					put_lit(b, ",");
+				put_uint(b, r->peers[s->peer_off + k]);
+			}
+			put_lit(b, "],\"ports\":[");
 		}
-		put_lit(b, "],\"ports\":[");
 		for (uint32_t k = 0; k < s->n_ports; k++) {
 			const struct netmap_reach_port *q = &r->ports[s->port_off + k];
 			char t[32];
@@ -1429,6 +1433,14 @@ static int reach_port_from(json_t *v, struct netmap_reach_port *q)
 	return 0;
 }
 
+/* A set's "peers": "*", every peer of the netmap; any other string is refused with the set. */
+static bool reach_all(json_t *s)
+{
+	json_t *p = json_object_get(s, "peers");
+
+	return json_is_string(p) && json_string_length(p) == 1 && json_string_value(p)[0] == '*';
+}
+
 /*
  * What the node may open on its peers (netmap.h struct netmap_reach): present and valid (*ret
  * malloc'd), -ENOENT, -EBADMSG or -ENOMEM. Counted first, so the arrays are allocated once at
@@ -1446,9 +1458,13 @@ static int get_reach(json_t *o, const char *k, struct netmap_reach **ret)
 	for (size_t i = 0; i < n; i++) {
 		json_t *s = json_array_get(sets, i);
 
-		if (!json_is_object(s) || get_array(s, "peers", NETMAP_MAX_PEERS, &peers, &np) ||
-		    get_array(s, "ports", NETMAP_REACH_PORTS_MAX, &ports, &nq) || !np || !nq)
+		if (!json_is_object(s) ||
+		    (!reach_all(s) &&
+		     (get_array(s, "peers", NETMAP_MAX_PEERS, &peers, &np) || !np)) ||
+		    get_array(s, "ports", NETMAP_REACH_PORTS_MAX, &ports, &nq) || !nq)
 			return -EBADMSG;
+		if (reach_all(s))
+			np = 0;
 		n_peers += np;
 		n_ports += nq;
 		if (n_peers > NETMAP_MAX_PEERS || n_ports > NETMAP_REACH_PORTS_MAX)
@@ -1470,8 +1486,9 @@ static int get_reach(json_t *o, const char *k, struct netmap_reach **ret)
 
 		peers = json_object_get(s, "peers");
 		ports = json_object_get(s, "ports");
+		t->all = reach_all(s);
 		t->peer_off = r->n_peers;
-		t->n_peers = (uint32_t)json_array_size(peers);
+		t->n_peers = (uint32_t)json_array_size(peers); /* 0 for a string */
 		t->port_off = r->n_ports;
 		t->n_ports = (uint32_t)json_array_size(ports);
 		for (size_t q = 0; q < t->n_peers; q++)

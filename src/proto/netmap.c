@@ -123,9 +123,12 @@ bool netmap_reach_valid(const struct netmap_reach *r)
 	for (unsigned i = 0; i < r->n_sets; i++) {
 		const struct netmap_reach_set *s = &r->sets[i];
 
-		if (!s->n_peers || s->peer_off > r->n_peers ||
-		    s->n_peers > r->n_peers - s->peer_off || !s->n_ports ||
-		    s->port_off > r->n_ports || s->n_ports > r->n_ports - s->port_off)
+		/* One form for "every peer": the only set, no ids beside it. */
+		if (s->all ? s->n_peers || r->n_sets != 1 || r->n_peers : !s->n_peers)
+			return false;
+		if (s->peer_off > r->n_peers || s->n_peers > r->n_peers - s->peer_off ||
+		    !s->n_ports || s->port_off > r->n_ports ||
+		    s->n_ports > r->n_ports - s->port_off)
 			return false;
 		/* One form per set: by protocol, then port, ranges of a protocol apart. */
 		for (uint32_t k = 1; k < s->n_ports; k++) {
@@ -151,7 +154,7 @@ bool netmap_reach_equal(const struct netmap_reach *a, const struct netmap_reach 
 		if (a->sets[i].peer_off != b->sets[i].peer_off ||
 		    a->sets[i].n_peers != b->sets[i].n_peers ||
 		    a->sets[i].port_off != b->sets[i].port_off ||
-		    a->sets[i].n_ports != b->sets[i].n_ports)
+		    a->sets[i].n_ports != b->sets[i].n_ports || a->sets[i].all != b->sets[i].all)
 			return false;
 	for (unsigned i = 0; i < a->n_ports; i++)
 		if (a->ports[i].proto != b->ports[i].proto ||
@@ -164,10 +167,13 @@ const struct netmap_reach_set *netmap_reach_find(const struct netmap_reach *r, u
 {
 	if (!r)
 		return NULL;
-	for (unsigned i = 0; i < r->n_sets; i++)
+	for (unsigned i = 0; i < r->n_sets; i++) {
+		if (r->sets[i].all)
+			return &r->sets[i];
 		for (uint32_t k = 0; k < r->sets[i].n_peers; k++)
 			if (r->peers[r->sets[i].peer_off + k] == id)
 				return &r->sets[i];
+	}
 	return NULL;
 }
 

@@ -111,7 +111,11 @@ struct netmap_filter {
  * Peers allowed the same items share a set, so "everyone may reach everyone" is one set of
  * one item per protocol whatever the tailnet's size. A set lists its peers by id
  * (peers[peer_off ..]) and its items (ports[port_off ..]), each a protocol and a port range
- * (0-65535 for protocols without ports), sorted and not overlapping.
+ * (0-65535 for protocols without ports), sorted and not overlapping. A set may instead take
+ * in every peer of the netmap ("peers": "*", all set, no ids): the server's form when the node
+ * may open the same items on every peer it sees, so that under an allow-all policy a join or a
+ * leave leaves the list byte for byte as it was and no delta carries it. Such a set is the
+ * only one, and it never takes in the node itself.
  */
 #define NETMAP_REACH_SETS_MAX (1U << 16)
 #define NETMAP_REACH_PORTS_MAX (1U << 18)
@@ -122,8 +126,9 @@ struct netmap_reach_port {
 };
 
 struct netmap_reach_set {
-	uint32_t peer_off, n_peers; /* n_peers >= 1 */
+	uint32_t peer_off, n_peers; /* n_peers >= 1; 0 for an all set */
 	uint32_t port_off, n_ports; /* n_ports >= 1 */
+	bool all;		    /* every peer of the netmap but the node itself */
 };
 
 struct netmap_reach {
@@ -249,13 +254,16 @@ bool netmap_filter_valid(const struct netmap_filter *f);
 struct netmap_reach *netmap_reach_dup(const struct netmap_reach *r);
 /*
  * Offsets and counts inside the arrays, counts >= 1, protocols 1..255, a set's items ordered
- * by protocol and port, ranges of one protocol not overlapping. A peer listed in two sets is
- * not refused: netmap_reach_find takes the first.
+ * by protocol and port, ranges of one protocol not overlapping; an all set is the only set and
+ * lists no ids. A peer listed in two sets is not refused: netmap_reach_find takes the first.
  */
 bool netmap_reach_valid(const struct netmap_reach *r);
 /* The same sets, peers and items in the same order (both NULL: true). */
 bool netmap_reach_equal(const struct netmap_reach *a, const struct netmap_reach *b);
-/* The set that lists peer id, or NULL: the node may open nothing on it. */
+/*
+ * The set that lists peer id, or NULL: the node may open nothing on it. An all set takes in
+ * any id: ask only about the netmap's peers, and not about the node itself.
+ */
 const struct netmap_reach_set *netmap_reach_find(const struct netmap_reach *r, uint64_t id);
 /*
  * Applies a delta to a full netmap (the node keeps a full map and its cache

@@ -198,6 +198,27 @@ static void test_may_open(void **state)
 	       "{\"id\":3,\"may_open\":[{\"proto\":6,\"ports\":[[22,22],[443,443]]}]}]");
 	free(s);
 	json_decref(peers);
+	/* "*": every peer, on the set's items. */
+	{
+		static const struct netmap_reach_set all[] = {{0, 0, 2, 2, true}};
+		struct netmap_reach ra = {1,
+					  0,
+					  4,
+					  (struct netmap_reach_set *)all,
+					  (uint64_t *)ids,
+					  (struct netmap_reach_port *)ports};
+
+		peers = json_pack("[{s:i}, {s:i}]", "id", 9, "id", 4);
+		nm.reach = &ra;
+		nodefilter_status_may_open(&nm, peers);
+		s = json_dumps(peers, JSON_COMPACT);
+		assert_string_equal(s, "[{\"id\":9,\"may_open\":[{\"proto\":1},"
+				       "{\"proto\":17,\"ports\":[[53,53]]}]},"
+				       "{\"id\":4,\"may_open\":[{\"proto\":1},"
+				       "{\"proto\":17,\"ports\":[[53,53]]}]}]");
+		free(s);
+		json_decref(peers);
+	}
 	/* A policy and no list (an older server): nothing said. */
 	peers = json_pack("[{s:i}]", "id", 9);
 	nm.reach = NULL;

@@ -1149,6 +1149,17 @@ static struct netmap_reach *reach_example(void)
 	return c;
 }
 
+/* reach_example's first set alone: peers 3 and 9 on tcp 22 and 443. */
+static struct netmap_reach *reach_first_set(void)
+{
+	struct netmap_reach *r = reach_example();
+
+	r->n_sets = 1;
+	r->n_peers = 2;
+	r->n_ports = 2;
+	return r;
+}
+
 static const char golden_may_open[] =
     ",\"may_open\":[{\"peers\":[3,9],\"ports\":[[6,22,22],[6,443,443]]},"
     "{\"peers\":[5],\"ports\":[[1,0,65535],[17,53,54]]}]}";
@@ -1230,10 +1241,7 @@ static void test_may_open(void **state)
 	d.delta = calloc(1, sizeof(*d.delta));
 	assert_non_null(d.delta);
 	d.delta->seq = 5;
-	d.delta->reach = reach_example();
-	d.delta->reach->n_sets = 1;
-	d.delta->reach->n_peers = 2;
-	d.delta->reach->n_ports = 2;
+	d.delta->reach = reach_first_set();
 	roundtrip(&d, &db);
 	assert_int_equal(netmap_apply_delta(b.netmap, db.delta), 0);
 	assert_int_equal(b.netmap->reach->n_sets, 1);
@@ -1265,6 +1273,87 @@ static void test_may_open(void **state)
 	ctrl_msg_clear(&m);
 }
 
+/*
+ * "peers": "*", every peer of the netmap (the server's form for an allow-all policy): its
+ * bytes, back through the decoder, equal only to itself; the decoder refuses any other
+ * string, and "*" beside another set; the encoder refuses what the decoder would.
+ */
+static void test_may_open_all(void **state)
+{
+	static const char golden[] =
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\",\"ports\":[[6,22,22],"
+	    "[6,443,443]]}]}";
+	static const char *const bad[] = {
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"**\",\"ports\":[[6,22,22]]}]"
+	    "}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"\",\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"all\",\"ports\":[[6,22,22]]}]"
+	    "}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\\u0000\",\"ports\":[[6,22,"
+	    "22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":1,\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":null,\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[\"*\"],\"ports\":[[6,22,22]]}]"
+	    "}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\",\"ports\":[]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\"}]}",
+	    /* "*" is the only set */
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\",\"ports\":[[6,22,22]]},"
+	    "{\"peers\":[3],\"ports\":[[6,80,80]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[3],\"ports\":[[6,80,80]]},"
+	    "{\"peers\":\"*\",\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\",\"ports\":[[6,22,22]]},"
+	    "{\"peers\":\"*\",\"ports\":[[6,22,22]]}]}",
+	};
+	struct ctrl_msg d = {.type = CTRL_MSG_DELTA}, db;
+	struct netmap_reach *list;
+	char *json;
+	size_t len;
+
+	(void)state;
+	d.delta = calloc(1, sizeof(*d.delta));
+	assert_non_null(d.delta);
+	d.delta->seq = 5;
+	/* the first set's items on every peer */
+	d.delta->reach = reach_first_set();
+	d.delta->reach->n_peers = d.delta->reach->sets[0].n_peers = 0;
+	d.delta->reach->sets[0].all = true;
+	assert_true(netmap_reach_valid(d.delta->reach));
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), 0);
+	assert_int_equal(len, strlen(golden));
+	assert_memory_equal(json, golden, len);
+	free(json);
+	roundtrip(&d, &db);
+	assert_true(netmap_reach_equal(db.delta->reach, d.delta->reach));
+	assert_true(db.delta->reach->sets[0].all);
+	assert_int_equal(db.delta->reach->n_peers, 0);
+	assert_ptr_equal(netmap_reach_find(db.delta->reach, 12345), &db.delta->reach->sets[0]);
+	/* not equal to a list of the same items */
+	list = reach_first_set();
+	assert_true(netmap_reach_valid(list));
+	list->n_peers = list->sets[0].n_peers = 0;
+	assert_false(netmap_reach_valid(list));
+	list->n_peers = list->sets[0].n_peers = 2;
+	assert_false(netmap_reach_equal(list, db.delta->reach));
+	netmap_reach_free(list);
+	ctrl_msg_clear(&db);
+
+	/* the encoder refuses what the decoder would: ids beside "*", a second set */
+	d.delta->reach->n_peers = d.delta->reach->sets[0].n_peers = 1;
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
+	d.delta->reach->n_peers = d.delta->reach->sets[0].n_peers = 0;
+	d.delta->reach->n_sets = 2;
+	d.delta->reach->sets[1] = (struct netmap_reach_set){0, 0, 0, 1, true};
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ctrl_msg x;
+
+		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
+			fail_msg("decoded: %s", bad[i]);
+	}
+	ctrl_msg_clear(&d);
+}
+
 static void test_type_names(void **state)
 {
 	(void)state;
@@ -1291,6 +1380,7 @@ int main(void)
 	    cmocka_unit_test(test_map_request_compress),
 	    cmocka_unit_test(test_flow_log),
 	    cmocka_unit_test(test_may_open),
+	    cmocka_unit_test(test_may_open_all),
 	    cmocka_unit_test(test_type_names),
 	};
 
