@@ -2115,7 +2115,8 @@ int policy_view_reach(const struct policy_view *v, const struct policy_node *nod
 	struct rbuild b = {0};
 	struct rspan *spans = NULL;
 	struct netmap_reach *out = NULL;
-	size_t n = 0, n_spans = 0, n_ports = 0, n_sets = 0;
+	size_t n = 0, n_spans = 0, n_ports = 0, n_sets = 0, n_all = 0;
+	const struct rspan *all = NULL;
 	int r;
 
 	if (i >= v->n)
@@ -2147,7 +2148,26 @@ int policy_view_reach(const struct policy_view *v, const struct policy_node *nod
 		spans[n_spans - 1].n++;
 	}
 	qsort(spans, n_spans, sizeof(*spans), cmp_rspan);
-	for (size_t k = 0; k < n_spans; k++) {
+	/*
+	 * One set and every node i sees in it: "*", so that a node coming or going leaves the
+	 * list as it was. Decided on the class's list and row alone, not on which node is i:
+	 * the server sends one class's list to all its nodes, and a node in the set that i does
+	 * not see can only be i itself, which is no peer of its netmap. Nodes i does not see are
+	 * no peers either (and it may open nothing on them).
+	 */
+	if (n_spans && !items_cmp(&spans[0], &spans[n_spans - 1])) {
+		const uint64_t *row = policy_view_row(v, i);
+
+		for (size_t k = 0; k < n_spans; k++)
+			n_all += bit_test(row, spans[k].it->peer);
+		if (n_all == v->counts[v->cls[i]])
+			all = &spans[0];
+	}
+	if (all) {
+		n_sets = 1;
+		n_ports = all->n;
+	}
+	for (size_t k = 0; k < n_spans && !all; k++) {
 		if (!k || items_cmp(&spans[k], &spans[k - 1])) {
 			n_sets++;
 			n_ports += spans[k].n;
@@ -2158,10 +2178,18 @@ int policy_view_reach(const struct policy_view *v, const struct policy_node *nod
 		goto out;
 	r = -ENOMEM;
 	out->sets = calloc(n_sets + 1, sizeof(*out->sets));
-	out->peers = calloc(n_spans + 1, sizeof(*out->peers));
+	out->peers = calloc(all ? 1 : n_spans + 1, sizeof(*out->peers));
 	out->ports = calloc(n_ports + 1, sizeof(*out->ports));
 	if (!out->sets || !out->peers || !out->ports)
 		goto out;
+	if (all) {
+		out->n_sets = 1;
+		out->sets[0] = (struct netmap_reach_set){.n_ports = (uint32_t)all->n, .all = true};
+		for (size_t q = 0; q < all->n; q++)
+			out->ports[out->n_ports++] = (struct netmap_reach_port){
+			    all->it[q].proto, all->it[q].first, all->it[q].last};
+		n_spans = 0;
+	}
 	for (size_t k = 0; k < n_spans; k++) {
 		struct netmap_reach_set *s;
 

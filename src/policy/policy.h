@@ -107,8 +107,10 @@ int policy_view_filter(const struct policy_view *v, const struct policy_node *no
  * items share a set, sets in no promised order, nodes in a set by id. Node i itself is
  * listed where a rule lets it reach itself: that keeps the result a function of i's class
  * (policy_view_class), so that a server computes it once per class, not once per node.
- * Nodes i may open nothing on are in no set. 0 with *ret (netmap_reach_free), -E2BIG (over
- * the netmap's caps), -ENOMEM, -EINVAL (no node i).
+ * Nodes i may open nothing on are in no set. When that list is one set naming every node i
+ * sees, the set is an all set ("*") instead: a node that comes or goes leaves it unchanged.
+ * 0 with *ret (netmap_reach_free), -E2BIG (over the netmap's caps), -ENOMEM, -EINVAL (no
+ * node i).
  */
 int policy_view_reach(const struct policy_view *v, const struct policy_node *nodes, size_t i,
 		      struct netmap_reach **ret);

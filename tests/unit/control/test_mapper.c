@@ -1558,11 +1558,11 @@ static void test_policy_views(void **state)
 	assert_int_equal(d[k]->removed[0], 3);
 	assert_non_null(d[k]->filter);
 	assert_int_equal(d[k]->filter->n_rules, 0);
-	/* ... and may open TCP 22 on 2, nothing on 3. */
+	/* ... and may open TCP 22 on 2, the one peer it sees: on every peer ("*"). */
 	assert_non_null(d[k]->reach);
 	assert_int_equal(d[k]->reach->n_sets, 1);
-	assert_int_equal(d[k]->reach->n_peers, 1);
-	assert_int_equal(d[k]->reach->peers[0], 2);
+	assert_true(d[k]->reach->sets[0].all);
+	assert_int_equal(d[k]->reach->n_peers, 0);
 	assert_int_equal(d[k]->reach->n_ports, 1);
 	assert_int_equal(d[k]->reach->ports[0].proto, 6);
 	assert_int_equal(d[k]->reach->ports[0].first, 22);
@@ -1600,11 +1600,11 @@ static void test_policy_views(void **state)
 	assert_non_null(strstr(json, ",\"may_open\":[]}"));
 	free(json);
 	assert_int_equal(mapper_netmap_json(m, 1, T0, &json, &len), 0);
-	assert_non_null(strstr(json, ",\"may_open\":[{\"peers\":[2],\"ports\":[[6,22,22]]}]}"));
+	assert_non_null(strstr(json, ",\"may_open\":[{\"peers\":\"*\",\"ports\":[[6,22,22]]}]}"));
 	free(json);
 	assert_int_equal(mapper_netmap(m, 1, T0, &nm), 0);
 	assert_non_null(nm->reach);
-	assert_int_equal(nm->reach->n_peers, 1);
+	assert_true(nm->reach->sets[0].all);
 	netmap_free(nm);
 
 	/* 3 becomes a server: 1 and 3 see each other; 2's filter and peers stay. */
@@ -1616,12 +1616,8 @@ static void test_policy_views(void **state)
 	assert_int_equal(d[k]->n_added, 1);
 	assert_int_equal(d[k]->added[0].id, 3);
 	assert_null(d[k]->filter);
-	/* A node change: 1 may now open TCP 22 on 2 and 3, one set. */
-	assert_non_null(d[k]->reach);
-	assert_int_equal(d[k]->reach->n_sets, 1);
-	assert_int_equal(d[k]->reach->n_peers, 2);
-	assert_int_equal(d[k]->reach->peers[0], 2);
-	assert_int_equal(d[k]->reach->peers[1], 3);
+	/* 1 may open TCP 22 on 2 and 3, every peer it sees: "*" as before, nothing to say. */
+	assert_null(d[k]->reach);
 	k = delta_index(ids, n, 3);
 	assert_true(k < n);
 	assert_int_equal(d[k]->n_added, 1);
@@ -1648,6 +1644,83 @@ static void test_policy_views(void **state)
 	}
 	assert_int_equal(mapper_dirty_count(m), 0);
 	mapper_free(m);
+}
+
+/*
+ * Under "everyone reaches everyone" what a node may open is "*", the same bytes whatever the
+ * tailnet's size: a join sends each subscriber the added peer and no may_open (a list by id
+ * would send every node every id). A policy with a real difference between peers still sends
+ * the list when a node joins.
+ */
+static void test_policy_may_open_join(void **state)
+{
+	static const char *const pols[] = {
+	    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+	    /* also TCP 80 on 100.64.0.2 */
+	    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:22\","
+	    " \"100.64.0.2:80\"], \"proto\": \"tcp\"}]}",
+	};
+	struct netmap_delta *d[8];
+	struct netmap *nm;
+	uint64_t ids[8];
+	unsigned n, k;
+	char *json;
+	size_t len;
+
+	(void)state;
+	for (size_t pi = 0; pi < 2; pi++) {
+		struct mapper *m = mk_mapper();
+
+		for (uint64_t id = 1; id <= 3; id++) {
+			add(m, id, 1);
+			assert_int_equal(mapper_subscribe(m, id), 0);
+		}
+		assert_int_equal(mapper_policy_set(m, 1, mk_policy(pols[pi])), 0);
+		n = flush(m, ids, d, 8);
+		free_deltas(d, n);
+		for (uint64_t id = 1; id <= 3; id++) {
+			assert_int_equal(mapper_netmap(m, id, T0, &nm), 0);
+			assert_non_null(nm->reach);
+			assert_int_equal(nm->reach->sets[0].all, pi == 0);
+			netmap_free(nm);
+		}
+		assert_int_equal(mapper_netmap_json(m, 1, T0, &json, &len), 0);
+		if (pi == 0)
+			assert_non_null(strstr(json, "\"may_open\":[{\"peers\":\"*\",\"ports\":"
+						     "[[1,0,65535],[6,0,65535],[17,0,65535],[58,0,"
+						     "65535]]}]}"));
+		free(json);
+
+		/* Node 4 joins. */
+		add(m, 4, 1);
+		assert_int_equal(mapper_subscribe(m, 4), 0);
+		n = flush(m, ids, d, 8);
+		for (uint64_t id = 1; id <= 3; id++) {
+			k = delta_index(ids, n, id);
+			assert_true(k < n);
+			assert_int_equal(d[k]->n_added, 1);
+			assert_int_equal(d[k]->added[0].id, 4);
+			if (pi == 0) {
+				assert_null(d[k]->reach);
+			} else {
+				/* TCP 80 on 2 only, so a list, and 4 is in it. */
+				assert_non_null(d[k]->reach);
+				assert_false(d[k]->reach->sets[0].all);
+				assert_int_equal(d[k]->reach->n_sets, 2);
+				assert_non_null(netmap_reach_find(d[k]->reach, 4));
+				assert_ptr_not_equal(netmap_reach_find(d[k]->reach, 4),
+						     netmap_reach_find(d[k]->reach, 2));
+			}
+		}
+		free_deltas(d, n);
+		/* The joiner's full map says the same as its peers'. */
+		assert_int_equal(mapper_netmap(m, 4, T0, &nm), 0);
+		assert_int_equal(nm->n_peers, 3);
+		assert_non_null(nm->reach);
+		assert_int_equal(nm->reach->sets[0].all, pi == 0);
+		netmap_free(nm);
+		mapper_free(m);
+	}
 }
 
 /*
@@ -2030,6 +2103,7 @@ int main(void)
 	    cmocka_unit_test(test_zstd_full_map),
 	    cmocka_unit_test(test_scale_10k),
 	    cmocka_unit_test(test_policy_views),
+	    cmocka_unit_test(test_policy_may_open_join),
 	    cmocka_unit_test(test_policy_change_incremental),
 	    cmocka_unit_test(test_node_change_incremental),
 	    cmocka_unit_test(test_policy_compile_async),

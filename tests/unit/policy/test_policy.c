@@ -301,7 +301,7 @@ static void reach_str(const struct netmap_reach *r, char *buf, size_t len)
 	for (unsigned i = 0; i < r->n_sets; i++) {
 		const struct netmap_reach_set *s = &r->sets[i];
 
-		o += (size_t)snprintf(buf + o, len - o, "%s", i ? "; " : "");
+		o += (size_t)snprintf(buf + o, len - o, "%s%s", i ? "; " : "", s->all ? "*" : "");
 		for (unsigned k = 0; k < s->n_peers; k++)
 			o += (size_t)snprintf(buf + o, len - o, "%s%llu", k ? "," : "",
 					      (unsigned long long)r->peers[s->peer_off + k]);
@@ -311,6 +311,81 @@ static void reach_str(const struct netmap_reach *r, char *buf, size_t len)
 			o += (size_t)snprintf(buf + o, len - o, "%s%u/%u-%u", k ? "," : ">",
 					      q->proto, q->first, q->last);
 		}
+	}
+}
+
+/*
+ * "*" when a node may open the same items on every peer it sees, whether or not it may open
+ * them on itself and whatever it does not see; a list as soon as one peer it sees differs.
+ */
+static void test_reach_all(void)
+{
+	static const struct {
+		const char *policy;
+		size_t nodes; /* m[0 .. nodes) */
+		const char *want[4];
+	} cases[] = {
+	    /* Everyone everywhere: the same bytes for 2 nodes and for 4 (a join: no change). */
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+	     2,
+	     {"*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	      "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535"}},
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+	     4,
+	     {"*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	      "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	      "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	      "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535"}},
+	    /* u@x's devices among themselves: 4 (v@x) is hidden from them, and from it they are. */
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"u@x\"], \"dst\": [\"u@x:22\"],"
+	     " \"proto\": \"tcp\"}]}",
+	     4,
+	     {"*>6/22-22", "*>6/22-22", "*>6/22-22", ""}},
+	    /* 4 may reach 1: 1 sees 4 but may open nothing on it, so 1's is a list. */
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"u@x\"], \"dst\": [\"u@x:22\"],"
+	     " \"proto\": \"tcp\"}, {\"action\": \"accept\", \"src\": [\"v@x\"],"
+	     " \"dst\": [\"100.64.0.1:80\"], \"proto\": \"tcp\"}]}",
+	     4,
+	     {"1,2,3>6/22-22", "*>6/22-22", "*>6/22-22", "*>6/80-80"}},
+	    /*
+	     * Different items on two peers: a list, 2's too (its class is 1's and 3's: the server
+	     * sends them one list, and on 2 the items differ).
+	     */
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:22\","
+	     " \"100.64.0.2:80\"], \"proto\": \"tcp\"}]}",
+	     3,
+	     {"1,3>6/22-22; 2>6/22-22,6/80-80", "1,3>6/22-22; 2>6/22-22,6/80-80",
+	      "1,3>6/22-22; 2>6/22-22,6/80-80"}},
+	};
+	struct policy_node m[4];
+	char got[512];
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct policy *p = parse_ok(cases[c].policy);
+		struct policy_view *v;
+
+		for (unsigned i = 0; i < 4; i++)
+			m[i] = mk("", i == 3 ? "v@x" : "u@x", NULL, i + 1);
+		assert_int_equal(policy_compile(p, m, cases[c].nodes, &v), 0);
+		for (size_t i = 0; i < cases[c].nodes; i++) {
+			struct netmap_reach *r;
+
+			assert_int_equal(policy_view_reach(v, m, i, &r), 0);
+			assert_true(netmap_reach_valid(r));
+			reach_str(r, got, sizeof(got));
+			if (strcmp(got, cases[c].want[i]))
+				fail_msg("case %zu, node %zu:\n got %s\nwant %s", c, i + 1, got,
+					 cases[c].want[i]);
+			/* One class, one answer (the server sends the class's to all its nodes). */
+			for (size_t k = 0; k < i; k++)
+				if (policy_view_class(v, i) == policy_view_class(v, k) &&
+				    strcmp(cases[c].want[i], cases[c].want[k]))
+					fail_msg("case %zu: nodes %zu and %zu, one class", c, k + 1,
+						 i + 1);
+			netmap_reach_free(r);
+		}
+		policy_view_free(v);
+		policy_free(p);
 	}
 }
 
@@ -324,8 +399,8 @@ static void test_reach(void **state)
 	    "9>6/0-65535; 5>6/22-22; 1,2>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
 	    "9>6/0-65535; 5>6/22-22; 1,2>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
 	    "9>6/0-65535; 5>6/22-22; 3>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
-	    /* carol: only her own devices, and she has one: herself. */
-	    "4>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	    /* carol: only her own devices, and she has one: herself; she sees no peer: "*". */
+	    "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
 	    /* server: web on 80, 443, 8000-8999, ICMP whatever the ports. */
 	    "6>1/0-65535,6/80-80,6/443-443,6/8000-8999,17/80-80,17/443-443,17/8000-8999,"
 	    "58/0-65535",
@@ -376,6 +451,7 @@ static void test_reach(void **state)
 	netmap_reach_free(r);
 	policy_view_free(v);
 	policy_free(p);
+	test_reach_all();
 }
 
 static void test_explain(void **state)
@@ -527,10 +603,14 @@ static bool filter_admits(const struct netmap_filter *f, const struct netmap_pre
 	return false;
 }
 
-/* Whether the reach lists (proto, port) on the peer with id. */
-static bool reach_admits(const struct netmap_reach *r, uint64_t id, unsigned port, unsigned proto)
+/* Whether the reach lists (proto, port) on peer b of a ("*" takes in only the peers a sees). */
+static bool reach_admits(const struct netmap_reach *r, const struct policy_view *v, size_t a,
+			 size_t b, uint64_t id, unsigned port, unsigned proto)
 {
 	const struct netmap_reach_set *s = netmap_reach_find(r, id);
+
+	if (s && s->all && !policy_view_sees(v, a, b))
+		s = NULL;
 
 	for (unsigned k = 0; s && k < s->n_ports; k++) {
 		const struct netmap_reach_port *q = &r->ports[s->port_off + k];
@@ -600,7 +680,7 @@ static void test_property(void **state)
 									protos[qi]);
 
 						bool ra =
-						    a != b && reach_admits(re[a], n[b].id,
+						    a != b && reach_admits(re[a], v, a, b, n[b].id,
 									   ports[pi], protos[qi]);
 
 						if (ex != fa || (a != b && ex != ra))
