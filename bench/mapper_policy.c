@@ -11,6 +11,9 @@
  *           change, nobody else);
  *   join:   a node joins (in the /28 that rule 1 lets the first 1,023 nodes reach), then
  *           leaves again, untimed; its filter is the only one that changes;
+ *   star:   last, in a fresh mapper: the allow-all policy ("*" may reach "*:*") set over N
+ *           nodes, then 100 nodes' full maps, where what each node may open (may_open) lists
+ *           every peer on 4 protocols, computed once per policy class (here one);
  *
  * each as mapper_policy_set (what the loop pays when the change arrives) and the flush that
  * follows (mapper_take_delta and ctrl_msg_encode for every subscriber on the dirty list, what
@@ -228,6 +231,57 @@ static void phase_join(struct mapper *m, size_t n, size_t changes)
 	printf("join_filters_built %.1f\n", (double)built / (double)changes);
 }
 
+/*
+ * The allow-all policy over a fresh tailnet of n nodes, then STAR_MAPS nodes' full maps (every
+ * node's would be n maps of n peers, hours here): what may_open costs at its largest.
+ */
+#define STAR_MAPS 100
+
+static void phase_star(size_t n)
+{
+	static const char text[] = "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], "
+				   "\"dst\": [\"*:*\"]}]}";
+	struct control_tailnet t = {.id = 1};
+	struct mapper *m = mapper_new();
+	char err[POLICY_ERR_MAX];
+	struct policy *p = NULL;
+	size_t map_bytes = 0, reach_bytes = 0;
+	double t0, t1, t2;
+
+	if (!m || mapper_tailnet_upsert(m, &t) < 0 ||
+	    policy_parse(text, sizeof(text) - 1, &p, err) < 0)
+		exit(1);
+	for (size_t i = 0; i < n; i++) {
+		struct control_node x = mk_node(i);
+
+		if (mapper_node_upsert(m, &x, 1800000000) < 0)
+			exit(1);
+	}
+	t0 = cpu_ms();
+	if (mapper_policy_set(m, 1, p) < 0)
+		exit(1);
+	t1 = cpu_ms();
+	for (size_t i = 0; i < STAR_MAPS; i++) {
+		const char *r;
+		char *json;
+		size_t len;
+
+		if (mapper_subscribe(m, i + 1) < 0 ||
+		    mapper_netmap_json(m, i + 1, 1800000000, &json, &len) < 0)
+			exit(1);
+		map_bytes += len;
+		r = strstr(json, ",\"may_open\":");
+		reach_bytes += r ? len - (size_t)(r - json) : 0;
+		free(json);
+	}
+	t2 = cpu_ms();
+	printf("star_set_ms %.2f\n", t1 - t0);
+	printf("star_map_ms %.2f\n", (t2 - t1) / STAR_MAPS);
+	printf("star_map_kib %.1f\n", (double)map_bytes / STAR_MAPS / 1024);
+	printf("star_may_open_kib %.1f\n", (double)reach_bytes / STAR_MAPS / 1024);
+	mapper_free(m);
+}
+
 int main(int argc, char **argv)
 {
 	size_t n = 1000, rules = 1000, changes = 5, bytes = 0;
@@ -278,5 +332,6 @@ int main(int argc, char **argv)
 	phase(m, "one", n, rules, changes, true);
 	phase_join(m, n, changes);
 	mapper_free(m);
+	phase_star(n);
 	return 0;
 }

@@ -27,7 +27,7 @@ build()
 	# shellcheck disable=SC2046 # pkg-config output is a word list
 	gcc -O2 -DNDEBUG -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-missing-field-initializers \
 		-fno-strict-aliasing -I "$src/src" -o "$out" "$REPO/bench/mapper_policy.c" \
-		"$src"/src/control/mapper.c "$src"/src/control/model.c "$src"/src/policy/*.c \
+		"$src"/src/control/mapper.c "$src"/src/control/mapzc.c "$src"/src/control/model.c "$src"/src/policy/*.c \
 		"$src"/src/base/*.c "$src"/src/crypto/*.c "$src"/src/proto/*.c \
 		$(pkg-config --cflags --libs jansson libcrypto libzstd) -lpthread || die "build of $src failed"
 }
@@ -66,7 +66,10 @@ row()
 	echo "tailnet all with a map stream, under the 1,000-rule policy \`make bench-policy-scale\`"
 	echo "generates. *every*: rule 0 (every node's filter) moves to another port; *one*: one /28 ->"
 	echo "/28 rule's ports move (16 nodes' filters); *join*: a node joins (no other filter"
-	echo "names it) and gets its map. *set* is \`mapper_policy_set\` (recompile and"
+	echo "names it) and gets its map; *star*, last, in a fresh mapper: the allow-all policy (\`*\` ->"
+	echo "\`*:*\`) set over N nodes, then 100 nodes' full maps, where ours carries may_open (every"
+	echo "peer, 4 protocols; computed once for the one class)."
+	echo "*set* is \`mapper_policy_set\` (recompile and"
 	echo "mark), *flush* takes and encodes every delta. CPU time of the process (median of $ROUNDS"
 	echo "runs, each the median of 3 changes), reference and ours in turns."
 	echo
@@ -87,6 +90,10 @@ row()
 	row "join: upsert + recompile + flush + its map, ms" join_ms
 	row "join: deltas sent" join_deltas
 	row "join: filters built" join_filters_built
+	row "star (allow-all policy, fresh mapper): set, ms" star_set_ms
+	row "star: one full map (mean of 100), ms" star_map_ms
+	row "star: KiB per full map" star_map_kib
+	row "star: KiB of it may_open" star_may_open_kib
 	echo
 	echo "Filters built is 0 for a reference from before the counter."
 } >"$TMP/section.md"

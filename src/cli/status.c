@@ -143,11 +143,11 @@ static void row(json_t *n, bool self)
 				 ips[0] ? "," : "", s);
 	}
 	if (self) {
-		printf("%-20s %-40s %-8s %-28s %-8s %-20s -\n", str(n, "hostname"), ips, "self",
-		       "-", str(n, "os"), owner(n));
+		printf("%-20s %-40s %-8s %-28s %-8s %-20s %-20s -\n", str(n, "hostname"), ips,
+		       "self", "-", str(n, "os"), owner(n), "-");
 		return;
 	}
-	char via[96], in[256];
+	char via[96], in[256], out[256];
 
 	path = str(n, "path");
 	if (!strcmp(path, "relay")) {
@@ -162,9 +162,11 @@ static void row(json_t *n, bool self)
 		path = str(n, "endpoint");
 	}
 	cli_access_format(json_object_get(n, "allowed_in"), in, sizeof(in));
-	printf("%-20s %-40s %-8s %-28s %-8s %-20s %s\n", str(n, "hostname"), ips,
+	/* What this node may open there (the server's word; "-": it did not say). */
+	cli_access_format(json_object_get(n, "may_open"), out, sizeof(out));
+	printf("%-20s %-40s %-8s %-28s %-8s %-20s %-20s %s\n", str(n, "hostname"), ips,
 	       json_is_true(json_object_get(n, "online")) ? "online" : "offline", path,
-	       str(n, "os"), owner(n), in);
+	       str(n, "os"), owner(n), out, in);
 }
 
 /*
@@ -285,8 +287,8 @@ int cli_status(int argc, char **argv, const struct cli_global *g)
 	relay_lines(json_object_get(st, "relay"));
 	cert_line(json_object_get(st, "machine_cert"));
 	if (json_is_object(json_object_get(st, "self"))) {
-		printf("%-20s %-40s %-8s %-28s %-8s %-20s %s\n", "NAME", "TAILNET IPS", "STATUS",
-		       "PATH", "OS", "OWNER", "MAY OPEN HERE");
+		printf("%-20s %-40s %-8s %-28s %-8s %-20s %-20s %s\n", "NAME", "TAILNET IPS",
+		       "STATUS", "PATH", "OS", "OWNER", "MAY OPEN THERE", "MAY OPEN HERE");
 		row(json_object_get(st, "self"), true);
 		json_array_foreach(json_object_get(st, "peers"), i, v)
 			row(v, false);

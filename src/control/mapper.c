@@ -32,7 +32,15 @@
  *   nodes a pair-by-pair comparison is 10^8 tests and every filter rebuilt is
  *   10,000 builds, so where the nodes kept their indices the rows are compared a
  *   word at a time (view_diff), and after a change of the policy alone only the
- *   filters made of a changed rule are built (policy_view_match).
+ *   filters made of a changed rule are built (policy_view_match);
+ * - per tailnet with a policy, what the nodes of each policy class may open
+ *   (policy_view_reach; a class's nodes are in the same rules the same way, so
+ *   they share it): computed once per class on first use, refcounted by the
+ *   nodes that were last told it, with its JSON kept for full maps. A new view
+ *   drops the classes; each subscriber is then compared with its new class's
+ *   (once per pair of old and new, not once per node) and told in a delta only
+ *   when it differs. Without a policy nothing is computed nor sent: the node
+ *   reads "may open anything" from the absent packet_filter.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -61,6 +69,17 @@ struct pend {
 
 struct mnode;
 
+/* What one policy class may open (NULL r: over the netmap's caps, not said). */
+struct mreach {
+	size_t refs;
+	struct netmap_reach *r;
+	char *json; /* ctrl_reach_encode of r, once a full map needed it */
+	size_t json_len;
+	/* The last new class this one was compared with, and the answer (compile_apply). */
+	const struct mreach *cmp;
+	bool cmp_equal;
+};
+
 struct msub {
 	struct mnode *node;
 	size_t tn_idx; /* in tn->subs */
@@ -70,6 +89,7 @@ struct msub {
 	bool relay_dirty; /* the relay map changed since its last map */
 	bool filter_dirty; /* its packet filter changed since its last map */
 	bool flow_log_dirty; /* its tailnet's flow-log setting changed since its last map */
+	bool reach_dirty;    /* what it may open changed since its last map */
 	bool overflow; /* a pending entry could not be allocated: only a full map is right now */
 	/*
 	 * A renewed machine certificate to push (mapper_node_mcert; malloc'd base64): kept past a
@@ -102,6 +122,8 @@ struct mtailnet {
 	struct mapper_compile *inflight; /* the job off the loop (mapper_compile_next) */
 	struct policy *orphan; /* the job's policy, replaced meanwhile: freed when it is back */
 	struct netmap_flow_log flow_log; /* control_tailnet_flow_log of its record */
+	struct mreach **reach;		 /* per class of view, NULL until a node of it needed it */
+	size_t n_reach;
 };
 
 struct mnode {
@@ -118,6 +140,7 @@ struct mnode {
 	size_t pidx; /* index in tn->view, SIZE_MAX when not compiled in */
 	struct netmap_filter *filter; /* its filter under tn->view, when filter_known */
 	bool filter_known;
+	struct mreach *reach; /* what it may open under tn->view (a class's, shared) or NULL */
 };
 
 struct muser {
@@ -416,6 +439,7 @@ static void pend_reset(struct msub *s)
 	s->relay_dirty = false;
 	s->filter_dirty = false;
 	s->flow_log_dirty = false;
+	s->reach_dirty = false;
 	s->overflow = false;
 }
 
@@ -548,6 +572,132 @@ static void filter_drop(struct mnode *x)
 	netmap_filter_free(x->filter);
 	x->filter = NULL;
 	x->filter_known = false;
+}
+
+static void mreach_put(struct mreach *c)
+{
+	if (!c || --c->refs)
+		return;
+	netmap_reach_free(c->r);
+	free(c->json);
+	free(c);
+}
+
+static void reach_drop(struct mnode *x)
+{
+	mreach_put(x->reach);
+	x->reach = NULL;
+}
+
+/* The classes of a view that is no longer in force. */
+static void tailnet_reach_drop(struct mtailnet *tn)
+{
+	for (size_t i = 0; i < tn->n_reach; i++)
+		mreach_put(tn->reach[i]);
+	free(tn->reach);
+	tn->reach = NULL;
+	tn->n_reach = 0;
+}
+
+/*
+ * What x may open under the tailnet's view, its class's, computed once per class (NULL: no
+ * policy, or x not compiled in yet, or over the caps: not said). 0, -ENOMEM.
+ */
+static int node_reach(struct mnode *x, const struct mreach **ret)
+{
+	struct mtailnet *tn = x->tn;
+	struct mreach *c;
+	size_t cl;
+	int r;
+
+	*ret = NULL;
+	if (!tn->pol || x->pidx == SIZE_MAX)
+		return 0;
+	if (x->reach) {
+		*ret = x->reach;
+		return 0;
+	}
+	cl = policy_view_class(tn->view, x->pidx);
+	/* There are at most as many classes as nodes. */
+	if (!tn->reach) {
+		tn->reach = calloc(tn->n_pnodes ? tn->n_pnodes : 1, sizeof(*tn->reach));
+		if (!tn->reach)
+			return -ENOMEM;
+		tn->n_reach = tn->n_pnodes;
+	}
+	if (cl >= tn->n_reach)
+		return -EINVAL;
+	c = tn->reach[cl];
+	if (!c) {
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		r = policy_view_reach(tn->view, tn->pnodes, x->pidx, &c->r);
+		if (r == 0)
+			r = ctrl_reach_encode(c->r, &c->json, &c->json_len);
+		/* Over the caps: nothing said, the node shows nothing rather than a wrong list. */
+		if (r == -E2BIG || r == -EINVAL) {
+			netmap_reach_free(c->r);
+			c->r = NULL;
+			r = 0;
+		}
+		if (r < 0) {
+			netmap_reach_free(c->r);
+			free(c);
+			return r;
+		}
+		c->refs = 1;
+		tn->reach[cl] = c;
+	}
+	c->refs++;
+	x->reach = c;
+	*ret = c;
+	return 0;
+}
+
+/*
+ * After a new view is in force: what every subscriber may open now against what it was last
+ * told; a difference marks it. Comparisons are per pair of classes (old, new), not per node.
+ * Cannot fail: without memory, or when it can no longer be said, the subscriber gets a full map.
+ */
+static void reach_resync(struct mapper *m, struct mtailnet *tn)
+{
+	/* A memo of an earlier resync may name a class since freed and its address reused. */
+	for (size_t i = 0; i < tn->n_subs; i++)
+		if (tn->subs[i]->node->reach)
+			tn->subs[i]->node->reach->cmp = NULL;
+	for (size_t i = 0; i < tn->n_subs; i++) {
+		struct msub *s = tn->subs[i];
+		struct mreach *old = s->node->reach;
+		const struct mreach *now;
+		bool equal;
+
+		s->node->reach = NULL;
+		if (node_reach(s->node, &now) < 0) {
+			s->overflow = true;
+			dirty_add(m, s);
+			mreach_put(old);
+			continue;
+		}
+		if (!old || !now) {
+			equal = !old && !now;
+		} else if (old->cmp == now) {
+			equal = old->cmp_equal;
+		} else {
+			equal = old == now || netmap_reach_equal(old->r, now->r);
+			old->cmp = now;
+			old->cmp_equal = equal;
+		}
+		/* "Not said" has no delta form: a full map says it. */
+		if (!equal && (!now || !now->r)) {
+			s->overflow = true;
+			dirty_add(m, s);
+		} else if (!equal) {
+			s->reach_dirty = true;
+			dirty_add(m, s);
+		}
+		mreach_put(old);
+	}
 }
 
 /* Whatever render() reads of x changed (or may have): its cached JSON is stale. */
@@ -956,6 +1106,9 @@ static int compile_apply(struct mapper *m, struct mtailnet *tn, struct mapper_co
 
 		if (!x->sub || !keep[x->sub->tn_idx])
 			filter_drop(x);
+		/* A subscriber's is compared with its new one below (reach_resync). */
+		if (!x->sub || !pol)
+			reach_drop(x);
 		x->pidx = pol ? i : SIZE_MAX;
 	}
 	for (i = 0; i < tn->n_subs; i++) {
@@ -981,6 +1134,9 @@ static int compile_apply(struct mapper *m, struct mtailnet *tn, struct mapper_co
 	c->view = NULL;
 	c->pn = NULL;
 	tn->stale = false;
+	tailnet_reach_drop(tn);
+	if (pol)
+		reach_resync(m, tn);
 	r = 0;
 out:
 	for (i = 0; nf && i < tn->n_subs; i++)
@@ -1144,6 +1300,7 @@ static void node_destroy(struct mnode *x)
 {
 	json_drop(x);
 	filter_drop(x);
+	reach_drop(x);
 	if (x->sub) {
 		free(x->sub->pend);
 		free(x->sub->mcert);
@@ -1171,6 +1328,7 @@ void mapper_free(struct mapper *m)
 		policy_free(tn->pol);
 		policy_free(tn->orphan);
 		policy_view_free(tn->view);
+		tailnet_reach_drop(tn);
 		free(tn->pnodes);
 		free(tn);
 	}
@@ -1656,6 +1814,7 @@ bool mapper_subscribed(const struct mapper *m, uint64_t id)
 int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **ret)
 {
 	const struct netmap_filter *f;
+	const struct mreach *re;
 	struct netmap *nm = NULL;
 	struct mnode *x;
 	struct mtailnet *tn;
@@ -1679,8 +1838,13 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
 	r = node_filter(x, &f);
 	if (r < 0)
 		goto out;
+	r = node_reach(x, &re);
+	if (r < 0)
+		goto out;
 	r = -ENOMEM;
 	if (f && !(nm->filter = netmap_filter_dup(f)))
+		goto out;
+	if (re && re->r && !(nm->reach = netmap_reach_dup(re->r)))
 		goto out;
 	if (n) {
 		nm->peers = malloc(n * sizeof(*nm->peers));
@@ -1730,9 +1894,10 @@ static int node_json(const struct mapper *m, struct mnode *x, struct ctrl_json_p
 static int netmap_build(struct mapper *m, uint64_t id, int64_t now, bool zc, char **ret,
 			size_t *ret_len)
 {
-	struct ctrl_json_piece self, relay, filter = { 0 }, *peers = NULL;
+	struct ctrl_json_piece self, relay, filter = {0}, reach = {0}, *peers = NULL;
 	struct mapzc_peer *zpeers = NULL;
 	const struct netmap_filter *f;
+	const struct mreach *re;
 	char *fjson = NULL, *json = NULL;
 	struct mnode *x;
 	struct mtailnet *tn;
@@ -1783,9 +1948,16 @@ static int netmap_build(struct mapper *m, uint64_t id, int64_t now, bool zc, cha
 	if (r < 0)
 		goto out;
 	filter.p = fjson;
+	r = node_reach(x, &re);
+	if (r < 0)
+		goto out;
+	if (re && re->json) {
+		reach.p = re->json;
+		reach.len = re->json_len;
+	}
 	/* Compressed: the text without peers gives the head and the tail around them. */
 	r = ctrl_netmap_join(m->seq + 1, &m->version, tn->name, &self, peers, zc ? 0 : (unsigned)n,
-			     &relay, &filter, &tn->flow_log, &json, &len);
+			     &relay, &filter, &tn->flow_log, &reach, &json, &len);
 	if (r < 0)
 		goto out;
 	if (zc) {
@@ -1897,7 +2069,7 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 		}
 	}
 	if (!n_add && !n_rm && !n_chg && !n_ep && !n_on && !s->self_dirty && !s->relay_dirty &&
-	    !s->filter_dirty && !s->flow_log_dirty && !s->mcert) {
+	    !s->filter_dirty && !s->flow_log_dirty && !s->mcert && !s->reach_dirty) {
 		pend_reset(s);
 		*ret = NULL;
 		return 0;
@@ -1921,6 +2093,17 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 
 		r = node_filter(x, &f);
 		if (r < 0 || (f && !(d->filter = netmap_filter_dup(f)))) {
+			r = r < 0 ? r : -ENOMEM;
+			goto out;
+		}
+		r = -ENOMEM;
+	}
+	if (s->reach_dirty) {
+		const struct mreach *re;
+
+		/* reach_resync marks only a class that can be said (else a full map). */
+		r = node_reach(x, &re);
+		if (r < 0 || (re && re->r && !(d->reach = netmap_reach_dup(re->r)))) {
 			r = r < 0 ? r : -ENOMEM;
 			goto out;
 		}
@@ -2031,6 +2214,7 @@ int mapper_resume(struct mapper *m, uint64_t id, const struct mapper_missed *mis
 	s->relay_dirty = relay;
 	/* Not worth knowing whether it changed: the filter is small next to a full map. */
 	s->filter_dirty = tn->pol != NULL;
+	s->reach_dirty = tn->pol != NULL;
 	dirty_add(m, s);
 	/*
 	 * Whether the node holds a peer we cannot know: one it may see now comes as added

@@ -1635,8 +1635,10 @@ static int be_status(void *ctx, json_t **ret)
 		json_object_set_new(st, "dataplane", dataplane_json(d->wg));
 		json_object_set_new(st, "filter", nodefilter_status_json(d->filter));
 		json_object_set_new(st, "flow_log", flow_log_json(d));
-		if (d->nm)
+		if (d->nm) {
 			nodefilter_status_peers(d->filter, d->nm, json_object_get(st, "peers"));
+			nodefilter_status_may_open(d->nm, json_object_get(st, "peers"));
+		}
 		json_object_set_new(st, "health", health_json(d, st, e));
 		json_object_set_new(st, "portmap",
 				    d->pm ? portmap_status_json(d->pm) : json_null());

@@ -259,6 +259,95 @@ out:
 	return o;
 }
 
+/* A peer id and the may_open set that lists it first, sorted by id for a binary search. */
+struct reach_ix {
+	uint64_t id;
+	uint32_t set;
+};
+
+static int reach_ix_cmp(const void *a, const void *b)
+{
+	const struct reach_ix *x = a, *y = b;
+
+	if (x->id != y->id)
+		return x->id < y->id ? -1 : 1;
+	return (x->set > y->set) - (x->set < y->set);
+}
+
+/* The peer's items as allowed_in's form ([] when the peer is in no set). NULL on ENOMEM. */
+static json_t *reach_json(const struct netmap_reach *r, const struct reach_ix *ix, size_t n,
+			  uint64_t id)
+{
+	const struct reach_ix key = {id, 0}, *hit;
+	struct access *v = NULL;
+	const struct netmap_reach_set *s;
+	size_t lo = 0, hi = n;
+	json_t *o;
+
+	/* The first entry of id: the set netmap_reach_find would take. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (reach_ix_cmp(&ix[mid], &key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	hit = lo < n && ix[lo].id == id ? &ix[lo] : NULL;
+	/* An all set ("*") is the only one and lists no ids: it takes in every peer. */
+	s = r->n_sets && r->sets[0].all ? &r->sets[0] : hit ? &r->sets[hit->set] : NULL;
+	if (!s)
+		return json_array();
+	v = calloc(s->n_ports, sizeof(*v));
+	if (!v)
+		return NULL;
+	for (uint32_t k = 0; k < s->n_ports; k++) {
+		const struct netmap_reach_port *q = &r->ports[s->port_off + k];
+		bool ported = filter_proto_has_ports(q->proto);
+
+		v[k] = (struct access){q->proto, ported ? q->first : 0, ported ? q->last : 0};
+	}
+	o = access_json(v, s->n_ports);
+	free(v);
+	return o;
+}
+
+void nodefilter_status_may_open(const struct netmap *nm, json_t *peers)
+{
+	const struct netmap_reach *r = nm->reach;
+	struct reach_ix *ix = NULL;
+	size_t n = 0, i;
+	json_t *p;
+
+	/* No policy: anything. A policy without may_open (an older server): not said. */
+	if (!nm->filter) {
+		json_array_foreach(peers, i, p)
+		{
+			json_object_set_new(p, "may_open", json_null());
+		}
+		return;
+	}
+	if (!r)
+		return;
+	/* An index once per status, not a scan of every set per peer. */
+	ix = malloc((r->n_peers ? r->n_peers : 1) * sizeof(*ix));
+	if (!ix)
+		return;
+	for (uint32_t k = 0; k < r->n_sets; k++)
+		for (uint32_t q = 0; q < r->sets[k].n_peers; q++)
+			ix[n++] = (struct reach_ix){r->peers[r->sets[k].peer_off + q], k};
+	qsort(ix, n, sizeof(*ix), reach_ix_cmp);
+	json_array_foreach(peers, i, p)
+	{
+		json_int_t id = json_integer_value(json_object_get(p, "id"));
+		json_t *o = reach_json(r, ix, n, (uint64_t)id);
+
+		if (o)
+			json_object_set_new(p, "may_open", o);
+	}
+	free(ix);
+}
+
 void nodefilter_status_peers(struct nodefilter *nf, const struct netmap *nm, json_t *peers)
 {
 	json_t *p;

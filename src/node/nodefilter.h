@@ -34,6 +34,13 @@ json_t *nodefilter_status_json(struct nodefilter *nf);
  * port ranges, [] for nothing. NULL on ENOMEM.
  */
 json_t *nodefilter_peer_access_json(struct nodefilter *nf, const struct netmap_node *peer);
+/*
+ * Sets "may_open" on each peer of a status's "peers": what this node may open on the peer,
+ * from the netmap's may_open (docs/localapi.md "may_open"), in allowed_in's form; null
+ * without a policy (anything); absent when the server did not say. Not enforced here: the
+ * peer's filter is what enforces.
+ */
+void nodefilter_status_may_open(const struct netmap *nm, json_t *peers);
 /* Sets "allowed_in" on each peer of a status's "peers" (those of nm, in its order). */
 void nodefilter_status_peers(struct nodefilter *nf, const struct netmap *nm, json_t *peers);
 

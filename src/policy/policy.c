@@ -1574,6 +1574,11 @@ const uint64_t *policy_view_row(const struct policy_view *v, size_t a)
 	return a < v->n ? v->rows + v->cls[a] * (v->words ? v->words : 1) : NULL;
 }
 
+size_t policy_view_class(const struct policy_view *v, size_t a)
+{
+	return a < v->n ? v->cls[a] : SIZE_MAX;
+}
+
 size_t policy_view_words(const struct policy_view *v)
 {
 	return v->words;
@@ -1973,4 +1978,240 @@ bool policy_view_filter_same(const struct policy_view *a, const struct policy_vi
 		if (sa != sb || b->same[rb] != ra)
 			return false;
 	}
+}
+
+/* ---- what a node may open: the other direction of its filter ---- */
+
+/* One protocol and port range node i may open on a peer (an index into the nodes). */
+struct ritem {
+	uint32_t peer;
+	uint8_t proto;
+	uint16_t first, last;
+};
+
+struct rbuild {
+	struct ritem *v;
+	size_t n, cap;
+};
+
+/* Before merging: a bound on what one node's rules can make us hold. */
+#define REACH_ITEMS_MAX (1U << 22)
+
+static int radd(struct rbuild *b, const struct rule *rl, const struct dst *e, size_t peer)
+{
+	for (unsigned k = 0; k < rl->n_protos; k++) {
+		bool ported = proto_has_ports(rl->protos[k]);
+
+		/* Ports mean nothing to ICMP and the like: one item, every port. */
+		for (size_t q = 0; q < (ported ? e->n_ranges : 1); q++) {
+			if (b->n >= REACH_ITEMS_MAX)
+				return -E2BIG;
+			if (fgrow((void **)&b->v, &b->cap, b->n + 1, sizeof(*b->v)) < 0)
+				return -ENOMEM;
+			b->v[b->n++] = (struct ritem){.peer = (uint32_t)peer,
+						      .proto = rl->protos[k],
+						      .first = ported ? e->ranges[q].first : 0,
+						      .last = ported ? e->ranges[q].last : 65535};
+		}
+	}
+	return 0;
+}
+
+static int cmp_ritem(const void *a, const void *b)
+{
+	const struct ritem *x = a, *y = b;
+
+	if (x->peer != y->peer)
+		return x->peer < y->peer ? -1 : 1;
+	if (x->proto != y->proto)
+		return x->proto < y->proto ? -1 : 1;
+	if (x->first != y->first)
+		return x->first < y->first ? -1 : 1;
+	return (x->last > y->last) - (x->last < y->last);
+}
+
+/* A peer's merged items; peers with equal items end up next to each other, by id. */
+struct rspan {
+	const struct ritem *it;
+	size_t n;
+	uint64_t id;
+};
+
+static int items_cmp(const struct rspan *x, const struct rspan *y)
+{
+	if (x->n != y->n)
+		return x->n < y->n ? -1 : 1;
+	for (size_t k = 0; k < x->n; k++) {
+		const struct ritem *a = &x->it[k], *b = &y->it[k];
+
+		if (a->proto != b->proto)
+			return a->proto < b->proto ? -1 : 1;
+		if (a->first != b->first)
+			return a->first < b->first ? -1 : 1;
+		if (a->last != b->last)
+			return a->last < b->last ? -1 : 1;
+	}
+	return 0;
+}
+
+static int cmp_rspan(const void *a, const void *b)
+{
+	const struct rspan *x = a, *y = b;
+	int c = items_cmp(x, y);
+
+	if (c)
+		return c;
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/*
+ * The items of the rules whose source is node i, by peer: each dst entry's nodes, i itself
+ * included, so that the result depends on i's class alone (policy_view_class).
+ */
+static int reach_items(const struct policy_view *v, const struct policy_node *nodes, size_t i,
+		       struct rbuild *b)
+{
+	const struct policy_node *x = &nodes[i];
+	int r;
+
+	for (size_t m = v->moff[i]; m < v->moff[i + 1]; m++) {
+		const struct rule *rl = &v->p->rules[v->memb[m].rule];
+		const struct crule *cr = &v->rules[v->memb[m].rule];
+
+		if (!(v->memb[m].flags & M_SRC))
+			continue;
+		for (size_t k = 0; k < rl->n_dsts; k++) {
+			const struct dst *e = &rl->dsts[k];
+
+			if (e->sel.kind == SEL_SELF) {
+				/* As frule sees it from the other end: i's user's untagged devices.
+				 */
+				if (!(v->memb[m].flags & M_SRC_ID) || x->n_tags || !x->user[0])
+					continue;
+				for (size_t u = nref_lower(v->users, v->n_users, x->user);
+				     u < v->n_users && !strcmp(v->users[u].name, x->user); u++)
+					if ((r = radd(b, rl, e, v->users[u].node)) < 0)
+						return r;
+				continue;
+			}
+			if (!cr->dsts[k])
+				continue;
+			for (size_t w = 0; w < v->words; w++) {
+				for (uint64_t bits = cr->dsts[k][w]; bits; bits &= bits - 1) {
+					size_t j = w * 64 + (size_t)__builtin_ctzll(bits);
+
+					if ((r = radd(b, rl, e, j)) < 0)
+						return r;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+int policy_view_reach(const struct policy_view *v, const struct policy_node *nodes, size_t i,
+		      struct netmap_reach **ret)
+{
+	struct rbuild b = {0};
+	struct rspan *spans = NULL;
+	struct netmap_reach *out = NULL;
+	size_t n = 0, n_spans = 0, n_ports = 0, n_sets = 0, n_all = 0;
+	const struct rspan *all = NULL;
+	int r;
+
+	if (i >= v->n)
+		return -EINVAL;
+	if ((r = reach_items(v, nodes, i, &b)) < 0)
+		goto out;
+	/* Sorted, then overlapping or touching ranges of a peer and protocol merged. */
+	if (b.n)
+		qsort(b.v, b.n, sizeof(*b.v), cmp_ritem);
+	for (size_t k = 0; k < b.n; k++) {
+		struct ritem *t = n ? &b.v[n - 1] : NULL;
+
+		if (t && t->peer == b.v[k].peer && t->proto == b.v[k].proto &&
+		    (uint32_t)b.v[k].first <= (uint32_t)t->last + 1) {
+			if (b.v[k].last > t->last)
+				t->last = b.v[k].last;
+			continue;
+		}
+		b.v[n++] = b.v[k];
+	}
+	r = -ENOMEM;
+	spans = calloc(n ? n : 1, sizeof(*spans));
+	out = calloc(1, sizeof(*out));
+	if (!spans || !out)
+		goto out;
+	for (size_t k = 0; k < n; k++) {
+		if (!k || b.v[k].peer != b.v[k - 1].peer)
+			spans[n_spans++] = (struct rspan){&b.v[k], 0, nodes[b.v[k].peer].id};
+		spans[n_spans - 1].n++;
+	}
+	qsort(spans, n_spans, sizeof(*spans), cmp_rspan);
+	/*
+	 * One set and every node i sees in it: "*", so that a node coming or going leaves the
+	 * list as it was. Decided on the class's list and row alone, not on which node is i:
+	 * the server sends one class's list to all its nodes, and a node in the set that i does
+	 * not see can only be i itself, which is no peer of its netmap. Nodes i does not see are
+	 * no peers either (and it may open nothing on them).
+	 */
+	if (n_spans && !items_cmp(&spans[0], &spans[n_spans - 1])) {
+		const uint64_t *row = policy_view_row(v, i);
+
+		for (size_t k = 0; k < n_spans; k++)
+			n_all += bit_test(row, spans[k].it->peer);
+		if (n_all == v->counts[v->cls[i]])
+			all = &spans[0];
+	}
+	if (all) {
+		n_sets = 1;
+		n_ports = all->n;
+	}
+	for (size_t k = 0; k < n_spans && !all; k++) {
+		if (!k || items_cmp(&spans[k], &spans[k - 1])) {
+			n_sets++;
+			n_ports += spans[k].n;
+		}
+	}
+	r = -E2BIG;
+	if (n_sets > NETMAP_REACH_SETS_MAX || n_ports > NETMAP_REACH_PORTS_MAX)
+		goto out;
+	r = -ENOMEM;
+	out->sets = calloc(n_sets + 1, sizeof(*out->sets));
+	out->peers = calloc(all ? 1 : n_spans + 1, sizeof(*out->peers));
+	out->ports = calloc(n_ports + 1, sizeof(*out->ports));
+	if (!out->sets || !out->peers || !out->ports)
+		goto out;
+	if (all) {
+		out->n_sets = 1;
+		out->sets[0] = (struct netmap_reach_set){.n_ports = (uint32_t)all->n, .all = true};
+		for (size_t q = 0; q < all->n; q++)
+			out->ports[out->n_ports++] = (struct netmap_reach_port){
+			    all->it[q].proto, all->it[q].first, all->it[q].last};
+		n_spans = 0;
+	}
+	for (size_t k = 0; k < n_spans; k++) {
+		struct netmap_reach_set *s;
+
+		if (!k || items_cmp(&spans[k], &spans[k - 1])) {
+			s = &out->sets[out->n_sets++];
+			s->peer_off = out->n_peers;
+			s->port_off = out->n_ports;
+			s->n_ports = (uint32_t)spans[k].n;
+			for (size_t q = 0; q < spans[k].n; q++)
+				out->ports[out->n_ports++] = (struct netmap_reach_port){
+				    spans[k].it[q].proto, spans[k].it[q].first,
+				    spans[k].it[q].last};
+		}
+		out->sets[out->n_sets - 1].n_peers++;
+		out->peers[out->n_peers++] = spans[k].id;
+	}
+	*ret = out;
+	out = NULL;
+	r = 0;
+out:
+	netmap_reach_free(out);
+	free(spans);
+	free(b.v);
+	return r;
 }

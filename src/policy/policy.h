@@ -86,6 +86,12 @@ bool policy_view_sees(const struct policy_view *v, size_t a, size_t b);
  */
 const uint64_t *policy_view_row(const struct policy_view *v, size_t a);
 size_t policy_view_words(const struct policy_view *v);
+/*
+ * Node a's class (SIZE_MAX: no node a): nodes of one class are in the same rules the same
+ * way (and have the same user where autogroup:self is used), so their rows, and what they
+ * may open (policy_view_reach), are the same.
+ */
+size_t policy_view_class(const struct policy_view *v, size_t a);
 /* How many peers node a may see. */
 size_t policy_view_count(const struct policy_view *v, size_t a);
 /*
@@ -94,6 +100,20 @@ size_t policy_view_count(const struct policy_view *v, size_t a);
  */
 int policy_view_filter(const struct policy_view *v, const struct policy_node *nodes, size_t i,
 		       struct netmap_filter **ret);
+/*
+ * What node i may open on its peers, the other direction of its filter (docs/policy.md):
+ * from the rules whose src takes in node i, each node in one of their dst entries with the
+ * entry's ports and the rule's protocols, merged per node and protocol; nodes with the same
+ * items share a set, sets in no promised order, nodes in a set by id. Node i itself is
+ * listed where a rule lets it reach itself: that keeps the result a function of i's class
+ * (policy_view_class), so that a server computes it once per class, not once per node.
+ * Nodes i may open nothing on are in no set. When that list is one set naming every node i
+ * sees, the set is an all set ("*") instead: a node that comes or goes leaves it unchanged.
+ * 0 with *ret (netmap_reach_free), -E2BIG (over the netmap's caps), -ENOMEM, -EINVAL (no
+ * node i).
+ */
+int policy_view_reach(const struct policy_view *v, const struct policy_node *nodes, size_t i,
+		      struct netmap_reach **ret);
 
 /*
  * After a policy change over the same nodes: matches every rule of view b with an equal rule

@@ -461,18 +461,24 @@ static void put_relay_map(struct wbuf *b, const struct netmap_relay_map *rm)
 	put_lit(b, "]}");
 }
 
+/* A piece's text out of b, or b's error (and its buffer freed). */
+static int wbuf_take(struct wbuf *b, char **ret, size_t *ret_len)
+{
+	if (b->err) {
+		free(b->p);
+		return b->err;
+	}
+	*ret = b->p;
+	*ret_len = b->len;
+	return 0;
+}
+
 int relaymap_encode(const struct netmap_relay_map *rm, char **ret, size_t *ret_len)
 {
 	struct wbuf b = {0};
 
 	put_relay_map(&b, rm);
-	if (b.err) {
-		free(b.p);
-		return b.err;
-	}
-	*ret = b.p;
-	*ret_len = b.len;
-	return 0;
+	return wbuf_take(&b, ret, ret_len);
 }
 
 static void put_filter(struct wbuf *b, const struct netmap_filter *f)
@@ -513,18 +519,57 @@ static void put_filter(struct wbuf *b, const struct netmap_filter *f)
 	put_lit(b, "]}");
 }
 
+/* "may_open": [{"peers": [ID, ...] or "*", "ports": [[PROTO, FIRST, LAST], ...]}, ...] */
+static void put_reach(struct wbuf *b, const struct netmap_reach *r)
+{
+	if (!netmap_reach_valid(r)) {
+		b->err = b->err ? b->err : -EINVAL;
+		return;
+	}
+	put_lit(b, "[");
+	for (unsigned i = 0; i < r->n_sets && !b->err; i++) {
+		const struct netmap_reach_set *s = &r->sets[i];
+
+		if (i)
+			put_lit(b, ",");
+		if (s->all) {
+			put_lit(b, "{\"peers\":\"*\",\"ports\":[");
+		} else {
+			put_lit(b, "{\"peers\":[");
+			for (uint32_t k = 0; k < s->n_peers; k++) {
+				if (k)
+					put_lit(b, ",");
+				put_uint(b, r->peers[s->peer_off + k]);
+			}
+			put_lit(b, "],\"ports\":[");
+		}
+		for (uint32_t k = 0; k < s->n_ports; k++) {
+			const struct netmap_reach_port *q = &r->ports[s->port_off + k];
+			char t[32];
+
+			snprintf(t, sizeof(t), "%s[%u,%u,%u]", k ? "," : "", q->proto, q->first,
+				 q->last);
+			put(b, t, strlen(t));
+		}
+		put_lit(b, "]}");
+	}
+	put_lit(b, "]");
+}
+
 int ctrl_filter_encode(const struct netmap_filter *f, char **ret, size_t *ret_len)
 {
 	struct wbuf b = {0};
 
 	put_filter(&b, f);
-	if (b.err) {
-		free(b.p);
-		return b.err;
-	}
-	*ret = b.p;
-	*ret_len = b.len;
-	return 0;
+	return wbuf_take(&b, ret, ret_len);
+}
+
+int ctrl_reach_encode(const struct netmap_reach *r, char **ret, size_t *ret_len)
+{
+	struct wbuf b = {0};
+
+	put_reach(&b, r);
+	return wbuf_take(&b, ret, ret_len);
 }
 
 static void put_node(struct wbuf *b, const struct netmap_node *n)
@@ -694,6 +739,10 @@ static void put_delta(struct wbuf *b, const struct netmap_delta *d)
 		put_lit(b, ",\"machine_cert\":");
 		put_text(b, d->machine_cert, NETMAP_MCERT_MAX);
 	}
+	if (d->reach) {
+		put_lit(b, ",\"may_open\":");
+		put_reach(b, d->reach);
+	}
 }
 
 int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
@@ -851,6 +900,10 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 			put_filter(&b, m->netmap->filter);
 		}
 		put_flow_log(&b, &m->netmap->flow_log);
+		if (m->netmap->reach) {
+			put_lit(&b, ",\"may_open\":");
+			put_reach(&b, m->netmap->reach);
+		}
 		break;
 	case CTRL_MSG_DELTA:
 		if (!m->delta) {
@@ -902,7 +955,7 @@ int ctrl_netmap_join(uint64_t seq, const struct netmap_version *version, const c
 		     const struct ctrl_json_piece *self, const struct ctrl_json_piece *peers,
 		     unsigned n_peers, const struct ctrl_json_piece *relay_map,
 		     const struct ctrl_json_piece *filter, const struct netmap_flow_log *flow_log,
-		     char **ret, size_t *ret_len)
+		     const struct ctrl_json_piece *may_open, char **ret, size_t *ret_len)
 {
 	struct wbuf b = { 0 }, fl = { 0 };
 	size_t total;
@@ -932,6 +985,8 @@ int ctrl_netmap_join(uint64_t seq, const struct netmap_version *version, const c
 		goto out;
 	}
 	total += fl.len;
+	if (may_open && may_open->len)
+		total += sizeof(",\"may_open\":") - 1 + may_open->len;
 	if (total > CTRL_MSG_MAX) {
 		b.err = -EMSGSIZE;
 		goto out;
@@ -961,6 +1016,10 @@ int ctrl_netmap_join(uint64_t seq, const struct netmap_version *version, const c
 	}
 	if (fl.len)
 		put(&b, fl.p, fl.len);
+	if (may_open && may_open->len) {
+		put_lit(&b, ",\"may_open\":");
+		put(&b, may_open->p, may_open->len);
+	}
 	put_lit(&b, "}");
 out:
 	free(fl.p);
@@ -1358,6 +1417,97 @@ out:
 	return r;
 }
 
+/* One [PROTO, FIRST, LAST] of "may_open". */
+static int reach_port_from(json_t *v, struct netmap_reach_port *q)
+{
+	json_t *p = json_array_get(v, 0), *f = json_array_get(v, 1), *l = json_array_get(v, 2);
+
+	if (!json_is_array(v) || json_array_size(v) != 3 || !json_is_integer(p) ||
+	    !json_is_integer(f) || !json_is_integer(l) || json_integer_value(p) < 1 ||
+	    json_integer_value(p) > 255 || json_integer_value(f) < 0 ||
+	    json_integer_value(l) > 65535 || json_integer_value(f) > json_integer_value(l))
+		return -EBADMSG;
+	*q = (struct netmap_reach_port){.proto = (uint8_t)json_integer_value(p),
+					.first = (uint16_t)json_integer_value(f),
+					.last = (uint16_t)json_integer_value(l)};
+	return 0;
+}
+
+/* A set's "peers": "*", every peer of the netmap; any other string is refused with the set. */
+static bool reach_all(json_t *s)
+{
+	json_t *p = json_object_get(s, "peers");
+
+	return json_is_string(p) && json_string_length(p) == 1 && json_string_value(p)[0] == '*';
+}
+
+/*
+ * What the node may open on its peers (netmap.h struct netmap_reach): present and valid (*ret
+ * malloc'd), -ENOENT, -EBADMSG or -ENOMEM. Counted first, so the arrays are allocated once at
+ * their final size and never beyond the caps.
+ */
+static int get_reach(json_t *o, const char *k, struct netmap_reach **ret)
+{
+	struct netmap_reach *r = NULL;
+	json_t *sets, *peers, *ports;
+	size_t n, np, nq, n_peers = 0, n_ports = 0;
+	int e = get_array(o, k, NETMAP_REACH_SETS_MAX, &sets, &n);
+
+	if (e)
+		return e;
+	for (size_t i = 0; i < n; i++) {
+		json_t *s = json_array_get(sets, i);
+
+		if (!json_is_object(s) ||
+		    (!reach_all(s) &&
+		     (get_array(s, "peers", NETMAP_MAX_PEERS, &peers, &np) || !np)) ||
+		    get_array(s, "ports", NETMAP_REACH_PORTS_MAX, &ports, &nq) || !nq)
+			return -EBADMSG;
+		if (reach_all(s))
+			np = 0;
+		n_peers += np;
+		n_ports += nq;
+		if (n_peers > NETMAP_MAX_PEERS || n_ports > NETMAP_REACH_PORTS_MAX)
+			return -EBADMSG;
+	}
+	e = -ENOMEM;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		goto out;
+	r->sets = calloc(n + 1, sizeof(*r->sets));
+	r->peers = calloc(n_peers + 1, sizeof(*r->peers));
+	r->ports = calloc(n_ports + 1, sizeof(*r->ports));
+	if (!r->sets || !r->peers || !r->ports)
+		goto out;
+	e = -EBADMSG;
+	for (size_t i = 0; i < n; i++) {
+		json_t *s = json_array_get(sets, i);
+		struct netmap_reach_set *t = &r->sets[r->n_sets++];
+
+		peers = json_object_get(s, "peers");
+		ports = json_object_get(s, "ports");
+		t->all = reach_all(s);
+		t->peer_off = r->n_peers;
+		t->n_peers = (uint32_t)json_array_size(peers); /* 0 for a string */
+		t->port_off = r->n_ports;
+		t->n_ports = (uint32_t)json_array_size(ports);
+		for (size_t q = 0; q < t->n_peers; q++)
+			if (id_from(json_array_get(peers, q), &r->peers[r->n_peers++]))
+				goto out;
+		for (size_t q = 0; q < t->n_ports; q++)
+			if (reach_port_from(json_array_get(ports, q), &r->ports[r->n_ports++]))
+				goto out;
+	}
+	if (!netmap_reach_valid(r))
+		goto out;
+	*ret = r;
+	r = NULL;
+	e = 0;
+out:
+	netmap_reach_free(r);
+	return e;
+}
+
 static int decode_node(json_t *o, struct netmap_node *ret)
 {
 	struct netmap_node *n = ret;
@@ -1608,6 +1758,9 @@ static int decode_netmap(json_t *o, struct netmap **ret)
 	r = opt(get_flow_log(o, "flow_log", &nm->flow_log));
 	if (r)
 		goto out;
+	r = opt(get_reach(o, "may_open", &nm->reach));
+	if (r)
+		goto out;
 	*ret = nm;
 	nm = NULL;
 out:
@@ -1721,6 +1874,9 @@ static int decode_delta(json_t *o, struct netmap_delta **ret)
 		if (get_text(o, "machine_cert", d->machine_cert, NETMAP_MCERT_MAX))
 			goto out;
 	}
+	r = opt(get_reach(o, "may_open", &d->reach));
+	if (r)
+		goto out;
 	*ret = d;
 	d = NULL;
 	r = 0;

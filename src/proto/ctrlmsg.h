@@ -189,16 +189,18 @@ int ctrl_node_encode(const struct netmap_node *n, char **ret, size_t *ret_len);
  * The JSON of a CTRL_MSG_NETMAP message from its pre-encoded node records
  * (each from ctrl_node_encode), version (NULL or feed 0: none), relay map (relaymap_encode; NULL or
  * empty when the map has no regions), packet filter (ctrl_filter_encode; NULL or empty when the
- * tailnet has no policy) and flow-log setting (NULL or not set: none), malloc'd once at its final
- * size. Same result and errors as
- * ctrl_msg_encode of the equivalent struct netmap.
+ * tailnet has no policy), flow-log setting (NULL or not set: none) and what the node may open
+ * (ctrl_reach_encode; NULL or empty: not said), malloc'd once at its final size. Same result
+ * and errors as ctrl_msg_encode of the equivalent struct netmap.
  */
 int ctrl_netmap_join(uint64_t seq, const struct netmap_version *version, const char *tailnet,
 		     const struct ctrl_json_piece *self, const struct ctrl_json_piece *peers,
 		     unsigned n_peers, const struct ctrl_json_piece *relay_map,
 		     const struct ctrl_json_piece *filter, const struct netmap_flow_log *flow_log,
-		     char **ret, size_t *ret_len);
+		     const struct ctrl_json_piece *may_open, char **ret, size_t *ret_len);
 /* A packet filter as the value of "packet_filter" (a ctrl_netmap_join piece). */
 int ctrl_filter_encode(const struct netmap_filter *f, char **ret, size_t *ret_len);
+/* What the node may open as the value of "may_open" (a ctrl_netmap_join piece); -EINVAL. */
+int ctrl_reach_encode(const struct netmap_reach *r, char **ret, size_t *ret_len);
 
 #endif

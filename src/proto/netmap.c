@@ -18,6 +18,7 @@ void netmap_free(struct netmap *nm)
 		return;
 	free(nm->peers);
 	netmap_filter_free(nm->filter);
+	netmap_reach_free(nm->reach);
 	free(nm);
 }
 
@@ -33,7 +34,18 @@ void netmap_delta_free(struct netmap_delta *d)
 	free(d->relay_map);
 	netmap_filter_free(d->filter);
 	free(d->machine_cert);
+	netmap_reach_free(d->reach);
 	free(d);
+}
+
+void netmap_reach_free(struct netmap_reach *r)
+{
+	if (!r)
+		return;
+	free(r->sets);
+	free(r->peers);
+	free(r->ports);
+	free(r);
 }
 
 void netmap_filter_free(struct netmap_filter *f)
@@ -79,6 +91,90 @@ struct netmap_filter *netmap_filter_dup(const struct netmap_filter *f)
 		return NULL;
 	}
 	return c;
+}
+
+struct netmap_reach *netmap_reach_dup(const struct netmap_reach *r)
+{
+	struct netmap_reach *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->n_sets = r->n_sets;
+	c->n_peers = r->n_peers;
+	c->n_ports = r->n_ports;
+	c->sets = array_dup(r->sets, r->n_sets, sizeof(*r->sets));
+	c->peers = array_dup(r->peers, r->n_peers, sizeof(*r->peers));
+	c->ports = array_dup(r->ports, r->n_ports, sizeof(*r->ports));
+	if (!c->sets || !c->peers || !c->ports) {
+		netmap_reach_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+bool netmap_reach_valid(const struct netmap_reach *r)
+{
+	if (r->n_sets > NETMAP_REACH_SETS_MAX || r->n_peers > NETMAP_MAX_PEERS ||
+	    r->n_ports > NETMAP_REACH_PORTS_MAX)
+		return false;
+	for (unsigned i = 0; i < r->n_ports; i++)
+		if (!r->ports[i].proto || r->ports[i].first > r->ports[i].last)
+			return false;
+	for (unsigned i = 0; i < r->n_sets; i++) {
+		const struct netmap_reach_set *s = &r->sets[i];
+
+		/* One form for "every peer": the only set, no ids beside it. */
+		if (s->all ? s->n_peers || r->n_sets != 1 || r->n_peers : !s->n_peers)
+			return false;
+		if (s->peer_off > r->n_peers || s->n_peers > r->n_peers - s->peer_off ||
+		    !s->n_ports || s->port_off > r->n_ports ||
+		    s->n_ports > r->n_ports - s->port_off)
+			return false;
+		/* One form per set: by protocol, then port, ranges of a protocol apart. */
+		for (uint32_t k = 1; k < s->n_ports; k++) {
+			const struct netmap_reach_port *a = &r->ports[s->port_off + k - 1];
+			const struct netmap_reach_port *b = &r->ports[s->port_off + k];
+
+			if (a->proto > b->proto || (a->proto == b->proto && a->last >= b->first))
+				return false;
+		}
+	}
+	return true;
+}
+
+bool netmap_reach_equal(const struct netmap_reach *a, const struct netmap_reach *b)
+{
+	if (a == b)
+		return true;
+	if (!a || !b || a->n_sets != b->n_sets || a->n_peers != b->n_peers ||
+	    a->n_ports != b->n_ports)
+		return false;
+	/* Field by field: the structs have padding a compound literal need not zero. */
+	for (unsigned i = 0; i < a->n_sets; i++)
+		if (a->sets[i].peer_off != b->sets[i].peer_off ||
+		    a->sets[i].n_peers != b->sets[i].n_peers ||
+		    a->sets[i].port_off != b->sets[i].port_off ||
+		    a->sets[i].n_ports != b->sets[i].n_ports || a->sets[i].all != b->sets[i].all)
+			return false;
+	for (unsigned i = 0; i < a->n_ports; i++)
+		if (a->ports[i].proto != b->ports[i].proto ||
+		    a->ports[i].first != b->ports[i].first || a->ports[i].last != b->ports[i].last)
+			return false;
+	return !a->n_peers || !memcmp(a->peers, b->peers, a->n_peers * sizeof(*a->peers));
+}
+
+const struct netmap_reach_set *netmap_reach_find(const struct netmap_reach *r, uint64_t id)
+{
+	if (!r)
+		return NULL;
+	for (unsigned i = 0; i < r->n_sets; i++) {
+		if (r->sets[i].all)
+			return &r->sets[i];
+		for (uint32_t k = 0; k < r->sets[i].n_peers; k++)
+			if (r->peers[r->sets[i].peer_off + k] == id)
+				return &r->sets[i];
+	}
+	return NULL;
 }
 
 bool netmap_prefix_valid(const struct netmap_prefix *p)
@@ -206,6 +302,7 @@ int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 {
 	struct slot *ix = NULL;
 	struct netmap_filter *filter = NULL;
+	struct netmap_reach *reach = NULL;
 	uint64_t *removed = NULL, *added = NULL;
 	struct netmap_node *peers;
 	unsigned i, n, cap;
@@ -252,6 +349,8 @@ int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 
 	ret = -ENOMEM;
 	if (d->filter && !(filter = netmap_filter_dup(d->filter)))
+		goto out;
+	if (d->reach && !(reach = netmap_reach_dup(d->reach)))
 		goto out;
 	/* The last allocation: from here on nothing fails and nm is changed. */
 	if (cap > nm->n_peers) {
@@ -304,12 +403,18 @@ int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 		nm->filter = filter;
 		filter = NULL;
 	}
+	if (reach) {
+		netmap_reach_free(nm->reach);
+		nm->reach = reach;
+		reach = NULL;
+	}
 	nm->seq = d->seq;
 	if (d->version.feed)
 		nm->version = d->version;
 	ret = 0;
 out:
 	netmap_filter_free(filter);
+	netmap_reach_free(reach);
 	free(ix);
 	free(removed);
 	free(added);

@@ -105,6 +105,40 @@ struct netmap_filter {
 };
 
 /*
+ * The other direction of the filter (docs/policy.md, "What this node may open"): what the
+ * node that receives the netmap may start on each peer, compiled by the server from the rules
+ * whose source is that node. Status output only: the peer's own filter is what enforces.
+ * Peers allowed the same items share a set, so "everyone may reach everyone" is one set of
+ * one item per protocol whatever the tailnet's size. A set lists its peers by id
+ * (peers[peer_off ..]) and its items (ports[port_off ..]), each a protocol and a port range
+ * (0-65535 for protocols without ports), sorted and not overlapping. A set may instead take
+ * in every peer of the netmap ("peers": "*", all set, no ids): the server's form when the node
+ * may open the same items on every peer it sees, so that under an allow-all policy a join or a
+ * leave leaves the list byte for byte as it was and no delta carries it. Such a set is the
+ * only one, and it never takes in the node itself.
+ */
+#define NETMAP_REACH_SETS_MAX (1U << 16)
+#define NETMAP_REACH_PORTS_MAX (1U << 18)
+
+struct netmap_reach_port {
+	uint8_t proto; /* IP protocol number, 1..255 */
+	uint16_t first, last;
+};
+
+struct netmap_reach_set {
+	uint32_t peer_off, n_peers; /* n_peers >= 1; 0 for an all set */
+	uint32_t port_off, n_ports; /* n_ports >= 1 */
+	bool all;		    /* every peer of the netmap but the node itself */
+};
+
+struct netmap_reach {
+	unsigned n_sets, n_peers, n_ports;
+	struct netmap_reach_set *sets;
+	uint64_t *peers;
+	struct netmap_reach_port *ports;
+};
+
+/*
  * The tailnet's flow-log setting (docs/audit.md): whether its nodes count their flows and how
  * often they ship a batch. set false: the server did not say (a netmap from a server older than
  * the setting; in a delta, unchanged), and the node keeps what it had (at first: on, 5 s).
@@ -165,6 +199,7 @@ struct netmap {
 	struct netmap_relay_map relay_map; /* no regions: no relays */
 	struct netmap_filter *filter;	   /* malloc'd; NULL: no policy, every peer may reach us */
 	struct netmap_flow_log flow_log;
+	struct netmap_reach *reach; /* malloc'd; NULL: the server did not say */
 };
 
 struct netmap_endpoint_patch {
@@ -199,12 +234,14 @@ struct netmap_delta {
 	 * characters; NULL: none. Outside input: the node checks it as `cert install` does.
 	 */
 	char *machine_cert;
+	struct netmap_reach *reach;	    /* malloc'd; NULL: unchanged */
 };
 
-/* All three accept NULL, free the arrays and the struct itself. */
+/* All four accept NULL, free the arrays and the struct itself. */
 void netmap_free(struct netmap *nm);
 void netmap_delta_free(struct netmap_delta *d);
 void netmap_filter_free(struct netmap_filter *f);
+void netmap_reach_free(struct netmap_reach *r);
 /* Family AF_INET or AF_INET6 and a length that fits it. */
 bool netmap_prefix_valid(const struct netmap_prefix *p);
 /* Set, with an interval in bounds. */
@@ -213,6 +250,21 @@ bool netmap_flow_log_valid(const struct netmap_flow_log *fl);
 struct netmap_filter *netmap_filter_dup(const struct netmap_filter *f);
 /* Offsets and counts inside the arrays, n_src/n_dst >= 1, ports ordered, protocols 1..255. */
 bool netmap_filter_valid(const struct netmap_filter *f);
+/* A deep copy; NULL when out of memory. */
+struct netmap_reach *netmap_reach_dup(const struct netmap_reach *r);
+/*
+ * Offsets and counts inside the arrays, counts >= 1, protocols 1..255, a set's items ordered
+ * by protocol and port, ranges of one protocol not overlapping; an all set is the only set and
+ * lists no ids. A peer listed in two sets is not refused: netmap_reach_find takes the first.
+ */
+bool netmap_reach_valid(const struct netmap_reach *r);
+/* The same sets, peers and items in the same order (both NULL: true). */
+bool netmap_reach_equal(const struct netmap_reach *a, const struct netmap_reach *b);
+/*
+ * The set that lists peer id, or NULL: the node may open nothing on it. An all set takes in
+ * any id: ask only about the netmap's peers, and not about the node itself.
+ */
+const struct netmap_reach_set *netmap_reach_find(const struct netmap_reach *r, uint64_t id);
 /*
  * Applies a delta to a full netmap (the node keeps a full map and its cache
  * from netmap + deltas). Peers are matched by id; a stamped delta stamps the map.

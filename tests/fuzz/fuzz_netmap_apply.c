@@ -9,7 +9,8 @@
  * every apply:
  * nothing but tailnet host addresses is installed, routes are only the tailnet's,
  * the device holds exactly the peers netmap_apply counts, each with tailnet host
- * allowed IPs only, and clearing leaves no peers.
+ * allowed IPs only, what the node may open ("may_open") is well formed, and clearing
+ * leaves no peers.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -172,6 +173,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				netmap_apply_delta(nm, m.delta); /* a bad delta leaves nm usable */
 			}
 			ctrl_msg_clear(&m);
+			/* may_open, from a map or folded in by deltas: never malformed. */
+			if (nm && nm->reach && !netmap_reach_valid(nm->reach))
+				abort();
 			if (nm) {
 				now += 1000000ULL;
 				netmap_apply_netmap(na, nm, now);

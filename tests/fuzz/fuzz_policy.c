@@ -2,8 +2,9 @@
 /*
  * The policy parser (HuJSON, validation, the policy's own tests) and compiler on any bytes:
  * a refusal says where ("LINE:COL: ..."), an accepted policy compiles over a small tailnet of
- * users, tagged nodes and an untagged node without a user, every filter is valid, and who
- * sees whom is symmetric.
+ * users, tagged nodes and an untagged node without a user, every filter is valid, what each
+ * node may open is valid, lists only peers it sees (and maybe itself) and is its class's, and
+ * who sees whom is symmetric.
  */
 #include <assert.h>
 #include <ctype.h>
@@ -55,6 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	node(&n[4], 4, NULL, "tag:web");
 	node(&n[5], 5, "default", NULL);
 	if (policy_compile(p, n, 6, &v) == 0) {
+		struct netmap_reach *re[6] = {NULL};
+
 		for (size_t a = 0; a < 6; a++) {
 			struct netmap_filter *f;
 
@@ -64,8 +67,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				assert(netmap_filter_valid(f));
 				netmap_filter_free(f);
 			}
+			if (policy_view_reach(v, n, a, &re[a]) == 0) {
+				assert(netmap_reach_valid(re[a]));
+				for (size_t b = 0; b < 6; b++)
+					assert(a == b || !netmap_reach_find(re[a], n[b].id) ||
+					       policy_view_sees(v, a, b) || re[a]->sets[0].all);
+				/* The server sends one class's to all its nodes. */
+				for (size_t b = 0; b < a; b++)
+					assert(!re[b] ||
+					       policy_view_class(v, a) != policy_view_class(v, b) ||
+					       netmap_reach_equal(re[a], re[b]));
+			}
 			(void)policy_explain(p, &n[a], &n[(a + 1) % 6], 22, 6, err);
 		}
+		for (size_t a = 0; a < 6; a++)
+			netmap_reach_free(re[a]);
 		policy_view_free(v);
 	}
 	policy_free(p);

@@ -13,6 +13,9 @@
 #     where without it the client waits for its timeout
 #   - status and whois say what each peer may open on the node (from its filter), and whois
 #     says a peer's user and tags
+#   - status says what the node may open on each peer (the server's may_open): eng on the
+#     server TCP 22, the server nothing on eng (it may only be reached by it); "all" without
+#     a policy; a policy change that lets other reach 443 shows on other
 #   - a policy change reaches the nodes (the time from the server's log line to the node's
 #     is logged: about 70 ms); other flows go on
 #   - policy reset: back to everyone, with full maps
@@ -48,11 +51,23 @@ allowed_in()
 	status_eval "$1" "json.dumps([p.get('allowed_in', 'absent') for p in j['peers']
 		if p['hostname'] == '$2'][0], separators=(',', ':'))"
 }
+# may_open NODE PEER: what NODE may open on the peer, from NODE's status, as compact JSON.
+may_open()
+{
+	status_eval "$1" "json.dumps([p.get('may_open', 'absent') for p in j['peers']
+		if p['hostname'] == '$2'][0], separators=(',', ':'))"
+}
+# may_open_is NODE PEER JSON: for wait_for (a delta may still be on its way).
+may_open_is() { test "$(may_open "$1" "$2")" = "$3"; }
 # status_row NODE PEER: the peer's row in NODE's `trellis status`.
 status_row() { tr_node "$1" status | awk -v h="$2" '$1 == h'; }
 check_eq "no policy: status --json says eng may open anything on the server" "null" \
 	"$(allowed_in server eng)"
 check_eq "no policy: status says so in words" "all" "$(status_row server eng | awk '{print $NF}')"
+check_eq "no policy: status --json says eng may open anything on the server" "null" \
+	"$(may_open eng server)"
+check_eq "no policy: status says so in words (MAY OPEN THERE)" "all" \
+	"$(status_row eng server | awk '{print $(NF-1)}')"
 out=$(tr_node eng whois "$IP4_SRV")
 check "whois on eng: the server's tags" grep -q '^  Tags:     tag:server$' <<<"$out"
 out=$(tr_node server whois "$IP4_ENG")
@@ -116,6 +131,14 @@ check_eq "status on the server: eng's row ends in tcp:22" "tcp:22" \
 	"$(status_row server eng | awk '{print $NF}')"
 check_eq "status on eng: the server's row ends in none" "none" \
 	"$(status_row eng server | awk '{print $NF}')"
+check "status --json on eng: eng may open TCP 22 on the server" \
+	wait_for 10 may_open_is eng server '[{"proto":6,"ports":[[22,22]]}]'
+check_eq "status --json on the server: it may open nothing on eng (only reached by it)" '[]' \
+	"$(may_open server eng)"
+check_eq "status on eng: MAY OPEN THERE on the server's row is tcp:22" "tcp:22" \
+	"$(status_row eng server | awk '{print $(NF-1)}')"
+check_eq "status on the server: MAY OPEN THERE on eng's row is none" "none" \
+	"$(status_row server eng | awk '{print $(NF-1)}')"
 out=$(tr_node server whois "$IP4_ENG")
 check "whois on the server: eng may open tcp:22" grep -qx '  tcp:22' <<<"$out"
 check "explain: eng -> server 22/tcp allowed" ctl policy explain eng server 22 --proto tcp
@@ -200,12 +223,19 @@ check "other -> server TCP 443 is allowed now" wait_for 30 tcp_ok oth "$IP4_SRV"
 check "status --json on the server: other may open TCP 443" \
 	grep -qF '{"proto":6,"ports":[[443,443]]}' <<<"$(allowed_in server other)"
 check_eq "... and eng still TCP 22" '[{"proto":6,"ports":[[22,22]]}]' "$(allowed_in server eng)"
+# The rule names no protocol: TCP, UDP, ICMP and ICMPv6 (the default).
+check "status --json on other: it may open 443 on the server" wait_for 10 may_open_is other \
+	server '[{"proto":1},{"proto":6,"ports":[[443,443]]},{"proto":17,"ports":[[443,443]]},{"proto":58}]'
+check_eq "status --json on eng: still TCP 22 on the server" '[{"proto":6,"ports":[[22,22]]}]' \
+	"$(may_open eng server)"
 check_not "other -> server TCP 22 is not" tcp_ok oth "$IP4_SRV" 22 2
 check "eng -> server TCP 22 is still allowed" tcp_ok eng "$IP4_SRV" 22
 
 check "policy reset" ctl policy reset
 check "no policy again: eng sees other and server" wait_for 20 peers_are eng "other server"
 check "no policy again: other sees eng and server" wait_for 20 peers_are other "eng server"
+check "no policy again: eng may open anything on the server" \
+	wait_for 10 may_open_is eng server null
 
 for n in eng server other; do
 	lab_node_stop "$n"

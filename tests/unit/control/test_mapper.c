@@ -1539,6 +1539,8 @@ static void test_policy_views(void **state)
 		assert_int_equal(mapper_netmap(m, id, T0, &nm), 0);
 		assert_int_equal(nm->n_peers, 2);
 		assert_null(nm->filter);
+		/* No policy: nothing said of what it may open (anything, as no filter says). */
+		assert_null(nm->reach);
 		netmap_free(nm);
 	}
 	assert_false(mapper_policy_has(m, 1));
@@ -1556,6 +1558,15 @@ static void test_policy_views(void **state)
 	assert_int_equal(d[k]->removed[0], 3);
 	assert_non_null(d[k]->filter);
 	assert_int_equal(d[k]->filter->n_rules, 0);
+	/* ... and may open TCP 22 on 2, the one peer it sees: on every peer ("*"). */
+	assert_non_null(d[k]->reach);
+	assert_int_equal(d[k]->reach->n_sets, 1);
+	assert_true(d[k]->reach->sets[0].all);
+	assert_int_equal(d[k]->reach->n_peers, 0);
+	assert_int_equal(d[k]->reach->n_ports, 1);
+	assert_int_equal(d[k]->reach->ports[0].proto, 6);
+	assert_int_equal(d[k]->reach->ports[0].first, 22);
+	assert_int_equal(d[k]->reach->ports[0].last, 22);
 	/* 2: loses 3; its filter lets 1's addresses reach port 22 over TCP. */
 	k = delta_index(ids, n, 2);
 	assert_int_equal(d[k]->n_removed, 1);
@@ -1564,9 +1575,14 @@ static void test_policy_views(void **state)
 	assert_int_equal(d[k]->filter->srcs[0].addr[3], 1);
 	assert_int_equal(d[k]->filter->dsts[0].port_first, 22);
 	assert_int_equal(d[k]->filter->rules[0].protos[0], 6);
+	/* 2 may open nothing: said, as an empty list. */
+	assert_non_null(d[k]->reach);
+	assert_int_equal(d[k]->reach->n_sets, 0);
 	/* 3: alone. */
 	k = delta_index(ids, n, 3);
 	assert_int_equal(d[k]->n_removed, 2);
+	assert_non_null(d[k]->reach);
+	assert_int_equal(d[k]->reach->n_sets, 0);
 	free_deltas(d, n);
 
 	assert_int_equal(mapper_netmap(m, 3, T0, &nm), 0);
@@ -1581,7 +1597,15 @@ static void test_policy_views(void **state)
 	assert_int_equal(mapper_netmap_json(m, 2, T0, &json, &len), 0);
 	assert_non_null(strstr(json, "\"packet_filter\":{\"rules\":[{\"src\":[\"100.64.0.1/32\""));
 	assert_null(strstr(json, "\"node-3\""));
+	assert_non_null(strstr(json, ",\"may_open\":[]}"));
 	free(json);
+	assert_int_equal(mapper_netmap_json(m, 1, T0, &json, &len), 0);
+	assert_non_null(strstr(json, ",\"may_open\":[{\"peers\":\"*\",\"ports\":[[6,22,22]]}]}"));
+	free(json);
+	assert_int_equal(mapper_netmap(m, 1, T0, &nm), 0);
+	assert_non_null(nm->reach);
+	assert_true(nm->reach->sets[0].all);
+	netmap_free(nm);
 
 	/* 3 becomes a server: 1 and 3 see each other; 2's filter and peers stay. */
 	snprintf(n3.tags[0], NETMAP_TAG_MAX, "tag:server");
@@ -1592,6 +1616,8 @@ static void test_policy_views(void **state)
 	assert_int_equal(d[k]->n_added, 1);
 	assert_int_equal(d[k]->added[0].id, 3);
 	assert_null(d[k]->filter);
+	/* 1 may open TCP 22 on 2 and 3, every peer it sees: "*" as before, nothing to say. */
+	assert_null(d[k]->reach);
 	k = delta_index(ids, n, 3);
 	assert_true(k < n);
 	assert_int_equal(d[k]->n_added, 1);
@@ -1600,7 +1626,8 @@ static void test_policy_views(void **state)
 	assert_int_equal(d[k]->filter->n_rules, 1);
 	/* 2 sees 3's record change (its tags), nothing about its own view. */
 	k = delta_index(ids, n, 2);
-	assert_true(k == n || (!d[k]->filter && !d[k]->n_added && !d[k]->n_removed));
+	assert_true(k == n ||
+		    (!d[k]->filter && !d[k]->n_added && !d[k]->n_removed && !d[k]->reach));
 	free_deltas(d, n);
 
 	/* No policy again: "no filter" is said by full maps. */
@@ -1612,10 +1639,88 @@ static void test_policy_views(void **state)
 		assert_int_equal(mapper_netmap(m, id, T0, &nm), 0);
 		assert_int_equal(nm->n_peers, 2);
 		assert_null(nm->filter);
+		assert_null(nm->reach);
 		netmap_free(nm);
 	}
 	assert_int_equal(mapper_dirty_count(m), 0);
 	mapper_free(m);
+}
+
+/*
+ * Under "everyone reaches everyone" what a node may open is "*", the same bytes whatever the
+ * tailnet's size: a join sends each subscriber the added peer and no may_open (a list by id
+ * would send every node every id). A policy with a real difference between peers still sends
+ * the list when a node joins.
+ */
+static void test_policy_may_open_join(void **state)
+{
+	static const char *const pols[] = {
+	    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+	    /* also TCP 80 on 100.64.0.2 */
+	    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:22\","
+	    " \"100.64.0.2:80\"], \"proto\": \"tcp\"}]}",
+	};
+	struct netmap_delta *d[8];
+	struct netmap *nm;
+	uint64_t ids[8];
+	unsigned n, k;
+	char *json;
+	size_t len;
+
+	(void)state;
+	for (size_t pi = 0; pi < 2; pi++) {
+		struct mapper *m = mk_mapper();
+
+		for (uint64_t id = 1; id <= 3; id++) {
+			add(m, id, 1);
+			assert_int_equal(mapper_subscribe(m, id), 0);
+		}
+		assert_int_equal(mapper_policy_set(m, 1, mk_policy(pols[pi])), 0);
+		n = flush(m, ids, d, 8);
+		free_deltas(d, n);
+		for (uint64_t id = 1; id <= 3; id++) {
+			assert_int_equal(mapper_netmap(m, id, T0, &nm), 0);
+			assert_non_null(nm->reach);
+			assert_int_equal(nm->reach->sets[0].all, pi == 0);
+			netmap_free(nm);
+		}
+		assert_int_equal(mapper_netmap_json(m, 1, T0, &json, &len), 0);
+		if (pi == 0)
+			assert_non_null(strstr(json, "\"may_open\":[{\"peers\":\"*\",\"ports\":"
+						     "[[1,0,65535],[6,0,65535],[17,0,65535],[58,0,"
+						     "65535]]}]}"));
+		free(json);
+
+		/* Node 4 joins. */
+		add(m, 4, 1);
+		assert_int_equal(mapper_subscribe(m, 4), 0);
+		n = flush(m, ids, d, 8);
+		for (uint64_t id = 1; id <= 3; id++) {
+			k = delta_index(ids, n, id);
+			assert_true(k < n);
+			assert_int_equal(d[k]->n_added, 1);
+			assert_int_equal(d[k]->added[0].id, 4);
+			if (pi == 0) {
+				assert_null(d[k]->reach);
+			} else {
+				/* TCP 80 on 2 only, so a list, and 4 is in it. */
+				assert_non_null(d[k]->reach);
+				assert_false(d[k]->reach->sets[0].all);
+				assert_int_equal(d[k]->reach->n_sets, 2);
+				assert_non_null(netmap_reach_find(d[k]->reach, 4));
+				assert_ptr_not_equal(netmap_reach_find(d[k]->reach, 4),
+						     netmap_reach_find(d[k]->reach, 2));
+			}
+		}
+		free_deltas(d, n);
+		/* The joiner's full map says the same as its peers'. */
+		assert_int_equal(mapper_netmap(m, 4, T0, &nm), 0);
+		assert_int_equal(nm->n_peers, 3);
+		assert_non_null(nm->reach);
+		assert_int_equal(nm->reach->sets[0].all, pi == 0);
+		netmap_free(nm);
+		mapper_free(m);
+	}
 }
 
 /*
@@ -1673,14 +1778,31 @@ static void test_policy_change_incremental(void **state)
 	built = mapper_policy_filters_built(m, 1);
 	assert_int_equal(mapper_policy_set(m, 1, mk_policy(pols[1])), 0);
 	n = flush(m, ids, d, 16);
-	/* Exactly the three web servers: a new filter, built once each, no peer change. */
+	/*
+	 * Exactly the three web servers: a new filter, built once each, no peer change; and
+	 * user1's seven devices: what they may open (443 on the web servers), no filter.
+	 */
 	assert_int_equal(mapper_policy_filters_built(m, 1) - built, 3);
-	assert_int_equal(n, 3);
+	assert_int_equal(n, 10);
 	for (unsigned i = 0; i < n; i++) {
+		assert_int_equal(d[i]->n_added + d[i]->n_removed + d[i]->n_changed, 0);
+		if (ids[i] >= 6) {
+			const struct netmap_reach_set *w;
+
+			assert_null(d[i]->filter);
+			assert_non_null(d[i]->reach);
+			w = netmap_reach_find(d[i]->reach, 1);
+			assert_non_null(w);
+			assert_ptr_equal(netmap_reach_find(d[i]->reach, 3), w);
+			assert_null(netmap_reach_find(d[i]->reach, 6));
+			/* 80 and 443 over TCP and UDP, ICMP and ICMPv6. */
+			assert_int_equal(w->n_ports, 6);
+			continue;
+		}
 		assert_true(ids[i] >= 1 && ids[i] <= 3);
 		assert_non_null(d[i]->filter);
 		assert_int_equal(d[i]->filter->n_dsts, 4); /* two addresses x two ports */
-		assert_int_equal(d[i]->n_added + d[i]->n_removed + d[i]->n_changed, 0);
+		assert_null(d[i]->reach);
 	}
 	free_deltas(d, n);
 
@@ -1698,6 +1820,7 @@ static void test_policy_change_incremental(void **state)
 		assert_int_equal(mapper_netmap(m, id, T0, &a), 0);
 		assert_int_equal(mapper_netmap(fresh, id, T0, &b), 0);
 		assert_same_filter(a->filter, b->filter);
+		assert_true(netmap_reach_equal(a->reach, b->reach));
 		assert_int_equal(a->n_peers, b->n_peers);
 		netmap_free(a);
 		netmap_free(b);
@@ -1713,12 +1836,15 @@ static void test_policy_change_incremental(void **state)
 		snprintf(x.tags[0], NETMAP_TAG_MAX, "tag:db");
 		assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
 		n = flush(m, ids, d, 16);
-		/* user1's devices see it; no existing filter changed. */
+		/* user1's devices see it, and may open 5432 on it; no existing filter changed. */
 		assert_int_equal(n, 7);
 		for (unsigned i = 0; i < n; i++) {
 			assert_true(ids[i] >= 6 && ids[i] <= 12);
 			assert_int_equal(d[i]->n_added, 1);
 			assert_null(d[i]->filter);
+			assert_non_null(d[i]->reach);
+			assert_ptr_equal(netmap_reach_find(d[i]->reach, 13),
+					 netmap_reach_find(d[i]->reach, 4));
 		}
 		free_deltas(d, n);
 	}
@@ -1977,6 +2103,7 @@ int main(void)
 	    cmocka_unit_test(test_zstd_full_map),
 	    cmocka_unit_test(test_scale_10k),
 	    cmocka_unit_test(test_policy_views),
+	    cmocka_unit_test(test_policy_may_open_join),
 	    cmocka_unit_test(test_policy_change_incremental),
 	    cmocka_unit_test(test_node_change_incremental),
 	    cmocka_unit_test(test_policy_compile_async),

@@ -2,7 +2,8 @@
 /*
  * The daemon's filter from the netmap: no policy lets everything in; a filter that does not
  * compile with none in force admits no new flow (fail closed), and with one in force keeps
- * it; status shows the rules, the refusal and the drops.
+ * it; status shows the rules, the refusal and the drops, and what this node may open on each
+ * peer (the netmap's may_open).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -157,11 +158,81 @@ static void test_peer_access(void **state)
 	nodefilter_free(nf);
 }
 
+/* The peers' "may_open" in status: "all", the server's list per peer, or nothing said. */
+static void test_may_open(void **state)
+{
+	/* Peers 3 and 9: tcp 22 and 443; peer 5 (listed twice: the first set counts): ICMP. */
+	static const struct netmap_reach_set sets[] = {{0, 2, 0, 2}, {2, 1, 2, 1}, {3, 1, 3, 1}};
+	static const uint64_t ids[] = {3, 9, 5, 5};
+	static const struct netmap_reach_port ports[] = {
+	    {6, 22, 22}, {6, 443, 443}, {1, 0, 65535}, {17, 53, 53}};
+	struct netmap_reach r = {3,
+				 4,
+				 4,
+				 (struct netmap_reach_set *)sets,
+				 (uint64_t *)ids,
+				 (struct netmap_reach_port *)ports};
+	struct netmap_filter f = {0};
+	struct netmap nm = {0};
+	json_t *peers =
+	    json_pack("[{s:i}, {s:i}, {s:i}, {s:i}]", "id", 9, "id", 5, "id", 4, "id", 3);
+	char *s;
+
+	(void)state;
+	assert_non_null(peers);
+	/* No policy: anything. */
+	nodefilter_status_may_open(&nm, peers);
+	s = json_dumps(peers, JSON_COMPACT);
+	assert_string_equal(s, "[{\"id\":9,\"may_open\":null},{\"id\":5,\"may_open\":null},"
+			       "{\"id\":4,\"may_open\":null},{\"id\":3,\"may_open\":null}]");
+	free(s);
+	/* A policy, the server's list. */
+	nm.filter = &f;
+	nm.reach = &r;
+	nodefilter_status_may_open(&nm, peers);
+	s = json_dumps(peers, JSON_COMPACT);
+	assert_string_equal(
+	    s, "[{\"id\":9,\"may_open\":[{\"proto\":6,\"ports\":[[22,22],[443,443]]}]},"
+	       "{\"id\":5,\"may_open\":[{\"proto\":1}]},"
+	       "{\"id\":4,\"may_open\":[]},"
+	       "{\"id\":3,\"may_open\":[{\"proto\":6,\"ports\":[[22,22],[443,443]]}]}]");
+	free(s);
+	json_decref(peers);
+	/* "*": every peer, on the set's items. */
+	{
+		static const struct netmap_reach_set all[] = {{0, 0, 2, 2, true}};
+		struct netmap_reach ra = {1,
+					  0,
+					  4,
+					  (struct netmap_reach_set *)all,
+					  (uint64_t *)ids,
+					  (struct netmap_reach_port *)ports};
+
+		peers = json_pack("[{s:i}, {s:i}]", "id", 9, "id", 4);
+		nm.reach = &ra;
+		nodefilter_status_may_open(&nm, peers);
+		s = json_dumps(peers, JSON_COMPACT);
+		assert_string_equal(s, "[{\"id\":9,\"may_open\":[{\"proto\":1},"
+				       "{\"proto\":17,\"ports\":[[53,53]]}]},"
+				       "{\"id\":4,\"may_open\":[{\"proto\":1},"
+				       "{\"proto\":17,\"ports\":[[53,53]]}]}]");
+		free(s);
+		json_decref(peers);
+	}
+	/* A policy and no list (an older server): nothing said. */
+	peers = json_pack("[{s:i}]", "id", 9);
+	nm.reach = NULL;
+	nodefilter_status_may_open(&nm, peers);
+	assert_null(json_object_get(json_array_get(peers, 0), "may_open"));
+	json_decref(peers);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_apply),
 	    cmocka_unit_test(test_peer_access),
+	    cmocka_unit_test(test_may_open),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,7 +3,8 @@
  * The policy language and compiler: validation errors with line:column, tests in the policy,
  * per-node views and filters over a table of policies, explain, and a property test over
  * random policies and tailnets (A sees B <=> a rule allows A->B or B->A; the filter admits
- * exactly what explain says).
+ * exactly what explain says; what A may open on B, policy_view_reach, is exactly what explain
+ * says).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -291,6 +292,168 @@ static void test_filters(void **state)
 	policy_free(p);
 }
 
+/* What a node may open, as text: "peer,peer>proto/first-last,proto/first-last; ..." */
+static void reach_str(const struct netmap_reach *r, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; i < r->n_sets; i++) {
+		const struct netmap_reach_set *s = &r->sets[i];
+
+		o += (size_t)snprintf(buf + o, len - o, "%s%s", i ? "; " : "", s->all ? "*" : "");
+		for (unsigned k = 0; k < s->n_peers; k++)
+			o += (size_t)snprintf(buf + o, len - o, "%s%llu", k ? "," : "",
+					      (unsigned long long)r->peers[s->peer_off + k]);
+		for (unsigned k = 0; k < s->n_ports; k++) {
+			const struct netmap_reach_port *q = &r->ports[s->port_off + k];
+
+			o += (size_t)snprintf(buf + o, len - o, "%s%u/%u-%u", k ? "," : ">",
+					      q->proto, q->first, q->last);
+		}
+	}
+}
+
+/*
+ * "*" when a node may open the same items on every peer it sees, whether or not it may open
+ * them on itself and whatever it does not see; a list as soon as one peer it sees differs.
+ */
+static void test_reach_all(void)
+{
+	static const struct {
+		const char *policy;
+		size_t nodes; /* m[0 .. nodes) */
+		const char *want[4];
+	} cases[] = {
+	    /* Everyone everywhere: the same bytes for 2 nodes and for 4 (a join: no change). */
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+	     2,
+	     {"*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	      "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535"}},
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}",
+	     4,
+	     {"*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	      "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	      "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	      "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535"}},
+	    /* u@x's devices among themselves: 4 (v@x) is hidden from them, and from it they are. */
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"u@x\"], \"dst\": [\"u@x:22\"],"
+	     " \"proto\": \"tcp\"}]}",
+	     4,
+	     {"*>6/22-22", "*>6/22-22", "*>6/22-22", ""}},
+	    /* 4 may reach 1: 1 sees 4 but may open nothing on it, so 1's is a list. */
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"u@x\"], \"dst\": [\"u@x:22\"],"
+	     " \"proto\": \"tcp\"}, {\"action\": \"accept\", \"src\": [\"v@x\"],"
+	     " \"dst\": [\"100.64.0.1:80\"], \"proto\": \"tcp\"}]}",
+	     4,
+	     {"1,2,3>6/22-22", "*>6/22-22", "*>6/22-22", "*>6/80-80"}},
+	    /*
+	     * Different items on two peers: a list, 2's too (its class is 1's and 3's: the server
+	     * sends them one list, and on 2 the items differ).
+	     */
+	    {"{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:22\","
+	     " \"100.64.0.2:80\"], \"proto\": \"tcp\"}]}",
+	     3,
+	     {"1,3>6/22-22; 2>6/22-22,6/80-80", "1,3>6/22-22; 2>6/22-22,6/80-80",
+	      "1,3>6/22-22; 2>6/22-22,6/80-80"}},
+	};
+	struct policy_node m[4];
+	char got[512];
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct policy *p = parse_ok(cases[c].policy);
+		struct policy_view *v;
+
+		for (unsigned i = 0; i < 4; i++)
+			m[i] = mk("", i == 3 ? "v@x" : "u@x", NULL, i + 1);
+		assert_int_equal(policy_compile(p, m, cases[c].nodes, &v), 0);
+		for (size_t i = 0; i < cases[c].nodes; i++) {
+			struct netmap_reach *r;
+
+			assert_int_equal(policy_view_reach(v, m, i, &r), 0);
+			assert_true(netmap_reach_valid(r));
+			reach_str(r, got, sizeof(got));
+			if (strcmp(got, cases[c].want[i]))
+				fail_msg("case %zu, node %zu:\n got %s\nwant %s", c, i + 1, got,
+					 cases[c].want[i]);
+			/* One class, one answer (the server sends the class's to all its nodes). */
+			for (size_t k = 0; k < i; k++)
+				if (policy_view_class(v, i) == policy_view_class(v, k) &&
+				    strcmp(cases[c].want[i], cases[c].want[k]))
+					fail_msg("case %zu: nodes %zu and %zu, one class", c, k + 1,
+						 i + 1);
+			netmap_reach_free(r);
+		}
+		policy_view_free(v);
+		policy_free(p);
+	}
+}
+
+static void test_reach(void **state)
+{
+	static const char *const want[7] = {
+	    /*
+	     * alice-laptop: build (a host, tcp), server on 22, her phone (self, any) and itself
+	     * (autogroup:self takes in the node, so that one class has one answer).
+	     */
+	    "9>6/0-65535; 5>6/22-22; 1,2>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	    "9>6/0-65535; 5>6/22-22; 1,2>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	    "9>6/0-65535; 5>6/22-22; 3>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	    /* carol: only her own devices, and she has one: herself; she sees no peer: "*". */
+	    "*>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	    /* server: web on 80, 443, 8000-8999, ICMP whatever the ports. */
+	    "6>1/0-65535,6/80-80,6/443-443,6/8000-8999,17/80-80,17/443-443,17/8000-8999,"
+	    "58/0-65535",
+	    "",
+	    /* build: a member too (user "default"), so itself. */
+	    "9>1/0-65535,6/0-65535,17/0-65535,58/0-65535",
+	};
+	/* Ranges merged when they overlap or touch; peers with the same items share a set. */
+	static const char merged[] =
+	    "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:20-30,25-40\","
+	    " \"100.64.0.3:41,100-200\", \"100.64.0.0/30:50\"], \"proto\": \"tcp\"}]}";
+	static const char *const want_merged =
+	    "2,5>6/20-40; 1,4>6/20-40,6/50-50; 3>6/20-41,6/50-50,6/100-200";
+	struct policy_node n[7], m[5];
+	struct policy *p = parse_ok(example);
+	struct policy_view *v;
+	struct netmap_reach *r;
+	char got[2048];
+
+	(void)state;
+	tailnet(n);
+	assert_int_equal(policy_compile(p, n, 7, &v), 0);
+	for (size_t i = 0; i < 7; i++) {
+		assert_int_equal(policy_view_reach(v, n, i, &r), 0);
+		assert_true(netmap_reach_valid(r));
+		reach_str(r, got, sizeof(got));
+		if (strcmp(got, want[i]))
+			fail_msg("what %s may open:\n got %s\nwant %s", names[i], got, want[i]);
+		netmap_reach_free(r);
+	}
+	assert_int_equal(policy_view_reach(v, n, 7, &r), -EINVAL);
+	policy_view_free(v);
+	policy_free(p);
+
+	p = parse_ok(merged);
+	/* 100.64.0.1, .5, .3, .2 (IPv4 only) and .6: 1, 3 and 4 in 100.64.0.0/30, 2 and 5 not. */
+	for (unsigned i = 0; i < 5; i++)
+		m[i] = mk("", "u@x", NULL, i + 1);
+	m[1].addrs[0].addr[3] = 5;
+	m[3].addrs[0].addr[3] = 2;
+	m[3].n_addrs = 1;
+	m[4].addrs[0].addr[3] = 6;
+	assert_int_equal(policy_compile(p, m, 5, &v), 0);
+	assert_int_equal(policy_view_reach(v, m, 0, &r), 0);
+	reach_str(r, got, sizeof(got));
+	if (strcmp(got, want_merged))
+		fail_msg("merged:\n got %s\nwant %s", got, want_merged);
+	netmap_reach_free(r);
+	policy_view_free(v);
+	policy_free(p);
+	test_reach_all();
+}
+
 static void test_explain(void **state)
 {
 	struct policy_node n[7];
@@ -440,6 +603,24 @@ static bool filter_admits(const struct netmap_filter *f, const struct netmap_pre
 	return false;
 }
 
+/* Whether the reach lists (proto, port) on peer b of a ("*" takes in only the peers a sees). */
+static bool reach_admits(const struct netmap_reach *r, const struct policy_view *v, size_t a,
+			 size_t b, uint64_t id, unsigned port, unsigned proto)
+{
+	const struct netmap_reach_set *s = netmap_reach_find(r, id);
+
+	if (s && s->all && !policy_view_sees(v, a, b))
+		s = NULL;
+
+	for (unsigned k = 0; s && k < s->n_ports; k++) {
+		const struct netmap_reach_port *q = &r->ports[s->port_off + k];
+
+		if (q->proto == proto && port >= q->first && port <= q->last)
+			return true;
+	}
+	return false;
+}
+
 static void test_property(void **state)
 {
 	static const unsigned ports[] = { 0, 22, 80, 150, 443 };
@@ -454,6 +635,7 @@ static void test_property(void **state)
 		struct policy *p = NULL;
 		struct policy_view *v;
 		struct netmap_filter *f[12];
+		struct netmap_reach *re[12];
 
 		rnd_policy(text, sizeof(text));
 		if (policy_parse(text, strlen(text), &p, err))
@@ -472,8 +654,15 @@ static void test_property(void **state)
 			snprintf(n[i].name, sizeof(n[i].name), "n%zu", i);
 		}
 		assert_int_equal(policy_compile(p, n, nn, &v), 0);
-		for (size_t i = 0; i < nn; i++)
+		for (size_t i = 0; i < nn; i++) {
 			assert_int_equal(policy_view_filter(v, n, i, &f[i]), 0);
+			assert_int_equal(policy_view_reach(v, n, i, &re[i]), 0);
+			assert_true(netmap_reach_valid(re[i]));
+			/* One class, one answer: what lets the server compute it once per class. */
+			for (size_t k = 0; k < i; k++)
+				assert_true(policy_view_class(v, i) != policy_view_class(v, k) ||
+					    netmap_reach_equal(re[i], re[k]));
+		}
 		for (size_t a = 0; a < nn; a++) {
 			for (size_t b = 0; b < nn; b++) {
 				bool any = a != b && (policy_explain(p, &n[a], &n[b], -1, 0, NULL) >= 0 ||
@@ -490,18 +679,25 @@ static void test_property(void **state)
 									&n[b].addrs[0], ports[pi],
 									protos[qi]);
 
-						if (ex != fa)
-							fail_msg("%s\n%s -> %s port %u proto %u: explain "
-								 "%d, filter %d",
-								 text, n[a].name, n[b].name, ports[pi],
-								 protos[qi], ex, fa);
+						bool ra =
+						    a != b && reach_admits(re[a], v, a, b, n[b].id,
+									   ports[pi], protos[qi]);
+
+						if (ex != fa || (a != b && ex != ra))
+							fail_msg("%s\n%s -> %s port %u proto %u: "
+								 "explain "
+								 "%d, filter %d, reach %d",
+								 text, n[a].name, n[b].name,
+								 ports[pi], protos[qi], ex, fa, ra);
 						checked++;
 					}
 				}
 			}
 		}
-		for (size_t i = 0; i < nn; i++)
+		for (size_t i = 0; i < nn; i++) {
 			netmap_filter_free(f[i]);
+			netmap_reach_free(re[i]);
+		}
 		policy_view_free(v);
 		policy_free(p);
 	}
@@ -589,6 +785,7 @@ int main(void)
 	    cmocka_unit_test(test_views),    cmocka_unit_test(test_filters),
 	    cmocka_unit_test(test_explain),  cmocka_unit_test(test_protocols_and_users),
 	    cmocka_unit_test(test_property), cmocka_unit_test(test_filter_same),
+	    cmocka_unit_test(test_reach),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -647,10 +647,14 @@ static void test_amplification_bounded(void **state)
 /* Encodes nm with ctrl_node_encode + ctrl_netmap_join; the JSON or a negative errno. */
 static int join_encode(const struct netmap *nm, char **ret, size_t *ret_len)
 {
-	struct ctrl_json_piece self = {0}, relay = {0}, *peers;
-	char *self_json = NULL, *relay_json = NULL;
+	struct ctrl_json_piece self = {0}, relay = {0}, reach = {0}, *peers;
+	char *self_json = NULL, *relay_json = NULL, *reach_json = NULL;
 	int r;
 
+	if (nm->reach) {
+		assert_int_equal(ctrl_reach_encode(nm->reach, &reach_json, &reach.len), 0);
+		reach.p = reach_json;
+	}
 	if (nm->relay_map.n_regions) {
 		assert_int_equal(relaymap_encode(&nm->relay_map, &relay_json, &relay.len), 0);
 		relay.p = relay_json;
@@ -667,9 +671,10 @@ static int join_encode(const struct netmap *nm, char **ret, size_t *ret_len)
 	}
 	if (r == 0)
 		r = ctrl_netmap_join(nm->seq, &nm->version, nm->tailnet, &self, peers, nm->n_peers,
-				     &relay, NULL, &nm->flow_log, ret, ret_len);
+				     &relay, NULL, &nm->flow_log, &reach, ret, ret_len);
 	for (unsigned i = 0; i < nm->n_peers; i++)
 		free((char *)peers[i].p);
+	free(reach_json);
 	free(self_json);
 	free(relay_json);
 	free(peers);
@@ -767,12 +772,12 @@ static void test_node_encode_join(void **state)
 		assert_non_null(peers);
 		for (unsigned i = 0; i < n; i++)
 			peers[i] = self;
-		assert_int_equal(
-		    ctrl_netmap_join(1, NULL, "t", &self, peers, n, NULL, NULL, NULL, &nj, &len),
-		    -EMSGSIZE);
-		assert_int_equal(
-		    ctrl_netmap_join(1, NULL, "t\x01", &self, peers, 1, NULL, NULL, NULL, &nj, &len),
-		    -EINVAL);
+		assert_int_equal(ctrl_netmap_join(1, NULL, "t", &self, peers, n, NULL, NULL, NULL,
+						  NULL, &nj, &len),
+				 -EMSGSIZE);
+		assert_int_equal(ctrl_netmap_join(1, NULL, "t\x01", &self, peers, 1, NULL, NULL,
+						  NULL, NULL, &nj, &len),
+				 -EINVAL);
 		free(peers);
 	}
 }
@@ -844,7 +849,8 @@ static void test_packet_filter(void **state)
 	filter.len = len;
 	assert_int_equal(ctrl_node_encode(&m.netmap->self, (char **)&self.p, &self.len), 0);
 	assert_int_equal(ctrl_netmap_join(m.netmap->seq, &m.netmap->version, m.netmap->tailnet,
-					  &self, NULL, 0, NULL, &filter, NULL, &joined, &jlen),
+					  &self, NULL, 0, NULL, &filter, NULL, NULL, &joined,
+					  &jlen),
 			 0);
 	free((char *)self.p);
 	free(json);
@@ -969,7 +975,7 @@ static void test_map_version(void **state)
 	assert_memory_equal(json, golden_netmap_head, strlen(golden_netmap_head));
 	assert_int_equal(ctrl_node_encode(&nmm.netmap->self, (char **)&self.p, &self.len), 0);
 	assert_int_equal(ctrl_netmap_join(43, &nmm.netmap->version, "t", &self, NULL, 0, NULL, NULL,
-					  NULL, &joined, &jlen),
+					  NULL, NULL, &joined, &jlen),
 			 0);
 	assert_int_equal(jlen, len);
 	assert_memory_equal(json, joined, len);
@@ -1071,7 +1077,7 @@ static void test_flow_log(void **state)
 	/* the server's join writes the same text */
 	assert_int_equal(ctrl_node_encode(&m.netmap->self, (char **)&self.p, &self.len), 0);
 	assert_int_equal(ctrl_netmap_join(4, NULL, "t", &self, NULL, 0, NULL, NULL,
-					  &m.netmap->flow_log, &joined, &jlen),
+					  &m.netmap->flow_log, NULL, &joined, &jlen),
 			 0);
 	assert_int_equal(jlen, len);
 	assert_memory_equal(json, joined, len);
@@ -1111,7 +1117,7 @@ static void test_flow_log(void **state)
 	m.netmap->flow_log.interval_ms = NETMAP_FLOW_LOG_INTERVAL_MAX_MS + 1;
 	assert_int_equal(ctrl_msg_encode(&m, &json, &len), -EINVAL);
 	assert_int_equal(ctrl_netmap_join(4, NULL, "t", &self, NULL, 0, NULL, NULL,
-					  &m.netmap->flow_log, &joined, &jlen),
+					  &m.netmap->flow_log, NULL, &joined, &jlen),
 			 -EINVAL);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct ctrl_msg x;
@@ -1122,6 +1128,230 @@ static void test_flow_log(void **state)
 	ctrl_msg_clear(&b);
 	ctrl_msg_clear(&d);
 	ctrl_msg_clear(&m);
+}
+
+/* Two sets: peers 3 and 9 on tcp 22 and 443, peer 5 on udp 53-54 and any ICMP. */
+static struct netmap_reach *reach_example(void)
+{
+	static const struct netmap_reach_set sets[] = {{0, 2, 0, 2}, {2, 1, 2, 2}};
+	static const uint64_t peers[] = {3, 9, 5};
+	static const struct netmap_reach_port ports[] = {
+	    {6, 22, 22}, {6, 443, 443}, {1, 0, 65535}, {17, 53, 54}};
+	struct netmap_reach r = {2,
+				 3,
+				 4,
+				 (struct netmap_reach_set *)sets,
+				 (uint64_t *)peers,
+				 (struct netmap_reach_port *)ports};
+	struct netmap_reach *c = netmap_reach_dup(&r);
+
+	assert_non_null(c);
+	return c;
+}
+
+/* reach_example's first set alone: peers 3 and 9 on tcp 22 and 443. */
+static struct netmap_reach *reach_first_set(void)
+{
+	struct netmap_reach *r = reach_example();
+
+	r->n_sets = 1;
+	r->n_peers = 2;
+	r->n_ports = 2;
+	return r;
+}
+
+static const char golden_may_open[] =
+    ",\"may_open\":[{\"peers\":[3,9],\"ports\":[[6,22,22],[6,443,443]]},"
+    "{\"peers\":[5],\"ports\":[[1,0,65535],[17,53,54]]}]}";
+
+/*
+ * What the node may open on its peers ("may_open", docs/policy.md): its bytes on the wire, back
+ * through the decoder, replaced by a delta and left alone by one without it; absent, nothing
+ * is decoded; the decoder refuses a bad set or item, the encoder what the decoder would.
+ */
+static void test_may_open(void **state)
+{
+	struct ctrl_msg m = {.type = CTRL_MSG_NETMAP}, b, d = {.type = CTRL_MSG_DELTA}, db;
+	char *json;
+	size_t len;
+	static const char *const bad[] = {
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":{}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[],\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[-1],\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[\"1\"],\"ports\":[[6,22,22]]}]"
+	    "}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[[0,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[[256,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[[6,23,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[[6,0,65536]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[[6,-1,2]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[[6,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[[6,22,22,1]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[6,22,22]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[[1]]}",
+	    /* one form per set: items by protocol and port, a protocol's ranges apart */
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[[17,1,2],[6,22,"
+	    "22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[1],\"ports\":[[6,20,30],[6,30,"
+	    "40]]}]}",
+	};
+
+	(void)state;
+	m.netmap = calloc(1, sizeof(*m.netmap));
+	assert_non_null(m.netmap);
+	m.netmap->seq = 4;
+	strcpy(m.netmap->tailnet, "t");
+	node_example(&m.netmap->self, 7);
+	/* none set: none on the wire, none decoded (a server older than the field) */
+	roundtrip(&m, &b);
+	assert_null(b.netmap->reach);
+	ctrl_msg_clear(&b);
+	m.netmap->reach = reach_example();
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), 0);
+	assert_true(len > strlen(golden_may_open));
+	assert_string_equal(json + len - strlen(golden_may_open), golden_may_open);
+	{
+		/* The server's pre-encoded path writes the same bytes. */
+		char *joined;
+		size_t jlen;
+
+		assert_int_equal(join_encode(m.netmap, &joined, &jlen), 0);
+		assert_int_equal(jlen, len);
+		assert_memory_equal(joined, json, len);
+		free(joined);
+	}
+	free(json);
+	roundtrip(&m, &b);
+	assert_non_null(b.netmap->reach);
+	assert_int_equal(b.netmap->reach->n_sets, 2);
+	assert_memory_equal(b.netmap->reach->sets, m.netmap->reach->sets,
+			    2 * sizeof(*m.netmap->reach->sets));
+	assert_memory_equal(b.netmap->reach->peers, m.netmap->reach->peers,
+			    3 * sizeof(*m.netmap->reach->peers));
+	assert_memory_equal(b.netmap->reach->ports, m.netmap->reach->ports,
+			    4 * sizeof(*m.netmap->reach->ports));
+	assert_ptr_equal(netmap_reach_find(b.netmap->reach, 9), &b.netmap->reach->sets[0]);
+	assert_ptr_equal(netmap_reach_find(b.netmap->reach, 5), &b.netmap->reach->sets[1]);
+	assert_null(netmap_reach_find(b.netmap->reach, 4));
+
+	/* a delta replaces it; one without leaves the map's */
+	d.delta = calloc(1, sizeof(*d.delta));
+	assert_non_null(d.delta);
+	d.delta->seq = 5;
+	d.delta->reach = reach_first_set();
+	roundtrip(&d, &db);
+	assert_int_equal(netmap_apply_delta(b.netmap, db.delta), 0);
+	assert_int_equal(b.netmap->reach->n_sets, 1);
+	assert_null(netmap_reach_find(b.netmap->reach, 5));
+	ctrl_msg_clear(&db);
+	netmap_reach_free(d.delta->reach);
+	d.delta->reach = NULL;
+	d.delta->seq = 6;
+	roundtrip(&d, &db);
+	assert_null(db.delta->reach);
+	assert_int_equal(netmap_apply_delta(b.netmap, db.delta), 0);
+	assert_int_equal(b.netmap->reach->n_sets, 1);
+	ctrl_msg_clear(&db);
+
+	/* the encoder refuses what the decoder would */
+	m.netmap->reach->ports[1].first = 444;
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), -EINVAL);
+	m.netmap->reach->ports[1].first = 443;
+	m.netmap->reach->sets[1].n_peers = 2;
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ctrl_msg x;
+
+		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
+			fail_msg("decoded: %s", bad[i]);
+	}
+	ctrl_msg_clear(&b);
+	ctrl_msg_clear(&d);
+	ctrl_msg_clear(&m);
+}
+
+/*
+ * "peers": "*", every peer of the netmap (the server's form for an allow-all policy): its
+ * bytes, back through the decoder, equal only to itself; the decoder refuses any other
+ * string, and "*" beside another set; the encoder refuses what the decoder would.
+ */
+static void test_may_open_all(void **state)
+{
+	static const char golden[] =
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\",\"ports\":[[6,22,22],"
+	    "[6,443,443]]}]}";
+	static const char *const bad[] = {
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"**\",\"ports\":[[6,22,22]]}]"
+	    "}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"\",\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"all\",\"ports\":[[6,22,22]]}]"
+	    "}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\\u0000\",\"ports\":[[6,22,"
+	    "22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":1,\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":null,\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[\"*\"],\"ports\":[[6,22,22]]}]"
+	    "}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\",\"ports\":[]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\"}]}",
+	    /* "*" is the only set */
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\",\"ports\":[[6,22,22]]},"
+	    "{\"peers\":[3],\"ports\":[[6,80,80]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":[3],\"ports\":[[6,80,80]]},"
+	    "{\"peers\":\"*\",\"ports\":[[6,22,22]]}]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[{\"peers\":\"*\",\"ports\":[[6,22,22]]},"
+	    "{\"peers\":\"*\",\"ports\":[[6,22,22]]}]}",
+	};
+	struct ctrl_msg d = {.type = CTRL_MSG_DELTA}, db;
+	struct netmap_reach *list;
+	char *json;
+	size_t len;
+
+	(void)state;
+	d.delta = calloc(1, sizeof(*d.delta));
+	assert_non_null(d.delta);
+	d.delta->seq = 5;
+	/* the first set's items on every peer */
+	d.delta->reach = reach_first_set();
+	d.delta->reach->n_peers = d.delta->reach->sets[0].n_peers = 0;
+	d.delta->reach->sets[0].all = true;
+	assert_true(netmap_reach_valid(d.delta->reach));
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), 0);
+	assert_int_equal(len, strlen(golden));
+	assert_memory_equal(json, golden, len);
+	free(json);
+	roundtrip(&d, &db);
+	assert_true(netmap_reach_equal(db.delta->reach, d.delta->reach));
+	assert_true(db.delta->reach->sets[0].all);
+	assert_int_equal(db.delta->reach->n_peers, 0);
+	assert_ptr_equal(netmap_reach_find(db.delta->reach, 12345), &db.delta->reach->sets[0]);
+	/* not equal to a list of the same items */
+	list = reach_first_set();
+	assert_true(netmap_reach_valid(list));
+	list->n_peers = list->sets[0].n_peers = 0;
+	assert_false(netmap_reach_valid(list));
+	list->n_peers = list->sets[0].n_peers = 2;
+	assert_false(netmap_reach_equal(list, db.delta->reach));
+	netmap_reach_free(list);
+	ctrl_msg_clear(&db);
+
+	/* the encoder refuses what the decoder would: ids beside "*", a second set */
+	d.delta->reach->n_peers = d.delta->reach->sets[0].n_peers = 1;
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
+	d.delta->reach->n_peers = d.delta->reach->sets[0].n_peers = 0;
+	d.delta->reach->n_sets = 2;
+	d.delta->reach->sets[1] = (struct netmap_reach_set){0, 0, 0, 1, true};
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ctrl_msg x;
+
+		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
+			fail_msg("decoded: %s", bad[i]);
+	}
+	ctrl_msg_clear(&d);
 }
 
 static void test_type_names(void **state)
@@ -1149,6 +1379,8 @@ int main(void)
 	    cmocka_unit_test(test_map_version),
 	    cmocka_unit_test(test_map_request_compress),
 	    cmocka_unit_test(test_flow_log),
+	    cmocka_unit_test(test_may_open),
+	    cmocka_unit_test(test_may_open_all),
 	    cmocka_unit_test(test_type_names),
 	};
 
