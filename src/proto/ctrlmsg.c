@@ -1458,13 +1458,12 @@ static int get_reach(json_t *o, const char *k, struct netmap_reach **ret)
 	for (size_t i = 0; i < n; i++) {
 		json_t *s = json_array_get(sets, i);
 
+		np = 0;
 		if (!json_is_object(s) ||
 		    (!reach_all(s) &&
 		     (get_array(s, "peers", NETMAP_MAX_PEERS, &peers, &np) || !np)) ||
 		    get_array(s, "ports", NETMAP_REACH_PORTS_MAX, &ports, &nq) || !nq)
 			return -EBADMSG;
-		if (reach_all(s))
-			np = 0;
 		n_peers += np;
 		n_ports += nq;
 		if (n_peers > NETMAP_MAX_PEERS || n_ports > NETMAP_REACH_PORTS_MAX)
