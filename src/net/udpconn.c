@@ -28,7 +28,8 @@ struct udpconn {
 	/* The reader's: where coalesced datagrams (UDP GRO) land beyond the first buffer. */
 	struct udp_gro_rx gro;
 	uint8_t *spill;
-	atomic_uint_fast64_t pool_dry, rx_too_big, send_errors, src_stale, rx_gro, gro_lost;
+	atomic_uint_fast64_t pool_dry, rx_too_big, send_errors, send_unreach, src_stale, rx_gro,
+	    gro_lost;
 };
 
 void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
@@ -46,7 +47,13 @@ void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
 	}
 	if (unlikely(r < (int)n)) {
 		atomic_fetch_add(&uc->send_errors, n - (unsigned)MAX(r, 0));
-		if (r < 0)
+		/*
+		 * No route is what probing a peer's LAN candidate from another network gets,
+		 * every few seconds while the peer is active: counted, not logged.
+		 */
+		if (r == -ENETUNREACH || r == -EHOSTUNREACH)
+			atomic_fetch_add(&uc->send_unreach, n);
+		else if (r < 0)
 			log_ratelimited(LOG_LEVEL_WARN, "udp send: %s", strerror(-r));
 	}
 	pkt_free(pkts, n);
@@ -268,6 +275,7 @@ void udpconn_stats_get(struct udpconn *uc, struct udpconn_stats *ret)
 	ret->pool_dry = atomic_load(&uc->pool_dry);
 	ret->rx_too_big = atomic_load(&uc->rx_too_big);
 	ret->send_errors = atomic_load(&uc->send_errors);
+	ret->send_unreach = atomic_load(&uc->send_unreach);
 	ret->src_stale = atomic_load(&uc->src_stale);
 	ret->rx_gro = atomic_load(&uc->rx_gro);
 	ret->gro_lost = atomic_load(&uc->gro_lost);

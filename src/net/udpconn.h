@@ -28,6 +28,7 @@ struct udpconn_stats {
 	uint64_t pool_dry;     /* reader found its pool empty */
 	uint64_t rx_too_big;   /* datagrams larger than the reader's buffers: dropped */
 	uint64_t send_errors;  /* datagrams the kernel did not take */
+	uint64_t send_unreach; /* of those, in batches refused whole: no route (not logged) */
 	uint64_t src_stale;    /* sent from the kernel's choice: their source address was gone */
 	uint64_t rx_gro;       /* coalesced datagrams received (UDP GRO), each cut into several */
 	uint64_t gro_lost;     /* datagrams of those dropped: no buffers to cut them into */

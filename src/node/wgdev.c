@@ -660,9 +660,9 @@ static void stats_log(struct wgdev *w)
 		 " bytes, %" PRIu64 " engine drops (%" PRIu64 " queue full), handshakes %" PRIu64,
 		 st.rx_packets, st.rx_bytes, st.tx_packets, st.tx_bytes, drops,
 		 st.drops[WG_DROP_QUEUE_FULL], st.handshakes_completed);
-	log_info("pool dry tun %" PRIu64 " udp %" PRIu64 ", write errors udp %" PRIu64
-		 " tun %" PRIu64 ", sent without their stale source address %" PRIu64,
-		 (uint64_t)w->tun_pool_dry, us.pool_dry, us.send_errors,
+	log_info("pool dry tun %" PRIu64 " udp %" PRIu64 ", write errors udp %" PRIu64 " (%" PRIu64
+		 " no route) tun %" PRIu64 ", sent without their stale source address %" PRIu64,
+		 (uint64_t)w->tun_pool_dry, us.pool_dry, us.send_errors, us.send_unreach,
 		 (uint64_t)w->tun_write_errors, us.src_stale);
 	log_info("udp gro: %" PRIu64 " coalesced datagrams cut, %" PRIu64
 		 " datagrams dropped for want of buffers",
@@ -698,6 +698,8 @@ void wgdev_counters_get(struct wgdev *w, struct wgdev_counters *ret)
 	    .too_big_udp = us.rx_too_big,
 	    .too_big_engine = st.drops[WG_DROP_TX_TOO_BIG],
 	    .src_stale = us.src_stale,
+	    .send_errors = us.send_errors,
+	    .send_unreach = us.send_unreach,
 	};
 }
 

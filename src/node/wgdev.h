@@ -110,6 +110,8 @@ struct wgdev_counters {
 	uint64_t too_big_udp;	 /* from the wire, larger than the buffers: dropped */
 	uint64_t too_big_engine; /* larger than one datagram or its buffer (WG_DROP_TX_TOO_BIG) */
 	uint64_t src_stale;	 /* sent from the kernel's choice: their source address was gone */
+	uint64_t send_errors;	 /* datagrams the kernel did not take */
+	uint64_t send_unreach;	 /* of those, refused for want of a route */
 };
 
 /* Control thread. */

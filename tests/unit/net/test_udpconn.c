@@ -197,6 +197,22 @@ static void test_udpconn(void **state)
 	udpconn_stats_get(uc, &us);
 	assert_int_equal(us.send_errors, 0);
 	assert_int_equal(us.rx_too_big, 0);
+
+	/* No route (a LAN candidate of another network): counted apart, the reader goes on. */
+	assert_int_equal(pkt_pool_get(pool, &p, 1), 1);
+	memcpy(p->data, wg, sizeof(wg));
+	p->len = sizeof(wg);
+	assert_int_equal(endpoint_parse(&p->ep, "198.18.0.1:9"), 0);
+	magicsock_send_raw(ms, &p, 1);
+	udpconn_stats_get(uc, &us);
+	assert_int_equal(us.send_errors, 1);
+	assert_int_equal(us.send_unreach, 1);
+	wg[4] = 0x79;
+	send_plain(&peer, AF_INET, port, wg, sizeof(wg));
+	wait_fd(ev_wg);
+	pthread_mutex_lock(&lock);
+	assert_int_equal(n_wg, 4);
+	pthread_mutex_unlock(&lock);
 	udpconn_free(uc);
 	magicsock_free(ms);
 	udp_socks_close(&peer);
