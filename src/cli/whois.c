@@ -36,10 +36,17 @@ int cli_whois(int argc, char **argv, const struct cli_global *g)
 	json_array_foreach(json_object_get(node, "tags"), i, v)
 		printf(" %s", json_string_value(v) ? json_string_value(v) : "");
 	printf("\nUser:\n  Name:     %s\n", str(node, "user"));
-	/* What it may open on this node; not said for this node itself. */
+	/*
+	 * What it may open on this node, and this node on it (status's MAY OPEN THERE);
+	 * neither is said for this node itself, nor the second by a server too old to send it.
+	 */
 	if (json_object_get(node, "allowed_in")) {
 		cli_access_format(json_object_get(node, "allowed_in"), in, sizeof(in));
 		printf("May open here:\n  %s\n", in);
+	}
+	if (json_object_get(node, "may_open")) {
+		cli_access_format(json_object_get(node, "may_open"), in, sizeof(in));
+		printf("May open there:\n  %s\n", in);
 	}
 	json_decref(reply);
 	return 0;

@@ -73,6 +73,9 @@ check "whois on eng: the server's tags" grep -q '^  Tags:     tag:server$' <<<"$
 out=$(tr_node server whois "$IP4_ENG")
 check "whois on the server: eng's user" grep -q '^  Name:     eng@example.com$' <<<"$out"
 check "whois on the server: eng may open anything (no policy)" grep -qx '  all' <<<"$out"
+check_eq "whois on the server: what each may open, here and there (no policy)" \
+	"May open here: all May open there: all" \
+	"$(grep -A1 '^May open' <<<"$out" | tr -s ' \n' ' ' | sed 's/ $//')"
 check "policy get says there is none" bash -c \
 	"'$TRELLIS_CONTROL' --state '$LAB_TMP/control' policy get 2>&1 | grep -q 'no policy'"
 
@@ -141,6 +144,13 @@ check_eq "status on the server: MAY OPEN THERE on eng's row is none" "none" \
 	"$(status_row server eng | awk '{print $(NF-1)}')"
 out=$(tr_node server whois "$IP4_ENG")
 check "whois on the server: eng may open tcp:22" grep -qx '  tcp:22' <<<"$out"
+check_eq "whois on the server: eng may open tcp:22 here, the server nothing there" \
+	"May open here: tcp:22 May open there: none" \
+	"$(grep -A1 '^May open' <<<"$out" | tr -s ' \n' ' ' | sed 's/ $//')"
+out=$(tr_node eng whois "$IP4_SRV")
+check_eq "whois on eng: the server may open nothing here, eng tcp:22 there" \
+	"May open here: none May open there: tcp:22" \
+	"$(grep -A1 '^May open' <<<"$out" | tr -s ' \n' ' ' | sed 's/ $//')"
 check "explain: eng -> server 22/tcp allowed" ctl policy explain eng server 22 --proto tcp
 check_not "explain: eng -> server 80/tcp denied" ctl policy explain eng server 80 --proto tcp
 check_not "explain: server -> eng 22/tcp denied" ctl policy explain server eng 22 --proto tcp
