@@ -141,14 +141,7 @@ t1_ns=$(date +%s%N)
 RSS1=$(vm "$A_PID" VmRSS) HWM1=$(vm "$A_PID" VmHWM)
 TUN_DROPPED=$(($(tun_drops) - DROP0))
 # a's batches that cover the burst: records of UDP flows to b:9999 and flows dropped.
-dbq()
-{
-	python3 -c 'import sqlite3, struct, sys
-c = sqlite3.connect(sys.argv[1])
-c.create_function("bend", 1, lambda b: struct.unpack(">q", b[60:68])[0])
-c.create_function("bdropped", 1, lambda b: struct.unpack(">I", b[68:72])[0])
-print(c.execute(sys.argv[2], [int(a) for a in sys.argv[3:]]).fetchone()[0])' "$DB" "$@"
-}
+dbq() { flowdb "$DB" "$@"; }
 burst_in() { (($(dbq 'SELECT count(*) FROM flow_batches WHERE node_id = ? AND bend(batch) >= ?' "$A_ID" "$t1_ns") > 0)); }
 check "a's batches after the burst arrived" wait_for 60 burst_in
 COUNTED=$(dbq 'SELECT count(*) FROM flow_records r JOIN flow_batches b ON b.id = r.batch_id

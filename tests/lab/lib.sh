@@ -48,6 +48,23 @@ lab_require()
 	done
 }
 
+# lab_require_pkgs "TOOL..." PKG...: the Debian packages PKG when a TOOL is missing (a test's
+# own dependencies, as scripts/install-deps.sh lists them: a clean clone installs them
+# there, this covers a test run by hand), then lab_require TOOL....
+lab_require_pkgs()
+{
+	local t tools=$1
+	shift
+	for t in $tools; do
+		command -v "$t" >/dev/null 2>&1 && continue
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			"$@" >/dev/null 2>&1 || true
+		break
+	done
+	# shellcheck disable=SC2086 # a list of names
+	lab_require $tools
+}
+
 # The implementation a test gets when it asks for trellisd.
 lab_trellisd_impl()
 {
@@ -567,6 +584,20 @@ iperf_server()
 json_get()
 {
 	python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# flowdb DB SQL INTS...: the first value of SQL on the control server's database DB, with the
+# INTS as its parameters. A flow batch's signed bytes (docs/audit.md) are read with
+# bstart(batch) and bend(batch) (start_ns and end_ns, at offsets 52 and 60) and
+# bdropped(batch) (flows_dropped, at 68).
+flowdb()
+{
+	python3 -c 'import sqlite3, struct, sys
+c = sqlite3.connect(sys.argv[1])
+c.create_function("bstart", 1, lambda b: struct.unpack(">q", b[52:60])[0])
+c.create_function("bend", 1, lambda b: struct.unpack(">q", b[60:68])[0])
+c.create_function("bdropped", 1, lambda b: struct.unpack(">I", b[68:72])[0])
+print(c.execute(sys.argv[2], [int(a) for a in sys.argv[3:]]).fetchone()[0])' "$@"
 }
 
 # ---------------------------------------------------------------- control plane

@@ -31,26 +31,9 @@ lab_require_control_plane
 
 PEER="$(dirname "$0")/filter_peer.py"
 DB="$LAB_TMP/control/control.db"
-# dbq SQL INTS...: one value from control.db; the batches' start_ns and end_ns are in the
-# signed bytes (docs/audit.md: at offsets 52 and 60), as bstart(batch) and bend(batch).
-dbq()
-{
-	python3 -c 'import sqlite3, struct, sys
-c = sqlite3.connect(sys.argv[1])
-c.create_function("bstart", 1, lambda b: struct.unpack(">q", b[52:60])[0])
-c.create_function("bend", 1, lambda b: struct.unpack(">q", b[60:68])[0])
-print(c.execute(sys.argv[2], [int(a) for a in sys.argv[3:]]).fetchone()[0])' "$DB" "$@"
-}
-lab_internet
-lab_public_host ctl 1
-lab_public_host a 11
-lab_public_host b 12
-lab_public_host c 13
-lab_control_start ctl 192.0.2.1 8080 || lab_finish
-KEY=$(lab_authkey --reusable)
-lab_node_join a a "$KEY"
-lab_node_join b b "$KEY"
-lab_node_join c c "$KEY"
+# dbq SQL INTS...: one value from control.db (flowdb, lib.sh).
+dbq() { flowdb "$DB" "$@"; }
+lab_tailnet_up a b c
 B4=$(node_ip b 4) C4=$(node_ip c 4)
 check "a, b and c see each other online" wait_for 30 peers_online_are a "b c"
 check "every node registered its audit key" test "$(ctl nodes list --json | python3 -c '
@@ -63,7 +46,7 @@ import json, sys
 want = {"node:a", "node:b", "node:c"}
 got = {e["target"] for e in map(json.loads, sys.stdin)
        if e["action"] == "node.register" and e["actor"] == "authkey:" + sys.argv[1]}
-sys.exit(0 if want <= got else 1)' "$(cut -d- -f3 <<<"$KEY")"
+sys.exit(0 if want <= got else 1)' "$(cut -d- -f3 <<<"$LAB_KEY")"
 }
 check "a, b and c joined in the audit log, by the auth key" registered_by_key
 check "audit verify with the registrations" ctl audit verify
@@ -316,7 +299,7 @@ check "at 5 s, a's batches span 5 s" test "$before_med" -ge 4990 -a "$before_med
 check "at 2 s, a's batches span 2 s" test "$after_min" -ge 1990 -a "$after_med" -lt 4000
 # ---- a lying node: d reports half of what it counted (a test hook in trellisd)
 lab_public_host d 14
-TRELLIS_TEST_FLOWS_UNDERREPORT=1 lab_node_join d d "$KEY"
+TRELLIS_TEST_FLOWS_UNDERREPORT=1 lab_node_join d d "$LAB_KEY"
 D4=$(node_ip d 4)
 check "a reaches d (first handshake)" ping_until a "$D4" 15
 check "a pings d 40 times" nsx a ping -n -q -c 40 -i 0.05 -W 2 "$D4"

@@ -24,12 +24,7 @@ source "$(dirname "$0")/natlab.sh"
 lab_init
 lab_require_control_plane
 lab_require nft
-if ! command -v tayga >/dev/null || ! command -v unbound >/dev/null; then
-	# The test's own dependencies, as scripts/install-deps.sh lists them.
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		tayga unbound >/dev/null 2>&1 || true
-fi
-lab_require tayga unbound
+lab_require_pkgs "tayga unbound" tayga unbound
 [[ -c /dev/net/tun ]] || lab_skip "no /dev/net/tun for tayga"
 
 PREFIX=2001:db8:64:64::/64

@@ -24,12 +24,7 @@ source "$(dirname "$0")/lib.sh"
 lab_init
 lab_require_control_plane
 lab_require nft
-if ! command -v miniupnpd >/dev/null || ! command -v turnserver >/dev/null; then
-	# The test's own dependencies, as scripts/install-deps.sh lists them.
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		miniupnpd miniupnpd-nftables coturn >/dev/null 2>&1 || true
-fi
-lab_require miniupnpd turnserver
+lab_require_pkgs "miniupnpd turnserver" miniupnpd miniupnpd-nftables coturn
 
 LIFETIME=6
 A_PORT=41641
