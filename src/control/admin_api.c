@@ -39,7 +39,7 @@ struct call {
 	int64_t since;         /* since=UNIX (audit, flows); INT64_MIN = none */
 	uint64_t after;        /* after=SEQ: the next page of a listing */
 	uint64_t node;	       /* node=ID (flows); 0 = any */
-	bool flagged;	       /* flagged=1 (flows): only what is not confirmed */
+	bool flagged;	       /* flagged=1 (flows): only what is flagged (flows_verdict_flagged) */
 	bool revoked;	       /* revoked=1 (certs): only revoked certificates */
 	int64_t expiring;      /* expiring=SEC (certs): only valid ones ending within; 0 = any */
 	json_t *body;          /* the request's JSON object, or NULL */
@@ -875,7 +875,7 @@ static int flow_row(void *arg, const struct flows_pairing *p)
 	struct call *k = arg;
 	json_t *j;
 
-	if (k->flagged && p->verdict == FLOWS_CONFIRMED)
+	if (k->flagged && !flows_verdict_flagged(p->verdict))
 		return 0;
 	j = json_pack("{s:s, s:b, s:i, s:i, s:o, s:o}", "verdict", flows_verdict_name(p->verdict),
 		      "ambiguous", p->ambiguous, "proto", p->a->r.proto, "icmp_type",

@@ -72,8 +72,13 @@ static bool direction_agrees(uint64_t sent_pkts, uint64_t sent_bytes, uint64_t r
 
 enum flows_verdict flows_pair(const struct flows_side *a, const struct flows_side *b)
 {
+	/*
+	 * A sole report that names no peer: the node sent to an address no peer of its holds (no
+	 * such node, or one policy hides from it), and the engine dropped it. No other end
+	 * exists to report it, so its absence proves nothing. One that names a peer had an end.
+	 */
 	if (!b)
-		return FLOWS_ONE_SIDED;
+		return a->no_peer ? FLOWS_NO_PEER : FLOWS_ONE_SIDED;
 	if (direction_agrees(a->tx_packets, a->tx_bytes, b->rx_packets, b->rx_bytes) &&
 	    direction_agrees(b->tx_packets, b->tx_bytes, a->rx_packets, a->rx_bytes))
 		return FLOWS_CONFIRMED;
@@ -89,8 +94,15 @@ const char *flows_verdict_name(enum flows_verdict v)
 		return "one-sided";
 	case FLOWS_MISMATCH:
 		return "mismatch";
+	case FLOWS_NO_PEER:
+		return "no-peer";
 	}
 	return "?";
+}
+
+bool flows_verdict_flagged(enum flows_verdict v)
+{
+	return v != FLOWS_CONFIRMED && v != FLOWS_NO_PEER;
 }
 
 /* ---- retention anchors ---- */

@@ -17,7 +17,9 @@
  * Pairing compares A's report of a flow with B's mirror-image report (A's tx is
  * B's rx): confirmed when each direction's received count is at most the sent
  * count and the shortfall is loss the transport explains; flagged otherwise,
- * or when only one end reported the flow.
+ * or when only one end reported the flow and named the peer it came from or went
+ * to. A sole report that names no peer (the node had none for the address: no
+ * such node, or one it may not see) is no-peer: no other end could report it.
  */
 
 #include <stdbool.h>
@@ -66,17 +68,22 @@ enum flows_verdict {
 	FLOWS_CONFIRMED = 1,
 	FLOWS_ONE_SIDED, /* only one end reported it */
 	FLOWS_MISMATCH,	 /* the ends disagree beyond what loss explains */
+	FLOWS_NO_PEER,	 /* only one end reported it, naming no peer: there is no other end */
 };
 
 /* The counters of one end of a flow, summed over its batches. */
 struct flows_side {
 	uint64_t tx_packets, tx_bytes, rx_packets, rx_bytes;
+	bool no_peer; /* none of its records named a peer (a zero peer key) */
 };
 
 /* a: one end's totals; b: the other end's, or NULL when it did not report the flow. */
 enum flows_verdict flows_pair(const struct flows_side *a, const struct flows_side *b);
 
 const char *flows_verdict_name(enum flows_verdict v);
+
+/* What `flows --flagged` lists: every verdict but confirmed and no-peer. */
+bool flows_verdict_flagged(enum flows_verdict v);
 
 /*
  * Retention (docs/audit.md): pruning removes the oldest batches of a tailnet and

@@ -98,6 +98,9 @@ static int total_cmp(const void *a, const void *b)
 
 static void side_of(const struct store_flow_total *t, struct flows_side *ret)
 {
+	static const uint8_t none[FLOWBATCH_KEY_LEN];
+
+	ret->no_peer = !memcmp(t->r.peer_key, none, sizeof(none));
 	ret->tx_packets = t->r.tx_packets;
 	ret->tx_bytes = t->r.tx_bytes;
 	ret->rx_packets = t->r.rx_packets;
@@ -136,7 +139,8 @@ int flows_query(struct store *st, uint64_t node_id, uint64_t since_ns,
 				break;
 			}
 		if (j - i == 1) {
-			p.verdict = FLOWS_ONE_SIDED;
+			side_of(p.a, &sa);
+			p.verdict = flows_pair(&sa, NULL);
 		} else {
 			p.b = p.a == &c.v[i] ? &c.v[i + 1] : &c.v[i];
 			/* Two reports from one side (or more than two): someone speaks for another.

@@ -20,7 +20,7 @@
 
 /* One flow: the end that reported it (a), the other end's report (b) if any, the verdict. */
 struct flows_pairing {
-	const struct store_flow_total *a, *b; /* b NULL: one-sided */
+	const struct store_flow_total *a, *b; /* b NULL: one-sided or no-peer */
 	enum flows_verdict verdict;
 	bool ambiguous; /* more than one report for an end: a mismatch whatever the counts */
 };

@@ -359,11 +359,14 @@ static const char *const stmt_sql[ST_COUNT] = {
 			" FROM flow_batches WHERE (node_id, id) > (?1, ?2) ORDER BY node_id, id",
     [ST_FLOW_RECORDS_OF] = "SELECT idx, " FLOW_RECORD_COLS " FROM flow_records"
 			   " WHERE batch_id = ?1 ORDER BY idx",
-    /* Each end's totals of a flow, keyed as that end saw it. */
+    /*
+     * Each end's totals of a flow, keyed as that end saw it. max(peer_key): zeros (no peer)
+     * only when none of the end's records named one, which makes the verdict no-peer.
+     */
     [ST_FLOW_TOTALS] = "SELECT node_id, tailnet_id, proto, icmp_type, max(flags), src, src_port,"
-		       " dst, dst_port, peer_key, sum(tx_packets), sum(tx_bytes), sum(rx_packets),"
-		       " sum(rx_bytes), min(first_ns), max(last_ns), sum(denied) FROM flow_records"
-		       " WHERE ?1 = 0 OR node_id = ?1"
+		       " dst, dst_port, max(peer_key), sum(tx_packets), sum(tx_bytes),"
+		       " sum(rx_packets), sum(rx_bytes), min(first_ns), max(last_ns), sum(denied)"
+		       " FROM flow_records WHERE ?1 = 0 OR node_id = ?1"
 		       " GROUP BY node_id, proto, icmp_type, src, src_port, dst, dst_port"
 		       " HAVING max(last_ns) >= ?2",
     /*

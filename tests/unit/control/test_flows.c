@@ -4,7 +4,7 @@
  * which refused (each refusal counted, the chain untouched), gaps and broken
  * chains flagged; and the pairing of both ends' reports against a table of
  * cases: loss within bounds confirms, under-reporting and one-sided reports
- * are flagged.
+ * are flagged, a sole report that names no peer is not.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -141,11 +141,35 @@ static void test_pair(void **state)
 	assert_string_equal(flows_verdict_name(FLOWS_ONE_SIDED), "one-sided");
 }
 
+/* A sole report that names no peer has no other end: listed, not flagged. */
+static void test_pair_no_peer(void **state)
+{
+	struct flows_side lone = {3, 252, 0, 0, .no_peer = true};
+	struct flows_side peer = {0, 0, 3, 252};
+
+	(void)state;
+	assert_int_equal(flows_pair(&lone, NULL), FLOWS_NO_PEER);
+	assert_string_equal(flows_verdict_name(FLOWS_NO_PEER), "no-peer");
+	/* Both ends reported it after all (the peer left the netmap before the flush): paired. */
+	assert_int_equal(flows_pair(&lone, &peer), FLOWS_CONFIRMED);
+	assert_int_equal(flows_pair(&peer, &lone), FLOWS_CONFIRMED);
+	peer.rx_packets = 0;
+	peer.rx_bytes = 0;
+	lone.tx_packets = 300;
+	lone.tx_bytes = 25200;
+	assert_int_equal(flows_pair(&lone, &peer), FLOWS_MISMATCH);
+	assert_false(flows_verdict_flagged(FLOWS_CONFIRMED));
+	assert_false(flows_verdict_flagged(FLOWS_NO_PEER));
+	assert_true(flows_verdict_flagged(FLOWS_ONE_SIDED));
+	assert_true(flows_verdict_flagged(FLOWS_MISMATCH));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_admit),
 	    cmocka_unit_test(test_pair),
+	    cmocka_unit_test(test_pair_no_peer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

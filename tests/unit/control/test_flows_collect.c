@@ -3,7 +3,7 @@
  * The flow-log collector end to end on a real SQLite store: batches admitted
  * and written, refusals answered and counted (bad signature, replay, another
  * node's name, a second batch while one is written), the chain read back after
- * a restart; both ends paired (confirmed, under-reported, one-sided, someone
+ * a restart; both ends paired (confirmed, under-reported, one-sided, no-peer, someone
  * speaking for another); and `audit verify` over the stored chains: an edited
  * or deleted record, an edited or deleted batch, each named; a gap the node
  * signed as dropped passes. Retention: pruning in chunks leaves per node an
@@ -51,6 +51,7 @@ struct ctx {
 	uint64_t ack_seq;
 	char ack[32];
 	int64_t now; /* when batches arrive (Unix seconds) */
+	bool no_peer; /* make's records name no peer (the node had none for the address) */
 };
 
 static int setup(void **state)
@@ -139,7 +140,7 @@ static uint8_t *make(struct ctx *c, unsigned node, unsigned signer, uint64_t seq
 	r.src_port = node == 1 ? 40000 : 5201;
 	r.dst_port = node == 1 ? 5201 : 40000;
 	r.flags = node == 2 ? FLOWBATCH_F_INBOUND : 0;
-	memset(r.peer_key, (int)other, 32);
+	memset(r.peer_key, c->no_peer ? 0 : (int)other, 32);
 	r.tx_packets = tx_p;
 	r.tx_bytes = tx_b;
 	r.rx_packets = rx_p;
@@ -273,7 +274,8 @@ static void test_admission(void **state)
 }
 
 struct seen {
-	unsigned n, confirmed, mismatch, one_sided, ambiguous;
+	unsigned n, confirmed, mismatch, one_sided, no_peer, ambiguous;
+	enum flows_verdict last;
 };
 
 static int count(void *arg, const struct flows_pairing *p)
@@ -284,6 +286,8 @@ static int count(void *arg, const struct flows_pairing *p)
 	s->confirmed += p->verdict == FLOWS_CONFIRMED;
 	s->mismatch += p->verdict == FLOWS_MISMATCH;
 	s->one_sided += p->verdict == FLOWS_ONE_SIDED;
+	s->no_peer += p->verdict == FLOWS_NO_PEER;
+	s->last = p->verdict;
 	s->ambiguous += p->ambiguous;
 	return 0;
 }
@@ -321,6 +325,40 @@ static void test_pairing(void **state)
 	assert_int_equal(s.n, 1);
 	assert_int_equal(s.mismatch, 1);
 	assert_int_equal(s.ambiguous, 0);
+}
+
+/* The verdict of the one flow the collector holds. */
+static enum flows_verdict sole_verdict(struct ctx *c)
+{
+	struct seen s = query(c, 0);
+
+	assert_int_equal(s.n, 1);
+	return s.last;
+}
+
+/*
+ * A sole report whose records name no peer is no-peer; one record of it that names a peer
+ * makes it one-sided; the other end's report pairs with it as with any other.
+ */
+static void test_pairing_no_peer(void **state)
+{
+	struct ctx *c = *state;
+
+	c->no_peer = true;
+	assert_string_equal(send_batch(c, 1, 1, 3, 252, 0, 0), "stored");
+	assert_int_equal(sole_verdict(c), FLOWS_NO_PEER);
+	assert_int_equal(query(c, 1).no_peer, 1);
+	/* An interval in which node 1 had the peer: the flow had an end that did not report. */
+	c->no_peer = false;
+	assert_string_equal(send_batch(c, 1, 2, 3, 252, 0, 0), "stored");
+	assert_int_equal(sole_verdict(c), FLOWS_ONE_SIDED);
+	/* ... and stays so whatever its later records name. */
+	c->no_peer = true;
+	assert_string_equal(send_batch(c, 1, 3, 3, 252, 0, 0), "stored");
+	assert_int_equal(sole_verdict(c), FLOWS_ONE_SIDED);
+	/* The other end reports it: the two pair, whatever node 1 named. */
+	assert_string_equal(send_batch(c, 2, 1, 0, 0, 9, 756), "stored");
+	assert_int_equal(sole_verdict(c), FLOWS_CONFIRMED);
 }
 
 static void sql(struct ctx *c, const char *q)
@@ -748,6 +786,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pairing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pairing_no_peer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_verify, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pruner, setup, teardown),
