@@ -891,7 +891,13 @@ static void cc_registered(void *ctx, const struct netmap_node *self)
 	report_post(d, rp);
 }
 
-/* The peer a flow's remote tailnet address belongs to (IPv4 mapped into IPv6); NULL: none. */
+/*
+ * The peer a flow's remote tailnet address belongs to (IPv4 mapped into IPv6); NULL: none, and
+ * the record's peer key stays zero, which the collector lists as no-peer rather than flagging
+ * (docs/audit.md). So this must match what the engine routes to: today the peers' own
+ * addresses only; with subnet routes or exit nodes a routed address must name its router, or
+ * a router that kept quiet would leave its peers' reports unflagged.
+ */
 static const uint8_t *flow_peer(const struct daemon *d, const uint8_t a[16])
 {
 	static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
