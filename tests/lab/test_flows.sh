@@ -7,6 +7,8 @@
 #     own router solicitations on their TUNs (to ff02::2) are counted as link-scope
 #     packets, not flows, and once the collector holds every batch after them no ICMPv6
 #     flow is flagged;
+#   - a pings a tailnet address no node holds: the flow, which no other end could report,
+#     is listed as no-peer (its record names no peer) and not by flows --flagged;
 #   - iperf3 a -> c (200 MiB): the flow confirmed, the payload both ends counted (IP bytes
 #     less 52 header bytes a packet) between iperf3's received and sent bytes, 1 % slack;
 #   - audit verify walks every node's batch chain; a stored record edited or deleted is
@@ -140,6 +142,29 @@ for line in sys.stdin:
               for x in (f["a"], f["b"]) if x))'
 }
 check_eq "no flagged ICMPv6 flow" "" "$(flagged_icmp6)"
+
+# ---- A ping to a tailnet address no node holds: a has no peer for it, the engine drops it,
+# and no other end could ever report it. a's record names no peer: listed as no-peer, not
+# flagged like a flow whose other end kept quiet (before, it stood one-sided in --flagged).
+NOWHERE=100.127.254.1
+nsx a ping -n -q -c 3 -i 0.2 -W 1 "$NOWHERE" >/dev/null 2>&1
+# nowhere_flows [--flagged]: the ICMP flows to $NOWHERE as "VERDICT NAME TX_P TX_B PEER_KEY B".
+nowhere_flows()
+{
+	ctl flows "$@" --json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    f = json.loads(line)
+    if f["proto"] == 1 and f["a"]["dst"] == sys.argv[1]:
+        a = f["a"]
+        print(f["verdict"], a["name"], a["tx_packets"], a["tx_bytes"], a["peer_key"], f["b"])' \
+		"$NOWHERE"
+}
+nowhere_no_peer() { [[ $(nowhere_flows) == "no-peer a 3 252 $(printf 'A%.0s' {1..43})= None" ]]; }
+check "a's pings to $NOWHERE, which no node holds: listed as no-peer, no peer key, no other end" \
+	wait_for 30 nowhere_no_peer
+log "flow to $NOWHERE: $(nowhere_flows)"
+check_eq "... and not listed by flows --flagged" "" "$(nowhere_flows --flagged)"
 
 # ---- iperf3 a -> c: what both ends counted against what iperf3 reports (within 1 %).
 # The counters are IP bytes a packet, after TSO super-packets are cut into their segments
