@@ -268,32 +268,40 @@ bool pref64_table_update(struct pref64_table *t, const struct pref64_opt *o, uin
 	return table_choose(t, before);
 }
 
-bool pref64_table_expire(struct pref64_table *t, uint64_t now_ns)
+static bool expired(const struct pref64_entry *e, uint64_t now_ns)
+{
+	return e->expires_ns <= now_ns;
+}
+
+static bool on_link(const struct pref64_entry *e, uint64_t ifindex)
+{
+	return e->opt.ifindex == (int)ifindex;
+}
+
+/* Removes the entries drop() picks; true when the prefix in use changed. */
+static bool table_drop(struct pref64_table *t, bool (*drop)(const struct pref64_entry *, uint64_t),
+		       uint64_t arg)
 {
 	struct nat64_prefix keep;
 	const struct nat64_prefix *before = cur_prefix(t, &keep);
 	unsigned i = 0;
 
 	while (i < t->n)
-		if (t->e[i].expires_ns <= now_ns)
-			table_remove(t, i);
+		if (drop(&t->e[i], arg))
+			table_remove(t, i); /* the last entry moved into i: look at it next */
 		else
 			i++;
 	return table_choose(t, before);
 }
 
+bool pref64_table_expire(struct pref64_table *t, uint64_t now_ns)
+{
+	return table_drop(t, expired, now_ns);
+}
+
 bool pref64_table_forget(struct pref64_table *t, int ifindex)
 {
-	struct nat64_prefix keep;
-	const struct nat64_prefix *before = cur_prefix(t, &keep);
-	unsigned i = 0;
-
-	while (i < t->n)
-		if (t->e[i].opt.ifindex == ifindex)
-			table_remove(t, i);
-		else
-			i++;
-	return table_choose(t, before);
+	return table_drop(t, on_link, (uint64_t)ifindex);
 }
 
 const struct pref64_entry *pref64_table_current(const struct pref64_table *t)
