@@ -28,7 +28,9 @@ pkgs=(
 	# lab/test_portmap: a NAT router granting NAT-PMP, PCP and UPnP-IGD mappings (coturn above
 	# is its STUN server, answering the change requests miniupnpd needs)
 	miniupnpd miniupnpd-nftables
-	# lab/test_nat64: an IPv6-only site's router: a NAT64 (tayga) and a DNS64 (unbound)
+	# lab/test_nat64: an IPv6-only site's router: a NAT64 (tayga) and a DNS64 (unbound); its
+	# router advertisements with PREF64 come from python3 above (radvd 2.19 in Debian 12 has
+	# no nat64prefix)
 	tayga unbound
 	# lab/test_login: a browser (driven by playwright-core from npm, tests/lab/browser) and
 	# TOTP codes to type into it; lab/test_oidc: the lab's identity provider (oidc-provider

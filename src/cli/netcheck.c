@@ -76,11 +76,19 @@ int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 			   : "",
 		       yes_no(pm, "pcp"), yes_no(pm, "nat_pmp"), yes_no(pm, "upnp"));
 	n64 = json_object_get(nc, "nat64");
-	if (json_is_object(n64))
-		printf("NAT64: %s%s\n", text_or(n64, "prefix", "none"),
+	if (json_is_object(n64)) {
+		json_t *ra = json_object_get(n64, "ra");
+		const char *src = text_or(n64, "source", "");
+
+		printf("NAT64: %s%s%s%s\n", text_or(n64, "prefix", "none"),
+		       !strcmp(src, "ra")      ? " from a router advertisement on "
+		       : !strcmp(src, "dns64") ? " from the DNS64"
+					       : "",
+		       !strcmp(src, "ra") ? text_or(ra, "interface", "?") : "",
 		       json_is_true(json_object_get(n64, "active"))
 			   ? " (no IPv4 route: IPv4 reached through it)"
 			   : "");
+	}
 	printf("preferred relay: %s\n", text_or(nc, "preferred_relay", "(none)"));
 	json_array_foreach(json_object_get(relay, "regions"), i, v) {
 		json_t *ms = json_object_get(v, "latency_ms");

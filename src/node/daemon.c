@@ -43,9 +43,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -66,6 +68,7 @@
 #include "node/nodefilter.h"
 #include "node/nodemetrics.h"
 #include "node/pathd.h"
+#include "os/netlink.h"
 #include "os/sd_notify.h"
 #include "node/state.h"
 #include "node/wgdev.h"
@@ -73,6 +76,7 @@
 #include "net/httpd.h"
 #include "net/magicsock.h"
 #include "net/nat64.h"
+#include "net/pref64.h"
 #include "net/relayclient.h"
 #include "portmap/portmap.h"
 #include "wg/device.h"
@@ -183,6 +187,15 @@ struct daemon {
 	bool n64_busy, n64_again;    /* in flight; the network changed again meanwhile */
 	struct nat64_prefix n64_cur; /* as last detected */
 	bool n64_ipv4, n64_done;     /* IPv4 had a route then; a detection finished */
+	/* PREF64 from router advertisements (RFC 8781): they win over the DNS64's prefix. */
+	struct loop_fd ra_mon;	    /* RTNLGRP_ND_USEROPT; fd -1: not listening */
+	struct loop_timer ra_timer; /* the soonest expiry in ra */
+	struct pref64_table ra;
+	struct pref64_stats ra_stats;
+	uint64_t ra_dropped; /* drops in ra_stats already logged */
+	/* What the process state (nat64_state_set) holds: the RA's prefix or the DNS64's. */
+	struct nat64_prefix n64_used;
+	bool n64_used_ipv4, n64_published;
 };
 
 struct ping_req {
@@ -532,6 +545,7 @@ static void net_changed(void *ctx)
 }
 
 static void nat64_start(struct daemon *d);
+static void nat64_publish(struct daemon *d);
 
 /*
  * Our addresses or the way to IPv4 changed: a STUN round, a relay dial now (a relay we lost
@@ -547,11 +561,45 @@ static void paths_renew(struct daemon *d)
 		control_client_endpoints_changed(d->cc);
 }
 
+static void ra_changed(struct daemon *d);
+static void ra_timer_set(struct daemon *d);
+
+/*
+ * A router's prefix belongs to the network its link is on: when the link goes down or away
+ * (a laptop moving to another network on the same interface), it is dropped at once
+ * rather than at the end of its lifetime. A link that comes back gets it again from the
+ * router's answer to the kernel's router solicitation.
+ */
+static void ra_links_check(struct daemon *d)
+{
+	bool changed = false, removed = false;
+	unsigned i = 0;
+
+	while (i < d->ra.n) {
+		int ifindex = d->ra.e[i].opt.ifindex;
+
+		if (nl_link_running(ifindex)) {
+			i++;
+			continue;
+		}
+		/* Removes every entry of ifindex; what moved into slot i is looked at next. */
+		changed |= pref64_table_forget(&d->ra, ifindex);
+		removed = true;
+	}
+	if (removed)
+		ra_timer_set(d);
+	if (changed) {
+		log_info("nat64: the router advertisement's link went down");
+		ra_changed(d);
+	}
+}
+
 static void regather_fire(struct loop_timer *t)
 {
 	struct daemon *d = container_of(t, struct daemon, regather_timer);
 
 	log_debug("network changed: gathering candidates again");
+	ra_links_check(d);
 	nat64_start(d);
 	paths_renew(d);
 }
@@ -577,30 +625,117 @@ static void nat64_done(struct workq_job *j, int err)
 {
 	struct nat64_job *n = container_of(j, struct nat64_job, job);
 	struct daemon *d = n->d;
-	char text[NAT64_PREFIX_STR_MAX];
 
 	d->n64_busy = false;
 	if (err == 0) {
-		bool changed = memcmp(&n->prefix, &d->n64_cur, sizeof(n->prefix)) ||
-			       n->ipv4_routed != d->n64_ipv4 || !d->n64_done;
-
 		if (n->err < 0 && n->err != -ENOENT)
 			log_debug("nat64: ipv4only.arpa: %s", strerror(-n->err));
 		d->n64_cur = n->prefix;
 		d->n64_ipv4 = n->ipv4_routed;
 		d->n64_done = true;
-		nat64_state_set(&n->prefix, n->ipv4_routed);
-		if (changed) {
-			nat64_prefix_str(&n->prefix, text, sizeof(text));
-			log_info("nat64: %s%s", text[0] ? text : "none",
-				 n->ipv4_routed ? "" : " (no IPv4 route)");
-			if (d->nm)
-				apply(d);
-			paths_renew(d);
-		}
+		nat64_publish(d);
 	}
 	if (d->n64_again)
 		nat64_start(d);
+}
+
+/*
+ * Loop thread: the prefix in use is a router's PREF64 while one lives, else the DNS64's.
+ * RFC 8781 §3 and RFC 9872 prefer the RA: it comes from the router that forwards to the
+ * NAT64 and shares its fate, it has a lifetime and can be withdrawn, and it does not depend
+ * on the resolver (RFC 7050 §3.1: the ipv4only.arpa heuristic is unauthenticated without
+ * DNSSEC, and a resolver other than the network's, DoH or a public one, has no DNS64). What
+ * changes reaches everything that reaches IPv4 addresses: the process state (dial, STUN),
+ * the peers' candidates (pathd, through a re-apply of the netmap), a STUN round and a relay
+ * dial now, and the control server.
+ */
+static void nat64_publish(struct daemon *d)
+{
+	const struct pref64_entry *ra = pref64_table_current(&d->ra);
+	struct nat64_prefix p = ra ? ra->opt.prefix : d->n64_cur;
+	char text[NAT64_PREFIX_STR_MAX], ifname[IF_NAMESIZE] = "?";
+
+	if (d->n64_published && !memcmp(&p, &d->n64_used, sizeof(p)) &&
+	    d->n64_ipv4 == d->n64_used_ipv4)
+		return;
+	d->n64_used = p;
+	d->n64_used_ipv4 = d->n64_ipv4;
+	d->n64_published = true;
+	nat64_state_set(&p, d->n64_ipv4);
+	nat64_prefix_str(&p, text, sizeof(text));
+	if (ra)
+		if_indextoname((unsigned)ra->opt.ifindex, ifname);
+	log_info("nat64: %s%s%s%s", text[0] ? text : "none",
+		 !text[0] ? ""
+		 : ra	  ? " from a router advertisement on "
+			  : " from the DNS64",
+		 ra ? ifname : "", d->n64_ipv4 ? "" : " (no IPv4 route)");
+	if (d->nm)
+		apply(d);
+	paths_renew(d);
+}
+
+static void ra_timer_set(struct daemon *d)
+{
+	uint64_t next = pref64_table_next_expiry(&d->ra);
+
+	loop_timer_set(d->loop, &d->ra_timer, next ? next : TIME_NEVER);
+}
+
+/* Whether IPv4 has a route: a route lookup, no packet, so it may run on the loop. */
+static void ra_changed(struct daemon *d)
+{
+	d->n64_ipv4 = nat64_ipv4_routed();
+	nat64_publish(d);
+}
+
+static void ra_timer_fire(struct loop_timer *t)
+{
+	struct daemon *d = container_of(t, struct daemon, ra_timer);
+
+	if (pref64_table_expire(&d->ra, time_now_ns())) {
+		log_info("nat64: the router advertisement's prefix expired");
+		ra_changed(d);
+	}
+	ra_timer_set(d);
+}
+
+/*
+ * Loop thread: ND user options from the kernel. A lost batch (-ENOBUFS) is not re-read: the
+ * routers repeat their RAs well within the lifetime (RFC 8781 §4: three by default).
+ */
+static void ra_event(struct loop_fd *h, uint32_t events)
+{
+	struct daemon *d = container_of(h, struct daemon, ra_mon);
+	uint8_t buf[4096] __attribute__((aligned(8)));
+	struct pref64_opt opts[PREF64_MSG_OPTS_MAX];
+	uint64_t dropped = 0;
+	bool changed = false;
+	unsigned i, k, rounds;
+	int n;
+
+	(void)events;
+	/* Bounded: a flood of RAs on the LAN must not hold the loop. */
+	for (rounds = 0; rounds < 64; rounds++) {
+		n = nl_notify_recv(h->fd, buf, sizeof(buf));
+		if (n == -ENOBUFS)
+			continue;
+		if (n <= 0)
+			break;
+		k = pref64_netlink_parse(buf, (size_t)n, opts, PREF64_MSG_OPTS_MAX, &d->ra_stats);
+		for (i = 0; i < k; i++)
+			changed |= pref64_table_update(&d->ra, &opts[i], time_now_ns());
+	}
+	for (i = 0; i < PREF64_DROP_MAX; i++)
+		dropped += d->ra_stats.dropped[i];
+	if (dropped != d->ra_dropped) {
+		log_ratelimited(LOG_LEVEL_DEBUG, "nat64: %" PRIu64 " bad ND user options ignored",
+				dropped - d->ra_dropped);
+		d->ra_dropped = dropped;
+	}
+	ra_timer_set(d);
+	if (changed)
+		ra_changed(d);
 }
 
 static void nat64_start(struct daemon *d)
@@ -1459,18 +1594,38 @@ static json_t *relay_json(struct daemon *d)
 }
 
 /*
- * NAT64 (RFC 7050): the prefix found, or null; whether IPv4 has a route of its own (without
+ * NAT64: the prefix in use, or null, and where it came from ("ra": a router's PREF64, RFC
+ * 8781; "dns64": ipv4only.arpa, RFC 7050); whether IPv4 has a route of its own (without
  * one, IPv4 addresses are reached through the prefix); null before the first detection.
  */
 static json_t *nat64_json(struct daemon *d)
 {
-	char text[NAT64_PREFIX_STR_MAX];
+	const struct pref64_entry *ra = pref64_table_current(&d->ra);
+	char text[NAT64_PREFIX_STR_MAX], dns64[NAT64_PREFIX_STR_MAX], ifname[IF_NAMESIZE] = "";
+	char router[INET6_ADDRSTRLEN] = "";
+	uint64_t now = time_now_ns(), dropped = 0;
+	json_t *ra_o = json_null();
+	unsigned i;
 
-	if (!d->n64_done)
+	if (!d->n64_published)
 		return json_null();
-	nat64_prefix_str(&d->n64_cur, text, sizeof(text));
-	return json_pack("{s:o, s:b, s:b}", "prefix", text[0] ? json_string(text) : json_null(),
-			 "ipv4_route", d->n64_ipv4, "active", text[0] && !d->n64_ipv4);
+	nat64_prefix_str(&d->n64_used, text, sizeof(text));
+	nat64_prefix_str(&d->n64_cur, dns64, sizeof(dns64));
+	if (ra) {
+		if_indextoname((unsigned)ra->opt.ifindex, ifname);
+		inet_ntop(AF_INET6, ra->opt.router, router, sizeof(router));
+		ra_o = json_pack(
+		    "{s:s, s:s, s:I}", "interface", ifname, "router", router, "expires_in_s",
+		    (json_int_t)(ra->expires_ns > now ? (ra->expires_ns - now) / 1000000000u : 0));
+	}
+	for (i = 0; i < PREF64_DROP_MAX; i++)
+		dropped += d->ra_stats.dropped[i];
+	return json_pack("{s:o, s:o, s:b, s:b, s:o, s:o, s:I}", "prefix",
+			 text[0] ? json_string(text) : json_null(), "source",
+			 !text[0] ? json_null() : json_string(ra ? "ra" : "dns64"), "ipv4_route",
+			 d->n64_used_ipv4, "active", text[0] && !d->n64_used_ipv4, "ra", ra_o,
+			 "dns64_prefix", dns64[0] ? json_string(dns64) : json_null(), "ra_dropped",
+			 (json_int_t)dropped);
 }
 
 /*
@@ -2151,6 +2306,10 @@ int daemon_run(const struct daemon_opts *opts)
 	d->relogin_timer.deadline_ns = TIME_NEVER;
 	d->watchdog_timer.cb = watchdog_fire;
 	d->watchdog_timer.deadline_ns = TIME_NEVER;
+	d->ra_timer.cb = ra_timer_fire;
+	d->ra_timer.deadline_ns = TIME_NEVER;
+	d->ra_mon = (struct loop_fd){.fd = -1, .cb = ra_event};
+	pref64_table_init(&d->ra);
 	log_set_prefix(d->ifname);
 
 	r = state_open(opts->state_dir ? opts->state_dir : STATE_DEFAULT_DIR, &d->st);
@@ -2250,6 +2409,18 @@ int daemon_run(const struct daemon_opts *opts)
 	if (r < 0)
 		goto out;
 	nat64_start(d);
+	r = nl_nduseropt_open();
+	if (r >= 0) {
+		d->ra_mon.fd = r;
+		r = loop_fd_add(d->loop, &d->ra_mon, EPOLLIN);
+		if (r < 0) {
+			close(d->ra_mon.fd);
+			d->ra_mon.fd = -1;
+		}
+	}
+	if (r < 0)
+		log_warn("cannot listen for NAT64 prefixes in router advertisements: %s",
+			 strerror(-r));
 	d->handshake.cb = handshake_done;
 	d->hs_timer.cb = hs_timer_fire;
 	d->hs_timer.deadline_ns = TIME_NEVER;
@@ -2344,6 +2515,12 @@ out:
 		loop_timer_disarm(d->loop, &d->save_timer);
 	if (d->regather_timer.armed)
 		loop_timer_disarm(d->loop, &d->regather_timer);
+	if (d->ra_timer.armed)
+		loop_timer_disarm(d->loop, &d->ra_timer);
+	if (d->ra_mon.fd >= 0) {
+		loop_fd_del(d->loop, &d->ra_mon);
+		close(d->ra_mon.fd);
+	}
 	/* The interface, its addresses and routes go with the TUN fd. */
 	netmap_apply_free(d->na);
 	/* The relay stops feeding the data plane, which then returns the relay's buffers. */

@@ -161,6 +161,23 @@ int nl_link_get_mtu(const char *ifname)
 	return ret;
 }
 
+bool nl_link_running(int ifindex)
+{
+	struct ifreq ifr = {0};
+	bool running = false;
+	int fd;
+
+	if (ifindex <= 0 || !if_indextoname((unsigned)ifindex, ifr.ifr_name))
+		return false;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return true; /* cannot tell: no reason to forget what the link told us */
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0)
+		running = (ifr.ifr_flags & (IFF_UP | IFF_RUNNING)) == (IFF_UP | IFF_RUNNING);
+	close(fd);
+	return running;
+}
+
 static int addr_change(uint16_t type, uint16_t flags, const char *ifname, int family,
 		       const void *addr, unsigned prefixlen)
 {
@@ -352,6 +369,47 @@ int nl_monitor_open(void)
 		return ret;
 	}
 	return fd;
+}
+
+int nl_nduseropt_open(void)
+{
+	struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+	int fd, ret, group = RTNLGRP_ND_USEROPT;
+
+	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof(group)) < 0) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+int nl_notify_recv(int fd, void *buf, unsigned cap)
+{
+	struct sockaddr_nl from;
+	socklen_t fromlen;
+	ssize_t n;
+
+	for (;;) {
+		fromlen = sizeof(from);
+		n = recvfrom(fd, buf, cap, MSG_DONTWAIT, (struct sockaddr *)&from, &fromlen);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			return -errno;
+		}
+		/* Only the kernel's notifications count; other processes may multicast too. */
+		if (n > 0 && fromlen == sizeof(from) && from.nl_pid == 0)
+			return (int)n;
+		if (n == 0)
+			return 0;
+	}
 }
 
 static int count_event(const struct nlmsghdr *nlh, void *data)

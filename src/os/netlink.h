@@ -16,6 +16,8 @@ int nl_link_set_up(const char *ifname, bool up);
 int nl_link_set_mtu(const char *ifname, unsigned mtu);
 /* The link's current MTU (> 0), or -errno. */
 int nl_link_get_mtu(const char *ifname);
+/* Whether the link exists, is up and has a carrier (IFF_UP and IFF_RUNNING). */
+bool nl_link_running(int ifindex);
 /* addr: 4 or 16 bytes in network order. -EEXIST is returned as 0 (idempotent). */
 int nl_addr_add(const char *ifname, int family, const void *addr, unsigned prefixlen);
 int nl_addr_del(const char *ifname, int family, const void *addr, unsigned prefixlen);
@@ -36,5 +38,15 @@ int nl_route_default_gateway(int family, void *ret_gw, int *ret_ifindex);
  */
 int nl_monitor_open(void);
 int nl_monitor_read(int fd);
+
+/*
+ * ND user options (RTNLGRP_ND_USEROPT): RA options the kernel does not handle itself, one
+ * RTM_NEWNDUSEROPT message each (RFC 8781's PREF64 among them). nl_nduseropt_open returns a
+ * non-blocking socket subscribed to them; nl_notify_recv reads one datagram the kernel sent
+ * into buf: its length, 0 when there is none left, or -errno (-ENOBUFS: some were lost, the
+ * next RA says it again). Datagrams from other processes are skipped.
+ */
+int nl_nduseropt_open(void);
+int nl_notify_recv(int fd, void *buf, unsigned cap);
 
 #endif

@@ -11,7 +11,14 @@
 #     so the mapping STUN saw is the one disco uses). Asserted: both ends show "direct" with
 #     those endpoints, and WireGuard data from p4 crosses the router's WAN;
 #   - negative control: n7 behind the same router, whose resolver is an unbound without the
-#     dns64 module, detects no prefix and cannot reach the control server.
+#     dns64 module, detects no prefix and cannot reach the control server;
+#   - PREF64 (RFC 8781): r6 then sends a router advertisement on n7's LAN with the prefix in
+#     a PREF64 option (radvd 2.19 in Debian 12 has no nat64prefix: 2.20 added it, so a few
+#     lines of python on a raw ICMPv6 socket send it). n7 finds the prefix from the RA alone
+#     (status/netcheck "source": "ra", n6's says "dns64"), joins the control server and goes
+#     direct to p4 through the NAT64; a lifetime of 0 withdraws the prefix, one not
+#     refreshed expires (8 s, the shortest RFC 8781 can say), and n7's link going down
+#     drops it at once.
 #
 #   lab internet 192.0.2.0/24 (IPv4 only here): ctl .1:8080 (relay, STUN 3478), p4 .14,
 #   router r6 .66 (NAT44 for tayga's pool 198.19.64.0/24); LANs n6 2001:db8:6::2/64 and
@@ -158,6 +165,53 @@ check "p4 -> n6 is direct, at the NAT64's IPv4 address" \
 check "ping over the direct path" ping_all n6 "${IP4[p4]}" 5
 check_num "p4's WireGuard data crossed r6's WAN (not the relay)" \
 	"$(natlab_counted r6 wg_from_p4)" -gt 0
+
+# ra_send IFACE SCALED: one RA from r6 on IFACE with nothing but a PREF64 option for $PREFIX
+# (PLC 1: /64) with a lifetime of SCALED units of 8 s; router lifetime 0, so n7 takes no
+# default route from it. The kernel fills in the ICMPv6 checksum of a raw ICMPv6 socket.
+ra_send()
+{
+	nsx r6 python3 - "$1" "$2" <<'EOF_PY'
+import socket, struct, sys
+ifname, scaled = sys.argv[1], int(sys.argv[2])
+prefix = socket.inet_pton(socket.AF_INET6, "2001:db8:64:64::")
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 0, 0, 0, 0, 0)
+pref64 = struct.pack("!BBH", 38, 2, scaled << 3 | 1) + prefix[:12]
+idx = socket.if_nametoindex(ifname)
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+s.sendto(ra + pref64, ("ff02::1", 0, 0, idx))
+EOF_PY
+}
+nat64_source_is()
+{
+	[[ $(status_eval "$1" "'%s %s' % (j['netcheck']['nat64']['source'],
+		(j['netcheck']['nat64']['ra'] or {}).get('interface'))") == "$2" ]]
+}
+check "r6 sends a router advertisement with PREF64 $PREFIX (600 s) on n7's LAN" ra_send eth2 75
+check "n7 finds the prefix from the RA alone (its resolver has no DNS64), active" \
+	wait_for 10 nat64_is n7 "$PREFIX True"
+check "n7's status says where from: source ra, on eth0" nat64_source_is n7 "ra eth0"
+check "n6's status says source dns64" nat64_source_is n6 "dns64 None"
+n7_up_ra() { timeout 20 "$TRELLIS_CLI" --socket "$(lab_node_sock n7)" up \
+	--login-server "$LAB_CONTROL_URL" --auth-key "$KEY" --hostname n7; }
+check "n7 joins the IPv4-only control server through the RA's prefix" n7_up_ra
+check "n7 sees p4" wait_for 15 peers_are n7 "n6 p4"
+check "n7 pings p4 through the tunnel" ping_all n7 "${IP4[p4]}" 5
+check "n7 -> p4 is direct, at p4's IPv4 candidate through the RA's prefix" \
+	wait_for 20 direct_at n7 p4 "[$P46]:41641"
+check "r6 withdraws the prefix (lifetime 0)" ra_send eth2 0
+check "n7 drops it at once" wait_for 5 nat64_is n7 "None False"
+check "r6 advertises it for 8 s (scaled lifetime 1) and then no more" ra_send eth2 1
+check "n7 has it again" wait_for 5 nat64_is n7 "$PREFIX True"
+check "unrefreshed, it expires after its lifetime" wait_for 15 nat64_is n7 "None False"
+check "r6 advertises it again (600 s)" ra_send eth2 75
+check "n7 has it once more" wait_for 5 nat64_is n7 "$PREFIX True"
+nsx n7 ip link set eth0 down
+check "n7's link goes down: the prefix goes with it, long before its lifetime" \
+	wait_for 10 nat64_is n7 "None False"
+nsx n7 ip link set eth0 up
 
 lab_node_stop n6
 lab_node_stop n7

@@ -71,6 +71,8 @@ static void test_missing_device(void **state)
 	assert_int_equal(nl_route_add("nosuchdev0", AF_INET, a4, 24), -ENODEV);
 	assert_int_equal(nl_link_index("a-name-much-too-long-for-linux"), -ENODEV);
 	assert_int_equal(nl_link_index("lo"), 1);
+	assert_false(nl_link_running(0));
+	assert_false(nl_link_running(99999));
 }
 
 static void test_link_mtu_up(void **state)
@@ -96,9 +98,12 @@ static void test_link_mtu_up(void **state)
 	assert_int_equal(nl_link_set_up(name, true), 0);
 	assert_int_equal(ifreq_get(name, SIOCGIFFLAGS, &ifr), 0);
 	assert_true(ifr.ifr_flags & IFF_UP);
+	/* Up with its fd attached: a TUN device has a carrier. */
+	assert_true(nl_link_running(nl_link_index(name)));
 	assert_int_equal(nl_link_set_up(name, false), 0);
 	assert_int_equal(ifreq_get(name, SIOCGIFFLAGS, &ifr), 0);
 	assert_false(ifr.ifr_flags & IFF_UP);
+	assert_false(nl_link_running(nl_link_index(name)));
 	close(fd);
 }
 
@@ -220,6 +225,19 @@ static void test_monitor(void **state)
 	close(mon);
 }
 
+/* The ND user option group: joined, and nothing to read without an RA (the lab sends one). */
+static void test_nduseropt(void **state)
+{
+	char buf[512];
+	int fd;
+
+	(void)state;
+	fd = nl_nduseropt_open();
+	assert_true(fd >= 0);
+	assert_int_equal(nl_notify_recv(fd, buf, sizeof(buf)), 0);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -229,6 +247,7 @@ int main(void)
 		cmocka_unit_test_setup(test_route, netns_enter),
 		cmocka_unit_test_setup(test_monitor, netns_enter),
 		cmocka_unit_test_setup(test_default_gateway, netns_enter),
+		cmocka_unit_test_setup(test_nduseropt, netns_enter),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
