@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "base/endpoint.h"
 
@@ -29,6 +30,11 @@ struct nat64_prefix {
 	uint8_t addr[16]; /* the prefix; the bits from len on are zero */
 	unsigned len;	  /* 32, 40, 48, 56, 64 or 96; 0: no NAT64 */
 };
+
+static inline bool nat64_prefix_equal(const struct nat64_prefix *a, const struct nat64_prefix *b)
+{
+	return a->len == b->len && !memcmp(a->addr, b->addr, sizeof(a->addr));
+}
 
 /* RFC 6052 §2.2: len is one of 32, 40, 48, 56, 64, 96. */
 bool nat64_len_valid(unsigned len);

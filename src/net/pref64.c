@@ -197,8 +197,7 @@ void pref64_table_init(struct pref64_table *t)
 static bool same_source(const struct pref64_opt *a, const struct pref64_opt *b)
 {
 	return a->ifindex == b->ifindex && !memcmp(a->router, b->router, sizeof(a->router)) &&
-	       a->prefix.len == b->prefix.len &&
-	       !memcmp(a->prefix.addr, b->prefix.addr, sizeof(a->prefix.addr));
+	       nat64_prefix_equal(&a->prefix, &b->prefix);
 }
 
 static void table_remove(struct pref64_table *t, unsigned i)
@@ -227,7 +226,7 @@ static bool table_choose(struct pref64_table *t, const struct nat64_prefix *befo
 	after = t->cur < 0 ? NULL : &t->e[t->cur].opt.prefix;
 	if (!before || !after)
 		return before != after;
-	return before->len != after->len || memcmp(before->addr, after->addr, sizeof(before->addr));
+	return !nat64_prefix_equal(before, after);
 }
 
 static const struct nat64_prefix *cur_prefix(const struct pref64_table *t,
@@ -318,4 +317,13 @@ uint64_t pref64_table_next_expiry(const struct pref64_table *t)
 		if (!soonest || t->e[i].expires_ns < soonest)
 			soonest = t->e[i].expires_ns;
 	return soonest;
+}
+
+uint64_t pref64_stats_dropped(const struct pref64_stats *st)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < PREF64_DROP_MAX; i++)
+		n += st->dropped[i];
+	return n;
 }

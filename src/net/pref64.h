@@ -74,6 +74,9 @@ int pref64_option_parse(const uint8_t *opt, size_t len, struct pref64_opt *ret,
  * ...) are skipped; bad messages and options are counted in st and skipped. Returns the
  * number of options put in ret.
  */
+/* Everything dropped, whatever the reason. */
+uint64_t pref64_stats_dropped(const struct pref64_stats *st);
+
 unsigned pref64_netlink_parse(const uint8_t *buf, size_t len, struct pref64_opt *ret, unsigned cap,
 			      struct pref64_stats *st);
 

@@ -655,7 +655,7 @@ static void nat64_publish(struct daemon *d)
 	struct nat64_prefix p = ra ? ra->opt.prefix : d->n64_cur;
 	char text[NAT64_PREFIX_STR_MAX], ifname[IF_NAMESIZE] = "?";
 
-	if (d->n64_published && !memcmp(&p, &d->n64_used, sizeof(p)) &&
+	if (d->n64_published && nat64_prefix_equal(&p, &d->n64_used) &&
 	    d->n64_ipv4 == d->n64_used_ipv4)
 		return;
 	d->n64_used = p;
@@ -709,7 +709,7 @@ static void ra_event(struct loop_fd *h, uint32_t events)
 	struct daemon *d = container_of(h, struct daemon, ra_mon);
 	uint8_t buf[4096] __attribute__((aligned(8)));
 	struct pref64_opt opts[PREF64_MSG_OPTS_MAX];
-	uint64_t dropped = 0;
+	uint64_t dropped;
 	bool changed = false;
 	unsigned i, k, rounds;
 	int n;
@@ -726,8 +726,7 @@ static void ra_event(struct loop_fd *h, uint32_t events)
 		for (i = 0; i < k; i++)
 			changed |= pref64_table_update(&d->ra, &opts[i], time_now_ns());
 	}
-	for (i = 0; i < PREF64_DROP_MAX; i++)
-		dropped += d->ra_stats.dropped[i];
+	dropped = pref64_stats_dropped(&d->ra_stats);
 	if (dropped != d->ra_dropped) {
 		log_ratelimited(LOG_LEVEL_DEBUG, "nat64: %" PRIu64 " bad ND user options ignored",
 				dropped - d->ra_dropped);
@@ -1603,9 +1602,8 @@ static json_t *nat64_json(struct daemon *d)
 	const struct pref64_entry *ra = pref64_table_current(&d->ra);
 	char text[NAT64_PREFIX_STR_MAX], dns64[NAT64_PREFIX_STR_MAX], ifname[IF_NAMESIZE] = "";
 	char router[INET6_ADDRSTRLEN] = "";
-	uint64_t now = time_now_ns(), dropped = 0;
+	uint64_t now = time_now_ns(), dropped;
 	json_t *ra_o = json_null();
-	unsigned i;
 
 	if (!d->n64_published)
 		return json_null();
@@ -1618,8 +1616,7 @@ static json_t *nat64_json(struct daemon *d)
 		    "{s:s, s:s, s:I}", "interface", ifname, "router", router, "expires_in_s",
 		    (json_int_t)(ra->expires_ns > now ? (ra->expires_ns - now) / 1000000000u : 0));
 	}
-	for (i = 0; i < PREF64_DROP_MAX; i++)
-		dropped += d->ra_stats.dropped[i];
+	dropped = pref64_stats_dropped(&d->ra_stats);
 	return json_pack("{s:o, s:o, s:b, s:b, s:o, s:o, s:I}", "prefix",
 			 text[0] ? json_string(text) : json_null(), "source",
 			 !text[0] ? json_null() : json_string(ra ? "ra" : "dns64"), "ipv4_route",
