@@ -1553,6 +1553,36 @@ static void peer_path(struct daemon *d, json_t *pj, const struct netmap_node *n,
 }
 
 /* The relay part of status: home region and each region's connection. */
+/* "[2001:db8::1]:3478", or null for none. */
+static json_t *endpoint_json(const struct endpoint *ep)
+{
+	char buf[ENDPOINT_STR_MAX];
+
+	return endpoint_is_addr(ep) ? json_string(endpoint_format(ep, buf, sizeof(buf)))
+				    : json_null();
+}
+
+static json_t *ms_json(int64_t us)
+{
+	return us < 0 ? json_null() : json_real((double)us / 1000.0);
+}
+
+/* The last STUN round's probes to a region's relays: where each went, how, and its answer. */
+static json_t *stun_probes_json(const struct relayclient_region_info *ri)
+{
+	json_t *a = json_array();
+
+	for (unsigned k = 0; a && k < ri->n_stun; k++) {
+		const struct relayclient_stun_info *si = &ri->stun[k];
+
+		json_array_append_new(a, json_pack("{s:s, s:o, s:s, s:o}", "node", si->node,
+						   "address", endpoint_json(&si->to), "via",
+						   relayclient_via_name(si->via), "latency_ms",
+						   ms_json(si->rtt_us)));
+	}
+	return a;
+}
+
 static json_t *relay_json(struct daemon *d)
 {
 	struct relayclient_status *rs = malloc(sizeof(*rs));
@@ -1580,9 +1610,9 @@ static json_t *relay_json(struct daemon *d)
 
 		if (!r)
 			continue;
-		json_object_set_new(
-		    r, "latency_ms",
-		    ri->latency_us < 0 ? json_null() : json_real((double)ri->latency_us / 1000.0));
+		json_object_set_new(r, "latency_ms", ms_json(ri->latency_us));
+		json_object_set_new(r, "address", endpoint_json(&ri->remote));
+		json_object_set_new(r, "stun", stun_probes_json(ri));
 		if (ri->error[0])
 			json_object_set_new(r, "error", json_string(ri->error));
 		json_array_append_new(regions, r);
