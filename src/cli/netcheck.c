@@ -20,6 +20,37 @@ static const char *text_or(json_t *o, const char *k, const char *none)
 	return s && *s ? s : none;
 }
 
+/* How a STUN probe travelled, in words (status "via"). */
+static const char *via_words(const char *via)
+{
+	if (!strcmp(via, "ipv6"))
+		return "over IPv6";
+	if (!strcmp(via, "ipv4"))
+		return "over IPv4";
+	if (!strcmp(via, "nat64"))
+		return "to its IPv4 address through the NAT64";
+	return via;
+}
+
+/* The region's STUN probes of the last round, one a line: relay, address, how, answer. */
+static void stun_lines(json_t *region)
+{
+	json_t *pr;
+	size_t i;
+
+	json_array_foreach(json_object_get(region, "stun"), i, pr)
+	{
+		json_t *ms = json_object_get(pr, "latency_ms");
+
+		printf("    STUN %s at %s %s: ", text_or(pr, "node", "?"),
+		       text_or(pr, "address", "?"), via_words(text_or(pr, "via", "?")));
+		if (json_is_number(ms))
+			printf("%.1f ms\n", json_number_value(ms));
+		else
+			printf("no answer\n");
+	}
+}
+
 int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 {
 	json_t *reply = NULL, *st, *nc, *relay, *v, *out, *pm, *n64;
@@ -45,12 +76,17 @@ int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 	if (as_json) {
 		out = json_deep_copy(nc);
 		if (out && json_is_object(relay)) {
-			json_t *lat = json_object();
+			json_t *lat = json_object(), *stun = json_object();
 
 			json_array_foreach(json_object_get(relay, "regions"), i, v)
+			{
 				json_object_set(lat, text_or(v, "code", "?"),
 						json_object_get(v, "latency_ms"));
+				json_object_set(stun, text_or(v, "code", "?"),
+						json_object_get(v, "stun"));
+			}
 			json_object_set_new(out, "latency_ms", lat);
+			json_object_set_new(out, "stun", stun);
 		}
 		r = out ? json_dumpf(out, stdout, JSON_INDENT(2)) : -1;
 		fputc('\n', stdout);
@@ -97,6 +133,7 @@ int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 			printf("  %-12s %.1f ms\n", text_or(v, "code", "?"), json_number_value(ms));
 		else
 			printf("  %-12s -\n", text_or(v, "code", "?"));
+		stun_lines(v);
 	}
 	json_decref(reply);
 	return 0;

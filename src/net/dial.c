@@ -347,18 +347,23 @@ static void conn_init(struct dial_conn *c, const struct dial_opts *o)
 		snprintf(c->name, sizeof(c->name), "%s:%u", o->host, o->port);
 }
 
-/* Interleaves the families of res into addrs (at most DIAL_ADDRS_MAX). */
-static unsigned addrs_order(struct addrinfo *res, struct addrinfo **addrs)
+/*
+ * Interleaves the families of res, then of alt (NULL: none), into addrs (at most
+ * DIAL_ADDRS_MAX), the family of res's first address first.
+ */
+static unsigned addrs_order(struct addrinfo *res, struct addrinfo *alt, struct addrinfo **addrs)
 {
-	struct addrinfo *fam[2][DIAL_ADDRS_MAX], *ai;
+	struct addrinfo *fam[2][DIAL_ADDRS_MAX], *lists[2] = {res, alt}, *ai;
 	unsigned n[2] = {0, 0}, i, k = 0;
 	int first = res->ai_family;
 
-	for (ai = res; ai; ai = ai->ai_next) {
-		int f = ai->ai_family != first;
+	for (unsigned l = 0; l < ARRAY_SIZE(lists); l++) {
+		for (ai = lists[l]; ai; ai = ai->ai_next) {
+			int f = ai->ai_family != first;
 
-		if (n[f] < DIAL_ADDRS_MAX)
-			fam[f][n[f]++] = ai;
+			if (n[f] < DIAL_ADDRS_MAX)
+				fam[f][n[f]++] = ai;
+		}
 	}
 	for (i = 0; k < DIAL_ADDRS_MAX && (i < n[0] || i < n[1]); i++) {
 		if (i < n[0])
@@ -514,7 +519,7 @@ static int connect_race(struct addrinfo **addrs, unsigned n, const struct dial_c
 int dial_open(struct dial_conn *c, const struct dial_opts *o, char *err, size_t err_len)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
-	struct addrinfo *res = NULL, *addrs[DIAL_ADDRS_MAX];
+	struct addrinfo *res = NULL, *alt = NULL, *addrs[DIAL_ADDRS_MAX];
 	struct synthesized syn;
 	struct nat64_prefix pref;
 	char portstr[8];
@@ -533,9 +538,14 @@ int dial_open(struct dial_conn *c, const struct dial_opts *o, char *err, size_t 
 		set_err(err, err_len, "cannot reach %s: %s", c->name, gai_strerror(r));
 		return -EHOSTUNREACH;
 	}
-	r = connect_race(addrs, nat64_add(addrs, addrs_order(res, addrs), &syn), &c->cancel,
+	/* The other address is a second chance: when it does not resolve, host's are tried. */
+	if (o->alt_host && getaddrinfo(o->alt_host, portstr, &hints, &alt))
+		alt = NULL;
+	r = connect_race(addrs, nat64_add(addrs, addrs_order(res, alt, addrs), &syn), &c->cancel,
 			 o->deadline_ns);
 	freeaddrinfo(res);
+	if (alt)
+		freeaddrinfo(alt);
 	if (r < 0) {
 		if (r != -ECANCELED)
 			set_err(err, err_len, "cannot reach %s: %s", c->name, strerror(-r));

@@ -70,6 +70,11 @@ typedef int (*dial_pin_fn)(void *ctx, X509 *leaf, bool verified, char *err, size
 
 struct dial_opts {
 	const char *host; /* a name or an address */
+	/*
+	 * Another address (or name) of the same server, tried after host's, as a second family
+	 * is (RFC 8305): a relay's IPv4 address when its IPv6 one comes first. NULL: none.
+	 */
+	const char *alt_host;
 	uint16_t port;
 	bool tls;
 	const char *name; /* how error messages call the peer (e.g. its URL); NULL: host:port */

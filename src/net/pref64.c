@@ -77,9 +77,33 @@ int pref64_option_parse(const uint8_t *opt, size_t len, struct pref64_opt *ret,
 	/* Bits past the length are the sender's business; RFC 6052 math wants them zero. */
 	for (i = o.prefix.len / 8; i < 12; i++)
 		o.prefix.addr[i] = 0;
+	if (!pref64_prefix_usable(&o.prefix)) {
+		*ret_drop = PREF64_DROP_PREFIX;
+		return -EBADMSG;
+	}
 	o.lifetime_s = scaled * PREF64_LIFETIME_UNIT_S;
 	*ret = o;
 	return 0;
+}
+
+bool pref64_prefix_usable(const struct nat64_prefix *p)
+{
+	const uint8_t *a = p->addr;
+
+	/* ::/16, not ::/8: the well-known 64:ff9b::/96 (RFC 6052) lies in ::/8. */
+	return (a[0] | a[1]) != 0 && a[0] != 0xff && !(a[0] == 0xfe && (a[1] & 0xc0) == 0x80);
+}
+
+const char *pref64_drop_name(enum pref64_drop why)
+{
+	static const char *const names[PREF64_DROP_MAX] = {
+	    [PREF64_DROP_TRUNCATED] = "truncated", [PREF64_DROP_MSG_TYPE] = "not_nduseropt",
+	    [PREF64_DROP_NOT_RA] = "not_ra",	   [PREF64_DROP_OPT_LEN] = "bad_length",
+	    [PREF64_DROP_PLC] = "bad_plc",	   [PREF64_DROP_PREFIX] = "bad_prefix",
+	    [PREF64_DROP_TOO_MANY] = "too_many",   [PREF64_DROP_TABLE_FULL] = "table_full",
+	};
+
+	return (unsigned)why < PREF64_DROP_MAX ? names[why] : "?";
 }
 
 /* The options of one RTM_NEWNDUSEROPT message's payload (after its nlmsghdr). */
@@ -238,7 +262,8 @@ static const struct nat64_prefix *cur_prefix(const struct pref64_table *t,
 	return keep;
 }
 
-bool pref64_table_update(struct pref64_table *t, const struct pref64_opt *o, uint64_t now_ns)
+bool pref64_table_update(struct pref64_table *t, const struct pref64_opt *o, uint64_t now_ns,
+			 struct pref64_stats *st)
 {
 	struct nat64_prefix keep;
 	const struct nat64_prefix *before = cur_prefix(t, &keep);
@@ -259,6 +284,7 @@ bool pref64_table_update(struct pref64_table *t, const struct pref64_opt *o, uin
 				if (t->e[i].expires_ns < t->e[soonest].expires_ns)
 					soonest = i;
 			table_remove(t, soonest);
+			st->dropped[PREF64_DROP_TABLE_FULL]++;
 		}
 		i = t->n++;
 	}

@@ -76,6 +76,9 @@ struct rconn {
 	int64_t latency_us;
 	unsigned misses;
 	bool answered; /* in the current STUN round */
+	struct endpoint remote; /* the connected session's peer address; AF_UNSPEC: none */
+	unsigned n_stun;	/* the last round's probes to the region's relays */
+	struct relayclient_stun_info stun[NETMAP_RELAY_NODES_MAX];
 };
 
 struct stun_probe {
@@ -83,6 +86,9 @@ struct stun_probe {
 	uint32_t region;
 	uint64_t sent_ns;
 	struct endpoint to, mapped; /* mapped: AF_UNSPEC until answered */
+	char node[NETMAP_NAME_MAX]; /* the relay's name */
+	enum relayclient_via via;
+	int64_t rtt_us; /* -1: no answer yet */
 };
 
 struct relayclient {
@@ -122,6 +128,38 @@ struct relayclient {
 	struct relayclient_nat nat;
 };
 
+const char *relayclient_via_name(enum relayclient_via v)
+{
+	switch (v) {
+	case RELAYCLIENT_VIA_IPV4:
+		return "ipv4";
+	case RELAYCLIENT_VIA_IPV6:
+		return "ipv6";
+	case RELAYCLIENT_VIA_NAT64:
+		return "nat64";
+	}
+	return "?";
+}
+
+int relayclient_node_family(const struct netmap_relay_node *n, bool ipv4_routed)
+{
+	if (n->has_ipv6 && (!n->has_ipv4 || !ipv4_routed))
+		return AF_INET6;
+	if (n->has_ipv4)
+		return AF_INET;
+	return AF_UNSPEC;
+}
+
+/* Whether IPv4 has a route of its own (as the last NAT64 detection found). */
+static bool ipv4_routed(void)
+{
+	struct nat64_prefix p;
+	bool routed;
+
+	nat64_prefix_get(&p, &routed);
+	return routed;
+}
+
 const char *relayclient_state_name(enum relayclient_conn_state s)
 {
 	switch (s) {
@@ -156,6 +194,20 @@ static void conn_error(struct rconn *c, const char *err)
 {
 	pthread_mutex_lock(&c->rc->mu);
 	snprintf(c->error, sizeof(c->error), "%s", err);
+	pthread_mutex_unlock(&c->rc->mu);
+}
+
+/* The address a connection reached (which family, through a NAT64 or not); -1: none. */
+static void remote_note(struct rconn *c, int fd)
+{
+	struct endpoint ep;
+	socklen_t len = sizeof(ep);
+
+	memset(&ep, 0, sizeof(ep));
+	if (fd >= 0 && getpeername(fd, &ep.sa, &len) < 0)
+		memset(&ep, 0, sizeof(ep));
+	pthread_mutex_lock(&c->rc->mu);
+	c->remote = ep;
 	pthread_mutex_unlock(&c->rc->mu);
 }
 
@@ -245,6 +297,7 @@ struct session {
 struct target {
 	char host[DIAL_HOST_MAX];
 	char sni[DIAL_HOST_MAX];
+	char alt_host[DIAL_HOST_MAX]; /* the relay's address of the other family; "": none */
 	char authority[DIAL_HOST_MAX + 8];
 	char name[URL_MAX];
 	uint16_t port;
@@ -277,14 +330,22 @@ static int target_of(const struct netmap_relay_node *n, const char *login, struc
 		t->port = u.port;
 		t->tls = u.tls;
 	} else {
+		int fam = relayclient_node_family(n, ipv4_routed());
+
 		t->tls = n->tls;
 		t->port = n->relay_port ? n->relay_port : (n->tls ? 443 : 80);
-		if (n->has_ipv4)
-			inet_ntop(AF_INET, n->ipv4, t->host, sizeof(t->host));
-		else if (n->has_ipv6)
+		/* Both families: the chosen one first, the other as dial's second chance. */
+		if (fam == AF_INET6) {
 			inet_ntop(AF_INET6, n->ipv6, t->host, sizeof(t->host));
-		else
+			if (n->has_ipv4)
+				inet_ntop(AF_INET, n->ipv4, t->alt_host, sizeof(t->alt_host));
+		} else if (fam == AF_INET) {
+			inet_ntop(AF_INET, n->ipv4, t->host, sizeof(t->host));
+			if (n->has_ipv6)
+				inet_ntop(AF_INET6, n->ipv6, t->alt_host, sizeof(t->alt_host));
+		} else {
 			snprintf(t->host, sizeof(t->host), "%s", n->host);
+		}
 		if (n->host[0]) {
 			snprintf(t->sni, sizeof(t->sni), "%s", n->host);
 			snprintf(t->authority, sizeof(t->authority), "%s:%u", n->host, t->port);
@@ -457,6 +518,7 @@ static int session_open(struct rconn *c, struct session *s, const struct target 
 			const uint8_t key[RELAY_KEY_LEN], SSL_CTX *ssl_ctx)
 {
 	struct dial_opts o = {.host = t->host,
+			      .alt_host = t->alt_host[0] ? t->alt_host : NULL,
 			      .port = t->port,
 			      .tls = t->tls,
 			      .name = t->name,
@@ -473,6 +535,7 @@ static int session_open(struct rconn *c, struct session *s, const struct target 
 	r = dial_open(&s->dc, &o, s->err, sizeof(s->err));
 	if (r < 0)
 		return r;
+	remote_note(c, s->dc.fd);
 	n = snprintf(req, sizeof(req),
 		     "GET " RELAY_HTTP_PATH " HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\n"
 		     "Upgrade: " RELAY_UPGRADE_TOKEN "\r\n\r\n",
@@ -686,6 +749,7 @@ static void *conn_main(void *arg)
 		rx_flush(c, s);
 		relay_conn_clear(&s->rl);
 		dial_close(&s->dc, 0);
+		remote_note(c, -1);
 		if (atomic_load(&c->stop))
 			break;
 		if (atomic_load(&c->rekey)) {
@@ -889,50 +953,65 @@ static uint64_t conns_follow(struct relayclient *rc, uint64_t now)
 	return due;
 }
 
-/* Where STUN for a relay goes: its address, or its host (or the login server's) resolved. */
-static int stun_addr(const struct netmap_relay_node *n, const char *login, struct endpoint *ret)
+/*
+ * Where STUN for a relay goes (relayclient_node_family: on an IPv6-only link a relay's own
+ * IPv6 address, natively, before its IPv4 one through the NAT64), or its host's (or the
+ * login server's) address, resolved: there too an IPv6 one first when IPv4 has no route.
+ * *ret_via says how it travels. 0 or -errno.
+ */
+static int stun_addr(const struct netmap_relay_node *n, const char *login, struct endpoint *ret,
+		     enum relayclient_via *ret_via)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *res = NULL;
+	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM}, *res = NULL, *ai;
 	char host[DIAL_HOST_MAX], port[8];
-	struct endpoint v4;
+	bool routed = ipv4_routed();
+	struct endpoint to;
 	struct dial_url u;
 	int r;
 
-	memset(ret, 0, sizeof(*ret));
 	if (!n->stun_port)
 		return -ENOENT;
-	if (n->has_ipv4) {
-		memset(&v4, 0, sizeof(v4));
-		v4.in4.sin_family = AF_INET;
-		memcpy(&v4.in4.sin_addr, n->ipv4, 4);
-		v4.in4.sin_port = htons(n->stun_port);
-		/* IPv6-only here: through the NAT64, whose IPv4 mapping STUN then measures. */
-		nat64_endpoint_route(&v4, ret);
-		return 0;
+	memset(&to, 0, sizeof(to));
+	switch (relayclient_node_family(n, routed)) {
+	case AF_INET:
+		to.in4.sin_family = AF_INET;
+		memcpy(&to.in4.sin_addr, n->ipv4, 4);
+		to.in4.sin_port = htons(n->stun_port);
+		break;
+	case AF_INET6:
+		to.in6.sin6_family = AF_INET6;
+		memcpy(&to.in6.sin6_addr, n->ipv6, 16);
+		to.in6.sin6_port = htons(n->stun_port);
+		break;
+	default:
+		if (n->host[0])
+			snprintf(host, sizeof(host), "%s", n->host);
+		else if (login[0] && dial_url_parse(login, &u) == 0)
+			snprintf(host, sizeof(host), "%s", u.host);
+		else
+			return -ENOENT;
+		snprintf(port, sizeof(port), "%u", n->stun_port);
+		r = getaddrinfo(host, port, &hints, &res);
+		if (r != 0 || !res)
+			return -EHOSTUNREACH;
+		ai = res;
+		for (struct addrinfo *a = res; !routed && a; a = a->ai_next)
+			if (a->ai_family == AF_INET6) {
+				ai = a;
+				break;
+			}
+		if (ai->ai_addrlen <= sizeof(to))
+			memcpy(&to, ai->ai_addr, ai->ai_addrlen);
+		freeaddrinfo(res);
+		if (!endpoint_is_addr(&to))
+			return -EAFNOSUPPORT;
+		break;
 	}
-	if (n->has_ipv6) {
-		ret->in6.sin6_family = AF_INET6;
-		memcpy(&ret->in6.sin6_addr, n->ipv6, 16);
-		ret->in6.sin6_port = htons(n->stun_port);
-		return 0;
-	}
-	if (n->host[0])
-		snprintf(host, sizeof(host), "%s", n->host);
-	else if (login[0] && dial_url_parse(login, &u) == 0)
-		snprintf(host, sizeof(host), "%s", u.host);
+	/* IPv4 with no route here: through the NAT64, whose IPv4 mapping STUN then measures. */
+	if (nat64_endpoint_route(&to, ret))
+		*ret_via = RELAYCLIENT_VIA_NAT64;
 	else
-		return -ENOENT;
-	snprintf(port, sizeof(port), "%u", n->stun_port);
-	r = getaddrinfo(host, port, &hints, &res);
-	if (r != 0 || !res)
-		return -EHOSTUNREACH;
-	if (res->ai_addrlen <= sizeof(*ret))
-		memcpy(ret, res->ai_addr, res->ai_addrlen);
-	freeaddrinfo(res);
-	if (!endpoint_is_addr(ret))
-		return -EAFNOSUPPORT;
-	v4 = *ret;
-	nat64_endpoint_route(&v4, ret);
+		*ret_via = to.sa.sa_family == AF_INET ? RELAYCLIENT_VIA_IPV4 : RELAYCLIENT_VIA_IPV6;
 	return 0;
 }
 
@@ -955,11 +1034,12 @@ static void stun_round_start(struct relayclient *rc, uint64_t now)
 
 		for (unsigned j = 0; j < g->n_nodes && rc->n_probes < STUN_MAX; j++) {
 			struct stun_probe *pr = &rc->probes[rc->n_probes];
+			enum relayclient_via via;
 			struct endpoint to;
 			struct pkt *p;
 			int len;
 
-			if (stun_addr(&g->nodes[j], login, &to) < 0 ||
+			if (stun_addr(&g->nodes[j], login, &to, &via) < 0 ||
 			    pkt_pool_get(rc->pool, &p, 1) != 1)
 				continue;
 			crypto_random(pr->txid, sizeof(pr->txid));
@@ -974,6 +1054,9 @@ static void stun_round_start(struct relayclient *rc, uint64_t now)
 			pr->to = to;
 			memset(&pr->mapped, 0, sizeof(pr->mapped));
 			pr->region = g->id;
+			snprintf(pr->node, sizeof(pr->node), "%s", g->nodes[j].name);
+			pr->via = via;
+			pr->rtt_us = -1;
 			pr->sent_ns = time_now_ns();
 			rc->n_probes++;
 			magicsock_send_raw(rc->ms, &p, 1);
@@ -1017,6 +1100,7 @@ static void stun_take(struct relayclient *rc)
 				}
 				pthread_mutex_unlock(&rc->mu);
 				memset(pr->txid, 0, sizeof(pr->txid)); /* answered once */
+				pr->rtt_us = (int64_t)((now - pr->sent_ns) / 1000);
 				pr->mapped = mapped;
 				endpoint_src_clear(&pr->mapped);
 			}
@@ -1083,6 +1167,24 @@ static bool nat_learn(struct relayclient *rc)
 	return changed;
 }
 
+/* What the round's probes to c's region did, for status. Under rc->mu. */
+static void stun_note(const struct relayclient *rc, struct rconn *c)
+{
+	c->n_stun = 0;
+	for (unsigned k = 0; k < rc->n_probes && c->n_stun < ARRAY_SIZE(c->stun); k++) {
+		const struct stun_probe *pr = &rc->probes[k];
+		struct relayclient_stun_info *si = &c->stun[c->n_stun];
+
+		if (pr->region != c->region)
+			continue;
+		snprintf(si->node, sizeof(si->node), "%s", pr->node);
+		si->to = pr->to;
+		si->via = pr->via;
+		si->rtt_us = pr->rtt_us;
+		c->n_stun++;
+	}
+}
+
 /* The round is over: latencies are in, the home follows them (with hysteresis). */
 static void stun_round_end(struct relayclient *rc)
 {
@@ -1094,6 +1196,7 @@ static void stun_round_end(struct relayclient *rc)
 	for (unsigned i = 0; i < rc->n_conns; i++) {
 		struct rconn *c = rc->conns[i];
 
+		stun_note(rc, c);
 		if (!c->answered) {
 			c->misses++;
 			if (c->misses >= RELAYCLIENT_HOME_MISSES)
@@ -1354,6 +1457,9 @@ void relayclient_status_get(struct relayclient *rc, struct relayclient_status *r
 		ri->rx_drops = atomic_load(&c->rx_drops);
 		ri->connects = atomic_load(&c->connects);
 		snprintf(ri->error, sizeof(ri->error), "%s", c->error);
+		ri->remote = c->remote;
+		ri->n_stun = c->n_stun;
+		memcpy(ri->stun, c->stun, sizeof(ri->stun));
 	}
 	pthread_mutex_unlock(&rc->mu);
 	pthread_rwlock_unlock(&rc->lock);

@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/endpoint.h"
 #include "proto/netmap.h"
 
 struct magicsock;
@@ -67,12 +68,32 @@ enum relayclient_conn_state {
 
 const char *relayclient_state_name(enum relayclient_conn_state s);
 
+/* How a STUN probe or a connection reaches a relay node (relayclient_node_family). */
+enum relayclient_via {
+	RELAYCLIENT_VIA_IPV4,  /* the relay's IPv4 address over our own IPv4 route */
+	RELAYCLIENT_VIA_IPV6,  /* its IPv6 address, natively */
+	RELAYCLIENT_VIA_NAT64, /* its IPv4 address through the NAT64 (the synthesized IPv6 one) */
+};
+
+const char *relayclient_via_name(enum relayclient_via v);
+
+/* One STUN probe of the last round that ended: where it went and what came back. */
+struct relayclient_stun_info {
+	char node[NETMAP_NAME_MAX];
+	struct endpoint to; /* as sent: the synthesized IPv6 address through a NAT64 */
+	enum relayclient_via via;
+	int64_t rtt_us; /* -1: no answer */
+};
+
 struct relayclient_region_info {
 	uint32_t id;
 	char code[NETMAP_RELAY_CODE_MAX];
 	enum relayclient_conn_state state;
 	bool home;
 	int64_t latency_us; /* last STUN round trip; -1: none */
+	struct endpoint remote; /* what the connection is connected to; AF_UNSPEC: none */
+	unsigned n_stun;
+	struct relayclient_stun_info stun[NETMAP_RELAY_NODES_MAX];
 	uint64_t tx_packets, rx_packets, connects;
 	uint64_t tx_drops; /* the region's send queue was full */
 	uint64_t rx_drops; /* no receive buffer (the engine is behind) or larger than one */
@@ -121,6 +142,16 @@ uint32_t relayclient_home_pick(uint32_t home, int64_t home_us, unsigned home_mis
  */
 bool relayclient_conn_wanted(bool has_key, bool home, bool queued, uint64_t used_ns,
 			     uint64_t idle_ns, uint64_t now_ns, uint64_t *ret_due_ns);
+/*
+ * Which of a relay node's addresses STUN and the connection use (the policy, without I/O):
+ * its IPv6 address when it has one and IPv4 has no route here (an IPv6-only link: native
+ * IPv6 rather than a NAT64's translation, which would measure the NAT64's mapping and the
+ * latency through it), else its IPv4 address (reached through the NAT64 when there is
+ * one and no route), else its IPv6 address. AF_INET or AF_INET6; AF_UNSPEC when the
+ * node names no address (a host name, or the control server's: resolved instead).
+ */
+int relayclient_node_family(const struct netmap_relay_node *n, bool ipv4_routed);
+
 /*
  * When the manager must look again if nothing wakes it: the end of a running STUN round
  * (stun_deadline_ns, 0: none running), else the next round while the map has relays

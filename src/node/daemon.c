@@ -724,7 +724,8 @@ static void ra_event(struct loop_fd *h, uint32_t events)
 			break;
 		k = pref64_netlink_parse(buf, (size_t)n, opts, PREF64_MSG_OPTS_MAX, &d->ra_stats);
 		for (i = 0; i < k; i++)
-			changed |= pref64_table_update(&d->ra, &opts[i], time_now_ns());
+			changed |=
+			    pref64_table_update(&d->ra, &opts[i], time_now_ns(), &d->ra_stats);
 	}
 	dropped = pref64_stats_dropped(&d->ra_stats);
 	if (dropped != d->ra_dropped) {
@@ -1552,6 +1553,36 @@ static void peer_path(struct daemon *d, json_t *pj, const struct netmap_node *n,
 	}
 }
 
+/* "[2001:db8::1]:3478", or null for none. */
+static json_t *endpoint_json(const struct endpoint *ep)
+{
+	char buf[ENDPOINT_STR_MAX];
+
+	return endpoint_is_addr(ep) ? json_string(endpoint_format(ep, buf, sizeof(buf)))
+				    : json_null();
+}
+
+static json_t *ms_json(int64_t us)
+{
+	return us < 0 ? json_null() : json_real((double)us / 1000.0);
+}
+
+/* The last STUN round's probes to a region's relays: where each went, how, and its answer. */
+static json_t *stun_probes_json(const struct relayclient_region_info *ri)
+{
+	json_t *a = json_array();
+
+	for (unsigned k = 0; a && k < ri->n_stun; k++) {
+		const struct relayclient_stun_info *si = &ri->stun[k];
+
+		json_array_append_new(a, json_pack("{s:s, s:o, s:s, s:o}", "node", si->node,
+						   "address", endpoint_json(&si->to), "via",
+						   relayclient_via_name(si->via), "latency_ms",
+						   ms_json(si->rtt_us)));
+	}
+	return a;
+}
+
 /* The relay part of status: home region and each region's connection. */
 static json_t *relay_json(struct daemon *d)
 {
@@ -1580,9 +1611,9 @@ static json_t *relay_json(struct daemon *d)
 
 		if (!r)
 			continue;
-		json_object_set_new(
-		    r, "latency_ms",
-		    ri->latency_us < 0 ? json_null() : json_real((double)ri->latency_us / 1000.0));
+		json_object_set_new(r, "latency_ms", ms_json(ri->latency_us));
+		json_object_set_new(r, "address", endpoint_json(&ri->remote));
+		json_object_set_new(r, "stun", stun_probes_json(ri));
 		if (ri->error[0])
 			json_object_set_new(r, "error", json_string(ri->error));
 		json_array_append_new(regions, r);
@@ -1603,7 +1634,7 @@ static json_t *nat64_json(struct daemon *d)
 	char text[NAT64_PREFIX_STR_MAX], dns64[NAT64_PREFIX_STR_MAX], ifname[IF_NAMESIZE] = "";
 	char router[INET6_ADDRSTRLEN] = "";
 	uint64_t now = time_now_ns(), dropped;
-	json_t *ra_o = json_null();
+	json_t *ra_o = json_null(), *drops;
 
 	if (!d->n64_published)
 		return json_null();
@@ -1617,12 +1648,17 @@ static json_t *nat64_json(struct daemon *d)
 		    (json_int_t)(ra->expires_ns > now ? (ra->expires_ns - now) / 1000000000u : 0));
 	}
 	dropped = pref64_stats_dropped(&d->ra_stats);
-	return json_pack("{s:o, s:o, s:b, s:b, s:o, s:o, s:I}", "prefix",
+	drops = json_object();
+	for (unsigned i = 0; drops && i < PREF64_DROP_MAX; i++)
+		json_object_set_new(drops, pref64_drop_name((enum pref64_drop)i),
+				    json_integer((json_int_t)d->ra_stats.dropped[i]));
+	return json_pack("{s:o, s:o, s:b, s:b, s:o, s:o, s:I, s:o, s:I}", "prefix",
 			 text[0] ? json_string(text) : json_null(), "source",
 			 !text[0] ? json_null() : json_string(ra ? "ra" : "dns64"), "ipv4_route",
 			 d->n64_used_ipv4, "active", text[0] && !d->n64_used_ipv4, "ra", ra_o,
 			 "dns64_prefix", dns64[0] ? json_string(dns64) : json_null(), "ra_dropped",
-			 (json_int_t)dropped);
+			 (json_int_t)dropped, "ra_drops", drops ? drops : json_null(), "ra_options",
+			 (json_int_t)d->ra_stats.options);
 }
 
 /*

@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (b = o->prefix.len / 8; b < 16; b++)
 			if (o->prefix.addr[b])
 				abort();
-		pref64_table_update(&t, o, now + i * 1000000000ull);
+		pref64_table_update(&t, o, now + i * 1000000000ull, &st);
 		if (t.n > PREF64_TABLE_MAX)
 			abort();
 		cur = pref64_table_current(&t);

@@ -10,6 +10,13 @@
 #     the NAT64), which the NAT44 lets in once n6's own packets opened it (it keeps the port,
 #     so the mapping STUN saw is the one disco uses). Asserted: both ends show "direct" with
 #     those endpoints, and WireGuard data from p4 crosses the router's WAN;
+#   - a dual-stack relay (r46, a standalone trellis-relay with an IPv4 and an IPv6 address,
+#     first in the relay map's one region, before the control server's IPv4-only embedded
+#     one) is reached natively over IPv6: n6's STUN arrives at r46 from n6's own IPv6
+#     address and none from the NAT44 (counters on r46, and on r6 at tayga's TUN device);
+#     n6's relay connection is to r46's IPv6 address; status says which address and family
+#     each STUN probe used (r46 "ipv6", ctl "nat64"), as does `trellis netcheck`. The
+#     IPv4-only ctl is still STUN-probed through the NAT64, whose IPv4 mapping p4 needs;
 #   - negative control: n7 behind the same router, whose resolver is an unbound without the
 #     dns64 module, detects no prefix and cannot reach the control server;
 #   - PREF64 (RFC 8781): r6 then sends a router advertisement on n7's LAN with the prefix in
@@ -20,8 +27,9 @@
 #     refreshed expires (8 s, the shortest RFC 8781 can say), and n7's link going down
 #     drops it at once.
 #
-#   lab internet 192.0.2.0/24 (IPv4 only here): ctl .1:8080 (relay, STUN 3478), p4 .14,
-#   router r6 .66 (NAT44 for tayga's pool 198.19.64.0/24); LANs n6 2001:db8:6::2/64 and
+#   lab internet 192.0.2.0/24: ctl .1:8080 (relay, STUN 3478), p4 .14, both IPv4 only;
+#   relay r46 .3:8080 and [2001:db8:1::3]:8080 (STUN 3478 on both); router r6 .66 and
+#   2001:db8:1::42 (NAT44 for tayga's pool 198.19.64.0/24); LANs n6 2001:db8:6::2/64 and
 #   n7 2001:db8:7::2/64; NAT64 prefix 2001:db8:64:64::/64, a network-specific one: the
 #   well-known 64:ff9b::/96 must not carry non-global IPv4 (RFC 6052 §3.1), and tayga
 #   refuses it for every lab address; a /64 also puts the u octet to the test.
@@ -44,9 +52,14 @@ lab_internet
 lab_public_host ctl 1
 lab_public_host p4 14
 lab_public_host r6 66
-# IPv4 only on the lab internet: the NAT64 is the only way from the site to these.
-for n in ctl p4 r6; do
+lab_public_host r46 3
+# IPv4 only on the lab internet but for r6 and r46: the NAT64 is the only way from the site
+# to ctl and p4; r46 is reached over IPv6 too.
+for n in ctl p4; do
 	ip -n "$(ns_name "$n")" -6 addr flush dev eth0 scope global
+done
+for lan in 2001:db8:6::/64 2001:db8:7::/64; do
+	nsx r46 ip -6 route add "$lan" via 2001:db8:1::42
 done
 lab_forwarding r6
 lab_ns n6
@@ -73,6 +86,36 @@ ip netns exec "$(ns_name r6)" tayga -c "$LAB_TMP/tayga.conf" -n >"$LAB_TMP/tayga
 LAB_PIDS+=($!)
 LAB_EXTRA_LOGS+=("tayga=$LAB_TMP/tayga.log")
 natlab_nat r6 easy # the NAT44: tayga's pool goes out as 192.0.2.66
+
+# r46's STUN by where it comes from: n6's own IPv6 address (native) or the NAT44's IPv4
+# one (through tayga); and on r6, what tayga hands over towards r46's STUN port.
+nsx r46 nft -f - <<'EOF_NFT'
+table inet stun_from {
+	counter native6 {}
+	counter nat64 {}
+	chain pre {
+		type filter hook prerouting priority raw - 10;
+		ip6 saddr 2001:db8:6::2 udp dport 3478 counter name native6
+		ip saddr 192.0.2.66 udp dport 3478 counter name nat64
+	}
+}
+EOF_NFT
+nsx r6 nft -f - <<'EOF_NFT'
+table inet tayga_out {
+	counter to_r46 {}
+	chain from_tayga {
+		type filter hook forward priority filter - 10;
+		iifname "nat64" ip daddr 192.0.2.3 udp dport 3478 counter name to_r46
+	}
+}
+EOF_NFT
+stun_counted() { nsx "$1" nft list counter inet "$2" "$3" | awk '$1 == "packets" { print $2 }'; }
+RELAY=${TRELLIS_RELAY:-$TRELLIS_BUILD/src/relay/trellis-relay}
+ip netns exec "$(ns_name r46)" "$RELAY" --listen '[::]:8080' --stun-port 3478 \
+	>"$LAB_TMP/relay-r46.log" 2>&1 &
+LAB_PIDS+=($!)
+LAB_EXTRA_LOGS+=("trellis-relay r46=$LAB_TMP/relay-r46.log")
+check "the dual-stack relay r46 listens" wait_listen r46 8080
 
 # Two resolvers on r6 with ipv4only.arpa in a zone the iterator reads as if from upstream
 # (an auth-zone for-upstream: local-data would be answered before the dns64 module saw
@@ -119,6 +162,16 @@ check "the NAT64 carries n6's ping to the IPv4-only server" nsx n6 ping -c 1 -W 
 check_not "n6 has no IPv4 route" nsx n6 ping -c 1 -W 1 192.0.2.1
 
 lab_control_start ctl 192.0.2.1 8080 || lab_finish
+# One region: r46 first (the relay connections go to it), ctl's embedded relay second
+# (STUN only: IPv4 only, so n6 reaches it through the NAT64 and learns its mapping).
+cat >"$LAB_TMP/map.json" <<'EOF_MAP'
+{"regions": [
+ {"id": 1, "code": "default", "nodes": [
+  {"name": "r46", "ipv4": "192.0.2.3", "ipv6": "2001:db8:1::3", "relay_port": 8080, "stun_port": 3478},
+  {"name": "ctl", "ipv4": "192.0.2.1", "relay_port": 8080, "stun_port": 3478}]}]}
+EOF_MAP
+check "relaymap set: r46 (dual-stack) and ctl (IPv4 only) in one region" \
+	ctl relaymap set "$LAB_TMP/map.json"
 KEY=$(lab_authkey --reusable)
 lab_node_join p4 p4 "$KEY"
 lab_node_start n6 n6
@@ -147,11 +200,38 @@ check "n6 sees p4" wait_for 15 peers_are n6 p4
 check "p4 sees n6" wait_for 15 peers_are p4 n6
 IP4[n6]=$(node_ip n6 4)
 IP4[p4]=$(node_ip p4 4)
-check "n6's home relay (192.0.2.1, through the NAT64) is connected" wait_for 20 home_connected n6
-# STUN through the NAT64: its reflexive address is the NAT44's, port kept.
+check "n6's home relay is connected" wait_for 20 home_connected n6
+# STUN through the NAT64 (to ctl): its reflexive address is the NAT44's, port kept.
 reflexive_is() { [[ $(status_eval n6 "j['netcheck'].get('ipv4')") == "$1" ]]; }
 check "n6's STUN-reflexive address is r6's NAT44 (192.0.2.66:41641)" \
 	wait_for 30 reflexive_is 192.0.2.66:41641
+
+# The dual-stack relay natively: STUN, the connection, and what status says of both.
+stun_via()
+{
+	status_eval "$1" "' '.join('%s=%s@%s' % (p['node'], p['via'], p['address'])
+		for r in j['relay']['regions'] for p in (r.get('stun') or []))"
+}
+stun_via_is() { [[ $(stun_via "$1") == "$2" ]]; }
+check "n6's status: STUN to r46 natively over IPv6, to ctl through the NAT64" \
+	wait_for 30 stun_via_is n6 "r46=ipv6@[2001:db8:1::3]:3478 ctl=nat64@[$CTL6]:3478"
+check_num "r46 counted STUN from n6's own IPv6 address" \
+	"$(stun_counted r46 stun_from native6)" -gt 0
+check_num "r46 counted no STUN through the NAT44 (tayga)" "$(stun_counted r46 stun_from nat64)" -eq 0
+check_num "tayga handed r6 no STUN for r46" "$(stun_counted r6 tayga_out to_r46)" -eq 0
+relay_addr_is() { [[ $(status_eval "$1" "j['relay']['regions'][0].get('address')") == "$2" ]]; }
+check "n6's relay connection is to r46's IPv6 address" \
+	wait_for 20 relay_addr_is n6 "[2001:db8:1::3]:8080"
+# Peers of r46's established connections (with a state filter, ss leaves out the state).
+r46_sees() { nsx r46 ss -Htn state established '( sport = :8080 )' | awk '{ print $4 }' | grep -qF "$1"; }
+check "r46 sees n6's connection from its own IPv6 address" r46_sees "[2001:db8:6::2]:"
+check_not "and none from the NAT44 (through tayga; IPv4-mapped on its dual-stack socket)" \
+	r46_sees "192.0.2.66]:"
+netcheck_says() { tr_node n6 netcheck | grep -qF "$1"; }
+check "trellis netcheck says so" \
+	netcheck_says "STUN r46 at [2001:db8:1::3]:3478 over IPv6"
+check "and how ctl was reached" \
+	netcheck_says "STUN ctl at [$CTL6]:3478 to its IPv4 address through the NAT64"
 
 natlab_count r6 wg_from_p4 192.0.2.14 41641
 check "n6 pings p4 through the tunnel" ping_all n6 "${IP4[p4]}" 5

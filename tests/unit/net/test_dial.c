@@ -114,6 +114,38 @@ static void test_connect_refused(void **state)
 }
 
 /*
+ * A server's other address (dial_opts.alt_host, a relay's IPv4 address after its IPv6
+ * one): tried when host's fails, and only then.
+ */
+static void test_connect_alt(void **state)
+{
+	struct dial_conn c;
+	struct dial_opts o;
+	struct sockaddr_in peer;
+	socklen_t sl = sizeof(peer);
+	char err[256] = "";
+	uint16_t port;
+	int fd = listener(2, &port);
+
+	(void)state;
+	o = plain_opts(port, IO_NS);
+	o.host = "127.0.0.2"; /* loopback, but nothing listens there: refused */
+	assert_int_equal(dial_open(&c, &o, err, sizeof(err)), -ECONNREFUSED);
+	o.alt_host = "127.0.0.1";
+	assert_int_equal(dial_open(&c, &o, err, sizeof(err)), 0);
+	assert_true(c.fd >= 0);
+	dial_close(&c, 0);
+	/* host answers: the connection is host's, alt_host is not needed. */
+	o.host = "127.0.0.1";
+	o.alt_host = "127.0.0.2";
+	assert_int_equal(dial_open(&c, &o, err, sizeof(err)), 0);
+	assert_int_equal(getpeername(c.fd, (struct sockaddr *)&peer, &sl), 0);
+	assert_int_equal(ntohl(peer.sin_addr.s_addr), INADDR_LOOPBACK);
+	dial_close(&c, 0);
+	close(fd);
+}
+
+/*
  * A listener with a full accept queue drops new SYNs: our connect stays
  * pending. Fills the queue with connects that complete, until one does not.
  */
@@ -730,15 +762,11 @@ static void test_http(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_url_parse),
-	    cmocka_unit_test(test_connect_refused),
-	    cmocka_unit_test(test_connect_timeout),
-	    cmocka_unit_test(test_connect_cancel),
-	    cmocka_unit_test(test_tls_trusted),
-	    cmocka_unit_test(test_tls_refused),
-	    cmocka_unit_test(test_tls_pin),
-	    cmocka_unit_test(test_tls_no_sigpipe),
-	    cmocka_unit_test(test_http),
+	    cmocka_unit_test(test_url_parse),	   cmocka_unit_test(test_connect_refused),
+	    cmocka_unit_test(test_connect_alt),	   cmocka_unit_test(test_connect_timeout),
+	    cmocka_unit_test(test_connect_cancel), cmocka_unit_test(test_tls_trusted),
+	    cmocka_unit_test(test_tls_refused),	   cmocka_unit_test(test_tls_pin),
+	    cmocka_unit_test(test_tls_no_sigpipe), cmocka_unit_test(test_http),
 	};
 
 	return cmocka_run_group_tests(tests, pki_setup, pki_teardown);

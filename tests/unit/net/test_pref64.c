@@ -234,6 +234,7 @@ static void test_table(void **state)
 {
 	struct pref64_opt a = opt_make(2, "fe80::1", "2001:db8:64:64::", 64, 600);
 	struct pref64_opt b = opt_make(3, "fe80::2", "64:ff9b::", 96, 1800);
+	struct pref64_stats st = {0};
 	struct pref64_table t;
 	uint64_t t0 = 1000 * S_NS;
 
@@ -241,14 +242,14 @@ static void test_table(void **state)
 	pref64_table_init(&t);
 	assert_null(pref64_table_current(&t));
 	assert_int_equal(pref64_table_next_expiry(&t), 0);
-	assert_true(pref64_table_update(&t, &a, t0));
+	assert_true(pref64_table_update(&t, &a, t0, &st));
 	assert_int_equal(pref64_table_current(&t)->opt.prefix.len, 64);
 	assert_int_equal(pref64_table_next_expiry(&t), t0 + 600 * S_NS);
 	/* A refresh changes nothing in use but the expiry. */
-	assert_false(pref64_table_update(&t, &a, t0 + 300 * S_NS));
+	assert_false(pref64_table_update(&t, &a, t0 + 300 * S_NS, &st));
 	assert_int_equal(pref64_table_next_expiry(&t), t0 + 900 * S_NS);
 	/* Another router's prefix, longer lived: the one in use stays while it lives. */
-	assert_false(pref64_table_update(&t, &b, t0 + 300 * S_NS));
+	assert_false(pref64_table_update(&t, &b, t0 + 300 * S_NS, &st));
 	assert_int_equal(pref64_table_current(&t)->opt.prefix.len, 64);
 	assert_false(pref64_table_expire(&t, t0 + 899 * S_NS));
 	/* a runs out: b takes over. */
@@ -257,19 +258,19 @@ static void test_table(void **state)
 	assert_int_equal(pref64_table_current(&t)->opt.ifindex, 3);
 	/* Withdrawn (lifetime 0) by its router: gone at once. */
 	b.lifetime_s = 0;
-	assert_true(pref64_table_update(&t, &b, t0 + 901 * S_NS));
+	assert_true(pref64_table_update(&t, &b, t0 + 901 * S_NS, &st));
 	assert_null(pref64_table_current(&t));
 	assert_int_equal(t.n, 0);
 	/* Withdrawing what we never had changes nothing. */
-	assert_false(pref64_table_update(&t, &b, t0 + 902 * S_NS));
+	assert_false(pref64_table_update(&t, &b, t0 + 902 * S_NS, &st));
 
 	/* A link gone down: what came in on it goes, the other link's prefix takes over. */
 	b.lifetime_s = 1800;
-	assert_true(pref64_table_update(&t, &a, t0));
-	assert_false(pref64_table_update(&t, &b, t0));
+	assert_true(pref64_table_update(&t, &a, t0, &st));
+	assert_false(pref64_table_update(&t, &b, t0, &st));
 	assert_false(pref64_table_forget(&t, 3));
 	assert_int_equal(t.n, 1);
-	assert_false(pref64_table_update(&t, &b, t0));
+	assert_false(pref64_table_update(&t, &b, t0, &st));
 	assert_true(pref64_table_forget(&t, 2));
 	assert_int_equal(pref64_table_current(&t)->opt.ifindex, 3);
 	assert_true(pref64_table_forget(&t, 3));
@@ -278,6 +279,7 @@ static void test_table(void **state)
 
 static void test_table_cap(void **state)
 {
+	struct pref64_stats st = {0};
 	struct pref64_table t;
 	struct pref64_opt o;
 	char router[32];
@@ -288,10 +290,11 @@ static void test_table_cap(void **state)
 	for (i = 0; i < PREF64_TABLE_MAX + 4; i++) {
 		snprintf(router, sizeof(router), "fe80::%x", i + 1);
 		o = opt_make(2, router, "64:ff9b::", 96, 100 + i);
-		pref64_table_update(&t, &o, 0);
+		pref64_table_update(&t, &o, 0, &st);
 		assert_true(t.n <= PREF64_TABLE_MAX);
 	}
 	assert_int_equal(t.n, PREF64_TABLE_MAX);
+	assert_int_equal(st.dropped[PREF64_DROP_TABLE_FULL], 4);
 	/* The first ones, soonest to expire, gave way. */
 	assert_int_equal(pref64_table_next_expiry(&t), 104 * S_NS);
 	assert_non_null(pref64_table_current(&t));
@@ -300,13 +303,117 @@ static void test_table_cap(void **state)
 	assert_int_equal(t.n, 0);
 }
 
+/* st counted one drop, for why and for no other reason. */
+static void dropped_once(const struct pref64_stats *st, enum pref64_drop why)
+{
+	for (unsigned i = 0; i < PREF64_DROP_MAX; i++)
+		assert_int_equal(st->dropped[i], i == (unsigned)why ? 1 : 0);
+	assert_int_equal(pref64_stats_dropped(st), 1);
+}
+
+/* The datagram of one message with one PREF64 option (scaled, plc, prefix), parsed into st. */
+static unsigned one_opt(uint8_t *buf, size_t *ret_len, unsigned scaled, unsigned plc,
+			const char *prefix, struct pref64_stats *st)
+{
+	struct pref64_opt out[PREF64_MSG_OPTS_MAX];
+	uint8_t opt[16];
+
+	opt_build(opt, scaled, plc, prefix);
+	*ret_len = msg_build(buf, opt, sizeof(opt), 2, "fe80::1");
+	memset(st, 0, sizeof(*st));
+	return pref64_netlink_parse(buf, *ret_len, out, PREF64_MSG_OPTS_MAX, st);
+}
+
+/* Each reason to drop an input, counted under its own name and in the total. */
+static void test_drop_each_reason(void **state)
+{
+	static const char *const unusable[] = {"ff02::", "fe80::", "::ffff:0:0", "::"};
+	uint8_t buf[256] __attribute__((aligned(8))), opts[40] = {0};
+	struct nduseroptmsg *m = (struct nduseroptmsg *)(buf + sizeof(struct nlmsghdr));
+	struct nlmsghdr *h = (struct nlmsghdr *)buf;
+	struct pref64_opt out[PREF64_MSG_OPTS_MAX], o;
+	struct pref64_stats st;
+	struct pref64_table t;
+	size_t len;
+	char router[32];
+
+	(void)state;
+	/* The well-known prefix and the lab's are fine: nothing dropped. */
+	assert_int_equal(one_opt(buf, &len, 75, 0, "64:ff9b::", &st), 1);
+	assert_int_equal(pref64_stats_dropped(&st), 0);
+	assert_int_equal(one_opt(buf, &len, 75, 1, "2001:db8:64:64::", &st), 1);
+
+	/* truncated: the datagram ends inside the message. */
+	one_opt(buf, &len, 75, 0, "64:ff9b::", &st);
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(pref64_netlink_parse(buf, len - 1, out, PREF64_MSG_OPTS_MAX, &st), 0);
+	dropped_once(&st, PREF64_DROP_TRUNCATED);
+
+	/* not_nduseropt: another netlink message. */
+	h->nlmsg_type = RTM_NEWLINK;
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(pref64_netlink_parse(buf, len, out, PREF64_MSG_OPTS_MAX, &st), 0);
+	dropped_once(&st, PREF64_DROP_MSG_TYPE);
+	h->nlmsg_type = RTM_NEWNDUSEROPT;
+
+	/* not_ra: from a router solicitation. */
+	m->nduseropt_icmp_type = ND_ROUTER_SOLICIT;
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(pref64_netlink_parse(buf, len, out, PREF64_MSG_OPTS_MAX, &st), 0);
+	dropped_once(&st, PREF64_DROP_NOT_RA);
+
+	/* bad_length: a PREF64 option of Length 3 (24 bytes). */
+	opt_build(opts, 75, 0, "64:ff9b::");
+	opts[1] = 3;
+	len = msg_build(buf, opts, 24, 2, "fe80::1");
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(pref64_netlink_parse(buf, len, out, PREF64_MSG_OPTS_MAX, &st), 0);
+	dropped_once(&st, PREF64_DROP_OPT_LEN);
+
+	/* bad_plc: codes 6 and 7 are not defined. */
+	assert_int_equal(one_opt(buf, &len, 75, 6, "64:ff9b::", &st), 0);
+	dropped_once(&st, PREF64_DROP_PLC);
+
+	/* bad_prefix: multicast, link-local, IPv4-mapped, unspecified. */
+	for (size_t i = 0; i < sizeof(unusable) / sizeof(unusable[0]); i++) {
+		assert_int_equal(one_opt(buf, &len, 75, 0, unusable[i], &st), 0);
+		dropped_once(&st, PREF64_DROP_PREFIX);
+	}
+
+	/* too_many: two options, room for one. */
+	opt_build(opts, 75, 0, "64:ff9b::");
+	opt_build(opts + 16, 75, 1, "2001:db8:64:64::");
+	len = msg_build(buf, opts, 32, 2, "fe80::1");
+	memset(&st, 0, sizeof(st));
+	assert_int_equal(pref64_netlink_parse(buf, len, out, 1, &st), 1);
+	dropped_once(&st, PREF64_DROP_TOO_MANY);
+
+	/* table_full: one router more than the table holds. */
+	memset(&st, 0, sizeof(st));
+	pref64_table_init(&t);
+	for (unsigned i = 0; i <= PREF64_TABLE_MAX; i++) {
+		snprintf(router, sizeof(router), "fe80::%x", i + 1);
+		o = opt_make(2, router, "64:ff9b::", 96, 600);
+		pref64_table_update(&t, &o, 0, &st);
+	}
+	dropped_once(&st, PREF64_DROP_TABLE_FULL);
+
+	/* Every reason has a name of its own. */
+	for (unsigned i = 0; i < PREF64_DROP_MAX; i++) {
+		assert_string_not_equal(pref64_drop_name((enum pref64_drop)i), "?");
+		for (unsigned k = 0; k < i; k++)
+			assert_string_not_equal(pref64_drop_name((enum pref64_drop)i),
+						pref64_drop_name((enum pref64_drop)k));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_plc_each),	   cmocka_unit_test(test_lifetime),
 	    cmocka_unit_test(test_option_refused), cmocka_unit_test(test_netlink),
 	    cmocka_unit_test(test_netlink_bad),	   cmocka_unit_test(test_table),
-	    cmocka_unit_test(test_table_cap),
+	    cmocka_unit_test(test_table_cap),	   cmocka_unit_test(test_drop_each_reason),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -406,6 +407,37 @@ static void test_home_pick(void **state)
 }
 
 /*
+ * Which address of a relay STUN and the connection use (relayclient_node_family): on an
+ * IPv6-only link (no IPv4 route) a dual-stack relay's own IPv6 address, not its IPv4 one
+ * through the NAT64; with IPv4, the IPv4 one as before; one family is used as it is.
+ */
+static void test_node_family(void **state)
+{
+	static const struct {
+		bool v4, v6, routed;
+		int want;
+	} cases[] = {
+	    {true, true, false, AF_INET6}, /* IPv6-only link: native IPv6, no translation */
+	    {true, true, true, AF_INET},
+	    {true, false, false, AF_INET}, /* IPv4-only relay: through the NAT64 if any */
+	    {true, false, true, AF_INET},
+	    {false, true, false, AF_INET6},
+	    {false, true, true, AF_INET6},
+	    {false, false, false, AF_UNSPEC}, /* a host name, or the control server's */
+	    {false, false, true, AF_UNSPEC},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct netmap_relay_node n = {.has_ipv4 = cases[i].v4, .has_ipv6 = cases[i].v6};
+
+		assert_int_equal(relayclient_node_family(&n, cases[i].routed), cases[i].want);
+	}
+	assert_string_equal(relayclient_via_name(RELAYCLIENT_VIA_NAT64), "nat64");
+	assert_string_equal(relayclient_via_name(RELAYCLIENT_VIA_IPV6), "ipv6");
+}
+
+/*
  * The manager's timers with a hand clock: an idle node with only its home connection
  * sleeps until the next STUN round (it used to wake every second); a connection kept for
  * its traffic is looked at again exactly when it becomes idle.
@@ -463,9 +495,8 @@ static void test_mgr_due(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_mgr_due),
-	    cmocka_unit_test(test_home_pick),
-	    cmocka_unit_test(test_relay_client),
+	    cmocka_unit_test(test_mgr_due),	cmocka_unit_test(test_home_pick),
+	    cmocka_unit_test(test_node_family), cmocka_unit_test(test_relay_client),
 	    cmocka_unit_test(test_retry_now),
 	};
 
