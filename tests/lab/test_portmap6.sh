@@ -78,31 +78,12 @@ EOF
 # upnp_forward_chain); no STUN, so IPv4 forwarding stays off (a reserved WAN address) and
 # an IPv4 MAP gets NO_RESOURCES. (Not a "deny" rule for IPv4: miniupnpd then tries every
 # external port in turn, logging each, and answers nothing else for minutes.)
-cat >"$LAB_TMP/miniupnpd.conf" <<EOF
-ext_ifname=eth0
-listening_ip=eth1
-enable_natpmp=yes
-enable_upnp=no
-ipv6_disable=no
-secure_mode=yes
-system_uptime=yes
-min_lifetime=$LIFETIME
-max_lifetime=86400
-lease_file=$LAB_TMP/miniupnpd.leases
-uuid=6a1e2f7c-0d3b-4c55-9a7e-5b0c1d2e3f46
-upnp_table_name=filter
-upnp_nat_table_name=filter
-upnp_forward_chain=miniupnpd
-upnp_nat_chain=prerouting_miniupnpd
-upnp_nat_postrouting_chain=postrouting_miniupnpd
-allow 1024-65535 198.18.0.0/15 1024-65535
-EOF
-MLOG=$LAB_TMP/miniupnpd.log
-ip netns exec "$(ns_name gw)" miniupnpd -f "$LAB_TMP/miniupnpd.conf" -P "$LAB_TMP/miniupnpd.pid" \
-	-d >"$MLOG" 2>&1 &
-MPID=$!
-LAB_PIDS+=("$MPID")
-LAB_EXTRA_LOGS+=("miniupnpd=$MLOG")
+lab_miniupnpd_start gw ext_ifname=eth0 listening_ip=eth1 enable_natpmp=yes enable_upnp=no \
+	ipv6_disable=no secure_mode=yes system_uptime=yes min_lifetime=$LIFETIME \
+	max_lifetime=86400 uuid=6a1e2f7c-0d3b-4c55-9a7e-5b0c1d2e3f46 \
+	"allow 1024-65535 198.18.0.0/15 1024-65535"
+MLOG=$MINIUPNPD_LOG
+MPID=$MINIUPNPD_PID
 pcp6_listening() { kill -0 "$MPID" && nsx gw ss -Hlun6 'sport = :5351' | grep -q .; }
 check "miniupnpd listens for PCP on IPv6 port 5351" wait_for 20 pcp6_listening
 
@@ -134,35 +115,8 @@ direct_via()
 path_of() { status_eval "$1" "[p['path'] for p in j['peers'] if p['hostname'] == '$2'][0]"; }
 path_is() { [[ $(path_of "$1" "$2") == "$3" ]]; }
 
-# udp6_arrives FROM PORT: a datagram from namespace FROM to [A6]:PORT reaches a (receiver
-# bound first; what has not arrived 10 s after the five datagrams went is not coming).
-udp6_arrives()
-{
-	local ready=$LAB_TMP/udp-ready out=$LAB_TMP/udp-recv pid rc=0
-	rm -f "$ready" "$out"
-	ip netns exec "$(ns_name a)" python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.bind((sys.argv[3], int(sys.argv[1]))); s.settimeout(120)
-open(sys.argv[2], "w").close()
-print(s.recvfrom(100)[0].decode(), flush=True)' "$2" "$ready" "$A6" >"$out" 2>&1 &
-	pid=$!
-	LAB_PIDS+=("$pid")
-	if wait_for 30 test -e "$ready"; then
-		nsx "$1" python3 -c '
-import socket, sys, time
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-for _ in range(5):
-    s.sendto(b"knock", (sys.argv[1], int(sys.argv[2]))); time.sleep(0.2)' "$A6" "$2"
-		wait_for 10 grep -q knock "$out" || rc=1
-	else
-		rc=1
-	fi
-	kill "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	lab_forget "$pid"
-	return $rc
-}
+# udp6_arrives FROM PORT: a datagram from namespace FROM to [A6]:PORT reaches a.
+udp6_arrives() { lab_udp_arrives a "$A6" "$1" "$A6" "$2"; }
 
 # ---- negative controls: nothing gets in unasked, and without a pinhole b stays relayed
 check "a datagram from the router to a's [$A6]:41999 arrives (the probe works)" \
