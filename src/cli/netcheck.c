@@ -111,6 +111,10 @@ int cli_netcheck(int argc, char **argv, const struct cli_global *g)
 			   ? json_string_value(json_object_get(pm, "external"))
 			   : "",
 		       yes_no(pm, "pcp"), yes_no(pm, "nat_pmp"), yes_no(pm, "upnp"));
+	v = json_object_get(pm, "ipv6");
+	if (json_is_object(v))
+		printf("IPv6 pinhole: %s (PCP at %s: %s)\n", text_or(v, "external", "none"),
+		       text_or(v, "gateway", "?"), text_or(v, "state", "?"));
 	n64 = json_object_get(nc, "nat64");
 	if (json_is_object(n64)) {
 		json_t *ra = json_object_get(n64, "ra");

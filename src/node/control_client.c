@@ -343,23 +343,37 @@ static int server_key_check(struct control_client *cc, const uint8_t key[NETMAP_
 
 /* --- endpoints --- */
 
-static unsigned endpoints_get(struct control_client *cc, struct endpoint *eps)
+/* Appends add[0..n_add) to eps[0..n) but those already there; the new count. */
+static unsigned endpoints_add(struct endpoint *eps, unsigned n, const struct endpoint *add,
+			      unsigned n_add)
 {
-	uint16_t port = cc->port_fn ? cc->port_fn(cc->port_ctx) : 0;
-	unsigned n = cc->extra_fn ? cc->extra_fn(cc->port_ctx, eps, NETMAP_MAX_ENDPOINTS) : 0;
-
-	n += endpoints_collect(port, cc->ifname, tailnet_prefixes, ARRAY_SIZE(tailnet_prefixes),
-			       eps + n, NETMAP_MAX_ENDPOINTS - n);
-
-	pthread_mutex_lock(&cc->lock);
-	for (unsigned i = 0; i < cc->n_extra && n < NETMAP_MAX_ENDPOINTS; i++) {
+	for (unsigned i = 0; i < n_add && n < NETMAP_MAX_ENDPOINTS; i++) {
 		unsigned k;
 
-		for (k = 0; k < n && !endpoint_equal(&eps[k], &cc->extra[i]); k++)
+		for (k = 0; k < n && !endpoint_equal(&eps[k], &add[i]); k++)
 			;
 		if (k == n)
-			eps[n++] = cc->extra[i];
+			eps[n++] = add[i];
 	}
+	return n;
+}
+
+/*
+ * Port-mapped first, then our interfaces' addresses, then the STUN-reflexive ones, each
+ * once: an IPv6 pinhole is also an interface's address, and stays first.
+ */
+static unsigned endpoints_get(struct control_client *cc, struct endpoint *eps)
+{
+	struct endpoint local[NETMAP_MAX_ENDPOINTS];
+	uint16_t port = cc->port_fn ? cc->port_fn(cc->port_ctx) : 0;
+	unsigned n = cc->extra_fn ? cc->extra_fn(cc->port_ctx, eps, NETMAP_MAX_ENDPOINTS) : 0;
+	unsigned n_local =
+	    endpoints_collect(port, cc->ifname, tailnet_prefixes, ARRAY_SIZE(tailnet_prefixes),
+			      local, ARRAY_SIZE(local));
+
+	n = endpoints_add(eps, n, local, n_local);
+	pthread_mutex_lock(&cc->lock);
+	n = endpoints_add(eps, n, cc->extra, cc->n_extra);
 	pthread_mutex_unlock(&cc->lock);
 	return n;
 }

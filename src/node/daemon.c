@@ -441,12 +441,19 @@ static int apply(struct daemon *d)
 	return r;
 }
 
-/* We hold a port mapping: peers reach us at its port, a fixed one. Any thread. */
+/*
+ * We hold an IPv4 port mapping: peers reach us at its port, a fixed one, whatever our
+ * NAT does with other flows. (An IPv6 pinhole says nothing about the IPv4 NAT.) Any thread.
+ */
 static bool port_mapped(struct daemon *d)
 {
-	struct endpoint ep;
+	struct endpoint eps[2];
+	unsigned n = portmap_endpoints(d->pm, eps, ARRAY_SIZE(eps));
 
-	return portmap_endpoints(d->pm, &ep, 1) > 0;
+	for (unsigned i = 0; i < n; i++)
+		if (eps[i].sa.sa_family == AF_INET)
+			return true;
+	return false;
 }
 
 /*
@@ -599,6 +606,7 @@ static void regather_fire(struct loop_timer *t)
 	struct daemon *d = container_of(t, struct daemon, regather_timer);
 
 	log_debug("network changed: gathering candidates again");
+	portmap_net_changed(d->pm);
 	ra_links_check(d);
 	nat64_start(d);
 	paths_renew(d);

@@ -9,6 +9,11 @@
  * State of one round: probing (no protocol chosen: the engines ask, UPnP
  * discovers) -> active = one protocol, which holds and renews the mapping.
  * The published endpoint follows the active protocol's mapping.
+ *
+ * The IPv6 leg beside it (portmap.h): a third PCP engine on its own socket, bound to
+ * our global address and connected to the IPv6 default route's gateway, asks for a
+ * pinhole; it lives from one gateway check to the next on its own, whatever the IPv4
+ * rounds do.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -93,10 +98,19 @@ struct portmap {
 	bool pcp_seen, natpmp_seen, upnp_seen;
 	bool freeing;
 
+	/* The IPv6 pinhole: PCP at the IPv6 default route's gateway, for local6. */
+	bool have_gw6;
+	uint8_t gw6[16], local6[16];
+	int gw6_ifindex;
+	int pcp6_fd;
+	struct loop_fd pcp6_h;
+	struct pcp_client pcp6;
+	bool pcp6_seen;
+
 	/* Published for portmap_endpoints (any thread). */
 	pthread_mutex_t lock;
-	struct endpoint pub;
-	bool has_pub;
+	struct endpoint pub, pub6;
+	bool has_pub, has_pub6;
 	bool usable; /* the active mapping's address is worth offering (loop thread) */
 };
 
@@ -187,15 +201,39 @@ static bool active_mapping(const struct portmap *pm, uint8_t addr[4], uint16_t *
 	return false;
 }
 
-/* Publishes the active mapping; tells the owner when it changed. */
+/*
+ * A pinhole is worth offering when it is for a global unicast address (2000::/3): a
+ * pinhole for a ULA or link-local address reaches no one beyond the site.
+ */
+static bool addr6_global(const uint8_t a[16])
+{
+	return (a[0] & 0xe0) == 0x20;
+}
+
+/* The IPv6 pinhole held, as an endpoint: false when none is (or it is of no use). */
+static bool pinhole(const struct portmap *pm, struct endpoint *ret)
+{
+	const struct portmap_mapping *m = &pm->pcp6.map;
+
+	if (pm->pcp6_fd < 0 || !pcp_client_mapped(&pm->pcp6) || portmap_addr_is_v4(m->ext_addr) ||
+	    !addr6_global(m->ext_addr))
+		return false;
+	memset(ret, 0, sizeof(*ret));
+	ret->in6.sin6_family = AF_INET6;
+	memcpy(&ret->in6.sin6_addr, m->ext_addr, 16);
+	ret->in6.sin6_port = htons(m->ext_port);
+	return true;
+}
+
+/* Publishes the active mapping and the pinhole; tells the owner when either changed. */
 static void publish(struct portmap *pm)
 {
-	struct endpoint ep = {0};
+	struct endpoint ep = {0}, ep6 = {0};
 	uint8_t addr[4];
 	uint16_t port;
-	uint32_t lease;
+	uint32_t lease = 0;
 	uint64_t exp;
-	bool has = false, changed;
+	bool has = false, has6, changed, changed6;
 	char buf[ENDPOINT_STR_MAX];
 
 	pm->usable = false;
@@ -205,19 +243,26 @@ static void publish(struct portmap *pm)
 		ep.in4.sin_port = htons(port);
 		has = pm->usable = true;
 	}
+	has6 = pinhole(pm, &ep6);
 	pthread_mutex_lock(&pm->lock);
 	changed = has != pm->has_pub || (has && !endpoint_equal(&ep, &pm->pub));
+	changed6 = has6 != pm->has_pub6 || (has6 && !endpoint_equal(&ep6, &pm->pub6));
 	pm->pub = ep;
 	pm->has_pub = has;
+	pm->pub6 = ep6;
+	pm->has_pub6 = has6;
 	pthread_mutex_unlock(&pm->lock);
-	if (!changed)
-		return;
-	if (has)
+	if (changed && has)
 		log_info("portmap: %s mapped %s for %" PRIu32 " s", portmap_proto_name(pm->active),
 			 endpoint_format(&ep, buf, sizeof(buf)), lease);
-	else
+	else if (changed)
 		log_info("portmap: no mapping");
-	if (pm->cfg.changed && !pm->freeing)
+	if (changed6 && has6)
+		log_info("portmap: PCP opened an IPv6 pinhole for %s for %" PRIu32 " s",
+			 endpoint_format(&ep6, buf, sizeof(buf)), pm->pcp6.map.lifetime_s);
+	else if (changed6)
+		log_info("portmap: no IPv6 pinhole");
+	if ((changed || changed6) && pm->cfg.changed && !pm->freeing)
 		pm->cfg.changed(pm->cfg.ctx);
 }
 
@@ -230,6 +275,8 @@ unsigned portmap_endpoints(struct portmap *pm, struct endpoint *ret, unsigned ca
 	pthread_mutex_lock(&pm->lock);
 	if (pm->has_pub)
 		ret[n++] = pm->pub;
+	if (pm->has_pub6 && n < cap)
+		ret[n++] = pm->pub6;
 	pthread_mutex_unlock(&pm->lock);
 	return n;
 }
@@ -286,6 +333,61 @@ static int sock_open(struct portmap *pm, struct loop_fd *h, uint8_t ret_local[4]
 	return fd;
 }
 
+/*
+ * Where the IPv6 internet is: any address of 2000::/3 takes the default route, so the
+ * source the kernel picks towards it is the address our traffic leaves from (RFC 6724).
+ * Connecting a UDP socket sends nothing.
+ */
+static const uint8_t internet6[16] = {0x20, [15] = 1};
+
+/*
+ * A UDP socket bound to our global address and connected to gw:5351 (on ifindex when the
+ * gateway is link-local, as a router advertisement's is) and that address. Bound, since
+ * towards a link-local gateway the kernel would pick our link-local address, and PCP's
+ * pinhole is for the request's source (RFC 6887 §8.1: the client address must be it).
+ * The fd, or -errno (-EADDRNOTAVAIL: no global address).
+ */
+static int sock6_connect(const uint8_t gw[16], int ifindex, uint8_t ret_local[16])
+{
+	struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons(PORTMAP_SERVER_PORT)};
+	socklen_t len = sizeof(sa);
+	int fd, r;
+
+	fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	memcpy(&sa.sin6_addr, internet6, 16);
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		    getsockname(fd, (struct sockaddr *)&sa, &len) < 0
+		? -errno
+		: 0;
+	close(fd);
+	if (r < 0)
+		return r;
+	if (!addr6_global(sa.sin6_addr.s6_addr))
+		return -EADDRNOTAVAIL;
+	memcpy(ret_local, &sa.sin6_addr, 16);
+
+	fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	sa = (struct sockaddr_in6){.sin6_family = AF_INET6};
+	memcpy(&sa.sin6_addr, ret_local, 16);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		goto fail;
+	sa.sin6_port = htons(PORTMAP_SERVER_PORT);
+	memcpy(&sa.sin6_addr, gw, 16);
+	if (IN6_IS_ADDR_LINKLOCAL(&sa.sin6_addr))
+		sa.sin6_scope_id = (uint32_t)ifindex;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		goto fail;
+	return fd;
+fail:
+	r = -errno;
+	close(fd);
+	return r;
+}
+
 static void tx_all(struct portmap *pm, uint64_t now)
 {
 	uint8_t buf[PCP_MAP_MSG_LEN];
@@ -294,13 +396,16 @@ static void tx_all(struct portmap *pm, uint64_t now)
 	while (pm->pcp_fd >= 0 && (n = pcp_client_tx(&pm->pcp, now, buf, sizeof(buf))) > 0)
 		if (send(pm->pcp_fd, buf, (size_t)n, 0) < 0)
 			log_debug("portmap: PCP send: %s", strerror(errno));
+	while (pm->pcp6_fd >= 0 && (n = pcp_client_tx(&pm->pcp6, now, buf, sizeof(buf))) > 0)
+		if (send(pm->pcp6_fd, buf, (size_t)n, 0) < 0)
+			log_debug("portmap: PCP (IPv6) send: %s", strerror(errno));
 	while (pm->natpmp_fd >= 0 && (n = natpmp_client_tx(&pm->natpmp, now, buf, sizeof(buf))) > 0)
 		if (send(pm->natpmp_fd, buf, (size_t)n, 0) < 0)
 			log_debug("portmap: NAT-PMP send: %s", strerror(errno));
 }
 
-/* Drains one socket into its engine. */
-static void rx_all(struct portmap *pm, int fd, bool is_pcp, uint64_t now)
+/* Drains one socket into its engine: pcp (ours or the pinhole's), or NAT-PMP when NULL. */
+static void rx_all(struct portmap *pm, int fd, struct pcp_client *pcp, uint64_t now)
 {
 	uint8_t buf[PORTMAP_MSG_MAX + 4];
 	ssize_t n;
@@ -319,8 +424,11 @@ static void rx_all(struct portmap *pm, int fd, bool is_pcp, uint64_t now)
 		/* MSG_TRUNC gives the real length: an oversized datagram fails the length check. */
 		if ((size_t)n > sizeof(buf))
 			n = sizeof(buf);
-		if (is_pcp) {
-			if (pcp_client_rx(&pm->pcp, now, buf, (size_t)n) > 0) {
+		if (pcp == &pm->pcp6) {
+			if (pcp_client_rx(pcp, now, buf, (size_t)n) > 0)
+				pm->pcp6_seen = true;
+		} else if (pcp) {
+			if (pcp_client_rx(pcp, now, buf, (size_t)n) > 0) {
 				if (pm->pcp.state == PORTMAP_UNSUPPORTED)
 					pm->natpmp_seen = true;
 				else
@@ -560,12 +668,11 @@ static void decide(struct portmap *pm, uint64_t now)
 		pm->retry_ns = now + PORTMAP_RETRY_NS;
 }
 
-static void gateway_check(struct portmap *pm, uint64_t now)
+static void gateway_check4(struct portmap *pm, uint64_t now)
 {
 	uint8_t gw[4];
 	int ifindex, r;
 
-	pm->gw_check_ns = now + PORTMAP_GATEWAY_CHECK_NS;
 	r = nl_route_default_gateway(AF_INET, gw, &ifindex);
 	if (r < 0) {
 		if (pm->have_gw)
@@ -592,6 +699,79 @@ static void gateway_check(struct portmap *pm, uint64_t now)
 	pm->pcp_seen = pm->natpmp_seen = pm->upnp_seen = false;
 	log_debug("portmap: gateway %u.%u.%u.%u", gw[0], gw[1], gw[2], gw[3]);
 	round_start(pm, now);
+}
+
+/* What the gateway holds for us expires by itself (a new gateway knows nothing of it). */
+static void pinhole_stop(struct portmap *pm)
+{
+	pcp_client_abandon(&pm->pcp6);
+	sock_close(pm, &pm->pcp6_fd, &pm->pcp6_h);
+}
+
+/*
+ * The IPv6 leg: PCP at the IPv6 default route's gateway, for the address we leave from.
+ * A new gateway or a new address of ours (a new prefix) asks anew; otherwise the engine
+ * goes on by itself (it retransmits for ever, §8.1.1, and retries after an error).
+ */
+static void gateway_check6(struct portmap *pm, uint64_t now)
+{
+	char gw_s[INET6_ADDRSTRLEN] = "?", local_s[INET6_ADDRSTRLEN] = "?";
+	struct pcp_client_cfg c = {0};
+	uint8_t gw[16] = {0}, local[16] = {0};
+	int ifindex = 0, fd, r;
+
+	if (!(pm->cfg.protocols & PORTMAP_PCP))
+		return;
+	r = nl_route_default_gateway(AF_INET6, gw, &ifindex);
+	fd = r < 0 ? r : sock6_connect(gw, ifindex, local);
+	if (fd < 0) {
+		if (pm->have_gw6)
+			log_info("portmap: no IPv6 pinhole to ask for (%s)",
+				 fd == -EADDRNOTAVAIL ? "no global IPv6 address"
+				 : r < 0	      ? "no IPv6 default gateway"
+						      : strerror(-fd));
+		pm->have_gw6 = false;
+		pinhole_stop(pm);
+		return;
+	}
+	if (pm->have_gw6 && pm->pcp6_fd >= 0 && !memcmp(gw, pm->gw6, 16) &&
+	    ifindex == pm->gw6_ifindex && !memcmp(local, pm->local6, 16)) {
+		close(fd);
+		return;
+	}
+	pinhole_stop(pm);
+	pm->have_gw6 = true;
+	pm->pcp6_seen = false;
+	memcpy(pm->gw6, gw, 16);
+	memcpy(pm->local6, local, 16);
+	pm->gw6_ifindex = ifindex;
+	pm->pcp6_h.fd = fd;
+	r = loop_fd_add(pm->loop, &pm->pcp6_h, EPOLLIN);
+	if (r < 0) {
+		close(fd);
+		log_debug("portmap: PCP (IPv6) socket: %s", strerror(-r));
+		return;
+	}
+	pm->pcp6_fd = fd;
+	inet_ntop(AF_INET6, gw, gw_s, sizeof(gw_s));
+	inet_ntop(AF_INET6, local, local_s, sizeof(local_s));
+	log_debug("portmap: IPv6 gateway %s: asking for a pinhole to [%s]:%u", gw_s, local_s,
+		  (unsigned)pm->cfg.port);
+	c.internal_port = pm->cfg.port;
+	c.lifetime_s = pm->cfg.lifetime_s;
+	c.seed = pm->seed++;
+	memcpy(c.client_addr, local, 16);
+	if (getrandom(c.nonce, sizeof(c.nonce), 0) != sizeof(c.nonce))
+		memcpy(c.nonce, &c.seed, sizeof(c.seed));
+	pcp_client_init(&pm->pcp6, &c);
+	pcp_client_start(&pm->pcp6, now);
+}
+
+static void gateway_check(struct portmap *pm, uint64_t now)
+{
+	pm->gw_check_ns = now + PORTMAP_GATEWAY_CHECK_NS;
+	gateway_check4(pm, now);
+	gateway_check6(pm, now);
 }
 
 static void service(struct portmap *pm, uint64_t now)
@@ -630,6 +810,8 @@ static void service(struct portmap *pm, uint64_t now)
 		if (!pm->active && now < pm->probe_end_ns)
 			next = MIN(next, pm->probe_end_ns);
 	}
+	if (pm->pcp6_fd >= 0)
+		next = MIN(next, pcp_client_deadline(&pm->pcp6));
 	loop_timer_arm(pm->loop, &pm->timer, MAX(next, now));
 }
 
@@ -640,24 +822,43 @@ static void timer_fire(struct loop_timer *t)
 	service(pm, loop_now_ns(pm->loop));
 }
 
+/* A socket of ours is readable: its datagrams to their engine (NULL: NAT-PMP), then the rest. */
+static void readable(struct portmap *pm, int fd, struct pcp_client *pcp)
+{
+	uint64_t now = loop_now_ns(pm->loop);
+
+	rx_all(pm, fd, pcp, now);
+	service(pm, now);
+}
+
 static void pcp_readable(struct loop_fd *h, uint32_t events)
 {
 	struct portmap *pm = container_of(h, struct portmap, pcp_h);
-	uint64_t now = loop_now_ns(pm->loop);
 
 	(void)events;
-	rx_all(pm, h->fd, true, now);
-	service(pm, now);
+	readable(pm, h->fd, &pm->pcp);
+}
+
+static void pcp6_readable(struct loop_fd *h, uint32_t events)
+{
+	struct portmap *pm = container_of(h, struct portmap, pcp6_h);
+
+	(void)events;
+	readable(pm, h->fd, &pm->pcp6);
 }
 
 static void natpmp_readable(struct loop_fd *h, uint32_t events)
 {
-	struct portmap *pm = container_of(h, struct portmap, natpmp_h);
-	uint64_t now = loop_now_ns(pm->loop);
-
 	(void)events;
-	rx_all(pm, h->fd, false, now);
-	service(pm, now);
+	readable(container_of(h, struct portmap, natpmp_h), h->fd, NULL);
+}
+
+void portmap_net_changed(struct portmap *pm)
+{
+	if (!pm || !pm->cfg.protocols)
+		return;
+	pm->gw_check_ns = 0;
+	loop_timer_arm(pm->loop, &pm->timer, 0);
 }
 
 int portmap_new(struct loop *loop, const struct portmap_cfg *cfg, struct portmap **ret)
@@ -675,13 +876,15 @@ int portmap_new(struct loop *loop, const struct portmap_cfg *cfg, struct portmap
 	if (!pm->cfg.lifetime_s)
 		pm->cfg.lifetime_s = PORTMAP_LIFETIME_DEFAULT_S;
 	pm->cfg.lifetime_s = MAX(pm->cfg.lifetime_s, PORTMAP_LIFETIME_MIN_S);
-	pm->pcp_fd = pm->natpmp_fd = -1;
+	pm->pcp_fd = pm->natpmp_fd = pm->pcp6_fd = -1;
 	pm->pcp_h.cb = pcp_readable;
+	pm->pcp6_h.cb = pcp6_readable;
 	pm->natpmp_h.cb = natpmp_readable;
 	pm->timer.cb = timer_fire;
 	pm->timer.deadline_ns = TIME_NEVER;
 	pm->retry_ns = pm->upnp_next_ns = TIME_NEVER;
 	pcp_client_init(&pm->pcp, &(struct pcp_client_cfg){0});
+	pcp_client_init(&pm->pcp6, &(struct pcp_client_cfg){0});
 	natpmp_client_init(&pm->natpmp, &(struct natpmp_client_cfg){0});
 	pthread_mutex_init(&pm->lock, NULL);
 	if (getrandom(&pm->seed, sizeof(pm->seed), GRND_NONBLOCK) != sizeof(pm->seed))
@@ -705,12 +908,14 @@ int portmap_new(struct loop *loop, const struct portmap_cfg *cfg, struct portmap
 static void delete_wait(struct portmap *pm)
 {
 	uint64_t start = time_now_ns(), now = start;
-	struct pollfd fds[2];
+	bool had6 = pcp_client_mapped(&pm->pcp6);
+	struct pollfd fds[3];
 	nfds_t n;
 	int ms;
 
 	pcp_client_stop(&pm->pcp, now);
 	natpmp_client_stop(&pm->natpmp, now);
+	pcp_client_stop(&pm->pcp6, now);
 	while (now < start + PORTMAP_EXIT_WAIT_NS) {
 		tx_all(pm, now);
 		n = 0;
@@ -718,25 +923,40 @@ static void delete_wait(struct portmap *pm)
 			fds[n++] = (struct pollfd){.fd = pm->pcp_fd, .events = POLLIN};
 		if (pm->natpmp_fd >= 0 && pm->natpmp.state == PORTMAP_DELETING)
 			fds[n++] = (struct pollfd){.fd = pm->natpmp_fd, .events = POLLIN};
+		if (pm->pcp6_fd >= 0 && pm->pcp6.state == PORTMAP_DELETING)
+			fds[n++] = (struct pollfd){.fd = pm->pcp6_fd, .events = POLLIN};
 		if (!n)
 			break;
 		ms = (int)((MIN(start + PORTMAP_EXIT_WAIT_NS,
-				MIN(pcp_client_deadline(&pm->pcp),
-				    natpmp_client_deadline(&pm->natpmp))) -
+				MIN(MIN(pcp_client_deadline(&pm->pcp),
+					natpmp_client_deadline(&pm->natpmp)),
+				    pcp_client_deadline(&pm->pcp6))) -
 			    now + NSEC_PER_MSEC - 1) /
 			   NSEC_PER_MSEC);
 		if (poll(fds, n, MAX(ms, 0)) < 0 && errno != EINTR)
 			break;
 		now = time_now_ns();
 		if (pm->pcp_fd >= 0)
-			rx_all(pm, pm->pcp_fd, true, now);
+			rx_all(pm, pm->pcp_fd, &pm->pcp, now);
 		if (pm->natpmp_fd >= 0)
-			rx_all(pm, pm->natpmp_fd, false, now);
+			rx_all(pm, pm->natpmp_fd, NULL, now);
+		if (pm->pcp6_fd >= 0)
+			rx_all(pm, pm->pcp6_fd, &pm->pcp6, now);
 	}
 	if (pm->pcp.state == PORTMAP_IDLE && pm->active == PORTMAP_PCP)
 		log_info("portmap: PCP mapping deleted");
 	if (pm->natpmp.state == PORTMAP_IDLE && pm->active == PORTMAP_NATPMP)
 		log_info("portmap: NAT-PMP mapping deleted");
+	/*
+	 * Debian's miniupnpd 2.3.1 loses a pinhole's nonce when it renews it, and then refuses
+	 * to delete it (NOT_AUTHORIZED): it stays until its lifetime ends (docs/architecture.md).
+	 */
+	if (had6 && pm->pcp6.state == PORTMAP_IDLE && pm->pcp6.last_result == PCP_SUCCESS)
+		log_info("portmap: IPv6 pinhole deleted");
+	else if (had6 && pm->pcp6.state == PORTMAP_IDLE)
+		log_warn("portmap: the gateway did not delete the IPv6 pinhole (PCP result %u): it "
+			 "expires by itself",
+			 (unsigned)pm->pcp6.last_result);
 }
 
 void portmap_free(struct portmap *pm)
@@ -752,6 +972,8 @@ void portmap_free(struct portmap *pm)
 		loop_fd_del(pm->loop, &pm->pcp_h);
 	if (pm->natpmp_fd >= 0)
 		loop_fd_del(pm->loop, &pm->natpmp_h);
+	if (pm->pcp6_fd >= 0)
+		loop_fd_del(pm->loop, &pm->pcp6_h);
 	delete_wait(pm);
 	/* A job still running finishes (its done runs here); a queued one is cancelled. */
 	workq_free(pm->wq);
@@ -765,6 +987,7 @@ void portmap_free(struct portmap *pm)
 	upnp_igd_free(pm->uj.igd);
 	sock_close(pm, &pm->pcp_fd, &pm->pcp_h);
 	sock_close(pm, &pm->natpmp_fd, &pm->natpmp_h);
+	sock_close(pm, &pm->pcp6_fd, &pm->pcp6_h);
 	pthread_mutex_destroy(&pm->lock);
 	free(pm);
 }
@@ -777,13 +1000,52 @@ static json_t *drops_json(const struct portmap_drops *d)
 					 d->bad_field + d->unexpected));
 }
 
+/* Seconds until expires_ns (0 when past; null for TIME_NEVER). */
+static json_t *expires_json(uint64_t expires_ns)
+{
+	uint64_t now = time_now_ns();
+
+	if (expires_ns == TIME_NEVER)
+		return json_null();
+	return json_integer(expires_ns > now ? (json_int_t)((expires_ns - now) / NSEC_PER_SEC) : 0);
+}
+
+/* The IPv6 leg (docs/localapi.md, "portmap"): null while it has no gateway to ask. */
+static json_t *pinhole_json(struct portmap *pm)
+{
+	char gw[INET6_ADDRSTRLEN], buf[ENDPOINT_STR_MAX];
+	struct endpoint ep = {0};
+	json_t *o;
+
+	if (!pm->have_gw6 || !inet_ntop(AF_INET6, pm->gw6, gw, sizeof(gw)))
+		return json_null();
+	ep.in6.sin6_family = AF_INET6;
+	memcpy(&ep.in6.sin6_addr, pm->local6, 16);
+	ep.in6.sin6_port = htons(pm->cfg.port);
+	o = json_pack("{s:s, s:s, s:b, s:s, s:I, s:o}", "gateway", gw, "internal",
+		      endpoint_format(&ep, buf, sizeof(buf)), "pcp", pm->pcp6_seen, "state",
+		      portmap_state_name(pm->pcp6.state), "renewals", (json_int_t)pm->pcp6.renewals,
+		      "drops", drops_json(&pm->pcp6.drops));
+	if (!o)
+		return json_null();
+	if (pinhole(pm, &ep)) {
+		json_object_set_new(o, "external",
+				    json_string(endpoint_format(&ep, buf, sizeof(buf))));
+		json_object_set_new(o, "lease_s", json_integer(pm->pcp6.map.lifetime_s));
+		json_object_set_new(o, "expires_in_s", expires_json(pm->pcp6.map.expires_ns));
+	} else {
+		json_object_set_new(o, "external", json_null());
+	}
+	return o;
+}
+
 json_t *portmap_status_json(struct portmap *pm)
 {
 	char gw[INET_ADDRSTRLEN], ext[ENDPOINT_STR_MAX];
 	uint8_t addr[4];
 	uint16_t port;
 	uint32_t lease;
-	uint64_t exp, now;
+	uint64_t exp;
 	json_t *o, *protocols = json_array();
 	struct endpoint ep = {0};
 
@@ -801,7 +1063,6 @@ json_t *portmap_status_json(struct portmap *pm)
 	json_object_set_new(o, "active",
 			    pm->active ? json_string(portmap_proto_name(pm->active)) : json_null());
 	if (active_mapping(pm, addr, &port, &lease, &exp)) {
-		now = time_now_ns();
 		ep.in4.sin_family = AF_INET;
 		memcpy(&ep.in4.sin_addr, addr, 4);
 		ep.in4.sin_port = htons(port);
@@ -809,11 +1070,7 @@ json_t *portmap_status_json(struct portmap *pm)
 				    json_string(endpoint_format(&ep, ext, sizeof(ext))));
 		json_object_set_new(o, "usable", json_boolean(pm->usable));
 		json_object_set_new(o, "lease_s", json_integer(lease));
-		json_object_set_new(
-		    o, "expires_in_s",
-		    exp == TIME_NEVER
-			? json_null()
-			: json_integer(exp > now ? (json_int_t)((exp - now) / NSEC_PER_SEC) : 0));
+		json_object_set_new(o, "expires_in_s", expires_json(exp));
 	} else {
 		json_object_set_new(o, "external", json_null());
 	}
@@ -830,5 +1087,6 @@ json_t *portmap_status_json(struct portmap *pm)
 				      (json_int_t)pm->rx_errors));
 	if (pm->upnp_err[0])
 		json_object_set_new(o, "upnp_error", json_string(pm->upnp_err));
+	json_object_set_new(o, "ipv6", pinhole_json(pm));
 	return o;
 }

@@ -18,9 +18,19 @@
  * PORTMAP_RETRY_NS; the default gateway is looked up again every
  * PORTMAP_GATEWAY_CHECK_NS and a new one starts a new round.
  *
+ * IPv6 (with PCP among the protocols): a stateful IPv6 firewall drops what nobody
+ * inside asked for, so beside the IPv4 mapping a PCP MAP with our global IPv6
+ * address as the internal one goes to the gateway of the IPv6 default route (a
+ * router's link-local address, as router advertisements give it): RFC 6887 §11's
+ * IPv6 firewall case, which opens a pinhole (external endpoint = our address and
+ * port). It is renewed and deleted like the IPv4 mapping, independently of it, and
+ * asked for anew when the gateway or our address changes (each gateway check:
+ * portmap_net_changed, and every PORTMAP_GATEWAY_CHECK_NS).
+ * NAT-PMP has no IPv6; UPnP's WANIPv6FirewallControl is not used.
+ *
  * Threads: everything but portmap_endpoints runs on the loop's thread. NAT-PMP
  * and PCP are non-blocking sockets on the loop; UPnP (miniupnpc blocks) runs on
- * a worker (base/workq). IPv4 only: the gateway of the IPv4 default route.
+ * a worker (base/workq).
  */
 
 #include <jansson.h>
@@ -72,12 +82,22 @@ int portmap_new(struct loop *loop, const struct portmap_cfg *cfg, struct portmap
  * and frees. Loop thread, the loop running or not.
  */
 void portmap_free(struct portmap *pm);
-/* The mapped external endpoints (0 or 1 today) into ret. Any thread. */
+/*
+ * Our links, addresses or routes changed: the gateways are looked at again now rather
+ * than at the next PORTMAP_GATEWAY_CHECK_NS (a new IPv6 address or default route asks for
+ * a pinhole at once). Nothing changes when they are the same. Loop thread; accepts NULL.
+ */
+void portmap_net_changed(struct portmap *pm);
+/*
+ * The mapped external endpoints into ret: the IPv4 mapping, then the IPv6 pinhole
+ * (0, 1 or 2). Any thread.
+ */
 unsigned portmap_endpoints(struct portmap *pm, struct endpoint *ret, unsigned cap);
 /*
  * For `trellis status --json` and `trellis netcheck` (docs/localapi.md,
  * "portmap"): the gateway, which protocols answered, the one in use, the
- * external endpoint and lease. Loop thread. NULL on allocation failure.
+ * external endpoint and lease, and the IPv6 pinhole ("ipv6"). Loop thread. NULL on
+ * allocation failure.
  */
 json_t *portmap_status_json(struct portmap *pm);
 

@@ -4,7 +4,8 @@
  * [kind][len][bytes]: a datagram from the gateway (kind 0..3; a record of kind
  * 1..3 gets a nonce, protocol and port that match, so it reaches past the
  * mismatch checks), a step of the clock (4) with the timers run, start (5) or
- * stop (6). After every event the engine's invariants must hold: a mapping
+ * stop (6). The input's size picks the client: bit 1 an IPv6 one (a pinhole), bit 0
+ * a bounded number of tries. After every event the engine's invariants must hold: a mapping
  * held has a port and a lifetime, deadlines never lie in the past unless due,
  * and every request is a 60-byte MAP with our nonce.
  */
@@ -56,9 +57,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t off = 0;
 
 	memcpy(cfg.nonce, nonce, 12);
-	cfg.client_addr[10] = cfg.client_addr[11] = 0xff;
-	cfg.client_addr[12] = 198;
-	cfg.client_addr[13] = 18;
+	if (size & 2) {
+		/* An IPv6 client, the pinhole case (RFC 6887 §11): 2001:db8:2::2. */
+		static const uint8_t a6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, [15] = 2};
+
+		memcpy(cfg.client_addr, a6, 16);
+	} else {
+		cfg.client_addr[10] = cfg.client_addr[11] = 0xff;
+		cfg.client_addr[12] = 198;
+		cfg.client_addr[13] = 18;
+	}
 	cfg.max_tries = size & 1 ? 3 : 0;
 	pcp_client_init(&c, &cfg);
 	pcp_client_start(&c, now);

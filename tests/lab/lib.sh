@@ -337,6 +337,66 @@ lab_forwarding()
 	nsx "$1" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 }
 
+# ---------------------------------------------------------------- port mapping gateways
+
+# lab_miniupnpd_start NS LINE...: Debian's miniupnpd in namespace NS, in the foreground,
+# with the config LINEs and what every lab gateway shares: its own lease file and pid file
+# (the defaults are shared across namespaces) and the table and chains of the nft backend
+# that the test's ruleset made (table inet filter; chains miniupnpd, prerouting_miniupnpd,
+# postrouting_miniupnpd). Its log is MINIUPNPD_LOG, its PID MINIUPNPD_PID.
+lab_miniupnpd_start()
+{
+	local ns=$1
+	shift
+	MINIUPNPD_LOG=$LAB_TMP/miniupnpd.log
+	{
+		printf '%s\n' "$@"
+		printf '%s\n' "lease_file=$LAB_TMP/miniupnpd.leases" upnp_table_name=filter \
+			upnp_nat_table_name=filter upnp_forward_chain=miniupnpd \
+			upnp_nat_chain=prerouting_miniupnpd \
+			upnp_nat_postrouting_chain=postrouting_miniupnpd
+	} >"$LAB_TMP/miniupnpd.conf"
+	ip netns exec "$(ns_name "$ns")" miniupnpd -f "$LAB_TMP/miniupnpd.conf" \
+		-P "$LAB_TMP/miniupnpd.pid" -d >"$MINIUPNPD_LOG" 2>&1 &
+	MINIUPNPD_PID=$!
+	LAB_PIDS+=("$MINIUPNPD_PID")
+	LAB_EXTRA_LOGS+=("miniupnpd=$MINIUPNPD_LOG")
+}
+
+# lab_udp_arrives TO BIND FROM DST PORT: a datagram sent from namespace FROM to DST:PORT
+# reaches a receiver bound to BIND:PORT in namespace TO (IPv6 when BIND has a colon). The
+# receiver is bound before the sender starts and listens until 10 s after the sender's
+# five datagrams are out (a python start can take seconds on a busy machine): what has not
+# arrived by then is not coming.
+lab_udp_arrives()
+{
+	local ready=$LAB_TMP/udp-ready out=$LAB_TMP/udp-recv pid rc=0 fam=AF_INET
+	[[ $2 == *:* ]] && fam=AF_INET6
+	rm -f "$ready" "$out"
+	ip netns exec "$(ns_name "$1")" python3 -c '
+import socket, sys
+s = socket.socket(getattr(socket, sys.argv[4]), socket.SOCK_DGRAM)
+s.bind((sys.argv[3], int(sys.argv[1]))); s.settimeout(120)
+open(sys.argv[2], "w").close()
+print(s.recvfrom(100)[0].decode(), flush=True)' "$5" "$ready" "$2" "$fam" >"$out" 2>&1 &
+	pid=$!
+	LAB_PIDS+=("$pid")
+	if wait_for 30 test -e "$ready"; then
+		nsx "$3" python3 -c '
+import socket, sys, time
+s = socket.socket(getattr(socket, sys.argv[3]), socket.SOCK_DGRAM)
+for _ in range(5):
+    s.sendto(b"knock", (sys.argv[1], int(sys.argv[2]))); time.sleep(0.2)' "$4" "$5" "$fam"
+		wait_for 10 grep -q knock "$out" || rc=1
+	else
+		rc=1
+	fi
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	lab_forget "$pid"
+	return $rc
+}
+
 # ---------------------------------------------------------------- WireGuard
 
 # lab_iface TAG: a WireGuard interface name unique to this run (also the UAPI socket name).

@@ -79,35 +79,13 @@ LAB_EXTRA_LOGS+=("turnserver=$LAB_TMP/turnserver.out")
 stun_ready() { nsx stun ss -Hlun | grep -q '192.0.2.11:3479'; }
 check "coturn answers STUN on 192.0.2.10 and .11, ports 3478 and 3479" wait_for 10 stun_ready
 
-cat >"$LAB_TMP/miniupnpd.conf" <<EOF
-ext_ifname=eth0
-listening_ip=eth1
-ext_perform_stun=yes
-ext_stun_host=192.0.2.10
-ext_stun_port=3478
-enable_natpmp=yes
-enable_upnp=yes
-ipv6_disable=yes
-secure_mode=yes
-system_uptime=yes
-min_lifetime=$LIFETIME
-max_lifetime=86400
-lease_file=$LAB_TMP/miniupnpd.leases
-uuid=6a1e2f7c-0d3b-4c55-9a7e-5b0c1d2e3f41
-upnp_table_name=filter
-upnp_nat_table_name=filter
-upnp_forward_chain=miniupnpd
-upnp_nat_chain=prerouting_miniupnpd
-upnp_nat_postrouting_chain=postrouting_miniupnpd
-allow 1024-65535 198.18.0.0/15 1024-65535
-deny 0-65535 0.0.0.0/0 0-65535
-EOF
-MLOG=$LAB_TMP/miniupnpd.log
-ip netns exec "$(ns_name gw)" miniupnpd -f "$LAB_TMP/miniupnpd.conf" -P "$LAB_TMP/miniupnpd.pid" \
-	-d >"$MLOG" 2>&1 &
-MPID=$!
-LAB_PIDS+=("$MPID")
-LAB_EXTRA_LOGS+=("miniupnpd=$MLOG")
+lab_miniupnpd_start gw ext_ifname=eth0 listening_ip=eth1 ext_perform_stun=yes \
+	ext_stun_host=192.0.2.10 ext_stun_port=3478 enable_natpmp=yes enable_upnp=yes \
+	ipv6_disable=yes secure_mode=yes system_uptime=yes min_lifetime=$LIFETIME \
+	max_lifetime=86400 uuid=6a1e2f7c-0d3b-4c55-9a7e-5b0c1d2e3f41 \
+	"allow 1024-65535 198.18.0.0/15 1024-65535" "deny 0-65535 0.0.0.0/0 0-65535"
+MLOG=$MINIUPNPD_LOG
+MPID=$MINIUPNPD_PID
 mini_ready() { kill -0 "$MPID" && grep -q 'Listening for NAT-PMP/PCP traffic on port 5351' "$MLOG"; }
 # Its STUN probes take up to about 9 s.
 check "miniupnpd listens for NAT-PMP/PCP" wait_for 20 mini_ready
@@ -139,36 +117,7 @@ b_endpoint_of_a() { status_eval b "[p.get('endpoint') for p in j['peers'] if p['
 b_sends_to() { [[ $(b_endpoint_of_a) == "$1" ]]; }
 
 # udp_arrives FROM DST PORT: a datagram sent from namespace FROM to DST:PORT reaches A's PORT.
-# The receiver is bound before the sender starts and listens until 10 s after the sender's
-# five datagrams are out (a python start can take seconds on a busy machine): what has not
-# arrived by then is not coming.
-udp_arrives()
-{
-	local ready=$LAB_TMP/udp-ready out=$LAB_TMP/udp-recv pid rc=0
-	rm -f "$ready" "$out"
-	ip netns exec "$(ns_name a)" python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("198.18.0.2", int(sys.argv[1]))); s.settimeout(120)
-open(sys.argv[2], "w").close()
-print(s.recvfrom(100)[0].decode(), flush=True)' "$3" "$ready" >"$out" 2>&1 &
-	pid=$!
-	LAB_PIDS+=("$pid")
-	if wait_for 30 test -e "$ready"; then
-		nsx "$1" python3 -c '
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for _ in range(5):
-    s.sendto(b"knock", (sys.argv[1], int(sys.argv[2]))); time.sleep(0.2)' "$2" "$3"
-		wait_for 10 grep -q knock "$out" || rc=1
-	else
-		rc=1
-	fi
-	kill "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-	lab_forget "$pid"
-	return $rc
-}
+udp_arrives() { lab_udp_arrives a 198.18.0.2 "$1" "$2" "$3"; }
 
 lab_node_join a a "$KEY"
 A_IP=$(node_ip a 4)

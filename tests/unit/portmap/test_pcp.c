@@ -279,6 +279,48 @@ static void test_delete(void **state)
 	assert_int_equal(pcp_client_tx(&c, 0, buf, sizeof(buf)), 0);
 }
 
+/*
+ * An IPv6 client (RFC 6887 §11, the IPv6 firewall case, as miniupnpd serves it): the
+ * client address is ours, the suggested external address all zeros (not ::ffff:0.0.0.0),
+ * and a pinhole's external endpoint, our own address and port, is what renewal and
+ * deletion name.
+ */
+static void test_ipv6_pinhole(void **state)
+{
+	static const uint8_t a6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, [15] = 2};
+	struct pcp_client_cfg cfg = {.internal_port = 41641, .lifetime_s = 7200, .seed = 42};
+	uint8_t buf[64], r[64], zero[16] = {0};
+	struct pcp_client c;
+
+	(void)state;
+	memcpy(cfg.client_addr, a6, 16);
+	memcpy(cfg.nonce, nonce, 12);
+	pcp_client_init(&c, &cfg);
+	pcp_client_start(&c, 0);
+	assert_int_equal(pcp_client_tx(&c, 0, buf, sizeof(buf)), 60);
+	assert_memory_equal(buf, map_request, 8);
+	assert_memory_equal(buf + 8, a6, 16);
+	assert_memory_equal(buf + 24, map_request + 24, 20); /* nonce, UDP, ports */
+	assert_memory_equal(buf + 44, zero, 16);
+
+	response(r, PCP_SUCCESS, 120, 1, 41641);
+	memcpy(r + 44, a6, 16);
+	assert_int_equal(rx(&c, SEC, r, PCP_MAP_MSG_LEN), 1);
+	assert_true(pcp_client_mapped(&c));
+	assert_memory_equal(c.map.ext_addr, a6, 16);
+	assert_int_equal(c.map.ext_port, 41641);
+
+	assert_int_equal(pcp_client_tx(&c, pcp_client_deadline(&c), buf, sizeof(buf)), 60);
+	assert_int_equal(c.state, PORTMAP_RENEWING);
+	assert_memory_equal(buf + 8, a6, 16);
+	assert_memory_equal(buf + 44, a6, 16);
+	pcp_client_stop(&c, 70 * SEC);
+	assert_int_equal(pcp_client_tx(&c, 70 * SEC, buf, sizeof(buf)), 60);
+	assert_int_equal(get_be32(buf + 4), 0);
+	assert_int_equal(get_be16(buf + 42), 41641);
+	assert_memory_equal(buf + 44, a6, 16);
+}
+
 static void test_bad_replies(void **state)
 {
 	uint8_t buf[64], r[1200];
@@ -347,7 +389,7 @@ int main(void)
 	    cmocka_unit_test(test_request_bytes),    cmocka_unit_test(test_retransmit),
 	    cmocka_unit_test(test_map_renew_expire), cmocka_unit_test(test_epoch),
 	    cmocka_unit_test(test_errors),	     cmocka_unit_test(test_delete),
-	    cmocka_unit_test(test_bad_replies),
+	    cmocka_unit_test(test_bad_replies),	     cmocka_unit_test(test_ipv6_pinhole),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -65,11 +65,56 @@ static void test_addr_usable(void **state)
 		assert_false(addr_usable(no[i]));
 }
 
+/* A pinhole is offered for a global unicast address only (2000::/3). */
+static void test_addr6_global(void **state)
+{
+	static const uint8_t yes[][16] = {{0x20, 0x01, 0x0d, 0xb8, 0, 2, [15] = 2},
+					  {0x3f, 0xff, [15] = 1}};
+	static const uint8_t no[][16] = {{0xfe, 0x80, [15] = 1}, /* link-local */
+					 {0xfd, 0x7e, [15] = 1}, /* ULA, as the tailnet's */
+					 {[15] = 1},		 /* loopback */
+					 {0xff, 0x02, [15] = 1}, /* multicast */
+					 {[10] = 0xff, [11] = 0xff, 192, 0, 2, 1},
+					 {0x40, [15] = 1}};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
+		assert_true(addr6_global(yes[i]));
+	for (size_t i = 0; i < ARRAY_SIZE(no); i++)
+		assert_false(addr6_global(no[i]));
+}
+
+/* The IPv4 mapping comes first, then the pinhole; a small cap takes the first. */
+static void test_endpoints_order(void **state)
+{
+	struct portmap pm = {0};
+	struct endpoint eps[3];
+
+	(void)state;
+	pthread_mutex_init(&pm.lock, NULL);
+	assert_int_equal(endpoint_parse(&pm.pub, "192.0.2.2:41641"), 0);
+	assert_int_equal(endpoint_parse(&pm.pub6, "[2001:db8:2::2]:41641"), 0);
+	assert_int_equal(portmap_endpoints(&pm, eps, 3), 0);
+	pm.has_pub6 = true;
+	assert_int_equal(portmap_endpoints(&pm, eps, 3), 1);
+	assert_true(endpoint_equal(&eps[0], &pm.pub6));
+	pm.has_pub = true;
+	assert_int_equal(portmap_endpoints(&pm, eps, 3), 2);
+	assert_true(endpoint_equal(&eps[0], &pm.pub));
+	assert_true(endpoint_equal(&eps[1], &pm.pub6));
+	assert_int_equal(portmap_endpoints(&pm, eps, 1), 1);
+	assert_true(endpoint_equal(&eps[0], &pm.pub));
+	assert_int_equal(portmap_endpoints(NULL, eps, 3), 0);
+	pthread_mutex_destroy(&pm.lock);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_protocols_parse),
 	    cmocka_unit_test(test_addr_usable),
+	    cmocka_unit_test(test_addr6_global),
+	    cmocka_unit_test(test_endpoints_order),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
