@@ -2232,6 +2232,7 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 			.loop = s->loop,
 			.store = s->store,
 			.tls = httpd_tls(s->httpd),
+			.consumer_domains = opts->consumer_domains,
 			.pending_get = web_pending_get,
 			.pending_complete = web_pending_complete,
 			.committed = admin_committed,
