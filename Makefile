@@ -4,7 +4,7 @@
 # and a few more: make lab-full, make install, make deb, make demo-wg, make bench,
 # make bench-control, make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter,
 # make bench-policy, make bench-policy-scale, make bench-filter-policy, make bench-nat,
-# make bench-flow, make fuzz,
+# make bench-flow, make bench-mcert-renew, make fuzz,
 # make clean.
 
 BUILD ?= build
@@ -16,7 +16,7 @@ PREFIX ?= /usr/local
 
 .PHONY: all install deb deps check warn-check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
 	bench-relay bench-relay-path bench-filter bench-filter-policy bench-policy bench-policy-mapper \
-	bench-policy-scale bench-nat bench-flow demo demo-wg clean
+	bench-policy-scale bench-nat bench-flow bench-mcert-renew demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -116,6 +116,10 @@ bench-filter-policy: all
 
 bench-flow: all
 	bench/flow.sh
+
+# The machine-certificate auto-renewal tick at 1,000 and 10,000 certificates, before and now.
+bench-mcert-renew: all
+	bench/mcert_renew.sh
 
 # NAT traversal: time to direct per pair of NAT kinds, failover and back, hard NAT on both
 # sides (birthday probing), idle wakeups against wireguard-go (network namespaces, root).

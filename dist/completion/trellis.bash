@@ -85,6 +85,7 @@ _trellis_control()
 		tailnets users nodes relaymap policy audit flows ca" -- "$cur") ;;
 	'serve ') mapfile -t COMPREPLY < <(compgen -W "--config --listen --tls-cert --tls-key
 		--metrics-listen --no-relay --stun-port --public-url --machine-cert-auto-renew
+		--consumer-domains
 		--oidc-issuer --oidc-client-id
 		--oidc-client-secret-file --oidc-ca-file --oidc-allowed-domains
 		--oidc-allowed-groups --oidc-groups-claim

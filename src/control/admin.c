@@ -113,8 +113,8 @@ static const struct noun nouns[] = {
      "  NAME \"default\" is the tailnet nodes join without naming one.\n"
      "  --key-expiry DUR         node key lifetime (default 180d; 0: keys do not expire)\n"
      "  --ephemeral-timeout DUR  offline ephemeral nodes are deleted after (default 10m)\n"
-     "  --device-approval on|off nodes joining with an auth key wait for `nodes approve`\n"
-     "                           unless the key is --preauthorized (default off)\n"
+     "  --device-approval on|off nodes wait for `nodes approve` after an auth key (unless\n"
+     "                           --preauthorized) or a sign-in (default off)\n"
      "  --require-2fa on|off     logins on the login page must use a second factor (local\n"
      "                           accounts always do; OIDC: the provider's; default off)\n"
      "  --require-machine-cert on|off  every registration must prove a valid certificate\n"
@@ -124,6 +124,7 @@ static const struct noun nouns[] = {
      "  --flow-log-interval DUR  how often each node ships a batch (1s to 1h; default 5s)\n"
      "  --flow-retention DUR     flow records older than this are pruned, the chains kept\n"
      "                           verifiable (30d; 0, the default: kept forever)\n"
+     "  Switches take on|off or true|false, as --SETTING VALUE or --SETTING=VALUE.\n"
      "example: trellis-control tailnets set default --device-approval on\n"},
     {"users", "list, create, add, passwd, delete, reset-2fa, confirm-2fa",
      "usage: trellis-control [--state DIR] users list [--tailnet NAME] [--json]\n"
@@ -949,6 +950,23 @@ static int apikey_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	return 0;
 }
 
+/*
+ * A tailnet setting's switch (tailnets set NAME --SETTING=VALUE): on or off, or true or false
+ * as the issue writes them. 0 with *ret set, or 1 (said why).
+ */
+static int switch_parse(const char *opt, const char *v, bool *ret)
+{
+	if (!v)
+		return 0;
+	if (!strcmp(v, "on") || !strcmp(v, "true"))
+		*ret = true;
+	else if (!strcmp(v, "off") || !strcmp(v, "false"))
+		*ret = false;
+	else
+		return fail("%s takes on or off, not \"%s\"", opt, v);
+	return 0;
+}
+
 static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 {
 	const char *key_expiry = NULL, *eph = NULL, *approval = NULL, *mfa = NULL, *mcert = NULL,
@@ -968,6 +986,7 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 	};
 	char target[512];
 	json_t *ans, *t, *body;
+	bool approval_on = false, mfa_on = false, mcert_on = false, flog_on = false;
 	int64_t v;
 	size_t i;
 	int npos, r;
@@ -985,16 +1004,11 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 			return 1;
 		if (eph && (admin_duration_parse(eph, &v) < 0 || v == 0))
 			return fail("bad duration \"%s\" (examples: 90s, 30m, 12h, 7d)", eph);
-		if (approval && strcmp(approval, "on") != 0 && strcmp(approval, "off") != 0)
-			return fail("--device-approval takes on or off, not \"%s\"", approval);
-		if (mfa && strcmp(mfa, "on") && strcmp(mfa, "off") && strcmp(mfa, "true") &&
-		    strcmp(mfa, "false"))
-			return fail("--require-2fa takes on or off, not \"%s\"", mfa);
-		if (mcert && strcmp(mcert, "on") && strcmp(mcert, "off") && strcmp(mcert, "true") &&
-		    strcmp(mcert, "false"))
-			return fail("--require-machine-cert takes on or off, not \"%s\"", mcert);
-		if (flog && strcmp(flog, "on") && strcmp(flog, "off"))
-			return fail("--flow-log takes on or off, not \"%s\"", flog);
+		if (switch_parse("--device-approval", approval, &approval_on) ||
+		    switch_parse("--require-2fa", mfa, &mfa_on) ||
+		    switch_parse("--require-machine-cert", mcert, &mcert_on) ||
+		    switch_parse("--flow-log", flog, &flog_on))
+			return 1;
 		if (flog_iv && (admin_duration_parse(flog_iv, &v) < 0 || v < 1 || v > 3600))
 			return fail("--flow-log-interval: bad duration \"%s\" (1s to 1h: 2s, 30s, 5m)",
 				    flog_iv);
@@ -1021,17 +1035,13 @@ static int tailnets_cmd(struct cli *cli, const char *sub, int argc, char **argv)
 		if (eph)
 			json_object_set_new(body, "ephemeral_timeout", json_string(eph));
 		if (approval)
-			json_object_set_new(body, "device_approval",
-					    json_boolean(strcmp(approval, "on") == 0));
+			json_object_set_new(body, "device_approval", json_boolean(approval_on));
 		if (mfa)
-			json_object_set_new(body, "require_2fa",
-					    json_boolean(!strcmp(mfa, "on") || !strcmp(mfa, "true")));
+			json_object_set_new(body, "require_2fa", json_boolean(mfa_on));
 		if (mcert)
-			json_object_set_new(
-			    body, "require_machine_cert",
-			    json_boolean(!strcmp(mcert, "on") || !strcmp(mcert, "true")));
+			json_object_set_new(body, "require_machine_cert", json_boolean(mcert_on));
 		if (flog)
-			json_object_set_new(body, "flow_log", json_boolean(!strcmp(flog, "on")));
+			json_object_set_new(body, "flow_log", json_boolean(flog_on));
 		if (flog_iv)
 			json_object_set_new(body, "flow_log_interval", json_string(flog_iv));
 		if (fret)

@@ -904,6 +904,9 @@ static int renew_cmp(const void *a, const void *b)
 		r = memcmp(x->pub, y->pub, sizeof(x->pub));
 	if (!r && x->not_after != y->not_after)
 		r = x->not_after > y->not_after ? -1 : 1;
+	/* The same end: the later one written (store_mcert_due's order too). */
+	if (!r && x->id != y->id)
+		r = x->id > y->id ? -1 : 1;
 	return r;
 }
 

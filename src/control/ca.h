@@ -180,8 +180,10 @@ int ca_cert_newer_of(struct store *s, uint64_t tailnet_id,
  * certificate key, the one ending last among those of a CA not retired, when it is not
  * revoked (a revoked newest one stops renewal), renewable (its key kept), valid at now with
  * less than window_sec left, and a renewal as long as it (its not_after - not_before -
- * MCERT_BACKDATE_SEC) would not be due at once. Their indexes
- * into ret (room for n); how many, or -ENOMEM. No I/O.
+ * MCERT_BACKDATE_SEC) would not be due at once; of two ending at once, the one with the
+ * greater id. Their indexes into ret (room for n); how many, or -ENOMEM. No I/O. The
+ * server asks the store instead (store_mcert_due: the same rules as one indexed query);
+ * this is its reference (test_ca.c, bench/mcert_renew.sh).
  */
 int ca_renew_due(const struct control_mcert *certs, size_t n, const struct control_ca *cas,
 		 size_t n_cas, int64_t now, int64_t window_sec, size_t *ret);

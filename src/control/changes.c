@@ -81,6 +81,8 @@ static void apply(struct changes *c, const struct store_change *ch, int64_t now)
 	case STORE_CHANGE_MCERT:
 		if (c->hooks->certs_changed)
 			c->hooks->certs_changed(c->ctx);
+		if (ch->kind == STORE_CHANGE_MCERT && c->hooks->mcert_changed)
+			c->hooks->mcert_changed(c->ctx, ch->id);
 		break;
 	default:
 		break;

@@ -33,6 +33,8 @@ struct changes_hooks {
 	void (*tailnet_changed)(void *ctx, uint64_t tailnet_id);
 	/* A machine CA or certificate was written (ca.h); may be NULL. */
 	void (*certs_changed)(void *ctx);
+	/* Of those, a machine certificate (its row id), after certs_changed; may be NULL. */
+	void (*mcert_changed)(void *ctx, uint64_t id);
 	/* A tailnet's access policy was written or deleted; may be NULL. */
 	void (*policy_changed)(void *ctx, uint64_t tailnet_id);
 };

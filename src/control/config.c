@@ -37,6 +37,7 @@ static const struct key {
     {"oidc-groups-claim", STRING, offsetof(struct control_config, oidc_groups_claim)},
     {"machine-cert-auto-renew", STRING, offsetof(struct control_config, mcert_auto_renew)},
     {"oidc-allow-unverified-email", BOOL, offsetof(struct control_config, oidc_allow_unverified)},
+    {"consumer-domains", STRING, offsetof(struct control_config, consumer_domains)},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
@@ -131,7 +132,8 @@ static int line_parse(struct control_config *c, bool *seen, const char *s, const
 			   "tls-key, metrics-listen, no-relay, stun-port, public-url, oidc-issuer, "
 			   "oidc-client-id, oidc-client-secret-file, oidc-ca-file, "
 			   "oidc-allowed-domains, oidc-allowed-groups, oidc-groups-claim, "
-			   "oidc-allow-unverified-email)",
+			   "oidc-allow-unverified-email, machine-cert-auto-renew, "
+			   "consumer-domains)",
 			   shown(ks, (size_t)(ke - ks), show));
 	if (seen[k - keys])
 		return bad(err, err_len, name, line, "%s is set twice", k->name);
@@ -289,5 +291,6 @@ void control_config_free(struct control_config *c)
 	free(c->oidc_groups);
 	free(c->mcert_auto_renew);
 	free(c->oidc_groups_claim);
+	free(c->consumer_domains);
 	memset(c, 0, sizeof(*c));
 }

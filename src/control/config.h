@@ -24,6 +24,8 @@
  *   oidc-allowed-groups = eng,ops
  *   oidc-groups-claim = groups
  *   oidc-allow-unverified-email = false
+ *   machine-cert-auto-renew = 7d
+ *   consumer-domains = gmail.com,outlook.com
  *
  * A value may be in double quotes (to keep a '#' or surrounding spaces). An
  * unknown key, a key given twice, a bad value or a line that is no "key =
@@ -45,6 +47,7 @@ struct control_config {
 	char *oidc_issuer, *oidc_client_id, *oidc_secret_file, *oidc_ca_file, *oidc_domains;
 	char *oidc_groups, *oidc_groups_claim;
 	char *mcert_auto_renew; /* a duration (admin_duration_parse), checked by serve */
+	char *consumer_domains; /* D,D: each address of these gets a personal tailnet (web.h) */
 	int no_relay;  /* -1: not set */
 	int oidc_allow_unverified; /* -1: not set */
 	int stun_port; /* -1: not set; else 0-65535 */

@@ -22,6 +22,7 @@
 #include "control/admin_api.h"
 #include "control/config.h"
 #include "control/server.h"
+#include "control/web.h"
 #include "control/weboidc.h"
 #include "oidc/client.h"
 
@@ -49,7 +50,7 @@ static void serve_usage(void)
 	    "usage: trellis-control [--state DIR] serve [--config FILE] [--listen ADDR:PORT]\n"
 	    "         [--tls-cert PEM --tls-key PEM] [--no-relay] [--stun-port N]\n"
 	    "         [--metrics-listen ADDR:PORT] [--public-url URL]\n"
-	    "         [--machine-cert-auto-renew DUR]\n"
+	    "         [--machine-cert-auto-renew DUR] [--consumer-domains D,D]\n"
 	    "         [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file F\n"
 	    "          [--oidc-ca-file PEM] [--oidc-allowed-domains D,D]\n"
 	    "          [--oidc-allowed-groups G,G [--oidc-groups-claim NAME]] "
@@ -60,7 +61,7 @@ static void serve_usage(void)
 	    "                      oidc-client-id, oidc-client-secret-file, oidc-ca-file,\n"
 	    "                      oidc-allowed-domains, oidc-allowed-groups,\n"
 	    "                      oidc-groups-claim, oidc-allow-unverified-email,\n"
-	    "                      machine-cert-auto-renew\n"
+	    "                      machine-cert-auto-renew, consumer-domains\n"
 	    "  --listen ADDR:PORT  HTTP(S) address (%s)\n"
 	    "  --tls-cert, --tls-key  serve HTTPS with this PEM chain and key\n"
 	    "  --no-relay          no embedded relay (GET /relay)\n"
@@ -73,6 +74,10 @@ static void serve_usage(void)
 	    "  --machine-cert-auto-renew DUR  renew a node's machine certificate (as\n"
 	    "                      `ca renew`, in the audit log as the server) when less than\n"
 	    "                      DUR of it is left (7d, 12h), and push it to the node\n"
+	    "  --consumer-domains D,D  shared email domains: each address of them signs in\n"
+	    "                      to a tailnet of its own (default: gmail.com, outlook.com,\n"
+	    "                      yahoo.com and other large providers); any other domain\n"
+	    "                      is a company's, whose first user creates its tailnet\n"
 	    "  --oidc-issuer URL   sign in with this OpenID provider (https, as it names\n"
 	    "                      itself in its discovery document); needs --public-url\n"
 	    "  --oidc-client-id ID, --oidc-client-secret-file F  this server's client at\n"
@@ -171,6 +176,7 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 	};
 	const char *listen = NULL, *cert = NULL, *key = NULL, *metrics = NULL, *config = NULL;
 	const char *stun = NULL, *oidc_secret_file = NULL, *public_url = NULL, *renew = NULL;
+	const char *consumer = NULL;
 	struct control_config cf = { .no_relay = -1, .stun_port = -1, .oidc_allow_unverified = -1 };
 	struct oidc_config oidc = { 0 };
 	char err[CONFIG_ERR_MAX], oidc_secret[1024], redirect[OIDC_URL_MAX];
@@ -208,6 +214,8 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 			dst = &public_url;
 		else if (strcmp(argv[i], "--machine-cert-auto-renew") == 0)
 			dst = &renew;
+		else if (strcmp(argv[i], "--consumer-domains") == 0)
+			dst = &consumer;
 		else if (strcmp(argv[i], "--oidc-issuer") == 0)
 			dst = &oidc.issuer;
 		else if (strcmp(argv[i], "--oidc-client-id") == 0)
@@ -285,6 +293,13 @@ static int serve(const char *state_dir, bool state_set, int argc, char **argv)
 		control_config_free(&cf);
 		return 1;
 	}
+	config_take(&consumer, consumer, cf.consumer_domains);
+	if (consumer && web_consumer_domains_check(consumer, err, sizeof(err)) < 0) {
+		fprintf(stderr, "trellis-control: serve: --consumer-domains: %s\n", err);
+		control_config_free(&cf);
+		return 1;
+	}
+	opts.consumer_domains = consumer;
 	if (oidc.issuer)
 		opts.oidc = &oidc;
 	if (!opts.tls_cert != !opts.tls_key) {

@@ -1487,8 +1487,9 @@ static void post_control(struct httpd_request *r, void *ctx)
 /*
  * A certificate was signed or renewed (docs/identity.md, "Renewed certificates"): its machine's
  * node, if it has a map stream, gets the newest one of its machine key and certificate key in
- * its next delta. The node takes it only when it names its own keys and ends later. A
- * renewal written by another process (--offline) reaches the node at its next registration.
+ * its next delta. The node takes it only when it names its own keys and ends later. Our own
+ * writes come here from admin_committed, another process's through the change feed
+ * (changed_mcert).
  */
 static void mcert_push(struct control_server *s, const struct control_mcert *m)
 {
@@ -1881,8 +1882,22 @@ static void changed_certs(void *ctx)
 	crlhttp_changed(s->crl);
 }
 
+/*
+ * Another process signed or renewed a certificate (a replica, a second trellis-control on the
+ * database): pushed as our own are. A revocation pushes nothing (its node.expire does the rest).
+ */
+static void changed_mcert(void *ctx, uint64_t id)
+{
+	struct control_server *s = ctx;
+	struct control_mcert m;
+
+	if (store_mcert_get_id(s->store, id, &m) == 0 && !m.revoked && m.has_pub)
+		mcert_push(s, &m);
+}
+
 static const struct changes_hooks changes_hooks = {
 	.certs_changed = changed_certs,
+	.mcert_changed = changed_mcert,
 	.tailnet_changed = changed_tailnet,
 	.node_changed = changed_node,
 	.node_deleted = deleted_node,
@@ -1892,8 +1907,8 @@ static const struct changes_hooks changes_hooks = {
 
 /*
  * serve --machine-cert-auto-renew: renews, as `ca renew` does (audit entry cert.renew, actor
- * "server"), each certificate ca_renew_due picks whose machine has a node, for as long as it
- * was valid; admin_committed then pushes it.
+ * "server"), each certificate store_mcert_due picks (ca_renew_due's rules) whose machine has a
+ * node, for as long as it was valid; admin_committed then pushes it.
  */
 static void mcert_auto_renew(struct control_server *s, int64_t now)
 {
@@ -1904,23 +1919,19 @@ static void mcert_auto_renew(struct control_server *s, int64_t now)
 				 .public_url = s->public_url,
 				 .committed = admin_committed,
 				 .arg = s};
-	struct control_mcert *all = NULL;
-	struct control_ca *cas = NULL;
-	size_t n = 0, n_cas = 0, *due = NULL;
+	struct control_mcert *due = NULL;
+	size_t n = 0;
 	char *pem = NULL;
-	int k;
 
 	if (!s->mcert_renew_sec || now < s->mcert_scan_at)
 		return;
 	s->mcert_scan_at = now + MCERT_SCAN_SEC;
-	if (store_mcert_list(s->store, &all, &n) < 0 || !n ||
-	    store_ca_list(s->store, &cas, &n_cas) < 0)
+	/* Only those ending within the window (an index range), not every certificate. */
+	if (store_mcert_due(s->store, now, s->mcert_renew_sec, &due, &n) < 0 || !n)
 		goto out;
-	due = malloc(n * sizeof(*due));
 	pem = malloc(MCERT_PEM_MAX);
-	k = due && pem ? ca_renew_due(all, n, cas, n_cas, now, s->mcert_renew_sec, due) : 0;
-	for (int i = 0; i < k; i++) {
-		const struct control_mcert *m = &all[due[i]];
+	for (size_t i = 0; pem && i < n; i++) {
+		const struct control_mcert *m = &due[i];
 		const struct registry_node *e =
 		    registry_node_in_tailnet(s->reg, m->tailnet_id, m->machine_key);
 		struct control_mcert out;
@@ -1940,8 +1951,6 @@ static void mcert_auto_renew(struct control_server *s, int64_t now)
 			 m->serial, out.serial);
 	}
 out:
-	free(all);
-	free(cas);
 	free(due);
 	free(pem);
 }
@@ -2223,6 +2232,7 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 			.loop = s->loop,
 			.store = s->store,
 			.tls = httpd_tls(s->httpd),
+			.consumer_domains = opts->consumer_domains,
 			.pending_get = web_pending_get,
 			.pending_complete = web_pending_complete,
 			.committed = admin_committed,

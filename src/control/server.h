@@ -26,9 +26,14 @@ struct control_serve_opts {
 	const char *public_url;
 	/*
 	 * serve --machine-cert-auto-renew: a node's certificate is renewed from its tailnet's
-	 * signing CA when less than this is left of it (ca_renew_due) and pushed. 0: never.
+	 * signing CA when less than this is left of it (store_mcert_due) and pushed. 0: never.
 	 */
 	int64_t mcert_auto_renew_sec;
+	/*
+	 * serve --consumer-domains "D,D": shared email domains whose addresses each get a
+	 * tailnet of their own at first sign-in (web.h); NULL: WEB_CONSUMER_DOMAINS_DEFAULT.
+	 */
+	const char *consumer_domains;
 	/* OIDC sign-in (src/oidc/client.h), checked by serve; NULL: none. */
 	const struct oidc_config *oidc;
 	/* Tests: the store's backend (store.h); NULL: SQLite. */

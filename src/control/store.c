@@ -531,6 +531,17 @@ int store_mcert_newer(struct store *s, uint64_t tailnet_id,
 	return RD(s, s->be->mcert_newer(s->rd, tailnet_id, machine_key, pub, not_after, now, ret));
 }
 
+int store_mcert_get_id(struct store *s, uint64_t id, struct control_mcert *ret)
+{
+	return RD(s, s->be->mcert_get_id(s->rd, id, ret));
+}
+
+int store_mcert_due(struct store *s, int64_t now, int64_t window_sec, struct control_mcert **ret,
+		    size_t *ret_n)
+{
+	return RD(s, s->be->mcert_due(s->rd, now, window_sec, ret, ret_n));
+}
+
 int store_policy_get(struct store *s, uint64_t tailnet_id, char **ret, size_t *ret_len)
 {
 	return RD(s, s->be->policy_get(s->rd, tailnet_id, ret, ret_len));

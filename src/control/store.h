@@ -331,6 +331,9 @@ struct store_backend {
 	int (*mcert_newer)(void *be, uint64_t tailnet_id, const uint8_t machine_key[NETMAP_KEY_LEN],
 			   const uint8_t pub[32], int64_t not_after, int64_t now,
 			   struct control_mcert *ret);
+	int (*mcert_get_id)(void *be, uint64_t id, struct control_mcert *ret);
+	int (*mcert_due)(void *be, int64_t now, int64_t window_sec, struct control_mcert **ret,
+			 size_t *ret_n);
 	/* Changes by other origins after *cursor; advances *cursor past all it read. */
 	int (*changes)(void *be, uint64_t origin, uint64_t *cursor, struct store_change *ret,
 		       size_t cap);
@@ -434,6 +437,15 @@ int store_mcert_der(struct store *s, const char *serial, uint8_t *ret, size_t ca
 int store_mcert_newer(struct store *s, uint64_t tailnet_id,
 		      const uint8_t machine_key[NETMAP_KEY_LEN], const uint8_t pub[32],
 		      int64_t not_after, int64_t now, struct control_mcert *ret);
+/* A certificate by its row id (a change of the feed names it so). 0, -ENOENT. */
+int store_mcert_get_id(struct store *s, uint64_t id, struct control_mcert *ret);
+/*
+ * What auto-renewal renews at now (ca_renew_due's rules, as one indexed query: the
+ * certificates ending within window_sec, not the whole table): malloc'd, in id order.
+ * 0 or -errno.
+ */
+int store_mcert_due(struct store *s, int64_t now, int64_t window_sec, struct control_mcert **ret,
+		    size_t *ret_n);
 /* Copies at most cap bytes; returns the value length, or -ENOENT. */
 int store_setting_get(struct store *s, const char *key, void *value, size_t cap);
 

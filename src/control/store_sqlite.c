@@ -250,6 +250,11 @@ static const char *const migrations[] = {
      */
     "ALTER TABLE machine_certs ADD COLUMN der BLOB;"
     "CREATE INDEX machine_certs_machine ON machine_certs (machine_key);",
+    /*
+     * 15: the server's auto-renewal (serve --machine-cert-auto-renew, ca.h) asks every 5 s for
+     * the certificates ending within its window: a range of this index, not the whole table.
+     */
+    "CREATE INDEX machine_certs_not_after ON machine_certs (not_after);",
 };
 
 #define SCHEMA_VERSION ((int)ARRAY_SIZE(migrations))
@@ -322,6 +327,8 @@ enum stmt_id {
 	ST_MCERT_ALL,
 	ST_MCERT_DER,
 	ST_MCERT_NEWER,
+	ST_MCERT_BY_ID,
+	ST_MCERT_DUE,
 	ST_COUNT,
 };
 
@@ -502,6 +509,22 @@ static const char *const stmt_sql[ST_COUNT] = {
 		       " AND not_before <= ?5 AND der IS NOT NULL AND ca_id IN (SELECT id FROM"
 		       " machine_cas WHERE tailnet_id = ?1 AND retired_at = 0)"
 		       " ORDER BY not_after DESC, id DESC LIMIT 1",
+    [ST_MCERT_BY_ID] = "SELECT " MCERT_COLS " FROM machine_certs WHERE id = ?1",
+    /*
+     * Auto-renewal (store_mcert_due, ca_renew_due's rules): a range of machine_certs_not_after
+     * (?1 now, ?2 the window, ?3 MCERT_BACKDATE_SEC), each candidate checked to be the newest
+     * (not_after, then id) of its tailnet, machine key and certificate key among those of a CA
+     * not retired, through machine_certs_machine. A newer revoked one stops renewal.
+     */
+    [ST_MCERT_DUE] = "SELECT " MCERT_COLS " FROM machine_certs c WHERE c.not_after > ?1"
+		     " AND c.not_after < ?1 + ?2 AND c.not_before <= ?1 AND c.revoked = 0"
+		     " AND c.pub IS NOT NULL AND c.not_after - c.not_before - ?3 > ?2"
+		     " AND c.ca_id IN (SELECT id FROM machine_cas WHERE tailnet_id = c.tailnet_id"
+		     " AND retired_at = 0) AND NOT EXISTS (SELECT 1 FROM machine_certs n"
+		     " WHERE n.machine_key = c.machine_key AND n.tailnet_id = c.tailnet_id"
+		     " AND n.pub = c.pub AND (n.not_after > c.not_after OR (n.not_after ="
+		     " c.not_after AND n.id > c.id)) AND n.ca_id IN (SELECT id FROM machine_cas"
+		     " WHERE tailnet_id = n.tailnet_id AND retired_at = 0)) ORDER BY c.id",
 };
 
 struct sq {
@@ -1714,6 +1737,8 @@ static int sq_account_get(void *be, const char *email, struct control_account *r
 
 static int load_table(struct sq *q, enum stmt_id id, size_t elem,
 		      void (*row)(sqlite3_stmt *, void *), void **ret, size_t *ret_n);
+static int load_rows(struct sq *q, sqlite3_stmt *st, size_t elem,
+		     void (*row)(sqlite3_stmt *, void *), void **ret, size_t *ret_n);
 
 static int sq_account_list(void *be, struct control_account **ret, size_t *ret_n)
 {
@@ -1750,6 +1775,33 @@ static int sq_mcert_get(void *be, const char *serial, struct control_mcert *ret)
 		return -EIO;
 	sqlite3_bind_text(st, 1, serial, -1, SQLITE_TRANSIENT);
 	return GET_ONE(q, st, row_mcert, ret);
+}
+
+static int sq_mcert_get_id(void *be, uint64_t id, struct control_mcert *ret)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_MCERT_BY_ID);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)id);
+	return GET_ONE(q, st, row_mcert, ret);
+}
+
+static int sq_mcert_due(void *be, int64_t now, int64_t window_sec, struct control_mcert **ret,
+			size_t *ret_n)
+{
+	struct sq *q = be;
+	sqlite3_stmt *st = stmt_get(q, ST_MCERT_DUE);
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, now);
+	sqlite3_bind_int64(st, 2, window_sec);
+	sqlite3_bind_int64(st, 3, MCERT_BACKDATE_SEC);
+	return load_rows(q, st, sizeof(**ret), (void *)row_mcert, (void **)ret, ret_n);
 }
 
 static int sq_mcert_list(void *be, struct control_mcert **ret, size_t *ret_n)
@@ -1853,7 +1905,13 @@ static int load_table(struct sq *q, enum stmt_id id, size_t elem,
 		      void (*row)(sqlite3_stmt *, void *),
 		      void **ret, size_t *ret_n)
 {
-	sqlite3_stmt *st = stmt_get(q, id);
+	return load_rows(q, stmt_get(q, id), elem, row, ret, ret_n);
+}
+
+/* Every row of st (bound, or without parameters) into a malloc'd array; st is reset. */
+static int load_rows(struct sq *q, sqlite3_stmt *st, size_t elem,
+		     void (*row)(sqlite3_stmt *, void *), void **ret, size_t *ret_n)
+{
 	size_t n = 0, cap = 0;
 	char *arr = NULL;
 	int rc, r = 0;
@@ -1884,6 +1942,7 @@ static int load_table(struct sq *q, enum stmt_id id, size_t elem,
 	arr = NULL;
 out:
 	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
 	free(arr);
 	return r;
 }
@@ -2255,6 +2314,8 @@ const struct store_backend store_backend_sqlite = {
     .mcert_list = sq_mcert_list,
     .mcert_der = sq_mcert_der,
     .mcert_newer = sq_mcert_newer,
+    .mcert_get_id = sq_mcert_get_id,
+    .mcert_due = sq_mcert_due,
     .changes = sq_changes,
     .changes_since = sq_changes_since,
     .audit_anchor = sq_audit_anchor,

@@ -613,6 +613,28 @@ static bool consumer(const char *list, const char *domain)
 	return false;
 }
 
+#define DOMAIN_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-."
+
+int web_consumer_domains_check(const char *list, char *err, size_t err_len)
+{
+	const char *p = list;
+
+	do {
+		size_t l;
+
+		while (*p == ' ')
+			p++;
+		l = strcspn(p, ",");
+		if (!l || l > 253 || strspn(p, DOMAIN_CHARS) != l || p[0] == '.' || p[0] == '-') {
+			snprintf(err, err_len, "\"%.*s\" is not a domain name (list them as D,D)",
+				 (int)MIN(l, 64), p);
+			return -EINVAL;
+		}
+		p += l;
+	} while (*p++ == ',');
+	return 0;
+}
+
 int web_tenancy(struct admin_op_ctx *c, const char *consumer_domains, const char *email,
 		struct control_tailnet *ret_tailnet, struct control_user *ret_user,
 		bool *ret_created)
@@ -842,9 +864,21 @@ static void complete(struct web *w, struct httpd_request *r, const char *code,
 		if (store_setting_set(w->env.store, key, u.name, strlen(u.name)) < 0)
 			log_warn("control: web: cannot record %s as admin of %s", u.name, t.name);
 		log_info("control: web: %s created tailnet %s and is its admin", u.name, t.name);
-	} else if (store_account_get(w->env.store, u.name, &a) == 0) {
-		admin = a.admin;
-		crypto_wipe(&a, sizeof(a));
+	} else {
+		char who_created[CONTROL_EMAIL_MAX];
+		int len;
+
+		/* The tailnet's creator (by any method), or a local account made --admin. */
+		snprintf(key, sizeof(key), ADMIN_SETTING_PREFIX "%" PRIu64, t.id);
+		len = store_setting_get(w->env.store, key, who_created, sizeof(who_created) - 1);
+		if (len >= 0 && (size_t)len < sizeof(who_created)) {
+			who_created[len] = '\0';
+			admin = strcmp(who_created, u.name) == 0;
+		}
+		if (!admin && store_account_get(w->env.store, u.name, &a) == 0) {
+			admin = a.admin;
+			crypto_wipe(&a, sizeof(a));
+		}
 	}
 	err = w->env.pending_complete(w->env.arg, code, t.id, u.id, !t.device_approval);
 	if (err < 0) {

@@ -135,6 +135,11 @@ void web_reply_redirect(struct web *w, struct httpd_request *r, const char *url)
 void web_login_complete(struct web *w, struct httpd_request *r, const char *code,
 			const struct login_identity *who);
 /*
+ * serve --consumer-domains: "D,D" (spaces after commas allowed), each a domain name (letters,
+ * digits, '-', '.'; at most 253). 0, or -EINVAL with the first bad entry said in err.
+ */
+int web_consumer_domains_check(const char *list, char *err, size_t err_len);
+/*
  * The tenancy of an address: its tailnet (created when missing, *ret_created
  * set), its user there (created when missing). 0, -EINVAL (address), -errno.
  */

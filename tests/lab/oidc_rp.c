@@ -11,7 +11,8 @@
  *   oidc-rp OPTIONS verify NONCE TOKEN         an ID token -> identity
  *
  * OPTIONS: --issuer URL --client-id ID --secret-file F [--ca-file F] [--redirect-uri U]
- * [--allowed-domains LIST] [--allow-unverified-email] [--timeout-ms N] [--token-auth M]
+ * [--allowed-domains LIST] [--allowed-groups LIST] [--allow-unverified-email]
+ * [--timeout-ms N] [--token-auth M]
  * [--jwks-refetch-ns N]
  *
  * Prints "email=E verified=0|1 sub=S name=N" on success; the library's error on stderr
@@ -31,7 +32,8 @@ static int usage(void)
 	fprintf(
 	    stderr,
 	    "usage: oidc-rp --issuer URL --client-id ID --secret-file F [--ca-file F]\n"
-	    "  [--redirect-uri U] [--allowed-domains L] [--allow-unverified-email]\n"
+	    "  [--redirect-uri U] [--allowed-domains L] [--allowed-groups L]\n"
+	    "  [--allow-unverified-email]\n"
 	    "  [--timeout-ms N] discover | begin FILE | finish FILE QUERY | verify NONCE TOKEN\n");
 	return 2;
 }
@@ -152,6 +154,8 @@ int main(int argc, char **argv)
 			dst = &cfg.token_auth;
 		else if (!strcmp(argv[i], "--allowed-domains"))
 			dst = &cfg.allowed_domains;
+		else if (!strcmp(argv[i], "--allowed-groups"))
+			dst = &cfg.allowed_groups;
 		else if (!strcmp(argv[i], "--jwks-refetch-ns"))
 			cfg.jwks_refetch_ns = strtoull(argv[i + 1], NULL, 10);
 		else if (!strcmp(argv[i], "--timeout-ms"))

@@ -359,6 +359,12 @@ refused "a config with a bad value: file:line" "bad2.conf:1: stun-port: \"70000\
 	--state "$st" serve --config "$tmp/bad2.conf"
 refused "a config that does not exist" "cannot open $tmp/none.conf" --state "$st" serve \
 	--config "$tmp/none.conf"
+printf 'consumer-domains = gmail.com, ann@example.com\n' >"$tmp/bad3.conf"
+refused "a config with a consumer domain that is an address" \
+	'--consumer-domains: "ann@example.com" is not a domain name' --state "$st" serve \
+	--config "$tmp/bad3.conf"
+refused "serve --consumer-domains with an empty entry" '--consumer-domains: "" is not a domain' \
+	--state "$st" serve --consumer-domains 'gmail.com,,outlook.com'
 
 # 14. help: every noun answers --help (and help NOUN) on stdout with exit 0, whatever
 # follows it; a bad argument is named.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Web login with a local account, by a real browser (issue 11): Debian's Chromium, headless,
 # driven by playwright-core (tests/lab/browser, pinned in its package-lock.json; installed
-# with `npm ci` when missing, never a browser download).
+# with `npm ci` when missing, never a browser download), with JavaScript off: the pages
+# work without it.
 #   - `users add` makes ann@example.com (password from stdin)
 #   - a runs `trellis up` without a key: it prints a URL; the browser opens it, the page
 #     names the machine; a form posted without its CSRF token is refused (403); a wrong

@@ -5,6 +5,9 @@
 #     a's status (from_server true) and the file is the one ca renew printed, with no
 #     registration in between (the server's registration count does not move, a's log has no
 #     second "registered");
+#   - a renewal written by another process while the server runs (a second trellis-control on
+#     the same database, as another replica would be): the server reads it from the change
+#     feed and pushes it to a the same way, with no registration;
 #   - serve --machine-cert-auto-renew 240s: b's certificate of 300 s is renewed by the server
 #     before it ends (the renewal's start is before the old one's end), pushed to b with no
 #     registration, and in the audit log as cert.renew by "server";
@@ -26,7 +29,7 @@ LAB_CONTROL_SERVE_ARGS="--metrics-listen 127.0.0.1:9090 --machine-cert-auto-rene
 	lab_control_start ctl 192.0.2.1 8080 || lab_finish
 
 check "ca init" sh -c "'$TRELLIS_CONTROL' --state '$LAB_TMP/control' ca init > '$LAB_TMP/ca.pem'"
-check "tailnets set --require-machine-cert on" ctl tailnets set default --require-machine-cert on
+check "tailnets set default --require-machine-cert=true (the issue's form)" ctl tailnets set default --require-machine-cert=true
 KEY=$(lab_authkey --reusable)
 lab_node_start a a || lab_finish
 lab_node_start b b || lab_finish
@@ -74,6 +77,26 @@ check_eq "no registration meanwhile (a's log)" "$ALOG0" "$(registered_lines a)"
 check "trellis status says it in a line" bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock a)' \
 	status | grep -q '^machine cert: .*serial $A2, valid from .* until .*, from the server'"
 check "a and b still see each other" wait_for 30 peers_online_are a "b"
+
+# 1b. Another process writes a renewal while the server runs, as another replica on the
+# database would: a second trellis-control whose state directory links to the server's
+# database and CA keys (serve.lock is per directory), --offline. The server learns it from the
+# change feed, not from its own admin API, and pushes it all the same.
+mkdir -m 0700 "$LAB_TMP/replica"
+ln -s "$LAB_TMP/control/control.db" "$LAB_TMP/replica/control.db"
+ln -s "$LAB_TMP/control/ca" "$LAB_TMP/replica/ca"
+PUSHED0=$(metric trellis_control_machine_certs_pushed_total)
+check "ca renew --offline by a second trellis-control on the database" sh -c "'$TRELLIS_CONTROL' \
+	--state '$LAB_TMP/replica' --offline ca renew '$A2' --validity 400d > '$LAB_TMP/a3.crt' \
+	2> '$LAB_TMP/a3.sign'"
+A3=$(sed -n 's/^serial \([0-9a-f]*\),.*/\1/p' "$LAB_TMP/a3.sign")
+check "a's status shows the other process's renewal, pushed" wait_for 30 serial_is a "$A3"
+check_eq "... its file is the one the other process printed" "$(cert_der "$LAB_TMP/a3.crt")" \
+	"$(cert_der "$LAB_TMP/node-a/machine-cert.crt")"
+pushed_since() { (($(metric trellis_control_machine_certs_pushed_total) > PUSHED0)); }
+check "... counted as pushed" pushed_since
+check_eq "no registration meanwhile (server count)" "$REGS0" "$(regs)"
+check_eq "no registration meanwhile (a's log)" "$ALOG0" "$(registered_lines a)"
 
 # 2. The server renews b's short certificate before it ends (less than 240 s of its 300 s
 # left, scanned every 5 s) and pushes it.

@@ -10,6 +10,8 @@
 #   - an unverified email is refused, and accepted only when configured
 #   - tokens signed with the provider's real keys but wrong: audience, expiry, nonce,
 #     domain; and forged: unknown kid, alg none, a rogue key under a real kid
+#   - allowed groups: the provider's groups claim (alice: eng, staff) passes
+#     --allowed-groups ops,staff; a token without one of them is refused
 #   - a JWKS endpoint that is down or silent, and oversized answers: bounded, clear errors
 #   - trellis-control serve takes the OIDC settings from its config file and checks them
 #     against the provider at start
@@ -68,8 +70,8 @@ q=$(login rs alice "$LAB_TMP/req2" "$LAB_TMP/browser-alice.json")
 forged=$(sed -E 's/state=[^&]*/state=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/' <<<"$q")
 out=$(rp rs finish "$LAB_TMP/req2" "$forged" 2>&1)
 check_eq "a forged state is refused" "oidc-rp: OIDC callback state does not match this login" "$out"
-out=$(rp rs finish "$LAB_TMP/req2" "$q" 2>&1)
-check_eq "... before the code was spent" \
+out=$(rp rs --allowed-groups ops,staff finish "$LAB_TMP/req2" "$q" 2>&1)
+check_eq "... before the code was spent (and alice's groups claim has staff: allowed)" \
 	"email=alice@example.com verified=1 sub=alice name=Alice Example" "$out"
 
 q=$(login es alice "$LAB_TMP/req3" "$LAB_TMP/browser-alice.json")
@@ -108,6 +110,9 @@ out=$(rp rs --allowed-domains example.org,example.net verify N1 \
 	"$(mint "$keys" rsa1 "$(claims trellis-rs +300)")" 2>&1)
 check_eq "an address outside the allowed domains" \
 	"oidc-rp: alice@example.com is not in an allowed domain" "$out"
+out=$(rp rs --allowed-groups ops verify N1 "$(mint "$keys" rsa1 "$(claims trellis-rs +300)")" 2>&1)
+check_eq "a token without one of the allowed groups" \
+	"oidc-rp: alice@example.com is in none of the allowed groups (groups claim)" "$out"
 out=$(rp rs verify N1 "$(mint "$keys" ed1 "$(claims trellis-es +300)")" 2>&1)
 check_eq "wrong aud" 'oidc-rp: ID token is not for us (aud lacks client id "trellis-rs")' "$out"
 out=$(rp rs verify N1 "$(mint "$keys" rsa1 "$(claims trellis-rs -3600)")" 2>&1)

@@ -1,5 +1,6 @@
 // A person at a browser, for tests/lab/test_login.sh: Debian's Chromium, headless, driven
-// by playwright-core (no browser download). Prints one JSON object of what it saw.
+// by playwright-core (no browser download), with JavaScript off. Prints one JSON object of
+// what it saw.
 //
 //   node login.mjs enrol URL EMAIL PASSWORD
 //     opens the login URL, checks the page names the machine, posts a form without its
@@ -20,6 +21,8 @@ import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 
 const [mode, url, ...rest] = process.argv.slice(2);
+// The pages work without JavaScript (issue 11): every browser here has it off.
+const NO_JS = { javaScriptEnabled: false };
 const [email, password] = mode === 'pair' ? rest.slice(1, 3) : rest;
 const [url2, , , secret, recovery] = rest;
 const out = {};
@@ -45,7 +48,7 @@ const browser = await chromium.launch({
 	       '--disable-component-update', '--disable-sync'],
 });
 try {
-	const ctx = await browser.newContext();
+	const ctx = await browser.newContext(NO_JS);
 	const page = await ctx.newPage();
 	const first = await page.goto(url);
 	out.status = first.status();
@@ -73,7 +76,7 @@ try {
 		out.done = (await page.textContent('.ok')).trim();
 		out.recovery = (await page.textContent('#recovery')).trim().split('\n');
 	} else if (mode === 'pair') {
-		const page2 = await (await browser.newContext()).newPage();
+		const page2 = await (await browser.newContext(NO_JS)).newPage();
 		await page2.goto(url2);
 		await signIn(page, email, password);
 		await signIn(page2, email, password);
@@ -119,7 +122,7 @@ try {
 	}
 	if (mode !== 'signin') {
 		// The URL again, in another browser: it worked once.
-		const other = await browser.newContext();
+		const other = await browser.newContext(NO_JS);
 		const again = await (await other.newPage()).goto(url);
 		out.reuse_status = again.status();
 	}

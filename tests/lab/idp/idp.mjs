@@ -5,7 +5,8 @@
 // DIR holds what the test made: cert.pem and key.pem (the lab CA's server certificate),
 // jwks.json (private signing keys: RSA, EC P-256 and Ed25519, one per kid) and
 // clients.json (the relying parties). Accounts: alice (verified email) and mallory
-// (unverified). Its login form is oidc-provider's development form, which takes any
+// (unverified) of example.com, erin of example.org, pat of example.net (verified); alice
+// is in the groups eng and staff (the groups claim, with the profile scope). Its login form is oidc-provider's development form, which takes any
 // password: the test drives it as a person would, but passwords are not what it tests.
 import fs from 'node:fs';
 import https from 'node:https';
@@ -17,8 +18,11 @@ const [dir, issuer, host, port] = process.argv.slice(2);
 const read = (f) => fs.readFileSync(path.join(dir, f));
 
 const accounts = {
-	alice: { email: 'alice@example.com', email_verified: true, name: 'Alice Example' },
+	alice: { email: 'alice@example.com', email_verified: true, name: 'Alice Example',
+		groups: ['eng', 'staff'] },
 	mallory: { email: 'mallory@example.com', email_verified: false, name: 'Mallory' },
+	erin: { email: 'erin@example.org', email_verified: true, name: 'Erin Example' },
+	pat: { email: 'pat@example.net', email_verified: true, name: 'Pat Example' },
 };
 
 const provider = new Provider(issuer, {
@@ -27,7 +31,7 @@ const provider = new Provider(issuer, {
 	// The ID token carries the email and profile claims itself (the relying party reads
 	// no userinfo).
 	conformIdTokenClaims: false,
-	claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+	claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'groups'] },
 	enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256', 'EdDSA'] },
 	pkce: { required: () => true },
 	cookies: { keys: ['trellis-lab-cookie-key'] },

@@ -668,6 +668,156 @@ static void test_ca_renew_due(void **state)
 	assert_int_equal(ca_renew_due(c, ARRAY_SIZE(c), cas, ARRAY_SIZE(cas), now, 0, due), 0);
 }
 
+/* ---- store_mcert_due: the same answer as ca_renew_due, from the store ---- */
+
+static uint64_t due_ca_put(uint64_t tailnet_id, int64_t retired_at)
+{
+	struct store_op op = {.kind = STORE_OP_CA_PUT};
+	uint64_t id;
+
+	op.ca.tailnet_id = tailnet_id;
+	snprintf(op.ca.cert, sizeof(op.ca.cert), "not a certificate");
+	snprintf(op.ca.key_file, sizeof(op.ca.key_file), "x.key");
+	op.ca.created = T0 - 100 * DAY;
+	assert_int_equal(store_write(st, &op, &id), 0);
+	if (retired_at) {
+		op.ca.id = id;
+		op.ca.retired_at = retired_at;
+		assert_int_equal(store_write(st, &op, NULL), 0);
+	}
+	return id;
+}
+
+static void due_cert_put(const struct control_mcert *m)
+{
+	static unsigned serial;
+	struct store_op op = {.kind = STORE_OP_MCERT_PUT, .mcert = *m};
+
+	op.mcert.id = 0;
+	snprintf(op.mcert.serial, sizeof(op.mcert.serial), "%x", ++serial);
+	snprintf(op.mcert.subject, sizeof(op.mcert.subject), "m");
+	op.mcert.created = T0;
+	assert_int_equal(store_write(st, &op, NULL), 0);
+}
+
+static void due_put(struct control_mcert m)
+{
+	due_cert_put(&m);
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The ids ca_renew_due picks from the whole table and the ids store_mcert_due gives agree. */
+static size_t due_compare(int64_t now, int64_t w)
+{
+	struct control_mcert *all = NULL, *due = NULL;
+	struct control_ca *cas = NULL;
+	size_t n = 0, n_cas = 0, n_due = 0, *idx;
+	uint64_t *want;
+	int k;
+
+	assert_int_equal(store_mcert_list(st, &all, &n), 0);
+	assert_int_equal(store_ca_list(st, &cas, &n_cas), 0);
+	idx = calloc(n + 1, sizeof(*idx));
+	want = calloc(n + 1, sizeof(*want));
+	assert_non_null(idx);
+	assert_non_null(want);
+	k = ca_renew_due(all, n, cas, n_cas, now, w, idx);
+	assert_true(k >= 0);
+	for (int i = 0; i < k; i++)
+		want[i] = all[idx[i]].id;
+	qsort(want, (size_t)k, sizeof(*want), id_cmp);
+	assert_int_equal(store_mcert_due(st, now, w, &due, &n_due), 0);
+	assert_int_equal(n_due, (size_t)k);
+	for (size_t i = 0; i < n_due; i++) {
+		const struct control_mcert *a = &all[due[i].id - all[0].id]; /* ids 1, 2, ... */
+
+		assert_int_equal(due[i].id, want[i]); /* in id order, whole records */
+		assert_int_equal(a->id, due[i].id);
+		assert_string_equal(due[i].serial, a->serial);
+		assert_int_equal(due[i].not_after, a->not_after);
+		assert_memory_equal(due[i].pub, a->pub, sizeof(a->pub));
+	}
+	free(all);
+	free(cas);
+	free(due);
+	free(idx);
+	free(want);
+	return n_due;
+}
+
+/*
+ * serve --machine-cert-auto-renew asks the store (store_mcert_due: an index range, not the
+ * table): test_ca_renew_due's cases, then random tables of two tailnets, a retired CA, a CA of
+ * the other tailnet, revoked ones, keyless ones and equal ends, at several times and windows.
+ */
+static void test_store_mcert_due(void **state)
+{
+	const int64_t now = T0, w = 7 * DAY, life = 30 * DAY + MCERT_BACKDATE_SEC;
+	struct control_tailnet t1 = {0}, t2 = {0};
+	struct control_mcert m;
+	uint64_t ca1, ca2, ca3;
+	uint32_t seed = 12345;
+
+	(void)state;
+	snprintf(t1.name, sizeof(t1.name), "one");
+	assert_int_equal(store_tailnet_create(st, &t1), 0);
+	assert_int_equal(t1.id, 1); /* due_cert's */
+	snprintf(t2.name, sizeof(t2.name), "two");
+	assert_int_equal(store_tailnet_create(st, &t2), 0);
+	ca1 = due_ca_put(1, 0);
+	ca2 = due_ca_put(1, T0 - DAY);
+	ca3 = due_ca_put(t2.id, 0);
+	assert_int_equal(due_compare(now, w), 0); /* none yet */
+	due_put(due_cert(1, 1, ca1, now + 5 * DAY - life, now + 5 * DAY));
+	due_put(due_cert(2, 2, ca1, now + 10 * DAY - life, now + 10 * DAY));
+	due_put(due_cert(3, 3, ca1, now + DAY - life, now + DAY));
+	due_put(due_cert(3, 3, ca1, now - DAY, now + 29 * DAY));
+	due_put(due_cert(4, 4, ca1, now - life, now - 1));
+	m = due_cert(5, 5, ca1, now + 2 * DAY - life, now + 2 * DAY);
+	m.revoked = true;
+	due_cert_put(&m);
+	due_put(due_cert(6, 6, ca2, now + 2 * DAY - life, now + 2 * DAY));
+	m = due_cert(7, 7, ca1, now + 2 * DAY - life, now + 2 * DAY);
+	m.has_pub = false;
+	due_cert_put(&m);
+	due_put(due_cert(8, 8, ca1, now + DAY - w - MCERT_BACKDATE_SEC, now + DAY));
+	due_put(due_cert(9, 9, ca1, now + 3 * DAY - life, now + 3 * DAY));
+	m = due_cert(9, 9, ca1, now - DAY, now + 29 * DAY);
+	m.revoked = true;
+	due_cert_put(&m);
+	due_put(due_cert(1, 2, ca1, now + 6 * DAY - life, now + 6 * DAY));
+	/* A CA of the other tailnet does not vouch for this one's certificate. */
+	due_put(due_cert(10, 10, ca3, now + 2 * DAY - life, now + 2 * DAY));
+	assert_int_equal(due_compare(now, w), 2);
+	assert_int_equal(due_compare(now, 0), 0);
+
+	/* Random tables: few machines and few ends, so groups and equal ends are common. */
+	for (int i = 0; i < 300; i++) {
+		uint64_t cas[] = {ca1, ca2, ca3};
+
+		seed = seed * 1103515245u + 12345u;
+		m = due_cert((uint8_t)(11 + (seed >> 8) % 12), (uint8_t)(1 + (seed >> 12) % 2),
+			     cas[(seed >> 14) % 3], 0, now + (int64_t)((seed >> 16) % 12) * DAY);
+		m.tailnet_id = (seed >> 20) % 4 ? 1 : t2.id;
+		m.not_before = m.not_after - ((seed >> 22) % 2 ? life : 5 * DAY);
+		m.revoked = (seed >> 24) % 10 == 0;
+		m.has_pub = (seed >> 27) % 10 != 0;
+		if (!m.has_pub)
+			memset(m.pub, 0, sizeof(m.pub));
+		due_cert_put(&m);
+	}
+	for (int64_t t = now - 2 * DAY; t <= now + 12 * DAY; t += DAY / 2)
+		for (int64_t win = 0; win <= 12 * DAY; win += 3 * DAY)
+			due_compare(t, win);
+	assert_true(due_compare(now + 3 * DAY, 9 * DAY) > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -676,6 +826,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ca_rotation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ca_newer, setup, teardown),
 	    cmocka_unit_test(test_ca_renew_due),
+	    cmocka_unit_test_setup_teardown(test_store_mcert_due, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

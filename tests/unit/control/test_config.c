@@ -48,7 +48,8 @@ static void test_every_key(void **state)
 			       "oidc-allowed-domains = example.com,example.org\n"
 			       "oidc-allowed-groups = eng, Domain Users\n"
 			       "oidc-groups-claim = roles\n"
-			       "oidc-allow-unverified-email = no",
+			       "oidc-allow-unverified-email = no\n"
+			       "consumer-domains = gmail.com, example.net",
 			       &c),
 			 0);
 	assert_string_equal(c.state_dir, "/var/lib/trellis-control");
@@ -67,6 +68,7 @@ static void test_every_key(void **state)
 	assert_string_equal(c.oidc_groups, "eng, Domain Users");
 	assert_string_equal(c.oidc_groups_claim, "roles");
 	assert_int_equal(c.oidc_allow_unverified, 0);
+	assert_string_equal(c.consumer_domains, "gmail.com, example.net");
 	control_config_free(&c);
 
 	/* Nothing set: nothing to override the defaults with. */
@@ -88,7 +90,7 @@ static void test_every_key(void **state)
 #define OIDC_KEYS                                                                                  \
 	", public-url, oidc-issuer, oidc-client-id, oidc-client-secret-file, oidc-ca-file, "       \
 	"oidc-allowed-domains, oidc-allowed-groups, oidc-groups-claim, "                           \
-	"oidc-allow-unverified-email"
+	"oidc-allow-unverified-email, machine-cert-auto-renew, consumer-domains"
 
 static void refused(const char *text, const char *want)
 {

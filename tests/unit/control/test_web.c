@@ -3,7 +3,8 @@
  * The login pages' pieces without a server (control/web.c, included for its statics):
  * the failure delays grow and are kept per address and per source network, a success
  * clears an address's count; source networks are /24 and /64; consumer domains match
- * whole names only; login methods are checked before they reach the page.
+ * whole names only, and the list serve takes is checked; login methods are checked before
+ * they reach the page; a password hash of older parameters is upgraded at a good login.
  */
 #include "../../../src/control/web.c"
 
@@ -79,6 +80,128 @@ static void test_consumer(void **state)
 	assert_false(consumer("", "gmail.com"));
 }
 
+/* serve --consumer-domains: what the server takes, and what it refuses before starting. */
+static void test_consumer_domains_check(void **state)
+{
+	static const char *const good[] = {
+	    "gmail.com",
+	    "example.net, mail.example.org",
+	    "A-1.Example.COM,b.example",
+	    WEB_CONSUMER_DOMAINS_DEFAULT,
+	};
+	static const char *const bad[] = {
+	    "",
+	    ",",
+	    "gmail.com,",
+	    "gmail.com,,outlook.com",
+	    "a b.com",
+	    "ann@gmail.com",
+	    ".example.com",
+	    "-x.com",
+	    "gmail.com;outlook.com",
+	};
+	char err[128];
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++)
+		assert_int_equal(web_consumer_domains_check(good[i], err, sizeof(err)), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		err[0] = '\0';
+		assert_int_equal(web_consumer_domains_check(bad[i], err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "is not a domain name"));
+	}
+}
+
+/* The password step as post_login hands it to the worker, run here: check_work, check_done. */
+static void password_step(struct web *w, struct web_session *ss, const char *email, const char *pw)
+{
+	struct check_job *c = calloc(1, sizeof(*c));
+	struct control_account a;
+
+	assert_non_null(c);
+	c->w = w;
+	memcpy(c->session_id, ss->id, sizeof(c->session_id));
+	snprintf(c->email, sizeof(c->email), "%s", email);
+	snprintf(c->password, sizeof(c->password), "%s", pw);
+	snprintf(c->src, sizeof(c->src), "c00002");
+	c->known = store_account_get(w->env.store, email, &a) == 0;
+	if (c->known)
+		snprintf(c->encoded, sizeof(c->encoded), "%s", a.password);
+	ss->step = STEP_CHECKING;
+	ss->msg[0] = '\0';
+	check_work(&c->job);
+	check_done(&c->job, 0);
+}
+
+static struct password_params stored_params(struct store *st, char ret[PASSWORD_HASH_MAX])
+{
+	struct control_account a;
+	struct password_params p;
+
+	assert_int_equal(store_account_get(st, "ann@example.com", &a), 0);
+	assert_int_equal(password_params_parse(a.password, &p), 0);
+	snprintf(ret, PASSWORD_HASH_MAX, "%s", a.password);
+	return p;
+}
+
+/*
+ * Upgrade on login (issue 11): a hash made with older parameters is checked with them and,
+ * once the password is right, stored again with the server's; a wrong password, and a hash
+ * already of the server's parameters, leave the stored one as it is.
+ */
+static void test_rehash_on_login(void **state)
+{
+	static struct web w; /* big: not on the stack */
+	const struct password_params old = {.m_kib = 64, .t = 1, .p = 1},
+				     cur = {.m_kib = 128, .t = 2, .p = 1};
+	struct store_op op = {.kind = STORE_OP_ACCOUNT_PUT};
+	struct web_session *ss = &w.sessions[0];
+	char dir[] = "/tmp/trellis-web-XXXXXX", path[64], cmd[64];
+	char h0[PASSWORD_HASH_MAX], h1[PASSWORD_HASH_MAX], h2[PASSWORD_HASH_MAX];
+	struct password_params p;
+	struct store *st;
+	bool stale;
+
+	(void)state;
+	memset(&w, 0, sizeof(w));
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/%s", dir, STORE_DB_NAME);
+	assert_int_equal(store_open(path, &st), 0);
+	w.env.store = st;
+	w.env.loop = loop_new();
+	assert_non_null(w.env.loop);
+	w.params = cur;
+	ss->used = true;
+	memset(ss->id, 'a', ID_HEX);
+	snprintf(op.account.email, sizeof(op.account.email), "ann@example.com");
+	assert_int_equal(password_hash("correct horse", &old, op.account.password), 0);
+	assert_int_equal(store_write(st, &op, NULL), 0);
+
+	password_step(&w, ss, "ann@example.com", "wrong horse");
+	assert_int_equal(ss->step, STEP_SIGN_IN);
+	assert_string_equal(ss->msg, "Wrong email address or password.");
+	p = stored_params(st, h0);
+	assert_int_equal(p.m_kib, old.m_kib);
+	assert_string_equal(h0, op.account.password);
+
+	password_step(&w, ss, "ann@example.com", "correct horse");
+	assert_int_equal(ss->step, STEP_ENROL); /* no second factor yet */
+	p = stored_params(st, h1);
+	assert_int_equal(p.m_kib, cur.m_kib);
+	assert_int_equal(p.t, cur.t);
+	assert_int_equal(password_verify(h1, "correct horse", &cur, &stale), 0);
+	assert_false(stale);
+
+	password_step(&w, ss, "ann@example.com", "correct horse");
+	stored_params(st, h2);
+	assert_string_equal(h2, h1); /* up to date: not written again */
+
+	store_free(st);
+	loop_free(w.env.loop);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void method_fn(struct httpd_request *r, const char *code, void *ctx)
 {
 	(void)r;
@@ -109,6 +232,8 @@ int main(void)
 	    cmocka_unit_test(test_delays),
 	    cmocka_unit_test(test_sources),
 	    cmocka_unit_test(test_consumer),
+	    cmocka_unit_test(test_consumer_domains_check),
+	    cmocka_unit_test(test_rehash_on_login),
 	    cmocka_unit_test(test_methods),
 	};
 
