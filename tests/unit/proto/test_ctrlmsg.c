@@ -1160,6 +1160,17 @@ static struct netmap_reach *reach_first_set(void)
 	return r;
 }
 
+/* Each of bad is refused whole (-EBADMSG). */
+static void assert_refused(const char *const *bad, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct ctrl_msg x;
+
+		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
+			fail_msg("decoded: %s", bad[i]);
+	}
+}
+
 static const char golden_may_open[] =
     ",\"may_open\":[{\"peers\":[3,9],\"ports\":[[6,22,22],[6,443,443]]},"
     "{\"peers\":[5],\"ports\":[[1,0,65535],[17,53,54]]}]}";
@@ -1262,12 +1273,7 @@ static void test_may_open(void **state)
 	m.netmap->reach->ports[1].first = 443;
 	m.netmap->reach->sets[1].n_peers = 2;
 	assert_int_equal(ctrl_msg_encode(&m, &json, &len), -EINVAL);
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct ctrl_msg x;
-
-		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
-			fail_msg("decoded: %s", bad[i]);
-	}
+	assert_refused(bad, sizeof(bad) / sizeof(bad[0]));
 	ctrl_msg_clear(&b);
 	ctrl_msg_clear(&d);
 	ctrl_msg_clear(&m);
@@ -1345,12 +1351,7 @@ static void test_may_open_all(void **state)
 	d.delta->reach->n_sets = 2;
 	d.delta->reach->sets[1] = (struct netmap_reach_set){0, 0, 0, 1, true};
 	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct ctrl_msg x;
-
-		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
-			fail_msg("decoded: %s", bad[i]);
-	}
+	assert_refused(bad, sizeof(bad) / sizeof(bad[0]));
 	ctrl_msg_clear(&d);
 }
 
@@ -1456,12 +1457,7 @@ static void test_may_open_patch(void **state)
 	d.delta->reach_patch->add->sets[0].all = true;
 	d.delta->reach_patch->add->n_peers = d.delta->reach_patch->add->sets[0].n_peers = 0;
 	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct ctrl_msg x;
-
-		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
-			fail_msg("decoded: %s", bad[i]);
-	}
+	assert_refused(bad, sizeof(bad) / sizeof(bad[0]));
 	ctrl_msg_clear(&d);
 }
 
