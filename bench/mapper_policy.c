@@ -14,12 +14,17 @@
  *   star:   last, in a fresh mapper: the allow-all policy ("*" may reach "*:*") set over N
  *           nodes, then 100 nodes' full maps, where what each node may open (may_open) lists
  *           every peer on 4 protocols, computed once per policy class (here one);
+ *   class:  in a fresh mapper, rules that list peers one by one: group:eng may open tcp 22
+ *           on tag:server and tcp 5432 on tag:db (80 % eng devices, 10 % each tag), every
+ *           node with a map stream that takes may_open patches where the revision has them;
+ *           a server joins (upsert, recompile, flush, its map), then leaves (timed apart):
+ *           every eng device is told, the list by id or its patch;
  *
  * each as mapper_policy_set (what the loop pays when the change arrives) and the flush that
  * follows (mapper_take_delta and ctrl_msg_encode for every subscriber on the dirty list, what
  * mapstream's flush pays). Prints "key value" lines.
  *
- *   mapper_policy [-n NODES] [-r RULES] [-c CHANGES]
+ *   mapper_policy [-n NODES] [-r RULES] [-c CHANGES] [-C]   (-C: the class phase alone)
  *
  * bench/mapper_policy.sh builds it against this tree and a reference revision and runs them
  * in turns.
@@ -37,6 +42,8 @@
 /* Weak: the same program measures a revision from before the counter (0 there). */
 uint64_t mapper_policy_filters_built(const struct mapper *m, uint64_t tailnet_id)
     __attribute__((weak));
+/* Weak: a revision from before may_open patches sends every subscriber the list. */
+int mapper_reach_patch_set(struct mapper *m, uint64_t id, bool on) __attribute__((weak));
 
 static uint64_t filters_built(const struct mapper *m)
 {
@@ -282,26 +289,120 @@ static void phase_star(size_t n)
 	mapper_free(m);
 }
 
+/* The class phase's tailnet: node i is a server (i % 10 == 0), a db (1) or an eng device. */
+static struct control_node class_node(size_t i)
+{
+	struct control_node x = mk_node(i);
+
+	if (i % 10 > 1) {
+		x.user_id = 1;
+	} else {
+		x.n_tags = 1;
+		snprintf(x.tags[0], sizeof(x.tags[0]), "%s", i % 10 ? "tag:db" : "tag:server");
+	}
+	return x;
+}
+
+static void phase_class(size_t n, size_t changes)
+{
+	static const char text[] =
+	    "{\"groups\": {\"group:eng\": [\"eng@example.com\"]},"
+	    " \"tagOwners\": {\"tag:server\": [], \"tag:db\": []}, \"acls\": ["
+	    "{\"action\": \"accept\", \"src\": [\"group:eng\"], \"dst\": [\"tag:server:22\"],"
+	    " \"proto\": \"tcp\"},"
+	    "{\"action\": \"accept\", \"src\": [\"group:eng\"], \"dst\": [\"tag:db:5432\"],"
+	    " \"proto\": \"tcp\"}]}";
+	struct control_tailnet t = {.id = 1};
+	struct control_user u = {.id = 1, .tailnet_id = 1};
+	struct mapper *m = mapper_new();
+	char err[POLICY_ERR_MAX];
+	struct policy *p = NULL;
+	double tj[64], tl[64];
+	size_t sent = 0, bytes = 0, lbytes = 0;
+
+	snprintf(u.name, sizeof(u.name), "eng@example.com");
+	if (!m || mapper_tailnet_upsert(m, &t) < 0 || mapper_user_upsert(m, &u) < 0 ||
+	    policy_parse(text, sizeof(text) - 1, &p, err) < 0)
+		exit(1);
+	for (size_t i = 0; i < n; i++) {
+		struct control_node x = class_node(i);
+
+		if (mapper_node_upsert(m, &x, 1800000000) < 0)
+			exit(1);
+	}
+	if (mapper_policy_set(m, 1, p) < 0)
+		exit(1);
+	for (size_t i = 0; i < n; i++) {
+		char *json;
+		size_t len;
+
+		if (mapper_subscribe(m, i + 1) < 0 ||
+		    (mapper_reach_patch_set && mapper_reach_patch_set(m, i + 1, true) < 0) ||
+		    mapper_netmap_json(m, i + 1, 1800000000, &json, &len) < 0)
+			exit(1);
+		free(json);
+	}
+	flush(m, &(size_t){0});
+	for (size_t c = 0; c < changes; c++) {
+		struct control_node x = class_node(n + 10 - n % 10); /* a server */
+		double t0 = cpu_ms(), t1;
+		char *json;
+		size_t len;
+
+		if (mapper_node_upsert(m, &x, 1800000000) < 0)
+			exit(1);
+		sent += flush(m, &bytes);
+		if (mapper_subscribe(m, x.id) < 0 ||
+		    (mapper_reach_patch_set && mapper_reach_patch_set(m, x.id, true) < 0) ||
+		    mapper_netmap_json(m, x.id, 1800000000, &json, &len) < 0)
+			exit(1);
+		free(json);
+		t1 = cpu_ms();
+		tj[c] = t1 - t0;
+		if (mapper_node_remove(m, x.id) < 0)
+			exit(1);
+		flush(m, &lbytes);
+		tl[c] = cpu_ms() - t1;
+	}
+	qsort(tj, changes, sizeof(double), cmp_d);
+	qsort(tl, changes, sizeof(double), cmp_d);
+	printf("class_join_ms %.2f\n", tj[changes / 2]);
+	printf("class_join_deltas %.1f\n", (double)sent / (double)changes);
+	printf("class_join_kib %.1f\n", (double)bytes / (double)changes / 1024);
+	printf("class_leave_ms %.2f\n", tl[changes / 2]);
+	printf("class_leave_kib %.1f\n", (double)lbytes / (double)changes / 1024);
+	mapper_free(m);
+}
+
 int main(int argc, char **argv)
 {
 	size_t n = 1000, rules = 1000, changes = 5, bytes = 0;
+	bool class_only = false;
 	struct control_tailnet t = {.id = 1};
 	struct mapper *m = mapper_new();
 	double t0;
 	int c;
 
-	while ((c = getopt(argc, argv, "n:r:c:")) != -1) {
+	while ((c = getopt(argc, argv, "n:r:c:C")) != -1) {
 		if (c == 'n')
 			n = strtoul(optarg, NULL, 10);
 		else if (c == 'r')
 			rules = strtoul(optarg, NULL, 10);
 		else if (c == 'c')
 			changes = strtoul(optarg, NULL, 10);
+		else if (c == 'C')
+			class_only = true; /* the class phase alone */
 		else
 			return 2;
 	}
 	if (!m || n < 32 || rules < 3 || !changes || changes > 64)
 		return 2;
+	if (class_only) {
+		mapper_free(m);
+		printf("nodes %zu\n", n);
+		phase_class(n, changes);
+		return 0;
+	}
 	snprintf(t.name, sizeof(t.name), "bench");
 	if (mapper_tailnet_upsert(m, &t) < 0)
 		return 1;
@@ -333,5 +434,6 @@ int main(int argc, char **argv)
 	phase_join(m, n, changes);
 	mapper_free(m);
 	phase_star(n);
+	phase_class(n, changes);
 	return 0;
 }

@@ -9,12 +9,17 @@
 #   BENCH_REF      the reference revision (default main)
 #   BENCH_ROUNDS   runs of each per N, taking turns (default 3); the table has the medians
 #   BENCH_OUT      output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
+#   BENCH_CLASS    1: only the join under a per-class rule (mapper_policy -C), printed as a
+#                  "###" sub-section to stdout (paste it under the section, dated)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 NODES=${BENCH_NODES:-1000 10000}
 REF=${BENCH_REF:-main}
 ROUNDS=${BENCH_ROUNDS:-3}
 OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
+CLASS=${BENCH_CLASS:-0}
+FLAGS=()
+[[ $CLASS == 1 ]] && FLAGS=(-C)
 
 die() { echo "mapper_policy.sh: $*" >&2; exit 1; }
 TMP=$(mktemp -d /tmp/trellis-mapperbench.XXXXXX)
@@ -41,7 +46,7 @@ for n in $NODES; do
 	for ((k = 0; k < ROUNDS; k++)); do
 		for who in before ours; do
 			echo "=== $who N=$n round $k" >&2
-			"$TMP/$who" -n "$n" -c 3 >"$TMP/r" || die "$who N=$n failed"
+			"$TMP/$who" -n "$n" -c 3 "${FLAGS[@]}" >"$TMP/r" || die "$who N=$n failed"
 			while read -r key v; do
 				R[$who.$n.$key]="${R[$who.$n.$key]:-} $v"
 			done <"$TMP/r"
@@ -57,6 +62,38 @@ row()
 	for n in $NODES; do for who in before ours; do printf ' %s |' "$(med "$who.$n.$key")"; done; done
 	printf '\n'
 }
+header()
+{
+	printf '| |'
+	for n in $NODES; do printf ' N = %s, before | N = %s, ours |' "$n" "$n"; done
+	printf '\n|---|'
+	for n in $NODES; do printf -- '---:|---:|'; done
+	printf '\n'
+}
+class_rows()
+{
+	row "class: a server joins (upsert + recompile + flush + its map), ms" class_join_ms
+	row "class: deltas sent" class_join_deltas
+	row "class: KiB of deltas sent" class_join_kib
+	row "class: it leaves (remove + recompile + flush), ms" class_leave_ms
+	row "class: KiB of deltas sent" class_leave_kib
+}
+if [[ $CLASS == 1 ]]; then
+	echo "### Join under a per-class rule ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+	echo
+	echo "\`BENCH_CLASS=1 bench/mapper_policy.sh\` ($(nproc) cores, load"
+	echo "$(cut -d' ' -f1-3 /proc/loadavg) at the end; reference \`$REF\` = $(git -C "$REPO" rev-parse --short "$REF"),"
+	echo "ours = $(git -C "$REPO" rev-parse --short HEAD)): N nodes, 80 % devices of group:eng, 10 %"
+	echo "tag:server, 10 % tag:db, under group:eng -> tag:server:22 and group:eng -> tag:db:5432"
+	echo "(tcp), every node with a map stream (ours: offering may_open patches). A server joins and"
+	echo "gets its map, then leaves: every eng device is told (its may_open is a list by id, not"
+	echo "\`*\`). CPU time of the process (median of $ROUNDS runs, each the median of 3 joins),"
+	echo "reference and ours in turns; KiB: every delta encoded, summed."
+	echo
+	header
+	class_rows
+	exit 0
+fi
 {
 	echo "## Policy change in the mapper"
 	echo
@@ -73,11 +110,7 @@ row()
 	echo "mark), *flush* takes and encodes every delta. CPU time of the process (median of $ROUNDS"
 	echo "runs, each the median of 3 changes), reference and ours in turns."
 	echo
-	printf '| |'
-	for n in $NODES; do printf ' N = %s, before | N = %s, ours |' "$n" "$n"; done
-	printf '\n|---|'
-	for n in $NODES; do printf -- '---:|---:|'; done
-	printf '\n'
+	header
 	row "first policy (compile, no streams), ms" first_set_ms
 	row "every: set, ms" every_set_ms
 	row "every: flush, ms" every_flush_ms
@@ -94,6 +127,7 @@ row()
 	row "star: one full map (mean of 100), ms" star_map_ms
 	row "star: KiB per full map" star_map_kib
 	row "star: KiB of it may_open" star_may_open_kib
+	class_rows
 	echo
 	echo "Filters built is 0 for a reference from before the counter."
 } >"$TMP/section.md"

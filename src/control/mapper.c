@@ -40,7 +40,12 @@
  *   drops the classes; each subscriber is then compared with its new class's
  *   (once per pair of old and new, not once per node) and told in a delta only
  *   when it differs. Without a policy nothing is computed nor sent: the node
- *   reads "may open anything" from the absent packet_filter.
+ *   reads "may open anything" from the absent packet_filter. Each subscriber
+ *   holds (refcounted) the class it was last told; one that takes patches
+ *   (mapper_reach_patch_set) gets, instead of the new list, the patch from that
+ *   one (netmap_reach_diff), made once per pair of lists and kept with the new
+ *   class: a server joining under group:eng -> tag:server:22 costs each eng
+ *   device one id, not the list of every server.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -78,6 +83,15 @@ struct mreach {
 	/* The last new class this one was compared with, and the answer (compile_apply). */
 	const struct mreach *cmp;
 	bool cmp_equal;
+	uint64_t
+	    serial; /* unique in its tailnet, never 0: names it where a pointer could be reused */
+	/*
+	 * The last patch made to this list (patch_to), from the list of serial patch_base: NULL
+	 * with patch_same (nothing changed) or without (the list is shorter: send it).
+	 */
+	uint64_t patch_base;
+	struct netmap_reach_patch *patch;
+	bool patch_same;
 };
 
 struct msub {
@@ -90,6 +104,13 @@ struct msub {
 	bool filter_dirty; /* its packet filter changed since its last map */
 	bool flow_log_dirty; /* its tailnet's flow-log setting changed since its last map */
 	bool reach_dirty;    /* what it may open changed since its last map */
+	/*
+	 * What it was last told it may open (a full map's, a delta's; NULL: unknown or none) and
+	 * whether it takes a change of it as a patch (mapper_reach_patch_set): the patch is made
+	 * from told, whatever came in between.
+	 */
+	struct mreach *told;
+	bool reach_patch;
 	bool overflow; /* a pending entry could not be allocated: only a full map is right now */
 	/*
 	 * A renewed machine certificate to push (mapper_node_mcert; malloc'd base64): kept past a
@@ -124,6 +145,7 @@ struct mtailnet {
 	struct netmap_flow_log flow_log; /* control_tailnet_flow_log of its record */
 	struct mreach **reach;		 /* per class of view, NULL until a node of it needed it */
 	size_t n_reach;
+	uint64_t reach_serial; /* the last mreach.serial given */
 };
 
 struct mnode {
@@ -579,8 +601,18 @@ static void mreach_put(struct mreach *c)
 	if (!c || --c->refs)
 		return;
 	netmap_reach_free(c->r);
+	netmap_reach_patch_free(c->patch);
 	free(c->json);
 	free(c);
+}
+
+/* What s was told last (a new reference; NULL: nothing known). */
+static void sub_told(struct msub *s, struct mreach *c)
+{
+	if (c)
+		c->refs++;
+	mreach_put(s->told);
+	s->told = c;
 }
 
 static void reach_drop(struct mnode *x)
@@ -647,6 +679,7 @@ static int node_reach(struct mnode *x, const struct mreach **ret)
 			return r;
 		}
 		c->refs = 1;
+		c->serial = ++tn->reach_serial;
 		tn->reach[cl] = c;
 	}
 	c->refs++;
@@ -698,6 +731,51 @@ static void reach_resync(struct mapper *m, struct mtailnet *tn)
 		}
 		mreach_put(old);
 	}
+}
+
+/*
+ * For a subscriber that takes patches: what it was told turned into now, list now's (a
+ * class's) patch, made once per pair of lists and kept with now, so that the subscribers of a
+ * class pay one diff between them. 1 with *ret (a copy; NULL: nothing changed), 0 when the
+ * list is to be sent (no patch taken, nothing known, an all set, or a list shorter than the
+ * patch), -ENOMEM.
+ */
+static int patch_to(struct msub *s, struct mreach *now, struct netmap_reach_patch **ret)
+{
+	struct mreach *told = s->told;
+	const struct netmap_reach_patch *p;
+
+	*ret = NULL;
+	if (!s->reach_patch || !told || !told->r || !now->r)
+		return 0;
+	if (told == now)
+		return 1;
+	if (now->patch_base != told->serial) {
+		struct netmap_reach_patch *q = NULL;
+		int r = netmap_reach_diff(told->r, now->r, &q);
+
+		if (r == -ENOMEM)
+			return r;
+		netmap_reach_patch_free(now->patch);
+		now->patch = NULL;
+		now->patch_base = told->serial;
+		now->patch_same = r == 0 && !q->n_removed && !q->add->n_peers;
+		/* A policy change may move most peers: then the list says it in fewer bytes. */
+		if (r == 0 && !now->patch_same &&
+		    q->n_removed + q->add->n_peers + q->add->n_ports <
+			now->r->n_peers + now->r->n_ports) {
+			now->patch = q;
+			q = NULL;
+		}
+		netmap_reach_patch_free(q);
+	}
+	if (now->patch_same)
+		return 1;
+	p = now->patch;
+	if (!p)
+		return 0;
+	*ret = netmap_reach_patch_dup(p);
+	return *ret ? 1 : -ENOMEM;
 }
 
 /* Whatever render() reads of x changed (or may have): its cached JSON is stale. */
@@ -1304,6 +1382,7 @@ static void node_destroy(struct mnode *x)
 	if (x->sub) {
 		free(x->sub->pend);
 		free(x->sub->mcert);
+		mreach_put(x->sub->told);
 	}
 	free(x->sub);
 	free(x);
@@ -1782,6 +1861,7 @@ void mapper_unsubscribe(struct mapper *m, uint64_t id)
 	tn->subs[s->tn_idx]->tn_idx = s->tn_idx;
 	free(s->pend);
 	free(s->mcert);
+	mreach_put(s->told);
 	free(s);
 	x->sub = NULL;
 }
@@ -1801,6 +1881,16 @@ int mapper_node_mcert(struct mapper *m, uint64_t id, const char *b64)
 	free(x->sub->mcert);
 	x->sub->mcert = copy;
 	dirty_add(m, x->sub);
+	return 0;
+}
+
+int mapper_reach_patch_set(struct mapper *m, uint64_t id, bool on)
+{
+	struct mnode *x = node_find(m, id);
+
+	if (!x || !x->sub)
+		return -ENOENT;
+	x->sub->reach_patch = on;
 	return 0;
 }
 
@@ -1860,8 +1950,10 @@ int mapper_netmap(struct mapper *m, uint64_t id, int64_t now, struct netmap **re
 	nm->flow_log = tn->flow_log;
 	nm->seq = ++m->seq;
 	nm->version = m->version;
-	if (x->sub)
+	if (x->sub) {
 		sub_superseded(m, x->sub);
+		sub_told(x->sub, x->reach);
+	}
 	*ret = nm;
 	nm = NULL;
 	r = 0;
@@ -1979,8 +2071,10 @@ static int netmap_build(struct mapper *m, uint64_t id, int64_t now, bool zc, cha
 		json = (char *)z;
 	}
 	m->seq++;
-	if (x->sub)
+	if (x->sub) {
 		sub_superseded(m, x->sub);
+		sub_told(x->sub, x->reach);
+	}
 	*ret = json;
 	*ret_len = len;
 	json = NULL;
@@ -2103,7 +2197,9 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 
 		/* reach_resync marks only a class that can be said (else a full map). */
 		r = node_reach(x, &re);
-		if (r < 0 || (re && re->r && !(d->reach = netmap_reach_dup(re->r)))) {
+		if (r == 0 && re && re->r)
+			r = patch_to(s, x->reach, &d->reach_patch);
+		if (r < 0 || (r == 0 && re && re->r && !(d->reach = netmap_reach_dup(re->r)))) {
 			r = r < 0 ? r : -ENOMEM;
 			goto out;
 		}
@@ -2157,6 +2253,8 @@ int mapper_take_delta(struct mapper *m, uint64_t id, struct netmap_delta **ret)
 	s->mcert = NULL;
 	d->seq = ++m->seq;
 	d->version = m->version;
+	if (s->reach_dirty)
+		sub_told(s, x->reach);
 	pend_reset(s);
 	*ret = d;
 	d = NULL;
@@ -2215,6 +2313,8 @@ int mapper_resume(struct mapper *m, uint64_t id, const struct mapper_missed *mis
 	/* Not worth knowing whether it changed: the filter is small next to a full map. */
 	s->filter_dirty = tn->pol != NULL;
 	s->reach_dirty = tn->pol != NULL;
+	/* What the held map says of it is not known here: the list, not a patch. */
+	sub_told(s, NULL);
 	dirty_add(m, s);
 	/*
 	 * Whether the node holds a peer we cannot know: one it may see now comes as added

@@ -118,6 +118,13 @@ int mapper_subscribe(struct mapper *m, uint64_t id);
 void mapper_unsubscribe(struct mapper *m, uint64_t id);
 bool mapper_subscribed(const struct mapper *m, uint64_t id);
 /*
+ * Whether the subscriber takes a change of what it may open as a patch (it offered
+ * "may_open_patch" in its map_request; docs/control-protocol.md): a delta then carries the
+ * peers that left or changed instead of the whole list, made from what it was last told. Off
+ * at subscribe. 0, -ENOENT (not subscribed).
+ */
+int mapper_reach_patch_set(struct mapper *m, uint64_t id, bool on);
+/*
  * A renewed machine certificate (base64 DER) for the subscriber's next delta
  * (netmap_delta.machine_cert); a later one replaces one not yet taken, and a full map in
  * between does not drop it. 0, -ENOENT (no map stream: it gets it when it registers),

@@ -264,6 +264,8 @@ static void flush_cb(struct loop_timer *t)
 		if (!m.delta)
 			continue;
 		ms->ctr->deltas++;
+		ms->ctr->may_open_lists += m.delta->reach != NULL;
+		ms->ctr->may_open_patches += m.delta->reach_patch != NULL;
 		session_send(ss, &m);
 		ctrl_msg_clear(&m);
 	}

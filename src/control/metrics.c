@@ -72,6 +72,11 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		   "trellis_control_messages_sent_total{type=\"keepalive\"} %" PRIu64 "\n",
 		c->netmaps, c->deltas, c->keepalives);
 	fprintf(f,
+		"# TYPE trellis_control_delta_may_open_total counter\n"
+		"trellis_control_delta_may_open_total{form=\"list\"} %" PRIu64 "\n"
+		"trellis_control_delta_may_open_total{form=\"patch\"} %" PRIu64 "\n",
+		c->may_open_lists, c->may_open_patches);
+	fprintf(f,
 		"# TYPE trellis_control_netmaps_compressed_total counter\n"
 		"trellis_control_netmaps_compressed_total %" PRIu64 "\n"
 		"# TYPE trellis_control_netmap_bytes_total counter\n"

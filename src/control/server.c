@@ -1174,6 +1174,8 @@ static void on_map_request(struct session *ss, const struct ctrl_map_request *mr
 	httpd_slot_authenticated(&ss->slot);
 	ephemeral_cancel(s->eph, id);
 	mapper_subscribe(s->m, id);
+	/* Per stream, like compress: a replaced stream's node may be another build. */
+	mapper_reach_patch_set(s->m, id, mr->reach_patch);
 	if (e->presumed) {
 		/* Back within its grace: its peers never heard it was gone. */
 		e->presumed = false;

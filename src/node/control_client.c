@@ -662,6 +662,7 @@ static int send_map_request(struct control_client *cc, struct session *s)
 	m.map_req.has_have = cc->has_have;
 	m.map_req.have = cc->have;
 	m.map_req.zstd = true;
+	m.map_req.reach_patch = true; /* netmap_apply_delta applies it */
 	s->resuming = cc->has_have;
 	return send_msg(cc, s, &m);
 }

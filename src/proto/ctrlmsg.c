@@ -743,6 +743,22 @@ static void put_delta(struct wbuf *b, const struct netmap_delta *d)
 		put_lit(b, ",\"may_open\":");
 		put_reach(b, d->reach);
 	}
+	if (d->reach_patch) {
+		/* One or the other: the decoder refuses both. */
+		if (d->reach || !netmap_reach_patch_valid(d->reach_patch)) {
+			b->err = b->err ? b->err : -EINVAL;
+			return;
+		}
+		put_lit(b, ",\"may_open_patch\":{\"removed\":[");
+		for (i = 0; i < d->reach_patch->n_removed; i++) {
+			if (i)
+				put_lit(b, ",");
+			put_uint(b, d->reach_patch->removed[i]);
+		}
+		put_lit(b, "],\"sets\":");
+		put_reach(b, d->reach_patch->add);
+		put_lit(b, "}");
+	}
 }
 
 int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
@@ -862,6 +878,8 @@ int ctrl_msg_encode(const struct ctrl_msg *m, char **ret, size_t *ret_len)
 		}
 		if (m->map_req.zstd)
 			put_lit(&b, ",\"compress\":\"" MAPZ_NAME "\"");
+		if (m->map_req.reach_patch)
+			put_lit(&b, ",\"may_open_patch\":true");
 		break;
 	case CTRL_MSG_ENDPOINTS:
 		put_lit(&b, ",\"endpoints\":");
@@ -1507,6 +1525,46 @@ out:
 	return e;
 }
 
+/*
+ * A change of what the node may open (netmap.h struct netmap_reach_patch): {"removed": [ID,
+ * ...], "sets": [as may_open, no "*"]}, both required. Present and valid (*ret malloc'd),
+ * -ENOENT, -EBADMSG or -ENOMEM; within the caps of a list, counted before anything is
+ * allocated.
+ */
+static int get_reach_patch(json_t *o, const char *k, struct netmap_reach_patch **ret)
+{
+	json_t *v = json_object_get(o, k), *a;
+	struct netmap_reach_patch *p = NULL;
+	size_t n;
+	int e;
+
+	if (!v)
+		return -ENOENT;
+	if (!json_is_object(v) || get_array(v, "removed", NETMAP_MAX_PEERS, &a, &n) ||
+	    !json_object_get(v, "sets"))
+		return -EBADMSG;
+	e = -ENOMEM;
+	p = calloc(1, sizeof(*p));
+	if (!p || !(p->removed = malloc((n + 1) * sizeof(*p->removed))))
+		goto out;
+	e = -EBADMSG;
+	for (size_t i = 0; i < n; i++)
+		if (id_from(json_array_get(a, i), &p->removed[p->n_removed++]))
+			goto out;
+	e = get_reach(v, "sets", &p->add);
+	if (e)
+		goto out;
+	e = -EBADMSG;
+	if (!netmap_reach_patch_valid(p))
+		goto out;
+	*ret = p;
+	p = NULL;
+	e = 0;
+out:
+	netmap_reach_patch_free(p);
+	return e;
+}
+
 static int decode_node(json_t *o, struct netmap_node *ret)
 {
 	struct netmap_node *n = ret;
@@ -1718,6 +1776,8 @@ static void get_compress(json_t *o, struct ctrl_map_request *r)
 static int decode_map_request(json_t *o, struct ctrl_map_request *r)
 {
 	get_compress(o, r);
+	/* Like "compress": a value other than true (a later form, say) offers nothing. */
+	r->reach_patch = json_is_true(json_object_get(o, "may_open_patch"));
 	if (req(get_key(o, "node_key", r->node_key)) ||
 	    req(get_endpoints(o, "endpoints", r->endpoints, &r->n_endpoints)) ||
 	    opt(get_text(o, "hostname", r->hostname, sizeof(r->hostname))) ||
@@ -1875,6 +1935,12 @@ static int decode_delta(json_t *o, struct netmap_delta **ret)
 	}
 	r = opt(get_reach(o, "may_open", &d->reach));
 	if (r)
+		goto out;
+	r = opt(get_reach_patch(o, "may_open_patch", &d->reach_patch));
+	if (r)
+		goto out;
+	r = -EBADMSG;
+	if (d->reach && d->reach_patch)
 		goto out;
 	*ret = d;
 	d = NULL;

@@ -99,6 +99,8 @@ struct ctrl_map_request {
 	bool has_have;	     /* a netmap is held: a delta from it will do */
 	struct ctrl_have have;
 	bool zstd; /* "compress":"zstd": a full netmap may come compressed (proto/mapz.h) */
+	/* "may_open_patch":true: deltas may say a change of may_open as a patch (netmap.h). */
+	bool reach_patch;
 };
 
 /*

@@ -35,6 +35,7 @@ void netmap_delta_free(struct netmap_delta *d)
 	netmap_filter_free(d->filter);
 	free(d->machine_cert);
 	netmap_reach_free(d->reach);
+	netmap_reach_patch_free(d->reach_patch);
 	free(d);
 }
 
@@ -289,6 +290,290 @@ static bool ids_contain(const uint64_t *ids, unsigned n, uint64_t id)
 	return n && bsearch(&id, ids, n, sizeof(*ids), u64_cmp);
 }
 
+void netmap_reach_patch_free(struct netmap_reach_patch *p)
+{
+	if (!p)
+		return;
+	free(p->removed);
+	netmap_reach_free(p->add);
+	free(p);
+}
+
+struct netmap_reach_patch *netmap_reach_patch_dup(const struct netmap_reach_patch *p)
+{
+	struct netmap_reach_patch *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->n_removed = p->n_removed;
+	c->removed = array_dup(p->removed, p->n_removed, sizeof(*p->removed));
+	c->add = netmap_reach_dup(p->add);
+	if (!c->removed || !c->add) {
+		netmap_reach_patch_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static bool reach_has_all(const struct netmap_reach *r)
+{
+	return r->n_sets && r->sets[0].all;
+}
+
+bool netmap_reach_patch_valid(const struct netmap_reach_patch *p)
+{
+	return p->n_removed <= NETMAP_MAX_PEERS && (p->removed || !p->n_removed) && p->add &&
+	       netmap_reach_valid(p->add) && !reach_has_all(p->add);
+}
+
+/*
+ * Lists rebuilt from their peers. Every set of the lists looked at gets a rank by its items
+ * (equal items, equal rank; ranks in the server's order of sets), every peer an entry with
+ * its set's rank, and a list is made from entries sorted by rank and id: the sets in rank order,
+ * their peers ascending. Ranking sets first keeps the sorts of peers to integer compares, so a
+ * hostile list of long item lists costs a sort of its sets, not one per peer.
+ */
+struct rsetref {
+	const struct netmap_reach_port *it;
+	uint32_t n;
+	uint32_t idx; /* in the sets of all lists: a's, then b's */
+};
+
+struct rent {
+	uint64_t id;
+	uint32_t rank;
+	uint32_t set; /* idx of its set: a peer listed twice counts with the first */
+};
+
+/* The server's order of sets (policy_view_reach): number of items, then the items. */
+static int items_cmp(const struct rsetref *x, const struct rsetref *y)
+{
+	if (x->n != y->n)
+		return x->n < y->n ? -1 : 1;
+	for (uint32_t k = 0; k < x->n; k++) {
+		const struct netmap_reach_port *a = &x->it[k], *b = &y->it[k];
+
+		if (a->proto != b->proto)
+			return a->proto < b->proto ? -1 : 1;
+		if (a->first != b->first)
+			return a->first < b->first ? -1 : 1;
+		if (a->last != b->last)
+			return a->last < b->last ? -1 : 1;
+	}
+	return 0;
+}
+
+static int cmp_rsetref(const void *a, const void *b)
+{
+	const struct rsetref *x = a, *y = b;
+	int c = items_cmp(x, y);
+
+	return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int cmp_rent_id(const void *a, const void *b)
+{
+	const struct rent *x = a, *y = b;
+
+	if (x->id != y->id)
+		return x->id < y->id ? -1 : 1;
+	return (x->set > y->set) - (x->set < y->set);
+}
+
+static int cmp_rent_rank(const void *a, const void *b)
+{
+	const struct rent *x = a, *y = b;
+
+	if (x->rank != y->rank)
+		return x->rank < y->rank ? -1 : 1;
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/*
+ * Ranks the sets of a and b (b may be NULL): rank[idx] for each set, rep[rank] one set of
+ * that rank (its items). rank and rep hold a->n_sets + b->n_sets.
+ */
+static void rank_sets(const struct netmap_reach *a, const struct netmap_reach *b, uint32_t *rank,
+		      struct rsetref *rep)
+{
+	const struct netmap_reach *l[2] = {a, b};
+	size_t n = 0;
+	uint32_t nr = 0;
+
+	for (int w = 0; w < 2; w++)
+		for (unsigned i = 0; l[w] && i < l[w]->n_sets; i++, n++)
+			rep[n] = (struct rsetref){&l[w]->ports[l[w]->sets[i].port_off],
+						  l[w]->sets[i].n_ports, (uint32_t)n};
+	if (n)
+		qsort(rep, n, sizeof(*rep), cmp_rsetref);
+	for (size_t k = 0; k < n; k++) {
+		if (k && items_cmp(&rep[k], &rep[k - 1]))
+			nr++;
+		rank[rep[k].idx] = nr;
+		rep[nr] = rep[k];
+	}
+}
+
+/* Entries of list r (sets numbered from base), appended to e unless their id is in drop. */
+static size_t rent_add(struct rent *e, size_t n, const struct netmap_reach *r, uint32_t base,
+		       const uint32_t *rank, const uint64_t *drop, size_t n_drop)
+{
+	for (unsigned i = 0; i < r->n_sets; i++)
+		for (uint32_t k = 0; k < r->sets[i].n_peers; k++) {
+			uint64_t id = r->peers[r->sets[i].peer_off + k];
+
+			if (n_drop && bsearch(&id, drop, n_drop, sizeof(*drop), u64_cmp))
+				continue;
+			e[n++] = (struct rent){id, rank[base + i], base + i};
+		}
+	return n;
+}
+
+/* Sorted by id, a peer listed twice kept with its first set. The new count. */
+static size_t rent_unique(struct rent *e, size_t n)
+{
+	size_t m = 0;
+
+	if (n)
+		qsort(e, n, sizeof(*e), cmp_rent_id);
+	for (size_t k = 0; k < n; k++)
+		if (!m || e[m - 1].id != e[k].id)
+			e[m++] = e[k];
+	return m;
+}
+
+/* The list of entries e (unique ids), sorted here by rank and id. 0, -EINVAL (caps), -ENOMEM. */
+static int rent_build(struct rent *e, size_t n, const struct rsetref *rep,
+		      struct netmap_reach **ret)
+{
+	struct netmap_reach *r = calloc(1, sizeof(*r));
+	size_t n_sets = 0, n_ports = 0;
+
+	if (!r)
+		return -ENOMEM;
+	if (n)
+		qsort(e, n, sizeof(*e), cmp_rent_rank);
+	for (size_t k = 0; k < n; k++)
+		if (!k || e[k].rank != e[k - 1].rank) {
+			n_sets++;
+			n_ports += rep[e[k].rank].n;
+		}
+	if (n > NETMAP_MAX_PEERS || n_sets > NETMAP_REACH_SETS_MAX ||
+	    n_ports > NETMAP_REACH_PORTS_MAX) {
+		free(r);
+		return -EINVAL;
+	}
+	r->sets = calloc(n_sets + 1, sizeof(*r->sets));
+	r->peers = calloc(n + 1, sizeof(*r->peers));
+	r->ports = calloc(n_ports + 1, sizeof(*r->ports));
+	if (!r->sets || !r->peers || !r->ports) {
+		netmap_reach_free(r);
+		return -ENOMEM;
+	}
+	for (size_t k = 0; k < n; k++) {
+		if (!k || e[k].rank != e[k - 1].rank) {
+			const struct rsetref *q = &rep[e[k].rank];
+
+			r->sets[r->n_sets++] = (struct netmap_reach_set){
+			    .peer_off = r->n_peers, .port_off = r->n_ports, .n_ports = q->n};
+			memcpy(&r->ports[r->n_ports], q->it, q->n * sizeof(*q->it));
+			r->n_ports += q->n;
+		}
+		r->sets[r->n_sets - 1].n_peers++;
+		r->peers[r->n_peers++] = e[k].id;
+	}
+	*ret = r;
+	return 0;
+}
+
+int netmap_reach_diff(const struct netmap_reach *old, const struct netmap_reach *now,
+		      struct netmap_reach_patch **ret)
+{
+	size_t n_sets = (size_t)old->n_sets + now->n_sets, no, nn, nc = 0, i = 0, j = 0;
+	struct netmap_reach_patch *p = calloc(1, sizeof(*p));
+	struct rent *eo = malloc(((size_t)old->n_peers + 1) * sizeof(*eo));
+	struct rent *en = malloc(((size_t)now->n_peers + 1) * sizeof(*en));
+	struct rsetref *rep = malloc((n_sets + 1) * sizeof(*rep));
+	uint32_t *rank = malloc((n_sets + 1) * sizeof(*rank));
+	int r = -ENOMEM;
+
+	if (!p || !eo || !en || !rep || !rank ||
+	    !(p->removed = malloc(((size_t)old->n_peers + 1) * sizeof(*p->removed))))
+		goto out;
+	r = -EINVAL;
+	if (!netmap_reach_valid(old) || !netmap_reach_valid(now) || reach_has_all(old) ||
+	    reach_has_all(now))
+		goto out;
+	rank_sets(old, now, rank, rep);
+	no = rent_unique(eo, rent_add(eo, 0, old, 0, rank, NULL, 0));
+	nn = rent_unique(en, rent_add(en, 0, now, old->n_sets, rank, NULL, 0));
+	/* By id: gone (removed), come or with other items (add, reusing en's front). */
+	while (i < no || j < nn) {
+		if (j == nn || (i < no && eo[i].id < en[j].id)) {
+			p->removed[p->n_removed++] = eo[i++].id;
+		} else if (i == no || en[j].id < eo[i].id) {
+			en[nc++] = en[j++];
+		} else {
+			if (eo[i].rank != en[j].rank)
+				en[nc++] = en[j];
+			i++;
+			j++;
+		}
+	}
+	r = rent_build(en, nc, rep, &p->add);
+	if (r < 0)
+		goto out;
+	*ret = p;
+	p = NULL;
+out:
+	netmap_reach_patch_free(p);
+	free(eo);
+	free(en);
+	free(rep);
+	free(rank);
+	return r;
+}
+
+int netmap_reach_patch_apply(const struct netmap_reach *cur, const struct netmap_reach_patch *p,
+			     struct netmap_reach **ret)
+{
+	size_t n_sets, n_drop, n = 0;
+	uint64_t *drop = NULL;
+	struct rent *e = NULL;
+	struct rsetref *rep = NULL;
+	uint32_t *rank = NULL;
+	int r = -EINVAL;
+
+	if (!cur || !netmap_reach_valid(cur) || reach_has_all(cur) || !netmap_reach_patch_valid(p))
+		return -EINVAL;
+	n_sets = (size_t)cur->n_sets + p->add->n_sets;
+	n_drop = (size_t)p->n_removed + p->add->n_peers;
+	r = -ENOMEM;
+	drop = malloc((n_drop + 1) * sizeof(*drop));
+	e = malloc(((size_t)cur->n_peers + p->add->n_peers + 1) * sizeof(*e));
+	rep = malloc((n_sets + 1) * sizeof(*rep));
+	rank = malloc((n_sets + 1) * sizeof(*rank));
+	if (!drop || !e || !rep || !rank)
+		goto out;
+	/* Whatever the patch names leaves the set it was in; add's sets then take theirs in. */
+	if (p->n_removed)
+		memcpy(drop, p->removed, p->n_removed * sizeof(*drop));
+	if (p->add->n_peers)
+		memcpy(drop + p->n_removed, p->add->peers, p->add->n_peers * sizeof(*drop));
+	if (n_drop)
+		qsort(drop, n_drop, sizeof(*drop), u64_cmp);
+	rank_sets(cur, p->add, rank, rep);
+	n = rent_add(e, 0, cur, 0, rank, drop, n_drop);
+	n = rent_add(e, n, p->add, cur->n_sets, rank, NULL, 0);
+	r = rent_build(e, rent_unique(e, n), rep, ret);
+out:
+	free(drop);
+	free(e);
+	free(rep);
+	free(rank);
+	return r;
+}
+
 /* Is id a peer once removals and additions of d are done? */
 static bool present_after(const struct slot *ix, unsigned n_ix, const uint64_t *removed,
 			  unsigned n_removed, const uint64_t *added, unsigned n_added, uint64_t id)
@@ -352,6 +637,13 @@ int netmap_apply_delta(struct netmap *nm, const struct netmap_delta *d)
 		goto out;
 	if (d->reach && !(reach = netmap_reach_dup(d->reach)))
 		goto out;
+	/* A patch needs the list it was made against: without one, a full map. */
+	if (d->reach_patch) {
+		ret = d->reach ? -EINVAL
+			       : netmap_reach_patch_apply(nm->reach, d->reach_patch, &reach);
+		if (ret < 0)
+			goto out;
+	}
 	/* The last allocation: from here on nothing fails and nm is changed. */
 	if (cap > nm->n_peers) {
 		ret = -ENOMEM;

@@ -139,6 +139,23 @@ struct netmap_reach {
 };
 
 /*
+ * A change of what the node may open, for a delta (docs/control-protocol.md, "Patching
+ * may_open"): instead of the whole list again, the peers that left it (removed, ids) and those
+ * that came or whose items changed (add: sets as in a list, never an all set). Applied to a
+ * list the node holds (never an all set), the peers of removed and of add leave the set they
+ * were in, each of add's sets joins the set of equal items or becomes one, and the result is
+ * put in the canonical order the server builds its lists in (sets by items, peers by id), so
+ * that it equals the server's new list byte for byte. Under a rule that lists peers one by
+ * one (group:eng -> tag:server:22 beside other rules), a server that joins costs every
+ * subscriber of the class one id instead of the whole list.
+ */
+struct netmap_reach_patch {
+	unsigned n_removed;
+	uint64_t *removed;	  /* ascending */
+	struct netmap_reach *add; /* never NULL; no all set */
+};
+
+/*
  * The tailnet's flow-log setting (docs/audit.md): whether its nodes count their flows and how
  * often they ship a batch. set false: the server did not say (a netmap from a server older than
  * the setting; in a delta, unchanged), and the node keeps what it had (at first: on, 5 s).
@@ -235,9 +252,11 @@ struct netmap_delta {
 	 */
 	char *machine_cert;
 	struct netmap_reach *reach;	    /* malloc'd; NULL: unchanged */
+	/* malloc'd; NULL: none. Never with reach: one or the other says what changed. */
+	struct netmap_reach_patch *reach_patch;
 };
 
-/* All four accept NULL, free the arrays and the struct itself. */
+/* All accept NULL, free the arrays and the struct itself. */
 void netmap_free(struct netmap *nm);
 void netmap_delta_free(struct netmap_delta *d);
 void netmap_filter_free(struct netmap_filter *f);
@@ -265,6 +284,27 @@ bool netmap_reach_equal(const struct netmap_reach *a, const struct netmap_reach 
  * any id: ask only about the netmap's peers, and not about the node itself.
  */
 const struct netmap_reach_set *netmap_reach_find(const struct netmap_reach *r, uint64_t id);
+void netmap_reach_patch_free(struct netmap_reach_patch *p);
+/* A deep copy; NULL when out of memory. */
+struct netmap_reach_patch *netmap_reach_patch_dup(const struct netmap_reach_patch *p);
+/* Within the caps of a list (ids and add), add valid and without an all set. */
+bool netmap_reach_patch_valid(const struct netmap_reach_patch *p);
+/*
+ * The patch that turns list old into list now (the server's side; both valid, neither with an
+ * all set): removed, the ids of old that now does not list; add, the ids of now that old did
+ * not list or listed with other items, by their items in now. Costs O(n log n) in the ids and
+ * sets of both. 0 with *ret, -EINVAL (an all set, or a list not valid), -ENOMEM.
+ */
+int netmap_reach_diff(const struct netmap_reach *old, const struct netmap_reach *now,
+		      struct netmap_reach_patch **ret);
+/*
+ * cur with patch p applied (the node's side), a new list in canonical order: sets ordered as
+ * the server orders them (by their number of items, then items), peers of a set ascending, a
+ * peer listed twice taken with its first set. 0 with *ret, -EINVAL (no cur, cur or p not
+ * valid, an all set in either, the result over the caps), -ENOMEM. O(n log n).
+ */
+int netmap_reach_patch_apply(const struct netmap_reach *cur, const struct netmap_reach_patch *p,
+			     struct netmap_reach **ret);
 /*
  * Applies a delta to a full netmap (the node keeps a full map and its cache
  * from netmap + deltas). Peers are matched by id; a stamped delta stamps the map.

@@ -18,6 +18,11 @@
 #     a policy; a policy change that lets other reach 443 shows on other
 #   - a policy change reaches the nodes (the time from the server's log line to the node's
 #     is logged: about 70 ms); other flows go on
+#   - a change of what the server may open on one peer (a list by id) reaches it as a
+#     may_open_patch; status and the cached netmap say the server's list exactly
+#   - packets crafted from the hidden node (its own key, through wireguard-go) are dropped
+#     by eng and counted (rx_handshake)
+#   - back to the first policy: other's access closes while eng's goes on
 #   - policy reset: back to everyone, with full maps
 #
 #   lab internet 192.0.2.0/24: ctl .1 (trellis-control), eng .11, server .12, other .13
@@ -30,14 +35,21 @@ lab_public_host ctl 1
 lab_public_host eng 11
 lab_public_host srv 12
 lab_public_host oth 13
-lab_control_start ctl 192.0.2.1 8080 || lab_finish
+LAB_CONTROL_SERVE_ARGS="--metrics-listen 127.0.0.1:9090" lab_control_start ctl 192.0.2.1 8080 ||
+	lab_finish
+# metric NAME{LABELS}: the control server's value.
+metric()
+{
+	nsx ctl curl -fsS --max-time 5 http://127.0.0.1:9090/metrics |
+		awk -v k="$1" '$1 == k { print $2 }'
+}
 
 check "users create eng@example.com" ctl users create eng@example.com
 check "users create other@example.com" ctl users create other@example.com
 KEY_ENG=$(lab_authkey --user eng@example.com)
 KEY_OTH=$(lab_authkey --user other@example.com)
 KEY_SRV=$(lab_authkey --tags tag:server)
-lab_node_join eng eng "$KEY_ENG"
+LAB_NODE_ARGS="--metrics-listen 127.0.0.1:9101" lab_node_join eng eng "$KEY_ENG"
 LAB_NODE_ARGS="--filter-reject" lab_node_join server srv "$KEY_SRV"
 lab_node_join other oth "$KEY_OTH"
 
@@ -121,6 +133,31 @@ check "eng's cached netmap has the server" grep -q '"name":"server"' "$LAB_TMP/n
 check_not "other's key is not in eng's cached netmap" grep -qF "$OTHER_KEY" "$LAB_TMP/node-eng/netmap.json"
 check_not "other's name is not in eng's cached netmap" grep -q '"name":"other"' "$LAB_TMP/node-eng/netmap.json"
 check_not "other's key is not in the server's cached netmap" grep -qF "$OTHER_KEY" "$LAB_TMP/node-server/netmap.json"
+
+# Packets crafted from the hidden node: other still knows eng's key and address from before
+# the policy and talks to eng with its own node key anyway (wireguard-go in its namespace, a
+# route to eng through it). eng no longer has other as a peer: it drops the handshakes and
+# counts them (rx_handshake), and nothing gets through.
+ENG_PUB=$(ctl nodes list --json |
+	python3 -c 'import json,sys; print([n["node_key"] for n in json.load(sys.stdin) if n["name"]=="eng"][0])')
+eng_drops() {
+	nsx eng curl -s http://127.0.0.1:9101/metrics |
+		awk -v m="trellis_node_drops_total{reason=\"$1\"}" '$1 == m {print $2}'
+}
+hs_before=$(eng_drops rx_handshake)
+check "eng's metrics count handshake drops" test -n "$hs_before"
+hs_more() { test "$(eng_drops rx_handshake)" -gt "$hs_before"; }
+WGX=$(lab_iface x)
+lab_wg_start oth wggo "$WGX" || fail "wireguard-go in other's namespace did not start"
+nsx oth wg set "$WGX" private-key "$LAB_TMP/node-other/node.key" peer "$ENG_PUB" \
+	allowed-ips "$IP4_ENG/32" endpoint 192.0.2.11:41641
+ip -n "$(ns_name oth)" link set "$WGX" up
+ip -n "$(ns_name oth)" route add "$IP4_ENG/32" dev "$WGX"
+check_not "other (hidden) cannot ping eng with its own key" nsx oth ping -c 2 -W 1 -q "$IP4_ENG"
+check "eng dropped other's handshakes and counted them (rx_handshake from $hs_before)" \
+	wait_for 10 hs_more
+ip -n "$(ns_name oth)" route del "$IP4_ENG/32" dev "$WGX"
+ip -n "$(ns_name oth)" link set "$WGX" down
 check_eq "the server's cached filter: eng's addresses, port 22, TCP" \
 	"$IP4_ENG/32 22-22 [6]" \
 	"$(json_get "$LAB_TMP/node-server/netmap.json" \
@@ -204,14 +241,11 @@ check "the server counted the replies it sent" \
 	test "$(status_eval server "j['filter']['rejects']['sent']")" -ge 4
 check "eng -> server TCP 22 still works" tcp_ok eng "$IP4_SRV" 22
 
-# A change reaches the nodes, and flows the policy still allows go on. The time from the
-# server's log line that the policy is in force to the server node's log line that the peer
-# joined is logged (both stamped by the same clock, so the CLI's polls do not count).
-sed 's|"proto": "tcp"},|"proto": "tcp"},\n    {"action": "accept", "src": ["other@example.com"], "dst": ["tag:server:443"]},|' \
-	"$LAB_TMP/eng.hujson" >"$LAB_TMP/other.hujson"
-check "policy set (other may reach the server on 443)" ctl policy set "$LAB_TMP/other.hujson"
-check "the server sees other" wait_for 10 peers_are server "eng other"
-ms=$(python3 - "$LAB_TMP/control.$LAB_CONTROL_RUN.log" "$LAB_TMP/node-server.log" <<'PY'
+# reached_ms CONTROL_RE NODE_RE: milliseconds from the control server's last log line
+# matching CONTROL_RE to the server node's last line matching NODE_RE ("never").
+reached_ms()
+{
+	python3 - "$LAB_TMP/control.$LAB_CONTROL_RUN.log" "$LAB_TMP/node-server.log" "$1" "$2" <<'PY'
 import datetime, re, sys
 def stamp(path, pattern):
     t = None
@@ -219,11 +253,20 @@ def stamp(path, pattern):
         if re.search(pattern, line):
             t = datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
     return t
-a = stamp(sys.argv[1], r"policy of 2 rules in force")
-b = stamp(sys.argv[2], r"peer other \(id \d+\) joined")
+a = stamp(sys.argv[1], sys.argv[3])
+b = stamp(sys.argv[2], sys.argv[4])
 print(int((b - a).total_seconds() * 1000) if a and b else "never")
 PY
-)
+}
+
+# A change reaches the nodes, and flows the policy still allows go on. The time from the
+# server's log line that the policy is in force to the server node's log line that the peer
+# joined is logged (both stamped by the same clock, so the CLI's polls do not count).
+sed 's|"proto": "tcp"},|"proto": "tcp"},\n    {"action": "accept", "src": ["other@example.com"], "dst": ["tag:server:443"]},|' \
+	"$LAB_TMP/eng.hujson" >"$LAB_TMP/other.hujson"
+check "policy set (other may reach the server on 443)" ctl policy set "$LAB_TMP/other.hujson"
+check "the server sees other" wait_for 10 peers_are server "eng other"
+ms=$(reached_ms "policy of 2 rules in force" "peer other \(id [0-9]+\) joined")
 # How fast is a figure (59-74 ms on a loaded machine), not a check: benchmarks time, tests
 # see that it happens.
 log "the policy change reached the server node $ms ms after the server put it in force"
@@ -240,6 +283,43 @@ check_eq "status --json on eng: still TCP 22 on the server" '[{"proto":6,"ports"
 	"$(may_open eng server)"
 check_not "other -> server TCP 22 is not" tcp_ok oth "$IP4_SRV" 22 2
 check "eng -> server TCP 22 is still allowed" tcp_ok eng "$IP4_SRV" 22
+
+# Closing is as quick: back to eng's policy, other loses the server (its key and its
+# access) while eng's access goes on.
+check "policy set (back to eng's: other may no longer reach the server)" \
+	ctl policy set "$LAB_TMP/eng.hujson"
+check "the server no longer sees other" wait_for 10 peers_are server "eng"
+check "other sees nobody again" wait_for 10 peers_are other ""
+ms=$(reached_ms "policy of 1 rule in force" "peer id [0-9]+ left the netmap")
+log "the closing policy reached the server node $ms ms after the server put it in force"
+check_not "other -> server TCP 443 is refused now" tcp_ok oth "$IP4_SRV" 443 2
+check "eng -> server TCP 22 goes on" tcp_ok eng "$IP4_SRV" 22
+
+# What the server may open is a list by id (TCP 80 on eng, 81 on other: not one set for
+# every peer). Moving other to 82 changes one peer's items: the server node is told by a
+# may_open_patch (docs/control-protocol.md, "Patching may_open"), and what it holds, shows
+# and caches is the server's list exactly, in the server's order.
+sed 's|"proto": "tcp"},|"proto": "tcp"},\n    {"action": "accept", "src": ["tag:server"], "dst": ["eng@example.com:80"], "proto": "tcp"},\n    {"action": "accept", "src": ["tag:server"], "dst": ["other@example.com:81"], "proto": "tcp"},|' \
+	"$LAB_TMP/other.hujson" >"$LAB_TMP/srv81.hujson"
+sed 's|other@example.com:81|other@example.com:82|' "$LAB_TMP/srv81.hujson" >"$LAB_TMP/srv82.hujson"
+check "policy set (the server may open 80 on eng, 81 on other)" ctl policy set "$LAB_TMP/srv81.hujson"
+check "status --json on the server: it may open TCP 81 on other" \
+	wait_for 10 may_open_is server other '[{"proto":6,"ports":[[81,81]]}]'
+patches_before=$(metric 'trellis_control_delta_may_open_total{form="patch"}')
+check "policy set (... 82 on other)" ctl policy set "$LAB_TMP/srv82.hujson"
+check "status --json on the server: it may open TCP 82 on other" \
+	wait_for 10 may_open_is server other '[{"proto":6,"ports":[[82,82]]}]'
+check_eq "... and still TCP 80 on eng" '[{"proto":6,"ports":[[80,80]]}]' "$(may_open server eng)"
+# cached_may_open_is: the server node's cached may_open, sets by items, one peer each.
+cached_may_open_is()
+{
+	test "$(json_get "$LAB_TMP/node-server/netmap.json" \
+		"[(len(s['peers']), s['ports']) for s in j['may_open']]")" = \
+		"[(1, [[6, 80, 80]]), (1, [[6, 82, 82]])]"
+}
+check "the server's cached netmap: may_open as the server orders it" wait_for 10 cached_may_open_is
+check "... told by a patch (trellis_control_delta_may_open_total{form=\"patch\"} from $patches_before)" \
+	test "$(metric 'trellis_control_delta_may_open_total{form="patch"}')" -gt "${patches_before:-0}"
 
 check "policy reset" ctl policy reset
 check "no policy again: eng sees other and server" wait_for 20 peers_are eng "other server"

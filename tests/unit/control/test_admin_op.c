@@ -393,6 +393,13 @@ static void test_policy(void **state)
 	assert_int_equal(len, strlen(good));
 	assert_string_equal(text, good);
 	free(text);
+	/* A malformed policy never replaces a good one: nothing stored, the good one in force. */
+	seen = E.n_seen;
+	assert_int_equal(admin_op_policy_set(&E.c, "pol", bad, strlen(bad)), -EINVAL);
+	assert_int_equal(E.n_seen, seen);
+	assert_int_equal(admin_op_policy_get(&E.c, "pol", &text, &len), 0);
+	assert_string_equal(text, good);
+	free(text);
 	/* Another tailnet's policy is its own. */
 	assert_int_equal(admin_op_policy_get(&E.c, "corp", &text, &len), -ENOENT);
 

@@ -1724,6 +1724,134 @@ static void test_policy_may_open_join(void **state)
 }
 
 /*
+ * Under a rule that lists peers one by one (user1 may open tcp 22 on the servers and tcp 5432
+ * on the db, so its list is by id, not "*"), a subscriber that takes patches is told of a
+ * server that joins, leaves or changes its tag by that one id, not the whole list again;
+ * applied, what it holds is exactly a fresh full map's list. One that did not offer patches
+ * (an older node) still gets the list.
+ */
+static void test_policy_may_open_patch(void **state)
+{
+	static const char pol[] =
+	    "{\"tagOwners\": {\"tag:server\": [], \"tag:db\": []}, \"acls\": ["
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": "
+	    "[\"tag:server:22\"], \"proto\": \"tcp\"},"
+	    "{\"action\": \"accept\", \"src\": [\"user1@example.com\"], \"dst\": "
+	    "[\"tag:db:5432\"], \"proto\": \"tcp\"}]}";
+	/* 1-4 user1's devices (4 an older node), 5-9 servers, 10-11 db */
+	enum { OLD = 4, SUBS = 11, JOINER = 12 };
+	struct netmap *client[JOINER + 1] = {0};
+	struct mapper *m = mk_mapper();
+	struct netmap_delta *d[16];
+	struct control_node x;
+	uint64_t ids[16];
+	unsigned n;
+	char *json;
+	size_t len;
+
+	(void)state;
+	for (uint64_t id = 1; id <= SUBS; id++) {
+		x = mk_node(id, 1);
+		if (id >= 5) {
+			x.user_id = 0;
+			x.n_tags = 1;
+			snprintf(x.tags[0], NETMAP_TAG_MAX, id <= 9 ? "tag:server" : "tag:db");
+		}
+		assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+	}
+	assert_int_equal(mapper_policy_set(m, 1, mk_policy(pol)), 0);
+	for (uint64_t id = 1; id <= SUBS; id++) {
+		assert_int_equal(mapper_subscribe(m, id), 0);
+		assert_int_equal(mapper_reach_patch_set(m, id, id != OLD), 0);
+		assert_int_equal(mapper_netmap(m, id, T0, &client[id]), 0);
+	}
+	assert_int_equal(mapper_reach_patch_set(m, 99, true), -ENOENT);
+	assert_non_null(client[1]->reach);
+	assert_int_equal(client[1]->reach->n_sets, 2);
+	assert_int_equal(client[1]->reach->n_peers, 7);
+
+	for (int step = 0; step < 3; step++) {
+		/* a server joins; server 6 leaves; db 10 becomes a server */
+		if (step == 0) {
+			x = mk_node(JOINER, 1);
+			x.user_id = 0;
+			x.n_tags = 1;
+			snprintf(x.tags[0], NETMAP_TAG_MAX, "tag:server");
+			assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+		} else if (step == 1) {
+			assert_int_equal(mapper_node_remove(m, 6), 0);
+			netmap_free(client[6]);
+			client[6] = NULL;
+		} else {
+			x = mk_node(10, 1);
+			x.user_id = 0;
+			x.n_tags = 1;
+			snprintf(x.tags[0], NETMAP_TAG_MAX, "tag:server");
+			assert_int_equal(mapper_node_upsert(m, &x, T0), 0);
+		}
+		n = flush(m, ids, d, 16);
+		for (uint64_t id = 1; id <= 4; id++) {
+			struct netmap_delta *e = delta_for(ids, d, n, id);
+			const struct netmap_reach_patch *p;
+			struct ctrl_msg msg = {.type = CTRL_MSG_DELTA, .delta = e};
+
+			assert_non_null(e);
+			if (id == OLD) {
+				assert_null(e->reach_patch);
+				assert_non_null(e->reach);
+				continue;
+			}
+			/* The change alone, not the list. */
+			assert_null(e->reach);
+			p = e->reach_patch;
+			assert_non_null(p);
+			assert_int_equal(p->n_removed, step == 1);
+			assert_int_equal(p->add->n_peers, step != 1);
+			if (step == 1)
+				assert_int_equal(p->removed[0], 6);
+			else
+				assert_int_equal(p->add->peers[0], step == 0 ? JOINER : 10);
+			assert_int_equal(ctrl_msg_encode(&msg, &json, &len), 0);
+			assert_non_null(strstr(
+			    json,
+			    step == 0	? "\"may_open_patch\":{\"removed\":[],\"sets\":[{\"peers\":"
+					  "[12],\"ports\":[[6,22,22]]}]}"
+			    : step == 1 ? "\"may_open_patch\":{\"removed\":[6],\"sets\":[]}"
+					: "\"may_open_patch\":{\"removed\":[],\"sets\":[{\"peers\":"
+					  "[10],\"ports\":[[6,22,22]]}]}"));
+			free(json);
+		}
+		for (unsigned i = 0; i < n; i++) {
+			/* The servers and the db may open nothing, before and after. */
+			if (ids[i] > 4)
+				assert_true(!d[i]->reach && !d[i]->reach_patch);
+			if (client[ids[i]])
+				assert_int_equal(netmap_apply_delta(client[ids[i]], d[i]), 0);
+		}
+		free_deltas(d, n);
+		if (step == 0) {
+			assert_int_equal(mapper_subscribe(m, JOINER), 0);
+			assert_int_equal(mapper_reach_patch_set(m, JOINER, true), 0);
+			assert_int_equal(mapper_netmap(m, JOINER, T0, &client[JOINER]), 0);
+		}
+		/* Exactly what a full map says now, byte for byte. */
+		for (uint64_t id = 1; id <= JOINER; id++) {
+			struct netmap *fresh;
+
+			if (!client[id])
+				continue;
+			assert_int_equal(mapper_netmap(m, id, T0, &fresh), 0);
+			assert_true(netmap_reach_equal(client[id]->reach, fresh->reach));
+			netmap_free(fresh);
+		}
+	}
+	assert_int_equal(client[1]->reach->n_peers, 7);
+	for (uint64_t id = 0; id <= JOINER; id++)
+		netmap_free(client[id]);
+	mapper_free(m);
+}
+
+/*
  * A policy change that touches one tag's rule rebuilds and sends the filters of that tag's
  * nodes and of no one else; rules that only moved within the policy rebuild nothing; what is
  * kept equals what a fresh build gives.
@@ -2104,6 +2232,7 @@ int main(void)
 	    cmocka_unit_test(test_scale_10k),
 	    cmocka_unit_test(test_policy_views),
 	    cmocka_unit_test(test_policy_may_open_join),
+	    cmocka_unit_test(test_policy_may_open_patch),
 	    cmocka_unit_test(test_policy_change_incremental),
 	    cmocka_unit_test(test_node_change_incremental),
 	    cmocka_unit_test(test_policy_compile_async),

@@ -227,12 +227,72 @@ static void test_may_open(void **state)
 	json_decref(peers);
 }
 
+/*
+ * A delta's may_open_patch applied to the list held: status says per peer what the server's
+ * new list says, exactly (9 left, 4 came, 5 moved to tcp 22 and 443).
+ */
+static void test_may_open_patched(void **state)
+{
+	static const struct netmap_reach_set sets[] = {{0, 2, 0, 2}, {2, 1, 2, 1}};
+	static const uint64_t ids[] = {3, 9, 5};
+	static const struct netmap_reach_port ports[] = {{6, 22, 22}, {6, 443, 443}, {1, 0, 65535}};
+	static const struct netmap_reach_set want_sets[] = {{0, 3, 0, 2}};
+	static const uint64_t want_ids[] = {3, 4, 5};
+	struct netmap_reach r = {2,
+				 3,
+				 3,
+				 (struct netmap_reach_set *)sets,
+				 (uint64_t *)ids,
+				 (struct netmap_reach_port *)ports};
+	struct netmap_reach want = {1,
+				    3,
+				    2,
+				    (struct netmap_reach_set *)want_sets,
+				    (uint64_t *)want_ids,
+				    (struct netmap_reach_port *)ports};
+	static const uint64_t add_ids[] = {4, 5};
+	static const struct netmap_reach_set add_sets[] = {{0, 2, 0, 2}};
+	struct netmap_reach add = {1,
+				   2,
+				   2,
+				   (struct netmap_reach_set *)add_sets,
+				   (uint64_t *)add_ids,
+				   (struct netmap_reach_port *)ports};
+	uint64_t removed[] = {9};
+	struct netmap_reach_patch patch = {1, removed, &add};
+	struct netmap_delta d = {.seq = 2, .reach_patch = &patch};
+	struct netmap_filter f = {0};
+	struct netmap nm = {.seq = 1, .filter = &f};
+	json_t *peers =
+	    json_pack("[{s:i}, {s:i}, {s:i}, {s:i}]", "id", 9, "id", 5, "id", 4, "id", 3);
+	char *s;
+
+	(void)state;
+	assert_non_null(peers);
+	nm.reach = netmap_reach_dup(&r);
+	assert_non_null(nm.reach);
+	assert_int_equal(netmap_apply_delta(&nm, &d), 0);
+	assert_true(netmap_reach_equal(nm.reach, &want));
+	nodefilter_status_may_open(&nm, peers);
+	s = json_dumps(peers, JSON_COMPACT);
+	assert_string_equal(
+	    s, "[{\"id\":9,\"may_open\":[]},"
+	       "{\"id\":5,\"may_open\":[{\"proto\":6,\"ports\":[[22,22],[443,443]]}]},"
+	       "{\"id\":4,\"may_open\":[{\"proto\":6,\"ports\":[[22,22],[443,443]]}]},"
+	       "{\"id\":3,\"may_open\":[{\"proto\":6,\"ports\":[[22,22],[443,443]]}]}]");
+	free(s);
+	json_decref(peers);
+	netmap_reach_free(nm.reach);
+	free(nm.peers);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_apply),
 	    cmocka_unit_test(test_peer_access),
 	    cmocka_unit_test(test_may_open),
+	    cmocka_unit_test(test_may_open_patched),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "../alloc_count.h"
 #include "policy/policy.h"
 
 static struct policy_node mk(const char *name, const char *user, const char *tags, unsigned host)
@@ -778,6 +779,99 @@ static void test_filter_same(void **state)
 	assert_true(same > 500 && differ > 100);
 }
 
+/*
+ * Issue 12's bad-input bound: a policy of about 1 MiB with 10,000 rules (groups, tags,
+ * prefixes, port lists) parses, compiles over 2,000 nodes and gives every node its filter and
+ * what it may open, in bounded memory (under ASan, which CI builds: the peak of what parse and
+ * compile hold, counted through the allocator hooks) and time (the test's timeout). The
+ * fuzzer's inputs are a few KiB; this is the size the issue names.
+ */
+#define BIG_RULES 10000
+#define BIG_NODES 2000
+
+static void test_big_policy(void **state)
+{
+	size_t cap = 2u << 20, o = 0;
+	char *text = malloc(cap), err[POLICY_ERR_MAX];
+	struct policy_node *n = calloc(BIG_NODES, sizeof(*n));
+	struct policy *p = NULL;
+	struct policy_view *v = NULL;
+	unsigned seed = 12;
+
+	(void)state;
+	assert_true(text && n);
+	o += (size_t)snprintf(text + o, cap - o, "{\"groups\": {");
+	for (unsigned g = 0; g < 100; g++)
+		o += (size_t)snprintf(text + o, cap - o, "%s\"group:g%u\": [\"u%u@example.com\"]",
+				      g ? ", " : "", g, g);
+	o += (size_t)snprintf(text + o, cap - o, "},\n\"tagOwners\": {");
+	for (unsigned t = 0; t < 100; t++)
+		o += (size_t)snprintf(text + o, cap - o, "%s\"tag:t%u\": [\"group:g%u\"]",
+				      t ? ", " : "", t, t);
+	o += (size_t)snprintf(text + o, cap - o, "},\n\"acls\": [\n");
+	for (unsigned i = 0; i < BIG_RULES; i++) {
+		unsigned a = (unsigned)rand_r(&seed), b = (unsigned)rand_r(&seed);
+
+		o += (size_t)snprintf(
+		    text + o, cap - o,
+		    "  {\"action\": \"accept\", \"src\": [\"group:g%u\", \"100.64.%u.%u/28\"], "
+		    "\"dst\": [\"tag:t%u:%u,%u-%u\", \"100.64.%u.0/26:443\"], \"proto\": \"%s\"},"
+		    " // rule %u\n",
+		    a % 100, b % 8, a % 16 * 16, b % 100, 1 + a % 60000, 2 + b % 60000,
+		    2 + b % 60000 + a % 50, a % 8, a % 3 ? "tcp" : "udp", i);
+	}
+	o += (size_t)snprintf(text + o, cap - o, "]}\n");
+	assert_true(o > 1000000 && o < cap - 1);
+	for (unsigned i = 0; i < BIG_NODES; i++) {
+		char user[32], tag[16];
+
+		snprintf(user, sizeof(user), "u%u@example.com", i % 100);
+		snprintf(tag, sizeof(tag), "tag:t%u", i % 100);
+		n[i] = mk("", i % 2 ? user : NULL, i % 2 ? NULL : tag, i + 1);
+		snprintf(n[i].name, sizeof(n[i].name), "n%u", i);
+	}
+#ifdef HAVE_ASAN
+	alloc_count_install();
+	live_bytes = peak_bytes = 0;
+	counting = 1;
+#endif
+	if (policy_parse(text, o, &p, err))
+		fail_msg("%s", err);
+	assert_int_equal(policy_rule_count(p), BIG_RULES);
+#ifdef HAVE_ASAN
+	counting = 0;
+	print_message("1 MiB policy, %zu bytes: parse held at most %zu KiB\n", o,
+		      (size_t)peak_bytes / 1024);
+	/* The parsed form is a small multiple of the text, never a blow-up of it. */
+	assert_true(peak_bytes < 32 * o);
+	live_bytes = peak_bytes = 0;
+	counting = 1;
+#endif
+	assert_int_equal(policy_compile(p, n, BIG_NODES, &v), 0);
+	for (size_t i = 0; i < BIG_NODES; i += 97) {
+		struct netmap_filter *f = NULL;
+		struct netmap_reach *r = NULL;
+
+		assert_int_equal(policy_view_filter(v, n, i, &f), 0);
+		assert_true(netmap_filter_valid(f));
+		assert_int_equal(policy_view_reach(v, n, i, &r), 0);
+		assert_true(netmap_reach_valid(r));
+		netmap_filter_free(f);
+		netmap_reach_free(r);
+	}
+#ifdef HAVE_ASAN
+	counting = 0;
+	print_message("compile over %u nodes held at most %zu KiB\n", BIG_NODES,
+		      (size_t)peak_bytes / 1024);
+	/* O(rules x nodes / 64) words per rule member (policy.h): a few bitsets per rule. */
+	assert_true(peak_bytes < (size_t)BIG_RULES * BIG_NODES / 8 * 16);
+#endif
+	policy_view_free(v);
+	policy_free(p);
+	free(n);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -785,7 +879,7 @@ int main(void)
 	    cmocka_unit_test(test_views),    cmocka_unit_test(test_filters),
 	    cmocka_unit_test(test_explain),  cmocka_unit_test(test_protocols_and_users),
 	    cmocka_unit_test(test_property), cmocka_unit_test(test_filter_same),
-	    cmocka_unit_test(test_reach),
+	    cmocka_unit_test(test_reach),    cmocka_unit_test(test_big_policy),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

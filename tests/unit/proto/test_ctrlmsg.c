@@ -1160,6 +1160,17 @@ static struct netmap_reach *reach_first_set(void)
 	return r;
 }
 
+/* Each of bad is refused whole (-EBADMSG). */
+static void assert_refused(const char *const *bad, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct ctrl_msg x;
+
+		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
+			fail_msg("decoded: %s", bad[i]);
+	}
+}
+
 static const char golden_may_open[] =
     ",\"may_open\":[{\"peers\":[3,9],\"ports\":[[6,22,22],[6,443,443]]},"
     "{\"peers\":[5],\"ports\":[[1,0,65535],[17,53,54]]}]}";
@@ -1262,12 +1273,7 @@ static void test_may_open(void **state)
 	m.netmap->reach->ports[1].first = 443;
 	m.netmap->reach->sets[1].n_peers = 2;
 	assert_int_equal(ctrl_msg_encode(&m, &json, &len), -EINVAL);
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct ctrl_msg x;
-
-		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
-			fail_msg("decoded: %s", bad[i]);
-	}
+	assert_refused(bad, sizeof(bad) / sizeof(bad[0]));
 	ctrl_msg_clear(&b);
 	ctrl_msg_clear(&d);
 	ctrl_msg_clear(&m);
@@ -1345,12 +1351,113 @@ static void test_may_open_all(void **state)
 	d.delta->reach->n_sets = 2;
 	d.delta->reach->sets[1] = (struct netmap_reach_set){0, 0, 0, 1, true};
 	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct ctrl_msg x;
+	assert_refused(bad, sizeof(bad) / sizeof(bad[0]));
+	ctrl_msg_clear(&d);
+}
 
-		if (ctrl_msg_decode(bad[i], strlen(bad[i]), &x) != -EBADMSG)
-			fail_msg("decoded: %s", bad[i]);
+/*
+ * "may_open_patch" (docs/control-protocol.md, "Patching may_open"): offered in map_request,
+ * anything but true there offers nothing; in a delta its bytes, back through the decoder and
+ * applied to the list the node holds, giving the list in the server's order; refused whole
+ * when malformed, beside "may_open", or with nothing to apply to; the encoder refuses what the
+ * decoder would.
+ */
+static void test_may_open_patch(void **state)
+{
+	static const char golden_offer[] = ",\"may_open_patch\":true";
+	static const char golden[] = "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{"
+				     "\"removed\":[9],\"sets\":[{\"peers\":"
+				     "[4],\"ports\":[[6,22,22],[6,443,443]]}]}}";
+	static const char golden_after[] =
+	    "[{\"peers\":[5],\"ports\":[[1,0,65535],[17,53,54]]},{\"peers\":[3,4],\"ports\":[[6,22,"
+	    "22],[6,443,443]]}]";
+	static const char *const bad[] = {
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":[]}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{\"removed\":[]}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{\"sets\":[]}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{\"removed\":{},\"sets\":[]}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{\"removed\":[-1],\"sets\":[]}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{\"removed\":[\"1\"],\"sets\":[]}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{\"removed\":[],\"sets\":{}}}",
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{\"removed\":[],\"sets\":[{\"peers\":"
+	    "[1],\"ports\":[[6,23,22]]}]}}",
+	    /* "*" has no patch form */
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open_patch\":{\"removed\":[],\"sets\":[{\"peers\":"
+	    "\"*\",\"ports\":[[6,22,22]]}]}}",
+	    /* one or the other */
+	    "{\"type\":\"delta\",\"seq\":5,\"may_open\":[],\"may_open_patch\":{\"removed\":[],"
+	    "\"sets\":[]}}",
+	};
+	struct ctrl_msg m = {.type = CTRL_MSG_MAP_REQUEST}, b, d = {.type = CTRL_MSG_DELTA}, db;
+	struct netmap nm = {.seq = 4};
+	char *json, *alt, *at;
+	size_t len;
+
+	(void)state;
+	/* the offer */
+	fill_key(m.map_req.node_key, 32);
+	m.map_req.stream = true;
+	roundtrip(&m, &b);
+	assert_false(b.map_req.reach_patch);
+	m.map_req.reach_patch = true;
+	assert_int_equal(ctrl_msg_encode(&m, &json, &len), 0);
+	at = strstr(json, golden_offer);
+	assert_non_null(at);
+	roundtrip(&m, &b);
+	assert_true(b.map_req.reach_patch);
+	for (int i = 0; i < 4; i++) {
+		static const char *const vals[] = {"false", "1", "\"true\"", "{}"};
+
+		assert_true(asprintf(&alt, "%.*s,\"may_open_patch\":%s%s", (int)(at - json), json,
+				     vals[i], at + strlen(golden_offer)) > 0);
+		memset(&b, 0xff, sizeof(b));
+		assert_int_equal(ctrl_msg_decode(alt, strlen(alt), &b), 0);
+		assert_false(b.map_req.reach_patch);
+		free(alt);
 	}
+	free(json);
+
+	/* in a delta: 9 leaves, 4 comes with 3's items */
+	d.delta = calloc(1, sizeof(*d.delta));
+	assert_non_null(d.delta);
+	d.delta->seq = 5;
+	d.delta->reach_patch = calloc(1, sizeof(*d.delta->reach_patch));
+	assert_non_null(d.delta->reach_patch);
+	d.delta->reach_patch->removed = malloc(sizeof(uint64_t));
+	assert_non_null(d.delta->reach_patch->removed);
+	d.delta->reach_patch->removed[0] = 9;
+	d.delta->reach_patch->n_removed = 1;
+	d.delta->reach_patch->add = reach_first_set();
+	d.delta->reach_patch->add->peers[0] = 4;
+	d.delta->reach_patch->add->n_peers = d.delta->reach_patch->add->sets[0].n_peers = 1;
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), 0);
+	assert_string_equal(json, golden);
+	free(json);
+	roundtrip(&d, &db);
+	assert_null(db.delta->reach);
+	assert_non_null(db.delta->reach_patch);
+	/* nothing to apply it to: refused (the node asks for a full map) */
+	assert_int_equal(netmap_apply_delta(&nm, db.delta), -EINVAL);
+	assert_int_equal(nm.seq, 4);
+	nm.reach = reach_example();
+	assert_int_equal(netmap_apply_delta(&nm, db.delta), 0);
+	assert_int_equal(ctrl_reach_encode(nm.reach, &json, &len), 0);
+	assert_string_equal(json, golden_after);
+	free(json);
+	ctrl_msg_clear(&db);
+	netmap_reach_free(nm.reach);
+	free(nm.peers);
+
+	/* the encoder refuses what the decoder would: both forms, "*" in a patch */
+	d.delta->reach = reach_example();
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
+	netmap_reach_free(d.delta->reach);
+	d.delta->reach = NULL;
+	d.delta->reach_patch->add->sets[0].all = true;
+	d.delta->reach_patch->add->n_peers = d.delta->reach_patch->add->sets[0].n_peers = 0;
+	assert_int_equal(ctrl_msg_encode(&d, &json, &len), -EINVAL);
+	assert_refused(bad, sizeof(bad) / sizeof(bad[0]));
 	ctrl_msg_clear(&d);
 }
 
@@ -1381,6 +1488,7 @@ int main(void)
 	    cmocka_unit_test(test_flow_log),
 	    cmocka_unit_test(test_may_open),
 	    cmocka_unit_test(test_may_open_all),
+	    cmocka_unit_test(test_may_open_patch),
 	    cmocka_unit_test(test_type_names),
 	};
 

@@ -255,16 +255,178 @@ static void test_apply_random(void **state)
 	netmap_free(nm);
 }
 
+/* ---- what the node may open, patched (netmap_reach_diff, netmap_reach_patch_apply) ---- */
+
+enum { RIDS = 40, RLISTS = 5 };
+
+static const struct netmap_reach_port ritems[RLISTS][2] = {
+    {{6, 22, 22}}, {{6, 22, 22}, {6, 443, 443}}, {{17, 53, 53}}, {{1, 0, 65535}, {6, 0, 65535}},
+    {{6, 80, 80}},
+};
+static const uint32_t rn_items[RLISTS] = {1, 2, 1, 2, 1};
+
+/* One set per assigned id, in id order: a list as no server orders one. */
+static struct netmap_reach *reach_raw(const int *a)
+{
+	struct netmap_reach *r = calloc(1, sizeof(*r));
+
+	assert_non_null(r);
+	r->sets = calloc(RIDS + 1, sizeof(*r->sets));
+	r->peers = calloc(RIDS + 1, sizeof(*r->peers));
+	r->ports = calloc(2 * RIDS + 1, sizeof(*r->ports));
+	assert_true(r->sets && r->peers && r->ports);
+	for (int id = RIDS - 1; id >= 0; id--) {
+		if (a[id] < 0)
+			continue;
+		r->sets[r->n_sets++] = (struct netmap_reach_set){.peer_off = r->n_peers,
+								 .n_peers = 1,
+								 .port_off = r->n_ports,
+								 .n_ports = rn_items[a[id]]};
+		r->peers[r->n_peers++] = (uint64_t)id + 1;
+		for (uint32_t k = 0; k < rn_items[a[id]]; k++)
+			r->ports[r->n_ports++] = ritems[a[id]][k];
+	}
+	return r;
+}
+
+/* The canonical list of assignment a: the raw one patched onto an empty list. */
+static struct netmap_reach *reach_canon(const int *a)
+{
+	struct netmap_reach empty = {0}, *ret = NULL;
+	struct netmap_reach_patch p = {.add = reach_raw(a)};
+
+	assert_int_equal(netmap_reach_patch_apply(&empty, &p, &ret), 0);
+	netmap_reach_free(p.add);
+	return ret;
+}
+
+/* r says exactly assignment a, in the server's order (policy_view_reach). */
+static void assert_reach_is(const struct netmap_reach *r, const int *a)
+{
+	assert_true(netmap_reach_valid(r));
+	for (int id = 0; id < RIDS; id++) {
+		const struct netmap_reach_set *s = netmap_reach_find(r, (uint64_t)id + 1);
+
+		assert_int_equal(s != NULL, a[id] >= 0);
+		if (!s)
+			continue;
+		assert_int_equal(s->n_ports, rn_items[a[id]]);
+		for (uint32_t k = 0; k < s->n_ports; k++) {
+			assert_int_equal(r->ports[s->port_off + k].proto, ritems[a[id]][k].proto);
+			assert_int_equal(r->ports[s->port_off + k].first, ritems[a[id]][k].first);
+		}
+	}
+	for (unsigned i = 0; i < r->n_sets; i++) {
+		const struct netmap_reach_set *s = &r->sets[i];
+
+		/* contiguous, peers ascending */
+		assert_int_equal(s->peer_off,
+				 i ? r->sets[i - 1].peer_off + r->sets[i - 1].n_peers : 0);
+		for (uint32_t k = 1; k < s->n_peers; k++)
+			assert_true(r->peers[s->peer_off + k - 1] < r->peers[s->peer_off + k]);
+		/* sets by number of items, then items: here the first item tells them apart */
+		if (i) {
+			const struct netmap_reach_set *t = &r->sets[i - 1];
+			const struct netmap_reach_port *x = &r->ports[t->port_off],
+						       *y = &r->ports[s->port_off];
+
+			assert_true(t->n_ports < s->n_ports ||
+				    (t->n_ports == s->n_ports &&
+				     (x->proto < y->proto ||
+				      (x->proto == y->proto && x->first < y->first))));
+		}
+	}
+}
+
+/*
+ * Random lists a and b: the patch from a to b applied to a is b byte for byte, and names only
+ * the peers that left (removed) or came or changed (add).
+ */
+static void test_reach_patch_random(void **state)
+{
+	int a[RIDS], b[RIDS];
+	unsigned seed = 7;
+
+	(void)state;
+	for (int id = 0; id < RIDS; id++)
+		a[id] = (int)(rand_r(&seed) % (RLISTS + 1)) - 1;
+	for (int round = 0; round < 300; round++) {
+		struct netmap_reach *ra, *rb, *got = NULL;
+		struct netmap_reach_patch *p = NULL;
+		unsigned gone = 0, moved = 0;
+
+		memcpy(b, a, sizeof(b));
+		for (int k = 0, n = (int)(rand_r(&seed) % 6); k < n; k++)
+			b[rand_r(&seed) % RIDS] = (int)(rand_r(&seed) % (RLISTS + 1)) - 1;
+		if (round % 50 == 0) /* now and then everything moves */
+			for (int id = 0; id < RIDS; id++)
+				b[id] = (int)(rand_r(&seed) % (RLISTS + 1)) - 1;
+		for (int id = 0; id < RIDS; id++) {
+			gone += a[id] >= 0 && b[id] < 0;
+			moved += b[id] >= 0 && a[id] != b[id];
+		}
+		ra = reach_canon(a);
+		rb = reach_canon(b);
+		assert_reach_is(ra, a);
+		assert_reach_is(rb, b);
+		assert_int_equal(netmap_reach_diff(ra, rb, &p), 0);
+		assert_true(netmap_reach_patch_valid(p));
+		assert_int_equal(p->n_removed, gone);
+		assert_int_equal(p->add->n_peers, moved);
+		for (unsigned k = 1; k < p->n_removed; k++)
+			assert_true(p->removed[k - 1] < p->removed[k]);
+		assert_int_equal(netmap_reach_patch_apply(ra, p, &got), 0);
+		assert_true(netmap_reach_equal(got, rb));
+		netmap_reach_free(got);
+		netmap_reach_patch_free(p);
+		netmap_reach_free(ra);
+		netmap_reach_free(rb);
+		memcpy(a, b, sizeof(a));
+	}
+}
+
+/* A patch needs a list to apply to, and neither side may be "*". */
+static void test_reach_patch_rejects(void **state)
+{
+	int a[RIDS];
+	struct netmap_reach *r, *got = NULL, all = {0};
+	struct netmap_reach_set all_set = {.n_ports = 1, .all = true};
+	struct netmap_reach_port item = {6, 22, 22};
+	struct netmap_reach_patch *p = NULL, bad;
+	uint64_t id = 3;
+
+	(void)state;
+	for (int i = 0; i < RIDS; i++)
+		a[i] = i % 3 - 1;
+	r = reach_canon(a);
+	all = (struct netmap_reach){1, 0, 1, &all_set, &id, &item};
+	assert_true(netmap_reach_valid(&all));
+	assert_int_equal(netmap_reach_diff(r, r, &p), 0);
+	assert_int_equal(p->n_removed + p->add->n_peers, 0);
+	assert_int_equal(netmap_reach_patch_apply(NULL, p, &got), -EINVAL);
+	assert_int_equal(netmap_reach_patch_apply(&all, p, &got), -EINVAL);
+	assert_int_equal(netmap_reach_diff(r, &all, &p), -EINVAL);
+	assert_int_equal(netmap_reach_diff(&all, r, &p), -EINVAL);
+	bad = (struct netmap_reach_patch){.add = &all};
+	assert_false(netmap_reach_patch_valid(&bad));
+	assert_int_equal(netmap_reach_patch_apply(r, &bad, &got), -EINVAL);
+	assert_null(got);
+	netmap_reach_patch_free(p);
+	netmap_reach_free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_free_null),
-		cmocka_unit_test(test_ipv6_mapping),
-		cmocka_unit_test(test_find),
-		cmocka_unit_test(test_apply_all_kinds),
-		cmocka_unit_test(test_apply_rejects),
-		cmocka_unit_test(test_apply_to_empty_and_patch_added),
-		cmocka_unit_test(test_apply_random),
+	    cmocka_unit_test(test_free_null),
+	    cmocka_unit_test(test_ipv6_mapping),
+	    cmocka_unit_test(test_find),
+	    cmocka_unit_test(test_apply_all_kinds),
+	    cmocka_unit_test(test_apply_rejects),
+	    cmocka_unit_test(test_apply_to_empty_and_patch_added),
+	    cmocka_unit_test(test_apply_random),
+	    cmocka_unit_test(test_reach_patch_random),
+	    cmocka_unit_test(test_reach_patch_rejects),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
