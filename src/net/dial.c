@@ -31,6 +31,7 @@
 
 #include "base/time.h"
 #include "base/util.h"
+#include "crypto/crypto.h"
 #include "net/dial.h"
 #include "net/nat64.h"
 #include "net/sockbio.h"
@@ -210,8 +211,12 @@ int dial_wait(const struct dial_cancel *cancel, uint64_t deadline_ns)
 
 SSL_CTX *dial_tls_ctx_new(void)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL_CTX *ctx;
 
+	/* Error strings on demand (dial_tls_reason), libssl's as libcrypto's (crypto.c). */
+	crypto_init();
+	OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_SSL_STRINGS, NULL);
+	ctx = SSL_CTX_new(TLS_client_method());
 	if (!ctx)
 		return NULL;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -312,7 +317,7 @@ static int tls_start(struct dial_conn *c, const struct dial_opts *o, char *err, 
 				X509_verify_cert_error_string(vr));
 		else
 			set_err(err, err_len, "TLS with %s failed: %s", name,
-				e ? ERR_reason_error_string(e) : "connection closed");
+				e ? dial_tls_reason(e) : "connection closed");
 		return -EPROTO;
 	}
 	if (o->pin) {

@@ -3,9 +3,10 @@
  * Dialing: URL parsing; connect refused, timing out at its deadline (a
  * listener whose accept queue is full drops our SYN), stopped by the caller's
  * wake fd; TLS against a throwaway CA made here (trusted via SSL_CERT_FILE,
- * untrusted, wrong name, a pin hook refusing a trusted certificate and one
- * accepting an untrusted one by its key hash); no SIGPIPE when the TLS peer
- * is gone; HTTP request, upgrade with leftover bytes, body, and non-HTTP.
+ * untrusted, wrong name, not TLS at all with OpenSSL's reason told, a pin hook
+ * refusing a trusted certificate and one accepting an untrusted one by its key
+ * hash); no SIGPIPE when the TLS peer is gone; HTTP request, upgrade with
+ * leftover bytes, body, and non-HTTP.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -231,7 +232,7 @@ static void test_connect_cancel(void **state)
 
 /* --- a test server: accepts connections one at a time, TLS or not --- */
 
-enum srv_mode { SRV_ECHO, SRV_DROP, SRV_HTTP };
+enum srv_mode { SRV_ECHO, SRV_DROP, SRV_HTTP, SRV_JUNK };
 
 struct srv {
 	int lfd;
@@ -278,6 +279,12 @@ static void srv_conn(struct srv *s, int fd)
 	switch (s->mode) {
 	case SRV_DROP:
 		/* Unread data on close: the kernel answers the client with a reset. */
+		break;
+	case SRV_JUNK:
+		/* A plain HTTP server on a port the client speaks TLS to. */
+		srv_write(fd, ssl, "HTTP/1.1 400 Bad Request\r\n\r\n", 28);
+		while (srv_read(fd, ssl, buf, sizeof(buf)) > 0)
+			;
 		break;
 	case SRV_ECHO:
 		s->echoed = 0;
@@ -533,6 +540,27 @@ static void test_tls_refused(void **state)
 	SSL_CTX_free(other);
 }
 
+/*
+ * Not TLS at all: the error names OpenSSL's reason, whose text is loaded only now (the
+ * process started without OpenSSL's error strings, as trellisd does: main()).
+ */
+static void test_tls_reason(void **state)
+{
+	SSL_CTX *ctx = client_ctx(g_pki.ca_file);
+	struct dial_conn c;
+	struct dial_opts o;
+	struct srv s;
+	char err[256] = "";
+
+	(void)state;
+	srv_start(&s, NULL, SRV_JUNK);
+	o = tls_opts(s.port, ctx);
+	assert_int_equal(dial_open(&c, &o, err, sizeof(err)), -EPROTO);
+	assert_non_null(strstr(err, "TLS with 127.0.0.1 failed: wrong version number"));
+	srv_stop(&s);
+	SSL_CTX_free(ctx);
+}
+
 struct pin {
 	uint8_t want[32];
 	int calls;
@@ -736,10 +764,16 @@ int main(void)
 	    cmocka_unit_test(test_connect_cancel),
 	    cmocka_unit_test(test_tls_trusted),
 	    cmocka_unit_test(test_tls_refused),
+	    cmocka_unit_test(test_tls_reason),
 	    cmocka_unit_test(test_tls_pin),
 	    cmocka_unit_test(test_tls_no_sigpipe),
 	    cmocka_unit_test(test_http),
 	};
 
+	/*
+	 * As trellisd: OpenSSL set up by the node's own code before any other OpenSSL call
+	 * (pki_setup's), so its error strings are not loaded (src/crypto/crypto.c).
+	 */
+	SSL_CTX_free(dial_tls_ctx_new());
 	return cmocka_run_group_tests(tests, pki_setup, pki_teardown);
 }
