@@ -118,6 +118,12 @@ int dial_wait(const struct dial_cancel *cancel, uint64_t deadline_ns);
  */
 SSL_CTX *dial_tls_ctx_new(void);
 /*
+ * The same, but the context holds no certificates: each handshake reads the store and
+ * frees it when done (dial.c). For a client that connects seldom and stays connected
+ * (trellisd's control and relay clients), not for one that dials every second.
+ */
+SSL_CTX *dial_tls_ctx_new_per_handshake(void);
+/*
  * The text of OpenSSL error e's reason ("wrong version number"), loading OpenSSL's error
  * strings on the first call (the process starts without them: src/crypto/crypto.c), or
  * "OpenSSL error CODE" for a reason it does not know. Any thread; never NULL; valid
