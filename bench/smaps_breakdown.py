@@ -17,13 +17,20 @@ of anonymous mapping. Parts:
   heap       [heap]: the main malloc arena (brk)
   stack      [stack]: the main thread's stack
   tstacks    other threads' stacks
-  arenas     malloc arenas of other threads (an rw mapping followed by its PROT_NONE reserve)
+  arenas     malloc arenas of other threads: glibc's heaps, each at a 64 MiB boundary
+             (HEAP_MAX_SIZE), an rw mapping followed by its PROT_NONE reserve up to the
+             next boundary; any other rw mapping before a PROT_NONE one (a large
+             allocation just below a thread stack's guard page) is "anon"
   anon       every other anonymous mapping (large allocations: packet pools, tables;
              for a Go program, its heap and goroutine stacks)
   kernel     [vdso], [vvar] and the like
 """
 import os
 import sys
+
+# glibc's non-main malloc heaps: HEAP_MAX_SIZE = 2 * DEFAULT_MMAP_THRESHOLD_MAX, 64 MiB on
+# 64-bit systems; each heap is mapped at a multiple of it (malloc/arena.c, new_heap).
+HEAP_MAX = 64 << 20
 
 
 def mappings(pid):
@@ -40,6 +47,17 @@ def mappings(pid):
                 cur["rss"] = int(head[1])
 
 
+def is_arena(m, nxt):
+    """m is a glibc heap: 64 MiB-aligned, rw, and with the PROT_NONE reserve after it
+    (when not grown to the full 64 MiB) ending at the next boundary."""
+    if m["path"] or not m["perms"].startswith("rw") or m["lo"] % HEAP_MAX:
+        return False
+    if m["hi"] - m["lo"] == HEAP_MAX:
+        return True
+    return (nxt is not None and nxt["lo"] == m["hi"] and nxt["perms"].startswith("---") and
+            not nxt["path"] and nxt["hi"] == m["lo"] + HEAP_MAX)
+
+
 def stack_pointers(pid):
     sps = []
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -54,6 +72,36 @@ def stack_pointers(pid):
     return sps
 
 
+def classify(maps, sps, exe):
+    """The part (above) of each mapping of maps, in order; sps: the threads' stack
+    pointers; exe: the program's file."""
+    for i, m in enumerate(maps):
+        p = m["path"]
+        nxt = maps[i + 1] if i + 1 < len(maps) else None
+        if p == exe:
+            yield "exe"
+        elif p.startswith("/"):
+            base = os.path.basename(p)
+            if base.startswith(("libcrypto", "libssl")):
+                yield "libcrypto"
+            elif base.startswith(("libc.", "libm.", "ld-linux", "libc-")):
+                yield "libc"
+            else:
+                yield "libs"
+        elif p == "[heap]":
+            yield "heap"
+        elif p == "[stack]":
+            yield "stack"
+        elif p.startswith("["):
+            yield "kernel"
+        elif any(m["lo"] <= sp < m["hi"] for sp in sps):
+            yield "tstacks"
+        elif is_arena(m, nxt):
+            yield "arenas"
+        else:
+            yield "anon"
+
+
 def main():
     pid = sys.argv[1]
     exe = os.path.realpath(f"/proc/{pid}/exe")
@@ -62,34 +110,9 @@ def main():
     parts = dict.fromkeys(["exe", "libcrypto", "libc", "libs", "heap", "stack", "tstacks",
                            "arenas", "anon", "kernel"], 0)
     anon = []
-    for i, m in enumerate(maps):
-        p = m["path"]
-        nxt = maps[i + 1] if i + 1 < len(maps) else None
-        if p == exe:
-            part = "exe"
-        elif p.startswith("/"):
-            base = os.path.basename(p)
-            if base.startswith(("libcrypto", "libssl")):
-                part = "libcrypto"
-            elif base.startswith(("libc.", "libm.", "ld-linux", "libc-")):
-                part = "libc"
-            else:
-                part = "libs"
-        elif p == "[heap]":
-            part = "heap"
-        elif p == "[stack]":
-            part = "stack"
-        elif p.startswith("["):
-            part = "kernel"
-        elif any(m["lo"] <= sp < m["hi"] for sp in sps):
-            part = "tstacks"
-        elif (m["perms"].startswith("rw") and nxt and nxt["lo"] == m["hi"] and
-              nxt["perms"].startswith("---") and not nxt["path"]):
-            part = "arenas"
-        else:
-            part = "anon"
-            if m["rss"]:
-                anon.append(m)
+    for m, part in zip(maps, classify(maps, sps, exe)):
+        if part == "anon" and m["rss"]:
+            anon.append(m)
         parts[part] += m["rss"]
     for k, v in parts.items():
         print(k, v)

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "base/pages.h"
 #include "base/pkt.h"
 #include "base/time.h"
 
@@ -60,10 +61,11 @@ struct pkt_pool *pkt_pool_new_sized(unsigned count, uint32_t buf_size)
 	pool->buf_size = buf_size;
 	pool->stride = (sizeof(struct pkt) + buf_size + 63) & ~(size_t)63;
 	pool->mem = aligned_alloc(64, pool->stride * count);
-	pool->free = calloc(count, sizeof(*pool->free));
+	/* A stack for the worst case, written only as deep as it gets (pages.h). */
+	pool->free = pages_zalloc(count, sizeof(*pool->free));
 	if (!pool->mem || !pool->free) {
 		free(pool->mem);
-		free(pool->free);
+		pages_free(pool->free, count, sizeof(*pool->free));
 		free(pool);
 		return NULL;
 	}
@@ -99,7 +101,7 @@ void pkt_pool_free(struct pkt_pool *pool)
 		return;
 	pthread_mutex_destroy(&pool->lock);
 	free(pool->mem);
-	free(pool->free);
+	pages_free(pool->free, pool->count, sizeof(*pool->free));
 	free(pool);
 }
 

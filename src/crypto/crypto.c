@@ -5,6 +5,12 @@
  * State: one fetched ChaCha20-Poly1305 EVP_CIPHER, fetched once under
  * pthread_once and never freed (it lives as long as the process). Fetching is
  * what takes OpenSSL's locks and allocates, so the data path must never do it.
+ *
+ * OpenSSL's error strings are not loaded up front (issue 14): its initialisation
+ * would load them with the configuration file, calling a loader in each of some fifty
+ * modules of libcrypto, which makes 0.3 MiB of its pages resident for text only an
+ * error message reads. Whoever prints an OpenSSL reason loads them then
+ * (dial_tls_reason in src/net).
  */
 #include <errno.h>
 #include <limits.h>
@@ -23,6 +29,8 @@ static EVP_CIPHER *chacha20poly1305_cipher;
 
 static void init_cipher(void)
 {
+	/* Before anything else asks OpenSSL to initialise: the first answer is the one kept. */
+	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS, NULL);
 	chacha20poly1305_cipher = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
 	if (!chacha20poly1305_cipher)
 		ERR_clear_error();

@@ -19,7 +19,11 @@
 #define BLAKE2S_HASH_LEN 32
 #define BLAKE2S_BLOCK_LEN 64
 
-/* Process-wide setup (fetches OpenSSL algorithms once). Idempotent; 0 or -errno. */
+/*
+ * Process-wide setup (fetches OpenSSL algorithms once; OpenSSL's error strings stay
+ * unloaded, see crypto.c). Idempotent; 0 or -errno. A program calls it before its first
+ * other OpenSSL call.
+ */
 int crypto_init(void);
 
 /* Cryptographically secure random bytes; 0 or -EIO. */

@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 
 #include "base/hash.h"
+#include "base/pages.h"
 #include "base/pkt.h"
 #include "filter/filter.h"
 #include "filter/internal.h"
@@ -58,8 +59,9 @@ struct shard {
 	pthread_mutex_t mu;
 	/*
 	 * Chain heads stored complemented (~index; 0 is an empty chain), so the table comes
-	 * zeroed from calloc and a page of it is resident only once a flow hashes there:
-	 * filling 16 x 16 KiB with NIL at start kept 256 KiB on every idle node (issue 14).
+	 * zeroed from pages_zalloc and a page of it is resident only once a flow hashes there:
+	 * filling 16 x 16 KiB with NIL at start kept 256 KiB on every idle node (issue 14),
+	 * and so did calloc, which clears a block it takes from the heap.
 	 */
 	uint32_t *heads;
 	uint32_t mask;
@@ -462,9 +464,10 @@ int filter_new(unsigned ct_max, uint64_t seed, struct filter **ret)
 			nb *= 2;
 		pthread_mutex_init(&s->mu, NULL);
 		s->mask = nb - 1;
-		s->heads = calloc(nb, sizeof(*s->heads));
-		s->e = calloc(per, sizeof(*s->e));
 		s->cap = per;
+		/* Both written only where flows land (pages.h). */
+		s->heads = pages_zalloc(nb, sizeof(*s->heads));
+		s->e = pages_zalloc(per, sizeof(*s->e));
 		s->free_head = s->newest = s->oldest = NIL;
 		if (!s->heads || !s->e)
 			goto out;
@@ -491,8 +494,9 @@ void filter_free(struct filter *f)
 		filter_rules_free(r);
 	filter_rules_free(f->deny);
 	for (i = 0; i < FILTER_CT_SHARDS; i++) {
-		free(f->shards[i].heads);
-		free(f->shards[i].e);
+		pages_free(f->shards[i].heads, (size_t)f->shards[i].mask + 1,
+			   sizeof(*f->shards[i].heads));
+		pages_free(f->shards[i].e, f->shards[i].cap, sizeof(*f->shards[i].e));
 		pthread_mutex_destroy(&f->shards[i].mu);
 	}
 	pthread_mutex_destroy(&f->set_mu);

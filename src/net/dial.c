@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,6 +32,7 @@
 
 #include "base/time.h"
 #include "base/util.h"
+#include "crypto/crypto.h"
 #include "net/dial.h"
 #include "net/nat64.h"
 #include "net/sockbio.h"
@@ -208,17 +210,136 @@ int dial_wait(const struct dial_cancel *cancel, uint64_t deadline_ns)
 
 /* --- TLS --- */
 
-SSL_CTX *dial_tls_ctx_new(void)
-{
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+/*
+ * The system trust store, loaded per handshake (issue 14). OpenSSL's default file is the
+ * distribution's whole bundle (Debian's: 144 certificates, 0.85 MiB of heap once parsed);
+ * loaded into a context it stays for the context's life, and trellisd keeps two (the
+ * control client's, the relay client's) for its own while it connects once in a long
+ * while. So such a context remembers only where the store is, SSL_CERT_FILE and
+ * SSL_CERT_DIR as they were when it was made (or OpenSSL's defaults); each handshake
+ * loads the certificates into a store of its own (trust_load) and frees it once the
+ * handshake is done (trust_drop): an idle node holds no parsed certificates. The cost,
+ * parsing the bundle on each connect (a few ms), is why a server that dials often (a
+ * relay polling its control server) keeps the store in the context instead.
+ */
+struct trust_paths {
+	char *file;
+	char *dir;
+};
 
+static pthread_once_t paths_once = PTHREAD_ONCE_INIT;
+static int paths_idx = -1;
+
+static void paths_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	struct trust_paths *p = ptr;
+
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (!p)
+		return;
+	free(p->file);
+	free(p->dir);
+	free(p);
+}
+
+static void paths_index(void)
+{
+	paths_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, paths_free);
+}
+
+static char *env_or(const char *name, const char *dflt)
+{
+	const char *v = getenv(name);
+
+	return strdup(v ? v : dflt);
+}
+
+static const struct trust_paths *trust_paths_of(SSL_CTX *ctx)
+{
+	return paths_idx >= 0 ? SSL_CTX_get_ex_data(ctx, paths_idx) : NULL;
+}
+
+static SSL_CTX *tls_ctx_new(bool per_handshake)
+{
+	struct trust_paths *p = NULL;
+	SSL_CTX *ctx;
+
+	/* Error strings on demand (dial_tls_reason), libssl's as libcrypto's (crypto.c). */
+	crypto_init();
+	OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_SSL_STRINGS, NULL);
+	ctx = SSL_CTX_new(TLS_client_method());
 	if (!ctx)
 		return NULL;
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	/* The system store; OpenSSL also honours SSL_CERT_FILE / SSL_CERT_DIR. */
-	SSL_CTX_set_default_verify_paths(ctx);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (!per_handshake) {
+		/* The system store; OpenSSL also honours SSL_CERT_FILE / SSL_CERT_DIR. */
+		SSL_CTX_set_default_verify_paths(ctx);
+		return ctx;
+	}
+	/* Where X509_STORE_set_default_paths would look. */
+	pthread_once(&paths_once, paths_index);
+	p = paths_idx >= 0 ? calloc(1, sizeof(*p)) : NULL;
+	if (!p)
+		goto fail;
+	p->file = env_or(X509_get_default_cert_file_env(), X509_get_default_cert_file());
+	p->dir = env_or(X509_get_default_cert_dir_env(), X509_get_default_cert_dir());
+	if (!p->file || !p->dir || !SSL_CTX_set_ex_data(ctx, paths_idx, p))
+		goto fail;
 	return ctx;
+fail:
+	paths_free(NULL, p, NULL, 0, 0, NULL);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+SSL_CTX *dial_tls_ctx_new(void)
+{
+	return tls_ctx_new(false);
+}
+
+SSL_CTX *dial_tls_ctx_new_per_handshake(void)
+{
+	return tls_ctx_new(true);
+}
+
+/* A context of ours: this handshake's own store, from the remembered paths. 0 or -ENOMEM. */
+static int trust_load(SSL *ssl, SSL_CTX *ctx)
+{
+	const struct trust_paths *p = trust_paths_of(ctx);
+	X509_STORE *st;
+	int ok;
+
+	if (!p)
+		return 0; /* the caller's own context and store */
+	st = X509_STORE_new();
+	if (!st)
+		return -ENOMEM;
+	/* As X509_STORE_set_default_paths: a missing file or directory is no error. */
+	X509_STORE_load_file(st, p->file);
+	X509_STORE_load_path(st, p->dir);
+	ERR_clear_error();
+	ok = SSL_set1_verify_cert_store(ssl, st);
+	X509_STORE_free(st);
+	return ok ? 0 : -ENOMEM;
+}
+
+/*
+ * The handshake is over (or failed, c closed): the store goes, and its pages back to the
+ * system, which free() alone would not do: the parsed bundle lies among the connection's
+ * own allocations, below the top of the heap.
+ */
+static void trust_drop(struct dial_conn *c, SSL_CTX *ctx)
+{
+	if (!ctx || !trust_paths_of(ctx))
+		return;
+	if (c->ssl)
+		SSL_set0_verify_cert_store(c->ssl, NULL);
+	malloc_trim(0);
 }
 
 int dial_cert_spki_sha256(X509 *cert, uint8_t ret[32])
@@ -277,7 +398,7 @@ static int tls_start(struct dial_conn *c, const struct dial_opts *o, char *err, 
 		return -EINVAL;
 	}
 	c->ssl = SSL_new(o->ssl_ctx);
-	bio = c->ssl ? sockbio_new(c->fd) : NULL;
+	bio = c->ssl && trust_load(c->ssl, o->ssl_ctx) == 0 ? sockbio_new(c->fd) : NULL;
 	if (!bio) {
 		set_err(err, err_len, "TLS with %s: out of memory", name);
 		return -ENOMEM;
@@ -312,7 +433,7 @@ static int tls_start(struct dial_conn *c, const struct dial_opts *o, char *err, 
 				X509_verify_cert_error_string(vr));
 		else
 			set_err(err, err_len, "TLS with %s failed: %s", name,
-				e ? ERR_reason_error_string(e) : "connection closed");
+				e ? dial_tls_reason(e) : "connection closed");
 		return -EPROTO;
 	}
 	if (o->pin) {
@@ -556,10 +677,11 @@ int dial_open(struct dial_conn *c, const struct dial_opts *o, char *err, size_t 
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (o->tls) {
 		r = tls_start(c, o, err, err_len);
-		if (r < 0) {
+		if (r < 0)
 			dial_close(c, 0);
+		trust_drop(c, o->ssl_ctx);
+		if (r < 0)
 			return r;
-		}
 	}
 	return 0;
 }

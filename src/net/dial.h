@@ -122,6 +122,19 @@ int dial_wait(const struct dial_cancel *cancel, uint64_t deadline_ns);
  * they are when this is called), TLS 1.2 at least. NULL on failure.
  */
 SSL_CTX *dial_tls_ctx_new(void);
+/*
+ * The same, but the context holds no certificates: each handshake reads the store and
+ * frees it when done (dial.c). For a client that connects seldom and stays connected
+ * (trellisd's control and relay clients), not for one that dials every second.
+ */
+SSL_CTX *dial_tls_ctx_new_per_handshake(void);
+/*
+ * The text of OpenSSL error e's reason ("wrong version number"), loading OpenSSL's error
+ * strings on the first call (the process starts without them: src/crypto/crypto.c), or
+ * "OpenSSL error CODE" for a reason it does not know. Any thread; never NULL; valid
+ * until the thread's next call.
+ */
+const char *dial_tls_reason(unsigned long e);
 /* SHA-256 of the certificate's SubjectPublicKeyInfo (a pin that survives renewal). 0 or -errno. */
 int dial_cert_spki_sha256(X509 *cert, uint8_t ret[32]);
 

@@ -710,7 +710,7 @@ static void *conn_main(void *arg)
 			r = target_of(&g.nodes[idx % g.n_nodes], rc->login, &t, s->err,
 				      sizeof(s->err));
 		if (r == 0 && t.tls && !rc->ssl_ctx) {
-			rc->ssl_ctx = dial_tls_ctx_new();
+			rc->ssl_ctx = dial_tls_ctx_new_per_handshake();
 			if (!rc->ssl_ctx)
 				r = -ENOMEM;
 		}

@@ -202,7 +202,7 @@ static int conn_open(struct control_client *cc, struct dial_conn *c)
 
 	/* Made on first use, so SSL_CERT_FILE is read as the daemon found it. */
 	if (cc->u.tls && !cc->ssl_ctx) {
-		cc->ssl_ctx = dial_tls_ctx_new();
+		cc->ssl_ctx = dial_tls_ctx_new_per_handshake();
 		if (!cc->ssl_ctx)
 			return -ENOMEM;
 	}

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/pages.h"
 #include "base/util.h"
 #include "crypto/crypto.h"
 #include "node/flowspool.h"
@@ -194,7 +195,8 @@ int flowspool_open(const char *dir, const uint8_t priv[32], unsigned max, struct
 	pthread_mutex_init(&sp->mu, NULL);
 	memcpy(sp->priv, priv, 32);
 	sp->max = max ? max : FLOWSPOOL_DEFAULT_MAX;
-	sp->ring = calloc(sp->max, sizeof(*sp->ring));
+	/* Sized for max spooled batches, written as far as they go (base/pages.h). */
+	sp->ring = pages_zalloc(sp->max, sizeof(*sp->ring));
 	if (!sp->ring || snprintf(sp->dir, sizeof(sp->dir), "%s", dir) >= (int)sizeof(sp->dir)) {
 		r = !sp->ring ? -ENOMEM : -ENAMETOOLONG;
 		goto fail;
@@ -221,7 +223,7 @@ void flowspool_free(struct flowspool *sp)
 	if (!sp)
 		return;
 	pthread_mutex_destroy(&sp->mu);
-	free(sp->ring);
+	pages_free(sp->ring, sp->max, sizeof(*sp->ring));
 	crypto_wipe(sp, sizeof(*sp));
 	free(sp);
 }

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* Flow accounting (flowtable.h). */
 #include <errno.h>
-#include <math.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -378,6 +377,31 @@ static void overflow_take(struct overflow_merge *om, struct table *t)
 	t->ovf_packets = 0;
 }
 
+/*
+ * ln x for 1 <= x <= OVF_BITS, to about 1e-15: the estimate below was all trellisd took
+ * from libm, and mapping the library costs more resident memory than these lines (issue
+ * 14). With x = 2^e f, 1 <= f < 2: ln x = e ln 2 + 2 atanh((f - 1) / (f + 1)), whose series
+ * in s = (f - 1) / (f + 1) < 1/3 has its 20th term below 3^-39.
+ */
+static double ln_1_to_ovf(double x)
+{
+	double s, s2, term, sum = 0;
+	int e = 0;
+
+	while (x >= 2) {
+		x /= 2;
+		e++;
+	}
+	s = (x - 1) / (x + 1);
+	s2 = s * s;
+	term = s;
+	for (unsigned k = 1; k < 40; k += 2) {
+		sum += term / k;
+		term *= s2;
+	}
+	return e * 0.693147180559945309417 + 2 * sum;
+}
+
 static uint32_t overflow_flows(struct overflow_merge *om)
 {
 	unsigned zero = 0, distinct = 0;
@@ -390,7 +414,7 @@ static uint32_t overflow_flows(struct overflow_merge *om)
 	}
 	for (unsigned i = 0; i < OVF_BITS / 64; i++)
 		zero += 64 - (unsigned)__builtin_popcountll(om->bits[i]);
-	return (uint32_t)llround(OVF_BITS * log((double)OVF_BITS / (zero ? zero : 1)));
+	return (uint32_t)(OVF_BITS * ln_1_to_ovf((double)OVF_BITS / (zero ? zero : 1)) + 0.5);
 }
 
 int flowtable_flush(struct flowtable *ft, int64_t wall_offset_ns, struct flowbatch_record **ret,

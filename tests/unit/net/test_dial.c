@@ -3,9 +3,11 @@
  * Dialing: URL parsing; connect refused, timing out at its deadline (a
  * listener whose accept queue is full drops our SYN), stopped by the caller's
  * wake fd; TLS against a throwaway CA made here (trusted via SSL_CERT_FILE,
- * untrusted, wrong name, a pin hook refusing a trusted certificate and one
- * accepting an untrusted one by its key hash); no SIGPIPE when the TLS peer
- * is gone; HTTP request, upgrade with leftover bytes, body, and non-HTTP.
+ * untrusted, wrong name, the store read per handshake and dropped after it,
+ * not TLS at all with OpenSSL's reason told, a pin hook refusing a trusted
+ * certificate and one accepting an untrusted one by its key hash); no SIGPIPE
+ * when the TLS peer is gone; HTTP request, upgrade with leftover bytes, body,
+ * and non-HTTP.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -263,7 +265,7 @@ static void test_connect_cancel(void **state)
 
 /* --- a test server: accepts connections one at a time, TLS or not --- */
 
-enum srv_mode { SRV_ECHO, SRV_DROP, SRV_HTTP };
+enum srv_mode { SRV_ECHO, SRV_DROP, SRV_HTTP, SRV_JUNK };
 
 struct srv {
 	int lfd;
@@ -310,6 +312,12 @@ static void srv_conn(struct srv *s, int fd)
 	switch (s->mode) {
 	case SRV_DROP:
 		/* Unread data on close: the kernel answers the client with a reset. */
+		break;
+	case SRV_JUNK:
+		/* A plain HTTP server on a port the client speaks TLS to. */
+		srv_write(fd, ssl, "HTTP/1.1 400 Bad Request\r\n\r\n", 28);
+		while (srv_read(fd, ssl, buf, sizeof(buf)) > 0)
+			;
 		break;
 	case SRV_ECHO:
 		s->echoed = 0;
@@ -565,6 +573,70 @@ static void test_tls_refused(void **state)
 	SSL_CTX_free(other);
 }
 
+/*
+ * A context that reads the trust store per handshake (trellisd's clients): the paths
+ * are those of when it was made, the handshake verifies against them, and once it is
+ * done no certificate is held, in the connection or the context; the next connect
+ * reads them again. A context made trusting another CA still refuses.
+ */
+static void test_tls_store_per_handshake(void **state)
+{
+	SSL_CTX *ctx, *other;
+	X509_STORE *st = (X509_STORE *)1;
+	struct dial_conn c;
+	struct dial_opts o;
+	struct srv s;
+	char err[256] = "";
+
+	(void)state;
+	setenv("SSL_CERT_FILE", g_pki.ca_file, 1);
+	ctx = dial_tls_ctx_new_per_handshake();
+	setenv("SSL_CERT_FILE", g_pki.other_ca_file, 1);
+	other = dial_tls_ctx_new_per_handshake();
+	unsetenv("SSL_CERT_FILE");
+	assert_non_null(ctx);
+	assert_non_null(other);
+	srv_start(&s, g_pki.srv_ctx, SRV_ECHO);
+	for (int i = 0; i < 2; i++) {
+		o = tls_opts(s.port, ctx);
+		assert_int_equal(dial_open(&c, &o, err, sizeof(err)), 0);
+		assert_int_equal(SSL_get_verify_result(c.ssl), X509_V_OK);
+		SSL_get0_verify_cert_store(c.ssl, &st);
+		assert_null(st);
+		assert_int_equal(
+		    sk_X509_OBJECT_num(X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx))), 0);
+		echo_check(&c);
+		dial_close(&c, 2 * NSEC_PER_SEC);
+	}
+	o = tls_opts(s.port, other);
+	assert_int_equal(dial_open(&c, &o, err, sizeof(err)), -EPROTO);
+	assert_non_null(strstr(err, "certificate not trusted"));
+	srv_stop(&s);
+	SSL_CTX_free(ctx);
+	SSL_CTX_free(other);
+}
+
+/*
+ * Not TLS at all: the error names OpenSSL's reason, whose text is loaded only now (the
+ * process started without OpenSSL's error strings, as trellisd does: main()).
+ */
+static void test_tls_reason(void **state)
+{
+	SSL_CTX *ctx = client_ctx(g_pki.ca_file);
+	struct dial_conn c;
+	struct dial_opts o;
+	struct srv s;
+	char err[256] = "";
+
+	(void)state;
+	srv_start(&s, NULL, SRV_JUNK);
+	o = tls_opts(s.port, ctx);
+	assert_int_equal(dial_open(&c, &o, err, sizeof(err)), -EPROTO);
+	assert_non_null(strstr(err, "TLS with 127.0.0.1 failed: wrong version number"));
+	srv_stop(&s);
+	SSL_CTX_free(ctx);
+}
+
 struct pin {
 	uint8_t want[32];
 	int calls;
@@ -762,12 +834,24 @@ static void test_http(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_url_parse),	   cmocka_unit_test(test_connect_refused),
-	    cmocka_unit_test(test_connect_alt),	   cmocka_unit_test(test_connect_timeout),
-	    cmocka_unit_test(test_connect_cancel), cmocka_unit_test(test_tls_trusted),
-	    cmocka_unit_test(test_tls_refused),	   cmocka_unit_test(test_tls_pin),
-	    cmocka_unit_test(test_tls_no_sigpipe), cmocka_unit_test(test_http),
+	    cmocka_unit_test(test_url_parse),
+	    cmocka_unit_test(test_connect_refused),
+	    cmocka_unit_test(test_connect_alt),
+	    cmocka_unit_test(test_connect_timeout),
+	    cmocka_unit_test(test_connect_cancel),
+	    cmocka_unit_test(test_tls_trusted),
+	    cmocka_unit_test(test_tls_refused),
+	    cmocka_unit_test(test_tls_reason),
+	    cmocka_unit_test(test_tls_store_per_handshake),
+	    cmocka_unit_test(test_tls_pin),
+	    cmocka_unit_test(test_tls_no_sigpipe),
+	    cmocka_unit_test(test_http),
 	};
 
+	/*
+	 * As trellisd: OpenSSL set up by the node's own code before any other OpenSSL call
+	 * (pki_setup's), so its error strings are not loaded (src/crypto/crypto.c).
+	 */
+	SSL_CTX_free(dial_tls_ctx_new());
 	return cmocka_run_group_tests(tests, pki_setup, pki_teardown);
 }

@@ -413,6 +413,43 @@ static void test_overflow_counts_flows(void **state)
 	flowtable_free(ft);
 }
 
+/*
+ * The linear-counting estimate without libm: ln against reference values (Python's
+ * math.log), and the estimate for some zero counts as llround(m * log(m / zero)) gave it.
+ */
+static void test_overflow_estimate_ln(void **state)
+{
+	static const struct {
+		double x, ln;
+	} ref[] = {{1.0, 0.0},
+		   {1.5, 0.4054651081081644},
+		   {2.0, 0.6931471805599453},
+		   {3.0, 1.0986122886681098},
+		   {10.0, 2.302585092994046},
+		   {1000.5, 6.908255154023788},
+		   {32768.0, 10.39720770839918}};
+	static const struct {
+		unsigned zero;
+		uint32_t flows;
+	} est[] = {{0, 340696},	   {1, 340696},	   {2, 317983}, {3, 304696}, {100, 189793},
+		   {1000, 114342}, {12345, 31988}, {32767, 1},	{32768, 0}};
+	struct overflow_merge om = {0};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(ref); i++) {
+		double d = ln_1_to_ovf(ref[i].x) - ref[i].ln;
+
+		assert_true(d < 1e-14 && d > -1e-14);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(est); i++) {
+		/* The first OVF_BITS - zero bits set. */
+		memset(om.bits, 0, sizeof(om.bits));
+		for (unsigned b = 0; b < OVF_BITS - est[i].zero; b++)
+			om.bits[b / 64] |= 1ULL << (b % 64);
+		assert_int_equal(overflow_flows(&om), est[i].flows);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -421,6 +458,7 @@ int main(void)
 	    cmocka_unit_test(test_flush_reads_used_slots),
 	    cmocka_unit_test(test_threads_and_overflow),
 	    cmocka_unit_test(test_overflow_counts_flows),
+	    cmocka_unit_test(test_overflow_estimate_ln),
 	    cmocka_unit_test(test_link_scope),
 	};
 
