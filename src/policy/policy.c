@@ -2043,13 +2043,12 @@ static int items_cmp(const struct rspan *x, const struct rspan *y)
 		return x->n < y->n ? -1 : 1;
 	for (size_t k = 0; k < x->n; k++) {
 		const struct ritem *a = &x->it[k], *b = &y->it[k];
+		struct netmap_reach_port pa = {a->proto, a->first, a->last};
+		struct netmap_reach_port pb = {b->proto, b->first, b->last};
+		int c = netmap_reach_port_cmp(&pa, &pb);
 
-		if (a->proto != b->proto)
-			return a->proto < b->proto ? -1 : 1;
-		if (a->first != b->first)
-			return a->first < b->first ? -1 : 1;
-		if (a->last != b->last)
-			return a->last < b->last ? -1 : 1;
+		if (c)
+			return c;
 	}
 	return 0;
 }

@@ -351,14 +351,10 @@ static int items_cmp(const struct rsetref *x, const struct rsetref *y)
 	if (x->n != y->n)
 		return x->n < y->n ? -1 : 1;
 	for (uint32_t k = 0; k < x->n; k++) {
-		const struct netmap_reach_port *a = &x->it[k], *b = &y->it[k];
+		int c = netmap_reach_port_cmp(&x->it[k], &y->it[k]);
 
-		if (a->proto != b->proto)
-			return a->proto < b->proto ? -1 : 1;
-		if (a->first != b->first)
-			return a->first < b->first ? -1 : 1;
-		if (a->last != b->last)
-			return a->last < b->last ? -1 : 1;
+		if (c)
+			return c;
 	}
 	return 0;
 }

@@ -280,6 +280,20 @@ bool netmap_reach_valid(const struct netmap_reach *r);
 /* The same sets, peers and items in the same order (both NULL: true). */
 bool netmap_reach_equal(const struct netmap_reach *a, const struct netmap_reach *b);
 /*
+ * The order of one item against another in a reach set: protocol, then first port, then
+ * last. The server sorts sets by it (policy_view_reach) and the node rebuilds a patched
+ * list in the same order, so both must use this one definition.
+ */
+static inline int netmap_reach_port_cmp(const struct netmap_reach_port *a,
+					const struct netmap_reach_port *b)
+{
+	if (a->proto != b->proto)
+		return a->proto < b->proto ? -1 : 1;
+	if (a->first != b->first)
+		return a->first < b->first ? -1 : 1;
+	return (a->last > b->last) - (a->last < b->last);
+}
+/*
  * The set that lists peer id, or NULL: the node may open nothing on it. An all set takes in
  * any id: ask only about the netmap's peers, and not about the node itself.
  */
