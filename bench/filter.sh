@@ -21,7 +21,7 @@ COST="$LAB_TMP/filter_cost"
 cc -O2 -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -I "$REPO/src" -o "$COST" \
 	"$REPO/bench/filter_cost.c" "$REPO/src/filter/filter.c" "$REPO/src/filter/reject.c" \
 	"$REPO/src/filter/rules.c" \
-	"$REPO/src/proto/netmap.c" "$REPO/src/base/pkt.c" -lpthread || lab_finish
+	"$REPO/src/proto/netmap.c" "$REPO/src/base/pkt.c" "$REPO/src/base/pages.c" -lpthread || lab_finish
 COST_OUT=$("$COST")
 log "cost per packet (ns): $COST_OUT"
 
