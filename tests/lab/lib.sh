@@ -339,11 +339,77 @@ lab_forwarding()
 
 # ---------------------------------------------------------------- port mapping gateways
 
+# lab_miniupnpd_ruleset NS [OPTION...]: the nftables ruleset of a lab gateway in namespace
+# NS, WAN eth0 and LAN eth1, made for miniupnpd's nft backend: table inet filter with the
+# chains it adds its rules to (miniupnpd, prerouting_miniupnpd, postrouting_miniupnpd).
+# forward's policy is drop, so the WAN reaches the LAN only as an answer or through
+# miniupnpd's chain; the LAN reaches the WAN, its IPv4 (198.18.0.0/15) masqueraded.
+# OPTIONs, each a change to that:
+#   drop-lan-udp   a UDP flow the LAN starts is dropped, and counted: only answers and
+#                  mapped flows pass, so a datagram that gets in came through a mapping
+#   drop-lan-udp6  the same for IPv6 alone, counted on its own (before drop-lan-udp's rule)
+#   udp-random     UDP goes out from a random port per flow (a hard NAT)
+#   stun-from=A,B  the router takes nothing unsolicited for itself but the answers of the
+#                  STUN servers A and B (from ports 3478, 3479) to miniupnpd's probes
+lab_miniupnpd_ruleset()
+{
+	local ns=$1 opt stun drop="" drop6="" random="" input=""
+	shift
+	for opt in "$@"; do
+		case $opt in
+		drop-lan-udp) drop='iifname "eth1" oifname "eth0" meta l4proto udp counter drop' ;;
+		drop-lan-udp6)
+			drop6='iifname "eth1" oifname "eth0" meta nfproto ipv6 meta l4proto udp counter drop'
+			;;
+		udp-random)
+			random='oifname "eth0" ip saddr 198.18.0.0/15 meta l4proto udp masquerade fully-random'
+			;;
+		stun-from=*)
+			stun=${opt#stun-from=}
+			input="chain input {
+		type filter hook input priority filter;
+		iifname \"eth0\" ip saddr { ${stun//,/, } } udp sport { 3478, 3479 } accept
+		iifname \"eth0\" ct state new drop
+	}"
+			;;
+		*)
+			log "lab_miniupnpd_ruleset: unknown option $opt" >&2
+			return 2
+			;;
+		esac
+	done
+	nsx "$ns" nft -f - <<EOF
+table inet filter {
+	chain forward {
+		type filter hook forward priority 0; policy drop;
+		ct state established,related accept
+		$drop6
+		$drop
+		iifname "eth1" oifname "eth0" accept
+		iifname "eth0" oifname "eth1" jump miniupnpd
+	}
+	chain miniupnpd {}
+	chain prerouting {
+		type nat hook prerouting priority -100; policy accept;
+		jump prerouting_miniupnpd
+	}
+	chain postrouting {
+		type nat hook postrouting priority 100; policy accept;
+		jump postrouting_miniupnpd
+		$random
+		oifname "eth0" ip saddr 198.18.0.0/15 masquerade
+	}
+	chain prerouting_miniupnpd {}
+	chain postrouting_miniupnpd {}
+	$input
+}
+EOF
+}
+
 # lab_miniupnpd_start NS LINE...: Debian's miniupnpd in namespace NS, in the foreground,
 # with the config LINEs and what every lab gateway shares: its own lease file and pid file
 # (the defaults are shared across namespaces) and the table and chains of the nft backend
-# that the test's ruleset made (table inet filter; chains miniupnpd, prerouting_miniupnpd,
-# postrouting_miniupnpd). Its log is MINIUPNPD_LOG, its PID MINIUPNPD_PID.
+# that lab_miniupnpd_ruleset made. Its log is MINIUPNPD_LOG, its PID MINIUPNPD_PID.
 lab_miniupnpd_start()
 {
 	local ns=$1

@@ -61,36 +61,9 @@ natlab_portmapped()
 {
 	local r=$1 conf=$LAB_TMP/miniupnpd-$1.conf
 	natlab_stun5780
-	# miniupnpd adds its rules to these chains; forward's policy is drop, so the WAN
-	# reaches the LAN only through them or as an answer.
-	nsx "$r" nft -f - <<'EOF'
-table inet filter {
-	chain forward {
-		type filter hook forward priority 0; policy drop;
-		ct state established,related accept
-		iifname "eth1" oifname "eth0" accept
-		iifname "eth0" oifname "eth1" jump miniupnpd
-	}
-	chain miniupnpd {}
-	chain prerouting {
-		type nat hook prerouting priority -100; policy accept;
-		jump prerouting_miniupnpd
-	}
-	chain postrouting {
-		type nat hook postrouting priority 100; policy accept;
-		jump postrouting_miniupnpd
-		oifname "eth0" ip saddr 198.18.0.0/15 meta l4proto udp masquerade fully-random
-		oifname "eth0" ip saddr 198.18.0.0/15 masquerade
-	}
-	chain prerouting_miniupnpd {}
-	chain postrouting_miniupnpd {}
-	chain input {
-		type filter hook input priority filter;
-		iifname "eth0" ip saddr { 192.0.2.8, 192.0.2.9 } udp sport { 3478, 3479 } accept
-		iifname "eth0" ct state new drop
-	}
-}
-EOF
+	# miniupnpd adds its rules to the ruleset's chains; forward's policy is drop, so the
+	# WAN reaches the LAN only through them or as an answer.
+	lab_miniupnpd_ruleset "$r" udp-random stun-from=192.0.2.8,192.0.2.9
 	cat >"$conf" <<EOF
 ext_ifname=eth0
 listening_ip=eth1

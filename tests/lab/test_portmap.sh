@@ -42,32 +42,10 @@ lab_addr gw eth1 198.18.0.1/24
 lab_addr a eth0 198.18.0.2/24
 nsx a ip route add default via 198.18.0.1
 
-# miniupnpd's nft backend adds its rules to these chains (table inet filter); forward's
+# miniupnpd's nft backend adds its rules to the chains of the router's ruleset; forward's
 # policy is drop, so WAN -> LAN passes only through them. LAN -> WAN: TCP (the control
 # connection) is masqueraded; a UDP flow the LAN starts is dropped.
-nsx gw nft -f - <<'EOF'
-table inet filter {
-	chain forward {
-		type filter hook forward priority 0; policy drop;
-		ct state established,related accept
-		iifname "eth1" oifname "eth0" meta l4proto udp counter drop
-		iifname "eth1" oifname "eth0" accept
-		iifname "eth0" oifname "eth1" jump miniupnpd
-	}
-	chain miniupnpd {}
-	chain prerouting {
-		type nat hook prerouting priority -100; policy accept;
-		jump prerouting_miniupnpd
-	}
-	chain postrouting {
-		type nat hook postrouting priority 100; policy accept;
-		jump postrouting_miniupnpd
-		oifname "eth0" ip saddr 198.18.0.0/15 masquerade
-	}
-	chain prerouting_miniupnpd {}
-	chain postrouting_miniupnpd {}
-}
-EOF
+lab_miniupnpd_ruleset gw drop-lan-udp
 
 # STUN with two addresses and two ports (3478, 3479), before miniupnpd: it exits without.
 ip netns exec "$(ns_name stun)" turnserver -S -z -n --no-cli --no-tls --no-dtls \

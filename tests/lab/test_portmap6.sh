@@ -49,30 +49,7 @@ done
 # Both families (table inet): forward's policy is drop; WAN -> LAN passes only as a reply
 # or through miniupnpd's chain, where its pinholes go. LAN -> WAN: TCP passes (IPv4
 # masqueraded), UDP the LAN starts is dropped and counted (IPv6 on its own).
-nsx gw nft -f - <<'EOF'
-table inet filter {
-	chain forward {
-		type filter hook forward priority 0; policy drop;
-		ct state established,related accept
-		iifname "eth1" oifname "eth0" meta nfproto ipv6 meta l4proto udp counter drop
-		iifname "eth1" oifname "eth0" meta l4proto udp counter drop
-		iifname "eth1" oifname "eth0" accept
-		iifname "eth0" oifname "eth1" jump miniupnpd
-	}
-	chain miniupnpd {}
-	chain prerouting {
-		type nat hook prerouting priority -100; policy accept;
-		jump prerouting_miniupnpd
-	}
-	chain postrouting {
-		type nat hook postrouting priority 100; policy accept;
-		jump postrouting_miniupnpd
-		oifname "eth0" ip saddr 198.18.0.0/15 masquerade
-	}
-	chain prerouting_miniupnpd {}
-	chain postrouting_miniupnpd {}
-}
-EOF
+lab_miniupnpd_ruleset gw drop-lan-udp6 drop-lan-udp
 
 # IPv6 on (ipv6_disable=no: PCP also listens on [::]:5351 and opens pinholes in
 # upnp_forward_chain); no STUN, so IPv4 forwarding stays off (a reserved WAN address) and
