@@ -701,6 +701,11 @@ void wgdev_counters_get(struct wgdev *w, struct wgdev_counters *ret)
 	    .src_stale = us.src_stale,
 	    .send_errors = us.send_errors,
 	    .send_unreach = us.send_unreach,
+	    .pool_dry_tun = atomic_load(&w->tun_pool_dry),
+	    .pool_dry_udp = us.pool_dry,
+	    .gro_msgs = us.rx_gro,
+	    .gro_waits = us.gro_wait,
+	    .gro_lost = us.gro_lost,
 	};
 }
 
