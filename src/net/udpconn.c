@@ -29,7 +29,7 @@ struct udpconn {
 	struct udp_gro_rx gro;
 	uint8_t *spill;
 	atomic_uint_fast64_t pool_dry, rx_too_big, send_errors, send_unreach, src_stale, rx_gro,
-	    gro_lost;
+	    gro_lost, gro_wait;
 };
 
 void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
@@ -60,34 +60,90 @@ void udpconn_send(struct udpconn *uc, struct pkt **pkts, unsigned n)
 }
 
 /*
- * Cuts the coalesced messages of a GRO read into datagrams, in order, into out: buffers
- * for all but the first of each come from the pool. Returns how many are in out.
+ * Cuts the coalesced messages msgs[0..n) of a GRO read into datagrams, in order, into out:
+ * buffers for all but the first of each come from the pool. A message is cut whole or not
+ * yet: when the pool cannot give all its buffers, it and the ones after it stay for the next
+ * try (*ret_done says how many were cut), once the crypto has given packets back. Keeping
+ * the first datagram and dropping the rest would be worse than waiting: a message is one
+ * peer's run of consecutive packets, often the fragments of one inner IP packet larger than
+ * the tunnel MTU, and a fragment without its partner holds reassembly memory in the kernel
+ * behind the TUN until it times out (30 s); under overload that memory reaches its limit
+ * (ipfrag_high_thresh) and from then on every fragment is dropped. While the reader waits,
+ * the socket's buffer fills and the kernel drops whole messages instead.
+ * Only a pool too small to ever hold a message's buffers gets a partial cut (counted lost).
+ * Returns how many are in out.
  */
 static unsigned gro_cut(struct udpconn *uc, struct pkt_pool *pool, struct pkt **msgs, unsigned n,
-			struct pkt **out)
+			struct pkt **out, unsigned *ret_done)
 {
 	unsigned i, o = 0, need, got, used, lost, coalesced = 0, lost_all = 0;
 	uint32_t seg;
 
 	for (i = 0; i < n; i++) {
-		out[o++] = msgs[i];
 		seg = uc->gro.seg[i];
-		if (!seg)
+		if (!seg) {
+			out[o++] = msgs[i];
 			continue;
-		coalesced++;
+		}
 		need = MIN((uc->gro.len[i] + seg - 1) / seg - 1, (unsigned)UDP_GRO_SEGS_MAX - 1);
-		got = pkt_pool_get(pool, out + o, need);
+		got = pkt_pool_get(pool, out + o + 1, need);
+		if (got < need && need + READ_BATCH <= pkt_pool_count(pool)) {
+			pkt_free(out + o + 1, got);
+			break;
+		}
+		coalesced++;
+		out[o++] = msgs[i];
 		used = udp_gro_split(msgs[i], &uc->gro, i, out + o, got, &lost);
-		/* Buffers a short pool gave but the cut did not use go back. */
+		/* Buffers the cut did not use (a datagram too large for them) go back. */
 		pkt_free(out + o + used, got - used);
 		o += used;
 		lost_all += lost;
 	}
+	*ret_done = i;
 	if (coalesced)
 		atomic_fetch_add_explicit(&uc->rx_gro, coalesced, memory_order_relaxed);
 	if (unlikely(lost_all))
 		atomic_fetch_add(&uc->gro_lost, lost_all);
 	return o;
+}
+
+/* The GRO entries of messages [done, n) move to [0, n - done), as their packets do. */
+static void gro_keep(struct udp_gro_rx *gro, unsigned done, unsigned n)
+{
+	unsigned k;
+	uint8_t *spill;
+
+	for (k = 0; done && k < n - done; k++) {
+		/* A swap: the spill areas stay a permutation of the reader's. */
+		spill = gro->spill[k];
+		gro->spill[k] = gro->spill[done + k];
+		gro->spill[done + k] = spill;
+		gro->len[k] = gro->len[done + k];
+		gro->seg[k] = gro->seg[done + k];
+	}
+}
+
+/*
+ * Hands the n packets read into stash[0..n) on (cut first if read from a GRO socket) and
+ * takes them out of the stash (*have packets). Returns how many stay: GRO messages not
+ * cut yet, now at the front of the stash, which go before anything is read again.
+ */
+static unsigned deliver(struct udpconn *uc, struct pkt_pool *pool, struct pkt **stash, unsigned n,
+			bool gro, struct pkt **cut, unsigned *have)
+{
+	unsigned done = n, o;
+
+	if (!gro) {
+		magicsock_rx(uc->ms, stash, n, time_now_ns());
+	} else {
+		o = gro_cut(uc, pool, stash, n, cut, &done);
+		if (o)
+			magicsock_rx(uc->ms, cut, o, time_now_ns());
+		gro_keep(&uc->gro, done, n);
+	}
+	*have -= done;
+	memmove(stash, stash + done, *have * sizeof(*stash));
+	return n - done;
 }
 
 static void *reader_main(void *arg)
@@ -98,7 +154,7 @@ static void *reader_main(void *arg)
 	struct pkt *cut[UDP_GRO_MSGS * UDP_GRO_SEGS_MAX];
 	struct pkt_pool *pool = atomic_load(&uc->pool);
 	struct pollfd pfd[3];
-	unsigned have = 0, i;
+	unsigned have = 0, pend = 0, i;
 	int fds[2] = {uc->socks.fd4, uc->socks.fd6};
 	bool gro[2] = {uc->socks.gro4 && uc->spill, uc->socks.gro6 && uc->spill};
 
@@ -106,17 +162,31 @@ static void *reader_main(void *arg)
 	 * `stash` keeps buffers across reads: only the ones handed on are replaced, so an
 	 * idle wakeup costs no pool lock. A family that is off has fd -1, which poll ignores.
 	 * A new pool (udpconn_set_pool) takes over at the next read: the stash goes back.
+	 * stash[0..pend) are GRO messages read but not cut yet (gro_cut): they wait for
+	 * buffers, and nothing is read before they are handed on, so the kernel's socket
+	 * buffer takes the backlog.
 	 */
 	pfd[0] = (struct pollfd){.fd = fds[0], .events = POLLIN};
 	pfd[1] = (struct pollfd){.fd = fds[1], .events = POLLIN};
 	pfd[2] = (struct pollfd){.fd = rd->stop_fd, .events = POLLIN};
 	while (!iothread_stopping(rd)) {
+		if (pend) {
+			pend = deliver(uc, pool, stash, pend, true, cut, &have);
+			if (pend) {
+				atomic_fetch_add(&uc->gro_wait, 1);
+				/* The spare buffers go back meanwhile: they are what is missing. */
+				pkt_free(stash + pend, have - pend);
+				have = pend;
+				iothread_sleep(rd, POOL_DRY_BACKOFF_MS);
+				continue;
+			}
+		}
 		if (poll(pfd, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
-		for (i = 0; i < 2; i++) {
+		for (i = 0; i < 2 && !pend; i++) {
 			unsigned round;
 
 			if (fds[i] < 0 || !(pfd[i].revents & (POLLIN | POLLERR)))
@@ -150,16 +220,9 @@ static void *reader_main(void *arg)
 				}
 				if (n <= 0)
 					break;
-				if (gro[i])
-					magicsock_rx(uc->ms, cut,
-						     gro_cut(uc, pool, stash, (unsigned)n, cut),
-						     time_now_ns());
-				else
-					magicsock_rx(uc->ms, stash, (unsigned)n, time_now_ns());
-				have -= (unsigned)n;
-				memmove(stash, stash + n, have * sizeof(*stash));
-				if ((unsigned)n < asked)
-					break; /* short batch: the socket is drained */
+				pend = deliver(uc, pool, stash, (unsigned)n, gro[i], cut, &have);
+				if (pend || (unsigned)n < asked)
+					break; /* waiting for buffers, or a short batch: drained */
 			}
 		}
 	}
@@ -279,4 +342,5 @@ void udpconn_stats_get(struct udpconn *uc, struct udpconn_stats *ret)
 	ret->src_stale = atomic_load(&uc->src_stale);
 	ret->rx_gro = atomic_load(&uc->rx_gro);
 	ret->gro_lost = atomic_load(&uc->gro_lost);
+	ret->gro_wait = atomic_load(&uc->gro_wait);
 }

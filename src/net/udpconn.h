@@ -13,9 +13,11 @@
  * one batch, closes the old ones and restarts the reader. The caller opens the new
  * sockets first (udp_socks_open), so a port that cannot be bound changes nothing.
  *
- * A reader that finds its pool empty backs off for a millisecond (counted); nothing
- * on the packet path allocates. A datagram larger than its buffer is dropped and
- * counted (a peer with a larger MTU than ours sent it).
+ * A reader that finds its pool empty backs off for a millisecond (counted), and so does
+ * one that cannot get the buffers to cut a coalesced datagram (UDP GRO) into: it is cut
+ * whole, never in part, and nothing is read meanwhile. Nothing on the packet path
+ * allocates. A datagram larger than its buffer is dropped and counted (a peer with a
+ * larger MTU than ours sent it).
  */
 
 #include <stdint.h>
@@ -31,7 +33,8 @@ struct udpconn_stats {
 	uint64_t send_unreach; /* of those, in batches refused whole: no route (not logged) */
 	uint64_t src_stale;    /* sent from the kernel's choice: their source address was gone */
 	uint64_t rx_gro;       /* coalesced datagrams received (UDP GRO), each cut into several */
-	uint64_t gro_lost;     /* datagrams of those dropped: no buffers to cut them into */
+	uint64_t gro_lost;     /* datagrams of those dropped: a pool too small to cut them into */
+	uint64_t gro_wait;     /* a coalesced datagram waited for buffers to be cut into (1 ms) */
 };
 
 struct udpconn;

@@ -665,8 +665,9 @@ static void stats_log(struct wgdev *w)
 		 (uint64_t)w->tun_pool_dry, us.pool_dry, us.send_errors, us.send_unreach,
 		 (uint64_t)w->tun_write_errors, us.src_stale);
 	log_info("udp gro: %" PRIu64 " coalesced datagrams cut, %" PRIu64
-		 " datagrams dropped for want of buffers",
-		 us.rx_gro, us.gro_lost);
+		 " waits for buffers to cut them into, %" PRIu64
+		 " datagrams dropped (a pool too small)",
+		 us.rx_gro, us.gro_wait, us.gro_lost);
 	log_info("too big for the buffers of MTU %u (%u bytes): dropped from tun %" PRIu64
 		 ", from udp %" PRIu64 ", by the engine %" PRIu64,
 		 w->mtu, pkt_pool_buf_size(w->gens[w->n_gens - 1].tx), (uint64_t)w->tun_too_big,
@@ -700,6 +701,11 @@ void wgdev_counters_get(struct wgdev *w, struct wgdev_counters *ret)
 	    .src_stale = us.src_stale,
 	    .send_errors = us.send_errors,
 	    .send_unreach = us.send_unreach,
+	    .pool_dry_tun = atomic_load(&w->tun_pool_dry),
+	    .pool_dry_udp = us.pool_dry,
+	    .gro_msgs = us.rx_gro,
+	    .gro_waits = us.gro_wait,
+	    .gro_lost = us.gro_lost,
 	};
 }
 

@@ -112,6 +112,11 @@ struct wgdev_counters {
 	uint64_t src_stale;	 /* sent from the kernel's choice: their source address was gone */
 	uint64_t send_errors;	 /* datagrams the kernel did not take */
 	uint64_t send_unreach;	 /* of those, refused for want of a route */
+	uint64_t pool_dry_tun;	 /* the TUN reader found its pool empty (1 ms back-off each) */
+	uint64_t pool_dry_udp;	 /* the UDP reader did */
+	uint64_t gro_msgs;	 /* coalesced datagrams received (UDP GRO), cut into several */
+	uint64_t gro_waits;	 /* one waited for the buffers to be cut into (1 ms each) */
+	uint64_t gro_lost;	 /* datagrams of them dropped: a pool too small to cut them into */
 };
 
 /* Control thread. */

@@ -61,6 +61,8 @@ check_eq "a: dataplane MTU and buffer size" "1420 2048" \
 	"$(json_get "$f" "'%d %d' % (j['dataplane']['mtu'], j['dataplane']['buffer_size'])")"
 check_eq "a: no packet too big for the buffers" 0 \
 	"$(json_get "$f" "sum(j['dataplane']['dropped_too_big'].values())")"
+check_eq "a: overload counters, no coalesced datagram lost" "2 0" \
+	"$(json_get "$f" "'%d %d' % (len(j['dataplane']['pool_dry']), j['dataplane']['udp_gro']['lost'])")"
 check "whois b's address on a names b" \
 	bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock a)' whois '${IP4[b]}' | grep -qE '^ *Name: +b\$'"
 
