@@ -51,8 +51,10 @@ int offload_vnet_hdr_parse(const uint8_t *buf, size_t len, struct offload_vnet_h
 void offload_vnet_hdr_write(const struct offload_vnet_hdr *h, uint8_t buf[OFFLOAD_VNET_HDR_LEN]);
 
 /*
- * Internet checksum (RFC 1071) pieces. Sums are kept in host order and stored with
- * offload_csum_store; each piece must start at an even offset of what is summed.
+ * Internet checksum (RFC 1071) pieces. Sums are kept in host order and stored as they are;
+ * each piece must start at an even offset of what is summed (an odd length only at the
+ * end). offload_csum_add takes any sum and returns one below 2^34, to which a few small
+ * terms may be added.
  */
 uint64_t offload_csum_add(uint64_t sum, const uint8_t *p, size_t len);
 uint16_t offload_csum_fold(uint64_t sum);
