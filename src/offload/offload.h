@@ -114,7 +114,9 @@ bool offload_seg_done(const struct offload_seg *s);
  * options (ToS, TTL, DF equal, ids incrementing unless DF) or IPv6 with TCP right after the
  * fixed header (traffic class, flow label, hop limit equal), the same TCP header but for the
  * sequence number (ack, window, options, flags other than PSH), contiguous sequence numbers,
- * payloads of the first's size but for a shorter last one, valid checksums. A group opens
+ * payloads of the first's size but for a shorter last one, a valid IPv4 header checksum.
+ * TCP checksums are not checked: the packets come decrypted and authenticated, and are
+ * trusted as the kernel's WireGuard trusts them (gro.c says why). A group opens
  * with a plain ACK segment carrying data and closes at a short or PSH segment, at 64 KiB,
  * or at any packet of its flow that cannot join; SYN, FIN, RST, URG, CWR pass alone.
  */
