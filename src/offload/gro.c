@@ -90,16 +90,22 @@ static bool same_flow(const struct pkt *a, const struct seg_info *ia, const stru
 	return !memcmp(a->data + ia->l4_off, b->data + ib->l4_off, 4);
 }
 
-/* Valid IPv4 header checksum and TCP checksum: a corrupt segment must not gain a new one. */
-static bool csum_ok(const struct pkt *p, const struct seg_info *si)
+/*
+ * The IPv4 header checksum must be right (the kernel's inet_gro_receive checks it too):
+ * only the head's header survives coalescing, recomputed, so a bad one would be made good.
+ *
+ * The TCP checksum is not checked. Every packet here was decrypted and its Poly1305 tag
+ * verified, so it is the packet the peer encrypted, bit for bit; the kernel's WireGuard
+ * marks such packets CHECKSUM_UNNECESSARY at every level and its GRO then coalesces them
+ * without summing, and the partial checksum of the super-packet (NEEDS_CSUM, which the
+ * kernel takes as CHECKSUM_PARTIAL) is what its tcp_gro_complete leaves too. A checksum
+ * that was already wrong when the peer encrypted it is thus made right on coalescing, as
+ * it would be by the kernel; a packet that goes up alone keeps its checksum and the
+ * kernel checks it (the vnet header says neither NEEDS_CSUM nor DATA_VALID).
+ */
+static bool ip_csum_ok(const struct pkt *p, const struct seg_info *si)
 {
-	const uint8_t *d = p->data;
-	uint32_t l4_len = p->len - si->l4_off;
-
-	if (!si->v6 && offload_csum_fold(offload_csum_add(0, d, 20)) != 0xffff)
-		return false;
-	return offload_csum_fold(offload_csum_add(offload_csum_pseudo(d, IPPROTO_TCP, l4_len),
-						  d + si->l4_off, l4_len)) == 0xffff;
+	return si->v6 || offload_csum_fold(offload_csum_add(0, p->data, 20)) == 0xffff;
 }
 
 /*
@@ -137,7 +143,7 @@ static bool can_join(const struct pkt *first, const struct seg_info *fi, const s
 	    memcmp(x + 14, y + 14, 2) ||
 	    memcmp(x + 18, y + 18, (size_t)fi->hdr_len - fi->l4_off - 18))
 		return false;
-	return csum_ok(b, bi);
+	return ip_csum_ok(b, bi);
 }
 
 /* The group's first member becomes the super-packet's head; its vnet header says how to cut. */
@@ -214,7 +220,7 @@ unsigned offload_gro(struct pkt **pkts, unsigned n, struct offload_gro_group *gr
 		g = &gs[ng++];
 		*g = (struct group){.first = i, .last = i, .n = 1, .total = si->pay};
 		g->next_seq = si->seq + si->pay;
-		g->open = si->opener && !(si->flags & TCP_PSH) && csum_ok(pkts[i], si);
+		g->open = si->opener && !(si->flags & TCP_PSH) && ip_csum_ok(pkts[i], si);
 	}
 	/* Group order, members in flow order. */
 	for (j = 0, k = 0; j < ng; j++) {

@@ -51,8 +51,10 @@ int offload_vnet_hdr_parse(const uint8_t *buf, size_t len, struct offload_vnet_h
 void offload_vnet_hdr_write(const struct offload_vnet_hdr *h, uint8_t buf[OFFLOAD_VNET_HDR_LEN]);
 
 /*
- * Internet checksum (RFC 1071) pieces. Sums are kept in host order and stored with
- * offload_csum_store; each piece must start at an even offset of what is summed.
+ * Internet checksum (RFC 1071) pieces. Sums are kept in host order and stored as they are;
+ * each piece must start at an even offset of what is summed (an odd length only at the
+ * end). offload_csum_add takes any sum and returns one below 2^34, to which a few small
+ * terms may be added.
  */
 uint64_t offload_csum_add(uint64_t sum, const uint8_t *p, size_t len);
 uint16_t offload_csum_fold(uint64_t sum);
@@ -112,7 +114,9 @@ bool offload_seg_done(const struct offload_seg *s);
  * options (ToS, TTL, DF equal, ids incrementing unless DF) or IPv6 with TCP right after the
  * fixed header (traffic class, flow label, hop limit equal), the same TCP header but for the
  * sequence number (ack, window, options, flags other than PSH), contiguous sequence numbers,
- * payloads of the first's size but for a shorter last one, valid checksums. A group opens
+ * payloads of the first's size but for a shorter last one, a valid IPv4 header checksum.
+ * TCP checksums are not checked: the packets come decrypted and authenticated, and are
+ * trusted as the kernel's WireGuard trusts them (gro.c says why). A group opens
  * with a plain ACK segment carrying data and closes at a short or PSH segment, at 64 KiB,
  * or at any packet of its flow that cannot join; SYN, FIN, RST, URG, CWR pass alone.
  */
