@@ -17,9 +17,14 @@
 #     server TCP 22, the server nothing on eng (it may only be reached by it); "all" without
 #     a policy; a policy change that lets other reach 443 shows on other
 #   - a policy change reaches the nodes (the time from the server's log line to the node's
-#     is logged: about 70 ms); other flows go on
+#     is logged: about 70 ms, and to the node's packet filter, bounded generously); other
+#     flows go on: new connections, and one long-lived connection (eng -> server TCP 22, a
+#     line every 100 ms, each echoed) that both policies allow carries on across the opening
+#     and the closing change without a reset or a lost line
 #   - a change of what the server may open on one peer (a list by id) reaches it as a
 #     may_open_patch; status and the cached netmap say the server's list exactly
+#   - a connection the server started (TCP 80 on eng, which it may then open) carries on
+#     while the server's own filter changes: its table, not a rule, lets eng's replies in
 #   - packets crafted from the hidden node (its own key, through wireguard-go) are dropped
 #     by eng and counted (rx_handshake)
 #   - back to the first policy: other's access closes while eng's goes on
@@ -201,7 +206,7 @@ PEER="$(dirname "$0")/filter_peer.py"
 ip netns exec "$(ns_name srv)" python3 "$PEER" serve "$LAB_TMP/served-srv.log" 22,80,443 22 \
 	>/dev/null 2>&1 &
 LAB_PIDS+=($!)
-ip netns exec "$(ns_name eng)" python3 "$PEER" serve "$LAB_TMP/served-eng.log" 8080 "" \
+ip netns exec "$(ns_name eng)" python3 "$PEER" serve "$LAB_TMP/served-eng.log" 8080,80 "" \
 	>/dev/null 2>&1 &
 LAB_PIDS+=($!)
 check "the server's test service listens" wait_listen srv 22
@@ -241,6 +246,61 @@ check "the server counted the replies it sent" \
 	test "$(status_eval server "j['filter']['rejects']['sent']")" -ge 4
 check "eng -> server TCP 22 still works" tcp_ok eng "$IP4_SRV" 22
 
+# Long-lived connections across policy changes (filter_peer.py stream): a line every 100 ms,
+# each echoed by the other end. A change that closed or reset flows it still allows would
+# end one (the server's --filter-reject answers a refused segment with a RST), where the
+# new connections the checks below open would still pass.
+# stream_start NAME NODE HOST PORT: a connection from NODE's namespace to HOST:PORT.
+stream_start()
+{
+	ip netns exec "$(ns_name "$2")" python3 "$PEER" stream "$3" "$4" "$LAB_TMP/stream-$1.json" \
+		"$LAB_TMP/stream-$1.stop" >"$LAB_TMP/stream-$1.out" 2>&1 &
+	LAB_PIDS+=("$!")
+	eval "STREAM_PID_$1=$!"
+}
+# stream_get NAME KEY: the stream's sent, echoed, max_gap_ms or error so far.
+stream_get() { json_get "$LAB_TMP/stream-$1.json" "j['$2']" 2>/dev/null; }
+# stream_beyond NAME N: more than N lines echoed, and nothing went wrong.
+stream_beyond() { [[ $(stream_get "$1" error) == None && $(stream_get "$1" echoed) -gt $2 ]]; }
+# stream_stop NAME: ends it; STREAM_RC is 0 if every line came back in order on the one
+# connection (no reset, no new connection). The longest wait between two echoes is logged,
+# not asserted: on a loaded machine a retransmission or a descheduled process can stall a
+# healthy stream for a second or more.
+stream_stop()
+{
+	local pid=STREAM_PID_$1
+	touch "$LAB_TMP/stream-$1.stop"
+	wait "${!pid}"
+	STREAM_RC=$?
+	log "long-lived connection $1: $(cat "$LAB_TMP/stream-$1.json")"
+}
+# Eng's TCP 22 on the server, which every policy below allows: the server admits it by a
+# rule, judged again at each change.
+stream_start eng eng "$IP4_SRV" 22
+check "a long-lived connection eng -> server TCP 22 carries lines" wait_for 30 stream_beyond eng 10
+# filter_applied: how many filters the server node has put in force (its log's lines).
+filter_applied() { grep -cE 'packet filter: [0-9]+ rules' "$LAB_TMP/node-server.log"; }
+applied_more() { (($(filter_applied) > applied)); }
+# The node's own notion of the delay: from the control server's log line that a policy is in
+# force to the server node's line that its packet filter changed (one clock stamps both, so
+# the CLI and the test's polls do not count). The issue asks for a second; measured 52-93 ms
+# at load 13, once 474 ms while the load rose. Asserted below 5 s only: a lab on a machine at
+# load 30 can keep a process from the CPU for longer than a second, and a test must not fail
+# for that; 5 s still fails a change that waits for a timer or a poll rather than being pushed.
+within_5s() { [[ $1 =~ ^[0-9]+$ ]] && (($1 < 5000)); }
+# filter_change WHAT FILE DESC: sets the policy in FILE (check "policy set (DESC)"), waits for
+# the server node's packet filter to change, logs the delay and holds it under 5 s.
+filter_change()
+{
+	local ms
+	applied=$(filter_applied)
+	check "policy set ($3)" ctl policy set "$2"
+	check "the server node put the new filter in force" wait_for 10 applied_more
+	ms=$(reached_ms "policy of [0-9]+ rules? in force" 'packet filter: [0-9]+ rules')
+	log "$1: the server node's packet filter changed $ms ms after the server put the policy in force"
+	check "... within 5 s of the server's change ($ms ms; the issue asks for 1 s)" within_5s "$ms"
+}
+
 # reached_ms CONTROL_RE NODE_RE: milliseconds from the control server's last log line
 # matching CONTROL_RE to the server node's last line matching NODE_RE ("never").
 reached_ms()
@@ -264,7 +324,8 @@ PY
 # joined is logged (both stamped by the same clock, so the CLI's polls do not count).
 sed 's|"proto": "tcp"},|"proto": "tcp"},\n    {"action": "accept", "src": ["other@example.com"], "dst": ["tag:server:443"]},|' \
 	"$LAB_TMP/eng.hujson" >"$LAB_TMP/other.hujson"
-check "policy set (other may reach the server on 443)" ctl policy set "$LAB_TMP/other.hujson"
+echoed=$(stream_get eng echoed)
+filter_change "opening change" "$LAB_TMP/other.hujson" "other may reach the server on 443"
 check "the server sees other" wait_for 10 peers_are server "eng other"
 ms=$(reached_ms "policy of 2 rules in force" "peer other \(id [0-9]+\) joined")
 # How fast is a figure (59-74 ms on a loaded machine), not a check: benchmarks time, tests
@@ -283,17 +344,24 @@ check_eq "status --json on eng: still TCP 22 on the server" '[{"proto":6,"ports"
 	"$(may_open eng server)"
 check_not "other -> server TCP 22 is not" tcp_ok oth "$IP4_SRV" 22 2
 check "eng -> server TCP 22 is still allowed" tcp_ok eng "$IP4_SRV" 22
+check "the long-lived connection goes on after the opening change (from $echoed lines)" \
+	wait_for 10 stream_beyond eng $((echoed + 10))
 
 # Closing is as quick: back to eng's policy, other loses the server (its key and its
 # access) while eng's access goes on.
-check "policy set (back to eng's: other may no longer reach the server)" \
-	ctl policy set "$LAB_TMP/eng.hujson"
+echoed=$(stream_get eng echoed)
+filter_change "closing change" "$LAB_TMP/eng.hujson" \
+	"back to eng's: other may no longer reach the server"
 check "the server no longer sees other" wait_for 10 peers_are server "eng"
 check "other sees nobody again" wait_for 10 peers_are other ""
 ms=$(reached_ms "policy of 1 rule in force" "peer id [0-9]+ left the netmap")
 log "the closing policy reached the server node $ms ms after the server put it in force"
 check_not "other -> server TCP 443 is refused now" tcp_ok oth "$IP4_SRV" 443 2
 check "eng -> server TCP 22 goes on" tcp_ok eng "$IP4_SRV" 22
+check "the long-lived connection goes on after the closing change (from $echoed lines)" \
+	wait_for 10 stream_beyond eng $((echoed + 10))
+stream_stop eng
+check "the long-lived connection ended cleanly: every line echoed, no reset" test "$STREAM_RC" = 0
 
 # What the server may open is a list by id (TCP 80 on eng, 81 on other: not one set for
 # every peer). Moving other to 82 changes one peer's items: the server node is told by a
@@ -320,6 +388,22 @@ cached_may_open_is()
 check "the server's cached netmap: may_open as the server orders it" wait_for 10 cached_may_open_is
 check "... told by a patch (trellis_control_delta_may_open_total{form=\"patch\"} from $patches_before)" \
 	test "$(metric 'trellis_control_delta_may_open_total{form="patch"}')" -gt "${patches_before:-0}"
+
+# A flow the server started (it may open TCP 80 on eng since srv81) across a change of the
+# server's own filter (other may reach it on 444 too): no rule lets eng's replies in, only
+# the server's connection table does, so a change that flushed or reset the table would end
+# the connection.
+sed 's|"dst": \["tag:server:22"\], "proto": "tcp"},|&\n    {"action": "accept", "src": ["other@example.com"], "dst": ["tag:server:444"], "proto": "tcp"},|' \
+	"$LAB_TMP/srv82.hujson" >"$LAB_TMP/srv444.hujson"
+stream_start srv srv "$IP4_ENG" 80
+check "a long-lived connection server -> eng TCP 80 carries lines" wait_for 30 stream_beyond srv 10
+echoed=$(stream_get srv echoed)
+filter_change "the server's filter" "$LAB_TMP/srv444.hujson" \
+	"... and other may reach the server on 444"
+check "the server's own connection goes on after its filter changed (from $echoed lines)" \
+	wait_for 10 stream_beyond srv $((echoed + 10))
+stream_stop srv
+check "... and ended cleanly: every line echoed, no reset" test "$STREAM_RC" = 0
 
 check "policy reset" ctl policy reset
 check "no policy again: eng sees other and server" wait_for 20 peers_are eng "other server"
