@@ -247,6 +247,44 @@ static void client_map_disco(struct client *c, const uint8_t disco[32],
 	assert_int_equal(client_recv(c, ret, 5000), 0);
 }
 
+/* Node of machine key `machine` registers with the reusable key and opens its map stream. */
+static uint64_t node_up(struct client *c, const uint8_t machine[32], const char *host,
+			const uint8_t disco[32])
+{
+	struct ctrl_msg m;
+	uint64_t id;
+
+	memcpy(machine_next, machine, 32);
+	machine_fixed = true;
+	client_open(c);
+	machine_fixed = false;
+	client_register(c, E.reusable, host, &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	id = m.reg_resp.node.id;
+	ctrl_msg_clear(&m);
+	client_map_disco(c, disco, NULL, &m);
+	assert_int_equal(m.type, CTRL_MSG_NETMAP);
+	ctrl_msg_clear(&m);
+	return id;
+}
+
+/* Until the store holds node id's disco key `key`. */
+static void disco_key_stored(uint64_t id, const uint8_t key[32])
+{
+	struct control_node rec;
+	struct store *st;
+
+	assert_int_equal(admin_store_open(E.dir, &st), 0);
+	for (int i = 0;; i++) {
+		assert_true(i < 1000);
+		assert_int_equal(store_node_get(st, id, &rec), 0);
+		if (rec.has_disco_key && !memcmp(rec.disco_key, key, 32))
+			break;
+		usleep(10000);
+	}
+	store_free(st);
+}
+
 /*
  * A peer's daemon restarts (a new disco key) while a node is away from control; the node
  * resumes its netmap and must get the peer's new disco key, or disco can never confirm a
@@ -257,10 +295,8 @@ static void test_resume_disco_key(void **state)
 {
 	uint8_t ma[32], mb[32], k1[32], k2[32], kb[32];
 	struct client a, b;
-	struct control_node rec;
 	struct ctrl_have have;
 	struct ctrl_msg m;
-	struct store *st;
 	uint64_t a_id, resumes;
 	bool found = false;
 
@@ -270,17 +306,7 @@ static void test_resume_disco_key(void **state)
 	crypto_random(k1, 32);
 	crypto_random(k2, 32);
 	crypto_random(kb, 32);
-	memcpy(machine_next, ma, 32);
-	machine_fixed = true;
-	client_open(&a);
-	machine_fixed = false;
-	client_register(&a, E.reusable, "dk-a", &m);
-	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
-	a_id = m.reg_resp.node.id;
-	ctrl_msg_clear(&m);
-	client_map_disco(&a, k1, NULL, &m);
-	assert_int_equal(m.type, CTRL_MSG_NETMAP);
-	ctrl_msg_clear(&m);
+	a_id = node_up(&a, ma, "dk-a", k1);
 	/*
 	 * b's netmap must name a feed position past a's own rows (the stamp lags by a tick),
 	 * or its resume reads a's registration from the feed and sends a whole anyway.
@@ -316,15 +342,7 @@ static void test_resume_disco_key(void **state)
 	assert_int_equal(m.type, CTRL_MSG_NETMAP);
 	ctrl_msg_clear(&m);
 	/* Once the store holds the new key, the feed is all a resume reads. */
-	assert_int_equal(admin_store_open(E.dir, &st), 0);
-	for (int i = 0;; i++) {
-		assert_true(i < 1000);
-		assert_int_equal(store_node_get(st, a_id, &rec), 0);
-		if (rec.has_disco_key && !memcmp(rec.disco_key, k2, 32))
-			break;
-		usleep(10000);
-	}
-	store_free(st);
+	disco_key_stored(a_id, k2);
 
 	/* b comes back holding its netmap: one delta, and it carries a's new key. */
 	resumes = E.srv->ctr.resumes;
@@ -473,36 +491,16 @@ static enum store_change_kind feed_kind_of(uint64_t after, uint64_t id)
 static void test_reconnect_unchanged(void **state)
 {
 	uint8_t ma[32], k1[32];
-	struct control_node rec;
 	struct client a;
 	struct ctrl_msg m;
-	struct store *st;
 	uint64_t a_id, last;
 
 	(void)state;
 	crypto_random(ma, 32);
 	crypto_random(k1, 32);
-	memcpy(machine_next, ma, 32);
-	machine_fixed = true;
-	client_open(&a);
-	machine_fixed = false;
-	client_register(&a, E.reusable, "ru-a", &m);
-	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
-	a_id = m.reg_resp.node.id;
-	ctrl_msg_clear(&m);
-	client_map_disco(&a, k1, NULL, &m);
-	assert_int_equal(m.type, CTRL_MSG_NETMAP);
-	ctrl_msg_clear(&m);
+	a_id = node_up(&a, ma, "ru-a", k1);
 	/* Its first stream's write (a new disco key: a record) lands, then its goodbye. */
-	assert_int_equal(admin_store_open(E.dir, &st), 0);
-	for (int i = 0;; i++) {
-		assert_true(i < 1000);
-		assert_int_equal(store_node_get(st, a_id, &rec), 0);
-		if (rec.has_disco_key && !memcmp(rec.disco_key, k1, 32))
-			break;
-		usleep(10000);
-	}
-	store_free(st);
+	disco_key_stored(a_id, k1);
 	last = feed_last();
 	client_close(&a);
 	assert_int_equal(feed_kind_of(last, a_id), STORE_CHANGE_NODE_LIVE);
