@@ -6,7 +6,8 @@
  *   control_scale --server ADDR:PORT --auth-key KEY -n N [--server-pid PID]
  *                 [--concurrency C] [--map-concurrency M] [--changes K] [--sources S]
  *                 [--policy-cmd CMD] [--policy-changes P] [--joins J] [--join-src PREFIX]
- *                 [--restart-cmd CMD --pid-file FILE] [--hold]
+ *                 [--restart-cmd CMD --pid-file FILE] [--reconnect-concurrency R]
+ *                 [--no-zstd] [--no-retry] [--procs P] [--hold]
  *
  * Phases, each timed:
  *   1. register: N connections (at most C in flight), each upgrade + handshake +
@@ -30,7 +31,17 @@
  *      the current netmap again: the first netmap, or the delta that resumes its map. Then
  *      one more change must reach every stream. Reported: the time, the server's CPU from
  *      its start, the bytes the nodes received, how many resumed, connections lost.
+ *      At most R connections (--reconnect-concurrency, default C) are in flight, over P
+ *      processes (--procs, default 1: each reconnects every P-th node in its own loop, the
+ *      time runs until the last of them has all its nodes; the change after it is then not
+ *      measured).
  * And the server's RSS (VmRSS, VmHWM) and CPU time (utime + stime) from /proc/PID.
+ *
+ * Every map_request offers compressed full netmaps, as trellisd does (--no-zstd: JSON);
+ * of a compressed one the simulator decompresses only the head frame (type, seq, version,
+ * self: what it reads), the first one whole as a check. A connection that fails before
+ * its map stream is retried after trellisd's backoff (1 s doubling to 30 s, with jitter;
+ * --no-retry: counted lost), counted by the state it failed in ("retries_STATE").
  * With --hold (not with --restart-cmd) the nodes then stay connected, sending keepalives,
  * until the process is killed: peers for a real trellisd (bench/idle_wakeups.sh, control
  * mode). "holding" on stdout says they are all streaming.
@@ -60,12 +71,14 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <zstd.h>
 
 #include "base/base64.h"
 #include "crypto/crypto.h"
 #include "proto/ctrlmsg.h"
 #include "proto/ctrlstream.h"
 #include "proto/http.h"
+#include "proto/mapz.h"
 
 enum state {
 	ST_IDLE,      /* not started */
@@ -76,7 +89,9 @@ enum state {
 	ST_MAPWAIT, /* map_request sent, waiting for the netmap */
 	ST_STREAMING,
 	ST_DEAD,
+	ST_RETRY, /* failed before its map stream: reconnects at retry_at, as trellisd would */
 };
+#define GONE(s) ((s)->st >= ST_DEAD) /* no connection now */
 
 struct sim {
 	int fd;
@@ -93,6 +108,10 @@ struct sim {
 	uint32_t v4; /* its tailnet IPv4 address (host order) from its netmap; 0: unknown */
 	unsigned seen_change; /* index of the last change this stream saw */
 	bool want_out;
+	bool want_map;	    /* asks for its map stream once registered (again, on a retry) */
+	bool has_key_spent; /* registered once: a retry registers without the key */
+	unsigned fails;	    /* retries in a row: the backoff doubles */
+	uint64_t retry_at;  /* ST_RETRY: when it reconnects */
 };
 
 static struct sim *sims;
@@ -111,6 +130,14 @@ static uint64_t change_t0, change_first_ns; /* when it started; when the first s
 static unsigned cnt_registered, cnt_streaming, cnt_dead, cnt_changed, in_flight;
 static unsigned cnt_resumed, cnt_full; /* after the restart: delta or full netmap first */
 static uint64_t bytes_in;
+/* Retries (--retry): failures before the map stream, by the state they failed in. */
+static bool retry_on = true;
+static unsigned cnt_retrying, cnt_retries[ST_RETRY], n_retry_logged;
+static const char *const state_names[] = {"idle",	"http",	   "handshake", "register",
+					  "registered", "mapwait", "streaming", "dead"};
+/* Offer compressed full netmaps (--no-zstd: JSON only); the compressed ones seen. */
+static bool offer_zstd = true;
+static unsigned cnt_zstd_maps;
 
 #define NETMAP_HEAD "{\"type\":\"netmap\""
 #define DELTA_HEAD "{\"type\":\"delta\""
@@ -159,6 +186,16 @@ static double proc_cpu(int pid)
 	return (double)(ut + st) / sysconf(_SC_CLK_TCK);
 }
 
+/* Our own CPU seconds: the simulator shares the machine with the server. */
+static double self_cpu(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 static long proc_kib(int pid, const char *field)
 {
 	char path[64], line[256];
@@ -188,7 +225,7 @@ static void fetch_server_key(void)
 	ssize_t r;
 	int fd, n;
 
-	fd = socket(AF_INET, SOCK_STREAM, 0);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&server_sa, sizeof(server_sa)) < 0)
 		die("connect for GET /key");
 	n = http_key_request_build(req, sizeof(req), "control");
@@ -217,13 +254,25 @@ static void fetch_server_key(void)
 	json_decref(j);
 }
 
+/*
+ * A connection failed. Before its map stream, with --retry (the default), the node
+ * reconnects after a backoff as trellisd does (1 s doubling to 30 s, up to 50 % jitter:
+ * src/node/control_client.c), counted by the state it failed in; a map stream that fails
+ * is a connection lost.
+ */
 static void sim_kill(struct sim *s, const char *why)
 {
-	if (s->st == ST_DEAD)
+	int err = errno;
+	bool retry = retry_on && s->st != ST_STREAMING;
+	uint64_t backoff;
+
+	if (GONE(s))
 		return;
-	if (cnt_dead < 10)
-		fprintf(stderr, "control_scale: node %ld: %s (state %d, stream error %d)\n",
-			(long)(s - sims), why, s->st, s->cs ? ctrlstream_error(s->cs) : 0);
+	if (retry ? n_retry_logged++ < 10 : cnt_dead < 10)
+		fprintf(stderr,
+			"control_scale: node %ld: %s (state %s, errno %s, stream error %d)%s\n",
+			(long)(s - sims), why, state_names[s->st], strerror(err),
+			s->cs ? ctrlstream_error(s->cs) : 0, retry ? ": retrying" : "");
 	if (s->st == ST_HTTP || s->st == ST_HANDSHAKE || s->st == ST_REGISTER ||
 	    s->st == ST_MAPWAIT)
 		in_flight--;
@@ -231,12 +280,25 @@ static void sim_kill(struct sim *s, const char *why)
 		cnt_registered--;
 	if (s->st == ST_STREAMING)
 		cnt_streaming--;
-	s->st = ST_DEAD;
-	cnt_dead++;
 	epoll_ctl(ep_fd, EPOLL_CTL_DEL, s->fd, NULL);
 	close(s->fd);
 	ctrlstream_free(s->cs);
 	s->cs = NULL;
+	s->in_len = 0;
+	s->want_out = false;
+	if (!retry) {
+		s->st = ST_DEAD;
+		cnt_dead++;
+		return;
+	}
+	cnt_retries[s->st]++;
+	backoff = 1000000000ULL << (s->fails < 5 ? s->fails : 5);
+	if (backoff > 30000000000ULL)
+		backoff = 30000000000ULL;
+	s->fails++;
+	s->retry_at = now_ns() + backoff + backoff / 2 * (uint64_t)(rand() % 1000) / 1000;
+	s->st = ST_RETRY;
+	cnt_retrying++;
 }
 
 static void sim_watch(struct sim *s, bool out)
@@ -256,7 +318,7 @@ static void sim_flush(struct sim *s)
 	size_t len;
 	ssize_t w;
 
-	while (s->st != ST_DEAD) {
+	while (!GONE(s)) {
 		if (ctrlstream_output(s->cs, &p, &len) < 0) {
 			sim_kill(s, "output");
 			return;
@@ -300,7 +362,8 @@ static void sim_start(struct sim *s)
 	char req[512];
 	int one = 1, n;
 
-	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	/* Not inherited by the server the restart command starts (it would hold them open). */
+	s->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->fd < 0)
 		die("socket (raise the fd limit)");
 	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -348,7 +411,7 @@ static void sim_register(struct sim *s)
 	snprintf(m.reg.hostname, sizeof(m.reg.hostname), "sim-%ld", (long)(s - sims));
 	snprintf(m.reg.os, sizeof(m.reg.os), "linux");
 	/* A node spends its key once; later it registers as the machine it is. */
-	if (!reconnecting)
+	if (!reconnecting && !s->has_key_spent)
 		snprintf(m.reg.auth_key, sizeof(m.reg.auth_key), "%s", auth_key);
 	if (sim_send(s, &m) < 0) {
 		sim_kill(s, "encode register");
@@ -401,6 +464,8 @@ static void sim_map(struct sim *s)
 
 	memcpy(m.map_req.node_key, s->node_pub, 32);
 	m.map_req.stream = true;
+	m.map_req.zstd = offer_zstd;
+	s->want_map = true;
 	m.map_req.has_have = reconnecting && s->has_have;
 	m.map_req.have = s->have;
 	m.map_req.n_endpoints = 1;
@@ -416,11 +481,53 @@ static void sim_map(struct sim *s)
 	sim_flush(s);
 }
 
+/*
+ * A compressed full netmap (proto/mapz.h): its head frame (type, seq, version, self) is all
+ * the simulator reads of it; the first one is decompressed whole once, as a check. False:
+ * not a netmap we can read.
+ */
+static bool zstd_head(const char **json, size_t *len)
+{
+	static char head[1 << 20];
+	static bool checked;
+	unsigned long long k;
+	size_t fl, n;
+
+	if (!mapz_is_compressed(*json, *len))
+		return true;
+	if (!checked) {
+		char *all;
+		size_t all_len;
+
+		if (mapz_decompress(*json, *len, CTRL_MSG_MAX, &all, &all_len) < 0 ||
+		    !head_is(all, all_len, NETMAP_HEAD))
+			return false;
+		free(all);
+		checked = true;
+	}
+	fl = ZSTD_findFrameCompressedSize(*json, *len);
+	k = ZSTD_getFrameContentSize(*json, *len);
+	if (ZSTD_isError(fl) || k == ZSTD_CONTENTSIZE_ERROR || k == ZSTD_CONTENTSIZE_UNKNOWN ||
+	    k >= sizeof(head))
+		return false;
+	n = ZSTD_decompress(head, sizeof(head), *json, fl);
+	if (ZSTD_isError(n))
+		return false;
+	cnt_zstd_maps++;
+	*json = head;
+	*len = n;
+	return true;
+}
+
 static void sim_message(struct sim *s, const char *json, size_t len)
 {
 	struct ctrl_msg m;
 
 	s->msgs++;
+	if (!zstd_head(&json, &len)) {
+		sim_kill(s, "bad compressed netmap");
+		return;
+	}
 	switch (s->st) {
 	case ST_REGISTER:
 		if (ctrl_msg_decode(json, len, &m) < 0 || m.type != CTRL_MSG_REGISTER_RESPONSE) {
@@ -435,10 +542,11 @@ static void sim_message(struct sim *s, const char *json, size_t len)
 		}
 		ctrl_msg_clear(&m);
 		s->st = ST_REGISTERED;
+		s->has_key_spent = true;
 		in_flight--;
 		cnt_registered++;
 		/* A reconnecting trellisd asks for its map at once. */
-		if (reconnecting)
+		if (reconnecting || s->want_map)
 			sim_map(s);
 		return;
 	case ST_MAPWAIT:
@@ -462,6 +570,7 @@ static void sim_message(struct sim *s, const char *json, size_t len)
 					s->v4 = ntohl(in.s_addr);
 			}
 			s->st = ST_STREAMING;
+			s->fails = 0; /* trellisd's backoff starts again once it has a netmap */
 			in_flight--;
 			cnt_streaming++;
 		}
@@ -521,7 +630,7 @@ static void sim_readable(struct sim *s)
 			/* Bytes after the head already belong to the stream. */
 			off = take - (s->in_len - resp.head_len);
 			sim_handshake(s);
-			if (s->st == ST_DEAD)
+			if (GONE(s))
 				return;
 		}
 		bytes_in += (uint64_t)r;
@@ -534,12 +643,12 @@ static void sim_readable(struct sim *s)
 			off += c;
 			if (s->st == ST_HANDSHAKE && ctrlstream_established(s->cs)) {
 				sim_register(s);
-				if (s->st == ST_DEAD)
+				if (GONE(s))
 					return;
 			}
 			while ((k = ctrlstream_recv(s->cs, &json, &len)) == 1) {
 				sim_message(s, json, len);
-				if (s->st == ST_DEAD)
+				if (GONE(s))
 					return;
 			}
 			if (k < 0) {
@@ -583,6 +692,31 @@ static void keepalive_all(void)
 	}
 }
 
+static unsigned n_total; /* n_sims and the joiners behind them */
+
+/* Nodes whose backoff is over reconnect (sim_kill). */
+static void retry_due(void)
+{
+	static uint64_t next;
+	uint64_t now = now_ns();
+
+	if (!cnt_retrying || now < next)
+		return;
+	next = UINT64_MAX;
+	for (unsigned i = 0; i < n_total; i++) {
+		struct sim *s = &sims[i];
+
+		if (s->st != ST_RETRY)
+			continue;
+		if (s->retry_at > now) {
+			next = s->retry_at < next ? s->retry_at : next;
+			continue;
+		}
+		cnt_retrying--;
+		sim_start(s);
+	}
+}
+
 /* Runs the event loop until done() or timeout_ns; returns false on timeout. */
 static bool loop_until(bool (*done)(void), void (*feed)(void), uint64_t timeout_ns)
 {
@@ -598,6 +732,7 @@ static bool loop_until(bool (*done)(void), void (*feed)(void), uint64_t timeout_
 			return false;
 		if (feed)
 			feed();
+		retry_due();
 		if (now_ns() - last_keepalive > 20000000000ULL) {
 			keepalive_all();
 			last_keepalive = now_ns();
@@ -606,11 +741,11 @@ static bool loop_until(bool (*done)(void), void (*feed)(void), uint64_t timeout_
 		for (i = 0; i < n; i++) {
 			struct sim *s = evs[i].data.ptr;
 
-			if (s->st == ST_DEAD)
+			if (GONE(s))
 				continue;
 			if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 				sim_readable(s);
-			if (s->st != ST_DEAD && (evs[i].events & EPOLLOUT))
+			if (!GONE(s) && (evs[i].events & EPOLLOUT))
 				sim_writable(s);
 		}
 	}
@@ -623,6 +758,7 @@ static bool never(void)
 }
 
 static unsigned concurrency = 256, map_concurrency = 64, next_start, next_map;
+static unsigned reconnect_concurrency; /* after the restart; 0: concurrency */
 
 static void feed_register(void)
 {
@@ -640,6 +776,9 @@ static void sims_reset(void)
 	for (unsigned i = 0; i < n_sims; i++) {
 		struct sim *s = &sims[i];
 
+		s->fails = 0;
+		if (s->st == ST_RETRY)
+			s->st = ST_IDLE;
 		if (s->st == ST_DEAD || s->st == ST_IDLE)
 			continue;
 		epoll_ctl(ep_fd, EPOLL_CTL_DEL, s->fd, NULL);
@@ -650,13 +789,13 @@ static void sims_reset(void)
 		s->want_out = false;
 		s->st = ST_IDLE;
 	}
-	cnt_registered = cnt_streaming = in_flight = 0;
+	cnt_registered = cnt_streaming = in_flight = cnt_retrying = 0;
 	next_start = 0;
 }
 
 static bool done_register(void)
 {
-	return next_start == n_sims && in_flight == 0;
+	return next_start == n_sims && in_flight == 0 && !cnt_retrying;
 }
 
 static void feed_map(void)
@@ -666,12 +805,14 @@ static void feed_map(void)
 
 		if (s->st == ST_REGISTERED)
 			sim_map(s);
+		else
+			s->want_map = true; /* reconnecting: asks once registered */
 	}
 }
 
 static bool done_map(void)
 {
-	return next_map == n_sims && in_flight == 0;
+	return next_map == n_sims && in_flight == 0 && !cnt_retrying;
 }
 
 static bool done_change(void)
@@ -713,6 +854,47 @@ static bool done_quiet(void)
 	return now_ns() >= quiet_until;
 }
 
+/* The 1-minute load average: the machine is shared, the wall times depend on it. */
+static double load1(void)
+{
+	FILE *f = fopen("/proc/loadavg", "r");
+	double l = -1;
+
+	if (f) {
+		if (fscanf(f, "%lf", &l) != 1)
+			l = -1;
+		fclose(f);
+	}
+	return l;
+}
+
+/*
+ * A TcpExt counter of /proc/net/netstat (this network namespace: the server's listener and
+ * the simulator are on its loopback): ListenOverflows counts connections the full accept
+ * queue turned away (the client's SYN is then retransmitted), ListenDrops those and more.
+ */
+static unsigned long long tcpext(const char *name)
+{
+	static char names[8192], values[8192];
+	unsigned long long v = 0;
+	char *sn, *sv, *n, *x;
+	FILE *f = fopen("/proc/net/netstat", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(names, sizeof(names), f) && fgets(values, sizeof(values), f)) {
+		if (strncmp(names, "TcpExt:", 7))
+			continue;
+		n = strtok_r(names, " \n", &sn);
+		x = strtok_r(values, " \n", &sv);
+		while ((n = strtok_r(NULL, " \n", &sn)) && (x = strtok_r(NULL, " \n", &sv)))
+			if (!strcmp(n, name))
+				v = strtoull(x, NULL, 10);
+	}
+	fclose(f);
+	return v;
+}
+
 static int pid_read(const char *path)
 {
 	FILE *f = fopen(path, "r");
@@ -726,14 +908,119 @@ static int pid_read(const char *path)
 	return pid;
 }
 
+/* "PREFIXretries N" and "PREFIXretries_STATE N", by the state they failed in. */
+static void print_retries(const char *prefix, const unsigned counts[ST_RETRY])
+{
+	unsigned total = 0;
+
+	for (int k = 0; k < ST_RETRY; k++) {
+		if (!counts[k])
+			continue;
+		total += counts[k];
+		printf("%sretries_%s %u\n", prefix, state_names[k], counts[k]);
+	}
+	printf("%sretries %u\n", prefix, total);
+}
+
+/* What the reconnect after the restart came to, in one process (--procs: each sends one). */
+struct reconnect_report {
+	unsigned synced, resumed, full, zstd, dead;
+	unsigned retries[ST_RETRY];
+	uint64_t bytes, t_done_ns; /* t_done_ns: CLOCK_MONOTONIC, the same in every process */
+	double cpu;		   /* this process's */
+	bool ok;
+};
+
+static unsigned n_procs = 1;
+
+/* Every node of this process reconnects as trellisd does, until all hold a current netmap. */
+static void reconnect_run(struct reconnect_report *r)
+{
+	unsigned retries0[ST_RETRY], dead0 = cnt_dead;
+	double sim0 = self_cpu();
+
+	memcpy(retries0, cnt_retries, sizeof(retries0));
+	reconnecting = true;
+	bytes_in = 0;
+	cnt_zstd_maps = cnt_resumed = cnt_full = 0;
+	memset(r, 0, sizeof(*r));
+	r->ok = loop_until(done_register, feed_register, 600ULL * 1000000000);
+	r->t_done_ns = now_ns();
+	r->synced = cnt_streaming;
+	r->resumed = cnt_resumed;
+	r->full = cnt_full;
+	r->zstd = cnt_zstd_maps;
+	r->bytes = bytes_in;
+	r->cpu = self_cpu() - sim0;
+	r->dead = cnt_dead - dead0;
+	for (int k = 0; k < ST_RETRY; k++)
+		r->retries[k] = cnt_retries[k] - retries0[k];
+}
+
+static void write_all(int fd, const void *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w <= 0)
+			_exit(1);
+		p = (const char *)p + w;
+		n -= (size_t)w;
+	}
+}
+
+static bool read_all(int fd, void *p, size_t n)
+{
+	while (n) {
+		ssize_t r = read(fd, p, n);
+
+		if (r <= 0)
+			return false;
+		p = (char *)p + r;
+		n -= (size_t)r;
+	}
+	return true;
+}
+
+/*
+ * --procs P: process k reconnects the nodes i with i % P == k, in an event loop of its own,
+ * so that the simulator's handshakes use every core the server leaves; it reports when its
+ * nodes all hold a netmap, then the connections it lost in the quiet after.
+ */
+static void reconnect_child(unsigned k, int wfd)
+{
+	struct reconnect_report r;
+	unsigned dead0;
+
+	close(ep_fd);
+	ep_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (ep_fd < 0)
+		_exit(1);
+	for (unsigned i = 0; i < n_sims; i++)
+		if (i % n_procs != k && sims[i].st == ST_IDLE)
+			sims[i].st = ST_DEAD; /* another process's */
+	concurrency = concurrency / n_procs ? concurrency / n_procs : 1;
+	reconnect_run(&r);
+	write_all(wfd, &r, sizeof(r));
+	dead0 = cnt_dead;
+	quiet_until = now_ns() + 2000000000ULL;
+	loop_until(done_quiet, NULL, 300ULL * 1000000000);
+	r.dead = cnt_dead - dead0;
+	write_all(wfd, &r.dead, sizeof(r.dead));
+	_exit(0);
+}
+
 /* Phase 4: the server restarts under N connected nodes (see the top of the file). */
 static void restart_phase(const char *cmd, const char *pid_file)
 {
 	struct ctrl_msg m = {.type = CTRL_MSG_ENDPOINTS};
-	unsigned held = 0, dead0 = cnt_dead, i;
+	struct reconnect_report r, sum = {.ok = true};
+	unsigned held = 0, dead0 = cnt_dead, i, dead_after = 0;
 	uint64_t t0, t_sync;
-	double cpu;
-	int pid;
+	double cpu, load0 = load1();
+	unsigned long long overflows0 = tcpext("ListenOverflows");
+	int pid, fds[64];
+	pid_t kids[64];
 	bool ok;
 
 	for (i = 0; i < n_sims; i++)
@@ -743,31 +1030,93 @@ static void restart_phase(const char *cmd, const char *pid_file)
 		cnt_streaming, held);
 	printf("restart_streams %u\n", cnt_streaming);
 	printf("restart_held %u\n", held);
+	fflush(stdout);
 	if (system(cmd) != 0) {
 		fprintf(stderr, "control_scale: the restart command failed\n");
 		return;
 	}
 	pid = pid_read(pid_file);
 	sims_reset();
-	reconnecting = true;
-	bytes_in = 0;
+	if (reconnect_concurrency)
+		concurrency = reconnect_concurrency;
+	fprintf(stderr, "control_scale: reconnecting %u nodes, %u at once, in %u process%s\n",
+		n_sims, concurrency, n_procs, n_procs > 1 ? "es" : "");
 	t0 = now_ns();
-	ok = loop_until(done_register, feed_register, 600ULL * 1000000000);
-	t_sync = now_ns() - t0;
+	if (n_procs == 1) {
+		reconnect_run(&sum);
+	} else {
+		for (unsigned k = 0; k < n_procs; k++) {
+			int p[2];
+
+			if (pipe(p) < 0)
+				die("pipe");
+			kids[k] = fork();
+			if (kids[k] < 0)
+				die("fork");
+			if (kids[k] == 0) {
+				close(p[0]);
+				reconnect_child(k, p[1]);
+			}
+			close(p[1]);
+			fds[k] = p[0];
+		}
+		for (unsigned k = 0; k < n_procs; k++) {
+			if (!read_all(fds[k], &r, sizeof(r))) {
+				fprintf(stderr, "control_scale: reconnect process %u failed\n", k);
+				r = (struct reconnect_report){0};
+			}
+			sum.synced += r.synced;
+			sum.resumed += r.resumed;
+			sum.full += r.full;
+			sum.zstd += r.zstd;
+			sum.dead += r.dead;
+			sum.bytes += r.bytes;
+			sum.cpu += r.cpu;
+			sum.ok = sum.ok && r.ok;
+			sum.t_done_ns = r.t_done_ns > sum.t_done_ns ? r.t_done_ns : sum.t_done_ns;
+			for (int s = 0; s < ST_RETRY; s++)
+				sum.retries[s] += r.retries[s];
+		}
+	}
+	t_sync = sum.t_done_ns - t0;
 	cpu = proc_cpu(pid);
+	ok = sum.ok;
 	fprintf(stderr,
 		"control_scale: %u of %u nodes hold a current netmap %.2f s after the restart "
-		"(%u resumed, %u full maps, %.1f MiB received, server CPU %.2f s)%s\n",
-		cnt_streaming, n_sims, t_sync / 1e9, cnt_resumed, cnt_full, bytes_in / 1048576.0,
-		cpu, ok ? "" : " (TIMEOUT)");
-	printf("restart_synced %u\n", cnt_streaming);
+		"(%u resumed, %u full maps, %.1f MiB received, server CPU %.2f s, simulator CPU "
+		"%.2f s)%s\n",
+		sum.synced, n_sims, t_sync / 1e9, sum.resumed, sum.full, sum.bytes / 1048576.0, cpu,
+		sum.cpu, ok ? "" : " (TIMEOUT)");
+	printf("restart_synced %u\n", sum.synced);
 	printf("restart_sync_s %.3f\n", t_sync / 1e9);
-	printf("restart_resumed %u\n", cnt_resumed);
-	printf("restart_full %u\n", cnt_full);
-	printf("restart_mib_received %.1f\n", bytes_in / 1048576.0);
+	printf("restart_resumed %u\n", sum.resumed);
+	printf("restart_full %u\n", sum.full);
+	printf("restart_mib_received %.1f\n", sum.bytes / 1048576.0);
 	printf("restart_server_cpu_s %.2f\n", cpu);
+	printf("restart_zstd_maps %u\n", sum.zstd);
+	printf("restart_sim_cpu_s %.2f\n", sum.cpu);
+	printf("restart_sim_procs %u\n", n_procs);
+	printf("restart_listen_overflows %llu\n", tcpext("ListenOverflows") - overflows0);
+	printf("restart_load %.2f, %.2f\n", load0, load1());
+	printf("restart_reconnect_concurrency %u\n", concurrency);
+	print_retries("restart_", sum.retries);
 	fflush(stdout);
 
+	if (n_procs > 1) {
+		/* Each process waits for quiet, then says what it lost since. */
+		for (unsigned k = 0; k < n_procs; k++) {
+			unsigned d = 0;
+
+			if (read_all(fds[k], &d, sizeof(d)))
+				dead_after += d;
+			close(fds[k]);
+			waitpid(kids[k], NULL, 0);
+		}
+		printf("restart_server_cpu_quiet_s %.2f\n", proc_cpu(pid));
+		printf("restart_dead_connections %u\n", sum.dead + dead_after);
+		fflush(stdout);
+		return;
+	}
 	/* The maps are current: one more change reaches every stream. */
 	quiet_until = now_ns() + 2000000000ULL;
 	loop_until(done_quiet, NULL, 300ULL * 1000000000);
@@ -780,6 +1129,8 @@ static void restart_phase(const char *cmd, const char *pid_file)
 		endpoint_parse(&m.endpoints.endpoints[0], change_marker);
 		cnt_changed = 0;
 		change_idx++;
+		change_from = &sims[0];
+		change_target = cnt_streaming - 1;
 		ts = now_ns();
 		if (sim_send(&sims[0], &m) == 0) {
 			sim_flush(&sims[0]);
@@ -839,6 +1190,10 @@ int main(int argc, char **argv)
 	    {"restart-cmd", required_argument, NULL, 'R'},
 	    {"pid-file", required_argument, NULL, 'F'},
 	    {"hold", no_argument, NULL, 'H'},
+	    {"reconnect-concurrency", required_argument, NULL, 'C'},
+	    {"no-zstd", no_argument, NULL, 'Z'},
+	    {"no-retry", no_argument, NULL, 'N'},
+	    {"procs", required_argument, NULL, 'O'},
 	    {0},
 	};
 	const char *server = "127.0.0.1:8080", *policy_cmd = NULL, *restart_cmd = NULL;
@@ -895,19 +1250,32 @@ int main(int argc, char **argv)
 		case 'H':
 			hold = true;
 			break;
+		case 'C':
+			reconnect_concurrency = strtoul(optarg, NULL, 10);
+			break;
+		case 'Z':
+			offer_zstd = false;
+			break;
+		case 'N':
+			retry_on = false;
+			break;
+		case 'O':
+			n_procs = strtoul(optarg, NULL, 10);
+			break;
 		default:
 			fprintf(stderr,
 				"usage: control_scale --server ADDR:PORT --auth-key KEY -n N "
 				"[--server-pid PID] [--concurrency C] [--map-concurrency M] "
 				"[--changes K] [--sources S] [--policy-cmd CMD] "
 				"[--policy-changes P] [--joins J] [--join-src PREFIX] "
-				"[--restart-cmd CMD --pid-file F] [--hold]\n");
+				"[--restart-cmd CMD --pid-file F] [--reconnect-concurrency R] "
+				"[--no-zstd] [--no-retry] [--procs P] [--hold]\n");
 			return 2;
 		}
 	}
 	if (!auth_key || !n_sims || !n_sources || n_sources > 250 * 250 || !concurrency ||
 	    !map_concurrency || changes > 64 || policy_changes > 64 || joins > 64 ||
-	    !restart_cmd != !pid_file || (hold && restart_cmd)) {
+	    !restart_cmd != !pid_file || (hold && restart_cmd) || !n_procs || n_procs > 64) {
 		fprintf(stderr, "control_scale: --auth-key and -n N are required\n");
 		return 2;
 	}
@@ -925,8 +1293,9 @@ int main(int argc, char **argv)
 	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 		die("setrlimit RLIMIT_NOFILE");
 	/* The joining nodes sit behind the first n_sims, outside the first phases' loops. */
-	sims = calloc(n_sims + joins, sizeof(*sims));
-	ep_fd = epoll_create1(0);
+	n_total = n_sims + joins;
+	sims = calloc(n_total, sizeof(*sims));
+	ep_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (!sims || ep_fd < 0)
 		die("setup");
 	fetch_server_key();
@@ -977,6 +1346,8 @@ int main(int argc, char **argv)
 	t_map = now_ns() - t0;
 	cpu_map = proc_cpu(pid) - cpu0;
 	printf("streams %u\n", cnt_streaming);
+	printf("zstd_maps %u\n", cnt_zstd_maps);
+	print_retries("", cnt_retries);
 	printf("map_all_s %.3f\n", t_map / 1e9);
 	printf("server_cpu_map_s %.2f\n", cpu_map);
 	fflush(stdout);
@@ -1000,11 +1371,11 @@ int main(int argc, char **argv)
 			for (k = 0; k < n; k++) {
 				struct sim *s = evs[k].data.ptr;
 
-				if (s->st == ST_DEAD)
+				if (GONE(s))
 					continue;
 				if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 					sim_readable(s);
-				if (s->st != ST_DEAD && (evs[k].events & EPOLLOUT))
+				if (!GONE(s) && (evs[k].events & EPOLLOUT))
 					sim_writable(s);
 			}
 		}

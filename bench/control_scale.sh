@@ -18,6 +18,14 @@
 #   BENCH_BEFORE         another trellis-control (say, main's) run in the same loop, after
 #                        ours at each N, as the reference column
 #   BENCH_RESTART        0: no restart phase (default 1: the server restarts under the nodes)
+#   BENCH_CHANGES        endpoint changes timed before the restart (default 5; 0: none)
+#   BENCH_RECONNECT_CONCURRENCY  nodes reconnecting at once after the restart (default 256,
+#                        as registration; N: every node at once, a storm)
+#   BENCH_ZSTD           0: the nodes do not offer compressed full netmaps (default 1)
+#   BENCH_PERF           a file: the restarted server runs under `perf record -g` into it
+#   BENCH_PROCS          simulator processes for the reconnect after the restart (default 1)
+# Only the restart at 10,000 nodes, say:
+#   BENCH_NODES=10000 BENCH_CHANGES=0 BENCH_OUT=- bench/control_scale.sh
 # Don't run it while the machine is busy: the numbers would be meaningless.
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +39,12 @@ PCHANGES=${BENCH_POLICY_CHANGES:-5}
 JOINS=${BENCH_JOINS:-5}
 BEFORE=${BENCH_BEFORE:-}
 RESTART=${BENCH_RESTART:-1}
+CHANGES=${BENCH_CHANGES:-5}
+RECONNECT=${BENCH_RECONNECT_CONCURRENCY:-}
+ZSTD=${BENCH_ZSTD:-1}
+PERF=${BENCH_PERF:-}
+PROCS=${BENCH_PROCS:-1}
+MPORT=$((PORT + 1))
 
 die() { echo "control_scale.sh: $*" >&2; exit 1; }
 [[ -x $CONTROL ]] || die "no trellis-control at $CONTROL (run make)"
@@ -109,7 +123,8 @@ PY
 		extra=(--changes 0 --policy-cmd "$TMP/setpolicy.sh" --policy-changes "$PCHANGES" --joins "$JOINS"
 			--join-src 100.64.0.0/22)
 	fi
-	"$bin" --state "$state" serve --listen "127.0.0.1:$PORT" >"$TMP/server-$run.log" 2>&1 &
+	"$bin" --state "$state" serve --listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" \
+		>"$TMP/server-$run.log" 2>&1 &
 	SERVER_PID=$!
 	echo "$SERVER_PID" >"$TMP/server.pid"
 	for ((k = 0; k < 100; k++)); do
@@ -123,8 +138,13 @@ PY
 		pid=\$(cat "$TMP/server.pid")
 		kill "\$pid"
 		while kill -0 "\$pid" 2>/dev/null; do sleep 0.05; done
-		"$bin" --state "$state" serve --listen "127.0.0.1:$PORT" >>"$TMP/server-$run.log" 2>&1 &
+		"$bin" --state "$state" serve --listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" \
+			>>"$TMP/server-$run.log" 2>&1 &
 		echo \$! >"$TMP/server.pid"
+		if [[ -n "$PERF" ]]; then
+			perf record -q -F 999 -g -o "$PERF" -p \$! >/dev/null 2>&1 &
+			echo \$! >"$TMP/perf.pid"
+		fi
 		for ((k = 0; k < 300; k++)); do
 			ss -Hltn "sport = :$PORT" | grep -q . && exit 0
 			sleep 0.05
@@ -134,13 +154,27 @@ PY
 	chmod +x "$TMP/restart.sh"
 	restart=()
 	[[ $RESTART == 1 ]] && restart=(--restart-cmd "$TMP/restart.sh" --pid-file "$TMP/server.pid")
+	[[ $RESTART == 1 && -n $RECONNECT ]] && restart+=(--reconnect-concurrency "$RECONNECT")
+	[[ $RESTART == 1 ]] && restart+=(--procs "$PROCS")
+	[[ $ZSTD == 1 ]] || extra+=(--no-zstd)
+	[[ -n $RULES ]] || extra+=(--changes "$CHANGES")
 	# 10 connections per source address: under the server's per-source cap of connections
 	# that are not yet a map stream (docs/security.md), or registration stops at 64 x 64.
 	timeout 3600 "$TMP/control_scale" --server "127.0.0.1:$PORT" --auth-key "$key" -n "$n" \
 		--sources $(((n + 9) / 10)) --server-pid "$SERVER_PID" "${extra[@]}" "${restart[@]}" \
 		>"$TMP/result-$run.txt"
 	echo "control_scale exit $?" >&2
+	if [[ -f $TMP/perf.pid ]]; then
+		kill -INT "$(cat "$TMP/perf.pid")" 2>/dev/null
+		while kill -0 "$(cat "$TMP/perf.pid")" 2>/dev/null; do sleep 0.1; done
+		rm -f "$TMP/perf.pid"
+	fi
 	cat "$TMP/result-$run.txt" >&2
+	# What the server counted (since its last start): why connections were dropped, resumes.
+	curl -s "http://127.0.0.1:$MPORT/metrics" >"$TMP/metrics-$run.txt"
+	grep -E '^trellis_control_(drops_total|resume|netmap_bytes|netmaps_compressed|connections_total|late_reads)' \
+		"$TMP/metrics-$run.txt" | grep -v ' 0$' | sed "s/^/server metric: /" >&2
+	echo "load_avg_end $(cut -d' ' -f1 /proc/loadavg)" >>"$TMP/result-$run.txt"
 	while read -r k v; do
 		R[$run.$k]=$v
 	done <"$TMP/result-$run.txt"
@@ -204,13 +238,19 @@ section()
 	row "state dir on disk (MiB)" db mib
 	row "connections lost" dead_connections
 	if [[ $RESTART == 1 ]]; then
+		row "restart: load average (1 min) before, after" restart_load
+		row "restart: nodes reconnecting at once" restart_reconnect_concurrency
 		row "restart: streams open before" restart_streams
 		row "restart: nodes holding a current netmap after" restart_synced
 		row "restart: time until all hold it (s)" restart_sync_s
 		row "restart: resumed with a delta" restart_resumed
 		row "restart: sent a full netmap" restart_full
+		row "restart: reconnects retried (trellisd's backoff)" restart_retries
+		row "restart: SYNs the full accept queue turned away" restart_listen_overflows
 		row "restart: MiB the nodes received" restart_mib_received
 		row "restart: server CPU until all hold it (s)" restart_server_cpu_s
+		row "restart: simulator CPU until all hold it (s)" restart_sim_cpu_s
+		row "restart: simulator processes" restart_sim_procs
 		row "restart: server CPU until quiet (s)" restart_server_cpu_quiet_s
 		row "restart: a change after it reached (streams)" restart_change_reached
 		row "restart: connections lost after it" restart_dead_connections

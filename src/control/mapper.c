@@ -1673,7 +1673,7 @@ int mapper_node_home_region(struct mapper *m, uint64_t id, uint32_t region)
 	if (region > NETMAP_RELAY_REGION_ID_MAX)
 		return -EINVAL;
 	if (x->rec.home_region == region)
-		return 0;
+		return 1;
 	/* Rare (a node's home moves with its network): a changed record, no patch of its own. */
 	rec = x->rec;
 	rec.home_region = region;

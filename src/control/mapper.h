@@ -69,7 +69,7 @@ int mapper_node_endpoints(struct mapper *m, uint64_t id, const struct endpoint *
 /*
  * The relay region the node reported as its home (0: none); peers get it as a
  * changed record. Not persisted: a node reports it on every connect.
- * 0 (also when unchanged), -ENOENT, -EINVAL (over NETMAP_RELAY_REGION_ID_MAX).
+ * 0 (changed), 1 (unchanged), -ENOENT, -EINVAL (over NETMAP_RELAY_REGION_ID_MAX).
  */
 int mapper_node_home_region(struct mapper *m, uint64_t id, uint32_t region);
 /*

@@ -93,6 +93,8 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		"# TYPE trellis_control_resumes_total counter\n"
 		"trellis_control_resumes_total{result=\"delta\"} %" PRIu64 "\n"
 		"trellis_control_resumes_total{result=\"full\"} %" PRIu64 "\n"
+		"# TYPE trellis_control_resume_feed_rows_total counter\n"
+		"trellis_control_resume_feed_rows_total %" PRIu64 "\n"
 		"# TYPE trellis_control_late_reads_total counter\n"
 		"trellis_control_late_reads_total %" PRIu64 "\n"
 		"# TYPE trellis_control_netmaps_waiting gauge\n"
@@ -102,8 +104,8 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 		"# TYPE trellis_control_connection_output_max_bytes gauge\n"
 		"trellis_control_connection_output_max_bytes %zu\n",
 		c->resyncs, c->deltas_superseded, c->writes_coalesced, c->resumes,
-		c->resumes_refused, c->late_reads, m->netmaps_waiting, m->netmaps_buffered,
-		c->out_max);
+		c->resumes_refused, c->resume_feed_rows, c->late_reads, m->netmaps_waiting,
+		m->netmaps_buffered, c->out_max);
 	fprintf(f, "# TYPE trellis_control_drops_total counter\n");
 	for (int i = 0; i < METRICS_DROP_MAX; i++)
 		fprintf(f, "trellis_control_drops_total{reason=\"%s\"} %" PRIu64 "\n",

@@ -50,6 +50,7 @@ struct metrics_counters {
 	uint64_t netmaps_zstd, netmap_bytes_json, netmap_bytes_zstd;
 	/* map_request with a held netmap: answered with a delta, or with a full map after all */
 	uint64_t resumes, resumes_refused;
+	uint64_t resume_feed_rows; /* change feed rows resumes read (control/feedscan.h) */
 	/* deltas that told a node what it may open: the whole list, or a patch of it */
 	uint64_t may_open_lists, may_open_patches;
 	uint64_t late_reads; /* a deadline found the node's bytes waiting: we were behind */

@@ -53,6 +53,7 @@
 #include "control/changes.h"
 #include "control/crlhttp.h"
 #include "control/ephemeral.h"
+#include "control/feedscan.h"
 #include "control/flows_collect.h"
 #include "control/flows_prune.h"
 #include "control/mapper.h"
@@ -77,8 +78,10 @@
 #include "proto/http.h"
 
 #define TICK_NS (200 * NSEC_PER_MSEC) /* change feed and key expiry */
-/* Changes since a held netmap beyond which a full map is the cheaper answer. */
+/* Nodes a delta would name from the feed beyond which a full map is the cheaper answer. */
+#ifndef RESUME_MISSED_MAX
 #define RESUME_MISSED_MAX 16384
+#endif
 /* Nodes online when the last run stopped are presumed online this long: they reconnect. */
 #define PRESUME_NS (60 * NSEC_PER_SEC)
 /* "BEGIN END": the change feed's rows of the last run's stop (its nodes going offline). */
@@ -104,6 +107,7 @@ struct control_server {
 	struct weboidc *oidc; /* sign-in with an OpenID provider on them (--oidc-*) */
 	struct session_env sessions;
 	struct changes changes;
+	struct feedscan *scan; /* the feed since the positions resuming nodes hold */
 	uint8_t priv[CTRLSTREAM_KEY_LEN];
 	char pub_b64[KEY_BASE64_LEN + 1];
 	uint64_t default_tid;
@@ -937,77 +941,67 @@ static void version_refresh(struct control_server *s)
 	mapper_version_set(s->m, &v);
 }
 
+struct have_check {
+	const struct control_server *s;
+	const struct ctrl_have *h;
+};
+
+/* The row a node's `have` names is one of ours: the digest matches (feedscan_row_ok_fn). */
+static bool have_row_ok(void *ctx, const struct store_change *row)
+{
+	const struct have_check *c = ctx;
+	uint8_t digest[NETMAP_DIGEST_LEN];
+
+	version_digest(c->s, row, digest);
+	return crypto_equal(digest, c->h->version.digest, sizeof(digest));
+}
+
 /*
  * A node that holds the netmap of version h gets what changed since as one delta, when our
  * feed still has that position, the row there is the one the digest names, and what changed
- * can be said as a delta. False: it needs a full map.
+ * can be said as a delta. False: it needs a full map. The feed since h is read once for all
+ * the nodes that hold it (feedscan.h).
  */
 static bool resume(struct control_server *s, const struct control_node *n,
 		   const struct ctrl_have *h, int64_t now)
 {
-	struct store_change *rows = NULL;
+	struct have_check ctx = {.s = s, .h = h};
 	struct mapper_missed *missed = NULL;
-	uint8_t digest[NETMAP_DIGEST_LEN];
-	bool relay = false, ok = false, pol = mapper_policy_has(s->m, n->tailnet_id);
-	size_t n_missed = 0;
-	int k;
+	struct feedscan_since fr;
+	bool ok = false, pol = mapper_policy_has(s->m, n->tailnet_id);
+	size_t n_missed;
+	int r;
 
 	if (h->version.feed > s->changes.cursor)
 		return false;
-	rows = malloc((RESUME_MISSED_MAX + 1) * sizeof(*rows));
-	missed = malloc(RESUME_MISSED_MAX * sizeof(*missed));
-	if (!rows || !missed)
-		goto out;
-	k = store_changes_since(s->store, h->version.feed, rows, RESUME_MISSED_MAX + 1);
-	if (k < 1 || k > RESUME_MISSED_MAX || rows[0].seq != h->version.feed)
-		goto out;
-	version_digest(s, &rows[0], digest);
-	if (!crypto_equal(digest, h->version.digest, sizeof(digest)))
-		goto out;
-	for (int i = 1; i < k; i++) {
-		const struct store_change *c = &rows[i];
-
-		switch (c->kind) {
-		case STORE_CHANGE_NODE:
-			/* Its own record under a policy: who it sees may have moved. */
-			if (pol && c->id == n->id)
-				goto out;
-			missed[n_missed++] = (struct mapper_missed){.id = c->id};
-			break;
-		case STORE_CHANGE_NODE_LIVE:
-			/* The last run's goodbye: its nodes are presumed online (state_load). */
-			if (c->seq > s->stop_begin && c->seq <= s->stop_end)
-				break;
-			missed[n_missed++] = (struct mapper_missed){.id = c->id, .live_only = true};
-			break;
-		case STORE_CHANGE_NODE_TOUCH: /* written as it was */
-			break;
-		case STORE_CHANGE_SETTING:
-			relay = true;
-			break;
-		case STORE_CHANGE_POLICY:
-		case STORE_CHANGE_TAILNET:
-			if (c->id == n->tailnet_id)
-				goto out;
-			break;
-		case STORE_CHANGE_USER: /* a rename changes records the feed does not name */
-			goto out;
-		default:
-			break;
-		}
-	}
+	r = feedscan_get(s->scan, h->version.feed, have_row_ok, &ctx, &fr);
+	s->ctr.resume_feed_rows = feedscan_rows_read(s->scan);
+	if (r < 0 || fr.user || fr.overflow)
+		return false;
+	for (size_t i = 0; i < fr.n_tailnets; i++)
+		if (fr.tailnets[i] == n->tailnet_id)
+			return false;
+	/* Its own record under a policy: who it sees may have moved. */
+	for (size_t i = 0; pol && i < fr.n_missed; i++)
+		if (!fr.missed[i].live_only && fr.missed[i].id == n->id)
+			return false;
 	/* What the feed does not hold yet (unfed_add): named whole, like a node row. */
-	if (s->unfed_lost || n_missed + s->n_unfed > RESUME_MISSED_MAX)
-		goto out;
+	if (s->unfed_lost || fr.n_missed + s->n_unfed > RESUME_MISSED_MAX)
+		return false;
+	missed = malloc((fr.n_missed + s->n_unfed + 1) * sizeof(*missed));
+	if (!missed)
+		return false;
+	n_missed = fr.n_missed;
+	if (n_missed)
+		memcpy(missed, fr.missed, n_missed * sizeof(*missed));
 	for (size_t i = 0; i < s->n_unfed; i++) {
 		if (pol && s->unfed[i] == n->id)
 			goto out;
 		missed[n_missed++] = (struct mapper_missed){.id = s->unfed[i]};
 	}
 	mapper_seq_floor(s->m, h->seq);
-	ok = mapper_resume(s->m, n->id, missed, n_missed, relay, now) == 0;
+	ok = mapper_resume(s->m, n->id, missed, n_missed, fr.relay, now) == 0;
 out:
-	free(rows);
 	free(missed);
 	return ok;
 }
@@ -2226,6 +2220,12 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 		log_err("control: cannot load the store: %s", strerror(-r));
 		goto out;
 	}
+	/* After state_load: the last run's stop is known. */
+	s->scan = feedscan_new(s->store, RESUME_MISSED_MAX, s->stop_begin, s->stop_end);
+	if (!s->scan) {
+		r = -ENOMEM;
+		goto out;
+	}
 	r = httpd_new(s->loop, &hopts, &s->httpd);
 	if (r < 0)
 		goto out;
@@ -2369,6 +2369,7 @@ void control_server_free(struct control_server *s)
 	if (s->loop)
 		loop_async_del(&s->stop_async);
 	mapstream_free(s->ms);
+	feedscan_free(s->scan);
 	store_free(s->store);
 	/* After the store: every write's completion has run. */
 	flows_collector_free(s->flows);

@@ -40,6 +40,13 @@ int x25519_public_from_private(uint8_t ret_pub[X25519_KEY_LEN],
 /* -EINVAL when the result is all zeros (low-order point), as WireGuard requires. */
 int x25519_shared(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
 		  const uint8_t pub[X25519_KEY_LEN]);
+/*
+ * The same, for a private key whose public key the caller holds (its own static or
+ * ephemeral pair): half the cost, since OpenSSL need not compute priv_pub. A priv_pub that
+ * is not priv's does not change the result, which depends on priv and pub alone.
+ */
+int x25519_shared_pair(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
+		       const uint8_t priv_pub[X25519_KEY_LEN], const uint8_t pub[X25519_KEY_LEN]);
 
 /*
  * Ed25519 (RFC 8032): the signatures of flow-log batches (docs/audit.md). A private

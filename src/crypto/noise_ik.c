@@ -39,14 +39,18 @@ static void mix_key(struct noise_ik *hs, const uint8_t ikm[NOISE_KEY_LEN])
 	hs->n = 0;
 }
 
-/* DH then MixKey; a low-order public key (all-zero result) is refused. */
+/*
+ * DH then MixKey; a low-order public key (all-zero result) is refused. priv is one of our
+ * keys (hs->e_priv or hs->s_priv), whose public half we hold: x25519_shared_pair.
+ */
 static int mix_dh(struct noise_ik *hs, const uint8_t priv[NOISE_KEY_LEN],
 		  const uint8_t pub[NOISE_KEY_LEN])
 {
+	const uint8_t *own = priv == hs->e_priv ? hs->e_pub : hs->s_pub;
 	uint8_t shared[NOISE_KEY_LEN];
 	int ret;
 
-	ret = x25519_shared(shared, priv, pub);
+	ret = x25519_shared_pair(shared, priv, own, pub);
 	if (ret < 0)
 		goto out;
 	mix_key(hs, shared);

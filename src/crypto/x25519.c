@@ -7,8 +7,10 @@
 #include <errno.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 
 #include "crypto/crypto.h"
 
@@ -60,8 +62,34 @@ static bool all_zero(const uint8_t *p, size_t len)
 	return acc == 0;
 }
 
-int x25519_shared(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
-		  const uint8_t pub[X25519_KEY_LEN])
+/*
+ * Our key as OpenSSL wants it. Given the private half alone, OpenSSL computes the public
+ * half on import, a scalar multiplication as costly as the DH itself; given both (the
+ * caller's own key pair), it takes them as they are. The DH reads only the private half.
+ */
+static EVP_PKEY *key_import(const uint8_t priv[X25519_KEY_LEN], const uint8_t *priv_pub)
+{
+	OSSL_PARAM params[3];
+	EVP_PKEY_CTX *ctx;
+	EVP_PKEY *pkey = NULL;
+
+	if (!priv_pub)
+		return EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, X25519_KEY_LEN);
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PRIV_KEY, (void *)priv,
+						      X25519_KEY_LEN);
+	params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)priv_pub,
+						      X25519_KEY_LEN);
+	params[2] = OSSL_PARAM_construct_end();
+	ctx = EVP_PKEY_CTX_new_from_name(NULL, "X25519", NULL);
+	if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) != 1)
+		pkey = NULL;
+	EVP_PKEY_CTX_free(ctx);
+	return pkey;
+}
+
+static int shared(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
+		  const uint8_t *priv_pub, const uint8_t pub[X25519_KEY_LEN])
 {
 	EVP_PKEY *pkey = NULL, *peer = NULL;
 	EVP_PKEY_CTX *ctx = NULL;
@@ -69,7 +97,7 @@ int x25519_shared(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_
 	size_t len = sizeof(secret);
 	int ret = -EIO;
 
-	pkey = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, X25519_KEY_LEN);
+	pkey = key_import(priv, priv_pub);
 	peer = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, pub, X25519_KEY_LEN);
 	if (!pkey || !peer)
 		goto out;
@@ -103,4 +131,16 @@ out:
 	if (ret)
 		ERR_clear_error();
 	return ret;
+}
+
+int x25519_shared(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
+		  const uint8_t pub[X25519_KEY_LEN])
+{
+	return shared(ret_shared, priv, NULL, pub);
+}
+
+int x25519_shared_pair(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
+		       const uint8_t priv_pub[X25519_KEY_LEN], const uint8_t pub[X25519_KEY_LEN])
+{
+	return shared(ret_shared, priv, priv_pub, pub);
 }

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -729,6 +730,16 @@ static void conn_event(struct loop_fd *lh, uint32_t events)
 		loop_timer_arm(c->h->loop, &c->t, loop_now_ns(c->h->loop));
 }
 
+/* Whether the client's bytes wait for us: in the socket, or decrypted inside TLS. */
+static bool input_waiting(const struct httpd_conn *c)
+{
+	int n = 0;
+
+	if (c->io.ssl && SSL_pending(c->io.ssl) > 0)
+		return true;
+	return ioctl(c->io.fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 static void conn_timer(struct loop_timer *t)
 {
 	struct httpd_conn *c = container_of(t, struct httpd_conn, t);
@@ -741,6 +752,16 @@ static void conn_timer(struct loop_timer *t)
 	if (c->tls_more) {
 		conn_event(&c->lh, 0);
 		if (c->dead || c->tls_more)
+			return;
+	}
+	/*
+	 * Read first: a request that waits in the socket is ours to be late for (a loop behind
+	 * in a reconnect storm: 10,000 connections ready, a few dozen events per round), not
+	 * the client's. Closing it with its request unread would send a reset.
+	 */
+	if (!c->answered && input_waiting(c)) {
+		conn_event(&c->lh, EPOLLIN);
+		if (c->dead || c->lingering)
 			return;
 	}
 

@@ -783,6 +783,8 @@ static void test_relay_map_and_home(void **state)
 	assert_int_equal(delta_for(ids, d, n, 2)->changed[0].home_region, 5);
 	assert_null(delta_for(ids, d, n, 3));
 	free_deltas(d, n);
+	/* The same region again (every reconnect reports it): nothing changed, no delta. */
+	assert_int_equal(mapper_node_home_region(m, 1, 5), 1);
 	assert_int_equal(mapper_node_home_region(m, 1, 65536), -EINVAL);
 	assert_int_equal(mapper_node_home_region(m, 99, 1), -ENOENT);
 	/* Node 1's disco key (a daemon start): node 2 hears, node 3 does not. */

@@ -103,6 +103,12 @@ static void test_x25519_rfc7748_6_1(void **state)
 	assert_int_equal(x25519_shared(s2, b, apub), 0);
 	assert_hex(s1, "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
 	assert_memory_equal(s1, s2, 32);
+	/* Given our own public half too (the handshakes' way): the same secret. */
+	memset(s1, 0, 32);
+	assert_int_equal(x25519_shared_pair(s1, a, apub, bpub), 0);
+	assert_hex(s1, "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+	assert_int_equal(x25519_shared_pair(s2, b, bpub, apub), 0);
+	assert_memory_equal(s1, s2, 32);
 }
 
 /* RFC 8032 section 7.1, tests 1 and 2; then a flipped bit fails. */
@@ -156,6 +162,7 @@ static void test_x25519_low_order_and_generate(void **state)
 	memset(s1, 0xaa, 32);
 	assert_int_equal(x25519_shared(s1, priv, zero), -EINVAL);
 	assert_int_equal(x25519_shared(s1, priv, one), -EINVAL);
+	assert_int_equal(x25519_shared_pair(s1, priv, pub, zero), -EINVAL);
 	assert_int_equal(s1[0], 0xaa);
 
 	assert_int_equal(x25519_private_generate(priv2), 0);

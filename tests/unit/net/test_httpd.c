@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -475,6 +476,50 @@ static void test_emfile(void **state)
 	assert_int_equal(status_of("GET /exact HTTP/1.1\r\n\r\n", NULL, 0), 200);
 }
 
+static uint64_t want_accepted;
+
+static bool accepted(void *arg)
+{
+	struct httpd_stats st;
+
+	(void)arg;
+	httpd_stats_get(E.h, &st);
+	return st.conns_total >= want_accepted;
+}
+
+/*
+ * The handshake deadline of a connection whose request waits unread in its socket: the loop
+ * was behind (more connections ready than it takes events per round: a reconnect storm), not
+ * the client. It is read and answered, not closed with its request unread (a reset).
+ */
+static void test_deadline_reads_first(void **state)
+{
+	enum { N = 100 }; /* more than the loop's events per round */
+	static const char req[] = "GET /exact HTTP/1.1\r\n\r\n";
+	struct httpd_stats st0, st;
+	struct timespec ts = {.tv_sec = HTTPD_HANDSHAKE_TIMEOUT_NS / NSEC_PER_SEC,
+			      .tv_nsec = 200 * NSEC_PER_MSEC};
+	char buf[512];
+	int fds[N];
+
+	(void)state;
+	httpd_stats_get(E.h, &st0);
+	for (int i = 0; i < N; i++)
+		fds[i] = client(0x7f010001 + ((uint32_t)i << 8)); /* a source each */
+	want_accepted = st0.conns_total + N;
+	assert_true(loop_until(E.loop, accepted, NULL, 5 * NSEC_PER_SEC));
+	for (int i = 0; i < N; i++)
+		send_all(fds[i], req, sizeof(req) - 1);
+	/* The loop does not run: every deadline passes with the request in the socket. */
+	nanosleep(&ts, NULL);
+	for (int i = 0; i < N; i++) {
+		assert_true(read_to_close(fds[i], buf, sizeof(buf)) > 0);
+		assert_memory_equal(buf, "HTTP/1.1 200", 12);
+	}
+	httpd_stats_get(E.h, &st);
+	assert_int_equal(st.drops[HTTPD_DROP_TIMEOUT], st0.drops[HTTPD_DROP_TIMEOUT]);
+}
+
 /* Per-source keys: an IPv6 /64 is one source, an IPv4-mapped address its IPv4 one. */
 static void test_source_key(void **state)
 {
@@ -578,15 +623,16 @@ static void test_unix(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_routes),
-		cmocka_unit_test(test_body),
-		cmocka_unit_test(test_unix),
-		cmocka_unit_test(test_bad_heads),
-		cmocka_unit_test(test_upgrade_hand_off),
-		cmocka_unit_test(test_unauthenticated_per_source),
-		cmocka_unit_test(test_error_linger),
-		cmocka_unit_test(test_emfile),
-		cmocka_unit_test(test_source_key),
+	    cmocka_unit_test(test_routes),
+	    cmocka_unit_test(test_body),
+	    cmocka_unit_test(test_unix),
+	    cmocka_unit_test(test_bad_heads),
+	    cmocka_unit_test(test_upgrade_hand_off),
+	    cmocka_unit_test(test_unauthenticated_per_source),
+	    cmocka_unit_test(test_error_linger),
+	    cmocka_unit_test(test_emfile),
+	    cmocka_unit_test(test_deadline_reads_first),
+	    cmocka_unit_test(test_source_key),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
