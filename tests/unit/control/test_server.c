@@ -192,6 +192,29 @@ static void test_register_map_delta(void **state)
 	client_close(&a);
 }
 
+/* A client on a new connection as machine key `machine` (the server's test hook). */
+static void client_open_as(struct client *c, const uint8_t machine[32])
+{
+	memcpy(machine_next, machine, 32);
+	machine_fixed = true;
+	client_open(c);
+	machine_fixed = false;
+}
+
+/* A client on a new connection as machine `machine`, registered as `host`; its node id. */
+static uint64_t node_register(struct client *c, const uint8_t machine[32], const char *host)
+{
+	struct ctrl_msg m;
+	uint64_t id;
+
+	client_open_as(c, machine);
+	client_register(c, E.reusable, host, &m);
+	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
+	id = m.reg_resp.node.id;
+	ctrl_msg_clear(&m);
+	return id;
+}
+
 /* A client on a new connection as the same machine and node (a daemon that reconnects). */
 static void client_reopen(struct client *c, const uint8_t mpriv[32])
 {
@@ -199,10 +222,7 @@ static void client_reopen(struct client *c, const uint8_t mpriv[32])
 
 	memcpy(priv, c->node_priv, 32);
 	memcpy(pub, c->node_pub, 32);
-	memcpy(machine_next, mpriv, 32);
-	machine_fixed = true;
-	client_open(c);
-	machine_fixed = false;
+	client_open_as(c, mpriv);
 	memcpy(c->node_priv, priv, 32);
 	memcpy(c->node_pub, pub, 32);
 }
@@ -254,14 +274,7 @@ static uint64_t node_up(struct client *c, const uint8_t machine[32], const char 
 	struct ctrl_msg m;
 	uint64_t id;
 
-	memcpy(machine_next, machine, 32);
-	machine_fixed = true;
-	client_open(c);
-	machine_fixed = false;
-	client_register(c, E.reusable, host, &m);
-	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
-	id = m.reg_resp.node.id;
-	ctrl_msg_clear(&m);
+	id = node_register(c, machine, host);
 	client_map_disco(c, disco, NULL, &m);
 	assert_int_equal(m.type, CTRL_MSG_NETMAP);
 	ctrl_msg_clear(&m);
@@ -313,13 +326,7 @@ static void test_resume_disco_key(void **state)
 	 */
 	feed_wait_stamped();
 
-	memcpy(machine_next, mb, 32);
-	machine_fixed = true;
-	client_open(&b);
-	machine_fixed = false;
-	client_register(&b, E.reusable, "dk-b", &m);
-	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
-	ctrl_msg_clear(&m);
+	node_register(&b, mb, "dk-b");
 	client_map_disco(&b, kb, NULL, &m);
 	assert_int_equal(m.type, CTRL_MSG_NETMAP);
 	for (unsigned i = 0; i < m.netmap->n_peers; i++) {
@@ -387,23 +394,11 @@ static void test_resume_after_reconnects(void **state)
 	crypto_random(ma, 32);
 	crypto_random(mb, 32);
 	crypto_random(kb, 32);
-	memcpy(machine_next, ma, 32);
-	machine_fixed = true;
-	client_open(&a);
-	machine_fixed = false;
-	client_register(&a, E.reusable, "rc-a", &m);
-	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
-	ctrl_msg_clear(&m);
+	node_register(&a, ma, "rc-a");
 	client_close(&a);
 	feed_wait_stamped();
 
-	memcpy(machine_next, mb, 32);
-	machine_fixed = true;
-	client_open(&b);
-	machine_fixed = false;
-	client_register(&b, E.reusable, "rc-b", &m);
-	assert_int_equal(m.reg_resp.status, CTRL_REGISTER_OK);
-	ctrl_msg_clear(&m);
+	node_register(&b, mb, "rc-b");
 	client_map_disco(&b, kb, NULL, &m);
 	assert_int_equal(m.type, CTRL_MSG_NETMAP);
 	have.seq = m.netmap->seq;
