@@ -59,6 +59,25 @@ iperf_run()
 	echo "$json"
 }
 
+# tun_counts NS IFACE: "tx_packets tx_dropped rx_bytes" of a TUN device, to see where the
+# UDP test's datagrams go: the sender's TUN queue drops what its daemon does not read in
+# time, and the receiver's TUN counts what the tunnel delivered to that kernel (inner IP
+# bytes), of which the receiving socket may still drop some.
+tun_counts()
+{
+	nsx "$1" ip -j -s link show dev "$2" | python3 -c 'import json, sys
+s = json.load(sys.stdin)[0]["stats64"]
+print(s["tx"]["packets"], s["tx"]["dropped"], s["rx"]["bytes"])'
+}
+
+# tun_delta BEFORE AFTER EXPR: EXPR of d, the list of counter differences.
+tun_delta()
+{
+	python3 -c 'import sys
+d = [int(b) - int(a) for a, b in zip(sys.argv[1].split(), sys.argv[2].split())]
+print(eval(sys.argv[3]))' "$1" "$2" "$3" 2>/dev/null || echo "?"
+}
+
 gbps() { python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / 1e9))' "$1"; }
 
 # cost CFG NSA IFACE_A IFACE_B TARGET: syscalls and CPU ms per MB of a COST_MB transfer
@@ -150,7 +169,7 @@ nebula_stop()
 # bench_config NAME: measure one configuration, fill RR[NAME.*.round].
 bench_config()
 {
-	local cfg=$1 target ia ib json v impl=$1
+	local cfg=$1 target ia ib json v impl=$1 tun_a tun_b
 	[[ $cfg == nooff || $cfg == ref ]] && impl=trellisd
 	# The reference binary for this configuration's daemons only.
 	[[ $cfg == ref ]] && local -x TRELLISD=$REF_TRELLISD
@@ -196,7 +215,14 @@ bench_config()
 	RR[$cfg.tcpr.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
 	json=$(iperf_run "a$cfg$round" "$target" -P 4)
 	RR[$cfg.tcp4.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
+	[[ $cfg != veth ]] && tun_a=$(tun_counts "a$cfg$round" "$ia") && tun_b=$(tun_counts "b$cfg$round" "$ib")
 	json=$(iperf_run "a$cfg$round" "$target" -u -b 0 -l "$UDP_LEN")
+	if [[ $cfg != veth ]]; then
+		RR[$cfg.udpdrop.$round]=$(tun_delta "$tun_a" "$(tun_counts "a$cfg$round" "$ia")" \
+			'"%.1f" % (100 * d[1] / max(1, d[0] + d[1]))')
+		RR[$cfg.udptun.$round]=$(tun_delta "$tun_b" "$(tun_counts "b$cfg$round" "$ib")" \
+			"'%.0f' % (d[2] * 8 / $DURATION)")
+	fi
 	RR[$cfg.udp.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
 	RR[$cfg.udploss.$round]=$(json_get "$json" "'%.1f' % j['end']['sum_received']['lost_percent']" 2>/dev/null ||
 		echo "?")
@@ -267,7 +293,9 @@ cell()
 	local cfg=$1 m=$2
 	case $m in
 	tcp | tcpr | tcp4 | udp) gbps "${R[$cfg.$m]:-0}" ;;
+	udptun) [[ -n ${R[$cfg.udptun]:-} ]] && gbps "${R[$cfg.udptun]}" || echo "-" ;;
 	udploss) echo "${R[$cfg.udploss]:-?}" ;;
+	udpdrop) echo "${R[$cfg.udpdrop]:--}" ;;
 	rtt | rttbusy | sys_a | sys_b | cpu_a | cpu_b) echo "${R[$cfg.$m]:--}" ;;
 	rss) [[ -n ${R[$cfg.rss]:-} ]] && python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / 1024))' "${R[$cfg.rss]}" || echo "-" ;;
 	esac
@@ -313,13 +341,15 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	printf ' trellisd / wireguard-go | trellisd / offloads off | trellisd / nebula |\n|---|'
 	for c in "${ran[@]}"; do printf -- '---:|'; done
 	printf -- '---:|---:|---:|\n'
-	for m in tcp tcpr tcp4 udp udploss rtt rttbusy rss sys_a sys_b cpu_a cpu_b; do
+	for m in tcp tcpr tcp4 udp udploss udptun udpdrop rtt rttbusy rss sys_a sys_b cpu_a cpu_b; do
 		case $m in
 		tcp) printf '| TCP, 1 stream, A→B (Gb/s) |' ;;
 		tcpr) printf '| TCP, 1 stream, B→A (-R) (Gb/s) |' ;;
 		tcp4) printf '| TCP, 4 streams (Gb/s) |' ;;
 		udp) printf '| UDP, %s-byte datagrams, max rate, received (Gb/s) |' "$UDP_LEN" ;;
 		udploss) printf '| UDP loss (%%) |' ;;
+		udptun) printf '| UDP, delivered by the tunnel into the receiver'"'"'s kernel (inner IP, Gb/s) |' ;;
+		udpdrop) printf '| UDP, dropped by the sender'"'"'s TUN queue, unread by the daemon (%% of packets) |' ;;
 		rtt) printf '| ping RTT, 100 pings 50 ms apart, avg (ms) |' ;;
 		rttbusy) printf '| ping RTT, 300 pings 10 ms apart, avg (ms) |' ;;
 		rss) printf '| peak RSS of a tunnel process (MiB) |' ;;
@@ -335,6 +365,13 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	echo "Gb/s are iperf3's receiver-side rates. The ratio columns are trellisd divided by"
 	echo "wireguard-go, by itself with offloads off and by nebula (above 1 is better for"
 	echo "throughput, below 1 is better for RTT and RSS)."
+	echo "In the UDP test the sending iperf3 offers more than any tunnel here carries. Each"
+	echo "datagram is lost in one of three places: the sender's TUN queue (the daemon did not"
+	echo "read it in time; a row above), inside the tunnel (the difference between what the"
+	echo "sender's daemon read and what the receiver's TUN delivered), or at the receiving"
+	echo "socket (delivered into the kernel, but the receiving iperf3 did not read it in time:"
+	echo "the difference between the \"delivered\" and \"received\" rows, less 28 bytes of"
+	echo "headers per datagram and inner fragments' headers)."
 	echo "Peak RSS is VmHWM from /proc/PID/status, the larger of the two sides."
 	echo "Syscalls and CPU per MB: \`perf stat -e raw_syscalls:sys_enter,task-clock\` on each"
 	echo "daemon (all threads) during one iperf3 transfer of $COST_MB MB from A to B, divided by"
