@@ -23,6 +23,8 @@
 #                        0: not measured)
 #   BENCH_UDP_LEN        UDP datagram size (default 1400: two inner IP fragments at MTU 1420,
 #                        as iperf3 users often send; 1392 fits one inner packet)
+#   BENCH_TESTS          subset of "tcp udp ping cost" (default all; cost is the syscalls
+#                        and CPU per MB); the report leaves out the rows not measured
 #   BENCH_OUT            output file (default <repo>/docs/benchmarks.md; "-" = stdout only)
 # Don't run it while the machine is busy (compiling): the numbers would be meaningless.
 set -u
@@ -34,6 +36,7 @@ CONFIGS=${BENCH_CONFIGS:-veth wggo trellisd nooff nebula}
 ROUNDS=${BENCH_ROUNDS:-1}
 COST_MB=${BENCH_COST_MB:-256}
 UDP_LEN=${BENCH_UDP_LEN:-1400}
+TESTS=${BENCH_TESTS:-tcp udp ping cost}
 OUT=${BENCH_OUT:-$REPO/docs/benchmarks.md}
 REF_TRELLISD=${BENCH_REF_TRELLISD:-}
 export LAB_TIMEOUT=$(((DURATION * 20 + 300 + COST_MB) * ROUNDS * 2))
@@ -77,6 +80,9 @@ tun_delta()
 d = [int(b) - int(a) for a, b in zip(sys.argv[1].split(), sys.argv[2].split())]
 print(eval(sys.argv[3]))' "$1" "$2" "$3" 2>/dev/null || echo "?"
 }
+
+# want TEST: whether BENCH_TESTS asks for TEST.
+want() { [[ " $TESTS " == *" $1 "* ]]; }
 
 gbps() { python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / 1e9))' "$1"; }
 
@@ -209,34 +215,40 @@ bench_config()
 	LAB_PIDS+=($!)
 	wait_listen "b$cfg$round" 5201 || { log "$cfg: iperf3 server does not listen"; return 1; }
 
-	json=$(iperf_run "a$cfg$round" "$target")
-	RR[$cfg.tcp.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
-	json=$(iperf_run "a$cfg$round" "$target" -R)
-	RR[$cfg.tcpr.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
-	json=$(iperf_run "a$cfg$round" "$target" -P 4)
-	RR[$cfg.tcp4.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
-	[[ $cfg != veth ]] && tun_a=$(tun_counts "a$cfg$round" "$ia") && tun_b=$(tun_counts "b$cfg$round" "$ib")
-	json=$(iperf_run "a$cfg$round" "$target" -u -b 0 -l "$UDP_LEN")
-	if [[ $cfg != veth ]]; then
-		RR[$cfg.udpdrop.$round]=$(tun_delta "$tun_a" "$(tun_counts "a$cfg$round" "$ia")" \
-			'"%.1f" % (100 * d[1] / max(1, d[0] + d[1]))')
-		RR[$cfg.udptun.$round]=$(tun_delta "$tun_b" "$(tun_counts "b$cfg$round" "$ib")" \
-			"'%.0f' % (d[2] * 8 / $DURATION)")
+	if want tcp; then
+		json=$(iperf_run "a$cfg$round" "$target")
+		RR[$cfg.tcp.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
+		json=$(iperf_run "a$cfg$round" "$target" -R)
+		RR[$cfg.tcpr.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
+		json=$(iperf_run "a$cfg$round" "$target" -P 4)
+		RR[$cfg.tcp4.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
 	fi
-	RR[$cfg.udp.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
-	RR[$cfg.udploss.$round]=$(json_get "$json" "'%.1f' % j['end']['sum_received']['lost_percent']" 2>/dev/null ||
-		echo "?")
+	if want udp; then
+		[[ $cfg != veth ]] && tun_a=$(tun_counts "a$cfg$round" "$ia") && tun_b=$(tun_counts "b$cfg$round" "$ib")
+		json=$(iperf_run "a$cfg$round" "$target" -u -b 0 -l "$UDP_LEN")
+		if [[ $cfg != veth ]]; then
+			RR[$cfg.udpdrop.$round]=$(tun_delta "$tun_a" "$(tun_counts "a$cfg$round" "$ia")" \
+				'"%.1f" % (100 * d[1] / max(1, d[0] + d[1]))')
+			RR[$cfg.udptun.$round]=$(tun_delta "$tun_b" "$(tun_counts "b$cfg$round" "$ib")" \
+				"'%.0f' % (d[2] * 8 / $DURATION)")
+		fi
+		RR[$cfg.udp.$round]=$(json_get "$json" "j['end']['sum_received']['bits_per_second']" 2>/dev/null || echo 0)
+		RR[$cfg.udploss.$round]=$(json_get "$json" "'%.1f' % j['end']['sum_received']['lost_percent']" 2>/dev/null ||
+			echo "?")
+	fi
 	# Two rates: an idle path (threads asleep between pings, so thread wake-up
 	# latency dominates) and a busy one.
-	v=$(nsx "a$cfg$round" ping -n -q -c 100 -i 0.05 "$target" 2>/dev/null | awk -F/ '/^rtt/ { print $5 }')
-	RR[$cfg.rtt.$round]=${v:-?}
-	v=$(nsx "a$cfg$round" ping -n -q -c 300 -i 0.01 "$target" 2>/dev/null | awk -F/ '/^rtt/ { print $5 }')
-	RR[$cfg.rttbusy.$round]=${v:-?}
+	if want ping; then
+		v=$(nsx "a$cfg$round" ping -n -q -c 100 -i 0.05 "$target" 2>/dev/null | awk -F/ '/^rtt/ { print $5 }')
+		RR[$cfg.rtt.$round]=${v:-?}
+		v=$(nsx "a$cfg$round" ping -n -q -c 300 -i 0.01 "$target" 2>/dev/null | awk -F/ '/^rtt/ { print $5 }')
+		RR[$cfg.rttbusy.$round]=${v:-?}
+	fi
 	if [[ $cfg != veth ]]; then
 		RR[$cfg.rss.$round]=$(for i in "$ia" "$ib"; do
 			awk '/^VmHWM/ { print $2 }' "/proc/${LAB_WG_PID[$i]}/status"
 		done | sort -n | tail -1)
-		cost "$cfg" "a$cfg$round" "$ia" "$ib" "$target"
+		want cost && cost "$cfg" "a$cfg$round" "$ia" "$ib" "$target"
 		if [[ $cfg == nebula ]]; then
 			nebula_stop "$ia"
 			nebula_stop "$ib"
@@ -245,8 +257,8 @@ bench_config()
 			lab_wg_stop "$ib"
 		fi
 	fi
-	log "$cfg: tcp $(gbps "${RR[$cfg.tcp.$round]}") / -R $(gbps "${RR[$cfg.tcpr.$round]}") / -P4 $(gbps "${RR[$cfg.tcp4.$round]}") Gb/s," \
-		"udp $(gbps "${RR[$cfg.udp.$round]}") Gb/s (${RR[$cfg.udploss.$round]} % loss), rtt ${RR[$cfg.rtt.$round]} / ${RR[$cfg.rttbusy.$round]} ms," \
+	log "$cfg: tcp $(gbps "${RR[$cfg.tcp.$round]:-0}") / -R $(gbps "${RR[$cfg.tcpr.$round]:-0}") / -P4 $(gbps "${RR[$cfg.tcp4.$round]:-0}") Gb/s," \
+		"udp $(gbps "${RR[$cfg.udp.$round]:-0}") Gb/s (${RR[$cfg.udploss.$round]:--} % loss), rtt ${RR[$cfg.rtt.$round]:--} / ${RR[$cfg.rttbusy.$round]:--} ms," \
 		"syscalls/MB ${RR[$cfg.sys_a.$round]:--} / ${RR[$cfg.sys_b.$round]:--}, CPU ms/MB ${RR[$cfg.cpu_a.$round]:--} / ${RR[$cfg.cpu_b.$round]:--}"
 }
 
@@ -342,6 +354,9 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	for c in "${ran[@]}"; do printf -- '---:|'; done
 	printf -- '---:|---:|---:|\n'
 	for m in tcp tcpr tcp4 udp udploss udptun udpdrop rtt rttbusy rss sys_a sys_b cpu_a cpu_b; do
+		case $m in
+		tcp*) want tcp ;; udp*) want udp ;; rtt*) want ping ;; sys_* | cpu_*) want cost ;; *) true ;;
+		esac || continue
 		case $m in
 		tcp) printf '| TCP, 1 stream, A→B (Gb/s) |' ;;
 		tcpr) printf '| TCP, 1 stream, B→A (-R) (Gb/s) |' ;;
