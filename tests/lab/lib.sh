@@ -409,25 +409,64 @@ EOF
 # lab_miniupnpd_start NS LINE...: Debian's miniupnpd in namespace NS, in the foreground,
 # with the config LINEs and what every lab gateway shares: its own lease file and pid file
 # (the defaults are shared across namespaces) and the table and chains of the nft backend
-# that lab_miniupnpd_ruleset made. Its log is MINIUPNPD_LOG, its PID MINIUPNPD_PID.
+# that lab_miniupnpd_ruleset made. Its files are $LAB_TMP/miniupnpd-NS.*, so that gateways
+# do not share them either; its log is MINIUPNPD_LOG, its PID MINIUPNPD_PID.
 lab_miniupnpd_start()
 {
-	local ns=$1
+	local ns=$1 f=$LAB_TMP/miniupnpd-$1
 	shift
-	MINIUPNPD_LOG=$LAB_TMP/miniupnpd.log
+	MINIUPNPD_LOG=$f.log
 	{
 		printf '%s\n' "$@"
-		printf '%s\n' "lease_file=$LAB_TMP/miniupnpd.leases" upnp_table_name=filter \
+		printf '%s\n' "lease_file=$f.leases" upnp_table_name=filter \
 			upnp_nat_table_name=filter upnp_forward_chain=miniupnpd \
 			upnp_nat_chain=prerouting_miniupnpd \
 			upnp_nat_postrouting_chain=postrouting_miniupnpd
-	} >"$LAB_TMP/miniupnpd.conf"
-	ip netns exec "$(ns_name "$ns")" miniupnpd -f "$LAB_TMP/miniupnpd.conf" \
-		-P "$LAB_TMP/miniupnpd.pid" -d >"$MINIUPNPD_LOG" 2>&1 &
+	} >"$f.conf"
+	ip netns exec "$(ns_name "$ns")" miniupnpd -f "$f.conf" -P "$f.pid" -d \
+		>"$MINIUPNPD_LOG" 2>&1 &
 	MINIUPNPD_PID=$!
 	LAB_PIDS+=("$MINIUPNPD_PID")
-	LAB_EXTRA_LOGS+=("miniupnpd=$MINIUPNPD_LOG")
+	LAB_EXTRA_LOGS+=("miniupnpd-$ns=$MINIUPNPD_LOG")
 }
+
+# lab_miniupnpd_stun NS STUN MIN_LIFETIME UUID_BYTE: lab_miniupnpd_start for an IPv4 NAT
+# gateway (IPv6 off) granting NAT-PMP, PCP and UPnP-IGD mappings of ports 1024 and up to
+# its LAN (198.18.0.0/15), to the host that asks for itself only (secure_mode), for
+# MIN_LIFETIME s at the least. Its external address is the one the STUN server at STUN
+# (port 3478; lab_stun5780) reports; UUID_BYTE (two hex digits) tells gateways apart.
+lab_miniupnpd_stun()
+{
+	lab_miniupnpd_start "$1" ext_ifname=eth0 listening_ip=eth1 ext_perform_stun=yes \
+		"ext_stun_host=$2" ext_stun_port=3478 enable_natpmp=yes enable_upnp=yes \
+		ipv6_disable=yes secure_mode=yes system_uptime=yes "min_lifetime=$3" \
+		max_lifetime=86400 "uuid=6a1e2f7c-0d3b-4c55-9a7e-5b0c1d2e3f$4" \
+		"allow 1024-65535 198.18.0.0/15 1024-65535" "deny 0-65535 0.0.0.0/0 0-65535"
+}
+
+# lab_stun5780 SHORT N M: coturn on the public host SHORT (made here) at 192.0.2.N and .M,
+# ports 3478 and 3479 on each: STUN that answers RFC 5780's change requests (another
+# address, another port). miniupnpd takes a documentation address as its external one
+# only from STUN, and only when all four of its probes are answered
+# (/work/shared/lab/README.md), which the relays' STUN does not. Start it before
+# miniupnpd: miniupnpd exits if STUN fails. Asserts that it listens.
+lab_stun5780()
+{
+	local short=$1
+	lab_public_host "$short" "$2"
+	lab_addr "$short" eth0 "192.0.2.$3/24"
+	ip netns exec "$(ns_name "$short")" turnserver -S -z -n --no-cli --no-tls --no-dtls \
+		-L "192.0.2.$2" -L "192.0.2.$3" --listening-port 3478 \
+		--log-file "$LAB_TMP/turnserver.log" --simple-log --pidfile "$LAB_TMP/turnserver.pid" \
+		--userdb "$LAB_TMP/turndb.sqlite" >"$LAB_TMP/turnserver.out" 2>&1 &
+	LAB_PIDS+=($!)
+	LAB_EXTRA_LOGS+=("turnserver=$LAB_TMP/turnserver.out")
+	check "coturn answers STUN on 192.0.2.$2 and .$3, ports 3478 and 3479" \
+		wait_for 10 lab_stun5780_ready "$short" "192.0.2.$3"
+}
+# lab_stun5780_ready SHORT ADDR: coturn listens on ADDR:3479 (the alternate port of the
+# other address).
+lab_stun5780_ready() { nsx "$1" ss -Hlun | grep -q "$2:3479"; }
 
 # lab_udp_arrives TO BIND FROM DST PORT: a datagram sent from namespace FROM to DST:PORT
 # reaches a receiver bound to BIND:PORT in namespace TO (IPv6 when BIND has a colon). The

@@ -32,24 +32,8 @@ table inet host {
 EOF
 }
 
-# natlab_stun5780: coturn on st at 192.0.2.8 and .9, ports 3478 and 3479, once. miniupnpd
-# takes a documentation address as its external one only from STUN, and only when all four
-# RFC 5780 probes are answered (/work/shared/lab/README.md), which the relays' STUN does not.
-natlab_stun5780()
-{
-	[[ -e /run/netns/$(ns_name st) ]] && return 0
-	lab_public_host st 8
-	lab_addr st eth0 192.0.2.9/24
-	ip netns exec "$(ns_name st)" turnserver -S -z -n --no-cli --no-tls --no-dtls \
-		-L 192.0.2.8 -L 192.0.2.9 --listening-port 3478 --log-file "$LAB_TMP/turnserver.log" \
-		--simple-log --pidfile "$LAB_TMP/turnserver.pid" --userdb "$LAB_TMP/turndb.sqlite" \
-		>"$LAB_TMP/turnserver.out" 2>&1 &
-	LAB_PIDS+=($!)
-	LAB_EXTRA_LOGS+=("turnserver=$LAB_TMP/turnserver.out")
-	check "coturn answers STUN on 192.0.2.8 and .9, ports 3478 and 3479" \
-		wait_for 10 natlab_stun5780_ready
-}
-natlab_stun5780_ready() { nsx st ss -Hlun | grep -q '192.0.2.9:3479'; }
+# natlab_stun5780: coturn on st at 192.0.2.8 and .9 (lab_stun5780), once.
+natlab_stun5780() { [[ -e /run/netns/$(ns_name st) ]] || lab_stun5780 st 8 9; }
 
 # natlab_portmapped ROUTER: a NAT that maps each flow of its LAN to a random port (hard),
 # whose miniupnpd (Debian's, nftables backend) grants NAT-PMP, PCP and UPnP-IGD mappings:
@@ -59,39 +43,13 @@ natlab_stun5780_ready() { nsx st ss -Hlun | grep -q '192.0.2.9:3479'; }
 declare -A NATLAB_MINIUPNPD=()
 natlab_portmapped()
 {
-	local r=$1 conf=$LAB_TMP/miniupnpd-$1.conf
+	local r=$1
 	natlab_stun5780
 	# miniupnpd adds its rules to the ruleset's chains; forward's policy is drop, so the
 	# WAN reaches the LAN only through them or as an answer.
 	lab_miniupnpd_ruleset "$r" udp-random stun-from=192.0.2.8,192.0.2.9
-	cat >"$conf" <<EOF
-ext_ifname=eth0
-listening_ip=eth1
-ext_perform_stun=yes
-ext_stun_host=192.0.2.8
-ext_stun_port=3478
-enable_natpmp=yes
-enable_upnp=yes
-ipv6_disable=yes
-secure_mode=yes
-system_uptime=yes
-min_lifetime=120
-max_lifetime=86400
-lease_file=$LAB_TMP/miniupnpd-$r.leases
-uuid=6a1e2f7c-0d3b-4c55-9a7e-5b0c1d2e3f$(printf '%02x' "${#NATLAB_MINIUPNPD[@]}")
-upnp_table_name=filter
-upnp_nat_table_name=filter
-upnp_forward_chain=miniupnpd
-upnp_nat_chain=prerouting_miniupnpd
-upnp_nat_postrouting_chain=postrouting_miniupnpd
-allow 1024-65535 198.18.0.0/15 1024-65535
-deny 0-65535 0.0.0.0/0 0-65535
-EOF
-	ip netns exec "$(ns_name "$r")" miniupnpd -f "$conf" -P "$LAB_TMP/miniupnpd-$r.pid" -d \
-		>"$LAB_TMP/miniupnpd-$r.log" 2>&1 &
-	NATLAB_MINIUPNPD[$r]=$!
-	LAB_PIDS+=($!)
-	LAB_EXTRA_LOGS+=("miniupnpd-$r=$LAB_TMP/miniupnpd-$r.log")
+	lab_miniupnpd_stun "$r" 192.0.2.8 120 "$(printf '%02x' "${#NATLAB_MINIUPNPD[@]}")"
+	NATLAB_MINIUPNPD[$r]=$MINIUPNPD_PID
 }
 natlab_portmapped_wait()
 {

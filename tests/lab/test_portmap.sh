@@ -32,8 +32,6 @@ A_PORT=41641
 lab_internet
 lab_public_host ctl 1
 lab_public_host gw 2
-lab_public_host stun 10
-lab_addr stun eth0 192.0.2.11/24
 lab_public_host b 13
 lab_ns a
 lab_veth gw eth1 a eth0
@@ -48,20 +46,8 @@ nsx a ip route add default via 198.18.0.1
 lab_miniupnpd_ruleset gw drop-lan-udp
 
 # STUN with two addresses and two ports (3478, 3479), before miniupnpd: it exits without.
-ip netns exec "$(ns_name stun)" turnserver -S -z -n --no-cli --no-tls --no-dtls \
-	-L 192.0.2.10 -L 192.0.2.11 --listening-port 3478 --log-file "$LAB_TMP/turnserver.log" \
-	--simple-log --pidfile "$LAB_TMP/turnserver.pid" --userdb "$LAB_TMP/turndb.sqlite" \
-	>"$LAB_TMP/turnserver.out" 2>&1 &
-LAB_PIDS+=($!)
-LAB_EXTRA_LOGS+=("turnserver=$LAB_TMP/turnserver.out")
-stun_ready() { nsx stun ss -Hlun | grep -q '192.0.2.11:3479'; }
-check "coturn answers STUN on 192.0.2.10 and .11, ports 3478 and 3479" wait_for 10 stun_ready
-
-lab_miniupnpd_start gw ext_ifname=eth0 listening_ip=eth1 ext_perform_stun=yes \
-	ext_stun_host=192.0.2.10 ext_stun_port=3478 enable_natpmp=yes enable_upnp=yes \
-	ipv6_disable=yes secure_mode=yes system_uptime=yes min_lifetime=$LIFETIME \
-	max_lifetime=86400 uuid=6a1e2f7c-0d3b-4c55-9a7e-5b0c1d2e3f41 \
-	"allow 1024-65535 198.18.0.0/15 1024-65535" "deny 0-65535 0.0.0.0/0 0-65535"
+lab_stun5780 stun 10 11
+lab_miniupnpd_stun gw 192.0.2.10 "$LIFETIME" 41
 MLOG=$MINIUPNPD_LOG
 MPID=$MINIUPNPD_PID
 mini_ready() { kill -0 "$MPID" && grep -q 'Listening for NAT-PMP/PCP traffic on port 5351' "$MLOG"; }
