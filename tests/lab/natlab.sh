@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034 # its globals are read by the scripts that source it
-# The NAT lab's sites and path checks (issue 10), shared by test_nat, test_nat_pairs and
-# bench/nat*. Source it after lib.sh and lab_init. The path checks read the global
+# The NAT lab's sites and path checks (issue 10), shared by test_nat, test_nat_pairs,
+# test_nat64, test_relay_path and bench/nat*. Source it after lib.sh and lab_init. The path checks read the global
 # associative array IP4 (node name -> tailnet IPv4 address).
 
 # natlab_nat ROUTER easy|hard [PORTS] [OIF]: masquerade out of OIF (default eth0). easy

@@ -15,6 +15,7 @@
 #   B 198.18.2.2 -- 198.18.2.1 rb (masquerade, UDP dropped both ways)
 LAB_TIMEOUT=${LAB_TIMEOUT:-540} # the watchdog: 240 s seen under load
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/natlab.sh"
 lab_init
 lab_require_control_plane
 lab_require nft iperf3 tcpdump
@@ -31,14 +32,9 @@ lab_public_host rb 22
 # site SHORT ROUTER LAN: host SHORT behind ROUTER on 198.18.LAN.0/24, masqueraded.
 site()
 {
-	local short=$1 router=$2 lan=$3
-	lab_ns "$short"
-	lab_veth "$short" eth0 "$router" eth1
-	lab_forwarding "$router"
-	lab_addr "$router" eth1 "198.18.$lan.1/24"
-	lab_addr "$short" eth0 "198.18.$lan.2/24"
-	nsx "$short" ip route add default via "198.18.$lan.1"
-	nsx "$router" nft -f - <<EOF
+	natlab_lan "$1" "$2" eth1 "198.18.$3"
+	lab_forwarding "$2"
+	nsx "$2" nft -f - <<EOF
 table ip nat {
 	chain post {
 		type nat hook postrouting priority srcnat;
@@ -49,14 +45,7 @@ EOF
 }
 site a ra 1
 site b rb 2
-nsx rb nft -f - <<'EOF'
-table inet fw {
-	chain forward {
-		type filter hook forward priority filter;
-		meta l4proto udp counter drop
-	}
-}
-EOF
+natlab_block_udp rb
 
 lab_control_start ctl 192.0.2.1 8080 || lab_finish
 
@@ -83,12 +72,6 @@ relay_state() { status_eval "$1" "[r['state'] for r in j['relay']['regions'] if 
 relay_is() { [[ $(relay_state "$1") == "$2" ]]; }
 relay_not() { [[ $(relay_state "$1") != "$2" ]]; }
 home_is() { [[ $(status_eval "$1" "j['relay']['home']") == "$2" ]]; }
-# path_of NAME PEER: "direct" or "relay:CODE" as NAME's status shows its path to PEER.
-path_of()
-{
-	status_eval "$1" "[p['path'] + (':' + p['relay'] if p['path'] == 'relay' else '') for p in j['peers'] if p['hostname'] == '$2'][0]"
-}
-path_is() { [[ $(path_of "$1" "$2") == "$3" ]]; }
 # home_of NAME PEER: the home relay region NAME's netmap gives for PEER.
 home_of() { status_eval "$1" "[p['home_relay'] for p in j['peers'] if p['hostname'] == '$2'][0]"; }
 peer_home_is() { [[ $(home_of "$1" "$2") == "$3" ]]; }
