@@ -14,14 +14,7 @@ lab_init
 lab_require_control_plane
 
 PEER="$(dirname "$0")/filter_peer.py"
-lab_internet
-lab_public_host ctl 1
-lab_public_host a 11
-lab_public_host b 12
-lab_control_start ctl 192.0.2.1 8080 || lab_finish
-KEY=$(lab_authkey --reusable)
-lab_node_join a a "$KEY"
-lab_node_join b b "$KEY"
+lab_tailnet_up a b
 A4=$(node_ip a 4) A6=$(node_ip a 6) B4=$(node_ip b 4) B6=$(node_ip b 6)
 check "a and b see each other online" wait_for 30 peers_online_are a "b"
 check "no policy: a pings b" ping_until a "$B4" 30
