@@ -202,21 +202,17 @@ natlab_site()
 		NATLAB_DIRECT[$name]=192.0.2.$oct NATLAB_ROUTERS[$name]=""
 		return
 		;;
-	e | h | b)
+	e | h | b | m)
 		r=r$name
 		lab_public_host "$r" "$oct"
 		lab_forwarding "$r"
 		natlab_lan "$name" "$r" eth1 "198.18.$oct"
-		natlab_nat "$r" "$([[ $kind == h ]] && echo hard || echo easy)"
+		case $kind in
+		m) natlab_portmapped "$r" ;;
+		h) natlab_nat "$r" hard ;;
+		*) natlab_nat "$r" easy ;;
+		esac
 		[[ $kind == b ]] && natlab_block_udp "$r"
-		NATLAB_ROUTERS[$name]=$r
-		;;
-	m)
-		r=r$name
-		lab_public_host "$r" "$oct"
-		lab_forwarding "$r"
-		natlab_lan "$name" "$r" eth1 "198.18.$oct"
-		natlab_portmapped "$r"
 		NATLAB_ROUTERS[$name]=$r
 		;;
 	d)
