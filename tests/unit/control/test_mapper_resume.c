@@ -23,6 +23,8 @@
 #include "policy/policy.h"
 #include "proto/ctrlmsg.h"
 
+#include "mapper_tailnets.h"
+
 #define NOW0 1800000000LL /* the history starts here */
 #define AWAY 100	  /* the resume comes this much later */
 #define MAX_NODES 128
@@ -164,24 +166,14 @@ static void missed_add(struct history *h, uint64_t id, bool live_only)
  */
 static struct mapper *history_build(uint64_t seed, struct history *h)
 {
-	struct mapper *m = mapper_new();
+	struct mapper *m = mapper_with_tailnets(2);
 	uint64_t st = seed * 0x9e3779b97f4a7c15ULL + 1, next_id;
 	bool ids[MAX_NODES + 1] = {false};
 	unsigned n = 8 + rnd(&st, 60), events = rnd(&st, 20);
 	struct control_node rec;
 	struct netmap *nm;
 
-	assert_non_null(m);
 	memset(h, 0, sizeof(*h));
-	for (uint64_t t = 1; t <= 2; t++) {
-		struct control_tailnet tn = {.id = t};
-		struct control_user u = {.id = 100 + t, .tailnet_id = t};
-
-		snprintf(tn.name, sizeof(tn.name), "tn%llu", (unsigned long long)t);
-		snprintf(u.name, sizeof(u.name), "user%llu@example.com", (unsigned long long)t);
-		assert_int_equal(mapper_tailnet_upsert(m, &tn), 0);
-		assert_int_equal(mapper_user_upsert(m, &u), 0);
-	}
 	if (rnd(&st, 2))
 		assert_int_equal(mapper_policy_set(m, 1, policy_make(rnd(&st, 2))), 0);
 	for (uint64_t id = 1; id <= n; id++) {
