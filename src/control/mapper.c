@@ -17,6 +17,11 @@
  *   nothing. That is what coalesces bursts and cancels add-then-remove, and it
  *   keeps an entry at 16 bytes, so a change costs O(affected subscribers);
  * - a min-heap of shown nodes by key expiry, for mapper_expire;
+ * - per tailnet, what a resuming subscriber is told although no change names it
+ *   (mapper_resume): a min-heap of its nodes that have a key expiry, by expiry (those at
+ *   or before now are a subtree at the root), and the list of its nodes not online. A
+ *   resume walks that subtree and that list, not the tailnet: after a planned restart
+ *   it finds few of either;
  * - per node, its record as netmap JSON once a full map needed it, dropped
  *   whenever anything it is rendered from changes. A full netmap of a big
  *   tailnet then costs a join of cached text instead of rendering and
@@ -60,6 +65,22 @@
 #include "proto/relaymap.h"
 
 #define HEAP_NONE SIZE_MAX
+
+/* The heaps a node can be in, each by a time: its slot and key in each are its own. */
+enum {
+	HEAP_SHOWN,    /* m->shown: shown nodes with a key expiry (mapper_expire) */
+	HEAP_EXPIRING, /* tn->expiring: every node of the tailnet with a key expiry (resume) */
+	HEAP_KINDS,
+};
+
+struct mnode;
+
+/* A min-heap of nodes by heap_key[kind]. */
+struct nheap {
+	struct mnode **v;
+	size_t n, cap;
+	int kind;
+};
 
 /* What changed about a peer since the subscriber's last map. */
 #define PEND_FULL 0x1     /* record fields: sent as a full replacement */
@@ -146,6 +167,10 @@ struct mtailnet {
 	struct mreach **reach;		 /* per class of view, NULL until a node of it needed it */
 	size_t n_reach;
 	uint64_t reach_serial; /* the last mreach.serial given */
+	/* What a resume tells without a change naming it (mapper_resume). */
+	struct nheap expiring;	/* nodes with a key expiry, by it */
+	struct mnode **offline; /* nodes not online */
+	size_t n_offline, cap_offline;
 };
 
 struct mnode {
@@ -154,8 +179,9 @@ struct mnode {
 	bool shown;
 	struct mtailnet *tn;
 	size_t tn_idx;   /* in tn->nodes */
-	size_t heap_idx; /* in m->heap, or HEAP_NONE */
-	int64_t heap_key;
+	size_t heap_idx[HEAP_KINDS]; /* in each heap (m->shown, tn->expiring), or HEAP_NONE */
+	int64_t heap_key[HEAP_KINDS];
+	size_t off_idx; /* in tn->offline, or SIZE_MAX */
 	struct msub *sub;
 	char *json; /* ctrl_node_encode of render(), or NULL until a full map needs it */
 	size_t json_len;
@@ -180,8 +206,8 @@ struct idmap {
 
 struct mapper {
 	struct idmap nodes, tailnets, users;
-	struct mnode **heap;
-	size_t heap_n, heap_cap;
+	struct nheap shown;	/* shown nodes with a key expiry, by it */
+	uint64_t resume_walked; /* mapper_resume_walked */
 	struct msub *dirty_head, *dirty_tail;
 	size_t n_dirty;
 	uint64_t seq;
@@ -319,75 +345,108 @@ static int ptrs_reserve(void ***arr, size_t n, size_t *cap)
 	return 0;
 }
 
-/* ---- expiry heap ---- */
+/* ---- expiry heaps ---- */
 
-static bool heap_less(const struct mapper *m, size_t a, size_t b)
+static bool heap_less(const struct nheap *h, size_t a, size_t b)
 {
-	return m->heap[a]->heap_key < m->heap[b]->heap_key;
+	return h->v[a]->heap_key[h->kind] < h->v[b]->heap_key[h->kind];
 }
 
-static void heap_swap(struct mapper *m, size_t a, size_t b)
+static void heap_swap(struct nheap *h, size_t a, size_t b)
 {
-	struct mnode *t = m->heap[a];
+	struct mnode *t = h->v[a];
 
-	m->heap[a] = m->heap[b];
-	m->heap[b] = t;
-	m->heap[a]->heap_idx = a;
-	m->heap[b]->heap_idx = b;
+	h->v[a] = h->v[b];
+	h->v[b] = t;
+	h->v[a]->heap_idx[h->kind] = a;
+	h->v[b]->heap_idx[h->kind] = b;
 }
 
-static void heap_fix(struct mapper *m, size_t i)
+static void heap_fix(struct nheap *h, size_t i)
 {
-	while (i > 0 && heap_less(m, i, (i - 1) / 2)) {
-		heap_swap(m, i, (i - 1) / 2);
+	while (i > 0 && heap_less(h, i, (i - 1) / 2)) {
+		heap_swap(h, i, (i - 1) / 2);
 		i = (i - 1) / 2;
 	}
 	for (;;) {
 		size_t l = 2 * i + 1, r = l + 1, min = i;
 
-		if (l < m->heap_n && heap_less(m, l, min))
+		if (l < h->n && heap_less(h, l, min))
 			min = l;
-		if (r < m->heap_n && heap_less(m, r, min))
+		if (r < h->n && heap_less(h, r, min))
 			min = r;
 		if (min == i)
 			break;
-		heap_swap(m, i, min);
+		heap_swap(h, i, min);
 		i = min;
 	}
 }
 
-static void heap_del(struct mapper *m, struct mnode *x)
+static void heap_del(struct nheap *h, struct mnode *x)
 {
-	size_t i = x->heap_idx;
+	size_t i = x->heap_idx[h->kind];
 
 	if (i == HEAP_NONE)
 		return;
-	x->heap_idx = HEAP_NONE;
-	if (i != --m->heap_n) {
-		m->heap[i] = m->heap[m->heap_n];
-		m->heap[i]->heap_idx = i;
-		heap_fix(m, i);
+	x->heap_idx[h->kind] = HEAP_NONE;
+	if (i != --h->n) {
+		h->v[i] = h->v[h->n];
+		h->v[i]->heap_idx[h->kind] = i;
+		heap_fix(h, i);
 	}
 }
 
 /* The heap slot is reserved when the node is created, so this cannot fail. */
-static void heap_set(struct mapper *m, struct mnode *x, int64_t key)
+static void heap_set(struct nheap *h, struct mnode *x, int64_t key)
 {
-	x->heap_key = key;
-	if (x->heap_idx == HEAP_NONE) {
-		x->heap_idx = m->heap_n++;
-		m->heap[x->heap_idx] = x;
+	x->heap_key[h->kind] = key;
+	if (x->heap_idx[h->kind] == HEAP_NONE) {
+		x->heap_idx[h->kind] = h->n++;
+		h->v[x->heap_idx[h->kind]] = x;
 	}
-	heap_fix(m, x->heap_idx);
+	heap_fix(h, x->heap_idx[h->kind]);
 }
 
-/* A shown node with an expiry waits in the heap; nothing else can change by time alone. */
-static void heap_update(struct mapper *m, struct mnode *x)
+/* In the heap with this key when `in`, else out of it. */
+static void heap_put(struct nheap *h, struct mnode *x, bool in, int64_t key)
 {
-	if (x->shown && x->rec.key_expiry)
-		heap_set(m, x, x->rec.key_expiry);
+	if (in)
+		heap_set(h, x, key);
 	else
-		heap_del(m, x);
+		heap_del(h, x);
+}
+
+/* Slots reserved when the node is created, like the heaps'. */
+static void offline_put(struct mtailnet *tn, struct mnode *x, bool in)
+{
+	if (in && x->off_idx == SIZE_MAX) {
+		x->off_idx = tn->n_offline;
+		tn->offline[tn->n_offline++] = x;
+	} else if (!in && x->off_idx != SIZE_MAX) {
+		tn->offline[x->off_idx] = tn->offline[--tn->n_offline];
+		tn->offline[x->off_idx]->off_idx = x->off_idx;
+		x->off_idx = SIZE_MAX;
+	}
+}
+
+/*
+ * After any change of x's record or visibility. A shown node with an expiry waits in the
+ * mapper's heap (nothing else can change by time alone); the tailnet's indexes follow the
+ * record as it is (mapper_resume).
+ */
+static void node_index(struct mapper *m, struct mnode *x)
+{
+	heap_put(&m->shown, x, x->shown && x->rec.key_expiry, x->rec.key_expiry);
+	heap_put(&x->tn->expiring, x, x->rec.key_expiry != 0, x->rec.key_expiry);
+	offline_put(x->tn, x, !x->rec.online);
+}
+
+/* Out of every index: x is being removed. */
+static void node_unindex(struct mapper *m, struct mnode *x)
+{
+	heap_del(&m->shown, x);
+	heap_del(&x->tn->expiring, x);
+	offline_put(x->tn, x, false);
 }
 
 /* ---- subscribers: pending entries and the dirty list ---- */
@@ -834,7 +893,7 @@ static void node_update(struct mapper *m, struct mnode *x, const struct control_
 	if (rec != &x->rec)
 		x->rec = *rec;
 	x->shown = new_shown;
-	heap_update(m, x);
+	node_index(m, x);
 }
 
 /* ---- rendering ---- */
@@ -1362,6 +1421,8 @@ struct mapper *mapper_new(void)
 {
 	struct mapper *m = calloc(1, sizeof(struct mapper));
 
+	if (m)
+		m->shown.kind = HEAP_SHOWN;
 	if (m && hmap_init(&m->keys) < 0) {
 		free(m);
 		return NULL;
@@ -1409,6 +1470,8 @@ void mapper_free(struct mapper *m)
 		policy_view_free(tn->view);
 		tailnet_reach_drop(tn);
 		free(tn->pnodes);
+		free(tn->expiring.v);
+		free(tn->offline);
 		free(tn);
 	}
 	for (size_t i = 0; i < m->users.cap; i++)
@@ -1419,7 +1482,7 @@ void mapper_free(struct mapper *m)
 	idmap_clear(&m->users);
 	hmap_fini(&m->keys);
 	mapzc_free(m->zc);
-	free(m->heap);
+	free(m->shown.v);
 	free(m->relay_json);
 	free(m);
 }
@@ -1434,6 +1497,7 @@ static int tailnet_get(struct mapper *m, uint64_t id, struct mtailnet **ret)
 		if (!tn)
 			return -ENOMEM;
 		tn->id = id;
+		tn->expiring.kind = HEAP_EXPIRING;
 		/* A node may come before its tailnet's record: the default until it does. */
 		control_tailnet_flow_log(&(struct control_tailnet){0}, &tn->flow_log);
 		r = idmap_put(&m->tailnets, id, tn);
@@ -1554,7 +1618,9 @@ static int node_add(struct mapper *m, const struct control_node *n, int64_t now)
 		goto out;
 	/* Reserve every slot now so that nothing after the table insert can fail. */
 	if (ptrs_reserve((void ***)&tn->nodes, tn->n_nodes, &tn->cap_nodes) < 0 ||
-	    ptrs_reserve((void ***)&m->heap, m->nodes.n, &m->heap_cap) < 0)
+	    ptrs_reserve((void ***)&tn->expiring.v, tn->n_nodes, &tn->expiring.cap) < 0 ||
+	    ptrs_reserve((void ***)&tn->offline, tn->n_nodes, &tn->cap_offline) < 0 ||
+	    ptrs_reserve((void ***)&m->shown.v, m->nodes.n, &m->shown.cap) < 0)
 		goto out;
 	ret = idmap_put(&m->nodes, n->id, x);
 	if (ret < 0)
@@ -1563,7 +1629,8 @@ static int node_add(struct mapper *m, const struct control_node *n, int64_t now)
 	x->tn = tn;
 	hmap_insert(&m->keys, &x->by_key, key_hash(m, n->node_key));
 	m->gen++;
-	x->heap_idx = HEAP_NONE;
+	x->heap_idx[HEAP_SHOWN] = x->heap_idx[HEAP_EXPIRING] = HEAP_NONE;
+	x->off_idx = SIZE_MAX;
 	x->pidx = SIZE_MAX;
 	x->tn_idx = tn->n_nodes;
 	tn->nodes[tn->n_nodes++] = x;
@@ -1617,7 +1684,7 @@ int mapper_node_upsert(struct mapper *m, const struct control_node *n, int64_t n
 	x->rec = rec;
 	/* Cheap insurance: an upsert is rare next to full maps, a stale record would be silent. */
 	json_drop(x);
-	heap_update(m, x);
+	node_index(m, x);
 	return 0;
 }
 
@@ -1633,7 +1700,7 @@ int mapper_node_remove(struct mapper *m, uint64_t id)
 	tailnet_stale(m, tn);
 	/* Same as becoming hidden, as far as the peers are concerned. */
 	node_update(m, x, &x->rec, false, 0);
-	heap_del(m, x);
+	node_unindex(m, x);
 	hmap_remove(&m->keys, &x->by_key);
 	m->gen++;
 	tn->nodes[x->tn_idx] = tn->nodes[--tn->n_nodes];
@@ -1800,18 +1867,18 @@ int mapper_expire(struct mapper *m, int64_t now)
 {
 	int count = 0;
 
-	while (m->heap_n && m->heap[0]->heap_key <= now) {
-		struct mnode *x = m->heap[0];
-		int64_t key = x->heap_key;
+	while (m->shown.n && m->shown.v[0]->heap_key[HEAP_SHOWN] <= now) {
+		struct mnode *x = m->shown.v[0];
+		int64_t key = x->heap_key[HEAP_SHOWN];
 
-		heap_del(m, x);
+		heap_del(&m->shown, x);
 		if (!control_node_visible(&x->rec, now)) {
 			node_update(m, x, &x->rec, false, 0);
 			m->gen++;
 			count++;
 		} else if (key == now) {
 			/* Expiry may be exclusive of its second: look again one second later. */
-			heap_set(m, x, now + 1);
+			heap_set(&m->shown, x, now + 1);
 		}
 		/* Still visible past its expiry: exempt (expiry disabled); upsert re-arms it. */
 	}
@@ -1820,7 +1887,7 @@ int mapper_expire(struct mapper *m, int64_t now)
 
 int64_t mapper_next_expiry(const struct mapper *m)
 {
-	return m->heap_n ? m->heap[0]->heap_key : INT64_MAX;
+	return m->shown.n ? m->shown.v[0]->heap_key[HEAP_SHOWN] : INT64_MAX;
 }
 
 int mapper_subscribe(struct mapper *m, uint64_t id)
@@ -2293,34 +2360,34 @@ void mapper_seq_floor(struct mapper *m, uint64_t seq)
 	m->seq = MAX(m->seq, seq);
 }
 
-int mapper_resume(struct mapper *m, uint64_t id, const struct mapper_missed *missed, size_t n,
-		  bool relay, int64_t now)
+/*
+ * What a resume tells of the peers the caller names (the change feed since the held map):
+ * the subscriber's pending state starts from it. Whether the node holds a peer we cannot
+ * know: one it may see now comes as added (replacing a record it holds), one it may not as
+ * removed (ignored if it holds none). Records first: a later endpoint patch of the same peer
+ * only joins its entry. NULL: not subscribed.
+ */
+static struct msub *resume_begin(struct mapper *m, uint64_t id, const struct mapper_missed *missed,
+				 size_t n, bool relay, int64_t now)
 {
 	struct mnode *x;
-	struct mtailnet *tn;
 	struct msub *s;
 
 	mapper_expire(m, now);
 	sync_all(m);
 	x = node_find(m, id);
 	if (!x || !x->sub)
-		return -ENOENT;
+		return NULL;
 	s = x->sub;
-	tn = x->tn;
 	pend_reset(s);
 	s->self_dirty = true;
 	s->relay_dirty = relay;
 	/* Not worth knowing whether it changed: the filter is small next to a full map. */
-	s->filter_dirty = tn->pol != NULL;
-	s->reach_dirty = tn->pol != NULL;
+	s->filter_dirty = x->tn->pol != NULL;
+	s->reach_dirty = x->tn->pol != NULL;
 	/* What the held map says of it is not known here: the list, not a patch. */
 	sub_told(s, NULL);
 	dirty_add(m, s);
-	/*
-	 * Whether the node holds a peer we cannot know: one it may see now comes as added
-	 * (replacing a record it holds), one it may not as removed (ignored if it holds none).
-	 * Records first: a later endpoint patch of the same peer only joins its entry.
-	 */
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < n; i++) {
 			const struct mnode *p = node_find(m, missed[i].id);
@@ -2334,22 +2401,60 @@ int mapper_resume(struct mapper *m, uint64_t id, const struct mapper_missed *mis
 				mark(m, s, missed[i].id, PEND_ENDPOINTS | PEND_ONLINE, true);
 		}
 	}
-	for (size_t i = 0; i < tn->n_nodes; i++) {
-		const struct mnode *p = tn->nodes[i];
+	return s;
+}
 
-		if (p == x)
-			continue;
-		/* Keys that expired while it was away leave no trace in the feed. */
-		if (p->rec.key_expiry && p->rec.key_expiry <= now && !pair_visible(x, p))
-			mark(m, s, p->rec.id, PEND_FULL, true);
-		/*
-		 * Peers we do not know to be online: after a crash every node starts offline
-		 * and the map it holds says otherwise (a planned restart presumes them online).
-		 */
-		else if (!p->rec.online && pair_visible(x, p))
+/*
+ * Keys that lapsed while it was away leave no trace in the feed: the nodes of the tailnet's
+ * expiry heap at or before now, a subtree at its root (a subtree ends at its first later
+ * expiry), so this costs what it finds, not the tailnet. Depth: the heap's, log2 of its size.
+ */
+static void resume_lapsed(struct mapper *m, struct msub *s, const struct nheap *h, size_t i,
+			  int64_t now)
+{
+	const struct mnode *p;
+
+	if (i >= h->n)
+		return;
+	m->resume_walked++;
+	p = h->v[i];
+	if (p->heap_key[HEAP_EXPIRING] > now)
+		return;
+	if (p != s->node && !pair_visible(s->node, p))
+		mark(m, s, p->rec.id, PEND_FULL, true);
+	resume_lapsed(m, s, h, 2 * i + 1, now);
+	resume_lapsed(m, s, h, 2 * i + 2, now);
+}
+
+int mapper_resume(struct mapper *m, uint64_t id, const struct mapper_missed *missed, size_t n,
+		  bool relay, int64_t now)
+{
+	struct mtailnet *tn;
+	struct msub *s;
+
+	s = resume_begin(m, id, missed, n, relay, now);
+	if (!s)
+		return -ENOENT;
+	tn = s->node->tn;
+	resume_lapsed(m, s, &tn->expiring, 0, now);
+	/*
+	 * Peers we do not know to be online: after a crash every node starts offline and the map
+	 * it holds says otherwise (a planned restart presumes them online). A lapsed key is not
+	 * visible: it was told above, never here.
+	 */
+	for (size_t i = 0; i < tn->n_offline; i++) {
+		const struct mnode *p = tn->offline[i];
+
+		m->resume_walked++;
+		if (pair_visible(s->node, p))
 			mark(m, s, p->rec.id, PEND_ONLINE, true);
 	}
 	return s->overflow ? -ENOMEM : 0;
+}
+
+uint64_t mapper_resume_walked(const struct mapper *m)
+{
+	return m->resume_walked;
 }
 
 uint64_t mapper_dirty_first(struct mapper *m)

@@ -205,6 +205,12 @@ struct mapper_missed {
  */
 int mapper_resume(struct mapper *m, uint64_t id, const struct mapper_missed *missed, size_t n,
 		  bool relay, int64_t now);
+/*
+ * Nodes the resumes looked at so far beyond their missed lists: the tailnet's nodes whose
+ * key expired (and at most one more with a later expiry for each) and those offline. What
+ * a resume costs follows what it sends, not the size of the tailnet (tests, benchmarks).
+ */
+uint64_t mapper_resume_walked(const struct mapper *m);
 
 /*
  * A tailnet's access policy (the mapper takes it; NULL: none, every node sees every other).

@@ -37,6 +37,7 @@ int metrics_render(const struct metrics_snapshot *m, char **ret, size_t *ret_len
 	drops[METRICS_DROP_SOURCE_LIMIT] += m->http.drops[HTTPD_DROP_SOURCE_LIMIT];
 	drops[METRICS_DROP_HANDSHAKE_RATE] += m->http.drops[HTTPD_DROP_RATE];
 	drops[METRICS_DROP_FD_LIMIT] += m->http.drops[HTTPD_DROP_FD_LIMIT];
+	drops[METRICS_DROP_SLOW_READER] += m->http.drops[HTTPD_DROP_SLOW_READER];
 	fprintf(f,
 		"# TYPE trellis_control_build_info gauge\n"
 		"trellis_control_build_info{version=\"%s\"} 1\n",

@@ -109,6 +109,7 @@ struct control_server {
 	struct changes changes;
 	struct feedscan *scan; /* the feed since the positions resuming nodes hold */
 	uint8_t priv[CTRLSTREAM_KEY_LEN];
+	uint8_t pub[CTRLSTREAM_KEY_LEN]; /* priv's, derived once at load: every handshake uses it */
 	char pub_b64[KEY_BASE64_LEN + 1];
 	uint64_t default_tid;
 	size_t n_streams;
@@ -2017,7 +2018,6 @@ static int state_dir_tighten(const char *dir)
 static int key_load(struct control_server *s, const char *dir)
 {
 	char path[4096], text[KEY_BASE64_LEN + 2];
-	uint8_t pub[CTRLSTREAM_KEY_LEN];
 	ssize_t n;
 	int fd, r;
 
@@ -2060,8 +2060,9 @@ static int key_load(struct control_server *s, const char *dir)
 		return r;
 	}
 	crypto_wipe(text, sizeof(text));
-	x25519_public_from_private(pub, s->priv);
-	key_to_base64(s->pub_b64, pub);
+	if (x25519_public_from_private(s->pub, s->priv) < 0)
+		goto bad;
+	key_to_base64(s->pub_b64, s->pub);
 	return 0;
 bad:
 	log_err("control: %s is not a base64 X25519 key", path);
@@ -2167,6 +2168,7 @@ int control_server_new(const struct control_serve_opts *opts, struct control_ser
 	session_env_init(&s->sessions);
 	s->sessions.loop = s->loop;
 	s->sessions.server_priv = s->priv;
+	s->sessions.server_pub = s->pub;
 	s->sessions.ops = &session_ops;
 	s->sessions.ctx = s;
 	s->sessions.ctr = &s->ctr;

@@ -473,7 +473,7 @@ void session_take(struct session_env *env, struct httpd_upgrade *up)
 	struct session *ss = calloc(1, sizeof(*ss));
 
 	if (ss)
-		ss->cs = ctrlstream_server_new(env->server_priv);
+		ss->cs = ctrlstream_server_new_pair(env->server_priv, env->server_pub);
 	if (!ss || !ss->cs) {
 		free(ss);
 		env->ctr->drops[METRICS_DROP_IO]++;

@@ -69,6 +69,7 @@ struct session_ops {
 struct session_env {
 	struct loop *loop;
 	const uint8_t *server_priv; /* the server's static key, CTRLSTREAM_KEY_LEN */
+	const uint8_t *server_pub;  /* its public half (NULL: derived per handshake) */
 	const struct session_ops *ops;
 	void *ctx; /* the owner's */
 	struct metrics_counters *ctr;

@@ -101,15 +101,19 @@ static int decrypt_and_hash(struct noise_ik *hs, uint8_t *out, const uint8_t *in
 	return (int)(len - NOISE_TAG_LEN);
 }
 
+/* s_pub: the static key's public half when the caller has it (NULL: derived here). */
 static int init_common(struct noise_ik *hs, bool initiator, const uint8_t s_priv[NOISE_KEY_LEN],
-		       const void *prologue, size_t prologue_len)
+		       const uint8_t *s_pub, const void *prologue, size_t prologue_len)
 {
-	int ret;
+	int ret = 0;
 
 	memset(hs, 0, sizeof(*hs));
 	hs->initiator = initiator;
 	memcpy(hs->s_priv, s_priv, NOISE_KEY_LEN);
-	ret = x25519_public_from_private(hs->s_pub, hs->s_priv);
+	if (s_pub)
+		memcpy(hs->s_pub, s_pub, NOISE_KEY_LEN);
+	else
+		ret = x25519_public_from_private(hs->s_pub, hs->s_priv);
 	if (ret < 0) {
 		noise_ik_clear(hs);
 		return -EINVAL;
@@ -128,7 +132,7 @@ int noise_ik_init_initiator(struct noise_ik *hs, const uint8_t s_priv[NOISE_KEY_
 {
 	int ret;
 
-	ret = init_common(hs, true, s_priv, prologue, prologue_len);
+	ret = init_common(hs, true, s_priv, NULL, prologue, prologue_len);
 	if (ret < 0)
 		return ret;
 	/* Pre-message "<- s": both sides hash the responder's static key. */
@@ -137,16 +141,22 @@ int noise_ik_init_initiator(struct noise_ik *hs, const uint8_t s_priv[NOISE_KEY_
 	return 0;
 }
 
-int noise_ik_init_responder(struct noise_ik *hs, const uint8_t s_priv[NOISE_KEY_LEN],
-			    const void *prologue, size_t prologue_len)
+int noise_ik_init_responder_pair(struct noise_ik *hs, const uint8_t s_priv[NOISE_KEY_LEN],
+				 const uint8_t *s_pub, const void *prologue, size_t prologue_len)
 {
 	int ret;
 
-	ret = init_common(hs, false, s_priv, prologue, prologue_len);
+	ret = init_common(hs, false, s_priv, s_pub, prologue, prologue_len);
 	if (ret < 0)
 		return ret;
 	mix_hash(hs, hs->s_pub, NOISE_KEY_LEN);
 	return 0;
+}
+
+int noise_ik_init_responder(struct noise_ik *hs, const uint8_t s_priv[NOISE_KEY_LEN],
+			    const void *prologue, size_t prologue_len)
+{
+	return noise_ik_init_responder_pair(hs, s_priv, NULL, prologue, prologue_len);
 }
 
 void noise_ik_clear(struct noise_ik *hs)

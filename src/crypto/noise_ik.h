@@ -69,6 +69,13 @@ int noise_ik_init_initiator(struct noise_ik *hs, const uint8_t s_priv[NOISE_KEY_
 			    size_t prologue_len);
 int noise_ik_init_responder(struct noise_ik *hs, const uint8_t s_priv[NOISE_KEY_LEN],
 			    const void *prologue, size_t prologue_len);
+/*
+ * The same with the static key's public half, which the caller computed once (a server
+ * answering every handshake with one key): saves a scalar multiplication per handshake.
+ * s_pub must be s_priv's (NULL: derived, as noise_ik_init_responder does).
+ */
+int noise_ik_init_responder_pair(struct noise_ik *hs, const uint8_t s_priv[NOISE_KEY_LEN],
+				 const uint8_t *s_pub, const void *prologue, size_t prologue_len);
 /* Wipes all key material. Accepts NULL. */
 void noise_ik_clear(struct noise_ik *hs);
 

@@ -2,9 +2,11 @@
 /*
  * The HTTP(S) front end (see httpd.h). A connection is READING its head, then
  * answered (writing its response, then closed) or taken over (httpd_upgrade:
- * gone from here but for its slot). Connections are never freed inside a call
- * chain that may still use them: conn_close marks them dead and a zero-delay
- * timer frees them, with their buffers (a handler's request points into them).
+ * gone from here but for its slot). Its timer is the head deadline while it
+ * reads, the reply's write progress once answered, the linger after that.
+ * Connections are never freed inside a call chain that may still use them:
+ * conn_close marks them dead and a zero-delay timer frees them, with their
+ * buffers (a handler's request points into them).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -91,6 +93,7 @@ struct httpd_conn {
 	char peer[HTTPD_PEER_MAX];
 	char host[HTTPD_HOST_MAX];
 	uint64_t born_ns;
+	uint64_t progress_ns; /* answered: when the reply was queued or last moved */
 	char *in; /* the request head, HTTP_HEAD_MAX */
 	size_t in_len, head_len;
 	int64_t peer_uid; /* unix socket: SO_PEERCRED's uid; -1 otherwise */
@@ -121,6 +124,7 @@ struct httpd {
 	struct loop_timer resume_t; /* listeners paused: out of descriptors, no spare */
 	bool paused;
 	int sndbuf;
+	uint64_t head_ns, stall_ns; /* httpd_timeouts_set */
 	struct httpd_stats st;
 };
 
@@ -396,6 +400,7 @@ static void conn_flush(struct httpd_conn *c)
 			return;
 		}
 		c->out_off += (size_t)w;
+		c->progress_ns = loop_now_ns(c->h->loop);
 	}
 	if (c->out_off == c->out_len && c->close_after_write) {
 		conn_linger(c);
@@ -417,6 +422,7 @@ static void reply_ext(struct httpd_conn *c, unsigned status, const char *ctype, 
 		return;
 	c->answered = true;
 	c->close_after_write = true;
+	c->progress_ns = loop_now_ns(c->h->loop);
 	n = snprintf(extra, sizeof(extra), "Content-Type: %s\r\nConnection: close\r\n%s", ctype,
 		     more ? more : "");
 	if (n < 0 || (size_t)n >= sizeof(extra)) {
@@ -743,7 +749,7 @@ static bool input_waiting(const struct httpd_conn *c)
 static void conn_timer(struct loop_timer *t)
 {
 	struct httpd_conn *c = container_of(t, struct httpd_conn, t);
-	uint64_t deadline = c->born_ns + HTTPD_HANDSHAKE_TIMEOUT_NS;
+	uint64_t deadline = c->born_ns + c->h->head_ns;
 
 	if (c->lingering) {
 		conn_close(c, -1, NULL);
@@ -755,14 +761,32 @@ static void conn_timer(struct loop_timer *t)
 			return;
 	}
 	/*
+	 * The request is in and the reply under way: the head deadline is over (a large reply
+	 * to a slow reader takes what it takes); a reader that stops taking it is not.
+	 */
+	if (c->answered) {
+		deadline = c->progress_ns + c->h->stall_ns;
+		if (loop_now_ns(c->h->loop) >= deadline) {
+			conn_close(c, HTTPD_DROP_SLOW_READER, "reply stalled");
+			return;
+		}
+		loop_timer_arm(c->h->loop, t, deadline);
+		return;
+	}
+	/*
 	 * Read first: a request that waits in the socket is ours to be late for (a loop behind
 	 * in a reconnect storm: 10,000 connections ready, a few dozen events per round), not
 	 * the client's. Closing it with its request unread would send a reset.
 	 */
-	if (!c->answered && input_waiting(c)) {
+	if (input_waiting(c)) {
 		conn_event(&c->lh, EPOLLIN);
 		if (c->dead || c->lingering)
 			return;
+		/* Answered now: its timer is the reply's from here on. */
+		if (c->answered) {
+			loop_timer_arm(c->h->loop, t, c->progress_ns + c->h->stall_ns);
+			return;
+		}
 	}
 
 	if (loop_now_ns(c->h->loop) >= deadline) {
@@ -903,7 +927,7 @@ static void accept_one(struct httpd *h, int fd, const struct sockaddr_storage *s
 	h->st.conns++;
 	h->st.conns_total++;
 	c->born_ns = loop_now_ns(h->loop);
-	loop_timer_arm(h->loop, &c->t, c->born_ns + HTTPD_HANDSHAKE_TIMEOUT_NS);
+	loop_timer_arm(h->loop, &c->t, c->born_ns + h->head_ns);
 	c->next = h->conns;
 	if (h->conns)
 		h->conns->prev = c;
@@ -1194,6 +1218,7 @@ int httpd_new(struct loop *loop, const struct httpd_opts *opts, struct httpd **r
 	h->reap_t.cb = reap;
 	h->gc_t.cb = source_gc;
 	h->resume_t.cb = listeners_resume;
+	httpd_timeouts_set(h, 0, 0);
 	/* Kept for the day we run out of descriptors: see accept_fd_limit. */
 	h->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	snprintf(h->name, sizeof(h->name), "%s", opts->name ? opts->name : "httpd");
@@ -1267,6 +1292,12 @@ bool httpd_tls(const struct httpd *h)
 void httpd_sndbuf_set(struct httpd *h, int bytes)
 {
 	h->sndbuf = bytes;
+}
+
+void httpd_timeouts_set(struct httpd *h, uint64_t head_ns, uint64_t stall_ns)
+{
+	h->head_ns = head_ns ? head_ns : HTTPD_HANDSHAKE_TIMEOUT_NS;
+	h->stall_ns = stall_ns ? stall_ns : HTTPD_REPLY_STALL_NS;
 }
 
 void httpd_stats_get(const struct httpd *h, struct httpd_stats *ret)

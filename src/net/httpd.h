@@ -30,9 +30,13 @@
  * - upgrades (each one a handshake to come) per source: a token bucket of
  *   HTTPD_UPGRADE_BURST refilled at HTTPD_UPGRADE_RATE per second; an empty
  *   bucket gets 429;
- * - HTTPD_HANDSHAKE_TIMEOUT_NS from accept to a request head (slowloris); the
- *   protocols continue this deadline up to their own authentication
- *   (httpd_upgrade.born_ns).
+ * - HTTPD_HANDSHAKE_TIMEOUT_NS from accept to a request head (and body; a
+ *   slowloris); the protocols continue this deadline up to their own
+ *   authentication (httpd_upgrade.born_ns). It is for receiving the request
+ *   only: once answered, a reply may take as long as its reader needs, provided
+ *   it keeps moving (HTTPD_REPLY_STALL_NS without a byte written closes it,
+ *   counted HTTPD_DROP_SLOW_READER). A taken-over connection's timers are the
+ *   taker's (the control stream's: docs/control-protocol.md, "Timeouts").
  * Out of descriptors, accept sheds the waiting connection with a spare
  * descriptor (or pauses the listeners briefly) instead of spinning. After a
  * reply the connection half-closes and drains input for at most 2 s before it
@@ -63,20 +67,22 @@ struct httpd;
 #define HTTPD_UPGRADE_BURST 64
 #define HTTPD_SOURCE_KEY_MAX 9 /* family byte + IPv4 address or IPv6 /64 */
 #define HTTPD_HANDSHAKE_TIMEOUT_NS (10 * NSEC_PER_SEC)
+#define HTTPD_REPLY_STALL_NS (30 * NSEC_PER_SEC) /* a reply not written any further */
 #define HTTPD_HOST_MAX 128
 #define HTTPD_PEER_MAX (INET6_ADDRSTRLEN + 8)
 
 /* Why connections were refused or closed; counted (httpd_stats), never an error path. */
 enum httpd_drop {
-	HTTPD_DROP_BAD,         /* malformed head, or a handler's 4xx with a reason */
-	HTTPD_DROP_TOO_BIG,     /* head over HTTP_HEAD_MAX: 431 */
-	HTTPD_DROP_TIMEOUT,     /* no complete head in time */
+	HTTPD_DROP_BAD,	    /* malformed head, or a handler's 4xx with a reason */
+	HTTPD_DROP_TOO_BIG, /* head over HTTP_HEAD_MAX: 431 */
+	HTTPD_DROP_TIMEOUT, /* no complete head in time */
 	HTTPD_DROP_UNAUTH_LIMIT,
 	HTTPD_DROP_CONN_LIMIT,
 	HTTPD_DROP_IO,
 	HTTPD_DROP_SOURCE_LIMIT, /* HTTPD_CONN_PER_SOURCE */
-	HTTPD_DROP_RATE,         /* upgrades over the source's bucket: 429 */
-	HTTPD_DROP_FD_LIMIT,     /* out of descriptors at accept */
+	HTTPD_DROP_RATE,	 /* upgrades over the source's bucket: 429 */
+	HTTPD_DROP_FD_LIMIT,	 /* out of descriptors at accept */
+	HTTPD_DROP_SLOW_READER,	 /* a reply that stopped moving for HTTPD_REPLY_STALL_NS */
 	HTTPD_DROP_MAX,
 };
 
@@ -119,6 +125,11 @@ const char *httpd_listen_name(const struct httpd *h);
 bool httpd_tls(const struct httpd *h);
 /* SO_SNDBUF of accepted connections (0: the kernel's default); tests force partial writes. */
 void httpd_sndbuf_set(struct httpd *h, int bytes);
+/*
+ * The head deadline and the reply's stall timeout (0: HTTPD_HANDSHAKE_TIMEOUT_NS,
+ * HTTPD_REPLY_STALL_NS); tests shorten them.
+ */
+void httpd_timeouts_set(struct httpd *h, uint64_t head_ns, uint64_t stall_ns);
 void httpd_stats_get(const struct httpd *h, struct httpd_stats *ret);
 
 /* A request, as its handler sees it (valid during the call). */

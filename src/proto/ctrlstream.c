@@ -165,13 +165,19 @@ struct ctrlstream *ctrlstream_client_new(const uint8_t machine_priv[CTRLSTREAM_K
 
 struct ctrlstream *ctrlstream_server_new(const uint8_t server_priv[CTRLSTREAM_KEY_LEN])
 {
+	return ctrlstream_server_new_pair(server_priv, NULL);
+}
+
+struct ctrlstream *ctrlstream_server_new_pair(const uint8_t server_priv[CTRLSTREAM_KEY_LEN],
+					      const uint8_t *server_pub)
+{
 	struct ctrlstream *cs = stream_alloc();
 
 	if (!cs)
 		return NULL;
 	cs->server = true;
-	if (noise_ik_init_responder(&cs->hs, server_priv, CTRLSTREAM_PROLOGUE,
-				    sizeof(CTRLSTREAM_PROLOGUE) - 1) < 0) {
+	if (noise_ik_init_responder_pair(&cs->hs, server_priv, server_pub, CTRLSTREAM_PROLOGUE,
+					 sizeof(CTRLSTREAM_PROLOGUE) - 1) < 0) {
 		ctrlstream_free(cs);
 		errno = EINVAL;
 		return NULL;

@@ -44,6 +44,12 @@ struct ctrlstream;
 struct ctrlstream *ctrlstream_client_new(const uint8_t machine_priv[CTRLSTREAM_KEY_LEN],
 					 const uint8_t server_pub[CTRLSTREAM_KEY_LEN]);
 struct ctrlstream *ctrlstream_server_new(const uint8_t server_priv[CTRLSTREAM_KEY_LEN]);
+/*
+ * The same with the key's public half, computed once when the server loaded its key: a
+ * server answers every handshake with the same key (NULL: derived per stream, as above).
+ */
+struct ctrlstream *ctrlstream_server_new_pair(const uint8_t server_priv[CTRLSTREAM_KEY_LEN],
+					      const uint8_t *server_pub);
 /* Wipes keys and buffers. Accepts NULL. */
 void ctrlstream_free(struct ctrlstream *cs);
 

@@ -24,6 +24,8 @@
 #include "proto/ctrlmsg.h"
 #include "proto/mapz.h"
 
+#include "mapper_tailnets.h"
+
 #define T0 1800000000LL
 
 static struct control_node mk_node(uint64_t id, uint64_t tailnet)
@@ -61,19 +63,7 @@ static struct endpoint mk_ep(unsigned a, unsigned port)
 
 static struct mapper *mk_mapper(void)
 {
-	struct mapper *m = mapper_new();
-
-	assert_non_null(m);
-	for (uint64_t t = 1; t <= 3; t++) {
-		struct control_tailnet tn = { .id = t };
-		struct control_user u = { .id = 100 + t, .tailnet_id = t };
-
-		snprintf(tn.name, sizeof(tn.name), "tailnet-%llu", (unsigned long long)t);
-		snprintf(u.name, sizeof(u.name), "user%llu@example.com", (unsigned long long)t);
-		assert_int_equal(mapper_tailnet_upsert(m, &tn), 0);
-		assert_int_equal(mapper_user_upsert(m, &u), 0);
-	}
-	return m;
+	return mapper_with_tailnets(3);
 }
 
 static void add(struct mapper *m, uint64_t id, uint64_t tailnet)

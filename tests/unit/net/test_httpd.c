@@ -4,8 +4,9 @@
  * and the loop runs until the event a test waits for (a client socket turns
  * readable, a handler runs), with a deadline that fails the test. Routes
  * (exact, prefix, 404, 405, a handler that forgets to answer), bad heads, the
- * upgrade hand-off with the bytes that came after the head, and the limits
- * that travel with a taken connection.
+ * upgrade hand-off with the bytes that came after the head, the limits
+ * that travel with a taken connection, and the timeouts: the head deadline,
+ * and a large reply's write progress once the request is in.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -82,6 +83,22 @@ static void h_upgrade(struct httpd_request *r, void *ctx)
 	loop_stop(E.loop);
 }
 
+/* A reply larger than the socket buffers hold: the reader sets its pace. */
+#define BIG_LEN (256 * 1024)
+
+static void h_big(struct httpd_request *r, void *ctx)
+{
+	char *body = malloc(BIG_LEN);
+
+	(void)ctx;
+	assert_non_null(body);
+	for (size_t i = 0; i < BIG_LEN; i++)
+		body[i] = (char)('a' + i % 26);
+	E.calls++;
+	httpd_reply(r, 200, "application/octet-stream", body, BIG_LEN);
+	free(body);
+}
+
 /* Echoes the body it was given, with its length and the peer's uid. */
 static void h_body(struct httpd_request *r, void *ctx)
 {
@@ -108,6 +125,7 @@ static int setup(void **state)
 	assert_int_equal(httpd_route_add(E.h, "GET", "/forgets", h_forgets, NULL), 0);
 	assert_int_equal(httpd_route_add(E.h, "POST", "/up", h_upgrade, NULL), 0);
 	assert_int_equal(httpd_route_add_body(E.h, "POST", "/body", 64, h_body, NULL), 0);
+	assert_int_equal(httpd_route_add(E.h, "GET", "/big", h_big, NULL), 0);
 	assert_int_equal(httpd_listen(E.h, "127.0.0.1:0"), 0);
 	E.port = httpd_port(E.h);
 	assert_true(E.port != 0);
@@ -168,6 +186,8 @@ static bool run_until_conns(size_t n)
 	return run_until_unauth(0);
 }
 
+static int client_rcvbuf; /* SO_RCVBUF of the next client (0: the default) */
+
 static int client(uint32_t src)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(E.port) };
@@ -175,6 +195,10 @@ static int client(uint32_t src)
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
 	assert_true(fd >= 0);
+	if (client_rcvbuf)
+		assert_int_equal(
+		    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &client_rcvbuf, sizeof(client_rcvbuf)),
+		    0);
 	assert_int_equal(bind(fd, (struct sockaddr *)&s, sizeof(s)), 0);
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
@@ -520,6 +544,125 @@ static void test_deadline_reads_first(void **state)
 	assert_int_equal(st.drops[HTTPD_DROP_TIMEOUT], st0.drops[HTTPD_DROP_TIMEOUT]);
 }
 
+/* ---- a reply read slowly ---- */
+
+#define TEST_HEAD_NS (300 * NSEC_PER_MSEC) /* the head deadline, shortened */
+#define TEST_STALL_NS (2 * NSEC_PER_SEC)   /* the reply's stall timeout, shortened */
+#define SLOW_CHUNK 4096
+#define SLOW_EVERY_NS (20 * NSEC_PER_MSEC) /* 4 KiB per 20 ms: 256 KiB take over 1 s */
+
+struct slow_reader {
+	int fd;
+	size_t got;
+	uint64_t next_ns, stop_ns; /* stop_ns: read no more from then on (0: to the end) */
+	bool closed;		   /* the server's FIN or reset arrived */
+};
+
+/* Called every ms from the loop: one chunk per SLOW_EVERY_NS, until the end or stop_ns. */
+static bool slow_read(void *arg)
+{
+	struct slow_reader *r = arg;
+	uint64_t now = time_now_ns();
+	char buf[SLOW_CHUNK];
+	ssize_t n;
+
+	if (r->stop_ns && now >= r->stop_ns)
+		return true;
+	if (now < r->next_ns)
+		return false;
+	r->next_ns = now + SLOW_EVERY_NS;
+	n = recv(r->fd, buf, sizeof(buf), MSG_DONTWAIT);
+	if (n > 0)
+		r->got += (size_t)n;
+	else if (n == 0 || errno != EAGAIN)
+		r->closed = true;
+	return r->closed;
+}
+
+/* GET /big on a connection with small socket buffers on both ends: the reader sets the pace. */
+static int slow_client(void)
+{
+	static const char req[] = "GET /big HTTP/1.1\r\n\r\n";
+	int fd;
+
+	httpd_timeouts_set(E.h, TEST_HEAD_NS, TEST_STALL_NS);
+	httpd_sndbuf_set(E.h, 4096);
+	client_rcvbuf = 4096;
+	fd = client(0x7f000005);
+	client_rcvbuf = 0;
+	send_all(fd, req, sizeof(req) - 1);
+	return fd;
+}
+
+static void slow_done(void)
+{
+	httpd_timeouts_set(E.h, 0, 0);
+	httpd_sndbuf_set(E.h, 0);
+}
+
+static uint64_t want_slow_drops;
+
+static bool slow_dropped(void *arg)
+{
+	struct httpd_stats st;
+
+	(void)arg;
+	httpd_stats_get(E.h, &st);
+	return st.drops[HTTPD_DROP_SLOW_READER] >= want_slow_drops;
+}
+
+/*
+ * A reply read slowly, but steadily, long past the head deadline (which is for receiving the
+ * request) arrives whole: the head deadline once closed it mid-reply.
+ */
+static void test_reply_slow_reader(void **state)
+{
+	struct slow_reader r = {0};
+	struct httpd_stats st0, st;
+
+	(void)state;
+	httpd_stats_get(E.h, &st0);
+	r.fd = slow_client();
+	assert_true(loop_until(E.loop, slow_read, &r, 20 * NSEC_PER_SEC));
+	slow_done();
+	assert_true(r.closed);
+	/* The head ("HTTP/1.1 200 ...") and all of the body, then the server's close. */
+	assert_true(r.got > BIG_LEN);
+	assert_true(r.got < BIG_LEN + 256);
+	close(r.fd);
+	httpd_stats_get(E.h, &st);
+	assert_int_equal(st.drops[HTTPD_DROP_TIMEOUT], st0.drops[HTTPD_DROP_TIMEOUT]);
+	assert_int_equal(st.drops[HTTPD_DROP_SLOW_READER], st0.drops[HTTPD_DROP_SLOW_READER]);
+	assert_true(run_until_conns(0));
+}
+
+/*
+ * A reader that takes part of the reply past the head deadline, then nothing: still dropped,
+ * once the reply has not moved for the stall timeout.
+ */
+static void test_reply_stalled_reader(void **state)
+{
+	struct slow_reader r = {0};
+	struct httpd_stats st0;
+	char buf[SLOW_CHUNK];
+
+	(void)state;
+	httpd_stats_get(E.h, &st0);
+	r.fd = slow_client();
+	r.stop_ns = time_now_ns() + 3 * TEST_HEAD_NS;
+	assert_true(loop_until(E.loop, slow_read, &r, 20 * NSEC_PER_SEC));
+	assert_false(r.closed); /* still served while it reads */
+	assert_true(r.got > 0 && r.got < BIG_LEN);
+	want_slow_drops = st0.drops[HTTPD_DROP_SLOW_READER] + 1;
+	assert_true(loop_until(E.loop, slow_dropped, NULL, 20 * NSEC_PER_SEC));
+	slow_done();
+	/* What was buffered, then the end: the connection is gone. */
+	while (recv(r.fd, buf, sizeof(buf), 0) > 0)
+		;
+	close(r.fd);
+	assert_true(run_until_conns(0));
+}
+
 /* Per-source keys: an IPv6 /64 is one source, an IPv4-mapped address its IPv4 one. */
 static void test_source_key(void **state)
 {
@@ -632,6 +775,8 @@ int main(void)
 	    cmocka_unit_test(test_error_linger),
 	    cmocka_unit_test(test_emfile),
 	    cmocka_unit_test(test_deadline_reads_first),
+	    cmocka_unit_test(test_reply_slow_reader),
+	    cmocka_unit_test(test_reply_stalled_reader),
 	    cmocka_unit_test(test_source_key),
 	};
 
