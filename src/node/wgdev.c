@@ -112,9 +112,11 @@ struct wgdev {
 	int tun_fd;
 	/*
 	 * TUN offloads (IFF_VNET_HDR): the reader cuts super-packets (tun_rx, its own), writes
-	 * coalesce TCP segments when the kernel took TSO. Fixed once the device is open.
+	 * coalesce TCP segments when the kernel took TSO, UDP datagrams when it took USO
+	 * (tun_gro: OFFLOAD_GRO_*). Fixed once the device is open.
 	 */
-	bool tun_vnet, tun_gro;
+	bool tun_vnet;
+	unsigned tun_gro;
 	unsigned tun_offloads; /* TUN_OFFLOAD_* in force */
 	struct tun_rx tun_rx;
 	struct magicsock *ms;
@@ -415,8 +417,9 @@ static void q_drop(void *ctx, struct pkt **pkts, unsigned n)
 /*
  * With offloads (unless --no-offload or TRELLIS_NO_OFFLOAD=1), the kernel hands the reader
  * whole TCP (and UDP) super-packets of up to 64 KiB, one read each, and takes a flow's
- * decrypted segments back in one write; each feature it refuses is left out. The UDP
- * sockets send a peer's run of equal-size datagrams as one UDP_SEGMENT message. 0 or -errno.
+ * decrypted TCP segments (UDP datagrams) back in one write; each feature it refuses is left
+ * out. The UDP sockets send a peer's run of equal-size datagrams as one UDP_SEGMENT message.
+ * 0 or -errno.
  */
 static int tun_open_offload(struct wgdev *w, const struct wgdev_opts *opts)
 {
@@ -441,8 +444,9 @@ static int tun_open_offload(struct wgdev *w, const struct wgdev_opts *opts)
 		return r;
 	w->tun_vnet = true;
 	w->tun_offloads = tun_offload_set(w->tun_fd, TUN_OFFLOAD_TSO | TUN_OFFLOAD_USO);
-	/* Super-packets on write only where the kernel does them itself. */
-	w->tun_gro = w->tun_offloads & TUN_OFFLOAD_TSO;
+	/* Super-packets on write only where the kernel cuts them itself. */
+	w->tun_gro = (w->tun_offloads & TUN_OFFLOAD_TSO ? OFFLOAD_GRO_TCP : 0) |
+		     (w->tun_offloads & TUN_OFFLOAD_USO ? OFFLOAD_GRO_UDP : 0);
 	log_info("TUN offloads:%s%s%s", w->tun_offloads ? "" : " none (refused)",
 		 w->tun_offloads & TUN_OFFLOAD_TSO ? " TSO" : "",
 		 w->tun_offloads & TUN_OFFLOAD_USO ? " USO" : "");

@@ -5,9 +5,9 @@
 /*
  * TUN offloads without I/O: the virtio-net header a TUN device opened with IFF_VNET_HDR puts
  * before every packet, segmentation of the super-packets the kernel hands over when TSO/USO
- * are on (what a NIC would do), and coalescing of a flow's consecutive TCP segments into one
- * super-packet for the kernel (what GRO would do). Bytes in, bytes out: the TUN reads and
- * writes are src/os/tun.c's.
+ * are on (what a NIC would do), and coalescing of a flow's consecutive TCP segments or UDP
+ * datagrams into one super-packet for the kernel (what GRO would do). Bytes in, bytes out:
+ * the TUN reads and writes are src/os/tun.c's.
  */
 
 #include <stdbool.h>
@@ -106,21 +106,30 @@ bool offload_seg_done(const struct offload_seg *s);
 
 /*
  * Coalescing (GRO) of a batch of IP packets bound for TUN. Consecutive in-order TCP segments
- * of one flow become one super-packet the kernel segments again if it forwards it: the flow's
- * first segment gets the headers of the whole (lengths, the PSH of the last, a partial
- * checksum), and its vnet header says how to cut it.
+ * (or UDP datagrams) of one flow become one super-packet the kernel segments again: before a
+ * socket without UDP_GRO takes the datagrams, or if it forwards them. The flow's first packet
+ * gets the headers of the whole (lengths, the PSH of the last, a partial checksum), and its
+ * vnet header says how to cut (TCPV4/TCPV6, or UDP_L4 with gso_size the datagrams' payload).
  *
- * Members join as the kernel's GRO would let them: same addresses and ports, IPv4 without
- * options (ToS, TTL, DF equal, ids incrementing unless DF) or IPv6 with TCP right after the
- * fixed header (traffic class, flow label, hop limit equal), the same TCP header but for the
- * sequence number (ack, window, options, flags other than PSH), contiguous sequence numbers,
- * payloads of the first's size but for a shorter last one, a valid IPv4 header checksum.
- * TCP checksums are not checked: the packets come decrypted and authenticated, and are
- * trusted as the kernel's WireGuard trusts them (gro.c says why). A group opens
- * with a plain ACK segment carrying data and closes at a short or PSH segment, at 64 KiB,
- * or at any packet of its flow that cannot join; SYN, FIN, RST, URG, CWR pass alone.
+ * Members join as the kernel's GRO would let them: same protocol, addresses and ports, IPv4
+ * without options and not a fragment (ToS, TTL, DF equal, ids incrementing unless DF) or IPv6
+ * with TCP or UDP right after the fixed header (traffic class, flow label, hop limit equal),
+ * payloads of the first's size but for a shorter last one, a valid IPv4 header checksum, at
+ * most 64 KiB. TCP: the same TCP header but for the sequence number (ack, window, options,
+ * flags other than PSH), contiguous sequence numbers. UDP: a payload, a length field that
+ * agrees with the IP header and a checksum other than 0.
+ * L4 checksums are not checked: the packets come decrypted and authenticated, and are
+ * trusted as the kernel's WireGuard trusts them (gro.c says why). A TCP group opens with a
+ * plain ACK segment carrying data and closes at a short or PSH segment, at 64 KiB, or at any
+ * packet of its flow that cannot join; SYN, FIN, RST, URG, CWR pass alone. A UDP group
+ * closes at a short datagram, at 64 KiB, at any datagram of its flow that cannot join, or
+ * at an IPv4 fragment or IPv6 extension header between its addresses.
  */
 #define OFFLOAD_GRO_BATCH 64
+
+/* What offload_gro coalesces: TCP where the device took TSO, UDP where it took USO. */
+#define OFFLOAD_GRO_TCP 1
+#define OFFLOAD_GRO_UDP 2
 
 struct offload_gro_group {
 	unsigned start; /* index of the first member in the reordered array */
@@ -130,13 +139,15 @@ struct offload_gro_group {
 };
 
 /*
- * Groups pkts[0..n), n <= OFFLOAD_GRO_BATCH. The array is reordered so that each group's
+ * Groups pkts[0..n), n <= OFFLOAD_GRO_BATCH, coalescing the protocols in `want`
+ * (OFFLOAD_GRO_*; others pass alone). The array is reordered so that each group's
  * members are consecutive (each flow keeps its order; groups follow in the order their
  * first members came); the first member of a group of several is rewritten in place.
  * Fills groups (room for n) and returns their count. Written as one piece each, a group is
  * its vnet header, the first member whole, then each other member without its first
  * `skip` bytes.
  */
-unsigned offload_gro(struct pkt **pkts, unsigned n, struct offload_gro_group *groups);
+unsigned offload_gro(struct pkt **pkts, unsigned n, unsigned want,
+		     struct offload_gro_group *groups);
 
 #endif

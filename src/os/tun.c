@@ -256,13 +256,14 @@ static bool write_one(int fd, struct iovec *iov, unsigned cnt, unsigned pkts, un
 }
 
 /* Groups of one flow's segments, each one write behind its vnet header. */
-static bool write_groups(int fd, struct pkt **pkts, unsigned n, unsigned *written, int *err)
+static bool write_groups(int fd, struct pkt **pkts, unsigned n, unsigned gro, unsigned *written,
+			 int *err)
 {
 	struct offload_gro_group groups[OFFLOAD_GRO_BATCH];
 	struct iovec iov[OFFLOAD_GRO_BATCH + 1];
 	unsigned ng, g, i;
 
-	ng = offload_gro(pkts, n, groups);
+	ng = offload_gro(pkts, n, gro, groups);
 	for (g = 0; g < ng; g++) {
 		const struct offload_gro_group *gr = &groups[g];
 
@@ -280,7 +281,7 @@ static bool write_groups(int fd, struct pkt **pkts, unsigned n, unsigned *writte
 	return true;
 }
 
-int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, bool gro)
+int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned gro)
 {
 	static const uint8_t plain[OFFLOAD_VNET_HDR_LEN];
 	unsigned i, k, written = 0;
@@ -290,7 +291,7 @@ int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, bool gro)
 	for (i = 0; i < n;) {
 		if (vnet && gro) {
 			k = MIN(n - i, (unsigned)OFFLOAD_GRO_BATCH);
-			if (!write_groups(fd, pkts + i, k, &written, &err))
+			if (!write_groups(fd, pkts + i, k, gro, &written, &err))
 				break;
 			i += k;
 			continue;

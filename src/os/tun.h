@@ -60,9 +60,10 @@ void tun_rx_free(struct tun_rx *rx);
 int tun_read_batch(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned n, unsigned *ret_dropped);
 /*
  * Writes each packet; returns how many were written or -errno when none were.
- * vnet: the device has headers; gro (with vnet, TSO on): consecutive TCP segments of a flow
- * go as one super-packet (offload_gro; pkts is reordered).
+ * vnet: the device has headers; gro (with vnet; OFFLOAD_GRO_TCP where the device took TSO,
+ * OFFLOAD_GRO_UDP where it took USO): consecutive TCP segments or UDP datagrams of a flow go
+ * as one super-packet (offload_gro; pkts is reordered).
  */
-int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, bool gro);
+int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned gro);
 
 #endif

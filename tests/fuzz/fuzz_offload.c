@@ -3,8 +3,9 @@
  * The TUN read path on arbitrary input: a virtio-net header and the packet behind it, as a
  * TUN device with IFF_VNET_HDR hands them over. Whatever is accepted must be cut into
  * segments that fit their buffers, carry valid checksums and lengths that agree with the IP
- * header; the segments, coalesced again as the TUN write path would, must cut back into
- * exactly themselves. A packet that is not GSO gets its partial checksum finished in bounds.
+ * header; the segments (TCP or UDP), coalesced again as the TUN write path would, must cut
+ * back into exactly themselves. A packet that is not GSO gets its partial checksum finished in
+ * bounds.
  */
 #include <netinet/in.h>
 #include <stddef.h>
@@ -58,7 +59,7 @@ static void regroup(struct pkt **segs, unsigned n)
 		orig_len[i] = segs[i]->len;
 		order[i] = segs[i];
 	}
-	ng = offload_gro(order, n, groups);
+	ng = offload_gro(order, n, OFFLOAD_GRO_TCP | OFFLOAD_GRO_UDP, groups);
 	/* A single flow in order: the groups keep the segments' order. */
 	for (g = 0, k = 0; g < ng; g++) {
 		len = 0;
@@ -138,7 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (got == NSEG)
 			break;
 	}
-	if (s.proto == IPPROTO_TCP && got > 0)
+	if (got > 0)
 		regroup(segs, (unsigned)got);
 	pkt_free(segs, NSEG);
 	return 0;

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Interoperability: trellisd <-> trellisd and trellisd <-> wireguard-go, each side initiating,
 # over IPv4 and IPv6 outer addresses. Inner IPv4 and IPv6 pings, a 2 s iperf3 TCP transfer,
-# handshake timestamps and transfer counters that agree between the two sides.
-# trellisd runs with its TUN offloads (TSO, coalescing) on, and once against wireguard-go
-# with them off (TRELLIS_NO_OFFLOAD=1).
+# handshake timestamps and transfer counters that agree between the two sides. UDP datagrams
+# (one size, and mixed sizes) each way, inner IPv4 one way and IPv6 the other, must reach an
+# ordinary socket whole and in order (tests/lab/udp_check.py); a trellisd receiver whose TUN
+# took USO writes a trellisd peer's coalesced (fewer TUN writes than datagrams), one with
+# offloads off does not.
+# trellisd runs with its TUN offloads (TSO, USO, coalescing) on, and once against
+# wireguard-go with them off (TRELLIS_NO_OFFLOAD=1).
 #
 #   A (ns a) 192.0.2.1 / 2001:db8:1::1  ==== veth ====  B (ns b) 192.0.2.2 / 2001:db8:1::2
 #   tunnel: A 100.64.0.1 fd7a:115c:a1e0::1            B 100.64.0.2 fd7a:115c:a1e0::2
@@ -22,6 +26,7 @@ lab_key a
 lab_key b
 PORT_A=51820
 PORT_B=51821
+UDP_CHECK="$(dirname "$0")/udp_check.py"
 run=0
 
 # offload_state IFACE on|off: trellisd's log says its TUN offloads are as asked.
@@ -34,6 +39,46 @@ offload_state()
 	else
 		grep -q 'TUN offloads: TSO' "$log"
 	fi
+}
+
+# tun_rx_packets IFACE: the packets IFACE's kernel took in from its TUN, one per write.
+tun_rx_packets() { nsx "${LAB_WG_NS[$1]}" cat "/sys/class/net/$1/statistics/rx_packets"; }
+
+# udp_intact NAME FROM FROM_IF TO TO_IF ADDR PORT: both plans of udp_check.py from FROM to
+# TO's ADDR arrive whole and in order. A trellisd TO that took USO, its peer a trellisd
+# (whose UDP GSO sends each burst as one message, read as one batch), wrote them in at most
+# half as many TUN writes; one with its offloads off in no fewer writes than datagrams.
+udp_intact()
+{
+	local name=$1 from=$2 from_if=$3 to=$4 to_if=$5 addr=$6 port=$7 size=1392 kind f rpid before n w
+	# The largest datagram the tunnel's MTU (1420) carries unfragmented.
+	[[ $addr == *:* ]] && size=1372
+	for kind in fixed mixed; do
+		f=$LAB_TMP/udp-$port-$kind
+		rm -f "$f".*
+		before=$(tun_rx_packets "$to_if")
+		nsx "$to" python3 "$UDP_CHECK" recv "$addr" "$port" $kind $size "$f.ready" "$f.progress" \
+			>"$f.out" 2>&1 &
+		rpid=$!
+		LAB_PIDS+=("$rpid")
+		if wait_for 10 test -e "$f.ready"; then
+			nsx_timeout 60 "$from" python3 "$UDP_CHECK" send "$addr" "$port" $kind $size \
+				"$f.progress" >"$f.send" 2>&1
+		fi
+		wait "$rpid"
+		lab_forget "$rpid"
+		w=$(($(tun_rx_packets "$to_if") - before))
+		n=$(sed -n 's/^ok //p' "$f.out")
+		log "udp $kind $size to $addr: $(cat "$f.out" "$f.send" 2>/dev/null | tr '\n' ' ')$w TUN writes"
+		check "$name: UDP $kind ($size bytes) to $addr whole and in order" grep -q '^ok ' "$f.out"
+		[[ -n $n ]] || continue
+		if [[ ${LAB_WG_IMPL[$to_if]} == trellisd && ${LAB_WG_IMPL[$from_if]} == trellisd ]] &&
+			grep -q 'TUN offloads: TSO USO' "${LAB_WG_LOG[$to_if]}"; then
+			check_num "$name: $n datagrams to $addr coalesced into $w TUN writes" $((w * 2)) -le "$n"
+		elif [[ ${LAB_WG_IMPL[$to_if]} == trellisd ]] && grep -q 'TUN offloads off' "${LAB_WG_LOG[$to_if]}"; then
+			check_num "$name: $n datagrams to $addr in $w TUN writes (offloads off)" "$w" -ge "$n"
+		fi
+	done
 }
 
 # one_case IMPL_A IMPL_B INITIATOR(a|b) OUTER(4|6) [OFFLOADS(on|off)]
@@ -148,6 +193,11 @@ one_case()
 		check "$name: iperf3: b tx >= a rx >= TCP payload" counters_bound "$btx" "$arx" "$bytes"
 		check "$name: iperf3: a tx >= b rx" counters_bound "$atx" "$brx" 0
 	fi
+
+	# UDP each way: inner IPv4 to the responder, inner IPv6 back.
+	udp_intact "$name" "$ini" "$ini_if" "$resp" "$resp_if" "$resp_in" $((6200 + run * 2))
+	udp_intact "$name" "$resp" "$resp_if" "$ini" "$ini_if" \
+		"${ini_in/100.64.0./fd7a:115c:a1e0::}" $((6201 + run * 2))
 
 	((LAB_FAIL > fails_before)) && lab_dump_logs "$ia" "$ib"
 	check "$name: a still running" lab_wg_alive "$ia"

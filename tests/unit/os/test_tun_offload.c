@@ -3,7 +3,10 @@
  * A TUN device with IFF_VNET_HDR and offloads, against the kernel in a network namespace of
  * its own: a UDP super-packet (USO) read as its segments; a TCP connection to a peer we play
  * by hand, whose SYN arrives with its checksum completed, whose data segments, coalesced into
- * one write, reach the socket intact, and whose own data arrives from TSO cut into segments.
+ * one write, reach the socket intact, and whose own data arrives from TSO cut into segments;
+ * UDP datagrams coalesced into one write (UDP_L4) that reach a socket without UDP_GRO one by
+ * one, and that the kernel, forwarding them to a TUN without offloads, cuts with checksums
+ * that are right.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -26,6 +30,7 @@
 #include "netns.h"
 #include "../offload/pktgen.h"
 #include "base/pkt.h"
+#include "base/util.h"
 #include "os/netlink.h"
 #include "os/tun.h"
 
@@ -37,6 +42,7 @@ struct ctx {
 	int fd;
 	char name[IF_NAMESIZE];
 	unsigned offloads;
+	unsigned gro; /* OFFLOAD_GRO_*, as trellisd derives it from offloads */
 	struct tun_rx rx;
 	struct pkt_pool *pool;
 };
@@ -73,6 +79,8 @@ static int setup(void **state)
 	if (c->fd < 0 || !c->pool || tun_rx_init_vnet(&c->rx) < 0)
 		goto fail;
 	c->offloads = tun_offload_set(c->fd, TUN_OFFLOAD_TSO | TUN_OFFLOAD_USO);
+	c->gro = (c->offloads & TUN_OFFLOAD_TSO ? OFFLOAD_GRO_TCP : 0) |
+		 (c->offloads & TUN_OFFLOAD_USO ? OFFLOAD_GRO_UDP : 0);
 	if (nl_link_set_mtu(c->name, TEST_MTU) < 0 ||
 	    nl_addr_add(c->name, AF_INET, local4, 24) < 0 || nl_link_set_up(c->name, true) < 0)
 		goto fail;
@@ -84,32 +92,34 @@ fail:
 }
 
 /*
- * Reads until `want` packets matching (proto, dport or sport) are copied into out (each
- * 2 KiB), or 2 s pass. Returns how many.
+ * Reads from fd (with rx: a vnet TUN) until `want` packets matching (proto, dport or sport)
+ * are copied into out (each 2 KiB), or 2 s pass. Returns how many.
  */
-static unsigned read_matching(struct ctx *c, uint8_t proto, uint16_t port, bool by_dport,
-			      uint8_t (*out)[2048], uint32_t *out_len, unsigned want)
+static unsigned read_matching_fd(struct ctx *c, int fd, struct tun_rx *rx, uint8_t proto,
+				 uint16_t port, bool by_dport, uint8_t (*out)[2048],
+				 uint32_t *out_len, unsigned want)
 {
 	struct pkt *pkts[NPKT];
 	unsigned got = 0, i, n, dropped;
 	int tries, r;
 
 	for (tries = 0; tries < 20 && got < want; tries++) {
-		if (!fd_wait_readable(c->fd, 100) && offload_seg_done(&c->rx.seg)) {
+		if (!fd_wait_readable(fd, 100) && (!rx || offload_seg_done(&rx->seg))) {
 			if (got)
 				break; /* what came is what there is for now */
 			continue;
 		}
 		n = pkt_pool_get(c->pool, pkts, NPKT);
 		assert_int_equal(n, NPKT);
-		r = tun_read_batch(c->fd, &c->rx, pkts, n, &dropped);
+		r = tun_read_batch(fd, rx, pkts, n, &dropped);
 		assert_true(r >= 0);
 		assert_int_equal(dropped, 0);
 		for (i = 0; i < (unsigned)r; i++) {
 			const uint8_t *d = pkts[i]->data;
-			size_t l4 = (size_t)(d[0] & 0xf) * 4;
+			bool v6 = d[0] >> 4 == 6;
+			size_t l4 = v6 ? 40 : (size_t)(d[0] & 0xf) * 4;
 
-			if (d[0] >> 4 != 4 || d[9] != proto || got >= want)
+			if ((v6 ? d[6] : d[9]) != proto || got >= want || pkts[i]->len < l4 + 4)
 				continue;
 			if (gen_get16(d + l4 + (by_dport ? 2 : 0)) != port)
 				continue;
@@ -119,6 +129,12 @@ static unsigned read_matching(struct ctx *c, uint8_t proto, uint16_t port, bool 
 		pkt_free(pkts, n);
 	}
 	return got;
+}
+
+static unsigned read_matching(struct ctx *c, uint8_t proto, uint16_t port, bool by_dport,
+			      uint8_t (*out)[2048], uint32_t *out_len, unsigned want)
+{
+	return read_matching_fd(c, c->fd, &c->rx, proto, port, by_dport, out, out_len, want);
 }
 
 static void test_offloads_on(void **state)
@@ -162,7 +178,7 @@ static void test_uso_read(void **state)
 	assert_int_equal(c->rx.bad, 0);
 }
 
-/* A packet from the peer, written as the data path writes: vnet header, coalesced. */
+/* Packets from the peer, written as the data path writes: vnet header, coalesced. */
 static void peer_send(struct ctx *c, const struct gen *gs, unsigned n)
 {
 	struct pkt *pkts[NPKT];
@@ -171,8 +187,7 @@ static void peer_send(struct ctx *c, const struct gen *gs, unsigned n)
 	assert_int_equal(pkt_pool_get(c->pool, pkts, n), n);
 	for (i = 0; i < n; i++)
 		pkts[i]->len = (uint32_t)gen_build(pkts[i]->data, &gs[i]);
-	assert_int_equal(tun_write_batch(c->fd, pkts, n, true, c->offloads & TUN_OFFLOAD_TSO),
-			 (int)n);
+	assert_int_equal(tun_write_batch(c->fd, pkts, n, true, c->gro), (int)n);
 	pkt_free(pkts, n);
 }
 
@@ -269,12 +284,259 @@ static void test_tcp(void **state)
 	close(fd);
 }
 
+/* --- UDP datagrams coalesced into one write --- */
+
+#define UDP_PORT 7000
+#define UDP_MAX 24
+
+static const uint8_t local6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
+
+/* Packets the kernel counted in from a device (one per TUN write), from /proc/net/dev. */
+static uint64_t rx_packets(const char *name)
+{
+	char line[512], *colon, *p;
+	unsigned long long bytes, pkts = 0;
+	size_t nlen = strlen(name);
+	FILE *f = fopen("/proc/net/dev", "r");
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		for (p = line; *p == ' '; p++)
+			;
+		colon = strchr(p, ':');
+		if (!colon || (size_t)(colon - p) != nlen || strncmp(p, name, nlen))
+			continue;
+		assert_int_equal(sscanf(colon + 1, "%llu %llu", &bytes, &pkts), 2);
+	}
+	fclose(f);
+	return pkts;
+}
+
+/* The datagrams of one case: payload sizes, the peer's addresses to dst_last. */
+static unsigned udp_build(struct gen *gs, const uint32_t *sizes, unsigned n, bool v6,
+			  uint8_t dst_last)
+{
+	uint32_t off = 0;
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		gs[i] = (struct gen){.v6 = v6,
+				     .proto = IPPROTO_UDP,
+				     .src_last = 2,
+				     .dst_last = dst_last,
+				     .sport = 5555,
+				     .dport = UDP_PORT,
+				     .id = (uint16_t)(300 + i),
+				     .pay = sizes[i],
+				     .pay_off = off};
+		off += sizes[i];
+	}
+	return n;
+}
+
+/* Sizes of the cases: one run cut by 1000 (a short last), and a mix that groups in five. */
+static const uint32_t udp_fixed[UDP_MAX] = {1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000,
+					    1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000,
+					    1000, 1000, 1000, 1000, 1000, 1000, 1000, 333};
+/* [1200 1200 1200 700] [1200 300] [300] [1000 64] [1] */
+static const uint32_t udp_mixed[] = {1200, 1200, 1200, 700, 1200, 300, 300, 1000, 64, 1};
+
+static void udp_socket_case(struct ctx *c, int s, bool v6, const uint32_t *sizes, unsigned n,
+			    unsigned writes)
+{
+	static uint8_t buf[2048];
+	struct gen gs[UDP_MAX];
+	uint64_t before = rx_packets(c->name);
+	unsigned i, k;
+	ssize_t r;
+
+	udp_build(gs, sizes, n, v6, 1);
+	peer_send(c, gs, n);
+	/* Coalesced: the kernel counted as many packets in as there were writes. */
+	assert_int_equal(rx_packets(c->name) - before, writes);
+	for (i = 0; i < n; i++) {
+		assert_true(fd_wait_readable(s, 2000));
+		r = recv(s, buf, sizeof(buf), MSG_DONTWAIT);
+		assert_int_equal(r, (ssize_t)sizes[i]);
+		for (k = 0; k < sizes[i]; k++)
+			assert_int_equal(buf[k], gen_pay_byte(gs[i].pay_off + k));
+	}
+	assert_int_equal(recv(s, buf, sizeof(buf), MSG_DONTWAIT), -1);
+	assert_int_equal(errno, EAGAIN);
+}
+
+/*
+ * Waits until s, bound to local6, receives what is sent to it: the kernel installs the local
+ * route of a new IPv6 address (NODAD too) from a work queue, after the address exists.
+ */
+static void wait_local6(int s)
+{
+	struct sockaddr_in6 to = {.sin6_family = AF_INET6, .sin6_port = htons(UDP_PORT)};
+	uint8_t b;
+	int p = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0), tries;
+
+	assert_true(p >= 0);
+	memcpy(&to.sin6_addr, local6, 16);
+	for (tries = 0; tries < 50; tries++) {
+		assert_int_equal(sendto(p, "", 1, 0, (struct sockaddr *)&to, sizeof(to)), 1);
+		if (fd_wait_readable(s, 100))
+			break;
+	}
+	assert_true(tries < 50);
+	while (recv(s, &b, 1, MSG_DONTWAIT) == 1)
+		;
+	close(p);
+}
+
+/*
+ * A socket without UDP_GRO gets each datagram alone, with its length and payload, in order
+ * (the kernel cuts the super-packet in udp_queue_rcv_skb); IPv4 and IPv6.
+ */
+static void test_udp_gro_socket(void **state)
+{
+	struct ctx *c = *state;
+	int v6, s, big = 4 << 20;
+
+	if (!(c->offloads & TUN_OFFLOAD_USO))
+		skip();
+	assert_int_equal(nl_addr_add(c->name, AF_INET6, local6, 64), 0);
+	for (v6 = 0; v6 < 2; v6++) {
+		struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(UDP_PORT)};
+		struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_port = htons(UDP_PORT)};
+
+		memcpy(&sin.sin_addr, local4, 4);
+		memcpy(&sin6.sin6_addr, local6, 16);
+		s = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		assert_true(s >= 0);
+		assert_int_equal(setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big)), 0);
+		assert_int_equal(v6 ? bind(s, (struct sockaddr *)&sin6, sizeof(sin6))
+				    : bind(s, (struct sockaddr *)&sin, sizeof(sin)),
+				 0);
+		if (v6)
+			wait_local6(s);
+		udp_socket_case(c, s, v6, udp_fixed, UDP_MAX, 1);
+		udp_socket_case(c, s, v6, udp_mixed, ARRAY_SIZE(udp_mixed), 5);
+		close(s);
+	}
+}
+
+/* A socket with UDP_GRO takes the run whole, as from a NIC's GRO, told the datagrams' size. */
+static void test_udp_gro_socket_whole(void **state)
+{
+	static uint8_t buf[65536];
+	struct ctx *c = *state;
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(UDP_PORT)};
+	union {
+		struct cmsghdr align;
+		uint8_t b[CMSG_SPACE(sizeof(int))];
+	} cbuf;
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = cbuf.b,
+			    .msg_controllen = sizeof(cbuf)};
+	struct gen gs[UDP_MAX];
+	struct cmsghdr *cm;
+	int s, on = 1, size = 0;
+	uint32_t total = 0;
+	unsigned i, k;
+
+	if (!(c->offloads & TUN_OFFLOAD_USO))
+		skip();
+	memcpy(&sin.sin_addr, local4, 4);
+	s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(s >= 0);
+	assert_int_equal(setsockopt(s, IPPROTO_UDP, UDP_GRO, &on, sizeof(on)), 0);
+	assert_int_equal(bind(s, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	udp_build(gs, udp_fixed, UDP_MAX, false, 1);
+	peer_send(c, gs, UDP_MAX);
+	assert_true(fd_wait_readable(s, 2000));
+	for (i = 0; i < UDP_MAX; i++)
+		total += udp_fixed[i];
+	assert_int_equal(recvmsg(s, &mh, MSG_DONTWAIT), (ssize_t)total);
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == IPPROTO_UDP && cm->cmsg_type == UDP_GRO)
+			memcpy(&size, CMSG_DATA(cm), sizeof(size));
+	assert_int_equal(size, 1000);
+	for (k = 0; k < total; k++)
+		assert_int_equal(buf[k], gen_pay_byte(k));
+	close(s);
+}
+
+static void write_sysctl(const char *path)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_true(fputs("1\n", f) >= 0);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * The kernel forwards one coalesced write to a TUN without offloads: it must cut it in
+ * software, each datagram with its length, ids running on, TTL less one and checksums
+ * (IPv4 header, UDP) that are right, which is what the partial checksum we wrote leads to.
+ */
+static void test_udp_gro_forward(void **state)
+{
+	static uint8_t out[NPKT][2048];
+	static uint32_t out_len[NPKT];
+	static const uint8_t fwd4[4] = {198, 18, 0, 129};
+	static const uint8_t fwd6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 0x81};
+	struct ctx *c = *state;
+	char name2[IF_NAMESIZE];
+	struct gen gs[UDP_MAX];
+	int fd2, v6;
+	unsigned i, n;
+	uint64_t before;
+
+	if (!(c->offloads & TUN_OFFLOAD_USO))
+		skip();
+	write_sysctl("/proc/sys/net/ipv4/ip_forward");
+	write_sysctl("/proc/sys/net/ipv6/conf/all/forwarding");
+	assert_int_equal(nl_addr_add(c->name, AF_INET6, local6, 64), 0);
+	fd2 = tun_open("trfwd%d", name2);
+	assert_true(fd2 >= 0);
+	/* More specific than the first device's /24 and /64: 198.18.0.130 and ::82 go there. */
+	assert_int_equal(nl_link_set_mtu(name2, TEST_MTU), 0);
+	assert_int_equal(nl_addr_add(name2, AF_INET, fwd4, 25), 0);
+	assert_int_equal(nl_addr_add(name2, AF_INET6, fwd6, 121), 0);
+	assert_int_equal(nl_link_set_up(name2, true), 0);
+	for (v6 = 0; v6 < 2; v6++) {
+		size_t l4 = v6 ? 40 : 20;
+
+		n = udp_build(gs, udp_fixed, UDP_MAX, v6, 130);
+		before = rx_packets(c->name);
+		peer_send(c, gs, n);
+		assert_int_equal(rx_packets(c->name) - before, 1);
+		assert_int_equal(
+		    read_matching_fd(c, fd2, NULL, IPPROTO_UDP, UDP_PORT, true, out, out_len, n),
+		    n);
+		for (i = 0; i < n; i++) {
+			uint8_t want[2048];
+			size_t len = gen_build(want, &gs[i]);
+
+			assert_int_equal(out_len[i], len);
+			assert_true(gen_csum_ok(out[i], out_len[i], l4, IPPROTO_UDP));
+			assert_int_equal(out[i][v6 ? 7 : 8], 63);
+			if (!v6)
+				assert_int_equal(gen_get16(out[i] + 4), 300 + i);
+			/* The UDP header and the payload as they were sent. */
+			assert_memory_equal(out[i] + l4, want + l4, len - l4);
+		}
+	}
+	close(fd2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_offloads_on, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_uso_read, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tcp, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_udp_gro_socket, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_udp_gro_socket_whole, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_udp_gro_forward, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
