@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The packet filter: the compiler against a naive reading of the rules on random filters,
+ * The packet filter: the compiler against a naive reading of the rules on random filters
+ * (small ones, and ones over the whole port range big enough for the port index),
  * a table of verdicts (TCP, UDP, ICMP, IPv4 and IPv6, port ranges, replies to our flows,
  * ICMP errors quoting flows, fragments, bad packets), timeouts on an injected clock,
  * eviction from a full table, a filter change keeping the node's flows and closing revoked
- * ones, and a batch on several threads while the rules change.
+ * ones, batches against the same packets one by one on random traffic, and a batch on several
+ * threads while the rules change.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -285,6 +287,74 @@ static void test_compile_vs_naive(void **state)
 			rand_addr(family, dst);
 			assert_int_equal(filter_rules_match(r, family, proto, src, dst, port),
 					 naive(&b.nf, family, proto, src, dst, port));
+		}
+		filter_rules_free(r);
+	}
+}
+
+/*
+ * The same over the whole port range, with enough rules that a bucket's segments get their
+ * port index (more than 16): probes at every rule's port edges and either side of them.
+ */
+static void test_compile_vs_naive_ports(void **state)
+{
+	static const uint8_t protos[] = {6, 17, 132, 1};
+	unsigned round;
+
+	(void)state;
+	srand(13);
+	for (round = 0; round < 60; round++) {
+		struct fb b;
+		struct filter_rules *r;
+		unsigned i, j, q;
+
+		fb_init(&b);
+		b.nf.n_rules = 20 + (unsigned)rand() % 40;
+		for (i = 0; i < b.nf.n_rules; i++) {
+			struct netmap_filter_rule *ru = &b.rules[i];
+
+			ru->src_off = b.nf.n_srcs;
+			ru->n_src = 1 + (unsigned)rand() % 3;
+			for (j = 0; j < ru->n_src; j++)
+				rand_prefix(&b.srcs[b.nf.n_srcs++]);
+			ru->dst_off = b.nf.n_dsts;
+			ru->n_dst = 1 + (unsigned)rand() % 3;
+			for (j = 0; j < ru->n_dst; j++) {
+				struct netmap_filter_dst *d = &b.dsts[b.nf.n_dsts++];
+				unsigned lo = (unsigned)rand() % 65536,
+					 hi = lo + (rand() % 3 ? 0 : (unsigned)rand() % 3000);
+
+				rand_prefix(&d->prefix);
+				d->port_first = (uint16_t)lo;
+				d->port_last = (uint16_t)(hi > 65535 ? 65535 : hi);
+			}
+			ru->n_protos = (unsigned)rand() % 2;
+			for (j = 0; j < ru->n_protos; j++)
+				ru->protos[j] = protos[rand() % 4];
+		}
+		r = fb_compile(&b);
+		for (q = 0; q < 2000; q++) {
+			const struct netmap_filter_dst *d = &b.dsts[rand() % b.nf.n_dsts];
+			int family = rand() % 2 ? AF_INET : AF_INET6;
+			uint8_t src[16], dst[16], proto = protos[rand() % 4];
+			int port;
+
+			switch (rand() % 6) {
+			case 0:
+				port = rand() % 65536;
+				break;
+			case 1:
+				port = rand() % 2 ? 0 : 65535;
+				break;
+			default:
+				port = (rand() % 2 ? d->port_first : d->port_last) + rand() % 3 - 1;
+			}
+			port = port < 0 ? 0 : port > 65535 ? 65535 : port;
+			rand_addr(family, src);
+			rand_addr(family, dst);
+			assert_int_equal(
+			    filter_rules_match(r, family, proto, src, dst, (uint16_t)port),
+			    naive(&b.nf, family, proto, src, dst, (uint16_t)port));
 		}
 		filter_rules_free(r);
 	}
@@ -626,6 +696,155 @@ static void test_batch_runs(void **state)
 	filter_free(f);
 }
 
+/* --- a batch against the same packets one by one --- */
+
+static const char *const remotes4[] = {PEER4, OTHER4, "100.64.0.3"};
+static const char *const remotes6[] = {PEER6, "fd7e:11e5:7a11::6440:2"};
+
+/*
+ * A random packet between the node and a peer (out: the node sends it), from a small space of
+ * addresses and ports so that flows meet: TCP with any flags, UDP, ICMP echoes, ICMP errors
+ * quoting a packet of the other direction, later fragments, truncated packets.
+ */
+static size_t rand_pkt(uint8_t *p, bool out)
+{
+	static const uint8_t flags[] = {SYN, ACK, SYN | ACK, FIN | ACK, RST, ACK};
+	bool v6 = rand() % 4 == 0;
+	const char *me = v6 ? ME6 : ME4;
+	const char *peer = v6 ? remotes6[rand() % 2] : remotes4[rand() % 3];
+	const char *src = out ? me : peer, *dst = out ? peer : me;
+	unsigned sport = 20 + (unsigned)rand() % 4, dport = 20 + (unsigned)rand() % 4;
+	unsigned kind = (unsigned)rand() % 100;
+	uint8_t q[128];
+	size_t n;
+
+	if (kind < 40)
+		return tcp(p, src, sport, dst, dport, flags[rand() % 6]);
+	if (kind < 70)
+		return udp(p, src, sport, dst, dport);
+	if (kind < 85) {
+		uint8_t type = (uint8_t)(rand() % 2 ? (v6 ? 128 : 8) : (v6 ? 129 : 0));
+
+		return icmp(p, src, dst, type, (unsigned)rand() % 3, NULL, 0);
+	}
+	if (kind < 95) {
+		if (rand() % 2)
+			tcp(q, dst, dport, src, sport, SYN);
+		else
+			udp(q, dst, dport, src, sport);
+		return icmp(p, src, dst, v6 ? 1 : 3, 0, q, v6 ? 48 : 28);
+	}
+	n = udp(p, src, sport, dst, dport);
+	if (v6 || kind < 98)
+		return 10;	  /* cut short */
+	p[6] = 0x00, p[7] = 0x10; /* a later fragment */
+	return n;
+}
+
+static void rand_rules(struct fb *b)
+{
+	static const char *const srcs[] = {PEER4 "/32", "100.64.0.0/30", PEER6 "/128",
+					   "100.64.0.2/32," PEER6 "/128"};
+	static const uint8_t tcp_only[] = {6, 0}, udp_only[] = {17, 0}, icmp_only[] = {1, 0};
+	static const uint8_t *const protos[] = {NULL, tcp_only, udp_only, icmp_only};
+	unsigned i, n = (unsigned)rand() % 4;
+
+	fb_init(b);
+	for (i = 0; i < n; i++) {
+		unsigned lo = 20 + (unsigned)rand() % 4;
+
+		fb_rule(b, srcs[rand() % 4], ME4 "/32," ME6 "/128", lo, lo + (unsigned)rand() % 3,
+			protos[rand() % 4]);
+	}
+}
+
+static void stats_equal(struct filter *a, struct filter *b)
+{
+	struct filter_stats x, y;
+	unsigned i;
+
+	filter_stats_get(a, &x);
+	filter_stats_get(b, &y);
+	for (i = 0; i < FILTER_DROP__MAX; i++)
+		assert_int_equal(x.drops[i], y.drops[i]);
+	assert_int_equal(x.fragments, y.fragments);
+	assert_int_equal(x.ct_entries, y.ct_entries);
+	assert_int_equal(x.ct_evicted, y.ct_evicted);
+}
+
+/*
+ * filter_rx_batch judges a batch shard by shard (and a run of one flow by its first packet):
+ * on random traffic in and out, timeouts, tables small enough to evict and filter changes, it
+ * must give the verdicts, counters and table of filter_rx on the same packets in turn.
+ */
+static void test_batch_vs_single(void **state)
+{
+	struct pkt_pool *pool = pkt_pool_new(160);
+	unsigned round;
+
+	(void)state;
+	assert_non_null(pool);
+	srand(21);
+	for (round = 0; round < 6; round++) {
+		struct filter *a = NULL, *b = NULL;
+		uint64_t now = S;
+		unsigned step, ct_max = round % 2 ? 1024 : 32;
+		struct fb r;
+
+		assert_int_equal(filter_new(ct_max, round, &a), 0);
+		assert_int_equal(filter_new(ct_max, round, &b), 0);
+		rand_rules(&r);
+		filter_rules_set(a, fb_compile(&r));
+		filter_rules_set(b, fb_compile(&r));
+		for (step = 0; step < 300; step++) {
+			struct pkt *pk[150];
+			bool pass[150];
+			uint8_t p[512];
+			unsigned i, n, k, want = 0;
+
+			now += rand() % 10 == 0 ? (uint64_t)(rand() % 60) * S : (uint64_t)rand();
+			if (rand() % 20 == 0) {
+				rand_rules(&r);
+				filter_rules_set(a, fb_compile(&r));
+				filter_rules_set(b, fb_compile(&r));
+			}
+			for (i = (unsigned)rand() % 8; i > 0; i--) {
+				size_t len = rand_pkt(p, true);
+
+				filter_tx(a, p, len, now);
+				filter_tx(b, p, len, now);
+			}
+			n = 1 + (unsigned)rand() % 150;
+			assert_int_equal(pkt_pool_get(pool, pk, n), n);
+			for (i = 0; i < n; i++) {
+				/* Runs of one flow, as a stream brings them. */
+				if (i && rand() % 2) {
+					memcpy(pk[i]->data, pk[i - 1]->data, pk[i - 1]->len);
+					pk[i]->len = pk[i - 1]->len;
+				} else {
+					pk[i]->len = (uint32_t)rand_pkt(pk[i]->data, false);
+				}
+				pk[i]->counter = i;
+				pass[i] = filter_rx(b, pk[i]->data, pk[i]->len, now);
+				want += pass[i];
+			}
+			k = filter_rx_batch(a, pk, n, now);
+			assert_int_equal(k, want);
+			/* The ones that pass, in their order, then the others. */
+			for (i = 0; i < n; i++) {
+				assert_int_equal(pass[pk[i]->counter], i < k);
+				if (i && i < k)
+					assert_true(pk[i]->counter > pk[i - 1]->counter);
+			}
+			pkt_free(pk, n);
+			stats_equal(a, b);
+		}
+		filter_free(a);
+		filter_free(b);
+	}
+	pkt_pool_free(pool);
+}
+
 /* --- batches on threads while the rules change --- */
 
 struct worker {
@@ -763,11 +982,18 @@ static void test_no_alloc(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_compile_vs_naive),  cmocka_unit_test(test_compile_refuses),
-	    cmocka_unit_test(test_rules_verdicts),    cmocka_unit_test(test_replies_to_our_flows),
-	    cmocka_unit_test(test_fragments_and_bad), cmocka_unit_test(test_timeouts),
-	    cmocka_unit_test(test_table_full),	      cmocka_unit_test(test_filter_change),
-	    cmocka_unit_test(test_batch_runs),	      cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_compile_vs_naive),
+	    cmocka_unit_test(test_compile_vs_naive_ports),
+	    cmocka_unit_test(test_compile_refuses),
+	    cmocka_unit_test(test_rules_verdicts),
+	    cmocka_unit_test(test_replies_to_our_flows),
+	    cmocka_unit_test(test_fragments_and_bad),
+	    cmocka_unit_test(test_timeouts),
+	    cmocka_unit_test(test_table_full),
+	    cmocka_unit_test(test_filter_change),
+	    cmocka_unit_test(test_batch_runs),
+	    cmocka_unit_test(test_batch_vs_single),
+	    cmocka_unit_test(test_threads),
 	    cmocka_unit_test(test_no_alloc),
 	};
 
