@@ -606,8 +606,9 @@ static struct shard *shard_of(struct filter *f, uint64_t h)
 /*
  * May a packet right behind one of its own flow take that packet's answer without the table?
  * A batch has one time and one rules generation, and the first packet already refreshed the
- * entry; but FIN and RST change the entry's timeout, and an echo request has its own rule.
- * Single streams come in runs.
+ * entry; but FIN and RST change the entry's timeout, and an echo request has its own rule
+ * (and when it passes on the tuple of our own echo, it refreshes nothing). So a run is of
+ * packets that are none of these, the first included. Single streams come in runs.
  */
 static bool follows_ok(const struct flow *fl)
 {
@@ -808,7 +809,10 @@ static unsigned rx_chunk(struct filter *f, const struct filter_rules *r, uint32_
 		const struct pkt *p = pkts[off + j];
 
 		it[j].d = rx_prepare(f, &it[j], lead, p->data, p->len);
-		lead = it[j].d != RX_TABLE ? NULL : it[j].follows ? lead : &it[j];
+		if (it[j].d != RX_TABLE || !follows_ok(&it[j].fl))
+			lead = NULL;
+		else if (!it[j].follows)
+			lead = &it[j];
 		if (it[j].d != RX_TABLE && it[j].d != RX_ICMP_ERROR)
 			continue;
 		in_shard[it[j].h >> 60] |= 1ULL << j;

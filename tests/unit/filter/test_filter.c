@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -696,6 +697,123 @@ static void test_batch_runs(void **state)
 	filter_free(f);
 }
 
+/*
+ * A peer's echo request that a rule admits on the tuple of our own echo passes without
+ * refreshing our flow; the echo reply right behind it in the batch must still refresh it
+ * (it may not take the request's pass), or our flow times out early.
+ */
+static void test_batch_echo_run(void **state)
+{
+	static const uint8_t icmp_only[] = {1, 0};
+	struct filter *f = NULL;
+	struct pkt_pool *pool = pkt_pool_new(2);
+	struct pkt *pk[2];
+	struct fb b;
+	uint8_t p[512];
+	size_t n;
+
+	(void)state;
+	assert_non_null(pool);
+	fb_init(&b);
+	fb_rule(&b, PEER4 "/32", ME4 "/32", 0, 65535, icmp_only);
+	assert_int_equal(filter_new(64, 1, &f), 0);
+	filter_rules_set(f, fb_compile(&b));
+	n = icmp(p, ME4, PEER4, 8, 7, NULL, 0);
+	filter_tx(f, p, n, S);
+	assert_int_equal(pkt_pool_get(pool, pk, 2), 2);
+	pk[0]->len = (uint32_t)icmp(pk[0]->data, PEER4, ME4, 8, 7, NULL, 0);
+	pk[1]->len = (uint32_t)icmp(pk[1]->data, PEER4, ME4, 0, 7, NULL, 0);
+	assert_int_equal(filter_rx_batch(f, pk, 2, 20 * S), 2);
+	pkt_free(pk, 2);
+	/* ICMP refused from now on: only our flow, refreshed at 20 s, lets the reply in. */
+	filter_deny_all(f);
+	n = icmp(p, PEER4, ME4, 0, 7, NULL, 0);
+	assert_true(filter_rx(f, p, n, 40 * S));
+	pkt_pool_free(pool);
+	filter_free(f);
+}
+
+/* Flows sent by the node into a table of one flow a shard; the number it holds. */
+static unsigned one_a_shard(struct filter *f, bool v6, unsigned part)
+{
+	struct filter_stats st;
+	unsigned i;
+
+	for (i = 0; i < 64; i++) {
+		char me[64], peer[64];
+		uint8_t p[512], l4[8] = {0};
+		unsigned x = 1 + i, lp = 1000, rp = 2000;
+		size_t n;
+
+		snprintf(me, sizeof(me), "%s", v6 ? ME6 : ME4);
+		snprintf(peer, sizeof(peer), "%s", v6 ? PEER6 : PEER4);
+		if (part == 0)
+			snprintf(me, sizeof(me), v6 ? "fd7e:11e5:7a11::%x" : "100.64.0.%u", x);
+		if (part == 1)
+			snprintf(me, sizeof(me), v6 ? "fd7e:%x::7" : "100.64.%u.7", x);
+		if (part == 2)
+			snprintf(peer, sizeof(peer), v6 ? "fd7e:11e5:7a11::%x" : "100.64.0.%u", x);
+		if (part == 3)
+			snprintf(peer, sizeof(peer), v6 ? "fd7e:%x::1" : "100.64.%u.1", x);
+		lp += part == 4 ? x : 0;
+		rp += part == 5 ? x : 0;
+		if (part == 6)
+			n = ip_pkt(p, me, peer, (uint8_t)(64 + x), l4, sizeof(l4));
+		else
+			n = udp(p, me, lp, peer, rp);
+		filter_tx(f, p, n, S);
+	}
+	filter_stats_get(f, &st);
+	return st.ct_entries;
+}
+
+/*
+ * The flow hash is keyed by the seed and takes every part of the key: with one flow a shard,
+ * flows that differ in one part only spread over the shards, and which of them keep their
+ * shard depends on the seed.
+ */
+static void test_hash_spread(void **state)
+{
+	unsigned v6, part, seed;
+
+	(void)state;
+	for (v6 = 0; v6 < 2; v6++) {
+		uint32_t first = 0;
+		bool differ = false;
+
+		/* Addresses (low and high half), ports, protocol. */
+		for (part = 0; part < 7; part++) {
+			struct filter *f = NULL;
+
+			assert_int_equal(filter_new(FILTER_CT_SHARDS, 5, &f), 0);
+			filter_deny_all(f);
+			/* 64 flows: about 16 shards hold one; one, if the part is not hashed. */
+			assert_true(one_a_shard(f, v6, part) >= 8);
+			filter_free(f);
+		}
+		for (seed = 1; seed <= 8; seed++) {
+			const char *me = v6 ? ME6 : ME4, *peer = v6 ? PEER6 : PEER4;
+			struct filter *f = NULL;
+			uint32_t kept = 0;
+			uint8_t p[512];
+			unsigned i;
+
+			assert_int_equal(filter_new(FILTER_CT_SHARDS, seed, &f), 0);
+			filter_deny_all(f);
+			for (i = 0; i < 16; i++)
+				filter_tx(f, p, udp(p, me, 1000 + i, peer, 53), S);
+			for (i = 0; i < 16; i++)
+				if (filter_rx(f, p, udp(p, peer, 53, me, 1000 + i), S))
+					kept |= 1U << i;
+			if (seed == 1)
+				first = kept;
+			differ |= kept != first;
+			filter_free(f);
+		}
+		assert_true(differ);
+	}
+}
+
 /* --- a batch against the same packets one by one --- */
 
 static const char *const remotes4[] = {PEER4, OTHER4, "100.64.0.3"};
@@ -992,7 +1110,9 @@ int main(void)
 	    cmocka_unit_test(test_table_full),
 	    cmocka_unit_test(test_filter_change),
 	    cmocka_unit_test(test_batch_runs),
+	    cmocka_unit_test(test_batch_echo_run),
 	    cmocka_unit_test(test_batch_vs_single),
+	    cmocka_unit_test(test_hash_spread),
 	    cmocka_unit_test(test_threads),
 	    cmocka_unit_test(test_no_alloc),
 	};
