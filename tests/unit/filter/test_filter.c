@@ -666,7 +666,7 @@ static void test_filter_change(void **state)
 	filter_free(f);
 }
 
-/* A run of one flow in a batch skips the table after its first packet, but not a FIN. */
+/* A run of one flow in a batch skips the table after its first packet, but not a FIN or a RST. */
 static void test_batch_runs(void **state)
 {
 	struct filter *f = policy();
@@ -693,6 +693,20 @@ static void test_batch_runs(void **state)
 	/* The FIN counted: 120 s, not the 5 days of an established flow. */
 	n = tcp(p, PEER4, 80, ME4, 50000, ACK);
 	assert_false(filter_rx(f, p, n, 2 * S + FILTER_TCP_FIN_NS + S));
+	/* A FIN and a RST right behind a packet of their flow: counted too. */
+	for (i = 0; i < 2; i++) {
+		n = tcp(p, ME4, 50001 + i, PEER4, 80, SYN);
+		filter_tx(f, p, n, S);
+		assert_int_equal(pkt_pool_get(pool, pk, 2), 2);
+		pk[0]->len = (uint32_t)tcp(pk[0]->data, PEER4, 80, ME4, 50001 + i, SYN | ACK);
+		pk[1]->len = (uint32_t)tcp(pk[1]->data, PEER4, 80, ME4, 50001 + i,
+					   i ? RST : FIN | ACK);
+		assert_int_equal(filter_rx_batch(f, pk, 2, 2 * S), 2);
+		pkt_free(pk, 2);
+		n = tcp(p, PEER4, 80, ME4, 50001 + i, ACK);
+		assert_false(filter_rx(f, p, n,
+				       2 * S + (i ? FILTER_TCP_RST_NS : FILTER_TCP_FIN_NS) + S));
+	}
 	pkt_pool_free(pool);
 	filter_free(f);
 }
