@@ -238,6 +238,47 @@ static void rand_prefix(struct netmap_prefix *p)
 		p->len = 0;
 }
 
+/*
+ * n random rules: 1 to max_src sources, 1 to 3 destinations, fewer than max_protos protocols
+ * from protos (n_protos of them). Port ranges: wide, anywhere in 0-65535, mostly single
+ * ports; else within 0-58, now and then all ports.
+ */
+static void rand_filter(struct fb *b, unsigned n, unsigned max_src, const uint8_t *protos,
+			unsigned n_protos, unsigned max_protos, bool wide)
+{
+	unsigned i, j;
+
+	fb_init(b);
+	b->nf.n_rules = n;
+	for (i = 0; i < n; i++) {
+		struct netmap_filter_rule *ru = &b->rules[i];
+
+		ru->src_off = b->nf.n_srcs;
+		ru->n_src = 1 + (unsigned)rand() % max_src;
+		for (j = 0; j < ru->n_src; j++)
+			rand_prefix(&b->srcs[b->nf.n_srcs++]);
+		ru->dst_off = b->nf.n_dsts;
+		ru->n_dst = 1 + (unsigned)rand() % 3;
+		for (j = 0; j < ru->n_dst; j++) {
+			struct netmap_filter_dst *d = &b->dsts[b->nf.n_dsts++];
+			unsigned lo = (unsigned)rand() % (wide ? 65536 : 40), hi;
+
+			if (wide)
+				hi = lo + (rand() % 3 ? 0 : (unsigned)rand() % 3000);
+			else
+				hi = lo + (unsigned)rand() % 20;
+			if (!wide && rand() % 5 == 0)
+				lo = 0, hi = 65535;
+			rand_prefix(&d->prefix);
+			d->port_first = (uint16_t)lo;
+			d->port_last = (uint16_t)(hi > 65535 ? 65535 : hi);
+		}
+		ru->n_protos = (unsigned)rand() % max_protos;
+		for (j = 0; j < ru->n_protos; j++)
+			ru->protos[j] = protos[rand() % n_protos];
+	}
+}
+
 static void test_compile_vs_naive(void **state)
 {
 	static const uint8_t protos[] = {1, 6, 17, 58, 132, 47};
@@ -248,34 +289,9 @@ static void test_compile_vs_naive(void **state)
 	for (round = 0; round < 300; round++) {
 		struct fb b;
 		struct filter_rules *r;
-		unsigned i, j, q;
+		unsigned q;
 
-		fb_init(&b);
-		b.nf.n_rules = 1 + (unsigned)rand() % 12;
-		for (i = 0; i < b.nf.n_rules; i++) {
-			struct netmap_filter_rule *ru = &b.rules[i];
-
-			ru->src_off = b.nf.n_srcs;
-			ru->n_src = 1 + (unsigned)rand() % 4;
-			for (j = 0; j < ru->n_src; j++)
-				rand_prefix(&b.srcs[b.nf.n_srcs++]);
-			ru->dst_off = b.nf.n_dsts;
-			ru->n_dst = 1 + (unsigned)rand() % 3;
-			for (j = 0; j < ru->n_dst; j++) {
-				struct netmap_filter_dst *d = &b.dsts[b.nf.n_dsts++];
-				unsigned lo = (unsigned)rand() % 40,
-					 hi = lo + (unsigned)rand() % 20;
-
-				rand_prefix(&d->prefix);
-				if (rand() % 5 == 0)
-					lo = 0, hi = 65535;
-				d->port_first = (uint16_t)lo;
-				d->port_last = (uint16_t)hi;
-			}
-			ru->n_protos = (unsigned)rand() % 3;
-			for (j = 0; j < ru->n_protos; j++)
-				ru->protos[j] = protos[rand() % 6];
-		}
+		rand_filter(&b, 1 + (unsigned)rand() % 12, 4, protos, 6, 3, false);
 		r = fb_compile(&b);
 		for (q = 0; q < 400; q++) {
 			int family = rand() % 2 ? AF_INET : AF_INET6;
@@ -307,32 +323,9 @@ static void test_compile_vs_naive_ports(void **state)
 	for (round = 0; round < 60; round++) {
 		struct fb b;
 		struct filter_rules *r;
-		unsigned i, j, q;
+		unsigned q;
 
-		fb_init(&b);
-		b.nf.n_rules = 20 + (unsigned)rand() % 40;
-		for (i = 0; i < b.nf.n_rules; i++) {
-			struct netmap_filter_rule *ru = &b.rules[i];
-
-			ru->src_off = b.nf.n_srcs;
-			ru->n_src = 1 + (unsigned)rand() % 3;
-			for (j = 0; j < ru->n_src; j++)
-				rand_prefix(&b.srcs[b.nf.n_srcs++]);
-			ru->dst_off = b.nf.n_dsts;
-			ru->n_dst = 1 + (unsigned)rand() % 3;
-			for (j = 0; j < ru->n_dst; j++) {
-				struct netmap_filter_dst *d = &b.dsts[b.nf.n_dsts++];
-				unsigned lo = (unsigned)rand() % 65536,
-					 hi = lo + (rand() % 3 ? 0 : (unsigned)rand() % 3000);
-
-				rand_prefix(&d->prefix);
-				d->port_first = (uint16_t)lo;
-				d->port_last = (uint16_t)(hi > 65535 ? 65535 : hi);
-			}
-			ru->n_protos = (unsigned)rand() % 2;
-			for (j = 0; j < ru->n_protos; j++)
-				ru->protos[j] = protos[rand() % 4];
-		}
+		rand_filter(&b, 20 + (unsigned)rand() % 40, 3, protos, 4, 2, true);
 		r = fb_compile(&b);
 		for (q = 0; q < 2000; q++) {
 			const struct netmap_filter_dst *d = &b.dsts[rand() % b.nf.n_dsts];
