@@ -9,9 +9,11 @@
  * fits its room, holds at least a header and keeps the packet's IP version.
  *
  * A second filter gets the same packets, those received in batches (filter_rx_batch, up to
- * BATCH at one time, runs of one flow among them): its verdicts, the order of what passes,
- * its counters and its table must be those of the first, which judges them one by one.
+ * BATCH at one time; a burst op brings many at once, runs of one flow among them): its
+ * verdicts, the order of what passes, its counters and its table must be those of the
+ * first, which judges them one by one.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -121,6 +123,7 @@ static size_t build(struct in *in, uint8_t *out)
 
 /* Received packets the batch filter has yet to judge, and the single filter's verdicts. */
 struct pending {
+	struct pkt_pool *pool;
 	struct pkt *pk[BATCH];
 	bool pass[BATCH];
 	unsigned n;
@@ -161,6 +164,32 @@ static void flush(struct filter *f, struct filter *g, struct pending *q)
 	stats_same(f, g);
 }
 
+/*
+ * A received packet: f judges it, g's batch waits. A refusal gets its reply into room that
+ * may be short (its size from the input, unless full).
+ */
+static void receive(struct filter *f, struct filter *g, struct pending *q, struct in *in, bool full,
+		    const uint8_t *pkt, size_t n, uint64_t now)
+{
+	uint8_t reply[FILTER_REJECT_MAX];
+
+	if (pkt_pool_get(q->pool, &q->pk[q->n], 1) != 1)
+		abort();
+	memcpy(q->pk[q->n]->data, pkt, n);
+	q->pk[q->n]->len = (uint32_t)n;
+	q->now = now;
+	q->pass[q->n] = filter_rx(f, pkt, n, now);
+	if (!q->pass[q->n]) {
+		size_t cap = full ? sizeof(reply) : u8(in), m;
+
+		m = filter_reject(f, pkt, n, reply, cap, now);
+		if (m > cap || (m && m < 40) || (m && (reply[0] >> 4 != pkt[0] >> 4)))
+			abort();
+	}
+	if (++q->n == BATCH)
+		flush(f, g, q);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct in in = {data, size};
@@ -175,7 +204,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct pending q = {.n = 0};
 	uint64_t now = 1;
 	unsigned i, j, steps = 0;
-	uint8_t pkt[128], reply[FILTER_REJECT_MAX];
+	uint8_t pkt[128];
 	size_t n = 0;
 
 	nf.rules = rules, nf.srcs = srcs, nf.dsts = dsts;
@@ -205,6 +234,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (!pool)
 		pool = pkt_pool_new(BATCH); /* kept from one input to the next */
+	q.pool = pool;
 	if (!pool || filter_new(FILTER_CT_SHARDS * 2, 42, &f) < 0 ||
 	    filter_new(FILTER_CT_SHARDS * 2, 42, &g) < 0) {
 		filter_free(f);
@@ -235,8 +265,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			filter_rules_set(g, r2);
 			continue;
 		}
+		if ((op & 17) == 16) {
+			/* A burst received at once: fields, or the packet before again (runs). */
+			for (i = 1 + u8(&in) % BATCH; i > 0 && in.n; i--) {
+				if (!(u8(&in) & 1))
+					n = build(&in, pkt);
+				receive(f, g, &q, &in, true, pkt, n, now);
+			}
+			continue;
+		}
 		if (op & 16) {
-			/* The packet before again (none at first): runs of one flow. */
+			/* The packet before again (none at first). */
 		} else if (op & 8) {
 			n = u8(&in) % sizeof(pkt);
 			n = n > in.n ? in.n : n;
@@ -250,22 +289,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			filter_tx(g, pkt, n, now);
 			continue;
 		}
-		if (pkt_pool_get(pool, &q.pk[q.n], 1) != 1)
-			abort();
-		memcpy(q.pk[q.n]->data, pkt, n);
-		q.pk[q.n]->len = (uint32_t)n;
-		q.now = now;
-		q.pass[q.n] = filter_rx(f, pkt, n, now);
-		if (!q.pass[q.n]) {
-			/* The reply to a refusal, into room that may be short. */
-			size_t cap = (op & 4) ? sizeof(reply) : u8(&in), m;
-
-			m = filter_reject(f, pkt, n, reply, cap, now);
-			if (m > cap || (m && m < 40) || (m && (reply[0] >> 4 != pkt[0] >> 4)))
-				abort();
-		}
-		if (++q.n == BATCH)
-			flush(f, g, &q);
+		receive(f, g, &q, &in, op & 4, pkt, n, now);
 	}
 	flush(f, g, &q);
 	filter_stats_get(f, &st);
