@@ -3,8 +3,8 @@
 #   make check    install dependencies, build with ASan+UBSan, run unit, lab and fuzz tests
 # and a few more: make lab-full, make install, make deb, make demo-wg, make bench,
 # make bench-control, make bench-mtu, make bench-relay, make bench-relay-path, make bench-filter,
-# make bench-policy, make bench-policy-scale, make bench-filter-policy, make bench-nat,
-# make bench-flow, make bench-mcert-renew, make bench-csum, make fuzz,
+# make bench-filter-cost, make bench-policy, make bench-policy-scale, make bench-filter-policy,
+# make bench-nat, make bench-flow, make bench-mcert-renew, make bench-csum, make fuzz,
 # make clean.
 
 BUILD ?= build
@@ -15,8 +15,8 @@ FUZZ_SECONDS ?= 15
 PREFIX ?= /usr/local
 
 .PHONY: all install deb deps check warn-check unit lab lab-full fuzz fuzz-check bench bench-control bench-mtu \
-	bench-relay bench-relay-path bench-filter bench-filter-policy bench-policy bench-policy-mapper \
-	bench-policy-scale bench-nat bench-flow bench-mcert-renew bench-csum demo demo-wg clean
+	bench-relay bench-relay-path bench-filter bench-filter-cost bench-filter-policy bench-policy \
+	bench-policy-mapper bench-policy-scale bench-nat bench-flow bench-mcert-renew bench-csum demo demo-wg clean
 
 all:
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=release -Dtests=false
@@ -117,6 +117,10 @@ bench-csum:
 # Single-stream TCP into a node with no policy and with a 1,000-rule packet filter, taking turns.
 bench-filter: all
 	bench/filter.sh
+
+# The filter's own cost per packet, this tree against FILTER_COST_BASE (a revision) in one run.
+bench-filter-cost:
+	bench/filter_cost.sh
 
 # Single-stream TCP into a node under an allow-all policy and a realistic 50-rule one, in turns.
 bench-filter-policy: all

@@ -12,6 +12,12 @@
  *             node's own replies (filter_tx) do not reopen it.
  * Entries time out lazily: a lookup that finds an expired one removes it.
  *
+ * A batch of received packets is parsed and hashed first, then judged shard by shard (one
+ * taking of each shard's lock a batch, the table's memory prefetched meanwhile): a packet's
+ * verdict reads and writes its own shard only, so this gives the verdicts of one packet after
+ * the other. A packet right behind one of its own flow takes that one's pass without the
+ * table (follows_ok says when).
+ *
  * Rules are read under an epoch guard (guard_enter/guard_leave, once per batch): a reader
  * announces itself in the counter of the current epoch's parity and checks the epoch did not
  * move meanwhile; filter_rules_set swaps the pointer, moves the epoch on and waits until the
@@ -46,14 +52,21 @@ struct ct_key {
 	uint8_t proto, family;
 };
 
+/*
+ * One cache line: a lookup that finds its flow reads one line, not two (72 bytes straddled
+ * lines for most entries). gen keeps the generation's low 32 bits: it is only compared for
+ * equality, and an entry would need to sleep through exactly 2^32 filter changes to be
+ * mistaken.
+ */
 struct ct_entry {
 	struct ct_key key;
 	uint8_t origin, seen;
 	uint32_t next;	       /* hash chain */
 	uint32_t newer, older; /* use list */
-	uint64_t gen;	       /* ADMITTED/DENIED: the rules generation that judged it */
+	uint32_t gen;	       /* ADMITTED/DENIED: the rules generation that judged it */
 	uint64_t last_ns;
 };
+_Static_assert(sizeof(struct ct_entry) == 64, "a flow is one cache line");
 
 struct shard {
 	pthread_mutex_t mu;
@@ -262,18 +275,48 @@ static void key_make(struct ct_key *k, const struct flow *f, bool outbound)
 	k->rport = outbound ? f->dport : f->sport;
 }
 
+/*
+ * Is k the key of the packet fl (sent by the node: outbound)? Read from the packet's own
+ * bytes: comparing with a key just built would load words that several narrow stores wrote,
+ * which the CPU cannot forward (the stall was half the cost of a packet of a run).
+ */
+static bool key_is(const struct ct_key *k, const struct flow *f, bool outbound)
+{
+	const uint8_t *l = outbound ? f->src : f->dst, *r = outbound ? f->dst : f->src;
+
+	if (k->family != f->family || k->proto != f->proto ||
+	    k->lport != (outbound ? f->sport : f->dport) ||
+	    k->rport != (outbound ? f->dport : f->sport))
+		return false;
+	/* Constant sizes: compared inline, not by a call. */
+	if (f->family == AF_INET)
+		return !memcmp(k->local, l, 4) && !memcmp(k->remote, r, 4);
+	return !memcmp(k->local, l, 16) && !memcmp(k->remote, r, 16);
+}
+
+/*
+ * Keyed by the secret seed (remote parties choose the tuples). An IPv4 flow's addresses
+ * fill one word: two rounds of the mix instead of five (the zero words of the unused
+ * address bytes added a serial 5 ns to every lookup).
+ */
 static uint64_t key_hash(const struct filter *f, const struct ct_key *k)
 {
-	uint64_t w[5], h = f->seed;
+	uint64_t w[4], tail, h = f->seed;
+	uint32_t l, r;
 	unsigned i;
 
+	tail = (uint64_t)k->lport << 32 | (uint64_t)k->rport << 16 | (uint64_t)k->proto << 8 |
+	       k->family;
+	if (k->family == AF_INET) {
+		memcpy(&l, k->local, 4);
+		memcpy(&r, k->remote, 4);
+		return hash_mix64(hash_mix64(h ^ ((uint64_t)l << 32 | r)) ^ tail);
+	}
 	memcpy(w, k->local, 16);
 	memcpy(w + 2, k->remote, 16);
-	w[4] = (uint64_t)k->lport << 32 | (uint64_t)k->rport << 16 | (uint64_t)k->proto << 8 |
-	       k->family;
-	for (i = 0; i < 5; i++)
+	for (i = 0; i < 4; i++)
 		h = hash_mix64(h ^ w[i]);
-	return h;
+	return hash_mix64(h ^ tail);
 }
 
 /* --- the connection table (shard locked by the caller) --- */
@@ -344,12 +387,28 @@ static void entry_touch(struct shard *s, uint32_t i, uint64_t now_ns)
 	}
 }
 
+/*
+ * Chain heads are written under the shard's lock but also read without it, only to prefetch
+ * (filter_rx_batch): relaxed atomics, so that the stale value such a read may see is not a
+ * data race.
+ */
+static uint32_t head_get(const struct shard *s, uint64_t h)
+{
+	return ~__atomic_load_n(&s->heads[h & s->mask], __ATOMIC_RELAXED);
+}
+
+static void head_set(struct shard *s, uint64_t h, uint32_t i)
+{
+	__atomic_store_n(&s->heads[h & s->mask], ~i, __ATOMIC_RELAXED);
+}
+
 static void entry_remove(struct filter *f, struct shard *s, uint32_t i)
 {
-	uint32_t *head = &s->heads[key_hash(f, &s->e[i].key) & s->mask], j = ~*head;
+	uint64_t h = key_hash(f, &s->e[i].key);
+	uint32_t j = head_get(s, h);
 
 	if (j == i) {
-		*head = ~s->e[i].next;
+		head_set(s, h, s->e[i].next);
 	} else {
 		while (s->e[j].next != i)
 			j = s->e[j].next;
@@ -364,7 +423,7 @@ static void entry_remove(struct filter *f, struct shard *s, uint32_t i)
 static uint32_t entry_find(struct filter *f, struct shard *s, const struct ct_key *k, uint64_t h,
 			   uint64_t now_ns)
 {
-	uint32_t i = ~s->heads[h & s->mask];
+	uint32_t i = head_get(s, h);
 
 	for (; i != NIL; i = s->e[i].next) {
 		if (memcmp(&s->e[i].key, k, sizeof(*k)))
@@ -402,8 +461,8 @@ static uint32_t entry_add(struct filter *f, struct shard *s, const struct ct_key
 	e->seen = 0;
 	e->gen = 0;
 	e->last_ns = now_ns;
-	e->next = ~s->heads[h & s->mask];
-	s->heads[h & s->mask] = ~i;
+	e->next = head_get(s, h);
+	head_set(s, h, i);
 	list_push(s, i);
 	s->count++;
 	return i;
@@ -539,52 +598,140 @@ static bool admits(const struct filter_rules *r, const struct flow *fl)
 				       filter_addr_u128(fl->family, fl->dst), fl->dport);
 }
 
-/* An ICMP error passes if it quotes a packet of a known flow (one the node sent). */
-static int icmp_error_verdict(struct filter *f, const struct filter_rules *r, const struct flow *fl,
-			      uint64_t now_ns)
+static struct shard *shard_of(struct filter *f, uint64_t h)
 {
-	struct flow in;
-	struct ct_key k;
-	struct shard *s;
-	uint64_t h;
-	uint32_t i;
-	bool known;
-
-	if (filter_ip_parse(&in, fl->l4, fl->l4_len, true) || in.family != fl->family ||
-	    in.nonfirst)
-		return FILTER_DROP_ICMP_ERROR;
-	/* Nested errors are not flows. */
-	if (in.kind == K_ICMP_ERROR)
-		return FILTER_DROP_ICMP_ERROR;
-	key_make(&k, &in, true);
-	h = key_hash(f, &k);
-	s = &f->shards[h >> 60];
-	pthread_mutex_lock(&s->mu);
-	i = entry_find(f, s, &k, h, now_ns);
-	known = i != NIL && s->e[i].origin != ORIGIN_DENIED;
-	pthread_mutex_unlock(&s->mu);
-	if (known || admits(r, fl))
-		return -1;
-	return FILTER_DROP_ICMP_ERROR;
+	return &f->shards[h >> 60];
 }
 
 /*
- * The last flow a batch let through (or noted): a packet of the same flow right behind it
- * gets the same answer without the table (a batch has one time and one rules generation,
- * and the first packet already refreshed the entry). Single streams come in runs.
+ * May a packet right behind one of its own flow take that packet's answer without the table?
+ * A batch has one time and one rules generation, and the first packet already refreshed the
+ * entry; but FIN and RST change the entry's timeout, and an echo request has its own rule
+ * (and when it passes on the tuple of our own echo, it refreshes nothing). So a run is of
+ * packets that are none of these, the first included. Single streams come in runs.
+ */
+static bool follows_ok(const struct flow *fl)
+{
+	return fl->kind != K_ECHO_REQUEST &&
+	       !(fl->proto == 6 && (fl->tcp_flags & (TCP_FIN | TCP_RST)));
+}
+
+/*
+ * A received packet between its parse and its verdict. The verdict needs the rules, the clock
+ * and at most one shard of the table, the one its key hashes to (an ICMP error's key is the
+ * flow it quotes): filter_rx_batch judges a batch shard by shard, each shard's packets in
+ * their order under one taking of its lock, which gives the verdicts that judging the packets
+ * one by one would.
+ */
+enum { RX_PASS = -1, RX_TABLE = -2, RX_ICMP_ERROR = -3 };
+
+struct rx_item {
+	struct flow fl;
+	/*
+	 * RX_ICMP_ERROR: the flow it quotes, in the node's orientation. Not made for a packet
+	 * that follows (rx_chunk makes it if the packet has to be judged after all).
+	 */
+	struct ct_key k;
+	uint64_t h;
+	int d;	      /* RX_PASS, a drop reason, or still to judge: RX_TABLE, RX_ICMP_ERROR */
+	bool follows; /* the same flow as the packet before it, which may answer for it */
+};
+
+/*
+ * Parses a packet: its verdict, or RX_TABLE/RX_ICMP_ERROR with h (and k, unless it follows).
+ * lead: the first packet of the run of RX_TABLE packets of one flow right before it, if any.
+ */
+static int rx_prepare(struct filter *f, struct rx_item *it, const struct rx_item *lead,
+		      const uint8_t *p, size_t len)
+{
+	struct flow in;
+	int d;
+
+	it->follows = false;
+	d = filter_ip_parse(&it->fl, p, len, false);
+	if (d)
+		return d;
+	if (it->fl.nonfirst) {
+		atomic_fetch_add_explicit(&f->fragments, 1, memory_order_relaxed);
+		return RX_PASS;
+	}
+	if (it->fl.kind == K_ICMP_ERROR) {
+		/* Nested errors are not flows. */
+		if (filter_ip_parse(&in, it->fl.l4, it->fl.l4_len, true) ||
+		    in.family != it->fl.family || in.nonfirst || in.kind == K_ICMP_ERROR)
+			return FILTER_DROP_ICMP_ERROR;
+		key_make(&it->k, &in, true);
+		it->h = key_hash(f, &it->k);
+		return RX_ICMP_ERROR;
+	}
+	if (lead && follows_ok(&it->fl) && key_is(&lead->k, &it->fl, false)) {
+		it->follows = true;
+		it->h = lead->h;
+		return RX_TABLE;
+	}
+	key_make(&it->k, &it->fl, false);
+	it->h = key_hash(f, &it->k);
+	return RX_TABLE;
+}
+
+/* The verdict of a prepared packet (it->d RX_TABLE or RX_ICMP_ERROR); s is its shard, locked. */
+static int rx_judge(struct filter *f, struct shard *s, const struct filter_rules *r, uint32_t gen,
+		    const struct rx_item *it, uint64_t now_ns)
+{
+	const struct flow *fl = &it->fl;
+	struct ct_entry *e;
+	uint32_t i = entry_find(f, s, &it->k, it->h, now_ns);
+
+	if (it->d == RX_ICMP_ERROR) {
+		/* It passes if it quotes a packet of a known flow (one the node sent). */
+		if ((i != NIL && s->e[i].origin != ORIGIN_DENIED) || admits(r, fl))
+			return RX_PASS;
+		return FILTER_DROP_ICMP_ERROR;
+	}
+	if (i == NIL) {
+		if (!admits(r, fl))
+			return FILTER_DROP_NO_RULE;
+		i = entry_add(f, s, &it->k, it->h, ORIGIN_ADMITTED, now_ns);
+		s->e[i].gen = gen;
+		seen_update(&s->e[i], fl, SEEN_IN);
+		return RX_PASS;
+	}
+	e = &s->e[i];
+	switch (e->origin) {
+	case ORIGIN_OURS:
+		/* Our echo request does not let the peer ping us with its identifier. */
+		if (fl->kind == K_ECHO_REQUEST)
+			return admits(r, fl) ? RX_PASS : FILTER_DROP_NO_RULE;
+		break;
+	case ORIGIN_ADMITTED:
+	case ORIGIN_DENIED:
+		if (e->gen != gen) {
+			e->gen = gen;
+			e->origin = admits(r, fl) ? ORIGIN_ADMITTED : ORIGIN_DENIED;
+		}
+		if (e->origin == ORIGIN_DENIED) {
+			entry_touch(s, i, now_ns);
+			return FILTER_DROP_REVOKED;
+		}
+		break;
+	}
+	seen_update(e, fl, SEEN_IN);
+	entry_touch(s, i, now_ns);
+	return RX_PASS;
+}
+
+/*
+ * The last flow a batch of sent packets noted: a packet of the same flow right behind it
+ * needs no table (follows_ok).
  */
 struct batch_memo {
 	bool valid;
 	struct ct_key key;
 };
 
-static bool memo_hit(struct batch_memo *m, const struct flow *fl, const struct ct_key *k)
+static bool memo_hit(struct batch_memo *m, const struct flow *fl)
 {
-	/* FIN and RST change the entry's timeout, echo requests have their own rule. */
-	if (!m || fl->kind == K_ECHO_REQUEST ||
-	    (fl->proto == 6 && (fl->tcp_flags & (TCP_FIN | TCP_RST))))
-		return false;
-	return m->valid && !memcmp(&m->key, k, sizeof(*k));
+	return m && m->valid && follows_ok(fl) && key_is(&m->key, fl, true);
 }
 
 static void memo_set(struct batch_memo *m, const struct ct_key *k)
@@ -593,76 +740,6 @@ static void memo_set(struct batch_memo *m, const struct ct_key *k)
 		m->valid = true;
 		m->key = *k;
 	}
-}
-
-/* -1: pass, else the drop reason. Inside the guard. */
-static int rx_verdict(struct filter *f, const struct filter_rules *r, uint64_t gen,
-		      const uint8_t *p, size_t len, uint64_t now_ns, struct batch_memo *memo)
-{
-	struct flow fl;
-	struct ct_key k;
-	struct shard *s;
-	struct ct_entry *e;
-	uint64_t h;
-	uint32_t i;
-	int d;
-
-	d = filter_ip_parse(&fl, p, len, false);
-	if (d)
-		return d;
-	if (fl.nonfirst) {
-		atomic_fetch_add_explicit(&f->fragments, 1, memory_order_relaxed);
-		return -1;
-	}
-	if (fl.kind == K_ICMP_ERROR)
-		return icmp_error_verdict(f, r, &fl, now_ns);
-	key_make(&k, &fl, false);
-	if (memo_hit(memo, &fl, &k))
-		return -1;
-	h = key_hash(f, &k);
-	s = &f->shards[h >> 60];
-	pthread_mutex_lock(&s->mu);
-	i = entry_find(f, s, &k, h, now_ns);
-	if (i == NIL) {
-		d = FILTER_DROP_NO_RULE;
-		if (admits(r, &fl)) {
-			i = entry_add(f, s, &k, h, ORIGIN_ADMITTED, now_ns);
-			s->e[i].gen = gen;
-			seen_update(&s->e[i], &fl, SEEN_IN);
-			d = -1;
-		}
-		goto out;
-	}
-	e = &s->e[i];
-	switch (e->origin) {
-	case ORIGIN_OURS:
-		/* Our echo request does not let the peer ping us with its identifier. */
-		if (fl.kind == K_ECHO_REQUEST) {
-			d = admits(r, &fl) ? -1 : FILTER_DROP_NO_RULE;
-			goto out;
-		}
-		break;
-	case ORIGIN_ADMITTED:
-	case ORIGIN_DENIED:
-		if (e->gen != gen) {
-			e->gen = gen;
-			e->origin = admits(r, &fl) ? ORIGIN_ADMITTED : ORIGIN_DENIED;
-		}
-		if (e->origin == ORIGIN_DENIED) {
-			entry_touch(s, i, now_ns);
-			d = FILTER_DROP_REVOKED;
-			goto out;
-		}
-		break;
-	}
-	seen_update(e, &fl, SEEN_IN);
-	entry_touch(s, i, now_ns);
-	d = -1;
-out:
-	pthread_mutex_unlock(&s->mu);
-	if (d < 0)
-		memo_set(memo, &k);
-	return d;
 }
 
 static void tx_note(struct filter *f, const uint8_t *p, size_t len, uint64_t now_ns,
@@ -681,12 +758,12 @@ static void tx_note(struct filter *f, const uint8_t *p, size_t len, uint64_t now
 	/* Strict TCP: only a SYN opens a flow (a reply to a revoked flow must not). */
 	starts = fl.kind != K_ECHO_REPLY &&
 		 (fl.proto != 6 || (fl.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST)) == TCP_SYN);
-	key_make(&k, &fl, true);
 	/* A SYN may reopen a revoked flow: never skipped. */
-	if (!(fl.proto == 6 && (fl.tcp_flags & TCP_SYN)) && memo_hit(memo, &fl, &k))
+	if (!(fl.proto == 6 && (fl.tcp_flags & TCP_SYN)) && memo_hit(memo, &fl))
 		return;
+	key_make(&k, &fl, true);
 	h = key_hash(f, &k);
-	s = &f->shards[h >> 60];
+	s = shard_of(f, h);
 	pthread_mutex_lock(&s->mu);
 	i = entry_find(f, s, &k, h, now_ns);
 	if (i == NIL) {
@@ -705,35 +782,110 @@ out:
 	pthread_mutex_unlock(&s->mu);
 }
 
+/*
+ * Packets of a batch judged at once: as many as a uint64_t has bits, their parsed state
+ * (about 7 KiB) on the stack.
+ */
+#define RX_CHUNK 64
+
+/*
+ * Judges pkts[off, off + m) (m <= RX_CHUNK), moving those that pass to pkts[kept...] in their
+ * order; returns the new kept. Inside the guard.
+ *
+ * In three passes, so that a batch of many flows waits for memory once, not once per packet:
+ * parse and hash everything (prefetching each flow's chain head), then prefetch the entries
+ * those heads name, then judge shard by shard under one taking of each shard's lock.
+ */
+static unsigned rx_chunk(struct filter *f, const struct filter_rules *r, uint32_t gen,
+			 struct pkt **pkts, unsigned kept, unsigned off, unsigned m,
+			 uint64_t now_ns)
+{
+	struct rx_item it[RX_CHUNK];
+	uint64_t in_shard[FILTER_CT_SHARDS] = {0}, drops[FILTER_DROP__MAX] = {0};
+	const struct rx_item *lead = NULL;
+	unsigned j, k;
+
+	for (j = 0; j < m; j++) {
+		const struct pkt *p = pkts[off + j];
+
+		it[j].d = rx_prepare(f, &it[j], lead, p->data, p->len);
+		if (it[j].d != RX_TABLE || !follows_ok(&it[j].fl))
+			lead = NULL;
+		else if (!it[j].follows)
+			lead = &it[j];
+		if (it[j].d != RX_TABLE && it[j].d != RX_ICMP_ERROR)
+			continue;
+		in_shard[it[j].h >> 60] |= 1ULL << j;
+		if (!it[j].follows) {
+			const struct shard *s = shard_of(f, it[j].h);
+
+			__builtin_prefetch(&s->heads[it[j].h & s->mask]);
+		}
+	}
+	for (j = 0; j < m; j++) {
+		/* Unlocked: only a hint, which a concurrent change may make stale. */
+		if ((it[j].d == RX_TABLE || it[j].d == RX_ICMP_ERROR) && !it[j].follows) {
+			const struct shard *s = shard_of(f, it[j].h);
+			uint32_t i = head_get(s, it[j].h);
+
+			if (i != NIL)
+				__builtin_prefetch(&s->e[i]);
+		}
+	}
+	for (k = 0; k < FILTER_CT_SHARDS; k++) {
+		struct shard *s = &f->shards[k];
+		uint64_t b = in_shard[k];
+
+		if (!b)
+			continue;
+		pthread_mutex_lock(&s->mu);
+		for (; b; b &= b - 1) {
+			j = (unsigned)__builtin_ctzll(b);
+			/* The packet before it is of its flow, in this shard: judged already. */
+			if (it[j].follows && it[j - 1].d == RX_PASS) {
+				it[j].d = RX_PASS;
+				continue;
+			}
+			if (it[j].follows)
+				key_make(&it[j].k, &it[j].fl, false);
+			it[j].d = rx_judge(f, s, r, gen, &it[j], now_ns);
+		}
+		pthread_mutex_unlock(&s->mu);
+	}
+	for (j = 0; j < m; j++) {
+		struct pkt *p = pkts[off + j];
+
+		if (it[j].d >= 0) {
+			drops[it[j].d]++;
+			continue;
+		}
+		/* Passing packets keep their order; dropped ones collect behind them. */
+		pkts[off + j] = pkts[kept];
+		pkts[kept++] = p;
+	}
+	for (k = 0; k < FILTER_DROP__MAX; k++)
+		if (drops[k])
+			atomic_fetch_add_explicit(&f->drops[k], drops[k], memory_order_relaxed);
+	return kept;
+}
+
 unsigned filter_rx_batch(struct filter *f, struct pkt **pkts, unsigned n, uint64_t now_ns)
 {
-	struct batch_memo memo = {.valid = false};
 	struct filter_rules *r;
-	unsigned i, kept = 0, idx;
-	uint64_t gen;
+	unsigned off, kept = 0, idx;
+	uint32_t gen;
 
 	if (!filter_active(f))
 		return n;
 	idx = guard_enter(f);
 	/* gen before rules (filter_rules_set bumps it after the swap): never new gen, old rules. */
-	gen = atomic_load(&f->gen);
+	gen = (uint32_t)atomic_load(&f->gen);
 	r = atomic_load(&f->rules);
-	if (r) {
-		for (i = 0; i < n; i++) {
-			struct pkt *p = pkts[i];
-			int d = rx_verdict(f, r, gen, p->data, p->len, now_ns, &memo);
-
-			if (d >= 0) {
-				atomic_fetch_add_explicit(&f->drops[d], 1, memory_order_relaxed);
-				continue;
-			}
-			/* Passing packets keep their order; dropped ones collect behind them. */
-			pkts[i] = pkts[kept];
-			pkts[kept++] = p;
-		}
-	} else {
+	if (!r)
 		kept = n;
-	}
+	for (off = 0; r && off < n; off += RX_CHUNK)
+		kept = rx_chunk(f, r, gen, pkts, kept, off, n - off < RX_CHUNK ? n - off : RX_CHUNK,
+				now_ns);
 	guard_leave(f, idx);
 	return kept;
 }
@@ -752,17 +904,25 @@ void filter_tx_batch(struct filter *f, struct pkt *const *pkts, unsigned n, uint
 bool filter_rx(struct filter *f, const uint8_t *p, size_t len, uint64_t now_ns)
 {
 	struct filter_rules *r;
+	struct rx_item it;
 	unsigned idx;
-	uint64_t gen;
-	int d = -1;
+	uint32_t gen;
+	int d = RX_PASS;
 
 	if (!filter_active(f))
 		return true;
 	idx = guard_enter(f);
-	gen = atomic_load(&f->gen);
+	gen = (uint32_t)atomic_load(&f->gen);
 	r = atomic_load(&f->rules);
 	if (r)
-		d = rx_verdict(f, r, gen, p, len, now_ns, NULL);
+		d = it.d = rx_prepare(f, &it, NULL, p, len);
+	if (r && (d == RX_TABLE || d == RX_ICMP_ERROR)) {
+		struct shard *s = shard_of(f, it.h);
+
+		pthread_mutex_lock(&s->mu);
+		d = rx_judge(f, s, r, gen, &it, now_ns);
+		pthread_mutex_unlock(&s->mu);
+	}
 	guard_leave(f, idx);
 	if (d >= 0)
 		atomic_fetch_add_explicit(&f->drops[d], 1, memory_order_relaxed);

@@ -13,7 +13,8 @@
  *              of every rule covering it as sorted, merged address ranges. A new flow costs
  *              two binary searches, whatever the number of rules.
  *   conntrack  flows keyed by 5-tuple (in the node's orientation: local, remote), sharded
- *              by hash with one lock per shard, preallocated, the oldest evicted when a
+ *              by hash with one lock per shard (a batch takes a shard's lock once per 64
+ *              packets), one cache line a flow, preallocated, the oldest evicted when a
  *              shard is full. Packets the node sends (filter_tx) open and refresh flows;
  *              packets a rule admits open one too, so later packets skip the rules.
  *

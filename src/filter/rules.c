@@ -43,7 +43,19 @@ struct seg {
 
 struct bucket {
 	uint32_t s_off, s_n;
+	/*
+	 * With more than PORT_INDEX_MIN segments: pidx + p_off, for each block of 256 ports
+	 * b (0-256), the last segment starting at or below port 256 b, so that a lookup
+	 * searches only the segments starting within its port's block (a binary search over
+	 * all of 1,700 segments was 11 dependent loads, a third of a new flow's cost). NIL
+	 * otherwise.
+	 */
+	uint32_t p_off;
 };
+
+#define PORT_BLOCKS 256
+#define PORT_INDEX_MIN 16
+#define NO_INDEX UINT32_MAX
 
 struct famtab {
 	uint16_t proto_bucket[256];
@@ -57,8 +69,9 @@ struct filter_rules {
 	struct seg *segs;
 	struct dgroup *groups;
 	struct range *ranges;
-	uint32_t n_segs, n_groups, n_ranges;
-	uint32_t cap_segs, cap_groups, cap_ranges;
+	uint32_t *pidx;
+	uint32_t n_segs, n_groups, n_ranges, n_pidx;
+	uint32_t cap_segs, cap_groups, cap_ranges, cap_pidx;
 };
 
 bool filter_proto_has_ports(uint8_t proto)
@@ -268,6 +281,29 @@ static int segment_emit(struct ctx *c, uint32_t port_lo, uint32_t n)
 	return 0;
 }
 
+/* The bucket's port index (struct bucket), if it has enough segments to want one. */
+static int port_index(struct filter_rules *r, struct bucket *b)
+{
+	const struct seg *segs = r->segs + b->s_off;
+	uint32_t blk, s = 0, *idx;
+	int e;
+
+	if (b->s_n <= PORT_INDEX_MIN)
+		return 0;
+	e = grow((void **)&r->pidx, &r->cap_pidx, r->n_pidx + PORT_BLOCKS + 1, sizeof(*r->pidx));
+	if (e < 0)
+		return e;
+	b->p_off = r->n_pidx;
+	idx = r->pidx + b->p_off;
+	for (blk = 0; blk <= PORT_BLOCKS; blk++) {
+		while (s + 1 < b->s_n && segs[s + 1].port_lo <= blk * 256)
+			s++;
+		idx[blk] = s;
+	}
+	r->n_pidx += PORT_BLOCKS + 1;
+	return 0;
+}
+
 /* The bucket of protocol proto (-1: every protocol without a bucket of its own). */
 static int bucket_build(struct ctx *c, int family, int proto, struct bucket *b)
 {
@@ -296,6 +332,7 @@ static int bucket_build(struct ctx *c, int family, int proto, struct bucket *b)
 	}
 	b->s_off = c->r->n_segs;
 	b->s_n = 0;
+	b->p_off = NO_INDEX;
 	if (!n_atoms)
 		return 0;
 	qsort(c->atoms, n_atoms, sizeof(*c->atoms), cmp_atom_first);
@@ -325,7 +362,7 @@ static int bucket_build(struct ctx *c, int family, int proto, struct bucket *b)
 			return e;
 		b->s_n++;
 	}
-	return 0;
+	return ports ? port_index(c->r, b) : 0;
 }
 
 static int family_build(struct ctx *c, unsigned fi)
@@ -414,6 +451,7 @@ void filter_rules_free(struct filter_rules *r)
 	free(r->segs);
 	free(r->groups);
 	free(r->ranges);
+	free(r->pidx);
 	free(r);
 }
 
@@ -453,6 +491,11 @@ bool filter_rules_match_u128(const struct filter_rules *r, int family, uint8_t p
 	if (!hi)
 		return false;
 	segs = r->segs + b->s_off;
+	if (b->p_off != NO_INDEX) {
+		/* The answer lies between the last segments starting by this block and the next. */
+		lo = r->pidx[b->p_off + port / 256];
+		hi = r->pidx[b->p_off + port / 256 + 1] + 1;
+	}
 	/* The last segment starting at or below port (the first starts at 0). */
 	while (hi - lo > 1) {
 		uint32_t mid = lo + (hi - lo) / 2;

@@ -7,13 +7,20 @@
  * keeps eviction busy. Refused packets get their reply (filter_reject) into room of any
  * size. Nothing may crash, leak or read out of bounds; the stats must add up, and a reply
  * fits its room, holds at least a header and keeps the packet's IP version.
+ *
+ * A second filter gets the same packets, those received in batches (filter_rx_batch, up to
+ * BATCH at one time; a burst op brings many at once, runs of one flow among them): its
+ * verdicts, the order of what passes, its counters and its table must be those of the
+ * first, which judges them one by one.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "base/pkt.h"
 #include "filter/filter.h"
 #include "proto/netmap.h"
 
@@ -111,6 +118,78 @@ static size_t build(struct in *in, uint8_t *out)
 	return hl + l4n;
 }
 
+/* More than a batch judges at once (64): batches of two parts too. */
+#define BATCH 100
+
+/* Received packets the batch filter has yet to judge, and the single filter's verdicts. */
+struct pending {
+	struct pkt_pool *pool;
+	struct pkt *pk[BATCH];
+	bool pass[BATCH];
+	unsigned n;
+	uint64_t now;
+};
+
+static void stats_same(struct filter *f, struct filter *g)
+{
+	struct filter_stats a, b;
+
+	filter_stats_get(f, &a);
+	filter_stats_get(g, &b);
+	if (memcmp(a.drops, b.drops, sizeof(a.drops)) || a.fragments != b.fragments ||
+	    a.ct_entries != b.ct_entries || a.ct_evicted != b.ct_evicted)
+		abort();
+}
+
+/* g judges the pending packets as a batch: as f did one by one, in their order. */
+static void flush(struct filter *f, struct filter *g, struct pending *q)
+{
+	unsigned i, k, want = 0;
+
+	if (!q->n)
+		return;
+	for (i = 0; i < q->n; i++) {
+		q->pk[i]->counter = i;
+		want += q->pass[i];
+	}
+	k = filter_rx_batch(g, q->pk, q->n, q->now);
+	if (k != want)
+		abort();
+	for (i = 0; i < q->n; i++)
+		if (q->pass[q->pk[i]->counter] != (i < k) ||
+		    (i && i < k && q->pk[i]->counter < q->pk[i - 1]->counter))
+			abort();
+	pkt_free(q->pk, q->n);
+	q->n = 0;
+	stats_same(f, g);
+}
+
+/*
+ * A received packet: f judges it, g's batch waits. A refusal gets its reply into room that
+ * may be short (its size from the input, unless full).
+ */
+static void receive(struct filter *f, struct filter *g, struct pending *q, struct in *in, bool full,
+		    const uint8_t *pkt, size_t n, uint64_t now)
+{
+	uint8_t reply[FILTER_REJECT_MAX];
+
+	if (pkt_pool_get(q->pool, &q->pk[q->n], 1) != 1)
+		abort();
+	memcpy(q->pk[q->n]->data, pkt, n);
+	q->pk[q->n]->len = (uint32_t)n;
+	q->now = now;
+	q->pass[q->n] = filter_rx(f, pkt, n, now);
+	if (!q->pass[q->n]) {
+		size_t cap = full ? sizeof(reply) : u8(in), m;
+
+		m = filter_reject(f, pkt, n, reply, cap, now);
+		if (m > cap || (m && m < 40) || (m && (reply[0] >> 4 != pkt[0] >> 4)))
+			abort();
+	}
+	if (++q->n == BATCH)
+		flush(f, g, q);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct in in = {data, size};
@@ -118,12 +197,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct netmap_filter_rule rules[16];
 	struct netmap_prefix srcs[64];
 	struct netmap_filter_dst dsts[48];
-	struct filter *f = NULL;
-	struct filter_rules *r = NULL;
+	static struct pkt_pool *pool;
+	struct filter *f = NULL, *g = NULL;
+	struct filter_rules *r = NULL, *r2 = NULL;
 	struct filter_stats st;
+	struct pending q = {.n = 0};
 	uint64_t now = 1;
 	unsigned i, j, steps = 0;
-	uint8_t pkt[128], reply[FILTER_REJECT_MAX];
+	uint8_t pkt[128];
+	size_t n = 0;
 
 	nf.rules = rules, nf.srcs = srcs, nf.dsts = dsts;
 	nf.n_rules = u8(&in) % 17;
@@ -150,26 +232,51 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (j = 0; j < ru->n_protos; j++)
 			ru->protos[j] = (uint8_t)(u8(&in) | 1);
 	}
-	if (filter_new(FILTER_CT_SHARDS * 2, 42, &f) < 0)
+	if (!pool)
+		pool = pkt_pool_new(BATCH); /* kept from one input to the next */
+	q.pool = pool;
+	if (!pool || filter_new(FILTER_CT_SHARDS * 2, 42, &f) < 0 ||
+	    filter_new(FILTER_CT_SHARDS * 2, 42, &g) < 0) {
+		filter_free(f);
 		return 0;
+	}
 	filter_reject_set(f, 1000000);
-	if (filter_rules_compile(&nf, &r) < 0)
+	if (filter_rules_compile(&nf, &r) < 0 || filter_rules_compile(&nf, &r2) < 0)
 		abort(); /* everything built above is valid */
 	filter_rules_set(f, r);
+	filter_rules_set(g, r2);
 	while (in.n && steps++ < 256) {
 		uint8_t op = u8(&in);
-		size_t n;
 
+		/* A batch has one time and one filter, and precedes what the node sends next. */
+		if (op >> 5 || (op & 3) == 3 || (op & 1))
+			flush(f, g, &q);
 		now += (uint64_t)(op >> 5) * 7 * 1000000000ULL;
 		if ((op & 3) == 3) {
 			/* Reinstall (a filter change), now and then none at all. */
-			r = NULL;
-			if ((op & 4) || filter_rules_compile(&nf, &r) < 0)
-				r = NULL;
+			r = r2 = NULL;
+			if (!(op & 4) && (filter_rules_compile(&nf, &r) < 0 ||
+					  filter_rules_compile(&nf, &r2) < 0)) {
+				filter_rules_free(r);
+				filter_rules_free(r2);
+				r = r2 = NULL;
+			}
 			filter_rules_set(f, r);
+			filter_rules_set(g, r2);
 			continue;
 		}
-		if (op & 8) {
+		if ((op & 17) == 16) {
+			/* A burst received at once: fields, or the packet before again (runs). */
+			for (i = 1 + u8(&in) % BATCH; i > 0 && in.n; i--) {
+				if (!(u8(&in) & 1))
+					n = build(&in, pkt);
+				receive(f, g, &q, &in, true, pkt, n, now);
+			}
+			continue;
+		}
+		if (op & 16) {
+			/* The packet before again (none at first). */
+		} else if (op & 8) {
 			n = u8(&in) % sizeof(pkt);
 			n = n > in.n ? in.n : n;
 			memcpy(pkt, in.p, n);
@@ -179,18 +286,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (op & 1) {
 			filter_tx(f, pkt, n, now);
-		} else if (!filter_rx(f, pkt, n, now)) {
-			/* The reply to a refusal, into room that may be short. */
-			size_t cap = (op & 4) ? sizeof(reply) : u8(&in), m;
-
-			m = filter_reject(f, pkt, n, reply, cap, now);
-			if (m > cap || (m && m < 40) || (m && (reply[0] >> 4 != pkt[0] >> 4)))
-				abort();
+			filter_tx(g, pkt, n, now);
+			continue;
 		}
+		receive(f, g, &q, &in, op & 4, pkt, n, now);
 	}
+	flush(f, g, &q);
 	filter_stats_get(f, &st);
 	if (st.ct_entries > st.ct_max)
 		abort();
 	filter_free(f);
+	filter_free(g);
 	return 0;
 }

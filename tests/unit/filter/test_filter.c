@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The packet filter: the compiler against a naive reading of the rules on random filters,
+ * The packet filter: the compiler against a naive reading of the rules on random filters
+ * (small ones, and ones over the whole port range big enough for the port index),
  * a table of verdicts (TCP, UDP, ICMP, IPv4 and IPv6, port ranges, replies to our flows,
  * ICMP errors quoting flows, fragments, bad packets), timeouts on an injected clock,
  * eviction from a full table, a filter change keeping the node's flows and closing revoked
- * ones, and a batch on several threads while the rules change.
+ * ones, batches against the same packets one by one on random traffic, and a batch on several
+ * threads while the rules change.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -235,6 +238,47 @@ static void rand_prefix(struct netmap_prefix *p)
 		p->len = 0;
 }
 
+/*
+ * n random rules: 1 to max_src sources, 1 to 3 destinations, fewer than max_protos protocols
+ * from protos (n_protos of them). Port ranges: wide, anywhere in 0-65535, mostly single
+ * ports; else within 0-58, now and then all ports.
+ */
+static void rand_filter(struct fb *b, unsigned n, unsigned max_src, const uint8_t *protos,
+			unsigned n_protos, unsigned max_protos, bool wide)
+{
+	unsigned i, j;
+
+	fb_init(b);
+	b->nf.n_rules = n;
+	for (i = 0; i < n; i++) {
+		struct netmap_filter_rule *ru = &b->rules[i];
+
+		ru->src_off = b->nf.n_srcs;
+		ru->n_src = 1 + (unsigned)rand() % max_src;
+		for (j = 0; j < ru->n_src; j++)
+			rand_prefix(&b->srcs[b->nf.n_srcs++]);
+		ru->dst_off = b->nf.n_dsts;
+		ru->n_dst = 1 + (unsigned)rand() % 3;
+		for (j = 0; j < ru->n_dst; j++) {
+			struct netmap_filter_dst *d = &b->dsts[b->nf.n_dsts++];
+			unsigned lo = (unsigned)rand() % (wide ? 65536 : 40), hi;
+
+			if (wide)
+				hi = lo + (rand() % 3 ? 0 : (unsigned)rand() % 3000);
+			else
+				hi = lo + (unsigned)rand() % 20;
+			if (!wide && rand() % 5 == 0)
+				lo = 0, hi = 65535;
+			rand_prefix(&d->prefix);
+			d->port_first = (uint16_t)lo;
+			d->port_last = (uint16_t)(hi > 65535 ? 65535 : hi);
+		}
+		ru->n_protos = (unsigned)rand() % max_protos;
+		for (j = 0; j < ru->n_protos; j++)
+			ru->protos[j] = protos[rand() % n_protos];
+	}
+}
+
 static void test_compile_vs_naive(void **state)
 {
 	static const uint8_t protos[] = {1, 6, 17, 58, 132, 47};
@@ -245,34 +289,9 @@ static void test_compile_vs_naive(void **state)
 	for (round = 0; round < 300; round++) {
 		struct fb b;
 		struct filter_rules *r;
-		unsigned i, j, q;
+		unsigned q;
 
-		fb_init(&b);
-		b.nf.n_rules = 1 + (unsigned)rand() % 12;
-		for (i = 0; i < b.nf.n_rules; i++) {
-			struct netmap_filter_rule *ru = &b.rules[i];
-
-			ru->src_off = b.nf.n_srcs;
-			ru->n_src = 1 + (unsigned)rand() % 4;
-			for (j = 0; j < ru->n_src; j++)
-				rand_prefix(&b.srcs[b.nf.n_srcs++]);
-			ru->dst_off = b.nf.n_dsts;
-			ru->n_dst = 1 + (unsigned)rand() % 3;
-			for (j = 0; j < ru->n_dst; j++) {
-				struct netmap_filter_dst *d = &b.dsts[b.nf.n_dsts++];
-				unsigned lo = (unsigned)rand() % 40,
-					 hi = lo + (unsigned)rand() % 20;
-
-				rand_prefix(&d->prefix);
-				if (rand() % 5 == 0)
-					lo = 0, hi = 65535;
-				d->port_first = (uint16_t)lo;
-				d->port_last = (uint16_t)hi;
-			}
-			ru->n_protos = (unsigned)rand() % 3;
-			for (j = 0; j < ru->n_protos; j++)
-				ru->protos[j] = protos[rand() % 6];
-		}
+		rand_filter(&b, 1 + (unsigned)rand() % 12, 4, protos, 6, 3, false);
 		r = fb_compile(&b);
 		for (q = 0; q < 400; q++) {
 			int family = rand() % 2 ? AF_INET : AF_INET6;
@@ -285,6 +304,51 @@ static void test_compile_vs_naive(void **state)
 			rand_addr(family, dst);
 			assert_int_equal(filter_rules_match(r, family, proto, src, dst, port),
 					 naive(&b.nf, family, proto, src, dst, port));
+		}
+		filter_rules_free(r);
+	}
+}
+
+/*
+ * The same over the whole port range, with enough rules that a bucket's segments get their
+ * port index (more than 16): probes at every rule's port edges and either side of them.
+ */
+static void test_compile_vs_naive_ports(void **state)
+{
+	static const uint8_t protos[] = {6, 17, 132, 1};
+	unsigned round;
+
+	(void)state;
+	srand(13);
+	for (round = 0; round < 60; round++) {
+		struct fb b;
+		struct filter_rules *r;
+		unsigned q;
+
+		rand_filter(&b, 20 + (unsigned)rand() % 40, 3, protos, 4, 2, true);
+		r = fb_compile(&b);
+		for (q = 0; q < 2000; q++) {
+			const struct netmap_filter_dst *d = &b.dsts[rand() % b.nf.n_dsts];
+			int family = rand() % 2 ? AF_INET : AF_INET6;
+			uint8_t src[16], dst[16], proto = protos[rand() % 4];
+			int port;
+
+			switch (rand() % 6) {
+			case 0:
+				port = rand() % 65536;
+				break;
+			case 1:
+				port = rand() % 2 ? 0 : 65535;
+				break;
+			default:
+				port = (rand() % 2 ? d->port_first : d->port_last) + rand() % 3 - 1;
+			}
+			port = port < 0 ? 0 : port > 65535 ? 65535 : port;
+			rand_addr(family, src);
+			rand_addr(family, dst);
+			assert_int_equal(
+			    filter_rules_match(r, family, proto, src, dst, (uint16_t)port),
+			    naive(&b.nf, family, proto, src, dst, (uint16_t)port));
 		}
 		filter_rules_free(r);
 	}
@@ -595,7 +659,7 @@ static void test_filter_change(void **state)
 	filter_free(f);
 }
 
-/* A run of one flow in a batch skips the table after its first packet, but not a FIN. */
+/* A run of one flow in a batch skips the table after its first packet, but not a FIN or a RST. */
 static void test_batch_runs(void **state)
 {
 	struct filter *f = policy();
@@ -622,8 +686,288 @@ static void test_batch_runs(void **state)
 	/* The FIN counted: 120 s, not the 5 days of an established flow. */
 	n = tcp(p, PEER4, 80, ME4, 50000, ACK);
 	assert_false(filter_rx(f, p, n, 2 * S + FILTER_TCP_FIN_NS + S));
+	/* A FIN and a RST right behind a packet of their flow: counted too. */
+	for (i = 0; i < 2; i++) {
+		n = tcp(p, ME4, 50001 + i, PEER4, 80, SYN);
+		filter_tx(f, p, n, S);
+		assert_int_equal(pkt_pool_get(pool, pk, 2), 2);
+		pk[0]->len = (uint32_t)tcp(pk[0]->data, PEER4, 80, ME4, 50001 + i, SYN | ACK);
+		pk[1]->len = (uint32_t)tcp(pk[1]->data, PEER4, 80, ME4, 50001 + i,
+					   i ? RST : FIN | ACK);
+		assert_int_equal(filter_rx_batch(f, pk, 2, 2 * S), 2);
+		pkt_free(pk, 2);
+		n = tcp(p, PEER4, 80, ME4, 50001 + i, ACK);
+		assert_false(filter_rx(f, p, n,
+				       2 * S + (i ? FILTER_TCP_RST_NS : FILTER_TCP_FIN_NS) + S));
+	}
 	pkt_pool_free(pool);
 	filter_free(f);
+}
+
+/*
+ * A peer's echo request that a rule admits on the tuple of our own echo passes without
+ * refreshing our flow; the echo reply right behind it in the batch must still refresh it
+ * (it may not take the request's pass), or our flow times out early.
+ */
+static void test_batch_echo_run(void **state)
+{
+	static const uint8_t icmp_only[] = {1, 0};
+	struct filter *f = NULL;
+	struct pkt_pool *pool = pkt_pool_new(2);
+	struct pkt *pk[2];
+	struct fb b;
+	uint8_t p[512];
+	size_t n;
+
+	(void)state;
+	assert_non_null(pool);
+	fb_init(&b);
+	fb_rule(&b, PEER4 "/32", ME4 "/32", 0, 65535, icmp_only);
+	assert_int_equal(filter_new(64, 1, &f), 0);
+	filter_rules_set(f, fb_compile(&b));
+	n = icmp(p, ME4, PEER4, 8, 7, NULL, 0);
+	filter_tx(f, p, n, S);
+	assert_int_equal(pkt_pool_get(pool, pk, 2), 2);
+	pk[0]->len = (uint32_t)icmp(pk[0]->data, PEER4, ME4, 8, 7, NULL, 0);
+	pk[1]->len = (uint32_t)icmp(pk[1]->data, PEER4, ME4, 0, 7, NULL, 0);
+	assert_int_equal(filter_rx_batch(f, pk, 2, 20 * S), 2);
+	pkt_free(pk, 2);
+	/* ICMP refused from now on: only our flow, refreshed at 20 s, lets the reply in. */
+	filter_deny_all(f);
+	n = icmp(p, PEER4, ME4, 0, 7, NULL, 0);
+	assert_true(filter_rx(f, p, n, 40 * S));
+	pkt_pool_free(pool);
+	filter_free(f);
+}
+
+/* Flows sent by the node into a table of one flow a shard; the number it holds. */
+static unsigned one_a_shard(struct filter *f, bool v6, unsigned part)
+{
+	struct filter_stats st;
+	unsigned i;
+
+	for (i = 0; i < 64; i++) {
+		char me[64], peer[64];
+		uint8_t p[512], l4[8] = {0};
+		unsigned x = 1 + i, lp = 1000, rp = 2000;
+		size_t n;
+
+		snprintf(me, sizeof(me), "%s", v6 ? ME6 : ME4);
+		snprintf(peer, sizeof(peer), "%s", v6 ? PEER6 : PEER4);
+		if (part == 0)
+			snprintf(me, sizeof(me), v6 ? "fd7e:11e5:7a11::%x" : "100.64.0.%u", x);
+		if (part == 1)
+			snprintf(me, sizeof(me), v6 ? "fd7e:%x::7" : "100.64.%u.7", x);
+		if (part == 2)
+			snprintf(peer, sizeof(peer), v6 ? "fd7e:11e5:7a11::%x" : "100.64.0.%u", x);
+		if (part == 3)
+			snprintf(peer, sizeof(peer), v6 ? "fd7e:%x::1" : "100.64.%u.1", x);
+		lp += part == 4 ? x : 0;
+		rp += part == 5 ? x : 0;
+		if (part == 6)
+			n = ip_pkt(p, me, peer, (uint8_t)(64 + x), l4, sizeof(l4));
+		else
+			n = udp(p, me, lp, peer, rp);
+		filter_tx(f, p, n, S);
+	}
+	filter_stats_get(f, &st);
+	return st.ct_entries;
+}
+
+/*
+ * The flow hash is keyed by the seed and takes every part of the key: with one flow a shard,
+ * flows that differ in one part only spread over the shards, and which of them keep their
+ * shard depends on the seed.
+ */
+static void test_hash_spread(void **state)
+{
+	unsigned v6, part, seed;
+
+	(void)state;
+	for (v6 = 0; v6 < 2; v6++) {
+		uint32_t first = 0;
+		bool differ = false;
+
+		/* Addresses (low and high half), ports, protocol. */
+		for (part = 0; part < 7; part++) {
+			struct filter *f = NULL;
+
+			assert_int_equal(filter_new(FILTER_CT_SHARDS, 5, &f), 0);
+			filter_deny_all(f);
+			/* 64 flows: about 16 shards hold one; one, if the part is not hashed. */
+			assert_true(one_a_shard(f, v6, part) >= 8);
+			filter_free(f);
+		}
+		for (seed = 1; seed <= 8; seed++) {
+			const char *me = v6 ? ME6 : ME4, *peer = v6 ? PEER6 : PEER4;
+			struct filter *f = NULL;
+			uint32_t kept = 0;
+			uint8_t p[512];
+			unsigned i;
+
+			assert_int_equal(filter_new(FILTER_CT_SHARDS, seed, &f), 0);
+			filter_deny_all(f);
+			for (i = 0; i < 16; i++)
+				filter_tx(f, p, udp(p, me, 1000 + i, peer, 53), S);
+			for (i = 0; i < 16; i++)
+				if (filter_rx(f, p, udp(p, peer, 53, me, 1000 + i), S))
+					kept |= 1U << i;
+			if (seed == 1)
+				first = kept;
+			differ |= kept != first;
+			filter_free(f);
+		}
+		assert_true(differ);
+	}
+}
+
+/* --- a batch against the same packets one by one --- */
+
+static const char *const remotes4[] = {PEER4, OTHER4, "100.64.0.3"};
+static const char *const remotes6[] = {PEER6, "fd7e:11e5:7a11::6440:2"};
+
+/*
+ * A random packet between the node and a peer (out: the node sends it), from a small space of
+ * addresses and ports so that flows meet: TCP with any flags, UDP, ICMP echoes, ICMP errors
+ * quoting a packet of the other direction, later fragments, truncated packets.
+ */
+static size_t rand_pkt(uint8_t *p, bool out)
+{
+	static const uint8_t flags[] = {SYN, ACK, SYN | ACK, FIN | ACK, RST, ACK};
+	bool v6 = rand() % 4 == 0;
+	const char *me = v6 ? ME6 : ME4;
+	const char *peer = v6 ? remotes6[rand() % 2] : remotes4[rand() % 3];
+	const char *src = out ? me : peer, *dst = out ? peer : me;
+	unsigned sport = 20 + (unsigned)rand() % 4, dport = 20 + (unsigned)rand() % 4;
+	unsigned kind = (unsigned)rand() % 100;
+	uint8_t q[128];
+	size_t n;
+
+	if (kind < 40)
+		return tcp(p, src, sport, dst, dport, flags[rand() % 6]);
+	if (kind < 70)
+		return udp(p, src, sport, dst, dport);
+	if (kind < 85) {
+		uint8_t type = (uint8_t)(rand() % 2 ? (v6 ? 128 : 8) : (v6 ? 129 : 0));
+
+		return icmp(p, src, dst, type, (unsigned)rand() % 3, NULL, 0);
+	}
+	if (kind < 95) {
+		if (rand() % 2)
+			tcp(q, dst, dport, src, sport, SYN);
+		else
+			udp(q, dst, dport, src, sport);
+		return icmp(p, src, dst, v6 ? 1 : 3, 0, q, v6 ? 48 : 28);
+	}
+	n = udp(p, src, sport, dst, dport);
+	if (v6 || kind < 98)
+		return 10;	  /* cut short */
+	p[6] = 0x00, p[7] = 0x10; /* a later fragment */
+	return n;
+}
+
+static void rand_rules(struct fb *b)
+{
+	static const char *const srcs[] = {PEER4 "/32", "100.64.0.0/30", PEER6 "/128",
+					   "100.64.0.2/32," PEER6 "/128"};
+	static const uint8_t tcp_only[] = {6, 0}, udp_only[] = {17, 0}, icmp_only[] = {1, 0};
+	static const uint8_t *const protos[] = {NULL, tcp_only, udp_only, icmp_only};
+	unsigned i, n = (unsigned)rand() % 4;
+
+	fb_init(b);
+	for (i = 0; i < n; i++) {
+		unsigned lo = 20 + (unsigned)rand() % 4;
+
+		fb_rule(b, srcs[rand() % 4], ME4 "/32," ME6 "/128", lo, lo + (unsigned)rand() % 3,
+			protos[rand() % 4]);
+	}
+}
+
+static void stats_equal(struct filter *a, struct filter *b)
+{
+	struct filter_stats x, y;
+	unsigned i;
+
+	filter_stats_get(a, &x);
+	filter_stats_get(b, &y);
+	for (i = 0; i < FILTER_DROP__MAX; i++)
+		assert_int_equal(x.drops[i], y.drops[i]);
+	assert_int_equal(x.fragments, y.fragments);
+	assert_int_equal(x.ct_entries, y.ct_entries);
+	assert_int_equal(x.ct_evicted, y.ct_evicted);
+}
+
+/*
+ * filter_rx_batch judges a batch shard by shard (and a run of one flow by its first packet):
+ * on random traffic in and out, timeouts, tables small enough to evict and filter changes, it
+ * must give the verdicts, counters and table of filter_rx on the same packets in turn.
+ */
+static void test_batch_vs_single(void **state)
+{
+	struct pkt_pool *pool = pkt_pool_new(160);
+	unsigned round;
+
+	(void)state;
+	assert_non_null(pool);
+	srand(21);
+	for (round = 0; round < 6; round++) {
+		struct filter *a = NULL, *b = NULL;
+		uint64_t now = S;
+		unsigned step, ct_max = round % 2 ? 1024 : 32;
+		struct fb r;
+
+		assert_int_equal(filter_new(ct_max, round, &a), 0);
+		assert_int_equal(filter_new(ct_max, round, &b), 0);
+		rand_rules(&r);
+		filter_rules_set(a, fb_compile(&r));
+		filter_rules_set(b, fb_compile(&r));
+		for (step = 0; step < 300; step++) {
+			struct pkt *pk[150];
+			bool pass[150];
+			uint8_t p[512];
+			unsigned i, n, k, want = 0;
+
+			now += rand() % 10 == 0 ? (uint64_t)(rand() % 60) * S : (uint64_t)rand();
+			if (rand() % 20 == 0) {
+				rand_rules(&r);
+				filter_rules_set(a, fb_compile(&r));
+				filter_rules_set(b, fb_compile(&r));
+			}
+			for (i = (unsigned)rand() % 8; i > 0; i--) {
+				size_t len = rand_pkt(p, true);
+
+				filter_tx(a, p, len, now);
+				filter_tx(b, p, len, now);
+			}
+			n = 1 + (unsigned)rand() % 150;
+			assert_int_equal(pkt_pool_get(pool, pk, n), n);
+			for (i = 0; i < n; i++) {
+				/* Runs of one flow, as a stream brings them. */
+				if (i && rand() % 2) {
+					memcpy(pk[i]->data, pk[i - 1]->data, pk[i - 1]->len);
+					pk[i]->len = pk[i - 1]->len;
+				} else {
+					pk[i]->len = (uint32_t)rand_pkt(pk[i]->data, false);
+				}
+				pk[i]->counter = i;
+				pass[i] = filter_rx(b, pk[i]->data, pk[i]->len, now);
+				want += pass[i];
+			}
+			k = filter_rx_batch(a, pk, n, now);
+			assert_int_equal(k, want);
+			/* The ones that pass, in their order, then the others. */
+			for (i = 0; i < n; i++) {
+				assert_int_equal(pass[pk[i]->counter], i < k);
+				if (i && i < k)
+					assert_true(pk[i]->counter > pk[i - 1]->counter);
+			}
+			pkt_free(pk, n);
+			stats_equal(a, b);
+		}
+		filter_free(a);
+		filter_free(b);
+	}
+	pkt_pool_free(pool);
 }
 
 /* --- batches on threads while the rules change --- */
@@ -763,11 +1107,20 @@ static void test_no_alloc(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_compile_vs_naive),  cmocka_unit_test(test_compile_refuses),
-	    cmocka_unit_test(test_rules_verdicts),    cmocka_unit_test(test_replies_to_our_flows),
-	    cmocka_unit_test(test_fragments_and_bad), cmocka_unit_test(test_timeouts),
-	    cmocka_unit_test(test_table_full),	      cmocka_unit_test(test_filter_change),
-	    cmocka_unit_test(test_batch_runs),	      cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_compile_vs_naive),
+	    cmocka_unit_test(test_compile_vs_naive_ports),
+	    cmocka_unit_test(test_compile_refuses),
+	    cmocka_unit_test(test_rules_verdicts),
+	    cmocka_unit_test(test_replies_to_our_flows),
+	    cmocka_unit_test(test_fragments_and_bad),
+	    cmocka_unit_test(test_timeouts),
+	    cmocka_unit_test(test_table_full),
+	    cmocka_unit_test(test_filter_change),
+	    cmocka_unit_test(test_batch_runs),
+	    cmocka_unit_test(test_batch_echo_run),
+	    cmocka_unit_test(test_batch_vs_single),
+	    cmocka_unit_test(test_hash_spread),
+	    cmocka_unit_test(test_threads),
 	    cmocka_unit_test(test_no_alloc),
 	};
 
