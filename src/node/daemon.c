@@ -43,7 +43,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <malloc.h>
 #include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +61,7 @@
 #include "node/daemon.h"
 #include "node/flowspool.h"
 #include "node/flowtable.h"
+#include "node/heaptrim.h"
 #include "node/hslog.h"
 #include "node/localapi.h"
 #include "node/machinecert.h"
@@ -173,7 +173,7 @@ struct daemon {
 	char notified[NOTIFY_MAX];
 	struct loop_timer watchdog_timer;
 	uint64_t watchdog_ns;
-	struct loop_timer heap_trim_timer; /* heap_trim_soon */
+	struct heap_trim heap_trim; /* heap_trim_soon */
 	struct httpd *metrics;
 	struct ping_req *pings; /* `trellis ping` requests waiting for their pong */
 
@@ -949,25 +949,12 @@ static void report_probe(struct daemon *d, struct report *rp)
 	up_commit(d);
 }
 
-/*
- * Control-plane work comes in bursts (a netmap parsed, applied and saved; a status
- * answered): what it freed stays in the heap, resident, below blocks still in use, where
- * free() cannot give it back (it trims only the top). On an idle node with 100 peers
- * that was a third of the heap, 0.57 MiB (issue 14). So HEAP_TRIM_NS after the last
- * report or request, malloc_trim returns the free pages to the kernel: once per burst,
- * never on an idle node, and nothing on the packet path allocates.
- */
+/* The heap's free pages go back HEAP_TRIM_NS after the last report or request (heaptrim.h). */
 #define HEAP_TRIM_NS (5 * NSEC_PER_SEC)
-
-static void heap_trim_fire(struct loop_timer *t)
-{
-	(void)t;
-	malloc_trim(0);
-}
 
 static void heap_trim_soon(struct daemon *d)
 {
-	loop_timer_arm(d->loop, &d->heap_trim_timer, time_now_ns() + HEAP_TRIM_NS);
+	heap_trim_kick(&d->heap_trim, time_now_ns());
 }
 
 static void report_run(struct loop_msg *m)
@@ -2376,8 +2363,6 @@ int daemon_run(const struct daemon_opts *opts)
 	d->relogin_timer.deadline_ns = TIME_NEVER;
 	d->watchdog_timer.cb = watchdog_fire;
 	d->watchdog_timer.deadline_ns = TIME_NEVER;
-	d->heap_trim_timer.cb = heap_trim_fire;
-	d->heap_trim_timer.deadline_ns = TIME_NEVER;
 	d->ra_timer.cb = ra_timer_fire;
 	d->ra_timer.deadline_ns = TIME_NEVER;
 	d->ra_mon = (struct loop_fd){.fd = -1, .cb = ra_event};
@@ -2403,6 +2388,7 @@ int daemon_run(const struct daemon_opts *opts)
 		r = -errno;
 		goto out;
 	}
+	heap_trim_init(&d->heap_trim, d->loop, HEAP_TRIM_NS);
 	/* Before any thread starts, so that all of them inherit the blocked mask. */
 	r = loop_signals_catch(d->loop, signal_caught);
 	if (r < 0)
@@ -2577,6 +2563,7 @@ out:
 		loop_timer_disarm(d->loop, &d->relogin_timer);
 	if (d->watchdog_timer.armed)
 		loop_timer_disarm(d->loop, &d->watchdog_timer);
+	heap_trim_stop(&d->heap_trim);
 	free(d->seen);
 	localapi_server_free(d->api);
 	/* Deletes the mapping: the gateway stops sending strangers to a closed port. */

@@ -404,10 +404,8 @@ static void dec_flush(void *ctx, struct pkt **pkts, unsigned n)
 static void q_drop(void *ctx, struct pkt **pkts, unsigned n)
 {
 	struct wgdev *w = ctx;
-	unsigned i;
 
-	for (i = 0; i < n; i++)
-		wg_pkt_release(pkts[i]);
+	wg_pkt_release_batch(pkts, n);
 	pkt_free(pkts, n);
 	wg_device_count_drop(w->dev, WG_DROP_QUEUE_FULL, n);
 }

@@ -124,6 +124,8 @@ void wg_device_unlock(struct wg_device *dev)
 	pkt_list_init(&dev->out.dec);
 	dev->out.wake = false;
 	dev->out.handshake = false;
+	/* Before the packets on `out` leave the lock: their references must be counted. */
+	wg_ref_flush(dev);
 	pthread_mutex_unlock(&dev->lock);
 
 	/* Handshake messages first: they may be what the data that follows depends on. */
@@ -166,7 +168,7 @@ void wg_device_unlock(struct wg_device *dev)
 void wg_device_drop(struct wg_device *dev, enum wg_drop_reason reason, struct pkt *pkt)
 {
 	dev->stats.drops[reason]++;
-	wg_pkt_release(pkt);
+	wg_ref_release(dev, pkt);
 	pkt_free(&pkt, 1);
 }
 

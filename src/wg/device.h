@@ -155,6 +155,8 @@ void wg_send_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64
 void wg_receive_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64_t now_ns);
 /* Drops the engine's references held by a packet (for callers that discard one). */
 void wg_pkt_release(struct pkt *pkt);
+/* The same for n packets, one atomic operation per run of one peer and keypair. */
+void wg_pkt_release_batch(struct pkt **pkts, unsigned n);
 
 /* Runs due timers (handshake retry, keepalives, rekey, key zeroing); returns the next deadline
  * in ns (TIME_NEVER if none). */

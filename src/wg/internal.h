@@ -43,6 +43,30 @@ static inline void pkt_list_add(struct pkt_list *l, struct pkt *p)
 	l->len++;
 }
 
+/*
+ * Reference runs: the references a packet in flight holds on its peer and keypair are
+ * counted per run of consecutive packets with the same peer and keypair, one atomic add
+ * and one atomic subtract on each per run instead of per packet (a batch of one TCP
+ * stream is one run). Each packet still owns its references, and any packet may release
+ * them alone (wg_pkt_release, off the lock); only the arithmetic under the device lock is
+ * deferred, and it is done (wg_ref_flush) when the run changes, before the lock is
+ * released (wg_device_unlock: before the packets reach the workers), and before the
+ * device drops its own reference to a peer or keypair (wg_peer_remove, keypair_drop).
+ */
+struct wg_ref_run {
+	struct wg_peer *peer;
+	struct noise_keypair *kp;
+	unsigned n; /* packets in the run */
+};
+
+/* Under the lock: pkt takes a reference on peer and on kp. */
+void wg_ref_take(struct wg_device *dev, struct pkt *pkt, struct wg_peer *peer,
+		 struct noise_keypair *kp);
+/* Under the lock: pkt gives its references back (wg_pkt_release, deferred). */
+void wg_ref_release(struct wg_device *dev, struct pkt *pkt);
+/* Under the lock: counts what the runs have pending. */
+void wg_ref_flush(struct wg_device *dev);
+
 struct wg_out {
 	struct pkt_list udp, tun, enc, dec;
 	bool wake;
@@ -93,6 +117,7 @@ struct wg_device {
 	uint64_t next_deadline_reported;
 	uint64_t rng;
 	struct wg_out out;
+	struct wg_ref_run ref_take, ref_put;
 };
 
 #define peer_for_each(dev, p)                                                                      \

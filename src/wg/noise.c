@@ -386,15 +386,26 @@ out:
 
 struct noise_keypair *wg_noise_keypair_get(struct noise_keypair *kp)
 {
-	__atomic_add_fetch(&kp->refcount, 1, __ATOMIC_RELAXED);
+	wg_noise_keypair_get_n(kp, 1);
 	return kp;
+}
+
+void wg_noise_keypair_get_n(struct noise_keypair *kp, unsigned n)
+{
+	if (kp)
+		__atomic_add_fetch(&kp->refcount, (int)n, __ATOMIC_RELAXED);
 }
 
 void wg_noise_keypair_put(struct noise_keypair *kp)
 {
+	wg_noise_keypair_put_n(kp, 1);
+}
+
+void wg_noise_keypair_put_n(struct noise_keypair *kp, unsigned n)
+{
 	if (!kp)
 		return;
-	if (__atomic_sub_fetch(&kp->refcount, 1, __ATOMIC_ACQ_REL) != 0)
+	if (__atomic_sub_fetch(&kp->refcount, (int)n, __ATOMIC_ACQ_REL) != 0)
 		return;
 	crypto_wipe(kp, sizeof(*kp));
 	free(kp);
@@ -407,6 +418,8 @@ static void keypair_drop(struct wg_device *dev, struct noise_keypair **slot)
 
 	if (!kp)
 		return;
+	/* Takes of packets not yet counted count first: the slot's reference may be the last. */
+	wg_ref_flush(dev);
 	*slot = NULL;
 	kp->send_valid = false;
 	kp->recv_valid = false;

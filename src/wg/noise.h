@@ -123,6 +123,9 @@ int wg_noise_handshake_begin_session(struct wg_device *dev, struct noise_handsha
 struct noise_keypair *wg_noise_keypair_get(struct noise_keypair *kp);
 /* Wipes and frees on the last reference; safe on any thread without the device lock. */
 void wg_noise_keypair_put(struct noise_keypair *kp);
+/* n references at once, one atomic operation (wg_ref_take); both accept NULL. */
+void wg_noise_keypair_get_n(struct noise_keypair *kp, unsigned n);
+void wg_noise_keypair_put_n(struct noise_keypair *kp, unsigned n);
 /* Responder side: the first data packet on "next" confirms it. True if it rotated. */
 bool wg_noise_received_with_keypair(struct wg_device *dev, struct noise_keypairs *kps,
 				    struct noise_keypair *kp);

@@ -55,18 +55,101 @@ struct wg_peer *wg_peer_lookup(struct wg_device *dev, const uint8_t public_key[W
 
 struct wg_peer *wg_peer_get(struct wg_peer *peer)
 {
-	__atomic_add_fetch(&peer->refcount, 1, __ATOMIC_RELAXED);
+	wg_peer_get_n(peer, 1);
 	return peer;
+}
+
+void wg_peer_get_n(struct wg_peer *peer, unsigned n)
+{
+	if (peer)
+		__atomic_add_fetch(&peer->refcount, (int)n, __ATOMIC_RELAXED);
 }
 
 void wg_peer_put(struct wg_peer *peer)
 {
+	wg_peer_put_n(peer, 1);
+}
+
+void wg_peer_put_n(struct wg_peer *peer, unsigned n)
+{
 	if (!peer)
 		return;
-	if (__atomic_sub_fetch(&peer->refcount, 1, __ATOMIC_ACQ_REL) != 0)
+	if (__atomic_sub_fetch(&peer->refcount, (int)n, __ATOMIC_ACQ_REL) != 0)
 		return;
 	crypto_wipe(peer, sizeof(*peer));
 	free(peer);
+}
+
+/*
+ * Reference runs. Invariant: a take is pending (counted in dev->ref_take, not yet in the
+ * objects) only while the device holds its own references to the run's peer and keypair,
+ * which keep them alive: the device drops those only through wg_peer_remove and
+ * keypair_drop, and both flush first. Packets with pending takes are still under the lock
+ * (on the device's out lists until wg_device_unlock, which flushes before it unlocks).
+ */
+static void run_take(struct wg_ref_run *r)
+{
+	if (!r->n)
+		return;
+	wg_peer_get_n(r->peer, r->n);
+	wg_noise_keypair_get_n(r->kp, r->n);
+	*r = (struct wg_ref_run){0};
+}
+
+static void run_put(struct wg_ref_run *r)
+{
+	if (!r->n)
+		return;
+	/* Either may free its object: nothing of the run is used after this. */
+	wg_noise_keypair_put_n(r->kp, r->n);
+	wg_peer_put_n(r->peer, r->n);
+	*r = (struct wg_ref_run){0};
+}
+
+void wg_ref_take(struct wg_device *dev, struct pkt *pkt, struct wg_peer *peer,
+		 struct noise_keypair *kp)
+{
+	struct wg_ref_run *r = &dev->ref_take;
+
+	if (r->n && (r->peer != peer || r->kp != kp))
+		run_take(r);
+	r->peer = peer;
+	r->kp = kp;
+	r->n++;
+	pkt->peer = peer;
+	pkt->keypair = kp;
+}
+
+void wg_ref_release(struct wg_device *dev, struct pkt *pkt)
+{
+	struct wg_ref_run *r;
+
+	if (!pkt->peer && !pkt->keypair)
+		return;
+	/*
+	 * A packet of the pending take (the only one: takes flush when the run changes) gives
+	 * its take back uncounted. Any other release is deferred, which is always safe: it
+	 * only keeps the objects a little longer.
+	 */
+	r = &dev->ref_take;
+	if (r->n && r->peer == pkt->peer && r->kp == pkt->keypair) {
+		r->n--;
+	} else {
+		r = &dev->ref_put;
+		if (r->n && (r->peer != pkt->peer || r->kp != pkt->keypair))
+			run_put(r);
+		r->peer = pkt->peer;
+		r->kp = pkt->keypair;
+		r->n++;
+	}
+	pkt->peer = NULL;
+	pkt->keypair = NULL;
+}
+
+void wg_ref_flush(struct wg_device *dev)
+{
+	run_take(&dev->ref_take);
+	run_put(&dev->ref_put);
 }
 
 void wg_peer_remove(struct wg_peer *peer)
@@ -74,6 +157,8 @@ void wg_peer_remove(struct wg_peer *peer)
 	struct wg_device *dev = peer->dev;
 	struct wg_peer **link;
 
+	/* Pending takes count first: the device's reference, dropped below, may be the last. */
+	wg_ref_flush(dev);
 	peer->dead = true;
 	wg_timers_stop(peer);
 	wg_send_purge_staged(peer, WG_DROP_MAX);

@@ -67,6 +67,9 @@ void wg_peer_add(struct wg_device *dev, struct wg_peer *peer,
 void wg_peer_remove(struct wg_peer *peer);
 struct wg_peer *wg_peer_get(struct wg_peer *peer);
 void wg_peer_put(struct wg_peer *peer);
+/* n references at once, one atomic operation (wg_ref_take); both accept NULL. */
+void wg_peer_get_n(struct wg_peer *peer, unsigned n);
+void wg_peer_put_n(struct wg_peer *peer, unsigned n);
 struct wg_peer *wg_peer_lookup(struct wg_device *dev, const uint8_t public_key[WG_KEY_LEN]);
 
 /* Gives e a fresh random index unique in the table (re-hashing it if already in). */

@@ -129,8 +129,7 @@ static void receive_data(struct wg_device *dev, struct pkt *pkt)
 		return;
 	}
 	pkt->counter = le64_read(&msg->counter);
-	pkt->keypair = wg_noise_keypair_get(kp);
-	pkt->peer = wg_peer_get(e->peer);
+	wg_ref_take(dev, pkt, e->peer, kp);
 	pkt->err = 0;
 	pkt_list_add(&dev->out.dec, pkt);
 }
@@ -260,17 +259,15 @@ void wg_receive_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uin
 		int family;
 
 		if (!peer || !kp || peer->dead) {
-			wg_pkt_release(pkt);
+			wg_ref_release(dev, pkt);
 			pkt_free(&pkt, 1);
 			continue;
 		}
 		if (pkt->err) {
-			wg_pkt_release(pkt);
 			wg_device_drop(dev, WG_DROP_RX_DECRYPT, pkt);
 			continue;
 		}
 		if (!replay_window_check(&kp->replay, pkt->counter)) {
-			wg_pkt_release(pkt);
 			wg_device_drop(dev, WG_DROP_RX_REPLAY, pkt);
 			continue;
 		}
@@ -285,7 +282,7 @@ void wg_receive_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uin
 			wg_send_staged(peer);
 		}
 		/* The device's reference keeps a live peer; kp is not used past here. */
-		wg_pkt_release(pkt);
+		wg_ref_release(dev, pkt);
 		keep_key_fresh(peer);
 		wg_timers_any_authenticated_packet_received(peer);
 		wg_timers_any_authenticated_packet_traversal(peer);

@@ -10,7 +10,8 @@
 /*
  * Everything that leaves towards a peer. Data packets wait in the peer's staging
  * queue until a valid sending keypair exists; then each gets a counter and
- * references (under the lock) and goes to encryption, which needs neither.
+ * references (under the lock, counted per run: wg_ref_take) and goes to encryption,
+ * which needs neither.
  */
 
 void wg_send_to_peer(struct wg_peer *peer, struct pkt *pkt)
@@ -198,8 +199,7 @@ void wg_send_staged(struct wg_peer *peer)
 		peer->staged_len--;
 		p->counter = kp->send_counter++;
 		p->mtu = dev->mtu;
-		p->keypair = wg_noise_keypair_get(kp);
-		p->peer = wg_peer_get(peer);
+		wg_ref_take(dev, p, peer, kp);
 		pkt_list_add(&dev->out.enc, p);
 	}
 	keep_key_fresh(peer);
@@ -259,13 +259,13 @@ void wg_send_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64
 		bool keepalive;
 
 		if (!peer || pkt->err || peer->dead) {
-			wg_pkt_release(pkt);
+			wg_ref_release(dev, pkt);
 			pkt_free(&pkt, 1);
 			continue;
 		}
 		keepalive = pkt->len == MESSAGE_MINIMUM_LENGTH;
 		/* A live peer is held by the device too, so it outlasts the packet's reference. */
-		wg_pkt_release(pkt);
+		wg_ref_release(dev, pkt);
 		if (!endpoint_is_set(&peer->endpoint)) {
 			wg_device_drop(dev, WG_DROP_TX_NO_ENDPOINT, pkt);
 			continue;
@@ -284,9 +284,21 @@ void wg_send_finish(struct wg_device *dev, struct pkt **pkts, unsigned n, uint64
 
 void wg_pkt_release(struct pkt *pkt)
 {
-	wg_noise_keypair_put(pkt->keypair);
-	pkt->keypair = NULL;
-	if (pkt->peer)
-		wg_peer_put(pkt->peer);
-	pkt->peer = NULL;
+	wg_pkt_release_batch(&pkt, 1);
+}
+
+void wg_pkt_release_batch(struct pkt **pkts, unsigned n)
+{
+	unsigned i, j;
+
+	/* Each packet owns its references: a run's go back in one subtraction on each. */
+	for (i = 0; i < n; i = j) {
+		struct noise_keypair *kp = pkts[i]->keypair;
+		struct wg_peer *peer = pkts[i]->peer;
+
+		for (j = i; j < n && pkts[j]->peer == peer && pkts[j]->keypair == kp; j++)
+			pkts[j]->peer = pkts[j]->keypair = NULL;
+		wg_noise_keypair_put_n(kp, j - i);
+		wg_peer_put_n(peer, j - i);
+	}
 }
