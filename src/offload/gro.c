@@ -22,11 +22,6 @@
 /* What one write may carry: the IP total length (or IPv6 payload length) field. */
 #define GRO_LEN_MAX 65535
 #define UDP_HDR_LEN 8
-/* IPv6 extension headers that may stand before UDP. */
-#define IP6_HOPOPTS 0
-#define IP6_ROUTING 43
-#define IP6_FRAGMENT 44
-#define IP6_DSTOPTS 60
 
 /*
  * A group is at most one batch. The kernel's GRO stops at 64 members (tcp_gro_receive,
@@ -122,8 +117,8 @@ static bool parse(const struct pkt *p, unsigned want, struct seg_info *ret)
 		proto = d[6];
 		l4 = 40;
 		ret->v6 = true;
-		ret->udp_closer = proto == IP6_HOPOPTS || proto == IP6_ROUTING ||
-				  proto == IP6_FRAGMENT || proto == IP6_DSTOPTS;
+		ret->udp_closer = proto == IPPROTO_HOPOPTS || proto == IPPROTO_ROUTING ||
+				  proto == IPPROTO_FRAGMENT || proto == IPPROTO_DSTOPTS;
 	} else {
 		return false;
 	}

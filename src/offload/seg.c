@@ -14,10 +14,7 @@
 #define TCP_FIN 0x01
 #define TCP_PSH 0x08
 #define TCP_CWR 0x80
-/* IPv6 extension headers that may sit before TCP or UDP in a super-packet. */
-#define IP6_HOPOPTS 0
-#define IP6_ROUTING 43
-#define IP6_DSTOPTS 60
+/* At most this many IPv6 extension headers (hop-by-hop, routing, destination) before L4. */
 #define IP6_EXT_MAX 8
 
 /* The L4 header's offset and protocol of an IPv6 packet, past extension headers, or -errno. */
@@ -28,7 +25,7 @@ static int ip6_l4(const uint8_t *pkt, size_t len, uint8_t *ret_proto)
 	unsigned i;
 
 	for (i = 0; i < IP6_EXT_MAX; i++) {
-		if (nh != IP6_HOPOPTS && nh != IP6_ROUTING && nh != IP6_DSTOPTS)
+		if (nh != IPPROTO_HOPOPTS && nh != IPPROTO_ROUTING && nh != IPPROTO_DSTOPTS)
 			break;
 		if (off + 8 > len)
 			return -EINVAL;
