@@ -84,6 +84,9 @@ print(eval(sys.argv[3]))' "$1" "$2" "$3" 2>/dev/null || echo "?"
 # want TEST: whether BENCH_TESTS asks for TEST.
 want() { [[ " $TESTS " == *" $1 "* ]]; }
 
+# rate BPS: Gb/s, or "-" when not measured (BENCH_TESTS).
+rate() { [[ -n $1 ]] && gbps "$1" || echo "-"; }
+
 gbps() { python3 -c 'import sys; print("%.2f" % (float(sys.argv[1]) / 1e9))' "$1"; }
 
 # cost CFG NSA IFACE_A IFACE_B TARGET: syscalls and CPU ms per MB of a COST_MB transfer
@@ -257,8 +260,8 @@ bench_config()
 			lab_wg_stop "$ib"
 		fi
 	fi
-	log "$cfg: tcp $(gbps "${RR[$cfg.tcp.$round]:-0}") / -R $(gbps "${RR[$cfg.tcpr.$round]:-0}") / -P4 $(gbps "${RR[$cfg.tcp4.$round]:-0}") Gb/s," \
-		"udp $(gbps "${RR[$cfg.udp.$round]:-0}") Gb/s (${RR[$cfg.udploss.$round]:--} % loss), rtt ${RR[$cfg.rtt.$round]:--} / ${RR[$cfg.rttbusy.$round]:--} ms," \
+	log "$cfg: tcp $(rate "${RR[$cfg.tcp.$round]:-}") / -R $(rate "${RR[$cfg.tcpr.$round]:-}") / -P4 $(rate "${RR[$cfg.tcp4.$round]:-}") Gb/s," \
+		"udp $(rate "${RR[$cfg.udp.$round]:-}") Gb/s (${RR[$cfg.udploss.$round]:--} % loss), rtt ${RR[$cfg.rtt.$round]:--} / ${RR[$cfg.rttbusy.$round]:--} ms," \
 		"syscalls/MB ${RR[$cfg.sys_a.$round]:--} / ${RR[$cfg.sys_b.$round]:--}, CPU ms/MB ${RR[$cfg.cpu_a.$round]:--} / ${RR[$cfg.cpu_b.$round]:--}"
 }
 
