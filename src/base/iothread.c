@@ -25,7 +25,7 @@ void iothread_destroy(struct iothread *t)
 	t->stop_fd = -1;
 }
 
-int iothread_start(struct iothread *t, void *(*fn)(void *), void *arg)
+int iothread_start(struct iothread *t, const char *name, void *(*fn)(void *), void *arg)
 {
 	uint64_t v;
 	int err;
@@ -37,6 +37,8 @@ int iothread_start(struct iothread *t, void *(*fn)(void *), void *arg)
 	err = pthread_create(&t->thread, NULL, fn, arg);
 	if (err)
 		return -err;
+	/* A name is only a label: a refusal (too long) leaves the process name. */
+	pthread_setname_np(t->thread, name);
 	t->running = true;
 	return 0;
 }

@@ -24,8 +24,11 @@ struct iothread {
 int iothread_init(struct iothread *t);
 /* Stops the thread if running and closes stop_fd. Accepts a zeroed struct with stop_fd -1. */
 void iothread_destroy(struct iothread *t);
-/* Clears an earlier stop request and runs fn(arg). 0 or -errno. */
-int iothread_start(struct iothread *t, void *(*fn)(void *), void *arg);
+/*
+ * Clears an earlier stop request and runs fn(arg) in a thread named name (at most
+ * 15 characters: what top -H, ps -L and perf show). 0 or -errno.
+ */
+int iothread_start(struct iothread *t, const char *name, void *(*fn)(void *), void *arg);
 /* Asks the thread to stop and joins it; nothing if it is not running. */
 void iothread_stop(struct iothread *t);
 

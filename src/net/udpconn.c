@@ -271,7 +271,7 @@ int udpconn_new(struct magicsock *ms, struct pkt_pool *pool, uint16_t port, uint
 	r = spill_alloc(uc);
 	if (r < 0)
 		goto out;
-	r = iothread_start(&uc->reader, reader_main, uc);
+	r = iothread_start(&uc->reader, "udp-reader", reader_main, uc);
 	if (r < 0)
 		goto out;
 	*ret = uc;
@@ -323,7 +323,7 @@ void udpconn_swap(struct udpconn *uc, struct udp_socks *ns)
 	/* Without the spill (no memory) the kernel cuts coalesced messages itself. */
 	if (spill_alloc(uc) < 0)
 		udp_socks_gro_off(&uc->socks);
-	r = iothread_start(&uc->reader, reader_main, uc);
+	r = iothread_start(&uc->reader, "udp-reader", reader_main, uc);
 	if (r < 0)
 		log_err("cannot restart the UDP reader: %s", strerror(-r));
 }

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,6 +180,7 @@ struct cryptq *cryptq_new(const struct cryptq_lane *lanes, unsigned n_lanes, uns
 			goto fail;
 	}
 	for (i = 0; i < workers; i++) {
+		char name[16];
 		int r = pthread_create(&q->threads[i], NULL, worker_main, q);
 
 		if (r) {
@@ -186,6 +188,8 @@ struct cryptq *cryptq_new(const struct cryptq_lane *lanes, unsigned n_lanes, uns
 			goto fail;
 		}
 		q->n_threads++;
+		snprintf(name, sizeof(name), "crypto-%u", i % 1000);
+		pthread_setname_np(q->threads[i], name);
 	}
 	return q;
 fail:

@@ -1002,7 +1002,7 @@ int wgdev_new(struct loop *loop, const struct wgdev_opts *opts, struct wgdev **r
 	r = iothread_init(&w->tun_reader);
 	if (r < 0)
 		goto out;
-	r = iothread_start(&w->tun_reader, tun_reader_main, w);
+	r = iothread_start(&w->tun_reader, "tun-reader", tun_reader_main, w);
 	if (r < 0)
 		goto out;
 	/* Port 0 unless given: the kernel picks one, which `wg show` reports. */
