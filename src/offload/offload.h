@@ -150,4 +150,18 @@ struct offload_gro_group {
 unsigned offload_gro(struct pkt **pkts, unsigned n, unsigned want,
 		     struct offload_gro_group *groups);
 
+/*
+ * Reassembly, before coalescing, of the IP fragments of a datagram that follow each other in
+ * pkts[0..n), n <= OFFLOAD_GRO_BATCH, first to last: the first fragment's buffer takes the
+ * others' payloads and the header of the whole datagram, as the kernel's reassembly would
+ * make it (IPv4: the first's header without MF and offset, its checksum recomputed; IPv6: the
+ * fixed header without the fragment header, directly before it). Only IPv4 fragments without
+ * DF and with right header checksums, or IPv6 fragment headers right after the fixed header;
+ * same addresses, protocol, id (and IPv4 ToS); each offset where the last ended; the whole in
+ * the first's tailroom and within 64 KiB. Anything else passes as it came.
+ * The array is compacted: returns m, pkts[0..m) to write in their order, pkts[m..n) the
+ * fragments taken into others, to be freed.
+ */
+unsigned offload_defrag(struct pkt **pkts, unsigned n);
+
 #endif

@@ -284,15 +284,18 @@ static bool write_groups(int fd, struct pkt **pkts, unsigned n, unsigned gro, un
 int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned gro)
 {
 	static const uint8_t plain[OFFLOAD_VNET_HDR_LEN];
-	unsigned i, k, written = 0;
+	unsigned i, k, m, written = 0;
 	struct iovec iov[2];
 	int err = 0;
 
 	for (i = 0; i < n;) {
 		if (vnet && gro) {
 			k = MIN(n - i, (unsigned)OFFLOAD_GRO_BATCH);
-			if (!write_groups(fd, pkts + i, k, gro, &written, &err))
+			m = offload_defrag(pkts + i, k);
+			if (!write_groups(fd, pkts + i, m, gro, &written, &err))
 				break;
+			/* The fragments taken into a datagram went with it. */
+			written += k - m;
 			i += k;
 			continue;
 		}

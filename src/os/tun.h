@@ -61,8 +61,10 @@ int tun_read_batch(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned n, uns
 /*
  * Writes each packet; returns how many were written or -errno when none were.
  * vnet: the device has headers; gro (with vnet; OFFLOAD_GRO_TCP where the device took TSO,
- * OFFLOAD_GRO_UDP where it took USO): consecutive TCP segments or UDP datagrams of a flow go
- * as one super-packet (offload_gro; pkts is reordered).
+ * OFFLOAD_GRO_UDP where it took USO): a datagram's fragments that follow each other go as
+ * the whole datagram (offload_defrag), and consecutive TCP segments or UDP datagrams of a flow
+ * as one super-packet (offload_gro); pkts is reordered. A fragment taken into its datagram
+ * counts as written with it.
  */
 int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned gro);
 

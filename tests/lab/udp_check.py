@@ -9,8 +9,10 @@
 #     sizes allow: equal but for a shorter last) as one UDP_SEGMENT send, so that the tunnel
 #     carries it as one batch; before the next burst, wait until PROGRESS has seen this one
 #     (so no socket buffer on the way has to hold more than a burst).
-# PLAN: "fixed" (4 bursts of 40 datagrams of SIZE) or "mixed" (runs of other sizes, a shorter
-# last, a bigger one after smaller ones, single bytes). Datagram i of size n is the first n
+# PLAN: "fixed" (4 bursts of 40 datagrams of SIZE), "mixed" (runs of other sizes, a shorter
+# last, a bigger one after smaller ones, single bytes) or "frag" (SIZE above the tunnel's MTU,
+# so each datagram crosses as IP fragments, and larger ones up to seven fragments; sent one by
+# one, as UDP_SEGMENT takes no segment above the MTU). Datagram i of size n is the first n
 # bytes of (i, n) packed and a pattern of i: a datagram cut wrong, merged or reordered shows.
 import os
 import select
@@ -28,6 +30,8 @@ WAIT = 10  # seconds the sender waits for each burst to arrive, the receiver for
 def plan(kind, size):
     if kind == "fixed":
         return [[size] * 40 for _ in range(4)]
+    if kind == "frag":
+        return [[size] * 40, [size] * 40, [size + 100, size + 7, 1900, 3000, 9000], [size] * 10 + [500]]
     return [
         [size] * 40,
         [size] * 10 + [500],
@@ -106,7 +110,12 @@ def send(addr, port, kind, size, progress):
     i = 0
     for burst in plan(kind, size):
         first = i
-        if len(burst) > 1 and all(n == burst[0] for n in burst[:-1]) and burst[-1] <= burst[0]:
+        if (
+            kind != "frag"
+            and len(burst) > 1
+            and all(n == burst[0] for n in burst[:-1])
+            and burst[-1] <= burst[0]
+        ):
             buf = b"".join(datagram(first + k, n) for k, n in enumerate(burst))
             s.sendmsg([buf], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", burst[0]))])
         else:

@@ -171,4 +171,40 @@ static inline bool gen_csum_ok(const uint8_t *buf, size_t len, size_t l4, uint8_
 	return gen_csum(buf + l4, len - l4, gen_pseudo(buf, proto, (uint32_t)(len - l4))) == 0xffff;
 }
 
+/*
+ * Fragment k of the datagram d (len bytes, built by gen_build, IPv4 without options) cut for
+ * `mtu` as RFC 791 and RFC 8200 say: into out, its length into *out_len. IPv6 fragments
+ * carry id6. Returns how many fragments the datagram makes (k beyond: nothing written).
+ */
+static inline unsigned gen_frag(const uint8_t *d, size_t len, uint32_t mtu, uint32_t id6,
+				unsigned k, uint8_t *out, size_t *out_len)
+{
+	bool v6 = (d[0] >> 4) == 6;
+	size_t hl = v6 ? 40 : 20, fh = v6 ? 48 : 20, pay = len - hl;
+	size_t chunk = (mtu - fh) & ~(size_t)7, off = (size_t)k * chunk, n;
+	unsigned count = (unsigned)((pay + chunk - 1) / chunk);
+
+	if (k >= count)
+		return count;
+	n = pay - off < chunk ? pay - off : chunk;
+	memcpy(out, d, hl);
+	memcpy(out + fh, d + hl + off, n);
+	if (v6) {
+		out[6] = IPPROTO_FRAGMENT;
+		gen_be16(out + 4, (uint32_t)(8 + n));
+		out[40] = d[6];
+		out[41] = 0;
+		gen_be16(out + 42, (uint32_t)off | (k + 1 < count));
+		out[44] = (uint8_t)(id6 >> 24), out[45] = (uint8_t)(id6 >> 16);
+		out[46] = (uint8_t)(id6 >> 8), out[47] = (uint8_t)id6;
+	} else {
+		gen_be16(out + 2, (uint32_t)(20 + n));
+		gen_be16(out + 6, (uint32_t)(off / 8) | (k + 1 < count ? 0x2000 : 0));
+		out[10] = out[11] = 0;
+		gen_be16(out + 10, (uint16_t)~gen_csum(out, 20, 0));
+	}
+	*out_len = fh + n;
+	return count;
+}
+
 #endif

@@ -6,7 +6,7 @@
  * one write, reach the socket intact, and whose own data arrives from TSO cut into segments;
  * UDP datagrams coalesced into one write (UDP_L4) that reach a socket without UDP_GRO one by
  * one, and that the kernel, forwarding them to a TUN without offloads, cuts with checksums
- * that are right.
+ * that are right; a datagram's IP fragments written as the datagram.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -341,19 +341,13 @@ static const uint32_t udp_fixed[UDP_MAX] = {1000, 1000, 1000, 1000, 1000, 1000, 
 /* [1200 1200 1200 700] [1200 300] [300] [1000 64] [1] */
 static const uint32_t udp_mixed[] = {1200, 1200, 1200, 700, 1200, 300, 300, 1000, 64, 1};
 
-static void udp_socket_case(struct ctx *c, int s, bool v6, const uint32_t *sizes, unsigned n,
-			    unsigned writes)
+/* s gets the n datagrams of gs, each alone, of its size and content, in order; then nothing. */
+static void udp_recv_all(int s, const struct gen *gs, const uint32_t *sizes, unsigned n)
 {
-	static uint8_t buf[2048];
-	struct gen gs[UDP_MAX];
-	uint64_t before = rx_packets(c->name);
+	static uint8_t buf[4096];
 	unsigned i, k;
 	ssize_t r;
 
-	udp_build(gs, sizes, n, v6, 1);
-	peer_send(c, gs, n);
-	/* Coalesced: the kernel counted as many packets in as there were writes. */
-	assert_int_equal(rx_packets(c->name) - before, writes);
 	for (i = 0; i < n; i++) {
 		assert_true(fd_wait_readable(s, 2000));
 		r = recv(s, buf, sizeof(buf), MSG_DONTWAIT);
@@ -363,6 +357,19 @@ static void udp_socket_case(struct ctx *c, int s, bool v6, const uint32_t *sizes
 	}
 	assert_int_equal(recv(s, buf, sizeof(buf), MSG_DONTWAIT), -1);
 	assert_int_equal(errno, EAGAIN);
+}
+
+static void udp_socket_case(struct ctx *c, int s, bool v6, const uint32_t *sizes, unsigned n,
+			    unsigned writes)
+{
+	struct gen gs[UDP_MAX];
+	uint64_t before = rx_packets(c->name);
+
+	udp_build(gs, sizes, n, v6, 1);
+	peer_send(c, gs, n);
+	/* Coalesced: the kernel counted as many packets in as there were writes. */
+	assert_int_equal(rx_packets(c->name) - before, writes);
+	udp_recv_all(s, gs, sizes, n);
 }
 
 /*
@@ -388,6 +395,26 @@ static void wait_local6(int s)
 	close(p);
 }
 
+/* A plain UDP socket on the device's address (local4 or local6), with a 4 MiB buffer. */
+static int udp_socket_local(bool v6)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(UDP_PORT)};
+	struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_port = htons(UDP_PORT)};
+	int s, big = 4 << 20;
+
+	memcpy(&sin.sin_addr, local4, 4);
+	memcpy(&sin6.sin6_addr, local6, 16);
+	s = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	assert_true(s >= 0);
+	assert_int_equal(setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big)), 0);
+	assert_int_equal(v6 ? bind(s, (struct sockaddr *)&sin6, sizeof(sin6))
+			    : bind(s, (struct sockaddr *)&sin, sizeof(sin)),
+			 0);
+	if (v6)
+		wait_local6(s);
+	return s;
+}
+
 /*
  * A socket without UDP_GRO gets each datagram alone, with its length and payload, in order
  * (the kernel cuts the super-packet in udp_queue_rcv_skb); IPv4 and IPv6.
@@ -395,27 +422,65 @@ static void wait_local6(int s)
 static void test_udp_gro_socket(void **state)
 {
 	struct ctx *c = *state;
-	int v6, s, big = 4 << 20;
+	int v6, s;
 
 	if (!(c->offloads & TUN_OFFLOAD_USO))
 		skip();
 	assert_int_equal(nl_addr_add(c->name, AF_INET6, local6, 64), 0);
 	for (v6 = 0; v6 < 2; v6++) {
-		struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(UDP_PORT)};
-		struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_port = htons(UDP_PORT)};
-
-		memcpy(&sin.sin_addr, local4, 4);
-		memcpy(&sin6.sin6_addr, local6, 16);
-		s = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-		assert_true(s >= 0);
-		assert_int_equal(setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big)), 0);
-		assert_int_equal(v6 ? bind(s, (struct sockaddr *)&sin6, sizeof(sin6))
-				    : bind(s, (struct sockaddr *)&sin, sizeof(sin)),
-				 0);
-		if (v6)
-			wait_local6(s);
+		s = udp_socket_local(v6);
 		udp_socket_case(c, s, v6, udp_fixed, UDP_MAX, 1);
 		udp_socket_case(c, s, v6, udp_mixed, ARRAY_SIZE(udp_mixed), 5);
+		close(s);
+	}
+}
+
+/*
+ * Datagrams above the MTU arrive as IP fragments. Those of a datagram that follow each other
+ * go up as the datagram (offload_defrag), and a flow's joined datagrams as one super-packet:
+ * 16 datagrams of 1400 bytes, 32 fragments, in one write where the device took USO (else 16),
+ * and a datagram whose whole would not fit a buffer as its 3 fragments, which the kernel
+ * reassembles. The socket gets every datagram whole, in order; IPv4 and IPv6.
+ */
+static void test_udp_fragments(void **state)
+{
+	static uint8_t d[4096];
+	struct ctx *c = *state;
+	struct pkt *pkts[NPKT];
+	struct gen gs[17];
+	uint32_t sizes[17];
+	unsigned i, k, n, count;
+	uint64_t before;
+	int v6, s;
+
+	assert_int_equal(nl_addr_add(c->name, AF_INET6, local6, 64), 0);
+	for (i = 0; i < 17; i++)
+		sizes[i] = i < 16 ? 1400 : 3000;
+	for (v6 = 0; v6 < 2; v6++) {
+		s = udp_socket_local(v6);
+		udp_build(gs, sizes, 17, v6, 1);
+		for (i = 0, n = 0; i < 17; i++) {
+			size_t len, flen;
+
+			gs[i].no_df = true;
+			len = gen_build(d, &gs[i]);
+			count = 1;
+			for (k = 0; k < count; k++, n++) {
+				assert_int_equal(pkt_pool_get(c->pool, &pkts[n], 1), 1);
+				/* As a decrypted packet sits: after the WireGuard data header. */
+				pkts[n]->data += 16;
+				count =
+				    gen_frag(d, len, TEST_MTU, 0x600 + i, k, pkts[n]->data, &flen);
+				pkts[n]->len = (uint32_t)flen;
+			}
+		}
+		assert_int_equal(n, 16 * 2 + 3);
+		before = rx_packets(c->name);
+		assert_int_equal(tun_write_batch(c->fd, pkts, n, true, c->gro), (int)n);
+		pkt_free(pkts, n);
+		assert_int_equal(rx_packets(c->name) - before,
+				 (c->offloads & TUN_OFFLOAD_USO ? 1 : 16) + 3);
+		udp_recv_all(s, gs, sizes, 17);
 		close(s);
 	}
 }
@@ -536,6 +601,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_tcp, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_udp_gro_socket, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_udp_gro_socket_whole, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_udp_fragments, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_udp_gro_forward, setup, teardown),
 	};
 
