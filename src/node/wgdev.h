@@ -24,7 +24,7 @@ struct wg_device_info;
 struct wgdev_opts {
 	const char *ifname;
 	unsigned mtu;
-	int workers; /* crypto threads; 0 = inline on the I/O threads; <0 = online CPUs */
+	int workers; /* crypto threads; 0 = inline on the I/O threads; <0 = one per CPU above 2 */
 	const char *socket_path; /* NULL: /var/run/wireguard/IFACE.sock */
 	uint16_t port;           /* UDP listen port; 0 = the kernel picks one */
 	/* TUN without IFF_VNET_HDR (no TSO/GRO); also TRELLIS_NO_OFFLOAD=1 in the environment. */
