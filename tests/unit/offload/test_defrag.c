@@ -100,7 +100,7 @@ static unsigned cut(struct ctx *c, unsigned w, uint32_t mtu, unsigned from, unsi
 {
 	static uint8_t f[16384];
 	unsigned k, count = 1;
-	size_t len;
+	size_t len = 0;
 
 	for (k = 0; k < count; k++) {
 		count = gen_frag(c->whole[w], c->whole_len[w], mtu, 0x5eed00 + w, k, f, &len);

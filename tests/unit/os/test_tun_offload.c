@@ -460,7 +460,7 @@ static void test_udp_fragments(void **state)
 		s = udp_socket_local(v6);
 		udp_build(gs, sizes, 17, v6, 1);
 		for (i = 0, n = 0; i < 17; i++) {
-			size_t len, flen;
+			size_t len, flen = 0;
 
 			gs[i].no_df = true;
 			len = gen_build(d, &gs[i]);
