@@ -2,9 +2,8 @@
 /*
  * What a control-protocol handshake costs the server in X25519 operations, counted (never
  * timed): the server's static public key is derived once when the key is loaded, not once
- * per handshake. x25519.c is compiled into this test with its functions renamed, so every
- * X25519 operation of the server (its own thread) goes through the counters below and the
- * library's copy is not linked.
+ * per handshake. Every X25519 operation of the server (its own thread) is counted by
+ * x25519_count.h.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,22 +24,7 @@
 
 #include <cmocka.h>
 
-#include "crypto/crypto.h"
-
-int real_x25519_public_from_private(uint8_t ret_pub[X25519_KEY_LEN],
-				    const uint8_t priv[X25519_KEY_LEN]);
-int real_x25519_shared(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
-		       const uint8_t pub[X25519_KEY_LEN]);
-int real_x25519_shared_pair(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
-			    const uint8_t priv_pub[X25519_KEY_LEN],
-			    const uint8_t pub[X25519_KEY_LEN]);
-#define x25519_public_from_private real_x25519_public_from_private
-#define x25519_shared real_x25519_shared
-#define x25519_shared_pair real_x25519_shared_pair
-#include "crypto/x25519.c"
-#undef x25519_public_from_private
-#undef x25519_shared
-#undef x25519_shared_pair
+#include "../x25519_count.h"
 
 #include "base/base64.h"
 #include "base/time.h"
@@ -61,56 +45,14 @@ int real_x25519_shared_pair(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t pr
 #pragma GCC diagnostic pop
 
 /* Counted on the server's threads only: the test's clients do X25519 too. */
+enum { WHO_SERVER, WHO_SERVER_STATIC };
 static pthread_t test_thread;
-static uint64_t n_derived;	  /* public keys derived from a private key */
-static uint64_t n_static_derived; /* of those, the server's static key's */
-static uint64_t n_scalarmult;	  /* scalar multiplications, however they came */
 
-static bool on_server(void)
+static int x25519_count_who(const uint8_t priv[X25519_KEY_LEN])
 {
-	return !pthread_equal(pthread_self(), test_thread);
-}
-
-static void count(uint64_t *c, uint64_t n)
-{
-	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
-}
-
-static uint64_t counted(uint64_t *c)
-{
-	return __atomic_load_n(c, __ATOMIC_RELAXED);
-}
-
-int x25519_public_from_private(uint8_t ret_pub[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN])
-{
-	if (on_server()) {
-		count(&n_derived, 1);
-		count(&n_scalarmult, 1);
-		if (E.srv && !memcmp(priv, E.srv->priv, X25519_KEY_LEN))
-			count(&n_static_derived, 1);
-	}
-	return real_x25519_public_from_private(ret_pub, priv);
-}
-
-int x25519_shared(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
-		  const uint8_t pub[X25519_KEY_LEN])
-{
-	/* Given the private half alone, OpenSSL derives the public half first (x25519.c). */
-	if (on_server()) {
-		count(&n_derived, 1);
-		count(&n_scalarmult, 2);
-		if (E.srv && !memcmp(priv, E.srv->priv, X25519_KEY_LEN))
-			count(&n_static_derived, 1);
-	}
-	return real_x25519_shared(ret_shared, priv, pub);
-}
-
-int x25519_shared_pair(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X25519_KEY_LEN],
-		       const uint8_t priv_pub[X25519_KEY_LEN], const uint8_t pub[X25519_KEY_LEN])
-{
-	if (on_server())
-		count(&n_scalarmult, 1);
-	return real_x25519_shared_pair(ret_shared, priv, priv_pub, pub);
+	if (pthread_equal(pthread_self(), test_thread))
+		return -1;
+	return E.srv && !memcmp(priv, E.srv->priv, X25519_KEY_LEN) ? WHO_SERVER_STATIC : WHO_SERVER;
 }
 
 /*
@@ -122,26 +64,27 @@ int x25519_shared_pair(uint8_t ret_shared[X25519_KEY_LEN], const uint8_t priv[X2
 static void test_handshake_x25519(void **state)
 {
 	enum { N = 32 };
-	uint64_t d0, st0, sm0, d, st, sm;
+	struct x25519_count o0, st0, o, st;
+	uint64_t d, sm;
 
 	(void)state;
 	assert_int_equal(key_from_base64(E.server_pub, E.srv->pub_b64), 0);
-	d0 = counted(&n_derived);
-	st0 = counted(&n_static_derived);
-	sm0 = counted(&n_scalarmult);
+	o0 = x25519_count_get(WHO_SERVER);
+	st0 = x25519_count_get(WHO_SERVER_STATIC);
 	for (int i = 0; i < N; i++) {
 		struct client c;
 
 		client_open(&c);
 		client_close(&c);
 	}
-	d = counted(&n_derived) - d0;
-	st = counted(&n_static_derived) - st0;
-	sm = counted(&n_scalarmult) - sm0;
+	o = x25519_count_since(WHO_SERVER, o0);
+	st = x25519_count_since(WHO_SERVER_STATIC, st0);
+	d = o.derived + st.derived;
+	sm = o.scalarmult + st.scalarmult;
 	print_message("server, per handshake: %.2f public keys derived (%.2f of its static key), "
 		      "%.2f X25519 scalar multiplications\n",
-		      (double)d / N, (double)st / N, (double)sm / N);
-	assert_int_equal(st, 0);
+		      (double)d / N, (double)st.derived / N, (double)sm / N);
+	assert_int_equal(st.derived, 0);
 	assert_int_equal(d, N);
 	assert_int_equal(sm, 5 * N);
 }
