@@ -487,13 +487,16 @@ static size_t box_ad(const struct relay_conn *c, uint8_t type, uint8_t ad[AD_LEN
 /*
  * The box key: BLAKE2s keyed with the X25519 result over both public keys, so
  * the raw shared secret is never a cipher key and the key names both ends.
+ * Our own public half is at hand (conn_init): x25519_shared_pair, one scalar
+ * multiplication where x25519_shared costs two.
  */
 static int box_key_derive(struct relay_conn *c, const uint8_t peer_pub[RELAY_KEY_LEN])
 {
 	uint8_t shared[X25519_KEY_LEN], in[sizeof(BOX_LABEL) - 1 + 2 * RELAY_KEY_LEN];
 	int ret;
 
-	ret = x25519_shared(shared, c->priv, peer_pub);
+	ret = x25519_shared_pair(shared, c->priv, c->server ? c->server_pub : c->client_pub,
+				 peer_pub);
 	if (ret < 0)
 		goto out;
 	memcpy(in, BOX_LABEL, sizeof(BOX_LABEL) - 1);
@@ -605,9 +608,11 @@ static void out_server_key(struct relay_conn *c)
 	c->out_len = RELAY_HDR_LEN + SERVER_KEY_LEN;
 }
 
+/* pub: priv's public half, kept by the caller (NULL: derived here, a scalar multiplication). */
 static int conn_init(struct relay_conn *c, bool server, const uint8_t priv[RELAY_KEY_LEN],
-		     const uint8_t *mesh_key)
+		     const uint8_t *pub, const uint8_t *mesh_key)
 {
+	uint8_t *own_pub = server ? c->server_pub : c->client_pub;
 	int ret;
 
 	memset(c, 0, sizeof(*c));
@@ -617,7 +622,10 @@ static int conn_init(struct relay_conn *c, bool server, const uint8_t priv[RELAY
 	c->server = server;
 	relay_reader_init(&c->rd, RELAY_HS_FRAME_MAX);
 	memcpy(c->priv, priv, RELAY_KEY_LEN);
-	ret = x25519_public_from_private(server ? c->server_pub : c->client_pub, priv);
+	if (pub)
+		memcpy(own_pub, pub, RELAY_KEY_LEN);
+	else
+		ret = x25519_public_from_private(own_pub, priv);
 	if (ret < 0)
 		return ret;
 	if (mesh_key) {
@@ -630,7 +638,13 @@ static int conn_init(struct relay_conn *c, bool server, const uint8_t priv[RELAY
 int relay_conn_server_init(struct relay_conn *c, const uint8_t server_priv[RELAY_KEY_LEN],
 			   const uint8_t *mesh_key)
 {
-	int ret = conn_init(c, true, server_priv, mesh_key);
+	return relay_conn_server_init_pair(c, server_priv, NULL, mesh_key);
+}
+
+int relay_conn_server_init_pair(struct relay_conn *c, const uint8_t server_priv[RELAY_KEY_LEN],
+				const uint8_t *server_pub, const uint8_t *mesh_key)
+{
+	int ret = conn_init(c, true, server_priv, server_pub, mesh_key);
 
 	if (ret < 0)
 		return ret;
@@ -645,7 +659,14 @@ int relay_conn_server_init(struct relay_conn *c, const uint8_t server_priv[RELAY
 int relay_conn_client_init(struct relay_conn *c, const uint8_t node_priv[RELAY_KEY_LEN],
 			   const uint8_t *server_pub, const uint8_t *mesh_key)
 {
-	int ret = conn_init(c, false, node_priv, mesh_key);
+	return relay_conn_client_init_pair(c, node_priv, NULL, server_pub, mesh_key);
+}
+
+int relay_conn_client_init_pair(struct relay_conn *c, const uint8_t node_priv[RELAY_KEY_LEN],
+				const uint8_t *node_pub, const uint8_t *server_pub,
+				const uint8_t *mesh_key)
+{
+	int ret = conn_init(c, false, node_priv, node_pub, mesh_key);
 
 	if (ret < 0)
 		return ret;

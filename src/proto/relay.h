@@ -201,6 +201,14 @@ struct relay_conn {
 int relay_conn_server_init(struct relay_conn *c, const uint8_t server_priv[RELAY_KEY_LEN],
 			   const uint8_t *mesh_key);
 /*
+ * The same with the key's public half, derived once when the relay loaded its key: a
+ * relay answers every connection with the same key, and deriving it again is an X25519
+ * scalar multiplication per connection (NULL: derived, as above). It must be
+ * server_priv's: with another, no client's proof opens.
+ */
+int relay_conn_server_init_pair(struct relay_conn *c, const uint8_t server_priv[RELAY_KEY_LEN],
+				const uint8_t *server_pub, const uint8_t *mesh_key);
+/*
  * A client end with its node key. server_pub (NULL: any) pins the relay's key
  * (from the relay map); mesh_key (NULL: none) asks for the mesh privileges: the
  * client proves it holds the key (never sends it) and requires the same proof of the
@@ -209,6 +217,14 @@ int relay_conn_server_init(struct relay_conn *c, const uint8_t server_priv[RELAY
  */
 int relay_conn_client_init(struct relay_conn *c, const uint8_t node_priv[RELAY_KEY_LEN],
 			   const uint8_t *server_pub, const uint8_t *mesh_key);
+/*
+ * The same with node_priv's public half, derived once when the key was set (NULL: derived
+ * per connection, as above). It must be node_priv's: with another, the relay refuses the
+ * proof.
+ */
+int relay_conn_client_init_pair(struct relay_conn *c, const uint8_t node_priv[RELAY_KEY_LEN],
+				const uint8_t *node_pub, const uint8_t *server_pub,
+				const uint8_t *mesh_key);
 /* Wipes keys and frees the reader's buffer. Accepts NULL. */
 void relay_conn_clear(struct relay_conn *c);
 /* For deterministic tests and fuzz seeds only: a server's challenge, before any output is taken. */

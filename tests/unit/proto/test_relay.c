@@ -4,10 +4,12 @@
  * every split point) and decode; the handshake between a client and a server
  * engine; and the ways a peer can break it: garbage, huge lengths, a key it
  * cannot prove, a client-info replayed from another connection or relay, a
- * forged server, mesh frames without the mesh key.
+ * forged server, mesh frames without the mesh key; and the X25519 operations a
+ * handshake costs each end.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,10 +19,20 @@
 
 #include <cmocka.h>
 
+#include "../x25519_count.h"
 #include "base/pkt.h"
 #include "proto/relay.c"
 
 static uint8_t cpriv[32], cpub[32], spriv[32], spub[32];
+
+enum { WHO_SERVER, WHO_CLIENT };
+
+static int x25519_count_who(const uint8_t priv[X25519_KEY_LEN])
+{
+	if (!memcmp(priv, spriv, X25519_KEY_LEN))
+		return WHO_SERVER;
+	return memcmp(priv, cpriv, X25519_KEY_LEN) ? -1 : WHO_CLIENT;
+}
 static const uint8_t mesh_key[32] = {0x6d, 0x65, 0x73, 0x68};
 static const struct relay_limits limits = {
     .keepalive_ms = 60000, .rate_bytes = 5000000, .burst_bytes = 10000000, .rate_packets = 20000};
@@ -87,17 +99,14 @@ static size_t client_info(struct relay_conn *c, struct relay_conn *s, const uint
 	return take_output(c, out, RELAY_HS_OUT_MAX);
 }
 
-/* A full handshake; step is the chunk size for every feed. */
-static void connect_pair(struct relay_conn *c, struct relay_conn *s, const uint8_t *cmesh,
-			 const uint8_t *smesh, size_t step)
+/* The handshake of a client and a server just set up; step: the chunk size of every feed. */
+static void handshake(struct relay_conn *c, struct relay_conn *s, size_t step)
 {
 	uint8_t buf[RELAY_HS_OUT_MAX * 2], k[32];
 	struct relay_msg m;
 	unsigned ev = 0;
 	size_t n;
 
-	assert_int_equal(relay_conn_server_init(s, spriv, smesh), 0);
-	assert_int_equal(relay_conn_client_init(c, cpriv, spub, cmesh), 0);
 	assert_int_equal(relay_conn_peer_key(s, k), -ENOENT);
 	assert_int_equal(relay_conn_peer_key(c, k), -ENOENT);
 
@@ -134,6 +143,15 @@ static void connect_pair(struct relay_conn *c, struct relay_conn *s, const uint8
 	assert_memory_equal(s->priv, zero, 32);
 }
 
+/* A full handshake; step is the chunk size for every feed. */
+static void connect_pair(struct relay_conn *c, struct relay_conn *s, const uint8_t *cmesh,
+			 const uint8_t *smesh, size_t step)
+{
+	assert_int_equal(relay_conn_server_init(s, spriv, smesh), 0);
+	assert_int_equal(relay_conn_client_init(c, cpriv, spub, cmesh), 0);
+	handshake(c, s, step);
+}
+
 static void test_handshake(void **state)
 {
 	size_t steps[] = {1, 2, 3, 5, 7, 37, 1000};
@@ -153,6 +171,70 @@ static void test_handshake(void **state)
 	relay_conn_clear(&c);
 	relay_conn_clear(&s);
 	relay_conn_clear(NULL);
+}
+
+/*
+ * The X25519 operations a handshake costs each end, counted (never timed): the DH alone
+ * when the end is given its key pair (relay_conn_*_init_pair: a relay's key or a node key,
+ * its public half derived once), one more when it derives its public half itself. A public
+ * half that is not the private key's opens no box.
+ */
+static void test_handshake_x25519(void **state)
+{
+	uint8_t opriv[32], opub[32], buf[RELAY_HS_OUT_MAX];
+	struct x25519_count s0, c0, sn, cn;
+	struct relay_conn c, s;
+	struct relay_msg d;
+	unsigned ev = 0;
+	size_t n;
+
+	(void)state;
+	keys();
+	s0 = x25519_count_get(WHO_SERVER);
+	c0 = x25519_count_get(WHO_CLIENT);
+	assert_int_equal(relay_conn_server_init_pair(&s, spriv, spub, NULL), 0);
+	assert_int_equal(relay_conn_client_init_pair(&c, cpriv, cpub, spub, NULL), 0);
+	handshake(&c, &s, 1000);
+	sn = x25519_count_since(WHO_SERVER, s0);
+	cn = x25519_count_since(WHO_CLIENT, c0);
+	print_message("with the key pairs: server %" PRIu64 " derived, %" PRIu64
+		      " scalar multiplications; client %" PRIu64 ", %" PRIu64 "\n",
+		      sn.derived, sn.scalarmult, cn.derived, cn.scalarmult);
+	assert_int_equal(sn.derived, 0);
+	assert_int_equal(sn.scalarmult, 1);
+	assert_int_equal(cn.derived, 0);
+	assert_int_equal(cn.scalarmult, 1);
+	relay_conn_clear(&c);
+	relay_conn_clear(&s);
+
+	/* Without them: each end derives its public half, once. */
+	s0 = x25519_count_get(WHO_SERVER);
+	c0 = x25519_count_get(WHO_CLIENT);
+	connect_pair(&c, &s, NULL, NULL, 1000);
+	sn = x25519_count_since(WHO_SERVER, s0);
+	cn = x25519_count_since(WHO_CLIENT, c0);
+	assert_int_equal(sn.derived, 1);
+	assert_int_equal(sn.scalarmult, 2);
+	assert_int_equal(cn.derived, 1);
+	assert_int_equal(cn.scalarmult, 2);
+	relay_conn_clear(&c);
+	relay_conn_clear(&s);
+
+	/* A wrong public half, the server's (i = 0) or the client's: refused at the server. */
+	assert_int_equal(x25519_private_generate(opriv), 0);
+	assert_int_equal(x25519_public_from_private(opub, opriv), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(relay_conn_server_init_pair(&s, spriv, i ? spub : opub, NULL), 0);
+		assert_int_equal(
+		    relay_conn_client_init_pair(&c, cpriv, i ? opub : cpub, NULL, NULL), 0);
+		n = take_output(&s, buf, sizeof(buf));
+		assert_int_equal(feed(&c, buf, n, 1000, &d, &ev), 0);
+		n = take_output(&c, buf, sizeof(buf));
+		assert_int_equal(feed(&s, buf, n, 1000, &d, &ev), -EACCES);
+		assert_int_equal(ev, 0);
+		relay_conn_clear(&c);
+		relay_conn_clear(&s);
+	}
 }
 
 /* Feeds p to c in two pieces cut at cut; returns the events seen, asserting no error. */
@@ -1046,6 +1128,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_handshake),
+	    cmocka_unit_test(test_handshake_x25519),
 	    cmocka_unit_test(test_handshake_every_split),
 	    cmocka_unit_test(test_msg_roundtrip),
 	    cmocka_unit_test(test_msg_malformed),
