@@ -116,7 +116,7 @@ struct rconn {
 struct relay_server {
 	struct loop *loop;
 	char name[32];
-	uint8_t priv[RELAY_KEY_LEN], pub[RELAY_KEY_LEN];
+	uint8_t priv[RELAY_KEY_LEN], pub[RELAY_KEY_LEN]; /* pub: priv's, derived once */
 	uint8_t mesh_key[RELAY_KEY_LEN];
 	bool has_mesh;
 	const struct relay_admit_ops *admit;
@@ -1098,7 +1098,7 @@ int relay_server_take(struct relay_server *s, struct httpd_upgrade *up)
 		httpd_upgrade_release(up);
 		return -ENOMEM;
 	}
-	r = relay_conn_server_init(&c->rc, s->priv, s->has_mesh ? s->mesh_key : NULL);
+	r = relay_conn_server_init_pair(&c->rc, s->priv, s->pub, s->has_mesh ? s->mesh_key : NULL);
 	if (r < 0) {
 		free(c);
 		httpd_upgrade_release(up);
@@ -1149,7 +1149,7 @@ int relay_server_link_take(struct relay_server *s, struct httpd_io *io, const ui
 		httpd_io_close(io);
 		return -ENOMEM;
 	}
-	r = relay_conn_client_init(&c->rc, s->priv, pin, s->mesh_key);
+	r = relay_conn_client_init_pair(&c->rc, s->priv, s->pub, pin, s->mesh_key);
 	if (r < 0) {
 		httpd_io_close(io);
 		free(c);
@@ -1240,7 +1240,11 @@ int relay_server_new(struct loop *loop, const struct relay_server_opts *o,
 	s->loop = loop;
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "relay");
 	memcpy(s->priv, o->priv, RELAY_KEY_LEN);
-	x25519_public_from_private(s->pub, s->priv);
+	/* Once, here: every connection, accepted or dialled, presents this key. */
+	r = x25519_public_from_private(s->pub, s->priv);
+	if (r < 0)
+		goto out;
+	r = -ENOMEM;
 	if (o->mesh_key) {
 		memcpy(s->mesh_key, o->mesh_key, RELAY_KEY_LEN);
 		s->has_mesh = true;

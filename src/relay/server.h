@@ -149,7 +149,7 @@ void relay_server_clients_each(struct relay_server *s,
 			       void (*fn)(void *ctx, const uint8_t key[RELAY_KEY_LEN]), void *ctx);
 
 void relay_server_stats_get(const struct relay_server *s, struct relay_stats *ret);
-/* The relay's public key. */
+/* The relay's public key, derived once in relay_server_new: every connection presents it. */
 const uint8_t *relay_server_pub(const struct relay_server *s);
 /* Prometheus text of the relay's metrics (trellis_relay_*) appended to f. */
 void relay_server_metrics_write(const struct relay_server *s, FILE *f);
