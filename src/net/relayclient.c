@@ -109,7 +109,8 @@ struct relayclient {
 	bool map_dirty;
 	char login[URL_MAX];
 	uint8_t key[NETMAP_KEY_LEN];
-	bool has_key;
+	uint8_t pub[NETMAP_KEY_LEN]; /* key's, derived once in relayclient_set_key */
+	bool has_key, has_pub;
 	atomic_uint home;
 	SSL_CTX *ssl_ctx;
 
@@ -513,9 +514,9 @@ static int send_preferred(struct rconn *c, struct session *s)
 	return frame_send(c, s, &m);
 }
 
-/* Dial, upgrade and handshake with the region's relay `idx`. */
+/* Dial, upgrade and handshake with the region's relay `idx`; pub: key's (NULL: derived). */
 static int session_open(struct rconn *c, struct session *s, const struct target *t,
-			const uint8_t key[RELAY_KEY_LEN], SSL_CTX *ssl_ctx)
+			const uint8_t key[RELAY_KEY_LEN], const uint8_t *pub, SSL_CTX *ssl_ctx)
 {
 	struct dial_opts o = {.host = t->host,
 			      .alt_host = t->alt_host[0] ? t->alt_host : NULL,
@@ -546,7 +547,7 @@ static int session_open(struct rconn *c, struct session *s, const struct target 
 			      time_now_ns() + RELAYCLIENT_IO_TIMEOUT_NS, s->err, sizeof(s->err));
 	if (n < 0)
 		return (int)n;
-	r = relay_conn_client_init(&s->rl, key, t->pin ? t->key : NULL, NULL);
+	r = relay_conn_client_init_pair(&s->rl, key, pub, t->pin ? t->key : NULL, NULL);
 	if (r < 0)
 		return r;
 	s->last_recv_ns = s->last_send_ns = time_now_ns();
@@ -679,10 +680,10 @@ static void *conn_main(void *arg)
 	}
 	while (!atomic_load(&c->stop)) {
 		struct netmap_relay_region g;
-		uint8_t key[RELAY_KEY_LEN];
+		uint8_t key[RELAY_KEY_LEN], pub[RELAY_KEY_LEN];
 		struct target t;
 		SSL_CTX *ssl_ctx;
-		bool found = false;
+		bool found = false, has_pub;
 		int r;
 
 		if (backoff) {
@@ -705,6 +706,8 @@ static void *conn_main(void *arg)
 			}
 		}
 		memcpy(key, rc->key, sizeof(key));
+		memcpy(pub, rc->pub, sizeof(pub));
+		has_pub = rc->has_pub;
 		r = found && rc->has_key ? 0 : -ENOENT;
 		if (r == 0)
 			r = target_of(&g.nodes[idx % g.n_nodes], rc->login, &t, s->err,
@@ -734,7 +737,7 @@ static void *conn_main(void *arg)
 		s->health[0] = '\0';
 		s->silence_ns = RELAYCLIENT_SILENCE_NS;
 		s->n_rx = 0;
-		r = session_open(c, s, &t, key, ssl_ctx);
+		r = session_open(c, s, &t, key, has_pub ? pub : NULL, ssl_ctx);
 		crypto_wipe(key, sizeof(key));
 		up_ns = time_now_ns();
 		if (r == 0) {
@@ -1376,7 +1379,11 @@ void relayclient_set_key(struct relayclient *rc, const uint8_t node_priv[NETMAP_
 
 	pthread_mutex_lock(&rc->mu);
 	changed = !rc->has_key || memcmp(rc->key, node_priv, sizeof(rc->key));
-	memcpy(rc->key, node_priv, sizeof(rc->key));
+	if (changed) {
+		memcpy(rc->key, node_priv, sizeof(rc->key));
+		/* Once per key, not per connection: every region's relay is shown this one. */
+		rc->has_pub = x25519_public_from_private(rc->pub, rc->key) == 0;
+	}
 	rc->has_key = true;
 	pthread_mutex_unlock(&rc->mu);
 	if (!changed)

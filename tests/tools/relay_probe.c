@@ -153,7 +153,7 @@ static int client_open(struct client *c, const char *url)
 		r = (int)n;
 		goto fail;
 	}
-	r = relay_conn_client_init(&c->rc, c->priv, NULL, NULL);
+	r = relay_conn_client_init_pair(&c->rc, c->priv, c->pub, NULL, NULL);
 	if (r < 0)
 		goto fail;
 	if (!c->in) {

@@ -124,7 +124,7 @@ static bool trs_input(struct trs *t, struct trs_client *c, const uint8_t *in, si
 			return false;
 		trs_write_all(c->fd, resp, sizeof(resp) - 1);
 		c->upgraded = true;
-		if (relay_conn_server_init(&c->rc, t->priv, NULL) < 0)
+		if (relay_conn_server_init_pair(&c->rc, t->priv, t->pub, NULL) < 0)
 			return false;
 		trs_flush(c);
 		in = (const uint8_t *)end + 4;

@@ -5,10 +5,12 @@
  * client, reach each other through the relay by their handles; the home connection
  * says it is preferred; a peer homed in another region gets a connection of its own,
  * closed again once idle; a new node key reconnects; an empty map closes everything; a
- * relay back after an outage is dialled at once when told (relayclient_retry_now). And
- * the home choice by STUN round trip, with its hysteresis, as a table.
+ * relay back after an outage is dialled at once when told (relayclient_retry_now); the
+ * node key's public half is derived once, not per connection. And the home choice by STUN
+ * round trip, with its hysteresis, as a table.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +27,7 @@
 #include "base/util.h"
 #include "net/magicsock.h"
 #include "net/relayclient.h"
+#include "../x25519_count.h"
 #include "relay_test_server.h"
 
 struct tnode {
@@ -42,6 +45,14 @@ struct tnode {
 
 static struct trs T;
 static struct tnode A, B;
+
+/* A's X25519 operations are counted (x25519_count.h). */
+enum { WHO_A };
+
+static int x25519_count_who(const uint8_t priv[X25519_KEY_LEN])
+{
+	return memcmp(priv, A.priv, X25519_KEY_LEN) ? -1 : WHO_A;
+}
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 
@@ -249,6 +260,7 @@ static void test_relay_client(void **state)
 {
 	struct netmap_relay_map rm;
 	struct magicsock_stats ms;
+	struct x25519_count a0, an;
 	uint8_t new_priv[32];
 	struct pkt *p;
 	bool home = true;
@@ -264,6 +276,7 @@ static void test_relay_client(void **state)
 	assert_int_equal(magicsock_handle_set_relay(A.ms, &A.peer, B.pub, 2), 0);
 	assert_int_equal(magicsock_handle_new(B.ms, &B.peer), 0);
 	assert_int_equal(magicsock_handle_set_relay(B.ms, &B.peer, A.pub, 0), 0);
+	a0 = x25519_count_get(WHO_A);
 	relayclient_set_key(A.rc, A.priv);
 	relayclient_set_key(B.rc, B.priv);
 	relayclient_set_map(A.rc, &rm, NULL);
@@ -290,6 +303,13 @@ static void test_relay_client(void **state)
 	assert_false(home);
 	state_of(&A, 1, &home);
 	assert_true(home);
+	/* Two connections of A (its home, region 2): its key's public half derived once. */
+	an = x25519_count_since(WHO_A, a0);
+	print_message("node key, two connections: %" PRIu64 " public keys derived, %" PRIu64
+		      " X25519 scalar multiplications\n",
+		      an.derived, an.scalarmult);
+	assert_int_equal(an.derived, 1);
+	assert_true(an.scalarmult >= 3);
 
 	/* B -> A: to B's home region, which A is connected to as well. */
 	send_dgram(&B, 0xa5);
