@@ -20,14 +20,7 @@ bench_init
 COST_TABLE=$("$REPO/bench/filter_cost.sh") || lab_finish
 log "cost per packet (ns):"$'\n'"$COST_TABLE"
 
-lab_internet
-lab_public_host ctl 1
-lab_public_host a 11
-lab_public_host b 12
-lab_control_start ctl 192.0.2.1 8080 || lab_finish
-KEY=$(lab_authkey --reusable)
-lab_node_join a a "$KEY"
-lab_node_join b b "$KEY"
+lab_tailnet_up a b
 A4=$(node_ip a 4) B4=$(node_ip b 4) B6=$(node_ip b 6)
 check "b reachable" ping_until a "$B4" 20
 lab_control_stop TERM

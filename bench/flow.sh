@@ -38,14 +38,7 @@ check_eq "the collector stored every batch" 0 "$rc"
 log "collector: $(tr '\n' ' ' <<<"$COLLECT_OUT")"
 cval() { awk -v k="$1" '$1 == k { print $2 }' <<<"$COLLECT_OUT"; }
 
-lab_internet
-lab_public_host ctl 1
-lab_public_host a 11
-lab_public_host b 12
-lab_control_start ctl 192.0.2.1 8080 || lab_finish
-KEY=$(lab_authkey --reusable)
-lab_node_join a a "$KEY"
-lab_node_join b b "$KEY"
+lab_tailnet_up a b
 A4=$(node_ip a 4) B4=$(node_ip b 4)
 DB="$LAB_TMP/control/control.db"
 check "b reachable" ping_until a "$B4" 20

@@ -25,32 +25,22 @@ export LAB_TIMEOUT=$(((DURATION + 80) * 2 * ROUNDS + 120))
 
 # shellcheck source=../tests/lab/lib.sh
 source "$REPO/tests/lab/lib.sh"
+# shellcheck source=../tests/lab/natlab.sh
+source "$REPO/tests/lab/natlab.sh" # path_is
 lab_init
 lab_require_control_plane
 lab_require iperf3 nft curl lscpu
 
-lab_internet
-lab_public_host ctl 1
-lab_public_host a 11
-lab_public_host b 12
-LAB_CONTROL_SERVE_ARGS="--metrics-listen 127.0.0.1:9090" lab_control_start ctl 192.0.2.1 8080 ||
-	lab_finish
-KEY=$(lab_authkey --reusable)
-lab_node_join a a "$KEY"
-lab_node_join b b "$KEY"
+LAB_CONTROL_SERVE_ARGS="--metrics-listen 127.0.0.1:9090" lab_tailnet_up a b
 wait_for 20 peers_are a b || { fail "a sees b"; lab_finish; }
 wait_for 20 peers_are b a || { fail "b sees a"; lab_finish; }
 IPB=$(node_ip b 4)
 
-path_of()
-{
-	status_eval "$1" "[p['path'] + (':' + p['relay'] if p['path'] == 'relay' else '') for p in j['peers'] if p['hostname'] == '$2'][0]"
-}
 # both_path PATH: traffic flows (a ping) and both ends report PATH for each other.
 both_path()
 {
 	nsx a ping -n -q -c 1 -W 1 "$IPB" >/dev/null 2>&1
-	[[ $(path_of a b) == "$1" && $(path_of b a) == "$1" ]]
+	path_is a b "$1" && path_is b a "$1"
 }
 udp_block()
 {

@@ -158,9 +158,24 @@ lab_dump_logs()
 	done
 }
 
+# lab_pid_wait_exit PID SECS [SIGNAL]: wait up to SECS (whole seconds, polled every 0.1 s)
+# for PID to exit; if it still runs then, send it SIGNAL (default KILL) and return 1. It
+# does not reap PID: the caller's `wait` does, for the exit status it may want.
+lab_pid_wait_exit()
+{
+	local pid=$1 n
+	for ((n = 0; n < $2 * 10; n++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill "-${3:-KILL}" "$pid" 2>/dev/null
+	return 1
+}
+
 lab_cleanup()
 {
-	local rc=$? pid ns i n
+	local rc=$? pid ns i
 	set +x
 	exec 1>&7 2>&8
 	trap - EXIT INT TERM HUP
@@ -173,11 +188,7 @@ lab_cleanup()
 		kill -TERM "$pid" 2>/dev/null
 	done
 	for pid in "${LAB_PIDS[@]}"; do
-		for ((n = 0; n < 30; n++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null
+		lab_pid_wait_exit "$pid" 3
 	done
 	wait 2>/dev/null
 	for ns in "${LAB_NAMESPACES[@]}"; do
@@ -578,12 +589,8 @@ lab_forget()
 # iperf_server_wait: reap the one-shot iperf3 server (bounded: killed after 5 s).
 iperf_server_wait()
 {
-	local n pid=$LAST_IPERF_SERVER
-	for ((n = 0; n < 50; n++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill "$pid" 2>/dev/null
+	local pid=$LAST_IPERF_SERVER
+	lab_pid_wait_exit "$pid" 5 TERM
 	wait "$pid" 2>/dev/null
 	lab_forget "$pid"
 }
@@ -595,20 +602,15 @@ lab_wg_alive() { kill -0 "${LAB_WG_PID[$1]}" 2>/dev/null; }
 # removed its socket and interface.
 lab_wg_stop()
 {
-	local iface=$1 pid=${LAB_WG_PID[$1]} impl=${LAB_WG_IMPL[$1]} n rc ns
+	local iface=$1 pid=${LAB_WG_PID[$1]} impl=${LAB_WG_IMPL[$1]} rc ns
 	ns=$(ns_name "${LAB_WG_NS[$1]}")
 	if ! kill -0 "$pid" 2>/dev/null; then
 		fail "$impl $iface still running before stop"
 		return 1
 	fi
 	kill -TERM "$pid"
-	for ((n = 0; n < 50; n++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
+	if ! lab_pid_wait_exit "$pid" 5; then
 		fail "$impl $iface exits within 5 s of SIGTERM"
-		kill -KILL "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
 		lab_forget "$pid"
 		return 1
@@ -853,14 +855,10 @@ lab_control_start()
 # lab_control_stop [SIGNAL]: stop the server (default TERM; KILL for a crash), bounded.
 lab_control_stop()
 {
-	local sig=${1:-TERM} pid=$LAB_CONTROL_PID n
+	local sig=${1:-TERM} pid=$LAB_CONTROL_PID
 	[[ -n $pid ]] || return 0
 	kill "-$sig" "$pid" 2>/dev/null
-	for ((n = 0; n < 50; n++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null
+	lab_pid_wait_exit "$pid" 5
 	wait "$pid" 2>/dev/null
 	lab_forget "$pid"
 	LAB_CONTROL_PID=
@@ -961,17 +959,10 @@ lab_tailnet_up()
 # asserts a clean exit: status 0, no sanitizer report, socket and interface removed.
 lab_node_stop()
 {
-	local name=$1 sig=${2:-TERM} pid=${LAB_NODE_PID[$1]} n rc tun
+	local name=$1 sig=${2:-TERM} pid=${LAB_NODE_PID[$1]} rc tun
 	tun=$(lab_node_tun "$name")
 	kill "-$sig" "$pid" 2>/dev/null
-	for ((n = 0; n < 50; n++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
-		fail "trellisd $name exits within 5 s of SIG$sig"
-		kill -KILL "$pid" 2>/dev/null
-	fi
+	lab_pid_wait_exit "$pid" 5 || fail "trellisd $name exits within 5 s of SIG$sig"
 	wait "$pid" 2>/dev/null
 	rc=$?
 	lab_forget "$pid"

@@ -1,7 +1,8 @@
 # shellcheck shell=bash disable=SC2034 # its globals are read by the scripts that source it
 # The NAT lab's sites and path checks (issue 10), shared by test_nat, test_nat_pairs,
-# test_nat64, test_relay_path and bench/nat*. Source it after lib.sh and lab_init. The path checks read the global
-# associative array IP4 (node name -> tailnet IPv4 address).
+# test_nat64, test_relay_path, bench/nat* and bench/relay_path. Source it after lib.sh.
+# The checks "with traffic" read the global associative array IP4 (node name ->
+# tailnet IPv4 address).
 
 # natlab_nat ROUTER easy|hard [PORTS] [OIF]: masquerade out of OIF (default eth0). easy
 # keeps the port when it is free; hard takes a random one per flow (from PORTS, e.g.

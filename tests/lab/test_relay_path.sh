@@ -142,12 +142,8 @@ capture()
 # capture_done PID: bounded wait for a capture to exit by itself.
 capture_done()
 {
-	local pid=$1 n
-	for ((n = 0; n < 100; n++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill "$pid" 2>/dev/null
+	local pid=$1
+	lab_pid_wait_exit "$pid" 10 TERM
 	wait "$pid" 2>/dev/null
 	local rc=$?
 	lab_forget "$pid"
