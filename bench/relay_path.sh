@@ -42,12 +42,22 @@ both_path()
 	nsx a ping -n -q -c 1 -W 1 "$IPB" >/dev/null 2>&1
 	path_is a b "$1" && path_is b a "$1"
 }
+# UDP between a and b in both families (lab_public_host gives b 192.0.2.12 and
+# 2001:db8:1::c; with IPv4 alone blocked the nodes keep a direct path over IPv6).
 udp_block()
 {
 	nsx a nft -f - <<'EOF'
 table inet relaybench {
-	chain out { type filter hook output priority filter; ip daddr 192.0.2.12 meta l4proto udp drop; }
-	chain in { type filter hook input priority filter; ip saddr 192.0.2.12 meta l4proto udp drop; }
+	chain out {
+		type filter hook output priority filter;
+		ip daddr 192.0.2.12 meta l4proto udp drop
+		ip6 daddr 2001:db8:1::c meta l4proto udp drop
+	}
+	chain in {
+		type filter hook input priority filter;
+		ip saddr 192.0.2.12 meta l4proto udp drop
+		ip6 saddr 2001:db8:1::c meta l4proto udp drop
+	}
 }
 EOF
 }
