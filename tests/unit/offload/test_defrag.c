@@ -273,6 +273,35 @@ static void test_no_join6(void **state)
 		set_byte(c, 1, off[k], (uint8_t)(c->pkts[1]->data[off[k]] ^ x[k]), false);
 		assert_untouched(c);
 	}
+	/*
+	 * A whole datagram with a hop-by-hop header whose padding, read as a fragment header,
+	 * would say "first fragment, id 0x03000000", and a fragment that would continue it.
+	 */
+	{
+		uint8_t d[2048];
+		size_t len;
+
+		len = 48 + 8 + 104;
+		memset(d, 0, len);
+		d[0] = 0x60;
+		gen_be16(d + 4, (uint32_t)(len - 40));
+		d[6] = IPPROTO_HOPOPTS;
+		d[7] = 64;
+		d[23] = 1, d[39] = 2;
+		d[40] = IPPROTO_UDP;
+		d[42] = 0;	      /* Pad1 */
+		d[43] = 1, d[44] = 3; /* PadN over three bytes */
+		add_bytes(c, d, len);
+		memset(d + 40, 0, 8);
+		d[6] = IPPROTO_FRAGMENT;
+		d[40] = IPPROTO_UDP;
+		gen_be16(d + 42, (uint32_t)(len - 48)); /* where the first would end, no more */
+		d[44] = 3;
+		len = 48 + 16;
+		gen_be16(d + 4, (uint32_t)(len - 40));
+		add_bytes(c, d, len);
+		assert_untouched(c);
+	}
 	/* An atomic fragment (offset 0, no more): a whole datagram already. */
 	build(c, 2, true, 100, 9);
 	cut(c, 2, 1420, 0, 99);
