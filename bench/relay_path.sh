@@ -155,6 +155,11 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 	echo "queue_full ${R[drops]}, rate_bytes ${R[drops.rate_bytes]:-0}, rate_packets"
 	echo "${R[drops.rate_packets]:-0}, no_buffer ${R[drops.no_buffer]:-0}. MB/s are iperf3's"
 	echo "receiver-side rates; the relay process's CPU includes the control server, idle here."
+	if ((${R[drops.rate_bytes]:-0} > 0)); then
+		echo "The rate_bytes drops say the relayed turns ran into the relay's per-client byte"
+		echo "rate (RELAY_RATE_BYTES_DEFAULT, 128 MiB/s, not a command-line option): that limit,"
+		echo "not the relay's CPU, bounds relayed TCP here."
+	fi
 	echo
 	echo "For comparison, with the relay's earlier defaults (16 MiB/s per client, and a"
 	echo "receiver's queue that dropped datagrams arriving within one read event of the"
