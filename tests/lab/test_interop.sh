@@ -111,7 +111,16 @@ one_case()
 	check "$name: a's TUN offloads are $offload" offload_state "$ia" "$offload"
 	check "$name: b's TUN offloads are $offload" offload_state "$ib" "$offload"
 	if [[ ${a_args[*]} == "--workers 2" ]]; then
-		check "$name: a runs two crypto workers" grep -q ', 2 crypto workers' "${LAB_WG_LOG[$ia]}"
+		# The line comes right after the UAPI socket lab_wg_start waited for: wait for it.
+		check "$name: a runs two crypto workers" \
+			wait_for 5 grep -q ', 2 crypto workers' "${LAB_WG_LOG[$ia]}"
+	fi
+	# The default: no workers on two CPUs or fewer, one per CPU above.
+	if [[ $impl_b == trellisd ]]; then
+		local want_workers=$(nproc)
+		((want_workers <= 2)) && want_workers=0
+		check "$name: b runs $want_workers crypto workers by default" \
+			wait_for 5 grep -q ", $want_workers crypto workers" "${LAB_WG_LOG[$ib]}"
 	fi
 	pa=$(pub_of a)
 	pb=$(pub_of b)
