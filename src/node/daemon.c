@@ -1736,16 +1736,16 @@ static json_t *dataplane_json(struct wgdev *w)
 	struct wgdev_counters c;
 
 	wgdev_counters_get(w, &c);
-	return json_pack("{s:I, s:I, s:{s:I, s:I, s:I}, s:I, s:{s:I, s:I}, s:{s:I, s:I}, "
-			 "s:{s:I, s:I, s:I}}",
-			 "mtu", (json_int_t)c.mtu, "buffer_size", (json_int_t)c.buf_size,
-			 "dropped_too_big", "tun", (json_int_t)c.too_big_tun, "udp",
-			 (json_int_t)c.too_big_udp, "engine", (json_int_t)c.too_big_engine,
-			 "stale_source", (json_int_t)c.src_stale, "send_errors", "total",
-			 (json_int_t)c.send_errors, "no_route", (json_int_t)c.send_unreach,
-			 "pool_dry", "tun", (json_int_t)c.pool_dry_tun, "udp",
-			 (json_int_t)c.pool_dry_udp, "udp_gro", "coalesced", (json_int_t)c.gro_msgs,
-			 "waits", (json_int_t)c.gro_waits, "lost", (json_int_t)c.gro_lost);
+	return json_pack(
+	    "{s:I, s:I, s:{s:I, s:I, s:I}, s:I, s:{s:I, s:I}, s:{s:I, s:I}, "
+	    "s:{s:I, s:I, s:I}, s:I}",
+	    "mtu", (json_int_t)c.mtu, "buffer_size", (json_int_t)c.buf_size, "dropped_too_big",
+	    "tun", (json_int_t)c.too_big_tun, "udp", (json_int_t)c.too_big_udp, "engine",
+	    (json_int_t)c.too_big_engine, "stale_source", (json_int_t)c.src_stale, "send_errors",
+	    "total", (json_int_t)c.send_errors, "no_route", (json_int_t)c.send_unreach, "pool_dry",
+	    "tun", (json_int_t)c.pool_dry_tun, "udp", (json_int_t)c.pool_dry_udp, "udp_gro",
+	    "coalesced", (json_int_t)c.gro_msgs, "waits", (json_int_t)c.gro_waits, "lost",
+	    (json_int_t)c.gro_lost, "fragments_joined", (json_int_t)c.frags_joined);
 }
 
 /* The flow log as the tailnet set it and where the node's batch chain stands. */

@@ -135,6 +135,7 @@ struct wgdev {
 
 	/* What the engine does not see, logged at exit (UDP: udpconn_stats, magicsock_stats). */
 	atomic_uint_fast64_t tun_pool_dry, tun_too_big, tun_write_errors;
+	atomic_uint_fast64_t tun_frags_joined; /* IP fragments written inside their datagram */
 
 	/* Who reads the STUN mailbox (wgdev_stun_listen), under stun_mu: notify is rare. */
 	pthread_mutex_t stun_mu;
@@ -306,12 +307,15 @@ static void op_wg_rx(void *ctx, struct pkt **pkts, unsigned n, uint64_t now_ns)
 static void op_tun_write(void *ctx, struct pkt **pkts, unsigned n)
 {
 	struct wgdev *w = ctx;
+	unsigned joined;
 	int r;
 
 	n = filter_rx_hook(w, pkts, n);
 	if (!n)
 		return;
-	r = tun_write_batch(w->tun_fd, pkts, n, w->tun_vnet, w->tun_gro);
+	r = tun_write_batch(w->tun_fd, pkts, n, w->tun_vnet, w->tun_gro, &joined);
+	if (joined)
+		atomic_fetch_add(&w->tun_frags_joined, joined);
 	if (unlikely(r < (int)n)) {
 		atomic_fetch_add(&w->tun_write_errors, n - (unsigned)MAX(r, 0));
 		if (r < 0)
@@ -683,8 +687,9 @@ static void stats_log(struct wgdev *w)
 		 (uint64_t)w->tun_write_errors, us.src_stale);
 	log_info("udp gro: %" PRIu64 " coalesced datagrams cut, %" PRIu64
 		 " waits for buffers to cut them into, %" PRIu64
-		 " datagrams dropped (a pool too small)",
-		 us.rx_gro, us.gro_wait, us.gro_lost);
+		 " datagrams dropped (a pool too small); %" PRIu64
+		 " IP fragments written to tun inside their datagram",
+		 us.rx_gro, us.gro_wait, us.gro_lost, (uint64_t)w->tun_frags_joined);
 	log_info("too big for the buffers of MTU %u (%u bytes): dropped from tun %" PRIu64
 		 ", from udp %" PRIu64 ", by the engine %" PRIu64,
 		 w->mtu, pkt_pool_buf_size(w->gens[w->n_gens - 1].tx), (uint64_t)w->tun_too_big,
@@ -723,6 +728,7 @@ void wgdev_counters_get(struct wgdev *w, struct wgdev_counters *ret)
 	    .gro_msgs = us.rx_gro,
 	    .gro_waits = us.gro_wait,
 	    .gro_lost = us.gro_lost,
+	    .frags_joined = atomic_load(&w->tun_frags_joined),
 	};
 }
 

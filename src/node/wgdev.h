@@ -117,6 +117,7 @@ struct wgdev_counters {
 	uint64_t gro_msgs;	 /* coalesced datagrams received (UDP GRO), cut into several */
 	uint64_t gro_waits;	 /* one waited for the buffers to be cut into (1 ms each) */
 	uint64_t gro_lost;	 /* datagrams of them dropped: a pool too small to cut them into */
+	uint64_t frags_joined;	 /* IP fragments written to TUN inside their datagram (defrag) */
 };
 
 /* Control thread. */

@@ -281,12 +281,16 @@ static bool write_groups(int fd, struct pkt **pkts, unsigned n, unsigned gro, un
 	return true;
 }
 
-int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned gro)
+int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned gro,
+		    unsigned *ret_joined)
 {
 	static const uint8_t plain[OFFLOAD_VNET_HDR_LEN];
 	unsigned i, k, m, written = 0;
 	struct iovec iov[2];
 	int err = 0;
+
+	if (ret_joined)
+		*ret_joined = 0;
 
 	for (i = 0; i < n;) {
 		if (vnet && gro) {
@@ -296,6 +300,8 @@ int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned g
 				break;
 			/* The fragments taken into a datagram went with it. */
 			written += k - m;
+			if (ret_joined)
+				*ret_joined += k - m;
 			i += k;
 			continue;
 		}

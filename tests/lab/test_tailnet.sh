@@ -63,6 +63,8 @@ check_eq "a: no packet too big for the buffers" 0 \
 	"$(json_get "$f" "sum(j['dataplane']['dropped_too_big'].values())")"
 check_eq "a: overload counters, no coalesced datagram lost" "2 0" \
 	"$(json_get "$f" "'%d %d' % (len(j['dataplane']['pool_dry']), j['dataplane']['udp_gro']['lost'])")"
+check_eq "a: fragments joined before TUN are counted (a number)" True \
+	"$(json_get "$f" "isinstance(j['dataplane']['fragments_joined'], int)")"
 check "whois b's address on a names b" \
 	bash -c "'$TRELLIS_CLI' --socket '$(lab_node_sock a)' whois '${IP4[b]}' | grep -qE '^ *Name: +b\$'"
 

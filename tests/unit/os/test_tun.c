@@ -278,8 +278,8 @@ static void test_write_udp4(void **state)
 	pkts[1]->len = 40;
 	pkts[2]->len = (uint32_t)build_udp4(pkts[2]->data, peer4, 4445, local4, 5555, payload,
 					    sizeof(payload));
-	assert_int_equal(tun_write_batch(c->fd, pkts, 3, false, 0), 2);
-	assert_int_equal(tun_write_batch(c->fd, pkts + 1, 1, false, 0), -EINVAL);
+	assert_int_equal(tun_write_batch(c->fd, pkts, 3, false, 0, NULL), 2);
+	assert_int_equal(tun_write_batch(c->fd, pkts + 1, 1, false, 0, NULL), -EINVAL);
 	pkt_free(pkts, 3);
 
 	assert_true(fd_wait_readable(fd, 2000));

@@ -187,7 +187,7 @@ static void peer_send(struct ctx *c, const struct gen *gs, unsigned n)
 	assert_int_equal(pkt_pool_get(c->pool, pkts, n), n);
 	for (i = 0; i < n; i++)
 		pkts[i]->len = (uint32_t)gen_build(pkts[i]->data, &gs[i]);
-	assert_int_equal(tun_write_batch(c->fd, pkts, n, true, c->gro), (int)n);
+	assert_int_equal(tun_write_batch(c->fd, pkts, n, true, c->gro, NULL), (int)n);
 	pkt_free(pkts, n);
 }
 
@@ -449,7 +449,7 @@ static void test_udp_fragments(void **state)
 	struct pkt *pkts[NPKT];
 	struct gen gs[17];
 	uint32_t sizes[17];
-	unsigned i, k, n, count;
+	unsigned i, k, n, count, joined;
 	uint64_t before;
 	int v6, s;
 
@@ -476,8 +476,10 @@ static void test_udp_fragments(void **state)
 		}
 		assert_int_equal(n, 16 * 2 + 3);
 		before = rx_packets(c->name);
-		assert_int_equal(tun_write_batch(c->fd, pkts, n, true, c->gro), (int)n);
+		assert_int_equal(tun_write_batch(c->fd, pkts, n, true, c->gro, &joined), (int)n);
 		pkt_free(pkts, n);
+		/* Each 1,400-byte datagram's second fragment went inside its first. */
+		assert_int_equal(joined, 16);
 		assert_int_equal(rx_packets(c->name) - before,
 				 (c->offloads & TUN_OFFLOAD_USO ? 1 : 16) + 3);
 		udp_recv_all(s, gs, sizes, 17);
