@@ -136,11 +136,12 @@ static void datagram_join(struct pkt **pkts, unsigned i, unsigned k, const struc
 	uint16_t c;
 
 	for (j = i + 1; j < i + k; j++) {
-		struct frag f;
+		/* datagram_run parsed it already: only its header length is wanted here. */
+		const uint8_t *d = pkts[j]->data;
+		uint32_t hdr = f0->v6 ? 40 + IP6_FRAG_LEN : (uint32_t)(d[0] & 0xf) * 4;
 
-		frag_parse(pkts[j], &f);
-		memcpy(p->data + p->len, pkts[j]->data + f.hdr, pkts[j]->len - f.hdr);
-		p->len += pkts[j]->len - f.hdr;
+		memcpy(p->data + p->len, d + hdr, pkts[j]->len - hdr);
+		p->len += pkts[j]->len - hdr;
 	}
 	if (f0->v6) {
 		/* The fixed header moves over the fragment header; its next header takes over. */

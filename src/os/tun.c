@@ -285,7 +285,7 @@ int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned g
 		    unsigned *ret_joined)
 {
 	static const uint8_t plain[OFFLOAD_VNET_HDR_LEN];
-	unsigned i, k, m, written = 0;
+	unsigned i, k, m, before, written = 0;
 	struct iovec iov[2];
 	int err = 0;
 
@@ -296,12 +296,19 @@ int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned g
 		if (vnet && gro) {
 			k = MIN(n - i, (unsigned)OFFLOAD_GRO_BATCH);
 			m = offload_defrag(pkts + i, k);
+			before = written;
 			if (!write_groups(fd, pkts + i, m, gro, &written, &err))
 				break;
-			/* The fragments taken into a datagram went with it. */
-			written += k - m;
-			if (ret_joined)
-				*ret_joined += k - m;
+			/*
+			 * The fragments taken into a datagram went with it, if it was written.
+			 * Which write failed is not known here: a failure counts them with the
+			 * errors.
+			 */
+			if (written - before == m) {
+				written += k - m;
+				if (ret_joined)
+					*ret_joined += k - m;
+			}
 			i += k;
 			continue;
 		}

@@ -64,7 +64,8 @@ int tun_read_batch(int fd, struct tun_rx *rx, struct pkt **pkts, unsigned n, uns
  * OFFLOAD_GRO_UDP where it took USO): a datagram's fragments that follow each other go as
  * the whole datagram (offload_defrag), and consecutive TCP segments or UDP datagrams of a flow
  * as one super-packet (offload_gro); pkts is reordered. A fragment taken into its datagram
- * counts as written with it, and in *ret_joined (if not NULL) when that datagram was written.
+ * counts as written, and in *ret_joined (if not NULL), when every write of its batch of up
+ * to OFFLOAD_GRO_BATCH packets succeeded (otherwise it counts as not written).
  */
 int tun_write_batch(int fd, struct pkt **pkts, unsigned n, bool vnet, unsigned gro,
 		    unsigned *ret_joined);

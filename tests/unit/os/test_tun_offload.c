@@ -453,6 +453,9 @@ static void test_udp_fragments(void **state)
 	uint64_t before;
 	int v6, s;
 
+	/* Fragments are joined where the write path coalesces (the device took TSO or USO). */
+	if (!c->gro)
+		skip();
 	assert_int_equal(nl_addr_add(c->name, AF_INET6, local6, 64), 0);
 	for (i = 0; i < 17; i++)
 		sizes[i] = i < 16 ? 1400 : 3000;
